@@ -1,1 +1,13 @@
-//! e2e
+//! End-to-end tests: the real `branchd` binary on the simulated board.
+//!
+//! Each test starts its own simulated line controller (a pty pair played by
+//! `branchline_board::sim`) and its own `branchd` process whose config points at the
+//! simulator's tty, exactly as a real box points at its UART; then it lifts handsets,
+//! dials, injects audio and reads what the other side hears, and finally checks the
+//! SQLite store the daemon wrote. No network is used.
+
+mod harness;
+
+mod analog_calls;
+mod daemon_lifecycle;
+mod pstn;

@@ -1,1 +1,386 @@
-//! daemon
+//! The tokio edge of `branchd`: opens the board and the store, then drives call control.
+//!
+//! ```text
+//! line controller (UART/pty) ──frames──▶ board loop ──▶ CallControl (sans-IO)
+//!        ▲                                  │  │
+//!        └──────commands, bridged audio─────┘  └──jobs──▶ store task ──▶ writer thread (SQLite)
+//! ```
+//!
+//! - The board loop owns [`CallControl`] and the audio routing table. Audio frames are
+//!   forwarded to the bridged port as soon as they arrive (no buffering in the daemon,
+//!   so the added latency is the time to re-encode one frame).
+//! - Store writes (CDRs, port states) go through one ordered queue to a task that awaits
+//!   each commit, so the loop never waits on `fsync`; a CDR is logged as stored only
+//!   after its commit returned.
+//! - Shutdown (SIGTERM/SIGINT or the `shutdown` future): call control ends every call
+//!   (CDRs with hang-up side "system"), the commands reach the line controller, the store
+//!   queue is drained and the writer thread checkpoints the WAL before `run` returns.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use branchline_board::gpio::{CdevGpio, Gpio, Led, MemoryGpio};
+use branchline_board::link::{LineLink, LinkSender};
+use branchline_board::profile::{BoardProfile, UartPath};
+use branchline_board::sim::{serve_console, Simulator};
+use line_proto::{Body, Command, Event, Frame, BOARD_PORT, PROTOCOL_VERSION};
+use tokio::sync::mpsc;
+
+use crate::call::{CallControl, CallSettings, Extension, FxoLine, Output, PortState};
+use crate::cdr::Cdr;
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::store::{ExtensionRow, Store, StoreWriter};
+use crate::tones::Country;
+
+/// How long the line controller has to answer `Hello` before start-up fails.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Work for the store task, in the order the board loop produced it.
+#[derive(Debug)]
+enum StoreJob {
+    Cdr(Cdr),
+    PortState(u8, PortState),
+}
+
+/// Runs the daemon until `shutdown` completes or a fatal error occurs.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<()> {
+    let profile = BoardProfile::resolve(&config.board.profile)?;
+    config.check_board(profile.fxs_ports(), profile.fxo_ports())?;
+    let board_country =
+        Country::from_code(&profile.country).ok_or_else(|| Error::UnknownBoardCountry {
+            model: profile.model.clone(),
+            country: profile.country.clone(),
+        })?;
+    let (country, law) = config.telephony.resolve(board_country);
+
+    // The store first: nothing happens on the lines before it can record it.
+    let db_path = config.paths.db_path();
+    let store = Store::open(&db_path)?;
+    let (writer, writer_thread) = store.spawn_writer();
+    let ports = profile
+        .fxs_ports()
+        .map(|p| (p, "fxs"))
+        .chain(profile.fxo_ports().map(|p| (p, "fxo")))
+        .collect();
+    let extensions = config
+        .extensions
+        .iter()
+        .map(|e| ExtensionRow {
+            number: e.number.as_str().to_owned(),
+            name: e.name.clone(),
+            port: Some(e.port.get()),
+            call_waiting: e.call_waiting,
+        })
+        .collect();
+    writer.replace_board(ports, extensions).await?;
+
+    // The line controller: real UART, or the simulator's pty, opened the same way.
+    let mut _simulator = None;
+    let uart_path: PathBuf = match (&config.board.uart, &profile.uart.path) {
+        (Some(p), _) => p.clone(),
+        (None, UartPath::Device(p)) => p.clone(),
+        (None, UartPath::Simulator) => {
+            let sim = Simulator::start(&profile, law)?;
+            let path = sim.tty_path().to_owned();
+            tracing::info!(tty = %path.display(), "started the simulated line controller");
+            if let Some(addr) = config.board.sim_console {
+                let listener = TcpListener::bind(addr).map_err(|source| Error::Listen {
+                    what: "simulator console",
+                    addr,
+                    source,
+                })?;
+                tracing::info!(%addr, "simulator console listening (try: nc {} {})", addr.ip(), addr.port());
+                let handle = sim.handle();
+                std::thread::Builder::new()
+                    .name("sim-console".into())
+                    .spawn(move || serve_console(handle, listener))
+                    .map_err(|source| Error::Thread {
+                        what: "simulator console",
+                        source,
+                    })?;
+            }
+            _simulator = Some(sim);
+            path
+        }
+    };
+    let (link, mut frames, stats) = LineLink::open(&uart_path, profile.uart.baud)?;
+    let ready = hello(&link, &mut frames, &uart_path).await?;
+    if let Event::Ready {
+        fxs_ports,
+        fxo_ports,
+        firmware,
+        ..
+    } = ready
+    {
+        tracing::info!(
+            fxs_ports,
+            fxo_ports,
+            firmware = format!("{firmware:#06x}"),
+            "line controller ready"
+        );
+        if fxs_ports < profile.fxs_ports || fxo_ports < profile.fxo_ports {
+            return Err(Error::BoardMismatch {
+                model: profile.model.clone(),
+                expected: (profile.fxs_ports, profile.fxo_ports),
+                found: (fxs_ports, fxo_ports),
+            });
+        }
+    }
+
+    let mut gpio: Box<dyn Gpio> = match (&profile.gpio, profile.simulated) {
+        (Some(cfg), false) => Box::new(CdevGpio::open(cfg)?),
+        _ => Box::new(MemoryGpio::new(profile.port_count()).0),
+    };
+    gpio.set_led(Led::Power, true)?;
+
+    let now = Instant::now();
+    let wall_clock_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    let settings = CallSettings {
+        country,
+        extensions: config
+            .extensions
+            .iter()
+            .map(|e| Extension {
+                number: e.number.as_str().to_owned(),
+                port: e.port.get(),
+                name: e.name.clone(),
+                call_waiting: e.call_waiting,
+            })
+            .collect(),
+        fxo_lines: config
+            .fxo_lines
+            .iter()
+            .map(|l| FxoLine {
+                port: l.port.get(),
+                inbound: l.inbound.iter().map(|n| n.as_str().to_owned()).collect(),
+                outbound: l.outbound,
+            })
+            .collect(),
+        outside_line_prefix: config
+            .telephony
+            .outside_line_prefix
+            .as_ref()
+            .map(|p| p.as_str().to_owned()),
+        first_digit_timeout: config.telephony.first_digit_timeout,
+        inter_digit_timeout: config.telephony.inter_digit_timeout,
+        ring_timeout: config.telephony.ring_timeout,
+        call_id_prefix: format!("{wall_clock_ms:x}"),
+        wall_clock_ms,
+        epoch: now,
+    };
+    let mut calls = CallControl::new(settings, profile.fxs_ports(), profile.fxo_ports());
+
+    let (jobs, job_rx) = mpsc::unbounded_channel();
+    let store_task = tokio::spawn(store_task(writer, job_rx));
+
+    tracing::info!(
+        model = %profile.model,
+        country = country.code(),
+        law = ?law,
+        db = %db_path.display(),
+        uart = %uart_path.display(),
+        "branchd ready"
+    );
+
+    let mut board = BoardLoop {
+        link,
+        routes: HashMap::new(),
+        jobs,
+        gpio,
+    };
+    tokio::pin!(shutdown);
+    let outcome = loop {
+        let deadline = calls.timeout();
+        tokio::select! {
+            frame = frames.recv() => {
+                let Some(frame) = frame else {
+                    break Err(Error::LinkLost { path: uart_path.clone() });
+                };
+                board.frame(&mut calls, frame);
+            }
+            () = sleep_until(deadline) => calls.handle_timeout(Instant::now()),
+            () = &mut shutdown => {
+                tracing::info!(active_calls = calls.active_calls(), "shutting down");
+                calls.shutdown(Instant::now());
+                board.drain(&mut calls);
+                break Ok(());
+            }
+        }
+        board.drain(&mut calls);
+    };
+
+    // Flush every CDR and port state before returning.
+    let BoardLoop { jobs, .. } = board;
+    drop(jobs);
+    if let Err(e) = store_task.await {
+        tracing::error!(error = %e, "store task failed");
+    }
+    if writer_thread.join().is_err() {
+        tracing::error!("store writer thread panicked");
+    }
+    let s = stats.snapshot();
+    tracing::info!(
+        frames_rx = s.frames_rx,
+        frames_tx = s.frames_tx,
+        invalid_rx = s.invalid_rx,
+        "branchd stopped"
+    );
+    outcome
+}
+
+/// Sends `Hello` until the line controller answers `Ready`.
+async fn hello(
+    link: &LinkSender,
+    frames: &mut mpsc::Receiver<Frame>,
+    path: &std::path::Path,
+) -> Result<Event> {
+    let deadline = tokio::time::Instant::now() + HELLO_TIMEOUT;
+    loop {
+        link.send(
+            BOARD_PORT,
+            Body::Command(Command::Hello {
+                protocol: PROTOCOL_VERSION,
+            }),
+        )?;
+        let retry = tokio::time::Instant::now() + Duration::from_millis(500);
+        loop {
+            match tokio::time::timeout_at(retry.min(deadline), frames.recv()).await {
+                Ok(Some(Frame {
+                    body: Body::Event(e @ Event::Ready { .. }),
+                    ..
+                })) => return Ok(e),
+                Ok(Some(_)) => continue,
+                Ok(None) => return Err(Error::LinkLost { path: path.into() }),
+                Err(_) => break,
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(Error::LineControllerSilent {
+                path: path.into(),
+                waited: HELLO_TIMEOUT,
+            });
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The board side of the main loop: routes audio and carries out call control's outputs.
+struct BoardLoop {
+    link: LinkSender,
+    /// Audio bridges: frames from the key port go to the value port.
+    routes: HashMap<u8, u8>,
+    jobs: mpsc::UnboundedSender<StoreJob>,
+    gpio: Box<dyn Gpio>,
+}
+
+impl BoardLoop {
+    fn frame(&mut self, calls: &mut CallControl, frame: Frame) {
+        match frame.body {
+            Body::Audio(audio) => {
+                if let Some(&peer) = self.routes.get(&frame.port) {
+                    if let Err(e) = self.link.send(peer, Body::Audio(audio)) {
+                        tracing::warn!(port = peer, error = %e, "audio frame not sent");
+                    }
+                }
+            }
+            Body::Event(Event::Rejected { seq, reason }) => {
+                tracing::warn!(
+                    port = frame.port,
+                    seq,
+                    reason,
+                    "line controller rejected a command"
+                );
+            }
+            Body::Event(Event::Ready { .. }) => {
+                tracing::warn!(
+                    "line controller restarted; port states resynchronise with the next events"
+                );
+            }
+            Body::Event(Event::LineReading {
+                millivolts,
+                microamps,
+            }) => {
+                tracing::debug!(port = frame.port, millivolts, microamps, "line reading");
+            }
+            Body::Event(event) => {
+                tracing::debug!(port = frame.port, ?event, "board event");
+                calls.handle_event(Instant::now(), frame.port, &event);
+            }
+            Body::Command(c) => {
+                tracing::warn!(port = frame.port, command = ?c, "unexpected command frame from the line controller");
+            }
+        }
+    }
+
+    fn drain(&mut self, calls: &mut CallControl) {
+        while let Some(out) = calls.poll_output() {
+            match out {
+                Output::Command { port, command } => {
+                    tracing::debug!(port, ?command, "to line controller");
+                    if let Err(e) = self.link.send(port, Body::Command(command)) {
+                        tracing::error!(port, error = %e, "command not sent to the line controller");
+                    }
+                }
+                Output::Connect(a, b) => {
+                    self.routes.insert(a, b);
+                    self.routes.insert(b, a);
+                }
+                Output::Disconnect(a, b) => {
+                    if self.routes.get(&a) == Some(&b) {
+                        self.routes.remove(&a);
+                    }
+                    if self.routes.get(&b) == Some(&a) {
+                        self.routes.remove(&b);
+                    }
+                }
+                Output::PortState { port, state } => {
+                    tracing::info!(port, state = state.as_str(), "port state");
+                    if let Err(e) = self.gpio.set_led(Led::Port(port), state != PortState::Idle) {
+                        tracing::warn!(port, error = %e, "port LED not set");
+                    }
+                    let _ = self.jobs.send(StoreJob::PortState(port, state));
+                }
+                Output::Cdr(cdr) => {
+                    if self.jobs.send(StoreJob::Cdr(cdr)).is_err() {
+                        tracing::error!("store task gone; CDR lost");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Applies store jobs in order, each awaited until committed.
+async fn store_task(writer: StoreWriter, mut jobs: mpsc::UnboundedReceiver<StoreJob>) {
+    while let Some(job) = jobs.recv().await {
+        match job {
+            StoreJob::Cdr(cdr) => {
+                let call_id = cdr.call_id.clone();
+                let disposition = cdr.disposition;
+                match writer.insert_cdr(cdr).await {
+                    Ok(seq) => {
+                        tracing::info!(call_id, ?disposition, outbox_seq = seq, "cdr stored")
+                    }
+                    Err(e) => tracing::error!(call_id, error = %e, "CDR not stored"),
+                }
+            }
+            StoreJob::PortState(port, state) => {
+                if let Err(e) = writer.set_port_state(port, state.as_str()).await {
+                    tracing::warn!(port, error = %e, "port state not stored");
+                }
+            }
+        }
+    }
+}

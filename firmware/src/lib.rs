@@ -15,5 +15,6 @@ pub mod call;
 pub mod cdr;
 pub mod config;
 pub mod daemon;
+pub mod error;
 pub mod store;
 pub mod tones;

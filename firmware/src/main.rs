@@ -1,1 +1,109 @@
-fn main() {}
+//! `branchd`: parses arguments, loads the config, sets up logging and runs the daemon.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use branchline_firmware::config::{Config, LogFormat};
+use branchline_firmware::daemon;
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+/// Default config location on the box.
+const DEFAULT_CONFIG: &str = "/etc/branchline/branchd.toml";
+
+/// The Branchline gateway daemon.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// Config file.
+    #[arg(short, long, default_value = DEFAULT_CONFIG)]
+    config: PathBuf,
+    /// Log format, overriding the config's `[log] format`.
+    #[arg(long, value_parser = ["human", "json"])]
+    log_format: Option<String>,
+    /// Only validate the config (and the board profile it names), then exit.
+    #[arg(long)]
+    check_config: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let config = match Config::load(&args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("branchd: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    // The board-dependent checks run before anything starts, for --check-config and
+    // for a real start alike, so a bad port map never touches the store or the lines.
+    if let Err(e) = check(&config) {
+        eprintln!("branchd: {e:#}");
+        return ExitCode::from(2);
+    }
+    if args.check_config {
+        println!("{}: config OK", config.source.display());
+        return ExitCode::SUCCESS;
+    }
+    let format = match args.log_format.as_deref() {
+        Some("json") => LogFormat::Json,
+        Some(_) => LogFormat::Human,
+        None => config.log.format,
+    };
+    init_logging(&config.log.level, format);
+    match run(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("branchd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check(config: &Config) -> anyhow::Result<()> {
+    let profile = branchline_board::profile::BoardProfile::resolve(&config.board.profile)?;
+    config.check_board(profile.fxs_ports(), profile.fxo_ports())?;
+    Ok(())
+}
+
+fn init_logging(level: &str, format: LogFormat) {
+    // RUST_LOG, when set, wins over the config (handy for a technician on the box).
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Human => builder.init(),
+    }
+}
+
+fn run(config: Config) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let shutdown = shutdown_signal()?;
+        daemon::run(config, shutdown).await?;
+        Ok(())
+    })
+}
+
+/// Completes on SIGTERM or SIGINT.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+            _ = int.recv() => tracing::info!("SIGINT received"),
+        }
+    })
+}

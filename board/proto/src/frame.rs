@@ -253,7 +253,10 @@ pub fn encode(frame: &Frame, out: &mut [u8]) -> Result<usize, EncodeError> {
 
 /// Decodes the first frame in `buf`; returns it and the bytes it used (terminator included).
 ///
-/// Leading `0x00` bytes (idle fill) are skipped and counted in the bytes used.
+/// Leading `0x00` bytes (idle fill) are skipped and counted in the bytes used of the
+/// frame that follows them. While no frame follows, `Incomplete` cannot report them,
+/// so a stream reader drops leading zeros itself before waiting for more bytes (as
+/// `branchline_board::link` does) to keep its buffer bounded on a zero-idling line.
 pub fn decode(buf: &[u8]) -> Result<(Frame, usize), DecodeError> {
     let start = buf.iter().position(|&b| b != 0).unwrap_or(buf.len());
     let rest = &buf[start..];

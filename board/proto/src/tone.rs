@@ -128,7 +128,7 @@ impl ToneSpec {
             return Err(InvalidFrame::BadField("tone frequency"));
         }
         let level_dbm0 = r.u8()? as i8;
-        if level_dbm0 > 3 || level_dbm0 < -60 {
+        if !(-60..=3).contains(&level_dbm0) {
             return Err(InvalidFrame::BadField("tone level"));
         }
         let cadence = Cadence::read(r)?;

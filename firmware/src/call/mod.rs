@@ -1,0 +1,1353 @@
+//! Call control: a sans-IO state machine for analog calls.
+//!
+//! The board driver feeds it line-controller events ([`CallControl::handle_event`]) and
+//! timer expiries ([`CallControl::handle_timeout`]), always with the current time; it
+//! answers with [`Output`]s popped by [`CallControl::poll_output`]: commands for the line
+//! controller, audio bridge changes, port-state changes and finished CDRs. It never
+//! reads a clock, sleeps or touches a socket, so every flow is tested on a virtual clock
+//! (see `tests.rs`).
+//!
+//! What it does today:
+//! - FXS: off-hook gives the country's dial tone; digits are collected against the dial
+//!   plan (extension numbers, the outside-line prefix) with first-digit and inter-digit
+//!   timeouts; the callee rings with caller ID while the caller hears ringback; busy,
+//!   congestion and number-unobtainable tones; answer bridges audio; either side hangs
+//!   up; the party left behind hears busy tone until it hangs up.
+//! - Hook-flash: answer a waiting call (call waiting), swap between the active and the
+//!   held call, or put the peer on hold and get dial tone for a second call; hanging up
+//!   with a call on hold rings the phone back (recall).
+//! - FXO: outside calls seize a free line and dial; answer and far-end disconnect are
+//!   signalled by polarity reversal. Inbound PSTN rings (with caller ID) ring an
+//!   extension or a ring group (ring-all); when the PSTN stops ringing the caller gave up.
+//! - A CDR for every call, answered or not (busy, unallocated, congestion, abandoned).
+//!
+//! Limits: no transfer or three-way conference yet (flash only toggles); analog parties
+//! only (SIP arrives with the SIP issue); ring groups ring all members.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use line_proto::{CallerId, Command, Event};
+
+use crate::cdr::{Cdr, Direction, Disposition, HangupSide};
+use crate::tones::{Country, Tone};
+
+#[cfg(test)]
+mod tests;
+
+/// PSTN ring bursts come every 6 s at most (UK cadence 3 s, US 6 s); no burst for this
+/// long means the caller hung up.
+const RING_ABSENCE: Duration = Duration::from_secs(8);
+/// Longest number accepted after the outside-line prefix (E.164 allows 15 digits).
+const MAX_OUTSIDE_DIGITS: usize = 15;
+/// How long the busy tone plays to a phone left off-hook before it goes quiet.
+const LOCKOUT_TONE: Duration = Duration::from_secs(60);
+
+/// An extension on an FXS port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Extension {
+    /// Extension number (digits).
+    pub number: String,
+    /// FXS port.
+    pub port: u8,
+    /// Name sent as caller ID.
+    pub name: String,
+    /// Whether a second call may wait on this extension.
+    pub call_waiting: bool,
+}
+
+/// A PSTN line on an FXO port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FxoLine {
+    /// FXO port.
+    pub port: u8,
+    /// Extensions rung (all at once) when the line rings.
+    pub inbound: Vec<String>,
+    /// Usable for outside calls.
+    pub outbound: bool,
+}
+
+/// Everything call control needs to know, built from the validated config.
+#[derive(Debug, Clone)]
+pub struct CallSettings {
+    /// Tone plan, ring cadence and caller-ID mode.
+    pub country: Country,
+    /// FXS extensions.
+    pub extensions: Vec<Extension>,
+    /// FXO lines.
+    pub fxo_lines: Vec<FxoLine>,
+    /// Digits that select an outside line, if any.
+    pub outside_line_prefix: Option<String>,
+    /// Time allowed for the first digit after dial tone.
+    pub first_digit_timeout: Duration,
+    /// Time allowed between digits.
+    pub inter_digit_timeout: Duration,
+    /// Time a call rings unanswered before the box gives up.
+    pub ring_timeout: Duration,
+    /// Prefix of every call id (unique per boot, e.g. the boot time).
+    pub call_id_prefix: String,
+    /// Wall-clock time (ms since the Unix epoch) at `epoch`.
+    pub wall_clock_ms: i64,
+    /// The monotonic instant that corresponds to `wall_clock_ms`.
+    pub epoch: Instant,
+}
+
+/// What call control wants done.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    /// Send a command to the line controller.
+    Command {
+        /// Port addressed.
+        port: u8,
+        /// What to do.
+        command: Command,
+    },
+    /// Bridge audio between two ports, both ways, frame by frame.
+    Connect(u8, u8),
+    /// Stop bridging these two ports.
+    Disconnect(u8, u8),
+    /// A port changed state (for the store, LEDs and the web page).
+    PortState {
+        /// The port.
+        port: u8,
+        /// New state.
+        state: PortState,
+    },
+    /// A call ended; store its record.
+    Cdr(Cdr),
+}
+
+/// Coarse state of a port, as shown to people.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PortState {
+    /// On-hook and quiet.
+    Idle,
+    /// Off-hook, dialling.
+    Dialing,
+    /// Ringing (FXS) or being rung from the PSTN (FXO).
+    Ringing,
+    /// Calling out, waiting for an answer.
+    Calling,
+    /// In a conversation.
+    Talking,
+    /// Off-hook hearing a busy or error tone.
+    Lockout,
+    /// Out of service after a hardware fault.
+    Fault,
+}
+
+impl PortState {
+    /// Stable lower-case name (stored in the database).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PortState::Idle => "idle",
+            PortState::Dialing => "dialing",
+            PortState::Ringing => "ringing",
+            PortState::Calling => "calling",
+            PortState::Talking => "talking",
+            PortState::Lockout => "lockout",
+            PortState::Fault => "fault",
+        }
+    }
+}
+
+/// A party to a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Party {
+    Fxs(u8),
+    Fxo(u8),
+}
+
+impl Party {
+    fn port(self) -> u8 {
+        match self {
+            Party::Fxs(p) | Party::Fxo(p) => p,
+        }
+    }
+}
+
+type CallKey = u64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CallPhase {
+    /// Callee(s) ringing; caller hears ringback.
+    Alerting,
+    /// Outbound FXO call dialled; waiting for answer supervision.
+    Proceeding,
+    /// Parties talk.
+    Connected,
+}
+
+#[derive(Debug)]
+struct Call {
+    id: String,
+    direction: Direction,
+    caller: Party,
+    caller_number: String,
+    /// Caller name for caller ID (extension name, or from the PSTN).
+    caller_name: String,
+    /// Who answered (or, for outbound FXO calls, the line).
+    callee: Option<Party>,
+    callee_number: String,
+    /// Ports being rung.
+    ringing: Vec<u8>,
+    phase: CallPhase,
+    started: Instant,
+    answered: Option<Instant>,
+    /// Ring timeout (alerting) or PSTN ring-absence deadline (inbound alerting).
+    deadline: Option<Instant>,
+    /// Inbound from the PSTN: last ring burst seen.
+    last_ring: Option<Instant>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Fxs {
+    Idle,
+    /// Off-hook collecting digits; `digits` empty means dial tone is playing.
+    Dialing {
+        digits: String,
+        started: Instant,
+        deadline: Instant,
+    },
+    /// Caller side of a call.
+    Caller(CallKey),
+    /// Being rung for a call, on-hook.
+    Ringing(CallKey),
+    /// Answered party of a call.
+    Callee(CallKey),
+    /// Off-hook with an error/busy tone until on-hook; the tone stops at `quiet_at`.
+    Lockout {
+        quiet_at: Option<Instant>,
+    },
+    /// Hardware fault reported.
+    Fault,
+}
+
+#[derive(Debug)]
+struct FxsPort {
+    ext: Option<usize>,
+    state: Fxs,
+    off_hook: bool,
+    /// A second call waiting (its caller hears ringback, we hear call-waiting tone).
+    waiting: Option<CallKey>,
+    /// A call on hold by hook-flash.
+    held: Option<CallKey>,
+}
+
+#[derive(Debug)]
+struct FxoPort {
+    line: Option<usize>,
+    call: Option<CallKey>,
+    fault: bool,
+}
+
+/// The call-control state machine. See the module docs.
+#[derive(Debug)]
+pub struct CallControl {
+    settings: CallSettings,
+    fxs: BTreeMap<u8, FxsPort>,
+    fxo: BTreeMap<u8, FxoPort>,
+    calls: BTreeMap<CallKey, Call>,
+    next_call: u64,
+    outputs: VecDeque<Output>,
+    shut_down: bool,
+}
+
+impl CallControl {
+    /// Call control for a board with these FXS and FXO ports.
+    pub fn new(
+        settings: CallSettings,
+        fxs_ports: impl IntoIterator<Item = u8>,
+        fxo_ports: impl IntoIterator<Item = u8>,
+    ) -> Self {
+        let fxs = fxs_ports
+            .into_iter()
+            .map(|p| {
+                let ext = settings.extensions.iter().position(|e| e.port == p);
+                let port = FxsPort {
+                    ext,
+                    state: Fxs::Idle,
+                    off_hook: false,
+                    waiting: None,
+                    held: None,
+                };
+                (p, port)
+            })
+            .collect();
+        let fxo = fxo_ports
+            .into_iter()
+            .map(|p| {
+                let line = settings.fxo_lines.iter().position(|l| l.port == p);
+                (
+                    p,
+                    FxoPort {
+                        line,
+                        call: None,
+                        fault: false,
+                    },
+                )
+            })
+            .collect();
+        CallControl {
+            settings,
+            fxs,
+            fxo,
+            calls: BTreeMap::new(),
+            next_call: 1,
+            outputs: VecDeque::new(),
+            shut_down: false,
+        }
+    }
+
+    /// The next thing to do, if any.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// Number of calls in progress (alerting or connected).
+    pub fn active_calls(&self) -> usize {
+        self.calls.len()
+    }
+
+    /// When [`CallControl::handle_timeout`] must next be called.
+    pub fn timeout(&self) -> Option<Instant> {
+        let ports = self.fxs.values().filter_map(|p| match &p.state {
+            Fxs::Dialing { deadline, .. } => Some(*deadline),
+            Fxs::Lockout { quiet_at } => *quiet_at,
+            _ => None,
+        });
+        let calls = self.calls.values().filter_map(|c| c.deadline);
+        ports.chain(calls).min()
+    }
+
+    /// Handles every deadline at or before `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let due: Vec<u8> = self
+            .fxs
+            .iter()
+            .filter(|(_, p)| match &p.state {
+                Fxs::Dialing { deadline, .. } => *deadline <= now,
+                Fxs::Lockout { quiet_at } => quiet_at.is_some_and(|q| q <= now),
+                _ => false,
+            })
+            .map(|(&n, _)| n)
+            .collect();
+        for port in due {
+            match self.fxs_state(port) {
+                Some(Fxs::Dialing { .. }) => self.dial_timeout(now, port),
+                Some(Fxs::Lockout { .. }) => {
+                    self.cmd(port, Command::StopTone);
+                    self.set_fxs(port, Fxs::Lockout { quiet_at: None });
+                }
+                _ => {}
+            }
+        }
+        let due: Vec<CallKey> = self
+            .calls
+            .iter()
+            .filter(|(_, c)| c.deadline.is_some_and(|d| d <= now))
+            .map(|(&k, _)| k)
+            .collect();
+        for key in due {
+            let Some(call) = self.calls.get(&key) else {
+                continue;
+            };
+            if call.last_ring.is_some() {
+                // The PSTN stopped ringing: the caller gave up.
+                self.end_call(now, key, None, HangupSide::Caller);
+            } else {
+                // Nobody answered in time.
+                self.end_call(now, key, None, HangupSide::System);
+            }
+        }
+    }
+
+    /// Handles one event from the line controller.
+    pub fn handle_event(&mut self, now: Instant, port: u8, event: &Event) {
+        if self.shut_down {
+            return;
+        }
+        if self.fxs.contains_key(&port) {
+            self.fxs_event(now, port, event);
+        } else if self.fxo.contains_key(&port) {
+            self.fxo_event(now, port, event);
+        } else {
+            tracing::debug!(port, ?event, "event for an unknown port ignored");
+        }
+    }
+
+    /// Ends every call (CDRs with hang-up side "system") and silences every port.
+    pub fn shutdown(&mut self, now: Instant) {
+        let keys: Vec<CallKey> = self.calls.keys().copied().collect();
+        for key in keys {
+            self.end_call(now, key, None, HangupSide::System);
+        }
+        let ports: Vec<u8> = self.fxs.keys().copied().collect();
+        for port in ports {
+            if self.fxs_state(port) != Some(Fxs::Idle) {
+                self.cmd(port, Command::StopTone);
+                self.cmd(port, Command::StopRing);
+            }
+        }
+        self.shut_down = true;
+    }
+
+    // ----- FXS -----
+
+    fn fxs_event(&mut self, now: Instant, port: u8, event: &Event) {
+        match event {
+            Event::OffHook => self.off_hook(now, port),
+            Event::OnHook => self.on_hook(now, port),
+            Event::HookFlash => self.flash(now, port),
+            Event::Digit(d) => self.digit(now, port, *d as char),
+            Event::Fault(kind) => {
+                tracing::warn!(port, ?kind, "FXS port fault: port out of service");
+                if let Some(Fxs::Ringing(key)) = self.fxs_state(port) {
+                    self.stop_offer(port, key);
+                    if let Some(call) = self.calls.get_mut(&key) {
+                        call.ringing.retain(|&p| p != port);
+                    }
+                }
+                self.on_hook(now, port);
+                self.set_fxs(port, Fxs::Fault);
+            }
+            // A passed self-test brings a faulty port back into service.
+            Event::SelfTestResult { passed: true, .. }
+                if self.fxs_state(port) == Some(Fxs::Fault) =>
+            {
+                self.set_fxs(port, Fxs::Idle);
+            }
+            _ => {}
+        }
+    }
+
+    fn off_hook(&mut self, now: Instant, port: u8) {
+        let Some(p) = self.fxs.get_mut(&port) else {
+            return;
+        };
+        if p.off_hook {
+            return;
+        }
+        p.off_hook = true;
+        match p.state.clone() {
+            Fxs::Idle => self.start_dialing(now, port),
+            Fxs::Ringing(key) => self.answer(now, key, port),
+            Fxs::Fault => {}
+            other => tracing::debug!(port, ?other, "off-hook in unexpected state"),
+        }
+    }
+
+    fn start_dialing(&mut self, now: Instant, port: u8) {
+        self.tone(port, Tone::Dial);
+        let deadline = now + self.settings.first_digit_timeout;
+        self.set_fxs(
+            port,
+            Fxs::Dialing {
+                digits: String::new(),
+                started: now,
+                deadline,
+            },
+        );
+    }
+
+    fn on_hook(&mut self, now: Instant, port: u8) {
+        let Some(p) = self.fxs.get_mut(&port) else {
+            return;
+        };
+        if !p.off_hook {
+            return;
+        }
+        p.off_hook = false;
+        let state = p.state.clone();
+        let waiting = p.waiting.take();
+        let held = p.held.take();
+        match state {
+            Fxs::Dialing {
+                digits, started, ..
+            } => {
+                self.cmd(port, Command::StopTone);
+                if !digits.is_empty() {
+                    self.abandoned_cdr(now, port, started, digits, HangupSide::Caller);
+                }
+                self.set_fxs(port, Fxs::Idle);
+            }
+            Fxs::Caller(key) | Fxs::Callee(key) => {
+                self.cmd(port, Command::StopTone);
+                self.end_call(now, key, Some(port), HangupSide::Caller);
+            }
+            Fxs::Lockout { .. } => {
+                self.cmd(port, Command::StopTone);
+                self.set_fxs(port, Fxs::Idle);
+            }
+            Fxs::Idle | Fxs::Ringing(_) | Fxs::Fault => {}
+        }
+        if self.fxs_state(port) != Some(Fxs::Fault) {
+            self.set_fxs(port, Fxs::Idle);
+        }
+        // A call still on hold or waiting rings the phone again (recall).
+        for key in [held, waiting].into_iter().flatten() {
+            if self.calls.contains_key(&key) {
+                self.recall(now, port, key);
+                break;
+            }
+        }
+    }
+
+    fn recall(&mut self, now: Instant, port: u8, key: CallKey) {
+        let Some(call) = self.calls.get_mut(&key) else {
+            return;
+        };
+        let other = if call.caller == Party::Fxs(port) {
+            call.callee
+        } else {
+            Some(call.caller)
+        };
+        // The recall rings this port as the callee of the held call.
+        if call.caller == Party::Fxs(port) {
+            if let Some(o) = other {
+                call.caller = o;
+            }
+        }
+        let number = call.caller_number.clone();
+        let name = call.caller_name.clone();
+        call.callee = None;
+        call.phase = CallPhase::Alerting;
+        call.ringing = vec![port];
+        call.deadline = Some(now + self.settings.ring_timeout);
+        call.last_ring = None;
+        let number = match other {
+            Some(o @ Party::Fxs(_)) => self.party_number(o),
+            _ => number,
+        };
+        let name = match other {
+            Some(Party::Fxs(p)) => self.port_name(p),
+            _ => name,
+        };
+        self.ring(port, &number, &name);
+        self.set_fxs(port, Fxs::Ringing(key));
+    }
+
+    fn flash(&mut self, now: Instant, port: u8) {
+        let Some(p) = self.fxs.get(&port) else {
+            return;
+        };
+        let (state, waiting, held) = (p.state.clone(), p.waiting, p.held);
+        match state {
+            Fxs::Caller(active) | Fxs::Callee(active)
+                if self.call_phase(active) == Some(CallPhase::Connected) =>
+            {
+                if let Some(w) = waiting {
+                    // Answer the waiting call; the current one goes on hold.
+                    self.cmd(port, Command::StopTone);
+                    self.hold(port, active);
+                    if let Some(p) = self.fxs.get_mut(&port) {
+                        p.waiting = None;
+                        p.held = Some(active);
+                    }
+                    self.answer(now, w, port);
+                } else if let Some(h) = held {
+                    // Swap between the active and the held call.
+                    self.hold(port, active);
+                    self.resume(port, h);
+                    if let Some(p) = self.fxs.get_mut(&port) {
+                        p.held = Some(active);
+                    }
+                } else {
+                    // Hold the peer and give dial tone for a second call.
+                    self.hold(port, active);
+                    if let Some(p) = self.fxs.get_mut(&port) {
+                        p.held = Some(active);
+                    }
+                    self.start_dialing(now, port);
+                }
+            }
+            Fxs::Dialing { .. } if held.is_some() => {
+                // Changed their mind: back to the held call.
+                self.cmd(port, Command::StopTone);
+                if let Some(h) = held {
+                    if let Some(p) = self.fxs.get_mut(&port) {
+                        p.held = None;
+                    }
+                    self.resume(port, h);
+                }
+            }
+            Fxs::Caller(active) if held.is_some() => {
+                // Second call not answered yet: drop it and return to the held call.
+                self.end_call(now, active, Some(port), HangupSide::Caller);
+                if let Some(h) = held {
+                    if let Some(p) = self.fxs.get_mut(&port) {
+                        p.held = None;
+                    }
+                    self.resume(port, h);
+                }
+            }
+            _ => tracing::debug!(port, "hook-flash ignored in this state"),
+        }
+    }
+
+    /// Stops the audio between `port` and its peer in `key`, leaving the call up.
+    fn hold(&mut self, port: u8, key: CallKey) {
+        if let Some(peer) = self.peer_of(key, port) {
+            self.outputs
+                .push_back(Output::Disconnect(port, peer.port()));
+        }
+    }
+
+    /// Makes `key` the active call of `port` again.
+    fn resume(&mut self, port: u8, key: CallKey) {
+        let Some(call) = self.calls.get(&key) else {
+            return;
+        };
+        let role = if call.caller == Party::Fxs(port) {
+            Fxs::Caller(key)
+        } else {
+            Fxs::Callee(key)
+        };
+        if let Some(peer) = self.peer_of(key, port) {
+            self.outputs.push_back(Output::Connect(port, peer.port()));
+        }
+        self.set_fxs(port, role);
+    }
+
+    fn digit(&mut self, now: Instant, port: u8, d: char) {
+        let Some(Fxs::Dialing {
+            mut digits,
+            started,
+            ..
+        }) = self.fxs_state(port)
+        else {
+            return;
+        };
+        if digits.is_empty() {
+            self.cmd(port, Command::StopTone);
+        }
+        digits.push(d);
+        match self.match_plan(&digits) {
+            PlanMatch::Extension(ext) => {
+                self.set_fxs(port, Fxs::Idle);
+                self.call_extension(now, port, started, ext, digits);
+            }
+            PlanMatch::Outside { complete: true } => {
+                self.set_fxs(port, Fxs::Idle);
+                self.call_outside(now, port, started, digits);
+            }
+            PlanMatch::Outside { complete: false } | PlanMatch::Partial => {
+                let deadline = now + self.settings.inter_digit_timeout;
+                self.set_fxs(
+                    port,
+                    Fxs::Dialing {
+                        digits,
+                        started,
+                        deadline,
+                    },
+                );
+            }
+            PlanMatch::None => {
+                self.lockout(now, port, Tone::Unobtainable);
+                self.failed_cdr(
+                    now,
+                    port,
+                    started,
+                    digits,
+                    Direction::Internal,
+                    Disposition::Unallocated,
+                );
+            }
+        }
+    }
+
+    fn dial_timeout(&mut self, now: Instant, port: u8) {
+        let Some(Fxs::Dialing {
+            digits, started, ..
+        }) = self.fxs_state(port)
+        else {
+            return;
+        };
+        match self.outside_number(&digits) {
+            Some(n) if !n.is_empty() => {
+                self.set_fxs(port, Fxs::Idle);
+                self.call_outside(now, port, started, digits);
+            }
+            _ => {
+                // Off-hook too long without a complete number.
+                self.lockout(now, port, Tone::Congestion);
+                if !digits.is_empty() {
+                    self.abandoned_cdr(now, port, started, digits, HangupSide::System);
+                }
+            }
+        }
+    }
+
+    fn match_plan(&self, digits: &str) -> PlanMatch {
+        if let Some(rest) = self.outside_number(digits) {
+            let complete = rest.ends_with('#') || rest.len() >= MAX_OUTSIDE_DIGITS;
+            return PlanMatch::Outside { complete };
+        }
+        if let Some(i) = self
+            .settings
+            .extensions
+            .iter()
+            .position(|e| e.number == digits)
+        {
+            return PlanMatch::Extension(i);
+        }
+        let prefix_of_ext = self
+            .settings
+            .extensions
+            .iter()
+            .any(|e| e.number.starts_with(digits));
+        let prefix_of_outside = self
+            .settings
+            .outside_line_prefix
+            .as_deref()
+            .is_some_and(|p| p.starts_with(digits));
+        if prefix_of_ext || prefix_of_outside {
+            PlanMatch::Partial
+        } else {
+            PlanMatch::None
+        }
+    }
+
+    /// The number after the outside-line prefix, if `digits` starts with it.
+    fn outside_number<'a>(&self, digits: &'a str) -> Option<&'a str> {
+        let prefix = self.settings.outside_line_prefix.as_deref()?;
+        digits.strip_prefix(prefix)
+    }
+
+    fn call_extension(
+        &mut self,
+        now: Instant,
+        port: u8,
+        started: Instant,
+        ext: usize,
+        digits: String,
+    ) {
+        let target = self.settings.extensions[ext].port;
+        let key = self.new_call(Call {
+            id: String::new(),
+            direction: Direction::Internal,
+            caller: Party::Fxs(port),
+            caller_number: self.port_number(port),
+            caller_name: self.port_name(port),
+            callee: None,
+            callee_number: digits,
+            ringing: Vec::new(),
+            phase: CallPhase::Alerting,
+            started,
+            answered: None,
+            deadline: None,
+            last_ring: None,
+        });
+        self.set_fxs(port, Fxs::Caller(key));
+        if target == port || !self.offer(now, key, target) {
+            self.reject_busy(now, key, port);
+        }
+    }
+
+    /// Offers call `key` to FXS port `target`: rings it if idle, or makes it a waiting
+    /// call if the port is talking and has call waiting. False when busy.
+    fn offer(&mut self, now: Instant, key: CallKey, target: u8) -> bool {
+        let Some(t) = self.fxs.get(&target) else {
+            return false;
+        };
+        let cw = t
+            .ext
+            .and_then(|e| self.settings.extensions.get(e))
+            .is_some_and(|e| e.call_waiting);
+        let (caller_number, caller_name) = match self.calls.get(&key) {
+            Some(c) => (c.caller_number.clone(), c.caller_name.clone()),
+            None => return false,
+        };
+        let talking = matches!(t.state, Fxs::Caller(_) | Fxs::Callee(_));
+        let free = t.state == Fxs::Idle && !t.off_hook;
+        if free {
+            self.ring(target, &caller_number, &caller_name);
+            self.set_fxs(target, Fxs::Ringing(key));
+        } else if talking && cw && t.waiting.is_none() && t.held.is_none() {
+            self.tone(target, Tone::CallWaiting);
+            if let Some(t) = self.fxs.get_mut(&target) {
+                t.waiting = Some(key);
+            }
+        } else {
+            return false;
+        }
+        let ring_timeout = self.settings.ring_timeout;
+        if let Some(call) = self.calls.get_mut(&key) {
+            call.ringing.push(target);
+            if call.last_ring.is_none() {
+                call.deadline = Some(now + ring_timeout);
+            }
+        }
+        if let Party::Fxs(caller) = self.calls[&key].caller {
+            self.tone(caller, Tone::Ringback);
+        }
+        true
+    }
+
+    fn reject_busy(&mut self, now: Instant, key: CallKey, port: u8) {
+        if let Some(call) = self.calls.remove(&key) {
+            self.lockout(now, port, Tone::Busy);
+            self.emit_cdr(now, &call, Disposition::Busy, HangupSide::Callee);
+        }
+    }
+
+    fn call_outside(&mut self, now: Instant, port: u8, started: Instant, digits: String) {
+        let number = self
+            .outside_number(&digits)
+            .unwrap_or_default()
+            .trim_end_matches('#')
+            .to_string();
+        let line = self
+            .settings
+            .fxo_lines
+            .iter()
+            .filter(|l| l.outbound)
+            .map(|l| l.port)
+            .find(|p| {
+                self.fxo
+                    .get(p)
+                    .is_some_and(|f| f.call.is_none() && !f.fault)
+            });
+        let dial = Command::fxo_dial(&number);
+        let (Some(line), Some(dial)) = (line, dial) else {
+            self.lockout(now, port, Tone::Congestion);
+            self.failed_cdr(
+                now,
+                port,
+                started,
+                number,
+                Direction::Outbound,
+                Disposition::Congestion,
+            );
+            return;
+        };
+        let key = self.new_call(Call {
+            id: String::new(),
+            direction: Direction::Outbound,
+            caller: Party::Fxs(port),
+            caller_number: self.port_number(port),
+            caller_name: self.port_name(port),
+            callee: Some(Party::Fxo(line)),
+            callee_number: number,
+            ringing: Vec::new(),
+            phase: CallPhase::Proceeding,
+            started,
+            answered: None,
+            deadline: None,
+            last_ring: None,
+        });
+        if let Some(f) = self.fxo.get_mut(&line) {
+            f.call = Some(key);
+        }
+        self.cmd(line, Command::FxoSeize);
+        self.cmd(line, dial);
+        // The caller hears the PSTN's own progress tones through the line.
+        self.outputs.push_back(Output::Connect(port, line));
+        self.set_fxs(port, Fxs::Caller(key));
+        self.port_state(line, PortState::Calling);
+    }
+
+    /// `port` answers call `key` (it was ringing, or the call was waiting).
+    fn answer(&mut self, now: Instant, key: CallKey, port: u8) {
+        let Some(call) = self.calls.get_mut(&key) else {
+            return;
+        };
+        call.phase = CallPhase::Connected;
+        call.answered = Some(now);
+        call.deadline = None;
+        call.callee = Some(Party::Fxs(port));
+        let others: Vec<u8> = call.ringing.drain(..).filter(|&p| p != port).collect();
+        let caller = call.caller;
+        let inbound_line = match caller {
+            Party::Fxo(l) => Some(l),
+            Party::Fxs(_) => None,
+        };
+        call.last_ring = None;
+        self.cmd(port, Command::StopRing);
+        for o in others {
+            self.stop_offer(o, key);
+        }
+        match caller {
+            Party::Fxs(c) => self.cmd(c, Command::StopTone),
+            Party::Fxo(_) => {}
+        }
+        if let Some(line) = inbound_line {
+            self.cmd(line, Command::FxoSeize);
+            self.port_state(line, PortState::Talking);
+        }
+        self.outputs.push_back(Output::Connect(caller.port(), port));
+        self.set_fxs(port, Fxs::Callee(key));
+        if let Party::Fxs(c) = caller {
+            self.port_state(c, PortState::Talking);
+        }
+    }
+
+    /// Stops offering `key` to `port` (ringing or waiting).
+    fn stop_offer(&mut self, port: u8, key: CallKey) {
+        let Some(p) = self.fxs.get_mut(&port) else {
+            return;
+        };
+        if p.state == Fxs::Ringing(key) {
+            self.cmd(port, Command::StopRing);
+            self.set_fxs(port, Fxs::Idle);
+        } else if p.waiting == Some(key) {
+            p.waiting = None;
+            self.cmd(port, Command::StopTone);
+        }
+    }
+
+    fn lockout(&mut self, now: Instant, port: u8, tone: Tone) {
+        self.tone(port, tone);
+        self.set_fxs(
+            port,
+            Fxs::Lockout {
+                quiet_at: Some(now + LOCKOUT_TONE),
+            },
+        );
+    }
+
+    // ----- FXO -----
+
+    fn fxo_event(&mut self, now: Instant, port: u8, event: &Event) {
+        match event {
+            Event::RingDetected { caller_id } => self.pstn_ring(now, port, caller_id.as_ref()),
+            Event::PolarityReversal => self.pstn_reversal(now, port),
+            Event::Fault(kind) => {
+                tracing::warn!(port, ?kind, "FXO line fault: line out of service");
+                if let Some(key) = self.fxo.get(&port).and_then(|f| f.call) {
+                    self.end_call(now, key, Some(port), HangupSide::System);
+                }
+                if let Some(f) = self.fxo.get_mut(&port) {
+                    f.fault = true;
+                }
+                self.port_state(port, PortState::Fault);
+            }
+            Event::SelfTestResult { passed: true, .. } => {
+                if let Some(f) = self.fxo.get_mut(&port) {
+                    if f.fault {
+                        f.fault = false;
+                        self.port_state(port, PortState::Idle);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn pstn_ring(&mut self, now: Instant, port: u8, caller_id: Option<&CallerId>) {
+        let Some(f) = self.fxo.get(&port) else {
+            return;
+        };
+        if f.fault {
+            return;
+        }
+        if let Some(key) = f.call {
+            // Another ring burst of a call we already know about.
+            if let Some(call) = self.calls.get_mut(&key) {
+                if call.phase == CallPhase::Alerting {
+                    call.last_ring = Some(now);
+                    call.deadline = Some(now + RING_ABSENCE);
+                    if call.caller_number.is_empty() {
+                        if let Some(cid) = caller_id {
+                            call.caller_number = cid.number.to_string();
+                        }
+                    }
+                }
+            }
+            return;
+        }
+        let line = f.line.and_then(|l| self.settings.fxo_lines.get(l)).cloned();
+        let number = caller_id.map(|c| c.number.to_string()).unwrap_or_default();
+        let name = caller_id.map(|c| c.name.to_string()).unwrap_or_default();
+        let key = self.new_call(Call {
+            id: String::new(),
+            direction: Direction::Inbound,
+            caller: Party::Fxo(port),
+            caller_number: number,
+            caller_name: name,
+            callee: None,
+            callee_number: String::new(),
+            ringing: Vec::new(),
+            phase: CallPhase::Alerting,
+            started: now,
+            answered: None,
+            deadline: Some(now + RING_ABSENCE),
+            last_ring: Some(now),
+        });
+        if let Some(fx) = self.fxo.get_mut(&port) {
+            fx.call = Some(key);
+        }
+        self.port_state(port, PortState::Ringing);
+        let targets: Vec<(String, u8)> = line
+            .map(|l| {
+                l.inbound
+                    .iter()
+                    .filter_map(|n| {
+                        self.settings
+                            .extensions
+                            .iter()
+                            .find(|e| &e.number == n)
+                            .map(|e| (e.number.clone(), e.port))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        if let Some(call) = self.calls.get_mut(&key) {
+            call.callee_number = targets
+                .iter()
+                .map(|(n, _)| n.as_str())
+                .collect::<Vec<_>>()
+                .join(",");
+        }
+        for (_, target) in targets {
+            self.offer(now, key, target);
+        }
+        if let Some(call) = self.calls.get(&key) {
+            if call.ringing.is_empty() {
+                tracing::info!(port, "PSTN call: no extension free to ring; not answered");
+            }
+        }
+    }
+
+    fn pstn_reversal(&mut self, now: Instant, port: u8) {
+        let Some(key) = self.fxo.get(&port).and_then(|f| f.call) else {
+            return;
+        };
+        let Some(call) = self.calls.get_mut(&key) else {
+            return;
+        };
+        match (call.direction, call.phase) {
+            (Direction::Outbound, CallPhase::Proceeding) => {
+                // Answer supervision.
+                call.phase = CallPhase::Connected;
+                call.answered = Some(now);
+                let caller = call.caller;
+                self.port_state(port, PortState::Talking);
+                if let Party::Fxs(c) = caller {
+                    self.port_state(c, PortState::Talking);
+                }
+            }
+            (_, CallPhase::Connected) => {
+                // Disconnect supervision: the far end hung up.
+                self.end_call(now, key, Some(port), HangupSide::Caller);
+            }
+            _ => {}
+        }
+    }
+
+    // ----- calls -----
+
+    fn new_call(&mut self, mut call: Call) -> CallKey {
+        let key = self.next_call;
+        self.next_call += 1;
+        call.id = format!("{}-{}", self.settings.call_id_prefix, key);
+        self.calls.insert(key, call);
+        key
+    }
+
+    /// Ends call `key`. `by` is the port whose side hung up, if a port did.
+    fn end_call(&mut self, now: Instant, key: CallKey, by: Option<u8>, side: HangupSide) {
+        let Some(call) = self.calls.remove(&key) else {
+            return;
+        };
+        // Who hung up relative to the call's direction.
+        let side = match by {
+            Some(p) if call.caller.port() == p => HangupSide::Caller,
+            Some(_) => HangupSide::Callee,
+            None => side,
+        };
+        let disposition = match call.phase {
+            // A recalled (held, then re-rung) call was answered before.
+            _ if call.answered.is_some() => Disposition::Answered,
+            CallPhase::Connected => Disposition::Answered,
+            CallPhase::Alerting if call.ringing.is_empty() && call.last_ring.is_some() => {
+                Disposition::Busy
+            }
+            CallPhase::Alerting | CallPhase::Proceeding => Disposition::NoAnswer,
+        };
+        for &r in &call.ringing {
+            self.stop_offer(r, key);
+        }
+        let parties = [Some(call.caller), call.callee];
+        if call.phase == CallPhase::Connected || call.direction == Direction::Outbound {
+            if let (Some(a), Some(b)) = (parties[0], parties[1]) {
+                let active_a = self.is_active(a, key);
+                let active_b = self.is_active(b, key);
+                if active_a && active_b {
+                    self.outputs
+                        .push_back(Output::Disconnect(a.port(), b.port()));
+                }
+            }
+        }
+        for party in parties.into_iter().flatten() {
+            // The phone that hung up needs nothing more; a PSTN line always is released.
+            if matches!(party, Party::Fxs(p) if Some(p) == by) {
+                continue;
+            }
+            self.release_party(now, party, key);
+        }
+        self.emit_cdr(now, &call, disposition, side);
+    }
+
+    fn is_active(&self, party: Party, key: CallKey) -> bool {
+        match party {
+            Party::Fxs(p) => matches!(
+                self.fxs.get(&p).map(|x| &x.state),
+                Some(Fxs::Caller(k) | Fxs::Callee(k)) if *k == key
+            ),
+            Party::Fxo(_) => true,
+        }
+    }
+
+    /// The call is over for `party` (it did not hang up itself).
+    fn release_party(&mut self, now: Instant, party: Party, key: CallKey) {
+        match party {
+            Party::Fxo(line) => {
+                if let Some(f) = self.fxo.get_mut(&line) {
+                    if f.call == Some(key) {
+                        f.call = None;
+                        self.cmd(line, Command::FxoRelease);
+                        self.port_state(line, PortState::Idle);
+                    }
+                }
+            }
+            Party::Fxs(port) => {
+                let Some(p) = self.fxs.get_mut(&port) else {
+                    return;
+                };
+                if p.held == Some(key) {
+                    p.held = None;
+                    return;
+                }
+                if p.waiting == Some(key) {
+                    p.waiting = None;
+                    self.cmd(port, Command::StopTone);
+                    return;
+                }
+                match p.state {
+                    Fxs::Caller(k) | Fxs::Callee(k) if k == key => {
+                        if p.off_hook {
+                            self.lockout(now, port, Tone::Busy);
+                        } else {
+                            self.set_fxs(port, Fxs::Idle);
+                        }
+                    }
+                    Fxs::Ringing(k) if k == key => {
+                        self.cmd(port, Command::StopRing);
+                        self.set_fxs(port, Fxs::Idle);
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    fn call_phase(&self, key: CallKey) -> Option<CallPhase> {
+        self.calls.get(&key).map(|c| c.phase)
+    }
+
+    fn peer_of(&self, key: CallKey, port: u8) -> Option<Party> {
+        let call = self.calls.get(&key)?;
+        if call.caller.port() == port {
+            call.callee
+        } else {
+            Some(call.caller)
+        }
+    }
+
+    // ----- CDRs -----
+
+    fn wall(&self, t: Instant) -> i64 {
+        let since = t.saturating_duration_since(self.settings.epoch);
+        self.settings.wall_clock_ms + i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
+    }
+
+    fn emit_cdr(&mut self, now: Instant, call: &Call, disposition: Disposition, side: HangupSide) {
+        let callee_port = call
+            .callee
+            .map(Party::port)
+            .or_else(|| call.ringing.last().copied());
+        let caller_port = Some(call.caller.port());
+        let callee = if call.direction == Direction::Inbound {
+            call.callee
+                .map(|p| self.party_number(p))
+                .unwrap_or_else(|| call.callee_number.clone())
+        } else {
+            call.callee_number.clone()
+        };
+        let cdr = Cdr {
+            call_id: call.id.clone(),
+            direction: call.direction,
+            caller: call.caller_number.clone(),
+            caller_port,
+            callee,
+            callee_port,
+            started_at_ms: self.wall(call.started),
+            answered_at_ms: call.answered.map(|a| self.wall(a)),
+            ended_at_ms: self.wall(now),
+            disposition,
+            hangup_side: side,
+        };
+        self.outputs.push_back(Output::Cdr(cdr));
+    }
+
+    fn failed_cdr(
+        &mut self,
+        now: Instant,
+        port: u8,
+        started: Instant,
+        digits: String,
+        direction: Direction,
+        disposition: Disposition,
+    ) {
+        let key = self.next_call;
+        self.next_call += 1;
+        let call = Call {
+            id: format!("{}-{}", self.settings.call_id_prefix, key),
+            direction,
+            caller: Party::Fxs(port),
+            caller_number: self.port_number(port),
+            caller_name: self.port_name(port),
+            callee: None,
+            callee_number: digits,
+            ringing: Vec::new(),
+            phase: CallPhase::Alerting,
+            started,
+            answered: None,
+            deadline: None,
+            last_ring: None,
+        };
+        self.emit_cdr(now, &call, disposition, HangupSide::System);
+    }
+
+    fn abandoned_cdr(
+        &mut self,
+        now: Instant,
+        port: u8,
+        started: Instant,
+        digits: String,
+        side: HangupSide,
+    ) {
+        let direction = if self.outside_number(&digits).is_some() {
+            Direction::Outbound
+        } else {
+            Direction::Internal
+        };
+        self.failed_cdr(
+            now,
+            port,
+            started,
+            digits,
+            direction,
+            Disposition::Abandoned,
+        );
+        if let Some(Output::Cdr(cdr)) = self.outputs.back_mut() {
+            cdr.hangup_side = side;
+        }
+    }
+
+    // ----- helpers -----
+
+    fn port_number(&self, port: u8) -> String {
+        self.fxs
+            .get(&port)
+            .and_then(|p| p.ext)
+            .and_then(|e| self.settings.extensions.get(e))
+            .map(|e| e.number.clone())
+            .unwrap_or_default()
+    }
+
+    fn party_number(&self, party: Party) -> String {
+        match party {
+            Party::Fxs(p) => self.port_number(p),
+            Party::Fxo(l) => self
+                .fxo
+                .get(&l)
+                .and_then(|f| f.call)
+                .and_then(|k| self.calls.get(&k))
+                .filter(|c| c.caller == party)
+                .map(|c| c.caller_number.clone())
+                .unwrap_or_default(),
+        }
+    }
+
+    fn port_name(&self, port: u8) -> String {
+        self.fxs
+            .get(&port)
+            .and_then(|x| x.ext)
+            .and_then(|e| self.settings.extensions.get(e))
+            .map(|e| e.name.clone())
+            .unwrap_or_default()
+    }
+
+    fn ring(&mut self, port: u8, number: &str, name: &str) {
+        let caller_id = if number.is_empty() {
+            Some(CallerId::private())
+        } else {
+            CallerId::new(number, name)
+                .or_else(|_| CallerId::new(number, ""))
+                .ok()
+        };
+        if let Some(caller_id) = caller_id {
+            self.cmd(
+                port,
+                Command::SendCallerId {
+                    mode: self.settings.country.caller_id_mode(),
+                    caller_id,
+                },
+            );
+        }
+        self.cmd(port, Command::Ring(self.settings.country.ring_cadence()));
+    }
+
+    fn tone(&mut self, port: u8, tone: Tone) {
+        self.cmd(port, Command::PlayTone(self.settings.country.tone(tone)));
+    }
+
+    fn cmd(&mut self, port: u8, command: Command) {
+        self.outputs.push_back(Output::Command { port, command });
+    }
+
+    fn fxs_state(&self, port: u8) -> Option<Fxs> {
+        self.fxs.get(&port).map(|p| p.state.clone())
+    }
+
+    fn set_fxs(&mut self, port: u8, state: Fxs) {
+        let Some(p) = self.fxs.get_mut(&port) else {
+            return;
+        };
+        let before = fxs_port_state(&p.state, &self.calls);
+        p.state = state;
+        let after = fxs_port_state(&p.state, &self.calls);
+        if before != after {
+            self.port_state(port, after);
+        }
+    }
+
+    fn port_state(&mut self, port: u8, state: PortState) {
+        self.outputs.push_back(Output::PortState { port, state });
+    }
+}
+
+fn fxs_port_state(s: &Fxs, calls: &BTreeMap<CallKey, Call>) -> PortState {
+    match s {
+        Fxs::Idle => PortState::Idle,
+        Fxs::Dialing { .. } => PortState::Dialing,
+        Fxs::Ringing(_) => PortState::Ringing,
+        Fxs::Caller(k) => match calls.get(k).map(|c| c.phase) {
+            Some(CallPhase::Connected) => PortState::Talking,
+            _ => PortState::Calling,
+        },
+        Fxs::Callee(_) => PortState::Talking,
+        Fxs::Lockout { .. } => PortState::Lockout,
+        Fxs::Fault => PortState::Fault,
+    }
+}
+
+#[derive(Debug)]
+enum PlanMatch {
+    Extension(usize),
+    Outside { complete: bool },
+    Partial,
+    None,
+}

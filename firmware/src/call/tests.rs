@@ -1,0 +1,619 @@
+//! Call-control flows on a virtual clock.
+
+use std::time::{Duration, Instant};
+
+use line_proto::{CallerId, Command, Event};
+
+use super::*;
+use crate::cdr::{Direction, Disposition, HangupSide};
+use crate::tones::{Country, Tone};
+
+const WALL0: i64 = 1_700_000_000_000;
+
+struct Harness {
+    cc: CallControl,
+    base: Instant,
+    now: Instant,
+    out: Vec<Output>,
+}
+
+fn settings(base: Instant) -> CallSettings {
+    let ext = |n: &str, port, cw| Extension {
+        number: n.to_string(),
+        port,
+        name: format!("Ext {n}"),
+        call_waiting: cw,
+    };
+    CallSettings {
+        country: Country::Us,
+        extensions: vec![
+            ext("101", 1, true),
+            ext("102", 2, true),
+            ext("103", 3, false),
+            ext("104", 4, true),
+        ],
+        fxo_lines: vec![
+            FxoLine {
+                port: 5,
+                inbound: vec!["101".into(), "102".into()],
+                outbound: true,
+            },
+            FxoLine {
+                port: 6,
+                inbound: vec![],
+                outbound: true,
+            },
+        ],
+        outside_line_prefix: Some("9".into()),
+        first_digit_timeout: Duration::from_secs(10),
+        inter_digit_timeout: Duration::from_secs(4),
+        ring_timeout: Duration::from_secs(30),
+        call_id_prefix: "t".into(),
+        wall_clock_ms: WALL0,
+        epoch: base,
+    }
+}
+
+impl Harness {
+    fn new() -> Self {
+        let base = Instant::now();
+        Harness {
+            cc: CallControl::new(settings(base), 1..=4, 5..=6),
+            base,
+            now: base,
+            out: Vec::new(),
+        }
+    }
+
+    fn ev(&mut self, port: u8, e: Event) {
+        self.cc.handle_event(self.now, port, &e);
+        self.collect();
+    }
+
+    fn dial(&mut self, port: u8, digits: &str) {
+        for d in digits.bytes() {
+            self.advance(Duration::from_millis(100));
+            self.ev(port, Event::Digit(d));
+        }
+    }
+
+    /// Moves the virtual clock, firing every deadline on the way.
+    fn advance(&mut self, d: Duration) {
+        let end = self.now + d;
+        while let Some(t) = self.cc.timeout() {
+            if t > end {
+                break;
+            }
+            self.now = t.max(self.now);
+            self.cc.handle_timeout(self.now);
+            self.collect();
+        }
+        self.now = end;
+    }
+
+    fn collect(&mut self) {
+        while let Some(o) = self.cc.poll_output() {
+            self.out.push(o);
+        }
+    }
+
+    fn take(&mut self) -> Vec<Output> {
+        std::mem::take(&mut self.out)
+    }
+
+    fn ms(&self) -> i64 {
+        WALL0 + self.now.duration_since(self.base).as_millis() as i64
+    }
+}
+
+fn has_cmd(out: &[Output], port: u8, f: impl Fn(&Command) -> bool) -> bool {
+    out.iter()
+        .any(|o| matches!(o, Output::Command { port: p, command } if *p == port && f(command)))
+}
+
+fn tone_is(out: &[Output], port: u8, country: Country, tone: Tone) -> bool {
+    let want = country.tone(tone);
+    has_cmd(
+        out,
+        port,
+        |c| matches!(c, Command::PlayTone(t) if *t == want),
+    )
+}
+
+fn cdrs(out: &[Output]) -> Vec<Cdr> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Cdr(c) => Some(c.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn off_hook_gives_dial_tone_and_on_hook_stops_it() {
+    let mut h = Harness::new();
+    h.ev(1, Event::OffHook);
+    let out = h.take();
+    assert!(tone_is(&out, 1, Country::Us, Tone::Dial));
+    assert!(out.contains(&Output::PortState {
+        port: 1,
+        state: PortState::Dialing
+    }));
+    h.ev(1, Event::OnHook);
+    let out = h.take();
+    assert!(has_cmd(&out, 1, |c| *c == Command::StopTone));
+    assert!(cdrs(&out).is_empty(), "no digits, no call, no CDR");
+}
+
+#[test]
+fn internal_call_answered_and_hung_up_by_callee() {
+    let mut h = Harness::new();
+    h.ev(1, Event::OffHook);
+    let t0 = h.ms();
+    h.dial(1, "102");
+    let out = h.take();
+    assert!(
+        has_cmd(&out, 1, |c| *c == Command::StopTone),
+        "dial tone stops at first digit"
+    );
+    assert!(tone_is(&out, 1, Country::Us, Tone::Ringback));
+    assert!(has_cmd(
+        &out,
+        2,
+        |c| matches!(c, Command::SendCallerId { caller_id, .. }
+        if caller_id.number.as_str() == "101" && caller_id.name.as_str() == "Ext 101")
+    ));
+    assert!(has_cmd(&out, 2, |c| matches!(c, Command::Ring(_))));
+
+    h.advance(Duration::from_secs(3));
+    h.ev(2, Event::OffHook);
+    let t_answer = h.ms();
+    let out = h.take();
+    assert!(out.contains(&Output::Connect(1, 2)));
+    assert!(
+        has_cmd(&out, 1, |c| *c == Command::StopTone),
+        "ringback stops"
+    );
+
+    h.advance(Duration::from_secs(20));
+    h.ev(2, Event::OnHook);
+    let t_end = h.ms();
+    let out = h.take();
+    assert!(out.contains(&Output::Disconnect(1, 2)));
+    assert!(
+        tone_is(&out, 1, Country::Us, Tone::Busy),
+        "caller left hears busy"
+    );
+    let c = cdrs(&out);
+    assert_eq!(c.len(), 1);
+    let c = &c[0];
+    assert_eq!(c.direction, Direction::Internal);
+    assert_eq!((c.caller.as_str(), c.callee.as_str()), ("101", "102"));
+    assert_eq!((c.caller_port, c.callee_port), (Some(1), Some(2)));
+    assert_eq!(c.disposition, Disposition::Answered);
+    assert_eq!(c.hangup_side, HangupSide::Callee);
+    assert_eq!(c.started_at_ms, t0);
+    assert_eq!(c.answered_at_ms, Some(t_answer));
+    assert_eq!(c.ended_at_ms, t_end);
+    assert_eq!(c.billable_ms(), 20_000);
+
+    h.ev(1, Event::OnHook);
+    let out = h.take();
+    assert!(cdrs(&out).is_empty());
+    assert_eq!(h.cc.active_calls(), 0);
+}
+
+#[test]
+fn caller_hangs_up_while_ringing_gives_no_answer() {
+    let mut h = Harness::new();
+    h.ev(1, Event::OffHook);
+    h.dial(1, "103");
+    h.advance(Duration::from_secs(5));
+    h.take();
+    h.ev(1, Event::OnHook);
+    let out = h.take();
+    assert!(has_cmd(&out, 3, |c| *c == Command::StopRing));
+    let c = cdrs(&out);
+    assert_eq!(c[0].disposition, Disposition::NoAnswer);
+    assert_eq!(c[0].hangup_side, HangupSide::Caller);
+    assert_eq!(c[0].answered_at_ms, None);
+}
+
+#[test]
+fn ring_timeout_stops_ringing_and_caller_hears_busy() {
+    let mut h = Harness::new();
+    h.ev(1, Event::OffHook);
+    h.dial(1, "103");
+    h.take();
+    h.advance(Duration::from_secs(31));
+    let out = h.take();
+    assert!(has_cmd(&out, 3, |c| *c == Command::StopRing));
+    assert!(tone_is(&out, 1, Country::Us, Tone::Busy));
+    let c = cdrs(&out);
+    assert_eq!(c[0].disposition, Disposition::NoAnswer);
+    assert_eq!(c[0].hangup_side, HangupSide::System);
+}
+
+#[test]
+fn busy_callee() {
+    let mut h = Harness::new();
+    h.ev(3, Event::OffHook); // 103 is off-hook dialling, no call waiting
+    h.ev(1, Event::OffHook);
+    h.dial(1, "103");
+    let out = h.take();
+    assert!(tone_is(&out, 1, Country::Us, Tone::Busy));
+    let c = cdrs(&out);
+    assert_eq!(c[0].disposition, Disposition::Busy);
+    assert_eq!(c[0].callee, "103");
+    // Calling yourself is busy too.
+    h.ev(2, Event::OffHook);
+    h.dial(2, "102");
+    assert_eq!(cdrs(&h.take())[0].disposition, Disposition::Busy);
+}
+
+#[test]
+fn unknown_number_gives_unobtainable_at_the_first_impossible_digit() {
+    let mut h = Harness::new();
+    h.ev(1, Event::OffHook);
+    h.dial(1, "1");
+    assert!(cdrs(&h.take()).is_empty(), "1 is a prefix of 101");
+    h.dial(1, "5");
+    let out = h.take();
+    assert!(tone_is(&out, 1, Country::Us, Tone::Unobtainable));
+    let c = cdrs(&out);
+    assert_eq!(c[0].disposition, Disposition::Unallocated);
+    assert_eq!(c[0].callee, "15");
+    assert!(out.contains(&Output::PortState {
+        port: 1,
+        state: PortState::Lockout
+    }));
+}
+
+#[test]
+fn inter_digit_timeout_abandons_and_first_digit_timeout_locks_out() {
+    let mut h = Harness::new();
+    h.ev(1, Event::OffHook);
+    h.dial(1, "10");
+    h.take();
+    h.advance(Duration::from_millis(3900));
+    assert!(cdrs(&h.take()).is_empty());
+    h.advance(Duration::from_millis(200));
+    let out = h.take();
+    assert!(tone_is(&out, 1, Country::Us, Tone::Congestion));
+    let c = cdrs(&out);
+    assert_eq!(c[0].disposition, Disposition::Abandoned);
+    assert_eq!(c[0].callee, "10");
+    assert_eq!(c[0].hangup_side, HangupSide::System);
+
+    h.ev(2, Event::OffHook);
+    h.take();
+    h.advance(Duration::from_secs(11));
+    let out = h.take();
+    assert!(tone_is(&out, 2, Country::Us, Tone::Congestion));
+    assert!(cdrs(&out).is_empty());
+    // The lockout tone stops after a while, the port stays off-hook and quiet.
+    h.advance(Duration::from_secs(61));
+    assert!(has_cmd(&h.take(), 2, |c| *c == Command::StopTone));
+}
+
+#[test]
+fn call_waiting_answer_swap_and_recall() {
+    let mut h = Harness::new();
+    // 101 calls 102; they talk.
+    h.ev(1, Event::OffHook);
+    h.dial(1, "102");
+    h.ev(2, Event::OffHook);
+    // 104 calls 102, which has call waiting.
+    h.ev(4, Event::OffHook);
+    h.dial(4, "102");
+    let out = h.take();
+    assert!(tone_is(&out, 2, Country::Us, Tone::CallWaiting));
+    assert!(tone_is(&out, 4, Country::Us, Tone::Ringback));
+    // 102 flashes: answers 104, 101 on hold.
+    h.ev(2, Event::HookFlash);
+    let out = h.take();
+    assert!(out.contains(&Output::Disconnect(2, 1)));
+    assert!(out.contains(&Output::Connect(4, 2)));
+    // Flash again swaps back to 101.
+    h.ev(2, Event::HookFlash);
+    let out = h.take();
+    assert!(out.contains(&Output::Disconnect(2, 4)));
+    assert!(out.contains(&Output::Connect(2, 1)));
+    // 102 hangs up on 101: 104 (on hold) rings 102 back.
+    h.ev(2, Event::OnHook);
+    let out = h.take();
+    let c = cdrs(&out);
+    assert_eq!(c.len(), 1);
+    assert_eq!(c[0].caller, "101");
+    assert!(has_cmd(&out, 2, |c| matches!(c, Command::Ring(_))));
+    assert!(has_cmd(
+        &out,
+        2,
+        |c| matches!(c, Command::SendCallerId { caller_id, .. }
+        if caller_id.number.as_str() == "104")
+    ));
+    h.ev(2, Event::OffHook);
+    assert!(h.take().contains(&Output::Connect(4, 2)));
+    h.ev(4, Event::OnHook);
+    let c = cdrs(&h.take());
+    assert_eq!(c[0].disposition, Disposition::Answered);
+    assert_eq!(c[0].hangup_side, HangupSide::Caller);
+    assert_eq!(h.cc.active_calls(), 0);
+}
+
+#[test]
+fn no_call_waiting_means_busy() {
+    let mut h = Harness::new();
+    h.ev(3, Event::OffHook);
+    h.dial(3, "101");
+    h.ev(1, Event::OffHook);
+    h.take();
+    h.ev(2, Event::OffHook);
+    h.dial(2, "103");
+    let out = h.take();
+    assert_eq!(cdrs(&out)[0].disposition, Disposition::Busy);
+}
+
+#[test]
+fn flash_holds_and_second_flash_resumes() {
+    let mut h = Harness::new();
+    h.ev(1, Event::OffHook);
+    h.dial(1, "102");
+    h.ev(2, Event::OffHook);
+    h.take();
+    h.ev(1, Event::HookFlash);
+    let out = h.take();
+    assert!(out.contains(&Output::Disconnect(1, 2)));
+    assert!(tone_is(&out, 1, Country::Us, Tone::Dial));
+    h.ev(1, Event::HookFlash);
+    let out = h.take();
+    assert!(out.contains(&Output::Connect(1, 2)));
+    assert!(has_cmd(&out, 1, |c| *c == Command::StopTone));
+}
+
+#[test]
+fn outbound_fxo_call_with_answer_and_far_end_disconnect() {
+    let mut h = Harness::new();
+    h.ev(1, Event::OffHook);
+    h.dial(1, "95551234");
+    h.take();
+    h.advance(Duration::from_secs(4));
+    let out = h.take();
+    assert!(has_cmd(&out, 5, |c| *c == Command::FxoSeize));
+    assert!(has_cmd(&out, 5, |c| *c == Command::fxo_dial("5551234").unwrap()));
+    assert!(out.contains(&Output::Connect(1, 5)));
+    h.advance(Duration::from_secs(6));
+    h.ev(5, Event::PolarityReversal);
+    let answered = h.ms();
+    h.advance(Duration::from_secs(30));
+    h.ev(5, Event::PolarityReversal);
+    let out = h.take();
+    assert!(has_cmd(&out, 5, |c| *c == Command::FxoRelease));
+    assert!(out.contains(&Output::Disconnect(1, 5)));
+    assert!(tone_is(&out, 1, Country::Us, Tone::Busy));
+    let c = &cdrs(&out)[0];
+    assert_eq!(c.direction, Direction::Outbound);
+    assert_eq!(c.callee, "5551234");
+    assert_eq!(c.callee_port, Some(5));
+    assert_eq!(c.answered_at_ms, Some(answered));
+    assert_eq!(c.hangup_side, HangupSide::Callee);
+    assert_eq!(c.billable_ms(), 30_000);
+}
+
+#[test]
+fn outbound_hash_dials_at_once_and_second_line_is_used_when_first_busy() {
+    let mut h = Harness::new();
+    h.ev(1, Event::OffHook);
+    h.dial(1, "9123#");
+    let out = h.take();
+    assert!(has_cmd(&out, 5, |c| *c == Command::fxo_dial("123").unwrap()));
+    h.ev(2, Event::OffHook);
+    h.dial(2, "9456#");
+    assert!(has_cmd(&h.take(), 6, |c| *c == Command::FxoSeize));
+    // No line left: congestion.
+    h.ev(3, Event::OffHook);
+    h.dial(3, "9789#");
+    let out = h.take();
+    assert!(tone_is(&out, 3, Country::Us, Tone::Congestion));
+    assert_eq!(cdrs(&out)[0].disposition, Disposition::Congestion);
+    // Caller hangs up: line released, CDR unanswered.
+    h.ev(1, Event::OnHook);
+    let out = h.take();
+    assert!(has_cmd(&out, 5, |c| *c == Command::FxoRelease));
+    assert_eq!(cdrs(&out)[0].disposition, Disposition::NoAnswer);
+}
+
+#[test]
+fn inbound_pstn_rings_the_group_and_first_answer_wins() {
+    let mut h = Harness::new();
+    let cid = CallerId::new("5559876", "ACME").unwrap();
+    h.ev(
+        5,
+        Event::RingDetected {
+            caller_id: Some(cid),
+        },
+    );
+    let t0 = h.ms();
+    let out = h.take();
+    for p in [1, 2] {
+        assert!(has_cmd(
+            &out,
+            p,
+            |c| matches!(c, Command::SendCallerId { caller_id, .. }
+            if caller_id.number.as_str() == "5559876" && caller_id.name.as_str() == "ACME")
+        ));
+        assert!(has_cmd(&out, p, |c| matches!(c, Command::Ring(_))));
+    }
+    h.advance(Duration::from_secs(6));
+    h.ev(5, Event::RingDetected { caller_id: None });
+    h.advance(Duration::from_secs(1));
+    h.ev(2, Event::OffHook);
+    let out = h.take();
+    assert!(has_cmd(&out, 5, |c| *c == Command::FxoSeize));
+    assert!(has_cmd(&out, 1, |c| *c == Command::StopRing));
+    assert!(out.contains(&Output::Connect(5, 2)));
+    h.advance(Duration::from_secs(12));
+    h.ev(2, Event::OnHook);
+    let out = h.take();
+    assert!(has_cmd(&out, 5, |c| *c == Command::FxoRelease));
+    let c = &cdrs(&out)[0];
+    assert_eq!(c.direction, Direction::Inbound);
+    assert_eq!(c.caller, "5559876");
+    assert_eq!(c.callee, "102");
+    assert_eq!(c.started_at_ms, t0);
+    assert_eq!(c.hangup_side, HangupSide::Callee);
+    assert_eq!(c.billable_ms(), 12_000);
+}
+
+#[test]
+fn inbound_pstn_caller_gives_up_when_rings_stop() {
+    let mut h = Harness::new();
+    h.ev(5, Event::RingDetected { caller_id: None });
+    h.advance(Duration::from_secs(6));
+    h.ev(5, Event::RingDetected { caller_id: None });
+    h.take();
+    h.advance(Duration::from_secs(7));
+    assert!(cdrs(&h.take()).is_empty(), "ring absence not yet reached");
+    h.advance(Duration::from_secs(2));
+    let out = h.take();
+    assert!(has_cmd(&out, 1, |c| *c == Command::StopRing));
+    assert!(has_cmd(&out, 2, |c| *c == Command::StopRing));
+    let c = &cdrs(&out)[0];
+    assert_eq!(c.disposition, Disposition::NoAnswer);
+    assert_eq!(c.hangup_side, HangupSide::Caller);
+    assert_eq!(c.caller, "");
+}
+
+#[test]
+fn inbound_on_a_line_with_no_group_is_not_answered() {
+    let mut h = Harness::new();
+    h.ev(6, Event::RingDetected { caller_id: None });
+    let out = h.take();
+    assert!(!out.iter().any(|o| matches!(
+        o,
+        Output::Command {
+            command: Command::Ring(_),
+            ..
+        }
+    )));
+    assert!(!has_cmd(&out, 6, |c| *c == Command::FxoSeize));
+    h.advance(Duration::from_secs(9));
+    assert_eq!(cdrs(&h.take())[0].disposition, Disposition::Busy);
+}
+
+#[test]
+fn inbound_far_end_hangs_up_during_talk() {
+    let mut h = Harness::new();
+    h.ev(5, Event::RingDetected { caller_id: None });
+    h.ev(1, Event::OffHook);
+    h.take();
+    h.ev(5, Event::PolarityReversal);
+    let out = h.take();
+    assert!(has_cmd(&out, 5, |c| *c == Command::FxoRelease));
+    assert!(tone_is(&out, 1, Country::Us, Tone::Busy));
+    assert_eq!(cdrs(&out)[0].hangup_side, HangupSide::Caller);
+}
+
+#[test]
+fn shutdown_ends_every_call_with_a_cdr() {
+    let mut h = Harness::new();
+    h.ev(1, Event::OffHook);
+    h.dial(1, "102");
+    h.ev(2, Event::OffHook);
+    h.ev(3, Event::OffHook);
+    h.dial(3, "104");
+    h.take();
+    h.cc.shutdown(h.now);
+    h.collect();
+    let out = h.take();
+    let c = cdrs(&out);
+    assert_eq!(c.len(), 2);
+    assert!(c.iter().all(|c| c.hangup_side == HangupSide::System));
+    assert!(has_cmd(&out, 4, |c| *c == Command::StopRing));
+    assert!(out.contains(&Output::Disconnect(1, 2)));
+    // Nothing more happens after shutdown.
+    h.ev(1, Event::OnHook);
+    assert!(h.take().is_empty());
+}
+
+#[test]
+fn every_cdr_has_a_unique_call_id() {
+    let mut h = Harness::new();
+    let mut ids = std::collections::BTreeSet::new();
+    for _ in 0..5 {
+        h.ev(1, Event::OffHook);
+        h.dial(1, "103");
+        h.ev(1, Event::OnHook);
+        h.ev(1, Event::OffHook);
+        h.dial(1, "7");
+        h.ev(1, Event::OnHook);
+    }
+    for c in cdrs(&h.take()) {
+        assert!(ids.insert(c.call_id.clone()), "duplicate {}", c.call_id);
+    }
+    assert_eq!(ids.len(), 10);
+}
+
+mod model {
+    //! Random event storms: call control never panics, every started call ends with
+    //! exactly one CDR, and the audio bridges it opens are all closed at shutdown.
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn event() -> impl Strategy<Value = (u8, Event)> {
+        let fxs = (1u8..=4).prop_flat_map(|p| {
+            prop_oneof![
+                Just((p, Event::OffHook)),
+                Just((p, Event::OnHook)),
+                Just((p, Event::HookFlash)),
+                prop::sample::select(b"0123456789*#".to_vec())
+                    .prop_map(move |d| (p, Event::Digit(d))),
+            ]
+        });
+        let fxo = (5u8..=6).prop_flat_map(|p| {
+            prop_oneof![
+                Just((p, Event::RingDetected { caller_id: None })),
+                Just((p, Event::PolarityReversal)),
+            ]
+        });
+        prop_oneof![4 => fxs, 1 => fxo]
+    }
+
+    proptest! {
+        #[test]
+        fn storms_balance(steps in prop::collection::vec((event(), 0u64..15_000), 1..120)) {
+            let mut h = Harness::new();
+            for ((port, e), gap) in steps {
+                h.advance(Duration::from_millis(gap));
+                h.ev(port, e);
+            }
+            h.cc.shutdown(h.now);
+            h.collect();
+            prop_assert_eq!(h.cc.active_calls(), 0);
+            let out = h.take();
+            let mut bridges: BTreeMap<(u8, u8), i32> = BTreeMap::new();
+            let mut ids = std::collections::BTreeSet::new();
+            for o in &out {
+                match o {
+                    Output::Connect(a, b) => *bridges.entry((*a.min(b), *a.max(b))).or_default() += 1,
+                    Output::Disconnect(a, b) => *bridges.entry((*a.min(b), *a.max(b))).or_default() -= 1,
+                    Output::Cdr(c) => {
+                        prop_assert!(ids.insert(c.call_id.clone()), "CDR twice: {}", c.call_id);
+                        prop_assert!(c.ended_at_ms >= c.started_at_ms);
+                        if let Some(a) = c.answered_at_ms {
+                            prop_assert!(a >= c.started_at_ms && a <= c.ended_at_ms);
+                            prop_assert_eq!(c.disposition, Disposition::Answered);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            for (pair, n) in bridges {
+                prop_assert!(n == 0, "bridge {:?} left at {}", pair, n);
+            }
+        }
+    }
+}

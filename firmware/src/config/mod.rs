@@ -1,0 +1,833 @@
+//! `branchd.toml`: the daemon's config file, loaded in two stages.
+//!
+//! 1. `raw` deserializes the file with serde into structs that deny unknown fields and
+//!    keep the source location ([`toml::Spanned`]) of every value checked later.
+//! 2. Validation turns them into [`Config`], built of newtypes ([`ExtensionNumber`],
+//!    [`PortNumber`], [`DialString`], [`BoxSerial`]) so the rest of the daemon never
+//!    sees an unchecked value.
+//!
+//! Every error names the file, the 1-based line and the field, e.g.
+//! `/etc/branchline/branchd.toml, line 12: extensions[1].port: port 9 is not an FXS
+//! port of this board (FXS ports are 1-4)`. Syntax, unknown-field and type errors take
+//! their location from the TOML parser; the field path is found by matching the error's
+//! byte span against the parsed document (`locate`).
+//!
+//! Checks that need the board (which ports are FXS and which FXO) run later, once the
+//! board profile is known, through [`Config::check_board`]; the validated structs keep
+//! the line of each `port` for its messages.
+//!
+//! Limits: relative paths (`paths.data_dir`, `board.uart`) are kept as written and so
+//! are relative to the daemon's working directory, not to the config file.
+
+mod locate;
+mod raw;
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::ops::{Range, RangeInclusive};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use line_proto::g711::Law;
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::error::{Error, InvalidValue, Result};
+use crate::tones::Country;
+
+use self::raw::{RawConfig, RawExtension, RawFxoLine, RawLaw, RawTelephony};
+
+/// Where the daemon looks for its config file unless told otherwise.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/branchline/branchd.toml";
+/// Default of `paths.data_dir`: the box's persistent data partition.
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/branchline";
+/// File name of the SQLite store inside `paths.data_dir`.
+pub const DB_FILE_NAME: &str = "branchline.db";
+/// Default of `board.profile`: the built-in simulator.
+pub const DEFAULT_BOARD_PROFILE: &str = "sim";
+/// Default of `log.level`.
+pub const DEFAULT_LOG_LEVEL: &str = "info";
+
+/// Default and allowed range of `telephony.first_digit_timeout_ms`.
+pub const FIRST_DIGIT_TIMEOUT_MS: (i64, RangeInclusive<i64>) = (10_000, 1_000..=60_000);
+/// Default and allowed range of `telephony.inter_digit_timeout_ms`.
+pub const INTER_DIGIT_TIMEOUT_MS: (i64, RangeInclusive<i64>) = (4_000, 500..=30_000);
+/// Default and allowed range of `telephony.ring_timeout_ms`.
+pub const RING_TIMEOUT_MS: (i64, RangeInclusive<i64>) = (60_000, 5_000..=600_000);
+
+/// Longest caller-ID name the config accepts, in characters.
+pub const MAX_NAME_CHARS: usize = 32;
+
+// ---------------------------------------------------------------------------------
+// Newtypes
+// ---------------------------------------------------------------------------------
+
+/// An extension number: 2 to 6 decimal digits.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ExtensionNumber(String);
+
+impl ExtensionNumber {
+    /// The digits.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for ExtensionNumber {
+    type Err = InvalidValue;
+
+    fn from_str(s: &str) -> Result<Self, InvalidValue> {
+        if (2..=6).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit()) {
+            Ok(ExtensionNumber(s.to_owned()))
+        } else {
+            Err(InvalidValue {
+                what: "extension number",
+                value: s.to_owned(),
+                reason: "must be 2 to 6 digits",
+            })
+        }
+    }
+}
+
+impl TryFrom<&str> for ExtensionNumber {
+    type Error = InvalidValue;
+
+    fn try_from(s: &str) -> Result<Self, InvalidValue> {
+        s.parse()
+    }
+}
+
+impl TryFrom<String> for ExtensionNumber {
+    type Error = InvalidValue;
+
+    fn try_from(s: String) -> Result<Self, InvalidValue> {
+        s.parse()
+    }
+}
+
+impl fmt::Display for ExtensionNumber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl AsRef<str> for ExtensionNumber {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+/// An analog port number of the board, 1 to 255 (0 is not a port).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PortNumber(u8);
+
+impl PortNumber {
+    /// The number.
+    pub fn get(self) -> u8 {
+        self.0
+    }
+}
+
+impl TryFrom<u8> for PortNumber {
+    type Error = InvalidValue;
+
+    fn try_from(n: u8) -> Result<Self, InvalidValue> {
+        Self::try_from(i64::from(n))
+    }
+}
+
+impl TryFrom<i64> for PortNumber {
+    type Error = InvalidValue;
+
+    fn try_from(n: i64) -> Result<Self, InvalidValue> {
+        match u8::try_from(n) {
+            Ok(p) if p >= 1 => Ok(PortNumber(p)),
+            _ => Err(InvalidValue {
+                what: "port number",
+                value: n.to_string(),
+                reason: "must be 1 to 255",
+            }),
+        }
+    }
+}
+
+impl fmt::Display for PortNumber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// Digits a phone can dial: 1 to 32 of `0-9`, `*`, `#`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DialString(String);
+
+impl DialString {
+    /// The digits.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for DialString {
+    type Err = InvalidValue;
+
+    fn from_str(s: &str) -> Result<Self, InvalidValue> {
+        if (1..=32).contains(&s.len())
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || b == b'*' || b == b'#')
+        {
+            Ok(DialString(s.to_owned()))
+        } else {
+            Err(InvalidValue {
+                what: "dial string",
+                value: s.to_owned(),
+                reason: "must be 1 to 32 of 0-9, * and #",
+            })
+        }
+    }
+}
+
+impl fmt::Display for DialString {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The box's serial number: 1 to 32 of `A-Z a-z 0-9 - _`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct BoxSerial(String);
+
+impl BoxSerial {
+    /// The serial.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for BoxSerial {
+    type Err = InvalidValue;
+
+    fn from_str(s: &str) -> Result<Self, InvalidValue> {
+        if (1..=32).contains(&s.len())
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            Ok(BoxSerial(s.to_owned()))
+        } else {
+            Err(InvalidValue {
+                what: "box serial",
+                value: s.to_owned(),
+                reason: "must be 1 to 32 of A-Z, a-z, 0-9, - and _",
+            })
+        }
+    }
+}
+
+impl fmt::Display for BoxSerial {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+// ---------------------------------------------------------------------------------
+// Validated config
+// ---------------------------------------------------------------------------------
+
+/// The validated config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// The file it was loaded from (named in every error).
+    pub source: PathBuf,
+    /// `[site]`
+    pub site: SiteConfig,
+    /// `[paths]`
+    pub paths: PathsConfig,
+    /// `[board]`
+    pub board: BoardConfig,
+    /// `[log]`
+    pub log: LogConfig,
+    /// `[telephony]`
+    pub telephony: TelephonyConfig,
+    /// `[[extensions]]`, in file order.
+    pub extensions: Vec<ExtensionConfig>,
+    /// `[[fxo_lines]]`, in file order.
+    pub fxo_lines: Vec<FxoLineConfig>,
+}
+
+/// `[site]`
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SiteConfig {
+    /// The box's serial, when not taken from the hardware.
+    pub box_serial: Option<BoxSerial>,
+}
+
+/// `[paths]`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathsConfig {
+    /// Directory of the store and other persistent data.
+    pub data_dir: PathBuf,
+}
+
+impl PathsConfig {
+    /// Path of the SQLite store: `data_dir/branchline.db`.
+    pub fn db_path(&self) -> PathBuf {
+        self.data_dir.join(DB_FILE_NAME)
+    }
+}
+
+/// `[board]`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BoardConfig {
+    /// Built-in profile name or path of a profile file.
+    pub profile: String,
+    /// Overrides the profile's UART device.
+    pub uart: Option<PathBuf>,
+    /// Console address of the built-in simulator.
+    pub sim_console: Option<SocketAddr>,
+}
+
+/// `[log]`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// A `tracing_subscriber::EnvFilter` directive string (already checked to parse).
+    pub level: String,
+    /// Output format.
+    pub format: LogFormat,
+}
+
+/// `[telephony]`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TelephonyConfig {
+    /// Tone plan and caller-ID country; `None` means the board profile's.
+    pub country: Option<Country>,
+    /// Companding law; `None` means the country's ([`TelephonyConfig::default_law`]).
+    pub law: Option<Law>,
+    /// How long dial tone plays before the first digit.
+    pub first_digit_timeout: Duration,
+    /// How long to wait for the next digit.
+    pub inter_digit_timeout: Duration,
+    /// How long an unanswered call rings before it gives up.
+    pub ring_timeout: Duration,
+    /// Digits that seize an outside (FXO) line.
+    pub outside_line_prefix: Option<DialString>,
+}
+
+impl TelephonyConfig {
+    /// The law a country uses when the config does not say: µ-law in the US and Japan,
+    /// A-law elsewhere.
+    pub fn default_law(country: Country) -> Law {
+        match country {
+            Country::Us | Country::Jp => Law::Ulaw,
+            _ => Law::Alaw,
+        }
+    }
+
+    /// The country and law in effect, given the board profile's default country.
+    pub fn resolve(&self, board_country: Country) -> (Country, Law) {
+        let country = self.country.unwrap_or(board_country);
+        (country, self.law.unwrap_or(Self::default_law(country)))
+    }
+}
+
+/// One `[[extensions]]` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExtensionConfig {
+    /// The number that rings it.
+    pub number: ExtensionNumber,
+    /// The FXS port the phone is on.
+    pub port: PortNumber,
+    /// Caller-ID name ("" for none).
+    pub name: String,
+    /// Whether a second call gets the call-waiting tone instead of busy.
+    pub call_waiting: bool,
+    /// Line of `port` in the file, for [`Config::check_board`]'s messages.
+    port_line: usize,
+}
+
+/// One `[[fxo_lines]]` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FxoLineConfig {
+    /// The FXO port of the line.
+    pub port: PortNumber,
+    /// Extensions rung together on an inbound call; empty rejects inbound calls.
+    pub inbound: Vec<ExtensionNumber>,
+    /// Whether outside calls may use this line.
+    pub outbound: bool,
+    /// Line of `port` in the file, for [`Config::check_board`]'s messages.
+    port_line: usize,
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::ConfigRead {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml_str(&text, path)
+    }
+
+    /// Validates config text; `source` is the file name used in errors.
+    pub fn from_toml_str(text: &str, source: &Path) -> Result<Config> {
+        let ctx = Ctx { source, text };
+        if let Err(e) = toml::de::DeTable::parse(text) {
+            return Err(Error::ConfigSyntax {
+                path: source.to_owned(),
+                line: e.span().map(|s| locate::line_of(text, s.start)),
+                message: e.message().trim_end().to_owned(),
+            });
+        }
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ctx.toml_error(&e))?;
+        ctx.validate(raw)
+    }
+
+    /// Checks the port map against the board: every extension is on a distinct port in
+    /// `fxs`, every FXO line on a distinct port in `fxo`.
+    pub fn check_board(&self, fxs: RangeInclusive<u8>, fxo: RangeInclusive<u8>) -> Result<()> {
+        let invalid = |line: usize, field: String, message: String| Error::ConfigInvalid {
+            path: self.source.clone(),
+            line: Some(line),
+            field,
+            message,
+        };
+        for (i, ext) in self.extensions.iter().enumerate() {
+            let port = ext.port.get();
+            if !fxs.contains(&port) {
+                return Err(invalid(
+                    ext.port_line,
+                    format!("extensions[{i}].port"),
+                    format!(
+                        "port {port} is not an FXS port of this board ({})",
+                        describe_ports("FXS", &fxs)
+                    ),
+                ));
+            }
+            if let Some(j) = self.extensions[..i].iter().position(|e| e.port == ext.port) {
+                return Err(invalid(
+                    ext.port_line,
+                    format!("extensions[{i}].port"),
+                    format!(
+                        "port {port} is already used by extensions[{j}] ({}, line {})",
+                        self.extensions[j].number, self.extensions[j].port_line
+                    ),
+                ));
+            }
+        }
+        for (i, line) in self.fxo_lines.iter().enumerate() {
+            let port = line.port.get();
+            if !fxo.contains(&port) {
+                return Err(invalid(
+                    line.port_line,
+                    format!("fxo_lines[{i}].port"),
+                    format!(
+                        "port {port} is not an FXO port of this board ({})",
+                        describe_ports("FXO", &fxo)
+                    ),
+                ));
+            }
+            if let Some(j) = self.fxo_lines[..i].iter().position(|l| l.port == line.port) {
+                return Err(invalid(
+                    line.port_line,
+                    format!("fxo_lines[{i}].port"),
+                    format!(
+                        "port {port} is already used by fxo_lines[{j}] (line {})",
+                        self.fxo_lines[j].port_line
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn describe_ports(kind: &str, ports: &RangeInclusive<u8>) -> String {
+    if ports.is_empty() {
+        format!("it has no {kind} ports")
+    } else {
+        format!("{kind} ports are {}-{}", ports.start(), ports.end())
+    }
+}
+
+/// The file being validated: turns spans into located errors.
+struct Ctx<'a> {
+    source: &'a Path,
+    text: &'a str,
+}
+
+impl Ctx<'_> {
+    fn line(&self, span: &Range<usize>) -> usize {
+        locate::line_of(self.text, span.start)
+    }
+
+    fn invalid(
+        &self,
+        span: Range<usize>,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Error {
+        Error::ConfigInvalid {
+            path: self.source.to_owned(),
+            line: Some(self.line(&span)),
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    /// An error from serde: unknown field, wrong type, missing field.
+    fn toml_error(&self, e: &toml::de::Error) -> Error {
+        let message = e.message().trim_end().to_owned();
+        let Some(span) = e.span() else {
+            return Error::ConfigInvalid {
+                path: self.source.to_owned(),
+                line: None,
+                field: "(file)".to_owned(),
+                message,
+            };
+        };
+        let mut field = locate::field_path(self.text, &span).unwrap_or_default();
+        if let Some(missing) = missing_field(&message) {
+            if !field.is_empty() {
+                field.push('.');
+            }
+            field.push_str(missing);
+        }
+        if field.is_empty() {
+            field.push_str("(file)");
+        }
+        self.invalid(span, field, message)
+    }
+
+    fn validate(&self, raw: RawConfig) -> Result<Config> {
+        let site = SiteConfig {
+            box_serial: raw
+                .site
+                .box_serial
+                .map(|s| self.parse::<BoxSerial>(&s, "site.box_serial"))
+                .transpose()?,
+        };
+
+        let data_dir = match raw.paths.data_dir {
+            Some(d) if d.get_ref().is_empty() => {
+                return Err(self.invalid(d.span(), "paths.data_dir", "must not be empty"))
+            }
+            Some(d) => PathBuf::from(d.into_inner()),
+            None => PathBuf::from(DEFAULT_DATA_DIR),
+        };
+
+        let profile = match raw.board.profile {
+            Some(p) if p.get_ref().trim().is_empty() => {
+                return Err(self.invalid(p.span(), "board.profile", "must not be empty"))
+            }
+            Some(p) => p.into_inner(),
+            None => DEFAULT_BOARD_PROFILE.to_owned(),
+        };
+        let uart = match raw.board.uart {
+            Some(u) if u.get_ref().is_empty() => {
+                return Err(self.invalid(u.span(), "board.uart", "must not be empty"))
+            }
+            other => other.map(|u| PathBuf::from(u.into_inner())),
+        };
+        let sim_console = raw
+            .board
+            .sim_console
+            .map(|s| {
+                s.get_ref().parse::<SocketAddr>().map_err(|_| {
+                    self.invalid(
+                        s.span(),
+                        "board.sim_console",
+                        format!("{:?} is not an address like 127.0.0.1:7878", s.get_ref()),
+                    )
+                })
+            })
+            .transpose()?;
+
+        let level = match raw.log.level {
+            Some(l) => {
+                if let Err(e) = tracing_subscriber::EnvFilter::try_new(l.get_ref()) {
+                    return Err(self.invalid(
+                        l.span(),
+                        "log.level",
+                        format!("{:?} is not a valid log filter: {e}", l.get_ref()),
+                    ));
+                }
+                l.into_inner()
+            }
+            None => DEFAULT_LOG_LEVEL.to_owned(),
+        };
+
+        let telephony = self.telephony(raw.telephony)?;
+        let extensions = self.extensions(raw.extensions, &telephony)?;
+        let fxo_lines = self.fxo_lines(raw.fxo_lines, &extensions, &telephony)?;
+
+        Ok(Config {
+            source: self.source.to_owned(),
+            site,
+            paths: PathsConfig { data_dir },
+            board: BoardConfig {
+                profile,
+                uart,
+                sim_console,
+            },
+            log: LogConfig {
+                level,
+                format: raw.log.format.unwrap_or_default(),
+            },
+            telephony,
+            extensions,
+            fxo_lines,
+        })
+    }
+
+    fn parse<T: FromStr<Err = InvalidValue>>(&self, s: &Spanned<String>, field: &str) -> Result<T> {
+        s.get_ref()
+            .parse()
+            .map_err(|e: InvalidValue| self.invalid(s.span(), field, e.to_string()))
+    }
+
+    fn timeout(
+        &self,
+        value: Option<Spanned<i64>>,
+        field: &str,
+        (default, range): (i64, RangeInclusive<i64>),
+    ) -> Result<Duration> {
+        let ms = match value {
+            Some(v) if !range.contains(v.get_ref()) => {
+                return Err(self.invalid(
+                    v.span(),
+                    field,
+                    format!(
+                        "{} ms is out of range ({}..={} ms)",
+                        v.get_ref(),
+                        range.start(),
+                        range.end()
+                    ),
+                ))
+            }
+            Some(v) => v.into_inner(),
+            None => default,
+        };
+        // In range, so positive.
+        Ok(Duration::from_millis(ms.unsigned_abs()))
+    }
+
+    fn telephony(&self, raw: RawTelephony) -> Result<TelephonyConfig> {
+        let country = raw
+            .country
+            .map(|c| {
+                Country::from_code(c.get_ref()).ok_or_else(|| {
+                    let known: Vec<&str> = Country::ALL.iter().map(|c| c.code()).collect();
+                    self.invalid(
+                        c.span(),
+                        "telephony.country",
+                        format!(
+                            "unknown country {:?} (known: {})",
+                            c.get_ref(),
+                            known.join(", ")
+                        ),
+                    )
+                })
+            })
+            .transpose()?;
+        let law = raw.law.map(|l| match l {
+            RawLaw::Ulaw => Law::Ulaw,
+            RawLaw::Alaw => Law::Alaw,
+        });
+        let outside_line_prefix = raw
+            .outside_line_prefix
+            .map(|p| {
+                let s = p.get_ref();
+                if (1..=2).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit()) {
+                    Ok(DialString(s.clone()))
+                } else {
+                    Err(self.invalid(
+                        p.span(),
+                        "telephony.outside_line_prefix",
+                        format!("{s:?} is invalid: must be 1 or 2 digits"),
+                    ))
+                }
+            })
+            .transpose()?;
+        Ok(TelephonyConfig {
+            country,
+            law,
+            first_digit_timeout: self.timeout(
+                raw.first_digit_timeout_ms,
+                "telephony.first_digit_timeout_ms",
+                FIRST_DIGIT_TIMEOUT_MS,
+            )?,
+            inter_digit_timeout: self.timeout(
+                raw.inter_digit_timeout_ms,
+                "telephony.inter_digit_timeout_ms",
+                INTER_DIGIT_TIMEOUT_MS,
+            )?,
+            ring_timeout: self.timeout(
+                raw.ring_timeout_ms,
+                "telephony.ring_timeout_ms",
+                RING_TIMEOUT_MS,
+            )?,
+            outside_line_prefix,
+        })
+    }
+
+    fn port(&self, port: &Spanned<i64>, field: String) -> Result<PortNumber> {
+        PortNumber::try_from(*port.get_ref()).map_err(|_| {
+            self.invalid(
+                port.span(),
+                field,
+                format!("port {} is out of range (1..=255)", port.get_ref()),
+            )
+        })
+    }
+
+    fn extensions(
+        &self,
+        raw: Vec<RawExtension>,
+        telephony: &TelephonyConfig,
+    ) -> Result<Vec<ExtensionConfig>> {
+        let mut out: Vec<ExtensionConfig> = Vec::with_capacity(raw.len());
+        for (i, ext) in raw.into_iter().enumerate() {
+            let field = |name: &str| format!("extensions[{i}].{name}");
+            let number: ExtensionNumber = self.parse(&ext.number, &field("number"))?;
+            let number_err =
+                |message: String| self.invalid(ext.number.span(), field("number"), message);
+            if let Some(prefix) = &telephony.outside_line_prefix {
+                if number.as_str().starts_with(prefix.as_str()) {
+                    return Err(number_err(format!(
+                        "extension {number} starts with the outside line prefix {:?}",
+                        prefix.as_str()
+                    )));
+                }
+            }
+            for (j, other) in out.iter().enumerate() {
+                let (a, b) = (number.as_str(), other.number.as_str());
+                if a == b {
+                    return Err(number_err(format!(
+                        "extension {number} is already defined by extensions[{j}]"
+                    )));
+                }
+                if a.starts_with(b) || b.starts_with(a) {
+                    let (short, long) = if a.len() < b.len() { (a, b) } else { (b, a) };
+                    return Err(number_err(format!(
+                        "extension {number} collides with extensions[{j}] ({}): {short} is a \
+                         prefix of {long}, so {long} could never be dialled",
+                        other.number
+                    )));
+                }
+            }
+            let port = self.port(&ext.port, field("port"))?;
+            let name = match ext.name {
+                Some(n) => {
+                    if n.get_ref().chars().count() > MAX_NAME_CHARS {
+                        return Err(self.invalid(
+                            n.span(),
+                            field("name"),
+                            format!("longer than {MAX_NAME_CHARS} characters"),
+                        ));
+                    }
+                    if n.get_ref().chars().any(char::is_control) {
+                        return Err(self.invalid(
+                            n.span(),
+                            field("name"),
+                            "must not contain control characters",
+                        ));
+                    }
+                    n.into_inner()
+                }
+                None => String::new(),
+            };
+            out.push(ExtensionConfig {
+                number,
+                port,
+                name,
+                call_waiting: ext.call_waiting.unwrap_or(true),
+                port_line: self.line(&ext.port.span()),
+            });
+        }
+        Ok(out)
+    }
+
+    fn fxo_lines(
+        &self,
+        raw: Vec<RawFxoLine>,
+        extensions: &[ExtensionConfig],
+        telephony: &TelephonyConfig,
+    ) -> Result<Vec<FxoLineConfig>> {
+        let mut out = Vec::with_capacity(raw.len());
+        for (i, line) in raw.into_iter().enumerate() {
+            let port = self.port(&line.port, format!("fxo_lines[{i}].port"))?;
+            let mut inbound: Vec<ExtensionNumber> = Vec::new();
+            for (k, number) in line.inbound.unwrap_or_default().iter().enumerate() {
+                let field = format!("fxo_lines[{i}].inbound[{k}]");
+                let parsed: ExtensionNumber = self.parse(number, &field)?;
+                if !extensions.iter().any(|e| e.number == parsed) {
+                    return Err(self.invalid(
+                        number.span(),
+                        field,
+                        format!("extension {parsed} is not defined in [[extensions]]"),
+                    ));
+                }
+                if inbound.contains(&parsed) {
+                    return Err(self.invalid(
+                        number.span(),
+                        field,
+                        format!("extension {parsed} is listed twice"),
+                    ));
+                }
+                inbound.push(parsed);
+            }
+            let outbound = match &line.outbound {
+                Some(o) => *o.get_ref(),
+                None => true,
+            };
+            if outbound && telephony.outside_line_prefix.is_none() {
+                let (span, field, why) = match &line.outbound {
+                    Some(o) => (
+                        o.span(),
+                        format!("fxo_lines[{i}].outbound"),
+                        "outbound = true",
+                    ),
+                    None => (
+                        line.port.span(),
+                        format!("fxo_lines[{i}]"),
+                        "the line is outbound by default",
+                    ),
+                };
+                return Err(self.invalid(
+                    span,
+                    field,
+                    format!(
+                        "{why} needs telephony.outside_line_prefix, which is not set; \
+                         set the prefix or `outbound = false`"
+                    ),
+                ));
+            }
+            out.push(FxoLineConfig {
+                port,
+                inbound,
+                outbound,
+                port_line: self.line(&line.port.span()),
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// The field name in serde's "missing field `x`" message.
+fn missing_field(message: &str) -> Option<&str> {
+    let rest = message.strip_prefix("missing field `")?;
+    rest.split('`').next()
+}

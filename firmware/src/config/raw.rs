@@ -1,0 +1,100 @@
+//! Stage one of config loading: the file as serde sees it.
+//!
+//! Every struct denies unknown fields so a typo is an error, not a silently ignored
+//! setting. Values that are checked later keep their [`Spanned`] location so the
+//! validation error can name the line.
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::LogFormat;
+
+/// The whole file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConfig {
+    #[serde(default)]
+    pub site: RawSite,
+    #[serde(default)]
+    pub paths: RawPaths,
+    #[serde(default)]
+    pub board: RawBoard,
+    #[serde(default)]
+    pub log: RawLog,
+    #[serde(default)]
+    pub telephony: RawTelephony,
+    #[serde(default)]
+    pub extensions: Vec<RawExtension>,
+    #[serde(default)]
+    pub fxo_lines: Vec<RawFxoLine>,
+}
+
+/// `[site]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSite {
+    pub box_serial: Option<Spanned<String>>,
+}
+
+/// `[paths]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPaths {
+    pub data_dir: Option<Spanned<String>>,
+}
+
+/// `[board]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawBoard {
+    pub profile: Option<Spanned<String>>,
+    pub uart: Option<Spanned<String>>,
+    pub sim_console: Option<Spanned<String>>,
+}
+
+/// `[log]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLog {
+    pub level: Option<Spanned<String>>,
+    pub format: Option<LogFormat>,
+}
+
+/// `telephony.law`
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum RawLaw {
+    Ulaw,
+    Alaw,
+}
+
+/// `[telephony]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTelephony {
+    pub country: Option<Spanned<String>>,
+    pub law: Option<RawLaw>,
+    pub first_digit_timeout_ms: Option<Spanned<i64>>,
+    pub inter_digit_timeout_ms: Option<Spanned<i64>>,
+    pub ring_timeout_ms: Option<Spanned<i64>>,
+    pub outside_line_prefix: Option<Spanned<String>>,
+}
+
+/// One `[[extensions]]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawExtension {
+    pub number: Spanned<String>,
+    pub port: Spanned<i64>,
+    pub name: Option<Spanned<String>>,
+    pub call_waiting: Option<bool>,
+}
+
+/// One `[[fxo_lines]]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawFxoLine {
+    pub port: Spanned<i64>,
+    pub inbound: Option<Vec<Spanned<String>>>,
+    pub outbound: Option<Spanned<bool>>,
+}

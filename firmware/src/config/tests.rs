@@ -1,0 +1,370 @@
+//! Config loading: the examples load, and every kind of error names file, line and field.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::*;
+
+const FILE: &str = "/etc/branchline/branchd.toml";
+
+fn example(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples-config")
+        .join(name)
+}
+
+/// The error message for `text`, which must fail to load.
+fn error(text: &str) -> String {
+    match Config::from_toml_str(text, Path::new(FILE)) {
+        Ok(config) => panic!("expected an error, got {config:#?}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// Asserts the message starts with the file and line and names the field.
+fn assert_located(message: &str, line: usize, field: &str) {
+    let prefix = format!("{FILE}, line {line}: {field}: ");
+    assert!(
+        message.starts_with(&prefix),
+        "expected {prefix:?} at the start of {message:?}"
+    );
+}
+
+const BASE: &str = r#"[telephony]
+outside_line_prefix = "9"
+
+[[extensions]]
+number = "101"
+port = 1
+
+[[extensions]]
+number = "102"
+port = 2
+"#;
+
+#[test]
+fn sim_example_loads() {
+    let path = example("sim.toml");
+    let config = Config::load(&path).expect("sim.toml loads");
+    assert_eq!(config.source, path);
+    assert_eq!(
+        config.site.box_serial.as_ref().map(BoxSerial::as_str),
+        Some("BL-SIM-0001")
+    );
+    assert_eq!(
+        config.paths.db_path(),
+        Path::new("./branchline-data/branchline.db")
+    );
+    assert_eq!(config.board.profile, "sim");
+    assert_eq!(
+        config.board.sim_console,
+        Some("127.0.0.1:7878".parse().expect("addr"))
+    );
+    assert_eq!(config.telephony.country, Some(Country::Us));
+    assert_eq!(
+        config.telephony.resolve(Country::De),
+        (Country::Us, Law::Ulaw)
+    );
+    assert_eq!(
+        config
+            .telephony
+            .outside_line_prefix
+            .as_ref()
+            .map(DialString::as_str),
+        Some("9")
+    );
+    let numbers: Vec<(&str, u8)> = config
+        .extensions
+        .iter()
+        .map(|e| (e.number.as_str(), e.port.get()))
+        .collect();
+    assert_eq!(numbers, [("101", 1), ("102", 2), ("103", 3), ("104", 4)]);
+    assert_eq!(config.extensions[0].name, "Reception");
+    assert_eq!(config.fxo_lines.len(), 2);
+    assert_eq!(config.fxo_lines[0].port.get(), 5);
+    assert_eq!(
+        config.fxo_lines[0]
+            .inbound
+            .iter()
+            .map(ExtensionNumber::as_str)
+            .collect::<Vec<_>>(),
+        ["101", "102"]
+    );
+    assert_eq!(config.fxo_lines[1].inbound.len(), 1);
+    config
+        .check_board(1..=4, 5..=6)
+        .expect("fits the sim board");
+}
+
+#[test]
+fn bl_812_example_loads() {
+    let config = Config::load(&example("bl-812.toml")).expect("bl-812.toml loads");
+    assert_eq!(config.board.profile, "bl-812");
+    assert_eq!(
+        config.telephony.resolve(Country::Us),
+        (Country::De, Law::Alaw)
+    );
+    assert_eq!(config.log.format, LogFormat::Json);
+    assert_eq!(config.extensions.len(), 8);
+    assert_eq!(config.fxo_lines.len(), 4);
+    assert!(config.fxo_lines[2].inbound.is_empty());
+    assert!(!config.fxo_lines[3].outbound);
+    config.check_board(1..=8, 9..=12).expect("fits the BL-812");
+}
+
+#[test]
+fn empty_file_gives_defaults() {
+    let config = Config::from_toml_str("", Path::new(FILE)).expect("empty is valid");
+    assert_eq!(config.paths.data_dir, Path::new(DEFAULT_DATA_DIR));
+    assert_eq!(config.board.profile, "sim");
+    assert_eq!(config.log.level, "info");
+    assert_eq!(config.log.format, LogFormat::Human);
+    assert_eq!(config.telephony.country, None);
+    assert_eq!(
+        config.telephony.first_digit_timeout,
+        Duration::from_secs(10)
+    );
+    assert_eq!(config.telephony.inter_digit_timeout, Duration::from_secs(4));
+    assert_eq!(config.telephony.ring_timeout, Duration::from_secs(60));
+    assert!(config.extensions.is_empty());
+    assert_eq!(TelephonyConfig::default_law(Country::Jp), Law::Ulaw);
+    assert_eq!(TelephonyConfig::default_law(Country::Fr), Law::Alaw);
+}
+
+#[test]
+fn missing_file_names_the_path() {
+    let e = Config::load(Path::new("/nonexistent/branchd.toml"))
+        .expect_err("missing file")
+        .to_string();
+    assert!(
+        e.starts_with("/nonexistent/branchd.toml: cannot read config file"),
+        "{e}"
+    );
+}
+
+#[test]
+fn toml_syntax_error() {
+    let e = error("[site]\nbox_serial = \"BL-1\"\n[telephony\ncountry = \"US\"\n");
+    assert!(e.starts_with(&format!("{FILE}, line 3: ")), "{e}");
+    assert!(e.contains("expected `]`"), "{e}");
+}
+
+#[test]
+fn unknown_field() {
+    let e = error(&format!("{BASE}nmae = \"Sales\"\n"));
+    assert_located(&e, 11, "extensions[1].nmae");
+    assert!(e.contains("unknown field `nmae`"), "{e}");
+
+    let e = error("[logging]\nlevel = \"info\"\n");
+    assert_located(&e, 1, "logging");
+}
+
+#[test]
+fn wrong_type() {
+    let e = error("[[extensions]]\nnumber = \"101\"\nport = \"one\"\n");
+    assert_located(&e, 3, "extensions[0].port");
+    assert!(e.contains("invalid type: string"), "{e}");
+
+    let e = error("[[extensions]]\nnumber = 101\nport = 1\n");
+    assert_located(&e, 2, "extensions[0].number");
+
+    let e = error("[log]\nformat = \"xml\"\n");
+    assert_located(&e, 2, "log.format");
+    assert!(e.contains("`human`"), "{e}");
+}
+
+#[test]
+fn missing_field() {
+    let e =
+        error("[[extensions]]\nnumber = \"101\"\nport = 1\n\n[[extensions]]\nnumber = \"102\"\n");
+    assert_located(&e, 5, "extensions[1].port");
+    assert!(e.contains("missing field `port`"), "{e}");
+}
+
+#[test]
+fn bad_extension_number() {
+    let e = error("[[extensions]]\nnumber = \"10a\"\nport = 1\n");
+    assert_located(&e, 2, "extensions[0].number");
+    assert!(e.contains("must be 2 to 6 digits"), "{e}");
+    let e = error("[[extensions]]\nnumber = \"1\"\nport = 1\n");
+    assert_located(&e, 2, "extensions[0].number");
+}
+
+#[test]
+fn port_out_of_range() {
+    let e = error("[[extensions]]\nnumber = \"101\"\nport = 0\n");
+    assert_located(&e, 3, "extensions[0].port");
+    assert!(e.contains("port 0 is out of range (1..=255)"), "{e}");
+}
+
+#[test]
+fn duplicate_extension() {
+    let e = error(&format!(
+        "{BASE}\n[[extensions]]\nnumber = \"101\"\nport = 3\n"
+    ));
+    assert_located(&e, 13, "extensions[2].number");
+    assert!(e.contains("already defined by extensions[0]"), "{e}");
+}
+
+#[test]
+fn prefix_collision_between_extensions() {
+    let e = error(&format!(
+        "{BASE}\n[[extensions]]\nnumber = \"10\"\nport = 3\n"
+    ));
+    assert_located(&e, 13, "extensions[2].number");
+    assert!(e.contains("10 is a prefix of 101"), "{e}");
+}
+
+#[test]
+fn extension_starting_with_outside_prefix() {
+    let e = error(&format!(
+        "{BASE}\n[[extensions]]\nnumber = \"901\"\nport = 3\n"
+    ));
+    assert_located(&e, 13, "extensions[2].number");
+    assert!(e.contains("outside line prefix"), "{e}");
+}
+
+#[test]
+fn unknown_inbound_extension() {
+    let e = error(&format!(
+        "{BASE}\n[[fxo_lines]]\nport = 5\ninbound = [\"101\",\n  \"105\"]\n"
+    ));
+    assert_located(&e, 15, "fxo_lines[0].inbound[1]");
+    assert!(e.contains("extension 105 is not defined"), "{e}");
+}
+
+#[test]
+fn outbound_line_needs_prefix() {
+    let e = error("[[fxo_lines]]\nport = 5\n");
+    assert_located(&e, 2, "fxo_lines[0]");
+    assert!(e.contains("outside_line_prefix"), "{e}");
+    let e = error("[[fxo_lines]]\nport = 5\noutbound = true\n");
+    assert_located(&e, 3, "fxo_lines[0].outbound");
+    Config::from_toml_str(
+        "[[fxo_lines]]\nport = 5\noutbound = false\n",
+        Path::new(FILE),
+    )
+    .expect("inbound-only line needs no prefix");
+}
+
+#[test]
+fn bad_country() {
+    let e = error("[site]\nbox_serial = \"X\"\n\n[telephony]\ncountry = \"XX\"\n");
+    assert_located(&e, 5, "telephony.country");
+    assert!(
+        e.contains("unknown country \"XX\" (known: US, UK, DE, FR, CN, JP)"),
+        "{e}"
+    );
+}
+
+#[test]
+fn timeout_out_of_range() {
+    let e = error("[telephony]\nfirst_digit_timeout_ms = 10000\ninter_digit_timeout_ms = 100\n");
+    assert_located(&e, 3, "telephony.inter_digit_timeout_ms");
+    assert!(e.contains("100 ms is out of range (500..=30000 ms)"), "{e}");
+    let e = error("[telephony]\nring_timeout_ms = 600001\n");
+    assert_located(&e, 2, "telephony.ring_timeout_ms");
+}
+
+#[test]
+fn other_field_checks() {
+    let e = error("[site]\nbox_serial = \"BL 1\"\n");
+    assert_located(&e, 2, "site.box_serial");
+    let e = error("[board]\nsim_console = \"localhost\"\n");
+    assert_located(&e, 2, "board.sim_console");
+    let e = error("[log]\nlevel = \"info,[\"\n");
+    assert_located(&e, 2, "log.level");
+    let e = error("[telephony]\noutside_line_prefix = \"900\"\n");
+    assert_located(&e, 2, "telephony.outside_line_prefix");
+    let e = error("[[extensions]]\nnumber = \"101\"\nport = 1\nname = \"0123456789012345678901234567890123\"\n");
+    assert_located(&e, 4, "extensions[0].name");
+    let e = error("[paths]\ndata_dir = \"\"\n");
+    assert_located(&e, 2, "paths.data_dir");
+}
+
+#[test]
+fn check_board_port_errors() {
+    let config = Config::from_toml_str(
+        &format!("{BASE}\n[[extensions]]\nnumber = \"103\"\nport = 9\n"),
+        Path::new(FILE),
+    )
+    .expect("valid without the board");
+    let e = config
+        .check_board(1..=4, 5..=6)
+        .expect_err("port 9")
+        .to_string();
+    assert_eq!(
+        e,
+        format!(
+            "{FILE}, line 14: extensions[2].port: port 9 is not an FXS port of this board \
+             (FXS ports are 1-4)"
+        )
+    );
+    config
+        .check_board(1..=10, 11..=12)
+        .expect("fits a bigger board");
+
+    let config = Config::from_toml_str(
+        &format!("{BASE}\n[[extensions]]\nnumber = \"103\"\nport = 2\n"),
+        Path::new(FILE),
+    )
+    .expect("valid without the board");
+    let e = config
+        .check_board(1..=4, 5..=6)
+        .expect_err("port 2 twice")
+        .to_string();
+    assert_located(&e, 14, "extensions[2].port");
+    assert!(
+        e.contains("already used by extensions[1] (102, line 10)"),
+        "{e}"
+    );
+
+    let fxo = format!("{BASE}\n[[fxo_lines]]\nport = 5\n\n[[fxo_lines]]\nport = 3\n");
+    let config = Config::from_toml_str(&fxo, Path::new(FILE)).expect("valid");
+    let e = config
+        .check_board(1..=4, 5..=6)
+        .expect_err("port 3")
+        .to_string();
+    assert_located(&e, 16, "fxo_lines[1].port");
+    assert!(
+        e.contains("port 3 is not an FXO port of this board (FXO ports are 5-6)"),
+        "{e}"
+    );
+    let e = config
+        .check_board(1..=4, std::ops::RangeInclusive::new(1, 0))
+        .expect_err("no FXO")
+        .to_string();
+    assert!(e.contains("line 13: fxo_lines[0].port: port 5 is not an FXO port of this board (it has no FXO ports)"), "{e}");
+
+    let dup = format!("{BASE}\n[[fxo_lines]]\nport = 5\n\n[[fxo_lines]]\nport = 5\n");
+    let config = Config::from_toml_str(&dup, Path::new(FILE)).expect("valid");
+    let e = config
+        .check_board(1..=4, 5..=6)
+        .expect_err("5 twice")
+        .to_string();
+    assert_located(&e, 16, "fxo_lines[1].port");
+}
+
+#[test]
+fn newtypes_validate() {
+    assert!("101".parse::<ExtensionNumber>().is_ok());
+    assert!("1234567".parse::<ExtensionNumber>().is_err());
+    assert!(ExtensionNumber::try_from("12").is_ok());
+    assert_eq!(
+        ExtensionNumber::try_from(String::from("205"))
+            .map(|n| n.to_string())
+            .ok()
+            .as_deref(),
+        Some("205")
+    );
+    assert!(PortNumber::try_from(0u8).is_err());
+    assert_eq!(
+        PortNumber::try_from(255i64).map(PortNumber::get).ok(),
+        Some(255)
+    );
+    assert!(PortNumber::try_from(256i64).is_err());
+    assert!("*72#".parse::<DialString>().is_ok());
+    assert!("".parse::<DialString>().is_err());
+    assert!("BL_812-x".parse::<BoxSerial>().is_ok());
+    assert!("BL/1".parse::<BoxSerial>().is_err());
+}

@@ -1,0 +1,275 @@
+//! The crate's error type.
+//!
+//! Every variant carries the context a person needs to act on it: the file, line and
+//! field of a bad config value, the database path, the call id of a CDR. There is no
+//! catch-all string variant; a new kind of failure gets a new variant.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Result with [`Error`] as the default error type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why a single value (an extension number, a port number, ...) is not valid.
+///
+/// This is the error of the config newtypes' `FromStr`/`TryFrom` impls; the config
+/// loader wraps it into [`Error::ConfigInvalid`] with the file, line and field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{what} {value:?} is invalid: {reason}")]
+pub struct InvalidValue {
+    /// What kind of value it is ("extension number", "port number", ...).
+    pub what: &'static str,
+    /// The value as given.
+    pub value: String,
+    /// What is wrong with it.
+    pub reason: &'static str,
+}
+
+/// Everything that can go wrong in the firmware library.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The config file could not be read.
+    #[error("{}: cannot read config file: {source}", path.display())]
+    ConfigRead {
+        /// The config file.
+        path: PathBuf,
+        /// The underlying IO error.
+        source: std::io::Error,
+    },
+
+    /// The config file is not valid TOML.
+    #[error("{}{}: {message}", path.display(), fmt_line(*line))]
+    ConfigSyntax {
+        /// The config file.
+        path: PathBuf,
+        /// 1-based line of the error, when the parser reported one.
+        line: Option<usize>,
+        /// The parser's message.
+        message: String,
+    },
+
+    /// A config value is missing, unknown, of the wrong type or out of range.
+    #[error("{}{}: {field}: {message}", path.display(), fmt_line(*line))]
+    ConfigInvalid {
+        /// The config file.
+        path: PathBuf,
+        /// 1-based line of the offending key or value, when known.
+        line: Option<usize>,
+        /// Dotted path of the field, e.g. `extensions[1].port`.
+        field: String,
+        /// What is wrong, in words an installer can act on.
+        message: String,
+    },
+
+    /// A single value failed validation outside of a config file.
+    #[error(transparent)]
+    InvalidValue(#[from] InvalidValue),
+
+    /// The store's directory could not be created.
+    #[error("{}: cannot create the store directory: {source}", path.display())]
+    StoreDir {
+        /// The directory.
+        path: PathBuf,
+        /// The underlying IO error.
+        source: std::io::Error,
+    },
+
+    /// An SQLite operation on the store failed.
+    #[error("{}: {op}: {source}", path.display())]
+    Sqlite {
+        /// The database file.
+        path: PathBuf,
+        /// What the store was doing ("open", "insert cdr", ...).
+        op: &'static str,
+        /// The SQLite error.
+        source: rusqlite::Error,
+    },
+
+    /// The database could not be switched to WAL mode (e.g. the filesystem lacks shared memory).
+    #[error("{}: cannot use write-ahead logging, journal mode is {mode:?}", path.display())]
+    StoreNoWal {
+        /// The database file.
+        path: PathBuf,
+        /// The journal mode SQLite reported instead.
+        mode: String,
+    },
+
+    /// The store writer thread could not be started.
+    #[error("{}: cannot start the store writer thread: {source}", path.display())]
+    StoreThread {
+        /// The database file.
+        path: PathBuf,
+        /// The underlying IO error.
+        source: std::io::Error,
+    },
+
+    /// Applying the schema migrations failed.
+    #[error("{}: schema migration failed: {source}", path.display())]
+    StoreMigration {
+        /// The database file.
+        path: PathBuf,
+        /// The migration error.
+        source: rusqlite_migration::Error,
+    },
+
+    /// The database was written by a newer firmware whose schema this binary does not know.
+    #[error(
+        "{}: database schema version {found} is newer than this firmware knows ({known}); \
+         install the newer firmware again or restore a backup",
+        path.display()
+    )]
+    StoreSchemaTooNew {
+        /// The database file.
+        path: PathBuf,
+        /// The schema version found in the file (`PRAGMA user_version`).
+        found: i64,
+        /// The newest schema version this binary knows.
+        known: i64,
+    },
+
+    /// A reader was opened on a database whose migrations have not been applied yet.
+    #[error(
+        "{}: database schema version {found} is older than expected ({expected}); \
+         open it with the writer first so migrations run",
+        path.display()
+    )]
+    StoreNotMigrated {
+        /// The database file.
+        path: PathBuf,
+        /// The schema version found in the file.
+        found: i64,
+        /// The schema version this binary expects.
+        expected: i64,
+    },
+
+    /// A CDR with this call id is already stored; nothing was written.
+    #[error("cdr {call_id:?} is already stored")]
+    DuplicateCdr {
+        /// The call id.
+        call_id: String,
+    },
+
+    /// An extension refers to a port the store does not know; nothing was written.
+    #[error("extension {extension:?} is on port {port}, which is not a port of this box")]
+    ExtensionOnUnknownPort {
+        /// The extension number.
+        extension: String,
+        /// The port it names.
+        port: u8,
+    },
+
+    /// A port kind other than `"fxs"` or `"fxo"` was given to the store; nothing was written.
+    #[error("port {port}: kind {kind:?} is neither \"fxs\" nor \"fxo\"")]
+    InvalidPortKind {
+        /// The port number.
+        port: u8,
+        /// The kind given.
+        kind: String,
+    },
+
+    /// A port number is not in the store.
+    #[error("port {port} is not a port of this box")]
+    UnknownPort {
+        /// The port number.
+        port: u8,
+    },
+
+    /// A stored row could not be decoded (a column holds a value this binary does not know).
+    #[error("{}: {table} row {key:?}: column {column} holds {value:?}, which is not valid", path.display())]
+    StoreCorrupt {
+        /// The database file.
+        path: PathBuf,
+        /// The table.
+        table: &'static str,
+        /// The row's key (call id, outbox seq, port number).
+        key: String,
+        /// The column.
+        column: &'static str,
+        /// The offending value.
+        value: String,
+    },
+
+    /// A record could not be encoded to or decoded from its JSON payload.
+    #[error("{kind} {key:?}: JSON payload: {source}")]
+    Json {
+        /// The record kind ("cdr", ...).
+        kind: &'static str,
+        /// The record key (call id, outbox seq).
+        key: String,
+        /// The serde_json error.
+        source: serde_json::Error,
+    },
+
+    /// The board layer failed (profile, UART, GPIO, line-controller link).
+    #[error(transparent)]
+    Board(#[from] branchline_board::Error),
+
+    /// The board profile names a country this firmware has no tone plan for.
+    #[error("board profile {model}: unknown country {country:?}")]
+    UnknownBoardCountry {
+        /// The board model.
+        model: String,
+        /// The country code in the profile.
+        country: String,
+    },
+
+    /// The line controller reports fewer ports than the board profile promises.
+    #[error(
+        "board {model}: line controller has {} FXS and {} FXO ports, the profile expects {} and {}",
+        found.0, found.1, expected.0, expected.1
+    )]
+    BoardMismatch {
+        /// The board model.
+        model: String,
+        /// (FXS, FXO) port counts from the profile.
+        expected: (u8, u8),
+        /// (FXS, FXO) port counts the line controller reported.
+        found: (u8, u8),
+    },
+
+    /// The link to the line controller closed.
+    #[error("line controller UART {}: link lost", path.display())]
+    LinkLost {
+        /// The UART device path.
+        path: PathBuf,
+    },
+
+    /// The line controller did not answer the hello in time.
+    #[error("line controller UART {}: no answer within {waited:?}", path.display())]
+    LineControllerSilent {
+        /// The UART device path.
+        path: PathBuf,
+        /// How long the daemon waited.
+        waited: Duration,
+    },
+
+    /// A listening socket could not be bound.
+    #[error("{what}: cannot listen on {addr}: {source}")]
+    Listen {
+        /// What was to listen ("simulator console", ...).
+        what: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// The underlying IO error.
+        source: std::io::Error,
+    },
+
+    /// A thread could not be started.
+    #[error("{what}: cannot start thread: {source}")]
+    Thread {
+        /// What the thread was for.
+        what: &'static str,
+        /// The underlying IO error.
+        source: std::io::Error,
+    },
+
+    /// The store writer thread has stopped (it panicked or its database failed for good).
+    #[error("the store writer thread has stopped")]
+    StoreWriterGone,
+}
+
+fn fmt_line(line: Option<usize>) -> String {
+    line.map_or_else(String::new, |l| format!(", line {l}"))
+}

@@ -1,0 +1,263 @@
+//! Read connections: queries for the web page, diagnostics, sync and tests.
+
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, OpenFlags, Row};
+
+use super::{
+    enum_from_text, sql, user_version, ExtensionRow, OutboxRow, PortKind, PortRow, BUSY_TIMEOUT,
+    SCHEMA_VERSION,
+};
+use crate::cdr::Cdr;
+use crate::error::{Error, Result};
+
+/// A read-only connection to the store. Each task that reads opens its own.
+#[derive(Debug)]
+pub struct StoreReader {
+    path: PathBuf,
+    conn: Connection,
+}
+
+const CDR_COLUMNS: &str = "call_id, direction, caller, caller_port, callee, callee_port, \
+                           started_at_ms, answered_at_ms, ended_at_ms, disposition, hangup_side";
+
+fn clamp_limit(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX)
+}
+
+impl StoreReader {
+    pub(super) fn open(path: &Path) -> Result<StoreReader> {
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY
+                | OpenFlags::SQLITE_OPEN_URI
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(sql(path, "open for reading"))?;
+        conn.busy_timeout(BUSY_TIMEOUT)
+            .map_err(sql(path, "set busy_timeout"))?;
+        let found = user_version(&conn, path)?;
+        if found > SCHEMA_VERSION {
+            return Err(Error::StoreSchemaTooNew {
+                path: path.to_owned(),
+                found,
+                known: SCHEMA_VERSION,
+            });
+        }
+        if found < SCHEMA_VERSION {
+            return Err(Error::StoreNotMigrated {
+                path: path.to_owned(),
+                found,
+                expected: SCHEMA_VERSION,
+            });
+        }
+        Ok(StoreReader {
+            path: path.to_owned(),
+            conn,
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Up to `limit` CDRs, newest (by start time) first.
+    pub fn recent_cdrs(&self, limit: usize) -> Result<Vec<Cdr>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT {CDR_COLUMNS} FROM cdrs ORDER BY started_at_ms DESC, id DESC LIMIT ?1"
+            ))
+            .map_err(sql(&self.path, "prepare recent cdrs"))?;
+        let rows = stmt
+            .query_map([clamp_limit(limit)], RawCdr::from_row)
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(sql(&self.path, "read recent cdrs"))?;
+        rows.into_iter()
+            .map(|raw| raw.into_cdr(&self.path))
+            .collect()
+    }
+
+    /// The CDR of `call_id`, if stored.
+    pub fn cdr(&self, call_id: &str) -> Result<Option<Cdr>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT {CDR_COLUMNS} FROM cdrs WHERE call_id = ?1"
+            ))
+            .map_err(sql(&self.path, "prepare cdr"))?;
+        let mut rows = stmt
+            .query_map([call_id], RawCdr::from_row)
+            .map_err(sql(&self.path, "read cdr"))?;
+        match rows.next() {
+            None => Ok(None),
+            Some(raw) => raw
+                .map_err(sql(&self.path, "read cdr"))?
+                .into_cdr(&self.path)
+                .map(Some),
+        }
+    }
+
+    /// Up to `limit` outbox rows with `seq > after_seq`, in seq order.
+    pub fn outbox(&self, after_seq: i64, limit: usize) -> Result<Vec<OutboxRow>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT seq, kind, record_key, payload, created_at_ms FROM outbox
+                  WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+            )
+            .map_err(sql(&self.path, "prepare outbox"))?;
+        let rows = stmt
+            .query_map((after_seq, clamp_limit(limit)), |row| {
+                Ok((
+                    row.get::<_, i64>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, String>(2)?,
+                    row.get::<_, String>(3)?,
+                    row.get::<_, i64>(4)?,
+                ))
+            })
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(sql(&self.path, "read outbox"))?;
+        rows.into_iter()
+            .map(|(seq, kind, record_key, payload, created_at_ms)| {
+                let payload = serde_json::from_str(&payload).map_err(|source| Error::Json {
+                    kind: "outbox",
+                    key: seq.to_string(),
+                    source,
+                })?;
+                Ok(OutboxRow {
+                    seq,
+                    kind,
+                    record_key,
+                    payload,
+                    created_at_ms,
+                })
+            })
+            .collect()
+    }
+
+    /// Every extension, by number.
+    pub fn extensions(&self) -> Result<Vec<ExtensionRow>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT number, name, port, call_waiting FROM extensions ORDER BY number",
+            )
+            .map_err(sql(&self.path, "prepare extensions"))?;
+        stmt.query_map([], |row| {
+            Ok(ExtensionRow {
+                number: row.get(0)?,
+                name: row.get(1)?,
+                port: row.get(2)?,
+                call_waiting: row.get(3)?,
+            })
+        })
+        .and_then(|rows| rows.collect())
+        .map_err(sql(&self.path, "read extensions"))
+    }
+
+    /// Every port, by number.
+    pub fn ports(&self) -> Result<Vec<PortRow>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT number, kind, state FROM ports ORDER BY number")
+            .map_err(sql(&self.path, "prepare ports"))?;
+        let rows = stmt
+            .query_map([], |row| {
+                Ok((
+                    row.get::<_, u8>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, String>(2)?,
+                ))
+            })
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(sql(&self.path, "read ports"))?;
+        rows.into_iter()
+            .map(|(number, kind, state)| {
+                let kind = PortKind::from_db(&kind).ok_or_else(|| Error::StoreCorrupt {
+                    path: self.path.clone(),
+                    table: "ports",
+                    key: number.to_string(),
+                    column: "kind",
+                    value: kind.clone(),
+                })?;
+                Ok(PortRow {
+                    number,
+                    kind,
+                    state,
+                })
+            })
+            .collect()
+    }
+
+    /// This connection's `PRAGMA synchronous` (2 = FULL).
+    pub fn pragma_synchronous(&self) -> Result<i64> {
+        self.conn
+            .pragma_query_value(None, "synchronous", |row| row.get(0))
+            .map_err(sql(&self.path, "read synchronous"))
+    }
+}
+
+/// A `cdrs` row before its enum columns are decoded.
+struct RawCdr {
+    call_id: String,
+    direction: String,
+    caller: String,
+    caller_port: Option<u8>,
+    callee: String,
+    callee_port: Option<u8>,
+    started_at_ms: i64,
+    answered_at_ms: Option<i64>,
+    ended_at_ms: i64,
+    disposition: String,
+    hangup_side: String,
+}
+
+impl RawCdr {
+    fn from_row(row: &Row<'_>) -> rusqlite::Result<RawCdr> {
+        Ok(RawCdr {
+            call_id: row.get(0)?,
+            direction: row.get(1)?,
+            caller: row.get(2)?,
+            caller_port: row.get(3)?,
+            callee: row.get(4)?,
+            callee_port: row.get(5)?,
+            started_at_ms: row.get(6)?,
+            answered_at_ms: row.get(7)?,
+            ended_at_ms: row.get(8)?,
+            disposition: row.get(9)?,
+            hangup_side: row.get(10)?,
+        })
+    }
+
+    fn into_cdr(self, path: &Path) -> Result<Cdr> {
+        let corrupt = |column: &'static str, value: &str| Error::StoreCorrupt {
+            path: path.to_owned(),
+            table: "cdrs",
+            key: self.call_id.clone(),
+            column,
+            value: value.to_owned(),
+        };
+        let direction =
+            enum_from_text(&self.direction).ok_or_else(|| corrupt("direction", &self.direction))?;
+        let disposition = enum_from_text(&self.disposition)
+            .ok_or_else(|| corrupt("disposition", &self.disposition))?;
+        let hangup_side = enum_from_text(&self.hangup_side)
+            .ok_or_else(|| corrupt("hangup_side", &self.hangup_side))?;
+        Ok(Cdr {
+            call_id: self.call_id,
+            direction,
+            caller: self.caller,
+            caller_port: self.caller_port,
+            callee: self.callee,
+            callee_port: self.callee_port,
+            started_at_ms: self.started_at_ms,
+            answered_at_ms: self.answered_at_ms,
+            ended_at_ms: self.ended_at_ms,
+            disposition,
+            hangup_side,
+        })
+    }
+}

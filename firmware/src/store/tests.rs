@@ -1,0 +1,514 @@
+//! Store tests against real SQLite files in temp dirs, with the real migrations.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use proptest::prelude::*;
+use rusqlite::Connection;
+
+use super::*;
+use crate::cdr::{Cdr, Direction, Disposition, HangupSide};
+
+fn db_path(dir: &tempfile::TempDir) -> PathBuf {
+    dir.path().join("data").join("branchline.db")
+}
+
+fn fixed_clock() -> i64 {
+    1_700_000_000_000
+}
+
+fn cdr(call_id: &str, started_at_ms: i64) -> Cdr {
+    Cdr {
+        call_id: call_id.to_owned(),
+        direction: Direction::Inbound,
+        caller: "5551234".to_owned(),
+        caller_port: Some(5),
+        callee: "101".to_owned(),
+        callee_port: Some(1),
+        started_at_ms,
+        answered_at_ms: Some(started_at_ms + 4_000),
+        ended_at_ms: started_at_ms + 64_000,
+        disposition: Disposition::Answered,
+        hangup_side: HangupSide::Callee,
+    }
+}
+
+fn count(path: &Path, table: &str) -> i64 {
+    let conn = Connection::open(path).expect("open");
+    conn.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))
+        .expect("count")
+}
+
+fn ext(number: &str, name: &str, port: Option<u8>, call_waiting: bool) -> ExtensionRow {
+    ExtensionRow {
+        number: number.to_owned(),
+        name: name.to_owned(),
+        port,
+        call_waiting,
+    }
+}
+
+#[test]
+fn migrations_apply_and_reopen_is_idempotent() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = db_path(&dir);
+    let store = Store::open(&path).expect("fresh open creates dir and schema");
+    assert_eq!(
+        user_version(&store.conn, &path).expect("version"),
+        SCHEMA_VERSION
+    );
+    let tables: Vec<String> = store
+        .conn
+        .prepare("SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")
+        .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+        .expect("tables");
+    assert_eq!(tables, ["cdrs", "extensions", "outbox", "ports"]);
+    drop(store);
+
+    let store = Store::open(&path).expect("re-open");
+    assert_eq!(
+        user_version(&store.conn, &path).expect("version"),
+        SCHEMA_VERSION
+    );
+    drop(store);
+    Store::open(&path).expect("third open");
+}
+
+#[test]
+fn wal_full_and_foreign_keys_are_in_effect() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = db_path(&dir);
+    let store = Store::open(&path).expect("open");
+    let mode: String = store
+        .conn
+        .pragma_query_value(None, "journal_mode", |r| r.get(0))
+        .expect("journal_mode");
+    assert_eq!(mode, "wal");
+    assert_eq!(store.pragma_synchronous().expect("synchronous"), 2, "FULL");
+    let fk: i64 = store
+        .conn
+        .pragma_query_value(None, "foreign_keys", |r| r.get(0))
+        .expect("foreign_keys");
+    assert_eq!(fk, 1);
+    let busy: i64 = store
+        .conn
+        .pragma_query_value(None, "busy_timeout", |r| r.get(0))
+        .expect("busy_timeout");
+    assert_eq!(busy, 5000);
+}
+
+#[test]
+fn schema_too_new_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = db_path(&dir);
+    drop(Store::open(&path).expect("open"));
+    Connection::open(&path)
+        .and_then(|c| c.pragma_update(None, "user_version", 999))
+        .expect("set user_version");
+
+    let e = Store::open(&path).expect_err("too new");
+    assert!(
+        matches!(
+            e,
+            Error::StoreSchemaTooNew {
+                found: 999,
+                known: SCHEMA_VERSION,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    let message = e.to_string();
+    assert!(message.contains("branchline.db"), "{message}");
+    assert!(
+        message.contains("999 is newer than this firmware knows (1)"),
+        "{message}"
+    );
+    assert!(matches!(
+        Store::reader(&path),
+        Err(Error::StoreSchemaTooNew { found: 999, .. })
+    ));
+    // Nothing was touched.
+    let v: i64 = Connection::open(&path)
+        .and_then(|c| c.pragma_query_value(None, "user_version", |r| r.get(0)))
+        .expect("read");
+    assert_eq!(v, 999);
+}
+
+#[test]
+fn reader_refuses_a_missing_or_unmigrated_db() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    assert!(matches!(
+        Store::reader(&dir.path().join("none.db")),
+        Err(Error::Sqlite { .. })
+    ));
+    let path = dir.path().join("empty.db");
+    Connection::open(&path)
+        .and_then(|c| c.execute_batch("CREATE TABLE t (x)"))
+        .expect("create");
+    assert!(matches!(
+        Store::reader(&path),
+        Err(Error::StoreNotMigrated { found: 0, .. })
+    ));
+}
+
+#[tokio::test]
+async fn insert_cdr_writes_cdr_and_outbox_in_step() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = db_path(&dir);
+    let store = Store::open(&path).expect("open").with_clock(fixed_clock);
+    let (writer, thread) = store.try_spawn_writer().expect("spawn");
+    let reader = Store::reader(&path).expect("reader");
+
+    let first = cdr("call-1", 1_000);
+    let mut second = cdr("call-2", 2_000);
+    second.direction = Direction::Internal;
+    second.answered_at_ms = None;
+    second.disposition = Disposition::NoAnswer;
+    second.hangup_side = HangupSide::Caller;
+    second.caller_port = None;
+
+    let seq1 = writer.insert_cdr(first.clone()).await.expect("insert 1");
+    let seq2 = writer.insert_cdr(second.clone()).await.expect("insert 2");
+    assert!(seq2 > seq1, "{seq1} then {seq2}");
+
+    assert_eq!(reader.cdr("call-1").expect("read"), Some(first.clone()));
+    assert_eq!(reader.cdr("nope").expect("read"), None);
+    assert_eq!(
+        reader.recent_cdrs(10).expect("recent"),
+        [second.clone(), first.clone()],
+        "newest first"
+    );
+    assert_eq!(reader.recent_cdrs(1).expect("recent").len(), 1);
+
+    let outbox = reader.outbox(0, 10).expect("outbox");
+    assert_eq!(outbox.len(), 2);
+    for (row, (seq, cdr)) in outbox.iter().zip([(seq1, &first), (seq2, &second)]) {
+        assert_eq!(row.seq, seq);
+        assert_eq!(row.kind, "cdr");
+        assert_eq!(row.record_key, cdr.call_id);
+        assert_eq!(row.created_at_ms, fixed_clock());
+        let payload: Cdr = serde_json::from_value(row.payload.clone()).expect("payload is a Cdr");
+        assert_eq!(&payload, cdr);
+    }
+    assert_eq!(reader.outbox(seq1, 10).expect("after").len(), 1);
+
+    let (duration, billable): (i64, i64) = Connection::open(&path)
+        .and_then(|c| {
+            c.query_row(
+                "SELECT duration_ms, billable_ms FROM cdrs WHERE call_id = 'call-1'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+        })
+        .expect("row");
+    assert_eq!(
+        (duration, billable),
+        (first.duration_ms(), first.billable_ms())
+    );
+
+    writer.close().await;
+    thread.join().expect("writer thread");
+}
+
+#[tokio::test]
+async fn duplicate_cdr_is_rejected_and_changes_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = db_path(&dir);
+    let (writer, thread) = Store::open(&path).expect("open").spawn_writer();
+    let original = cdr("dup", 1_000);
+    writer.insert_cdr(original.clone()).await.expect("first");
+    let (cdrs, outbox) = (count(&path, "cdrs"), count(&path, "outbox"));
+
+    let mut again = cdr("dup", 5_000);
+    again.caller = "999".to_owned();
+    let e = writer.insert_cdr(again).await.expect_err("duplicate");
+    assert!(
+        matches!(&e, Error::DuplicateCdr { call_id } if call_id == "dup"),
+        "{e:?}"
+    );
+    assert_eq!(
+        (count(&path, "cdrs"), count(&path, "outbox")),
+        (cdrs, outbox)
+    );
+    let reader = Store::reader(&path).expect("reader");
+    assert_eq!(reader.cdr("dup").expect("read"), Some(original));
+
+    // The writer is still usable and the next seq follows on.
+    let seq = writer.insert_cdr(cdr("next", 2_000)).await.expect("next");
+    assert_eq!(seq, 2);
+    drop(writer);
+    thread.join().expect("writer thread");
+}
+
+#[tokio::test]
+async fn replace_board_upserts_deletes_and_rejects_unknown_ports() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = db_path(&dir);
+    let (writer, thread) = Store::open(&path).expect("open").spawn_writer();
+    let reader = Store::reader(&path).expect("reader");
+    let ports = vec![(1, "fxs"), (2, PortKind::Fxs.as_str()), (5, "fxo")];
+    writer
+        .replace_board(
+            ports.clone(),
+            vec![
+                ext("101", "Reception", Some(1), true),
+                ext("102", "Sales", Some(2), true),
+                ext("200", "SIP only", None, false),
+            ],
+        )
+        .await
+        .expect("first board");
+    writer.set_port_state(1, "off_hook").await.expect("state");
+    assert!(matches!(
+        writer.set_port_state(9, "idle").await,
+        Err(Error::UnknownPort { port: 9 })
+    ));
+
+    // Second map: 102 gone, 101 renamed and moved, 103 new; port states survive.
+    let second = vec![
+        ext("101", "Front desk", Some(2), false),
+        ext("103", "Support", Some(1), true),
+    ];
+    writer
+        .replace_board(ports.clone(), second.clone())
+        .await
+        .expect("second board");
+    assert_eq!(reader.extensions().expect("extensions"), second);
+    assert_eq!(
+        reader.ports().expect("ports"),
+        [
+            PortRow {
+                number: 1,
+                kind: PortKind::Fxs,
+                state: "off_hook".to_owned()
+            },
+            PortRow {
+                number: 2,
+                kind: PortKind::Fxs,
+                state: "idle".to_owned()
+            },
+            PortRow {
+                number: 5,
+                kind: PortKind::Fxo,
+                state: "idle".to_owned()
+            },
+        ]
+    );
+
+    // An extension on an unknown port: error, and neither the extension list nor the new
+    // port 6 was written.
+    let e = writer
+        .replace_board(
+            vec![(1, "fxs"), (6, "fxo")],
+            vec![
+                ext("101", "X", Some(1), true),
+                ext("104", "Ghost", Some(7), true),
+            ],
+        )
+        .await
+        .expect_err("port 7 is unknown");
+    assert!(
+        matches!(&e, Error::ExtensionOnUnknownPort { extension, port: 7 } if extension == "104"),
+        "{e:?}"
+    );
+    assert_eq!(reader.extensions().expect("extensions"), second);
+    assert_eq!(reader.ports().expect("ports").len(), 3);
+
+    // A bad port kind: error, nothing written.
+    let e = writer
+        .replace_board(vec![(1, "fxs"), (3, "pots")], vec![])
+        .await
+        .expect_err("bad kind");
+    assert!(
+        matches!(&e, Error::InvalidPortKind { port: 3, kind } if kind == "pots"),
+        "{e:?}"
+    );
+    assert_eq!(reader.extensions().expect("extensions"), second);
+
+    // The foreign key itself holds too (defence in depth below the explicit check).
+    let conn = Connection::open(&path).expect("open");
+    conn.pragma_update(None, "foreign_keys", "ON").expect("fk");
+    assert!(conn
+        .execute(
+            "INSERT INTO extensions (number, name, port, call_waiting, updated_at_ms) VALUES ('105', '', 8, 1, 0)",
+            [],
+        )
+        .is_err());
+
+    writer.close().await;
+    thread.join().expect("writer thread");
+}
+
+#[tokio::test]
+async fn committed_cdr_is_visible_to_an_independent_connection() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = db_path(&dir);
+    let store = Store::open(&path).expect("open");
+    assert_eq!(store.pragma_synchronous().expect("synchronous"), 2, "FULL");
+    let (writer, thread) = store.spawn_writer();
+
+    writer
+        .insert_cdr(cdr("durable", 1_000))
+        .await
+        .expect("insert");
+    // The writer is still open: the row must already be committed to the WAL on disk.
+    let reader = Store::reader(&path).expect("new connection after the commit");
+    assert!(reader.cdr("durable").expect("read").is_some());
+    assert_eq!(reader.outbox(0, 10).expect("outbox").len(), 1);
+    assert_eq!(reader.pragma_synchronous().expect("synchronous"), 2);
+    let raw = Connection::open(&path).expect("plain connection");
+    let n: i64 = raw
+        .query_row(
+            "SELECT COUNT(*) FROM cdrs WHERE call_id = 'durable'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("count");
+    assert_eq!(n, 1);
+    drop((reader, raw));
+
+    // Closing checkpoints the WAL into the main file.
+    drop(writer);
+    thread.join().expect("writer thread");
+    let wal = PathBuf::from(format!("{}-wal", path.display()));
+    assert!(
+        std::fs::metadata(&wal).map_or(true, |m| m.len() == 0),
+        "WAL truncated"
+    );
+    let reader = Store::reader(&path).expect("reader after close");
+    assert!(reader.cdr("durable").expect("read").is_some());
+}
+
+#[tokio::test]
+async fn close_waits_for_its_writes_and_clones_keep_working() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = db_path(&dir);
+    let (writer, thread) = Store::open(&path).expect("open").spawn_writer();
+    let clone = writer.clone();
+    writer.close().await;
+    // The clone keeps the thread alive and working.
+    clone
+        .insert_cdr(cdr("after-close", 1))
+        .await
+        .expect("clone still works");
+    drop(clone);
+    thread.join().expect("writer thread");
+}
+
+// ---------------------------------------------------------------------------------
+// Model-based property test: insert_cdr against a BTreeMap.
+// ---------------------------------------------------------------------------------
+
+fn arb_cdr() -> impl Strategy<Value = Cdr> {
+    (
+        0..8u8,
+        prop_oneof![
+            Just(Direction::Internal),
+            Just(Direction::Inbound),
+            Just(Direction::Outbound)
+        ],
+        "[0-9]{0,10}",
+        proptest::option::of(1..=12u8),
+        "[0-9]{2,12}",
+        proptest::option::of(1..=12u8),
+        0..2_000_000_000_000i64,
+        proptest::option::of(0..60_000i64),
+        0..3_600_000i64,
+        prop_oneof![
+            Just(Disposition::Answered),
+            Just(Disposition::NoAnswer),
+            Just(Disposition::Busy),
+            Just(Disposition::Unallocated),
+            Just(Disposition::Congestion),
+            Just(Disposition::Abandoned),
+        ],
+        prop_oneof![
+            Just(HangupSide::Caller),
+            Just(HangupSide::Callee),
+            Just(HangupSide::System)
+        ],
+    )
+        .prop_map(
+            |(
+                id,
+                direction,
+                caller,
+                caller_port,
+                callee,
+                callee_port,
+                start,
+                answer,
+                talk,
+                disposition,
+                hangup_side,
+            )| {
+                let answered_at_ms = answer.map(|a| start + a);
+                Cdr {
+                    call_id: format!("call-{id}"),
+                    direction,
+                    caller,
+                    caller_port,
+                    callee,
+                    callee_port,
+                    started_at_ms: start,
+                    answered_at_ms,
+                    ended_at_ms: answered_at_ms.unwrap_or(start) + talk,
+                    disposition,
+                    hangup_side,
+                }
+            },
+        )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    #[test]
+    fn insert_cdr_matches_model(ops in proptest::collection::vec(arb_cdr(), 1..24)) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = db_path(&dir);
+        let (writer, thread) = Store::open(&path).expect("open").spawn_writer();
+        let reader = Store::reader(&path).expect("reader");
+
+        // The model: stored CDRs by call id, and the outbox as (seq, call id) in order.
+        let mut cdrs: BTreeMap<String, Cdr> = BTreeMap::new();
+        let mut outbox: Vec<(i64, String)> = Vec::new();
+
+        for cdr in ops {
+            let result = rt.block_on(writer.insert_cdr(cdr.clone()));
+            if cdrs.contains_key(&cdr.call_id) {
+                let is_duplicate = matches!(&result, Err(Error::DuplicateCdr { call_id }) if *call_id == cdr.call_id);
+                prop_assert!(is_duplicate, "{:?}", result);
+            } else {
+                let seq = result.expect("insert");
+                let expected = outbox.last().map_or(1, |(s, _)| s + 1);
+                prop_assert_eq!(seq, expected, "seqs are contiguous");
+                outbox.push((seq, cdr.call_id.clone()));
+                cdrs.insert(cdr.call_id.clone(), cdr);
+            }
+
+            let mut stored = reader.recent_cdrs(usize::MAX).expect("recent");
+            prop_assert!(stored.windows(2).all(|w| w[0].started_at_ms >= w[1].started_at_ms));
+            stored.sort_by(|a, b| a.call_id.cmp(&b.call_id));
+            let model: Vec<Cdr> = cdrs.values().cloned().collect();
+            prop_assert_eq!(&stored, &model);
+
+            let rows = reader.outbox(0, usize::MAX).expect("outbox");
+            prop_assert_eq!(rows.len(), outbox.len());
+            for (row, (seq, call_id)) in rows.iter().zip(&outbox) {
+                prop_assert_eq!(row.seq, *seq);
+                prop_assert_eq!(&row.kind, "cdr");
+                prop_assert_eq!(&row.record_key, call_id);
+                let payload: Cdr = serde_json::from_value(row.payload.clone()).expect("payload");
+                prop_assert_eq!(Some(&payload), cdrs.get(call_id));
+            }
+        }
+        drop(writer);
+        thread.join().expect("writer thread");
+    }
+}

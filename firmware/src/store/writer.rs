@@ -1,0 +1,343 @@
+//! The writer thread: the only connection that writes, fed over a channel.
+
+use std::path::Path;
+use std::sync::mpsc;
+
+use rusqlite::{params, Connection, TransactionBehavior};
+use tokio::sync::oneshot;
+
+use super::{enum_text, sql, Clock, ExtensionRow, PortKind, PortKindStr, Store};
+use crate::cdr::Cdr;
+use crate::error::{Error, Result};
+
+/// A request to the writer thread; each carries the sender of its reply.
+enum Request {
+    InsertCdr {
+        cdr: Cdr,
+        reply: oneshot::Sender<Result<i64>>,
+    },
+    ReplaceBoard {
+        ports: Vec<(u8, PortKindStr)>,
+        extensions: Vec<ExtensionRow>,
+        reply: oneshot::Sender<Result<()>>,
+    },
+    SetPortState {
+        port: u8,
+        state: &'static str,
+        reply: oneshot::Sender<Result<()>>,
+    },
+    /// Replies once every request queued before it has been handled.
+    Flush { reply: oneshot::Sender<()> },
+}
+
+/// Handle to the store's writer thread. Cheap to clone; every method returns after the
+/// write committed (durably: see the [module docs](super)).
+///
+/// Dropping a method's future after it started does not cancel the write, it only
+/// discards the reply. When the last handle is dropped the thread finishes the queued
+/// writes, checkpoints the WAL and exits.
+#[derive(Debug, Clone)]
+pub struct StoreWriter {
+    /// Requests to the writer thread; unbounded, see the module docs.
+    tx: mpsc::Sender<Request>,
+}
+
+/// The handle and the thread body, for the caller to spawn.
+pub(super) fn prepare(store: Store) -> (StoreWriter, impl FnOnce() + Send + 'static) {
+    let (tx, rx) = mpsc::channel();
+    let Store { path, conn, clock } = store;
+    (StoreWriter { tx }, move || run(conn, &path, clock, &rx))
+}
+
+impl StoreWriter {
+    async fn request<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Request) -> Result<T> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(make(reply))
+            .map_err(|_| Error::StoreWriterGone)?;
+        answer.await.map_err(|_| Error::StoreWriterGone)
+    }
+
+    /// Stores a CDR and its outbox row (kind `"cdr"`, key = call id, payload = the CDR as
+    /// JSON) in one transaction and returns the outbox seq. A call id already stored is
+    /// [`Error::DuplicateCdr`] and writes nothing.
+    pub async fn insert_cdr(&self, cdr: Cdr) -> Result<i64> {
+        self.request(|reply| Request::InsertCdr { cdr, reply })
+            .await?
+    }
+
+    /// Makes the port and extension tables match the board and the config, in one
+    /// transaction: upserts `ports` (kind `"fxs"` or `"fxo"`; a known port keeps its
+    /// state), deletes extensions not in `extensions` and upserts the rest. Ports missing
+    /// from `ports` are kept. A kind other than `"fxs"`/`"fxo"` is
+    /// [`Error::InvalidPortKind`], an extension on a port not in the `ports` table
+    /// [`Error::ExtensionOnUnknownPort`]; either changes nothing.
+    pub async fn replace_board(
+        &self,
+        ports: Vec<(u8, PortKindStr)>,
+        extensions: Vec<ExtensionRow>,
+    ) -> Result<()> {
+        self.request(|reply| Request::ReplaceBoard {
+            ports,
+            extensions,
+            reply,
+        })
+        .await?
+    }
+
+    /// Records the current state of a port (`"idle"`, `"off_hook"`, `"ringing"`, ...).
+    /// A port that is not in the store is [`Error::UnknownPort`].
+    pub async fn set_port_state(&self, port: u8, state: &'static str) -> Result<()> {
+        self.request(|reply| Request::SetPortState { port, state, reply })
+            .await?
+    }
+
+    /// Waits until every write sent through this handle has committed, then drops it.
+    /// The thread exits once every clone is gone; join its handle to wait for that.
+    pub async fn close(self) {
+        // An error means the thread is gone already: nothing left to wait for.
+        let _ = self.request(|reply| Request::Flush { reply }).await;
+    }
+}
+
+/// The writer thread's loop: handles requests until every sender is gone.
+fn run(mut conn: Connection, path: &Path, clock: Clock, rx: &mpsc::Receiver<Request>) {
+    tracing::debug!(path = %path.display(), "store writer started");
+    let mut writer = Writer {
+        conn: &mut conn,
+        path,
+        clock,
+    };
+    while let Ok(request) = rx.recv() {
+        match request {
+            Request::InsertCdr { cdr, reply } => {
+                let result = writer.insert_cdr(&cdr);
+                match &result {
+                    Ok(seq) => tracing::info!(call_id = %cdr.call_id, seq, "cdr stored"),
+                    Err(e) => tracing::warn!(call_id = %cdr.call_id, error = %e, "cdr not stored"),
+                }
+                let _ = reply.send(result);
+            }
+            Request::ReplaceBoard {
+                ports,
+                extensions,
+                reply,
+            } => {
+                let _ = reply.send(writer.replace_board(&ports, &extensions));
+            }
+            Request::SetPortState { port, state, reply } => {
+                let _ = reply.send(writer.set_port_state(port, state));
+            }
+            Request::Flush { reply } => {
+                let _ = reply.send(());
+            }
+        }
+    }
+    // Every handle is gone and the queue is drained: fold the WAL back into the database.
+    match conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
+        row.get::<_, i64>(0)
+    }) {
+        Ok(0) => tracing::debug!(path = %path.display(), "store writer stopped, WAL checkpointed"),
+        Ok(_) => {
+            tracing::warn!(path = %path.display(), "store writer stopped, WAL checkpoint was blocked by a reader")
+        }
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "store writer stopped, WAL checkpoint failed")
+        }
+    }
+    if let Err((_, e)) = conn.close() {
+        tracing::warn!(path = %path.display(), error = %e, "closing the store failed");
+    }
+}
+
+/// The write connection with what its operations need.
+struct Writer<'a> {
+    conn: &'a mut Connection,
+    path: &'a Path,
+    clock: Clock,
+}
+
+fn is_unique_violation(e: &rusqlite::Error) -> bool {
+    matches!(
+        e,
+        rusqlite::Error::SqliteFailure(f, _)
+            if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+    )
+}
+
+impl Writer<'_> {
+    fn insert_cdr(&mut self, cdr: &Cdr) -> Result<i64> {
+        let path = self.path;
+        let now = (self.clock)();
+        let call_id = cdr.call_id.as_str();
+        let payload = serde_json::to_string(cdr).map_err(|source| Error::Json {
+            kind: "cdr",
+            key: cdr.call_id.clone(),
+            source,
+        })?;
+        let direction = enum_text(&cdr.direction, call_id)?;
+        let disposition = enum_text(&cdr.disposition, call_id)?;
+        let hangup_side = enum_text(&cdr.hangup_side, call_id)?;
+
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sql(path, "begin"))?;
+        let inserted = tx.execute(
+            "INSERT INTO cdrs (call_id, direction, caller, caller_port, callee, callee_port,
+                               started_at_ms, answered_at_ms, ended_at_ms, duration_ms,
+                               billable_ms, disposition, hangup_side)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+            params![
+                call_id,
+                direction,
+                cdr.caller,
+                cdr.caller_port,
+                cdr.callee,
+                cdr.callee_port,
+                cdr.started_at_ms,
+                cdr.answered_at_ms,
+                cdr.ended_at_ms,
+                cdr.duration_ms(),
+                cdr.billable_ms(),
+                disposition,
+                hangup_side,
+            ],
+        );
+        match inserted {
+            Ok(_) => {}
+            // The transaction rolls back on drop: nothing was written.
+            Err(e) if is_unique_violation(&e) => {
+                return Err(Error::DuplicateCdr {
+                    call_id: cdr.call_id.clone(),
+                })
+            }
+            Err(e) => return Err(sql(path, "insert cdr")(e)),
+        }
+        tx.execute(
+            "INSERT INTO outbox (kind, record_key, payload, created_at_ms)
+             VALUES ('cdr', ?1, ?2, ?3)",
+            params![call_id, payload, now],
+        )
+        .map_err(sql(path, "insert cdr outbox row"))?;
+        let seq = tx.last_insert_rowid();
+        tx.commit().map_err(sql(path, "commit cdr"))?;
+        Ok(seq)
+    }
+
+    fn replace_board(
+        &mut self,
+        ports: &[(u8, PortKindStr)],
+        extensions: &[ExtensionRow],
+    ) -> Result<()> {
+        let path = self.path;
+        let now = (self.clock)();
+        let ports = ports
+            .iter()
+            .map(|&(port, kind)| {
+                PortKind::from_db(kind)
+                    .map(|kind| (port, kind))
+                    .ok_or_else(|| Error::InvalidPortKind {
+                        port,
+                        kind: kind.to_owned(),
+                    })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sql(path, "begin"))?;
+        {
+            let mut upsert_port = tx
+                .prepare_cached(
+                    "INSERT INTO ports (number, kind, state, updated_at_ms)
+                     VALUES (?1, ?2, 'idle', ?3)
+                     ON CONFLICT (number) DO UPDATE
+                        SET kind = excluded.kind, updated_at_ms = excluded.updated_at_ms
+                      WHERE kind IS NOT excluded.kind",
+                )
+                .map_err(sql(path, "prepare port upsert"))?;
+            for (number, kind) in &ports {
+                upsert_port
+                    .execute(params![number, kind.as_str(), now])
+                    .map_err(sql(path, "upsert port"))?;
+            }
+
+            let mut port_exists = tx
+                .prepare_cached("SELECT EXISTS (SELECT 1 FROM ports WHERE number = ?1)")
+                .map_err(sql(path, "prepare port lookup"))?;
+            for ext in extensions {
+                if let Some(port) = ext.port {
+                    let exists: bool = port_exists
+                        .query_row([port], |row| row.get(0))
+                        .map_err(sql(path, "look up port"))?;
+                    if !exists {
+                        // Dropping `tx` rolls back the port upserts too.
+                        return Err(Error::ExtensionOnUnknownPort {
+                            extension: ext.number.clone(),
+                            port,
+                        });
+                    }
+                }
+            }
+
+            let existing: Vec<String> = tx
+                .prepare_cached("SELECT number FROM extensions")
+                .and_then(|mut stmt| {
+                    stmt.query_map([], |row| row.get(0))?
+                        .collect::<rusqlite::Result<_>>()
+                })
+                .map_err(sql(path, "list extensions"))?;
+            let mut delete = tx
+                .prepare_cached("DELETE FROM extensions WHERE number = ?1")
+                .map_err(sql(path, "prepare extension delete"))?;
+            for number in existing
+                .iter()
+                .filter(|n| !extensions.iter().any(|e| &e.number == *n))
+            {
+                delete
+                    .execute([number])
+                    .map_err(sql(path, "delete extension"))?;
+            }
+
+            let mut upsert_ext = tx
+                .prepare_cached(
+                    "INSERT INTO extensions (number, name, port, call_waiting, updated_at_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT (number) DO UPDATE
+                        SET name = excluded.name, port = excluded.port,
+                            call_waiting = excluded.call_waiting,
+                            updated_at_ms = excluded.updated_at_ms
+                      WHERE name IS NOT excluded.name OR port IS NOT excluded.port
+                         OR call_waiting IS NOT excluded.call_waiting",
+                )
+                .map_err(sql(path, "prepare extension upsert"))?;
+            for ext in extensions {
+                upsert_ext
+                    .execute(params![
+                        ext.number,
+                        ext.name,
+                        ext.port,
+                        ext.call_waiting,
+                        now
+                    ])
+                    .map_err(sql(path, "upsert extension"))?;
+            }
+        }
+        tx.commit().map_err(sql(path, "commit board"))
+    }
+
+    fn set_port_state(&mut self, port: u8, state: &str) -> Result<()> {
+        let changed = self
+            .conn
+            .execute(
+                "UPDATE ports SET state = ?1, updated_at_ms = ?2 WHERE number = ?3",
+                params![state, (self.clock)(), port],
+            )
+            .map_err(sql(self.path, "set port state"))?;
+        if changed == 0 {
+            return Err(Error::UnknownPort { port });
+        }
+        Ok(())
+    }
+}

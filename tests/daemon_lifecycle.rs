@@ -1,0 +1,59 @@
+//! Start-up, shutdown and crash behaviour of the daemon process.
+
+use nix::sys::signal::Signal;
+
+use crate::harness::{wait, wait_tone, Gateway, SOON};
+
+#[test]
+fn sigterm_during_a_call_ends_it_cleanly_with_a_cdr() {
+    let mut gw = Gateway::start();
+    let (a, b) = (gw.sim.phone(1), gw.sim.phone(2));
+    a.off_hook();
+    wait_tone(&gw.sim, 1, 350, 440).expect("dial tone");
+    a.dial("102");
+    assert!(wait(SOON, || b.is_ringing()));
+    b.off_hook();
+    assert!(wait(SOON, || a.tone().is_none()));
+    // A third phone is ringing too, so shutdown must stop the ringing.
+    let (c, d) = (gw.sim.phone(3), gw.sim.phone(4));
+    c.off_hook();
+    wait_tone(&gw.sim, 3, 350, 440).expect("dial tone");
+    c.dial("104");
+    assert!(wait(SOON, || d.is_ringing()));
+
+    let status = gw.stop_with(Signal::SIGTERM);
+    assert!(
+        status.success(),
+        "clean exit, got {status:?}:\n{}",
+        gw.log_text()
+    );
+    assert!(!d.is_ringing(), "ringing stopped before exit");
+    let cdrs = gw.cdrs();
+    assert_eq!(cdrs.len(), 2, "{cdrs:?}");
+    assert!(cdrs.iter().all(|c| c.hangup_side == "system"));
+    assert!(cdrs.iter().any(|c| c.disposition == "answered"));
+    assert!(cdrs.iter().any(|c| c.disposition == "no_answer"));
+    assert!(gw.log_text().contains("branchd stopped"));
+}
+
+#[test]
+fn an_acknowledged_cdr_survives_kill_9() {
+    let mut gw = Gateway::start();
+    let a = gw.sim.phone(1);
+    a.off_hook();
+    wait_tone(&gw.sim, 1, 350, 440).expect("dial tone");
+    a.dial("19");
+    // "cdr stored" is logged only after the commit returned (synchronous = FULL).
+    gw.wait_cdrs(1);
+    let status = gw.stop_with(Signal::SIGKILL);
+    assert!(!status.success());
+    let cdrs = gw.cdrs();
+    assert_eq!(cdrs.len(), 1);
+    assert_eq!(cdrs[0].disposition, "unallocated");
+    assert!(gw.outbox_payload(&cdrs[0].call_id).is_some());
+    let mode: String = gw
+        .db()
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .expect("pragma");
+    assert_eq!(mode, "wal", "the store is in WAL mode");
+}
