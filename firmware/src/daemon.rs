@@ -303,11 +303,14 @@ impl BoardLoop {
                     "line controller rejected a command"
                 );
             }
-            Body::Event(Event::Ready { .. }) => {
+            // The MCU numbers its frames from 0 after a reset, so a Ready with seq 0 is a
+            // reboot; any other Ready answers one of our Hellos.
+            Body::Event(Event::Ready { .. }) if frame.seq == 0 => {
                 tracing::warn!(
                     "line controller restarted; port states resynchronise with the next events"
                 );
             }
+            Body::Event(Event::Ready { .. }) => tracing::debug!("line controller answered hello"),
             Body::Event(Event::LineReading {
                 millivolts,
                 microamps,

@@ -45,7 +45,8 @@ impl FaultKind {
 /// Something the line controller saw on a port (or on the board).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Event {
-    /// The MCU is up (sent at boot and in answer to [`crate::Command::Hello`]).
+    /// The MCU is up: sent at boot as the MCU's first frame (seq 0, so a receiver can
+    /// tell a reboot from a reply) and in answer to [`crate::Command::Hello`].
     Ready {
         /// [`crate::PROTOCOL_VERSION`] of the MCU firmware.
         protocol: u8,
