@@ -18,7 +18,12 @@ pub const SOON: Duration = Duration::from_secs(10);
 
 /// Path of a workspace binary, built by `cargo test --workspace` (the firmware and
 /// board packages have integration tests of their own, so cargo builds their binaries).
+///
+/// `BRANCHD_BIN_DIR` overrides the directory (the benchmarks point it at a release build).
 pub fn bin(name: &str) -> PathBuf {
+    if let Some(dir) = std::env::var_os("BRANCHD_BIN_DIR") {
+        return PathBuf::from(dir).join(name);
+    }
     let exe = std::env::current_exe().expect("test executable path");
     // target/<profile>/deps/tests-<hash> -> target/<profile>/<name>
     let dir = exe
@@ -90,12 +95,17 @@ impl Gateway {
 
     /// Like [`Gateway::start`] with another `[telephony]`/extension section.
     pub fn start_with(plan: &str) -> Gateway {
-        let profile = BoardProfile::builtin("sim").expect("sim profile");
+        Self::start_on("sim", plan)
+    }
+
+    /// Like [`Gateway::start_with`] on another simulated board profile.
+    pub fn start_on(profile_name: &str, plan: &str) -> Gateway {
+        let profile = BoardProfile::builtin(profile_name).expect("simulated profile");
         let simulator = Simulator::start(&profile, Law::Ulaw).expect("simulator starts");
         let sim = simulator.handle();
         let dir = tempfile::tempdir().expect("temp dir");
         let config = format!(
-            "[paths]\ndata_dir = {data:?}\n\n[board]\nprofile = \"sim\"\nuart = {tty:?}\n\n[log]\nlevel = \"info,branchline_firmware=debug\"\n{plan}",
+            "[paths]\ndata_dir = {data:?}\n\n[board]\nprofile = {profile_name:?}\nuart = {tty:?}\n\n[log]\nlevel = \"info,branchline_firmware=debug\"\n{plan}",
             data = dir.path().join("data"),
             tty = simulator.tty_path(),
         );
@@ -134,6 +144,11 @@ impl Gateway {
             b.log_text()
         );
         b
+    }
+
+    /// Process id of the daemon.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
     }
 
     /// Path of the daemon's SQLite store.

@@ -27,10 +27,11 @@ pub const SIMULATOR_UART_PATH: &str = "sim";
 /// The profiles shipped in the image, by name.
 const BUILTIN: &[(&str, &str)] = &[
     ("sim", include_str!("../profiles/sim.toml")),
+    ("sim-16", include_str!("../profiles/sim-16.toml")),
     ("bl-400", include_str!("../profiles/bl-400.toml")),
     ("bl-812", include_str!("../profiles/bl-812.toml")),
 ];
-const BUILTIN_NAMES: &str = "sim, bl-400, bl-812";
+const BUILTIN_NAMES: &str = "sim, sim-16, bl-400, bl-812";
 
 /// A validated board profile.
 #[derive(Debug, Clone, PartialEq, Eq)]

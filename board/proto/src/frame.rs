@@ -109,7 +109,10 @@ impl fmt::Display for InvalidFrame {
             InvalidFrame::TooShort => f.write_str("frame shorter than its header and CRC"),
             InvalidFrame::BadCobs => f.write_str("broken COBS encoding"),
             InvalidFrame::BadCrc { received, computed } => {
-                write!(f, "CRC mismatch (frame says {received:#06x}, computed {computed:#06x})")
+                write!(
+                    f,
+                    "CRC mismatch (frame says {received:#06x}, computed {computed:#06x})"
+                )
             }
             InvalidFrame::UnknownKind(k) => write!(f, "unknown frame kind {k:#04x}"),
             InvalidFrame::Truncated => f.write_str("payload truncated"),
@@ -239,15 +242,27 @@ pub fn encode(frame: &Frame, out: &mut [u8]) -> Result<usize, EncodeError> {
         }
         w.len
     };
+    // What we send must be what the other end accepts: read the payload back with the
+    // decoder's own validation (audio needs none), so encode and decode never disagree.
+    if !matches!(frame.body, Body::Audio(_)) {
+        let mut r = Reader {
+            buf: &raw[3..3 + payload_len],
+        };
+        let back = match &frame.body {
+            Body::Event(_) => Event::read(kind, &mut r).map(|_| ()),
+            _ => Command::read(kind, &mut r).map(|_| ()),
+        };
+        back.and_then(|()| r.finish()).map_err(|e| match e {
+            InvalidFrame::BadField(name) => EncodeError::InvalidField(name),
+            _ => EncodeError::InvalidField("payload"),
+        })?;
+    }
     let body_len = 3 + payload_len;
     let crc = CRC16.checksum(&raw[..body_len]);
     raw[body_len..body_len + 2].copy_from_slice(&crc.to_be_bytes());
     let raw_len = body_len + 2;
-    if out.len() < cobs::max_encoding_length(raw_len) + 1 {
-        return Err(EncodeError::BufferTooSmall);
-    }
-    let n = cobs::try_encode(&raw[..raw_len], out).map_err(|_| EncodeError::BufferTooSmall)?;
-    out[n] = 0;
+    let n = crate::cobs::encode(&raw[..raw_len], out).ok_or(EncodeError::BufferTooSmall)?;
+    *out.get_mut(n).ok_or(EncodeError::BufferTooSmall)? = 0;
     Ok(n + 1)
 }
 
@@ -260,7 +275,7 @@ pub fn encode(frame: &Frame, out: &mut [u8]) -> Result<usize, EncodeError> {
 pub fn decode(buf: &[u8]) -> Result<(Frame, usize), DecodeError> {
     let start = buf.iter().position(|&b| b != 0).unwrap_or(buf.len());
     let rest = &buf[start..];
-    let Some(end) = rest.iter().position(|&b| b == 0) else {
+    let Some(end) = memchr::memchr(0, rest) else {
         if rest.len() > MAX_WIRE_FRAME {
             return Err(DecodeError::Invalid {
                 consumed: buf.len(),
@@ -281,7 +296,7 @@ pub fn decode_cobs(encoded: &[u8]) -> Result<Frame, InvalidFrame> {
         return Err(InvalidFrame::TooLong);
     }
     let mut raw = [0u8; MAX_WIRE_FRAME];
-    let n = cobs::decode(encoded, &mut raw).map_err(|_| InvalidFrame::BadCobs)?;
+    let n = crate::cobs::decode(encoded, &mut raw).ok_or(InvalidFrame::BadCobs)?;
     if n > MAX_RAW_FRAME {
         return Err(InvalidFrame::TooLong);
     }

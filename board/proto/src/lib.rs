@@ -22,7 +22,9 @@
 //!
 //! # Modules
 //!
-//! - [`frame`]: [`Frame`], its body and the pure [`encode`] / [`decode`] functions.
+//! - [`frame`]: [`Frame`], its body and the pure [`encode`] / [`decode`] functions;
+//!   [`encode`] refuses any field value [`decode`] would reject.
+//! - [`cobs`]: COBS byte stuffing (hand-written for speed, see its docs).
 //! - [`event`], [`command`]: the typed messages and their payload encodings.
 //! - [`callerid`]: caller-ID data carried by ring detection and the caller-ID command.
 //! - [`tone`]: tone and ring cadences (frequencies, on/off steps) the MCU plays.
@@ -46,6 +48,7 @@
 #![warn(missing_docs)]
 
 pub mod callerid;
+pub mod cobs;
 pub mod command;
 pub mod deframer;
 pub mod event;

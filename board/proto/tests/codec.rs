@@ -1141,7 +1141,7 @@ fn encode_rejects_invalid_dial_characters() {
 /// decoder range-checks is written unchecked, so the daemon can send frames the MCU
 /// drops as corrupt (counted as line noise, never answered with `Rejected`).
 #[test]
-#[ignore = "bug: encode accepts field values that decode rejects (gains, tone, cadence, caller ID)"]
+
 fn encode_refuses_what_decode_rejects() {
     let mut bad_time = CallerId::new("123", "x").unwrap();
     bad_time.time = Some(CallerIdTime {

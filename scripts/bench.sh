@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Benchmarks (not part of the test run): the codec and G.711 (criterion), then the
+# daemon on the simulated board: start-up, memory idle and with 8 calls, audio latency.
+# Figures go into BENCHMARKS.md by hand, with the date and machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "== criterion: line-controller codec and G.711"
+cargo bench -p branchline-line-proto --bench codec -- --warm-up-time 1 --measurement-time 3
+
+echo "== branchd (release profile, as shipped) on the simulated board"
+cargo build --release -p branchline-firmware --bin branchd
+ls -l target/release/branchd
+BRANCHD_BIN_DIR="$PWD/target/release" cargo bench -p branchline-tests --bench daemon
