@@ -146,7 +146,8 @@ impl Gateway {
         b
     }
 
-    /// Process id of the daemon.
+    /// Process id of the daemon (the benchmarks read its /proc entries).
+    #[allow(dead_code)]
     pub fn pid(&self) -> u32 {
         self.child.as_ref().map_or(0, Child::id)
     }
