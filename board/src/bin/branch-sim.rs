@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! branch-sim [--profile sim] [--link /tmp/branchline-lc] [--console 127.0.0.1:7700] [--law ulaw|alaw]
+//! branch-sim --connect 127.0.0.1:7878     # drive a simulator that runs elsewhere (e.g. in branchd)
 //! ```
 //!
 //! Console commands are read from stdin (and from `--console` connections); `help`
@@ -35,6 +36,10 @@ struct Args {
     /// Also serve the console on this TCP address (e.g. 127.0.0.1:7700).
     #[arg(long)]
     console: Option<String>,
+    /// Do not start a simulator: connect to the console of a running one (for example
+    /// the one `branchd` starts on the `sim` profile) and relay stdin and stdout.
+    #[arg(long, conflicts_with_all = ["console", "link", "profile"])]
+    connect: Option<String>,
     /// Companding law of the audio the simulator sends.
     #[arg(long, value_enum, default_value_t = LawArg::Ulaw)]
     law: LawArg,
@@ -88,7 +93,32 @@ fn replace_symlink(link: &Path, target: &Path) -> anyhow::Result<()> {
     })
 }
 
+/// Relays stdin to a running simulator's console and its replies to stdout.
+fn connect(addr: &str) -> anyhow::Result<()> {
+    let stream = std::net::TcpStream::connect(addr)
+        .with_context(|| format!("cannot connect to the simulator console at {addr}"))?;
+    let mut from_console = stream.try_clone().context("cannot clone the connection")?;
+    let printer =
+        std::thread::spawn(move || std::io::copy(&mut from_console, &mut std::io::stdout()));
+    let mut to_console = &stream;
+    std::io::copy(&mut std::io::stdin().lock(), &mut to_console)
+        .context("cannot send to the simulator console")?;
+    // Stdin ended: let the console answer what is in flight, then close.
+    stream
+        .shutdown(std::net::Shutdown::Write)
+        .context("cannot close the connection")?;
+    match printer.join() {
+        Ok(r) => r
+            .map(|_| ())
+            .context("cannot read from the simulator console"),
+        Err(_) => bail!("the console reader thread panicked"),
+    }
+}
+
 fn run(args: Args) -> anyhow::Result<()> {
+    if let Some(addr) = &args.connect {
+        return connect(addr);
+    }
     let profile = BoardProfile::resolve(&args.profile)?;
     let law = match args.law {
         LawArg::Ulaw => Law::Ulaw,

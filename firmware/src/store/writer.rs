@@ -113,7 +113,7 @@ fn run(mut conn: Connection, path: &Path, clock: Clock, rx: &mpsc::Receiver<Requ
             Request::InsertCdr { cdr, reply } => {
                 let result = writer.insert_cdr(&cdr);
                 match &result {
-                    Ok(seq) => tracing::info!(call_id = %cdr.call_id, seq, "cdr stored"),
+                    Ok(seq) => tracing::debug!(call_id = %cdr.call_id, seq, "cdr committed"),
                     Err(e) => tracing::warn!(call_id = %cdr.call_id, error = %e, "cdr not stored"),
                 }
                 let _ = reply.send(result);
