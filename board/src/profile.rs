@@ -539,7 +539,7 @@ power_fail_relay = 21
         let e = BoardProfile::resolve("bl-999").unwrap_err();
         assert_eq!(
             e.to_string(),
-            "no built-in board profile named \"bl-999\" (known: sim, bl-400, bl-812)"
+            "no built-in board profile named \"bl-999\" (known: sim, sim-16, bl-400, bl-812)"
         );
     }
 
