@@ -404,8 +404,13 @@ impl CallControl {
                 tracing::warn!(port, ?kind, "FXS port fault: port out of service");
                 if let Some(Fxs::Ringing(key)) = self.fxs_state(port) {
                     self.stop_offer(port, key);
-                    if let Some(call) = self.calls.get_mut(&key) {
+                    let orphaned = self.calls.get_mut(&key).is_some_and(|call| {
                         call.ringing.retain(|&p| p != port);
+                        call.ringing.is_empty() && call.last_ring.is_none()
+                    });
+                    if orphaned {
+                        // Nobody else rings for this call: the caller gets busy now.
+                        self.end_call(now, key, None, HangupSide::System);
                     }
                 }
                 self.on_hook(now, port);

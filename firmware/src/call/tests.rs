@@ -554,6 +554,63 @@ fn every_cdr_has_a_unique_call_id() {
     assert_eq!(ids.len(), 10);
 }
 
+#[test]
+fn a_faulty_port_is_out_of_service_until_a_passed_self_test() {
+    let mut h = Harness::new();
+    h.ev(1, Event::OffHook);
+    h.dial(1, "102");
+    h.take();
+    h.ev(2, Event::Fault(line_proto::FaultKind::OverCurrent));
+    let out = h.take();
+    assert!(has_cmd(&out, 2, |c| *c == Command::StopRing));
+    assert!(out.contains(&Output::PortState {
+        port: 2,
+        state: PortState::Fault
+    }));
+    // 101 was ringing nobody else: the call ends and 101 hears busy.
+    assert!(tone_is(&out, 1, Country::Us, Tone::Busy));
+    assert_eq!(cdrs(&out)[0].hangup_side, HangupSide::System);
+    // A new call to the faulty port is busy.
+    h.ev(3, Event::OffHook);
+    h.dial(3, "102");
+    assert_eq!(cdrs(&h.take())[0].disposition, Disposition::Busy);
+    h.ev(
+        2,
+        Event::SelfTestResult {
+            passed: true,
+            code: 0,
+        },
+    );
+    assert!(h.take().contains(&Output::PortState {
+        port: 2,
+        state: PortState::Idle
+    }));
+    h.ev(4, Event::OffHook);
+    h.dial(4, "102");
+    assert!(has_cmd(&h.take(), 2, |c| matches!(c, Command::Ring(_))));
+}
+
+#[test]
+fn a_faulty_fxo_line_is_skipped_for_outside_calls() {
+    let mut h = Harness::new();
+    h.ev(5, Event::Fault(line_proto::FaultKind::NoLineVoltage));
+    h.take();
+    h.ev(1, Event::OffHook);
+    h.dial(1, "9123#");
+    let out = h.take();
+    assert!(!has_cmd(&out, 5, |c| *c == Command::FxoSeize));
+    assert!(has_cmd(&out, 6, |c| *c == Command::FxoSeize));
+    // Rings on a faulty line are ignored.
+    h.ev(5, Event::RingDetected { caller_id: None });
+    assert!(!h.take().iter().any(|o| matches!(
+        o,
+        Output::Command {
+            command: Command::Ring(_),
+            ..
+        }
+    )));
+}
+
 mod model {
     //! Random event storms: call control never panics, every started call ends with
     //! exactly one CDR, and the audio bridges it opens are all closed at shutdown.
