@@ -29,6 +29,7 @@ use branchline_board::sim::{serve_console, Simulator};
 use line_proto::{Body, Command, Event, Frame, BOARD_PORT, PROTOCOL_VERSION};
 use tokio::sync::mpsc;
 
+use crate::accounts::{self, HashParams, InstallerStatus};
 use crate::call::{CallControl, CallSettings, Extension, FxoLine, Output, PortState};
 use crate::cdr::Cdr;
 use crate::config::Config;
@@ -59,7 +60,24 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
 
     // The store first: nothing happens on the lines before it can record it.
     let db_path = config.paths.db_path();
-    let store = Store::open(&db_path)?;
+    let mut store = Store::open(&db_path)?;
+    // Until the box is enrolled, the installer account is its only local login.
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    match accounts::bootstrap_installer(
+        &mut store,
+        config.auth.installer_password_hash.as_deref(),
+        &config.paths.data_dir,
+        HashParams::OWASP,
+        now_ms,
+    )? {
+        InstallerStatus::CreatedWithLabel(path) => tracing::info!(
+            label = %path.display(),
+            "installer account created; its password is on the label file"
+        ),
+        status => tracing::debug!(?status, "installer account"),
+    }
     let (writer, writer_thread) = store.spawn_writer();
     let ports = profile
         .fxs_ports()
@@ -136,6 +154,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         _ => Box::new(MemoryGpio::new(profile.port_count()).0),
     };
     gpio.set_led(Led::Power, true)?;
+    // The power-fail relay bridges FXS 1 to FXO 1 while the box is down; the daemon
+    // takes the lines over now and hands them back to the relay when it stops.
+    gpio.set_power_fail_relay(false)?;
 
     let now = Instant::now();
     let wall_clock_ms = SystemTime::now()
@@ -216,7 +237,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     };
 
     // Flush every CDR and port state before returning.
-    let BoardLoop { jobs, .. } = board;
+    let BoardLoop { jobs, mut gpio, .. } = board;
+    if let Err(e) = gpio.set_power_fail_relay(true) {
+        tracing::warn!(error = %e, "power-fail relay not engaged");
+    }
     drop(jobs);
     if let Err(e) = store_task.await {
         tracing::error!(error = %e, "store task failed");

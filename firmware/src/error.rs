@@ -268,6 +268,205 @@ pub enum Error {
     /// The store writer thread has stopped (it panicked or its database failed for good).
     #[error("the store writer thread has stopped")]
     StoreWriterGone,
+
+    /// `firmware/roles/builtin.toml` does not parse (caught by the unit tests before a release).
+    #[error("built-in roles file: {message}")]
+    BuiltinRoles {
+        /// The TOML parser's message.
+        message: String,
+    },
+
+    /// A custom role holds the name of a built-in role; the built-in roles were not seeded.
+    #[error("role {name:?}: a custom role has the name of a built-in role; rename it")]
+    RoleNameReserved {
+        /// The name.
+        name: String,
+    },
+
+    /// Input to an account, role or group operation failed validation; nothing was written.
+    #[error("{entity} {key:?}: {}", join_problems(problems))]
+    Invalid {
+        /// What was being written ("user", "role", "group", "page", "password").
+        entity: &'static str,
+        /// Which one (username, role name, ...; "" when there is none yet).
+        key: String,
+        /// Every problem found, each naming its field.
+        problems: Vec<FieldProblem>,
+    },
+
+    /// A user, role or group does not exist.
+    #[error("{entity} {key:?} not found")]
+    NotFound {
+        /// "user", "role" or "group".
+        entity: &'static str,
+        /// The id or name asked for.
+        key: String,
+    },
+
+    /// Built-in roles are data shipped with the firmware; they cannot be changed at runtime.
+    #[error("role {name:?} is built in and cannot be {op}; create a custom role instead")]
+    BuiltinRoleImmutable {
+        /// The role.
+        name: String,
+        /// "edited" or "deleted".
+        op: &'static str,
+    },
+
+    /// A role still assigned to users cannot be deleted; nothing was written.
+    #[error("role {name:?} is assigned to {users} user(s); remove it from them first")]
+    RoleInUse {
+        /// The role.
+        name: String,
+        /// How many users hold it.
+        users: i64,
+    },
+
+    /// A CSV import failed validation; nothing was imported. Lists every bad row.
+    #[error("CSV import refused, nothing imported: {}", join_rows(errors))]
+    CsvImport {
+        /// Every problem, by row (row 1 is the header, data starts at row 2).
+        errors: Vec<RowProblem>,
+    },
+
+    /// Writing CSV failed.
+    #[error("CSV {op}: {source}")]
+    Csv {
+        /// What was being done.
+        op: &'static str,
+        /// The csv error.
+        source: csv::Error,
+    },
+
+    /// Hashing or parsing a password hash failed.
+    #[error("password hash: {op}: {source}")]
+    PasswordHash {
+        /// What was being done ("hash password", "parse stored hash").
+        op: &'static str,
+        /// The argon2 / PHC error.
+        source: argon2::password_hash::Error,
+    },
+
+    /// The OS random number generator failed.
+    #[error("random numbers for {what}: {source}")]
+    Random {
+        /// What they were for ("salt", "initial password").
+        what: &'static str,
+        /// The getrandom error.
+        source: getrandom::Error,
+    },
+
+    /// The old password given to a password change is wrong; nothing was written.
+    #[error("user {username:?}: the current password is wrong")]
+    WrongPassword {
+        /// The user.
+        username: String,
+    },
+
+    /// The audit log's hash chain is broken: a row was edited or deleted.
+    #[error("audit log broken at row {id}: {problem}")]
+    AuditBroken {
+        /// The first bad row (or the missing row's id).
+        id: i64,
+        /// What is wrong with it.
+        problem: crate::audit::AuditProblem,
+    },
+
+    /// An authorization check failed (already audited by the caller that returns it).
+    #[error("denied: {reason}")]
+    Denied {
+        /// Why.
+        reason: crate::rbac::DenyReason,
+    },
+
+    /// A blocking helper task (password hashing) panicked or was cancelled.
+    #[error("{what}: the worker task failed")]
+    TaskFailed {
+        /// What it was doing.
+        what: &'static str,
+    },
+
+    /// A file could not be written.
+    #[error("{}: cannot write: {source}", path.display())]
+    FileWrite {
+        /// The file.
+        path: PathBuf,
+        /// The underlying IO error.
+        source: std::io::Error,
+    },
+}
+
+/// Why a login was refused ([`crate::accounts::Accounts::verify_login`]).
+#[derive(Debug, thiserror::Error)]
+pub enum LoginError {
+    /// Unknown username or wrong password (deliberately not told apart).
+    #[error("wrong username or password")]
+    InvalidCredentials,
+    /// Too many failed logins; try again after `until_ms`.
+    #[error(
+        "account locked after repeated failed logins until {until_ms} (ms since the Unix epoch)"
+    )]
+    Locked {
+        /// When the lockout ends, ms since the Unix epoch.
+        until_ms: i64,
+    },
+    /// The account is disabled.
+    #[error("account disabled")]
+    Disabled,
+    /// The installer account exists only until the box is enrolled.
+    #[error(
+        "the installer account is retired: this box is enrolled with HQ; log in with an HQ user"
+    )]
+    InstallerRetired,
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] Error),
+}
+
+/// One validation problem of an input: the field and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FieldProblem {
+    /// The field (`username`, `permissions[2]`, ...).
+    pub field: String,
+    /// What is wrong, in words a person can act on.
+    pub message: String,
+}
+
+impl std::fmt::Display for FieldProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+/// One problem of a CSV import row.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RowProblem {
+    /// 1-based row number in the file (row 1 is the header).
+    pub row: usize,
+    /// The column (or `"row"` for a problem of the whole row).
+    pub field: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl std::fmt::Display for RowProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "row {}: {}: {}", self.row, self.field, self.message)
+    }
+}
+
+fn join_problems(problems: &[FieldProblem]) -> String {
+    problems
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn join_rows(rows: &[RowProblem]) -> String {
+    rows.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 fn fmt_line(line: Option<usize>) -> String {

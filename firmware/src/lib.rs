@@ -9,12 +9,22 @@
 //! - [`tones`]: per-country tones and ring cadences (ITU-T E.180) and caller-ID modes.
 //! - [`call`]: call control, a sans-IO state machine over board events and timers.
 //! - [`daemon`]: the tokio edge: board driver task, store writer, shutdown.
+//! - [`rbac`]: resources, actions, scopes, roles (built-ins as data) and the one
+//!   authorization function, [`rbac::Authorizer::authorize`].
+//! - [`accounts`]: users, groups, custom roles, login with lockout, argon2id passwords
+//!   and PINs, CSV import/export, the installer account; every write audited.
+//! - [`audit`]: the append-only, hash-chained audit log and its verifier.
+//! - [`mask`]: masking of customers' phone numbers; the one path CDRs leave the box by.
 #![forbid(unsafe_code)]
 
+pub mod accounts;
+pub mod audit;
 pub mod call;
 pub mod cdr;
 pub mod config;
 pub mod daemon;
 pub mod error;
+pub mod mask;
+pub mod rbac;
 pub mod store;
 pub mod tones;

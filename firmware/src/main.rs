@@ -4,8 +4,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
+use branchline_firmware::accounts::{self, HashParams, NewUser};
 use branchline_firmware::config::{Config, LogFormat};
 use branchline_firmware::daemon;
+use branchline_firmware::store::{system_clock_ms, Store};
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
@@ -17,14 +19,39 @@ const DEFAULT_CONFIG: &str = "/etc/branchline/branchd.toml";
 #[command(version, about)]
 struct Args {
     /// Config file.
-    #[arg(short, long, default_value = DEFAULT_CONFIG)]
+    #[arg(short, long, default_value = DEFAULT_CONFIG, global = true)]
     config: PathBuf,
+    /// A maintenance command instead of running the daemon.
+    #[command(subcommand)]
+    command: Option<Command>,
     /// Log format, overriding the config's `[log] format`.
     #[arg(long, value_parser = ["human", "json"])]
     log_format: Option<String>,
     /// Only validate the config (and the board profile it names), then exit.
     #[arg(long)]
     check_config: bool,
+}
+
+/// Console maintenance commands (run on the box as root, next to the daemon).
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Verify the audit log's hash chain: exit 0 if intact, 1 naming the first bad row.
+    AuditVerify,
+    /// Create a user (e.g. the first admin); the password is read from stdin.
+    UserAdd {
+        /// Login name.
+        #[arg(long)]
+        username: String,
+        /// Role name (repeat for several).
+        #[arg(long = "role", required = true)]
+        roles: Vec<String>,
+        /// Display name.
+        #[arg(long)]
+        display_name: Option<String>,
+        /// Extension number.
+        #[arg(long)]
+        extension: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -36,6 +63,16 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    match args.command {
+        Some(Command::AuditVerify) => return audit_verify(&config),
+        Some(Command::UserAdd {
+            username,
+            roles,
+            display_name,
+            extension,
+        }) => return user_add(&config, username, roles, display_name, extension),
+        None => {}
+    }
     // The board-dependent checks run before anything starts, for --check-config and
     // for a real start alike, so a bad port map never touches the store or the lines.
     if let Err(e) = check(&config) {
@@ -57,6 +94,58 @@ fn main() -> ExitCode {
         Err(e) => {
             tracing::error!("{e:#}");
             eprintln!("branchd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn audit_verify(config: &Config) -> ExitCode {
+    let result = Store::reader(&config.paths.db_path())
+        .and_then(|reader| branchline_firmware::audit::verify_store(&reader));
+    match result {
+        Ok(rows) => {
+            println!("audit log OK: {rows} rows");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("branchd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn user_add(
+    config: &Config,
+    username: String,
+    roles: Vec<String>,
+    display_name: Option<String>,
+    extension: Option<String>,
+) -> ExitCode {
+    let mut password = String::new();
+    if let Err(e) = std::io::stdin().read_line(&mut password) {
+        eprintln!("branchd: cannot read the password from stdin: {e}");
+        return ExitCode::FAILURE;
+    }
+    let password = password.trim_end_matches(['\r', '\n']).to_owned();
+    let new = NewUser {
+        username,
+        display_name: display_name.unwrap_or_default(),
+        password,
+        extension,
+        enabled: true,
+        roles,
+        ..NewUser::default()
+    };
+    let result = Store::open(&config.paths.db_path()).and_then(|mut store| {
+        accounts::console_create_user(&mut store, &new, HashParams::OWASP, system_clock_ms())
+    });
+    match result {
+        Ok(user) => {
+            println!("user {} created (id {})", user.username, user.id);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("branchd: {e}");
             ExitCode::FAILURE
         }
     }

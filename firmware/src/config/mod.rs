@@ -266,6 +266,46 @@ pub struct Config {
     pub extensions: Vec<ExtensionConfig>,
     /// `[[fxo_lines]]`, in file order.
     pub fxo_lines: Vec<FxoLineConfig>,
+    /// `[auth]`
+    pub auth: AuthConfig,
+    /// `[privacy]`
+    pub privacy: PrivacyConfig,
+}
+
+/// Allowed range of `auth.max_failed_logins` (default
+/// [`crate::accounts::DEFAULT_MAX_FAILED_LOGINS`]).
+pub const MAX_FAILED_LOGINS_RANGE: RangeInclusive<i64> = 1..=100;
+/// Allowed range of `auth.lockout_minutes` (default
+/// [`crate::accounts::DEFAULT_LOCKOUT_MINUTES`]).
+pub const LOCKOUT_MINUTES_RANGE: RangeInclusive<i64> = 1..=1440;
+
+/// `[auth]`: login lockout and the installer credential.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthConfig {
+    /// Consecutive failed logins that lock an account.
+    pub max_failed_logins: u32,
+    /// How long a lockout lasts, in minutes.
+    pub lockout_minutes: u32,
+    /// argon2id PHC string of the installer password (set at provisioning); `None`
+    /// means a password is generated and written to the label file.
+    pub installer_password_hash: Option<String>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            max_failed_logins: crate::accounts::DEFAULT_MAX_FAILED_LOGINS,
+            lockout_minutes: crate::accounts::DEFAULT_LOCKOUT_MINUTES,
+            installer_password_hash: None,
+        }
+    }
+}
+
+/// `[privacy]`: how customers' numbers are masked.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PrivacyConfig {
+    /// `mask_pattern`, default `"3*4"` (see [`crate::mask::MaskPattern`]).
+    pub mask_pattern: crate::mask::MaskPattern,
 }
 
 /// `[site]`
@@ -569,6 +609,15 @@ impl Ctx<'_> {
             None => DEFAULT_LOG_LEVEL.to_owned(),
         };
 
+        let auth = self.auth(raw.auth)?;
+        let privacy = PrivacyConfig {
+            mask_pattern: match raw.privacy.mask_pattern {
+                Some(p) => p.get_ref().parse().map_err(|e: InvalidValue| {
+                    self.invalid(p.span(), "privacy.mask_pattern", e.to_string())
+                })?,
+                None => crate::mask::MaskPattern::default(),
+            },
+        };
         let telephony = self.telephony(raw.telephony)?;
         let extensions = self.extensions(raw.extensions, &telephony)?;
         let fxo_lines = self.fxo_lines(raw.fxo_lines, &extensions, &telephony)?;
@@ -589,6 +638,53 @@ impl Ctx<'_> {
             telephony,
             extensions,
             fxo_lines,
+            auth,
+            privacy,
+        })
+    }
+
+    fn auth(&self, raw: raw::RawAuth) -> Result<AuthConfig> {
+        let defaults = AuthConfig::default();
+        let ranged =
+            |v: Option<Spanned<i64>>, field: &str, range: RangeInclusive<i64>, default: u32| {
+                match v {
+                    Some(v) if !range.contains(v.get_ref()) => Err(self.invalid(
+                        v.span(),
+                        field,
+                        format!(
+                            "{} is out of range ({}..={})",
+                            v.get_ref(),
+                            range.start(),
+                            range.end()
+                        ),
+                    )),
+                    // In range, so it fits.
+                    Some(v) => Ok(u32::try_from(*v.get_ref()).unwrap_or(default)),
+                    None => Ok(default),
+                }
+            };
+        let installer_password_hash = raw
+            .installer_password_hash
+            .map(|h| {
+                crate::accounts::password::check_phc(h.get_ref())
+                    .map(|()| h.get_ref().clone())
+                    .map_err(|m| self.invalid(h.span(), "auth.installer_password_hash", m))
+            })
+            .transpose()?;
+        Ok(AuthConfig {
+            max_failed_logins: ranged(
+                raw.max_failed_logins,
+                "auth.max_failed_logins",
+                MAX_FAILED_LOGINS_RANGE,
+                defaults.max_failed_logins,
+            )?,
+            lockout_minutes: ranged(
+                raw.lockout_minutes,
+                "auth.lockout_minutes",
+                LOCKOUT_MINUTES_RANGE,
+                defaults.lockout_minutes,
+            )?,
+            installer_password_hash,
         })
     }
 

@@ -27,6 +27,26 @@ pub(super) struct RawConfig {
     pub extensions: Vec<RawExtension>,
     #[serde(default)]
     pub fxo_lines: Vec<RawFxoLine>,
+    #[serde(default)]
+    pub auth: RawAuth,
+    #[serde(default)]
+    pub privacy: RawPrivacy,
+}
+
+/// `[auth]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAuth {
+    pub max_failed_logins: Option<Spanned<i64>>,
+    pub lockout_minutes: Option<Spanned<i64>>,
+    pub installer_password_hash: Option<Spanned<String>>,
+}
+
+/// `[privacy]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPrivacy {
+    pub mask_pattern: Option<Spanned<String>>,
 }
 
 /// `[site]`

@@ -368,3 +368,52 @@ fn newtypes_validate() {
     assert!("BL_812-x".parse::<BoxSerial>().is_ok());
     assert!("BL/1".parse::<BoxSerial>().is_err());
 }
+
+#[test]
+fn auth_and_privacy_sections() {
+    let config = Config::from_toml_str("", Path::new(FILE)).expect("defaults");
+    assert_eq!(config.auth, AuthConfig::default());
+    assert_eq!(config.auth.max_failed_logins, 5);
+    assert_eq!(config.auth.lockout_minutes, 15);
+    assert_eq!(config.privacy.mask_pattern.to_string(), "3*4");
+
+    let fast = crate::accounts::HashParams {
+        m_kib: 64,
+        t: 1,
+        p: 1,
+    };
+    let hash = &crate::accounts::password::hash_secret("label-password-99", fast).expect("hash");
+    let text = format!(
+        "[auth]\nmax_failed_logins = 3\nlockout_minutes = 60\n\
+         installer_password_hash = \"{hash}\"\n[privacy]\nmask_pattern = \"2*2\"\n"
+    );
+    let config = Config::from_toml_str(&text, Path::new(FILE)).expect("valid");
+    assert_eq!(config.auth.max_failed_logins, 3);
+    assert_eq!(config.auth.lockout_minutes, 60);
+    assert_eq!(
+        config.auth.installer_password_hash.as_deref(),
+        Some(hash.as_str())
+    );
+    assert_eq!(config.privacy.mask_pattern.to_string(), "2*2");
+
+    assert_located(
+        &error("[auth]\nmax_failed_logins = 0\n"),
+        2,
+        "auth.max_failed_logins",
+    );
+    assert_located(
+        &error("\n[auth]\nlockout_minutes = 99999\n"),
+        3,
+        "auth.lockout_minutes",
+    );
+    assert_located(
+        &error("[auth]\ninstaller_password_hash = \"plaintext\"\n"),
+        2,
+        "auth.installer_password_hash",
+    );
+    assert_located(
+        &error("[privacy]\nmask_pattern = \"3-4\"\n"),
+        2,
+        "privacy.mask_pattern",
+    );
+}

@@ -45,7 +45,10 @@ pub use self::reader::StoreReader;
 pub use self::writer::StoreWriter;
 
 /// The migrations, in order; the schema version is the number applied.
-const MIGRATIONS: &[M<'static>] = &[M::up(include_str!("../../migrations/0001_init.sql"))];
+const MIGRATIONS: &[M<'static>] = &[
+    M::up(include_str!("../../migrations/0001_init.sql")),
+    M::up(include_str!("../../migrations/0002_accounts.sql")),
+];
 
 /// The newest schema version this binary knows.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -199,6 +202,8 @@ impl Store {
         if found < SCHEMA_VERSION {
             tracing::info!(path = %path.display(), from = found, to = SCHEMA_VERSION, "store migrated");
         }
+        // The built-in roles are data shipped with this binary: make the tables match.
+        crate::rbac::builtin::seed(&mut conn, path, system_clock_ms())?;
         Ok(Store {
             path: path.to_owned(),
             conn,
@@ -215,6 +220,16 @@ impl Store {
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Runs `job` in one immediate transaction on the write connection, before the
+    /// writer thread starts (bootstrap, CLI subcommands, tests); committed only on `Ok`.
+    pub(crate) fn transact<T>(
+        &mut self,
+        op: &'static str,
+        job: impl FnOnce(&rusqlite::Transaction<'_>, &Path) -> Result<T>,
+    ) -> Result<T> {
+        writer::run_transaction(&mut self.conn, &self.path, op, job)
     }
 
     /// The write connection's `PRAGMA synchronous` (2 = FULL).

@@ -62,6 +62,36 @@ impl StoreReader {
         &self.path
     }
 
+    /// The read connection, for the query modules of this crate (accounts, rbac, audit).
+    pub(crate) fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// `box_state.rbac_generation`: compare with [`crate::rbac::Authorizer::generation`]
+    /// and reload the authorizer when it moved.
+    pub fn rbac_generation(&self) -> Result<i64> {
+        crate::rbac::rbac_generation(&self.conn, &self.path)
+    }
+
+    /// CDRs started in `[since_ms, until_ms)`, newest first (for scope-filtered,
+    /// masked listing through [`crate::mask::list_cdrs`]).
+    pub fn cdrs_between(&self, since_ms: i64, until_ms: i64) -> Result<Vec<Cdr>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT {CDR_COLUMNS} FROM cdrs WHERE started_at_ms >= ?1 AND started_at_ms < ?2
+                  ORDER BY started_at_ms DESC, id DESC"
+            ))
+            .map_err(sql(&self.path, "prepare cdrs between"))?;
+        let rows = stmt
+            .query_map((since_ms, until_ms), RawCdr::from_row)
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(sql(&self.path, "read cdrs between"))?;
+        rows.into_iter()
+            .map(|raw| raw.into_cdr(&self.path))
+            .collect()
+    }
+
     /// Up to `limit` CDRs, newest (by start time) first.
     pub fn recent_cdrs(&self, limit: usize) -> Result<Vec<Cdr>> {
         let mut stmt = self

@@ -62,7 +62,24 @@ fn migrations_apply_and_reopen_is_idempotent() {
         .prepare("SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")
         .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
         .expect("tables");
-    assert_eq!(tables, ["cdrs", "extensions", "outbox", "ports"]);
+    assert_eq!(
+        tables,
+        [
+            "audit_head",
+            "audit_log",
+            "box_state",
+            "cdrs",
+            "extensions",
+            "group_members",
+            "groups",
+            "outbox",
+            "ports",
+            "role_permissions",
+            "roles",
+            "user_roles",
+            "users"
+        ]
+    );
     drop(store);
 
     let store = Store::open(&path).expect("re-open");
@@ -121,7 +138,9 @@ fn schema_too_new_is_refused() {
     let message = e.to_string();
     assert!(message.contains("branchline.db"), "{message}");
     assert!(
-        message.contains("999 is newer than this firmware knows (1)"),
+        message.contains(&format!(
+            "999 is newer than this firmware knows ({SCHEMA_VERSION})"
+        )),
         "{message}"
     );
     assert!(matches!(

@@ -28,7 +28,13 @@ enum Request {
     },
     /// Replies once every request queued before it has been handled.
     Flush { reply: oneshot::Sender<()> },
+    /// Runs a job in one immediate transaction (see [`StoreWriter::transact`]); the job
+    /// sends its own reply.
+    Transact(TransactJob),
 }
+
+/// A job for [`Request::Transact`]: gets the write connection and the database path.
+type TransactJob = Box<dyn FnOnce(&mut Connection, &Path) + Send>;
 
 /// Handle to the store's writer thread. Cheap to clone; every method returns after the
 /// write committed (durably: see the [module docs](super)).
@@ -92,6 +98,26 @@ impl StoreWriter {
             .await?
     }
 
+    /// Runs `job` on the writer thread inside one `BEGIN IMMEDIATE` transaction and
+    /// returns its result: committed when `job` returns `Ok`, rolled back (nothing
+    /// written) when it returns `Err`. `op` names the transaction in SQLite errors.
+    ///
+    /// This is how the accounts, roles and audit code write: a fact, its audit row and
+    /// its outbox rows go into the same transaction. Keep jobs short (no password
+    /// hashing inside: hash before calling); every other write waits behind them.
+    pub(crate) async fn transact<T, F>(&self, op: &'static str, job: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&rusqlite::Transaction<'_>, &Path) -> Result<T> + Send + 'static,
+    {
+        self.request(|reply| {
+            Request::Transact(Box::new(move |conn: &mut Connection, path: &Path| {
+                let _ = reply.send(run_transaction(conn, path, op, job));
+            }))
+        })
+        .await?
+    }
+
     /// Waits until every write sent through this handle has committed, then drops it.
     /// The thread exits once every clone is gone; join its handle to wait for that.
     pub async fn close(self) {
@@ -131,6 +157,7 @@ fn run(mut conn: Connection, path: &Path, clock: Clock, rx: &mpsc::Receiver<Requ
             Request::Flush { reply } => {
                 let _ = reply.send(());
             }
+            Request::Transact(job) => job(writer.conn, path),
         }
     }
     // Every handle is gone and the queue is drained: fold the WAL back into the database.
@@ -148,6 +175,22 @@ fn run(mut conn: Connection, path: &Path, clock: Clock, rx: &mpsc::Receiver<Requ
     if let Err((_, e)) = conn.close() {
         tracing::warn!(path = %path.display(), error = %e, "closing the store failed");
     }
+}
+
+/// Runs `job` in an immediate transaction on `conn`, committing only on `Ok`.
+pub(crate) fn run_transaction<T>(
+    conn: &mut Connection,
+    path: &Path,
+    op: &'static str,
+    job: impl FnOnce(&rusqlite::Transaction<'_>, &Path) -> Result<T>,
+) -> Result<T> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(sql(path, op))?;
+    // On error `tx` is dropped, which rolls back.
+    let value = job(&tx, path)?;
+    tx.commit().map_err(sql(path, op))?;
+    Ok(value)
 }
 
 /// The write connection with what its operations need.
