@@ -8,6 +8,9 @@ cd "$(dirname "$0")/.."
 echo "== criterion: line-controller codec and G.711"
 cargo bench -p branchline-line-proto --bench codec -- --warm-up-time 1 --measurement-time 3
 
+echo "== criterion: authorization check"
+cargo bench -p branchline-firmware --bench authz -- --warm-up-time 1 --measurement-time 3
+
 echo "== branchd (release profile, as shipped) on the simulated board"
 cargo build --release -p branchline-firmware --bin branchd
 ls -l target/release/branchd
