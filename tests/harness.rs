@@ -105,7 +105,7 @@ impl Gateway {
         let sim = simulator.handle();
         let dir = tempfile::tempdir().expect("temp dir");
         let config = format!(
-            "[paths]\ndata_dir = {data:?}\n\n[board]\nprofile = {profile_name:?}\nuart = {tty:?}\n\n[log]\nlevel = \"info,branchline_firmware=debug\"\n{plan}",
+            "[paths]\ndata_dir = {data:?}\n\n[board]\nprofile = {profile_name:?}\nuart = {tty:?}\n\n[web]\nlisten = \"127.0.0.1:0\"\n\n[log]\nlevel = \"info,branchline_firmware=debug\"\n{plan}",
             data = dir.path().join("data"),
             tty = simulator.tty_path(),
         );
@@ -155,6 +155,48 @@ impl Gateway {
     /// Path of the daemon's SQLite store.
     pub fn db_path(&self) -> PathBuf {
         self.dir.path().join("data").join("branchline.db")
+    }
+
+    /// Path of the daemon's config file (for maintenance commands such as `user-add`).
+    #[allow(dead_code)]
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("branchd.toml")
+    }
+
+    /// Path of the daemon's data directory.
+    #[allow(dead_code)]
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// Address of the web API, from the daemon's `web api listening addr=...` log line.
+    #[allow(dead_code)]
+    pub fn web_addr(&self) -> std::net::SocketAddr {
+        assert!(
+            self.wait_log("web api listening", SOON),
+            "web api never listened:\n{}",
+            self.log_text()
+        );
+        let log = self.log.lock().expect("log lock");
+        let line = log
+            .iter()
+            .find(|l| l.contains("web api listening"))
+            .expect("log line");
+        // Strip ANSI colour codes (`ESC [ ... m`) the human log format may carry.
+        let mut plain = String::with_capacity(line.len());
+        let mut chars = line.chars();
+        while let Some(c) = chars.next() {
+            if c == '\u{1b}' {
+                chars.by_ref().find(|&c| c == 'm');
+            } else {
+                plain.push(c);
+            }
+        }
+        plain
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("addr="))
+            .and_then(|a| a.trim_matches('"').parse().ok())
+            .unwrap_or_else(|| panic!("no addr= in {plain:?}"))
     }
 
     /// Everything the daemon logged so far.

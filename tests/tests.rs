@@ -4,10 +4,12 @@
 //! `branchline_board::sim`) and its own `branchd` process whose config points at the
 //! simulator's tty, exactly as a real box points at its UART; then it lifts handsets,
 //! dials, injects audio and reads what the other side hears, and finally checks the
-//! SQLite store the daemon wrote. No network is used.
+//! SQLite store the daemon wrote. The only network used is the daemon's web API on a
+//! loopback port.
 
 mod harness;
 
+mod accounts_api;
 mod analog_calls;
 mod daemon_lifecycle;
 mod pstn;

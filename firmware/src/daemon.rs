@@ -15,11 +15,16 @@
 //! - Shutdown (SIGTERM/SIGINT or the `shutdown` future): call control ends every call
 //!   (CDRs with hang-up side "system"), the commands reach the line controller, the store
 //!   queue is drained and the writer thread checkpoints the WAL before `run` returns.
+//! - The web API ([`crate::api`], when `[web] listen` is set) runs as a task of its
+//!   own; at shutdown it is told to stop, finishes the requests in flight (or is
+//!   aborted after 5 s) and drops its store writer handle before
+//!   the writer thread is joined.
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use branchline_board::gpio::{CdevGpio, Gpio, Led, MemoryGpio};
@@ -29,7 +34,7 @@ use branchline_board::sim::{serve_console, Simulator};
 use line_proto::{Body, Command, Event, Frame, BOARD_PORT, PROTOCOL_VERSION};
 use tokio::sync::mpsc;
 
-use crate::accounts::{self, HashParams, InstallerStatus};
+use crate::accounts::{self, Accounts, AuthSettings, HashParams, InstallerStatus};
 use crate::call::{CallControl, CallSettings, Extension, FxoLine, Output, PortState};
 use crate::cdr::Cdr;
 use crate::config::Config;
@@ -39,6 +44,9 @@ use crate::tones::Country;
 
 /// How long the line controller has to answer `Hello` before start-up fails.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long the web API may take to finish its requests at shutdown.
+const WEB_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Work for the store task, in the order the board loop produced it.
 #[derive(Debug)]
@@ -79,6 +87,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         status => tracing::debug!(?status, "installer account"),
     }
     let (writer, writer_thread) = store.spawn_writer();
+    let accounts = Accounts::new(
+        writer.clone(),
+        db_path.clone(),
+        AuthSettings::from(&config.auth),
+    );
     let ports = profile
         .fxs_ports()
         .map(|p| (p, "fxs"))
@@ -200,6 +213,15 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let (jobs, job_rx) = mpsc::unbounded_channel();
     let store_task = tokio::spawn(store_task(writer, job_rx));
 
+    // The web API last, so it never serves a box whose board is not up.
+    let web = match config.web.listen {
+        Some(addr) => Some(start_web(addr, accounts, &config).await?),
+        None => {
+            drop(accounts);
+            None
+        }
+    };
+
     tracing::info!(
         model = %profile.model,
         country = country.code(),
@@ -236,6 +258,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         board.drain(&mut calls);
     };
 
+    if let Some(web) = web {
+        web.stop().await;
+    }
+
     // Flush every CDR and port state before returning.
     let BoardLoop { jobs, mut gpio, .. } = board;
     if let Err(e) = gpio.set_power_fail_relay(true) {
@@ -256,6 +282,61 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         "branchd stopped"
     );
     outcome
+}
+
+/// The running web API task and its stop signal.
+struct WebTask {
+    /// Tells the server to stop accepting and finish its requests.
+    stop: tokio_util::sync::CancellationToken,
+    task: tokio::task::JoinHandle<Result<()>>,
+}
+
+impl WebTask {
+    /// Stops the server; aborts it when requests do not finish within the grace time.
+    async fn stop(self) {
+        self.stop.cancel();
+        let mut task = self.task;
+        match tokio::time::timeout(WEB_SHUTDOWN_GRACE, &mut task).await {
+            Ok(Ok(Ok(()))) => tracing::info!("web api stopped"),
+            Ok(Ok(Err(e))) => tracing::error!(error = %e, "web api failed"),
+            Ok(Err(e)) => tracing::error!(error = %e, "web api task failed"),
+            Err(_) => {
+                tracing::warn!("web api requests did not finish in time; aborted");
+                task.abort();
+                let _ = task.await;
+            }
+        }
+    }
+}
+
+/// Binds the web API's listener, logs its address and starts serving.
+async fn start_web(addr: SocketAddr, accounts: Accounts, config: &Config) -> Result<WebTask> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Listen {
+            what: "web api",
+            addr,
+            source,
+        })?;
+    let local_addr = listener.local_addr().map_err(|source| Error::Listen {
+        what: "web api",
+        addr,
+        source,
+    })?;
+    tracing::info!(addr = %local_addr, "web api listening");
+    let state = crate::api::ApiState::new(
+        accounts,
+        config.privacy.mask_pattern,
+        Arc::new(crate::store::system_clock_ms),
+    );
+    let stop = tokio_util::sync::CancellationToken::new();
+    let shutdown = stop.clone().cancelled_owned();
+    let task = tokio::spawn(crate::api::serve(
+        listener,
+        crate::api::router(state),
+        shutdown,
+    ));
+    Ok(WebTask { stop, task })
 }
 
 /// Sends `Hello` until the line controller answers `Ready`.

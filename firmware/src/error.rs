@@ -256,6 +256,15 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// The web API server failed while serving.
+    #[error("web api on {addr}: {source}")]
+    WebServe {
+        /// The address it listened on.
+        addr: SocketAddr,
+        /// The underlying IO error.
+        source: std::io::Error,
+    },
+
     /// A thread could not be started.
     #[error("{what}: cannot start thread: {source}")]
     Thread {

@@ -15,9 +15,12 @@
 //!   and PINs, CSV import/export, the installer account; every write audited.
 //! - [`audit`]: the append-only, hash-chained audit log and its verifier.
 //! - [`mask`]: masking of customers' phone numbers; the one path CDRs leave the box by.
+//! - [`api`]: the local accounts HTTP API under `/api/v1` (axum): sessions, CSRF,
+//!   users/roles/groups CRUD, CSV import/export, masked CDRs, audit, OpenAPI.
 #![forbid(unsafe_code)]
 
 pub mod accounts;
+pub mod api;
 pub mod audit;
 pub mod call;
 pub mod cdr;

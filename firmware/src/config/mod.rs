@@ -270,6 +270,16 @@ pub struct Config {
     pub auth: AuthConfig,
     /// `[privacy]`
     pub privacy: PrivacyConfig,
+    /// `[web]`
+    pub web: WebConfig,
+}
+
+/// `[web]`: the local HTTP API (`/api/v1`, see [`crate::api`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct WebConfig {
+    /// Address the API listens on (`listen = "127.0.0.1:8080"`; port 0 picks a free
+    /// port, logged as `web api listening`). `None`: the API is not served.
+    pub listen: Option<SocketAddr>,
 }
 
 /// Allowed range of `auth.max_failed_logins` (default
@@ -354,7 +364,7 @@ pub struct LogConfig {
 pub struct TelephonyConfig {
     /// Tone plan and caller-ID country; `None` means the board profile's.
     pub country: Option<Country>,
-    /// Companding law; `None` means the country's ([`TelephonyConfig::default_law`]).
+    /// Companding law; `None` means the country's ([`Country::default_law`]).
     pub law: Option<Law>,
     /// How long dial tone plays before the first digit.
     pub first_digit_timeout: Duration,
@@ -367,19 +377,10 @@ pub struct TelephonyConfig {
 }
 
 impl TelephonyConfig {
-    /// The law a country uses when the config does not say: µ-law in the US and Japan,
-    /// A-law elsewhere.
-    pub fn default_law(country: Country) -> Law {
-        match country {
-            Country::Us | Country::Jp => Law::Ulaw,
-            _ => Law::Alaw,
-        }
-    }
-
     /// The country and law in effect, given the board profile's default country.
     pub fn resolve(&self, board_country: Country) -> (Country, Law) {
         let country = self.country.unwrap_or(board_country);
-        (country, self.law.unwrap_or(Self::default_law(country)))
+        (country, self.law.unwrap_or(country.default_law()))
     }
 }
 
@@ -618,6 +619,21 @@ impl Ctx<'_> {
                 None => crate::mask::MaskPattern::default(),
             },
         };
+        let web = WebConfig {
+            listen: raw
+                .web
+                .listen
+                .map(|s| {
+                    s.get_ref().parse::<SocketAddr>().map_err(|_| {
+                        self.invalid(
+                            s.span(),
+                            "web.listen",
+                            format!("{:?} is not an address like 127.0.0.1:8080", s.get_ref()),
+                        )
+                    })
+                })
+                .transpose()?,
+        };
         let telephony = self.telephony(raw.telephony)?;
         let extensions = self.extensions(raw.extensions, &telephony)?;
         let fxo_lines = self.fxo_lines(raw.fxo_lines, &extensions, &telephony)?;
@@ -640,6 +656,7 @@ impl Ctx<'_> {
             fxo_lines,
             auth,
             privacy,
+            web,
         })
     }
 

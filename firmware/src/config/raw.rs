@@ -31,6 +31,15 @@ pub(super) struct RawConfig {
     pub auth: RawAuth,
     #[serde(default)]
     pub privacy: RawPrivacy,
+    #[serde(default)]
+    pub web: RawWeb,
+}
+
+/// `[web]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawWeb {
+    pub listen: Option<Spanned<String>>,
 }
 
 /// `[auth]`

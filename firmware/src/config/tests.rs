@@ -60,6 +60,10 @@ fn sim_example_loads() {
         config.board.sim_console,
         Some("127.0.0.1:7878".parse().expect("addr"))
     );
+    assert_eq!(
+        config.web.listen,
+        Some("127.0.0.1:8080".parse().expect("addr"))
+    );
     assert_eq!(config.telephony.country, Some(Country::Us));
     assert_eq!(
         config.telephony.resolve(Country::De),
@@ -127,8 +131,8 @@ fn empty_file_gives_defaults() {
     assert_eq!(config.telephony.inter_digit_timeout, Duration::from_secs(4));
     assert_eq!(config.telephony.ring_timeout, Duration::from_secs(60));
     assert!(config.extensions.is_empty());
-    assert_eq!(TelephonyConfig::default_law(Country::Jp), Law::Ulaw);
-    assert_eq!(TelephonyConfig::default_law(Country::Fr), Law::Alaw);
+    assert_eq!(Country::Jp.default_law(), Law::Ulaw);
+    assert_eq!(Country::Fr.default_law(), Law::Alaw);
 }
 
 #[test]
@@ -272,6 +276,8 @@ fn other_field_checks() {
     assert_located(&e, 2, "site.box_serial");
     let e = error("[board]\nsim_console = \"localhost\"\n");
     assert_located(&e, 2, "board.sim_console");
+    let e = error("[web]\nlisten = \"localhost\"\n");
+    assert_located(&e, 2, "web.listen");
     let e = error("[log]\nlevel = \"info,[\"\n");
     assert_located(&e, 2, "log.level");
     let e = error("[telephony]\noutside_line_prefix = \"900\"\n");

@@ -1,0 +1,434 @@
+//! The local accounts HTTP API under `/api/v1` (axum), served by `branchd` when
+//! `[web] listen` is set.
+//!
+//! ```text
+//! client ──HTTP──▶ router ──▶ Authed (cookie session, CSRF, subject) ──▶ handler
+//!                                                       │ ApiState::authorize (audits denials)
+//!                                                       ▼
+//!                    accounts (writes, audited) / mask::list_cdrs / audit
+//! ```
+//!
+//! - **Sessions**: `POST /api/v1/session` checks the password with
+//!   [`Accounts::verify_login`] (per-account lockout) behind a per-source-IP throttle
+//!   ([`session::LoginThrottle`]); it sets the cookie `bl_session` (HttpOnly,
+//!   SameSite=Strict) and returns a CSRF token. Sessions are in memory
+//!   ([`session::Sessions`]): idle expiry 30 min, absolute 12 h, and a restart of
+//!   `branchd` logs everyone out.
+//! - **CSRF**: every POST/PUT/PATCH/DELETE except the login must carry
+//!   `X-CSRF-Token` equal to the session's token, else 403.
+//! - **Authorization**: every handler (except `GET /api/v1/me`, which shows callers
+//!   their own identity and permissions, and the OpenAPI document) calls
+//!   `ApiState::authorize`, the one path to [`Authorizer::authorize`]; a denial is
+//!   audited (result `denied`) and answered 403 with the reason. The subject is loaded
+//!   from the store per request; the [`Authorizer`] is cached and reloaded when the
+//!   store's `rbac_generation` moves.
+//! - **Masking**: CDRs leave only through [`crate::mask::list_cdrs`].
+//! - **Errors** are JSON `{"error": "...", "problems": [...]}`: 400 validation (every
+//!   problem, with its field or CSV row), 401 not logged in, 403 denied or CSRF, 404,
+//!   409 conflict, 423 account locked, 429 throttled.
+//! - The OpenAPI 3.0 description is [`openapi::document`], served at
+//!   `GET /api/v1/openapi.json`.
+//!
+//! Limits: plain HTTP (TLS with the device certificate arrives with enrollment); list
+//! routes for users, roles and groups need `site` scope (no per-record filtering for
+//! group-scoped supervisors yet); a session with `must_change_password` may only
+//! change its own password.
+
+mod handlers;
+pub mod openapi;
+pub mod session;
+#[cfg(test)]
+mod tests;
+
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, patch, post, put};
+use axum::Router;
+use serde_json::json;
+
+use crate::accounts::{self, Accounts};
+use crate::audit::{self, Actor};
+use crate::error::{Error, FieldProblem};
+use crate::mask::MaskPattern;
+use crate::rbac::{Action, Authorizer, Decision, Resource, Subject, Target};
+use crate::store::StoreReader;
+
+use self::session::{LoginThrottle, Session, Sessions};
+
+/// Name of the session cookie.
+pub const SESSION_COOKIE: &str = "bl_session";
+/// Header carrying the CSRF token.
+pub const CSRF_HEADER: &str = "x-csrf-token";
+
+/// Milliseconds since the Unix epoch; injected so tests control expiry and lockout.
+pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
+
+/// Everything the handlers share. Cheap to clone.
+#[derive(Clone)]
+pub struct ApiState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    accounts: Accounts,
+    mask_pattern: MaskPattern,
+    clock: Clock,
+    /// Logged-in sessions; a std Mutex because it is never held across an await.
+    sessions: Mutex<Sessions>,
+    /// Failed logins per source IP.
+    throttle: Mutex<LoginThrottle>,
+    /// The compiled roles, replaced when `rbac_generation` moves.
+    authorizer: Mutex<Option<Arc<Authorizer>>>,
+}
+
+impl std::fmt::Debug for ApiState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiState")
+            .field("accounts", &self.inner.accounts)
+            .field("mask_pattern", &self.inner.mask_pattern)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl ApiState {
+    /// State over `accounts`, masking with `mask_pattern`, reading time from `clock`.
+    pub fn new(accounts: Accounts, mask_pattern: MaskPattern, clock: Clock) -> ApiState {
+        ApiState {
+            inner: Arc::new(Inner {
+                accounts,
+                mask_pattern,
+                clock,
+                sessions: Mutex::new(Sessions::default()),
+                throttle: Mutex::new(LoginThrottle::default()),
+                authorizer: Mutex::new(None),
+            }),
+        }
+    }
+
+    fn now(&self) -> i64 {
+        (self.inner.clock)()
+    }
+
+    fn accounts(&self) -> &Accounts {
+        &self.inner.accounts
+    }
+
+    fn reader(&self) -> Result<StoreReader, ApiError> {
+        Ok(self.inner.accounts.reader()?)
+    }
+
+    /// The authorizer, reloaded when the store's roles changed since it was loaded.
+    fn authorizer(&self, reader: &StoreReader) -> Result<Arc<Authorizer>, ApiError> {
+        let generation = reader.rbac_generation()?;
+        let mut cached = lock(&self.inner.authorizer);
+        match &*cached {
+            Some(a) if a.generation() == generation => Ok(Arc::clone(a)),
+            _ => {
+                let a = Arc::new(Authorizer::load(reader)?);
+                *cached = Some(Arc::clone(&a));
+                Ok(a)
+            }
+        }
+    }
+
+    /// The one authorization check of every handler: allowed, or the denial audited
+    /// (`target` names the record in the audit row) and returned as a 403.
+    async fn authorize(
+        &self,
+        who: &Authed,
+        authz: &Authorizer,
+        resource: Resource,
+        action: Action,
+        record: &Target,
+        target: &str,
+    ) -> Result<(), ApiError> {
+        // A user holding an initial or admin-reset password may only replace it.
+        let changing_own_password = resource == Resource::Users
+            && action == Action::Edit
+            && matches!(record, Target::Owned { owner: Some(o), .. } if *o == who.subject.user_id);
+        if who.session.must_change_password && !changing_own_password {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "password change required: POST /api/v1/me/password first".to_owned(),
+            ));
+        }
+        match authz.authorize(&who.subject, resource, action, record) {
+            Decision::Allow { .. } => Ok(()),
+            Decision::Deny { reason } => {
+                if let Err(e) = audit::audit_denied(
+                    self.accounts().writer(),
+                    who.actor(),
+                    action,
+                    resource,
+                    target,
+                    &reason,
+                    self.now(),
+                )
+                .await
+                {
+                    tracing::warn!(error = %e, "denial not audited");
+                }
+                Err(ApiError::new(StatusCode::FORBIDDEN, reason.to_string()))
+            }
+        }
+    }
+}
+
+/// A request from a logged-in session: CSRF checked for state-changing methods, the
+/// subject loaded from the store for this request.
+#[derive(Debug, Clone)]
+pub struct Authed {
+    /// The session token (the cookie value).
+    token: String,
+    /// The session.
+    session: Session,
+    /// The user as of this request.
+    subject: Subject,
+    /// `api:<ip>`.
+    source: String,
+}
+
+impl Authed {
+    fn actor(&self) -> Actor {
+        Actor::new(self.subject.username.clone(), self.source.clone())
+    }
+
+    /// The caller's own records (`Target::Owned` with them as owner).
+    fn own_target(&self) -> Target {
+        Target::Owned {
+            owner: Some(self.subject.user_id),
+            groups: self.subject.groups.clone(),
+        }
+    }
+}
+
+/// The client's IP (from the connection; `0.0.0.0` when unknown, e.g. in-process tests
+/// that do not set [`ConnectInfo`]).
+fn client_ip(parts: &Parts) -> IpAddr {
+    parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip())
+}
+
+fn session_cookie(parts: &Parts) -> Option<String> {
+    parts
+        .headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == SESSION_COOKIE)
+        .map(|(_, v)| v.to_owned())
+}
+
+/// Constant-time comparison, so the CSRF check does not leak the token by timing.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+impl FromRequestParts<ApiState> for Authed {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, ApiError> {
+        let now = state.now();
+        let token = session_cookie(parts).ok_or_else(ApiError::not_logged_in)?;
+        let session = lock(&state.inner.sessions)
+            .touch(&token, now)
+            .ok_or_else(ApiError::not_logged_in)?;
+        let changes_state = !matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
+        if changes_state {
+            let given = parts
+                .headers
+                .get(CSRF_HEADER)
+                .map(HeaderValue::as_bytes)
+                .unwrap_or_default();
+            if !same_secret(given, session.csrf_token.as_bytes()) {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "missing or wrong CSRF token",
+                ));
+            }
+        }
+        let reader = state.reader()?;
+        let subject = match accounts::load_subject(&reader, session.user_id, now) {
+            Ok(s) => s,
+            Err(Error::NotFound { .. }) => {
+                lock(&state.inner.sessions).remove(&token);
+                return Err(ApiError::not_logged_in());
+            }
+            Err(e) => return Err(e.into()),
+        };
+        Ok(Authed {
+            token,
+            session,
+            subject,
+            source: format!("api:{}", client_ip(parts)),
+        })
+    }
+}
+
+/// An error response: status and `{"error": ..., "problems": [...]}`.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    body: serde_json::Value,
+    retry_after_s: Option<i64>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            body: json!({ "error": message.into() }),
+            retry_after_s: None,
+        }
+    }
+
+    fn not_logged_in() -> ApiError {
+        ApiError::new(StatusCode::UNAUTHORIZED, "not logged in")
+    }
+
+    fn invalid(field: &str, message: impl Into<String>) -> ApiError {
+        let problems = vec![FieldProblem {
+            field: field.to_owned(),
+            message: message.into(),
+        }];
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            body: json!({ "error": "invalid request", "problems": problems }),
+            retry_after_s: None,
+        }
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> ApiError {
+        let message = e.to_string();
+        let with = |status, problems: serde_json::Value| ApiError {
+            status,
+            body: json!({ "error": message, "problems": problems }),
+            retry_after_s: None,
+        };
+        match e {
+            Error::Invalid { problems, .. } => with(StatusCode::BAD_REQUEST, json!(problems)),
+            Error::CsvImport { errors } => with(StatusCode::BAD_REQUEST, json!(errors)),
+            Error::WrongPassword { .. } => ApiError::invalid("old_password", "wrong password"),
+            Error::NotFound { .. } => ApiError::new(StatusCode::NOT_FOUND, message),
+            Error::BuiltinRoleImmutable { .. }
+            | Error::RoleInUse { .. }
+            | Error::RoleNameReserved { .. } => ApiError::new(StatusCode::CONFLICT, message),
+            Error::Denied { .. } => ApiError::new(StatusCode::FORBIDDEN, message),
+            other => {
+                tracing::error!(error = %other, "api request failed");
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (self.status, axum::Json(self.body)).into_response();
+        if let Some(s) = self.retry_after_s {
+            if let Ok(v) = HeaderValue::from_str(&s.to_string()) {
+                response.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+        }
+        response
+    }
+}
+
+/// Builds the router and the list of `(method, path)` it serves (which the OpenAPI
+/// document must describe; a test holds the two together).
+fn build(state: ApiState) -> (Router, Vec<(Method, &'static str)>) {
+    use handlers as h;
+    let mut routes = Vec::new();
+    let mut r = Router::new();
+    macro_rules! route {
+        ($method:ident, $m:expr, $path:literal, $handler:expr) => {{
+            routes.push(($m, $path));
+            r = r.route($path, $method($handler));
+        }};
+    }
+    route!(post, Method::POST, "/api/v1/session", h::login);
+    route!(delete, Method::DELETE, "/api/v1/session", h::logout);
+    route!(get, Method::GET, "/api/v1/me", h::me);
+    route!(
+        post,
+        Method::POST,
+        "/api/v1/me/password",
+        h::change_own_password
+    );
+    route!(get, Method::GET, "/api/v1/users", h::list_users);
+    route!(post, Method::POST, "/api/v1/users", h::create_user);
+    route!(get, Method::GET, "/api/v1/users/export", h::export_users);
+    route!(post, Method::POST, "/api/v1/users/import", h::import_users);
+    route!(get, Method::GET, "/api/v1/users/{id}", h::get_user);
+    route!(patch, Method::PATCH, "/api/v1/users/{id}", h::update_user);
+    route!(delete, Method::DELETE, "/api/v1/users/{id}", h::delete_user);
+    route!(
+        post,
+        Method::POST,
+        "/api/v1/users/{id}/password",
+        h::reset_password
+    );
+    route!(get, Method::GET, "/api/v1/roles", h::list_roles);
+    route!(post, Method::POST, "/api/v1/roles", h::create_role);
+    route!(get, Method::GET, "/api/v1/roles/{id}", h::get_role);
+    route!(put, Method::PUT, "/api/v1/roles/{id}", h::update_role);
+    route!(delete, Method::DELETE, "/api/v1/roles/{id}", h::delete_role);
+    route!(get, Method::GET, "/api/v1/groups", h::list_groups);
+    route!(post, Method::POST, "/api/v1/groups", h::create_group);
+    route!(get, Method::GET, "/api/v1/groups/{id}", h::get_group);
+    route!(put, Method::PUT, "/api/v1/groups/{id}", h::update_group);
+    route!(
+        delete,
+        Method::DELETE,
+        "/api/v1/groups/{id}",
+        h::delete_group
+    );
+    route!(get, Method::GET, "/api/v1/cdrs", h::list_cdrs);
+    route!(get, Method::GET, "/api/v1/audit", h::list_audit);
+    route!(post, Method::POST, "/api/v1/audit/verify", h::verify_audit);
+    route!(get, Method::GET, "/api/v1/openapi.json", h::openapi);
+    let router = r
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route") })
+        .with_state(state);
+    (router, routes)
+}
+
+/// The `/api/v1` router over `state`.
+pub fn router(state: ApiState) -> Router {
+    build(state).0
+}
+
+/// Serves `router` on `listener` until `shutdown` completes, then finishes the
+/// requests in flight.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> crate::error::Result<()> {
+    let addr = listener
+        .local_addr()
+        .unwrap_or_else(|_| SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)));
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+    .map_err(|source| Error::WebServe { addr, source })
+}

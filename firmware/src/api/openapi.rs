@@ -1,0 +1,195 @@
+//! The OpenAPI 3.0 description of `/api/v1`, written by hand (a test checks that it
+//! names exactly the routes the router serves).
+
+use serde_json::{json, Map, Value};
+
+/// One operation: method, path, summary, the permission it checks, request body
+/// schema (if any), success status and response content type.
+struct Op {
+    method: &'static str,
+    path: &'static str,
+    summary: &'static str,
+    permission: &'static str,
+    body: Option<&'static str>,
+    status: &'static str,
+    response: &'static str,
+}
+
+const JSON: &str = "application/json";
+const CSV: &str = "text/csv";
+const NONE: &str = "";
+
+const OPS: &[Op] = &[
+    op("post", "/api/v1/session", "Log in; sets the bl_session cookie and returns the CSRF token", "(none)", Some("Login"), "200", JSON),
+    op("delete", "/api/v1/session", "Log out", "(session)", None, "204", NONE),
+    op("get", "/api/v1/me", "The caller's identity, roles and effective permissions", "(session)", None, "200", JSON),
+    op("post", "/api/v1/me/password", "Change the caller's own password", "users.edit (own)", Some("ChangePassword"), "204", NONE),
+    op("get", "/api/v1/users", "List users (limit, offset)", "users.view (site)", None, "200", JSON),
+    op("post", "/api/v1/users", "Create a user", "users.add (site)", Some("NewUser"), "201", JSON),
+    op("get", "/api/v1/users/export", "Export users as CSV (no hashes, no installer)", "users.export (site)", None, "200", CSV),
+    op("post", "/api/v1/users/import", "Import users from CSV, all or nothing; returns the initial passwords once", "users.import (site)", Some("Csv"), "200", JSON),
+    op("get", "/api/v1/users/{id}", "One user", "users.view (scoped to the user)", None, "200", JSON),
+    op("patch", "/api/v1/users/{id}", "Change a user (roles, groups, enabled, extension, agent_id need site scope)", "users.edit", Some("UserPatch"), "200", JSON),
+    op("delete", "/api/v1/users/{id}", "Delete a user", "users.delete (scoped to the user)", None, "204", NONE),
+    op("post", "/api/v1/users/{id}/password", "Reset another user's password (must be changed at next login)", "users.edit (scoped to the user)", Some("ResetPassword"), "204", NONE),
+    op("get", "/api/v1/roles", "List roles", "roles.view (site)", None, "200", JSON),
+    op("post", "/api/v1/roles", "Create a custom role", "roles.add (site)", Some("RoleSpec"), "201", JSON),
+    op("get", "/api/v1/roles/{id}", "One role", "roles.view (site)", None, "200", JSON),
+    op("put", "/api/v1/roles/{id}", "Replace a custom role", "roles.edit (site)", Some("RoleSpec"), "200", JSON),
+    op("delete", "/api/v1/roles/{id}", "Delete a custom role", "roles.delete (site)", None, "204", NONE),
+    op("get", "/api/v1/groups", "List groups", "groups.view (site)", None, "200", JSON),
+    op("post", "/api/v1/groups", "Create a group", "groups.add (site)", Some("GroupSpec"), "201", JSON),
+    op("get", "/api/v1/groups/{id}", "One group", "groups.view (group admins: group)", None, "200", JSON),
+    op("put", "/api/v1/groups/{id}", "Replace a group", "groups.edit (group admins: group)", Some("GroupSpec"), "200", JSON),
+    op("delete", "/api/v1/groups/{id}", "Delete a group", "groups.delete (group admins: group)", None, "204", NONE),
+    op("get", "/api/v1/cdrs", "Call records the caller may see, numbers masked unless numbers.view (since, until, limit, offset)", "calls.view", None, "200", JSON),
+    op("get", "/api/v1/audit", "Audit rows after after_id, oldest first (after_id, limit)", "audit.view (site)", None, "200", JSON),
+    op("post", "/api/v1/audit/verify", "Verify the audit hash chain: {ok, rows} or {ok: false, broken_row, problem}", "audit.audit (site)", None, "200", JSON),
+    op("get", "/api/v1/openapi.json", "This document", "(none)", None, "200", JSON),
+];
+
+#[allow(clippy::too_many_arguments)]
+const fn op(
+    method: &'static str,
+    path: &'static str,
+    summary: &'static str,
+    permission: &'static str,
+    body: Option<&'static str>,
+    status: &'static str,
+    response: &'static str,
+) -> Op {
+    Op {
+        method,
+        path,
+        summary,
+        permission,
+        body,
+        status,
+        response,
+    }
+}
+
+fn parameters(op: &Op) -> Vec<Value> {
+    let mut out = Vec::new();
+    if op.path.contains("{id}") {
+        out.push(json!({ "name": "id", "in": "path", "required": true, "schema": { "type": "integer" } }));
+    }
+    let query: &[&str] = match (op.method, op.path) {
+        ("get", "/api/v1/users" | "/api/v1/roles" | "/api/v1/groups") => &["limit", "offset"],
+        ("get", "/api/v1/cdrs") => &["since", "until", "limit", "offset"],
+        ("get", "/api/v1/audit") => &["after_id", "limit"],
+        _ => &[],
+    };
+    out.extend(query.iter().map(
+        |q| json!({ "name": q, "in": "query", "required": false, "schema": { "type": "integer" } }),
+    ));
+    out
+}
+
+/// The document.
+pub fn document() -> Value {
+    let mut paths = Map::new();
+    for op in OPS {
+        let mut operation = json!({
+            "summary": op.summary,
+            "description": format!("Permission: {}.", op.permission),
+            "parameters": parameters(op),
+            "responses": {
+                op.status: if op.response.is_empty() {
+                    json!({ "description": "done" })
+                } else if op.response == CSV {
+                    json!({ "description": "ok", "content": { CSV: { "schema": { "type": "string" } } } })
+                } else {
+                    json!({ "description": "ok", "content": { JSON: { "schema": { "type": "object" } } } })
+                },
+                "400": { "$ref": "#/components/responses/Error" },
+                "401": { "$ref": "#/components/responses/Error" },
+                "403": { "$ref": "#/components/responses/Error" },
+                "404": { "$ref": "#/components/responses/Error" },
+            },
+        });
+        if op.path == "/api/v1/session" && op.method == "post" {
+            operation["security"] = json!([]);
+            operation["responses"]["423"] = json!({ "$ref": "#/components/responses/Error" });
+            operation["responses"]["429"] = json!({ "$ref": "#/components/responses/Error" });
+        }
+        if op.path == "/api/v1/openapi.json" {
+            operation["security"] = json!([]);
+        }
+        if let Some(schema) = op.body {
+            let content = if schema == "Csv" {
+                json!({ CSV: { "schema": { "type": "string" } } })
+            } else {
+                json!({ JSON: { "schema": { "$ref": format!("#/components/schemas/{schema}") } } })
+            };
+            operation["requestBody"] = json!({ "required": true, "content": content });
+        }
+        let entry = paths
+            .entry(op.path)
+            .or_insert_with(|| Value::Object(Map::new()));
+        entry[op.method] = operation;
+    }
+    let string = json!({ "type": "string" });
+    let strings = json!({ "type": "array", "items": { "type": "string" } });
+    json!({
+        "openapi": "3.0.3",
+        "info": {
+            "title": "Branchline local API",
+            "version": "1",
+            "description": "Local accounts, roles, groups, masked call records and the audit log \
+                of a Branchline gateway. Log in with POST /api/v1/session; send the \
+                bl_session cookie with every request and the X-CSRF-Token header with every \
+                POST, PUT, PATCH and DELETE. Errors are {\"error\": ..., \"problems\": [...]}.",
+        },
+        "paths": paths,
+        "security": [{ "session": [] }],
+        "components": {
+            "securitySchemes": {
+                "session": { "type": "apiKey", "in": "cookie", "name": super::SESSION_COOKIE },
+            },
+            "responses": {
+                "Error": {
+                    "description": "error",
+                    "content": { JSON: { "schema": { "$ref": "#/components/schemas/Error" } } },
+                },
+            },
+            "schemas": {
+                "Error": { "type": "object", "required": ["error"], "properties": {
+                    "error": string,
+                    "problems": { "type": "array", "items": { "type": "object" } },
+                }},
+                "Login": { "type": "object", "required": ["username", "password"], "properties": {
+                    "username": string, "password": string,
+                }},
+                "ChangePassword": { "type": "object", "required": ["old_password", "new_password"], "properties": {
+                    "old_password": string, "new_password": string,
+                }},
+                "ResetPassword": { "type": "object", "required": ["new_password"], "properties": {
+                    "new_password": string,
+                }},
+                "NewUser": { "type": "object", "required": ["username", "password"], "properties": {
+                    "username": string, "display_name": string, "password": string,
+                    "extension": string, "agent_id": string, "pin": string,
+                    "enabled": { "type": "boolean" }, "must_change_password": { "type": "boolean" },
+                    "roles": strings, "groups": strings,
+                }},
+                "UserPatch": { "type": "object", "properties": {
+                    "display_name": string, "extension": string, "agent_id": string,
+                    "enabled": { "type": "boolean" }, "roles": strings, "groups": strings,
+                }},
+                "RoleSpec": { "type": "object", "required": ["name", "description", "permissions"], "properties": {
+                    "name": string, "description": string,
+                    "permissions": { "type": "array", "items": { "type": "object", "properties": {
+                        "resource": string, "action": string, "scope": string,
+                    }}},
+                }},
+                "GroupSpec": { "type": "object", "required": ["name", "description", "members"], "properties": {
+                    "name": string, "description": string,
+                    "members": { "type": "array", "items": { "type": "object", "properties": {
+                        "user_id": { "type": "integer" }, "is_group_admin": { "type": "boolean" },
+                    }}},
+                }},
+            },
+        },
+    })
+}
