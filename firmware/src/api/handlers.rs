@@ -255,11 +255,10 @@ pub(super) async fn list_users(
 ) -> ApiResult {
     let q = query(q)?;
     let reader = state.reader()?;
-    let authz = state.authorizer(&reader)?;
     state
-        .authorize(
+        .require(
+            &reader,
             &who,
-            &authz,
             Resource::Users,
             Action::View,
             &Target::Site,
@@ -329,11 +328,10 @@ pub(super) async fn create_user(
     b: Result<Json<NewUserBody>, JsonRejection>,
 ) -> ApiResult {
     let b = body(b)?;
-    let authz = state.authorizer(&state.reader()?)?;
     state
-        .authorize(
+        .require(
+            &state.reader()?,
             &who,
-            &authz,
             Resource::Users,
             Action::Add,
             &Target::Site,
@@ -479,11 +477,10 @@ pub(super) async fn reset_password(
 
 pub(super) async fn export_users(State(state): State<ApiState>, who: Authed) -> ApiResult {
     let reader = state.reader()?;
-    let authz = state.authorizer(&reader)?;
     state
-        .authorize(
+        .require(
+            &reader,
             &who,
-            &authz,
             Resource::Users,
             Action::Export,
             &Target::Site,
@@ -514,11 +511,10 @@ pub(super) async fn import_users(
     who: Authed,
     text: String,
 ) -> ApiResult {
-    let authz = state.authorizer(&state.reader()?)?;
     state
-        .authorize(
+        .require(
+            &state.reader()?,
             &who,
-            &authz,
             Resource::Users,
             Action::Import,
             &Target::Site,
@@ -541,11 +537,10 @@ pub(super) async fn list_roles(
 ) -> ApiResult {
     let q = query(q)?;
     let reader = state.reader()?;
-    let authz = state.authorizer(&reader)?;
     state
-        .authorize(
+        .require(
+            &reader,
             &who,
-            &authz,
             Resource::Roles,
             Action::View,
             &Target::Site,
@@ -561,11 +556,10 @@ pub(super) async fn get_role(
     Path(id): Path<i64>,
 ) -> ApiResult {
     let reader = state.reader()?;
-    let authz = state.authorizer(&reader)?;
     state
-        .authorize(
+        .require(
+            &reader,
             &who,
-            &authz,
             Resource::Roles,
             Action::View,
             &Target::Site,
@@ -581,11 +575,10 @@ pub(super) async fn create_role(
     b: Result<Json<RoleSpec>, JsonRejection>,
 ) -> ApiResult {
     let spec = body(b)?;
-    let authz = state.authorizer(&state.reader()?)?;
     state
-        .authorize(
+        .require(
+            &state.reader()?,
             &who,
-            &authz,
             Resource::Roles,
             Action::Add,
             &Target::Site,
@@ -606,11 +599,10 @@ pub(super) async fn update_role(
     b: Result<Json<RoleSpec>, JsonRejection>,
 ) -> ApiResult {
     let spec = body(b)?;
-    let authz = state.authorizer(&state.reader()?)?;
     state
-        .authorize(
+        .require(
+            &state.reader()?,
             &who,
-            &authz,
             Resource::Roles,
             Action::Edit,
             &Target::Site,
@@ -630,11 +622,10 @@ pub(super) async fn delete_role(
     who: Authed,
     Path(id): Path<i64>,
 ) -> ApiResult {
-    let authz = state.authorizer(&state.reader()?)?;
     state
-        .authorize(
+        .require(
+            &state.reader()?,
             &who,
-            &authz,
             Resource::Roles,
             Action::Delete,
             &Target::Site,
@@ -665,11 +656,10 @@ pub(super) async fn list_groups(
 ) -> ApiResult {
     let q = query(q)?;
     let reader = state.reader()?;
-    let authz = state.authorizer(&reader)?;
     state
-        .authorize(
+        .require(
+            &reader,
             &who,
-            &authz,
             Resource::Groups,
             Action::View,
             &Target::Site,
@@ -685,11 +675,10 @@ pub(super) async fn get_group(
     Path(id): Path<i64>,
 ) -> ApiResult {
     let reader = state.reader()?;
-    let authz = state.authorizer(&reader)?;
     state
-        .authorize(
+        .require(
+            &reader,
             &who,
-            &authz,
             Resource::Groups,
             Action::View,
             &group_target(id),
@@ -705,11 +694,10 @@ pub(super) async fn create_group(
     b: Result<Json<GroupSpec>, JsonRejection>,
 ) -> ApiResult {
     let spec = body(b)?;
-    let authz = state.authorizer(&state.reader()?)?;
     state
-        .authorize(
+        .require(
+            &state.reader()?,
             &who,
-            &authz,
             Resource::Groups,
             Action::Add,
             &Target::Site,
@@ -730,11 +718,10 @@ pub(super) async fn update_group(
     b: Result<Json<GroupSpec>, JsonRejection>,
 ) -> ApiResult {
     let spec = body(b)?;
-    let authz = state.authorizer(&state.reader()?)?;
     state
-        .authorize(
+        .require(
+            &state.reader()?,
             &who,
-            &authz,
             Resource::Groups,
             Action::Edit,
             &group_target(id),
@@ -754,11 +741,10 @@ pub(super) async fn delete_group(
     who: Authed,
     Path(id): Path<i64>,
 ) -> ApiResult {
-    let authz = state.authorizer(&state.reader()?)?;
     state
-        .authorize(
+        .require(
+            &state.reader()?,
             &who,
-            &authz,
             Resource::Groups,
             Action::Delete,
             &group_target(id),
@@ -849,11 +835,10 @@ pub(super) async fn list_audit(
     }
     .validate()?;
     let reader = state.reader()?;
-    let authz = state.authorizer(&reader)?;
     state
-        .authorize(
+        .require(
+            &reader,
             &who,
-            &authz,
             Resource::Audit,
             Action::View,
             &Target::Site,
@@ -866,11 +851,10 @@ pub(super) async fn list_audit(
 
 pub(super) async fn verify_audit(State(state): State<ApiState>, who: Authed) -> ApiResult {
     let reader = state.reader()?;
-    let authz = state.authorizer(&reader)?;
     state
-        .authorize(
+        .require(
+            &reader,
             &who,
-            &authz,
             Resource::Audit,
             Action::Audit,
             &Target::Site,

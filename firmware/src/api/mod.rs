@@ -141,6 +141,27 @@ impl ApiState {
         }
     }
 
+    /// Loads the current authorizer and runs [`ApiState::authorize`] with it; returns
+    /// the authorizer for handlers that filter records with it afterwards.
+    fn require<'a>(
+        &'a self,
+        reader: &StoreReader,
+        who: &'a Authed,
+        resource: Resource,
+        action: Action,
+        record: &'a Target,
+        target: &'a str,
+    ) -> impl Future<Output = Result<Arc<Authorizer>, ApiError>> + Send + 'a {
+        // Load before the future so it does not hold the (non-Sync) reader across awaits.
+        let authz = self.authorizer(reader);
+        async move {
+            let authz = authz?;
+            self.authorize(who, &authz, resource, action, record, target)
+                .await?;
+            Ok(authz)
+        }
+    }
+
     /// The one authorization check of every handler: allowed, or the denial audited
     /// (`target` names the record in the audit row) and returned as a 403.
     async fn authorize(
