@@ -18,7 +18,7 @@ use crate::accounts::{self, GroupSpec, NewUser, PageRequest, RoleSpec, UserPatch
 use crate::audit;
 use crate::error::{Error, LoginError};
 use crate::mask::{self, NumberDirectory};
-use crate::rbac::{Action, GroupId, Resource, RoleId, Target, UserId};
+use crate::rbac::{Action, Decision, GroupId, Resource, RoleId, Scope, Target, UserId};
 
 type ApiResult<T = Response> = Result<T, ApiError>;
 
@@ -254,18 +254,84 @@ pub(super) async fn list_users(
     q: Result<Query<PageQuery>, QueryRejection>,
 ) -> ApiResult {
     let q = query(q)?;
+    let page: accounts::PageRequest = q.into();
     let reader = state.reader()?;
-    state
-        .require(
-            &reader,
-            &who,
-            Resource::Users,
-            Action::View,
-            &Target::Site,
-            "*",
-        )
-        .await?;
-    ok_json(accounts::list_users(&reader, q.into())?)
+    let authz = state.authorizer(&reader)?;
+    match authz.granted_scope(&who.subject, Resource::Users, Action::View) {
+        Some(Scope::Site | Scope::All) => {
+            state
+                .authorize(
+                    &who,
+                    &authz,
+                    Resource::Users,
+                    Action::View,
+                    &Target::Site,
+                    "*",
+                )
+                .await?;
+            ok_json(accounts::list_users(&reader, page)?)
+        }
+        Some(Scope::Own | Scope::Group) => {
+            // A supervisor sees the users of the groups they administer, an agent
+            // themselves: filter every user through the same authorization check.
+            page.validate()?;
+            let now = state.now();
+            let me = user_target(&reader, who.subject.user_id, now)?;
+            state
+                .authorize(&who, &authz, Resource::Users, Action::View, &me, "*")
+                .await?;
+            let mut visible = Vec::new();
+            let mut offset = 0;
+            loop {
+                let chunk = accounts::list_users(
+                    &reader,
+                    accounts::PageRequest {
+                        limit: accounts::MAX_PAGE,
+                        offset,
+                    },
+                )?;
+                let n = u32::try_from(chunk.items.len()).unwrap_or(u32::MAX);
+                for user in chunk.items {
+                    let target = user_target(&reader, user.id, now)?;
+                    let decision =
+                        authz.authorize(&who.subject, Resource::Users, Action::View, &target);
+                    if matches!(decision, Decision::Allow { .. }) {
+                        visible.push(user);
+                    }
+                }
+                if n < accounts::MAX_PAGE {
+                    break;
+                }
+                offset += n;
+            }
+            let total = i64::try_from(visible.len()).unwrap_or(i64::MAX);
+            let items = visible
+                .into_iter()
+                .skip(page.offset as usize)
+                .take(page.limit as usize)
+                .collect();
+            ok_json(accounts::Page {
+                items,
+                total,
+                limit: page.limit,
+                offset: page.offset,
+            })
+        }
+        // No grant at all: the check below denies and audits it.
+        None => {
+            state
+                .authorize(
+                    &who,
+                    &authz,
+                    Resource::Users,
+                    Action::View,
+                    &Target::Site,
+                    "*",
+                )
+                .await?;
+            ok_json(accounts::list_users(&reader, page)?)
+        }
+    }
 }
 
 pub(super) async fn get_user(

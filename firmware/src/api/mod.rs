@@ -29,10 +29,14 @@
 //! - The OpenAPI 3.0 description is [`openapi::document`], served at
 //!   `GET /api/v1/openapi.json`.
 //!
-//! Limits: plain HTTP (TLS with the device certificate arrives with enrollment); list
-//! routes for users, roles and groups need `site` scope (no per-record filtering for
-//! group-scoped supervisors yet); a session with `must_change_password` may only
-//! change its own password.
+//! - The user list follows the caller's scope: site-wide roles page through every user,
+//!   a supervisor sees the members of the groups they administer, anyone else
+//!   themselves (each record passes the same authorization check).
+//! - A session with `must_change_password` may only change its own password.
+//!
+//! Limits: plain HTTP (TLS with the device certificate arrives with enrollment); the
+//! role and group lists need `site` scope; sessions live in memory (a restart logs
+//! everyone out).
 
 mod handlers;
 pub mod openapi;

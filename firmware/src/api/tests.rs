@@ -373,11 +373,14 @@ async fn a_write_without_the_csrf_token_is_refused_and_changes_nothing() {
 }
 
 #[tokio::test]
-async fn an_agent_is_denied_the_user_list_with_the_reason_and_it_is_audited() {
+async fn an_agent_is_denied_a_colleagues_record_with_the_reason_and_it_is_audited() {
     let env = env().await;
     let agent = env.user("gina", &["agent"], Some("101")).await;
+    let colleague = env.user("hugo", &["agent"], Some("102")).await;
     let c = env.login("gina").await;
-    let r = env.get("/api/v1/users", &c).await;
+    let r = env
+        .get(&format!("/api/v1/users/{}", colleague.id), &c)
+        .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     let reason = r.json()["error"].as_str().expect("reason").to_owned();
     assert!(reason.contains("users.view"), "{reason}");
@@ -897,4 +900,51 @@ async fn the_openapi_document_names_exactly_the_routes_served() {
         .await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.json()["openapi"], "3.0.3");
+}
+
+#[tokio::test]
+async fn user_lists_follow_the_scope_of_the_role() {
+    let env = env().await;
+    env.user("root", &["admin"], None).await;
+    let sup = env.user("sam", &["supervisor"], None).await;
+    let a1 = env.user("anna", &["agent"], None).await;
+    env.user("bert", &["agent"], None).await;
+    let admin = env.login("root").await;
+    let r = env
+        .write(
+            Method::POST,
+            "/api/v1/groups",
+            &admin,
+            json!({ "name": "team", "description": "",
+                    "members": [{ "user_id": sup.id, "is_group_admin": true },
+                                { "user_id": a1.id, "is_group_admin": false }] }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+
+    let names = |v: &Value| -> Vec<String> {
+        v["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .map(|u| u["username"].as_str().expect("username").to_owned())
+            .collect()
+    };
+    let r = env.get("/api/v1/users", &admin).await;
+    assert_eq!(r.json()["total"], 4, "{}", r.text);
+    // The supervisor sees their team (themselves and anna), not bert or root.
+    let s = env.login("sam").await;
+    let r = env.get("/api/v1/users", &s).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let mut got = names(&r.json());
+    got.sort();
+    assert_eq!(got, ["anna", "sam"]);
+    assert_eq!(r.json()["total"], 2);
+    // An agent sees only themselves.
+    let b = env.login("bert").await;
+    let r = env.get("/api/v1/users", &b).await;
+    assert_eq!(names(&r.json()), ["bert"]);
+    let r = env.get("/api/v1/users?limit=1&offset=1", &s).await;
+    assert_eq!(names(&r.json()).len(), 1);
+    assert_eq!(r.json()["total"], 2);
 }
