@@ -25,7 +25,7 @@ use std::future::Future;
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use branchline_board::gpio::{CdevGpio, Gpio, Led, MemoryGpio};
 use branchline_board::link::{LineLink, LinkSender};
@@ -39,7 +39,7 @@ use crate::call::{CallControl, CallSettings, Extension, FxoLine, Output, PortSta
 use crate::cdr::Cdr;
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::store::{ExtensionRow, Store, StoreWriter};
+use crate::store::{system_clock_ms, ExtensionRow, Store, StoreWriter};
 use crate::tones::Country;
 
 /// How long the line controller has to answer `Hello` before start-up fails.
@@ -70,9 +70,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let db_path = config.paths.db_path();
     let mut store = Store::open(&db_path)?;
     // Until the box is enrolled, the installer account is its only local login.
-    let now_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    let now_ms = system_clock_ms();
     match accounts::bootstrap_installer(
         &mut store,
         config.auth.installer_password_hash.as_deref(),
@@ -124,7 +122,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                     addr,
                     source,
                 })?;
-                tracing::info!(%addr, "simulator console listening (try: nc {} {})", addr.ip(), addr.port());
+                tracing::info!(%addr, "simulator console listening (try: branch-sim --connect {addr})");
                 let handle = sim.handle();
                 std::thread::Builder::new()
                     .name("sim-console".into())
@@ -172,9 +170,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     gpio.set_power_fail_relay(false)?;
 
     let now = Instant::now();
-    let wall_clock_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    let wall_clock_ms = system_clock_ms();
     let settings = CallSettings {
         country,
         extensions: config
