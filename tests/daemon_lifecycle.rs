@@ -57,3 +57,65 @@ fn an_acknowledged_cdr_survives_kill_9() {
         .expect("pragma");
     assert_eq!(mode, "wal", "the store is in WAL mode");
 }
+
+/// The README's main command path: the `sim` profile with no UART override starts the
+/// built-in simulator inside branchd; `--log-format json` gives one JSON object a line.
+#[test]
+fn builtin_simulator_with_json_logs_starts_and_stops_cleanly() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("branchd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[paths]\ndata_dir = {:?}\n\n[board]\nprofile = \"sim\"\n\n[[extensions]]\nnumber = \"101\"\nport = 1\n",
+            dir.path().join("data")
+        ),
+    )
+    .expect("config");
+    let mut child = Command::new(crate::harness::bin("branchd"))
+        .args(["--log-format", "json", "--config"])
+        .arg(&config)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("branchd starts");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = BufReader::new(stderr).lines();
+    let mut seen = Vec::new();
+    let ready = loop {
+        let Some(Ok(line)) = lines.next() else {
+            break false;
+        };
+        let v: serde_json::Value = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+        assert!(v["level"].is_string(), "{line}");
+        let msg = v["fields"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        seen.push(msg.clone());
+        if msg == "branchd ready" {
+            assert_eq!(v["fields"]["model"], "Simulator", "{line}");
+            break true;
+        }
+    };
+    assert!(ready, "never ready: {seen:?}");
+    assert!(
+        seen.iter()
+            .any(|m| m.contains("started the simulated line controller")),
+        "{seen:?}"
+    );
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid"));
+    nix::sys::signal::kill(pid, Signal::SIGTERM).expect("signal");
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let status = child.wait().expect("wait");
+    assert!(status.success(), "{status:?}: {rest:?}");
+    assert!(
+        rest.iter().any(|l| l.contains("branchd stopped")),
+        "{rest:?}"
+    );
+}
