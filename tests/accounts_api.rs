@@ -3,11 +3,11 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use serde_json::{json, Value};
 
-use crate::harness::{bin, wait, Gateway, SOON};
+use crate::harness::{bin, command, wait, Gateway, SOON};
 
 const ADMIN_PASSWORD: &str = "first-Admin-pass-2024";
 
@@ -132,7 +132,7 @@ fn installer_logs_in_first_admin_is_created_and_sees_the_call() {
     let cdrs = gw.wait_cdrs(1);
 
     // The first admin, from the console, while the daemon runs.
-    let mut child = Command::new(bin("branchd"))
+    let mut child = command(bin("branchd"))
         .arg("--config")
         .arg(gw.config_path())
         .args(["user-add", "--username", "admin1", "--role", "admin"])

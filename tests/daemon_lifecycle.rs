@@ -63,7 +63,7 @@ fn an_acknowledged_cdr_survives_kill_9() {
 #[test]
 fn builtin_simulator_with_json_logs_starts_and_stops_cleanly() {
     use std::io::{BufRead, BufReader};
-    use std::process::{Command, Stdio};
+    use std::process::Stdio;
 
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("branchd.toml");
@@ -75,7 +75,7 @@ fn builtin_simulator_with_json_logs_starts_and_stops_cleanly() {
         ),
     )
     .expect("config");
-    let mut child = Command::new(crate::harness::bin("branchd"))
+    let mut child = crate::harness::command(crate::harness::bin("branchd"))
         .args(["--log-format", "json", "--config"])
         .arg(&config)
         .env_remove("RUST_LOG")

@@ -1,5 +1,6 @@
 //! Starting `branchd` against a simulator, and reading its store.
 
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -37,6 +38,27 @@ pub fn bin(name: &str) -> PathBuf {
         path.display()
     );
     path
+}
+
+/// A [`Command`] running the workspace binary at `path`.
+///
+/// When the tests themselves run under an emulator (`scripts/cross-build.sh` runs the
+/// aarch64 and armv7 test binaries under qemu-user), the binaries they start are
+/// foreign too and, without binfmt_misc, need the same emulator: the environment
+/// variable `BRANCHLINE_TEST_RUNNER` then holds its command line, words separated by
+/// spaces (`qemu-aarch64 -L /usr/aarch64-linux-gnu -E LD_LIBRARY_PATH=...`), and is put
+/// in front of `path`. Unset or empty: `path` runs directly.
+pub fn command(path: impl AsRef<OsStr>) -> Command {
+    let runner = std::env::var("BRANCHLINE_TEST_RUNNER").unwrap_or_default();
+    let mut words = runner.split_whitespace();
+    match words.next() {
+        Some(emulator) => {
+            let mut cmd = Command::new(emulator);
+            cmd.args(words).arg(path);
+            cmd
+        }
+        None => Command::new(path),
+    }
 }
 
 /// The standard test dial plan: 101-104 on FXS 1-4, PSTN lines on FXO 5 and 6.
@@ -111,7 +133,7 @@ impl Gateway {
         );
         let config_path = dir.path().join("branchd.toml");
         std::fs::write(&config_path, config).expect("write config");
-        let mut child = Command::new(bin("branchd"))
+        let mut child = command(bin("branchd"))
             .arg("--config")
             .arg(&config_path)
             .env_remove("RUST_LOG")

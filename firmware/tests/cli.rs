@@ -4,6 +4,22 @@
 use std::path::PathBuf;
 use std::process::Command;
 
+/// A command running the binary at `path`; under the emulator named by
+/// `BRANCHLINE_TEST_RUNNER` when the tests run under one (cross builds under qemu-user,
+/// see `scripts/cross-build.sh` and `command` in `tests/harness.rs`).
+fn command(path: &str) -> Command {
+    let runner = std::env::var("BRANCHLINE_TEST_RUNNER").unwrap_or_default();
+    let mut words = runner.split_whitespace();
+    match words.next() {
+        Some(emulator) => {
+            let mut cmd = Command::new(emulator);
+            cmd.args(words).arg(path);
+            cmd
+        }
+        None => Command::new(path),
+    }
+}
+
 fn data(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/data")
@@ -12,7 +28,7 @@ fn data(name: &str) -> PathBuf {
 
 /// Runs `branchd --check-config` (or without it) and returns (exit code, stdout, stderr).
 fn branchd(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_branchd"))
+    let out = command(env!("CARGO_BIN_EXE_branchd"))
         .args(args)
         .env_remove("RUST_LOG")
         .output()

@@ -714,7 +714,18 @@ fn cli_keygen_build_verify_install_boot() {
     let dir = tempfile::tempdir().expect("tmp");
     let d = dir.path();
     let run = |args: &[&str], epoch: Option<&str>| {
-        let mut c = Command::new(exe);
+        // Under scripts/cross-build.sh the binary is foreign too: run it through the
+        // same emulator as this test (BRANCHLINE_TEST_RUNNER, see tests/harness.rs).
+        let runner = std::env::var("BRANCHLINE_TEST_RUNNER").unwrap_or_default();
+        let mut words = runner.split_whitespace();
+        let mut c = match words.next() {
+            Some(emulator) => {
+                let mut c = Command::new(emulator);
+                c.args(words).arg(exe);
+                c
+            }
+            None => Command::new(exe),
+        };
         c.args(args).env_remove("SOURCE_DATE_EPOCH");
         if let Some(e) = epoch {
             c.env("SOURCE_DATE_EPOCH", e);

@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# Cross build for the box without docker, following ../shared/cross.md:
+#
+#   scripts/cross-build.sh TARGET [--no-test]
+#
+# TARGET is aarch64-unknown-linux-gnu or armv7-unknown-linux-gnueabihf. Installs what the
+# build needs if it is missing (Debian's rustc-web with its arm64 std or rust-web-src, the
+# gcc cross linker, qemu-user), builds the release binaries (the box's release profile)
+# into target/cross/TARGET/release, then runs the workspace's unit, integration, end-to-end
+# and doc tests under qemu-user, with the runner from .cargo/config.toml. armv7 builds its
+# std from source (RUSTC_BOOTSTRAP=1 -Zbuild-std), as Debian's armhf std cannot be
+# installed here. CI runs aarch64; armv7 is run by hand.
+#
+# Environment: CROSS_TEST_TIMEOUT (seconds, default 3600) bounds the whole qemu test
+# run; CARGO_TARGET_DIR defaults to target/cross so that the host build, made with
+# rustup's rustc, is not invalidated by Debian's.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+usage() { echo "usage: $0 aarch64-unknown-linux-gnu|armv7-unknown-linux-gnueabihf [--no-test]" >&2; exit 2; }
+[ $# -ge 1 ] || usage
+TARGET=$1
+shift
+RUN_TESTS=1
+for arg in "$@"; do
+    case "$arg" in
+        --no-test) RUN_TESTS=0 ;;
+        *) usage ;;
+    esac
+done
+
+step() { printf '\n=== cross %s: %s (%s)\n' "$TARGET" "$1" "$(date -u +%H:%M:%S)"; }
+
+case "$TARGET" in
+    aarch64-unknown-linux-gnu)
+        SYSROOT=/usr/aarch64-linux-gnu
+        QEMU=qemu-aarch64
+        CC_CROSS=aarch64-linux-gnu-gcc
+        PACKAGES=(rustc-web libstd-rust-web-dev:arm64 gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user)
+        BUILD_STD=()
+        ;;
+    armv7-unknown-linux-gnueabihf)
+        SYSROOT=/usr/arm-linux-gnueabihf
+        QEMU=qemu-arm
+        CC_CROSS=arm-linux-gnueabihf-gcc
+        PACKAGES=(rustc-web rust-web-src gcc-arm-linux-gnueabihf libc6-dev-armhf-cross qemu-user)
+        # Debian's armhf std needs the armhf architecture, whose index is broken here:
+        # build std from rust-web-src instead.
+        BUILD_STD=(-Zbuild-std=std,panic_abort)
+        export RUSTC_BOOTSTRAP=1
+        ;;
+    *) usage ;;
+esac
+
+step "install packages"
+missing=()
+for p in "${PACKAGES[@]}"; do
+    if [ "$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null)" != installed ]; then
+        missing+=("$p")
+    fi
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "installing: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    SUDO=""
+    if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+    # arm64 only: never add armhf (its security index is broken; apt-get update would
+    # then fail for every architecture).
+    if [ "$TARGET" = aarch64-unknown-linux-gnu ] \
+        && ! dpkg --print-foreign-architectures | grep -qx arm64; then
+        $SUDO dpkg --add-architecture arm64
+    fi
+    $SUDO apt-get update -qq
+    $SUDO apt-get install -y -qq --no-install-recommends -o DPkg::Lock::Timeout=600 \
+        "${missing[@]}" >/dev/null
+else
+    echo "all present: ${PACKAGES[*]}"
+fi
+
+# Debian's rustc 1.96 with the target's std; rustup's cargo (1.95) drives it. RUSTDOC
+# too, or the doctests fail with E0463 (no std for the target).
+export RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target/cross}
+# The runner in .cargo/config.toml runs the test binaries; the binaries those tests start
+# (branchd, branch-sim) are foreign too and, without binfmt_misc, need the same runner:
+# tests/harness.rs puts BRANCHLINE_TEST_RUNNER in front of them. The -E LD_LIBRARY_PATH
+# keeps the loader and libc from one glibc build (else tokio can spin under qemu).
+export BRANCHLINE_TEST_RUNNER="$QEMU -L $SYSROOT -E LD_LIBRARY_PATH=$SYSROOT/lib"
+# qemu-user 7.2 does not emulate the termios2 ioctls that serialport uses to set the
+# UART speed (every serial open fails with ENOSYS, even on the simulator's pty): preload
+# a test-only shim into the emulated programs that maps them to TCGETS/TCSETS. See
+# scripts/qemu-termios2-shim.c; QEMU_SET_ENV reaches every qemu the tests start.
+SHIM="$(realpath -m "$CARGO_TARGET_DIR")/$TARGET/qemu-termios2-shim.so"
+mkdir -p "$(dirname "$SHIM")"
+"$CC_CROSS" -O2 -shared -fPIC -Wall -Wextra -Werror -o "$SHIM" scripts/qemu-termios2-shim.c
+export QEMU_SET_ENV="LD_PRELOAD=$SHIM"
+"$RUSTC" --version
+
+step "release build"
+start=$SECONDS
+cargo build --release --workspace --bins --locked --target "$TARGET" "${BUILD_STD[@]}"
+echo "release build: $((SECONDS - start)) s"
+ls -l "$CARGO_TARGET_DIR/$TARGET/release/branchd" "$CARGO_TARGET_DIR/$TARGET/release/branch-sim"
+timeout 60 $BRANCHLINE_TEST_RUNNER "$CARGO_TARGET_DIR/$TARGET/release/branchd" --version
+
+if [ "$RUN_TESTS" = 1 ]; then
+    step "tests under qemu-user"
+    start=$SECONDS
+    # Build first (no timeout: a cold build takes minutes), then bound the qemu run.
+    cargo test --workspace --locked --target "$TARGET" "${BUILD_STD[@]}" --no-run
+    echo "test build: $((SECONDS - start)) s"
+    start=$SECONDS
+    timeout --kill-after=30 "${CROSS_TEST_TIMEOUT:-3600}" \
+        cargo test --workspace --locked --no-fail-fast --target "$TARGET" "${BUILD_STD[@]}"
+    echo "tests under qemu: $((SECONDS - start)) s"
+fi
+
+step "done"
