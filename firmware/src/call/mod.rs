@@ -728,21 +728,8 @@ impl CallControl {
         digits: String,
     ) {
         let target = self.settings.extensions[ext].port;
-        let key = self.new_call(Call {
-            id: String::new(),
-            direction: Direction::Internal,
-            caller: Party::Fxs(port),
-            caller_number: self.port_number(port),
-            caller_name: self.port_name(port),
-            callee: None,
-            callee_number: digits,
-            ringing: Vec::new(),
-            phase: CallPhase::Alerting,
-            started,
-            answered: None,
-            deadline: None,
-            last_ring: None,
-        });
+        let call = self.call_from_port(port, started, Direction::Internal, digits);
+        let key = self.new_call(call);
         self.set_fxs(port, Fxs::Caller(key));
         if target == port || !self.offer(now, key, target) {
             self.reject_busy(now, key, port);
@@ -827,19 +814,9 @@ impl CallControl {
             return;
         };
         let key = self.new_call(Call {
-            id: String::new(),
-            direction: Direction::Outbound,
-            caller: Party::Fxs(port),
-            caller_number: self.port_number(port),
-            caller_name: self.port_name(port),
             callee: Some(Party::Fxo(line)),
-            callee_number: number,
-            ringing: Vec::new(),
             phase: CallPhase::Proceeding,
-            started,
-            answered: None,
-            deadline: None,
-            last_ring: None,
+            ..self.call_from_port(port, started, Direction::Outbound, number)
         });
         if let Some(f) = self.fxo.get_mut(&line) {
             f.call = Some(key);
@@ -1042,6 +1019,32 @@ impl CallControl {
 
     // ----- calls -----
 
+    /// A call placed from FXS `port`, alerting, not yet offered to anyone (no id yet:
+    /// [`CallControl::new_call`] assigns it).
+    fn call_from_port(
+        &self,
+        port: u8,
+        started: Instant,
+        direction: Direction,
+        callee_number: String,
+    ) -> Call {
+        Call {
+            id: String::new(),
+            direction,
+            caller: Party::Fxs(port),
+            caller_number: self.port_number(port),
+            caller_name: self.port_name(port),
+            callee: None,
+            callee_number,
+            ringing: Vec::new(),
+            phase: CallPhase::Alerting,
+            started,
+            answered: None,
+            deadline: None,
+            last_ring: None,
+        }
+    }
+
     fn new_call(&mut self, mut call: Call) -> CallKey {
         let key = self.next_call;
         self.next_call += 1;
@@ -1205,22 +1208,12 @@ impl CallControl {
         direction: Direction,
         disposition: Disposition,
     ) {
+        // A call that never got anywhere: it only needs an id and its record.
         let key = self.next_call;
         self.next_call += 1;
         let call = Call {
             id: format!("{}-{}", self.settings.call_id_prefix, key),
-            direction,
-            caller: Party::Fxs(port),
-            caller_number: self.port_number(port),
-            caller_name: self.port_name(port),
-            callee: None,
-            callee_number: digits,
-            ringing: Vec::new(),
-            phase: CallPhase::Alerting,
-            started,
-            answered: None,
-            deadline: None,
-            last_ring: None,
+            ..self.call_from_port(port, started, direction, digits)
         };
         self.emit_cdr(now, &call, disposition, HangupSide::System);
     }
