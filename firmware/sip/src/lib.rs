@@ -1,0 +1,20 @@
+//! SIP for `branchd` (issue 3).
+//!
+//! # Modules
+//!
+//! - [`message`]: bytes to [`rsip::SipMessage`] and back, with the checks rsip lacks
+//!   (size and header limits, mandatory headers, Content-Length, CSeq/method
+//!   agreement); the only way untrusted bytes become a message.
+//! - [`digest`]: HTTP digest authentication (RFC 7616 / RFC 8760: MD5 and SHA-256,
+//!   `qop=auth`) for the registrar (server side: nonces, expiry, replay) and the trunk
+//!   (client side).
+//! - [`transaction`]: RFC 3261 client and server transactions (INVITE and non-INVITE,
+//!   timers A-K), sans-IO.
+//! - [`dialog`]: dialogs over transactions: route sets, CSeq, re-INVITE, UPDATE,
+//!   PRACK, crossed BYEs (RFC 5407), sans-IO.
+#![forbid(unsafe_code)]
+
+pub mod dialog;
+pub mod digest;
+pub mod message;
+pub mod transaction;

@@ -1,0 +1,2 @@
+//! Sync between a Branchline box and HQ.
+#![forbid(unsafe_code)]
