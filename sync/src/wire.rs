@@ -1,0 +1,583 @@
+//! The sync wire protocol, version 1: every type that crosses the WAN between a box and
+//! `branch-hq`, with serde.
+//!
+//! # Transport and identity
+//!
+//! HTTPS (rustls) with mutual TLS. The box presents its device certificate; HQ takes
+//! the box's identity from that certificate (subject CN = box id) and the box's site
+//! from its own `boxes` table, never from a request body. A body that names another box
+//! ([`UpBatch::box_id`]) is refused. Request and response bodies are JSON; request
+//! bodies of [`UP_PATH`] are gzip-compressed (`Content-Encoding: gzip`) and HQ refuses
+//! a body that inflates beyond [`MAX_UP_BODY_INFLATED`].
+//!
+//! # Up: the outbox (box -> HQ)
+//!
+//! `POST` [`UP_PATH`] with an [`UpBatch`]: consecutive outbox rows of one store
+//! incarnation ([`UpBatch::epoch`]; a factory reset starts a new epoch, so its seqs
+//! cannot collide with the old ones). HQ validates the whole batch first (a malformed
+//! batch is refused whole with an [`ErrorBody`] and nothing is written), upserts each
+//! record idempotently by `(box, epoch, seq)`, and answers an [`UpAck`] with the
+//! highest contiguous seq it holds for that box and epoch. The box trims its outbox up
+//! to [`UpAck::acked_seq`] and nothing beyond, so at-least-once on the wire becomes
+//! exactly-once in HQ's tables.
+//!
+//! # Down: the change feed (HQ -> box)
+//!
+//! `GET` [`DOWN_PATH`]`?since=REV&wait_ms=MS&limit=N` long-polls the box's site feed
+//! for changes after revision `since`. HQ answers a [`DownResponse::Page`] (possibly
+//! empty after `wait_ms`), or a [`DownResponse::Snapshot`] when `since` is older than
+//! the oldest revision HQ still keeps for the site (or `since=0`). The box applies a
+//! page or snapshot in one SQLite transaction and stores the new cursor in the same
+//! transaction.
+//!
+//! # Offline edits and conflicts
+//!
+//! A change made on the box goes up as an outbox record of kind
+//! [`RecordKind::UserChange`] (or role/group) carrying the HQ revision it was based on
+//! (`base_revision`, 0 for a row created on the box). HQ applies it when its row's
+//! revision still equals `base_revision` (the change then enters the site feed with a
+//! new revision, so the box learns the revision through the feed) and otherwise
+//! rejects it: the rejection is listed in [`UpAck::conflicts`] with HQ's current row,
+//! which the box takes, writing the conflict to its audit log. Either way the record
+//! counts as received (it is acknowledged; it is never re-sent).
+//!
+//! # Recording files
+//!
+//! File metadata goes up in the outbox (kind [`RecordKind::Recording`], with the
+//! file's sha256 and size) before the file. Which files HQ wants is its policy
+//! ([`FilePolicy`], in every [`UpAck`]). The file itself goes in chunks:
+//! `GET` [`FILES_PATH`]`/{sha256}` answers a [`FileStatus`] (how many bytes HQ holds),
+//! and `PUT` [`FILES_PATH`]`/{sha256}?offset=N` appends one chunk at exactly that
+//! offset; HQ verifies the sha256 when the last byte arrives and keeps the file only
+//! if it matches.
+//!
+//! # Versioning
+//!
+//! [`PROTOCOL_VERSION`] is in every request body and every response; HQ refuses a
+//! version it does not speak with [`ErrorCode::UnsupportedVersion`]. New record kinds
+//! or entity kinds need a new protocol version.
+
+use serde::{Deserialize, Serialize};
+
+/// The protocol version this crate speaks.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// Outbox upload: `POST`, body [`UpBatch`] (gzip), answer [`UpAck`].
+pub const UP_PATH: &str = "/sync/v1/up";
+/// Change feed: `GET ?since=REV&wait_ms=MS&limit=N`, answer [`DownResponse`].
+pub const DOWN_PATH: &str = "/sync/v1/down";
+/// Recording files: `GET {FILES_PATH}/{sha256}` -> [`FileStatus`];
+/// `PUT {FILES_PATH}/{sha256}?offset=N` with a chunk as the body -> [`FileStatus`].
+pub const FILES_PATH: &str = "/sync/v1/files";
+
+/// Most records in one [`UpBatch`].
+pub const MAX_BATCH_RECORDS: usize = 2000;
+/// Most bytes of one [`UpBatch`] as JSON before compression.
+pub const MAX_UP_BODY_INFLATED: usize = 4 * 1024 * 1024;
+/// Most bytes HQ accepts in one file chunk.
+pub const MAX_FILE_CHUNK: usize = 1024 * 1024;
+/// Longest long-poll HQ honours; a longer `wait_ms` is clamped to this.
+pub const MAX_WAIT_MS: u64 = 60_000;
+/// Most changes in one [`DownResponse::Page`]; a larger `limit` is clamped to this.
+pub const MAX_PAGE_CHANGES: usize = 1000;
+
+/// A batch of consecutive outbox rows from one box.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpBatch {
+    /// [`PROTOCOL_VERSION`] of the sender.
+    pub version: u16,
+    /// The sending box; must equal the CN of its client certificate.
+    pub box_id: String,
+    /// The store incarnation the seqs belong to (random, made when the store is
+    /// created; a factory reset makes a new one).
+    pub epoch: String,
+    /// The box's firmware version, for HQ's box-health view.
+    pub firmware_version: String,
+    /// Rows still in the box's outbox after this batch (backlog, for box health).
+    pub backlog: u64,
+    /// Creation time of the oldest row still in the outbox, ms since the Unix epoch.
+    pub oldest_pending_ms: Option<i64>,
+    /// The rows, in strictly increasing seq order, at most [`MAX_BATCH_RECORDS`].
+    /// May be empty (a heartbeat that only reports health).
+    pub records: Vec<UpRecord>,
+}
+
+/// One outbox row.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpRecord {
+    /// Per-box (per-epoch) sequence number, from 1, never reused.
+    pub seq: i64,
+    /// What the payload is.
+    pub kind: RecordKind,
+    /// The record's natural key on the box (a CDR's call id, an audit row's id, a
+    /// username, ...).
+    pub key: String,
+    /// When the row was written on the box, ms since the Unix epoch.
+    pub created_at_ms: i64,
+    /// The record itself; its shape depends on [`UpRecord::kind`].
+    pub payload: serde_json::Value,
+}
+
+/// Kinds of outbox rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecordKind {
+    /// A call detail record (one per call leg).
+    Cdr,
+    /// A row of the box's hash-chained audit log.
+    Audit,
+    /// A user created, updated or deleted on the box: [`EntityEdit`] of a [`User`].
+    UserChange,
+    /// A role created, updated or deleted on the box: [`EntityEdit`] of a [`Role`].
+    RoleChange,
+    /// A group created, updated or deleted on the box: [`EntityEdit`] of a [`Group`].
+    GroupChange,
+    /// Metadata of a call recording: [`RecordingMeta`].
+    Recording,
+    /// An agent state transition (call center).
+    AgentState,
+    /// A post-call survey score (call center).
+    Survey,
+}
+
+impl RecordKind {
+    /// The name used on the wire and in the box's `outbox.kind` column.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Cdr => "cdr",
+            Self::Audit => "audit",
+            Self::UserChange => "user_change",
+            Self::RoleChange => "role_change",
+            Self::GroupChange => "group_change",
+            Self::Recording => "recording",
+            Self::AgentState => "agent_state",
+            Self::Survey => "survey",
+        }
+    }
+
+    /// The kind named `name` (as in the outbox `kind` column), if any.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Some(match name {
+            "cdr" => Self::Cdr,
+            "audit" => Self::Audit,
+            "user_change" => Self::UserChange,
+            "role_change" => Self::RoleChange,
+            "group_change" => Self::GroupChange,
+            "recording" => Self::Recording,
+            "agent_state" => Self::AgentState,
+            "survey" => Self::Survey,
+            _ => return None,
+        })
+    }
+}
+
+/// HQ's answer to an [`UpBatch`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpAck {
+    /// [`PROTOCOL_VERSION`] of HQ.
+    pub version: u16,
+    /// The highest seq such that HQ holds every seq from 1 to it for this box and
+    /// epoch (0: none). The box may trim its outbox up to here, never beyond.
+    pub acked_seq: i64,
+    /// Offline edits in this batch that HQ rejected, with HQ's current rows.
+    pub conflicts: Vec<Conflict>,
+    /// Which recording files HQ wants uploaded.
+    pub file_policy: FilePolicy,
+}
+
+/// An offline edit HQ rejected because its row changed since the edit's base revision.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Conflict {
+    /// The seq of the rejected outbox record.
+    pub seq: i64,
+    /// What was edited.
+    pub entity: EntityKind,
+    /// The edited row's key (username, role name, group name).
+    pub key: String,
+    /// The revision the box's edit was based on.
+    pub base_revision: i64,
+    /// HQ's current row (`None`: HQ deleted it), which the box takes.
+    pub current: Option<Change>,
+    /// Why, in words, for the audit log.
+    pub reason: String,
+}
+
+/// HQ's policy for recording files.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "mode", rename_all = "snake_case")]
+pub enum FilePolicy {
+    /// Upload every recording after its metadata.
+    All,
+    /// Upload none.
+    None,
+    /// Upload only these (sha256, lowercase hex), e.g. those an operator asked for.
+    OnDemand {
+        /// The wanted files.
+        wanted: Vec<String>,
+    },
+}
+
+/// Metadata of one recording, the payload of a [`RecordKind::Recording`] record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordingMeta {
+    /// The call leg recorded.
+    pub call_id: String,
+    /// sha256 of the file, lowercase hex.
+    pub sha256: String,
+    /// File size in bytes.
+    pub size: u64,
+    /// Recording start, ms since the Unix epoch.
+    pub started_at_ms: i64,
+    /// Length in ms.
+    pub duration_ms: i64,
+    /// Container/codec, e.g. `"wav/pcm16/stereo"`.
+    pub format: String,
+}
+
+/// What HQ holds of a file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileStatus {
+    /// sha256 of the file, lowercase hex.
+    pub sha256: String,
+    /// Bytes received so far (the offset of the next chunk).
+    pub received: u64,
+    /// Whether the whole file arrived and its sha256 matched.
+    pub complete: bool,
+}
+
+/// Query of [`DOWN_PATH`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DownQuery {
+    /// The box's cursor: the last revision it applied (0: never synced).
+    pub since: i64,
+    /// How long HQ may hold the request open when there is nothing new (clamped to
+    /// [`MAX_WAIT_MS`]).
+    #[serde(default)]
+    pub wait_ms: u64,
+    /// Most changes wanted (clamped to [`MAX_PAGE_CHANGES`]).
+    #[serde(default = "default_limit")]
+    pub limit: usize,
+}
+
+fn default_limit() -> usize {
+    MAX_PAGE_CHANGES
+}
+
+/// HQ's answer on [`DOWN_PATH`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum DownResponse {
+    /// Changes after `since`, in revision order.
+    Page {
+        /// [`PROTOCOL_VERSION`] of HQ.
+        version: u16,
+        /// The changes, each with its revision, ascending. Empty when nothing changed
+        /// within `wait_ms`.
+        changes: Vec<Change>,
+        /// The cursor to store after applying this page (the last change's revision,
+        /// or `since` when empty).
+        cursor: i64,
+        /// Whether more changes are waiting (ask again at once).
+        more: bool,
+    },
+    /// The site's full state at revision `cursor`: replace everything HQ masters.
+    Snapshot {
+        /// [`PROTOCOL_VERSION`] of HQ.
+        version: u16,
+        /// Every live row of the site (upserts only).
+        rows: Vec<Change>,
+        /// The cursor to store after applying the snapshot.
+        cursor: i64,
+    },
+}
+
+/// One change in a site's feed: an entity upserted or deleted at a revision.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Change {
+    /// The feed revision of this change (monotonic per HQ, gap-free not promised).
+    pub revision: i64,
+    /// What changed.
+    pub entity: EntityKind,
+    /// The row's key within its kind (username, role name, extension number, ...).
+    pub key: String,
+    /// The new row; `None` deletes it.
+    pub row: Option<Entity>,
+}
+
+/// Kinds of rows HQ masters and syncs down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EntityKind {
+    /// [`User`].
+    User,
+    /// [`Role`].
+    Role,
+    /// [`Group`].
+    Group,
+    /// [`Extension`].
+    Extension,
+    /// [`Queue`].
+    Queue,
+    /// [`Contact`].
+    Contact,
+    /// [`BlacklistEntry`].
+    Blacklist,
+    /// [`DialRoute`].
+    DialRoute,
+}
+
+/// A row HQ masters, tagged by its kind.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Entity {
+    /// A user.
+    User(User),
+    /// A role.
+    Role(Role),
+    /// A group.
+    Group(Group),
+    /// An extension.
+    Extension(Extension),
+    /// A call queue.
+    Queue(Queue),
+    /// A customer contact.
+    Contact(Contact),
+    /// A blacklisted number or prefix.
+    Blacklist(BlacklistEntry),
+    /// An outside-line route.
+    DialRoute(DialRoute),
+}
+
+impl Entity {
+    /// The kind of this row.
+    pub fn kind(&self) -> EntityKind {
+        match self {
+            Self::User(_) => EntityKind::User,
+            Self::Role(_) => EntityKind::Role,
+            Self::Group(_) => EntityKind::Group,
+            Self::Extension(_) => EntityKind::Extension,
+            Self::Queue(_) => EntityKind::Queue,
+            Self::Contact(_) => EntityKind::Contact,
+            Self::Blacklist(_) => EntityKind::Blacklist,
+            Self::DialRoute(_) => EntityKind::DialRoute,
+        }
+    }
+
+    /// The key of this row within its kind.
+    pub fn key(&self) -> &str {
+        match self {
+            Self::User(u) => &u.username,
+            Self::Role(r) => &r.name,
+            Self::Group(g) => &g.name,
+            Self::Extension(e) => &e.number,
+            Self::Queue(q) => &q.number,
+            Self::Contact(c) => &c.id,
+            Self::Blacklist(b) => &b.pattern,
+            Self::DialRoute(d) => &d.name,
+        }
+    }
+}
+
+/// A user as HQ masters it. Password and PIN travel as argon2id PHC strings, never
+/// in clear.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct User {
+    /// Login name (the key).
+    pub username: String,
+    /// Display name.
+    pub display_name: String,
+    /// argon2id PHC string of the password.
+    pub password_hash: String,
+    /// argon2id PHC string of the agent PIN, if any.
+    pub pin_hash: Option<String>,
+    /// Call-center agent ID, if any.
+    pub agent_id: Option<String>,
+    /// Extension number, if any.
+    pub extension: Option<String>,
+    /// Whether the account may log in.
+    pub enabled: bool,
+    /// Whether the next login must change the password.
+    pub must_change_password: bool,
+    /// Role names.
+    pub roles: Vec<String>,
+    /// Group memberships.
+    pub groups: Vec<GroupMembership>,
+}
+
+/// A user's membership of a group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupMembership {
+    /// Group name.
+    pub group: String,
+    /// Whether the user administers the group (supervisor of a team).
+    pub admin: bool,
+}
+
+/// A role: a named set of permissions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Role {
+    /// Role name (the key).
+    pub name: String,
+    /// What the role is for.
+    pub description: String,
+    /// Grants, as `(resource, action, scope)` names (see the firmware's RBAC module).
+    pub permissions: Vec<Permission>,
+}
+
+/// One grant of a role.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Permission {
+    /// Resource name, e.g. `"users"`.
+    pub resource: String,
+    /// Action name, e.g. `"edit"`.
+    pub action: String,
+    /// Scope name: `own`, `group`, `site` or `all`.
+    pub scope: String,
+}
+
+/// A group of users.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Group {
+    /// Group name (the key).
+    pub name: String,
+    /// What the group is.
+    pub description: String,
+}
+
+/// An extension in the site's dial plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Extension {
+    /// Extension number (the key).
+    pub number: String,
+    /// Display name.
+    pub name: String,
+    /// FXS port that rings for it, if analog.
+    pub port: Option<u8>,
+    /// Whether call waiting is on.
+    pub call_waiting: bool,
+}
+
+/// A call queue (its behaviour is the call center's; the fields here are what HQ
+/// masters).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Queue {
+    /// Queue number in the dial plan (the key).
+    pub number: String,
+    /// Display name.
+    pub name: String,
+    /// Distribution strategy name, e.g. `"longest_idle"`.
+    pub strategy: String,
+    /// Longest wait in seconds before overflow.
+    pub max_wait_s: u32,
+    /// Where callers go after `max_wait_s` (a number), if anywhere.
+    pub overflow: Option<String>,
+    /// Agent usernames that may log in to the queue.
+    pub agents: Vec<String>,
+}
+
+/// A customer contact.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Contact {
+    /// HQ's id for the contact (the key).
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// Phone numbers.
+    pub numbers: Vec<String>,
+}
+
+/// A blacklisted caller number or prefix.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlacklistEntry {
+    /// Number, or prefix ending in `*` (the key).
+    pub pattern: String,
+    /// Why, for operators.
+    pub reason: String,
+}
+
+/// An outside-line route in the dial plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DialRoute {
+    /// Route name (the key).
+    pub name: String,
+    /// Dialled-number prefix the route matches.
+    pub prefix: String,
+    /// Trunks in order of preference: `"sip"` or `"fxo"`.
+    pub via: Vec<String>,
+    /// Permission needed to dial it (e.g. international), if any.
+    pub needs_permission: Option<String>,
+}
+
+/// The payload of a [`RecordKind::UserChange`], [`RecordKind::RoleChange`] or
+/// [`RecordKind::GroupChange`] record: an edit made on the box.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EntityEdit {
+    /// What the edit did.
+    pub op: EditOp,
+    /// The HQ revision the edited row was based on (0: created on the box).
+    pub base_revision: i64,
+    /// The row after the edit (for a delete: the row as it was).
+    pub row: Entity,
+}
+
+/// The operation of an [`EntityEdit`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EditOp {
+    /// A new row.
+    Create,
+    /// A changed row.
+    Update,
+    /// A removed row.
+    Delete,
+}
+
+/// The body of every error answer from HQ (with a 4xx/5xx status).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorBody {
+    /// Machine-readable reason.
+    pub code: ErrorCode,
+    /// What was wrong, for a person: which record, which field.
+    pub message: String,
+}
+
+/// Machine-readable reasons of [`ErrorBody`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The protocol version is not one HQ speaks.
+    UnsupportedVersion,
+    /// The body is not valid (bad JSON, bad gzip, a record out of order, a payload of
+    /// the wrong shape): nothing was applied.
+    MalformedBatch,
+    /// The body is larger than HQ accepts.
+    TooLarge,
+    /// The client certificate does not name a box HQ knows, or the body names a
+    /// different box.
+    UnknownBox,
+    /// The box tried to write something that is not its site's.
+    Forbidden,
+    /// A file chunk at the wrong offset, or a file whose sha256 did not match.
+    BadChunk,
+    /// HQ could not do it now (database down); retry later.
+    Unavailable,
+}
