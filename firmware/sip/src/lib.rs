@@ -12,9 +12,13 @@
 //!   timers A-K), sans-IO.
 //! - [`dialog`]: dialogs over transactions: route sets, CSeq, re-INVITE, UPDATE,
 //!   PRACK, crossed BYEs (RFC 5407), sans-IO.
+//! - [`transport`]: the IO edge: UDP, TCP and TLS listeners and connections (tokio,
+//!   rustls), rport (RFC 3581), keepalives, size limits; bytes in and out with their
+//!   peer addresses.
 #![forbid(unsafe_code)]
 
 pub mod dialog;
 pub mod digest;
 pub mod message;
 pub mod transaction;
+pub mod transport;
