@@ -12,6 +12,12 @@
 //!   timers A-K), sans-IO.
 //! - [`dialog`]: dialogs over transactions: route sets, CSeq, re-INVITE, UPDATE,
 //!   PRACK, crossed BYEs (RFC 5407), sans-IO.
+//! - [`registrar`]: the registrar for local SIP phones (bindings, expiry, digest
+//!   challenge), sans-IO.
+//! - [`trunk`]: registration to the SIP trunk (refresh, backoff, failover across
+//!   servers, RFC 3263 resolution), sans-IO.
+//! - [`guard`]: abuse protection: failed-auth throttling and bans per source, scanner
+//!   user agents, per-source transaction/dialog limits, toll restrictions.
 //! - [`transport`]: the IO edge: UDP, TCP and TLS listeners and connections (tokio,
 //!   rustls), rport (RFC 3581), keepalives, size limits; bytes in and out with their
 //!   peer addresses.
@@ -20,5 +26,8 @@
 pub mod dialog;
 pub mod digest;
 pub mod message;
+pub mod guard;
+pub mod registrar;
 pub mod transaction;
+pub mod trunk;
 pub mod transport;

@@ -1,0 +1,1 @@
+//! See the crate docs (module under construction for issue 3).
