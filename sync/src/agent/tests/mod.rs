@@ -1,0 +1,3 @@
+//! Tests of the box-side sync cores.
+
+mod codec;
