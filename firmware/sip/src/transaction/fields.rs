@@ -1,0 +1,298 @@
+//! Reading the few header fields the transaction and dialog layers need out of an
+//! [`rsip`] message, and building the messages RFC 3261 makes a transaction layer
+//! produce itself (responses, the ACK for a non-2xx final response, CANCEL).
+//!
+//! Every reader returns an [`Error`] instead of panicking: a message missing a header or
+//! carrying one rsip cannot read is refused and changes nothing.
+
+use rsip::headers::{ToTypedHeader, UntypedHeader};
+use rsip::{Header, Headers, Method};
+
+use super::Error;
+
+/// RFC 3261 magic cookie that starts every branch of an RFC 3261 client.
+pub const MAGIC_COOKIE: &str = "z9hG4bK";
+
+/// The topmost Via of a message (the first value of the first Via header, a Via header
+/// line holding several comma-separated values is split).
+pub fn top_via(headers: &Headers) -> Result<rsip::typed::Via, Error> {
+    let via = headers
+        .iter()
+        .find_map(|h| match h {
+            Header::Via(v) => Some(v),
+            _ => None,
+        })
+        .ok_or(Error::MissingHeader { header: "Via" })?;
+    let first = first_value(via.value());
+    rsip::headers::Via::new(first)
+        .typed()
+        .map_err(|e| Error::InvalidHeader {
+            header: "Via",
+            reason: e.to_string(),
+        })
+}
+
+/// The first comma-separated value of a header line (commas inside quotes or `<>` do not
+/// split).
+fn first_value(value: &str) -> &str {
+    let mut quoted = false;
+    let mut angle = false;
+    for (i, c) in value.char_indices() {
+        match c {
+            '"' => quoted = !quoted,
+            '<' if !quoted => angle = true,
+            '>' if !quoted => angle = false,
+            ',' if !quoted && !angle => return value[..i].trim(),
+            _ => {}
+        }
+    }
+    value.trim()
+}
+
+/// The branch parameter of a Via, if any.
+pub fn branch(via: &rsip::typed::Via) -> Option<String> {
+    via.branch().map(|b| b.to_string())
+}
+
+/// The sent-by (host and optional port) of a Via, lowercased.
+pub fn sent_by(via: &rsip::typed::Via) -> String {
+    via.uri.host_with_port.to_string().to_ascii_lowercase()
+}
+
+/// The CSeq header, typed.
+pub fn cseq(headers: &Headers) -> Result<rsip::typed::CSeq, Error> {
+    headers
+        .iter()
+        .find_map(|h| match h {
+            Header::CSeq(c) => Some(c),
+            _ => None,
+        })
+        .ok_or(Error::MissingHeader { header: "CSeq" })?
+        .typed()
+        .map_err(|e| Error::InvalidHeader {
+            header: "CSeq",
+            reason: e.to_string(),
+        })
+}
+
+/// The Call-ID value.
+pub fn call_id(headers: &Headers) -> Result<String, Error> {
+    headers
+        .iter()
+        .find_map(|h| match h {
+            Header::CallId(c) => Some(c.value().trim().to_string()),
+            _ => None,
+        })
+        .filter(|v| !v.is_empty())
+        .ok_or(Error::MissingHeader { header: "Call-ID" })
+}
+
+/// The typed From header.
+pub fn from(headers: &Headers) -> Result<rsip::typed::From, Error> {
+    headers
+        .iter()
+        .find_map(|h| match h {
+            Header::From(f) => Some(f),
+            _ => None,
+        })
+        .ok_or(Error::MissingHeader { header: "From" })?
+        .typed()
+        .map_err(|e| Error::InvalidHeader {
+            header: "From",
+            reason: e.to_string(),
+        })
+}
+
+/// The typed To header.
+pub fn to(headers: &Headers) -> Result<rsip::typed::To, Error> {
+    headers
+        .iter()
+        .find_map(|h| match h {
+            Header::To(t) => Some(t),
+            _ => None,
+        })
+        .ok_or(Error::MissingHeader { header: "To" })?
+        .typed()
+        .map_err(|e| Error::InvalidHeader {
+            header: "To",
+            reason: e.to_string(),
+        })
+}
+
+/// The tag of the From header, if any.
+pub fn from_tag(headers: &Headers) -> Result<Option<String>, Error> {
+    Ok(from(headers)?.tag().map(|t| t.to_string()))
+}
+
+/// The tag of the To header, if any.
+pub fn to_tag(headers: &Headers) -> Result<Option<String>, Error> {
+    Ok(to(headers)?.tag().map(|t| t.to_string()))
+}
+
+/// The value of an extension header (rsip keeps unknown headers as `Other`), matched
+/// case-insensitively by name.
+pub fn other<'a>(headers: &'a Headers, name: &str) -> Option<&'a str> {
+    headers.iter().find_map(|h| match h {
+        Header::Other(n, v) if n.eq_ignore_ascii_case(name) => Some(v.trim()),
+        _ => None,
+    })
+}
+
+/// The SIP response for `request` per RFC 3261 8.2.6.2: Via (all, in order), From, To
+/// (with `to_tag` added when the request's To has none), Call-ID and CSeq copied;
+/// Content-Length 0 (the caller adds a body and fixes the length).
+pub fn response_for(
+    request: &rsip::Request,
+    status: rsip::StatusCode,
+    to_tag: Option<&str>,
+) -> rsip::Response {
+    let mut headers = Headers::default();
+    for h in request.headers.iter() {
+        match h {
+            Header::Via(_) | Header::From(_) | Header::CallId(_) | Header::CSeq(_) => {
+                headers.push(h.clone())
+            }
+            Header::To(t) => {
+                let mut to = t.clone();
+                if let Some(tag) = to_tag {
+                    if let Ok(typed) = t.typed() {
+                        if typed.tag().is_none() {
+                            to = typed.with_tag(rsip::param::Tag::new(tag)).into();
+                        }
+                    }
+                }
+                headers.push(Header::To(to));
+            }
+            _ => {}
+        }
+    }
+    headers.push(Header::ContentLength(rsip::headers::ContentLength::from(
+        0u32,
+    )));
+    rsip::Response {
+        status_code: status,
+        version: rsip::Version::V2,
+        headers,
+        body: Vec::new(),
+    }
+}
+
+/// The ACK for a non-2xx final response to `invite` (RFC 3261 17.1.1.3): same
+/// Request-URI, Call-ID, From and CSeq number as the INVITE, the To of the response, only
+/// the INVITE's top Via, and the INVITE's Route headers.
+pub fn ack_for_non_2xx(
+    invite: &rsip::Request,
+    response: &rsip::Response,
+) -> Result<rsip::Request, Error> {
+    let via = top_via(&invite.headers)?;
+    let seq = cseq(&invite.headers)?.seq;
+    let to = response
+        .headers
+        .iter()
+        .find(|h| matches!(h, Header::To(_)))
+        .cloned()
+        .ok_or(Error::MissingHeader { header: "To" })?;
+    let mut headers = Headers::default();
+    headers.push(Header::Via(via.into()));
+    for h in invite.headers.iter() {
+        match h {
+            Header::From(_) | Header::CallId(_) | Header::Route(_) => headers.push(h.clone()),
+            _ => {}
+        }
+    }
+    headers.push(to);
+    headers.push(Header::CSeq(
+        rsip::typed::CSeq {
+            seq,
+            method: Method::Ack,
+        }
+        .into(),
+    ));
+    headers.push(Header::MaxForwards(rsip::headers::MaxForwards::from(70u32)));
+    headers.push(Header::ContentLength(rsip::headers::ContentLength::from(
+        0u32,
+    )));
+    Ok(rsip::Request {
+        method: Method::Ack,
+        uri: invite.uri.clone(),
+        version: rsip::Version::V2,
+        headers,
+        body: Vec::new(),
+    })
+}
+
+/// The CANCEL for `invite` (RFC 3261 9.1): same Request-URI, Call-ID, To, From and CSeq
+/// number, only the INVITE's top Via (so the same branch), and the INVITE's Routes.
+pub fn cancel_for(invite: &rsip::Request) -> Result<rsip::Request, Error> {
+    let via = top_via(&invite.headers)?;
+    let seq = cseq(&invite.headers)?.seq;
+    let mut headers = Headers::default();
+    headers.push(Header::Via(via.into()));
+    for h in invite.headers.iter() {
+        match h {
+            Header::From(_) | Header::To(_) | Header::CallId(_) | Header::Route(_) => {
+                headers.push(h.clone())
+            }
+            _ => {}
+        }
+    }
+    headers.push(Header::CSeq(
+        rsip::typed::CSeq {
+            seq,
+            method: Method::Cancel,
+        }
+        .into(),
+    ));
+    headers.push(Header::MaxForwards(rsip::headers::MaxForwards::from(70u32)));
+    headers.push(Header::ContentLength(rsip::headers::ContentLength::from(
+        0u32,
+    )));
+    Ok(rsip::Request {
+        method: Method::Cancel,
+        uri: invite.uri.clone(),
+        version: rsip::Version::V2,
+        headers,
+        body: Vec::new(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_value_splits_outside_quotes_and_brackets() {
+        assert_eq!(first_value("a;b=1, c"), "a;b=1");
+        assert_eq!(first_value("\"x, y\" <sip:a@b>, z"), "\"x, y\" <sip:a@b>");
+        assert_eq!(first_value("<sip:a@b;x=1,2>;p"), "<sip:a@b;x=1,2>;p");
+        assert_eq!(first_value(" only "), "only");
+    }
+
+    #[test]
+    fn top_via_of_a_combined_line_is_its_first_value() {
+        let mut headers = Headers::default();
+        headers.push(Header::Via(rsip::headers::Via::new(
+            "SIP/2.0/UDP a.example:5060;branch=z9hG4bKone, SIP/2.0/UDP b.example;branch=z9hG4bKtwo",
+        )));
+        let via = top_via(&headers).expect("via parses");
+        assert_eq!(branch(&via).as_deref(), Some("z9hG4bKone"));
+        assert_eq!(sent_by(&via), "a.example:5060");
+    }
+
+    #[test]
+    fn missing_headers_are_errors() {
+        let headers = Headers::default();
+        assert_eq!(
+            top_via(&headers).unwrap_err(),
+            Error::MissingHeader { header: "Via" }
+        );
+        assert_eq!(
+            cseq(&headers).unwrap_err(),
+            Error::MissingHeader { header: "CSeq" }
+        );
+        assert_eq!(
+            call_id(&headers).unwrap_err(),
+            Error::MissingHeader { header: "Call-ID" }
+        );
+    }
+}
