@@ -1,0 +1,324 @@
+//! Small, allocation-free readers for the header grammars the message layer checks and
+//! the transaction layer needs (RFC 3261 25.1): comma lists, parameters, name-addr /
+//! addr-spec, Via and CSeq. They work on unfolded header values (see `scan`).
+
+use super::scan::{is_token, is_token_byte};
+
+const WSP: [char; 2] = [' ', '\t'];
+
+/// Splits `s` at `sep` bytes that are outside quoted strings and `<...>`.
+/// Returns `None` when a quoted string or angle bracket is left open.
+pub(crate) fn split_top_level(s: &str, sep: u8) -> Option<Vec<&str>> {
+    let mut parts = Vec::new();
+    let mut start = 0;
+    let mut in_quotes = false;
+    let mut in_angle = false;
+    let mut escaped = false;
+    for (i, b) in s.bytes().enumerate() {
+        if in_quotes {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_quotes = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_quotes = true,
+            b'<' if !in_angle => in_angle = true,
+            b'>' if in_angle => in_angle = false,
+            _ if b == sep && !in_angle => {
+                parts.push(s.get(start..i)?);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    if in_quotes || in_angle {
+        return None;
+    }
+    parts.push(s.get(start..)?);
+    Some(parts)
+}
+
+/// A parameter list such as `;tag=1;lr` read from the text after the first `;`.
+/// Yields `(name, value)`; errors name what is wrong.
+pub(crate) fn params(s: &str) -> Result<Vec<(&str, Option<&str>)>, &'static str> {
+    let s = s.trim_matches(WSP);
+    if s.is_empty() {
+        return Ok(Vec::new());
+    }
+    let s = s
+        .strip_prefix(';')
+        .ok_or("text after the value does not start with ';'")?;
+    let mut out = Vec::new();
+    for raw in split_top_level(s, b';').ok_or("unterminated quoted string in a parameter")? {
+        let (name, value) = match raw.split_once('=') {
+            Some((n, v)) => (n.trim_matches(WSP), Some(v.trim_matches(WSP))),
+            None => (raw.trim_matches(WSP), None),
+        };
+        if !is_token(name) {
+            return Err("empty or non-token parameter name");
+        }
+        if let Some(v) = value {
+            if v.is_empty() {
+                return Err("parameter with '=' but no value");
+            }
+            let quoted = v.len() >= 2 && v.starts_with('"') && v.ends_with('"');
+            let ipv6 = v.starts_with('[') && v.ends_with(']');
+            if !quoted && !ipv6 && !v.bytes().all(|b| is_token_byte(b) || b == b':') {
+                return Err("parameter value is neither a token nor a quoted string");
+            }
+        }
+        out.push((name, value));
+    }
+    Ok(out)
+}
+
+/// Finds parameter `name` (case-insensitive) in a list from [`params`].
+pub(crate) fn find_param<'a>(
+    list: &[(&'a str, Option<&'a str>)],
+    name: &str,
+) -> Option<Option<&'a str>> {
+    list.iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| *v)
+}
+
+/// A `name-addr` or `addr-spec` with header parameters (From, To, Contact, Route ...).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct NameAddr<'a> {
+    /// Display name as written (quotes kept), if any.
+    pub display: Option<&'a str>,
+    /// The URI text (inside `<>` when present).
+    pub uri: &'a str,
+    /// Header parameters.
+    pub params: Vec<(&'a str, Option<&'a str>)>,
+}
+
+/// End (exclusive) of the quoted string that starts at `s[0] == '"'`.
+fn quoted_string_end(s: &str) -> Option<usize> {
+    let mut escaped = false;
+    for (i, b) in s.bytes().enumerate().skip(1) {
+        if escaped {
+            escaped = false;
+        } else if b == b'\\' {
+            escaped = true;
+        } else if b == b'"' {
+            return Some(i + 1);
+        }
+    }
+    None
+}
+
+/// Reads one `name-addr` / `addr-spec` with parameters (RFC 3261 20.10, 25.1).
+pub(crate) fn name_addr(value: &str) -> Result<NameAddr<'_>, &'static str> {
+    let s = value.trim_matches(WSP);
+    if s.is_empty() {
+        return Err("empty value");
+    }
+    let (display, rest) = if s.starts_with('"') {
+        let end = quoted_string_end(s).ok_or("unterminated quoted display name")?;
+        let rest = s.get(end..).unwrap_or_default().trim_start_matches(WSP);
+        if !rest.starts_with('<') {
+            return Err("quoted display name not followed by <uri>");
+        }
+        (s.get(..end), rest)
+    } else if let Some(lt) = s.find('<') {
+        let display = s.get(..lt).unwrap_or_default().trim_matches(WSP);
+        if !display
+            .bytes()
+            .all(|b| is_token_byte(b) || b == b' ' || b == b'\t')
+        {
+            return Err("unquoted display name has characters outside token");
+        }
+        let rest = s.get(lt..).unwrap_or_default();
+        ((!display.is_empty()).then_some(display), rest)
+    } else {
+        // addr-spec: the URI ends at the first ';' (RFC 3261 20.10: parameters after an
+        // addr-spec are header parameters).
+        let (uri, params_text) = match s.find(';') {
+            Some(i) => (
+                s.get(..i).unwrap_or_default(),
+                s.get(i..).unwrap_or_default(),
+            ),
+            None => (s, ""),
+        };
+        let uri = uri.trim_matches(WSP);
+        check_uri_text(uri)?;
+        if uri.contains(['?', ',']) {
+            return Err("URI with '?' or ',' must be enclosed in <>");
+        }
+        return Ok(NameAddr {
+            display: None,
+            uri,
+            params: params(params_text)?,
+        });
+    };
+    let inner_end = rest.find('>').ok_or("'<' without '>'")?;
+    let uri = rest.get(1..inner_end).unwrap_or_default();
+    check_uri_text(uri)?;
+    let params = params(rest.get(inner_end + 1..).unwrap_or_default())?;
+    Ok(NameAddr {
+        display,
+        uri,
+        params,
+    })
+}
+
+/// A URI in a header: non-empty, a scheme, no whitespace.
+fn check_uri_text(uri: &str) -> Result<(), &'static str> {
+    if uri.is_empty() {
+        return Err("empty URI");
+    }
+    if uri.contains([' ', '\t']) {
+        return Err("whitespace inside a URI");
+    }
+    match uri.split_once(':') {
+        Some((scheme, _))
+            if !scheme.is_empty()
+                && scheme
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b)) =>
+        {
+            Ok(())
+        }
+        _ => Err("URI without a scheme"),
+    }
+}
+
+/// One `via-parm` (RFC 3261 20.42).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ViaParm<'a> {
+    /// Transport token (`UDP`, `TCP`, `TLS`, ...), as written.
+    pub transport: &'a str,
+    /// `host[:port]` as written.
+    pub sent_by: &'a str,
+    /// Via parameters.
+    pub params: Vec<(&'a str, Option<&'a str>)>,
+}
+
+/// Reads one `via-parm`: `SIP / 2.0 / transport sent-by *( ; via-params )`, with the
+/// linear whitespace RFC 3261 allows around `/`.
+pub(crate) fn via_parm(s: &str) -> Result<ViaParm<'_>, &'static str> {
+    let s = s.trim_matches(WSP);
+    let (proto_and_host, params_text) = match s.find(';') {
+        Some(i) => (
+            s.get(..i).unwrap_or_default(),
+            s.get(i..).unwrap_or_default(),
+        ),
+        None => (s, ""),
+    };
+    let mut parts = proto_and_host.splitn(3, '/');
+    let name = parts.next().unwrap_or_default().trim_matches(WSP);
+    let version = parts.next().ok_or("no protocol version")?.trim_matches(WSP);
+    let rest = parts.next().ok_or("no transport")?.trim_start_matches(WSP);
+    if !name.eq_ignore_ascii_case("SIP") || version != "2.0" {
+        return Err("sent-protocol is not SIP/2.0");
+    }
+    let split = rest.find(WSP).ok_or("no sent-by after the transport")?;
+    let transport = rest.get(..split).unwrap_or_default();
+    let sent_by = rest.get(split..).unwrap_or_default().trim_matches(WSP);
+    if !is_token(transport) {
+        return Err("transport is not a token");
+    }
+    if sent_by.is_empty() || sent_by.contains(WSP) {
+        return Err("missing or malformed sent-by");
+    }
+    Ok(ViaParm {
+        transport,
+        sent_by,
+        params: params(params_text)?,
+    })
+}
+
+/// The largest CSeq number RFC 3261 8.1.1.5 allows (it must be below 2**31).
+pub(crate) const CSEQ_MAX: u32 = (1 << 31) - 1;
+
+/// Reads a CSeq value `1*DIGIT LWS Method`.
+pub(crate) fn cseq(s: &str) -> Result<(u32, &str), &'static str> {
+    let mut it = s.split(WSP).filter(|p| !p.is_empty());
+    let num = it.next().ok_or("empty CSeq")?;
+    let method = it.next().ok_or("CSeq without a method")?;
+    if it.next().is_some() {
+        return Err("extra text after the CSeq method");
+    }
+    let n = digits_u32(num).ok_or("CSeq number is not a 32-bit decimal")?;
+    if n > CSEQ_MAX {
+        return Err("CSeq number is not below 2**31");
+    }
+    if !is_token(method) {
+        return Err("CSeq method is not a token");
+    }
+    Ok((n, method))
+}
+
+/// `1*DIGIT` that fits in a u32 (leading zeros allowed, as in `0068`).
+pub(crate) fn digits_u32(s: &str) -> Option<u32> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let trimmed = s.trim_start_matches('0');
+    if trimmed.len() > 10 {
+        return None;
+    }
+    if trimmed.is_empty() {
+        return Some(0);
+    }
+    trimmed.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn via_with_lws_everywhere() {
+        let v = via_parm("SIP / 2.0 / TCP spindle.example.com ; branch = z9hG4bK9ikj8").unwrap();
+        assert_eq!(v.transport, "TCP");
+        assert_eq!(v.sent_by, "spindle.example.com");
+        assert_eq!(find_param(&v.params, "branch"), Some(Some("z9hG4bK9ikj8")));
+    }
+
+    #[test]
+    fn via_with_empty_params_is_rejected() {
+        assert!(via_parm("SIP/2.0/UDP 192.0.2.15;;").is_err());
+        assert!(via_parm("SIP/2.0/UDP").is_err());
+        assert!(via_parm("SIP/3.0/UDP a").is_err());
+    }
+
+    #[test]
+    fn name_addr_forms() {
+        let n = name_addr("\"J Rosenberg \\\\\\\"\" <sip:jdrosen@example.com> ; tag = 98asjd8")
+            .unwrap();
+        assert_eq!(n.uri, "sip:jdrosen@example.com");
+        assert_eq!(find_param(&n.params, "tag"), Some(Some("98asjd8")));
+        let n = name_addr("sip:caller@example.net;tag=1").unwrap();
+        assert_eq!(n.uri, "sip:caller@example.net");
+        assert_eq!(find_param(&n.params, "tag"), Some(Some("1")));
+        let n = name_addr("caller<sip:caller@example.com>;tag=323").unwrap();
+        assert_eq!(n.display, Some("caller"));
+        assert!(name_addr("\"Mr. J. User <sip:j.user@example.com>").is_err());
+        assert!(name_addr("Bell, Alexander <sip:a@b>").is_err());
+        assert!(name_addr("< sip:t.watson@example.org >").is_err());
+        assert!(name_addr("sip:user@example.com?Route=%3Csip:sip.example.com%3E").is_err());
+    }
+
+    #[test]
+    fn cseq_bounds() {
+        assert_eq!(cseq("0009 INVITE"), Ok((9, "INVITE")));
+        assert!(cseq("2147483648 INVITE").is_err());
+        assert!(cseq("36893488147419103232 INVITE").is_err());
+        assert!(cseq("-1 INVITE").is_err());
+        assert!(cseq("1").is_err());
+    }
+
+    #[test]
+    fn top_level_split_respects_quotes_and_angles() {
+        let parts = split_top_level("\"a,b\" <sip:x;a=1,2>, sip:y", b',').unwrap();
+        assert_eq!(parts.len(), 2);
+        assert!(split_top_level("\"open", b',').is_none());
+    }
+}
