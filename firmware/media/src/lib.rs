@@ -1,4 +1,11 @@
-//! Media for branchd: RTP/RTCP, jitter buffer, RFC 4733 telephone-events, PLC, call quality stats
-//!
-//! (Skeleton: modules land with issue 3.)
+//! Media for branchd: RTP/RTCP, jitter buffer, RFC 4733 telephone-events, PLC, call
+//! quality statistics, and the UDP edge that relays RTP between call legs.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod error;
+pub mod jitter;
+pub mod plc;
+pub mod rtp;
+
+pub use error::{Error, Result};
