@@ -402,6 +402,44 @@ pub enum Error {
         /// The underlying IO error.
         source: std::io::Error,
     },
+
+    /// A change-feed page, a snapshot or a conflict from HQ was refused because one of
+    /// its rows is invalid; nothing of it was applied and the cursor did not move.
+    #[error(
+        "sync: {what} refused, nothing applied: revision {revision}, {entity} {key:?}: {problem}"
+    )]
+    SyncRefused {
+        /// `"page"`, `"snapshot"` or `"conflict"`.
+        what: &'static str,
+        /// The feed revision of the offending change.
+        revision: i64,
+        /// Its entity kind (`"user"`, `"role"`, ...).
+        entity: &'static str,
+        /// Its key (username, role name, ...).
+        key: String,
+        /// What is wrong with it (field and reason).
+        problem: String,
+    },
+
+    /// A certificate or key file named in `[hq]` could not be read or used.
+    #[error("{}: {what}: {problem}", path.display())]
+    SyncTlsFile {
+        /// The file.
+        path: PathBuf,
+        /// Which file (`"hq.ca_cert"`, `"hq.client_cert"`, `"hq.client_key"`).
+        what: &'static str,
+        /// What is wrong with it.
+        problem: String,
+    },
+
+    /// The HTTPS client for HQ could not be built.
+    #[error("sync: cannot build the HTTPS client for {url}: {source}")]
+    SyncClient {
+        /// HQ's base URL.
+        url: String,
+        /// The underlying error.
+        source: reqwest::Error,
+    },
 }
 
 /// Why a login was refused ([`crate::accounts::Accounts::verify_login`]).

@@ -16,7 +16,11 @@
 //! - [`audit`]: the append-only, hash-chained audit log and its verifier.
 //! - [`mask`]: masking of customers' phone numbers; the one path CDRs leave the box by.
 //! - [`api`]: the local accounts HTTP API under `/api/v1` (axum): sessions, CSRF,
-//!   users/roles/groups CRUD, CSV import/export, masked CDRs, audit, OpenAPI.
+//!   users/roles/groups CRUD, CSV import/export, masked CDRs, audit, sync status and
+//!   force, OpenAPI.
+//! - [`sync`]: the box's side of sync with HQ: applying the change feed, the agent
+//!   task (outbox up, feed down, over HTTPS with mutual TLS), the WAN monitor task,
+//!   the sync status.
 #![forbid(unsafe_code)]
 
 pub mod accounts;
@@ -30,4 +34,5 @@ pub mod error;
 pub mod mask;
 pub mod rbac;
 pub mod store;
+pub mod sync;
 pub mod tones;

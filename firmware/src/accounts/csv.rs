@@ -303,7 +303,13 @@ impl Accounts {
                 for ((_, fields), (initial, hash)) in rows.iter().zip(prepared) {
                     let id = insert_user(tx, path, fields, &hash, None, true, now_ms)?;
                     let user = get_user(tx, path, id)?;
-                    user_outbox(tx, path, "create", &user, now_ms)?;
+                    user_outbox(
+                        tx,
+                        path,
+                        branchline_sync::wire::EditOp::Create,
+                        &user,
+                        now_ms,
+                    )?;
                     out.push(initial);
                 }
                 let names: Vec<&str> = out.iter().map(|p| p.username.as_str()).collect();

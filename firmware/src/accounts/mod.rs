@@ -17,11 +17,18 @@
 //! # Sync with HQ
 //!
 //! Users, roles and groups are mastered at HQ. Every local change writes an outbox row
-//! of kind `user_change` / `role_change` / `group_change` whose payload is
-//! `{"op": "create"|"update"|"delete", "base_revision": <revision>, "<entity>": <row>}`:
+//! of kind `user_change` / `role_change` / `group_change` whose payload is a
+//! [`wire::EntityEdit`] (`{"op": "create"|"update"|"delete", "base_revision": <rev>,
+//! "row": {"kind": "user", ...}}`), so the sync agent sends rows as stored:
 //! `base_revision` is the HQ revision the row was based on (0 = created on this box),
-//! so HQ can apply it only when its row is unchanged. The user payload carries the
-//! password and PIN hashes (HQ distributes them to the site); CSV exports never do.
+//! so HQ can apply it only when its row is unchanged. The user row ([`wire::User`])
+//! carries the password and PIN hashes (HQ distributes them to the site); CSV exports
+//! never do. Group memberships travel on the users: a group edit that changes its
+//! members also writes a user update for each user who joined or left. Rows HQ sends
+//! down are applied by [`crate::sync`] without outbox rows (no echo).
+//!
+//! Limit: renaming a role or group on the box goes up as an update keyed by the new
+//! name; HQ sees it as a change of a row it does not know.
 //!
 //! # Lockout
 //!
@@ -58,6 +65,7 @@ use crate::error::{Error, FieldProblem, LoginError, Result};
 use crate::rbac::builtin::{bump_generation, insert_permissions, INSTALLER};
 use crate::rbac::{GroupId, Permission, Resource, RoleId, Subject, UserId};
 use crate::store::{Store, StoreReader, StoreWriter};
+use branchline_sync::wire;
 
 pub use self::csv::{export_audit_entry, export_users_csv, InitialPassword, CSV_COLUMNS};
 pub use self::password::HashParams;
@@ -375,14 +383,6 @@ pub(crate) fn outbox(
     Ok(conn.last_insert_rowid())
 }
 
-fn json_payload(kind: &'static str, key: &str, value: &serde_json::Value) -> Result<String> {
-    serde_json::to_string(value).map_err(|source| Error::Json {
-        kind,
-        key: key.to_owned(),
-        source,
-    })
-}
-
 /// Runs a blocking closure (password hashing) off the async executor.
 async fn blocking<T: Send + 'static>(
     what: &'static str,
@@ -397,7 +397,7 @@ async fn blocking<T: Send + 'static>(
 // Validation
 // ---------------------------------------------------------------------------------
 
-fn username_problems(username: &str) -> Vec<FieldProblem> {
+pub(crate) fn username_problems(username: &str) -> Vec<FieldProblem> {
     let ok_chars = username
         .bytes()
         .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-'));
@@ -411,7 +411,7 @@ fn username_problems(username: &str) -> Vec<FieldProblem> {
     }
 }
 
-fn display_name_problems(name: &str) -> Vec<FieldProblem> {
+pub(crate) fn display_name_problems(name: &str) -> Vec<FieldProblem> {
     let mut out = Vec::new();
     if name.chars().count() > 64 {
         out.push(problem("display_name", "must be at most 64 characters"));
@@ -425,7 +425,7 @@ fn display_name_problems(name: &str) -> Vec<FieldProblem> {
     out
 }
 
-fn agent_id_format(agent_id: &str) -> bool {
+pub(crate) fn agent_id_format(agent_id: &str) -> bool {
     (2..=10).contains(&agent_id.len()) && agent_id.bytes().all(|b| b.is_ascii_digit())
 }
 
@@ -623,7 +623,11 @@ fn get_user(conn: &Connection, path: &Path, id: UserId) -> Result<User> {
     Ok(user)
 }
 
-fn get_user_by_name(conn: &Connection, path: &Path, username: &str) -> Result<Option<User>> {
+pub(crate) fn get_user_by_name(
+    conn: &Connection,
+    path: &Path,
+    username: &str,
+) -> Result<Option<User>> {
     let user = conn
         .query_row(
             &format!("SELECT {USER_COLUMNS} FROM users WHERE username = ?1"),
@@ -950,9 +954,10 @@ fn set_user_groups(conn: &Connection, path: &Path, id: UserId, groups: &[String]
     Ok(())
 }
 
-/// The outbox row of a user change: the row with its hashes and its base revision.
-fn user_outbox(conn: &Connection, path: &Path, op: &str, user: &User, now_ms: i64) -> Result<()> {
-    let (password_hash, pin_hash): (Option<String>, Option<String>) = conn
+/// The wire form ([`wire::User`]) of the stored user `user`, with its password and PIN
+/// hashes (read from the row, which must still exist in `conn`).
+pub(crate) fn wire_user(conn: &Connection, path: &Path, user: &User) -> Result<wire::User> {
+    let (password_hash, pin_hash): (String, Option<String>) = conn
         .query_row(
             "SELECT password_hash, pin_hash FROM users WHERE id = ?1",
             [user.id.0],
@@ -960,61 +965,146 @@ fn user_outbox(conn: &Connection, path: &Path, op: &str, user: &User, now_ms: i6
         )
         .optional()
         .map_err(sql(path, "read user hashes"))?
-        .unwrap_or((None, None));
-    let payload = serde_json::json!({
-        "op": op,
-        "base_revision": user.revision,
-        "user": user,
-        "password_hash": password_hash,
-        "pin_hash": pin_hash,
-    });
-    let key = user.username.as_str();
-    outbox(
-        conn,
-        path,
-        "user_change",
-        key,
-        &json_payload("user_change", key, &payload)?,
-        now_ms,
-    )?;
+        .ok_or_else(|| not_found("user", &user.username))?;
+    Ok(wire::User {
+        username: user.username.clone(),
+        display_name: user.display_name.clone(),
+        password_hash,
+        pin_hash,
+        agent_id: user.agent_id.clone(),
+        extension: user.extension.clone(),
+        enabled: user.enabled,
+        must_change_password: user.must_change_password,
+        roles: user.roles.clone(),
+        groups: user
+            .groups
+            .iter()
+            .map(|m| wire::GroupMembership {
+                group: m.group.clone(),
+                admin: m.is_group_admin,
+            })
+            .collect(),
+    })
+}
+
+/// The wire form ([`wire::Role`]) of a role.
+pub(crate) fn wire_role(role: &Role) -> wire::Role {
+    wire::Role {
+        name: role.name.clone(),
+        description: role.description.clone(),
+        permissions: role
+            .permissions
+            .iter()
+            .map(|p| wire::Permission {
+                resource: p.resource.as_str().to_owned(),
+                action: p.action.as_str().to_owned(),
+                scope: p.scope.as_str().to_owned(),
+            })
+            .collect(),
+    }
+}
+
+/// The wire form ([`wire::Group`]) of a group (members travel on the users).
+pub(crate) fn wire_group(group: &Group) -> wire::Group {
+    wire::Group {
+        name: group.name.clone(),
+        description: group.description.clone(),
+    }
+}
+
+/// Writes the outbox row of a local edit: a [`wire::EntityEdit`] of `row`, keyed by
+/// the row's key, of the record kind that matches the entity.
+fn edit_outbox(
+    conn: &Connection,
+    path: &Path,
+    op: wire::EditOp,
+    base_revision: i64,
+    row: wire::Entity,
+    now_ms: i64,
+) -> Result<()> {
+    let kind = match row.kind() {
+        wire::EntityKind::User => wire::RecordKind::UserChange,
+        wire::EntityKind::Role => wire::RecordKind::RoleChange,
+        _ => wire::RecordKind::GroupChange,
+    };
+    let key = row.key().to_owned();
+    let edit = wire::EntityEdit {
+        op,
+        base_revision,
+        row,
+    };
+    let payload = serde_json::to_string(&edit).map_err(|source| Error::Json {
+        kind: kind.as_str(),
+        key: key.clone(),
+        source,
+    })?;
+    outbox(conn, path, kind.as_str(), &key, &payload, now_ms)?;
     Ok(())
 }
 
-fn role_outbox(conn: &Connection, path: &Path, op: &str, role: &Role, now_ms: i64) -> Result<()> {
-    let payload = serde_json::json!({ "op": op, "base_revision": role.revision, "role": role });
-    let key = role.name.as_str();
-    outbox(
-        conn,
-        path,
-        "role_change",
-        key,
-        &json_payload("role_change", key, &payload)?,
-        now_ms,
-    )?;
-    Ok(())
+/// The outbox row of a user change: the row with its hashes and its base revision.
+/// For a delete, call it before the row is deleted (it reads the hashes).
+fn user_outbox(
+    conn: &Connection,
+    path: &Path,
+    op: wire::EditOp,
+    user: &User,
+    now_ms: i64,
+) -> Result<()> {
+    let row = wire::Entity::User(wire_user(conn, path, user)?);
+    edit_outbox(conn, path, op, user.revision, row, now_ms)
+}
+
+fn role_outbox(
+    conn: &Connection,
+    path: &Path,
+    op: wire::EditOp,
+    role: &Role,
+    now_ms: i64,
+) -> Result<()> {
+    let row = wire::Entity::Role(wire_role(role));
+    edit_outbox(conn, path, op, role.revision, row, now_ms)
 }
 
 fn group_outbox(
     conn: &Connection,
     path: &Path,
-    op: &str,
+    op: wire::EditOp,
     group: &Group,
     now_ms: i64,
 ) -> Result<()> {
-    let payload = serde_json::json!({ "op": op, "base_revision": group.revision, "group": group });
-    let key = group.name.as_str();
-    outbox(
-        conn,
-        path,
-        "group_change",
-        key,
-        &json_payload("group_change", key, &payload)?,
-        now_ms,
-    )?;
+    let row = wire::Entity::Group(wire_group(group));
+    edit_outbox(conn, path, op, group.revision, row, now_ms)
+}
+
+/// Group memberships travel on the users ([`wire::User::groups`]): after a group's
+/// members changed, every user who joined or left it gets a `user_change` update.
+fn membership_outbox(
+    conn: &Connection,
+    path: &Path,
+    before: &[GroupMember],
+    after: &[GroupMember],
+    now_ms: i64,
+) -> Result<()> {
+    let mut touched = BTreeSet::new();
+    for m in before {
+        if !after.contains(m) {
+            touched.insert(m.user_id);
+        }
+    }
+    for m in after {
+        if !before.contains(m) {
+            touched.insert(m.user_id);
+        }
+    }
+    for id in touched {
+        let user = get_user(conn, path, id)?;
+        user_outbox(conn, path, wire::EditOp::Update, &user, now_ms)?;
+    }
     Ok(())
 }
 
-fn role_name_problems(name: &str) -> Vec<FieldProblem> {
+pub(crate) fn role_name_problems(name: &str) -> Vec<FieldProblem> {
     let ok = (3..=32).contains(&name.len())
         && name
             .bytes()
@@ -1486,7 +1576,7 @@ impl Accounts {
                 )
                 .map_err(sql(path, "set password"))?;
                 let row = get_user(tx, path, user)?;
-                user_outbox(tx, path, "update", &row, now_ms)?;
+                user_outbox(tx, path, wire::EditOp::Update, &row, now_ms)?;
                 Ok(Audited {
                     value: (),
                     target,
@@ -1530,7 +1620,7 @@ impl Accounts {
                 )
                 .map_err(sql(path, "set pin"))?;
                 let row = get_user(tx, path, user)?;
-                user_outbox(tx, path, "update", &row, now_ms)?;
+                user_outbox(tx, path, wire::EditOp::Update, &row, now_ms)?;
                 Ok(Audited {
                     value: (),
                     target: row.username,
@@ -1616,7 +1706,7 @@ impl Accounts {
                 };
                 let id = insert_user(tx, path, &fields, &pw, pin.as_deref(), must_change, now_ms)?;
                 let user = get_user(tx, path, id)?;
-                user_outbox(tx, path, "create", &user, now_ms)?;
+                user_outbox(tx, path, wire::EditOp::Create, &user, now_ms)?;
                 Ok(Audited {
                     target: user.username.clone(),
                     detail: serde_json::json!({ "user": &user }),
@@ -1697,7 +1787,7 @@ impl Accounts {
                     set_user_groups(tx, path, id, &fields.groups)?;
                 }
                 let after = get_user(tx, path, id)?;
-                user_outbox(tx, path, "update", &after, now_ms)?;
+                user_outbox(tx, path, wire::EditOp::Update, &after, now_ms)?;
                 Ok(Audited {
                     target: after.username.clone(),
                     detail: serde_json::json!({ "before": before, "after": &after }),
@@ -1729,9 +1819,10 @@ impl Accounts {
                         )],
                     ));
                 }
+                // Before the delete: the outbox row carries the hashes it reads.
+                user_outbox(tx, path, wire::EditOp::Delete, &user, now_ms)?;
                 tx.execute("DELETE FROM users WHERE id = ?1", [id.0])
                     .map_err(sql(path, "delete user"))?;
-                user_outbox(tx, path, "delete", &user, now_ms)?;
                 Ok(Audited {
                     value: (),
                     target: user.username.clone(),
@@ -1768,7 +1859,7 @@ impl Accounts {
                     .map_err(sql(path, "insert role permissions"))?;
                 bump_generation(tx).map_err(sql(path, "bump rbac generation"))?;
                 let role = get_role(tx, path, id)?;
-                role_outbox(tx, path, "create", &role, now_ms)?;
+                role_outbox(tx, path, wire::EditOp::Create, &role, now_ms)?;
                 Ok(Audited {
                     target: role.name.clone(),
                     detail: serde_json::json!({ "role": &role }),
@@ -1817,7 +1908,7 @@ impl Accounts {
                     .map_err(sql(path, "insert role permissions"))?;
                 bump_generation(tx).map_err(sql(path, "bump rbac generation"))?;
                 let after = get_role(tx, path, id)?;
-                role_outbox(tx, path, "update", &after, now_ms)?;
+                role_outbox(tx, path, wire::EditOp::Update, &after, now_ms)?;
                 Ok(Audited {
                     target: after.name.clone(),
                     detail: serde_json::json!({ "before": before, "after": &after }),
@@ -1860,7 +1951,7 @@ impl Accounts {
                 tx.execute("DELETE FROM roles WHERE id = ?1", [id.0])
                     .map_err(sql(path, "delete role"))?;
                 bump_generation(tx).map_err(sql(path, "bump rbac generation"))?;
-                role_outbox(tx, path, "delete", &role, now_ms)?;
+                role_outbox(tx, path, wire::EditOp::Delete, &role, now_ms)?;
                 Ok(Audited {
                     value: (),
                     target: role.name.clone(),
@@ -1888,7 +1979,8 @@ impl Accounts {
             let id = GroupId(tx.last_insert_rowid());
             set_group_members(tx, path, id, &spec.members)?;
             let group = get_group(tx, path, id)?;
-            group_outbox(tx, path, "create", &group, now_ms)?;
+            group_outbox(tx, path, wire::EditOp::Create, &group, now_ms)?;
+            membership_outbox(tx, path, &[], &group.members, now_ms)?;
             Ok(Audited {
                 target: group.name.clone(),
                 detail: serde_json::json!({ "group": &group }),
@@ -1925,7 +2017,8 @@ impl Accounts {
             .map_err(sql(path, "update group"))?;
                 set_group_members(tx, path, id, &spec.members)?;
                 let after = get_group(tx, path, id)?;
-                group_outbox(tx, path, "update", &after, now_ms)?;
+                group_outbox(tx, path, wire::EditOp::Update, &after, now_ms)?;
+                membership_outbox(tx, path, &before.members, &after.members, now_ms)?;
                 Ok(Audited {
                     target: after.name.clone(),
                     detail: serde_json::json!({ "before": before, "after": &after }),
@@ -1948,7 +2041,7 @@ impl Accounts {
                 let group = get_group(tx, path, id)?;
                 tx.execute("DELETE FROM groups WHERE id = ?1", [id.0])
                     .map_err(sql(path, "delete group"))?;
-                group_outbox(tx, path, "delete", &group, now_ms)?;
+                group_outbox(tx, path, wire::EditOp::Delete, &group, now_ms)?;
                 Ok(Audited {
                     value: (),
                     target: group.name.clone(),
@@ -2165,7 +2258,7 @@ pub fn console_create_user(
             now_ms,
         )?;
         let user = get_user(tx, path, id)?;
-        user_outbox(tx, path, "create", &user, now_ms)?;
+        user_outbox(tx, path, wire::EditOp::Create, &user, now_ms)?;
         audit::append(
             tx,
             path,

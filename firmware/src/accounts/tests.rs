@@ -547,16 +547,25 @@ async fn local_edits_go_to_the_outbox_with_their_base_revision() {
     assert_eq!(team.members.len(), 1);
     let reader = env.reader();
     let users = outbox_payloads(&reader, "user_change");
-    assert_eq!(users.len(), 2);
+    assert_eq!(users.len(), 3);
     assert_eq!(users[0]["op"], "create");
     assert_eq!(users[0]["base_revision"], 0);
     assert_eq!(users[1]["op"], "update");
     assert_eq!(users[1]["base_revision"], 7);
-    assert_eq!(users[1]["user"]["display_name"], "Gina R.");
-    assert!(users[1]["password_hash"]
-        .as_str()
-        .is_some_and(|h| h.starts_with("$argon2id$")));
+    // The wire shape: an EntityEdit of a wire User, hashes included.
+    let edit: branchline_sync::wire::EntityEdit =
+        serde_json::from_value(users[1].clone()).expect("wire EntityEdit");
+    let branchline_sync::wire::Entity::User(row) = edit.row else {
+        panic!("not a user row: {edit:?}");
+    };
+    assert_eq!(row.display_name, "Gina R.");
+    assert!(row.password_hash.starts_with("$argon2id$"));
+    assert_eq!(row.roles, ["agent"]);
     assert_eq!(outbox_payloads(&reader, "group_change").len(), 1);
+    // Joining the group is a change of gina's memberships: a third user update.
+    let users = outbox_payloads(&reader, "user_change");
+    assert_eq!(users.len(), 3);
+    assert_eq!(users[2]["row"]["groups"][0]["group"], "team-a");
     // Every audit row is in the outbox too.
     assert_eq!(
         outbox_payloads(&reader, "audit").len() as i64,

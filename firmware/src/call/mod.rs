@@ -32,8 +32,11 @@ use line_proto::{CallerId, Command, Event};
 use crate::cdr::{Cdr, Direction, Disposition, HangupSide};
 use crate::tones::{Country, Tone};
 
+pub mod outside;
 #[cfg(test)]
 mod tests;
+
+pub use self::outside::{outside_routes, OutsideVia, TrunkStatus};
 
 /// PSTN ring bursts come every 6 s at most (UK cadence 3 s, US 6 s); no burst for this
 /// long means the caller hung up.
@@ -251,6 +254,8 @@ pub struct CallControl {
     next_call: u64,
     outputs: VecDeque<Output>,
     shut_down: bool,
+    /// The SIP trunk as the WAN monitor last reported it (see [`outside`]).
+    trunk: TrunkStatus,
 }
 
 impl CallControl {
@@ -296,7 +301,19 @@ impl CallControl {
             next_call: 1,
             outputs: VecDeque::new(),
             shut_down: false,
+            trunk: TrunkStatus::NotConfigured,
         }
+    }
+
+    /// Tells call control whether the SIP trunk is usable (from the WAN monitor); it
+    /// decides the order outside calls try their routes in ([`outside_routes`]).
+    pub fn set_trunk_status(&mut self, trunk: TrunkStatus) {
+        self.trunk = trunk;
+    }
+
+    /// The SIP trunk status in force.
+    pub fn trunk_status(&self) -> TrunkStatus {
+        self.trunk
     }
 
     /// The next thing to do, if any.
@@ -789,6 +806,16 @@ impl CallControl {
             .unwrap_or_default()
             .trim_end_matches('#')
             .to_string();
+        for via in outside_routes(self.trunk) {
+            match via {
+                // No SIP call legs yet (issue 3): the trunk is passed over.
+                OutsideVia::SipTrunk => continue,
+                OutsideVia::Fxo => return self.call_outside_fxo(now, port, started, number),
+            }
+        }
+    }
+
+    fn call_outside_fxo(&mut self, now: Instant, port: u8, started: Instant, number: String) {
         let line = self
             .settings
             .fxo_lines

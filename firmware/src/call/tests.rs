@@ -401,6 +401,28 @@ fn outbound_fxo_call_with_answer_and_far_end_disconnect() {
 }
 
 #[test]
+fn outside_calls_fall_back_to_fxo_whatever_the_trunk_status() {
+    for trunk in [
+        TrunkStatus::NotConfigured,
+        TrunkStatus::Unusable,
+        TrunkStatus::Usable,
+    ] {
+        let mut h = Harness::new();
+        h.cc.set_trunk_status(trunk);
+        assert_eq!(h.cc.trunk_status(), trunk);
+        h.ev(1, Event::OffHook);
+        h.dial(1, "9123#");
+        let out = h.take();
+        // A usable trunk is tried first, but call control has no SIP legs yet, so
+        // every outside call ends up on the first free FXO line.
+        assert!(
+            has_cmd(&out, 5, |c| *c == Command::FxoSeize),
+            "{trunk:?}: {out:?}"
+        );
+    }
+}
+
+#[test]
 fn outbound_hash_dials_at_once_and_second_line_is_used_when_first_busy() {
     let mut h = Harness::new();
     h.ev(1, Event::OffHook);

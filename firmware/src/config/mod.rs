@@ -272,6 +272,83 @@ pub struct Config {
     pub privacy: PrivacyConfig,
     /// `[web]`
     pub web: WebConfig,
+    /// `[hq]`: sync with headquarters; `None` (no section) means sync is off.
+    pub hq: Option<HqConfig>,
+    /// `[wan]`: the WAN monitor's trunk probe.
+    pub wan: WanConfig,
+}
+
+/// Default and allowed range of `hq.batch_records` (at most the protocol's
+/// [`branchline_sync::wire::MAX_BATCH_RECORDS`]).
+pub const HQ_BATCH_RECORDS: (i64, RangeInclusive<i64>) = (500, 1..=2000);
+/// Default and allowed range of `hq.long_poll_ms` (at most
+/// [`branchline_sync::wire::MAX_WAIT_MS`]).
+pub const HQ_LONG_POLL_MS: (i64, RangeInclusive<i64>) = (25_000, 0..=60_000);
+/// Default and allowed range of `hq.request_timeout_ms` (added to the long-poll wait
+/// for a download).
+pub const HQ_REQUEST_TIMEOUT_MS: (i64, RangeInclusive<i64>) = (30_000, 1_000..=300_000);
+/// Default and allowed range of `hq.upload_interval_ms`: the upload loop's periodic tick
+/// (a new outbox row wakes it at once; the tick also sends the health heartbeat).
+pub const HQ_UPLOAD_INTERVAL_MS: (i64, RangeInclusive<i64>) = (30_000, 1_000..=3_600_000);
+/// Default and allowed range of `hq.probe_interval_ms` and `wan.probe_interval_ms`.
+pub const PROBE_INTERVAL_MS: (i64, RangeInclusive<i64>) = (10_000, 500..=600_000);
+
+/// `[hq]`: where HQ is and how the box proves who it is (see [`crate::sync`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HqConfig {
+    /// HQ's base URL, `https://host[:port]` (paths of [`branchline_sync::wire`] are
+    /// appended).
+    pub url: String,
+    /// PEM file of HQ's CA certificate: the only root the box trusts for HQ.
+    pub ca_cert: PathBuf,
+    /// PEM file of the box's device certificate (its CN is the box id at HQ).
+    pub client_cert: PathBuf,
+    /// PEM file of the device certificate's private key.
+    pub client_key: PathBuf,
+    /// The box's id at HQ (the CN of its certificate).
+    pub box_id: String,
+    /// Most outbox rows per upload.
+    pub batch_records: usize,
+    /// How long HQ may hold a change-feed request open.
+    pub long_poll: Duration,
+    /// Timeout of one request (a download waits `long_poll` on top).
+    pub request_timeout: Duration,
+    /// The upload loop's periodic tick.
+    pub upload_interval: Duration,
+    /// How often the WAN monitor probes HQ.
+    pub probe_interval: Duration,
+}
+
+/// Transport of the trunk reachability probe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrunkTransport {
+    /// A TCP connect to the trunk's SIP port.
+    Tcp,
+    /// A UDP datagram (a CRLF CRLF keep-alive): an answer counts as up, an ICMP
+    /// port-unreachable as down, and silence as up too (without SIP, UDP cannot prove
+    /// more than that the host and port are not refused).
+    Udp,
+}
+
+/// `[wan]`: the trunk probe of the WAN monitor (see [`crate::sync::wan`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WanConfig {
+    /// The SIP trunk's `host:port`, if there is one.
+    pub trunk: Option<String>,
+    /// How to probe it.
+    pub trunk_transport: TrunkTransport,
+    /// How often to probe it.
+    pub probe_interval: Duration,
+}
+
+impl Default for WanConfig {
+    fn default() -> Self {
+        WanConfig {
+            trunk: None,
+            trunk_transport: TrunkTransport::Udp,
+            probe_interval: Duration::from_millis(PROBE_INTERVAL_MS.0.unsigned_abs()),
+        }
+    }
 }
 
 /// `[web]`: the local HTTP API (`/api/v1`, see [`crate::api`]).
@@ -634,6 +711,8 @@ impl Ctx<'_> {
                 })
                 .transpose()?,
         };
+        let hq = raw.hq.map(|h| self.hq(h)).transpose()?;
+        let wan = self.wan(raw.wan)?;
         let telephony = self.telephony(raw.telephony)?;
         let extensions = self.extensions(raw.extensions, &telephony)?;
         let fxo_lines = self.fxo_lines(raw.fxo_lines, &extensions, &telephony)?;
@@ -657,7 +736,148 @@ impl Ctx<'_> {
             auth,
             privacy,
             web,
+            hq,
+            wan,
         })
+    }
+
+    /// A non-empty path value.
+    fn path(&self, v: Spanned<String>, field: &str) -> Result<PathBuf> {
+        if v.get_ref().trim().is_empty() {
+            return Err(self.invalid(v.span(), field, "must not be empty"));
+        }
+        Ok(PathBuf::from(v.into_inner()))
+    }
+
+    fn hq(&self, raw: raw::RawHq) -> Result<HqConfig> {
+        let url = {
+            let u = raw.url.get_ref().trim_end_matches('/');
+            let parsed = reqwest::Url::parse(u).map_err(|e| {
+                self.invalid(raw.url.span(), "hq.url", format!("{u:?} is not a URL: {e}"))
+            })?;
+            if parsed.scheme() != "https" || parsed.host_str().is_none() {
+                return Err(self.invalid(
+                    raw.url.span(),
+                    "hq.url",
+                    format!("{u:?} must be an https:// URL with a host (sync uses mutual TLS)"),
+                ));
+            }
+            if parsed.query().is_some() || parsed.fragment().is_some() {
+                return Err(self.invalid(
+                    raw.url.span(),
+                    "hq.url",
+                    format!("{u:?} must not have a query or fragment"),
+                ));
+            }
+            u.to_owned()
+        };
+        let id = raw.box_id.get_ref();
+        if !(1..=64).contains(&id.len())
+            || !id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        {
+            return Err(self.invalid(
+                raw.box_id.span(),
+                "hq.box_id",
+                format!("{id:?} must be 1 to 64 of A-Z, a-z, 0-9, '-', '_' and '.'"),
+            ));
+        }
+        let batch = self.ranged(raw.batch_records, "hq.batch_records", HQ_BATCH_RECORDS)?;
+        Ok(HqConfig {
+            url,
+            box_id: id.clone(),
+            ca_cert: self.path(raw.ca_cert, "hq.ca_cert")?,
+            client_cert: self.path(raw.client_cert, "hq.client_cert")?,
+            client_key: self.path(raw.client_key, "hq.client_key")?,
+            // In range, so positive and small.
+            batch_records: usize::try_from(batch).unwrap_or(1),
+            long_poll: self.timeout(raw.long_poll_ms, "hq.long_poll_ms", HQ_LONG_POLL_MS)?,
+            request_timeout: self.timeout(
+                raw.request_timeout_ms,
+                "hq.request_timeout_ms",
+                HQ_REQUEST_TIMEOUT_MS,
+            )?,
+            upload_interval: self.timeout(
+                raw.upload_interval_ms,
+                "hq.upload_interval_ms",
+                HQ_UPLOAD_INTERVAL_MS,
+            )?,
+            probe_interval: self.timeout(
+                raw.probe_interval_ms,
+                "hq.probe_interval_ms",
+                PROBE_INTERVAL_MS,
+            )?,
+        })
+    }
+
+    fn wan(&self, raw: raw::RawWan) -> Result<WanConfig> {
+        let trunk = raw
+            .trunk
+            .map(|t| {
+                let s = t.get_ref();
+                let ok = s.rsplit_once(':').is_some_and(|(host, port)| {
+                    !host.is_empty()
+                        && !host.contains(char::is_whitespace)
+                        && port.parse::<u16>().is_ok_and(|p| p > 0)
+                });
+                if ok {
+                    Ok(s.clone())
+                } else {
+                    Err(self.invalid(
+                        t.span(),
+                        "wan.trunk",
+                        format!("{s:?} is not host:port, e.g. sip.example.net:5060"),
+                    ))
+                }
+            })
+            .transpose()?;
+        let trunk_transport = match raw.trunk_transport {
+            None => TrunkTransport::Udp,
+            Some(t) => match t.get_ref().as_str() {
+                "udp" => TrunkTransport::Udp,
+                "tcp" => TrunkTransport::Tcp,
+                other => {
+                    return Err(self.invalid(
+                        t.span(),
+                        "wan.trunk_transport",
+                        format!("{other:?} is neither \"udp\" nor \"tcp\""),
+                    ))
+                }
+            },
+        };
+        Ok(WanConfig {
+            trunk,
+            trunk_transport,
+            probe_interval: self.timeout(
+                raw.probe_interval_ms,
+                "wan.probe_interval_ms",
+                PROBE_INTERVAL_MS,
+            )?,
+        })
+    }
+
+    /// An integer in `range`, `default` when absent.
+    fn ranged(
+        &self,
+        value: Option<Spanned<i64>>,
+        field: &str,
+        (default, range): (i64, RangeInclusive<i64>),
+    ) -> Result<i64> {
+        match value {
+            Some(v) if !range.contains(v.get_ref()) => Err(self.invalid(
+                v.span(),
+                field,
+                format!(
+                    "{} is out of range ({}..={})",
+                    v.get_ref(),
+                    range.start(),
+                    range.end()
+                ),
+            )),
+            Some(v) => Ok(v.into_inner()),
+            None => Ok(default),
+        }
     }
 
     fn auth(&self, raw: raw::RawAuth) -> Result<AuthConfig> {

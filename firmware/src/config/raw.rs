@@ -33,6 +33,34 @@ pub(super) struct RawConfig {
     pub privacy: RawPrivacy,
     #[serde(default)]
     pub web: RawWeb,
+    pub hq: Option<RawHq>,
+    #[serde(default)]
+    pub wan: RawWan,
+}
+
+/// `[hq]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHq {
+    pub url: Spanned<String>,
+    pub ca_cert: Spanned<String>,
+    pub client_cert: Spanned<String>,
+    pub client_key: Spanned<String>,
+    pub box_id: Spanned<String>,
+    pub batch_records: Option<Spanned<i64>>,
+    pub long_poll_ms: Option<Spanned<i64>>,
+    pub request_timeout_ms: Option<Spanned<i64>>,
+    pub upload_interval_ms: Option<Spanned<i64>>,
+    pub probe_interval_ms: Option<Spanned<i64>>,
+}
+
+/// `[wan]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawWan {
+    pub trunk: Option<Spanned<String>>,
+    pub trunk_transport: Option<Spanned<String>>,
+    pub probe_interval_ms: Option<Spanned<i64>>,
 }
 
 /// `[web]`

@@ -48,6 +48,7 @@ pub use self::writer::StoreWriter;
 const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("../../migrations/0001_init.sql")),
     M::up(include_str!("../../migrations/0002_accounts.sql")),
+    M::up(include_str!("../../migrations/0003_sync.sql")),
 ];
 
 /// The newest schema version this binary knows.

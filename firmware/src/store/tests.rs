@@ -72,10 +72,12 @@ fn migrations_apply_and_reopen_is_idempotent() {
             "extensions",
             "group_members",
             "groups",
+            "hq_rows",
             "outbox",
             "ports",
             "role_permissions",
             "roles",
+            "sync_state",
             "user_roles",
             "users"
         ]

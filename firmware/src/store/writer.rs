@@ -3,8 +3,8 @@
 use std::path::Path;
 use std::sync::mpsc;
 
-use rusqlite::{params, Connection, TransactionBehavior};
-use tokio::sync::oneshot;
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use tokio::sync::{oneshot, watch};
 
 use super::{enum_text, sql, Clock, ExtensionRow, PortKind, PortKindStr, Store};
 use crate::cdr::Cdr;
@@ -33,8 +33,9 @@ enum Request {
     Transact(TransactJob),
 }
 
-/// A job for [`Request::Transact`]: gets the write connection and the database path.
-type TransactJob = Box<dyn FnOnce(&mut Connection, &Path) + Send>;
+/// A job for [`Request::Transact`]: gets the write connection, the database path and
+/// the outbox watch (to publish new outbox rows after its commit, before it replies).
+type TransactJob = Box<dyn FnOnce(&mut Connection, &Path, &watch::Sender<i64>) + Send>;
 
 /// Handle to the store's writer thread. Cheap to clone; every method returns after the
 /// write committed (durably: see the [module docs](super)).
@@ -46,13 +47,55 @@ type TransactJob = Box<dyn FnOnce(&mut Connection, &Path) + Send>;
 pub struct StoreWriter {
     /// Requests to the writer thread; unbounded, see the module docs.
     tx: mpsc::Sender<Request>,
+    /// The highest outbox seq committed so far, published by the writer thread after
+    /// each commit (the sync agent's wake-up; see [`StoreWriter::outbox_watch`]).
+    outbox_seq: watch::Receiver<i64>,
+}
+
+/// The highest outbox seq ever assigned (0: none), from SQLite's AUTOINCREMENT
+/// bookkeeping, so trimmed rows still count.
+fn last_outbox_seq(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.query_row(
+        "SELECT seq FROM sqlite_sequence WHERE name = 'outbox'",
+        [],
+        |r| r.get(0),
+    )
+    .optional()
+    .map(Option::unwrap_or_default)
+}
+
+/// After a commit that may have written outbox rows, and before its reply goes out:
+/// publishes the highest outbox seq, waking the sync agent when it moved. One indexed
+/// lookup per write.
+fn publish_outbox_seq(conn: &Connection, path: &Path, outbox_seq: &watch::Sender<i64>) {
+    match last_outbox_seq(conn) {
+        Ok(seq) => {
+            outbox_seq.send_if_modified(|current| {
+                let newer = seq > *current;
+                if newer {
+                    *current = seq;
+                }
+                newer
+            });
+        }
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "cannot read the outbox seq")
+        }
+    }
 }
 
 /// The handle and the thread body, for the caller to spawn.
 pub(super) fn prepare(store: Store) -> (StoreWriter, impl FnOnce() + Send + 'static) {
     let (tx, rx) = mpsc::channel();
     let Store { path, conn, clock } = store;
-    (StoreWriter { tx }, move || run(conn, &path, clock, &rx))
+    let first = last_outbox_seq(&conn).unwrap_or_else(|e| {
+        tracing::warn!(path = %path.display(), error = %e, "cannot read the outbox seq");
+        0
+    });
+    let (seq_tx, outbox_seq) = watch::channel(first);
+    (StoreWriter { tx, outbox_seq }, move || {
+        run(conn, &path, clock, &rx, &seq_tx)
+    })
 }
 
 impl StoreWriter {
@@ -75,7 +118,11 @@ impl StoreWriter {
     /// Makes the port and extension tables match the board and the config, in one
     /// transaction: upserts `ports` (kind `"fxs"` or `"fxo"`; a known port keeps its
     /// state), deletes extensions not in `extensions` and upserts the rest. Ports missing
-    /// from `ports` are kept. A kind other than `"fxs"`/`"fxo"` is
+    /// from `ports` are kept.
+    ///
+    /// Extensions HQ masters (`revision > 0`, see [`crate::sync`]) follow the sync rule:
+    /// the config decides only their port (an HQ extension the config does not list
+    /// keeps its row with no port), HQ decides their name and call waiting. A kind other than `"fxs"`/`"fxo"` is
     /// [`Error::InvalidPortKind`], an extension on a port not in the `ports` table
     /// [`Error::ExtensionOnUnknownPort`]; either changes nothing.
     pub async fn replace_board(
@@ -111,11 +158,20 @@ impl StoreWriter {
         F: FnOnce(&rusqlite::Transaction<'_>, &Path) -> Result<T> + Send + 'static,
     {
         self.request(|reply| {
-            Request::Transact(Box::new(move |conn: &mut Connection, path: &Path| {
-                let _ = reply.send(run_transaction(conn, path, op, job));
+            Request::Transact(Box::new(move |conn: &mut Connection, path: &Path, seq| {
+                let result = run_transaction(conn, path, op, job);
+                publish_outbox_seq(conn, path, seq);
+                let _ = reply.send(result);
             }))
         })
         .await?
+    }
+
+    /// A receiver of the highest outbox seq committed so far. It changes (and wakes
+    /// `changed()`) after every commit that wrote an outbox row, whoever wrote it; the
+    /// sender is gone (`changed()` fails) once the writer thread has stopped.
+    pub fn outbox_watch(&self) -> watch::Receiver<i64> {
+        self.outbox_seq.clone()
     }
 
     /// Waits until every write sent through this handle has committed, then drops it.
@@ -127,7 +183,13 @@ impl StoreWriter {
 }
 
 /// The writer thread's loop: handles requests until every sender is gone.
-fn run(mut conn: Connection, path: &Path, clock: Clock, rx: &mpsc::Receiver<Request>) {
+fn run(
+    mut conn: Connection,
+    path: &Path,
+    clock: Clock,
+    rx: &mpsc::Receiver<Request>,
+    outbox_seq: &watch::Sender<i64>,
+) {
     tracing::debug!(path = %path.display(), "store writer started");
     let mut writer = Writer {
         conn: &mut conn,
@@ -138,6 +200,7 @@ fn run(mut conn: Connection, path: &Path, clock: Clock, rx: &mpsc::Receiver<Requ
         match request {
             Request::InsertCdr { cdr, reply } => {
                 let result = writer.insert_cdr(&cdr);
+                publish_outbox_seq(writer.conn, path, outbox_seq);
                 match &result {
                     Ok(seq) => tracing::debug!(call_id = %cdr.call_id, seq, "cdr committed"),
                     Err(e) => tracing::warn!(call_id = %cdr.call_id, error = %e, "cdr not stored"),
@@ -157,7 +220,7 @@ fn run(mut conn: Connection, path: &Path, clock: Clock, rx: &mpsc::Receiver<Requ
             Request::Flush { reply } => {
                 let _ = reply.send(());
             }
-            Request::Transact(job) => job(writer.conn, path),
+            Request::Transact(job) => job(writer.conn, path, outbox_seq),
         }
     }
     // Every handle is gone and the queue is drained: fold the WAL back into the database.
@@ -331,9 +394,17 @@ impl Writer<'_> {
                         .collect::<rusqlite::Result<_>>()
                 })
                 .map_err(sql(path, "list extensions"))?;
+            // Rows only the config defined (revision 0) go with it; rows HQ masters
+            // stay, without an analog port.
             let mut delete = tx
-                .prepare_cached("DELETE FROM extensions WHERE number = ?1")
+                .prepare_cached("DELETE FROM extensions WHERE number = ?1 AND revision = 0")
                 .map_err(sql(path, "prepare extension delete"))?;
+            let mut unplug = tx
+                .prepare_cached(
+                    "UPDATE extensions SET port = NULL, updated_at_ms = ?2
+                      WHERE number = ?1 AND revision > 0 AND port IS NOT NULL",
+                )
+                .map_err(sql(path, "prepare extension unplug"))?;
             for number in existing
                 .iter()
                 .filter(|n| !extensions.iter().any(|e| &e.number == *n))
@@ -341,18 +412,26 @@ impl Writer<'_> {
                 delete
                     .execute([number])
                     .map_err(sql(path, "delete extension"))?;
+                unplug
+                    .execute(params![number, now])
+                    .map_err(sql(path, "unplug extension"))?;
             }
 
+            // The port always comes from the config; name and call waiting only while
+            // HQ has not synced the row (revision 0), after that HQ's win.
             let mut upsert_ext = tx
                 .prepare_cached(
                     "INSERT INTO extensions (number, name, port, call_waiting, updated_at_ms)
                      VALUES (?1, ?2, ?3, ?4, ?5)
                      ON CONFLICT (number) DO UPDATE
-                        SET name = excluded.name, port = excluded.port,
-                            call_waiting = excluded.call_waiting,
+                        SET name = CASE WHEN revision = 0 THEN excluded.name ELSE name END,
+                            port = excluded.port,
+                            call_waiting = CASE WHEN revision = 0 THEN excluded.call_waiting
+                                                ELSE call_waiting END,
                             updated_at_ms = excluded.updated_at_ms
-                      WHERE name IS NOT excluded.name OR port IS NOT excluded.port
-                         OR call_waiting IS NOT excluded.call_waiting",
+                      WHERE port IS NOT excluded.port
+                         OR (revision = 0 AND (name IS NOT excluded.name
+                                               OR call_waiting IS NOT excluded.call_waiting))",
                 )
                 .map_err(sql(path, "prepare extension upsert"))?;
             for ext in extensions {

@@ -1,0 +1,58 @@
+//! Which way an outside call goes: the survivability rule.
+//!
+//! Outside calls prefer the SIP trunk while the WAN monitor ([`crate::sync::wan`])
+//! says the trunk is reachable, and fall back to the FXO (PSTN) lines otherwise; when
+//! the box has no trunk, FXO is the only way. [`outside_routes`] is the decision, a
+//! pure function; [`super::CallControl`] takes the candidates in order and places the
+//! call on the first one it can.
+//!
+//! Limit: call control has no SIP call legs yet (the SIP stack is issue 3), so today a
+//! [`OutsideVia::SipTrunk`] candidate is passed over and the call goes on to FXO; the
+//! order of candidates is already the one a trunk leg will follow.
+
+/// What the WAN monitor knows about the SIP trunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TrunkStatus {
+    /// The box has no SIP trunk.
+    #[default]
+    NotConfigured,
+    /// The trunk answers (WAN online or degraded).
+    Usable,
+    /// The trunk does not answer (WAN offline for the trunk).
+    Unusable,
+}
+
+/// A way out of the box for an outside call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutsideVia {
+    /// The SIP trunk.
+    SipTrunk,
+    /// An FXO line to the PSTN.
+    Fxo,
+}
+
+/// The ways to try for an outside call, in order.
+pub fn outside_routes(trunk: TrunkStatus) -> &'static [OutsideVia] {
+    match trunk {
+        TrunkStatus::Usable => &[OutsideVia::SipTrunk, OutsideVia::Fxo],
+        TrunkStatus::Unusable | TrunkStatus::NotConfigured => &[OutsideVia::Fxo],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_trunk_comes_first_only_while_it_is_usable() {
+        assert_eq!(
+            outside_routes(TrunkStatus::Usable),
+            [OutsideVia::SipTrunk, OutsideVia::Fxo]
+        );
+        assert_eq!(outside_routes(TrunkStatus::Unusable), [OutsideVia::Fxo]);
+        assert_eq!(
+            outside_routes(TrunkStatus::NotConfigured),
+            [OutsideVia::Fxo]
+        );
+    }
+}

@@ -1,0 +1,777 @@
+//! Applying the change feed, trimming and conflicts against a real store in a temp
+//! dir (the real migrations, the real writer thread).
+
+use std::path::PathBuf;
+
+use branchline_sync::wire::{
+    self, Change, Conflict, DownResponse, Entity, EntityKind, FilePolicy, GroupMembership, UpAck,
+};
+use rusqlite::Connection;
+
+use super::store::SyncStore;
+use crate::accounts::{self, Accounts, AuthSettings, HashParams, NewUser, PageRequest};
+use crate::audit::Actor;
+use crate::error::Error;
+use crate::store::{ExtensionRow, Store};
+
+const FAST: HashParams = HashParams {
+    m_kib: 64,
+    t: 1,
+    p: 1,
+};
+const T0: i64 = 1_700_000_000_000;
+
+struct Env {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+    sync: SyncStore,
+    accounts: Accounts,
+    hash: String,
+}
+
+async fn env() -> Env {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("branchline.db");
+    let store = Store::open(&path).expect("open");
+    let (writer, _thread) = store.spawn_writer();
+    writer
+        .replace_board(
+            vec![(1, "fxs"), (2, "fxs")],
+            vec![ExtensionRow {
+                number: "101".to_owned(),
+                name: "Reception".to_owned(),
+                port: Some(1),
+                call_waiting: true,
+            }],
+        )
+        .await
+        .expect("board");
+    let settings = AuthSettings {
+        hash: FAST,
+        ..AuthSettings::default()
+    };
+    Env {
+        sync: SyncStore::new(writer.clone(), path.clone()),
+        accounts: Accounts::new(writer, path.clone(), settings),
+        hash: accounts::password::hash_secret("a-Good-passphrase-42", FAST).expect("hash"),
+        path,
+        _dir: dir,
+    }
+}
+
+impl Env {
+    fn db(&self) -> Connection {
+        Connection::open(&self.path).expect("open db")
+    }
+
+    fn count(&self, query: &str) -> i64 {
+        self.db().query_row(query, [], |r| r.get(0)).expect("count")
+    }
+
+    fn outbox_len(&self) -> i64 {
+        self.count("SELECT COUNT(*) FROM outbox")
+    }
+
+    fn cursor(&self) -> i64 {
+        self.sync.state().expect("state").down_cursor
+    }
+
+    fn user(&self, name: &str, roles: &[&str], groups: &[(&str, bool)]) -> wire::User {
+        wire::User {
+            username: name.to_owned(),
+            display_name: format!("{name} from HQ"),
+            password_hash: self.hash.clone(),
+            pin_hash: None,
+            agent_id: None,
+            extension: None,
+            enabled: true,
+            must_change_password: false,
+            roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+            groups: groups
+                .iter()
+                .map(|(g, admin)| GroupMembership {
+                    group: (*g).to_owned(),
+                    admin: *admin,
+                })
+                .collect(),
+        }
+    }
+
+    async fn local_user(&self, name: &str) {
+        self.accounts
+            .create_user(
+                &Actor::new("root", "console"),
+                NewUser {
+                    username: name.to_owned(),
+                    password: "a-Good-passphrase-42".to_owned(),
+                    enabled: true,
+                    roles: vec!["agent".to_owned()],
+                    ..NewUser::default()
+                },
+                T0,
+            )
+            .await
+            .expect("local user");
+    }
+}
+
+fn upsert(revision: i64, row: Entity) -> Change {
+    Change {
+        revision,
+        entity: row.kind(),
+        key: row.key().to_owned(),
+        row: Some(row),
+    }
+}
+
+fn delete(revision: i64, entity: EntityKind, key: &str) -> Change {
+    Change {
+        revision,
+        entity,
+        key: key.to_owned(),
+        row: None,
+    }
+}
+
+fn page(changes: Vec<Change>) -> DownResponse {
+    let cursor = changes.last().map_or(0, |c| c.revision);
+    DownResponse::Page {
+        version: wire::PROTOCOL_VERSION,
+        changes,
+        cursor,
+        more: false,
+    }
+}
+
+fn role(name: &str, perms: &[(&str, &str, &str)]) -> Entity {
+    Entity::Role(wire::Role {
+        name: name.to_owned(),
+        description: format!("{name} role"),
+        permissions: perms
+            .iter()
+            .map(|(r, a, s)| wire::Permission {
+                resource: (*r).to_owned(),
+                action: (*a).to_owned(),
+                scope: (*s).to_owned(),
+            })
+            .collect(),
+    })
+}
+
+fn group(name: &str) -> Entity {
+    Entity::Group(wire::Group {
+        name: name.to_owned(),
+        description: String::new(),
+    })
+}
+
+#[tokio::test]
+async fn a_page_applies_users_roles_groups_and_moves_the_cursor_without_echo() {
+    let env = env().await;
+    let outbox_before = env.outbox_len();
+    let generation_before = env.count("SELECT rbac_generation FROM box_state");
+    let applied = env
+        .sync
+        .apply_down(
+            page(vec![
+                upsert(3, role("night_shift", &[("calls", "view", "group")])),
+                upsert(4, group("team-a")),
+                upsert(
+                    5,
+                    Entity::User(env.user("hana", &["night_shift", "agent"], &[("team-a", true)])),
+                ),
+                upsert(
+                    6,
+                    Entity::Queue(wire::Queue {
+                        number: "600".to_owned(),
+                        name: "Sales".to_owned(),
+                        strategy: "longest_idle".to_owned(),
+                        max_wait_s: 120,
+                        overflow: None,
+                        agents: vec!["hana".to_owned()],
+                    }),
+                ),
+            ]),
+            T0,
+        )
+        .await
+        .expect("page applies");
+    assert_eq!(applied.upserted, 4);
+    assert_eq!(applied.cursor, 6);
+    assert_eq!(env.cursor(), 6);
+    // No echo: applying HQ's rows wrote no outbox rows (not even audit rows).
+    assert_eq!(env.outbox_len(), outbox_before);
+    assert!(env.count("SELECT rbac_generation FROM box_state") > generation_before);
+
+    let reader = env.sync.reader().expect("reader");
+    let hana = accounts::user_by_name(&reader, "hana")
+        .expect("read")
+        .expect("hana exists");
+    assert_eq!(hana.revision, 5);
+    assert_eq!(hana.roles, ["agent", "night_shift"]);
+    assert_eq!(hana.groups.len(), 1);
+    assert!(hana.groups[0].is_group_admin);
+    assert_eq!(
+        env.count("SELECT revision FROM roles WHERE name = 'night_shift'"),
+        3
+    );
+    assert_eq!(
+        env.count("SELECT COUNT(*) FROM hq_rows WHERE kind = 'queue' AND key = '600'"),
+        1
+    );
+    // The hash is taken as given: hana logs in with HQ's password.
+    env.accounts
+        .verify_login("hana", "a-Good-passphrase-42", "test", T0)
+        .await
+        .expect("hana logs in");
+
+    // An update keeps the row id; a delete removes the user.
+    let mut changed = env.user("hana", &["agent"], &[]);
+    changed.display_name = "Hana R.".to_owned();
+    env.sync
+        .apply_down(page(vec![upsert(9, Entity::User(changed))]), T0)
+        .await
+        .expect("update");
+    let again = accounts::user_by_name(&reader, "hana")
+        .expect("read")
+        .expect("still there");
+    assert_eq!(again.id, hana.id);
+    assert_eq!(again.display_name, "Hana R.");
+    assert!(again.groups.is_empty());
+    env.sync
+        .apply_down(page(vec![delete(10, EntityKind::User, "hana")]), T0)
+        .await
+        .expect("delete");
+    assert!(accounts::user_by_name(&reader, "hana")
+        .expect("read")
+        .is_none());
+    assert_eq!(env.cursor(), 10);
+    // The login above wrote its audit row (and that row's outbox row); nothing else.
+    assert_eq!(env.outbox_len(), outbox_before + 1);
+    assert_eq!(
+        env.count("SELECT COUNT(*) FROM outbox WHERE kind <> 'audit'"),
+        0
+    );
+}
+
+#[tokio::test]
+async fn a_page_with_one_bad_row_is_refused_whole_and_changes_nothing() {
+    let env = env().await;
+    env.sync
+        .apply_down(page(vec![upsert(2, group("team-a"))]), T0)
+        .await
+        .expect("first page");
+    let users_before = env.count("SELECT COUNT(*) FROM users");
+    let bad_pages = [
+        (
+            vec![
+                upsert(3, Entity::User(env.user("ivan", &["agent"], &[]))),
+                upsert(4, Entity::User(env.user("jana", &["no_such_role"], &[]))),
+            ],
+            "unknown role \"no_such_role\"",
+        ),
+        (
+            vec![
+                upsert(3, Entity::User(env.user("ivan", &["agent"], &[]))),
+                upsert(4, role("auditor", &[("calls", "peek", "site")])),
+            ],
+            "peek",
+        ),
+        (
+            vec![upsert(
+                3,
+                Entity::User(env.user("ivan", &[], &[("no_team", false)])),
+            )],
+            "unknown group",
+        ),
+        (
+            vec![upsert(
+                3,
+                Entity::User(wire::User {
+                    password_hash: "plaintext".to_owned(),
+                    ..env.user("ivan", &[], &[])
+                }),
+            )],
+            "password_hash",
+        ),
+        (
+            vec![upsert(3, Entity::User(env.user("installer", &[], &[])))],
+            "reserved",
+        ),
+        (
+            // Revisions must come after the cursor (2).
+            vec![upsert(2, Entity::User(env.user("ivan", &[], &[])))],
+            "does not come after",
+        ),
+        (
+            // The row's key must be the change's key.
+            vec![Change {
+                key: "someone_else".to_owned(),
+                ..upsert(3, Entity::User(env.user("ivan", &[], &[])))
+            }],
+            "differs",
+        ),
+    ];
+    for (changes, expected) in bad_pages {
+        let e = env
+            .sync
+            .apply_down(page(changes), T0 + 5)
+            .await
+            .expect_err("refused");
+        assert!(matches!(e, Error::SyncRefused { .. }), "{e:?}");
+        assert!(e.to_string().contains(expected), "{e} lacks {expected:?}");
+        assert!(e.to_string().contains("nothing applied"), "{e}");
+        // Nothing applied, the cursor did not move, the error shows in the status.
+        assert_eq!(env.count("SELECT COUNT(*) FROM users"), users_before);
+        assert_eq!(
+            env.count("SELECT COUNT(*) FROM roles WHERE name = 'auditor'"),
+            0
+        );
+        assert_eq!(env.cursor(), 2);
+        let state = env.sync.state().expect("state");
+        assert_eq!(state.last_error.as_deref(), Some(e.to_string().as_str()));
+        assert_eq!(state.last_error_ms, Some(T0 + 5));
+    }
+}
+
+#[tokio::test]
+async fn a_snapshot_replaces_what_hq_masters_but_keeps_local_pending_rows() {
+    let env = env().await;
+    env.sync
+        .apply_down(
+            page(vec![
+                upsert(2, role("night_shift", &[("calls", "view", "own")])),
+                upsert(3, group("team-a")),
+                upsert(
+                    4,
+                    Entity::User(env.user("old_hq_user", &["night_shift"], &[("team-a", false)])),
+                ),
+                upsert(
+                    5,
+                    Entity::Extension(wire::Extension {
+                        number: "201".to_owned(),
+                        name: "HQ only".to_owned(),
+                        port: Some(2),
+                        call_waiting: false,
+                    }),
+                ),
+                upsert(
+                    6,
+                    Entity::Extension(wire::Extension {
+                        number: "101".to_owned(),
+                        name: "Front desk".to_owned(),
+                        port: None,
+                        call_waiting: false,
+                    }),
+                ),
+                upsert(
+                    7,
+                    Entity::Blacklist(wire::BlacklistEntry {
+                        pattern: "1900*".to_owned(),
+                        reason: "premium".to_owned(),
+                    }),
+                ),
+            ]),
+            T0,
+        )
+        .await
+        .expect("page");
+    // The port map stays the config's: HQ's port 2 for 201 is not taken, 101 keeps 1.
+    assert_eq!(
+        env.count("SELECT COUNT(*) FROM extensions WHERE number = '201' AND port IS NULL"),
+        1
+    );
+    assert_eq!(
+        env.count("SELECT port FROM extensions WHERE number = '101' AND name = 'Front desk'"),
+        1
+    );
+    // A user made on the box while offline, its edit still in the outbox.
+    env.local_user("local_pending").await;
+    let outbox_before = env.outbox_len();
+
+    let snapshot = DownResponse::Snapshot {
+        version: wire::PROTOCOL_VERSION,
+        rows: vec![
+            // Users before roles on purpose: the box orders them.
+            upsert(
+                40,
+                Entity::User(env.user("new_hq_user", &["day_shift"], &[])),
+            ),
+            upsert(30, role("day_shift", &[("queues", "view", "site")])),
+        ],
+        cursor: 50,
+    };
+    let applied = env
+        .sync
+        .apply_down(snapshot, T0 + 1)
+        .await
+        .expect("snapshot");
+    assert_eq!(applied.cursor, 50);
+    assert_eq!(env.cursor(), 50);
+    let reader = env.sync.reader().expect("reader");
+    let names: Vec<String> = accounts::list_users(&reader, PageRequest::default())
+        .expect("users")
+        .items
+        .into_iter()
+        .map(|u| u.username)
+        .collect();
+    // Gone: old_hq_user. Kept: the installer (none in this store: not bootstrapped),
+    // the local pending user, and the new one.
+    assert_eq!(names, ["local_pending", "new_hq_user"]);
+    assert_eq!(
+        env.count("SELECT COUNT(*) FROM roles WHERE name = 'night_shift'"),
+        0
+    );
+    assert_eq!(env.count("SELECT COUNT(*) FROM groups"), 0);
+    assert_eq!(env.count("SELECT COUNT(*) FROM hq_rows"), 0);
+    // 201 was HQ's only: gone. 101 is the config's: back to a local row.
+    assert_eq!(
+        env.count("SELECT COUNT(*) FROM extensions WHERE number = '201'"),
+        0
+    );
+    assert_eq!(
+        env.count("SELECT revision FROM extensions WHERE number = '101' AND port = 1"),
+        0
+    );
+    // Built-in roles are untouched.
+    assert_eq!(env.count("SELECT COUNT(*) FROM roles WHERE builtin = 1"), 7);
+    assert_eq!(env.outbox_len(), outbox_before);
+
+    // Once HQ acknowledged the local user's edit (trimmed) and a new snapshot still
+    // lacks it, it goes too.
+    let last = env.count("SELECT MAX(seq) FROM outbox");
+    env.sync
+        .handle_ack(ack(last, vec![]), last, T0 + 2)
+        .await
+        .expect("ack");
+    env.sync
+        .apply_down(
+            DownResponse::Snapshot {
+                version: wire::PROTOCOL_VERSION,
+                rows: vec![upsert(30, role("day_shift", &[]))],
+                cursor: 60,
+            },
+            T0 + 3,
+        )
+        .await
+        .expect("second snapshot");
+    assert_eq!(env.count("SELECT COUNT(*) FROM users"), 0);
+}
+
+#[tokio::test]
+async fn a_refused_snapshot_changes_nothing() {
+    let env = env().await;
+    env.sync
+        .apply_down(
+            page(vec![upsert(
+                3,
+                Entity::User(env.user("keep_me", &["agent"], &[])),
+            )]),
+            T0,
+        )
+        .await
+        .expect("page");
+    let e = env
+        .sync
+        .apply_down(
+            DownResponse::Snapshot {
+                version: wire::PROTOCOL_VERSION,
+                rows: vec![upsert(9, Entity::User(env.user("x_user", &["ghost"], &[])))],
+                cursor: 9,
+            },
+            T0,
+        )
+        .await
+        .expect_err("refused");
+    assert!(e.to_string().contains("snapshot refused"), "{e}");
+    assert_eq!(
+        env.count("SELECT COUNT(*) FROM users WHERE username = 'keep_me'"),
+        1
+    );
+    assert_eq!(env.cursor(), 3);
+}
+
+fn ack(acked_seq: i64, conflicts: Vec<Conflict>) -> UpAck {
+    UpAck {
+        version: wire::PROTOCOL_VERSION,
+        acked_seq,
+        conflicts,
+        file_policy: FilePolicy::None,
+    }
+}
+
+#[tokio::test]
+async fn trimming_never_goes_beyond_what_was_sent_or_acknowledged() {
+    let env = env().await;
+    for name in ["kim", "lou", "max"] {
+        env.local_user(name).await;
+    }
+    let page = env.sync.outbox_page(0, 1000).expect("page");
+    let seqs: Vec<i64> = page.records.iter().map(|r| r.seq).collect();
+    assert!(seqs.len() >= 6, "3 user rows and 3 audit rows: {seqs:?}");
+    assert_eq!(page.backlog.depth, seqs.len() as i64);
+    // Bounded pages.
+    let first_two = env.sync.outbox_page(0, 2).expect("page");
+    assert_eq!(first_two.records.len(), 2);
+    assert_eq!(first_two.backlog.depth, seqs.len() as i64);
+
+    // HQ acknowledges more than the box sent: trim only what was sent.
+    let applied = env
+        .sync
+        .handle_ack(ack(seqs[5], vec![]), seqs[1], T0)
+        .await
+        .expect("ack");
+    assert_eq!(applied.trimmed, 2);
+    assert_eq!(
+        env.sync.outbox_page(0, 1000).expect("page").records[0].seq,
+        seqs[2]
+    );
+    // HQ acknowledges less than was sent: trim only what HQ holds.
+    let applied = env
+        .sync
+        .handle_ack(ack(seqs[3], vec![]), seqs[5], T0)
+        .await
+        .expect("ack");
+    assert_eq!(applied.trimmed, 2);
+    let state = env.sync.state().expect("state");
+    assert_eq!(state.acked_seq, seqs[3]);
+    assert_eq!(state.last_up_ok_ms, Some(T0));
+    assert_eq!(state.file_policy, Some(FilePolicy::None));
+    // A new row after trimming gets a fresh seq (never reused).
+    env.local_user("ned").await;
+    let rest = env.sync.outbox_page(0, 1000).expect("page");
+    assert!(rest.records.last().expect("rows").seq > *seqs.last().expect("seqs"));
+}
+
+#[tokio::test]
+async fn a_conflict_takes_hqs_row_and_is_audited_in_the_same_transaction() {
+    let env = env().await;
+    env.sync
+        .apply_down(
+            page(vec![upsert(
+                7,
+                Entity::User(env.user("olga", &["agent"], &[])),
+            )]),
+            T0,
+        )
+        .await
+        .expect("page");
+    // An offline edit on the box, based on revision 7.
+    let reader = env.sync.reader().expect("reader");
+    let olga = accounts::user_by_name(&reader, "olga")
+        .expect("read")
+        .expect("olga");
+    env.accounts
+        .update_user(
+            &Actor::new("root", "console"),
+            olga.id,
+            accounts::UserPatch {
+                display_name: Some("Olga (box edit)".to_owned()),
+                ..accounts::UserPatch::default()
+            },
+            T0 + 1,
+        )
+        .await
+        .expect("offline edit");
+    let edit = env
+        .sync
+        .outbox_page(0, 1000)
+        .expect("page")
+        .records
+        .into_iter()
+        .find(|r| r.kind == wire::RecordKind::UserChange)
+        .expect("edit in outbox");
+    let audit_before = env.count("SELECT COUNT(*) FROM audit_log");
+
+    let mut hq_row = env.user("olga", &["supervisor"], &[]);
+    hq_row.display_name = "Olga (HQ edit)".to_owned();
+    let conflicts = vec![
+        Conflict {
+            seq: edit.seq,
+            entity: EntityKind::User,
+            key: "olga".to_owned(),
+            base_revision: 7,
+            current: Some(upsert(12, Entity::User(hq_row))),
+            reason: "changed at HQ since revision 7".to_owned(),
+        },
+        // A conflict whose HQ row is invalid: audited with the error, not applied.
+        Conflict {
+            seq: edit.seq,
+            entity: EntityKind::User,
+            key: "pete".to_owned(),
+            base_revision: 0,
+            current: Some(upsert(13, Entity::User(env.user("pete", &["ghost"], &[])))),
+            reason: "exists at HQ".to_owned(),
+        },
+    ];
+    let last = env.count("SELECT MAX(seq) FROM outbox");
+    let applied = env
+        .sync
+        .handle_ack(ack(last, conflicts), last, T0 + 2)
+        .await
+        .expect("ack");
+    assert_eq!(applied.conflicts_applied, 1);
+    let olga = accounts::user_by_name(&reader, "olga")
+        .expect("read")
+        .expect("olga");
+    assert_eq!(olga.display_name, "Olga (HQ edit)");
+    assert_eq!(olga.revision, 12);
+    assert_eq!(olga.roles, ["supervisor"]);
+    assert!(accounts::user_by_name(&reader, "pete")
+        .expect("read")
+        .is_none());
+
+    assert_eq!(
+        env.count("SELECT COUNT(*) FROM audit_log"),
+        audit_before + 2
+    );
+    let (detail, result): (String, String) = env
+        .db()
+        .query_row(
+            "SELECT detail, result FROM audit_log WHERE action = 'sync_conflict' AND target = 'olga'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .expect("conflict audited");
+    let detail: serde_json::Value = serde_json::from_str(&detail).expect("json");
+    assert_eq!(result, "failed");
+    assert_eq!(detail["base_revision"], 7);
+    assert_eq!(detail["key"], "olga");
+    assert_eq!(detail["reason"], "changed at HQ since revision 7");
+    assert_eq!(detail["hq_revision"], 12);
+    let pete: String = env
+        .db()
+        .query_row(
+            "SELECT detail FROM audit_log WHERE action = 'sync_conflict' AND target = 'pete'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("pete audited");
+    assert!(pete.contains("unknown role"), "{pete}");
+    // Trimmed in the same transaction; only the two new audit rows remain, and the
+    // resolution wrote no user_change row (no echo).
+    assert_eq!(env.outbox_len(), 2);
+    assert_eq!(
+        env.count("SELECT COUNT(*) FROM outbox WHERE kind = 'user_change'"),
+        0
+    );
+    // HQ deleted the row: the box deletes its copy.
+    let last = env.count("SELECT MAX(seq) FROM outbox");
+    env.sync
+        .handle_ack(
+            ack(
+                last,
+                vec![Conflict {
+                    seq: last,
+                    entity: EntityKind::User,
+                    key: "olga".to_owned(),
+                    base_revision: 12,
+                    current: None,
+                    reason: "deleted at HQ".to_owned(),
+                }],
+            ),
+            last,
+            T0 + 3,
+        )
+        .await
+        .expect("ack");
+    assert!(accounts::user_by_name(&reader, "olga")
+        .expect("read")
+        .is_none());
+}
+
+#[tokio::test]
+async fn the_epoch_is_made_once_per_store() {
+    let first = env().await;
+    let epoch = first.sync.state().expect("state").epoch;
+    assert_eq!(epoch.len(), 32);
+    assert!(epoch.bytes().all(|b| b.is_ascii_hexdigit()));
+    // Reopening keeps it; a new store (factory reset deletes the file) gets another.
+    let again = Store::open(&first.path).expect("reopen");
+    drop(again);
+    assert_eq!(first.sync.state().expect("state").epoch, epoch);
+    let other = env().await;
+    assert_ne!(other.sync.state().expect("state").epoch, epoch);
+}
+
+#[tokio::test]
+async fn the_outbox_watch_moves_after_each_commit_that_wrote_an_outbox_row() {
+    let env = env().await;
+    let mut watch = env.sync.writer().outbox_watch();
+    let before = *watch.borrow_and_update();
+    env.local_user("quinn").await;
+    assert!(watch.has_changed().expect("writer alive"));
+    assert!(*watch.borrow_and_update() > before);
+    // A write with no outbox row does not wake it.
+    env.sync
+        .writer()
+        .set_port_state(1, "ringing")
+        .await
+        .expect("port state");
+    assert!(!watch.has_changed().expect("writer alive"));
+}
+
+#[tokio::test]
+async fn the_config_keeps_the_port_map_and_hq_keeps_names_across_restarts() {
+    let env = env().await;
+    env.sync
+        .apply_down(
+            page(vec![
+                upsert(
+                    3,
+                    Entity::Extension(wire::Extension {
+                        number: "101".to_owned(),
+                        name: "Front desk".to_owned(),
+                        port: Some(2),
+                        call_waiting: false,
+                    }),
+                ),
+                upsert(
+                    4,
+                    Entity::Extension(wire::Extension {
+                        number: "102".to_owned(),
+                        name: "Sales".to_owned(),
+                        port: None,
+                        call_waiting: true,
+                    }),
+                ),
+            ]),
+            T0,
+        )
+        .await
+        .expect("page");
+    // A restart with a config mapping 102 to port 2 and no longer listing 101.
+    env.sync
+        .writer()
+        .replace_board(
+            vec![(1, "fxs"), (2, "fxs")],
+            vec![ExtensionRow {
+                number: "102".to_owned(),
+                name: "Config name".to_owned(),
+                port: Some(2),
+                call_waiting: false,
+            }],
+        )
+        .await
+        .expect("board");
+    let reader = env.sync.reader().expect("reader");
+    assert_eq!(
+        reader.extensions().expect("extensions"),
+        [
+            // HQ's row stays, without a port (the config no longer maps it).
+            ExtensionRow {
+                number: "101".to_owned(),
+                name: "Front desk".to_owned(),
+                port: None,
+                call_waiting: false,
+            },
+            // The config's port, HQ's name and call waiting.
+            ExtensionRow {
+                number: "102".to_owned(),
+                name: "Sales".to_owned(),
+                port: Some(2),
+                call_waiting: true,
+            },
+        ]
+    );
+}
