@@ -8,8 +8,10 @@
 //! - [`agent`]: the box side's sans-IO core: outbox batching, upload acknowledgement
 //!   and trimming, the down cursor, retry/backoff with jitter, conflicts.
 //! - [`wan`]: the box's WAN monitor core: HQ and trunk reachability with hysteresis.
-//! - `hq` (feature `hq`, on by default): the HQ server `branch-hq`: store trait with
-//!   SQLite and PostgreSQL, HTTPS with mutual TLS, sync endpoints, admin API.
+//! - `hq` (feature `hq`, on by default): the HQ server `branch-hq`: the `HqStore` trait
+//!   on SQLite (embedded default) and PostgreSQL (several instances share one
+//!   database), HTTPS with mutual TLS and a device CA, the sync endpoints (idempotent
+//!   ingest, long-poll feed with snapshots, resumable files) and the admin API.
 #![forbid(unsafe_code)]
 
 pub mod agent;

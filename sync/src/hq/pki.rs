@@ -1,0 +1,394 @@
+//! HQ's device CA and TLS material.
+//!
+//! `branch-hq ca init --dir D` writes into `D`:
+//!
+//! | file | what |
+//! | --- | --- |
+//! | [`CA_CERT`] / [`CA_KEY`] | the device CA (ECDSA P-256, path length 0, 20 years) |
+//! | [`SERVER_CERT`] / [`SERVER_KEY`] | the sync listener's certificate, signed by the CA, SANs `127.0.0.1`, `localhost` and the names given |
+//! | [`ADMIN_TOKEN`] | the admin API's bearer token (random, 0600) |
+//!
+//! [`Ca::issue_box`] signs a device certificate whose subject CN is the box id, with
+//! the clientAuth extended key usage; `branch-hq box add` writes it with its key and
+//! the CA certificate for the box. The sync listener trusts only this CA for client
+//! certificates ([`server_tls_config`]): rustls' WebPKI verifier refuses certificates
+//! from another CA, self-signed ones, and ones outside their validity period during
+//! the handshake, before any request is read. Keys are written with mode 0600.
+//!
+//! Until enrollment (the provisioning issue) exists, `box add` is how a box gets its
+//! certificate; the certificate's sha256 is pinned in the `boxes` table so that
+//! issuing a new one revokes the old.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SerialNumber,
+};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use sha2::{Digest, Sha256};
+
+use crate::hq::{Error, Result};
+
+/// The CA certificate (PEM).
+pub const CA_CERT: &str = "ca.pem";
+/// The CA key (PEM, PKCS#8).
+pub const CA_KEY: &str = "ca.key";
+/// The sync listener's certificate (PEM).
+pub const SERVER_CERT: &str = "server.pem";
+/// The sync listener's key (PEM).
+pub const SERVER_KEY: &str = "server.key";
+/// The admin API bearer token.
+pub const ADMIN_TOKEN: &str = "admin-token";
+
+/// Subject CN of the device CA.
+pub const CA_NAME: &str = "Branchline HQ device CA";
+/// Default lifetime of a device certificate.
+pub const BOX_CERT_DAYS: u64 = 5 * 365;
+/// Lifetime of the server certificate.
+pub const SERVER_CERT_DAYS: u64 = 825;
+
+const DAY: Duration = Duration::from_secs(86_400);
+
+fn cert_err(what: impl Into<String>) -> impl FnOnce(rcgen::Error) -> Error {
+    let what = what.into();
+    move |source| Error::Certificate { what, source }
+}
+
+fn io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Error {
+    let path = path.to_owned();
+    move |source| Error::Io { op, path, source }
+}
+
+fn offset(t: SystemTime) -> time::OffsetDateTime {
+    let secs = t
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX / 2));
+    time::OffsetDateTime::from_unix_timestamp(secs).unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+}
+
+fn random_serial() -> Result<SerialNumber> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).map_err(|source| Error::Random { source })?;
+    bytes[0] &= 0x7f; // positive
+    Ok(SerialNumber::from_slice(&bytes))
+}
+
+/// Random hex string of `bytes` random bytes (tokens, epochs).
+pub fn random_hex(bytes: usize) -> Result<String> {
+    let mut buf = vec![0u8; bytes];
+    getrandom::fill(&mut buf).map_err(|source| Error::Random { source })?;
+    Ok(hex::encode(buf))
+}
+
+/// Writes `contents` to `path`; with `secret`, mode 0600. Refuses to overwrite when
+/// `overwrite` is false.
+pub fn write_file(path: &Path, contents: &[u8], secret: bool, overwrite: bool) -> Result<()> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true);
+    if overwrite {
+        opts.create(true).truncate(true);
+    } else {
+        opts.create_new(true);
+    }
+    #[cfg(unix)]
+    if secret {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    #[cfg(not(unix))]
+    let _ = secret;
+    let mut f = opts.open(path).map_err(io("create", path))?;
+    f.write_all(contents).map_err(io("write", path))?;
+    f.sync_all().map_err(io("sync", path))
+}
+
+fn read(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).map_err(io("read", path))
+}
+
+/// sha256 (lowercase hex) of a certificate's DER: what `boxes.cert_fingerprint` holds.
+pub fn fingerprint(der: &[u8]) -> String {
+    hex::encode(Sha256::digest(der))
+}
+
+/// A certificate issued for a box.
+#[derive(Debug, Clone)]
+pub struct IssuedCert {
+    /// The box's private key (PEM).
+    pub key_pem: String,
+    /// Its certificate (PEM).
+    pub cert_pem: String,
+    /// The CA certificate (PEM), for the box to trust HQ's server certificate.
+    pub ca_pem: String,
+    /// sha256 of the certificate's DER.
+    pub fingerprint: String,
+}
+
+/// The device CA, loaded from its directory.
+pub struct Ca {
+    cert_pem: String,
+    key: KeyPair,
+}
+
+impl std::fmt::Debug for Ca {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ca").finish_non_exhaustive()
+    }
+}
+
+fn ca_params() -> CertificateParams {
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, CA_NAME);
+    dn.push(DnType::OrganizationName, "Branchline");
+    params.distinguished_name = dn;
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    params
+}
+
+impl Ca {
+    /// Makes a new CA (not written anywhere).
+    pub fn generate(now: SystemTime) -> Result<Ca> {
+        let key = KeyPair::generate().map_err(cert_err("CA key"))?;
+        let mut params = ca_params();
+        params.not_before = offset(now - DAY);
+        params.not_after = offset(now + Duration::from_secs(20 * 365 * 86_400));
+        params.serial_number = Some(random_serial()?);
+        let cert = params.self_signed(&key).map_err(cert_err("CA"))?;
+        Ok(Ca {
+            cert_pem: cert.pem(),
+            key,
+        })
+    }
+
+    /// Loads the CA of a TLS directory.
+    pub fn load(dir: &Path) -> Result<Ca> {
+        let key_path = dir.join(CA_KEY);
+        let key = KeyPair::from_pem(&read(&key_path)?).map_err(|e| Error::Pem {
+            path: key_path,
+            reason: format!("not a private key: {e}"),
+        })?;
+        Ok(Ca {
+            cert_pem: read(&dir.join(CA_CERT))?,
+            key,
+        })
+    }
+
+    /// The CA certificate (PEM).
+    pub fn cert_pem(&self) -> &str {
+        &self.cert_pem
+    }
+
+    fn issue(&self, what: &str, mut params: CertificateParams) -> Result<IssuedCert> {
+        let key = KeyPair::generate().map_err(cert_err(format!("{what} key")))?;
+        params.serial_number = Some(random_serial()?);
+        params.use_authority_key_identifier_extension = true;
+        let issuer = Issuer::from_ca_cert_pem(&self.cert_pem, &self.key)
+            .map_err(cert_err("CA as issuer"))?;
+        let cert = params
+            .signed_by(&key, &issuer)
+            .map_err(cert_err(what.to_owned()))?;
+        Ok(IssuedCert {
+            key_pem: key.serialize_pem(),
+            cert_pem: cert.pem(),
+            ca_pem: self.cert_pem.clone(),
+            fingerprint: fingerprint(cert.der()),
+        })
+    }
+
+    /// Issues a device certificate for `box_id`, valid from `not_before` to
+    /// `not_after` (tests issue expired ones with both in the past).
+    pub fn issue_box(
+        &self,
+        box_id: &str,
+        not_before: SystemTime,
+        not_after: SystemTime,
+    ) -> Result<IssuedCert> {
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, box_id);
+        dn.push(DnType::OrganizationName, "Branchline");
+        params.distinguished_name = dn;
+        params.not_before = offset(not_before);
+        params.not_after = offset(not_after);
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        self.issue(&format!("box {box_id}"), params)
+    }
+
+    /// Issues the sync listener's certificate for `127.0.0.1`, `localhost` and `names`.
+    pub fn issue_server(&self, names: &[String], now: SystemTime) -> Result<IssuedCert> {
+        let mut sans = vec!["127.0.0.1".to_owned(), "localhost".to_owned()];
+        sans.extend(
+            names
+                .iter()
+                .filter(|n| !sans.contains(n))
+                .cloned()
+                .collect::<Vec<_>>(),
+        );
+        let mut params = CertificateParams::new(sans).map_err(cert_err("server names"))?;
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, "branch-hq");
+        params.distinguished_name = dn;
+        params.not_before = offset(now - DAY);
+        params.not_after = offset(now + Duration::from_secs(SERVER_CERT_DAYS * 86_400));
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        self.issue("server", params)
+    }
+}
+
+/// Creates a TLS directory: CA, server certificate, admin token. Refuses to
+/// overwrite an existing CA.
+pub fn init_ca(dir: &Path, server_names: &[String], now: SystemTime) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(io("create directory", dir))?;
+    if dir.join(CA_KEY).exists() {
+        return Err(Error::AlreadyExists {
+            what: "CA in",
+            key: dir.display().to_string(),
+        });
+    }
+    let ca = Ca::generate(now)?;
+    let server = ca.issue_server(server_names, now)?;
+    write_file(
+        &dir.join(CA_KEY),
+        ca.key.serialize_pem().as_bytes(),
+        true,
+        false,
+    )?;
+    write_file(&dir.join(CA_CERT), ca.cert_pem.as_bytes(), false, false)?;
+    write_file(&dir.join(SERVER_KEY), server.key_pem.as_bytes(), true, true)?;
+    write_file(
+        &dir.join(SERVER_CERT),
+        server.cert_pem.as_bytes(),
+        false,
+        true,
+    )?;
+    if !dir.join(ADMIN_TOKEN).exists() {
+        write_file(
+            &dir.join(ADMIN_TOKEN),
+            random_hex(24)?.as_bytes(),
+            true,
+            false,
+        )?;
+    }
+    Ok(())
+}
+
+/// Writes a box's files into `out`: `box.key` (0600), `box.pem`, `ca.pem`.
+pub fn write_box_files(out: &Path, issued: &IssuedCert) -> Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(out).map_err(io("create directory", out))?;
+    let files = [
+        (out.join("box.key"), issued.key_pem.as_bytes(), true),
+        (out.join("box.pem"), issued.cert_pem.as_bytes(), false),
+        (out.join("ca.pem"), issued.ca_pem.as_bytes(), false),
+    ];
+    for (path, contents, secret) in &files {
+        write_file(path, contents, *secret, true)?;
+    }
+    Ok(files.into_iter().map(|(p, _, _)| p).collect())
+}
+
+/// Parses every certificate of a PEM file.
+pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
+    let pem = read(path)?;
+    let certs = rustls_pemfile::certs(&mut pem.as_bytes())
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| Error::Pem {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
+    if certs.is_empty() {
+        return Err(Error::Pem {
+            path: path.to_owned(),
+            reason: "no certificate in the file".to_owned(),
+        });
+    }
+    Ok(certs)
+}
+
+/// Parses the private key of a PEM file.
+pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>> {
+    let pem = read(path)?;
+    rustls_pemfile::private_key(&mut pem.as_bytes())
+        .map_err(|e| Error::Pem {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?
+        .ok_or_else(|| Error::Pem {
+            path: path.to_owned(),
+            reason: "no private key in the file".to_owned(),
+        })
+}
+
+/// The crypto provider everything here uses (ring).
+pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// The sync listener's TLS config: server certificate from `dir`, client
+/// certificates required and verified against the CA of `dir`.
+pub fn server_tls_config(dir: &Path) -> Result<rustls::ServerConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in load_certs(&dir.join(CA_CERT))? {
+        roots.add(cert).map_err(|source| Error::Tls {
+            what: "CA certificate",
+            source,
+        })?;
+    }
+    let verifier =
+        rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+            .build()
+            .map_err(|source| Error::Verifier { source })?;
+    let config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|source| Error::Tls {
+            what: "protocol versions",
+            source,
+        })?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(
+            load_certs(&dir.join(SERVER_CERT))?,
+            load_key(&dir.join(SERVER_KEY))?,
+        )
+        .map_err(|source| Error::Tls {
+            what: "server certificate",
+            source,
+        })?;
+    Ok(config)
+}
+
+/// The admin listener's TLS config (server certificate only, no client auth).
+pub fn admin_tls_config(dir: &Path) -> Result<rustls::ServerConfig> {
+    rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|source| Error::Tls {
+            what: "protocol versions",
+            source,
+        })?
+        .with_no_client_auth()
+        .with_single_cert(
+            load_certs(&dir.join(SERVER_CERT))?,
+            load_key(&dir.join(SERVER_KEY))?,
+        )
+        .map_err(|source| Error::Tls {
+            what: "server certificate",
+            source,
+        })
+}
+
+/// The subject CN of a certificate (the box id of a device certificate).
+pub fn subject_cn(der: &[u8]) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let cn = cert.subject().iter_common_name().next()?;
+    cn.as_str().ok().map(str::to_owned)
+}

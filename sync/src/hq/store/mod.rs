@@ -1,0 +1,472 @@
+//! The HQ store: one async trait, [`HqStore`], with two implementations.
+//!
+//! - [`sqlite::SqliteStore`]: the embedded default (rusqlite, WAL, `synchronous=FULL`).
+//!   One writer connection behind a mutex, used on tokio's blocking pool, and a small
+//!   pool of reader connections. One process only.
+//! - [`postgres::PostgresStore`]: production (tokio-postgres with a deadpool pool).
+//!   Several `branch-hq` instances may share one database; see that module for how
+//!   revisions, acks and edits stay correct under concurrency.
+//!
+//! Both apply their numbered migrations (`sync/migrations/<store>/NNNN_*.sql`) at open,
+//! each in a transaction, recorded in `schema_migrations`; applying them again is a
+//! no-op.
+//!
+//! The decisions that do not depend on the database (whether an offline edit applies,
+//! what the feed answers) are pure functions here, used by both stores.
+
+pub mod postgres;
+pub mod sqlite;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::hq::validate::ValidBatch;
+use crate::hq::Result;
+use crate::wire::{Change, Conflict, EditOp, Entity, EntityEdit, EntityKind, FilePolicy};
+
+/// A site (a branch office).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SiteRecord {
+    /// Site id.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Which recording files HQ wants from the site's boxes.
+    pub file_policy: FilePolicy,
+    /// Highest feed revision of this site that was pruned (0: none): a box whose
+    /// cursor is below it gets a snapshot.
+    pub feed_floor: i64,
+    /// When it was created, ms since the Unix epoch.
+    pub created_at_ms: i64,
+}
+
+/// A box and its health.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BoxRecord {
+    /// Box id (the CN of its device certificate).
+    pub id: String,
+    /// The site it belongs to.
+    pub site: String,
+    /// sha256 (hex) of the DER of the one certificate HQ accepts for it, if pinned.
+    pub cert_fingerprint: Option<String>,
+    /// Last request, ms since the Unix epoch.
+    pub last_seen_ms: Option<i64>,
+    /// Firmware version it last reported.
+    pub firmware_version: Option<String>,
+    /// Outbox rows it last reported pending.
+    pub backlog: Option<i64>,
+    /// Creation time of its oldest pending outbox row.
+    pub oldest_pending_ms: Option<i64>,
+    /// When it was registered.
+    pub created_at_ms: i64,
+}
+
+/// What a request tells about a box's health.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct BoxHealth {
+    /// When the request arrived.
+    pub seen_at_ms: i64,
+    /// From an upload: firmware version.
+    pub firmware_version: Option<String>,
+    /// From an upload: backlog and oldest pending row (`None` inside: nothing pending).
+    pub backlog: Option<(i64, Option<i64>)>,
+}
+
+/// The outcome of [`HqStore::ingest`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct IngestOutcome {
+    /// Highest contiguous seq held for the box and epoch.
+    pub acked_seq: i64,
+    /// Offline edits of the batch that were rejected (also those rejected when the
+    /// batch first arrived, for a batch sent again).
+    pub conflicts: Vec<Conflict>,
+    /// Records newly stored (0 for a batch sent again).
+    pub inserted: usize,
+    /// Whether an offline edit was applied (the site's feed changed).
+    pub feed_changed: bool,
+}
+
+/// What the feed answers for a cursor.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FeedRead {
+    /// Changes after the cursor (maybe none).
+    Page {
+        /// Ascending revisions.
+        changes: Vec<Change>,
+        /// More are waiting beyond `limit`.
+        more: bool,
+    },
+    /// The cursor is too old (or 0, or from another database): the full state.
+    Snapshot {
+        /// Every live row.
+        rows: Vec<Change>,
+        /// The site's latest revision.
+        cursor: i64,
+    },
+}
+
+/// Filter of [`HqStore::cdrs`].
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CdrQuery {
+    /// Only this site.
+    pub site: Option<String>,
+    /// Only this box.
+    #[serde(rename = "box")]
+    pub box_id: Option<String>,
+    /// Calls started at or after (ms).
+    pub from_ms: Option<i64>,
+    /// Calls started before (ms).
+    pub to_ms: Option<i64>,
+    /// Most rows (clamped to 1..=[`MAX_CDR_PAGE`], default 100).
+    pub limit: Option<usize>,
+    /// Resume after this row id (the `next` of the previous page).
+    pub after: Option<i64>,
+}
+
+/// Most CDRs in one answer of [`HqStore::cdrs`].
+pub const MAX_CDR_PAGE: usize = 1000;
+
+impl CdrQuery {
+    /// The effective limit.
+    pub fn limit(&self) -> usize {
+        self.limit.unwrap_or(100).clamp(1, MAX_CDR_PAGE)
+    }
+}
+
+/// One stored CDR, as the admin API lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CdrRow {
+    /// HQ's row id (ascending in arrival order; pagination cursor).
+    pub id: i64,
+    /// The box.
+    #[serde(rename = "box")]
+    pub box_id: String,
+    /// The box's site.
+    pub site: String,
+    /// Call id on the box.
+    pub call_id: String,
+    /// `internal`, `inbound`, `outbound`.
+    pub direction: String,
+    /// Calling number.
+    pub caller: String,
+    /// Caller's analog port.
+    pub caller_port: Option<i64>,
+    /// Called number.
+    pub callee: String,
+    /// Callee's analog port.
+    pub callee_port: Option<i64>,
+    /// Start (ms).
+    pub started_at_ms: i64,
+    /// Answer (ms).
+    pub answered_at_ms: Option<i64>,
+    /// End (ms).
+    pub ended_at_ms: i64,
+    /// How it ended.
+    pub disposition: String,
+    /// Who ended it.
+    pub hangup_side: String,
+}
+
+/// Filter of [`HqStore::daily_report`].
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportQuery {
+    /// Only this site.
+    pub site: Option<String>,
+    /// Calls started at or after (ms).
+    pub from_ms: Option<i64>,
+    /// Calls started before (ms).
+    pub to_ms: Option<i64>,
+}
+
+/// One line of the daily report: calls of a site on a UTC day.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DailyReportRow {
+    /// Site id.
+    pub site: String,
+    /// Days since the Unix epoch (UTC).
+    pub day: i64,
+    /// Call legs started that day.
+    pub calls: i64,
+    /// Of those, answered.
+    pub answered: i64,
+    /// Of those, inbound and not answered.
+    pub missed: i64,
+}
+
+/// How many rows HQ holds for a box (tests and operators).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct RecordCounts {
+    /// Outbox records.
+    pub up_records: i64,
+    /// CDR projections.
+    pub cdrs: i64,
+    /// Audit projections.
+    pub audit: i64,
+    /// Recording metadata.
+    pub recordings: i64,
+}
+
+/// Where HQ keeps sites, boxes, the records boxes send, the rows it masters and the
+/// per-site change feed.
+#[async_trait]
+pub trait HqStore: Send + Sync + std::fmt::Debug + 'static {
+    /// Creates a site (file policy `none`).
+    async fn create_site(&self, id: &str, name: &str, now_ms: i64) -> Result<SiteRecord>;
+    /// All sites.
+    async fn sites(&self) -> Result<Vec<SiteRecord>>;
+    /// One site.
+    async fn site(&self, id: &str) -> Result<Option<SiteRecord>>;
+    /// Sets a site's file policy.
+    async fn set_file_policy(&self, site: &str, policy: &FilePolicy) -> Result<()>;
+    /// Registers a box for a site, optionally pinning its certificate.
+    async fn register_box(
+        &self,
+        id: &str,
+        site: &str,
+        cert_fingerprint: Option<&str>,
+        now_ms: i64,
+    ) -> Result<BoxRecord>;
+    /// Pins (or unpins) the certificate HQ accepts for a box.
+    async fn set_box_fingerprint(&self, id: &str, fingerprint: Option<&str>) -> Result<()>;
+    /// One box.
+    async fn box_record(&self, id: &str) -> Result<Option<BoxRecord>>;
+    /// All boxes with their health.
+    async fn boxes(&self) -> Result<Vec<BoxRecord>>;
+    /// Records a request from a box.
+    async fn touch_box(&self, id: &str, health: &BoxHealth) -> Result<()>;
+    /// Stores a validated batch from `box_rec` idempotently, applies its offline
+    /// edits, records its health, and answers the ack.
+    async fn ingest(
+        &self,
+        box_rec: &BoxRecord,
+        batch: &ValidBatch,
+        health: &BoxHealth,
+    ) -> Result<IngestOutcome>;
+    /// Writes a row HQ masters for a site (an operator's change), with a new revision
+    /// and a feed row. With `base_revision`, refuses when the row's revision differs
+    /// ([`crate::hq::Error::RevisionMismatch`]; 0 = must not exist).
+    async fn put_entity(
+        &self,
+        site: &str,
+        entity: &Entity,
+        base_revision: Option<i64>,
+    ) -> Result<Change>;
+    /// Deletes a row (a tombstone with a new revision and a feed row).
+    async fn delete_entity(&self, site: &str, kind: EntityKind, key: &str) -> Result<Change>;
+    /// One live row.
+    async fn entity(&self, site: &str, kind: EntityKind, key: &str) -> Result<Option<Change>>;
+    /// All live rows of a kind.
+    async fn entities(&self, site: &str, kind: EntityKind) -> Result<Vec<Change>>;
+    /// The feed of a site after `since`, at most `limit` changes, or a snapshot.
+    async fn read_feed(&self, site: &str, since: i64, limit: usize) -> Result<FeedRead>;
+    /// Deletes feed rows older than the newest `keep_revisions` revisions; returns how
+    /// many were deleted.
+    async fn prune_feed(&self, keep_revisions: i64) -> Result<u64>;
+    /// CDRs across boxes and sites, ascending row id.
+    async fn cdrs(&self, query: &CdrQuery) -> Result<Vec<CdrRow>>;
+    /// Calls per site per UTC day.
+    async fn daily_report(&self, query: &ReportQuery) -> Result<Vec<DailyReportRow>>;
+    /// Size of a recording a box (or another box of its site) announced, by sha256.
+    async fn recording_size(&self, site: &str, sha256: &str) -> Result<Option<u64>>;
+    /// Row counts for a box.
+    async fn counts(&self, box_id: &str) -> Result<RecordCounts>;
+}
+
+/// A live entity row and its revision, as read from a store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CurrentRow {
+    /// Its revision.
+    pub revision: i64,
+    /// The row, `None` when deleted (a tombstone).
+    pub row: Option<Entity>,
+}
+
+/// What to do with an offline edit, given HQ's current row.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EditDecision {
+    /// Write this (`None`: delete).
+    Apply(Option<Entity>),
+    /// Reject with this conflict.
+    Reject(Conflict),
+}
+
+/// Decides an offline edit: it applies when HQ's row is still at the edit's base
+/// revision (or does not exist and the edit creates it with base 0).
+pub fn decide_edit(seq: i64, edit: &EntityEdit, current: Option<&CurrentRow>) -> EditDecision {
+    let kind = edit.row.kind();
+    let key = edit.row.key().to_owned();
+    let live = current.filter(|c| c.row.is_some());
+    let reject = |reason: String| {
+        EditDecision::Reject(Conflict {
+            seq,
+            entity: kind,
+            key: key.clone(),
+            base_revision: edit.base_revision,
+            current: live.map(|c| Change {
+                revision: c.revision,
+                entity: kind,
+                key: key.clone(),
+                row: c.row.clone(),
+            }),
+            reason,
+        })
+    };
+    match (edit.op, live) {
+        (EditOp::Create, None) => EditDecision::Apply(Some(edit.row.clone())),
+        (EditOp::Create, Some(c)) => reject(format!(
+            "created on the box, but HQ already has this row at revision {}",
+            c.revision
+        )),
+        (EditOp::Update | EditOp::Delete, None) => {
+            reject("HQ deleted this row (or never had it)".to_owned())
+        }
+        (op, Some(c)) if c.revision == edit.base_revision => match op {
+            EditOp::Delete => EditDecision::Apply(None),
+            _ => EditDecision::Apply(Some(edit.row.clone())),
+        },
+        (_, Some(c)) => reject(format!(
+            "HQ changed this row (revision {}) since revision {}",
+            c.revision, edit.base_revision
+        )),
+    }
+}
+
+/// The rows for a snapshot, or a page, from what a store read in one consistent view.
+pub(crate) fn feed_decision(
+    since: i64,
+    feed_floor: i64,
+    global_revision: i64,
+    site_revision: i64,
+) -> bool {
+    // true: answer a snapshot.
+    (since == 0 && site_revision > 0) || since < feed_floor || since > global_revision
+}
+
+/// Serializes an entity row for storage.
+pub(crate) fn entity_json(entity: &Entity) -> String {
+    // An Entity holds only strings, numbers, bools and vectors: serializing cannot fail.
+    serde_json::to_string(entity).unwrap_or_else(|_| "null".to_owned())
+}
+
+/// Parses a stored entity row.
+pub(crate) fn parse_entity(json: &str) -> Result<Entity> {
+    serde_json::from_str(json).map_err(|source| crate::hq::Error::StoredJson {
+        what: "entity row",
+        source,
+    })
+}
+
+/// Parses a stored file policy.
+pub(crate) fn parse_policy(json: &str) -> Result<FilePolicy> {
+    serde_json::from_str(json).map_err(|source| crate::hq::Error::StoredJson {
+        what: "file policy",
+        source,
+    })
+}
+
+/// Parses a stored kind name.
+pub(crate) fn parse_kind(name: &str) -> Result<EntityKind> {
+    crate::hq::validate::entity_kind_from_name(name).ok_or_else(|| crate::hq::Error::StoredValue {
+        what: "entity kind",
+        value: name.to_owned(),
+    })
+}
+
+/// Serializes a conflict for the `edit_conflicts` table.
+pub(crate) fn conflict_json(conflict: &Conflict) -> String {
+    serde_json::to_string(conflict).unwrap_or_else(|_| "null".to_owned())
+}
+
+/// Parses a stored conflict.
+pub(crate) fn parse_conflict(json: &str) -> Result<Conflict> {
+    serde_json::from_str(json).map_err(|source| crate::hq::Error::StoredJson {
+        what: "conflict",
+        source,
+    })
+}
+
+/// Days since the Unix epoch of a time in ms (UTC, floor).
+pub fn day_of(ms: i64) -> i64 {
+    ms.div_euclid(86_400_000)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::Group;
+
+    fn edit(op: EditOp, base: i64) -> EntityEdit {
+        EntityEdit {
+            op,
+            base_revision: base,
+            row: Entity::Group(Group {
+                name: "team".into(),
+                description: "d".into(),
+            }),
+        }
+    }
+
+    fn row(revision: i64, live: bool) -> CurrentRow {
+        CurrentRow {
+            revision,
+            row: live.then(|| {
+                Entity::Group(Group {
+                    name: "team".into(),
+                    description: "hq".into(),
+                })
+            }),
+        }
+    }
+
+    #[test]
+    fn edits_apply_only_on_their_base_revision() {
+        assert!(matches!(
+            decide_edit(1, &edit(EditOp::Create, 0), None),
+            EditDecision::Apply(Some(_))
+        ));
+        assert!(matches!(
+            decide_edit(1, &edit(EditOp::Create, 0), Some(&row(4, false))),
+            EditDecision::Apply(Some(_))
+        ));
+        assert!(matches!(
+            decide_edit(1, &edit(EditOp::Create, 0), Some(&row(4, true))),
+            EditDecision::Reject(_)
+        ));
+        assert!(matches!(
+            decide_edit(1, &edit(EditOp::Update, 4), Some(&row(4, true))),
+            EditDecision::Apply(Some(_))
+        ));
+        assert!(matches!(
+            decide_edit(1, &edit(EditOp::Delete, 4), Some(&row(4, true))),
+            EditDecision::Apply(None)
+        ));
+        let EditDecision::Reject(c) = decide_edit(9, &edit(EditOp::Update, 3), Some(&row(4, true)))
+        else {
+            panic!("stale update applied");
+        };
+        assert_eq!((c.seq, c.base_revision), (9, 3));
+        assert_eq!(c.current.map(|c| c.revision), Some(4));
+        let EditDecision::Reject(c) =
+            decide_edit(9, &edit(EditOp::Update, 3), Some(&row(5, false)))
+        else {
+            panic!("update of a deleted row applied");
+        };
+        assert_eq!(c.current, None);
+    }
+
+    #[test]
+    fn snapshot_when_cursor_is_zero_pruned_or_foreign() {
+        assert!(
+            !feed_decision(0, 0, 0, 0),
+            "empty site: a page, not a snapshot loop"
+        );
+        assert!(feed_decision(0, 0, 5, 5));
+        assert!(feed_decision(3, 4, 10, 10));
+        assert!(!feed_decision(4, 4, 10, 10));
+        assert!(feed_decision(11, 0, 10, 10));
+        assert_eq!(day_of(-1), -1);
+        assert_eq!(day_of(86_400_000), 1);
+    }
+}

@@ -1,0 +1,1019 @@
+//! [`HqStore`] on PostgreSQL: production, and several `branch-hq` instances on one
+//! database.
+//!
+//! # Sharing one database
+//!
+//! Every instance is stateless apart from its in-process long-poll wake-ups; all
+//! state is in the database, and each operation is one transaction:
+//!
+//! - **Idempotent ingest.** Records go in with one multi-row
+//!   `INSERT ... SELECT FROM unnest($arrays) ON CONFLICT DO NOTHING RETURNING seq`
+//!   (one round trip per table per batch); only the rows that were new get their
+//!   projections (`cdrs`, `audit_rows`, `recordings`) and their edits applied, so a
+//!   batch sent twice, or to two instances at once, is stored once.
+//! - **The ack under concurrency.** After its inserts, a batch locks its
+//!   `box_epochs` row (`INSERT ... ON CONFLICT DO UPDATE ... RETURNING`) and only then
+//!   computes the highest contiguous seq in a new statement. Under READ COMMITTED
+//!   that statement sees every batch committed by an earlier holder of the lock plus
+//!   its own rows, so two instances that ingest 1..10 and 11..20 at once end with
+//!   ack 20 stored, and neither ever answers a seq it does not hold. The stored ack
+//!   only grows (`GREATEST`).
+//! - **Revisions.** A global sequence `feed_revision`; a writer of a site's feed
+//!   takes that site's row lock (`SELECT ... FROM sites FOR UPDATE`) before drawing
+//!   a revision, so within one site revisions commit in the order they are drawn
+//!   and a reader can never see revision N+1 of a site before N. (Across sites they
+//!   may commit out of order; cursors are per site.)
+//! - **Reads** of the feed run in one REPEATABLE READ READ ONLY transaction, so the
+//!   floor check, the snapshot rows and its cursor are one consistent view even
+//!   while another instance prunes.
+//! - **Lock order** is always: `up_records` rows (ascending seq), the site row, the
+//!   `box_epochs` row, the `boxes` row; nothing takes them in another order, so
+//!   concurrent batches cannot deadlock.
+//! - **Migrations** run under `pg_advisory_xact_lock`, so instances starting together
+//!   apply each once.
+
+use std::collections::HashSet;
+use std::str::FromStr;
+
+use async_trait::async_trait;
+use deadpool_postgres::{
+    GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod, Transaction,
+};
+use tokio_postgres::{IsolationLevel, NoTls, Row};
+
+use super::{
+    conflict_json, decide_edit, entity_json, feed_decision, parse_conflict, parse_entity,
+    parse_kind, parse_policy, BoxHealth, BoxRecord, CdrQuery, CdrRow, CurrentRow, DailyReportRow,
+    EditDecision, FeedRead, HqStore, IngestOutcome, RecordCounts, ReportQuery, SiteRecord,
+};
+use crate::hq::validate::{entity_kind_name, validate_entity, TypedPayload, ValidBatch};
+use crate::hq::{Error, Result};
+use crate::wire::{Change, Entity, EntityKind, FilePolicy};
+
+/// The numbered migrations, applied in order at open.
+const MIGRATIONS: &[(i64, &str)] = &[(
+    1,
+    include_str!("../../../migrations/postgres/0001_init.sql"),
+)];
+
+/// Key of the advisory lock migrations run under.
+const MIGRATION_LOCK: i64 = 0x6272_616e_6368; // "branch"
+
+/// The PostgreSQL store.
+#[derive(Clone)]
+pub struct PostgresStore {
+    pool: Pool,
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("pool", &self.pool.status())
+            .finish()
+    }
+}
+
+fn pg(op: &'static str) -> impl FnOnce(tokio_postgres::Error) -> Error {
+    move |source| Error::Postgres { op, source }
+}
+
+impl PostgresStore {
+    /// Connects to `url` (a libpq-style string or `postgres://` URL) with a pool of
+    /// at most `pool_size` connections and applies the migrations.
+    pub async fn connect(url: &str, pool_size: usize) -> Result<PostgresStore> {
+        let config = tokio_postgres::Config::from_str(url).map_err(|e| Error::PoolConfig {
+            url: url.to_owned(),
+            reason: e.to_string(),
+        })?;
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(pool_size.max(1))
+            .build()
+            .map_err(|e| Error::PoolConfig {
+                url: url.to_owned(),
+                reason: e.to_string(),
+            })?;
+        let store = PostgresStore { pool };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object> {
+        self.pool
+            .get()
+            .await
+            .map_err(|source| Error::Pool { source })
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        let mut client = self.client().await?;
+        for (version, script) in MIGRATIONS {
+            let tx = client.transaction().await.map_err(pg("begin migration"))?;
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+                .await
+                .map_err(pg("lock migrations"))?;
+            tx.batch_execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (
+                     version BIGINT PRIMARY KEY, applied_at_ms BIGINT NOT NULL)",
+            )
+            .await
+            .map_err(pg("create schema_migrations"))?;
+            let done: bool = tx
+                .query_one(
+                    "SELECT EXISTS (SELECT 1 FROM schema_migrations WHERE version = $1)",
+                    &[version],
+                )
+                .await
+                .map_err(pg("read schema_migrations"))?
+                .get(0);
+            if !done {
+                tx.batch_execute(script)
+                    .await
+                    .map_err(pg("apply migration"))?;
+                tx.execute(
+                    "INSERT INTO schema_migrations (version, applied_at_ms) VALUES ($1, $2)",
+                    &[version, &crate::hq::now_ms()],
+                )
+                .await
+                .map_err(pg("record migration"))?;
+            }
+            tx.commit().await.map_err(pg("commit migration"))?;
+        }
+        Ok(())
+    }
+}
+
+fn to_site(r: &Row) -> Result<SiteRecord> {
+    Ok(SiteRecord {
+        id: r.get(0),
+        name: r.get(1),
+        file_policy: parse_policy(r.get(2))?,
+        feed_floor: r.get(3),
+        created_at_ms: r.get(4),
+    })
+}
+
+const BOX_COLUMNS: &str = "id, site, cert_fingerprint, last_seen_ms, firmware_version, backlog,
+                           oldest_pending_ms, created_at_ms";
+
+fn to_box(r: &Row) -> BoxRecord {
+    BoxRecord {
+        id: r.get(0),
+        site: r.get(1),
+        cert_fingerprint: r.get(2),
+        last_seen_ms: r.get(3),
+        firmware_version: r.get(4),
+        backlog: r.get(5),
+        oldest_pending_ms: r.get(6),
+        created_at_ms: r.get(7),
+    }
+}
+
+fn to_change(r: &Row) -> Result<Change> {
+    let json: Option<&str> = r.get(3);
+    Ok(Change {
+        revision: r.get(0),
+        entity: parse_kind(r.get(1))?,
+        key: r.get(2),
+        row: json.map(parse_entity).transpose()?,
+    })
+}
+
+/// Takes the site's row lock; false when the site does not exist.
+async fn lock_site(tx: &Transaction<'_>, site: &str) -> Result<bool> {
+    let stmt = tx
+        .prepare_cached("SELECT 1 FROM sites WHERE id = $1 FOR UPDATE")
+        .await
+        .map_err(pg("prepare lock site"))?;
+    Ok(tx
+        .query_opt(&stmt, &[&site])
+        .await
+        .map_err(pg("lock site"))?
+        .is_some())
+}
+
+async fn current_row(
+    tx: &impl GenericClient,
+    site: &str,
+    kind: EntityKind,
+    key: &str,
+) -> Result<Option<CurrentRow>> {
+    let stmt = tx
+        .prepare_cached(
+            "SELECT revision, row_json FROM entities WHERE site = $1 AND kind = $2 AND key = $3",
+        )
+        .await
+        .map_err(pg("prepare read entity"))?;
+    let row = tx
+        .query_opt(&stmt, &[&site, &entity_kind_name(kind), &key])
+        .await
+        .map_err(pg("read entity"))?;
+    row.map(|r| {
+        let json: Option<&str> = r.get(1);
+        Ok(CurrentRow {
+            revision: r.get(0),
+            row: json.map(parse_entity).transpose()?,
+        })
+    })
+    .transpose()
+}
+
+/// Writes a row (or a tombstone) with the next revision and its feed row. The caller
+/// holds the site lock.
+async fn write_entity(
+    tx: &Transaction<'_>,
+    site: &str,
+    kind: EntityKind,
+    key: &str,
+    row: Option<&Entity>,
+) -> Result<Change> {
+    let revision: i64 = tx
+        .query_one("SELECT nextval('feed_revision')", &[])
+        .await
+        .map_err(pg("next revision"))?
+        .get(0);
+    let json = row.map(entity_json);
+    let kind_name = entity_kind_name(kind);
+    let upsert = tx
+        .prepare_cached(
+            "INSERT INTO entities (site, kind, key, revision, row_json, deleted)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (site, kind, key) DO UPDATE
+             SET revision = EXCLUDED.revision, row_json = EXCLUDED.row_json, deleted = EXCLUDED.deleted",
+        )
+        .await
+        .map_err(pg("prepare write entity"))?;
+    tx.execute(
+        &upsert,
+        &[&site, &kind_name, &key, &revision, &json, &row.is_none()],
+    )
+    .await
+    .map_err(pg("write entity"))?;
+    let feed = tx
+        .prepare_cached(
+            "INSERT INTO feed (revision, site, kind, key, row_json) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .await
+        .map_err(pg("prepare write feed"))?;
+    tx.execute(&feed, &[&revision, &site, &kind_name, &key, &json])
+        .await
+        .map_err(pg("write feed"))?;
+    Ok(Change {
+        revision,
+        entity: kind,
+        key: key.to_owned(),
+        row: row.cloned(),
+    })
+}
+
+async fn touch(client: &impl GenericClient, id: &str, h: &BoxHealth) -> Result<()> {
+    let (has_backlog, backlog, oldest) = match h.backlog {
+        Some((b, o)) => (true, Some(b), o),
+        None => (false, None, None),
+    };
+    let stmt = client
+        .prepare_cached(
+            "UPDATE boxes SET last_seen_ms = GREATEST(COALESCE(last_seen_ms, 0), $2),
+                    firmware_version = COALESCE($3, firmware_version),
+                    backlog = CASE WHEN $4 THEN $5 ELSE backlog END,
+                    oldest_pending_ms = CASE WHEN $4 THEN $6 ELSE oldest_pending_ms END
+             WHERE id = $1",
+        )
+        .await
+        .map_err(pg("prepare box health"))?;
+    client
+        .execute(
+            &stmt,
+            &[
+                &id,
+                &h.seen_at_ms,
+                &h.firmware_version,
+                &has_backlog,
+                &backlog,
+                &oldest,
+            ],
+        )
+        .await
+        .map_err(pg("update box health"))?;
+    Ok(())
+}
+
+#[async_trait]
+impl HqStore for PostgresStore {
+    async fn create_site(&self, id: &str, name: &str, now_ms: i64) -> Result<SiteRecord> {
+        let client = self.client().await?;
+        let n = client
+            .execute(
+                "INSERT INTO sites (id, name, created_at_ms) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                &[&id, &name, &now_ms],
+            )
+            .await
+            .map_err(pg("insert site"))?;
+        if n == 0 {
+            return Err(Error::AlreadyExists {
+                what: "site",
+                key: id.to_owned(),
+            });
+        }
+        Ok(SiteRecord {
+            id: id.to_owned(),
+            name: name.to_owned(),
+            file_policy: FilePolicy::None,
+            feed_floor: 0,
+            created_at_ms: now_ms,
+        })
+    }
+
+    async fn sites(&self) -> Result<Vec<SiteRecord>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT id, name, file_policy, feed_floor, created_at_ms FROM sites ORDER BY id",
+                &[],
+            )
+            .await
+            .map_err(pg("list sites"))?;
+        rows.iter().map(to_site).collect()
+    }
+
+    async fn site(&self, id: &str) -> Result<Option<SiteRecord>> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT id, name, file_policy, feed_floor, created_at_ms FROM sites WHERE id = $1",
+                &[&id],
+            )
+            .await
+            .map_err(pg("read site"))?;
+        row.as_ref().map(to_site).transpose()
+    }
+
+    async fn set_file_policy(&self, site: &str, policy: &FilePolicy) -> Result<()> {
+        let json =
+            serde_json::to_string(policy).unwrap_or_else(|_| r#"{"mode":"none"}"#.to_owned());
+        let client = self.client().await?;
+        let n = client
+            .execute(
+                "UPDATE sites SET file_policy = $2 WHERE id = $1",
+                &[&site, &json],
+            )
+            .await
+            .map_err(pg("set file policy"))?;
+        if n == 0 {
+            return Err(Error::NotFound {
+                what: "site",
+                key: site.to_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    async fn register_box(
+        &self,
+        id: &str,
+        site: &str,
+        cert_fingerprint: Option<&str>,
+        now_ms: i64,
+    ) -> Result<BoxRecord> {
+        let client = self.client().await?;
+        if client
+            .query_opt("SELECT 1 FROM sites WHERE id = $1", &[&site])
+            .await
+            .map_err(pg("read site"))?
+            .is_none()
+        {
+            return Err(Error::NotFound {
+                what: "site",
+                key: site.to_owned(),
+            });
+        }
+        let n = client
+            .execute(
+                "INSERT INTO boxes (id, site, cert_fingerprint, created_at_ms) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT DO NOTHING",
+                &[&id, &site, &cert_fingerprint, &now_ms],
+            )
+            .await
+            .map_err(pg("insert box"))?;
+        if n == 0 {
+            return Err(Error::AlreadyExists {
+                what: "box",
+                key: id.to_owned(),
+            });
+        }
+        Ok(BoxRecord {
+            id: id.to_owned(),
+            site: site.to_owned(),
+            cert_fingerprint: cert_fingerprint.map(str::to_owned),
+            last_seen_ms: None,
+            firmware_version: None,
+            backlog: None,
+            oldest_pending_ms: None,
+            created_at_ms: now_ms,
+        })
+    }
+
+    async fn set_box_fingerprint(&self, id: &str, fingerprint: Option<&str>) -> Result<()> {
+        let client = self.client().await?;
+        let n = client
+            .execute(
+                "UPDATE boxes SET cert_fingerprint = $2 WHERE id = $1",
+                &[&id, &fingerprint],
+            )
+            .await
+            .map_err(pg("set box fingerprint"))?;
+        if n == 0 {
+            return Err(Error::NotFound {
+                what: "box",
+                key: id.to_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    async fn box_record(&self, id: &str) -> Result<Option<BoxRecord>> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(&format!("SELECT {BOX_COLUMNS} FROM boxes WHERE id = $1"))
+            .await
+            .map_err(pg("prepare read box"))?;
+        let row = client
+            .query_opt(&stmt, &[&id])
+            .await
+            .map_err(pg("read box"))?;
+        Ok(row.as_ref().map(to_box))
+    }
+
+    async fn boxes(&self) -> Result<Vec<BoxRecord>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                &format!("SELECT {BOX_COLUMNS} FROM boxes ORDER BY site, id"),
+                &[],
+            )
+            .await
+            .map_err(pg("list boxes"))?;
+        Ok(rows.iter().map(to_box).collect())
+    }
+
+    async fn touch_box(&self, id: &str, health: &BoxHealth) -> Result<()> {
+        let client = self.client().await?;
+        touch(&client, id, health).await
+    }
+
+    async fn ingest(
+        &self,
+        box_rec: &BoxRecord,
+        batch: &ValidBatch,
+        health: &BoxHealth,
+    ) -> Result<IngestOutcome> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg("begin ingest"))?;
+        let outcome = ingest(&tx, box_rec, batch, health).await?;
+        tx.commit().await.map_err(pg("commit ingest"))?;
+        Ok(outcome)
+    }
+
+    async fn put_entity(
+        &self,
+        site: &str,
+        entity: &Entity,
+        base_revision: Option<i64>,
+    ) -> Result<Change> {
+        validate_entity(entity)?;
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg("begin put entity"))?;
+        if !lock_site(&tx, site).await? {
+            return Err(Error::NotFound {
+                what: "site",
+                key: site.to_owned(),
+            });
+        }
+        let kind = entity.kind();
+        if let Some(expected) = base_revision {
+            let current = current_row(&tx, site, kind, entity.key())
+                .await?
+                .filter(|c| c.row.is_some())
+                .map_or(0, |c| c.revision);
+            if current != expected {
+                return Err(Error::RevisionMismatch {
+                    kind: entity_kind_name(kind),
+                    key: entity.key().to_owned(),
+                    expected,
+                    current,
+                });
+            }
+        }
+        let change = write_entity(&tx, site, kind, entity.key(), Some(entity)).await?;
+        tx.commit().await.map_err(pg("commit put entity"))?;
+        Ok(change)
+    }
+
+    async fn delete_entity(&self, site: &str, kind: EntityKind, key: &str) -> Result<Change> {
+        let mut client = self.client().await?;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(pg("begin delete entity"))?;
+        let locked = lock_site(&tx, site).await?;
+        let live = locked
+            && current_row(&tx, site, kind, key)
+                .await?
+                .is_some_and(|c| c.row.is_some());
+        if !live {
+            return Err(Error::NotFound {
+                what: entity_kind_name(kind),
+                key: key.to_owned(),
+            });
+        }
+        let change = write_entity(&tx, site, kind, key, None).await?;
+        tx.commit().await.map_err(pg("commit delete entity"))?;
+        Ok(change)
+    }
+
+    async fn entity(&self, site: &str, kind: EntityKind, key: &str) -> Result<Option<Change>> {
+        let client = self.client().await?;
+        Ok(current_row(&client, site, kind, key).await?.and_then(|c| {
+            c.row.map(|row| Change {
+                revision: c.revision,
+                entity: kind,
+                key: key.to_owned(),
+                row: Some(row),
+            })
+        }))
+    }
+
+    async fn entities(&self, site: &str, kind: EntityKind) -> Result<Vec<Change>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT revision, kind, key, row_json FROM entities
+                 WHERE site = $1 AND kind = $2 AND NOT deleted ORDER BY key",
+                &[&site, &entity_kind_name(kind)],
+            )
+            .await
+            .map_err(pg("list entities"))?;
+        rows.iter().map(to_change).collect()
+    }
+
+    async fn read_feed(&self, site: &str, since: i64, limit: usize) -> Result<FeedRead> {
+        let mut client = self.client().await?;
+        let tx = client
+            .build_transaction()
+            .isolation_level(IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await
+            .map_err(pg("begin feed read"))?;
+        let floor_stmt = tx
+            .prepare_cached(
+                "SELECT s.feed_floor,
+                        (SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM feed_revision),
+                        (SELECT COALESCE(MAX(revision), 0) FROM entities WHERE site = s.id)
+                 FROM sites s WHERE s.id = $1",
+            )
+            .await
+            .map_err(pg("prepare feed state"))?;
+        let state = tx
+            .query_opt(&floor_stmt, &[&site])
+            .await
+            .map_err(pg("read feed state"))?
+            .ok_or_else(|| Error::NotFound {
+                what: "site",
+                key: site.to_owned(),
+            })?;
+        let (floor, global, site_rev): (i64, i64, i64) = (state.get(0), state.get(1), state.get(2));
+        let read = if feed_decision(since, floor, global, site_rev) {
+            let rows = tx
+                .query(
+                    "SELECT revision, kind, key, row_json FROM entities
+                     WHERE site = $1 AND NOT deleted ORDER BY kind, key",
+                    &[&site],
+                )
+                .await
+                .map_err(pg("read snapshot"))?;
+            FeedRead::Snapshot {
+                rows: rows.iter().map(to_change).collect::<Result<_>>()?,
+                cursor: site_rev,
+            }
+        } else {
+            let stmt = tx
+                .prepare_cached(
+                    "SELECT revision, kind, key, row_json FROM feed
+                     WHERE site = $1 AND revision > $2 ORDER BY revision LIMIT $3",
+                )
+                .await
+                .map_err(pg("prepare read feed"))?;
+            let fetch = i64::try_from(limit).unwrap_or(i64::MAX - 1) + 1;
+            let rows = tx
+                .query(&stmt, &[&site, &since, &fetch])
+                .await
+                .map_err(pg("read feed"))?;
+            let more = rows.len() > limit;
+            FeedRead::Page {
+                changes: rows
+                    .iter()
+                    .take(limit)
+                    .map(to_change)
+                    .collect::<Result<_>>()?,
+                more,
+            }
+        };
+        tx.commit().await.map_err(pg("end feed read"))?;
+        Ok(read)
+    }
+
+    async fn prune_feed(&self, keep_revisions: i64) -> Result<u64> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg("begin prune"))?;
+        let row = tx
+            .query_one(
+                "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM feed_revision",
+                &[],
+            )
+            .await
+            .map_err(pg("read revision"))?;
+        let cutoff = row.get::<_, i64>(0).saturating_sub(keep_revisions.max(0));
+        let pruned: i64 = tx
+            .query_one(
+                "WITH gone AS (DELETE FROM feed WHERE revision <= $1 RETURNING site, revision),
+                      floors AS (SELECT site, MAX(revision) AS top, COUNT(*) AS n FROM gone GROUP BY site),
+                      raised AS (UPDATE sites s SET feed_floor = GREATEST(s.feed_floor, f.top)
+                                 FROM floors f WHERE s.id = f.site RETURNING 1)
+                 SELECT COALESCE(SUM(n), 0)::int8 FROM floors",
+                &[&cutoff],
+            )
+            .await
+            .map_err(pg("prune feed"))?
+            .get(0);
+        tx.commit().await.map_err(pg("commit prune"))?;
+        Ok(u64::try_from(pruned).unwrap_or(0))
+    }
+
+    async fn cdrs(&self, query: &CdrQuery) -> Result<Vec<CdrRow>> {
+        let client = self.client().await?;
+        let limit = i64::try_from(query.limit()).unwrap_or(100);
+        let rows = client
+            .query(
+                "SELECT id, box, site, call_id, direction, caller, caller_port, callee, callee_port,
+                        started_at_ms, answered_at_ms, ended_at_ms, disposition, hangup_side
+                 FROM cdrs
+                 WHERE ($1::text IS NULL OR site = $1) AND ($2::text IS NULL OR box = $2)
+                   AND ($3::int8 IS NULL OR started_at_ms >= $3) AND ($4::int8 IS NULL OR started_at_ms < $4)
+                   AND id > $5
+                 ORDER BY id LIMIT $6",
+                &[&query.site, &query.box_id, &query.from_ms, &query.to_ms, &query.after.unwrap_or(0), &limit],
+            )
+            .await
+            .map_err(pg("query cdrs"))?;
+        Ok(rows
+            .iter()
+            .map(|r| CdrRow {
+                id: r.get(0),
+                box_id: r.get(1),
+                site: r.get(2),
+                call_id: r.get(3),
+                direction: r.get(4),
+                caller: r.get(5),
+                caller_port: r.get(6),
+                callee: r.get(7),
+                callee_port: r.get(8),
+                started_at_ms: r.get(9),
+                answered_at_ms: r.get(10),
+                ended_at_ms: r.get(11),
+                disposition: r.get(12),
+                hangup_side: r.get(13),
+            })
+            .collect())
+    }
+
+    async fn daily_report(&self, query: &ReportQuery) -> Result<Vec<DailyReportRow>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT site, FLOOR(started_at_ms::numeric / 86400000)::int8 AS day, COUNT(*),
+                        COUNT(*) FILTER (WHERE disposition = 'answered'),
+                        COUNT(*) FILTER (WHERE direction = 'inbound' AND disposition <> 'answered')
+                 FROM cdrs
+                 WHERE ($1::text IS NULL OR site = $1)
+                   AND ($2::int8 IS NULL OR started_at_ms >= $2) AND ($3::int8 IS NULL OR started_at_ms < $3)
+                 GROUP BY site, day ORDER BY site, day",
+                &[&query.site, &query.from_ms, &query.to_ms],
+            )
+            .await
+            .map_err(pg("daily report"))?;
+        Ok(rows
+            .iter()
+            .map(|r| DailyReportRow {
+                site: r.get(0),
+                day: r.get(1),
+                calls: r.get(2),
+                answered: r.get(3),
+                missed: r.get(4),
+            })
+            .collect())
+    }
+
+    async fn recording_size(&self, site: &str, sha256: &str) -> Result<Option<u64>> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT size FROM recordings WHERE site = $1 AND sha256 = $2 LIMIT 1",
+                &[&site, &sha256],
+            )
+            .await
+            .map_err(pg("read recording"))?;
+        Ok(row.and_then(|r| u64::try_from(r.get::<_, i64>(0)).ok()))
+    }
+
+    async fn counts(&self, box_id: &str) -> Result<RecordCounts> {
+        let client = self.client().await?;
+        let r = client
+            .query_one(
+                "SELECT (SELECT COUNT(*) FROM up_records WHERE box = $1),
+                        (SELECT COUNT(*) FROM cdrs WHERE box = $1),
+                        (SELECT COUNT(*) FROM audit_rows WHERE box = $1),
+                        (SELECT COUNT(*) FROM recordings WHERE box = $1)",
+                &[&box_id],
+            )
+            .await
+            .map_err(pg("count records"))?;
+        Ok(RecordCounts {
+            up_records: r.get(0),
+            cdrs: r.get(1),
+            audit: r.get(2),
+            recordings: r.get(3),
+        })
+    }
+}
+
+async fn ingest(
+    tx: &Transaction<'_>,
+    box_rec: &BoxRecord,
+    batch: &ValidBatch,
+    health: &BoxHealth,
+) -> Result<IngestOutcome> {
+    let (bx, site, epoch) = (
+        box_rec.id.as_str(),
+        box_rec.site.as_str(),
+        batch.epoch.as_str(),
+    );
+    let records = &batch.records;
+    let mut inserted = HashSet::new();
+    if !records.is_empty() {
+        let seqs: Vec<i64> = records.iter().map(|r| r.seq).collect();
+        let kinds: Vec<&str> = records.iter().map(|r| r.kind.as_str()).collect();
+        let keys: Vec<&str> = records.iter().map(|r| r.key.as_str()).collect();
+        let created: Vec<i64> = records.iter().map(|r| r.created_at_ms).collect();
+        let payloads: Vec<&str> = records.iter().map(|r| r.payload_json.as_str()).collect();
+        let stmt = tx
+            .prepare_cached(
+                "INSERT INTO up_records (box, epoch, seq, kind, key, created_at_ms, received_at_ms, payload)
+                 SELECT $1, $2, t.seq, t.kind, t.key, t.created, $3, t.payload
+                 FROM unnest($4::int8[], $5::text[], $6::text[], $7::int8[], $8::text[])
+                      AS t(seq, kind, key, created, payload)
+                 ON CONFLICT DO NOTHING RETURNING seq",
+            )
+            .await
+            .map_err(pg("prepare insert records"))?;
+        let rows = tx
+            .query(
+                &stmt,
+                &[
+                    &bx,
+                    &epoch,
+                    &health.seen_at_ms,
+                    &seqs,
+                    &kinds,
+                    &keys,
+                    &created,
+                    &payloads,
+                ],
+            )
+            .await
+            .map_err(pg("insert records"))?;
+        inserted.extend(rows.iter().map(|r| r.get::<_, i64>(0)));
+    }
+    insert_projections(tx, bx, site, epoch, batch, &inserted).await?;
+
+    let mut conflicts = Vec::new();
+    let mut feed_changed = false;
+    let mut site_locked = false;
+    let mut resent_edits = Vec::new();
+    for r in records {
+        let TypedPayload::Edit(edit) = &r.typed else {
+            continue;
+        };
+        if !inserted.contains(&r.seq) {
+            resent_edits.push(r.seq);
+            continue;
+        }
+        if !site_locked {
+            lock_site(tx, site).await?;
+            site_locked = true;
+        }
+        let kind = edit.row.kind();
+        let current = current_row(tx, site, kind, edit.row.key()).await?;
+        match decide_edit(r.seq, edit, current.as_ref()) {
+            EditDecision::Apply(row) => {
+                write_entity(tx, site, kind, edit.row.key(), row.as_ref()).await?;
+                feed_changed = true;
+            }
+            EditDecision::Reject(conflict) => {
+                tx.execute(
+                    "INSERT INTO edit_conflicts (box, epoch, seq, conflict) VALUES ($1, $2, $3, $4)",
+                    &[&bx, &epoch, &r.seq, &conflict_json(&conflict)],
+                )
+                .await
+                .map_err(pg("insert conflict"))?;
+                conflicts.push(conflict);
+            }
+        }
+    }
+    if !resent_edits.is_empty() {
+        let rows = tx
+            .query(
+                "SELECT conflict FROM edit_conflicts WHERE box = $1 AND epoch = $2 AND seq = ANY($3)
+                 ORDER BY seq",
+                &[&bx, &epoch, &resent_edits],
+            )
+            .await
+            .map_err(pg("read conflicts"))?;
+        for row in rows {
+            conflicts.push(parse_conflict(row.get(0))?);
+        }
+        conflicts.sort_by_key(|c| c.seq);
+    }
+
+    let lock = tx
+        .prepare_cached(
+            "INSERT INTO box_epochs (box, epoch) VALUES ($1, $2)
+             ON CONFLICT (box, epoch) DO UPDATE SET acked_seq = box_epochs.acked_seq
+             RETURNING acked_seq",
+        )
+        .await
+        .map_err(pg("prepare lock ack"))?;
+    let acked: i64 = tx
+        .query_one(&lock, &[&bx, &epoch])
+        .await
+        .map_err(pg("lock ack"))?
+        .get(0);
+    let compute = tx
+        .prepare_cached(
+            "SELECT CASE WHEN EXISTS (SELECT 1 FROM up_records WHERE box = $1 AND epoch = $2 AND seq = $3 + 1)
+                    THEN (SELECT MIN(u.seq) FROM up_records u
+                          WHERE u.box = $1 AND u.epoch = $2 AND u.seq > $3
+                            AND NOT EXISTS (SELECT 1 FROM up_records v
+                                            WHERE v.box = $1 AND v.epoch = $2 AND v.seq = u.seq + 1))
+                    ELSE $3 END",
+        )
+        .await
+        .map_err(pg("prepare compute ack"))?;
+    let acked_seq: i64 = tx
+        .query_one(&compute, &[&bx, &epoch, &acked])
+        .await
+        .map_err(pg("compute ack"))?
+        .get(0);
+    if acked_seq > acked {
+        tx.execute(
+            "UPDATE box_epochs SET acked_seq = GREATEST(acked_seq, $3) WHERE box = $1 AND epoch = $2",
+            &[&bx, &epoch, &acked_seq],
+        )
+        .await
+        .map_err(pg("store ack"))?;
+    }
+    touch(tx, bx, health).await?;
+    Ok(IngestOutcome {
+        acked_seq,
+        conflicts,
+        inserted: inserted.len(),
+        feed_changed,
+    })
+}
+
+async fn insert_projections(
+    tx: &Transaction<'_>,
+    bx: &str,
+    site: &str,
+    epoch: &str,
+    batch: &ValidBatch,
+    inserted: &HashSet<i64>,
+) -> Result<()> {
+    let new = || batch.records.iter().filter(|r| inserted.contains(&r.seq));
+    let cdrs: Vec<_> = new()
+        .filter_map(|r| match &r.typed {
+            TypedPayload::Cdr(c) => Some((r.seq, c)),
+            _ => None,
+        })
+        .collect();
+    if !cdrs.is_empty() {
+        let seq: Vec<i64> = cdrs.iter().map(|(s, _)| *s).collect();
+        let call_id: Vec<&str> = cdrs.iter().map(|(_, c)| c.call_id.as_str()).collect();
+        let direction: Vec<&str> = cdrs.iter().map(|(_, c)| c.direction.as_str()).collect();
+        let caller: Vec<&str> = cdrs.iter().map(|(_, c)| c.caller.as_str()).collect();
+        let caller_port: Vec<Option<i64>> = cdrs
+            .iter()
+            .map(|(_, c)| c.caller_port.map(i64::from))
+            .collect();
+        let callee: Vec<&str> = cdrs.iter().map(|(_, c)| c.callee.as_str()).collect();
+        let callee_port: Vec<Option<i64>> = cdrs
+            .iter()
+            .map(|(_, c)| c.callee_port.map(i64::from))
+            .collect();
+        let started: Vec<i64> = cdrs.iter().map(|(_, c)| c.started_at_ms).collect();
+        let answered: Vec<Option<i64>> = cdrs.iter().map(|(_, c)| c.answered_at_ms).collect();
+        let ended: Vec<i64> = cdrs.iter().map(|(_, c)| c.ended_at_ms).collect();
+        let disposition: Vec<&str> = cdrs.iter().map(|(_, c)| c.disposition.as_str()).collect();
+        let hangup: Vec<&str> = cdrs.iter().map(|(_, c)| c.hangup_side.as_str()).collect();
+        let stmt = tx
+            .prepare_cached(
+                "INSERT INTO cdrs (box, site, epoch, seq, call_id, direction, caller, caller_port, callee,
+                     callee_port, started_at_ms, answered_at_ms, ended_at_ms, disposition, hangup_side)
+                 SELECT $1, $2, $3, t.* FROM unnest($4::int8[], $5::text[], $6::text[], $7::text[],
+                     $8::int8[], $9::text[], $10::int8[], $11::int8[], $12::int8[], $13::int8[],
+                     $14::text[], $15::text[]) AS t",
+            )
+            .await
+            .map_err(pg("prepare insert cdrs"))?;
+        tx.execute(
+            &stmt,
+            &[
+                &bx,
+                &site,
+                &epoch,
+                &seq,
+                &call_id,
+                &direction,
+                &caller,
+                &caller_port,
+                &callee,
+                &callee_port,
+                &started,
+                &answered,
+                &ended,
+                &disposition,
+                &hangup,
+            ],
+        )
+        .await
+        .map_err(pg("insert cdrs"))?;
+    }
+    for r in new() {
+        match &r.typed {
+            TypedPayload::Audit(a) => {
+                let stmt = tx
+                    .prepare_cached(
+                        "INSERT INTO audit_rows (box, site, epoch, seq, audit_id, at_ms, actor, source,
+                             action, resource, target, result, detail, prev_hash, hash)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+                    )
+                    .await
+                    .map_err(pg("prepare insert audit row"))?;
+                tx.execute(
+                    &stmt,
+                    &[
+                        &bx,
+                        &site,
+                        &epoch,
+                        &r.seq,
+                        &a.id,
+                        &a.at_ms,
+                        &a.actor,
+                        &a.source,
+                        &a.action,
+                        &a.resource,
+                        &a.target,
+                        &a.result,
+                        &a.detail,
+                        &a.prev_hash,
+                        &a.hash,
+                    ],
+                )
+                .await
+                .map_err(pg("insert audit row"))?;
+            }
+            TypedPayload::Recording(m) => {
+                let size = i64::try_from(m.size).unwrap_or(i64::MAX);
+                tx.execute(
+                    "INSERT INTO recordings (box, site, epoch, seq, call_id, sha256, size, started_at_ms,
+                         duration_ms, format)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                    &[
+                        &bx, &site, &epoch, &r.seq, &m.call_id, &m.sha256, &size, &m.started_at_ms,
+                        &m.duration_ms, &m.format,
+                    ],
+                )
+                .await
+                .map_err(pg("insert recording"))?;
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}

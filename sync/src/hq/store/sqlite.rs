@@ -1,0 +1,973 @@
+//! [`HqStore`] on SQLite: the embedded default, for one `branch-hq` process.
+//!
+//! WAL mode with `synchronous=FULL` (an acknowledged batch survives a power cut),
+//! foreign keys on, a 5 s busy timeout. Writes go through one connection behind a
+//! mutex on tokio's blocking pool, so they are serialized: revisions come from the
+//! `revision_counter` row, and the ack is computed inside the write transaction.
+//! Reads use a small pool of their own connections, each read in one transaction so
+//! that a feed page or snapshot is one consistent view.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+
+use super::{
+    conflict_json, decide_edit, entity_json, feed_decision, parse_conflict, parse_entity,
+    parse_kind, parse_policy, BoxHealth, BoxRecord, CdrQuery, CdrRow, CurrentRow, DailyReportRow,
+    EditDecision, FeedRead, HqStore, IngestOutcome, RecordCounts, ReportQuery, SiteRecord,
+};
+use crate::hq::validate::{entity_kind_name, validate_entity, TypedPayload, ValidBatch};
+use crate::hq::{Error, Result};
+use crate::wire::{Change, Entity, EntityKind, FilePolicy};
+
+/// The numbered migrations, applied in order at open.
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../../migrations/sqlite/0001_init.sql"))];
+
+/// Most idle reader connections kept.
+const MAX_IDLE_READERS: usize = 8;
+
+/// The SQLite store.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    path: PathBuf,
+    /// The one writer: SQLite allows one writer at a time anyway; holding it in a
+    /// mutex turns "database is locked" into waiting.
+    writer: Arc<Mutex<Connection>>,
+    /// Idle reader connections (WAL lets them read while the writer writes).
+    readers: Arc<Mutex<Vec<Connection>>>,
+}
+
+fn sql(op: &'static str) -> impl FnOnce(rusqlite::Error) -> Error {
+    move |source| Error::Sqlite { op, source }
+}
+
+fn open_conn(path: &Path) -> Result<Connection> {
+    let conn = Connection::open(path).map_err(sql("open database"))?;
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;
+         PRAGMA busy_timeout = 5000;",
+    )
+    .map_err(sql("set pragmas"))?;
+    Ok(conn)
+}
+
+fn migrate(conn: &mut Connection, now_ms: i64) -> Result<()> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+             version INTEGER PRIMARY KEY, applied_at_ms INTEGER NOT NULL)",
+    )
+    .map_err(sql("create schema_migrations"))?;
+    for (version, script) in MIGRATIONS {
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(sql("begin migration"))?;
+        let done: bool = tx
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM schema_migrations WHERE version = ?1)",
+                [version],
+                |r| r.get(0),
+            )
+            .map_err(sql("read schema_migrations"))?;
+        if !done {
+            tx.execute_batch(script).map_err(sql("apply migration"))?;
+            tx.execute(
+                "INSERT INTO schema_migrations (version, applied_at_ms) VALUES (?1, ?2)",
+                params![version, now_ms],
+            )
+            .map_err(sql("record migration"))?;
+        }
+        tx.commit().map_err(sql("commit migration"))?;
+    }
+    Ok(())
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` and applies the migrations.
+    pub async fn open(path: impl Into<PathBuf>) -> Result<SqliteStore> {
+        let path = path.into();
+        let p = path.clone();
+        let writer = tokio::task::spawn_blocking(move || -> Result<Connection> {
+            let mut conn = open_conn(&p)?;
+            migrate(&mut conn, crate::hq::now_ms())?;
+            Ok(conn)
+        })
+        .await
+        .map_err(|source| Error::Join {
+            op: "open sqlite",
+            source,
+        })??;
+        Ok(SqliteStore {
+            path,
+            writer: Arc::new(Mutex::new(writer)),
+            readers: Arc::new(Mutex::new(Vec::new())),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    async fn write<T: Send + 'static>(
+        &self,
+        op: &'static str,
+        f: impl FnOnce(&Transaction<'_>) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let writer = Arc::clone(&self.writer);
+        tokio::task::spawn_blocking(move || {
+            // A poisoned mutex means a panic mid-transaction; the transaction was rolled
+            // back when it was dropped, so the connection is still usable.
+            let mut conn = writer.lock().unwrap_or_else(|e| e.into_inner());
+            let tx = conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .map_err(sql("begin write"))?;
+            let value = f(&tx)?;
+            tx.commit().map_err(sql("commit"))?;
+            Ok(value)
+        })
+        .await
+        .map_err(|source| Error::Join { op, source })?
+    }
+
+    async fn read<T: Send + 'static>(
+        &self,
+        op: &'static str,
+        f: impl FnOnce(&Transaction<'_>) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let readers = Arc::clone(&self.readers);
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let pooled = readers.lock().unwrap_or_else(|e| e.into_inner()).pop();
+            let mut conn = match pooled {
+                Some(c) => c,
+                None => open_conn(&path)?,
+            };
+            let value = {
+                let tx = conn.transaction().map_err(sql("begin read"))?;
+                let value = f(&tx)?;
+                tx.commit().map_err(sql("end read"))?;
+                value
+            };
+            let mut idle = readers.lock().unwrap_or_else(|e| e.into_inner());
+            if idle.len() < MAX_IDLE_READERS {
+                idle.push(conn);
+            }
+            Ok(value)
+        })
+        .await
+        .map_err(|source| Error::Join { op, source })?
+    }
+}
+
+fn site_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(String, String, String, i64, i64)> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+}
+
+fn to_site(t: (String, String, String, i64, i64)) -> Result<SiteRecord> {
+    Ok(SiteRecord {
+        id: t.0,
+        name: t.1,
+        file_policy: parse_policy(&t.2)?,
+        feed_floor: t.3,
+        created_at_ms: t.4,
+    })
+}
+
+const BOX_COLUMNS: &str = "id, site, cert_fingerprint, last_seen_ms, firmware_version, backlog,
+                           oldest_pending_ms, created_at_ms";
+
+fn box_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BoxRecord> {
+    Ok(BoxRecord {
+        id: r.get(0)?,
+        site: r.get(1)?,
+        cert_fingerprint: r.get(2)?,
+        last_seen_ms: r.get(3)?,
+        firmware_version: r.get(4)?,
+        backlog: r.get(5)?,
+        oldest_pending_ms: r.get(6)?,
+        created_at_ms: r.get(7)?,
+    })
+}
+
+fn site_exists(tx: &Transaction<'_>, site: &str) -> Result<bool> {
+    tx.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sites WHERE id = ?1)",
+        [site],
+        |r| r.get(0),
+    )
+    .map_err(sql("read site"))
+}
+
+fn current_row(
+    tx: &Transaction<'_>,
+    site: &str,
+    kind: EntityKind,
+    key: &str,
+) -> Result<Option<CurrentRow>> {
+    let found: Option<(i64, Option<String>)> = tx
+        .prepare_cached(
+            "SELECT revision, row_json FROM entities WHERE site = ?1 AND kind = ?2 AND key = ?3",
+        )
+        .and_then(|mut s| {
+            s.query_row(params![site, entity_kind_name(kind), key], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()
+        })
+        .map_err(sql("read entity"))?;
+    found
+        .map(|(revision, json)| {
+            Ok(CurrentRow {
+                revision,
+                row: json.as_deref().map(parse_entity).transpose()?,
+            })
+        })
+        .transpose()
+}
+
+/// Writes a row (or a tombstone) with the next revision and its feed row.
+fn write_entity(
+    tx: &Transaction<'_>,
+    site: &str,
+    kind: EntityKind,
+    key: &str,
+    row: Option<&Entity>,
+) -> Result<Change> {
+    let revision: i64 = tx
+        .query_row(
+            "UPDATE revision_counter SET value = value + 1 WHERE only = 1 RETURNING value",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(sql("next revision"))?;
+    let json = row.map(entity_json);
+    let kind_name = entity_kind_name(kind);
+    tx.prepare_cached(
+        "INSERT INTO entities (site, kind, key, revision, row_json, deleted)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT (site, kind, key) DO UPDATE
+         SET revision = excluded.revision, row_json = excluded.row_json, deleted = excluded.deleted",
+    )
+    .and_then(|mut s| s.execute(params![site, kind_name, key, revision, json, row.is_none()]))
+    .map_err(sql("write entity"))?;
+    tx.prepare_cached(
+        "INSERT INTO feed (revision, site, kind, key, row_json) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )
+    .and_then(|mut s| s.execute(params![revision, site, kind_name, key, json]))
+    .map_err(sql("write feed"))?;
+    Ok(Change {
+        revision,
+        entity: kind,
+        key: key.to_owned(),
+        row: row.cloned(),
+    })
+}
+
+fn change_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, String, String, Option<String>)> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+}
+
+fn to_change(t: (i64, String, String, Option<String>)) -> Result<Change> {
+    Ok(Change {
+        revision: t.0,
+        entity: parse_kind(&t.1)?,
+        key: t.2,
+        row: t.3.as_deref().map(parse_entity).transpose()?,
+    })
+}
+
+fn touch(tx: &Transaction<'_>, id: &str, h: &BoxHealth) -> Result<()> {
+    let (has_backlog, backlog, oldest) = match h.backlog {
+        Some((b, o)) => (true, Some(b), o),
+        None => (false, None, None),
+    };
+    tx.prepare_cached(
+        "UPDATE boxes SET last_seen_ms = MAX(COALESCE(last_seen_ms, 0), ?2),
+                firmware_version = COALESCE(?3, firmware_version),
+                backlog = CASE WHEN ?4 THEN ?5 ELSE backlog END,
+                oldest_pending_ms = CASE WHEN ?4 THEN ?6 ELSE oldest_pending_ms END
+         WHERE id = ?1",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            id,
+            h.seen_at_ms,
+            h.firmware_version,
+            has_backlog,
+            backlog,
+            oldest
+        ])
+    })
+    .map_err(sql("update box health"))?;
+    Ok(())
+}
+
+#[async_trait]
+impl HqStore for SqliteStore {
+    async fn create_site(&self, id: &str, name: &str, now_ms: i64) -> Result<SiteRecord> {
+        let (id, name) = (id.to_owned(), name.to_owned());
+        self.write("create site", move |tx| {
+            if site_exists(tx, &id)? {
+                return Err(Error::AlreadyExists {
+                    what: "site",
+                    key: id,
+                });
+            }
+            tx.execute(
+                "INSERT INTO sites (id, name, created_at_ms) VALUES (?1, ?2, ?3)",
+                params![id, name, now_ms],
+            )
+            .map_err(sql("insert site"))?;
+            Ok(SiteRecord {
+                id,
+                name,
+                file_policy: FilePolicy::None,
+                feed_floor: 0,
+                created_at_ms: now_ms,
+            })
+        })
+        .await
+    }
+
+    async fn sites(&self) -> Result<Vec<SiteRecord>> {
+        self.read("list sites", |tx| {
+            let mut s = tx
+                .prepare("SELECT id, name, file_policy, feed_floor, created_at_ms FROM sites ORDER BY id")
+                .map_err(sql("list sites"))?;
+            let rows = s
+                .query_map([], site_row)
+                .and_then(|r| r.collect::<rusqlite::Result<Vec<_>>>())
+                .map_err(sql("list sites"))?;
+            rows.into_iter().map(to_site).collect()
+        })
+        .await
+    }
+
+    async fn site(&self, id: &str) -> Result<Option<SiteRecord>> {
+        let id = id.to_owned();
+        self.read("read site", move |tx| {
+            tx.query_row(
+                "SELECT id, name, file_policy, feed_floor, created_at_ms FROM sites WHERE id = ?1",
+                [&id],
+                site_row,
+            )
+            .optional()
+            .map_err(sql("read site"))?
+            .map(to_site)
+            .transpose()
+        })
+        .await
+    }
+
+    async fn set_file_policy(&self, site: &str, policy: &FilePolicy) -> Result<()> {
+        let site = site.to_owned();
+        let json =
+            serde_json::to_string(policy).unwrap_or_else(|_| r#"{"mode":"none"}"#.to_owned());
+        self.write("set file policy", move |tx| {
+            let n = tx
+                .execute(
+                    "UPDATE sites SET file_policy = ?2 WHERE id = ?1",
+                    params![site, json],
+                )
+                .map_err(sql("set file policy"))?;
+            if n == 0 {
+                return Err(Error::NotFound {
+                    what: "site",
+                    key: site,
+                });
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn register_box(
+        &self,
+        id: &str,
+        site: &str,
+        cert_fingerprint: Option<&str>,
+        now_ms: i64,
+    ) -> Result<BoxRecord> {
+        let (id, site, fp) = (
+            id.to_owned(),
+            site.to_owned(),
+            cert_fingerprint.map(str::to_owned),
+        );
+        self.write("register box", move |tx| {
+            if !site_exists(tx, &site)? {
+                return Err(Error::NotFound { what: "site", key: site });
+            }
+            let exists: bool = tx
+                .query_row("SELECT EXISTS (SELECT 1 FROM boxes WHERE id = ?1)", [&id], |r| r.get(0))
+                .map_err(sql("read box"))?;
+            if exists {
+                return Err(Error::AlreadyExists { what: "box", key: id });
+            }
+            tx.execute(
+                "INSERT INTO boxes (id, site, cert_fingerprint, created_at_ms) VALUES (?1, ?2, ?3, ?4)",
+                params![id, site, fp, now_ms],
+            )
+            .map_err(sql("insert box"))?;
+            Ok(BoxRecord {
+                id,
+                site,
+                cert_fingerprint: fp,
+                last_seen_ms: None,
+                firmware_version: None,
+                backlog: None,
+                oldest_pending_ms: None,
+                created_at_ms: now_ms,
+            })
+        })
+        .await
+    }
+
+    async fn set_box_fingerprint(&self, id: &str, fingerprint: Option<&str>) -> Result<()> {
+        let (id, fp) = (id.to_owned(), fingerprint.map(str::to_owned));
+        self.write("set box fingerprint", move |tx| {
+            let n = tx
+                .execute(
+                    "UPDATE boxes SET cert_fingerprint = ?2 WHERE id = ?1",
+                    params![id, fp],
+                )
+                .map_err(sql("set box fingerprint"))?;
+            if n == 0 {
+                return Err(Error::NotFound {
+                    what: "box",
+                    key: id,
+                });
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn box_record(&self, id: &str) -> Result<Option<BoxRecord>> {
+        let id = id.to_owned();
+        self.read("read box", move |tx| {
+            tx.query_row(
+                &format!("SELECT {BOX_COLUMNS} FROM boxes WHERE id = ?1"),
+                [&id],
+                box_row,
+            )
+            .optional()
+            .map_err(sql("read box"))
+        })
+        .await
+    }
+
+    async fn boxes(&self) -> Result<Vec<BoxRecord>> {
+        self.read("list boxes", |tx| {
+            let mut s = tx
+                .prepare(&format!(
+                    "SELECT {BOX_COLUMNS} FROM boxes ORDER BY site, id"
+                ))
+                .map_err(sql("list boxes"))?;
+            let rows = s
+                .query_map([], box_row)
+                .and_then(|r| r.collect::<rusqlite::Result<Vec<_>>>())
+                .map_err(sql("list boxes"))?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn touch_box(&self, id: &str, health: &BoxHealth) -> Result<()> {
+        let (id, health) = (id.to_owned(), health.clone());
+        self.write("touch box", move |tx| touch(tx, &id, &health))
+            .await
+    }
+
+    async fn ingest(
+        &self,
+        box_rec: &BoxRecord,
+        batch: &ValidBatch,
+        health: &BoxHealth,
+    ) -> Result<IngestOutcome> {
+        let (box_rec, batch, health) = (box_rec.clone(), batch.clone(), health.clone());
+        self.write("ingest", move |tx| ingest(tx, &box_rec, &batch, &health))
+            .await
+    }
+
+    async fn put_entity(
+        &self,
+        site: &str,
+        entity: &Entity,
+        base_revision: Option<i64>,
+    ) -> Result<Change> {
+        validate_entity(entity)?;
+        let (site, entity) = (site.to_owned(), entity.clone());
+        self.write("put entity", move |tx| {
+            if !site_exists(tx, &site)? {
+                return Err(Error::NotFound {
+                    what: "site",
+                    key: site,
+                });
+            }
+            let kind = entity.kind();
+            if let Some(expected) = base_revision {
+                let current = current_row(tx, &site, kind, entity.key())?
+                    .filter(|c| c.row.is_some())
+                    .map_or(0, |c| c.revision);
+                if current != expected {
+                    return Err(Error::RevisionMismatch {
+                        kind: entity_kind_name(kind),
+                        key: entity.key().to_owned(),
+                        expected,
+                        current,
+                    });
+                }
+            }
+            write_entity(tx, &site, kind, entity.key(), Some(&entity))
+        })
+        .await
+    }
+
+    async fn delete_entity(&self, site: &str, kind: EntityKind, key: &str) -> Result<Change> {
+        let (site, key) = (site.to_owned(), key.to_owned());
+        self.write("delete entity", move |tx| {
+            let live = current_row(tx, &site, kind, &key)?.is_some_and(|c| c.row.is_some());
+            if !live {
+                return Err(Error::NotFound {
+                    what: entity_kind_name(kind),
+                    key,
+                });
+            }
+            write_entity(tx, &site, kind, &key, None)
+        })
+        .await
+    }
+
+    async fn entity(&self, site: &str, kind: EntityKind, key: &str) -> Result<Option<Change>> {
+        let (site, key) = (site.to_owned(), key.to_owned());
+        self.read("read entity", move |tx| {
+            Ok(current_row(tx, &site, kind, &key)?.and_then(|c| {
+                c.row.map(|row| Change {
+                    revision: c.revision,
+                    entity: kind,
+                    key: key.clone(),
+                    row: Some(row),
+                })
+            }))
+        })
+        .await
+    }
+
+    async fn entities(&self, site: &str, kind: EntityKind) -> Result<Vec<Change>> {
+        let site = site.to_owned();
+        self.read("list entities", move |tx| {
+            let mut s = tx
+                .prepare(
+                    "SELECT revision, kind, key, row_json FROM entities
+                     WHERE site = ?1 AND kind = ?2 AND NOT deleted ORDER BY key",
+                )
+                .map_err(sql("list entities"))?;
+            let rows = s
+                .query_map(params![site, entity_kind_name(kind)], change_row)
+                .and_then(|r| r.collect::<rusqlite::Result<Vec<_>>>())
+                .map_err(sql("list entities"))?;
+            rows.into_iter().map(to_change).collect()
+        })
+        .await
+    }
+
+    async fn read_feed(&self, site: &str, since: i64, limit: usize) -> Result<FeedRead> {
+        let site = site.to_owned();
+        self.read("read feed", move |tx| {
+            let floor: i64 = tx
+                .query_row("SELECT feed_floor FROM sites WHERE id = ?1", [&site], |r| {
+                    r.get(0)
+                })
+                .optional()
+                .map_err(sql("read feed floor"))?
+                .ok_or_else(|| Error::NotFound {
+                    what: "site",
+                    key: site.clone(),
+                })?;
+            let global: i64 = tx
+                .query_row(
+                    "SELECT value FROM revision_counter WHERE only = 1",
+                    [],
+                    |r| r.get(0),
+                )
+                .map_err(sql("read revision"))?;
+            let site_rev: i64 = tx
+                .query_row(
+                    "SELECT COALESCE(MAX(revision), 0) FROM entities WHERE site = ?1",
+                    [&site],
+                    |r| r.get(0),
+                )
+                .map_err(sql("read site revision"))?;
+            if feed_decision(since, floor, global, site_rev) {
+                let mut s = tx
+                    .prepare(
+                        "SELECT revision, kind, key, row_json FROM entities
+                         WHERE site = ?1 AND NOT deleted ORDER BY kind, key",
+                    )
+                    .map_err(sql("read snapshot"))?;
+                let rows = s
+                    .query_map([&site], change_row)
+                    .and_then(|r| r.collect::<rusqlite::Result<Vec<_>>>())
+                    .map_err(sql("read snapshot"))?;
+                let rows = rows
+                    .into_iter()
+                    .map(to_change)
+                    .collect::<Result<Vec<_>>>()?;
+                return Ok(FeedRead::Snapshot {
+                    rows,
+                    cursor: site_rev,
+                });
+            }
+            let mut s = tx
+                .prepare_cached(
+                    "SELECT revision, kind, key, row_json FROM feed
+                     WHERE site = ?1 AND revision > ?2 ORDER BY revision LIMIT ?3",
+                )
+                .map_err(sql("read feed"))?;
+            let fetch = i64::try_from(limit).unwrap_or(i64::MAX - 1) + 1;
+            let rows = s
+                .query_map(params![site, since, fetch], change_row)
+                .and_then(|r| r.collect::<rusqlite::Result<Vec<_>>>())
+                .map_err(sql("read feed"))?;
+            let more = rows.len() > limit;
+            let changes = rows
+                .into_iter()
+                .take(limit)
+                .map(to_change)
+                .collect::<Result<Vec<_>>>()?;
+            Ok(FeedRead::Page { changes, more })
+        })
+        .await
+    }
+
+    async fn prune_feed(&self, keep_revisions: i64) -> Result<u64> {
+        self.write("prune feed", move |tx| {
+            let global: i64 = tx
+                .query_row(
+                    "SELECT value FROM revision_counter WHERE only = 1",
+                    [],
+                    |r| r.get(0),
+                )
+                .map_err(sql("read revision"))?;
+            let cutoff = global.saturating_sub(keep_revisions.max(0));
+            tx.execute(
+                "UPDATE sites SET feed_floor = MAX(feed_floor,
+                     (SELECT MAX(revision) FROM feed WHERE feed.site = sites.id AND revision <= ?1))
+                 WHERE EXISTS (SELECT 1 FROM feed WHERE feed.site = sites.id AND revision <= ?1)",
+                [cutoff],
+            )
+            .map_err(sql("raise feed floor"))?;
+            let n = tx
+                .execute("DELETE FROM feed WHERE revision <= ?1", [cutoff])
+                .map_err(sql("prune feed"))?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
+    async fn cdrs(&self, query: &CdrQuery) -> Result<Vec<CdrRow>> {
+        let q = query.clone();
+        self.read("query cdrs", move |tx| {
+            let limit = i64::try_from(q.limit()).unwrap_or(100);
+            let mut s = tx
+                .prepare_cached(
+                    "SELECT id, box, site, call_id, direction, caller, caller_port, callee,
+                            callee_port, started_at_ms, answered_at_ms, ended_at_ms, disposition,
+                            hangup_side
+                     FROM cdrs
+                     WHERE (?1 IS NULL OR site = ?1) AND (?2 IS NULL OR box = ?2)
+                       AND (?3 IS NULL OR started_at_ms >= ?3) AND (?4 IS NULL OR started_at_ms < ?4)
+                       AND id > ?5
+                     ORDER BY id LIMIT ?6",
+                )
+                .map_err(sql("query cdrs"))?;
+            let rows = s
+                .query_map(
+                    params![q.site, q.box_id, q.from_ms, q.to_ms, q.after.unwrap_or(0), limit],
+                    |r| {
+                        Ok(CdrRow {
+                            id: r.get(0)?,
+                            box_id: r.get(1)?,
+                            site: r.get(2)?,
+                            call_id: r.get(3)?,
+                            direction: r.get(4)?,
+                            caller: r.get(5)?,
+                            caller_port: r.get(6)?,
+                            callee: r.get(7)?,
+                            callee_port: r.get(8)?,
+                            started_at_ms: r.get(9)?,
+                            answered_at_ms: r.get(10)?,
+                            ended_at_ms: r.get(11)?,
+                            disposition: r.get(12)?,
+                            hangup_side: r.get(13)?,
+                        })
+                    },
+                )
+                .and_then(|r| r.collect::<rusqlite::Result<Vec<_>>>())
+                .map_err(sql("query cdrs"))?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn daily_report(&self, query: &ReportQuery) -> Result<Vec<DailyReportRow>> {
+        let q = query.clone();
+        self.read("daily report", move |tx| {
+            let mut s = tx
+                .prepare_cached(
+                    "SELECT site, started_at_ms / 86400000 - (started_at_ms % 86400000 < 0) AS day,
+                            COUNT(*),
+                            SUM(disposition = 'answered'),
+                            SUM(direction = 'inbound' AND disposition <> 'answered')
+                     FROM cdrs
+                     WHERE (?1 IS NULL OR site = ?1)
+                       AND (?2 IS NULL OR started_at_ms >= ?2) AND (?3 IS NULL OR started_at_ms < ?3)
+                     GROUP BY site, day ORDER BY site, day",
+                )
+                .map_err(sql("daily report"))?;
+            let rows = s
+                .query_map(params![q.site, q.from_ms, q.to_ms], |r| {
+                    Ok(DailyReportRow {
+                        site: r.get(0)?,
+                        day: r.get(1)?,
+                        calls: r.get(2)?,
+                        answered: r.get(3)?,
+                        missed: r.get(4)?,
+                    })
+                })
+                .and_then(|r| r.collect::<rusqlite::Result<Vec<_>>>())
+                .map_err(sql("daily report"))?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn recording_size(&self, site: &str, sha256: &str) -> Result<Option<u64>> {
+        let (site, sha) = (site.to_owned(), sha256.to_owned());
+        self.read("read recording", move |tx| {
+            let size: Option<i64> = tx
+                .query_row(
+                    "SELECT size FROM recordings WHERE site = ?1 AND sha256 = ?2 LIMIT 1",
+                    params![site, sha],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(sql("read recording"))?;
+            Ok(size.and_then(|s| u64::try_from(s).ok()))
+        })
+        .await
+    }
+
+    async fn counts(&self, box_id: &str) -> Result<RecordCounts> {
+        let id = box_id.to_owned();
+        self.read("count records", move |tx| {
+            let count = |table: &str| -> Result<i64> {
+                tx.query_row(
+                    &format!("SELECT COUNT(*) FROM {table} WHERE box = ?1"),
+                    [&id],
+                    |r| r.get(0),
+                )
+                .map_err(sql("count records"))
+            };
+            Ok(RecordCounts {
+                up_records: count("up_records")?,
+                cdrs: count("cdrs")?,
+                audit: count("audit_rows")?,
+                recordings: count("recordings")?,
+            })
+        })
+        .await
+    }
+}
+
+fn ingest(
+    tx: &Transaction<'_>,
+    box_rec: &BoxRecord,
+    batch: &ValidBatch,
+    health: &BoxHealth,
+) -> Result<IngestOutcome> {
+    let (bx, site, epoch) = (
+        box_rec.id.as_str(),
+        box_rec.site.as_str(),
+        batch.epoch.as_str(),
+    );
+    let mut inserted = HashSet::new();
+    {
+        let mut up = tx
+            .prepare_cached(
+                "INSERT INTO up_records (box, epoch, seq, kind, key, created_at_ms, received_at_ms, payload)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT DO NOTHING",
+            )
+            .map_err(sql("prepare insert record"))?;
+        for r in &batch.records {
+            let n = up
+                .execute(params![
+                    bx,
+                    epoch,
+                    r.seq,
+                    r.kind.as_str(),
+                    r.key,
+                    r.created_at_ms,
+                    health.seen_at_ms,
+                    r.payload_json
+                ])
+                .map_err(sql("insert record"))?;
+            if n == 1 {
+                inserted.insert(r.seq);
+            }
+        }
+    }
+    let mut conflicts = Vec::new();
+    let mut feed_changed = false;
+    for r in &batch.records {
+        let new = inserted.contains(&r.seq);
+        match &r.typed {
+            TypedPayload::Cdr(c) if new => {
+                tx.prepare_cached(
+                    "INSERT INTO cdrs (box, site, epoch, seq, call_id, direction, caller, caller_port,
+                         callee, callee_port, started_at_ms, answered_at_ms, ended_at_ms,
+                         disposition, hangup_side)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+                )
+                .and_then(|mut s| {
+                    s.execute(params![
+                        bx,
+                        site,
+                        epoch,
+                        r.seq,
+                        c.call_id,
+                        c.direction.as_str(),
+                        c.caller,
+                        c.caller_port,
+                        c.callee,
+                        c.callee_port,
+                        c.started_at_ms,
+                        c.answered_at_ms,
+                        c.ended_at_ms,
+                        c.disposition.as_str(),
+                        c.hangup_side.as_str()
+                    ])
+                })
+                .map_err(sql("insert cdr"))?;
+            }
+            TypedPayload::Audit(a) if new => {
+                tx.prepare_cached(
+                    "INSERT INTO audit_rows (box, site, epoch, seq, audit_id, at_ms, actor, source,
+                         action, resource, target, result, detail, prev_hash, hash)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+                )
+                .and_then(|mut s| {
+                    s.execute(params![
+                        bx,
+                        site,
+                        epoch,
+                        r.seq,
+                        a.id,
+                        a.at_ms,
+                        a.actor,
+                        a.source,
+                        a.action,
+                        a.resource,
+                        a.target,
+                        a.result,
+                        a.detail,
+                        a.prev_hash,
+                        a.hash
+                    ])
+                })
+                .map_err(sql("insert audit row"))?;
+            }
+            TypedPayload::Recording(m) if new => {
+                tx.prepare_cached(
+                    "INSERT INTO recordings (box, site, epoch, seq, call_id, sha256, size,
+                         started_at_ms, duration_ms, format)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                )
+                .and_then(|mut s| {
+                    s.execute(params![
+                        bx,
+                        site,
+                        epoch,
+                        r.seq,
+                        m.call_id,
+                        m.sha256,
+                        i64::try_from(m.size).unwrap_or(i64::MAX),
+                        m.started_at_ms,
+                        m.duration_ms,
+                        m.format
+                    ])
+                })
+                .map_err(sql("insert recording"))?;
+            }
+            TypedPayload::Edit(edit) if new => {
+                let kind = edit.row.kind();
+                let current = current_row(tx, site, kind, edit.row.key())?;
+                match decide_edit(r.seq, edit, current.as_ref()) {
+                    EditDecision::Apply(row) => {
+                        write_entity(tx, site, kind, edit.row.key(), row.as_ref())?;
+                        feed_changed = true;
+                    }
+                    EditDecision::Reject(conflict) => {
+                        tx.prepare_cached(
+                            "INSERT INTO edit_conflicts (box, epoch, seq, conflict) VALUES (?1, ?2, ?3, ?4)",
+                        )
+                        .and_then(|mut s| s.execute(params![bx, epoch, r.seq, conflict_json(&conflict)]))
+                        .map_err(sql("insert conflict"))?;
+                        conflicts.push(conflict);
+                    }
+                }
+            }
+            TypedPayload::Edit(_) => {
+                // Sent again: answer the conflict recorded the first time, if any.
+                let stored: Option<String> = tx
+                    .prepare_cached("SELECT conflict FROM edit_conflicts WHERE box = ?1 AND epoch = ?2 AND seq = ?3")
+                    .and_then(|mut s| s.query_row(params![bx, epoch, r.seq], |row| row.get(0)).optional())
+                    .map_err(sql("read conflict"))?;
+                if let Some(json) = stored {
+                    conflicts.push(parse_conflict(&json)?);
+                }
+            }
+            _ => {}
+        }
+    }
+    tx.prepare_cached("INSERT INTO box_epochs (box, epoch) VALUES (?1, ?2) ON CONFLICT DO NOTHING")
+        .and_then(|mut s| s.execute(params![bx, epoch]))
+        .map_err(sql("insert box epoch"))?;
+    let acked: i64 = tx
+        .prepare_cached("SELECT acked_seq FROM box_epochs WHERE box = ?1 AND epoch = ?2")
+        .and_then(|mut s| s.query_row(params![bx, epoch], |r| r.get(0)))
+        .map_err(sql("read ack"))?;
+    let next_exists: bool = tx
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM up_records WHERE box = ?1 AND epoch = ?2 AND seq = ?3)",
+        )
+        .and_then(|mut s| s.query_row(params![bx, epoch, acked + 1], |r| r.get(0)))
+        .map_err(sql("read ack"))?;
+    let acked_seq = if next_exists {
+        tx.prepare_cached(
+            "SELECT MIN(u.seq) FROM up_records u
+             WHERE u.box = ?1 AND u.epoch = ?2 AND u.seq > ?3
+               AND NOT EXISTS (SELECT 1 FROM up_records v
+                               WHERE v.box = ?1 AND v.epoch = ?2 AND v.seq = u.seq + 1)",
+        )
+        .and_then(|mut s| s.query_row(params![bx, epoch, acked], |r| r.get::<_, i64>(0)))
+        .map_err(sql("compute ack"))?
+    } else {
+        acked
+    };
+    if acked_seq != acked {
+        tx.prepare_cached("UPDATE box_epochs SET acked_seq = ?3 WHERE box = ?1 AND epoch = ?2")
+            .and_then(|mut s| s.execute(params![bx, epoch, acked_seq]))
+            .map_err(sql("store ack"))?;
+    }
+    touch(tx, bx, health)?;
+    Ok(IngestOutcome {
+        acked_seq,
+        conflicts,
+        inserted: inserted.len(),
+        feed_changed,
+    })
+}

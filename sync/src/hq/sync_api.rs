@@ -1,0 +1,369 @@
+//! The sync endpoints boxes call ([`UP_PATH`], [`DOWN_PATH`], [`FILES_PATH`]), on the
+//! mutual-TLS listener. Every request is authorized the same way: the client
+//! certificate's CN must name a registered box (and, when the box's certificate is
+//! pinned, be that certificate), else 403 `unknown_box`; every authorized request
+//! updates the box's `last_seen`.
+
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use serde::Deserialize;
+
+use crate::agent::{decode_batch, DecodeError};
+use crate::hq::files::ChunkError;
+use crate::hq::server::PeerIdentity;
+use crate::hq::store::{BoxHealth, BoxRecord, FeedRead};
+use crate::hq::validate::{is_sha256_hex, validate_batch, BatchError};
+use crate::hq::{now_ms, AppState, Error};
+use crate::wire::{
+    DownQuery, DownResponse, ErrorBody, ErrorCode, FileStatus, UpAck, DOWN_PATH, FILES_PATH,
+    MAX_FILE_CHUNK, MAX_PAGE_CHANGES, MAX_UP_BODY_INFLATED, MAX_WAIT_MS, PROTOCOL_VERSION, UP_PATH,
+};
+
+/// An error answer of the sync API: a status and an [`ErrorBody`].
+#[derive(Debug)]
+pub struct SyncError {
+    status: StatusCode,
+    body: ErrorBody,
+}
+
+impl SyncError {
+    fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> SyncError {
+        SyncError {
+            status,
+            body: ErrorBody {
+                code,
+                message: message.into(),
+            },
+        }
+    }
+}
+
+impl IntoResponse for SyncError {
+    fn into_response(self) -> Response {
+        (self.status, Json(self.body)).into_response()
+    }
+}
+
+impl From<Error> for SyncError {
+    fn from(e: Error) -> SyncError {
+        tracing::error!(error = %e, "sync request failed");
+        SyncError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Unavailable,
+            "HQ cannot do this now; retry later",
+        )
+    }
+}
+
+/// The sync router (to be served with mutual TLS).
+pub(crate) fn router(state: AppState) -> Router {
+    Router::new()
+        .route(
+            UP_PATH,
+            post(up).layer(DefaultBodyLimit::max(MAX_UP_BODY_INFLATED)),
+        )
+        .route(DOWN_PATH, get(down))
+        .route(
+            &format!("{FILES_PATH}/{{sha256}}"),
+            get(file_status)
+                .put(file_chunk)
+                .layer(DefaultBodyLimit::max(MAX_FILE_CHUNK)),
+        )
+        .with_state(state)
+}
+
+async fn authorize(
+    state: &AppState,
+    peer: Option<Extension<PeerIdentity>>,
+) -> Result<BoxRecord, SyncError> {
+    let Some(Extension(peer)) = peer else {
+        return Err(SyncError::new(
+            StatusCode::FORBIDDEN,
+            ErrorCode::UnknownBox,
+            "no client certificate",
+        ));
+    };
+    let Some(rec) = state.store.box_record(&peer.box_id).await? else {
+        return Err(SyncError::new(
+            StatusCode::FORBIDDEN,
+            ErrorCode::UnknownBox,
+            format!("box {:?} is not registered at HQ", peer.box_id),
+        ));
+    };
+    if rec
+        .cert_fingerprint
+        .as_deref()
+        .is_some_and(|fp| fp != peer.fingerprint)
+    {
+        return Err(SyncError::new(
+            StatusCode::FORBIDDEN,
+            ErrorCode::UnknownBox,
+            format!(
+                "this is not the certificate HQ issued last for box {:?}",
+                peer.box_id
+            ),
+        ));
+    }
+    Ok(rec)
+}
+
+fn seen(rec: &BoxRecord) -> (String, BoxHealth) {
+    (
+        rec.id.clone(),
+        BoxHealth {
+            seen_at_ms: now_ms(),
+            ..BoxHealth::default()
+        },
+    )
+}
+
+async fn up(
+    State(state): State<AppState>,
+    peer: Option<Extension<PeerIdentity>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<UpAck>, SyncError> {
+    let rec = authorize(&state, peer).await?;
+    let body = body.map_err(|e| {
+        SyncError::new(
+            e.status(),
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ErrorCode::TooLarge
+            } else {
+                ErrorCode::MalformedBatch
+            },
+            format!("cannot read the body: {e}"),
+        )
+    })?;
+    let gzip = headers
+        .get(axum::http::header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("gzip"));
+    let box_id = rec.id.clone();
+    // Inflating and parsing up to 4 MiB is CPU work: keep it off the async workers.
+    let valid = tokio::task::spawn_blocking(move || {
+        let batch = if gzip {
+            decode_batch(&body, MAX_UP_BODY_INFLATED)
+        } else if body.len() > MAX_UP_BODY_INFLATED {
+            Err(DecodeError::TooLarge {
+                limit: MAX_UP_BODY_INFLATED,
+            })
+        } else {
+            serde_json::from_slice(&body).map_err(|source| DecodeError::Json { source })
+        };
+        let batch = batch.map_err(|e| match e {
+            DecodeError::TooLarge { .. } => SyncError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                ErrorCode::TooLarge,
+                e.to_string(),
+            ),
+            other => SyncError::new(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::MalformedBatch,
+                other.to_string(),
+            ),
+        })?;
+        validate_batch(batch, &box_id).map_err(|e| match e {
+            BatchError::UnsupportedVersion { .. } => SyncError::new(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::UnsupportedVersion,
+                e.to_string(),
+            ),
+            BatchError::WrongBox { .. } => {
+                SyncError::new(StatusCode::FORBIDDEN, ErrorCode::UnknownBox, e.to_string())
+            }
+            BatchError::Malformed(_) => SyncError::new(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::MalformedBatch,
+                e.to_string(),
+            ),
+        })
+    })
+    .await
+    .map_err(|source| Error::Join {
+        op: "decode batch",
+        source,
+    })?;
+    let valid = match valid {
+        Ok(v) => v,
+        Err(e) => {
+            let (id, health) = seen(&rec);
+            state.store.touch_box(&id, &health).await?;
+            return Err(e);
+        }
+    };
+    let health = BoxHealth {
+        seen_at_ms: now_ms(),
+        firmware_version: Some(valid.firmware_version.clone()),
+        backlog: Some((
+            i64::try_from(valid.backlog).unwrap_or(i64::MAX),
+            valid.oldest_pending_ms,
+        )),
+    };
+    let outcome = state.store.ingest(&rec, &valid, &health).await?;
+    if outcome.feed_changed {
+        state.feed.changed(&rec.site);
+    }
+    let site = state.store.site(&rec.site).await?;
+    Ok(Json(UpAck {
+        version: PROTOCOL_VERSION,
+        acked_seq: outcome.acked_seq,
+        conflicts: outcome.conflicts,
+        file_policy: site.map_or(crate::wire::FilePolicy::None, |s| s.file_policy),
+    }))
+}
+
+async fn down(
+    State(state): State<AppState>,
+    peer: Option<Extension<PeerIdentity>>,
+    query: Result<Query<DownQuery>, QueryRejection>,
+) -> Result<Json<DownResponse>, SyncError> {
+    let rec = authorize(&state, peer).await?;
+    let (id, health) = seen(&rec);
+    state.store.touch_box(&id, &health).await?;
+    let Query(q) = query.map_err(|e| {
+        SyncError::new(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::MalformedBatch,
+            format!("bad query: {e}"),
+        )
+    })?;
+    if q.since < 0 {
+        return Err(SyncError::new(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::MalformedBatch,
+            "since must not be negative",
+        ));
+    }
+    let wait = Duration::from_millis(q.wait_ms.min(MAX_WAIT_MS));
+    let limit = q.limit.clamp(1, MAX_PAGE_CHANGES);
+    let deadline = tokio::time::Instant::now() + wait;
+    let notify = state.feed.notifier(&rec.site);
+    loop {
+        // Register for a wake-up before reading, so a change committed between the
+        // read and the wait is not missed.
+        let notified = notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        match state.store.read_feed(&rec.site, q.since, limit).await? {
+            FeedRead::Snapshot { rows, cursor } => {
+                return Ok(Json(DownResponse::Snapshot {
+                    version: PROTOCOL_VERSION,
+                    rows,
+                    cursor,
+                }))
+            }
+            FeedRead::Page { changes, more } if !changes.is_empty() => {
+                let cursor = changes.last().map_or(q.since, |c| c.revision);
+                return Ok(Json(DownResponse::Page {
+                    version: PROTOCOL_VERSION,
+                    changes,
+                    cursor,
+                    more,
+                }));
+            }
+            FeedRead::Page { .. } => {}
+        }
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            break;
+        }
+        let nap = state.config.poll_interval.min(deadline - now);
+        tokio::select! {
+            () = &mut notified => {}
+            () = tokio::time::sleep(nap) => {}
+            () = state.shutdown.cancelled() => break,
+        }
+    }
+    Ok(Json(DownResponse::Page {
+        version: PROTOCOL_VERSION,
+        changes: Vec::new(),
+        cursor: q.since,
+        more: false,
+    }))
+}
+
+fn check_sha(sha: &str) -> Result<(), SyncError> {
+    if is_sha256_hex(sha) {
+        Ok(())
+    } else {
+        Err(SyncError::new(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::BadChunk,
+            "the file name must be a sha256 in lowercase hex",
+        ))
+    }
+}
+
+async fn file_status(
+    State(state): State<AppState>,
+    peer: Option<Extension<PeerIdentity>>,
+    Path(sha): Path<String>,
+) -> Result<Json<FileStatus>, SyncError> {
+    let rec = authorize(&state, peer).await?;
+    let (id, health) = seen(&rec);
+    state.store.touch_box(&id, &health).await?;
+    check_sha(&sha)?;
+    Ok(Json(state.files.status(&sha).await?))
+}
+
+/// Query of a chunk upload.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChunkQuery {
+    offset: u64,
+}
+
+async fn file_chunk(
+    State(state): State<AppState>,
+    peer: Option<Extension<PeerIdentity>>,
+    Path(sha): Path<String>,
+    query: Result<Query<ChunkQuery>, QueryRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<FileStatus>, SyncError> {
+    let rec = authorize(&state, peer).await?;
+    let (id, health) = seen(&rec);
+    state.store.touch_box(&id, &health).await?;
+    check_sha(&sha)?;
+    let Query(q) = query.map_err(|e| {
+        SyncError::new(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::BadChunk,
+            format!("bad query: {e}"),
+        )
+    })?;
+    let body = body.map_err(|e| {
+        let code = if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ErrorCode::TooLarge
+        } else {
+            ErrorCode::BadChunk
+        };
+        SyncError::new(e.status(), code, format!("cannot read the chunk: {e}"))
+    })?;
+    let Some(size) = state.store.recording_size(&rec.site, &sha).await? else {
+        return Err(SyncError::new(
+            StatusCode::NOT_FOUND,
+            ErrorCode::BadChunk,
+            "no recording metadata for this file reached HQ yet: send the outbox first",
+        ));
+    };
+    match state.files.put_chunk(&sha, q.offset, body, size).await? {
+        Ok(status) => Ok(Json(status)),
+        Err(e) => {
+            let status = match e {
+                ChunkError::WrongOffset { .. } | ChunkError::Busy => StatusCode::CONFLICT,
+                ChunkError::PastEnd { .. } | ChunkError::HashMismatch { .. } => {
+                    StatusCode::UNPROCESSABLE_ENTITY
+                }
+            };
+            Err(SyncError::new(status, ErrorCode::BadChunk, e.to_string()))
+        }
+    }
+}

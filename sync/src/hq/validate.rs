@@ -1,0 +1,603 @@
+//! Validation of what boxes and operators send, before anything is written.
+//!
+//! [`validate_batch`] checks a whole [`UpBatch`] against the box that sent it and
+//! returns a [`ValidBatch`] whose records carry their typed payloads, or the first
+//! problem naming the record (its seq and kind) and the field. [`validate_entity`]
+//! checks a row HQ masters (from an operator or from a box's offline edit).
+//!
+//! The CDR and audit shapes here mirror the firmware's `Cdr` and `AuditRecord`
+//! (`firmware/src/cdr.rs`, `firmware/src/audit.rs`): this crate must not depend on
+//! the firmware, so the fields HQ projects into columns are declared again. Fields
+//! the firmware adds later are kept in the stored payload and ignored by the
+//! projection.
+
+use serde::{Deserialize, Serialize};
+
+use crate::wire::{
+    EditOp, Entity, EntityEdit, RecordKind, RecordingMeta, UpBatch, MAX_BATCH_RECORDS,
+    PROTOCOL_VERSION,
+};
+
+/// Longest id of a site or a box.
+pub const MAX_ID_LEN: usize = 64;
+/// Longest record key, entity key or epoch.
+pub const MAX_KEY_LEN: usize = 256;
+/// Largest payload of one record, as JSON.
+pub const MAX_PAYLOAD_BYTES: usize = 256 * 1024;
+/// Longest free-text field of an entity (names, descriptions).
+pub const MAX_TEXT_LEN: usize = 1024;
+
+/// A call detail record as the firmware sends it (payload of [`RecordKind::Cdr`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CdrShape {
+    /// Unique call id on the box.
+    pub call_id: String,
+    /// `internal`, `inbound` or `outbound`.
+    pub direction: CdrDirection,
+    /// Calling number.
+    pub caller: String,
+    /// Analog port of the caller.
+    pub caller_port: Option<u8>,
+    /// Called number.
+    pub callee: String,
+    /// Analog port that answered or rang last.
+    pub callee_port: Option<u8>,
+    /// Start, ms since the Unix epoch.
+    pub started_at_ms: i64,
+    /// Answer time.
+    pub answered_at_ms: Option<i64>,
+    /// End time.
+    pub ended_at_ms: i64,
+    /// How it ended.
+    pub disposition: CdrDisposition,
+    /// Who ended it.
+    pub hangup_side: CdrHangupSide,
+}
+
+/// Mirror of the firmware's `Direction`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[allow(missing_docs)]
+pub enum CdrDirection {
+    Internal,
+    Inbound,
+    Outbound,
+}
+
+/// Mirror of the firmware's `Disposition`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[allow(missing_docs)]
+pub enum CdrDisposition {
+    Answered,
+    NoAnswer,
+    Busy,
+    Unallocated,
+    Congestion,
+    Abandoned,
+}
+
+/// Mirror of the firmware's `HangupSide`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[allow(missing_docs)]
+pub enum CdrHangupSide {
+    Caller,
+    Callee,
+    System,
+}
+
+impl CdrDirection {
+    /// Stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Internal => "internal",
+            Self::Inbound => "inbound",
+            Self::Outbound => "outbound",
+        }
+    }
+}
+
+impl CdrDisposition {
+    /// Stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Answered => "answered",
+            Self::NoAnswer => "no_answer",
+            Self::Busy => "busy",
+            Self::Unallocated => "unallocated",
+            Self::Congestion => "congestion",
+            Self::Abandoned => "abandoned",
+        }
+    }
+}
+
+impl CdrHangupSide {
+    /// Stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Caller => "caller",
+            Self::Callee => "callee",
+            Self::System => "system",
+        }
+    }
+}
+
+/// A row of the box's audit log as the firmware sends it (payload of
+/// [`RecordKind::Audit`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditShape {
+    /// 1, 2, 3, ... on the box.
+    pub id: i64,
+    /// When, ms since the Unix epoch.
+    pub at_ms: i64,
+    /// Who.
+    pub actor: String,
+    /// From where.
+    pub source: String,
+    /// What.
+    pub action: String,
+    /// On what kind of thing.
+    pub resource: String,
+    /// Which one.
+    pub target: String,
+    /// `allowed`, `denied`, `ok`, `failed`.
+    pub result: String,
+    /// Canonical JSON detail.
+    pub detail: String,
+    /// The previous row's hash.
+    pub prev_hash: String,
+    /// This row's hash.
+    pub hash: String,
+}
+
+/// A record's payload, parsed by kind.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TypedPayload {
+    /// A CDR.
+    Cdr(CdrShape),
+    /// An audit row.
+    Audit(AuditShape),
+    /// An offline edit of a user, role or group.
+    Edit(EntityEdit),
+    /// Recording metadata.
+    Recording(RecordingMeta),
+    /// Agent state or survey: kept as JSON only (no projection yet).
+    Other,
+}
+
+/// One validated record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidRecord {
+    /// Its seq.
+    pub seq: i64,
+    /// Its kind.
+    pub kind: RecordKind,
+    /// Its key.
+    pub key: String,
+    /// When the box wrote it.
+    pub created_at_ms: i64,
+    /// The payload as compact JSON (what is stored).
+    pub payload_json: String,
+    /// The payload, parsed.
+    pub typed: TypedPayload,
+}
+
+/// A batch that passed [`validate_batch`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidBatch {
+    /// The store incarnation of the seqs.
+    pub epoch: String,
+    /// Firmware version for box health.
+    pub firmware_version: String,
+    /// Backlog after this batch.
+    pub backlog: u64,
+    /// Oldest pending row's creation time.
+    pub oldest_pending_ms: Option<i64>,
+    /// The records, seqs strictly increasing.
+    pub records: Vec<ValidRecord>,
+}
+
+/// Why a batch was refused; each maps to one [`crate::wire::ErrorCode`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BatchError {
+    /// The batch speaks another protocol version.
+    #[error("protocol version {got} is not supported (HQ speaks {PROTOCOL_VERSION})")]
+    UnsupportedVersion {
+        /// The version sent.
+        got: u16,
+    },
+    /// The body names another box than the certificate.
+    #[error("batch names box {body:?} but the client certificate is box {cert:?}")]
+    WrongBox {
+        /// `box_id` in the body.
+        body: String,
+        /// The certificate's box.
+        cert: String,
+    },
+    /// The batch or one record in it is malformed.
+    #[error("{0}")]
+    Malformed(String),
+}
+
+fn malformed(msg: String) -> BatchError {
+    BatchError::Malformed(msg)
+}
+
+/// Validates a whole batch sent by `cert_box` (the box of the client certificate).
+/// Returns the first problem; nothing about the batch may be written on error.
+pub fn validate_batch(batch: UpBatch, cert_box: &str) -> Result<ValidBatch, BatchError> {
+    if batch.version != PROTOCOL_VERSION {
+        return Err(BatchError::UnsupportedVersion { got: batch.version });
+    }
+    if batch.box_id != cert_box {
+        return Err(BatchError::WrongBox {
+            body: batch.box_id,
+            cert: cert_box.to_owned(),
+        });
+    }
+    check_text("epoch", &batch.epoch, MAX_KEY_LEN).map_err(malformed)?;
+    if batch.firmware_version.len() > MAX_KEY_LEN {
+        return Err(malformed(format!(
+            "firmware_version is longer than {MAX_KEY_LEN} bytes"
+        )));
+    }
+    if batch.records.len() > MAX_BATCH_RECORDS {
+        return Err(malformed(format!(
+            "{} records, more than the {MAX_BATCH_RECORDS} allowed in one batch",
+            batch.records.len()
+        )));
+    }
+    let mut records = Vec::with_capacity(batch.records.len());
+    let mut last_seq = 0i64;
+    for (index, record) in batch.records.into_iter().enumerate() {
+        let at = format!(
+            "record {index} (seq {}, kind {})",
+            record.seq,
+            record.kind.as_str()
+        );
+        if record.seq <= 0 {
+            return Err(malformed(format!("{at}: seq must be greater than 0")));
+        }
+        if record.seq <= last_seq {
+            return Err(malformed(format!(
+                "{at}: seqs must be strictly increasing (previous seq {last_seq})"
+            )));
+        }
+        last_seq = record.seq;
+        check_text("key", &record.key, MAX_KEY_LEN).map_err(|e| malformed(format!("{at}: {e}")))?;
+        if record.created_at_ms < 0 {
+            return Err(malformed(format!("{at}: created_at_ms is negative")));
+        }
+        let payload_json = serde_json::to_string(&record.payload)
+            .map_err(|e| malformed(format!("{at}: payload: {e}")))?;
+        if payload_json.len() > MAX_PAYLOAD_BYTES {
+            return Err(malformed(format!(
+                "{at}: payload is {} bytes, more than {MAX_PAYLOAD_BYTES}",
+                payload_json.len()
+            )));
+        }
+        let typed = typed_payload(record.kind, &record.key, record.payload)
+            .map_err(|e| malformed(format!("{at}: {e}")))?;
+        records.push(ValidRecord {
+            seq: record.seq,
+            kind: record.kind,
+            key: record.key,
+            created_at_ms: record.created_at_ms,
+            payload_json,
+            typed,
+        });
+    }
+    Ok(ValidBatch {
+        epoch: batch.epoch,
+        firmware_version: batch.firmware_version,
+        backlog: batch.backlog,
+        oldest_pending_ms: batch.oldest_pending_ms,
+        records,
+    })
+}
+
+fn typed_payload(
+    kind: RecordKind,
+    key: &str,
+    payload: serde_json::Value,
+) -> Result<TypedPayload, String> {
+    match kind {
+        RecordKind::Cdr => {
+            let cdr: CdrShape =
+                serde_json::from_value(payload).map_err(|e| format!("not a CDR: {e}"))?;
+            if cdr.call_id != key {
+                return Err(format!(
+                    "CDR call_id {:?} differs from the record key",
+                    cdr.call_id
+                ));
+            }
+            if cdr.ended_at_ms < cdr.started_at_ms {
+                return Err("CDR ends before it starts".to_owned());
+            }
+            check_text("caller", &cdr.caller, MAX_KEY_LEN)?;
+            check_text_allow_empty("callee", &cdr.callee, MAX_KEY_LEN)?;
+            Ok(TypedPayload::Cdr(cdr))
+        }
+        RecordKind::Audit => {
+            let row: AuditShape =
+                serde_json::from_value(payload).map_err(|e| format!("not an audit row: {e}"))?;
+            if row.id.to_string() != key {
+                return Err(format!("audit id {} differs from the record key", row.id));
+            }
+            Ok(TypedPayload::Audit(row))
+        }
+        RecordKind::UserChange | RecordKind::RoleChange | RecordKind::GroupChange => {
+            let edit: EntityEdit =
+                serde_json::from_value(payload).map_err(|e| format!("not an entity edit: {e}"))?;
+            let matches = matches!(
+                (kind, &edit.row),
+                (RecordKind::UserChange, Entity::User(_))
+                    | (RecordKind::RoleChange, Entity::Role(_))
+                    | (RecordKind::GroupChange, Entity::Group(_))
+            );
+            if !matches {
+                return Err(format!(
+                    "edit row of kind {:?} in a {} record",
+                    edit.row.kind(),
+                    kind.as_str()
+                ));
+            }
+            if edit.row.key() != key {
+                return Err(format!(
+                    "edited row key {:?} differs from the record key",
+                    edit.row.key()
+                ));
+            }
+            if edit.base_revision < 0 {
+                return Err("base_revision is negative".to_owned());
+            }
+            if edit.op == EditOp::Create && edit.base_revision != 0 {
+                return Err("a create must have base_revision 0".to_owned());
+            }
+            validate_entity(&edit.row).map_err(|e| e.to_string())?;
+            Ok(TypedPayload::Edit(edit))
+        }
+        RecordKind::Recording => {
+            let meta: RecordingMeta = serde_json::from_value(payload)
+                .map_err(|e| format!("not recording metadata: {e}"))?;
+            if !is_sha256_hex(&meta.sha256) {
+                return Err("recording sha256 is not 64 lowercase hex digits".to_owned());
+            }
+            if meta.duration_ms < 0 {
+                return Err("recording duration_ms is negative".to_owned());
+            }
+            check_text("call_id", &meta.call_id, MAX_KEY_LEN)?;
+            Ok(TypedPayload::Recording(meta))
+        }
+        RecordKind::AgentState | RecordKind::Survey => {
+            if !payload.is_object() {
+                return Err("payload must be a JSON object".to_owned());
+            }
+            Ok(TypedPayload::Other)
+        }
+    }
+}
+
+/// Whether `s` is a sha256 in lowercase hex.
+pub fn is_sha256_hex(s: &str) -> bool {
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+fn check_text(field: &str, value: &str, max: usize) -> Result<(), String> {
+    if value.is_empty() {
+        return Err(format!("{field} is empty"));
+    }
+    check_text_allow_empty(field, value, max)
+}
+
+fn check_text_allow_empty(field: &str, value: &str, max: usize) -> Result<(), String> {
+    if value.len() > max {
+        return Err(format!("{field} is longer than {max} bytes"));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(format!("{field} contains control characters"));
+    }
+    Ok(())
+}
+
+/// Checks a site or box id: 1 to [`MAX_ID_LEN`] of `A-Z a-z 0-9 . _ -`.
+pub fn validate_id(field: &str, id: &str) -> crate::hq::Result<()> {
+    let ok = !id.is_empty()
+        && id.len() <= MAX_ID_LEN
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(crate::hq::Error::invalid(
+            field,
+            format!("{id:?} must be 1 to {MAX_ID_LEN} of A-Z a-z 0-9 . _ -"),
+        ))
+    }
+}
+
+/// Checks a row HQ masters: keys and names present, bounded and printable, numbers
+/// made of digits, enumerated values known, hashes in PHC form.
+pub fn validate_entity(entity: &Entity) -> crate::hq::Result<()> {
+    let kind = entity_kind_name(entity.kind());
+    let f = |field: &str| format!("{kind}.{field}");
+    let text = |field: &str, value: &str| {
+        check_text_allow_empty(field, value, MAX_TEXT_LEN)
+            .map_err(|reason| crate::hq::Error::invalid(f(field), reason))
+    };
+    let key = entity.key();
+    check_text("key", key, MAX_KEY_LEN)
+        .map_err(|reason| crate::hq::Error::invalid(f("key"), reason))?;
+    let digits = |field: &str, value: &str| {
+        if value.is_empty() || value.len() > 32 || !value.bytes().all(|b| b.is_ascii_digit()) {
+            Err(crate::hq::Error::invalid(
+                f(field),
+                format!("{value:?} must be 1 to 32 digits"),
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    let phc = |field: &str, value: &str| {
+        if value.starts_with("$argon2id$") && value.len() <= MAX_TEXT_LEN {
+            Ok(())
+        } else {
+            Err(crate::hq::Error::invalid(
+                f(field),
+                "must be an argon2id PHC string ($argon2id$...)",
+            ))
+        }
+    };
+    match entity {
+        Entity::User(u) => {
+            text("display_name", &u.display_name)?;
+            phc("password_hash", &u.password_hash)?;
+            if let Some(pin) = &u.pin_hash {
+                phc("pin_hash", pin)?;
+            }
+            if let Some(agent) = &u.agent_id {
+                digits("agent_id", agent)?;
+            }
+            if let Some(ext) = &u.extension {
+                digits("extension", ext)?;
+            }
+            for role in &u.roles {
+                check_text("roles[]", role, MAX_KEY_LEN)
+                    .map_err(|r| crate::hq::Error::invalid(f("roles"), r))?;
+            }
+            for m in &u.groups {
+                check_text("groups[].group", &m.group, MAX_KEY_LEN)
+                    .map_err(|r| crate::hq::Error::invalid(f("groups"), r))?;
+            }
+        }
+        Entity::Role(r) => {
+            text("description", &r.description)?;
+            for p in &r.permissions {
+                for (field, value) in [("resource", &p.resource), ("action", &p.action)] {
+                    check_text(field, value, 64)
+                        .map_err(|reason| crate::hq::Error::invalid(f("permissions"), reason))?;
+                }
+                if !matches!(p.scope.as_str(), "own" | "group" | "site" | "all") {
+                    return Err(crate::hq::Error::invalid(
+                        f("permissions.scope"),
+                        format!("{:?} is not own, group, site or all", p.scope),
+                    ));
+                }
+            }
+        }
+        Entity::Group(g) => text("description", &g.description)?,
+        Entity::Extension(e) => {
+            digits("number", &e.number)?;
+            text("name", &e.name)?;
+        }
+        Entity::Queue(q) => {
+            digits("number", &q.number)?;
+            text("name", &q.name)?;
+            const STRATEGIES: [&str; 5] = [
+                "ring_all",
+                "round_robin",
+                "longest_idle",
+                "fewest_calls",
+                "skill_based",
+            ];
+            if !STRATEGIES.contains(&q.strategy.as_str()) {
+                return Err(crate::hq::Error::invalid(
+                    f("strategy"),
+                    format!("{:?} is not one of {}", q.strategy, STRATEGIES.join(", ")),
+                ));
+            }
+            if let Some(over) = &q.overflow {
+                digits("overflow", over)?;
+            }
+            for agent in &q.agents {
+                check_text("agents[]", agent, MAX_KEY_LEN)
+                    .map_err(|r| crate::hq::Error::invalid(f("agents"), r))?;
+            }
+        }
+        Entity::Contact(c) => {
+            text("name", &c.name)?;
+            for n in &c.numbers {
+                let ok = !n.is_empty()
+                    && n.len() <= 32
+                    && n.bytes()
+                        .enumerate()
+                        .all(|(i, b)| b.is_ascii_digit() || (i == 0 && b == b'+'));
+                if !ok {
+                    return Err(crate::hq::Error::invalid(
+                        f("numbers"),
+                        format!("{n:?} is not a phone number (digits, optional leading +)"),
+                    ));
+                }
+            }
+        }
+        Entity::Blacklist(b) => {
+            let body = b.pattern.strip_suffix('*').unwrap_or(&b.pattern);
+            let ok = (!body.is_empty() || b.pattern == "*")
+                && body.len() <= 32
+                && body
+                    .bytes()
+                    .enumerate()
+                    .all(|(i, c)| c.is_ascii_digit() || (i == 0 && c == b'+'));
+            if !ok || b.pattern == "*" {
+                return Err(crate::hq::Error::invalid(
+                    f("pattern"),
+                    format!("{:?} must be a number or a prefix ending in *", b.pattern),
+                ));
+            }
+            text("reason", &b.reason)?;
+        }
+        Entity::DialRoute(d) => {
+            if !d.prefix.bytes().all(|b| b.is_ascii_digit() || b == b'+') || d.prefix.len() > 32 {
+                return Err(crate::hq::Error::invalid(
+                    f("prefix"),
+                    format!("{:?} must be digits", d.prefix),
+                ));
+            }
+            if d.via.is_empty() || d.via.iter().any(|v| v != "sip" && v != "fxo") {
+                return Err(crate::hq::Error::invalid(
+                    f("via"),
+                    "must list one or more of \"sip\", \"fxo\"",
+                ));
+            }
+            if let Some(p) = &d.needs_permission {
+                text("needs_permission", p)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The stored and URL name of an entity kind.
+pub fn entity_kind_name(kind: crate::wire::EntityKind) -> &'static str {
+    use crate::wire::EntityKind as K;
+    match kind {
+        K::User => "user",
+        K::Role => "role",
+        K::Group => "group",
+        K::Extension => "extension",
+        K::Queue => "queue",
+        K::Contact => "contact",
+        K::Blacklist => "blacklist",
+        K::DialRoute => "dial_route",
+    }
+}
+
+/// The entity kind stored or routed as `name`.
+pub fn entity_kind_from_name(name: &str) -> Option<crate::wire::EntityKind> {
+    use crate::wire::EntityKind as K;
+    Some(match name {
+        "user" => K::User,
+        "role" => K::Role,
+        "group" => K::Group,
+        "extension" => K::Extension,
+        "queue" => K::Queue,
+        "contact" => K::Contact,
+        "blacklist" => K::Blacklist,
+        "dial_route" => K::DialRoute,
+        _ => return None,
+    })
+}
