@@ -1,0 +1,3 @@
+//! The registrar for local SIP phones (under construction).
+
+pub(crate) mod headers;
