@@ -5,8 +5,10 @@
 
 pub mod dtmf;
 pub mod error;
+pub mod fax;
 pub mod jitter;
 pub mod plc;
+pub mod rtcp;
 pub mod rtp;
 
 pub use error::{Error, Result};
