@@ -591,7 +591,8 @@ pub fn mos_from_r(r: f64) -> f64 {
     } else if r >= 100.0 {
         4.5
     } else {
-        1.0 + 0.035 * r + r * (r - 60.0) * (100.0 - r) * 7e-6
+        // The cubic dips just below 1 for R < 6.5; MOS is 1 at worst.
+        (1.0 + 0.035 * r + r * (r - 60.0) * (100.0 - r) * 7e-6).max(1.0)
     }
 }
 
