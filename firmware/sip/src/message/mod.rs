@@ -305,8 +305,14 @@ pub fn parse(bytes: &[u8], limits: &Limits) -> Result<SipMessage, ParseError> {
     let headers = rsip::Headers::from(headers);
 
     Ok(match start {
-        StartLine::Request { method, uri, .. } => SipMessage::Request(rsip::Request {
+        StartLine::Request {
             method,
+            method_text,
+            uri,
+        } => SipMessage::Request(rsip::Request {
+            method: method.ok_or_else(|| ParseError::UnknownMethod {
+                method: method_text.to_owned(),
+            })?,
             uri,
             version: rsip::Version::V2,
             headers,
@@ -375,7 +381,7 @@ fn push_line(out: &mut String, line: &str) {
 /// A checked start line.
 enum StartLine<'a> {
     Request {
-        method: rsip::Method,
+        method: Option<rsip::Method>,
         method_text: &'a str,
         uri: rsip::Uri,
     },
@@ -440,9 +446,9 @@ fn parse_start_line(line: &str) -> Result<StartLine<'_>, ParseError> {
         });
     }
     let uri = parse_request_uri(uri_text)?;
-    let method = method_from_token(method_text).ok_or_else(|| ParseError::UnknownMethod {
-        method: method_text.to_owned(),
-    })?;
+    // An unknown method is reported after the header checks (see `parse`), so that a
+    // message that is also malformed gets 400 rather than 501 (RFC 4475 mismatch02).
+    let method = method_from_token(method_text);
     Ok(StartLine::Request {
         method,
         method_text,
@@ -581,10 +587,12 @@ fn check_fields(head: &scan::Head<'_>, start: &StartLine<'_>) -> Result<Checked,
                 once(if k == Known::From { 0 } else { 1 }, k)?;
                 let parts = grammar::split_top_level(value, b',')
                     .ok_or_else(|| invalid(k, line, "unterminated quoted string or <"))?;
+                for part in &parts {
+                    grammar::name_addr(part).map_err(|r| invalid(k, line, r))?;
+                }
                 if parts.len() != 1 {
                     return Err(ParseError::DuplicateHeader { name: k.name() });
                 }
-                grammar::name_addr(value).map_err(|r| invalid(k, line, r))?;
             }
             Known::Contact if value != "*" => {
                 let parts = grammar::split_top_level(value, b',')

@@ -180,7 +180,7 @@ fn version_and_method_errors_are_distinct() {
         })
     );
     assert_eq!(v.unwrap_err().status_hint(), Some(505));
-    let m = p(&INVITE.replacen("INVITE", "invite", 1));
+    let m = p(&INVITE.replace("INVITE", "invite"));
     assert!(matches!(m, Err(ParseError::UnknownMethod { .. })));
     let tel = p(&INVITE.replacen("sip:bob@biloxi.example.com", "tel:+15551234", 1));
     assert_eq!(
