@@ -18,7 +18,7 @@ pub enum Error {
         source: rusqlite::Error,
     },
     /// A PostgreSQL statement failed.
-    #[error("postgres: {op}: {source}")]
+    #[error("postgres: {op}: {}", pg_detail(source))]
     Postgres {
         /// What the store was doing.
         op: &'static str,
@@ -191,5 +191,16 @@ impl Error {
             field: field.into(),
             reason: reason.into(),
         }
+    }
+}
+
+/// A PostgreSQL error with the server's message when there is one.
+fn pg_detail(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{}: {}", db.code().code(), db.message()),
+        None => match std::error::Error::source(e) {
+            Some(inner) => format!("{e}: {inner}"),
+            None => e.to_string(),
+        },
     }
 }

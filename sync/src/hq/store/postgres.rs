@@ -866,12 +866,12 @@ async fn ingest(
         .get(0);
     let compute = tx
         .prepare_cached(
-            "SELECT CASE WHEN EXISTS (SELECT 1 FROM up_records WHERE box = $1 AND epoch = $2 AND seq = $3 + 1)
+            "SELECT CASE WHEN EXISTS (SELECT 1 FROM up_records WHERE box = $1 AND epoch = $2 AND seq = $3::int8 + 1)
                     THEN (SELECT MIN(u.seq) FROM up_records u
-                          WHERE u.box = $1 AND u.epoch = $2 AND u.seq > $3
+                          WHERE u.box = $1 AND u.epoch = $2 AND u.seq > $3::int8
                             AND NOT EXISTS (SELECT 1 FROM up_records v
                                             WHERE v.box = $1 AND v.epoch = $2 AND v.seq = u.seq + 1))
-                    ELSE $3 END",
+                    ELSE $3::int8 END",
         )
         .await
         .map_err(pg("prepare compute ack"))?;
