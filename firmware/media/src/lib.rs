@@ -1,5 +1,28 @@
-//! Media for branchd: RTP/RTCP, jitter buffer, RFC 4733 telephone-events, PLC, call
-//! quality statistics, and the UDP edge that relays RTP between call legs.
+//! Media for branchd: everything between an analog port's 20 ms G.711 frames and a SIP
+//! peer's RTP.
+//!
+//! Sans-IO cores (inputs carry `now`, no sockets or clocks inside):
+//! - [`rtp`]: RTP parse/build over rtp-rs with per-field validation, payload types
+//!   (PCMU 0, PCMA 8, CN 13, negotiated telephone-event), outgoing stream state (SSRC,
+//!   sequence numbers, timestamps, marker at talkspurt start; ptime 10/20/30 ms).
+//! - [`jitter`]: adaptive jitter buffer towards the analog ports (reorder, duplicates,
+//!   late packets, wrap-around, SSRC change, talkspurt resync, drift), with a fixed mode
+//!   for fax/modem passthrough.
+//! - [`plc`]: G.711 Appendix I style packet loss concealment on linear PCM.
+//! - [`dtmf`]: RFC 4733 telephone-event encoder/decoder, mapping to line-controller
+//!   digits, and in-band DTMF detection (Goertzel) for FXO callers.
+//! - [`fax`]: CED/CNG detection that switches a call to passthrough.
+//! - [`rtcp`]: SR/RR build and parse, RFC 3550 receiver statistics, RTT, E-model
+//!   R-factor/MOS ([`rtcp::CallQuality`]).
+//!
+//! IO edge (tokio):
+//! - [`port`]: RTP/RTCP port pairs from a configured range, released on drop.
+//! - [`relay`]: RTP sessions with symmetric latching, and the two-leg relay for SIP to
+//!   SIP calls.
+//!
+//! Current limits: G.711 only (no transcoding to other codecs, no T.38, no SRTP); no
+//! RTCP scheduler (reports are built on demand); no mixer yet (conference, listen,
+//! whisper, barge arrive with the call-center work). Each module documents its own.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -8,6 +31,8 @@ pub mod error;
 pub mod fax;
 pub mod jitter;
 pub mod plc;
+pub mod port;
+pub mod relay;
 pub mod rtcp;
 pub mod rtp;
 
