@@ -19,6 +19,11 @@
 //!   own; at shutdown it is told to stop, finishes the requests in flight (or is
 //!   aborted after 5 s) and drops its store writer handle before
 //!   the writer thread is joined.
+//! - Sync with HQ ([`crate::sync`]): the agent (when `[hq]` is set) and the WAN monitor
+//!   run as tasks; the board loop follows the WAN states (WAN LED, trunk-or-FXO
+//!   routing of outside calls). At shutdown they are cancelled and awaited before the
+//!   writer thread is joined. A sync setup error (missing certificate) is logged and
+//!   shown in the sync status; the daemon runs on without sync.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -40,6 +45,7 @@ use crate::cdr::Cdr;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::store::{system_clock_ms, ExtensionRow, Store, StoreWriter};
+use crate::sync::{self, status::SyncHandle, store::SyncStore};
 use crate::tones::Country;
 
 /// How long the line controller has to answer `Hello` before start-up fails.
@@ -106,6 +112,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         })
         .collect();
     writer.replace_board(ports, extensions).await?;
+    // HQ masters extension names and call waiting (the config keeps the port map):
+    // call control starts with the store's view of them.
+    let stored_extensions = Store::reader(&db_path)?.extensions()?;
+
+    // Sync with HQ and the WAN monitor: tasks of their own; telephony never waits on
+    // them.
+    let sync_stop = tokio_util::sync::CancellationToken::new();
+    let (sync, sync_tasks, mut wan_rx) = start_sync(&config, &writer, &db_path, &sync_stop);
 
     // The line controller: real UART, or the simulator's pty, opened the same way.
     let mut _simulator = None;
@@ -176,11 +190,15 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         extensions: config
             .extensions
             .iter()
-            .map(|e| Extension {
-                number: e.number.as_str().to_owned(),
-                port: e.port.get(),
-                name: e.name.clone(),
-                call_waiting: e.call_waiting,
+            .map(|e| {
+                let number = e.number.as_str();
+                let stored = stored_extensions.iter().find(|s| s.number == number);
+                Extension {
+                    number: number.to_owned(),
+                    port: e.port.get(),
+                    name: stored.map_or_else(|| e.name.clone(), |s| s.name.clone()),
+                    call_waiting: stored.map_or(e.call_waiting, |s| s.call_waiting),
+                }
             })
             .collect(),
         fxo_lines: config
@@ -205,13 +223,17 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         epoch: now,
     };
     let mut calls = CallControl::new(settings, profile.fxs_ports(), profile.fxo_ports());
+    // Outside calls follow the trunk's reachability (trunk first while usable, else FXO).
+    let wan_now = wan_rx.borrow_and_update().clone();
+    calls.set_trunk_status(sync::wan::trunk_status(&wan_now));
+    gpio.set_led(Led::Wan, sync::wan::wan_led(&wan_now))?;
 
     let (jobs, job_rx) = mpsc::unbounded_channel();
     let store_task = tokio::spawn(store_task(writer, job_rx));
 
     // The web API last, so it never serves a box whose board is not up.
     let web = match config.web.listen {
-        Some(addr) => Some(start_web(addr, accounts, &config).await?),
+        Some(addr) => Some(start_web(addr, accounts, &config, sync.clone()).await?),
         None => {
             drop(accounts);
             None
@@ -234,6 +256,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         gpio,
     };
     tokio::pin!(shutdown);
+    let mut wan_open = true;
     let outcome = loop {
         let deadline = calls.timeout();
         tokio::select! {
@@ -244,6 +267,21 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                 board.frame(&mut calls, frame);
             }
             () = sleep_until(deadline) => calls.handle_timeout(Instant::now()),
+            changed = wan_rx.changed(), if wan_open => {
+                if changed.is_err() {
+                    wan_open = false;
+                    continue;
+                }
+                let snapshot = wan_rx.borrow_and_update().clone();
+                let trunk = sync::wan::trunk_status(&snapshot);
+                if trunk != calls.trunk_status() {
+                    tracing::info!(?trunk, "outside-call routing follows the trunk");
+                    calls.set_trunk_status(trunk);
+                }
+                if let Err(e) = board.gpio.set_led(Led::Wan, sync::wan::wan_led(&snapshot)) {
+                    tracing::warn!(error = %e, "WAN LED not set");
+                }
+            }
             () = &mut shutdown => {
                 tracing::info!(active_calls = calls.active_calls(), "shutting down");
                 calls.shutdown(Instant::now());
@@ -257,6 +295,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     if let Some(web) = web {
         web.stop().await;
     }
+    // The sync tasks hold store writer handles: stop them before the writer is joined.
+    sync_stop.cancel();
+    for task in sync_tasks {
+        if let Err(e) = task.await {
+            tracing::error!(error = %e, "sync task failed");
+        }
+    }
+    drop(sync);
 
     // Flush every CDR and port state before returning.
     let BoardLoop { jobs, mut gpio, .. } = board;
@@ -305,8 +351,85 @@ impl WebTask {
     }
 }
 
+/// Starts the sync agent (when `[hq]` is set and its TLS files load) and the WAN
+/// monitor; returns the handle for the API, the tasks to await at shutdown, and the
+/// WAN states for call routing and the LED. A sync setup error is logged and shown in
+/// the sync status; it never stops the daemon.
+fn start_sync(
+    config: &Config,
+    writer: &StoreWriter,
+    db_path: &std::path::Path,
+    stop: &tokio_util::sync::CancellationToken,
+) -> (
+    SyncHandle,
+    Vec<tokio::task::JoinHandle<()>>,
+    tokio::sync::watch::Receiver<sync::wan::WanSnapshot>,
+) {
+    let store = SyncStore::new(writer.clone(), db_path.to_owned());
+    let hq_probe = config
+        .hq
+        .as_ref()
+        .and_then(|hq| sync::wan::hq_probe_target(&hq.url));
+    let trunk = config
+        .wan
+        .trunk
+        .clone()
+        .map(|t| (t, config.wan.trunk_transport));
+    let (wan_tx, wan_rx) = tokio::sync::watch::channel(sync::wan::initial_snapshot(
+        hq_probe.as_deref(),
+        trunk.as_ref().map(|(t, _)| t.as_str()),
+    ));
+    let handle = SyncHandle::new(config.hq.as_ref(), wan_rx.clone());
+    let (reach_tx, reach_rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut tasks = Vec::new();
+    match &config.hq {
+        None => tracing::info!("sync with HQ not configured (no [hq] section)"),
+        Some(hq) => match sync::client::http_client(hq) {
+            Ok(client) => {
+                let mut seed = [0u8; 8];
+                if let Err(e) = getrandom::fill(&mut seed) {
+                    tracing::warn!(error = %e, "no OS randomness for the sync backoff seed; using the clock");
+                    seed = system_clock_ms().to_le_bytes();
+                }
+                let agent = sync::agent::Agent {
+                    hq: hq.clone(),
+                    client,
+                    store: store.clone(),
+                    handle: handle.clone(),
+                    hq_reach: reach_tx,
+                    seed: u64::from_le_bytes(seed),
+                };
+                tasks.push(tokio::spawn(agent.run(stop.clone())));
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "sync with HQ is off: its TLS setup failed");
+                handle.set_setup_error(e.to_string());
+            }
+        },
+    }
+    let wan = sync::wan::WanTask {
+        hq: hq_probe,
+        hq_interval: config
+            .hq
+            .as_ref()
+            .map_or(config.wan.probe_interval, |hq| hq.probe_interval),
+        trunk,
+        trunk_interval: config.wan.probe_interval,
+        hq_samples: reach_rx,
+        publish: wan_tx,
+        store,
+    };
+    tasks.push(tokio::spawn(wan.run(stop.clone())));
+    (handle, tasks, wan_rx)
+}
+
 /// Binds the web API's listener, logs its address and starts serving.
-async fn start_web(addr: SocketAddr, accounts: Accounts, config: &Config) -> Result<WebTask> {
+async fn start_web(
+    addr: SocketAddr,
+    accounts: Accounts,
+    config: &Config,
+    sync: SyncHandle,
+) -> Result<WebTask> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| Error::Listen {
@@ -320,10 +443,11 @@ async fn start_web(addr: SocketAddr, accounts: Accounts, config: &Config) -> Res
         source,
     })?;
     tracing::info!(addr = %local_addr, "web api listening");
-    let state = crate::api::ApiState::new(
+    let state = crate::api::ApiState::with_sync(
         accounts,
         config.privacy.mask_pattern,
         Arc::new(crate::store::system_clock_ms),
+        sync,
     );
     let stop = tokio_util::sync::CancellationToken::new();
     let shutdown = stop.clone().cancelled_owned();

@@ -37,6 +37,9 @@ struct Args {
 enum Command {
     /// Verify the audit log's hash chain: exit 0 if intact, 1 naming the first bad row.
     AuditVerify,
+    /// Print the sync status (backlog, cursor, epoch, last success and error, WAN
+    /// states as last stored) as JSON, read from the store; works while the daemon runs.
+    SyncStatus,
     /// Create a user (e.g. the first admin); the password is read from stdin.
     UserAdd {
         /// Login name.
@@ -65,6 +68,7 @@ fn main() -> ExitCode {
     };
     match args.command {
         Some(Command::AuditVerify) => return audit_verify(&config),
+        Some(Command::SyncStatus) => return sync_status(&config),
         Some(Command::UserAdd {
             username,
             roles,
@@ -80,6 +84,10 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     if args.check_config {
+        if let Err(e) = check_sync(&config) {
+            eprintln!("branchd: {e:#}");
+            return ExitCode::from(2);
+        }
         println!("{}: config OK", config.source.display());
         return ExitCode::SUCCESS;
     }
@@ -106,6 +114,30 @@ fn audit_verify(config: &Config) -> ExitCode {
         Ok(rows) => {
             println!("audit log OK: {rows} rows");
             ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("branchd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn sync_status(config: &Config) -> ExitCode {
+    let result = Store::reader(&config.paths.db_path()).and_then(|reader| {
+        branchline_firmware::sync::status::report_from_store(
+            &reader,
+            config.hq.as_ref(),
+            system_clock_ms(),
+        )
+    });
+    match result.map(|report| serde_json::to_string_pretty(&report)) {
+        Ok(Ok(json)) => {
+            println!("{json}");
+            ExitCode::SUCCESS
+        }
+        Ok(Err(e)) => {
+            eprintln!("branchd: cannot print the sync status: {e}");
+            ExitCode::FAILURE
         }
         Err(e) => {
             eprintln!("branchd: {e}");
@@ -154,6 +186,15 @@ fn user_add(
 fn check(config: &Config) -> anyhow::Result<()> {
     let profile = branchline_board::profile::BoardProfile::resolve(&config.board.profile)?;
     config.check_board(profile.fxs_ports(), profile.fxo_ports())?;
+    Ok(())
+}
+
+/// `--check-config` also reads the `[hq]` certificates and key (a start does not fail
+/// on them: telephony runs without sync, and the sync status shows the error).
+fn check_sync(config: &Config) -> anyhow::Result<()> {
+    if let Some(hq) = &config.hq {
+        branchline_firmware::sync::client::tls_config(hq)?;
+    }
     Ok(())
 }
 

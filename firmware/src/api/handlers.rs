@@ -938,6 +938,71 @@ pub(super) async fn verify_audit(State(state): State<ApiState>, who: Authed) -> 
     }
 }
 
+// --- sync ----------------------------------------------------------------------------
+
+pub(super) async fn sync_status(State(state): State<ApiState>, who: Authed) -> ApiResult {
+    let reader = state.reader()?;
+    state
+        .require(
+            &reader,
+            &who,
+            Resource::Sync,
+            Action::View,
+            &Target::Site,
+            "sync",
+        )
+        .await?;
+    ok_json(state.sync().report(&reader, state.now())?)
+}
+
+pub(super) async fn force_sync(State(state): State<ApiState>, who: Authed) -> ApiResult {
+    let reader = state.reader()?;
+    state
+        .require(
+            &reader,
+            &who,
+            Resource::Sync,
+            Action::Operate,
+            &Target::Site,
+            "sync",
+        )
+        .await?;
+    drop(reader);
+    let sync = state.sync();
+    let refused = if !sync.is_configured() {
+        Some("sync with HQ is not configured on this box (no [hq] section)")
+    } else if !sync.force() {
+        Some("the sync agent is not running; see GET /api/v1/sync for why")
+    } else {
+        None
+    };
+    let (result, detail) = match refused {
+        None => (audit::AuditResult::Ok, json!({ "forced": true })),
+        Some(reason) => (
+            audit::AuditResult::Failed,
+            json!({ "forced": false, "reason": reason }),
+        ),
+    };
+    state
+        .accounts()
+        .audit(
+            audit::AuditEntry {
+                actor: who.actor(),
+                action: "force_sync".to_owned(),
+                resource: Resource::Sync.as_str().to_owned(),
+                target: "sync".to_owned(),
+                result,
+                detail,
+            },
+            state.now(),
+        )
+        .await?;
+    match refused {
+        None => Ok((StatusCode::ACCEPTED, Json(json!({ "forced": true }))).into_response()),
+        Some(reason) => Err(ApiError::new(StatusCode::CONFLICT, reason)),
+    }
+}
+
 pub(super) async fn openapi() -> Json<Value> {
     Json(super::openapi::document())
 }

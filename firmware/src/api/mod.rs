@@ -23,6 +23,10 @@
 //!   from the store per request; the [`Authorizer`] is cached and reloaded when the
 //!   store's `rbac_generation` moves.
 //! - **Masking**: CDRs leave only through [`crate::mask::list_cdrs`].
+//! - **Sync**: `GET /api/v1/sync` (`sync.view`) reports the sync status
+//!   ([`crate::sync::status::SyncStatusReport`]); `POST /api/v1/sync/force`
+//!   (`sync.operate`, audited as `force_sync`) wakes the agent: 202, or 409 when sync
+//!   is not configured or not running.
 //! - **Errors** are JSON `{"error": "...", "problems": [...]}`: 400 validation (every
 //!   problem, with its field or CSV row), 401 not logged in, 403 denied or CSRF, 404,
 //!   409 conflict, 423 account locked, 429 throttled.
@@ -62,6 +66,7 @@ use crate::error::{Error, FieldProblem};
 use crate::mask::MaskPattern;
 use crate::rbac::{Action, Authorizer, Decision, Resource, Subject, Target};
 use crate::store::StoreReader;
+use crate::sync::status::SyncHandle;
 
 use self::session::{LoginThrottle, Session, Sessions};
 
@@ -81,6 +86,8 @@ pub struct ApiState {
 
 struct Inner {
     accounts: Accounts,
+    /// The sync agent's status and force signal.
+    sync: SyncHandle,
     mask_pattern: MaskPattern,
     clock: Clock,
     /// Logged-in sessions; a std Mutex because it is never held across an await.
@@ -105,11 +112,23 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl ApiState {
-    /// State over `accounts`, masking with `mask_pattern`, reading time from `clock`.
+    /// State over `accounts`, masking with `mask_pattern`, reading time from `clock`,
+    /// with sync not configured.
     pub fn new(accounts: Accounts, mask_pattern: MaskPattern, clock: Clock) -> ApiState {
+        Self::with_sync(accounts, mask_pattern, clock, SyncHandle::not_configured())
+    }
+
+    /// [`ApiState::new`] with the daemon's sync handle (`/api/v1/sync`).
+    pub fn with_sync(
+        accounts: Accounts,
+        mask_pattern: MaskPattern,
+        clock: Clock,
+        sync: SyncHandle,
+    ) -> ApiState {
         ApiState {
             inner: Arc::new(Inner {
                 accounts,
+                sync,
                 mask_pattern,
                 clock,
                 sessions: Mutex::new(Sessions::default()),
@@ -125,6 +144,10 @@ impl ApiState {
 
     fn accounts(&self) -> &Accounts {
         &self.inner.accounts
+    }
+
+    fn sync(&self) -> &SyncHandle {
+        &self.inner.sync
     }
 
     fn reader(&self) -> Result<StoreReader, ApiError> {
@@ -427,6 +450,8 @@ fn build(state: ApiState) -> (Router, Vec<(Method, &'static str)>) {
     route!(get, Method::GET, "/api/v1/cdrs", h::list_cdrs);
     route!(get, Method::GET, "/api/v1/audit", h::list_audit);
     route!(post, Method::POST, "/api/v1/audit/verify", h::verify_audit);
+    route!(get, Method::GET, "/api/v1/sync", h::sync_status);
+    route!(post, Method::POST, "/api/v1/sync/force", h::force_sync);
     route!(get, Method::GET, "/api/v1/openapi.json", h::openapi);
     let router = r
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route") })

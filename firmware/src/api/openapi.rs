@@ -45,6 +45,8 @@ const OPS: &[Op] = &[
     op("get", "/api/v1/cdrs", "Call records the caller may see, numbers masked unless numbers.view (since, until, limit, offset)", "calls.view", None, "200", JSON),
     op("get", "/api/v1/audit", "Audit rows after after_id, oldest first (after_id, limit)", "audit.view (site)", None, "200", JSON),
     op("post", "/api/v1/audit/verify", "Verify the audit hash chain: {ok, rows} or {ok: false, broken_row, problem}", "audit.audit (site)", None, "200", JSON),
+    op("get", "/api/v1/sync", "Sync with HQ: state, backlog depth and oldest age, cursor, epoch, last success and error, requests in flight, next attempt, WAN state per target", "sync.view (site)", None, "200", JSON),
+    op("post", "/api/v1/sync/force", "Sync now (cancels a backoff); audited as force_sync; 409 when sync is not configured or not running", "sync.operate (site)", None, "202", JSON),
     op("get", "/api/v1/openapi.json", "This document", "(none)", None, "200", JSON),
 ];
 
@@ -116,6 +118,13 @@ pub fn document() -> Value {
         if op.path == "/api/v1/openapi.json" {
             operation["security"] = json!([]);
         }
+        if op.path == "/api/v1/sync" {
+            operation["responses"]["200"]["content"][JSON]["schema"] =
+                json!({ "$ref": "#/components/schemas/SyncStatus" });
+        }
+        if op.path == "/api/v1/sync/force" {
+            operation["responses"]["409"] = json!({ "$ref": "#/components/responses/Error" });
+        }
         if let Some(schema) = op.body {
             let content = if schema == "Csv" {
                 json!({ CSV: { "schema": { "type": "string" } } })
@@ -136,8 +145,8 @@ pub fn document() -> Value {
         "info": {
             "title": "Branchline local API",
             "version": "1",
-            "description": "Local accounts, roles, groups, masked call records and the audit log \
-                of a Branchline gateway. Log in with POST /api/v1/session; send the \
+            "description": "Local accounts, roles, groups, masked call records, the audit log \
+                and the sync status of a Branchline gateway. Log in with POST /api/v1/session; send the \
                 bl_session cookie with every request and the X-CSRF-Token header with every \
                 POST, PUT, PATCH and DELETE. Errors are {\"error\": ..., \"problems\": [...]}.",
         },
@@ -183,6 +192,7 @@ pub fn document() -> Value {
                         "resource": string, "action": string, "scope": string,
                     }}},
                 }},
+                "SyncStatus": sync_status_schema(),
                 "GroupSpec": { "type": "object", "required": ["name", "description", "members"], "properties": {
                     "name": string, "description": string,
                     "members": { "type": "array", "items": { "type": "object", "properties": {
@@ -192,4 +202,40 @@ pub fn document() -> Value {
             },
         },
     })
+}
+
+/// The schema of `GET /api/v1/sync` ([`crate::sync::status::SyncStatusReport`]).
+fn sync_status_schema() -> Value {
+    let string = json!({ "type": "string" });
+    let int = json!({ "type": "integer" });
+    let nullable_int = json!({ "type": "integer", "nullable": true });
+    json!({ "type": "object", "required": ["state", "source", "epoch", "cursor", "backlog"], "properties": {
+        "state": { "type": "string", "enum": ["not configured", "stopped", "running", "unknown"] },
+        "source": { "type": "string", "enum": ["daemon", "store"] },
+        "at_ms": int,
+        "hq": { "type": "object", "nullable": true, "properties": { "url": string, "box_id": string } },
+        "setup_error": { "type": "string", "nullable": true },
+        "epoch": string,
+        "cursor": int,
+        "acked_seq": int,
+        "backlog": { "type": "object", "properties": {
+            "depth": int,
+            "oldest_created_at_ms": nullable_int,
+            "oldest_age_ms": nullable_int,
+            "last_seq": int,
+        }},
+        "last_success_ms": nullable_int,
+        "last_up_ok_ms": nullable_int,
+        "last_down_ok_ms": nullable_int,
+        "last_error": { "type": "object", "nullable": true, "properties": {
+            "message": string, "at_ms": int,
+        }},
+        "file_policy": { "type": "object", "nullable": true },
+        "in_flight": { "type": "object", "nullable": true, "properties": {
+            "upload": { "type": "boolean" }, "feed": { "type": "boolean" },
+        }},
+        "next_attempt_ms": nullable_int,
+        "live": { "type": "object", "nullable": true },
+        "wan": { "type": "object", "nullable": true },
+    }})
 }

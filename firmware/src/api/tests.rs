@@ -948,3 +948,77 @@ async fn user_lists_follow_the_scope_of_the_role() {
     assert_eq!(names(&r.json()).len(), 1);
     assert_eq!(r.json()["total"], 2);
 }
+
+#[tokio::test]
+async fn sync_status_and_force_need_their_permissions_and_force_is_audited() {
+    let env = env().await;
+    env.user("tess", &["technician"], None).await;
+    env.user("olga", &["agent"], Some("101")).await;
+    let tech = env.login("tess").await;
+    let agent = env.login("olga").await;
+
+    let r = env.get("/api/v1/sync", &tech).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let status = r.json();
+    assert_eq!(status["state"], "not configured");
+    assert_eq!(status["source"], "daemon");
+    assert_eq!(status["epoch"].as_str().map(str::len), Some(32));
+    assert_eq!(status["cursor"], 0);
+    // Two users created, their audit rows, two logins: all waiting in the outbox.
+    assert!(
+        status["backlog"]["depth"].as_i64().is_some_and(|d| d >= 4),
+        "{status}"
+    );
+    assert!(status["backlog"]["oldest_age_ms"].is_i64(), "{status}");
+    assert!(status["in_flight"].is_null());
+    assert_eq!(status["wan"]["hq"]["state"], "not configured");
+
+    let r = env.get("/api/v1/sync", &agent).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text);
+
+    // Force: CSRF like every POST, the permission, then 409 because sync is off.
+    let r = env
+        .send(
+            Method::POST,
+            "/api/v1/sync/force",
+            Some(&tech),
+            false,
+            None,
+            "127.0.0.1",
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text);
+    let r = env
+        .send(
+            Method::POST,
+            "/api/v1/sync/force",
+            Some(&agent),
+            true,
+            None,
+            "127.0.0.1",
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text);
+    let r = env
+        .send(
+            Method::POST,
+            "/api/v1/sync/force",
+            Some(&tech),
+            true,
+            None,
+            "127.0.0.1",
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);
+    assert!(r.text.contains("not configured"), "{}", r.text);
+    let reader = env.accounts.reader().expect("reader");
+    let rows = audit::list(&reader, 0, 1000).expect("audit");
+    let forced: Vec<_> = rows.iter().filter(|r| r.action == "force_sync").collect();
+    assert_eq!(forced.len(), 1);
+    assert_eq!(forced[0].actor, "tess");
+    assert_eq!(forced[0].result, "failed");
+    // The agent's attempts were denied, and audited as such.
+    assert!(rows
+        .iter()
+        .any(|r| r.actor == "olga" && r.resource == "sync" && r.result == "denied"));
+}

@@ -423,3 +423,51 @@ fn auth_and_privacy_sections() {
         "privacy.mask_pattern",
     );
 }
+
+const HQ: &str = r#"
+[hq]
+url = "https://hq.example.net:8443/"
+ca_cert = "/etc/branchline/hq-ca.pem"
+client_cert = "/var/lib/branchline/box.pem"
+client_key = "/var/lib/branchline/box.key"
+box_id = "BOX-0001"
+"#;
+
+#[test]
+fn hq_section_is_optional_and_has_defaults() {
+    let config = Config::from_toml_str(BASE, Path::new(FILE)).expect("no [hq]");
+    assert_eq!(config.hq, None);
+    assert_eq!(config.wan.trunk, None);
+    let config = Config::from_toml_str(&format!("{BASE}{HQ}"), Path::new(FILE)).expect("[hq]");
+    let hq = config.hq.expect("hq");
+    assert_eq!(hq.url, "https://hq.example.net:8443");
+    assert_eq!(hq.box_id, "BOX-0001");
+    assert_eq!(hq.batch_records, 500);
+    assert_eq!(hq.long_poll, Duration::from_secs(25));
+    assert_eq!(hq.request_timeout, Duration::from_secs(30));
+    assert_eq!(hq.probe_interval, Duration::from_secs(10));
+    let config = Config::from_toml_str(
+        &format!("{BASE}[wan]\ntrunk = \"sip.example.net:5060\"\ntrunk_transport = \"tcp\"\n"),
+        Path::new(FILE),
+    )
+    .expect("[wan]");
+    assert_eq!(config.wan.trunk.as_deref(), Some("sip.example.net:5060"));
+    assert_eq!(config.wan.trunk_transport, TrunkTransport::Tcp);
+}
+
+#[test]
+fn bad_hq_values_name_file_line_and_field() {
+    let base_lines = BASE.lines().count();
+    let plain = format!("{BASE}{}", HQ.replace("https://", "http://"));
+    assert_located(&error(&plain), base_lines + 3, "hq.url");
+    let id = format!("{BASE}{}", HQ.replace("BOX-0001", "box 1"));
+    assert_located(&error(&id), base_lines + 7, "hq.box_id");
+    let batch = format!("{BASE}{HQ}batch_records = 5000\n");
+    assert_located(&error(&batch), base_lines + 8, "hq.batch_records");
+    let missing = format!("{BASE}{}", HQ.replace("box_id = \"BOX-0001\"\n", ""));
+    assert!(error(&missing).contains("box_id"), "{}", error(&missing));
+    let trunk = format!("{BASE}[wan]\ntrunk = \"sip.example.net\"\n");
+    assert_located(&error(&trunk), base_lines + 2, "wan.trunk");
+    let transport = format!("{BASE}[wan]\ntrunk_transport = \"sctp\"\n");
+    assert_located(&error(&transport), base_lines + 2, "wan.trunk_transport");
+}

@@ -879,7 +879,8 @@ fn apply_snapshot(
 ///
 /// Each conflict runs in a savepoint: one whose row is invalid is not applied, and is
 /// audited with the error instead, so the others (and the trim that shares the
-/// transaction) still happen. Returns how many were applied.
+/// transaction) still happen. A conflict already audited (same key and outbox seq) is
+/// applied again but not audited twice. Returns how many were applied.
 pub fn apply_conflicts(
     conn: &Connection,
     path: &Path,
@@ -908,6 +909,21 @@ pub fn apply_conflicts(
             }
             Err(Refusal::Store(e)) => return Err(e),
         };
+        // The same conflict can come again after a crash between HQ's answer and
+        // this commit (the batch is sent again): the row replacement is idempotent,
+        // the audit row is written once per rejected edit.
+        let audited: bool = conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM audit_log
+                                 WHERE action = 'sync_conflict' AND target = ?1
+                                   AND json_extract(detail, '$.seq') = ?2)",
+                params![c.key, c.seq],
+                |r| r.get(0),
+            )
+            .map_err(sql(path, "look up conflict audit"))?;
+        if audited {
+            continue;
+        }
         let resolution = match (outcome, &error) {
             (_, Some(_)) => "not applied: HQ's row is invalid",
             (_, None) if c.current.is_none() => "took HQ's state: the row does not exist at HQ",

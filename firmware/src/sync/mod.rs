@@ -7,8 +7,12 @@
 //! - [`state`]: the persisted sync state (epoch, cursor, acknowledged seq, last
 //!   success and error), the outbox backlog, and handling HQ's acknowledgement.
 
+pub mod agent;
 pub mod apply;
+pub mod client;
 pub mod state;
+pub mod status;
 pub mod store;
 #[cfg(test)]
 mod tests;
+pub mod wan;

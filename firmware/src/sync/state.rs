@@ -1,6 +1,6 @@
 //! The persisted sync state (`sync_state`, migration 0003): epoch, cursor, acknowledged
 //! seq, last success and error, HQ's file policy, the WAN states; the outbox backlog;
-//! and handling an [`wire::UpAck`] (conflicts, trim) in one transaction.
+//! and carrying out an acknowledgement (conflicts, trim) in one transaction.
 
 use std::path::Path;
 
@@ -146,48 +146,62 @@ pub fn to_records(path: &Path, rows: Vec<OutboxRow>) -> Result<Vec<wire::UpRecor
         .collect()
 }
 
-/// What [`handle_ack`] did.
+/// What [`commit_ack`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 pub struct AckApplied {
     /// Outbox rows deleted.
     pub trimmed: usize,
     /// Conflicts whose HQ row was applied.
     pub conflicts_applied: usize,
-    /// The stored acknowledged seq.
-    pub acked_seq: i64,
 }
 
-/// Handles HQ's answer to a batch in the caller's transaction: resolves the conflicts
-/// ([`super::apply::apply_conflicts`]), trims the outbox through `trim_through` (the
-/// core's decision: never beyond the highest seq sent, nor beyond HQ's
-/// [`wire::UpAck::acked_seq`]), stores the acknowledged seq and file policy, and marks
-/// the upload a success.
-pub fn handle_ack(
+/// Carries out what the uploader core decided on an acknowledgement, in the caller's
+/// transaction: resolves the conflicts first ([`super::apply::apply_conflicts`]), then
+/// trims the outbox through `trim_through` (the core's [`UpEvent::Trim`]: never beyond
+/// the highest seq sent, nor beyond HQ's [`wire::UpAck::acked_seq`]) and stores it as
+/// the acknowledged seq, stores HQ's file policy when it changed, and marks the upload
+/// a success. One transaction, so a conflict's resolution and the trim that removes
+/// the rejected edit commit together.
+///
+/// [`UpEvent::Trim`]: branchline_sync::agent::UpEvent::Trim
+pub fn commit_ack(
     conn: &Connection,
     path: &Path,
-    ack: &wire::UpAck,
-    trim_through: i64,
+    conflicts: &[wire::Conflict],
+    trim_through: Option<i64>,
+    file_policy: Option<&wire::FilePolicy>,
     now_ms: i64,
 ) -> Result<AckApplied> {
-    let conflicts_applied = super::apply::apply_conflicts(conn, path, &ack.conflicts, now_ms)?;
-    let through = trim_through.min(ack.acked_seq);
-    let trimmed = trim(conn, path, through)?;
-    let policy = serde_json::to_string(&ack.file_policy).map_err(|source| Error::Json {
-        kind: "file_policy",
-        key: String::new(),
-        source,
-    })?;
+    let conflicts_applied = super::apply::apply_conflicts(conn, path, conflicts, now_ms)?;
+    let mut trimmed = 0;
+    if let Some(through) = trim_through {
+        trimmed = trim(conn, path, through)?;
+        conn.execute(
+            "UPDATE sync_state SET acked_seq = max(acked_seq, ?1) WHERE only = 1",
+            [through.max(0)],
+        )
+        .map_err(sql(path, "store acked seq"))?;
+    }
+    if let Some(policy) = file_policy {
+        let policy = serde_json::to_string(policy).map_err(|source| Error::Json {
+            kind: "file_policy",
+            key: String::new(),
+            source,
+        })?;
+        conn.execute(
+            "UPDATE sync_state SET file_policy = ?1 WHERE only = 1",
+            [policy],
+        )
+        .map_err(sql(path, "store file policy"))?;
+    }
     conn.execute(
-        "UPDATE sync_state SET acked_seq = max(acked_seq, ?1), file_policy = ?2,
-                last_up_ok_ms = ?3
-          WHERE only = 1",
-        params![through.max(0), policy, now_ms],
+        "UPDATE sync_state SET last_up_ok_ms = ?1 WHERE only = 1",
+        [now_ms],
     )
-    .map_err(sql(path, "store acked seq"))?;
+    .map_err(sql(path, "store upload success"))?;
     Ok(AckApplied {
         trimmed,
         conflicts_applied,
-        acked_seq: through.max(0),
     })
 }
 
@@ -207,16 +221,6 @@ pub fn record_error(conn: &Connection, path: &Path, message: &str, now_ms: i64) 
         params![message, now_ms],
     )
     .map_err(sql(path, "record sync error"))?;
-    Ok(())
-}
-
-/// Records a download that changed nothing (an empty page).
-pub fn record_down_ok(conn: &Connection, path: &Path, now_ms: i64) -> Result<()> {
-    conn.execute(
-        "UPDATE sync_state SET last_down_ok_ms = ?1 WHERE only = 1",
-        [now_ms],
-    )
-    .map_err(sql(path, "record sync success"))?;
     Ok(())
 }
 

@@ -91,17 +91,26 @@ impl SyncStore {
         result
     }
 
-    /// Handles HQ's answer to an upload in one transaction: conflicts resolved and
-    /// audited, the outbox trimmed through `min(trim_through, ack.acked_seq)`.
-    pub async fn handle_ack(
+    /// Carries out the uploader core's decisions on an acknowledgement in one
+    /// transaction ([`state::commit_ack`]): conflicts resolved and audited, the
+    /// outbox trimmed through `trim_through`, HQ's file policy stored.
+    pub async fn commit_ack(
         &self,
-        ack: wire::UpAck,
-        trim_through: i64,
+        conflicts: Vec<wire::Conflict>,
+        trim_through: Option<i64>,
+        file_policy: Option<wire::FilePolicy>,
         now_ms: i64,
     ) -> Result<AckApplied> {
         self.writer
-            .transact("handle upload ack", move |tx, path| {
-                state::handle_ack(tx, path, &ack, trim_through, now_ms)
+            .transact("commit upload ack", move |tx, path| {
+                state::commit_ack(
+                    tx,
+                    path,
+                    &conflicts,
+                    trim_through,
+                    file_policy.as_ref(),
+                    now_ms,
+                )
             })
             .await
     }

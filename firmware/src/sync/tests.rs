@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use branchline_sync::wire::{
-    self, Change, Conflict, DownResponse, Entity, EntityKind, FilePolicy, GroupMembership, UpAck,
+    self, Change, Conflict, DownResponse, Entity, EntityKind, FilePolicy, GroupMembership,
 };
 use rusqlite::Connection;
 
@@ -441,7 +441,7 @@ async fn a_snapshot_replaces_what_hq_masters_but_keeps_local_pending_rows() {
     // lacks it, it goes too.
     let last = env.count("SELECT MAX(seq) FROM outbox");
     env.sync
-        .handle_ack(ack(last, vec![]), last, T0 + 2)
+        .commit_ack(vec![], Some(last), None, T0 + 2)
         .await
         .expect("ack");
     env.sync
@@ -491,15 +491,6 @@ async fn a_refused_snapshot_changes_nothing() {
     assert_eq!(env.cursor(), 3);
 }
 
-fn ack(acked_seq: i64, conflicts: Vec<Conflict>) -> UpAck {
-    UpAck {
-        version: wire::PROTOCOL_VERSION,
-        acked_seq,
-        conflicts,
-        file_policy: FilePolicy::None,
-    }
-}
-
 #[tokio::test]
 async fn trimming_never_goes_beyond_what_was_sent_or_acknowledged() {
     let env = env().await;
@@ -515,10 +506,11 @@ async fn trimming_never_goes_beyond_what_was_sent_or_acknowledged() {
     assert_eq!(first_two.records.len(), 2);
     assert_eq!(first_two.backlog.depth, seqs.len() as i64);
 
-    // HQ acknowledges more than the box sent: trim only what was sent.
+    // The uploader core decides how far to trim (never beyond what it sent or HQ
+    // acknowledged, see its tests); the store deletes exactly that far, no further.
     let applied = env
         .sync
-        .handle_ack(ack(seqs[5], vec![]), seqs[1], T0)
+        .commit_ack(vec![], Some(seqs[1]), Some(FilePolicy::None), T0)
         .await
         .expect("ack");
     assert_eq!(applied.trimmed, 2);
@@ -526,13 +518,23 @@ async fn trimming_never_goes_beyond_what_was_sent_or_acknowledged() {
         env.sync.outbox_page(0, 1000).expect("page").records[0].seq,
         seqs[2]
     );
-    // HQ acknowledges less than was sent: trim only what HQ holds.
     let applied = env
         .sync
-        .handle_ack(ack(seqs[3], vec![]), seqs[5], T0)
+        .commit_ack(vec![], Some(seqs[3]), None, T0)
         .await
         .expect("ack");
     assert_eq!(applied.trimmed, 2);
+    // An ack that trims nothing (a heartbeat) deletes nothing.
+    let applied = env
+        .sync
+        .commit_ack(vec![], None, None, T0)
+        .await
+        .expect("ack");
+    assert_eq!(applied.trimmed, 0);
+    assert_eq!(
+        env.sync.outbox_page(0, 1000).expect("page").records[0].seq,
+        seqs[4]
+    );
     let state = env.sync.state().expect("state");
     assert_eq!(state.acked_seq, seqs[3]);
     assert_eq!(state.last_up_ok_ms, Some(T0));
@@ -607,7 +609,7 @@ async fn a_conflict_takes_hqs_row_and_is_audited_in_the_same_transaction() {
     let last = env.count("SELECT MAX(seq) FROM outbox");
     let applied = env
         .sync
-        .handle_ack(ack(last, conflicts), last, T0 + 2)
+        .commit_ack(conflicts, Some(last), None, T0 + 2)
         .await
         .expect("ack");
     assert_eq!(applied.conflicts_applied, 1);
@@ -658,19 +660,17 @@ async fn a_conflict_takes_hqs_row_and_is_audited_in_the_same_transaction() {
     // HQ deleted the row: the box deletes its copy.
     let last = env.count("SELECT MAX(seq) FROM outbox");
     env.sync
-        .handle_ack(
-            ack(
-                last,
-                vec![Conflict {
-                    seq: last,
-                    entity: EntityKind::User,
-                    key: "olga".to_owned(),
-                    base_revision: 12,
-                    current: None,
-                    reason: "deleted at HQ".to_owned(),
-                }],
-            ),
-            last,
+        .commit_ack(
+            vec![Conflict {
+                seq: last,
+                entity: EntityKind::User,
+                key: "olga".to_owned(),
+                base_revision: 12,
+                current: None,
+                reason: "deleted at HQ".to_owned(),
+            }],
+            Some(last),
+            None,
             T0 + 3,
         )
         .await
@@ -773,5 +773,32 @@ async fn the_config_keeps_the_port_map_and_hq_keeps_names_across_restarts() {
                 call_waiting: true,
             },
         ]
+    );
+}
+
+#[tokio::test]
+async fn the_same_conflict_twice_is_audited_once() {
+    let env = env().await;
+    let conflict = Conflict {
+        seq: 41,
+        entity: EntityKind::Group,
+        key: "night".to_owned(),
+        base_revision: 3,
+        current: Some(upsert(9, group("night"))),
+        reason: "changed at HQ".to_owned(),
+    };
+    for _ in 0..2 {
+        env.sync
+            .commit_ack(vec![conflict.clone()], None, None, T0)
+            .await
+            .expect("ack");
+    }
+    assert_eq!(
+        env.count("SELECT COUNT(*) FROM audit_log WHERE action = 'sync_conflict'"),
+        1
+    );
+    assert_eq!(
+        env.count("SELECT revision FROM groups WHERE name = 'night'"),
+        9
     );
 }
