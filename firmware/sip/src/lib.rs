@@ -12,12 +12,17 @@
 //!   timers A-K), sans-IO.
 //! - [`dialog`]: dialogs over transactions: route sets, CSeq, re-INVITE, UPDATE,
 //!   PRACK, crossed BYEs (RFC 5407), sans-IO.
-//! - [`registrar`]: the registrar for local SIP phones (bindings, expiry, digest
-//!   challenge), sans-IO.
-//! - [`trunk`]: registration to the SIP trunk (refresh, backoff, failover across
-//!   servers, RFC 3263 resolution), sans-IO.
-//! - [`guard`]: abuse protection: failed-auth throttling and bans per source, scanner
-//!   user agents, per-source transaction/dialog limits, toll restrictions.
+//! - [`registrar`]: the registrar for local SIP phones (digest challenge, bindings
+//!   with flows, expiry, lookup), MWI NOTIFY bodies and SIP MESSAGE relay, sans-IO.
+//!   Limit: holds account passwords in memory (the digest server verifies against
+//!   passwords, not HA1).
+//! - [`trunk`]: registration to the SIP trunk (digest, refresh, backoff, failover
+//!   across servers, primary probe, reachability), RFC 3263 SRV/A resolution as
+//!   queries (no NAPTR), caller-ID rules with P-Asserted-Identity, DID routing,
+//!   sans-IO.
+//! - [`guard`]: abuse protection: failed-auth bans per source with escalation,
+//!   scanner user agents, per-source transaction/dialog limits, toll restrictions by
+//!   number class, sans-IO.
 //! - [`transport`]: the IO edge: UDP, TCP and TLS listeners and connections (tokio,
 //!   rustls), rport (RFC 3581), keepalives, size limits; bytes in and out with their
 //!   peer addresses.

@@ -49,6 +49,134 @@ pub(crate) fn contact_values(headers: &Headers) -> Vec<String> {
         .collect()
 }
 
+/// A `name-addr` or `addr-spec` with its header parameters (RFC 3261 20.10), read
+/// without rsip's tokenizer, which refuses quoted parameter values such as
+/// `+sip.instance="<urn:uuid:…>"` or Polycom's `methods="INVITE, ACK"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct NameAddr {
+    /// Display name, unquoted.
+    pub display: Option<String>,
+    /// The URI text.
+    pub uri: String,
+    /// Header parameters in order; quoted values keep their quotes.
+    pub params: Vec<(String, Option<String>)>,
+}
+
+/// End (index of the closing quote) of a quoted string starting at `s[0] == '"'`.
+fn quoted_end(s: &str) -> Option<usize> {
+    let mut escaped = false;
+    for (i, c) in s.char_indices().skip(1) {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' => escaped = true,
+            '"' => return Some(i),
+            _ => {}
+        }
+    }
+    None
+}
+
+/// Reads one Contact/From/To value; `None` when it is malformed.
+pub(crate) fn parse_name_addr(value: &str) -> Option<NameAddr> {
+    let v = value.trim();
+    let (display, uri, rest) = if let Some(stripped) = v.strip_prefix('"') {
+        let end = quoted_end(v)?;
+        let name = stripped
+            .get(..end - 1)?
+            .replace("\\\"", "\"")
+            .replace("\\\\", "\\");
+        let after = v.get(end + 1..)?.trim_start();
+        let inner = after.strip_prefix('<')?;
+        let close = inner.find('>')?;
+        (Some(name), &inner[..close], &inner[close + 1..])
+    } else if let Some(open) = v.find('<') {
+        let name = v[..open].trim();
+        if name.contains(['>', ';', '"']) {
+            return None;
+        }
+        let inner = &v[open + 1..];
+        let close = inner.find('>')?;
+        let display = (!name.is_empty()).then(|| name.to_owned());
+        (display, &inner[..close], &inner[close + 1..])
+    } else {
+        let end = v.find(';').unwrap_or(v.len());
+        (None, &v[..end], &v[end..])
+    };
+    let uri = uri.trim();
+    if uri.is_empty() || uri.contains(['<', '>', '"', ' ', ',']) {
+        return None;
+    }
+    let mut params = Vec::new();
+    let rest = rest.trim();
+    if !rest.is_empty() {
+        let body = rest.strip_prefix(';')?;
+        let mut parts = Vec::new();
+        let mut quoted = false;
+        let mut escaped = false;
+        let mut start = 0;
+        for (i, c) in body.char_indices() {
+            match c {
+                _ if escaped => escaped = false,
+                '\\' if quoted => escaped = true,
+                '"' => quoted = !quoted,
+                ';' if !quoted => {
+                    parts.push(&body[start..i]);
+                    start = i + 1;
+                }
+                _ => {}
+            }
+        }
+        if quoted {
+            return None;
+        }
+        parts.push(&body[start..]);
+        for part in parts {
+            let (name, value) = match part.split_once('=') {
+                Some((n, v)) => (n.trim(), Some(v.trim())),
+                None => (part.trim(), None),
+            };
+            if name.is_empty()
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b))
+            {
+                return None;
+            }
+            if let Some(val) = value {
+                if val.is_empty()
+                    || (val.starts_with('"') && quoted_end(val) != Some(val.len() - 1))
+                {
+                    return None;
+                }
+            }
+            params.push((name.to_owned(), value.map(str::to_owned)));
+        }
+    }
+    Some(NameAddr {
+        display,
+        uri: uri.to_owned(),
+        params,
+    })
+}
+
+/// A Contact value as an rsip typed Contact: our reader for the value, rsip for the
+/// URI. `None` when malformed or when rsip cannot represent the URI (rsip 0.4 cannot
+/// hold IPv6 literals).
+pub(crate) fn parse_contact(value: &str) -> Option<rsip::typed::Contact> {
+    let na = parse_name_addr(value)?;
+    let uri = Uri::try_from(na.uri.as_str()).ok()?;
+    let params = na
+        .params
+        .iter()
+        .map(|(n, v)| Param::try_from((n.as_str(), v.as_deref())).ok())
+        .collect::<Option<Vec<_>>>()?;
+    Some(rsip::typed::Contact {
+        display_name: na.display,
+        uri,
+        params,
+    })
+}
+
 /// The value of the first header named `name` (case-insensitive), typed or not.
 pub(crate) fn header_value<'a>(headers: &'a Headers, name: &str) -> Option<&'a str> {
     headers.iter().find_map(|h| named_value(h, name))
@@ -90,6 +218,7 @@ fn named_value<'a>(h: &'a Header, name: &str) -> Option<&'a str> {
         Header::Server(v) => ("Server", v.value()),
         Header::SubscriptionState(v) => ("Subscription-State", v.value()),
         Header::Date(v) => ("Date", v.value()),
+        Header::Unsupported(v) => ("Unsupported", v.value()),
         _ => return None,
     };
     n.eq_ignore_ascii_case(name).then_some(v)
@@ -189,6 +318,48 @@ mod tests {
             vec![r#""a\"," <sip:x@y>"#, "*"]
         );
         assert!(split_list("").is_empty());
+    }
+
+    #[test]
+    fn name_addr_forms() {
+        let na = parse_name_addr(
+            r#""Anna \"A\"" <sip:201@192.0.2.1:5062>;+sip.instance="<urn:uuid:1>";reg-id=1;methods="INVITE, ACK""#,
+        )
+        .unwrap();
+        assert_eq!(na.display.as_deref(), Some("Anna \"A\""));
+        assert_eq!(na.uri, "sip:201@192.0.2.1:5062");
+        assert_eq!(
+            na.params,
+            vec![
+                ("+sip.instance".into(), Some("\"<urn:uuid:1>\"".into())),
+                ("reg-id".into(), Some("1".into())),
+                ("methods".into(), Some("\"INVITE, ACK\"".into())),
+            ]
+        );
+        let na = parse_name_addr("sip:201@host;expires=60").unwrap();
+        assert_eq!((na.uri.as_str(), na.params.len()), ("sip:201@host", 1));
+        let na = parse_name_addr("Anna <sip:201@host>").unwrap();
+        assert_eq!(na.display.as_deref(), Some("Anna"));
+        for bad in [
+            "",
+            "<>",
+            "<sip:a@b",
+            "\"x <sip:a@b>",
+            "<sip:a@b>;=1",
+            "<sip:a@b>;x=\"open",
+            "<sip:a@b> junk",
+            "<sip:a@b>;x=",
+        ] {
+            assert!(parse_name_addr(bad).is_none(), "{bad}");
+        }
+        let c =
+            parse_contact("<sip:201@192.0.2.1>;+sip.instance=\"<urn:uuid:1>\";expires=60").unwrap();
+        assert_eq!(
+            param_value(&c.params, "+sip.instance").as_deref(),
+            Some("<urn:uuid:1>")
+        );
+        assert_eq!(param_value(&c.params, "expires").as_deref(), Some("60"));
+        assert!(parse_contact("<sip:201@[2001:db8::1]:5060>").is_none());
     }
 
     #[test]

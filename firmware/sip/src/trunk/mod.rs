@@ -41,7 +41,7 @@ pub mod did;
 pub mod identity;
 pub mod registration;
 pub mod resolve;
-mod rng;
+pub(crate) mod rng;
 
 use std::fmt;
 use std::net::IpAddr;

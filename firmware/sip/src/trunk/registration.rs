@@ -49,7 +49,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use rsip::headers::{ToTypedHeader, UntypedHeader};
+use rsip::headers::UntypedHeader;
 use rsip::{Header, Headers, Method, Request, Response, Transport, Uri};
 
 use super::resolve::{DnsAnswer, DnsQuery, Resolution, Target};
@@ -1299,7 +1299,7 @@ impl TrunkRegistration {
 
     fn granted_expiry(&self, response: &Response) -> u32 {
         for value in hdr::contact_values(&response.headers) {
-            let Ok(contact) = rsip::headers::Contact::new(value).typed() else {
+            let Some(contact) = hdr::parse_contact(&value) else {
                 continue;
             };
             if hdr::same_contact_uri(&contact.uri, &self.contact_uri) {
