@@ -8,6 +8,8 @@
 //! - [`cdr`]: call detail records as produced by call control and kept by the store.
 //! - [`tones`]: per-country tones and ring cadences (ITU-T E.180) and caller-ID modes.
 //! - [`call`]: call control, a sans-IO state machine over board events and timers.
+//! - [`media_engine`]: the media task between analog ports' frames and SIP legs' RTP
+//!   (jitter buffer, transcoding, RFC 4733, leg-to-leg relay).
 //! - [`daemon`]: the tokio edge: board driver task, store writer, shutdown.
 //! - [`rbac`]: resources, actions, scopes, roles (built-ins as data) and the one
 //!   authorization function, [`rbac::Authorizer::authorize`].
@@ -32,6 +34,7 @@ pub mod config;
 pub mod daemon;
 pub mod error;
 pub mod mask;
+pub mod media_engine;
 pub mod rbac;
 pub mod store;
 pub mod sync;

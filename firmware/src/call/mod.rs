@@ -33,6 +33,7 @@ use crate::cdr::{Cdr, Direction, Disposition, HangupSide};
 use crate::tones::{Country, Tone};
 
 pub mod outside;
+pub mod sip;
 #[cfg(test)]
 mod tests;
 

@@ -1,0 +1,1130 @@
+//! The media engine: the daemon's tokio task between analog ports' 20 ms G.711 frames
+//! and SIP legs' RTP.
+//!
+//! ```text
+//!  BoardLoop ──port_audio(port, frame)──▶ ┌──────────────┐ ──RTP──▶ SIP peer
+//!     ▲                                   │ media engine │ ◀─RTP─── (one UDP port pair
+//!     └──PortSink::send_audio (every 20 ms)┤  (one task)  │           per leg)
+//!  call control ◀──SipInput::Digit────────┴──────────────┘
+//! ```
+//!
+//! Who calls what:
+//! - The SIP endpoint opens a leg's media with [`MediaEngine::open_leg`] (a port pair
+//!   from the `[media]` range; the returned address goes into its SDP), gives the
+//!   negotiated media with [`MediaEngine::start_leg`] once the offer/answer is done
+//!   (again on a re-INVITE that changes the remote address), and ends it with
+//!   [`MediaEngine::close_leg`], which returns the leg's quality for logs and CDRs.
+//! - The daemon's board loop turns call control's `Output::Connect` /
+//!   `Output::Disconnect` over [`MediaEnd`]s into [`MediaEngine::bridge`] /
+//!   [`MediaEngine::unbridge`] when a leg is involved (port to port bridges stay in the
+//!   board loop), passes every audio frame of a port bridged to a leg to
+//!   [`MediaEngine::port_audio`], and passes digits an analog phone presses during such
+//!   a bridge to [`MediaEngine::send_digit`].
+//!
+//! What a bridge does:
+//! - Port to leg: each 20 ms frame from the port goes out as RTP in the leg's law
+//!   (transcoded µ-law/A-law when the port's law differs), repacketised to the leg's
+//!   ptime (10, 20 or 30 ms). RTP from the leg goes into an adaptive jitter buffer
+//!   ([`branchline_media::jitter`], `[media] jitter_min_ms..jitter_max_ms`) with PLC;
+//!   one tick every 20 ms pops a frame for every port bridged to a leg and sends it in
+//!   the board's law through the [`PortSink`].
+//! - Leg to leg: packets are relayed without decoding (header and payload unchanged);
+//!   only when the two legs negotiated different laws (or different telephone-event
+//!   payload types) is the packet rebuilt with the same sequence number, timestamp and
+//!   SSRC and a transcoded payload. RTCP is relayed unchanged.
+//! - Symmetric RTP: with [`LegMedia::latch`] the leg sends to where its peer's media
+//!   comes from (NAT), with the latch rules of [`branchline_media::relay::Latch`]
+//!   (foreign sources are dropped). Without it, media goes to the SDP address and is
+//!   accepted from any source.
+//! - DTMF: RFC 4733 events received on a leg become [`SipInput::Digit`] (once per key
+//!   press, on its start) on the channel given at construction, and are relayed to a
+//!   peer leg. [`MediaEngine::send_digit`] sends a 100 ms event (three end packets);
+//!   the audio stream pauses meanwhile and further digits queue.
+//! - Fax: CED/CNG tone detection on both directions of a port-to-leg bridge switches
+//!   the leg's jitter buffer to fixed passthrough (logged).
+//!
+//! Structure: one engine task owns every leg's state (no locks); one small reader task
+//! per socket forwards datagrams into a bounded queue (dropped and counted when full,
+//! never blocking). The engine ends when every [`MediaEngine`] handle is dropped; its
+//! legs' ports go back to the allocator.
+//!
+//! Limits: G.711 only; no RTCP generation for legs that end on a port (RTCP is relayed
+//! between legs and counted, so the quality of a port leg is computed from RTP alone,
+//! without RTT); no in-band DTMF fallback when the peer did not negotiate
+//! telephone-event (the digit is dropped and logged); an analog phone hears a SIP
+//! caller's RFC 4733 digits only through call control, not as tones; no mixer
+//! (conference, listen, whisper, barge); no T.38.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use branchline_board::link::LinkSender;
+use branchline_media::dtmf::{DtmfEvent, TelephoneEvent, TelephoneEventDecoder};
+use branchline_media::dtmf::{EventPacket, TelephoneEventEncoder};
+use branchline_media::fax::{passthrough_jitter_config, FaxDetector};
+use branchline_media::jitter::{JitterBuffer, JitterConfig, JitterStats, FRAME_SAMPLES};
+use branchline_media::port::{PortAllocator, PortLease, PortPair};
+use branchline_media::relay::{Latch, LatchConfig, LatchDecision};
+use branchline_media::rtcp::{parse_compound, CallQuality, ReceiverStats};
+use branchline_media::rtp::{
+    audio_payload_type, parse, PayloadKind, PayloadMap, Ptime, RtpHeader, RtpPacket, RtpSender,
+    CLOCK_RATE, MAX_PACKET,
+};
+use line_proto::g711::Law;
+use line_proto::{Audio, Body};
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::call::sip::{LegId, MediaEnd, SipInput};
+
+/// The RTP port range used when the config has no `[media]` section.
+pub const DEFAULT_RTP_PORTS: (u16, u16) = (10000, 10999);
+/// The jitter buffer bounds used when the config has no `[media]` section (ms).
+pub const DEFAULT_JITTER_MS: (u32, u32) = (20, 200);
+/// Frame clock towards the ports.
+pub const FRAME_INTERVAL: Duration = Duration::from_millis(20);
+/// How long an RFC 4733 digit sent for an analog key press lasts.
+pub const DIGIT_DURATION: Duration = Duration::from_millis(100);
+/// Volume of the digits sent (-dBm0).
+const DIGIT_VOLUME: u8 = 10;
+/// Received datagrams queued for the engine at most; beyond, they are dropped.
+const PACKET_QUEUE: usize = 2048;
+/// Digits queued per leg at most while one is being sent.
+const MAX_QUEUED_DIGITS: usize = 32;
+
+/// Errors of the media engine. Variants carry the leg concerned.
+#[derive(Debug, thiserror::Error)]
+pub enum MediaError {
+    /// `open_leg` for a leg that is already open.
+    #[error("media: leg {leg} is already open")]
+    LegExists {
+        /// The leg.
+        leg: LegId,
+    },
+    /// The leg is not open.
+    #[error("media: leg {leg} is not open")]
+    UnknownLeg {
+        /// The leg.
+        leg: LegId,
+    },
+    /// The negotiated media is not something this engine can play.
+    #[error("media: leg {leg}: {reason}")]
+    BadLegMedia {
+        /// The leg.
+        leg: LegId,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// No RTP port pair could be bound for the leg.
+    #[error("media: no RTP ports for leg {leg}: {source}")]
+    Ports {
+        /// The leg.
+        leg: LegId,
+        /// The allocator's error (range exhausted).
+        #[source]
+        source: branchline_media::Error,
+    },
+    /// The engine settings are invalid (port range, jitter bounds).
+    #[error("media settings: {source}")]
+    Settings {
+        /// What the media crate refused.
+        #[source]
+        source: branchline_media::Error,
+    },
+    /// The engine task is gone (daemon shutting down).
+    #[error("media engine has stopped")]
+    Stopped,
+}
+
+/// Result of the media engine.
+pub type Result<T, E = MediaError> = std::result::Result<T, E>;
+
+/// What the engine needs to run (from `[media]` and the board).
+#[derive(Debug, Clone, Copy)]
+pub struct MediaSettings {
+    /// Local address the RTP sockets bind to (and the SDP announces).
+    pub local_ip: IpAddr,
+    /// First port of the RTP/RTCP range.
+    pub rtp_port_min: u16,
+    /// Last port of the range.
+    pub rtp_port_max: u16,
+    /// Adaptive jitter buffer bounds towards the ports.
+    pub jitter: JitterConfig,
+    /// The law of the board's audio frames (board profile or country default).
+    pub board_law: Law,
+    /// Seed of SSRCs and initial sequence numbers/timestamps (random at start-up).
+    pub seed: u64,
+}
+
+/// The media of a leg as negotiated in SDP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LegMedia {
+    /// G.711 law of the audio.
+    pub law: Law,
+    /// Audio payload type (0 for PCMU, 8 for PCMA: must match `law`).
+    pub payload_type: u8,
+    /// Dynamic payload type of telephone-event (96..=127), if negotiated.
+    pub telephone_event_pt: Option<u8>,
+    /// Packetisation time: 10, 20 or 30.
+    pub ptime_ms: u32,
+    /// Symmetric RTP: send to where the peer's media comes from.
+    pub latch: bool,
+}
+
+/// Where the engine sends audio frames for the analog ports.
+pub trait PortSink: Send + Sync + 'static {
+    /// Sends one 20 ms frame to `port`. Must not block for long (it runs on the engine
+    /// task); a frame that cannot be sent is dropped.
+    fn send_audio(&self, port: u8, audio: Audio);
+}
+
+impl PortSink for LinkSender {
+    fn send_audio(&self, port: u8, audio: Audio) {
+        if let Err(e) = self.send(port, Body::Audio(audio)) {
+            tracing::debug!(port, error = %e, "audio frame to the line controller not sent");
+        }
+    }
+}
+
+impl PortSink for mpsc::UnboundedSender<(u8, Audio)> {
+    fn send_audio(&self, port: u8, audio: Audio) {
+        // The receiver gone means nobody listens to ports any more.
+        let _ = self.send((port, audio));
+    }
+}
+
+/// Diagnostics of one leg ([`MediaEngine::stats`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LegSnapshot {
+    /// The leg.
+    pub leg: LegId,
+    /// Local RTP address.
+    pub local: SocketAddr,
+    /// Where its RTP goes now (latched, else from SDP), once started.
+    pub remote: Option<SocketAddr>,
+    /// What it is bridged to.
+    pub bridged_to: Option<MediaEnd>,
+    /// The negotiated media, once started.
+    pub media: Option<LegMedia>,
+    /// RTP packets accepted.
+    pub packets_in: u64,
+    /// RTP packets sent.
+    pub packets_out: u64,
+    /// Malformed packets or unexpected payload types dropped.
+    pub invalid: u64,
+    /// Packets from foreign addresses dropped by the latch.
+    pub foreign: u64,
+    /// Packets not sent (no target, socket full) or dropped on a full queue.
+    pub dropped: u64,
+    /// RTCP packets received.
+    pub rtcp_in: u64,
+    /// Loss, jitter and MOS of what the leg receives, once RTP arrived.
+    pub quality: Option<CallQuality>,
+    /// The jitter buffer towards the bridged port, if any.
+    pub jitter_buffer: Option<JitterStats>,
+    /// Fax/modem passthrough was switched on.
+    pub passthrough: bool,
+}
+
+/// Handle on the media engine task; cheap to clone. See the module docs.
+#[derive(Debug, Clone)]
+pub struct MediaEngine {
+    requests: mpsc::UnboundedSender<Request>,
+    allocator: PortAllocator,
+}
+
+#[derive(Debug)]
+enum Request {
+    Open {
+        leg: LegId,
+        pair: PortPair,
+        reply: oneshot::Sender<Result<SocketAddr>>,
+    },
+    Start {
+        leg: LegId,
+        remote: SocketAddr,
+        media: LegMedia,
+        reply: oneshot::Sender<Result<()>>,
+    },
+    Close {
+        leg: LegId,
+        reply: oneshot::Sender<Option<CallQuality>>,
+    },
+    Bridge(MediaEnd, MediaEnd),
+    Unbridge(MediaEnd, MediaEnd),
+    PortAudio(u8, Audio),
+    Digit(LegId, char),
+    Stats(oneshot::Sender<Vec<LegSnapshot>>),
+}
+
+impl MediaEngine {
+    /// Starts the engine task: RTP ports from `settings`, frames for the ports to
+    /// `ports`, digits received on legs to `sip_inputs` (call control's SIP input).
+    /// Must be called inside a tokio runtime. The task ends when every handle is
+    /// dropped.
+    pub fn start(
+        settings: MediaSettings,
+        ports: Arc<dyn PortSink>,
+        sip_inputs: mpsc::UnboundedSender<SipInput>,
+    ) -> Result<(MediaEngine, JoinHandle<()>)> {
+        let allocator = PortAllocator::new(
+            settings.local_ip,
+            settings.rtp_port_min,
+            settings.rtp_port_max,
+        )
+        .map_err(|source| MediaError::Settings { source })?;
+        let (requests, request_rx) = mpsc::unbounded_channel();
+        let (packet_tx, packet_rx) = mpsc::channel(PACKET_QUEUE);
+        let engine = Engine {
+            settings,
+            ports,
+            sip_inputs,
+            packet_tx,
+            legs: HashMap::new(),
+            port_links: HashMap::new(),
+            peers: HashMap::new(),
+            next_seed: settings.seed,
+            queue_dropped: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+        };
+        let task = tokio::spawn(engine.run(request_rx, packet_rx));
+        Ok((
+            MediaEngine {
+                requests,
+                allocator,
+            },
+            task,
+        ))
+    }
+
+    fn request(&self, r: Request) -> Result<()> {
+        self.requests.send(r).map_err(|_| MediaError::Stopped)
+    }
+
+    /// Allocates an RTP/RTCP port pair for `leg` and returns the local RTP address for
+    /// the SDP. Media flows only after [`MediaEngine::start_leg`].
+    pub async fn open_leg(&self, leg: LegId) -> Result<SocketAddr> {
+        let pair = self
+            .allocator
+            .allocate()
+            .await
+            .map_err(|source| MediaError::Ports { leg, source })?;
+        let (reply, rx) = oneshot::channel();
+        self.request(Request::Open { leg, pair, reply })?;
+        rx.await.map_err(|_| MediaError::Stopped)?
+    }
+
+    /// The negotiated media of `leg`: the peer's RTP address and the codec. Called
+    /// again (re-INVITE), it changes address and codec and re-arms the latch.
+    pub async fn start_leg(&self, leg: LegId, remote: SocketAddr, media: LegMedia) -> Result<()> {
+        let (reply, rx) = oneshot::channel();
+        self.request(Request::Start {
+            leg,
+            remote,
+            media,
+            reply,
+        })?;
+        rx.await.map_err(|_| MediaError::Stopped)?
+    }
+
+    /// Ends `leg`: unbridges it, releases its ports and returns the quality of what it
+    /// received (`None` if it never received RTP or was not open).
+    pub async fn close_leg(&self, leg: LegId) -> Option<CallQuality> {
+        let (reply, rx) = oneshot::channel();
+        self.request(Request::Close { leg, reply }).ok()?;
+        rx.await.ok().flatten()
+    }
+
+    /// Bridges `a` and `b` both ways (call control's `Connect`); an end already bridged
+    /// elsewhere is moved. Port to port bridges are the board loop's, not the engine's,
+    /// and are refused here (logged).
+    pub fn bridge(&self, a: MediaEnd, b: MediaEnd) {
+        self.send_or_log(Request::Bridge(a, b));
+    }
+
+    /// Removes the bridge between `a` and `b` (call control's `Disconnect`), if it is
+    /// there.
+    pub fn unbridge(&self, a: MediaEnd, b: MediaEnd) {
+        self.send_or_log(Request::Unbridge(a, b));
+    }
+
+    /// One 20 ms frame from analog `port` (ignored unless the port is bridged to a leg).
+    pub fn port_audio(&self, port: u8, audio: Audio) {
+        // Audio after shutdown has nowhere to go.
+        let _ = self.requests.send(Request::PortAudio(port, audio));
+    }
+
+    /// Sends `digit` (`0-9 * # A-D`) on `leg` as an RFC 4733 event.
+    pub fn send_digit(&self, leg: LegId, digit: char) {
+        self.send_or_log(Request::Digit(leg, digit));
+    }
+
+    /// Diagnostics of every open leg.
+    pub async fn stats(&self) -> Result<Vec<LegSnapshot>> {
+        let (reply, rx) = oneshot::channel();
+        self.request(Request::Stats(reply))?;
+        rx.await.map_err(|_| MediaError::Stopped)
+    }
+
+    /// RTP port pairs in use.
+    pub fn ports_in_use(&self) -> usize {
+        self.allocator.leased()
+    }
+
+    fn send_or_log(&self, r: Request) {
+        if self.requests.send(r).is_err() {
+            tracing::debug!("media engine stopped; request dropped");
+        }
+    }
+}
+
+/// Aborts a reader task when its leg goes.
+#[derive(Debug)]
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+#[derive(Debug)]
+enum Datagram {
+    Rtp {
+        leg: LegId,
+        from: SocketAddr,
+        at: Instant,
+        data: Vec<u8>,
+    },
+    Rtcp {
+        leg: LegId,
+        from: SocketAddr,
+        data: Vec<u8>,
+    },
+}
+
+/// An RFC 4733 digit being sent on a leg.
+#[derive(Debug)]
+struct DigitOut {
+    encoder: TelephoneEventEncoder,
+    /// Frame ticks until the key is released.
+    ticks_left: u32,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    rtp_in: u64,
+    rtp_out: u64,
+    invalid: u64,
+    foreign: u64,
+    dropped: u64,
+    rtcp_in: u64,
+}
+
+#[derive(Debug)]
+struct Leg {
+    local: SocketAddr,
+    rtp: Arc<UdpSocket>,
+    rtcp: Arc<UdpSocket>,
+    /// Keeps the port pair out of the pool while the leg is open.
+    _lease: PortLease,
+    /// The socket readers; they stop with the leg.
+    _readers: [AbortOnDrop; 2],
+    media: Option<LegMedia>,
+    payloads: PayloadMap,
+    rtp_latch: Latch,
+    rtcp_latch: Latch,
+    sender: RtpSender,
+    /// Samples from the port waiting for a full packet (ptime other than 20 ms).
+    pending: Vec<u8>,
+    receiver: Option<ReceiverStats>,
+    decoder: TelephoneEventDecoder,
+    digit_out: Option<DigitOut>,
+    digits_queued: VecDeque<TelephoneEvent>,
+    counters: Counters,
+    passthrough: bool,
+}
+
+impl Leg {
+    fn rtp_target(&self) -> Option<SocketAddr> {
+        self.rtp_latch.target()
+    }
+
+    fn send_rtp(&mut self, packet: &[u8]) {
+        let sent = self
+            .rtp_target()
+            .is_some_and(|to| self.rtp.try_send_to(packet, to).is_ok());
+        if sent {
+            self.counters.rtp_out += 1;
+        } else {
+            self.counters.dropped += 1;
+        }
+    }
+
+    fn send_event(&mut self, p: EventPacket) {
+        let Some(pt) = self.media.and_then(|m| m.telephone_event_pt) else {
+            return;
+        };
+        let header = self.sender.next_other(pt, p.marker, p.timestamp, 4);
+        let mut buf = [0u8; 64];
+        match header.write(&p.payload.to_bytes(), &mut buf) {
+            Ok(n) => self.send_rtp(&buf[..n]),
+            Err(e) => tracing::warn!(error = %e, "telephone-event packet not built"),
+        }
+    }
+
+    fn quality(&self, jitter_buffer: Duration) -> Option<CallQuality> {
+        self.receiver
+            .as_ref()
+            .map(|r| r.quality(None, jitter_buffer, !self.passthrough))
+    }
+}
+
+/// A port bridged to a leg: the jitter buffer towards the port and fax detection.
+#[derive(Debug)]
+struct PortLink {
+    leg: LegId,
+    jitter: JitterBuffer,
+    fax_from_port: FaxDetector,
+    fax_from_leg: FaxDetector,
+}
+
+struct Engine {
+    settings: MediaSettings,
+    ports: Arc<dyn PortSink>,
+    sip_inputs: mpsc::UnboundedSender<SipInput>,
+    packet_tx: mpsc::Sender<Datagram>,
+    legs: HashMap<LegId, Leg>,
+    port_links: HashMap<u8, PortLink>,
+    /// Bridges, both directions.
+    peers: HashMap<MediaEnd, MediaEnd>,
+    next_seed: u64,
+    /// Datagrams dropped because the engine queue was full.
+    queue_dropped: Arc<std::sync::atomic::AtomicU64>,
+}
+
+fn spawn_reader(
+    socket: Arc<UdpSocket>,
+    leg: LegId,
+    rtcp: bool,
+    tx: mpsc::Sender<Datagram>,
+    dropped: Arc<std::sync::atomic::AtomicU64>,
+) -> AbortOnDrop {
+    AbortOnDrop(tokio::spawn(async move {
+        let mut buf = vec![0u8; MAX_PACKET];
+        loop {
+            let (len, from) = match socket.recv_from(&mut buf).await {
+                Ok(r) => r,
+                Err(e) => {
+                    // ICMP port unreachable and the like surface here on some systems:
+                    // keep reading.
+                    tracing::trace!(%leg, error = %e, "RTP socket receive error");
+                    tokio::task::yield_now().await;
+                    continue;
+                }
+            };
+            let data = buf[..len].to_vec();
+            let d = if rtcp {
+                Datagram::Rtcp { leg, from, data }
+            } else {
+                Datagram::Rtp {
+                    leg,
+                    from,
+                    at: Instant::now(),
+                    data,
+                }
+            };
+            match tx.try_send(d) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => break,
+            }
+        }
+    }))
+}
+
+impl Engine {
+    async fn run(
+        mut self,
+        mut requests: mpsc::UnboundedReceiver<Request>,
+        mut packets: mpsc::Receiver<Datagram>,
+    ) {
+        let mut tick = tokio::time::interval(FRAME_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                r = requests.recv() => match r {
+                    Some(r) => self.request(r).await,
+                    None => break,
+                },
+                Some(d) = packets.recv() => self.datagram(d),
+                _ = tick.tick() => self.tick(Instant::now()),
+            }
+        }
+        tracing::debug!(legs = self.legs.len(), "media engine stopped");
+    }
+
+    async fn request(&mut self, r: Request) {
+        match r {
+            Request::Open { leg, pair, reply } => {
+                let _ = reply.send(self.open(leg, pair));
+            }
+            Request::Start {
+                leg,
+                remote,
+                media,
+                reply,
+            } => {
+                let _ = reply.send(self.start(leg, remote, media));
+            }
+            Request::Close { leg, reply } => {
+                let _ = reply.send(self.close(leg));
+            }
+            Request::Bridge(a, b) => self.bridge(a, b),
+            Request::Unbridge(a, b) => self.unbridge(a, b),
+            Request::PortAudio(port, audio) => self.port_audio(port, &audio),
+            Request::Digit(leg, digit) => self.queue_digit(leg, digit),
+            Request::Stats(reply) => {
+                let _ = reply.send(self.snapshot());
+            }
+        }
+    }
+
+    fn open(&mut self, leg: LegId, pair: PortPair) -> Result<SocketAddr> {
+        if self.legs.contains_key(&leg) {
+            return Err(MediaError::LegExists { leg });
+        }
+        let local = pair
+            .rtp_addr()
+            .map_err(|source| MediaError::Ports { leg, source })?;
+        let PortPair { rtp, rtcp, lease } = pair;
+        let (rtp, rtcp) = (Arc::new(rtp), Arc::new(rtcp));
+        let dropped = Arc::clone(&self.queue_dropped);
+        let readers = [
+            spawn_reader(
+                Arc::clone(&rtp),
+                leg,
+                false,
+                self.packet_tx.clone(),
+                Arc::clone(&dropped),
+            ),
+            spawn_reader(
+                Arc::clone(&rtcp),
+                leg,
+                true,
+                self.packet_tx.clone(),
+                dropped,
+            ),
+        ];
+        self.next_seed = self.next_seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        self.legs.insert(
+            leg,
+            Leg {
+                local,
+                rtp,
+                rtcp,
+                _lease: lease,
+                _readers: readers,
+                media: None,
+                payloads: PayloadMap::default(),
+                rtp_latch: Latch::new(LatchConfig::default(), None, None),
+                rtcp_latch: Latch::new(LatchConfig::default(), None, None),
+                sender: RtpSender::new(self.next_seed, Law::Ulaw, Ptime::Ms20),
+                pending: Vec::new(),
+                receiver: None,
+                decoder: TelephoneEventDecoder::default(),
+                digit_out: None,
+                digits_queued: VecDeque::new(),
+                counters: Counters::default(),
+                passthrough: false,
+            },
+        );
+        tracing::debug!(%leg, %local, "media leg open");
+        Ok(local)
+    }
+
+    fn start(&mut self, leg: LegId, remote: SocketAddr, media: LegMedia) -> Result<()> {
+        let bad = |reason| MediaError::BadLegMedia { leg, reason };
+        if media.payload_type != audio_payload_type(media.law) {
+            return Err(bad(
+                "audio payload type does not match the law (PCMU 0, PCMA 8)",
+            ));
+        }
+        let ptime =
+            Ptime::from_ms(media.ptime_ms).map_err(|_| bad("ptime must be 10, 20 or 30"))?;
+        let payloads = match media.telephone_event_pt {
+            Some(pt) => PayloadMap::with_telephone_event(pt)
+                .map_err(|_| bad("telephone-event payload type must be 96..=127"))?,
+            None => PayloadMap {
+                telephone_event: None,
+                comfort_noise: true,
+            },
+        };
+        let Some(l) = self.legs.get_mut(&leg) else {
+            return Err(MediaError::UnknownLeg { leg });
+        };
+        let mut rtcp_remote = remote;
+        rtcp_remote.set_port(remote.port().wrapping_add(1));
+        // Without `latch` the latch is never fed (see `rtp`), so the SDP address
+        // stays the target.
+        let latch = LatchConfig::default();
+        l.rtp_latch = Latch::new(latch, Some(remote), None);
+        l.rtcp_latch = Latch::new(latch, Some(rtcp_remote), None);
+        let first_start = l.media.is_none();
+        if first_start || l.media.map(|m| (m.law, m.ptime_ms)) != Some((media.law, media.ptime_ms))
+        {
+            self.next_seed = self.next_seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            l.sender = RtpSender::new(self.next_seed, media.law, ptime);
+            l.pending.clear();
+        }
+        l.payloads = payloads;
+        l.media = Some(media);
+        tracing::debug!(%leg, %remote, ?media, "media leg started");
+        Ok(())
+    }
+
+    fn close(&mut self, leg: LegId) -> Option<CallQuality> {
+        let delay = self
+            .peers
+            .get(&MediaEnd::Leg(leg))
+            .and_then(|p| match p {
+                MediaEnd::Port(port) => self.port_links.get(port),
+                MediaEnd::Leg(_) => None,
+            })
+            .map_or(Duration::ZERO, |l| l.jitter.current_delay());
+        if let Some(&peer) = self.peers.get(&MediaEnd::Leg(leg)) {
+            self.unbridge(MediaEnd::Leg(leg), peer);
+        }
+        let l = self.legs.remove(&leg)?;
+        let q = l.quality(delay);
+        tracing::debug!(
+            %leg,
+            rtp_in = l.counters.rtp_in,
+            rtp_out = l.counters.rtp_out,
+            loss = q.map(|q| q.loss_percent),
+            mos = q.map(|q| q.mos),
+            "media leg closed"
+        );
+        q
+    }
+
+    fn bridge(&mut self, a: MediaEnd, b: MediaEnd) {
+        if a == b {
+            tracing::warn!(?a, "media bridge of an end with itself refused");
+            return;
+        }
+        if matches!((a, b), (MediaEnd::Port(_), MediaEnd::Port(_))) {
+            tracing::warn!(?a, ?b, "port-to-port bridges belong to the board loop");
+            return;
+        }
+        for end in [a, b] {
+            if let MediaEnd::Leg(leg) = end {
+                if !self.legs.contains_key(&leg) {
+                    tracing::warn!(%leg, "bridge with a leg that is not open refused");
+                    return;
+                }
+            }
+        }
+        for end in [a, b] {
+            if let Some(&old) = self.peers.get(&end) {
+                self.unbridge(end, old);
+            }
+        }
+        self.peers.insert(a, b);
+        self.peers.insert(b, a);
+        if let (MediaEnd::Port(port), MediaEnd::Leg(leg))
+        | (MediaEnd::Leg(leg), MediaEnd::Port(port)) = (a, b)
+        {
+            let passthrough = self.legs.get(&leg).is_some_and(|l| l.passthrough);
+            let config = if passthrough {
+                passthrough_jitter_config()
+            } else {
+                self.settings.jitter
+            };
+            let payloads = self.legs.get(&leg).map(|l| l.payloads).unwrap_or_default();
+            self.port_links.insert(
+                port,
+                PortLink {
+                    leg,
+                    jitter: JitterBuffer::new(config, payloads),
+                    fax_from_port: FaxDetector::new(),
+                    fax_from_leg: FaxDetector::new(),
+                },
+            );
+        }
+        tracing::debug!(?a, ?b, "media bridged");
+    }
+
+    fn unbridge(&mut self, a: MediaEnd, b: MediaEnd) {
+        if self.peers.get(&a) != Some(&b) {
+            return;
+        }
+        self.peers.remove(&a);
+        self.peers.remove(&b);
+        for end in [a, b] {
+            if let MediaEnd::Port(port) = end {
+                self.port_links.remove(&port);
+            }
+        }
+        tracing::debug!(?a, ?b, "media unbridged");
+    }
+
+    fn datagram(&mut self, d: Datagram) {
+        match d {
+            Datagram::Rtp {
+                leg,
+                from,
+                at,
+                data,
+            } => self.rtp(leg, from, at, &data),
+            Datagram::Rtcp { leg, from, data } => self.rtcp(leg, from, &data),
+        }
+    }
+
+    fn rtcp(&mut self, leg: LegId, from: SocketAddr, data: &[u8]) {
+        let Some(l) = self.legs.get_mut(&leg) else {
+            return;
+        };
+        let Some(media) = l.media else {
+            return;
+        };
+        if parse_compound(data).is_err() {
+            l.counters.invalid += 1;
+            return;
+        }
+        if media.latch
+            && l.rtcp_latch.on_packet(Instant::now(), from, None) == LatchDecision::Reject
+        {
+            l.counters.foreign += 1;
+            return;
+        }
+        l.counters.rtcp_in += 1;
+        if let Some(&MediaEnd::Leg(peer)) = self.peers.get(&MediaEnd::Leg(leg)) {
+            if let Some(p) = self.legs.get(&peer) {
+                if let Some(to) = p.rtcp_latch.target() {
+                    // RTCP is best effort: a full socket buffer drops the report.
+                    let _ = p.rtcp.try_send_to(data, to);
+                }
+            }
+        }
+    }
+
+    fn rtp(&mut self, leg: LegId, from: SocketAddr, at: Instant, data: &[u8]) {
+        let Some(l) = self.legs.get_mut(&leg) else {
+            return;
+        };
+        let Some(media) = l.media else {
+            // Media before the answer is negotiated: nowhere to play it yet.
+            return;
+        };
+        let Ok(packet) = parse(data) else {
+            l.counters.invalid += 1;
+            return;
+        };
+        let Some(kind) = l.payloads.classify(packet.payload_type) else {
+            l.counters.invalid += 1;
+            return;
+        };
+        if media.latch {
+            match l.rtp_latch.on_packet(at, from, Some(packet.ssrc)) {
+                LatchDecision::Reject => {
+                    l.counters.foreign += 1;
+                    return;
+                }
+                LatchDecision::Latched(addr) => {
+                    tracing::debug!(%leg, %addr, "RTP latched");
+                }
+                LatchDecision::Accept => {}
+            }
+        }
+        l.counters.rtp_in += 1;
+        let fresh = l.receiver.as_ref().is_none_or(|r| r.ssrc() != packet.ssrc);
+        if fresh {
+            l.receiver = Some(ReceiverStats::new(packet.ssrc, packet.seq, CLOCK_RATE));
+        }
+        if let Some(r) = l.receiver.as_mut() {
+            r.update(at, packet.seq, packet.timestamp);
+        }
+        if kind == PayloadKind::TelephoneEvent {
+            if let Err(e) = l.decoder.handle(at, packet.timestamp, packet.payload) {
+                l.counters.invalid += 1;
+                tracing::debug!(%leg, error = %e, "bad telephone-event packet");
+            }
+            self.poll_digits(leg);
+        }
+        match self.peers.get(&MediaEnd::Leg(leg)).copied() {
+            Some(MediaEnd::Leg(peer)) => self.relay(peer, &packet, kind, data),
+            Some(MediaEnd::Port(port)) => self.to_port(port, at, &packet, kind),
+            None => {}
+        }
+    }
+
+    /// Digits the decoder has recognised go to call control.
+    fn poll_digits(&mut self, leg: LegId) {
+        let Some(l) = self.legs.get_mut(&leg) else {
+            return;
+        };
+        while let Some(ev) = l.decoder.poll_event() {
+            if let DtmfEvent::Start { event, .. } = ev {
+                match event.to_digit() {
+                    Some(d) => {
+                        tracing::debug!(%leg, digit = %char::from(d), "RFC 4733 digit received");
+                        let _ = self.sip_inputs.send(SipInput::Digit {
+                            leg,
+                            digit: char::from(d),
+                        });
+                    }
+                    None => tracing::debug!(%leg, "RFC 4733 flash received; ignored"),
+                }
+            }
+        }
+    }
+
+    fn relay(&mut self, peer: LegId, packet: &RtpPacket<'_>, kind: PayloadKind, raw: &[u8]) {
+        let Some(p) = self.legs.get_mut(&peer) else {
+            return;
+        };
+        let Some(pm) = p.media else {
+            return;
+        };
+        let (pt, payload): (u8, Option<Vec<u8>>) = match kind {
+            PayloadKind::Audio(law) if law == pm.law => (packet.payload_type, None),
+            PayloadKind::Audio(law) => (
+                pm.payload_type,
+                Some(
+                    packet
+                        .payload
+                        .iter()
+                        .map(|&c| pm.law.encode(law.decode(c)))
+                        .collect(),
+                ),
+            ),
+            PayloadKind::TelephoneEvent => match pm.telephone_event_pt {
+                Some(pt) => (pt, None),
+                None => return, // the peer cannot take events (it got a SipInput::Digit)
+            },
+            PayloadKind::ComfortNoise => (packet.payload_type, None),
+        };
+        if pt == packet.payload_type && payload.is_none() {
+            p.send_rtp(raw);
+            return;
+        }
+        let header = RtpHeader {
+            payload_type: pt,
+            marker: packet.marker,
+            seq: packet.seq,
+            timestamp: packet.timestamp,
+            ssrc: packet.ssrc,
+        };
+        let mut buf = [0u8; MAX_PACKET];
+        match header.write(payload.as_deref().unwrap_or(packet.payload), &mut buf) {
+            Ok(n) => p.send_rtp(&buf[..n]),
+            Err(_) => p.counters.dropped += 1,
+        }
+    }
+
+    fn to_port(&mut self, port: u8, at: Instant, packet: &RtpPacket<'_>, kind: PayloadKind) {
+        let Some(link) = self.port_links.get_mut(&port) else {
+            return;
+        };
+        if let PayloadKind::Audio(law) = kind {
+            let mut pcm = vec![0i16; packet.payload.len()];
+            law.decode_block(packet.payload, &mut pcm);
+            link.fax_from_leg.process(&pcm);
+        }
+        if let Err(e) = link.jitter.push(at, packet) {
+            tracing::trace!(port, error = %e, "packet refused by the jitter buffer");
+        }
+        self.check_fax(port);
+    }
+
+    fn port_audio(&mut self, port: u8, audio: &Audio) {
+        let Some(link) = self.port_links.get_mut(&port) else {
+            return;
+        };
+        let leg = link.leg;
+        let mut pcm = [0i16; FRAME_SAMPLES];
+        audio.law.decode_block(&audio.samples, &mut pcm);
+        link.fax_from_port.process(&pcm);
+        self.check_fax(port);
+        let Some(l) = self.legs.get_mut(&leg) else {
+            return;
+        };
+        let Some(media) = l.media else {
+            return;
+        };
+        if l.digit_out.is_some() {
+            // RFC 4733 2.5.1: the audio is replaced by the event while it lasts.
+            l.sender.skip(FRAME_SAMPLES as u32);
+            l.pending.clear();
+            return;
+        }
+        if media.law == audio.law {
+            l.pending.extend_from_slice(&audio.samples);
+        } else {
+            l.pending.extend(pcm.iter().map(|&s| media.law.encode(s)));
+        }
+        let size = l.sender.ptime().samples() as usize;
+        let mut buf = [0u8; MAX_PACKET];
+        while l.pending.len() >= size {
+            let chunk: Vec<u8> = l.pending.drain(..size).collect();
+            match l.sender.write_audio(&chunk, &mut buf) {
+                Ok(n) => l.send_rtp(&buf[..n]),
+                Err(_) => l.counters.dropped += 1,
+            }
+        }
+    }
+
+    fn check_fax(&mut self, port: u8) {
+        let Some(link) = self.port_links.get_mut(&port) else {
+            return;
+        };
+        let event = link
+            .fax_from_port
+            .poll_event()
+            .or_else(|| link.fax_from_leg.poll_event());
+        if let Some(ev) = event {
+            let leg = link.leg;
+            link.jitter.set_config(passthrough_jitter_config());
+            if let Some(l) = self.legs.get_mut(&leg) {
+                l.passthrough = true;
+            }
+            tracing::info!(port, %leg, tone = ?ev.tone, "fax/modem tone: jitter buffer switched to fixed passthrough");
+        }
+    }
+
+    fn queue_digit(&mut self, leg: LegId, digit: char) {
+        let Some(l) = self.legs.get_mut(&leg) else {
+            tracing::debug!(%leg, "digit for a leg that is not open dropped");
+            return;
+        };
+        if l.media.and_then(|m| m.telephone_event_pt).is_none() {
+            tracing::debug!(%leg, %digit, "peer did not negotiate telephone-event; digit dropped");
+            return;
+        }
+        let Ok(event) = u8::try_from(digit)
+            .map_err(|_| ())
+            .and_then(|d| TelephoneEvent::from_digit(d).map_err(|_| ()))
+        else {
+            tracing::debug!(%leg, %digit, "not a DTMF digit; dropped");
+            return;
+        };
+        if l.digits_queued.len() >= MAX_QUEUED_DIGITS {
+            tracing::debug!(%leg, %digit, "too many digits queued; dropped");
+            return;
+        }
+        l.digits_queued.push_back(event);
+        if l.digit_out.is_none() {
+            Self::next_digit(l);
+        }
+    }
+
+    fn next_digit(l: &mut Leg) {
+        let Some(event) = l.digits_queued.pop_front() else {
+            return;
+        };
+        let mut encoder = TelephoneEventEncoder::new(l.sender.ptime().samples());
+        match encoder.start(event, DIGIT_VOLUME, l.sender.timestamp()) {
+            Ok(p) => {
+                l.send_event(p);
+                let ticks = (DIGIT_DURATION.as_millis() / FRAME_INTERVAL.as_millis()) as u32;
+                l.digit_out = Some(DigitOut {
+                    encoder,
+                    ticks_left: ticks,
+                });
+            }
+            Err(e) => tracing::warn!(error = %e, "telephone-event not started"),
+        }
+    }
+
+    fn tick(&mut self, now: Instant) {
+        // Frames towards the ports.
+        let ports: Vec<u8> = self.port_links.keys().copied().collect();
+        for port in ports {
+            let Some(link) = self.port_links.get_mut(&port) else {
+                continue;
+            };
+            let started = self.legs.get(&link.leg).is_some_and(|l| l.media.is_some());
+            if !started {
+                continue;
+            }
+            let frame = link.jitter.pop(now);
+            let audio = Audio {
+                law: self.settings.board_law,
+                samples: frame.to_g711(self.settings.board_law),
+            };
+            self.ports.send_audio(port, audio);
+        }
+        // Telephone-events: timeouts of received ones, progress of sent ones.
+        let legs: Vec<LegId> = self.legs.keys().copied().collect();
+        for leg in legs {
+            if let Some(l) = self.legs.get_mut(&leg) {
+                l.decoder.handle_timeout(now);
+            }
+            self.poll_digits(leg);
+            let Some(l) = self.legs.get_mut(&leg) else {
+                continue;
+            };
+            let Some(out) = l.digit_out.as_mut() else {
+                continue;
+            };
+            let packet = if out.ticks_left > 0 {
+                out.ticks_left -= 1;
+                if out.ticks_left == 0 {
+                    out.encoder.stop()
+                } else {
+                    out.encoder.tick()
+                }
+            } else {
+                out.encoder.tick()
+            };
+            match packet {
+                Some(p) => l.send_event(p),
+                None => {
+                    l.digit_out = None;
+                    Self::next_digit(l);
+                }
+            }
+        }
+    }
+
+    fn snapshot(&self) -> Vec<LegSnapshot> {
+        let mut v: Vec<LegSnapshot> = self
+            .legs
+            .iter()
+            .map(|(&leg, l)| {
+                let bridged_to = self.peers.get(&MediaEnd::Leg(leg)).copied();
+                let link = match bridged_to {
+                    Some(MediaEnd::Port(p)) => self.port_links.get(&p),
+                    _ => None,
+                };
+                let delay = link.map_or(Duration::ZERO, |k| k.jitter.current_delay());
+                LegSnapshot {
+                    leg,
+                    local: l.local,
+                    remote: l.media.and(l.rtp_target()),
+                    bridged_to,
+                    media: l.media,
+                    packets_in: l.counters.rtp_in,
+                    packets_out: l.counters.rtp_out,
+                    invalid: l.counters.invalid,
+                    foreign: l.counters.foreign,
+                    dropped: l.counters.dropped
+                        + self
+                            .queue_dropped
+                            .load(std::sync::atomic::Ordering::Relaxed),
+                    rtcp_in: l.counters.rtcp_in,
+                    quality: l.quality(delay),
+                    jitter_buffer: link.map(|k| k.jitter.stats()),
+                    passthrough: l.passthrough,
+                }
+            })
+            .collect();
+        v.sort_by_key(|s| s.leg);
+        v
+    }
+}
