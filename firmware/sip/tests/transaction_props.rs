@@ -394,8 +394,294 @@ fn run(case: Case) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+/// One step of the robustness property: a message from the wire or a TU call.
+#[derive(Debug, Clone)]
+enum Step {
+    /// A request built from random parts, delivered to the layer.
+    Request {
+        method: Method,
+        branch: u8,
+        cseq: u8,
+        to_tag: u8,
+        drop_header: u8,
+    },
+    /// A response built from random parts, delivered to the layer.
+    Response {
+        status: u16,
+        method: Method,
+        branch: u8,
+        to_tag: u8,
+        rseq: Option<u32>,
+    },
+    /// The TU answers the n-th server transaction it saw with a status.
+    Respond { nth: usize, status: u16 },
+    /// The TU sends a request.
+    Send { method: Method, branch: u8 },
+    /// The TU cancels the n-th client transaction.
+    Cancel { nth: usize },
+    /// The driver reports a transport error for the n-th transmit's transaction.
+    TransportError { nth: usize },
+    /// Time passes.
+    Advance { ms: u64 },
+}
+
+fn methods() -> impl Strategy<Value = Method> {
+    prop_oneof![
+        Just(Method::Invite),
+        Just(Method::Ack),
+        Just(Method::Bye),
+        Just(Method::Cancel),
+        Just(Method::Options),
+        Just(Method::PRack),
+        Just(Method::Update),
+        Just(Method::Info),
+    ]
+}
+
+fn steps() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        4 => (methods(), 0u8..4, 0u8..4, 0u8..3, 0u8..8).prop_map(|(method, branch, cseq, to_tag, drop_header)| Step::Request { method, branch, cseq, to_tag, drop_header }),
+        4 => (prop_oneof![Just(100u16), Just(180), Just(183), Just(200), Just(202), Just(302), Just(481), Just(486), Just(487), Just(491), Just(500), Just(603)], methods(), 0u8..4, 0u8..3, proptest::option::of(0u32..4))
+            .prop_map(|(status, method, branch, to_tag, rseq)| Step::Response { status, method, branch, to_tag, rseq }),
+        3 => (0usize..8, prop_oneof![Just(100u16), Just(180), Just(200), Just(486), Just(487)]).prop_map(|(nth, status)| Step::Respond { nth, status }),
+        2 => (methods(), 0u8..4).prop_map(|(method, branch)| Step::Send { method, branch }),
+        1 => (0usize..8).prop_map(|nth| Step::Cancel { nth }),
+        1 => (0usize..16).prop_map(|nth| Step::TransportError { nth }),
+        3 => (0u64..40_000).prop_map(|ms| Step::Advance { ms }),
+    ]
+}
+
+fn random_message_text(
+    first_line: &str,
+    method: Method,
+    branch: u8,
+    cseq: u8,
+    to_tag: u8,
+    drop_header: u8,
+    extra: &str,
+) -> String {
+    let via = match branch {
+        0 => "Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKfixed\r\n".to_string(),
+        1 => "Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKother\r\n".to_string(),
+        2 => "Via: SIP/2.0/UDP 192.0.2.1:5060;branch=2543style\r\n".to_string(),
+        _ => "Via: SIP/2.0/UDP 192.0.2.1:5060\r\n".to_string(),
+    };
+    let cseq = match cseq {
+        0 => format!("CSeq: 1 {method}\r\n"),
+        1 => format!("CSeq: 2 {method}\r\n"),
+        2 => "CSeq: 1 INVITE\r\n".to_string(),
+        _ => format!("CSeq: 0 {method}\r\n"),
+    };
+    let to = match to_tag {
+        0 => "To: <sip:bob@192.0.2.2>\r\n",
+        1 => "To: <sip:bob@192.0.2.2>;tag=bob\r\n",
+        _ => "To: <sip:bob@192.0.2.2>;tag=other\r\n",
+    };
+    let mut lines = vec![
+        via,
+        "From: <sip:alice@192.0.2.1>;tag=alice\r\n".to_string(),
+        to.to_string(),
+        "Call-ID: robust@192.0.2.1\r\n".to_string(),
+        cseq,
+        "Contact: <sip:alice@192.0.2.1>\r\n".to_string(),
+        "Max-Forwards: 70\r\n".to_string(),
+    ];
+    if let Some(i) = usize::from(drop_header).checked_sub(1) {
+        if i < lines.len() {
+            lines.remove(i);
+        }
+    }
+    format!(
+        "{first_line}\r\n{}{extra}Content-Length: 0\r\n\r\n",
+        lines.concat()
+    )
+}
+
+/// Random messages and TU calls in random order never panic either layer, every error
+/// leaves the layers usable, and once the TU has answered everything and time has run
+/// out, no transaction is left.
+fn robustness(steps: Vec<Step>) -> Result<(), TestCaseError> {
+    use branchline_sip::dialog::{DialogConfig, DialogLayer};
+    let t0 = Instant::now();
+    let mut now = t0;
+    let mut layer = TransactionLayer::new(TransactionConfig::default());
+    let mut dialogs = DialogLayer::new(DialogConfig::default(), 9);
+    let src = Peer {
+        addr: UAC,
+        transport: TransportKind::Udp,
+    };
+    let dst = Peer {
+        addr: UAS,
+        transport: TransportKind::Udp,
+    };
+    let mut servers: Vec<(ServerKey, rsip::Request)> = Vec::new();
+    let mut clients: Vec<ClientKey> = Vec::new();
+    let mut transmitted = Vec::new();
+    let mut sent = 0u32;
+    for step in steps {
+        match step {
+            Step::Request {
+                method,
+                branch,
+                cseq,
+                to_tag,
+                drop_header,
+            } => {
+                let text = random_message_text(
+                    &format!("{method} sip:bob@192.0.2.2 SIP/2.0"),
+                    method,
+                    branch,
+                    cseq,
+                    to_tag,
+                    drop_header,
+                    "",
+                );
+                if let Ok(msg) = SipMessage::try_from(text.as_str()) {
+                    if let SipMessage::Request(r) = &msg {
+                        let _ = dialogs.on_request(now, r);
+                        let _ = dialogs.on_ack(now, r);
+                    }
+                    let _ = layer.handle_message(now, msg, src);
+                }
+            }
+            Step::Response {
+                status,
+                method,
+                branch,
+                to_tag,
+                rseq,
+            } => {
+                let extra = rseq
+                    .map(|r| format!("Require: 100rel\r\nRSeq: {r}\r\n"))
+                    .unwrap_or_default();
+                let text = random_message_text(
+                    &format!("SIP/2.0 {status} Whatever"),
+                    method,
+                    branch,
+                    0,
+                    to_tag,
+                    0,
+                    &extra,
+                );
+                if let Ok(msg) = SipMessage::try_from(text.as_str()) {
+                    if let SipMessage::Response(r) = &msg {
+                        let _ = dialogs.on_response(now, r);
+                    }
+                    let _ = layer.handle_message(now, msg, dst);
+                }
+            }
+            Step::Respond { nth, status } => {
+                if let Some((key, req)) = servers.get(nth) {
+                    let _ = layer.respond(now, key, response_for(req, status.into(), Some("uas")));
+                    let contact = rsip::Uri::try_from("sip:uas@192.0.2.2").expect("uri");
+                    let _ = dialogs.answer_invite(
+                        now,
+                        key,
+                        req,
+                        src,
+                        status,
+                        &contact,
+                        Vec::new(),
+                        Vec::new(),
+                        status == 180,
+                    );
+                }
+            }
+            Step::Send { method, branch } => {
+                sent += 1;
+                let b = match branch {
+                    0 => "z9hG4bKfixed".to_string(),
+                    1 => format!("z9hG4bKsent{sent}"),
+                    2 => "nocookie".to_string(),
+                    _ => "z9hG4bKother".to_string(),
+                };
+                let req = request(method, &b, sent, None);
+                if let Ok(k) = layer.send_request(now, req, dst) {
+                    clients.push(k);
+                }
+            }
+            Step::Cancel { nth } => {
+                if let Some(k) = clients.get(nth) {
+                    let _ = layer.cancel(now, k);
+                }
+            }
+            Step::TransportError { nth } => {
+                let key = transmitted.get(nth).cloned().flatten();
+                if let Some(key) = key {
+                    layer.handle_transport_error(&key);
+                }
+            }
+            Step::Advance { ms } => {
+                let until = now + Duration::from_millis(ms);
+                while let Some(at) = [layer.timeout(), dialogs.timeout()]
+                    .into_iter()
+                    .flatten()
+                    .min()
+                {
+                    if at > until {
+                        break;
+                    }
+                    prop_assert!(at >= now, "a timer in the past");
+                    now = at;
+                    layer.handle_timeout(now);
+                    dialogs.handle_timeout(now);
+                }
+                now = until;
+            }
+        }
+        while let Some(t) = layer.poll_transmit() {
+            transmitted.push(t.transaction);
+        }
+        while let Some(ev) = layer.poll_event() {
+            if let TransactionEvent::Request { key, request, .. } = ev {
+                servers.push((key, request));
+            }
+        }
+        while dialogs.poll_action().is_some() {}
+        while dialogs.poll_event().is_some() {}
+    }
+    // The TU answers everything still open with a final response; then all ends.
+    for (key, req) in &servers {
+        let _ = layer.respond(now, key, response_for(req, 500u16.into(), Some("uas")));
+    }
+    let end = now + Duration::from_secs(300);
+    while let Some(at) = layer.timeout() {
+        if at > end {
+            break;
+        }
+        now = at;
+        layer.handle_timeout(now);
+    }
+    for (key, _) in &servers {
+        let state = layer.state(&branchline_sip::transaction::TransactionKey::Server(
+            key.clone(),
+        ));
+        prop_assert!(state.is_none(), "server {} left in {:?}", key, state);
+    }
+    // INVITE client transactions in Proceeding wait for the TU to CANCEL; everything else
+    // must be gone.
+    for key in &clients {
+        let state = layer.state(&branchline_sip::transaction::TransactionKey::Client(
+            key.clone(),
+        ));
+        prop_assert!(
+            state.is_none()
+                || state == Some(branchline_sip::transaction::TransactionState::Proceeding),
+            "client {} left in {:?}",
+            key,
+            state
+        );
+    }
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_messages_and_calls_never_panic_and_leave_nothing_behind(steps in proptest::collection::vec(steps(), 1..40)) {
+        robustness(steps)?;
+    }
 
     #[test]
     fn lossy_calls_always_end_with_every_transaction_terminated(case in cases()) {
