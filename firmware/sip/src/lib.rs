@@ -9,9 +9,11 @@
 //!   `qop=auth`) for the registrar (server side: nonces, expiry, replay) and the trunk
 //!   (client side).
 //! - [`transaction`]: RFC 3261 client and server transactions (INVITE and non-INVITE,
-//!   timers A-K), sans-IO.
-//! - [`dialog`]: dialogs over transactions: route sets, CSeq, re-INVITE, UPDATE,
-//!   PRACK, crossed BYEs (RFC 5407), sans-IO.
+//!   timers A-K, RFC 6026 Accepted with L/M, CANCEL, ACK for non-2xx, per-source
+//!   limits), sans-IO on a virtual clock.
+//! - [`dialog`]: dialogs over transactions (the INVITE UA core): route sets, CSeq
+//!   checks, 2xx retransmission and ACK, re-INVITE with 491 back-off, UPDATE,
+//!   100rel/PRACK, forking, crossed BYEs (RFC 5407), sans-IO on a virtual clock.
 //! - [`registrar`]: the registrar for local SIP phones (digest challenge, bindings
 //!   with flows, expiry, lookup), MWI NOTIFY bodies and SIP MESSAGE relay, sans-IO.
 //!   Limit: holds account passwords in memory (the digest server verifies against
@@ -24,8 +26,10 @@
 //!   scanner user agents, per-source transaction/dialog limits, toll restrictions by
 //!   number class, sans-IO.
 //! - [`transport`]: the IO edge: UDP, TCP and TLS listeners and connections (tokio,
-//!   rustls), rport (RFC 3581), keepalives, size limits; bytes in and out with their
-//!   peer addresses.
+//!   rustls with verified trunk certificates), connection reuse, CRLF keepalives,
+//!   size, per-source rate and connection limits, rport/received (RFC 3581) and
+//!   response routing, flows for phones behind NAT; whole messages in and out with
+//!   their peer addresses.
 #![forbid(unsafe_code)]
 
 pub mod dialog;
