@@ -75,13 +75,13 @@ pub enum AgentError {
         /// [`PROTOCOL_VERSION`](crate::wire::PROTOCOL_VERSION).
         want: u16,
     },
-    /// An acknowledgement above every seq this box sent (and above what it already
-    /// trimmed): not trimmed.
-    #[error("HQ acknowledged seq {acked_seq}, but the box only sent up to {sent_up_to}")]
+    /// An acknowledgement above every seq this box sent, trimmed, or holds in its
+    /// outbox: HQ claims rows the box never wrote; nothing is trimmed.
+    #[error("HQ acknowledged seq {acked_seq}, but the box only wrote up to {sent_up_to}")]
     AckBeyondSent {
         /// The acknowledged seq.
         acked_seq: i64,
-        /// The highest seq sent (or trimmed) so far.
+        /// The highest seq the box sent, trimmed or holds.
         sent_up_to: i64,
     },
     /// HQ acknowledged less than it acknowledged before: it lost rows the box already

@@ -37,8 +37,10 @@
 //!   core and never retried in a loop.
 //! - On [`UpAck`] the core trims up to `acked_seq`, never beyond the highest seq it
 //!   sent and never backwards, and continues from `acked_seq + 1`: rows HQ does not
-//!   hold contiguously are sent again. An ack above what was sent is an
-//!   [`AgentError::AckBeyondSent`] and trims nothing. An ack that leaves every row of
+//!   hold contiguously are sent again. After a crash HQ may acknowledge rows that an
+//!   earlier life of the core sent: such an ack trims only up to what this life sent
+//!   (the rest follows with the next batch). An ack above every seq the outbox ever
+//!   held is an [`AgentError::AckBeyondSent`] and trims nothing. An ack that leaves every row of
 //!   its batch unacknowledged is [`AgentError::NoProgress`] and backs off like a
 //!   failure, so a confused HQ cannot make the box spin.
 //! - An acknowledgement that arrives after its request timed out is still true (HQ
@@ -609,11 +611,14 @@ impl Uploader {
             }
             return;
         }
+        // HQ may hold more than this life of the core sent (an earlier life sent it
+        // before a crash), but never a seq the outbox did not hold.
         let sent_up_to = self.max_sent.max(self.floor);
-        if ack.acked_seq > sent_up_to || ack.acked_seq < 0 {
+        let written_up_to = sent_up_to.max(self.last_seq);
+        if ack.acked_seq > written_up_to || ack.acked_seq < 0 {
             let error = AgentError::AckBeyondSent {
                 acked_seq: ack.acked_seq,
-                sent_up_to,
+                sent_up_to: written_up_to,
             };
             if is_current {
                 self.fail(now, error, false);
@@ -622,6 +627,8 @@ impl Uploader {
             }
             return;
         }
+        // Trim only what this core sent (or found trimmed already).
+        let acked_seq = ack.acked_seq.min(sent_up_to);
         let previous_floor = self.floor;
         // Conflicts first: the driver applies them before it trims.
         let (first_seq, last_seq) = seqs.unwrap_or((0, 0));
@@ -639,20 +646,20 @@ impl Uploader {
                 self.events.push_back(UpEvent::Conflict(Box::new(conflict)));
             }
         }
-        if ack.acked_seq > self.floor {
-            self.floor = ack.acked_seq;
+        if acked_seq > self.floor {
+            self.floor = acked_seq;
             while self
                 .pending
                 .front()
-                .is_some_and(|p| p.record.seq <= ack.acked_seq)
+                .is_some_and(|p| p.record.seq <= acked_seq)
             {
                 if let Some(p) = self.pending.pop_front() {
                     self.pending_bytes -= p.bytes;
                 }
             }
-            self.conflicts_seen = self.conflicts_seen.split_off(&(ack.acked_seq + 1));
+            self.conflicts_seen = self.conflicts_seen.split_off(&(acked_seq + 1));
             self.events.push_back(UpEvent::Trim {
-                up_to_seq: ack.acked_seq,
+                up_to_seq: acked_seq,
             });
         }
         if self.file_policy.as_ref() != Some(&ack.file_policy) {
@@ -662,8 +669,8 @@ impl Uploader {
         if !is_current {
             return;
         }
-        let progressed = ack.acked_seq > previous_floor;
-        let complete = seqs.is_none_or(|(_, last)| ack.acked_seq >= last);
+        let progressed = acked_seq > previous_floor;
+        let complete = seqs.is_none_or(|(_, last)| acked_seq >= last);
         if complete || progressed {
             self.backoff.succeed();
             self.shrunk_to = None;

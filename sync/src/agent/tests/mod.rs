@@ -1,3 +1,5 @@
 //! Tests of the box-side sync cores.
 
 mod codec;
+mod upload;
+mod upload_model;
