@@ -11,8 +11,8 @@
 //! [`Outbound`]: a destination, a kind, and optional hints (the connection or local
 //! socket to use, the TLS server name, whether a new connection may be opened).
 //!
-//! - **UDP**: one socket per listener. A datagram longer than
-//!   [`TransportLimits::max_message_bytes`] is dropped and counted; a datagram of only
+//! - **UDP**: one socket per listener. A datagram longer than the message limit
+//!   ([`TransportLimits::message`]) is dropped and counted; a datagram of only
 //!   CR/LF (a NAT keepalive some phones send) is absorbed. Sends go out of the listener
 //!   socket the hint names (the one a request came in on, so NAT bindings match) or the
 //!   first one of the destination's address family.
