@@ -31,7 +31,8 @@
 //! - UAC INVITE: the layer sends the ACK for every 2xx (again for each retransmission,
 //!   with the INVITE's CSeq number). UAS INVITE: the 2xx is retransmitted (T1 doubling,
 //!   capped at T2) until the ACK; with no ACK after 64*T1 the dialog ends with a BYE
-//!   ([`EndReason::NoAck`], 13.3.1.4). Both also for re-INVITEs.
+//!   ([`EndReason::NoAck`], 13.3.1.4). Both also for re-INVITEs, and on TCP/TLS too:
+//!   the 2xx/ACK exchange is end to end and may cross UDP hops behind a proxy.
 //! - Validation of in-dialog requests: unknown dialog -> 481; CSeq lower than the remote
 //!   CSeq -> 500; a re-INVITE while ours is pending -> 491, while theirs is pending ->
 //!   500 with Retry-After (14.2). Our re-INVITE answered 491 is resent after the 14.1
@@ -58,6 +59,9 @@
 //!   SDP bodies are not here (the B2BUA owns SDP).
 //! - Only one unacknowledged reliable provisional response at a time per INVITE (RFC 3262
 //!   allows the UAS to wait, and we do).
+//! - The TU must answer every INVITE through [`DialogLayer::answer_invite`] (or the
+//!   early dialog and its tag stay until answered), and report an INVITE of ours that
+//!   ended without a final response with [`DialogLayer::on_invite_failed`].
 //! - Tags, branches and Call-IDs come from a SplitMix64 stream seeded by the caller; the
 //!   driver must seed it from the OS's randomness so they are not guessable.
 
@@ -1192,6 +1196,32 @@ impl DialogLayer {
                 Ok(ResponseDisposition::Pass(Some(id)))
             }
         }
+    }
+
+    /// The INVITE we sent ended without a final response (transaction timeout or
+    /// transport error, [`crate::transaction::TransactionEvent::Timeout`]): its early
+    /// dialogs end as if answered 408, and the INVITE is forgotten after 64*T1.
+    pub fn on_invite_failed(&mut self, now: Instant, invite: &rsip::Request) {
+        let (Ok(call_id), Ok(Some(tag))) = (
+            transaction::call_id(&invite.headers),
+            transaction::from_tag(&invite.headers),
+        ) else {
+            return;
+        };
+        let Some(&set_num) = self.set_by_key.get(&(call_id, tag)) else {
+            return;
+        };
+        let early = match self.sets.get(&set_num) {
+            Some(set) if set.winner.is_none() => set.dialogs.clone(),
+            _ => Vec::new(),
+        };
+        for d in early {
+            if let Some(&n) = self.by_id.get(&d) {
+                self.end(now, n, EndReason::Rejected(408));
+            }
+        }
+        let at = now + self.config.timers.t1x64();
+        self.arm_set(set_num, at);
     }
 
     /// Fires every timer due at `now`.

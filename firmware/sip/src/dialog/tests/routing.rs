@@ -350,3 +350,48 @@ fn bad_inputs_are_errors_and_change_nothing() {
     assert!(dl.poll_action().is_none() && dl.poll_event().is_none());
     assert!(dl.timeout().is_none());
 }
+
+#[test]
+fn failed_invite_ends_its_early_dialogs_and_is_forgotten() {
+    let mut now = Instant::now();
+    let t0 = now;
+    let mut dl = DialogLayer::new(DialogConfig::default(), 8);
+    let peer = Peer {
+        addr: B_ADDR,
+        transport: TransportKind::Udp,
+    };
+    let invite = dl
+        .invite(
+            now,
+            "<sip:alice@192.0.2.10>",
+            "<sip:bob@example.com>",
+            uri("sip:bob@example.com"),
+            uri("sip:alice@192.0.2.10"),
+            Vec::new(),
+            Vec::new(),
+            peer,
+        )
+        .unwrap();
+    let mut ringing = response_for(&invite, 180u16.into(), Some("x"));
+    ringing
+        .headers
+        .push(Header::Contact(rsip::headers::Contact::new(
+            "<sip:bob@192.0.2.30>",
+        )));
+    dl.on_response(now, &ringing).unwrap();
+    dl.on_invite_failed(now, &invite);
+    let events: Vec<DialogEvent> = std::iter::from_fn(|| dl.poll_event()).collect();
+    assert!(events.iter().any(|e| matches!(
+        e,
+        DialogEvent::Terminated {
+            reason: EndReason::Rejected(408),
+            ..
+        }
+    )));
+    while let Some(at) = dl.timeout() {
+        now = at;
+        dl.handle_timeout(now);
+    }
+    assert_eq!(now, t0 + Duration::from_secs(32));
+    assert!(dl.is_empty());
+}
