@@ -13,3 +13,4 @@ mod accounts_api;
 mod analog_calls;
 mod daemon_lifecycle;
 mod pstn;
+mod sync_hq;

@@ -2,10 +2,10 @@
 //! `branchline_sync::wan::WanMonitor`, and publishes the states.
 //!
 //! - **HQ**: every exchange of the sync agent is a sample (any HTTP answer: reachable;
-//!   a transport failure or timeout: not), and the task connects to HQ's host and
-//!   port itself every `[hq] probe_interval_ms` (a TCP connect, no TLS: cheap, and it
-//!   works before the agent's first request). Without `[hq]` the target is "not
-//!   configured".
+//!   a transport failure or timeout: not). When no exchange happened within
+//!   `[hq] probe_interval_ms` (start-up, a long backoff) the task connects to HQ's
+//!   host and port itself (a TCP connect, no TLS: cheap; HQ logs it as a refused
+//!   handshake). Without `[hq]` the target is "not configured".
 //! - **Trunk**: until the SIP stack exists there is no OPTIONS ping: `[wan] trunk`
 //!   (`host:port`) is probed by a TCP connect, or over UDP by a CRLF CRLF keep-alive
 //!   where an ICMP port-unreachable (seen as a refused `recv`) means down and an
@@ -16,6 +16,11 @@
 //!   the WAN LED, driven by the daemon's board loop from the same watch
 //!   ([`wan_led`]); a log line per state change; the states stored in `sync_state`
 //!   when they change, for `branchd sync-status`.
+//!
+//! Limit: the sans-IO `WanMonitor` core (online/degraded/offline with hysteresis) is
+//! not in `branchline_sync::wan` yet; until it is, a target's state follows its last
+//! probe ("online" or "offline", never "degraded") in `verdict`, the one place the
+//! core will plug in.
 
 use std::time::Duration;
 
@@ -218,10 +223,16 @@ impl WanTask {
         hq_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         trunk_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut samples_open = true;
+        // When the agent's last exchange with HQ, if it is recent, makes an own
+        // probe unnecessary (it would only add a refused TLS handshake to HQ's log).
+        let mut last_sample: Option<tokio::time::Instant> = None;
         loop {
             let (target, result) = tokio::select! {
                 () = shutdown.cancelled() => break,
                 _ = hq_tick.tick(), if hq.is_some() => {
+                    if last_sample.is_some_and(|at| at.elapsed() < hq_interval) {
+                        continue;
+                    }
                     let target = hq.as_deref().unwrap_or_default();
                     (Target::Hq, probe(target, TrunkTransport::Tcp).await)
                 }
@@ -230,10 +241,13 @@ impl WanTask {
                     (Target::Trunk, probe(target, *transport).await)
                 }
                 sample = hq_samples.recv(), if samples_open => match sample {
-                    Some(ok) => (
-                        Target::Hq,
-                        if ok { Ok(()) } else { Err("sync request failed in transport".to_owned()) },
-                    ),
+                    Some(ok) => {
+                        last_sample = Some(tokio::time::Instant::now());
+                        (
+                            Target::Hq,
+                            if ok { Ok(()) } else { Err("sync request failed in transport".to_owned()) },
+                        )
+                    }
                     None => {
                         samples_open = false;
                         continue;

@@ -1,0 +1,456 @@
+//! Sync with HQ, end to end: the real `branch-hq` (SQLite) and the real `branchd` on
+//! the simulator, over mutual TLS on loopback.
+//!
+//! - CDRs of real analog calls reach HQ exactly once (HQ's admin API lists each call id
+//!   once, and only the box's).
+//! - A user created at HQ through the admin API logs in on the box's `/api/v1` within
+//!   seconds.
+//! - `GET /api/v1/sync` and `branchd sync-status` report the running sync;
+//!   `POST /api/v1/sync/force` is accepted.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::harness::{bin, command, wait, wait_tone, Gateway, DIAL_PLAN, SOON};
+
+/// An argon2id hash of [`HQ_PASSWORD`] (made once with `branchd user-add` and read back
+/// from its store): HQ distributes hashes, never passwords.
+const HQ_HASH: &str =
+    "$argon2id$v=19$m=19456,t=2,p=1$MsRT4gpcLNalxQLGUkjIJQ$hzjThicVCnbkQdqrMntCn//+xTR6vftHqcFFpds1V0c";
+const HQ_PASSWORD: &str = "Hq-created-passphrase-77";
+
+/// A running `branch-hq` with its temp dir.
+struct Hq {
+    child: Child,
+    dir: tempfile::TempDir,
+    sync: SocketAddr,
+    admin: SocketAddr,
+    token: String,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+fn run_ok(cmd: &mut Command, what: &str) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what}: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The text of a log line without ANSI colour codes.
+fn plain(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            chars.by_ref().find(|&c| c == 'm');
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+impl Hq {
+    /// `ca init`, `site add`, `box add`, then `serve` on loopback ports picked by the OS.
+    fn start(site: &str, box_id: &str) -> Hq {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let hq = bin("branch-hq");
+        let d = dir.path();
+        run_ok(
+            command(&hq)
+                .args(["ca", "init", "--dir"])
+                .arg(d.join("tls")),
+            "branch-hq ca init",
+        );
+        run_ok(
+            command(&hq)
+                .args(["site", "add", "--db"])
+                .arg(d.join("hq.db"))
+                .args(["--site", site]),
+            "branch-hq site add",
+        );
+        run_ok(
+            command(&hq)
+                .args(["box", "add", "--db"])
+                .arg(d.join("hq.db"))
+                .args(["--site", site, "--box", box_id, "--out"])
+                .arg(d.join("box"))
+                .arg("--tls-dir")
+                .arg(d.join("tls")),
+            "branch-hq box add",
+        );
+        let mut child = command(&hq)
+            .args(["serve", "--db"])
+            .arg(d.join("hq.db"))
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+                "--tls-dir",
+            ])
+            .arg(d.join("tls"))
+            .arg("--files-dir")
+            .arg(d.join("files"))
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("branch-hq serve starts");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&log);
+        let stderr = child.stderr.take().expect("stderr");
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if std::env::var_os("BRANCHD_TEST_LOG").is_some() {
+                    eprintln!("branch-hq: {line}");
+                }
+                sink.lock().expect("log lock").push(plain(&line));
+            }
+        });
+        let mut addrs = None;
+        let found = wait(SOON, || {
+            let log = log.lock().expect("log lock");
+            addrs = log
+                .iter()
+                .find(|l| l.contains("branch-hq listening"))
+                .and_then(|l| {
+                    let field = |name: &str| {
+                        l.split_whitespace()
+                            .find_map(|w| w.strip_prefix(name))
+                            .and_then(|a| a.trim_matches('"').parse::<SocketAddr>().ok())
+                    };
+                    Some((field("sync=")?, field("admin=")?))
+                });
+            addrs.is_some()
+        });
+        assert!(
+            found,
+            "branch-hq never listened:\n{}",
+            log.lock().expect("log lock").join("\n")
+        );
+        let (sync, admin) = addrs.expect("addresses");
+        let token = std::fs::read_to_string(d.join("tls").join("admin-token"))
+            .expect("admin token")
+            .trim()
+            .to_owned();
+        Hq {
+            child,
+            dir,
+            sync,
+            admin,
+            token,
+            log,
+        }
+    }
+
+    fn box_file(&self, name: &str) -> String {
+        self.dir.path().join("box").join(name).display().to_string()
+    }
+
+    /// The `[hq]` section pointing a box at this HQ.
+    fn config_section(&self, box_id: &str) -> String {
+        format!(
+            "\n[hq]\nurl = \"https://{}\"\nca_cert = {:?}\nclient_cert = {:?}\nclient_key = {:?}\n\
+             box_id = {box_id:?}\nlong_poll_ms = 2000\nupload_interval_ms = 1000\n\
+             probe_interval_ms = 1000\n",
+            self.sync,
+            self.box_file("ca.pem"),
+            self.box_file("box.pem"),
+            self.box_file("box.key"),
+        )
+    }
+
+    fn admin(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(SOON))
+            .build()
+            .into();
+        let url = format!("http://{}{path}", self.admin);
+        let auth = format!("Bearer {}", self.token);
+        let mut resp = match (method, body) {
+            ("GET", _) => agent.get(&url).header("Authorization", &auth).call(),
+            ("PUT", Some(b)) => agent.put(&url).header("Authorization", &auth).send_json(b),
+            (m, _) => panic!("unsupported {m}"),
+        }
+        .expect("admin request");
+        let status = resp.status().as_u16();
+        let text = resp.body_mut().read_to_string().expect("body");
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    /// Every CDR HQ holds for `site`, following the pages.
+    fn cdrs(&self, site: &str) -> Vec<Value> {
+        let mut out = Vec::new();
+        let mut after = String::new();
+        loop {
+            let (status, page) = self.admin(
+                "GET",
+                &format!("/admin/v1/cdrs?site={site}&limit=100{after}"),
+                None,
+            );
+            assert_eq!(status, 200, "{page}");
+            out.extend(page["cdrs"].as_array().cloned().unwrap_or_default());
+            match page["next"].as_i64() {
+                Some(next) => after = format!("&after={next}"),
+                None => return out,
+            }
+        }
+    }
+
+    fn put_user(&self, site: &str, username: &str, roles: &[&str]) {
+        let (status, body) = self.admin(
+            "PUT",
+            &format!("/admin/v1/sites/{site}/user/{username}"),
+            Some(json!({
+                "username": username,
+                "display_name": format!("{username} (HQ)"),
+                "password_hash": HQ_HASH,
+                "pin_hash": null,
+                "agent_id": null,
+                "extension": null,
+                "enabled": true,
+                "must_change_password": false,
+                "roles": roles,
+                "groups": [],
+            })),
+        );
+        assert_eq!(status, 200, "PUT user {username}: {body}");
+    }
+}
+
+impl Drop for Hq {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!(
+                "branch-hq log:\n{}",
+                self.log.lock().map(|l| l.join("\n")).unwrap_or_default()
+            );
+        }
+    }
+}
+
+/// A session on the box's API.
+struct BoxApi {
+    agent: ureq::Agent,
+    base: String,
+    cookie: String,
+    csrf: String,
+}
+
+impl BoxApi {
+    fn try_login(addr: SocketAddr, username: &str, password: &str) -> Option<BoxApi> {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(SOON))
+            .build()
+            .into();
+        let base = format!("http://{addr}");
+        let mut resp = agent
+            .post(&format!("{base}/api/v1/session"))
+            .send_json(json!({ "username": username, "password": password }))
+            .expect("login request");
+        if resp.status() != 200 {
+            return None;
+        }
+        let cookie = resp
+            .headers()
+            .get("set-cookie")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .expect("session cookie")
+            .to_owned();
+        let text = resp.body_mut().read_to_string().expect("body");
+        let body: Value = serde_json::from_str(&text).expect("login json");
+        Some(BoxApi {
+            agent,
+            base,
+            cookie,
+            csrf: body["csrf_token"].as_str().expect("csrf").to_owned(),
+        })
+    }
+
+    fn call(&self, method: &str, path: &str) -> (u16, Value) {
+        let url = format!("{}{path}", self.base);
+        let mut resp = match method {
+            "GET" => self.agent.get(&url).header("Cookie", &self.cookie).call(),
+            _ => self
+                .agent
+                .post(&url)
+                .header("Cookie", &self.cookie)
+                .header("X-CSRF-Token", &self.csrf)
+                .send_empty(),
+        }
+        .expect("request");
+        let status = resp.status().as_u16();
+        let text = resp.body_mut().read_to_string().expect("body");
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+}
+
+/// Extension 101 calls 102, 102 answers, they hang up.
+fn answered_call(gw: &Gateway) {
+    let (a, b) = (gw.sim.phone(1), gw.sim.phone(2));
+    a.off_hook();
+    wait_tone(&gw.sim, 1, 350, 440).expect("dial tone");
+    a.dial("102");
+    assert!(wait(SOON, || b.is_ringing()), "102 rings");
+    b.off_hook();
+    assert!(wait(SOON, || a.tone().is_none()), "ringback stops");
+    std::thread::sleep(Duration::from_millis(200));
+    a.on_hook();
+    wait_tone(&gw.sim, 2, 480, 620).expect("102 hears busy");
+    b.on_hook();
+}
+
+/// Extension 101 calls 104, which does not answer; 101 gives up.
+fn unanswered_call(gw: &Gateway) {
+    let a = gw.sim.phone(1);
+    a.off_hook();
+    wait_tone(&gw.sim, 1, 350, 440).expect("dial tone");
+    a.dial("104");
+    assert!(wait(SOON, || gw.sim.phone(4).is_ringing()), "104 rings");
+    a.on_hook();
+    assert!(wait(SOON, || !gw.sim.phone(4).is_ringing()), "104 stops");
+}
+
+#[test]
+fn cdrs_reach_hq_once_and_an_hq_user_logs_in_on_the_box() {
+    let hq = Hq::start("branch-1", "box-1");
+    let gw = Gateway::start_with(&format!("{DIAL_PLAN}{}", hq.config_section("box-1")));
+    assert!(gw.wait_log("sync agent started", SOON), "{}", gw.log_text());
+
+    answered_call(&gw);
+    unanswered_call(&gw);
+    answered_call(&gw);
+    let box_cdrs = gw.wait_cdrs(3);
+    assert_eq!(box_cdrs.len(), 3);
+
+    // Every CDR at HQ exactly once, with the box's content.
+    let mut at_hq = Vec::new();
+    let arrived = wait(Duration::from_secs(20), || {
+        at_hq = hq.cdrs("branch-1");
+        at_hq.len() >= 3
+    });
+    assert!(arrived, "HQ holds {} CDRs:\n{}", at_hq.len(), gw.log_text());
+    // Wait a little longer: nothing more (no duplicates) may arrive.
+    std::thread::sleep(Duration::from_millis(1500));
+    let at_hq = hq.cdrs("branch-1");
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    for c in &at_hq {
+        *seen
+            .entry(c["call_id"].as_str().expect("call_id").to_owned())
+            .or_default() += 1;
+        assert_eq!(c["box"], "box-1");
+    }
+    assert!(seen.values().all(|&n| n == 1), "duplicates at HQ: {seen:?}");
+    let box_ids: Vec<&str> = box_cdrs.iter().map(|c| c.call_id.as_str()).collect();
+    assert_eq!(
+        seen.keys().map(String::as_str).collect::<Vec<_>>(),
+        {
+            let mut ids = box_ids.clone();
+            ids.sort_unstable();
+            ids
+        },
+        "HQ's CDRs are the box's, one for one"
+    );
+    for c in &box_cdrs {
+        let h = at_hq
+            .iter()
+            .find(|h| h["call_id"] == c.call_id.as_str())
+            .expect("at HQ");
+        assert_eq!(h["caller"], c.caller.as_str());
+        assert_eq!(h["callee"], c.callee.as_str());
+        assert_eq!(h["direction"], c.direction.as_str());
+        assert_eq!(h["disposition"], c.disposition.as_str());
+    }
+
+    // A user created at HQ logs in on the box within seconds.
+    let addr = gw.web_addr();
+    hq.put_user("branch-1", "tina", &["technician"]);
+    let created = Instant::now();
+    let mut api = None;
+    let in_time = wait(Duration::from_secs(10), || {
+        api = BoxApi::try_login(addr, "tina", HQ_PASSWORD);
+        api.is_some()
+    });
+    assert!(
+        in_time,
+        "tina could not log in on the box:\n{}",
+        gw.log_text()
+    );
+    let took = created.elapsed();
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    let api = api.expect("session");
+
+    // The status: running, nothing left to send, the cursor moved, HQ online.
+    let mut status = Value::Null;
+    let settled = wait(SOON, || {
+        let (code, body) = api.call("GET", "/api/v1/sync");
+        assert_eq!(code, 200, "{body}");
+        status = body;
+        status["backlog"]["depth"] == 0
+    });
+    assert!(settled, "backlog never drained: {status}");
+    assert_eq!(status["state"], "running", "{status}");
+    assert_eq!(status["hq"]["box_id"], "box-1");
+    assert!(
+        status["cursor"].as_i64().is_some_and(|c| c >= 1),
+        "{status}"
+    );
+    assert!(status["last_up_ok_ms"].is_i64(), "{status}");
+    assert_eq!(status["wan"]["hq"]["state"], "online", "{status}");
+    assert_eq!(status["wan"]["trunk"]["state"], "not configured");
+    let epoch = status["epoch"].as_str().expect("epoch").to_owned();
+
+    let (code, body) = api.call("POST", "/api/v1/sync/force");
+    assert_eq!(code, 202, "{body}");
+
+    // The same status from the store, by the CLI, while the daemon runs.
+    let out = command(bin("branchd"))
+        .arg("--config")
+        .arg(gw.config_path())
+        .arg("sync-status")
+        .output()
+        .expect("branchd sync-status");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cli: Value = serde_json::from_slice(&out.stdout).expect("sync-status JSON");
+    assert_eq!(cli["source"], "store");
+    assert_eq!(cli["epoch"], epoch.as_str());
+    assert_eq!(cli["hq"]["url"], format!("https://{}", hq.sync));
+    assert!(cli["cursor"].as_i64() >= status["cursor"].as_i64());
+    assert_eq!(cli["wan"]["hq"]["state"], "online", "{cli}");
+    assert_no_sync_errors(&gw);
+}
+
+/// Nothing went wrong on the way: no refused page, no uncommitted acknowledgement.
+fn assert_no_sync_errors(gw: &Gateway) {
+    let log = gw.log_text();
+    assert!(
+        !log.contains("sync change feed not applied") && !log.contains("not committed"),
+        "{log}"
+    );
+}
