@@ -794,3 +794,80 @@ async fn reuse_only_sends_never_dial_and_shutdown_stops_everything() {
         "the listener is closed"
     );
 }
+
+#[tokio::test]
+async fn a_response_whose_connection_closed_goes_over_a_new_one_to_the_via() {
+    let (transport, mut rx) = start(config(&[TransportKind::Tcp])).await;
+    let local = transport.local_addr(TransportKind::Tcp).unwrap();
+    // The phone's own listener, named in its Via as the sent-by.
+    let phone_listener = TcpListener::bind(any_port()).await.unwrap();
+    let sent_by = phone_listener.local_addr().unwrap();
+    let mut phone = TcpStream::connect(local).await.unwrap();
+    phone
+        .write_all(request(TransportKind::Tcp, "gone", "").as_bytes())
+        .await
+        .unwrap();
+    let inbound = recv(&mut rx).await;
+    drop(phone);
+    eventually("the connection to close", || {
+        transport.stats().connections == 0
+    })
+    .await;
+
+    // RFC 3261 18.2.2: the connection is gone, so open one to received + sent-by port.
+    let via_value = format!("SIP/2.0/TCP 10.0.0.7:{};branch=z9hG4bKgone", sent_by.port());
+    let rewritten = via::rewrite_top_via(&via_value, inbound.peer).unwrap();
+    let top = via::parse_top_via(&rewritten).unwrap();
+    let ResponseRoute::Send(route) = via::response_route(&top, &inbound.flow()) else {
+        panic!("expected a route")
+    };
+    assert_eq!(route.dest, sent_by);
+    let response = "SIP/2.0 200 OK\r\nContent-Length: 0\r\n\r\n";
+    let sent = transport
+        .send(Outbound::along(&route, response))
+        .await
+        .unwrap();
+    assert_ne!(sent.connection, inbound.connection);
+    let (mut back, _) = with_timeout(phone_listener.accept()).await.unwrap();
+    let mut buf = Vec::new();
+    assert_eq!(read_message(&mut back, &mut buf).await, response.as_bytes());
+}
+
+#[tokio::test]
+async fn a_peer_that_stops_reading_gets_backpressure_then_is_closed() {
+    let mut cfg = config(&[TransportKind::Tcp]);
+    cfg.limits.connection_queue = 2;
+    cfg.limits.write_timeout = Duration::from_millis(500);
+    let (transport, _rx) = start(cfg).await;
+    let sink = TcpListener::bind(any_port()).await.unwrap();
+    let sink_addr = sink.local_addr().unwrap();
+    let hold = tokio::spawn(async move {
+        // Accepts and never reads.
+        let (stream, _) = sink.accept().await.unwrap();
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        drop(stream);
+    });
+    let big = vec![b'z'; 60 * 1024];
+    let mut refused = None;
+    for _ in 0..2000 {
+        match transport
+            .send(Outbound::new(TransportKind::Tcp, sink_addr, big.clone()))
+            .await
+        {
+            Ok(_) => tokio::task::yield_now().await,
+            Err(err) => {
+                refused = Some(err);
+                break;
+            }
+        }
+    }
+    let err = refused.expect("the queue never filled");
+    assert!(matches!(err, Error::Backpressure { .. }), "{err}");
+    assert!(transport.stats().send_backpressure >= 1);
+    // The stuck write times out and the connection is dropped.
+    eventually("the stuck connection to close", || {
+        transport.stats().connections == 0
+    })
+    .await;
+    hold.abort();
+}
