@@ -553,6 +553,17 @@ async fn udp_flood_is_rate_limited_before_parsing() {
         delivered += 1;
     }
     assert_eq!(delivered, stats.received);
+
+    // An exempted source (the trunk) is not limited.
+    transport.set_rate_exempt([local.ip()]);
+    for _ in 0..50 {
+        flood.send_to(b"trunk traffic", local).await.unwrap();
+    }
+    eventually("all exempt datagrams delivered", || {
+        transport.stats().received == stats.received + 50
+    })
+    .await;
+    assert_eq!(transport.stats().dropped_rate, stats.dropped_rate);
 }
 
 #[tokio::test]

@@ -418,6 +418,13 @@ impl Transport {
         self.shared.stats.snapshot()
     }
 
+    /// Exempts these source addresses from the per-source rate limit (replacing any
+    /// earlier set): the trunk's servers, whose traffic is many calls' worth. Call
+    /// again when the trunk's addresses are re-resolved.
+    pub fn set_rate_exempt(&self, addresses: impl IntoIterator<Item = IpAddr>) {
+        lock(&self.shared.rate).set_exempt(addresses);
+    }
+
     /// Whether `flow` can still carry messages: a TCP/TLS flow while its connection is
     /// open; a UDP flow always (its death cannot be observed).
     pub fn flow_alive(&self, flow: &Flow) -> bool {

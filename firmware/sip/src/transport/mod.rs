@@ -46,7 +46,8 @@
 //! - Per-source rate ([`RateConfig`], 200 messages/s, burst 400): a token bucket per
 //!   source IP (IPv6 per /64) checked before any parsing, so a flood never reaches the
 //!   parser; drops counted as `dropped_rate`. The bucket table is bounded; sources past
-//!   the bound share one overflow bucket.
+//!   the bound share one overflow bucket. The trunk's servers can be exempted at run
+//!   time ([`Transport::set_rate_exempt`]). TCP/TLS accepts take a token too.
 //! - Connections ([`ConnectionLimits`]): inbound connections in total (1024) and per
 //!   source IP (16), outbound connections (64); beyond them an accept is closed at once
 //!   and counted as `connections_refused`.
@@ -79,6 +80,9 @@
 //! - TLS client certificates (mutual TLS) are not offered or requested.
 //! - UDP messages are not switched to TCP when larger than the path MTU (RFC 3261
 //!   18.1.1); that choice is the caller's.
+//! - [`Inbound::local`] for UDP is the listener's bound address: a listener bound to a
+//!   wildcard address reports the wildcard, not the address the datagram was sent to
+//!   (no `IP_PKTINFO`); bind to specific addresses where Via/Contact need them.
 
 mod endpoint;
 mod error;

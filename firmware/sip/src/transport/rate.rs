@@ -10,7 +10,7 @@
 //!
 //! Pure: the caller passes `now`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
@@ -26,9 +26,9 @@ pub struct RateConfig {
 }
 
 impl Default for RateConfig {
-    /// 200 messages/s, burst 400, 4096 sources: far above what a phone or a trunk
-    /// sends (a busy trunk at 100 calls/s is about 700 messages/s, so the trunk's
-    /// limit must be raised), far below what a flood sends.
+    /// 200 messages/s, burst 400, 4096 sources: far above what a phone sends, far
+    /// below what a flood sends. A busy trunk can exceed it (100 calls/s is about 700
+    /// messages/s): exempt the trunk's servers with [`RateLimiter::set_exempt`].
     fn default() -> Self {
         Self {
             messages_per_second: 200,
@@ -118,6 +118,7 @@ pub struct RateLimiter {
     buckets: HashMap<IpAddr, Bucket>,
     overflow: Option<Bucket>,
     last_sweep: Option<Instant>,
+    exempt: HashSet<IpAddr>,
 }
 
 /// How often full buckets are swept out of the table at most.
@@ -143,7 +144,14 @@ impl RateLimiter {
             buckets: HashMap::new(),
             overflow: None,
             last_sweep: None,
+            exempt: HashSet::new(),
         }
+    }
+
+    /// Replaces the set of addresses that are never limited (the trunk's servers,
+    /// once resolved). Exact addresses, not prefixes.
+    pub fn set_exempt(&mut self, addresses: impl IntoIterator<Item = IpAddr>) {
+        self.exempt = addresses.into_iter().map(|ip| ip.to_canonical()).collect();
     }
 
     /// Number of sources tracked individually.
@@ -154,6 +162,9 @@ impl RateLimiter {
     /// Takes one message from `source`'s bucket: `true` to let it through, `false` to
     /// drop it.
     pub fn check(&mut self, source: IpAddr, now: Instant) -> bool {
+        if !self.exempt.is_empty() && self.exempt.contains(&source.to_canonical()) {
+            return true;
+        }
         let rate = u128::from(self.config.messages_per_second);
         let capacity = u128::from(self.config.burst) * TOKEN;
         let key = source_key(source);
@@ -292,6 +303,21 @@ mod tests {
         assert!(!limiter.check(a, now - Duration::from_secs(5)));
         assert!(!limiter.check(a, now));
         assert!(limiter.check(a, now + Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn exempt_addresses_are_never_limited() {
+        let now = Instant::now();
+        let mut limiter = RateLimiter::new(config(1, 1, 4));
+        limiter.set_exempt([ip("198.51.100.10")]);
+        assert!((0..1000).all(|_| limiter.check(ip("198.51.100.10"), now)));
+        assert!((0..10).all(|_| limiter.check(ip("::ffff:198.51.100.10"), now)));
+        // Only that address: its neighbours are limited as usual.
+        assert!(limiter.check(ip("198.51.100.11"), now));
+        assert!(!limiter.check(ip("198.51.100.11"), now));
+        limiter.set_exempt([]);
+        assert!(limiter.check(ip("198.51.100.10"), now));
+        assert!(!limiter.check(ip("198.51.100.10"), now));
     }
 
     #[test]
