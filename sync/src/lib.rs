@@ -5,9 +5,16 @@
 //! - [`wire`]: the versioned wire types (serde) of the protocol between a box and
 //!   `branch-hq`, and the protocol itself in words: outbox up, change feed down,
 //!   offline edits and conflicts, recording files.
-//! - [`agent`]: the box side's sans-IO core: outbox batching, upload acknowledgement
-//!   and trimming, the down cursor, retry/backoff with jitter, conflicts.
-//! - [`wan`]: the box's WAN monitor core: HQ and trunk reachability with hysteresis.
+//! - [`agent`]: the box side's sans-IO cores, driven by the firmware's sync task:
+//!   [`agent::Uploader`] (outbox batches bounded by count and bytes, one in flight,
+//!   trim only on HQ's contiguous acknowledgement, retries, conflicts),
+//!   [`agent::Downloader`] (the change-feed cursor, long-poll queries, checked pages
+//!   and snapshots applied then confirmed), seeded full-jitter [`agent::Backoff`],
+//!   [`agent::SyncStatus`], and the gzip body codec HQ shares
+//!   ([`agent::decode_batch`]). Recording-file upload is not driven here yet.
+//! - [`wan`]: the box's WAN monitor core [`wan::WanMonitor`]: HQ and trunk
+//!   reachability from probe results with hysteresis, Online/Degraded/Offline, and
+//!   whether outside calls may use the SIP trunk.
 //! - `hq` (feature `hq`, on by default): the HQ server `branch-hq`: the `HqStore` trait
 //!   on SQLite (embedded default) and PostgreSQL (several instances share one
 //!   database), HTTPS with mutual TLS and a device CA, the sync endpoints (idempotent

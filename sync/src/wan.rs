@@ -1,1 +1,0 @@
-//! See the crate docs (module under construction for issue 5).
