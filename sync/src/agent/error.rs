@@ -118,16 +118,17 @@ pub enum AgentError {
         /// Last seq of the batch (0 for an empty batch).
         last_seq: i64,
     },
-    /// One outbox row is larger than any batch may be: it cannot be sent, and uploads
-    /// stop at it until the driver quarantines it and sends
+    /// One outbox row is larger than HQ accepts: it cannot be sent, and uploads stop
+    /// at it until the driver quarantines it and sends
     /// [`UpInput::Rewind`](super::UpInput::Rewind).
-    #[error("outbox row seq {seq} is {bytes} bytes as JSON, more than the {limit} bytes a batch may hold")]
+    #[error("outbox row seq {seq} is {bytes} bytes as JSON, more than the {limit} bytes allowed")]
     RowTooLarge {
         /// The row's seq.
         seq: i64,
-        /// Its JSON size in a batch (with the batch envelope).
+        /// Its size: of its payload, or of a batch holding only it.
         bytes: usize,
-        /// [`MAX_UP_BODY_INFLATED`](crate::wire::MAX_UP_BODY_INFLATED).
+        /// The limit broken: [`UploaderConfig::max_row_bytes`](super::UploaderConfig::max_row_bytes)
+        /// for the payload, or [`MAX_UP_BODY_INFLATED`](crate::wire::MAX_UP_BODY_INFLATED).
         limit: usize,
     },
     /// The driver answered a read with rows out of order, at or below `after_seq`, or

@@ -32,9 +32,10 @@
 //!   row HQ has not acknowledged, at most [`UploaderConfig::max_records`] and at most
 //!   [`UploaderConfig::max_batch_bytes`] of JSON (envelope included). A single row
 //!   above that budget goes alone, as long as it fits
-//!   [`MAX_UP_BODY_INFLATED`]; a row above that is reported
-//!   ([`AgentError::RowTooLarge`]) and uploads stop at it: it is never skipped by the
-//!   core and never retried in a loop.
+//!   [`MAX_UP_BODY_INFLATED`] and its payload fits [`UploaderConfig::max_row_bytes`]
+//!   (HQ's per-record limit); a row above either is reported
+//!   ([`AgentError::RowTooLarge`]) and uploads stop at it (the rows before it still
+//!   go): it is never skipped by the core and never retried in a loop.
 //! - On [`UpAck`] the core trims up to `acked_seq`, never beyond the highest seq it
 //!   sent and never backwards, and continues from `acked_seq + 1`: rows HQ does not
 //!   hold contiguously are sent again. After a crash HQ may acknowledge rows that an
@@ -82,6 +83,10 @@ pub struct UploaderConfig {
     pub max_records: usize,
     /// Most bytes of one batch as JSON, 1 KiB..=[`MAX_UP_BODY_INFLATED`].
     pub max_batch_bytes: usize,
+    /// Most bytes of one row's payload as JSON, 1 KiB..=[`MAX_UP_BODY_INFLATED`]:
+    /// HQ refuses a larger payload (its `MAX_PAYLOAD_BYTES`, 256 KiB), so such a row
+    /// is reported as [`AgentError::RowTooLarge`] instead of being refused forever.
+    pub max_row_bytes: usize,
     /// How long a request may take before the core gives up on it.
     pub request_timeout: Duration,
     /// How often the core looks at the outbox again when it is empty and the driver
@@ -94,7 +99,8 @@ pub struct UploaderConfig {
 }
 
 impl UploaderConfig {
-    /// Settings with the defaults: 2000 rows or 1 MiB per batch, 30 s request
+    /// Settings with the defaults: 2000 rows or 1 MiB per batch, payloads up to
+    /// 256 KiB, 30 s request
     /// timeout, outbox poll every 5 s, heartbeat every 60 s, backoff 1 s to 5 min.
     pub fn new(
         box_id: impl Into<String>,
@@ -107,6 +113,7 @@ impl UploaderConfig {
             firmware_version: firmware_version.into(),
             max_records: MAX_BATCH_RECORDS,
             max_batch_bytes: 1024 * 1024,
+            max_row_bytes: 256 * 1024,
             request_timeout: Duration::from_secs(30),
             poll_interval: Duration::from_secs(5),
             heartbeat_interval: Duration::from_secs(60),
@@ -130,6 +137,12 @@ impl UploaderConfig {
         range(
             "max_batch_bytes",
             self.max_batch_bytes as u64,
+            1024,
+            MAX_UP_BODY_INFLATED as u64,
+        )?;
+        range(
+            "max_row_bytes",
+            self.max_row_bytes as u64,
             1024,
             MAX_UP_BODY_INFLATED as u64,
         )?;
@@ -306,6 +319,8 @@ struct Pending {
     record: UpRecord,
     /// The row's JSON size inside a batch.
     bytes: usize,
+    /// Why the row can never be sent: its size and the limit it breaks.
+    too_large: Option<(usize, usize)>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -581,8 +596,22 @@ impl Uploader {
         }
         for record in rows {
             let bytes = json_len(&record);
+            let too_large = if self.envelope_bytes + bytes > MAX_UP_BODY_INFLATED {
+                Some((self.envelope_bytes + bytes, MAX_UP_BODY_INFLATED))
+            } else if bytes > self.config.max_row_bytes {
+                // The payload is the bulk of the row; measure it only when it matters.
+                let payload = json_len(&record.payload);
+                (payload > self.config.max_row_bytes)
+                    .then_some((payload, self.config.max_row_bytes))
+            } else {
+                None
+            };
             self.pending_bytes += bytes;
-            self.pending.push_back(Pending { record, bytes });
+            self.pending.push_back(Pending {
+                record,
+                bytes,
+                too_large,
+            });
         }
     }
 
@@ -783,7 +812,7 @@ impl Uploader {
         let mut count = 0;
         for p in self.pending.iter().take(limit) {
             let with = size + p.bytes + usize::from(count > 0);
-            if with > budget {
+            if with > budget || p.too_large.is_some() {
                 break;
             }
             size = with;
@@ -793,20 +822,13 @@ impl Uploader {
             let Some(first) = self.pending.front() else {
                 return;
             };
-            let alone = self.envelope_bytes + first.bytes;
-            if alone > MAX_UP_BODY_INFLATED {
+            if let Some((bytes, limit)) = first.too_large {
                 let seq = first.record.seq;
                 self.stalled_at = Some(seq);
-                self.report(
-                    now,
-                    AgentError::RowTooLarge {
-                        seq,
-                        bytes: alone,
-                        limit: MAX_UP_BODY_INFLATED,
-                    },
-                );
+                self.report(now, AgentError::RowTooLarge { seq, bytes, limit });
                 return;
             }
+            // Larger than the budget but sendable: it goes alone.
             count = 1;
         }
         let records: Vec<UpRecord> = self

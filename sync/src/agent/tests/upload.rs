@@ -1035,3 +1035,28 @@ fn after_a_crash_an_ack_for_rows_an_earlier_life_sent_trims_only_what_this_life_
     assert_eq!(trims(&ev), [2]);
     assert_eq!(seqs(&next), [3, 4]);
 }
+
+#[test]
+fn a_payload_above_hqs_per_record_limit_is_reported_not_sent() {
+    let t0 = Instant::now();
+    let mut outbox = rows(1, 4);
+    outbox[2].payload = serde_json::json!({ "blob": "x".repeat(300 * 1024) });
+    let mut d = Driver::new(config(), outbox, t0);
+    let tx = d.pump(t0).unwrap();
+    assert_eq!(seqs(&tx), [1, 2], "the rows before it go");
+    assert!(d
+        .input(
+            t0,
+            UpInput::Acked {
+                request: tx.request,
+                ack: ack(2)
+            }
+        )
+        .is_none());
+    let errs = errors(&d.take_events());
+    assert!(
+        matches!(errs.as_slice(), [AgentError::RowTooLarge { seq: 3, bytes, limit: 262_144 }] if *bytes > 300 * 1024),
+        "{errs:?}"
+    );
+    assert_eq!(d.up.timeout(), None);
+}
