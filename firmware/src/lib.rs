@@ -10,6 +10,9 @@
 //! - [`call`]: call control, a sans-IO state machine over board events and timers.
 //! - [`media_engine`]: the media task between analog ports' frames and SIP legs' RTP
 //!   (jitter buffer, transcoding, RFC 4733, leg-to-leg relay).
+//! - [`sip_endpoint`]: the SIP endpoint task: transports, guard, registrar for local
+//!   phones, trunk registration, and the SIP side of B2BUA call legs (SDP, RTP via the
+//!   media engine), between the `branchline-sip` cores and call control.
 //! - [`daemon`]: the tokio edge: board driver task, store writer, shutdown.
 //! - [`rbac`]: resources, actions, scopes, roles (built-ins as data) and the one
 //!   authorization function, [`rbac::Authorizer::authorize`].
@@ -36,6 +39,7 @@ pub mod error;
 pub mod mask;
 pub mod media_engine;
 pub mod rbac;
+pub mod sip_endpoint;
 pub mod store;
 pub mod sync;
 pub mod tones;

@@ -21,8 +21,11 @@
 
 mod locate;
 mod raw;
+mod sip;
 #[cfg(test)]
 mod tests;
+
+pub use self::sip::{SipConfig, SipGuardConfig, SipTrunkConfig};
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -276,6 +279,8 @@ pub struct Config {
     pub hq: Option<HqConfig>,
     /// `[wan]`: the WAN monitor's trunk probe.
     pub wan: WanConfig,
+    /// `[sip]`: the SIP endpoint; `None` (no section) means no SIP.
+    pub sip: Option<SipConfig>,
 }
 
 /// Default and allowed range of `hq.batch_records` (at most the protocol's
@@ -713,6 +718,7 @@ impl Ctx<'_> {
         };
         let hq = raw.hq.map(|h| self.hq(h)).transpose()?;
         let wan = self.wan(raw.wan)?;
+        let sip = raw.sip.map(|s| self.sip(s)).transpose()?;
         let telephony = self.telephony(raw.telephony)?;
         let extensions = self.extensions(raw.extensions, &telephony)?;
         let fxo_lines = self.fxo_lines(raw.fxo_lines, &extensions, &telephony)?;
@@ -738,6 +744,7 @@ impl Ctx<'_> {
             web,
             hq,
             wan,
+            sip,
         })
     }
 

@@ -36,6 +36,7 @@ pub(super) struct RawConfig {
     pub hq: Option<RawHq>,
     #[serde(default)]
     pub wan: RawWan,
+    pub sip: Option<super::sip::RawSip>,
 }
 
 /// `[hq]`

@@ -1,0 +1,1233 @@
+//! The B2BUA legs: the SIP side of each party call control sees as a [`LegId`].
+//!
+//! # Incoming legs (INVITE to the box)
+//!
+//! 1. Origin: a source address of a configured trunk server is the trunk (the called
+//!    number goes through the DID table when one is configured; no route: `404`);
+//!    anything else must be a local phone and is digest-challenged by the registrar
+//!    (`401`, failures reported to the guard).
+//! 2. Per-source dialog limit (guard): `503`. Toll restriction for phones: a number
+//!    after the outside-line prefix whose class the account may not dial: `403`.
+//! 3. SDP offer ([`super::sdp::negotiate`]): none, unreadable, or no PCMU/PCMA: `488`.
+//! 4. RTP ports ([`MediaEngine::open_leg`]), `100 Trying`, [`SipInput::Incoming`].
+//! 5. Call control answers: `SipRinging` -> `180`; `SipAnswer` -> `200` with the SDP
+//!    answer (the dialog layer retransmits it until the ACK), media started;
+//!    `SipHangup` -> `486` (busy), `480` (no answer), `404` (unallocated), `503`
+//!    (congestion), `403` (forbidden), `487` (normal: the call went elsewhere), or a
+//!    BYE once answered.
+//! 6. CANCEL from the caller: `487` and [`SipInput::Ended`]; BYE: `200` and `Ended`;
+//!    re-INVITE: answered from the new offer (sendonly/inactive is answered
+//!    recvonly/inactive and reported as [`SipInput::Hold`]); INFO with
+//!    `application/dtmf-relay` becomes [`SipInput::Digit`].
+//!
+//! # Outgoing legs (call control's `SipDial`)
+//!
+//! - To an extension: one INVITE per registered binding, sent along the flow the
+//!   binding registered over (NAT), each with the leg's Call-ID and its own From tag;
+//!   the first 2xx wins and the other forks are cancelled (a 2xx that arrives anyway
+//!   is ACKed and BYEd). An extension without an account ends `Unallocated`; an
+//!   account with no binding ends `NoAnswer` (the phone is offline: "temporarily
+//!   unavailable", so call control treats it like an unanswered phone, not a wrong
+//!   number).
+//! - To the trunk: to the target the trunk registration uses, `From` and
+//!   `P-Asserted-Identity` from the caller-ID rules, one digest answer to a 401/407.
+//!   3xx responses are not followed (the carrier, not the box, should redirect), and
+//!   any failure other than busy or unallocated ends `Congestion`, so call control
+//!   falls back to an FXO line. No trunk binding or no caller-ID rule: `Congestion`
+//!   at once.
+//! - `180`/`183` -> [`SipInput::Ringing`] (once); `2xx` -> ACK (dialog layer), media
+//!   started from the SDP answer, [`SipInput::Answered`]; all forks failed ->
+//!   [`SipInput::Ended`] with the best reason (busy over anything else).
+//!
+//! RTP latching (symmetric RTP) is on for local phones (they sit behind NAT) and off
+//! for the trunk unless `[sip.trunk] latch_rtp = true`. When a leg ends its RTP ports
+//! are closed and its call quality logged.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
+
+use branchline_sip::dialog::{DialogEvent, DialogId};
+use branchline_sip::guard::Verdict;
+use branchline_sip::transaction::{self, ClientKey, Peer, ServerKey};
+use branchline_sip::transport::TransportKind as WireKind;
+use branchline_sip::trunk::identity::{outbound_identity, Presentation};
+use rsip::headers::UntypedHeader;
+use rsip::{Header, Method};
+
+use super::sdp::{self, Direction, LocalMedia, RemoteMedia};
+use super::{wire, SipEndpoint};
+use crate::call::sip::{EndReason, LegId, SipInput, SipOrigin, SipTarget};
+use crate::media_engine::LegMedia;
+
+/// The transport kind for an rsip transport.
+pub(super) fn wire_kind_of(t: rsip::Transport) -> WireKind {
+    wire::wire_kind(wire::kind_of_rsip(t))
+}
+
+/// Where a leg stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum LegState {
+    /// Incoming: INVITE received, no final response yet. Outgoing: INVITE(s) sent.
+    Offering,
+    /// A 2xx was sent or received.
+    Answered,
+}
+
+/// The incoming side of a leg.
+#[derive(Debug)]
+pub(super) struct Incoming {
+    server: ServerKey,
+    invite: rsip::Request,
+    source: Peer,
+    local_contact: rsip::Uri,
+    offer: RemoteMedia,
+    /// The guard counted a dialog for this source.
+    counted: Option<IpAddr>,
+}
+
+/// One INVITE of an outgoing leg.
+#[derive(Debug)]
+pub(super) struct Fork {
+    invite: rsip::Request,
+    client: ClientKey,
+    peer: Peer,
+    local_contact: rsip::Uri,
+    /// Final failure code once it failed.
+    failed: Option<u16>,
+}
+
+/// The outgoing side of a leg.
+#[derive(Debug)]
+pub(super) struct Outgoing {
+    forks: Vec<Fork>,
+    ringing_sent: bool,
+    trunk: bool,
+    auth_answered: bool,
+}
+
+/// One SIP leg.
+#[derive(Debug)]
+pub(super) struct Leg {
+    sip_call_id: String,
+    state: LegState,
+    local_rtp: SocketAddr,
+    remote: Option<RemoteMedia>,
+    latch: bool,
+    session_id: u64,
+    session_version: u64,
+    dialog: Option<DialogId>,
+    held: bool,
+    incoming: Option<Incoming>,
+    outgoing: Option<Outgoing>,
+}
+
+impl Leg {
+    fn local_media(&mut self, direction: Direction, bump: bool) -> LocalMedia {
+        if bump {
+            self.session_version += 1;
+        }
+        LocalMedia {
+            session_id: self.session_id,
+            session_version: self.session_version,
+            rtp: self.local_rtp,
+            direction,
+            ptime_ms: self.remote.map_or(20, |r| r.ptime_ms),
+        }
+    }
+}
+
+fn end_reason_status(reason: EndReason) -> u16 {
+    match reason {
+        EndReason::Normal => 487,
+        EndReason::Busy => 486,
+        EndReason::NoAnswer => 480,
+        EndReason::Unallocated => 404,
+        EndReason::Congestion => 503,
+        EndReason::Forbidden => 403,
+    }
+}
+
+fn reason_of_failure(code: u16, trunk: bool) -> EndReason {
+    match code {
+        486 | 600 => EndReason::Busy,
+        404 | 484 | 604 => EndReason::Unallocated,
+        _ if trunk => EndReason::Congestion,
+        403 | 603 => EndReason::Forbidden,
+        408 | 480 | 487 => EndReason::NoAnswer,
+        _ => EndReason::Congestion,
+    }
+}
+
+fn sdp_headers() -> Vec<Header> {
+    vec![Header::ContentType(rsip::headers::ContentType::new(
+        "application/sdp",
+    ))]
+}
+
+impl SipEndpoint {
+    fn input(&self, input: SipInput) {
+        tracing::debug!(?input, "sip -> call control");
+        if self.inputs.send(input).is_err() {
+            tracing::warn!("call control is gone; SIP input dropped");
+        }
+    }
+
+    fn local_contact(&self, peer: Peer) -> rsip::Uri {
+        let hp = self.local_hostport(peer);
+        let transport = match peer.transport {
+            transaction::TransportKind::Udp => "",
+            transaction::TransportKind::Tcp => ";transport=tcp",
+            transaction::TransportKind::Tls => ";transport=tls",
+        };
+        let text = format!("sip:branchline@{hp}{transport}");
+        rsip::Uri::try_from(text.as_str()).unwrap_or_else(|_| rsip::Uri {
+            scheme: Some(rsip::Scheme::Sip),
+            host_with_port: rsip::HostWithPort::from(hp),
+            ..Default::default()
+        })
+    }
+
+    fn is_trunk_source(&self, ip: IpAddr) -> bool {
+        self.trunk.as_ref().is_some_and(|t| wire::ip_in(ip, &t.ips))
+    }
+
+    /// A new INVITE outside any dialog (see the module doc).
+    pub(super) async fn on_invite(
+        &mut self,
+        now: Instant,
+        key: ServerKey,
+        request: rsip::Request,
+        source: Peer,
+    ) {
+        let reject = |this: &mut Self, code: u16| {
+            let response = transaction::response_for(&request, code.into(), None);
+            this.respond(now, &key, response);
+        };
+        let from = wire::from_value(&request.headers).unwrap_or_default();
+        let trunk = self.is_trunk_source(source.addr.ip());
+        let requested = request.uri.user().unwrap_or("").to_owned();
+        let (origin, caller_number, caller_name, dialled) = if trunk {
+            let dialled = match self.trunk.as_ref().and_then(|t| t.did.as_ref()) {
+                Some(did) => {
+                    let called = branchline_sip::trunk::did::called_number(&request)
+                        .unwrap_or_else(|| requested.clone());
+                    match did.route(&called) {
+                        Ok(ext) => ext,
+                        Err(e) => {
+                            tracing::info!(called, error = %e, "trunk call without DID route");
+                            reject(self, 404);
+                            return;
+                        }
+                    }
+                }
+                None => requested.clone(),
+            };
+            let pai = wire::header(&request.headers, "P-Asserted-Identity");
+            let number = pai
+                .and_then(wire::user_of_name_addr)
+                .or_else(|| wire::user_of_name_addr(&from))
+                .unwrap_or_default();
+            let name = pai
+                .and_then(wire::display_name)
+                .or_else(|| wire::display_name(&from))
+                .unwrap_or_default();
+            (SipOrigin::Trunk, number, name, dialled)
+        } else {
+            let Some(extension) = self.authenticate(now, &key, &request, source) else {
+                return;
+            };
+            if let Some(prefix) = self.settings.outside_line_prefix.clone() {
+                if let Some(number) = requested.strip_prefix(prefix.as_str()) {
+                    if !number.is_empty() {
+                        let allowed = self.toll_classes(&extension);
+                        let verdict =
+                            branchline_sip::guard::toll::check_dialled(&self.plan, number, allowed);
+                        if let Verdict::Reject(r) = verdict {
+                            tracing::warn!(extension, number, reason = ?r.reason, "outside call refused (toll restriction)");
+                            let response =
+                                transaction::response_for(&request, r.status_code(), None);
+                            self.respond(now, &key, response);
+                            return;
+                        }
+                    }
+                }
+            }
+            let name = wire::display_name(&from)
+                .or_else(|| {
+                    self.settings
+                        .accounts
+                        .iter()
+                        .find(|a| a.extension == extension)
+                        .map(|a| a.name.clone())
+                })
+                .unwrap_or_default();
+            (
+                SipOrigin::Extension(extension.clone()),
+                extension,
+                name,
+                requested,
+            )
+        };
+        let counted = if trunk {
+            None
+        } else {
+            match self.guard.dialog_started(now, source.addr.ip()) {
+                Verdict::Allow => Some(source.addr.ip()),
+                _ => {
+                    reject(self, 503);
+                    return;
+                }
+            }
+        };
+        let release = |this: &mut Self| {
+            if let Some(ip) = counted {
+                this.guard.dialog_ended(ip);
+            }
+        };
+        let offer = match sdp::negotiate(&request.body) {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::info!(source = %source.addr, error = %e, "INVITE refused: 488");
+                let mut response = transaction::response_for(&request, 488u16.into(), None);
+                response.headers.push(Header::Other(
+                    "Warning".into(),
+                    "304 branchline \"Media type not available\"".into(),
+                ));
+                self.respond(now, &key, response);
+                release(self);
+                return;
+            }
+        };
+        let leg = LegId(self.next_in_leg);
+        self.next_in_leg += 1;
+        let local_rtp = match self.media.open_leg(leg).await {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::error!(%leg, error = %e, "no RTP ports for an incoming call");
+                reject(self, 503);
+                release(self);
+                return;
+            }
+        };
+        let trying = transaction::response_for(&request, 100u16.into(), None);
+        self.respond(now, &key, trying);
+        let sip_call_id = transaction::call_id(&request.headers).unwrap_or_default();
+        let local_contact = self.local_contact(source);
+        let latch = !trunk || self.trunk.as_ref().is_some_and(|t| t.config.latch_rtp);
+        let session_id = self.next_random() >> 1;
+        tracing::info!(%leg, source = %source.addr, caller = caller_number, dialled, sip_call_id, "incoming sip call");
+        self.by_server.insert(key.clone(), leg);
+        self.legs.insert(
+            leg,
+            Leg {
+                sip_call_id: sip_call_id.clone(),
+                state: LegState::Offering,
+                local_rtp,
+                remote: Some(offer),
+                latch,
+                session_id,
+                session_version: 1,
+                dialog: None,
+                held: false,
+                incoming: Some(Incoming {
+                    server: key,
+                    invite: request,
+                    source,
+                    local_contact,
+                    offer,
+                    counted,
+                }),
+                outgoing: None,
+            },
+        );
+        self.input(SipInput::Incoming {
+            leg,
+            origin,
+            caller_number,
+            caller_name,
+            dialled,
+            sip_call_id,
+        });
+    }
+
+    /// Answers the INVITE of incoming leg `leg` with `status` (and a body).
+    fn answer_incoming(&mut self, now: Instant, leg: LegId, status: u16, body: Vec<u8>) -> bool {
+        let Some(l) = self.legs.get(&leg) else {
+            return false;
+        };
+        let Some(inc) = l.incoming.as_ref() else {
+            return false;
+        };
+        let extra = if body.is_empty() {
+            Vec::new()
+        } else {
+            sdp_headers()
+        };
+        let result = self.dialogs.answer_invite(
+            now,
+            &inc.server,
+            &inc.invite,
+            inc.source,
+            status,
+            &inc.local_contact,
+            extra,
+            body,
+            false,
+        );
+        let server = inc.server.clone();
+        match result {
+            Ok(response) => {
+                if (200..300).contains(&status) {
+                    if let (Ok(call_id), Ok(Some(remote)), Ok(Some(local))) = (
+                        transaction::call_id(&response.headers),
+                        transaction::from_tag(&response.headers),
+                        transaction::to_tag(&response.headers),
+                    ) {
+                        let id = DialogId {
+                            call_id,
+                            local_tag: local,
+                            remote_tag: remote,
+                        };
+                        self.by_dialog.insert(id.clone(), leg);
+                        if let Some(l) = self.legs.get_mut(&leg) {
+                            l.dialog = Some(id);
+                        }
+                    }
+                }
+                self.respond(now, &server, response);
+                true
+            }
+            Err(e) => {
+                tracing::warn!(%leg, status, error = %e, "INVITE not answered");
+                false
+            }
+        }
+    }
+
+    pub(super) fn ringing(&mut self, now: Instant, leg: LegId) {
+        let offering = self
+            .legs
+            .get(&leg)
+            .is_some_and(|l| l.state == LegState::Offering && l.incoming.is_some());
+        if offering {
+            self.answer_incoming(now, leg, 180, Vec::new());
+        }
+    }
+
+    pub(super) async fn answer(&mut self, now: Instant, leg: LegId) {
+        let Some(l) = self.legs.get_mut(&leg) else {
+            return;
+        };
+        let Some(offer) = l.incoming.as_ref().map(|i| i.offer) else {
+            return;
+        };
+        if l.state != LegState::Offering {
+            return;
+        }
+        let local = l.local_media(offer.direction.answer(), false);
+        let body = sdp::build_answer(&local, &offer);
+        if !self.answer_incoming(now, leg, 200, body) {
+            return;
+        }
+        let Some(l) = self.legs.get_mut(&leg) else {
+            return;
+        };
+        l.state = LegState::Answered;
+        l.held = offer.direction.is_hold();
+        let latch = l.latch;
+        self.start_media(leg, &offer, latch).await;
+    }
+
+    async fn start_media(&mut self, leg: LegId, remote: &RemoteMedia, latch: bool) {
+        let media = LegMedia {
+            law: remote.law,
+            payload_type: remote.payload_type,
+            telephone_event_pt: remote.telephone_event_pt,
+            ptime_ms: remote.ptime_ms,
+            latch,
+        };
+        if let Err(e) = self.media.start_leg(leg, remote.rtp, media).await {
+            tracing::warn!(%leg, error = %e, "media not started");
+        }
+    }
+
+    /// Call control ends a leg.
+    pub(super) async fn hangup(&mut self, now: Instant, leg: LegId, reason: EndReason) {
+        let Some(l) = self.legs.get(&leg) else {
+            return;
+        };
+        match (l.state, l.incoming.is_some()) {
+            (LegState::Offering, true) => {
+                self.answer_incoming(now, leg, end_reason_status(reason), Vec::new());
+            }
+            (LegState::Offering, false) => {
+                let keys: Vec<ClientKey> = l
+                    .outgoing
+                    .iter()
+                    .flat_map(|o| o.forks.iter())
+                    .filter(|f| f.failed.is_none())
+                    .map(|f| f.client.clone())
+                    .collect();
+                for k in keys {
+                    if let Err(e) = self.tx.cancel(now, &k) {
+                        tracing::debug!(%leg, error = %e, "fork not cancelled");
+                    }
+                }
+            }
+            (LegState::Answered, _) => self.send_bye(now, leg),
+        }
+        self.end_leg(leg, None).await;
+    }
+
+    fn send_bye(&mut self, now: Instant, leg: LegId) {
+        let Some(id) = self.legs.get(&leg).and_then(|l| l.dialog.clone()) else {
+            return;
+        };
+        self.bye_dialog(now, &id);
+    }
+
+    fn bye_dialog(&mut self, now: Instant, id: &DialogId) {
+        match self
+            .dialogs
+            .send_request(now, id, Method::Bye, Vec::new(), Vec::new())
+        {
+            Ok((request, peer)) => {
+                if let Err(e) = self.tx.send_request(now, request, peer) {
+                    tracing::debug!(error = %e, "BYE not sent");
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "BYE not built"),
+        }
+    }
+
+    /// Forgets a leg, closes its media, logs its quality; tells call control when
+    /// `reason` is given.
+    async fn end_leg(&mut self, leg: LegId, reason: Option<EndReason>) {
+        let Some(l) = self.legs.remove(&leg) else {
+            return;
+        };
+        if let Some(inc) = &l.incoming {
+            self.by_server.remove(&inc.server);
+            if let Some(ip) = inc.counted {
+                self.guard.dialog_ended(ip);
+            }
+        }
+        if let Some(id) = &l.dialog {
+            self.by_dialog.remove(id);
+        }
+        let quality = self.media.close_leg(leg).await;
+        match quality {
+            Some(q) => {
+                tracing::info!(%leg, sip_call_id = l.sip_call_id, quality = ?q, "sip leg ended")
+            }
+            None => {
+                tracing::info!(%leg, sip_call_id = l.sip_call_id, "sip leg ended (no RTP received)")
+            }
+        }
+        if let Some(reason) = reason {
+            self.input(SipInput::Ended { leg, reason });
+        }
+    }
+
+    pub(super) async fn on_cancelled(&mut self, now: Instant, invite: &ServerKey) {
+        let Some(&leg) = self.by_server.get(invite) else {
+            return;
+        };
+        if self
+            .legs
+            .get(&leg)
+            .is_some_and(|l| l.state == LegState::Offering)
+        {
+            self.answer_incoming(now, leg, 487, Vec::new());
+            tracing::info!(%leg, "caller cancelled");
+            self.end_leg(leg, Some(EndReason::Normal)).await;
+        }
+    }
+
+    pub(super) async fn on_in_dialog(
+        &mut self,
+        now: Instant,
+        key: ServerKey,
+        request: rsip::Request,
+        source: Peer,
+        id: DialogId,
+    ) {
+        let leg = self.by_dialog.get(&id).copied();
+        let ok = transaction::response_for(&request, 200u16.into(), None);
+        match request.method {
+            Method::Bye => {
+                self.respond(now, &key, ok);
+                if let Some(leg) = leg {
+                    tracing::info!(%leg, "far end hung up");
+                    self.end_leg(leg, Some(EndReason::Normal)).await;
+                }
+            }
+            Method::Invite => self.on_reinvite(now, key, request, source, leg).await,
+            Method::Info => {
+                self.respond(now, &key, ok);
+                if let (Some(leg), Some(digit)) = (leg, dtmf_relay_digit(&request)) {
+                    self.input(SipInput::Digit { leg, digit });
+                }
+            }
+            Method::Refer => {
+                let response = transaction::response_for(&request, 501u16.into(), None);
+                self.respond(now, &key, response);
+            }
+            _ => self.respond(now, &key, ok),
+        }
+    }
+
+    async fn on_reinvite(
+        &mut self,
+        now: Instant,
+        key: ServerKey,
+        request: rsip::Request,
+        source: Peer,
+        leg: Option<LegId>,
+    ) {
+        let answer = |this: &mut Self, status: u16, body: Vec<u8>, contact: rsip::Uri| {
+            let extra = if body.is_empty() {
+                Vec::new()
+            } else {
+                sdp_headers()
+            };
+            match this.dialogs.answer_invite(
+                now, &key, &request, source, status, &contact, extra, body, false,
+            ) {
+                Ok(r) => this.respond(now, &key, r),
+                Err(e) => tracing::debug!(error = %e, "re-INVITE not answered"),
+            }
+        };
+        let contact = self.local_contact(source);
+        let Some(leg) = leg else {
+            answer(self, 481, Vec::new(), contact);
+            return;
+        };
+        let offer = match sdp::negotiate(&request.body) {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::info!(%leg, error = %e, "re-INVITE refused: 488");
+                answer(self, 488, Vec::new(), contact);
+                return;
+            }
+        };
+        let Some(l) = self.legs.get_mut(&leg) else {
+            answer(self, 481, Vec::new(), contact);
+            return;
+        };
+        let media_changed = l.remote.is_none_or(|r| {
+            r.rtp != offer.rtp || r.law != offer.law || r.payload_type != offer.payload_type
+        });
+        let held = offer.direction.is_hold();
+        let hold_changed = held != l.held;
+        l.held = held;
+        l.remote = Some(offer);
+        let latch = l.latch;
+        let local = l.local_media(offer.direction.answer(), true);
+        let body = sdp::build_answer(&local, &offer);
+        answer(self, 200, body, contact);
+        if media_changed && !offer.rtp.ip().is_unspecified() {
+            self.start_media(leg, &offer, latch).await;
+        }
+        if hold_changed {
+            tracing::info!(%leg, held, "far end hold");
+            self.input(SipInput::Hold { leg, held });
+        }
+    }
+
+    pub(super) async fn on_dialog_event(&mut self, _now: Instant, ev: DialogEvent) {
+        if let DialogEvent::Terminated { id, reason } = ev {
+            let Some(&leg) = self.by_dialog.get(&id) else {
+                return;
+            };
+            use branchline_sip::dialog::EndReason as D;
+            if matches!(reason, D::NoAck | D::RequestFailed(_)) {
+                tracing::info!(%leg, ?reason, "sip dialog failed");
+                self.end_leg(leg, Some(EndReason::Normal)).await;
+            }
+        }
+    }
+
+    // ----- outgoing legs -----
+
+    pub(super) async fn dial(
+        &mut self,
+        now: Instant,
+        leg: LegId,
+        target: SipTarget,
+        caller_number: String,
+        caller_name: String,
+        sip_call_id: String,
+    ) {
+        let domain = self.settings.sip.domain.clone();
+        // (peer, request-URI, From without tag, To, extra headers) per fork.
+        let mut plans: Vec<(Peer, rsip::Uri, String, String, Vec<Header>)> = Vec::new();
+        let trunk_leg = matches!(target, SipTarget::Trunk(_));
+        let name = (!caller_name.is_empty())
+            .then(|| {
+                format!(
+                    "{} ",
+                    branchline_sip::trunk::identity::quote_display_name(&caller_name)
+                )
+            })
+            .unwrap_or_default();
+        match &target {
+            SipTarget::Extension(ext) => {
+                if self.registrar.account(ext).is_none() {
+                    tracing::info!(%leg, extension = ext, "no SIP account for the extension");
+                    self.input(SipInput::Ended {
+                        leg,
+                        reason: EndReason::Unallocated,
+                    });
+                    return;
+                }
+                let bindings: Vec<_> = self
+                    .registrar
+                    .lookup(now, ext)
+                    .into_iter()
+                    .map(|b| (b.uri().clone(), b.flow))
+                    .collect();
+                if bindings.is_empty() {
+                    tracing::info!(%leg, extension = ext, "SIP extension not registered");
+                    self.input(SipInput::Ended {
+                        leg,
+                        reason: EndReason::NoAnswer,
+                    });
+                    return;
+                }
+                for (uri, flow) in bindings {
+                    let peer = wire::peer(flow.peer, flow.transport);
+                    plans.push((
+                        peer,
+                        uri,
+                        format!("{name}<sip:{caller_number}@{domain}>"),
+                        format!("<sip:{ext}@{domain}>"),
+                        Vec::new(),
+                    ));
+                }
+            }
+            SipTarget::Trunk(number) => {
+                let Some(t) = self.trunk.as_ref() else {
+                    self.input(SipInput::Ended {
+                        leg,
+                        reason: EndReason::Congestion,
+                    });
+                    return;
+                };
+                let target = t
+                    .registration
+                    .as_ref()
+                    .and_then(|r| r.active_target())
+                    .map(|tg| wire::peer(tg.addr, tg.transport))
+                    .or_else(|| {
+                        // Without registration: the first numeric server.
+                        t.config.servers.iter().find_map(|s| {
+                            s.ip().map(|ip| {
+                                wire::peer(
+                                    SocketAddr::new(
+                                        ip,
+                                        s.port.unwrap_or(
+                                            branchline_sip::trunk::resolve::default_port(
+                                                s.transport,
+                                            ),
+                                        ),
+                                    ),
+                                    s.transport,
+                                )
+                            })
+                        })
+                    });
+                let Some(peer) = target else {
+                    tracing::info!(%leg, "trunk not registered: outside call falls back");
+                    self.input(SipInput::Ended {
+                        leg,
+                        reason: EndReason::Congestion,
+                    });
+                    return;
+                };
+                let identity = outbound_identity(
+                    &t.config.caller_id,
+                    &caller_number,
+                    (!caller_name.is_empty()).then_some(caller_name.as_str()),
+                    Presentation::Allowed,
+                    &t.config.domain,
+                );
+                let (from, extra) = match identity {
+                    Ok(id) => (id.from.value().to_owned(), vec![id.p_asserted_identity]),
+                    Err(e)
+                        if t.config.caller_id.rules.is_empty()
+                            && t.config.caller_id.default.is_none() =>
+                    {
+                        // No rules configured: present the trunk account's number.
+                        tracing::debug!(error = %e, "no caller-ID rules; presenting the account");
+                        (
+                            format!("{name}<sip:{}@{}>", t.config.username, t.config.domain),
+                            Vec::new(),
+                        )
+                    }
+                    Err(e) => {
+                        tracing::warn!(%leg, error = %e, "outside call refused: no caller ID");
+                        self.input(SipInput::Ended {
+                            leg,
+                            reason: EndReason::Congestion,
+                        });
+                        return;
+                    }
+                };
+                let uri_text = format!("sip:{number}@{}", t.config.domain);
+                let Ok(uri) = rsip::Uri::try_from(uri_text.as_str()) else {
+                    self.input(SipInput::Ended {
+                        leg,
+                        reason: EndReason::Unallocated,
+                    });
+                    return;
+                };
+                plans.push((peer, uri, from, format!("<{uri_text}>"), extra));
+            }
+        }
+        let local_rtp = match self.media.open_leg(leg).await {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::error!(%leg, error = %e, "no RTP ports for an outgoing call");
+                self.input(SipInput::Ended {
+                    leg,
+                    reason: EndReason::Congestion,
+                });
+                return;
+            }
+        };
+        let session_id = self.next_random() >> 1;
+        let offer = sdp::build_offer(
+            &LocalMedia {
+                session_id,
+                session_version: 1,
+                rtp: local_rtp,
+                direction: Direction::SendRecv,
+                ptime_ms: 20,
+            },
+            self.settings.law,
+        );
+        let mut forks = Vec::new();
+        for (peer, uri, from, to, extra) in plans {
+            let tag = self.dialogs.new_tag();
+            let contact = self.local_contact(peer);
+            let invite = self.build_invite(
+                peer,
+                &uri,
+                &from,
+                &tag,
+                &to,
+                &sip_call_id,
+                1,
+                &contact,
+                extra,
+                offer.clone(),
+            );
+            if let Err(e) = self
+                .dialogs
+                .track_invite(now, invite.clone(), contact.clone(), peer)
+            {
+                tracing::warn!(%leg, error = %e, "INVITE not tracked");
+                continue;
+            }
+            match self.tx.send_request(now, invite.clone(), peer) {
+                Ok(client) => {
+                    self.by_invite
+                        .insert((sip_call_id.clone(), tag), (leg, forks.len()));
+                    forks.push(Fork {
+                        invite,
+                        client,
+                        peer,
+                        local_contact: contact,
+                        failed: None,
+                    });
+                }
+                Err(e) => tracing::warn!(%leg, error = %e, "INVITE not sent"),
+            }
+        }
+        if forks.is_empty() {
+            self.media.close_leg(leg).await;
+            self.input(SipInput::Ended {
+                leg,
+                reason: EndReason::Congestion,
+            });
+            return;
+        }
+        tracing::info!(%leg, ?target, forks = forks.len(), sip_call_id, "outgoing sip call");
+        let latch = !trunk_leg || self.trunk.as_ref().is_some_and(|t| t.config.latch_rtp);
+        self.legs.insert(
+            leg,
+            Leg {
+                sip_call_id,
+                state: LegState::Offering,
+                local_rtp,
+                remote: None,
+                latch,
+                session_id,
+                session_version: 1,
+                dialog: None,
+                held: false,
+                incoming: None,
+                outgoing: Some(Outgoing {
+                    forks,
+                    ringing_sent: false,
+                    trunk: trunk_leg,
+                    auth_answered: false,
+                }),
+            },
+        );
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn build_invite(
+        &mut self,
+        peer: Peer,
+        uri: &rsip::Uri,
+        from: &str,
+        tag: &str,
+        to: &str,
+        call_id: &str,
+        cseq: u32,
+        contact: &rsip::Uri,
+        extra: Vec<Header>,
+        body: Vec<u8>,
+    ) -> rsip::Request {
+        let branch = self.dialogs.new_branch();
+        let local = self.local_hostport(peer);
+        let mut headers = rsip::Headers::default();
+        headers.push(Header::Via(rsip::headers::Via::new(format!(
+            "SIP/2.0/{} {local};branch={branch};rport",
+            wire::wire_kind(peer.transport).via_token()
+        ))));
+        headers.push(Header::MaxForwards(rsip::headers::MaxForwards::from(70u32)));
+        headers.push(Header::From(rsip::headers::From::new(format!(
+            "{from};tag={tag}"
+        ))));
+        headers.push(Header::To(rsip::headers::To::new(to.to_owned())));
+        headers.push(Header::CallId(rsip::headers::CallId::new(
+            call_id.to_owned(),
+        )));
+        headers.push(Header::CSeq(rsip::headers::CSeq::new(format!(
+            "{cseq} INVITE"
+        ))));
+        headers.push(Header::Contact(rsip::headers::Contact::new(format!(
+            "<{contact}>"
+        ))));
+        headers.push(Header::Allow(rsip::headers::Allow::new(
+            branchline_sip::trunk::registration::ALLOW,
+        )));
+        headers.push(Header::UserAgent(rsip::headers::UserAgent::new(
+            super::USER_AGENT,
+        )));
+        for h in extra {
+            headers.push(h);
+        }
+        headers.push(Header::ContentType(rsip::headers::ContentType::new(
+            "application/sdp",
+        )));
+        headers.push(Header::ContentLength(rsip::headers::ContentLength::from(
+            body.len() as u32,
+        )));
+        rsip::Request {
+            method: Method::Invite,
+            uri: uri.clone(),
+            version: rsip::Version::V2,
+            headers,
+            body,
+        }
+    }
+
+    /// Fork of a response: (leg, fork index) by Call-ID and From tag.
+    fn fork_of(&self, response: &rsip::Response) -> Option<(LegId, usize)> {
+        let call_id = transaction::call_id(&response.headers).ok()?;
+        let tag = transaction::from_tag(&response.headers).ok()??;
+        self.by_invite.get(&(call_id, tag)).copied()
+    }
+
+    pub(super) async fn on_leg_response(
+        &mut self,
+        now: Instant,
+        key: Option<ClientKey>,
+        response: rsip::Response,
+    ) {
+        use branchline_sip::dialog::ResponseDisposition;
+        let disposition = match self.dialogs.on_response(now, &response) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::debug!(error = %e, "response not taken by the dialog layer");
+                return;
+            }
+        };
+        let Ok(cseq) = transaction::cseq(&response.headers) else {
+            return;
+        };
+        let dialog = match disposition {
+            ResponseDisposition::Absorb => return,
+            ResponseDisposition::Pass(d) => d,
+        };
+        if cseq.method != Method::Invite {
+            return; // BYE, CANCEL, INFO answers: nothing to do.
+        }
+        let code = response.status_code.code();
+        let Some((leg, fork)) = self.fork_of(&response) else {
+            // A re-INVITE answer, or a response for a leg long gone.
+            return;
+        };
+        let live = self.legs.get(&leg).is_some_and(|l| l.outgoing.is_some());
+        if !live {
+            if (200..300).contains(&code) {
+                if let Some(id) = dialog {
+                    // Answered after the caller gave up: ACKed by the dialog layer; end it.
+                    self.bye_dialog(now, &id);
+                }
+            }
+            return;
+        }
+        // Only the current INVITE of the fork counts (not one replaced after a 401).
+        let current = self
+            .legs
+            .get(&leg)
+            .and_then(|l| l.outgoing.as_ref())
+            .and_then(|o| o.forks.get(fork))
+            .is_some_and(|f| key.as_ref().is_none_or(|k| *k == f.client));
+        if !current && !(200..300).contains(&code) {
+            return;
+        }
+        match code {
+            101..=199 => {
+                let Some(o) = self.legs.get_mut(&leg).and_then(|l| l.outgoing.as_mut()) else {
+                    return;
+                };
+                if code >= 180 && !o.ringing_sent {
+                    o.ringing_sent = true;
+                    self.input(SipInput::Ringing { leg });
+                }
+            }
+            200..=299 => {
+                self.on_fork_answered(now, leg, fork, dialog, &response)
+                    .await
+            }
+            401 | 407 => {
+                let trunk = self
+                    .legs
+                    .get(&leg)
+                    .and_then(|l| l.outgoing.as_ref())
+                    .is_some_and(|o| o.trunk && !o.auth_answered);
+                if trunk && self.reinvite_with_credentials(now, leg, fork, &response, code == 407) {
+                    return;
+                }
+                self.fork_failed(leg, fork, code).await;
+            }
+            _ => self.fork_failed(leg, fork, code).await,
+        }
+    }
+
+    /// Re-sends a fork's INVITE with digest credentials (trunk legs, once).
+    fn reinvite_with_credentials(
+        &mut self,
+        now: Instant,
+        leg: LegId,
+        fork: usize,
+        response: &rsip::Response,
+        proxy: bool,
+    ) -> bool {
+        let challenges = wire::challenges(response, proxy);
+        let Some(l) = self.legs.get(&leg) else {
+            return false;
+        };
+        let Some(f) = l.outgoing.as_ref().and_then(|o| o.forks.get(fork)) else {
+            return false;
+        };
+        let old = f.invite.clone();
+        let (peer, contact) = (f.peer, f.local_contact.clone());
+        let uri = old.uri.to_string();
+        let Some(trunk) = self.trunk.as_mut() else {
+            return false;
+        };
+        let refs: Vec<&str> = challenges.iter().map(String::as_str).collect();
+        let credentials = match trunk.digest.authorize_best(&refs, "INVITE", &uri) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(%leg, error = %e, "trunk challenge not answered");
+                return false;
+            }
+        };
+        let seq = transaction::cseq(&old.headers).map_or(1, |c| c.seq) + 1;
+        let branch = self.dialogs.new_branch();
+        let mut invite = old;
+        let mut headers = rsip::Headers::default();
+        for h in invite.headers.iter() {
+            match h {
+                Header::Via(v) => {
+                    let value = v.value();
+                    let replaced = match value.find(";branch=") {
+                        Some(i) => {
+                            let rest = &value[i + 8..];
+                            let end = rest.find(';').unwrap_or(rest.len());
+                            format!("{};branch={branch}{}", &value[..i], &rest[end..])
+                        }
+                        None => value.to_owned(),
+                    };
+                    headers.push(Header::Via(rsip::headers::Via::new(replaced)));
+                }
+                Header::CSeq(_) => headers.push(Header::CSeq(rsip::headers::CSeq::new(format!(
+                    "{seq} INVITE"
+                )))),
+                Header::Authorization(_) | Header::ProxyAuthorization(_) => {}
+                other => headers.push(other.clone()),
+            }
+        }
+        if proxy {
+            headers.push(Header::ProxyAuthorization(
+                rsip::headers::ProxyAuthorization::new(credentials),
+            ));
+        } else {
+            headers.push(Header::Authorization(rsip::headers::Authorization::new(
+                credentials,
+            )));
+        }
+        invite.headers = headers;
+        if let Err(e) = self
+            .dialogs
+            .track_invite(now, invite.clone(), contact, peer)
+        {
+            tracing::warn!(%leg, error = %e, "authenticated INVITE not tracked");
+            return false;
+        }
+        match self.tx.send_request(now, invite.clone(), peer) {
+            Ok(client) => {
+                if let Some(o) = self.legs.get_mut(&leg).and_then(|l| l.outgoing.as_mut()) {
+                    o.auth_answered = true;
+                    if let Some(f) = o.forks.get_mut(fork) {
+                        f.invite = invite;
+                        f.client = client;
+                    }
+                }
+                true
+            }
+            Err(e) => {
+                tracing::warn!(%leg, error = %e, "authenticated INVITE not sent");
+                false
+            }
+        }
+    }
+
+    async fn on_fork_answered(
+        &mut self,
+        now: Instant,
+        leg: LegId,
+        fork: usize,
+        dialog: Option<DialogId>,
+        response: &rsip::Response,
+    ) {
+        let Some(id) = dialog else {
+            return;
+        };
+        let Some(l) = self.legs.get_mut(&leg) else {
+            return;
+        };
+        if l.state == LegState::Answered {
+            if l.dialog.as_ref() != Some(&id) {
+                // Another fork answered too: ACKed already; hang it up.
+                self.bye_dialog(now, &id);
+            }
+            return;
+        }
+        l.state = LegState::Answered;
+        l.dialog = Some(id.clone());
+        self.by_dialog.insert(id.clone(), leg);
+        let others: Vec<ClientKey> = l
+            .outgoing
+            .iter()
+            .flat_map(|o| o.forks.iter().enumerate())
+            .filter(|(i, f)| *i != fork && f.failed.is_none())
+            .map(|(_, f)| f.client.clone())
+            .collect();
+        for k in others {
+            let _ = self.tx.cancel(now, &k);
+        }
+        match sdp::negotiate(&response.body) {
+            Ok(remote) => {
+                let latch = l.latch;
+                l.remote = Some(remote);
+                l.held = remote.direction.is_hold();
+                self.start_media(leg, &remote, latch).await;
+                tracing::info!(%leg, "outgoing sip call answered");
+                self.input(SipInput::Answered { leg });
+            }
+            Err(e) => {
+                tracing::warn!(%leg, error = %e, "2xx without a usable SDP answer: hanging up");
+                self.bye_dialog(now, &id);
+                self.end_leg(leg, Some(EndReason::Congestion)).await;
+            }
+        }
+    }
+
+    async fn fork_failed(&mut self, leg: LegId, fork: usize, code: u16) {
+        let Some(o) = self.legs.get_mut(&leg).and_then(|l| l.outgoing.as_mut()) else {
+            return;
+        };
+        if let Some(f) = o.forks.get_mut(fork) {
+            if f.failed.is_some() {
+                return;
+            }
+            f.failed = Some(code);
+        }
+        if o.forks.iter().any(|f| f.failed.is_none()) {
+            return;
+        }
+        let trunk = o.trunk;
+        let codes: Vec<u16> = o.forks.iter().filter_map(|f| f.failed).collect();
+        let reason = if codes.iter().any(|c| matches!(c, 486 | 600)) {
+            EndReason::Busy
+        } else {
+            codes
+                .first()
+                .map_or(EndReason::Congestion, |c| reason_of_failure(*c, trunk))
+        };
+        let answered = self
+            .legs
+            .get(&leg)
+            .is_some_and(|l| l.state == LegState::Answered);
+        if !answered {
+            tracing::info!(%leg, ?codes, ?reason, "outgoing sip call failed");
+            self.end_leg(leg, Some(reason)).await;
+        }
+    }
+
+    pub(super) async fn on_invite_failed(&mut self, now: Instant, client: &ClientKey) {
+        let found = self.legs.iter().find_map(|(id, l)| {
+            l.outgoing.as_ref().and_then(|o| {
+                o.forks
+                    .iter()
+                    .position(|f| f.client == *client)
+                    .map(|i| (*id, i, o.forks[i].invite.clone()))
+            })
+        });
+        if let Some((leg, fork, invite)) = found {
+            self.dialogs.on_invite_failed(now, &invite);
+            self.fork_failed(leg, fork, 408).await;
+        }
+    }
+}
+
+/// The digit of an `application/dtmf-relay` INFO body (`Signal=5`).
+fn dtmf_relay_digit(request: &rsip::Request) -> Option<char> {
+    let ct = wire::header(&request.headers, "Content-Type")?;
+    if !ct
+        .trim()
+        .to_ascii_lowercase()
+        .starts_with("application/dtmf-relay")
+    {
+        return None;
+    }
+    let body = std::str::from_utf8(&request.body).ok()?;
+    body.lines().find_map(|l| {
+        let (k, v) = l.split_once('=')?;
+        if !k.trim().eq_ignore_ascii_case("signal") {
+            return None;
+        }
+        let c = v.trim().chars().next()?.to_ascii_uppercase();
+        matches!(c, '0'..='9' | '*' | '#' | 'A'..='D').then_some(c)
+    })
+}
