@@ -132,8 +132,16 @@ fn sync_status(config: &Config) -> ExitCode {
     });
     match result.map(|report| serde_json::to_string_pretty(&report)) {
         Ok(Ok(json)) => {
-            println!("{json}");
-            ExitCode::SUCCESS
+            use std::io::Write;
+            match writeln!(std::io::stdout().lock(), "{json}") {
+                // A reader that stopped early (`| head`) is not an error.
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("branchd: cannot print the sync status: {e}");
+                    ExitCode::FAILURE
+                }
+            }
         }
         Ok(Err(e)) => {
             eprintln!("branchd: cannot print the sync status: {e}");

@@ -1,6 +1,6 @@
 //! Applying what HQ sends down: change-feed pages, snapshots, and the rows that come
 //! back with conflicts. Plain functions over one open transaction; the caller (the
-//! writer thread, through [`crate::store::StoreWriter::transact`]) commits.
+//! writer thread, through `StoreWriter::transact`) commits.
 //!
 //! Rules (see also the [module docs](super)):
 //!
