@@ -1,4 +1,5 @@
-//! Call detail records: one per call leg, for every call (answered or not).
+//! Call detail records: one per call, for every call (answered or not), with the SIP
+//! Call-IDs of its SIP legs.
 
 use serde::{Deserialize, Serialize};
 
@@ -69,6 +70,13 @@ pub struct Cdr {
     pub disposition: Disposition,
     /// Who ended it.
     pub hangup_side: HangupSide,
+    /// SIP Call-ID of the caller's leg, when the caller was a SIP leg (a local SIP phone
+    /// or the trunk). Absent in records written before SIP.
+    #[serde(default)]
+    pub caller_sip_call_id: Option<String>,
+    /// SIP Call-ID of the callee's leg (the one that answered, or was tried last).
+    #[serde(default)]
+    pub callee_sip_call_id: Option<String>,
 }
 
 impl Cdr {
@@ -80,5 +88,29 @@ impl Cdr {
     /// Talk time in milliseconds (0 when unanswered).
     pub fn billable_ms(&self) -> i64 {
         self.answered_at_ms.map_or(0, |a| self.ended_at_ms - a)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_from_before_sip_still_parse() {
+        // An outbox payload written by firmware without the SIP Call-ID fields.
+        let old = r#"{"call_id":"18c-1","direction":"internal","caller":"101",
+            "caller_port":1,"callee":"102","callee_port":2,"started_at_ms":1,
+            "answered_at_ms":null,"ended_at_ms":5,"disposition":"no_answer",
+            "hangup_side":"caller"}"#;
+        let cdr: Cdr = serde_json::from_str(old).expect("old payload");
+        assert_eq!(cdr.caller_sip_call_id, None);
+        assert_eq!(cdr.callee_sip_call_id, None);
+        let json = serde_json::to_string(&Cdr {
+            caller_sip_call_id: Some("abc@host".into()),
+            ..cdr
+        })
+        .expect("serialize");
+        let back: Cdr = serde_json::from_str(&json).expect("round trip");
+        assert_eq!(back.caller_sip_call_id.as_deref(), Some("abc@host"));
     }
 }

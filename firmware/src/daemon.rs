@@ -40,10 +40,13 @@ use line_proto::{Body, Command, Event, Frame, BOARD_PORT, PROTOCOL_VERSION};
 use tokio::sync::mpsc;
 
 use crate::accounts::{self, Accounts, AuthSettings, HashParams, InstallerStatus};
-use crate::call::{CallControl, CallSettings, Extension, FxoLine, Output, PortState};
+use crate::call::{
+    CallControl, CallSettings, Extension, FxoLine, LegId, MediaEnd, Output, PortState, SipExtension,
+};
 use crate::cdr::Cdr;
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::media_engine::{MediaEngine, MediaSettings};
 use crate::store::{system_clock_ms, ExtensionRow, Store, StoreWriter};
 use crate::sync::{self, status::SyncHandle, store::SyncStore};
 use crate::tones::Country;
@@ -218,7 +221,20 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         first_digit_timeout: config.telephony.first_digit_timeout,
         inter_digit_timeout: config.telephony.inter_digit_timeout,
         ring_timeout: config.telephony.ring_timeout,
+        sip_extensions: config
+            .sip_accounts
+            .iter()
+            .map(|a| SipExtension {
+                number: a.extension.as_str().to_owned(),
+                name: a.name.clone(),
+            })
+            .collect(),
         call_id_prefix: format!("{wall_clock_ms:x}"),
+        sip_host: if config.media.local_ip.is_unspecified() {
+            "branchd.invalid".to_owned()
+        } else {
+            config.media.local_ip.to_string()
+        },
         wall_clock_ms,
         epoch: now,
     };
@@ -249,7 +265,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         "branchd ready"
     );
 
+    // The media engine: RTP for SIP legs, bridged to ports through the board loop.
+    // Digits it hears on legs go to call control like the SIP endpoint's inputs.
+    let (sip_inputs, mut sip_input_rx) = mpsc::unbounded_channel();
+    let (media, media_task) = start_media(&config, law, &link, sip_inputs)?;
     let mut board = BoardLoop {
+        media,
+        leg_routes: HashMap::new(),
+        sip_outputs: None,
         link,
         routes: HashMap::new(),
         jobs,
@@ -267,6 +290,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                 board.frame(&mut calls, frame);
             }
             () = sleep_until(deadline) => calls.handle_timeout(Instant::now()),
+            Some(input) = sip_input_rx.recv() => calls.handle_sip(Instant::now(), input),
             changed = wan_rx.changed(), if wan_open => {
                 if changed.is_err() {
                     wan_open = false;
@@ -305,7 +329,17 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     drop(sync);
 
     // Flush every CDR and port state before returning.
-    let BoardLoop { jobs, mut gpio, .. } = board;
+    let BoardLoop {
+        jobs,
+        mut gpio,
+        media,
+        ..
+    } = board;
+    // The engine ends (and frees its RTP ports) when its last handle is gone.
+    drop(media);
+    if let Err(e) = media_task.await {
+        tracing::error!(error = %e, "media engine task failed");
+    }
     if let Err(e) = gpio.set_power_fail_relay(true) {
         tracing::warn!(error = %e, "power-fail relay not engaged");
     }
@@ -501,11 +535,60 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
+/// Starts the media engine from `[media]` (defaults when the section is absent: ports
+/// 10000-10999 on every address, jitter 20-200 ms); frames for ports go straight to the
+/// line controller.
+fn start_media(
+    config: &Config,
+    board_law: line_proto::g711::Law,
+    link: &LinkSender,
+    sip_inputs: mpsc::UnboundedSender<crate::call::SipInput>,
+) -> Result<(MediaEngine, tokio::task::JoinHandle<()>)> {
+    let m = &config.media;
+    let invalid = |message: String| Error::ConfigInvalid {
+        path: config.source.clone(),
+        line: None,
+        field: "media".to_owned(),
+        message,
+    };
+    let jitter = branchline_media::jitter::JitterConfig::adaptive(m.jitter_min_ms, m.jitter_max_ms)
+        .map_err(|e| invalid(e.to_string()))?;
+    let mut seed = [0u8; 8];
+    if let Err(e) = getrandom::fill(&mut seed) {
+        tracing::warn!(error = %e, "no OS randomness for RTP SSRCs; using the clock");
+        seed = system_clock_ms().to_le_bytes();
+    }
+    let settings = MediaSettings {
+        local_ip: m.local_ip,
+        rtp_port_min: m.rtp_port_min,
+        rtp_port_max: m.rtp_port_max,
+        jitter,
+        board_law,
+        seed: u64::from_le_bytes(seed),
+    };
+    let (engine, task) = MediaEngine::start(settings, Arc::new(link.clone()), sip_inputs)
+        .map_err(|e| invalid(e.to_string()))?;
+    tracing::info!(
+        ip = %m.local_ip,
+        ports = format!("{}-{}", m.rtp_port_min, m.rtp_port_max),
+        "media engine ready"
+    );
+    Ok((engine, task))
+}
+
 /// The board side of the main loop: routes audio and carries out call control's outputs.
 struct BoardLoop {
     link: LinkSender,
     /// Audio bridges: frames from the key port go to the value port.
     routes: HashMap<u8, u8>,
+    /// Ports bridged to a SIP leg: their frames and digits go to the media engine.
+    leg_routes: HashMap<u8, LegId>,
+    /// The media engine (port-to-leg and leg-to-leg bridges).
+    media: MediaEngine,
+    /// Where SIP actions of call control go: the SIP endpoint task. `None` while the
+    /// daemon runs without one (then call control never places SIP legs, and any SIP
+    /// output is logged and dropped).
+    sip_outputs: Option<mpsc::UnboundedSender<Output>>,
     jobs: mpsc::UnboundedSender<StoreJob>,
     gpio: Box<dyn Gpio>,
 }
@@ -518,7 +601,16 @@ impl BoardLoop {
                     if let Err(e) = self.link.send(peer, Body::Audio(audio)) {
                         tracing::warn!(port = peer, error = %e, "audio frame not sent");
                     }
+                } else if self.leg_routes.contains_key(&frame.port) {
+                    self.media.port_audio(frame.port, audio);
                 }
+            }
+            // A key pressed on a phone talking to a SIP leg goes out as RFC 4733 too.
+            Body::Event(Event::Digit(d)) if self.leg_routes.contains_key(&frame.port) => {
+                if let Some(&leg) = self.leg_routes.get(&frame.port) {
+                    self.media.send_digit(leg, char::from(d));
+                }
+                calls.handle_event(Instant::now(), frame.port, &Event::Digit(d));
             }
             Body::Event(Event::Rejected { seq, reason }) => {
                 tracing::warn!(
@@ -561,11 +653,11 @@ impl BoardLoop {
                         tracing::error!(port, error = %e, "command not sent to the line controller");
                     }
                 }
-                Output::Connect(a, b) => {
+                Output::Connect(MediaEnd::Port(a), MediaEnd::Port(b)) => {
                     self.routes.insert(a, b);
                     self.routes.insert(b, a);
                 }
-                Output::Disconnect(a, b) => {
+                Output::Disconnect(MediaEnd::Port(a), MediaEnd::Port(b)) => {
                     if self.routes.get(&a) == Some(&b) {
                         self.routes.remove(&a);
                     }
@@ -573,6 +665,35 @@ impl BoardLoop {
                         self.routes.remove(&b);
                     }
                 }
+                Output::Connect(a, b) => {
+                    for (end, other) in [(a, b), (b, a)] {
+                        if let (MediaEnd::Port(p), MediaEnd::Leg(leg)) = (end, other) {
+                            self.leg_routes.insert(p, leg);
+                        }
+                    }
+                    self.media.bridge(a, b);
+                }
+                Output::Disconnect(a, b) => {
+                    for (end, other) in [(a, b), (b, a)] {
+                        if let (MediaEnd::Port(p), MediaEnd::Leg(leg)) = (end, other) {
+                            if self.leg_routes.get(&p) == Some(&leg) {
+                                self.leg_routes.remove(&p);
+                            }
+                        }
+                    }
+                    self.media.unbridge(a, b);
+                }
+                sip @ (Output::SipDial { .. }
+                | Output::SipRinging { .. }
+                | Output::SipAnswer { .. }
+                | Output::SipHangup { .. }) => match &self.sip_outputs {
+                    Some(tx) => {
+                        if tx.send(sip).is_err() {
+                            tracing::error!("SIP endpoint gone; SIP action lost");
+                        }
+                    }
+                    None => tracing::debug!(output = ?sip, "no SIP endpoint; SIP action dropped"),
+                },
                 Output::PortState { port, state } => {
                     tracing::info!(port, state = state.as_str(), "port state");
                     if let Err(e) = self.gpio.set_led(Led::Port(port), state != PortState::Idle) {

@@ -741,6 +741,8 @@ fn cdr(call_id: &str, caller: &str, callee: &str, direction: Direction) -> Cdr {
         ended_at_ms: T0 + 61_000,
         disposition: Disposition::Answered,
         hangup_side: HangupSide::Caller,
+        caller_sip_call_id: None,
+        callee_sip_call_id: None,
     }
 }
 

@@ -1,30 +1,50 @@
-//! Call control: a sans-IO state machine for analog calls.
+//! Call control: a sans-IO state machine over analog ports and SIP call legs (the box
+//! is a back-to-back user agent: every party is an FXS port, an FXO line or a SIP leg).
 //!
-//! The board driver feeds it line-controller events ([`CallControl::handle_event`]) and
-//! timer expiries ([`CallControl::handle_timeout`]), always with the current time; it
+//! The board driver feeds it line-controller events ([`CallControl::handle_event`]), the
+//! SIP endpoint feeds it [`SipInput`]s ([`CallControl::handle_sip`]), and timer expiries
+//! arrive through [`CallControl::handle_timeout`], always with the current time; it
 //! answers with [`Output`]s popped by [`CallControl::poll_output`]: commands for the line
-//! controller, audio bridge changes, port-state changes and finished CDRs. It never
-//! reads a clock, sleeps or touches a socket, so every flow is tested on a virtual clock
-//! (see `tests.rs`).
+//! controller, SIP actions on legs, audio bridge changes over [`MediaEnd`]s, port-state
+//! changes and finished CDRs. It never reads a clock, sleeps or touches a socket, so
+//! every flow is tested on a virtual clock (see `tests.rs` and `tests_sip.rs`).
+//!
+//! Modules: [`sip`] (the fixed interface types with the SIP endpoint), [`outside`] (the
+//! trunk-or-FXO route decision), `b2bua` (the SIP flows: incoming legs, outgoing legs,
+//! forking, fallback, DTMF, hold).
 //!
 //! What it does today:
 //! - FXS: off-hook gives the country's dial tone; digits are collected against the dial
-//!   plan (extension numbers, the outside-line prefix) with first-digit and inter-digit
-//!   timeouts; the callee rings with caller ID while the caller hears ringback; busy,
-//!   congestion and number-unobtainable tones; answer bridges audio; either side hangs
-//!   up; the party left behind hears busy tone until it hangs up.
+//!   plan (FXS and SIP extension numbers, the outside-line prefix) with first-digit and
+//!   inter-digit timeouts; the callee rings with caller ID while the caller hears
+//!   ringback; busy, congestion and number-unobtainable tones; answer bridges audio;
+//!   either side hangs up; the party left behind hears busy tone until it hangs up.
 //! - Hook-flash: answer a waiting call (call waiting), swap between the active and the
 //!   held call, or put the peer on hold and get dial tone for a second call; hanging up
-//!   with a call on hold rings the phone back (recall).
+//!   with a call on hold rings the phone back (recall). A SIP caller waits and is held
+//!   exactly like an analog one.
 //! - FXO: outside calls seize a free line and dial; answer and far-end disconnect are
 //!   signalled by polarity reversal. Inbound PSTN rings (with caller ID) ring an
-//!   extension or a ring group (ring-all); when the PSTN stops ringing the caller gave up.
-//! - A CDR for every call, answered or not (busy, unallocated, congestion, abandoned).
+//!   extension or a ring group (ring-all, FXS ports and SIP phones); when the PSTN stops
+//!   ringing the caller gave up.
+//! - SIP: an extension may be an FXS port, a SIP account or both (then both ring; the
+//!   first to answer wins and the other offer is withdrawn). Local SIP phones call
+//!   extensions, each other and outside numbers; inbound trunk calls ring the extension
+//!   the DID maps to. Outside calls try the SIP trunk first while it is usable and fall
+//!   back to an FXO line when the trunk leg fails with congestion before answer. RFC
+//!   4733 digits from a SIP leg bridged to an FXO line are dialled on the line (IVRs);
+//!   far-end hold disconnects the media without touching the CDR. The ring timeout
+//!   applies to SIP callees too (the offer is cancelled with `NoAnswer`).
+//! - A CDR for every call, answered or not (busy, unallocated, congestion, abandoned),
+//!   with the SIP Call-IDs of the caller's and callee's legs.
 //!
-//! Limits: no transfer or three-way conference yet (flash only toggles); analog parties
-//! only (SIP arrives with the SIP issue); ring groups ring all members.
+//! Limits: no transfer or three-way conference yet (flash only toggles); a SIP caller
+//! to an FXO line is answered when the line is seized (analog lines give no reliable
+//! answer supervision before the far end's polarity reversal, and the caller must hear
+//! the PSTN's progress tones); SIP re-INVITE hold from a phone does not play music on
+//! hold; ring groups ring all members.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use line_proto::{CallerId, Command, Event};
@@ -32,12 +52,16 @@ use line_proto::{CallerId, Command, Event};
 use crate::cdr::{Cdr, Direction, Disposition, HangupSide};
 use crate::tones::{Country, Tone};
 
+mod b2bua;
 pub mod outside;
 pub mod sip;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_sip;
 
 pub use self::outside::{outside_routes, OutsideVia, TrunkStatus};
+pub use self::sip::{EndReason, LegId, MediaEnd, SipInput, SipOrigin, SipTarget};
 
 /// PSTN ring bursts come every 6 s at most (UK cadence 3 s, US 6 s); no burst for this
 /// long means the caller hung up.
@@ -60,6 +84,16 @@ pub struct Extension {
     pub call_waiting: bool,
 }
 
+/// An extension served by a local SIP phone (a SIP account). The same number may also
+/// be an FXS [`Extension`]: then both ring.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SipExtension {
+    /// Extension number (digits; same numbering space as FXS extensions).
+    pub number: String,
+    /// Name sent as caller ID when the phone does not send one.
+    pub name: String,
+}
+
 /// A PSTN line on an FXO port.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FxoLine {
@@ -78,6 +112,8 @@ pub struct CallSettings {
     pub country: Country,
     /// FXS extensions.
     pub extensions: Vec<Extension>,
+    /// SIP extensions (local SIP phones).
+    pub sip_extensions: Vec<SipExtension>,
     /// FXO lines.
     pub fxo_lines: Vec<FxoLine>,
     /// Digits that select an outside line, if any.
@@ -90,6 +126,8 @@ pub struct CallSettings {
     pub ring_timeout: Duration,
     /// Prefix of every call id (unique per boot, e.g. the boot time).
     pub call_id_prefix: String,
+    /// Host part of the SIP Call-IDs of outgoing legs (`{call id}-{n}@{host}`).
+    pub sip_host: String,
     /// Wall-clock time (ms since the Unix epoch) at `epoch`.
     pub wall_clock_ms: i64,
     /// The monotonic instant that corresponds to `wall_clock_ms`.
@@ -106,10 +144,41 @@ pub enum Output {
         /// What to do.
         command: Command,
     },
-    /// Bridge audio between two ports, both ways, frame by frame.
-    Connect(u8, u8),
-    /// Stop bridging these two ports.
-    Disconnect(u8, u8),
+    /// Bridge audio between two ends (ports or SIP legs), both ways.
+    Connect(MediaEnd, MediaEnd),
+    /// Stop bridging these two ends.
+    Disconnect(MediaEnd, MediaEnd),
+    /// Place an outgoing SIP leg (INVITE). Call control allocated `leg`
+    /// ([`LegId::OUTGOING`] set) and its Call-ID.
+    SipDial {
+        /// The new leg.
+        leg: LegId,
+        /// Where to.
+        target: SipTarget,
+        /// Calling number to present.
+        caller_number: String,
+        /// Calling name to present ("" for none).
+        caller_name: String,
+        /// The SIP Call-ID to use (unique).
+        sip_call_id: String,
+    },
+    /// The callee is being alerted: send 180 Ringing on this incoming leg.
+    SipRinging {
+        /// The incoming leg.
+        leg: LegId,
+    },
+    /// Answer this incoming leg (200 OK with the SDP answer).
+    SipAnswer {
+        /// The incoming leg.
+        leg: LegId,
+    },
+    /// End the leg: a final response, CANCEL or BYE, as fits its state.
+    SipHangup {
+        /// The leg.
+        leg: LegId,
+        /// Why (the endpoint maps it to a status code).
+        reason: EndReason,
+    },
     /// A port changed state (for the store, LEDs and the web page).
     PortState {
         /// The port.
@@ -160,12 +229,21 @@ impl PortState {
 enum Party {
     Fxs(u8),
     Fxo(u8),
+    Sip(LegId),
 }
 
 impl Party {
-    fn port(self) -> u8 {
+    fn port(self) -> Option<u8> {
         match self {
-            Party::Fxs(p) | Party::Fxo(p) => p,
+            Party::Fxs(p) | Party::Fxo(p) => Some(p),
+            Party::Sip(_) => None,
+        }
+    }
+
+    fn media(self) -> MediaEnd {
+        match self {
+            Party::Fxs(p) | Party::Fxo(p) => MediaEnd::Port(p),
+            Party::Sip(leg) => MediaEnd::Leg(leg),
         }
     }
 }
@@ -182,19 +260,30 @@ enum CallPhase {
     Connected,
 }
 
+/// An outside call still trying its routes (trunk, then FXO).
+#[derive(Debug, Clone)]
+struct OutsideAttempt {
+    /// The number dialled after the prefix.
+    number: String,
+    /// Routes not tried yet, in order.
+    routes_left: Vec<OutsideVia>,
+}
+
 #[derive(Debug)]
 struct Call {
     id: String,
     direction: Direction,
     caller: Party,
     caller_number: String,
-    /// Caller name for caller ID (extension name, or from the PSTN).
+    /// Caller name for caller ID (extension name, or from the PSTN/SIP).
     caller_name: String,
     /// Who answered (or, for outbound FXO calls, the line).
     callee: Option<Party>,
     callee_number: String,
     /// Ports being rung.
     ringing: Vec<u8>,
+    /// Outgoing SIP legs offered the call (not answered yet).
+    ringing_legs: Vec<LegId>,
     phase: CallPhase,
     started: Instant,
     answered: Option<Instant>,
@@ -202,6 +291,25 @@ struct Call {
     deadline: Option<Instant>,
     /// Inbound from the PSTN: last ring burst seen.
     last_ring: Option<Instant>,
+    /// A SIP caller was sent 180 Ringing already.
+    caller_alerted: bool,
+    /// An outside call with routes left to try.
+    outside: Option<OutsideAttempt>,
+    /// SIP Call-ID of the caller's leg.
+    caller_sip_call_id: Option<String>,
+    /// SIP Call-ID of the callee's leg (answered, or offered last).
+    callee_sip_call_id: Option<String>,
+}
+
+/// What call control knows of a SIP leg.
+#[derive(Debug, Clone)]
+struct LegInfo {
+    call: CallKey,
+    /// The number the leg stands for (the SIP extension, or the outside number).
+    number: String,
+    sip_call_id: String,
+    /// The far end put the leg on hold.
+    far_held: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -253,6 +361,13 @@ pub struct CallControl {
     fxo: BTreeMap<u8, FxoPort>,
     calls: BTreeMap<CallKey, Call>,
     next_call: u64,
+    /// SIP legs of calls in progress.
+    legs: BTreeMap<LegId, LegInfo>,
+    /// Number of the next outgoing leg.
+    next_leg: u64,
+    /// Media bridges in force (each pair once, smaller end first), so every Connect
+    /// gets exactly one Disconnect.
+    bridges: BTreeSet<(MediaEnd, MediaEnd)>,
     outputs: VecDeque<Output>,
     shut_down: bool,
     /// The SIP trunk as the WAN monitor last reported it (see [`outside`]).
@@ -300,6 +415,9 @@ impl CallControl {
             fxo,
             calls: BTreeMap::new(),
             next_call: 1,
+            legs: BTreeMap::new(),
+            next_leg: 1,
+            bridges: BTreeSet::new(),
             outputs: VecDeque::new(),
             shut_down: false,
             trunk: TrunkStatus::NotConfigured,
@@ -372,10 +490,10 @@ impl CallControl {
             };
             if call.last_ring.is_some() {
                 // The PSTN stopped ringing: the caller gave up.
-                self.end_call(now, key, None, HangupSide::Caller);
+                self.end_call(now, key, None, HangupSide::Caller, EndReason::Normal);
             } else {
                 // Nobody answered in time.
-                self.end_call(now, key, None, HangupSide::System);
+                self.end_call(now, key, None, HangupSide::System, EndReason::NoAnswer);
             }
         }
     }
@@ -398,7 +516,7 @@ impl CallControl {
     pub fn shutdown(&mut self, now: Instant) {
         let keys: Vec<CallKey> = self.calls.keys().copied().collect();
         for key in keys {
-            self.end_call(now, key, None, HangupSide::System);
+            self.end_call(now, key, None, HangupSide::System, EndReason::Congestion);
         }
         let ports: Vec<u8> = self.fxs.keys().copied().collect();
         for port in ports {
@@ -424,11 +542,13 @@ impl CallControl {
                     self.stop_offer(port, key);
                     let orphaned = self.calls.get_mut(&key).is_some_and(|call| {
                         call.ringing.retain(|&p| p != port);
-                        call.ringing.is_empty() && call.last_ring.is_none()
+                        call.ringing.is_empty()
+                            && call.ringing_legs.is_empty()
+                            && call.last_ring.is_none()
                     });
                     if orphaned {
                         // Nobody else rings for this call: the caller gets busy now.
-                        self.end_call(now, key, None, HangupSide::System);
+                        self.end_call(now, key, None, HangupSide::System, EndReason::Busy);
                     }
                 }
                 self.on_hook(now, port);
@@ -454,7 +574,7 @@ impl CallControl {
         p.off_hook = true;
         match p.state.clone() {
             Fxs::Idle => self.start_dialing(now, port),
-            Fxs::Ringing(key) => self.answer(now, key, port),
+            Fxs::Ringing(key) => self.answer(now, key, Party::Fxs(port)),
             Fxs::Fault => {}
             other => tracing::debug!(port, ?other, "off-hook in unexpected state"),
         }
@@ -496,7 +616,13 @@ impl CallControl {
             }
             Fxs::Caller(key) | Fxs::Callee(key) => {
                 self.cmd(port, Command::StopTone);
-                self.end_call(now, key, Some(port), HangupSide::Caller);
+                self.end_call(
+                    now,
+                    key,
+                    Some(Party::Fxs(port)),
+                    HangupSide::Caller,
+                    EndReason::Normal,
+                );
             }
             Fxs::Lockout { .. } => {
                 self.cmd(port, Command::StopTone);
@@ -539,7 +665,7 @@ impl CallControl {
         call.deadline = Some(now + self.settings.ring_timeout);
         call.last_ring = None;
         let number = match other {
-            Some(o @ Party::Fxs(_)) => self.party_number(o),
+            Some(o @ (Party::Fxs(_) | Party::Sip(_))) => self.party_number(o),
             _ => number,
         };
         let name = match other {
@@ -567,7 +693,7 @@ impl CallControl {
                         p.waiting = None;
                         p.held = Some(active);
                     }
-                    self.answer(now, w, port);
+                    self.answer(now, w, Party::Fxs(port));
                 } else if let Some(h) = held {
                     // Swap between the active and the held call.
                     self.hold(port, active);
@@ -596,7 +722,13 @@ impl CallControl {
             }
             Fxs::Caller(active) if held.is_some() => {
                 // Second call not answered yet: drop it and return to the held call.
-                self.end_call(now, active, Some(port), HangupSide::Caller);
+                self.end_call(
+                    now,
+                    active,
+                    Some(Party::Fxs(port)),
+                    HangupSide::Caller,
+                    EndReason::Normal,
+                );
                 if let Some(h) = held {
                     if let Some(p) = self.fxs.get_mut(&port) {
                         p.held = None;
@@ -610,9 +742,8 @@ impl CallControl {
 
     /// Stops the audio between `port` and its peer in `key`, leaving the call up.
     fn hold(&mut self, port: u8, key: CallKey) {
-        if let Some(peer) = self.peer_of(key, port) {
-            self.outputs
-                .push_back(Output::Disconnect(port, peer.port()));
+        if let Some(peer) = self.peer_of(key, Party::Fxs(port)) {
+            self.disconnect(Party::Fxs(port), peer);
         }
     }
 
@@ -626,8 +757,12 @@ impl CallControl {
         } else {
             Fxs::Callee(key)
         };
-        if let Some(peer) = self.peer_of(key, port) {
-            self.outputs.push_back(Output::Connect(port, peer.port()));
+        if let Some(peer) = self.peer_of(key, Party::Fxs(port)) {
+            let far_held =
+                matches!(peer, Party::Sip(l) if self.legs.get(&l).is_some_and(|i| i.far_held));
+            if !far_held {
+                self.connect(Party::Fxs(port), peer);
+            }
         }
         self.set_fxs(port, role);
     }
@@ -646,13 +781,14 @@ impl CallControl {
         }
         digits.push(d);
         match self.match_plan(&digits) {
-            PlanMatch::Extension(ext) => {
+            PlanMatch::Extension => {
                 self.set_fxs(port, Fxs::Idle);
-                self.call_extension(now, port, started, ext, digits);
+                let call = self.call_from_port(port, started, Direction::Internal, digits);
+                self.call_extension(now, call);
             }
             PlanMatch::Outside { complete: true } => {
                 self.set_fxs(port, Fxs::Idle);
-                self.call_outside(now, port, started, digits);
+                self.call_outside_from_port(now, port, started, digits);
             }
             PlanMatch::Outside { complete: false } | PlanMatch::Partial => {
                 let deadline = now + self.settings.inter_digit_timeout;
@@ -689,7 +825,7 @@ impl CallControl {
         match self.outside_number(&digits) {
             Some(n) if !n.is_empty() => {
                 self.set_fxs(port, Fxs::Idle);
-                self.call_outside(now, port, started, digits);
+                self.call_outside_from_port(now, port, started, digits);
             }
             _ => {
                 // Off-hook too long without a complete number.
@@ -706,19 +842,16 @@ impl CallControl {
             let complete = rest.ends_with('#') || rest.len() >= MAX_OUTSIDE_DIGITS;
             return PlanMatch::Outside { complete };
         }
-        if let Some(i) = self
-            .settings
-            .extensions
-            .iter()
-            .position(|e| e.number == digits)
-        {
-            return PlanMatch::Extension(i);
+        if self.is_extension(digits) {
+            return PlanMatch::Extension;
         }
         let prefix_of_ext = self
             .settings
             .extensions
             .iter()
-            .any(|e| e.number.starts_with(digits));
+            .map(|e| &e.number)
+            .chain(self.settings.sip_extensions.iter().map(|e| &e.number))
+            .any(|n| n.starts_with(digits));
         let prefix_of_outside = self
             .settings
             .outside_line_prefix
@@ -737,20 +870,54 @@ impl CallControl {
         digits.strip_prefix(prefix)
     }
 
-    fn call_extension(
-        &mut self,
-        now: Instant,
-        port: u8,
-        started: Instant,
-        ext: usize,
-        digits: String,
-    ) {
-        let target = self.settings.extensions[ext].port;
-        let call = self.call_from_port(port, started, Direction::Internal, digits);
+    /// Whether `number` is an extension (FXS, SIP or both).
+    fn is_extension(&self, number: &str) -> bool {
+        self.fxs_port_of(number).is_some() || self.is_sip_extension(number)
+    }
+
+    /// The FXS port of extension `number`, if it has one.
+    fn fxs_port_of(&self, number: &str) -> Option<u8> {
+        self.settings
+            .extensions
+            .iter()
+            .find(|e| e.number == number)
+            .map(|e| e.port)
+    }
+
+    /// Whether `number` is served by a SIP phone.
+    fn is_sip_extension(&self, number: &str) -> bool {
+        self.settings
+            .sip_extensions
+            .iter()
+            .any(|e| e.number == number)
+    }
+
+    /// Places `call` (alerting, not offered yet) to the extension in
+    /// `call.callee_number`: rings its FXS port and/or its SIP phones (forking); busy
+    /// when it could be offered nowhere.
+    fn call_extension(&mut self, now: Instant, call: Call) {
+        let number = call.callee_number.clone();
+        let caller = call.caller;
+        // A local SIP phone's caller number is its authenticated extension.
+        let own_sip_call = call.direction == Direction::Internal
+            && matches!(caller, Party::Sip(_))
+            && call.caller_number == number;
         let key = self.new_call(call);
-        self.set_fxs(port, Fxs::Caller(key));
-        if target == port || !self.offer(now, key, target) {
-            self.reject_busy(now, key, port);
+        if let Party::Fxs(p) = caller {
+            self.set_fxs(p, Fxs::Caller(key));
+        }
+        let mut offered = false;
+        if let Some(target) = self.fxs_port_of(&number) {
+            if Party::Fxs(target) != caller && self.offer(now, key, target) {
+                offered = true;
+            }
+        }
+        if self.is_sip_extension(&number) && !own_sip_call {
+            self.offer_sip(now, key, SipTarget::Extension(number.clone()), number);
+            offered = true;
+        }
+        if !offered {
+            self.fail_call(now, key, Disposition::Busy, HangupSide::Callee);
         }
     }
 
@@ -788,35 +955,124 @@ impl CallControl {
                 call.deadline = Some(now + ring_timeout);
             }
         }
-        if let Party::Fxs(caller) = self.calls[&key].caller {
-            self.tone(caller, Tone::Ringback);
-        }
+        self.caller_hears_ringback(key);
         true
     }
 
-    fn reject_busy(&mut self, now: Instant, key: CallKey, port: u8) {
-        if let Some(call) = self.calls.remove(&key) {
-            self.lockout(now, port, Tone::Busy);
-            self.emit_cdr(now, &call, Disposition::Busy, HangupSide::Callee);
+    /// The caller of `key` learns that the callee is alerted: ringback tone for a
+    /// phone, 180 Ringing (once) for a SIP leg.
+    fn caller_hears_ringback(&mut self, key: CallKey) {
+        let Some(call) = self.calls.get_mut(&key) else {
+            return;
+        };
+        match call.caller {
+            Party::Fxs(caller) => self.tone(caller, Tone::Ringback),
+            Party::Sip(leg) if !call.caller_alerted => {
+                call.caller_alerted = true;
+                self.outputs.push_back(Output::SipRinging { leg });
+            }
+            Party::Sip(_) | Party::Fxo(_) => {}
         }
     }
 
-    fn call_outside(&mut self, now: Instant, port: u8, started: Instant, digits: String) {
+    /// Call `key` failed before anyone answered: the caller gets the tone (or the SIP
+    /// status) of `disposition` and the CDR is written.
+    fn fail_call(
+        &mut self,
+        now: Instant,
+        key: CallKey,
+        disposition: Disposition,
+        side: HangupSide,
+    ) {
+        let Some(call) = self.calls.remove(&key) else {
+            return;
+        };
+        for &r in &call.ringing {
+            self.stop_offer(r, key);
+        }
+        for &leg in &call.ringing_legs {
+            self.hangup_leg(leg, EndReason::Normal);
+        }
+        if let Some(callee) = call.callee {
+            self.disconnect(call.caller, callee);
+        }
+        let (tone, reason) = match disposition {
+            Disposition::Unallocated => (Tone::Unobtainable, EndReason::Unallocated),
+            Disposition::Congestion => (Tone::Congestion, EndReason::Congestion),
+            Disposition::NoAnswer => (Tone::Busy, EndReason::NoAnswer),
+            _ => (Tone::Busy, EndReason::Busy),
+        };
+        match call.caller {
+            Party::Fxs(p) => self.lockout(now, p, tone),
+            Party::Sip(leg) => self.hangup_leg(leg, reason),
+            Party::Fxo(_) => self.release_party(now, call.caller, key, EndReason::Normal),
+        }
+        self.emit_cdr(now, &call, disposition, side);
+    }
+
+    /// An outside call dialled on FXS `port` (`digits` with the prefix).
+    fn call_outside_from_port(&mut self, now: Instant, port: u8, started: Instant, digits: String) {
         let number = self
             .outside_number(&digits)
             .unwrap_or_default()
             .trim_end_matches('#')
             .to_string();
-        for via in outside_routes(self.trunk) {
+        let call = self.call_from_port(port, started, Direction::Outbound, number);
+        self.call_outside(now, call);
+    }
+
+    /// Places outside `call` (to `call.callee_number`) on the first route that takes
+    /// it: the SIP trunk while it is usable, then an FXO line ([`outside_routes`]).
+    fn call_outside(&mut self, now: Instant, call: Call) {
+        let number = call.callee_number.clone();
+        let caller = call.caller;
+        let key = self.new_call(call);
+        if let Party::Fxs(p) = caller {
+            self.set_fxs(p, Fxs::Caller(key));
+        }
+        if let Some(c) = self.calls.get_mut(&key) {
+            c.outside = Some(OutsideAttempt {
+                number,
+                routes_left: outside_routes(self.trunk).to_vec(),
+            });
+        }
+        self.next_route(now, key, false);
+    }
+
+    /// Tries the next route of outside call `key`; congestion when none is left.
+    fn next_route(&mut self, now: Instant, key: CallKey, fallback: bool) {
+        loop {
+            let Some(call) = self.calls.get_mut(&key) else {
+                return;
+            };
+            let Some(attempt) = call.outside.as_mut() else {
+                return;
+            };
+            if attempt.routes_left.is_empty() {
+                call.outside = None;
+                self.fail_call(now, key, Disposition::Congestion, HangupSide::System);
+                return;
+            }
+            let via = attempt.routes_left.remove(0);
+            let number = attempt.number.clone();
             match via {
-                // No SIP call legs yet (issue 3): the trunk is passed over.
-                OutsideVia::SipTrunk => continue,
-                OutsideVia::Fxo => return self.call_outside_fxo(now, port, started, number),
+                OutsideVia::SipTrunk if !number.is_empty() => {
+                    self.offer_sip(now, key, SipTarget::Trunk(number.clone()), number);
+                    return;
+                }
+                OutsideVia::SipTrunk => {}
+                OutsideVia::Fxo => {
+                    if self.call_outside_fxo(key, &number, fallback) {
+                        return;
+                    }
+                }
             }
         }
     }
 
-    fn call_outside_fxo(&mut self, now: Instant, port: u8, started: Instant, number: String) {
+    /// Puts outside call `key` on a free FXO line; false when no line is free or the
+    /// number cannot be dialled.
+    fn call_outside_fxo(&mut self, key: CallKey, number: &str, fallback: bool) -> bool {
         let line = self
             .settings
             .fxo_lines
@@ -828,65 +1084,93 @@ impl CallControl {
                     .get(p)
                     .is_some_and(|f| f.call.is_none() && !f.fault)
             });
-        let dial = Command::fxo_dial(&number);
+        let dial = Command::fxo_dial(number);
         let (Some(line), Some(dial)) = (line, dial) else {
-            self.lockout(now, port, Tone::Congestion);
-            self.failed_cdr(
-                now,
-                port,
-                started,
-                number,
-                Direction::Outbound,
-                Disposition::Congestion,
-            );
-            return;
+            return false;
         };
-        let key = self.new_call(Call {
-            callee: Some(Party::Fxo(line)),
-            phase: CallPhase::Proceeding,
-            ..self.call_from_port(port, started, Direction::Outbound, number)
-        });
+        let Some(call) = self.calls.get_mut(&key) else {
+            return false;
+        };
+        call.callee = Some(Party::Fxo(line));
+        call.phase = CallPhase::Proceeding;
+        call.outside = None;
+        call.deadline = None;
+        call.callee_sip_call_id = None;
+        let caller = call.caller;
         if let Some(f) = self.fxo.get_mut(&line) {
             f.call = Some(key);
         }
         self.cmd(line, Command::FxoSeize);
         self.cmd(line, dial);
+        match caller {
+            // Ringback of the trunk attempt stops; the line's own tones follow.
+            Party::Fxs(p) if fallback => self.cmd(p, Command::StopTone),
+            // Analog lines give no answer supervision a SIP caller could wait for: it
+            // is answered now and hears the PSTN's progress tones through the line.
+            Party::Sip(leg) => self.outputs.push_back(Output::SipAnswer { leg }),
+            _ => {}
+        }
         // The caller hears the PSTN's own progress tones through the line.
-        self.outputs.push_back(Output::Connect(port, line));
-        self.set_fxs(port, Fxs::Caller(key));
+        self.connect(caller, Party::Fxo(line));
         self.port_state(line, PortState::Calling);
+        true
     }
 
-    /// `port` answers call `key` (it was ringing, or the call was waiting).
-    fn answer(&mut self, now: Instant, key: CallKey, port: u8) {
+    /// `callee` answers call `key` (an FXS port that was ringing or had the call
+    /// waiting, or an outgoing SIP leg).
+    fn answer(&mut self, now: Instant, key: CallKey, callee: Party) {
+        let callee_number = self.party_number(callee);
+        let callee_sip_call_id = match callee {
+            Party::Sip(l) => self.legs.get(&l).map(|i| i.sip_call_id.clone()),
+            _ => None,
+        };
         let Some(call) = self.calls.get_mut(&key) else {
             return;
         };
         call.phase = CallPhase::Connected;
         call.answered = Some(now);
         call.deadline = None;
-        call.callee = Some(Party::Fxs(port));
-        let others: Vec<u8> = call.ringing.drain(..).filter(|&p| p != port).collect();
+        call.callee = Some(callee);
+        call.outside = None;
+        if call.direction == Direction::Inbound && !callee_number.is_empty() {
+            call.callee_number = callee_number;
+        }
+        if callee_sip_call_id.is_some() {
+            call.callee_sip_call_id = callee_sip_call_id;
+        }
+        let others: Vec<u8> = call
+            .ringing
+            .drain(..)
+            .filter(|&p| Party::Fxs(p) != callee)
+            .collect();
+        let other_legs: Vec<LegId> = call
+            .ringing_legs
+            .drain(..)
+            .filter(|&l| Party::Sip(l) != callee)
+            .collect();
         let caller = call.caller;
-        let inbound_line = match caller {
-            Party::Fxo(l) => Some(l),
-            Party::Fxs(_) => None,
-        };
         call.last_ring = None;
-        self.cmd(port, Command::StopRing);
+        if let Party::Fxs(port) = callee {
+            self.cmd(port, Command::StopRing);
+        }
         for o in others {
             self.stop_offer(o, key);
         }
+        for l in other_legs {
+            self.hangup_leg(l, EndReason::Normal);
+        }
         match caller {
             Party::Fxs(c) => self.cmd(c, Command::StopTone),
-            Party::Fxo(_) => {}
+            Party::Fxo(line) => {
+                self.cmd(line, Command::FxoSeize);
+                self.port_state(line, PortState::Talking);
+            }
+            Party::Sip(leg) => self.outputs.push_back(Output::SipAnswer { leg }),
         }
-        if let Some(line) = inbound_line {
-            self.cmd(line, Command::FxoSeize);
-            self.port_state(line, PortState::Talking);
+        self.connect(caller, callee);
+        if let Party::Fxs(port) = callee {
+            self.set_fxs(port, Fxs::Callee(key));
         }
-        self.outputs.push_back(Output::Connect(caller.port(), port));
-        self.set_fxs(port, Fxs::Callee(key));
         if let Party::Fxs(c) = caller {
             self.port_state(c, PortState::Talking);
         }
@@ -925,7 +1209,13 @@ impl CallControl {
             Event::Fault(kind) => {
                 tracing::warn!(port, ?kind, "FXO line fault: line out of service");
                 if let Some(key) = self.fxo.get(&port).and_then(|f| f.call) {
-                    self.end_call(now, key, Some(port), HangupSide::System);
+                    self.end_call(
+                        now,
+                        key,
+                        Some(Party::Fxo(port)),
+                        HangupSide::System,
+                        EndReason::Congestion,
+                    );
                 }
                 if let Some(f) = self.fxo.get_mut(&port) {
                     f.fault = true;
@@ -978,42 +1268,43 @@ impl CallControl {
             callee: None,
             callee_number: String::new(),
             ringing: Vec::new(),
+            ringing_legs: Vec::new(),
             phase: CallPhase::Alerting,
             started: now,
             answered: None,
             deadline: Some(now + RING_ABSENCE),
             last_ring: Some(now),
+            caller_alerted: false,
+            outside: None,
+            caller_sip_call_id: None,
+            callee_sip_call_id: None,
         });
         if let Some(fx) = self.fxo.get_mut(&port) {
             fx.call = Some(key);
         }
         self.port_state(port, PortState::Ringing);
-        let targets: Vec<(String, u8)> = line
+        let targets: Vec<String> = line
             .map(|l| {
                 l.inbound
                     .iter()
-                    .filter_map(|n| {
-                        self.settings
-                            .extensions
-                            .iter()
-                            .find(|e| &e.number == n)
-                            .map(|e| (e.number.clone(), e.port))
-                    })
+                    .filter(|n| self.is_extension(n))
+                    .cloned()
                     .collect()
             })
             .unwrap_or_default();
         if let Some(call) = self.calls.get_mut(&key) {
-            call.callee_number = targets
-                .iter()
-                .map(|(n, _)| n.as_str())
-                .collect::<Vec<_>>()
-                .join(",");
+            call.callee_number = targets.join(",");
         }
-        for (_, target) in targets {
-            self.offer(now, key, target);
+        for number in targets {
+            if let Some(target) = self.fxs_port_of(&number) {
+                self.offer(now, key, target);
+            }
+            if self.is_sip_extension(&number) {
+                self.offer_sip(now, key, SipTarget::Extension(number.clone()), number);
+            }
         }
         if let Some(call) = self.calls.get(&key) {
-            if call.ringing.is_empty() {
+            if call.ringing.is_empty() && call.ringing_legs.is_empty() {
                 tracing::info!(port, "PSTN call: no extension free to ring; not answered");
             }
         }
@@ -1039,7 +1330,13 @@ impl CallControl {
             }
             (_, CallPhase::Connected) => {
                 // Disconnect supervision: the far end hung up.
-                self.end_call(now, key, Some(port), HangupSide::Caller);
+                self.end_call(
+                    now,
+                    key,
+                    Some(Party::Fxo(port)),
+                    HangupSide::Caller,
+                    EndReason::Normal,
+                );
             }
             _ => {}
         }
@@ -1065,11 +1362,16 @@ impl CallControl {
             callee: None,
             callee_number,
             ringing: Vec::new(),
+            ringing_legs: Vec::new(),
             phase: CallPhase::Alerting,
             started,
             answered: None,
             deadline: None,
             last_ring: None,
+            caller_alerted: false,
+            outside: None,
+            caller_sip_call_id: None,
+            callee_sip_call_id: None,
         }
     }
 
@@ -1077,18 +1379,31 @@ impl CallControl {
         let key = self.next_call;
         self.next_call += 1;
         call.id = format!("{}-{}", self.settings.call_id_prefix, key);
+        if let Party::Sip(leg) = call.caller {
+            if let Some(info) = self.legs.get_mut(&leg) {
+                info.call = key;
+            }
+        }
         self.calls.insert(key, call);
         key
     }
 
-    /// Ends call `key`. `by` is the port whose side hung up, if a port did.
-    fn end_call(&mut self, now: Instant, key: CallKey, by: Option<u8>, side: HangupSide) {
+    /// Ends call `key`. `by` is the party that hung up, if one did; `reason` is told
+    /// to SIP legs that were never answered (answered legs get a normal BYE).
+    fn end_call(
+        &mut self,
+        now: Instant,
+        key: CallKey,
+        by: Option<Party>,
+        side: HangupSide,
+        reason: EndReason,
+    ) {
         let Some(call) = self.calls.remove(&key) else {
             return;
         };
         // Who hung up relative to the call's direction.
         let side = match by {
-            Some(p) if call.caller.port() == p => HangupSide::Caller,
+            Some(p) if call.caller == p => HangupSide::Caller,
             Some(_) => HangupSide::Callee,
             None => side,
         };
@@ -1096,7 +1411,11 @@ impl CallControl {
             // A recalled (held, then re-rung) call was answered before.
             _ if call.answered.is_some() => Disposition::Answered,
             CallPhase::Connected => Disposition::Answered,
-            CallPhase::Alerting if call.ringing.is_empty() && call.last_ring.is_some() => {
+            CallPhase::Alerting
+                if call.ringing.is_empty()
+                    && call.ringing_legs.is_empty()
+                    && call.last_ring.is_some() =>
+            {
                 Disposition::Busy
             }
             CallPhase::Alerting | CallPhase::Proceeding => Disposition::NoAnswer,
@@ -1104,40 +1423,49 @@ impl CallControl {
         for &r in &call.ringing {
             self.stop_offer(r, key);
         }
-        let parties = [Some(call.caller), call.callee];
-        if call.phase == CallPhase::Connected || call.direction == Direction::Outbound {
-            if let (Some(a), Some(b)) = (parties[0], parties[1]) {
-                let active_a = self.is_active(a, key);
-                let active_b = self.is_active(b, key);
-                if active_a && active_b {
-                    self.outputs
-                        .push_back(Output::Disconnect(a.port(), b.port()));
+        let offer_reason = if reason == EndReason::NoAnswer {
+            EndReason::NoAnswer
+        } else {
+            EndReason::Normal
+        };
+        for &leg in &call.ringing_legs {
+            self.hangup_leg(leg, offer_reason);
+        }
+        if let Some(callee) = call.callee {
+            self.disconnect(call.caller, callee);
+        }
+        let leg_reason = if call.phase == CallPhase::Connected {
+            EndReason::Normal
+        } else {
+            reason
+        };
+        for party in [Some(call.caller), call.callee].into_iter().flatten() {
+            // The phone or leg that hung up needs nothing more; a PSTN line always is
+            // released.
+            if Some(party) == by {
+                match party {
+                    Party::Fxs(_) => continue,
+                    Party::Sip(leg) => {
+                        self.legs.remove(&leg);
+                        continue;
+                    }
+                    Party::Fxo(_) => {}
                 }
             }
-        }
-        for party in parties.into_iter().flatten() {
-            // The phone that hung up needs nothing more; a PSTN line always is released.
-            if matches!(party, Party::Fxs(p) if Some(p) == by) {
-                continue;
-            }
-            self.release_party(now, party, key);
+            self.release_party(now, party, key, leg_reason);
         }
         self.emit_cdr(now, &call, disposition, side);
     }
 
-    fn is_active(&self, party: Party, key: CallKey) -> bool {
+    /// The call is over for `party` (it did not hang up itself); a SIP leg is ended
+    /// with `reason`.
+    fn release_party(&mut self, now: Instant, party: Party, key: CallKey, reason: EndReason) {
         match party {
-            Party::Fxs(p) => matches!(
-                self.fxs.get(&p).map(|x| &x.state),
-                Some(Fxs::Caller(k) | Fxs::Callee(k)) if *k == key
-            ),
-            Party::Fxo(_) => true,
-        }
-    }
-
-    /// The call is over for `party` (it did not hang up itself).
-    fn release_party(&mut self, now: Instant, party: Party, key: CallKey) {
-        match party {
+            Party::Sip(leg) => {
+                if self.legs.get(&leg).is_some_and(|i| i.call == key) {
+                    self.hangup_leg(leg, reason);
+                }
+            }
             Party::Fxo(line) => {
                 if let Some(f) = self.fxo.get_mut(&line) {
                     if f.call == Some(key) {
@@ -1182,12 +1510,36 @@ impl CallControl {
         self.calls.get(&key).map(|c| c.phase)
     }
 
-    fn peer_of(&self, key: CallKey, port: u8) -> Option<Party> {
+    /// The other party of `key` as seen from `party`.
+    fn peer_of(&self, key: CallKey, party: Party) -> Option<Party> {
         let call = self.calls.get(&key)?;
-        if call.caller.port() == port {
+        if call.caller == party {
             call.callee
         } else {
             Some(call.caller)
+        }
+    }
+
+    /// Bridges the media of `a` and `b` (once).
+    fn connect(&mut self, a: Party, b: Party) {
+        let (x, y) = (a.media(), b.media());
+        if self.bridges.insert((x.min(y), x.max(y))) {
+            self.outputs.push_back(Output::Connect(x, y));
+        }
+    }
+
+    /// Removes the bridge between `a` and `b`, if there is one.
+    fn disconnect(&mut self, a: Party, b: Party) {
+        let (x, y) = (a.media(), b.media());
+        if self.bridges.remove(&(x.min(y), x.max(y))) {
+            self.outputs.push_back(Output::Disconnect(x, y));
+        }
+    }
+
+    /// Ends SIP leg `leg` and forgets it.
+    fn hangup_leg(&mut self, leg: LegId, reason: EndReason) {
+        if self.legs.remove(&leg).is_some() {
+            self.outputs.push_back(Output::SipHangup { leg, reason });
         }
     }
 
@@ -1201,16 +1553,10 @@ impl CallControl {
     fn emit_cdr(&mut self, now: Instant, call: &Call, disposition: Disposition, side: HangupSide) {
         let callee_port = call
             .callee
-            .map(Party::port)
+            .and_then(Party::port)
             .or_else(|| call.ringing.last().copied());
-        let caller_port = Some(call.caller.port());
-        let callee = if call.direction == Direction::Inbound {
-            call.callee
-                .map(|p| self.party_number(p))
-                .unwrap_or_else(|| call.callee_number.clone())
-        } else {
-            call.callee_number.clone()
-        };
+        let caller_port = call.caller.port();
+        let callee = call.callee_number.clone();
         let cdr = Cdr {
             call_id: call.id.clone(),
             direction: call.direction,
@@ -1223,6 +1569,8 @@ impl CallControl {
             ended_at_ms: self.wall(now),
             disposition,
             hangup_side: side,
+            caller_sip_call_id: call.caller_sip_call_id.clone(),
+            callee_sip_call_id: call.callee_sip_call_id.clone(),
         };
         self.outputs.push_back(Output::Cdr(cdr));
     }
@@ -1286,6 +1634,11 @@ impl CallControl {
     fn party_number(&self, party: Party) -> String {
         match party {
             Party::Fxs(p) => self.port_number(p),
+            Party::Sip(leg) => self
+                .legs
+                .get(&leg)
+                .map(|i| i.number.clone())
+                .unwrap_or_default(),
             Party::Fxo(l) => self
                 .fxo
                 .get(&l)
@@ -1372,7 +1725,7 @@ fn fxs_port_state(s: &Fxs, calls: &BTreeMap<CallKey, Call>) -> PortState {
 
 #[derive(Debug)]
 enum PlanMatch {
-    Extension(usize),
+    Extension,
     Outside { complete: bool },
     Partial,
     None,

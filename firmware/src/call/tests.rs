@@ -48,7 +48,9 @@ fn settings(base: Instant) -> CallSettings {
         first_digit_timeout: Duration::from_secs(10),
         inter_digit_timeout: Duration::from_secs(4),
         ring_timeout: Duration::from_secs(30),
+        sip_extensions: Vec::new(),
         call_id_prefix: "t".into(),
+        sip_host: "192.0.2.1".into(),
         wall_clock_ms: WALL0,
         epoch: base,
     }
@@ -169,7 +171,7 @@ fn internal_call_answered_and_hung_up_by_callee() {
     h.ev(2, Event::OffHook);
     let t_answer = h.ms();
     let out = h.take();
-    assert!(out.contains(&Output::Connect(1, 2)));
+    assert!(out.contains(&Output::Connect(MediaEnd::Port(1), MediaEnd::Port(2))));
     assert!(
         has_cmd(&out, 1, |c| *c == Command::StopTone),
         "ringback stops"
@@ -179,7 +181,7 @@ fn internal_call_answered_and_hung_up_by_callee() {
     h.ev(2, Event::OnHook);
     let t_end = h.ms();
     let out = h.take();
-    assert!(out.contains(&Output::Disconnect(1, 2)));
+    assert!(out.contains(&Output::Disconnect(MediaEnd::Port(1), MediaEnd::Port(2))));
     assert!(
         tone_is(&out, 1, Country::Us, Tone::Busy),
         "caller left hears busy"
@@ -312,13 +314,13 @@ fn call_waiting_answer_swap_and_recall() {
     // 102 flashes: answers 104, 101 on hold.
     h.ev(2, Event::HookFlash);
     let out = h.take();
-    assert!(out.contains(&Output::Disconnect(2, 1)));
-    assert!(out.contains(&Output::Connect(4, 2)));
+    assert!(out.contains(&Output::Disconnect(MediaEnd::Port(2), MediaEnd::Port(1))));
+    assert!(out.contains(&Output::Connect(MediaEnd::Port(4), MediaEnd::Port(2))));
     // Flash again swaps back to 101.
     h.ev(2, Event::HookFlash);
     let out = h.take();
-    assert!(out.contains(&Output::Disconnect(2, 4)));
-    assert!(out.contains(&Output::Connect(2, 1)));
+    assert!(out.contains(&Output::Disconnect(MediaEnd::Port(2), MediaEnd::Port(4))));
+    assert!(out.contains(&Output::Connect(MediaEnd::Port(2), MediaEnd::Port(1))));
     // 102 hangs up on 101: 104 (on hold) rings 102 back.
     h.ev(2, Event::OnHook);
     let out = h.take();
@@ -333,7 +335,9 @@ fn call_waiting_answer_swap_and_recall() {
         if caller_id.number.as_str() == "104")
     ));
     h.ev(2, Event::OffHook);
-    assert!(h.take().contains(&Output::Connect(4, 2)));
+    assert!(h
+        .take()
+        .contains(&Output::Connect(MediaEnd::Port(4), MediaEnd::Port(2))));
     h.ev(4, Event::OnHook);
     let c = cdrs(&h.take());
     assert_eq!(c[0].disposition, Disposition::Answered);
@@ -363,11 +367,11 @@ fn flash_holds_and_second_flash_resumes() {
     h.take();
     h.ev(1, Event::HookFlash);
     let out = h.take();
-    assert!(out.contains(&Output::Disconnect(1, 2)));
+    assert!(out.contains(&Output::Disconnect(MediaEnd::Port(1), MediaEnd::Port(2))));
     assert!(tone_is(&out, 1, Country::Us, Tone::Dial));
     h.ev(1, Event::HookFlash);
     let out = h.take();
-    assert!(out.contains(&Output::Connect(1, 2)));
+    assert!(out.contains(&Output::Connect(MediaEnd::Port(1), MediaEnd::Port(2))));
     assert!(has_cmd(&out, 1, |c| *c == Command::StopTone));
 }
 
@@ -381,7 +385,7 @@ fn outbound_fxo_call_with_answer_and_far_end_disconnect() {
     let out = h.take();
     assert!(has_cmd(&out, 5, |c| *c == Command::FxoSeize));
     assert!(has_cmd(&out, 5, |c| *c == Command::fxo_dial("5551234").unwrap()));
-    assert!(out.contains(&Output::Connect(1, 5)));
+    assert!(out.contains(&Output::Connect(MediaEnd::Port(1), MediaEnd::Port(5))));
     h.advance(Duration::from_secs(6));
     h.ev(5, Event::PolarityReversal);
     let answered = h.ms();
@@ -389,7 +393,7 @@ fn outbound_fxo_call_with_answer_and_far_end_disconnect() {
     h.ev(5, Event::PolarityReversal);
     let out = h.take();
     assert!(has_cmd(&out, 5, |c| *c == Command::FxoRelease));
-    assert!(out.contains(&Output::Disconnect(1, 5)));
+    assert!(out.contains(&Output::Disconnect(MediaEnd::Port(1), MediaEnd::Port(5))));
     assert!(tone_is(&out, 1, Country::Us, Tone::Busy));
     let c = &cdrs(&out)[0];
     assert_eq!(c.direction, Direction::Outbound);
@@ -401,7 +405,7 @@ fn outbound_fxo_call_with_answer_and_far_end_disconnect() {
 }
 
 #[test]
-fn outside_calls_fall_back_to_fxo_whatever_the_trunk_status() {
+fn outside_calls_use_fxo_unless_the_trunk_is_usable() {
     for trunk in [
         TrunkStatus::NotConfigured,
         TrunkStatus::Unusable,
@@ -413,10 +417,15 @@ fn outside_calls_fall_back_to_fxo_whatever_the_trunk_status() {
         h.ev(1, Event::OffHook);
         h.dial(1, "9123#");
         let out = h.take();
-        // A usable trunk is tried first, but call control has no SIP legs yet, so
-        // every outside call ends up on the first free FXO line.
-        assert!(
-            has_cmd(&out, 5, |c| *c == Command::FxoSeize),
+        let seized = has_cmd(&out, 5, |c| *c == Command::FxoSeize);
+        let trunk_leg = out.iter().any(
+            |o| matches!(o, Output::SipDial { target: SipTarget::Trunk(n), .. } if n == "123"),
+        );
+        // A usable trunk is tried first (the FXO fallback is in tests_sip.rs).
+        assert_eq!(seized, trunk != TrunkStatus::Usable, "{trunk:?}: {out:?}");
+        assert_eq!(
+            trunk_leg,
+            trunk == TrunkStatus::Usable,
             "{trunk:?}: {out:?}"
         );
     }
@@ -473,7 +482,7 @@ fn inbound_pstn_rings_the_group_and_first_answer_wins() {
     let out = h.take();
     assert!(has_cmd(&out, 5, |c| *c == Command::FxoSeize));
     assert!(has_cmd(&out, 1, |c| *c == Command::StopRing));
-    assert!(out.contains(&Output::Connect(5, 2)));
+    assert!(out.contains(&Output::Connect(MediaEnd::Port(5), MediaEnd::Port(2))));
     h.advance(Duration::from_secs(12));
     h.ev(2, Event::OnHook);
     let out = h.take();
@@ -552,7 +561,7 @@ fn shutdown_ends_every_call_with_a_cdr() {
     assert_eq!(c.len(), 2);
     assert!(c.iter().all(|c| c.hangup_side == HangupSide::System));
     assert!(has_cmd(&out, 4, |c| *c == Command::StopRing));
-    assert!(out.contains(&Output::Disconnect(1, 2)));
+    assert!(out.contains(&Output::Disconnect(MediaEnd::Port(1), MediaEnd::Port(2))));
     // Nothing more happens after shutdown.
     h.ev(1, Event::OnHook);
     assert!(h.take().is_empty());
@@ -673,7 +682,7 @@ mod model {
             h.collect();
             prop_assert_eq!(h.cc.active_calls(), 0);
             let out = h.take();
-            let mut bridges: BTreeMap<(u8, u8), i32> = BTreeMap::new();
+            let mut bridges: BTreeMap<(MediaEnd, MediaEnd), i32> = BTreeMap::new();
             let mut ids = std::collections::BTreeSet::new();
             for o in &out {
                 match o {

@@ -41,7 +41,9 @@ use toml::Spanned;
 use crate::error::{Error, InvalidValue, Result};
 use crate::tones::Country;
 
-use self::raw::{RawConfig, RawExtension, RawFxoLine, RawLaw, RawTelephony};
+use self::raw::{
+    RawConfig, RawExtension, RawFxoLine, RawLaw, RawMedia, RawSipAccount, RawTelephony,
+};
 
 /// Where the daemon looks for its config file unless told otherwise.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/branchline/branchd.toml";
@@ -281,6 +283,75 @@ pub struct Config {
     pub wan: WanConfig,
     /// `[sip]`: the SIP endpoint; `None` (no section) means no SIP.
     pub sip: Option<SipConfig>,
+    /// `[media]`: RTP ports and jitter buffer (defaults when the section is absent:
+    /// ports [`MEDIA_RTP_PORTS`], jitter [`MEDIA_JITTER_MS`], all local addresses).
+    pub media: MediaConfig,
+    /// `[[sip_accounts]]`: local SIP phones, in file order.
+    pub sip_accounts: Vec<SipAccountConfig>,
+}
+
+/// Default RTP/RTCP port range of `[media]` (`rtp_port_min`, `rtp_port_max`) and the
+/// ports allowed (no privileged ports).
+pub const MEDIA_RTP_PORTS: (u16, u16, RangeInclusive<i64>) = (10000, 10999, 1024..=65535);
+/// Default adaptive jitter-buffer bounds of `[media]` (`jitter_min_ms`,
+/// `jitter_max_ms`) and the values allowed.
+pub const MEDIA_JITTER_MS: (u32, u32, RangeInclusive<i64>) = (20, 200, 0..=2000);
+/// Shortest SIP account password accepted.
+pub const MIN_SIP_PASSWORD_CHARS: usize = 8;
+/// Longest SIP account password accepted.
+pub const MAX_SIP_PASSWORD_CHARS: usize = 128;
+
+/// `[media]`: where RTP goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MediaConfig {
+    /// Address the RTP sockets bind to (`0.0.0.0` by default: every interface).
+    pub local_ip: std::net::IpAddr,
+    /// First RTP port (even ports carry RTP, the next odd one RTCP).
+    pub rtp_port_min: u16,
+    /// Last port of the range.
+    pub rtp_port_max: u16,
+    /// Least jitter-buffer delay towards the analog ports.
+    pub jitter_min_ms: u32,
+    /// Most jitter-buffer delay.
+    pub jitter_max_ms: u32,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        MediaConfig {
+            local_ip: std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+            rtp_port_min: MEDIA_RTP_PORTS.0,
+            rtp_port_max: MEDIA_RTP_PORTS.1,
+            jitter_min_ms: MEDIA_JITTER_MS.0,
+            jitter_max_ms: MEDIA_JITTER_MS.1,
+        }
+    }
+}
+
+/// One `[[sip_accounts]]` entry: a local SIP phone. Its extension may also be an FXS
+/// extension (then the phone and the port both ring).
+#[derive(Clone, PartialEq, Eq)]
+pub struct SipAccountConfig {
+    /// The extension the phone registers as (digest user name).
+    pub extension: ExtensionNumber,
+    /// Caller-ID name ("" for none).
+    pub name: String,
+    /// Digest password for the registrar (never logged).
+    pub password: String,
+    /// May dial international and premium numbers (`international = true`; default
+    /// false). Stands in for the RBAC permission until SIP accounts map to users.
+    pub international: bool,
+}
+
+impl fmt::Debug for SipAccountConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SipAccountConfig")
+            .field("extension", &self.extension)
+            .field("name", &self.name)
+            .field("password", &"<redacted>")
+            .field("international", &self.international)
+            .finish()
+    }
 }
 
 /// Default and allowed range of `hq.batch_records` (at most the protocol's
@@ -721,7 +792,12 @@ impl Ctx<'_> {
         let sip = raw.sip.map(|s| self.sip(s)).transpose()?;
         let telephony = self.telephony(raw.telephony)?;
         let extensions = self.extensions(raw.extensions, &telephony)?;
-        let fxo_lines = self.fxo_lines(raw.fxo_lines, &extensions, &telephony)?;
+        let sip_accounts = self.sip_accounts(raw.sip_accounts, &extensions, &telephony)?;
+        let fxo_lines = self.fxo_lines(raw.fxo_lines, &extensions, &sip_accounts, &telephony)?;
+        let media = match raw.media {
+            Some(m) => self.media(m)?,
+            None => MediaConfig::default(),
+        };
 
         Ok(Config {
             source: self.source.to_owned(),
@@ -744,8 +820,173 @@ impl Ctx<'_> {
             web,
             hq,
             wan,
+            media,
+            sip_accounts,
             sip,
         })
+    }
+
+    /// `[media]`.
+    fn media(&self, raw: RawMedia) -> Result<MediaConfig> {
+        let local_ip = match raw.local_ip {
+            Some(s) => s.get_ref().parse::<std::net::IpAddr>().map_err(|_| {
+                self.invalid(
+                    s.span(),
+                    "media.local_ip",
+                    format!("{:?} is not an IP address like 192.0.2.10", s.get_ref()),
+                )
+            })?,
+            None => MediaConfig::default().local_ip,
+        };
+        let (min_default, max_default, ports) = MEDIA_RTP_PORTS;
+        let min_span = raw.rtp_port_min.as_ref().map(|v| v.span());
+        let min = self.ranged(
+            raw.rtp_port_min,
+            "media.rtp_port_min",
+            (i64::from(min_default), ports.clone()),
+        )?;
+        let max_span = raw.rtp_port_max.as_ref().map(|v| v.span());
+        let max = self.ranged(
+            raw.rtp_port_max,
+            "media.rtp_port_max",
+            (i64::from(max_default), ports),
+        )?;
+        // At least one even/odd pair.
+        let first_even = min + (min % 2);
+        if max < first_even + 1 {
+            let span = max_span.or(min_span).unwrap_or(0..0);
+            return Err(self.invalid(
+                span,
+                "media.rtp_port_max",
+                format!("{min}..={max} holds no RTP/RTCP port pair (an even port and the next)"),
+            ));
+        }
+        let (jmin_default, jmax_default, jitter) = MEDIA_JITTER_MS;
+        let jmin_span = raw.jitter_min_ms.as_ref().map(|v| v.span());
+        let jmin = self.ranged(
+            raw.jitter_min_ms,
+            "media.jitter_min_ms",
+            (i64::from(jmin_default), jitter.clone()),
+        )?;
+        let jmax_span = raw.jitter_max_ms.as_ref().map(|v| v.span());
+        let jmax = self.ranged(
+            raw.jitter_max_ms,
+            "media.jitter_max_ms",
+            (i64::from(jmax_default), jitter),
+        )?;
+        // The ranges above keep every value within u16/u32.
+        let (jmin, jmax) = (jmin as u32, jmax as u32);
+        if let Err(e) = branchline_media::jitter::JitterConfig::adaptive(jmin, jmax) {
+            let span = jmax_span.or(jmin_span).unwrap_or(0..0);
+            return Err(self.invalid(span, "media.jitter_max_ms", e.to_string()));
+        }
+        Ok(MediaConfig {
+            local_ip,
+            rtp_port_min: min as u16,
+            rtp_port_max: max as u16,
+            jitter_min_ms: jmin,
+            jitter_max_ms: jmax,
+        })
+    }
+
+    /// `[[sip_accounts]]`.
+    fn sip_accounts(
+        &self,
+        raw: Vec<RawSipAccount>,
+        extensions: &[ExtensionConfig],
+        telephony: &TelephonyConfig,
+    ) -> Result<Vec<SipAccountConfig>> {
+        let mut out: Vec<SipAccountConfig> = Vec::with_capacity(raw.len());
+        for (i, acc) in raw.into_iter().enumerate() {
+            let field = |name: &str| format!("sip_accounts[{i}].{name}");
+            let number: ExtensionNumber = self.parse(&acc.extension, &field("extension"))?;
+            let number_err =
+                |message: String| self.invalid(acc.extension.span(), field("extension"), message);
+            if let Some(prefix) = &telephony.outside_line_prefix {
+                if number.as_str().starts_with(prefix.as_str()) {
+                    return Err(number_err(format!(
+                        "extension {number} starts with the outside line prefix {:?}",
+                        prefix.as_str()
+                    )));
+                }
+            }
+            if let Some(j) = out.iter().position(|o| o.extension == number) {
+                return Err(number_err(format!(
+                    "extension {number} already has a SIP account (sip_accounts[{j}])"
+                )));
+            }
+            // The same number as an FXS extension means "both ring"; a number that is a
+            // prefix of another could never be dialled.
+            let fxs = extensions
+                .iter()
+                .enumerate()
+                .map(|(j, e)| (j, &e.number, "extensions"));
+            let sip = out
+                .iter()
+                .enumerate()
+                .map(|(j, o)| (j, &o.extension, "sip_accounts"));
+            for (j, other, table) in fxs.chain(sip) {
+                let (a, b) = (number.as_str(), other.as_str());
+                if a != b && (a.starts_with(b) || b.starts_with(a)) {
+                    let (short, long) = if a.len() < b.len() { (a, b) } else { (b, a) };
+                    return Err(number_err(format!(
+                        "extension {number} collides with {table}[{j}] ({other}): {short} is a \
+                         prefix of {long}, so {long} could never be dialled"
+                    )));
+                }
+            }
+            let name = match acc.name {
+                Some(n) => {
+                    if n.get_ref().chars().count() > MAX_NAME_CHARS {
+                        return Err(self.invalid(
+                            n.span(),
+                            field("name"),
+                            format!("longer than {MAX_NAME_CHARS} characters"),
+                        ));
+                    }
+                    if n.get_ref().chars().any(char::is_control) {
+                        return Err(self.invalid(
+                            n.span(),
+                            field("name"),
+                            "must not contain control characters",
+                        ));
+                    }
+                    n.into_inner()
+                }
+                None => String::new(),
+            };
+            let password = acc.password.get_ref();
+            let pw_err =
+                |message: String| self.invalid(acc.password.span(), field("password"), message);
+            let chars = password.chars().count();
+            if chars < MIN_SIP_PASSWORD_CHARS {
+                return Err(pw_err(format!(
+                    "shorter than {MIN_SIP_PASSWORD_CHARS} characters (a guessable SIP \
+                     password invites toll fraud)"
+                )));
+            }
+            if chars > MAX_SIP_PASSWORD_CHARS {
+                return Err(pw_err(format!(
+                    "longer than {MAX_SIP_PASSWORD_CHARS} characters"
+                )));
+            }
+            if password.chars().any(char::is_control) {
+                return Err(pw_err("must not contain control characters".to_owned()));
+            }
+            if password.contains(number.as_str()) {
+                return Err(pw_err(format!(
+                    "must not contain the extension number {number} (the first guess of \
+                     every SIP scanner)"
+                )));
+            }
+            out.push(SipAccountConfig {
+                extension: number,
+                name,
+                password: acc.password.into_inner(),
+                international: acc.international.unwrap_or(false),
+            });
+        }
+        Ok(out)
     }
 
     /// A non-empty path value.
@@ -1104,6 +1345,7 @@ impl Ctx<'_> {
         &self,
         raw: Vec<RawFxoLine>,
         extensions: &[ExtensionConfig],
+        sip_accounts: &[SipAccountConfig],
         telephony: &TelephonyConfig,
     ) -> Result<Vec<FxoLineConfig>> {
         let mut out = Vec::with_capacity(raw.len());
@@ -1113,11 +1355,16 @@ impl Ctx<'_> {
             for (k, number) in line.inbound.unwrap_or_default().iter().enumerate() {
                 let field = format!("fxo_lines[{i}].inbound[{k}]");
                 let parsed: ExtensionNumber = self.parse(number, &field)?;
-                if !extensions.iter().any(|e| e.number == parsed) {
+                if !extensions.iter().any(|e| e.number == parsed)
+                    && !sip_accounts.iter().any(|a| a.extension == parsed)
+                {
                     return Err(self.invalid(
                         number.span(),
                         field,
-                        format!("extension {parsed} is not defined in [[extensions]]"),
+                        format!(
+                            "extension {parsed} is not defined in [[extensions]] or \
+                             [[sip_accounts]]"
+                        ),
                     ));
                 }
                 if inbound.contains(&parsed) {

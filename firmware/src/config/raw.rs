@@ -36,7 +36,31 @@ pub(super) struct RawConfig {
     pub hq: Option<RawHq>,
     #[serde(default)]
     pub wan: RawWan,
+    pub media: Option<RawMedia>,
+    #[serde(default)]
+    pub sip_accounts: Vec<RawSipAccount>,
     pub sip: Option<super::sip::RawSip>,
+}
+
+/// `[media]`: RTP ports and the jitter buffer.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawMedia {
+    pub local_ip: Option<Spanned<String>>,
+    pub rtp_port_min: Option<Spanned<i64>>,
+    pub rtp_port_max: Option<Spanned<i64>>,
+    pub jitter_min_ms: Option<Spanned<i64>>,
+    pub jitter_max_ms: Option<Spanned<i64>>,
+}
+
+/// One `[[sip_accounts]]` entry: a local SIP phone's extension and digest credentials.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSipAccount {
+    pub extension: Spanned<String>,
+    pub name: Option<Spanned<String>>,
+    pub password: Spanned<String>,
+    pub international: Option<bool>,
 }
 
 /// `[hq]`

@@ -19,7 +19,8 @@ pub struct StoreReader {
 }
 
 const CDR_COLUMNS: &str = "call_id, direction, caller, caller_port, callee, callee_port, \
-                           started_at_ms, answered_at_ms, ended_at_ms, disposition, hangup_side";
+                           started_at_ms, answered_at_ms, ended_at_ms, disposition, hangup_side, \
+                           caller_sip_call_id, callee_sip_call_id";
 
 fn clamp_limit(limit: usize) -> i64 {
     i64::try_from(limit).unwrap_or(i64::MAX)
@@ -243,6 +244,8 @@ struct RawCdr {
     ended_at_ms: i64,
     disposition: String,
     hangup_side: String,
+    caller_sip_call_id: Option<String>,
+    callee_sip_call_id: Option<String>,
 }
 
 impl RawCdr {
@@ -259,6 +262,8 @@ impl RawCdr {
             ended_at_ms: row.get(8)?,
             disposition: row.get(9)?,
             hangup_side: row.get(10)?,
+            caller_sip_call_id: row.get(11)?,
+            callee_sip_call_id: row.get(12)?,
         })
     }
 
@@ -288,6 +293,8 @@ impl RawCdr {
             ended_at_ms: self.ended_at_ms,
             disposition,
             hangup_side,
+            caller_sip_call_id: self.caller_sip_call_id,
+            callee_sip_call_id: self.callee_sip_call_id,
         })
     }
 }

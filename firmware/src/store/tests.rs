@@ -30,6 +30,9 @@ fn cdr(call_id: &str, started_at_ms: i64) -> Cdr {
         ended_at_ms: started_at_ms + 64_000,
         disposition: Disposition::Answered,
         hangup_side: HangupSide::Callee,
+        // Round-trips the SIP columns of migration 0004.
+        caller_sip_call_id: Some(format!("{call_id}@pc33.example.com")),
+        callee_sip_call_id: None,
     }
 }
 
@@ -477,6 +480,8 @@ fn arb_cdr() -> impl Strategy<Value = Cdr> {
                     ended_at_ms: answered_at_ms.unwrap_or(start) + talk,
                     disposition,
                     hangup_side,
+                    caller_sip_call_id: None,
+                    callee_sip_call_id: Some(format!("t-{id}-1@192.0.2.1")),
                 }
             },
         )

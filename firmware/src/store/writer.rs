@@ -292,8 +292,9 @@ impl Writer<'_> {
         let inserted = tx.execute(
             "INSERT INTO cdrs (call_id, direction, caller, caller_port, callee, callee_port,
                                started_at_ms, answered_at_ms, ended_at_ms, duration_ms,
-                               billable_ms, disposition, hangup_side)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                               billable_ms, disposition, hangup_side,
+                               caller_sip_call_id, callee_sip_call_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
             params![
                 call_id,
                 direction,
@@ -308,6 +309,8 @@ impl Writer<'_> {
                 cdr.billable_ms(),
                 disposition,
                 hangup_side,
+                cdr.caller_sip_call_id,
+                cdr.callee_sip_call_id,
             ],
         );
         match inserted {

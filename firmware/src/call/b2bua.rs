@@ -1,0 +1,327 @@
+//! The SIP side of call control: what [`SipInput`]s do to calls, and outgoing legs.
+//!
+//! Legs are parties like ports (see the parent module docs). An incoming leg is the
+//! caller of a new call routed by its `dialled` number; outgoing legs are offers of a
+//! call to a SIP extension (forked by the endpoint to every registered contact) or to
+//! the trunk. An offer that ends before answer is withdrawn from the call; when no
+//! offer is left, the call fails with what the last one said (busy, no answer,
+//! unallocated, congestion), except that a trunk leg failing with congestion sends an
+//! outside call on to its next route (FXO). Inputs for legs call control does not know
+//! (already ended, never seen) are ignored, except a late answer on an outgoing leg,
+//! which is hung up again.
+
+use std::time::Instant;
+
+use line_proto::Command;
+
+use super::{
+    Call, CallControl, CallKey, CallPhase, Direction, Disposition, EndReason, Fxs, HangupSide,
+    LegId, LegInfo, Output, Party, SipInput, SipOrigin, SipTarget,
+};
+
+impl CallControl {
+    /// Handles one input from the SIP endpoint.
+    pub fn handle_sip(&mut self, now: Instant, input: SipInput) {
+        match input {
+            SipInput::Incoming {
+                leg,
+                origin,
+                caller_number,
+                caller_name,
+                dialled,
+                sip_call_id,
+            } => self.incoming(
+                now,
+                leg,
+                origin,
+                (caller_number, caller_name),
+                dialled,
+                sip_call_id,
+            ),
+            SipInput::Ringing { leg } => self.leg_ringing(leg),
+            SipInput::Answered { leg } => self.leg_answered(now, leg),
+            SipInput::Ended { leg, reason } => self.leg_ended(now, leg, reason),
+            SipInput::Digit { leg, digit } => self.leg_digit(leg, digit),
+            SipInput::Hold { leg, held } => self.leg_hold(leg, held),
+        }
+    }
+
+    /// SIP legs call control is tracking (incoming and outgoing).
+    pub fn active_legs(&self) -> usize {
+        self.legs.len()
+    }
+
+    fn incoming(
+        &mut self,
+        now: Instant,
+        leg: LegId,
+        origin: SipOrigin,
+        (caller_number, caller_name): (String, String),
+        dialled: String,
+        sip_call_id: String,
+    ) {
+        if self.legs.contains_key(&leg) {
+            tracing::warn!(%leg, "incoming SIP leg with an id already in use ignored");
+            return;
+        }
+        if self.shut_down || leg.is_outgoing() {
+            // An incoming leg with an outgoing id would collide with ours.
+            self.outputs.push_back(Output::SipHangup {
+                leg,
+                reason: EndReason::Congestion,
+            });
+            return;
+        }
+        let (direction, number, name) = match &origin {
+            // A local phone is known by the extension it authenticated as, whatever its
+            // From header says.
+            SipOrigin::Extension(ext) => {
+                let name = if caller_name.is_empty() {
+                    self.settings
+                        .sip_extensions
+                        .iter()
+                        .find(|e| &e.number == ext)
+                        .map(|e| e.name.clone())
+                        .unwrap_or_default()
+                } else {
+                    caller_name
+                };
+                (Direction::Internal, ext.clone(), name)
+            }
+            SipOrigin::Trunk => (Direction::Inbound, caller_number, caller_name),
+        };
+        self.legs.insert(
+            leg,
+            LegInfo {
+                call: 0, // set by new_call
+                number: number.clone(),
+                sip_call_id: sip_call_id.clone(),
+                far_held: false,
+            },
+        );
+        let mut call = Call {
+            id: String::new(),
+            direction,
+            caller: Party::Sip(leg),
+            caller_number: number,
+            caller_name: name,
+            callee: None,
+            callee_number: dialled.clone(),
+            ringing: Vec::new(),
+            ringing_legs: Vec::new(),
+            phase: CallPhase::Alerting,
+            started: now,
+            answered: None,
+            deadline: None,
+            last_ring: None,
+            caller_alerted: false,
+            outside: None,
+            caller_sip_call_id: Some(sip_call_id),
+            callee_sip_call_id: None,
+        };
+        if self.is_extension(&dialled) {
+            return self.call_extension(now, call);
+        }
+        let outside = self
+            .outside_number(&dialled)
+            .map(|n| n.trim_end_matches('#').to_string())
+            .filter(|n| !n.is_empty());
+        match (&origin, outside) {
+            // Only local phones may call out (no trunk-to-trunk tromboning).
+            (SipOrigin::Extension(_), Some(number)) => {
+                call.direction = Direction::Outbound;
+                call.callee_number = number;
+                self.call_outside(now, call);
+            }
+            _ => {
+                tracing::info!(%leg, dialled, "SIP call to an unallocated number");
+                let key = self.new_call(call);
+                self.fail_call(now, key, Disposition::Unallocated, HangupSide::System);
+            }
+        }
+    }
+
+    /// Offers call `key` to a SIP target on a new outgoing leg standing for `number`.
+    pub(super) fn offer_sip(
+        &mut self,
+        now: Instant,
+        key: CallKey,
+        target: SipTarget,
+        number: String,
+    ) -> Option<LegId> {
+        let ring_timeout = self.settings.ring_timeout;
+        let n = self.next_leg;
+        let leg = LegId(LegId::OUTGOING | n);
+        let call = self.calls.get_mut(&key)?;
+        self.next_leg += 1;
+        let sip_call_id = format!("{}-{}@{}", call.id, n, self.settings.sip_host);
+        call.ringing_legs.push(leg);
+        call.callee_sip_call_id = Some(sip_call_id.clone());
+        // Local phones ring for the ring timeout; the trunk (like an FXO line) is left
+        // to the far end and the caller.
+        if matches!(target, SipTarget::Extension(_)) && call.last_ring.is_none() {
+            call.deadline = Some(now + ring_timeout);
+        }
+        let (caller_number, caller_name) = (call.caller_number.clone(), call.caller_name.clone());
+        self.legs.insert(
+            leg,
+            LegInfo {
+                call: key,
+                number,
+                sip_call_id: sip_call_id.clone(),
+                far_held: false,
+            },
+        );
+        self.outputs.push_back(Output::SipDial {
+            leg,
+            target,
+            caller_number,
+            caller_name,
+            sip_call_id,
+        });
+        Some(leg)
+    }
+
+    /// The call and whether `leg` is one of its unanswered offers.
+    fn leg_call(&self, leg: LegId) -> Option<(CallKey, &Call)> {
+        let key = self.legs.get(&leg)?.call;
+        self.calls.get(&key).map(|c| (key, c))
+    }
+
+    fn leg_ringing(&mut self, leg: LegId) {
+        let Some((key, call)) = self.leg_call(leg) else {
+            tracing::debug!(%leg, "ringing on an unknown leg ignored");
+            return;
+        };
+        if call.phase == CallPhase::Alerting && call.ringing_legs.contains(&leg) {
+            self.caller_hears_ringback(key);
+        }
+    }
+
+    fn leg_answered(&mut self, now: Instant, leg: LegId) {
+        let Some((key, call)) = self.leg_call(leg) else {
+            if leg.is_outgoing() {
+                // Answered after call control gave up on it (the caller hung up, or
+                // another device answered first): end it again.
+                tracing::debug!(%leg, "late answer on a withdrawn leg: hanging up");
+                self.outputs.push_back(Output::SipHangup {
+                    leg,
+                    reason: EndReason::Normal,
+                });
+            }
+            return;
+        };
+        if call.phase != CallPhase::Connected && call.ringing_legs.contains(&leg) {
+            self.answer(now, key, Party::Sip(leg));
+        } else {
+            tracing::debug!(%leg, "answer on a leg that is not offering a call ignored");
+        }
+    }
+
+    fn leg_ended(&mut self, now: Instant, leg: LegId, reason: EndReason) {
+        let Some((key, call)) = self.leg_call(leg) else {
+            tracing::debug!(%leg, ?reason, "end of an unknown leg ignored");
+            self.legs.remove(&leg);
+            return;
+        };
+        let me = Party::Sip(leg);
+        if call.caller == me || call.callee == Some(me) {
+            let side = if call.caller == me {
+                HangupSide::Caller
+            } else {
+                HangupSide::Callee
+            };
+            self.legs.remove(&leg);
+            self.end_call(now, key, Some(me), side, EndReason::Normal);
+            return;
+        }
+        if !call.ringing_legs.contains(&leg) {
+            self.legs.remove(&leg);
+            return;
+        }
+        self.legs.remove(&leg);
+        let Some(call) = self.calls.get_mut(&key) else {
+            return;
+        };
+        call.ringing_legs.retain(|&l| l != leg);
+        if !call.ringing.is_empty() || !call.ringing_legs.is_empty() {
+            return; // other devices still ring
+        }
+        if call.last_ring.is_some() {
+            // A PSTN caller keeps ringing until it gives up (nobody free to answer).
+            tracing::info!(%leg, ?reason, "PSTN call: the SIP extension did not take it");
+            return;
+        }
+        if reason == EndReason::Congestion && call.outside.is_some() {
+            tracing::info!(%leg, "trunk call failed with congestion: next route");
+            self.next_route(now, key, true);
+            return;
+        }
+        let (disposition, side) = match reason {
+            EndReason::Busy => (Disposition::Busy, HangupSide::Callee),
+            EndReason::NoAnswer | EndReason::Normal => (Disposition::NoAnswer, HangupSide::Callee),
+            EndReason::Unallocated => (Disposition::Unallocated, HangupSide::System),
+            EndReason::Congestion | EndReason::Forbidden => {
+                (Disposition::Congestion, HangupSide::System)
+            }
+        };
+        self.fail_call(now, key, disposition, side);
+    }
+
+    /// A digit from a SIP leg: dialled on an FXO line the leg talks to (post-dial
+    /// DTMF for IVRs); other peers get the RFC 4733 events from the media engine.
+    fn leg_digit(&mut self, leg: LegId, digit: char) {
+        let Some((key, call)) = self.leg_call(leg) else {
+            return;
+        };
+        if call.phase == CallPhase::Alerting {
+            return;
+        }
+        if let Some(Party::Fxo(line)) = self.peer_of(key, Party::Sip(leg)) {
+            let mut buf = [0u8; 4];
+            match Command::fxo_dial(digit.encode_utf8(&mut buf)) {
+                Some(cmd) => self.cmd(line, cmd),
+                None => tracing::debug!(%leg, %digit, "digit cannot be dialled on a line"),
+            }
+        }
+    }
+
+    /// The far end holds or resumes `leg`: its media is unbridged or bridged again;
+    /// the call and its CDR go on unchanged.
+    fn leg_hold(&mut self, leg: LegId, held: bool) {
+        let Some(info) = self.legs.get_mut(&leg) else {
+            return;
+        };
+        if info.far_held == held {
+            return;
+        }
+        info.far_held = held;
+        let key = info.call;
+        if self
+            .call_phase(key)
+            .is_none_or(|p| p == CallPhase::Alerting)
+        {
+            return;
+        }
+        let Some(peer) = self.peer_of(key, Party::Sip(leg)) else {
+            return;
+        };
+        if held {
+            self.disconnect(Party::Sip(leg), peer);
+        } else if self.party_active(peer, key) {
+            self.connect(Party::Sip(leg), peer);
+        }
+    }
+
+    /// Whether `party` takes part in `key` right now (not holding it).
+    fn party_active(&self, party: Party, key: CallKey) -> bool {
+        match party {
+            Party::Fxs(p) => matches!(
+                self.fxs.get(&p).map(|x| &x.state),
+                Some(Fxs::Caller(k) | Fxs::Callee(k)) if *k == key
+            ),
+            Party::Sip(l) => self.legs.get(&l).is_some_and(|i| !i.far_held),
+            Party::Fxo(_) => true,
+        }
+    }
+}
