@@ -27,7 +27,7 @@ const HQ_PASSWORD: &str = "Hq-created-passphrase-77";
 
 /// A running `branch-hq` with its temp dir.
 struct Hq {
-    child: Child,
+    child: Option<Child>,
     dir: tempfile::TempDir,
     sync: SocketAddr,
     admin: SocketAddr,
@@ -63,23 +63,23 @@ impl Hq {
     /// `ca init`, `site add`, `box add`, then `serve` on loopback ports picked by the OS.
     fn start(site: &str, box_id: &str) -> Hq {
         let dir = tempfile::tempdir().expect("temp dir");
-        let hq = bin("branch-hq");
+        let exe = bin("branch-hq");
         let d = dir.path();
         run_ok(
-            command(&hq)
+            command(&exe)
                 .args(["ca", "init", "--dir"])
                 .arg(d.join("tls")),
             "branch-hq ca init",
         );
         run_ok(
-            command(&hq)
+            command(&exe)
                 .args(["site", "add", "--db"])
                 .arg(d.join("hq.db"))
                 .args(["--site", site]),
             "branch-hq site add",
         );
         run_ok(
-            command(&hq)
+            command(&exe)
                 .args(["box", "add", "--db"])
                 .arg(d.join("hq.db"))
                 .args(["--site", site, "--box", box_id, "--out"])
@@ -88,16 +88,31 @@ impl Hq {
                 .arg(d.join("tls")),
             "branch-hq box add",
         );
-        let mut child = command(&hq)
+        let token = std::fs::read_to_string(d.join("tls").join("admin-token"))
+            .expect("admin token")
+            .trim()
+            .to_owned();
+        let mut hq = Hq {
+            child: None,
+            dir,
+            sync: SocketAddr::from(([127, 0, 0, 1], 0)),
+            admin: SocketAddr::from(([127, 0, 0, 1], 0)),
+            token,
+            log: Arc::new(Mutex::new(Vec::new())),
+        };
+        hq.serve("127.0.0.1:0", "127.0.0.1:0");
+        hq
+    }
+
+    /// Starts `branch-hq serve` on these listen addresses (port 0: any) and waits for
+    /// its `branch-hq listening` line.
+    fn serve(&mut self, sync: &str, admin: &str) {
+        assert!(self.child.is_none(), "already serving");
+        let d = self.dir.path();
+        let mut child = command(bin("branch-hq"))
             .args(["serve", "--db"])
             .arg(d.join("hq.db"))
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--admin-listen",
-                "127.0.0.1:0",
-                "--tls-dir",
-            ])
+            .args(["--listen", sync, "--admin-listen", admin, "--tls-dir"])
             .arg(d.join("tls"))
             .arg("--files-dir")
             .arg(d.join("files"))
@@ -107,8 +122,8 @@ impl Hq {
             .stderr(Stdio::piped())
             .spawn()
             .expect("branch-hq serve starts");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::clone(&log);
+        self.log.lock().expect("log lock").clear();
+        let sink = Arc::clone(&self.log);
         let stderr = child.stderr.take().expect("stderr");
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -118,9 +133,10 @@ impl Hq {
                 sink.lock().expect("log lock").push(plain(&line));
             }
         });
+        self.child = Some(child);
         let mut addrs = None;
         let found = wait(SOON, || {
-            let log = log.lock().expect("log lock");
+            let log = self.log.lock().expect("log lock");
             addrs = log
                 .iter()
                 .find(|l| l.contains("branch-hq listening"))
@@ -137,20 +153,16 @@ impl Hq {
         assert!(
             found,
             "branch-hq never listened:\n{}",
-            log.lock().expect("log lock").join("\n")
+            self.log.lock().expect("log lock").join("\n")
         );
-        let (sync, admin) = addrs.expect("addresses");
-        let token = std::fs::read_to_string(d.join("tls").join("admin-token"))
-            .expect("admin token")
-            .trim()
-            .to_owned();
-        Hq {
-            child,
-            dir,
-            sync,
-            admin,
-            token,
-            log,
+        (self.sync, self.admin) = addrs.expect("addresses");
+    }
+
+    /// Stops the server (SIGKILL: HQ's SQLite store is transactional).
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
         }
     }
 
@@ -213,12 +225,16 @@ impl Hq {
     }
 
     fn put_user(&self, site: &str, username: &str, roles: &[&str]) {
+        self.put_user_named(site, username, &format!("{username} (HQ)"), roles);
+    }
+
+    fn put_user_named(&self, site: &str, username: &str, display_name: &str, roles: &[&str]) {
         let (status, body) = self.admin(
             "PUT",
             &format!("/admin/v1/sites/{site}/user/{username}"),
             Some(json!({
                 "username": username,
-                "display_name": format!("{username} (HQ)"),
+                "display_name": display_name,
                 "password_hash": HQ_HASH,
                 "pin_hash": null,
                 "agent_id": null,
@@ -235,8 +251,7 @@ impl Hq {
 
 impl Drop for Hq {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
         if std::thread::panicking() {
             eprintln!(
                 "branch-hq log:\n{}",
@@ -287,15 +302,26 @@ impl BoxApi {
     }
 
     fn call(&self, method: &str, path: &str) -> (u16, Value) {
+        self.call_with(method, path, None)
+    }
+
+    fn call_with(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
         let url = format!("{}{path}", self.base);
-        let mut resp = match method {
-            "GET" => self.agent.get(&url).header("Cookie", &self.cookie).call(),
-            _ => self
+        let mut resp = match (method, body) {
+            ("GET", _) => self.agent.get(&url).header("Cookie", &self.cookie).call(),
+            ("PATCH", Some(b)) => self
+                .agent
+                .patch(&url)
+                .header("Cookie", &self.cookie)
+                .header("X-CSRF-Token", &self.csrf)
+                .send_json(b),
+            ("POST", None) => self
                 .agent
                 .post(&url)
                 .header("Cookie", &self.cookie)
                 .header("X-CSRF-Token", &self.csrf)
                 .send_empty(),
+            (m, _) => panic!("unsupported {m}"),
         }
         .expect("request");
         let status = resp.status().as_u16();
@@ -453,4 +479,117 @@ fn assert_no_sync_errors(gw: &Gateway) {
         !log.contains("sync change feed not applied") && !log.contains("not committed"),
         "{log}"
     );
+}
+
+/// A loopback port free a moment ago (for a server that must come back on the same
+/// port after a restart).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+/// Logs `username` in on the box once HQ's row has arrived.
+fn login_when_synced(gw: &Gateway, username: &str) -> BoxApi {
+    let addr = gw.web_addr();
+    let mut api = None;
+    let ok = wait(SOON, || {
+        api = BoxApi::try_login(addr, username, HQ_PASSWORD);
+        api.is_some()
+    });
+    assert!(ok, "{username} never logged in:\n{}", gw.log_text());
+    api.expect("session")
+}
+
+#[test]
+fn an_offline_edit_that_conflicts_takes_hqs_row_and_is_audited() {
+    let mut hq = Hq::start("branch-2", "box-2");
+    // HQ must come back where the box expects it: a fixed sync port.
+    let port = free_port();
+    hq.stop();
+    hq.serve(&format!("127.0.0.1:{port}"), "127.0.0.1:0");
+    hq.put_user("branch-2", "ada", &["admin"]);
+    hq.put_user("branch-2", "uma", &["agent"]);
+    let gw = Gateway::start_with(&format!("{DIAL_PLAN}{}", hq.config_section("box-2")));
+    let api = login_when_synced(&gw, "ada");
+    let (code, users) = api.call("GET", "/api/v1/users?limit=100");
+    assert_eq!(code, 200, "{users}");
+    let uma = users["items"]
+        .as_array()
+        .and_then(|items| items.iter().find(|u| u["username"] == "uma"))
+        .cloned()
+        .expect("uma on the box");
+    let base_revision = uma["revision"].as_i64().expect("revision");
+    assert!(base_revision > 0, "{uma}");
+
+    // HQ goes away; the WAN monitor notices.
+    hq.stop();
+    let offline = wait(SOON, || {
+        api.call("GET", "/api/v1/sync").1["wan"]["hq"]["state"] == "offline"
+    });
+    assert!(offline, "{}", api.call("GET", "/api/v1/sync").1);
+
+    // An edit on the box while HQ is unreachable: applied locally, queued for HQ.
+    let path = format!("/api/v1/users/{}", uma["id"]);
+    let (code, body) = api.call_with(
+        "PATCH",
+        &path,
+        Some(json!({ "display_name": "Uma (edited on the box)" })),
+    );
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["display_name"], "Uma (edited on the box)");
+    let status = api.call("GET", "/api/v1/sync").1;
+    assert!(
+        status["backlog"]["depth"].as_i64().is_some_and(|d| d >= 1),
+        "{status}"
+    );
+
+    // Meanwhile an operator changes uma at HQ (an instance the box cannot reach).
+    hq.serve("127.0.0.1:0", "127.0.0.1:0");
+    hq.put_user_named("branch-2", "uma", "Uma (edited at HQ)", &["agent"]);
+    hq.stop();
+
+    // HQ comes back; a forced sync skips the backoff.
+    hq.serve(&format!("127.0.0.1:{port}"), "127.0.0.1:0");
+    let (code, body) = api.call("POST", "/api/v1/sync/force");
+    assert_eq!(code, 202, "{body}");
+
+    // HQ wins: the box shows HQ's row and audited the conflict.
+    let mut conflict = None;
+    let resolved = wait(Duration::from_secs(20), || {
+        let (_, audit) = api.call("GET", "/api/v1/audit?after_id=0&limit=500");
+        conflict = audit["items"]
+            .as_array()
+            .or_else(|| audit.as_array())
+            .and_then(|rows| {
+                rows.iter()
+                    .find(|r| r["action"] == "sync_conflict" && r["target"] == "uma")
+                    .cloned()
+            });
+        conflict.is_some() && api.call("GET", &path).1["display_name"] == "Uma (edited at HQ)"
+    });
+    assert!(resolved, "conflict not resolved:\n{}", gw.log_text());
+    let conflict = conflict.expect("audit row");
+    let detail: Value = match &conflict["detail"] {
+        Value::String(s) => serde_json::from_str(s).expect("detail json"),
+        other => other.clone(),
+    };
+    assert_eq!(detail["base_revision"], base_revision, "{conflict}");
+    assert_eq!(detail["key"], "uma");
+    assert!(
+        detail["reason"].as_str().is_some_and(|r| !r.is_empty()),
+        "{conflict}"
+    );
+    // HQ kept its row, and the box has nothing left to send.
+    let (_, at_hq) = hq.admin("GET", "/admin/v1/sites/branch-2/user/uma", None);
+    assert_eq!(
+        at_hq["row"]["display_name"], "Uma (edited at HQ)",
+        "{at_hq}"
+    );
+    let drained = wait(SOON, || {
+        api.call("GET", "/api/v1/sync").1["backlog"]["depth"] == 0
+    });
+    assert!(drained, "{}", api.call("GET", "/api/v1/sync").1);
+    assert_no_sync_errors(&gw);
 }
