@@ -58,7 +58,7 @@ impl PortAllocator {
         if last < first_even.saturating_add(1) || first_even == u16::MAX {
             return Err(err("range holds no even/odd pair"));
         }
-        let pairs = usize::from((last - first_even + 1) / 2);
+        let pairs = usize::from((last - first_even).div_ceil(2));
         Ok(PortAllocator {
             ip,
             first_even,

@@ -412,16 +412,14 @@ fn mixed_ptime_is_cut_sample_exact() {
     let mut h = Harness::new(JitterConfig::adaptive(40, 200).unwrap());
     // 10 ms packets then 30 ms packets, continuous timestamps.
     let mut ts = 0u32;
-    let mut seq = 0u16;
     let mut t = 0.0;
     let mut frames = Vec::new();
     let mut pop_t = 2.0;
-    for k in 0..40 {
-        let len = if k < 20 { 80 } else { 240 };
-        let code = (k % 50) as u8 + 0x10;
-        h.push(t, seq, ts, k == 0, &vec![code; len]);
+    for seq in 0..40u16 {
+        let len = if seq < 20 { 80 } else { 240 };
+        let code = (seq % 50) as u8 + 0x10;
+        h.push(t, seq, ts, seq == 0, &vec![code; len]);
         ts += len as u32;
-        seq += 1;
         t += len as f64 / 8.0;
         while pop_t <= t {
             frames.push(h.pop(pop_t));
