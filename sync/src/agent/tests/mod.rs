@@ -2,5 +2,6 @@
 
 mod codec;
 mod download;
+mod download_model;
 mod upload;
 mod upload_model;
