@@ -94,7 +94,7 @@ impl Hq {
 
     fn prune(&mut self, n: usize) {
         let n = n.min(self.log.len());
-        if let Some(last) = self.log.drain(..n).last() {
+        if let Some(last) = self.log.drain(..n).next_back() {
             self.pruned_to = last.revision;
         }
     }
@@ -280,15 +280,11 @@ impl World {
                     self.core.handle(self.now, DownInput::Applied { cursor });
                 }
             }
-            Op::ApplyFails => {
-                if self.pending.take().is_some() {
-                    self.core.handle(
-                        self.now,
-                        DownInput::ApplyFailed {
-                            detail: "disk I/O error".into(),
-                        },
-                    );
-                }
+            Op::ApplyFails if self.pending.is_some() => {
+                self.pending = None;
+                let detail = "disk I/O error".to_string();
+                self.core
+                    .handle(self.now, DownInput::ApplyFailed { detail });
             }
             Op::CrashBeforeCommit => self.crash(),
             Op::CrashAfterCommit => {
