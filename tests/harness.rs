@@ -401,3 +401,595 @@ pub fn hears(samples: &[i16], freq: f64) -> bool {
     let s = &samples[skip..];
     !s.is_empty() && tone_ratio(s, freq) > 0.6
 }
+
+// --- Sync with HQ: restarting the daemon, a real `branch-hq`, PostgreSQL, backlogs ---
+
+impl Gateway {
+    /// Starts `branchd` again after [`Gateway::stop_with`], on the same simulator,
+    /// config and data directory; its log goes on in the same [`Gateway::log_text`].
+    /// Waits until it is ready.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "the daemon is still running");
+        let ready_before = self.log_count("branchd ready");
+        let web_before = self.log_count("web api listening");
+        let mut child = command(bin("branchd"))
+            .arg("--config")
+            .arg(self.dir.path().join("branchd.toml"))
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("branchd starts again");
+        let stderr = child.stderr.take().expect("stderr piped");
+        let sink = Arc::clone(&self.log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if std::env::var_os("BRANCHD_TEST_LOG").is_some() {
+                    eprintln!("branchd: {line}");
+                }
+                sink.lock().expect("log lock").push(line);
+            }
+        });
+        self.child = Some(child);
+        assert!(
+            self.wait_log_count("branchd ready", ready_before + 1, SOON),
+            "branchd never got ready again:\n{}",
+            self.log_text()
+        );
+        assert!(
+            web_before == 0 || self.wait_log_count("web api listening", web_before + 1, SOON),
+            "the web api never listened again:\n{}",
+            self.log_text()
+        );
+    }
+
+    /// Address of the web API of the daemon's latest start (after [`Gateway::restart`]
+    /// the port differs from the first start's, which [`Gateway::web_addr`] reads).
+    pub fn latest_web_addr(&self) -> std::net::SocketAddr {
+        assert!(
+            self.wait_log("web api listening", SOON),
+            "web api never listened:\n{}",
+            self.log_text()
+        );
+        let log = self.log.lock().expect("log lock");
+        let line = strip_ansi(
+            log.iter()
+                .rev()
+                .find(|l| l.contains("web api listening"))
+                .expect("log line"),
+        );
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix("addr="))
+            .and_then(|a| a.trim_matches('"').parse().ok())
+            .unwrap_or_else(|| panic!("no addr= in {line:?}"))
+    }
+}
+
+/// Writes `n` CDRs and their outbox rows (kind `cdr`, key = call id, payload = the CDR
+/// as JSON) straight into a stopped box's store, the way the daemon's store writer
+/// does (`firmware/src/store/writer.rs`, schema `firmware/migrations/0001_init.sql`),
+/// in one transaction: a backlog of calls made while HQ was unreachable, without
+/// making each call on the simulator. Call ids are `{prefix}-{i}`; times, numbers and
+/// dispositions vary with `i`.
+pub fn fill_cdr_backlog(db_path: &Path, prefix: &str, n: usize) {
+    let mut db = rusqlite::Connection::open(db_path).expect("open store for the backlog");
+    db.busy_timeout(SOON).expect("busy timeout");
+    let tx = db.transaction().expect("begin");
+    {
+        let mut cdr = tx
+            .prepare(
+                "INSERT INTO cdrs (call_id, direction, caller, caller_port, callee, callee_port,
+                                   started_at_ms, answered_at_ms, ended_at_ms, duration_ms,
+                                   billable_ms, disposition, hangup_side)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+            )
+            .expect("prepare cdr insert");
+        let mut outbox = tx
+            .prepare(
+                "INSERT INTO outbox (kind, record_key, payload, created_at_ms)
+                 VALUES ('cdr', ?1, ?2, ?3)",
+            )
+            .expect("prepare outbox insert");
+        let base = 1_790_000_000_000_i64;
+        for i in 0..n {
+            let k = i64::try_from(i).expect("count fits");
+            let call_id = format!("{prefix}-{i}");
+            let (direction, caller, caller_port, callee, callee_port) = match i % 3 {
+                0 => (
+                    "internal",
+                    "101".to_owned(),
+                    Some(1u8),
+                    "102".to_owned(),
+                    Some(2u8),
+                ),
+                1 => (
+                    "inbound",
+                    format!("55501{:05}", k % 100_000),
+                    None,
+                    "101".to_owned(),
+                    Some(1),
+                ),
+                _ => (
+                    "outbound",
+                    "103".to_owned(),
+                    Some(3),
+                    format!("9555{:07}", k % 10_000_000),
+                    Some(5),
+                ),
+            };
+            let started = base + k * 1_000;
+            let answered = (i % 4 != 3).then_some(started + 3_000 + k % 7_000);
+            let ended = started + 20_000 + k % 50_000;
+            let (disposition, hangup_side) = match (answered, i % 2) {
+                (Some(_), 0) => ("answered", "caller"),
+                (Some(_), _) => ("answered", "callee"),
+                (None, _) => ("no_answer", "caller"),
+            };
+            let payload = serde_json::json!({
+                "call_id": call_id,
+                "direction": direction,
+                "caller": caller,
+                "caller_port": caller_port,
+                "callee": callee,
+                "callee_port": callee_port,
+                "started_at_ms": started,
+                "answered_at_ms": answered,
+                "ended_at_ms": ended,
+                "disposition": disposition,
+                "hangup_side": hangup_side,
+            });
+            cdr.execute(rusqlite::params![
+                call_id,
+                direction,
+                caller,
+                caller_port,
+                callee,
+                callee_port,
+                started,
+                answered,
+                ended,
+                ended - started,
+                answered.map_or(0, |a| ended - a),
+                disposition,
+                hangup_side,
+            ])
+            .expect("insert cdr");
+            outbox
+                .execute(rusqlite::params![call_id, payload.to_string(), ended])
+                .expect("insert outbox row");
+        }
+    }
+    tx.commit().expect("commit the backlog");
+}
+
+/// Connection string of the PostgreSQL server the sync tests use (trust auth).
+pub const PG_SERVER: &str = "host=127.0.0.1 port=5432 user=postgres";
+
+/// Runs `f` with a client connected to database `dbname` of [`PG_SERVER`], on a
+/// throwaway runtime. Panics (the test fails, it does not skip) when PostgreSQL is
+/// unreachable.
+pub fn with_pg<T>(
+    dbname: &str,
+    f: impl AsyncFnOnce(&tokio_postgres::Client) -> Result<T, tokio_postgres::Error>,
+) -> T {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let (client, conn) = tokio_postgres::connect(
+            &format!("{PG_SERVER} dbname={dbname}"),
+            tokio_postgres::NoTls,
+        )
+        .await
+        .unwrap_or_else(|e| {
+            panic!("PostgreSQL at 127.0.0.1:5432 (database {dbname}) is required: {e}")
+        });
+        tokio::spawn(conn);
+        f(&client)
+            .await
+            .unwrap_or_else(|e| panic!("PostgreSQL ({dbname}): {e}"))
+    })
+}
+
+/// A fresh PostgreSQL database `{prefix}_<random>`, dropped (with its connections) when
+/// this guard drops, also when the test fails.
+#[derive(Debug)]
+pub struct PgDatabase {
+    name: String,
+}
+
+impl PgDatabase {
+    /// Creates the database (connecting to the `postgres` database).
+    pub fn create(prefix: &str) -> PgDatabase {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u32(std::process::id());
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos()),
+        );
+        let name = format!("{prefix}_{:016x}", h.finish());
+        let sql = format!("CREATE DATABASE {name}");
+        with_pg("postgres", async |c| c.batch_execute(&sql).await);
+        PgDatabase { name }
+    }
+
+    /// The database's name.
+    #[allow(dead_code)] // the sync benchmark
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Its connection string (for `branch-hq --postgres`).
+    pub fn url(&self) -> String {
+        format!("{PG_SERVER} dbname={}", self.name)
+    }
+
+    /// One `bigint` from a query (e.g. `SELECT count(*) FROM cdrs`).
+    #[allow(dead_code)] // the sync benchmark
+    pub fn query_i64(&self, sql: &str) -> i64 {
+        with_pg(&self.name, async |c| {
+            c.query_one(sql, &[]).await?.try_get(0)
+        })
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+        let dropped = std::panic::catch_unwind(|| {
+            with_pg("postgres", async |c| c.batch_execute(&sql).await);
+        });
+        if dropped.is_err() {
+            eprintln!("could not drop PostgreSQL database {}", self.name);
+        }
+    }
+}
+
+/// The store of a `branch-hq` under test.
+#[derive(Debug)]
+pub enum HqDb {
+    /// A SQLite file in the server's temp dir.
+    Sqlite,
+    /// A fresh PostgreSQL database.
+    Postgres(PgDatabase),
+}
+
+impl HqDb {
+    /// A fresh PostgreSQL database `bl_sync_<random>`.
+    pub fn postgres() -> HqDb {
+        HqDb::Postgres(PgDatabase::create("bl_sync"))
+    }
+}
+
+/// A box's credentials as `branch-hq box add` wrote them.
+#[derive(Debug, Clone)]
+pub struct BoxCredentials {
+    /// The box id (its certificate's CN).
+    pub box_id: String,
+    /// HQ's CA certificate.
+    pub ca: PathBuf,
+    /// The box's certificate.
+    pub cert: PathBuf,
+    /// The box's private key.
+    pub key: PathBuf,
+}
+
+/// A real `branch-hq` process: `ca init` at creation, `site add` and `box add` on
+/// demand, `serve` started, killed and restarted by the test. A restart listens on
+/// the same sync port, so boxes keep their URL.
+#[derive(Debug)]
+pub struct HqServer {
+    child: Option<Child>,
+    /// Its directory: `tls/`, `hq.db` (SQLite), `files/`, `boxes/<box>/`.
+    pub dir: TempDir,
+    db: HqDb,
+    /// The sync listener (mutual TLS) of the running (or last) server.
+    pub sync: std::net::SocketAddr,
+    /// The admin listener of the running (or last) server.
+    pub admin: std::net::SocketAddr,
+    token: String,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl HqServer {
+    /// A new HQ with its device CA (`branch-hq ca init`); not serving yet.
+    pub fn new(db: HqDb) -> HqServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let hq = HqServer {
+            child: None,
+            db,
+            sync: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+            admin: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+            token: String::new(),
+            log: Arc::new(Mutex::new(Vec::new())),
+            dir,
+        };
+        hq.run_cli(&["ca", "init", "--dir"], &[hq.tls_dir().as_os_str()]);
+        hq
+    }
+
+    /// The TLS directory (CA, server certificate, admin token).
+    pub fn tls_dir(&self) -> PathBuf {
+        self.dir.path().join("tls")
+    }
+
+    /// `--db FILE` or `--postgres URL`.
+    fn store_args(&self) -> Vec<std::ffi::OsString> {
+        match &self.db {
+            HqDb::Sqlite => vec!["--db".into(), self.dir.path().join("hq.db").into()],
+            HqDb::Postgres(pg) => vec!["--postgres".into(), pg.url().into()],
+        }
+    }
+
+    /// The PostgreSQL database, if that is the store.
+    #[allow(dead_code)] // the sync benchmark
+    pub fn postgres(&self) -> Option<&PgDatabase> {
+        match &self.db {
+            HqDb::Postgres(pg) => Some(pg),
+            HqDb::Sqlite => None,
+        }
+    }
+
+    fn run_cli(&self, args: &[&str], more: &[&OsStr]) {
+        let out = command(bin("branch-hq"))
+            .args(args)
+            .args(more)
+            .env("NO_COLOR", "1")
+            .output()
+            .expect("branch-hq runs");
+        assert!(
+            out.status.success(),
+            "branch-hq {args:?}: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// `branch-hq site add`.
+    pub fn add_site(&self, site: &str) {
+        let store = self.store_args();
+        let mut more: Vec<&OsStr> = store.iter().map(|s| s.as_os_str()).collect();
+        more.extend([OsStr::new("--site"), OsStr::new(site)]);
+        self.run_cli(&["site", "add"], &more);
+    }
+
+    /// `branch-hq box add`: registers `box_id` for `site` and writes its credentials.
+    pub fn add_box(&self, site: &str, box_id: &str) -> BoxCredentials {
+        let out = self.dir.path().join("boxes").join(box_id);
+        let store = self.store_args();
+        let tls = self.tls_dir();
+        let mut more: Vec<&OsStr> = store.iter().map(|s| s.as_os_str()).collect();
+        more.extend([
+            OsStr::new("--site"),
+            OsStr::new(site),
+            OsStr::new("--box"),
+            OsStr::new(box_id),
+            OsStr::new("--out"),
+            out.as_os_str(),
+            OsStr::new("--tls-dir"),
+            tls.as_os_str(),
+        ]);
+        self.run_cli(&["box", "add"], &more);
+        BoxCredentials {
+            box_id: box_id.to_owned(),
+            ca: out.join("ca.pem"),
+            cert: out.join("box.pem"),
+            key: out.join("box.key"),
+        }
+    }
+
+    /// Starts `branch-hq serve` (again, on the same sync port after the first time)
+    /// and waits until it listens.
+    pub fn serve(&mut self) {
+        assert!(self.child.is_none(), "branch-hq is already running");
+        let listen = format!("127.0.0.1:{}", self.sync.port());
+        let deadline = Instant::now() + SOON * 3;
+        loop {
+            match self.try_serve(&listen) {
+                Ok(()) => return,
+                // The old socket may linger a moment after a kill: try again.
+                Err(why) if Instant::now() < deadline => {
+                    eprintln!("branch-hq did not start ({why}); retrying");
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                Err(why) => panic!("branch-hq never listened: {why}\n{}", self.log_text()),
+            }
+        }
+    }
+
+    fn try_serve(&mut self, listen: &str) -> Result<(), String> {
+        let listening_before = self.log_count("branch-hq listening");
+        let mut child = command(bin("branch-hq"))
+            .arg("serve")
+            .args(self.store_args())
+            .args([
+                "--listen",
+                listen,
+                "--admin-listen",
+                "127.0.0.1:0",
+                "--tls-dir",
+            ])
+            .arg(self.tls_dir())
+            .arg("--files-dir")
+            .arg(self.dir.path().join("files"))
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("branch-hq serve starts");
+        let stderr = child.stderr.take().expect("stderr piped");
+        let sink = Arc::clone(&self.log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if std::env::var_os("BRANCHD_TEST_LOG").is_some() {
+                    eprintln!("branch-hq: {line}");
+                }
+                sink.lock().expect("log lock").push(strip_ansi(&line));
+            }
+        });
+        let mut exited = None;
+        let up = wait(SOON * 3, || {
+            if let Ok(Some(status)) = child.try_wait() {
+                exited = Some(status);
+                return true;
+            }
+            self.log_count("branch-hq listening") > listening_before
+        });
+        if let Some(status) = exited {
+            return Err(format!("exited with {status}"));
+        }
+        if !up {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err("no `branch-hq listening` line".to_owned());
+        }
+        let line = {
+            let log = self.log.lock().expect("log lock");
+            log.iter()
+                .rev()
+                .find(|l| l.contains("branch-hq listening"))
+                .cloned()
+                .expect("listening line")
+        };
+        let field = |name: &str| {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(name))
+                .and_then(|a| a.trim_matches('"').parse::<std::net::SocketAddr>().ok())
+                .unwrap_or_else(|| panic!("no {name} in {line:?}"))
+        };
+        self.sync = field("sync=");
+        self.admin = field("admin=");
+        self.token = std::fs::read_to_string(self.tls_dir().join("admin-token"))
+            .expect("admin token")
+            .trim()
+            .to_owned();
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// Kills the server with SIGKILL (no graceful shutdown) and reaps it.
+    pub fn kill(&mut self) {
+        let mut child = self.child.take().expect("branch-hq running");
+        child.kill().expect("SIGKILL branch-hq");
+        child.wait().expect("reap branch-hq");
+    }
+
+    /// Process id of the running server.
+    #[allow(dead_code)] // the sync benchmark
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// Everything the server logged so far (every run), without colour codes.
+    pub fn log_text(&self) -> String {
+        self.log.lock().expect("log lock").join("\n")
+    }
+
+    fn log_count(&self, needle: &str) -> usize {
+        self.log
+            .lock()
+            .expect("log lock")
+            .iter()
+            .filter(|l| l.contains(needle))
+            .count()
+    }
+
+    /// The `[hq]` section of a box's `branchd.toml` for `creds`, reaching HQ at
+    /// `https://{addr}` (the sync listener, or a proxy in front of it), with short
+    /// intervals for tests and `extra` lines appended (e.g. `batch_records = 2000`).
+    pub fn box_config(
+        &self,
+        creds: &BoxCredentials,
+        addr: std::net::SocketAddr,
+        extra: &str,
+    ) -> String {
+        format!(
+            "\n[hq]\nurl = \"https://{addr}\"\nca_cert = {:?}\nclient_cert = {:?}\n\
+             client_key = {:?}\nbox_id = {:?}\nlong_poll_ms = 2000\n\
+             upload_interval_ms = 1000\nprobe_interval_ms = 1000\n{extra}\n",
+            creds.ca, creds.cert, creds.key, creds.box_id,
+        )
+    }
+
+    /// One admin API request (`GET`, `PUT`, `POST`, `DELETE`); answers status and body
+    /// (JSON, or the text as a JSON string).
+    pub fn admin(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(SOON * 3))
+            .build()
+            .into();
+        let url = format!("http://{}{path}", self.admin);
+        let auth = format!("Bearer {}", self.token);
+        let result = match (method, body) {
+            ("GET", _) => agent.get(&url).header("Authorization", &auth).call(),
+            ("DELETE", _) => agent.delete(&url).header("Authorization", &auth).call(),
+            ("PUT", Some(b)) => agent.put(&url).header("Authorization", &auth).send_json(b),
+            ("POST", Some(b)) => agent.post(&url).header("Authorization", &auth).send_json(b),
+            (m, b) => panic!("unsupported admin request {m} with body {b:?}"),
+        };
+        let mut resp = result.unwrap_or_else(|e| panic!("admin {method} {path}: {e}"));
+        let status = resp.status().as_u16();
+        let text = resp.body_mut().read_to_string().expect("admin body");
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+        )
+    }
+
+    /// Every CDR HQ holds for `site` (admin API, all pages, in arrival order).
+    pub fn cdrs(&self, site: &str) -> Vec<serde_json::Value> {
+        let mut out = Vec::new();
+        let mut after = String::new();
+        loop {
+            let (status, page) = self.admin(
+                "GET",
+                &format!("/admin/v1/cdrs?site={site}&limit=1000{after}"),
+                None,
+            );
+            assert_eq!(status, 200, "{page}");
+            out.extend(page["cdrs"].as_array().cloned().unwrap_or_default());
+            match page["next"].as_i64() {
+                Some(next) => after = format!("&after={next}"),
+                None => return out,
+            }
+        }
+    }
+}
+
+impl Drop for HqServer {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("branch-hq log:\n{}", self.log_text());
+        }
+    }
+}
+
+/// `line` without ANSI colour codes (`ESC [ ... m`).
+pub fn strip_ansi(line: &str) -> String {
+    let mut plain = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            chars.by_ref().find(|&c| c == 'm');
+        } else {
+            plain.push(c);
+        }
+    }
+    plain
+}

@@ -7,10 +7,12 @@
 //! SQLite store the daemon wrote. The only network used is the daemon's web API on a
 //! loopback port.
 
+mod fault_proxy;
 mod harness;
 
 mod accounts_api;
 mod analog_calls;
 mod daemon_lifecycle;
 mod pstn;
+mod sync_faults;
 mod sync_hq;
