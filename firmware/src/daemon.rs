@@ -400,55 +400,59 @@ fn start_sync(
     tokio::sync::watch::Receiver<sync::wan::WanSnapshot>,
 ) {
     let store = SyncStore::new(writer.clone(), db_path.to_owned());
-    let hq_probe = config
-        .hq
-        .as_ref()
-        .and_then(|hq| sync::wan::hq_probe_target(&hq.url));
     let trunk = config
         .wan
         .trunk
         .clone()
         .map(|t| (t, config.wan.trunk_transport));
+    let client = config.hq.as_ref().map(sync::client::http_client);
+    // HQ is probed over HTTPS with the agent's client, or by a TCP connect when the
+    // TLS setup failed.
+    let hq_probe = match (&config.hq, &client) {
+        (Some(hq), Some(Ok(client))) => Some(sync::wan::HqProbe::Https {
+            client: client.clone(),
+            url: hq.url.clone(),
+        }),
+        (Some(hq), _) => sync::wan::hq_probe_target(&hq.url).map(sync::wan::HqProbe::Tcp),
+        (None, _) => None,
+    };
     let (wan_tx, wan_rx) = tokio::sync::watch::channel(sync::wan::initial_snapshot(
-        hq_probe.as_deref(),
+        hq_probe.as_ref().map(|p| p.describe()).as_deref(),
         trunk.as_ref().map(|(t, _)| t.as_str()),
     ));
     let handle = SyncHandle::new(config.hq.as_ref(), wan_rx.clone());
     let (reach_tx, reach_rx) = tokio::sync::mpsc::unbounded_channel();
     let mut tasks = Vec::new();
-    match &config.hq {
-        None => tracing::info!("sync with HQ not configured (no [hq] section)"),
-        Some(hq) => match sync::client::http_client(hq) {
-            Ok(client) => {
-                let mut seed = [0u8; 8];
-                if let Err(e) = getrandom::fill(&mut seed) {
-                    tracing::warn!(error = %e, "no OS randomness for the sync backoff seed; using the clock");
-                    seed = system_clock_ms().to_le_bytes();
-                }
-                let agent = sync::agent::Agent {
-                    hq: hq.clone(),
-                    client,
-                    store: store.clone(),
-                    handle: handle.clone(),
-                    hq_reach: reach_tx,
-                    seed: u64::from_le_bytes(seed),
-                };
-                tasks.push(tokio::spawn(agent.run(stop.clone())));
+    match (&config.hq, client) {
+        (Some(hq), Some(Ok(client))) => {
+            let mut seed = [0u8; 8];
+            if let Err(e) = getrandom::fill(&mut seed) {
+                tracing::warn!(error = %e, "no OS randomness for the sync backoff seed; using the clock");
+                seed = system_clock_ms().to_le_bytes();
             }
-            Err(e) => {
-                tracing::error!(error = %e, "sync with HQ is off: its TLS setup failed");
-                handle.set_setup_error(e.to_string());
-            }
-        },
+            let agent = sync::agent::Agent {
+                hq: hq.clone(),
+                client,
+                store: store.clone(),
+                handle: handle.clone(),
+                hq_reach: reach_tx,
+                seed: u64::from_le_bytes(seed),
+            };
+            tasks.push(tokio::spawn(agent.run(stop.clone())));
+        }
+        (Some(_), Some(Err(e))) => {
+            tracing::error!(error = %e, "sync with HQ is off: its TLS setup failed");
+            handle.set_setup_error(e.to_string());
+        }
+        _ => tracing::info!("sync with HQ not configured (no [hq] section)"),
     }
     let wan = sync::wan::WanTask {
         hq: hq_probe,
-        hq_interval: config
+        trunk,
+        probe_interval: config
             .hq
             .as_ref()
             .map_or(config.wan.probe_interval, |hq| hq.probe_interval),
-        trunk,
-        trunk_interval: config.wan.probe_interval,
         hq_samples: reach_rx,
         publish: wan_tx,
         store,

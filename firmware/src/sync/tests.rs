@@ -802,3 +802,73 @@ async fn the_same_conflict_twice_is_audited_once() {
         9
     );
 }
+
+#[tokio::test]
+async fn the_wan_task_follows_the_trunk_with_hysteresis_and_routing_follows_it() {
+    use super::wan::{initial_snapshot, trunk_status, wan_led, WanTask};
+    use crate::call::TrunkStatus;
+    use crate::config::TrunkTransport;
+
+    let env = env().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("listener");
+    let target = listener.local_addr().expect("addr").to_string();
+    let accept = tokio::spawn(async move {
+        // Accept and drop connections until aborted.
+        while let Ok((conn, _)) = listener.accept().await {
+            drop(conn);
+        }
+    });
+    let first = initial_snapshot(None, Some(&target));
+    assert_eq!(trunk_status(&first), TrunkStatus::Unusable);
+    assert_eq!(first.hq.state, "not configured");
+    let (publish, mut wan) = tokio::sync::watch::channel(first);
+    let (_samples, hq_samples) = tokio::sync::mpsc::unbounded_channel();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(
+        WanTask {
+            hq: None,
+            trunk: Some((target.clone(), TrunkTransport::Tcp)),
+            probe_interval: std::time::Duration::from_millis(100),
+            hq_samples,
+            publish,
+            store: env.sync.clone(),
+        }
+        .run(stop.clone()),
+    );
+    let until = |wan: &mut tokio::sync::watch::Receiver<super::wan::WanSnapshot>,
+                 want: TrunkStatus| {
+        let mut wan = wan.clone();
+        async move {
+            tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                wan.wait_for(|s| trunk_status(s) == want),
+            )
+            .await
+            .expect("in time")
+            .expect("task alive")
+            .clone()
+        }
+    };
+    let up = until(&mut wan, TrunkStatus::Usable).await;
+    assert_eq!(up.trunk.state, "online");
+    assert!(up.trunk.last_ok_ms.is_some());
+    // HQ is not configured: the LED stays off whatever the trunk does.
+    assert!(!wan_led(&up));
+    // The change was stored for `branchd sync-status`.
+    let stored = env.sync.state().expect("state").wan.expect("wan stored");
+    assert_eq!(stored["trunk"]["probe"], target.as_str());
+
+    accept.abort();
+    let _ = accept.await;
+    let down = until(&mut wan, TrunkStatus::Unusable).await;
+    assert_eq!(down.trunk.state, "offline");
+    assert!(down
+        .trunk
+        .last_failure
+        .as_deref()
+        .is_some_and(|f| f.contains("tcp connect")));
+    stop.cancel();
+    task.await.expect("task ends");
+}

@@ -1,34 +1,40 @@
-//! The WAN monitor task: probes HQ and the SIP trunk, feeds the sans-IO
-//! `branchline_sync::wan::WanMonitor`, and publishes the states.
+//! The WAN monitor task: drives the sans-IO [`WanMonitor`] of `branchline_sync::wan`
+//! (HQ and SIP-trunk reachability, online/degraded/offline with hysteresis) with real
+//! probes, and publishes its states.
 //!
-//! - **HQ**: every exchange of the sync agent is a sample (any HTTP answer: reachable;
-//!   a transport failure or timeout: not). When no exchange happened within
-//!   `[hq] probe_interval_ms` (start-up, a long backoff) the task connects to HQ's
-//!   host and port itself (a TCP connect, no TLS: cheap; HQ logs it as a refused
-//!   handshake). Without `[hq]` the target is "not configured".
-//! - **Trunk**: until the SIP stack exists there is no OPTIONS ping: `[wan] trunk`
-//!   (`host:port`) is probed by a TCP connect, or over UDP by a CRLF CRLF keep-alive
-//!   where an ICMP port-unreachable (seen as a refused `recv`) means down and an
-//!   answer or silence means up. Without `[wan] trunk` the target is "not configured".
+//! - **Probes** run when the core asks for them ([`WanMonitor::poll_probe`]):
+//!   - HQ: an HTTPS `GET` of HQ's base URL with the sync agent's own mutual-TLS client
+//!     (any HTTP answer means HQ is reachable: TLS and HTTP work; HQ has no health
+//!     endpoint, and the answer's status does not matter). When the TLS setup failed,
+//!     a TCP connect to HQ's host and port instead. Without `[hq]` HQ probes fail at
+//!     once and HQ shows as "not configured".
+//!   - Trunk: until the SIP stack can send OPTIONS, `[wan] trunk` (`host:port`) is
+//!     probed by a TCP connect, or over UDP by a CRLF CRLF keep-alive where an ICMP
+//!     port-unreachable (seen as a refused `recv`) means down and an answer or silence
+//!     means up. Without `[wan] trunk` the core does not watch a trunk.
+//!   - A failed exchange of the sync agent (a transport error or timeout) asks the core
+//!     for a probe round at once ([`WanInput::ProbeNow`]), so an outage shows quickly.
 //! - **Outputs**: a [`tokio::sync::watch`] of [`WanSnapshot`] that call routing reads
-//!   (the daemon turns the trunk's state into
-//!   [`crate::call::TrunkStatus`], see [`trunk_status`]) and the sync status shows;
-//!   the WAN LED, driven by the daemon's board loop from the same watch
-//!   ([`wan_led`]); a log line per state change; the states stored in `sync_state`
-//!   when they change, for `branchd sync-status`.
+//!   ([`trunk_status`]: the trunk while [`WanMonitor::trunk_usable`], else FXO) and
+//!   the sync status shows; the WAN LED, set by the daemon's board loop from the same
+//!   watch ([`wan_led`]); a log line per change; the snapshot stored in `sync_state`
+//!   at each change, for `branchd sync-status`.
 //!
-//! Limit: the sans-IO `WanMonitor` core (online/degraded/offline with hysteresis) is
-//! not in `branchline_sync::wan` yet; until it is, a target's state follows its last
-//! probe ("online" or "offline", never "degraded") in `verdict`, the one place the
-//! core will plug in.
+//! One probe interval (`[hq] probe_interval_ms`, else `[wan] probe_interval_ms`)
+//! serves both targets; the core probes faster while not online.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use branchline_sync::wan::{
+    ProbeOutcome, Target, WanConfig, WanEvent, WanInput, WanMonitor, WanState,
+};
 use serde::Serialize;
 use tokio::net::{TcpStream, UdpSocket};
+use tokio::sync::{mpsc, watch};
 
 use crate::call::TrunkStatus;
 use crate::config::TrunkTransport;
+use crate::store::system_clock_ms;
 
 /// How long one probe may take before it counts as a failure.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -36,19 +42,21 @@ pub const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 /// The state of one target as the monitor publishes it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TargetSnapshot {
-    /// `"not configured"`, `"unknown"` (no verdict yet), `"online"`, `"degraded"` or
-    /// `"offline"`.
+    /// `"not configured"`, `"unknown"` (no probe answered yet), `"online"`,
+    /// `"degraded"` (reachable but slow or lossy) or `"offline"`.
     pub state: &'static str,
-    /// What is probed (`host:port`), when configured.
+    /// What is probed (a URL or `host:port`), when configured.
     pub probe: Option<String>,
-    /// When the state last changed, ms since the Unix epoch.
-    pub since_ms: Option<i64>,
-    /// The last probe's time and result.
-    pub last_probe_ms: Option<i64>,
-    /// Whether the last probe succeeded.
-    pub last_probe_ok: Option<bool>,
+    /// When a probe last succeeded, ms since the Unix epoch.
+    pub last_ok_ms: Option<i64>,
+    /// When a probe last failed.
+    pub last_fail_ms: Option<i64>,
     /// What the last failed probe reported.
     pub last_failure: Option<String>,
+    /// Smoothed round-trip time, ms.
+    pub srtt_ms: Option<u64>,
+    /// Share of failed recent probes, percent.
+    pub loss_pct: u8,
 }
 
 impl TargetSnapshot {
@@ -57,10 +65,19 @@ impl TargetSnapshot {
         TargetSnapshot {
             state: "not configured",
             probe: None,
-            since_ms: None,
-            last_probe_ms: None,
-            last_probe_ok: None,
+            last_ok_ms: None,
+            last_fail_ms: None,
             last_failure: None,
+            srtt_ms: None,
+            loss_pct: 0,
+        }
+    }
+
+    fn unknown(probe: &str) -> TargetSnapshot {
+        TargetSnapshot {
+            state: "unknown",
+            probe: Some(probe.to_owned()),
+            ..TargetSnapshot::not_configured()
         }
     }
 }
@@ -71,29 +88,72 @@ impl Default for TargetSnapshot {
     }
 }
 
-/// Both targets.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+/// The WAN as the monitor last judged it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct WanSnapshot {
+    /// Overall: `"not configured"` (nothing to watch), `"online"`, `"degraded"` or
+    /// `"offline"` (the core's [`WanState`]).
+    pub state: &'static str,
+    /// Since when, ms since the Unix epoch.
+    pub since_ms: Option<i64>,
+    /// Whether outside calls may use the SIP trunk.
+    pub trunk_usable: bool,
     /// HQ (the sync server).
     pub hq: TargetSnapshot,
     /// The SIP trunk.
     pub trunk: TargetSnapshot,
 }
 
-/// What call routing makes of the trunk's state: online or degraded is usable,
-/// offline (or not yet known) is not; no trunk is "not configured".
-pub fn trunk_status(snapshot: &WanSnapshot) -> TrunkStatus {
-    match snapshot.trunk.state {
-        "online" | "degraded" => TrunkStatus::Usable,
-        "not configured" => TrunkStatus::NotConfigured,
-        _ => TrunkStatus::Unusable,
+impl Default for WanSnapshot {
+    fn default() -> Self {
+        WanSnapshot {
+            state: "not configured",
+            since_ms: None,
+            trunk_usable: false,
+            hq: TargetSnapshot::not_configured(),
+            trunk: TargetSnapshot::not_configured(),
+        }
     }
 }
 
-/// Whether the WAN LED is lit: HQ online or degraded. (Blinking for degraded needs a
-/// timer in the board loop; the LED is on/off today.)
+/// The first snapshot, before any probe: configured targets are "unknown".
+pub fn initial_snapshot(hq: Option<&str>, trunk: Option<&str>) -> WanSnapshot {
+    WanSnapshot {
+        state: if hq.is_some() || trunk.is_some() {
+            "offline"
+        } else {
+            "not configured"
+        },
+        hq: hq.map_or_else(TargetSnapshot::not_configured, TargetSnapshot::unknown),
+        trunk: trunk.map_or_else(TargetSnapshot::not_configured, TargetSnapshot::unknown),
+        ..WanSnapshot::default()
+    }
+}
+
+/// What call routing makes of the snapshot: no trunk is "not configured"; otherwise
+/// the trunk is usable while the core says so.
+pub fn trunk_status(snapshot: &WanSnapshot) -> TrunkStatus {
+    if snapshot.trunk.state == "not configured" {
+        TrunkStatus::NotConfigured
+    } else if snapshot.trunk_usable {
+        TrunkStatus::Usable
+    } else {
+        TrunkStatus::Unusable
+    }
+}
+
+/// Whether the WAN LED is lit: HQ reachable (online or degraded). (Blinking for
+/// degraded needs a timer in the board loop; the LED is on/off today.)
 pub fn wan_led(snapshot: &WanSnapshot) -> bool {
     matches!(snapshot.hq.state, "online" | "degraded")
+}
+
+fn state_name(state: WanState) -> &'static str {
+    match state {
+        WanState::Online => "online",
+        WanState::Degraded => "degraded",
+        WanState::Offline => "offline",
+    }
 }
 
 /// `host:port` of an `https://` URL (port 443 when not given).
@@ -155,146 +215,245 @@ async fn probe_inner(target: &str, transport: TrunkTransport) -> Result<(), Stri
     }
 }
 
-/// What the WAN task needs.
-#[derive(Debug)]
-pub struct WanTask {
-    /// HQ's `host:port`, when `[hq]` is set.
-    pub hq: Option<String>,
-    /// How often HQ is probed.
-    pub hq_interval: Duration,
-    /// The trunk's `host:port` and how to probe it, when `[wan] trunk` is set.
-    pub trunk: Option<(String, TrunkTransport)>,
-    /// How often the trunk is probed.
-    pub trunk_interval: Duration,
-    /// Samples from the sync agent's own exchanges with HQ.
-    pub hq_samples: tokio::sync::mpsc::UnboundedReceiver<bool>,
-    /// Where the states go.
-    pub publish: tokio::sync::watch::Sender<WanSnapshot>,
-    /// Where state changes are stored (for `branchd sync-status`).
-    pub store: super::store::SyncStore,
+/// How HQ is probed.
+#[derive(Debug, Clone)]
+pub enum HqProbe {
+    /// An HTTPS `GET` of this URL with the agent's mutual-TLS client.
+    Https {
+        /// The client.
+        client: reqwest::Client,
+        /// HQ's base URL.
+        url: String,
+    },
+    /// A TCP connect to `host:port` (the TLS setup failed).
+    Tcp(String),
 }
 
-/// The first snapshot: "unknown" for configured targets.
-pub fn initial_snapshot(hq: Option<&str>, trunk: Option<&str>) -> WanSnapshot {
-    let target = |probe: Option<&str>| match probe {
-        Some(p) => TargetSnapshot {
-            state: "unknown",
-            probe: Some(p.to_owned()),
-            ..TargetSnapshot::not_configured()
-        },
-        None => TargetSnapshot::not_configured(),
-    };
-    WanSnapshot {
-        hq: target(hq),
-        trunk: target(trunk),
-    }
-}
-
-/// Which target a probe result is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Target {
-    Hq,
-    Trunk,
-}
-
-impl Target {
-    fn name(self) -> &'static str {
+impl HqProbe {
+    /// What is probed: the URL or `host:port`.
+    pub fn describe(&self) -> String {
         match self {
-            Target::Hq => "hq",
-            Target::Trunk => "trunk",
+            HqProbe::Https { url, .. } => url.clone(),
+            HqProbe::Tcp(target) => target.clone(),
+        }
+    }
+
+    async fn run(&self, timeout: Duration) -> Result<(), String> {
+        match self {
+            HqProbe::Https { client, url } => {
+                match client.get(url.as_str()).timeout(timeout).send().await {
+                    // Any HTTP answer: TLS (both ways) and HTTP work.
+                    Ok(_) => Ok(()),
+                    Err(e) if e.is_timeout() => Err(format!("no answer within {timeout:?}")),
+                    Err(e) => Err(super::agent::error_chain(&e)),
+                }
+            }
+            HqProbe::Tcp(target) => probe(target, TrunkTransport::Tcp).await,
         }
     }
 }
 
+/// What the WAN task needs.
+#[derive(Debug)]
+pub struct WanTask {
+    /// How HQ is probed, when `[hq]` is set.
+    pub hq: Option<HqProbe>,
+    /// The trunk's `host:port` and how to probe it, when `[wan] trunk` is set.
+    pub trunk: Option<(String, TrunkTransport)>,
+    /// Time between probes while online.
+    pub probe_interval: Duration,
+    /// Failed exchanges of the sync agent (`false`), which trigger a probe round.
+    pub hq_samples: mpsc::UnboundedReceiver<bool>,
+    /// Where the states go.
+    pub publish: watch::Sender<WanSnapshot>,
+    /// Where changes are stored (for `branchd sync-status`).
+    pub store: super::store::SyncStore,
+}
+
+/// The core's settings for a probe interval: the defaults, with the fast interval
+/// at most the normal one and the probe timeout [`PROBE_TIMEOUT`].
+pub fn monitor_config(probe_interval: Duration) -> WanConfig {
+    let defaults = WanConfig::default();
+    WanConfig {
+        probe_interval,
+        fast_probe_interval: defaults.fast_probe_interval.min(probe_interval),
+        probe_timeout: PROBE_TIMEOUT,
+        ..defaults
+    }
+}
+
 impl WanTask {
-    /// Runs until `shutdown` is cancelled.
+    /// Runs until `shutdown` is cancelled. With nothing to watch (no `[hq]`, no trunk)
+    /// it only waits for shutdown.
     pub async fn run(self, shutdown: tokio_util::sync::CancellationToken) {
         let WanTask {
             hq,
-            hq_interval,
             trunk,
-            trunk_interval,
+            probe_interval,
             mut hq_samples,
             publish,
             store,
         } = self;
-        let mut hq_tick = tokio::time::interval(hq_interval);
-        let mut trunk_tick = tokio::time::interval(trunk_interval);
-        hq_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        trunk_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        if hq.is_none() && trunk.is_none() {
+            shutdown.cancelled().await;
+            return;
+        }
+        let mut monitor = match WanMonitor::new(
+            monitor_config(probe_interval),
+            trunk.is_some(),
+            Instant::now(),
+        ) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::error!(error = %e, "WAN monitor settings refused; WAN state unknown");
+                shutdown.cancelled().await;
+                return;
+            }
+        };
+        let (done_tx, mut done_rx) = mpsc::channel::<(
+            branchline_sync::wan::ProbeId,
+            Target,
+            Result<Duration, String>,
+        )>(8);
+        let mut failures: [Option<String>; 2] = [None, None];
         let mut samples_open = true;
-        // When the agent's last exchange with HQ, if it is recent, makes an own
-        // probe unnecessary (it would only add a refused TLS handshake to HQ's log).
-        let mut last_sample: Option<tokio::time::Instant> = None;
         loop {
-            let (target, result) = tokio::select! {
-                () = shutdown.cancelled() => break,
-                _ = hq_tick.tick(), if hq.is_some() => {
-                    if last_sample.is_some_and(|at| at.elapsed() < hq_interval) {
-                        continue;
+            while let Some(p) = monitor.poll_probe() {
+                let done = done_tx.clone();
+                let timeout = p.deadline.saturating_duration_since(Instant::now());
+                let (hq, trunk) = (hq.clone(), trunk.clone());
+                tokio::spawn(async move {
+                    let started = Instant::now();
+                    let result = match (p.target, hq, trunk) {
+                        (Target::Hq, Some(hq), _) => hq.run(timeout).await,
+                        (Target::Hq, None, _) => Err("sync with HQ is not configured".to_owned()),
+                        (Target::Trunk, _, Some((target, transport))) => {
+                            probe(&target, transport).await
+                        }
+                        (Target::Trunk, _, None) => Err("no trunk configured".to_owned()),
+                    };
+                    let _ = done
+                        .send((p.id, p.target, result.map(|()| started.elapsed())))
+                        .await;
+                });
+            }
+            let mut changed = false;
+            while let Some(event) = monitor.poll_event() {
+                changed = true;
+                match event {
+                    WanEvent::State { from, to } => {
+                        tracing::info!(from = state_name(from), to = state_name(to), "wan state")
                     }
-                    let target = hq.as_deref().unwrap_or_default();
-                    (Target::Hq, probe(target, TrunkTransport::Tcp).await)
-                }
-                _ = trunk_tick.tick(), if trunk.is_some() => {
-                    let Some((target, transport)) = &trunk else { continue };
-                    (Target::Trunk, probe(target, *transport).await)
-                }
-                sample = hq_samples.recv(), if samples_open => match sample {
-                    Some(ok) => {
-                        last_sample = Some(tokio::time::Instant::now());
-                        (
-                            Target::Hq,
-                            if ok { Ok(()) } else { Err("sync request failed in transport".to_owned()) },
-                        )
+                    WanEvent::Target { target, reachable } => {
+                        let error = failures[target_index(target)].clone().unwrap_or_default();
+                        if reachable {
+                            tracing::info!(target = target_name(target), "wan target reachable");
+                        } else {
+                            tracing::warn!(target = target_name(target), %error, "wan target unreachable");
+                        }
                     }
-                    None => {
-                        samples_open = false;
-                        continue;
-                    }
-                },
-            };
-            let now_ms = crate::store::system_clock_ms();
-            let mut changed = None;
-            publish.send_modify(|snap| {
-                let t = match target {
-                    Target::Hq => &mut snap.hq,
-                    Target::Trunk => &mut snap.trunk,
-                };
-                let state = verdict(&result);
-                t.last_probe_ms = Some(now_ms);
-                t.last_probe_ok = Some(result.is_ok());
-                if let Err(e) = &result {
-                    t.last_failure = Some(e.clone());
                 }
-                if t.state != state {
-                    changed = Some((t.state, state));
-                    t.state = state;
-                    t.since_ms = Some(now_ms);
+            }
+            let snapshot = publishable(
+                &monitor,
+                hq.as_ref(),
+                trunk.as_ref().map(|(t, _)| t.as_str()),
+                &failures,
+            );
+            let moved = publish.send_if_modified(|current| {
+                let differs = *current != snapshot;
+                if differs {
+                    *current = snapshot.clone();
                 }
+                differs
             });
-            if let Some((from, to)) = changed {
-                match &result {
-                    Ok(()) => tracing::info!(target = target.name(), from, to, "wan state"),
-                    Err(e) => {
-                        tracing::warn!(target = target.name(), from, to, error = %e, "wan state")
-                    }
-                }
-                let snapshot = publish.borrow().clone();
+            if changed && moved {
                 match serde_json::to_value(&snapshot) {
                     Ok(v) => store.record_wan(v).await,
                     Err(e) => tracing::warn!(error = %e, "wan state not serialised"),
                 }
             }
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                Some((id, target, result)) = done_rx.recv() => {
+                    let outcome = match result {
+                        Ok(rtt) => ProbeOutcome::Ok { rtt },
+                        Err(e) => {
+                            failures[target_index(target)] = Some(e);
+                            ProbeOutcome::Failed
+                        }
+                    };
+                    monitor.handle(Instant::now(), WanInput::Probe { id, outcome });
+                }
+                sample = hq_samples.recv(), if samples_open => match sample {
+                    Some(false) => monitor.handle(Instant::now(), WanInput::ProbeNow),
+                    Some(true) => {}
+                    None => samples_open = false,
+                },
+                () = sleep_until(monitor.timeout()) => monitor.handle_timeout(Instant::now()),
+            }
         }
     }
 }
 
-/// A target's state from one probe.
-fn verdict(result: &Result<(), String>) -> &'static str {
-    if result.is_ok() {
-        "online"
-    } else {
-        "offline"
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn target_index(target: Target) -> usize {
+    match target {
+        Target::Hq => 0,
+        Target::Trunk => 1,
+    }
+}
+
+fn target_name(target: Target) -> &'static str {
+    match target {
+        Target::Hq => "hq",
+        Target::Trunk => "trunk",
+    }
+}
+
+/// The core's snapshot as the box publishes it.
+fn publishable(
+    monitor: &WanMonitor,
+    hq: Option<&HqProbe>,
+    trunk: Option<&str>,
+    failures: &[Option<String>; 2],
+) -> WanSnapshot {
+    let now = Instant::now();
+    let report = monitor.snapshot().report(now, system_clock_ms());
+    let target = |which: Target, probe: Option<String>| -> TargetSnapshot {
+        let Some(probe) = probe else {
+            return TargetSnapshot::not_configured();
+        };
+        let Some(t) = report.targets.iter().find(|t| t.target == which) else {
+            return TargetSnapshot::unknown(&probe);
+        };
+        let state = match (t.last_ok_ms, t.last_fail_ms, t.reachable, t.impaired) {
+            (None, None, _, _) => "unknown",
+            (_, _, true, true) => "degraded",
+            (_, _, true, false) => "online",
+            (_, _, false, _) => "offline",
+        };
+        TargetSnapshot {
+            state,
+            probe: Some(probe),
+            last_ok_ms: t.last_ok_ms,
+            last_fail_ms: t.last_fail_ms,
+            last_failure: failures[target_index(which)].clone(),
+            srtt_ms: t.srtt_ms,
+            loss_pct: t.loss_pct,
+        }
+    };
+    WanSnapshot {
+        state: state_name(report.state),
+        since_ms: Some(report.since_ms),
+        trunk_usable: report.trunk_usable,
+        hq: target(Target::Hq, hq.map(HqProbe::describe)),
+        trunk: target(Target::Trunk, trunk.map(str::to_owned)),
     }
 }
