@@ -17,8 +17,9 @@
 //! - [`client`]: the HTTPS client: rustls with the ring provider, HQ's CA as the only
 //!   root, the device certificate for mutual TLS.
 //! - [`agent`]: the agent task driving the uploader and downloader cores.
-//! - [`wan`]: the WAN monitor task (HQ and trunk reachability), its published states,
-//!   the WAN LED rule and the trunk status call routing reads.
+//! - [`wan`]: the WAN monitor task driving `branchline_sync::wan::WanMonitor` with
+//!   real probes of HQ and the trunk, its published states, the WAN LED rule and the
+//!   trunk status call routing reads.
 //! - [`status`]: the sync status report (`GET /api/v1/sync`, `branchd sync-status`)
 //!   and [`status::SyncHandle`] (live status, force).
 //!
@@ -30,10 +31,10 @@
 //!
 //! # Limits
 //!
-//! Recording files are not uploaded yet (HQ's file policy is stored); the WAN states
-//! have no hysteresis until `branchline_sync::wan::WanMonitor` exists (see [`wan`]);
-//! an outbox row too large for any batch stops uploads (no quarantine table); HQ's
-//! extension names reach call control at the next start.
+//! Recording files are not uploaded yet (HQ's file policy is stored); an outbox row
+//! too large for any batch stops uploads (no quarantine table); HQ's extension names
+//! reach call control at the next start; the trunk probe is TCP/UDP reachability, not
+//! SIP OPTIONS.
 
 pub mod agent;
 pub mod apply;
