@@ -858,7 +858,7 @@ impl Engine {
         }
         match self.peers.get(&MediaEnd::Leg(leg)).copied() {
             Some(MediaEnd::Leg(peer)) => self.relay(peer, &packet, kind, data),
-            Some(MediaEnd::Port(port)) => self.to_port(port, at, &packet, kind),
+            Some(MediaEnd::Port(port)) => self.queue_for_port(port, at, &packet, kind),
             None => {}
         }
     }
@@ -927,7 +927,7 @@ impl Engine {
         }
     }
 
-    fn to_port(&mut self, port: u8, at: Instant, packet: &RtpPacket<'_>, kind: PayloadKind) {
+    fn queue_for_port(&mut self, port: u8, at: Instant, packet: &RtpPacket<'_>, kind: PayloadKind) {
         let Some(link) = self.port_links.get_mut(&port) else {
             return;
         };
@@ -1075,6 +1075,8 @@ impl Engine {
             let packet = if out.ticks_left > 0 {
                 out.ticks_left -= 1;
                 if out.ticks_left == 0 {
+                    // The release: the end packet carries the full duration.
+                    let _ = out.encoder.tick();
                     out.encoder.stop()
                 } else {
                     out.encoder.tick()
@@ -1128,3 +1130,6 @@ impl Engine {
         v
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -471,3 +471,111 @@ fn bad_hq_values_name_file_line_and_field() {
     let transport = format!("{BASE}[wan]\ntrunk_transport = \"sctp\"\n");
     assert_located(&error(&transport), base_lines + 2, "wan.trunk_transport");
 }
+
+#[test]
+fn sim_example_has_sip_accounts_and_media() {
+    let config = Config::load(&example("sim.toml")).expect("sim.toml loads");
+    let accounts: Vec<_> = config
+        .sip_accounts
+        .iter()
+        .map(|a| (a.extension.as_str(), a.name.as_str()))
+        .collect();
+    assert_eq!(accounts, [("210", "Desk phone"), ("211", "Softphone")]);
+    assert_eq!(config.media.local_ip.to_string(), "127.0.0.1");
+    assert_eq!(
+        (config.media.rtp_port_min, config.media.rtp_port_max),
+        (10000, 10999)
+    );
+}
+
+#[test]
+fn media_defaults_when_absent() {
+    let config = Config::from_toml_str(BASE, Path::new(FILE)).expect("loads");
+    assert_eq!(config.media, MediaConfig::default());
+    assert!(config.media.local_ip.is_unspecified());
+    assert_eq!(
+        (config.media.rtp_port_min, config.media.rtp_port_max),
+        (MEDIA_RTP_PORTS.0, MEDIA_RTP_PORTS.1)
+    );
+    assert_eq!(
+        (config.media.jitter_min_ms, config.media.jitter_max_ms),
+        (20, 200)
+    );
+    assert!(config.sip_accounts.is_empty());
+}
+
+#[test]
+fn media_values_are_checked() {
+    let e = error("[media]\nrtp_port_min = 80\n");
+    assert_located(&e, 2, "media.rtp_port_min");
+    assert!(e.contains("out of range"), "{e}");
+    let e = error("[media]\nrtp_port_min = 20001\nrtp_port_max = 20001\n");
+    assert_located(&e, 3, "media.rtp_port_max");
+    assert!(e.contains("no RTP/RTCP port pair"), "{e}");
+    let e = error("[media]\njitter_min_ms = 300\njitter_max_ms = 100\n");
+    assert_located(&e, 3, "media.jitter_max_ms");
+    assert!(e.contains("minimum above maximum"), "{e}");
+    let e = error("[media]\njitter_max_ms = 5000\n");
+    assert_located(&e, 2, "media.jitter_max_ms");
+    let e = error("[media]\nlocal_ip = \"localhost\"\n");
+    assert_located(&e, 2, "media.local_ip");
+    let e = error("[media]\nrtp_ports = 3\n");
+    assert!(e.contains("unknown field"), "{e}");
+    let ok = Config::from_toml_str(
+        "[media]\nlocal_ip = \"192.0.2.10\"\nrtp_port_min = 20001\nrtp_port_max = 20003\n",
+        Path::new(FILE),
+    )
+    .expect("odd start with one pair loads");
+    assert_eq!(
+        (ok.media.rtp_port_min, ok.media.rtp_port_max),
+        (20001, 20003)
+    );
+}
+
+fn sip_account(ext: &str, password: &str) -> String {
+    format!("{BASE}\n[[sip_accounts]]\nextension = \"{ext}\"\npassword = \"{password}\"\n")
+}
+
+#[test]
+fn sip_accounts_load_and_may_share_an_fxs_number() {
+    let text = format!(
+        "{}\n[[sip_accounts]]\nextension = \"210\"\nname = \"Desk\"\npassword = \"long-enough\"\n\
+         \n[[fxo_lines]]\nport = 5\ninbound = [\"102\", \"210\"]\n",
+        sip_account("102", "another-secret")
+    );
+    let config = Config::from_toml_str(&text, Path::new(FILE)).expect("loads");
+    assert_eq!(config.sip_accounts.len(), 2);
+    assert_eq!(config.sip_accounts[0].extension.as_str(), "102");
+    assert_eq!(config.sip_accounts[1].name, "Desk");
+    assert_eq!(config.fxo_lines[0].inbound.len(), 2);
+    // The password never reaches a log line.
+    let debug = format!("{:?}", config.sip_accounts[0]);
+    assert!(!debug.contains("another-secret"), "{debug}");
+    assert!(debug.contains("redacted"), "{debug}");
+}
+
+#[test]
+fn sip_account_errors_name_file_line_and_field() {
+    let e = error(&sip_account("210", "short"));
+    assert_located(&e, 14, "sip_accounts[0].password");
+    assert!(e.contains("shorter than 8"), "{e}");
+    let e = error(&sip_account("210", "x210x-long-password"));
+    assert_located(&e, 14, "sip_accounts[0].password");
+    assert!(e.contains("must not contain the extension"), "{e}");
+    let e = error(&sip_account("10", "long-enough"));
+    assert_located(&e, 13, "sip_accounts[0].extension");
+    assert!(e.contains("collides with extensions[0]"), "{e}");
+    let e = error(&sip_account("900", "long-enough"));
+    assert_located(&e, 13, "sip_accounts[0].extension");
+    assert!(e.contains("outside line prefix"), "{e}");
+    let e = error(&sip_account("21a", "long-enough"));
+    assert_located(&e, 13, "sip_accounts[0].extension");
+    let e = error(&format!(
+        "{}\n[[sip_accounts]]\nextension = \"210\"\npassword = \"long-enough-2\"\n",
+        sip_account("210", "long-enough")
+    ));
+    assert_located(&e, 17, "sip_accounts[1].extension");
+    assert!(e.contains("already has a SIP account"), "{e}");
+    let e = error(&format!("{BASE}\n[[sip_accounts]]\nextension = \"210\"\n"));
+    assert!(e.contains("password"), "{e}");
+}

@@ -1,0 +1,556 @@
+//! The media engine against real UDP peers on 127.0.0.1 and a simulated port stream.
+//!
+//! Each test uses its own port range so the tests can run in parallel.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use branchline_board::dsp::{tone_ratio, SineGenerator};
+use branchline_media::dtmf::EventPayload;
+use branchline_media::rtp::{parse, RtpHeader, PT_PCMA, PT_PCMU};
+use tokio::net::UdpSocket;
+use tokio::time::{timeout, Instant as TokioInstant};
+
+use super::*;
+
+const LO: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+const LEG: LegId = LegId(7);
+const LEG_B: LegId = LegId(LegId::OUTGOING | 8);
+
+struct Rig {
+    engine: MediaEngine,
+    frames: mpsc::UnboundedReceiver<(u8, Audio)>,
+    sip: mpsc::UnboundedReceiver<SipInput>,
+    _task: JoinHandle<()>,
+}
+
+fn rig(first_port: u16) -> Rig {
+    let (frame_tx, frames) = mpsc::unbounded_channel();
+    let (sip_tx, sip) = mpsc::unbounded_channel();
+    let settings = MediaSettings {
+        local_ip: LO,
+        rtp_port_min: first_port,
+        rtp_port_max: first_port + 9,
+        jitter: JitterConfig::adaptive(20, 200).unwrap(),
+        board_law: Law::Ulaw,
+        seed: 42,
+    };
+    let (engine, task) = MediaEngine::start(settings, Arc::new(frame_tx), sip_tx).unwrap();
+    Rig {
+        engine,
+        frames,
+        sip,
+        _task: task,
+    }
+}
+
+fn media(law: Law) -> LegMedia {
+    LegMedia {
+        law,
+        payload_type: audio_payload_type(law),
+        telephone_event_pt: Some(101),
+        ptime_ms: 20,
+        latch: true,
+    }
+}
+
+async fn peer() -> (UdpSocket, SocketAddr) {
+    let s = UdpSocket::bind((LO, 0)).await.unwrap();
+    let a = s.local_addr().unwrap();
+    (s, a)
+}
+
+fn tone_frame(gen: &mut SineGenerator, law: Law) -> Audio {
+    let mut pcm = [0i16; FRAME_SAMPLES];
+    gen.fill(&mut pcm);
+    let mut samples = [0u8; FRAME_SAMPLES];
+    law.encode_block(&pcm, &mut samples);
+    Audio { law, samples }
+}
+
+async fn recv_rtp(s: &UdpSocket) -> Vec<u8> {
+    let mut buf = [0u8; MAX_PACKET];
+    let (n, _) = timeout(Duration::from_secs(2), s.recv_from(&mut buf))
+        .await
+        .expect("RTP within 2 s")
+        .unwrap();
+    buf[..n].to_vec()
+}
+
+fn rtp_packet(pt: u8, seq: u16, ts: u32, marker: bool, payload: &[u8]) -> Vec<u8> {
+    let mut buf = [0u8; MAX_PACKET];
+    let n = RtpHeader {
+        payload_type: pt,
+        marker,
+        seq,
+        timestamp: ts,
+        ssrc: 0x1234_5678,
+    }
+    .write(payload, &mut buf)
+    .unwrap();
+    buf[..n].to_vec()
+}
+
+#[tokio::test]
+async fn a_tone_from_the_port_comes_out_as_rtp_in_the_legs_law() {
+    let mut r = rig(42000);
+    let (peer, peer_addr) = peer().await;
+    let local = r.engine.open_leg(LEG).await.unwrap();
+    assert_eq!(local.ip(), LO);
+    assert_eq!(local.port() % 2, 0);
+    // The board speaks µ-law, the leg A-law: the engine transcodes.
+    r.engine
+        .start_leg(LEG, peer_addr, media(Law::Alaw))
+        .await
+        .unwrap();
+    r.engine.bridge(MediaEnd::Port(1), MediaEnd::Leg(LEG));
+    let mut gen = SineGenerator::new(1000.0, 8000);
+    for _ in 0..10 {
+        r.engine.port_audio(1, tone_frame(&mut gen, Law::Ulaw));
+    }
+    let mut last: Option<(u16, u32)> = None;
+    for i in 0..10 {
+        let data = recv_rtp(&peer).await;
+        let p = parse(&data).unwrap();
+        assert_eq!(p.payload_type, PT_PCMA);
+        assert_eq!(p.payload.len(), FRAME_SAMPLES);
+        assert_eq!(p.marker, i == 0, "marker on the first packet only");
+        if let Some((seq, ts)) = last {
+            assert_eq!(p.seq, seq.wrapping_add(1));
+            assert_eq!(p.timestamp, ts.wrapping_add(160));
+        }
+        last = Some((p.seq, p.timestamp));
+        let mut pcm = [0i16; FRAME_SAMPLES];
+        Law::Alaw.decode_block(p.payload, &mut pcm);
+        assert!(tone_ratio(&pcm, 1000.0) > 0.9, "frame {i} is not 1 kHz");
+        assert!(tone_ratio(&pcm, 1500.0) < 0.05);
+    }
+    // No frames go to the port before RTP arrives... but the jitter buffer plays
+    // silence on the frame clock once the leg is started.
+    let (port, audio) = timeout(Duration::from_secs(1), r.frames.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((port, audio.law), (1, Law::Ulaw));
+    let stats = r.engine.stats().await.unwrap();
+    assert_eq!(stats.len(), 1);
+    assert_eq!(stats[0].packets_out, 10);
+    assert_eq!(stats[0].bridged_to, Some(MediaEnd::Port(1)));
+    assert_eq!(stats[0].remote, Some(peer_addr));
+}
+
+#[tokio::test]
+async fn ptime_30_repacketises_the_port_frames() {
+    let r = rig(42020);
+    let (peer, peer_addr) = peer().await;
+    r.engine.open_leg(LEG).await.unwrap();
+    let m = LegMedia {
+        ptime_ms: 30,
+        ..media(Law::Ulaw)
+    };
+    r.engine.start_leg(LEG, peer_addr, m).await.unwrap();
+    r.engine.bridge(MediaEnd::Leg(LEG), MediaEnd::Port(2));
+    let mut gen = SineGenerator::new(1000.0, 8000);
+    for _ in 0..3 {
+        r.engine.port_audio(2, tone_frame(&mut gen, Law::Ulaw));
+    }
+    // 60 ms of audio: two 30 ms packets, 240 samples each, timestamps 240 apart.
+    let a = recv_rtp(&peer).await;
+    let b = recv_rtp(&peer).await;
+    let (a, b) = (parse(&a).unwrap(), parse(&b).unwrap());
+    assert_eq!((a.payload.len(), b.payload.len()), (240, 240));
+    assert_eq!(b.timestamp.wrapping_sub(a.timestamp), 240);
+    assert_eq!(a.payload_type, PT_PCMU);
+}
+
+#[tokio::test]
+async fn rtp_with_jitter_and_reordering_comes_out_as_steady_frames() {
+    let mut r = rig(42040);
+    let (peer, peer_addr) = peer().await;
+    let local = r.engine.open_leg(LEG).await.unwrap();
+    r.engine
+        .start_leg(LEG, peer_addr, media(Law::Ulaw))
+        .await
+        .unwrap();
+    r.engine.bridge(MediaEnd::Port(3), MediaEnd::Leg(LEG));
+    // 60 packets of 1 kHz (1.2 s), sent in pairs swapped, with bursty timing.
+    let mut gen = SineGenerator::new(1000.0, 8000);
+    let packets: Vec<Vec<u8>> = (0..60u16)
+        .map(|i| {
+            let mut pcm = [0i16; FRAME_SAMPLES];
+            gen.fill(&mut pcm);
+            let mut payload = [0u8; FRAME_SAMPLES];
+            Law::Ulaw.encode_block(&pcm, &mut payload);
+            rtp_packet(
+                PT_PCMU,
+                1000 + i,
+                5000 + u32::from(i) * 160,
+                i == 0,
+                &payload,
+            )
+        })
+        .collect();
+    let sender = tokio::spawn(async move {
+        let start = TokioInstant::now();
+        for pair in 0..30usize {
+            // Every pair leaves at its nominal time plus up to 30 ms, second first.
+            let jitter = Duration::from_millis(((pair * 7) % 4) as u64 * 10);
+            tokio::time::sleep_until(start + Duration::from_millis(40 * pair as u64) + jitter)
+                .await;
+            peer.send_to(&packets[2 * pair + 1], local).await.unwrap();
+            peer.send_to(&packets[2 * pair], local).await.unwrap();
+        }
+        peer
+    });
+    // Collect what the port gets for 1.6 s.
+    let mut got: Vec<(TokioInstant, Audio)> = Vec::new();
+    let end = TokioInstant::now() + Duration::from_millis(1600);
+    while let Ok(Some((port, audio))) = timeout(
+        end.saturating_duration_since(TokioInstant::now()),
+        r.frames.recv(),
+    )
+    .await
+    {
+        assert_eq!(port, 3);
+        got.push((TokioInstant::now(), audio));
+    }
+    sender.await.unwrap();
+    assert!(got.len() >= 70, "{} frames in 1.6 s", got.len());
+    // Steady: the frame clock is 20 ms; no gap beyond what a loaded machine adds.
+    let span = got.last().unwrap().0 - got.first().unwrap().0;
+    let mean = span.as_secs_f64() / (got.len() - 1) as f64;
+    assert!((0.017..0.025).contains(&mean), "mean frame interval {mean}");
+    // The reordered stream plays as a continuous tone: every frame between the first
+    // and the last audio frame is 1 kHz (reordering hidden, no concealment needed).
+    let tonal: Vec<bool> = got
+        .iter()
+        .map(|(_, a)| {
+            let mut pcm = [0i16; FRAME_SAMPLES];
+            a.law.decode_block(&a.samples, &mut pcm);
+            tone_ratio(&pcm, 1000.0) > 0.8
+        })
+        .collect();
+    let first = tonal.iter().position(|&t| t).expect("tone heard");
+    let last = tonal.iter().rposition(|&t| t).unwrap();
+    let heard = tonal[first..=last].iter().filter(|&&t| t).count();
+    assert!(heard >= 58, "{heard} tone frames of 60");
+    assert!(
+        last - first <= 62,
+        "tone spread over {} frames",
+        last - first + 1
+    );
+    let stats = r.engine.stats().await.unwrap();
+    let jb = stats[0].jitter_buffer.expect("jitter buffer stats");
+    assert_eq!(stats[0].packets_in, 60);
+    // The buffer starts at its 20 ms minimum and grows to the measured jitter: a few
+    // early packets miss their slot (concealed), then none.
+    assert!(jb.target_delay_ms > 20.0, "{jb:?}");
+    assert!(jb.late <= 20, "{jb:?}");
+}
+
+#[tokio::test]
+async fn an_rfc4733_digit_becomes_one_sip_digit_input() {
+    let mut r = rig(42060);
+    let (peer, peer_addr) = peer().await;
+    let local = r.engine.open_leg(LEG).await.unwrap();
+    r.engine
+        .start_leg(LEG, peer_addr, media(Law::Ulaw))
+        .await
+        .unwrap();
+    // Event 5: start (marker), two updates, three end packets, all one timestamp.
+    let ts = 90_000;
+    for (k, (dur, end)) in [
+        (0u16, false),
+        (160, false),
+        (320, false),
+        (480, true),
+        (480, true),
+        (480, true),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let payload = EventPayload {
+            event: TelephoneEvent::from_digit(b'5').unwrap(),
+            end,
+            volume: 10,
+            duration: dur,
+        }
+        .to_bytes();
+        let pkt = rtp_packet(101, 7 + k as u16, ts, k == 0, &payload);
+        peer.send_to(&pkt, local).await.unwrap();
+    }
+    let input = timeout(Duration::from_secs(2), r.sip.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        input,
+        SipInput::Digit {
+            leg: LEG,
+            digit: '5'
+        }
+    );
+    // Retransmissions and the end packets give no second digit.
+    assert!(timeout(Duration::from_millis(400), r.sip.recv())
+        .await
+        .is_err());
+}
+
+#[tokio::test]
+async fn a_digit_from_the_phone_goes_out_as_telephone_events() {
+    let r = rig(42080);
+    let (peer, peer_addr) = peer().await;
+    r.engine.open_leg(LEG).await.unwrap();
+    r.engine
+        .start_leg(LEG, peer_addr, media(Law::Ulaw))
+        .await
+        .unwrap();
+    r.engine.bridge(MediaEnd::Port(1), MediaEnd::Leg(LEG));
+    r.engine.send_digit(LEG, '#');
+    let mut events = Vec::new();
+    while events.len() < 20 {
+        let Ok(Ok((n, _))) = timeout(Duration::from_millis(500), async {
+            let mut buf = [0u8; 64];
+            peer.recv_from(&mut buf).await.map(|(n, a)| {
+                events.push(buf[..n].to_vec());
+                (n, a)
+            })
+        })
+        .await
+        else {
+            break;
+        };
+        let _ = n;
+    }
+    let parsed: Vec<_> = events.iter().map(|e| parse(e).unwrap()).collect();
+    assert!(parsed.iter().all(|p| p.payload_type == 101));
+    assert!(parsed[0].marker);
+    let payloads: Vec<EventPayload> = parsed
+        .iter()
+        .map(|p| EventPayload::parse(p.payload).unwrap())
+        .collect();
+    assert!(payloads
+        .iter()
+        .all(|e| e.event == TelephoneEvent::from_digit(b'#').unwrap()));
+    assert_eq!(payloads.iter().filter(|e| e.end).count(), 3);
+    assert!(parsed.iter().all(|p| p.timestamp == parsed[0].timestamp));
+    let end = payloads.iter().find(|e| e.end).unwrap();
+    assert_eq!(end.duration, 800, "100 ms at 8 kHz");
+    // Digits for a leg without telephone-event or not a digit are dropped quietly.
+    r.engine.send_digit(LEG, 'x');
+    r.engine.send_digit(LegId(999), '1');
+    assert!(
+        timeout(Duration::from_millis(200), peer.recv_from(&mut [0u8; 64]))
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test]
+async fn leg_to_leg_relays_and_transcodes_only_when_laws_differ() {
+    let r = rig(42100);
+    let (pa, pa_addr) = peer().await;
+    let (pb, pb_addr) = peer().await;
+    let la = r.engine.open_leg(LEG).await.unwrap();
+    let lb = r.engine.open_leg(LEG_B).await.unwrap();
+    r.engine
+        .start_leg(LEG, pa_addr, media(Law::Ulaw))
+        .await
+        .unwrap();
+    r.engine
+        .start_leg(LEG_B, pb_addr, media(Law::Alaw))
+        .await
+        .unwrap();
+    r.engine.bridge(MediaEnd::Leg(LEG), MediaEnd::Leg(LEG_B));
+    let mut gen = SineGenerator::new(1000.0, 8000);
+    let mut pcm = [0i16; FRAME_SAMPLES];
+    gen.fill(&mut pcm);
+    let mut payload = [0u8; FRAME_SAMPLES];
+    Law::Ulaw.encode_block(&pcm, &mut payload);
+    pa.send_to(&rtp_packet(PT_PCMU, 40, 3200, true, &payload), la)
+        .await
+        .unwrap();
+    let got = recv_rtp(&pb).await;
+    let p = parse(&got).unwrap();
+    assert_eq!((p.payload_type, p.seq, p.timestamp), (PT_PCMA, 40, 3200));
+    assert_eq!(p.ssrc, 0x1234_5678);
+    let mut back = [0i16; FRAME_SAMPLES];
+    Law::Alaw.decode_block(p.payload, &mut back);
+    assert!(tone_ratio(&back, 1000.0) > 0.9);
+    // Same law both ways after a re-INVITE: the packet is forwarded byte for byte.
+    r.engine
+        .start_leg(LEG_B, pb_addr, media(Law::Ulaw))
+        .await
+        .unwrap();
+    let sent = rtp_packet(PT_PCMU, 41, 3360, false, &payload);
+    pa.send_to(&sent, la).await.unwrap();
+    assert_eq!(recv_rtp(&pb).await, sent);
+    // And the other way.
+    let from_b = rtp_packet(PT_PCMU, 9, 100, true, &payload);
+    pb.send_to(&from_b, lb).await.unwrap();
+    assert_eq!(recv_rtp(&pa).await, from_b);
+    // Unbridged: nothing is relayed any more.
+    r.engine.unbridge(MediaEnd::Leg(LEG_B), MediaEnd::Leg(LEG));
+    pa.send_to(&rtp_packet(PT_PCMU, 42, 3520, false, &payload), la)
+        .await
+        .unwrap();
+    assert!(
+        timeout(Duration::from_millis(300), pb.recv_from(&mut [0u8; 64]))
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test]
+async fn latching_follows_the_first_source_and_drops_foreign_packets() {
+    let r = rig(42120);
+    let (_sdp_peer, sdp_addr) = peer().await;
+    let (nat, nat_addr) = peer().await;
+    let (intruder, _) = peer().await;
+    let local = r.engine.open_leg(LEG).await.unwrap();
+    r.engine
+        .start_leg(LEG, sdp_addr, media(Law::Ulaw))
+        .await
+        .unwrap();
+    r.engine.bridge(MediaEnd::Port(1), MediaEnd::Leg(LEG));
+    let silence = [0xFFu8; FRAME_SAMPLES];
+    // The phone's media comes from its NAT address, not the SDP one.
+    nat.send_to(&rtp_packet(PT_PCMU, 1, 0, true, &silence), local)
+        .await
+        .unwrap();
+    intruder
+        .send_to(&rtp_packet(PT_PCMU, 2, 160, false, &silence), local)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let s = &r.engine.stats().await.unwrap()[0];
+    assert_eq!(s.remote, Some(nat_addr));
+    assert_eq!((s.packets_in, s.foreign), (1, 1));
+    // Our audio now goes to the latched address.
+    r.engine.port_audio(
+        1,
+        Audio {
+            law: Law::Ulaw,
+            samples: silence,
+        },
+    );
+    assert!(!recv_rtp(&nat).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_ced_tone_switches_the_leg_to_passthrough() {
+    let r = rig(42140);
+    let (_peer, peer_addr) = peer().await;
+    r.engine.open_leg(LEG).await.unwrap();
+    r.engine
+        .start_leg(LEG, peer_addr, media(Law::Ulaw))
+        .await
+        .unwrap();
+    r.engine.bridge(MediaEnd::Port(1), MediaEnd::Leg(LEG));
+    let mut gen = SineGenerator::new(2100.0, 6000);
+    for _ in 0..40 {
+        r.engine.port_audio(1, tone_frame(&mut gen, Law::Ulaw));
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let s = &r.engine.stats().await.unwrap()[0];
+    assert!(s.passthrough);
+    assert_eq!(
+        s.jitter_buffer.map(|j| j.target_delay_ms),
+        Some(f64::from(branchline_media::fax::PASSTHROUGH_DELAY_MS))
+    );
+}
+
+#[tokio::test]
+async fn leg_lifecycle_and_refusals() {
+    let r = rig(42160);
+    let (_peer, peer_addr) = peer().await;
+    r.engine.open_leg(LEG).await.unwrap();
+    assert_eq!(r.engine.ports_in_use(), 1);
+    assert!(matches!(
+        r.engine.open_leg(LEG).await,
+        Err(MediaError::LegExists { leg }) if leg == LEG
+    ));
+    assert_eq!(r.engine.ports_in_use(), 1, "the refused pair went back");
+    assert!(matches!(
+        r.engine
+            .start_leg(LegId(99), peer_addr, media(Law::Ulaw))
+            .await,
+        Err(MediaError::UnknownLeg { .. })
+    ));
+    for bad in [
+        LegMedia {
+            payload_type: PT_PCMA,
+            ..media(Law::Ulaw)
+        },
+        LegMedia {
+            ptime_ms: 25,
+            ..media(Law::Ulaw)
+        },
+        LegMedia {
+            telephone_event_pt: Some(13),
+            ..media(Law::Ulaw)
+        },
+    ] {
+        assert!(matches!(
+            r.engine.start_leg(LEG, peer_addr, bad).await,
+            Err(MediaError::BadLegMedia { .. })
+        ));
+    }
+    // A refused start changed nothing: the leg is still not started.
+    assert_eq!(r.engine.stats().await.unwrap()[0].media, None);
+    // A leg that never received RTP has no quality to report.
+    assert_eq!(r.engine.close_leg(LEG).await, None);
+    assert_eq!(r.engine.ports_in_use(), 0);
+    assert_eq!(r.engine.close_leg(LEG).await, None);
+    // Five pairs in 42160..=42169: the sixth open fails with the range exhausted.
+    for n in 0..5 {
+        r.engine.open_leg(LegId(100 + n)).await.unwrap();
+    }
+    assert!(matches!(
+        r.engine.open_leg(LegId(200)).await,
+        Err(MediaError::Ports { .. })
+    ));
+}
+
+#[tokio::test]
+async fn close_reports_the_quality_of_a_lossy_stream() {
+    let r = rig(42180);
+    let (peer, peer_addr) = peer().await;
+    let local = r.engine.open_leg(LEG).await.unwrap();
+    r.engine
+        .start_leg(LEG, peer_addr, media(Law::Ulaw))
+        .await
+        .unwrap();
+    let silence = [0xFFu8; FRAME_SAMPLES];
+    // 100 packets, every tenth lost.
+    for i in 0..100u16 {
+        if i % 10 == 5 {
+            continue;
+        }
+        let pkt = rtp_packet(PT_PCMU, i, u32::from(i) * 160, i == 0, &silence);
+        peer.send_to(&pkt, local).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let q = r.engine.close_leg(LEG).await.expect("quality");
+    assert!((q.loss_percent - 10.0).abs() < 0.5, "{q:?}");
+    assert!(q.mos > 1.0 && q.mos < 4.5);
+}
+
+#[tokio::test]
+async fn engine_stops_when_the_last_handle_goes() {
+    let r = rig(42200);
+    r.engine.open_leg(LEG).await.unwrap();
+    let Rig { engine, _task, .. } = r;
+    let alloc_probe = engine.clone();
+    drop(engine);
+    assert!(!_task.is_finished());
+    drop(alloc_probe);
+    timeout(Duration::from_secs(1), _task)
+        .await
+        .expect("engine ends")
+        .unwrap();
+    // Its ports are free again.
+    let s = std::net::UdpSocket::bind((LO, 42200));
+    assert!(s.is_ok());
+}
