@@ -11,7 +11,8 @@
 //!   [`agent::Downloader`] (the change-feed cursor, long-poll queries, checked pages
 //!   and snapshots applied then confirmed), seeded full-jitter [`agent::Backoff`],
 //!   [`agent::SyncStatus`], and the gzip body codec HQ shares
-//!   ([`agent::decode_batch`]). Recording-file upload is not driven here yet.
+//!   ([`agent::decode_batch`]), and [`agent::FileUploader`] (recording files in
+//!   resumable chunks by HQ's policy, with a bandwidth cap).
 //! - [`wan`]: the box's WAN monitor core [`wan::WanMonitor`]: HQ and trunk
 //!   reachability from probe results with hysteresis, Online/Degraded/Offline, and
 //!   whether outside calls may use the SIP trunk.

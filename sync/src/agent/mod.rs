@@ -6,7 +6,10 @@
 //!   bytes, one in flight, trim on acknowledgement, retries, conflicts.
 //! - [`download`]: [`Downloader`], the change feed coming down: the cursor, long-poll
 //!   queries, response checks, apply-then-confirm.
-//! - [`backoff`]: [`Backoff`], exponential with full jitter from a seed, used by both.
+//! - [`files`]: [`FileUploader`], recording files after their metadata: HQ's policy,
+//!   status then chunks from HQ's offset, one in flight, a bandwidth cap, files that
+//!   fail by themselves set aside.
+//! - [`backoff`]: [`Backoff`], exponential with full jitter from a seed, used by all.
 //! - [`codec`]: the gzip JSON body of an upload ([`encode_batch`], and
 //!   [`decode_batch`] with an inflation limit, which HQ uses too).
 //! - [`error`]: [`AgentError`] (what events and the status report), [`Failure`] (how
@@ -14,7 +17,7 @@
 //! - this module: [`SyncStatus`] and its JSON form [`SyncReport`] for the diagnostics
 //!   API.
 //!
-//! Both cores follow the same shape: `handle(now, input)`, `handle_timeout(now)`,
+//! The cores follow the same shape: `handle(now, input)`, `handle_timeout(now)`,
 //! `timeout()`, `poll_transmit()` (a request for the driver to send) and
 //! `poll_event()` (everything else the driver must do, in order). Time is
 //! [`std::time::Instant`], passed in; randomness is a seed, passed in. The cores hold
@@ -42,8 +45,10 @@
 //! - Rows are read from the store only between batches (no read-ahead while a batch
 //!   is in flight); a read is one indexed SQLite range scan, small next to the round
 //!   trip.
-//! - Recording files (chunked upload by policy, bandwidth cap) are not driven by these
-//!   cores; the uploader only hands out HQ's [`FilePolicy`](crate::wire::FilePolicy).
+//! - Recording files are a third core, [`FileUploader`] (chunked, resumable, by HQ's
+//!   [`FilePolicy`](crate::wire::FilePolicy), with a bandwidth cap); the outbox
+//!   uploader only hands out the policy. The file core does not read files or know
+//!   the outbox: its driver lists the recordings whose metadata HQ acknowledged.
 //! - A row too large for any batch stops uploads until the driver quarantines it; the
 //!   wire protocol has no way to tell HQ a seq is skipped, so HQ's contiguous
 //!   acknowledgement cannot pass a quarantined seq unless the driver puts a small row
@@ -53,6 +58,7 @@ pub mod backoff;
 pub mod codec;
 pub mod download;
 pub mod error;
+pub mod files;
 pub mod upload;
 
 use std::time::Instant;
@@ -65,6 +71,10 @@ pub use download::{
     DownEvent, DownInput, DownStatus, DownTransmit, Downloader, DownloaderConfig, FeedUpdate,
 };
 pub use error::{AgentError, ConfigError, Exchange, Failure};
+pub use files::{
+    FileError, FileEvent, FileInput, FileTransmit, FileUploader, FileUploaderConfig, FilesReport,
+    FilesStatus, PendingFile,
+};
 pub use upload::{
     ReadId, RequestId, UpEvent, UpInput, UpStatus, UpTransmit, Uploader, UploaderConfig,
 };
