@@ -48,7 +48,10 @@ mod wire_tests {
                 enabled: true,
                 must_change_password: false,
                 roles: vec!["agent".into()],
-                groups: vec![GroupMembership { group: "team".into(), admin: false }],
+                groups: vec![GroupMembership {
+                    group: "team".into(),
+                    admin: false,
+                }],
             })),
         };
         let json = serde_json::to_string(&change).unwrap();

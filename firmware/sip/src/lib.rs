@@ -34,9 +34,9 @@
 
 pub mod dialog;
 pub mod digest;
-pub mod message;
 pub mod guard;
+pub mod message;
 pub mod registrar;
 pub mod transaction;
-pub mod trunk;
 pub mod transport;
+pub mod trunk;
