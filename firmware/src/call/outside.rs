@@ -6,9 +6,10 @@
 //! pure function; [`super::CallControl`] takes the candidates in order and places the
 //! call on the first one it can.
 //!
-//! Limit: call control has no SIP call legs yet (the SIP stack is issue 3), so today a
-//! [`OutsideVia::SipTrunk`] candidate is passed over and the call goes on to FXO; the
-//! order of candidates is already the one a trunk leg will follow.
+//! A [`OutsideVia::SipTrunk`] candidate becomes an outgoing trunk leg
+//! ([`super::SipTarget::Trunk`]); when that leg fails with congestion before it is
+//! answered (trunk unreachable, 503), the call moves on to the next candidate (an FXO
+//! line). Other failures (busy, not found) end the call: the far end answered.
 
 /// What the WAN monitor knows about the SIP trunk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
