@@ -15,7 +15,8 @@
 #      both on loopback ports of their own (never 5060), with working directory, PID
 #      file and data in a temporary directory that is removed at the end;
 #   3. registers the SIPp UAS's address as SIP extension 201 on branchd (REGISTER with
-#      digest auth, scripts/bench-sip/register.xml);
+#      digest auth, scripts/bench-sip/register.py: SIPp 3.6.1 cannot answer branchd's
+#      SHA-256-first challenge);
 #   4. for every rate (calls/s), first through Kamailio, then through branchd: starts
 #      the SIPp UAS (uas.xml), runs the SIPp UAC (uac.xml) with `-r RATE -m
 #      RATE*DURATION`: INVITE (G.711 offer) / 100 / 180 / 200 (answer) / ACK / pause
@@ -24,7 +25,8 @@
 #      routes to extension 201, so every call is two SIP legs bridged by the B2BUA;
 #   5. reports per step: successful and failed calls (UAC and UAS, from SIPp's
 #      `-trace_stat` CSV), achieved calls/s (successful calls / wall time of the UAC
-#      run, which includes the last call's 0-100 ms tail), SIPp retransmissions,
+#      run, which includes the last call's 0-100 ms tail; "created" is the rate SIPp
+#      started calls at while it was starting them), SIPp retransmissions,
 #      mean INVITE->200 time, and the system under test's CPU (% of one core, from
 #      utime+stime in /proc/<pid>/stat over the UAC run; Kamailio: all its processes)
 #      and memory (branchd: VmRSS and VmHWM from /proc/<pid>/status; Kamailio: the sum
@@ -54,12 +56,14 @@
 # Usage:
 #   scripts/bench-sip.sh [--rates "200 500 1000 1500"] [--duration SECONDS]
 #                        [--only kamailio|box|both] [--no-pin] [--kam-workers N]
-#                        [--nice N] [--keep]
+#                        [--nice N] [--no-build] [--keep]
 #     --rates      calls/s steps, ascending (default "200 500 1000 1500")
 #     --duration   seconds per step (default 30): each step is RATE*DURATION calls
 #     --only       run one side only (default both, interleaved rate by rate)
 #     --no-pin     no taskset pinning
 #     --nice N     nice value of the bench's processes (default -10 as root, else 0)
+#     --no-build   use target/release/branchd as it is (e.g. while the working tree
+#                  does not compile); the script prints the binary's build time
 #     --keep       keep the temporary directory (SIPp CSVs, screens, error logs,
 #                  daemon logs) and print its path
 #   Ports (loopback, overridable by environment): BENCH_SIP_UAC_PORT (15080),
@@ -67,7 +71,8 @@
 #   BENCH_SIP_BOX_WEB_PORT (15081), BENCH_SIP_BOX_CONSOLE_PORT (15082); RTP ports of
 #   branchd 20000-29999.
 #
-# Needs: sipp (Debian sip-tester), kamailio (Debian kamailio), taskset (util-linux).
+# Needs: sipp (Debian sip-tester), kamailio (Debian kamailio), taskset (util-linux),
+# python3 (the REGISTER helper).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -79,6 +84,7 @@ ONLY=both
 PIN=1
 KAM_WORKERS=1
 KEEP=0
+BUILD=1
 NICE=$([ "$(id -u)" = 0 ] && echo -10 || echo 0)
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -88,6 +94,7 @@ while [ $# -gt 0 ]; do
         --no-pin) PIN=0; shift ;;
         --kam-workers) KAM_WORKERS=$2; shift 2 ;;
         --keep) KEEP=1; shift ;;
+        --no-build) BUILD=0; shift ;;
         --nice) NICE=$2; shift 2 ;;
         -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "bench-sip: unknown argument $1 (see --help)" >&2; exit 2 ;;
@@ -116,7 +123,7 @@ BOX_PASSWORD=bench-Secret-7f3a
 BOX_DOMAIN=bench.branch.test
 BOX_DID=+4930555201
 
-for tool in sipp kamailio taskset nice; do
+for tool in sipp kamailio taskset nice python3 ss; do
     command -v "$tool" >/dev/null || { echo "bench-sip: $tool not found" >&2; exit 1; }
 done
 
@@ -335,7 +342,12 @@ run_step() { # system(kamailio|box) rate
     uas_retrans=$(csv_value "$dir/uas.csv" 'Retransmissions(C)' 2>/dev/null || echo "?")
     wall=$(awk -v a="$start" -v b="$end" 'BEGIN {printf "%.3f", b - a}')
     achieved=$(awk -v n="$ok" -v w="$wall" 'BEGIN {printf "%.1f", (w > 0 ? n / w : 0)}')
-    created_rate=$(awk -v n="$created" -v w="$wall" 'BEGIN {printf "%.1f", (w > 0 ? n / w : 0)}')
+    # Creation rate: from the last once-a-second row before the last call was created
+    # (calls created so far / time since start); the whole run for very short runs.
+    created_rate=$(awk -F';' -v n="$created" -v w="$wall" '
+        NR == 1 { for (i = 1; i <= NF; i++) { if ($i == "StartTime") cs = i; if ($i == "CurrentTime") cc = i; if ($i == "OutgoingCall(C)") co = i }; next }
+        { split($cs, a, "\t"); split($cc, b, "\t"); if ($co < n && b[3] - a[3] > 0.5) r = $co / (b[3] - a[3]) }
+        END { if (r == "") r = (w > 0 ? n / w : 0); printf "%.1f", r }' "$dir/uac.csv")
     cpu=$(awk -v d=$((c1 - c0)) -v hz="$CLK_TCK" -v a="$t0" -v b="$t1" \
         'BEGIN {printf "%.1f", 100 * d / hz / (b - a)}')
     pass=PASS
@@ -344,9 +356,9 @@ run_step() { # system(kamailio|box) rate
         ! awk -v c="$created_rate" -v r="$rate" 'BEGIN {exit !(c >= 0.95 * r)}'; then
         pass=FAIL
     fi
-    printf '%-8s %5d cps  %-4s  ok %6s/%-6s failed %s (UAS ok %s failed %s)  achieved %7s cps  retrans %s/%s  INVITE->200 %s ms  CPU %5s%%  %s  (SIPp CPU: %s)\n' \
+    printf '%-8s %5d cps  %-4s  ok %6s/%-6s failed %s (UAS ok %s failed %s)  created %7s cps  achieved %7s cps  retrans %s/%s  INVITE->200 %s ms  CPU %5s%%  %s  (SIPp CPU: %s)\n' \
         "$system" "$rate" "$pass" "$ok" "$calls" "$failed" "$uas_ok" "$uas_failed" \
-        "$achieved" "$retrans" "$uas_retrans" "$rt" "$cpu" "$mem" "$gen_cpu"
+        "$created_rate" "$achieved" "$retrans" "$uas_retrans" "$rt" "$cpu" "$mem" "$gen_cpu"
     if [ "$ooc" != 0 ]; then
         echo "         ($ooc out-of-call messages at the UAC)"
     fi
@@ -402,14 +414,15 @@ start_box() {
     }
     (cd "$dir" && exec "${SUT[@]}" "$bin" --config "$dir/branchd.toml") >"$dir/branchd.log" 2>&1 &
     BOX_PID=$!
+    # Ready when its SIP UDP socket is bound (the log is at "warn": no start-up line).
     local i
     for i in $(seq 100); do
-        grep -q "branchd ready" "$dir/branchd.log" && break
+        ss -Hlun "sport = :$BOX_PORT" | grep -q . && break
         kill -0 "$BOX_PID" 2>/dev/null || break
         sleep 0.1
     done
-    if ! grep -q "branchd ready" "$dir/branchd.log"; then
-        echo "bench-sip: branchd did not become ready:" >&2
+    if ! ss -Hlun "sport = :$BOX_PORT" | grep -q . || ! kill -0 "$BOX_PID" 2>/dev/null; then
+        echo "bench-sip: branchd did not start:" >&2
         tail -20 "$dir/branchd.log" >&2
         exit 1
     fi
@@ -419,17 +432,11 @@ start_box() {
 # Registers the UAS's address (127.0.0.1:UAS_PORT) as the contact of the bench
 # extension; done before every box step (a refresh), from the UAS's own port.
 register_uas() { # step-dir
-    local rc=0
-    (
-        cd "$1"
-        exec timeout 30 "${GEN[@]}" sipp -sf "$HERE/register.xml" -i 127.0.0.1 \
-            -p "$UAS_PORT" -t u1 -s "$BOX_EXTENSION" -au "$BOX_EXTENSION" \
-            -ap "$BOX_PASSWORD" -key domain "$BOX_DOMAIN" -m 1 -nostdin \
-            -trace_err -trace_msg "127.0.0.1:$BOX_PORT" >register.out 2>&1
-    ) || rc=$?
-    if [ "$rc" != 0 ]; then
-        echo "bench-sip: REGISTER of extension $BOX_EXTENSION failed (SIPp exit $rc); see $1/register*_messages.log" >&2
-        KEEP=1
+    if ! "${GEN[@]}" python3 "$HERE/register.py" --registrar "127.0.0.1:$BOX_PORT" \
+        --local "127.0.0.1:$UAS_PORT" --extension "$BOX_EXTENSION" \
+        --password "$BOX_PASSWORD" --domain "$BOX_DOMAIN" >"$1/register.out" 2>&1; then
+        echo "bench-sip: REGISTER of extension $BOX_EXTENSION failed:" >&2
+        cat "$1/register.out" >&2
         exit 1
     fi
 }
@@ -441,8 +448,12 @@ echo "   rates: $RATES calls/s, $DURATION s per step; nice $NICE; pinning: $([ "
 echo "   $(sipp -v 2>&1 | grep -o 'SIPp v[^ ]*' | head -1)"
 
 if [ "$ONLY" != kamailio ]; then
-    echo "== building release branchd"
-    cargo build --release -p branchline-firmware --bin branchd
+    if [ "$BUILD" = 1 ]; then
+        echo "== building release branchd"
+        cargo build --release -p branchline-firmware --bin branchd
+    fi
+    [ -x "$ROOT/target/release/branchd" ] || { echo "bench-sip: no target/release/branchd" >&2; exit 1; }
+    echo "   branchd: target/release/branchd built $(date -u -r "$ROOT/target/release/branchd" '+%Y-%m-%d %H:%M:%S UTC'), tree at $(git -C "$ROOT" log -1 --format=%h)$(git -C "$ROOT" diff --quiet HEAD -- firmware board sync 2>/dev/null || echo ' with uncommitted changes')"
 fi
 
 systems=()
