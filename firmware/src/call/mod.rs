@@ -1127,6 +1127,9 @@ impl CallControl {
         let Some(call) = self.calls.get_mut(&key) else {
             return;
         };
+        // A recalled call (held, then re-rung) was answered before: its SIP legs and
+        // PSTN line are already up.
+        let first_answer = call.answered.is_none();
         call.phase = CallPhase::Connected;
         call.answered = Some(now);
         call.deadline = None;
@@ -1165,7 +1168,10 @@ impl CallControl {
                 self.cmd(line, Command::FxoSeize);
                 self.port_state(line, PortState::Talking);
             }
-            Party::Sip(leg) => self.outputs.push_back(Output::SipAnswer { leg }),
+            Party::Sip(leg) if first_answer && !leg.is_outgoing() => {
+                self.outputs.push_back(Output::SipAnswer { leg })
+            }
+            Party::Sip(_) => {}
         }
         self.connect(caller, callee);
         if let Party::Fxs(port) = callee {

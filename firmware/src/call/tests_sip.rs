@@ -379,6 +379,50 @@ fn sip_caller_waits_and_is_answered_with_flash() {
 }
 
 #[test]
+fn a_held_sip_caller_recalls_without_a_second_answer() {
+    let mut h = Harness::new();
+    h.incoming(IN1, SipOrigin::Extension("210".into()), "210", "101");
+    h.ev(1, Event::OffHook);
+    h.take();
+    // Flash: the SIP caller is held and the phone gets dial tone; then it hangs up.
+    h.ev(1, Event::HookFlash);
+    assert!(h.take().contains(&Output::Disconnect(port(1), leg(IN1))));
+    h.ev(1, Event::OnHook);
+    let out = h.take();
+    assert!(
+        has_cmd(&out, 1, |c| matches!(c, Command::Ring(_))),
+        "recall: {out:?}"
+    );
+    assert!(hangups(&out).is_empty());
+    h.ev(1, Event::OffHook);
+    let out = h.take();
+    assert!(out.contains(&Output::Connect(leg(IN1), port(1))));
+    assert!(
+        !out.iter().any(|o| matches!(o, Output::SipAnswer { .. })),
+        "answered once only: {out:?}"
+    );
+    // And the same when the port placed the call to a SIP phone.
+    let mut h = Harness::new();
+    h.ev(1, Event::OffHook);
+    h.dial(1, "210");
+    let (out_leg, ..) = only_dial(&h.take());
+    h.sip(SipInput::Answered { leg: out_leg });
+    h.ev(1, Event::HookFlash);
+    h.ev(1, Event::OnHook);
+    h.ev(1, Event::OffHook);
+    let out = h.take();
+    assert!(
+        out.contains(&Output::Connect(leg(out_leg), port(1))),
+        "{out:?}"
+    );
+    assert!(!out.iter().any(|o| matches!(o, Output::SipAnswer { .. })));
+    h.ev(1, Event::OnHook);
+    let out = h.take();
+    assert_eq!(hangups(&out), [(out_leg, EndReason::Normal)]);
+    assert_eq!(cdrs(&out).len(), 1);
+}
+
+#[test]
 fn sip_phone_calls_another_sip_phone() {
     let mut h = Harness::new();
     h.incoming(IN1, SipOrigin::Extension("210".into()), "210", "211");
