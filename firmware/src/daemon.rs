@@ -9,6 +9,13 @@
 //! - The board loop owns [`CallControl`] and the audio routing table. Audio frames are
 //!   forwarded to the bridged port as soon as they arrive (no buffering in the daemon,
 //!   so the added latency is the time to re-encode one frame).
+//! - The media engine ([`crate::media_engine`]) runs as a task of its own, created at
+//!   start with `[media]` (or its defaults): the board loop hands it the frames and key
+//!   presses of ports bridged to SIP legs and turns call control's `Connect` /
+//!   `Disconnect` involving a leg into engine bridges; the engine sends frames for those
+//!   ports straight to the line controller every 20 ms. Call control's SIP actions go
+//!   to the SIP endpoint's channel (logged and dropped while there is none); SIP inputs
+//!   and the engine's RFC 4733 digits come back to call control on one channel.
 //! - Store writes (CDRs, port states) go through one ordered queue to a task that awaits
 //!   each commit, so the loop never waits on `fsync`; a CDR is logged as stored only
 //!   after its commit returned.
