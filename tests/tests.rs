@@ -16,3 +16,4 @@ mod daemon_lifecycle;
 mod pstn;
 mod sync_faults;
 mod sync_hq;
+mod sip_calls;

@@ -275,11 +275,24 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     // The media engine: RTP for SIP legs, bridged to ports through the board loop.
     // Digits it hears on legs go to call control like the SIP endpoint's inputs.
     let (sip_inputs, mut sip_input_rx) = mpsc::unbounded_channel();
-    let (media, media_task) = start_media(&config, law, &link, sip_inputs)?;
+    let (media, media_task) = start_media(&config, law, &link, sip_inputs.clone())?;
+    // The SIP endpoint (`[sip]`): call control's SIP actions go to it; its inputs come
+    // back on the same channel as the media engine's digits; the SIP trunk's
+    // registration state drives outside-call routing (instead of the WAN probe).
+    let sip_stop = tokio_util::sync::CancellationToken::new();
+    let sip = start_sip(&config, country, law, &media, sip_inputs, &sip_stop).await?;
+    let sip_trunk = config.sip.as_ref().is_some_and(|s| s.trunk.is_some());
+    if sip_trunk {
+        calls.set_trunk_status(crate::call::TrunkStatus::Unusable);
+    }
+    let (sip_outputs, mut trunk_rx, sip_task) = match sip {
+        Some((outputs, trunk_rx, task)) => (Some(outputs), Some(trunk_rx), Some(task)),
+        None => (None, None, None),
+    };
     let mut board = BoardLoop {
         media,
         leg_routes: HashMap::new(),
-        sip_outputs: None,
+        sip_outputs,
         link,
         routes: HashMap::new(),
         jobs,
@@ -298,6 +311,15 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             }
             () = sleep_until(deadline) => calls.handle_timeout(Instant::now()),
             Some(input) = sip_input_rx.recv() => calls.handle_sip(Instant::now(), input),
+            Some(status) = async { match trunk_rx.as_mut() {
+                Some(rx) => rx.recv().await,
+                None => std::future::pending().await,
+            } } => {
+                if status != calls.trunk_status() {
+                    tracing::info!(trunk = ?status, "outside-call routing follows the SIP trunk");
+                    calls.set_trunk_status(status);
+                }
+            }
             changed = wan_rx.changed(), if wan_open => {
                 if changed.is_err() {
                     wan_open = false;
@@ -305,7 +327,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                 }
                 let snapshot = wan_rx.borrow_and_update().clone();
                 let trunk = sync::wan::trunk_status(&snapshot);
-                if trunk != calls.trunk_status() {
+                if !sip_trunk && trunk != calls.trunk_status() {
                     tracing::info!(?trunk, "outside-call routing follows the trunk");
                     calls.set_trunk_status(trunk);
                 }
@@ -325,6 +347,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
 
     if let Some(web) = web {
         web.stop().await;
+    }
+    // The SIP endpoint ends its legs and un-REGISTERs the trunk; it holds a media
+    // engine handle, so it goes before the engine.
+    sip_stop.cancel();
+    if let Some(task) = sip_task {
+        if let Err(e) = task.await {
+            tracing::error!(error = %e, "sip endpoint task failed");
+        }
     }
     // The sync tasks hold store writer handles: stop them before the writer is joined.
     sync_stop.cancel();
@@ -544,6 +574,71 @@ async fn sleep_until(deadline: Option<Instant>) {
         Some(d) => tokio::time::sleep_until(d.into()).await,
         None => std::future::pending().await,
     }
+}
+
+/// Starts the SIP endpoint when `[sip]` is set: returns where call control's SIP
+/// outputs go, the SIP trunk's reachability, and the endpoint's task.
+async fn start_sip(
+    config: &Config,
+    country: Country,
+    law: line_proto::g711::Law,
+    media: &MediaEngine,
+    inputs: mpsc::UnboundedSender<crate::call::SipInput>,
+    stop: &tokio_util::sync::CancellationToken,
+) -> Result<
+    Option<(
+        mpsc::UnboundedSender<Output>,
+        mpsc::UnboundedReceiver<crate::call::TrunkStatus>,
+        tokio::task::JoinHandle<()>,
+    )>,
+> {
+    use crate::sip_endpoint::{EndpointSettings, SipAccount, SipCommand, SipEndpoint};
+    let Some(sip) = &config.sip else {
+        tracing::info!("SIP not configured (no [sip] section)");
+        return Ok(None);
+    };
+    let mut seed = [0u8; 8];
+    if let Err(e) = getrandom::fill(&mut seed) {
+        tracing::warn!(error = %e, "no OS randomness for SIP tags and nonces; using the clock");
+        seed = system_clock_ms().to_le_bytes();
+    }
+    let settings = EndpointSettings {
+        sip: sip.clone(),
+        accounts: config
+            .sip_accounts
+            .iter()
+            .map(|a| SipAccount {
+                extension: a.extension.as_str().to_owned(),
+                name: a.name.clone(),
+                password: a.password.clone(),
+                international: a.international,
+            })
+            .collect(),
+        country,
+        law,
+        outside_line_prefix: config
+            .telephony
+            .outside_line_prefix
+            .as_ref()
+            .map(|p| p.as_str().to_owned()),
+        seed: u64::from_le_bytes(seed),
+    };
+    let (trunk_tx, trunk_rx) = mpsc::unbounded_channel();
+    let (handle, task) =
+        SipEndpoint::start(settings, media.clone(), inputs, trunk_tx, stop.clone()).await?;
+    // Call control's outputs become endpoint commands on a small forwarding task, so
+    // the board loop never waits on SIP.
+    let (outputs, mut output_rx) = mpsc::unbounded_channel::<Output>();
+    tokio::spawn(async move {
+        while let Some(out) = output_rx.recv().await {
+            if let Some(cmd) = SipCommand::from_output(out) {
+                if !handle.send(cmd) {
+                    tracing::error!("SIP endpoint gone; SIP action lost");
+                }
+            }
+        }
+    });
+    Ok(Some((outputs, trunk_rx, task)))
 }
 
 /// Starts the media engine from `[media]` (defaults when the section is absent: ports

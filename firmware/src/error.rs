@@ -245,6 +245,11 @@ pub enum Error {
         waited: Duration,
     },
 
+    /// The SIP endpoint (`[sip]`) could not start: a listener, the TLS files, or
+    /// settings the SIP cores refused.
+    #[error("sip endpoint: {0}")]
+    Sip(#[from] crate::sip_endpoint::EndpointError),
+
     /// A listening socket could not be bound.
     #[error("{what}: cannot listen on {addr}: {source}")]
     Listen {

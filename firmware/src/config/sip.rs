@@ -12,6 +12,7 @@
 //! domain = "branch.example"     # digest realm and domain of local AORs
 //! contact_host = "192.0.2.10"   # address for Contact/Via when listeners bind 0.0.0.0
 //! max_message_bytes = 65535
+//! md5_first = false             # true: MD5 challenge before SHA-256 (MD5-only phones)
 //!
 //! [sip.guard]
 //! auth_failures_before_ban = 5
@@ -68,6 +69,7 @@ pub(super) struct RawSip {
     pub domain: Option<Spanned<String>>,
     pub contact_host: Option<Spanned<String>>,
     pub max_message_bytes: Option<Spanned<i64>>,
+    pub md5_first: Option<bool>,
     #[serde(default)]
     pub guard: RawSipGuard,
     pub trunk: Option<RawSipTrunk>,
@@ -143,6 +145,10 @@ pub struct SipConfig {
     pub contact_host: Option<IpAddr>,
     /// Largest SIP message accepted (bytes).
     pub max_message_bytes: usize,
+    /// Offer the MD5 digest challenge before SHA-256 (`md5_first = true`; default
+    /// false, SHA-256 first per RFC 8760) for phones that take the first challenge
+    /// and speak only MD5 (SIPp 3.6, older desk phones).
+    pub md5_first: bool,
     /// `[sip.guard]`
     pub guard: SipGuardConfig,
     /// `[sip.trunk]`
@@ -318,6 +324,7 @@ impl Ctx<'_> {
             domain,
             contact_host,
             max_message_bytes: usize::try_from(max_message_bytes).unwrap_or(65_535),
+            md5_first: raw.md5_first.unwrap_or(false),
             guard,
             trunk,
         })

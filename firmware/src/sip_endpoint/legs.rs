@@ -388,6 +388,7 @@ impl SipEndpoint {
                             local_tag: local,
                             remote_tag: remote,
                         };
+                        tracing::debug!(%leg, dialog = %id, "incoming leg answered");
                         self.by_dialog.insert(id.clone(), leg);
                         if let Some(l) = self.legs.get_mut(&leg) {
                             l.dialog = Some(id);
@@ -405,6 +406,7 @@ impl SipEndpoint {
     }
 
     pub(super) fn ringing(&mut self, now: Instant, leg: LegId) {
+        tracing::debug!(%leg, "ringing");
         let offering = self
             .legs
             .get(&leg)
@@ -637,6 +639,7 @@ impl SipEndpoint {
 
     pub(super) async fn on_dialog_event(&mut self, _now: Instant, ev: DialogEvent) {
         if let DialogEvent::Terminated { id, reason } = ev {
+            tracing::debug!(dialog = %id, ?reason, "sip dialog ended");
             let Some(&leg) = self.by_dialog.get(&id) else {
                 return;
             };

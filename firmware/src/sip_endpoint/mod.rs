@@ -195,6 +195,32 @@ pub enum SipCommand {
     },
 }
 
+impl SipCommand {
+    /// The command for one of call control's SIP outputs (`None` for the others).
+    pub fn from_output(output: crate::call::Output) -> Option<SipCommand> {
+        use crate::call::Output;
+        Some(match output {
+            Output::SipDial {
+                leg,
+                target,
+                caller_number,
+                caller_name,
+                sip_call_id,
+            } => SipCommand::Dial {
+                leg,
+                target,
+                caller_number,
+                caller_name,
+                sip_call_id,
+            },
+            Output::SipRinging { leg } => SipCommand::Ringing { leg },
+            Output::SipAnswer { leg } => SipCommand::Answer { leg },
+            Output::SipHangup { leg, reason } => SipCommand::Hangup { leg, reason },
+            _ => return None,
+        })
+    }
+}
+
 /// Why the endpoint could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum EndpointError {
@@ -1101,6 +1127,13 @@ impl SipEndpoint {
         };
         match disposition {
             RequestDisposition::Reject(rejection) => {
+                tracing::debug!(
+                    method = %request.method,
+                    status = rejection.status,
+                    call_id = transaction::call_id(&request.headers).unwrap_or_default(),
+                    to_tag = transaction::to_tag(&request.headers).ok().flatten().unwrap_or_default(),
+                    "in-dialog request rejected"
+                );
                 let response = branchline_sip::dialog::rejection_response(&request, rejection);
                 self.respond(now, &key, response);
             }
@@ -1151,6 +1184,9 @@ impl SipEndpoint {
     }
 
     fn respond(&mut self, now: Instant, key: &ServerKey, mut response: rsip::Response) {
+        if self.settings.sip.md5_first && response.status_code.code() == 401 {
+            response.headers = md5_challenges_first(&response.headers);
+        }
         response
             .headers
             .push(Header::Server(rsip::headers::Server::new(USER_AGENT)));
@@ -1405,6 +1441,22 @@ impl SipEndpoint {
                 .collect()
         }
     }
+}
+
+/// The same headers with the MD5 `WWW-Authenticate` challenges moved before the
+/// others (`[sip] md5_first`); every other header keeps its place.
+fn md5_challenges_first(headers: &rsip::Headers) -> rsip::Headers {
+    let is_challenge = |h: &Header| matches!(h, Header::WwwAuthenticate(_));
+    let first = headers.iter().position(is_challenge);
+    let (mut challenges, mut rest): (Vec<Header>, Vec<Header>) =
+        headers.iter().cloned().partition(is_challenge);
+    challenges.sort_by_key(|h| match h {
+        Header::WwwAuthenticate(w) => !w.value().to_ascii_lowercase().contains("algorithm=md5"),
+        _ => true,
+    });
+    let at = first.unwrap_or(rest.len()).min(rest.len());
+    rest.splice(at..at, challenges);
+    rsip::Headers::from(rest)
 }
 
 /// The local IP address the kernel would use towards `dest` (no packet is sent).

@@ -1,0 +1,487 @@
+//! SIP against real peers: SIPp as local phones registering, calling analog phones
+//! and being called, CANCEL, a wrong password leading to a ban, and raw malformed
+//! messages. Every test runs its own `branchd` with its SIP listener on 127.0.0.1:0
+//! (the bound port is read from the log) and picks free ports for SIPp.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::harness::{wait, wait_tone, Gateway, DIAL_PLAN, SOON};
+
+/// SIP accounts 201 and 202 (202 may dial international numbers).
+const SIP_PLAN: &str = r#"
+[media]
+local_ip = "127.0.0.1"
+
+[[sip_accounts]]
+extension = "201"
+name = "Desk Phone"
+password = "desk-phone-pass-one"
+
+[[sip_accounts]]
+extension = "202"
+name = "Soft Phone"
+password = "soft-phone-pass-two"
+international = true
+
+[sip]
+udp = "127.0.0.1:0"
+domain = "branch.test"
+md5_first = true
+
+[sip.guard]
+auth_failures_before_ban = 3
+ban_s = 60
+"#;
+
+const SIPP: &str = "/usr/bin/sipp";
+
+fn data(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("data/sip")
+        .join(name)
+}
+
+/// A gateway with the analog dial plan and the SIP accounts.
+fn gateway() -> Gateway {
+    let gw = Gateway::start_with(&format!("{DIAL_PLAN}\n{SIP_PLAN}"));
+    assert!(
+        gw.wait_log("sip endpoint listening", SOON),
+        "no SIP listener:\n{}",
+        gw.log_text()
+    );
+    gw
+}
+
+/// The daemon's UDP SIP address, from `sip endpoint listening kind=UDP addr=...`.
+fn sip_addr(gw: &Gateway) -> SocketAddr {
+    let log = gw.log_text();
+    let line = log
+        .lines()
+        .map(crate::harness::strip_ansi)
+        .find(|l| l.contains("sip endpoint listening") && l.contains("UDP"))
+        .expect("listener log line");
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix("addr="))
+        .and_then(|a| a.trim_matches('"').parse().ok())
+        .unwrap_or_else(|| panic!("no addr= in {line:?}"))
+}
+
+/// A free UDP port on 127.0.0.1 (and the next one free too, for RTP/RTCP).
+fn free_port() -> u16 {
+    loop {
+        let s = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let port = s.local_addr().expect("addr").port();
+        if port % 2 == 0 && UdpSocket::bind(("127.0.0.1", port + 1)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// A SIPp command against `target` from 127.0.0.1:`port`.
+fn sipp(scenario: &str, target: SocketAddr, port: u16, extra: &[&str]) -> Command {
+    let mut c = Command::new(SIPP);
+    c.arg("-sf")
+        .arg(data(scenario))
+        .args(["-i", "127.0.0.1", "-mi", "127.0.0.1", "-nostdin"])
+        .args(["-p", &port.to_string()])
+        .args(["-mp", &free_port().to_string()])
+        .args(["-timeout", "30s", "-timeout_error"])
+        .args(extra)
+        .arg(target.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    c
+}
+
+/// SIPp arguments of a call from `caller` to `number` (SIPp computes the digest uri
+/// from `-auth_uri`, by default the bare host, which the registrar rightly refuses
+/// when it differs from the Request-URI).
+fn call_args(number: &str, caller: &str, password: &str, target: SocketAddr) -> Vec<String> {
+    [
+        "-s",
+        number,
+        "-au",
+        caller,
+        "-ap",
+        password,
+        "-set",
+        "caller",
+        caller,
+        "-m",
+        "1",
+        "-auth_uri",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain([format!("{number}@{target}")])
+    .collect()
+}
+
+/// Runs SIPp to the end; panics with its stderr when it fails.
+fn run_sipp(mut cmd: Command, what: &str, gw: &Gateway) {
+    let out = cmd.output().expect("sipp runs");
+    assert!(
+        out.status.success(),
+        "sipp {what} failed ({:?}): {}\nbranchd:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr),
+        gw.log_text()
+    );
+}
+
+fn wait_sipp(mut child: Child, what: &str, gw: &Gateway) {
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                use std::io::Read;
+                let _ = e.read_to_string(&mut err);
+            }
+            assert!(
+                status.success(),
+                "sipp {what} failed ({status:?}): {err}\nbranchd:\n{}",
+                gw.log_text()
+            );
+            return;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("sipp {what} did not finish:\n{}", gw.log_text());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn register(gw: &Gateway, ext: &str, password: &str, port: u16) {
+    let cmd = sipp(
+        "register_auth.xml",
+        sip_addr(gw),
+        port,
+        &["-s", ext, "-au", ext, "-ap", password, "-m", "1"],
+    );
+    run_sipp(cmd, "register", gw);
+}
+
+/// Sends raw bytes from a fresh socket and returns the first answer within `wait`.
+fn raw(target: SocketAddr, bytes: &[u8], wait: Duration) -> Option<String> {
+    let s = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    s.set_read_timeout(Some(wait)).expect("timeout");
+    // A datagram the kernel refuses as too long never reached the daemon: silence.
+    if s.send_to(bytes, target).is_err() {
+        return None;
+    }
+    let mut buf = vec![0u8; 65536];
+    s.recv_from(&mut buf)
+        .ok()
+        .map(|(n, _)| String::from_utf8_lossy(&buf[..n]).into_owned())
+}
+
+fn options(branch: &str) -> String {
+    format!(
+        "OPTIONS sip:branch.test SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bK{branch};rport\r\n\
+         From: <sip:probe@127.0.0.1>;tag=p{branch}\r\nTo: <sip:branch.test>\r\nCall-ID: {branch}@probe\r\n\
+         CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    )
+}
+
+/// The SIP Call-IDs stored on the CDR of `call_id`.
+fn cdr_sip_ids(gw: &Gateway, call_id: &str) -> (Option<String>, Option<String>) {
+    gw.db()
+        .query_row(
+            "SELECT caller_sip_call_id, callee_sip_call_id FROM cdrs WHERE call_id = ?1",
+            [call_id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .expect("cdr row")
+}
+
+#[test]
+fn phone_registers_with_digest_and_a_wrong_password_gets_banned() {
+    let gw = gateway();
+    let target = sip_addr(&gw);
+    register(&gw, "201", "desk-phone-pass-one", free_port());
+    assert!(gw.wait_log("added 201", SOON), "binding logged");
+    let answer = raw(target, options("alive1").as_bytes(), Duration::from_secs(2))
+        .expect("OPTIONS answered before the ban");
+    assert!(answer.starts_with("SIP/2.0 200"), "{answer}");
+
+    // Three wrong passwords (each REGISTER gets 401 twice) ban 127.0.0.1.
+    let cmd = sipp(
+        "register_wrong.xml",
+        target,
+        free_port(),
+        &[
+            "-s",
+            "201",
+            "-au",
+            "201",
+            "-ap",
+            "not-the-password",
+            "-m",
+            "3",
+            "-l",
+            "1",
+        ],
+    );
+    run_sipp(cmd, "wrong password", &gw);
+    assert!(
+        gw.wait_log("sip source banned", SOON),
+        "no ban:\n{}",
+        gw.log_text()
+    );
+    assert_eq!(gw.log_count("sip registration refused"), 3);
+    // Banned: silence, even for a harmless OPTIONS.
+    assert_eq!(
+        raw(
+            target,
+            options("alive2").as_bytes(),
+            Duration::from_millis(1500)
+        ),
+        None
+    );
+}
+
+#[test]
+fn sip_phone_calls_an_analog_phone_rtp_flows_and_the_analog_side_hangs_up() {
+    let gw = gateway();
+    let target = sip_addr(&gw);
+    let port = free_port();
+    register(&gw, "201", "desk-phone-pass-one", port);
+    let call = sipp(
+        "uac_call.xml",
+        target,
+        port,
+        &call_args("101", "201", "desk-phone-pass-one", target)
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    )
+    .spawn()
+    .expect("sipp starts");
+    let phone = gw.sim.phone(1);
+    assert!(
+        wait(SOON, || phone.is_ringing()),
+        "FXS 1 rings:\n{}",
+        gw.log_text()
+    );
+    let cid = phone.caller_id().expect("caller ID");
+    assert_eq!(cid.number.as_str(), "201");
+    phone.off_hook();
+    // SIPp plays G.711 A-law speech from its pcap: the analog phone hears it.
+    std::thread::sleep(Duration::from_millis(600));
+    phone.take_heard();
+    std::thread::sleep(Duration::from_millis(1500));
+    let heard = phone.take_heard();
+    let rms = (heard.iter().map(|&s| f64::from(s).powi(2)).sum::<f64>()
+        / heard.len().max(1) as f64)
+        .sqrt();
+    assert!(
+        rms > 100.0,
+        "the analog phone hears the SIP phone (rms {rms:.0})"
+    );
+    phone.on_hook();
+    wait_sipp(call, "call (far end hangs up)", &gw);
+
+    let cdrs = gw.wait_cdrs(1);
+    let c = &cdrs[0];
+    assert_eq!((c.caller.as_str(), c.callee.as_str()), ("201", "101"));
+    assert_eq!(c.disposition, "answered");
+    assert_eq!(c.callee_port, Some(1));
+    let (caller_sip, callee_sip) = cdr_sip_ids(&gw, &c.call_id);
+    assert!(
+        caller_sip.is_some_and(|id| !id.is_empty()),
+        "caller's SIP Call-ID on the CDR"
+    );
+    assert_eq!(callee_sip, None);
+    assert!(gw.wait_log("sip leg ended", SOON));
+}
+
+#[test]
+fn sip_phone_hangs_up_first() {
+    let gw = gateway();
+    let target = sip_addr(&gw);
+    let port = free_port();
+    register(&gw, "201", "desk-phone-pass-one", port);
+    let call = sipp(
+        "uac_call.xml",
+        target,
+        port,
+        &call_args("102", "201", "desk-phone-pass-one", target)
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    )
+    .spawn()
+    .expect("sipp starts");
+    let phone = gw.sim.phone(2);
+    assert!(wait(SOON, || phone.is_ringing()), "FXS 2 rings");
+    phone.off_hook();
+    // SIPp sends BYE 4 s after its ACK; the analog phone is left with busy tone.
+    wait_sipp(call, "call (SIP phone hangs up)", &gw);
+    wait_tone(&gw.sim, 2, 480, 620).expect("busy tone after the SIP phone hung up");
+    phone.on_hook();
+    let cdrs = gw.wait_cdrs(1);
+    assert_eq!(cdrs[0].disposition, "answered");
+    assert_eq!(cdrs[0].hangup_side, "caller");
+}
+
+#[test]
+fn sip_phone_cancels_before_answer() {
+    let gw = gateway();
+    let target = sip_addr(&gw);
+    let port = free_port();
+    let call = sipp(
+        "uac_cancel.xml",
+        target,
+        port,
+        &call_args("103", "201", "desk-phone-pass-one", target)
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    )
+    .spawn()
+    .expect("sipp starts");
+    let phone = gw.sim.phone(3);
+    assert!(wait(SOON, || phone.is_ringing()), "FXS 3 rings");
+    wait_sipp(call, "cancel", &gw);
+    assert!(
+        wait(SOON, || !phone.is_ringing()),
+        "ringing stops on CANCEL"
+    );
+    let cdrs = gw.wait_cdrs(1);
+    assert!(!cdrs[0].answered);
+    assert_eq!(cdrs[0].callee, "103");
+    assert!(gw.log_text().contains("caller cancelled"));
+}
+
+#[test]
+fn analog_phone_calls_a_registered_sip_phone() {
+    let gw = gateway();
+    let port = free_port();
+    register(&gw, "202", "soft-phone-pass-two", port);
+    let uas = sipp("uas_answer.xml", sip_addr(&gw), port, &["-m", "1"])
+        .spawn()
+        .expect("sipp starts");
+    std::thread::sleep(Duration::from_millis(300));
+    let phone = gw.sim.phone(4);
+    phone.off_hook();
+    wait_tone(&gw.sim, 4, 350, 440).expect("dial tone");
+    phone.dial("202");
+    wait_tone(&gw.sim, 4, 440, 480).expect("ringback while the SIP phone rings");
+    assert!(
+        wait(SOON, || phone.tone().is_none()),
+        "answered:\n{}",
+        gw.log_text()
+    );
+    std::thread::sleep(Duration::from_millis(1000));
+    phone.on_hook();
+    wait_sipp(uas, "uas", &gw);
+    let cdrs = gw.wait_cdrs(1);
+    let c = &cdrs[0];
+    assert_eq!((c.caller.as_str(), c.callee.as_str()), ("104", "202"));
+    assert_eq!(c.disposition, "answered");
+    let (_, callee_sip) = cdr_sip_ids(&gw, &c.call_id);
+    assert!(callee_sip.is_some(), "callee's SIP Call-ID on the CDR");
+}
+
+#[test]
+fn malformed_messages_get_400_501_or_silence_and_calls_still_work() {
+    let gw = gateway();
+    let target = sip_addr(&gw);
+    let head = |method: &str, extra: &str, cl: &str| {
+        format!(
+            "{method} sip:101@branch.test SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bKm{method}\r\n\
+             From: <sip:x@127.0.0.1>;tag=m1\r\nTo: <sip:101@branch.test>\r\nCall-ID: m-{method}@t\r\n\
+             CSeq: 1 {method}\r\nMax-Forwards: 70\r\n{extra}Content-Length: {cl}\r\n\r\n"
+        )
+    };
+    let mut huge = head("OPTIONS", "", "0").into_bytes();
+    let pos = huge.len() - 4;
+    // A 64 KB message (one header line of almost all of it) that still fits a datagram.
+    let big_header = format!("\r\nX-Big: {}", "a".repeat(65_000 - huge.len()));
+    huge.splice(pos..pos, big_header.bytes());
+    let mut bad_utf8 = head("OPTIONS", "Subject: \u{1}\r\n", "0").into_bytes();
+    let at = bad_utf8
+        .windows(8)
+        .position(|w| w == b"Subject:")
+        .expect("subject");
+    bad_utf8[at + 9] = 0xff;
+    let cases: Vec<(&str, Vec<u8>, &[&str])> = vec![
+        (
+            "Content-Length beyond the body",
+            head("OPTIONS", "", "500").into_bytes(),
+            &["SIP/2.0 400"],
+        ),
+        (
+            "missing Via",
+            head("OPTIONS", "", "0")
+                .replace(
+                    "Via: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bKmOPTIONS\r\n",
+                    "",
+                )
+                .into_bytes(),
+            &[],
+        ),
+        (
+            "missing CSeq",
+            head("OPTIONS", "", "0")
+                .replace("CSeq: 1 OPTIONS\r\n", "")
+                .into_bytes(),
+            &[],
+        ),
+        ("64 KB header", huge, &["SIP/2.0 400", "SIP/2.0 513"]),
+        ("invalid UTF-8", bad_utf8, &["SIP/2.0 400"]),
+        (
+            "unknown method",
+            head("FROBNICATE", "", "0").into_bytes(),
+            &["SIP/2.0 501"],
+        ),
+        (
+            "garbage",
+            b"\x00\x01\x02 not sip at all\r\n\r\n".to_vec(),
+            &[],
+        ),
+    ];
+    for (what, bytes, allowed) in &cases {
+        match raw(target, bytes, Duration::from_millis(700)) {
+            None => {}
+            Some(answer) => assert!(
+                allowed.iter().any(|a| answer.starts_with(a)),
+                "{what}: unexpected answer {answer:?}"
+            ),
+        }
+    }
+    assert!(
+        gw.log_count("malformed sip message") >= 5,
+        "{}",
+        gw.log_text()
+    );
+    // The daemon still serves: a full call from a SIP phone to an analog phone.
+    let port = free_port();
+    let call = sipp(
+        "uac_call.xml",
+        target,
+        port,
+        &call_args("101", "201", "desk-phone-pass-one", target)
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    )
+    .spawn()
+    .expect("sipp starts");
+    let phone = gw.sim.phone(1);
+    assert!(
+        wait(SOON, || phone.is_ringing()),
+        "FXS 1 rings after the malformed suite"
+    );
+    phone.off_hook();
+    std::thread::sleep(Duration::from_millis(800));
+    phone.on_hook();
+    wait_sipp(call, "call after malformed messages", &gw);
+    assert_eq!(gw.wait_cdrs(1)[0].disposition, "answered");
+}
