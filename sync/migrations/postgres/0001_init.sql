@@ -23,9 +23,11 @@ CREATE TABLE box_epochs (
     acked_seq BIGINT NOT NULL DEFAULT 0,
     PRIMARY KEY (box, epoch)
 );
+-- Key columns compare bytewise (COLLATE "C"): cheaper than locale collation on
+-- the hottest index.
 CREATE TABLE up_records (
-    box            TEXT NOT NULL,
-    epoch          TEXT NOT NULL,
+    box            TEXT COLLATE "C" NOT NULL,
+    epoch          TEXT COLLATE "C" NOT NULL,
     seq            BIGINT NOT NULL,
     kind           TEXT NOT NULL,
     key            TEXT NOT NULL,
@@ -34,6 +36,8 @@ CREATE TABLE up_records (
     payload        TEXT NOT NULL,
     PRIMARY KEY (box, epoch, seq)
 );
+-- Projection rows are written only for newly stored up_records, so (box, epoch,
+-- seq) is unique by construction without a second unique index.
 CREATE TABLE cdrs (
     id             BIGSERIAL PRIMARY KEY,
     box            TEXT NOT NULL,
@@ -50,11 +54,9 @@ CREATE TABLE cdrs (
     answered_at_ms BIGINT,
     ended_at_ms    BIGINT NOT NULL,
     disposition    TEXT NOT NULL,
-    hangup_side    TEXT NOT NULL,
-    UNIQUE (box, epoch, seq)
+    hangup_side    TEXT NOT NULL
 );
 CREATE INDEX cdrs_site_started ON cdrs(site, started_at_ms);
-CREATE INDEX cdrs_started ON cdrs(started_at_ms);
 CREATE TABLE audit_rows (
     box       TEXT NOT NULL,
     site      TEXT NOT NULL,

@@ -34,6 +34,8 @@ CREATE TABLE up_records (
     payload        TEXT NOT NULL,
     PRIMARY KEY (box, epoch, seq)
 ) WITHOUT ROWID;
+-- Projection rows are written only for newly stored up_records, so (box, epoch,
+-- seq) is unique by construction without a second unique index.
 CREATE TABLE cdrs (
     id             INTEGER PRIMARY KEY,
     box            TEXT NOT NULL,
@@ -50,11 +52,9 @@ CREATE TABLE cdrs (
     answered_at_ms INTEGER,
     ended_at_ms    INTEGER NOT NULL,
     disposition    TEXT NOT NULL,
-    hangup_side    TEXT NOT NULL,
-    UNIQUE (box, epoch, seq)
+    hangup_side    TEXT NOT NULL
 );
 CREATE INDEX cdrs_site_started ON cdrs(site, started_at_ms);
-CREATE INDEX cdrs_started ON cdrs(started_at_ms);
 CREATE TABLE audit_rows (
     box       TEXT NOT NULL,
     site      TEXT NOT NULL,
