@@ -85,12 +85,17 @@ fn main() {
             .batch_execute(&format!("CREATE DATABASE {db}"))
             .await
             .expect("create database");
-        let result = run(&db, boxes, batch_size, batches, pool).await;
+        // Run in a task so that a failed run still drops its database.
+        let name = db.clone();
+        let result =
+            tokio::spawn(async move { run(&name, boxes, batch_size, batches, pool).await }).await;
         admin
             .batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
             .await
             .expect("drop database");
-        result
+        if let Err(e) = result {
+            std::panic::resume_unwind(e.into_panic());
+        }
     });
 }
 
