@@ -40,6 +40,28 @@ enum Command {
     /// Print the sync status (backlog, cursor, epoch, last success and error, WAN
     /// states as last stored) as JSON, read from the store; works while the daemon runs.
     SyncStatus,
+    /// Register an existing recording file (e.g. to queue it for HQ again after the
+    /// store was rebuilt): computes its sha256 and size, takes duration and format from
+    /// its WAV header, copies it into `paths.recordings` unless it is already there, and
+    /// writes its row and outbox row; prints the result as JSON. Works while the daemon
+    /// runs (its uploader finds the row at its next outbox poll).
+    RecordingAdd {
+        /// The call leg it recorded.
+        #[arg(long)]
+        call_id: String,
+        /// Recording start, ms since the Unix epoch (default: the file's modification
+        /// time minus its duration).
+        #[arg(long)]
+        started_at_ms: Option<i64>,
+        /// Length in ms (default: from the WAV header).
+        #[arg(long)]
+        duration_ms: Option<i64>,
+        /// Format name, e.g. `wav/pcm16/stereo` (default: from the WAV header).
+        #[arg(long)]
+        format: Option<String>,
+        /// The file.
+        file: PathBuf,
+    },
     /// Create a user (e.g. the first admin); the password is read from stdin.
     UserAdd {
         /// Login name.
@@ -69,6 +91,22 @@ fn main() -> ExitCode {
     match args.command {
         Some(Command::AuditVerify) => return audit_verify(&config),
         Some(Command::SyncStatus) => return sync_status(&config),
+        Some(Command::RecordingAdd {
+            call_id,
+            started_at_ms,
+            duration_ms,
+            format,
+            file,
+        }) => {
+            let add = branchline_firmware::sync::files::AddRecording {
+                file,
+                call_id,
+                started_at_ms,
+                duration_ms,
+                format,
+            };
+            return recording_add(&config, &add);
+        }
         Some(Command::UserAdd {
             username,
             roles,
@@ -161,6 +199,35 @@ fn user_add(
     display_name: Option<String>,
     extension: Option<String>,
 ) -> ExitCode {
+fn recording_add(
+    config: &Config,
+    add: &branchline_firmware::sync::files::AddRecording,
+) -> ExitCode {
+    let result = Store::open(&config.paths.db_path())
+        .map_err(branchline_firmware::sync::files::AddError::from)
+        .and_then(|mut store| {
+            branchline_firmware::sync::files::add_recording(
+                &mut store,
+                &config.paths.recordings,
+                add,
+            )
+        });
+    match result.map(|added| serde_json::to_string_pretty(&added)) {
+        Ok(Ok(json)) => {
+            println!("{json}");
+            ExitCode::SUCCESS
+        }
+        Ok(Err(e)) => {
+            eprintln!("branchd: cannot print the recording: {e}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("branchd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
     let mut password = String::new();
     if let Err(e) = std::io::stdin().read_line(&mut password) {
         eprintln!("branchd: cannot read the password from stdin: {e}");

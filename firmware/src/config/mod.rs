@@ -16,8 +16,9 @@
 //! board profile is known, through [`Config::check_board`]; the validated structs keep
 //! the line of each `port` for its messages.
 //!
-//! Limits: relative paths (`paths.data_dir`, `board.uart`) are kept as written and so
-//! are relative to the daemon's working directory, not to the config file.
+//! Limits: relative paths (`paths.data_dir`, `paths.recordings`, `board.uart`) are kept
+//! as written and so are relative to the daemon's working directory, not to the config
+//! file.
 
 mod locate;
 mod raw;
@@ -53,6 +54,8 @@ pub const DEFAULT_DATA_DIR: &str = "/var/lib/branchline";
 pub const DB_FILE_NAME: &str = "branchline.db";
 /// Default of `board.profile`: the built-in simulator.
 pub const DEFAULT_BOARD_PROFILE: &str = "sim";
+/// Default of `paths.recordings`: this directory inside `paths.data_dir`.
+pub const RECORDINGS_DIR_NAME: &str = "recordings";
 /// Default of `log.level`.
 pub const DEFAULT_LOG_LEVEL: &str = "info";
 
@@ -371,6 +374,9 @@ pub const PROBE_INTERVAL_MS: (i64, RangeInclusive<i64>) = (10_000, 500..=600_000
 
 /// `[hq]`: where HQ is and how the box proves who it is (see [`crate::sync`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
+/// Default and allowed range of `hq.upload_bandwidth_kbps`: the cap on recording-file
+/// uploads in kilobits per second (0: no cap; at most 10 Gbit/s).
+pub const HQ_UPLOAD_BANDWIDTH_KBPS: (i64, RangeInclusive<i64>) = (0, 0..=10_000_000);
 pub struct HqConfig {
     /// HQ's base URL, `https://host[:port]` (paths of [`branchline_sync::wire`] are
     /// appended).
@@ -396,6 +402,8 @@ pub struct HqConfig {
 }
 
 /// Transport of the trunk reachability probe.
+    /// Cap on recording-file uploads, kilobits per second (0: none).
+    pub upload_bandwidth_kbps: u64,
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TrunkTransport {
     /// A TCP connect to the trunk's SIP port.
@@ -488,6 +496,9 @@ pub struct PathsConfig {
 impl PathsConfig {
     /// Path of the SQLite store: `data_dir/branchline.db`.
     pub fn db_path(&self) -> PathBuf {
+    /// Directory of call recordings (default `data_dir/recordings`); see
+    /// [`crate::sync::files`].
+    pub recordings: PathBuf,
         self.data_dir.join(DB_FILE_NAME)
     }
 }
@@ -726,6 +737,10 @@ impl Ctx<'_> {
             Some(p) if p.get_ref().trim().is_empty() => {
                 return Err(self.invalid(p.span(), "board.profile", "must not be empty"))
             }
+        let recordings = match raw.paths.recordings {
+            Some(r) => self.path(r, "paths.recordings")?,
+            None => data_dir.join(RECORDINGS_DIR_NAME),
+        };
             Some(p) => p.into_inner(),
             None => DEFAULT_BOARD_PROFILE.to_owned(),
         };
@@ -802,7 +817,10 @@ impl Ctx<'_> {
         Ok(Config {
             source: self.source.to_owned(),
             site,
-            paths: PathsConfig { data_dir },
+            paths: PathsConfig {
+                recordings,
+                data_dir,
+            },
             board: BoardConfig {
                 profile,
                 uart,
@@ -1063,6 +1081,14 @@ impl Ctx<'_> {
         let trunk = raw
             .trunk
             .map(|t| {
+            // In range, so not negative.
+            upload_bandwidth_kbps: self
+                .ranged(
+                    raw.upload_bandwidth_kbps,
+                    "hq.upload_bandwidth_kbps",
+                    HQ_UPLOAD_BANDWIDTH_KBPS,
+                )?
+                .unsigned_abs(),
                 let s = t.get_ref();
                 let ok = s.rsplit_once(':').is_some_and(|(host, port)| {
                     !host.is_empty()

@@ -78,6 +78,7 @@ pub(super) struct RawHq {
     pub upload_interval_ms: Option<Spanned<i64>>,
     pub probe_interval_ms: Option<Spanned<i64>>,
 }
+    pub upload_bandwidth_kbps: Option<Spanned<i64>>,
 
 /// `[wan]`
 #[derive(Debug, Default, Deserialize)]
@@ -124,6 +125,7 @@ pub(super) struct RawSite {
 pub(super) struct RawPaths {
     pub data_dir: Option<Spanned<String>>,
 }
+    pub recordings: Option<Spanned<String>>,
 
 /// `[board]`
 #[derive(Debug, Default, Deserialize)]

@@ -50,6 +50,7 @@ const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("../../migrations/0002_accounts.sql")),
     M::up(include_str!("../../migrations/0003_sync.sql")),
     M::up(include_str!("../../migrations/0004_cdr_sip.sql")),
+    M::up(include_str!("../../migrations/0005_recordings.sql")),
 ];
 
 /// The newest schema version this binary knows.

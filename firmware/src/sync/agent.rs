@@ -23,8 +23,12 @@
 //! Limits: an outbox row larger than a batch may hold
 //! ([`AgentError::RowTooLarge`]) stops uploads and shows in the status; the box's
 //! payloads (CDRs, audit rows, account edits) are far below that size, so there is no
-//! quarantine table yet. Recording files are not uploaded yet (the file policy is
-//! stored).
+//! quarantine table yet.
+//!
+//! Recording files go up in a task of their own ([`super::files::FileTask`], started
+//! and stopped by this one, sharing its HTTPS client): after each committed
+//! acknowledgement this task wakes it to read the acknowledged seq and HQ's policy,
+//! and a forced sync forces it too.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -38,6 +42,7 @@ use branchline_sync::wire::{self, DownResponse, ErrorBody, UpAck};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::files::{FileSignals, FileTask};
 use super::status::SyncHandle;
 use super::store::SyncStore;
 use crate::config::HqConfig;
@@ -135,11 +140,26 @@ impl Agent {
             cursor = state.down_cursor,
             "sync agent started"
         );
+        let files = Arc::new(FileSignals::default());
+        let files_stop = shutdown.child_token();
+        let file_task = tokio::spawn(
+            FileTask {
+                hq: hq.clone(),
+                client: client.clone(),
+                store: store.clone(),
+                handle: handle.clone(),
+                signals: Arc::clone(&files),
+                hq_reach: hq_reach.clone(),
+                seed: seed.rotate_left(16) ^ 2,
+            }
+            .run(files_stop.clone()),
+        );
         let driver = Driver {
             base: Arc::from(hq.url.as_str()),
             client,
             store,
             hq_reach,
+            files,
         };
         let (done_tx, mut done_rx) = mpsc::channel::<Done>(8);
         let mut outbox = driver.store.writer().outbox_watch();
@@ -180,6 +200,7 @@ impl Agent {
                     let now = Instant::now();
                     up.handle(now, UpInput::Force);
                     down.handle(now, DownInput::Force);
+                    driver.files.force();
                 }
                 () = sleep_until(deadline) => {
                     let now = Instant::now();
@@ -188,6 +209,8 @@ impl Agent {
                 }
             }
         }
+        files_stop.cancel();
+        let _ = file_task.await;
         handle.clear_live();
         tracing::info!("sync agent stopped");
     }
@@ -206,6 +229,8 @@ struct Driver {
     client: reqwest::Client,
     store: SyncStore,
     hq_reach: mpsc::UnboundedSender<bool>,
+    /// Wakes the file task after an acknowledgement, forces it with a forced sync.
+    files: Arc<FileSignals>,
 }
 
 impl Driver {
@@ -275,6 +300,7 @@ impl Driver {
                     .await
                 {
                     Ok(done) => {
+                        self.files.wake();
                         if n > 0 {
                             tracing::warn!(
                                 conflicts = n,
@@ -418,7 +444,7 @@ impl Driver {
 
 /// Sends `request` and parses a 2xx body as `T`; tells the WAN monitor whether HQ
 /// answered at all.
-async fn exchange<T: serde::de::DeserializeOwned>(
+pub(super) async fn exchange<T: serde::de::DeserializeOwned>(
     request: reqwest::RequestBuilder,
     reach: &mpsc::UnboundedSender<bool>,
 ) -> Result<T, Failure> {

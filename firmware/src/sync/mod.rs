@@ -17,6 +17,9 @@
 //! - [`client`]: the HTTPS client: rustls with the ring provider, HQ's CA as the only
 //!   root, the device certificate for mutual TLS.
 //! - [`agent`]: the agent task driving the uploader and downloader cores.
+//! - [`files`]: recordings: registering one (row + outbox row in one transaction,
+//!   `branchd recording-add`), and the task driving the file uploader core (local
+//!   file checks, chunks over the agent's client, `uploaded_at_ms`).
 //! - [`wan`]: the WAN monitor task driving `branchline_sync::wan::WanMonitor` with
 //!   real probes of HQ and the trunk, its published states, the WAN LED rule and the
 //!   trunk status call routing reads.
@@ -31,7 +34,7 @@
 //!
 //! # Limits
 //!
-//! Recording files are not uploaded yet (HQ's file policy is stored); an outbox row
+//! Uploaded recording files stay on the box (no retention yet); an outbox row
 //! too large for any batch stops uploads (no quarantine table); HQ's extension names
 //! reach call control at the next start; the trunk probe is TCP/UDP reachability, not
 //! SIP OPTIONS.
@@ -39,6 +42,7 @@
 pub mod agent;
 pub mod apply;
 pub mod client;
+pub mod files;
 pub mod state;
 pub mod status;
 pub mod store;

@@ -11,10 +11,11 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
-use branchline_sync::agent::{SyncReport, SyncStatus};
+use branchline_sync::agent::{FilesReport, FilesStatus, SyncReport, SyncStatus};
 use serde::Serialize;
 use tokio::sync::{watch, Notify};
 
+use super::files::FilesSummary;
 use super::state::{self, Backlog, SyncState};
 use super::wan::WanSnapshot;
 use crate::config::HqConfig;
@@ -103,6 +104,21 @@ pub struct SyncStatusReport {
     pub live: Option<SyncReport>,
     /// The WAN monitor's states: live from the daemon, as last stored otherwise.
     pub wan: serde_json::Value,
+    /// Recording files: what waits for upload (from the store) and the uploader's
+    /// live state (when running).
+    pub files: FilesStatusReport,
+}
+
+/// The recording-file part of [`SyncStatusReport`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FilesStatusReport {
+    /// Counts from the store: pending files and bytes, awaiting metadata, failed,
+    /// uploaded, the last error of a pending file.
+    #[serde(flatten)]
+    pub store: FilesSummary,
+    /// The uploader core's report (policy, current upload, bytes sent, backoff),
+    /// `null` from the store alone.
+    pub live: Option<FilesReport>,
 }
 
 /// Requests in flight.
@@ -141,10 +157,12 @@ pub fn report_from_store(
         })?;
     let persisted = state::load(&tx, path)?;
     let backlog = state::backlog(&tx, path)?;
+    let files = super::files::summary(&tx, path, persisted.acked_seq)?;
     drop(tx);
     Ok(base_report(
         persisted,
         backlog,
+        files,
         hq.map(HqTarget::from),
         now_ms,
     ))
@@ -153,6 +171,7 @@ pub fn report_from_store(
 fn base_report(
     s: SyncState,
     backlog: Backlog,
+    files: FilesSummary,
     hq: Option<HqTarget>,
     now_ms: i64,
 ) -> SyncStatusReport {
@@ -182,6 +201,10 @@ fn base_report(
         next_attempt_ms: None,
         live: None,
         wan: s.wan.unwrap_or(serde_json::Value::Null),
+        files: FilesStatusReport {
+            store: files,
+            live: None,
+        },
     }
 }
 
@@ -204,6 +227,8 @@ struct Shared {
     force: Arc<Notify>,
     /// The WAN monitor's live states.
     wan: watch::Receiver<WanSnapshot>,
+    /// The file uploader's status after its last step (same locking rule as `live`).
+    files: Mutex<Option<FilesStatus>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -220,6 +245,7 @@ impl SyncHandle {
                 setup_error: Mutex::new(None),
                 force: Arc::new(Notify::new()),
                 wan,
+                files: Mutex::new(None),
             }),
         }
     }
@@ -257,6 +283,14 @@ impl SyncHandle {
         *lock(&self.inner.live) = None;
     }
 
+    pub(super) fn set_files_live(&self, status: FilesStatus) {
+        *lock(&self.inner.files) = Some(status);
+    }
+
+    pub(super) fn clear_files_live(&self) {
+        *lock(&self.inner.files) = None;
+    }
+
     /// Records why the agent could not start (shown in the report).
     pub fn set_setup_error(&self, error: String) {
         *lock(&self.inner.setup_error) = Some(error);
@@ -290,6 +324,9 @@ impl SyncHandle {
         }
         report.wan =
             serde_json::to_value(&*self.inner.wan.borrow()).unwrap_or(serde_json::Value::Null);
+        report.files.live = lock(&self.inner.files)
+            .as_ref()
+            .map(|f| f.report(Instant::now(), now_ms));
         Ok(report)
     }
 }
