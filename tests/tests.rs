@@ -13,6 +13,7 @@ mod harness;
 mod accounts_api;
 mod analog_calls;
 mod daemon_lifecycle;
+mod health_check;
 mod pstn;
 mod sync_faults;
 mod sync_hq;

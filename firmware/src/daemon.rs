@@ -31,6 +31,10 @@
 //!   routing of outside calls). At shutdown they are cancelled and awaited before the
 //!   writer thread is joined. A sync setup error (missing certificate) is logged and
 //!   shown in the sync status; the daemon runs on without sync.
+//! - The post-boot health check ([`crate::health`]) wraps the daemon: [`run`] starts
+//!   it, the start-up reports its facts (store read back, line controller ready, web
+//!   and SIP listeners bound, main loop reached), and an update's trial boot that
+//!   fails it shuts the daemon down with [`Error::UpdateUnhealthy`].
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -53,6 +57,7 @@ use crate::call::{
 use crate::cdr::Cdr;
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::health::{self, Fact, HealthCheck};
 use crate::media_engine::{MediaEngine, MediaSettings};
 use crate::store::{system_clock_ms, ExtensionRow, Store, StoreWriter};
 use crate::sync::{self, status::SyncHandle, store::SyncStore};
@@ -71,8 +76,29 @@ enum StoreJob {
     PortState(u8, PortState),
 }
 
-/// Runs the daemon until `shutdown` completes or a fatal error occurs.
+/// Runs the daemon until `shutdown` completes or a fatal error occurs, under the
+/// post-boot health check: on an update's trial boot it commits the slot once healthy,
+/// or stops the daemon and returns [`Error::UpdateUnhealthy`] when not.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<()> {
+    let health = HealthCheck::start(&config).await;
+    let unhealthy = health.unhealthy();
+    let shutdown = async move {
+        tokio::select! {
+            () = shutdown => {}
+            () = unhealthy => tracing::error!("stopping: this update's trial boot failed its health check"),
+        }
+    };
+    let result = serve(config, shutdown, health.reporter()).await;
+    health.finish(result).await
+}
+
+/// The daemon itself: [`run`] without the health check around it; `health` hears of
+/// each start-up step as it succeeds.
+async fn serve(
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+    health: &health::Reporter,
+) -> Result<()> {
     let profile = BoardProfile::resolve(&config.board.profile)?;
     config.check_board(profile.fxs_ports(), profile.fxo_ports())?;
     let board_country =
@@ -125,6 +151,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     // HQ masters extension names and call waiting (the config keeps the port map):
     // call control starts with the store's view of them.
     let stored_extensions = Store::reader(&db_path)?.extensions()?;
+    health.passed(
+        Fact::Store,
+        format!("migrated, {} extensions read back", stored_extensions.len()),
+    );
 
     // Sync with HQ and the WAN monitor: tasks of their own; telephony never waits on
     // them.
@@ -182,6 +212,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                 found: (fxs_ports, fxo_ports),
             });
         }
+        health.passed(
+            Fact::LineController,
+            format!("ready, firmware {firmware:#06x}, {fxs_ports} FXS / {fxo_ports} FXO"),
+        );
     }
 
     let mut gpio: Box<dyn Gpio> = match (&profile.gpio, profile.simulated) {
@@ -262,6 +296,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             None
         }
     };
+    if let Some(web) = &web {
+        health.passed(Fact::Web, format!("listening on {}", web.local_addr));
+    }
 
     tracing::info!(
         model = %profile.model,
@@ -289,6 +326,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         Some((outputs, trunk_rx, task)) => (Some(outputs), Some(trunk_rx), Some(task)),
         None => (None, None, None),
     };
+    if sip_task.is_some() {
+        health.passed(Fact::Sip, "listeners bound");
+    }
+
     let mut board = BoardLoop {
         media,
         leg_routes: HashMap::new(),
@@ -299,6 +340,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         gpio,
     };
     tokio::pin!(shutdown);
+    health.passed(Fact::Daemon, "main loop running");
     let mut wan_open = true;
     let outcome = loop {
         let deadline = calls.timeout();
@@ -401,6 +443,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
 struct WebTask {
     /// Tells the server to stop accepting and finish its requests.
     stop: tokio_util::sync::CancellationToken,
+    /// The bound address (for the health check).
+    local_addr: SocketAddr,
     task: tokio::task::JoinHandle<Result<()>>,
 }
 
@@ -531,7 +575,11 @@ async fn start_web(
         crate::api::router(state),
         shutdown,
     ));
-    Ok(WebTask { stop, task })
+    Ok(WebTask {
+        stop,
+        task,
+        local_addr,
+    })
 }
 
 /// Sends `Hello` until the line controller answers `Ready`.

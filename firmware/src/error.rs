@@ -445,6 +445,17 @@ pub enum Error {
         /// The underlying error.
         source: reqwest::Error,
     },
+
+    /// This boot is an update's trial and it failed the post-boot health check
+    /// ([`crate::health`]): the slot was not marked good, so the next boot returns to
+    /// the previous slot. `branchd` exits with [`crate::health::EXIT_UNHEALTHY_TRIAL`].
+    #[error("the update in slot {slot} failed its health check and is not committed (the next boot returns to the previous slot): {failed}")]
+    UpdateUnhealthy {
+        /// The trial slot.
+        slot: branchline_image::slot::SlotId,
+        /// The failed facts and why (`sip: ...; daemon: ...`).
+        failed: String,
+    },
 }
 
 /// Why a login was refused ([`crate::accounts::Accounts::verify_login`]).

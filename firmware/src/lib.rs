@@ -14,6 +14,9 @@
 //!   phones, trunk registration, and the SIP side of B2BUA call legs (SDP, RTP via the
 //!   media engine), between the `branchline-sip` cores and call control.
 //! - [`daemon`]: the tokio edge: board driver task, store writer, shutdown.
+//! - [`health`]: the post-boot health check: facts from the daemon's start (store,
+//!   line controller, web and SIP listeners, main loop), a pure verdict, and the commit
+//!   of an update's trial boot to its A/B slot (`[update]`, via `branchline-image`).
 //! - [`rbac`]: resources, actions, scopes, roles (built-ins as data) and the one
 //!   authorization function, [`rbac::Authorizer::authorize`].
 //! - [`accounts`]: users, groups, custom roles, login with lockout, argon2id passwords
@@ -36,6 +39,7 @@ pub mod cdr;
 pub mod config;
 pub mod daemon;
 pub mod error;
+pub mod health;
 pub mod mask;
 pub mod media_engine;
 pub mod rbac;

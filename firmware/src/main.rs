@@ -140,7 +140,14 @@ fn main() -> ExitCode {
         Err(e) => {
             tracing::error!("{e:#}");
             eprintln!("branchd: {e:#}");
-            ExitCode::FAILURE
+            // A failed trial boot of an update has its own status, so the unit can
+            // reboot into the previous slot (see `branchline_firmware::health`).
+            match e.downcast_ref::<branchline_firmware::error::Error>() {
+                Some(branchline_firmware::error::Error::UpdateUnhealthy { .. }) => {
+                    ExitCode::from(branchline_firmware::health::EXIT_UNHEALTHY_TRIAL)
+                }
+                _ => ExitCode::FAILURE,
+            }
         }
     }
 }

@@ -25,8 +25,10 @@ mod raw;
 mod sip;
 #[cfg(test)]
 mod tests;
+mod update;
 
 pub use self::sip::{SipConfig, SipGuardConfig, SipTrunkConfig};
+pub use self::update::{SlotBackend, UpdateConfig, HEALTH_DEADLINE_S};
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -291,6 +293,9 @@ pub struct Config {
     pub media: MediaConfig,
     /// `[[sip_accounts]]`: local SIP phones, in file order.
     pub sip_accounts: Vec<SipAccountConfig>,
+    /// `[update]`: the A/B slot state the post-boot health check commits; `None` (no
+    /// section) means this box has no A/B slots and the check only logs.
+    pub update: Option<UpdateConfig>,
 }
 
 /// Default RTP/RTCP port range of `[media]` (`rtp_port_min`, `rtp_port_max`) and the
@@ -805,6 +810,7 @@ impl Ctx<'_> {
         let hq = raw.hq.map(|h| self.hq(h)).transpose()?;
         let wan = self.wan(raw.wan)?;
         let sip = raw.sip.map(|s| self.sip(s)).transpose()?;
+        let update = raw.update.map(|u| self.update(u)).transpose()?;
         let telephony = self.telephony(raw.telephony)?;
         let extensions = self.extensions(raw.extensions, &telephony)?;
         let sip_accounts = self.sip_accounts(raw.sip_accounts, &extensions, &telephony)?;
@@ -841,6 +847,7 @@ impl Ctx<'_> {
             media,
             sip_accounts,
             sip,
+            update,
         })
     }
 

@@ -40,6 +40,7 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub sip_accounts: Vec<RawSipAccount>,
     pub sip: Option<super::sip::RawSip>,
+    pub update: Option<super::update::RawUpdate>,
 }
 
 /// `[media]`: RTP ports and the jitter buffer.
