@@ -17,4 +17,5 @@ mod health_check;
 mod pstn;
 mod sync_faults;
 mod sync_hq;
+mod sync_files;
 mod sip_calls;
