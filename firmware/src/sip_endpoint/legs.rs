@@ -666,14 +666,14 @@ impl SipEndpoint {
         // (peer, request-URI, From without tag, To, extra headers) per fork.
         let mut plans: Vec<(Peer, rsip::Uri, String, String, Vec<Header>)> = Vec::new();
         let trunk_leg = matches!(target, SipTarget::Trunk(_));
-        let name = (!caller_name.is_empty())
-            .then(|| {
-                format!(
-                    "{} ",
-                    branchline_sip::trunk::identity::quote_display_name(&caller_name)
-                )
-            })
-            .unwrap_or_default();
+        let name = if caller_name.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "{} ",
+                branchline_sip::trunk::identity::quote_display_name(&caller_name)
+            )
+        };
         match &target {
             SipTarget::Extension(ext) => {
                 if self.registrar.account(ext).is_none() {

@@ -107,7 +107,7 @@ use crate::tones::Country;
 use self::legs::Leg;
 
 /// How long shutdown waits for the trunk's un-REGISTER and the last BYEs.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 /// The `User-Agent` / `Server` the box sends.
 pub const USER_AGENT: &str = concat!("Branchline/", env!("CARGO_PKG_VERSION"));
@@ -520,10 +520,10 @@ impl SipEndpoint {
                 .collect(),
         )?;
 
-        let mut tx_config = TransactionConfig::default();
-        tx_config.max_server_transactions_per_source =
-            sip.guard.max_transactions_per_source as usize;
-        let mut tx = TransactionLayer::new(tx_config);
+        let mut tx = TransactionLayer::new(TransactionConfig {
+            max_server_transactions_per_source: sip.guard.max_transactions_per_source as usize,
+            ..TransactionConfig::default()
+        });
 
         let mut exempt = Vec::new();
         let trunk = match &sip.trunk {

@@ -15,7 +15,7 @@
 //!   `rtpmap`), telephone-event if offered, ptime 10/20/30 (20 when absent or
 //!   another value), and the direction as the peer sees it. No usable audio stream is
 //!   [`NegotiationError`] (the endpoint answers `488 Not Acceptable Here`).
-//! - [`build`] writes the box's own offer or answer ([`LocalMedia`]).
+//! - [`build_offer`] and [`build_answer`] write the box's own offer or answer ([`LocalMedia`]).
 //!
 //! # Why not a crate
 //!
@@ -412,10 +412,7 @@ pub fn negotiate(body: &[u8]) -> Result<RemoteMedia, NegotiationError> {
         .connection
         .or(sdp.connection)
         .ok_or(NegotiationError::NoConnection)?;
-    let ptime_ms = match m.ptime {
-        Some(p @ (10 | 20 | 30)) => p,
-        _ => 20,
-    };
+    let ptime_ms = m.ptime.filter(|p| matches!(p, 10 | 20 | 30)).unwrap_or(20);
     let mut direction = m.direction.or(sdp.direction).unwrap_or(Direction::SendRecv);
     if addr.is_unspecified() {
         direction = Direction::Inactive;
