@@ -63,7 +63,13 @@ fn main() {
         .map(|b| format!("batch_records = {b}\n"))
         .unwrap_or_default();
 
-    let mut hq = HqServer::new(HqDb::Postgres(harness::PgDatabase::create("bl_sync_bench")));
+    let sqlite = std::env::var("SYNC_BENCH_STORE").is_ok_and(|s| s == "sqlite");
+    let mut hq = HqServer::new(if sqlite {
+        HqDb::Sqlite
+    } else {
+        HqDb::Postgres(harness::PgDatabase::create("bl_sync_bench"))
+    });
+    let store = if sqlite { "SQLite" } else { "PostgreSQL" };
     hq.add_site("bench-site");
     let creds = hq.add_box("bench-site", "bench-box");
     hq.serve();
@@ -84,9 +90,22 @@ fn main() {
         t.elapsed().as_secs_f64()
     );
 
-    let pg = hq.postgres().expect("PostgreSQL");
+    // HQ's CDR count: straight from PostgreSQL, or from the SQLite file (WAL: reads
+    // do not block the server's writes).
+    let hq_db = hq.dir.path().join("hq.db");
+    let hq_count = |sql: &str| -> i64 {
+        match hq.postgres() {
+            Some(pg) => pg.query_i64(sql),
+            None => rusqlite::Connection::open_with_flags(
+                &hq_db,
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+            )
+            .and_then(|db| db.query_row(sql, [], |r| r.get(0)))
+            .expect("count at HQ"),
+        }
+    };
     let before = proxy.stats();
-    let base = pg.query_i64("SELECT count(*) FROM cdrs");
+    let base = hq_count("SELECT count(*) FROM cdrs");
     let t0 = Instant::now();
     gw.restart();
     let pid = gw.pid();
@@ -98,7 +117,7 @@ fn main() {
     let done = loop {
         std::thread::sleep(Duration::from_secs(1));
         rss.push(rss_kib(pid));
-        let count = pg.query_i64("SELECT count(*) FROM cdrs");
+        let count = hq_count("SELECT count(*) FROM cdrs");
         if last_at.elapsed() >= Duration::from_secs(10) {
             windows.push((count - last_count) as f64 / last_at.elapsed().as_secs_f64());
             (last_count, last_at) = (count, Instant::now());
@@ -115,7 +134,7 @@ fn main() {
     let after = proxy.stats();
     let secs = done.as_secs_f64();
     println!(
-        "catch-up: {n} CDRs drained to branch-hq (PostgreSQL) in {secs:.1} s = {:.0} CDRs/s \
+        "catch-up: {n} CDRs drained to branch-hq ({store}) in {secs:.1} s = {:.0} CDRs/s \
          (from branchd spawn to the last row committed at HQ, 1 s polling)",
         n as f64 / secs
     );
@@ -154,9 +173,9 @@ fn main() {
         down as f64 / n as f64,
         after.connections - before.connections
     );
-    let rows = pg.query_i64("SELECT count(*) FROM cdrs WHERE call_id LIKE 'bench-%'");
+    let rows = hq_count("SELECT count(*) FROM cdrs WHERE call_id LIKE 'bench-%'");
     let distinct =
-        pg.query_i64("SELECT count(DISTINCT call_id) FROM cdrs WHERE call_id LIKE 'bench-%'");
+        hq_count("SELECT count(DISTINCT call_id) FROM cdrs WHERE call_id LIKE 'bench-%'");
     println!("exactly once: {rows} rows, {distinct} distinct call ids, backlog {n}");
     assert_eq!((rows, distinct), (n as i64, n as i64));
 }
