@@ -1026,7 +1026,10 @@ fn bad_input(db: HqDb) {
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["code"], "malformed_batch", "{body}");
     let message = body["message"].as_str().unwrap_or_default();
-    assert!(message.contains('2'), "the bad record is named: {body}");
+    assert!(
+        message.contains("seq 2") && message.contains("ends before it starts"),
+        "the bad record and field are named: {body}"
+    );
     assert!(hq.cdrs("site-b").is_empty(), "a refused batch wrote rows");
     // The same batch, repaired, goes in; box B's rows land in site B.
     let mut good = bad.clone();
