@@ -866,12 +866,16 @@ async fn ingest(
         .get(0);
     let compute = tx
         .prepare_cached(
-            "SELECT CASE WHEN EXISTS (SELECT 1 FROM up_records WHERE box = $1 AND epoch = $2 AND seq = $3::int8 + 1)
-                    THEN (SELECT MIN(u.seq) FROM up_records u
-                          WHERE u.box = $1 AND u.epoch = $2 AND u.seq > $3::int8
-                            AND NOT EXISTS (SELECT 1 FROM up_records v
-                                            WHERE v.box = $1 AND v.epoch = $2 AND v.seq = u.seq + 1))
-                    ELSE $3::int8 END",
+            // The contiguous run after the stored ack: numbered in seq order, the rows
+            // $3+1, $3+2, ... have `seq - row_number() = $3`; rows after a gap have more.
+            // Only rows above the ack are read (an index range scan on the unique
+            // (box, epoch, seq) key), so the cost is the size of the batch, not of
+            // everything the box ever sent (an anti-join on `seq + 1` made every
+            // batch scan the box's whole history: quadratic over a catch-up).
+            "SELECT COALESCE(MAX(seq), $3::int8) FROM (
+                 SELECT seq, seq - ROW_NUMBER() OVER (ORDER BY seq) AS run
+                 FROM up_records WHERE box = $1 AND epoch = $2 AND seq > $3::int8
+             ) after_ack WHERE run = $3::int8",
         )
         .await
         .map_err(pg("prepare compute ack"))?;
