@@ -56,7 +56,7 @@
 # Usage:
 #   scripts/bench-sip.sh [--rates "200 500 1000 1500"] [--duration SECONDS]
 #                        [--only kamailio|box|both] [--no-pin] [--kam-workers N]
-#                        [--nice N] [--no-build] [--keep]
+#                        [--nice N] [--no-build | --branchd PATH] [--keep]
 #     --rates      calls/s steps, ascending (default "200 500 1000 1500")
 #     --duration   seconds per step (default 30): each step is RATE*DURATION calls
 #     --only       run one side only (default both, interleaved rate by rate)
@@ -64,10 +64,17 @@
 #     --nice N     nice value of the bench's processes (default -10 as root, else 0)
 #     --no-build   use target/release/branchd as it is (e.g. while the working tree
 #                  does not compile); the script prints the binary's build time
+#     --branchd P  benchmark the branchd binary at P instead (implies --no-build)
 #     --keep       keep the temporary directory (SIPp CSVs, screens, error logs,
 #                  daemon logs) and print its path
-#   Ports (loopback, overridable by environment): BENCH_SIP_UAC_PORT (15080),
-#   BENCH_SIP_UAS_PORT (15090), BENCH_SIP_KAM_PORT (15070), BENCH_SIP_BOX_PORT (15060),
+#   Ports (loopback, overridable by environment): Kamailio BENCH_SIP_KAM_PORT (15070)
+#   with its SIPp UAC BENCH_SIP_UAC_PORT (15080) and UAS BENCH_SIP_UAS_PORT (15090);
+#   branchd BENCH_SIP_BOX_PORT (15060) with its SIPp UAC BENCH_SIP_BOX_UAC_PORT (15084)
+#   and UAS BENCH_SIP_BOX_UAS_PORT (15094). Each system has SIPp ports of its own, so
+#   late retransmissions from one never reach the other's SIPp. A system that fails a
+#   step is stopped at once, so that it does not go on using the core the other
+#   system is measured on.
+#  
 #   BENCH_SIP_BOX_WEB_PORT (15081), BENCH_SIP_BOX_CONSOLE_PORT (15082); RTP ports of
 #   branchd 20000-29999.
 #
@@ -85,6 +92,7 @@ PIN=1
 KAM_WORKERS=1
 KEEP=0
 BUILD=1
+BRANCHD=
 NICE=$([ "$(id -u)" = 0 ] && echo -10 || echo 0)
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -95,6 +103,7 @@ while [ $# -gt 0 ]; do
         --kam-workers) KAM_WORKERS=$2; shift 2 ;;
         --keep) KEEP=1; shift ;;
         --no-build) BUILD=0; shift ;;
+        --branchd) BRANCHD=$2; BUILD=0; shift 2 ;;
         --nice) NICE=$2; shift 2 ;;
         -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "bench-sip: unknown argument $1 (see --help)" >&2; exit 2 ;;
@@ -110,11 +119,13 @@ done
 
 UAC_PORT=${BENCH_SIP_UAC_PORT:-15080}
 UAS_PORT=${BENCH_SIP_UAS_PORT:-15090}
+BOX_UAC_PORT=${BENCH_SIP_BOX_UAC_PORT:-15084}
+BOX_UAS_PORT=${BENCH_SIP_BOX_UAS_PORT:-15094}
 KAM_PORT=${BENCH_SIP_KAM_PORT:-15070}
 BOX_PORT=${BENCH_SIP_BOX_PORT:-15060}
 BOX_WEB_PORT=${BENCH_SIP_BOX_WEB_PORT:-15081}
 BOX_CONSOLE_PORT=${BENCH_SIP_BOX_CONSOLE_PORT:-15082}
-for p in "$UAC_PORT" "$UAS_PORT" "$KAM_PORT" "$BOX_PORT"; do
+for p in "$UAC_PORT" "$UAS_PORT" "$KAM_PORT" "$BOX_PORT" "$BOX_UAC_PORT" "$BOX_UAS_PORT"; do
     if [ "$p" = 5060 ]; then echo "bench-sip: port 5060 is not used by this bench" >&2; exit 2; fi
 done
 # What branchd's bench config expects (scripts/bench-sip/branchd.toml).
@@ -154,8 +165,7 @@ cleanup() {
         kill "$KAM_PID" 2>/dev/null
     fi
     for pid in $UAS_PID $BOX_PID $KAM_PID; do
-        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -9 "$pid" 2>/dev/null
+        wait_gone "$pid" 5 || kill -9 "$pid" 2>/dev/null
     done
     wait 2>/dev/null
     if [ "$KEEP" = 1 ]; then
@@ -226,19 +236,23 @@ hms_ms() {
     awk -F: '{printf "%.2f", (($1 * 60 + $2) * 60 + $3) * 1000 + $4 / 1000}' <<<"$1"
 }
 
+# Waits until a process has exited (a zombie child of ours counts as exited).
 wait_gone() { # pid seconds
-    local i
+    local i state
     for i in $(seq $(($2 * 10))); do
-        kill -0 "$1" 2>/dev/null || return 0
+        state=$(sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1)
+        if [ -z "$state" ] || [ "$state" = Z ]; then
+            return 0
+        fi
         sleep 0.1
     done
     return 1
 }
 
-start_uas() { # step-dir
+start_uas() { # step-dir port
     (
         cd "$1"
-        exec "${GEN[@]}" sipp -sf "$HERE/uas.xml" -i 127.0.0.1 -p "$UAS_PORT" -t u1 \
+        exec "${GEN[@]}" sipp -sf "$HERE/uas.xml" -i 127.0.0.1 -p "$2" -t u1 \
             -nostdin -aa -buff_size 4194304 -trace_stat -stf uas.csv -fd 1 \
             -trace_err -trace_screen >uas.out 2>&1
     ) &
@@ -265,7 +279,7 @@ stop_uas() {
 # One step: UAS up, UAC at RATE to the target, measure the system under test.
 # Prints one result line and stores it in RESULT_<system>_<rate>.
 run_step() { # system(kamailio|box) rate
-    local system=$1 rate=$2 dir calls target service caller pids t0 t1 c0 c1 rc
+    local system=$1 rate=$2 dir calls target service caller pids t0 t1 c0 c1 rc uac_port uas_port
     dir=$WORK/$system-$rate
     mkdir -p "$dir"
     calls=$((rate * DURATION))
@@ -273,13 +287,17 @@ run_step() { # system(kamailio|box) rate
         target=127.0.0.1:$KAM_PORT
         service=$BOX_EXTENSION
         caller=sipp
+        uac_port=$UAC_PORT
+        uas_port=$UAS_PORT
     else
         target=127.0.0.1:$BOX_PORT
         service=$BOX_DID
         caller=+4930999000
+        uac_port=$BOX_UAC_PORT
+        uas_port=$BOX_UAS_PORT
         register_uas "$dir"
     fi
-    start_uas "$dir"
+    start_uas "$dir" "$uas_port"
 
     if [ "$system" = kamailio ]; then
         mapfile -t pids < <(kam_pids)
@@ -295,7 +313,7 @@ run_step() { # system(kamailio|box) rate
         cd "$dir"
         rc=0
         "${GEN[@]}" sipp -sf "$HERE/uac.xml" \
-            -i 127.0.0.1 -p "$UAC_PORT" -t u1 -s "$service" -key caller "$caller" \
+            -i 127.0.0.1 -p "$uac_port" -t u1 -s "$service" -key caller "$caller" \
             -r "$rate" -rp 1000 -m "$calls" -l $((rate * 10)) -nostdin -aa \
             -buff_size 4194304 -recv_timeout 10000 -timeout $((DURATION * 3 + 60)) \
             -timeout_error -trace_stat -stf uac.csv -fd 1 -trace_err -trace_screen \
@@ -396,13 +414,13 @@ start_kamailio() {
 }
 
 start_box() {
-    local bin=$ROOT/target/release/branchd dir=$WORK/box
+    local bin=$BRANCHD dir=$WORK/box
     mkdir -p "$dir"
     sed -e "s|@DATA_DIR@|$dir/data|g" \
         -e "s|@BOX_PORT@|$BOX_PORT|g" \
         -e "s|@WEB_PORT@|$BOX_WEB_PORT|g" \
         -e "s|@CONSOLE_PORT@|$BOX_CONSOLE_PORT|g" \
-        -e "s|@UAC_PORT@|$UAC_PORT|g" \
+        -e "s|@UAC_PORT@|$BOX_UAC_PORT|g" \
         -e "s|@EXTENSION@|$BOX_EXTENSION|g" \
         -e "s|@PASSWORD@|$BOX_PASSWORD|g" \
         -e "s|@DOMAIN@|$BOX_DOMAIN|g" \
@@ -429,11 +447,28 @@ start_box() {
     echo "branchd $(stat -c %s "$bin") bytes on udp:127.0.0.1:$BOX_PORT, PID $BOX_PID, VmRSS idle $(mib "$(status_kib "$BOX_PID" VmRSS)") MiB"
 }
 
-# Registers the UAS's address (127.0.0.1:UAS_PORT) as the contact of the bench
+# Stops a system under test (after it failed a step).
+stop_system() { # kamailio|box
+    local pid
+    if [ "$1" = kamailio ]; then
+        pid=$KAM_PID
+        KAM_PID=
+    else
+        pid=$BOX_PID
+        BOX_PID=
+    fi
+    [ -n "$pid" ] || return 0
+    kill "$pid" 2>/dev/null || true
+    wait_gone "$pid" 10 || kill -9 "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    echo "         ($1 stopped: it failed this step)"
+}
+
+# Registers the UAS's address (127.0.0.1:BOX_UAS_PORT) as the contact of the bench
 # extension; done before every box step (a refresh), from the UAS's own port.
 register_uas() { # step-dir
     if ! "${GEN[@]}" python3 "$HERE/register.py" --registrar "127.0.0.1:$BOX_PORT" \
-        --local "127.0.0.1:$UAS_PORT" --extension "$BOX_EXTENSION" \
+        --local "127.0.0.1:$BOX_UAS_PORT" --extension "$BOX_EXTENSION" \
         --password "$BOX_PASSWORD" --domain "$BOX_DOMAIN" >"$1/register.out" 2>&1; then
         echo "bench-sip: REGISTER of extension $BOX_EXTENSION failed:" >&2
         cat "$1/register.out" >&2
@@ -452,8 +487,15 @@ if [ "$ONLY" != kamailio ]; then
         echo "== building release branchd"
         cargo build --release -p branchline-firmware --bin branchd
     fi
-    [ -x "$ROOT/target/release/branchd" ] || { echo "bench-sip: no target/release/branchd" >&2; exit 1; }
-    echo "   branchd: target/release/branchd built $(date -u -r "$ROOT/target/release/branchd" '+%Y-%m-%d %H:%M:%S UTC'), tree at $(git -C "$ROOT" log -1 --format=%h)$(git -C "$ROOT" diff --quiet HEAD -- firmware board sync 2>/dev/null || echo ' with uncommitted changes')"
+    if [ -z "$BRANCHD" ]; then
+        BRANCHD=$ROOT/target/release/branchd
+        tree=", tree at $(git -C "$ROOT" log -1 --format=%h)$(git -C "$ROOT" diff --quiet HEAD -- firmware board sync 2>/dev/null || echo ' with uncommitted changes')"
+    else
+        BRANCHD=$(realpath "$BRANCHD")
+        tree=
+    fi
+    [ -x "$BRANCHD" ] || { echo "bench-sip: no branchd at $BRANCHD" >&2; exit 1; }
+    echo "   branchd: $BRANCHD built $(date -u -r "$BRANCHD" '+%Y-%m-%d %H:%M:%S UTC')$tree"
 fi
 
 systems=()
@@ -475,6 +517,7 @@ for rate in $RATES; do
         v=RESULT_${system}_$rate
         if [ "${!v}" = fail ]; then
             stopped[$system]=1
+            stop_system "$system"
         fi
     done
     echo "   (load average $(cut -d' ' -f1-3 /proc/loadavg))"
