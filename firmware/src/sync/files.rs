@@ -33,9 +33,8 @@
 //!
 //! # Limits
 //!
-//! Recording files are read in chunks of at most
-//! [`MAX_FILE_CHUNK`](branchline_sync::wire::MAX_FILE_CHUNK) (one in memory at a time).
-//! The bandwidth cap (`[hq] upload_bandwidth_kbps`) applies to recording files only,
+//! Recording files are read in chunks of at most [`MAX_FILE_CHUNK`] (one in memory at
+//! a time). The bandwidth cap (`[hq] upload_bandwidth_kbps`) applies to recording files only,
 //! not to outbox batches or the change feed. Nothing deletes uploaded files yet.
 
 use std::collections::HashMap;

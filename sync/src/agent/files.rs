@@ -43,7 +43,10 @@
 //!   continues from HQ's `received`, never from where the box thinks it was.
 //! - Chunks are at most [`FileUploaderConfig::chunk_bytes`] (≤ [`MAX_FILE_CHUNK`]); with
 //!   a bandwidth cap, also at most one second's worth of the cap (at least
-//!   [`MIN_CAPPED_CHUNK`]), so the cap is smooth rather than one burst per chunk.
+//!   [`MIN_CAPPED_CHUNK`]), so the cap is smooth rather than one burst per chunk. A
+//!   chunk that times out halves the chunk size (a slow link may not carry a whole
+//!   chunk within the request timeout, and HQ keeps nothing of a cut-off chunk);
+//!   [`GROW_AFTER`] accepted chunks in a row double it back.
 //! - The cap is a token bucket over chunk bytes that holds no credit (a "virtual
 //!   scheduling" bucket): a chunk of `n` bytes moves the earliest time of the next one
 //!   `n / cap` seconds on. Over any window of `T` seconds at most `cap * T` plus one
@@ -76,7 +79,10 @@ use super::upload::{range, RequestId};
 use super::ErrorReport;
 use crate::wire::{ErrorBody, ErrorCode, FilePolicy, FileStatus, MAX_FILE_CHUNK};
 
-/// The smallest chunk the bandwidth cap shrinks chunks to (a smaller chunk would cost
+/// Accepted chunks in a row after which a chunk size halved by a timeout doubles again.
+pub const GROW_AFTER: u32 = 4;
+
+/// The smallest chunk the bandwidth cap (or a timeout) shrinks chunks to (a smaller chunk would cost
 /// more in request overhead than it saves in smoothness).
 pub const MIN_CAPPED_CHUNK: usize = 4096;
 
@@ -593,6 +599,12 @@ pub struct FileUploader {
     retry_at: Option<Instant>,
     /// The bandwidth cap: no chunk before this.
     rate_ready_at: Option<Instant>,
+    /// The chunk size now: halved after a chunk timed out (a link slower than the
+    /// request timeout allows for a full chunk), doubled back after
+    /// [`GROW_AFTER`] accepted ones.
+    chunk_limit: usize,
+    /// Chunks accepted at `chunk_limit` since it last changed.
+    chunk_streak: u32,
     /// 409s in a row.
     conflicts: u32,
     bytes_sent: u64,
@@ -608,6 +620,7 @@ impl FileUploader {
     /// a different one).
     pub fn new(config: FileUploaderConfig, seed: u64) -> Result<Self, ConfigError> {
         config.validate()?;
+        let chunk_limit = config.effective_chunk();
         Ok(Self {
             backoff: Backoff::new(config.backoff, seed),
             file_backoff: Backoff::new(
@@ -627,6 +640,8 @@ impl FileUploader {
             next_request: 0,
             retry_at: None,
             rate_ready_at: None,
+            chunk_limit,
+            chunk_streak: 0,
             conflicts: 0,
             bytes_sent: 0,
             files_done: 0,
@@ -676,6 +691,7 @@ impl FileUploader {
         if let Some(flight) = self.in_flight {
             if now >= flight.deadline {
                 self.in_flight = None;
+                self.chunk_timed_out(flight.kind);
                 let sha256 = self.sha_of(flight.id);
                 let after = now - flight.sent_at;
                 self.fail(now, FileError::Timeout { sha256, after }, false);
@@ -884,6 +900,14 @@ impl FileUploader {
                 }
                 self.bytes_sent += (received - offset).min(len as u64);
                 self.conflicts = 0;
+                self.chunk_streak = self.chunk_streak.saturating_add(1);
+                if self.chunk_streak >= GROW_AFTER {
+                    self.chunk_streak = 0;
+                    self.chunk_limit = self
+                        .chunk_limit
+                        .saturating_mul(2)
+                        .min(self.config.effective_chunk());
+                }
                 self.succeed(now);
                 self.set_step(Step::Send(received), Some(received));
             }
@@ -904,6 +928,7 @@ impl FileUploader {
                 self.fail(now, FileError::Transport { sha256, detail }, false)
             }
             Failure::Timeout => {
+                self.chunk_timed_out(flight.kind);
                 let after = now - flight.sent_at;
                 self.fail(now, FileError::Timeout { sha256, after }, false)
             }
@@ -1094,7 +1119,7 @@ impl FileUploader {
                 let remaining = active.size.saturating_sub(offset);
                 let len = usize::try_from(remaining)
                     .unwrap_or(usize::MAX)
-                    .min(self.config.effective_chunk());
+                    .min(self.chunk_limit);
                 self.charge(now, len);
                 self.in_flight = Some(InFlight {
                     request,
@@ -1113,6 +1138,17 @@ impl FileUploader {
                     deadline,
                 });
             }
+        }
+    }
+
+    /// A chunk that timed out halves the chunk size (down to [`MIN_CAPPED_CHUNK`], or
+    /// the configured size if smaller): a full chunk may not fit the request timeout
+    /// on a slow link, and HQ keeps nothing of a chunk cut off.
+    fn chunk_timed_out(&mut self, kind: Kind) {
+        if let Kind::Chunk { len, .. } = kind {
+            let floor = MIN_CAPPED_CHUNK.min(self.config.chunk_bytes);
+            self.chunk_limit = (len / 2).max(floor);
+            self.chunk_streak = 0;
         }
     }
 

@@ -920,3 +920,68 @@ fn the_report_has_wall_clock_times_and_counts() {
     let json = serde_json::to_value(&report).expect("json");
     assert_eq!(json["policy"]["mode"], "all");
 }
+
+#[test]
+fn chunks_that_time_out_on_a_slow_link_shrink_until_they_fit_then_grow_back() {
+    // A link that carries 3000 bytes per second with a 10 s request timeout: a chunk
+    // of 30000 bytes or more never arrives in time (HQ keeps nothing of it).
+    let slow = FileUploaderConfig {
+        chunk_bytes: 65_536,
+        request_timeout: Duration::from_secs(10),
+        ..config()
+    };
+    let mut rig = Rig::new(slow, FakeHq::with(&[(SHA_A, 100_000)]));
+    rig.input(FileInput::Policy(FilePolicy::All));
+    rig.input(FileInput::Pending(vec![file(1, SHA_A, 100_000)]));
+    let mut lens = Vec::new();
+    for _ in 0..500 {
+        if !rig.done().is_empty() {
+            break;
+        }
+        match rig.core.poll_transmit() {
+            Some(t) => {
+                rig.sent.push((rig.now, t.clone()));
+                if let FileTransmit::Chunk { len, .. } = &t {
+                    lens.push(*len);
+                    let takes = Duration::from_millis(*len as u64 * 1000 / 3000);
+                    if takes >= Duration::from_secs(10) {
+                        // Cut off at the deadline: nothing reaches HQ.
+                        rig.now += Duration::from_secs(10);
+                        rig.core.handle_timeout(rig.now);
+                        rig.collect();
+                        continue;
+                    }
+                    rig.now += takes;
+                }
+                let a = rig.hq.serve(rig.now, &t);
+                rig.input(a);
+            }
+            None => {
+                rig.now = rig.core.timeout().expect("a wait").max(rig.now);
+                rig.core.handle_timeout(rig.now);
+                rig.collect();
+            }
+        }
+    }
+    assert_eq!(rig.done(), [1], "{lens:?}");
+    assert_eq!(&lens[..3], [65_536, 32_768, 16_384]);
+    assert_eq!(rig.hq.appended.iter().map(|a| a.3).sum::<usize>(), 100_000);
+    // The size grows back after four accepted chunks (and times out again): never
+    // stuck at a size that cannot pass, rarely wasting a timeout.
+    let (last, body) = lens.split_last().expect("chunks");
+    assert!(
+        body.iter().all(|l| [65_536, 32_768, 16_384].contains(l)),
+        "{lens:?}"
+    );
+    assert!(*last <= 32_768);
+    let timeouts = rig
+        .errors()
+        .iter()
+        .filter(|e| matches!(e, FileError::Timeout { .. }))
+        .count();
+    let accepted = lens.len() - timeouts;
+    assert!(
+        timeouts <= 2 + accepted / 4,
+        "{timeouts} timeouts: {lens:?}"
+    );
+}
