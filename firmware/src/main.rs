@@ -199,13 +199,6 @@ fn sync_status(config: &Config) -> ExitCode {
     }
 }
 
-fn user_add(
-    config: &Config,
-    username: String,
-    roles: Vec<String>,
-    display_name: Option<String>,
-    extension: Option<String>,
-) -> ExitCode {
 fn recording_add(
     config: &Config,
     add: &branchline_firmware::sync::files::AddRecording,
@@ -235,6 +228,13 @@ fn recording_add(
     }
 }
 
+fn user_add(
+    config: &Config,
+    username: String,
+    roles: Vec<String>,
+    display_name: Option<String>,
+    extension: Option<String>,
+) -> ExitCode {
     let mut password = String::new();
     if let Err(e) = std::io::stdin().read_line(&mut password) {
         eprintln!("branchd: cannot read the password from stdin: {e}");

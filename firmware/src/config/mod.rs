@@ -54,10 +54,10 @@ pub const DEFAULT_CONFIG_PATH: &str = "/etc/branchline/branchd.toml";
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/branchline";
 /// File name of the SQLite store inside `paths.data_dir`.
 pub const DB_FILE_NAME: &str = "branchline.db";
-/// Default of `board.profile`: the built-in simulator.
-pub const DEFAULT_BOARD_PROFILE: &str = "sim";
 /// Default of `paths.recordings`: this directory inside `paths.data_dir`.
 pub const RECORDINGS_DIR_NAME: &str = "recordings";
+/// Default of `board.profile`: the built-in simulator.
+pub const DEFAULT_BOARD_PROFILE: &str = "sim";
 /// Default of `log.level`.
 pub const DEFAULT_LOG_LEVEL: &str = "info";
 
@@ -374,14 +374,14 @@ pub const HQ_REQUEST_TIMEOUT_MS: (i64, RangeInclusive<i64>) = (30_000, 1_000..=3
 /// Default and allowed range of `hq.upload_interval_ms`: the upload loop's periodic tick
 /// (a new outbox row wakes it at once; the tick also sends the health heartbeat).
 pub const HQ_UPLOAD_INTERVAL_MS: (i64, RangeInclusive<i64>) = (30_000, 1_000..=3_600_000);
+/// Default and allowed range of `hq.upload_bandwidth_kbps`: the cap on recording-file
+/// uploads in kilobits per second (0: no cap; at most 10 Gbit/s).
+pub const HQ_UPLOAD_BANDWIDTH_KBPS: (i64, RangeInclusive<i64>) = (0, 0..=10_000_000);
 /// Default and allowed range of `hq.probe_interval_ms` and `wan.probe_interval_ms`.
 pub const PROBE_INTERVAL_MS: (i64, RangeInclusive<i64>) = (10_000, 500..=600_000);
 
 /// `[hq]`: where HQ is and how the box proves who it is (see [`crate::sync`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
-/// Default and allowed range of `hq.upload_bandwidth_kbps`: the cap on recording-file
-/// uploads in kilobits per second (0: no cap; at most 10 Gbit/s).
-pub const HQ_UPLOAD_BANDWIDTH_KBPS: (i64, RangeInclusive<i64>) = (0, 0..=10_000_000);
 pub struct HqConfig {
     /// HQ's base URL, `https://host[:port]` (paths of [`branchline_sync::wire`] are
     /// appended).
@@ -402,13 +402,13 @@ pub struct HqConfig {
     pub request_timeout: Duration,
     /// The upload loop's periodic tick.
     pub upload_interval: Duration,
+    /// Cap on recording-file uploads, kilobits per second (0: none).
+    pub upload_bandwidth_kbps: u64,
     /// How often the WAN monitor probes HQ.
     pub probe_interval: Duration,
 }
 
 /// Transport of the trunk reachability probe.
-    /// Cap on recording-file uploads, kilobits per second (0: none).
-    pub upload_bandwidth_kbps: u64,
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TrunkTransport {
     /// A TCP connect to the trunk's SIP port.
@@ -496,14 +496,14 @@ pub struct SiteConfig {
 pub struct PathsConfig {
     /// Directory of the store and other persistent data.
     pub data_dir: PathBuf,
+    /// Directory of call recordings (default `data_dir/recordings`); see
+    /// [`crate::sync::files`].
+    pub recordings: PathBuf,
 }
 
 impl PathsConfig {
     /// Path of the SQLite store: `data_dir/branchline.db`.
     pub fn db_path(&self) -> PathBuf {
-    /// Directory of call recordings (default `data_dir/recordings`); see
-    /// [`crate::sync::files`].
-    pub recordings: PathBuf,
         self.data_dir.join(DB_FILE_NAME)
     }
 }
@@ -737,15 +737,15 @@ impl Ctx<'_> {
             Some(d) => PathBuf::from(d.into_inner()),
             None => PathBuf::from(DEFAULT_DATA_DIR),
         };
+        let recordings = match raw.paths.recordings {
+            Some(r) => self.path(r, "paths.recordings")?,
+            None => data_dir.join(RECORDINGS_DIR_NAME),
+        };
 
         let profile = match raw.board.profile {
             Some(p) if p.get_ref().trim().is_empty() => {
                 return Err(self.invalid(p.span(), "board.profile", "must not be empty"))
             }
-        let recordings = match raw.paths.recordings {
-            Some(r) => self.path(r, "paths.recordings")?,
-            None => data_dir.join(RECORDINGS_DIR_NAME),
-        };
             Some(p) => p.into_inner(),
             None => DEFAULT_BOARD_PROFILE.to_owned(),
         };
@@ -1081,13 +1081,6 @@ impl Ctx<'_> {
                 "hq.probe_interval_ms",
                 PROBE_INTERVAL_MS,
             )?,
-        })
-    }
-
-    fn wan(&self, raw: raw::RawWan) -> Result<WanConfig> {
-        let trunk = raw
-            .trunk
-            .map(|t| {
             // In range, so not negative.
             upload_bandwidth_kbps: self
                 .ranged(
@@ -1096,6 +1089,13 @@ impl Ctx<'_> {
                     HQ_UPLOAD_BANDWIDTH_KBPS,
                 )?
                 .unsigned_abs(),
+        })
+    }
+
+    fn wan(&self, raw: raw::RawWan) -> Result<WanConfig> {
+        let trunk = raw
+            .trunk
+            .map(|t| {
                 let s = t.get_ref();
                 let ok = s.rsplit_once(':').is_some_and(|(host, port)| {
                     !host.is_empty()

@@ -78,8 +78,8 @@ pub(super) struct RawHq {
     pub request_timeout_ms: Option<Spanned<i64>>,
     pub upload_interval_ms: Option<Spanned<i64>>,
     pub probe_interval_ms: Option<Spanned<i64>>,
-}
     pub upload_bandwidth_kbps: Option<Spanned<i64>>,
+}
 
 /// `[wan]`
 #[derive(Debug, Default, Deserialize)]
@@ -125,8 +125,8 @@ pub(super) struct RawSite {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawPaths {
     pub data_dir: Option<Spanned<String>>,
-}
     pub recordings: Option<Spanned<String>>,
+}
 
 /// `[board]`
 #[derive(Debug, Default, Deserialize)]
