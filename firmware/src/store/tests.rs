@@ -78,6 +78,7 @@ fn migrations_apply_and_reopen_is_idempotent() {
             "hq_rows",
             "outbox",
             "ports",
+            "recordings",
             "role_permissions",
             "roles",
             "sync_state",

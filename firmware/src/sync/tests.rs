@@ -856,8 +856,17 @@ async fn the_wan_task_follows_the_trunk_with_hysteresis_and_routing_follows_it()
     assert!(up.trunk.last_ok_ms.is_some());
     // HQ is not configured: the LED stays off whatever the trunk does.
     assert!(!wan_led(&up));
-    // The change was stored for `branchd sync-status`.
-    let stored = env.sync.state().expect("state").wan.expect("wan stored");
+    // The change was stored for `branchd sync-status` (the task publishes first and
+    // stores after, so wait for the write rather than racing it).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let stored = loop {
+        let wan = env.sync.state().expect("state").wan;
+        match wan {
+            Some(w) if w["trunk"]["state"] == "online" => break w,
+            _ if std::time::Instant::now() > deadline => panic!("WAN state not stored: {wan:?}"),
+            _ => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+        }
+    };
     assert_eq!(stored["trunk"]["probe"], target.as_str());
 
     accept.abort();
