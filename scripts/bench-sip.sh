@@ -297,6 +297,11 @@ run_step() { # system(kamailio|box) rate
         uas_port=$BOX_UAS_PORT
         register_uas "$dir"
     fi
+    if ! sut_alive "$system"; then
+        echo "bench-sip: $system is no longer running before its $rate calls/s step; its log:" >&2
+        tail -20 "$WORK/$system/"*.log >&2
+        exit 1
+    fi
     start_uas "$dir" "$uas_port"
 
     if [ "$system" = kamailio ]; then
@@ -339,6 +344,12 @@ run_step() { # system(kamailio|box) rate
         mem="VmRSS $(mib "$(status_kib "$BOX_PID" VmRSS)") MiB, VmHWM $(mib "$(status_kib "$BOX_PID" VmHWM)") MiB"
     fi
     stop_uas
+    local died=
+    if ! sut_alive "$system"; then
+        died=1
+        echo "bench-sip: $system exited during the $rate calls/s step (killed from outside, or crashed); its log:" >&2
+        tail -20 "$WORK/$system/"*.log >&2
+    fi
 
     if [ ! -s "$dir/uac.csv" ]; then
         echo "bench-sip: $system at $rate calls/s: SIPp UAC wrote no statistics (exit $rc):" >&2
@@ -369,7 +380,7 @@ run_step() { # system(kamailio|box) rate
     cpu=$(awk -v d=$((c1 - c0)) -v hz="$CLK_TCK" -v a="$t0" -v b="$t1" \
         'BEGIN {printf "%.1f", 100 * d / hz / (b - a)}')
     pass=PASS
-    if [ "$rc" != 0 ] || [ "$failed" != 0 ] || [ "$ok" != "$calls" ] ||
+    if [ -n "$died" ] || [ "$rc" != 0 ] || [ "$failed" != 0 ] || [ "$ok" != "$calls" ] ||
         [ "$uas_failed" != 0 ] ||
         ! awk -v c="$created_rate" -v r="$rate" 'BEGIN {exit !(c >= 0.95 * r)}'; then
         pass=FAIL
@@ -445,6 +456,15 @@ start_box() {
         exit 1
     fi
     echo "branchd $(stat -c %s "$bin") bytes on udp:127.0.0.1:$BOX_PORT, PID $BOX_PID, VmRSS idle $(mib "$(status_kib "$BOX_PID" VmRSS)") MiB"
+}
+
+# Whether the system under test is still running (not a zombie).
+sut_alive() { # kamailio|box
+    local pid state
+    if [ "$1" = kamailio ]; then pid=$KAM_PID; else pid=$BOX_PID; fi
+    [ -n "$pid" ] || return 1
+    state=$(sed 's/^.*) //' "/proc/$pid/stat" 2>/dev/null | cut -d' ' -f1)
+    [ -n "$state" ] && [ "$state" != Z ]
 }
 
 # Stops a system under test (after it failed a step).
