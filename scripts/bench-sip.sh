@@ -15,8 +15,8 @@
 #      both on loopback ports of their own (never 5060), with working directory, PID
 #      file and data in a temporary directory that is removed at the end;
 #   3. registers the SIPp UAS's address as SIP extension 201 on branchd (REGISTER with
-#      digest auth, scripts/bench-sip/register.py: SIPp 3.6.1 cannot answer branchd's
-#      SHA-256-first challenge);
+#      digest auth, scripts/bench-sip/register.py, SHA-256: SIPp 3.6.1 reads only the
+#      first challenge and knows only MD5, and branchd offers SHA-256 first);
 #   4. for every rate (calls/s), first through Kamailio, then through branchd: starts
 #      the SIPp UAS (uas.xml), runs the SIPp UAC (uac.xml) with `-r RATE -m
 #      RATE*DURATION`: INVITE (G.711 offer) / 100 / 180 / 200 (answer) / ACK / pause
@@ -48,6 +48,9 @@
 # of starving the load generator; pinning alone does not keep other processes off
 # the pinned cores. The load average printed with every step shows how busy the
 # machine was.
+# Kamailio runs with the TLSF allocator (-x tlsf -X tlsf): with the Debian build's
+# default q_malloc it spent two thirds of its CPU in qm_malloc and failed at 500
+# calls/s, which would make a poor baseline.
 # Kamailio runs 1 UDP worker by default (--kam-workers N): it has one core, and with
 # more workers it relays messages of one call in parallel and so reorders them (a 180
 # overtaking the 200, a BYE overtaking the ACK), which the strict SIPp scenarios count
@@ -73,10 +76,9 @@
 #   and UAS BENCH_SIP_BOX_UAS_PORT (15094). Each system has SIPp ports of its own, so
 #   late retransmissions from one never reach the other's SIPp. A system that fails a
 #   step is stopped at once, so that it does not go on using the core the other
-#   system is measured on.
-#  
-#   BENCH_SIP_BOX_WEB_PORT (15081), BENCH_SIP_BOX_CONSOLE_PORT (15082); RTP ports of
-#   branchd 20000-29999.
+#   system is measured on. branchd's web API and simulator console:
+#   BENCH_SIP_BOX_WEB_PORT (15081), BENCH_SIP_BOX_CONSOLE_PORT (15082); its RTP ports
+#   20000-29999.
 #
 # Needs: sipp (Debian sip-tester), kamailio (Debian kamailio), taskset (util-linux),
 # python3 (the REGISTER helper).
