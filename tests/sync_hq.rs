@@ -444,7 +444,16 @@ fn cdrs_reach_hq_once_and_an_hq_user_logs_in_on_the_box() {
         "{status}"
     );
     assert!(status["last_up_ok_ms"].is_i64(), "{status}");
-    assert_eq!(status["wan"]["hq"]["state"], "online", "{status}");
+    // HQ answers: online, or degraded when its round trip is slow (under qemu-user
+    // the emulated TLS handshake alone can exceed the impairment threshold).
+    assert!(
+        matches!(
+            status["wan"]["hq"]["state"].as_str(),
+            Some("online" | "degraded")
+        ),
+        "{status}"
+    );
+    assert!(status["wan"]["hq"]["last_ok_ms"].is_i64(), "{status}");
     assert_eq!(status["wan"]["trunk"]["state"], "not configured");
     let epoch = status["epoch"].as_str().expect("epoch").to_owned();
 
