@@ -1,0 +1,3 @@
+//! `branch-prov`: provisioning keys, bundles and QR tokens for HQ operators and installers.
+
+fn main() {}

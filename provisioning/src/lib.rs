@@ -1,0 +1,3 @@
+//! Branchline provisioning: signed USB bundles, QR enrollment tokens and `branch-prov`.
+
+#![forbid(unsafe_code)]
