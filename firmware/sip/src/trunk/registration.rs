@@ -38,9 +38,19 @@
 //!   primary is probed with OPTIONS every [`TrunkConfig::probe_interval`]. Any final
 //!   response below 500 means it is back: the machine registers there and, once that
 //!   succeeded, un-REGISTERs the old binding. A failed switch keeps the old binding.
+//! - **Keepalive.** With [`TrunkConfig::keepalive_interval`] set, the server of the
+//!   current binding gets an OPTIONS that long after the last success (REGISTER or
+//!   keepalive) when no refresh comes first. Any final response below 500 means it is
+//!   alive. No final response within [`TrunkConfig::keepalive_timeout`] (shorter than
+//!   the transaction's 32 s, so an outage is found in seconds), a transport error or
+//!   a 5xx counts as a failure of that server exactly like a failed refresh: the
+//!   binding is dropped (a registrar that restarted has lost it anyway), the trunk
+//!   becomes unreachable, and the failover round and backoff above register again
+//!   once a server answers. Without it an outage is only noticed at the next refresh.
 //! - **Reachability.** Reachable from a successful REGISTER; unreachable when the
-//!   server of the current binding fails (timeout, error response) or the binding
-//!   expires. A failed probe or switch to the primary does not change it.
+//!   server of the current binding fails (timeout, error response, failed keepalive)
+//!   or the binding expires. A failed probe or switch to the primary does not change
+//!   it.
 //! - **Shutdown.** [`TrunkRegistration::shutdown`] sends `Expires: 0` for the current
 //!   binding (after any request in flight), answers a challenge once, and then reports
 //!   [`TrunkEvent::Unregistered`] whatever the outcome.
@@ -105,6 +115,11 @@ pub struct TrunkConfig {
     pub probe_interval: Duration,
     /// How long resolved targets are reused.
     pub dns_cache: Duration,
+    /// OPTIONS keepalive to the registered server this long after the last success;
+    /// `None`: no keepalive (an outage shows at the next refresh).
+    pub keepalive_interval: Option<Duration>,
+    /// A keepalive without final response after this long has failed.
+    pub keepalive_timeout: Duration,
 }
 
 impl fmt::Debug for TrunkConfig {
@@ -118,6 +133,7 @@ impl fmt::Debug for TrunkConfig {
             .field("expires", &self.expires)
             .field("contact", &self.contact)
             .field("sent_by", &self.sent_by)
+            .field("keepalive_interval", &self.keepalive_interval)
             .finish_non_exhaustive()
     }
 }
@@ -125,7 +141,8 @@ impl fmt::Debug for TrunkConfig {
 impl TrunkConfig {
     /// A configuration with defaults: 600 s registrations, refresh at 50-80%, backoff
     /// 5 s doubling to 5 min, 15 min after refused credentials, 40 s request timeout,
-    /// 60 s primary probe, 5 min DNS cache.
+    /// 60 s primary probe, 5 min DNS cache, no keepalive (8 s keepalive timeout when
+    /// one is set).
     pub fn new(
         servers: Vec<TrunkServer>,
         domain: impl Into<String>,
@@ -153,6 +170,8 @@ impl TrunkConfig {
             request_timeout: Duration::from_secs(40),
             probe_interval: Duration::from_secs(60),
             dns_cache: Duration::from_secs(300),
+            keepalive_interval: None,
+            keepalive_timeout: Duration::from_secs(8),
         }
     }
 }
@@ -274,6 +293,11 @@ impl TrunkConfig {
             ("auth_failure_backoff", self.auth_failure_backoff),
             ("request_timeout", self.request_timeout),
             ("probe_interval", self.probe_interval),
+            ("keepalive_timeout", self.keepalive_timeout),
+            (
+                "keepalive_interval",
+                self.keepalive_interval.unwrap_or(Duration::MAX),
+            ),
         ] {
             if d.is_zero() {
                 return Err(TrunkConfigError::BadDuration { field });
@@ -463,6 +487,8 @@ enum Purpose {
     Switch,
     /// OPTIONS to the primary.
     Probe,
+    /// OPTIONS to the server of the current binding.
+    Keepalive,
     /// Expires: 0 for an old binding (after a switch, or at shutdown).
     Unregister(Binding),
 }
@@ -545,6 +571,8 @@ pub struct TrunkRegistration {
     attempt: u32,
     backoff_until: Option<Instant>,
     probe_at: Option<Instant>,
+    /// Next keepalive of the current binding's server.
+    keepalive_at: Option<Instant>,
     unregister_queue: VecDeque<Binding>,
     reachability: Reachability,
     next_query_id: u64,
@@ -596,6 +624,7 @@ impl TrunkRegistration {
             attempt: 0,
             backoff_until: None,
             probe_at: None,
+            keepalive_at: None,
             unregister_queue: VecDeque::new(),
             reachability: Reachability::Unreachable { since: now },
             next_query_id: 1,
@@ -715,6 +744,7 @@ impl TrunkRegistration {
             None if self.lifecycle == Lifecycle::Running => {
                 consider(self.binding.map(|b| b.refresh_at));
                 consider(self.probe_at.filter(|_| self.binding.is_some()));
+                consider(self.keepalive_at.filter(|_| self.binding.is_some()));
                 if self.binding.is_none() {
                     consider(self.backoff_until);
                 }
@@ -818,6 +848,15 @@ impl TrunkRegistration {
         let Some(purpose) = self.op.as_ref().map(|op| op.purpose) else {
             return false;
         };
+        if purpose == Purpose::Keepalive {
+            if code < 500 {
+                self.keepalive_succeeded(now);
+            } else {
+                self.fail(now, FailureReason::ServerError(code), None);
+            }
+            self.drive(now);
+            return true;
+        }
         if purpose == Purpose::Probe {
             if code < 500 {
                 self.probe_succeeded(now);
@@ -861,6 +900,7 @@ impl TrunkRegistration {
         self.lifecycle = Lifecycle::ShuttingDown;
         self.backoff_until = None;
         self.probe_at = None;
+        self.keepalive_at = None;
         if let Some(b) = self.binding.take() {
             self.unregister_queue.push_back(b);
         }
@@ -935,6 +975,9 @@ impl TrunkRegistration {
                     } else if b.server > 0 && self.probe_at.is_some_and(|p| p <= now) {
                         self.probe_at = None;
                         self.start_op(now, Purpose::Probe, 0, 0, None);
+                    } else if self.keepalive_at.is_some_and(|k| k <= now) {
+                        self.keepalive_at = None;
+                        self.start_op(now, Purpose::Keepalive, b.server, 0, Some(b.target));
                     }
                 } else if self.backoff_until.is_none_or(|t| t <= now) {
                     self.backoff_until = None;
@@ -1041,7 +1084,7 @@ impl TrunkRegistration {
         let branch = format!("z9hG4bK{}", self.rng.hex());
         let request_uri = format!("sip:{}", self.config.domain);
         let (method, expires) = match purpose {
-            Purpose::Probe => (Method::Options, None),
+            Purpose::Probe | Purpose::Keepalive => (Method::Options, None),
             Purpose::Unregister(_) => (Method::Register, Some(0)),
             _ => (Method::Register, Some(self.expires)),
         };
@@ -1126,11 +1169,16 @@ impl TrunkRegistration {
         interval_retries: u8,
     ) {
         let Some(op) = &mut self.op else { return };
+        let timeout = if op.purpose == Purpose::Keepalive {
+            self.config.keepalive_timeout
+        } else {
+            self.config.request_timeout
+        };
         op.phase = Phase::Sent(InFlight {
             branch: branch.clone(),
             target,
             sent_at: now,
-            deadline: now + self.config.request_timeout,
+            deadline: now + timeout,
             credentials,
             interval_retries,
         });
@@ -1282,6 +1330,7 @@ impl TrunkRegistration {
         self.round_refused = false;
         self.round_retry_after = None;
         self.probe_at = (op.server > 0).then(|| now + self.jittered_probe());
+        self.keepalive_at = self.config.keepalive_interval.map(|i| now + i);
         self.events.push_back(TrunkEvent::Registered {
             server: op.server,
             target: f.target,
@@ -1318,6 +1367,14 @@ impl TrunkRegistration {
             .unwrap_or(self.expires)
     }
 
+    fn keepalive_succeeded(&mut self, now: Instant) {
+        let Some(op) = self.op.take() else { return };
+        self.health[op.server] = ServerHealth::Ok { since: now };
+        if self.binding.is_some_and(|b| b.server == op.server) {
+            self.keepalive_at = self.config.keepalive_interval.map(|i| now + i);
+        }
+    }
+
     fn probe_succeeded(&mut self, now: Instant) {
         let Some(op) = self.op.take() else { return };
         let Phase::Sent(f) = op.phase else { return };
@@ -1345,7 +1402,7 @@ impl TrunkRegistration {
                 }
                 return;
             }
-            Purpose::Register | Purpose::Refresh => {}
+            Purpose::Register | Purpose::Refresh | Purpose::Keepalive => {}
         }
         self.health[server] = ServerHealth::Failed {
             since: now,
@@ -1359,7 +1416,7 @@ impl TrunkRegistration {
             return;
         }
         let target_index = match (op.purpose, &op.phase) {
-            (Purpose::Refresh, Phase::Sent(f)) => self.slots[server]
+            (Purpose::Refresh | Purpose::Keepalive, Phase::Sent(f)) => self.slots[server]
                 .targets
                 .iter()
                 .position(|t| *t == f.target)
@@ -1370,6 +1427,7 @@ impl TrunkRegistration {
             if b.server == server {
                 self.binding = None;
                 self.probe_at = None;
+                self.keepalive_at = None;
                 self.set_unreachable(now);
             }
         }

@@ -565,6 +565,162 @@ fn refresh_failure_and_expiry_make_the_trunk_unreachable() {
     );
 }
 
+/// Registers `t` with `hq` at `now` (challenge and answer); returns the target.
+fn register_with(t: &mut TrunkRegistration, hq: &mut Registrar, now: Instant) -> Target {
+    let tx = one(t);
+    let r = hq.handle(now, &tx.request);
+    t.handle_response(now, &r);
+    if r.status_code.code() == 401 {
+        let tx = one(t);
+        let r = hq.handle(now, &tx.request);
+        assert_eq!(r.status_code.code(), 200);
+        t.handle_response(now, &r);
+    }
+    assert!(
+        matches!(t.state(), TrunkState::Registered { .. }),
+        "{:?}",
+        t.state()
+    );
+    tx.target
+}
+
+fn keepalive_config() -> TrunkConfig {
+    let mut c = config(&["192.0.2.10"]);
+    c.keepalive_interval = Some(Duration::from_secs(30));
+    c
+}
+
+#[test]
+fn keepalive_options_go_to_the_registered_server_and_a_silent_one_is_registered_again() {
+    let t0 = Instant::now();
+    let mut hq = Registrar::new(t0);
+    let mut t = TrunkRegistration::new(keepalive_config(), 9, t0).unwrap();
+    t.start(t0);
+    let target = register_with(&mut t, &mut hq, t0);
+    events(&mut t);
+    // The keepalive comes 30 s after the registration, long before the refresh.
+    let k1 = t0 + Duration::from_secs(30);
+    assert_eq!(t.timeout(), Some(k1));
+    t.handle_timeout(k1);
+    let ka = one(&mut t);
+    assert_eq!(ka.request.method, Method::Options);
+    assert_eq!(ka.target, target);
+    assert_eq!(ka.request.uri.to_string(), "sip:hq.example.net");
+    assert!(value(&ka.request, "Authorization").is_none());
+    assert!(value(&ka.request, "Contact").is_none());
+    // Any final answer below 500 is life (a registrar may not know OPTIONS: 405).
+    t.handle_response(k1, &response(&ka.request, 405, vec![]));
+    assert!(t.reachability().is_reachable());
+    assert!(events(&mut t).is_empty());
+    let k2 = k1 + Duration::from_secs(30);
+    assert_eq!(t.timeout(), Some(k2));
+    t.handle_timeout(k2);
+    let ka = one(&mut t);
+    assert_eq!(ka.request.method, Method::Options);
+    // Silence: after the 8 s keepalive timeout (not the 40 s request timeout) the
+    // binding is gone and the trunk unreachable.
+    let dead = k2 + Duration::from_secs(8);
+    assert_eq!(t.timeout(), Some(dead));
+    t.handle_timeout(dead - Duration::from_millis(1));
+    assert!(t.reachability().is_reachable());
+    t.handle_timeout(dead);
+    assert_eq!(t.reachability(), Reachability::Unreachable { since: dead });
+    let evs = events(&mut t);
+    assert!(evs.contains(&TrunkEvent::Failed {
+        server: 0,
+        reason: FailureReason::Timeout
+    }));
+    assert!(
+        evs.contains(&TrunkEvent::Reachability(Reachability::Unreachable {
+            since: dead
+        }))
+    );
+    let TrunkState::Backoff { attempt: 1, next } = t.state() else {
+        panic!("{:?}", t.state())
+    };
+    // First backoff: 5 s jittered down to at most half.
+    assert!(next >= dead + Duration::from_millis(2500) && next <= dead + Duration::from_secs(5));
+    // A late answer to the abandoned keepalive changes nothing.
+    assert!(!t.handle_response(next, &response(&ka.request, 200, vec![])));
+    // The registrar is back (restarted, its bindings lost): REGISTER again.
+    t.handle_timeout(next);
+    let back = register_with(&mut t, &mut hq, next);
+    assert_eq!(back, target);
+    assert_eq!(t.reachability(), Reachability::Reachable { since: next });
+    assert_eq!(t.timeout(), Some(next + Duration::from_secs(30)));
+}
+
+#[test]
+fn keepalive_server_error_or_transport_failure_drops_the_binding() {
+    for fail in [Some(503u16), Some(500), None] {
+        let t0 = Instant::now();
+        let mut hq = Registrar::new(t0);
+        let mut t = TrunkRegistration::new(keepalive_config(), 5, t0).unwrap();
+        t.start(t0);
+        register_with(&mut t, &mut hq, t0);
+        let k = t.timeout().unwrap();
+        t.handle_timeout(k);
+        let ka = one(&mut t);
+        assert_eq!(ka.request.method, Method::Options);
+        match fail {
+            Some(code) => {
+                t.handle_response(k, &response(&ka.request, code, vec![]));
+            }
+            None => t.handle_failure(k, &ka.branch, TransportFailure::Transport),
+        }
+        assert!(!t.reachability().is_reachable(), "{fail:?}");
+        assert!(matches!(t.state(), TrunkState::Backoff { .. }), "{fail:?}");
+    }
+}
+
+#[test]
+fn a_refresh_due_first_replaces_the_keepalive() {
+    let t0 = Instant::now();
+    let mut hq = Registrar::new(t0);
+    hq.grant = 60;
+    let mut c = keepalive_config();
+    c.keepalive_interval = Some(Duration::from_secs(3600));
+    let mut t = TrunkRegistration::new(c, 11, t0).unwrap();
+    t.start(t0);
+    register_with(&mut t, &mut hq, t0);
+    let mut now = t0;
+    for _ in 0..20 {
+        now = t.timeout().unwrap();
+        assert!(now < t0 + Duration::from_secs(3600));
+        t.handle_timeout(now);
+        let tx = one(&mut t);
+        assert_eq!(
+            tx.request.method,
+            Method::Register,
+            "no OPTIONS before the refresh"
+        );
+        let r = hq.handle(now, &tx.request);
+        t.handle_response(now, &r);
+        assert!(t.reachability().is_reachable());
+    }
+    assert!(now > t0 + Duration::from_secs(600));
+}
+
+#[test]
+fn keepalive_settings_are_checked() {
+    let mut c = keepalive_config();
+    c.keepalive_interval = Some(Duration::ZERO);
+    assert_eq!(
+        c.validate(),
+        Err(TrunkConfigError::BadDuration {
+            field: "keepalive_interval"
+        })
+    );
+    let mut c = keepalive_config();
+    c.keepalive_timeout = Duration::ZERO;
+    assert_eq!(
+        c.validate(),
+        Err(TrunkConfigError::BadDuration {
+            field: "keepalive_timeout"
+        })
+    );
+}
+
 #[test]
 fn stray_responses_are_ignored() {
     let t0 = Instant::now();
@@ -746,10 +902,17 @@ proptest! {
         replies in proptest::collection::vec(reply(), 1..150),
         seed in any::<u64>(),
         two in any::<bool>(),
+        keepalive in any::<bool>(),
     ) {
         let t0 = Instant::now();
         let servers: &[&str] = if two { &["192.0.2.10", "192.0.2.20"] } else { &["192.0.2.10"] };
-        let mut t = TrunkRegistration::new(config(servers), seed, t0).unwrap();
+        let mut c = config(servers);
+        if keepalive {
+            c.keepalive_interval = Some(Duration::from_secs(20));
+        }
+        // The shortest time after which the machine gives up on a silent request.
+        let give_up = if keepalive { c.keepalive_timeout } else { c.request_timeout };
+        let mut t = TrunkRegistration::new(c, seed, t0).unwrap();
         t.start(t0);
         let mut now = t0;
         let mut current: Option<TrunkTransmit> = None;
@@ -761,7 +924,7 @@ proptest! {
             if let Some(tx) = picked {
                 prop_assert!(t.poll_transmit().is_none(), "two requests queued");
                 if let Some((at, finished)) = last {
-                    prop_assert!(finished || now >= at + Duration::from_secs(40), "second request while one is in flight");
+                    prop_assert!(finished || now >= at + give_up, "second request while one is in flight");
                 }
                 last = Some((now, false));
                 sent_at.push(now);
