@@ -18,6 +18,10 @@
 //!   blocks that no longer carry both its tones (a lenient test that bridges 10 ms
 //!   dropouts), so per ITU-T Q.24 tones and pauses of 40 ms are accepted and
 //!   20 ms tones are not. Goertzel comes from [`branchline_board::dsp`].
+//!   [`InbandDetector::in_tone`] tells the IO edge when to mute the audio it forwards
+//!   (gateways' "RFC 2833 mode": a digit goes out as an event, not also as tone).
+//! - [`DtmfPlayer`]: the other way, received events played as dual tones towards an
+//!   analog phone, for at least 40 ms and as long as the event lasted.
 //!
 //! Limits: one event block per packet is read (RFC 4733 2.5.1.5 multi-event packets
 //! and RFC 2198 redundancy give their first block only); events above 16 (RFC 4734
@@ -28,7 +32,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use branchline_board::dsp::{dbm0_to_amplitude, goertzel_power, SAMPLE_RATE};
+use branchline_board::dsp::{dbm0_to_amplitude, goertzel_power, SineGenerator, SAMPLE_RATE};
 
 use crate::{Error, Result};
 
@@ -532,6 +536,13 @@ impl InbandDetector {
         self.events.pop_front()
     }
 
+    /// True while a digit is in progress or a block already looked like one (a start
+    /// may follow with the next block). The IO edge mutes the audio it forwards
+    /// meanwhile, so that a digit sent as an RFC 4733 event is not also heard in-band.
+    pub fn in_tone(&self) -> bool {
+        self.current.is_some() || self.candidate.is_some()
+    }
+
     /// Which digit one block holds, if any: `(digit, level -dBm0, stationary)`.
     fn classify(&self, x: &[i16; BLOCK]) -> Option<(u8, u8, bool)> {
         let energy: f64 = x.iter().map(|&s| f64::from(s) * f64::from(s)).sum();
@@ -650,6 +661,85 @@ impl InbandDetector {
                 self.candidate_hits = 0;
             }
         }
+    }
+}
+
+/// Shortest tone [`DtmfPlayer`] plays for an event (ITU-T Q.24 receivers need 40 ms).
+pub const MIN_PLAYED: u32 = 40 * 8;
+/// Longest tone [`DtmfPlayer`] plays for one event when no end arrives (samples).
+pub const MAX_PLAYED: u32 = 5 * 8000;
+
+#[derive(Debug, Clone)]
+struct Playing {
+    low: SineGenerator,
+    high: SineGenerator,
+    played: u32,
+    until: Option<u32>,
+}
+
+/// Plays received telephone-events as DTMF tones (sans-IO): for an analog phone that
+/// should hear the digits a SIP peer sends as RFC 4733. [`start`](Self::start) on the
+/// event's start, [`release`](Self::release) with its total duration on its end, and
+/// [`fill`](Self::fill) for every frame going to the port: while it returns true the
+/// frame holds the tone (and should replace the audio). A tone lasts the event's
+/// duration, at least [`MIN_PLAYED`] and at most [`MAX_PLAYED`] samples.
+#[derive(Debug, Clone, Default)]
+pub struct DtmfPlayer {
+    playing: Option<Playing>,
+}
+
+impl DtmfPlayer {
+    /// A player that plays nothing yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Starts the tone of `event` at `volume` -dBm0 per frequency (RFC 4733 volume,
+    /// clamped to 3..=36 so that a bogus 0 does not clip and a bogus 63 is still
+    /// heard). Flash has no tone and is ignored. A tone in progress is replaced.
+    pub fn start(&mut self, event: TelephoneEvent, volume: u8) {
+        let Some((lo, hi)) = event.frequencies() else {
+            return;
+        };
+        let amp = dbm0_to_amplitude(-f64::from(volume.clamp(3, 36))).round() as i16;
+        self.playing = Some(Playing {
+            low: SineGenerator::new(lo, amp),
+            high: SineGenerator::new(hi, amp),
+            played: 0,
+            until: None,
+        });
+    }
+
+    /// The event ended after `duration` samples: the tone stops once that much has
+    /// been played (at least [`MIN_PLAYED`]).
+    pub fn release(&mut self, duration: u32) {
+        if let Some(p) = self.playing.as_mut() {
+            p.until = Some(duration.clamp(MIN_PLAYED, MAX_PLAYED));
+        }
+    }
+
+    /// True while a tone is being played.
+    pub fn is_playing(&self) -> bool {
+        self.playing.is_some()
+    }
+
+    /// Writes the next samples of the tone into `out` and returns true, or leaves `out`
+    /// alone and returns false when no tone is playing. The frame that reaches the end
+    /// is filled to its end with tone (tones end on frame boundaries).
+    pub fn fill(&mut self, out: &mut [i16]) -> bool {
+        let Some(p) = self.playing.as_mut() else {
+            return false;
+        };
+        let limit = p.until.unwrap_or(MAX_PLAYED);
+        if p.played >= limit {
+            self.playing = None;
+            return false;
+        }
+        for o in out.iter_mut() {
+            *o = p.low.next_sample().saturating_add(p.high.next_sample());
+        }
+        p.played = p.played.saturating_add(out.len() as u32);
+        true
     }
 }
 

@@ -10,18 +10,19 @@
 //!   for fax/modem passthrough.
 //! - [`plc`]: G.711 Appendix I style packet loss concealment on linear PCM.
 //! - [`dtmf`]: RFC 4733 telephone-event encoder/decoder, mapping to line-controller
-//!   digits, and in-band DTMF detection (Goertzel) for FXO callers.
+//!   digits, in-band DTMF detection (Goertzel) for FXO callers, and a DTMF tone
+//!   player for digits received towards phones.
 //! - [`fax`]: CED/CNG detection that switches a call to passthrough.
-//! - [`rtcp`]: SR/RR build and parse, RFC 3550 receiver statistics, RTT, E-model
-//!   R-factor/MOS ([`rtcp::CallQuality`]).
+//! - [`rtcp`]: SR/RR/BYE build and parse, the report schedule, RFC 3550 receiver
+//!   statistics, RTT, E-model R-factor/MOS ([`rtcp::CallQuality`]).
 //!
 //! IO edge (tokio):
 //! - [`port`]: RTP/RTCP port pairs from a configured range, released on drop.
 //! - [`relay`]: RTP sessions with symmetric latching, and the two-leg relay for SIP to
 //!   SIP calls.
 //!
-//! Current limits: G.711 only (no transcoding to other codecs, no T.38, no SRTP); no
-//! RTCP scheduler (reports are built on demand); no mixer yet (conference, listen,
+//! Current limits: G.711 only (no transcoding to other codecs, no T.38, no SRTP); the
+//! RTCP schedule is the fixed 5 s one of a two-party session; no mixer yet (conference, listen,
 //! whisper, barge arrive with the call-center work). Each module documents its own.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

@@ -9,13 +9,17 @@
 //!   lost per interval) and A.8 (interarrival jitter), and the LSR/DLSR fields of the
 //!   report blocks it produces.
 //! - [`round_trip_time`]: RTT from a report block about our stream (A - LSR - DLSR).
+//! - [`ReportSchedule`]: when a terminating leg sends its next report (randomised
+//!   intervals around 5 s, the first after half an interval); [`append_bye`] ends a
+//!   compound packet with a BYE when the leg closes.
 //! - [`CallQuality`]: loss %, jitter, RTT, and the simplified E-model of ITU-T G.107
 //!   with the G.113 Appendix I packet-loss robustness of G.711 (Bpl 25.1 with PLC, 4.3
 //!   without, Ie 0), random loss (BurstR 1), and MOS from R (G.107 Annex B).
 //!
 //! Written here because the Rust RTCP crates found either pull in a WebRTC stack or do
-//! not keep receiver statistics; the wire format is small. Limits: no RTCP scheduling
-//! (the IO edge sends a report every 5 s), no XR/feedback packets (parsed as
+//! not keep receiver statistics; the wire format is small. Limits: the schedule is the
+//! fixed-minimum one of a two-party session (no member counting, no bandwidth
+//! fraction, no reconsideration), no XR/feedback packets (parsed as
 //! [`RtcpPacket::Other`]), SDES items other than CNAME are skipped.
 
 use std::time::{Duration, Instant};
@@ -280,6 +284,74 @@ pub fn build_report(
     out.extend_from_slice(name);
     out.resize(out.len() + padded - chunk + 1, 0);
     out
+}
+
+/// Appends an RTCP BYE for `ssrc` to a compound packet from [`build_report`] (RFC 3550
+/// 6.6: a BYE ends a compound packet that starts with SR or RR).
+pub fn append_bye(compound: &mut Vec<u8>, ssrc: u32) {
+    compound.extend_from_slice(&[0x81, PT_BYE, 0, 1]);
+    compound.extend_from_slice(&ssrc.to_be_bytes());
+}
+
+/// When to send the next report for one stream (sans-IO): RFC 3550 6.2 and 6.3 reduced
+/// to what a two-party call needs. The first report goes out after half an interval,
+/// later ones every interval; each interval is randomised over `[0.5, 1.5]` of the
+/// nominal value (RFC 3550 6.3.1) so that the reports of many calls do not bunch up.
+/// With two members the bandwidth rule of 6.2 gives less than the 5 s minimum, so the
+/// nominal interval is a constant, 5 s by default ([`DEFAULT_REPORT_INTERVAL`]).
+#[derive(Debug, Clone)]
+pub struct ReportSchedule {
+    interval: Duration,
+    rng: u64,
+    next: Option<Instant>,
+}
+
+/// RFC 3550 6.2: the recommended minimum interval between reports.
+pub const DEFAULT_REPORT_INTERVAL: Duration = Duration::from_secs(5);
+
+impl ReportSchedule {
+    /// A schedule with nominal `interval` (clamped to at least 100 ms) and a random
+    /// `seed` for the jitter of the intervals.
+    pub fn new(interval: Duration, seed: u64) -> Self {
+        ReportSchedule {
+            interval: interval.max(Duration::from_millis(100)),
+            // xorshift needs a non-zero state.
+            rng: seed | 1,
+            next: None,
+        }
+    }
+
+    fn randomised(&mut self) -> Duration {
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        // A factor in [0.5, 1.5) in 1/1024 steps.
+        let factor = 512 + (self.rng % 1024) as u32;
+        self.interval * factor / 1024
+    }
+
+    /// Called on every clock tick: true when a report is due at `now`. The first call
+    /// only arms the schedule (the first report is due half an interval later).
+    pub fn poll(&mut self, now: Instant) -> bool {
+        match self.next {
+            None => {
+                let first = self.randomised() / 2;
+                self.next = Some(now + first);
+                false
+            }
+            Some(at) if now >= at => {
+                let next = self.randomised();
+                self.next = Some(now + next);
+                true
+            }
+            Some(_) => false,
+        }
+    }
+
+    /// When the next report is due, once armed.
+    pub fn timeout(&self) -> Option<Instant> {
+        self.next
+    }
 }
 
 /// A wall-clock time in NTP format, supplied by the IO edge (sans-IO cores take it as

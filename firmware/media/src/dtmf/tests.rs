@@ -534,3 +534,83 @@ fn speech_like_signal_does_not_talk_off() {
     with_digit.extend(&out[8000 * 5..8000 * 10]);
     assert_eq!(digits(&detect(&with_digit)), "5");
 }
+
+#[test]
+fn in_tone_covers_the_digit_and_not_speech_or_silence() {
+    let mut d = InbandDetector::default();
+    d.process(&silence(100));
+    assert!(!d.in_tone());
+    // Within the first 40 ms of a tone the detector already holds a candidate or the
+    // digit, so the edge mutes the frame before the start is even reported.
+    d.process(&tone(b'7', -10.0, 40, 1.0, 0.0));
+    assert!(d.in_tone());
+    d.process(&tone(b'7', -10.0, 60, 1.0, 0.0));
+    assert!(d.in_tone());
+    d.process(&silence(60));
+    assert!(!d.in_tone(), "released after the tone");
+    let events: Vec<DtmfEvent> = std::iter::from_fn(|| d.poll_event()).collect();
+    assert_eq!(digits(&events), "7");
+    // A steady single tone (speech-like, dial tone) never looks like a digit.
+    let mut d = InbandDetector::default();
+    let mut g = SineGenerator::new(1000.0, 8000);
+    let mut x = vec![0i16; 160];
+    for _ in 0..50 {
+        g.fill(&mut x);
+        d.process(&x);
+        assert!(!d.in_tone());
+    }
+}
+
+#[test]
+fn the_player_plays_what_the_detector_recognises() {
+    for digit in *b"0123456789*#ABCD" {
+        let mut p = DtmfPlayer::new();
+        p.start(TelephoneEvent::from_digit(digit).unwrap(), 10);
+        let mut out = Vec::new();
+        let mut frame = [0i16; 160];
+        // The end arrives after 100 ms of event.
+        for i in 0..20 {
+            if i == 5 {
+                p.release(800);
+            }
+            if p.fill(&mut frame) {
+                out.extend_from_slice(&frame);
+            } else {
+                out.extend_from_slice(&[0; 160]);
+            }
+        }
+        assert!(!p.is_playing());
+        let played = out.iter().rposition(|&s| s != 0).unwrap() + 1;
+        assert_eq!(played.div_ceil(160), 5, "digit {}", char::from(digit));
+        assert_eq!(digits(&detect(&out)), char::from(digit).to_string());
+    }
+}
+
+#[test]
+fn the_player_keeps_a_minimum_and_a_maximum_and_ignores_flash() {
+    let mut p = DtmfPlayer::new();
+    p.start(TelephoneEvent::FLASH, 10);
+    assert!(!p.is_playing());
+    let mut frame = [0i16; 160];
+    assert!(!p.fill(&mut frame));
+    assert_eq!(frame, [0; 160], "nothing written without a tone");
+    // An event that ended at once (start and end in one packet) still plays 40 ms.
+    p.start(TelephoneEvent::from_digit(b'5').unwrap(), 10);
+    p.release(0);
+    let frames = std::iter::from_fn(|| p.fill(&mut frame).then_some(())).count();
+    assert_eq!(frames, 2);
+    // An event whose end never comes stops after MAX_PLAYED.
+    p.start(TelephoneEvent::from_digit(b'5').unwrap(), 10);
+    let frames = std::iter::from_fn(|| p.fill(&mut frame).then_some(())).count();
+    assert_eq!(frames as u32, MAX_PLAYED / 160);
+    // The level follows the event's volume.
+    let rms_at = |volume| {
+        let mut p = DtmfPlayer::new();
+        let mut frame = [0i16; 160];
+        p.start(TelephoneEvent::from_digit(b'1').unwrap(), volume);
+        p.fill(&mut frame);
+        branchline_board::dsp::rms(&frame)
+    };
+    let ratio_db = 20.0 * (rms_at(6) / rms_at(26)).log10();
+    assert!((ratio_db - 20.0).abs() < 0.5, "{ratio_db} dB");
+}

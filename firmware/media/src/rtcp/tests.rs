@@ -289,3 +289,64 @@ proptest! {
         prop_assert_eq!(st.lost(), i64::from(st.expected()) - i64::from(received));
     }
 }
+
+#[test]
+fn a_report_with_bye_parses_as_one_compound_packet() {
+    let mut rr = build_report(0x1111, None, &[block(0x2222)], "branchd@10.0.0.1");
+    append_bye(&mut rr, 0x1111);
+    let parsed = parse_compound(&rr).unwrap();
+    assert_eq!(parsed.len(), 3);
+    assert_eq!(parsed[2], RtcpPacket::Bye(vec![0x1111]));
+    assert!(matches!(
+        parsed[0],
+        RtcpPacket::ReceiverReport { ssrc: 0x1111, .. }
+    ));
+}
+
+#[test]
+fn the_schedule_arms_then_reports_at_randomised_intervals() {
+    let interval = Duration::from_secs(5);
+    let mut s = ReportSchedule::new(interval, 0xDEAD_BEEF);
+    let t0 = Instant::now();
+    assert!(!s.poll(t0), "the first poll only arms");
+    let first = s.timeout().unwrap() - t0;
+    // Half of [0.5, 1.5] x 5 s.
+    assert!(
+        (Duration::from_millis(1250)..Duration::from_millis(3750)).contains(&first),
+        "{first:?}"
+    );
+    let mut now = t0;
+    let mut sent = Vec::new();
+    // 10 minutes on a 20 ms clock.
+    for _ in 0..30_000 {
+        now += Duration::from_millis(20);
+        if s.poll(now) {
+            sent.push(now);
+        }
+    }
+    let gaps: Vec<Duration> = sent.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(gaps
+        .iter()
+        .all(|g| (Duration::from_millis(2500)..=Duration::from_millis(7520)).contains(g)));
+    let mean = gaps.iter().sum::<Duration>() / gaps.len() as u32;
+    assert!(
+        (Duration::from_millis(4500)..Duration::from_millis(5500)).contains(&mean),
+        "mean interval {mean:?}"
+    );
+    // Randomised: not every gap is the same.
+    assert!(gaps.iter().any(|g| *g != gaps[0]));
+    // Not due before its time.
+    let due = s.timeout().unwrap();
+    assert!(!s.poll(due - Duration::from_millis(1)));
+    assert!(s.poll(due));
+}
+
+#[test]
+fn schedules_with_different_seeds_differ() {
+    let t0 = Instant::now();
+    let mut a = ReportSchedule::new(Duration::from_secs(5), 1);
+    let mut b = ReportSchedule::new(Duration::from_secs(5), 2);
+    a.poll(t0);
+    b.poll(t0);
+    assert_ne!(a.timeout(), b.timeout());
+}
