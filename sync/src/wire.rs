@@ -239,6 +239,154 @@ pub struct RecordingMeta {
     pub format: String,
 }
 
+/// One call detail record, the payload of a [`RecordKind::Cdr`] record: the one
+/// definition the box writes (`firmware/src/cdr.rs` re-exports it) and HQ parses and
+/// projects. Times are milliseconds since the Unix epoch.
+///
+/// Fields added later must be `#[serde(default)]` (a box's outbox may hold records
+/// written by older firmware) and listed in [`Cdr::FIELDS`], so that HQ knows its
+/// projection holds the whole record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cdr {
+    /// Unique call id on this box.
+    pub call_id: String,
+    /// Internal, inbound or outbound.
+    pub direction: CdrDirection,
+    /// Calling number: an extension, or the PSTN caller's number ("" when withheld).
+    pub caller: String,
+    /// Analog port of the caller, if any.
+    pub caller_port: Option<u8>,
+    /// Called number as dialled (extension or outside number).
+    pub callee: String,
+    /// Analog port that answered or was rung last, if any.
+    pub callee_port: Option<u8>,
+    /// When the call started (off-hook or ring detected).
+    pub started_at_ms: i64,
+    /// When it was answered.
+    pub answered_at_ms: Option<i64>,
+    /// When it ended.
+    pub ended_at_ms: i64,
+    /// How it ended.
+    pub disposition: CdrDisposition,
+    /// Who ended it.
+    pub hangup_side: CdrHangupSide,
+    /// SIP Call-ID of the caller's leg, when the caller was a SIP leg (a local SIP phone
+    /// or the trunk). Absent in records written before SIP.
+    #[serde(default)]
+    pub caller_sip_call_id: Option<String>,
+    /// SIP Call-ID of the callee's leg (the one that answered, or was tried last).
+    #[serde(default)]
+    pub callee_sip_call_id: Option<String>,
+}
+
+impl Cdr {
+    /// Every field name of the JSON form. A payload with only these keys is held whole
+    /// by HQ's `cdrs` projection, so HQ need not keep the JSON as well.
+    pub const FIELDS: [&'static str; 13] = [
+        "call_id",
+        "direction",
+        "caller",
+        "caller_port",
+        "callee",
+        "callee_port",
+        "started_at_ms",
+        "answered_at_ms",
+        "ended_at_ms",
+        "disposition",
+        "hangup_side",
+        "caller_sip_call_id",
+        "callee_sip_call_id",
+    ];
+
+    /// Whole call length in milliseconds.
+    pub fn duration_ms(&self) -> i64 {
+        self.ended_at_ms - self.started_at_ms
+    }
+
+    /// Talk time in milliseconds (0 when unanswered).
+    pub fn billable_ms(&self) -> i64 {
+        self.answered_at_ms.map_or(0, |a| self.ended_at_ms - a)
+    }
+}
+
+/// Which way a call went relative to the box.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CdrDirection {
+    /// Extension to extension.
+    Internal,
+    /// From the PSTN (FXO) or a trunk to the box.
+    Inbound,
+    /// From an extension out over the PSTN (FXO) or a trunk.
+    Outbound,
+}
+
+/// How a call ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CdrDisposition {
+    /// The callee answered.
+    Answered,
+    /// Rang but nobody answered (caller gave up or ring timeout).
+    NoAnswer,
+    /// The callee was busy.
+    Busy,
+    /// The dialled number does not exist.
+    Unallocated,
+    /// No route or no free line (congestion).
+    Congestion,
+    /// The caller hung up or timed out before dialling a complete number.
+    Abandoned,
+}
+
+/// Who ended the call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CdrHangupSide {
+    /// The calling party.
+    Caller,
+    /// The called party.
+    Callee,
+    /// The box (timeout, shutdown, fault).
+    System,
+}
+
+impl CdrDirection {
+    /// The JSON and stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Internal => "internal",
+            Self::Inbound => "inbound",
+            Self::Outbound => "outbound",
+        }
+    }
+}
+
+impl CdrDisposition {
+    /// The JSON and stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Answered => "answered",
+            Self::NoAnswer => "no_answer",
+            Self::Busy => "busy",
+            Self::Unallocated => "unallocated",
+            Self::Congestion => "congestion",
+            Self::Abandoned => "abandoned",
+        }
+    }
+}
+
+impl CdrHangupSide {
+    /// The JSON and stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Caller => "caller",
+            Self::Callee => "callee",
+            Self::System => "system",
+        }
+    }
+}
+
 /// What HQ holds of a file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -580,4 +728,110 @@ pub enum ErrorCode {
     BadChunk,
     /// HQ could not do it now (database down); retry later.
     Unavailable,
+}
+
+// ---------------------------------------------------------------------------------
+// Updates through HQ (additive to protocol version 1: new paths, no field of an
+// existing message changes).
+// ---------------------------------------------------------------------------------
+
+/// The update offer: `GET`, answer [`UpdateOffer`]. Bundle bytes:
+/// `GET {UPDATE_PATH}/{rollout}/bundle` with `Range: bytes=N-` (HQ answers at most
+/// [`MAX_BUNDLE_CHUNK`] bytes from `N`, `206 Partial Content`). Outcome:
+/// `POST {UPDATE_PATH}/{rollout}/outcome` with an [`UpdateReport`].
+pub const UPDATE_PATH: &str = "/sync/v1/update";
+/// Most bytes HQ sends in one bundle chunk.
+pub const MAX_BUNDLE_CHUNK: usize = 1024 * 1024;
+
+/// HQ's answer to [`UPDATE_PATH`]: the rollout this box should install, if any.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpdateOffer {
+    /// [`PROTOCOL_VERSION`].
+    pub protocol: u16,
+    /// The offered update; `None`: nothing for this box now.
+    pub offer: Option<Offer>,
+}
+
+/// One offered update.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Offer {
+    /// The rollout id (names the bundle and the outcome report).
+    pub rollout: String,
+    /// The bundle's version, as its manifest says (the box trusts only the manifest it
+    /// verifies itself).
+    pub version: String,
+    /// sha256 of the whole bundle (lowercase hex): checked after the last chunk.
+    pub sha256: String,
+    /// Bundle size in bytes.
+    pub size: u64,
+    /// Install at once, even outside the maintenance window and with calls up.
+    pub forced: bool,
+}
+
+/// What a box reports about a rollout (`POST {UPDATE_PATH}/{rollout}/outcome`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateReport {
+    /// [`PROTOCOL_VERSION`].
+    pub protocol: u16,
+    /// Where the box stands.
+    pub state: OutcomeState,
+    /// The version concerned (the running one after a rollback).
+    pub version: Option<String>,
+    /// Why, for [`OutcomeState::Failed`] and [`OutcomeState::RolledBack`].
+    pub reason: Option<String>,
+}
+
+/// A box's progress with one rollout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutcomeState {
+    /// Fetching the bundle.
+    Downloading,
+    /// The whole bundle is on the box, sha256 checked; waiting for the window.
+    Staged,
+    /// Installed into the inactive slot; restarting into it.
+    Installed,
+    /// The new slot passed its health check and is committed.
+    Committed,
+    /// The new slot failed its health check; the box runs the previous slot.
+    RolledBack,
+    /// Refused or failed before the new slot ran (bad signature, wrong board, download
+    /// that does not match its sha256, install error).
+    Failed,
+}
+
+impl OutcomeState {
+    /// Whether the box is done with the rollout (HQ offers it no more).
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            OutcomeState::Committed | OutcomeState::RolledBack | OutcomeState::Failed
+        )
+    }
+
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutcomeState::Downloading => "downloading",
+            OutcomeState::Staged => "staged",
+            OutcomeState::Installed => "installed",
+            OutcomeState::Committed => "committed",
+            OutcomeState::RolledBack => "rolled_back",
+            OutcomeState::Failed => "failed",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn from_name(name: &str) -> Option<OutcomeState> {
+        Some(match name {
+            "downloading" => OutcomeState::Downloading,
+            "staged" => OutcomeState::Staged,
+            "installed" => OutcomeState::Installed,
+            "committed" => OutcomeState::Committed,
+            "rolled_back" => OutcomeState::RolledBack,
+            "failed" => OutcomeState::Failed,
+            _ => return None,
+        })
+    }
 }

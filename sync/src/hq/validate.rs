@@ -5,16 +5,20 @@
 //! problem naming the record (its seq and kind) and the field. [`validate_entity`]
 //! checks a row HQ masters (from an operator or from a box's offline edit).
 //!
-//! The CDR and audit shapes here mirror the firmware's `Cdr` and `AuditRecord`
-//! (`firmware/src/cdr.rs`, `firmware/src/audit.rs`): this crate must not depend on
-//! the firmware, so the fields HQ projects into columns are declared again. Fields
-//! the firmware adds later are kept in the stored payload and ignored by the
-//! projection.
+//! A CDR payload is [`crate::wire::Cdr`], the one definition the firmware writes too.
+//! The audit shape here mirrors the firmware's `AuditRecord` (`firmware/src/audit.rs`),
+//! declared again because this crate must not depend on the firmware.
+//!
+//! Each [`ValidRecord`] says whether HQ must keep its payload JSON
+//! ([`ValidRecord::stored_payload`]): not when a projection table holds every field
+//! of it (a CDR, audit row or recording whose keys are all known), so the bulk of
+//! what boxes send is stored once; yes for kinds without a projection and for a
+//! payload with fields a newer firmware added, so nothing a box sent is lost.
 
 use serde::{Deserialize, Serialize};
 
 use crate::wire::{
-    EditOp, Entity, EntityEdit, RecordKind, RecordingMeta, UpBatch, MAX_BATCH_RECORDS,
+    Cdr, EditOp, Entity, EntityEdit, RecordKind, RecordingMeta, UpBatch, MAX_BATCH_RECORDS,
     PROTOCOL_VERSION,
 };
 
@@ -26,102 +30,6 @@ pub const MAX_KEY_LEN: usize = 256;
 pub const MAX_PAYLOAD_BYTES: usize = 256 * 1024;
 /// Longest free-text field of an entity (names, descriptions).
 pub const MAX_TEXT_LEN: usize = 1024;
-
-/// A call detail record as the firmware sends it (payload of [`RecordKind::Cdr`]).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CdrShape {
-    /// Unique call id on the box.
-    pub call_id: String,
-    /// `internal`, `inbound` or `outbound`.
-    pub direction: CdrDirection,
-    /// Calling number.
-    pub caller: String,
-    /// Analog port of the caller.
-    pub caller_port: Option<u8>,
-    /// Called number.
-    pub callee: String,
-    /// Analog port that answered or rang last.
-    pub callee_port: Option<u8>,
-    /// Start, ms since the Unix epoch.
-    pub started_at_ms: i64,
-    /// Answer time.
-    pub answered_at_ms: Option<i64>,
-    /// End time.
-    pub ended_at_ms: i64,
-    /// How it ended.
-    pub disposition: CdrDisposition,
-    /// Who ended it.
-    pub hangup_side: CdrHangupSide,
-}
-
-/// Mirror of the firmware's `Direction`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[allow(missing_docs)]
-pub enum CdrDirection {
-    Internal,
-    Inbound,
-    Outbound,
-}
-
-/// Mirror of the firmware's `Disposition`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[allow(missing_docs)]
-pub enum CdrDisposition {
-    Answered,
-    NoAnswer,
-    Busy,
-    Unallocated,
-    Congestion,
-    Abandoned,
-}
-
-/// Mirror of the firmware's `HangupSide`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[allow(missing_docs)]
-pub enum CdrHangupSide {
-    Caller,
-    Callee,
-    System,
-}
-
-impl CdrDirection {
-    /// Stored name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Internal => "internal",
-            Self::Inbound => "inbound",
-            Self::Outbound => "outbound",
-        }
-    }
-}
-
-impl CdrDisposition {
-    /// Stored name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Answered => "answered",
-            Self::NoAnswer => "no_answer",
-            Self::Busy => "busy",
-            Self::Unallocated => "unallocated",
-            Self::Congestion => "congestion",
-            Self::Abandoned => "abandoned",
-        }
-    }
-}
-
-impl CdrHangupSide {
-    /// Stored name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Caller => "caller",
-            Self::Callee => "callee",
-            Self::System => "system",
-        }
-    }
-}
 
 /// A row of the box's audit log as the firmware sends it (payload of
 /// [`RecordKind::Audit`]).
@@ -151,11 +59,28 @@ pub struct AuditShape {
     pub hash: String,
 }
 
+impl AuditShape {
+    /// Every field name of the JSON form (all projected into `audit_rows`).
+    pub const FIELDS: [&'static str; 11] = [
+        "id",
+        "at_ms",
+        "actor",
+        "source",
+        "action",
+        "resource",
+        "target",
+        "result",
+        "detail",
+        "prev_hash",
+        "hash",
+    ];
+}
+
 /// A record's payload, parsed by kind.
 #[derive(Debug, Clone, PartialEq)]
 pub enum TypedPayload {
     /// A CDR.
-    Cdr(CdrShape),
+    Cdr(Cdr),
     /// An audit row.
     Audit(AuditShape),
     /// An offline edit of a user, role or group.
@@ -181,6 +106,17 @@ pub struct ValidRecord {
     pub payload_json: String,
     /// The payload, parsed.
     pub typed: TypedPayload,
+    /// Whether a projection table holds every field of the payload (so HQ need not
+    /// keep the JSON too).
+    pub projected_whole: bool,
+}
+
+impl ValidRecord {
+    /// The payload JSON HQ must keep beside the record's seq: `None` when the
+    /// projection holds all of it.
+    pub fn stored_payload(&self) -> Option<&str> {
+        (!self.projected_whole).then_some(self.payload_json.as_str())
+    }
 }
 
 /// A batch that passed [`validate_batch`].
@@ -277,6 +213,7 @@ pub fn validate_batch(batch: UpBatch, cert_box: &str) -> Result<ValidBatch, Batc
                 payload_json.len()
             )));
         }
+        let projected_whole = projection_holds_whole(record.kind, &record.payload);
         let typed = typed_payload(record.kind, &record.key, record.payload)
             .map_err(|e| malformed(format!("{at}: {e}")))?;
         records.push(ValidRecord {
@@ -286,6 +223,7 @@ pub fn validate_batch(batch: UpBatch, cert_box: &str) -> Result<ValidBatch, Batc
             created_at_ms: record.created_at_ms,
             payload_json,
             typed,
+            projected_whole,
         });
     }
     Ok(ValidBatch {
@@ -297,6 +235,21 @@ pub fn validate_batch(batch: UpBatch, cert_box: &str) -> Result<ValidBatch, Batc
     })
 }
 
+/// Whether HQ's projection of `kind` has a column for every key of `payload` (checked
+/// before parsing; a payload that then fails to parse is refused anyway).
+fn projection_holds_whole(kind: RecordKind, payload: &serde_json::Value) -> bool {
+    let fields: &[&str] = match kind {
+        RecordKind::Cdr => &Cdr::FIELDS,
+        RecordKind::Audit => &AuditShape::FIELDS,
+        // `RecordingMeta` refuses unknown fields: if it parses, it is whole.
+        RecordKind::Recording => return true,
+        _ => return false,
+    };
+    payload
+        .as_object()
+        .is_some_and(|o| o.keys().all(|k| fields.contains(&k.as_str())))
+}
+
 fn typed_payload(
     kind: RecordKind,
     key: &str,
@@ -304,7 +257,7 @@ fn typed_payload(
 ) -> Result<TypedPayload, String> {
     match kind {
         RecordKind::Cdr => {
-            let cdr: CdrShape =
+            let cdr: Cdr =
                 serde_json::from_value(payload).map_err(|e| format!("not a CDR: {e}"))?;
             if cdr.call_id != key {
                 return Err(format!(

@@ -166,6 +166,10 @@ pub struct CdrRow {
     pub disposition: String,
     /// Who ended it.
     pub hangup_side: String,
+    /// SIP Call-ID of the caller's leg, when it was a SIP leg.
+    pub caller_sip_call_id: Option<String>,
+    /// SIP Call-ID of the callee's leg, when it was a SIP leg.
+    pub callee_sip_call_id: Option<String>,
 }
 
 /// Filter of [`HqStore::daily_report`].

@@ -6,11 +6,19 @@
 //! Every instance is stateless apart from its in-process long-poll wake-ups; all
 //! state is in the database, and each operation is one transaction:
 //!
-//! - **Idempotent ingest.** Records go in with one multi-row
-//!   `INSERT ... SELECT FROM unnest($arrays) ON CONFLICT DO NOTHING RETURNING seq`
-//!   (one round trip per table per batch); only the rows that were new get their
-//!   projections (`cdrs`, `audit_rows`, `recordings`) and their edits applied, so a
-//!   batch sent twice, or to two instances at once, is stored once.
+//! - **Idempotent bulk ingest.** A batch goes into the connection's staging table
+//!   `ingest_stage` (a `TEMP ... ON COMMIT DELETE ROWS` table each pooled connection
+//!   creates once, so it is unlogged, private and empty at every commit) with one
+//!   binary `COPY`, then one statement moves it:
+//!   `WITH new AS (INSERT INTO up_seqs ... ON CONFLICT DO NOTHING RETURNING seq)
+//!   INSERT INTO cdrs ... JOIN new`. Only the rows that were new get their
+//!   projections (`cdrs` in that statement; `audit_rows`, `recordings` and edits
+//!   after it), so a batch sent twice, or to two instances at once, is stored once.
+//! - **Stored once.** The idempotency ledger `up_seqs` is keyed by
+//!   `(epoch_id, seq)`, `epoch_id` a numeric surrogate of `(box, epoch)` from
+//!   `box_epochs` (cached in the process: it never changes). It keeps a payload's
+//!   JSON only when no projection holds all of it
+//!   ([`crate::hq::validate::ValidRecord::stored_payload`]).
 //! - **The ack under concurrency.** After its inserts, a batch locks its
 //!   `box_epochs` row (`INSERT ... ON CONFLICT DO UPDATE ... RETURNING`) and only then
 //!   computes the highest contiguous seq in a new statement. Under READ COMMITTED
@@ -26,19 +34,23 @@
 //! - **Reads** of the feed run in one REPEATABLE READ READ ONLY transaction, so the
 //!   floor check, the snapshot rows and its cursor are one consistent view even
 //!   while another instance prunes.
-//! - **Lock order** is always: `up_records` rows (ascending seq), the site row, the
+//! - **Lock order** is always: `up_seqs` rows (ascending seq), the site row, the
 //!   `box_epochs` row, the `boxes` row; nothing takes them in another order, so
 //!   concurrent batches cannot deadlock.
 //! - **Migrations** run under `pg_advisory_xact_lock`, so instances starting together
 //!   apply each once.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::pin::pin;
 use std::str::FromStr;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use deadpool_postgres::{
-    GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod, Transaction,
+    GenericClient, Hook, HookError, Manager, ManagerConfig, Pool, RecyclingMethod, Transaction,
 };
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{IsolationLevel, NoTls, Row};
 
 use super::{
@@ -51,10 +63,52 @@ use crate::hq::{Error, Result};
 use crate::wire::{Change, Entity, EntityKind, FilePolicy};
 
 /// The numbered migrations, applied in order at open.
-const MIGRATIONS: &[(i64, &str)] = &[(
-    1,
-    include_str!("../../../migrations/postgres/0001_init.sql"),
-)];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (
+        1,
+        include_str!("../../../migrations/postgres/0001_init.sql"),
+    ),
+    (
+        2,
+        include_str!("../../../migrations/postgres/0002_ingest_once.sql"),
+    ),
+];
+
+/// The staging table of bulk ingest, created once per pooled connection. Temporary:
+/// private to the connection, not WAL-logged, emptied at every commit.
+const CREATE_STAGE: &str = "CREATE TEMP TABLE IF NOT EXISTS ingest_stage (
+    seq BIGINT NOT NULL, kind TEXT NOT NULL, key TEXT NOT NULL, created_at_ms BIGINT NOT NULL,
+    payload TEXT,
+    call_id TEXT, direction TEXT, caller TEXT, caller_port BIGINT, callee TEXT,
+    callee_port BIGINT, started_at_ms BIGINT, answered_at_ms BIGINT, ended_at_ms BIGINT,
+    disposition TEXT, hangup_side TEXT, caller_sip_call_id TEXT, callee_sip_call_id TEXT
+) ON COMMIT DELETE ROWS";
+
+/// Column types of `ingest_stage`, in order, for the binary COPY.
+const STAGE_TYPES: [Type; 18] = [
+    Type::INT8,
+    Type::TEXT,
+    Type::TEXT,
+    Type::INT8,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::INT8,
+    Type::TEXT,
+    Type::INT8,
+    Type::INT8,
+    Type::INT8,
+    Type::INT8,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+];
+
+/// Most `(box, epoch)` ids kept in the process cache before it is cleared (ids never
+/// change, so clearing only costs a lookup).
+const MAX_CACHED_EPOCHS: usize = 100_000;
 
 /// Key of the advisory lock migrations run under.
 const MIGRATION_LOCK: i64 = 0x6272_616e_6368; // "branch"
@@ -63,6 +117,8 @@ const MIGRATION_LOCK: i64 = 0x6272_616e_6368; // "branch"
 #[derive(Clone)]
 pub struct PostgresStore {
     pool: Pool,
+    /// `box_epochs.id` by `(box, epoch)`: saves a round trip per batch.
+    epoch_ids: Arc<Mutex<HashMap<(String, String), i64>>>,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -94,12 +150,23 @@ impl PostgresStore {
         );
         let pool = Pool::builder(manager)
             .max_size(pool_size.max(1))
+            .post_create(Hook::async_fn(|client, _| {
+                Box::pin(async move {
+                    client
+                        .batch_execute(CREATE_STAGE)
+                        .await
+                        .map_err(HookError::Backend)
+                })
+            }))
             .build()
             .map_err(|e| Error::PoolConfig {
                 url: url.to_owned(),
                 reason: e.to_string(),
             })?;
-        let store = PostgresStore { pool };
+        let store = PostgresStore {
+            pool,
+            epoch_ids: Arc::default(),
+        };
         store.migrate().await?;
         Ok(store)
     }
@@ -109,6 +176,52 @@ impl PostgresStore {
             .get()
             .await
             .map_err(|source| Error::Pool { source })
+    }
+
+    /// The numeric id of `(box, epoch)`, made on first use. Runs outside the ingest
+    /// transaction (a new `box_epochs` row with ack 0 is harmless if the batch then
+    /// fails), so ingest's lock order stays as documented above.
+    async fn epoch_id(
+        &self,
+        client: &deadpool_postgres::Object,
+        bx: &str,
+        epoch: &str,
+    ) -> Result<i64> {
+        let cache_key = (bx.to_owned(), epoch.to_owned());
+        if let Some(id) = self.cached_epoch(&cache_key) {
+            return Ok(id);
+        }
+        let make = client
+            .prepare_cached(
+                "INSERT INTO box_epochs (box, epoch) VALUES ($1, $2) ON CONFLICT (box, epoch) DO NOTHING",
+            )
+            .await
+            .map_err(pg("prepare make epoch"))?;
+        client
+            .execute(&make, &[&bx, &epoch])
+            .await
+            .map_err(pg("make epoch"))?;
+        // A new statement: sees the row whether this call or a concurrent one made it.
+        let read = client
+            .prepare_cached("SELECT id FROM box_epochs WHERE box = $1 AND epoch = $2")
+            .await
+            .map_err(pg("prepare read epoch"))?;
+        let id: i64 = client
+            .query_one(&read, &[&bx, &epoch])
+            .await
+            .map_err(pg("read epoch"))?
+            .get(0);
+        let mut cache = self.epoch_ids.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.len() >= MAX_CACHED_EPOCHS {
+            cache.clear();
+        }
+        cache.insert(cache_key, id);
+        Ok(id)
+    }
+
+    fn cached_epoch(&self, key: &(String, String)) -> Option<i64> {
+        let cache = self.epoch_ids.lock().unwrap_or_else(|e| e.into_inner());
+        cache.get(key).copied()
     }
 
     async fn migrate(&self) -> Result<()> {
@@ -474,8 +587,9 @@ impl HqStore for PostgresStore {
         health: &BoxHealth,
     ) -> Result<IngestOutcome> {
         let mut client = self.client().await?;
+        let epoch_id = self.epoch_id(&client, &box_rec.id, &batch.epoch).await?;
         let tx = client.transaction().await.map_err(pg("begin ingest"))?;
-        let outcome = ingest(&tx, box_rec, batch, health).await?;
+        let outcome = ingest(&tx, epoch_id, box_rec, batch, health).await?;
         tx.commit().await.map_err(pg("commit ingest"))?;
         Ok(outcome)
     }
@@ -662,7 +776,8 @@ impl HqStore for PostgresStore {
         let rows = client
             .query(
                 "SELECT id, box, site, call_id, direction, caller, caller_port, callee, callee_port,
-                        started_at_ms, answered_at_ms, ended_at_ms, disposition, hangup_side
+                        started_at_ms, answered_at_ms, ended_at_ms, disposition, hangup_side,
+                        caller_sip_call_id, callee_sip_call_id
                  FROM cdrs
                  WHERE ($1::text IS NULL OR site = $1) AND ($2::text IS NULL OR box = $2)
                    AND ($3::int8 IS NULL OR started_at_ms >= $3) AND ($4::int8 IS NULL OR started_at_ms < $4)
@@ -689,6 +804,8 @@ impl HqStore for PostgresStore {
                 ended_at_ms: r.get(11),
                 disposition: r.get(12),
                 hangup_side: r.get(13),
+                caller_sip_call_id: r.get(14),
+                callee_sip_call_id: r.get(15),
             })
             .collect())
     }
@@ -736,7 +853,8 @@ impl HqStore for PostgresStore {
         let client = self.client().await?;
         let r = client
             .query_one(
-                "SELECT (SELECT COUNT(*) FROM up_records WHERE box = $1),
+                "SELECT (SELECT COUNT(*) FROM up_seqs u JOIN box_epochs e ON e.id = u.epoch_id
+                         WHERE e.box = $1),
                         (SELECT COUNT(*) FROM cdrs WHERE box = $1),
                         (SELECT COUNT(*) FROM audit_rows WHERE box = $1),
                         (SELECT COUNT(*) FROM recordings WHERE box = $1)",
@@ -755,6 +873,7 @@ impl HqStore for PostgresStore {
 
 async fn ingest(
     tx: &Transaction<'_>,
+    epoch_id: i64,
     box_rec: &BoxRecord,
     batch: &ValidBatch,
     health: &BoxHealth,
@@ -767,35 +886,33 @@ async fn ingest(
     let records = &batch.records;
     let mut inserted = HashSet::new();
     if !records.is_empty() {
-        let seqs: Vec<i64> = records.iter().map(|r| r.seq).collect();
-        let kinds: Vec<&str> = records.iter().map(|r| r.kind.as_str()).collect();
-        let keys: Vec<&str> = records.iter().map(|r| r.key.as_str()).collect();
-        let created: Vec<i64> = records.iter().map(|r| r.created_at_ms).collect();
-        let payloads: Vec<&str> = records.iter().map(|r| r.payload_json.as_str()).collect();
+        stage(tx, batch).await?;
         let stmt = tx
             .prepare_cached(
-                "INSERT INTO up_records (box, epoch, seq, kind, key, created_at_ms, received_at_ms, payload)
-                 SELECT $1, $2, t.seq, t.kind, t.key, t.created, $3, t.payload
-                 FROM unnest($4::int8[], $5::text[], $6::text[], $7::int8[], $8::text[])
-                      AS t(seq, kind, key, created, payload)
-                 ON CONFLICT DO NOTHING RETURNING seq",
+                // One statement: the new ledger rows, and the CDR projection of exactly
+                // those (joined on what the insert returned). Ordered by seq so that
+                // `cdrs.id`, the admin API's page cursor, ascends in the box's order.
+                "WITH new AS (
+                     INSERT INTO up_seqs (epoch_id, seq, kind, key, created_at_ms, received_at_ms, payload)
+                     SELECT $1, seq, kind, key, created_at_ms, $2, payload FROM ingest_stage
+                     ON CONFLICT DO NOTHING RETURNING seq
+                 ), cdr AS (
+                     INSERT INTO cdrs (box, site, epoch, seq, call_id, direction, caller, caller_port,
+                         callee, callee_port, started_at_ms, answered_at_ms, ended_at_ms,
+                         disposition, hangup_side, caller_sip_call_id, callee_sip_call_id)
+                     SELECT $3, $4, $5, s.seq, s.call_id, s.direction, s.caller, s.caller_port,
+                         s.callee, s.callee_port, s.started_at_ms, s.answered_at_ms, s.ended_at_ms,
+                         s.disposition, s.hangup_side, s.caller_sip_call_id, s.callee_sip_call_id
+                     FROM ingest_stage s JOIN new n ON n.seq = s.seq
+                     WHERE s.kind = 'cdr'
+                     ORDER BY s.seq
+                 )
+                 SELECT seq FROM new",
             )
             .await
             .map_err(pg("prepare insert records"))?;
         let rows = tx
-            .query(
-                &stmt,
-                &[
-                    &bx,
-                    &epoch,
-                    &health.seen_at_ms,
-                    &seqs,
-                    &kinds,
-                    &keys,
-                    &created,
-                    &payloads,
-                ],
-            )
+            .query(&stmt, &[&epoch_id, &health.seen_at_ms, &bx, &site, &epoch])
             .await
             .map_err(pg("insert records"))?;
         inserted.extend(rows.iter().map(|r| r.get::<_, i64>(0)));
@@ -867,20 +984,20 @@ async fn ingest(
     let compute = tx
         .prepare_cached(
             // The contiguous run after the stored ack: numbered in seq order, the rows
-            // $3+1, $3+2, ... have `seq - row_number() = $3`; rows after a gap have more.
+            // $2+1, $2+2, ... have `seq - row_number() = $2`; rows after a gap have more.
             // Only rows above the ack are read (an index range scan on the unique
-            // (box, epoch, seq) key), so the cost is the size of the batch, not of
+            // (epoch_id, seq) key), so the cost is the size of the batch, not of
             // everything the box ever sent (an anti-join on `seq + 1` made every
             // batch scan the box's whole history: quadratic over a catch-up).
-            "SELECT COALESCE(MAX(seq), $3::int8) FROM (
+            "SELECT COALESCE(MAX(seq), $2::int8) FROM (
                  SELECT seq, seq - ROW_NUMBER() OVER (ORDER BY seq) AS run
-                 FROM up_records WHERE box = $1 AND epoch = $2 AND seq > $3::int8
-             ) after_ack WHERE run = $3::int8",
+                 FROM up_seqs WHERE epoch_id = $1 AND seq > $2::int8
+             ) after_ack WHERE run = $2::int8",
         )
         .await
         .map_err(pg("prepare compute ack"))?;
     let acked_seq: i64 = tx
-        .query_one(&compute, &[&bx, &epoch, &acked])
+        .query_one(&compute, &[&epoch_id, &acked])
         .await
         .map_err(pg("compute ack"))?
         .get(0);
@@ -901,6 +1018,56 @@ async fn ingest(
     })
 }
 
+/// Copies a batch into the (empty) staging table with one binary COPY.
+async fn stage(tx: &Transaction<'_>, batch: &ValidBatch) -> Result<()> {
+    let copy = tx
+        .prepare_cached(
+            "COPY ingest_stage (seq, kind, key, created_at_ms, payload, call_id, direction, caller,
+                 caller_port, callee, callee_port, started_at_ms, answered_at_ms, ended_at_ms,
+                 disposition, hangup_side, caller_sip_call_id, callee_sip_call_id)
+             FROM STDIN BINARY",
+        )
+        .await
+        .map_err(pg("prepare stage batch"))?;
+    let sink = tx.copy_in(&copy).await.map_err(pg("stage batch"))?;
+    let mut writer = pin!(BinaryCopyInWriter::new(sink, &STAGE_TYPES));
+    for r in &batch.records {
+        let cdr = match &r.typed {
+            TypedPayload::Cdr(c) => Some(c),
+            _ => None,
+        };
+        let caller_port = cdr.and_then(|c| c.caller_port).map(i64::from);
+        let callee_port = cdr.and_then(|c| c.callee_port).map(i64::from);
+        let row: [&(dyn ToSql + Sync); 18] = [
+            &r.seq,
+            &r.kind.as_str(),
+            &r.key,
+            &r.created_at_ms,
+            &r.stored_payload(),
+            &cdr.map(|c| c.call_id.as_str()),
+            &cdr.map(|c| c.direction.as_str()),
+            &cdr.map(|c| c.caller.as_str()),
+            &caller_port,
+            &cdr.map(|c| c.callee.as_str()),
+            &callee_port,
+            &cdr.map(|c| c.started_at_ms),
+            &cdr.and_then(|c| c.answered_at_ms),
+            &cdr.map(|c| c.ended_at_ms),
+            &cdr.map(|c| c.disposition.as_str()),
+            &cdr.map(|c| c.hangup_side.as_str()),
+            &cdr.and_then(|c| c.caller_sip_call_id.as_deref()),
+            &cdr.and_then(|c| c.callee_sip_call_id.as_deref()),
+        ];
+        writer
+            .as_mut()
+            .write(&row)
+            .await
+            .map_err(pg("stage batch"))?;
+    }
+    writer.as_mut().finish().await.map_err(pg("stage batch"))?;
+    Ok(())
+}
+
 async fn insert_projections(
     tx: &Transaction<'_>,
     bx: &str,
@@ -909,65 +1076,8 @@ async fn insert_projections(
     batch: &ValidBatch,
     inserted: &HashSet<i64>,
 ) -> Result<()> {
+    // CDRs were projected with the ledger insert; the rarer kinds follow, row by row.
     let new = || batch.records.iter().filter(|r| inserted.contains(&r.seq));
-    let cdrs: Vec<_> = new()
-        .filter_map(|r| match &r.typed {
-            TypedPayload::Cdr(c) => Some((r.seq, c)),
-            _ => None,
-        })
-        .collect();
-    if !cdrs.is_empty() {
-        let seq: Vec<i64> = cdrs.iter().map(|(s, _)| *s).collect();
-        let call_id: Vec<&str> = cdrs.iter().map(|(_, c)| c.call_id.as_str()).collect();
-        let direction: Vec<&str> = cdrs.iter().map(|(_, c)| c.direction.as_str()).collect();
-        let caller: Vec<&str> = cdrs.iter().map(|(_, c)| c.caller.as_str()).collect();
-        let caller_port: Vec<Option<i64>> = cdrs
-            .iter()
-            .map(|(_, c)| c.caller_port.map(i64::from))
-            .collect();
-        let callee: Vec<&str> = cdrs.iter().map(|(_, c)| c.callee.as_str()).collect();
-        let callee_port: Vec<Option<i64>> = cdrs
-            .iter()
-            .map(|(_, c)| c.callee_port.map(i64::from))
-            .collect();
-        let started: Vec<i64> = cdrs.iter().map(|(_, c)| c.started_at_ms).collect();
-        let answered: Vec<Option<i64>> = cdrs.iter().map(|(_, c)| c.answered_at_ms).collect();
-        let ended: Vec<i64> = cdrs.iter().map(|(_, c)| c.ended_at_ms).collect();
-        let disposition: Vec<&str> = cdrs.iter().map(|(_, c)| c.disposition.as_str()).collect();
-        let hangup: Vec<&str> = cdrs.iter().map(|(_, c)| c.hangup_side.as_str()).collect();
-        let stmt = tx
-            .prepare_cached(
-                "INSERT INTO cdrs (box, site, epoch, seq, call_id, direction, caller, caller_port, callee,
-                     callee_port, started_at_ms, answered_at_ms, ended_at_ms, disposition, hangup_side)
-                 SELECT $1, $2, $3, t.* FROM unnest($4::int8[], $5::text[], $6::text[], $7::text[],
-                     $8::int8[], $9::text[], $10::int8[], $11::int8[], $12::int8[], $13::int8[],
-                     $14::text[], $15::text[]) AS t",
-            )
-            .await
-            .map_err(pg("prepare insert cdrs"))?;
-        tx.execute(
-            &stmt,
-            &[
-                &bx,
-                &site,
-                &epoch,
-                &seq,
-                &call_id,
-                &direction,
-                &caller,
-                &caller_port,
-                &callee,
-                &callee_port,
-                &started,
-                &answered,
-                &ended,
-                &disposition,
-                &hangup,
-            ],
-        )
-        .await
-        .map_err(pg("insert cdrs"))?;
-    }
     for r in new() {
         match &r.typed {
             TypedPayload::Audit(a) => {

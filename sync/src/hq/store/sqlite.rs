@@ -24,7 +24,13 @@ use crate::hq::{Error, Result};
 use crate::wire::{Change, Entity, EntityKind, FilePolicy};
 
 /// The numbered migrations, applied in order at open.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../../migrations/sqlite/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../../../migrations/sqlite/0001_init.sql")),
+    (
+        2,
+        include_str!("../../../migrations/sqlite/0002_ingest_once.sql"),
+    ),
+];
 
 /// Most idle reader connections kept.
 const MAX_IDLE_READERS: usize = 8;
@@ -676,7 +682,7 @@ impl HqStore for SqliteStore {
                 .prepare_cached(
                     "SELECT id, box, site, call_id, direction, caller, caller_port, callee,
                             callee_port, started_at_ms, answered_at_ms, ended_at_ms, disposition,
-                            hangup_side
+                            hangup_side, caller_sip_call_id, callee_sip_call_id
                      FROM cdrs
                      WHERE (?1 IS NULL OR site = ?1) AND (?2 IS NULL OR box = ?2)
                        AND (?3 IS NULL OR started_at_ms >= ?3) AND (?4 IS NULL OR started_at_ms < ?4)
@@ -703,6 +709,8 @@ impl HqStore for SqliteStore {
                             ended_at_ms: r.get(11)?,
                             disposition: r.get(12)?,
                             hangup_side: r.get(13)?,
+                            caller_sip_call_id: r.get(14)?,
+                            callee_sip_call_id: r.get(15)?,
                         })
                     },
                 )
@@ -812,7 +820,7 @@ fn ingest(
                     r.key,
                     r.created_at_ms,
                     health.seen_at_ms,
-                    r.payload_json
+                    r.stored_payload()
                 ])
                 .map_err(sql("insert record"))?;
             if n == 1 {
@@ -829,8 +837,9 @@ fn ingest(
                 tx.prepare_cached(
                     "INSERT INTO cdrs (box, site, epoch, seq, call_id, direction, caller, caller_port,
                          callee, callee_port, started_at_ms, answered_at_ms, ended_at_ms,
-                         disposition, hangup_side)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+                         disposition, hangup_side, caller_sip_call_id, callee_sip_call_id)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15,
+                         ?16, ?17)",
                 )
                 .and_then(|mut s| {
                     s.execute(params![
@@ -848,7 +857,9 @@ fn ingest(
                         c.answered_at_ms,
                         c.ended_at_ms,
                         c.disposition.as_str(),
-                        c.hangup_side.as_str()
+                        c.hangup_side.as_str(),
+                        c.caller_sip_call_id,
+                        c.callee_sip_call_id
                     ])
                 })
                 .map_err(sql("insert cdr"))?;

@@ -1,0 +1,228 @@
+//! Bulk ingest stores what a box sends once: the payload JSON only where no
+//! projection holds all of it, the CDR's SIP Call-IDs in `cdrs`, and rows stored
+//! under schema version 1 stay readable and keep deduplicating after the migration.
+
+use std::path::Path;
+
+use branchline_sync::hq::store::postgres::PostgresStore;
+use branchline_sync::hq::store::sqlite::SqliteStore;
+use branchline_sync::hq::store::BoxHealth;
+use branchline_sync::hq::validate::validate_batch;
+use branchline_sync::hq::HqStore;
+use branchline_sync::wire::{RecordKind, UpBatch, UpRecord, PROTOCOL_VERSION};
+use reqwest::Method;
+use serde_json::json;
+
+use super::harness::{cdr_record, Backend, Env, PgDb};
+use crate::both_stores;
+
+/// `(seq, payload)` HQ keeps for `box_id`, ascending seq.
+async fn stored_payloads(env: &Env, box_id: &str) -> Vec<(i64, Option<String>)> {
+    match env.backend {
+        Backend::Sqlite => {
+            let conn = rusqlite::Connection::open(env.dir.path().join("hq.sqlite")).unwrap();
+            let mut s = conn
+                .prepare("SELECT seq, payload FROM up_records WHERE box = ?1 ORDER BY seq")
+                .unwrap();
+            let rows = s
+                .query_map([box_id], |r| Ok((r.get(0)?, r.get(1)?)))
+                .unwrap()
+                .collect::<Result<Vec<_>, _>>()
+                .unwrap();
+            rows
+        }
+        Backend::Postgres => {
+            let url = env.pg.as_ref().unwrap().url();
+            let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            client
+                .query(
+                    "SELECT u.seq, u.payload FROM up_seqs u JOIN box_epochs e ON e.id = u.epoch_id
+                     WHERE e.box = $1 ORDER BY u.seq",
+                    &[&box_id],
+                )
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect()
+        }
+    }
+}
+
+async fn payload_is_stored_once_and_sip_call_ids_are_projected(backend: Backend) {
+    let env = Env::start(backend).await;
+    let b1 = env.new_box("b1", "s1").await;
+    let mut with_sip = cdr_record("b1", 1);
+    with_sip.payload["caller_sip_call_id"] = json!("a84b4c76e66710@pc33.example.com");
+    with_sip.payload["callee_sip_call_id"] = json!("trunk-77@sbc.example.net");
+    // A field a newer firmware might add: no column holds it, so the JSON is kept.
+    let mut newer = cdr_record("b1", 2);
+    newer.payload["queue"] = json!("sales");
+    let agent_state = UpRecord {
+        seq: 3,
+        kind: RecordKind::AgentState,
+        key: "101".into(),
+        created_at_ms: 1_700_000_000_000,
+        payload: json!({ "agent": "101", "state": "ready" }),
+    };
+    let batch = b1.batch(vec![with_sip, newer, agent_state, cdr_record("b1", 4)]);
+    let (status, ack) = b1.post(&env.hq, &batch).await;
+    assert_eq!(status, 200, "{ack}");
+    assert_eq!(ack["acked_seq"], 4);
+
+    let stored = stored_payloads(&env, "b1").await;
+    assert_eq!(stored.len(), 4, "{stored:?}");
+    assert_eq!(stored[0], (1, None), "a whole CDR lives in cdrs only");
+    let kept: serde_json::Value = serde_json::from_str(stored[1].1.as_deref().unwrap()).unwrap();
+    assert_eq!(kept["queue"], "sales", "unknown fields are not lost");
+    let kept: serde_json::Value = serde_json::from_str(stored[2].1.as_deref().unwrap()).unwrap();
+    assert_eq!(
+        kept["state"], "ready",
+        "kinds without a projection keep their JSON"
+    );
+    assert_eq!(stored[3], (4, None));
+
+    let (_, page) = env
+        .hq
+        .admin(Method::GET, "/admin/v1/cdrs?box=b1", None)
+        .await;
+    let cdrs = page["cdrs"].as_array().unwrap();
+    let call_ids: Vec<&str> = cdrs
+        .iter()
+        .map(|c| c["call_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        call_ids,
+        ["b1-call-1", "b1-call-2", "b1-call-4"],
+        "ids ascend in seq order"
+    );
+    assert_eq!(
+        cdrs[0]["caller_sip_call_id"],
+        "a84b4c76e66710@pc33.example.com"
+    );
+    assert_eq!(cdrs[0]["callee_sip_call_id"], "trunk-77@sbc.example.net");
+    assert_eq!(cdrs[1]["caller_sip_call_id"], serde_json::Value::Null);
+    assert_eq!(
+        cdrs[0]["started_at_ms"],
+        batch.records[0].payload["started_at_ms"]
+    );
+
+    // Sent again: nothing new anywhere.
+    let (status, again) = b1.post(&env.hq, &batch).await;
+    assert_eq!((status, &again), (200, &ack));
+    let counts = env.hq.store.counts("b1").await.unwrap();
+    assert_eq!((counts.up_records, counts.cdrs), (4, 3));
+    env.hq.stop().await;
+}
+both_stores!(payload_is_stored_once_and_sip_call_ids_are_projected);
+
+/// Rows as schema version 1 stored them: box `b1` of site `s1`, epoch `e1`, seqs
+/// 1 and 2 (CDRs, payload in `up_records` and projected in `cdrs`), ack 2.
+const V1_ROWS: &str = "
+    INSERT INTO sites (id, name, created_at_ms) VALUES ('s1', 'Site one', 1);
+    INSERT INTO boxes (id, site, created_at_ms) VALUES ('b1', 's1', 1);
+    INSERT INTO box_epochs (box, epoch, acked_seq) VALUES ('b1', 'e1', 2);
+    INSERT INTO cdrs (box, site, epoch, seq, call_id, direction, caller, caller_port, callee,
+        callee_port, started_at_ms, answered_at_ms, ended_at_ms, disposition, hangup_side)
+    VALUES ('b1', 's1', 'e1', 1, 'b1-call-1', 'inbound', '5551234', NULL, '201', 1,
+            1700000060000, NULL, 1700000090000, 'no_answer', 'caller'),
+           ('b1', 's1', 'e1', 2, 'b1-call-2', 'inbound', '5551234', NULL, '201', 1,
+            1700000120000, 1700000125000, 1700000150000, 'answered', 'caller');";
+
+fn v1_up_record_sql(seq: i64) -> String {
+    let payload = cdr_record("b1", seq)
+        .payload
+        .to_string()
+        .replace('\'', "''");
+    format!(
+        "INSERT INTO up_records (box, epoch, seq, kind, key, created_at_ms, received_at_ms, payload)
+         VALUES ('b1', 'e1', {seq}, 'cdr', 'b1-call-{seq}', 1, 1, '{payload}');"
+    )
+}
+
+async fn seed_v1_sqlite(path: &Path) {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    conn.execute_batch(include_str!("../../migrations/sqlite/0001_init.sql"))
+        .unwrap();
+    conn.execute_batch(
+        "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at_ms INTEGER NOT NULL);
+         INSERT INTO schema_migrations VALUES (1, 1);",
+    )
+    .unwrap();
+    conn.execute_batch(V1_ROWS).unwrap();
+    conn.execute_batch(&(v1_up_record_sql(1) + &v1_up_record_sql(2)))
+        .unwrap();
+}
+
+async fn seed_v1_postgres(url: &str) {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    client
+        .batch_execute(include_str!("../../migrations/postgres/0001_init.sql"))
+        .await
+        .unwrap();
+    client
+        .batch_execute(
+            "CREATE TABLE schema_migrations (version BIGINT PRIMARY KEY, applied_at_ms BIGINT NOT NULL);
+             INSERT INTO schema_migrations VALUES (1, 1);",
+        )
+        .await
+        .unwrap();
+    client.batch_execute(V1_ROWS).await.unwrap();
+    client
+        .batch_execute(&(v1_up_record_sql(1) + &v1_up_record_sql(2)))
+        .await
+        .unwrap();
+}
+
+async fn version_1_rows_survive_the_migration(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let pg = match backend {
+        Backend::Sqlite => None,
+        Backend::Postgres => Some(PgDb::create().await),
+    };
+    let store: Box<dyn HqStore> = match &pg {
+        None => {
+            let path = dir.path().join("hq.sqlite");
+            seed_v1_sqlite(&path).await;
+            Box::new(SqliteStore::open(path).await.unwrap())
+        }
+        Some(db) => {
+            seed_v1_postgres(&db.url()).await;
+            Box::new(PostgresStore::connect(&db.url(), 4).await.unwrap())
+        }
+    };
+    let counts = store.counts("b1").await.unwrap();
+    assert_eq!((counts.up_records, counts.cdrs), (2, 2), "v1 rows kept");
+    let box_rec = store.box_record("b1").await.unwrap().unwrap();
+    // The box sends 1..=3 again (it never saw the ack of 1..=2): only 3 is new.
+    let batch = UpBatch {
+        version: PROTOCOL_VERSION,
+        box_id: "b1".into(),
+        epoch: "e1".into(),
+        firmware_version: "1.2.3".into(),
+        backlog: 0,
+        oldest_pending_ms: None,
+        records: (1..=3).map(|s| cdr_record("b1", s)).collect(),
+    };
+    let valid = validate_batch(batch, "b1").unwrap();
+    let health = BoxHealth {
+        seen_at_ms: 2,
+        ..BoxHealth::default()
+    };
+    let outcome = store.ingest(&box_rec, &valid, &health).await.unwrap();
+    assert_eq!((outcome.acked_seq, outcome.inserted), (3, 1));
+    let counts = store.counts("b1").await.unwrap();
+    assert_eq!((counts.up_records, counts.cdrs), (3, 3), "no duplicates");
+    let rows = store.cdrs(&Default::default()).await.unwrap();
+    let call_ids: Vec<&str> = rows.iter().map(|r| r.call_id.as_str()).collect();
+    assert_eq!(call_ids, ["b1-call-1", "b1-call-2", "b1-call-3"]);
+    drop(store);
+    drop(pg);
+}
+both_stores!(version_1_rows_survive_the_migration);
