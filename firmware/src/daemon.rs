@@ -312,7 +312,7 @@ async fn serve(
     // The media engine: RTP for SIP legs, bridged to ports through the board loop.
     // Digits it hears on legs go to call control like the SIP endpoint's inputs.
     let (sip_inputs, mut sip_input_rx) = mpsc::unbounded_channel();
-    let (media, media_task) = start_media(&config, law, &link, sip_inputs.clone())?;
+    let (media, media_task) = start_media(&config, law, &profile, &link, sip_inputs.clone())?;
     // The SIP endpoint (`[sip]`): call control's SIP actions go to it; its inputs come
     // back on the same channel as the media engine's digits; the SIP trunk's
     // registration state drives outside-call routing (instead of the WAN probe).
@@ -695,6 +695,7 @@ async fn start_sip(
 fn start_media(
     config: &Config,
     board_law: line_proto::g711::Law,
+    profile: &BoardProfile,
     link: &LinkSender,
     sip_inputs: mpsc::UnboundedSender<crate::call::SipInput>,
 ) -> Result<(MediaEngine, tokio::task::JoinHandle<()>)> {
@@ -719,6 +720,8 @@ fn start_media(
         jitter,
         board_law,
         seed: u64::from_le_bytes(seed),
+        fxo_ports: profile.fxo_ports(),
+        rtcp_interval: branchline_media::rtcp::DEFAULT_REPORT_INTERVAL,
     };
     let (engine, task) = MediaEngine::start(settings, Arc::new(link.clone()), sip_inputs)
         .map_err(|e| invalid(e.to_string()))?;

@@ -36,10 +36,31 @@
 //!   comes from (NAT), with the latch rules of [`branchline_media::relay::Latch`]
 //!   (foreign sources are dropped). Without it, media goes to the SDP address and is
 //!   accepted from any source.
-//! - DTMF: RFC 4733 events received on a leg become [`SipInput::Digit`] (once per key
-//!   press, on its start) on the channel given at construction, and are relayed to a
-//!   peer leg. [`MediaEngine::send_digit`] sends a 100 ms event (three end packets);
-//!   the audio stream pauses meanwhile and further digits queue.
+//! - DTMF, SIP to analog: RFC 4733 events received on a leg become
+//!   [`SipInput::Digit`] (once per key press, on its start) on the channel given at
+//!   construction, and are relayed to a peer leg. A phone (FXS port) bridged to the
+//!   leg hears them as DTMF tones ([`branchline_media::dtmf::DtmfPlayer`]: as long as
+//!   the event, at least 40 ms, replacing the audio meanwhile); towards a PSTN line
+//!   (FXO port, [`MediaSettings::fxo_ports`]) call control dials the digit with the
+//!   line controller instead, so the engine plays nothing there.
+//! - DTMF, analog to SIP: [`MediaEngine::send_digit`] (a phone's key press from the
+//!   line controller) sends a 100 ms event (three end packets); the audio stream
+//!   pauses meanwhile and further digits queue. The audio of an FXO port is searched
+//!   for in-band DTMF ([`branchline_media::dtmf::InbandDetector`]): a PSTN caller's
+//!   digit goes out as an event that lasts as long as the tone, and the audio is muted
+//!   from the first block that looks like a digit until its end ("RFC 2833 mode"; at
+//!   most part of the tone's first 20 ms frame gets through, too short to be taken
+//!   for a digit). When the peer did not negotiate telephone-event the tone stays in
+//!   the audio, the only way it can reach the far end. Phones' audio is not searched:
+//!   their keys already come as line-controller digits.
+//! - RTCP: a leg that ends here (bridged to a port, or to nothing while held or not
+//!   yet connected) sends its own reports on the RTCP port: an SR when it sent RTP
+//!   since the previous report, else an RR, with a report block about the source it
+//!   receives and an SDES CNAME, every 5 s randomised ([`MediaSettings::rtcp_interval`],
+//!   [`branchline_media::rtcp::ReportSchedule`]), and a last report with BYE when the
+//!   leg closes. The peer's reports about our stream give the RTT (LSR/DLSR) that goes
+//!   into the leg's R-factor/MOS ([`LegSnapshot::quality`], [`MediaEngine::close_leg`])
+//!   and the loss it sees ([`LegSnapshot::remote_report`]).
 //! - Fax: CED/CNG tone detection on both directions of a port-to-leg bridge switches
 //!   the leg's jitter buffer to fixed passthrough (logged).
 //!
@@ -48,26 +69,30 @@
 //! never blocking). The engine ends when every [`MediaEngine`] handle is dropped; its
 //! legs' ports go back to the allocator.
 //!
-//! Limits: G.711 only; no RTCP generation for legs that end on a port (RTCP is relayed
-//! between legs and counted, so the quality of a port leg is computed from RTP alone,
-//! without RTT); no in-band DTMF fallback when the peer did not negotiate
-//! telephone-event (the digit is dropped and logged); an analog phone hears a SIP
-//! caller's RFC 4733 digits only through call control, not as tones; no mixer
-//! (conference, listen, whisper, barge); no T.38.
+//! Limits: G.711 only; legs bridged to legs relay their endpoints' RTCP unchanged and
+//! send none of their own (their quality is computed from RTP alone, without RTT); a
+//! phone's key press is dropped (logged) when the peer did not negotiate
+//! telephone-event (no in-band tone generation towards SIP); an in-band digit that
+//! starts while a key-press event is still being sent on the same leg is dropped; no
+//! mixer (conference, listen, whisper, barge); no T.38.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
+use std::ops::RangeInclusive;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use branchline_board::link::LinkSender;
-use branchline_media::dtmf::{DtmfEvent, TelephoneEvent, TelephoneEventDecoder};
-use branchline_media::dtmf::{EventPacket, TelephoneEventEncoder};
+use branchline_media::dtmf::{DtmfEvent, DtmfPlayer, InbandDetector, TelephoneEvent};
+use branchline_media::dtmf::{EventPacket, TelephoneEventDecoder, TelephoneEventEncoder};
 use branchline_media::fax::{passthrough_jitter_config, FaxDetector};
 use branchline_media::jitter::{JitterBuffer, JitterConfig, JitterStats, FRAME_SAMPLES};
 use branchline_media::port::{PortAllocator, PortLease, PortPair};
 use branchline_media::relay::{Latch, LatchConfig, LatchDecision};
-use branchline_media::rtcp::{parse_compound, CallQuality, ReceiverStats};
+use branchline_media::rtcp::{
+    append_bye, build_report, parse_compound, round_trip_time, CallQuality, NtpTime, ReceiverStats,
+    ReportBlock, ReportSchedule, RtcpPacket, SenderInfo,
+};
 use branchline_media::rtp::{
     audio_payload_type, parse, PayloadKind, PayloadMap, Ptime, RtpHeader, RtpPacket, RtpSender,
     CLOCK_RATE, MAX_PACKET,
@@ -94,6 +119,9 @@ const DIGIT_VOLUME: u8 = 10;
 const PACKET_QUEUE: usize = 2048;
 /// Digits queued per leg at most while one is being sent.
 const MAX_QUEUED_DIGITS: usize = 32;
+/// Samples per 20 ms frame tick (telephone-event updates go out on the frame clock,
+/// whatever the audio ptime).
+const TICK_SAMPLES: u32 = FRAME_SAMPLES as u32;
 
 /// Errors of the media engine. Variants carry the leg concerned.
 #[derive(Debug, thiserror::Error)]
@@ -143,7 +171,7 @@ pub enum MediaError {
 pub type Result<T, E = MediaError> = std::result::Result<T, E>;
 
 /// What the engine needs to run (from `[media]` and the board).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct MediaSettings {
     /// Local address the RTP sockets bind to (and the SDP announces).
     pub local_ip: IpAddr,
@@ -157,6 +185,14 @@ pub struct MediaSettings {
     pub board_law: Law,
     /// Seed of SSRCs and initial sequence numbers/timestamps (random at start-up).
     pub seed: u64,
+    /// The board's FXO ports (PSTN lines): their audio is searched for in-band DTMF,
+    /// and RFC 4733 digits towards them are left to call control (which dials them
+    /// with the line controller); every other port is a phone that hears received
+    /// digits as tones.
+    pub fxo_ports: RangeInclusive<u8>,
+    /// Nominal interval of the RTCP reports of legs that end on a port
+    /// ([`branchline_media::rtcp::DEFAULT_REPORT_INTERVAL`], 5 s; shorter in tests).
+    pub rtcp_interval: Duration,
 }
 
 /// The media of a leg as negotiated in SDP.
@@ -221,6 +257,10 @@ pub struct LegSnapshot {
     pub dropped: u64,
     /// RTCP packets received.
     pub rtcp_in: u64,
+    /// RTCP reports this engine sent for the leg (legs that end on a port).
+    pub rtcp_out: u64,
+    /// The peer's last reception report about what this leg sends, if any.
+    pub remote_report: Option<ReportBlock>,
     /// Loss, jitter and MOS of what the leg receives, once RTP arrived.
     pub quality: Option<CallQuality>,
     /// The jitter buffer towards the bridged port, if any.
@@ -279,6 +319,8 @@ impl MediaEngine {
         let (requests, request_rx) = mpsc::unbounded_channel();
         let (packet_tx, packet_rx) = mpsc::channel(PACKET_QUEUE);
         let engine = Engine {
+            next_seed: settings.seed,
+            cname: format!("branchd@{}", settings.local_ip),
             settings,
             ports,
             sip_inputs,
@@ -286,7 +328,6 @@ impl MediaEngine {
             legs: HashMap::new(),
             port_links: HashMap::new(),
             peers: HashMap::new(),
-            next_seed: settings.seed,
             queue_dropped: Arc::new(std::sync::atomic::AtomicU64::new(0)),
         };
         let task = tokio::spawn(engine.run(request_rx, packet_rx));
@@ -409,8 +450,18 @@ enum Datagram {
 #[derive(Debug)]
 struct DigitOut {
     encoder: TelephoneEventEncoder,
-    /// Frame ticks until the key is released.
-    ticks_left: u32,
+    release: Release,
+}
+
+/// When a digit being sent ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Release {
+    /// A key press from call control: this many more frame ticks.
+    AfterTicks(u32),
+    /// Detected in-band: until the detector reports its end.
+    Held,
+    /// Ended: the end packets are being repeated.
+    Released,
 }
 
 #[derive(Debug, Default)]
@@ -421,6 +472,7 @@ struct Counters {
     foreign: u64,
     dropped: u64,
     rtcp_in: u64,
+    rtcp_out: u64,
 }
 
 #[derive(Debug)]
@@ -445,6 +497,23 @@ struct Leg {
     digits_queued: VecDeque<TelephoneEvent>,
     counters: Counters,
     passthrough: bool,
+    /// When this leg's next RTCP report is due (legs that end on a port only).
+    rtcp_schedule: ReportSchedule,
+    /// RTP packets sent at the previous report (an SR only if some were sent since).
+    packets_at_report: u64,
+    /// Round-trip time from the peer's last report about our stream.
+    rtt: Option<Duration>,
+    /// The peer's last report block about our stream.
+    remote_report: Option<ReportBlock>,
+}
+
+/// Wall-clock time for RTCP (the NTP timestamps of SRs, RTT arithmetic).
+fn ntp_now() -> NtpTime {
+    NtpTime::from_unix(
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default(),
+    )
 }
 
 impl Leg {
@@ -478,17 +547,79 @@ impl Leg {
     fn quality(&self, jitter_buffer: Duration) -> Option<CallQuality> {
         self.receiver
             .as_ref()
-            .map(|r| r.quality(None, jitter_buffer, !self.passthrough))
+            .map(|r| r.quality(self.rtt, jitter_buffer, !self.passthrough))
+    }
+
+    /// The leg's compound report: an SR when it sent RTP since the last report (RFC
+    /// 3550 6.4), else an RR; a report block about the source it receives, if any.
+    fn report(&mut self, now: Instant, cname: &str) -> Vec<u8> {
+        let sent = self.sender.packet_count();
+        let sender = (sent > self.packets_at_report).then(|| SenderInfo {
+            ntp: ntp_now().0,
+            // The timestamp the next packet will carry: the stream runs in real time
+            // on the port's frame clock, so this is "now" within one frame.
+            rtp_timestamp: self.sender.timestamp(),
+            // RFC 3550 6.4.1: the counts wrap at 2^32.
+            packets: sent as u32,
+            octets: self.sender.octet_count() as u32,
+        });
+        self.packets_at_report = sent;
+        let blocks: Vec<ReportBlock> = self
+            .receiver
+            .as_mut()
+            .map(|r| r.report_block(now))
+            .into_iter()
+            .collect();
+        build_report(self.sender.ssrc(), sender, &blocks, cname)
+    }
+
+    fn send_rtcp(&mut self, packet: &[u8]) {
+        // RTCP is best effort: no target or a full socket buffer drops the report.
+        if let Some(to) = self.rtcp_latch.target() {
+            if self.rtcp.try_send_to(packet, to).is_ok() {
+                self.counters.rtcp_out += 1;
+            }
+        }
+    }
+
+    /// What an RTCP packet from the peer of a terminating leg says: the SR time of the
+    /// source we receive (for our LSR/DLSR), and the peer's report about our stream
+    /// (RTT, the loss it sees).
+    fn take_reports(&mut self, now: Instant, packets: &[RtcpPacket]) {
+        let ours = self.sender.ssrc();
+        for p in packets {
+            let blocks = match p {
+                RtcpPacket::SenderReport { ssrc, info, blocks } => {
+                    if let Some(r) = self.receiver.as_mut().filter(|r| r.ssrc() == *ssrc) {
+                        r.on_sender_report(now, info.ntp);
+                    }
+                    blocks
+                }
+                RtcpPacket::ReceiverReport { blocks, .. } => blocks,
+                _ => continue,
+            };
+            if let Some(b) = blocks.iter().find(|b| b.ssrc == ours) {
+                self.remote_report = Some(*b);
+                if let Some(rtt) = round_trip_time(b, ntp_now()) {
+                    self.rtt = Some(rtt);
+                }
+            }
+        }
     }
 }
 
-/// A port bridged to a leg: the jitter buffer towards the port and fax detection.
+/// A port bridged to a leg: the jitter buffer towards the port, fax detection, in-band
+/// DTMF detection (FXO) and the tones of received digits (phones).
 #[derive(Debug)]
 struct PortLink {
     leg: LegId,
     jitter: JitterBuffer,
     fax_from_port: FaxDetector,
     fax_from_leg: FaxDetector,
+    /// FXO ports: DTMF the PSTN caller sends in-band.
+    inband: Option<InbandDetector>,
+    /// Phones: RFC 4733 digits from the leg played as tones.
+    tones: DtmfPlayer,
 }
 
 struct Engine {
@@ -501,6 +632,8 @@ struct Engine {
     /// Bridges, both directions.
     peers: HashMap<MediaEnd, MediaEnd>,
     next_seed: u64,
+    /// RTCP SDES CNAME of the reports this engine sends.
+    cname: String,
     /// Datagrams dropped because the engine queue was full.
     queue_dropped: Arc<std::sync::atomic::AtomicU64>,
 }
@@ -641,6 +774,10 @@ impl Engine {
                 digits_queued: VecDeque::new(),
                 counters: Counters::default(),
                 passthrough: false,
+                rtcp_schedule: ReportSchedule::new(self.settings.rtcp_interval, self.next_seed),
+                packets_at_report: 0,
+                rtt: None,
+                remote_report: None,
             },
         );
         tracing::debug!(%leg, %local, "media leg open");
@@ -699,12 +836,20 @@ impl Engine {
         if let Some(&peer) = self.peers.get(&MediaEnd::Leg(leg)) {
             self.unbridge(MediaEnd::Leg(leg), peer);
         }
-        let l = self.legs.remove(&leg)?;
+        let mut l = self.legs.remove(&leg)?;
+        if l.counters.rtcp_out > 0 {
+            // RFC 3550 6.6: a leg that sent reports says goodbye.
+            let mut bye = l.report(Instant::now(), &self.cname);
+            append_bye(&mut bye, l.sender.ssrc());
+            l.send_rtcp(&bye);
+        }
         let q = l.quality(delay);
         tracing::debug!(
             %leg,
             rtp_in = l.counters.rtp_in,
             rtp_out = l.counters.rtp_out,
+            rtcp_out = l.counters.rtcp_out,
+            rtt_ms = q.and_then(|q| q.rtt_ms),
             loss = q.map(|q| q.loss_percent),
             mos = q.map(|q| q.mos),
             "media leg closed"
@@ -753,6 +898,12 @@ impl Engine {
                     jitter: JitterBuffer::new(config, payloads),
                     fax_from_port: FaxDetector::new(),
                     fax_from_leg: FaxDetector::new(),
+                    inband: self
+                        .settings
+                        .fxo_ports
+                        .contains(&port)
+                        .then(InbandDetector::default),
+                    tones: DtmfPlayer::new(),
                 },
             );
         }
@@ -792,10 +943,10 @@ impl Engine {
         let Some(media) = l.media else {
             return;
         };
-        if parse_compound(data).is_err() {
+        let Ok(packets) = parse_compound(data) else {
             l.counters.invalid += 1;
             return;
-        }
+        };
         if media.latch
             && l.rtcp_latch.on_packet(Instant::now(), from, None) == LatchDecision::Reject
         {
@@ -803,7 +954,12 @@ impl Engine {
             return;
         }
         l.counters.rtcp_in += 1;
-        if let Some(&MediaEnd::Leg(peer)) = self.peers.get(&MediaEnd::Leg(leg)) {
+        let peer = self.peers.get(&MediaEnd::Leg(leg)).copied();
+        if !matches!(peer, Some(MediaEnd::Leg(_))) {
+            // The leg ends here: the reports are about our stream and theirs.
+            l.take_reports(Instant::now(), &packets);
+        }
+        if let Some(MediaEnd::Leg(peer)) = peer {
             if let Some(p) = self.legs.get(&peer) {
                 if let Some(to) = p.rtcp_latch.target() {
                     // RTCP is best effort: a full socket buffer drops the report.
@@ -863,12 +1019,23 @@ impl Engine {
         }
     }
 
-    /// Digits the decoder has recognised go to call control.
+    /// Digits the decoder has recognised go to call control, and are played as tones
+    /// to a phone the leg is bridged to.
     fn poll_digits(&mut self, leg: LegId) {
         let Some(l) = self.legs.get_mut(&leg) else {
             return;
         };
+        let phone = match self.peers.get(&MediaEnd::Leg(leg)) {
+            Some(MediaEnd::Port(p)) if !self.settings.fxo_ports.contains(p) => Some(*p),
+            _ => None,
+        };
         while let Some(ev) = l.decoder.poll_event() {
+            if let Some(link) = phone.and_then(|p| self.port_links.get_mut(&p)) {
+                match ev {
+                    DtmfEvent::Start { event, volume } => link.tones.start(event, volume),
+                    DtmfEvent::End { duration, .. } => link.tones.release(duration),
+                }
+            }
             if let DtmfEvent::Start { event, .. } = ev {
                 match event.to_digit() {
                     Some(d) => {
@@ -950,6 +1117,14 @@ impl Engine {
         let mut pcm = [0i16; FRAME_SAMPLES];
         audio.law.decode_block(&audio.samples, &mut pcm);
         link.fax_from_port.process(&pcm);
+        let passthrough = self.legs.get(&leg).is_some_and(|l| l.passthrough);
+        let mut inband = Vec::new();
+        let mut in_tone = false;
+        if let Some(det) = link.inband.as_mut().filter(|_| !passthrough) {
+            det.process(&pcm);
+            inband.extend(std::iter::from_fn(|| det.poll_event()));
+            in_tone = det.in_tone();
+        }
         self.check_fax(port);
         let Some(l) = self.legs.get_mut(&leg) else {
             return;
@@ -957,7 +1132,27 @@ impl Engine {
         let Some(media) = l.media else {
             return;
         };
-        if l.digit_out.is_some() {
+        // In-band DTMF from a PSTN line goes out as RFC 4733 when the peer takes events
+        // (and the tone is muted); otherwise it stays in the audio, the only way left.
+        let events = media.telephone_event_pt.is_some();
+        if events {
+            for ev in inband {
+                match ev {
+                    DtmfEvent::Start { event, volume } => Self::start_held_digit(l, event, volume),
+                    DtmfEvent::End { .. } => {
+                        if let Some(out) = l.digit_out.as_mut() {
+                            if out.release == Release::Held {
+                                out.release = Release::Released;
+                                if let Some(p) = out.encoder.stop() {
+                                    l.send_event(p);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if l.digit_out.is_some() || (events && in_tone) {
             // RFC 4733 2.5.1: the audio is replaced by the event while it lasts.
             l.sender.skip(FRAME_SAMPLES as u32);
             l.pending.clear();
@@ -1027,14 +1222,42 @@ impl Engine {
         let Some(event) = l.digits_queued.pop_front() else {
             return;
         };
-        let mut encoder = TelephoneEventEncoder::new(l.sender.ptime().samples());
+        let mut encoder = TelephoneEventEncoder::new(TICK_SAMPLES);
         match encoder.start(event, DIGIT_VOLUME, l.sender.timestamp()) {
             Ok(p) => {
                 l.send_event(p);
                 let ticks = (DIGIT_DURATION.as_millis() / FRAME_INTERVAL.as_millis()) as u32;
                 l.digit_out = Some(DigitOut {
                     encoder,
-                    ticks_left: ticks,
+                    release: Release::AfterTicks(ticks),
+                });
+            }
+            Err(e) => tracing::warn!(error = %e, "telephone-event not started"),
+        }
+    }
+
+    /// An in-band digit began on the PSTN line: an event that lasts until the detector
+    /// sees its end. A previous event still repeating its end packets is cut short (a
+    /// 40 ms pause is shorter than the three end packets); one still held or sent for
+    /// a key press keeps the stream, and the in-band digit is dropped (logged).
+    fn start_held_digit(l: &mut Leg, event: TelephoneEvent, volume: u8) {
+        let encoder = match l.digit_out.take() {
+            Some(out) if out.release == Release::Released => out.encoder,
+            Some(out) => {
+                tracing::debug!(digit = ?event.to_digit().map(char::from), "in-band digit while another is sent; dropped");
+                l.digit_out = Some(out);
+                return;
+            }
+            None => TelephoneEventEncoder::new(TICK_SAMPLES),
+        };
+        let mut encoder = encoder;
+        match encoder.start(event, volume, l.sender.timestamp()) {
+            Ok(p) => {
+                tracing::debug!(digit = ?event.to_digit().map(char::from), "in-band DTMF sent as RFC 4733");
+                l.send_event(p);
+                l.digit_out = Some(DigitOut {
+                    encoder,
+                    release: Release::Held,
                 });
             }
             Err(e) => tracing::warn!(error = %e, "telephone-event not started"),
@@ -1053,11 +1276,17 @@ impl Engine {
                 continue;
             }
             let frame = link.jitter.pop(now);
-            let audio = Audio {
-                law: self.settings.board_law,
-                samples: frame.to_g711(self.settings.board_law),
+            let law = self.settings.board_law;
+            let mut tone = [0i16; FRAME_SAMPLES];
+            let samples = if link.tones.fill(&mut tone) {
+                // A received digit replaces the audio while it plays.
+                let mut g = [0u8; FRAME_SAMPLES];
+                law.encode_block(&tone, &mut g);
+                g
+            } else {
+                frame.to_g711(law)
             };
-            self.ports.send_audio(port, audio);
+            self.ports.send_audio(port, Audio { law, samples });
         }
         // Telephone-events: timeouts of received ones, progress of sent ones.
         let legs: Vec<LegId> = self.legs.keys().copied().collect();
@@ -1072,17 +1301,18 @@ impl Engine {
             let Some(out) = l.digit_out.as_mut() else {
                 continue;
             };
-            let packet = if out.ticks_left > 0 {
-                out.ticks_left -= 1;
-                if out.ticks_left == 0 {
+            let packet = match out.release {
+                Release::AfterTicks(1) => {
                     // The release: the end packet carries the full duration.
+                    out.release = Release::Released;
                     let _ = out.encoder.tick();
                     out.encoder.stop()
-                } else {
+                }
+                Release::AfterTicks(n) => {
+                    out.release = Release::AfterTicks(n.saturating_sub(1));
                     out.encoder.tick()
                 }
-            } else {
-                out.encoder.tick()
+                Release::Held | Release::Released => out.encoder.tick(),
             };
             match packet {
                 Some(p) => l.send_event(p),
@@ -1090,6 +1320,23 @@ impl Engine {
                     l.digit_out = None;
                     Self::next_digit(l);
                 }
+            }
+        }
+        self.send_reports(now);
+    }
+
+    /// RTCP for the legs that end here (bridged to a port, or to nothing: held or not
+    /// yet connected). A leg bridged to another leg relays its peer's RTCP instead.
+    fn send_reports(&mut self, now: Instant) {
+        for (leg, l) in self.legs.iter_mut() {
+            if l.media.is_none()
+                || matches!(self.peers.get(&MediaEnd::Leg(*leg)), Some(MediaEnd::Leg(_)))
+            {
+                continue;
+            }
+            if l.rtcp_schedule.poll(now) {
+                let report = l.report(now, &self.cname);
+                l.send_rtcp(&report);
             }
         }
     }
@@ -1120,6 +1367,8 @@ impl Engine {
                             .queue_dropped
                             .load(std::sync::atomic::Ordering::Relaxed),
                     rtcp_in: l.counters.rtcp_in,
+                    rtcp_out: l.counters.rtcp_out,
+                    remote_report: l.remote_report,
                     quality: l.quality(delay),
                     jitter_buffer: link.map(|k| k.jitter.stats()),
                     passthrough: l.passthrough,

@@ -6,7 +6,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use branchline_board::dsp::{tone_ratio, SineGenerator};
-use branchline_media::dtmf::EventPayload;
+use branchline_media::dtmf::{EventPayload, InbandDetector};
+use branchline_media::rtcp::{build_report, RtcpPacket};
 use branchline_media::rtp::{parse, RtpHeader, PT_PCMA, PT_PCMU};
 use tokio::net::UdpSocket;
 use tokio::time::{timeout, Instant as TokioInstant};
@@ -24,7 +25,14 @@ struct Rig {
     _task: JoinHandle<()>,
 }
 
+/// FXO ports of the rigs (PSTN lines); 1-4 are phones.
+const FXO: RangeInclusive<u8> = 5..=6;
+
 fn rig(first_port: u16) -> Rig {
+    rig_with(first_port, Duration::from_secs(5))
+}
+
+fn rig_with(first_port: u16, rtcp_interval: Duration) -> Rig {
     let (frame_tx, frames) = mpsc::unbounded_channel();
     let (sip_tx, sip) = mpsc::unbounded_channel();
     let settings = MediaSettings {
@@ -34,6 +42,8 @@ fn rig(first_port: u16) -> Rig {
         jitter: JitterConfig::adaptive(20, 200).unwrap(),
         board_law: Law::Ulaw,
         seed: 42,
+        fxo_ports: FXO,
+        rtcp_interval,
     };
     let (engine, task) = MediaEngine::start(settings, Arc::new(frame_tx), sip_tx).unwrap();
     Rig {
@@ -553,4 +563,422 @@ async fn engine_stops_when_the_last_handle_goes() {
     // Its ports are free again.
     let s = std::net::UdpSocket::bind((LO, 42200));
     assert!(s.is_ok());
+}
+
+/// A peer with an RTP socket and the RTCP socket on the next port.
+async fn peer_pair() -> (UdpSocket, UdpSocket, SocketAddr) {
+    loop {
+        let rtp = UdpSocket::bind((LO, 0)).await.unwrap();
+        let addr = rtp.local_addr().unwrap();
+        if addr.port() == u16::MAX {
+            continue;
+        }
+        if let Ok(rtcp) = UdpSocket::bind((LO, addr.port() + 1)).await {
+            return (rtp, rtcp, addr);
+        }
+    }
+}
+
+async fn recv_rtcp(s: &UdpSocket) -> Vec<RtcpPacket> {
+    let mut buf = [0u8; MAX_PACKET];
+    let (n, _) = timeout(Duration::from_secs(5), s.recv_from(&mut buf))
+        .await
+        .expect("RTCP within 5 s")
+        .unwrap();
+    parse_compound(&buf[..n]).expect("a valid compound packet")
+}
+
+#[tokio::test]
+async fn a_port_leg_sends_reports_learns_the_rtt_and_says_bye() {
+    let r = rig_with(42220, Duration::from_millis(300));
+    let (rtp, rtcp, peer_addr) = peer_pair().await;
+    let local = r.engine.open_leg(LEG).await.unwrap();
+    r.engine
+        .start_leg(LEG, peer_addr, media(Law::Ulaw))
+        .await
+        .unwrap();
+    r.engine.bridge(MediaEnd::Port(1), MediaEnd::Leg(LEG));
+    // Before any RTP either way: an RR without report blocks.
+    let first = recv_rtcp(&rtcp).await;
+    let RtcpPacket::ReceiverReport { ssrc: our, blocks } = &first[0] else {
+        panic!("{first:?}")
+    };
+    assert!(blocks.is_empty());
+    assert_eq!(
+        first[1],
+        RtcpPacket::SourceDescription(vec![(*our, Some("branchd@127.0.0.1".into()))])
+    );
+    // Audio both ways, 10 % of the peer's packets lost.
+    let mut gen = SineGenerator::new(1000.0, 8000);
+    let silence = [0xFFu8; FRAME_SAMPLES];
+    for i in 0..50u16 {
+        r.engine.port_audio(1, tone_frame(&mut gen, Law::Ulaw));
+        if i % 10 != 5 {
+            let pkt = rtp_packet(PT_PCMU, i, u32::from(i) * 160, i == 0, &silence);
+            rtp.send_to(&pkt, local).await.unwrap();
+        }
+    }
+    let ours = parse(&recv_rtp(&rtp).await).unwrap().ssrc;
+    assert_eq!(ours, *our, "the reports carry the RTP stream's SSRC");
+    // The next SR: our packets, and a block about the peer's stream.
+    let (info, block) = loop {
+        let report = recv_rtcp(&rtcp).await;
+        if let RtcpPacket::SenderReport { ssrc, info, blocks } = &report[0] {
+            assert_eq!(*ssrc, ours);
+            if info.packets >= 50 && !blocks.is_empty() {
+                break (*info, blocks[0]);
+            }
+        }
+    };
+    assert_eq!(info.octets, 50 * 160);
+    assert_eq!(block.ssrc, 0x1234_5678);
+    assert_eq!(block.cumulative_lost, 5);
+    assert_eq!(block.highest_seq, 49);
+    // The peer answers with an RR about our stream: LSR from that SR, 50 ms DLSR. The
+    // engine derives the RTT (the time the RR took to arrive, less the delay).
+    let lsr = (info.ntp >> 16) as u32;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let rr = build_report(
+        0x1234_5678,
+        None,
+        &[ReportBlock {
+            ssrc: ours,
+            fraction_lost: 0,
+            cumulative_lost: 0,
+            highest_seq: 50,
+            jitter: 3,
+            lsr,
+            dlsr: 65536 / 20,
+        }],
+        "peer",
+    );
+    let mut local_rtcp = local;
+    local_rtcp.set_port(local.port() + 1);
+    rtcp.send_to(&rr, local_rtcp).await.unwrap();
+    let snapshot = loop {
+        let s = r.engine.stats().await.unwrap().remove(0);
+        if s.remote_report.is_some() {
+            break s;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!(snapshot.rtcp_in, 1);
+    assert!(snapshot.rtcp_out >= 2);
+    assert_eq!(snapshot.remote_report.unwrap().jitter, 3);
+    let q = snapshot.quality.expect("quality");
+    let rtt = q.rtt_ms.expect("RTT from the peer's report");
+    // The SR left when it was due; the RR came back ~50 ms later with DLSR 50 ms.
+    assert!((0.0..1000.0).contains(&rtt), "rtt {rtt} ms");
+    assert!((q.loss_percent - 10.0).abs() < 0.5, "{q:?}");
+    // Closing sends a last report with a BYE.
+    let closed = r.engine.close_leg(LEG).await.expect("quality");
+    assert_eq!(closed.rtt_ms, Some(rtt));
+    let bye = loop {
+        let report = recv_rtcp(&rtcp).await;
+        if let Some(RtcpPacket::Bye(s)) = report.last() {
+            break s.clone();
+        }
+    };
+    assert_eq!(bye, vec![ours]);
+}
+
+#[tokio::test]
+async fn legs_bridged_to_legs_relay_rtcp_and_send_none_of_their_own() {
+    let r = rig_with(42240, Duration::from_millis(200));
+    let (_a_rtp, a_rtcp, a_addr) = peer_pair().await;
+    let (_b_rtp, b_rtcp, b_addr) = peer_pair().await;
+    let local_a = r.engine.open_leg(LEG).await.unwrap();
+    r.engine.open_leg(LEG_B).await.unwrap();
+    let mut m = media(Law::Ulaw);
+    m.latch = false;
+    r.engine.start_leg(LEG, a_addr, m).await.unwrap();
+    r.engine.start_leg(LEG_B, b_addr, m).await.unwrap();
+    r.engine.bridge(MediaEnd::Leg(LEG), MediaEnd::Leg(LEG_B));
+    // A's report reaches B unchanged.
+    let rr = build_report(0xA, None, &[], "a");
+    let mut a_rtcp_local = local_a;
+    a_rtcp_local.set_port(local_a.port() + 1);
+    a_rtcp.send_to(&rr, a_rtcp_local).await.unwrap();
+    let mut buf = [0u8; MAX_PACKET];
+    let (n, _) = timeout(Duration::from_secs(2), b_rtcp.recv_from(&mut buf))
+        .await
+        .expect("relayed")
+        .unwrap();
+    assert_eq!(&buf[..n], &rr[..]);
+    // Over five report intervals, nothing else arrives at either peer.
+    for s in [&a_rtcp, &b_rtcp] {
+        assert!(
+            timeout(Duration::from_millis(1000), s.recv_from(&mut buf))
+                .await
+                .is_err(),
+            "no RTCP generated for relayed legs"
+        );
+    }
+    let stats = r.engine.stats().await.unwrap();
+    assert!(stats.iter().all(|s| s.rtcp_out == 0), "{stats:?}");
+}
+
+/// 20 ms frames of `digit` as dual tone (-10 dBm0 per tone), `ms` long.
+fn dtmf_frames(digit: u8, ms: usize) -> Vec<Audio> {
+    let (lo, hi) = TelephoneEvent::from_digit(digit)
+        .unwrap()
+        .frequencies()
+        .unwrap();
+    let amp = branchline_board::dsp::dbm0_to_amplitude(-10.0) as i16;
+    let (mut a, mut b) = (SineGenerator::new(lo, amp), SineGenerator::new(hi, amp));
+    (0..ms / 20)
+        .map(|_| {
+            let mut x = [0i16; FRAME_SAMPLES];
+            let mut y = [0i16; FRAME_SAMPLES];
+            a.fill(&mut x);
+            b.fill(&mut y);
+            for (p, q) in x.iter_mut().zip(y) {
+                *p = p.saturating_add(q);
+            }
+            let mut samples = [0u8; FRAME_SAMPLES];
+            Law::Ulaw.encode_block(&x, &mut samples);
+            Audio {
+                law: Law::Ulaw,
+                samples,
+            }
+        })
+        .collect()
+}
+
+fn quiet_frames(ms: usize) -> Vec<Audio> {
+    (0..ms / 20)
+        .map(|_| Audio {
+            law: Law::Ulaw,
+            samples: [0xFF; FRAME_SAMPLES],
+        })
+        .collect()
+}
+
+/// Feeds `frames` to `port` on a 20 ms clock (event updates run on the engine's).
+async fn play(engine: &MediaEngine, port: u8, frames: Vec<Audio>) {
+    let mut clock = tokio::time::interval(FRAME_INTERVAL);
+    for f in frames {
+        clock.tick().await;
+        engine.port_audio(port, f);
+    }
+}
+
+/// Everything the peer got until 500 ms of quiet: audio as PCM (timestamp order) and
+/// the digits of the telephone-events.
+async fn collect_peer(peer: &UdpSocket) -> (Vec<i16>, String, usize) {
+    let mut audio: Vec<(u32, Vec<i16>)> = Vec::new();
+    let mut decoder = TelephoneEventDecoder::default();
+    let mut digits = String::new();
+    let mut event_packets = 0;
+    let mut buf = [0u8; MAX_PACKET];
+    while let Ok(Ok((n, _))) = timeout(Duration::from_millis(500), peer.recv_from(&mut buf)).await {
+        let p = parse(&buf[..n]).unwrap();
+        if p.payload_type == 101 {
+            event_packets += 1;
+            decoder
+                .handle(std::time::Instant::now(), p.timestamp, p.payload)
+                .unwrap();
+            while let Some(ev) = decoder.poll_event() {
+                if let DtmfEvent::Start { event, .. } = ev {
+                    digits.push(char::from(event.to_digit().unwrap()));
+                }
+            }
+        } else {
+            let mut pcm = vec![0i16; p.payload.len()];
+            Law::Ulaw.decode_block(p.payload, &mut pcm);
+            audio.push((p.timestamp, pcm));
+        }
+    }
+    audio.sort_by_key(|(ts, _)| *ts);
+    (
+        audio.into_iter().flat_map(|(_, a)| a).collect(),
+        digits,
+        event_packets,
+    )
+}
+
+fn inband_digits(pcm: &[i16]) -> String {
+    let mut d = InbandDetector::default();
+    d.process(pcm);
+    d.process(&[0i16; 1600]);
+    std::iter::from_fn(|| d.poll_event())
+        .filter_map(|e| match e {
+            DtmfEvent::Start { event, .. } => event.to_digit().map(char::from),
+            DtmfEvent::End { .. } => None,
+        })
+        .collect()
+}
+
+fn pstn_dialling() -> Vec<Audio> {
+    let mut frames = quiet_frames(100);
+    frames.extend(dtmf_frames(b'7', 100));
+    frames.extend(quiet_frames(60));
+    frames.extend(dtmf_frames(b'#', 60));
+    frames.extend(quiet_frames(200));
+    frames
+}
+
+#[tokio::test]
+async fn inband_dtmf_from_a_pstn_line_goes_out_as_rfc4733_and_is_muted() {
+    let r = rig(42260);
+    let (peer, peer_addr) = peer().await;
+    r.engine.open_leg(LEG).await.unwrap();
+    r.engine
+        .start_leg(LEG, peer_addr, media(Law::Ulaw))
+        .await
+        .unwrap();
+    r.engine.bridge(MediaEnd::Port(5), MediaEnd::Leg(LEG));
+    play(&r.engine, 5, pstn_dialling()).await;
+    let (audio, digits, event_packets) = collect_peer(&peer).await;
+    assert_eq!(digits, "7#");
+    // Start, updates, three ends per digit.
+    assert!(event_packets >= 2 * 4, "{event_packets} event packets");
+    // The tones are not in the audio: nothing a DTMF receiver would take as a digit,
+    // and hardly any tone energy left (the first part of a tone's first frame may
+    // slip through before the detector has seen enough of it).
+    assert_eq!(inband_digits(&audio), "");
+    let loud = audio
+        .chunks(FRAME_SAMPLES)
+        .filter(|f| branchline_board::dsp::rms(f) > 300.0)
+        .count();
+    assert!(loud <= 2, "{loud} frames of tone leaked");
+}
+
+#[tokio::test]
+async fn inband_dtmf_stays_in_the_audio_when_the_peer_takes_no_events() {
+    let r = rig(42280);
+    let (peer, peer_addr) = peer().await;
+    r.engine.open_leg(LEG).await.unwrap();
+    let m = LegMedia {
+        telephone_event_pt: None,
+        ..media(Law::Ulaw)
+    };
+    r.engine.start_leg(LEG, peer_addr, m).await.unwrap();
+    r.engine.bridge(MediaEnd::Port(6), MediaEnd::Leg(LEG));
+    play(&r.engine, 6, pstn_dialling()).await;
+    let (audio, digits, _) = collect_peer(&peer).await;
+    assert_eq!(digits, "");
+    assert_eq!(inband_digits(&audio), "7#", "the only way left is in-band");
+}
+
+#[tokio::test]
+async fn a_phones_audio_is_not_searched_for_dtmf() {
+    // Phones' keys reach the engine as digits from the line controller (send_digit);
+    // searching their audio as well would send every digit twice.
+    let r = rig(42300);
+    let (peer, peer_addr) = peer().await;
+    r.engine.open_leg(LEG).await.unwrap();
+    r.engine
+        .start_leg(LEG, peer_addr, media(Law::Ulaw))
+        .await
+        .unwrap();
+    r.engine.bridge(MediaEnd::Port(2), MediaEnd::Leg(LEG));
+    play(&r.engine, 2, pstn_dialling()).await;
+    let (audio, digits, _) = collect_peer(&peer).await;
+    assert_eq!(digits, "");
+    assert_eq!(inband_digits(&audio), "7#");
+}
+
+/// Sends digit `d` as RFC 4733 from the peer: 120 ms with three end packets.
+async fn send_event(peer: &UdpSocket, to: SocketAddr, d: u8, seq: u16, ts: u32) {
+    let mut clock = tokio::time::interval(FRAME_INTERVAL);
+    let mut k = 0u16;
+    for (dur, end) in [
+        (0u16, false),
+        (160, false),
+        (320, false),
+        (480, false),
+        (640, false),
+        (800, false),
+        (960, true),
+        (960, true),
+        (960, true),
+    ] {
+        clock.tick().await;
+        let payload = EventPayload {
+            event: TelephoneEvent::from_digit(d).unwrap(),
+            end,
+            volume: 10,
+            duration: dur,
+        }
+        .to_bytes();
+        let pkt = rtp_packet(101, seq + k, ts, k == 0, &payload);
+        peer.send_to(&pkt, to).await.unwrap();
+        k += 1;
+    }
+}
+
+/// The port's frames for `ms`, as PCM.
+async fn port_pcm(r: &mut Rig, port: u8, ms: u64) -> Vec<i16> {
+    let mut pcm = Vec::new();
+    let end = TokioInstant::now() + Duration::from_millis(ms);
+    while let Ok(Some((p, audio))) = timeout(
+        end.saturating_duration_since(TokioInstant::now()),
+        r.frames.recv(),
+    )
+    .await
+    {
+        if p == port {
+            let mut x = [0i16; FRAME_SAMPLES];
+            audio.law.decode_block(&audio.samples, &mut x);
+            pcm.extend_from_slice(&x);
+        }
+    }
+    pcm
+}
+
+#[tokio::test]
+async fn rfc4733_from_the_leg_is_played_to_a_phone_as_tones() {
+    let mut r = rig(42320);
+    let (peer, peer_addr) = peer().await;
+    let local = r.engine.open_leg(LEG).await.unwrap();
+    r.engine
+        .start_leg(LEG, peer_addr, media(Law::Ulaw))
+        .await
+        .unwrap();
+    r.engine.bridge(MediaEnd::Port(3), MediaEnd::Leg(LEG));
+    let sender = tokio::spawn(async move {
+        send_event(&peer, local, b'9', 1, 16_000).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        send_event(&peer, local, b'*', 20, 17_600).await;
+        peer
+    });
+    let pcm = port_pcm(&mut r, 3, 1200).await;
+    sender.await.unwrap();
+    assert_eq!(inband_digits(&pcm), "9*");
+    // Call control hears each digit once as well.
+    for d in ['9', '*'] {
+        let input = timeout(Duration::from_secs(1), r.sip.recv()).await.unwrap();
+        assert_eq!(input, Some(SipInput::Digit { leg: LEG, digit: d }));
+    }
+}
+
+#[tokio::test]
+async fn rfc4733_towards_a_pstn_line_is_left_to_call_control() {
+    // Call control dials it on the line (FxoDial); a tone in the audio as well would
+    // dial it twice.
+    let mut r = rig(42340);
+    let (peer, peer_addr) = peer().await;
+    let local = r.engine.open_leg(LEG).await.unwrap();
+    r.engine
+        .start_leg(LEG, peer_addr, media(Law::Ulaw))
+        .await
+        .unwrap();
+    r.engine.bridge(MediaEnd::Port(5), MediaEnd::Leg(LEG));
+    let sender = tokio::spawn(async move {
+        send_event(&peer, local, b'4', 1, 16_000).await;
+        peer
+    });
+    let pcm = port_pcm(&mut r, 5, 600).await;
+    sender.await.unwrap();
+    assert!(!pcm.is_empty());
+    assert_eq!(inband_digits(&pcm), "");
+    let input = timeout(Duration::from_secs(1), r.sip.recv()).await.unwrap();
+    assert_eq!(
+        input,
+        Some(SipInput::Digit {
+            leg: LEG,
+            digit: '4'
+        })
+    );
 }
