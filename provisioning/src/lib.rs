@@ -60,3 +60,6 @@ pub mod time;
 pub mod token;
 
 pub use error::{Error, Result};
+
+#[cfg(test)]
+mod tests;
