@@ -488,9 +488,12 @@ fn verify(
         None => RevocationList::default(),
     };
     // Without --serial the binding is not checked: use the token's first serial.
-    let serial = match serial {
-        Some(s) => s.parse::<BoxSerial>()?,
-        None => enrollment.serials[0].clone(),
+    let (serial, binding) = match serial {
+        Some(s) => (s.parse::<BoxSerial>()?, format!("bound to {s}")),
+        None => (
+            enrollment.serials[0].clone(),
+            "serial binding not checked (no --serial)".to_owned(),
+        ),
     };
     let ctx = CheckContext {
         serial: &serial,
@@ -499,7 +502,7 @@ fn verify(
     };
     check::check(&enrollment, &ctx, &MemoryUsedTokens::default())?;
     println!(
-        "OK: {what} for site {} (token {}), valid until {}",
+        "OK: {what} for site {} (token {}), valid until {}, {binding}",
         enrollment.site,
         enrollment.token_id,
         rfc3339(enrollment.expires_at)
