@@ -19,3 +19,4 @@ mod sip_calls;
 mod sync_faults;
 mod sync_files;
 mod sync_hq;
+mod update_hq;

@@ -341,6 +341,9 @@ async fn serve(
     };
     tokio::pin!(shutdown);
     health.passed(Fact::Daemon, "main loop running");
+    // systemd (Type=notify): ready now; the watchdog is fed from this loop.
+    let mut notifier = crate::sd_notify::Notifier::from_env();
+    notifier.ready("main loop running");
     let mut wan_open = true;
     let outcome = loop {
         let deadline = calls.timeout();
@@ -377,7 +380,9 @@ async fn serve(
                     tracing::warn!(error = %e, "WAN LED not set");
                 }
             }
+            () = notifier.due() => notifier.feed(),
             () = &mut shutdown => {
+                notifier.stopping();
                 tracing::info!(active_calls = calls.active_calls(), "shutting down");
                 calls.shutdown(Instant::now());
                 board.drain(&mut calls);

@@ -394,6 +394,7 @@ impl Slots {
                 fw_printenv,
                 fw_setenv,
                 cmdline,
+                ..
             } => Backend::Uboot {
                 env: UbootEnv::new(fw_printenv, fw_setenv),
                 cmdline: cmdline.clone(),
@@ -1035,6 +1036,7 @@ mod tests {
             fw_printenv: print.clone(),
             fw_setenv: set.clone(),
             cmdline: cmdline.clone(),
+            slots: None,
         };
         // What the installer leaves, then what U-Boot does: BOOT_B_LEFT 1 -> 0 and
         // `branchline.slot=B` in bootargs; BRANCHLINE_ACTIVE still says A.

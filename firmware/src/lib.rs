@@ -17,6 +17,8 @@
 //! - [`health`]: the post-boot health check: facts from the daemon's start (store,
 //!   line controller, web and SIP listeners, main loop), a pure verdict, and the commit
 //!   of an update's trial boot to its A/B slot (`[update]`, via `branchline-image`).
+//! - [`sd_notify`]: systemd's notify protocol (`READY=1`, `WATCHDOG=1` from the main
+//!   loop, `STOPPING=1`), written over a unix datagram socket.
 //! - [`rbac`]: resources, actions, scopes, roles (built-ins as data) and the one
 //!   authorization function, [`rbac::Authorizer::authorize`].
 //! - [`accounts`]: users, groups, custom roles, login with lockout, argon2id passwords
@@ -43,6 +45,7 @@ pub mod health;
 pub mod mask;
 pub mod media_engine;
 pub mod rbac;
+pub mod sd_notify;
 pub mod sip_endpoint;
 pub mod store;
 pub mod sync;

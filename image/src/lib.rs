@@ -18,9 +18,11 @@
 //! - [`error`]: the crate's error type.
 //!
 //! Limits: bundles are verified in memory (at most [`bundle::MAX_BUNDLE_LEN`]); slots
-//! are directories (a partition backend would implement [`store::SlotPayload`]); the
-//! health check that calls `mark_good` is not wired into `branchd` yet; on U-Boot
-//! boards the bootloader script, not [`slot::SlotState::on_boot`], spends the tries.
+//! are directories (a partition backend would implement [`store::SlotPayload`]); on
+//! U-Boot boards the bootloader script, not [`slot::SlotState::on_boot`], spends the
+//! tries. `branchd` calls [`update::mark_good`]'s equivalent from its post-boot health
+//! check (`branchline_firmware::health`) and exits with status 3 on a failed trial,
+//! which the generated unit ([`overlay`]) turns into a reboot into the previous slot.
 
 #![forbid(unsafe_code)]
 

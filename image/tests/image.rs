@@ -146,16 +146,35 @@ fn round_trip() {
         "ReadWritePaths=/var/lib/branchline",
         "DeviceAllow=/dev/ttymxc2 rw",
         "DeviceAllow=/dev/gpiochip0 rw",
-        "Type=simple",
+        "Type=notify",
+        "NotifyAccess=main",
+        "WatchdogSec=30s",
         "NoNewPrivileges=yes",
         "Restart=on-failure",
+        "RestartPreventExitStatus=3",
+        "FailureAction=reboot",
+        "ReadWritePaths=-/var/lib/branchline-slots",
+        "DeviceAllow=char-mtd rw",
+        "ReadWritePaths=-/run/lock",
     ] {
         assert!(unit.lines().any(|l| l == line), "{line} missing from unit");
     }
-    assert!(
-        !unit.lines().any(|l| l.starts_with("WatchdogSec=")),
-        "no unfed watchdog"
+    // The exit status the unit keeps from restarting is the one branchd uses for a
+    // failed trial boot.
+    assert_eq!(
+        branchline_firmware::health::EXIT_UNHEALTHY_TRIAL,
+        3,
+        "RestartPreventExitStatus= follows health::EXIT_UNHEALTHY_TRIAL"
     );
+    // The simulator board has no U-Boot environment to write.
+    let sim = overlay::generate("sim").expect("overlay");
+    let sim_unit = sim
+        .iter()
+        .find(|f| f.path == overlay::UNIT_PATH)
+        .map(|f| String::from_utf8(f.contents.clone()).expect("utf8"))
+        .expect("unit");
+    assert!(!sim_unit.contains("char-mtd"), "{sim_unit}");
+    assert!(sim_unit.lines().any(|l| l == "WatchdogSec=30s"));
 }
 
 #[test]

@@ -13,6 +13,7 @@
 //! # fw_printenv = "fw_printenv" # program paths (default: found on PATH)
 //! # fw_setenv = "fw_setenv"
 //! # cmdline = "/proc/cmdline"   # where the bootloader's branchline.slot=A|B is read
+//! # slots = "/var/lib/branchline-slots"  # slot partitions mounted at slots/{a,b}
 //! ```
 //!
 //! No `[update]` section means the box has no A/B slots (a development machine): the
@@ -79,6 +80,9 @@ pub enum SlotBackend {
         fw_setenv: PathBuf,
         /// The file holding the kernel command line.
         cmdline: PathBuf,
+        /// Where the slot partitions are mounted (`slots/a`, `slots/b` under it), for
+        /// the updater (`slots`, optional: without it HQ updates cannot be installed).
+        slots: Option<PathBuf>,
     },
 }
 
@@ -114,13 +118,6 @@ impl Ctx<'_> {
                 }
             }
             "uboot" => {
-                if let Some(v) = &raw.slots {
-                    return Err(self.invalid(
-                        v.span(),
-                        "update.slots",
-                        "only for backend = \"dir\"",
-                    ));
-                }
                 let path = |v: Option<Spanned<String>>, field: &str, default: &str| {
                     v.map_or_else(|| Ok(PathBuf::from(default)), |v| self.path(v, field))
                 };
@@ -128,6 +125,10 @@ impl Ctx<'_> {
                     fw_printenv: path(raw.fw_printenv, "update.fw_printenv", DEFAULT_FW_PRINTENV)?,
                     fw_setenv: path(raw.fw_setenv, "update.fw_setenv", DEFAULT_FW_SETENV)?,
                     cmdline: path(raw.cmdline, "update.cmdline", DEFAULT_CMDLINE)?,
+                    slots: raw
+                        .slots
+                        .map(|v| self.path(v, "update.slots"))
+                        .transpose()?,
                 }
             }
             other => {
@@ -201,6 +202,7 @@ mod tests {
                     fw_printenv: PathBuf::from("/usr/sbin/fw_printenv"),
                     fw_setenv: PathBuf::from(DEFAULT_FW_SETENV),
                     cmdline: PathBuf::from(DEFAULT_CMDLINE),
+                    slots: None,
                 },
                 health_deadline: Duration::from_secs(30),
             })
@@ -242,10 +244,10 @@ mod tests {
                 "only for backend = \"uboot\"",
             ),
             (
-                "[update]\nbackend = \"uboot\"\nslots = \"/s\"\n",
+                "[update]\nbackend = \"uboot\"\nslots = \"\"\n",
                 6,
                 "update.slots",
-                "only for backend = \"dir\"",
+                "must not be empty",
             ),
             (
                 "[update]\nbackend = \"dir\"\nslots = \"/s\"\nhealth_deadline_s = 5\n",
