@@ -31,6 +31,7 @@
 //! password = "..."
 //! register = true
 //! expires = 600
+//! keepalive_s = 30              # OPTIONS to the registered server; 0: off
 //! latch_rtp = false
 //! caller_id_default = "+49301234000"
 //! caller_id = [{ extensions = "2XX", number = "+4930123420{last:1}" }]
@@ -56,6 +57,9 @@ use crate::error::Result;
 pub const SIP_MAX_MESSAGE_BYTES: (i64, RangeInclusive<i64>) = (65_535, 1_500..=65_535);
 /// Allowed range and default of `sip.trunk.expires` (seconds).
 pub const TRUNK_EXPIRES_S: (i64, RangeInclusive<i64>) = (600, 60..=86_400);
+/// Allowed range and default of `sip.trunk.keepalive_s` (seconds; 0 turns the
+/// keepalive off, otherwise at least 5).
+pub const TRUNK_KEEPALIVE_S: (i64, RangeInclusive<i64>) = (30, 0..=3_600);
 
 /// `[sip]` as serde reads it.
 #[derive(Debug, Default, Deserialize)]
@@ -116,6 +120,7 @@ pub(super) struct RawSipTrunk {
     pub password: Spanned<String>,
     pub register: Option<bool>,
     pub expires: Option<Spanned<i64>>,
+    pub keepalive_s: Option<Spanned<i64>>,
     pub latch_rtp: Option<bool>,
     pub caller_id_default: Option<Spanned<String>>,
     #[serde(default)]
@@ -193,6 +198,9 @@ pub struct SipTrunkConfig {
     pub register: bool,
     /// Requested registration time.
     pub expires: u32,
+    /// OPTIONS keepalive to the registered server (finds an outage, e.g. a registrar
+    /// restart, in seconds instead of at the next refresh); `None`: off.
+    pub keepalive: Option<Duration>,
     /// Symmetric RTP on trunk legs (carriers normally send from their SDP address).
     pub latch_rtp: bool,
     /// Outbound caller-ID rules.
@@ -442,6 +450,15 @@ impl Ctx<'_> {
             ));
         }
         let expires = self.ranged(raw.expires, "sip.trunk.expires", TRUNK_EXPIRES_S)?;
+        let keepalive_span = raw.keepalive_s.as_ref().map(Spanned::span);
+        let keepalive = self.ranged(raw.keepalive_s, "sip.trunk.keepalive_s", TRUNK_KEEPALIVE_S)?;
+        if let (1..=4, Some(span)) = (keepalive, keepalive_span) {
+            return Err(self.invalid(
+                span,
+                "sip.trunk.keepalive_s",
+                format!("{keepalive} is too short: 0 (off) or at least 5"),
+            ));
+        }
         // Caller-ID rules: each checked on its own for a precise error.
         let mut rules: Vec<(String, String)> = Vec::new();
         for (i, r) in raw.caller_id.iter().enumerate() {
@@ -501,6 +518,10 @@ impl Ctx<'_> {
             password: raw.password.into_inner(),
             register: raw.register.unwrap_or(true),
             expires: u32::try_from(expires).unwrap_or(600),
+            keepalive: u64::try_from(keepalive)
+                .ok()
+                .filter(|&s| s > 0)
+                .map(Duration::from_secs),
             latch_rtp: raw.latch_rtp.unwrap_or(false),
             caller_id,
             did,

@@ -579,3 +579,32 @@ fn sip_account_errors_name_file_line_and_field() {
     let e = error(&format!("{BASE}\n[[sip_accounts]]\nextension = \"210\"\n"));
     assert!(e.contains("password"), "{e}");
 }
+
+fn sip_trunk(extra: &str) -> String {
+    format!(
+        "{BASE}\n[sip]\nudp = \"127.0.0.1:0\"\ndomain = \"branch.test\"\n\n[sip.trunk]\n\
+         servers = [\"192.0.2.20\"]\ndomain = \"hq.test\"\nusername = \"branch\"\n\
+         password = \"trunk-secret\"\n{extra}"
+    )
+}
+
+#[test]
+fn sip_trunk_keepalive_defaults_to_30_s_and_0_turns_it_off() {
+    let keepalive = |extra: &str| {
+        Config::from_toml_str(&sip_trunk(extra), Path::new(FILE))
+            .expect("loads")
+            .sip
+            .and_then(|s| s.trunk)
+            .expect("trunk")
+            .keepalive
+    };
+    assert_eq!(keepalive(""), Some(Duration::from_secs(30)));
+    assert_eq!(keepalive("keepalive_s = 5\n"), Some(Duration::from_secs(5)));
+    assert_eq!(keepalive("keepalive_s = 0\n"), None);
+    let e = error(&sip_trunk("keepalive_s = 2\n"));
+    assert_located(&e, 21, "sip.trunk.keepalive_s");
+    assert!(e.contains("0 (off) or at least 5"), "{e}");
+    let e = error(&sip_trunk("keepalive_s = 3601\n"));
+    assert_located(&e, 21, "sip.trunk.keepalive_s");
+    assert!(e.contains("out of range"), "{e}");
+}

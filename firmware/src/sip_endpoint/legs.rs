@@ -997,7 +997,9 @@ impl SipEndpoint {
             return;
         }
         match code {
-            101..=199 => {
+            // 100 Trying (a proxy such as Kamailio sends one for every INVITE it
+            // relays) only stops retransmissions: never a failure of the fork.
+            100..=199 => {
                 let Some(o) = self.legs.get_mut(&leg).and_then(|l| l.outgoing.as_mut()) else {
                     return;
                 };

@@ -43,7 +43,10 @@
 //!   subscriptions); [`SipCommand::Mwi`] sends an unsolicited RFC 3842 NOTIFY to every
 //!   binding of an extension (there is no voicemail yet, so nothing sends it today).
 //! - The trunk (`[sip.trunk]`, `register = true`) registers with
-//!   [`branchline_sip::trunk::TrunkRegistration`]; its reachability goes to call
+//!   [`branchline_sip::trunk::TrunkRegistration`], with an OPTIONS keepalive every
+//!   `keepalive_s` (default 30 s) to the registered server so that a registrar that
+//!   stopped or restarted is noticed within seconds and registered with again (with
+//!   backoff) as soon as it answers; its reachability goes to call
 //!   control as a [`crate::call::TrunkStatus`] on the channel given to
 //!   [`SipEndpoint::start`] (the daemon prefers it over the WAN monitor's probe, which
 //!   has no input for it). DNS: A/AAAA through the system resolver
@@ -583,6 +586,9 @@ impl SipEndpoint {
                     config.retry_base = Duration::from_secs(2);
                     config.retry_max = Duration::from_secs(60);
                     config.request_timeout = Duration::from_secs(35);
+                    // Finds a registrar that went away (or restarted and lost the
+                    // binding) in seconds; registering again follows the backoff.
+                    config.keepalive_interval = t.keepalive;
                     let mut r = TrunkRegistration::new(config, splitmix(&mut rng), now)?;
                     r.start(now);
                     Some(r)
