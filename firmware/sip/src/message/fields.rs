@@ -86,7 +86,7 @@ pub fn call_id(msg: &SipMessage) -> Result<&str, FieldError> {
     })
     .ok_or(FieldError::Missing { header: H })?
     .trim();
-    if value.is_empty() || value.contains([' ', '\t']) {
+    if value.is_empty() || grammar::has_wsp(value) {
         return Err(FieldError::Malformed {
             header: H,
             reason: "empty or contains whitespace",

@@ -6,15 +6,95 @@ use super::scan::{is_token, is_token_byte};
 
 const WSP: [char; 2] = [' ', '\t'];
 
+/// A list that keeps its first `N` items inline and moves to the heap only beyond that,
+/// so the header readers allocate nothing for the usual handful of values and
+/// parameters (the message hot path reads several per message).
+#[derive(Debug, Clone)]
+pub(crate) struct InlineList<T: Copy + Default, const N: usize> {
+    inline: [T; N],
+    len: usize,
+    spill: Vec<T>,
+}
+
+impl<T: Copy + Default, const N: usize> InlineList<T, N> {
+    pub(crate) fn new() -> Self {
+        Self {
+            inline: [T::default(); N],
+            len: 0,
+            spill: Vec::new(),
+        }
+    }
+
+    pub(crate) fn push(&mut self, item: T) {
+        if !self.spill.is_empty() {
+            self.spill.push(item);
+        } else if let Some(slot) = self.inline.get_mut(self.len) {
+            *slot = item;
+            self.len += 1;
+        } else {
+            self.spill.reserve(N * 2);
+            self.spill.extend_from_slice(&self.inline);
+            self.spill.push(item);
+        }
+    }
+}
+
+impl<T: Copy + Default, const N: usize> std::ops::Deref for InlineList<T, N> {
+    type Target = [T];
+
+    fn deref(&self) -> &[T] {
+        if self.spill.is_empty() {
+            self.inline.get(..self.len).unwrap_or_default()
+        } else {
+            &self.spill
+        }
+    }
+}
+
+impl<T: Copy + Default + PartialEq, const N: usize> PartialEq for InlineList<T, N> {
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
+    }
+}
+
+impl<T: Copy + Default + Eq, const N: usize> Eq for InlineList<T, N> {}
+
+/// Parts of a comma or semicolon list.
+pub(crate) type Parts<'a> = InlineList<&'a str, 4>;
+
+/// Header or URI parameters, `(name, value)`.
+pub(crate) type ParamList<'a> = InlineList<(&'a str, Option<&'a str>), 6>;
+
+/// Bytes that can change the state of [`split_top_level`]'s scan (besides the separator).
+const fn special_bytes() -> [bool; 256] {
+    let mut table = [false; 256];
+    table[b'"' as usize] = true;
+    table[b'<' as usize] = true;
+    table[b'>' as usize] = true;
+    table[b'\\' as usize] = true;
+    table[b',' as usize] = true;
+    table[b';' as usize] = true;
+    table
+}
+static SPECIAL: [bool; 256] = special_bytes();
+
 /// Splits `s` at `sep` bytes that are outside quoted strings and `<...>`.
 /// Returns `None` when a quoted string or angle bracket is left open.
-pub(crate) fn split_top_level(s: &str, sep: u8) -> Option<Vec<&str>> {
-    let mut parts = Vec::new();
+///
+/// `sep` is `,` or `;` in every caller; the scan skips bytes that cannot change its state
+/// with one table lookup each.
+pub(crate) fn split_top_level(s: &str, sep: u8) -> Option<Parts<'_>> {
+    debug_assert!(sep == b',' || sep == b';');
+    let mut parts = Parts::new();
     let mut start = 0;
     let mut in_quotes = false;
     let mut in_angle = false;
     let mut escaped = false;
-    for (i, b) in s.bytes().enumerate() {
+    for (i, &b) in s.as_bytes().iter().enumerate() {
+        if !SPECIAL[usize::from(b)] {
+            escaped = false;
+            continue;
+        }
         if in_quotes {
             if escaped {
                 escaped = false;
@@ -43,19 +123,39 @@ pub(crate) fn split_top_level(s: &str, sep: u8) -> Option<Vec<&str>> {
     Some(parts)
 }
 
+/// `s` split at the first `b` (an ASCII byte), without it. A byte loop: the strings are
+/// short, where `str::split_once` costs more in set-up than in search.
+pub(crate) fn split_once_byte(s: &str, b: u8) -> Option<(&str, &str)> {
+    let i = s.bytes().position(|x| x == b)?;
+    Some((s.get(..i)?, s.get(i + 1..)?))
+}
+
+/// Index of the first `b` (an ASCII byte) in `s`.
+pub(crate) fn find_byte(s: &str, b: u8) -> Option<usize> {
+    s.bytes().position(|x| x == b)
+}
+
+/// Does `s` hold a space or a tab?
+pub(crate) fn has_wsp(s: &str) -> bool {
+    s.bytes().any(|b| b == b' ' || b == b'\t')
+}
+
 /// A parameter list such as `;tag=1;lr` read from the text after the first `;`.
 /// Yields `(name, value)`; errors name what is wrong.
-pub(crate) fn params(s: &str) -> Result<Vec<(&str, Option<&str>)>, &'static str> {
+pub(crate) fn params(s: &str) -> Result<ParamList<'_>, &'static str> {
     let s = s.trim_matches(WSP);
     if s.is_empty() {
-        return Ok(Vec::new());
+        return Ok(ParamList::new());
     }
     let s = s
         .strip_prefix(';')
         .ok_or("text after the value does not start with ';'")?;
-    let mut out = Vec::new();
-    for raw in split_top_level(s, b';').ok_or("unterminated quoted string in a parameter")? {
-        let (name, value) = match raw.split_once('=') {
+    let mut out = ParamList::new();
+    for &raw in split_top_level(s, b';')
+        .ok_or("unterminated quoted string in a parameter")?
+        .iter()
+    {
+        let (name, value) = match split_once_byte(raw, b'=') {
             Some((n, v)) => (n.trim_matches(WSP), Some(v.trim_matches(WSP))),
             None => (raw.trim_matches(WSP), None),
         };
@@ -95,7 +195,7 @@ pub(crate) struct NameAddr<'a> {
     /// The URI text (inside `<>` when present).
     pub uri: &'a str,
     /// Header parameters.
-    pub params: Vec<(&'a str, Option<&'a str>)>,
+    pub params: ParamList<'a>,
 }
 
 /// End (exclusive) of the quoted string that starts at `s[0] == '"'`.
@@ -126,7 +226,7 @@ pub(crate) fn name_addr(value: &str) -> Result<NameAddr<'_>, &'static str> {
             return Err("quoted display name not followed by <uri>");
         }
         (s.get(..end), rest)
-    } else if let Some(lt) = s.find('<') {
+    } else if let Some(lt) = find_byte(s, b'<') {
         let display = s.get(..lt).unwrap_or_default().trim_matches(WSP);
         if !display
             .bytes()
@@ -139,7 +239,7 @@ pub(crate) fn name_addr(value: &str) -> Result<NameAddr<'_>, &'static str> {
     } else {
         // addr-spec: the URI ends at the first ';' (RFC 3261 20.10: parameters after an
         // addr-spec are header parameters).
-        let (uri, params_text) = match s.find(';') {
+        let (uri, params_text) = match find_byte(s, b';') {
             Some(i) => (
                 s.get(..i).unwrap_or_default(),
                 s.get(i..).unwrap_or_default(),
@@ -148,7 +248,7 @@ pub(crate) fn name_addr(value: &str) -> Result<NameAddr<'_>, &'static str> {
         };
         let uri = uri.trim_matches(WSP);
         check_uri_text(uri)?;
-        if uri.contains(['?', ',']) {
+        if uri.bytes().any(|b| b == b'?' || b == b',') {
             return Err("URI with '?' or ',' must be enclosed in <>");
         }
         return Ok(NameAddr {
@@ -157,7 +257,7 @@ pub(crate) fn name_addr(value: &str) -> Result<NameAddr<'_>, &'static str> {
             params: params(params_text)?,
         });
     };
-    let inner_end = rest.find('>').ok_or("'<' without '>'")?;
+    let inner_end = find_byte(rest, b'>').ok_or("'<' without '>'")?;
     let uri = rest.get(1..inner_end).unwrap_or_default();
     check_uri_text(uri)?;
     let params = params(rest.get(inner_end + 1..).unwrap_or_default())?;
@@ -173,10 +273,10 @@ fn check_uri_text(uri: &str) -> Result<(), &'static str> {
     if uri.is_empty() {
         return Err("empty URI");
     }
-    if uri.contains([' ', '\t']) {
+    if has_wsp(uri) {
         return Err("whitespace inside a URI");
     }
-    match uri.split_once(':') {
+    match split_once_byte(uri, b':') {
         Some((scheme, _))
             if !scheme.is_empty()
                 && scheme
@@ -197,34 +297,37 @@ pub(crate) struct ViaParm<'a> {
     /// `host[:port]` as written.
     pub sent_by: &'a str,
     /// Via parameters.
-    pub params: Vec<(&'a str, Option<&'a str>)>,
+    pub params: ParamList<'a>,
 }
 
 /// Reads one `via-parm`: `SIP / 2.0 / transport sent-by *( ; via-params )`, with the
 /// linear whitespace RFC 3261 allows around `/`.
 pub(crate) fn via_parm(s: &str) -> Result<ViaParm<'_>, &'static str> {
     let s = s.trim_matches(WSP);
-    let (proto_and_host, params_text) = match s.find(';') {
+    let (proto_and_host, params_text) = match find_byte(s, b';') {
         Some(i) => (
             s.get(..i).unwrap_or_default(),
             s.get(i..).unwrap_or_default(),
         ),
         None => (s, ""),
     };
-    let mut parts = proto_and_host.splitn(3, '/');
-    let name = parts.next().unwrap_or_default().trim_matches(WSP);
-    let version = parts.next().ok_or("no protocol version")?.trim_matches(WSP);
-    let rest = parts.next().ok_or("no transport")?.trim_start_matches(WSP);
+    let (name, after_name) = split_once_byte(proto_and_host, b'/').ok_or("no protocol version")?;
+    let (version, rest) = split_once_byte(after_name, b'/').ok_or("no transport")?;
+    let (name, version) = (name.trim_matches(WSP), version.trim_matches(WSP));
+    let rest = rest.trim_start_matches(WSP);
     if !name.eq_ignore_ascii_case("SIP") || version != "2.0" {
         return Err("sent-protocol is not SIP/2.0");
     }
-    let split = rest.find(WSP).ok_or("no sent-by after the transport")?;
+    let split = rest
+        .bytes()
+        .position(|b| b == b' ' || b == b'\t')
+        .ok_or("no sent-by after the transport")?;
     let transport = rest.get(..split).unwrap_or_default();
     let sent_by = rest.get(split..).unwrap_or_default().trim_matches(WSP);
     if !is_token(transport) {
         return Err("transport is not a token");
     }
-    if sent_by.is_empty() || sent_by.contains(WSP) {
+    if sent_by.is_empty() || has_wsp(sent_by) {
         return Err("missing or malformed sent-by");
     }
     Ok(ViaParm {

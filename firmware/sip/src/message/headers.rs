@@ -125,6 +125,9 @@ const NAMES: &[(&str, Known)] = &[
     ("Identity-Info", Known::IdentityInfo),
 ];
 
+/// Length of the longest name in [`NAMES`]; longer names are not known.
+const LONGEST_NAME: usize = 19;
+
 /// Compact forms (RFC 3261 7.3.3 and the IANA SIP header registry).
 const COMPACT: &[(u8, Known)] = &[
     (b'v', Known::Via),
@@ -151,18 +154,83 @@ const COMPACT: &[(u8, Known)] = &[
 
 impl Known {
     /// Looks a header name up, case-insensitively, including compact forms.
+    ///
+    /// Called for every header of every message: the name is lowercased into a stack
+    /// buffer and matched with one `match` (the compiler dispatches on length first)
+    /// instead of comparing it with each entry of [`NAMES`] in turn.
     pub(crate) fn lookup(name: &str) -> Option<Known> {
-        if let [c] = name.as_bytes() {
+        let bytes = name.as_bytes();
+        if let [c] = bytes {
             let c = c.to_ascii_lowercase();
             return COMPACT
                 .iter()
                 .find(|(k, _)| *k == c)
                 .map(|(_, known)| *known);
         }
-        NAMES
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, known)| *known)
+        let mut buf = [0u8; LONGEST_NAME];
+        let lower = buf.get_mut(..bytes.len())?;
+        for (d, s) in lower.iter_mut().zip(bytes) {
+            *d = s.to_ascii_lowercase();
+        }
+        use Known as K;
+        Some(match &*lower {
+            b"via" => K::Via,
+            b"from" => K::From,
+            b"to" => K::To,
+            b"call-id" => K::CallId,
+            b"cseq" => K::CSeq,
+            b"contact" => K::Contact,
+            b"max-forwards" => K::MaxForwards,
+            b"content-length" => K::ContentLength,
+            b"content-type" => K::ContentType,
+            b"route" => K::Route,
+            b"record-route" => K::RecordRoute,
+            b"accept" => K::Accept,
+            b"accept-encoding" => K::AcceptEncoding,
+            b"accept-language" => K::AcceptLanguage,
+            b"alert-info" => K::AlertInfo,
+            b"allow" => K::Allow,
+            b"authentication-info" => K::AuthenticationInfo,
+            b"authorization" => K::Authorization,
+            b"call-info" => K::CallInfo,
+            b"content-disposition" => K::ContentDisposition,
+            b"content-encoding" => K::ContentEncoding,
+            b"content-language" => K::ContentLanguage,
+            b"date" => K::Date,
+            b"error-info" => K::ErrorInfo,
+            b"event" => K::Event,
+            b"expires" => K::Expires,
+            b"in-reply-to" => K::InReplyTo,
+            b"mime-version" => K::MimeVersion,
+            b"min-expires" => K::MinExpires,
+            b"organization" => K::Organization,
+            b"priority" => K::Priority,
+            b"proxy-authenticate" => K::ProxyAuthenticate,
+            b"proxy-authorization" => K::ProxyAuthorization,
+            b"proxy-require" => K::ProxyRequire,
+            b"reply-to" => K::ReplyTo,
+            b"require" => K::Require,
+            b"retry-after" => K::RetryAfter,
+            b"server" => K::Server,
+            b"subject" => K::Subject,
+            b"subscription-state" => K::SubscriptionState,
+            b"supported" => K::Supported,
+            b"timestamp" => K::Timestamp,
+            b"unsupported" => K::Unsupported,
+            b"user-agent" => K::UserAgent,
+            b"warning" => K::Warning,
+            b"www-authenticate" => K::WwwAuthenticate,
+            b"refer-to" => K::ReferTo,
+            b"referred-by" => K::ReferredBy,
+            b"allow-events" => K::AllowEvents,
+            b"session-expires" => K::SessionExpires,
+            b"accept-contact" => K::AcceptContact,
+            b"reject-contact" => K::RejectContact,
+            b"request-disposition" => K::RequestDisposition,
+            b"identity" => K::Identity,
+            b"identity-info" => K::IdentityInfo,
+            _ => return None,
+        })
     }
 
     /// The canonical spelling of the header name.
@@ -252,6 +320,12 @@ mod tests {
         assert_eq!(Known::lookup("q"), None);
         for (name, known) in NAMES {
             assert_eq!(known.name(), *name);
+            assert_eq!(Known::lookup(name), Some(*known), "{name}");
+            assert_eq!(Known::lookup(&name.to_ascii_uppercase()), Some(*known));
+            assert_eq!(Known::lookup(&name.to_ascii_lowercase()), Some(*known));
+            assert_eq!(Known::lookup(&format!("{name}x")), None);
+            assert!(name.len() <= LONGEST_NAME);
         }
+        assert_eq!(NAMES.iter().map(|(n, _)| n.len()).max(), Some(LONGEST_NAME));
     }
 }

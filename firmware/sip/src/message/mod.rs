@@ -295,9 +295,9 @@ pub fn parse(bytes: &[u8], limits: &Limits) -> Result<SipMessage, ParseError> {
     };
 
     let mut headers = Vec::with_capacity(head.fields.len());
-    for (field, known) in head.fields.into_iter().zip(checked.known) {
+    for field in head.fields {
         headers.push(headers::to_rsip(
-            known,
+            field.known,
             field.name,
             field.value.into_owned(),
         ));
@@ -532,7 +532,6 @@ fn parse_request_uri(text: &str) -> Result<rsip::Uri, ParseError> {
 /// What [`check_fields`] learnt.
 struct Checked {
     content_length: Option<usize>,
-    known: Vec<Option<Known>>,
 }
 
 fn invalid(name: Known, line: usize, reason: &'static str) -> ParseError {
@@ -545,7 +544,6 @@ fn invalid(name: Known, line: usize, reason: &'static str) -> ParseError {
 
 /// Checks mandatory, single-valued and scalar headers (RFC 3261 8.1.1, 8.2, 20).
 fn check_fields(head: &scan::Head<'_>, start: &StartLine<'_>) -> Result<Checked, ParseError> {
-    let mut known = Vec::with_capacity(head.fields.len());
     let mut seen_via = false;
     let mut count = [0u8; 6]; // From, To, Call-ID, CSeq, Max-Forwards, Content-Length
     let mut content_length = None;
@@ -562,9 +560,7 @@ fn check_fields(head: &scan::Head<'_>, start: &StartLine<'_>) -> Result<Checked,
     };
 
     for field in &head.fields {
-        let k = Known::lookup(field.name);
-        known.push(k);
-        let Some(k) = k else { continue };
+        let Some(k) = field.known else { continue };
         let value: &str = &field.value;
         let line = field.line;
         match k {
@@ -587,7 +583,7 @@ fn check_fields(head: &scan::Head<'_>, start: &StartLine<'_>) -> Result<Checked,
                 once(if k == Known::From { 0 } else { 1 }, k)?;
                 let parts = grammar::split_top_level(value, b',')
                     .ok_or_else(|| invalid(k, line, "unterminated quoted string or <"))?;
-                for part in &parts {
+                for part in parts.iter() {
                     grammar::name_addr(part).map_err(|r| invalid(k, line, r))?;
                 }
                 if parts.len() != 1 {
@@ -597,13 +593,13 @@ fn check_fields(head: &scan::Head<'_>, start: &StartLine<'_>) -> Result<Checked,
             Known::Contact if value != "*" => {
                 let parts = grammar::split_top_level(value, b',')
                     .ok_or_else(|| invalid(k, line, "unterminated quoted string or <"))?;
-                for part in parts {
+                for part in parts.iter() {
                     grammar::name_addr(part).map_err(|r| invalid(k, line, r))?;
                 }
             }
             Known::CallId => {
                 once(2, k)?;
-                if value.is_empty() || value.contains([' ', '\t']) {
+                if value.is_empty() || grammar::has_wsp(value) {
                     return Err(invalid(k, line, "empty or contains whitespace"));
                 }
             }
@@ -677,10 +673,7 @@ fn check_fields(head: &scan::Head<'_>, start: &StartLine<'_>) -> Result<Checked,
             return Err(ParseError::MissingHeader { name });
         }
     }
-    Ok(Checked {
-        content_length,
-        known,
-    })
+    Ok(Checked { content_length })
 }
 
 #[cfg(test)]

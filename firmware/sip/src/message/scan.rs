@@ -7,13 +7,16 @@
 
 use std::borrow::Cow;
 
-use super::{Limits, ParseError};
+use super::headers::Known;
+use super::{grammar, Limits, ParseError};
 
 /// One header field as it appeared on the wire, unfolded.
 #[derive(Debug, Clone)]
 pub(crate) struct Field<'a> {
     /// The name as written (compact forms not yet expanded).
     pub name: &'a str,
+    /// The header the name stands for, if the message layer knows it.
+    pub known: Option<Known>,
     /// The value with folding undone and outer whitespace trimmed.
     pub value: Cow<'a, str>,
     /// 1-based line number of the header's first line (start line is line 1).
@@ -180,7 +183,7 @@ pub(crate) fn scan_head<'a>(bytes: &'a [u8], limits: &Limits) -> Result<Head<'a>
         if let Some((name, value, line)) = current.take() {
             push_field(&mut fields, name, value, line, limits)?;
         }
-        let Some((name, value)) = text.split_once(':') else {
+        let Some((name, value)) = grammar::split_once_byte(text, b':') else {
             return Err(ParseError::MalformedHeader {
                 line: line_no,
                 reason: "no colon after the header name",
@@ -229,7 +232,12 @@ fn push_field<'a>(
             Cow::Owned(v)
         }
     };
-    fields.push(Field { name, value, line });
+    fields.push(Field {
+        name,
+        known: Known::lookup(name),
+        value,
+        line,
+    });
     Ok(())
 }
 

@@ -59,7 +59,7 @@ pub fn frame_stream(buf: &[u8], limits: &Limits) -> Result<Frame, ParseError> {
     let head = scan::scan_head(buf.get(start..body_offset).unwrap_or_default(), limits)?;
     let mut content_length = None;
     for field in &head.fields {
-        if Known::lookup(field.name) == Some(Known::ContentLength) {
+        if field.known == Some(Known::ContentLength) {
             if content_length.is_some() {
                 return Err(ParseError::DuplicateHeader {
                     name: Known::ContentLength.name(),
