@@ -33,6 +33,7 @@
 //! expires = 600
 //! keepalive_s = 30              # OPTIONS to the registered server; 0: off
 //! latch_rtp = false
+//! nameservers = ["192.0.2.53"]  # DNS for SRV/A lookups (port 53 unless given); default /etc/resolv.conf
 //! caller_id_default = "+49301234000"
 //! caller_id = [{ extensions = "2XX", number = "+4930123420{last:1}" }]
 //! did_default = "101"
@@ -122,6 +123,7 @@ pub(super) struct RawSipTrunk {
     pub expires: Option<Spanned<i64>>,
     pub keepalive_s: Option<Spanned<i64>>,
     pub latch_rtp: Option<bool>,
+    pub nameservers: Option<Vec<Spanned<String>>>,
     pub caller_id_default: Option<Spanned<String>>,
     #[serde(default)]
     pub caller_id: Vec<RawCallerId>,
@@ -203,6 +205,9 @@ pub struct SipTrunkConfig {
     pub keepalive: Option<Duration>,
     /// Symmetric RTP on trunk legs (carriers normally send from their SDP address).
     pub latch_rtp: bool,
+    /// DNS servers for the trunk's RFC 3263 lookups (SRV, then A/AAAA); empty: the
+    /// system's `/etc/resolv.conf`.
+    pub nameservers: Vec<SocketAddr>,
     /// Outbound caller-ID rules.
     pub caller_id: CallerIdRules,
     /// Inbound DID routing as `(number pattern, extension template)` text pairs with
@@ -459,6 +464,25 @@ impl Ctx<'_> {
                 format!("{keepalive} is too short: 0 (off) or at least 5"),
             ));
         }
+        let mut nameservers = Vec::new();
+        for (i, ns) in raw.nameservers.iter().flatten().enumerate() {
+            let text = ns.get_ref();
+            let addr = text
+                .parse::<SocketAddr>()
+                .or_else(|_| text.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)));
+            match addr {
+                Ok(a) if a.port() != 0 => nameservers.push(a),
+                _ => {
+                    return Err(self.invalid(
+                        ns.span(),
+                        format!("sip.trunk.nameservers[{i}]"),
+                        format!(
+                            "{text:?} is not an IP address or IP:port (e.g. \"192.0.2.53\", \"[2001:db8::53]:5353\")"
+                        ),
+                    ))
+                }
+            }
+        }
         // Caller-ID rules: each checked on its own for a precise error.
         let mut rules: Vec<(String, String)> = Vec::new();
         for (i, r) in raw.caller_id.iter().enumerate() {
@@ -523,6 +547,7 @@ impl Ctx<'_> {
                 .filter(|&s| s > 0)
                 .map(Duration::from_secs),
             latch_rtp: raw.latch_rtp.unwrap_or(false),
+            nameservers,
             caller_id,
             did,
             did_default,

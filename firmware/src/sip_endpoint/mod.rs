@@ -49,10 +49,10 @@
 //!   backoff) as soon as it answers; its reachability goes to call
 //!   control as a [`crate::call::TrunkStatus`] on the channel given to
 //!   [`SipEndpoint::start`] (the daemon prefers it over the WAN monitor's probe, which
-//!   has no input for it). DNS: A/AAAA through the system resolver
-//!   (`tokio::net::lookup_host`); SRV queries are answered "not found", so a host name
-//!   without a port is used with the transport's default port (hickory-resolver is not
-//!   a dependency of the daemon).
+//!   has no input for it). DNS (`dns`, RFC 3263): a server host name without a port
+//!   is looked up as `_sip._udp` / `_sip._tcp` / `_sips._tcp` SRV through
+//!   `[sip.trunk] nameservers` (else `/etc/resolv.conf`), tried by priority and
+//!   weight, then A/AAAA; without SRV records, the host's A/AAAA with the default port.
 //! - Calls: see `legs`.
 //!
 //! # Limits
@@ -68,6 +68,7 @@
 //! - The registrar keeps phone bindings in memory: after a restart phones must
 //!   re-register (they do within their registration interval).
 
+mod dns;
 mod legs;
 pub mod sdp;
 mod wire;
@@ -93,7 +94,7 @@ use branchline_sip::transport::{
     Inbound, ListenerConfig, Outbound, Transport, TransportConfig, TransportKind as WireKind,
 };
 use branchline_sip::trunk::did::{DidNormalization, DidRouting};
-use branchline_sip::trunk::{DnsAnswer, QueryKind, TrunkConfig, TrunkEvent, TrunkRegistration};
+use branchline_sip::trunk::{DnsAnswer, TrunkConfig, TrunkEvent, TrunkRegistration};
 use line_proto::g711::Law;
 use rsip::headers::UntypedHeader;
 use rsip::{Header, Method, SipMessage};
@@ -305,6 +306,8 @@ struct TrunkSide {
     /// Digest client for INVITEs through the trunk.
     digest: DigestClient,
     reachable: bool,
+    /// Answers the registration's DNS queries (SRV, A/AAAA).
+    dns: std::sync::Arc<dns::TrunkDns>,
 }
 
 /// The endpoint task's state. See the module docs.
@@ -611,6 +614,7 @@ impl SipEndpoint {
                     config: t.clone(),
                     digest,
                     reachable: false,
+                    dns: std::sync::Arc::new(dns::TrunkDns::new(&t.nameservers)),
                 })
             }
         };
@@ -958,28 +962,9 @@ impl SipEndpoint {
             progressed = true;
             trunk.queries.insert(q.id, q.name.clone());
             let dns = self.dns_tx.clone();
+            let resolver = std::sync::Arc::clone(&trunk.dns);
             tokio::spawn(async move {
-                let answer = match q.kind {
-                    // No SRV resolver in the daemon: fall back to A/AAAA (module doc).
-                    QueryKind::Srv => DnsAnswer::NotFound,
-                    QueryKind::Address => {
-                        match tokio::net::lookup_host((q.name.as_str(), 0)).await {
-                            Ok(addrs) => {
-                                let mut ips: Vec<IpAddr> = addrs.map(|a| a.ip()).collect();
-                                ips.dedup();
-                                if ips.is_empty() {
-                                    DnsAnswer::NotFound
-                                } else {
-                                    DnsAnswer::Addresses(ips)
-                                }
-                            }
-                            Err(e) => {
-                                tracing::info!(name = %q.name, error = %e, "trunk DNS lookup failed");
-                                DnsAnswer::Failed
-                            }
-                        }
-                    }
-                };
+                let answer = resolver.answer(&q).await;
                 let _ = dns.send((q.id, answer));
             });
         }
