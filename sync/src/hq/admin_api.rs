@@ -16,6 +16,7 @@
 //! | `GET /admin/v1/cdrs?site=&box=&from_ms=&to_ms=&limit=&after=` | CDRs across branches, `{cdrs, next}` |
 //! | `GET /admin/v1/reports/daily?site=&from_ms=&to_ms=` | calls, answered, missed per site per UTC day |
 //! | `POST /admin/v1/feed/prune` `{keep_revisions}` | prune the feeds now |
+//! | `/admin/v1/rollouts...` | update rollouts: stage, list, advance/pause/resume/cancel, outcomes ([`crate::hq::rollouts::api`]) |
 
 use std::time::{Duration, SystemTime};
 
@@ -118,6 +119,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/admin/v1/cdrs", get(cdrs))
         .route("/admin/v1/reports/daily", get(daily))
         .route("/admin/v1/feed/prune", post(prune))
+        .merge(crate::hq::rollouts::api::admin_routes())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             require_token,

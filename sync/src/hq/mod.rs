@@ -16,6 +16,9 @@
 //!   numbered migrations (`sync/migrations/`).
 //! - [`files`]: resumable recording uploads verified by sha256.
 //! - [`feed`]: in-process long-poll wake-ups.
+//! - [`rollouts`]: update rollouts: bundles staged for sites in waves (a per-box seed
+//!   picks each box's wave), the offer/bundle/outcome endpoints boxes call, outcomes
+//!   per box.
 //!
 //! [`run`] serves both listeners until its shutdown future completes.
 //!
@@ -51,6 +54,7 @@ mod error;
 pub mod feed;
 pub mod files;
 pub mod pki;
+pub mod rollouts;
 pub mod server;
 pub mod store;
 pub mod sync_api;
@@ -82,6 +86,8 @@ pub(crate) struct AppState {
     config: Arc<HqConfig>,
     feed: Arc<feed::FeedHub>,
     files: files::FileStore,
+    /// Update rollouts, in the store's database (`None`: a store without them).
+    rollouts: Option<Arc<rollouts::api::RolloutDb>>,
     /// Cancelled at shutdown: long-polls return early.
     shutdown: CancellationToken,
 }
@@ -145,6 +151,7 @@ pub async fn run(
     let state = AppState {
         store: Arc::clone(&store),
         files: files::FileStore::open(config.files_dir.clone())?,
+        rollouts: store.rollout_db().await?.map(Arc::new),
         config: Arc::new(config),
         feed: Arc::default(),
         shutdown: token.clone(),

@@ -34,7 +34,11 @@ pub struct SyncError {
 }
 
 impl SyncError {
-    fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> SyncError {
+    pub(crate) fn new(
+        status: StatusCode,
+        code: ErrorCode,
+        message: impl Into<String>,
+    ) -> SyncError {
         SyncError {
             status,
             body: ErrorBody {
@@ -76,7 +80,20 @@ pub(crate) fn router(state: AppState) -> Router {
                 .put(file_chunk)
                 .layer(DefaultBodyLimit::max(MAX_FILE_CHUNK)),
         )
+        .merge(crate::hq::rollouts::api::sync_routes())
         .with_state(state)
+}
+
+/// [`authorize`] and the `last_seen` touch every sync request makes (for the update
+/// endpoints of [`crate::hq::rollouts::api`]).
+pub(crate) async fn authorize_box(
+    state: &AppState,
+    peer: Option<Extension<PeerIdentity>>,
+) -> Result<BoxRecord, SyncError> {
+    let rec = authorize(state, peer).await?;
+    let (id, health) = seen(&rec);
+    state.store.touch_box(&id, &health).await?;
+    Ok(rec)
 }
 
 async fn authorize(

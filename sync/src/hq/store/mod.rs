@@ -216,6 +216,12 @@ pub struct RecordCounts {
 /// per-site change feed.
 #[async_trait]
 pub trait HqStore: Send + Sync + std::fmt::Debug + 'static {
+    /// The update rollouts kept in this store's database (`crate::hq::rollouts`),
+    /// their migrations applied; `None`: this store keeps none.
+    async fn rollout_db(&self) -> Result<Option<crate::hq::rollouts::api::RolloutDb>> {
+        Ok(None)
+    }
+
     /// Creates a site (file policy `none`).
     async fn create_site(&self, id: &str, name: &str, now_ms: i64) -> Result<SiteRecord>;
     /// All sites.

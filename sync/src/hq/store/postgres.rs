@@ -419,6 +419,11 @@ async fn touch(client: &impl GenericClient, id: &str, h: &BoxHealth) -> Result<(
 
 #[async_trait]
 impl HqStore for PostgresStore {
+    async fn rollout_db(&self) -> Result<Option<crate::hq::rollouts::api::RolloutDb>> {
+        let db = crate::hq::rollouts::api::RolloutDb::open_postgres(self.pool.clone()).await?;
+        Ok(Some(db))
+    }
+
     async fn create_site(&self, id: &str, name: &str, now_ms: i64) -> Result<SiteRecord> {
         let client = self.client().await?;
         let n = client

@@ -313,6 +313,11 @@ fn touch(tx: &Transaction<'_>, id: &str, h: &BoxHealth) -> Result<()> {
 
 #[async_trait]
 impl HqStore for SqliteStore {
+    async fn rollout_db(&self) -> Result<Option<crate::hq::rollouts::api::RolloutDb>> {
+        let db = crate::hq::rollouts::sqlite::SqliteRollouts::open(self.path.clone()).await?;
+        Ok(Some(crate::hq::rollouts::api::RolloutDb::Sqlite(db)))
+    }
+
     async fn create_site(&self, id: &str, name: &str, now_ms: i64) -> Result<SiteRecord> {
         let (id, name) = (id.to_owned(), name.to_owned());
         self.write("create site", move |tx| {
