@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use crate::harness::{wait, wait_tone, Gateway, DIAL_PLAN, SOON};
 
 /// SIP accounts 201 and 202 (202 may dial international numbers).
-const SIP_PLAN: &str = r#"
+pub(crate) const SIP_PLAN: &str = r#"
 [media]
 local_ip = "127.0.0.1"
 
@@ -45,7 +45,7 @@ fn data(name: &str) -> PathBuf {
 }
 
 /// A gateway with the analog dial plan and the SIP accounts.
-fn gateway() -> Gateway {
+pub(crate) fn gateway() -> Gateway {
     let gw = Gateway::start_with(&format!("{DIAL_PLAN}\n{SIP_PLAN}"));
     assert!(
         gw.wait_log("sip endpoint listening", SOON),
@@ -56,7 +56,7 @@ fn gateway() -> Gateway {
 }
 
 /// The daemon's UDP SIP address, from `sip endpoint listening kind=UDP addr=...`.
-fn sip_addr(gw: &Gateway) -> SocketAddr {
+pub(crate) fn sip_addr(gw: &Gateway) -> SocketAddr {
     let log = gw.log_text();
     let line = log
         .lines()
@@ -70,7 +70,7 @@ fn sip_addr(gw: &Gateway) -> SocketAddr {
 }
 
 /// A free UDP port on 127.0.0.1 (and the next one free too, for RTP/RTCP).
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     loop {
         let s = UdpSocket::bind("127.0.0.1:0").expect("bind");
         let port = s.local_addr().expect("addr").port();
@@ -81,7 +81,7 @@ fn free_port() -> u16 {
 }
 
 /// A SIPp command against `target` from 127.0.0.1:`port`.
-fn sipp(scenario: &str, target: SocketAddr, port: u16, extra: &[&str]) -> Command {
+pub(crate) fn sipp(scenario: &str, target: SocketAddr, port: u16, extra: &[&str]) -> Command {
     let mut c = Command::new(SIPP);
     c.arg("-sf")
         .arg(data(scenario))
@@ -100,7 +100,7 @@ fn sipp(scenario: &str, target: SocketAddr, port: u16, extra: &[&str]) -> Comman
 /// SIPp arguments of a call from `caller` to `number` (SIPp computes the digest uri
 /// from `-auth_uri`, by default the bare host, which the registrar rightly refuses
 /// when it differs from the Request-URI).
-fn call_args(number: &str, caller: &str, password: &str, target: SocketAddr) -> Vec<String> {
+pub(crate) fn call_args(number: &str, caller: &str, password: &str, target: SocketAddr) -> Vec<String> {
     [
         "-s",
         number,
@@ -133,7 +133,7 @@ fn run_sipp(mut cmd: Command, what: &str, gw: &Gateway) {
     );
 }
 
-fn wait_sipp(mut child: Child, what: &str, gw: &Gateway) {
+pub(crate) fn wait_sipp(mut child: Child, what: &str, gw: &Gateway) {
     let deadline = Instant::now() + Duration::from_secs(40);
     loop {
         if let Some(status) = child.try_wait().expect("wait") {
@@ -157,7 +157,7 @@ fn wait_sipp(mut child: Child, what: &str, gw: &Gateway) {
     }
 }
 
-fn register(gw: &Gateway, ext: &str, password: &str, port: u16) {
+pub(crate) fn register(gw: &Gateway, ext: &str, password: &str, port: u16) {
     let cmd = sipp(
         "register_auth.xml",
         sip_addr(gw),

@@ -16,6 +16,7 @@ mod daemon_lifecycle;
 mod health_check;
 mod pstn;
 mod sip_calls;
+mod sip_transfer;
 mod sip_kamailio;
 mod sync_faults;
 mod sync_files;

@@ -848,7 +848,8 @@ impl BoardLoop {
                 sip @ (Output::SipDial { .. }
                 | Output::SipRinging { .. }
                 | Output::SipAnswer { .. }
-                | Output::SipHangup { .. }) => match &self.sip_outputs {
+                | Output::SipHangup { .. }
+                | Output::SipTransferStatus { .. }) => match &self.sip_outputs {
                     Some(tx) => {
                         if tx.send(sip).is_err() {
                             tracing::error!("SIP endpoint gone; SIP action lost");

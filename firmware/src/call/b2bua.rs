@@ -30,19 +30,31 @@ impl CallControl {
                 caller_name,
                 dialled,
                 sip_call_id,
-            } => self.incoming(
-                now,
-                leg,
-                origin,
-                (caller_number, caller_name),
-                dialled,
-                sip_call_id,
-            ),
+                replaces,
+            } => match replaces {
+                Some(old) => self.incoming_replaces(
+                    now,
+                    leg,
+                    origin,
+                    (caller_number, caller_name),
+                    sip_call_id,
+                    old,
+                ),
+                None => self.incoming(
+                    now,
+                    leg,
+                    origin,
+                    (caller_number, caller_name),
+                    dialled,
+                    sip_call_id,
+                ),
+            },
             SipInput::Ringing { leg } => self.leg_ringing(leg),
             SipInput::Answered { leg } => self.leg_answered(now, leg),
             SipInput::Ended { leg, reason } => self.leg_ended(now, leg, reason),
             SipInput::Digit { leg, digit } => self.leg_digit(leg, digit),
             SipInput::Hold { leg, held } => self.leg_hold(leg, held),
+            SipInput::Transfer { leg, target } => self.transfer(now, leg, target),
         }
     }
 
@@ -118,6 +130,9 @@ impl CallControl {
             outside: None,
             caller_sip_call_id: Some(sip_call_id),
             callee_sip_call_id: None,
+            transfer_of: None,
+            transferor: None,
+            caller_connected: false,
         };
         if self.is_extension(&dialled) {
             return self.call_extension(now, call);

@@ -11,7 +11,8 @@
 //!
 //! Modules: [`sip`] (the fixed interface types with the SIP endpoint), [`outside`] (the
 //! trunk-or-FXO route decision), `b2bua` (the SIP flows: incoming legs, outgoing legs,
-//! forking, fallback, DTMF, hold).
+//! forking, fallback, DTMF, hold), `transfer` (SIP phones' blind and attended
+//! transfers, INVITE with Replaces).
 //!
 //! What it does today:
 //! - FXS: off-hook gives the country's dial tone; digits are collected against the dial
@@ -35,10 +36,17 @@
 //!   4733 digits from a SIP leg bridged to an FXO line are dialled on the line (IVRs);
 //!   far-end hold disconnects the media without touching the CDR. The ring timeout
 //!   applies to SIP callees too (the offer is cancelled with `NoAnswer`).
+//! - Transfer by SIP phones (REFER): blind, to any number the dial plan knows (the
+//!   transferee calls it as a new call; the transferor hears the outcome), attended
+//!   (the two far parties are bridged), and INVITE with Replaces (a phone takes over
+//!   a leg). See `transfer`.
 //! - A CDR for every call, answered or not (busy, unallocated, congestion, abandoned),
 //!   with the SIP Call-IDs of the caller's and callee's legs.
 //!
-//! Limits: no transfer or three-way conference yet (flash only toggles); a SIP caller
+//! Limits: analog phones cannot transfer yet and there is no three-way conference
+//! (hook-flash only toggles); a transfer shows in the CDRs as the old call ending and
+//! a new one starting (linked by the transferee's SIP Call-ID, not yet by a field of
+//! its own); a SIP caller
 //! to an FXO line is answered when the line is seized (analog lines give no reliable
 //! answer supervision before the far end's polarity reversal, and the caller must hear
 //! the PSTN's progress tones); SIP re-INVITE hold from a phone does not play music on
@@ -59,9 +67,14 @@ pub mod sip;
 mod tests;
 #[cfg(test)]
 mod tests_sip;
+#[cfg(test)]
+mod tests_transfer;
+mod transfer;
+
+use self::transfer::transfer_failure_status;
 
 pub use self::outside::{outside_routes, OutsideVia, TrunkStatus};
-pub use self::sip::{EndReason, LegId, MediaEnd, SipInput, SipOrigin, SipTarget};
+pub use self::sip::{EndReason, LegId, MediaEnd, SipInput, SipOrigin, SipTarget, TransferTarget};
 
 /// PSTN ring bursts come every 6 s at most (UK cadence 3 s, US 6 s); no burst for this
 /// long means the caller hung up.
@@ -179,6 +192,15 @@ pub enum Output {
         /// Why (the endpoint maps it to a status code).
         reason: EndReason,
     },
+    /// How the transfer a REFER on `leg` asked for went: the endpoint sends it as a
+    /// `message/sipfrag` NOTIFY in the REFER's subscription (RFC 3515); a final
+    /// status (`>= 200`) ends the subscription.
+    SipTransferStatus {
+        /// The transferor's leg.
+        leg: LegId,
+        /// A SIP status: 200 when the target answered, else why it failed.
+        status: u16,
+    },
     /// A port changed state (for the store, LEDs and the web page).
     PortState {
         /// The port.
@@ -269,6 +291,16 @@ struct OutsideAttempt {
     routes_left: Vec<OutsideVia>,
 }
 
+impl Call {
+    /// The caller's SIP leg, if the caller is one.
+    fn caller_leg(&self) -> Option<LegId> {
+        match self.caller {
+            Party::Sip(leg) => Some(leg),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Call {
     id: String,
@@ -299,6 +331,13 @@ struct Call {
     caller_sip_call_id: Option<String>,
     /// SIP Call-ID of the callee's leg (answered, or offered last).
     callee_sip_call_id: Option<String>,
+    /// The call this one continues after a transfer (its id, for the CDR).
+    transfer_of: Option<String>,
+    /// A blind transfer in progress: the transferor's leg, told the outcome.
+    transferor: Option<LegId>,
+    /// The caller was talking before this call existed (a transferred party): no
+    /// answer or ringing is signalled to it again.
+    caller_connected: bool,
 }
 
 /// What call control knows of a SIP leg.
@@ -967,7 +1006,7 @@ impl CallControl {
         };
         match call.caller {
             Party::Fxs(caller) => self.tone(caller, Tone::Ringback),
-            Party::Sip(leg) if !call.caller_alerted => {
+            Party::Sip(leg) if !call.caller_alerted && !call.caller_connected => {
                 call.caller_alerted = true;
                 self.outputs.push_back(Output::SipRinging { leg });
             }
@@ -1007,6 +1046,7 @@ impl CallControl {
             Party::Sip(leg) => self.hangup_leg(leg, reason),
             Party::Fxo(_) => self.release_party(now, call.caller, key, EndReason::Normal),
         }
+        self.finish_transfer(call.transferor, transfer_failure_status(disposition));
         self.emit_cdr(now, &call, disposition, side);
     }
 
@@ -1097,9 +1137,14 @@ impl CallControl {
         call.deadline = None;
         call.callee_sip_call_id = None;
         let caller = call.caller;
+        let connected = call.caller_connected;
+        // A transfer to an outside number is done once the line is dialled: analog
+        // lines report no answer the transferor could wait for.
+        let transferor = call.transferor.take();
         if let Some(f) = self.fxo.get_mut(&line) {
             f.call = Some(key);
         }
+        self.finish_transfer(transferor, 200);
         self.cmd(line, Command::FxoSeize);
         self.cmd(line, dial);
         match caller {
@@ -1107,7 +1152,7 @@ impl CallControl {
             Party::Fxs(p) if fallback => self.cmd(p, Command::StopTone),
             // Analog lines give no answer supervision a SIP caller could wait for: it
             // is answered now and hears the PSTN's progress tones through the line.
-            Party::Sip(leg) => self.outputs.push_back(Output::SipAnswer { leg }),
+            Party::Sip(leg) if !connected => self.outputs.push_back(Output::SipAnswer { leg }),
             _ => {}
         }
         // The caller hears the PSTN's own progress tones through the line.
@@ -1152,10 +1197,13 @@ impl CallControl {
             .filter(|&l| Party::Sip(l) != callee)
             .collect();
         let caller = call.caller;
+        let caller_connected = call.caller_connected;
+        let transferor = call.transferor.take();
         call.last_ring = None;
         if let Party::Fxs(port) = callee {
             self.cmd(port, Command::StopRing);
         }
+        self.finish_transfer(transferor, 200);
         for o in others {
             self.stop_offer(o, key);
         }
@@ -1164,11 +1212,12 @@ impl CallControl {
         }
         match caller {
             Party::Fxs(c) => self.cmd(c, Command::StopTone),
+            Party::Fxo(line) if caller_connected => self.port_state(line, PortState::Talking),
             Party::Fxo(line) => {
                 self.cmd(line, Command::FxoSeize);
                 self.port_state(line, PortState::Talking);
             }
-            Party::Sip(leg) if first_answer && !leg.is_outgoing() => {
+            Party::Sip(leg) if first_answer && !caller_connected && !leg.is_outgoing() => {
                 self.outputs.push_back(Output::SipAnswer { leg })
             }
             Party::Sip(_) => {}
@@ -1284,6 +1333,9 @@ impl CallControl {
             outside: None,
             caller_sip_call_id: None,
             callee_sip_call_id: None,
+            transfer_of: None,
+            transferor: None,
+            caller_connected: false,
         });
         if let Some(fx) = self.fxo.get_mut(&port) {
             fx.call = Some(key);
@@ -1378,6 +1430,9 @@ impl CallControl {
             outside: None,
             caller_sip_call_id: None,
             callee_sip_call_id: None,
+            transfer_of: None,
+            transferor: None,
+            caller_connected: false,
         }
     }
 
@@ -1385,9 +1440,15 @@ impl CallControl {
         let key = self.next_call;
         self.next_call += 1;
         call.id = format!("{}-{}", self.settings.call_id_prefix, key);
-        if let Party::Sip(leg) = call.caller {
+        // The caller (and a transferor waiting for the outcome) now belong to it.
+        for leg in [call.caller_leg(), call.transferor].into_iter().flatten() {
             if let Some(info) = self.legs.get_mut(&leg) {
                 info.call = key;
+            }
+        }
+        if let Party::Fxo(line) = call.caller {
+            if let Some(f) = self.fxo.get_mut(&line) {
+                f.call = Some(key);
             }
         }
         self.calls.insert(key, call);
@@ -1460,6 +1521,7 @@ impl CallControl {
             }
             self.release_party(now, party, key, leg_reason);
         }
+        self.finish_transfer(call.transferor, transfer_failure_status(disposition));
         self.emit_cdr(now, &call, disposition, side);
     }
 
@@ -1521,8 +1583,11 @@ impl CallControl {
         let call = self.calls.get(&key)?;
         if call.caller == party {
             call.callee
-        } else {
+        } else if call.callee == Some(party) {
             Some(call.caller)
+        } else {
+            // Not a party of the call (an offer, or a transferor waiting).
+            None
         }
     }
 
@@ -1578,6 +1643,13 @@ impl CallControl {
             caller_sip_call_id: call.caller_sip_call_id.clone(),
             callee_sip_call_id: call.callee_sip_call_id.clone(),
         };
+        if let Some(of) = &call.transfer_of {
+            tracing::info!(
+                call = cdr.call_id,
+                transfer_of = of,
+                "transferred call ended"
+            );
+        }
         self.outputs.push_back(Output::Cdr(cdr));
     }
 

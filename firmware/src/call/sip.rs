@@ -58,7 +58,7 @@ pub enum SipTarget {
 
 /// Why a leg ends or is refused; the endpoint maps it to a SIP status or request
 /// (486, 480, 404, 503, 487, BYE, CANCEL).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum EndReason {
     /// Normal clearing (BYE after answer, CANCEL before).
     Normal,
@@ -93,6 +93,10 @@ pub enum SipInput {
         dialled: String,
         /// The leg's SIP Call-ID (for the CDR).
         sip_call_id: String,
+        /// The INVITE carried `Replaces` (RFC 3891) naming the dialog of this other
+        /// leg (the endpoint found it): the new leg takes that leg's place in its
+        /// call instead of calling `dialled`.
+        replaces: Option<LegId>,
     },
     /// An outgoing leg is ringing at the far end (180/183).
     Ringing {
@@ -125,6 +129,27 @@ pub enum SipInput {
         /// On hold.
         held: bool,
     },
+    /// A local phone asked (REFER, RFC 3515) to transfer the party it talks to on
+    /// `leg`. The endpoint accepted the REFER (`202`, `NOTIFY 100 Trying`) and checked
+    /// the referrer may dial the number; call control reports the outcome with
+    /// [`super::Output::SipTransferStatus`].
+    Transfer {
+        /// The transferor's leg (the dialog the REFER came in).
+        leg: LegId,
+        /// Where to.
+        target: TransferTarget,
+    },
+}
+
+/// Where a REFER transfers the transferor's peer to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TransferTarget {
+    /// Blind transfer: the number of the Refer-To URI (an extension, or an outside
+    /// number with the outside-line prefix).
+    Number(String),
+    /// Attended transfer: Refer-To with `Replaces` naming another leg of the
+    /// transferor; the peers of both legs are bridged and both legs end.
+    Replaces(LegId),
 }
 
 /// One end of an audio bridge: an analog port or a SIP leg's RTP session.

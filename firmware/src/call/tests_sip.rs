@@ -13,13 +13,13 @@ use crate::cdr::{Direction, Disposition, HangupSide};
 use crate::tones::{Country, Tone};
 
 const WALL0: i64 = 1_700_000_000_000;
-const IN1: LegId = LegId(1);
-const IN2: LegId = LegId(2);
+pub(super) const IN1: LegId = LegId(1);
+pub(super) const IN2: LegId = LegId(2);
 
-struct Harness {
-    cc: CallControl,
-    now: Instant,
-    out: Vec<Output>,
+pub(super) struct Harness {
+    pub(super) cc: CallControl,
+    pub(super) now: Instant,
+    pub(super) out: Vec<Output>,
 }
 
 fn settings(base: Instant) -> CallSettings {
@@ -65,7 +65,7 @@ fn settings(base: Instant) -> CallSettings {
 }
 
 impl Harness {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         let base = Instant::now();
         Harness {
             cc: CallControl::new(settings(base), 1..=3, 5..=6),
@@ -74,17 +74,17 @@ impl Harness {
         }
     }
 
-    fn ev(&mut self, port: u8, e: Event) {
+    pub(super) fn ev(&mut self, port: u8, e: Event) {
         self.cc.handle_event(self.now, port, &e);
         self.collect();
     }
 
-    fn sip(&mut self, input: SipInput) {
+    pub(super) fn sip(&mut self, input: SipInput) {
         self.cc.handle_sip(self.now, input);
         self.collect();
     }
 
-    fn incoming(&mut self, leg: LegId, origin: SipOrigin, from: &str, dialled: &str) {
+    pub(super) fn incoming(&mut self, leg: LegId, origin: SipOrigin, from: &str, dialled: &str) {
         self.sip(SipInput::Incoming {
             leg,
             origin,
@@ -92,17 +92,18 @@ impl Harness {
             caller_name: String::new(),
             dialled: dialled.into(),
             sip_call_id: format!("call-{}@phone", leg.0),
+            replaces: None,
         });
     }
 
-    fn dial(&mut self, port: u8, digits: &str) {
+    pub(super) fn dial(&mut self, port: u8, digits: &str) {
         for d in digits.bytes() {
             self.advance(Duration::from_millis(100));
             self.ev(port, Event::Digit(d));
         }
     }
 
-    fn advance(&mut self, d: Duration) {
+    pub(super) fn advance(&mut self, d: Duration) {
         let end = self.now + d;
         while let Some(t) = self.cc.timeout() {
             if t > end {
@@ -121,17 +122,17 @@ impl Harness {
         }
     }
 
-    fn take(&mut self) -> Vec<Output> {
+    pub(super) fn take(&mut self) -> Vec<Output> {
         std::mem::take(&mut self.out)
     }
 }
 
-fn has_cmd(out: &[Output], port: u8, f: impl Fn(&Command) -> bool) -> bool {
+pub(super) fn has_cmd(out: &[Output], port: u8, f: impl Fn(&Command) -> bool) -> bool {
     out.iter()
         .any(|o| matches!(o, Output::Command { port: p, command } if *p == port && f(command)))
 }
 
-fn tone_is(out: &[Output], port: u8, tone: Tone) -> bool {
+pub(super) fn tone_is(out: &[Output], port: u8, tone: Tone) -> bool {
     let want = Country::Us.tone(tone);
     has_cmd(
         out,
@@ -140,7 +141,7 @@ fn tone_is(out: &[Output], port: u8, tone: Tone) -> bool {
     )
 }
 
-fn cdrs(out: &[Output]) -> Vec<Cdr> {
+pub(super) fn cdrs(out: &[Output]) -> Vec<Cdr> {
     out.iter()
         .filter_map(|o| match o {
             Output::Cdr(c) => Some(c.clone()),
@@ -150,7 +151,7 @@ fn cdrs(out: &[Output]) -> Vec<Cdr> {
 }
 
 /// The outgoing legs placed, with their targets and Call-IDs.
-fn dials(out: &[Output]) -> Vec<(LegId, SipTarget, String)> {
+pub(super) fn dials(out: &[Output]) -> Vec<(LegId, SipTarget, String)> {
     out.iter()
         .filter_map(|o| match o {
             Output::SipDial {
@@ -164,13 +165,13 @@ fn dials(out: &[Output]) -> Vec<(LegId, SipTarget, String)> {
         .collect()
 }
 
-fn only_dial(out: &[Output]) -> (LegId, SipTarget, String) {
+pub(super) fn only_dial(out: &[Output]) -> (LegId, SipTarget, String) {
     let d = dials(out);
     assert_eq!(d.len(), 1, "{out:?}");
     d[0].clone()
 }
 
-fn hangups(out: &[Output]) -> Vec<(LegId, EndReason)> {
+pub(super) fn hangups(out: &[Output]) -> Vec<(LegId, EndReason)> {
     out.iter()
         .filter_map(|o| match o {
             Output::SipHangup { leg, reason } => Some((*leg, *reason)),
@@ -179,11 +180,11 @@ fn hangups(out: &[Output]) -> Vec<(LegId, EndReason)> {
         .collect()
 }
 
-fn port(p: u8) -> MediaEnd {
+pub(super) fn port(p: u8) -> MediaEnd {
     MediaEnd::Port(p)
 }
 
-fn leg(l: LegId) -> MediaEnd {
+pub(super) fn leg(l: LegId) -> MediaEnd {
     MediaEnd::Leg(l)
 }
 

@@ -18,7 +18,11 @@
 //! 6. CANCEL from the caller: `487` and [`SipInput::Ended`]; BYE: `200` and `Ended`;
 //!    re-INVITE: answered from the new offer (sendonly/inactive is answered
 //!    recvonly/inactive and reported as [`SipInput::Hold`]); INFO with
-//!    `application/dtmf-relay` becomes [`SipInput::Digit`].
+//!    `application/dtmf-relay` becomes [`SipInput::Digit`]; REFER goes to `refer`
+//!    ([`SipInput::Transfer`]).
+//! 7. An INVITE with `Replaces` naming a dialog of the box (from a phone; the trunk
+//!    gets `403`, an unknown dialog `481`) is reported with that leg in
+//!    [`SipInput::Incoming`]'s `replaces`.
 //!
 //! # Outgoing legs (call control's `SipDial`)
 //!
@@ -109,19 +113,37 @@ pub(super) struct Outgoing {
 #[derive(Debug)]
 pub(super) struct Leg {
     sip_call_id: String,
-    state: LegState,
+    pub(super) state: LegState,
     local_rtp: SocketAddr,
     remote: Option<RemoteMedia>,
     latch: bool,
     session_id: u64,
     session_version: u64,
-    dialog: Option<DialogId>,
+    pub(super) dialog: Option<DialogId>,
     held: bool,
+    /// The local phone's extension on this leg (its login on an incoming leg, the
+    /// extension rung on an outgoing one); `None` for trunk legs.
+    pub(super) extension: Option<String>,
+    /// A REFER's subscription in progress: the REFER's CSeq (its `Event` id).
+    pub(super) refer: Option<u32>,
     incoming: Option<Incoming>,
     outgoing: Option<Outgoing>,
 }
 
 impl Leg {
+    /// Our Contact on this leg's dialog.
+    pub(super) fn local_contact(&self) -> Option<rsip::Uri> {
+        self.incoming
+            .as_ref()
+            .map(|i| i.local_contact.clone())
+            .or_else(|| {
+                self.outgoing
+                    .as_ref()
+                    .and_then(|o| o.forks.first())
+                    .map(|f| f.local_contact.clone())
+            })
+    }
+
     fn local_media(&mut self, direction: Direction, bump: bool) -> LocalMedia {
         if bump {
             self.session_version += 1;
@@ -165,7 +187,7 @@ fn sdp_headers() -> Vec<Header> {
 }
 
 impl SipEndpoint {
-    fn input(&self, input: SipInput) {
+    pub(super) fn input(&self, input: SipInput) {
         tracing::debug!(?input, "sip -> call control");
         if self.inputs.send(input).is_err() {
             tracing::warn!("call control is gone; SIP input dropped");
@@ -268,6 +290,29 @@ impl SipEndpoint {
                 requested,
             )
         };
+        // RFC 3891: an INVITE that replaces a dialog of the box (a phone picking up a
+        // call another phone of the same account or a transferor handed over).
+        let replaces = match wire::header(&request.headers, "Replaces") {
+            None => None,
+            Some(value) => {
+                let found = super::refer::parse_replaces(value)
+                    .ok()
+                    .and_then(|r| self.leg_of_replaces(&r));
+                match found {
+                    Some(old) if !trunk => Some(old),
+                    Some(_) => {
+                        tracing::info!(source = %source.addr, "INVITE with Replaces from the trunk refused");
+                        reject(self, 403);
+                        return;
+                    }
+                    None => {
+                        tracing::info!(source = %source.addr, replaces = value, "INVITE with Replaces for an unknown dialog");
+                        reject(self, 481);
+                        return;
+                    }
+                }
+            }
+        };
         let counted = if trunk {
             None
         } else {
@@ -297,6 +342,10 @@ impl SipEndpoint {
                 release(self);
                 return;
             }
+        };
+        let extension = match &origin {
+            SipOrigin::Extension(ext) => Some(ext.clone()),
+            SipOrigin::Trunk => None,
         };
         let leg = LegId(self.next_in_leg);
         self.next_in_leg += 1;
@@ -329,6 +378,8 @@ impl SipEndpoint {
                 session_version: 1,
                 dialog: None,
                 held: false,
+                extension,
+                refer: None,
                 incoming: Some(Incoming {
                     server: key,
                     invite: request,
@@ -347,6 +398,7 @@ impl SipEndpoint {
             caller_name,
             dialled,
             sip_call_id,
+            replaces,
         });
     }
 
@@ -571,10 +623,7 @@ impl SipEndpoint {
                     self.input(SipInput::Digit { leg, digit });
                 }
             }
-            Method::Refer => {
-                let response = transaction::response_for(&request, 501u16.into(), None);
-                self.respond(now, &key, response);
-            }
+            Method::Refer => self.on_refer(now, key, request, leg),
             _ => self.respond(now, &key, ok),
         }
     }
@@ -870,6 +919,11 @@ impl SipEndpoint {
                 session_version: 1,
                 dialog: None,
                 held: false,
+                extension: match &target {
+                    SipTarget::Extension(ext) => Some(ext.clone()),
+                    SipTarget::Trunk(_) => None,
+                },
+                refer: None,
                 incoming: None,
                 outgoing: Some(Outgoing {
                     forks,

@@ -21,6 +21,8 @@
 //!   address, SDP offer, toll check), outgoing INVITEs (forking to every binding of an
 //!   extension, the trunk with caller ID, P-Asserted-Identity and digest), CANCEL,
 //!   BYE, re-INVITE hold.
+//! - `refer`: transfers: REFER (RFC 3515) with its implicit subscription and
+//!   sipfrag NOTIFYs, `Replaces` (RFC 3891) in a Refer-To or on an INVITE.
 //! - [`sdp`]: SDP offer/answer for G.711 audio (our own subset; see its doc).
 //! - `wire`: helpers (kind conversions, header readers, raw 400/501 responses).
 //!
@@ -53,13 +55,19 @@
 //!   is looked up as `_sip._udp` / `_sip._tcp` / `_sips._tcp` SRV through
 //!   `[sip.trunk] nameservers` (else `/etc/resolv.conf`), tried by priority and
 //!   weight, then A/AAAA; without SRV records, the host's A/AAAA with the default port.
-//! - Calls: see `legs`.
+//! - Calls: see `legs`. Transfers: a phone's REFER inside an answered call is
+//!   answered `202` with sipfrag NOTIFYs (`100 Trying`, then the outcome), blind or
+//!   attended (`Replaces`), with the referrer's toll rules; an INVITE with `Replaces`
+//!   for a dialog of the box takes that leg's place. See `refer`.
 //!
 //! # Limits
 //!
 //! - No late offer (INVITE without SDP: `488`), no early media towards call control
-//!   (a 183 with SDP counts as ringing), no 100rel towards phones, no REFER (`501`),
-//!   no session timers.
+//!   (a 183 with SDP counts as ringing), no 100rel towards phones, no session timers.
+//! - REFER is taken from local phones only, inside an answered dialog; the REFER
+//!   itself is not digest-challenged (the dialog's tags stand for the phone's login
+//!   at call set-up). The transferee hears silence, not ringback, while a SIP target
+//!   rings.
 //! - Trunk calls are accepted from the IP addresses of the configured trunk servers
 //!   (numeric hosts, and the addresses DNS gave); a trunk that sends from other
 //!   addresses is treated as an unknown phone and challenged.
@@ -70,6 +78,7 @@
 
 mod dns;
 mod legs;
+mod refer;
 pub mod sdp;
 mod wire;
 
@@ -190,6 +199,14 @@ pub enum SipCommand {
         /// Why.
         reason: EndReason,
     },
+    /// Report a transfer's progress to the phone that sent the REFER on `leg`
+    /// ([`crate::call::Output::SipTransferStatus`]).
+    TransferStatus {
+        /// The transferor's leg.
+        leg: LegId,
+        /// The SIP status for the sipfrag NOTIFY.
+        status: u16,
+    },
     /// Send an RFC 3842 message-summary NOTIFY to every binding of `extension`.
     Mwi {
         /// The mailbox's extension.
@@ -220,6 +237,7 @@ impl SipCommand {
             Output::SipRinging { leg } => SipCommand::Ringing { leg },
             Output::SipAnswer { leg } => SipCommand::Answer { leg },
             Output::SipHangup { leg, reason } => SipCommand::Hangup { leg, reason },
+            Output::SipTransferStatus { leg, status } => SipCommand::TransferStatus { leg, status },
             _ => return None,
         })
     }
@@ -1353,6 +1371,7 @@ impl SipEndpoint {
             SipCommand::Ringing { leg } => self.ringing(now, leg),
             SipCommand::Answer { leg } => self.answer(now, leg).await,
             SipCommand::Hangup { leg, reason } => self.hangup(now, leg, reason).await,
+            SipCommand::TransferStatus { leg, status } => self.transfer_notify(now, leg, status),
             SipCommand::Mwi { extension, summary } => self.mwi(now, &extension, &summary),
         }
     }
