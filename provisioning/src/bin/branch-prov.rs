@@ -88,7 +88,7 @@ enum Command {
         reason: String,
     },
     /// Read a password from stdin (first line) and print its argon2id hash for the
-    /// site description's [installer] password_hash.
+    /// site description's `[installer] password_hash`.
     HashPassword,
 }
 
@@ -234,9 +234,8 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         fs::rename(&tmp, path)
     };
     write()
-        .map_err(|e| {
+        .inspect_err(|_| {
             let _ = fs::remove_file(&tmp);
-            e
         })
         .with_context(|| format!("write {}", path.display()))
 }
