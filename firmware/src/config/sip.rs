@@ -13,6 +13,7 @@
 //! contact_host = "192.0.2.10"   # address for Contact/Via when listeners bind 0.0.0.0
 //! max_message_bytes = 65535
 //! md5_first = false             # true: MD5 challenge before SHA-256 (MD5-only phones)
+//! digest_algorithms = ["SHA-256", "MD5"]  # challenges offered, in this order (or md5_first)
 //!
 //! [sip.guard]
 //! auth_failures_before_ban = 5
@@ -45,6 +46,7 @@ use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use branchline_sip::digest::Algorithm;
 use branchline_sip::trunk::did::{DidNormalization, DidRouting};
 use branchline_sip::trunk::identity::CallerIdRules;
 use branchline_sip::trunk::TrunkServer;
@@ -75,6 +77,7 @@ pub(super) struct RawSip {
     pub contact_host: Option<Spanned<String>>,
     pub max_message_bytes: Option<Spanned<i64>>,
     pub md5_first: Option<bool>,
+    pub digest_algorithms: Option<Spanned<Vec<String>>>,
     #[serde(default)]
     pub guard: RawSipGuard,
     pub trunk: Option<RawSipTrunk>,
@@ -152,10 +155,12 @@ pub struct SipConfig {
     pub contact_host: Option<IpAddr>,
     /// Largest SIP message accepted (bytes).
     pub max_message_bytes: usize,
-    /// Offer the MD5 digest challenge before SHA-256 (`md5_first = true`; default
-    /// false, SHA-256 first per RFC 8760) for phones that take the first challenge
-    /// and speak only MD5 (SIPp 3.6, older desk phones).
-    pub md5_first: bool,
+    /// The digest challenges a `401` offers, in this order: SHA-256 then MD5 by
+    /// default (RFC 8760); `md5_first = true` puts MD5 first for phones that take the
+    /// first challenge and speak only MD5 (SIPp 3.6, older desk phones);
+    /// `digest_algorithms = ["MD5"]` offers MD5 alone, for phones that give up on a
+    /// `401` carrying any algorithm they do not know (libre 1.x: baresip 1.0).
+    pub digest_algorithms: Vec<Algorithm>,
     /// `[sip.guard]`
     pub guard: SipGuardConfig,
     /// `[sip.trunk]`
@@ -326,6 +331,7 @@ impl Ctx<'_> {
             "sip.max_message_bytes",
             SIP_MAX_MESSAGE_BYTES,
         )?;
+        let digest_algorithms = self.digest_algorithms(raw.md5_first, raw.digest_algorithms)?;
         let guard = self.sip_guard(raw.guard)?;
         let trunk = raw.trunk.map(|t| self.sip_trunk(t)).transpose()?;
         Ok(SipConfig {
@@ -337,10 +343,56 @@ impl Ctx<'_> {
             domain,
             contact_host,
             max_message_bytes: usize::try_from(max_message_bytes).unwrap_or(65_535),
-            md5_first: raw.md5_first.unwrap_or(false),
+            digest_algorithms,
             guard,
             trunk,
         })
+    }
+
+    /// `sip.digest_algorithms` (or the older `md5_first`): the registrar's challenges,
+    /// SHA-256 and MD5 (the two it issues), each at most once, in offer order.
+    fn digest_algorithms(
+        &self,
+        md5_first: Option<bool>,
+        raw: Option<Spanned<Vec<String>>>,
+    ) -> Result<Vec<Algorithm>> {
+        const FIELD: &str = "sip.digest_algorithms";
+        let Some(raw) = raw else {
+            return Ok(if md5_first == Some(true) {
+                vec![Algorithm::Md5, Algorithm::Sha256]
+            } else {
+                vec![Algorithm::Sha256, Algorithm::Md5]
+            });
+        };
+        let span = raw.span();
+        if md5_first.is_some() {
+            return Err(self.invalid(
+                span,
+                FIELD,
+                "set either digest_algorithms or md5_first, not both",
+            ));
+        }
+        let names = raw.into_inner();
+        if names.is_empty() {
+            return Err(self.invalid(span, FIELD, "is empty: list \"SHA-256\", \"MD5\" or both"));
+        }
+        let mut algorithms = Vec::with_capacity(names.len());
+        for name in &names {
+            let algorithm = Algorithm::from_token(name)
+                .filter(|a| matches!(a, Algorithm::Sha256 | Algorithm::Md5))
+                .ok_or_else(|| {
+                    self.invalid(
+                        span.clone(),
+                        FIELD,
+                        format!("{name:?} is not offered by the registrar: \"SHA-256\" or \"MD5\""),
+                    )
+                })?;
+            if algorithms.contains(&algorithm) {
+                return Err(self.invalid(span, FIELD, format!("{name:?} is listed twice")));
+            }
+            algorithms.push(algorithm);
+        }
+        Ok(algorithms)
     }
 
     fn sip_guard(&self, raw: RawSipGuard) -> Result<SipGuardConfig> {

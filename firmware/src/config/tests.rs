@@ -608,3 +608,48 @@ fn sip_trunk_keepalive_defaults_to_30_s_and_0_turns_it_off() {
     assert_located(&e, 21, "sip.trunk.keepalive_s");
     assert!(e.contains("out of range"), "{e}");
 }
+
+fn sip_digest(extra: &str) -> String {
+    format!("{BASE}\n[sip]\nudp = \"127.0.0.1:0\"\n{extra}")
+}
+
+#[test]
+fn sip_digest_algorithms_default_md5_first_and_md5_alone() {
+    use branchline_sip::digest::Algorithm::{Md5, Sha256};
+    let algorithms = |extra: &str| {
+        Config::from_toml_str(&sip_digest(extra), Path::new(FILE))
+            .expect("loads")
+            .sip
+            .expect("sip")
+            .digest_algorithms
+    };
+    assert_eq!(algorithms(""), [Sha256, Md5]);
+    assert_eq!(algorithms("md5_first = false\n"), [Sha256, Md5]);
+    assert_eq!(algorithms("md5_first = true\n"), [Md5, Sha256]);
+    assert_eq!(algorithms("digest_algorithms = [\"MD5\"]\n"), [Md5]);
+    assert_eq!(
+        algorithms("digest_algorithms = [\"md5\", \"sha-256\"]\n"),
+        [Md5, Sha256]
+    );
+}
+
+#[test]
+fn sip_digest_algorithm_errors_name_file_line_and_field() {
+    let cases = [
+        ("digest_algorithms = []\n", "is empty"),
+        ("digest_algorithms = [\"SHA-512-256\"]\n", "not offered"),
+        ("digest_algorithms = [\"MD5-sess\"]\n", "not offered"),
+        ("digest_algorithms = [\"rot13\"]\n", "not offered"),
+        ("digest_algorithms = [\"MD5\", \"md5\"]\n", "listed twice"),
+        (
+            "md5_first = true\ndigest_algorithms = [\"MD5\"]\n",
+            "not both",
+        ),
+    ];
+    for (extra, why) in cases {
+        let e = error(&sip_digest(extra));
+        let line = 13 + extra.lines().count();
+        assert_located(&e, line, "sip.digest_algorithms");
+        assert!(e.contains(why), "{extra:?}: {e}");
+    }
+}

@@ -76,6 +76,7 @@
 //! - The registrar keeps phone bindings in memory: after a restart phones must
 //!   re-register (they do within their registration interval).
 
+mod challenges;
 mod dns;
 mod legs;
 mod refer;
@@ -1198,8 +1199,11 @@ impl SipEndpoint {
     }
 
     fn respond(&mut self, now: Instant, key: &ServerKey, mut response: rsip::Response) {
-        if self.settings.sip.md5_first && response.status_code.code() == 401 {
-            response.headers = md5_challenges_first(&response.headers);
+        if response.status_code.code() == 401 {
+            response.headers = challenges::order_challenges(
+                &response.headers,
+                &self.settings.sip.digest_algorithms,
+            );
         }
         response
             .headers
@@ -1456,22 +1460,6 @@ impl SipEndpoint {
                 .collect()
         }
     }
-}
-
-/// The same headers with the MD5 `WWW-Authenticate` challenges moved before the
-/// others (`[sip] md5_first`); every other header keeps its place.
-fn md5_challenges_first(headers: &rsip::Headers) -> rsip::Headers {
-    let is_challenge = |h: &Header| matches!(h, Header::WwwAuthenticate(_));
-    let first = headers.iter().position(is_challenge);
-    let (mut challenges, mut rest): (Vec<Header>, Vec<Header>) =
-        headers.iter().cloned().partition(is_challenge);
-    challenges.sort_by_key(|h| match h {
-        Header::WwwAuthenticate(w) => !w.value().to_ascii_lowercase().contains("algorithm=md5"),
-        _ => true,
-    });
-    let at = first.unwrap_or(rest.len()).min(rest.len());
-    rest.splice(at..at, challenges);
-    rsip::Headers::from(rest)
 }
 
 /// The local IP address the kernel would use towards `dest` (no packet is sent).
