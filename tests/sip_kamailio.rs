@@ -440,10 +440,11 @@ fn wrong_trunk_password_is_refused_reported_and_backed_off() {
     assert!(secs >= 800, "backoff of {secs} s after a refused password");
     assert_eq!(reachability_count(&gw, true), 0, "{}", gw.log_text());
     assert_eq!(gw.log_count("trunk registered"), 0);
-    // Kamailio saw the REGISTER and its answer, both challenged, and saved nothing.
+    // Kamailio saw the REGISTER and its answer (a slow box under qemu-user may
+    // retransmit one), challenged every one, and saved nothing.
     let registers = k.count("KAM REGISTER ruri");
-    assert_eq!(registers, 2, "{}", k.log());
-    assert_eq!(k.count("KAM REGISTER challenged"), 2, "{}", k.log());
+    assert!((2..=4).contains(&registers), "{}", k.log());
+    assert_eq!(k.count("KAM REGISTER challenged"), registers, "{}", k.log());
     assert_eq!(k.count("KAM REGISTER saved"), 0);
     // No retry while backing off: a network failure would have retried within 2-4 s.
     std::thread::sleep(Duration::from_secs(6));
