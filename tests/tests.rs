@@ -15,6 +15,7 @@ mod analog_calls;
 mod daemon_lifecycle;
 mod health_check;
 mod pstn;
+mod sip_baresip;
 mod sip_calls;
 mod sip_transfer;
 mod sip_kamailio;
