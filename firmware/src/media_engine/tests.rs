@@ -882,8 +882,7 @@ async fn a_phones_audio_is_not_searched_for_dtmf() {
 /// Sends digit `d` as RFC 4733 from the peer: 120 ms with three end packets.
 async fn send_event(peer: &UdpSocket, to: SocketAddr, d: u8, seq: u16, ts: u32) {
     let mut clock = tokio::time::interval(FRAME_INTERVAL);
-    let mut k = 0u16;
-    for (dur, end) in [
+    for (k, (dur, end)) in [
         (0u16, false),
         (160, false),
         (320, false),
@@ -893,7 +892,10 @@ async fn send_event(peer: &UdpSocket, to: SocketAddr, d: u8, seq: u16, ts: u32) 
         (960, true),
         (960, true),
         (960, true),
-    ] {
+    ]
+    .into_iter()
+    .enumerate()
+    {
         clock.tick().await;
         let payload = EventPayload {
             event: TelephoneEvent::from_digit(d).unwrap(),
@@ -902,9 +904,8 @@ async fn send_event(peer: &UdpSocket, to: SocketAddr, d: u8, seq: u16, ts: u32) 
             duration: dur,
         }
         .to_bytes();
-        let pkt = rtp_packet(101, seq + k, ts, k == 0, &payload);
+        let pkt = rtp_packet(101, seq + k as u16, ts, k == 0, &payload);
         peer.send_to(&pkt, to).await.unwrap();
-        k += 1;
     }
 }
 
