@@ -34,9 +34,26 @@ pub(crate) struct Head<'a> {
     pub body_offset: usize,
 }
 
+const fn token_bytes() -> [bool; 256] {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = (b as u8).is_ascii_alphanumeric();
+        b += 1;
+    }
+    let extra = b"-.!%*_+`'~";
+    let mut i = 0;
+    while i < extra.len() {
+        table[extra[i] as usize] = true;
+        i += 1;
+    }
+    table
+}
+static TOKEN_BYTES: [bool; 256] = token_bytes();
+
 /// Bytes allowed in a `token` (RFC 3261 25.1).
 pub(crate) fn is_token_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b)
+    TOKEN_BYTES[usize::from(b)]
 }
 
 /// Is `s` a non-empty RFC 3261 `token`?
@@ -77,7 +94,14 @@ pub(crate) fn find_head_end(bytes: &[u8], from: usize) -> Option<usize> {
 
 /// Checks one physical line for bare CR and forbidden control characters and returns it
 /// as `str`. `line_no` is for error context.
-fn check_line(raw: &[u8], line_no: usize) -> Result<&str, ParseError> {
+///
+/// `checked` is the same line taken from a head already known to be UTF-8, which spares
+/// a UTF-8 check per line; without it the line is checked here.
+fn check_line<'a>(
+    raw: &'a [u8],
+    checked: Option<&'a str>,
+    line_no: usize,
+) -> Result<&'a str, ParseError> {
     // Fast path: the common line has no byte below 0x20 and no DEL.
     if raw.iter().any(|&b| b < 0x20 || b == 0x7f) {
         let mut prev = 0u8;
@@ -96,7 +120,10 @@ fn check_line(raw: &[u8], line_no: usize) -> Result<&str, ParseError> {
             prev = if prev == b'\\' { 0 } else { b };
         }
     }
-    std::str::from_utf8(raw).map_err(|_| ParseError::InvalidUtf8 { line: line_no })
+    match checked {
+        Some(text) => Ok(text),
+        None => std::str::from_utf8(raw).map_err(|_| ParseError::InvalidUtf8 { line: line_no }),
+    }
 }
 
 /// Scans the head of a message that starts at `bytes[0]`. `bytes` must contain the
@@ -110,6 +137,12 @@ pub(crate) fn scan_head<'a>(bytes: &'a [u8], limits: &Limits) -> Result<Head<'a>
     let mut fields: Vec<Field<'a>> = Vec::with_capacity(16);
     // The header being built: (name, value pieces, first line, total length).
     let mut current: Option<(&'a str, Cow<'a, str>, usize)> = None;
+    // The usual message is UTF-8 throughout its head: check that once (one fast pass)
+    // and take each line from the checked text. Otherwise (no terminator, or a bad byte
+    // somewhere) every line is checked on its own, so errors name the right line.
+    let utf8_head = find_head_end(bytes, start_offset)
+        .and_then(|end| bytes.get(start_offset..end))
+        .and_then(|head| std::str::from_utf8(head).ok());
 
     loop {
         let Some(rel) = bytes
@@ -132,7 +165,11 @@ pub(crate) fn scan_head<'a>(bytes: &'a [u8], limits: &Limits) -> Result<Head<'a>
                 limit: limits.max_line_len,
             });
         }
-        let text = check_line(raw, line_no)?;
+        let line_start = lf - rel;
+        let checked = utf8_head.and_then(|head| {
+            head.get(line_start - start_offset..line_start - start_offset + raw.len())
+        });
+        let text = check_line(raw, checked, line_no)?;
 
         if start_line.is_none() {
             if text.is_empty() {
@@ -190,18 +227,14 @@ pub(crate) fn scan_head<'a>(bytes: &'a [u8], limits: &Limits) -> Result<Head<'a>
             });
         };
         // HCOLON = *( SP / HTAB ) ":" SWS
-        let name = name.trim_end_matches([' ', '\t']);
+        let name = grammar::trim_wsp_end(name);
         if !is_token(name) {
             return Err(ParseError::MalformedHeader {
                 line: line_no,
                 reason: "header name is not a token",
             });
         }
-        current = Some((
-            name,
-            Cow::Borrowed(value.trim_matches([' ', '\t'])),
-            line_no,
-        ));
+        current = Some((name, Cow::Borrowed(grammar::trim_wsp(value)), line_no));
     }
 
     let start_line = start_line.ok_or(ParseError::MissingHeaderTerminator)?;
@@ -225,7 +258,7 @@ fn push_field<'a>(
         });
     }
     let value = match value {
-        Cow::Borrowed(v) => Cow::Borrowed(v.trim_end_matches([' ', '\t'])),
+        Cow::Borrowed(v) => Cow::Borrowed(grammar::trim_wsp_end(v)),
         Cow::Owned(mut v) => {
             let len = v.trim_end_matches([' ', '\t']).len();
             v.truncate(len);
