@@ -106,6 +106,9 @@ impl Agent {
         let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         let up_config = UploaderConfig {
             max_records: hq.batch_records,
+            // A backlog (after an outage) drains in batches of up to the protocol's
+            // limit; still within the 1 MiB byte bound, so memory stays flat.
+            backlog_max_records: Some(wire::MAX_BATCH_RECORDS.max(hq.batch_records)),
             request_timeout: hq.request_timeout,
             poll_interval: hq.upload_interval,
             backoff: BackoffConfig::default(),

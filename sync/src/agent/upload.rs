@@ -29,7 +29,8 @@
 //! # Rules
 //!
 //! - At most one batch is in flight. A batch holds consecutive rows from the oldest
-//!   row HQ has not acknowledged, at most [`UploaderConfig::max_records`] and at most
+//!   row HQ has not acknowledged, at most [`UploaderConfig::max_records`] (while a
+//!   backlog drains, up to [`UploaderConfig::backlog_max_records`]) and at most
 //!   [`UploaderConfig::max_batch_bytes`] of JSON (envelope included). A single row
 //!   above that budget goes alone, as long as it fits
 //!   [`MAX_UP_BODY_INFLATED`] and its payload fits [`UploaderConfig::max_row_bytes`]
@@ -81,6 +82,14 @@ pub struct UploaderConfig {
     pub firmware_version: String,
     /// Most rows in one batch, 1..=[`MAX_BATCH_RECORDS`].
     pub max_records: usize,
+    /// While a backlog drains, the batch may grow up to this many rows
+    /// (`max_records..=`[`MAX_BATCH_RECORDS`]; `None`: never beyond `max_records`):
+    /// after each batch that was full by count, accepted whole, with more rows
+    /// waiting, the row limit doubles. The byte bound [`Self::max_batch_bytes`] still
+    /// holds, so memory stays bounded; any failure, or an empty outbox, returns to
+    /// `max_records`. Fewer, larger requests drain a backlog faster (each batch costs
+    /// a round trip, a read and a trim on the box, a transaction at HQ).
+    pub backlog_max_records: Option<usize>,
     /// Most bytes of one batch as JSON, 1 KiB..=[`MAX_UP_BODY_INFLATED`].
     pub max_batch_bytes: usize,
     /// Most bytes of one row's payload as JSON, 1 KiB..=[`MAX_UP_BODY_INFLATED`]:
@@ -112,6 +121,7 @@ impl UploaderConfig {
             epoch: epoch.into(),
             firmware_version: firmware_version.into(),
             max_records: MAX_BATCH_RECORDS,
+            backlog_max_records: None,
             max_batch_bytes: 1024 * 1024,
             max_row_bytes: 256 * 1024,
             request_timeout: Duration::from_secs(30),
@@ -134,6 +144,14 @@ impl UploaderConfig {
             1,
             MAX_BATCH_RECORDS as u64,
         )?;
+        if let Some(n) = self.backlog_max_records {
+            range(
+                "backlog_max_records",
+                n as u64,
+                self.max_records as u64,
+                MAX_BATCH_RECORDS as u64,
+            )?;
+        }
         range(
             "max_batch_bytes",
             self.max_batch_bytes as u64,
@@ -370,6 +388,8 @@ pub struct Uploader {
     retry_at: Option<Instant>,
     /// Batch size while isolating a refused row.
     shrunk_to: Option<usize>,
+    /// Batch size while a backlog drains (see [`UploaderConfig::backlog_max_records`]).
+    grown_to: Option<usize>,
     /// A row too large to send, at which uploads stopped.
     stalled_at: Option<i64>,
     /// When the last batch was sent.
@@ -414,6 +434,7 @@ impl Uploader {
             file_policy: None,
             retry_at: None,
             shrunk_to: None,
+            grown_to: None,
             stalled_at: None,
             last_sent: None,
             heartbeat_now: false,
@@ -555,6 +576,7 @@ impl Uploader {
 
     /// Records a failure and schedules the retry.
     fn fail(&mut self, now: Instant, error: AgentError, at_cap: bool) {
+        self.grown_to = None;
         self.report(now, error);
         self.retry_at = Some(if at_cap {
             self.backoff.at_cap(now)
@@ -706,6 +728,7 @@ impl Uploader {
             self.last_success = Some(now);
             self.retry_at = None;
             let rows = current.map_or(0, |f| f.rows);
+            self.grow_or_settle(complete, rows);
             self.events.push_back(UpEvent::Delivered {
                 request,
                 rows,
@@ -802,8 +825,25 @@ impl Uploader {
     }
 
     fn batch_limit(&self) -> usize {
-        self.shrunk_to
-            .map_or(self.config.max_records, |n| n.min(self.config.max_records))
+        match self.shrunk_to {
+            Some(n) => n.min(self.config.max_records),
+            None => self.grown_to.unwrap_or(self.config.max_records),
+        }
+    }
+
+    /// After an accepted batch of `rows`: doubles the row limit while a backlog
+    /// drains and the last batch was full by count; back to `max_records` once the
+    /// outbox is drained.
+    fn grow_or_settle(&mut self, complete: bool, rows: usize) {
+        let Some(ceiling) = self.config.backlog_max_records else {
+            return;
+        };
+        let limit = self.batch_limit();
+        if self.last_seq <= self.floor {
+            self.grown_to = None;
+        } else if complete && rows >= limit {
+            self.grown_to = Some(limit.saturating_mul(2).min(ceiling));
+        }
     }
 
     fn send_batch(&mut self, now: Instant, limit: usize) {

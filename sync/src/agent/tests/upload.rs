@@ -1060,3 +1060,83 @@ fn a_payload_above_hqs_per_record_limit_is_reported_not_sent() {
     );
     assert_eq!(d.up.timeout(), None);
 }
+
+/// Sends batches through a [`Driver`], acknowledging each whole, and returns their
+/// sizes; `fail_at` makes that batch (0-based) fail once in transport first.
+fn drain_sizes(cfg: UploaderConfig, outbox: Vec<UpRecord>, fail_at: Option<usize>) -> Vec<usize> {
+    let t0 = Instant::now();
+    let mut d = Driver::new(cfg, outbox, t0);
+    let mut now = t0;
+    let mut tx = d.pump(now);
+    let mut sizes = Vec::new();
+    let mut failed = false;
+    while let Some(t) = tx {
+        if !failed && fail_at == Some(sizes.len()) {
+            failed = true;
+            d.input(
+                now,
+                UpInput::Failed {
+                    request: t.request,
+                    failure: Failure::Transport {
+                        detail: "connection reset".into(),
+                    },
+                },
+            );
+            let (at, retry) = d.wait();
+            now = at;
+            tx = retry;
+            continue;
+        }
+        sizes.push(t.batch.records.len());
+        let last = *seqs(&t).last().unwrap();
+        tx = d.input(
+            now,
+            UpInput::Acked {
+                request: t.request,
+                ack: ack(last),
+            },
+        );
+    }
+    assert!(d.outbox.is_empty(), "everything acknowledged and trimmed");
+    sizes
+}
+
+#[test]
+fn a_backlog_grows_the_batch_up_to_its_ceiling_and_a_failure_shrinks_it_back() {
+    let mut cfg = config();
+    cfg.max_records = 3;
+    let mut steady = vec![3; 13];
+    steady.push(1);
+    assert_eq!(
+        drain_sizes(cfg.clone(), rows(1, 40), None),
+        steady,
+        "without a ceiling the batch never grows"
+    );
+    cfg.backlog_max_records = Some(10);
+    assert_eq!(
+        drain_sizes(cfg.clone(), rows(1, 40), None),
+        [3, 6, 10, 10, 10, 1]
+    );
+    // A failed batch returns to max_records, which grows again.
+    assert_eq!(
+        drain_sizes(cfg.clone(), rows(1, 40), Some(2)),
+        [3, 6, 3, 6, 10, 10, 2]
+    );
+    // The byte bound still holds: rows of ~300 bytes, 1 KiB per batch.
+    cfg.max_batch_bytes = 1024;
+    let sizes = drain_sizes(cfg.clone(), rows(1, 40), None);
+    assert!(sizes.iter().all(|&n| n <= 3), "{sizes:?}");
+    assert_eq!(sizes.iter().sum::<usize>(), 40);
+}
+
+#[test]
+fn a_backlog_ceiling_below_max_records_or_above_the_protocol_is_refused() {
+    let mut cfg = config();
+    cfg.max_records = 100;
+    cfg.backlog_max_records = Some(99);
+    assert!(Uploader::new(cfg.clone(), 1, Instant::now()).is_err());
+    cfg.backlog_max_records = Some(crate::wire::MAX_BATCH_RECORDS + 1);
+    assert!(Uploader::new(cfg.clone(), 1, Instant::now()).is_err());
+    cfg.backlog_max_records = Some(100);
+    assert!(Uploader::new(cfg, 1, Instant::now()).is_ok());
+}
