@@ -25,13 +25,18 @@ fuzz_target!(|data: &[u8]| {
         let sealed = envelope::seal(Kind::Bundle, data, &key).unwrap();
         match bundle::open(&sealed, &keys) {
             Ok(opened) => {
-                let again = bundle::make(&opened.payload, &key).expect("an opened payload re-signs");
+                let again =
+                    bundle::make(&opened.payload, &key).expect("an opened payload re-signs");
                 let reopened = bundle::open(&again, &keys).expect("and opens again");
                 assert_eq!(reopened.payload, opened.payload);
             }
-            Err(Error::Payload { .. }) | Err(Error::TokenText(_)) | Err(Error::TooLarge { .. })
-            | Err(Error::Truncated { .. }) | Err(Error::UnknownKey { .. })
-            | Err(Error::UnsupportedVersion { .. }) | Err(Error::BadSignature { .. }) => {}
+            Err(Error::Payload { .. })
+            | Err(Error::TokenText(_))
+            | Err(Error::TooLarge { .. })
+            | Err(Error::Truncated { .. })
+            | Err(Error::UnknownKey { .. })
+            | Err(Error::UnsupportedVersion { .. })
+            | Err(Error::BadSignature { .. }) => {}
             Err(e) => panic!("unexpected refusal of a signed bundle: {e}"),
         }
         let sealed = envelope::seal(Kind::RevocationList, data, &key).unwrap();

@@ -536,3 +536,32 @@ proptest! {
         prop_assert!(token::decode(&token::to_text(&data), &trusted()).is_err());
     }
 }
+
+/// A camera-like picture of the code: small modules on a larger grey page, blurred,
+/// with uneven lighting, saved as a lossy JPEG - what an installer's phone uploads.
+#[test]
+fn qr_photo_like_jpeg_decodes_back() {
+    // Blur sigma in pixels (modules are 5 px) and the light fall-off across the page
+    // in percent.
+    const BLUR: f32 = 0.8;
+    const LIGHT: u32 = 25;
+    let text = token_text();
+    let png = Qr::encode(&text).unwrap().to_png(5).unwrap();
+    let code = image::load_from_memory(&png).unwrap().to_luma8();
+    let (w, h) = (code.width() + 300, code.height() + 200);
+    let mut page = image::GrayImage::from_fn(w, h, |x, y| {
+        // Light falls off from left to right (paper under a lamp).
+        image::Luma([(235 - (x * 40 / w)) as u8 + (y % 3) as u8])
+    });
+    image::imageops::overlay(&mut page, &code, 170, 90);
+    let lit = image::GrayImage::from_fn(w, h, |x, y| {
+        let v = page.get_pixel(x, y).0[0] as u32;
+        image::Luma([(v * (100 - x * LIGHT / w) / 100 + 10).min(255) as u8])
+    });
+    let blurred = image::imageops::blur(&lit, BLUR);
+    let mut jpeg = std::io::Cursor::new(Vec::new());
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 60)
+        .encode_image(&blurred)
+        .unwrap();
+    assert_eq!(qr::decode_image(&jpeg.into_inner()).unwrap(), vec![text]);
+}
