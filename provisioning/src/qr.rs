@@ -79,7 +79,9 @@ impl Qr {
             .build()
     }
 
-    /// Unicode half blocks for a terminal (two modules per character cell vertically).
+    /// Unicode half blocks for a terminal (two modules per character cell vertically),
+    /// drawn for the usual dark-background terminal: dark modules are left blank and
+    /// light ones (and the quiet zone) are filled, so the code shows dark on light.
     pub fn to_terminal(&self) -> String {
         self.code
             .render::<unicode::Dense1x2>()
