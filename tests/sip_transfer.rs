@@ -1,11 +1,14 @@
-//! Transfers by SIP phones against the real `branchd`: SIPp as a phone that calls an
-//! analog phone and then sends REFER (RFC 3515), checked through the analog phones'
-//! audio, the REFER's NOTIFYs (in the scenarios) and the stored CDRs.
+//! SIP phones' features against the real `branchd`: transfer (SIPp as a phone that
+//! calls an analog phone and then sends REFER, RFC 3515, checked through the analog
+//! phones' audio, the REFER's NOTIFYs in the scenarios, and the stored CDRs) and call
+//! waiting switched off for an account.
 
 use std::time::Duration;
 
-use crate::harness::{hears, listen, wait, SOON};
-use crate::sip_calls::{call_args, free_port, gateway, register, sip_addr, sipp, wait_sipp};
+use crate::harness::{hears, listen, wait, wait_tone, Gateway, DIAL_PLAN, SOON};
+use crate::sip_calls::{
+    call_args, free_port, gateway, register, sip_addr, sipp, wait_sipp, SIP_PLAN,
+};
 
 fn args(
     number: &str,
@@ -120,4 +123,48 @@ fn a_transfer_the_phone_may_not_dial_is_refused_and_the_call_goes_on() {
     assert!(gw
         .log_text()
         .contains("transfer refused (toll restriction)"));
+}
+
+#[test]
+fn a_sip_phone_without_call_waiting_is_busy_while_on_a_call() {
+    let gw = Gateway::start_with(&format!(
+        "{DIAL_PLAN}\n{SIP_PLAN}\n[[sip_accounts]]\nextension = \"203\"\n\
+         name = \"No Waiting\"\npassword = \"no-waiting-pass-three\"\ncall_waiting = false\n"
+    ));
+    assert!(
+        gw.wait_log("sip endpoint listening", SOON),
+        "{}",
+        gw.log_text()
+    );
+    let port = free_port();
+    register(&gw, "203", "no-waiting-pass-three", port);
+    // The phone answers one call (a second INVITE would fail the scenario).
+    let uas = sipp("uas_answer.xml", sip_addr(&gw), port, &["-m", "1"])
+        .spawn()
+        .expect("sipp starts");
+    std::thread::sleep(Duration::from_millis(300));
+    let p4 = gw.sim.phone(4);
+    p4.off_hook();
+    wait_tone(&gw.sim, 4, 350, 440).expect("dial tone");
+    p4.dial("203");
+    assert!(
+        wait(SOON, || p4.tone().is_none()),
+        "answered:\n{}",
+        gw.log_text()
+    );
+    // A second caller gets busy tone at once.
+    let p2 = gw.sim.phone(2);
+    p2.off_hook();
+    wait_tone(&gw.sim, 2, 350, 440).expect("dial tone");
+    p2.dial("203");
+    wait_tone(&gw.sim, 2, 480, 620).expect("busy tone: 203 has call waiting off");
+    p2.on_hook();
+    p4.on_hook();
+    wait_sipp(uas, "uas (one call only)", &gw);
+    let cdrs = gw.wait_cdrs(2);
+    let busy = cdrs.iter().find(|c| c.caller == "102").expect("102's call");
+    assert_eq!(busy.callee, "203");
+    assert_eq!(busy.disposition, "busy");
+    let answered = cdrs.iter().find(|c| c.caller == "104").expect("104's call");
+    assert_eq!(answered.disposition, "answered");
 }

@@ -268,6 +268,7 @@ async fn serve(
             .map(|a| SipExtension {
                 number: a.extension.as_str().to_owned(),
                 name: a.name.clone(),
+                call_waiting: a.call_waiting,
             })
             .collect(),
         call_id_prefix: format!("{wall_clock_ms:x}"),

@@ -109,6 +109,7 @@ impl CallControl {
                 number: number.clone(),
                 sip_call_id: sip_call_id.clone(),
                 far_held: false,
+                phone: matches!(origin, SipOrigin::Extension(_)),
             },
         );
         let mut call = Call {
@@ -182,6 +183,7 @@ impl CallControl {
             leg,
             LegInfo {
                 call: key,
+                phone: matches!(target, SipTarget::Extension(_)),
                 number,
                 sip_call_id: sip_call_id.clone(),
                 far_held: false,

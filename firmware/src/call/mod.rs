@@ -105,6 +105,10 @@ pub struct SipExtension {
     pub number: String,
     /// Name sent as caller ID when the phone does not send one.
     pub name: String,
+    /// Whether a call is offered to the phone while it has one already (its own call
+    /// waiting shows it); off, such a caller gets busy, like an FXS extension without
+    /// call waiting.
+    pub call_waiting: bool,
 }
 
 /// A PSTN line on an FXO port.
@@ -349,6 +353,9 @@ struct LegInfo {
     sip_call_id: String,
     /// The far end put the leg on hold.
     far_held: bool,
+    /// The leg is a local SIP phone's (its extension is `number`): it makes that
+    /// extension busy for call waiting.
+    phone: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -931,6 +938,20 @@ impl CallControl {
             .any(|e| e.number == number)
     }
 
+    /// Whether a call may be offered to the SIP phones of extension `number`: it has a
+    /// SIP account, and call waiting or no call (a leg of one of its phones) already.
+    fn sip_offerable(&self, number: &str) -> bool {
+        let Some(ext) = self
+            .settings
+            .sip_extensions
+            .iter()
+            .find(|e| e.number == number)
+        else {
+            return false;
+        };
+        ext.call_waiting || !self.legs.values().any(|l| l.phone && l.number == number)
+    }
+
     /// Places `call` (alerting, not offered yet) to the extension in
     /// `call.callee_number`: rings its FXS port and/or its SIP phones (forking); busy
     /// when it could be offered nowhere.
@@ -951,7 +972,7 @@ impl CallControl {
                 offered = true;
             }
         }
-        if self.is_sip_extension(&number) && !own_sip_call {
+        if self.sip_offerable(&number) && !own_sip_call {
             self.offer_sip(now, key, SipTarget::Extension(number.clone()), number);
             offered = true;
         }
@@ -1357,7 +1378,7 @@ impl CallControl {
             if let Some(target) = self.fxs_port_of(&number) {
                 self.offer(now, key, target);
             }
-            if self.is_sip_extension(&number) {
+            if self.sip_offerable(&number) {
                 self.offer_sip(now, key, SipTarget::Extension(number.clone()), number);
             }
         }

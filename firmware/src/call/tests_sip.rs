@@ -29,9 +29,11 @@ fn settings(base: Instant) -> CallSettings {
         name: format!("Ext {n}"),
         call_waiting: cw,
     };
+    // 211 has call waiting off.
     let sip = |n: &str| SipExtension {
         number: n.to_string(),
         name: format!("Phone {n}"),
+        call_waiting: n != "211",
     };
     CallSettings {
         country: Country::Us,
@@ -886,9 +888,9 @@ fn outgoing_sip_call_ids_are_unique() {
     for n in 0..5 {
         h.incoming(
             LegId(100 + n),
-            SipOrigin::Extension("210".into()),
-            "210",
+            SipOrigin::Extension("211".into()),
             "211",
+            "210",
         );
         let (_, _, id) = only_dial(&h.take());
         assert!(ids.insert(id));
@@ -1091,4 +1093,37 @@ mod model {
             }
         }
     }
+}
+
+#[test]
+fn sip_phone_without_call_waiting_is_busy_while_on_a_call() {
+    let mut h = Harness::new();
+    // 211 (call waiting off) calls FXS 101, which answers.
+    h.incoming(IN1, SipOrigin::Extension("211".into()), "211", "101");
+    h.ev(1, Event::OffHook);
+    h.take();
+    // FXS 103 calls 211: busy at once, no INVITE.
+    h.ev(3, Event::OffHook);
+    h.dial(3, "211");
+    let out = h.take();
+    assert!(dials(&out).is_empty(), "{out:?}");
+    assert!(tone_is(&out, 3, Tone::Busy));
+    assert_eq!(cdrs(&out)[0].disposition, Disposition::Busy);
+    h.ev(3, Event::OnHook);
+    // 210 (call waiting on) on a call is offered a second one for its own call waiting.
+    h.incoming(IN2, SipOrigin::Extension("210".into()), "210", "103");
+    h.ev(3, Event::OffHook);
+    h.take();
+    h.incoming(LegId(3), SipOrigin::Trunk, "+4930123", "210");
+    let (_, target, _) = only_dial(&h.take());
+    assert_eq!(target, SipTarget::Extension("210".into()));
+    // Once 211's call is over it is offered calls again.
+    h.sip(SipInput::Ended {
+        leg: IN1,
+        reason: EndReason::Normal,
+    });
+    h.take();
+    h.incoming(LegId(4), SipOrigin::Trunk, "+4930123", "211");
+    let (_, target, _) = only_dial(&h.take());
+    assert_eq!(target, SipTarget::Extension("211".into()));
 }

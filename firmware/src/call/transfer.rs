@@ -297,6 +297,7 @@ impl CallControl {
                 number: number.clone(),
                 sip_call_id: sip_call_id.clone(),
                 far_held: false,
+                phone: !outside,
             },
         );
         let Some(c) = self.detach(now, key, Party::Sip(old)) else {

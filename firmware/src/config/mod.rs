@@ -349,6 +349,10 @@ pub struct SipAccountConfig {
     /// May dial international and premium numbers (`international = true`; default
     /// false). Stands in for the RBAC permission until SIP accounts map to users.
     pub international: bool,
+    /// A second call is offered to the phone while it is on a call, for the phone's
+    /// own call waiting (`call_waiting`, default true, as for `[[extensions]]`); off,
+    /// the caller gets busy.
+    pub call_waiting: bool,
 }
 
 impl fmt::Debug for SipAccountConfig {
@@ -358,6 +362,7 @@ impl fmt::Debug for SipAccountConfig {
             .field("name", &self.name)
             .field("password", &"<redacted>")
             .field("international", &self.international)
+            .field("call_waiting", &self.call_waiting)
             .finish()
     }
 }
@@ -1009,6 +1014,7 @@ impl Ctx<'_> {
                 name,
                 password: acc.password.into_inner(),
                 international: acc.international.unwrap_or(false),
+                call_waiting: acc.call_waiting.unwrap_or(true),
             });
         }
         Ok(out)

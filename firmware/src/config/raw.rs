@@ -62,6 +62,7 @@ pub(super) struct RawSipAccount {
     pub name: Option<Spanned<String>>,
     pub password: Spanned<String>,
     pub international: Option<bool>,
+    pub call_waiting: Option<bool>,
 }
 
 /// `[hq]`
