@@ -50,3 +50,4 @@ pub mod sip_endpoint;
 pub mod store;
 pub mod sync;
 pub mod tones;
+pub mod updater;

@@ -1,0 +1,8 @@
+//! Updates through HQ, the box side (issue 9 item 5): poll HQ's offer along the sync
+//! loop, download the bundle in resumable chunks, check its sha256, wait for the
+//! maintenance window and for calls to end (unless HQ forced the offer), install into
+//! the inactive slot with `branchline_image`, report the outcome.
+//!
+//! - [`core`]: the sans-IO state machine (every decision, on a virtual clock).
+
+pub mod core;
