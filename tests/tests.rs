@@ -19,6 +19,7 @@ mod sip_baresip;
 mod sip_calls;
 mod sip_transfer;
 mod sip_kamailio;
+mod sip_media;
 mod sync_faults;
 mod sync_files;
 mod sync_hq;
