@@ -8,6 +8,13 @@
 //! slots = "/slots"              # dir only: the slots root
 //! health_deadline_s = 120       # how long the health check may take (10..=3600)
 //!
+//! # Updates through HQ (off unless from_hq = true; needs [hq]):
+//! from_hq = true
+//! window = "02:00-04:00"        # daily maintenance window, UTC (may wrap midnight)
+//! keys = ["/etc/branchline/update-keys/release.pub"]  # pinned bundle keys
+//! board = "gw4"                 # this box's board profile and target triple, as the
+//! target = "aarch64-unknown-linux-gnu"  # bundle manifest must name them
+//!
 //! # or, on a board whose bootloader is U-Boot:
 //! # backend = "uboot"
 //! # fw_printenv = "fw_printenv" # program paths (default: found on PATH)
@@ -28,6 +35,7 @@ use toml::Spanned;
 
 use super::Ctx;
 use crate::error::Result;
+use crate::updater::Window;
 
 /// Default and allowed range of `update.health_deadline_s`.
 pub const HEALTH_DEADLINE_S: (i64, RangeInclusive<i64>) = (120, 10..=3600);
@@ -48,6 +56,11 @@ pub(super) struct RawUpdate {
     pub fw_setenv: Option<Spanned<String>>,
     pub cmdline: Option<Spanned<String>>,
     pub health_deadline_s: Option<Spanned<i64>>,
+    pub from_hq: Option<Spanned<bool>>,
+    pub window: Option<Spanned<String>>,
+    pub keys: Option<Spanned<Vec<Spanned<String>>>>,
+    pub board: Option<Spanned<String>>,
+    pub target: Option<Spanned<String>>,
 }
 
 /// `[update]`, validated.
@@ -58,6 +71,21 @@ pub struct UpdateConfig {
     /// How long after start the health check may take before the boot counts as
     /// unhealthy.
     pub health_deadline: Duration,
+    /// `from_hq = true`: install what HQ offers (`None`: HQ's offers are ignored).
+    pub from_hq: Option<FromHq>,
+}
+
+/// Updates through HQ (`from_hq = true`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FromHq {
+    /// The daily maintenance window (UTC).
+    pub window: Window,
+    /// The pinned update keys (PEM/raw public key files, `branch-image keygen`'s).
+    pub keys: Vec<PathBuf>,
+    /// This box's board profile and target triple (the manifest must match).
+    pub board: String,
+    /// See `board`.
+    pub target: String,
 }
 
 /// Where the A/B slot state lives (see `branchline_image::store`).
@@ -95,6 +123,17 @@ impl Ctx<'_> {
             HEALTH_DEADLINE_S,
         )?;
         let health_deadline = Duration::from_secs(u64::try_from(deadline_s).unwrap_or(120));
+        let raw_hq = RawFromHq {
+            on: raw.from_hq.as_ref().is_some_and(|v| *v.get_ref()),
+            from_hq_span: raw
+                .from_hq
+                .as_ref()
+                .map_or_else(|| raw.backend.span(), |v| v.span()),
+            window: raw.window,
+            keys: raw.keys,
+            board: raw.board,
+            target: raw.target,
+        };
         let backend = match raw.backend.get_ref().as_str() {
             "dir" => {
                 for (value, field) in [
@@ -139,11 +178,108 @@ impl Ctx<'_> {
                 ))
             }
         };
+        let from_hq = self.from_hq(&raw_hq)?;
+        if from_hq.is_some() {
+            if let SlotBackend::Uboot { slots: None, .. } = &backend {
+                return Err(self.invalid(
+                    raw_hq.from_hq_span.clone(),
+                    "update.slots",
+                    "from_hq = true with backend = \"uboot\" needs slots (where the slot partitions are mounted)",
+                ));
+            }
+        }
         Ok(UpdateConfig {
             backend,
             health_deadline,
+            from_hq,
         })
     }
+
+    /// `from_hq`, `window`, `keys`, `board`, `target`.
+    fn from_hq(&self, raw: &RawFromHq) -> Result<Option<FromHq>> {
+        let fields = [
+            (raw.window.as_ref(), "update.window"),
+            (raw.board.as_ref(), "update.board"),
+            (raw.target.as_ref(), "update.target"),
+        ];
+        if !raw.on {
+            if let Some((v, field)) = fields.iter().find_map(|(v, f)| v.map(|v| (v, *f))) {
+                return Err(self.invalid(v.span(), field, "only with from_hq = true"));
+            }
+            if let Some(k) = &raw.keys {
+                return Err(self.invalid(k.span(), "update.keys", "only with from_hq = true"));
+            }
+            return Ok(None);
+        }
+        let need = |v: Option<&Spanned<String>>, field: &str, what: &str| {
+            let Some(v) = v else {
+                return Err(self.invalid(
+                    raw.from_hq_span.clone(),
+                    field,
+                    format!("from_hq = true needs {what}"),
+                ));
+            };
+            if v.get_ref().trim().is_empty() {
+                return Err(self.invalid(v.span(), field, "must not be empty"));
+            }
+            Ok(v.get_ref().trim().to_owned())
+        };
+        let window_text = need(
+            raw.window.as_ref(),
+            "update.window",
+            "window = \"HH:MM-HH:MM\" (UTC)",
+        )?;
+        let window = Window::parse(&window_text).map_err(|e| {
+            self.invalid(
+                raw.window
+                    .as_ref()
+                    .map_or(raw.from_hq_span.clone(), |w| w.span()),
+                "update.window",
+                e,
+            )
+        })?;
+        let board = need(
+            raw.board.as_ref(),
+            "update.board",
+            "board = \"<board profile>\"",
+        )?;
+        let target = need(
+            raw.target.as_ref(),
+            "update.target",
+            "target = \"<target triple>\"",
+        )?;
+        let Some(keys) = &raw.keys else {
+            return Err(self.invalid(
+                raw.from_hq_span.clone(),
+                "update.keys",
+                "from_hq = true needs keys = [\"/path/to/key.pub\", ...]",
+            ));
+        };
+        if keys.get_ref().is_empty() {
+            return Err(self.invalid(keys.span(), "update.keys", "must name at least one key"));
+        }
+        let keys = keys
+            .get_ref()
+            .iter()
+            .map(|k| self.path(k.clone(), "update.keys"))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Some(FromHq {
+            window,
+            keys,
+            board,
+            target,
+        }))
+    }
+}
+
+/// The `from_hq` fields, taken out of [`RawUpdate`].
+struct RawFromHq {
+    on: bool,
+    from_hq_span: std::ops::Range<usize>,
+    window: Option<Spanned<String>>,
+    keys: Option<Spanned<Vec<Spanned<String>>>>,
+    board: Option<Spanned<String>>,
+    target: Option<Spanned<String>>,
 }
 
 #[cfg(test)]
@@ -157,7 +293,7 @@ mod tests {
 
     fn load(update: &str) -> Result<Config> {
         Config::from_toml_str(
-            &format!("[telephony]\ncountry = \"US\"\n\n{update}"),
+            format!("[telephony]\ncountry = \"US\"\n\n{update}").as_str(),
             Path::new(FILE),
         )
     }
@@ -184,6 +320,7 @@ mod tests {
                     root: PathBuf::from("/slots")
                 },
                 health_deadline: Duration::from_secs(120),
+                from_hq: None,
             })
         );
     }
@@ -205,12 +342,37 @@ mod tests {
                     slots: None,
                 },
                 health_deadline: Duration::from_secs(30),
+                from_hq: None,
             })
         );
     }
 
     #[test]
+    fn from_hq_with_window_keys_and_identity() {
+        let c = load(
+            "[update]\nbackend = \"dir\"\nslots = \"/slots\"\nfrom_hq = true\n\
+             window = \"23:00-01:30\"\nkeys = [\"/k/a.pub\", \"/k/b.pub\"]\n\
+             board = \"gw4\"\ntarget = \"aarch64-unknown-linux-gnu\"\n",
+        )
+        .expect("loads");
+        let hq = c.update.and_then(|u| u.from_hq).expect("from_hq");
+        assert_eq!(hq.window.to_string(), "23:00-01:30");
+        assert_eq!(
+            hq.keys,
+            vec![PathBuf::from("/k/a.pub"), PathBuf::from("/k/b.pub")]
+        );
+        assert_eq!(
+            (hq.board.as_str(), hq.target.as_str()),
+            ("gw4", "aarch64-unknown-linux-gnu")
+        );
+        let c =
+            load("[update]\nbackend = \"dir\"\nslots = \"/s\"\nfrom_hq = false\n").expect("loads");
+        assert_eq!(c.update.and_then(|u| u.from_hq), None);
+    }
+
+    #[test]
     fn errors_name_file_line_and_field() {
+        const HQ: &str = "[update]\nbackend = \"dir\"\nslots = \"/s\"\nfrom_hq = true\n";
         // The [update] header is on line 4 of the loaded text.
         for (update, line, field, words) in [
             (
@@ -260,6 +422,60 @@ mod tests {
                 7,
                 "update.rollback",
                 "unknown field",
+            ),
+            (
+                format!("{HQ}window = \"02:00-04:00\"\nboard = \"gw4\"\ntarget = \"t\"\n").as_str(),
+                7,
+                "update.keys",
+                "needs keys",
+            ),
+            (
+                format!("{HQ}window = \"2-4\"\nkeys = [\"/k\"]\nboard = \"gw4\"\ntarget = \"t\"\n").as_str(),
+                8,
+                "update.window",
+                "not HH:MM",
+            ),
+            (
+                format!("{HQ}window = \"02:00-02:00\"\nkeys = [\"/k\"]\nboard = \"gw4\"\ntarget = \"t\"\n").as_str(),
+                8,
+                "update.window",
+                "empty",
+            ),
+            (
+                format!("{HQ}keys = [\"/k\"]\nboard = \"gw4\"\ntarget = \"t\"\n").as_str(),
+                7,
+                "update.window",
+                "needs window",
+            ),
+            (
+                format!("{HQ}window = \"02:00-04:00\"\nkeys = []\nboard = \"gw4\"\ntarget = \"t\"\n").as_str(),
+                9,
+                "update.keys",
+                "at least one key",
+            ),
+            (
+                format!("{HQ}window = \"02:00-04:00\"\nkeys = [\"\"]\nboard = \"gw4\"\ntarget = \"t\"\n").as_str(),
+                9,
+                "update.keys",
+                "must not be empty",
+            ),
+            (
+                format!("{HQ}window = \"02:00-04:00\"\nkeys = [\"/k\"]\ntarget = \"t\"\n").as_str(),
+                7,
+                "update.board",
+                "needs board",
+            ),
+            (
+                "[update]\nbackend = \"dir\"\nslots = \"/s\"\nwindow = \"02:00-04:00\"\n",
+                7,
+                "update.window",
+                "only with from_hq = true",
+            ),
+            (
+                "[update]\nbackend = \"uboot\"\nfrom_hq = true\nwindow = \"02:00-04:00\"\nkeys = [\"/k\"]\nboard = \"b\"\ntarget = \"t\"\n",
+                6,
+                "update.slots",
+                "needs slots",
             ),
         ] {
             let message = error(update);

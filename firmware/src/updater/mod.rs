@@ -4,5 +4,9 @@
 //! the inactive slot with `branchline_image`, report the outcome.
 //!
 //! - [`core`]: the sans-IO state machine (every decision, on a virtual clock).
+//! - [`window`]: the maintenance window (`[update] window`, UTC).
 
 pub mod core;
+pub mod window;
+
+pub use window::Window;
