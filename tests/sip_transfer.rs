@@ -147,6 +147,7 @@ fn a_sip_phone_without_call_waiting_is_busy_while_on_a_call() {
     p4.off_hook();
     wait_tone(&gw.sim, 4, 350, 440).expect("dial tone");
     p4.dial("203");
+    wait_tone(&gw.sim, 4, 440, 480).expect("ringback while the SIP phone rings");
     assert!(
         wait(SOON, || p4.tone().is_none()),
         "answered:\n{}",
