@@ -4,9 +4,12 @@
 //! the inactive slot with `branchline_image`, report the outcome.
 //!
 //! - [`core`]: the sans-IO state machine (every decision, on a virtual clock).
+//! - [`io`]: the download files (resume from the `.part` length, fsync, sha256,
+//!   rename), the install into the inactive slot, HQ's update endpoints.
 //! - [`window`]: the maintenance window (`[update] window`, UTC).
 
 pub mod core;
+pub mod io;
 pub mod window;
 
 pub use window::Window;
