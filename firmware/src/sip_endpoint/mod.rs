@@ -531,6 +531,7 @@ impl SipEndpoint {
             .unwrap_or_else(|| "branchline".to_owned());
         let mut registrar_config = RegistrarConfig::new(sip.domain.clone(), nonce_key, sent_by);
         registrar_config.min_expires = 30;
+        registrar_config.digest_algorithms = settings.sip.digest_algorithms.clone();
         let mut registrar = Registrar::new(registrar_config, now)?;
         registrar.set_accounts(
             settings

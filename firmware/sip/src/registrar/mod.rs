@@ -73,7 +73,7 @@ use std::time::{Duration, Instant};
 use rsip::headers::{ToTypedHeader, UntypedHeader};
 use rsip::{Header, Headers, Method, Request, Response, StatusCode, Transport, Uri};
 
-use crate::digest::{AuthError, DigestServer, DigestServerConfig};
+use crate::digest::{Algorithm, AuthError, DigestServer, DigestServerConfig};
 use headers as hdr;
 
 /// Where a request came from, so later requests reach the phone the same way.
@@ -146,6 +146,10 @@ pub struct RegistrarConfig {
     pub sent_by: String,
     /// Largest MESSAGE body relayed (bytes).
     pub message_max_bytes: usize,
+    /// Digest algorithms offered in challenges, most preferred first; a response
+    /// computed with any other algorithm is refused (no downgrade to one the site
+    /// turned off). Default SHA-256, then MD5.
+    pub digest_algorithms: Vec<Algorithm>,
 }
 
 impl fmt::Debug for RegistrarConfig {
@@ -179,6 +183,7 @@ impl RegistrarConfig {
             nonce_lifetime: Duration::from_secs(300),
             sent_by: sent_by.into(),
             message_max_bytes: 1300,
+            digest_algorithms: vec![Algorithm::Sha256, Algorithm::Md5],
         }
     }
 
@@ -196,6 +201,9 @@ impl RegistrarConfig {
         }
         if self.max_contacts == 0 {
             return bad("max_contacts");
+        }
+        if self.digest_algorithms.is_empty() {
+            return bad("digest_algorithms");
         }
         if self.nonce_lifetime.is_zero() {
             return bad("nonce_lifetime");
@@ -408,6 +416,7 @@ impl Registrar {
         config.validate()?;
         let mut digest_config = DigestServerConfig::new(config.realm.clone(), config.nonce_key);
         digest_config.nonce_lifetime_ms = config.nonce_lifetime.as_millis() as u64;
+        digest_config.algorithms = config.digest_algorithms.clone();
         Ok(Self {
             digest: DigestServer::new(digest_config),
             config,

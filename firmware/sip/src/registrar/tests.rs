@@ -853,3 +853,49 @@ proptest! {
         prop_assert!(r.timeout().is_none_or(|t| t > now));
     }
 }
+
+#[test]
+fn an_algorithm_the_registrar_does_not_offer_is_refused() {
+    // A site that turned MD5 off: the challenge offers SHA-256 alone, and an answer
+    // computed with MD5 over that challenge's nonce (a downgrade) is refused; the same
+    // answer to a registrar that offers MD5 registers, so the refusal is the setting's.
+    let t0 = Instant::now();
+    for (algorithms, accepted) in [
+        (vec![Algorithm::Sha256], false),
+        (vec![Algorithm::Sha256, Algorithm::Md5], true),
+    ] {
+        let mut config = RegistrarConfig::new(REALM, [9; 32], "192.168.10.1:5060");
+        config.digest_algorithms = algorithms.clone();
+        let mut r = Registrar::new(config, t0).unwrap();
+        r.set_accounts(vec![account("201")]).unwrap();
+        let mut request = req(YEALINK);
+        let first = r.handle_register(t0, &request, flow(1, 1));
+        let ch = header(&first.response, "WWW-Authenticate");
+        assert_eq!(ch.len(), algorithms.len(), "{ch:?}");
+        let downgraded = ch[0].replace("algorithm=SHA-256", "algorithm=MD5");
+        let auth = DigestClient::new("201", "pw-201", 1)
+            .authorize_best(&[downgraded.as_str()], "REGISTER", &request.uri.to_string())
+            .unwrap();
+        assert!(auth.contains("algorithm=MD5"), "{auth}");
+        set(&mut request, "Authorization", &auth);
+        set(&mut request, "CSeq", "2 REGISTER");
+        let out = r.handle_register(t0, &request, flow(1, 1));
+        if accepted {
+            assert_eq!(out.response.status_code.code(), 200, "{algorithms:?}");
+            assert_eq!(r.binding_count(), 1);
+        } else {
+            assert_eq!(out.response.status_code.code(), 401, "{algorithms:?}");
+            assert!(matches!(out.auth, AuthOutcome::Failed { .. }));
+            assert_eq!(r.binding_count(), 0);
+        }
+    }
+    // An empty list is a configuration error, not a registrar that refuses everyone.
+    let mut config = RegistrarConfig::new(REALM, [9; 32], "h");
+    config.digest_algorithms.clear();
+    assert!(matches!(
+        Registrar::new(config, t0),
+        Err(RegistrarError::BadConfig {
+            field: "digest_algorithms"
+        })
+    ));
+}
