@@ -301,6 +301,22 @@ async fn serve(
         health.passed(Fact::Web, format!("listening on {}", web.local_addr));
     }
 
+    // USB provisioning (`[provisioning]`): its own thread, blocked in inotify; the
+    // power LED shows its progress through the main loop, which owns the GPIO. A setup
+    // failure (unreadable key, no inotify) leaves the phones working and is logged.
+    let (prov_led, mut prov_led_rx) = mpsc::unbounded_channel::<bool>();
+    if let Some(p) = &config.provisioning {
+        match crate::provision::watch(
+            p,
+            db_path.clone(),
+            prov_led,
+            branchline_provisioning::time::now,
+        ) {
+            Ok(_thread) => tracing::info!(watch = ?p.watch, "USB provisioning: watching"),
+            Err(e) => tracing::error!(error = %e, "USB provisioning is off"),
+        }
+    }
+
     tracing::info!(
         model = %profile.model,
         country = country.code(),
@@ -379,6 +395,11 @@ async fn serve(
                 }
                 if let Err(e) = board.gpio.set_led(Led::Wan, sync::wan::wan_led(&snapshot)) {
                     tracing::warn!(error = %e, "WAN LED not set");
+                }
+            }
+            Some(on) = prov_led_rx.recv() => {
+                if let Err(e) = board.gpio.set_led(Led::Power, on) {
+                    tracing::warn!(error = %e, "power LED not set");
                 }
             }
             () = notifier.due() => notifier.feed(),

@@ -23,6 +23,9 @@
 //!   authorization function, [`rbac::Authorizer::authorize`].
 //! - [`accounts`]: users, groups, custom roles, login with lockout, argon2id passwords
 //!   and PINs, CSV import/export, the installer account; every write audited.
+//! - [`provision`]: USB provisioning: inotify on the stick mount points, bundles
+//!   verified with `branchline-provisioning` and applied all-or-nothing in one SQLite
+//!   transaction, the result file written back to the stick, progress on the LED.
 //! - [`audit`]: the append-only, hash-chained audit log and its verifier.
 //! - [`mask`]: masking of customers' phone numbers; the one path CDRs leave the box by.
 //! - [`api`]: the local accounts HTTP API under `/api/v1` (axum): sessions, CSRF,
@@ -44,6 +47,7 @@ pub mod error;
 pub mod health;
 pub mod mask;
 pub mod media_engine;
+pub mod provision;
 pub mod rbac;
 pub mod sd_notify;
 pub mod sip_endpoint;

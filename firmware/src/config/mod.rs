@@ -21,12 +21,14 @@
 //! file.
 
 mod locate;
+mod provisioning;
 mod raw;
 mod sip;
 #[cfg(test)]
 mod tests;
 mod update;
 
+pub use self::provisioning::{ProvisioningConfig, MAX_PROVISIONING_PATHS};
 pub use self::sip::{SipConfig, SipGuardConfig, SipTrunkConfig};
 pub use self::update::{SlotBackend, UpdateConfig, HEALTH_DEADLINE_S};
 
@@ -296,6 +298,9 @@ pub struct Config {
     /// `[update]`: the A/B slot state the post-boot health check commits; `None` (no
     /// section) means this box has no A/B slots and the check only logs.
     pub update: Option<UpdateConfig>,
+    /// `[provisioning]`: USB provisioning (mount points, trusted keys, serial); `None`
+    /// (no section) means the box does not watch for sticks.
+    pub provisioning: Option<ProvisioningConfig>,
 }
 
 /// Default RTP/RTCP port range of `[media]` (`rtp_port_min`, `rtp_port_max`) and the
@@ -816,6 +821,10 @@ impl Ctx<'_> {
         let wan = self.wan(raw.wan)?;
         let sip = raw.sip.map(|s| self.sip(s)).transpose()?;
         let update = raw.update.map(|u| self.update(u)).transpose()?;
+        let provisioning = raw
+            .provisioning
+            .map(|p| self.provisioning(p, site.box_serial.as_ref().map(BoxSerial::as_str)))
+            .transpose()?;
         let telephony = self.telephony(raw.telephony)?;
         let extensions = self.extensions(raw.extensions, &telephony)?;
         let sip_accounts = self.sip_accounts(raw.sip_accounts, &extensions, &telephony)?;
@@ -853,6 +862,7 @@ impl Ctx<'_> {
             sip_accounts,
             sip,
             update,
+            provisioning,
         })
     }
 

@@ -41,6 +41,7 @@ pub(super) struct RawConfig {
     pub sip_accounts: Vec<RawSipAccount>,
     pub sip: Option<super::sip::RawSip>,
     pub update: Option<super::update::RawUpdate>,
+    pub provisioning: Option<super::provisioning::RawProvisioning>,
 }
 
 /// `[media]`: RTP ports and the jitter buffer.
