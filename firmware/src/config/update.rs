@@ -178,7 +178,7 @@ impl Ctx<'_> {
                 ))
             }
         };
-        let from_hq = self.from_hq(&raw_hq)?;
+        let from_hq = self.hq_updates(&raw_hq)?;
         if from_hq.is_some() {
             if let SlotBackend::Uboot { slots: None, .. } = &backend {
                 return Err(self.invalid(
@@ -196,7 +196,7 @@ impl Ctx<'_> {
     }
 
     /// `from_hq`, `window`, `keys`, `board`, `target`.
-    fn from_hq(&self, raw: &RawFromHq) -> Result<Option<FromHq>> {
+    fn hq_updates(&self, raw: &RawFromHq) -> Result<Option<FromHq>> {
         let fields = [
             (raw.window.as_ref(), "update.window"),
             (raw.board.as_ref(), "update.board"),
