@@ -14,6 +14,7 @@ mod accounts_api;
 mod analog_calls;
 mod daemon_lifecycle;
 mod health_check;
+mod provision_usb;
 mod pstn;
 mod sip_baresip;
 mod sip_calls;
