@@ -6,10 +6,12 @@
 //! - [`core`]: the sans-IO state machine (every decision, on a virtual clock).
 //! - [`io`]: the download files (resume from the `.part` length, fsync, sha256,
 //!   rename), the install into the inactive slot, HQ's update endpoints.
+//! - [`task`]: the task running the core against HQ (poll, act, window, calls).
 //! - [`window`]: the maintenance window (`[update] window`, UTC).
 
 pub mod core;
 pub mod io;
+pub mod task;
 pub mod window;
 
 pub use window::Window;
