@@ -100,7 +100,12 @@ pub(crate) fn sipp(scenario: &str, target: SocketAddr, port: u16, extra: &[&str]
 /// SIPp arguments of a call from `caller` to `number` (SIPp computes the digest uri
 /// from `-auth_uri`, by default the bare host, which the registrar rightly refuses
 /// when it differs from the Request-URI).
-pub(crate) fn call_args(number: &str, caller: &str, password: &str, target: SocketAddr) -> Vec<String> {
+pub(crate) fn call_args(
+    number: &str,
+    caller: &str,
+    password: &str,
+    target: SocketAddr,
+) -> Vec<String> {
     [
         "-s",
         number,
