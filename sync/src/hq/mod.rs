@@ -46,7 +46,8 @@
 //! 256 KiB; file chunks 1 MiB; long-polls 60 s. A snapshot holds every live row of a
 //! site in one answer. Changes to rows master at HQ are per site (there is no
 //! "all sites" row yet: an operator writes each site). Agent-state and survey records
-//! are stored (in `up_records`) but not projected into tables yet.
+//! are stored with their payload JSON (in `up_records` on SQLite, `up_seqs` on
+//! PostgreSQL) but not projected into tables yet.
 
 pub mod admin_api;
 pub mod config;
