@@ -11,8 +11,26 @@ use branchline_provisioning::{bundle, qr, token};
 
 const EXAMPLE: &str = include_str!("../examples/site.toml");
 
+/// A command running `branch-prov`; under the emulator named by
+/// `BRANCHLINE_TEST_RUNNER` when the tests run under one (cross builds under qemu-user
+/// without binfmt_misc, see `scripts/cross-build.sh` and `command` in
+/// `tests/harness.rs`).
+fn branch_prov() -> Command {
+    let path = env!("CARGO_BIN_EXE_branch-prov");
+    let runner = std::env::var("BRANCHLINE_TEST_RUNNER").unwrap_or_default();
+    let mut words = runner.split_whitespace();
+    match words.next() {
+        Some(emulator) => {
+            let mut cmd = Command::new(emulator);
+            cmd.args(words).arg(path);
+            cmd
+        }
+        None => Command::new(path),
+    }
+}
+
 fn prov(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_branch-prov"))
+    branch_prov()
         .args(args)
         .current_dir(dir)
         .output()
@@ -324,7 +342,7 @@ fn revoke_then_verify_refuses_the_token() {
 #[test]
 fn hash_password_makes_an_argon2id_hash_the_site_accepts() {
     let s = Setup::new();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_branch-prov"))
+    let mut child = branch_prov()
         .arg("hash-password")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
