@@ -103,6 +103,16 @@ fn free_tcp_port() -> u16 {
     l.local_addr().expect("addr").port()
 }
 
+/// A port free for both UDP and TCP (baresip's SIP transports bind both).
+fn free_sip_port() -> u16 {
+    loop {
+        let udp = free_udp_port();
+        if TcpListener::bind(("127.0.0.1", udp)).is_ok() {
+            return udp;
+        }
+    }
+}
+
 /// `template` with every `{{NAME}}` replaced from `values`; panics when a name is
 /// unknown or a placeholder is left outside comments (a fixture and the test disagree).
 fn fill(template: &str, values: &[(&str, String)]) -> String {
@@ -237,6 +247,30 @@ impl Baresip {
         mode: AnswerMode,
         tone_hz: f64,
     ) -> Baresip {
+        // A port chosen free can be taken by a parallel test before baresip binds it;
+        // baresip then exits at start with "Address already in use": choose again.
+        for _ in 0..4 {
+            match Self::try_start(user, password, proxy, mode, tone_hz) {
+                Ok(b) => return b,
+                Err(log) if log.contains("Address already in use") => continue,
+                Err(log) => panic!("baresip exited at start:\n{log}"),
+            }
+        }
+        match Self::try_start(user, password, proxy, mode, tone_hz) {
+            Ok(b) => b,
+            Err(log) => panic!("baresip exited at start (5 tries):\n{log}"),
+        }
+    }
+
+    /// One attempt of [`Baresip::start`]: `Err` with baresip's output when it exits
+    /// before its control port listens.
+    fn try_start(
+        user: &str,
+        password: &str,
+        proxy: SocketAddr,
+        mode: AnswerMode,
+        tone_hz: f64,
+    ) -> Result<Baresip, String> {
         let dir = tempfile::tempdir().expect("temp dir");
         let records = dir.path().join("records");
         std::fs::create_dir(&records).expect("records dir");
@@ -245,7 +279,7 @@ impl Baresip {
         write_tone_wav(&source, tone_hz, 120);
         let ctrl_port = free_tcp_port();
         let values = [
-            ("SIP_PORT", free_udp_port().to_string()),
+            ("SIP_PORT", free_sip_port().to_string()),
             ("CTRL_PORT", ctrl_port.to_string()),
             ("SOURCE_WAV", source.display().to_string()),
             ("RECORD_DIR", records.display().to_string()),
@@ -329,16 +363,23 @@ impl Baresip {
             });
         }
         let mut connected = None;
+        let mut exited = None;
         let up = wait(LONG, || {
             if let Ok(Some(status)) = child.try_wait() {
-                panic!(
-                    "baresip exited at start ({status}):\n{}",
-                    log.lock().expect("log lock").join("\n")
-                );
+                exited = Some(status);
+                return true;
             }
             connected = TcpStream::connect(("127.0.0.1", ctrl_port)).ok();
             connected.is_some()
         });
+        if let Some(status) = exited {
+            // Let the pipe readers take the last lines.
+            std::thread::sleep(Duration::from_millis(200));
+            return Err(format!(
+                "({status}):\n{}",
+                log.lock().expect("log lock").join("\n")
+            ));
+        }
         if !up {
             let _ = child.kill();
             let _ = child.wait();
@@ -361,7 +402,7 @@ impl Baresip {
             next_token: 0,
         };
         baresip.command("uanew", &account);
-        baresip
+        Ok(baresip)
     }
 
     fn log_text(&self) -> String {

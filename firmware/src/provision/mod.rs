@@ -360,6 +360,28 @@ pub fn process_file(conn: &mut Connection, path: &Path, v: &Verifier, now: u64) 
     outcome
 }
 
+/// Whether the stick already holds this box's result for exactly the bundle at
+/// `bundle` (same sha256): any change in a watched directory rescans it (a copy's temp
+/// file, the mount helper's marker), and a bundle whose answer is already on the stick
+/// is not processed again, so an `applied` result is never overwritten by an
+/// `already_applied` one for the same insertion. A re-inserted stick whose result was
+/// removed (or a new bundle) is processed as usual.
+fn result_on_stick_for(bundle: &Path, result_name: &str) -> bool {
+    let Some(dir) = bundle.parent() else {
+        return false;
+    };
+    let Ok(result) = fs::read(dir.join(result_name)) else {
+        return false;
+    };
+    let Ok(result) = serde_json::from_slice::<serde_json::Value>(&result) else {
+        return false;
+    };
+    let Ok(bytes) = read_bounded(bundle) else {
+        return false;
+    };
+    result["bundle_sha256"].as_str() == Some(sha256_hex(&bytes).as_str())
+}
+
 /// Bundle files present under a mount point: at its top, or at the top of a
 /// directory directly under it.
 pub fn find_bundles(mount: &Path) -> Vec<PathBuf> {
@@ -502,6 +524,9 @@ pub fn watch(
                         }
                     }
                     for b in find_bundles(dir) {
+                        if result_on_stick_for(&b, &result_name) {
+                            continue;
+                        }
                         let _ = blink_tx.send((LedPattern::Working, None));
                         let outcome = process_file(conn, &b, &verifier, now());
                         let pattern = match outcome {
