@@ -835,3 +835,88 @@ impl OutcomeState {
         })
     }
 }
+
+// ---------------------------------------------------------------------------------
+// Enrollment (additive to protocol version 1: a new path, no field of an existing
+// message changes).
+// ---------------------------------------------------------------------------------
+
+/// Enrollment: `POST` an [`EnrollRequest`], answer [`EnrollResponse`] (200) or an
+/// [`EnrollError`] (4xx: refused, do not retry with the same token; 503: retry
+/// later). Served on the sync listener to a box *without* a client certificate (it
+/// has none yet): TLS authenticates HQ only, and the box checks HQ's CA against the
+/// pin in its token. The token is the authenticator (see `branchline_provisioning`).
+pub const ENROLL_PATH: &str = "/sync/v1/enroll";
+/// Largest enrollment request body HQ reads.
+pub const MAX_ENROLL_BODY: usize = 16 * 1024;
+
+/// What a box sends to enroll.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrollRequest {
+    /// [`PROTOCOL_VERSION`].
+    pub protocol: u16,
+    /// The signed one-time token, text form (`BL1:...`), exactly as provisioned.
+    pub token: String,
+    /// PKCS#10 certificate signing request (PEM); its subject CN is the box serial and
+    /// its key is ECDSA P-256.
+    pub csr_pem: String,
+}
+
+/// HQ's answer to a good enrollment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnrollResponse {
+    /// [`PROTOCOL_VERSION`].
+    pub protocol: u16,
+    /// The box id HQ knows the box by (the certificate's CN).
+    pub box_id: String,
+    /// The site the box joined.
+    pub site: String,
+    /// The device certificate (PEM): clientAuth, CN = `box_id`.
+    pub cert_pem: String,
+    /// HQ's device CA certificate (PEM): the root the box trusts for HQ from now on.
+    pub ca_pem: String,
+}
+
+/// Why HQ refused an enrollment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EnrollErrorCode {
+    /// The body is not an [`EnrollRequest`] HQ understands.
+    Malformed,
+    /// The token is not one HQ signed (framing, unknown key, bad signature).
+    BadToken,
+    /// The token has expired.
+    Expired,
+    /// The token does not name this box's serial.
+    WrongSerial,
+    /// The token was revoked.
+    Revoked,
+    /// The token was used already (by another key).
+    TokenUsed,
+    /// The token's site does not exist at HQ, or the box belongs to another site.
+    WrongSite,
+    /// The CSR does not parse, its self-signature does not verify, its key is not
+    /// ECDSA P-256, or its subject has no usable CN.
+    BadCsr,
+    /// HQ has no provisioning keys configured: it enrolls nobody.
+    NotEnabled,
+    /// HQ could not do it now; retry later.
+    Unavailable,
+}
+
+impl EnrollErrorCode {
+    /// Whether retrying later with the same token can succeed.
+    pub fn is_retryable(self) -> bool {
+        matches!(self, EnrollErrorCode::Unavailable)
+    }
+}
+
+/// HQ's refusal of an enrollment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnrollError {
+    /// Machine-readable reason.
+    pub code: EnrollErrorCode,
+    /// For people (logged, shown in the box's provisioning state).
+    pub message: String,
+}
