@@ -235,6 +235,11 @@ impl MemoryGpioHandle {
     pub fn press_reset(&self, pressed: bool) {
         lock(&self.state).button = pressed;
     }
+
+    /// Whether the reset button is down.
+    pub fn reset_pressed(&self) -> bool {
+        lock(&self.state).button
+    }
 }
 
 #[cfg(test)]

@@ -7,7 +7,10 @@
 //! ```
 //!
 //! Console commands are read from stdin (and from `--console` connections); `help`
-//! lists them. Ends at EOF on stdin or on ctrl-c.
+//! lists them. Ends at EOF on stdin or on ctrl-c. The `button` and `leds` commands act
+//! on the simulated GPIO, which only a `branchd` running the simulator in-process
+//! drives (`--connect` to its `[board] sim_console`): a standalone `branch-sim` has no
+//! daemon reading its button.
 
 use std::io::{BufRead, Write};
 use std::net::TcpListener;

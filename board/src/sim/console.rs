@@ -10,6 +10,7 @@ use line_proto::event::is_dial_char;
 use line_proto::CallerId;
 
 use super::SimHandle;
+use crate::gpio::Led;
 use crate::profile::PortKind;
 
 /// Amplitude of a tone injected with `tone N HZ` when none is given (about -9 dBm0).
@@ -29,6 +30,10 @@ stopring N              the PSTN caller on line N gives up
 answer N                the far end answers an outbound call on line N
 farhangup N             the far end hangs up on line N
 status                  one line per port
+button press|release    press (hold down) or release the reset button; held 10 s
+                        it factory-resets a daemon driving this simulator's GPIO
+button                  whether the reset button is down
+leds                    power, WAN, SIP and port LEDs as the daemon set them
 help                    this text";
 
 /// Runs one console command against the simulator; `Ok` is the reply (possibly several
@@ -146,6 +151,40 @@ pub fn console_command(handle: &SimHandle, line: &str) -> Result<String, String>
                 "farhangup" if line.hang_up() => Ok(format!("port {n} far end hung up")),
                 _ => Err(format!("port {n} is not seized")),
             }
+        }
+        "button" => {
+            no_more(cmd, &args, 1)?;
+            let gpio = handle.gpio();
+            match args.first().copied() {
+                None => Ok(format!(
+                    "reset button {}",
+                    if gpio.reset_pressed() { "down" } else { "up" }
+                )),
+                Some("press") => {
+                    gpio.press_reset(true);
+                    Ok("reset button down".to_owned())
+                }
+                Some("release") => {
+                    gpio.press_reset(false);
+                    Ok("reset button up".to_owned())
+                }
+                Some(other) => Err(format!("button {other:?}: usage: button press|release")),
+            }
+        }
+        "leds" => {
+            no_more(cmd, &args, 0)?;
+            let gpio = handle.gpio();
+            let on = |led| if gpio.led(led) { "on" } else { "off" };
+            let ports: Vec<String> = (1..=handle.port_count())
+                .map(|p| format!("{p}={}", on(Led::Port(p))))
+                .collect();
+            Ok(format!(
+                "power={} wan={} sip={} ports {}",
+                on(Led::Power),
+                on(Led::Wan),
+                on(Led::Sip),
+                ports.join(" ")
+            ))
         }
         _ => Err(format!("unknown command {cmd:?}; try help")),
     }

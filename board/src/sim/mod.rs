@@ -38,6 +38,7 @@ use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg};
 
 use crate::dsp::{SineGenerator, ToneGenerator};
 use crate::error::{Error, Result};
+use crate::gpio::{MemoryGpio, MemoryGpioHandle};
 use crate::profile::{port_ranges, BoardProfile, PortKind};
 
 /// Firmware version the simulated MCU reports in [`Event::Ready`].
@@ -431,6 +432,10 @@ struct Shared {
     law: Law,
     fxs_ports: u8,
     fxo_ports: u8,
+    /// The board's GPIO as the simulator plays it (LEDs, reset button, relay): the
+    /// daemon drives the [`MemoryGpio`] side ([`Simulator::take_gpio`]), the console
+    /// and tests the handle.
+    gpio: MemoryGpioHandle,
 }
 
 impl Shared {
@@ -465,6 +470,8 @@ impl Shared {
 #[derive(Debug)]
 pub struct Simulator {
     shared: Arc<Shared>,
+    /// The GPIO side the daemon drives, until it takes it.
+    gpio: Mutex<Option<MemoryGpio>>,
     /// Held open so the pty does not hang up while the daemon closes and reopens it.
     _slave: OwnedFd,
     threads: Vec<JoinHandle<()>>,
@@ -503,6 +510,7 @@ impl Simulator {
             .map(|_| PortState::new(PortKind::Fxs))
             .chain(profile.fxo_ports().map(|_| PortState::new(PortKind::Fxo)))
             .collect();
+        let (gpio, gpio_handle) = MemoryGpio::new(profile.port_count());
         let shared = Arc::new(Shared {
             core: Mutex::new(Core {
                 out: Some(master),
@@ -520,11 +528,13 @@ impl Simulator {
             law,
             fxs_ports: profile.fxs_ports,
             fxo_ports: profile.fxo_ports,
+            gpio: gpio_handle,
         });
         shared.core().ready();
 
         let mut sim = Simulator {
             shared: shared.clone(),
+            gpio: Mutex::new(Some(gpio)),
             _slave: pty.slave,
             threads: Vec::new(),
         };
@@ -554,6 +564,13 @@ impl Simulator {
     /// The pty slave the daemon opens as its UART.
     pub fn tty_path(&self) -> &Path {
         &self.shared.tty_path
+    }
+
+    /// The simulated board's GPIO for the daemon to drive (LEDs, reset button,
+    /// relay); `None` once taken. The console's `button` and `leds` commands and
+    /// [`SimHandle::gpio`] act on the same state.
+    pub fn take_gpio(&self) -> Option<MemoryGpio> {
+        self.gpio.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 
     /// A handle to drive and observe the simulated board.
@@ -692,6 +709,11 @@ impl SimHandle {
     /// The pty slave path the daemon opens.
     pub fn tty_path(&self) -> &Path {
         &self.shared.tty_path
+    }
+
+    /// The simulated board's GPIO: LEDs as the daemon set them, the reset button.
+    pub fn gpio(&self) -> &MemoryGpioHandle {
+        &self.shared.gpio
     }
 
     /// The law of the audio the simulator sends.

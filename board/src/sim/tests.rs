@@ -492,6 +492,45 @@ fn console_rig() -> (Simulator, SimHandle) {
 }
 
 #[test]
+fn console_button_and_leds_act_on_the_gpio_the_daemon_drives() {
+    use crate::gpio::{Gpio, Led};
+    let (sim, h) = console_rig();
+    let mut gpio = sim.take_gpio().expect("the daemon's side");
+    assert!(sim.take_gpio().is_none(), "taken once");
+    assert_eq!(console_command(&h, "button"), Ok("reset button up".into()));
+    assert_eq!(
+        console_command(&h, "button press"),
+        Ok("reset button down".into())
+    );
+    assert!(gpio.reset_button_pressed().expect("read"));
+    assert_eq!(
+        console_command(&h, "button"),
+        Ok("reset button down".into())
+    );
+    assert_eq!(
+        console_command(&h, "button release"),
+        Ok("reset button up".into())
+    );
+    assert!(!gpio.reset_button_pressed().expect("read"));
+    // Bad input: an error, the button unchanged.
+    let e = console_command(&h, "button hold").expect_err("unknown action");
+    assert!(e.contains("button press|release"), "{e}");
+    assert!(console_command(&h, "button press now").is_err());
+    assert!(!gpio.reset_button_pressed().expect("read"));
+
+    gpio.set_led(Led::Power, true).expect("led");
+    gpio.set_led(Led::Port(2), true).expect("led");
+    assert_eq!(
+        console_command(&h, "leds"),
+        Ok("power=on wan=off sip=off ports 1=off 2=on 3=off 4=off 5=off 6=off".into())
+    );
+    assert!(console_command(&h, "leds 1").is_err());
+    assert!(console_command(&h, "help")
+        .unwrap()
+        .contains("button press|release"));
+}
+
+#[test]
 fn console_commands() {
     let (_sim, h) = console_rig();
     assert_eq!(console_command(&h, "lift 1"), Ok("port 1 off-hook".into()));
