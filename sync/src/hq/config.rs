@@ -14,6 +14,9 @@
 //! prune_interval_s = 600
 //! poll_interval_ms = 1000          # how often a long-poll looks at the database
 //! max_connections = 4096
+//! provisioning_keys = ["prov.pub"] # enrollment: the provisioning public keys tokens are
+//!                                  # signed with (none: HQ enrolls nobody)
+//! provisioning_revoked = "branchline-revoked.blr"  # optional signed revocation list
 //! ```
 //!
 //! Relative paths in a file are relative to the file's directory.
@@ -63,6 +66,11 @@ pub struct RawConfig {
     pub poll_interval_ms: Option<u64>,
     /// Most concurrent connections on the sync listener.
     pub max_connections: Option<usize>,
+    /// Public keys (`.pub` files of `branch-prov keygen`) that enrollment tokens
+    /// must be signed with.
+    pub provisioning_keys: Option<Vec<PathBuf>>,
+    /// A signed revocation list (`branch-prov revoke`) of tokens HQ refuses.
+    pub provisioning_revoked: Option<PathBuf>,
 }
 
 impl RawConfig {
@@ -78,9 +86,15 @@ impl RawConfig {
             source,
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
-        for p in [&mut raw.sqlite, &mut raw.tls_dir, &mut raw.files_dir]
-            .into_iter()
-            .flatten()
+        for p in [
+            &mut raw.sqlite,
+            &mut raw.tls_dir,
+            &mut raw.files_dir,
+            &mut raw.provisioning_revoked,
+        ]
+        .into_iter()
+        .flatten()
+        .chain(raw.provisioning_keys.iter_mut().flatten())
         {
             if p.is_relative() {
                 *p = base.join(&*p);
@@ -110,6 +124,8 @@ impl RawConfig {
             prune_interval_s: over.prune_interval_s.or(self.prune_interval_s),
             poll_interval_ms: over.poll_interval_ms.or(self.poll_interval_ms),
             max_connections: over.max_connections.or(self.max_connections),
+            provisioning_keys: over.provisioning_keys.or(self.provisioning_keys),
+            provisioning_revoked: over.provisioning_revoked.or(self.provisioning_revoked),
         }
     }
 }
@@ -149,6 +165,9 @@ pub struct HqConfig {
     pub poll_interval: Duration,
     /// Most concurrent connections on the sync listener.
     pub max_connections: usize,
+    /// Enrollment of boxes with provisioning tokens (`None`: off, HQ answers
+    /// `not_enabled`).
+    pub enrollment: Option<crate::hq::enroll::EnrollSettings>,
 }
 
 impl HqConfig {
@@ -163,6 +182,7 @@ impl HqConfig {
             prune_interval: Some(Duration::from_secs(600)),
             poll_interval: Duration::from_millis(1000),
             max_connections: 4096,
+            enrollment: None,
         }
     }
 }
@@ -241,6 +261,37 @@ impl ServeConfig {
         if max_connections == 0 {
             return Err(bad("max_connections", "must be at least 1".into()));
         }
+        let enrollment = match raw.provisioning_keys {
+            None => {
+                if raw.provisioning_revoked.is_some() {
+                    return Err(bad(
+                        "provisioning_revoked",
+                        "needs provisioning_keys (the keys the list is signed with)".into(),
+                    ));
+                }
+                None
+            }
+            Some(paths) => {
+                let prov = |field: &'static str| {
+                    move |e: branchline_provisioning::Error| Error::Provisioning {
+                        path: source.to_owned(),
+                        field,
+                        source: e,
+                    }
+                };
+                if paths.is_empty() {
+                    return Err(bad("provisioning_keys", "lists no key file".into()));
+                }
+                let keys = branchline_provisioning::keys::TrustedKeys::from_files(&paths)
+                    .map_err(prov("provisioning_keys"))?;
+                let revoked = match &raw.provisioning_revoked {
+                    Some(p) => branchline_provisioning::revocation::RevocationList::load(p, &keys)
+                        .map_err(prov("provisioning_revoked"))?,
+                    None => branchline_provisioning::revocation::RevocationList::default(),
+                };
+                Some(crate::hq::enroll::EnrollSettings::new(keys, revoked))
+            }
+        };
         Ok(ServeConfig {
             listen,
             admin_listen,
@@ -258,6 +309,7 @@ impl ServeConfig {
                 },
                 poll_interval: Duration::from_millis(poll),
                 max_connections,
+                enrollment,
             },
         })
     }

@@ -175,6 +175,36 @@ pub enum Error {
         /// The value.
         value: String,
     },
+    /// An enrollment token was used already, by another box or another key
+    /// ([`crate::hq::enroll`]).
+    #[error("enrollment token {token_id} was used already (by box {used_by:?})")]
+    TokenUsed {
+        /// The token id (hex).
+        token_id: String,
+        /// The box that used it.
+        used_by: String,
+    },
+    /// A box asked to enroll into a site other than the one it is registered in.
+    #[error("box {box_id:?} belongs to site {registered:?}, not {requested:?}")]
+    WrongSite {
+        /// The box.
+        box_id: String,
+        /// Its site at HQ.
+        registered: String,
+        /// The site of the token it presented.
+        requested: String,
+    },
+    /// A provisioning key or revocation list named in the config could not be loaded.
+    #[error("{path}: field {field}: {source}")]
+    Provisioning {
+        /// The config file (or `"<flags>"`).
+        path: PathBuf,
+        /// The field.
+        field: &'static str,
+        /// The provisioning crate's error (names the key or list file).
+        #[source]
+        source: branchline_provisioning::Error,
+    },
     /// The random number generator failed.
     #[error("random: {source}")]
     Random {

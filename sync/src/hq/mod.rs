@@ -9,6 +9,9 @@
 //!   as a request extension, connection limit, graceful shutdown.
 //! - [`sync_api`]: the box-facing endpoints of [`crate::wire`] (up, down long-poll,
 //!   files).
+//! - [`enroll`]: enrollment: a one-time provisioning token and a CSR from a box
+//!   without a certificate yet, answered with its device certificate (the one route
+//!   served without a client certificate).
 //! - [`admin_api`]: the operator API (sites, boxes, certificates, entity CRUD, CDR
 //!   queries and reports, box health, feed pruning).
 //! - [`validate`]: whole-batch validation and entity validation, before any write.
@@ -26,7 +29,8 @@
 //!
 //! Boxes reach only the sync listener, which requires a client certificate signed by
 //! HQ's device CA (checked by rustls during the handshake, including validity
-//! dates); the box is the certificate's CN, looked up in `boxes` (unknown -> 403
+//! dates) for everything but enrollment (a client without a certificate is served the
+//! enrollment route only, see [`enroll`]); the box is the certificate's CN, looked up in `boxes` (unknown -> 403
 //! `unknown_box`), optionally pinned to the certificate's fingerprint. A box's site
 //! comes from its `boxes` row, never from a request, so a box can write only its own
 //! records and its own site's rows, and a body naming another box is refused. The
@@ -51,6 +55,7 @@
 
 pub mod admin_api;
 pub mod config;
+pub mod enroll;
 mod error;
 pub mod feed;
 pub mod files;
@@ -187,6 +192,7 @@ pub async fn run(
         Some(sync_tls),
         true,
         sync_api::router(state.clone()),
+        Some(enroll::router(state.clone())),
         max,
         token.clone(),
     ));
@@ -195,6 +201,7 @@ pub async fn run(
         admin_tls,
         false,
         admin_api::router(state.clone()),
+        None,
         256,
         token.clone(),
     ));

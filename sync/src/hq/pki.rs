@@ -15,9 +15,10 @@
 //! from another CA, self-signed ones, and ones outside their validity period during
 //! the handshake, before any request is read. Keys are written with mode 0600.
 //!
-//! Until enrollment (the provisioning issue) exists, `box add` is how a box gets its
-//! certificate; the certificate's sha256 is pinned in the `boxes` table so that
-//! issuing a new one revokes the old.
+//! A box gets its certificate by enrollment ([`crate::hq::enroll`]: its own key, a
+//! CSR and a one-time provisioning token; [`Ca::sign_box_csr`]) or from an operator
+//! (`branch-hq box add`, the admin API). Either way the certificate's sha256 is pinned
+//! in the `boxes` table so that issuing a new one revokes the old.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -113,6 +114,21 @@ fn read(path: &Path) -> Result<String> {
 /// sha256 (lowercase hex) of a certificate's DER: what `boxes.cert_fingerprint` holds.
 pub fn fingerprint(der: &[u8]) -> String {
     hex::encode(Sha256::digest(der))
+}
+
+/// The CA pin a provisioning token or bundle carries: sha256 (lowercase hex) of the
+/// SubjectPublicKeyInfo of the CA certificate in `dir` (what `branch-prov` site files
+/// call `ca_pin`).
+pub fn ca_pin(dir: &Path) -> Result<String> {
+    let path = dir.join(CA_CERT);
+    let der = load_certs(&path)?.remove(0);
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).map_err(|e| Error::Pem {
+        path: path.clone(),
+        reason: format!("not an X.509 certificate: {e}"),
+    })?;
+    Ok(hex::encode(Sha256::digest(
+        cert.tbs_certificate.subject_pki.raw,
+    )))
 }
 
 /// A certificate issued for a box.
@@ -225,6 +241,40 @@ impl Ca {
         self.issue(&format!("box {box_id}"), params)
     }
 
+    /// Signs the key of a verified CSR into a device certificate for `box_id`
+    /// (enrollment, [`crate::hq::enroll`]): the subject, key usages and lifetime are
+    /// HQ's, never the CSR's; only its public key is used. Returns the certificate
+    /// (PEM) and its fingerprint.
+    pub fn sign_box_csr(
+        &self,
+        csr: &rcgen::CertificateSigningRequestParams,
+        box_id: &str,
+        not_before: SystemTime,
+        not_after: SystemTime,
+    ) -> Result<(String, String)> {
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, box_id);
+        dn.push(DnType::OrganizationName, "Branchline");
+        params.distinguished_name = dn;
+        params.not_before = offset(not_before);
+        params.not_after = offset(not_after);
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.serial_number = Some(random_serial()?);
+        params.use_authority_key_identifier_extension = true;
+        let request = rcgen::CertificateSigningRequestParams {
+            params,
+            public_key: csr.public_key.clone(),
+        };
+        let issuer = Issuer::from_ca_cert_pem(&self.cert_pem, &self.key)
+            .map_err(cert_err("CA as issuer"))?;
+        let cert = request
+            .signed_by(&issuer)
+            .map_err(cert_err(format!("box {box_id} from its CSR")))?;
+        Ok((cert.pem(), fingerprint(cert.der())))
+    }
+
     /// Issues the sync listener's certificate for `127.0.0.1`, `localhost` and `names`.
     pub fn issue_server(&self, names: &[String], now: SystemTime) -> Result<IssuedCert> {
         let mut sans = vec!["127.0.0.1".to_owned(), "localhost".to_owned()];
@@ -335,8 +385,14 @@ pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// The sync listener's TLS config: server certificate from `dir`, client
-/// certificates required and verified against the CA of `dir`.
+/// The sync listener's TLS config: server certificate from `dir` followed by the CA
+/// certificate (so that a box that knows only the CA's pin can check the chain while
+/// enrolling), client certificates verified against the CA of `dir`.
+///
+/// A client that presents a certificate must present a valid one (rustls refuses the
+/// handshake otherwise). A client without one is let through the handshake only so
+/// that it can enroll: [`crate::hq::server::serve`] gives such a connection the
+/// enrollment route and nothing else.
 pub fn server_tls_config(dir: &Path) -> Result<rustls::ServerConfig> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in load_certs(&dir.join(CA_CERT))? {
@@ -347,8 +403,11 @@ pub fn server_tls_config(dir: &Path) -> Result<rustls::ServerConfig> {
     }
     let verifier =
         rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+            .allow_unauthenticated()
             .build()
             .map_err(|source| Error::Verifier { source })?;
+    let mut chain = load_certs(&dir.join(SERVER_CERT))?;
+    chain.extend(load_certs(&dir.join(CA_CERT))?);
     let config = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|source| Error::Tls {
@@ -356,10 +415,7 @@ pub fn server_tls_config(dir: &Path) -> Result<rustls::ServerConfig> {
             source,
         })?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(
-            load_certs(&dir.join(SERVER_CERT))?,
-            load_key(&dir.join(SERVER_KEY))?,
-        )
+        .with_single_cert(chain, load_key(&dir.join(SERVER_KEY))?)
         .map_err(|source| Error::Tls {
             what: "server certificate",
             source,

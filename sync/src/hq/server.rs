@@ -34,12 +34,15 @@ pub struct PeerIdentity {
 
 /// Serves `router` on `listener` until `shutdown`. With `tls`, connections are TLS;
 /// with `require_peer`, a connection without a verified client certificate whose
-/// subject has a CN is dropped, and the others carry a [`PeerIdentity`].
+/// subject has a CN gets `anonymous` instead of `router` (the enrollment route of
+/// [`crate::hq::enroll`]), or is dropped when there is none; the others carry a
+/// [`PeerIdentity`].
 pub async fn serve(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     require_peer: bool,
     router: Router,
+    anonymous: Option<Router>,
     max_connections: usize,
     shutdown: CancellationToken,
 ) {
@@ -65,7 +68,12 @@ pub async fn serve(
             () = shutdown.cancelled() => break,
         };
         let _ = tcp.set_nodelay(true);
-        let (tls, router, shutdown) = (tls.clone(), router.clone(), shutdown.clone());
+        let (tls, router, anonymous, shutdown) = (
+            tls.clone(),
+            router.clone(),
+            anonymous.clone(),
+            shutdown.clone(),
+        );
         tokio::spawn(async move {
             let _permit = permit;
             match tls {
@@ -95,10 +103,11 @@ pub async fn serve(
                                 fingerprint: pki::fingerprint(der),
                             })
                         });
-                    let router = match (identity, require_peer) {
-                        (Some(id), _) => router.layer(axum::Extension(id)),
-                        (None, false) => router,
-                        (None, true) => {
+                    let router = match (identity, require_peer, anonymous) {
+                        (Some(id), _, _) => router.layer(axum::Extension(id)),
+                        (None, false, _) => router,
+                        (None, true, Some(anonymous)) => anonymous,
+                        (None, true, None) => {
                             tracing::info!(peer = %peer_addr, "client certificate without a CN");
                             return;
                         }

@@ -199,6 +199,25 @@ pub struct DailyReportRow {
     pub missed: i64,
 }
 
+/// An enrollment HQ checked and signed, for [`HqStore::enroll_box`] to record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnrollmentRecord {
+    /// The one-time token's id (16 hex digits).
+    pub token_id: String,
+    /// The box (its serial: the CN of the CSR and of the new certificate).
+    pub box_id: String,
+    /// The token's site.
+    pub site: String,
+    /// sha256 (hex) of the enrolling key's SubjectPublicKeyInfo.
+    pub key_sha256: String,
+    /// sha256 (hex) of the new certificate's DER: pinned in `boxes`.
+    pub cert_fingerprint: String,
+    /// The token's expiry, Unix seconds.
+    pub expires_at_s: i64,
+    /// Now, ms since the Unix epoch.
+    pub now_ms: i64,
+}
+
 /// How many rows HQ holds for a box (tests and operators).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct RecordCounts {
@@ -242,6 +261,16 @@ pub trait HqStore: Send + Sync + std::fmt::Debug + 'static {
     async fn set_box_fingerprint(&self, id: &str, fingerprint: Option<&str>) -> Result<()>;
     /// One box.
     async fn box_record(&self, id: &str) -> Result<Option<BoxRecord>>;
+    /// Records an enrollment in one transaction: the site must exist
+    /// ([`crate::hq::Error::NotFound`]); the token must be unused, or used before by
+    /// this box with this key (a retry; else [`crate::hq::Error::TokenUsed`]); a box
+    /// already registered must be in the token's site
+    /// ([`crate::hq::Error::WrongSite`]). Then the box is registered (or kept) with
+    /// the new certificate pinned and the token recorded. Any refusal changes nothing.
+    async fn enroll_box(&self, enrollment: &EnrollmentRecord) -> Result<BoxRecord>;
+    /// Whether a token id was used for an enrollment (tests and operators).
+    async fn enrollment_token_used(&self, token_id: &str) -> Result<bool>;
+
     /// All boxes with their health.
     async fn boxes(&self) -> Result<Vec<BoxRecord>>;
     /// Records a request from a box.

@@ -56,7 +56,8 @@ use tokio_postgres::{IsolationLevel, NoTls, Row};
 use super::{
     conflict_json, decide_edit, entity_json, feed_decision, parse_conflict, parse_entity,
     parse_kind, parse_policy, BoxHealth, BoxRecord, CdrQuery, CdrRow, CurrentRow, DailyReportRow,
-    EditDecision, FeedRead, HqStore, IngestOutcome, RecordCounts, ReportQuery, SiteRecord,
+    EditDecision, EnrollmentRecord, FeedRead, HqStore, IngestOutcome, RecordCounts, ReportQuery,
+    SiteRecord,
 };
 use crate::hq::validate::{entity_kind_name, validate_entity, TypedPayload, ValidBatch};
 use crate::hq::{Error, Result};
@@ -71,6 +72,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (
         2,
         include_str!("../../../migrations/postgres/0002_ingest_once.sql"),
+    ),
+    (
+        3,
+        include_str!("../../../migrations/postgres/0003_enrollment.sql"),
     ),
 ];
 
@@ -566,6 +571,122 @@ impl HqStore for PostgresStore {
             .await
             .map_err(pg("read box"))?;
         Ok(row.as_ref().map(to_box))
+    }
+
+    async fn enroll_box(&self, e: &EnrollmentRecord) -> Result<BoxRecord> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg("begin enroll"))?;
+        // Lock the site row: it cannot go away underneath.
+        if tx
+            .query_opt("SELECT 1 FROM sites WHERE id = $1 FOR SHARE", &[&e.site])
+            .await
+            .map_err(pg("read site"))?
+            .is_none()
+        {
+            return Err(Error::NotFound {
+                what: "site",
+                key: e.site.clone(),
+            });
+        }
+        let used = tx
+            .query_opt(
+                "SELECT box_id, key_sha256 FROM enrollment_tokens WHERE token_id = $1 FOR UPDATE",
+                &[&e.token_id],
+            )
+            .await
+            .map_err(pg("read enrollment token"))?;
+        if let Some(row) = &used {
+            let (box_id, key): (String, String) = (row.get(0), row.get(1));
+            if box_id != e.box_id || key != e.key_sha256 {
+                return Err(Error::TokenUsed {
+                    token_id: e.token_id.clone(),
+                    used_by: box_id,
+                });
+            }
+        }
+        let existing = tx
+            .query_opt(
+                &format!("SELECT {BOX_COLUMNS} FROM boxes WHERE id = $1 FOR UPDATE"),
+                &[&e.box_id],
+            )
+            .await
+            .map_err(pg("read box"))?
+            .as_ref()
+            .map(to_box);
+        match existing {
+            Some(b) if b.site != e.site => {
+                return Err(Error::WrongSite {
+                    box_id: e.box_id.clone(),
+                    registered: b.site,
+                    requested: e.site.clone(),
+                })
+            }
+            Some(_) => {
+                tx.execute(
+                    "UPDATE boxes SET cert_fingerprint = $2 WHERE id = $1",
+                    &[&e.box_id, &e.cert_fingerprint],
+                )
+                .await
+                .map_err(pg("pin box certificate"))?;
+            }
+            None => {
+                tx.execute(
+                    "INSERT INTO boxes (id, site, cert_fingerprint, created_at_ms)
+                     VALUES ($1, $2, $3, $4)",
+                    &[&e.box_id, &e.site, &e.cert_fingerprint, &e.now_ms],
+                )
+                .await
+                .map_err(pg("insert box"))?;
+            }
+        }
+        if used.is_none() {
+            // A concurrent enrollment with the same token blocks this insert until it
+            // commits; then nothing is inserted and this one is refused (rolled back).
+            let inserted = tx
+                .execute(
+                    "INSERT INTO enrollment_tokens
+                         (token_id, box_id, site, key_sha256, expires_at_s, used_at_ms)
+                     VALUES ($1, $2, $3, $4, $5, $6)
+                     ON CONFLICT (token_id) DO NOTHING",
+                    &[
+                        &e.token_id,
+                        &e.box_id,
+                        &e.site,
+                        &e.key_sha256,
+                        &e.expires_at_s,
+                        &e.now_ms,
+                    ],
+                )
+                .await
+                .map_err(pg("record enrollment token"))?;
+            if inserted == 0 {
+                return Err(Error::TokenUsed {
+                    token_id: e.token_id.clone(),
+                    used_by: "another enrollment at the same time".to_owned(),
+                });
+            }
+        }
+        let row = tx
+            .query_one(
+                &format!("SELECT {BOX_COLUMNS} FROM boxes WHERE id = $1"),
+                &[&e.box_id],
+            )
+            .await
+            .map_err(pg("read box"))?;
+        tx.commit().await.map_err(pg("commit enroll"))?;
+        Ok(to_box(&row))
+    }
+
+    async fn enrollment_token_used(&self, token_id: &str) -> Result<bool> {
+        let client = self.client().await?;
+        Ok(client
+            .query_opt(
+                "SELECT 1 FROM enrollment_tokens WHERE token_id = $1",
+                &[&token_id],
+            )
+            .await
+            .map_err(pg("read enrollment token"))?
+            .is_some())
     }
 
     async fn boxes(&self) -> Result<Vec<BoxRecord>> {

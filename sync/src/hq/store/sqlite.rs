@@ -17,7 +17,8 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use super::{
     conflict_json, decide_edit, entity_json, feed_decision, parse_conflict, parse_entity,
     parse_kind, parse_policy, BoxHealth, BoxRecord, CdrQuery, CdrRow, CurrentRow, DailyReportRow,
-    EditDecision, FeedRead, HqStore, IngestOutcome, RecordCounts, ReportQuery, SiteRecord,
+    EditDecision, EnrollmentRecord, FeedRead, HqStore, IngestOutcome, RecordCounts, ReportQuery,
+    SiteRecord,
 };
 use crate::hq::validate::{entity_kind_name, validate_entity, TypedPayload, ValidBatch};
 use crate::hq::{Error, Result};
@@ -29,6 +30,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (
         2,
         include_str!("../../../migrations/sqlite/0002_ingest_once.sql"),
+    ),
+    (
+        3,
+        include_str!("../../../migrations/sqlite/0003_enrollment.sql"),
     ),
 ];
 
@@ -466,6 +471,102 @@ impl HqStore for SqliteStore {
             )
             .optional()
             .map_err(sql("read box"))
+        })
+        .await
+    }
+
+    async fn enroll_box(&self, e: &EnrollmentRecord) -> Result<BoxRecord> {
+        let e = e.clone();
+        self.write("enroll box", move |tx| {
+            if !site_exists(tx, &e.site)? {
+                return Err(Error::NotFound {
+                    what: "site",
+                    key: e.site,
+                });
+            }
+            let used: Option<(String, String)> = tx
+                .query_row(
+                    "SELECT box_id, key_sha256 FROM enrollment_tokens WHERE token_id = ?1",
+                    [&e.token_id],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()
+                .map_err(sql("read enrollment token"))?;
+            if let Some((box_id, key)) = &used {
+                if *box_id != e.box_id || *key != e.key_sha256 {
+                    return Err(Error::TokenUsed {
+                        token_id: e.token_id,
+                        used_by: box_id.clone(),
+                    });
+                }
+            }
+            let existing = tx
+                .query_row(
+                    &format!("SELECT {BOX_COLUMNS} FROM boxes WHERE id = ?1"),
+                    [&e.box_id],
+                    box_row,
+                )
+                .optional()
+                .map_err(sql("read box"))?;
+            match existing {
+                Some(b) if b.site != e.site => {
+                    return Err(Error::WrongSite {
+                        box_id: e.box_id,
+                        registered: b.site,
+                        requested: e.site,
+                    })
+                }
+                Some(_) => {
+                    tx.execute(
+                        "UPDATE boxes SET cert_fingerprint = ?2 WHERE id = ?1",
+                        params![e.box_id, e.cert_fingerprint],
+                    )
+                    .map_err(sql("pin box certificate"))?;
+                }
+                None => {
+                    tx.execute(
+                        "INSERT INTO boxes (id, site, cert_fingerprint, created_at_ms)
+                         VALUES (?1, ?2, ?3, ?4)",
+                        params![e.box_id, e.site, e.cert_fingerprint, e.now_ms],
+                    )
+                    .map_err(sql("insert box"))?;
+                }
+            }
+            if used.is_none() {
+                tx.execute(
+                    "INSERT INTO enrollment_tokens
+                         (token_id, box_id, site, key_sha256, expires_at_s, used_at_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![
+                        e.token_id,
+                        e.box_id,
+                        e.site,
+                        e.key_sha256,
+                        e.expires_at_s,
+                        e.now_ms
+                    ],
+                )
+                .map_err(sql("record enrollment token"))?;
+            }
+            tx.query_row(
+                &format!("SELECT {BOX_COLUMNS} FROM boxes WHERE id = ?1"),
+                [&e.box_id],
+                box_row,
+            )
+            .map_err(sql("read box"))
+        })
+        .await
+    }
+
+    async fn enrollment_token_used(&self, token_id: &str) -> Result<bool> {
+        let id = token_id.to_owned();
+        self.read("read enrollment token", move |tx| {
+            tx.query_row(
+                "SELECT EXISTS (SELECT 1 FROM enrollment_tokens WHERE token_id = ?1)",
+                [&id],
+                |r| r.get(0),
+            )
+            .map_err(sql("read enrollment token"))
         })
         .await
     }
