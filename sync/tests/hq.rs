@@ -6,6 +6,7 @@
 
 mod hq {
     pub mod harness;
+    mod enroll_tests;
     mod ingest_tests;
     mod sync_tests;
     mod tls_tests;
