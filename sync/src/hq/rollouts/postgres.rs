@@ -255,6 +255,8 @@ pub async fn offer_for_box(client: &impl GenericClient, box_id: &str) -> Result<
 }
 
 /// Records a box's report; refuses a rollout that does not target the box's site.
+/// The first final outcome stays (see `sqlite::record_outcome`): a repeated report
+/// changes nothing.
 pub async fn record_outcome(
     client: &mut Client,
     rollout: &str,
@@ -281,7 +283,8 @@ pub async fn record_outcome(
          VALUES ($1, $2, $3, $4, $5, $6)
          ON CONFLICT (rollout, box) DO UPDATE SET state = excluded.state,
              version = excluded.version, reason = excluded.reason,
-             updated_at_ms = excluded.updated_at_ms",
+             updated_at_ms = excluded.updated_at_ms
+         WHERE rollout_outcomes.state NOT IN ('committed', 'rolled_back', 'failed')",
         &[
             &rollout,
             &box_id,

@@ -287,6 +287,9 @@ pub fn offer_for_box(conn: &Connection, box_id: &str) -> Result<Option<Rollout>>
 }
 
 /// Records a box's report. Refuses a rollout that does not target the box's site.
+/// The first final outcome (committed, rolled back, failed) stays: a box that sends
+/// it again (its answer was lost, or it restarted before it saw it) changes nothing,
+/// so HQ records each box's outcome exactly once.
 pub fn record_outcome(
     conn: &mut Connection,
     rollout: &str,
@@ -313,7 +316,8 @@ pub fn record_outcome(
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)
          ON CONFLICT (rollout, box) DO UPDATE SET state = excluded.state,
              version = excluded.version, reason = excluded.reason,
-             updated_at_ms = excluded.updated_at_ms",
+             updated_at_ms = excluded.updated_at_ms
+         WHERE rollout_outcomes.state NOT IN ('committed', 'rolled_back', 'failed')",
         params![
             rollout,
             box_id,
@@ -543,6 +547,19 @@ mod tests {
                 reason: Some("bad signature".into()),
                 updated_at_ms: 6,
             }]
+        );
+        // The first final outcome stays: a repeat (or a late report) changes nothing.
+        for (state, at) in [(OutcomeState::Failed, 8), (OutcomeState::Downloading, 9)] {
+            let mut again = report(state);
+            again.reason = Some("other".into());
+            record_outcome(&mut conn, "r1", b, &again, at).expect("accepted");
+        }
+        assert_eq!(outcomes(&conn, "r1").expect("outcomes")[0].updated_at_ms, 6);
+        assert_eq!(
+            outcomes(&conn, "r1").expect("outcomes")[0]
+                .reason
+                .as_deref(),
+            Some("bad signature")
         );
         // A box of another site cannot report on this rollout.
         let e = record_outcome(
