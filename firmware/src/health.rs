@@ -427,6 +427,14 @@ impl Slots {
         }
     }
 
+    /// The slot state and the booted slot (blocking), for the updater's trial record
+    /// ([`crate::updater::trial`]).
+    pub fn read(&self) -> Result<(SlotState, SlotId), SlotError> {
+        let state = self.load()?;
+        let booted = self.booted(&state)?;
+        Ok((state, booted))
+    }
+
     /// Reads the state and classifies this boot (blocking: file IO or a program).
     pub fn inspect(&self) -> Result<Boot, SlotError> {
         let state = self.load()?;
@@ -496,6 +504,9 @@ struct Shared {
 #[derive(Debug)]
 pub struct Reporter {
     shared: watch::Sender<Shared>,
+    /// Turns true once this boot's trial slot is committed (the updater then reports
+    /// `committed` to HQ).
+    committed: watch::Receiver<bool>,
 }
 
 impl Reporter {
@@ -511,6 +522,11 @@ impl Reporter {
         let reason = reason.into();
         self.shared
             .send_modify(|s| s.facts.set(fact, Status::Failed(reason)));
+    }
+
+    /// True once this boot's trial slot is committed (never on other boots).
+    pub fn trial_committed(&self) -> watch::Receiver<bool> {
+        self.committed.clone()
     }
 
     fn stopped(&self, stopped: Stopped) {
@@ -619,9 +635,20 @@ impl HealthCheck {
             stopped: None,
         });
         let unhealthy = CancellationToken::new();
-        let task = tokio::spawn(check(rx, deadline, boot, slots, unhealthy.clone()));
+        let (committed_tx, committed) = watch::channel(false);
+        let task = tokio::spawn(check(
+            rx,
+            deadline,
+            boot,
+            slots,
+            unhealthy.clone(),
+            committed_tx,
+        ));
         HealthCheck {
-            reporter: Reporter { shared: tx },
+            reporter: Reporter {
+                shared: tx,
+                committed,
+            },
             unhealthy,
             task,
         }
@@ -671,6 +698,7 @@ async fn check(
     boot: Boot,
     slots: Option<Slots>,
     unhealthy: CancellationToken,
+    committed: watch::Sender<bool>,
 ) -> Outcome {
     let until = tokio::time::Instant::now() + deadline;
     let (verdict, facts) = loop {
@@ -710,7 +738,7 @@ async fn check(
             }
         }
     };
-    act(verdict, &facts, boot, slots, &unhealthy).await
+    act(verdict, &facts, boot, slots, &unhealthy, &committed).await
 }
 
 async fn act(
@@ -719,6 +747,7 @@ async fn act(
     boot: Boot,
     slots: Option<Slots>,
     unhealthy: &CancellationToken,
+    committed_tx: &watch::Sender<bool>,
 ) -> Outcome {
     let passed = facts.passed_summary();
     match (verdict, boot, slots) {
@@ -737,6 +766,7 @@ async fn act(
                         facts = %passed,
                         "update committed"
                     );
+                    committed_tx.send_replace(true);
                     Outcome::Committed
                 }
                 Err(e) => {
@@ -1130,6 +1160,12 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(10), committed)
             .await
             .expect("committed in time");
+        // The updater hears of it (to report `committed` to HQ).
+        let mut heard = h.reporter().trial_committed();
+        tokio::time::timeout(Duration::from_secs(10), heard.wait_for(|c| *c))
+            .await
+            .expect("signalled in time")
+            .expect("sender alive");
         h.finish(Ok(())).await.expect("clean stop");
         assert_eq!(status_of_b(dir.path()), SlotStatus::Good);
     }

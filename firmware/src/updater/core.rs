@@ -4,7 +4,8 @@
 //!
 //! Phases: idle -> downloading (offset) -> verifying -> staged (sha256 checked, waiting
 //! for the window and for calls to end) -> installing -> installed (restart pending)
-//! -> done (final report delivered). A failure (sha256 mismatch, a bundle refused by
+//! -> done (final report delivered); after the restart, the trial boot's outcome
+//! (`committed` / `rolled_back`, [`Updater::trial_outcome`]) is reported from done. A failure (sha256 mismatch, a bundle refused by
 //! verification, an install error) goes to done with a `failed` report and never
 //! touches the running slot (the IO edge installs with `branchline_image`, which
 //! verifies before its first write).
@@ -259,6 +260,21 @@ impl Updater {
             self.phase = Phase::Downloading { offer, offset };
         }
         actions
+    }
+
+    /// The outcome of a trial boot (`committed` or `rolled_back`, judged at start-up
+    /// from the trial record and the slot state): this rollout is done, and `report`
+    /// is sent (retried like any report) until HQ accepts it. Offers of the same
+    /// rollout are ignored from now on.
+    pub fn trial_outcome(&mut self, report: Report) -> Vec<Action> {
+        self.phase = Phase::Done {
+            rollout: report.rollout.clone(),
+        };
+        self.retry_fetch = false;
+        self.retry_at = None;
+        self.backoff = RETRY_MIN;
+        self.pending_report = Some(report.clone());
+        vec![Action::Report(report)]
     }
 
     /// `len` bytes starting at `offset` were appended to the file and synced.

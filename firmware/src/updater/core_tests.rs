@@ -318,3 +318,34 @@ fn installing_is_not_interrupted_by_offers() {
     assert!(u.offer(Some(other), 0).is_empty());
     assert!(matches!(u.phase(), Phase::Installing { .. }));
 }
+
+#[test]
+fn a_trial_outcome_is_reported_until_accepted_and_its_offer_ignored() {
+    let mut u = Updater::new();
+    let report = Report {
+        rollout: "spring".into(),
+        state: OutcomeState::Committed,
+        version: Some("1.3.0".into()),
+        reason: None,
+    };
+    assert_eq!(
+        u.trial_outcome(report.clone()),
+        vec![Action::Report(report.clone())]
+    );
+    // HQ still offers it until the report lands: ignored.
+    assert!(u.offer(Some(offer(100, false)), 100).is_empty());
+    // Not delivered: sent again after the backoff.
+    let t0 = Duration::from_secs(10);
+    assert!(u.reported(&report, false, t0).is_empty());
+    assert!(u.tick(t0 + RETRY_MIN / 2).is_empty());
+    assert_eq!(u.tick(t0 + RETRY_MIN), vec![Action::Report(report.clone())]);
+    // Delivered: no restart, nothing more.
+    assert!(u.reported(&report, true, t0 + RETRY_MIN).is_empty());
+    assert!(u.tick(t0 + RETRY_MAX * 2).is_empty());
+    assert_eq!(
+        u.phase(),
+        &Phase::Done {
+            rollout: "spring".into()
+        }
+    );
+}

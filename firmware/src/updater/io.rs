@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use branchline_image::policy::Identity;
 use branchline_image::store::{DirSlots, UbootEnv};
+use branchline_image::update::Installed;
 use branchline_sync::wire::{self, Offer, UpdateOffer, UpdateReport};
 use sha2::{Digest, Sha256};
 
@@ -48,6 +49,12 @@ impl Downloads {
         let dir = data_dir.join(UPDATE_DIR);
         fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         Ok(Downloads { dir })
+    }
+
+    /// The download directory (`<data_dir>/update`), which also holds the trial
+    /// record ([`super::trial`]).
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// `<rollout>.part`.
@@ -148,14 +155,15 @@ impl Downloads {
 /// Installs `<rollout>.bundle` into the inactive slot with
 /// [`branchline_image::update::install`] (which verifies signature, board, target,
 /// version policy and every file before its first write, so a refused bundle leaves
-/// both slots as they were). `Ok(version)` now pending, `Err(reason)` for the report.
+/// both slots as they were). `Ok`: the slot and version now pending, `Err(reason)` for
+/// the report.
 pub fn install(
     downloads: &Downloads,
     rollout: &str,
     keys: &[PathBuf],
     me: &Identity,
     backend: &SlotBackend,
-) -> Result<String, String> {
+) -> Result<Installed, String> {
     check_rollout(rollout)?;
     let p = downloads.bundle(rollout);
     let bundle = fs::read(&p).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
@@ -166,7 +174,7 @@ pub fn install(
         .iter()
         .map(|k| branchline_image::keys::read_verifying_key(k).map_err(|e| e.to_string()))
         .collect::<Result<Vec<_>, _>>()?;
-    let installed = match backend {
+    match backend {
         SlotBackend::Dir { root } => {
             let mut store = DirSlots::new(root);
             let mut payload = DirSlots::new(root);
@@ -186,8 +194,7 @@ pub fn install(
             branchline_image::update::install(&bundle, &keys, me, false, &mut store, &mut payload)
         }
     }
-    .map_err(|e| e.to_string())?;
-    Ok(installed.version.to_string())
+    .map_err(|e| e.to_string())
 }
 
 /// `GET {hq}/sync/v1/update`: the offer for this box, if any.

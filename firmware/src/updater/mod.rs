@@ -7,11 +7,25 @@
 //! - [`io`]: the download files (resume from the `.part` length, fsync, sha256,
 //!   rename), the install into the inactive slot, HQ's update endpoints.
 //! - [`task`]: the task running the core against HQ (poll, act, window, calls).
+//! - [`trial`]: the trial record kept across the restart into the new slot, so the
+//!   next start reports `committed` or `rolled_back` to HQ.
 //! - [`window`]: the maintenance window (`[update] window`, UTC).
+//!
+//! `branchd` ([`crate::daemon`]) starts the task when `[update] from_hq = true` and
+//! sync with HQ is set up, and exits with [`EXIT_RESTART_INTO_UPDATE`] once it ends
+//! with [`task::Ended::Restart`].
 
 pub mod core;
 pub mod io;
 pub mod task;
+pub mod trial;
 pub mod window;
 
 pub use window::Window;
+
+/// Exit status of `branchd` after an update from HQ was installed into the inactive
+/// slot: "restart into the new slot". The generated systemd unit lists it in
+/// `RestartPreventExitStatus=`, so the unit fails and `FailureAction=reboot` reboots the
+/// box; the bootloader then boots the new slot once (the trial boot). On the
+/// directory backend the boot step (`branch-image boot`) plays the bootloader.
+pub const EXIT_RESTART_INTO_UPDATE: u8 = 4;

@@ -163,6 +163,7 @@ async fn run(bundle: Vec<u8>, dir: &Path) -> (Ended, Vec<UpdateReport>, Vec<u64>
             root: slots.clone(),
         },
         calls_up: calls_rx,
+        trial_committed: watch::channel(false).1,
     };
     let stop = CancellationToken::new();
     let runner = tokio::spawn(task.run(stop.clone()));
@@ -227,6 +228,18 @@ async fn downloads_resumes_after_a_failed_chunk_installs_reports_and_restarts() 
         SlotStatus::Pending { tries_left: 1 }
     );
     assert!(tmp.path().join("update/spring-1.3.bundle").exists());
+    // The trial record for the next start.
+    let record = super::trial::load(&tmp.path().join("update"))
+        .expect("record readable")
+        .expect("record written");
+    assert_eq!(
+        (
+            record.rollout.as_str(),
+            record.version.as_str(),
+            record.slot
+        ),
+        ("spring-1.3", "1.3.0", SlotId::B)
+    );
 }
 
 #[tokio::test]
@@ -251,4 +264,9 @@ async fn a_bundle_signed_by_another_key_is_reported_failed_and_slots_stay() {
             || std::fs::read_dir(slots.join("slots/b")).expect("b").count() == 0
     );
     assert!(!tmp.path().join("update/spring-1.3.bundle").exists());
+    assert_eq!(
+        super::trial::load(&tmp.path().join("update")).expect("readable"),
+        None,
+        "nothing installed: no trial record"
+    );
 }
