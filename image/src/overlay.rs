@@ -85,6 +85,9 @@ RestartSec=2s
 # the same slot: the unit fails, and the reboot boots the previous slot (the trial's
 # one try is spent). Five crashes within five minutes also fail the unit and reboot.
 RestartPreventExitStatus=3
+# Exit status 4: an update from HQ is installed in the inactive slot. The unit fails
+# the same way and the reboot boots the new slot once (its trial boot).
+RestartPreventExitStatus=4
 FailureAction=reboot
 StartLimitIntervalSec=5min
 StartLimitBurst=5
