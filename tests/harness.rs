@@ -3,7 +3,7 @@
 use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -40,26 +40,9 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
-/// A [`Command`] running the workspace binary at `path`.
-///
-/// When the tests themselves run under an emulator (`scripts/cross-build.sh` runs the
-/// aarch64 and armv7 test binaries under qemu-user), the binaries they start are
-/// foreign too and, without binfmt_misc, need the same emulator: the environment
-/// variable `BRANCHLINE_TEST_RUNNER` then holds its command line, words separated by
-/// spaces (`qemu-aarch64 -L /usr/aarch64-linux-gnu -E LD_LIBRARY_PATH=...`), and is put
-/// in front of `path`. Unset or empty: `path` runs directly.
-pub fn command(path: impl AsRef<OsStr>) -> Command {
-    let runner = std::env::var("BRANCHLINE_TEST_RUNNER").unwrap_or_default();
-    let mut words = runner.split_whitespace();
-    match words.next() {
-        Some(emulator) => {
-            let mut cmd = Command::new(emulator);
-            cmd.args(words).arg(path);
-            cmd
-        }
-        None => Command::new(path),
-    }
-}
+/// A [`std::process::Command`] running the workspace binary at `path`, under the cross test stage's
+/// emulator when there is one ([`branchline_board::runner`]).
+pub use branchline_board::runner::command;
 
 /// The standard test dial plan: 101-104 on FXS 1-4, PSTN lines on FXO 5 and 6.
 pub const DIAL_PLAN: &str = r#"
@@ -693,6 +676,8 @@ pub struct HqServer {
     pub admin: std::net::SocketAddr,
     token: String,
     log: Arc<Mutex<Vec<String>>>,
+    /// An `hq.toml` passed as `--config` to `serve` (e.g. `provisioning_keys`).
+    pub serve_config: Option<PathBuf>,
 }
 
 impl HqServer {
@@ -706,6 +691,7 @@ impl HqServer {
             admin: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
             token: String::new(),
             log: Arc::new(Mutex::new(Vec::new())),
+            serve_config: None,
             dir,
         };
         hq.run_cli(&["ca", "init", "--dir"], &[hq.tls_dir().as_os_str()]);
@@ -803,8 +789,13 @@ impl HqServer {
 
     fn try_serve(&mut self, listen: &str) -> Result<(), String> {
         let listening_before = self.log_count("branch-hq listening");
+        let config: Vec<&OsStr> = match &self.serve_config {
+            Some(path) => vec![OsStr::new("--config"), path.as_os_str()],
+            None => Vec::new(),
+        };
         let mut child = command(bin("branch-hq"))
             .arg("serve")
+            .args(config)
             .args(self.store_args())
             .args([
                 "--listen",

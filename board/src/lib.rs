@@ -13,6 +13,8 @@
 //! - [`dsp`]: Goertzel tone detection, RMS, sine and cadenced tone generators.
 //! - [`sim`]: the simulated line controller on a pty, driven through
 //!   [`sim::SimHandle`] (phones, PSTN lines, faults, raw bytes) and a text console.
+//! - [`runner`]: starting the workspace's binaries from tests, under the emulator of
+//!   the cross test stage when there is one (`BRANCHLINE_TEST_RUNNER`).
 //! - [`error`]: the crate's [`Error`] and [`Result`].
 //!
 //! The daemon uses the same [`link`] code for real hardware and for the simulator: the
@@ -34,6 +36,7 @@ pub mod error;
 pub mod gpio;
 pub mod link;
 pub mod profile;
+pub mod runner;
 pub mod sim;
 
 pub use error::{Error, Result};

@@ -2,27 +2,12 @@
 
 use std::io::Write;
 use std::net::TcpListener;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use branchline_board::profile::BoardProfile;
+use branchline_board::runner::command;
 use branchline_board::sim::{serve_console, Simulator};
 use line_proto::g711::Law;
-
-/// A command running the binary at `path`; under the emulator named by
-/// `BRANCHLINE_TEST_RUNNER` when the tests run under one (cross builds under qemu-user,
-/// see `scripts/cross-build.sh` and `command` in `tests/harness.rs`).
-fn command(path: &str) -> Command {
-    let runner = std::env::var("BRANCHLINE_TEST_RUNNER").unwrap_or_default();
-    let mut words = runner.split_whitespace();
-    match words.next() {
-        Some(emulator) => {
-            let mut cmd = Command::new(emulator);
-            cmd.args(words).arg(path);
-            cmd
-        }
-        None => Command::new(path),
-    }
-}
 
 fn run_with_stdin(args: &[&str], input: &str) -> (bool, String, String) {
     let mut child = command(env!("CARGO_BIN_EXE_branch-sim"))

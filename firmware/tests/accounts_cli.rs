@@ -2,23 +2,9 @@
 
 use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
-/// A command running the binary at `path`; under the emulator named by
-/// `BRANCHLINE_TEST_RUNNER` when the tests run under one (cross builds under qemu-user,
-/// see `scripts/cross-build.sh` and `command` in `tests/harness.rs`).
-fn command(path: &str) -> Command {
-    let runner = std::env::var("BRANCHLINE_TEST_RUNNER").unwrap_or_default();
-    let mut words = runner.split_whitespace();
-    match words.next() {
-        Some(emulator) => {
-            let mut cmd = Command::new(emulator);
-            cmd.args(words).arg(path);
-            cmd
-        }
-        None => Command::new(path),
-    }
-}
+use branchline_board::runner::command;
 
 /// Runs branchd with `args` and `stdin`, returns (exit code, stdout, stderr).
 fn branchd(args: &[&str], stdin: &str) -> (i32, String, String) {

@@ -1,5 +1,9 @@
 //! Ed25519 key files: one lowercase hex line each (64 hex digits: the 32-byte secret
 //! seed, or the 32-byte public key).
+//!
+//! This is the one implementation of the format: `branch-prov`'s provisioning keys
+//! (`branchline_provisioning::keys`) read and write their files through
+//! [`read_signing_key`], [`read_verifying_key`] and [`write_key_pair`].
 
 use std::fs;
 use std::io::Write;
@@ -49,23 +53,38 @@ pub fn read_verifying_key(path: &Path) -> Result<VerifyingKey> {
 /// `DIR/`[`PRIVATE_KEY_FILE`] (mode 0600, refused if it exists) and
 /// `DIR/`[`PUBLIC_KEY_FILE`]. Returns the public key.
 pub fn keygen(dir: &Path) -> Result<VerifyingKey> {
-    let mut seed = [0u8; 32];
-    getrandom::fill(&mut seed).map_err(|e| Error::io("random", dir, std::io::Error::other(e)))?;
-    let key = SigningKey::from_bytes(&seed);
     fs::create_dir_all(dir).map_err(|e| Error::io("create", dir, e))?;
-    let private = dir.join(PRIVATE_KEY_FILE);
+    let key = write_key_pair(&dir.join(PRIVATE_KEY_FILE), &dir.join(PUBLIC_KEY_FILE))?;
+    Ok(key.verifying_key())
+}
+
+/// Generates a keypair from the OS random source and writes the secret seed to
+/// `private` (mode 0600, created exclusively, fsynced) and the public key to `public`.
+/// An existing key is never overwritten: an existing `public` or `private` is refused
+/// before anything is written. Returns the new signing key.
+pub fn write_key_pair(private: &Path, public: &Path) -> Result<SigningKey> {
+    if public.exists() {
+        return Err(Error::io(
+            "create",
+            public,
+            std::io::Error::from(std::io::ErrorKind::AlreadyExists),
+        ));
+    }
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed)
+        .map_err(|e| Error::io("random", private, std::io::Error::other(e)))?;
+    let key = SigningKey::from_bytes(&seed);
     let mut f = fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
-        .open(&private)
-        .map_err(|e| Error::io("create", &private, e))?;
+        .open(private)
+        .map_err(|e| Error::io("create", private, e))?;
     writeln!(f, "{}", hex::encode(key.to_bytes()))
         .and_then(|()| f.sync_all())
-        .map_err(|e| Error::io("write", &private, e))?;
-    let public = dir.join(PUBLIC_KEY_FILE);
+        .map_err(|e| Error::io("write", private, e))?;
     let verifying = key.verifying_key();
-    fs::write(&public, format!("{}\n", hex::encode(verifying.as_bytes())))
-        .map_err(|e| Error::io("write", &public, e))?;
-    Ok(verifying)
+    fs::write(public, format!("{}\n", hex::encode(verifying.as_bytes())))
+        .map_err(|e| Error::io("write", public, e))?;
+    Ok(key)
 }

@@ -4,7 +4,6 @@ use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::rc::Rc;
 
 use branchline_image::bundle::{self, BuildSpec, BundleFile};
@@ -734,17 +733,8 @@ fn cli_keygen_build_verify_install_boot() {
     let d = dir.path();
     let run = |args: &[&str], epoch: Option<&str>| {
         // Under scripts/cross-build.sh the binary is foreign too: run it through the
-        // same emulator as this test (BRANCHLINE_TEST_RUNNER, see tests/harness.rs).
-        let runner = std::env::var("BRANCHLINE_TEST_RUNNER").unwrap_or_default();
-        let mut words = runner.split_whitespace();
-        let mut c = match words.next() {
-            Some(emulator) => {
-                let mut c = Command::new(emulator);
-                c.args(words).arg(exe);
-                c
-            }
-            None => Command::new(exe),
-        };
+        // same emulator as this test.
+        let mut c = branchline_board::runner::command(exe);
         c.args(args).env_remove("SOURCE_DATE_EPOCH");
         if let Some(e) = epoch {
             c.env("SOURCE_DATE_EPOCH", e);

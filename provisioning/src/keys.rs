@@ -1,6 +1,7 @@
 //! Provisioning signing keys and the set of keys a box trusts.
 //!
-//! Key files are one lowercase hex line each, as for `branch-image`: `NAME.key` holds
+//! Key files are one lowercase hex line each, read and written by `branch-image`'s
+//! code (`branchline_image::keys`, the one implementation of the format): `NAME.key` holds
 //! the 32-byte ed25519 secret seed (mode 0600, never overwritten), `NAME.pub` the
 //! 32-byte public key. A key's [`KeyId`] is the first 4 bytes of sha256 of the public
 //! key; every artifact names the key that signed it, so HQ can rotate keys (sign with
@@ -8,9 +9,6 @@
 //! and a box picks the one key to check instead of trying all of them.
 
 use std::fmt;
-use std::fs;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use ed25519_dalek::{SigningKey, VerifyingKey};
@@ -89,21 +87,21 @@ impl TrustedKeys {
     }
 }
 
-fn read_hex32(path: &Path) -> Result<[u8; 32]> {
-    let text = fs::read_to_string(path).map_err(|e| Error::io("read", path, e))?;
-    let bad = |reason: &str| Error::Key {
-        path: path.to_owned(),
-        reason: reason.to_owned(),
-    };
-    let bytes = hex::decode(text.trim()).map_err(|_| bad("not hex"))?;
-    bytes
-        .try_into()
-        .map_err(|_| bad("expected 32 bytes (64 hex digits)"))
+/// A key-file error of `branchline_image` (which owns the file format) as ours.
+fn key_file_error(path: &Path) -> impl FnOnce(branchline_image::Error) -> Error + '_ {
+    move |e| match e {
+        branchline_image::Error::Io { op, path, source } => Error::Io { op, path, source },
+        branchline_image::Error::Key { path, reason } => Error::Key { path, reason },
+        other => Error::Key {
+            path: path.to_owned(),
+            reason: other.to_string(),
+        },
+    }
 }
 
 /// Reads a private (signing) key file.
 pub fn read_signing_key(path: &Path) -> Result<SigningKey> {
-    Ok(SigningKey::from_bytes(&read_hex32(path)?))
+    branchline_image::keys::read_signing_key(path).map_err(key_file_error(path))
 }
 
 /// Reads a public (verifying) key file. A private key file given by mistake is
@@ -115,10 +113,7 @@ pub fn read_verifying_key(path: &Path) -> Result<VerifyingKey> {
             reason: "this is a private key file; give the .pub file".to_owned(),
         });
     }
-    VerifyingKey::from_bytes(&read_hex32(path)?).map_err(|_| Error::Key {
-        path: path.to_owned(),
-        reason: "not a valid ed25519 public key".to_owned(),
-    })
+    branchline_image::keys::read_verifying_key(path).map_err(key_file_error(path))
 }
 
 /// The two files written by [`generate`].
@@ -135,34 +130,14 @@ pub struct KeyFiles {
 /// Generates a key pair from the OS random source and writes `PREFIX.key` (mode 0600,
 /// created exclusively: an existing key is never overwritten) and `PREFIX.pub`.
 pub fn generate(prefix: &Path) -> Result<KeyFiles> {
-    let mut seed = [0u8; 32];
-    getrandom::fill(&mut seed).map_err(|e| Error::Random(e.to_string()))?;
-    let key = SigningKey::from_bytes(&seed);
     let private = with_suffix(prefix, ".key");
     let public = with_suffix(prefix, ".pub");
-    if public.exists() {
-        return Err(Error::io(
-            "create",
-            &public,
-            std::io::Error::from(std::io::ErrorKind::AlreadyExists),
-        ));
-    }
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&private)
-        .map_err(|e| Error::io("create", &private, e))?;
-    writeln!(f, "{}", hex::encode(key.to_bytes()))
-        .and_then(|()| f.sync_all())
-        .map_err(|e| Error::io("write", &private, e))?;
-    let verifying = key.verifying_key();
-    fs::write(&public, format!("{}\n", hex::encode(verifying.as_bytes())))
-        .map_err(|e| Error::io("write", &public, e))?;
+    let key = branchline_image::keys::write_key_pair(&private, &public)
+        .map_err(key_file_error(&private))?;
     Ok(KeyFiles {
         private,
         public,
-        key_id: KeyId::of(&verifying),
+        key_id: KeyId::of(&key.verifying_key()),
     })
 }
 
@@ -175,6 +150,7 @@ fn with_suffix(prefix: &Path, suffix: &str) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
     use std::os::unix::fs::PermissionsExt;
 
     #[test]

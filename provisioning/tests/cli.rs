@@ -6,27 +6,16 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+use branchline_board::runner::command;
 use branchline_provisioning::keys::TrustedKeys;
 use branchline_provisioning::{bundle, qr, token};
 
 const EXAMPLE: &str = include_str!("../examples/site.toml");
 
-/// A command running `branch-prov`; under the emulator named by
-/// `BRANCHLINE_TEST_RUNNER` when the tests run under one (cross builds under qemu-user
-/// without binfmt_misc, see `scripts/cross-build.sh` and `command` in
-/// `tests/harness.rs`).
+/// A command running `branch-prov` (under the cross test stage's emulator when there
+/// is one).
 fn branch_prov() -> Command {
-    let path = env!("CARGO_BIN_EXE_branch-prov");
-    let runner = std::env::var("BRANCHLINE_TEST_RUNNER").unwrap_or_default();
-    let mut words = runner.split_whitespace();
-    match words.next() {
-        Some(emulator) => {
-            let mut cmd = Command::new(emulator);
-            cmd.args(words).arg(path);
-            cmd
-        }
-        None => Command::new(path),
-    }
+    command(env!("CARGO_BIN_EXE_branch-prov"))
 }
 
 fn prov(dir: &Path, args: &[&str]) -> Output {
