@@ -24,4 +24,5 @@ mod sip_transfer;
 mod sync_faults;
 mod sync_files;
 mod sync_hq;
+mod update_e2e;
 mod update_hq;

@@ -217,7 +217,7 @@ fn sim_bundle(key_dir: &std::path::Path, version: &str) -> Vec<u8> {
 }
 
 /// `POST /admin/v1/rollouts?{query}` with the bundle as the body.
-fn stage(hq: &HqServer, query: &str, bundle: &[u8]) -> (u16, serde_json::Value) {
+pub(crate) fn stage(hq: &HqServer, query: &str, bundle: &[u8]) -> (u16, serde_json::Value) {
     let token = std::fs::read_to_string(hq.tls_dir().join("admin-token")).expect("token");
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)

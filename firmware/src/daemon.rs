@@ -35,6 +35,13 @@
 //!   it, the start-up reports its facts (store read back, line controller ready, web
 //!   and SIP listeners bound, main loop reached), and an update's trial boot that
 //!   fails it shuts the daemon down with [`Error::UpdateUnhealthy`].
+//! - Updates through HQ ([`crate::updater`]): with `[update] from_hq = true` and sync
+//!   set up, the updater task runs next to the sync agent (same mutual-TLS client,
+//!   stopped and awaited with it). The main loop publishes the number of calls up on
+//!   a watch channel after every turn; the health check tells it when a trial boot is
+//!   committed. When it has installed an update, the daemon shuts down as on SIGTERM
+//!   and [`run`] answers [`Exit::RestartIntoUpdate`] (exit status
+//!   [`crate::updater::EXIT_RESTART_INTO_UPDATE`]).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -76,20 +83,48 @@ enum StoreJob {
     PortState(u8, PortState),
 }
 
+/// Why the daemon stopped without an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// `shutdown` completed (SIGTERM/SIGINT).
+    Shutdown,
+    /// An update from HQ is installed in the inactive slot: restart into it (the
+    /// caller exits with [`crate::updater::EXIT_RESTART_INTO_UPDATE`]).
+    RestartIntoUpdate,
+}
+
 /// Runs the daemon until `shutdown` completes or a fatal error occurs, under the
 /// post-boot health check: on an update's trial boot it commits the slot once healthy,
-/// or stops the daemon and returns [`Error::UpdateUnhealthy`] when not.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<()> {
+/// or stops the daemon and returns [`Error::UpdateUnhealthy`] when not. Also stops
+/// (with [`Exit::RestartIntoUpdate`]) once the updater installed an update from HQ.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<Exit> {
     let health = HealthCheck::start(&config).await;
     let unhealthy = health.unhealthy();
+    // Cancelled by the updater task once an update is installed (see start_updater).
+    let restart = tokio_util::sync::CancellationToken::new();
+    let restart_due = restart.clone().cancelled_owned();
     let shutdown = async move {
         tokio::select! {
             () = shutdown => {}
             () = unhealthy => tracing::error!("stopping: this update's trial boot failed its health check"),
+            () = restart_due => tracing::info!("stopping: restarting into the update installed from HQ"),
         }
     };
-    let result = serve(config, shutdown, health.reporter()).await;
-    health.finish(result).await
+    let data_dir = config.paths.data_dir.clone();
+    let result = serve(config, shutdown, health.reporter(), &restart).await;
+    match health.finish(result).await {
+        Ok(()) if restart.is_cancelled() => Ok(Exit::RestartIntoUpdate),
+        Ok(()) => Ok(Exit::Shutdown),
+        Err(e) => {
+            if let Error::UpdateUnhealthy { failed, .. } = &e {
+                // The rolled_back report after the reboot says why (updater::trial).
+                if let Err(why) = crate::updater::trial::note_failure(&data_dir, failed) {
+                    tracing::warn!(error = %why, "failed facts not added to the update trial record");
+                }
+            }
+            Err(e)
+        }
+    }
 }
 
 /// The daemon itself: [`run`] without the health check around it; `health` hears of
@@ -98,6 +133,7 @@ async fn serve(
     config: Config,
     shutdown: impl Future<Output = ()>,
     health: &health::Reporter,
+    restart: &tokio_util::sync::CancellationToken,
 ) -> Result<()> {
     let profile = BoardProfile::resolve(&config.board.profile)?;
     config.check_board(profile.fxs_ports(), profile.fxo_ports())?;
@@ -159,7 +195,16 @@ async fn serve(
     // Sync with HQ and the WAN monitor: tasks of their own; telephony never waits on
     // them.
     let sync_stop = tokio_util::sync::CancellationToken::new();
-    let (sync, sync_tasks, mut wan_rx) = start_sync(&config, &writer, &db_path, &sync_stop);
+    // Calls up, for the updater (it installs only while none is up, unless forced):
+    // published by the main loop after every turn.
+    let (calls_up_tx, calls_up) = tokio::sync::watch::channel(0usize);
+    let updater = UpdaterLinks {
+        calls_up,
+        trial_committed: health.trial_committed(),
+        restart: restart.clone(),
+    };
+    let (sync, sync_tasks, mut wan_rx) =
+        start_sync(&config, &writer, &db_path, &sync_stop, updater);
 
     // The line controller: real UART, or the simulator's pty, opened the same way.
     let mut _simulator = None;
@@ -412,6 +457,11 @@ async fn serve(
             }
         }
         board.drain(&mut calls);
+        // The updater's calls-up count (a watch: only changes wake it).
+        calls_up_tx.send_if_modified(|up| {
+            let now = calls.active_calls();
+            std::mem::replace(up, now) != now
+        });
     };
 
     if let Some(web) = web {
@@ -502,6 +552,7 @@ fn start_sync(
     writer: &StoreWriter,
     db_path: &std::path::Path,
     stop: &tokio_util::sync::CancellationToken,
+    updater: UpdaterLinks,
 ) -> (
     SyncHandle,
     Vec<tokio::task::JoinHandle<()>>,
@@ -533,6 +584,7 @@ fn start_sync(
     let mut tasks = Vec::new();
     match (&config.hq, client) {
         (Some(hq), Some(Ok(client))) => {
+            tasks.extend(start_updater(config, hq, client.clone(), updater, stop));
             let mut seed = [0u8; 8];
             if let Err(e) = getrandom::fill(&mut seed) {
                 tracing::warn!(error = %e, "no OS randomness for the sync backoff seed; using the clock");
@@ -552,7 +604,12 @@ fn start_sync(
             tracing::error!(error = %e, "sync with HQ is off: its TLS setup failed");
             handle.set_setup_error(e.to_string());
         }
-        _ => tracing::info!("sync with HQ not configured (no [hq] section)"),
+        _ => {
+            tracing::info!("sync with HQ not configured (no [hq] section)");
+            if config.update.as_ref().is_some_and(|u| u.from_hq.is_some()) {
+                tracing::warn!("[update] from_hq = true needs [hq]: updates through HQ are off");
+            }
+        }
     }
     let wan = sync::wan::WanTask {
         hq: hq_probe,
@@ -567,6 +624,66 @@ fn start_sync(
     };
     tasks.push(tokio::spawn(wan.run(stop.clone())));
     (handle, tasks, wan_rx)
+}
+
+/// What the updater task needs from the rest of the daemon.
+struct UpdaterLinks {
+    /// Calls up, published by the main loop.
+    calls_up: tokio::sync::watch::Receiver<usize>,
+    /// The health check's "this boot's trial slot is committed".
+    trial_committed: tokio::sync::watch::Receiver<bool>,
+    /// Cancelled when the updater installed an update: the daemon shuts down and
+    /// [`run`] answers [`Exit::RestartIntoUpdate`].
+    restart: tokio_util::sync::CancellationToken,
+}
+
+/// Starts the updater task (`[update] from_hq = true`) with the sync agent's client;
+/// `None` when updates through HQ are off or the download directory cannot be made
+/// (logged: telephony runs on). The offer is polled at `[hq] upload_interval_ms`.
+fn start_updater(
+    config: &Config,
+    hq: &crate::config::HqConfig,
+    client: reqwest::Client,
+    links: UpdaterLinks,
+    stop: &tokio_util::sync::CancellationToken,
+) -> Option<tokio::task::JoinHandle<()>> {
+    use crate::updater::task::{Ended, UpdateTask};
+    let update = config.update.as_ref()?;
+    let Some(from_hq) = &update.from_hq else {
+        tracing::debug!("updates through HQ are off ([update] from_hq)");
+        return None;
+    };
+    let downloads = match crate::updater::io::Downloads::open(&config.paths.data_dir) {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::error!(error = %e, "updates through HQ are off");
+            return None;
+        }
+    };
+    let task = UpdateTask {
+        client,
+        base: hq.url.clone(),
+        timeout: hq.request_timeout,
+        poll_interval: hq.upload_interval,
+        downloads,
+        keys: from_hq.keys.clone(),
+        me: branchline_image::policy::Identity {
+            board: from_hq.board.clone(),
+            target: from_hq.target.clone(),
+        },
+        window: from_hq.window,
+        backend: update.backend.clone(),
+        calls_up: links.calls_up,
+        trial_committed: links.trial_committed,
+    };
+    tracing::info!(window = %from_hq.window, board = %from_hq.board, "updates through HQ: on");
+    let stop = stop.clone();
+    let restart = links.restart;
+    Some(tokio::spawn(async move {
+        if task.run(stop).await == Ended::Restart {
+            restart.cancel();
+        }
+    }))
 }
 
 /// Binds the web API's listener, logs its address and starts serving.

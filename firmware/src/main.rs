@@ -136,7 +136,12 @@ fn main() -> ExitCode {
     };
     init_logging(&config.log.level, format);
     match run(config) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(daemon::Exit::Shutdown) => ExitCode::SUCCESS,
+        // An update from HQ is installed: the unit reboots the box into it (see
+        // `branchline_firmware::updater::EXIT_RESTART_INTO_UPDATE`).
+        Ok(daemon::Exit::RestartIntoUpdate) => {
+            ExitCode::from(branchline_firmware::updater::EXIT_RESTART_INTO_UPDATE)
+        }
         Err(e) => {
             tracing::error!("{e:#}");
             eprintln!("branchd: {e:#}");
@@ -294,7 +299,7 @@ fn init_logging(level: &str, format: LogFormat) {
     }
 }
 
-fn run(config: Config) -> anyhow::Result<()> {
+fn run(config: Config) -> anyhow::Result<daemon::Exit> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -302,8 +307,7 @@ fn run(config: Config) -> anyhow::Result<()> {
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
         let shutdown = shutdown_signal()?;
-        daemon::run(config, shutdown).await?;
-        Ok(())
+        Ok(daemon::run(config, shutdown).await?)
     })
 }
 
