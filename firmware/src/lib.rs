@@ -8,6 +8,8 @@
 //! - [`cdr`]: call detail records as produced by call control and kept by the store.
 //! - [`tones`]: per-country tones and ring cadences (ITU-T E.180) and caller-ID modes.
 //! - [`call`]: call control, a sans-IO state machine over board events and timers.
+//! - [`acd`]: the call center's queues and agents (ACD), a sans-IO core call control
+//!   will drive; its config from the store, the agent feature-code parser.
 //! - [`media_engine`]: the media task between analog ports' frames and SIP legs' RTP
 //!   (jitter buffer, transcoding, RFC 4733, leg-to-leg relay).
 //! - [`sip_endpoint`]: the SIP endpoint task: transports, guard, registrar for local
@@ -37,6 +39,7 @@
 #![forbid(unsafe_code)]
 
 pub mod accounts;
+pub mod acd;
 pub mod api;
 pub mod audit;
 pub mod call;

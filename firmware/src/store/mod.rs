@@ -52,6 +52,7 @@ const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("../../migrations/0004_cdr_sip.sql")),
     M::up(include_str!("../../migrations/0005_recordings.sql")),
     M::up(include_str!("../../migrations/0006_provisioning.sql")),
+    M::up(include_str!("../../migrations/0007_call_center.sql")),
 ];
 
 /// The newest schema version this binary knows.

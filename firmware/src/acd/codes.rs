@@ -1,0 +1,263 @@
+//! The agent feature codes dialled from a phone, parsed into typed requests.
+//!
+//! Defaults: `*61<agent id>*<pin>#` log in, `*62` log out, `*63<reason>#` pause
+//! (`*63#` without a reason), `*64` unpause. The four prefixes are configurable
+//! ([`RawFeatureCodes`] -> [`FeatureCodes`]): 1 to 8 of `0-9 * #`, none a prefix of
+//! another, so a dialled string matches at most one code.
+//!
+//! [`FeatureCodes::parse`] is pure and is called with the digits collected so far: it
+//! says whether they are not an ACD code at all, a code still being dialled, a
+//! complete request, or a malformed code (a clear error; call control plays the
+//! error tone). Checking the PIN against `users.pin_hash` (argon2id, see
+//! `accounts::password::verify_secret`) is the caller's job; the [`Pin`] type keeps
+//! the digits out of `Debug` output and logs.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::Deserialize;
+
+use crate::error::InvalidValue;
+
+use super::config::{AgentId, PauseReason};
+use super::error::{ConfigError, FeatureCodeError};
+
+/// The feature codes as written in a config file (all optional, defaults `*61` to `*64`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFeatureCodes {
+    /// Log-in prefix, followed by `<agent id>*<pin>#`.
+    pub login: Option<String>,
+    /// Log-out code.
+    pub logout: Option<String>,
+    /// Pause prefix, followed by `<reason>#` or `#`.
+    pub pause: Option<String>,
+    /// Unpause code.
+    pub unpause: Option<String>,
+}
+
+/// Validated feature codes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeatureCodes {
+    login: String,
+    logout: String,
+    pause: String,
+    unpause: String,
+}
+
+impl Default for FeatureCodes {
+    fn default() -> Self {
+        FeatureCodes {
+            login: "*61".to_owned(),
+            logout: "*62".to_owned(),
+            pause: "*63".to_owned(),
+            unpause: "*64".to_owned(),
+        }
+    }
+}
+
+impl TryFrom<RawFeatureCodes> for FeatureCodes {
+    type Error = ConfigError;
+
+    fn try_from(raw: RawFeatureCodes) -> Result<Self, ConfigError> {
+        let d = FeatureCodes::default();
+        let codes = FeatureCodes {
+            login: raw.login.unwrap_or(d.login),
+            logout: raw.logout.unwrap_or(d.logout),
+            pause: raw.pause.unwrap_or(d.pause),
+            unpause: raw.unpause.unwrap_or(d.unpause),
+        };
+        let all = codes.named();
+        for (field, code) in all {
+            if !(1..=8).contains(&code.len())
+                || !code
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || b == b'*' || b == b'#')
+            {
+                return Err(ConfigError::FeatureCode {
+                    field,
+                    code: code.to_owned(),
+                    message: "must be 1 to 8 of 0-9, * and #".to_owned(),
+                });
+            }
+        }
+        for (i, (field, code)) in all.iter().enumerate() {
+            for (j, (other_field, other)) in all.iter().enumerate() {
+                if i != j && other.starts_with(code) {
+                    return Err(ConfigError::FeatureCode {
+                        field,
+                        code: (*code).to_owned(),
+                        message: format!("is a prefix of the {other_field} code {other:?}"),
+                    });
+                }
+            }
+        }
+        Ok(codes)
+    }
+}
+
+/// A PIN as dialled: 4 to 8 digits. `Debug` and `Display` do not show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Pin(String);
+
+impl Pin {
+    /// The digits, for the hash check.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Pin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Pin(..)")
+    }
+}
+
+impl FromStr for Pin {
+    type Err = InvalidValue;
+
+    fn from_str(s: &str) -> Result<Self, InvalidValue> {
+        if (4..=8).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit()) {
+            Ok(Pin(s.to_owned()))
+        } else {
+            Err(InvalidValue {
+                what: "PIN",
+                // Never echo what may be a real PIN.
+                value: String::new(),
+                reason: "must be 4 to 8 digits",
+            })
+        }
+    }
+}
+
+/// What an agent asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FeatureRequest {
+    /// Log in (on the phone dialled from, once the PIN checks out).
+    Login {
+        /// The agent ID.
+        agent: AgentId,
+        /// The PIN to check.
+        pin: Pin,
+    },
+    /// Log out.
+    Logout,
+    /// Pause, with a reason code if one was dialled.
+    Pause {
+        /// The reason.
+        reason: Option<PauseReason>,
+    },
+    /// Unpause.
+    Unpause,
+}
+
+/// The result of parsing digits dialled so far.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Parsed {
+    /// Not an ACD feature code (leave it to the dial plan).
+    NotACode,
+    /// An ACD code being dialled: wait for more digits.
+    Incomplete,
+    /// A complete request.
+    Request(FeatureRequest),
+}
+
+impl FeatureCodes {
+    fn named(&self) -> [(&'static str, &str); 4] {
+        [
+            ("login", &self.login),
+            ("logout", &self.logout),
+            ("pause", &self.pause),
+            ("unpause", &self.unpause),
+        ]
+    }
+
+    /// Parses the digits dialled so far. See the module docs.
+    pub fn parse(&self, dialled: &str) -> Result<Parsed, FeatureCodeError> {
+        if dialled.is_empty() {
+            return Ok(Parsed::NotACode);
+        }
+        if let Some(rest) = dialled.strip_prefix(self.login.as_str()) {
+            return parse_login(rest);
+        }
+        if let Some(rest) = dialled.strip_prefix(self.pause.as_str()) {
+            return parse_pause(rest);
+        }
+        for (name, code, request) in [
+            ("logout", &self.logout, FeatureRequest::Logout),
+            ("unpause", &self.unpause, FeatureRequest::Unpause),
+        ] {
+            if let Some(rest) = dialled.strip_prefix(code.as_str()) {
+                return if rest.is_empty() {
+                    Ok(Parsed::Request(request))
+                } else {
+                    Err(FeatureCodeError::Trailing {
+                        code: name,
+                        rest: rest.to_owned(),
+                    })
+                };
+            }
+        }
+        if self.named().iter().any(|(_, c)| c.starts_with(dialled)) {
+            Ok(Parsed::Incomplete)
+        } else {
+            Ok(Parsed::NotACode)
+        }
+    }
+}
+
+fn parse_login(rest: &str) -> Result<Parsed, FeatureCodeError> {
+    let bad_part = |source| FeatureCodeError::BadPart {
+        code: "login",
+        source,
+    };
+    match rest.strip_suffix('#') {
+        None => {
+            let stars = rest.bytes().filter(|&b| b == b'*').count();
+            if stars <= 1 && rest.bytes().all(|b| b.is_ascii_digit() || b == b'*') {
+                Ok(Parsed::Incomplete)
+            } else {
+                Err(FeatureCodeError::LoginShape(mask_pin(rest)))
+            }
+        }
+        Some(body) => {
+            let Some((agent, pin)) = body.split_once('*') else {
+                return Err(FeatureCodeError::LoginShape(mask_pin(rest)));
+            };
+            let agent = agent.parse::<AgentId>().map_err(bad_part)?;
+            let pin = pin.parse::<Pin>().map_err(bad_part)?;
+            Ok(Parsed::Request(FeatureRequest::Login { agent, pin }))
+        }
+    }
+}
+
+/// The login digits with everything after the first `*` (the PIN) hidden.
+fn mask_pin(rest: &str) -> String {
+    match rest.split_once('*') {
+        Some((agent, _)) => format!("{agent}*.."),
+        None => rest.to_owned(),
+    }
+}
+
+fn parse_pause(rest: &str) -> Result<Parsed, FeatureCodeError> {
+    match rest.strip_suffix('#') {
+        None if rest.bytes().all(|b| b.is_ascii_digit()) => Ok(Parsed::Incomplete),
+        None => Err(FeatureCodeError::Trailing {
+            code: "pause",
+            rest: rest.to_owned(),
+        }),
+        Some("") => Ok(Parsed::Request(FeatureRequest::Pause { reason: None })),
+        Some(reason) => {
+            let reason =
+                reason
+                    .parse::<PauseReason>()
+                    .map_err(|source| FeatureCodeError::BadPart {
+                        code: "pause",
+                        source,
+                    })?;
+            Ok(Parsed::Request(FeatureRequest::Pause {
+                reason: Some(reason),
+            }))
+        }
+    }
+}

@@ -1,0 +1,355 @@
+//! The ACD's tables (migration 0007): loading the validated [`AcdConfig`] from them and
+//! appending to the agent state history.
+//!
+//! Agents are the enabled users with an agent ID (`users.agent_id`), with their
+//! `agent_skills`. Queue members refer to users; a member whose user has no agent ID
+//! is a bad row (an error naming the queue and user), a member whose user is disabled
+//! is left out (disabling a user must not stop the call center). Every value is
+//! validated with the same newtypes as the rest of the ACD; the first bad value fails
+//! the whole load with [`StoreError::BadRow`] (table, row key, column, what is wrong)
+//! and nothing is returned, so call control keeps running with the configuration it
+//! had.
+//!
+//! Limits: `agent_state_log` rows stay on the box (not written to the outbox; the sync
+//! wire is unchanged).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use rusqlite::{params, Connection};
+
+use crate::config::ExtensionNumber;
+use crate::error::InvalidValue;
+
+use super::config::{
+    AcdConfig, AgentConfig, AgentId, Member, MusicOnHold, OverflowTarget, QueueConfig, QueueName,
+    Skill, SkillLevel, Strategy, TargetNumber, VipPattern,
+};
+use super::error::StoreError;
+use super::{AgentState, CallId};
+
+fn sql<'a>(path: &'a Path, op: &'static str) -> impl Fn(rusqlite::Error) -> StoreError + 'a {
+    move |source| StoreError::Sqlite {
+        path: path.to_owned(),
+        op,
+        source,
+    }
+}
+
+struct RowCtx<'a> {
+    path: &'a Path,
+    table: &'static str,
+    key: String,
+}
+
+impl RowCtx<'_> {
+    fn bad(&self, column: &'static str, message: impl Into<String>) -> StoreError {
+        StoreError::BadRow {
+            path: self.path.to_owned(),
+            table: self.table,
+            key: self.key.clone(),
+            column,
+            message: message.into(),
+        }
+    }
+
+    fn parse<T: FromStr<Err = InvalidValue>>(
+        &self,
+        column: &'static str,
+        value: &str,
+    ) -> Result<T, StoreError> {
+        value
+            .parse()
+            .map_err(|e: InvalidValue| self.bad(column, e.to_string()))
+    }
+
+    fn millis(&self, column: &'static str, ms: i64) -> Result<Duration, StoreError> {
+        u64::try_from(ms)
+            .map(Duration::from_millis)
+            .map_err(|_| self.bad(column, format!("{ms} is negative")))
+    }
+}
+
+/// Loads and validates the ACD configuration. See the module docs.
+pub fn load_config(conn: &Connection, path: &Path) -> Result<AcdConfig, StoreError> {
+    // Agents and their skills.
+    let mut agents: BTreeMap<i64, AgentConfig> = BTreeMap::new();
+    let mut stmt = conn
+        .prepare(
+            "SELECT id, agent_id FROM users WHERE agent_id IS NOT NULL AND enabled = 1 ORDER BY id",
+        )
+        .map_err(sql(path, "read agents"))?;
+    let rows = stmt
+        .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
+        .map_err(sql(path, "read agents"))?;
+    for row in rows {
+        let (user_id, agent_id) = row.map_err(sql(path, "read agents"))?;
+        let ctx = RowCtx {
+            path,
+            table: "users",
+            key: user_id.to_string(),
+        };
+        let id: AgentId = ctx.parse("agent_id", &agent_id)?;
+        agents.insert(
+            user_id,
+            AgentConfig {
+                id,
+                skills: BTreeMap::new(),
+            },
+        );
+    }
+    let mut stmt = conn
+        .prepare("SELECT user_id, skill, level FROM agent_skills ORDER BY user_id, skill")
+        .map_err(sql(path, "read agent skills"))?;
+    let rows = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        })
+        .map_err(sql(path, "read agent skills"))?;
+    for row in rows {
+        let (user_id, skill, level) = row.map_err(sql(path, "read agent skills"))?;
+        let Some(agent) = agents.get_mut(&user_id) else {
+            continue; // not an (enabled) agent: the skill is kept for when it is
+        };
+        let ctx = RowCtx {
+            path,
+            table: "agent_skills",
+            key: format!("{user_id}/{skill}"),
+        };
+        let name: Skill = ctx.parse("skill", &skill)?;
+        let level = SkillLevel::try_from(level).map_err(|e| ctx.bad("level", e.to_string()))?;
+        agent.skills.insert(name, level);
+    }
+
+    // Queues.
+    let mut queues: Vec<(i64, QueueConfig)> = Vec::new();
+    let mut stmt = conn
+        .prepare(
+            "SELECT id, name, number, strategy, ring_timeout_ms, wrap_up_ms, max_wait_ms,
+                    max_len, skill_fallback_ms, announce_every_ms, music_on_hold, moh_prompt
+             FROM queues ORDER BY id",
+        )
+        .map_err(sql(path, "read queues"))?;
+    let rows = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, i64>(4)?,
+                r.get::<_, i64>(5)?,
+                [
+                    r.get::<_, Option<i64>>(6)?,
+                    r.get::<_, Option<i64>>(7)?,
+                    r.get::<_, Option<i64>>(8)?,
+                    r.get::<_, Option<i64>>(9)?,
+                ],
+                r.get::<_, String>(10)?,
+                r.get::<_, Option<String>>(11)?,
+            ))
+        })
+        .map_err(sql(path, "read queues"))?;
+    for row in rows {
+        let (id, name, number, strategy, ring_ms, wrap_ms, opt, moh, prompt) =
+            row.map_err(sql(path, "read queues"))?;
+        let ctx = RowCtx {
+            path,
+            table: "queues",
+            key: format!("{id} ({name})"),
+        };
+        let name: QueueName = ctx.parse("name", &name)?;
+        let number: ExtensionNumber = ctx.parse("number", &number)?;
+        let strategy: Strategy = ctx.parse("strategy", &strategy)?;
+        let mut q = QueueConfig::new(name, number, strategy);
+        q.ring_timeout = ctx.millis("ring_timeout_ms", ring_ms)?;
+        q.wrap_up = ctx.millis("wrap_up_ms", wrap_ms)?;
+        let [max_wait, max_len, fallback, announce] = opt;
+        q.max_wait = max_wait.map(|v| ctx.millis("max_wait_ms", v)).transpose()?;
+        q.max_len = max_len
+            .map(|v| usize::try_from(v).map_err(|_| ctx.bad("max_len", format!("{v} is negative"))))
+            .transpose()?;
+        q.skill_fallback = fallback
+            .map(|v| ctx.millis("skill_fallback_ms", v))
+            .transpose()?;
+        q.announce_every = announce
+            .map(|v| ctx.millis("announce_every_ms", v))
+            .transpose()?;
+        q.music_on_hold = match (moh.as_str(), prompt) {
+            ("silence", None) => MusicOnHold::Silence,
+            ("tone", None) => MusicOnHold::Tone,
+            ("prompt", Some(p)) if !p.is_empty() => MusicOnHold::Prompt(p),
+            (other, _) => {
+                return Err(ctx.bad(
+                    "music_on_hold",
+                    format!(
+                        "{other:?} with this moh_prompt is not silence, tone or prompt with a name"
+                    ),
+                ))
+            }
+        };
+        queues.push((id, q));
+    }
+    let index: BTreeMap<i64, usize> = queues
+        .iter()
+        .enumerate()
+        .map(|(i, (id, _))| (*id, i))
+        .collect();
+    let queue_pos = |id: i64| index.get(&id).copied();
+
+    let mut stmt = conn
+        .prepare(
+            "SELECT queue_id, event, kind, target FROM queue_overflow ORDER BY queue_id, event",
+        )
+        .map_err(sql(path, "read queue overflow"))?;
+    let rows = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+            ))
+        })
+        .map_err(sql(path, "read queue overflow"))?;
+    let mut overflow = Vec::new();
+    for row in rows {
+        overflow.push(row.map_err(sql(path, "read queue overflow"))?);
+    }
+    for (queue_id, event, kind, target) in overflow {
+        let Some(i) = queue_pos(queue_id) else {
+            continue; // the foreign key keeps this from happening
+        };
+        let ctx = RowCtx {
+            path,
+            table: "queue_overflow",
+            key: format!("{queue_id}/{event}"),
+        };
+        let target = match kind.as_str() {
+            "voicemail" => OverflowTarget::Voicemail(ctx.parse("target", &target)?),
+            "queue" => OverflowTarget::Queue(ctx.parse("target", &target)?),
+            "number" => OverflowTarget::Number(ctx.parse::<TargetNumber>("target", &target)?),
+            "busy" => OverflowTarget::Busy,
+            other => return Err(ctx.bad("kind", format!("unknown kind {other:?}"))),
+        };
+        let q = &mut queues[i].1;
+        match event.as_str() {
+            "full" => q.on_full = target,
+            "max_wait" => q.on_max_wait = target,
+            "no_agents" => q.on_no_agents = Some(target),
+            other => return Err(ctx.bad("event", format!("unknown event {other:?}"))),
+        }
+    }
+
+    let mut stmt = conn
+        .prepare("SELECT queue_id, pattern FROM queue_vip ORDER BY queue_id, pattern")
+        .map_err(sql(path, "read queue VIPs"))?;
+    let rows = stmt
+        .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
+        .map_err(sql(path, "read queue VIPs"))?;
+    let mut vips = Vec::new();
+    for row in rows {
+        vips.push(row.map_err(sql(path, "read queue VIPs"))?);
+    }
+    for (queue_id, pattern) in vips {
+        let Some(i) = queue_pos(queue_id) else {
+            continue;
+        };
+        let ctx = RowCtx {
+            path,
+            table: "queue_vip",
+            key: format!("{queue_id}/{pattern}"),
+        };
+        let p: VipPattern = ctx.parse("pattern", &pattern)?;
+        queues[i].1.vip.push(p);
+    }
+
+    let mut stmt = conn
+        .prepare(
+            "SELECT m.queue_id, m.user_id, m.penalty, u.agent_id, u.enabled
+             FROM queue_members m JOIN users u ON u.id = m.user_id
+             ORDER BY m.queue_id, m.position, m.user_id",
+        )
+        .map_err(sql(path, "read queue members"))?;
+    let rows = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, Option<String>>(3)?,
+                r.get::<_, i64>(4)?,
+            ))
+        })
+        .map_err(sql(path, "read queue members"))?;
+    let mut members = Vec::new();
+    for row in rows {
+        members.push(row.map_err(sql(path, "read queue members"))?);
+    }
+    for (queue_id, user_id, penalty, agent_id, enabled) in members {
+        let Some(i) = queue_pos(queue_id) else {
+            continue;
+        };
+        let ctx = RowCtx {
+            path,
+            table: "queue_members",
+            key: format!("{queue_id}/{user_id}"),
+        };
+        if agent_id.is_none() {
+            return Err(ctx.bad("user_id", format!("user {user_id} has no agent ID")));
+        }
+        if enabled == 0 {
+            continue;
+        }
+        let Some(agent) = agents.get(&user_id) else {
+            continue;
+        };
+        let penalty = u32::try_from(penalty)
+            .map_err(|_| ctx.bad("penalty", format!("{penalty} is negative")))?;
+        queues[i].1.members.push(Member {
+            agent: agent.id.clone(),
+            penalty,
+        });
+    }
+
+    AcdConfig::new(
+        queues.into_iter().map(|(_, q)| q).collect(),
+        agents.into_values().collect(),
+    )
+    .map_err(|source| StoreError::Inconsistent {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Appends one agent state change to `agent_state_log` (`at_ms`: wall clock, ms since
+/// the Unix epoch, as call control maps the action's `Instant`).
+pub fn append_state_log(
+    conn: &Connection,
+    path: &Path,
+    agent: &AgentId,
+    state: &AgentState,
+    extension: Option<&str>,
+    at_ms: i64,
+) -> Result<(), StoreError> {
+    let (reason, call) = match state {
+        AgentState::Paused(r) => (r.as_ref().map(|r| r.as_str()), None),
+        AgentState::Ringing(CallId(c)) | AgentState::OnCall(CallId(c)) => {
+            (None, i64::try_from(*c).ok())
+        }
+        _ => (None, None),
+    };
+    conn.execute(
+        "INSERT INTO agent_state_log (agent_id, state, reason, extension, call_id, at_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![agent.as_str(), state.name(), reason, extension, call, at_ms],
+    )
+    .map_err(sql(path, "append agent state"))?;
+    Ok(())
+}

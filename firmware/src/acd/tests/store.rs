@@ -1,0 +1,198 @@
+//! Loading the ACD configuration from migration 0007's tables, on a real migrated store.
+
+use std::path::PathBuf;
+
+use rusqlite::Connection;
+
+use super::super::store::{append_state_log, load_config};
+use super::*;
+use crate::store::Store;
+
+fn store() -> (tempfile::TempDir, PathBuf, Connection) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("branchline.db");
+    drop(Store::open(&path).expect("open store"));
+    let conn = Connection::open(&path).expect("open");
+    conn.pragma_update(None, "foreign_keys", "ON").expect("fk");
+    conn.execute_batch(
+        "INSERT INTO users (id, username, display_name, password_hash, agent_id, enabled,
+                            created_at_ms, updated_at_ms)
+         VALUES (1, 'ana', 'Ana', 'x', '101', 1, 0, 0),
+                (2, 'bo', 'Bo', 'x', '102', 1, 0, 0),
+                (3, 'cy', 'Cy', 'x', '103', 0, 0, 0),
+                (4, 'di', 'Di', 'x', NULL, 1, 0, 0);
+         INSERT INTO agent_skills (user_id, skill, level) VALUES (1, 'french', 7), (2, 'french', 2);
+         INSERT INTO queues (id, name, number, strategy, ring_timeout_ms, wrap_up_ms, max_wait_ms,
+                             max_len, skill_fallback_ms, announce_every_ms, music_on_hold, moh_prompt)
+         VALUES (10, 'sales', '7001', 'skill_based', 12000, 5000, 300000, 20, 30000, 45000,
+                 'prompt', 'jazz'),
+                (11, 'backup', '7002', 'ring_all', 15000, 0, NULL, NULL, NULL, NULL, 'tone', NULL);
+         INSERT INTO queue_members (queue_id, user_id, penalty, position)
+         VALUES (10, 2, 0, 1), (10, 1, 3, 0), (10, 3, 0, 2), (11, 2, 0, 0);
+         INSERT INTO queue_overflow (queue_id, event, kind, target)
+         VALUES (10, 'full', 'queue', 'backup'), (10, 'max_wait', 'voicemail', '7001'),
+                (10, 'no_agents', 'number', '+4930123');
+         INSERT INTO queue_vip (queue_id, pattern) VALUES (10, '+4930*');",
+    )
+    .expect("rows");
+    (dir, path, conn)
+}
+
+#[test]
+fn a_queue_config_loads_from_the_store() {
+    let (_dir, path, conn) = store();
+    let config = load_config(&conn, &path).expect("load");
+    let ids: Vec<&str> = config.agents().iter().map(|a| a.id.as_str()).collect();
+    assert_eq!(ids, vec!["101", "102"], "disabled user 3 is no agent");
+    assert_eq!(
+        config.agents()[0]
+            .skills
+            .get(&"french".parse::<Skill>().expect("skill")),
+        Some(&SkillLevel::try_from(7).expect("level"))
+    );
+    let sales = &config.queues()[0];
+    assert_eq!(sales.name.as_str(), "sales");
+    assert_eq!(sales.number.as_str(), "7001");
+    assert_eq!(sales.strategy, Strategy::SkillBased);
+    assert_eq!(sales.ring_timeout, Duration::from_secs(12));
+    assert_eq!(sales.wrap_up, Duration::from_secs(5));
+    assert_eq!(sales.max_wait, Some(Duration::from_secs(300)));
+    assert_eq!(sales.max_len, Some(20));
+    assert_eq!(sales.skill_fallback, Some(Duration::from_secs(30)));
+    assert_eq!(sales.announce_every, Some(Duration::from_secs(45)));
+    assert_eq!(sales.music_on_hold, MusicOnHold::Prompt("jazz".to_owned()));
+    assert_eq!(sales.on_full, OverflowTarget::Queue(qname("backup")));
+    assert_eq!(
+        sales.on_max_wait,
+        OverflowTarget::Voicemail("7001".parse().expect("ext"))
+    );
+    assert_eq!(
+        sales.on_no_agents,
+        Some(OverflowTarget::Number("+4930123".parse().expect("number")))
+    );
+    assert!(sales.vip[0].matches("+4930555"));
+    // Position order; the disabled member is left out.
+    assert_eq!(
+        sales.members,
+        vec![
+            Member {
+                agent: "101".parse().expect("id"),
+                penalty: 3
+            },
+            Member {
+                agent: "102".parse().expect("id"),
+                penalty: 0
+            }
+        ]
+    );
+    let backup = &config.queues()[1];
+    assert_eq!(backup.on_full, OverflowTarget::Busy);
+    assert_eq!(backup.on_no_agents, None);
+    assert_eq!(backup.music_on_hold, MusicOnHold::Tone);
+    // And the core runs on it.
+    let mut acd = Acd::new(&config, Instant::now());
+    acd.handle(
+        Instant::now(),
+        Input::AgentLogin {
+            agent: "101".parse().expect("id"),
+            extension: "201".to_owned(),
+        },
+    )
+    .expect("login");
+}
+
+fn load_err(sql: &str) -> String {
+    let (_dir, path, conn) = store();
+    conn.execute_batch(sql).expect("bad row accepted by SQLite");
+    let before = load_config(&conn, &path);
+    before.expect_err("bad row refused").to_string()
+}
+
+#[test]
+fn bad_rows_are_refused_with_table_row_and_column() {
+    let err = load_err("INSERT INTO queue_overflow VALUES (11, 'full', 'queue', 'nowhere');");
+    assert!(
+        err.contains("queue \"backup\": on_full: no queue named nowhere"),
+        "{err}"
+    );
+    let err = load_err("INSERT INTO queue_overflow VALUES (11, 'full', 'voicemail', '12a');");
+    assert!(
+        err.contains("queue_overflow row 11/full: target: extension number \"12a\""),
+        "{err}"
+    );
+    let err = load_err("INSERT INTO queue_overflow VALUES (11, 'max_wait', 'number', '+');");
+    assert!(
+        err.contains("queue_overflow row 11/max_wait: target"),
+        "{err}"
+    );
+    let err = load_err("INSERT INTO queue_vip VALUES (11, '12*3');");
+    assert!(err.contains("queue_vip row 11/12*3: pattern"), "{err}");
+    let err = load_err("INSERT INTO queue_members (queue_id, user_id) VALUES (11, 4);");
+    assert!(
+        err.contains("queue_members row 11/4: user_id: user 4 has no agent ID"),
+        "{err}"
+    );
+    let err = load_err("UPDATE queues SET moh_prompt = '' WHERE id = 10;");
+    assert!(
+        err.contains("queues row 10 (sales): music_on_hold"),
+        "{err}"
+    );
+    assert!(err.contains("branchline.db"), "names the database: {err}");
+}
+
+#[test]
+fn constraints_keep_impossible_rows_out() {
+    let (_dir, _path, conn) = store();
+    for bad in [
+        "INSERT INTO queues (name, number, strategy) VALUES ('x', '7009', 'random')",
+        "INSERT INTO queues (name, number, strategy) VALUES ('Bad Name', '7009', 'ring_all')",
+        "INSERT INTO queues (name, number, strategy, ring_timeout_ms) VALUES ('x', '7009', 'ring_all', 0)",
+        "INSERT INTO queues (name, number, strategy, music_on_hold) VALUES ('x', '7009', 'ring_all', 'prompt')",
+        "INSERT INTO agent_skills VALUES (1, 'german', 11)",
+        "INSERT INTO queue_members (queue_id, user_id, penalty) VALUES (11, 1, 101)",
+        "INSERT INTO queue_overflow VALUES (11, 'full', 'busy', 'x')",
+        "INSERT INTO agent_state_log (agent_id, state, at_ms) VALUES ('101', 'lunch', 0)",
+    ] {
+        assert!(conn.execute(bad, []).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn state_changes_append_to_the_history() {
+    let (_dir, path, conn) = store();
+    let a: AgentId = "101".parse().expect("id");
+    append_state_log(&conn, &path, &a, &AgentState::Available, Some("201"), 1000).expect("log");
+    append_state_log(
+        &conn,
+        &path,
+        &a,
+        &AgentState::Paused(Some("3".parse().expect("reason"))),
+        Some("201"),
+        2000,
+    )
+    .expect("log");
+    append_state_log(
+        &conn,
+        &path,
+        &a,
+        &AgentState::OnCall(CallId(77)),
+        Some("201"),
+        3000,
+    )
+    .expect("log");
+    let rows: Vec<(String, Option<String>, Option<i64>, i64)> = conn
+        .prepare("SELECT state, reason, call_id, at_ms FROM agent_state_log ORDER BY id")
+        .expect("prepare")
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows");
+    assert_eq!(
+        rows,
+        vec![
+            ("available".to_owned(), None, None, 1000),
+            ("paused".to_owned(), Some("3".to_owned()), None, 2000),
+            ("on_call".to_owned(), None, Some(77), 3000),
+        ]
+    );
+}
