@@ -29,3 +29,31 @@ pub use window::Window;
 /// box; the bootloader then boots the new slot once (the trial boot). On the
 /// directory backend the boot step (`branch-image boot`) plays the bootloader.
 pub const EXIT_RESTART_INTO_UPDATE: u8 = 4;
+
+#[cfg(test)]
+mod tests {
+    use branchline_image::overlay::{self, UNIT_PATH};
+
+    #[test]
+    fn the_generated_unit_reboots_instead_of_restarting_after_an_install() {
+        for board in ["sim", "bl-400"] {
+            let files = overlay::generate(board).expect("overlay");
+            let unit = files
+                .iter()
+                .find(|f| f.path == UNIT_PATH)
+                .map(|f| String::from_utf8(f.contents.clone()).expect("utf8"))
+                .expect("unit");
+            let prevent = format!(
+                "RestartPreventExitStatus={}",
+                super::EXIT_RESTART_INTO_UPDATE
+            );
+            for line in [
+                prevent.as_str(),
+                "FailureAction=reboot",
+                "Restart=on-failure",
+            ] {
+                assert!(unit.lines().any(|l| l == line), "{board}: {line} missing");
+            }
+        }
+    }
+}

@@ -270,3 +270,205 @@ async fn a_bundle_signed_by_another_key_is_reported_failed_and_slots_stay() {
         "nothing installed: no trial record"
     );
 }
+
+// --- after the restart: the trial record ------------------------------------------
+
+use branchline_image::slot::{SlotInfo, SlotState};
+
+use super::trial::{self, TrialRecord};
+
+/// Bounds a wait for something that must happen (qemu-user in CI is slow).
+const LONG: Duration = Duration::from_secs(60);
+
+/// A running 1.2.0 in A, and 1.3.0 in B with `b`; `active` booted.
+fn trial_state(active: SlotId, b: SlotStatus) -> SlotState {
+    let v = |s: &str| s.parse().expect("version");
+    SlotState {
+        active,
+        a: SlotInfo {
+            status: SlotStatus::Good,
+            version: Some(v("1.2.0")),
+            min_version: Some(v("1.0.0")),
+        },
+        b: SlotInfo {
+            status: b,
+            version: Some(v("1.3.0")),
+            min_version: Some(v("1.0.0")),
+        },
+        floor: Some(v("1.0.0")),
+    }
+}
+
+/// Starts the task with a trial record of spring-1.3 in slot B and `state`, against
+/// a stand-in HQ that still offers spring-1.3; `commit` fires the health check's
+/// commit signal after start. Returns how it ended (stopped once `until` holds for
+/// the reports or after `bound`, or at once if it ends by itself), the reports, the
+/// ranges asked for.
+async fn after_restart(
+    dir: &Path,
+    state: SlotState,
+    commit: bool,
+    until: impl Fn(&[UpdateReport]) -> bool,
+    bound: Duration,
+) -> (Ended, Vec<UpdateReport>, Vec<u64>) {
+    let slots = dir.join("slots");
+    DirSlots::new(&slots).save(&state).expect("state");
+    let downloads = Downloads::open(dir).expect("downloads");
+    trial::save(
+        downloads.dir(),
+        &TrialRecord {
+            rollout: "spring-1.3".into(),
+            version: "1.3.0".into(),
+            slot: SlotId::B,
+            failed: Some("sip: cannot bind".into()),
+        },
+    )
+    .expect("record");
+    std::fs::write(downloads.bundle("spring-1.3"), b"the bundle").expect("bundle");
+    let hq = Hq {
+        offer: Offer {
+            rollout: "spring-1.3".into(),
+            version: "1.3.0".into(),
+            sha256: "00".repeat(32),
+            size: 10,
+            forced: true,
+        },
+        bundle: Arc::new(b"the bundle".to_vec()),
+        failed_once: Arc::new(Mutex::new(true)),
+        ranges: Arc::default(),
+        reports: Arc::default(),
+    };
+    let app = Router::new()
+        .route(wire::UPDATE_PATH, get(offer))
+        .route(&format!("{}/{{id}}/bundle", wire::UPDATE_PATH), get(chunk))
+        .route(
+            &format!("{}/{{id}}/outcome", wire::UPDATE_PATH),
+            post(outcome),
+        )
+        .with_state(hq.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let (_calls_tx, calls_rx) = watch::channel(0usize);
+    let (commit_tx, commit_rx) = watch::channel(false);
+    let task = UpdateTask {
+        client: reqwest::Client::builder()
+            .use_preconfigured_tls(
+                rustls::ClientConfig::builder_with_provider(Arc::new(
+                    rustls::crypto::ring::default_provider(),
+                ))
+                .with_safe_default_protocol_versions()
+                .expect("tls")
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth(),
+            )
+            .build()
+            .expect("client"),
+        base: format!("http://{addr}"),
+        timeout: Duration::from_secs(30),
+        poll_interval: Duration::from_millis(50),
+        downloads,
+        keys: Vec::new(),
+        me: Identity {
+            board: "bl-400".into(),
+            target: "aarch64-unknown-linux-gnu".into(),
+        },
+        window: Window::parse("00:00-00:01").expect("window"),
+        backend: SlotBackend::Dir { root: slots },
+        calls_up: calls_rx,
+        trial_committed: commit_rx,
+    };
+    let stop = CancellationToken::new();
+    let mut runner = tokio::spawn(task.run(stop.clone()));
+    if commit {
+        commit_tx.send_replace(true);
+    }
+    let deadline = Instant::now() + bound;
+    let ended = loop {
+        if runner.is_finished() {
+            break runner.await.expect("task");
+        }
+        let done = until(&hq.reports.lock().expect("lock"));
+        if done || Instant::now() > deadline {
+            // Several offer polls while the record was open (or after it closed).
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            stop.cancel();
+            break tokio::time::timeout(Duration::from_secs(60), &mut runner)
+                .await
+                .expect("task ends")
+                .expect("task");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    server.abort();
+    let reports = hq.reports.lock().expect("lock").clone();
+    let ranges = hq.ranges.lock().expect("lock").clone();
+    (ended, reports, ranges)
+}
+
+#[tokio::test]
+async fn installed_but_never_booted_restarts_again_and_reports_nothing() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let state = trial_state(SlotId::A, SlotStatus::Pending { tries_left: 1 });
+    let (ended, reports, ranges) = after_restart(tmp.path(), state, false, |_| false, LONG).await;
+    assert_eq!(ended, Ended::Restart);
+    assert!(reports.is_empty() && ranges.is_empty(), "{reports:?}");
+    let dir = tmp.path().join("update");
+    assert!(
+        trial::load(&dir).expect("readable").is_some(),
+        "record kept"
+    );
+}
+
+#[tokio::test]
+async fn a_rolled_back_trial_is_reported_once_then_the_record_and_bundle_go() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let state = trial_state(SlotId::A, SlotStatus::Bad);
+    let (ended, reports, ranges) =
+        after_restart(tmp.path(), state, false, |r| !r.is_empty(), LONG).await;
+    assert_eq!(ended, Ended::Stopped);
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    assert_eq!(reports[0].state, OutcomeState::RolledBack);
+    assert_eq!(reports[0].version.as_deref(), Some("1.3.0"));
+    let reason = reports[0].reason.as_deref().unwrap_or("");
+    assert!(
+        reason.contains("sip: cannot bind") && reason.contains("slot A runs again"),
+        "{reason}"
+    );
+    // HQ still offering the rollout does not start it again.
+    assert!(ranges.is_empty(), "{ranges:?}");
+    let dir = tmp.path().join("update");
+    assert_eq!(trial::load(&dir).expect("readable"), None);
+    assert!(!dir.join("spring-1.3.bundle").exists());
+}
+
+#[tokio::test]
+async fn a_trial_boot_is_reported_committed_once_the_health_check_commits() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    // Not committed yet, and no signal within a second: nothing is reported, no offer
+    // is taken up, the record stays.
+    let state = trial_state(SlotId::B, SlotStatus::Pending { tries_left: 0 });
+    let (ended, reports, ranges) =
+        after_restart(tmp.path(), state, false, |_| false, Duration::from_secs(1)).await;
+    assert_eq!(ended, Ended::Stopped);
+    assert!(
+        reports.is_empty() && ranges.is_empty(),
+        "{reports:?} {ranges:?}"
+    );
+    assert!(trial::load(&tmp.path().join("update"))
+        .expect("readable")
+        .is_some());
+    // The health check commits: `committed`, once.
+    let (ended, reports, ranges) =
+        after_restart(tmp.path(), state, true, |r| !r.is_empty(), LONG).await;
+    assert_eq!(ended, Ended::Stopped);
+    let states: Vec<_> = reports.iter().map(|r| r.state).collect();
+    assert_eq!(states, vec![OutcomeState::Committed]);
+    assert!(ranges.is_empty(), "{ranges:?}");
+    assert_eq!(
+        trial::load(&tmp.path().join("update")).expect("readable"),
+        None
+    );
+}
