@@ -29,6 +29,11 @@
 //! | committed slot | debug log | debug log |
 //! | no `[update]` (development) | info log | warning |
 //!
+//! A committed trial also turns [`Reporter::trial_committed`] true: the updater
+//! ([`crate::updater::task`]) then reports `committed` to HQ. An unhealthy one is
+//! reported `rolled_back` by the next boot's updater, with the failed facts that
+//! [`crate::daemon::run`] adds to the trial record.
+//!
 //! Why exit on an unhealthy trial: a rollback needs a reboot (the bootloader then
 //! finds the trial slot spent and boots the old one), and `branchd` holds no right to
 //! reboot the box. A distinct exit status lets systemd do it: with
