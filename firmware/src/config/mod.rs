@@ -23,12 +23,14 @@
 mod locate;
 mod provisioning;
 mod raw;
+mod recording;
 mod sip;
 #[cfg(test)]
 mod tests;
 mod update;
 
 pub use self::provisioning::{ProvisioningConfig, MAX_PROVISIONING_PATHS};
+pub use self::recording::{RecordingConfig, RecordingPolicy};
 pub use self::sip::{SipConfig, SipGuardConfig, SipTrunkConfig};
 pub use self::update::{SlotBackend, UpdateConfig, HEALTH_DEADLINE_S};
 
@@ -301,6 +303,9 @@ pub struct Config {
     /// `[provisioning]`: USB provisioning (mount points, trusted keys, serial); `None`
     /// (no section) means the box does not watch for sticks.
     pub provisioning: Option<ProvisioningConfig>,
+    /// `[recording]`: call recording policy, retention and disk reserve (defaults, which
+    /// record nothing, when the section is absent).
+    pub recording: RecordingConfig,
 }
 
 /// Default RTP/RTCP port range of `[media]` (`rtp_port_min`, `rtp_port_max`) and the
@@ -833,6 +838,10 @@ impl Ctx<'_> {
             Some(m) => self.media(m)?,
             None => MediaConfig::default(),
         };
+        let recording = match raw.recording {
+            Some(r) => self.recording(r, &extensions, &sip_accounts)?,
+            None => RecordingConfig::default(),
+        };
 
         Ok(Config {
             source: self.source.to_owned(),
@@ -863,6 +872,7 @@ impl Ctx<'_> {
             sip,
             update,
             provisioning,
+            recording,
         })
     }
 

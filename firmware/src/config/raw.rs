@@ -42,6 +42,7 @@ pub(super) struct RawConfig {
     pub sip: Option<super::sip::RawSip>,
     pub update: Option<super::update::RawUpdate>,
     pub provisioning: Option<super::provisioning::RawProvisioning>,
+    pub recording: Option<super::recording::RawRecording>,
 }
 
 /// `[media]`: RTP ports and the jitter buffer.
