@@ -600,10 +600,49 @@ fn start_sync(
             };
             tasks.push(tokio::spawn(agent.run(stop.clone())));
         }
-        (Some(_), Some(Err(e))) => {
-            tracing::error!(error = %e, "sync with HQ is off: its TLS setup failed");
-            handle.set_setup_error(e.to_string());
-        }
+        (Some(hq), Some(Err(e))) => match (&config.provisioning, crate::enroll::needed(hq)) {
+            // No device certificate yet: enroll with the provisioned token, then sync.
+            (Some(prov), true) => {
+                tracing::info!(cert = %hq.client_cert.display(), "not enrolled yet: enrollment waits for a provisioning bundle");
+                let task = crate::enroll::EnrollTask {
+                    hq: hq.clone(),
+                    serial: prov.serial.clone(),
+                    db_path: db_path.to_owned(),
+                    writer: writer.clone(),
+                    auth: crate::accounts::AuthSettings::from(&config.auth),
+                    handle: handle.clone(),
+                    seed: sync_seed(),
+                };
+                let (store, handle, stop) = (store.clone(), handle.clone(), stop.clone());
+                tasks.push(tokio::spawn(async move {
+                    let Some(hq) = task.run(stop.clone()).await else {
+                        return;
+                    };
+                    match sync::client::http_client(&hq) {
+                        Ok(client) => {
+                            handle.clear_setup_error();
+                            let agent = sync::agent::Agent {
+                                hq,
+                                client,
+                                store,
+                                handle,
+                                hq_reach: reach_tx,
+                                seed: sync_seed(),
+                            };
+                            agent.run(stop).await;
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "enrolled, but the sync client cannot use the new certificate");
+                            handle.set_setup_error(e.to_string());
+                        }
+                    }
+                }));
+            }
+            _ => {
+                tracing::error!(error = %e, "sync with HQ is off: its TLS setup failed");
+                handle.set_setup_error(e.to_string());
+            }
+        },
         _ => {
             tracing::info!("sync with HQ not configured (no [hq] section)");
             if config.update.as_ref().is_some_and(|u| u.from_hq.is_some()) {
@@ -684,6 +723,17 @@ fn start_updater(
             restart.cancel();
         }
     }))
+}
+
+/// A seed for the sync and enrollment backoff jitter (the clock when the OS has no
+/// randomness).
+fn sync_seed() -> u64 {
+    let mut seed = [0u8; 8];
+    if let Err(e) = getrandom::fill(&mut seed) {
+        tracing::warn!(error = %e, "no OS randomness for the sync backoff seed; using the clock");
+        seed = system_clock_ms().to_le_bytes();
+    }
+    u64::from_le_bytes(seed)
 }
 
 /// Binds the web API's listener, logs its address and starts serving.

@@ -28,6 +28,10 @@
 //! - [`provision`]: USB provisioning: inotify on the stick mount points, bundles
 //!   verified with `branchline-provisioning` and applied all-or-nothing in one SQLite
 //!   transaction, the result file written back to the stick, progress on the LED.
+//! - [`enroll`]: enrollment with HQ: the device key (0600), the CSR with the
+//!   provisioned one-time token, HQ's CA checked against the token's pin, the
+//!   certificate stored atomically, then mutual TLS; retries with backoff, a refusal
+//!   kept in the provisioning state.
 //! - [`audit`]: the append-only, hash-chained audit log and its verifier.
 //! - [`mask`]: masking of customers' phone numbers; the one path CDRs leave the box by.
 //! - [`api`]: the local accounts HTTP API under `/api/v1` (axum): sessions, CSRF,
@@ -46,6 +50,7 @@ pub mod call;
 pub mod cdr;
 pub mod config;
 pub mod daemon;
+pub mod enroll;
 pub mod error;
 pub mod health;
 pub mod mask;

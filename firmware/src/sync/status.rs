@@ -296,6 +296,11 @@ impl SyncHandle {
         *lock(&self.inner.setup_error) = Some(error);
     }
 
+    /// Forgets the setup error (enrollment finished and the agent starts).
+    pub fn clear_setup_error(&self) {
+        *lock(&self.inner.setup_error) = None;
+    }
+
     /// The full report: the store's part read through `reader`, the live part from
     /// the running agent and WAN monitor.
     pub fn report(&self, reader: &StoreReader, now_ms: i64) -> Result<SyncStatusReport> {
