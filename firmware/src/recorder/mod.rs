@@ -285,6 +285,11 @@ pub struct Tap {
 }
 
 impl Tap {
+    /// Frames handed over and not yet taken by the writer (at most [`FRAME_QUEUE`]).
+    pub fn queued_frames(&self) -> usize {
+        self.shared.in_flight.load(Ordering::Acquire)
+    }
+
     /// One 20 ms frame of `port` going `side`; ignored unless a recording wants it.
     pub fn frame(&self, port: u8, side: Side, audio: &Audio) {
         let source = Source { port, side };
