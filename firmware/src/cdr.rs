@@ -1,5 +1,6 @@
 //! Call detail records: one per call, for every call (answered or not), with the SIP
-//! Call-IDs of its SIP legs.
+//! Call-IDs of its SIP legs, the call quality measured on them (loss, jitter, MOS of
+//! the RTP received) and the transfers the call went through.
 //!
 //! The record's shape is part of the sync wire protocol, so it is defined once, in
 //! `branchline_sync::wire`, and re-exported here under the names the firmware uses:
@@ -7,6 +8,7 @@
 
 pub use branchline_sync::wire::{
     Cdr, CdrDirection as Direction, CdrDisposition as Disposition, CdrHangupSide as HangupSide,
+    CdrLegQuality, CdrTransferHop,
 };
 
 #[cfg(test)]
@@ -30,5 +32,65 @@ mod tests {
         .expect("serialize");
         let back: Cdr = serde_json::from_str(&json).expect("round trip");
         assert_eq!(back.caller_sip_call_id.as_deref(), Some("abc@host"));
+    }
+
+    #[test]
+    fn quality_and_transfer_chain_are_optional_on_the_wire() {
+        // Written by firmware from before call quality and transfer chains.
+        let old = r#"{"call_id":"18c-2","direction":"inbound","caller":"5551234",
+            "caller_port":null,"callee":"201","callee_port":null,"started_at_ms":1,
+            "answered_at_ms":2,"ended_at_ms":5,"disposition":"answered",
+            "hangup_side":"callee","caller_sip_call_id":"x@trunk",
+            "callee_sip_call_id":null}"#;
+        let cdr: Cdr = serde_json::from_str(old).expect("old payload");
+        assert_eq!(cdr.caller_quality, None);
+        assert_eq!(cdr.callee_quality, None);
+        assert!(cdr.transfer_chain.is_empty());
+        // Absent values stay out of the JSON: an HQ that predates the fields still
+        // holds the record in its projection.
+        let json = serde_json::to_value(&cdr).expect("serialize");
+        for key in ["caller_quality", "callee_quality", "transfer_chain"] {
+            assert!(json.get(key).is_none(), "{key} in {json}");
+        }
+        let with = Cdr {
+            callee_quality: Some(CdrLegQuality {
+                loss_percent: 1.5,
+                jitter_ms: 7.25,
+                mos: 4.2,
+            }),
+            transfer_chain: vec![CdrTransferHop {
+                call_id: "18c-1".into(),
+                transferred_by: "201".into(),
+            }],
+            ..cdr
+        };
+        let json = serde_json::to_string(&with).expect("serialize");
+        let back: Cdr = serde_json::from_str(&json).expect("round trip");
+        assert_eq!(back, with);
+        // Every key the box writes is one HQ's projection has a column for.
+        let keys = serde_json::to_value(&with).expect("value");
+        for key in keys.as_object().expect("object").keys() {
+            assert!(Cdr::FIELDS.contains(&key.as_str()), "{key} not in FIELDS");
+        }
+    }
+
+    #[test]
+    fn impossible_quality_values_are_named() {
+        let q = |loss_percent, jitter_ms, mos| CdrLegQuality {
+            loss_percent,
+            jitter_ms,
+            mos,
+        };
+        assert_eq!(q(0.0, 0.0, 4.4).invalid_reason(), None);
+        assert!(q(f64::NAN, 0.0, 4.4)
+            .invalid_reason()
+            .is_some_and(|r| r.contains("loss_percent")));
+        assert!(q(101.0, 0.0, 4.4).invalid_reason().is_some());
+        assert!(q(0.0, -1.0, 4.4)
+            .invalid_reason()
+            .is_some_and(|r| r.contains("jitter_ms")));
+        assert!(q(0.0, 0.0, 0.5)
+            .invalid_reason()
+            .is_some_and(|r| r.contains("mos")));
     }
 }

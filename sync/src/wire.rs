@@ -246,7 +246,7 @@ pub struct RecordingMeta {
 /// Fields added later must be `#[serde(default)]` (a box's outbox may hold records
 /// written by older firmware) and listed in [`Cdr::FIELDS`], so that HQ knows its
 /// projection holds the whole record.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Cdr {
     /// Unique call id on this box.
     pub call_id: String,
@@ -277,12 +277,66 @@ pub struct Cdr {
     /// SIP Call-ID of the callee's leg (the one that answered, or was tried last).
     #[serde(default)]
     pub callee_sip_call_id: Option<String>,
+    /// Call quality of what the box received on the caller's SIP leg (RTP), when the
+    /// caller was a SIP leg that carried media. Absent in records written before it,
+    /// and left out of the JSON when `None` (so HQs that predate it still hold such a
+    /// record in their projection).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caller_quality: Option<CdrLegQuality>,
+    /// Call quality of what the box received on the callee's SIP leg.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callee_quality: Option<CdrLegQuality>,
+    /// The calls this one continues after transfers, oldest first: each hop names the
+    /// call that was transferred and who transferred it. Empty (and left out of the
+    /// JSON) for a call that was not transferred.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub transfer_chain: Vec<CdrTransferHop>,
+}
+
+/// Per-leg call quality on a [`Cdr`]: what the box measured on the RTP it received
+/// on that leg (RFC 3550 loss and interarrival jitter, and the E-model MOS estimate of
+/// `branchline_media::rtcp::CallQuality`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CdrLegQuality {
+    /// Packets lost, percent (0..=100).
+    pub loss_percent: f64,
+    /// Interarrival jitter, ms (>= 0).
+    pub jitter_ms: f64,
+    /// Mean opinion score estimate (1.0..=5.0).
+    pub mos: f64,
+}
+
+impl CdrLegQuality {
+    /// Why these values cannot be a measurement (not finite, or out of range), if so.
+    pub fn invalid_reason(&self) -> Option<&'static str> {
+        if !(self.loss_percent.is_finite() && (0.0..=100.0).contains(&self.loss_percent)) {
+            Some("loss_percent must be within 0..=100")
+        } else if !(self.jitter_ms.is_finite() && self.jitter_ms >= 0.0) {
+            Some("jitter_ms must be a finite number >= 0")
+        } else if !(self.mos.is_finite() && (1.0..=5.0).contains(&self.mos)) {
+            Some("mos must be within 1..=5")
+        } else {
+            None
+        }
+    }
+}
+
+/// One transfer a call went through (see [`Cdr::transfer_chain`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CdrTransferHop {
+    /// The box's id of the call that was transferred (its own CDR has this `call_id`).
+    pub call_id: String,
+    /// The number of the party that transferred it (the phone that sent the REFER or
+    /// the INVITE with `Replaces`).
+    pub transferred_by: String,
 }
 
 impl Cdr {
     /// Every field name of the JSON form. A payload with only these keys is held whole
     /// by HQ's `cdrs` projection, so HQ need not keep the JSON as well.
-    pub const FIELDS: [&'static str; 13] = [
+    pub const FIELDS: [&'static str; 16] = [
         "call_id",
         "direction",
         "caller",
@@ -296,6 +350,9 @@ impl Cdr {
         "hangup_side",
         "caller_sip_call_id",
         "callee_sip_call_id",
+        "caller_quality",
+        "callee_quality",
+        "transfer_chain",
     ];
 
     /// Whole call length in milliseconds.

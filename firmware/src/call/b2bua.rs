@@ -50,11 +50,18 @@ impl CallControl {
                 ),
             },
             SipInput::Ringing { leg } => self.leg_ringing(leg),
+            SipInput::EarlyMedia { leg } => self.leg_early_media(leg),
             SipInput::Answered { leg } => self.leg_answered(now, leg),
             SipInput::Ended { leg, reason } => self.leg_ended(now, leg, reason),
             SipInput::Digit { leg, digit } => self.leg_digit(leg, digit),
             SipInput::Hold { leg, held } => self.leg_hold(leg, held),
             SipInput::Transfer { leg, target } => self.transfer(now, leg, target),
+            SipInput::Media { leg } => {
+                if self.legs.contains_key(&leg) {
+                    self.media_legs.insert(leg);
+                }
+            }
+            SipInput::Quality { leg, quality } => self.leg_quality(leg, quality),
         }
     }
 
@@ -131,9 +138,10 @@ impl CallControl {
             outside: None,
             caller_sip_call_id: Some(sip_call_id),
             callee_sip_call_id: None,
-            transfer_of: None,
+            transfer_chain: Vec::new(),
             transferor: None,
             caller_connected: false,
+            early_media: None,
         };
         if self.is_extension(&dialled) {
             return self.call_extension(now, call);
@@ -215,6 +223,41 @@ impl CallControl {
         }
     }
 
+    /// An offered leg has early media (183 with SDP): the caller hears it instead of
+    /// ringback (a phone's tone stops; a SIP caller gets 183 with SDP), bridged until
+    /// the answer, which keeps the bridge (no gap). The first such leg wins; a PSTN
+    /// caller keeps hearing its line ring (it is not answered before an extension is).
+    fn leg_early_media(&mut self, leg: LegId) {
+        let Some((key, call)) = self.leg_call(leg) else {
+            tracing::debug!(%leg, "early media on an unknown leg ignored");
+            return;
+        };
+        if call.phase != CallPhase::Alerting
+            || !call.ringing_legs.contains(&leg)
+            || call.early_media.is_some()
+        {
+            return;
+        }
+        let (caller, connected) = (call.caller, call.caller_connected);
+        match caller {
+            Party::Fxo(_) => return,
+            Party::Fxs(port) => self.cmd(port, Command::StopTone),
+            Party::Sip(c) if !connected => self.outputs.push_back(Output::SipRinging {
+                leg: c,
+                early_media: true,
+            }),
+            Party::Sip(_) => {}
+        }
+        if let Some(call) = self.calls.get_mut(&key) {
+            call.early_media = Some(leg);
+            call.caller_alerted = true;
+        }
+        tracing::info!(%leg, "early media to the caller");
+        if !matches!(caller, Party::Sip(c) if self.legs.get(&c).is_some_and(|i| i.far_held)) {
+            self.connect(caller, Party::Sip(leg));
+        }
+    }
+
     fn leg_answered(&mut self, now: Instant, leg: LegId) {
         let Some((key, call)) = self.leg_call(leg) else {
             if leg.is_outgoing() {
@@ -236,6 +279,11 @@ impl CallControl {
     }
 
     fn leg_ended(&mut self, now: Instant, leg: LegId, reason: EndReason) {
+        self.leg_ended_inner(now, leg, reason);
+        self.forget_leg_media(leg);
+    }
+
+    fn leg_ended_inner(&mut self, now: Instant, leg: LegId, reason: EndReason) {
         let Some((key, call)) = self.leg_call(leg) else {
             tracing::debug!(%leg, ?reason, "end of an unknown leg ignored");
             self.legs.remove(&leg);
@@ -261,6 +309,21 @@ impl CallControl {
             return;
         };
         call.ringing_legs.retain(|&l| l != leg);
+        if call.early_media == Some(leg) {
+            // Its early media ends with it; whoever still rings gives ringback again.
+            call.early_media = None;
+            let caller = call.caller;
+            let others_ring = !call.ringing.is_empty() || !call.ringing_legs.is_empty();
+            self.disconnect(caller, Party::Sip(leg));
+            if others_ring {
+                if let Party::Fxs(port) = caller {
+                    self.tone(port, crate::tones::Tone::Ringback);
+                }
+            }
+        }
+        let Some(call) = self.calls.get(&key) else {
+            return;
+        };
         if !call.ringing.is_empty() || !call.ringing_legs.is_empty() {
             return; // other devices still ring
         }

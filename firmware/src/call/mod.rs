@@ -40,13 +40,24 @@
 //!   transferee calls it as a new call; the transferor hears the outcome), attended
 //!   (the two far parties are bridged), and INVITE with Replaces (a phone takes over
 //!   a leg). See `transfer`.
+//! - Early media: an offered SIP leg with a 183 and SDP ([`SipInput::EarlyMedia`]) is
+//!   bridged to the caller instead of ringback (an FXS phone's tone stops; a SIP caller
+//!   gets 183 with SDP via [`Output::SipRinging`] `early_media`), and the answer keeps
+//!   that bridge (no gap); a later 180 changes nothing; the offer failing or another
+//!   device answering removes it.
 //! - A CDR for every call, answered or not (busy, unallocated, congestion, abandoned),
-//!   with the SIP Call-IDs of the caller's and callee's legs.
+//!   with the SIP Call-IDs of the caller's and callee's legs, the call quality the
+//!   endpoint measured on those legs (loss, jitter, MOS: a call's CDR waits for the
+//!   reports of its legs with RTP, at most [`QUALITY_WAIT`]) and the transfer chain
+//!   (the calls it continues and who transferred them).
 //!
 //! Limits: analog phones cannot transfer yet and there is no three-way conference
 //! (hook-flash only toggles); a transfer shows in the CDRs as the old call ending and
-//! a new one starting (linked by the transferee's SIP Call-ID, not yet by a field of
-//! its own); a SIP caller
+//! a new one starting whose `transfer_chain` names the old one; the old call's CDR
+//! gets no quality for a leg that goes on in the new call (it is reported with the
+//! call the leg ends in), and a blind transferor's leg, which stays until the
+//! outcome, is usually reported after [`QUALITY_WAIT`] (then left out); early media
+//! of an offer that is never answered is not on the CDR; a SIP caller
 //! to an FXO line is answered when the line is seized (analog lines give no reliable
 //! answer supervision before the far end's polarity reversal, and the caller must hear
 //! the PSTN's progress tones); SIP re-INVITE hold from a phone does not play music on
@@ -57,7 +68,7 @@ use std::time::{Duration, Instant};
 
 use line_proto::{CallerId, Command, Event};
 
-use crate::cdr::{Cdr, Direction, Disposition, HangupSide};
+use crate::cdr::{Cdr, CdrLegQuality, CdrTransferHop, Direction, Disposition, HangupSide};
 use crate::tones::{Country, Tone};
 
 mod b2bua;
@@ -179,10 +190,14 @@ pub enum Output {
         /// The SIP Call-ID to use (unique).
         sip_call_id: String,
     },
-    /// The callee is being alerted: send 180 Ringing on this incoming leg.
+    /// The callee is being alerted: send 180 Ringing on this incoming leg; with
+    /// `early_media`, the far end's early media is bridged to it: send 183 Session
+    /// Progress with the SDP answer and start its media.
     SipRinging {
         /// The incoming leg.
         leg: LegId,
+        /// The leg gets early media (183 with SDP) instead of a plain 180.
+        early_media: bool,
     },
     /// Answer this incoming leg (200 OK with the SDP answer).
     SipAnswer {
@@ -335,13 +350,16 @@ struct Call {
     caller_sip_call_id: Option<String>,
     /// SIP Call-ID of the callee's leg (answered, or offered last).
     callee_sip_call_id: Option<String>,
-    /// The call this one continues after a transfer (its id, for the CDR).
-    transfer_of: Option<String>,
+    /// The calls this one continues after transfers, oldest first (for the CDR).
+    transfer_chain: Vec<CdrTransferHop>,
     /// A blind transfer in progress: the transferor's leg, told the outcome.
     transferor: Option<LegId>,
     /// The caller was talking before this call existed (a transferred party): no
     /// answer or ringing is signalled to it again.
     caller_connected: bool,
+    /// The offered leg whose early media (183 with SDP) the caller hears instead of
+    /// ringback, bridged to the caller until answer or until that offer ends.
+    early_media: Option<LegId>,
 }
 
 /// What call control knows of a SIP leg.
@@ -418,6 +436,31 @@ pub struct CallControl {
     shut_down: bool,
     /// The SIP trunk as the WAN monitor last reported it (see [`outside`]).
     trunk: TrunkStatus,
+    /// Legs whose RTP started ([`SipInput::Media`]): the endpoint reports their
+    /// quality when they end, and a CDR naming them waits for it.
+    media_legs: BTreeSet<LegId>,
+    /// Quality reports that came before the CDR that needs them (a far end's BYE is
+    /// reported after its leg's media closed).
+    leg_quality: BTreeMap<LegId, Option<CdrLegQuality>>,
+    /// CDRs waiting for their legs' quality, oldest first.
+    pending_cdrs: Vec<PendingCdr>,
+}
+
+/// How long a finished call's CDR waits for the quality of its SIP legs (the endpoint
+/// reports it as soon as it closed their media, normally within milliseconds); after
+/// this it is written without the missing values.
+pub const QUALITY_WAIT: Duration = Duration::from_secs(3);
+
+/// A CDR waiting for the quality of its SIP legs.
+#[derive(Debug)]
+struct PendingCdr {
+    cdr: Cdr,
+    /// The caller's leg, while its report is missing.
+    caller_leg: Option<LegId>,
+    /// The callee's leg, while its report is missing.
+    callee_leg: Option<LegId>,
+    /// Written without the missing reports at this time.
+    deadline: Instant,
 }
 
 impl CallControl {
@@ -467,6 +510,9 @@ impl CallControl {
             outputs: VecDeque::new(),
             shut_down: false,
             trunk: TrunkStatus::NotConfigured,
+            media_legs: BTreeSet::new(),
+            leg_quality: BTreeMap::new(),
+            pending_cdrs: Vec::new(),
         }
     }
 
@@ -499,7 +545,8 @@ impl CallControl {
             _ => None,
         });
         let calls = self.calls.values().filter_map(|c| c.deadline);
-        ports.chain(calls).min()
+        let cdrs = self.pending_cdrs.iter().map(|p| p.deadline);
+        ports.chain(calls).chain(cdrs).min()
     }
 
     /// Handles every deadline at or before `now`.
@@ -542,6 +589,7 @@ impl CallControl {
                 self.end_call(now, key, None, HangupSide::System, EndReason::NoAnswer);
             }
         }
+        self.flush_cdrs(|p| p.deadline <= now);
     }
 
     /// Handles one event from the line controller.
@@ -571,6 +619,8 @@ impl CallControl {
                 self.cmd(port, Command::StopRing);
             }
         }
+        // Nothing waits for quality reports once the daemon stops: every CDR now.
+        self.flush_cdrs(|_| true);
         self.shut_down = true;
     }
 
@@ -1025,11 +1075,18 @@ impl CallControl {
         let Some(call) = self.calls.get_mut(&key) else {
             return;
         };
+        if call.early_media.is_some() {
+            // The caller hears the far end's early media; a later 180 keeps it.
+            return;
+        }
         match call.caller {
             Party::Fxs(caller) => self.tone(caller, Tone::Ringback),
             Party::Sip(leg) if !call.caller_alerted && !call.caller_connected => {
                 call.caller_alerted = true;
-                self.outputs.push_back(Output::SipRinging { leg });
+                self.outputs.push_back(Output::SipRinging {
+                    leg,
+                    early_media: false,
+                });
             }
             Party::Sip(_) | Party::Fxo(_) => {}
         }
@@ -1220,7 +1277,11 @@ impl CallControl {
         let caller = call.caller;
         let caller_connected = call.caller_connected;
         let transferor = call.transferor.take();
+        let early = call.early_media.take().filter(|&l| Party::Sip(l) != callee);
         call.last_ring = None;
+        if let Some(l) = early {
+            self.disconnect(caller, Party::Sip(l));
+        }
         if let Party::Fxs(port) = callee {
             self.cmd(port, Command::StopRing);
         }
@@ -1354,9 +1415,10 @@ impl CallControl {
             outside: None,
             caller_sip_call_id: None,
             callee_sip_call_id: None,
-            transfer_of: None,
+            transfer_chain: Vec::new(),
             transferor: None,
             caller_connected: false,
+            early_media: None,
         });
         if let Some(fx) = self.fxo.get_mut(&port) {
             fx.call = Some(key);
@@ -1451,9 +1513,10 @@ impl CallControl {
             outside: None,
             caller_sip_call_id: None,
             callee_sip_call_id: None,
-            transfer_of: None,
+            transfer_chain: Vec::new(),
             transferor: None,
             caller_connected: false,
+            early_media: None,
         }
     }
 
@@ -1518,6 +1581,9 @@ impl CallControl {
         };
         for &leg in &call.ringing_legs {
             self.hangup_leg(leg, offer_reason);
+        }
+        if let Some(leg) = call.early_media {
+            self.disconnect(call.caller, Party::Sip(leg));
         }
         if let Some(callee) = call.callee {
             self.disconnect(call.caller, callee);
@@ -1663,15 +1729,112 @@ impl CallControl {
             hangup_side: side,
             caller_sip_call_id: call.caller_sip_call_id.clone(),
             callee_sip_call_id: call.callee_sip_call_id.clone(),
+            caller_quality: None,
+            callee_quality: None,
+            transfer_chain: call.transfer_chain.clone(),
         };
-        if let Some(of) = &call.transfer_of {
+        if let Some(last) = call.transfer_chain.last() {
             tracing::info!(
                 call = cdr.call_id,
-                transfer_of = of,
+                transfer_of = last.call_id,
+                transfers = call.transfer_chain.len(),
                 "transferred call ended"
             );
         }
-        self.outputs.push_back(Output::Cdr(cdr));
+        let callee_leg = match call.callee {
+            Some(Party::Sip(leg)) => Some(leg),
+            _ => None,
+        };
+        let mut pending = PendingCdr {
+            cdr,
+            caller_leg: call.caller_leg(),
+            callee_leg,
+            deadline: now + QUALITY_WAIT,
+        };
+        for (slot, leg) in [
+            (&mut pending.cdr.caller_quality, &mut pending.caller_leg),
+            (&mut pending.cdr.callee_quality, &mut pending.callee_leg),
+        ] {
+            let Some(l) = *leg else {
+                continue;
+            };
+            if let Some(q) = self.leg_quality.remove(&l) {
+                // Reported already (the far end hung up).
+                *slot = q;
+                *leg = None;
+            } else if !self.media_legs.contains(&l) {
+                // No RTP session: nothing will be reported.
+                *leg = None;
+            }
+        }
+        self.pending_cdrs.push(pending);
+        self.flush_cdrs(|_| false);
+    }
+
+    /// A leg's quality report: fills the CDRs waiting for it, or is kept for the CDR
+    /// of the leg's call while the leg is still known.
+    fn leg_quality(&mut self, leg: LegId, quality: Option<CdrLegQuality>) {
+        self.media_legs.remove(&leg);
+        let mut used = false;
+        for p in &mut self.pending_cdrs {
+            if p.caller_leg == Some(leg) {
+                p.cdr.caller_quality = quality;
+                p.caller_leg = None;
+                used = true;
+            }
+            if p.callee_leg == Some(leg) {
+                p.cdr.callee_quality = quality;
+                p.callee_leg = None;
+                used = true;
+            }
+        }
+        if !used && self.legs.contains_key(&leg) {
+            self.leg_quality.insert(leg, quality);
+        }
+        self.flush_cdrs(|_| false);
+    }
+
+    /// A leg goes on in another call (transfer): the CDRs of its earlier calls stop
+    /// waiting for its quality (reported with the call it ends in).
+    fn leg_moved(&mut self, leg: LegId) {
+        for p in &mut self.pending_cdrs {
+            if p.caller_leg == Some(leg) {
+                p.caller_leg = None;
+            }
+            if p.callee_leg == Some(leg) {
+                p.callee_leg = None;
+            }
+        }
+        self.flush_cdrs(|_| false);
+    }
+
+    /// Forgets what is known of the media of a leg call control no longer tracks.
+    fn forget_leg_media(&mut self, leg: LegId) {
+        if !self.legs.contains_key(&leg) {
+            self.leg_quality.remove(&leg);
+        }
+    }
+
+    /// Writes, in order, the pending CDRs that have every report, and those `force`
+    /// selects (without the missing reports).
+    fn flush_cdrs(&mut self, force: impl Fn(&PendingCdr) -> bool) {
+        let mut i = 0;
+        while i < self.pending_cdrs.len() {
+            let p = &self.pending_cdrs[i];
+            let complete = p.caller_leg.is_none() && p.callee_leg.is_none();
+            if complete || force(p) {
+                let p = self.pending_cdrs.remove(i);
+                if !complete {
+                    tracing::debug!(
+                        call = p.cdr.call_id,
+                        "CDR written without the quality of a leg"
+                    );
+                }
+                self.outputs.push_back(Output::Cdr(p.cdr));
+            } else {
+                i += 1;
+            }
+        }
     }
 
     fn failed_cdr(

@@ -75,7 +75,7 @@ pub enum EndReason {
 }
 
 /// What the SIP endpoint tells call control.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum SipInput {
     /// A new incoming call (an INVITE with an acceptable offer; the endpoint already
     /// answered 100 Trying). Call control answers with [`super::Output::SipRinging`],
@@ -100,6 +100,12 @@ pub enum SipInput {
     },
     /// An outgoing leg is ringing at the far end (180/183).
     Ringing {
+        /// The leg.
+        leg: LegId,
+    },
+    /// An outgoing leg has early media: a 183 (or 180) with SDP, whose media the
+    /// endpoint started. Call control bridges it to the caller instead of ringback.
+    EarlyMedia {
         /// The leg.
         leg: LegId,
     },
@@ -128,6 +134,22 @@ pub enum SipInput {
         leg: LegId,
         /// On hold.
         held: bool,
+    },
+    /// The leg's RTP session started (at answer, or with early media). When the leg
+    /// ends the endpoint reports what it measured with [`SipInput::Quality`], and the
+    /// CDR of the leg's call waits for that report (at most
+    /// [`super::QUALITY_WAIT`]).
+    Media {
+        /// The leg.
+        leg: LegId,
+    },
+    /// The call quality of what the leg received (RTP loss, jitter, MOS), sent once
+    /// the leg's media is closed; `None` when no RTP arrived.
+    Quality {
+        /// The leg.
+        leg: LegId,
+        /// The measurement.
+        quality: Option<crate::cdr::CdrLegQuality>,
     },
     /// A local phone asked (REFER, RFC 3515) to transfer the party it talks to on
     /// `leg`. The endpoint accepted the REFER (`202`, `NOTIFY 100 Trying`) and checked

@@ -324,7 +324,10 @@ fn sip_phone_calls_an_fxs_extension() {
         Command::SendCallerId { caller_id, .. }
             if caller_id.number.as_str() == "210" && caller_id.name.as_str() == "Phone 210")));
     assert!(has_cmd(&out, 1, |c| matches!(c, Command::Ring(_))));
-    assert!(out.contains(&Output::SipRinging { leg: IN1 }));
+    assert!(out.contains(&Output::SipRinging {
+        leg: IN1,
+        early_media: false,
+    }));
     h.advance(Duration::from_secs(5));
     h.ev(1, Event::OffHook);
     let out = h.take();
@@ -368,7 +371,10 @@ fn sip_caller_waits_and_is_answered_with_flash() {
     h.incoming(IN1, SipOrigin::Extension("210".into()), "210", "101");
     let out = h.take();
     assert!(tone_is(&out, 1, Tone::CallWaiting));
-    assert!(out.contains(&Output::SipRinging { leg: IN1 }));
+    assert!(out.contains(&Output::SipRinging {
+        leg: IN1,
+        early_media: false,
+    }));
     h.ev(1, Event::HookFlash);
     let out = h.take();
     assert!(out.contains(&Output::Disconnect(port(1), port(3))));
@@ -436,7 +442,11 @@ fn sip_phone_calls_another_sip_phone() {
     let out = h.take();
     assert_eq!(
         out.iter()
-            .filter(|o| **o == Output::SipRinging { leg: IN1 })
+            .filter(|o| **o
+                == Output::SipRinging {
+                    leg: IN1,
+                    early_media: false,
+                })
             .count(),
         1,
         "180 once: {out:?}"
@@ -1126,4 +1136,245 @@ fn sip_phone_without_call_waiting_is_busy_while_on_a_call() {
     h.incoming(LegId(4), SipOrigin::Trunk, "+4930123", "211");
     let (_, target, _) = only_dial(&h.take());
     assert_eq!(target, SipTarget::Extension("211".into()));
+}
+
+fn quality(mos: f64) -> crate::cdr::CdrLegQuality {
+    crate::cdr::CdrLegQuality {
+        loss_percent: 1.0,
+        jitter_ms: 4.0,
+        mos,
+    }
+}
+
+/// A SIP phone (IN1, 210) talking to SIP phone 211 on the returned leg, both legs'
+/// RTP started.
+fn sip_to_sip_with_media(h: &mut Harness) -> LegId {
+    h.incoming(IN1, SipOrigin::Extension("210".into()), "210", "211");
+    let (out_leg, _, _) = only_dial(&h.take());
+    h.sip(SipInput::Answered { leg: out_leg });
+    h.sip(SipInput::Media { leg: IN1 });
+    h.sip(SipInput::Media { leg: out_leg });
+    h.take();
+    out_leg
+}
+
+#[test]
+fn the_cdr_waits_for_the_quality_of_its_legs() {
+    let mut h = Harness::new();
+    let callee = sip_to_sip_with_media(&mut h);
+    h.advance(Duration::from_secs(20));
+    // The far end hangs up: the endpoint reports the leg's quality, then its end.
+    h.sip(SipInput::Quality {
+        leg: callee,
+        quality: Some(quality(4.3)),
+    });
+    h.sip(SipInput::Ended {
+        leg: callee,
+        reason: EndReason::Normal,
+    });
+    let out = h.take();
+    assert_eq!(hangups(&out), [(IN1, EndReason::Normal)]);
+    assert!(cdrs(&out).is_empty(), "waits for the caller leg: {out:?}");
+    assert!(h.cc.timeout().is_some());
+    // The caller's leg closed: its report completes the record.
+    h.advance(Duration::from_millis(30));
+    h.sip(SipInput::Quality {
+        leg: IN1,
+        quality: Some(quality(3.7)),
+    });
+    let out = h.take();
+    let records = cdrs(&out);
+    assert_eq!(records.len(), 1, "{out:?}");
+    assert_eq!(records[0].caller_quality, Some(quality(3.7)));
+    assert_eq!(records[0].callee_quality, Some(quality(4.3)));
+    // The end time is when the call ended, not when the report came.
+    assert_eq!(records[0].billable_ms(), 20_000);
+    assert!(records[0].transfer_chain.is_empty());
+    assert_eq!(h.cc.timeout(), None, "nothing left waiting");
+}
+
+#[test]
+fn a_missing_quality_report_delays_the_cdr_at_most_quality_wait() {
+    let mut h = Harness::new();
+    let callee = sip_to_sip_with_media(&mut h);
+    h.sip(SipInput::Ended {
+        leg: callee,
+        reason: EndReason::Normal,
+    });
+    assert!(cdrs(&h.take()).is_empty());
+    h.advance(QUALITY_WAIT - Duration::from_millis(1));
+    assert!(cdrs(&h.take()).is_empty());
+    h.advance(Duration::from_millis(1));
+    let records = cdrs(&h.take());
+    assert_eq!(records.len(), 1);
+    assert_eq!(
+        (records[0].caller_quality, records[0].callee_quality),
+        (None, None)
+    );
+    // A report after the record was written changes nothing.
+    h.sip(SipInput::Quality {
+        leg: IN1,
+        quality: Some(quality(4.0)),
+    });
+    assert!(h.take().is_empty());
+}
+
+#[test]
+fn legs_without_rtp_do_not_delay_the_cdr_and_shutdown_flushes() {
+    let mut h = Harness::new();
+    // No SipInput::Media: the record is written at once (as before quality existed).
+    h.incoming(IN1, SipOrigin::Extension("210".into()), "210", "211");
+    let (out_leg, _, _) = only_dial(&h.take());
+    h.sip(SipInput::Answered { leg: out_leg });
+    h.sip(SipInput::Ended {
+        leg: out_leg,
+        reason: EndReason::Normal,
+    });
+    assert_eq!(cdrs(&h.take()).len(), 1);
+    // With media, a shutdown writes the waiting record without the reports.
+    let callee = sip_to_sip_with_media(&mut h);
+    h.sip(SipInput::Quality {
+        leg: callee,
+        quality: None,
+    });
+    h.sip(SipInput::Ended {
+        leg: callee,
+        reason: EndReason::Normal,
+    });
+    assert!(cdrs(&h.take()).is_empty());
+    h.cc.shutdown(h.now);
+    let out: Vec<Output> = std::iter::from_fn(|| h.cc.poll_output()).collect();
+    assert_eq!(cdrs(&out).len(), 1, "{out:?}");
+}
+
+fn bridge_changes(out: &[Output]) -> Vec<Output> {
+    out.iter()
+        .filter(|o| matches!(o, Output::Connect(..) | Output::Disconnect(..)))
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn early_media_from_the_trunk_replaces_ringback_for_a_phone_without_a_gap() {
+    let mut h = Harness::new();
+    h.cc.set_trunk_status(TrunkStatus::Usable);
+    h.ev(1, Event::OffHook);
+    h.dial(1, "90301234#");
+    let (out_leg, _, _) = only_dial(&h.take());
+    // 183 with SDP: the phone's tone stops and it hears the far end instead.
+    h.sip(SipInput::EarlyMedia { leg: out_leg });
+    let out = h.take();
+    assert!(has_cmd(&out, 1, |c| *c == Command::StopTone), "{out:?}");
+    assert_eq!(
+        bridge_changes(&out),
+        [Output::Connect(port(1), leg(out_leg))]
+    );
+    // A 180 after the 183 keeps the early media: no ringback tone.
+    h.sip(SipInput::Ringing { leg: out_leg });
+    let out = h.take();
+    assert!(!tone_is(&out, 1, Tone::Ringback), "{out:?}");
+    assert!(bridge_changes(&out).is_empty());
+    // The answer keeps the bridge as it is: no Disconnect/Connect in between.
+    h.advance(Duration::from_secs(5));
+    h.sip(SipInput::Answered { leg: out_leg });
+    let out = h.take();
+    assert!(bridge_changes(&out).is_empty(), "{out:?}");
+    h.advance(Duration::from_secs(7));
+    h.ev(1, Event::OnHook);
+    let out = h.take();
+    assert_eq!(
+        bridge_changes(&out),
+        [Output::Disconnect(port(1), leg(out_leg))]
+    );
+    let cdr = &cdrs(&out)[0];
+    assert_eq!(cdr.disposition, Disposition::Answered);
+    assert_eq!(cdr.billable_ms(), 7_000);
+}
+
+#[test]
+fn early_media_reaches_a_sip_caller_as_183_and_continues_on_answer() {
+    let mut h = Harness::new();
+    h.cc.set_trunk_status(TrunkStatus::Usable);
+    h.incoming(IN1, SipOrigin::Extension("211".into()), "211", "9555");
+    let (out_leg, _, _) = only_dial(&h.take());
+    h.sip(SipInput::EarlyMedia { leg: out_leg });
+    h.sip(SipInput::Ringing { leg: out_leg });
+    let out = h.take();
+    let ringing: Vec<&Output> = out
+        .iter()
+        .filter(|o| matches!(o, Output::SipRinging { .. }))
+        .collect();
+    assert_eq!(
+        ringing,
+        [&Output::SipRinging {
+            leg: IN1,
+            early_media: true
+        }],
+        "183 with SDP once, no 180 after it: {out:?}"
+    );
+    assert_eq!(
+        bridge_changes(&out),
+        [Output::Connect(leg(IN1), leg(out_leg))]
+    );
+    h.sip(SipInput::Answered { leg: out_leg });
+    let out = h.take();
+    assert!(out.contains(&Output::SipAnswer { leg: IN1 }));
+    assert!(bridge_changes(&out).is_empty(), "{out:?}");
+}
+
+#[test]
+fn early_media_ends_with_its_offer_and_ringback_returns() {
+    let mut h = Harness::new();
+    // 102 is FXS 2 and a SIP phone: both ring. The phone's leg sends early media,
+    // then declines; port 2 still rings, so the caller hears ringback again.
+    h.ev(1, Event::OffHook);
+    h.dial(1, "102");
+    let (phone, _, _) = only_dial(&h.take());
+    h.sip(SipInput::EarlyMedia { leg: phone });
+    assert_eq!(
+        bridge_changes(&h.take()),
+        [Output::Connect(port(1), leg(phone))]
+    );
+    h.sip(SipInput::Ended {
+        leg: phone,
+        reason: EndReason::Busy,
+    });
+    let out = h.take();
+    assert_eq!(
+        bridge_changes(&out),
+        [Output::Disconnect(port(1), leg(phone))]
+    );
+    assert!(tone_is(&out, 1, Tone::Ringback), "{out:?}");
+    // Port 2 answers: an ordinary port-to-port call.
+    h.ev(2, Event::OffHook);
+    assert_eq!(
+        bridge_changes(&h.take()),
+        [Output::Connect(port(1), port(2))]
+    );
+}
+
+#[test]
+fn early_media_is_dropped_when_another_device_answers() {
+    let mut h = Harness::new();
+    h.ev(1, Event::OffHook);
+    h.dial(1, "102");
+    let (phone, _, _) = only_dial(&h.take());
+    h.sip(SipInput::EarlyMedia { leg: phone });
+    h.take();
+    h.ev(2, Event::OffHook);
+    let out = h.take();
+    assert_eq!(
+        bridge_changes(&out),
+        [
+            Output::Disconnect(port(1), leg(phone)),
+            Output::Connect(port(1), port(2))
+        ]
+    );
+    assert_eq!(hangups(&out), [(phone, EndReason::Normal)]);
+    // Early media on an unknown or answered leg changes nothing.
+    h.sip(SipInput::EarlyMedia { leg: phone });
+    h.sip(SipInput::EarlyMedia {
+        leg: LegId(LegId::OUTGOING | 99),
+    });
+    assert!(h.take().is_empty());
 }

@@ -89,9 +89,18 @@ fn blind_transfer_of_a_trunk_caller_to_an_fxs_port() {
     );
     assert_eq!(second.callee_port, Some(1));
     assert_eq!(second.disposition, Disposition::Answered);
-    // The transferee's leg links the two records.
+    // The transferee's leg links the two records, and the transfer chain names the
+    // first call and who transferred it.
     assert_eq!(second.caller_sip_call_id, first[0].caller_sip_call_id);
     assert_eq!(second.billable_ms(), 10_000);
+    assert!(first[0].transfer_chain.is_empty());
+    assert_eq!(
+        second.transfer_chain,
+        [crate::cdr::CdrTransferHop {
+            call_id: "t-1".into(),
+            transferred_by: "210".into(),
+        }]
+    );
 }
 
 #[test]
@@ -277,6 +286,50 @@ fn fxs_transferee_hears_ringback_and_gets_the_new_call() {
     assert_eq!(cdr.direction, Direction::Internal);
     assert_eq!((cdr.caller.as_str(), cdr.callee.as_str()), ("101", "211"));
     assert_eq!(cdr.hangup_side, HangupSide::Caller);
+}
+
+#[test]
+fn a_call_transferred_twice_names_both_calls_in_its_chain() {
+    let mut h = Harness::new();
+    // FXS 101 calls SIP 210; 210 transfers it to 211; 211 transfers it to FXS 103.
+    h.ev(1, Event::OffHook);
+    h.dial(1, "210");
+    let (phone, _, _) = only_dial(&h.take());
+    h.sip(SipInput::Answered { leg: phone });
+    h.take();
+    blind(&mut h, phone, "211");
+    let (second, _, _) = only_dial(&h.take());
+    h.sip(SipInput::Answered { leg: second });
+    let out = h.take();
+    assert_eq!(status(&out), [(phone, 200)]);
+    blind(&mut h, second, "103");
+    let out = h.take();
+    let records = cdrs(&out);
+    assert_eq!(records.len(), 1, "{out:?}");
+    assert_eq!(records[0].call_id, "t-2");
+    assert_eq!(
+        records[0].transfer_chain,
+        [crate::cdr::CdrTransferHop {
+            call_id: "t-1".into(),
+            transferred_by: "210".into(),
+        }]
+    );
+    h.ev(3, Event::OffHook);
+    h.advance(Duration::from_secs(4));
+    h.ev(1, Event::OnHook);
+    let out = h.take();
+    let third = &cdrs(&out)[0];
+    assert_eq!(third.call_id, "t-3");
+    assert_eq!(
+        (third.caller.as_str(), third.callee.as_str()),
+        ("101", "103")
+    );
+    let chain: Vec<(&str, &str)> = third
+        .transfer_chain
+        .iter()
+        .map(|hop| (hop.call_id.as_str(), hop.transferred_by.as_str()))
+        .collect();
+    assert_eq!(chain, [("t-1", "210"), ("t-2", "211")]);
 }
 
 #[test]

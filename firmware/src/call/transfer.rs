@@ -8,19 +8,21 @@
 //! - **Blind** ([`TransferTarget::Number`]): the call the transferor is in ends (its
 //!   CDR, answered, hung up by the transferor's side) and the transferee calls the
 //!   target as a new call, through the normal dial plan: an FXS port, SIP phones, or an
-//!   outside number over the trunk or an FXO line. The new call's CDR names the old
-//!   one in `transfer_of`. The transferor's leg stays until the outcome: the target
+//!   outside number over the trunk or an FXO line. The new call's CDR lists the old
+//!   one (and the transferor's number) in its `transfer_chain`, after the old call's
+//!   own chain, so a call transferred twice names both calls it went through. The transferor's leg stays until the outcome: the target
 //!   answering gives it `200` ([`Output::SipTransferStatus`]), a failure the matching
 //!   status (486, 480, 404, 503), and then the box ends the leg (the phone usually
 //!   hangs up on its own first, which changes nothing). The transferee is not given
 //!   back to the transferor when the target fails: it gets the failure like any caller.
 //! - **Attended** ([`TransferTarget::Replaces`]): the transferor talks to X on one leg
 //!   and to Y on another; both calls end (two CDRs) and X and Y are bridged as a new,
-//!   already answered call whose `transfer_of` is the call the REFER came in. Both
+//!   already answered call whose `transfer_chain` ends with the call the REFER came in. Both
 //!   legs of the transferor end and the REFER gets `200`.
 //! - **INVITE with Replaces** for a dialog the box holds: the new leg takes the old
 //!   leg's place (answered at once), the old leg is ended, and the call goes on as a
-//!   new call with `transfer_of` set.
+//!   new call whose `transfer_chain` ends with the replaced leg's call (transferred
+//!   by the replaced leg's party).
 //!
 //! A transfer of a call that is not connected (still ringing, or the leg is an offer)
 //! is refused with `481` and nothing changes; an unknown target with `404`.
@@ -28,8 +30,8 @@
 use std::time::Instant;
 
 use super::{
-    Call, CallControl, CallKey, CallPhase, Direction, Disposition, EndReason, Fxs, HangupSide,
-    LegId, LegInfo, Output, Party, PortState, SipOrigin, TransferTarget,
+    Call, CallControl, CallKey, CallPhase, CdrTransferHop, Direction, Disposition, EndReason, Fxs,
+    HangupSide, LegId, LegInfo, Output, Party, PortState, SipOrigin, TransferTarget,
 };
 
 /// The status a transfer reports when the call to the target failed.
@@ -89,6 +91,21 @@ impl CallControl {
             return None;
         }
         self.peer_of(key, Party::Sip(leg)).map(|p| (key, p))
+    }
+
+    /// The transfer chain of a call that continues `call` after the phone on leg `by`
+    /// transferred it: `call`'s own chain and then `call` itself.
+    fn chain_after(&self, call: &Call, by: LegId) -> Vec<CdrTransferHop> {
+        let mut chain = call.transfer_chain.clone();
+        chain.push(CdrTransferHop {
+            call_id: call.id.clone(),
+            transferred_by: self
+                .legs
+                .get(&by)
+                .map(|i| i.number.clone())
+                .unwrap_or_default(),
+        });
+        chain
     }
 
     /// What `party` of `call` takes into a new call.
@@ -168,6 +185,7 @@ impl CallControl {
                 if let Some(info) = self.legs.get_mut(&l) {
                     info.call = key;
                 }
+                self.leg_moved(l);
             }
             Party::Fxo(line) => {
                 if let Some(f) = self.fxo.get_mut(&line) {
@@ -218,9 +236,10 @@ impl CallControl {
             outside: None,
             caller_sip_call_id: x.sip_call_id,
             callee_sip_call_id: None,
-            transfer_of: Some(old.id.clone()),
+            transfer_chain: self.chain_after(&old, leg),
             transferor: Some(leg),
             caller_connected: true,
+            early_media: None,
         };
         if outside.is_some() {
             self.call_outside(now, call);
@@ -245,7 +264,8 @@ impl CallControl {
         };
         let (a, b) = (self.moved(&c1, x), self.moved(&c2, y));
         tracing::info!(%leg, %other, x = a.number, y = b.number, "attended transfer");
-        self.bridge_moved(now, a, b, c1.id);
+        let chain = self.chain_after(&c1, leg);
+        self.bridge_moved(now, a, b, chain);
         self.finish_transfer(Some(leg), 200);
         self.hangup_leg(other, EndReason::Normal);
     }
@@ -313,12 +333,19 @@ impl CallControl {
             sip_call_id: Some(sip_call_id),
             outside,
         };
-        self.bridge_moved(now, newcomer, z, c.id);
+        let chain = self.chain_after(&c, old);
+        self.bridge_moved(now, newcomer, z, chain);
         self.hangup_leg(old, EndReason::Normal);
     }
 
     /// A new call, answered now, between two parties that were talking before.
-    fn bridge_moved(&mut self, now: Instant, a: Moved, b: Moved, transfer_of: String) {
+    fn bridge_moved(
+        &mut self,
+        now: Instant,
+        a: Moved,
+        b: Moved,
+        transfer_chain: Vec<CdrTransferHop>,
+    ) {
         let direction = match (a.outside, b.outside) {
             (false, false) => Direction::Internal,
             (true, false) => Direction::Inbound,
@@ -343,9 +370,10 @@ impl CallControl {
             outside: None,
             caller_sip_call_id: a.sip_call_id,
             callee_sip_call_id: b.sip_call_id,
-            transfer_of: Some(transfer_of),
+            transfer_chain,
             transferor: None,
             caller_connected: true,
+            early_media: None,
         });
         self.adopt(a.party, key, true);
         self.adopt(b.party, key, false);

@@ -8,10 +8,16 @@
 //!    (`401`, failures reported to the guard).
 //! 2. Per-source dialog limit (guard): `503`. Toll restriction for phones: a number
 //!    after the outside-line prefix whose class the account may not dial: `403`.
-//! 3. SDP offer ([`super::sdp::negotiate`]): none, unreadable, or no PCMU/PCMA: `488`.
+//! 3. SDP offer ([`super::sdp::negotiate`]): unreadable, or no PCMU/PCMA: `488`. No
+//!    body at all is a late offer (RFC 3261 13.2.1): the box puts its own offer in the
+//!    `200` and starts the media from the answer in the ACK (an ACK without a usable
+//!    answer: BYE). A re-INVITE without SDP is answered the same way.
 //! 4. RTP ports ([`MediaEngine::open_leg`]), `100 Trying`, [`SipInput::Incoming`].
-//! 5. Call control answers: `SipRinging` -> `180`; `SipAnswer` -> `200` with the SDP
-//!    answer (the dialog layer retransmits it until the ACK), media started;
+//! 5. Call control answers: `SipRinging` -> `180`, or with early media (the far leg
+//!    sent a 183 with SDP) `183` with the SDP answer and the media started; a 180 is
+//!    not sent after that 183; `SipAnswer` -> `200` with the SDP answer (the same as
+//!    the 183's; the dialog layer retransmits it until the ACK), media started unless
+//!    early media runs already;
 //!    `SipHangup` -> `486` (busy), `480` (no answer), `404` (unallocated), `503`
 //!    (congestion), `403` (forbidden), `487` (normal: the call went elsewhere), or a
 //!    BYE once answered.
@@ -39,13 +45,19 @@
 //!   any failure other than busy or unallocated ends `Congestion`, so call control
 //!   falls back to an FXO line. No trunk binding or no caller-ID rule: `Congestion`
 //!   at once.
-//! - `180`/`183` -> [`SipInput::Ringing`] (once); `2xx` -> ACK (dialog layer), media
-//!   started from the SDP answer, [`SipInput::Answered`]; all forks failed ->
-//!   [`SipInput::Ended`] with the best reason (busy over anything else).
+//! - `180`/`183` -> [`SipInput::Ringing`] (once); the first 18x with a usable SDP is
+//!   early media: the leg's media starts from it and call control hears
+//!   [`SipInput::EarlyMedia`] (a later 180 without SDP changes nothing); `2xx` -> ACK
+//!   (dialog layer), media started from the SDP answer (kept running, without a
+//!   restart, when it repeats the early media's SDP), [`SipInput::Answered`]; all
+//!   forks failed -> [`SipInput::Ended`] with the best reason (busy over anything
+//!   else).
 //!
 //! RTP latching (symmetric RTP) is on for local phones (they sit behind NAT) and off
-//! for the trunk unless `[sip.trunk] latch_rtp = true`. When a leg ends its RTP ports
-//! are closed and its call quality logged.
+//! for the trunk unless `[sip.trunk] latch_rtp = true`. A leg whose media started is
+//! announced with [`SipInput::Media`]; when it ends its RTP ports are closed, its call
+//! quality logged and sent to call control ([`SipInput::Quality`], before
+//! [`SipInput::Ended`]) for the CDR.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
@@ -61,6 +73,7 @@ use rsip::{Header, Method};
 use super::sdp::{self, Direction, LocalMedia, RemoteMedia};
 use super::{wire, SipEndpoint};
 use crate::call::sip::{EndReason, LegId, SipInput, SipOrigin, SipTarget};
+use crate::cdr::CdrLegQuality;
 use crate::media_engine::LegMedia;
 
 /// The transport kind for an rsip transport.
@@ -84,7 +97,9 @@ pub(super) struct Incoming {
     invite: rsip::Request,
     source: Peer,
     local_contact: rsip::Uri,
-    offer: RemoteMedia,
+    /// The caller's SDP offer; `None` for a late offer (an INVITE without SDP: the box
+    /// offers in its 200 and takes the answer from the ACK).
+    offer: Option<RemoteMedia>,
     /// The guard counted a dialog for this source.
     counted: Option<IpAddr>,
 }
@@ -121,6 +136,14 @@ pub(super) struct Leg {
     session_version: u64,
     pub(super) dialog: Option<DialogId>,
     held: bool,
+    /// The leg's media was started (at answer or with early media): its quality is
+    /// reported to call control when it ends.
+    media_started: bool,
+    /// Early media runs on the leg (183 with SDP sent or received) before the answer.
+    early: bool,
+    /// We sent our offer in a 2xx (late offer: INVITE or re-INVITE without SDP); the
+    /// answer comes in the ACK.
+    answer_in_ack: bool,
     /// The local phone's extension on this leg (its login on an incoming leg, the
     /// extension rung on an outgoing one); `None` for trunk legs.
     pub(super) extension: Option<String>,
@@ -329,8 +352,11 @@ impl SipEndpoint {
                 this.guard.dialog_ended(ip);
             }
         };
+        // An INVITE without a body is a late offer (RFC 3261 13.2.1): the box makes
+        // the offer in its 200 and takes the answer from the ACK.
         let offer = match sdp::negotiate(&request.body) {
-            Ok(o) => o,
+            _ if request.body.is_empty() => None,
+            Ok(o) => Some(o),
             Err(e) => {
                 tracing::info!(source = %source.addr, error = %e, "INVITE refused: 488");
                 let mut response = transaction::response_for(&request, 488u16.into(), None);
@@ -364,7 +390,7 @@ impl SipEndpoint {
         let local_contact = self.local_contact(source);
         let latch = !trunk || self.trunk.as_ref().is_some_and(|t| t.config.latch_rtp);
         let session_id = self.next_random() >> 1;
-        tracing::info!(%leg, source = %source.addr, caller = caller_number, dialled, sip_call_id, "incoming sip call");
+        tracing::info!(%leg, source = %source.addr, caller = caller_number, dialled, sip_call_id, late_offer = offer.is_none(), "incoming sip call");
         self.by_server.insert(key.clone(), leg);
         self.legs.insert(
             leg,
@@ -372,12 +398,15 @@ impl SipEndpoint {
                 sip_call_id: sip_call_id.clone(),
                 state: LegState::Offering,
                 local_rtp,
-                remote: Some(offer),
+                remote: offer,
                 latch,
                 session_id,
                 session_version: 1,
                 dialog: None,
                 held: false,
+                media_started: false,
+                early: false,
+                answer_in_ack: false,
                 extension,
                 refer: None,
                 incoming: Some(Incoming {
@@ -457,18 +486,43 @@ impl SipEndpoint {
         }
     }
 
-    pub(super) fn ringing(&mut self, now: Instant, leg: LegId) {
-        tracing::debug!(%leg, "ringing");
-        let offering = self
-            .legs
-            .get(&leg)
-            .is_some_and(|l| l.state == LegState::Offering && l.incoming.is_some());
-        if offering {
-            self.answer_incoming(now, leg, 180, Vec::new());
+    /// Call control alerts the caller of incoming leg `leg`: `180`, or with
+    /// `early_media` a `183` with the SDP answer and the leg's media started (the far
+    /// end's early media is bridged to it). A late-offer caller (no SDP yet) gets a
+    /// plain `180`: an offer in an unreliable provisional response could not be
+    /// answered without PRACK.
+    pub(super) async fn ringing(&mut self, now: Instant, leg: LegId, early_media: bool) {
+        tracing::debug!(%leg, early_media, "ringing");
+        let Some(l) = self.legs.get_mut(&leg) else {
+            return;
+        };
+        if l.state != LegState::Offering {
+            return;
+        }
+        let Some(offer) = l.incoming.as_ref().map(|i| i.offer) else {
+            return;
+        };
+        match offer {
+            Some(offer) if early_media && !l.early => {
+                let local = l.local_media(offer.direction.answer(), false);
+                let body = sdp::build_answer(&local, &offer);
+                if self.answer_incoming(now, leg, 183, body) {
+                    let latch = self.legs.get(&leg).is_some_and(|l| l.latch);
+                    if let Some(l) = self.legs.get_mut(&leg) {
+                        l.early = true;
+                    }
+                    self.start_media(leg, &offer, latch).await;
+                }
+            }
+            _ if l.early => {} // a 180 after the 183 would stop the phone's early media
+            _ => {
+                self.answer_incoming(now, leg, 180, Vec::new());
+            }
         }
     }
 
     pub(super) async fn answer(&mut self, now: Instant, leg: LegId) {
+        let law = self.settings.law;
         let Some(l) = self.legs.get_mut(&leg) else {
             return;
         };
@@ -478,6 +532,20 @@ impl SipEndpoint {
         if l.state != LegState::Offering {
             return;
         }
+        let Some(offer) = offer else {
+            // Late offer: our offer in the 200, the answer in the ACK ([`Self::on_ack`]).
+            let local = l.local_media(Direction::SendRecv, false);
+            let body = sdp::build_offer(&local, law);
+            if !self.answer_incoming(now, leg, 200, body) {
+                return;
+            }
+            if let Some(l) = self.legs.get_mut(&leg) {
+                l.state = LegState::Answered;
+                l.answer_in_ack = true;
+            }
+            return;
+        };
+        // After early media the 200 repeats the 183's answer (same session version).
         let local = l.local_media(offer.direction.answer(), false);
         let body = sdp::build_answer(&local, &offer);
         if !self.answer_incoming(now, leg, 200, body) {
@@ -488,8 +556,51 @@ impl SipEndpoint {
         };
         l.state = LegState::Answered;
         l.held = offer.direction.is_hold();
+        let (latch, early) = (l.latch, l.early);
+        l.early = false;
+        if !early {
+            self.start_media(leg, &offer, latch).await;
+        }
+    }
+
+    /// The ACK of a 2xx on dialog `id`. After a late offer (ours in the 2xx) it carries
+    /// the answer: the media starts from it; an ACK without a usable answer ends the
+    /// leg with a BYE (RFC 3264 has no other way out).
+    pub(super) async fn on_ack(&mut self, now: Instant, id: &DialogId, ack: &rsip::Request) {
+        let Some(&leg) = self.by_dialog.get(id) else {
+            return;
+        };
+        let Some(l) = self.legs.get_mut(&leg) else {
+            return;
+        };
+        if !l.answer_in_ack {
+            return;
+        }
+        l.answer_in_ack = false;
+        let answer = match sdp::negotiate(&ack.body) {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(%leg, error = %e, empty = ack.body.is_empty(), "ACK without a usable SDP answer to our offer: hanging up");
+                self.send_bye(now, leg);
+                self.end_leg(leg, Some(EndReason::Normal)).await;
+                return;
+            }
+        };
+        let held = answer.direction.is_hold();
+        let media_changed = l.remote.is_none_or(|r| {
+            r.rtp != answer.rtp || r.law != answer.law || r.payload_type != answer.payload_type
+        });
+        let hold_changed = held != l.held;
+        l.held = held;
+        l.remote = Some(answer);
         let latch = l.latch;
-        self.start_media(leg, &offer, latch).await;
+        tracing::info!(%leg, remote = %answer.rtp, "SDP answer in the ACK");
+        if media_changed && !answer.rtp.ip().is_unspecified() {
+            self.start_media(leg, &answer, latch).await;
+        }
+        if hold_changed {
+            self.input(SipInput::Hold { leg, held });
+        }
     }
 
     async fn start_media(&mut self, leg: LegId, remote: &RemoteMedia, latch: bool) {
@@ -502,6 +613,15 @@ impl SipEndpoint {
         };
         if let Err(e) = self.media.start_leg(leg, remote.rtp, media).await {
             tracing::warn!(%leg, error = %e, "media not started");
+            return;
+        }
+        let first = self.legs.get_mut(&leg).is_some_and(|l| {
+            let first = !l.media_started;
+            l.media_started = true;
+            first
+        });
+        if first {
+            self.input(SipInput::Media { leg });
         }
     }
 
@@ -577,6 +697,13 @@ impl SipEndpoint {
             None => {
                 tracing::info!(%leg, sip_call_id = l.sip_call_id, "sip leg ended (no RTP received)")
             }
+        }
+        if l.media_started {
+            // Before `Ended`: the CDR that the end completes finds it there.
+            self.input(SipInput::Quality {
+                leg,
+                quality: quality.and_then(|q| cdr_quality(&q)),
+            });
         }
         if let Some(reason) = reason {
             self.input(SipInput::Ended { leg, reason });
@@ -654,6 +781,23 @@ impl SipEndpoint {
             answer(self, 481, Vec::new(), contact);
             return;
         };
+        if request.body.is_empty() {
+            // A re-INVITE without SDP (a late offer, e.g. a session refresh): our
+            // current offer in the 200, the answer in the ACK ([`Self::on_ack`]).
+            let law = self.settings.law;
+            let Some(l) = self.legs.get_mut(&leg) else {
+                answer(self, 481, Vec::new(), contact);
+                return;
+            };
+            let local = l.local_media(Direction::SendRecv, true);
+            let body = match l.remote {
+                Some(r) => sdp::build_offer(&local, r.law),
+                None => sdp::build_offer(&local, law),
+            };
+            l.answer_in_ack = true;
+            answer(self, 200, body, contact);
+            return;
+        }
         let offer = match sdp::negotiate(&request.body) {
             Ok(o) => o,
             Err(e) => {
@@ -919,6 +1063,9 @@ impl SipEndpoint {
                 session_version: 1,
                 dialog: None,
                 held: false,
+                media_started: false,
+                early: false,
+                answer_in_ack: false,
                 extension: match &target {
                     SipTarget::Extension(ext) => Some(ext.clone()),
                     SipTarget::Trunk(_) => None,
@@ -1054,6 +1201,9 @@ impl SipEndpoint {
             // 100 Trying (a proxy such as Kamailio sends one for every INVITE it
             // relays) only stops retransmissions: never a failure of the fork.
             100..=199 => {
+                if code >= 180 && !response.body.is_empty() {
+                    self.early_media(leg, &response).await;
+                }
                 let Some(o) = self.legs.get_mut(&leg).and_then(|l| l.outgoing.as_mut()) else {
                     return;
                 };
@@ -1079,6 +1229,32 @@ impl SipEndpoint {
             }
             _ => self.fork_failed(leg, fork, code).await,
         }
+    }
+
+    /// A 18x with SDP on outgoing leg `leg`: the far end's early media. The first one
+    /// starts the leg's media and goes to call control ([`SipInput::EarlyMedia`]); a
+    /// later 18x (a 180 without SDP, or another 183) keeps it running. An SDP the box
+    /// cannot use is ignored (the call rings as before).
+    async fn early_media(&mut self, leg: LegId, response: &rsip::Response) {
+        let Some(l) = self.legs.get_mut(&leg) else {
+            return;
+        };
+        if l.early || l.state != LegState::Offering {
+            return;
+        }
+        let remote = match sdp::negotiate(&response.body) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::info!(%leg, error = %e, "18x SDP not usable: no early media");
+                return;
+            }
+        };
+        l.early = true;
+        l.remote = Some(remote);
+        let latch = l.latch;
+        tracing::info!(%leg, remote = %remote.rtp, "early media from the far end");
+        self.start_media(leg, &remote, latch).await;
+        self.input(SipInput::EarlyMedia { leg });
     }
 
     /// Re-sends a fork's INVITE with digest credentials (trunk legs, once).
@@ -1208,10 +1384,21 @@ impl SipEndpoint {
         match sdp::negotiate(&response.body) {
             Ok(remote) => {
                 let latch = l.latch;
+                // The early media goes on unchanged when the 2xx repeats its SDP.
+                let same = l.early
+                    && l.remote.is_some_and(|r| {
+                        r.rtp == remote.rtp
+                            && r.law == remote.law
+                            && r.payload_type == remote.payload_type
+                            && r.telephone_event_pt == remote.telephone_event_pt
+                    });
+                l.early = false;
                 l.remote = Some(remote);
                 l.held = remote.direction.is_hold();
-                self.start_media(leg, &remote, latch).await;
-                tracing::info!(%leg, "outgoing sip call answered");
+                if !same {
+                    self.start_media(leg, &remote, latch).await;
+                }
+                tracing::info!(%leg, early_media_kept = same, "outgoing sip call answered");
                 self.input(SipInput::Answered { leg });
             }
             Err(e) => {
@@ -1268,6 +1455,19 @@ impl SipEndpoint {
             self.fork_failed(leg, fork, 408).await;
         }
     }
+}
+
+/// A leg's RTP quality as the CDR stores it: loss and MOS clamped to their ranges;
+/// `None` when a value is not a number (the CDR must stay valid JSON for HQ).
+pub(super) fn cdr_quality(q: &branchline_media::rtcp::CallQuality) -> Option<CdrLegQuality> {
+    if !(q.loss_percent.is_finite() && q.jitter_ms.is_finite() && q.mos.is_finite()) {
+        return None;
+    }
+    Some(CdrLegQuality {
+        loss_percent: q.loss_percent.clamp(0.0, 100.0),
+        jitter_ms: q.jitter_ms.max(0.0),
+        mos: q.mos.clamp(1.0, 5.0),
+    })
 }
 
 /// The digit of an `application/dtmf-relay` INFO body (`Signal=5`).

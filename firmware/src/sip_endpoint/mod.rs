@@ -62,8 +62,10 @@
 //!
 //! # Limits
 //!
-//! - No late offer (INVITE without SDP: `488`), no early media towards call control
-//!   (a 183 with SDP counts as ringing), no 100rel towards phones, no session timers.
+//! - Late offer (INVITE or re-INVITE without SDP) is taken: our offer goes in the
+//!   200 and the answer is read from the ACK; a late-offer caller gets a plain `180`
+//!   even when the far end has early media (an offer in an unreliable 183 could not be
+//!   answered without PRACK). No 100rel towards phones, no session timers.
 //! - REFER is taken from local phones only, inside an answered dialog; the REFER
 //!   itself is not digest-challenged (the dialog's tags stand for the phone's login
 //!   at call set-up). The transferee hears silence, not ringback, while a SIP target
@@ -183,10 +185,13 @@ pub enum SipCommand {
         /// SIP Call-ID to use.
         sip_call_id: String,
     },
-    /// Send 180 Ringing on an incoming leg.
+    /// Send 180 Ringing on an incoming leg; with `early_media`, 183 Session Progress
+    /// with the SDP answer, and start the leg's media.
     Ringing {
         /// The leg.
         leg: LegId,
+        /// 183 with SDP and media instead of 180.
+        early_media: bool,
     },
     /// Answer an incoming leg (200 with the SDP answer).
     Answer {
@@ -235,7 +240,7 @@ impl SipCommand {
                 caller_name,
                 sip_call_id,
             },
-            Output::SipRinging { leg } => SipCommand::Ringing { leg },
+            Output::SipRinging { leg, early_media } => SipCommand::Ringing { leg, early_media },
             Output::SipAnswer { leg } => SipCommand::Answer { leg },
             Output::SipHangup { leg, reason } => SipCommand::Hangup { leg, reason },
             Output::SipTransferStatus { leg, status } => SipCommand::TransferStatus { leg, status },
@@ -1092,7 +1097,9 @@ impl SipEndpoint {
                 source,
             } => self.on_request(now, key, request, source).await,
             TransactionEvent::Ack { request, .. } => {
-                self.dialogs.on_ack(now, &request);
+                if let Some(id) = self.dialogs.on_ack(now, &request) {
+                    self.on_ack(now, &id, &request).await;
+                }
             }
             TransactionEvent::Cancelled { invite, .. } => self.on_cancelled(now, &invite).await,
             TransactionEvent::Response { key, response } => {
@@ -1373,7 +1380,7 @@ impl SipEndpoint {
                 self.dial(now, leg, target, caller_number, caller_name, sip_call_id)
                     .await
             }
-            SipCommand::Ringing { leg } => self.ringing(now, leg),
+            SipCommand::Ringing { leg, early_media } => self.ringing(now, leg, early_media).await,
             SipCommand::Answer { leg } => self.answer(now, leg).await,
             SipCommand::Hangup { leg, reason } => self.hangup(now, leg, reason).await,
             SipCommand::TransferStatus { leg, status } => self.transfer_notify(now, leg, status),

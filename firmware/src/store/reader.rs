@@ -8,7 +8,7 @@ use super::{
     enum_from_text, sql, user_version, ExtensionRow, OutboxRow, PortKind, PortRow, BUSY_TIMEOUT,
     SCHEMA_VERSION,
 };
-use crate::cdr::Cdr;
+use crate::cdr::{Cdr, CdrLegQuality};
 use crate::error::{Error, Result};
 
 /// A read-only connection to the store. Each task that reads opens its own.
@@ -20,7 +20,9 @@ pub struct StoreReader {
 
 const CDR_COLUMNS: &str = "call_id, direction, caller, caller_port, callee, callee_port, \
                            started_at_ms, answered_at_ms, ended_at_ms, disposition, hangup_side, \
-                           caller_sip_call_id, callee_sip_call_id";
+                           caller_sip_call_id, callee_sip_call_id, \
+                           caller_loss_percent, caller_jitter_ms, caller_mos, \
+                           callee_loss_percent, callee_jitter_ms, callee_mos, transfer_chain";
 
 fn clamp_limit(limit: usize) -> i64 {
     i64::try_from(limit).unwrap_or(i64::MAX)
@@ -246,6 +248,21 @@ struct RawCdr {
     hangup_side: String,
     caller_sip_call_id: Option<String>,
     callee_sip_call_id: Option<String>,
+    caller_quality: [Option<f64>; 3],
+    callee_quality: [Option<f64>; 3],
+    transfer_chain: Option<String>,
+}
+
+/// A leg's quality from its three columns (all set, or none).
+fn quality_of(columns: [Option<f64>; 3]) -> Option<CdrLegQuality> {
+    match columns {
+        [Some(loss_percent), Some(jitter_ms), Some(mos)] => Some(CdrLegQuality {
+            loss_percent,
+            jitter_ms,
+            mos,
+        }),
+        _ => None,
+    }
 }
 
 impl RawCdr {
@@ -264,6 +281,9 @@ impl RawCdr {
             hangup_side: row.get(10)?,
             caller_sip_call_id: row.get(11)?,
             callee_sip_call_id: row.get(12)?,
+            caller_quality: [row.get(13)?, row.get(14)?, row.get(15)?],
+            callee_quality: [row.get(16)?, row.get(17)?, row.get(18)?],
+            transfer_chain: row.get(19)?,
         })
     }
 
@@ -281,6 +301,12 @@ impl RawCdr {
             .ok_or_else(|| corrupt("disposition", &self.disposition))?;
         let hangup_side = enum_from_text(&self.hangup_side)
             .ok_or_else(|| corrupt("hangup_side", &self.hangup_side))?;
+        let transfer_chain = match &self.transfer_chain {
+            None => Vec::new(),
+            Some(text) => {
+                serde_json::from_str(text).map_err(|_| corrupt("transfer_chain", text))?
+            }
+        };
         Ok(Cdr {
             call_id: self.call_id,
             direction,
@@ -295,6 +321,9 @@ impl RawCdr {
             hangup_side,
             caller_sip_call_id: self.caller_sip_call_id,
             callee_sip_call_id: self.callee_sip_call_id,
+            caller_quality: quality_of(self.caller_quality),
+            callee_quality: quality_of(self.callee_quality),
+            transfer_chain,
         })
     }
 }

@@ -33,6 +33,9 @@ fn cdr(call_id: &str, started_at_ms: i64) -> Cdr {
         // Round-trips the SIP columns of migration 0004.
         caller_sip_call_id: Some(format!("{call_id}@pc33.example.com")),
         callee_sip_call_id: None,
+        caller_quality: None,
+        callee_quality: None,
+        transfer_chain: Vec::new(),
     }
 }
 
@@ -236,6 +239,75 @@ async fn insert_cdr_writes_cdr_and_outbox_in_step() {
     );
 
     writer.close().await;
+    thread.join().expect("writer thread");
+}
+
+#[tokio::test]
+async fn cdr_quality_and_transfer_chain_round_trip() {
+    use crate::cdr::{CdrLegQuality, CdrTransferHop};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = db_path(&dir);
+    let (writer, thread) = Store::open(&path).expect("open").spawn_writer();
+    let mut full = cdr("q-1", 1_000);
+    full.caller_quality = Some(CdrLegQuality {
+        loss_percent: 3.125,
+        jitter_ms: 18.5,
+        mos: 3.9,
+    });
+    full.callee_quality = Some(CdrLegQuality {
+        loss_percent: 0.0,
+        jitter_ms: 0.25,
+        mos: 4.41,
+    });
+    full.transfer_chain = vec![
+        CdrTransferHop {
+            call_id: "q-0".into(),
+            transferred_by: "201".into(),
+        },
+        CdrTransferHop {
+            call_id: "q-00".into(),
+            transferred_by: "102".into(),
+        },
+    ];
+    writer.insert_cdr(full.clone()).await.expect("insert");
+    let reader = Store::reader(&path).expect("reader");
+    assert_eq!(reader.cdr("q-1").expect("read"), Some(full.clone()));
+    // The outbox payload (what HQ gets) carries the same values.
+    let payload: String = Connection::open(&path)
+        .and_then(|c| {
+            c.query_row(
+                "SELECT payload FROM outbox WHERE record_key = 'q-1'",
+                [],
+                |r| r.get(0),
+            )
+        })
+        .expect("payload");
+    let sent: Cdr = serde_json::from_str(&payload).expect("payload parses");
+    assert_eq!(sent, full);
+
+    // Without them: NULL columns, read back as absent.
+    writer.insert_cdr(cdr("q-2", 2_000)).await.expect("insert");
+    let plain = reader.cdr("q-2").expect("read").expect("stored");
+    assert_eq!((plain.caller_quality, plain.callee_quality), (None, None));
+    assert!(plain.transfer_chain.is_empty());
+
+    // A NaN MOS would reach HQ as `null` and block the outbox: refused, naming the
+    // field, and nothing is written.
+    let (cdrs, outbox) = (count(&path, "cdrs"), count(&path, "outbox"));
+    let mut bad = cdr("q-3", 3_000);
+    bad.callee_quality = Some(CdrLegQuality {
+        loss_percent: 0.0,
+        jitter_ms: 1.0,
+        mos: f64::NAN,
+    });
+    let e = writer.insert_cdr(bad).await.expect_err("refused");
+    assert!(e.to_string().contains("callee_quality"), "{e}");
+    assert_eq!(
+        (count(&path, "cdrs"), count(&path, "outbox")),
+        (cdrs, outbox)
+    );
+    assert_eq!(reader.cdr("q-3").expect("read"), None);
+    drop(writer);
     thread.join().expect("writer thread");
 }
 
@@ -486,6 +558,9 @@ fn arb_cdr() -> impl Strategy<Value = Cdr> {
                     hangup_side,
                     caller_sip_call_id: None,
                     callee_sip_call_id: Some(format!("t-{id}-1@192.0.2.1")),
+                    caller_quality: None,
+                    callee_quality: None,
+                    transfer_chain: Vec::new(),
                 }
             },
         )

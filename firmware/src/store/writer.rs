@@ -8,7 +8,7 @@ use tokio::sync::{oneshot, watch};
 
 use super::{enum_text, sql, Clock, ExtensionRow, PortKind, PortKindStr, Store};
 use crate::cdr::Cdr;
-use crate::error::{Error, Result};
+use crate::error::{Error, FieldProblem, Result};
 
 /// A request to the writer thread; each carries the sender of its reply.
 enum Request {
@@ -281,6 +281,38 @@ impl Writer<'_> {
             key: cdr.call_id.clone(),
             source,
         })?;
+        // A NaN would be written as JSON `null`, which HQ refuses: such a record
+        // would block the outbox. Refuse it here, before anything is written.
+        let problems: Vec<FieldProblem> = [
+            ("caller_quality", cdr.caller_quality),
+            ("callee_quality", cdr.callee_quality),
+        ]
+        .into_iter()
+        .filter_map(|(field, q)| {
+            q.and_then(|q| q.invalid_reason()).map(|m| FieldProblem {
+                field: field.to_owned(),
+                message: m.to_owned(),
+            })
+        })
+        .collect();
+        if !problems.is_empty() {
+            return Err(Error::Invalid {
+                entity: "cdr",
+                key: cdr.call_id.clone(),
+                problems,
+            });
+        }
+        let transfer_chain = if cdr.transfer_chain.is_empty() {
+            None
+        } else {
+            Some(
+                serde_json::to_string(&cdr.transfer_chain).map_err(|source| Error::Json {
+                    kind: "cdr",
+                    key: cdr.call_id.clone(),
+                    source,
+                })?,
+            )
+        };
         let direction = enum_text(&cdr.direction, call_id)?;
         let disposition = enum_text(&cdr.disposition, call_id)?;
         let hangup_side = enum_text(&cdr.hangup_side, call_id)?;
@@ -293,8 +325,12 @@ impl Writer<'_> {
             "INSERT INTO cdrs (call_id, direction, caller, caller_port, callee, callee_port,
                                started_at_ms, answered_at_ms, ended_at_ms, duration_ms,
                                billable_ms, disposition, hangup_side,
-                               caller_sip_call_id, callee_sip_call_id)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+                               caller_sip_call_id, callee_sip_call_id,
+                               caller_loss_percent, caller_jitter_ms, caller_mos,
+                               callee_loss_percent, callee_jitter_ms, callee_mos,
+                               transfer_chain)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15,
+                     ?16, ?17, ?18, ?19, ?20, ?21, ?22)",
             params![
                 call_id,
                 direction,
@@ -311,6 +347,13 @@ impl Writer<'_> {
                 hangup_side,
                 cdr.caller_sip_call_id,
                 cdr.callee_sip_call_id,
+                cdr.caller_quality.map(|q| q.loss_percent),
+                cdr.caller_quality.map(|q| q.jitter_ms),
+                cdr.caller_quality.map(|q| q.mos),
+                cdr.callee_quality.map(|q| q.loss_percent),
+                cdr.callee_quality.map(|q| q.jitter_ms),
+                cdr.callee_quality.map(|q| q.mos),
+                transfer_chain,
             ],
         );
         match inserted {

@@ -26,6 +26,8 @@ use crate::wire::{
 pub const MAX_ID_LEN: usize = 64;
 /// Longest record key, entity key or epoch.
 pub const MAX_KEY_LEN: usize = 256;
+/// Most transfers one CDR may list in its `transfer_chain`.
+pub const MAX_TRANSFER_HOPS: usize = 32;
 /// Largest payload of one record, as JSON.
 pub const MAX_PAYLOAD_BYTES: usize = 256 * 1024;
 /// Longest free-text field of an entity (names, descriptions).
@@ -270,6 +272,27 @@ fn typed_payload(
             }
             check_text("caller", &cdr.caller, MAX_KEY_LEN)?;
             check_text_allow_empty("callee", &cdr.callee, MAX_KEY_LEN)?;
+            for (field, q) in [
+                ("caller_quality", cdr.caller_quality),
+                ("callee_quality", cdr.callee_quality),
+            ] {
+                if let Some(reason) = q.and_then(|q| q.invalid_reason()) {
+                    return Err(format!("CDR {field}: {reason}"));
+                }
+            }
+            if cdr.transfer_chain.len() > MAX_TRANSFER_HOPS {
+                return Err(format!(
+                    "CDR transfer_chain has more than {MAX_TRANSFER_HOPS} hops"
+                ));
+            }
+            for hop in &cdr.transfer_chain {
+                check_text("transfer_chain call_id", &hop.call_id, MAX_KEY_LEN)?;
+                check_text_allow_empty(
+                    "transfer_chain transferred_by",
+                    &hop.transferred_by,
+                    MAX_KEY_LEN,
+                )?;
+            }
             Ok(TypedPayload::Cdr(cdr))
         }
         RecordKind::Audit => {

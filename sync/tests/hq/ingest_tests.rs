@@ -119,6 +119,66 @@ async fn payload_is_stored_once_and_sip_call_ids_are_projected(backend: Backend)
 }
 both_stores!(payload_is_stored_once_and_sip_call_ids_are_projected);
 
+/// CDR call quality (per SIP leg) and the transfer chain are projected into `cdrs`
+/// (the payload JSON is not kept) and returned by the admin CDR query; a CDR without
+/// them (older firmware) reads as null / empty; a CDR with an impossible MOS is
+/// refused with the field named, and nothing of its batch is stored.
+async fn cdr_quality_and_transfer_chain_are_projected(backend: Backend) {
+    let env = Env::start(backend).await;
+    let b1 = env.new_box("b1", "s1").await;
+    let mut with_quality = cdr_record("b1", 1);
+    with_quality.payload["caller_quality"] =
+        json!({ "loss_percent": 2.5, "jitter_ms": 12.25, "mos": 4.1 });
+    with_quality.payload["callee_quality"] =
+        json!({ "loss_percent": 0.0, "jitter_ms": 0.5, "mos": 4.4 });
+    with_quality.payload["transfer_chain"] = json!([
+        { "call_id": "b1-call-0", "transferred_by": "201" },
+        { "call_id": "b1-call-00", "transferred_by": "202" }
+    ]);
+    let batch = b1.batch(vec![with_quality, cdr_record("b1", 2)]);
+    let (status, ack) = b1.post(&env.hq, &batch).await;
+    assert_eq!(status, 200, "{ack}");
+    assert_eq!(ack["acked_seq"], 2);
+    let stored = stored_payloads(&env, "b1").await;
+    assert_eq!(stored[0], (1, None), "the projection holds the whole CDR");
+
+    let (_, page) = env
+        .hq
+        .admin(Method::GET, "/admin/v1/cdrs?box=b1", None)
+        .await;
+    let cdrs = page["cdrs"].as_array().unwrap();
+    assert_eq!(cdrs.len(), 2, "{page}");
+    assert_eq!(
+        cdrs[0]["caller_quality"],
+        json!({ "loss_percent": 2.5, "jitter_ms": 12.25, "mos": 4.1 })
+    );
+    assert_eq!(
+        cdrs[0]["callee_quality"],
+        json!({ "loss_percent": 0.0, "jitter_ms": 0.5, "mos": 4.4 })
+    );
+    assert_eq!(
+        cdrs[0]["transfer_chain"],
+        json!([
+            { "call_id": "b1-call-0", "transferred_by": "201" },
+            { "call_id": "b1-call-00", "transferred_by": "202" }
+        ])
+    );
+    assert_eq!(cdrs[1]["caller_quality"], serde_json::Value::Null);
+    assert_eq!(cdrs[1]["callee_quality"], serde_json::Value::Null);
+    assert_eq!(cdrs[1]["transfer_chain"], json!([]));
+
+    // Impossible values: refused, naming the field; nothing stored.
+    let mut bad = cdr_record("b1", 3);
+    bad.payload["callee_quality"] = json!({ "loss_percent": 1.0, "jitter_ms": 3.0, "mos": 9.0 });
+    let (status, body) = b1.post(&env.hq, &b1.batch(vec![bad])).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.to_string().contains("callee_quality"), "{body}");
+    let counts = env.hq.store.counts("b1").await.unwrap();
+    assert_eq!((counts.up_records, counts.cdrs), (2, 2));
+    env.hq.stop().await;
+}
+both_stores!(cdr_quality_and_transfer_chain_are_projected);
+
 /// Rows as schema version 1 stored them: box `b1` of site `s1`, epoch `e1`, seqs
 /// 1 and 2 (CDRs, payload in `up_records` and projected in `cdrs`), ack 2.
 const V1_ROWS: &str = "

@@ -22,7 +22,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::hq::validate::ValidBatch;
 use crate::hq::Result;
-use crate::wire::{Change, Conflict, EditOp, Entity, EntityEdit, EntityKind, FilePolicy};
+use crate::wire::{
+    CdrLegQuality, CdrTransferHop, Change, Conflict, EditOp, Entity, EntityEdit, EntityKind,
+    FilePolicy,
+};
 
 /// A site (a branch office).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -135,7 +138,7 @@ impl CdrQuery {
 }
 
 /// One stored CDR, as the admin API lists it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CdrRow {
     /// HQ's row id (ascending in arrival order; pagination cursor).
     pub id: i64,
@@ -170,6 +173,37 @@ pub struct CdrRow {
     pub caller_sip_call_id: Option<String>,
     /// SIP Call-ID of the callee's leg, when it was a SIP leg.
     pub callee_sip_call_id: Option<String>,
+    /// Quality the box measured on the caller's SIP leg, when it sent one.
+    pub caller_quality: Option<CdrLegQuality>,
+    /// Quality the box measured on the callee's SIP leg, when it sent one.
+    pub callee_quality: Option<CdrLegQuality>,
+    /// The calls this one continues after transfers, oldest first.
+    pub transfer_chain: Vec<CdrTransferHop>,
+}
+
+/// A leg's quality from its three columns (all set, or none).
+pub(crate) fn quality_of(columns: [Option<f64>; 3]) -> Option<CdrLegQuality> {
+    match columns {
+        [Some(loss_percent), Some(jitter_ms), Some(mos)] => Some(CdrLegQuality {
+            loss_percent,
+            jitter_ms,
+            mos,
+        }),
+        _ => None,
+    }
+}
+
+/// The stored form of a CDR's transfer chain: JSON, `None` when empty.
+pub(crate) fn transfer_chain_json(chain: &[CdrTransferHop]) -> Option<String> {
+    (!chain.is_empty()).then(|| serde_json::to_string(chain).unwrap_or_else(|_| "[]".into()))
+}
+
+/// A CDR's transfer chain from its column (a value HQ wrote: unreadable JSON reads
+/// as an empty chain rather than failing the whole query).
+pub(crate) fn transfer_chain_of(column: Option<String>) -> Vec<CdrTransferHop> {
+    column
+        .and_then(|text| serde_json::from_str(&text).ok())
+        .unwrap_or_default()
 }
 
 /// Filter of [`HqStore::daily_report`].

@@ -77,6 +77,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         3,
         include_str!("../../../migrations/postgres/0003_enrollment.sql"),
     ),
+    (
+        4,
+        include_str!("../../../migrations/postgres/0004_cdr_quality.sql"),
+    ),
 ];
 
 /// The staging table of bulk ingest, created once per pooled connection. Temporary:
@@ -86,11 +90,14 @@ const CREATE_STAGE: &str = "CREATE TEMP TABLE IF NOT EXISTS ingest_stage (
     payload TEXT,
     call_id TEXT, direction TEXT, caller TEXT, caller_port BIGINT, callee TEXT,
     callee_port BIGINT, started_at_ms BIGINT, answered_at_ms BIGINT, ended_at_ms BIGINT,
-    disposition TEXT, hangup_side TEXT, caller_sip_call_id TEXT, callee_sip_call_id TEXT
+    disposition TEXT, hangup_side TEXT, caller_sip_call_id TEXT, callee_sip_call_id TEXT,
+    caller_loss_percent FLOAT8, caller_jitter_ms FLOAT8, caller_mos FLOAT8,
+    callee_loss_percent FLOAT8, callee_jitter_ms FLOAT8, callee_mos FLOAT8,
+    transfer_chain TEXT
 ) ON COMMIT DELETE ROWS";
 
 /// Column types of `ingest_stage`, in order, for the binary COPY.
-const STAGE_TYPES: [Type; 18] = [
+const STAGE_TYPES: [Type; 25] = [
     Type::INT8,
     Type::TEXT,
     Type::TEXT,
@@ -108,6 +115,13 @@ const STAGE_TYPES: [Type; 18] = [
     Type::TEXT,
     Type::TEXT,
     Type::TEXT,
+    Type::TEXT,
+    Type::FLOAT8,
+    Type::FLOAT8,
+    Type::FLOAT8,
+    Type::FLOAT8,
+    Type::FLOAT8,
+    Type::FLOAT8,
     Type::TEXT,
 ];
 
@@ -903,7 +917,9 @@ impl HqStore for PostgresStore {
             .query(
                 "SELECT id, box, site, call_id, direction, caller, caller_port, callee, callee_port,
                         started_at_ms, answered_at_ms, ended_at_ms, disposition, hangup_side,
-                        caller_sip_call_id, callee_sip_call_id
+                        caller_sip_call_id, callee_sip_call_id,
+                        caller_loss_percent, caller_jitter_ms, caller_mos,
+                        callee_loss_percent, callee_jitter_ms, callee_mos, transfer_chain
                  FROM cdrs
                  WHERE ($1::text IS NULL OR site = $1) AND ($2::text IS NULL OR box = $2)
                    AND ($3::int8 IS NULL OR started_at_ms >= $3) AND ($4::int8 IS NULL OR started_at_ms < $4)
@@ -932,6 +948,9 @@ impl HqStore for PostgresStore {
                 hangup_side: r.get(13),
                 caller_sip_call_id: r.get(14),
                 callee_sip_call_id: r.get(15),
+                caller_quality: super::quality_of([r.get(16), r.get(17), r.get(18)]),
+                callee_quality: super::quality_of([r.get(19), r.get(20), r.get(21)]),
+                transfer_chain: super::transfer_chain_of(r.get(22)),
             })
             .collect())
     }
@@ -1025,10 +1044,14 @@ async fn ingest(
                  ), cdr AS (
                      INSERT INTO cdrs (box, site, epoch, seq, call_id, direction, caller, caller_port,
                          callee, callee_port, started_at_ms, answered_at_ms, ended_at_ms,
-                         disposition, hangup_side, caller_sip_call_id, callee_sip_call_id)
+                         disposition, hangup_side, caller_sip_call_id, callee_sip_call_id,
+                         caller_loss_percent, caller_jitter_ms, caller_mos,
+                         callee_loss_percent, callee_jitter_ms, callee_mos, transfer_chain)
                      SELECT $3, $4, $5, s.seq, s.call_id, s.direction, s.caller, s.caller_port,
                          s.callee, s.callee_port, s.started_at_ms, s.answered_at_ms, s.ended_at_ms,
-                         s.disposition, s.hangup_side, s.caller_sip_call_id, s.callee_sip_call_id
+                         s.disposition, s.hangup_side, s.caller_sip_call_id, s.callee_sip_call_id,
+                         s.caller_loss_percent, s.caller_jitter_ms, s.caller_mos,
+                         s.callee_loss_percent, s.callee_jitter_ms, s.callee_mos, s.transfer_chain
                      FROM ingest_stage s JOIN new n ON n.seq = s.seq
                      WHERE s.kind = 'cdr'
                      ORDER BY s.seq
@@ -1150,7 +1173,9 @@ async fn stage(tx: &Transaction<'_>, batch: &ValidBatch) -> Result<()> {
         .prepare_cached(
             "COPY ingest_stage (seq, kind, key, created_at_ms, payload, call_id, direction, caller,
                  caller_port, callee, callee_port, started_at_ms, answered_at_ms, ended_at_ms,
-                 disposition, hangup_side, caller_sip_call_id, callee_sip_call_id)
+                 disposition, hangup_side, caller_sip_call_id, callee_sip_call_id,
+                 caller_loss_percent, caller_jitter_ms, caller_mos,
+                 callee_loss_percent, callee_jitter_ms, callee_mos, transfer_chain)
              FROM STDIN BINARY",
         )
         .await
@@ -1164,7 +1189,18 @@ async fn stage(tx: &Transaction<'_>, batch: &ValidBatch) -> Result<()> {
         };
         let caller_port = cdr.and_then(|c| c.caller_port).map(i64::from);
         let callee_port = cdr.and_then(|c| c.callee_port).map(i64::from);
-        let row: [&(dyn ToSql + Sync); 18] = [
+        let caller_q = cdr.and_then(|c| c.caller_quality);
+        let callee_q = cdr.and_then(|c| c.callee_quality);
+        let quality = [
+            caller_q.map(|q| q.loss_percent),
+            caller_q.map(|q| q.jitter_ms),
+            caller_q.map(|q| q.mos),
+            callee_q.map(|q| q.loss_percent),
+            callee_q.map(|q| q.jitter_ms),
+            callee_q.map(|q| q.mos),
+        ];
+        let chain = cdr.and_then(|c| super::transfer_chain_json(&c.transfer_chain));
+        let row: [&(dyn ToSql + Sync); 25] = [
             &r.seq,
             &r.kind.as_str(),
             &r.key,
@@ -1183,6 +1219,13 @@ async fn stage(tx: &Transaction<'_>, batch: &ValidBatch) -> Result<()> {
             &cdr.map(|c| c.hangup_side.as_str()),
             &cdr.and_then(|c| c.caller_sip_call_id.as_deref()),
             &cdr.and_then(|c| c.callee_sip_call_id.as_deref()),
+            &quality[0],
+            &quality[1],
+            &quality[2],
+            &quality[3],
+            &quality[4],
+            &quality[5],
+            &chain,
         ];
         writer
             .as_mut()

@@ -35,6 +35,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         3,
         include_str!("../../../migrations/sqlite/0003_enrollment.sql"),
     ),
+    (
+        4,
+        include_str!("../../../migrations/sqlite/0004_cdr_quality.sql"),
+    ),
 ];
 
 /// Most idle reader connections kept.
@@ -788,7 +792,9 @@ impl HqStore for SqliteStore {
                 .prepare_cached(
                     "SELECT id, box, site, call_id, direction, caller, caller_port, callee,
                             callee_port, started_at_ms, answered_at_ms, ended_at_ms, disposition,
-                            hangup_side, caller_sip_call_id, callee_sip_call_id
+                            hangup_side, caller_sip_call_id, callee_sip_call_id,
+                            caller_loss_percent, caller_jitter_ms, caller_mos,
+                            callee_loss_percent, callee_jitter_ms, callee_mos, transfer_chain
                      FROM cdrs
                      WHERE (?1 IS NULL OR site = ?1) AND (?2 IS NULL OR box = ?2)
                        AND (?3 IS NULL OR started_at_ms >= ?3) AND (?4 IS NULL OR started_at_ms < ?4)
@@ -817,6 +823,9 @@ impl HqStore for SqliteStore {
                             hangup_side: r.get(13)?,
                             caller_sip_call_id: r.get(14)?,
                             callee_sip_call_id: r.get(15)?,
+                            caller_quality: super::quality_of([r.get(16)?, r.get(17)?, r.get(18)?]),
+                            callee_quality: super::quality_of([r.get(19)?, r.get(20)?, r.get(21)?]),
+                            transfer_chain: super::transfer_chain_of(r.get(22)?),
                         })
                     },
                 )
@@ -943,9 +952,11 @@ fn ingest(
                 tx.prepare_cached(
                     "INSERT INTO cdrs (box, site, epoch, seq, call_id, direction, caller, caller_port,
                          callee, callee_port, started_at_ms, answered_at_ms, ended_at_ms,
-                         disposition, hangup_side, caller_sip_call_id, callee_sip_call_id)
+                         disposition, hangup_side, caller_sip_call_id, callee_sip_call_id,
+                         caller_loss_percent, caller_jitter_ms, caller_mos,
+                         callee_loss_percent, callee_jitter_ms, callee_mos, transfer_chain)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15,
-                         ?16, ?17)",
+                         ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24)",
                 )
                 .and_then(|mut s| {
                     s.execute(params![
@@ -965,7 +976,14 @@ fn ingest(
                         c.disposition.as_str(),
                         c.hangup_side.as_str(),
                         c.caller_sip_call_id,
-                        c.callee_sip_call_id
+                        c.callee_sip_call_id,
+                        c.caller_quality.map(|q| q.loss_percent),
+                        c.caller_quality.map(|q| q.jitter_ms),
+                        c.caller_quality.map(|q| q.mos),
+                        c.callee_quality.map(|q| q.loss_percent),
+                        c.callee_quality.map(|q| q.jitter_ms),
+                        c.callee_quality.map(|q| q.mos),
+                        super::transfer_chain_json(&c.transfer_chain)
                     ])
                 })
                 .map_err(sql("insert cdr"))?;
