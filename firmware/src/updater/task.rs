@@ -314,13 +314,14 @@ impl UpdateTask {
                         OutcomeState::Committed | OutcomeState::RolledBack
                     );
                 if ok && closes {
-                    // HQ holds the final outcome: the record and the bundle can go.
+                    // HQ holds the final outcome: the bundle can go, then the record
+                    // (last, so a crash in between only repeats this step).
+                    if let Err(e) = self.downloads.discard(&report.rollout) {
+                        tracing::warn!(rollout = %report.rollout, error = %e, "update download not removed");
+                    }
                     match trial::remove(self.downloads.dir()) {
                         Ok(()) => *trial = None,
                         Err(e) => tracing::warn!(error = %e, "update trial record not removed"),
-                    }
-                    if let Err(e) = self.downloads.discard(&report.rollout) {
-                        tracing::warn!(rollout = %report.rollout, error = %e, "update download not removed");
                     }
                 }
                 core.reported(&report, ok, start.elapsed())
