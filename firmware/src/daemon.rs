@@ -26,6 +26,10 @@
 //!   own; at shutdown it is told to stop, finishes the requests in flight (or is
 //!   aborted after 5 s) and drops its store writer handle before
 //!   the writer thread is joined.
+//! - The web page's live status ([`crate::web::status`]): the board loop feeds a
+//!   `StatusPublisher` the board's events and call control's port states, publishes
+//!   it on a watch channel after every turn (only when it changed), sends the line
+//!   readings and ring-test commands it asks for, and answers the page's ring tests.
 //! - Sync with HQ ([`crate::sync`]): the agent (when `[hq]` is set) and the WAN monitor
 //!   run as tasks; the board loop follows the WAN states (WAN LED, trunk-or-FXO
 //!   routing of outside calls). At shutdown they are cancelled and awaited before the
@@ -334,9 +338,11 @@ async fn serve(
     let (jobs, job_rx) = mpsc::unbounded_channel();
     let store_task = tokio::spawn(store_task(writer, job_rx));
 
+    // The web page's live status, published by the main loop (`web::status`).
+    let (web_status, mut web_requests, web_handle) = web_status(&config, &profile, country);
     // The web API last, so it never serves a box whose board is not up.
     let web = match config.web.listen {
-        Some(addr) => Some(start_web(addr, accounts, &config, sync.clone()).await?),
+        Some(addr) => Some(start_web(addr, accounts, &config, sync.clone(), web_handle).await?),
         None => {
             drop(accounts);
             None
@@ -400,6 +406,7 @@ async fn serve(
         routes: HashMap::new(),
         jobs,
         gpio,
+        web_status,
     };
     tokio::pin!(shutdown);
     health.passed(Fact::Daemon, "main loop running");
@@ -414,9 +421,14 @@ async fn serve(
                 let Some(frame) = frame else {
                     break Err(Error::LinkLost { path: uart_path.clone() });
                 };
+                if let Body::Event(event) = &frame.body {
+                    board.web_status.on_event(system_clock_ms(), frame.port, event);
+                }
                 board.frame(&mut calls, frame);
             }
             () = sleep_until(deadline) => calls.handle_timeout(Instant::now()),
+            () = sleep_until(Some(board.web_status.timeout())) => board.web_status_due(),
+            Some(request) = web_requests.recv() => board.web_request(request),
             Some(input) = sip_input_rx.recv() => calls.handle_sip(Instant::now(), input),
             Some(status) = async { match trunk_rx.as_mut() {
                 Some(rx) => rx.recv().await,
@@ -457,6 +469,10 @@ async fn serve(
             }
         }
         board.drain(&mut calls);
+        board
+            .web_status
+            .set_calls(calls.active_calls(), Some(calls.trunk_status()));
+        board.web_status.publish(system_clock_ms());
         // The updater's calls-up count (a watch: only changes wake it).
         calls_up_tx.send_if_modified(|up| {
             let now = calls.active_calls();
@@ -742,6 +758,7 @@ async fn start_web(
     accounts: Accounts,
     config: &Config,
     sync: SyncHandle,
+    status: crate::web::status::StatusHandle,
 ) -> Result<WebTask> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -756,17 +773,18 @@ async fn start_web(
         source,
     })?;
     tracing::info!(addr = %local_addr, "web api listening");
-    let state = crate::api::ApiState::with_sync(
+    let state = crate::api::ApiState::with_status(
         accounts,
         config.privacy.mask_pattern,
         Arc::new(crate::store::system_clock_ms),
         sync,
+        Some(status),
     );
     let stop = tokio_util::sync::CancellationToken::new();
     let shutdown = stop.clone().cancelled_owned();
     let task = tokio::spawn(crate::api::serve(
         listener,
-        crate::api::router(state),
+        crate::web::router(state),
         shutdown,
     ));
     Ok(WebTask {
@@ -942,6 +960,8 @@ struct BoardLoop {
     sip_outputs: Option<mpsc::UnboundedSender<Output>>,
     jobs: mpsc::UnboundedSender<StoreJob>,
     gpio: Box<dyn Gpio>,
+    /// The web page's live status (ports, calls, trunk) and its ring tests.
+    web_status: crate::web::status::StatusPublisher,
 }
 
 impl BoardLoop {
@@ -1047,6 +1067,8 @@ impl BoardLoop {
                     None => tracing::debug!(output = ?sip, "no SIP endpoint; SIP action dropped"),
                 },
                 Output::PortState { port, state } => {
+                    self.web_status
+                        .on_port_state(system_clock_ms(), port, state);
                     tracing::info!(port, state = state.as_str(), "port state");
                     if let Err(e) = self.gpio.set_led(Led::Port(port), state != PortState::Idle) {
                         tracing::warn!(port, error = %e, "port LED not set");
@@ -1081,6 +1103,87 @@ async fn store_task(writer: StoreWriter, mut jobs: mpsc::UnboundedReceiver<Store
                 if let Err(e) = writer.set_port_state(port, state.as_str()).await {
                     tracing::warn!(port, error = %e, "port state not stored");
                 }
+            }
+        }
+    }
+}
+
+/// The web page's status publisher over the board's ports and the config's
+/// extensions, the channel of its requests, and the handle the web side reads.
+fn web_status(
+    config: &Config,
+    profile: &BoardProfile,
+    country: Country,
+) -> (
+    crate::web::status::StatusPublisher,
+    mpsc::UnboundedReceiver<crate::web::status::ControlRequest>,
+    crate::web::status::StatusHandle,
+) {
+    use crate::web::status::{PortKind, StaticInfo, StatusHandle, StatusPublisher};
+    let ext = |port: u8| {
+        config
+            .extensions
+            .iter()
+            .find(|e| e.port.get() == port)
+            .map(|e| (e.number.as_str().to_owned(), e.name.clone()))
+    };
+    let ports = profile
+        .fxs_ports()
+        .map(|p| (p, PortKind::Fxs, ext(p)))
+        .chain(profile.fxo_ports().map(|p| (p, PortKind::Fxo, None)))
+        .collect();
+    let (publisher, rx) = StatusPublisher::new(
+        ports,
+        false,
+        country.ring_cadence(),
+        Instant::now(),
+        system_clock_ms(),
+    );
+    let (control, requests) = mpsc::unbounded_channel();
+    let info = StaticInfo {
+        version: env!("CARGO_PKG_VERSION"),
+        board_model: profile.model.clone(),
+        data_dir: config.paths.data_dir.clone(),
+        sip_configured: config.sip.is_some(),
+        sip_accounts: config.sip_accounts.len(),
+    };
+    (publisher, requests, StatusHandle::new(rx, control, info))
+}
+
+impl BoardLoop {
+    fn send_commands(&self, commands: Vec<(u8, Command)>) {
+        for (port, command) in commands {
+            if let Err(e) = self.link.send(port, Body::Command(command)) {
+                tracing::warn!(port, error = %e, "web status command not sent to the line controller");
+            }
+        }
+    }
+
+    /// Line readings and ring-test ends of the web status.
+    fn web_status_due(&mut self) {
+        let commands = self
+            .web_status
+            .handle_timeout(Instant::now(), system_clock_ms());
+        self.send_commands(commands);
+    }
+
+    /// A request from the web page (a ring test).
+    fn web_request(&mut self, request: crate::web::status::ControlRequest) {
+        use crate::web::status::ControlRequest;
+        match request {
+            ControlRequest::RingTest { port, reply } => {
+                let outcome = self
+                    .web_status
+                    .ring_test(Instant::now(), system_clock_ms(), port);
+                let started = match outcome {
+                    Ok(commands) => {
+                        tracing::info!(port, "ring test started");
+                        self.send_commands(commands);
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
+                };
+                let _ = reply.send(started);
             }
         }
     }

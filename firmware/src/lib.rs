@@ -40,6 +40,8 @@
 //! - [`sync`]: the box's side of sync with HQ: applying the change feed, the agent
 //!   task (outbox up, feed down, over HTTPS with mutual TLS), the WAN monitor task,
 //!   the sync status.
+//! - [`web`]: the local web diagnostics page (server-rendered HTML, one CSS and one JS
+//!   file, SSE live updates) and the live status the main loop publishes for it.
 #![forbid(unsafe_code)]
 
 pub mod accounts;
@@ -63,3 +65,4 @@ pub mod store;
 pub mod sync;
 pub mod tones;
 pub mod updater;
+pub mod web;

@@ -12,11 +12,10 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::session::Session;
-use super::{client_ip, lock, ApiError, ApiState, Authed, SESSION_COOKIE};
+use super::{client_ip, lock, ApiError, ApiState, Authed};
 use crate::accounts::{self, GroupSpec, NewUser, PageRequest, RoleSpec, UserPatch};
 use crate::audit;
-use crate::error::{Error, LoginError};
+use crate::error::Error;
 use crate::mask::{self, NumberDirectory};
 use crate::rbac::{Action, Decision, GroupId, Resource, RoleId, Scope, Target, UserId};
 
@@ -85,87 +84,25 @@ pub(super) async fn login(
     b: Result<Json<LoginBody>, JsonRejection>,
 ) -> ApiResult {
     let b = body(b)?;
-    let now = state.now();
-    if let Some(retry_ms) = lock(&state.inner.throttle).check(ip, now) {
-        let mut e = ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too many failed logins from this address; try again later",
-        );
-        e.retry_after_s = Some((retry_ms + 999) / 1000);
-        return Err(e);
-    }
-    let source = format!("api:{ip}");
-    match state
-        .accounts()
-        .verify_login(&b.username, &b.password, &source, now)
-        .await
-    {
-        Ok(ok) => {
-            let session = Session {
-                user_id: ok.subject.user_id,
-                username: ok.subject.username.clone(),
-                csrf_token: String::new(),
-                must_change_password: ok.must_change_password,
-                created_ms: now,
-                last_seen_ms: now,
-            };
-            let mut sessions = lock(&state.inner.sessions);
-            let token = sessions.create(session)?;
-            let csrf = sessions
-                .touch(&token, now)
-                .map(|s| s.csrf_token)
-                .unwrap_or_default();
-            drop(sessions);
-            let cookie = format!("{SESSION_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/");
-            Ok((
-                [(header::SET_COOKIE, cookie)],
-                Json(json!({
-                    "username": ok.subject.username,
-                    "must_change_password": ok.must_change_password,
-                    "csrf_token": csrf,
-                })),
-            )
-                .into_response())
-        }
-        Err(LoginError::InvalidCredentials) => {
-            lock(&state.inner.throttle).record_failure(ip, now);
-            Err(ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "invalid username or password",
-            ))
-        }
-        Err(LoginError::Locked { until_ms }) => {
-            lock(&state.inner.throttle).record_failure(ip, now);
-            let mut e = ApiError::new(
-                StatusCode::LOCKED,
-                format!(
-                    "account locked after repeated failed logins; try again in {} s",
-                    (until_ms - now + 999) / 1000
-                ),
-            );
-            e.body["locked_until_ms"] = json!(until_ms);
-            Err(e)
-        }
-        Err(e @ (LoginError::Disabled | LoginError::InstallerRetired)) => {
-            Err(ApiError::new(StatusCode::FORBIDDEN, e.to_string()))
-        }
-        Err(LoginError::Store(e)) => Err(e.into()),
-    }
+    let ok = state.log_in(ip, &b.username, &b.password).await?;
+    Ok((
+        [(header::SET_COOKIE, super::session_cookie_value(&ok.token))],
+        Json(json!({
+            "username": ok.username,
+            "must_change_password": ok.must_change_password,
+            "csrf_token": ok.csrf_token,
+        })),
+    )
+        .into_response())
 }
 
 pub(super) async fn logout(State(state): State<ApiState>, who: Authed) -> ApiResult {
-    lock(&state.inner.sessions).remove(&who.token);
-    let entry = audit::AuditEntry {
-        actor: who.actor(),
-        action: "logout".to_owned(),
-        resource: Resource::Users.as_str().to_owned(),
-        target: who.subject.username.clone(),
-        result: audit::AuditResult::Ok,
-        detail: json!({}),
-    };
-    state.accounts().audit(entry, state.now()).await?;
-    let cookie = format!("{SESSION_COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0");
-    Ok(([(header::SET_COOKIE, cookie)], StatusCode::NO_CONTENT).into_response())
+    state.log_out(&who).await?;
+    Ok((
+        [(header::SET_COOKIE, super::CLEAR_SESSION_COOKIE)],
+        StatusCode::NO_CONTENT,
+    )
+        .into_response())
 }
 
 // --- own profile -----------------------------------------------------------------------

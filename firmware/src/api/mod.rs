@@ -54,7 +54,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, patch, post, put};
 use axum::Router;
@@ -62,11 +62,12 @@ use serde_json::json;
 
 use crate::accounts::{self, Accounts};
 use crate::audit::{self, Actor};
-use crate::error::{Error, FieldProblem};
+use crate::error::{Error, FieldProblem, LoginError};
 use crate::mask::MaskPattern;
 use crate::rbac::{Action, Authorizer, Decision, Resource, Subject, Target};
 use crate::store::StoreReader;
 use crate::sync::status::SyncHandle;
+use crate::web::status::StatusHandle;
 
 use self::session::{LoginThrottle, Session, Sessions};
 
@@ -88,6 +89,9 @@ struct Inner {
     accounts: Accounts,
     /// The sync agent's status and force signal.
     sync: SyncHandle,
+    /// The daemon's live status and the ring-test channel (`/api/v1/status`, the web
+    /// page); `None` in tests that serve the API alone.
+    status: Option<StatusHandle>,
     mask_pattern: MaskPattern,
     clock: Clock,
     /// Logged-in sessions; a std Mutex because it is never held across an await.
@@ -125,10 +129,23 @@ impl ApiState {
         clock: Clock,
         sync: SyncHandle,
     ) -> ApiState {
+        Self::with_status(accounts, mask_pattern, clock, sync, None)
+    }
+
+    /// [`ApiState::with_sync`] with the daemon's live status (`/api/v1/status`, its SSE
+    /// stream, ring tests and the web page; see [`crate::web`]).
+    pub fn with_status(
+        accounts: Accounts,
+        mask_pattern: MaskPattern,
+        clock: Clock,
+        sync: SyncHandle,
+        status: Option<StatusHandle>,
+    ) -> ApiState {
         ApiState {
             inner: Arc::new(Inner {
                 accounts,
                 sync,
+                status,
                 mask_pattern,
                 clock,
                 sessions: Mutex::new(Sessions::default()),
@@ -138,24 +155,154 @@ impl ApiState {
         }
     }
 
-    fn now(&self) -> i64 {
+    pub(crate) fn now(&self) -> i64 {
         (self.inner.clock)()
     }
 
-    fn accounts(&self) -> &Accounts {
+    pub(crate) fn accounts(&self) -> &Accounts {
         &self.inner.accounts
     }
 
-    fn sync(&self) -> &SyncHandle {
+    pub(crate) fn sync(&self) -> &SyncHandle {
         &self.inner.sync
     }
 
-    fn reader(&self) -> Result<StoreReader, ApiError> {
+    /// The daemon's live status, when this API serves a running daemon.
+    pub(crate) fn status(&self) -> Option<&StatusHandle> {
+        self.inner.status.as_ref()
+    }
+
+    /// Checks a login behind the per-IP throttle and starts a session: the one login
+    /// path of the JSON API (`POST /api/v1/session`) and the web page's login form.
+    pub(crate) async fn log_in(
+        &self,
+        ip: IpAddr,
+        username: &str,
+        password: &str,
+    ) -> Result<LoggedIn, ApiError> {
+        let now = self.now();
+        if let Some(retry_ms) = lock(&self.inner.throttle).check(ip, now) {
+            let mut e = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many failed logins from this address; try again later",
+            );
+            e.retry_after_s = Some((retry_ms + 999) / 1000);
+            return Err(e);
+        }
+        let source = format!("api:{ip}");
+        match self
+            .accounts()
+            .verify_login(username, password, &source, now)
+            .await
+        {
+            Ok(ok) => {
+                let session = Session {
+                    user_id: ok.subject.user_id,
+                    username: ok.subject.username.clone(),
+                    csrf_token: String::new(),
+                    must_change_password: ok.must_change_password,
+                    created_ms: now,
+                    last_seen_ms: now,
+                };
+                let mut sessions = lock(&self.inner.sessions);
+                let token = sessions.create(session)?;
+                let csrf_token = sessions
+                    .touch(&token, now)
+                    .map(|s| s.csrf_token)
+                    .unwrap_or_default();
+                Ok(LoggedIn {
+                    token,
+                    csrf_token,
+                    username: ok.subject.username,
+                    must_change_password: ok.must_change_password,
+                })
+            }
+            Err(LoginError::InvalidCredentials) => {
+                lock(&self.inner.throttle).record_failure(ip, now);
+                Err(ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "invalid username or password",
+                ))
+            }
+            Err(LoginError::Locked { until_ms }) => {
+                lock(&self.inner.throttle).record_failure(ip, now);
+                let mut e = ApiError::new(
+                    StatusCode::LOCKED,
+                    format!(
+                        "account locked after repeated failed logins; try again in {} s",
+                        (until_ms - now + 999) / 1000
+                    ),
+                );
+                e.body["locked_until_ms"] = json!(until_ms);
+                Err(e)
+            }
+            Err(e @ (LoginError::Disabled | LoginError::InstallerRetired)) => {
+                Err(ApiError::new(StatusCode::FORBIDDEN, e.to_string()))
+            }
+            Err(LoginError::Store(e)) => Err(e.into()),
+        }
+    }
+
+    /// Ends `who`'s session and audits the logout.
+    pub(crate) async fn log_out(&self, who: &Authed) -> Result<(), ApiError> {
+        lock(&self.inner.sessions).remove(&who.token);
+        let entry = audit::AuditEntry {
+            actor: who.actor(),
+            action: "logout".to_owned(),
+            resource: Resource::Users.as_str().to_owned(),
+            target: who.subject.username.clone(),
+            result: audit::AuditResult::Ok,
+            detail: json!({}),
+        };
+        self.accounts().audit(entry, self.now()).await?;
+        Ok(())
+    }
+
+    /// The logged-in session of a request: its `bl_session` cookie, and, when `csrf`
+    /// is `Some`, the token the request carried (header or form field), which must
+    /// equal the session's. The subject is loaded from the store for this request.
+    pub(crate) fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        ip: IpAddr,
+        csrf: Option<&[u8]>,
+    ) -> Result<Authed, ApiError> {
+        let now = self.now();
+        let token = session_cookie(headers).ok_or_else(ApiError::not_logged_in)?;
+        let session = lock(&self.inner.sessions)
+            .touch(&token, now)
+            .ok_or_else(ApiError::not_logged_in)?;
+        if let Some(given) = csrf {
+            if !same_secret(given, session.csrf_token.as_bytes()) {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "missing or wrong CSRF token",
+                ));
+            }
+        }
+        let reader = self.reader()?;
+        let subject = match accounts::load_subject(&reader, session.user_id, now) {
+            Ok(s) => s,
+            Err(Error::NotFound { .. }) => {
+                lock(&self.inner.sessions).remove(&token);
+                return Err(ApiError::not_logged_in());
+            }
+            Err(e) => return Err(e.into()),
+        };
+        Ok(Authed {
+            token,
+            session,
+            subject,
+            source: format!("api:{ip}"),
+        })
+    }
+
+    pub(crate) fn reader(&self) -> Result<StoreReader, ApiError> {
         Ok(self.inner.accounts.reader()?)
     }
 
     /// The authorizer, reloaded when the store's roles changed since it was loaded.
-    fn authorizer(&self, reader: &StoreReader) -> Result<Arc<Authorizer>, ApiError> {
+    pub(crate) fn authorizer(&self, reader: &StoreReader) -> Result<Arc<Authorizer>, ApiError> {
         let generation = reader.rbac_generation()?;
         let mut cached = lock(&self.inner.authorizer);
         match &*cached {
@@ -170,7 +317,7 @@ impl ApiState {
 
     /// Loads the current authorizer and runs [`ApiState::authorize`] with it; returns
     /// the authorizer for handlers that filter records with it afterwards.
-    fn require<'a>(
+    pub(crate) fn require<'a>(
         &'a self,
         reader: &StoreReader,
         who: &'a Authed,
@@ -191,7 +338,7 @@ impl ApiState {
 
     /// The one authorization check of every handler: allowed, or the denial audited
     /// (`target` names the record in the audit row) and returned as a 403.
-    async fn authorize(
+    pub(crate) async fn authorize(
         &self,
         who: &Authed,
         authz: &Authorizer,
@@ -247,7 +394,17 @@ pub struct Authed {
 }
 
 impl Authed {
-    fn actor(&self) -> Actor {
+    /// The user as of this request.
+    pub(crate) fn subject(&self) -> &Subject {
+        &self.subject
+    }
+
+    /// The session's CSRF token (the web page puts it in its forms).
+    pub(crate) fn csrf_token(&self) -> &str {
+        &self.session.csrf_token
+    }
+
+    pub(crate) fn actor(&self) -> Actor {
         Actor::new(self.subject.username.clone(), self.source.clone())
     }
 
@@ -262,27 +419,31 @@ impl Authed {
 
 /// The client's IP (from the connection; `0.0.0.0` when unknown, e.g. in-process tests
 /// that do not set [`ConnectInfo`]).
-fn client_ip(parts: &Parts) -> IpAddr {
+pub(crate) fn client_ip(parts: &Parts) -> IpAddr {
     parts
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip())
 }
 
-fn session_cookie(parts: &Parts) -> Option<String> {
-    parts
-        .headers
+fn session_cookie(headers: &HeaderMap) -> Option<String> {
+    cookie(headers, SESSION_COOKIE)
+}
+
+/// The value of cookie `name` in a request's `Cookie` headers.
+pub(crate) fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == SESSION_COOKIE)
+        .find(|(k, _)| *k == name)
         .map(|(_, v)| v.to_owned())
 }
 
 /// Constant-time comparison, so the CSRF check does not leak the token by timing.
-fn same_secret(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn same_secret(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
@@ -290,42 +451,39 @@ impl FromRequestParts<ApiState> for Authed {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, ApiError> {
-        let now = state.now();
-        let token = session_cookie(parts).ok_or_else(ApiError::not_logged_in)?;
-        let session = lock(&state.inner.sessions)
-            .touch(&token, now)
-            .ok_or_else(ApiError::not_logged_in)?;
         let changes_state = !matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
-        if changes_state {
-            let given = parts
+        let csrf = changes_state.then(|| {
+            parts
                 .headers
                 .get(CSRF_HEADER)
                 .map(HeaderValue::as_bytes)
-                .unwrap_or_default();
-            if !same_secret(given, session.csrf_token.as_bytes()) {
-                return Err(ApiError::new(
-                    StatusCode::FORBIDDEN,
-                    "missing or wrong CSRF token",
-                ));
-            }
-        }
-        let reader = state.reader()?;
-        let subject = match accounts::load_subject(&reader, session.user_id, now) {
-            Ok(s) => s,
-            Err(Error::NotFound { .. }) => {
-                lock(&state.inner.sessions).remove(&token);
-                return Err(ApiError::not_logged_in());
-            }
-            Err(e) => return Err(e.into()),
-        };
-        Ok(Authed {
-            token,
-            session,
-            subject,
-            source: format!("api:{}", client_ip(parts)),
-        })
+                .unwrap_or_default()
+        });
+        state.authenticate(&parts.headers, client_ip(parts), csrf)
     }
 }
+
+/// What a successful [`ApiState::log_in`] gives.
+#[derive(Debug)]
+pub(crate) struct LoggedIn {
+    /// The session token (the cookie value).
+    pub(crate) token: String,
+    /// The session's CSRF token.
+    pub(crate) csrf_token: String,
+    /// The user.
+    pub(crate) username: String,
+    /// Whether the password must be changed first.
+    pub(crate) must_change_password: bool,
+}
+
+/// The `Set-Cookie` value of a new session: HttpOnly, SameSite=Strict, whole site.
+pub(crate) fn session_cookie_value(token: &str) -> String {
+    format!("{SESSION_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/")
+}
+
+/// The `Set-Cookie` value that ends the session cookie.
+pub(crate) const CLEAR_SESSION_COOKIE: &str =
+    "bl_session=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0";
 
 /// An error response: status and `{"error": ..., "problems": [...]}`.
 #[derive(Debug)]
@@ -336,12 +494,27 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+    pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
         ApiError {
             status,
             body: json!({ "error": message.into() }),
             retry_after_s: None,
         }
+    }
+
+    /// The HTTP status.
+    pub(crate) fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The error message in words.
+    pub(crate) fn message(&self) -> &str {
+        self.body["error"].as_str().unwrap_or("error")
+    }
+
+    /// Seconds to wait before retrying (throttled logins).
+    pub(crate) fn retry_after_s(&self) -> Option<i64> {
+        self.retry_after_s
     }
 
     fn not_logged_in() -> ApiError {
@@ -452,6 +625,19 @@ fn build(state: ApiState) -> (Router, Vec<(Method, &'static str)>) {
     route!(post, Method::POST, "/api/v1/audit/verify", h::verify_audit);
     route!(get, Method::GET, "/api/v1/sync", h::sync_status);
     route!(post, Method::POST, "/api/v1/sync/force", h::force_sync);
+    route!(get, Method::GET, "/api/v1/status", crate::web::status_json);
+    route!(
+        get,
+        Method::GET,
+        "/api/v1/events/status",
+        crate::web::status_events
+    );
+    route!(
+        post,
+        Method::POST,
+        "/api/v1/ports/{port}/ring-test",
+        crate::web::ring_test_api
+    );
     route!(get, Method::GET, "/api/v1/openapi.json", h::openapi);
     let router = r
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route") })

@@ -47,6 +47,9 @@ const OPS: &[Op] = &[
     op("post", "/api/v1/audit/verify", "Verify the audit hash chain: {ok, rows} or {ok: false, broken_row, problem}", "audit.audit (site)", None, "200", JSON),
     op("get", "/api/v1/sync", "Sync with HQ: state, backlog depth and oldest age, cursor, epoch, last success and error, requests in flight, next attempt, WAN state per target", "sync.view (site)", None, "200", JSON),
     op("post", "/api/v1/sync/force", "Sync now (cancels a backoff); audited as force_sync; 409 when sync is not configured or not running", "sync.operate (site)", None, "202", JSON),
+    op("get", "/api/v1/status", "Live status: ports (hook, call state, line reading, recent events, ring test), active calls, trunk", "diagnostics.view (site)", None, "200", JSON),
+    op("get", "/api/v1/events/status", "The live status as Server-Sent Events: one `status` event at once and one per change", "diagnostics.view (site)", None, "200", "text/event-stream"),
+    op("post", "/api/v1/ports/{port}/ring-test", "Ring an idle FXS phone for 6 s; audited as ring_test; 409 when the port is busy, 404 no such port, 400 FXO port", "diagnostics.operate (site)", None, "202", JSON),
     op("get", "/api/v1/openapi.json", "This document", "(none)", None, "200", JSON),
 ];
 

@@ -1,0 +1,75 @@
+// Branchline web diagnostics: live updates over Server-Sent Events.
+// The pages are complete without this script; it only keeps the elements marked
+// data-live (with data-field, and data-port for a port) up to date from the
+// `status` events of /api/v1/events/status. No inline script: the CSP forbids it.
+"use strict";
+(function () {
+  if (!window.EventSource || !document.querySelector("[data-live]")) return;
+
+  function clock(ms) {
+    var s = Math.floor(ms / 1000) % 86400;
+    function two(n) { return (n < 10 ? "0" : "") + n; }
+    return two(Math.floor(s / 3600)) + ":" + two(Math.floor(s / 60) % 60) + ":" + two(s % 60);
+  }
+  var HOOK = { "on-hook": ["on-hook", "pill ok"], "off-hook": ["off-hook", "pill warn"],
+               "unknown": ["not reported yet", "pill"] };
+  function stateClass(s) {
+    if (s === "idle") return "pill";
+    if (s === "fault" || s === "lockout") return "pill bad";
+    return "pill busy";
+  }
+  function set(el, text, cls) {
+    if (el.textContent !== text) el.textContent = text;
+    if (cls && el.className !== cls) el.className = cls;
+  }
+  function portField(p, field, el) {
+    switch (field) {
+      case "hook": var h = HOOK[p.hook] || [p.hook, "pill"]; set(el, h[0], h[1]); break;
+      case "state": set(el, p.state, stateClass(p.state)); break;
+      case "line":
+        set(el, p.line ? (p.line.millivolts / 1000).toFixed(1) + " V, " +
+            (p.line.microamps / 1000).toFixed(1) + " mA at " + clock(p.line.at_ms)
+            : "not reported yet");
+        break;
+      case "fault": set(el, p.fault || "none"); break;
+      case "ring_test": set(el, p.ring_test ? "ringing" : "off"); break;
+      case "events":
+        var items = p.events.slice().reverse();
+        el.textContent = "";
+        items.forEach(function (e) {
+          var li = document.createElement("li"), t = document.createElement("time");
+          t.textContent = clock(e.at_ms);
+          li.appendChild(t);
+          li.appendChild(document.createTextNode(" " + e.what));
+          el.appendChild(li);
+        });
+        if (!items.length) {
+          var none = document.createElement("li");
+          none.className = "muted"; none.textContent = "none yet";
+          el.appendChild(none);
+        }
+        break;
+    }
+  }
+  function apply(status) {
+    var ports = {};
+    status.ports.forEach(function (p) { ports[p.port] = p; });
+    document.querySelectorAll("[data-live]").forEach(function (el) {
+      var field = el.getAttribute("data-field"), port = el.getAttribute("data-port");
+      if (port !== null) {
+        if (ports[port]) portField(ports[port], field, el);
+      } else if (field === "active_calls") {
+        set(el, String(status.active_calls));
+      } else if (field === "trunk") {
+        set(el, status.trunk);
+      } else if (field === "at") {
+        set(el, clock(status.at_ms));
+      }
+    });
+    document.documentElement.setAttribute("data-status-version", String(status.version));
+  }
+  var source = new EventSource("/api/v1/events/status");
+  source.addEventListener("status", function (e) {
+    try { apply(JSON.parse(e.data)); } catch (err) { /* keep the last good view */ }
+  });
+})();

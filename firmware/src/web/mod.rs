@@ -1,0 +1,505 @@
+//! The local web diagnostics page (issue 8): server-rendered HTML for field
+//! technicians, served by `branchd` next to the JSON API on `[web] listen`.
+//!
+//! ```text
+//! browser ──HTTP──▶ web::router ──▶ page handler ──▶ ApiState::authenticate (cookie)
+//!                      │    │                         ApiState::require (the one RBAC path)
+//!                      │    └─ /static/app.css, /static/app.js (include_str!, ETag)
+//!                      └─ anything under /api/ ──▶ api::router (JSON, incl. /api/v1/status
+//!                                                   and its SSE stream /api/v1/events/status)
+//! every response ──▶ security headers (CSP default-src 'self', no inline script/style,
+//!                    X-Frame-Options DENY, nosniff, Referrer-Policy no-referrer)
+//! ```
+//!
+//! - **Pages**: `/login` (form; a double-submit CSRF cookie guards the form before
+//!   there is a session; the login itself is [`ApiState`]'s, with its per-IP throttle
+//!   and per-account lockout), `/logout` (POST), `/dashboard` (ports with hook state,
+//!   active calls, SIP trunk and local accounts, WAN, sync backlog, disk, alarms),
+//!   `/ports` (hook state, line voltage / loop current, recent events, ring test) and
+//!   `/system` (version, uptime, memory, load, disk). `/` redirects to the dashboard.
+//! - **Authorization**: every page calls `ApiState::require` (audited denials) with
+//!   `diagnostics.view` (dashboard, ports), `diagnostics.operate` (ring test) or
+//!   `system_config.view` (system); the sync card needs `sync.view` and otherwise says
+//!   which permission is missing. Not logged in: a redirect to `/login`. Denied: a 403
+//!   page naming the permission.
+//! - **Forms** (logout, ring test) carry the session's CSRF token in a hidden field,
+//!   checked like the API's `X-CSRF-Token` header; the ring test answers with a
+//!   redirect back to the ports page and a notice (POST-redirect-GET), or an error
+//!   page (409 when the port is busy).
+//! - **Live updates**: `app.js` opens an `EventSource` on `/api/v1/events/status` and
+//!   updates the elements marked `data-live`; without JS the pages are complete and a
+//!   reload shows the news.
+//! - HTML is written with `maud` (compile-time templates, escaping of every
+//!   interpolated value), not by hand: escaping is where hand-written HTML goes wrong.
+//!
+//! Limits: plain HTTP (HTTPS with the device certificate comes with enrollment); a
+//! session that must change its password gets the 403 page (there is no password
+//! page yet: use `POST /api/v1/me/password`); an open SSE stream is not ended by a
+//! logout elsewhere (it ends when the page closes); the SIP, calls, queues, sync,
+//! tools and provisioning pages of issue 8 are not written yet.
+
+mod api_routes;
+mod pages;
+pub mod status;
+#[cfg(test)]
+mod tests;
+
+use std::convert::Infallible;
+use std::net::IpAddr;
+use std::sync::OnceLock;
+
+use axum::extract::{FromRequestParts, Path, Query, Request, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Form, Router};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use tower::ServiceExt;
+
+use crate::api::{self, ApiError, ApiState, Authed};
+use crate::rbac::{Action, Resource, Target};
+
+pub(crate) use api_routes::{ring_test_api, status_events, status_json};
+
+/// The one stylesheet, compiled in.
+pub const APP_CSS: &str = include_str!("app.css");
+/// The one script, compiled in.
+pub const APP_JS: &str = include_str!("app.js");
+
+/// The `Content-Security-Policy` of every response: only this origin, no inline
+/// script or style, no framing, forms post only here.
+pub const CSP: &str = "default-src 'self'; base-uri 'none'; form-action 'self'; \
+                       frame-ancestors 'none'; object-src 'none'";
+
+/// Cookie holding the login form's CSRF token (double submit, before a session).
+pub const LOGIN_CSRF_COOKIE: &str = "bl_login_csrf";
+
+/// The web router's state: the API state and the API router for `/api/` requests.
+#[derive(Clone, Debug)]
+struct WebState {
+    api: ApiState,
+    api_router: Router,
+}
+
+/// The whole site: pages, static files and the JSON API, with security headers on
+/// every response.
+pub fn router(api: ApiState) -> Router {
+    let api_router = api::router(api.clone());
+    Router::new()
+        .route("/", get(|| async { Redirect::to("/dashboard") }))
+        .route("/login", get(login_page).post(login_submit))
+        .route("/logout", post(logout))
+        .route("/dashboard", get(dashboard))
+        .route("/ports", get(ports_page))
+        .route("/ports/{port}/ring-test", post(ring_test_form))
+        .route("/system", get(system_page))
+        .route("/static/app.css", get(css))
+        .route("/static/app.js", get(js))
+        .fallback(fallback)
+        .with_state(WebState { api, api_router })
+        .layer(axum::middleware::map_response(security_headers))
+}
+
+async fn security_headers(mut response: Response) -> Response {
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    response
+}
+
+/// `/api/...` goes to the API router (its JSON 404 included); anything else is the
+/// HTML 404 page.
+async fn fallback(State(state): State<WebState>, request: Request) -> Response {
+    if request.uri().path().starts_with("/api/") {
+        return match state.api_router.oneshot(request).await {
+            Ok(r) => r,
+            Err(e) => match e {},
+        };
+    }
+    pages::error_page(
+        StatusCode::NOT_FOUND,
+        "Page not found",
+        &format!("There is no page at {}.", request.uri().path()),
+        None,
+    )
+}
+
+/// The client's IP address.
+struct ClientIp(IpAddr);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Infallible> {
+        Ok(ClientIp(api::client_ip(parts)))
+    }
+}
+
+/// A static file with an ETag (of its content, computed once) and a one-hour cache.
+fn asset(
+    headers: &HeaderMap,
+    body: &'static str,
+    mime: &'static str,
+    tag: &'static OnceLock<String>,
+) -> Response {
+    let etag = tag.get_or_init(|| {
+        format!(
+            "\"{}\"",
+            &hex::encode(Sha256::digest(body.as_bytes()))[..16]
+        )
+    });
+    let cache = [
+        (header::CACHE_CONTROL, "public, max-age=3600"),
+        (header::ETAG, etag.as_str()),
+    ];
+    let matches = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag));
+    if matches {
+        return (StatusCode::NOT_MODIFIED, cache).into_response();
+    }
+    (cache, [(header::CONTENT_TYPE, mime)], body).into_response()
+}
+
+async fn css(headers: HeaderMap) -> Response {
+    static TAG: OnceLock<String> = OnceLock::new();
+    asset(&headers, APP_CSS, "text/css; charset=utf-8", &TAG)
+}
+
+async fn js(headers: HeaderMap) -> Response {
+    static TAG: OnceLock<String> = OnceLock::new();
+    asset(&headers, APP_JS, "text/javascript; charset=utf-8", &TAG)
+}
+
+/// Where a page's request goes when it is not allowed: a redirect to the login page
+/// (401), the 403 page naming the permission, or another error page.
+fn refusal(
+    e: &ApiError,
+    path: &str,
+    needs: Option<(Resource, Action)>,
+    who: Option<&Authed>,
+) -> Response {
+    match e.status() {
+        StatusCode::UNAUTHORIZED => {
+            Redirect::to(&format!("/login?next={}", pages::url_encode(path))).into_response()
+        }
+        StatusCode::FORBIDDEN => {
+            let what = needs.map(|(r, a)| format!("{r}.{a}"));
+            pages::forbidden_page(who, what.as_deref(), e.message())
+        }
+        status => pages::error_page(status, "Request failed", e.message(), None),
+    }
+}
+
+/// The logged-in user of a page request, allowed `resource.action` on the site, or
+/// the response to send instead.
+async fn page_user(
+    state: &WebState,
+    headers: &HeaderMap,
+    ip: IpAddr,
+    csrf: Option<&str>,
+    path: &str,
+    needs: (Resource, Action),
+) -> Result<Authed, Response> {
+    let who = state
+        .api
+        .authenticate(headers, ip, csrf.map(str::as_bytes))
+        .map_err(|e| refusal(&e, path, Some(needs), None))?;
+    let reader = state
+        .api
+        .reader()
+        .map_err(|e| refusal(&e, path, Some(needs), Some(&who)))?;
+    state
+        .api
+        .require(&reader, &who, needs.0, needs.1, &Target::Site, path)
+        .await
+        .map_err(|e| refusal(&e, path, Some(needs), Some(&who)))?;
+    Ok(who)
+}
+
+// --- login / logout ------------------------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+struct NextQuery {
+    next: Option<String>,
+    bye: Option<String>,
+}
+
+/// A local path to go to after login (never another site).
+fn safe_next(next: Option<&str>) -> &str {
+    match next {
+        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n,
+        _ => "/dashboard",
+    }
+}
+
+fn random_token() -> Result<String, ApiError> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|source| {
+        ApiError::from(crate::error::Error::Random {
+            what: "login form token",
+            source,
+        })
+    })?;
+    Ok(hex::encode(bytes))
+}
+
+/// The login form with a fresh CSRF token (and its cookie).
+fn login_form(status: StatusCode, next: &str, message: Option<&str>) -> Response {
+    let token = match random_token() {
+        Ok(t) => t,
+        Err(e) => return pages::error_page(e.status(), "Error", e.message(), None),
+    };
+    let cookie = format!("{LOGIN_CSRF_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/login");
+    (
+        status,
+        [(header::SET_COOKIE, cookie)],
+        axum::response::Html(pages::login_page(next, &token, message).into_string()),
+    )
+        .into_response()
+}
+
+async fn login_page(Query(q): Query<NextQuery>) -> Response {
+    let message = q.bye.is_some().then_some("You are logged out.");
+    login_form(StatusCode::OK, safe_next(q.next.as_deref()), message)
+}
+
+#[derive(Debug, Deserialize)]
+struct LoginForm {
+    username: String,
+    password: String,
+    csrf: String,
+    #[serde(default)]
+    next: Option<String>,
+}
+
+async fn login_submit(
+    State(state): State<WebState>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+    form: Result<Form<LoginForm>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    let Ok(Form(form)) = form else {
+        return login_form(
+            StatusCode::BAD_REQUEST,
+            "/dashboard",
+            Some("The form was incomplete; fill in both fields."),
+        );
+    };
+    let next = safe_next(form.next.as_deref()).to_owned();
+    let cookie = api::cookie(&headers, LOGIN_CSRF_COOKIE).unwrap_or_default();
+    if cookie.is_empty() || !api::same_secret(cookie.as_bytes(), form.csrf.as_bytes()) {
+        return login_form(
+            StatusCode::FORBIDDEN,
+            &next,
+            Some("The login form expired or came from another page; please log in again."),
+        );
+    }
+    match state.api.log_in(ip, &form.username, &form.password).await {
+        Ok(ok) => {
+            let mut response = Redirect::to(&next).into_response();
+            let h = response.headers_mut();
+            for c in [
+                api::session_cookie_value(&ok.token),
+                format!("{LOGIN_CSRF_COOKIE}=; HttpOnly; SameSite=Strict; Path=/login; Max-Age=0"),
+            ] {
+                if let Ok(v) = HeaderValue::from_str(&c) {
+                    h.append(header::SET_COOKIE, v);
+                }
+            }
+            response
+        }
+        Err(e) => {
+            let mut message = e.message().to_owned();
+            if let Some(s) = e.retry_after_s() {
+                message = format!("{message} (in {s} s)");
+            }
+            login_form(e.status(), &next, Some(&message))
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct CsrfForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+async fn logout(
+    State(state): State<WebState>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+    Form(form): Form<CsrfForm>,
+) -> Response {
+    let who = match state
+        .api
+        .authenticate(&headers, ip, Some(form.csrf.as_bytes()))
+    {
+        Ok(who) => who,
+        Err(e) => return refusal(&e, "/dashboard", None, None),
+    };
+    if let Err(e) = state.api.log_out(&who).await {
+        return pages::error_page(e.status(), "Logout failed", e.message(), None);
+    }
+    (
+        [(header::SET_COOKIE, api::CLEAR_SESSION_COOKIE)],
+        Redirect::to("/login?bye=1"),
+    )
+        .into_response()
+}
+
+// --- pages -----------------------------------------------------------------------------
+
+async fn dashboard(
+    State(state): State<WebState>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+) -> Response {
+    let who = match page_user(
+        &state,
+        &headers,
+        ip,
+        None,
+        "/dashboard",
+        (Resource::Diagnostics, Action::View),
+    )
+    .await
+    {
+        Ok(w) => w,
+        Err(r) => return r,
+    };
+    let sync = match state.api.reader() {
+        Ok(reader) => {
+            let allowed = state.api.authorizer(&reader).is_ok_and(|a| {
+                a.authorize(who.subject(), Resource::Sync, Action::View, &Target::Site)
+                    .is_allowed()
+            });
+            if allowed {
+                pages::SyncView::Report(
+                    state
+                        .api
+                        .sync()
+                        .report(&reader, state.api.now())
+                        .map(Box::new)
+                        .map_err(|e| e.to_string()),
+                )
+            } else {
+                pages::SyncView::Denied
+            }
+        }
+        Err(e) => pages::SyncView::Report(Err(e.message().to_owned())),
+    };
+    pages::dashboard_page(&who, state.api.status(), sync, state.api.now())
+}
+
+#[derive(Debug, Deserialize)]
+struct PortsQuery {
+    rang: Option<u8>,
+}
+
+async fn ports_page(
+    State(state): State<WebState>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+    Query(q): Query<PortsQuery>,
+) -> Response {
+    let who = match page_user(
+        &state,
+        &headers,
+        ip,
+        None,
+        "/ports",
+        (Resource::Diagnostics, Action::View),
+    )
+    .await
+    {
+        Ok(w) => w,
+        Err(r) => return r,
+    };
+    let may_operate = state.api.reader().is_ok_and(|reader| {
+        state.api.authorizer(&reader).is_ok_and(|a| {
+            a.authorize(
+                who.subject(),
+                Resource::Diagnostics,
+                Action::Operate,
+                &Target::Site,
+            )
+            .is_allowed()
+        })
+    });
+    pages::ports_page(&who, state.api.status(), may_operate, q.rang)
+}
+
+async fn ring_test_form(
+    State(state): State<WebState>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+    Path(port): Path<String>,
+    Form(form): Form<CsrfForm>,
+) -> Response {
+    let who = match page_user(
+        &state,
+        &headers,
+        ip,
+        Some(&form.csrf),
+        "/ports",
+        (Resource::Diagnostics, Action::Operate),
+    )
+    .await
+    {
+        Ok(w) => w,
+        Err(r) => return r,
+    };
+    let Ok(port) = port.parse::<u8>() else {
+        return pages::error_page(
+            StatusCode::BAD_REQUEST,
+            "No such port",
+            &format!("{port:?} is not a port number."),
+            Some(("/ports", "Back to the ports")),
+        );
+    };
+    match api_routes::run_ring_test(&state.api, &who, port).await {
+        Ok(()) => Redirect::to(&format!("/ports?rang={port}")).into_response(),
+        Err(e) => pages::error_page(
+            e.status(),
+            "Ring test not started",
+            e.message(),
+            Some(("/ports", "Back to the ports")),
+        ),
+    }
+}
+
+async fn system_page(
+    State(state): State<WebState>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+) -> Response {
+    let who = match page_user(
+        &state,
+        &headers,
+        ip,
+        None,
+        "/system",
+        (Resource::SystemConfig, Action::View),
+    )
+    .await
+    {
+        Ok(w) => w,
+        Err(r) => return r,
+    };
+    pages::system_page(&who, state.api.status(), state.api.now())
+}

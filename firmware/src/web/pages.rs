@@ -1,0 +1,589 @@
+//! The HTML of the pages (maud templates) and the facts only pages show (disk,
+//! memory, load). Every value is escaped by maud; no inline script or style (the
+//! CSP forbids both): looks live in `app.css`, behaviour in `app.js`, and elements the
+//! script updates carry `data-live` with `data-field` (and `data-port`).
+
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Response};
+use maud::{html, Markup, DOCTYPE};
+
+use super::status::{BoxStatus, Hook, PortKind, PortStatus, StatusHandle, RING_TEST_DURATION};
+use crate::api::Authed;
+use crate::sync::status::SyncStatusReport;
+
+/// What the dashboard's sync and WAN cards show.
+#[derive(Debug)]
+pub(super) enum SyncView {
+    /// The report, or why it could not be read.
+    Report(Result<Box<SyncStatusReport>, String>),
+    /// The user lacks `sync.view`.
+    Denied,
+}
+
+/// `%`-encodes everything but unreserved characters and `/` (for `?next=`).
+pub(super) fn url_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// `HH:MM:SS` UTC of a Unix time in ms (the script formats the same way).
+fn clock(ms: i64) -> String {
+    let s = ms.div_euclid(1000).rem_euclid(86_400);
+    format!("{:02}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+}
+
+/// `3 d 4 h`, `5 h 2 min`, `4 min 10 s`, `12 s`.
+fn duration(ms: i64) -> String {
+    let s = ms.max(0) / 1000;
+    let (d, h, m) = (s / 86_400, s / 3600 % 24, s / 60 % 60);
+    if d > 0 {
+        format!("{d} d {h} h")
+    } else if h > 0 {
+        format!("{h} h {m} min")
+    } else if m > 0 {
+        format!("{m} min {} s", s % 60)
+    } else {
+        format!("{s} s")
+    }
+}
+
+/// Bytes in binary units.
+fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+/// Space on the file system holding the data directory.
+#[derive(Debug, Clone, Copy)]
+struct Disk {
+    total: u64,
+    free: u64,
+}
+
+impl Disk {
+    fn of(path: &std::path::Path) -> Result<Disk, String> {
+        let st = nix::sys::statvfs::statvfs(path)
+            .map_err(|e| format!("statvfs {}: {e}", path.display()))?;
+        let frag = st.fragment_size();
+        Ok(Disk {
+            total: st.blocks() * frag,
+            free: st.blocks_available() * frag,
+        })
+    }
+
+    fn used_pct(self) -> u64 {
+        if self.total == 0 {
+            return 0;
+        }
+        (self.total - self.free.min(self.total)) * 100 / self.total
+    }
+}
+
+/// Disk usage at or above this is an alarm.
+const DISK_ALARM_PCT: u64 = 90;
+/// An outbox row older than this is an alarm (HQ has not had it for an hour).
+const BACKLOG_ALARM_MS: i64 = 60 * 60_000;
+
+fn layout(title: &str, who: Option<&Authed>, current: &str, body: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · Branchline" }
+                link rel="stylesheet" href="/static/app.css";
+                script src="/static/app.js" defer {}
+            }
+            body {
+                header.top {
+                    a.brand href="/dashboard" { "Branchline" }
+                    @if let Some(who) = who {
+                        nav {
+                            @for (href, label) in [("/dashboard", "Dashboard"), ("/ports", "Ports"), ("/system", "System")] {
+                                @if href == current {
+                                    a.current href=(href) aria-current="page" { (label) }
+                                } @else {
+                                    a href=(href) { (label) }
+                                }
+                            }
+                        }
+                        form.logout method="post" action="/logout" {
+                            input type="hidden" name="csrf" value=(who.csrf_token());
+                            span.user { (who.subject().username) }
+                            button type="submit" { "Log out" }
+                        }
+                    }
+                }
+                main { (body) }
+            }
+        }
+    }
+}
+
+fn page(status: StatusCode, markup: Markup) -> Response {
+    (
+        status,
+        [(axum::http::header::CACHE_CONTROL, "no-store")],
+        Html(markup.into_string()),
+    )
+        .into_response()
+}
+
+/// The login form.
+pub(super) fn login_page(next: &str, csrf: &str, message: Option<&str>) -> Markup {
+    layout(
+        "Log in",
+        None,
+        "",
+        html! {
+            section.card.narrow {
+                h1 { "Log in" }
+                p.muted { "Gateway diagnostics for technicians." }
+                @if let Some(m) = message {
+                    p.notice role="alert" { (m) }
+                }
+                form.stack method="post" action="/login" {
+                    input type="hidden" name="csrf" value=(csrf);
+                    input type="hidden" name="next" value=(next);
+                    label for="username" { "Username" }
+                    input #username type="text" name="username" autocomplete="username" required autofocus;
+                    label for="password" { "Password" }
+                    input #password type="password" name="password" autocomplete="current-password" required;
+                    button type="submit" { "Log in" }
+                }
+            }
+        },
+    )
+}
+
+/// An error page with a way back.
+pub(super) fn error_page(
+    status: StatusCode,
+    title: &str,
+    message: &str,
+    back: Option<(&str, &str)>,
+) -> Response {
+    let (href, label) = back.unwrap_or(("/dashboard", "Go to the dashboard"));
+    page(
+        status,
+        layout(
+            title,
+            None,
+            "",
+            html! {
+                section.card.narrow.error {
+                    h1 { (title) }
+                    p.code { (status.as_u16()) " " (status.canonical_reason().unwrap_or("")) }
+                    p { (message) }
+                    p { a.button href=(href) { (label) } }
+                }
+            },
+        ),
+    )
+}
+
+/// The 403 page: which permission the page needs, and the reason in words.
+pub(super) fn forbidden_page(
+    who: Option<&Authed>,
+    permission: Option<&str>,
+    reason: &str,
+) -> Response {
+    page(
+        StatusCode::FORBIDDEN,
+        layout(
+            "Access denied",
+            who,
+            "",
+            html! {
+                section.card.narrow.error {
+                    h1 { "Access denied" }
+                    p.code { "403 Forbidden" }
+                    @if let Some(p) = permission {
+                        p { "This page needs the permission " code { (p) } ", which your role does not grant." }
+                    }
+                    p.muted { (reason) }
+                    p { "Ask an administrator for a technician account, or log in as another user." }
+                    p { a.button href="/login" { "Log in as another user" } }
+                }
+            },
+        ),
+    )
+}
+
+fn hook_pill(port: &PortStatus) -> Markup {
+    let class = match port.hook {
+        Hook::OffHook => "pill warn",
+        Hook::OnHook => "pill ok",
+        Hook::Unknown => "pill",
+    };
+    html! {
+        span class=(class) data-live="" data-port=(port.port) data-field="hook" { (port.hook.label()) }
+    }
+}
+
+fn state_pill(port: &PortStatus) -> Markup {
+    let class = match port.state {
+        "idle" => "pill",
+        "fault" | "lockout" => "pill bad",
+        _ => "pill busy",
+    };
+    html! {
+        span class=(class) data-live="" data-port=(port.port) data-field="state" { (port.state) }
+    }
+}
+
+fn line_text(port: &PortStatus) -> String {
+    match port.line {
+        Some(l) => format!(
+            "{:.1} V, {:.1} mA at {}",
+            f64::from(l.millivolts) / 1000.0,
+            f64::from(l.microamps) / 1000.0,
+            clock(l.at_ms)
+        ),
+        None => "not reported yet".to_owned(),
+    }
+}
+
+fn extension(port: &PortStatus) -> String {
+    match (&port.extension, &port.name) {
+        (Some(n), Some(name)) => format!("{n} {name}"),
+        (Some(n), None) => n.clone(),
+        _ if port.kind == PortKind::Fxo => "PSTN line".to_owned(),
+        _ => "no extension".to_owned(),
+    }
+}
+
+fn not_running() -> Markup {
+    html! { p.muted { "Live status is not available (the API is not served by a running daemon)." } }
+}
+
+/// Alarms from the live status, the sync report and the disk.
+fn alarms(status: &BoxStatus, sync: Option<&SyncStatusReport>, disk: Option<Disk>) -> Vec<String> {
+    let mut out = Vec::new();
+    for p in &status.ports {
+        if let Some(f) = &p.fault {
+            out.push(format!("Port {}: {f}", p.port));
+        }
+    }
+    if status.trunk == "unusable" {
+        out.push("SIP trunk unusable: registration failed or the trunk stopped answering".into());
+    }
+    if let Some(s) = sync {
+        let wan = s.wan["state"].as_str().unwrap_or("unknown");
+        if wan == "offline" || wan == "degraded" {
+            out.push(format!("WAN {wan}"));
+        }
+        if let Some(e) = &s.setup_error {
+            out.push(format!("Sync is not running: {e}"));
+        }
+        if s.backlog
+            .oldest_age_ms
+            .is_some_and(|a| a >= BACKLOG_ALARM_MS)
+        {
+            out.push(format!(
+                "Sync backlog: {} records, the oldest waiting {}",
+                s.backlog.depth,
+                duration(s.backlog.oldest_age_ms.unwrap_or(0))
+            ));
+        }
+    }
+    if let Some(d) = disk {
+        if d.used_pct() >= DISK_ALARM_PCT {
+            out.push(format!(
+                "Disk {}% full ({} free)",
+                d.used_pct(),
+                bytes(d.free)
+            ));
+        }
+    }
+    out
+}
+
+fn disk_card(disk: &Result<Disk, String>) -> Markup {
+    html! {
+        section.card {
+            h2 { "Disk" }
+            @match disk {
+                Ok(d) => {
+                    p.big { (d.used_pct()) "% used" }
+                    meter min="0" max="100" low="75" high=(DISK_ALARM_PCT) optimum="10" value=(d.used_pct()) { (d.used_pct()) "%" }
+                    p.muted { (bytes(d.free)) " free of " (bytes(d.total)) }
+                }
+                Err(e) => { p.bad { "Unknown: " (e) } }
+            }
+        }
+    }
+}
+
+/// The dashboard.
+pub(super) fn dashboard_page(
+    who: &Authed,
+    status: Option<&StatusHandle>,
+    sync: SyncView,
+    now_ms: i64,
+) -> Response {
+    let report = match &sync {
+        SyncView::Report(Ok(r)) => Some(&**r),
+        _ => None,
+    };
+    let snapshot = status.map(StatusHandle::current);
+    let disk = status.map(|s| Disk::of(&s.info().data_dir));
+    let alarm_list = snapshot.as_deref().map(|s| {
+        alarms(
+            s,
+            report,
+            disk.as_ref().and_then(|d| d.as_ref().ok().copied()),
+        )
+    });
+    let body = html! {
+        h1 { "Dashboard" }
+        @if let Some(s) = &snapshot {
+            p.muted { "Up " (duration(now_ms - s.started_at_ms)) " · updated " span data-live="" data-field="at" { (clock(s.at_ms)) } " UTC" }
+        }
+        section.card.wide.alarms {
+            h2 { "Alarms" }
+            @match &alarm_list {
+                Some(list) if list.is_empty() => { p.ok { "No alarms." } }
+                Some(list) => { ul { @for a in list { li.bad { (a) } } } }
+                None => { (not_running()) }
+            }
+        }
+        div.cards {
+            section.card {
+                h2 { "Ports" }
+                @if let Some(s) = &snapshot {
+                    table {
+                        thead { tr { th { "Port" } th { "Line" } th { "Hook" } th { "Call" } } }
+                        tbody {
+                            @for p in &s.ports {
+                                tr {
+                                    td { (p.port) " " span.muted { (p.kind.label()) } }
+                                    td { (extension(p)) }
+                                    td { (hook_pill(p)) }
+                                    td { (state_pill(p)) }
+                                }
+                            }
+                        }
+                    }
+                    p { a href="/ports" { "Port details and tests" } }
+                } @else { (not_running()) }
+            }
+            section.card {
+                h2 { "Calls" }
+                @if let Some(s) = &snapshot {
+                    p.big { span data-live="" data-field="active_calls" { (s.active_calls) } " active" }
+                } @else { (not_running()) }
+            }
+            section.card {
+                h2 { "SIP" }
+                @if let (Some(s), Some(h)) = (&snapshot, status) {
+                    dl {
+                        dt { "Trunk" }
+                        dd { span data-live="" data-field="trunk" { (s.trunk) } }
+                        dt { "Local phones" }
+                        @if h.info().sip_configured {
+                            dd { (h.info().sip_accounts) " accounts configured" }
+                            dt { "Registrations" }
+                            dd.muted { "not reported by the SIP endpoint yet" }
+                        } @else {
+                            dd { "not configured (no [sip] section)" }
+                        }
+                    }
+                } @else { (not_running()) }
+            }
+            section.card {
+                h2 { "WAN" }
+                @match &sync {
+                    SyncView::Denied => { p.muted { "Needs the permission " code { "sync.view" } "." } }
+                    SyncView::Report(Err(e)) => { p.bad { (e) } }
+                    SyncView::Report(Ok(r)) => {
+                        dl {
+                            dt { "State" }
+                            dd { (r.wan["state"].as_str().unwrap_or("unknown")) }
+                            dt { "HQ" }
+                            dd { (r.wan["hq"]["state"].as_str().unwrap_or("unknown")) }
+                            dt { "Trunk probe" }
+                            dd { (r.wan["trunk"]["state"].as_str().unwrap_or("unknown")) }
+                        }
+                    }
+                }
+            }
+            section.card {
+                h2 { "Sync with HQ" }
+                @match &sync {
+                    SyncView::Denied => { p.muted { "Needs the permission " code { "sync.view" } "." } }
+                    SyncView::Report(Err(e)) => { p.bad { (e) } }
+                    SyncView::Report(Ok(r)) => {
+                        dl {
+                            dt { "State" }
+                            dd { (r.state) }
+                            dt { "Backlog" }
+                            dd {
+                                (r.backlog.depth) " records"
+                                @if let Some(age) = r.backlog.oldest_age_ms { ", oldest " (duration(age)) }
+                            }
+                            dt { "Last success" }
+                            dd { @match r.last_success_ms { Some(t) => { (duration(now_ms - t)) " ago" } None => { "never" } } }
+                            @if let Some(e) = &r.last_error {
+                                dt { "Last error" }
+                                dd.bad { (e.message) }
+                            }
+                        }
+                    }
+                }
+            }
+            @if let Some(d) = &disk { (disk_card(d)) }
+        }
+    };
+    page(
+        StatusCode::OK,
+        layout("Dashboard", Some(who), "/dashboard", body),
+    )
+}
+
+/// The ports page.
+pub(super) fn ports_page(
+    who: &Authed,
+    status: Option<&StatusHandle>,
+    may_operate: bool,
+    rang: Option<u8>,
+) -> Response {
+    let snapshot = status.map(StatusHandle::current);
+    let body = html! {
+        h1 { "Ports" }
+        @if let Some(port) = rang {
+            p.notice.ok role="status" {
+                "Ring test started on port " (port) ": the phone rings for "
+                (RING_TEST_DURATION.as_secs()) " s."
+            }
+        }
+        @if let Some(s) = &snapshot {
+            div.cards {
+                @for p in &s.ports {
+                    section.card.port id=(format!("port-{}", p.port)) {
+                        h2 { "Port " (p.port) " " span.muted { (p.kind.label()) " · " (extension(p)) } }
+                        dl {
+                            dt { "Hook" } dd { (hook_pill(p)) }
+                            dt { "Call" } dd { (state_pill(p)) }
+                            dt { "Line" } dd data-live="" data-port=(p.port) data-field="line" { (line_text(p)) }
+                            dt { "Fault" } dd data-live="" data-port=(p.port) data-field="fault" { (p.fault.as_deref().unwrap_or("none")) }
+                            dt { "Ring test" } dd data-live="" data-port=(p.port) data-field="ring_test" { (if p.ring_test { "ringing" } else { "off" }) }
+                        }
+                        h3 { "Recent events" }
+                        ol.events data-live="" data-port=(p.port) data-field="events" {
+                            @for e in p.events.iter().rev() {
+                                li { time { (clock(e.at_ms)) } " " (e.what) }
+                            }
+                            @if p.events.is_empty() { li.muted { "none yet" } }
+                        }
+                        @if may_operate && p.kind == PortKind::Fxs {
+                            form.inline method="post" action=(format!("/ports/{}/ring-test", p.port)) {
+                                input type="hidden" name="csrf" value=(who.csrf_token());
+                                button type="submit" { "Ring test (" (RING_TEST_DURATION.as_secs()) " s)" }
+                            }
+                        }
+                    }
+                }
+            }
+            @if !may_operate {
+                p.muted { "Tests need the permission " code { "diagnostics.operate" } "." }
+            }
+        } @else { (not_running()) }
+    };
+    page(StatusCode::OK, layout("Ports", Some(who), "/ports", body))
+}
+
+/// `VmRSS` of this process, and `MemTotal` / `MemAvailable` of the machine, in bytes.
+fn memory() -> (Option<u64>, Option<u64>, Option<u64>) {
+    fn kib(text: &str, key: &str) -> Option<u64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map(|k| k * 1024)
+    }
+    let own = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let all = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    (
+        kib(&own, "VmRSS:"),
+        kib(&all, "MemTotal:"),
+        kib(&all, "MemAvailable:"),
+    )
+}
+
+/// The system page.
+pub(super) fn system_page(who: &Authed, status: Option<&StatusHandle>, now_ms: i64) -> Response {
+    let (rss, mem_total, mem_avail) = memory();
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "));
+    let or_unknown = |v: Option<u64>| v.map_or_else(|| "unknown".to_owned(), bytes);
+    let body = html! {
+        h1 { "System" }
+        div.cards {
+            section.card {
+                h2 { "Firmware" }
+                dl {
+                    dt { "branchd" } dd { (env!("CARGO_PKG_VERSION")) }
+                    @if let Some(h) = status {
+                        dt { "Board" } dd { (h.info().board_model) }
+                        dt { "Up" } dd { (duration(now_ms - h.current().started_at_ms)) }
+                    }
+                }
+            }
+            section.card {
+                h2 { "Memory and load" }
+                dl {
+                    dt { "branchd RSS" } dd { (or_unknown(rss)) }
+                    dt { "Available" } dd { (or_unknown(mem_avail)) " of " (or_unknown(mem_total)) }
+                    dt { "Load (1, 5, 15 min)" } dd { (load.as_deref().unwrap_or("unknown")) }
+                }
+            }
+            @if let Some(h) = status {
+                (disk_card(&Disk::of(&h.info().data_dir)))
+            }
+        }
+    };
+    page(StatusCode::OK, layout("System", Some(who), "/system", body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn helpers_format_for_people() {
+        assert_eq!(clock(3_723_000), "01:02:03");
+        assert_eq!(duration(12_000), "12 s");
+        assert_eq!(duration(125_000), "2 min 5 s");
+        assert_eq!(duration(90_000_000), "1 d 1 h");
+        assert_eq!(bytes(512), "512 B");
+        assert_eq!(bytes(1536), "1.5 KiB");
+        assert_eq!(url_encode("/ports?x=<a>"), "/ports%3Fx%3D%3Ca%3E");
+    }
+
+    #[test]
+    fn values_are_escaped() {
+        let m = login_page("/x\"><script>", "t", Some("<b>hi</b>")).into_string();
+        assert!(!m.contains("<script>"), "{m}");
+        assert!(!m.contains("<b>hi"), "{m}");
+        assert!(!m.contains("style="), "no inline style: {m}");
+    }
+}

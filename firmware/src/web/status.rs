@@ -1,0 +1,692 @@
+//! The daemon's live status for the web page and `/api/v1/status`: a read-only
+//! snapshot ([`BoxStatus`]) published on a `watch` channel by the main loop, and the
+//! ring test, the one port action the page may ask of the main loop.
+//!
+//! [`StatusPublisher`] is owned by the main loop and is sans-IO: it is fed the board's
+//! events, call control's port states, the number of active calls and the trunk's
+//! state, with `now` passed in; it returns the line-controller commands it wants sent
+//! (periodic `ReadLine` for line voltage / loop current and hook state, `Ring` /
+//! `StopRing` for a ring test) and says when it next needs time
+//! ([`StatusPublisher::timeout`]). [`StatusPublisher::publish`] sends a new snapshot
+//! only when something changed, so watchers (SSE streams) wake only on changes.
+//!
+//! Hook state of an FXS port comes from the board: `OffHook` / `OnHook` events, and
+//! the loop current of a `LineReading` (at start-up every port is read, so the page
+//! knows the hook state before the first event). FXO ports show call control's state.
+//!
+//! Limits: dialled digits are not kept in a port's recent events (they are customers'
+//! numbers); local SIP registrations are not reported by the SIP endpoint yet, so the
+//! page shows the configured accounts and says so; a ring test is refused when call
+//! control has the port in any state but idle, and a call that arrives on the port
+//! during the test rings it as usual (the test then does not stop that ringing).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use line_proto::{Cadence, Command, Event, FaultKind};
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::call::{PortState, TrunkStatus};
+
+/// How often every port's line is read (voltage, loop current).
+pub const LINE_READING_INTERVAL: Duration = Duration::from_secs(30);
+/// How long a ring test rings the phone.
+pub const RING_TEST_DURATION: Duration = Duration::from_secs(6);
+/// Recent events kept per port.
+pub const EVENTS_PER_PORT: usize = 8;
+/// Loop current above which an FXS line counts as off-hook (µA).
+pub const OFF_HOOK_MICROAMPS: u32 = 10_000;
+
+/// The kind of an analog port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PortKind {
+    /// A phone plugs in here.
+    Fxs,
+    /// A PSTN line plugs in here.
+    Fxo,
+}
+
+impl PortKind {
+    /// `"FXS"` / `"FXO"`.
+    pub fn label(self) -> &'static str {
+        match self {
+            PortKind::Fxs => "FXS",
+            PortKind::Fxo => "FXO",
+        }
+    }
+}
+
+/// Hook state of a port's line as the board reported it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Hook {
+    /// Handset down (FXS) / line released (FXO).
+    OnHook,
+    /// Handset lifted (FXS) / line seized (FXO).
+    OffHook,
+    /// Not reported by the board yet.
+    Unknown,
+}
+
+impl Hook {
+    /// Words for people: `on-hook`, `off-hook`, `not reported yet`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Hook::OnHook => "on-hook",
+            Hook::OffHook => "off-hook",
+            Hook::Unknown => "not reported yet",
+        }
+    }
+}
+
+/// One line measurement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct LineReading {
+    /// Tip-to-ring voltage, mV.
+    pub millivolts: i32,
+    /// Loop current, µA.
+    pub microamps: u32,
+    /// When it was reported, ms since the Unix epoch.
+    pub at_ms: i64,
+}
+
+/// Something that happened on a port.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PortEvent {
+    /// When, ms since the Unix epoch.
+    pub at_ms: i64,
+    /// What, in words.
+    pub what: String,
+}
+
+/// One port as the page shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PortStatus {
+    /// Port number (FXS first, then FXO, from 1).
+    pub port: u8,
+    /// FXS or FXO.
+    pub kind: PortKind,
+    /// The extension on this port (FXS) from the config.
+    pub extension: Option<String>,
+    /// Its name.
+    pub name: Option<String>,
+    /// Call control's state (`idle`, `dialing`, `ringing`, `calling`, `talking`,
+    /// `lockout`, `fault`).
+    pub state: &'static str,
+    /// Hook state from the board.
+    pub hook: Hook,
+    /// The last line reading, when the board gave one.
+    pub line: Option<LineReading>,
+    /// The fault the board reported, until the port works again.
+    pub fault: Option<String>,
+    /// Whether a ring test is ringing the phone now.
+    pub ring_test: bool,
+    /// Recent events, newest last.
+    pub events: VecDeque<PortEvent>,
+}
+
+/// The daemon's live status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BoxStatus {
+    /// Bumped at every published change (lets clients skip duplicates).
+    pub version: u64,
+    /// When this snapshot was made, ms since the Unix epoch.
+    pub at_ms: i64,
+    /// When the daemon started, ms since the Unix epoch.
+    pub started_at_ms: i64,
+    /// Every analog port.
+    pub ports: Vec<PortStatus>,
+    /// Calls in progress (call control's count).
+    pub active_calls: usize,
+    /// The SIP trunk: `not configured`, `usable` or `unusable` (registration failed
+    /// or the trunk stopped answering).
+    pub trunk: &'static str,
+}
+
+/// What does not change while the daemon runs, for the pages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaticInfo {
+    /// `branchd`'s version.
+    pub version: &'static str,
+    /// The board model.
+    pub board_model: String,
+    /// The data directory (its file system's free space is the disk line).
+    pub data_dir: PathBuf,
+    /// Whether `[sip]` is configured.
+    pub sip_configured: bool,
+    /// Local SIP accounts configured (`[[sip_accounts]]`).
+    pub sip_accounts: usize,
+}
+
+/// Why a ring test was not started.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RingTestError {
+    /// No such port.
+    #[error("port {port} does not exist on this board")]
+    NoSuchPort {
+        /// The port asked for.
+        port: u8,
+    },
+    /// Only FXS ports have a phone to ring.
+    #[error("port {port} is an FXO port (a PSTN line); only FXS ports ring a phone")]
+    NotFxs {
+        /// The port asked for.
+        port: u8,
+    },
+    /// The port is in use.
+    #[error("port {port} is busy ({state}); a ring test needs an idle port with the handset down")]
+    Busy {
+        /// The port asked for.
+        port: u8,
+        /// Its state.
+        state: &'static str,
+    },
+    /// A ring test already rings it.
+    #[error("a ring test is already ringing port {port}")]
+    AlreadyRinging {
+        /// The port asked for.
+        port: u8,
+    },
+    /// The main loop is gone (the daemon is stopping).
+    #[error("the daemon is stopping; try again when it is back")]
+    Stopping,
+}
+
+/// A request from the web side to the main loop.
+#[derive(Debug)]
+pub enum ControlRequest {
+    /// Ring an idle FXS phone for [`RING_TEST_DURATION`].
+    RingTest {
+        /// The port.
+        port: u8,
+        /// The outcome.
+        reply: oneshot::Sender<Result<(), RingTestError>>,
+    },
+}
+
+/// The web side's handle: the snapshots, the control channel and the static facts.
+#[derive(Debug, Clone)]
+pub struct StatusHandle {
+    status: watch::Receiver<Arc<BoxStatus>>,
+    control: mpsc::UnboundedSender<ControlRequest>,
+    info: Arc<StaticInfo>,
+}
+
+impl StatusHandle {
+    /// The handle over a publisher's channels.
+    pub fn new(
+        status: watch::Receiver<Arc<BoxStatus>>,
+        control: mpsc::UnboundedSender<ControlRequest>,
+        info: StaticInfo,
+    ) -> StatusHandle {
+        StatusHandle {
+            status,
+            control,
+            info: Arc::new(info),
+        }
+    }
+
+    /// The latest snapshot.
+    pub fn current(&self) -> Arc<BoxStatus> {
+        Arc::clone(&self.status.borrow())
+    }
+
+    /// A receiver that wakes on every published change (for SSE streams).
+    pub fn subscribe(&self) -> watch::Receiver<Arc<BoxStatus>> {
+        self.status.clone()
+    }
+
+    /// The static facts.
+    pub fn info(&self) -> &StaticInfo {
+        &self.info
+    }
+
+    /// Asks the main loop to ring-test `port`.
+    pub async fn ring_test(&self, port: u8) -> Result<(), RingTestError> {
+        let (reply, answer) = oneshot::channel();
+        self.control
+            .send(ControlRequest::RingTest { port, reply })
+            .map_err(|_| RingTestError::Stopping)?;
+        answer.await.map_err(|_| RingTestError::Stopping)?
+    }
+}
+
+/// The main loop's side: keeps [`BoxStatus`] and publishes it. See the module docs.
+#[derive(Debug)]
+pub struct StatusPublisher {
+    status: BoxStatus,
+    tx: watch::Sender<Arc<BoxStatus>>,
+    changed: bool,
+    /// When every port's line is read next.
+    next_reading: Instant,
+    /// Ring tests in progress: port -> when to stop.
+    ring_tests: BTreeMap<u8, Instant>,
+    /// The country's ring cadence.
+    cadence: Cadence,
+}
+
+/// One port as the publisher is built with: number, kind, extension and name.
+pub type PortSpec = (u8, PortKind, Option<(String, String)>);
+
+impl StatusPublisher {
+    /// A publisher over `ports`; `trunk_configured` says whether a SIP trunk exists.
+    /// The first [`StatusPublisher::handle_timeout`] (due at `now`) reads every line.
+    pub fn new(
+        ports: Vec<PortSpec>,
+        trunk_configured: bool,
+        cadence: Cadence,
+        now: Instant,
+        now_ms: i64,
+    ) -> (StatusPublisher, watch::Receiver<Arc<BoxStatus>>) {
+        let status = BoxStatus {
+            version: 1,
+            at_ms: now_ms,
+            started_at_ms: now_ms,
+            ports: ports
+                .into_iter()
+                .map(|(port, kind, ext)| PortStatus {
+                    port,
+                    kind,
+                    extension: ext.as_ref().map(|(n, _)| n.clone()),
+                    name: ext.map(|(_, name)| name),
+                    state: PortState::Idle.as_str(),
+                    hook: Hook::Unknown,
+                    line: None,
+                    fault: None,
+                    ring_test: false,
+                    events: VecDeque::new(),
+                })
+                .collect(),
+            active_calls: 0,
+            trunk: if trunk_configured {
+                "unusable"
+            } else {
+                "not configured"
+            },
+        };
+        let (tx, rx) = watch::channel(Arc::new(status.clone()));
+        (
+            StatusPublisher {
+                status,
+                tx,
+                changed: false,
+                next_reading: now,
+                ring_tests: BTreeMap::new(),
+                cadence,
+            },
+            rx,
+        )
+    }
+
+    /// The snapshot as it stands (published or not).
+    pub fn status(&self) -> &BoxStatus {
+        &self.status
+    }
+
+    fn port_mut(&mut self, port: u8) -> Option<&mut PortStatus> {
+        self.status.ports.iter_mut().find(|p| p.port == port)
+    }
+
+    fn note(&mut self, port: u8, now_ms: i64, what: String) {
+        if let Some(p) = self.port_mut(port) {
+            if p.events.len() == EVENTS_PER_PORT {
+                p.events.pop_front();
+            }
+            p.events.push_back(PortEvent {
+                at_ms: now_ms,
+                what,
+            });
+            self.changed = true;
+        }
+    }
+
+    fn set_hook(&mut self, port: u8, hook: Hook) {
+        if let Some(p) = self.port_mut(port) {
+            if p.hook != hook {
+                p.hook = hook;
+                self.changed = true;
+            }
+        }
+    }
+
+    /// A board event on `port`.
+    pub fn on_event(&mut self, now_ms: i64, port: u8, event: &Event) {
+        match event {
+            Event::OffHook => {
+                self.set_hook(port, Hook::OffHook);
+                // Ring trip: lifting the handset stops the ringing on the board.
+                if self.ring_tests.remove(&port).is_some() {
+                    self.set_ring_test(port, false);
+                    self.note(port, now_ms, "ring test answered (handset lifted)".into());
+                }
+                self.note(port, now_ms, "off-hook".into());
+            }
+            Event::OnHook => {
+                self.set_hook(port, Hook::OnHook);
+                self.note(port, now_ms, "on-hook".into());
+            }
+            Event::HookFlash => self.note(port, now_ms, "hook flash".into()),
+            Event::RingDetected { .. } => self.note(port, now_ms, "ringing from the PSTN".into()),
+            Event::PolarityReversal => self.note(port, now_ms, "polarity reversal".into()),
+            Event::LineReading {
+                millivolts,
+                microamps,
+            } => {
+                let kind = self.port_mut(port).map(|p| p.kind);
+                if let Some(p) = self.port_mut(port) {
+                    let old = p.line;
+                    p.line = Some(LineReading {
+                        millivolts: *millivolts,
+                        microamps: *microamps,
+                        at_ms: now_ms,
+                    });
+                    // Only a changed value is news for the watchers.
+                    if old.map(|l| (l.millivolts, l.microamps)) != Some((*millivolts, *microamps)) {
+                        self.changed = true;
+                    }
+                }
+                if kind == Some(PortKind::Fxs) {
+                    let hook = if *microamps >= OFF_HOOK_MICROAMPS {
+                        Hook::OffHook
+                    } else {
+                        Hook::OnHook
+                    };
+                    self.set_hook(port, hook);
+                }
+            }
+            Event::Fault(kind) => {
+                let what = fault_text(*kind);
+                if let Some(p) = self.port_mut(port) {
+                    p.fault = Some(what.to_owned());
+                }
+                self.note(port, now_ms, format!("fault: {what}"));
+            }
+            Event::SelfTestResult { passed, code } => {
+                let what = if *passed {
+                    "self-test passed".to_owned()
+                } else {
+                    format!("self-test failed (code {code})")
+                };
+                self.note(port, now_ms, what);
+            }
+            Event::Digit(_) | Event::Ready { .. } | Event::Rejected { .. } => {}
+        }
+    }
+
+    /// Call control's new state of `port`.
+    pub fn on_port_state(&mut self, now_ms: i64, port: u8, state: PortState) {
+        let Some(p) = self.port_mut(port) else {
+            return;
+        };
+        if p.state == state.as_str() {
+            return;
+        }
+        p.state = state.as_str();
+        if state != PortState::Fault {
+            p.fault = None;
+        }
+        self.changed = true;
+        self.note(port, now_ms, format!("call state: {}", state.as_str()));
+    }
+
+    /// The number of calls in progress and the trunk's state (`None`: no trunk).
+    pub fn set_calls(&mut self, active_calls: usize, trunk: Option<TrunkStatus>) {
+        let trunk = match trunk {
+            None | Some(TrunkStatus::NotConfigured) => "not configured",
+            Some(TrunkStatus::Usable) => "usable",
+            Some(TrunkStatus::Unusable) => "unusable",
+        };
+        if self.status.active_calls != active_calls || self.status.trunk != trunk {
+            self.status.active_calls = active_calls;
+            self.status.trunk = trunk;
+            self.changed = true;
+        }
+    }
+
+    fn set_ring_test(&mut self, port: u8, on: bool) {
+        if let Some(p) = self.port_mut(port) {
+            p.ring_test = on;
+            self.changed = true;
+        }
+    }
+
+    /// Starts a ring test on `port`: the commands to send, or why not.
+    pub fn ring_test(
+        &mut self,
+        now: Instant,
+        now_ms: i64,
+        port: u8,
+    ) -> Result<Vec<(u8, Command)>, RingTestError> {
+        let p = self
+            .status
+            .ports
+            .iter()
+            .find(|p| p.port == port)
+            .ok_or(RingTestError::NoSuchPort { port })?;
+        if p.kind != PortKind::Fxs {
+            return Err(RingTestError::NotFxs { port });
+        }
+        if self.ring_tests.contains_key(&port) {
+            return Err(RingTestError::AlreadyRinging { port });
+        }
+        if p.state != PortState::Idle.as_str() {
+            return Err(RingTestError::Busy {
+                port,
+                state: p.state,
+            });
+        }
+        if p.hook == Hook::OffHook {
+            return Err(RingTestError::Busy {
+                port,
+                state: "off-hook",
+            });
+        }
+        self.ring_tests.insert(port, now + RING_TEST_DURATION);
+        self.set_ring_test(port, true);
+        self.note(port, now_ms, "ring test started".into());
+        Ok(vec![(port, Command::Ring(self.cadence.clone()))])
+    }
+
+    /// When [`StatusPublisher::handle_timeout`] is next due.
+    pub fn timeout(&self) -> Instant {
+        self.ring_tests
+            .values()
+            .copied()
+            .fold(self.next_reading, Instant::min)
+    }
+
+    /// Runs what is due at `now`: the commands to send.
+    pub fn handle_timeout(&mut self, now: Instant, now_ms: i64) -> Vec<(u8, Command)> {
+        let mut out = Vec::new();
+        let due: Vec<u8> = self
+            .ring_tests
+            .iter()
+            .filter(|(_, &end)| end <= now)
+            .map(|(&p, _)| p)
+            .collect();
+        for port in due {
+            self.ring_tests.remove(&port);
+            self.set_ring_test(port, false);
+            // Stop only our own ringing: a call may have taken the port meanwhile.
+            let idle = self
+                .status
+                .ports
+                .iter()
+                .any(|p| p.port == port && p.state == PortState::Idle.as_str());
+            if idle {
+                out.push((port, Command::StopRing));
+            }
+            self.note(port, now_ms, "ring test ended".into());
+        }
+        if self.next_reading <= now {
+            self.next_reading = now + LINE_READING_INTERVAL;
+            out.extend(
+                self.status
+                    .ports
+                    .iter()
+                    .map(|p| (p.port, Command::ReadLine)),
+            );
+        }
+        out
+    }
+
+    /// Publishes the snapshot if anything changed since the last call.
+    pub fn publish(&mut self, now_ms: i64) {
+        if !self.changed {
+            return;
+        }
+        self.changed = false;
+        self.status.version += 1;
+        self.status.at_ms = now_ms;
+        let snapshot = Arc::new(self.status.clone());
+        self.tx.send_replace(snapshot);
+    }
+}
+
+fn fault_text(kind: FaultKind) -> &'static str {
+    match kind {
+        FaultKind::OverCurrent => "over-current (shorted line?)",
+        FaultKind::ForeignVoltage => "foreign voltage on the line",
+        FaultKind::Thermal => "line chip over temperature",
+        FaultKind::RingerOverload => "too many ringers on the line",
+        FaultKind::NoLineVoltage => "no line voltage (PSTN line cut or unplugged)",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn publisher() -> (StatusPublisher, watch::Receiver<Arc<BoxStatus>>, Instant) {
+        let now = Instant::now();
+        let (p, rx) = StatusPublisher::new(
+            vec![
+                (1, PortKind::Fxs, Some(("101".into(), "Reception".into()))),
+                (2, PortKind::Fxs, None),
+                (3, PortKind::Fxo, None),
+            ],
+            false,
+            Cadence::continuous(),
+            now,
+            1_000,
+        );
+        (p, rx, now)
+    }
+
+    #[test]
+    fn first_timeout_reads_every_line_then_every_interval() {
+        let (mut p, _rx, now) = publisher();
+        assert_eq!(p.timeout(), now);
+        let cmds = p.handle_timeout(now, 1_000);
+        assert_eq!(
+            cmds,
+            vec![
+                (1, Command::ReadLine),
+                (2, Command::ReadLine),
+                (3, Command::ReadLine)
+            ]
+        );
+        assert_eq!(p.timeout(), now + LINE_READING_INTERVAL);
+        assert!(p
+            .handle_timeout(now + Duration::from_secs(1), 2_000)
+            .is_empty());
+    }
+
+    #[test]
+    fn hook_follows_events_and_loop_current_and_publishes_only_changes() {
+        let (mut p, mut rx, _) = publisher();
+        rx.mark_unchanged();
+        p.on_event(
+            5,
+            1,
+            &Event::LineReading {
+                millivolts: 8_000,
+                microamps: 25_000,
+            },
+        );
+        p.publish(5);
+        assert!(rx.has_changed().unwrap());
+        let s = rx.borrow_and_update().clone();
+        assert_eq!(s.ports[0].hook, Hook::OffHook);
+        assert_eq!(s.ports[0].line.map(|l| l.millivolts), Some(8_000));
+        p.on_event(6, 1, &Event::OnHook);
+        p.publish(6);
+        let s = rx.borrow_and_update().clone();
+        assert_eq!(s.ports[0].hook, Hook::OnHook);
+        assert_eq!(
+            s.ports[0].events.back().map(|e| e.what.as_str()),
+            Some("on-hook")
+        );
+        // Nothing new: nothing published.
+        p.publish(7);
+        assert!(!rx.has_changed().unwrap());
+        // Digits are never kept.
+        p.on_event(8, 1, &Event::Digit(b'5'));
+        p.publish(8);
+        assert!(!rx.has_changed().unwrap());
+    }
+
+    #[test]
+    fn ring_test_rings_an_idle_fxs_port_and_stops_after_its_time() {
+        let (mut p, _rx, now) = publisher();
+        let cmds = p.ring_test(now, 0, 1).expect("idle port rings");
+        assert!(matches!(cmds.as_slice(), [(1, Command::Ring(_))]));
+        assert!(p.status().ports[0].ring_test);
+        assert_eq!(
+            p.ring_test(now, 0, 1),
+            Err(RingTestError::AlreadyRinging { port: 1 })
+        );
+        let _ = p.handle_timeout(now, 0); // line readings
+        let end = now + RING_TEST_DURATION;
+        assert_eq!(p.timeout(), end);
+        assert_eq!(p.handle_timeout(end, 6_000), vec![(1, Command::StopRing)]);
+        assert!(!p.status().ports[0].ring_test);
+    }
+
+    #[test]
+    fn ring_test_is_refused_on_a_busy_fxo_or_unknown_port() {
+        let (mut p, _rx, now) = publisher();
+        p.on_port_state(0, 2, PortState::Talking);
+        assert_eq!(
+            p.ring_test(now, 0, 2),
+            Err(RingTestError::Busy {
+                port: 2,
+                state: "talking"
+            })
+        );
+        assert_eq!(
+            p.ring_test(now, 0, 3),
+            Err(RingTestError::NotFxs { port: 3 })
+        );
+        assert_eq!(
+            p.ring_test(now, 0, 9),
+            Err(RingTestError::NoSuchPort { port: 9 })
+        );
+        p.on_event(0, 1, &Event::OffHook);
+        assert!(matches!(
+            p.ring_test(now, 0, 1),
+            Err(RingTestError::Busy { port: 1, .. })
+        ));
+        // Refusals change nothing.
+        assert!(p.status().ports.iter().all(|p| !p.ring_test));
+    }
+
+    #[test]
+    fn a_call_taking_the_port_keeps_its_ringing_and_off_hook_ends_the_test() {
+        let (mut p, _rx, now) = publisher();
+        let _ = p.handle_timeout(now, 0);
+        p.ring_test(now, 0, 1).expect("rings");
+        p.on_port_state(1, 1, PortState::Ringing);
+        let end = now + RING_TEST_DURATION;
+        assert!(p.handle_timeout(end, 6_000).is_empty(), "no StopRing");
+        p.on_port_state(7, 1, PortState::Idle);
+        p.ring_test(end, 7, 1).expect("rings again");
+        p.on_event(8, 1, &Event::OffHook);
+        assert!(!p.status().ports[0].ring_test);
+        assert_eq!(p.timeout(), now + LINE_READING_INTERVAL);
+    }
+}

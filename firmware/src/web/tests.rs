@@ -1,0 +1,725 @@
+//! The web page in-process: the whole router (pages, static files, the API) over a
+//! real store in a temp dir, users made through [`Accounts`], and a stand-in for the
+//! main loop that answers ring tests with a real [`StatusPublisher`]. Requests go
+//! through `oneshot` with a client address, like the API's tests.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::http::{header, HeaderMap, Method, Request, StatusCode};
+use http_body_util::BodyExt;
+use line_proto::{Cadence, Event};
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+use tower::ServiceExt;
+
+use super::status::{
+    ControlRequest, PortKind, StaticInfo, StatusHandle, StatusPublisher, RING_TEST_DURATION,
+};
+use super::*;
+use crate::accounts::{Accounts, AuthSettings, HashParams, NewUser};
+use crate::audit::Actor;
+use crate::call::PortState;
+use crate::mask::MaskPattern;
+use crate::store::{system_clock_ms, Store};
+use crate::sync::status::SyncHandle;
+
+const FAST: HashParams = HashParams {
+    m_kib: 64,
+    t: 1,
+    p: 1,
+};
+const PASSWORD: &str = "a-Good-passphrase-42";
+
+struct Env {
+    _dir: tempfile::TempDir,
+    accounts: Accounts,
+    router: Router,
+    publisher: Arc<Mutex<StatusPublisher>>,
+}
+
+struct Reply {
+    status: StatusCode,
+    headers: HeaderMap,
+    text: String,
+}
+
+impl Reply {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.text).unwrap_or_else(|e| panic!("{e}: {}", self.text))
+    }
+
+    fn location(&self) -> &str {
+        self.headers
+            .get(header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+
+    /// The first `name=value` of the Set-Cookie headers for `name`.
+    fn cookie(&self, name: &str) -> Option<String> {
+        self.headers
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .filter_map(|v| v.split(';').next())
+            .find(|kv| kv.starts_with(&format!("{name}=")))
+            .map(str::to_owned)
+    }
+}
+
+/// A logged-in browser: the session cookie and the CSRF token of its forms.
+#[derive(Debug, Clone)]
+struct Browser {
+    cookie: String,
+    csrf: String,
+}
+
+fn hidden_csrf(html: &str) -> String {
+    let at = html.find("name=\"csrf\" value=\"").expect("csrf field") + 19;
+    html[at..].split('"').next().expect("value").to_owned()
+}
+
+async fn env() -> Env {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("branchline.db");
+    let store = Store::open(&path).expect("open");
+    let (writer, _thread) = store.spawn_writer();
+    let settings = AuthSettings {
+        hash: FAST,
+        ..AuthSettings::default()
+    };
+    let accounts = Accounts::new(writer, path, settings);
+    let (publisher, rx) = StatusPublisher::new(
+        vec![
+            (1, PortKind::Fxs, Some(("101".into(), "Reception".into()))),
+            (2, PortKind::Fxs, Some(("102".into(), "Sales".into()))),
+            (3, PortKind::Fxo, None),
+        ],
+        false,
+        Cadence::continuous(),
+        Instant::now(),
+        system_clock_ms(),
+    );
+    let publisher = Arc::new(Mutex::new(publisher));
+    let (control, mut requests) = mpsc::unbounded_channel::<ControlRequest>();
+    // The main loop's part: ring tests against the publisher.
+    let p = Arc::clone(&publisher);
+    tokio::spawn(async move {
+        while let Some(ControlRequest::RingTest { port, reply }) = requests.recv().await {
+            let mut p = p.lock().expect("publisher");
+            let r = p
+                .ring_test(Instant::now(), system_clock_ms(), port)
+                .map(|_| ());
+            p.publish(system_clock_ms());
+            let _ = reply.send(r);
+        }
+    });
+    let info = StaticInfo {
+        version: "test",
+        board_model: "sim".into(),
+        data_dir: dir.path().to_owned(),
+        sip_configured: false,
+        sip_accounts: 0,
+    };
+    let state = ApiState::with_status(
+        accounts.clone(),
+        MaskPattern::default(),
+        Arc::new(system_clock_ms),
+        SyncHandle::not_configured(),
+        Some(StatusHandle::new(rx, control, info)),
+    );
+    for (name, role) in [
+        ("tech", "technician"),
+        ("agent1", "agent"),
+        ("boss", "admin"),
+        ("sup", "supervisor"),
+    ] {
+        accounts
+            .create_user(
+                &Actor::system(),
+                NewUser {
+                    username: name.to_owned(),
+                    password: PASSWORD.to_owned(),
+                    enabled: true,
+                    roles: vec![role.to_owned()],
+                    ..NewUser::default()
+                },
+                system_clock_ms(),
+            )
+            .await
+            .expect("user");
+    }
+    Env {
+        _dir: dir,
+        accounts,
+        router: router(state),
+        publisher,
+    }
+}
+
+impl Env {
+    async fn send(
+        &self,
+        method: Method,
+        uri: &str,
+        cookies: &[&str],
+        headers: &[(&str, &str)],
+        form: Option<String>,
+    ) -> Reply {
+        let mut req = Request::builder().method(method).uri(uri);
+        if !cookies.is_empty() {
+            req = req.header(header::COOKIE, cookies.join("; "));
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let body = match form {
+            Some(f) => {
+                req = req.header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+                Body::from(f)
+            }
+            None => Body::empty(),
+        };
+        let mut req = req.body(body).expect("request");
+        let addr: SocketAddr = "192.0.2.7:40000".parse().expect("addr");
+        req.extensions_mut().insert(ConnectInfo(addr));
+        let resp = self.router.clone().oneshot(req).await.expect("infallible");
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+        Reply {
+            status,
+            headers,
+            text: String::from_utf8_lossy(&bytes).into_owned(),
+        }
+    }
+
+    async fn get(&self, uri: &str, b: Option<&Browser>) -> Reply {
+        let cookies: Vec<&str> = b.map(|b| b.cookie.as_str()).into_iter().collect();
+        self.send(Method::GET, uri, &cookies, &[], None).await
+    }
+
+    async fn post_form(&self, uri: &str, b: &Browser, form: &str) -> Reply {
+        self.send(Method::POST, uri, &[&b.cookie], &[], Some(form.to_owned()))
+            .await
+    }
+
+    /// Logs in through the login form, as a browser does.
+    async fn login(&self, username: &str) -> Browser {
+        let page = self.get("/login?next=/ports", None).await;
+        assert_eq!(page.status, StatusCode::OK);
+        let login_cookie = page.cookie(LOGIN_CSRF_COOKIE).expect("login csrf cookie");
+        let token = hidden_csrf(&page.text);
+        let r = self
+            .send(
+                Method::POST,
+                "/login",
+                &[&login_cookie],
+                &[],
+                Some(format!(
+                    "username={username}&password={PASSWORD}&csrf={token}&next=%2Fports"
+                )),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text);
+        assert_eq!(r.location(), "/ports");
+        let cookie = r.cookie(api::SESSION_COOKIE).expect("session cookie");
+        let set = r.headers[header::SET_COOKIE].to_str().expect("ascii");
+        assert!(
+            set.contains("HttpOnly") && set.contains("SameSite=Strict"),
+            "{set}"
+        );
+        // The CSRF token of the forms is on every page.
+        let dash = self
+            .get(
+                "/dashboard",
+                Some(&Browser {
+                    cookie: cookie.clone(),
+                    csrf: String::new(),
+                }),
+            )
+            .await;
+        let csrf = hidden_csrf(&dash.text);
+        Browser { cookie, csrf }
+    }
+
+    fn audit(&self) -> Vec<crate::audit::AuditRecord> {
+        let reader = self.accounts.reader().expect("reader");
+        crate::audit::list(&reader, 0, 1000).expect("audit")
+    }
+}
+
+/// The next SSE event's JSON data (a generous bound only stops a hang).
+async fn next_event(body: &mut Body) -> Value {
+    let mut text = String::new();
+    loop {
+        let frame = tokio::time::timeout(std::time::Duration::from_secs(30), body.frame())
+            .await
+            .expect("an event in time")
+            .expect("stream open")
+            .expect("frame");
+        if let Some(data) = frame.data_ref() {
+            text.push_str(&String::from_utf8_lossy(data));
+        }
+        if !text.contains("\n\n") {
+            continue;
+        }
+        assert!(text.contains("event: status"), "{text}");
+        let line = text
+            .lines()
+            .find_map(|l| l.strip_prefix("data:"))
+            .expect("data line");
+        return serde_json::from_str(line.trim()).expect("json");
+    }
+}
+
+fn assert_security_headers(r: &Reply, what: &str) {
+    let h = |name: &str| {
+        r.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_else(|| panic!("{what}: no {name}"))
+            .to_owned()
+    };
+    let csp = h("content-security-policy");
+    assert!(csp.contains("default-src 'self'"), "{what}: {csp}");
+    assert!(!csp.contains("unsafe-inline"), "{what}: {csp}");
+    assert_eq!(h("x-frame-options"), "DENY", "{what}");
+    assert_eq!(h("x-content-type-options"), "nosniff", "{what}");
+    assert_eq!(h("referrer-policy"), "no-referrer", "{what}");
+}
+
+#[tokio::test]
+async fn every_response_carries_the_security_headers_and_assets_are_cached() {
+    let env = env().await;
+    let tech = env.login("tech").await;
+    for (uri, b) in [
+        ("/login", None),
+        ("/dashboard", None),
+        ("/dashboard", Some(&tech)),
+        ("/ports", Some(&tech)),
+        ("/no-such-page", Some(&tech)),
+        ("/api/v1/status", Some(&tech)),
+        ("/api/v1/no-such-route", Some(&tech)),
+        ("/static/app.css", None),
+        ("/static/app.js", None),
+    ] {
+        let r = env.get(uri, b).await;
+        assert_security_headers(&r, uri);
+    }
+    let css = env.get("/static/app.css", None).await;
+    assert_eq!(css.status, StatusCode::OK);
+    assert!(css.headers[header::CONTENT_TYPE]
+        .to_str()
+        .unwrap()
+        .starts_with("text/css"));
+    assert!(css.headers[header::CACHE_CONTROL]
+        .to_str()
+        .unwrap()
+        .contains("max-age"));
+    let etag = css.headers[header::ETAG].to_str().unwrap().to_owned();
+    let again = env
+        .send(
+            Method::GET,
+            "/static/app.css",
+            &[],
+            &[("if-none-match", &etag)],
+            None,
+        )
+        .await;
+    assert_eq!(again.status, StatusCode::NOT_MODIFIED);
+    assert!(again.text.is_empty());
+    let js = env.get("/static/app.js", None).await;
+    assert!(js.headers[header::CONTENT_TYPE]
+        .to_str()
+        .unwrap()
+        .starts_with("text/javascript"));
+    assert_ne!(js.headers[header::ETAG], css.headers[header::ETAG]);
+    // Pages hold no inline script or style (the CSP would block them).
+    let page = env.get("/dashboard", Some(&tech)).await;
+    assert!(!page.text.contains("<script>"), "inline script");
+    assert!(!page.text.contains("style="), "inline style");
+    assert!(!page.text.contains("<style"), "inline style");
+    // The 404s: HTML for pages, JSON for the API.
+    let r = env.get("/no-such-page", Some(&tech)).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert!(r.text.contains("Page not found"), "{}", r.text);
+    let r = env.get("/api/v1/no-such-route", Some(&tech)).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert_eq!(r.json()["error"], "no such route");
+}
+
+#[tokio::test]
+async fn not_logged_in_redirects_to_the_login_page_and_bad_logins_are_refused() {
+    let env = env().await;
+    for uri in ["/dashboard", "/ports", "/system"] {
+        let r = env.get(uri, None).await;
+        assert_eq!(r.status, StatusCode::SEE_OTHER, "{uri}");
+        assert_eq!(r.location(), format!("/login?next={uri}"));
+    }
+    let root = env.get("/", None).await;
+    assert_eq!(root.location(), "/dashboard");
+
+    let page = env.get("/login", None).await;
+    let login_cookie = page.cookie(LOGIN_CSRF_COOKIE).expect("cookie");
+    let token = hidden_csrf(&page.text);
+    // Wrong form token: refused, no session.
+    let r = env
+        .send(
+            Method::POST,
+            "/login",
+            &[&login_cookie],
+            &[],
+            Some(format!("username=tech&password={PASSWORD}&csrf=forged")),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert!(r.cookie(api::SESSION_COOKIE).is_none());
+    // No form cookie at all: refused.
+    let r = env
+        .send(
+            Method::POST,
+            "/login",
+            &[],
+            &[],
+            Some(format!("username=tech&password={PASSWORD}&csrf={token}")),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert!(r.cookie(api::SESSION_COOKIE).is_none());
+    // Wrong password: the form again with the reason, no session.
+    let r = env
+        .send(
+            Method::POST,
+            "/login",
+            &[&login_cookie],
+            &[],
+            Some(format!("username=tech&password=nope&csrf={token}")),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert!(
+        r.text.contains("invalid username or password"),
+        "{}",
+        r.text
+    );
+    assert!(r.cookie(api::SESSION_COOKIE).is_none());
+    // An incomplete form.
+    let r = env
+        .send(
+            Method::POST,
+            "/login",
+            &[&login_cookie],
+            &[],
+            Some(format!("username=tech&csrf={token}")),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    // `next` never leaves the site.
+    let r = env
+        .send(
+            Method::POST,
+            "/login",
+            &[&login_cookie],
+            &[],
+            Some(format!(
+                "username=tech&password={PASSWORD}&csrf={token}&next=%2F%2Fevil.example"
+            )),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    assert_eq!(r.location(), "/dashboard");
+}
+
+#[tokio::test]
+async fn pages_follow_the_roles() {
+    let env = env().await;
+    let tech = env.login("tech").await;
+    let boss = env.login("boss").await;
+    let agent = env.login("agent1").await;
+    let sup = env.login("sup").await;
+    for uri in ["/dashboard", "/ports", "/system"] {
+        assert_eq!(
+            env.get(uri, Some(&tech)).await.status,
+            StatusCode::OK,
+            "{uri}"
+        );
+        assert_eq!(
+            env.get(uri, Some(&boss)).await.status,
+            StatusCode::OK,
+            "{uri}"
+        );
+    }
+    for (uri, permission) in [
+        ("/dashboard", "diagnostics.view"),
+        ("/ports", "diagnostics.view"),
+        ("/system", "system_config.view"),
+    ] {
+        for who in [&agent, &sup] {
+            let r = env.get(uri, Some(who)).await;
+            assert_eq!(r.status, StatusCode::FORBIDDEN, "{uri}");
+            assert!(r.text.contains("Access denied"), "{}", r.text);
+            assert!(r.text.contains(permission), "{uri}: {}", r.text);
+        }
+    }
+    // Denials are audited like the API's.
+    assert!(env
+        .audit()
+        .iter()
+        .any(|a| a.actor == "agent1" && a.result == "denied" && a.target == "/system"));
+    // The dashboard shows the ports from the live status, and what is not there.
+    let d = env.get("/dashboard", Some(&tech)).await.text;
+    assert!(d.contains("101 Reception"), "{d}");
+    assert!(
+        d.contains("not reported yet"),
+        "hook before any reading: {d}"
+    );
+    assert!(d.contains("not configured (no [sip] section)"), "{d}");
+    assert!(d.contains("not configured"), "sync: {d}");
+    assert!(d.contains("% used"), "disk: {d}");
+    // The technician may ring; the ports page has the form.
+    let p = env.get("/ports", Some(&tech)).await.text;
+    assert!(p.contains("/ports/1/ring-test"), "{p}");
+    assert!(
+        !p.contains("/ports/3/ring-test"),
+        "no ring test on FXO: {p}"
+    );
+}
+
+#[tokio::test]
+async fn the_live_status_follows_the_board_as_json_and_sse() {
+    let env = env().await;
+    let tech = env.login("tech").await;
+    let agent = env.login("agent1").await;
+    {
+        let mut p = env.publisher.lock().unwrap();
+        p.on_event(system_clock_ms(), 1, &Event::OffHook);
+        p.on_event(
+            system_clock_ms(),
+            2,
+            &Event::LineReading {
+                millivolts: 48_000,
+                microamps: 0,
+            },
+        );
+        p.publish(system_clock_ms());
+    }
+    let r = env.get("/api/v1/status", Some(&tech)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let s = r.json();
+    assert_eq!(s["ports"][0]["hook"], "off-hook");
+    assert_eq!(s["ports"][1]["hook"], "on-hook");
+    assert_eq!(s["ports"][1]["line"]["millivolts"], 48_000);
+    assert_eq!(s["ports"][2]["kind"], "fxo");
+    let page = env.get("/ports", Some(&tech)).await.text;
+    assert!(page.contains("48.0 V, 0.0 mA"), "{page}");
+    let r = env.get("/api/v1/status", Some(&agent)).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert!(r.json()["error"]
+        .as_str()
+        .unwrap()
+        .contains("diagnostics.view"));
+    assert_eq!(
+        env.get("/api/v1/status", None).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        env.get("/api/v1/events/status", Some(&agent)).await.status,
+        StatusCode::FORBIDDEN
+    );
+
+    // SSE: the snapshot at once, then one event per change.
+    let mut req = Request::builder()
+        .uri("/api/v1/events/status")
+        .header(header::COOKIE, &tech.cookie)
+        .body(Body::empty())
+        .unwrap();
+    req.extensions_mut()
+        .insert(ConnectInfo("192.0.2.7:1".parse::<SocketAddr>().unwrap()));
+    let resp = env.router.clone().oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()[header::CONTENT_TYPE], "text/event-stream");
+    let mut body = resp.into_body();
+    let first = next_event(&mut body).await;
+    assert_eq!(first["ports"][0]["hook"], "off-hook");
+    {
+        let mut p = env.publisher.lock().unwrap();
+        p.on_event(system_clock_ms(), 1, &Event::OnHook);
+        p.publish(system_clock_ms());
+    }
+    let second = next_event(&mut body).await;
+    assert_eq!(second["ports"][0]["hook"], "on-hook");
+    assert!(second["version"].as_u64() > first["version"].as_u64());
+}
+
+#[tokio::test]
+async fn ring_test_needs_csrf_and_operate_refuses_a_busy_port_and_is_audited() {
+    let env = env().await;
+    let tech = env.login("tech").await;
+    let agent = env.login("agent1").await;
+    let ringing = |port: usize| env.publisher.lock().unwrap().status().ports[port].ring_test;
+
+    // The form without the CSRF token, or with another session's: refused, no ring.
+    let r = env.post_form("/ports/1/ring-test", &tech, "csrf=").await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let r = env
+        .post_form("/ports/1/ring-test", &tech, &format!("csrf={}", agent.csrf))
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    // The API without the header.
+    let r = env
+        .send(
+            Method::POST,
+            "/api/v1/ports/1/ring-test",
+            &[&tech.cookie],
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert!(!ringing(0));
+    // An agent may not, even with their own token.
+    let r = env
+        .post_form(
+            "/ports/1/ring-test",
+            &agent,
+            &format!("csrf={}", agent.csrf),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert!(r.text.contains("diagnostics.operate"), "{}", r.text);
+    assert!(!ringing(0));
+
+    // The technician's form: rings, back to the ports page with a notice.
+    let r = env
+        .post_form("/ports/1/ring-test", &tech, &format!("csrf={}", tech.csrf))
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text);
+    assert_eq!(r.location(), "/ports?rang=1");
+    assert!(ringing(0));
+    let page = env.get("/ports?rang=1", Some(&tech)).await.text;
+    assert!(page.contains("Ring test started on port 1"), "{page}");
+    // Again while it rings: 409.
+    let r = env
+        .post_form("/ports/1/ring-test", &tech, &format!("csrf={}", tech.csrf))
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+
+    // The API: a port with a call up is refused with 409 and nothing rings.
+    env.publisher
+        .lock()
+        .unwrap()
+        .on_port_state(system_clock_ms(), 2, PortState::Talking);
+    let csrf = [("x-csrf-token", tech.csrf.as_str())];
+    let r = env
+        .send(
+            Method::POST,
+            "/api/v1/ports/2/ring-test",
+            &[&tech.cookie],
+            &csrf,
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);
+    assert!(r.json()["error"].as_str().unwrap().contains("busy"));
+    assert!(!ringing(1));
+    let r = env
+        .send(
+            Method::POST,
+            "/api/v1/ports/3/ring-test",
+            &[&tech.cookie],
+            &csrf,
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "FXO: {}", r.text);
+    let r = env
+        .send(
+            Method::POST,
+            "/api/v1/ports/9/ring-test",
+            &[&tech.cookie],
+            &csrf,
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let r = env
+        .send(
+            Method::POST,
+            "/api/v1/ports/x/ring-test",
+            &[&tech.cookie],
+            &csrf,
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    env.publisher
+        .lock()
+        .unwrap()
+        .on_port_state(system_clock_ms(), 2, PortState::Idle);
+    let r = env
+        .send(
+            Method::POST,
+            "/api/v1/ports/2/ring-test",
+            &[&tech.cookie],
+            &csrf,
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
+    assert_eq!(
+        r.json(),
+        json!({ "port": 2, "ringing_for_ms": RING_TEST_DURATION.as_millis() as u64 })
+    );
+    assert!(ringing(1));
+
+    let rows: Vec<_> = env
+        .audit()
+        .into_iter()
+        .filter(|a| a.action == "ring_test")
+        .map(|a| (a.actor, a.target, a.result))
+        .collect();
+    let row =
+        |who: &str, port: &str, result: &str| (who.to_owned(), port.to_owned(), result.to_owned());
+    assert_eq!(
+        rows,
+        vec![
+            row("tech", "port 1", "ok"),
+            row("tech", "port 1", "failed"),
+            row("tech", "port 2", "failed"),
+            row("tech", "port 3", "failed"),
+            row("tech", "port 9", "failed"),
+            row("tech", "port 2", "ok"),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn logout_needs_the_form_token_and_ends_the_session() {
+    let env = env().await;
+    let tech = env.login("tech").await;
+    let r = env.post_form("/logout", &tech, "csrf=wrong").await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        env.get("/dashboard", Some(&tech)).await.status,
+        StatusCode::OK
+    );
+    let r = env
+        .post_form("/logout", &tech, &format!("csrf={}", tech.csrf))
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    assert_eq!(r.location(), "/login?bye=1");
+    assert!(r.headers[header::SET_COOKIE]
+        .to_str()
+        .unwrap()
+        .contains("Max-Age=0"));
+    let r = env.get("/dashboard", Some(&tech)).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    assert!(r.location().starts_with("/login"));
+    let bye = env.get("/login?bye=1", None).await;
+    assert!(bye.text.contains("You are logged out."));
+}
