@@ -767,6 +767,9 @@ fn cdr(call_id: &str, caller: &str, callee: &str, direction: Direction) -> Cdr {
         hangup_side: HangupSide::Caller,
         caller_sip_call_id: None,
         callee_sip_call_id: None,
+        caller_quality: None,
+        callee_quality: None,
+        transfer_chain: Vec::new(),
     }
 }
 
