@@ -7,14 +7,14 @@
 use crate::harness::{bin, command, wait, Gateway, DIAL_PLAN, SOON};
 use std::path::{Path, PathBuf};
 
-const SERIAL: &str = "BL2418-00042";
+pub(crate) const SERIAL: &str = "BL2418-00042";
 const BUNDLE: &str = "branchline-provision.blp";
 
-fn site_file() -> PathBuf {
+pub(crate) fn site_file() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../provisioning/examples/site.toml")
 }
 
-fn branch_prov(args: &[&std::ffi::OsStr]) {
+pub(crate) fn branch_prov(args: &[&std::ffi::OsStr]) {
     let out = command(bin("branch-prov"))
         .args(args)
         .output()
@@ -27,7 +27,7 @@ fn branch_prov(args: &[&std::ffi::OsStr]) {
 }
 
 /// Puts `bytes` on the "stick" the way a finished copy lands: temp file, rename.
-fn drop_bundle(usb: &Path, bytes: &[u8]) {
+pub(crate) fn drop_bundle(usb: &Path, bytes: &[u8]) {
     let tmp = usb.join("copy.tmp");
     std::fs::write(&tmp, bytes).expect("write bundle");
     std::fs::rename(&tmp, usb.join(BUNDLE)).expect("rename bundle");
@@ -38,7 +38,7 @@ fn result(usb: &Path) -> Option<serde_json::Value> {
     serde_json::from_slice(&bytes).ok()
 }
 
-fn wait_status(usb: &Path, sha: &str, status: &str, gw: &Gateway) -> serde_json::Value {
+pub(crate) fn wait_status(usb: &Path, sha: &str, status: &str, gw: &Gateway) -> serde_json::Value {
     let mut last = None;
     let ok = wait(SOON * 3, || {
         last = result(usb);
@@ -53,7 +53,7 @@ fn wait_status(usb: &Path, sha: &str, status: &str, gw: &Gateway) -> serde_json:
     last.expect("result")
 }
 
-fn rows(gw: &Gateway, sql: &str) -> Vec<String> {
+pub(crate) fn rows(gw: &Gateway, sql: &str) -> Vec<String> {
     let db = gw.db();
     let mut stmt = db.prepare(sql).expect("prepare");
     stmt.query_map([], |r| r.get::<_, String>(0))
@@ -62,7 +62,7 @@ fn rows(gw: &Gateway, sql: &str) -> Vec<String> {
         .expect("rows")
 }
 
-fn sha256_of(bytes: &[u8]) -> String {
+pub(crate) fn sha256_of(bytes: &[u8]) -> String {
     use std::io::Write;
     // The same digest the daemon reports, via the system tool, so the test does not
     // share the daemon's hashing code.

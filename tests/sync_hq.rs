@@ -334,7 +334,7 @@ impl BoxApi {
 }
 
 /// Extension 101 calls 102, 102 answers, they hang up.
-fn answered_call(gw: &Gateway) {
+pub(crate) fn answered_call(gw: &Gateway) {
     let (a, b) = (gw.sim.phone(1), gw.sim.phone(2));
     a.off_hook();
     wait_tone(&gw.sim, 1, 350, 440).expect("dial tone");
