@@ -46,6 +46,15 @@
 //!   committed. When it has installed an update, the daemon shuts down as on SIGTERM
 //!   and [`run`] answers [`Exit::RestartIntoUpdate`] (exit status
 //!   [`crate::updater::EXIT_RESTART_INTO_UPDATE`]).
+//! - Provisioning and factory reset: at start the provisioned settings are laid over
+//!   `branchd.toml` ([`crate::provision::settings`]); when the USB watcher applies a
+//!   bundle, the daemon stops as on SIGTERM once no call is up and [`run`] answers
+//!   [`Exit::RestartProvisioned`]. The main loop samples the reset button every
+//!   [`crate::factory_reset::POLL_INTERVAL`]; held 10 s, the daemon stops, wipes
+//!   ([`crate::factory_reset::reset`]) after the store writer is joined, and answers
+//!   [`Exit::RestartFactoryReset`]. `main` re-executes `branchd` for both (exit status
+//!   [`EXIT_RESTART`] if that fails). The data directory is locked
+//!   ([`crate::factory_reset::DaemonLock`]) for the daemon's lifetime.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -95,6 +104,39 @@ pub enum Exit {
     /// An update from HQ is installed in the inactive slot: restart into it (the
     /// caller exits with [`crate::updater::EXIT_RESTART_INTO_UPDATE`]).
     RestartIntoUpdate,
+    /// A provisioning bundle was applied: start again so every subsystem reads the new
+    /// settings ([`crate::provision::settings`]); the caller re-executes `branchd`
+    /// (or exits with [`EXIT_RESTART`]).
+    RestartProvisioned,
+    /// The reset button was held 10 s and the box is wiped
+    /// ([`crate::factory_reset`]): start again unprovisioned, like
+    /// [`Exit::RestartProvisioned`].
+    RestartFactoryReset,
+}
+
+/// Exit status of `branchd` when it should be started again (a provisioning bundle
+/// applied, a factory reset done) and re-executing itself failed: `Restart=on-failure`
+/// starts it again.
+pub const EXIT_RESTART: u8 = 5;
+
+/// Restarts the main loop asked for: the reset button (at once) or an applied
+/// provisioning bundle (once no call is up).
+#[derive(Debug, Default)]
+struct RestartDue {
+    provisioned: Option<String>,
+    factory_reset: bool,
+}
+
+impl RestartDue {
+    fn due(&self, active_calls: usize) -> Option<Exit> {
+        if self.factory_reset {
+            Some(Exit::RestartFactoryReset)
+        } else if self.provisioned.is_some() && active_calls == 0 {
+            Some(Exit::RestartProvisioned)
+        } else {
+            None
+        }
+    }
 }
 
 /// Runs the daemon until `shutdown` completes or a fatal error occurs, under the
@@ -115,10 +157,22 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<E
         }
     };
     let data_dir = config.paths.data_dir.clone();
-    let result = serve(config, shutdown, health.reporter(), &restart).await;
+    // Set by `serve` when provisioning or the reset button stopped it for a restart.
+    let local_restart = std::sync::OnceLock::new();
+    let result = serve(
+        config,
+        shutdown,
+        health.reporter(),
+        &restart,
+        &local_restart,
+    )
+    .await;
     match health.finish(result).await {
-        Ok(()) if restart.is_cancelled() => Ok(Exit::RestartIntoUpdate),
-        Ok(()) => Ok(Exit::Shutdown),
+        Ok(()) => Ok(match local_restart.get() {
+            Some(exit) => *exit,
+            None if restart.is_cancelled() => Exit::RestartIntoUpdate,
+            None => Exit::Shutdown,
+        }),
         Err(e) => {
             if let Error::UpdateUnhealthy { failed, .. } = &e {
                 // The rolled_back report after the reboot says why (updater::trial).
@@ -138,6 +192,7 @@ async fn serve(
     shutdown: impl Future<Output = ()>,
     health: &health::Reporter,
     restart: &tokio_util::sync::CancellationToken,
+    local_restart: &std::sync::OnceLock<Exit>,
 ) -> Result<()> {
     let profile = BoardProfile::resolve(&config.board.profile)?;
     config.check_board(profile.fxs_ports(), profile.fxo_ports())?;
@@ -146,11 +201,19 @@ async fn serve(
             model: profile.model.clone(),
             country: profile.country.clone(),
         })?;
-    let (country, law) = config.telephony.resolve(board_country);
+    // One daemon per data directory; `branchd factory-reset` refuses while it runs.
+    let _data_lock = crate::factory_reset::DaemonLock::acquire(&config.paths.data_dir)?;
 
     // The store first: nothing happens on the lines before it can record it.
     let db_path = config.paths.db_path();
     let mut store = Store::open(&db_path)?;
+    // Provisioned settings over branchd.toml (bad ones refused and logged).
+    let board_ports = crate::provision::settings::BoardPorts {
+        fxs: profile.fxs_ports(),
+        fxo: profile.fxo_ports(),
+    };
+    let config = crate::provision::settings::apply_at_start(config, &db_path, &board_ports);
+    let (country, law) = config.telephony.resolve(board_country);
     // Until the box is enrolled, the installer account is its only local login.
     let now_ms = system_clock_ms();
     match accounts::bootstrap_installer(
@@ -225,6 +288,7 @@ async fn serve(
                     addr,
                     source,
                 })?;
+                let addr = listener.local_addr().unwrap_or(addr);
                 tracing::info!(%addr, "simulator console listening (try: branch-sim --connect {addr})");
                 let handle = sim.handle();
                 std::thread::Builder::new()
@@ -269,7 +333,11 @@ async fn serve(
 
     let mut gpio: Box<dyn Gpio> = match (&profile.gpio, profile.simulated) {
         (Some(cfg), false) => Box::new(CdevGpio::open(cfg)?),
-        _ => Box::new(MemoryGpio::new(profile.port_count()).0),
+        // The built-in simulator's GPIO: its console presses the reset button.
+        _ => match _simulator.as_ref().and_then(Simulator::take_gpio) {
+            Some(sim_gpio) => Box::new(sim_gpio),
+            None => Box::new(MemoryGpio::new(profile.port_count()).0),
+        },
     };
     gpio.set_led(Led::Power, true)?;
     // The power-fail relay bridges FXS 1 to FXO 1 while the box is down; the daemon
@@ -356,11 +424,14 @@ async fn serve(
     // power LED shows its progress through the main loop, which owns the GPIO. A setup
     // failure (unreadable key, no inotify) leaves the phones working and is logged.
     let (prov_led, mut prov_led_rx) = mpsc::unbounded_channel::<bool>();
+    // Sites of bundles applied: the daemon restarts to run with their settings.
+    let (applied_tx, mut applied_rx) = mpsc::unbounded_channel::<String>();
     if let Some(p) = &config.provisioning {
         match crate::provision::watch(
             p,
             db_path.clone(),
             prov_led,
+            applied_tx,
             branchline_provisioning::time::now,
         ) {
             Ok(_thread) => tracing::info!(watch = ?p.watch, "USB provisioning: watching"),
@@ -414,6 +485,11 @@ async fn serve(
     let mut notifier = crate::sd_notify::Notifier::from_env();
     notifier.ready("main loop running");
     let mut wan_open = true;
+    // The reset button, sampled (factory_reset::ButtonWatch), and restarts asked for.
+    let mut button = crate::factory_reset::ButtonWatch::default();
+    let mut button_tick = tokio::time::interval(crate::factory_reset::POLL_INTERVAL);
+    button_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut restart_due = RestartDue::default();
     let outcome = loop {
         let deadline = calls.timeout();
         tokio::select! {
@@ -459,6 +535,16 @@ async fn serve(
                     tracing::warn!(error = %e, "power LED not set");
                 }
             }
+            Some(site) = applied_rx.recv() => {
+                tracing::info!(site, active_calls = calls.active_calls(), "provisioning bundle applied: branchd restarts with its settings once no call is up");
+                restart_due.provisioned = Some(site);
+            }
+            _ = button_tick.tick() => {
+                if button.poll(board.gpio.as_mut(), Instant::now()) {
+                    tracing::warn!("reset button held 10 s: factory reset");
+                    restart_due.factory_reset = true;
+                }
+            }
             () = notifier.due() => notifier.feed(),
             () = &mut shutdown => {
                 notifier.stopping();
@@ -478,6 +564,14 @@ async fn serve(
             let now = calls.active_calls();
             std::mem::replace(up, now) != now
         });
+        if let Some(exit) = restart_due.due(calls.active_calls()) {
+            notifier.stopping();
+            tracing::info!(?exit, active_calls = calls.active_calls(), "stopping for a restart");
+            calls.shutdown(Instant::now());
+            board.drain(&mut calls);
+            let _ = local_restart.set(exit);
+            break Ok(());
+        }
     };
 
     if let Some(web) = web {
@@ -521,6 +615,14 @@ async fn serve(
     }
     if writer_thread.join().is_err() {
         tracing::error!("store writer thread panicked");
+    }
+    // Everything that held the store is stopped: wipe now (the restart then starts
+    // from the factory config).
+    if local_restart.get() == Some(&Exit::RestartFactoryReset) {
+        crate::factory_reset::reset(
+            &crate::factory_reset::WipePlan::from_config(&config),
+            crate::factory_reset::Trigger::Button,
+        )?;
     }
     let s = stats.snapshot();
     tracing::info!(

@@ -283,6 +283,11 @@ pub enum Error {
     #[error("the store writer thread has stopped")]
     StoreWriterGone,
 
+    /// A factory reset failed part way, or the data directory is held by another
+    /// `branchd`.
+    #[error(transparent)]
+    FactoryReset(#[from] crate::factory_reset::ResetError),
+
     /// `firmware/roles/builtin.toml` does not parse (caught by the unit tests before a release).
     #[error("built-in roles file: {message}")]
     BuiltinRoles {

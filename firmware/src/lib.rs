@@ -32,6 +32,8 @@
 //!   provisioned one-time token, HQ's CA checked against the token's pin, the
 //!   certificate stored atomically, then mutual TLS; retries with backoff, a refusal
 //!   kept in the provisioning state.
+//! - [`factory_reset`]: the reset button's press-duration detector (10 s), the wipe
+//!   (store, keys, recordings; firmware slots kept) and the daemon's data-dir lock.
 //! - [`audit`]: the append-only, hash-chained audit log and its verifier.
 //! - [`mask`]: masking of customers' phone numbers; the one path CDRs leave the box by.
 //! - [`api`]: the local accounts HTTP API under `/api/v1` (axum): sessions, CSRF,
@@ -54,6 +56,7 @@ pub mod config;
 pub mod daemon;
 pub mod enroll;
 pub mod error;
+pub mod factory_reset;
 pub mod health;
 pub mod mask;
 pub mod media_engine;

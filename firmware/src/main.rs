@@ -62,6 +62,16 @@ enum Command {
         /// The file.
         file: PathBuf,
     },
+    /// Factory reset: wipe the store (users, audit log, CDRs, provisioning state),
+    /// keys and certificates, and recordings; the firmware slots and branchd.toml stay.
+    /// Refuses without `--yes`, and while `branchd` runs (stop it first, or hold the
+    /// reset button 10 s instead). The reset is logged, not audited (the audit log is
+    /// wiped too).
+    FactoryReset {
+        /// Really wipe (no question is asked).
+        #[arg(long)]
+        yes: bool,
+    },
     /// Create a user (e.g. the first admin); the password is read from stdin.
     UserAdd {
         /// Login name.
@@ -113,6 +123,7 @@ fn main() -> ExitCode {
             display_name,
             extension,
         }) => return user_add(&config, username, roles, display_name, extension),
+        Some(Command::FactoryReset { yes }) => return factory_reset(&config, yes),
         None => {}
     }
     // The board-dependent checks run before anything starts, for --check-config and
@@ -137,6 +148,10 @@ fn main() -> ExitCode {
     init_logging(&config.log.level, format);
     match run(config) {
         Ok(daemon::Exit::Shutdown) => ExitCode::SUCCESS,
+        // A provisioning bundle applied, or a factory reset: start again.
+        Ok(daemon::Exit::RestartProvisioned | daemon::Exit::RestartFactoryReset) => {
+            restart_self()
+        }
         // An update from HQ is installed: the unit reboots the box into it (see
         // `branchline_firmware::updater::EXIT_RESTART_INTO_UPDATE`).
         Ok(daemon::Exit::RestartIntoUpdate) => {
@@ -261,6 +276,60 @@ fn user_add(
     match result {
         Ok(user) => {
             println!("user {} created (id {})", user.username, user.id);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("branchd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Replaces this process with a fresh `branchd` (same arguments, same pid, so systemd
+/// and a supervising test keep following it); exits with
+/// [`daemon::EXIT_RESTART`] for `Restart=on-failure` when that fails.
+fn restart_self() -> ExitCode {
+    use std::os::unix::process::CommandExt;
+    let error = match std::env::current_exe() {
+        Ok(exe) => {
+            tracing::info!(exe = %exe.display(), "restarting branchd");
+            std::process::Command::new(exe)
+                .args(std::env::args_os().skip(1))
+                .exec()
+        }
+        Err(e) => e,
+    };
+    tracing::error!(error = %error, status = daemon::EXIT_RESTART, "cannot re-execute branchd; exiting for systemd to restart it");
+    eprintln!("branchd: cannot re-execute itself ({error}); exit status {} asks systemd to restart it", daemon::EXIT_RESTART);
+    ExitCode::from(daemon::EXIT_RESTART)
+}
+
+fn factory_reset(config: &Config, yes: bool) -> ExitCode {
+    use branchline_firmware::factory_reset::{reset, DaemonLock, Trigger, WipePlan};
+    let plan = WipePlan::from_config(config);
+    if !yes {
+        eprintln!(
+            "branchd: factory reset NOT done: it erases {} (store, users, audit log, CDRs, provisioning), {} and the device certificate and key; run again with --yes",
+            plan.data_dir.display(),
+            plan.recordings.display()
+        );
+        return ExitCode::FAILURE;
+    }
+    // Logged to stderr (the journal when run by systemd): the audit log goes too.
+    init_logging(&config.log.level, config.log.format);
+    let _lock = match DaemonLock::acquire(&plan.data_dir) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("branchd: factory reset NOT done: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match reset(&plan, Trigger::Command) {
+        Ok(report) => {
+            println!(
+                "factory reset done: {} paths removed; branchd starts unprovisioned",
+                report.removed.len()
+            );
             ExitCode::SUCCESS
         }
         Err(e) => {

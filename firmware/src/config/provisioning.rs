@@ -7,9 +7,17 @@
 //! keys = ["/etc/branchline/hq-prov.pub"]   # trusted HQ provisioning keys (ed25519)
 //! serial = "BL2418-00042"                  # default: site.box_serial
 //! revoked = "/var/lib/branchline/branchline-revoked.blr"   # optional revocation list
+//! local_override = ["trunk"]               # optional: these keep branchd.toml's value
 //! ```
 //!
-//! No `[provisioning]` section means the box does not watch for sticks.
+//! No `[provisioning]` section means the box does not watch for sticks (settings
+//! provisioned earlier still apply, see [`crate::provision::settings`]).
+//!
+//! `local_override` lists provisioned settings that branchd.toml wins over:
+//! `country`, `port_map` (FXS extensions and FXO lines), `trunk`, `hq_url`
+//! ([`OVERRIDABLE`]). By default every
+//! provisioned setting overrides the file (the file is the factory default); each
+//! override is logged at every start, so a local exception is never silent.
 
 use std::path::PathBuf;
 
@@ -22,6 +30,8 @@ use crate::error::Result;
 
 /// Most mount points or keys one box lists.
 pub const MAX_PROVISIONING_PATHS: usize = 8;
+/// The provisioned settings `local_override` may name.
+pub const OVERRIDABLE: [&str; 4] = ["country", "port_map", "trunk", "hq_url"];
 
 /// `[provisioning]` as serde reads it.
 #[derive(Debug, Deserialize)]
@@ -31,6 +41,7 @@ pub(super) struct RawProvisioning {
     pub keys: Spanned<Vec<Spanned<String>>>,
     pub serial: Option<Spanned<String>>,
     pub revoked: Option<Spanned<String>>,
+    pub local_override: Option<Vec<Spanned<String>>>,
 }
 
 /// `[provisioning]`, validated.
@@ -44,6 +55,9 @@ pub struct ProvisioningConfig {
     pub serial: BoxSerial,
     /// The signed revocation list the box consults, if any.
     pub revoked: Option<PathBuf>,
+    /// Provisioned settings that keep branchd.toml's value (names from
+    /// [`OVERRIDABLE`]).
+    pub local_override: Vec<&'static str>,
 }
 
 impl Ctx<'_> {
@@ -118,11 +132,31 @@ impl Ctx<'_> {
             }
             None => None,
         };
+        let mut local_override: Vec<&'static str> = Vec::new();
+        for (i, v) in raw.local_override.into_iter().flatten().enumerate() {
+            let field = format!("provisioning.local_override[{i}]");
+            let Some(name) = OVERRIDABLE.iter().find(|n| **n == v.get_ref()) else {
+                return Err(self.invalid(
+                    v.span(),
+                    field,
+                    format!(
+                        "{:?} is not a provisioned setting; one of {}",
+                        v.get_ref(),
+                        OVERRIDABLE.join(", ")
+                    ),
+                ));
+            };
+            if local_override.contains(name) {
+                return Err(self.invalid(v.span(), field, format!("{name} is listed twice")));
+            }
+            local_override.push(name);
+        }
         Ok(ProvisioningConfig {
             watch,
             keys,
             serial,
             revoked,
+            local_override,
         })
     }
 }
@@ -159,7 +193,7 @@ mod tests {
     fn full_section() {
         let c = load(
             "[provisioning]\nwatch = [\"/run/branchline/usb\"]\nkeys = [\"/etc/k.pub\", \"/etc/k2.pub\"]\n\
-             serial = \"BL2418-00042\"\nrevoked = \"/var/lib/r.blr\"\n",
+             serial = \"BL2418-00042\"\nrevoked = \"/var/lib/r.blr\"\nlocal_override = [\"trunk\", \"country\"]\n",
         )
         .expect("loads");
         assert_eq!(
@@ -169,6 +203,7 @@ mod tests {
                 keys: vec![PathBuf::from("/etc/k.pub"), PathBuf::from("/etc/k2.pub")],
                 serial: "BL2418-00042".parse().expect("serial"),
                 revoked: Some(PathBuf::from("/var/lib/r.blr")),
+                local_override: vec!["trunk", "country"],
             })
         );
     }
@@ -205,5 +240,21 @@ mod tests {
         let e =
             error("[provisioning]\nwatch = [\"/u\"]\nkeys = [\"/k\"]\nserial = \"A1\"\nsize = 3\n");
         assert!(e.contains("size"), "{e}");
+        let e = error(
+            "[provisioning]\nwatch = [\"/u\"]\nkeys = [\"/k\"]\nserial = \"A1\"\nlocal_override = [\"network\"]\n",
+        );
+        assert!(
+            e.contains("provisioning.local_override[0]")
+                && e.contains("line 8")
+                && e.contains("trunk"),
+            "{e}"
+        );
+        let e = error(
+            "[provisioning]\nwatch = [\"/u\"]\nkeys = [\"/k\"]\nserial = \"A1\"\nlocal_override = [\"port_map\", \"port_map\"]\n",
+        );
+        assert!(
+            e.contains("provisioning.local_override[1]") && e.contains("twice"),
+            "{e}"
+        );
     }
 }

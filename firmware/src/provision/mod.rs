@@ -57,12 +57,16 @@
 //! then steady on again. The blinking runs in the provisioning thread; the daemon's
 //! main loop owns the GPIO and sets the LED to each on/off state it is sent.
 //!
+//! # Taking effect
+//!
+//! [`settings`] lays the stored settings over `branchd.toml` at every start
+//! (precedence, per-setting refusal, `local_override`). [`watch`] reports each
+//! applied bundle on its `applied` channel; the daemon then restarts itself cleanly
+//! (once no call is up) so that every subsystem starts with the new settings.
+//!
 //! # Limits
 //!
-//! The applied settings are stored for the daemon's consumers; the call-control
-//! settings from `branchd.toml` still win at start (the enrollment step and the
-//! settings overlay that read `provisioned_settings` are not written yet). The
-//! revocation list is read once at start from `[provisioning] revoked`.
+//! The revocation list is read once at start from `[provisioning] revoked`.
 
 use std::fs::{self, File};
 use std::io::{Read, Write};
@@ -81,6 +85,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::ProvisioningConfig;
 
+pub mod settings;
 #[cfg(test)]
 mod tests;
 
@@ -466,13 +471,15 @@ pub fn drive_led(led: &LedSender, rx: &std_mpsc::Receiver<(LedPattern, Option<Du
 }
 
 /// Starts the provisioning thread: inotify watches on the mount points, an initial
-/// scan, then [`process_file`] for every bundle that appears. Errors setting up the
-/// watch (keys, store, inotify) are returned; later errors are logged. The thread
-/// blocks in inotify and lives as long as the process.
+/// scan, then [`process_file`] for every bundle that appears; the site of each bundle
+/// applied goes to `applied`. Errors setting up the watch (keys, store, inotify) are
+/// returned; later errors are logged. The thread blocks in inotify and lives as long
+/// as the process.
 pub fn watch(
     cfg: &ProvisioningConfig,
     db_path: PathBuf,
     led: LedSender,
+    applied: tokio::sync::mpsc::UnboundedSender<String>,
     now: fn() -> u64,
 ) -> Result<std::thread::JoinHandle<()>, String> {
     use inotify::{Inotify, WatchMask};
@@ -529,6 +536,9 @@ pub fn watch(
                         }
                         let _ = blink_tx.send((LedPattern::Working, None));
                         let outcome = process_file(conn, &b, &verifier, now());
+                        if let Outcome::Applied { site, .. } = &outcome {
+                            let _ = applied.send(site.clone());
+                        }
                         let pattern = match outcome {
                             Outcome::Refused(_) => (LedPattern::Error, Some(ERROR_BLINK)),
                             _ => (LedPattern::Steady, None),
