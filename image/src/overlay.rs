@@ -1,6 +1,34 @@
 //! The rootfs overlay generated into every bundle for a board profile: the hardened
 //! systemd unit, the sysusers entry for its user, the default config, the USB
-//! provisioning udev rule, journald and logrotate limits.
+//! provisioning mount (udev rule, mount unit template, mount helper, tmpfiles entry),
+//! journald and logrotate limits.
+//!
+//! # USB sticks for provisioning
+//!
+//! `branchd` watches `/run/branchline/usb` ([`USB_MOUNT_BASE`], its `[provisioning]
+//! watch`) and expects a stick mounted at `<watch>/<name>` followed by a touched
+//! `<watch>/<name>.mounted` (a mount makes no inotify event; see
+//! `branchline_firmware::provision`). The pieces:
+//!
+//! - the udev rule ([`UDEV_PATH`]) matches a USB block device carrying a vfat, exfat
+//!   or ext2/3/4 filesystem and asks systemd for `branchline-usb-mount@<kernel
+//!   name>.service` (`ENV{SYSTEMD_WANTS}`). udev does not mount itself: its `RUN`
+//!   programs run in a private mount namespace (the mount would be invisible) and are
+//!   killed after a few seconds.
+//! - the template unit ([`USB_MOUNT_UNIT_PATH`]) is bound to the device
+//!   (`BindsTo=dev-%i.device`), so pulling the stick stops it and unmounts.
+//! - the helper script ([`USB_MOUNT_SCRIPT_PATH`], `add|remove <name>`) checks the
+//!   name, mounts read-write with `nodev,nosuid,noexec` (vfat/exfat owned by the
+//!   `branchline` user, so branchd can write its result file), then touches the
+//!   marker; `remove` deletes the marker and unmounts (lazily if busy). A plain
+//!   script rather than `systemd-mount`: it must touch the marker after the mount
+//!   and pick owner options per filesystem.
+//! - tmpfiles ([`TMPFILES_PATH`]) creates `/run/branchline/usb` at boot, since
+//!   branchd (unprivileged, `ProtectSystem=strict`) cannot create it in `/run`.
+//!
+//! Limits: an ext2/3/4 stick keeps its own ownership (branchd can write the result
+//! file only where the stick's root allows it; otherwise the result is only logged);
+//! other filesystems (NTFS) are not mounted.
 
 use branchline_board::profile::{BoardProfile, UartPath};
 
@@ -19,6 +47,17 @@ pub const LOGROTATE_PATH: &str = "etc/logrotate.d/branchline";
 pub const SYSUSERS_PATH: &str = "usr/lib/sysusers.d/branchline.conf";
 /// Path of the generated journald limits inside the bundle.
 pub const JOURNALD_PATH: &str = "etc/systemd/journald.conf.d/branchline.conf";
+/// Path of the USB stick mount unit template inside the bundle.
+pub const USB_MOUNT_UNIT_PATH: &str = "etc/systemd/system/branchline-usb-mount@.service";
+/// Path of the USB stick mount helper inside the bundle (mode 0755).
+pub const USB_MOUNT_SCRIPT_PATH: &str = "usr/libexec/branchline/usb-mount";
+/// Path of the tmpfiles entry creating the stick mount base inside the bundle.
+pub const TMPFILES_PATH: &str = "usr/lib/tmpfiles.d/branchline.conf";
+/// Where sticks are mounted (`<base>/<kernel name>`): branchd's `[provisioning]
+/// watch`.
+pub const USB_MOUNT_BASE: &str = "/run/branchline/usb";
+/// Mount options of a stick (plus owner options on vfat/exfat).
+pub const USB_MOUNT_OPTIONS: &str = "rw,nodev,nosuid,noexec,noatime";
 
 /// The overlay files for built-in board profile `board`.
 pub fn generate(board: &str) -> Result<Vec<BundleFile>> {
@@ -38,6 +77,13 @@ pub fn generate(board: &str) -> Result<Vec<BundleFile>> {
         file(LOGROTATE_PATH, LOGROTATE.to_owned()),
         file(SYSUSERS_PATH, SYSUSERS.to_owned()),
         file(JOURNALD_PATH, JOURNALD.to_owned()),
+        file(USB_MOUNT_UNIT_PATH, USB_MOUNT_UNIT.to_owned()),
+        BundleFile {
+            path: USB_MOUNT_SCRIPT_PATH.to_owned(),
+            contents: usb_mount_script().into_bytes(),
+            mode: 0o755,
+        },
+        file(TMPFILES_PATH, TMPFILES.to_owned()),
     ])
 }
 
@@ -171,11 +217,100 @@ country = \"{country}\"
     )
 }
 
-const UDEV: &str = r#"# Branchline provisioning: mount USB sticks read-write under /run/branchline/usb/<kernel name>,
-# owned by the daemon's user, through systemd-mount (udev itself must not mount).
-ACTION=="add", SUBSYSTEM=="block", ENV{ID_BUS}=="usb", ENV{ID_FS_USAGE}=="filesystem", RUN{program}+="/usr/bin/systemd-mount --no-block --collect --owner=branchline --options=rw,nosuid,nodev,noexec $devnode /run/branchline/usb/%k"
-ACTION=="remove", SUBSYSTEM=="block", ENV{ID_BUS}=="usb", ENV{ID_FS_USAGE}=="filesystem", RUN{program}+="/usr/bin/systemd-mount --umount /run/branchline/usb/%k"
+const UDEV: &str = r#"# Branchline provisioning: a USB stick's filesystem is mounted read-write under
+# /run/branchline/usb/<kernel name> by branchline-usb-mount@<kernel name>.service, which
+# the device unit wants (udev itself must not mount: RUN programs live in a private
+# mount namespace and are killed after a few seconds). Pulling the stick stops the unit
+# (BindsTo=) and unmounts.
+ACTION=="add", SUBSYSTEM=="block", ENV{ID_BUS}=="usb", ENV{ID_FS_USAGE}=="filesystem", ENV{ID_FS_TYPE}=="vfat|exfat|ext2|ext3|ext4", TAG+="systemd", ENV{SYSTEMD_WANTS}+="branchline-usb-mount@%k.service"
 "#;
+
+const USB_MOUNT_UNIT: &str =
+    "# Mounts USB stick /dev/%I for Branchline provisioning (see the udev rule
+# 90-branchline-usb.rules); stopped, and unmounted, when the stick is pulled.
+[Unit]
+Description=Branchline provisioning stick /dev/%I
+BindsTo=dev-%i.device
+After=dev-%i.device systemd-tmpfiles-setup.service
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/usr/libexec/branchline/usb-mount add %i
+ExecStop=/usr/libexec/branchline/usb-mount remove %i
+TimeoutSec=30s
+";
+
+fn usb_mount_script() -> String {
+    format!(
+        r#"#!/bin/sh
+# usb-mount add|remove NAME: mounts /dev/NAME (a USB stick's filesystem) read-write at
+# {base}/NAME for branchd's provisioning watcher, or unmounts it.
+# Run by branchline-usb-mount@NAME.service. The contract with branchd
+# (branchline_firmware::provision): mount first, then touch {base}/NAME.mounted,
+# which wakes branchd's inotify watch on {base}.
+set -eu
+BASE={base}
+OWNER=branchline
+OPTIONS={options}
+
+usage() {{
+    echo "usage: usb-mount add|remove NAME (NAME: kernel block device name, e.g. sda1)" >&2
+    exit 2
+}}
+
+[ "$#" -eq 2 ] || usage
+action=$1
+name=$2
+case "$name" in
+    ''|*[!a-z0-9]*) echo "usb-mount: bad device name '$name'" >&2; usage ;;
+esac
+dev=/dev/$name
+mnt=$BASE/$name
+
+case "$action" in
+add)
+    fstype=$(blkid -o value -s TYPE "$dev" || true)
+    case "$fstype" in
+        vfat|exfat)
+            # branchd writes its result file back to the stick.
+            extra=",uid=$(id -u "$OWNER"),gid=$(id -g "$OWNER"),fmask=0137,dmask=0027" ;;
+        ext2|ext3|ext4)
+            extra="" ;;
+        *)
+            echo "usb-mount: $dev: filesystem '$fstype' is not mounted (vfat, exfat, ext2/3/4 only)" >&2
+            exit 1 ;;
+    esac
+    install -d -m 0755 "$BASE"
+    install -d -m 0755 "$mnt"
+    if ! mount -t "$fstype" -o "$OPTIONS$extra" "$dev" "$mnt"; then
+        rmdir "$mnt" 2>/dev/null || true
+        exit 1
+    fi
+    touch "$BASE/$name.mounted"
+    ;;
+remove)
+    rm -f "$BASE/$name.mounted"
+    if mountpoint -q "$mnt"; then
+        umount "$mnt" || umount -l "$mnt"
+    fi
+    rmdir "$mnt" 2>/dev/null || true
+    ;;
+*)
+    echo "usb-mount: unknown action '$action'" >&2
+    usage ;;
+esac
+"#,
+        base = USB_MOUNT_BASE,
+        options = USB_MOUNT_OPTIONS,
+    )
+}
+
+const TMPFILES: &str =
+    "# The base directory branchd watches for provisioning sticks (see usb-mount).
+d /run/branchline 0755 root root -
+d /run/branchline/usb 0755 root root -
+";
 
 const LOGROTATE: &str =
     "# branchd logs to journald (bounded in journald.conf.d/branchline.conf); this keeps
