@@ -13,6 +13,7 @@ mod harness;
 mod accounts_api;
 mod analog_calls;
 mod daemon_lifecycle;
+mod factory_reset;
 mod enroll_e2e;
 mod health_check;
 mod provision_usb;
