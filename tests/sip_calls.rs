@@ -490,3 +490,208 @@ fn malformed_messages_get_400_501_or_silence_and_calls_still_work() {
     wait_sipp(call, "call after malformed messages", &gw);
     assert_eq!(gw.wait_cdrs(1)[0].disposition, "answered");
 }
+
+/// RMS level of what the simulated phone `phone` hears over the next `ms`.
+fn heard_rms(phone: &branchline_board::sim::Phone, ms: u64) -> f64 {
+    phone.take_heard();
+    std::thread::sleep(Duration::from_millis(ms));
+    let heard = phone.take_heard();
+    (heard.iter().map(|&s| f64::from(s).powi(2)).sum::<f64>() / heard.len().max(1) as f64).sqrt()
+}
+
+/// The per-leg quality columns of the CDR of `call_id` (loss %, jitter ms, MOS of the
+/// caller's leg, then of the callee's leg).
+fn cdr_quality(gw: &Gateway, call_id: &str) -> [Option<f64>; 6] {
+    gw.db()
+        .query_row(
+            "SELECT caller_loss_percent, caller_jitter_ms, caller_mos,
+                    callee_loss_percent, callee_jitter_ms, callee_mos
+             FROM cdrs WHERE call_id = ?1",
+            [call_id],
+            |r| {
+                Ok([
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                ])
+            },
+        )
+        .expect("cdr row")
+}
+
+/// A SIPp UAS on 127.0.0.1:`port` running `scenario` once (no target: it waits).
+fn uas(scenario: &str, port: u16) -> Command {
+    let mut c = Command::new(SIPP);
+    c.arg("-sf")
+        .arg(data(scenario))
+        .args(["-i", "127.0.0.1", "-mi", "127.0.0.1", "-nostdin"])
+        .args(["-p", &port.to_string()])
+        .args(["-mp", &free_port().to_string()])
+        .args(["-timeout", "30s", "-timeout_error", "-m", "1"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    c
+}
+
+#[test]
+fn late_offer_invite_is_answered_with_our_offer_and_the_ack_answer_starts_rtp() {
+    let gw = gateway();
+    let target = sip_addr(&gw);
+    let port = free_port();
+    register(&gw, "201", "desk-phone-pass-one", port);
+    // INVITE without SDP; the scenario checks the 200 carries an offer and answers
+    // it in the ACK, then plays RTP from its pcap.
+    let call = sipp(
+        "uac_late_offer.xml",
+        target,
+        port,
+        &call_args("101", "201", "desk-phone-pass-one", target)
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    )
+    .spawn()
+    .expect("sipp starts");
+    let phone = gw.sim.phone(1);
+    assert!(
+        wait(SOON, || phone.is_ringing()),
+        "FXS 1 rings for a late-offer INVITE (not 488):\n{}",
+        gw.log_text()
+    );
+    phone.off_hook();
+    assert!(
+        gw.wait_log("SDP answer in the ACK", SOON),
+        "no answer taken from the ACK:\n{}",
+        gw.log_text()
+    );
+    // The media started from the ACK's answer: the phone hears the pcap's speech.
+    std::thread::sleep(Duration::from_millis(500));
+    let rms = heard_rms(&phone, 1500);
+    assert!(
+        rms > 100.0,
+        "the analog phone hears the late-offer phone (rms {rms:.0})"
+    );
+    phone.on_hook();
+    wait_sipp(call, "late offer call", &gw);
+    let cdrs = gw.wait_cdrs(1);
+    assert_eq!(cdrs[0].disposition, "answered");
+    // The SIP leg's quality is on the CDR (RTP arrived on it).
+    let q = cdr_quality(&gw, &cdrs[0].call_id);
+    assert!(
+        q[..3].iter().all(Option::is_some),
+        "caller leg quality: {q:?}"
+    );
+    assert!(q[2].is_some_and(|mos| (1.0..=5.0).contains(&mos)), "{q:?}");
+    assert_eq!(q[3..], [None, None, None], "the callee is an analog port");
+    let payload = gw.outbox_payload(&cdrs[0].call_id).expect("outbox row");
+    assert!(payload["caller_quality"]["mos"].is_number(), "{payload}");
+}
+
+#[test]
+fn early_media_from_the_trunk_is_heard_by_an_analog_caller_and_goes_on_after_200() {
+    let trunk_port = free_port();
+    let mut registrar = uas("uas_register_ok.xml", trunk_port)
+        .spawn()
+        .expect("sipp registrar starts");
+    std::thread::sleep(Duration::from_millis(300));
+    let plan = format!(
+        r#"{DIAL_PLAN}
+[media]
+local_ip = "127.0.0.1"
+
+[sip]
+udp = "127.0.0.1:0"
+domain = "branch.test"
+
+[sip.trunk]
+servers = ["127.0.0.1:{trunk_port}"]
+domain = "carrier.test"
+username = "branch17"
+password = "trunk-secret"
+expires = 3600
+keepalive_s = 0
+caller_id = [{{ extensions = "10X", number = "+4930555{{ext}}" }}]
+"#
+    );
+    let gw = Gateway::start_with(&plan);
+    assert!(
+        gw.wait_log("trunk registered", SOON),
+        "no registration:\n{}",
+        gw.log_text()
+    );
+    assert!(
+        wait_child(&mut registrar),
+        "the registrar scenario failed:\n{}",
+        gw.log_text()
+    );
+    let far_end = uas("uas_trunk_early_media.xml", trunk_port)
+        .spawn()
+        .expect("sipp far end starts");
+    std::thread::sleep(Duration::from_millis(300));
+    let phone = gw.sim.phone(4);
+    phone.off_hook();
+    wait_tone(&gw.sim, 4, 350, 440).expect("dial tone");
+    phone.dial("90301234#");
+    assert!(
+        gw.wait_log("early media from the far end", SOON),
+        "no early media:\n{}",
+        gw.log_text()
+    );
+    // The far end's announcement replaces the local ringback tone.
+    std::thread::sleep(Duration::from_millis(300));
+    let early = heard_rms(&phone, 1000);
+    assert!(
+        early > 100.0,
+        "early media heard before the answer (rms {early:.0})"
+    );
+    assert_eq!(phone.tone(), None, "no local ringback over the early media");
+    // The 180 after the 183 keeps it, and the 200 with the same SDP goes on without
+    // restarting the media.
+    assert!(
+        gw.wait_log("outgoing sip call answered", SOON),
+        "not answered:\n{}",
+        gw.log_text()
+    );
+    let log = gw.log_text();
+    let answered = log
+        .lines()
+        .map(crate::harness::strip_ansi)
+        .find(|l| l.contains("outgoing sip call answered"))
+        .unwrap_or_default();
+    assert!(
+        answered.contains("early_media_kept=true"),
+        "the answer restarted the media: {answered}"
+    );
+    let after = heard_rms(&phone, 800);
+    assert!(
+        after > 100.0,
+        "the media goes on after the 200 (rms {after:.0})"
+    );
+    phone.on_hook();
+    wait_sipp(far_end, "trunk far end with early media", &gw);
+    let cdrs = gw.wait_cdrs(1);
+    assert_eq!(cdrs[0].disposition, "answered");
+    assert_eq!(cdrs[0].callee, "0301234");
+    let q = cdr_quality(&gw, &cdrs[0].call_id);
+    assert!(
+        q[3..].iter().all(Option::is_some),
+        "trunk leg quality: {q:?}"
+    );
+}
+
+/// Waits (bounded, only against a hang) for a SIPp child; whether it succeeded.
+fn wait_child(child: &mut Child) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status.success();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    false
+}
