@@ -28,3 +28,4 @@ mod sync_files;
 mod sync_hq;
 mod update_e2e;
 mod update_hq;
+mod web_browser;

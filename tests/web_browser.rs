@@ -1,0 +1,427 @@
+//! The web diagnostics page in a real browser: Debian's `chromium`, headless, driven
+//! through `chromedriver` (WebDriver) with `fantoccini`, against the real `branchd` on
+//! the simulated board.
+//!
+//! A technician logs in with the form, sees the dashboard, a simulated handset is
+//! lifted and the page shows it without a reload (SSE), a ring test from the ports
+//! page makes the simulated phone ring, a busy port's ring test is refused, and an
+//! agent gets the 403 page on the dashboard, ports and system pages. Every page is
+//! saved as a screenshot under `target/web-screenshots/` (not committed) with the
+//! dashboard's weight and paint timing in `metrics.json` (see BENCHMARKS.md).
+//!
+//! Without `chromium` and `chromedriver` (Debian `chromium chromium-driver`, which
+//! `.ci/run` installs) this test fails; it does not skip.
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{json, Value};
+
+use crate::harness::{bin, command, wait, Gateway, SOON};
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+const PASSWORD: &str = "Field-tech-pass-2024";
+/// Generous bound for anything the page must show (only stops a hang; the suite also
+/// runs under qemu).
+const PAGE_WAIT: Duration = Duration::from_secs(60);
+
+/// `chromedriver` on a free loopback port, killed on drop.
+struct Driver {
+    child: Child,
+    url: String,
+}
+
+impl Driver {
+    fn start() -> Driver {
+        for bin in [CHROMIUM, CHROMEDRIVER] {
+            assert!(
+                Path::new(bin).exists(),
+                "{bin} is missing: `apt-get install chromium chromium-driver` (as .ci/run does)"
+            );
+        }
+        for _attempt in 0..5 {
+            let port = TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("free port")
+                .port();
+            let mut child = Command::new(CHROMEDRIVER)
+                .arg(format!("--port={port}"))
+                .arg("--allowed-ips=127.0.0.1")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("chromedriver starts");
+            let url = format!("http://127.0.0.1:{port}");
+            let agent: ureq::Agent = ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .timeout_global(Some(Duration::from_secs(2)))
+                .build()
+                .into();
+            let ready = wait(SOON, || {
+                matches!(child.try_wait(), Ok(Some(_)))
+                    || agent
+                        .get(&format!("{url}/status"))
+                        .call()
+                        .is_ok_and(|r| r.status() == 200)
+            });
+            if ready && child.try_wait().ok().flatten().is_none() {
+                return Driver { child, url };
+            }
+            // The port was taken meanwhile (or the driver died): try another.
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!("chromedriver did not start on a free port");
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn screenshot_dir() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("target")
+        .join("web-screenshots");
+    std::fs::create_dir_all(&dir).expect("screenshot dir");
+    dir
+}
+
+async fn shot(c: &Client, name: &str) {
+    let png = c.screenshot().await.expect("screenshot");
+    std::fs::write(screenshot_dir().join(format!("{name}.png")), png).expect("save screenshot");
+}
+
+/// Adds a user from the console (`branchd user-add`), password on stdin.
+fn add_user(gw: &Gateway, username: &str, role: &str) {
+    let mut child = command(bin("branchd"))
+        .arg("--config")
+        .arg(gw.config_path())
+        .args(["user-add", "--username", username, "--role", role])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("branchd user-add");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(format!("{PASSWORD}\n").as_bytes())
+        .expect("password on stdin");
+    let out = child.wait_with_output().expect("user-add exits");
+    assert!(
+        out.status.success(),
+        "user-add {username}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Polls the text of the element at `css` until `want` holds.
+async fn wait_text(c: &Client, css: &str, want: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + PAGE_WAIT;
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        if let Ok(el) = c.find(Locator::Css(css)).await {
+            if let Ok(t) = el.text().await {
+                if want(&t) {
+                    return t;
+                }
+                last = t;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{css}: still {last:?}");
+}
+
+async fn login(c: &Client, base: &str, username: &str) {
+    c.goto(&format!("{base}/dashboard")).await.expect("goto");
+    let url = c.current_url().await.expect("url");
+    assert_eq!(url.path(), "/login", "not logged in: {url}");
+    c.find(Locator::Css("#username"))
+        .await
+        .expect("username field")
+        .send_keys(username)
+        .await
+        .expect("type");
+    c.find(Locator::Css("#password"))
+        .await
+        .expect("password field")
+        .send_keys(PASSWORD)
+        .await
+        .expect("type");
+    c.find(Locator::Css("form.stack button[type=submit]"))
+        .await
+        .expect("login button")
+        .click()
+        .await
+        .expect("click");
+}
+
+async fn path_of(c: &Client) -> String {
+    let u = c.current_url().await.expect("url");
+    match u.query() {
+        Some(q) => format!("{}?{q}", u.path()),
+        None => u.path().to_owned(),
+    }
+}
+
+async fn wait_path(c: &Client, want: &str) {
+    let deadline = Instant::now() + PAGE_WAIT;
+    while Instant::now() < deadline {
+        if path_of(c).await == want {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("never reached {want}: at {}", path_of(c).await);
+}
+
+async fn browser(driver: &Driver) -> Client {
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".to_owned(),
+        json!({
+            "binary": CHROMIUM,
+            "args": [
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-dev-shm-usage",
+                "--window-size=1280,900",
+            ],
+        }),
+    );
+    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(caps)
+        .connect(&driver.url)
+        .await
+        .expect("a chromium session through chromedriver")
+}
+
+#[test]
+fn technician_sees_live_ports_rings_a_phone_and_an_agent_is_refused() {
+    let gw = Gateway::start();
+    let addr: SocketAddr = gw.web_addr();
+    let base = format!("http://{addr}");
+    add_user(&gw, "tech1", "technician");
+    add_user(&gw, "agent1", "agent");
+    let driver = Driver::start();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let c = browser(&driver).await;
+
+        // Not logged in: the login page.
+        c.goto(&format!("{base}/dashboard")).await.expect("goto");
+        wait_path(&c, "/login?next=/dashboard").await;
+        shot(&c, "01-login").await;
+        login(&c, &base, "tech1").await;
+        wait_path(&c, "/dashboard").await;
+
+        // The dashboard from the real daemon: port 1 on-hook (read from the board),
+        // no calls, sync and SIP not configured.
+        let hook1 = "[data-port=\"1\"][data-field=\"hook\"]";
+        wait_text(&c, hook1, |t| t == "on-hook").await;
+        let page = c.source().await.expect("source");
+        assert!(page.contains("101 Reception"), "{page}");
+        assert!(page.contains("not configured (no [sip] section)"));
+        // The page's measurements for BENCHMARKS.md (no timed assertion here).
+        let metrics = c
+            .execute(
+                "const n = performance.getEntriesByType('navigation')[0];
+                 const paint = performance.getEntriesByType('paint');
+                 const fp = paint.find(p => p.name === 'first-paint');
+                 const fcp = paint.find(p => p.name === 'first-contentful-paint');
+                 return {
+                   html_bytes: n.decodedBodySize,
+                   resources: performance.getEntriesByType('resource')
+                     .filter(r => r.name.includes('/static/'))
+                     .map(r => ({ name: r.name, bytes: r.decodedBodySize })),
+                   response_end_ms: n.responseEnd,
+                   dom_content_loaded_ms: n.domContentLoadedEventEnd,
+                   first_paint_ms: fp ? fp.startTime : null,
+                   first_contentful_paint_ms: fcp ? fcp.startTime : null,
+                 };",
+                vec![],
+            )
+            .await
+            .expect("performance timing");
+        let weight = metrics["html_bytes"].as_u64().unwrap_or(0)
+            + metrics["resources"]
+                .as_array()
+                .map_or(0, |r| r.iter().filter_map(|x| x["bytes"].as_u64()).sum());
+        assert!(
+            metrics["resources"]
+                .as_array()
+                .is_some_and(|r| r.len() == 2),
+            "the CSS and the JS load: {metrics}"
+        );
+        assert!(
+            weight > 0 && weight < 100 * 1024,
+            "page weight {weight} B: {metrics}"
+        );
+        let mut report = metrics.clone();
+        report["page_weight_bytes"] = json!(weight);
+        std::fs::write(
+            screenshot_dir().join("metrics.json"),
+            serde_json::to_vec_pretty(&report).expect("json"),
+        )
+        .expect("save metrics");
+        println!("dashboard metrics: {report}");
+        shot(&c, "02-dashboard").await;
+
+        // Live: the script got its first SSE event; a handset lifted on the simulator
+        // shows without a reload.
+        let deadline = Instant::now() + PAGE_WAIT;
+        loop {
+            let v = c
+                .execute(
+                    "return document.documentElement.getAttribute('data-status-version');",
+                    vec![],
+                )
+                .await
+                .expect("script");
+            if v.is_string() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the SSE stream never delivered");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        c.execute("window.blNoReload = 'still here';", vec![])
+            .await
+            .expect("marker");
+        gw.sim.phone(1).off_hook();
+        wait_text(&c, hook1, |t| t == "off-hook").await;
+        wait_text(&c, "[data-port=\"1\"][data-field=\"state\"]", |t| {
+            t != "idle"
+        })
+        .await;
+        let marker: Value = c
+            .execute("return window.blNoReload || null;", vec![])
+            .await
+            .expect("marker");
+        assert_eq!(marker, json!("still here"), "the page reloaded");
+        shot(&c, "03-dashboard-off-hook").await;
+        gw.sim.phone(1).on_hook();
+        wait_text(&c, hook1, |t| t == "on-hook").await;
+
+        // Ports: line readings, and a ring test that rings the simulated phone.
+        c.goto(&format!("{base}/ports")).await.expect("goto");
+        wait_text(&c, "[data-port=\"2\"][data-field=\"line\"]", |t| {
+            t.contains(" V, ")
+        })
+        .await;
+        shot(&c, "04-ports").await;
+        assert!(!gw.sim.phone(2).is_ringing());
+        c.find(Locator::Css("form[action=\"/ports/2/ring-test\"] button"))
+            .await
+            .expect("ring test button")
+            .click()
+            .await
+            .expect("click");
+        wait_path(&c, "/ports?rang=2").await;
+        assert!(
+            wait(SOON, || gw.sim.phone(2).is_ringing()),
+            "the simulated phone 2 rings"
+        );
+        let notice = wait_text(&c, "p.notice", |t| t.contains("port 2")).await;
+        assert!(notice.contains("Ring test started"), "{notice}");
+        wait_text(&c, "[data-port=\"2\"][data-field=\"ring_test\"]", |t| {
+            t == "ringing"
+        })
+        .await;
+        shot(&c, "05-ports-ring-test").await;
+        // It stops by itself.
+        assert!(
+            wait(PAGE_WAIT, || !gw.sim.phone(2).is_ringing()),
+            "the ring test ends"
+        );
+        wait_text(&c, "[data-port=\"2\"][data-field=\"ring_test\"]", |t| {
+            t == "off"
+        })
+        .await;
+
+        // A port in use: refused with the reason; the phone does not ring.
+        gw.sim.phone(3).off_hook();
+        wait_text(&c, "[data-port=\"3\"][data-field=\"hook\"]", |t| {
+            t == "off-hook"
+        })
+        .await;
+        c.find(Locator::Css("form[action=\"/ports/3/ring-test\"] button"))
+            .await
+            .expect("ring test button")
+            .click()
+            .await
+            .expect("click");
+        let refused = wait_text(&c, "main", |t| t.contains("Ring test not started")).await;
+        assert!(refused.contains("busy"), "{refused}");
+        assert!(refused.contains("409"), "{refused}");
+        assert!(!gw.sim.phone(3).is_ringing());
+        shot(&c, "06-ring-test-refused").await;
+        gw.sim.phone(3).on_hook();
+
+        c.goto(&format!("{base}/system")).await.expect("goto");
+        wait_text(&c, "h1", |t| t == "System").await;
+        shot(&c, "07-system").await;
+
+        // A phone screen: nothing wider than the screen.
+        c.set_window_size(390, 844).await.expect("resize");
+        c.goto(&format!("{base}/dashboard")).await.expect("goto");
+        wait_text(&c, hook1, |t| t == "on-hook").await;
+        let fits = c
+            .execute(
+                "return document.documentElement.scrollWidth <= window.innerWidth;",
+                vec![],
+            )
+            .await
+            .expect("script");
+        assert_eq!(
+            fits,
+            json!(true),
+            "the dashboard scrolls sideways on a phone"
+        );
+        shot(&c, "08-dashboard-phone").await;
+        c.goto(&format!("{base}/ports")).await.expect("goto");
+        shot(&c, "09-ports-phone").await;
+        c.set_window_size(1280, 900).await.expect("resize");
+
+        // Log out, then an agent: 403 on the technician's pages.
+        c.goto(&format!("{base}/dashboard")).await.expect("goto");
+        c.find(Locator::Css("form.logout button"))
+            .await
+            .expect("logout button")
+            .click()
+            .await
+            .expect("click");
+        wait_path(&c, "/login?bye=1").await;
+        login(&c, &base, "agent1").await;
+        wait_path(&c, "/dashboard").await;
+        for (page, permission) in [
+            ("/dashboard", "diagnostics.view"),
+            ("/ports", "diagnostics.view"),
+            ("/system", "system_config.view"),
+        ] {
+            c.goto(&format!("{base}{page}")).await.expect("goto");
+            let text = wait_text(&c, "main", |t| t.contains("Access denied")).await;
+            assert!(text.contains(permission), "{page}: {text}");
+            assert!(text.contains("403"), "{page}: {text}");
+        }
+        shot(&c, "10-agent-forbidden").await;
+        c.close().await.expect("close the browser");
+    });
+}
