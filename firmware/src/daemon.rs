@@ -16,6 +16,12 @@
 //!   ports straight to the line controller every 20 ms. Call control's SIP actions go
 //!   to the SIP endpoint's channel (logged and dropped while there is none); SIP inputs
 //!   and the engine's RFC 4733 digits come back to call control on one channel.
+//! - Call recording ([`crate::recorder`]): at start-up, before the store's writer
+//!   starts, recordings a crash cut short are repaired and indexed; then a writer
+//!   thread records calls by `[recording]` policy. The board loop taps the frames from
+//!   the ports, the media engine's port sink those to the ports, and call control's
+//!   bridges and CDRs start and stop recordings. At shutdown the recorder finishes its
+//!   files after the media engine stopped, and they are indexed before the store stops.
 //! - Store writes (CDRs, port states) go through one ordered queue to a task that awaits
 //!   each commit, so the loop never waits on `fsync`; a CDR is logged as stored only
 //!   after its commit returned.
@@ -229,6 +235,18 @@ async fn serve(
         ),
         status => tracing::debug!(?status, "installer account"),
     }
+    // Recordings a crash cut short: repaired (or quarantined) and indexed before
+    // anything else is recorded; a failure here leaves the phones working.
+    match crate::recorder::recover(&mut store, &config.paths.recordings) {
+        Ok(r) if r == crate::recorder::Recovered::default() => {}
+        Ok(r) => tracing::warn!(
+            repaired = r.repaired.len(),
+            registered_late = r.registered_late.len(),
+            quarantined = r.quarantined.len(),
+            "recordings recovered at start-up"
+        ),
+        Err(e) => tracing::error!(error = %e, "recordings not recovered at start-up"),
+    }
     let (writer, writer_thread) = store.spawn_writer();
     let accounts = Accounts::new(
         writer.clone(),
@@ -403,6 +421,17 @@ async fn serve(
     calls.set_trunk_status(sync::wan::trunk_status(&wan_now));
     gpio.set_led(Led::Wan, sync::wan::wan_led(&wan_now))?;
 
+    // The call recorder (`[recording]`): a writer thread fed by taps on the ports'
+    // frames both ways; off (logged) if its directory cannot be made.
+    let recording_stop = tokio_util::sync::CancellationToken::new();
+    let recording = match crate::recorder::calls::start(&config, &writer, &recording_stop) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            tracing::error!(error = %e, "call recording is off");
+            None
+        }
+    };
+    let tap = recording.as_ref().map(|r| r.calls.tap());
     let (jobs, job_rx) = mpsc::unbounded_channel();
     let store_task = tokio::spawn(store_task(writer, job_rx));
 
@@ -451,7 +480,14 @@ async fn serve(
     // The media engine: RTP for SIP legs, bridged to ports through the board loop.
     // Digits it hears on legs go to call control like the SIP endpoint's inputs.
     let (sip_inputs, mut sip_input_rx) = mpsc::unbounded_channel();
-    let (media, media_task) = start_media(&config, law, &profile, &link, sip_inputs.clone())?;
+    let (media, media_task) = start_media(
+        &config,
+        law,
+        &profile,
+        &link,
+        tap.clone(),
+        sip_inputs.clone(),
+    )?;
     // The SIP endpoint (`[sip]`): call control's SIP actions go to it; its inputs come
     // back on the same channel as the media engine's digits; the SIP trunk's
     // registration state drives outside-call routing (instead of the WAN probe).
@@ -469,8 +505,14 @@ async fn serve(
         health.passed(Fact::Sip, "listeners bound");
     }
 
+    let (call_recorder, recorder_work) = match recording {
+        Some(r) => (Some(r.calls), Some((r.thread, r.registrar, r.retention))),
+        None => (None, None),
+    };
     let mut board = BoardLoop {
         media,
+        call_recorder,
+        tap,
         leg_routes: HashMap::new(),
         sip_outputs,
         link,
@@ -599,12 +641,32 @@ async fn serve(
         jobs,
         mut gpio,
         media,
+        call_recorder,
+        tap,
         ..
     } = board;
     // The engine ends (and frees its RTP ports) when its last handle is gone.
     drop(media);
     if let Err(e) = media_task.await {
         tracing::error!(error = %e, "media engine task failed");
+    }
+    // The recorder finishes its files once its last handle and tap are gone (the
+    // engine's went with it); the registrar indexes them before the store stops.
+    drop((call_recorder, tap));
+    recording_stop.cancel();
+    if let Some((thread, registrar, retention)) = recorder_work {
+        let joined = tokio::task::spawn_blocking(move || thread.join()).await;
+        if !matches!(joined, Ok(Ok(()))) {
+            tracing::error!("recorder thread panicked");
+        }
+        if let Err(e) = registrar.await {
+            tracing::error!(error = %e, "recording registrar failed");
+        }
+        if let Some(task) = retention {
+            if let Err(e) = task.await {
+                tracing::error!(error = %e, "recording retention task failed");
+            }
+        }
     }
     if let Err(e) = gpio.set_power_fail_relay(true) {
         tracing::warn!(error = %e, "power-fail relay not engaged");
@@ -1011,6 +1073,7 @@ fn start_media(
     board_law: line_proto::g711::Law,
     profile: &BoardProfile,
     link: &LinkSender,
+    tap: Option<crate::recorder::Tap>,
     sip_inputs: mpsc::UnboundedSender<crate::call::SipInput>,
 ) -> Result<(MediaEngine, tokio::task::JoinHandle<()>)> {
     let m = &config.media;
@@ -1037,8 +1100,13 @@ fn start_media(
         fxo_ports: profile.fxo_ports(),
         rtcp_interval: branchline_media::rtcp::DEFAULT_REPORT_INTERVAL,
     };
-    let (engine, task) = MediaEngine::start(settings, Arc::new(link.clone()), sip_inputs)
-        .map_err(|e| invalid(e.to_string()))?;
+    // Frames to ports pass the call recorder's tap (the "to the port" direction).
+    let ports: Arc<dyn crate::media_engine::PortSink> = match tap {
+        Some(tap) => Arc::new(crate::recorder::calls::TapSink::new(link.clone(), tap)),
+        None => Arc::new(link.clone()),
+    };
+    let (engine, task) =
+        MediaEngine::start(settings, ports, sip_inputs).map_err(|e| invalid(e.to_string()))?;
     tracing::info!(
         ip = %m.local_ip,
         ports = format!("{}-{}", m.rtp_port_min, m.rtp_port_max),
@@ -1056,6 +1124,10 @@ struct BoardLoop {
     leg_routes: HashMap<u8, LegId>,
     /// The media engine (port-to-leg and leg-to-leg bridges).
     media: MediaEngine,
+    /// Starts and stops call recordings on bridges and CDRs (`None`: recording off).
+    call_recorder: Option<crate::recorder::calls::CallRecorder>,
+    /// The recorder's tap on the frames from the ports.
+    tap: Option<crate::recorder::Tap>,
     /// Where SIP actions of call control go: the SIP endpoint task. `None` while the
     /// daemon runs without one (then call control never places SIP legs, and any SIP
     /// output is logged and dropped).
@@ -1070,6 +1142,9 @@ impl BoardLoop {
     fn frame(&mut self, calls: &mut CallControl, frame: Frame) {
         match frame.body {
             Body::Audio(audio) => {
+                if let Some(tap) = &self.tap {
+                    tap.frame(frame.port, crate::recorder::Side::FromPort, &audio);
+                }
                 if let Some(&peer) = self.routes.get(&frame.port) {
                     if let Err(e) = self.link.send(peer, Body::Audio(audio)) {
                         tracing::warn!(port = peer, error = %e, "audio frame not sent");
@@ -1129,6 +1204,9 @@ impl BoardLoop {
                 Output::Connect(MediaEnd::Port(a), MediaEnd::Port(b)) => {
                     self.routes.insert(a, b);
                     self.routes.insert(b, a);
+                    if let Some(r) = &mut self.call_recorder {
+                        r.connect(MediaEnd::Port(a), MediaEnd::Port(b));
+                    }
                 }
                 Output::Disconnect(MediaEnd::Port(a), MediaEnd::Port(b)) => {
                     if self.routes.get(&a) == Some(&b) {
@@ -1143,6 +1221,9 @@ impl BoardLoop {
                         if let (MediaEnd::Port(p), MediaEnd::Leg(leg)) = (end, other) {
                             self.leg_routes.insert(p, leg);
                         }
+                    }
+                    if let Some(r) = &mut self.call_recorder {
+                        r.connect(a, b);
                     }
                     self.media.bridge(a, b);
                 }
@@ -1178,6 +1259,9 @@ impl BoardLoop {
                     let _ = self.jobs.send(StoreJob::PortState(port, state));
                 }
                 Output::Cdr(cdr) => {
+                    if let Some(r) = &mut self.call_recorder {
+                        r.cdr(&cdr);
+                    }
                     if self.jobs.send(StoreJob::Cdr(cdr)).is_err() {
                         tracing::error!("store task gone; CDR lost");
                     }

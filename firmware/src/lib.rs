@@ -28,12 +28,14 @@
 //! - [`provision`]: USB provisioning: inotify on the stick mount points, bundles
 //!   verified with `branchline-provisioning` and applied all-or-nothing in one SQLite
 //!   transaction, the result file written back to the stick, progress on the LED.
+//! - [`factory_reset`]: the reset button's press-duration detector (10 s), the wipe
+//!   (store, keys, recordings; firmware slots kept) and the daemon's data-dir lock.
+//! - [`recorder`]: call recording: crash-safe stereo WAV files written off the
+//!   real-time path, repaired at start-up, indexed for sync, disk guard and retention.
 //! - [`enroll`]: enrollment with HQ: the device key (0600), the CSR with the
 //!   provisioned one-time token, HQ's CA checked against the token's pin, the
 //!   certificate stored atomically, then mutual TLS; retries with backoff, a refusal
 //!   kept in the provisioning state.
-//! - [`factory_reset`]: the reset button's press-duration detector (10 s), the wipe
-//!   (store, keys, recordings; firmware slots kept) and the daemon's data-dir lock.
 //! - [`audit`]: the append-only, hash-chained audit log and its verifier.
 //! - [`mask`]: masking of customers' phone numbers; the one path CDRs leave the box by.
 //! - [`api`]: the local accounts HTTP API under `/api/v1` (axum): sessions, CSRF,
@@ -62,6 +64,7 @@ pub mod mask;
 pub mod media_engine;
 pub mod provision;
 pub mod rbac;
+pub mod recorder;
 pub mod sd_notify;
 pub mod sip_endpoint;
 pub mod store;
