@@ -1,6 +1,6 @@
 //! The rootfs overlay generated into every bundle for a board profile: the hardened
 //! systemd unit, the sysusers entry for its user, the default config, the USB
-//! provisioning mount (udev rule, mount unit template, mount helper, tmpfiles entry),
+//! provisioning mount (udev rule, mount helper, tmpfiles entry),
 //! journald and logrotate limits.
 //!
 //! # USB sticks for provisioning
@@ -11,12 +11,11 @@
 //! `branchline_firmware::provision`). The pieces:
 //!
 //! - the udev rule ([`UDEV_PATH`]) matches a USB block device carrying a vfat, exfat
-//!   or ext2/3/4 filesystem and asks systemd for `branchline-usb-mount@<kernel
-//!   name>.service` (`ENV{SYSTEMD_WANTS}`). udev does not mount itself: its `RUN`
-//!   programs run in a private mount namespace (the mount would be invisible) and are
-//!   killed after a few seconds.
-//! - the template unit ([`USB_MOUNT_UNIT_PATH`]) is bound to the device
-//!   (`BindsTo=dev-%i.device`), so pulling the stick stops it and unmounts.
+//!   or ext2/3/4 filesystem and starts the helper as a transient systemd service
+//!   (`systemd-run --no-block`), and again with `remove` when the stick goes. udev
+//!   does not mount itself: its `RUN` programs run in a private mount namespace (the
+//!   mount would be invisible) and are killed after a few seconds. (A template unit
+//!   `...@.service` would be the other way; bundle paths do not allow `@`.)
 //! - the helper script ([`USB_MOUNT_SCRIPT_PATH`], `add|remove <name>`) checks the
 //!   name, mounts read-write with `nodev,nosuid,noexec` (vfat/exfat owned by the
 //!   `branchline` user, so branchd can write its result file), then touches the
@@ -47,8 +46,6 @@ pub const LOGROTATE_PATH: &str = "etc/logrotate.d/branchline";
 pub const SYSUSERS_PATH: &str = "usr/lib/sysusers.d/branchline.conf";
 /// Path of the generated journald limits inside the bundle.
 pub const JOURNALD_PATH: &str = "etc/systemd/journald.conf.d/branchline.conf";
-/// Path of the USB stick mount unit template inside the bundle.
-pub const USB_MOUNT_UNIT_PATH: &str = "etc/systemd/system/branchline-usb-mount@.service";
 /// Path of the USB stick mount helper inside the bundle (mode 0755).
 pub const USB_MOUNT_SCRIPT_PATH: &str = "usr/libexec/branchline/usb-mount";
 /// Path of the tmpfiles entry creating the stick mount base inside the bundle.
@@ -77,7 +74,6 @@ pub fn generate(board: &str) -> Result<Vec<BundleFile>> {
         file(LOGROTATE_PATH, LOGROTATE.to_owned()),
         file(SYSUSERS_PATH, SYSUSERS.to_owned()),
         file(JOURNALD_PATH, JOURNALD.to_owned()),
-        file(USB_MOUNT_UNIT_PATH, USB_MOUNT_UNIT.to_owned()),
         BundleFile {
             path: USB_MOUNT_SCRIPT_PATH.to_owned(),
             contents: usb_mount_script().into_bytes(),
@@ -218,28 +214,12 @@ country = \"{country}\"
 }
 
 const UDEV: &str = r#"# Branchline provisioning: a USB stick's filesystem is mounted read-write under
-# /run/branchline/usb/<kernel name> by branchline-usb-mount@<kernel name>.service, which
-# the device unit wants (udev itself must not mount: RUN programs live in a private
-# mount namespace and are killed after a few seconds). Pulling the stick stops the unit
-# (BindsTo=) and unmounts.
-ACTION=="add", SUBSYSTEM=="block", ENV{ID_BUS}=="usb", ENV{ID_FS_USAGE}=="filesystem", ENV{ID_FS_TYPE}=="vfat|exfat|ext2|ext3|ext4", TAG+="systemd", ENV{SYSTEMD_WANTS}+="branchline-usb-mount@%k.service"
+# /run/branchline/usb/<kernel name> by /usr/libexec/branchline/usb-mount, run as a transient
+# systemd service (systemd-run --no-block): udev itself must not mount, its RUN programs
+# live in a private mount namespace and are killed after a few seconds.
+ACTION=="add", SUBSYSTEM=="block", ENV{ID_BUS}=="usb", ENV{ID_FS_USAGE}=="filesystem", ENV{ID_FS_TYPE}=="vfat|exfat|ext2|ext3|ext4", RUN{program}+="/usr/bin/systemd-run --no-block --collect --unit=branchline-usb-mount-%k /usr/libexec/branchline/usb-mount add %k"
+ACTION=="remove", SUBSYSTEM=="block", ENV{ID_BUS}=="usb", RUN{program}+="/usr/bin/systemd-run --no-block --collect /usr/libexec/branchline/usb-mount remove %k"
 "#;
-
-const USB_MOUNT_UNIT: &str =
-    "# Mounts USB stick /dev/%I for Branchline provisioning (see the udev rule
-# 90-branchline-usb.rules); stopped, and unmounted, when the stick is pulled.
-[Unit]
-Description=Branchline provisioning stick /dev/%I
-BindsTo=dev-%i.device
-After=dev-%i.device systemd-tmpfiles-setup.service
-
-[Service]
-Type=oneshot
-RemainAfterExit=yes
-ExecStart=/usr/libexec/branchline/usb-mount add %i
-ExecStop=/usr/libexec/branchline/usb-mount remove %i
-TimeoutSec=30s
-";
 
 fn usb_mount_script() -> String {
     format!(

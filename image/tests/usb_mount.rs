@@ -1,6 +1,6 @@
 //! The USB provisioning mount in the rootfs overlay: the files are in every bundle
 //! (and survive the signed round trip), the udev rule parses as udev(7) rules do and
-//! asks for the unit the overlay ships, the unit runs the helper, and the helper
+//! runs the helper the overlay ships outside udev's sandbox, and the helper
 //! refuses bad input before touching anything.
 
 use std::collections::BTreeMap;
@@ -170,7 +170,7 @@ fn udev_rule_parses_and_wants_the_shipped_mount_unit() {
         let f = files(board);
         let rules =
             parse_udev(&text(&f[overlay::UDEV_PATH])).unwrap_or_else(|e| panic!("{board}: {e}"));
-        assert_eq!(rules.len(), 1, "{rules:?}");
+        assert_eq!(rules.len(), 2, "{rules:?}");
         let r = &rules[0];
         let eq = |key, attr, want: &str| {
             let p = find(r, key, attr).unwrap_or_else(|| panic!("{key} {attr:?} missing: {r:?}"));
@@ -180,55 +180,34 @@ fn udev_rule_parses_and_wants_the_shipped_mount_unit() {
         eq("SUBSYSTEM", None, "block");
         eq("ENV", Some("ID_BUS"), "usb");
         eq("ENV", Some("ID_FS_USAGE"), "filesystem");
-        let tag = find(r, "TAG", None).expect("TAG");
-        assert_eq!((tag.op.as_str(), tag.value.as_str()), ("+=", "systemd"));
-        let wants = find(r, "ENV", Some("SYSTEMD_WANTS")).expect("SYSTEMD_WANTS");
-        assert_eq!(wants.op, "+=");
-        // The unit asked for is the template the overlay ships, instantiated with the
-        // kernel name (%k), the name the helper and branchd's watch expect.
-        let template = Path::new(overlay::USB_MOUNT_UNIT_PATH)
-            .file_name()
-            .and_then(|n| n.to_str())
-            .expect("unit name");
-        assert_eq!(wants.value, template.replace("@.", "@%k."));
+        // The helper runs outside udev's sandbox, as a transient service.
+        let run = find(r, "RUN", Some("program")).expect("RUN{program}");
+        assert_eq!(run.op, "+=");
+        let script = format!("/{}", overlay::USB_MOUNT_SCRIPT_PATH);
         assert!(
-            !r.iter().any(|p| p.key == "RUN"),
-            "udev must not mount itself"
+            run.value.starts_with("/usr/bin/systemd-run --no-block ")
+                && run.value.ends_with(&format!("{script} add %k")),
+            "{}",
+            run.value
+        );
+        let remove = &rules[1];
+        let run = find(remove, "RUN", Some("program")).expect("remove RUN");
+        assert!(
+            run.value.ends_with(&format!("{script} remove %k")),
+            "{}",
+            run.value
+        );
+        assert_eq!(
+            find(remove, "ACTION", None).map(|p| p.value.as_str()),
+            Some("remove")
         );
     }
 }
 
 #[test]
-fn mount_unit_runs_the_helper_and_is_bound_to_the_device() {
+fn helper_and_base_directory_are_shipped() {
     for board in BOARDS {
         let f = files(board);
-        let unit = text(&f[overlay::USB_MOUNT_UNIT_PATH]);
-        let mut section = String::new();
-        let mut keys: BTreeMap<(String, String), String> = BTreeMap::new();
-        for line in unit.lines().map(str::trim) {
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            if let Some(s) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
-                section = s.to_owned();
-                continue;
-            }
-            let (k, v) = line
-                .split_once('=')
-                .unwrap_or_else(|| panic!("not key=value: {line}"));
-            keys.insert((section.clone(), k.to_owned()), v.to_owned());
-        }
-        let get = |s: &str, k: &str| {
-            keys.get(&(s.to_owned(), k.to_owned()))
-                .cloned()
-                .unwrap_or_default()
-        };
-        assert_eq!(get("Unit", "BindsTo"), "dev-%i.device");
-        assert_eq!(get("Service", "Type"), "oneshot");
-        assert_eq!(get("Service", "RemainAfterExit"), "yes");
-        let script = format!("/{}", overlay::USB_MOUNT_SCRIPT_PATH);
-        assert_eq!(get("Service", "ExecStart"), format!("{script} add %i"));
-        assert_eq!(get("Service", "ExecStop"), format!("{script} remove %i"));
         // The helper is there, executable, with the required mount options; the base
         // directory is created at boot and writable in branchd's unit.
         let helper = &f[overlay::USB_MOUNT_SCRIPT_PATH];
@@ -332,7 +311,6 @@ fn the_files_are_in_the_signed_bundle() {
         .collect();
     for path in [
         overlay::UDEV_PATH,
-        overlay::USB_MOUNT_UNIT_PATH,
         overlay::USB_MOUNT_SCRIPT_PATH,
         overlay::TMPFILES_PATH,
     ] {
