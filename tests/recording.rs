@@ -132,16 +132,19 @@ fn a_recorded_call_has_the_caller_left_and_the_callee_right_and_is_indexed() {
     let (r1, r2) = (tone_ratio(&right, 1000.0), tone_ratio(&right, 2000.0));
     assert!(l1 > 0.8 && l2 < 0.05, "left: 1 kHz {l1:.2}, 2 kHz {l2:.2}");
     assert!(r2 > 0.8 && r1 < 0.05, "right: 1 kHz {r1:.2}, 2 kHz {r2:.2}");
-    // Its metadata is in the outbox for HQ, keyed by the file's sha256.
-    let kind: String = gw
+    // Its metadata is in the outbox for HQ (the row the recording points at), naming
+    // the file's sha256.
+    let (kind, payload): (String, String) = gw
         .db()
         .query_row(
-            "SELECT kind FROM outbox WHERE key = ?1",
+            "SELECT o.kind, o.payload FROM outbox o JOIN recordings r ON r.outbox_seq = o.seq \
+             WHERE r.sha256 = ?1",
             [&row.sha256],
-            |r| r.get(0),
+            |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .expect("outbox row");
     assert_eq!(kind, "recording");
+    assert!(payload.contains(&row.sha256), "{payload}");
 }
 
 #[test]
