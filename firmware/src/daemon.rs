@@ -608,7 +608,11 @@ async fn serve(
         });
         if let Some(exit) = restart_due.due(calls.active_calls()) {
             notifier.stopping();
-            tracing::info!(?exit, active_calls = calls.active_calls(), "stopping for a restart");
+            tracing::info!(
+                ?exit,
+                active_calls = calls.active_calls(),
+                "stopping for a restart"
+            );
             calls.shutdown(Instant::now());
             board.drain(&mut calls);
             let _ = local_restart.set(exit);

@@ -149,9 +149,7 @@ fn main() -> ExitCode {
     match run(config) {
         Ok(daemon::Exit::Shutdown) => ExitCode::SUCCESS,
         // A provisioning bundle applied, or a factory reset: start again.
-        Ok(daemon::Exit::RestartProvisioned | daemon::Exit::RestartFactoryReset) => {
-            restart_self()
-        }
+        Ok(daemon::Exit::RestartProvisioned | daemon::Exit::RestartFactoryReset) => restart_self(),
         // An update from HQ is installed: the unit reboots the box into it (see
         // `branchline_firmware::updater::EXIT_RESTART_INTO_UPDATE`).
         Ok(daemon::Exit::RestartIntoUpdate) => {
@@ -300,7 +298,10 @@ fn restart_self() -> ExitCode {
         Err(e) => e,
     };
     tracing::error!(error = %error, status = daemon::EXIT_RESTART, "cannot re-execute branchd; exiting for systemd to restart it");
-    eprintln!("branchd: cannot re-execute itself ({error}); exit status {} asks systemd to restart it", daemon::EXIT_RESTART);
+    eprintln!(
+        "branchd: cannot re-execute itself ({error}); exit status {} asks systemd to restart it",
+        daemon::EXIT_RESTART
+    );
     ExitCode::from(daemon::EXIT_RESTART)
 }
 

@@ -5,8 +5,8 @@
 #![cfg(feature = "hq")]
 
 mod hq {
-    pub mod harness;
     mod enroll_tests;
+    pub mod harness;
     mod ingest_tests;
     mod sync_tests;
     mod tls_tests;
