@@ -98,7 +98,9 @@ const WEB_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Work for the store task, in the order the board loop produced it.
 #[derive(Debug)]
 enum StoreJob {
-    Cdr(Cdr),
+    /// Boxed: a CDR (with its legs' quality and transfer chain) is far larger than a
+    /// port state, and the queue holds one slot per job.
+    Cdr(Box<Cdr>),
     PortState(u8, PortState),
 }
 
@@ -1266,7 +1268,7 @@ impl BoardLoop {
                     if let Some(r) = &mut self.call_recorder {
                         r.cdr(&cdr);
                     }
-                    if self.jobs.send(StoreJob::Cdr(cdr)).is_err() {
+                    if self.jobs.send(StoreJob::Cdr(Box::new(cdr))).is_err() {
                         tracing::error!("store task gone; CDR lost");
                     }
                 }
@@ -1282,7 +1284,7 @@ async fn store_task(writer: StoreWriter, mut jobs: mpsc::UnboundedReceiver<Store
             StoreJob::Cdr(cdr) => {
                 let call_id = cdr.call_id.clone();
                 let disposition = cdr.disposition;
-                match writer.insert_cdr(cdr).await {
+                match writer.insert_cdr(*cdr).await {
                     Ok(seq) => {
                         tracing::info!(call_id, ?disposition, outbox_seq = seq, "cdr stored")
                     }
