@@ -56,7 +56,7 @@ pub struct ProvisioningConfig {
     /// The signed revocation list the box consults, if any.
     pub revoked: Option<PathBuf>,
     /// Provisioned settings that keep branchd.toml's value (names from
-    /// [`OVERRIDABLE`]).
+    /// `OVERRIDABLE`: country, port_map, trunk, hq_url).
     pub local_override: Vec<&'static str>,
 }
 
