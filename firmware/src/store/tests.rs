@@ -71,6 +71,8 @@ fn migrations_apply_and_reopen_is_idempotent() {
     assert_eq!(
         tables,
         [
+            "agent_skills",
+            "agent_state_log",
             "audit_head",
             "audit_log",
             "box_state",
@@ -84,6 +86,10 @@ fn migrations_apply_and_reopen_is_idempotent() {
             "provisioned_settings",
             "provisioning_bundles",
             "provisioning_used_tokens",
+            "queue_members",
+            "queue_overflow",
+            "queue_vip",
+            "queues",
             "recordings",
             "role_permissions",
             "roles",
