@@ -151,7 +151,10 @@ fn a_provisioned_box_enrolls_then_syncs_over_mutual_tls_and_the_token_works_once
     ]);
     let bundle = std::fs::read(&bundle_path).expect("bundle");
 
-    // The box: [hq] names where its credentials will go; none exist yet.
+    // The box: [hq] names where its credentials will go; none exist yet. The bundle's
+    // country (FR) is kept out with local_override, so the call at the end hears the
+    // file's US tones through the simulator's µ-law (the applied bundle restarts
+    // branchd with its other settings).
     let creds = work.path().join("creds");
     let (ca, cert, key) = (
         creds.join("ca.pem"),
@@ -160,7 +163,7 @@ fn a_provisioned_box_enrolls_then_syncs_over_mutual_tls_and_the_token_works_once
     );
     let plan = format!(
         "{DIAL_PLAN}\n[provisioning]\nwatch = [{usb:?}]\nkeys = [{pubkey:?}]\nserial = \"{SERIAL}\"\n\
-         \n[hq]\nurl = \"{hq_url}\"\nca_cert = {ca:?}\nclient_cert = {cert:?}\nclient_key = {key:?}\n\
+         local_override = [\"country\"]\n\n[hq]\nurl = \"{hq_url}\"\nca_cert = {ca:?}\nclient_cert = {cert:?}\nclient_key = {key:?}\n\
          box_id = \"{SERIAL}\"\nlong_poll_ms = 2000\nupload_interval_ms = 1000\nprobe_interval_ms = 1000\n",
         pubkey = prefix.with_extension("pub"),
     );
