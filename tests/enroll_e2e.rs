@@ -167,7 +167,7 @@ fn a_provisioned_box_enrolls_then_syncs_over_mutual_tls_and_the_token_works_once
          box_id = \"{SERIAL}\"\nlong_poll_ms = 2000\nupload_interval_ms = 1000\nprobe_interval_ms = 1000\n",
         pubkey = prefix.with_extension("pub"),
     );
-    let gw = Gateway::start_with(&plan);
+    let mut gw = Gateway::start_with(&plan);
     assert!(
         gw.wait_log("enrollment waits for a provisioning bundle", SOON),
         "{}",
@@ -182,8 +182,11 @@ fn a_provisioned_box_enrolls_then_syncs_over_mutual_tls_and_the_token_works_once
     );
 
     // The stick: applied, then enrolled.
+    let ready_before = gw.log_count("branchd ready");
     drop_bundle(&usb, &bundle);
     wait_status(&usb, &sha256_of(&bundle), "applied", &gw);
+    // The applied bundle restarts branchd with its settings.
+    gw.follow_self_restart(ready_before);
     let enrolled = wait(SOON * 3, || cert.exists());
     assert!(
         enrolled,

@@ -24,8 +24,6 @@ use crate::harness::{bin, command, strip_ansi, wait, SOON};
 const SERIAL: &str = "BL2418-00042";
 /// Bounds a 10 s hold plus the restart, generously (qemu-user is 5-20x slower).
 const HOLD_BOUND: Duration = Duration::from_secs(180);
-/// `branchd`'s exit status asking to be started again (daemon::EXIT_RESTART).
-const EXIT_RESTART: i32 = 5;
 
 const PLAN: &str = r#"
 [telephony]
@@ -127,9 +125,8 @@ impl Supervised {
         wait(timeout, || {
             if let Some(child) = self.child.as_mut() {
                 if let Ok(Some(status)) = child.try_wait() {
-                    assert_eq!(
-                        status.code(),
-                        Some(EXIT_RESTART),
+                    assert!(
+                        crate::harness::exit_asks_for_restart(status),
                         "branchd exited: {status}\n{}",
                         self.log_text()
                     );

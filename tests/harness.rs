@@ -387,7 +387,52 @@ pub fn hears(samples: &[i16], freq: f64) -> bool {
 
 // --- Sync with HQ: restarting the daemon, a real `branch-hq`, PostgreSQL, backlogs ---
 
+/// Whether branchd's exit asks its supervisor for a restart, as systemd's
+/// `Restart=on-failure` would give it: status 5 (it could not re-execute itself), or,
+/// when the tests run under an emulator ([`branchline_board::runner`]), any exit of
+/// the re-executed process: qemu-user does not pass its `-L`/`-E` options on to a
+/// re-executed foreign binary, which then cannot start.
+pub fn exit_asks_for_restart(status: ExitStatus) -> bool {
+    let emulated =
+        std::env::var(branchline_board::runner::RUNNER_VAR).is_ok_and(|r| !r.trim().is_empty());
+    status.code() == Some(5) || (emulated && !status.success())
+}
+
 impl Gateway {
+    /// After branchd announced a restart of itself (an applied provisioning bundle):
+    /// waits until it is ready again, `ready_before` being the count of "branchd ready"
+    /// lines before. Where it cannot re-execute itself (under qemu-user without
+    /// binfmt_misc) it exits with status 5 for systemd's `Restart=on-failure`; this
+    /// then starts it again the same way.
+    pub fn follow_self_restart(&mut self, ready_before: usize) {
+        let deadline = Instant::now() + SOON * 2;
+        loop {
+            if self.log_count("branchd ready") > ready_before {
+                return;
+            }
+            let exited = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().expect("wait"));
+            if let Some(status) = exited {
+                assert!(
+                    exit_asks_for_restart(status),
+                    "branchd exited instead of restarting: {status}\n{}",
+                    self.log_text()
+                );
+                self.child = None;
+                self.restart();
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "branchd did not restart:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Starts `branchd` again after [`Gateway::stop_with`], on the same simulator,
     /// config and data directory; its log goes on in the same [`Gateway::log_text`].
     /// Waits until it is ready.
