@@ -1183,6 +1183,18 @@ impl Acd {
             (None, Some(t)) => (t, false),
             (None, None) => return,
         };
+        // Ring-all already ringing a tier: an agent who becomes free joins the ring
+        // at that tier or a better one; a worse tier waits until the ring fails.
+        if let Phase::Waiting { ringing } = &c.phase {
+            let ringing_tier = ringing
+                .iter()
+                .filter_map(|(a, _)| q.members.iter().find(|m| m.agent == *a))
+                .map(|m| m.penalty)
+                .min();
+            if ringing_tier.is_some_and(|r| tier > r) {
+                return;
+            }
+        }
         let candidates = q.members.iter().enumerate().filter(|(_, m)| {
             m.penalty == tier && eligible(m) && !(skip_tried && c.tried.contains(&m.agent))
         });

@@ -220,6 +220,38 @@ fn ring_all_rings_every_free_agent_and_the_first_answer_wins() {
     assert_eq!(sim.state(1), AgentState::OnCall(CallId(1)));
 }
 
+#[test]
+fn ring_all_keeps_to_the_ringing_tier_until_that_ring_fails() {
+    // Found by the model test: every later dispatch (any input, or a timer pass at
+    // the same instant) used to widen the ring to the next worse penalty.
+    let members = [(0, 0), (1, 1), (2, 2)];
+    let mut sim = Sim::new(vec![queue("q", 1, Strategy::RingAll, &members)], agents(3));
+    for a in 0..3 {
+        sim.login(a);
+    }
+    let actions = sim.arrive(1, "q", "1");
+    assert_eq!(
+        rings(&actions).into_iter().map(|r| r.1).collect::<Vec<_>>(),
+        [agent(0)]
+    );
+    // A refused input and a timer pass at the same instant ring nobody else.
+    assert!(sim
+        .acd
+        .handle(sim.now, Input::WrapUpDone { agent: agent(1) })
+        .is_err());
+    sim.acd.handle_timeout(sim.now);
+    assert_eq!(sim.acd.poll_action(), None);
+    assert_eq!(sim.state(1), AgentState::Available);
+    assert_eq!(sim.state(2), AgentState::Available);
+    // The penalty-0 ring times out (15 s): the next tier rings, one tier at a time.
+    let actions = sim.advance(15_000);
+    assert_eq!(
+        rings(&actions).into_iter().map(|r| r.1).collect::<Vec<_>>(),
+        [agent(1)]
+    );
+    assert_eq!(sim.state(2), AgentState::Available);
+}
+
 fn skilled(n: usize, skills: &[(usize, &str, i64)]) -> Vec<AgentConfig> {
     let mut all = agents(n);
     for &(a, skill, level) in skills {
