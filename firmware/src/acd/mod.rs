@@ -26,7 +26,9 @@
 //! - Penalty tiers: only the free eligible agents with the lowest penalty are
 //!   considered. Agents that already failed to answer this call are skipped while an
 //!   untried one is free (so an unanswered offer moves on, also to a higher tier);
-//!   once all free ones were tried, they are tried again.
+//!   once all free ones were tried, they are tried again, [`RETRY_DELAY`] after the
+//!   last failed offer. Ring-all rings one tier: an agent who becomes free while it
+//!   rings joins at that tier or a better one, never a worse one.
 //! - Strategies: see [`Strategy`]. Longest idle counts from the end of the agent's last
 //!   call (end of wrap-up) or login; pauses do not reset it. Fewest calls counts calls
 //!   answered from this queue since the ACD was built.
@@ -88,6 +90,12 @@ pub use self::error::{ConfigError, FeatureCodeError, InputError, StoreError};
 
 /// How many recent handle times per queue feed the expected wait.
 pub const HANDLE_TIME_SAMPLES: usize = 20;
+
+/// After an offer fails (no answer, rejected, the phone busy), agents who already
+/// failed the call are offered it again no sooner than this (Asterisk's `retry`
+/// default); an agent not tried yet is offered at once. Without it a phone that
+/// refuses every offer (busy on a private call) would be re-offered in a loop.
+pub const RETRY_DELAY: Duration = Duration::from_secs(5);
 
 /// Call control's id of a queued call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -387,6 +395,8 @@ struct CallRt {
     next_announce: Option<Instant>,
     fallback_at: Option<Instant>,
     fallback_passed: bool,
+    /// A new round (offering agents who already failed this call) waits until then.
+    retry_at: Option<Instant>,
 }
 
 type WaitKey = (Reverse<u8>, u64, CallId);
@@ -493,6 +503,9 @@ impl Acd {
             if let (Some(t), false) = (c.fallback_at, c.fallback_passed) {
                 take(t);
             }
+            if let Some(t) = c.retry_at {
+                take(t);
+            }
         }
         for a in &self.agents {
             if let Some(t) = a.wrap_until {
@@ -552,6 +565,9 @@ impl Acd {
             if c.fallback_at.is_some_and(|t| t <= now) {
                 c.fallback_passed = true;
             }
+            if c.retry_at.is_some_and(|t| t <= now) {
+                c.retry_at = None;
+            }
             if let Some(t) = c.next_announce.filter(|&t| t <= now) {
                 let every = self.queues[c.queue].cfg.announce_every;
                 let mut next = t;
@@ -604,6 +620,7 @@ impl Acd {
                     next_announce: None,
                     fallback_at: None,
                     fallback_passed: false,
+                    retry_at: None,
                 };
                 self.calls.insert(call, rt);
                 self.enqueue(call, q, now);
@@ -1064,6 +1081,7 @@ impl Acd {
         if !c.tried.contains(&a) {
             c.tried.push(a);
         }
+        c.retry_at = Some(now + RETRY_DELAY);
         self.stop_ringing_action(call, a, reason);
         self.set_state(a, AgentState::Available, now);
     }
@@ -1180,6 +1198,8 @@ impl Acd {
         }
         let (tier, skip_tried) = match (tier_untried, tier_all) {
             (Some(t), _) => (t, true),
+            // Everyone free failed this call already: a new round, after the delay.
+            (None, Some(_)) if c.retry_at.is_some() => return,
             (None, Some(t)) => (t, false),
             (None, None) => return,
         };

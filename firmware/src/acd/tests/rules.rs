@@ -108,12 +108,31 @@ fn ring_timeout_moves_on_to_the_next_agent() {
     let actions = sim.advance(1);
     assert_eq!(stops(&actions), vec![(1, agent(0), StopReason::NoAnswer)]);
     assert_eq!(rung(&actions), agent(1));
-    // Agent 1 rejects: back to agent 0 (everyone was tried: a new round).
+    // Agent 1 rejects: everyone was tried, so a new round starts after the retry
+    // delay, with agent 0 again.
     let actions = sim.input(Input::OfferRejected {
         call: CallId(1),
         agent: agent(1),
     });
-    assert_eq!(rung(&actions), agent(0));
+    assert!(rings(&actions).is_empty());
+    assert!(rings(&sim.advance(RETRY_DELAY.as_millis() as u64 - 1)).is_empty());
+    assert_eq!(rung(&sim.advance(1)), agent(0));
+}
+
+#[test]
+fn a_phone_that_refuses_every_offer_is_not_offered_in_a_loop() {
+    let q = queue("q", 1, Strategy::RingAll, &[(0, 0)]);
+    let mut sim = Sim::new(vec![q], agents(1));
+    sim.login(0);
+    assert_eq!(rung(&sim.arrive(1, "q", "1")), agent(0));
+    for round in 0..3 {
+        let actions = sim.input(Input::OfferRejected {
+            call: CallId(1),
+            agent: agent(0),
+        });
+        assert!(rings(&actions).is_empty(), "round {round}");
+        assert_eq!(rung(&sim.advance(5_000)), agent(0), "round {round}");
+    }
 }
 
 #[test]
@@ -124,7 +143,8 @@ fn a_single_agent_that_does_not_answer_is_rung_again() {
     sim.login(0);
     sim.arrive(1, "q", "1");
     for _ in 0..3 {
-        let actions = sim.advance(5000);
+        // 5 s ring timeout, then the retry delay.
+        let actions = sim.advance(10_000);
         assert_eq!(stops(&actions).len(), 1);
         assert_eq!(rung(&actions), agent(0));
     }
