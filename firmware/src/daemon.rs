@@ -78,7 +78,8 @@ use tokio::sync::mpsc;
 
 use crate::accounts::{self, Accounts, AuthSettings, HashParams, InstallerStatus};
 use crate::call::{
-    CallControl, CallSettings, Extension, FxoLine, LegId, MediaEnd, Output, PortState, SipExtension,
+    AcdSettings, CallControl, CallSettings, Extension, FxoLine, LegId, MediaEnd, Output, PortState,
+    SipExtension,
 };
 use crate::cdr::Cdr;
 use crate::config::Config;
@@ -102,6 +103,13 @@ enum StoreJob {
     /// port state, and the queue holds one slot per job.
     Cdr(Box<Cdr>),
     PortState(u8, PortState),
+    /// A call-center agent's state change, for `agent_state_log`.
+    AgentState {
+        agent: crate::acd::AgentId,
+        state: crate::acd::AgentState,
+        extension: Option<String>,
+        at_ms: i64,
+    },
 }
 
 /// Why the daemon stopped without an error.
@@ -274,6 +282,26 @@ async fn serve(
     // HQ masters extension names and call waiting (the config keeps the port map):
     // call control starts with the store's view of them.
     let stored_extensions = Store::reader(&db_path)?.extensions()?;
+    // The call center's queues and agents (store tables of migration 0007). A store
+    // whose call-center rows do not fit together leaves the phones working without
+    // queues, loudly.
+    let acd_config = {
+        let reader = Store::reader(&db_path)?;
+        match crate::acd::store::load_config(reader.connection(), &db_path) {
+            Ok(c) => {
+                tracing::info!(
+                    queues = c.queues().len(),
+                    agents = c.agents().len(),
+                    "call center loaded"
+                );
+                Some(c)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "call center not loaded: queues are off");
+                None
+            }
+        }
+    };
     health.passed(
         Fact::Store,
         format!("migrated, {} extensions read back", stored_extensions.len()),
@@ -416,6 +444,10 @@ async fn serve(
         },
         wall_clock_ms,
         epoch: now,
+        acd: acd_config.map(|acd| AcdSettings {
+            config: acd,
+            codes: config.call_center.feature_codes.clone(),
+        }),
     };
     let mut calls = CallControl::new(settings, profile.fxs_ports(), profile.fxo_ports());
     // Outside calls follow the trunk's reachability (trunk first while usable, else FXO).
@@ -511,6 +543,7 @@ async fn serve(
         Some(r) => (Some(r.calls), Some((r.thread, r.registrar, r.retention))),
         None => (None, None),
     };
+    let (pin_answers, mut pin_results) = mpsc::unbounded_channel::<(u64, bool)>();
     let mut board = BoardLoop {
         media,
         call_recorder,
@@ -522,6 +555,8 @@ async fn serve(
         jobs,
         gpio,
         web_status,
+        db_path: db_path.clone(),
+        pin_answers,
     };
     tokio::pin!(shutdown);
     health.passed(Fact::Daemon, "main loop running");
@@ -550,6 +585,7 @@ async fn serve(
             () = sleep_until(Some(board.web_status.timeout())) => board.web_status_due(),
             Some(request) = web_requests.recv() => board.web_request(request),
             Some(input) = sip_input_rx.recv() => calls.handle_sip(Instant::now(), input),
+            Some((check, ok)) = pin_results.recv() => calls.agent_pin_checked(Instant::now(), check, ok),
             Some(status) = async { match trunk_rx.as_mut() {
                 Some(rx) => rx.recv().await,
                 None => std::future::pending().await,
@@ -1142,6 +1178,10 @@ struct BoardLoop {
     gpio: Box<dyn Gpio>,
     /// The web page's live status (ports, calls, trunk) and its ring tests.
     web_status: crate::web::status::StatusPublisher,
+    /// The store, for agent PIN checks.
+    db_path: PathBuf,
+    /// Where PIN check results go (to the main loop, then call control).
+    pin_answers: mpsc::UnboundedSender<(u64, bool)>,
 }
 
 impl BoardLoop {
@@ -1264,6 +1304,42 @@ impl BoardLoop {
                     }
                     let _ = self.jobs.send(StoreJob::PortState(port, state));
                 }
+                Output::AgentState {
+                    agent,
+                    state,
+                    extension,
+                    at_ms,
+                } => {
+                    tracing::info!(%agent, state = state.name(), extension, "agent state");
+                    let _ = self.jobs.send(StoreJob::AgentState {
+                        agent,
+                        state,
+                        extension,
+                        at_ms,
+                    });
+                }
+                Output::CheckAgentPin { check, agent, pin } => {
+                    // argon2id takes tens of milliseconds: off the board loop.
+                    let (db, answers) = (self.db_path.clone(), self.pin_answers.clone());
+                    tokio::task::spawn_blocking(move || {
+                        let ok = Store::reader(&db)
+                            .map_err(|e| e.to_string())
+                            .and_then(|r| {
+                                crate::acd::store::check_agent_pin(
+                                    r.connection(),
+                                    &db,
+                                    &agent,
+                                    &pin,
+                                )
+                                .map_err(|e| e.to_string())
+                            })
+                            .unwrap_or_else(|e| {
+                                tracing::error!(%agent, error = %e, "agent PIN not checked");
+                                false
+                            });
+                        let _ = answers.send((check, ok));
+                    });
+                }
                 Output::Cdr(cdr) => {
                     if let Some(r) = &mut self.call_recorder {
                         r.cdr(&cdr);
@@ -1294,6 +1370,30 @@ async fn store_task(writer: StoreWriter, mut jobs: mpsc::UnboundedReceiver<Store
             StoreJob::PortState(port, state) => {
                 if let Err(e) = writer.set_port_state(port, state.as_str()).await {
                     tracing::warn!(port, error = %e, "port state not stored");
+                }
+            }
+            StoreJob::AgentState {
+                agent,
+                state,
+                extension,
+                at_ms,
+            } => {
+                let shown = agent.clone();
+                let result = writer
+                    .transact("append agent state", move |tx, path| {
+                        crate::acd::store::append_state_log(
+                            tx,
+                            path,
+                            &agent,
+                            &state,
+                            extension.as_deref(),
+                            at_ms,
+                        )
+                        .map_err(|e| crate::error::Error::AcdStore(Box::new(e)))
+                    })
+                    .await;
+                if let Err(e) = result {
+                    tracing::warn!(agent = %shown, error = %e, "agent state not stored");
                 }
             }
         }

@@ -76,6 +76,10 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// The call center's store tables could not be read or written.
+    #[error("call center store: {0}")]
+    AcdStore(#[source] Box<crate::acd::StoreError>),
+
     /// An SQLite operation on the store failed.
     #[error("{}: {op}: {source}", path.display())]
     Sqlite {

@@ -72,11 +72,18 @@ pub enum Tone {
     CallWaiting,
     /// The dialled number does not exist.
     Unobtainable,
+    /// A feature code was accepted (agent logged in, paused, ...): three short beeps
+    /// at the dial-tone frequencies, repeated every 2 s.
+    Confirmation,
+    /// Music on hold generated from tones (a caller waiting in a queue): a soft
+    /// two-note chime (G4 + B4) every 3 s, the same in every country.
+    MusicOnHold,
 }
 
 /// Per-tone level in dBm0 (E.180 recommends -10 to -24 dBm0 per frequency).
 const LEVEL_DIAL: i8 = -13;
 const LEVEL_PROGRESS: i8 = -19;
+const LEVEL_HOLD: i8 = -22;
 
 fn spec(f1: u16, f2: u16, level: i8, cadence: &[(u16, u16)]) -> ToneSpec {
     ToneSpec {
@@ -93,6 +100,16 @@ impl Country {
     pub fn tone(self, tone: Tone) -> ToneSpec {
         use Tone::*;
         match (self, tone) {
+            (_, Confirmation) => {
+                let dial = self.tone(Dial);
+                spec(
+                    dial.freq1_hz,
+                    dial.freq2_hz,
+                    LEVEL_PROGRESS,
+                    &[(100, 100), (100, 100), (100, 1500)],
+                )
+            }
+            (_, MusicOnHold) => spec(392, 494, LEVEL_HOLD, &[(400, 2600)]),
             // United States (Telcordia GR-506 "precise tone plan").
             (Country::Us, Dial) => spec(350, 440, LEVEL_DIAL, &[]),
             (Country::Us, Ringback) => spec(440, 480, LEVEL_PROGRESS, &[(2000, 4000)]),
@@ -186,6 +203,8 @@ mod tests {
             Tone::Congestion,
             Tone::CallWaiting,
             Tone::Unobtainable,
+            Tone::Confirmation,
+            Tone::MusicOnHold,
         ];
         for c in Country::ALL {
             for t in tones {
@@ -196,7 +215,14 @@ mod tests {
                 if t == Tone::Dial {
                     assert!(s.cadence.is_continuous(), "{c:?} dial tone");
                 }
-                if matches!(t, Tone::Ringback | Tone::Busy | Tone::CallWaiting) {
+                if matches!(
+                    t,
+                    Tone::Ringback
+                        | Tone::Busy
+                        | Tone::CallWaiting
+                        | Tone::Confirmation
+                        | Tone::MusicOnHold
+                ) {
                     assert!(!s.cadence.is_continuous(), "{c:?} {t:?}");
                 }
             }

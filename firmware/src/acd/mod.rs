@@ -826,6 +826,11 @@ impl Acd {
         Some((&a.state, a.since, a.extension.as_deref()))
     }
 
+    /// The agent logged in on `extension`, if any.
+    pub fn agent_at(&self, extension: &str) -> Option<&AgentId> {
+        self.extensions.get(extension).map(|&a| &self.agents[a].id)
+    }
+
     /// Where a call is; `None` once it left the ACD (ended, abandoned, overflowed out).
     pub fn call_status(&self, call: CallId) -> Option<CallStatus> {
         let c = self.calls.get(&call)?;

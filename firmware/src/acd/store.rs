@@ -353,3 +353,36 @@ pub fn append_state_log(
     .map_err(sql(path, "append agent state"))?;
     Ok(())
 }
+
+/// Whether `pin` is the PIN of agent `agent` (an enabled user with that agent ID and a
+/// PIN set), checked against `users.pin_hash` (argon2id: slow on purpose, so never on
+/// the board loop). False for an unknown or disabled agent or one without a PIN.
+pub fn check_agent_pin(
+    conn: &Connection,
+    path: &Path,
+    agent: &AgentId,
+    pin: &super::codes::Pin,
+) -> Result<bool, StoreError> {
+    let hash: Option<Option<String>> = conn
+        .query_row(
+            "SELECT pin_hash FROM users WHERE agent_id = ?1 AND enabled = 1",
+            params![agent.as_str()],
+            |r| r.get(0),
+        )
+        .map(Some)
+        .or_else(|e| match e {
+            rusqlite::Error::QueryReturnedNoRows => Ok(None),
+            e => Err(e),
+        })
+        .map_err(sql(path, "read agent PIN"))?;
+    let Some(Some(hash)) = hash else {
+        return Ok(false);
+    };
+    crate::accounts::password::verify_secret(pin.expose(), &hash).map_err(|e| StoreError::BadRow {
+        path: path.to_owned(),
+        table: "users",
+        key: agent.as_str().to_owned(),
+        column: "pin_hash",
+        message: e.to_string(),
+    })
+}

@@ -142,6 +142,7 @@ impl CallControl {
             transferor: None,
             caller_connected: false,
             early_media: None,
+            queue: None,
         };
         if self.is_extension(&dialled) {
             return self.call_extension(now, call);
@@ -235,6 +236,7 @@ impl CallControl {
         if call.phase != CallPhase::Alerting
             || !call.ringing_legs.contains(&leg)
             || call.early_media.is_some()
+            || call.queue.is_some()
         {
             return;
         }
@@ -305,6 +307,9 @@ impl CallControl {
             return;
         }
         self.legs.remove(&leg);
+        if self.queue_offer_failed(now, key, me) {
+            return; // the ACD decides what the caller gets next
+        }
         let Some(call) = self.calls.get_mut(&key) else {
             return;
         };

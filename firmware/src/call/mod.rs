@@ -73,9 +73,12 @@ use crate::tones::{Country, Tone};
 
 mod b2bua;
 pub mod outside;
+mod queue;
 pub mod sip;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_queue;
 #[cfg(test)]
 mod tests_sip;
 #[cfg(test)]
@@ -85,6 +88,7 @@ mod transfer;
 use self::transfer::transfer_failure_status;
 
 pub use self::outside::{outside_routes, OutsideVia, TrunkStatus};
+pub use self::queue::{AcdSettings, PIN_FAILURES, PIN_LOCKOUT};
 pub use self::sip::{EndReason, LegId, MediaEnd, SipInput, SipOrigin, SipTarget, TransferTarget};
 
 /// PSTN ring bursts come every 6 s at most (UK cadence 3 s, US 6 s); no burst for this
@@ -160,6 +164,8 @@ pub struct CallSettings {
     pub wall_clock_ms: i64,
     /// The monotonic instant that corresponds to `wall_clock_ms`.
     pub epoch: Instant,
+    /// The call center (queues, agents, feature codes), if one is configured.
+    pub acd: Option<AcdSettings>,
 }
 
 /// What call control wants done.
@@ -229,6 +235,27 @@ pub enum Output {
     },
     /// A call ended; store its record.
     Cdr(Cdr),
+    /// A call-center agent's state changed (for `agent_state_log`).
+    AgentState {
+        /// The agent.
+        agent: crate::acd::AgentId,
+        /// The new state.
+        state: crate::acd::AgentState,
+        /// The extension the agent is (or was) logged in on.
+        extension: Option<String>,
+        /// When, in ms since the Unix epoch.
+        at_ms: i64,
+    },
+    /// Check an agent's PIN (argon2id against `users.pin_hash`) and answer with
+    /// [`CallControl::agent_pin_checked`] and the same `check`.
+    CheckAgentPin {
+        /// Identifies the request.
+        check: u64,
+        /// The agent ID dialled.
+        agent: crate::acd::AgentId,
+        /// The PIN dialled.
+        pin: crate::acd::codes::Pin,
+    },
 }
 
 /// Coarse state of a port, as shown to people.
@@ -360,6 +387,8 @@ struct Call {
     /// The offered leg whose early media (183 with SDP) the caller hears instead of
     /// ringback, bridged to the caller until answer or until that offer ends.
     early_media: Option<LegId>,
+    /// The call is in (or was answered from) a call-center queue.
+    queue: Option<queue::QueueCall>,
 }
 
 /// What call control knows of a SIP leg.
@@ -444,6 +473,8 @@ pub struct CallControl {
     leg_quality: BTreeMap<LegId, Option<CdrLegQuality>>,
     /// CDRs waiting for their legs' quality, oldest first.
     pending_cdrs: Vec<PendingCdr>,
+    /// The call center, when queues and agents are configured.
+    center: Option<queue::CallCenter>,
 }
 
 /// How long a finished call's CDR waits for the quality of its SIP legs (the endpoint
@@ -498,7 +529,12 @@ impl CallControl {
                 )
             })
             .collect();
+        let center = settings
+            .acd
+            .as_ref()
+            .map(|a| queue::CallCenter::new(a, settings.epoch));
         CallControl {
+            center,
             settings,
             fxs,
             fxo,
@@ -546,7 +582,11 @@ impl CallControl {
         });
         let calls = self.calls.values().filter_map(|c| c.deadline);
         let cdrs = self.pending_cdrs.iter().map(|p| p.deadline);
-        ports.chain(calls).chain(cdrs).min()
+        let acd = self
+            .center
+            .as_ref()
+            .and_then(|c| c.timeout(self.settings.epoch));
+        ports.chain(calls).chain(cdrs).chain(acd).min()
     }
 
     /// Handles every deadline at or before `now`.
@@ -589,6 +629,7 @@ impl CallControl {
                 self.end_call(now, key, None, HangupSide::System, EndReason::NoAnswer);
             }
         }
+        self.acd_timeout(now);
         self.flush_cdrs(|p| p.deadline <= now);
     }
 
@@ -636,6 +677,11 @@ impl CallControl {
                 tracing::warn!(port, ?kind, "FXS port fault: port out of service");
                 if let Some(Fxs::Ringing(key)) = self.fxs_state(port) {
                     self.stop_offer(port, key);
+                    if self.queue_offer_failed(now, key, Party::Fxs(port)) {
+                        self.on_hook(now, port);
+                        self.set_fxs(port, Fxs::Fault);
+                        return;
+                    }
                     let orphaned = self.calls.get_mut(&key).is_some_and(|call| {
                         call.ringing.retain(|&p| p != port);
                         call.ringing.is_empty()
@@ -876,6 +922,22 @@ impl CallControl {
             self.cmd(port, Command::StopTone);
         }
         digits.push(d);
+        match self.feature_digits(now, port, &digits) {
+            None => {}
+            Some(true) => return,
+            Some(false) => {
+                let deadline = now + self.settings.inter_digit_timeout;
+                self.set_fxs(
+                    port,
+                    Fxs::Dialing {
+                        digits,
+                        started,
+                        deadline,
+                    },
+                );
+                return;
+            }
+        }
         match self.match_plan(&digits) {
             PlanMatch::Extension => {
                 self.set_fxs(port, Fxs::Idle);
@@ -953,7 +1015,7 @@ impl CallControl {
             .outside_line_prefix
             .as_deref()
             .is_some_and(|p| p.starts_with(digits));
-        if prefix_of_ext || prefix_of_outside {
+        if prefix_of_ext || prefix_of_outside || self.queue_number_prefix(digits) {
             PlanMatch::Partial
         } else {
             PlanMatch::None
@@ -968,7 +1030,9 @@ impl CallControl {
 
     /// Whether `number` is an extension (FXS, SIP or both).
     fn is_extension(&self, number: &str) -> bool {
-        self.fxs_port_of(number).is_some() || self.is_sip_extension(number)
+        self.fxs_port_of(number).is_some()
+            || self.is_sip_extension(number)
+            || self.queue_of(number).is_some()
     }
 
     /// The FXS port of extension `number`, if it has one.
@@ -1013,6 +1077,9 @@ impl CallControl {
             && matches!(caller, Party::Sip(_))
             && call.caller_number == number;
         let key = self.new_call(call);
+        if let Some(queue) = self.queue_of(&number) {
+            return self.enter_queue(now, key, queue);
+        }
         if let Party::Fxs(p) = caller {
             self.set_fxs(p, Fxs::Caller(key));
         }
@@ -1075,8 +1142,9 @@ impl CallControl {
         let Some(call) = self.calls.get_mut(&key) else {
             return;
         };
-        if call.early_media.is_some() {
-            // The caller hears the far end's early media; a later 180 keeps it.
+        if call.early_media.is_some() || call.queue.is_some() {
+            // The caller hears the far end's early media (a later 180 keeps it), or
+            // waits in a queue (music on hold, or a SIP caller's own ringback).
             return;
         }
         match call.caller {
@@ -1126,6 +1194,7 @@ impl CallControl {
         }
         self.finish_transfer(call.transferor, transfer_failure_status(disposition));
         self.emit_cdr(now, &call, disposition, side);
+        self.queue_call_gone(now, key, call.queue.as_ref());
     }
 
     /// An outside call dialled on FXS `port` (`digits` with the prefix).
@@ -1242,6 +1311,9 @@ impl CallControl {
     /// `callee` answers call `key` (an FXS port that was ringing or had the call
     /// waiting, or an outgoing SIP leg).
     fn answer(&mut self, now: Instant, key: CallKey, callee: Party) {
+        if self.queue_answer(now, key, callee) {
+            return;
+        }
         let callee_number = self.party_number(callee);
         let callee_sip_call_id = match callee {
             Party::Sip(l) => self.legs.get(&l).map(|i| i.sip_call_id.clone()),
@@ -1419,6 +1491,7 @@ impl CallControl {
             transferor: None,
             caller_connected: false,
             early_media: None,
+            queue: None,
         });
         if let Some(fx) = self.fxo.get_mut(&port) {
             fx.call = Some(key);
@@ -1435,6 +1508,16 @@ impl CallControl {
             .unwrap_or_default();
         if let Some(call) = self.calls.get_mut(&key) {
             call.callee_number = targets.join(",");
+        }
+        // A line whose inbound list names a queue sends its callers to the first one.
+        if let Some((number, queue)) = targets
+            .iter()
+            .find_map(|n| self.queue_of(n).map(|q| (n.clone(), q)))
+        {
+            if let Some(call) = self.calls.get_mut(&key) {
+                call.callee_number = number;
+            }
+            return self.enter_queue(now, key, queue);
         }
         for number in targets {
             if let Some(target) = self.fxs_port_of(&number) {
@@ -1468,6 +1551,16 @@ impl CallControl {
                 if let Party::Fxs(c) = caller {
                     self.port_state(c, PortState::Talking);
                 }
+            }
+            (Direction::Inbound, CallPhase::Alerting) if call.queue.is_some() => {
+                // The PSTN caller hung up while waiting in a queue.
+                self.end_call(
+                    now,
+                    key,
+                    Some(Party::Fxo(port)),
+                    HangupSide::Caller,
+                    EndReason::Normal,
+                );
             }
             (_, CallPhase::Connected) => {
                 // Disconnect supervision: the far end hung up.
@@ -1517,6 +1610,7 @@ impl CallControl {
             transferor: None,
             caller_connected: false,
             early_media: None,
+            queue: None,
         }
     }
 
@@ -1610,6 +1704,7 @@ impl CallControl {
         }
         self.finish_transfer(call.transferor, transfer_failure_status(disposition));
         self.emit_cdr(now, &call, disposition, side);
+        self.queue_call_gone(now, key, call.queue.as_ref());
     }
 
     /// The call is over for `party` (it did not hang up itself); a SIP leg is ended

@@ -53,6 +53,7 @@ fn settings(base: Instant) -> CallSettings {
         sip_host: "192.0.2.1".into(),
         wall_clock_ms: WALL0,
         epoch: base,
+        acd: None,
     }
 }
 

@@ -22,7 +22,7 @@ pub(super) struct Harness {
     pub(super) out: Vec<Output>,
 }
 
-fn settings(base: Instant) -> CallSettings {
+pub(super) fn settings(base: Instant) -> CallSettings {
     let ext = |n: &str, port, cw| Extension {
         number: n.to_string(),
         port,
@@ -63,14 +63,22 @@ fn settings(base: Instant) -> CallSettings {
         sip_host: "192.0.2.1".into(),
         wall_clock_ms: WALL0,
         epoch: base,
+        acd: None,
     }
 }
 
 impl Harness {
     pub(super) fn new() -> Self {
+        Self::with(|_| {})
+    }
+
+    /// The harness with the settings changed by `f` first.
+    pub(super) fn with(f: impl FnOnce(&mut CallSettings)) -> Self {
         let base = Instant::now();
+        let mut s = settings(base);
+        f(&mut s);
         Harness {
-            cc: CallControl::new(settings(base), 1..=3, 5..=6),
+            cc: CallControl::new(s, 1..=3, 5..=6),
             now: base,
             out: Vec::new(),
         }

@@ -167,6 +167,8 @@ impl CallControl {
             HangupSide::Callee
         };
         self.emit_cdr(now, &call, Disposition::Answered, side);
+        // Transferred away: the agent of a queue call is done with it.
+        self.queue_call_gone(now, key, call.queue.as_ref());
         Some(call)
     }
 
@@ -240,6 +242,7 @@ impl CallControl {
             transferor: Some(leg),
             caller_connected: true,
             early_media: None,
+            queue: None,
         };
         if outside.is_some() {
             self.call_outside(now, call);
@@ -374,6 +377,7 @@ impl CallControl {
             transferor: None,
             caller_connected: true,
             early_media: None,
+            queue: None,
         });
         self.adopt(a.party, key, true);
         self.adopt(b.party, key, false);

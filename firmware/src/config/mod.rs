@@ -20,6 +20,7 @@
 //! as written and so are relative to the daemon's working directory, not to the config
 //! file.
 
+mod call_center;
 mod locate;
 mod provisioning;
 mod raw;
@@ -29,6 +30,7 @@ mod sip;
 mod tests;
 mod update;
 
+pub use self::call_center::CallCenterConfig;
 pub use self::provisioning::{ProvisioningConfig, MAX_PROVISIONING_PATHS};
 pub use self::recording::{RecordingConfig, RecordingPolicy};
 pub use self::sip::{SipConfig, SipGuardConfig, SipTrunkConfig};
@@ -306,6 +308,8 @@ pub struct Config {
     /// `[recording]`: call recording policy, retention and disk reserve (defaults, which
     /// record nothing, when the section is absent).
     pub recording: RecordingConfig,
+    /// `[call_center]`: the agent feature codes (defaults when the section is absent).
+    pub call_center: CallCenterConfig,
 }
 
 /// Default RTP/RTCP port range of `[media]` (`rtp_port_min`, `rtp_port_max`) and the
@@ -842,6 +846,10 @@ impl Ctx<'_> {
             Some(r) => self.recording(r, &extensions, &sip_accounts)?,
             None => RecordingConfig::default(),
         };
+        let call_center = match raw.call_center {
+            Some(c) => self.call_center(c)?,
+            None => CallCenterConfig::default(),
+        };
 
         Ok(Config {
             source: self.source.to_owned(),
@@ -873,6 +881,7 @@ impl Ctx<'_> {
             update,
             provisioning,
             recording,
+            call_center,
         })
     }
 

@@ -43,6 +43,7 @@ pub(super) struct RawConfig {
     pub update: Option<super::update::RawUpdate>,
     pub provisioning: Option<super::provisioning::RawProvisioning>,
     pub recording: Option<super::recording::RawRecording>,
+    pub call_center: Option<super::call_center::RawCallCenter>,
 }
 
 /// `[media]`: RTP ports and the jitter buffer.

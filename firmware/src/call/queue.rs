@@ -1,0 +1,729 @@
+//! Call queues on real calls: the ACD core ([`crate::acd`]) driven by call control.
+//!
+//! A queue's number is in the dial plan like an extension: an FXS phone or a local SIP
+//! phone dials it, a PSTN line's `inbound` list or a trunk DID names it, a blind
+//! transfer targets it. The caller enters the queue ([`crate::acd::Input::CallerArrived`])
+//! and the ACD decides the rest; its [`crate::acd::Action`]s are carried out here:
+//!
+//! - Waiting: an analog caller (FXS, or a PSTN line, which is answered - seized - when
+//!   it enters the queue) hears music on hold from the board's tone generator
+//!   ([`Tone::MusicOnHold`]); a SIP caller gets 180 Ringing and is answered only when
+//!   an agent is connected (its phone plays ringback meanwhile).
+//! - Ring: the agent's logged-in extension is offered the call like a normal call (its
+//!   FXS port rings with the caller's ID, its SIP phones get an INVITE), but only a
+//!   phone that is free: an agent's phone busy on another call refuses the offer (no
+//!   call waiting for queue calls), and the ACD moves on. The ACD owns the ring
+//!   timeout; call control's own ring timeout does not apply.
+//! - Answer: the agent's phone answering is fed to the ACD (`OfferAnswered`); the
+//!   ACD's `Connect` bridges caller and agent (music stops, a SIP caller is answered).
+//!   A phone that answers after the ACD withdrew the offer gets busy tone / a BYE.
+//! - An offer that fails (the SIP phone declines or is unreachable, the FXS port
+//!   faults) is `OfferRejected`; the caller hanging up while waiting is
+//!   `CallerAbandoned`; either side ending an answered call (or transferring it away)
+//!   is `CallEnded`, after which the agent goes to wrap-up.
+//! - Overflow to busy or to a number: the caller hears busy (is refused with 486) or is
+//!   sent out through the normal outside routes (trunk, then FXO).
+//! - Every agent state change is an [`Output::AgentState`] (the daemon appends it to
+//!   `agent_state_log`).
+//!
+//! Agent feature codes ([`crate::acd::codes`], `*61<agent>*<pin>#` log in, `*62` log
+//! out, `*63[reason]#` pause, `*64` unpause by default) are recognised while an FXS
+//! phone dials. The PIN is checked outside call control (argon2id is too slow for the
+//! board loop): [`Output::CheckAgentPin`] asks, [`CallControl::agent_pin_checked`]
+//! answers. The phone hears [`Tone::Confirmation`] when the request was carried out and
+//! number-unobtainable tone when it was refused (wrong PIN, unknown agent, extension
+//! held by another agent, not logged in), then goes quiet until hung up. After
+//! [`PIN_FAILURES`] wrong PINs in a row an agent ID is refused without a check for
+//! [`PIN_LOCKOUT`].
+//!
+//! Limits: no spoken prompts yet, so the ACD's position / expected-wait announcements
+//! are logged, not played, and a queue configured with a WAV prompt for music on hold
+//! plays the tone instead; SIP callers hear no music on hold (in-band audio towards SIP
+//! legs is not generated yet); overflow to voicemail gives busy (no voicemail yet);
+//! feature codes work from FXS phones only (a SIP phone dialling one gets 404).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use line_proto::Command;
+
+use crate::acd::codes::{FeatureCodes, FeatureRequest, Parsed, Pin};
+use crate::acd::{
+    Acd, AcdConfig, Action, AgentId, CallId, Input, InputError, MusicOnHold, OverflowTarget,
+    QueueName, StopReason,
+};
+use crate::cdr::{Disposition, HangupSide};
+use crate::tones::Tone;
+
+use super::{
+    CallControl, CallKey, EndReason, Fxs, Output, OutsideAttempt, Party, PortState, SipTarget,
+};
+
+/// Wrong PINs in a row after which an agent ID is locked out of logging in.
+pub const PIN_FAILURES: u32 = 5;
+/// How long such a lockout lasts.
+pub const PIN_LOCKOUT: Duration = Duration::from_secs(300);
+
+/// The call-center part of [`super::CallSettings`].
+#[derive(Debug, Clone)]
+pub struct AcdSettings {
+    /// Queues and agents, as loaded from the store.
+    pub config: AcdConfig,
+    /// The agent feature codes.
+    pub codes: FeatureCodes,
+}
+
+/// A call's place in the call center.
+#[derive(Debug, Clone)]
+pub(super) struct QueueCall {
+    /// The queue the caller entered.
+    pub(super) queue: QueueName,
+    /// Devices ringing for the call, and the agent each rings for.
+    pub(super) offers: Vec<(Party, AgentId)>,
+    /// The agent connected, once one answered.
+    pub(super) agent: Option<AgentId>,
+    /// The agent's device that answered, until the ACD connects it.
+    pub(super) answering: Option<Party>,
+    /// How long the caller waited before the agent was connected.
+    pub(super) waited: Option<Duration>,
+}
+
+/// A login waiting for its PIN check.
+#[derive(Debug)]
+pub(super) struct PendingLogin {
+    from: Party,
+    extension: String,
+    agent: AgentId,
+}
+
+/// The call center's runtime state inside call control.
+#[derive(Debug)]
+pub(super) struct CallCenter {
+    acd: Acd,
+    codes: FeatureCodes,
+    /// Queue number -> queue.
+    numbers: BTreeMap<String, QueueName>,
+    pin_checks: BTreeMap<u64, PendingLogin>,
+    next_check: u64,
+    /// Wrong PINs in a row per agent, and the end of its lockout.
+    pin_failures: BTreeMap<AgentId, (u32, Option<Instant>)>,
+}
+
+impl CallCenter {
+    pub(super) fn new(settings: &AcdSettings, now: Instant) -> CallCenter {
+        CallCenter {
+            acd: Acd::new(&settings.config, now),
+            codes: settings.codes.clone(),
+            numbers: settings
+                .config
+                .queues()
+                .iter()
+                .map(|q| (q.number.as_str().to_owned(), q.name.clone()))
+                .collect(),
+            pin_checks: BTreeMap::new(),
+            next_check: 1,
+            pin_failures: BTreeMap::new(),
+        }
+    }
+
+    pub(super) fn timeout(&self, now: Instant) -> Option<Instant> {
+        self.acd.timeout(now)
+    }
+}
+
+impl CallControl {
+    /// The ACD, when a call center is configured (read-only: for status pages).
+    pub fn acd(&self) -> Option<&Acd> {
+        self.center.as_ref().map(|c| &c.acd)
+    }
+
+    /// The queue dialled as `number`, if it is a queue's number.
+    pub(super) fn queue_of(&self, number: &str) -> Option<QueueName> {
+        self.center.as_ref()?.numbers.get(number).cloned()
+    }
+
+    /// Whether some queue number starts with `digits`.
+    pub(super) fn queue_number_prefix(&self, digits: &str) -> bool {
+        self.center
+            .as_ref()
+            .is_some_and(|c| c.numbers.keys().any(|n| n.starts_with(digits)))
+    }
+
+    /// Feeds one input to the ACD and carries out its actions; `None` without a call
+    /// center.
+    fn acd_input(&mut self, now: Instant, input: Input) -> Option<Result<(), InputError>> {
+        let center = self.center.as_mut()?;
+        let result = center.acd.handle(now, input);
+        self.drain_acd(now);
+        Some(result)
+    }
+
+    /// Runs the ACD's timers due at `now`.
+    pub(super) fn acd_timeout(&mut self, now: Instant) {
+        if let Some(center) = self.center.as_mut() {
+            center.acd.handle_timeout(now);
+            self.drain_acd(now);
+        }
+    }
+
+    fn drain_acd(&mut self, now: Instant) {
+        while let Some(action) = self.center.as_mut().and_then(|c| c.acd.poll_action()) {
+            self.acd_action(now, action);
+        }
+    }
+
+    fn acd_action(&mut self, now: Instant, action: Action) {
+        match action {
+            Action::Ring {
+                call,
+                agent,
+                extension,
+            } => self.ring_agent(now, call.0, agent, extension),
+            Action::StopRinging {
+                call,
+                agent,
+                reason,
+                ..
+            } => self.stop_agent_offers(call.0, &agent, reason),
+            Action::Connect {
+                call,
+                agent,
+                waited,
+            } => self.connect_agent(now, call.0, agent, waited),
+            Action::StartMusicOnHold { call, music } => self.music_on_hold(call.0, &music),
+            Action::Announce {
+                call,
+                position,
+                expected_wait,
+            } => {
+                tracing::info!(
+                    call = call.0,
+                    position,
+                    expected_wait_s = expected_wait.map(|d| d.as_secs()),
+                    "queue announcement (not played: no spoken prompts yet)"
+                );
+            }
+            Action::Overflow {
+                call,
+                target,
+                reason,
+            } => self.overflow(now, call.0, target, reason),
+            Action::AgentStateChanged {
+                agent,
+                state,
+                extension,
+                at,
+            } => {
+                let at_ms = self.wall(at);
+                self.outputs.push_back(Output::AgentState {
+                    agent,
+                    state,
+                    extension,
+                    at_ms,
+                });
+            }
+        }
+    }
+
+    /// Call `key` (already placed, alerting, nobody offered) enters `queue`.
+    pub(super) fn enter_queue(&mut self, now: Instant, key: CallKey, queue: QueueName) {
+        let Some(call) = self.calls.get_mut(&key) else {
+            return;
+        };
+        call.queue = Some(QueueCall {
+            queue: queue.clone(),
+            offers: Vec::new(),
+            agent: None,
+            answering: None,
+            waited: None,
+        });
+        call.deadline = None;
+        call.last_ring = None;
+        let caller = call.caller;
+        let caller_number = call.caller_number.clone();
+        match caller {
+            Party::Fxs(port) => {
+                self.set_fxs(port, Fxs::Caller(key));
+                self.port_state(port, PortState::Calling);
+            }
+            Party::Fxo(line) => {
+                // A PSTN caller is answered by the queue (it hears the music).
+                call.caller_connected = true;
+                self.cmd(line, Command::FxoSeize);
+                self.port_state(line, PortState::Talking);
+            }
+            Party::Sip(leg) => {
+                if !call.caller_alerted && !call.caller_connected {
+                    call.caller_alerted = true;
+                    self.outputs.push_back(Output::SipRinging {
+                        leg,
+                        early_media: false,
+                    });
+                }
+            }
+        }
+        tracing::info!(call = key, queue = %queue, caller = %caller_number, "caller enters queue");
+        let arrived = Input::CallerArrived {
+            call: CallId(key),
+            queue,
+            caller: caller_number,
+            skill: None,
+        };
+        if let Some(Err(e)) = self.acd_input(now, arrived) {
+            tracing::warn!(call = key, error = %e, "queue refused the caller");
+            if let Some(call) = self.calls.get_mut(&key) {
+                call.queue = None;
+            }
+            self.fail_call(now, key, Disposition::Busy, HangupSide::System);
+        }
+    }
+
+    /// The ACD offers call `key` to `agent` on `extension`: its free devices ring.
+    fn ring_agent(&mut self, now: Instant, key: CallKey, agent: AgentId, extension: String) {
+        let Some(call) = self.calls.get(&key) else {
+            return;
+        };
+        let (caller, number, name) = (
+            call.caller,
+            call.caller_number.clone(),
+            call.caller_name.clone(),
+        );
+        let mut parties = Vec::new();
+        if let Some(port) = self.fxs_port_of(&extension) {
+            let free = self
+                .fxs
+                .get(&port)
+                .is_some_and(|p| p.state == Fxs::Idle && !p.off_hook);
+            if free && Party::Fxs(port) != caller {
+                self.ring(port, &number, &name);
+                self.set_fxs(port, Fxs::Ringing(key));
+                if let Some(call) = self.calls.get_mut(&key) {
+                    call.ringing.push(port);
+                }
+                parties.push(Party::Fxs(port));
+            }
+        }
+        let phone_busy = self.legs.values().any(|l| l.phone && l.number == extension);
+        if self.is_sip_extension(&extension)
+            && !phone_busy
+            && caller_leg_number(self, caller) != extension
+        {
+            if let Some(leg) = self.offer_sip(
+                now,
+                key,
+                SipTarget::Extension(extension.clone()),
+                extension.clone(),
+            ) {
+                parties.push(Party::Sip(leg));
+            }
+        }
+        let Some(q) = self.calls.get_mut(&key).and_then(|c| {
+            // The ACD owns the ring timeout.
+            c.deadline = None;
+            c.queue.as_mut()
+        }) else {
+            return;
+        };
+        if parties.is_empty() {
+            tracing::info!(call = key, %agent, extension, "agent's phone busy or unavailable: offer refused");
+            let rejected = Input::OfferRejected {
+                call: CallId(key),
+                agent,
+            };
+            self.acd_input(now, rejected);
+            return;
+        }
+        q.offers
+            .extend(parties.into_iter().map(|p| (p, agent.clone())));
+    }
+
+    /// Stops every device ringing for `agent` on call `key`.
+    fn stop_agent_offers(&mut self, key: CallKey, agent: &AgentId, reason: StopReason) {
+        let Some(q) = self.calls.get_mut(&key).and_then(|c| c.queue.as_mut()) else {
+            return;
+        };
+        let answering = q.answering;
+        let mut stopped = Vec::new();
+        q.offers.retain(|(p, a)| {
+            let stop = a == agent && Some(*p) != answering;
+            if stop {
+                stopped.push(*p);
+            }
+            !stop
+        });
+        let leg_reason = if reason == StopReason::NoAnswer {
+            EndReason::NoAnswer
+        } else {
+            EndReason::Normal
+        };
+        for party in stopped {
+            match party {
+                Party::Fxs(port) => {
+                    self.stop_offer(port, key);
+                    if let Some(c) = self.calls.get_mut(&key) {
+                        c.ringing.retain(|&p| p != port);
+                    }
+                }
+                Party::Sip(leg) => {
+                    if let Some(c) = self.calls.get_mut(&key) {
+                        c.ringing_legs.retain(|&l| l != leg);
+                    }
+                    self.hangup_leg(leg, leg_reason);
+                }
+                Party::Fxo(_) => {}
+            }
+        }
+    }
+
+    /// `callee` answered queue call `key`: the ACD decides (see the module docs). True
+    /// when the answer was taken over (call control's own answer must not run).
+    pub(super) fn queue_answer(&mut self, now: Instant, key: CallKey, callee: Party) -> bool {
+        let Some(q) = self.calls.get_mut(&key).and_then(|c| c.queue.as_mut()) else {
+            return false;
+        };
+        if q.agent.is_some() || q.answering.is_some() {
+            return false; // connected already: call control's answer runs
+        }
+        let Some(agent) = q
+            .offers
+            .iter()
+            .find(|(p, _)| *p == callee)
+            .map(|(_, a)| a.clone())
+        else {
+            return false;
+        };
+        q.answering = Some(callee);
+        let answered = Input::OfferAnswered {
+            call: CallId(key),
+            agent: agent.clone(),
+        };
+        if let Some(Err(e)) = self.acd_input(now, answered) {
+            // The offer was withdrawn as the phone answered.
+            tracing::info!(call = key, %agent, error = %e, "late answer to a queue call refused");
+            if let Some(q) = self.calls.get_mut(&key).and_then(|c| c.queue.as_mut()) {
+                q.answering = None;
+                q.offers.retain(|(p, _)| *p != callee);
+            }
+            if let Some(c) = self.calls.get_mut(&key) {
+                c.ringing.retain(|&p| Party::Fxs(p) != callee);
+                c.ringing_legs.retain(|&l| Party::Sip(l) != callee);
+            }
+            match callee {
+                Party::Fxs(port) => {
+                    self.cmd(port, Command::StopRing);
+                    self.lockout(now, port, Tone::Busy);
+                }
+                Party::Sip(leg) => self.hangup_leg(leg, EndReason::Normal),
+                Party::Fxo(_) => {}
+            }
+        }
+        true
+    }
+
+    /// The ACD connects the agent who answered call `key`.
+    fn connect_agent(&mut self, now: Instant, key: CallKey, agent: AgentId, waited: Duration) {
+        let Some(call) = self.calls.get_mut(&key) else {
+            return;
+        };
+        let caller = call.caller;
+        let Some(q) = call.queue.as_mut() else {
+            return;
+        };
+        let Some(party) = q.answering.take() else {
+            tracing::warn!(call = key, %agent, "connect without an answering device");
+            return;
+        };
+        q.agent = Some(agent.clone());
+        q.waited = Some(waited);
+        q.offers.clear();
+        tracing::info!(call = key, %agent, waited_ms = waited.as_millis() as u64, "queue call connected to agent");
+        if let Party::Fxo(line) = caller {
+            self.cmd(line, Command::StopTone);
+        }
+        self.answer(now, key, party);
+    }
+
+    fn music_on_hold(&mut self, key: CallKey, music: &MusicOnHold) {
+        let Some(call) = self.calls.get(&key) else {
+            return;
+        };
+        let port = match call.caller {
+            Party::Fxs(p) | Party::Fxo(p) => p,
+            Party::Sip(_) => return, // its phone plays ringback (see the module docs)
+        };
+        match music {
+            MusicOnHold::Silence => self.cmd(port, Command::StopTone),
+            MusicOnHold::Tone => self.tone(port, Tone::MusicOnHold),
+            MusicOnHold::Prompt(name) => {
+                tracing::info!(call = key, prompt = %name, "music-on-hold prompts are not played yet: tone instead");
+                self.tone(port, Tone::MusicOnHold);
+            }
+        }
+    }
+
+    fn overflow(
+        &mut self,
+        now: Instant,
+        key: CallKey,
+        target: OverflowTarget,
+        reason: crate::acd::OverflowReason,
+    ) {
+        tracing::info!(call = key, ?target, ?reason, "queue overflow");
+        let Some(call) = self.calls.get_mut(&key) else {
+            return;
+        };
+        let Some(q) = call.queue.as_mut() else {
+            return;
+        };
+        let number = match target {
+            OverflowTarget::Queue(name) => {
+                // The ACD queues it there itself.
+                q.queue = name;
+                return;
+            }
+            OverflowTarget::Number(n) => n.as_str().to_owned(),
+            OverflowTarget::Voicemail(mailbox) => {
+                tracing::warn!(call = key, %mailbox, "overflow to voicemail: no voicemail yet, caller gets busy");
+                call.queue = None;
+                return self.fail_call(now, key, Disposition::Busy, HangupSide::System);
+            }
+            OverflowTarget::Busy => {
+                call.queue = None;
+                return self.fail_call(now, key, Disposition::Busy, HangupSide::System);
+            }
+        };
+        // Out through the normal routes; the caller hears ringback again.
+        call.queue = None;
+        call.callee_number = number.clone();
+        call.outside = Some(OutsideAttempt {
+            number,
+            routes_left: super::outside_routes(self.trunk).to_vec(),
+        });
+        if let Party::Fxs(p) | Party::Fxo(p) = call.caller {
+            self.cmd(p, Command::StopTone);
+        }
+        self.next_route(now, key, false);
+    }
+
+    /// A device offering queue call `key` stopped before answering (declined,
+    /// unreachable, faulted): the ACD hears the agent rejected it once none of the
+    /// agent's devices rings any more. False when `key` is not a queue call.
+    pub(super) fn queue_offer_failed(&mut self, now: Instant, key: CallKey, party: Party) -> bool {
+        let Some(call) = self.calls.get_mut(&key) else {
+            return false;
+        };
+        call.ringing.retain(|&p| Party::Fxs(p) != party);
+        call.ringing_legs.retain(|&l| Party::Sip(l) != party);
+        let Some(q) = call.queue.as_mut() else {
+            return false;
+        };
+        let Some(pos) = q.offers.iter().position(|(p, _)| *p == party) else {
+            return true;
+        };
+        let (_, agent) = q.offers.remove(pos);
+        if q.offers.iter().all(|(_, a)| *a != agent) {
+            self.acd_input(
+                now,
+                Input::OfferRejected {
+                    call: CallId(key),
+                    agent,
+                },
+            );
+        }
+        true
+    }
+
+    /// Call `key` (already removed, its CDR written) is over for the ACD: the agent
+    /// goes to wrap-up, or the waiting caller abandoned.
+    pub(super) fn queue_call_gone(
+        &mut self,
+        now: Instant,
+        key: CallKey,
+        queue: Option<&QueueCall>,
+    ) {
+        let Some(q) = queue else {
+            return;
+        };
+        let Some(center) = self.center.as_ref() else {
+            return;
+        };
+        if center.acd.call_status(CallId(key)).is_none() {
+            return; // overflowed out of the ACD already
+        }
+        let input = if q.agent.is_some() {
+            Input::CallEnded { call: CallId(key) }
+        } else {
+            Input::CallerAbandoned { call: CallId(key) }
+        };
+        if let Some(Err(e)) = self.acd_input(now, input) {
+            tracing::warn!(call = key, error = %e, "queue call end refused by the ACD");
+        }
+    }
+
+    /// Digits dialled on an FXS phone, checked against the agent feature codes.
+    /// `None`: not a feature code (the dial plan decides); otherwise the code was
+    /// handled (completed, refused, or waiting for more digits: `Some(false)`).
+    pub(super) fn feature_digits(&mut self, now: Instant, port: u8, digits: &str) -> Option<bool> {
+        let parsed = self.center.as_ref()?.codes.parse(digits);
+        match parsed {
+            Ok(Parsed::NotACode) => None,
+            Ok(Parsed::Incomplete) => Some(false),
+            Ok(Parsed::Request(request)) => {
+                self.feature_request(now, port, request);
+                Some(true)
+            }
+            Err(e) => {
+                tracing::info!(port, error = %e, "feature code refused");
+                self.lockout(now, port, Tone::Unobtainable);
+                Some(true)
+            }
+        }
+    }
+
+    fn feature_request(&mut self, now: Instant, port: u8, request: FeatureRequest) {
+        let extension = self.port_number(port);
+        let Some(center) = self.center.as_mut() else {
+            return;
+        };
+        let here = center.acd.agent_at(&extension).cloned();
+        let input = match request {
+            FeatureRequest::Login { agent, pin } => {
+                return self.request_pin_check(now, port, extension, agent, pin);
+            }
+            FeatureRequest::Logout => here.map(|agent| Input::AgentLogout { agent }),
+            FeatureRequest::Pause { reason } => {
+                here.map(|agent| Input::AgentPause { agent, reason })
+            }
+            FeatureRequest::Unpause => here.map(|agent| Input::AgentUnpause { agent }),
+        };
+        let ok = match input {
+            None => {
+                tracing::info!(
+                    port,
+                    extension,
+                    "feature code from an extension no agent is logged in on"
+                );
+                false
+            }
+            Some(input) => match self.acd_input(now, input) {
+                Some(Ok(())) => true,
+                Some(Err(e)) => {
+                    tracing::info!(port, extension, error = %e, "agent feature code refused");
+                    false
+                }
+                None => false,
+            },
+        };
+        self.feature_done(now, port, ok);
+    }
+
+    fn request_pin_check(
+        &mut self,
+        now: Instant,
+        port: u8,
+        extension: String,
+        agent: AgentId,
+        pin: Pin,
+    ) {
+        let Some(center) = self.center.as_mut() else {
+            return;
+        };
+        if let Some(&(_, Some(until))) = center.pin_failures.get(&agent) {
+            if until > now {
+                tracing::warn!(port, %agent, "agent login refused: too many wrong PINs");
+                return self.feature_done(now, port, false);
+            }
+            center.pin_failures.remove(&agent);
+        }
+        let check = center.next_check;
+        center.next_check += 1;
+        center.pin_checks.insert(
+            check,
+            PendingLogin {
+                from: Party::Fxs(port),
+                extension,
+                agent: agent.clone(),
+            },
+        );
+        // Quiet until the check answers.
+        self.cmd(port, Command::StopTone);
+        self.set_fxs(port, Fxs::Lockout { quiet_at: None });
+        self.outputs
+            .push_back(Output::CheckAgentPin { check, agent, pin });
+    }
+
+    /// The answer to [`Output::CheckAgentPin`] `check`: whether the PIN is the agent's
+    /// (false also for an unknown or disabled agent, or a store error).
+    pub fn agent_pin_checked(&mut self, now: Instant, check: u64, ok: bool) {
+        let Some(center) = self.center.as_mut() else {
+            return;
+        };
+        let Some(login) = center.pin_checks.remove(&check) else {
+            return;
+        };
+        let Party::Fxs(port) = login.from else {
+            return;
+        };
+        if !ok {
+            let entry = center
+                .pin_failures
+                .entry(login.agent.clone())
+                .or_insert((0, None));
+            entry.0 += 1;
+            if entry.0 >= PIN_FAILURES {
+                entry.1 = Some(now + PIN_LOCKOUT);
+                tracing::warn!(agent = %login.agent, "agent ID locked out after {PIN_FAILURES} wrong PINs");
+            }
+            tracing::info!(port, agent = %login.agent, "agent login refused: wrong PIN or unknown agent");
+            return self.feature_done(now, port, false);
+        }
+        center.pin_failures.remove(&login.agent);
+        let input = Input::AgentLogin {
+            agent: login.agent.clone(),
+            extension: login.extension.clone(),
+        };
+        let ok = match self.acd_input(now, input) {
+            Some(Ok(())) => {
+                tracing::info!(port, agent = %login.agent, extension = login.extension, "agent logged in");
+                true
+            }
+            Some(Err(e)) => {
+                tracing::info!(port, agent = %login.agent, error = %e, "agent login refused");
+                false
+            }
+            None => false,
+        };
+        self.feature_done(now, port, ok);
+    }
+
+    /// The phone that dialled a feature code hears the outcome until it hangs up.
+    fn feature_done(&mut self, now: Instant, port: u8, ok: bool) {
+        let off_hook = self.fxs.get(&port).is_some_and(|p| p.off_hook);
+        let waiting = matches!(
+            self.fxs_state(port),
+            Some(Fxs::Lockout { .. } | Fxs::Idle | Fxs::Dialing { .. })
+        );
+        if off_hook && waiting {
+            let tone = if ok {
+                Tone::Confirmation
+            } else {
+                Tone::Unobtainable
+            };
+            self.lockout(now, port, tone);
+        }
+    }
+}
+
+/// The extension of a caller that is a local SIP phone ("" otherwise): a queue call is
+/// never offered back to the phone that placed it.
+fn caller_leg_number(cc: &CallControl, caller: Party) -> String {
+    match caller {
+        Party::Sip(leg) => cc
+            .legs
+            .get(&leg)
+            .filter(|l| l.phone)
+            .map(|l| l.number.clone())
+            .unwrap_or_default(),
+        _ => String::new(),
+    }
+}

@@ -1,0 +1,386 @@
+//! Call queues on real calls (see `queue.rs`) on a virtual clock, with the dial plan of
+//! `tests_sip.rs` (101 FXS 1, 102 FXS 2 + SIP, 103 FXS 3, 210/211 SIP only, FXO 5
+//! inbound, FXO 6 outside, prefix 9) plus queue "sales" on 7001 (agents 100 and 200,
+//! round-robin, 10 s ring timeout, 2 s wrap-up) and the default feature codes.
+
+use std::time::Duration;
+
+use line_proto::{Command, Event};
+
+use super::tests_sip::*;
+use super::*;
+use crate::acd::codes::FeatureCodes;
+use crate::acd::{AcdConfig, AgentConfig, AgentId, AgentState, Member, QueueConfig, Strategy};
+use crate::cdr::Disposition;
+use crate::tones::Tone;
+
+fn agent(id: &str) -> AgentId {
+    id.parse().expect("agent id")
+}
+
+fn center(strategy: Strategy) -> AcdSettings {
+    let agents = ["100", "200"]
+        .iter()
+        .map(|id| AgentConfig {
+            id: agent(id),
+            skills: Default::default(),
+        })
+        .collect();
+    let mut q = QueueConfig::new(
+        "sales".parse().expect("name"),
+        "7001".parse().expect("number"),
+        strategy,
+    );
+    q.members = ["100", "200"]
+        .iter()
+        .map(|id| Member {
+            agent: agent(id),
+            penalty: 0,
+        })
+        .collect();
+    q.ring_timeout = Duration::from_secs(10);
+    q.wrap_up = Duration::from_secs(2);
+    AcdSettings {
+        config: AcdConfig::new(vec![q], agents).expect("config"),
+        codes: FeatureCodes::default(),
+    }
+}
+
+fn harness() -> Harness {
+    Harness::with(|s| {
+        s.acd = Some(center(Strategy::RoundRobin));
+        s.fxo_lines[0].inbound = vec!["7001".into()];
+    })
+}
+
+fn pin_checks(out: &[Output]) -> Vec<(u64, AgentId, String)> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::CheckAgentPin { check, agent, pin } => {
+                Some((*check, agent.clone(), pin.expose().to_owned()))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+fn agent_states(out: &[Output]) -> Vec<(AgentId, AgentState)> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::AgentState { agent, state, .. } => Some((agent.clone(), state.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn rings(out: &[Output], port: u8) -> bool {
+    has_cmd(out, port, |c| matches!(c, Command::Ring(_)))
+}
+
+/// Agent `id` logs in on FXS `port` with PIN 1234, which the store confirms.
+fn login(h: &mut Harness, port: u8, id: &str) {
+    h.ev(port, Event::OffHook);
+    h.dial(port, &format!("*61{id}*1234#"));
+    let out = h.take();
+    let checks = pin_checks(&out);
+    assert_eq!(checks.len(), 1, "{out:?}");
+    assert_eq!((&checks[0].1, checks[0].2.as_str()), (&agent(id), "1234"));
+    h.cc.agent_pin_checked(h.now, checks[0].0, true);
+    let out = h.drain();
+    assert!(tone_is(&out, port, Tone::Confirmation), "{out:?}");
+    assert_eq!(agent_states(&out), vec![(agent(id), AgentState::Available)]);
+    h.ev(port, Event::OnHook);
+    h.take();
+}
+
+impl Harness {
+    fn drain(&mut self) -> Vec<Output> {
+        while let Some(o) = self.cc.poll_output() {
+            self.out.push(o);
+        }
+        self.take()
+    }
+}
+
+#[test]
+fn an_agent_logs_in_by_feature_code_and_answers_a_queued_caller() {
+    let mut h = harness();
+    login(&mut h, 2, "100");
+    // 101 dials the queue: music on hold, and agent 100's phone (102, FXS 2) rings
+    // with 101's caller ID.
+    h.ev(1, Event::OffHook);
+    h.dial(1, "7001");
+    let out = h.take();
+    assert!(tone_is(&out, 1, Tone::MusicOnHold), "{out:?}");
+    assert!(!tone_is(&out, 1, Tone::Ringback));
+    assert!(rings(&out, 2));
+    assert!(has_cmd(
+        &out,
+        2,
+        |c| matches!(c, Command::SendCallerId { caller_id, .. } if caller_id.number.as_str() == "101")
+    ));
+    assert!(
+        agent_states(&out).contains(&(agent("100"), AgentState::Ringing(crate::acd::CallId(1))))
+    );
+    // The agent answers: music stops, caller and agent are bridged.
+    h.advance(Duration::from_secs(3));
+    h.ev(2, Event::OffHook);
+    let out = h.take();
+    assert!(out.contains(&Output::Connect(port(1), port(2))), "{out:?}");
+    assert!(has_cmd(&out, 1, |c| *c == Command::StopTone));
+    assert!(agent_states(&out)
+        .iter()
+        .any(|(a, s)| *a == agent("100") && matches!(s, AgentState::OnCall(_))));
+    // The caller hangs up: a CDR, and the agent goes to wrap-up, then available.
+    h.advance(Duration::from_secs(20));
+    h.ev(1, Event::OnHook);
+    let out = h.take();
+    let cdr = &cdrs(&out)[0];
+    assert_eq!(cdr.disposition, Disposition::Answered);
+    assert_eq!((cdr.caller.as_str(), cdr.callee.as_str()), ("101", "7001"));
+    assert_eq!(agent_states(&out), vec![(agent("100"), AgentState::WrapUp)]);
+    h.ev(2, Event::OnHook);
+    h.advance(Duration::from_secs(2));
+    assert_eq!(
+        agent_states(&h.take()),
+        vec![(agent("100"), AgentState::Available)]
+    );
+}
+
+#[test]
+fn a_caller_who_hangs_up_while_waiting_is_abandoned_and_the_agent_stops_ringing() {
+    let mut h = harness();
+    login(&mut h, 2, "100");
+    h.ev(1, Event::OffHook);
+    h.dial(1, "7001");
+    assert!(rings(&h.take(), 2));
+    h.advance(Duration::from_secs(4));
+    h.ev(1, Event::OnHook);
+    let out = h.take();
+    assert!(has_cmd(&out, 2, |c| *c == Command::StopRing), "{out:?}");
+    assert_eq!(cdrs(&out)[0].disposition, Disposition::NoAnswer);
+    assert_eq!(
+        agent_states(&out),
+        vec![(agent("100"), AgentState::Available)]
+    );
+    assert_eq!(
+        h.cc.acd()
+            .expect("acd")
+            .waiting(&"sales".parse().expect("q")),
+        vec![]
+    );
+}
+
+#[test]
+fn an_unanswered_offer_moves_on_to_the_next_agent_after_the_queue_ring_timeout() {
+    let mut h = harness();
+    login(&mut h, 2, "100");
+    login(&mut h, 3, "200");
+    h.ev(1, Event::OffHook);
+    h.dial(1, "7001");
+    let out = h.take();
+    let first = if rings(&out, 2) { 2 } else { 3 };
+    let second = 5 - first;
+    assert!(!rings(&out, second));
+    // The queue's 10 s, not call control's 30 s ring timeout.
+    h.advance(Duration::from_millis(9_900));
+    assert!(!has_cmd(&h.take(), first, |c| *c == Command::StopRing));
+    h.advance(Duration::from_millis(200));
+    let out = h.take();
+    assert!(has_cmd(&out, first, |c| *c == Command::StopRing), "{out:?}");
+    assert!(rings(&out, second));
+    // The caller is still waiting, with music.
+    assert!(cdrs(&out).is_empty());
+}
+
+#[test]
+fn an_agent_whose_phone_is_busy_is_skipped() {
+    let mut h = harness();
+    login(&mut h, 3, "100");
+    login(&mut h, 2, "200");
+    // Agent 100's phone (103, FXS 3 only) is off-hook on a private call attempt.
+    h.ev(3, Event::OffHook);
+    h.take();
+    h.ev(1, Event::OffHook);
+    h.dial(1, "7001");
+    let out = h.take();
+    assert!(!rings(&out, 3));
+    assert!(rings(&out, 2), "{out:?}");
+}
+
+#[test]
+fn a_pstn_caller_is_answered_by_the_queue_and_hears_music() {
+    let mut h = harness();
+    login(&mut h, 2, "100");
+    h.ev(
+        5,
+        Event::RingDetected {
+            caller_id: Some(line_proto::CallerId::new("5550100", "").expect("cid")),
+        },
+    );
+    let out = h.take();
+    assert!(has_cmd(&out, 5, |c| *c == Command::FxoSeize), "{out:?}");
+    assert!(tone_is(&out, 5, Tone::MusicOnHold));
+    assert!(rings(&out, 2));
+    h.ev(2, Event::OffHook);
+    let out = h.take();
+    assert!(
+        out.contains(&Output::Connect(port(2), port(5)))
+            || out.contains(&Output::Connect(port(5), port(2))),
+        "{out:?}"
+    );
+    // The far end hangs up (disconnect supervision).
+    h.ev(5, Event::PolarityReversal);
+    let out = h.take();
+    assert_eq!(cdrs(&out)[0].disposition, Disposition::Answered);
+    assert_eq!(agent_states(&out), vec![(agent("100"), AgentState::WrapUp)]);
+}
+
+#[test]
+fn a_sip_caller_rings_until_an_agent_answers_on_a_sip_phone() {
+    let mut h = Harness::with(|s| s.acd = Some(center(Strategy::RingAll)));
+    // Agent 200 logs in on 102 (FXS 2 + SIP phone 102): both ring.
+    login(&mut h, 2, "200");
+    h.incoming(IN1, SipOrigin::Trunk, "+4930123", "7001");
+    let out = h.take();
+    assert!(
+        out.contains(&Output::SipRinging {
+            leg: IN1,
+            early_media: false
+        }),
+        "{out:?}"
+    );
+    assert!(!out.iter().any(|o| matches!(o, Output::SipAnswer { .. })));
+    assert!(rings(&out, 2));
+    let (phone, target, _) = only_dial(&out);
+    assert_eq!(target, SipTarget::Extension("102".into()));
+    // The SIP phone answers: the analog phone stops ringing, the caller is answered.
+    h.sip(SipInput::Answered { leg: phone });
+    let out = h.take();
+    assert!(has_cmd(&out, 2, |c| *c == Command::StopRing), "{out:?}");
+    assert!(out.contains(&Output::SipAnswer { leg: IN1 }));
+    assert!(out.contains(&Output::Connect(leg(IN1), leg(phone))));
+}
+
+#[test]
+fn a_declining_sip_phone_is_an_offer_rejected() {
+    let mut h = harness();
+    login(&mut h, 2, "100");
+    login(&mut h, 3, "200");
+    h.incoming(IN1, SipOrigin::Trunk, "+4930123", "7001");
+    let out = h.take();
+    // Round-robin starts with agent 100 on 102: FXS 2 and SIP phone 102 ring.
+    let (phone, _, _) = only_dial(&out);
+    assert!(rings(&out, 2));
+    h.sip(SipInput::Ended {
+        leg: phone,
+        reason: EndReason::Busy,
+    });
+    // FXS 2 still rings for agent 100: not rejected yet. FXS 2 faulting ends it.
+    let out = h.take();
+    assert!(!rings(&out, 3), "{out:?}");
+    h.ev(2, Event::Fault(line_proto::FaultKind::OverCurrent));
+    let out = h.take();
+    assert!(rings(&out, 3), "{out:?}");
+    assert!(cdrs(&out).is_empty());
+}
+
+#[test]
+fn wrong_pins_are_refused_and_lock_the_agent_id_out() {
+    let mut h = harness();
+    for attempt in 0..PIN_FAILURES {
+        h.ev(2, Event::OffHook);
+        h.dial(2, "*61100*9999#");
+        let checks = pin_checks(&h.take());
+        assert_eq!(checks.len(), 1, "attempt {attempt}");
+        h.cc.agent_pin_checked(h.now, checks[0].0, false);
+        let out = h.drain();
+        assert!(tone_is(&out, 2, Tone::Unobtainable), "attempt {attempt}");
+        assert!(agent_states(&out).is_empty());
+        h.ev(2, Event::OnHook);
+        h.take();
+    }
+    // Locked out: not even checked, even with the right PIN.
+    h.ev(2, Event::OffHook);
+    h.dial(2, "*61100*1234#");
+    let out = h.take();
+    assert!(pin_checks(&out).is_empty());
+    assert!(tone_is(&out, 2, Tone::Unobtainable));
+    h.ev(2, Event::OnHook);
+    // After the lockout the right PIN works.
+    h.advance(PIN_LOCKOUT);
+    h.take();
+    login(&mut h, 2, "100");
+}
+
+#[test]
+fn malformed_and_refused_feature_codes_give_unobtainable_and_change_nothing() {
+    let mut h = harness();
+    // A letter-free but malformed login (no PIN separator), logout while logged out,
+    // pause while logged out.
+    for code in ["*61100#", "*62", "*63#"] {
+        h.ev(3, Event::OffHook);
+        h.dial(3, code);
+        let out = h.take();
+        assert!(tone_is(&out, 3, Tone::Unobtainable), "{code}: {out:?}");
+        assert!(
+            agent_states(&out).is_empty() && pin_checks(&out).is_empty(),
+            "{code}"
+        );
+        h.ev(3, Event::OnHook);
+        h.take();
+    }
+    // Agent 100 logged in on FXS 2: agent 200 cannot take FXS 2.
+    login(&mut h, 2, "100");
+    h.ev(2, Event::OffHook);
+    h.dial(2, "*61200*1234#");
+    let (check, _, _) = pin_checks(&h.take())[0].clone();
+    h.cc.agent_pin_checked(h.now, check, true);
+    let out = h.drain();
+    assert!(tone_is(&out, 2, Tone::Unobtainable), "{out:?}");
+    assert!(agent_states(&out).is_empty());
+}
+
+#[test]
+fn pause_and_logout_by_feature_code() {
+    let mut h = harness();
+    // Agent 100 on 103 (FXS 3 only).
+    login(&mut h, 3, "100");
+    h.ev(3, Event::OffHook);
+    h.dial(3, "*6307#");
+    let out = h.take();
+    assert!(tone_is(&out, 3, Tone::Confirmation));
+    assert_eq!(
+        agent_states(&out),
+        vec![(
+            agent("100"),
+            AgentState::Paused(Some("07".parse().expect("reason")))
+        )]
+    );
+    h.ev(3, Event::OnHook);
+    // A caller waits: the paused agent is not rung.
+    h.ev(1, Event::OffHook);
+    h.dial(1, "7001");
+    assert!(!rings(&h.take(), 3));
+    h.ev(3, Event::OffHook);
+    h.dial(3, "*64");
+    let out = h.take();
+    assert!(tone_is(&out, 3, Tone::Confirmation));
+    assert_eq!(agent_states(&out)[0], (agent("100"), AgentState::Available));
+    // Unpaused while the phone is still off-hook: that offer is refused; once the
+    // phone is down the call is offered again after the retry delay.
+    h.ev(3, Event::OnHook);
+    h.take();
+    h.advance(crate::acd::RETRY_DELAY);
+    assert!(rings(&h.take(), 3));
+    h.ev(1, Event::OnHook);
+    h.take();
+    h.ev(3, Event::OffHook);
+    h.dial(3, "*62");
+    let out = h.take();
+    assert!(tone_is(&out, 3, Tone::Confirmation));
+    assert_eq!(
+        agent_states(&out),
+        vec![(agent("100"), AgentState::LoggedOut)]
+    );
+}
