@@ -1,87 +1,12 @@
 //! The accounts API of the real `branchd`: installer login from the label file, the
 //! first admin made with `branchd user-add`, and a real call's CDR read back.
 
-use std::io::Write;
-use std::net::SocketAddr;
-use std::process::Stdio;
+use serde_json::json;
 
-use serde_json::{json, Value};
-
-use crate::harness::{bin, command, wait, Gateway, SOON};
+use crate::api_client::{agent, create_admin, Api};
+use crate::harness::{wait, Gateway, SOON};
 
 const ADMIN_PASSWORD: &str = "first-Admin-pass-2024";
-
-/// A logged-in HTTP client: cookie and CSRF token kept by hand.
-struct Api {
-    agent: ureq::Agent,
-    base: String,
-    cookie: String,
-    csrf: String,
-}
-
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(SOON))
-        .build()
-        .into()
-}
-
-fn body_json(resp: &mut ureq::http::Response<ureq::Body>) -> Value {
-    let text = resp.body_mut().read_to_string().expect("body");
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
-}
-
-impl Api {
-    fn login(addr: SocketAddr, username: &str, password: &str) -> (Api, Value) {
-        let agent = agent();
-        let base = format!("http://{addr}");
-        let mut resp = agent
-            .post(&format!("{base}/api/v1/session"))
-            .send_json(json!({ "username": username, "password": password }))
-            .expect("login request");
-        assert_eq!(resp.status(), 200, "login {username}");
-        let cookie = resp
-            .headers()
-            .get("set-cookie")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(';').next())
-            .expect("session cookie")
-            .to_owned();
-        let body = body_json(&mut resp);
-        let csrf = body["csrf_token"].as_str().expect("csrf").to_owned();
-        (
-            Api {
-                agent,
-                base,
-                cookie,
-                csrf,
-            },
-            body,
-        )
-    }
-
-    fn get(&self, path: &str) -> (u16, Value) {
-        let mut resp = self
-            .agent
-            .get(&format!("{}{path}", self.base))
-            .header("Cookie", &self.cookie)
-            .call()
-            .expect("request");
-        (resp.status().as_u16(), body_json(&mut resp))
-    }
-
-    fn delete(&self, path: &str) -> u16 {
-        self.agent
-            .delete(&format!("{}{path}", self.base))
-            .header("Cookie", &self.cookie)
-            .header("X-CSRF-Token", &self.csrf)
-            .call()
-            .expect("request")
-            .status()
-            .as_u16()
-    }
-}
 
 #[test]
 fn installer_logs_in_first_admin_is_created_and_sees_the_call() {
@@ -132,29 +57,7 @@ fn installer_logs_in_first_admin_is_created_and_sees_the_call() {
     let cdrs = gw.wait_cdrs(1);
 
     // The first admin, from the console, while the daemon runs.
-    let mut child = command(bin("branchd"))
-        .arg("--config")
-        .arg(gw.config_path())
-        .args(["user-add", "--username", "admin1", "--role", "admin"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("branchd user-add");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(format!("{ADMIN_PASSWORD}\n").as_bytes())
-        .expect("password on stdin");
-    let out = child.wait_with_output().expect("user-add exits");
-    assert!(
-        out.status.success(),
-        "user-add: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-
-    let (admin, _) = Api::login(addr, "admin1", ADMIN_PASSWORD);
+    let admin = create_admin(&gw, "admin1", ADMIN_PASSWORD);
     let (status, list) = admin.get("/api/v1/cdrs");
     assert_eq!(status, 200, "{list}");
     let items = list["items"].as_array().expect("items");

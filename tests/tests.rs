@@ -7,11 +7,13 @@
 //! SQLite store the daemon wrote. The only network used is the daemon's web API on a
 //! loopback port.
 
+mod api_client;
 mod fault_proxy;
 mod harness;
 
 mod accounts_api;
 mod analog_calls;
+mod call_center;
 mod daemon_lifecycle;
 mod enroll_e2e;
 mod factory_reset;

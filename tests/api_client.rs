@@ -1,0 +1,124 @@
+//! A logged-in client of `branchd`'s JSON API (`/api/v1`) for the system tests: the
+//! session cookie and CSRF token kept by hand, as a browser would.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::process::Stdio;
+
+use serde_json::{json, Value};
+
+use crate::harness::{bin, command, Gateway, SOON};
+
+/// Makes an admin with `branchd user-add` (the console path, while the daemon runs)
+/// and logs in as it.
+pub fn create_admin(gw: &Gateway, username: &str, password: &str) -> Api {
+    let mut child = command(bin("branchd"))
+        .arg("--config")
+        .arg(gw.config_path())
+        .args(["user-add", "--username", username, "--role", "admin"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("branchd user-add");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(format!("{password}\n").as_bytes())
+        .expect("password on stdin");
+    let out = child.wait_with_output().expect("user-add exits");
+    assert!(
+        out.status.success(),
+        "user-add: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Api::login(gw.web_addr(), username, password).0
+}
+
+/// A logged-in HTTP client: cookie and CSRF token kept by hand.
+pub struct Api {
+    agent: ureq::Agent,
+    base: String,
+    cookie: String,
+    csrf: String,
+}
+
+pub fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(SOON))
+        .build()
+        .into()
+}
+
+pub fn body_json(resp: &mut ureq::http::Response<ureq::Body>) -> Value {
+    let text = resp.body_mut().read_to_string().expect("body");
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+impl Api {
+    pub fn login(addr: SocketAddr, username: &str, password: &str) -> (Api, Value) {
+        let agent = agent();
+        let base = format!("http://{addr}");
+        let mut resp = agent
+            .post(&format!("{base}/api/v1/session"))
+            .send_json(json!({ "username": username, "password": password }))
+            .expect("login request");
+        assert_eq!(resp.status(), 200, "login {username}");
+        let cookie = resp
+            .headers()
+            .get("set-cookie")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .expect("session cookie")
+            .to_owned();
+        let body = body_json(&mut resp);
+        let csrf = body["csrf_token"].as_str().expect("csrf").to_owned();
+        (
+            Api {
+                agent,
+                base,
+                cookie,
+                csrf,
+            },
+            body,
+        )
+    }
+
+    pub fn get(&self, path: &str) -> (u16, Value) {
+        let mut resp = self
+            .agent
+            .get(&format!("{}{path}", self.base))
+            .header("Cookie", &self.cookie)
+            .call()
+            .expect("request");
+        (resp.status().as_u16(), body_json(&mut resp))
+    }
+
+    pub fn delete(&self, path: &str) -> u16 {
+        self.agent
+            .delete(&format!("{}{path}", self.base))
+            .header("Cookie", &self.cookie)
+            .header("X-CSRF-Token", &self.csrf)
+            .call()
+            .expect("request")
+            .status()
+            .as_u16()
+    }
+
+    /// POSTs `body` with the CSRF token; the status and the JSON answer (`null` when
+    /// the answer has no body).
+    pub fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        let mut resp = self
+            .agent
+            .post(&format!("{}{path}", self.base))
+            .header("Cookie", &self.cookie)
+            .header("X-CSRF-Token", &self.csrf)
+            .send_json(body)
+            .expect("request");
+        let status = resp.status().as_u16();
+        let text = resp.body_mut().read_to_string().expect("body");
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+}

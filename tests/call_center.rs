@@ -1,0 +1,164 @@
+//! The call center on the real `branchd` and the simulated board: agents made through
+//! the accounts API, a queue in the store (as HQ sends it), agents logging in by
+//! feature code from analog phones (PIN checked against the store), callers queued
+//! with music on hold, offered round-robin, answered and talking, abandoned, and the
+//! agent state history in `agent_state_log`.
+
+use std::time::Duration;
+
+use branchline_board::sim::Phone;
+use serde_json::json;
+
+use crate::api_client::{create_admin, Api};
+use crate::harness::{hears, listen, strip_ansi, wait, wait_tone, Gateway, SOON};
+
+const ADMIN_PASSWORD: &str = "queue-Admin-pass-2024";
+
+/// An agent user with `agent_id` and `pin`, made by the admin.
+fn add_agent(admin: &Api, username: &str, agent_id: &str, pin: &str) {
+    let (status, body) = admin.post(
+        "/api/v1/users",
+        json!({
+            "username": username,
+            "display_name": username,
+            "password": "agent-Pass-2024-long",
+            "agent_id": agent_id,
+            "pin": pin,
+            "enabled": true,
+            "roles": ["agent"],
+        }),
+    );
+    assert_eq!(status, 201, "create {username}: {body}");
+}
+
+/// Agent `id` logs in on `phone` with `pin`: true when the box confirms (three short
+/// beeps at dial-tone frequency), false when it refuses (number unobtainable).
+fn login(gw: &Gateway, phone: &Phone, id: &str, pin: &str) -> bool {
+    phone.off_hook();
+    wait_tone(&gw.sim, phone.port(), 350, 440).expect("dial tone");
+    phone.dial(&format!("*61{id}*{pin}#"));
+    let outcome = wait(SOON, || match phone.tone() {
+        Some(t) if (t.freq1_hz, t.freq2_hz) == (480, 620) => true,
+        Some(t) => (t.freq1_hz, t.freq2_hz) == (350, 440) && !t.cadence.is_continuous(),
+        None => false,
+    });
+    assert!(outcome, "no answer to the login on {}", phone.port());
+    let ok = phone.tone().is_some_and(|t| t.freq1_hz == 350);
+    phone.on_hook();
+    assert!(wait(SOON, || phone.tone().is_none()));
+    ok
+}
+
+fn agent_states(gw: &Gateway, agent: &str) -> Vec<String> {
+    let db = gw.db();
+    let mut stmt = db
+        .prepare("SELECT state FROM agent_state_log WHERE agent_id = ?1 ORDER BY id")
+        .expect("prepare");
+    stmt.query_map([agent], |r| r.get(0))
+        .expect("query")
+        .map(|r| r.expect("row"))
+        .collect()
+}
+
+#[test]
+fn agents_log_in_by_feature_code_and_take_queued_callers_in_turn() {
+    let mut gw = Gateway::start();
+    let admin = create_admin(&gw, "admin1", ADMIN_PASSWORD);
+    add_agent(&admin, "alice", "100", "4821");
+    add_agent(&admin, "bob", "200", "5937");
+
+    // Queue "sales" on 7001, round-robin over alice then bob, 8 s ring timeout, 1 s
+    // wrap-up: rows in the store, read by branchd at start.
+    gw.stop_with(nix::sys::signal::Signal::SIGTERM);
+    {
+        let db = rusqlite::Connection::open(gw.db_path()).expect("open the store");
+        db.execute_batch(
+            "INSERT INTO queues (name, number, strategy, ring_timeout_ms, wrap_up_ms)
+                 VALUES ('sales', '7001', 'round_robin', 8000, 1000);
+             INSERT INTO queue_members (queue_id, user_id, position)
+                 SELECT q.id, u.id, CASE u.agent_id WHEN '100' THEN 0 ELSE 1 END
+                 FROM queues q, users u WHERE u.agent_id IN ('100', '200');",
+        )
+        .expect("queue rows");
+    }
+    gw.restart();
+    let loaded = gw
+        .log_text()
+        .lines()
+        .map(strip_ansi)
+        .filter(|l| l.contains("call center loaded"))
+        .last()
+        .expect("call center log line");
+    assert!(loaded.contains("queues=1 agents=2"), "{loaded}");
+
+    let (caller, alice, bob, late) = (
+        gw.sim.phone(1),
+        gw.sim.phone(2),
+        gw.sim.phone(3),
+        gw.sim.phone(4),
+    );
+    // A wrong PIN is refused and logs nobody in; then both log in.
+    assert!(!login(&gw, &alice, "100", "0000"));
+    assert!(agent_states(&gw, "100").is_empty());
+    assert!(login(&gw, &alice, "100", "4821"));
+    assert!(login(&gw, &bob, "200", "5937"));
+    // Bob cannot take Alice's phone.
+    assert!(!login(&gw, &alice, "200", "5937"));
+
+    // 101 calls the queue: music on hold (the box's G4 + B4 chime), Alice rings with
+    // 101's caller ID.
+    caller.off_hook();
+    wait_tone(&gw.sim, 1, 350, 440).expect("dial tone");
+    caller.dial("7001");
+    wait_tone(&gw.sim, 1, 392, 494).expect("music on hold");
+    assert!(wait(SOON, || alice.is_ringing()), "alice rings");
+    assert!(!bob.is_ringing());
+    assert_eq!(alice.caller_id().expect("caller id").number.as_str(), "101");
+    alice.off_hook();
+    assert!(wait(SOON, || caller.tone().is_none()), "music stops");
+    caller.inject_tone(1000.0, 8000);
+    alice.inject_tone(1600.0, 8000);
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        hears(&listen(&gw.sim, 2, 800, false), 1000.0),
+        "alice hears the caller"
+    );
+    assert!(
+        hears(&listen(&gw.sim, 1, 800, false), 1600.0),
+        "the caller hears alice"
+    );
+
+    // A second caller waits while Alice talks: round-robin offers Bob; it hangs up
+    // before he answers (abandoned) and Bob stops ringing.
+    late.off_hook();
+    wait_tone(&gw.sim, 4, 350, 440).expect("dial tone");
+    late.dial("7001");
+    wait_tone(&gw.sim, 4, 392, 494).expect("music on hold");
+    assert!(wait(SOON, || bob.is_ringing()), "bob rings");
+    late.on_hook();
+    assert!(wait(SOON, || !bob.is_ringing()), "bob stops ringing");
+
+    caller.on_hook();
+    alice.on_hook();
+    let cdrs = gw.wait_cdrs(2);
+    let answered = cdrs.iter().find(|c| c.caller == "101").expect("101's CDR");
+    assert_eq!(
+        (answered.callee.as_str(), answered.disposition.as_str()),
+        ("7001", "answered")
+    );
+    let abandoned = cdrs.iter().find(|c| c.caller == "104").expect("104's CDR");
+    assert_eq!(abandoned.disposition, "no_answer");
+    assert!(!abandoned.answered);
+
+    // The history: Alice logged in, rang, talked, wrapped up and is available again;
+    // Bob rang for the abandoned caller and went back to available.
+    assert!(wait(SOON, || agent_states(&gw, "100").len() >= 5));
+    assert_eq!(
+        agent_states(&gw, "100"),
+        ["available", "ringing", "on_call", "wrap_up", "available"]
+    );
+    assert_eq!(
+        agent_states(&gw, "200"),
+        ["available", "ringing", "available"]
+    );
+}
