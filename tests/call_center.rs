@@ -85,9 +85,9 @@ fn agents_log_in_by_feature_code_and_take_queued_callers_in_turn() {
     let loaded = gw
         .log_text()
         .lines()
+        .rev()
         .map(strip_ansi)
-        .filter(|l| l.contains("call center loaded"))
-        .last()
+        .find(|l| l.contains("call center loaded"))
         .expect("call center log line");
     assert!(loaded.contains("queues=1 agents=2"), "{loaded}");
 
