@@ -44,21 +44,16 @@
 //!   none until a call of this queue has ended.
 //! - Every input that is refused ([`InputError`]) leaves the core unchanged.
 //!
-//! # What call control must do (not wired yet)
+//! # Wiring
 //!
-//! Build the core from [`store::load_config`] at start-up; on a call to a queue number,
-//! feed [`Input::CallerArrived`] and play music on hold / announcements as told; ring
-//! the agent's logged-in extension on [`Action::Ring`] and feed back answer, reject
-//! (busy, decline) or no answer (phone unreachable); on [`Action::Connect`] bridge the
-//! caller and the agent; on [`Action::Overflow`] route the caller to voicemail, the
-//! number or busy (queue targets are handled inside); feed caller hang-ups before answer
-//! as [`Input::CallerAbandoned`] and after answer as [`Input::CallEnded`]; turn agent
-//! feature codes ([`codes::FeatureCodes::parse`]) into login (after checking the PIN
-//! against `users.pin_hash` with `accounts::password`), logout, pause and unpause
-//! inputs; write each [`Action::AgentStateChanged`] with [`store::append_state_log`],
-//! mapping the `Instant` to wall-clock time; call [`Acd::handle_timeout`] at
-//! [`Acd::timeout`].
-//!
+//! Call control drives the core on real calls (`crate::call`'s `queue` module): the
+//! daemon builds it from [`store::load_config`] at start-up; queue numbers are in the
+//! dial plan; [`Action::Ring`] rings the agent's logged-in extension and the phone's
+//! answer, refusal or failure comes back as an input; [`Action::Connect`] bridges the
+//! caller and the agent; agent feature codes ([`codes::FeatureCodes::parse`]) become
+//! login (after the PIN check, [`store::check_agent_pin`]), logout, pause and unpause;
+//! every [`Action::AgentStateChanged`] is appended with [`store::append_state_log`].
+
 //! # Limits
 //!
 //! The configuration is fixed for the life of an [`Acd`] (a change in the store means
