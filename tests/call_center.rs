@@ -149,6 +149,22 @@ fn agents_log_in_by_feature_code_and_take_queued_callers_in_turn() {
     let abandoned = cdrs.iter().find(|c| c.caller == "104").expect("104's CDR");
     assert_eq!(abandoned.disposition, "no_answer");
     assert!(!abandoned.answered);
+    // The call-center fields, in the store and in the outbox row for HQ.
+    let queue_of = |call_id: &str| -> (String, Option<String>, i64) {
+        gw.db()
+            .query_row(
+                "SELECT queue, agent_id, queue_wait_ms FROM cdrs WHERE call_id = ?1",
+                [call_id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .expect("cdr row")
+    };
+    let (queue, agent, waited) = queue_of(&answered.call_id);
+    assert_eq!((queue.as_str(), agent.as_deref()), ("sales", Some("100")));
+    assert!(waited > 0, "waited {waited} ms");
+    assert_eq!(queue_of(&abandoned.call_id).1, None);
+    let payload = gw.outbox_payload(&answered.call_id).expect("outbox row");
+    assert_eq!(payload["queue"]["agent"], "100");
 
     // The history: Alice logged in, rang, talked, wrapped up and is available again;
     // Bob rang for the abandoned caller and went back to available.

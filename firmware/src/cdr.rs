@@ -8,7 +8,7 @@
 
 pub use branchline_sync::wire::{
     Cdr, CdrDirection as Direction, CdrDisposition as Disposition, CdrHangupSide as HangupSide,
-    CdrLegQuality, CdrTransferHop,
+    CdrLegQuality, CdrQueue, CdrTransferHop,
 };
 
 #[cfg(test)]

@@ -244,8 +244,9 @@ pub struct RecordingMeta {
 /// projects. Times are milliseconds since the Unix epoch.
 ///
 /// Fields added later must be `#[serde(default)]` (a box's outbox may hold records
-/// written by older firmware) and listed in [`Cdr::FIELDS`], so that HQ knows its
-/// projection holds the whole record.
+/// written by older firmware) and listed in [`Cdr::FIELDS`] once HQ's projection has
+/// columns for them, so that HQ knows its projection holds the whole record (until
+/// then HQ keeps such a record's JSON).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Cdr {
     /// Unique call id on this box.
@@ -291,6 +292,26 @@ pub struct Cdr {
     /// JSON) for a call that was not transferred.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub transfer_chain: Vec<CdrTransferHop>,
+    /// The call-center queue the call went through, the agent who took it and how
+    /// long the caller waited. Absent (and left out of the JSON) for calls that never
+    /// entered a queue. Not in [`Cdr::FIELDS`]: HQ's `cdrs` projection has no columns
+    /// for it yet, so HQ keeps the JSON of such a record whole.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<CdrQueue>,
+}
+
+/// The call-center part of a [`Cdr`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CdrQueue {
+    /// The queue's name (the last one, after overflow from queue to queue).
+    pub queue: String,
+    /// The agent ID of the agent who answered; `None`: nobody did (abandoned,
+    /// overflowed out).
+    pub agent: Option<String>,
+    /// Milliseconds the caller waited in the queue (until the agent answered, or
+    /// until the caller left the queue).
+    pub wait_ms: i64,
 }
 
 /// Per-leg call quality on a [`Cdr`]: what the box measured on the RTP it received

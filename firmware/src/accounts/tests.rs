@@ -939,6 +939,7 @@ fn cdr(call_id: &str, caller: &str, callee: &str, direction: Direction) -> Cdr {
         caller_quality: None,
         callee_quality: None,
         transfer_chain: Vec::new(),
+        queue: None,
     }
 }
 

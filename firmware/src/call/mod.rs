@@ -1827,6 +1827,7 @@ impl CallControl {
             caller_quality: None,
             callee_quality: None,
             transfer_chain: call.transfer_chain.clone(),
+            queue: call.queue.as_ref().map(|q| q.cdr(now)),
         };
         if let Some(last) = call.transfer_chain.last() {
             tracing::info!(

@@ -52,7 +52,7 @@ use crate::acd::{
     Acd, AcdConfig, Action, AgentId, CallId, Input, InputError, MusicOnHold, OverflowTarget,
     QueueName, StopReason,
 };
-use crate::cdr::{Disposition, HangupSide};
+use crate::cdr::{CdrQueue, Disposition, HangupSide};
 use crate::tones::Tone;
 
 use super::{
@@ -86,6 +86,22 @@ pub(super) struct QueueCall {
     pub(super) answering: Option<Party>,
     /// How long the caller waited before the agent was connected.
     pub(super) waited: Option<Duration>,
+    /// When the caller entered the queue.
+    pub(super) entered: Instant,
+}
+
+impl QueueCall {
+    /// The CDR's call-center fields for the call ending at `now`.
+    pub(super) fn cdr(&self, now: Instant) -> CdrQueue {
+        let wait = self
+            .waited
+            .unwrap_or_else(|| now.saturating_duration_since(self.entered));
+        CdrQueue {
+            queue: self.queue.as_str().to_owned(),
+            agent: self.agent.as_ref().map(|a| a.as_str().to_owned()),
+            wait_ms: i64::try_from(wait.as_millis()).unwrap_or(i64::MAX),
+        }
+    }
 }
 
 /// A login waiting for its PIN check.
@@ -236,6 +252,7 @@ impl CallControl {
             agent: None,
             answering: None,
             waited: None,
+            entered: now,
         });
         call.deadline = None;
         call.last_ring = None;

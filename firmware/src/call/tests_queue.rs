@@ -138,6 +138,15 @@ fn an_agent_logs_in_by_feature_code_and_answers_a_queued_caller() {
     let cdr = &cdrs(&out)[0];
     assert_eq!(cdr.disposition, Disposition::Answered);
     assert_eq!((cdr.caller.as_str(), cdr.callee.as_str()), ("101", "7001"));
+    // Waited from entering the queue (after the 4 digits) to the answer, 3 s later.
+    assert_eq!(
+        cdr.queue,
+        Some(crate::cdr::CdrQueue {
+            queue: "sales".into(),
+            agent: Some("100".into()),
+            wait_ms: 3_000,
+        })
+    );
     assert_eq!(agent_states(&out), vec![(agent("100"), AgentState::WrapUp)]);
     h.ev(2, Event::OnHook);
     h.advance(Duration::from_secs(2));
@@ -158,7 +167,12 @@ fn a_caller_who_hangs_up_while_waiting_is_abandoned_and_the_agent_stops_ringing(
     h.ev(1, Event::OnHook);
     let out = h.take();
     assert!(has_cmd(&out, 2, |c| *c == Command::StopRing), "{out:?}");
-    assert_eq!(cdrs(&out)[0].disposition, Disposition::NoAnswer);
+    let cdr = &cdrs(&out)[0];
+    assert_eq!(cdr.disposition, Disposition::NoAnswer);
+    assert_eq!(
+        cdr.queue.as_ref().map(|q| (q.agent.clone(), q.wait_ms)),
+        Some((None, 4_000))
+    );
     assert_eq!(
         agent_states(&out),
         vec![(agent("100"), AgentState::Available)]

@@ -55,6 +55,7 @@ const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("../../migrations/0007_call_center.sql")),
     M::up(include_str!("../../migrations/0008_recording_index.sql")),
     M::up(include_str!("../../migrations/0009_cdr_quality.sql")),
+    M::up(include_str!("../../migrations/0010_cdr_queue.sql")),
 ];
 
 /// The newest schema version this binary knows.

@@ -8,7 +8,7 @@ use super::{
     enum_from_text, sql, user_version, ExtensionRow, OutboxRow, PortKind, PortRow, BUSY_TIMEOUT,
     SCHEMA_VERSION,
 };
-use crate::cdr::{Cdr, CdrLegQuality};
+use crate::cdr::{Cdr, CdrLegQuality, CdrQueue};
 use crate::error::{Error, Result};
 
 /// A read-only connection to the store. Each task that reads opens its own.
@@ -22,7 +22,8 @@ const CDR_COLUMNS: &str = "call_id, direction, caller, caller_port, callee, call
                            started_at_ms, answered_at_ms, ended_at_ms, disposition, hangup_side, \
                            caller_sip_call_id, callee_sip_call_id, \
                            caller_loss_percent, caller_jitter_ms, caller_mos, \
-                           callee_loss_percent, callee_jitter_ms, callee_mos, transfer_chain";
+                           callee_loss_percent, callee_jitter_ms, callee_mos, transfer_chain, \
+                           queue, agent_id, queue_wait_ms";
 
 fn clamp_limit(limit: usize) -> i64 {
     i64::try_from(limit).unwrap_or(i64::MAX)
@@ -251,6 +252,9 @@ struct RawCdr {
     caller_quality: [Option<f64>; 3],
     callee_quality: [Option<f64>; 3],
     transfer_chain: Option<String>,
+    queue: Option<String>,
+    agent_id: Option<String>,
+    queue_wait_ms: Option<i64>,
 }
 
 /// A leg's quality from its three columns (all set, or none).
@@ -284,6 +288,9 @@ impl RawCdr {
             caller_quality: [row.get(13)?, row.get(14)?, row.get(15)?],
             callee_quality: [row.get(16)?, row.get(17)?, row.get(18)?],
             transfer_chain: row.get(19)?,
+            queue: row.get(20)?,
+            agent_id: row.get(21)?,
+            queue_wait_ms: row.get(22)?,
         })
     }
 
@@ -324,6 +331,11 @@ impl RawCdr {
             caller_quality: quality_of(self.caller_quality),
             callee_quality: quality_of(self.callee_quality),
             transfer_chain,
+            queue: self.queue.map(|queue| CdrQueue {
+                queue,
+                agent: self.agent_id,
+                wait_ms: self.queue_wait_ms.unwrap_or(0),
+            }),
         })
     }
 }

@@ -36,6 +36,7 @@ fn cdr(call_id: &str, started_at_ms: i64) -> Cdr {
         caller_quality: None,
         callee_quality: None,
         transfer_chain: Vec::new(),
+        queue: None,
     }
 }
 
@@ -567,6 +568,7 @@ fn arb_cdr() -> impl Strategy<Value = Cdr> {
                     caller_quality: None,
                     callee_quality: None,
                     transfer_chain: Vec::new(),
+                    queue: None,
                 }
             },
         )

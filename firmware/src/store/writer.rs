@@ -13,7 +13,8 @@ use crate::error::{Error, FieldProblem, Result};
 /// A request to the writer thread; each carries the sender of its reply.
 enum Request {
     InsertCdr {
-        cdr: Cdr,
+        /// Boxed: a CDR is far larger than the other requests.
+        cdr: Box<Cdr>,
         reply: oneshot::Sender<Result<i64>>,
     },
     ReplaceBoard {
@@ -111,7 +112,10 @@ impl StoreWriter {
     /// JSON) in one transaction and returns the outbox seq. A call id already stored is
     /// [`Error::DuplicateCdr`] and writes nothing.
     pub async fn insert_cdr(&self, cdr: Cdr) -> Result<i64> {
-        self.request(|reply| Request::InsertCdr { cdr, reply })
+        self.request(|reply| Request::InsertCdr {
+            cdr: Box::new(cdr),
+            reply,
+        })
             .await?
     }
 
@@ -328,9 +332,9 @@ impl Writer<'_> {
                                caller_sip_call_id, callee_sip_call_id,
                                caller_loss_percent, caller_jitter_ms, caller_mos,
                                callee_loss_percent, callee_jitter_ms, callee_mos,
-                               transfer_chain)
+                               transfer_chain, queue, agent_id, queue_wait_ms)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15,
-                     ?16, ?17, ?18, ?19, ?20, ?21, ?22)",
+                     ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25)",
             params![
                 call_id,
                 direction,
@@ -354,6 +358,9 @@ impl Writer<'_> {
                 cdr.callee_quality.map(|q| q.jitter_ms),
                 cdr.callee_quality.map(|q| q.mos),
                 transfer_chain,
+                cdr.queue.as_ref().map(|q| q.queue.as_str()),
+                cdr.queue.as_ref().and_then(|q| q.agent.as_deref()),
+                cdr.queue.as_ref().map(|q| q.wait_ms),
             ],
         );
         match inserted {

@@ -293,6 +293,15 @@ fn typed_payload(
                     MAX_KEY_LEN,
                 )?;
             }
+            if let Some(q) = &cdr.queue {
+                check_text("queue", &q.queue, MAX_KEY_LEN)?;
+                if let Some(agent) = &q.agent {
+                    check_text("queue agent", agent, MAX_KEY_LEN)?;
+                }
+                if q.wait_ms < 0 {
+                    return Err("CDR queue wait_ms is negative".to_owned());
+                }
+            }
             Ok(TypedPayload::Cdr(cdr))
         }
         RecordKind::Audit => {
@@ -576,4 +585,64 @@ pub fn entity_kind_from_name(name: &str) -> Option<crate::wire::EntityKind> {
         "dial_route" => K::DialRoute,
         _ => return None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::{UpRecord, PROTOCOL_VERSION};
+
+    fn batch_with(payload: serde_json::Value) -> UpBatch {
+        UpBatch {
+            version: PROTOCOL_VERSION,
+            box_id: "box-1".into(),
+            epoch: "e1".into(),
+            firmware_version: "0.1.0".into(),
+            backlog: 0,
+            oldest_pending_ms: None,
+            records: vec![UpRecord {
+                seq: 1,
+                kind: RecordKind::Cdr,
+                key: "c-1".into(),
+                created_at_ms: 2,
+                payload,
+            }],
+        }
+    }
+
+    fn cdr(queue: serde_json::Value) -> serde_json::Value {
+        let mut v = serde_json::json!({
+            "call_id": "c-1", "direction": "inbound", "caller": "5550100",
+            "caller_port": 5, "callee": "7001", "callee_port": 2, "started_at_ms": 1,
+            "answered_at_ms": 3, "ended_at_ms": 9, "disposition": "answered",
+            "hangup_side": "caller", "caller_sip_call_id": null, "callee_sip_call_id": null,
+        });
+        if !queue.is_null() {
+            v["queue"] = queue;
+        }
+        v
+    }
+
+    #[test]
+    fn a_queue_cdr_is_kept_whole_as_json_until_hq_projects_its_queue_fields() {
+        let plain =
+            validate_batch(batch_with(cdr(serde_json::Value::Null)), "box-1").expect("plain CDR");
+        assert_eq!(plain.records[0].stored_payload(), None);
+        let queued = serde_json::json!({ "queue": "sales", "agent": "100", "wait_ms": 4200 });
+        let valid = validate_batch(batch_with(cdr(queued)), "box-1").expect("queue CDR");
+        let kept = valid.records[0].stored_payload().expect("payload kept");
+        assert!(kept.contains("\"wait_ms\":4200"), "{kept}");
+    }
+
+    #[test]
+    fn a_cdr_with_bad_queue_fields_is_refused() {
+        for bad in [
+            serde_json::json!({ "queue": "sales", "agent": null, "wait_ms": -1 }),
+            serde_json::json!({ "queue": "", "agent": null, "wait_ms": 0 }),
+            serde_json::json!({ "queue": "sales", "agent": "100", "wait_ms": 0, "x": 1 }),
+        ] {
+            let err = validate_batch(batch_with(cdr(bad.clone())), "box-1").expect_err("refused");
+            assert!(matches!(err, BatchError::Malformed(_)), "{bad}: {err:?}");
+        }
+    }
 }
