@@ -289,9 +289,10 @@ mkdir -p /dev/pts && mount -t devpts -o mode=620,ptmxmode=666 devpts /dev/pts
 result() { echo "BL-RESULT $*"; }
 poweroff_now() { sync; echo o >/proc/sysrq-trigger; sleep 10; }
 kib() { awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/status"; }
+# shellcheck disable=SC1091 # written by image/qemu-system-boot.sh
 . /etc/branchline/boot.env
-read up _ </proc/uptime
-result init_s=$up
+read -r up _ </proc/uptime
+result "init_s=$up"
 # A first boot (the store is created and migrated) unless --store kept and it exists.
 if [ "$BL_STORE" = fresh ] || [ ! -f /var/lib/branchline/branchline.db ]; then
     rm -rf /var/lib/branchline && mkdir -p /var/lib/branchline
@@ -311,23 +312,23 @@ if [ "$BL_SIM" = separate ]; then
     [ -e /run/branchline-lc ] || { result error=no-simulator; cat /run/branch-sim.log; poweroff_now; }
 fi
 mkfifo /run/branchd-log
-read t0 _ </proc/uptime
+read -r t0 _ </proc/uptime
 branchd --config /etc/branchline/branchd.toml >/dev/null 2>/run/branchd-log &
 pid=$!
 exec 3</run/branchd-log
 t1=
 while IFS= read -r line <&3; do
     echo "branchd| $line"
-    case "$line" in *"branchd ready"*) read t1 _ </proc/uptime; break ;; esac
+    case "$line" in *"branchd ready"*) read -r t1 _ </proc/uptime; break ;; esac
 done
 # Keep draining the log (branchd must never block on it).
 cat <&3 >/run/branchd.log &
 exec 3<&-
 if [ -z "$t1" ]; then result error=not-ready; wait $pid; result exit=$?; poweroff_now; fi
-result ready_uptime_s=$t1 spawn_to_ready_s=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')
+result "ready_uptime_s=$t1" "spawn_to_ready_s=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')"
 sleep 3
-result branchd_vmrss_kib=$(kib $pid VmRSS) branchd_vmhwm_kib=$(kib $pid VmHWM) threads=$(kib $pid Threads)
-[ -n "$simpid" ] && result sim_vmrss_kib=$(kib $simpid VmRSS) sim_vmhwm_kib=$(kib $simpid VmHWM)
+result "branchd_vmrss_kib=$(kib $pid VmRSS)" "branchd_vmhwm_kib=$(kib $pid VmHWM)" "threads=$(kib $pid Threads)"
+[ -n "$simpid" ] && result "sim_vmrss_kib=$(kib "$simpid" VmRSS)" "sim_vmhwm_kib=$(kib "$simpid" VmHWM)"
 awk '/^(Rss|Pss|Pss_Anon|Pss_File|Anonymous|Private_Clean|Private_Dirty|Shared_Clean):/ { printf "smaps_rollup %s %s kB\n", $1, $2 }' /proc/$pid/smaps_rollup
 # Resident memory by mapping (anonymous ones by size: thread stacks and allocator
 # arenas show up as repeated sizes).
@@ -374,7 +375,7 @@ for run in $(seq 1 "$RUNS"); do
     qemu_boot "$RUN_IMG" /sbin/branchline-boot 900 >"$log" || true
     val() { grep -o 'BL-RESULT .*' "$log" | tr ' ' '\n' | sed -n "s/^$1=//p" | head -1; }
     host_ready=$(sed -n 's/^\[ *\([0-9.]*\)\] BL-RESULT ready_uptime_s=.*/\1/p' "$log" | head -1)
-    if [ -z "$host_ready" ] || [ "$(val done)" != 1 ]; then
+    if [ -z "$host_ready" ] || [ "$(val "done")" != 1 ]; then
         echo "run $run failed; console:" >&2
         tail -40 "$log" >&2
         exit 1
