@@ -24,18 +24,18 @@
 #    with `mkfs.ext4 -d`, then the second stage runs *inside the guest* (first boot, as
 #    PID 1). That needs no binfmt_misc registration on the host (a machine-wide change
 #    that would also alter how other aarch64 programs run here, e.g. the cross tests
-#    under qemu-user), at the cost of a few minutes of emulated dpkg, once.
+#    under qemu-user), at the cost of emulated dpkg once (about 20 minutes here).
 # 5. Copies the base image and writes into it, with debugfs (no loop mount): the
 #    cross-built release `branchd` and `branch-sim` as /usr/bin/*, the README's
 #    simulated-board config (firmware/examples-config/sim.toml, store in
 #    /var/lib/branchline) as /etc/branchline/branchd.toml, and the measuring init.
 # 6. Boots it RUNS times (default 3): `qemu-system-aarch64 -M virt -cpu cortex-a57
-#    -m 512 -nographic` (TCG: no KVM here), one vCPU. The guest init wipes the store (a
-#    first boot: store created and migrated, installer password hashed; `--store kept`
-#    wipes it only on the first run, so runs 2..N are ordinary boots), starts `branch-sim --link /run/branchline-lc`
-#    (the simulated line controller as its own process, as the MCU is on a box; `--sim
-#    builtin` runs the simulator inside branchd instead, as scripts/qemu-footprint.sh
-#    does), starts branchd as the systemd unit would (same ExecStart, plus any --env
+#    -m 512 -nographic` (TCG: no KVM here), one vCPU. The guest init wipes the store
+#    (a first boot: store created and migrated, installer password hashed; `--store
+#    kept` wipes it only on the first run, so runs 2..N are ordinary boots), starts
+#    `branch-sim --link /run/branchline-lc` (the simulated line controller as its own
+#    process, as the MCU is on a box; `--sim builtin` runs the simulator inside branchd
+#    instead, as scripts/qemu-footprint.sh does), starts branchd as the systemd unit would (same ExecStart, plus any --env
 #    variables as Environment= lines), and waits for the "branchd ready" log line.
 #    3 s later it prints branchd's (and branch-sim's) VmRSS/VmHWM from
 #    /proc/<pid>/status, smaps_rollup and the biggest mappings on the serial console,
