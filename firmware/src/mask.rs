@@ -180,9 +180,15 @@ impl NumberDirectory {
     /// The targets a CDR stands for: one per internal party with an owner (an internal
     /// call belongs to both ends), or an ownerless record when no party has one.
     pub fn cdr_targets(&self, cdr: &Cdr) -> Vec<Target> {
-        let mut out: Vec<Target> = [&cdr.caller, &cdr.callee]
+        self.call_targets(&cdr.caller, &cdr.callee)
+    }
+
+    /// The targets of a call between `caller` and `callee` (see
+    /// [`NumberDirectory::cdr_targets`]; also for calls still in progress).
+    pub fn call_targets(&self, caller: &str, callee: &str) -> Vec<Target> {
+        let mut out: Vec<Target> = [caller, callee]
             .into_iter()
-            .filter_map(|n| self.owners.get(n.as_str()))
+            .filter_map(|n| self.owners.get(n))
             .map(|(user, groups)| Target::Owned {
                 owner: Some(*user),
                 groups: groups.clone(),
@@ -264,6 +270,35 @@ pub fn can_view_cdr(
             .authorize(subject, Resource::Calls, Action::View, t)
             .is_allowed()
     })
+}
+
+/// The numbers of a call in progress (the web page's active calls) as `subject` may
+/// see them, by the rules of [`cdr_view`]: `(caller, callee, masked)`.
+pub fn call_numbers(
+    subject: &Subject,
+    authorizer: &Authorizer,
+    pattern: &MaskPattern,
+    dir: &NumberDirectory,
+    caller: &str,
+    callee: &str,
+) -> (String, String, bool) {
+    let unmask = dir.call_targets(caller, callee).iter().any(|t| {
+        authorizer
+            .authorize(subject, Resource::Numbers, Action::View, t)
+            .is_allowed()
+    });
+    let mut masked = false;
+    let mut present = |n: &str| {
+        if dir.is_extension(n) || unmask || n.is_empty() {
+            n.to_owned()
+        } else {
+            masked = true;
+            pattern.mask(n)
+        }
+    };
+    let caller = present(caller);
+    let callee = present(callee);
+    (caller, callee, masked)
 }
 
 /// The view of `cdr` for `subject`. It does not check `calls.view`: use

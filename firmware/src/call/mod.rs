@@ -292,6 +292,47 @@ impl PortState {
     }
 }
 
+/// A party to a call in progress, as [`CallControl::snapshot`] shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallParty {
+    /// An analog phone on this FXS port.
+    Fxs(u8),
+    /// A PSTN line on this FXO port.
+    Fxo(u8),
+    /// A SIP leg: a local SIP phone's (`phone`) or the trunk's.
+    Sip {
+        /// The leg (its RTP statistics are the media engine's).
+        leg: LegId,
+        /// A local SIP phone's leg (else the trunk's).
+        phone: bool,
+    },
+}
+
+/// A call in progress ([`CallControl::snapshot`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallSnapshot {
+    /// The call's id (its CDR will carry it).
+    pub call_id: String,
+    /// Internal, inbound or outbound.
+    pub direction: Direction,
+    /// Calling number ("" when withheld).
+    pub caller_number: String,
+    /// Called number as dialled.
+    pub callee_number: String,
+    /// Who called.
+    pub caller: CallParty,
+    /// Who answered (or the FXO line of an outbound analog call), once known.
+    pub callee: Option<CallParty>,
+    /// Ports and SIP legs being offered the call (not answered yet).
+    pub ringing: Vec<CallParty>,
+    /// `alerting`, `proceeding` (outbound FXO call dialled) or `connected`.
+    pub phase: &'static str,
+    /// Start, ms since the Unix epoch.
+    pub started_at_ms: i64,
+    /// Answer, ms since the Unix epoch.
+    pub answered_at_ms: Option<i64>,
+}
+
 /// A party to a call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Party {
@@ -645,6 +686,43 @@ impl CallControl {
         } else {
             tracing::debug!(port, ?event, "event for an unknown port ignored");
         }
+    }
+
+    /// The calls in progress, oldest first, for the web page's calls list (read-only:
+    /// the parties, numbers and times call control holds; nothing changes).
+    pub fn snapshot(&self) -> Vec<CallSnapshot> {
+        let party = |p: Party| match p {
+            Party::Fxs(port) => CallParty::Fxs(port),
+            Party::Fxo(port) => CallParty::Fxo(port),
+            Party::Sip(leg) => CallParty::Sip {
+                leg,
+                phone: self.legs.get(&leg).is_some_and(|l| l.phone),
+            },
+        };
+        self.calls
+            .values()
+            .map(|c| CallSnapshot {
+                call_id: c.id.clone(),
+                direction: c.direction,
+                caller_number: c.caller_number.clone(),
+                callee_number: c.callee_number.clone(),
+                caller: party(c.caller),
+                callee: c.callee.map(party),
+                ringing: c
+                    .ringing
+                    .iter()
+                    .map(|&p| party(Party::Fxs(p)))
+                    .chain(c.ringing_legs.iter().map(|&l| party(Party::Sip(l))))
+                    .collect(),
+                phase: match c.phase {
+                    CallPhase::Alerting => "alerting",
+                    CallPhase::Proceeding => "proceeding",
+                    CallPhase::Connected => "connected",
+                },
+                started_at_ms: self.wall(c.started),
+                answered_at_ms: c.answered.map(|t| self.wall(t)),
+            })
+            .collect()
     }
 
     /// Ends every call (CDRs with hang-up side "system") and silences every port.

@@ -706,3 +706,36 @@ mod model {
         }
     }
 }
+
+#[test]
+fn snapshot_shows_calls_in_progress_with_parties_and_times() {
+    let mut h = Harness::new();
+    assert!(h.cc.snapshot().is_empty());
+    h.ev(1, Event::OffHook);
+    // Dialling is not a call yet.
+    assert!(h.cc.snapshot().is_empty());
+    let t0 = h.ms();
+    h.dial(1, "102");
+    let s = h.cc.snapshot();
+    assert_eq!(s.len(), 1);
+    assert_eq!(s[0].phase, "alerting");
+    assert_eq!(s[0].caller, CallParty::Fxs(1));
+    assert_eq!(s[0].callee, None);
+    assert_eq!(s[0].ringing, vec![CallParty::Fxs(2)]);
+    assert_eq!(
+        (s[0].caller_number.as_str(), s[0].callee_number.as_str()),
+        ("101", "102")
+    );
+    assert!(s[0].started_at_ms <= h.ms() && s[0].started_at_ms >= t0);
+    h.advance(Duration::from_secs(2));
+    h.ev(2, Event::OffHook);
+    let answered = h.ms();
+    let s = h.cc.snapshot();
+    assert_eq!(s[0].phase, "connected");
+    assert_eq!(s[0].callee, Some(CallParty::Fxs(2)));
+    assert!(s[0].ringing.is_empty());
+    assert_eq!(s[0].answered_at_ms, Some(answered));
+    assert_eq!(s[0].direction, Direction::Internal);
+    h.ev(2, Event::OnHook);
+    assert!(h.cc.snapshot().is_empty());
+}

@@ -25,6 +25,8 @@
 //!   sipfrag NOTIFYs, `Replaces` (RFC 3891) in a Refer-To or on an INVITE.
 //! - [`sdp`]: SDP offer/answer for G.711 audio (our own subset; see its doc).
 //! - `wire`: helpers (kind conversions, header readers, raw 400/501 responses).
+//! - [`status`]: the snapshot of the trunk registration and the phones' registrations
+//!   the endpoint publishes for the web page ([`SipHandle::status`]).
 //!
 //! # Behaviour
 //!
@@ -83,6 +85,7 @@ mod dns;
 mod legs;
 mod refer;
 pub mod sdp;
+pub mod status;
 mod wire;
 
 use std::collections::HashMap;
@@ -110,7 +113,7 @@ use branchline_sip::trunk::{DnsAnswer, TrunkConfig, TrunkEvent, TrunkRegistratio
 use line_proto::g711::Law;
 use rsip::headers::UntypedHeader;
 use rsip::{Header, Method, SipMessage};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -292,6 +295,7 @@ pub struct EndpointStats {
 pub struct SipHandle {
     commands: mpsc::UnboundedSender<SipCommand>,
     local_addrs: Vec<(WireKind, SocketAddr)>,
+    status: watch::Receiver<std::sync::Arc<status::SipStatus>>,
 }
 
 impl SipHandle {
@@ -303,6 +307,11 @@ impl SipHandle {
     /// The bound listeners.
     pub fn local_addrs(&self) -> &[(WireKind, SocketAddr)] {
         &self.local_addrs
+    }
+
+    /// The trunk's and the phones' registrations, republished on every change.
+    pub fn status(&self) -> watch::Receiver<std::sync::Arc<status::SipStatus>> {
+        self.status.clone()
     }
 }
 
@@ -365,6 +374,12 @@ pub struct SipEndpoint {
     stats: EndpointStats,
     /// The first UDP listener (the socket requests leave from).
     udp_local: Option<SocketAddr>,
+    /// Where the registrations snapshot goes ([`SipHandle::status`]).
+    status_tx: watch::Sender<std::sync::Arc<status::SipStatus>>,
+    /// A binding or the trunk registration changed since the last snapshot.
+    status_dirty: bool,
+    /// Version of the last snapshot.
+    status_version: u64,
 }
 
 impl std::fmt::Debug for SipEndpoint {
@@ -668,7 +683,15 @@ impl SipEndpoint {
             max_message_len: sip.max_message_bytes,
             ..Limits::default()
         };
-        let endpoint = SipEndpoint {
+        let (status_tx, status_rx) = watch::channel(std::sync::Arc::new(status::SipStatus {
+            version: 0,
+            at_ms: 0,
+            listeners: Vec::new(),
+            trunk: None,
+            phones: Vec::new(),
+            phones_registered: 0,
+        }));
+        let mut endpoint = SipEndpoint {
             plan: numbering_plan(settings.country),
             settings,
             transport,
@@ -693,7 +716,11 @@ impl SipEndpoint {
             rng,
             stats: EndpointStats::default(),
             udp_local,
+            status_tx,
+            status_dirty: true,
+            status_version: 0,
         };
+        endpoint.publish_status(now);
         for (kind, addr) in &local_addrs {
             tracing::info!(%kind, %addr, "sip endpoint listening");
         }
@@ -702,6 +729,7 @@ impl SipEndpoint {
             SipHandle {
                 commands,
                 local_addrs,
+                status: status_rx,
             },
             task,
         ))
@@ -945,8 +973,12 @@ impl SipEndpoint {
                 progressed = true;
                 self.on_dialog_event(now, ev).await;
             }
-            progressed |= self.pump_trunk(now);
+            if self.pump_trunk(now) {
+                progressed = true;
+                self.status_dirty = true;
+            }
             while let Some(ev) = self.registrar.poll_event() {
+                self.status_dirty = true;
                 tracing::info!(event = ?binding_event_summary(&ev), "sip registration");
             }
             while let Some(ev) = self.guard.poll_event() {
@@ -972,7 +1004,19 @@ impl SipEndpoint {
                 break;
             }
         }
+        self.publish_status(now);
         self.flush().await;
+    }
+
+    /// Publishes the registrations snapshot when a binding or the trunk changed.
+    fn publish_status(&mut self, now: Instant) {
+        if !self.status_dirty {
+            return;
+        }
+        self.status_dirty = false;
+        self.status_version += 1;
+        let report = self.status_report(self.status_version, now, crate::store::system_clock_ms());
+        self.status_tx.send_replace(std::sync::Arc::new(report));
     }
 
     fn pump_trunk(&mut self, now: Instant) -> bool {
