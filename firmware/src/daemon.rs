@@ -35,7 +35,11 @@
 //! - The web page's live status ([`crate::web::status`]): the board loop feeds a
 //!   `StatusPublisher` the board's events and call control's port states, publishes
 //!   it on a watch channel after every turn (only when it changed), sends the line
-//!   readings and ring-test commands it asks for, and answers the page's ring tests.
+//!   readings and ring-test commands it asks for, and answers the page's ring tests
+//!   and its requests for the calls in progress (call control's snapshot, joined on a
+//!   task of its own with the media engine's leg statistics). The SIP endpoint's
+//!   registrations snapshot goes to the web page too, which therefore starts after
+//!   the SIP endpoint.
 //! - Sync with HQ ([`crate::sync`]): the agent (when `[hq]` is set) and the WAN monitor
 //!   run as tasks; the board loop follows the WAN states (WAN LED, trunk-or-FXO
 //!   routing of outside calls). At shutdown they are cancelled and awaited before the
@@ -471,17 +475,6 @@ async fn serve(
 
     // The web page's live status, published by the main loop (`web::status`).
     let (web_status, mut web_requests, web_handle) = web_status(&config, &profile, country);
-    // The web API last, so it never serves a box whose board is not up.
-    let web = match config.web.listen {
-        Some(addr) => Some(start_web(addr, accounts, &config, sync.clone(), web_handle).await?),
-        None => {
-            drop(accounts);
-            None
-        }
-    };
-    if let Some(web) = &web {
-        health.passed(Fact::Web, format!("listening on {}", web.local_addr));
-    }
 
     // USB provisioning (`[provisioning]`): its own thread, blocked in inotify; the
     // power LED shows its progress through the main loop, which owns the GPIO. A setup
@@ -531,12 +524,31 @@ async fn serve(
     if sip_trunk {
         calls.set_trunk_status(crate::call::TrunkStatus::Unusable);
     }
-    let (sip_outputs, mut trunk_rx, sip_task) = match sip {
-        Some((outputs, trunk_rx, task)) => (Some(outputs), Some(trunk_rx), Some(task)),
-        None => (None, None, None),
+    let (sip_outputs, mut trunk_rx, sip_task, sip_status) = match sip {
+        Some((outputs, trunk_rx, task, status)) => {
+            (Some(outputs), Some(trunk_rx), Some(task), Some(status))
+        }
+        None => (None, None, None, None),
     };
     if sip_task.is_some() {
         health.passed(Fact::Sip, "listeners bound");
+    }
+
+    // The web API last (after the SIP endpoint, whose registrations its SIP page
+    // shows), so it never serves a box whose board is not up.
+    let web_handle = match sip_status {
+        Some(rx) => web_handle.with_sip(rx),
+        None => web_handle,
+    };
+    let web = match config.web.listen {
+        Some(addr) => Some(start_web(addr, accounts, &config, sync.clone(), web_handle).await?),
+        None => {
+            drop(accounts);
+            None
+        }
+    };
+    if let Some(web) = &web {
+        health.passed(Fact::Web, format!("listening on {}", web.local_addr));
     }
 
     let (call_recorder, recorder_work) = match recording {
@@ -583,7 +595,7 @@ async fn serve(
             }
             () = sleep_until(deadline) => calls.handle_timeout(Instant::now()),
             () = sleep_until(Some(board.web_status.timeout())) => board.web_status_due(),
-            Some(request) = web_requests.recv() => board.web_request(request),
+            Some(request) = web_requests.recv() => board.web_request(&calls, request),
             Some(input) = sip_input_rx.recv() => calls.handle_sip(Instant::now(), input),
             Some((check, ok)) = pin_results.recv() => calls.agent_pin_checked(Instant::now(), check, ok),
             Some(status) = async { match trunk_rx.as_mut() {
@@ -1043,7 +1055,8 @@ async fn sleep_until(deadline: Option<Instant>) {
 }
 
 /// Starts the SIP endpoint when `[sip]` is set: returns where call control's SIP
-/// outputs go, the SIP trunk's reachability, and the endpoint's task.
+/// outputs go, the SIP trunk's reachability, the endpoint's task, and its
+/// registrations snapshot (for the web page).
 async fn start_sip(
     config: &Config,
     country: Country,
@@ -1056,6 +1069,7 @@ async fn start_sip(
         mpsc::UnboundedSender<Output>,
         mpsc::UnboundedReceiver<crate::call::TrunkStatus>,
         tokio::task::JoinHandle<()>,
+        tokio::sync::watch::Receiver<Arc<crate::sip_endpoint::status::SipStatus>>,
     )>,
 > {
     use crate::sip_endpoint::{EndpointSettings, SipAccount, SipCommand, SipEndpoint};
@@ -1092,6 +1106,7 @@ async fn start_sip(
     let (trunk_tx, trunk_rx) = mpsc::unbounded_channel();
     let (handle, task) =
         SipEndpoint::start(settings, media.clone(), inputs, trunk_tx, stop.clone()).await?;
+    let status = handle.status();
     // Call control's outputs become endpoint commands on a small forwarding task, so
     // the board loop never waits on SIP.
     let (outputs, mut output_rx) = mpsc::unbounded_channel::<Output>();
@@ -1104,7 +1119,7 @@ async fn start_sip(
             }
         }
     });
-    Ok(Some((outputs, trunk_rx, task)))
+    Ok(Some((outputs, trunk_rx, task, status)))
 }
 
 /// Starts the media engine from `[media]` (defaults when the section is absent: ports
@@ -1459,10 +1474,20 @@ impl BoardLoop {
         self.send_commands(commands);
     }
 
-    /// A request from the web page (a ring test).
-    fn web_request(&mut self, request: crate::web::status::ControlRequest) {
-        use crate::web::status::ControlRequest;
+    /// A request from the web page (a ring test, the calls in progress).
+    fn web_request(&mut self, calls: &CallControl, request: crate::web::status::ControlRequest) {
+        use crate::web::status::{ActiveCalls, ControlRequest};
         match request {
+            ControlRequest::Calls { reply } => {
+                // Call control's calls now; the RTP statistics of their legs from the
+                // media engine, asked on a task of its own so the loop never waits.
+                let calls = calls.snapshot();
+                let media = self.media.clone();
+                tokio::spawn(async move {
+                    let legs = media.stats().await.map_err(|e| e.to_string());
+                    let _ = reply.send(ActiveCalls { calls, legs });
+                });
+            }
             ControlRequest::RingTest { port, reply } => {
                 let outcome = self
                     .web_status

@@ -893,11 +893,19 @@ pub(super) async fn sync_status(State(state): State<ApiState>, who: Authed) -> A
 }
 
 pub(super) async fn force_sync(State(state): State<ApiState>, who: Authed) -> ApiResult {
+    run_force_sync(&state, &who).await?;
+    Ok((StatusCode::ACCEPTED, Json(json!({ "forced": true }))).into_response())
+}
+
+/// Authorizes (`sync.operate`), wakes the sync agent and audits the outcome
+/// (`force_sync`, ok or failed with the reason): the API's route and the web page's
+/// sync form. 409 when sync is not configured or not running.
+pub(crate) async fn run_force_sync(state: &ApiState, who: &Authed) -> Result<(), ApiError> {
     let reader = state.reader()?;
     state
         .require(
             &reader,
-            &who,
+            who,
             Resource::Sync,
             Action::Operate,
             &Target::Site,
@@ -935,7 +943,7 @@ pub(super) async fn force_sync(State(state): State<ApiState>, who: Authed) -> Ap
         )
         .await?;
     match refused {
-        None => Ok((StatusCode::ACCEPTED, Json(json!({ "forced": true }))).into_response()),
+        None => Ok(()),
         Some(reason) => Err(ApiError::new(StatusCode::CONFLICT, reason)),
     }
 }

@@ -44,6 +44,7 @@
 
 mod handlers;
 pub mod openapi;
+pub(crate) use handlers::run_force_sync;
 pub mod session;
 #[cfg(test)]
 mod tests;
@@ -165,6 +166,11 @@ impl ApiState {
 
     pub(crate) fn sync(&self) -> &SyncHandle {
         &self.inner.sync
+    }
+
+    /// How numbers are masked for subjects without `numbers.view`.
+    pub(crate) fn mask_pattern(&self) -> &MaskPattern {
+        &self.inner.mask_pattern
     }
 
     /// The daemon's live status, when this API serves a running daemon.
@@ -409,7 +415,7 @@ impl Authed {
     }
 
     /// The caller's own records (`Target::Owned` with them as owner).
-    fn own_target(&self) -> Target {
+    pub(crate) fn own_target(&self) -> Target {
         Target::Owned {
             owner: Some(self.subject.user_id),
             groups: self.subject.groups.clone(),
@@ -637,6 +643,13 @@ fn build(state: ApiState) -> (Router, Vec<(Method, &'static str)>) {
         Method::POST,
         "/api/v1/ports/{port}/ring-test",
         crate::web::ring_test_api
+    );
+    route!(get, Method::GET, "/api/v1/sip", crate::web::sip_json);
+    route!(
+        get,
+        Method::GET,
+        "/api/v1/calls/active",
+        crate::web::active_calls_json
     );
     route!(get, Method::GET, "/api/v1/openapi.json", h::openapi);
     let router = r

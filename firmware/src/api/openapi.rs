@@ -50,6 +50,8 @@ const OPS: &[Op] = &[
     op("get", "/api/v1/status", "Live status: ports (hook, call state, line reading, recent events, ring test), active calls, trunk", "diagnostics.view (site)", None, "200", JSON),
     op("get", "/api/v1/events/status", "The live status as Server-Sent Events: one `status` event at once and one per change", "diagnostics.view (site)", None, "200", "text/event-stream"),
     op("post", "/api/v1/ports/{port}/ring-test", "Ring an idle FXS phone for 6 s; audited as ring_test; 409 when the port is busy, 404 no such port, 400 FXO port", "diagnostics.operate (site)", None, "202", JSON),
+    op("get", "/api/v1/sip", "SIP: the trunk registration (state, server, expiry, per-server health and last error) and every local SIP account's registered contacts (contact, source address, expiry, User-Agent); {configured: false} without [sip]", "diagnostics.view (site)", None, "200", JSON),
+    op("get", "/api/v1/calls/active", "Calls in progress: parties, numbers (masked unless numbers.view covers the call), duration, and per SIP leg the codec, RTP packets, loss, jitter and MOS estimate", "diagnostics.view (site)", None, "200", JSON),
     op("get", "/api/v1/openapi.json", "This document", "(none)", None, "200", JSON),
 ];
 

@@ -93,10 +93,13 @@ async fn env() -> Env {
     }
 }
 
-/// The live status of a four-port board with nothing happening (`/api/v1/status`;
-/// `web::tests` drives it).
+/// The live status of a four-port board with nothing happening (`/api/v1/status`,
+/// `/api/v1/calls/active`: no call up, no media engine; `web::tests` drives them).
 fn live_status() -> crate::web::status::StatusHandle {
-    use crate::web::status::{PortKind, StaticInfo, StatusHandle, StatusPublisher};
+    use crate::web::status::{
+        ActiveCalls, ControlRequest, PortKind, RingTestError, StaticInfo, StatusHandle,
+        StatusPublisher,
+    };
     let (_publisher, rx) = StatusPublisher::new(
         (1..=4).map(|p| (p, PortKind::Fxs, None)).collect(),
         false,
@@ -104,7 +107,22 @@ fn live_status() -> crate::web::status::StatusHandle {
         std::time::Instant::now(),
         T0,
     );
-    let (control, _requests) = tokio::sync::mpsc::unbounded_channel();
+    let (control, mut requests) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(request) = requests.recv().await {
+            match request {
+                ControlRequest::Calls { reply } => {
+                    let _ = reply.send(ActiveCalls {
+                        calls: Vec::new(),
+                        legs: Err("no media engine in this test".to_owned()),
+                    });
+                }
+                ControlRequest::RingTest { reply, .. } => {
+                    let _ = reply.send(Err(RingTestError::Stopping));
+                }
+            }
+        }
+    });
     let info = StaticInfo {
         version: "test",
         board_model: "sim".to_owned(),

@@ -1,7 +1,9 @@
 //! The JSON routes behind the pages, registered in the API router
 //! ([`crate::api`]): `GET /api/v1/status`, its SSE stream `GET /api/v1/events/status`,
-//! and `POST /api/v1/ports/{port}/ring-test`. The ring test's form on the ports page
-//! goes through the same [`run_ring_test`].
+//! `POST /api/v1/ports/{port}/ring-test`, `GET /api/v1/sip` (trunk and phone
+//! registrations) and `GET /api/v1/calls/active` (calls in progress with their RTP
+//! statistics, numbers masked per role). The ring test's form on the ports page goes
+//! through the same [`run_ring_test`], the calls page through [`active_calls`].
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -15,8 +17,10 @@ use futures_util::stream::{self, Stream};
 use serde_json::json;
 
 use super::status::{RingTestError, RING_TEST_DURATION};
+use super::views::{active_call_views, ActiveCallView};
 use crate::api::{ApiError, ApiState, Authed};
 use crate::audit;
+use crate::mask::{self, NumberDirectory};
 use crate::rbac::{Action, Resource, Target};
 
 /// How often an idle SSE stream sends a comment, so proxies and the browser keep it.
@@ -30,6 +34,10 @@ fn not_running() -> ApiError {
 }
 
 async fn require_view(state: &ApiState, who: &Authed) -> Result<(), ApiError> {
+    require_view_of(state, who, "status").await
+}
+
+async fn require_view_of(state: &ApiState, who: &Authed, target: &str) -> Result<(), ApiError> {
     let reader = state.reader()?;
     state
         .require(
@@ -38,10 +46,72 @@ async fn require_view(state: &ApiState, who: &Authed) -> Result<(), ApiError> {
             Resource::Diagnostics,
             Action::View,
             &Target::Site,
-            "status",
+            target,
         )
         .await?;
     Ok(())
+}
+
+/// `GET /api/v1/sip` (`diagnostics.view`): the SIP endpoint's trunk registration and
+/// local phones' registrations, `{"configured": false}` without `[sip]`.
+pub(crate) async fn sip_json(
+    State(state): State<ApiState>,
+    who: Authed,
+) -> Result<Response, ApiError> {
+    require_view_of(&state, &who, "sip").await?;
+    let status = state.status().ok_or_else(not_running)?;
+    let body = match status.sip() {
+        None => json!({ "configured": false }),
+        Some(sip) => {
+            let mut v = serde_json::to_value(&*sip).map_err(|e| {
+                tracing::error!(error = %e, "sip status not serialised");
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+            })?;
+            v["configured"] = json!(true);
+            v
+        }
+    };
+    Ok(Json(body).into_response())
+}
+
+/// The calls in progress for `who` (`diagnostics.view`, checked here), numbers masked
+/// unless `numbers.view` covers the call: the views, and why the RTP statistics are
+/// missing when the media engine did not answer.
+pub(crate) async fn active_calls(
+    state: &ApiState,
+    who: &Authed,
+) -> Result<(Vec<ActiveCallView>, Option<String>), ApiError> {
+    require_view_of(state, who, "calls").await?;
+    let status = state.status().ok_or_else(not_running)?;
+    let active = status.active_calls().await.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the daemon is stopping; try again when it is back",
+        )
+    })?;
+    let reader = state.reader()?;
+    let authz = state.authorizer(&reader)?;
+    let dir = NumberDirectory::load(&reader)?;
+    let pattern = *state.mask_pattern();
+    let views = active_call_views(&active, state.now(), |a, b| {
+        mask::call_numbers(who.subject(), &authz, &pattern, &dir, a, b)
+    });
+    Ok((views, active.legs.err()))
+}
+
+/// `GET /api/v1/calls/active` (`diagnostics.view`): the calls in progress with their
+/// SIP legs' codec and RTP loss, jitter and MOS.
+pub(crate) async fn active_calls_json(
+    State(state): State<ApiState>,
+    who: Authed,
+) -> Result<Response, ApiError> {
+    let (calls, rtp_error) = active_calls(&state, &who).await?;
+    Ok(Json(json!({
+        "at_ms": state.now(),
+        "calls": calls,
+        "rtp_error": rtp_error,
+    }))
+    .into_response())
 }
 
 /// `GET /api/v1/status` (`diagnostics.view`): the live [`super::status::BoxStatus`].

@@ -15,34 +15,50 @@
 //!   there is a session; the login itself is [`ApiState`]'s, with its per-IP throttle
 //!   and per-account lockout), `/logout` (POST), `/dashboard` (ports with hook state,
 //!   active calls, SIP trunk and local accounts, WAN, sync backlog, disk, alarms),
-//!   `/ports` (hook state, line voltage / loop current, recent events, ring test) and
-//!   `/system` (version, uptime, memory, load, disk). `/` redirects to the dashboard.
+//!   `/ports` (hook state, line voltage / loop current, recent events, ring test),
+//!   `/sip` (the trunk registration: state, server, expiry, per-server health and last
+//!   error; every local SIP account's registered contacts with source address and
+//!   expiry, from the SIP endpoint's own snapshot; "not configured" without `[sip]`),
+//!   `/calls` (calls in progress from call control with, per SIP leg, the codec and the
+//!   media engine's RTP loss, jitter and MOS; the last 20 CDRs of 7 days from the
+//!   store), `/sync` (agent state, outbox backlog and its oldest row's age, cursor,
+//!   last success and last error, and the force-sync form) and `/system` (version,
+//!   uptime, memory, load, disk). `/` redirects to the dashboard.
 //! - **Authorization**: every page calls `ApiState::require` (audited denials) with
-//!   `diagnostics.view` (dashboard, ports), `diagnostics.operate` (ring test) or
-//!   `system_config.view` (system); the sync card needs `sync.view` and otherwise says
-//!   which permission is missing. Not logged in: a redirect to `/login`. Denied: a 403
+//!   `diagnostics.view` (dashboard, ports, SIP, calls), `diagnostics.operate` (ring
+//!   test), `sync.view` (sync), `sync.operate` (force sync) or `system_config.view`
+//!   (system); the dashboard's sync card needs `sync.view`, the calls page's CDRs
+//!   `calls.view` (each record filtered by it, as `GET /api/v1/cdrs`), the force form
+//!   `sync.operate`, and each otherwise says which permission is missing.
+//! - **Masking**: customers' numbers on the calls page (calls in progress and CDRs)
+//!   go through [`crate::mask`] (`call_numbers`, `list_cdrs`): masked unless
+//!   `numbers.view` covers the call; extensions are never masked. Not logged in: a redirect to `/login`. Denied: a 403
 //!   page naming the permission.
-//! - **Forms** (logout, ring test) carry the session's CSRF token in a hidden field,
-//!   checked like the API's `X-CSRF-Token` header; the ring test answers with a
-//!   redirect back to the ports page and a notice (POST-redirect-GET), or an error
-//!   page (409 when the port is busy).
+//! - **Forms** (logout, ring test, force sync) carry the session's CSRF token in a
+//!   hidden field, checked like the API's `X-CSRF-Token` header; the ring test and
+//!   force sync answer with a redirect back to their page and a notice
+//!   (POST-redirect-GET), or an error page (409 when the port is busy, or sync is not
+//!   configured or not running). Both go through the same functions as their API
+//!   routes (audited as `ring_test` / `force_sync`).
 //! - **Live updates**: `app.js` opens an `EventSource` on `/api/v1/events/status` and
 //!   updates the elements marked `data-live`; without JS the pages are complete and a
-//!   reload shows the news.
+//!   reload shows the news (the SIP, calls and sync pages are not live: reload them).
 //! - HTML is written with `maud` (compile-time templates, escaping of every
 //!   interpolated value), not by hand: escaping is where hand-written HTML goes wrong.
 //!
 //! Limits: plain HTTP (HTTPS with the device certificate comes with enrollment); a
 //! session that must change its password gets the 403 page (there is no password
 //! page yet: use `POST /api/v1/me/password`); an open SSE stream is not ended by a
-//! logout elsewhere (it ends when the page closes); the SIP, calls, queues, sync,
-//! tools and provisioning pages of issue 8 are not written yet.
+//! logout elsewhere (it ends when the page closes); the SIP page has no live SIP
+//! message trace yet, the calls page no recordings and no CDR quality columns; the
+//! queues, tools and provisioning pages of issue 8 are not written yet.
 
 mod api_routes;
 mod pages;
 pub mod status;
 #[cfg(test)]
 mod tests;
+pub mod views;
 
 use std::convert::Infallible;
 use std::net::IpAddr;
@@ -61,7 +77,9 @@ use tower::ServiceExt;
 use crate::api::{self, ApiError, ApiState, Authed};
 use crate::rbac::{Action, Resource, Target};
 
-pub(crate) use api_routes::{ring_test_api, status_events, status_json};
+pub(crate) use api_routes::{
+    active_calls_json, ring_test_api, sip_json, status_events, status_json,
+};
 
 /// The one stylesheet, compiled in.
 pub const APP_CSS: &str = include_str!("app.css");
@@ -94,6 +112,10 @@ pub fn router(api: ApiState) -> Router {
         .route("/dashboard", get(dashboard))
         .route("/ports", get(ports_page))
         .route("/ports/{port}/ring-test", post(ring_test_form))
+        .route("/sip", get(sip_page))
+        .route("/calls", get(calls_page))
+        .route("/sync", get(sync_page))
+        .route("/sync/force", post(sync_force_form))
         .route("/system", get(system_page))
         .route("/static/app.css", get(css))
         .route("/static/app.js", get(js))
@@ -502,4 +524,166 @@ async fn system_page(
         Err(r) => return r,
     };
     pages::system_page(&who, state.api.status(), state.api.now())
+}
+
+/// Whether `who` holds `resource.action` at a scope covering `target` (no audit: for
+/// the optional parts of a page, which then say which permission they need).
+fn may(
+    state: &WebState,
+    who: &Authed,
+    resource: Resource,
+    action: Action,
+    target: &Target,
+) -> bool {
+    state.api.reader().is_ok_and(|reader| {
+        state.api.authorizer(&reader).is_ok_and(|a| {
+            a.authorize(who.subject(), resource, action, target)
+                .is_allowed()
+        })
+    })
+}
+
+async fn sip_page(
+    State(state): State<WebState>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+) -> Response {
+    let who = match page_user(
+        &state,
+        &headers,
+        ip,
+        None,
+        "/sip",
+        (Resource::Diagnostics, Action::View),
+    )
+    .await
+    {
+        Ok(w) => w,
+        Err(r) => return r,
+    };
+    pages::sip_page(&who, state.api.status(), state.api.now())
+}
+
+/// How many recent CDRs the calls page lists.
+const CALLS_PAGE_CDRS: u32 = 20;
+/// How far back the calls page looks for CDRs.
+const CALLS_PAGE_WINDOW_MS: i64 = 7 * 24 * 3_600_000;
+
+async fn calls_page(
+    State(state): State<WebState>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+) -> Response {
+    let who = match page_user(
+        &state,
+        &headers,
+        ip,
+        None,
+        "/calls",
+        (Resource::Diagnostics, Action::View),
+    )
+    .await
+    {
+        Ok(w) => w,
+        Err(r) => return r,
+    };
+    let active = match api_routes::active_calls(&state.api, &who).await {
+        Ok(a) => Ok(a),
+        Err(e) => Err(e.message().to_owned()),
+    };
+    // Recent CDRs need `calls.view` (any scope; each record is filtered by it, as in
+    // `GET /api/v1/cdrs`).
+    let cdrs = if may(
+        &state,
+        &who,
+        Resource::Calls,
+        Action::View,
+        &who.own_target(),
+    ) {
+        let now = state.api.now();
+        let page = state.api.reader().and_then(|reader| {
+            let authz = state.api.authorizer(&reader)?;
+            let dir = crate::mask::NumberDirectory::load(&reader)?;
+            Ok(crate::mask::list_cdrs(
+                &reader,
+                who.subject(),
+                &authz,
+                state.api.mask_pattern(),
+                &dir,
+                now.saturating_sub(CALLS_PAGE_WINDOW_MS),
+                i64::MAX,
+                crate::accounts::PageRequest {
+                    limit: CALLS_PAGE_CDRS,
+                    offset: 0,
+                },
+            )?)
+        });
+        pages::CdrList::Page(page.map_err(|e: ApiError| e.message().to_owned()))
+    } else {
+        pages::CdrList::Denied
+    };
+    pages::calls_page(&who, active, cdrs, state.api.now())
+}
+
+#[derive(Debug, Deserialize)]
+struct SyncQuery {
+    forced: Option<String>,
+}
+
+async fn sync_page(
+    State(state): State<WebState>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+    Query(q): Query<SyncQuery>,
+) -> Response {
+    let who = match page_user(
+        &state,
+        &headers,
+        ip,
+        None,
+        "/sync",
+        (Resource::Sync, Action::View),
+    )
+    .await
+    {
+        Ok(w) => w,
+        Err(r) => return r,
+    };
+    let report = state
+        .api
+        .reader()
+        .and_then(|reader| Ok(state.api.sync().report(&reader, state.api.now())?))
+        .map_err(|e| e.message().to_owned());
+    let may_force = may(&state, &who, Resource::Sync, Action::Operate, &Target::Site);
+    pages::sync_page(&who, report, may_force, q.forced.is_some(), state.api.now())
+}
+
+async fn sync_force_form(
+    State(state): State<WebState>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+    Form(form): Form<CsrfForm>,
+) -> Response {
+    let who = match page_user(
+        &state,
+        &headers,
+        ip,
+        Some(&form.csrf),
+        "/sync",
+        (Resource::Sync, Action::Operate),
+    )
+    .await
+    {
+        Ok(w) => w,
+        Err(r) => return r,
+    };
+    match api::run_force_sync(&state.api, &who).await {
+        Ok(()) => Redirect::to("/sync?forced=1").into_response(),
+        Err(e) => pages::error_page(
+            e.status(),
+            "Sync not forced",
+            e.message(),
+            Some(("/sync", "Back to sync")),
+        ),
+    }
 }

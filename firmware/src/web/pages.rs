@@ -8,7 +8,11 @@ use axum::response::{Html, IntoResponse, Response};
 use maud::{html, Markup, DOCTYPE};
 
 use super::status::{BoxStatus, Hook, PortKind, PortStatus, StatusHandle, RING_TEST_DURATION};
+use super::views::ActiveCallView;
+use crate::accounts::Page;
 use crate::api::Authed;
+use crate::mask::CdrView;
+use crate::sip_endpoint::status::SipStatus;
 use crate::sync::status::SyncStatusReport;
 
 /// What the dashboard's sync and WAN cards show.
@@ -101,6 +105,41 @@ const DISK_ALARM_PCT: u64 = 90;
 /// An outbox row older than this is an alarm (HQ has not had it for an hour).
 const BACKLOG_ALARM_MS: i64 = 60 * 60_000;
 
+/// The pages in the navigation bar.
+const NAV: [(&str, &str); 6] = [
+    ("/dashboard", "Dashboard"),
+    ("/ports", "Ports"),
+    ("/sip", "SIP"),
+    ("/calls", "Calls"),
+    ("/sync", "Sync"),
+    ("/system", "System"),
+];
+
+/// `YYYY-MM-DD HH:MM:SS` UTC of a Unix time in ms.
+fn date_time(ms: i64) -> String {
+    // Days to a civil date (Howard Hinnant's `civil_from_days`).
+    let days = ms.div_euclid(86_400_000);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02} {}", clock(ms))
+}
+
+/// `in 3 min 5 s` / `5 s ago` for a time relative to `now_ms`.
+fn relative(at_ms: i64, now_ms: i64) -> String {
+    if at_ms >= now_ms {
+        format!("in {}", duration(at_ms - now_ms))
+    } else {
+        format!("{} ago", duration(now_ms - at_ms))
+    }
+}
+
 fn layout(title: &str, who: Option<&Authed>, current: &str, body: Markup) -> Markup {
     html! {
         (DOCTYPE)
@@ -117,7 +156,7 @@ fn layout(title: &str, who: Option<&Authed>, current: &str, body: Markup) -> Mar
                     a.brand href="/dashboard" { "Branchline" }
                     @if let Some(who) = who {
                         nav {
-                            @for (href, label) in [("/dashboard", "Dashboard"), ("/ports", "Ports"), ("/system", "System")] {
+                            @for (href, label) in NAV {
                                 @if href == current {
                                     a.current href=(href) aria-current="page" { (label) }
                                 } @else {
@@ -390,6 +429,7 @@ pub(super) fn dashboard_page(
                 h2 { "Calls" }
                 @if let Some(s) = &snapshot {
                     p.big { span data-live="" data-field="active_calls" { (s.active_calls) } " active" }
+                    p { a href="/calls" { "Calls and recent records" } }
                 } @else { (not_running()) }
             }
             section.card {
@@ -399,14 +439,17 @@ pub(super) fn dashboard_page(
                         dt { "Trunk" }
                         dd { span data-live="" data-field="trunk" { (s.trunk) } }
                         dt { "Local phones" }
-                        @if h.info().sip_configured {
-                            dd { (h.info().sip_accounts) " accounts configured" }
-                            dt { "Registrations" }
-                            dd.muted { "not reported by the SIP endpoint yet" }
-                        } @else {
-                            dd { "not configured (no [sip] section)" }
+                        @match h.sip() {
+                            Some(sip) => {
+                                dd { (sip.phones_registered) " of " (sip.phones.len()) " registered" }
+                            }
+                            None if h.info().sip_configured => {
+                                dd { (h.info().sip_accounts) " accounts configured" }
+                            }
+                            None => { dd { "not configured (no [sip] section)" } }
                         }
                     }
+                    p { a href="/sip" { "Registrations" } }
                 } @else { (not_running()) }
             }
             section.card {
@@ -564,6 +607,305 @@ pub(super) fn system_page(who: &Authed, status: Option<&StatusHandle>, now_ms: i
     page(StatusCode::OK, layout("System", Some(who), "/system", body))
 }
 
+/// The SIP page: the trunk registration and the local phones' registrations, from
+/// the SIP endpoint's snapshot.
+pub(super) fn sip_page(who: &Authed, status: Option<&StatusHandle>, now_ms: i64) -> Response {
+    let sip = status.and_then(StatusHandle::sip);
+    let body = html! {
+        h1 { "SIP" }
+        @match (status, &sip) {
+            (None, _) => { (not_running()) }
+            (Some(_), None) => {
+                section.card.wide {
+                    h2 { "Not configured" }
+                    p { "This box has no " code { "[sip]" } " section: no SIP trunk and no local SIP phones." }
+                }
+            }
+            (Some(_), Some(s)) => { (sip_body(s, now_ms)) }
+        }
+    };
+    page(StatusCode::OK, layout("SIP", Some(who), "/sip", body))
+}
+
+fn sip_body(s: &SipStatus, now_ms: i64) -> Markup {
+    html! {
+        p.muted { "As the SIP endpoint held it at " (clock(s.at_ms)) " UTC · listening on " (s.listeners.join(", ")) }
+        div.cards {
+            section.card #trunk {
+                h2 { "Trunk" }
+                @match &s.trunk {
+                    None => { p { "not configured (no " code { "[sip.trunk]" } ")" } }
+                    Some(t) => {
+                        @let class = match t.state { "registered" | "not registering" => "pill ok", "backoff" | "unregistered" => "pill bad", _ => "pill warn" };
+                        p { span class=(class) { (t.state) } }
+                        dl {
+                            dt { "Username" } dd { (t.username) }
+                            @if let Some(server) = &t.server { dt { "Server" } dd { (server) } }
+                            @if let Some(target) = &t.target { dt { "Registered at" } dd { (target) } }
+                            @if let Some(exp) = t.expires_at_ms { dt { "Expires" } dd { (relative(exp, now_ms)) } }
+                            @if let Some(next) = t.next_attempt_ms {
+                                dt { "Next attempt" } dd { (relative(next, now_ms)) " (after " (t.failed_rounds.unwrap_or(0)) " failed rounds)" }
+                            }
+                            dt { "Outside calls" } dd { (if t.usable { "may use the trunk" } else { "go to FXO lines (trunk unusable)" }) }
+                        }
+                        h3 { "Servers" }
+                        table {
+                            thead { tr { th { "Server" } th { "Health" } th { "Last error" } } }
+                            tbody {
+                                @for srv in &t.servers {
+                                    tr {
+                                        td { (srv.server) }
+                                        td {
+                                            (srv.health)
+                                            @if let Some(since) = srv.since_ms { span.muted { " since " (clock(since)) } }
+                                        }
+                                        td { @if let Some(e) = &srv.error { span.bad { (e) } } @else { span.muted { "none" } } }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            section.card #phones {
+                h2 { "Local phones" }
+                p.big { (s.phones_registered) " of " (s.phones.len()) " registered" }
+                @if s.phones.is_empty() {
+                    p.muted { "No SIP accounts are configured (" code { "[[sip_accounts]]" } ")." }
+                } @else {
+                    table {
+                        thead { tr { th { "Extension" } th { "Contact" } th { "Source" } th { "Expires" } } }
+                        tbody {
+                            @for p in &s.phones {
+                                @if p.contacts.is_empty() {
+                                    tr {
+                                        td { (p.extension) " " span.muted { (p.name) } }
+                                        td colspan="3" { span.pill { "not registered" } }
+                                    }
+                                }
+                                @for c in &p.contacts {
+                                    tr.registered {
+                                        td { (p.extension) " " span.muted { (p.name) } }
+                                        td {
+                                            code { (c.contact) }
+                                            @if let Some(ua) = &c.user_agent { br; span.muted { (ua) } }
+                                        }
+                                        td { (c.source) }
+                                        td { (relative(c.expires_at_ms, now_ms)) }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The recent CDRs the calls page lists.
+#[derive(Debug)]
+pub(super) enum CdrList {
+    /// The page of records, or why they could not be read.
+    Page(Result<Page<CdrView>, String>),
+    /// The user lacks `calls.view`.
+    Denied,
+}
+
+fn one_decimal(v: Option<f64>) -> String {
+    v.map_or_else(|| "–".to_owned(), |v| format!("{v:.1}"))
+}
+
+/// The calls page: calls in progress with their RTP statistics, and recent CDRs.
+pub(super) fn calls_page(
+    who: &Authed,
+    active: Result<(Vec<ActiveCallView>, Option<String>), String>,
+    cdrs: CdrList,
+    now_ms: i64,
+) -> Response {
+    let body = html! {
+        h1 { "Calls" }
+        section.card.wide #active {
+            h2 { "In progress" }
+            @match &active {
+                Err(e) => { p.bad { (e) } }
+                Ok((calls, rtp_error)) => {
+                    @if let Some(e) = rtp_error { p.bad { "RTP statistics unavailable: " (e) } }
+                    @if calls.is_empty() {
+                        p.muted { "No call in progress." }
+                    } @else {
+                        table {
+                            thead { tr { th { "Caller" } th { "Callee" } th { "State" } th { "Duration" } th { "Media" } } }
+                            tbody {
+                                @for c in calls {
+                                    tr {
+                                        td { (c.caller) br; span.muted { (c.caller_via) } }
+                                        td {
+                                            (c.callee) br;
+                                            span.muted {
+                                                @match &c.callee_via {
+                                                    Some(v) => { (v) }
+                                                    None if !c.ringing.is_empty() => { "ringing " (c.ringing.join(", ")) }
+                                                    None => { "not answered" }
+                                                }
+                                            }
+                                        }
+                                        td { span.pill.busy { (c.phase) } }
+                                        td {
+                                            (duration(c.duration_ms))
+                                            @if let Some(t) = c.talk_ms { br; span.muted { "talking " (duration(t)) } }
+                                        }
+                                        td {
+                                            @if c.legs.is_empty() {
+                                                span.muted { "G.711 on the board (analog ports, no RTP)" }
+                                            }
+                                            @for l in &c.legs {
+                                                div {
+                                                    (l.via) " (" (l.side) "): "
+                                                    @match l.codec {
+                                                        Some(codec) => { (codec) "/" (l.ptime_ms.unwrap_or(20)) " ms" }
+                                                        None => { span.muted { "no media yet" } }
+                                                    }
+                                                    @if l.mos.is_some() {
+                                                        " · loss " (one_decimal(l.loss_percent)) " % · jitter "
+                                                        (one_decimal(l.jitter_ms)) " ms · MOS " (one_decimal(l.mos))
+                                                    } @else if l.codec.is_some() {
+                                                        span.muted { " · no RTP received yet" }
+                                                    }
+                                                }
+                                            }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    @if calls.iter().any(|c| c.masked) {
+                        p.muted { "Customer numbers are masked: showing them needs the permission " code { "numbers.view" } "." }
+                    }
+                }
+            }
+        }
+        section.card.wide #cdrs {
+            h2 { "Recent calls" }
+            @match &cdrs {
+                CdrList::Denied => { p.muted { "Call records need the permission " code { "calls.view" } "." } }
+                CdrList::Page(Err(e)) => { p.bad { (e) } }
+                CdrList::Page(Ok(page)) if page.items.is_empty() => { p.muted { "No call in the last 7 days." } }
+                CdrList::Page(Ok(page)) => {
+                    table {
+                        thead { tr { th { "Start (UTC)" } th { "Caller" } th { "Callee" } th { "Direction" } th { "Outcome" } th { "Talk" } } }
+                        tbody {
+                            @for c in &page.items {
+                                tr.cdr {
+                                    td { (date_time(c.started_at_ms)) }
+                                    td { (c.caller) }
+                                    td { (c.callee) }
+                                    td { (serde_plain(&c.direction)) }
+                                    td { (serde_plain(&c.disposition)) span.muted { " (" (serde_plain(&c.hangup_side)) " hung up)" } }
+                                    td { (duration(c.billable_ms)) }
+                                }
+                            }
+                        }
+                    }
+                    p.muted {
+                        "Showing " (page.items.len()) " of " (page.total) " in the last 7 days, newest first; "
+                        "all of them: " code { "GET /api/v1/cdrs" } "."
+                        @if page.items.iter().any(|c| c.masked) {
+                            " Customer numbers are masked (" code { "numbers.view" } ")."
+                        }
+                    }
+                }
+            }
+        }
+        p.muted { "Updated " (clock(now_ms)) " UTC; reload for the news." }
+    };
+    page(StatusCode::OK, layout("Calls", Some(who), "/calls", body))
+}
+
+/// A unit enum's serde name (`"no_answer"` -> `no answer`).
+fn serde_plain(v: &impl serde::Serialize) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(|s| s.replace('_', " ")))
+        .unwrap_or_default()
+}
+
+/// The sync page: backlog, cursor, last success and error, and the force form.
+pub(super) fn sync_page(
+    who: &Authed,
+    report: Result<SyncStatusReport, String>,
+    may_force: bool,
+    forced: bool,
+    now_ms: i64,
+) -> Response {
+    let body = html! {
+        h1 { "Sync with HQ" }
+        @if forced {
+            p.notice.ok role="status" { "Sync requested: the agent sends and fetches now (it skips any backoff)." }
+        }
+        @match &report {
+            Err(e) => { p.bad { (e) } }
+            Ok(r) => {
+                div.cards {
+                    section.card #sync-state {
+                        h2 { "Agent" }
+                        dl {
+                            dt { "State" } dd { (r.state) }
+                            @if let Some(hq) = &r.hq {
+                                dt { "HQ" } dd { (hq.url) }
+                                dt { "Box id" } dd { (hq.box_id) }
+                            }
+                            @if let Some(e) = &r.setup_error { dt { "Not running" } dd.bad { (e) } }
+                            dt { "Last success" }
+                            dd { @match r.last_success_ms { Some(t) => { (relative(t, now_ms)) " (" (date_time(t)) ")" } None => { "never" } } }
+                            dt { "Last error" }
+                            dd {
+                                @match &r.last_error {
+                                    Some(e) => {
+                                        span.bad { (e.message) }
+                                        @if let Some(at) = e.at_ms { span.muted { " · " (relative(at, now_ms)) } }
+                                    }
+                                    None => { "none" }
+                                }
+                            }
+                            @if let Some(next) = r.next_attempt_ms { dt { "Next attempt" } dd { (relative(next, now_ms)) } }
+                        }
+                        @if may_force {
+                            form.inline method="post" action="/sync/force" {
+                                input type="hidden" name="csrf" value=(who.csrf_token());
+                                button type="submit" { "Force sync now" }
+                            }
+                        } @else {
+                            p.muted { "Forcing a sync needs the permission " code { "sync.operate" } "." }
+                        }
+                    }
+                    section.card #backlog {
+                        h2 { "Outbox backlog" }
+                        p.big { (r.backlog.depth) " records" }
+                        dl {
+                            dt { "Oldest waiting" }
+                            dd { @match r.backlog.oldest_age_ms { Some(age) => { (duration(age)) } None => { "none waiting" } } }
+                            dt { "Last seq written" } dd { (r.backlog.last_seq) }
+                            dt { "Acknowledged by HQ" } dd { (r.acked_seq) }
+                        }
+                    }
+                    section.card #cursor {
+                        h2 { "Change feed" }
+                        dl {
+                            dt { "Cursor (revision)" } dd { (r.cursor) }
+                            dt { "Last download" } dd { @match r.last_down_ok_ms { Some(t) => { (relative(t, now_ms)) } None => { "never" } } }
+                            dt { "Last upload" } dd { @match r.last_up_ok_ms { Some(t) => { (relative(t, now_ms)) } None => { "never" } } }
+                            dt { "Store epoch" } dd { code { (r.epoch) } }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    page(StatusCode::OK, layout("Sync", Some(who), "/sync", body))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -577,6 +919,11 @@ mod tests {
         assert_eq!(bytes(512), "512 B");
         assert_eq!(bytes(1536), "1.5 KiB");
         assert_eq!(url_encode("/ports?x=<a>"), "/ports%3Fx%3D%3Ca%3E");
+        assert_eq!(date_time(0), "1970-01-01 00:00:00");
+        assert_eq!(date_time(1_796_000_000_000), "2026-11-30 00:53:20");
+        assert_eq!(date_time(951_782_400_000), "2000-02-29 00:00:00");
+        assert_eq!(relative(5_000, 2_000), "in 3 s");
+        assert_eq!(relative(2_000, 5_000), "3 s ago");
     }
 
     #[test]

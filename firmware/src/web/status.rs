@@ -14,9 +14,13 @@
 //! the loop current of a `LineReading` (at start-up every port is read, so the page
 //! knows the hook state before the first event). FXO ports show call control's state.
 //!
+//! The calls page asks the main loop for the calls in progress
+//! ([`ControlRequest::Calls`]): call control's snapshot, joined with the RTP
+//! statistics of their SIP legs the media engine reports ([`ActiveCalls`]); the SIP
+//! page reads the SIP endpoint's own registrations snapshot ([`StatusHandle::sip`]).
+//!
 //! Limits: dialled digits are not kept in a port's recent events (they are customers'
-//! numbers); local SIP registrations are not reported by the SIP endpoint yet, so the
-//! page shows the configured accounts and says so; a ring test is refused when call
+//! numbers); a ring test is refused when call
 //! control has the port in any state but idle, and a call that arrives on the port
 //! during the test rings it as usual (the test then does not stop that ringing).
 
@@ -29,7 +33,9 @@ use line_proto::{Cadence, Command, Event, FaultKind};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::call::{PortState, TrunkStatus};
+use crate::call::{CallSnapshot, PortState, TrunkStatus};
+use crate::media_engine::LegSnapshot;
+use crate::sip_endpoint::status::SipStatus;
 
 /// How often every port's line is read (voltage, loop current).
 pub const LINE_READING_INTERVAL: Duration = Duration::from_secs(30);
@@ -196,9 +202,23 @@ pub enum RingTestError {
     Stopping,
 }
 
+/// The calls in progress as the main loop answers [`ControlRequest::Calls`].
+#[derive(Debug, Clone)]
+pub struct ActiveCalls {
+    /// Call control's calls, oldest first.
+    pub calls: Vec<CallSnapshot>,
+    /// The media engine's open legs (RTP statistics), or why they are unknown.
+    pub legs: Result<Vec<LegSnapshot>, String>,
+}
+
 /// A request from the web side to the main loop.
 #[derive(Debug)]
 pub enum ControlRequest {
+    /// The calls in progress and their legs' RTP statistics.
+    Calls {
+        /// The answer.
+        reply: oneshot::Sender<ActiveCalls>,
+    },
     /// Ring an idle FXS phone for [`RING_TEST_DURATION`].
     RingTest {
         /// The port.
@@ -214,6 +234,8 @@ pub struct StatusHandle {
     status: watch::Receiver<Arc<BoxStatus>>,
     control: mpsc::UnboundedSender<ControlRequest>,
     info: Arc<StaticInfo>,
+    /// The SIP endpoint's registrations (`None`: no SIP endpoint runs).
+    sip: Option<watch::Receiver<Arc<SipStatus>>>,
 }
 
 impl StatusHandle {
@@ -227,7 +249,26 @@ impl StatusHandle {
             status,
             control,
             info: Arc::new(info),
+            sip: None,
         }
+    }
+
+    /// The handle with the SIP endpoint's registrations snapshot.
+    pub fn with_sip(mut self, sip: watch::Receiver<Arc<SipStatus>>) -> StatusHandle {
+        self.sip = Some(sip);
+        self
+    }
+
+    /// The SIP endpoint's latest registrations snapshot (`None`: no SIP endpoint).
+    pub fn sip(&self) -> Option<Arc<SipStatus>> {
+        self.sip.as_ref().map(|rx| Arc::clone(&rx.borrow()))
+    }
+
+    /// Asks the main loop for the calls in progress (`None`: the daemon is stopping).
+    pub async fn active_calls(&self) -> Option<ActiveCalls> {
+        let (reply, answer) = oneshot::channel();
+        self.control.send(ControlRequest::Calls { reply }).ok()?;
+        answer.await.ok()
     }
 
     /// The latest snapshot.

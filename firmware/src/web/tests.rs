@@ -1,7 +1,9 @@
 //! The web page in-process: the whole router (pages, static files, the API) over a
 //! real store in a temp dir, users made through [`Accounts`], and a stand-in for the
-//! main loop that answers ring tests with a real [`StatusPublisher`]. Requests go
-//! through `oneshot` with a client address, like the API's tests.
+//! main loop that answers ring tests with a real [`StatusPublisher`] and the calls
+//! page with a real [`CallControl`] (driven by board events, as the daemon's loop
+//! does) and a real media engine's leg statistics. Requests go through `oneshot`
+//! with a client address, like the API's tests.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -17,15 +19,19 @@ use tokio::sync::mpsc;
 use tower::ServiceExt;
 
 use super::status::{
-    ControlRequest, PortKind, StaticInfo, StatusHandle, StatusPublisher, RING_TEST_DURATION,
+    ActiveCalls, ControlRequest, PortKind, StaticInfo, StatusHandle, StatusPublisher,
+    RING_TEST_DURATION,
 };
 use super::*;
-use crate::accounts::{Accounts, AuthSettings, HashParams, NewUser};
+use crate::accounts::{Accounts, AuthSettings, HashParams, NewUser, RoleSpec};
 use crate::audit::Actor;
-use crate::call::PortState;
+use crate::call::{CallControl, CallSettings, Extension, FxoLine, Output, PortState};
 use crate::mask::MaskPattern;
-use crate::store::{system_clock_ms, Store};
+use crate::media_engine::{MediaEngine, MediaSettings};
+use crate::rbac::{Permission, Scope};
+use crate::store::{system_clock_ms, ExtensionRow, Store, StoreWriter};
 use crate::sync::status::SyncHandle;
+use crate::tones::Country;
 
 const FAST: HashParams = HashParams {
     m_kib: 64,
@@ -39,6 +45,9 @@ struct Env {
     accounts: Accounts,
     router: Router,
     publisher: Arc<Mutex<StatusPublisher>>,
+    /// Call control as the main loop owns it; the test feeds it board events.
+    calls: Arc<Mutex<CallControl>>,
+    writer: StoreWriter,
 }
 
 struct Reply {
@@ -92,7 +101,25 @@ async fn env() -> Env {
         hash: FAST,
         ..AuthSettings::default()
     };
-    let accounts = Accounts::new(writer, path, settings);
+    let accounts = Accounts::new(writer.clone(), path, settings);
+    // The board's ports and extensions in the store, as the daemon writes them at
+    // start (extensions are never masked).
+    writer
+        .replace_board(
+            vec![(1, "fxs"), (2, "fxs"), (3, "fxo")],
+            ["101", "102"]
+                .iter()
+                .zip(1u8..)
+                .map(|(n, port)| ExtensionRow {
+                    number: (*n).to_owned(),
+                    name: format!("Ext {n}"),
+                    port: Some(port),
+                    call_waiting: true,
+                })
+                .collect(),
+        )
+        .await
+        .expect("board");
     let (publisher, rx) = StatusPublisher::new(
         vec![
             (1, PortKind::Fxs, Some(("101".into(), "Reception".into()))),
@@ -105,17 +132,47 @@ async fn env() -> Env {
         system_clock_ms(),
     );
     let publisher = Arc::new(Mutex::new(publisher));
+    let calls = Arc::new(Mutex::new(call_control()));
+    let (frames, _frames_rx) = mpsc::unbounded_channel();
+    let (sip_inputs, _sip_rx) = mpsc::unbounded_channel();
+    let (media, _media_task) = MediaEngine::start(
+        MediaSettings {
+            local_ip: "127.0.0.1".parse().expect("ip"),
+            // No leg is opened here: the range is never bound.
+            rtp_port_min: 40_000,
+            rtp_port_max: 40_009,
+            jitter: branchline_media::jitter::JitterConfig::adaptive(20, 200).expect("jitter"),
+            board_law: line_proto::g711::Law::Ulaw,
+            seed: 7,
+            fxo_ports: 3..=3,
+            rtcp_interval: branchline_media::rtcp::DEFAULT_REPORT_INTERVAL,
+        },
+        Arc::new(frames),
+        sip_inputs,
+    )
+    .expect("media engine");
     let (control, mut requests) = mpsc::unbounded_channel::<ControlRequest>();
-    // The main loop's part: ring tests against the publisher.
+    // The main loop's part: ring tests against the publisher; the calls in progress
+    // from call control and the media engine, as `daemon::BoardLoop::web_request`.
     let p = Arc::clone(&publisher);
+    let c = Arc::clone(&calls);
     tokio::spawn(async move {
-        while let Some(ControlRequest::RingTest { port, reply }) = requests.recv().await {
-            let mut p = p.lock().expect("publisher");
-            let r = p
-                .ring_test(Instant::now(), system_clock_ms(), port)
-                .map(|_| ());
-            p.publish(system_clock_ms());
-            let _ = reply.send(r);
+        while let Some(request) = requests.recv().await {
+            match request {
+                ControlRequest::RingTest { port, reply } => {
+                    let mut p = p.lock().expect("publisher");
+                    let r = p
+                        .ring_test(Instant::now(), system_clock_ms(), port)
+                        .map(|_| ());
+                    p.publish(system_clock_ms());
+                    let _ = reply.send(r);
+                }
+                ControlRequest::Calls { reply } => {
+                    let calls = c.lock().expect("calls").snapshot();
+                    let legs = media.stats().await.map_err(|e| e.to_string());
+                    let _ = reply.send(ActiveCalls { calls, legs });
+                }
+            }
         }
     });
     let info = StaticInfo {
@@ -158,7 +215,40 @@ async fn env() -> Env {
         accounts,
         router: router(state),
         publisher,
+        calls,
+        writer,
     }
+}
+
+/// Call control over the test board: FXS 1 and 2 (extensions 101, 102), FXO 3 whose
+/// PSTN calls ring 101.
+fn call_control() -> CallControl {
+    let ext = |n: &str, port| Extension {
+        number: n.to_owned(),
+        port,
+        name: format!("Ext {n}"),
+        call_waiting: true,
+    };
+    let now = Instant::now();
+    let settings = CallSettings {
+        country: Country::Us,
+        extensions: vec![ext("101", 1), ext("102", 2)],
+        fxo_lines: vec![FxoLine {
+            port: 3,
+            inbound: vec!["101".into()],
+            outbound: true,
+        }],
+        outside_line_prefix: Some("9".into()),
+        first_digit_timeout: std::time::Duration::from_secs(10),
+        inter_digit_timeout: std::time::Duration::from_secs(4),
+        ring_timeout: std::time::Duration::from_secs(30),
+        sip_extensions: Vec::new(),
+        call_id_prefix: "web".into(),
+        sip_host: "192.0.2.1".into(),
+        wall_clock_ms: system_clock_ms(),
+        epoch: now,
+    };
+    CallControl::new(settings, 1..=2, 3..=3)
 }
 
 impl Env {
@@ -245,6 +335,57 @@ impl Env {
             .await;
         let csrf = hidden_csrf(&dash.text);
         Browser { cookie, csrf }
+    }
+
+    /// A board event to call control; the CDRs it finishes are stored (the daemon's
+    /// store task), the rest of its output is dropped.
+    async fn board_event(&self, port: u8, event: Event) {
+        let cdrs: Vec<_> = {
+            let mut cc = self.calls.lock().expect("calls");
+            cc.handle_event(Instant::now(), port, &event);
+            std::iter::from_fn(|| cc.poll_output())
+                .filter_map(|o| match o {
+                    Output::Cdr(cdr) => Some(cdr),
+                    _ => None,
+                })
+                .collect()
+        };
+        for cdr in cdrs {
+            self.writer.insert_cdr(cdr).await.expect("cdr stored");
+        }
+    }
+
+    /// A user with a custom role of these permissions (site scope).
+    async fn custom_user(&self, name: &str, grants: &[(Resource, Action)]) {
+        self.accounts
+            .create_role(
+                &Actor::system(),
+                RoleSpec {
+                    name: format!("{name}_role"),
+                    description: "test role".into(),
+                    permissions: grants
+                        .iter()
+                        .map(|&(r, a)| Permission::new(r, a, Scope::Site))
+                        .collect(),
+                },
+                system_clock_ms(),
+            )
+            .await
+            .expect("role");
+        self.accounts
+            .create_user(
+                &Actor::system(),
+                NewUser {
+                    username: name.to_owned(),
+                    password: PASSWORD.to_owned(),
+                    enabled: true,
+                    roles: vec![format!("{name}_role")],
+                    ..NewUser::default()
+                },
+                system_clock_ms(),
+            )
+            .await
+            .expect("user");
     }
 
     fn audit(&self) -> Vec<crate::audit::AuditRecord> {
@@ -356,7 +497,7 @@ async fn every_response_carries_the_security_headers_and_assets_are_cached() {
 #[tokio::test]
 async fn not_logged_in_redirects_to_the_login_page_and_bad_logins_are_refused() {
     let env = env().await;
-    for uri in ["/dashboard", "/ports", "/system"] {
+    for uri in ["/dashboard", "/ports", "/system", "/sip", "/calls", "/sync"] {
         let r = env.get(uri, None).await;
         assert_eq!(r.status, StatusCode::SEE_OTHER, "{uri}");
         assert_eq!(r.location(), format!("/login?next={uri}"));
@@ -442,7 +583,7 @@ async fn pages_follow_the_roles() {
     let boss = env.login("boss").await;
     let agent = env.login("agent1").await;
     let sup = env.login("sup").await;
-    for uri in ["/dashboard", "/ports", "/system"] {
+    for uri in ["/dashboard", "/ports", "/system", "/sip", "/calls", "/sync"] {
         assert_eq!(
             env.get(uri, Some(&tech)).await.status,
             StatusCode::OK,
@@ -722,4 +863,201 @@ async fn logout_needs_the_form_token_and_ends_the_session() {
     assert!(r.location().starts_with("/login"));
     let bye = env.get("/login?bye=1", None).await;
     assert!(bye.text.contains("You are logged out."));
+}
+
+#[tokio::test]
+async fn calls_page_and_api_show_live_calls_with_numbers_masked_per_role() {
+    let env = env().await;
+    let tech = env.login("tech").await;
+    let boss = env.login("boss").await;
+    let agent = env.login("agent1").await;
+    env.custom_user(
+        "night",
+        &[
+            (Resource::Diagnostics, Action::View),
+            (Resource::Calls, Action::View),
+        ],
+    )
+    .await;
+    let night = env.login("night").await;
+
+    // Nothing up yet.
+    let r = env.get("/api/v1/calls/active", Some(&tech)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json()["calls"], json!([]));
+    assert!(r.json()["rtp_error"].is_null(), "{}", r.text);
+    let page = env.get("/calls", Some(&tech)).await.text;
+    assert!(page.contains("No call in progress."), "{page}");
+
+    // A PSTN caller rings extension 101, which answers.
+    let cid = line_proto::CallerId::new("13812345678", "ACME").expect("caller id");
+    env.board_event(
+        3,
+        Event::RingDetected {
+            caller_id: Some(cid),
+        },
+    )
+    .await;
+    let r = env.get("/api/v1/calls/active", Some(&tech)).await;
+    let c = &r.json()["calls"][0];
+    assert_eq!(c["phase"], "alerting", "{c}");
+    assert_eq!(c["ringing"], json!(["FXS port 1"]));
+    env.board_event(1, Event::OffHook).await;
+
+    // The technician (no numbers.view): the customer's number masked, the
+    // extension not.
+    let r = env.get("/api/v1/calls/active", Some(&tech)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let c = &r.json()["calls"][0];
+    assert_eq!(c["caller"], "138****5678", "{c}");
+    assert_eq!(c["callee"], "101");
+    assert_eq!(c["masked"], true);
+    assert_eq!(c["phase"], "connected");
+    assert_eq!(c["direction"], "inbound");
+    assert_eq!(c["caller_via"], "FXO port 3 (PSTN)");
+    assert_eq!(c["callee_via"], "FXS port 1");
+    assert_eq!(c["legs"], json!([]), "analog only: no RTP legs");
+    assert!(c["answered_at_ms"].is_i64());
+    let page = env.get("/calls", Some(&tech)).await.text;
+    assert!(page.contains("138****5678"), "{page}");
+    assert!(
+        !page.contains("13812345678"),
+        "unmasked number leaked: {page}"
+    );
+    assert!(page.contains("FXO port 3 (PSTN)"), "{page}");
+    assert!(page.contains("no RTP"), "{page}");
+    // Without calls.view, no CDRs: the page says which permission.
+    assert!(page.contains("Call records need the permission"), "{page}");
+    // The admin holds numbers.view: unmasked.
+    let r = env.get("/api/v1/calls/active", Some(&boss)).await;
+    let c = &r.json()["calls"][0];
+    assert_eq!(c["caller"], "13812345678", "{c}");
+    assert_eq!(c["masked"], false);
+    // An agent may not (diagnostics.view), on the API or the page, and it is audited.
+    let r = env.get("/api/v1/calls/active", Some(&agent)).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text);
+    assert!(r.text.contains("diagnostics.view"), "{}", r.text);
+    let r = env.get("/calls", Some(&agent)).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert!(r.text.contains("diagnostics.view"), "{}", r.text);
+    assert_eq!(
+        env.get("/api/v1/calls/active", None).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert!(env
+        .audit()
+        .iter()
+        .any(|a| a.actor == "agent1" && a.result == "denied" && a.target == "calls"));
+
+    // The call ends: its CDR is stored and listed, masked per role.
+    env.board_event(1, Event::OnHook).await;
+    let r = env.get("/api/v1/calls/active", Some(&tech)).await;
+    assert_eq!(r.json()["calls"], json!([]));
+    let page = env.get("/calls", Some(&night)).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.text);
+    let page = page.text;
+    assert!(page.contains("class=\"cdr\""), "{page}");
+    assert!(page.contains("138****5678"), "{page}");
+    assert!(!page.contains("13812345678"), "{page}");
+    assert!(page.contains("answered"), "{page}");
+    let page = env.get("/calls", Some(&boss)).await.text;
+    assert!(page.contains("13812345678"), "{page}");
+}
+
+#[tokio::test]
+async fn sip_page_and_api_say_not_configured_without_a_sip_endpoint() {
+    let env = env().await;
+    let tech = env.login("tech").await;
+    let agent = env.login("agent1").await;
+    let r = env.get("/api/v1/sip", Some(&tech)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json(), json!({ "configured": false }));
+    let r = env.get("/sip", Some(&tech)).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.text.contains("Not configured"), "{}", r.text);
+    assert!(r.text.contains("[sip]"), "{}", r.text);
+    assert_security_headers(&r, "/sip");
+    let r = env.get("/api/v1/sip", Some(&agent)).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let r = env.get("/sip", Some(&agent)).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert!(r.text.contains("diagnostics.view"), "{}", r.text);
+    let r = env.get("/sip", None).await;
+    assert_eq!(r.location(), "/login?next=/sip");
+}
+
+#[tokio::test]
+async fn sync_page_shows_the_backlog_and_force_needs_csrf_and_operate() {
+    let env = env().await;
+    let tech = env.login("tech").await;
+    let agent = env.login("agent1").await;
+    env.custom_user("viewer", &[(Resource::Sync, Action::View)])
+        .await;
+    let viewer = env.login("viewer").await;
+
+    let r = env.get("/sync", Some(&tech)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    // Users, audit rows and logins wait in the outbox: a real backlog.
+    assert!(r.text.contains("Outbox backlog"), "{}", r.text);
+    let depth = {
+        let reader = env.accounts.reader().expect("reader");
+        crate::sync::status::report_from_store(&reader, None, system_clock_ms())
+            .expect("report")
+            .backlog
+            .depth
+    };
+    assert!(depth > 0);
+    assert!(
+        r.text.contains(&format!("{depth} records")),
+        "{depth}: {}",
+        r.text
+    );
+    assert!(r.text.contains("not configured"), "{}", r.text);
+    assert!(r.text.contains("action=\"/sync/force\""), "{}", r.text);
+    // sync.view without sync.operate: no form, the permission named.
+    let r = env.get("/sync", Some(&viewer)).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(!r.text.contains("action=\"/sync/force\""), "{}", r.text);
+    assert!(r.text.contains("sync.operate"), "{}", r.text);
+    // An agent: 403 on the page.
+    let r = env.get("/sync", Some(&agent)).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert!(r.text.contains("sync.view"), "{}", r.text);
+
+    let forced = |env: &Env| {
+        env.audit()
+            .into_iter()
+            .filter(|a| a.action == "force_sync")
+            .count()
+    };
+    // Without the form's token, or with another session's: refused, nothing forced.
+    let r = env.post_form("/sync/force", &tech, "csrf=").await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let r = env
+        .post_form("/sync/force", &tech, &format!("csrf={}", agent.csrf))
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert_eq!(forced(&env), 0);
+    // Without sync.operate: 403 naming it.
+    let r = env
+        .post_form("/sync/force", &viewer, &format!("csrf={}", viewer.csrf))
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert!(r.text.contains("sync.operate"), "{}", r.text);
+    assert_eq!(forced(&env), 0);
+    // The technician's form: sync is not configured on this box, so 409 with the
+    // reason, audited as a failed force.
+    let r = env
+        .post_form("/sync/force", &tech, &format!("csrf={}", tech.csrf))
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);
+    assert!(r.text.contains("not configured"), "{}", r.text);
+    assert!(r.text.contains("Back to sync"), "{}", r.text);
+    let rows: Vec<_> = env
+        .audit()
+        .into_iter()
+        .filter(|a| a.action == "force_sync")
+        .map(|a| (a.actor, a.result))
+        .collect();
+    assert_eq!(rows, vec![("tech".to_owned(), "failed".to_owned())]);
 }
