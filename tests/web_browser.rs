@@ -5,12 +5,18 @@
 //! A technician logs in with the form, sees the dashboard, a simulated handset is
 //! lifted and the page shows it without a reload (SSE), a ring test from the ports
 //! page makes the simulated phone ring, a busy port's ring test is refused, and an
-//! agent gets the 403 page on the dashboard, ports and system pages. Every page is
+//! agent gets the 403 page on the dashboard, ports and system pages; an admin sees the
+//! CDR of a call between two simulated phones on the calls page, and the SIP and sync
+//! pages say "not configured". Every page is
 //! saved as a screenshot under `target/web-screenshots/` (not committed) with the
 //! dashboard's weight and paint timing in `metrics.json` (see BENCHMARKS.md).
 //!
 //! Without `chromium` and `chromedriver` (Debian `chromium chromium-driver`, which
 //! `.ci/run` installs) this test fails; it does not skip.
+//!
+//! Without a browser: a SIPp phone registers with a `branchd` that has `[sip]`, and
+//! `GET /api/v1/sip` and the `/sip` page show its contact, source address and expiry
+//! from the SIP endpoint.
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
@@ -21,7 +27,7 @@ use std::time::{Duration, Instant};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{json, Value};
 
-use crate::harness::{bin, command, wait, Gateway, SOON};
+use crate::harness::{bin, command, wait, Gateway, DIAL_PLAN, SOON};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
@@ -218,6 +224,7 @@ fn technician_sees_live_ports_rings_a_phone_and_an_agent_is_refused() {
     let base = format!("http://{addr}");
     add_user(&gw, "tech1", "technician");
     add_user(&gw, "agent1", "agent");
+    add_user(&gw, "boss1", "admin");
     let driver = Driver::start();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -422,6 +429,259 @@ fn technician_sees_live_ports_rings_a_phone_and_an_agent_is_refused() {
             assert!(text.contains("403"), "{page}: {text}");
         }
         shot(&c, "10-agent-forbidden").await;
+
+        // A call between two simulated phones, then an admin (calls.view and
+        // numbers.view) finds its CDR on the calls page.
+        gw.sim.phone(1).off_hook();
+        gw.sim.phone(1).dial("102");
+        assert!(wait(SOON, || gw.sim.phone(2).is_ringing()), "phone 2 rings");
+        gw.sim.phone(2).off_hook();
+        c.find(Locator::Css("form.logout button"))
+            .await
+            .expect("logout button")
+            .click()
+            .await
+            .expect("click");
+        wait_path(&c, "/login?bye=1").await;
+        login(&c, &base, "boss1").await;
+        wait_path(&c, "/dashboard").await;
+        c.goto(&format!("{base}/calls")).await.expect("goto");
+        let active = wait_text(&c, "#active", |t| t.contains("FXS port 2")).await;
+        assert!(
+            active.contains("101") && active.contains("connected"),
+            "{active}"
+        );
+        shot(&c, "11-calls-active").await;
+        gw.sim.phone(2).on_hook();
+        gw.sim.phone(1).on_hook();
+        let stored = gw.wait_cdrs(1);
+        assert_eq!(stored.len(), 1, "one CDR");
+        c.goto(&format!("{base}/calls")).await.expect("goto");
+        let cdrs = wait_text(&c, "#cdrs", |t| t.contains("answered")).await;
+        assert!(cdrs.contains("101") && cdrs.contains("102"), "{cdrs}");
+        let active = wait_text(&c, "#active", |t| !t.is_empty()).await;
+        assert!(active.contains("No call in progress."), "{active}");
+        shot(&c, "12-calls-cdr").await;
+        c.goto(&format!("{base}/sip")).await.expect("goto");
+        wait_text(&c, "main", |t| t.contains("Not configured")).await;
+        shot(&c, "13-sip").await;
+        c.goto(&format!("{base}/sync")).await.expect("goto");
+        let sync = wait_text(&c, "#backlog", |t| t.contains("records")).await;
+        assert!(sync.contains("Outbox backlog"), "{sync}");
+        shot(&c, "14-sync").await;
         c.close().await.expect("close the browser");
     });
+}
+
+/// A SIPp UAS on 127.0.0.1:`port` running `scenario` once (a trunk's registrar).
+fn sipp_uas(scenario: &str, port: u16) -> Child {
+    Command::new("/usr/bin/sipp")
+        .arg("-sf")
+        .arg(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("data/sip")
+                .join(scenario),
+        )
+        .args(["-i", "127.0.0.1", "-mi", "127.0.0.1", "-nostdin"])
+        .args(["-p", &port.to_string()])
+        .args(["-mp", &crate::sip_calls::free_port().to_string()])
+        .args(["-timeout", "30s", "-timeout_error", "-m", "1"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("sipp starts")
+}
+
+#[test]
+fn sip_page_and_api_show_the_trunk_and_a_phone_registered_with_sipp() {
+    use crate::sip_calls::{free_port, register, SIP_PLAN};
+    // The trunk's registrar: SIPp answers one REGISTER with 200 (300 s).
+    let trunk_port = free_port();
+    let mut registrar = sipp_uas("uas_register_ok.xml", trunk_port);
+    std::thread::sleep(Duration::from_millis(300));
+    let plan = format!(
+        r#"{DIAL_PLAN}
+{SIP_PLAN}
+[sip.trunk]
+servers = ["127.0.0.1:{trunk_port}"]
+domain = "carrier.test"
+username = "branch17"
+password = "trunk-secret"
+expires = 3600
+keepalive_s = 0
+"#
+    );
+    let gw = Gateway::start_with(&plan);
+    assert!(
+        gw.wait_log("trunk registered", SOON),
+        "no trunk registration:\n{}",
+        gw.log_text()
+    );
+    let _ = registrar.wait();
+    let base = format!("http://{}", gw.web_addr());
+    add_user(&gw, "tech1", "technician");
+    let port = free_port();
+    register(&gw, "201", "desk-phone-pass-one", port);
+    assert!(gw.wait_log("added 201", SOON), "binding logged");
+
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(SOON))
+        .build()
+        .into();
+    let resp = agent
+        .post(&format!("{base}/api/v1/session"))
+        .send_json(json!({ "username": "tech1", "password": PASSWORD }))
+        .expect("login");
+    assert_eq!(resp.status(), 200);
+    let cookie = resp
+        .headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .expect("session cookie")
+        .to_owned();
+    let get = |path: &str| {
+        let mut r = agent
+            .get(&format!("{base}{path}"))
+            .header("Cookie", &cookie)
+            .call()
+            .expect("request");
+        let status = r.status().as_u16();
+        (status, r.body_mut().read_to_string().expect("body"))
+    };
+    let source = format!("udp 127.0.0.1:{port}");
+    let (status, text) = get("/api/v1/sip");
+    assert_eq!(status, 200, "{text}");
+    let sip: Value = serde_json::from_str(&text).expect("json");
+    assert_eq!(sip["configured"], true, "{sip}");
+    let trunk = &sip["trunk"];
+    assert_eq!(trunk["state"], "registered", "{sip}");
+    assert_eq!(trunk["usable"], true, "{sip}");
+    assert_eq!(trunk["username"], "branch17");
+    assert_eq!(
+        trunk["server"],
+        format!("127.0.0.1:{trunk_port};transport=udp").as_str(),
+        "{sip}"
+    );
+    assert_eq!(trunk["servers"][0]["health"], "ok", "{sip}");
+    let granted = trunk["expires_at_ms"].as_i64().unwrap_or(0) - sip["at_ms"].as_i64().unwrap_or(0);
+    assert!(granted > 0 && granted <= 300_000, "granted 300 s: {sip}");
+    assert_eq!(sip["phones_registered"], 1, "{sip}");
+    let phone = sip["phones"]
+        .as_array()
+        .and_then(|p| p.iter().find(|p| p["extension"] == "201"))
+        .expect("account 201");
+    assert_eq!(phone["name"], "Desk Phone");
+    let contact = &phone["contacts"][0];
+    assert_eq!(contact["source"], source.as_str(), "{sip}");
+    assert!(
+        contact["contact"]
+            .as_str()
+            .is_some_and(|c| c.starts_with("sip:201@127.0.0.1")),
+        "{sip}"
+    );
+    // Registered for 300 s: it expires within that, after the snapshot.
+    let left = contact["expires_at_ms"].as_i64().unwrap_or(0) - sip["at_ms"].as_i64().unwrap_or(0);
+    assert!(left > 0 && left <= 300_000, "{sip}");
+    let other = sip["phones"]
+        .as_array()
+        .and_then(|p| p.iter().find(|p| p["extension"] == "202"))
+        .expect("account 202");
+    assert_eq!(other["contacts"], json!([]), "202 never registered");
+
+    let (status, page) = get("/sip");
+    assert_eq!(status, 200);
+    assert!(page.contains("1 of 2 registered"), "{page}");
+    assert!(page.contains(&source), "{page}");
+    assert!(page.contains("Desk Phone"), "{page}");
+    assert!(page.contains("not registered"), "202: {page}");
+    assert!(page.contains("branch17"), "{page}");
+    for secret in ["desk-phone-pass-one", "trunk-secret"] {
+        assert!(!page.contains(secret), "{secret} on the page");
+        assert!(!text.contains(secret), "{secret} in the API");
+    }
+}
+
+#[test]
+fn sync_page_forces_a_running_agent_with_the_form_and_shows_the_backlog_drain() {
+    use crate::harness::{HqDb, HqServer};
+    let mut hq = HqServer::new(HqDb::Sqlite);
+    hq.add_site("branch-1");
+    let creds = hq.add_box("branch-1", "box-1");
+    hq.serve();
+    let gw = Gateway::start_with(&format!(
+        "{DIAL_PLAN}{}",
+        hq.box_config(&creds, hq.sync, "")
+    ));
+    assert!(gw.wait_log("sync agent started", SOON), "{}", gw.log_text());
+    add_user(&gw, "tech1", "technician");
+    let base = format!("http://{}", gw.web_addr());
+    // Redirects are the answer under test: not followed.
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .timeout_global(Some(SOON))
+        .build()
+        .into();
+    let mut resp = agent
+        .post(&format!("{base}/api/v1/session"))
+        .send_json(json!({ "username": "tech1", "password": PASSWORD }))
+        .expect("login");
+    assert_eq!(resp.status(), 200);
+    let cookie = resp
+        .headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .expect("session cookie")
+        .to_owned();
+    let session: Value =
+        serde_json::from_str(&resp.body_mut().read_to_string().expect("body")).expect("json");
+    let csrf = session["csrf_token"].as_str().expect("csrf").to_owned();
+    let page = |path: &str| {
+        let mut r = agent
+            .get(&format!("{base}{path}"))
+            .header("Cookie", &cookie)
+            .call()
+            .expect("request");
+        assert_eq!(r.status(), 200, "{path}");
+        r.body_mut().read_to_string().expect("body")
+    };
+    let force = |token: &str| {
+        agent
+            .post(&format!("{base}/sync/force"))
+            .header("Cookie", &cookie)
+            .send_form([("csrf", token)])
+            .expect("force")
+    };
+
+    let before = page("/sync");
+    assert!(before.contains("running"), "{before}");
+    assert!(before.contains("action=\"/sync/force\""), "{before}");
+    // A forged token changes nothing.
+    assert_eq!(force("forged").status(), 403);
+    let r = force(&csrf);
+    assert_eq!(r.status(), 303);
+    assert_eq!(
+        r.headers().get("location").and_then(|v| v.to_str().ok()),
+        Some("/sync?forced=1")
+    );
+    let after = page("/sync?forced=1");
+    assert!(after.contains("Sync requested"), "{after}");
+    // The user, its audit rows and the login reach HQ: the backlog drains to 0.
+    let drained = wait(SOON, || {
+        page("/sync").contains("<p class=\"big\">0 records</p>")
+    });
+    assert!(drained, "{}\n{}", page("/sync"), gw.log_text());
+    let forced: Vec<(String, String)> = gw
+        .db()
+        .prepare("SELECT actor, result FROM audit_log WHERE action = 'force_sync'")
+        .and_then(|mut s| {
+            s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<rusqlite::Result<Vec<_>>>()
+        })
+        .expect("audit rows");
+    assert_eq!(forced, vec![("tech1".to_owned(), "ok".to_owned())]);
 }

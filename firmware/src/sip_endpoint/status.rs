@@ -151,9 +151,13 @@ fn trunk_report(trunk: &TrunkSide, now: Instant, now_ms: i64) -> TrunkReport {
         usable: r.reachability().is_reachable(),
         username: trunk.config.username.clone(),
         server: None,
-        target: r
-            .active_target()
-            .map(|t| format!("{} {}", t.transport, t.addr)),
+        target: r.active_target().map(|t| {
+            format!(
+                "{} {}",
+                t.transport.to_string().to_ascii_lowercase(),
+                t.addr
+            )
+        }),
         expires_at_ms: None,
         next_attempt_ms: None,
         failed_rounds: None,

@@ -871,13 +871,15 @@ pub(super) fn sync_page(
                             }
                             @if let Some(next) = r.next_attempt_ms { dt { "Next attempt" } dd { (relative(next, now_ms)) } }
                         }
-                        @if may_force {
+                        @if !may_force {
+                            p.muted { "Forcing a sync needs the permission " code { "sync.operate" } "." }
+                        } @else if r.hq.is_none() {
+                            p.muted { "Sync with HQ is not configured (no " code { "[hq]" } " section): nothing to force." }
+                        } @else {
                             form.inline method="post" action="/sync/force" {
                                 input type="hidden" name="csrf" value=(who.csrf_token());
                                 button type="submit" { "Force sync now" }
                             }
-                        } @else {
-                            p.muted { "Forcing a sync needs the permission " code { "sync.operate" } "." }
                         }
                     }
                     section.card #backlog {

@@ -1013,7 +1013,9 @@ async fn sync_page_shows_the_backlog_and_force_needs_csrf_and_operate() {
         r.text
     );
     assert!(r.text.contains("not configured"), "{}", r.text);
-    assert!(r.text.contains("action=\"/sync/force\""), "{}", r.text);
+    // No [hq]: no form to force with, and the page says why.
+    assert!(!r.text.contains("action=\"/sync/force\""), "{}", r.text);
+    assert!(r.text.contains("nothing to force"), "{}", r.text);
     // sync.view without sync.operate: no form, the permission named.
     let r = env.get("/sync", Some(&viewer)).await;
     assert_eq!(r.status, StatusCode::OK);
