@@ -473,8 +473,8 @@ fn technician_sees_live_ports_rings_a_phone_and_an_agent_is_refused() {
     });
 }
 
-/// A SIPp UAS on 127.0.0.1:`port` running `scenario` once (a trunk's registrar).
-fn sipp_uas(scenario: &str, port: u16) -> Child {
+/// A SIPp UAS on `ip`:`port` running `scenario` once (a trunk's registrar).
+fn sipp_uas(scenario: &str, ip: &str, port: u16) -> Child {
     Command::new("/usr/bin/sipp")
         .arg("-sf")
         .arg(
@@ -482,7 +482,7 @@ fn sipp_uas(scenario: &str, port: u16) -> Child {
                 .join("data/sip")
                 .join(scenario),
         )
-        .args(["-i", "127.0.0.1", "-mi", "127.0.0.1", "-nostdin"])
+        .args(["-i", ip, "-mi", ip, "-nostdin"])
         .args(["-p", &port.to_string()])
         .args(["-mp", &crate::sip_calls::free_port().to_string()])
         .args(["-timeout", "30s", "-timeout_error", "-m", "1"])
@@ -496,15 +496,17 @@ fn sipp_uas(scenario: &str, port: u16) -> Child {
 #[test]
 fn sip_page_and_api_show_the_trunk_and_a_phone_registered_with_sipp() {
     use crate::sip_calls::{free_port, register, SIP_PLAN};
-    // The trunk's registrar: SIPp answers one REGISTER with 200 (300 s).
+    // The trunk's registrar: SIPp answers one REGISTER with 200 (300 s). On
+    // 127.0.0.2: requests from a trunk server's address count as the trunk's, and the
+    // phone below calls from 127.0.0.1.
     let trunk_port = free_port();
-    let mut registrar = sipp_uas("uas_register_ok.xml", trunk_port);
+    let mut registrar = sipp_uas("uas_register_ok.xml", "127.0.0.2", trunk_port);
     std::thread::sleep(Duration::from_millis(300));
     let plan = format!(
         r#"{DIAL_PLAN}
 {SIP_PLAN}
 [sip.trunk]
-servers = ["127.0.0.1:{trunk_port}"]
+servers = ["127.0.0.2:{trunk_port}"]
 domain = "carrier.test"
 username = "branch17"
 password = "trunk-secret"
@@ -562,7 +564,7 @@ keepalive_s = 0
     assert_eq!(trunk["username"], "branch17");
     assert_eq!(
         trunk["server"],
-        format!("127.0.0.1:{trunk_port};transport=udp").as_str(),
+        format!("127.0.0.2:{trunk_port};transport=udp").as_str(),
         "{sip}"
     );
     assert_eq!(trunk["servers"][0]["health"], "ok", "{sip}");
@@ -602,6 +604,80 @@ keepalive_s = 0
         assert!(!page.contains(secret), "{secret} on the page");
         assert!(!text.contains(secret), "{secret} in the API");
     }
+
+    // The phone calls analog 101, which answers: the calls in progress show its SIP
+    // leg with the codec SIPp offered and the RTP the media engine counts (an admin:
+    // SIP account numbers are not in the extensions table, so other roles see them
+    // masked).
+    add_user(&gw, "boss1", "admin");
+    let resp = agent
+        .post(&format!("{base}/api/v1/session"))
+        .send_json(json!({ "username": "boss1", "password": PASSWORD }))
+        .expect("login");
+    assert_eq!(resp.status(), 200);
+    let admin_cookie = resp
+        .headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .expect("session cookie")
+        .to_owned();
+    let active = || {
+        let mut r = agent
+            .get(&format!("{base}/api/v1/calls/active"))
+            .header("Cookie", &admin_cookie)
+            .call()
+            .expect("request");
+        assert_eq!(r.status(), 200);
+        serde_json::from_str::<Value>(&r.body_mut().read_to_string().expect("body")).expect("json")
+    };
+    let target = crate::sip_calls::sip_addr(&gw);
+    let call = crate::sip_calls::sipp(
+        "uac_call.xml",
+        target,
+        port,
+        &crate::sip_calls::call_args("101", "201", "desk-phone-pass-one", target)
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    )
+    .spawn()
+    .expect("sipp starts");
+    let phone = gw.sim.phone(1);
+    assert!(
+        wait(SOON, || phone.is_ringing()),
+        "FXS 1 rings:\n{}",
+        gw.log_text()
+    );
+    phone.off_hook();
+    let mut calls = Value::Null;
+    let measured = wait(SOON, || {
+        calls = active();
+        calls["calls"][0]["legs"][0]["mos"].is_f64()
+            && calls["calls"][0]["legs"][0]["packets_in"]
+                .as_u64()
+                .is_some_and(|n| n > 0)
+    });
+    assert!(measured, "no RTP statistics: {calls}");
+    let c = &calls["calls"][0];
+    assert_eq!(c["caller"], "201", "{calls}");
+    assert_eq!(c["caller_via"], "SIP phone");
+    assert_eq!(c["callee_via"], "FXS port 1");
+    assert_eq!(c["phase"], "connected");
+    let leg = &c["legs"][0];
+    assert_eq!(leg["side"], "caller", "{calls}");
+    assert_eq!(leg["codec"], "PCMA", "SIPp offers PCMA: {calls}");
+    assert!(
+        leg["loss_percent"].is_f64() && leg["jitter_ms"].is_f64(),
+        "{calls}"
+    );
+    assert!(calls["rtp_error"].is_null(), "{calls}");
+    phone.on_hook();
+    crate::sip_calls::wait_sipp(call, "call", &gw);
+    assert!(
+        wait(SOON, || active()["calls"] == json!([])),
+        "the call ended"
+    );
 }
 
 #[test]
