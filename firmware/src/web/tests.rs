@@ -247,6 +247,7 @@ fn call_control() -> CallControl {
         sip_host: "192.0.2.1".into(),
         wall_clock_ms: system_clock_ms(),
         epoch: now,
+        acd: None,
     };
     CallControl::new(settings, 1..=2, 3..=3)
 }
