@@ -37,9 +37,9 @@
 //!   it on a watch channel after every turn (only when it changed), sends the line
 //!   readings and ring-test commands it asks for, and answers the page's ring tests
 //!   and its requests for the calls in progress (call control's snapshot, joined on a
-//!   task of its own with the media engine's leg statistics). The SIP endpoint's
-//!   registrations snapshot goes to the web page too, which therefore starts after
-//!   the SIP endpoint.
+//!   task of its own with the media engine's leg statistics). The SIP endpoint
+//!   publishes its registrations snapshot on a watch channel made before the web
+//!   starts (the page says "starting" until its first snapshot).
 //! - Sync with HQ ([`crate::sync`]): the agent (when `[hq]` is set) and the WAN monitor
 //!   run as tasks; the board loop follows the WAN states (WAN LED, trunk-or-FXO
 //!   routing of outside calls). At shutdown they are cancelled and awaited before the
@@ -473,8 +473,27 @@ async fn serve(
     let (jobs, job_rx) = mpsc::unbounded_channel();
     let store_task = tokio::spawn(store_task(writer, job_rx));
 
-    // The web page's live status, published by the main loop (`web::status`).
+    // The web page's live status, published by the main loop (`web::status`), and
+    // the SIP endpoint's registrations (it publishes them once it runs).
     let (web_status, mut web_requests, web_handle) = web_status(&config, &profile, country);
+    let sip_status = config.sip.as_ref().map(|_| {
+        tokio::sync::watch::channel(Arc::new(crate::sip_endpoint::status::SipStatus::starting()))
+    });
+    let web_handle = match &sip_status {
+        Some((_, rx)) => web_handle.with_sip(rx.clone()),
+        None => web_handle,
+    };
+    // The web API last, so it never serves a box whose board is not up.
+    let web = match config.web.listen {
+        Some(addr) => Some(start_web(addr, accounts, &config, sync.clone(), web_handle).await?),
+        None => {
+            drop(accounts);
+            None
+        }
+    };
+    if let Some(web) = &web {
+        health.passed(Fact::Web, format!("listening on {}", web.local_addr));
+    }
 
     // USB provisioning (`[provisioning]`): its own thread, blocked in inotify; the
     // power LED shows its progress through the main loop, which owns the GPIO. A setup
@@ -519,36 +538,26 @@ async fn serve(
     // back on the same channel as the media engine's digits; the SIP trunk's
     // registration state drives outside-call routing (instead of the WAN probe).
     let sip_stop = tokio_util::sync::CancellationToken::new();
-    let sip = start_sip(&config, country, law, &media, sip_inputs, &sip_stop).await?;
+    let sip = start_sip(
+        &config,
+        country,
+        law,
+        &media,
+        sip_inputs,
+        sip_status.map(|(tx, _)| tx),
+        &sip_stop,
+    )
+    .await?;
     let sip_trunk = config.sip.as_ref().is_some_and(|s| s.trunk.is_some());
     if sip_trunk {
         calls.set_trunk_status(crate::call::TrunkStatus::Unusable);
     }
-    let (sip_outputs, mut trunk_rx, sip_task, sip_status) = match sip {
-        Some((outputs, trunk_rx, task, status)) => {
-            (Some(outputs), Some(trunk_rx), Some(task), Some(status))
-        }
-        None => (None, None, None, None),
+    let (sip_outputs, mut trunk_rx, sip_task) = match sip {
+        Some((outputs, trunk_rx, task)) => (Some(outputs), Some(trunk_rx), Some(task)),
+        None => (None, None, None),
     };
     if sip_task.is_some() {
         health.passed(Fact::Sip, "listeners bound");
-    }
-
-    // The web API last (after the SIP endpoint, whose registrations its SIP page
-    // shows), so it never serves a box whose board is not up.
-    let web_handle = match sip_status {
-        Some(rx) => web_handle.with_sip(rx),
-        None => web_handle,
-    };
-    let web = match config.web.listen {
-        Some(addr) => Some(start_web(addr, accounts, &config, sync.clone(), web_handle).await?),
-        None => {
-            drop(accounts);
-            None
-        }
-    };
-    if let Some(web) = &web {
-        health.passed(Fact::Web, format!("listening on {}", web.local_addr));
     }
 
     let (call_recorder, recorder_work) = match recording {
@@ -1055,21 +1064,22 @@ async fn sleep_until(deadline: Option<Instant>) {
 }
 
 /// Starts the SIP endpoint when `[sip]` is set: returns where call control's SIP
-/// outputs go, the SIP trunk's reachability, the endpoint's task, and its
-/// registrations snapshot (for the web page).
+/// outputs go, the SIP trunk's reachability, and the endpoint's task; its
+/// registrations snapshot goes to `status` (the web page's; a channel of its own
+/// when `None`).
 async fn start_sip(
     config: &Config,
     country: Country,
     law: line_proto::g711::Law,
     media: &MediaEngine,
     inputs: mpsc::UnboundedSender<crate::call::SipInput>,
+    status: Option<tokio::sync::watch::Sender<Arc<crate::sip_endpoint::status::SipStatus>>>,
     stop: &tokio_util::sync::CancellationToken,
 ) -> Result<
     Option<(
         mpsc::UnboundedSender<Output>,
         mpsc::UnboundedReceiver<crate::call::TrunkStatus>,
         tokio::task::JoinHandle<()>,
-        tokio::sync::watch::Receiver<Arc<crate::sip_endpoint::status::SipStatus>>,
     )>,
 > {
     use crate::sip_endpoint::{EndpointSettings, SipAccount, SipCommand, SipEndpoint};
@@ -1104,9 +1114,18 @@ async fn start_sip(
         seed: u64::from_le_bytes(seed),
     };
     let (trunk_tx, trunk_rx) = mpsc::unbounded_channel();
-    let (handle, task) =
-        SipEndpoint::start(settings, media.clone(), inputs, trunk_tx, stop.clone()).await?;
-    let status = handle.status();
+    let status = status.unwrap_or_else(|| {
+        tokio::sync::watch::channel(Arc::new(crate::sip_endpoint::status::SipStatus::starting())).0
+    });
+    let (handle, task) = SipEndpoint::start(
+        settings,
+        media.clone(),
+        inputs,
+        trunk_tx,
+        status,
+        stop.clone(),
+    )
+    .await?;
     // Call control's outputs become endpoint commands on a small forwarding task, so
     // the board loop never waits on SIP.
     let (outputs, mut output_rx) = mpsc::unbounded_channel::<Output>();
@@ -1119,7 +1138,7 @@ async fn start_sip(
             }
         }
     });
-    Ok(Some((outputs, trunk_rx, task, status)))
+    Ok(Some((outputs, trunk_rx, task)))
 }
 
 /// Starts the media engine from `[media]` (defaults when the section is absent: ports

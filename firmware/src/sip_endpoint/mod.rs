@@ -26,7 +26,8 @@
 //! - [`sdp`]: SDP offer/answer for G.711 audio (our own subset; see its doc).
 //! - `wire`: helpers (kind conversions, header readers, raw 400/501 responses).
 //! - [`status`]: the snapshot of the trunk registration and the phones' registrations
-//!   the endpoint publishes for the web page ([`SipHandle::status`]).
+//!   the endpoint publishes for the web page (on the channel given to
+//!   [`SipEndpoint::start`]).
 //!
 //! # Behaviour
 //!
@@ -295,7 +296,6 @@ pub struct EndpointStats {
 pub struct SipHandle {
     commands: mpsc::UnboundedSender<SipCommand>,
     local_addrs: Vec<(WireKind, SocketAddr)>,
-    status: watch::Receiver<std::sync::Arc<status::SipStatus>>,
 }
 
 impl SipHandle {
@@ -307,11 +307,6 @@ impl SipHandle {
     /// The bound listeners.
     pub fn local_addrs(&self) -> &[(WireKind, SocketAddr)] {
         &self.local_addrs
-    }
-
-    /// The trunk's and the phones' registrations, republished on every change.
-    pub fn status(&self) -> watch::Receiver<std::sync::Arc<status::SipStatus>> {
-        self.status.clone()
     }
 }
 
@@ -374,7 +369,7 @@ pub struct SipEndpoint {
     stats: EndpointStats,
     /// The first UDP listener (the socket requests leave from).
     udp_local: Option<SocketAddr>,
-    /// Where the registrations snapshot goes ([`SipHandle::status`]).
+    /// Where the registrations snapshot goes (the web page's receiver).
     status_tx: watch::Sender<std::sync::Arc<status::SipStatus>>,
     /// A binding or the trunk registration changed since the last snapshot.
     status_dirty: bool,
@@ -493,7 +488,9 @@ async fn sleep_until(deadline: Option<Instant>) {
 
 impl SipEndpoint {
     /// Binds the `[sip]` listeners, builds the cores and spawns the task. SIP inputs
-    /// for call control go to `inputs`, the trunk's reachability to `trunk_status`.
+    /// for call control go to `inputs`, the trunk's reachability to `trunk_status`,
+    /// the registrations snapshot ([`status::SipStatus`]) to `status` (at once, then
+    /// after every change).
     /// The task ends when `shutdown` is cancelled (after un-REGISTERing the trunk
     /// and ending every leg, at most [`SHUTDOWN_GRACE`]).
     pub async fn start(
@@ -501,6 +498,7 @@ impl SipEndpoint {
         media: MediaEngine,
         inputs: mpsc::UnboundedSender<SipInput>,
         trunk_status: mpsc::UnboundedSender<TrunkStatus>,
+        status: watch::Sender<std::sync::Arc<status::SipStatus>>,
         shutdown: CancellationToken,
     ) -> Result<(SipHandle, JoinHandle<()>), EndpointError> {
         let sip = &settings.sip;
@@ -683,14 +681,6 @@ impl SipEndpoint {
             max_message_len: sip.max_message_bytes,
             ..Limits::default()
         };
-        let (status_tx, status_rx) = watch::channel(std::sync::Arc::new(status::SipStatus {
-            version: 0,
-            at_ms: 0,
-            listeners: Vec::new(),
-            trunk: None,
-            phones: Vec::new(),
-            phones_registered: 0,
-        }));
         let mut endpoint = SipEndpoint {
             plan: numbering_plan(settings.country),
             settings,
@@ -716,7 +706,7 @@ impl SipEndpoint {
             rng,
             stats: EndpointStats::default(),
             udp_local,
-            status_tx,
+            status_tx: status,
             status_dirty: true,
             status_version: 0,
         };
@@ -729,7 +719,6 @@ impl SipEndpoint {
             SipHandle {
                 commands,
                 local_addrs,
-                status: status_rx,
             },
             task,
         ))

@@ -2,8 +2,8 @@
 //! trunk registration's state and the local phones' registrations, as the endpoint's
 //! cores hold them ([`SipStatus`]).
 //!
-//! The endpoint task publishes a new snapshot on a `watch` channel
-//! ([`super::SipHandle::status`]) after a turn in which the registrar reported a
+//! The endpoint task publishes a new snapshot on the `watch` channel given to
+//! [`super::SipEndpoint::start`] at start and after a turn in which the registrar reported a
 //! binding change (added, refreshed, removed, expired) or the trunk registration
 //! moved, so readers never touch the task's state and an idle endpoint publishes
 //! nothing. Times are wall-clock ms (converted from the cores' `Instant`s when the
@@ -32,6 +32,26 @@ pub struct SipStatus {
     pub phones: Vec<PhoneReport>,
     /// Phones with at least one registered contact.
     pub phones_registered: usize,
+}
+
+impl SipStatus {
+    /// The value of the channel before the endpoint's first snapshot (version 0:
+    /// the endpoint is starting).
+    pub fn starting() -> SipStatus {
+        SipStatus {
+            version: 0,
+            at_ms: 0,
+            listeners: Vec::new(),
+            trunk: None,
+            phones: Vec::new(),
+            phones_registered: 0,
+        }
+    }
+
+    /// Whether this is [`SipStatus::starting`]'s placeholder.
+    pub fn is_starting(&self) -> bool {
+        self.version == 0
+    }
 }
 
 /// The trunk registration.

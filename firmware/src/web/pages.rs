@@ -440,6 +440,7 @@ pub(super) fn dashboard_page(
                         dd { span data-live="" data-field="trunk" { (s.trunk) } }
                         dt { "Local phones" }
                         @match h.sip() {
+                            Some(sip) if sip.is_starting() => { dd.muted { "SIP endpoint starting" } }
                             Some(sip) => {
                                 dd { (sip.phones_registered) " of " (sip.phones.len()) " registered" }
                             }
@@ -620,6 +621,9 @@ pub(super) fn sip_page(who: &Authed, status: Option<&StatusHandle>, now_ms: i64)
                     h2 { "Not configured" }
                     p { "This box has no " code { "[sip]" } " section: no SIP trunk and no local SIP phones." }
                 }
+            }
+            (Some(_), Some(s)) if s.is_starting() => {
+                p.notice role="status" { "The SIP endpoint is starting; reload in a moment." }
             }
             (Some(_), Some(s)) => { (sip_body(s, now_ms)) }
         }
