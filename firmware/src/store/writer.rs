@@ -116,7 +116,7 @@ impl StoreWriter {
             cdr: Box::new(cdr),
             reply,
         })
-            .await?
+        .await?
     }
 
     /// Makes the port and extension tables match the board and the config, in one
