@@ -12,10 +12,16 @@ use crate::harness::{bin, command, Gateway, SOON};
 /// Makes an admin with `branchd user-add` (the console path, while the daemon runs)
 /// and logs in as it.
 pub fn create_admin(gw: &Gateway, username: &str, password: &str) -> Api {
+    add_user(gw, username, "admin", password);
+    Api::login(gw.web_addr(), username, password).0
+}
+
+/// Adds a user with `role` from the console (`branchd user-add`), password on stdin.
+pub fn add_user(gw: &Gateway, username: &str, role: &str, password: &str) {
     let mut child = command(bin("branchd"))
         .arg("--config")
         .arg(gw.config_path())
-        .args(["user-add", "--username", username, "--role", "admin"])
+        .args(["user-add", "--username", username, "--role", role])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -30,10 +36,9 @@ pub fn create_admin(gw: &Gateway, username: &str, password: &str) -> Api {
     let out = child.wait_with_output().expect("user-add exits");
     assert!(
         out.status.success(),
-        "user-add: {}",
+        "user-add {username}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    Api::login(gw.web_addr(), username, password).0
 }
 
 /// A logged-in HTTP client: cookie and CSRF token kept by hand.

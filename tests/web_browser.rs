@@ -18,7 +18,6 @@
 //! `GET /api/v1/sip` and the `/sip` page show its contact, source address and expiry
 //! from the SIP endpoint.
 
-use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -27,7 +26,7 @@ use std::time::{Duration, Instant};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{json, Value};
 
-use crate::harness::{bin, command, wait, Gateway, DIAL_PLAN, SOON};
+use crate::harness::{wait, Gateway, DIAL_PLAN, SOON};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
@@ -108,29 +107,9 @@ async fn shot(c: &Client, name: &str) {
     std::fs::write(screenshot_dir().join(format!("{name}.png")), png).expect("save screenshot");
 }
 
-/// Adds a user from the console (`branchd user-add`), password on stdin.
+/// Adds a user from the console (`branchd user-add`) with the test's password.
 fn add_user(gw: &Gateway, username: &str, role: &str) {
-    let mut child = command(bin("branchd"))
-        .arg("--config")
-        .arg(gw.config_path())
-        .args(["user-add", "--username", username, "--role", role])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("branchd user-add");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(format!("{PASSWORD}\n").as_bytes())
-        .expect("password on stdin");
-    let out = child.wait_with_output().expect("user-add exits");
-    assert!(
-        out.status.success(),
-        "user-add {username}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    crate::api_client::add_user(gw, username, role, PASSWORD);
 }
 
 /// Polls the text of the element at `css` until `want` holds.
