@@ -92,13 +92,21 @@ impl Api {
     }
 
     pub fn get(&self, path: &str) -> (u16, Value) {
+        let (status, text) = self.get_text(path);
+        let json = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+        (status, json)
+    }
+
+    /// GETs `path` (a page or an API route): the status and the body as text.
+    pub fn get_text(&self, path: &str) -> (u16, String) {
         let mut resp = self
             .agent
             .get(&format!("{}{path}", self.base))
             .header("Cookie", &self.cookie)
             .call()
             .expect("request");
-        (resp.status().as_u16(), body_json(&mut resp))
+        let text = resp.body_mut().read_to_string().expect("body");
+        (resp.status().as_u16(), text)
     }
 
     pub fn delete(&self, path: &str) -> u16 {

@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{json, Value};
 
+use crate::api_client::Api;
 use crate::harness::{wait, Gateway, DIAL_PLAN, SOON};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -500,38 +501,13 @@ keepalive_s = 0
         gw.log_text()
     );
     let _ = registrar.wait();
-    let base = format!("http://{}", gw.web_addr());
     add_user(&gw, "tech1", "technician");
     let port = free_port();
     register(&gw, "201", "desk-phone-pass-one", port);
     assert!(gw.wait_log("added 201", SOON), "binding logged");
 
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(SOON))
-        .build()
-        .into();
-    let resp = agent
-        .post(&format!("{base}/api/v1/session"))
-        .send_json(json!({ "username": "tech1", "password": PASSWORD }))
-        .expect("login");
-    assert_eq!(resp.status(), 200);
-    let cookie = resp
-        .headers()
-        .get("set-cookie")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .expect("session cookie")
-        .to_owned();
-    let get = |path: &str| {
-        let mut r = agent
-            .get(&format!("{base}{path}"))
-            .header("Cookie", &cookie)
-            .call()
-            .expect("request");
-        let status = r.status().as_u16();
-        (status, r.body_mut().read_to_string().expect("body"))
-    };
+    let tech = Api::login(gw.web_addr(), "tech1", PASSWORD).0;
+    let get = |path: &str| tech.get_text(path);
     let source = format!("udp 127.0.0.1:{port}");
     let (status, text) = get("/api/v1/sip");
     assert_eq!(status, 200, "{text}");
@@ -589,26 +565,11 @@ keepalive_s = 0
     // SIP account numbers are not in the extensions table, so other roles see them
     // masked).
     add_user(&gw, "boss1", "admin");
-    let resp = agent
-        .post(&format!("{base}/api/v1/session"))
-        .send_json(json!({ "username": "boss1", "password": PASSWORD }))
-        .expect("login");
-    assert_eq!(resp.status(), 200);
-    let admin_cookie = resp
-        .headers()
-        .get("set-cookie")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .expect("session cookie")
-        .to_owned();
+    let admin = Api::login(gw.web_addr(), "boss1", PASSWORD).0;
     let active = || {
-        let mut r = agent
-            .get(&format!("{base}/api/v1/calls/active"))
-            .header("Cookie", &admin_cookie)
-            .call()
-            .expect("request");
-        assert_eq!(r.status(), 200);
-        serde_json::from_str::<Value>(&r.body_mut().read_to_string().expect("body")).expect("json")
+        let (status, calls) = admin.get("/api/v1/calls/active");
+        assert_eq!(status, 200, "{calls}");
+        calls
     };
     let target = crate::sip_calls::sip_addr(&gw);
     let call = crate::sip_calls::sipp(

@@ -1003,18 +1003,7 @@ impl CallControl {
         match self.feature_digits(now, port, &digits) {
             None => {}
             Some(true) => return,
-            Some(false) => {
-                let deadline = now + self.settings.inter_digit_timeout;
-                self.set_fxs(
-                    port,
-                    Fxs::Dialing {
-                        digits,
-                        started,
-                        deadline,
-                    },
-                );
-                return;
-            }
+            Some(false) => return self.keep_dialing(now, port, digits, started),
         }
         match self.match_plan(&digits) {
             PlanMatch::Extension => {
@@ -1027,15 +1016,7 @@ impl CallControl {
                 self.call_outside_from_port(now, port, started, digits);
             }
             PlanMatch::Outside { complete: false } | PlanMatch::Partial => {
-                let deadline = now + self.settings.inter_digit_timeout;
-                self.set_fxs(
-                    port,
-                    Fxs::Dialing {
-                        digits,
-                        started,
-                        deadline,
-                    },
-                );
+                self.keep_dialing(now, port, digits, started)
             }
             PlanMatch::None => {
                 self.lockout(now, port, Tone::Unobtainable);
@@ -1049,6 +1030,19 @@ impl CallControl {
                 );
             }
         }
+    }
+
+    /// More digits are needed: collect them until the inter-digit timeout.
+    fn keep_dialing(&mut self, now: Instant, port: u8, digits: String, started: Instant) {
+        let deadline = now + self.settings.inter_digit_timeout;
+        self.set_fxs(
+            port,
+            Fxs::Dialing {
+                digits,
+                started,
+                deadline,
+            },
+        );
     }
 
     fn dial_timeout(&mut self, now: Instant, port: u8) {
