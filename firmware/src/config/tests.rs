@@ -653,3 +653,32 @@ fn sip_digest_algorithm_errors_name_file_line_and_field() {
         assert!(e.contains(why), "{extra:?}: {e}");
     }
 }
+
+#[test]
+fn call_center_feature_codes_are_validated() {
+    let config = Config::from_toml_str(
+        "[call_center.feature_codes]\nlogin = \"#1\"\nlogout = \"#2\"\n",
+        Path::new(FILE),
+    )
+    .expect("valid codes");
+    assert_eq!(
+        config
+            .call_center
+            .feature_codes
+            .parse("#2")
+            .expect("parses"),
+        crate::acd::codes::Parsed::Request(crate::acd::codes::FeatureRequest::Logout)
+    );
+    // The default pause code *63 is not affected; a prefix clash and a bad digit are
+    // refused with the file, the line and the field.
+    let clash = error("\n[call_center.feature_codes]\nlogin = \"*6\"\n");
+    assert!(clash.starts_with(&format!("{FILE}, line ")), "{clash}");
+    assert!(
+        clash.contains("call_center.feature_codes.login") && clash.contains("prefix"),
+        "{clash}"
+    );
+    let bad = error("[call_center.feature_codes]\nunpause = \"*6A\"\n");
+    assert!(bad.contains("call_center.feature_codes.unpause"), "{bad}");
+    let unknown = error("[call_center.feature_codes]\nbarge = \"*70\"\n");
+    assert!(unknown.contains("barge"), "{unknown}");
+}
