@@ -11,6 +11,9 @@
 # std from source (RUSTC_BOOTSTRAP=1 -Zbuild-std), as Debian's armhf std cannot be
 # installed here. CI runs aarch64; armv7 is run by hand.
 #
+# The tests run with cargo-nextest where it is installed (a deadline and one retry per
+# test, .config/nextest.toml profile "cross"), else with cargo test.
+#
 # Environment: CROSS_TEST_TIMEOUT (seconds, default 3600) bounds the whole qemu test
 # run; CARGO_TARGET_DIR defaults to target/cross so that the host build, made with
 # rustup's rustc, is not invalidated by Debian's.
@@ -110,8 +113,19 @@ if [ "$RUN_TESTS" = 1 ]; then
     cargo test --workspace --locked --target "$TARGET" "${BUILD_STD[@]}" --no-run
     echo "test build: $((SECONDS - start)) s"
     start=$SECONDS
-    timeout --kill-after=30 "${CROSS_TEST_TIMEOUT:-3600}" \
-        cargo test --workspace --locked --no-fail-fast --target "$TARGET" "${BUILD_STD[@]}"
+    if cargo nextest --version >/dev/null 2>&1; then
+        # One process per test, each with its own deadline and one retry
+        # (.config/nextest.toml, profile "cross"); the doc tests, which nextest does not
+        # run, follow with cargo test.
+        timeout --kill-after=30 "${CROSS_TEST_TIMEOUT:-3600}" \
+            cargo nextest run --workspace --locked --profile cross --target "$TARGET" \
+            "${BUILD_STD[@]}"
+        timeout --kill-after=30 600 \
+            cargo test --workspace --doc --locked --target "$TARGET" "${BUILD_STD[@]}"
+    else
+        timeout --kill-after=30 "${CROSS_TEST_TIMEOUT:-3600}" \
+            cargo test --workspace --locked --no-fail-fast --target "$TARGET" "${BUILD_STD[@]}"
+    fi
     echo "tests under qemu: $((SECONDS - start)) s"
 fi
 

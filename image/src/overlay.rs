@@ -250,7 +250,13 @@ mnt=$BASE/$name
 
 case "$action" in
 add)
-    fstype=$(blkid -o value -s TYPE "$dev" || true)
+    # Only a block device is probed, and only that one: -p reads its superblock
+    # directly (no blkid cache, no scan of the other devices).
+    if [ ! -b "$dev" ]; then
+        echo "usb-mount: $dev is not a block device" >&2
+        exit 1
+    fi
+    fstype=$(blkid -p -o value -s TYPE "$dev" || true)
     case "$fstype" in
         vfat|exfat)
             # branchd writes its result file back to the stick.

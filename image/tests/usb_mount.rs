@@ -272,14 +272,18 @@ fn helper_is_valid_sh_and_refuses_bad_input_before_doing_anything() {
         assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
         assert!(err.contains(want), "{args:?}: {err}");
     }
-    // A device that does not exist: no filesystem type, refused, nothing mounted.
-    let out = Command::new("sh")
-        .arg(&script)
-        .args(["add", "nosuchdisk9"])
-        .output()
-        .expect("run helper");
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("is not mounted"));
+    // A device that does not exist, and a file that is not a block device: refused
+    // before anything is probed or mounted.
+    for name in ["nosuchdisk9", "null"] {
+        let out = Command::new("sh")
+            .arg(&script)
+            .args(["add", name])
+            .output()
+            .expect("run helper");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{name}: {err}");
+        assert!(err.contains("is not a block device"), "{name}: {err}");
+    }
 }
 
 #[test]
