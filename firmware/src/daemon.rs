@@ -107,11 +107,12 @@ enum StoreJob {
     /// port state, and the queue holds one slot per job.
     Cdr(Box<Cdr>),
     PortState(u8, PortState),
-    /// A call-center agent's state change, for `agent_state_log`.
+    /// A call-center agent's state change, for `agent_state_log` and the outbox.
     AgentState {
         agent: crate::acd::AgentId,
         state: crate::acd::AgentState,
         extension: Option<String>,
+        call_id: Option<String>,
         at_ms: i64,
     },
 }
@@ -1342,13 +1343,15 @@ impl BoardLoop {
                     agent,
                     state,
                     extension,
+                    call_id,
                     at_ms,
                 } => {
-                    tracing::info!(%agent, state = state.name(), extension, "agent state");
+                    tracing::info!(%agent, state = state.name(), extension, call_id, "agent state");
                     let _ = self.jobs.send(StoreJob::AgentState {
                         agent,
                         state,
                         extension,
+                        call_id,
                         at_ms,
                     });
                 }
@@ -1410,6 +1413,7 @@ async fn store_task(writer: StoreWriter, mut jobs: mpsc::UnboundedReceiver<Store
                 agent,
                 state,
                 extension,
+                call_id,
                 at_ms,
             } => {
                 let shown = agent.clone();
@@ -1421,6 +1425,7 @@ async fn store_task(writer: StoreWriter, mut jobs: mpsc::UnboundedReceiver<Store
                             &agent,
                             &state,
                             extension.as_deref(),
+                            call_id.as_deref(),
                             at_ms,
                         )
                         .map_err(|e| crate::error::Error::AcdStore(Box::new(e)))

@@ -136,7 +136,7 @@ pub enum RecordKind {
     GroupChange,
     /// Metadata of a call recording: [`RecordingMeta`].
     Recording,
-    /// An agent state transition (call center).
+    /// An agent state transition (call center): [`AgentStateRecord`].
     AgentState,
     /// A post-call survey score (call center).
     Survey,
@@ -239,6 +239,78 @@ pub struct RecordingMeta {
     pub format: String,
 }
 
+/// A call-center agent's state change, the payload of a [`RecordKind::AgentState`]
+/// record (the box's `agent_state_log` row). The record key is the agent ID.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentStateRecord {
+    /// The agent ID (work number) as it was at the change.
+    pub agent_id: String,
+    /// The state entered.
+    pub state: AgentStateName,
+    /// The pause reason code, only with [`AgentStateName::Paused`] (none: paused
+    /// without a reason).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The extension the agent was logged in on, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extension: Option<String>,
+    /// The box's call id (a [`Cdr::call_id`]) of the call the agent is ringing for or
+    /// on, with [`AgentStateName::Ringing`] and [`AgentStateName::OnCall`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call_id: Option<String>,
+    /// When, ms since the Unix epoch.
+    pub at_ms: i64,
+}
+
+/// The states of a call-center agent, as named on the wire and in the box's
+/// `agent_state_log.state`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentStateName {
+    /// Not logged in.
+    LoggedOut,
+    /// Logged in, waiting for a call.
+    Available,
+    /// A queue call is ringing the agent's phone.
+    Ringing,
+    /// On a queue call.
+    OnCall,
+    /// After-call work.
+    WrapUp,
+    /// Paused (with or without a reason).
+    Paused,
+}
+
+impl AgentStateName {
+    /// Every state.
+    pub const ALL: [AgentStateName; 6] = [
+        Self::LoggedOut,
+        Self::Available,
+        Self::Ringing,
+        Self::OnCall,
+        Self::WrapUp,
+        Self::Paused,
+    ];
+
+    /// The wire and column name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::LoggedOut => "logged_out",
+            Self::Available => "available",
+            Self::Ringing => "ringing",
+            Self::OnCall => "on_call",
+            Self::WrapUp => "wrap_up",
+            Self::Paused => "paused",
+        }
+    }
+
+    /// The state named `name`, if any.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+}
+
 /// One call detail record, the payload of a [`RecordKind::Cdr`] record: the one
 /// definition the box writes (`firmware/src/cdr.rs` re-exports it) and HQ parses and
 /// projects. Times are milliseconds since the Unix epoch.
@@ -294,8 +366,8 @@ pub struct Cdr {
     pub transfer_chain: Vec<CdrTransferHop>,
     /// The call-center queue the call went through, the agent who took it and how
     /// long the caller waited. Absent (and left out of the JSON) for calls that never
-    /// entered a queue. Not in [`Cdr::FIELDS`]: HQ's `cdrs` projection has no columns
-    /// for it yet, so HQ keeps the JSON of such a record whole.
+    /// entered a queue. HQ projects it into `cdrs.queue`, `agent_id` and
+    /// `queue_wait_ms` (HQ schema 5).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue: Option<CdrQueue>,
 }
@@ -357,7 +429,7 @@ pub struct CdrTransferHop {
 impl Cdr {
     /// Every field name of the JSON form. A payload with only these keys is held whole
     /// by HQ's `cdrs` projection, so HQ need not keep the JSON as well.
-    pub const FIELDS: [&'static str; 16] = [
+    pub const FIELDS: [&'static str; 17] = [
         "call_id",
         "direction",
         "caller",
@@ -374,6 +446,7 @@ impl Cdr {
         "caller_quality",
         "callee_quality",
         "transfer_chain",
+        "queue",
     ];
 
     /// Whole call length in milliseconds.

@@ -10,14 +10,16 @@
 //! and nothing is returned, so call control keeps running with the configuration it
 //! had.
 //!
-//! Limits: `agent_state_log` rows stay on the box (not written to the outbox; the sync
-//! wire is unchanged).
+//! Every state change is appended to `agent_state_log` and, in the same transaction,
+//! to the outbox as a [`RecordKind::AgentState`] record ([`AgentStateRecord`], keyed by
+//! the agent ID), so HQ gets each change exactly once.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
+use branchline_sync::wire::{AgentStateName, AgentStateRecord, RecordKind};
 use rusqlite::{params, Connection};
 
 use crate::config::ExtensionNumber;
@@ -328,14 +330,17 @@ pub fn load_config(conn: &Connection, path: &Path) -> Result<AcdConfig, StoreErr
     })
 }
 
-/// Appends one agent state change to `agent_state_log` (`at_ms`: wall clock, ms since
-/// the Unix epoch, as call control maps the action's `Instant`).
+/// Appends one agent state change to `agent_state_log` and the outbox (`at_ms`: wall
+/// clock, ms since the Unix epoch, as call control maps the action's `Instant`;
+/// `call_id`: the call's CDR id while ringing or on a call). Run it inside a
+/// transaction: the two rows are written together or not at all.
 pub fn append_state_log(
     conn: &Connection,
     path: &Path,
     agent: &AgentId,
     state: &AgentState,
     extension: Option<&str>,
+    call_id: Option<&str>,
     at_ms: i64,
 ) -> Result<(), StoreError> {
     let (reason, call) = match state {
@@ -351,7 +356,44 @@ pub fn append_state_log(
         params![agent.as_str(), state.name(), reason, extension, call, at_ms],
     )
     .map_err(sql(path, "append agent state"))?;
+    let record = AgentStateRecord {
+        agent_id: agent.as_str().to_owned(),
+        state: wire_state(state),
+        reason: reason.map(str::to_owned),
+        extension: extension.map(str::to_owned),
+        call_id: call.and(call_id).map(str::to_owned),
+        at_ms,
+    };
+    let payload = serde_json::to_string(&record).map_err(|e| StoreError::BadRow {
+        path: path.to_owned(),
+        table: "outbox",
+        key: agent.as_str().to_owned(),
+        column: "payload",
+        message: e.to_string(),
+    })?;
+    conn.execute(
+        "INSERT INTO outbox (kind, record_key, payload, created_at_ms) VALUES (?1, ?2, ?3, ?4)",
+        params![
+            RecordKind::AgentState.as_str(),
+            agent.as_str(),
+            payload,
+            at_ms
+        ],
+    )
+    .map_err(sql(path, "queue agent state for HQ"))?;
     Ok(())
+}
+
+/// The wire name of a state.
+fn wire_state(state: &AgentState) -> AgentStateName {
+    match state {
+        AgentState::LoggedOut => AgentStateName::LoggedOut,
+        AgentState::Available => AgentStateName::Available,
+        AgentState::Ringing(_) => AgentStateName::Ringing,
+        AgentState::OnCall(_) => AgentStateName::OnCall,
+        AgentState::WrapUp => AgentStateName::WrapUp,
+        AgentState::Paused(_) => AgentStateName::Paused,
+    }
 }
 
 /// Whether `pin` is the PIN of agent `agent` (an enabled user with that agent ID and a

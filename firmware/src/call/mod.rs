@@ -235,7 +235,7 @@ pub enum Output {
     },
     /// A call ended; store its record.
     Cdr(Cdr),
-    /// A call-center agent's state changed (for `agent_state_log`).
+    /// A call-center agent's state changed (for `agent_state_log` and the outbox).
     AgentState {
         /// The agent.
         agent: crate::acd::AgentId,
@@ -243,6 +243,8 @@ pub enum Output {
         state: crate::acd::AgentState,
         /// The extension the agent is (or was) logged in on.
         extension: Option<String>,
+        /// The call's id (as on its CDR) while the agent is ringing for or on a call.
+        call_id: Option<String>,
         /// When, in ms since the Unix epoch.
         at_ms: i64,
     },

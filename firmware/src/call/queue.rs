@@ -24,7 +24,7 @@
 //! - Overflow to busy or to a number: the caller hears busy (is refused with 486) or is
 //!   sent out through the normal outside routes (trunk, then FXO).
 //! - Every agent state change is an [`Output::AgentState`] (the daemon appends it to
-//!   `agent_state_log`).
+//!   `agent_state_log` and, for HQ, to the outbox).
 //!
 //! Agent feature codes ([`crate::acd::codes`], `*61<agent>*<pin>#` log in, `*62` log
 //! out, `*63[reason]#` pause, `*64` unpause by default) are recognised while an FXS
@@ -49,8 +49,8 @@ use line_proto::Command;
 
 use crate::acd::codes::{FeatureCodes, FeatureRequest, Parsed, Pin};
 use crate::acd::{
-    Acd, AcdConfig, Action, AgentId, CallId, Input, InputError, MusicOnHold, OverflowTarget,
-    QueueName, StopReason,
+    Acd, AcdConfig, Action, AgentId, AgentState, CallId, Input, InputError, MusicOnHold,
+    OverflowTarget, QueueName, StopReason,
 };
 use crate::cdr::{CdrQueue, Disposition, HangupSide};
 use crate::tones::Tone;
@@ -231,10 +231,17 @@ impl CallControl {
                 at,
             } => {
                 let at_ms = self.wall(at);
+                let call_id = match &state {
+                    AgentState::Ringing(c) | AgentState::OnCall(c) => {
+                        Some(format!("{}-{}", self.settings.call_id_prefix, c.0))
+                    }
+                    _ => None,
+                };
                 self.outputs.push_back(Output::AgentState {
                     agent,
                     state,
                     extension,
+                    call_id,
                     at_ms,
                 });
             }

@@ -13,7 +13,8 @@
 //! | `POST /admin/v1/boxes/{box}/certificate` `{days?}` | issue (and pin) a device certificate: key, cert, CA |
 //! | `GET /admin/v1/sites/{site}/{kind}` | live rows of a kind (`user`, `role`, `group`, `extension`, `queue`, `contact`, `blacklist`, `dial_route`) |
 //! | `GET/PUT/DELETE /admin/v1/sites/{site}/{kind}/{key}[?base_revision=N]` | one row; PUT takes the row's JSON, writes it with a new revision into the site's feed |
-//! | `GET /admin/v1/cdrs?site=&box=&from_ms=&to_ms=&limit=&after=` | CDRs across branches, `{cdrs, next}` |
+//! | `GET /admin/v1/cdrs?site=&box=&from_ms=&to_ms=&queue=&limit=&after=` | CDRs across branches (queued calls with queue, agent and wait), `{cdrs, next}` |
+//! | `GET /admin/v1/agent-states?site=&box=&agent=&from_ms=&to_ms=&limit=&after=` | call-center agent state changes across branches, `{agent_states, next}` |
 //! | `GET /admin/v1/reports/daily?site=&from_ms=&to_ms=` | calls, answered, missed per site per UTC day |
 //! | `POST /admin/v1/feed/prune` `{keep_revisions}` | prune the feeds now |
 //! | `/admin/v1/rollouts...` | update rollouts: stage, list, advance/pause/resume/cancel, outcomes ([`crate::hq::rollouts::api`]) |
@@ -29,7 +30,10 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
-use crate::hq::store::{BoxRecord, CdrQuery, CdrRow, DailyReportRow, ReportQuery, SiteRecord};
+use crate::hq::store::{
+    AgentStateQuery, AgentStateRow, BoxRecord, CdrQuery, CdrRow, DailyReportRow, ReportQuery,
+    SiteRecord,
+};
 use crate::hq::validate::{entity_kind_from_name, entity_kind_name, validate_id};
 use crate::hq::{now_ms, pki, AppState, Error};
 use crate::wire::{Change, Entity, EntityKind, FilePolicy};
@@ -117,6 +121,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/admin/v1/boxes", get(list_boxes).post(register_box))
         .route("/admin/v1/boxes/{box}/certificate", post(issue_certificate))
         .route("/admin/v1/cdrs", get(cdrs))
+        .route("/admin/v1/agent-states", get(agent_states))
         .route("/admin/v1/reports/daily", get(daily))
         .route("/admin/v1/feed/prune", post(prune))
         .merge(crate::hq::rollouts::api::admin_routes())
@@ -409,6 +414,29 @@ async fn cdrs(
         .then(|| rows.last().map(|r| r.id))
         .flatten();
     Ok(Json(CdrPage { cdrs: rows, next }))
+}
+
+/// A page of agent state changes.
+#[derive(Debug, Serialize)]
+struct AgentStatePage {
+    agent_states: Vec<AgentStateRow>,
+    /// Pass as `after` for the next page; absent on the last page.
+    next: Option<i64>,
+}
+
+async fn agent_states(
+    State(s): State<AppState>,
+    query: Result<Query<AgentStateQuery>, QueryRejection>,
+) -> AResult<AgentStatePage> {
+    let Query(q) = query?;
+    let rows = s.store.agent_states(&q).await?;
+    let next = (rows.len() == q.limit())
+        .then(|| rows.last().map(|r| r.id))
+        .flatten();
+    Ok(Json(AgentStatePage {
+        agent_states: rows,
+        next,
+    }))
 }
 
 async fn daily(

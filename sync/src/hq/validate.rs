@@ -18,8 +18,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::wire::{
-    Cdr, EditOp, Entity, EntityEdit, RecordKind, RecordingMeta, UpBatch, MAX_BATCH_RECORDS,
-    PROTOCOL_VERSION,
+    AgentStateName, AgentStateRecord, Cdr, EditOp, Entity, EntityEdit, RecordKind, RecordingMeta,
+    UpBatch, MAX_BATCH_RECORDS, PROTOCOL_VERSION,
 };
 
 /// Longest id of a site or a box.
@@ -89,7 +89,9 @@ pub enum TypedPayload {
     Edit(EntityEdit),
     /// Recording metadata.
     Recording(RecordingMeta),
-    /// Agent state or survey: kept as JSON only (no projection yet).
+    /// An agent state change.
+    AgentState(AgentStateRecord),
+    /// Survey: kept as JSON only (no projection yet).
     Other,
 }
 
@@ -243,8 +245,8 @@ fn projection_holds_whole(kind: RecordKind, payload: &serde_json::Value) -> bool
     let fields: &[&str] = match kind {
         RecordKind::Cdr => &Cdr::FIELDS,
         RecordKind::Audit => &AuditShape::FIELDS,
-        // `RecordingMeta` refuses unknown fields: if it parses, it is whole.
-        RecordKind::Recording => return true,
+        // These refuse unknown fields: if they parse, they are whole.
+        RecordKind::Recording | RecordKind::AgentState => return true,
         _ => return false,
     };
     payload
@@ -355,7 +357,45 @@ fn typed_payload(
             check_text("call_id", &meta.call_id, MAX_KEY_LEN)?;
             Ok(TypedPayload::Recording(meta))
         }
-        RecordKind::AgentState | RecordKind::Survey => {
+        RecordKind::AgentState => {
+            let rec: AgentStateRecord =
+                serde_json::from_value(payload).map_err(|e| format!("not an agent state: {e}"))?;
+            if rec.agent_id != key {
+                return Err(format!(
+                    "agent state agent_id {:?} differs from the record key",
+                    rec.agent_id
+                ));
+            }
+            check_text("agent_id", &rec.agent_id, MAX_KEY_LEN)?;
+            if rec.reason.is_some() && rec.state != AgentStateName::Paused {
+                return Err(format!(
+                    "agent state reason given with state {}",
+                    rec.state.as_str()
+                ));
+            }
+            if let Some(reason) = &rec.reason {
+                check_text("reason", reason, MAX_KEY_LEN)?;
+            }
+            if let Some(extension) = &rec.extension {
+                check_text("extension", extension, MAX_KEY_LEN)?;
+            }
+            let on_a_call = matches!(rec.state, AgentStateName::Ringing | AgentStateName::OnCall);
+            match &rec.call_id {
+                Some(call) if on_a_call => check_text("call_id", call, MAX_KEY_LEN)?,
+                Some(_) => {
+                    return Err(format!(
+                        "agent state call_id given with state {}",
+                        rec.state.as_str()
+                    ))
+                }
+                None => {}
+            }
+            if rec.at_ms < 0 {
+                return Err("agent state at_ms is negative".to_owned());
+            }
+            Ok(TypedPayload::AgentState(rec))
+        }
+        RecordKind::Survey => {
             if !payload.is_object() {
                 return Err("payload must be a JSON object".to_owned());
             }
@@ -593,6 +633,10 @@ mod tests {
     use crate::wire::{UpRecord, PROTOCOL_VERSION};
 
     fn batch_with(payload: serde_json::Value) -> UpBatch {
+        batch_of(RecordKind::Cdr, "c-1", payload)
+    }
+
+    fn batch_of(kind: RecordKind, key: &str, payload: serde_json::Value) -> UpBatch {
         UpBatch {
             version: PROTOCOL_VERSION,
             box_id: "box-1".into(),
@@ -602,8 +646,8 @@ mod tests {
             oldest_pending_ms: None,
             records: vec![UpRecord {
                 seq: 1,
-                kind: RecordKind::Cdr,
-                key: "c-1".into(),
+                kind,
+                key: key.into(),
                 created_at_ms: 2,
                 payload,
             }],
@@ -624,14 +668,106 @@ mod tests {
     }
 
     #[test]
-    fn a_queue_cdr_is_kept_whole_as_json_until_hq_projects_its_queue_fields() {
+    fn a_queue_cdr_is_held_whole_by_the_projection() {
         let plain =
             validate_batch(batch_with(cdr(serde_json::Value::Null)), "box-1").expect("plain CDR");
         assert_eq!(plain.records[0].stored_payload(), None);
         let queued = serde_json::json!({ "queue": "sales", "agent": "100", "wait_ms": 4200 });
         let valid = validate_batch(batch_with(cdr(queued)), "box-1").expect("queue CDR");
-        let kept = valid.records[0].stored_payload().expect("payload kept");
-        assert!(kept.contains("\"wait_ms\":4200"), "{kept}");
+        assert_eq!(valid.records[0].stored_payload(), None);
+        let TypedPayload::Cdr(c) = &valid.records[0].typed else {
+            panic!("not a CDR: {:?}", valid.records[0].typed);
+        };
+        let q = c.queue.as_ref().expect("queue");
+        assert_eq!(
+            (q.queue.as_str(), q.agent.as_deref(), q.wait_ms),
+            ("sales", Some("100"), 4200)
+        );
+        // A field a newer firmware adds keeps the JSON again.
+        let mut newer = cdr(serde_json::Value::Null);
+        newer["survey_score"] = 4.into();
+        let valid = validate_batch(batch_with(newer), "box-1").expect("newer CDR");
+        assert!(valid.records[0].stored_payload().is_some());
+    }
+
+    #[test]
+    fn agent_states_are_typed_and_held_whole() {
+        let ok = [
+            serde_json::json!({ "agent_id": "100", "state": "available", "extension": "201",
+                                "at_ms": 5 }),
+            serde_json::json!({ "agent_id": "100", "state": "paused", "reason": "lunch",
+                                "at_ms": 5 }),
+            serde_json::json!({ "agent_id": "100", "state": "paused", "at_ms": 5 }),
+            serde_json::json!({ "agent_id": "100", "state": "on_call", "call_id": "1a-7",
+                                "extension": "201", "at_ms": 5 }),
+            serde_json::json!({ "agent_id": "100", "state": "logged_out", "at_ms": 0 }),
+        ];
+        for payload in ok {
+            let valid = validate_batch(
+                batch_of(RecordKind::AgentState, "100", payload.clone()),
+                "box-1",
+            )
+            .unwrap_or_else(|e| panic!("{payload}: {e:?}"));
+            assert_eq!(valid.records[0].stored_payload(), None, "{payload}");
+            let TypedPayload::AgentState(rec) = &valid.records[0].typed else {
+                panic!("{payload}: {:?}", valid.records[0].typed);
+            };
+            assert_eq!(serde_json::to_value(rec).expect("json"), payload);
+        }
+    }
+
+    #[test]
+    fn bad_agent_states_are_refused_naming_the_problem() {
+        for (key, payload, want) in [
+            (
+                "101",
+                serde_json::json!({ "agent_id": "100", "state": "available", "at_ms": 5 }),
+                "differs from the record key",
+            ),
+            (
+                "100",
+                serde_json::json!({ "agent_id": "100", "state": "dancing", "at_ms": 5 }),
+                "not an agent state",
+            ),
+            (
+                "100",
+                serde_json::json!({ "agent_id": "100", "state": "available",
+                                        "reason": "lunch", "at_ms": 5 }),
+                "reason given with state available",
+            ),
+            (
+                "100",
+                serde_json::json!({ "agent_id": "100", "state": "wrap_up",
+                                        "call_id": "1a-7", "at_ms": 5 }),
+                "call_id given with state wrap_up",
+            ),
+            (
+                "100",
+                serde_json::json!({ "agent_id": "100", "state": "available", "at_ms": -1 }),
+                "at_ms is negative",
+            ),
+            (
+                "100",
+                serde_json::json!({ "agent_id": "100", "state": "available", "at_ms": 5,
+                                        "mood": "happy" }),
+                "unknown field",
+            ),
+            (
+                "",
+                serde_json::json!({ "agent_id": "", "state": "available", "at_ms": 5 }),
+                "key is empty",
+            ),
+        ] {
+            let err = validate_batch(
+                batch_of(RecordKind::AgentState, key, payload.clone()),
+                "box-1",
+            )
+            .expect_err("refused");
+            let BatchError::Malformed(text) = &err else {
+                panic!("{payload}: {err:?}");
+            };
+            assert!(text.contains(want), "{payload}: {text}");
+        }
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Bulk ingest stores what a box sends once: the payload JSON only where no
-//! projection holds all of it, the CDR's SIP Call-IDs in `cdrs`, and rows stored
+//! projection holds all of it, the CDR's SIP Call-IDs, quality and queue fields in
+//! `cdrs`, agent state changes in `agent_states`, and rows stored
 //! under schema version 1 stay readable and keep deduplicating after the migration.
 
 use std::path::Path;
@@ -61,14 +62,14 @@ async fn payload_is_stored_once_and_sip_call_ids_are_projected(backend: Backend)
     // A field a newer firmware might add: no column holds it, so the JSON is kept.
     let mut newer = cdr_record("b1", 2);
     newer.payload["survey_score"] = json!(4);
-    let agent_state = UpRecord {
+    let survey = UpRecord {
         seq: 3,
-        kind: RecordKind::AgentState,
-        key: "101".into(),
+        kind: RecordKind::Survey,
+        key: "b1-call-1".into(),
         created_at_ms: 1_700_000_000_000,
-        payload: json!({ "agent": "101", "state": "ready" }),
+        payload: json!({ "call_id": "b1-call-1", "score": 5 }),
     };
-    let batch = b1.batch(vec![with_sip, newer, agent_state, cdr_record("b1", 4)]);
+    let batch = b1.batch(vec![with_sip, newer, survey, cdr_record("b1", 4)]);
     let (status, ack) = b1.post(&env.hq, &batch).await;
     assert_eq!(status, 200, "{ack}");
     assert_eq!(ack["acked_seq"], 4);
@@ -80,7 +81,7 @@ async fn payload_is_stored_once_and_sip_call_ids_are_projected(backend: Backend)
     assert_eq!(kept["survey_score"], 4, "unknown fields are not lost");
     let kept: serde_json::Value = serde_json::from_str(stored[2].1.as_deref().unwrap()).unwrap();
     assert_eq!(
-        kept["state"], "ready",
+        kept["score"], 5,
         "kinds without a projection keep their JSON"
     );
     assert_eq!(stored[3], (4, None));
@@ -178,6 +179,165 @@ async fn cdr_quality_and_transfer_chain_are_projected(backend: Backend) {
     env.hq.stop().await;
 }
 both_stores!(cdr_quality_and_transfer_chain_are_projected);
+
+/// The call center's records: a queued call's queue, agent and wait are projected
+/// into `cdrs` (the JSON is not kept) and filter the CDR query; agent state changes
+/// land in `agent_states`, listed per agent and period; a batch sent again adds
+/// nothing; an agent state HQ cannot use is refused naming the problem, and nothing
+/// of its batch is stored.
+async fn queue_cdrs_and_agent_states_are_projected(backend: Backend) {
+    let env = Env::start(backend).await;
+    let b1 = env.new_box("b1", "s1").await;
+    let mut queued = cdr_record("b1", 1);
+    queued.payload["queue"] = json!({ "queue": "sales", "agent": "101", "wait_ms": 4200 });
+    let mut abandoned = cdr_record("b1", 2);
+    abandoned.payload["queue"] = json!({ "queue": "sales", "agent": null, "wait_ms": 30000 });
+    let state = |seq: i64, payload: serde_json::Value| UpRecord {
+        seq,
+        kind: RecordKind::AgentState,
+        key: payload["agent_id"].as_str().unwrap().to_owned(),
+        created_at_ms: payload["at_ms"].as_i64().unwrap(),
+        payload,
+    };
+    let batch = b1.batch(vec![
+        queued,
+        abandoned,
+        cdr_record("b1", 3),
+        state(
+            4,
+            json!({ "agent_id": "101", "state": "available", "extension": "201", "at_ms": 1000 }),
+        ),
+        state(
+            5,
+            json!({ "agent_id": "101", "state": "on_call", "extension": "201",
+                    "call_id": "b1-call-1", "at_ms": 2000 }),
+        ),
+        state(
+            6,
+            json!({ "agent_id": "102", "state": "paused", "reason": "7", "at_ms": 2500 }),
+        ),
+        state(
+            7,
+            json!({ "agent_id": "101", "state": "wrap_up", "at_ms": 3000 }),
+        ),
+    ]);
+    let (status, ack) = b1.post(&env.hq, &batch).await;
+    assert_eq!(status, 200, "{ack}");
+    assert_eq!(ack["acked_seq"], 7);
+    let stored = stored_payloads(&env, "b1").await;
+    assert!(
+        stored.iter().all(|(_, payload)| payload.is_none()),
+        "projections hold every record whole: {stored:?}"
+    );
+
+    let (_, page) = env
+        .hq
+        .admin(Method::GET, "/admin/v1/cdrs?box=b1&queue=sales", None)
+        .await;
+    let cdrs = page["cdrs"].as_array().unwrap();
+    assert_eq!(cdrs.len(), 2, "{page}");
+    assert_eq!(
+        cdrs[0]["queue"],
+        json!({ "queue": "sales", "agent": "101", "wait_ms": 4200 })
+    );
+    assert_eq!(
+        cdrs[1]["queue"],
+        json!({ "queue": "sales", "agent": null, "wait_ms": 30000 })
+    );
+    let (_, page) = env
+        .hq
+        .admin(Method::GET, "/admin/v1/cdrs?box=b1", None)
+        .await;
+    assert_eq!(page["cdrs"][2]["queue"], serde_json::Value::Null, "{page}");
+
+    let (status, page) = env
+        .hq
+        .admin(
+            Method::GET,
+            "/admin/v1/agent-states?site=s1&agent=101&from_ms=1500",
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{page}");
+    let states: Vec<(&str, &str, i64)> = page["agent_states"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            assert_eq!(
+                (s["box"].as_str(), s["site"].as_str()),
+                (Some("b1"), Some("s1"))
+            );
+            (
+                s["state"].as_str().unwrap(),
+                s["call_id"].as_str().unwrap_or(""),
+                s["at_ms"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        states,
+        [("on_call", "b1-call-1", 2000), ("wrap_up", "", 3000)]
+    );
+    let (_, page) = env
+        .hq
+        .admin(Method::GET, "/admin/v1/agent-states?agent=102", None)
+        .await;
+    assert_eq!(page["agent_states"][0]["reason"], "7", "{page}");
+    // Paging: one row per page, `next` leads on, the last page has none.
+    let (_, first) = env
+        .hq
+        .admin(Method::GET, "/admin/v1/agent-states?box=b1&limit=3", None)
+        .await;
+    assert_eq!(first["agent_states"].as_array().unwrap().len(), 3);
+    let next = first["next"].as_i64().expect("next");
+    let (_, rest) = env
+        .hq
+        .admin(
+            Method::GET,
+            &format!("/admin/v1/agent-states?box=b1&limit=3&after={next}"),
+            None,
+        )
+        .await;
+    assert_eq!(rest["agent_states"].as_array().unwrap().len(), 1, "{rest}");
+    assert_eq!(rest["next"], serde_json::Value::Null);
+    let (status, body) = env
+        .hq
+        .admin(Method::GET, "/admin/v1/agent-states?agent=101&mood=x", None)
+        .await;
+    assert_eq!(status, 400, "{body}");
+
+    // Sent again: nothing new.
+    let (status, again) = b1.post(&env.hq, &batch).await;
+    assert_eq!((status, &again), (200, &ack));
+    let counts = env.hq.store.counts("b1").await.unwrap();
+    assert_eq!(
+        (counts.up_records, counts.cdrs, counts.agent_states),
+        (7, 3, 4)
+    );
+
+    // A reason on a state that is not a pause: refused, naming it; nothing stored.
+    let bad = state(
+        8,
+        json!({ "agent_id": "101", "state": "available", "reason": "7", "at_ms": 4000 }),
+    );
+    let (status, body) = b1
+        .post(&env.hq, &b1.batch(vec![bad, cdr_record("b1", 9)]))
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body.to_string()
+            .contains("reason given with state available"),
+        "{body}"
+    );
+    let counts = env.hq.store.counts("b1").await.unwrap();
+    assert_eq!(
+        (counts.up_records, counts.cdrs, counts.agent_states),
+        (7, 3, 4)
+    );
+    env.hq.stop().await;
+}
+both_stores!(queue_cdrs_and_agent_states_are_projected);
 
 /// Rows as schema version 1 stored them: box `b1` of site `s1`, epoch `e1`, seqs
 /// 1 and 2 (CDRs, payload in `up_records` and projected in `cdrs`), ack 2.

@@ -161,13 +161,24 @@ fn constraints_keep_impossible_rows_out() {
 fn state_changes_append_to_the_history() {
     let (_dir, path, conn) = store();
     let a: AgentId = "101".parse().expect("id");
-    append_state_log(&conn, &path, &a, &AgentState::Available, Some("201"), 1000).expect("log");
+    // A call id given with a state that has no call is not sent.
+    append_state_log(
+        &conn,
+        &path,
+        &a,
+        &AgentState::Available,
+        Some("201"),
+        Some("x-1"),
+        1000,
+    )
+    .expect("log");
     append_state_log(
         &conn,
         &path,
         &a,
         &AgentState::Paused(Some("3".parse().expect("reason"))),
         Some("201"),
+        None,
         2000,
     )
     .expect("log");
@@ -177,6 +188,7 @@ fn state_changes_append_to_the_history() {
         &a,
         &AgentState::OnCall(CallId(77)),
         Some("201"),
+        Some("1f-77"),
         3000,
     )
     .expect("log");
@@ -194,5 +206,35 @@ fn state_changes_append_to_the_history() {
             ("paused".to_owned(), Some("3".to_owned()), None, 2000),
             ("on_call".to_owned(), None, Some(77), 3000),
         ]
+    );
+    // Each change is in the outbox for HQ, as the wire record HQ validates.
+    let outbox: Vec<(String, String, String, i64)> = conn
+        .prepare("SELECT kind, record_key, payload, created_at_ms FROM outbox ORDER BY seq")
+        .expect("prepare")
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows");
+    let payloads: Vec<serde_json::Value> = outbox
+        .iter()
+        .map(|(kind, key, payload, _)| {
+            assert_eq!((kind.as_str(), key.as_str()), ("agent_state", "101"));
+            serde_json::from_str(payload).expect("json")
+        })
+        .collect();
+    assert_eq!(
+        payloads,
+        vec![
+            serde_json::json!({"agent_id": "101", "state": "available", "extension": "201",
+                               "at_ms": 1000}),
+            serde_json::json!({"agent_id": "101", "state": "paused", "reason": "3",
+                               "extension": "201", "at_ms": 2000}),
+            serde_json::json!({"agent_id": "101", "state": "on_call", "extension": "201",
+                               "call_id": "1f-77", "at_ms": 3000}),
+        ]
+    );
+    assert_eq!(
+        outbox.iter().map(|o| o.3).collect::<Vec<_>>(),
+        [1000, 2000, 3000]
     );
 }

@@ -23,8 +23,8 @@ use serde::{Deserialize, Serialize};
 use crate::hq::validate::ValidBatch;
 use crate::hq::Result;
 use crate::wire::{
-    CdrLegQuality, CdrTransferHop, Change, Conflict, EditOp, Entity, EntityEdit, EntityKind,
-    FilePolicy,
+    AgentStateName, AgentStateRecord, CdrLegQuality, CdrQueue, CdrTransferHop, Change, Conflict,
+    EditOp, Entity, EntityEdit, EntityKind, FilePolicy,
 };
 
 /// A site (a branch office).
@@ -121,6 +121,8 @@ pub struct CdrQuery {
     pub from_ms: Option<i64>,
     /// Calls started before (ms).
     pub to_ms: Option<i64>,
+    /// Only calls that went through the call-center queue of this name.
+    pub queue: Option<String>,
     /// Most rows (clamped to 1..=[`MAX_CDR_PAGE`], default 100).
     pub limit: Option<usize>,
     /// Resume after this row id (the `next` of the previous page).
@@ -179,6 +181,88 @@ pub struct CdrRow {
     pub callee_quality: Option<CdrLegQuality>,
     /// The calls this one continues after transfers, oldest first.
     pub transfer_chain: Vec<CdrTransferHop>,
+    /// The call-center queue, agent and wait, when the call was queued.
+    pub queue: Option<CdrQueue>,
+}
+
+/// A CDR's queue part from its three columns (`None` without a queue).
+pub(crate) fn queue_of(
+    queue: Option<String>,
+    agent: Option<String>,
+    wait_ms: Option<i64>,
+) -> Option<CdrQueue> {
+    queue.map(|queue| CdrQueue {
+        queue,
+        agent,
+        wait_ms: wait_ms.unwrap_or(0),
+    })
+}
+
+/// Filter of [`HqStore::agent_states`].
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentStateQuery {
+    /// Only this site.
+    pub site: Option<String>,
+    /// Only this box.
+    #[serde(rename = "box")]
+    pub box_id: Option<String>,
+    /// Only this agent ID.
+    pub agent: Option<String>,
+    /// Changes at or after (ms).
+    pub from_ms: Option<i64>,
+    /// Changes before (ms).
+    pub to_ms: Option<i64>,
+    /// Most rows (clamped to 1..=[`MAX_CDR_PAGE`], default 100).
+    pub limit: Option<usize>,
+    /// Resume after this row id (the `next` of the previous page).
+    pub after: Option<i64>,
+}
+
+impl AgentStateQuery {
+    /// The effective limit.
+    pub fn limit(&self) -> usize {
+        self.limit.unwrap_or(100).clamp(1, MAX_CDR_PAGE)
+    }
+}
+
+/// One stored agent state change, as the admin API lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentStateRow {
+    /// HQ's row id (ascending in arrival order; pagination cursor).
+    pub id: i64,
+    /// The box.
+    #[serde(rename = "box")]
+    pub box_id: String,
+    /// The box's site.
+    pub site: String,
+    /// The change as the box sent it.
+    #[serde(flatten)]
+    pub record: AgentStateRecord,
+}
+
+/// The record of an `agent_states` row from its columns; a state name HQ did not
+/// write is a corrupt row.
+pub(crate) fn agent_state_record(
+    agent_id: String,
+    state: &str,
+    reason: Option<String>,
+    extension: Option<String>,
+    call_id: Option<String>,
+    at_ms: i64,
+) -> Result<AgentStateRecord> {
+    let state = AgentStateName::from_name(state).ok_or_else(|| crate::hq::Error::StoredValue {
+        what: "agent state",
+        value: state.to_owned(),
+    })?;
+    Ok(AgentStateRecord {
+        agent_id,
+        state,
+        reason,
+        extension,
+        call_id,
+        at_ms,
+    })
 }
 
 /// A leg's quality from its three columns (all set, or none).
@@ -263,6 +347,8 @@ pub struct RecordCounts {
     pub audit: i64,
     /// Recording metadata.
     pub recordings: i64,
+    /// Agent state changes.
+    pub agent_states: i64,
 }
 
 /// Where HQ keeps sites, boxes, the records boxes send, the rows it masters and the
@@ -339,6 +425,8 @@ pub trait HqStore: Send + Sync + std::fmt::Debug + 'static {
     async fn prune_feed(&self, keep_revisions: i64) -> Result<u64>;
     /// CDRs across boxes and sites, ascending row id.
     async fn cdrs(&self, query: &CdrQuery) -> Result<Vec<CdrRow>>;
+    /// Agent state changes matching `query`, in arrival order.
+    async fn agent_states(&self, query: &AgentStateQuery) -> Result<Vec<AgentStateRow>>;
     /// Calls per site per UTC day.
     async fn daily_report(&self, query: &ReportQuery) -> Result<Vec<DailyReportRow>>;
     /// Size of a recording a box (or another box of its site) announced, by sha256.

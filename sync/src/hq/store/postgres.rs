@@ -12,8 +12,8 @@
 //!   binary `COPY`, then one statement moves it:
 //!   `WITH new AS (INSERT INTO up_seqs ... ON CONFLICT DO NOTHING RETURNING seq)
 //!   INSERT INTO cdrs ... JOIN new`. Only the rows that were new get their
-//!   projections (`cdrs` in that statement; `audit_rows`, `recordings` and edits
-//!   after it), so a batch sent twice, or to two instances at once, is stored once.
+//!   projections (`cdrs` in that statement; `audit_rows`, `recordings`,
+//!   `agent_states` and edits after it), so a batch sent twice, or to two instances at once, is stored once.
 //! - **Stored once.** The idempotency ledger `up_seqs` is keyed by
 //!   `(epoch_id, seq)`, `epoch_id` a numeric surrogate of `(box, epoch)` from
 //!   `box_epochs` (cached in the process: it never changes). It keeps a payload's
@@ -55,9 +55,9 @@ use tokio_postgres::{IsolationLevel, NoTls, Row};
 
 use super::{
     conflict_json, decide_edit, entity_json, feed_decision, parse_conflict, parse_entity,
-    parse_kind, parse_policy, BoxHealth, BoxRecord, CdrQuery, CdrRow, CurrentRow, DailyReportRow,
-    EditDecision, EnrollmentRecord, FeedRead, HqStore, IngestOutcome, RecordCounts, ReportQuery,
-    SiteRecord,
+    parse_kind, parse_policy, AgentStateQuery, AgentStateRow, BoxHealth, BoxRecord, CdrQuery,
+    CdrRow, CurrentRow, DailyReportRow, EditDecision, EnrollmentRecord, FeedRead, HqStore,
+    IngestOutcome, RecordCounts, ReportQuery, SiteRecord,
 };
 use crate::hq::validate::{entity_kind_name, validate_entity, TypedPayload, ValidBatch};
 use crate::hq::{Error, Result};
@@ -81,6 +81,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         4,
         include_str!("../../../migrations/postgres/0004_cdr_quality.sql"),
     ),
+    (
+        5,
+        include_str!("../../../migrations/postgres/0005_call_center.sql"),
+    ),
 ];
 
 /// The staging table of bulk ingest, created once per pooled connection. Temporary:
@@ -93,11 +97,11 @@ const CREATE_STAGE: &str = "CREATE TEMP TABLE IF NOT EXISTS ingest_stage (
     disposition TEXT, hangup_side TEXT, caller_sip_call_id TEXT, callee_sip_call_id TEXT,
     caller_loss_percent FLOAT8, caller_jitter_ms FLOAT8, caller_mos FLOAT8,
     callee_loss_percent FLOAT8, callee_jitter_ms FLOAT8, callee_mos FLOAT8,
-    transfer_chain TEXT
+    transfer_chain TEXT, queue TEXT, agent_id TEXT, queue_wait_ms BIGINT
 ) ON COMMIT DELETE ROWS";
 
 /// Column types of `ingest_stage`, in order, for the binary COPY.
-const STAGE_TYPES: [Type; 25] = [
+const STAGE_TYPES: [Type; 28] = [
     Type::INT8,
     Type::TEXT,
     Type::TEXT,
@@ -123,6 +127,9 @@ const STAGE_TYPES: [Type; 25] = [
     Type::FLOAT8,
     Type::FLOAT8,
     Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::INT8,
 ];
 
 /// Most `(box, epoch)` ids kept in the process cache before it is cleared (ids never
@@ -919,13 +926,22 @@ impl HqStore for PostgresStore {
                         started_at_ms, answered_at_ms, ended_at_ms, disposition, hangup_side,
                         caller_sip_call_id, callee_sip_call_id,
                         caller_loss_percent, caller_jitter_ms, caller_mos,
-                        callee_loss_percent, callee_jitter_ms, callee_mos, transfer_chain
+                        callee_loss_percent, callee_jitter_ms, callee_mos, transfer_chain,
+                        queue, agent_id, queue_wait_ms
                  FROM cdrs
                  WHERE ($1::text IS NULL OR site = $1) AND ($2::text IS NULL OR box = $2)
                    AND ($3::int8 IS NULL OR started_at_ms >= $3) AND ($4::int8 IS NULL OR started_at_ms < $4)
-                   AND id > $5
+                   AND id > $5 AND ($7::text IS NULL OR queue = $7)
                  ORDER BY id LIMIT $6",
-                &[&query.site, &query.box_id, &query.from_ms, &query.to_ms, &query.after.unwrap_or(0), &limit],
+                &[
+                    &query.site,
+                    &query.box_id,
+                    &query.from_ms,
+                    &query.to_ms,
+                    &query.after.unwrap_or(0),
+                    &limit,
+                    &query.queue,
+                ],
             )
             .await
             .map_err(pg("query cdrs"))?;
@@ -951,8 +967,52 @@ impl HqStore for PostgresStore {
                 caller_quality: super::quality_of([r.get(16), r.get(17), r.get(18)]),
                 callee_quality: super::quality_of([r.get(19), r.get(20), r.get(21)]),
                 transfer_chain: super::transfer_chain_of(r.get(22)),
+                queue: super::queue_of(r.get(23), r.get(24), r.get(25)),
             })
             .collect())
+    }
+
+    async fn agent_states(&self, query: &AgentStateQuery) -> Result<Vec<AgentStateRow>> {
+        let client = self.client().await?;
+        let limit = i64::try_from(query.limit()).unwrap_or(100);
+        let rows = client
+            .query(
+                "SELECT id, box, site, agent_id, state, reason, extension, call_id, at_ms
+                 FROM agent_states
+                 WHERE ($1::text IS NULL OR site = $1) AND ($2::text IS NULL OR box = $2)
+                   AND ($3::text IS NULL OR agent_id = $3)
+                   AND ($4::int8 IS NULL OR at_ms >= $4) AND ($5::int8 IS NULL OR at_ms < $5)
+                   AND id > $6
+                 ORDER BY id LIMIT $7",
+                &[
+                    &query.site,
+                    &query.box_id,
+                    &query.agent,
+                    &query.from_ms,
+                    &query.to_ms,
+                    &query.after.unwrap_or(0),
+                    &limit,
+                ],
+            )
+            .await
+            .map_err(pg("query agent states"))?;
+        rows.iter()
+            .map(|r| {
+                Ok(AgentStateRow {
+                    id: r.get(0),
+                    box_id: r.get(1),
+                    site: r.get(2),
+                    record: super::agent_state_record(
+                        r.get(3),
+                        r.get::<_, &str>(4),
+                        r.get(5),
+                        r.get(6),
+                        r.get(7),
+                        r.get(8),
+                    )?,
+                })
+            })
+            .collect()
     }
 
     async fn daily_report(&self, query: &ReportQuery) -> Result<Vec<DailyReportRow>> {
@@ -1002,7 +1062,8 @@ impl HqStore for PostgresStore {
                          WHERE e.box = $1),
                         (SELECT COUNT(*) FROM cdrs WHERE box = $1),
                         (SELECT COUNT(*) FROM audit_rows WHERE box = $1),
-                        (SELECT COUNT(*) FROM recordings WHERE box = $1)",
+                        (SELECT COUNT(*) FROM recordings WHERE box = $1),
+                        (SELECT COUNT(*) FROM agent_states WHERE box = $1)",
                 &[&box_id],
             )
             .await
@@ -1012,6 +1073,7 @@ impl HqStore for PostgresStore {
             cdrs: r.get(1),
             audit: r.get(2),
             recordings: r.get(3),
+            agent_states: r.get(4),
         })
     }
 }
@@ -1046,12 +1108,14 @@ async fn ingest(
                          callee, callee_port, started_at_ms, answered_at_ms, ended_at_ms,
                          disposition, hangup_side, caller_sip_call_id, callee_sip_call_id,
                          caller_loss_percent, caller_jitter_ms, caller_mos,
-                         callee_loss_percent, callee_jitter_ms, callee_mos, transfer_chain)
+                         callee_loss_percent, callee_jitter_ms, callee_mos, transfer_chain,
+                         queue, agent_id, queue_wait_ms)
                      SELECT $3, $4, $5, s.seq, s.call_id, s.direction, s.caller, s.caller_port,
                          s.callee, s.callee_port, s.started_at_ms, s.answered_at_ms, s.ended_at_ms,
                          s.disposition, s.hangup_side, s.caller_sip_call_id, s.callee_sip_call_id,
                          s.caller_loss_percent, s.caller_jitter_ms, s.caller_mos,
-                         s.callee_loss_percent, s.callee_jitter_ms, s.callee_mos, s.transfer_chain
+                         s.callee_loss_percent, s.callee_jitter_ms, s.callee_mos, s.transfer_chain,
+                         s.queue, s.agent_id, s.queue_wait_ms
                      FROM ingest_stage s JOIN new n ON n.seq = s.seq
                      WHERE s.kind = 'cdr'
                      ORDER BY s.seq
@@ -1175,7 +1239,8 @@ async fn stage(tx: &Transaction<'_>, batch: &ValidBatch) -> Result<()> {
                  caller_port, callee, callee_port, started_at_ms, answered_at_ms, ended_at_ms,
                  disposition, hangup_side, caller_sip_call_id, callee_sip_call_id,
                  caller_loss_percent, caller_jitter_ms, caller_mos,
-                 callee_loss_percent, callee_jitter_ms, callee_mos, transfer_chain)
+                 callee_loss_percent, callee_jitter_ms, callee_mos, transfer_chain,
+                 queue, agent_id, queue_wait_ms)
              FROM STDIN BINARY",
         )
         .await
@@ -1200,7 +1265,8 @@ async fn stage(tx: &Transaction<'_>, batch: &ValidBatch) -> Result<()> {
             callee_q.map(|q| q.mos),
         ];
         let chain = cdr.and_then(|c| super::transfer_chain_json(&c.transfer_chain));
-        let row: [&(dyn ToSql + Sync); 25] = [
+        let queue = cdr.and_then(|c| c.queue.as_ref());
+        let row: [&(dyn ToSql + Sync); 28] = [
             &r.seq,
             &r.kind.as_str(),
             &r.key,
@@ -1226,6 +1292,9 @@ async fn stage(tx: &Transaction<'_>, batch: &ValidBatch) -> Result<()> {
             &quality[4],
             &quality[5],
             &chain,
+            &queue.map(|q| q.queue.as_str()),
+            &queue.and_then(|q| q.agent.as_deref()),
+            &queue.map(|q| q.wait_ms),
         ];
         writer
             .as_mut()
@@ -1294,6 +1363,27 @@ async fn insert_projections(
                 )
                 .await
                 .map_err(pg("insert recording"))?;
+            }
+            TypedPayload::AgentState(a) => {
+                tx.execute(
+                    "INSERT INTO agent_states (box, site, epoch, seq, agent_id, state, reason,
+                         extension, call_id, at_ms)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                    &[
+                        &bx,
+                        &site,
+                        &epoch,
+                        &r.seq,
+                        &a.agent_id,
+                        &a.state.as_str(),
+                        &a.reason,
+                        &a.extension,
+                        &a.call_id,
+                        &a.at_ms,
+                    ],
+                )
+                .await
+                .map_err(pg("insert agent state"))?;
             }
             _ => {}
         }

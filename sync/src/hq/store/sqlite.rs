@@ -16,9 +16,9 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
 use super::{
     conflict_json, decide_edit, entity_json, feed_decision, parse_conflict, parse_entity,
-    parse_kind, parse_policy, BoxHealth, BoxRecord, CdrQuery, CdrRow, CurrentRow, DailyReportRow,
-    EditDecision, EnrollmentRecord, FeedRead, HqStore, IngestOutcome, RecordCounts, ReportQuery,
-    SiteRecord,
+    parse_kind, parse_policy, AgentStateQuery, AgentStateRow, BoxHealth, BoxRecord, CdrQuery,
+    CdrRow, CurrentRow, DailyReportRow, EditDecision, EnrollmentRecord, FeedRead, HqStore,
+    IngestOutcome, RecordCounts, ReportQuery, SiteRecord,
 };
 use crate::hq::validate::{entity_kind_name, validate_entity, TypedPayload, ValidBatch};
 use crate::hq::{Error, Result};
@@ -38,6 +38,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (
         4,
         include_str!("../../../migrations/sqlite/0004_cdr_quality.sql"),
+    ),
+    (
+        5,
+        include_str!("../../../migrations/sqlite/0005_call_center.sql"),
     ),
 ];
 
@@ -794,17 +798,26 @@ impl HqStore for SqliteStore {
                             callee_port, started_at_ms, answered_at_ms, ended_at_ms, disposition,
                             hangup_side, caller_sip_call_id, callee_sip_call_id,
                             caller_loss_percent, caller_jitter_ms, caller_mos,
-                            callee_loss_percent, callee_jitter_ms, callee_mos, transfer_chain
+                            callee_loss_percent, callee_jitter_ms, callee_mos, transfer_chain,
+                            queue, agent_id, queue_wait_ms
                      FROM cdrs
                      WHERE (?1 IS NULL OR site = ?1) AND (?2 IS NULL OR box = ?2)
                        AND (?3 IS NULL OR started_at_ms >= ?3) AND (?4 IS NULL OR started_at_ms < ?4)
-                       AND id > ?5
+                       AND id > ?5 AND (?7 IS NULL OR queue = ?7)
                      ORDER BY id LIMIT ?6",
                 )
                 .map_err(sql("query cdrs"))?;
             let rows = s
                 .query_map(
-                    params![q.site, q.box_id, q.from_ms, q.to_ms, q.after.unwrap_or(0), limit],
+                    params![
+                        q.site,
+                        q.box_id,
+                        q.from_ms,
+                        q.to_ms,
+                        q.after.unwrap_or(0),
+                        limit,
+                        q.queue
+                    ],
                     |r| {
                         Ok(CdrRow {
                             id: r.get(0)?,
@@ -826,12 +839,67 @@ impl HqStore for SqliteStore {
                             caller_quality: super::quality_of([r.get(16)?, r.get(17)?, r.get(18)?]),
                             callee_quality: super::quality_of([r.get(19)?, r.get(20)?, r.get(21)?]),
                             transfer_chain: super::transfer_chain_of(r.get(22)?),
+                            queue: super::queue_of(r.get(23)?, r.get(24)?, r.get(25)?),
                         })
                     },
                 )
                 .and_then(|r| r.collect::<rusqlite::Result<Vec<_>>>())
                 .map_err(sql("query cdrs"))?;
             Ok(rows)
+        })
+        .await
+    }
+
+    async fn agent_states(&self, query: &AgentStateQuery) -> Result<Vec<AgentStateRow>> {
+        let q = query.clone();
+        self.read("query agent states", move |tx| {
+            let limit = i64::try_from(q.limit()).unwrap_or(100);
+            let mut s = tx
+                .prepare_cached(
+                    "SELECT id, box, site, agent_id, state, reason, extension, call_id, at_ms
+                     FROM agent_states
+                     WHERE (?1 IS NULL OR site = ?1) AND (?2 IS NULL OR box = ?2)
+                       AND (?3 IS NULL OR agent_id = ?3)
+                       AND (?4 IS NULL OR at_ms >= ?4) AND (?5 IS NULL OR at_ms < ?5)
+                       AND id > ?6
+                     ORDER BY id LIMIT ?7",
+                )
+                .map_err(sql("query agent states"))?;
+            let rows = s
+                .query_map(
+                    params![
+                        q.site,
+                        q.box_id,
+                        q.agent,
+                        q.from_ms,
+                        q.to_ms,
+                        q.after.unwrap_or(0),
+                        limit
+                    ],
+                    |r| {
+                        Ok((
+                            (r.get::<_, i64>(0)?, r.get(1)?, r.get(2)?),
+                            (r.get(3)?, r.get::<_, String>(4)?, r.get(5)?, r.get(6)?),
+                            (r.get(7)?, r.get(8)?),
+                        ))
+                    },
+                )
+                .and_then(|r| r.collect::<rusqlite::Result<Vec<_>>>())
+                .map_err(sql("query agent states"))?;
+            rows.into_iter()
+                .map(
+                    |((id, box_id, site), (agent, state, reason, ext), (call, at))| {
+                        Ok(AgentStateRow {
+                            id,
+                            box_id,
+                            site,
+                            record: super::agent_state_record(
+                                agent, &state, reason, ext, call, at,
+                            )?,
+                        })
+                    },
+                )
+                .collect()
         })
         .await
     }
@@ -900,6 +968,7 @@ impl HqStore for SqliteStore {
                 cdrs: count("cdrs")?,
                 audit: count("audit_rows")?,
                 recordings: count("recordings")?,
+                agent_states: count("agent_states")?,
             })
         })
         .await
@@ -954,9 +1023,10 @@ fn ingest(
                          callee, callee_port, started_at_ms, answered_at_ms, ended_at_ms,
                          disposition, hangup_side, caller_sip_call_id, callee_sip_call_id,
                          caller_loss_percent, caller_jitter_ms, caller_mos,
-                         callee_loss_percent, callee_jitter_ms, callee_mos, transfer_chain)
+                         callee_loss_percent, callee_jitter_ms, callee_mos, transfer_chain,
+                         queue, agent_id, queue_wait_ms)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15,
-                         ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24)",
+                         ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27)",
                 )
                 .and_then(|mut s| {
                     s.execute(params![
@@ -983,10 +1053,35 @@ fn ingest(
                         c.callee_quality.map(|q| q.loss_percent),
                         c.callee_quality.map(|q| q.jitter_ms),
                         c.callee_quality.map(|q| q.mos),
-                        super::transfer_chain_json(&c.transfer_chain)
+                        super::transfer_chain_json(&c.transfer_chain),
+                        c.queue.as_ref().map(|q| q.queue.as_str()),
+                        c.queue.as_ref().and_then(|q| q.agent.as_deref()),
+                        c.queue.as_ref().map(|q| q.wait_ms)
                     ])
                 })
                 .map_err(sql("insert cdr"))?;
+            }
+            TypedPayload::AgentState(a) if new => {
+                tx.prepare_cached(
+                    "INSERT INTO agent_states (box, site, epoch, seq, agent_id, state, reason,
+                         extension, call_id, at_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                )
+                .and_then(|mut s| {
+                    s.execute(params![
+                        bx,
+                        site,
+                        epoch,
+                        r.seq,
+                        a.agent_id,
+                        a.state.as_str(),
+                        a.reason,
+                        a.extension,
+                        a.call_id,
+                        a.at_ms
+                    ])
+                })
+                .map_err(sql("insert agent state"))?;
             }
             TypedPayload::Audit(a) if new => {
                 tx.prepare_cached(
