@@ -7,8 +7,9 @@
 //! HQ parses and projects exactly what the box writes.
 
 pub use branchline_sync::wire::{
-    Cdr, CdrDirection as Direction, CdrDisposition as Disposition, CdrHangupSide as HangupSide,
-    CdrLegQuality, CdrQueue, CdrTransferHop,
+    Cdr, CdrBlocked, CdrBlockedAction, CdrBlockedMode, CdrDirection as Direction,
+    CdrDisposition as Disposition, CdrHangupSide as HangupSide, CdrLegQuality, CdrQueue,
+    CdrTransferHop,
 };
 
 #[cfg(test)]

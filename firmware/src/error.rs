@@ -344,6 +344,16 @@ pub enum Error {
         users: i64,
     },
 
+    /// A blacklist change that clashes with what is stored (a pattern already listed,
+    /// an entry HQ owns); nothing was written.
+    #[error("blacklist entry {pattern:?}: {why}")]
+    BlacklistConflict {
+        /// The entry's pattern.
+        pattern: String,
+        /// What clashes, in words a person can act on.
+        why: String,
+    },
+
     /// A CSV import failed validation; nothing was imported. Lists every bad row.
     #[error("CSV import refused, nothing imported: {}", join_rows(errors))]
     CsvImport {

@@ -7,6 +7,8 @@
 //! - [`store`]: the SQLite store (WAL, migrations, one writer thread) with CDRs and the outbox.
 //! - [`cdr`]: call detail records as produced by call control and kept by the store.
 //! - [`tones`]: per-country tones and ring cadences (ITU-T E.180) and caller-ID modes.
+//! - [`blacklist`]: caller screening (blacklist / allowlist of outside callers): the
+//!   sans-IO matcher call control asks, and its store.
 //! - [`call`]: call control, a sans-IO state machine over board events and timers.
 //! - [`acd`]: the call center's queues and agents (ACD), a sans-IO core call control
 //!   will drive; its config from the store, the agent feature-code parser.
@@ -52,6 +54,7 @@ pub mod accounts;
 pub mod acd;
 pub mod api;
 pub mod audit;
+pub mod blacklist;
 pub mod call;
 pub mod cdr;
 pub mod config;

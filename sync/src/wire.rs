@@ -370,6 +370,48 @@ pub struct Cdr {
     /// `queue_wait_ms` (HQ schema 5).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue: Option<CdrQueue>,
+    /// Why the box's caller screening (blacklist / allowlist) blocked the call, for
+    /// a call it blocked. Absent (and left out of the JSON) for every other call, so
+    /// HQs that predate it still take the record. Not in [`Cdr::FIELDS`] (HQ keeps
+    /// such a record's JSON whole).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocked: Option<CdrBlocked>,
+}
+
+/// The caller-screening part of a [`Cdr`] of a blocked call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CdrBlocked {
+    /// The list's mode when the call came.
+    pub mode: CdrBlockedMode,
+    /// What the caller got (the disposition is `busy` for `busy`, `congestion` for
+    /// the others).
+    pub action: CdrBlockedAction,
+    /// The entry that blocked the call, as written (a number, a prefix ending in
+    /// `*`, or `anonymous`); `None` when an allowlist lacked the caller.
+    pub pattern: Option<String>,
+}
+
+/// A caller-screening list's mode, on a [`CdrBlocked`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CdrBlockedMode {
+    /// Listed callers are blocked.
+    Deny,
+    /// Only listed callers get through.
+    Allow,
+}
+
+/// What a blocked caller got, on a [`CdrBlocked`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CdrBlockedAction {
+    /// Busy (SIP 486; an FXO call is not answered).
+    Busy,
+    /// Congestion (SIP 503; an FXO call is not answered).
+    Congestion,
+    /// Refused (SIP 403; an FXO call is not answered).
+    Reject,
 }
 
 /// The call-center part of a [`Cdr`].

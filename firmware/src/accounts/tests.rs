@@ -940,6 +940,7 @@ fn cdr(call_id: &str, caller: &str, callee: &str, direction: Direction) -> Cdr {
         callee_quality: None,
         transfer_chain: Vec::new(),
         queue: None,
+        blocked: None,
     }
 }
 

@@ -8,7 +8,7 @@ use super::{
     enum_from_text, sql, user_version, ExtensionRow, OutboxRow, PortKind, PortRow, BUSY_TIMEOUT,
     SCHEMA_VERSION,
 };
-use crate::cdr::{Cdr, CdrLegQuality, CdrQueue};
+use crate::cdr::{Cdr, CdrBlocked, CdrLegQuality, CdrQueue};
 use crate::error::{Error, Result};
 
 /// A read-only connection to the store. Each task that reads opens its own.
@@ -23,7 +23,8 @@ const CDR_COLUMNS: &str = "call_id, direction, caller, caller_port, callee, call
                            caller_sip_call_id, callee_sip_call_id, \
                            caller_loss_percent, caller_jitter_ms, caller_mos, \
                            callee_loss_percent, callee_jitter_ms, callee_mos, transfer_chain, \
-                           queue, agent_id, queue_wait_ms";
+                           queue, agent_id, queue_wait_ms, \
+                           blocked_mode, blocked_action, blocked_pattern";
 
 fn clamp_limit(limit: usize) -> i64 {
     i64::try_from(limit).unwrap_or(i64::MAX)
@@ -255,6 +256,7 @@ struct RawCdr {
     queue: Option<String>,
     agent_id: Option<String>,
     queue_wait_ms: Option<i64>,
+    blocked: [Option<String>; 3],
 }
 
 /// A leg's quality from its three columns (all set, or none).
@@ -291,6 +293,7 @@ impl RawCdr {
             queue: row.get(20)?,
             agent_id: row.get(21)?,
             queue_wait_ms: row.get(22)?,
+            blocked: [row.get(23)?, row.get(24)?, row.get(25)?],
         })
     }
 
@@ -308,6 +311,24 @@ impl RawCdr {
             .ok_or_else(|| corrupt("disposition", &self.disposition))?;
         let hangup_side = enum_from_text(&self.hangup_side)
             .ok_or_else(|| corrupt("hangup_side", &self.hangup_side))?;
+        let blocked = match &self.blocked {
+            [None, None, _] => None,
+            [Some(mode), Some(action), pattern] => Some(CdrBlocked {
+                mode: enum_from_text(mode).ok_or_else(|| corrupt("blocked_mode", mode))?,
+                action: enum_from_text(action).ok_or_else(|| corrupt("blocked_action", action))?,
+                pattern: pattern.clone(),
+            }),
+            [mode, _, _] => {
+                return Err(corrupt(
+                    if mode.is_some() {
+                        "blocked_action"
+                    } else {
+                        "blocked_mode"
+                    },
+                    "",
+                ))
+            }
+        };
         let transfer_chain = match &self.transfer_chain {
             None => Vec::new(),
             Some(text) => {
@@ -336,6 +357,7 @@ impl RawCdr {
                 agent: self.agent_id,
                 wait_ms: self.queue_wait_ms.unwrap_or(0),
             }),
+            blocked,
         })
     }
 }

@@ -37,6 +37,7 @@ fn cdr(call_id: &str, started_at_ms: i64) -> Cdr {
         callee_quality: None,
         transfer_chain: Vec::new(),
         queue: None,
+        blocked: None,
     }
 }
 
@@ -76,6 +77,8 @@ fn migrations_apply_and_reopen_is_idempotent() {
             "agent_state_log",
             "audit_head",
             "audit_log",
+            "blacklist",
+            "blacklist_settings",
             "box_state",
             "cdrs",
             "extensions",
@@ -569,6 +572,7 @@ fn arb_cdr() -> impl Strategy<Value = Cdr> {
                     callee_quality: None,
                     transfer_chain: Vec::new(),
                     queue: None,
+                    blocked: None,
                 }
             },
         )

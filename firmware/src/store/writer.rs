@@ -51,6 +51,10 @@ pub struct StoreWriter {
     /// The highest outbox seq committed so far, published by the writer thread after
     /// each commit (the sync agent's wake-up; see [`StoreWriter::outbox_watch`]).
     outbox_seq: watch::Receiver<i64>,
+    /// Poked after a commit that changed the blacklist (sync apply, the local API):
+    /// the daemon reloads call control's list. A `Notify` keeps one permit, so a
+    /// change made while the daemon is busy is not lost and bursts coalesce.
+    blacklist_changed: std::sync::Arc<tokio::sync::Notify>,
 }
 
 /// The highest outbox seq ever assigned (0: none), from SQLite's AUTOINCREMENT
@@ -94,9 +98,12 @@ pub(super) fn prepare(store: Store) -> (StoreWriter, impl FnOnce() + Send + 'sta
         0
     });
     let (seq_tx, outbox_seq) = watch::channel(first);
-    (StoreWriter { tx, outbox_seq }, move || {
-        run(conn, &path, clock, &rx, &seq_tx)
-    })
+    let writer = StoreWriter {
+        tx,
+        outbox_seq,
+        blacklist_changed: std::sync::Arc::default(),
+    };
+    (writer, move || run(conn, &path, clock, &rx, &seq_tx))
 }
 
 impl StoreWriter {
@@ -176,6 +183,19 @@ impl StoreWriter {
     /// sender is gone (`changed()` fails) once the writer thread has stopped.
     pub fn outbox_watch(&self) -> watch::Receiver<i64> {
         self.outbox_seq.clone()
+    }
+
+    /// Tells the blacklist's listener (the daemon) that the list changed; call it
+    /// after the commit that changed it.
+    pub fn notify_blacklist_changed(&self) {
+        self.blacklist_changed.notify_one();
+    }
+
+    /// What [`StoreWriter::notify_blacklist_changed`] pokes: `notified().await`
+    /// returns once per change (or burst of changes) since the last wake-up. One
+    /// listener.
+    pub fn blacklist_changed(&self) -> std::sync::Arc<tokio::sync::Notify> {
+        std::sync::Arc::clone(&self.blacklist_changed)
     }
 
     /// Waits until every write sent through this handle has committed, then drops it.
@@ -320,6 +340,16 @@ impl Writer<'_> {
         let direction = enum_text(&cdr.direction, call_id)?;
         let disposition = enum_text(&cdr.disposition, call_id)?;
         let hangup_side = enum_text(&cdr.hangup_side, call_id)?;
+        let blocked_mode = cdr
+            .blocked
+            .as_ref()
+            .map(|b| enum_text(&b.mode, call_id))
+            .transpose()?;
+        let blocked_action = cdr
+            .blocked
+            .as_ref()
+            .map(|b| enum_text(&b.action, call_id))
+            .transpose()?;
 
         let tx = self
             .conn
@@ -332,9 +362,10 @@ impl Writer<'_> {
                                caller_sip_call_id, callee_sip_call_id,
                                caller_loss_percent, caller_jitter_ms, caller_mos,
                                callee_loss_percent, callee_jitter_ms, callee_mos,
-                               transfer_chain, queue, agent_id, queue_wait_ms)
+                               transfer_chain, queue, agent_id, queue_wait_ms,
+                               blocked_mode, blocked_action, blocked_pattern)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15,
-                     ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25)",
+                     ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28)",
             params![
                 call_id,
                 direction,
@@ -361,6 +392,9 @@ impl Writer<'_> {
                 cdr.queue.as_ref().map(|q| q.queue.as_str()),
                 cdr.queue.as_ref().and_then(|q| q.agent.as_deref()),
                 cdr.queue.as_ref().map(|q| q.wait_ms),
+                blocked_mode,
+                blocked_action,
+                cdr.blocked.as_ref().and_then(|b| b.pattern.as_deref()),
             ],
         );
         match inserted {

@@ -22,8 +22,12 @@
 //!   box's config says (never written from HQ; a new HQ extension has no port). When HQ
 //!   deletes an extension the config still maps to a port, the row stays as a local one
 //!   (revision 0).
-//! - Queues, contacts, blacklist entries and dial routes are stored as their wire JSON
-//!   in `hq_rows`.
+//! - Blacklist entries go to the `blacklist` table as HQ's (source `hq`; see
+//!   [`crate::blacklist::store`]): a pattern that does not validate refuses the page;
+//!   a local entry with the same pattern becomes HQ's; a delete or a snapshot removes
+//!   only HQ's entries, never the box's own. [`Applied::blacklist_changed`] tells the
+//!   caller to have the list reloaded.
+//! - Queues, contacts and dial routes are stored as their wire JSON in `hq_rows`.
 //! - A snapshot replaces everything HQ masters: rows it does not hold are deleted,
 //!   except the installer account, extensions the config maps to a port (they become
 //!   local rows), and rows made on the box (revision 0) whose edit is still pending in
@@ -37,6 +41,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::accounts::{self, INSTALLER_USERNAME};
 use crate::audit::{self, Actor, AuditEntry, AuditResult};
+use crate::blacklist;
 use crate::config::{ExtensionNumber, MAX_NAME_CHARS};
 use crate::error::{Error, Result};
 use crate::rbac::builtin::{bump_generation, insert_permissions};
@@ -51,6 +56,8 @@ pub struct Applied {
     pub deleted: usize,
     /// Rows skipped (built-in roles).
     pub skipped: usize,
+    /// Whether a blacklist entry was written or deleted (call control must reload it).
+    pub blacklist_changed: bool,
     /// The cursor stored with them.
     pub cursor: i64,
 }
@@ -229,6 +236,8 @@ fn apply_page(
         let outcome =
             apply_change(conn, path, change, now_ms).map_err(|r| in_context("page", change, r))?;
         roles_changed |= change.entity == EntityKind::Role && outcome != Outcome::Skipped;
+        applied.blacklist_changed |=
+            change.entity == EntityKind::Blacklist && outcome != Outcome::Skipped;
         applied.count(outcome);
     }
     if next < last {
@@ -312,6 +321,9 @@ fn apply_change(conn: &Connection, path: &Path, change: &Change, now_ms: i64) ->
         }
         Some(Entity::Extension(e)) => {
             upsert_extension(conn, path, e, rev, now_ms).map(|()| Outcome::Upserted)
+        }
+        Some(Entity::Blacklist(b)) => {
+            upsert_blacklist(conn, path, b, rev, now_ms).map(|()| Outcome::Upserted)
         }
         Some(other) => upsert_hq_row(conn, path, other, rev, now_ms).map(|()| Outcome::Upserted),
         None => delete_row(conn, path, change.entity, &change.key, now_ms),
@@ -630,7 +642,21 @@ fn upsert_extension(
     Ok(())
 }
 
-// --- queues, contacts, blacklist, dial routes -----------------------------------------
+// --- blacklist ------------------------------------------------------------------------
+
+fn upsert_blacklist(
+    conn: &Connection,
+    path: &Path,
+    b: &wire::BlacklistEntry,
+    revision: i64,
+    now_ms: i64,
+) -> Checked {
+    let pattern = blacklist::store::check_hq(b).map_err(refuse)?;
+    blacklist::store::upsert_hq(conn, path, &pattern, &b.reason, revision, now_ms)?;
+    Ok(())
+}
+
+// --- queues, contacts, dial routes ----------------------------------------------------
 
 fn upsert_hq_row(
     conn: &Connection,
@@ -706,6 +732,17 @@ fn delete_row(
                 )
                 .map_err(sql(path, "delete extension from hq"))?
         }
+        // Rows from before migration 0011 that never fitted the table may still sit
+        // in hq_rows: they go too.
+        EntityKind::Blacklist => {
+            blacklist::store::delete_hq(conn, path, key)?
+                + conn
+                    .execute(
+                        "DELETE FROM hq_rows WHERE kind = 'blacklist' AND key = ?1",
+                        [key],
+                    )
+                    .map_err(sql(path, "delete hq row"))?
+        }
         other => conn
             .execute(
                 "DELETE FROM hq_rows WHERE kind = ?1 AND key = ?2",
@@ -777,6 +814,7 @@ fn apply_snapshot(
     for c in &order {
         let outcome =
             apply_change(conn, path, c, now_ms).map_err(|r| in_context("snapshot", c, r))?;
+        applied.blacklist_changed |= c.entity == EntityKind::Blacklist;
         applied.count(outcome);
     }
 
@@ -828,6 +866,12 @@ fn apply_snapshot(
             gone.push((EntityKind::Extension, number));
         }
     }
+    // Blacklist: only HQ's entries; the box's own stay.
+    for pattern in blacklist::store::hq_patterns(conn, path)? {
+        if !keep.contains(&(EntityKind::Blacklist, pattern.as_str())) {
+            gone.push((EntityKind::Blacklist, pattern));
+        }
+    }
     for (kind_key, _) in names("SELECT kind || char(31) || key, revision FROM hq_rows")? {
         let Some((kind, key)) = kind_key.split_once('\u{1f}') else {
             continue;
@@ -855,6 +899,7 @@ fn apply_snapshot(
                 problem,
             },
         })?;
+        applied.blacklist_changed |= kind == EntityKind::Blacklist && outcome != Outcome::Skipped;
         applied.count(outcome);
     }
     bump_generation(conn).map_err(sql(path, "bump rbac generation"))?;

@@ -75,8 +75,8 @@ impl SyncStore {
         })
     }
 
-    /// Applies a page or snapshot and its cursor in one transaction. A refused one
-    /// changes nothing and its error is recorded for the status (in a transaction of
+    /// Applies a page or snapshot and its cursor in one transaction (and pokes the
+    /// blacklist's listener when it changed the list). A refused one changes nothing and its error is recorded for the status (in a transaction of
     /// its own) before it is returned.
     pub async fn apply_down(&self, response: wire::DownResponse, now_ms: i64) -> Result<Applied> {
         let result = self
@@ -85,8 +85,10 @@ impl SyncStore {
                 apply::apply_down(tx, path, &response, now_ms)
             })
             .await;
-        if let Err(e) = &result {
-            self.record_error(&e.to_string(), now_ms).await;
+        match &result {
+            Ok(applied) if applied.blacklist_changed => self.writer.notify_blacklist_changed(),
+            Ok(_) => {}
+            Err(e) => self.record_error(&e.to_string(), now_ms).await,
         }
         result
     }

@@ -881,3 +881,162 @@ async fn the_wan_task_follows_the_trunk_with_hysteresis_and_routing_follows_it()
     stop.cancel();
     task.await.expect("task ends");
 }
+
+fn blacklisted(pattern: &str, reason: &str) -> Entity {
+    Entity::Blacklist(wire::BlacklistEntry {
+        pattern: pattern.to_owned(),
+        reason: reason.to_owned(),
+    })
+}
+
+#[tokio::test]
+async fn blacklist_entries_from_hq_land_in_their_table_and_wake_the_reload() {
+    let env = env().await;
+    let changed = env.sync.writer().blacklist_changed();
+    // A local entry the box added itself.
+    let writer = env.sync.writer().clone();
+    writer
+        .transact("local entry", |tx, path| {
+            let entry = crate::blacklist::store::NewEntry {
+                pattern: "5551234".to_owned(),
+                reason: "local".to_owned(),
+                action: Some("reject".to_owned()),
+            }
+            .validate()
+            .expect("valid");
+            crate::blacklist::store::add_local(tx, path, &entry, "root", T0)
+        })
+        .await
+        .expect("local");
+    let applied = env
+        .sync
+        .apply_down(
+            page(vec![
+                upsert(2, blacklisted("0900*", "premium")),
+                upsert(3, blacklisted("+4930111", "")),
+                upsert(4, role("night", &[])),
+            ]),
+            T0,
+        )
+        .await
+        .expect("page");
+    assert!(applied.blacklist_changed);
+    tokio::time::timeout(std::time::Duration::from_secs(1), changed.notified())
+        .await
+        .expect("the reload was poked");
+    assert_eq!(
+        env.count("SELECT COUNT(*) FROM blacklist WHERE source = 'hq' AND revision IN (2, 3)"),
+        2
+    );
+    assert_eq!(env.count("SELECT COUNT(*) FROM hq_rows"), 0);
+    let reason: String = env
+        .db()
+        .query_row(
+            "SELECT reason FROM blacklist WHERE pattern = '0900*'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("row");
+    assert_eq!(reason, "premium");
+
+    // A page without blacklist rows does not poke it.
+    let applied = env
+        .sync
+        .apply_down(page(vec![upsert(5, role("day", &[]))]), T0)
+        .await
+        .expect("page");
+    assert!(!applied.blacklist_changed);
+
+    // HQ deletes one: gone. A delete for the local entry's pattern leaves it alone.
+    let applied = env
+        .sync
+        .apply_down(
+            page(vec![
+                delete(6, EntityKind::Blacklist, "+4930111"),
+                delete(7, EntityKind::Blacklist, "5551234"),
+            ]),
+            T0,
+        )
+        .await
+        .expect("page");
+    assert!(applied.blacklist_changed);
+    assert_eq!(applied.deleted, 1);
+    assert_eq!(
+        env.count("SELECT COUNT(*) FROM blacklist WHERE pattern = '+4930111'"),
+        0
+    );
+    assert_eq!(
+        env.count("SELECT COUNT(*) FROM blacklist WHERE pattern = '5551234' AND source = 'local'"),
+        1
+    );
+
+    // A snapshot replaces HQ's entries and keeps the local one.
+    let applied = env
+        .sync
+        .apply_down(
+            DownResponse::Snapshot {
+                version: wire::PROTOCOL_VERSION,
+                rows: vec![upsert(20, blacklisted("0800*", "toll free abuse"))],
+                cursor: 30,
+            },
+            T0,
+        )
+        .await
+        .expect("snapshot");
+    assert!(applied.blacklist_changed);
+    let mut patterns: Vec<(String, String)> = env
+        .db()
+        .prepare("SELECT pattern, source FROM blacklist ORDER BY pattern")
+        .expect("prepare")
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows");
+    patterns.sort();
+    assert_eq!(
+        patterns,
+        [
+            ("0800*".to_owned(), "hq".to_owned()),
+            ("5551234".to_owned(), "local".to_owned())
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_bad_blacklist_pattern_from_hq_refuses_the_page() {
+    let env = env().await;
+    for (bad, problem) in [
+        ("09*00", "pattern"),
+        ("*", "pattern"),
+        ("1234567890123456789012", "pattern"),
+    ] {
+        let err = env
+            .sync
+            .apply_down(
+                page(vec![
+                    upsert(2, blacklisted("0800*", "")),
+                    upsert(3, blacklisted(bad, "")),
+                ]),
+                T0,
+            )
+            .await
+            .expect_err("refused");
+        let text = err.to_string();
+        assert!(
+            matches!(err, Error::SyncRefused { revision: 3, .. }) && text.contains(problem),
+            "{bad}: {text}"
+        );
+        // Nothing of the page is applied.
+        assert_eq!(env.count("SELECT COUNT(*) FROM blacklist"), 0);
+        assert_eq!(env.cursor(), 0);
+    }
+    let err = env
+        .sync
+        .apply_down(
+            page(vec![upsert(2, blacklisted("0800*", "bad\u{7}reason"))]),
+            T0,
+        )
+        .await
+        .expect_err("refused");
+    assert!(err.to_string().contains("reason"), "{err}");
+}

@@ -304,6 +304,9 @@ fn typed_payload(
                     return Err("CDR queue wait_ms is negative".to_owned());
                 }
             }
+            if let Some(pattern) = cdr.blocked.as_ref().and_then(|b| b.pattern.as_ref()) {
+                check_text("blocked pattern", pattern, MAX_KEY_LEN)?;
+            }
             Ok(TypedPayload::Cdr(cdr))
         }
         RecordKind::Audit => {
@@ -778,6 +781,34 @@ mod tests {
             serde_json::json!({ "queue": "sales", "agent": "100", "wait_ms": 0, "x": 1 }),
         ] {
             let err = validate_batch(batch_with(cdr(bad.clone())), "box-1").expect_err("refused");
+            assert!(matches!(err, BatchError::Malformed(_)), "{bad}: {err:?}");
+        }
+    }
+
+    #[test]
+    fn a_blocked_cdr_is_kept_whole_and_bad_blocked_fields_are_refused() {
+        let blocked = |b: serde_json::Value| {
+            let mut v = cdr(serde_json::Value::Null);
+            v["disposition"] = "busy".into();
+            v["answered_at_ms"] = serde_json::Value::Null;
+            v["blocked"] = b;
+            v
+        };
+        let ok = serde_json::json!({ "mode": "deny", "action": "reject", "pattern": "0900*" });
+        let valid = validate_batch(batch_with(blocked(ok)), "box-1").expect("blocked CDR");
+        let kept = valid.records[0].stored_payload().expect("payload kept");
+        assert!(kept.contains("\"pattern\":\"0900*\""), "{kept}");
+        let allow = serde_json::json!({ "mode": "allow", "action": "busy", "pattern": null });
+        validate_batch(batch_with(blocked(allow)), "box-1").expect("allowlist block");
+        for bad in [
+            serde_json::json!({ "mode": "block", "action": "busy", "pattern": null }),
+            serde_json::json!({ "mode": "deny", "action": "drop", "pattern": null }),
+            serde_json::json!({ "mode": "deny", "action": "busy", "pattern": "" }),
+            serde_json::json!({ "mode": "deny", "action": "busy", "pattern": "1\u{7}" }),
+            serde_json::json!({ "mode": "deny", "action": "busy", "pattern": null, "x": 1 }),
+        ] {
+            let err =
+                validate_batch(batch_with(blocked(bad.clone())), "box-1").expect_err("refused");
             assert!(matches!(err, BatchError::Malformed(_)), "{bad}: {err:?}");
         }
     }
