@@ -115,6 +115,11 @@ enum StoreJob {
         call_id: Option<String>,
         at_ms: i64,
     },
+    /// A call blocked by this blacklist entry: its hit counter.
+    BlacklistHit {
+        pattern: String,
+        at_ms: i64,
+    },
 }
 
 /// Why the daemon stopped without an error.
@@ -307,6 +312,8 @@ async fn serve(
             }
         }
     };
+    // Caller screening (migration 0011); reloaded whenever it changes (below).
+    let blacklist = load_blacklist(&db_path);
     health.passed(
         Fact::Store,
         format!("migrated, {} extensions read back", stored_extensions.len()),
@@ -455,6 +462,15 @@ async fn serve(
         }),
     };
     let mut calls = CallControl::new(settings, profile.fxs_ports(), profile.fxo_ports());
+    if let Some(list) = blacklist {
+        tracing::info!(
+            entries = list.len(),
+            mode = list.settings().mode.as_str(),
+            "blacklist loaded"
+        );
+        calls.set_blacklist(list);
+    }
+    let mut blacklist_reloads = blacklist_reloader(&writer, &db_path);
     // Outside calls follow the trunk's reachability (trunk first while usable, else FXO).
     let wan_now = wan_rx.borrow_and_update().clone();
     calls.set_trunk_status(sync::wan::trunk_status(&wan_now));
@@ -608,6 +624,15 @@ async fn serve(
             Some(request) = web_requests.recv() => board.web_request(&calls, request),
             Some(input) = sip_input_rx.recv() => calls.handle_sip(Instant::now(), input),
             Some((check, ok)) = pin_results.recv() => calls.agent_pin_checked(Instant::now(), check, ok),
+            Some(list) = blacklist_reloads.recv() => {
+                // Logged once in force: the next call is screened with it.
+                tracing::info!(
+                    entries = list.len(),
+                    mode = list.settings().mode.as_str(),
+                    "blacklist reloaded"
+                );
+                calls.set_blacklist(list);
+            }
             Some(status) = async { match trunk_rx.as_mut() {
                 Some(rx) => rx.recv().await,
                 None => std::future::pending().await,
@@ -1355,6 +1380,9 @@ impl BoardLoop {
                         at_ms,
                     });
                 }
+                Output::BlacklistHit { pattern, at_ms } => {
+                    let _ = self.jobs.send(StoreJob::BlacklistHit { pattern, at_ms });
+                }
                 Output::CheckAgentPin { check, agent, pin } => {
                     // argon2id takes tens of milliseconds: off the board loop.
                     let (db, answers) = (self.db_path.clone(), self.pin_answers.clone());
@@ -1381,7 +1409,7 @@ impl BoardLoop {
                     if let Some(r) = &mut self.call_recorder {
                         r.cdr(&cdr);
                     }
-                    if self.jobs.send(StoreJob::Cdr(Box::new(cdr))).is_err() {
+                    if self.jobs.send(StoreJob::Cdr(cdr)).is_err() {
                         tracing::error!("store task gone; CDR lost");
                     }
                 }
@@ -1435,8 +1463,78 @@ async fn store_task(writer: StoreWriter, mut jobs: mpsc::UnboundedReceiver<Store
                     tracing::warn!(agent = %shown, error = %e, "agent state not stored");
                 }
             }
+            StoreJob::BlacklistHit { pattern, at_ms } => {
+                let shown = pattern.clone();
+                let result = writer
+                    .transact("count blacklist hit", move |tx, path| {
+                        crate::blacklist::store::record_hit(tx, path, &pattern, at_ms)
+                    })
+                    .await;
+                match result {
+                    Ok(true) => {}
+                    // Deleted between the call and now: nothing to count.
+                    Ok(false) => tracing::debug!(pattern = shown, "hit on a gone blacklist entry"),
+                    Err(e) => {
+                        tracing::warn!(pattern = shown, error = %e, "blacklist hit not stored")
+                    }
+                }
+            }
         }
     }
+}
+
+/// The blacklist as stored, compiled for call control; `None` (logged: nobody is
+/// screened) when the store cannot be read.
+fn load_blacklist(db_path: &std::path::Path) -> Option<crate::blacklist::Blacklist> {
+    let loaded =
+        Store::reader(db_path).and_then(|r| crate::blacklist::store::load(r.connection(), db_path));
+    match loaded {
+        Ok((list, skipped)) => {
+            if skipped > 0 {
+                tracing::warn!(
+                    skipped,
+                    "blacklist entries that do not validate are ignored"
+                );
+            }
+            Some(list)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "blacklist not loaded: callers are not screened");
+            None
+        }
+    }
+}
+
+/// Reloads the blacklist off the main loop each time the store writer says it
+/// changed (the sync applier and the local API poke it) and sends it to the main
+/// loop; ends when the main loop's receiver is gone.
+fn blacklist_reloader(
+    writer: &StoreWriter,
+    db_path: &std::path::Path,
+) -> mpsc::UnboundedReceiver<crate::blacklist::Blacklist> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let changed = writer.blacklist_changed();
+    let db_path = db_path.to_owned();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                () = changed.notified() => {}
+                () = tx.closed() => return,
+            }
+            let path = db_path.clone();
+            match tokio::task::spawn_blocking(move || load_blacklist(&path)).await {
+                Ok(Some(list)) => {
+                    if tx.send(list).is_err() {
+                        return;
+                    }
+                }
+                // Logged by load_blacklist; the list in force stays.
+                Ok(None) => {}
+                Err(e) => tracing::error!(error = %e, "blacklist reload task failed"),
+            }
+        }
+    });
+    rx
 }
 
 /// The web page's status publisher over the board's ports and the config's

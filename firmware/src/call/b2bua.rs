@@ -119,7 +119,7 @@ impl CallControl {
                 phone: matches!(origin, SipOrigin::Extension(_)),
             },
         );
-        let mut call = Call {
+        let call = Call {
             id: String::new(),
             direction,
             caller: Party::Sip(leg),
@@ -143,6 +143,16 @@ impl CallControl {
             caller_connected: false,
             early_media: None,
             queue: None,
+            blocked: None,
+            awaiting_caller_id: false,
+        };
+        // Outside callers are screened before anything rings (see `screening`).
+        let mut call = match origin {
+            SipOrigin::Trunk => match self.screen_trunk(now, call) {
+                Some(call) => call,
+                None => return,
+            },
+            SipOrigin::Extension(_) => call,
         };
         if self.is_extension(&dialled) {
             return self.call_extension(now, call);

@@ -12,7 +12,9 @@
 //! Modules: [`sip`] (the fixed interface types with the SIP endpoint), [`outside`] (the
 //! trunk-or-FXO route decision), `b2bua` (the SIP flows: incoming legs, outgoing legs,
 //! forking, fallback, DTMF, hold), `transfer` (SIP phones' blind and attended
-//! transfers, INVITE with Replaces).
+//! transfers, INVITE with Replaces), `screening` (caller screening of inbound outside
+//! calls against the [`crate::blacklist::Blacklist`] set with
+//! [`CallControl::set_blacklist`]).
 //!
 //! What it does today:
 //! - FXS: off-hook gives the country's dial tone; digits are collected against the dial
@@ -45,6 +47,10 @@
 //!   gets 183 with SDP via [`Output::SipRinging`] `early_media`), and the answer keeps
 //!   that bridge (no gap); a later 180 changes nothing; the offer failing or another
 //!   device answering removes it.
+//! - Caller screening: trunk calls and PSTN rings are checked against the blacklist
+//!   (or allowlist) before anything rings; a blocked trunk call is refused (486, 503
+//!   or 403), a blocked PSTN call is left unanswered; [`Output::BlacklistHit`] counts
+//!   the entry's hit. Local phones are never screened. See `screening`.
 //! - A CDR for every call, answered or not (busy, unallocated, congestion, abandoned),
 //!   with the SIP Call-IDs of the caller's and callee's legs, the call quality the
 //!   endpoint measured on those legs (loss, jitter, MOS: a call's CDR waits for the
@@ -68,17 +74,22 @@ use std::time::{Duration, Instant};
 
 use line_proto::{CallerId, Command, Event};
 
-use crate::cdr::{Cdr, CdrLegQuality, CdrTransferHop, Direction, Disposition, HangupSide};
+use crate::cdr::{
+    Cdr, CdrBlocked, CdrLegQuality, CdrTransferHop, Direction, Disposition, HangupSide,
+};
 use crate::tones::{Country, Tone};
 
 mod b2bua;
 pub mod outside;
 mod queue;
+mod screening;
 pub mod sip;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod tests_queue;
+#[cfg(test)]
+mod tests_screening;
 #[cfg(test)]
 mod tests_sip;
 #[cfg(test)]
@@ -233,8 +244,9 @@ pub enum Output {
         /// New state.
         state: PortState,
     },
-    /// A call ended; store its record.
-    Cdr(Cdr),
+    /// A call ended; store its record. Boxed: a CDR is far larger than the other
+    /// outputs, and the output queue holds one slot per output.
+    Cdr(Box<Cdr>),
     /// A call-center agent's state changed (for `agent_state_log` and the outbox).
     AgentState {
         /// The agent.
@@ -245,6 +257,14 @@ pub enum Output {
         extension: Option<String>,
         /// The call's id (as on its CDR) while the agent is ringing for or on a call.
         call_id: Option<String>,
+        /// When, in ms since the Unix epoch.
+        at_ms: i64,
+    },
+    /// Caller screening blocked a call by the blacklist entry `pattern`: count the
+    /// hit (`hits`, `last_hit_ms` of the entry in the store).
+    BlacklistHit {
+        /// The entry's pattern, as written.
+        pattern: String,
         /// When, in ms since the Unix epoch.
         at_ms: i64,
     },
@@ -432,6 +452,11 @@ struct Call {
     early_media: Option<LegId>,
     /// The call is in (or was answered from) a call-center queue.
     queue: Option<queue::QueueCall>,
+    /// Caller screening blocked the call (see `screening`): for its CDR.
+    blocked: Option<CdrBlocked>,
+    /// A PSTN call that rang without caller ID while screening is on: nobody is rung
+    /// until the next ring burst brings the caller ID (or proves there is none).
+    awaiting_caller_id: bool,
 }
 
 /// What call control knows of a SIP leg.
@@ -518,6 +543,8 @@ pub struct CallControl {
     pending_cdrs: Vec<PendingCdr>,
     /// The call center, when queues and agents are configured.
     center: Option<queue::CallCenter>,
+    /// Caller screening of inbound outside calls (empty: everyone gets through).
+    blacklist: crate::blacklist::Blacklist,
 }
 
 /// How long a finished call's CDR waits for the quality of its SIP legs (the endpoint
@@ -592,6 +619,7 @@ impl CallControl {
             media_legs: BTreeSet::new(),
             leg_quality: BTreeMap::new(),
             pending_cdrs: Vec::new(),
+            blacklist: crate::blacklist::Blacklist::default(),
         }
     }
 
@@ -1526,6 +1554,7 @@ impl CallControl {
         }
         if let Some(key) = f.call {
             // Another ring burst of a call we already know about.
+            let mut screen_now = false;
             if let Some(call) = self.calls.get_mut(&key) {
                 if call.phase == CallPhase::Alerting {
                     call.last_ring = Some(now);
@@ -1533,13 +1562,17 @@ impl CallControl {
                     if call.caller_number.is_empty() {
                         if let Some(cid) = caller_id {
                             call.caller_number = cid.number.to_string();
+                            call.caller_name = cid.name.to_string();
                         }
                     }
+                    screen_now = std::mem::take(&mut call.awaiting_caller_id);
                 }
+            }
+            if screen_now {
+                self.screen_pstn(now, key, port, caller_id);
             }
             return;
         }
-        let line = f.line.and_then(|l| self.settings.fxo_lines.get(l)).cloned();
         let number = caller_id.map(|c| c.number.to_string()).unwrap_or_default();
         let name = caller_id.map(|c| c.name.to_string()).unwrap_or_default();
         let key = self.new_call(Call {
@@ -1566,11 +1599,33 @@ impl CallControl {
             caller_connected: false,
             early_media: None,
             queue: None,
+            blocked: None,
+            awaiting_caller_id: false,
         });
         if let Some(fx) = self.fxo.get_mut(&port) {
             fx.call = Some(key);
         }
         self.port_state(port, PortState::Ringing);
+        if caller_id.is_none() && self.screening_on() {
+            // Caller ID comes between the first and second ring on most lines: the
+            // caller is screened (and the extensions rung) on the next burst.
+            tracing::info!(port, "PSTN call: waiting for caller ID to screen it");
+            if let Some(call) = self.calls.get_mut(&key) {
+                call.awaiting_caller_id = true;
+            }
+            return;
+        }
+        self.screen_pstn(now, key, port, caller_id);
+    }
+
+    /// Rings the extensions (or the queue) FXO `port`'s line sends its callers to.
+    fn ring_pstn_targets(&mut self, now: Instant, key: CallKey, port: u8) {
+        let line = self
+            .fxo
+            .get(&port)
+            .and_then(|f| f.line)
+            .and_then(|l| self.settings.fxo_lines.get(l))
+            .cloned();
         let targets: Vec<String> = line
             .map(|l| {
                 l.inbound
@@ -1685,6 +1740,8 @@ impl CallControl {
             caller_connected: false,
             early_media: None,
             queue: None,
+            blocked: None,
+            awaiting_caller_id: false,
         }
     }
 
@@ -1729,6 +1786,10 @@ impl CallControl {
         let disposition = match call.phase {
             // A recalled (held, then re-rung) call was answered before.
             _ if call.answered.is_some() => Disposition::Answered,
+            // A blocked PSTN caller gave up (it was never answered).
+            _ if call.blocked.is_some() => {
+                screening::disposition(call.blocked.as_ref().map(|b| b.action))
+            }
             CallPhase::Connected => Disposition::Answered,
             CallPhase::Alerting
                 if call.ringing.is_empty()
@@ -1902,6 +1963,7 @@ impl CallControl {
             callee_quality: None,
             transfer_chain: call.transfer_chain.clone(),
             queue: call.queue.as_ref().map(|q| q.cdr(now)),
+            blocked: call.blocked.clone(),
         };
         if let Some(last) = call.transfer_chain.last() {
             tracing::info!(
@@ -2000,7 +2062,7 @@ impl CallControl {
                         "CDR written without the quality of a leg"
                     );
                 }
-                self.outputs.push_back(Output::Cdr(p.cdr));
+                self.outputs.push_back(Output::Cdr(Box::new(p.cdr)));
             } else {
                 i += 1;
             }

@@ -126,7 +126,7 @@ fn tone_is(out: &[Output], port: u8, country: Country, tone: Tone) -> bool {
 fn cdrs(out: &[Output]) -> Vec<Cdr> {
     out.iter()
         .filter_map(|o| match o {
-            Output::Cdr(c) => Some(c.clone()),
+            Output::Cdr(c) => Some(Cdr::clone(c)),
             _ => None,
         })
         .collect()

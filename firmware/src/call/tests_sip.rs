@@ -154,7 +154,7 @@ pub(super) fn tone_is(out: &[Output], port: u8, tone: Tone) -> bool {
 pub(super) fn cdrs(out: &[Output]) -> Vec<Cdr> {
     out.iter()
         .filter_map(|o| match o {
-            Output::Cdr(c) => Some(c.clone()),
+            Output::Cdr(c) => Some(Cdr::clone(c)),
             _ => None,
         })
         .collect()

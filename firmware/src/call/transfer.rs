@@ -243,6 +243,8 @@ impl CallControl {
             caller_connected: true,
             early_media: None,
             queue: None,
+            blocked: None,
+            awaiting_caller_id: false,
         };
         if outside.is_some() {
             self.call_outside(now, call);
@@ -378,6 +380,8 @@ impl CallControl {
             caller_connected: true,
             early_media: None,
             queue: None,
+            blocked: None,
+            awaiting_caller_id: false,
         });
         self.adopt(a.party, key, true);
         self.adopt(b.party, key, false);

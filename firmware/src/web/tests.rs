@@ -346,7 +346,7 @@ impl Env {
             cc.handle_event(Instant::now(), port, &event);
             std::iter::from_fn(|| cc.poll_output())
                 .filter_map(|o| match o {
-                    Output::Cdr(cdr) => Some(cdr),
+                    Output::Cdr(cdr) => Some(*cdr),
                     _ => None,
                 })
                 .collect()
