@@ -27,6 +27,8 @@
 //!   ([`crate::sync::status::SyncStatusReport`]); `POST /api/v1/sync/force`
 //!   (`sync.operate`, audited as `force_sync`) wakes the agent: 202, or 409 when sync
 //!   is not configured or not running.
+//! - **Blacklist**: `/api/v1/blacklist` lists, adds and deletes caller-screening
+//!   entries and sets the mode (see `blacklist`).
 //! - **Errors** are JSON `{"error": "...", "problems": [...]}`: 400 validation (every
 //!   problem, with its field or CSV row), 401 not logged in, 403 denied or CSRF, 404,
 //!   409 conflict, 423 account locked, 429 throttled.
@@ -42,6 +44,7 @@
 //! role and group lists need `site` scope; sessions live in memory (a restart logs
 //! everyone out).
 
+mod blacklist;
 mod handlers;
 pub mod openapi;
 pub(crate) use handlers::run_force_sync;
@@ -555,7 +558,8 @@ impl From<Error> for ApiError {
             Error::NotFound { .. } => ApiError::new(StatusCode::NOT_FOUND, message),
             Error::BuiltinRoleImmutable { .. }
             | Error::RoleInUse { .. }
-            | Error::RoleNameReserved { .. } => ApiError::new(StatusCode::CONFLICT, message),
+            | Error::RoleNameReserved { .. }
+            | Error::BlacklistConflict { .. } => ApiError::new(StatusCode::CONFLICT, message),
             Error::Denied { .. } => ApiError::new(StatusCode::FORBIDDEN, message),
             other => {
                 tracing::error!(error = %other, "api request failed");
@@ -650,6 +654,26 @@ fn build(state: ApiState) -> (Router, Vec<(Method, &'static str)>) {
         Method::GET,
         "/api/v1/calls/active",
         crate::web::active_calls_json
+    );
+    route!(get, Method::GET, "/api/v1/blacklist", blacklist::list);
+    route!(post, Method::POST, "/api/v1/blacklist", blacklist::add);
+    route!(
+        get,
+        Method::GET,
+        "/api/v1/blacklist/mode",
+        blacklist::get_mode
+    );
+    route!(
+        put,
+        Method::PUT,
+        "/api/v1/blacklist/mode",
+        blacklist::set_mode
+    );
+    route!(
+        delete,
+        Method::DELETE,
+        "/api/v1/blacklist/{id}",
+        blacklist::delete
     );
     route!(get, Method::GET, "/api/v1/openapi.json", h::openapi);
     let router = r

@@ -52,6 +52,11 @@ const OPS: &[Op] = &[
     op("post", "/api/v1/ports/{port}/ring-test", "Ring an idle FXS phone for 6 s; audited as ring_test; 409 when the port is busy, 404 no such port, 400 FXO port", "diagnostics.operate (site)", None, "202", JSON),
     op("get", "/api/v1/sip", "SIP: the trunk registration (state, server, expiry, per-server health and last error) and every local SIP account's registered contacts (contact, source address, expiry, User-Agent); {configured: false} without [sip]", "diagnostics.view (site)", None, "200", JSON),
     op("get", "/api/v1/calls/active", "Calls in progress: parties, numbers (masked unless numbers.view covers the call), duration, and per SIP leg the codec, RTP packets, loss, jitter and MOS estimate", "diagnostics.view (site)", None, "200", JSON),
+    op("get", "/api/v1/blacklist", "Caller screening: mode, default action and every entry (source hq or local, action, hits, last hit); patterns masked unless numbers.view (site)", "blacklist.view (site)", None, "200", JSON),
+    op("post", "/api/v1/blacklist", "Add a local entry: a number, a prefix ending in *, or anonymous; audited; 409 when listed already", "blacklist.add (site)", Some("BlacklistEntry"), "201", JSON),
+    op("get", "/api/v1/blacklist/mode", "The screening mode (deny: blacklist, allow: allowlist) and default action", "blacklist.view (site)", None, "200", JSON),
+    op("put", "/api/v1/blacklist/mode", "Set the screening mode and default action; audited", "blacklist.edit (site)", Some("BlacklistMode"), "200", JSON),
+    op("delete", "/api/v1/blacklist/{id}", "Delete a local entry; audited; 409 for HQ's entries (delete them at HQ)", "blacklist.delete (site)", None, "204", NONE),
     op("get", "/api/v1/openapi.json", "This document", "(none)", None, "200", JSON),
 ];
 
@@ -127,6 +132,9 @@ pub fn document() -> Value {
             operation["responses"]["200"]["content"][JSON]["schema"] =
                 json!({ "$ref": "#/components/schemas/SyncStatus" });
         }
+        if op.path.starts_with("/api/v1/blacklist") && op.method != "get" {
+            operation["responses"]["409"] = json!({ "$ref": "#/components/responses/Error" });
+        }
         if op.path == "/api/v1/sync/force" {
             operation["responses"]["409"] = json!({ "$ref": "#/components/responses/Error" });
         }
@@ -198,6 +206,14 @@ pub fn document() -> Value {
                     }}},
                 }},
                 "SyncStatus": sync_status_schema(),
+                "BlacklistEntry": { "type": "object", "required": ["pattern"], "properties": {
+                    "pattern": string, "reason": string,
+                    "action": { "type": "string", "enum": ["allow", "busy", "congestion", "reject"] },
+                }},
+                "BlacklistMode": { "type": "object", "required": ["mode"], "properties": {
+                    "mode": { "type": "string", "enum": ["deny", "allow"] },
+                    "default_action": { "type": "string", "enum": ["busy", "congestion", "reject"] },
+                }},
                 "GroupSpec": { "type": "object", "required": ["name", "description", "members"], "properties": {
                     "name": string, "description": string,
                     "members": { "type": "array", "items": { "type": "object", "properties": {

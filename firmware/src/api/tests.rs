@@ -17,6 +17,8 @@ use crate::accounts::{AuthSettings, HashParams, NewUser, PageRequest, User};
 use crate::cdr::{Cdr, Direction, Disposition, HangupSide};
 use crate::store::{ExtensionRow, Store};
 
+mod blacklist;
+
 const FAST: HashParams = HashParams {
     m_kib: 64,
     t: 1,
@@ -789,6 +791,7 @@ fn cdr(call_id: &str, caller: &str, callee: &str, direction: Direction) -> Cdr {
         callee_quality: None,
         transfer_chain: Vec::new(),
         queue: None,
+        blocked: None,
     }
 }
 
