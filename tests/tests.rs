@@ -13,6 +13,7 @@ mod harness;
 
 mod accounts_api;
 mod analog_calls;
+mod blacklist;
 mod call_center;
 mod daemon_lifecycle;
 mod enroll_e2e;
