@@ -614,12 +614,17 @@ async fn serve(
                 let Some(frame) = frame else {
                     break Err(Error::LinkLost { path: uart_path.clone() });
                 };
-                if let Body::Event(event) = &frame.body {
-                    board.web_status.on_event(system_clock_ms(), frame.port, event);
-                }
                 board.frame(&mut calls, frame);
             }
-            () = sleep_until(deadline) => calls.handle_timeout(Instant::now()),
+            () = sleep_until(deadline) => {
+                // Frames already queued arrived before this wake-up: they go first, so
+                // a digit that beat the inter-digit timeout is not lost to it when the
+                // loop runs late on a loaded box.
+                while let Ok(frame) = frames.try_recv() {
+                    board.frame(&mut calls, frame);
+                }
+                calls.handle_timeout(Instant::now());
+            }
             () = sleep_until(Some(board.web_status.timeout())) => board.web_status_due(),
             Some(request) = web_requests.recv() => board.web_request(&calls, request),
             Some(input) = sip_input_rx.recv() => calls.handle_sip(Instant::now(), input),
@@ -1245,7 +1250,13 @@ struct BoardLoop {
 }
 
 impl BoardLoop {
+    /// One frame from the line controller: audio is routed, events go to the web
+    /// status and call control.
     fn frame(&mut self, calls: &mut CallControl, frame: Frame) {
+        if let Body::Event(event) = &frame.body {
+            self.web_status
+                .on_event(system_clock_ms(), frame.port, event);
+        }
         match frame.body {
             Body::Audio(audio) => {
                 if let Some(tap) = &self.tap {
