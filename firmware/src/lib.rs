@@ -43,6 +43,9 @@
 //! - [`api`]: the local accounts HTTP API under `/api/v1` (axum): sessions, CSRF,
 //!   users/roles/groups CRUD, CSV import/export, masked CDRs, audit, sync status and
 //!   force, OpenAPI.
+//! - [`reports`]: call-center reports over a period (per queue: offered, answered,
+//!   abandoned, waits, handle time, service level; per agent: calls, talk time, time
+//!   per state, pauses, login time), computed in SQL from CDRs and the agent state log.
 //! - [`sync`]: the box's side of sync with HQ: applying the change feed, the agent
 //!   task (outbox up, feed down, over HTTPS with mutual TLS), the WAN monitor task,
 //!   the sync status.
@@ -68,6 +71,7 @@ pub mod media_engine;
 pub mod provision;
 pub mod rbac;
 pub mod recorder;
+pub mod reports;
 pub mod sd_notify;
 pub mod sip_endpoint;
 pub mod store;
