@@ -23,6 +23,9 @@
 //!   from the store per request; the [`Authorizer`] is cached and reloaded when the
 //!   store's `rbac_generation` moves.
 //! - **Masking**: CDRs leave only through [`crate::mask::list_cdrs`].
+//! - **Reports**: `GET /api/v1/reports/queues` and `/api/v1/reports/agents`
+//!   (`reports.view`; queues need `site` scope, agents follow the caller's scope per
+//!   agent), see [`crate::reports`] for the figures.
 //! - **Sync**: `GET /api/v1/sync` (`sync.view`) reports the sync status
 //!   ([`crate::sync::status::SyncStatusReport`]); `POST /api/v1/sync/force`
 //!   (`sync.operate`, audited as `force_sync`) wakes the agent: 202, or 409 when sync
@@ -48,6 +51,7 @@ mod blacklist;
 mod handlers;
 pub mod openapi;
 pub(crate) use handlers::run_force_sync;
+mod reports;
 pub mod session;
 #[cfg(test)]
 mod tests;
@@ -631,6 +635,8 @@ fn build(state: ApiState) -> (Router, Vec<(Method, &'static str)>) {
         h::delete_group
     );
     route!(get, Method::GET, "/api/v1/cdrs", h::list_cdrs);
+    route!(get, Method::GET, "/api/v1/reports/queues", reports::queues);
+    route!(get, Method::GET, "/api/v1/reports/agents", reports::agents);
     route!(get, Method::GET, "/api/v1/audit", h::list_audit);
     route!(post, Method::POST, "/api/v1/audit/verify", h::verify_audit);
     route!(get, Method::GET, "/api/v1/sync", h::sync_status);

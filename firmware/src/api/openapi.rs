@@ -43,6 +43,8 @@ const OPS: &[Op] = &[
     op("put", "/api/v1/groups/{id}", "Replace a group", "groups.edit (group admins: group)", Some("GroupSpec"), "200", JSON),
     op("delete", "/api/v1/groups/{id}", "Delete a group", "groups.delete (group admins: group)", None, "204", NONE),
     op("get", "/api/v1/cdrs", "Call records the caller may see, numbers masked unless numbers.view (since, until, limit, offset)", "calls.view", None, "200", JSON),
+    op("get", "/api/v1/reports/queues", "Queue report over [from, to): offered, answered, abandoned, other, waits, talk / wrap-up / handle time, service level (answered within sl s / (offered - abandoned within sl s)), calls per UTC hour; 400 naming a bad parameter or unknown queue", "reports.view (site)", None, "200", JSON),
+    op("get", "/api/v1/reports/agents", "Agent report over [from, to): calls answered, talk time, time per state (clipped to the period), login time, pauses by reason; rows limited to the agents the caller's scope reaches; 400 naming a bad parameter or unknown agent", "reports.view (per agent)", None, "200", JSON),
     op("get", "/api/v1/audit", "Audit rows after after_id, oldest first (after_id, limit)", "audit.view (site)", None, "200", JSON),
     op("post", "/api/v1/audit/verify", "Verify the audit hash chain: {ok, rows} or {ok: false, broken_row, problem}", "audit.audit (site)", None, "200", JSON),
     op("get", "/api/v1/sync", "Sync with HQ: state, backlog depth and oldest age, cursor, epoch, last success and error, requests in flight, next attempt, WAN state per target", "sync.view (site)", None, "200", JSON),
@@ -95,6 +97,24 @@ fn parameters(op: &Op) -> Vec<Value> {
     out.extend(query.iter().map(
         |q| json!({ "name": q, "in": "query", "required": false, "schema": { "type": "integer" } }),
     ));
+    // The reports: a required period, an optional filter (and threshold).
+    let report: &[(&str, bool, &str)] = match (op.method, op.path) {
+        ("get", "/api/v1/reports/queues") => &[
+            ("from", true, "integer"),
+            ("to", true, "integer"),
+            ("queue", false, "string"),
+            ("sl", false, "integer"),
+        ],
+        ("get", "/api/v1/reports/agents") => &[
+            ("from", true, "integer"),
+            ("to", true, "integer"),
+            ("agent", false, "string"),
+        ],
+        _ => &[],
+    };
+    out.extend(report.iter().map(|(q, required, kind)| {
+        json!({ "name": q, "in": "query", "required": required, "schema": { "type": kind } })
+    }));
     out
 }
 

@@ -855,6 +855,8 @@ async fn masking_walk_over_every_documented_route() {
                 let uri = p.replace("{id}", &id.to_string());
                 let uri = if uri == "/api/v1/cdrs" {
                     "/api/v1/cdrs?since=0".to_owned()
+                } else if uri.starts_with("/api/v1/reports/") {
+                    format!("{uri}?from=0&to=86400000")
                 } else {
                     uri
                 };
@@ -1075,3 +1077,5 @@ async fn sync_status_and_force_need_their_permissions_and_force_is_audited() {
         .iter()
         .any(|r| r.actor == "olga" && r.resource == "sync" && r.result == "denied"));
 }
+
+mod reports;
