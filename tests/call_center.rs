@@ -1,10 +1,10 @@
 //! The call center on the real `branchd` and the simulated board: agents made through
 //! the accounts API, a queue in the store (as HQ sends it), agents logging in by
 //! feature code from analog phones (PIN checked against the store), callers queued
-//! with music on hold, offered round-robin, answered and talking, abandoned, and the
-//! agent state history in `agent_state_log`.
+//! with music on hold, offered round-robin, answered and talking, abandoned, the
+//! agent state history in `agent_state_log`, and the reports API counting those calls.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use branchline_board::sim::Phone;
 use serde_json::json;
@@ -177,4 +177,59 @@ fn agents_log_in_by_feature_code_and_take_queued_callers_in_turn() {
         agent_states(&gw, "200"),
         ["available", "ringing", "available"]
     );
+
+    // The reports API over the last hour counts the same calls. (The restart above
+    // ended the admin's session: log in again.)
+    let admin = Api::login(gw.latest_web_addr(), "admin1", ADMIN_PASSWORD).0;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as i64;
+    let period = format!("from={}&to={}", now - 3_600_000, now + 60_000);
+    let (status, body) = admin.get(&format!("/api/v1/reports/queues?{period}&queue=sales"));
+    assert_eq!(status, 200, "{body}");
+    let sales = &body["queues"][0];
+    assert_eq!(sales["queue"], "sales", "{body}");
+    let count = |key: &str| sales[key].as_i64().unwrap_or(-1);
+    assert_eq!(
+        [
+            count("offered"),
+            count("answered"),
+            count("abandoned"),
+            count("other")
+        ],
+        [2, 1, 1, 0],
+        "{body}"
+    );
+    assert_eq!(count("avg_wait_ms"), waited, "{body}");
+    assert_eq!(count("max_wait_ms"), waited, "{body}");
+    assert!(count("talk_ms") > 0, "{body}");
+    // Alice's 1 s wrap-up after the call is found in the state history.
+    let wrap = count("wrap_up_ms");
+    assert!((1_000..5_000).contains(&wrap), "wrap-up {wrap} ms: {body}");
+    assert_eq!(sales["survey_avg"], serde_json::Value::Null);
+
+    let (status, body) = admin.get(&format!("/api/v1/reports/agents?{period}"));
+    assert_eq!(status, 200, "{body}");
+    let agent = |id: &str| {
+        body["agents"]
+            .as_array()
+            .expect("agents")
+            .iter()
+            .find(|a| a["agent"] == id)
+            .unwrap_or_else(|| panic!("agent {id} in {body}"))
+            .clone()
+    };
+    let (alice_r, bob_r) = (agent("100"), agent("200"));
+    assert_eq!(alice_r["answered"], 1, "{body}");
+    assert_eq!(alice_r["talk_ms"], sales["talk_ms"], "{body}");
+    assert!(alice_r["state_ms"]["on_call"].as_i64() > Some(0), "{body}");
+    assert_eq!(bob_r["answered"], 0, "{body}");
+    assert!(bob_r["state_ms"]["ringing"].as_i64() > Some(0), "{body}");
+    assert!(bob_r["login_ms"].as_i64() > Some(0), "{body}");
+
+    // A bad period is refused naming the parameter.
+    let (status, body) = admin.get(&format!("/api/v1/reports/queues?from={now}&to={now}"));
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["problems"][0]["field"], "to", "{body}");
 }
