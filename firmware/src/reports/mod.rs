@@ -452,21 +452,29 @@ pub fn queue_report(
     // the call ended (same instant in call control), until the agent's next row.
     let mut stmt = conn
         .prepare(
-            "WITH iv AS (
-                 SELECT agent_id, state, at_ms AS start_ms,
-                        LEAD(at_ms) OVER (PARTITION BY agent_id ORDER BY at_ms, id) AS end_ms
-                 FROM agent_state_log
-                 WHERE at_ms >= :from
+            // Per answered call, two lookups on agent_state_log's (agent_id, at_ms)
+            // index (its rowid `id` breaks ties): the wrap_up rows just after the end,
+            // and each one's next row. Linear in the calls of the period.
+            "SELECT queue, COALESCE(SUM(wrap_ms), 0)
+             FROM (
+                 SELECT c.queue AS queue,
+                        (SELECT SUM(MAX(COALESCE(
+                                    (SELECT n.at_ms FROM agent_state_log n
+                                      WHERE n.agent_id = w.agent_id
+                                        AND (n.at_ms > w.at_ms
+                                             OR (n.at_ms = w.at_ms AND n.id > w.id))
+                                      ORDER BY n.at_ms, n.id LIMIT 1),
+                                    :to), w.at_ms) - w.at_ms)
+                           FROM agent_state_log w
+                          WHERE w.agent_id = c.agent_id AND w.state = 'wrap_up'
+                            AND w.at_ms BETWEEN c.ended_at_ms AND c.ended_at_ms + :match
+                        ) AS wrap_ms
+                 FROM cdrs c
+                 WHERE c.queue IS NOT NULL AND c.agent_id IS NOT NULL
+                   AND c.started_at_ms >= :from AND c.started_at_ms < :to
+                   AND (:queue IS NULL OR c.queue = :queue)
              )
-             SELECT c.queue,
-                    COALESCE(SUM(MAX(COALESCE(iv.end_ms, :to), iv.start_ms) - iv.start_ms), 0)
-             FROM cdrs c
-             JOIN iv ON iv.agent_id = c.agent_id AND iv.state = 'wrap_up'
-                    AND iv.start_ms BETWEEN c.ended_at_ms AND c.ended_at_ms + :match
-             WHERE c.queue IS NOT NULL AND c.agent_id IS NOT NULL
-               AND c.started_at_ms >= :from AND c.started_at_ms < :to
-               AND (:queue IS NULL OR c.queue = :queue)
-             GROUP BY c.queue",
+             GROUP BY queue",
         )
         .map_err(sql(path, "sum wrap-up"))?;
     let rows = stmt
