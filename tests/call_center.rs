@@ -233,3 +233,97 @@ fn agents_log_in_by_feature_code_and_take_queued_callers_in_turn() {
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["problems"][0]["field"], "to", "{body}");
 }
+
+/// A prompt file: `ms` of a `freq` Hz sine, PCM mono 8 kHz 16-bit.
+fn write_prompt(dir: &std::path::Path, name: &str, freq: f64, ms: u32) {
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: 8000,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut w = hound::WavWriter::create(dir.join(format!("{name}.wav")), spec).expect("wav");
+    for i in 0..ms * 8 {
+        let t = f64::from(i) / 8000.0;
+        w.write_sample((8000.0 * (2.0 * std::f64::consts::PI * freq * t).sin()) as i16)
+            .expect("sample");
+    }
+    w.finalize().expect("wav written");
+}
+
+#[test]
+fn a_queue_plays_its_music_prompt_and_spoken_announcements() {
+    let mut gw = Gateway::start();
+    gw.stop_with(nix::sys::signal::Signal::SIGTERM);
+    // Queue "support" on 7002: music from the prompt "holdmusic", an announcement every
+    // 3 s, no agents (the caller waits). The prompts: music at 700 Hz, the words at
+    // 1100 Hz ("you are caller number") and 1300 Hz ("one"), and a broken file.
+    {
+        let db = rusqlite::Connection::open(gw.db_path()).expect("open the store");
+        db.execute_batch(
+            "INSERT INTO queues (name, number, strategy, ring_timeout_ms, wrap_up_ms,
+                                 announce_every_ms, music_on_hold, moh_prompt)
+                 VALUES ('support', '7002', 'ring_all', 8000, 1000, 3000, 'prompt', 'holdmusic');",
+        )
+        .expect("queue row");
+    }
+    let dir = gw.data_dir().join("prompts");
+    std::fs::create_dir_all(&dir).expect("prompts dir");
+    write_prompt(&dir, "holdmusic", 700.0, 1000);
+    write_prompt(&dir, "queue-position", 1100.0, 700);
+    write_prompt(&dir, "num-1", 1300.0, 700);
+    std::fs::write(dir.join("broken.wav"), b"RIFF-not-really").expect("broken file");
+    gw.restart();
+    let log = gw.log_text();
+    // The last start's lines (the first start had no prompts).
+    let line = |needle: &str| {
+        log.lines()
+            .rev()
+            .map(strip_ansi)
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no '{needle}' in the log:\n{log}"))
+    };
+    assert!(line("voice prompts loaded").contains("prompts=3"));
+    assert!(line("voice prompt not loaded").contains("broken.wav"));
+
+    let caller = gw.sim.phone(1);
+    caller.off_hook();
+    wait_tone(&gw.sim, 1, 350, 440).expect("dial tone");
+    caller.dial("7002");
+    // The music is audio from the media engine, not the board's tone generator.
+    assert!(
+        wait(SOON, || hears(&listen(&gw.sim, 1, 400, false), 700.0)),
+        "the caller hears the music prompt"
+    );
+    assert!(caller.tone().is_none(), "{:?}", caller.tone());
+    // After 3 s: "you are caller number" "one", then the music again.
+    assert!(
+        wait(Duration::from_secs(6), || hears(
+            &listen(&gw.sim, 1, 300, false),
+            1100.0
+        )),
+        "the announcement starts"
+    );
+    assert!(
+        wait(Duration::from_secs(3), || hears(
+            &listen(&gw.sim, 1, 300, false),
+            1300.0
+        )),
+        "the position is spoken"
+    );
+    assert!(
+        wait(Duration::from_secs(3), || hears(
+            &listen(&gw.sim, 1, 300, false),
+            700.0
+        )),
+        "the music resumes"
+    );
+    // The caller hangs up: nothing more is sent to the port.
+    caller.on_hook();
+    std::thread::sleep(Duration::from_millis(300));
+    let after = listen(&gw.sim, 1, 500, false);
+    assert!(
+        !hears(&after, 700.0) && !hears(&after, 1100.0),
+        "music after hang-up"
+    );
+}

@@ -404,6 +404,23 @@ async fn serve(
     // takes the lines over now and hands them back to the relay when it stops.
     gpio.set_power_fail_relay(false)?;
 
+    // Voice prompts: music on hold and announcements (a bad file is named and skipped).
+    let prompts_dir = config.paths.data_dir.join(crate::prompts::PROMPTS_DIR);
+    let (prompts, prompt_errors) = crate::prompts::PromptLibrary::load_dir(&prompts_dir);
+    for e in &prompt_errors {
+        tracing::error!(error = %e, "voice prompt not loaded");
+    }
+    tracing::info!(prompts = prompts.len(), dir = %prompts_dir.display(), "voice prompts loaded");
+    if let Some(acd) = &acd_config {
+        for q in acd.queues() {
+            if let crate::acd::MusicOnHold::Prompt(name) = &q.music_on_hold {
+                if prompts.get(name).is_none() {
+                    tracing::warn!(queue = %q.name, prompt = %name, "music-on-hold prompt not found: the queue plays the tone");
+                }
+            }
+        }
+    }
+
     let now = Instant::now();
     let wall_clock_ms = system_clock_ms();
     let settings = CallSettings {
@@ -460,6 +477,7 @@ async fn serve(
             config: acd,
             codes: config.call_center.feature_codes.clone(),
         }),
+        prompts: prompts.durations(),
     };
     let mut calls = CallControl::new(settings, profile.fxs_ports(), profile.fxo_ports());
     if let Some(list) = blacklist {
@@ -584,6 +602,8 @@ async fn serve(
     let (pin_answers, mut pin_results) = mpsc::unbounded_channel::<(u64, bool)>();
     let mut board = BoardLoop {
         media,
+        prompts,
+        country,
         call_recorder,
         tap,
         leg_routes: HashMap::new(),
@@ -1231,6 +1251,10 @@ struct BoardLoop {
     leg_routes: HashMap<u8, LegId>,
     /// The media engine (port-to-leg and leg-to-leg bridges).
     media: MediaEngine,
+    /// The voice prompts call control's `Play` outputs name.
+    prompts: crate::prompts::PromptLibrary,
+    /// Tone plan of tones played as audio.
+    country: Country,
     /// Starts and stops call recordings on bridges and CDRs (`None`: recording off).
     call_recorder: Option<crate::recorder::calls::CallRecorder>,
     /// The recorder's tap on the frames from the ports.
@@ -1344,6 +1368,11 @@ impl BoardLoop {
                     }
                     self.media.bridge(a, b);
                 }
+                Output::Play { end, playback } => {
+                    let player = self.prompts.player(&playback, self.country);
+                    self.media.play(end, player);
+                }
+                Output::StopPlay { end } => self.media.stop_playing(end),
                 Output::Disconnect(a, b) => {
                     for (end, other) in [(a, b), (b, a)] {
                         if let (MediaEnd::Port(p), MediaEnd::Leg(leg)) = (end, other) {

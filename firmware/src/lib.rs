@@ -14,6 +14,8 @@
 //!   will drive; its config from the store, the agent feature-code parser.
 //! - [`media_engine`]: the media task between analog ports' frames and SIP legs' RTP
 //!   (jitter buffer, transcoding, RFC 4733, leg-to-leg relay).
+//! - [`prompts`]: voice prompts (WAV files in the data directory's `prompts/`) and the
+//!   player the media engine pulls music on hold and announcements from.
 //! - [`sip_endpoint`]: the SIP endpoint task: transports, guard, registrar for local
 //!   phones, trunk registration, and the SIP side of B2BUA call legs (SDP, RTP via the
 //!   media engine), between the `branchline-sip` cores and call control.
@@ -68,6 +70,7 @@ pub mod factory_reset;
 pub mod health;
 pub mod mask;
 pub mod media_engine;
+pub mod prompts;
 pub mod provision;
 pub mod rbac;
 pub mod recorder;

@@ -61,6 +61,11 @@
 //!   leg closes. The peer's reports about our stream give the RTT (LSR/DLSR) that goes
 //!   into the leg's R-factor/MOS ([`LegSnapshot::quality`], [`MediaEngine::close_leg`])
 //!   and the loss it sees ([`LegSnapshot::remote_report`]).
+//! - Playback: [`MediaEngine::play`] plays a [`crate::prompts::Player`] (prompts,
+//!   music on hold, a tone rendered as audio) to an end that is not bridged: one 20 ms
+//!   frame per tick to an analog port in the board's law, or as RTP in the leg's law and
+//!   ptime to a SIP leg whose media is started (a queued SIP caller gets 183 early
+//!   media for it). Bridging the end, closing the leg or `stop_playing` ends it.
 //! - Fax: CED/CNG tone detection on both directions of a port-to-leg bridge switches
 //!   the leg's jitter buffer to fixed passthrough (logged).
 //!
@@ -104,6 +109,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::call::sip::{LegId, MediaEnd, SipInput};
+use crate::prompts::Player;
 
 /// The RTP port range used when the config has no `[media]` section.
 pub const DEFAULT_RTP_PORTS: (u16, u16) = (10000, 10999);
@@ -297,6 +303,8 @@ enum Request {
     Unbridge(MediaEnd, MediaEnd),
     PortAudio(u8, Audio),
     Digit(LegId, char),
+    Play(MediaEnd, Player),
+    StopPlay(MediaEnd),
     Stats(oneshot::Sender<Vec<LegSnapshot>>),
 }
 
@@ -328,6 +336,7 @@ impl MediaEngine {
             legs: HashMap::new(),
             port_links: HashMap::new(),
             peers: HashMap::new(),
+            players: HashMap::new(),
             queue_dropped: Arc::new(std::sync::atomic::AtomicU64::new(0)),
         };
         let task = tokio::spawn(engine.run(request_rx, packet_rx));
@@ -400,6 +409,21 @@ impl MediaEngine {
     /// Sends `digit` (`0-9 * # A-D`) on `leg` as an RFC 4733 event.
     pub fn send_digit(&self, leg: LegId, digit: char) {
         self.send_or_log(Request::Digit(leg, digit));
+    }
+
+    /// Plays `player` to `end` (an analog port, or a SIP leg whose media is started:
+    /// early media or answered) on the frame clock, replacing whatever played there; an
+    /// end bridged to another is unbridged first (a caller put back in a queue hears
+    /// its music, not the agent). Bridging the end stops the playback, as does
+    /// [`MediaEngine::stop_playing`] and, for a leg, closing it. A player that has
+    /// nothing left to play is dropped (the end then gets nothing).
+    pub fn play(&self, end: MediaEnd, player: Player) {
+        self.send_or_log(Request::Play(end, player));
+    }
+
+    /// Stops what [`MediaEngine::play`] plays to `end`, if anything.
+    pub fn stop_playing(&self, end: MediaEnd) {
+        self.send_or_log(Request::StopPlay(end));
     }
 
     /// Diagnostics of every open leg.
@@ -521,6 +545,20 @@ impl Leg {
         self.rtp_latch.target()
     }
 
+    /// Sends the pending audio samples (already in the leg's law) as RTP packets of
+    /// the leg's ptime; a partial packet waits for the next frame.
+    fn send_pending(&mut self) {
+        let size = self.sender.ptime().samples() as usize;
+        let mut buf = [0u8; MAX_PACKET];
+        while self.pending.len() >= size {
+            let chunk: Vec<u8> = self.pending.drain(..size).collect();
+            match self.sender.write_audio(&chunk, &mut buf) {
+                Ok(n) => self.send_rtp(&buf[..n]),
+                Err(_) => self.counters.dropped += 1,
+            }
+        }
+    }
+
     fn send_rtp(&mut self, packet: &[u8]) {
         let sent = self
             .rtp_target()
@@ -631,6 +669,8 @@ struct Engine {
     port_links: HashMap<u8, PortLink>,
     /// Bridges, both directions.
     peers: HashMap<MediaEnd, MediaEnd>,
+    /// Prompts and music playing to unbridged ends.
+    players: HashMap<MediaEnd, Player>,
     next_seed: u64,
     /// RTCP SDES CNAME of the reports this engine sends.
     cname: String,
@@ -721,6 +761,12 @@ impl Engine {
             Request::Unbridge(a, b) => self.unbridge(a, b),
             Request::PortAudio(port, audio) => self.port_audio(port, &audio),
             Request::Digit(leg, digit) => self.queue_digit(leg, digit),
+            Request::Play(end, player) => self.play(end, player),
+            Request::StopPlay(end) => {
+                if self.players.remove(&end).is_some() {
+                    tracing::debug!(?end, "playback stopped");
+                }
+            }
             Request::Stats(reply) => {
                 let _ = reply.send(self.snapshot());
             }
@@ -836,6 +882,7 @@ impl Engine {
         if let Some(&peer) = self.peers.get(&MediaEnd::Leg(leg)) {
             self.unbridge(MediaEnd::Leg(leg), peer);
         }
+        self.players.remove(&MediaEnd::Leg(leg));
         let mut l = self.legs.remove(&leg)?;
         if l.counters.rtcp_out > 0 {
             // RFC 3550 6.6: a leg that sent reports says goodbye.
@@ -877,6 +924,9 @@ impl Engine {
         for end in [a, b] {
             if let Some(&old) = self.peers.get(&end) {
                 self.unbridge(end, old);
+            }
+            if self.players.remove(&end).is_some() {
+                tracing::debug!(?end, "playback stopped: bridged");
             }
         }
         self.peers.insert(a, b);
@@ -1163,14 +1213,60 @@ impl Engine {
         } else {
             l.pending.extend(pcm.iter().map(|&s| media.law.encode(s)));
         }
-        let size = l.sender.ptime().samples() as usize;
-        let mut buf = [0u8; MAX_PACKET];
-        while l.pending.len() >= size {
-            let chunk: Vec<u8> = l.pending.drain(..size).collect();
-            match l.sender.write_audio(&chunk, &mut buf) {
-                Ok(n) => l.send_rtp(&buf[..n]),
-                Err(_) => l.counters.dropped += 1,
+        l.send_pending();
+    }
+
+    fn play(&mut self, end: MediaEnd, player: Player) {
+        if let MediaEnd::Leg(leg) = end {
+            if !self.legs.contains_key(&leg) {
+                tracing::warn!(%leg, "playback to a leg that is not open refused");
+                return;
             }
+        }
+        if let Some(&peer) = self.peers.get(&end) {
+            self.unbridge(end, peer);
+        }
+        tracing::debug!(?end, "playback started");
+        self.players.insert(end, player);
+    }
+
+    /// One frame of every playback, to its port or leg.
+    fn tick_players(&mut self) {
+        let law = self.settings.board_law;
+        let mut ended = Vec::new();
+        for (&end, player) in self.players.iter_mut() {
+            let mut pcm = [0i16; FRAME_SAMPLES];
+            if !player.fill(&mut pcm) {
+                ended.push(end);
+                continue;
+            }
+            match end {
+                MediaEnd::Port(port) => {
+                    let mut samples = [0u8; FRAME_SAMPLES];
+                    law.encode_block(&pcm, &mut samples);
+                    self.ports.send_audio(port, Audio { law, samples });
+                }
+                MediaEnd::Leg(leg) => {
+                    let Some(l) = self.legs.get_mut(&leg) else {
+                        ended.push(end);
+                        continue;
+                    };
+                    let Some(media) = l.media else {
+                        continue; // not started yet (waiting for the answer's SDP)
+                    };
+                    if l.digit_out.is_some() {
+                        l.sender.skip(FRAME_SAMPLES as u32);
+                        l.pending.clear();
+                        continue;
+                    }
+                    l.pending.extend(pcm.iter().map(|&s| media.law.encode(s)));
+                    l.send_pending();
+                }
+            }
+        }
+        for end in ended {
+            self.players.remove(&end);
+            tracing::debug!(?end, "playback ended");
         }
     }
 
@@ -1265,6 +1361,7 @@ impl Engine {
     }
 
     fn tick(&mut self, now: Instant) {
+        self.tick_players();
         // Frames towards the ports.
         let ports: Vec<u8> = self.port_links.keys().copied().collect();
         for port in ports {

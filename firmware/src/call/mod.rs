@@ -177,6 +177,10 @@ pub struct CallSettings {
     pub epoch: Instant,
     /// The call center (queues, agents, feature codes), if one is configured.
     pub acd: Option<AcdSettings>,
+    /// The voice prompts the box has, by name, with their length
+    /// ([`crate::prompts::PromptLibrary::durations`]): a queue's prompt music and the
+    /// spoken announcements are played only when their prompts are there.
+    pub prompts: BTreeMap<String, Duration>,
 }
 
 /// What call control wants done.
@@ -267,6 +271,19 @@ pub enum Output {
         pattern: String,
         /// When, in ms since the Unix epoch.
         at_ms: i64,
+    },
+    /// Play prompts / music to an end that is not bridged (the media engine, see
+    /// [`crate::prompts`]); replaces what played there before.
+    Play {
+        /// The analog port or SIP leg.
+        end: MediaEnd,
+        /// What to play.
+        playback: crate::prompts::Playback,
+    },
+    /// Stop what [`Output::Play`] plays to `end`.
+    StopPlay {
+        /// The end.
+        end: MediaEnd,
     },
     /// Check an agent's PIN (argon2id against `users.pin_hash`) and answer with
     /// [`CallControl::agent_pin_checked`] and the same `check`.

@@ -6,9 +6,15 @@
 //! and the ACD decides the rest; its [`crate::acd::Action`]s are carried out here:
 //!
 //! - Waiting: an analog caller (FXS, or a PSTN line, which is answered - seized - when
-//!   it enters the queue) hears music on hold from the board's tone generator
-//!   ([`Tone::MusicOnHold`]); a SIP caller gets 180 Ringing and is answered only when
-//!   an agent is connected (its phone plays ringback meanwhile).
+//!   it enters the queue) hears the queue's music on hold: the board's tone generator
+//!   for the hold chime ([`Tone::MusicOnHold`]), the media engine for a WAV prompt
+//!   ([`crate::prompts`]). A SIP caller gets 180 Ringing, then 183 with SDP (early
+//!   media: not answered, so not charged) and the music (the chime rendered as audio,
+//!   or the prompt) as RTP; it is answered only when an agent is connected. A queue
+//!   with silence, or a SIP caller that sent no SDP offer, leaves the caller's phone
+//!   playing its own ringback. Every `announce_every` the ACD's position / expected-wait
+//!   announcement is spoken from prompts ([`announcement`]) when the box has them, then
+//!   the music resumes.
 //! - Ring: the agent's logged-in extension is offered the call like a normal call (its
 //!   FXS port rings with the caller's ID, its SIP phones get an INVITE), but only a
 //!   phone that is free: an agent's phone busy on another call refuses the offer (no
@@ -36,10 +42,9 @@
 //! [`PIN_FAILURES`] wrong PINs in a row an agent ID is refused without a check for
 //! [`PIN_LOCKOUT`].
 //!
-//! Limits: no spoken prompts yet, so the ACD's position / expected-wait announcements
-//! are logged, not played, and a queue configured with a WAV prompt for music on hold
-//! plays the tone instead; SIP callers hear no music on hold (in-band audio towards SIP
-//! legs is not generated yet); overflow to voicemail gives busy (no voicemail yet);
+//! Limits: announcements need an installed prompt set (none ships with the box; they
+//! are only logged without it) and are English-shaped ("caller number 4, about 3
+//! minutes"); overflow to voicemail gives busy (no voicemail yet);
 //! feature codes work from FXS phones only (a SIP phone dialling one gets 404).
 
 use std::collections::BTreeMap;
@@ -53,10 +58,12 @@ use crate::acd::{
     OverflowTarget, QueueName, StopReason,
 };
 use crate::cdr::{CdrQueue, Disposition, HangupSide};
+use crate::prompts::{Playback, Sound};
 use crate::tones::Tone;
 
 use super::{
-    CallControl, CallKey, EndReason, Fxs, Output, OutsideAttempt, Party, PortState, SipTarget,
+    CallControl, CallKey, EndReason, Fxs, MediaEnd, Output, OutsideAttempt, Party, PortState,
+    SipTarget,
 };
 
 /// Wrong PINs in a row after which an agent ID is locked out of logging in.
@@ -88,6 +95,13 @@ pub(super) struct QueueCall {
     pub(super) waited: Option<Duration>,
     /// When the caller entered the queue.
     pub(super) entered: Instant,
+    /// The caller's end while the media engine plays to it (prompt music on hold,
+    /// announcements, any music to a SIP caller).
+    pub(super) playing: Option<MediaEnd>,
+    /// What the caller hears between announcements (`None`: silence).
+    pub(super) music: Option<Sound>,
+    /// A SIP caller was sent 183 with SDP for the music.
+    pub(super) early_media: bool,
 }
 
 impl QueueCall {
@@ -211,14 +225,7 @@ impl CallControl {
                 call,
                 position,
                 expected_wait,
-            } => {
-                tracing::info!(
-                    call = call.0,
-                    position,
-                    expected_wait_s = expected_wait.map(|d| d.as_secs()),
-                    "queue announcement (not played: no spoken prompts yet)"
-                );
-            }
+            } => self.announce(call.0, position, expected_wait),
             Action::Overflow {
                 call,
                 target,
@@ -260,6 +267,9 @@ impl CallControl {
             answering: None,
             waited: None,
             entered: now,
+            playing: None,
+            music: None,
+            early_media: false,
         });
         call.deadline = None;
         call.last_ring = None;
@@ -461,27 +471,121 @@ impl CallControl {
         q.waited = Some(waited);
         q.offers.clear();
         tracing::info!(call = key, %agent, waited_ms = waited.as_millis() as u64, "queue call connected to agent");
+        self.stop_queue_music(key);
         if let Party::Fxo(line) = caller {
             self.cmd(line, Command::StopTone);
         }
         self.answer(now, key, party);
     }
 
-    fn music_on_hold(&mut self, key: CallKey, music: &MusicOnHold) {
-        let Some(call) = self.calls.get(&key) else {
+    /// Stops what the media engine plays to queue call `key`'s caller, if anything.
+    fn stop_queue_music(&mut self, key: CallKey) {
+        let playing = self
+            .calls
+            .get_mut(&key)
+            .and_then(|c| c.queue.as_mut())
+            .and_then(|q| q.playing.take());
+        if let Some(end) = playing {
+            self.outputs.push_back(Output::StopPlay { end });
+        }
+    }
+
+    /// Plays `playback` to queue call `key`'s caller through the media engine: an
+    /// analog caller's port (its tone stopped), or a SIP caller's leg, which gets 183
+    /// with SDP first (early media: the call is not answered, so not charged; a caller
+    /// that sent no SDP offer still only gets 180 and hears its own ringback).
+    fn queue_play(&mut self, key: CallKey, playback: Playback) {
+        let Some(call) = self.calls.get_mut(&key) else {
             return;
         };
-        let port = match call.caller {
-            Party::Fxs(p) | Party::Fxo(p) => p,
-            Party::Sip(_) => return, // its phone plays ringback (see the module docs)
+        let caller = call.caller;
+        let connected = call.caller_connected;
+        let Some(q) = call.queue.as_mut() else {
+            return;
         };
-        match music {
-            MusicOnHold::Silence => self.cmd(port, Command::StopTone),
-            MusicOnHold::Tone => self.tone(port, Tone::MusicOnHold),
-            MusicOnHold::Prompt(name) => {
-                tracing::info!(call = key, prompt = %name, "music-on-hold prompts are not played yet: tone instead");
-                self.tone(port, Tone::MusicOnHold);
+        let end = match caller {
+            Party::Fxs(p) | Party::Fxo(p) => MediaEnd::Port(p),
+            Party::Sip(leg) => MediaEnd::Leg(leg),
+        };
+        let early = matches!(caller, Party::Sip(_)) && !q.early_media && !connected;
+        q.early_media |= early;
+        q.playing = Some(end);
+        match caller {
+            Party::Fxs(p) | Party::Fxo(p) => self.cmd(p, Command::StopTone),
+            Party::Sip(leg) if early => self.outputs.push_back(Output::SipRinging {
+                leg,
+                early_media: true,
+            }),
+            Party::Sip(_) => {}
+        }
+        self.outputs.push_back(Output::Play { end, playback });
+    }
+
+    /// The ACD's periodic announcement to a waiting caller: spoken when the prompts
+    /// for it are there ([`announcement`]), then the caller's music again. Without
+    /// them it is only logged.
+    fn announce(&mut self, key: CallKey, position: usize, expected_wait: Option<Duration>) {
+        let Some(music) = self
+            .calls
+            .get(&key)
+            .and_then(|c| c.queue.as_ref())
+            .map(|q| q.music.clone())
+        else {
+            return;
+        };
+        let prompts = announcement(&self.settings.prompts, position, expected_wait);
+        tracing::info!(
+            call = key,
+            position,
+            expected_wait_s = expected_wait.map(|d| d.as_secs()),
+            spoken = !prompts.is_empty(),
+            "queue announcement"
+        );
+        if prompts.is_empty() {
+            return;
+        }
+        self.queue_play(
+            key,
+            Playback {
+                once: prompts,
+                then: music,
+            },
+        );
+    }
+
+    fn music_on_hold(&mut self, key: CallKey, music: &MusicOnHold) {
+        let sound = match music {
+            MusicOnHold::Silence => None,
+            MusicOnHold::Tone => Some(Sound::Tone(Tone::MusicOnHold)),
+            MusicOnHold::Prompt(name) if self.settings.prompts.contains_key(name) => {
+                Some(Sound::Prompt(name.clone()))
             }
+            MusicOnHold::Prompt(name) => {
+                tracing::warn!(call = key, prompt = %name, "music-on-hold prompt not found: tone instead");
+                Some(Sound::Tone(Tone::MusicOnHold))
+            }
+        };
+        let Some(call) = self.calls.get_mut(&key) else {
+            return;
+        };
+        let caller = call.caller;
+        let Some(q) = call.queue.as_mut() else {
+            return;
+        };
+        q.music = sound.clone();
+        match (caller, sound) {
+            // The board's own tone generator plays the hold chime to an analog caller.
+            (Party::Fxs(p) | Party::Fxo(p), Some(Sound::Tone(tone))) => {
+                self.stop_queue_music(key);
+                self.tone(p, tone);
+            }
+            (Party::Fxs(p) | Party::Fxo(p), None) => {
+                self.stop_queue_music(key);
+                self.cmd(p, Command::StopTone);
+            }
+            (_, Some(sound)) => self.queue_play(key, Playback::looped(sound)),
+            // Silence for a SIP caller: its phone's own ringback (180 only).
+            (Party::Sip(_), None) => self.stop_queue_music(key),
         }
     }
 
@@ -499,6 +603,11 @@ impl CallControl {
         let Some(q) = call.queue.as_mut() else {
             return;
         };
+        if !matches!(target, OverflowTarget::Queue(_)) {
+            if let Some(end) = q.playing.take() {
+                self.outputs.push_back(Output::StopPlay { end });
+            }
+        }
         let number = match target {
             OverflowTarget::Queue(name) => {
                 // The ACD queues it there itself.
@@ -568,6 +677,9 @@ impl CallControl {
         let Some(q) = queue else {
             return;
         };
+        if let Some(end) = q.playing {
+            self.outputs.push_back(Output::StopPlay { end });
+        }
         let Some(center) = self.center.as_ref() else {
             return;
         };
@@ -749,5 +861,46 @@ fn caller_leg_number(cc: &CallControl, caller: Party) -> String {
             .map(|l| l.number.clone())
             .unwrap_or_default(),
         _ => String::new(),
+    }
+}
+
+/// The prompts of a spoken queue announcement, in order, from the prompts the box has:
+/// `queue-position` ("you are caller number"), the position as a number, then (with an
+/// expected wait) `queue-wait` ("your expected wait is about"), the minutes as a
+/// number and `minutes`. Numbers are `num-N` prompts: `num-0` to `num-19` and the tens
+/// `num-20` ... `num-90` (so 47 is `num-40 num-7`); above 99 digit by digit. Empty (the
+/// announcement is only logged) unless every prompt needed is there; the wait part is
+/// left out alone when only its prompts are missing.
+pub(super) fn announcement(
+    have: &BTreeMap<String, Duration>,
+    position: usize,
+    expected_wait: Option<Duration>,
+) -> Vec<String> {
+    let all_there = |v: &[String]| v.iter().all(|n| have.contains_key(n));
+    let mut spoken = vec!["queue-position".to_owned()];
+    spoken.extend(number_prompts(position as u64));
+    if !all_there(&spoken) {
+        return Vec::new();
+    }
+    if let Some(wait) = expected_wait {
+        // Whole minutes, rounded up, at least one.
+        let minutes = wait.as_secs().div_ceil(60).max(1);
+        let mut part = vec!["queue-wait".to_owned()];
+        part.extend(number_prompts(minutes));
+        part.push(if minutes == 1 { "minute" } else { "minutes" }.to_owned());
+        if all_there(&part) {
+            spoken.extend(part);
+        }
+    }
+    spoken
+}
+
+/// The `num-N` prompts that say `n` (see [`announcement`]).
+fn number_prompts(n: u64) -> Vec<String> {
+    match n {
+        0..=19 => vec![format!("num-{n}")],
+        20..=99 if n % 10 == 0 => vec![format!("num-{n}")],
+        20..=99 => vec![format!("num-{}", n / 10 * 10), format!("num-{}", n % 10)],
+        _ => n.to_string().chars().map(|d| format!("num-{d}")).collect(),
     }
 }

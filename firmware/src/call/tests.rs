@@ -54,6 +54,7 @@ fn settings(base: Instant) -> CallSettings {
         wall_clock_ms: WALL0,
         epoch: base,
         acd: None,
+        prompts: Default::default(),
     }
 }
 

@@ -3,6 +3,7 @@
 //! inbound, FXO 6 outside, prefix 9) plus queue "sales" on 7001 (agents 100 and 200,
 //! round-robin, 10 s ring timeout, 2 s wrap-up) and the default feature codes.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use line_proto::{Command, Event};
@@ -10,8 +11,11 @@ use line_proto::{Command, Event};
 use super::tests_sip::*;
 use super::*;
 use crate::acd::codes::FeatureCodes;
-use crate::acd::{AcdConfig, AgentConfig, AgentId, AgentState, Member, QueueConfig, Strategy};
+use crate::acd::{
+    AcdConfig, AgentConfig, AgentId, AgentState, Member, MusicOnHold, QueueConfig, Strategy,
+};
 use crate::cdr::Disposition;
+use crate::prompts::{Playback, Sound};
 use crate::tones::Tone;
 
 fn agent(id: &str) -> AgentId {
@@ -397,4 +401,212 @@ fn pause_and_logout_by_feature_code() {
         agent_states(&out),
         vec![(agent("100"), AgentState::LoggedOut)]
     );
+}
+
+fn plays(out: &[Output]) -> Vec<(MediaEnd, crate::prompts::Playback)> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Play { end, playback } => Some((*end, playback.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn stops(out: &[Output]) -> Vec<MediaEnd> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::StopPlay { end } => Some(*end),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The English announcement set plus a music prompt "moh".
+fn prompt_set() -> BTreeMap<String, Duration> {
+    let mut names: Vec<String> = ["queue-position", "queue-wait", "minute", "minutes", "moh"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    names.extend((0..20).map(|n| format!("num-{n}")));
+    names.extend((2..10).map(|t| format!("num-{}", t * 10)));
+    names
+        .into_iter()
+        .map(|n| (n, Duration::from_millis(800)))
+        .collect()
+}
+
+fn with_music(music: MusicOnHold, announce: Option<Duration>, prompts: bool) -> Harness {
+    Harness::with(|s| {
+        let mut acd = center(Strategy::RoundRobin);
+        let mut queues = acd.config.queues().to_vec();
+        queues[0].music_on_hold = music;
+        queues[0].announce_every = announce;
+        let agents = acd.config.agents().to_vec();
+        acd.config = AcdConfig::new(queues, agents).expect("config");
+        s.acd = Some(acd);
+        s.fxo_lines[0].inbound = vec!["7001".into()];
+        if prompts {
+            s.prompts = prompt_set();
+        }
+    })
+}
+
+#[test]
+fn a_music_prompt_plays_through_the_media_engine_and_stops_on_connect() {
+    let mut h = with_music(MusicOnHold::Prompt("moh".into()), None, true);
+    login(&mut h, 2, "100");
+    h.ev(1, Event::OffHook);
+    h.dial(1, "7001");
+    let out = h.take();
+    assert_eq!(
+        plays(&out),
+        vec![(port(1), Playback::looped(Sound::Prompt("moh".into())))],
+        "{out:?}"
+    );
+    assert!(has_cmd(&out, 1, |c| *c == Command::StopTone));
+    assert!(!tone_is(&out, 1, Tone::MusicOnHold));
+    assert!(rings(&out, 2));
+    // The agent answers: the music stops before caller and agent are bridged.
+    h.ev(2, Event::OffHook);
+    let out = h.drain();
+    let stop = out
+        .iter()
+        .position(|o| *o == Output::StopPlay { end: port(1) })
+        .unwrap_or_else(|| panic!("no StopPlay: {out:?}"));
+    let connect = out
+        .iter()
+        .position(|o| matches!(o, Output::Connect(..)))
+        .unwrap_or_else(|| panic!("no Connect: {out:?}"));
+    assert!(stop < connect);
+}
+
+#[test]
+fn a_missing_music_prompt_falls_back_to_the_tone() {
+    let mut h = with_music(MusicOnHold::Prompt("moh".into()), None, false);
+    login(&mut h, 2, "100");
+    h.ev(1, Event::OffHook);
+    h.dial(1, "7001");
+    let out = h.take();
+    assert!(tone_is(&out, 1, Tone::MusicOnHold), "{out:?}");
+    assert!(plays(&out).is_empty());
+}
+
+#[test]
+fn a_sip_caller_gets_early_media_music_and_is_answered_only_by_an_agent() {
+    let mut h = with_music(MusicOnHold::Tone, None, false);
+    login(&mut h, 3, "100");
+    h.incoming(IN1, SipOrigin::Trunk, "+4930123", "7001");
+    let out = h.take();
+    assert!(
+        out.contains(&Output::SipRinging {
+            leg: IN1,
+            early_media: true
+        }),
+        "{out:?}"
+    );
+    assert_eq!(
+        plays(&out),
+        vec![(leg(IN1), Playback::looped(Sound::Tone(Tone::MusicOnHold)))]
+    );
+    assert!(!out.iter().any(|o| matches!(o, Output::SipAnswer { .. })));
+    // The caller gives up: the music stops, the call is abandoned.
+    h.sip(SipInput::Ended {
+        leg: IN1,
+        reason: EndReason::Normal,
+    });
+    let out = h.take();
+    assert_eq!(stops(&out), vec![leg(IN1)], "{out:?}");
+    assert_eq!(cdrs(&out).len(), 1);
+}
+
+#[test]
+fn a_sip_caller_to_a_silent_queue_keeps_its_own_ringback() {
+    let mut h = with_music(MusicOnHold::Silence, None, false);
+    login(&mut h, 3, "100");
+    h.incoming(IN1, SipOrigin::Trunk, "+4930123", "7001");
+    let out = h.take();
+    assert!(plays(&out).is_empty(), "{out:?}");
+    assert!(!out.contains(&Output::SipRinging {
+        leg: IN1,
+        early_media: true
+    }));
+}
+
+#[test]
+fn announcements_are_spoken_when_the_prompts_are_there_then_the_music_resumes() {
+    let every = Duration::from_secs(30);
+    let mut h = with_music(MusicOnHold::Prompt("moh".into()), Some(every), true);
+    // Nobody logged in: the callers wait (no on_no_agents overflow configured).
+    h.ev(1, Event::OffHook);
+    h.dial(1, "7001");
+    h.ev(3, Event::OffHook);
+    h.dial(3, "7001");
+    h.take();
+    h.advance(every);
+    let out = h.take();
+    let mut got = plays(&out);
+    got.sort_by_key(|(end, _)| format!("{end:?}"));
+    assert_eq!(got.len(), 2, "{out:?}");
+    let (end, first) = &got[0];
+    assert_eq!(*end, port(1));
+    assert_eq!(first.once[..2], ["queue-position", "num-1"]);
+    assert_eq!(first.then, Some(Sound::Prompt("moh".into())));
+    assert_eq!(got[1].1.once[..2], ["queue-position", "num-2"]);
+}
+
+#[test]
+fn without_prompts_announcements_are_only_logged() {
+    let every = Duration::from_secs(30);
+    let mut h = with_music(MusicOnHold::Tone, Some(every), false);
+    h.ev(1, Event::OffHook);
+    h.dial(1, "7001");
+    h.take();
+    h.advance(every * 3);
+    let out = h.take();
+    assert!(plays(&out).is_empty(), "{out:?}");
+}
+
+#[test]
+fn announcement_wording() {
+    let have = prompt_set();
+    let s = |v: Vec<String>| v.join(" ");
+    assert_eq!(
+        s(super::queue::announcement(&have, 4, None)),
+        "queue-position num-4"
+    );
+    assert_eq!(
+        s(super::queue::announcement(
+            &have,
+            47,
+            Some(Duration::from_secs(61))
+        )),
+        "queue-position num-40 num-7 queue-wait num-2 minutes"
+    );
+    assert_eq!(
+        s(super::queue::announcement(
+            &have,
+            20,
+            Some(Duration::from_secs(5))
+        )),
+        "queue-position num-20 queue-wait num-1 minute"
+    );
+    assert_eq!(
+        s(super::queue::announcement(&have, 105, None)),
+        "queue-position num-1 num-0 num-5"
+    );
+    // Only the position prompts: the wait part is left out.
+    let mut partial = have.clone();
+    partial.remove("queue-wait");
+    assert_eq!(
+        s(super::queue::announcement(
+            &partial,
+            3,
+            Some(Duration::from_secs(120))
+        )),
+        "queue-position num-3"
+    );
+    // A number prompt missing: nothing is spoken.
+    partial.remove("num-3");
+    assert!(super::queue::announcement(&partial, 3, None).is_empty());
+    assert!(super::queue::announcement(&BTreeMap::new(), 1, None).is_empty());
 }

@@ -64,6 +64,7 @@ pub(super) fn settings(base: Instant) -> CallSettings {
         wall_clock_ms: WALL0,
         epoch: base,
         acd: None,
+        prompts: Default::default(),
     }
 }
 

@@ -989,3 +989,112 @@ async fn rfc4733_towards_a_pstn_line_is_left_to_call_control() {
         })
     );
 }
+
+fn tone_prompt(freq: f64, ms: usize) -> crate::prompts::Prompt {
+    let mut g = SineGenerator::new(freq, 8000);
+    let mut s = vec![0i16; ms * 8];
+    g.fill(&mut s);
+    crate::prompts::Prompt::from_samples("t", s)
+}
+
+fn player(once: &[(&str, crate::prompts::Prompt)], then: Option<&str>) -> crate::prompts::Player {
+    use crate::prompts::{Playback, PromptLibrary, Sound};
+    let mut lib = PromptLibrary::default();
+    for (name, p) in once {
+        lib.insert(crate::prompts::Prompt::from_samples(
+            name,
+            p.samples().to_vec(),
+        ));
+    }
+    lib.player(
+        &Playback {
+            once: once.iter().map(|(n, _)| n.to_string()).collect(),
+            then: then.map(|n| Sound::Prompt(n.to_owned())),
+        },
+        crate::tones::Country::Us,
+    )
+}
+
+#[tokio::test]
+async fn a_prompt_plays_to_a_port_then_its_loop_until_stopped() {
+    let mut r = rig(42360);
+    let p = player(
+        &[
+            ("a", tone_prompt(600.0, 200)),
+            ("b", tone_prompt(1400.0, 100)),
+        ],
+        Some("b"),
+    );
+    r.engine.play(MediaEnd::Port(3), p);
+    let pcm = port_pcm(&mut r, 3, 700).await;
+    assert!(pcm.len() >= 20 * FRAME_SAMPLES, "{} samples", pcm.len());
+    // 200 ms of 600 Hz, then 1400 Hz looped.
+    assert!(tone_ratio(&pcm[..1600], 600.0) > 0.9);
+    assert!(tone_ratio(&pcm[1600..4000], 1400.0) > 0.9);
+    r.engine.stop_playing(MediaEnd::Port(3));
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    while r.frames.try_recv().is_ok() {}
+    assert!(
+        port_pcm(&mut r, 3, 200).await.is_empty(),
+        "frames after the stop"
+    );
+}
+
+#[tokio::test]
+async fn a_prompt_plays_to_a_started_leg_as_rtp_and_a_bridge_ends_it() {
+    let r = rig(42380);
+    let (peer, peer_addr) = peer().await;
+    r.engine.open_leg(LEG).await.unwrap();
+    r.engine
+        .start_leg(LEG, peer_addr, media(Law::Alaw))
+        .await
+        .unwrap();
+    r.engine.play(
+        MediaEnd::Leg(LEG),
+        player(&[("a", tone_prompt(600.0, 10_000))], None),
+    );
+    let mut last_seq = None;
+    for _ in 0..10 {
+        let data = recv_rtp(&peer).await;
+        let p = parse(&data).unwrap();
+        assert_eq!(p.payload_type, PT_PCMA);
+        if let Some(s) = last_seq {
+            assert_eq!(p.seq, u16::wrapping_add(s, 1));
+        }
+        last_seq = Some(p.seq);
+        let mut pcm = [0i16; FRAME_SAMPLES];
+        Law::Alaw.decode_block(p.payload, &mut pcm);
+        assert!(tone_ratio(&pcm, 600.0) > 0.9);
+    }
+    // The caller is connected to a phone: the prompt stops, the phone is heard.
+    r.engine.bridge(MediaEnd::Port(1), MediaEnd::Leg(LEG));
+    let mut gen = SineGenerator::new(1000.0, 8000);
+    for _ in 0..40 {
+        r.engine.port_audio(1, tone_frame(&mut gen, Law::Ulaw));
+    }
+    let mut heard_phone = 0;
+    for _ in 0..30 {
+        let data = recv_rtp(&peer).await;
+        let p = parse(&data).unwrap();
+        let mut pcm = [0i16; FRAME_SAMPLES];
+        Law::Alaw.decode_block(p.payload, &mut pcm);
+        if tone_ratio(&pcm, 1000.0) > 0.9 {
+            heard_phone += 1;
+        } else {
+            assert!(heard_phone == 0, "prompt audio after the phone's");
+        }
+    }
+    assert!(heard_phone >= 25, "{heard_phone}");
+}
+
+#[tokio::test]
+async fn playback_to_a_leg_that_is_not_open_is_refused() {
+    let mut r = rig(42400);
+    r.engine.play(
+        MediaEnd::Leg(LEG),
+        player(&[("a", tone_prompt(600.0, 1000))], None),
+    );
+    // The engine stays healthy; nothing goes to any port.
+    assert!(r.engine.stats().await.unwrap().is_empty());
+    assert!(port_pcm(&mut r, 1, 100).await.is_empty());
+}

@@ -248,6 +248,7 @@ fn call_control() -> CallControl {
         wall_clock_ms: system_clock_ms(),
         epoch: now,
         acd: None,
+        prompts: Default::default(),
     };
     CallControl::new(settings, 1..=2, 3..=3)
 }
