@@ -10,39 +10,8 @@ use line_proto::CallerId;
 use serde_json::json;
 
 use crate::api_client::create_admin;
-use crate::harness::{wait, Gateway, DIAL_PLAN, SOON};
-use crate::sip_calls::{free_port, sip_addr, sipp, wait_sipp};
-
-/// A trunk at 127.0.0.1 (nothing listens there: `register = false`, the carrier is
-/// known by its address), so SIPp's INVITEs from 127.0.0.1 are trunk calls.
-fn gateway() -> Gateway {
-    let trunk_port = free_port();
-    let plan = format!(
-        r#"{DIAL_PLAN}
-[media]
-local_ip = "127.0.0.1"
-
-[sip]
-udp = "127.0.0.1:0"
-domain = "branch.test"
-
-[sip.trunk]
-servers = ["127.0.0.1:{trunk_port}"]
-domain = "carrier.test"
-username = "branch17"
-password = "trunk-secret"
-register = false
-keepalive_s = 0
-"#
-    );
-    let gw = Gateway::start_with(&plan);
-    assert!(
-        gw.wait_log("sip endpoint listening", SOON),
-        "no SIP listener:\n{}",
-        gw.log_text()
-    );
-    gw
-}
+use crate::harness::{wait, Gateway, SOON};
+use crate::sip_calls::{free_port, sip_addr, sipp, trunk_gateway as gateway, wait_sipp};
 
 /// The refusal scenario with `status` written in (SIPp fails on any other answer).
 fn refused_scenario(gw: &Gateway, status: u16) -> PathBuf {

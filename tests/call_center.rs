@@ -327,3 +327,86 @@ fn a_queue_plays_its_music_prompt_and_spoken_announcements() {
         "music after hang-up"
     );
 }
+
+#[test]
+fn a_trunk_caller_hears_the_queue_music_as_early_media_and_is_not_answered() {
+    let mut gw = crate::sip_calls::trunk_gateway();
+    gw.stop_with(nix::sys::signal::Signal::SIGTERM);
+    {
+        let db = rusqlite::Connection::open(gw.db_path()).expect("open the store");
+        db.execute_batch(
+            "INSERT INTO queues (name, number, strategy, ring_timeout_ms, wrap_up_ms,
+                                 music_on_hold, moh_prompt)
+                 VALUES ('support', '7002', 'ring_all', 8000, 1000, 'prompt', 'holdmusic');",
+        )
+        .expect("queue row");
+    }
+    let dir = gw.data_dir().join("prompts");
+    std::fs::create_dir_all(&dir).expect("prompts dir");
+    write_prompt(&dir, "holdmusic", 700.0, 1000);
+    gw.restart();
+    assert!(gw.wait_log_count("sip endpoint listening", 2, SOON));
+    let log = gw.log_text();
+    let loaded = log
+        .lines()
+        .rev()
+        .map(strip_ansi)
+        .find(|l| l.contains("voice prompts loaded"))
+        .expect("prompts log line");
+    assert!(loaded.contains("prompts=1"), "{loaded}");
+
+    // SIPp as the carrier: INVITE to the queue with its media on `rtp`, which this
+    // test reads. The scenario fails on a 200 (the box must not answer) and on a 183
+    // without SDP.
+    let rtp_port = crate::sip_calls::free_port();
+    let rtp = std::net::UdpSocket::bind(("127.0.0.1", rtp_port)).expect("rtp socket");
+    rtp.set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
+    let child = crate::sip_calls::sipp(
+        "uac_trunk_queue_music.xml",
+        crate::sip_calls::sip_addr(&gw),
+        crate::sip_calls::free_port(),
+        &[
+            "-s",
+            "7002",
+            "-set",
+            "caller",
+            "+4930777",
+            "-set",
+            "rtp",
+            &rtp_port.to_string(),
+            "-m",
+            "1",
+        ],
+    )
+    .spawn()
+    .expect("sipp starts");
+    let mut pcm = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut buf = [0u8; 1500];
+    while pcm.len() < 8000 && std::time::Instant::now() < deadline {
+        let Ok(n) = rtp.recv(&mut buf) else { continue };
+        // RTP: 12-byte header (no CSRCs, no extension from the box), PCMU payload.
+        if n > 12 && buf[0] >> 6 == 2 && buf[1] & 0x7f == 0 {
+            pcm.extend(
+                buf[12..n]
+                    .iter()
+                    .map(|&b| line_proto::g711::Law::Ulaw.decode(b)),
+            );
+        }
+    }
+    assert!(pcm.len() >= 8000, "only {} samples of RTP", pcm.len());
+    assert!(hears(&pcm, 700.0), "the RTP carries the music prompt");
+    crate::sip_calls::wait_sipp(child, "queue caller with early-media music", &gw);
+    // The caller gave up while waiting: abandoned in the queue's CDR, never answered.
+    let (disposition, queue): (String, Option<String>) = gw
+        .db()
+        .query_row(
+            "SELECT disposition, queue FROM cdrs WHERE caller = '+4930777'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .expect("cdr");
+    assert_eq!(queue.as_deref(), Some("support"));
+    assert_ne!(disposition, "answered");
+}

@@ -38,6 +38,37 @@ ban_s = 60
 
 const SIPP: &str = "/usr/bin/sipp";
 
+/// A trunk at 127.0.0.1 (nothing listens there: `register = false`, the carrier is
+/// known by its address), so SIPp's INVITEs from 127.0.0.1 are trunk calls.
+pub fn trunk_gateway() -> Gateway {
+    let trunk_port = free_port();
+    let plan = format!(
+        r#"{DIAL_PLAN}
+[media]
+local_ip = "127.0.0.1"
+
+[sip]
+udp = "127.0.0.1:0"
+domain = "branch.test"
+
+[sip.trunk]
+servers = ["127.0.0.1:{trunk_port}"]
+domain = "carrier.test"
+username = "branch17"
+password = "trunk-secret"
+register = false
+keepalive_s = 0
+"#
+    );
+    let gw = Gateway::start_with(&plan);
+    assert!(
+        gw.wait_log("sip endpoint listening", SOON),
+        "no SIP listener:\n{}",
+        gw.log_text()
+    );
+    gw
+}
+
 fn data(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("data/sip")
@@ -58,8 +89,10 @@ pub(crate) fn gateway() -> Gateway {
 /// The daemon's UDP SIP address, from `sip endpoint listening kind=UDP addr=...`.
 pub(crate) fn sip_addr(gw: &Gateway) -> SocketAddr {
     let log = gw.log_text();
+    // The latest start's listener (a restarted gateway binds a new port).
     let line = log
         .lines()
+        .rev()
         .map(crate::harness::strip_ansi)
         .find(|l| l.contains("sip endpoint listening") && l.contains("UDP"))
         .expect("listener log line");
