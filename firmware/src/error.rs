@@ -354,6 +354,19 @@ pub enum Error {
         why: String,
     },
 
+    /// A customer-records change that clashes with what is stored (a number another
+    /// customer holds, a contact HQ owns, the custom-field cap, a name in use);
+    /// nothing was written.
+    #[error("{what} {key:?}: {why}")]
+    CustomerConflict {
+        /// "customer", "customer field" or "customer type".
+        what: &'static str,
+        /// Which one (id, field name, digit, number).
+        key: String,
+        /// What clashes, in words a person can act on.
+        why: String,
+    },
+
     /// A CSV import failed validation; nothing was imported. Lists every bad row.
     #[error("CSV import refused, nothing imported: {}", join_rows(errors))]
     CsvImport {

@@ -9,6 +9,9 @@
 //! - [`tones`]: per-country tones and ring cadences (ITU-T E.180) and caller-ID modes.
 //! - [`blacklist`]: caller screening (blacklist / allowlist of outside callers): the
 //!   sans-IO matcher call control asks, and its store.
+//! - [`customers`]: customer records (the box's small CRM and HQ's contact directory):
+//!   sans-IO validation of custom fields against the site's schema, the store, CSV
+//!   import/export, and the lookup by calling number for call control.
 //! - [`call`]: call control, a sans-IO state machine over board events and timers.
 //! - [`acd`]: the call center's queues and agents (ACD), a sans-IO core call control
 //!   will drive; its config from the store, the agent feature-code parser.
@@ -63,6 +66,7 @@ pub mod blacklist;
 pub mod call;
 pub mod cdr;
 pub mod config;
+pub mod customers;
 pub mod daemon;
 pub mod enroll;
 pub mod error;

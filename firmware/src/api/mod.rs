@@ -32,6 +32,9 @@
 //!   is not configured or not running.
 //! - **Blacklist**: `/api/v1/blacklist` lists, adds and deletes caller-screening
 //!   entries and sets the mode (see `blacklist`).
+//! - **Customers**: `/api/v1/customers` (CRUD, filters, CSV import/export),
+//!   `/api/v1/customer-fields` and `/api/v1/customer-types` (see `customers`);
+//!   numbers masked per record like CDRs.
 //! - **Errors** are JSON `{"error": "...", "problems": [...]}`: 400 validation (every
 //!   problem, with its field or CSV row), 401 not logged in, 403 denied or CSRF, 404,
 //!   409 conflict, 423 account locked, 429 throttled.
@@ -48,6 +51,7 @@
 //! everyone out).
 
 mod blacklist;
+mod customers;
 mod handlers;
 pub mod openapi;
 pub(crate) use handlers::run_force_sync;
@@ -60,7 +64,7 @@ use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -83,6 +87,9 @@ use self::session::{LoginThrottle, Session, Sessions};
 pub const SESSION_COOKIE: &str = "bl_session";
 /// Header carrying the CSRF token.
 pub const CSRF_HEADER: &str = "x-csrf-token";
+
+/// Largest body `POST /api/v1/customers/import` takes (a CSV of 200,000 customers).
+pub const CUSTOMER_IMPORT_MAX_BYTES: usize = 32 * 1024 * 1024;
 
 /// Milliseconds since the Unix epoch; injected so tests control expiry and lockout.
 pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
@@ -563,7 +570,8 @@ impl From<Error> for ApiError {
             Error::BuiltinRoleImmutable { .. }
             | Error::RoleInUse { .. }
             | Error::RoleNameReserved { .. }
-            | Error::BlacklistConflict { .. } => ApiError::new(StatusCode::CONFLICT, message),
+            | Error::BlacklistConflict { .. }
+            | Error::CustomerConflict { .. } => ApiError::new(StatusCode::CONFLICT, message),
             Error::Denied { .. } => ApiError::new(StatusCode::FORBIDDEN, message),
             other => {
                 tracing::error!(error = %other, "api request failed");
@@ -680,6 +688,80 @@ fn build(state: ApiState) -> (Router, Vec<(Method, &'static str)>) {
         Method::DELETE,
         "/api/v1/blacklist/{id}",
         blacklist::delete
+    );
+    route!(get, Method::GET, "/api/v1/customers", customers::list);
+    route!(post, Method::POST, "/api/v1/customers", customers::create);
+    route!(
+        get,
+        Method::GET,
+        "/api/v1/customers/export",
+        customers::export
+    );
+    // A CSV of 100,000 customers is ~5 MB: above axum's 2 MB default body limit.
+    routes.push((Method::POST, "/api/v1/customers/import"));
+    r = r.route(
+        "/api/v1/customers/import",
+        post(customers::import).layer(DefaultBodyLimit::max(CUSTOMER_IMPORT_MAX_BYTES)),
+    );
+    route!(
+        get,
+        Method::GET,
+        "/api/v1/customers/{id}",
+        customers::get_one
+    );
+    route!(
+        put,
+        Method::PUT,
+        "/api/v1/customers/{id}",
+        customers::replace
+    );
+    route!(
+        delete,
+        Method::DELETE,
+        "/api/v1/customers/{id}",
+        customers::delete
+    );
+    route!(
+        get,
+        Method::GET,
+        "/api/v1/customer-fields",
+        customers::list_fields
+    );
+    route!(
+        post,
+        Method::POST,
+        "/api/v1/customer-fields",
+        customers::add_field
+    );
+    route!(
+        put,
+        Method::PUT,
+        "/api/v1/customer-fields/{name}",
+        customers::update_field
+    );
+    route!(
+        delete,
+        Method::DELETE,
+        "/api/v1/customer-fields/{name}",
+        customers::delete_field
+    );
+    route!(
+        get,
+        Method::GET,
+        "/api/v1/customer-types",
+        customers::list_types
+    );
+    route!(
+        put,
+        Method::PUT,
+        "/api/v1/customer-types/{digit}",
+        customers::set_type
+    );
+    route!(
+        delete,
+        Method::DELETE,
+        "/api/v1/customer-types/{digit}",
+        customers::delete_type
     );
     route!(get, Method::GET, "/api/v1/openapi.json", h::openapi);
     let router = r

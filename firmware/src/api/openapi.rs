@@ -59,6 +59,20 @@ const OPS: &[Op] = &[
     op("get", "/api/v1/blacklist/mode", "The screening mode (deny: blacklist, allow: allowlist) and default action", "blacklist.view (site)", None, "200", JSON),
     op("put", "/api/v1/blacklist/mode", "Set the screening mode and default action; audited", "blacklist.edit (site)", Some("BlacklistMode"), "200", JSON),
     op("delete", "/api/v1/blacklist/{id}", "Delete a local entry; audited; 409 for HQ's entries (delete them at HQ)", "blacklist.delete (site)", None, "204", NONE),
+    op("get", "/api/v1/customers", "Customers the caller's scope reaches, one page (name substring, number, type, owner, owner_group, source, field.<name>, limit, offset); numbers and phone fields masked unless numbers.view covers the record", "contacts.view (scoped to the record's owner and groups)", None, "200", JSON),
+    op("post", "/api/v1/customers", "Add a local customer {name, numbers, type, owner, owner_group, fields}; audited; 409 when a number belongs to another customer", "contacts.add (scoped to the new record)", Some("Customer"), "201", JSON),
+    op("get", "/api/v1/customers/export", "Every customer as CSV (the import format); numbers masked unless numbers.view covers the record; audited", "contacts.export (site)", None, "200", CSV),
+    op("post", "/api/v1/customers/import", "Import customers from CSV (name, numbers, type, owner, owner_group, custom fields), all or nothing, problems by row; audited", "contacts.import (site)", Some("Csv"), "200", JSON),
+    op("get", "/api/v1/customers/{id}", "One customer, masked like the list", "contacts.view (scoped to the record)", None, "200", JSON),
+    op("put", "/api/v1/customers/{id}", "Replace a local customer; audited; 409 for HQ's contacts or a number another customer holds", "contacts.edit (the record as it is and as it will be)", Some("Customer"), "200", JSON),
+    op("delete", "/api/v1/customers/{id}", "Delete a local customer; audited; 409 for HQ's contacts", "contacts.delete (scoped to the record)", None, "204", NONE),
+    op("get", "/api/v1/customer-fields", "The site's custom field definitions and the cap (max_fields)", "contacts.view", None, "200", JSON),
+    op("post", "/api/v1/customer-fields", "Define a custom field {name, label, type, required, default, choices}; audited; 409 at the cap of 32 or a name in use", "system_config.edit (site)", Some("CustomerField"), "201", JSON),
+    op("put", "/api/v1/customer-fields/{name}", "Change a field's label, required flag, default and choices (not its name or type); audited", "system_config.edit (site)", Some("CustomerField"), "200", JSON),
+    op("delete", "/api/v1/customer-fields/{name}", "Delete a custom field and every value of it; audited", "system_config.edit (site)", None, "204", NONE),
+    op("get", "/api/v1/customer-types", "The customer types: keypad digit 0-9 and name", "contacts.view", None, "200", JSON),
+    op("put", "/api/v1/customer-types/{digit}", "Name customer type {digit} (0-9) {name}; audited; 409 when another digit has the name", "system_config.edit (site)", Some("CustomerType"), "200", JSON),
+    op("delete", "/api/v1/customer-types/{digit}", "Delete a customer type (its customers keep no type); audited", "system_config.edit (site)", None, "204", NONE),
     op("get", "/api/v1/openapi.json", "This document", "(none)", None, "200", JSON),
 ];
 
@@ -152,7 +166,9 @@ pub fn document() -> Value {
             operation["responses"]["200"]["content"][JSON]["schema"] =
                 json!({ "$ref": "#/components/schemas/SyncStatus" });
         }
-        if op.path.starts_with("/api/v1/blacklist") && op.method != "get" {
+        if (op.path.starts_with("/api/v1/blacklist") || op.path.starts_with("/api/v1/customer"))
+            && op.method != "get"
+        {
             operation["responses"]["409"] = json!({ "$ref": "#/components/responses/Error" });
         }
         if op.path == "/api/v1/sync/force" {
@@ -234,6 +250,18 @@ pub fn document() -> Value {
                     "mode": { "type": "string", "enum": ["deny", "allow"] },
                     "default_action": { "type": "string", "enum": ["busy", "congestion", "reject"] },
                 }},
+                "Customer": { "type": "object", "required": ["name"], "properties": {
+                    "name": string, "numbers": strings,
+                    "type": { "type": "integer", "minimum": 0, "maximum": 9, "nullable": true },
+                    "owner": string, "owner_group": string,
+                    "fields": { "type": "object", "description": "custom field values by name: a string, an integer, or a list of strings for a multi_choice field" },
+                }},
+                "CustomerField": { "type": "object", "required": ["name", "type"], "properties": {
+                    "name": string, "label": string,
+                    "type": { "type": "string", "enum": ["text", "integer", "phone", "date", "time", "datetime", "single_choice", "multi_choice"] },
+                    "required": { "type": "boolean" }, "default": {}, "choices": strings,
+                }},
+                "CustomerType": { "type": "object", "required": ["name"], "properties": { "name": string } },
                 "GroupSpec": { "type": "object", "required": ["name", "description", "members"], "properties": {
                     "name": string, "description": string,
                     "members": { "type": "array", "items": { "type": "object", "properties": {

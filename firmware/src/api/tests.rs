@@ -18,6 +18,7 @@ use crate::cdr::{Cdr, Direction, Disposition, HangupSide};
 use crate::store::{ExtensionRow, Store};
 
 mod blacklist;
+mod customers;
 
 const FAST: HashParams = HashParams {
     m_kib: 64,
@@ -826,6 +827,17 @@ async fn masking_walk_over_every_documented_route() {
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
     let gid = r.json()["id"].as_i64().expect("gid");
+    // Customer 1 (the walk's `{id}`): olga's, with a customer's number.
+    let r = env
+        .write(
+            Method::POST,
+            "/api/v1/customers",
+            &ac,
+            json!({ "name": "Walk Customer", "numbers": [CUSTOMER_IN], "owner": "olga" }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    assert_eq!(r.json()["id"], 1);
     let doc = openapi::document();
     let paths: Vec<String> = doc["paths"]
         .as_object()
@@ -893,9 +905,15 @@ async fn masking_walk_over_every_documented_route() {
             .find(|(u, _, _)| u.starts_with("/api/v1/cdrs"))
             .expect("cdrs walked")
             .2;
+        let customers = &bodies
+            .iter()
+            .find(|(u, _, _)| u == "/api/v1/customers")
+            .expect("customers walked")
+            .2;
         match role {
-            // The agent sees only their own call, masked.
+            // The agent sees only their own call, masked, and their own customer, masked.
             "agent" => {
+                assert!(customers.contains("138****5678"), "{customers}");
                 assert!(cdrs.contains("138****5678"), "{cdrs}");
                 assert!(!cdrs.contains("139****7766"), "{cdrs}");
             }

@@ -27,7 +27,10 @@
 //!   a local entry with the same pattern becomes HQ's; a delete or a snapshot removes
 //!   only HQ's entries, never the box's own. [`Applied::blacklist_changed`] tells the
 //!   caller to have the list reloaded.
-//! - Queues, contacts and dial routes are stored as their wire JSON in `hq_rows`.
+//! - Contacts go to the `customers` tables as HQ's (source `hq`, keyed by HQ's id; see
+//!   [`crate::customers::store`]): a number that does not normalise refuses the page; a
+//!   delete or a snapshot removes only HQ's contacts, never the box's own customers.
+//! - Queues and dial routes are stored as their wire JSON in `hq_rows`.
 //! - A snapshot replaces everything HQ masters: rows it does not hold are deleted,
 //!   except the installer account, extensions the config maps to a port (they become
 //!   local rows), and rows made on the box (revision 0) whose edit is still pending in
@@ -43,6 +46,7 @@ use crate::accounts::{self, INSTALLER_USERNAME};
 use crate::audit::{self, Actor, AuditEntry, AuditResult};
 use crate::blacklist;
 use crate::config::{ExtensionNumber, MAX_NAME_CHARS};
+use crate::customers;
 use crate::error::{Error, Result};
 use crate::rbac::builtin::{bump_generation, insert_permissions};
 use crate::rbac::{Action, Permission, Resource, Scope};
@@ -324,6 +328,9 @@ fn apply_change(conn: &Connection, path: &Path, change: &Change, now_ms: i64) ->
         }
         Some(Entity::Blacklist(b)) => {
             upsert_blacklist(conn, path, b, rev, now_ms).map(|()| Outcome::Upserted)
+        }
+        Some(Entity::Contact(c)) => {
+            upsert_contact(conn, path, c, rev, now_ms).map(|()| Outcome::Upserted)
         }
         Some(other) => upsert_hq_row(conn, path, other, rev, now_ms).map(|()| Outcome::Upserted),
         None => delete_row(conn, path, change.entity, &change.key, now_ms),
@@ -656,7 +663,21 @@ fn upsert_blacklist(
     Ok(())
 }
 
-// --- queues, contacts, dial routes ----------------------------------------------------
+// --- contacts -------------------------------------------------------------------------
+
+fn upsert_contact(
+    conn: &Connection,
+    path: &Path,
+    c: &wire::Contact,
+    revision: i64,
+    now_ms: i64,
+) -> Checked {
+    let (name, numbers) = customers::store::check_hq(c).map_err(refuse)?;
+    customers::store::upsert_hq(conn, path, &c.id, &name, &numbers, revision, now_ms)?;
+    Ok(())
+}
+
+// --- queues, dial routes --------------------------------------------------------------
 
 fn upsert_hq_row(
     conn: &Connection,
@@ -739,6 +760,16 @@ fn delete_row(
                 + conn
                     .execute(
                         "DELETE FROM hq_rows WHERE kind = 'blacklist' AND key = ?1",
+                        [key],
+                    )
+                    .map_err(sql(path, "delete hq row"))?
+        }
+        // Contacts from before migration 0012 that never fitted may sit in hq_rows.
+        EntityKind::Contact => {
+            customers::store::delete_hq(conn, path, key)?
+                + conn
+                    .execute(
+                        "DELETE FROM hq_rows WHERE kind = 'contact' AND key = ?1",
                         [key],
                     )
                     .map_err(sql(path, "delete hq row"))?
@@ -870,6 +901,12 @@ fn apply_snapshot(
     for pattern in blacklist::store::hq_patterns(conn, path)? {
         if !keep.contains(&(EntityKind::Blacklist, pattern.as_str())) {
             gone.push((EntityKind::Blacklist, pattern));
+        }
+    }
+    // Contacts: only HQ's; the box's own customers stay.
+    for id in customers::store::hq_ids(conn, path)? {
+        if !keep.contains(&(EntityKind::Contact, id.as_str())) {
+            gone.push((EntityKind::Contact, id));
         }
     }
     for (kind_key, _) in names("SELECT kind || char(31) || key, revision FROM hq_rows")? {

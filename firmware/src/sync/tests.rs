@@ -1040,3 +1040,122 @@ async fn a_bad_blacklist_pattern_from_hq_refuses_the_page() {
         .expect_err("refused");
     assert!(err.to_string().contains("reason"), "{err}");
 }
+
+fn contact(id: &str, name: &str, numbers: &[&str]) -> Entity {
+    Entity::Contact(wire::Contact {
+        id: id.to_owned(),
+        name: name.to_owned(),
+        numbers: numbers.iter().map(|n| (*n).to_owned()).collect(),
+    })
+}
+
+#[tokio::test]
+async fn hq_contacts_become_hq_customers_and_deletes_and_snapshots_spare_local_ones() {
+    let env = env().await;
+    let writer = env.sync.writer().clone();
+    writer
+        .transact("local customer", |tx, path| {
+            let s = crate::customers::store::schema(tx, path)?;
+            let v = s
+                .schema
+                .check(&crate::customers::Draft {
+                    name: "Local".to_owned(),
+                    numbers: vec!["5550001".to_owned()],
+                    ..crate::customers::Draft::default()
+                })
+                .expect("valid");
+            crate::customers::store::insert_local(tx, path, &s, &v, "root", T0)
+        })
+        .await
+        .expect("local");
+    let applied = env
+        .sync
+        .apply_down(
+            page(vec![
+                upsert(2, contact("c1", "Ann", &["+4930111", "5550002"])),
+                upsert(3, contact("c2", "", &["5550001"])),
+            ]),
+            T0,
+        )
+        .await
+        .expect("page");
+    assert_eq!(applied.upserted, 2);
+    assert_eq!(env.count("SELECT COUNT(*) FROM hq_rows"), 0);
+    assert_eq!(
+        env.count("SELECT COUNT(*) FROM customers WHERE source = 'hq' AND revision IN (2, 3)"),
+        2
+    );
+    let db = env.db();
+    let ann = crate::customers::lookup_by_number(&db, "+4930111").expect("ann");
+    assert_eq!(ann.name, "Ann");
+    // A nameless contact is named by its id; the box's own customer wins its number.
+    assert_eq!(
+        crate::customers::lookup_by_number(&db, "5550001").map(|m| m.name),
+        Some("Local".to_owned())
+    );
+    drop(db);
+
+    // An update replaces the numbers; a delete of a local customer's key does nothing.
+    env.sync
+        .apply_down(
+            page(vec![
+                upsert(4, contact("c1", "Ann B", &["5550003"])),
+                delete(5, EntityKind::Contact, "1"),
+            ]),
+            T0,
+        )
+        .await
+        .expect("page");
+    let db = env.db();
+    assert!(crate::customers::lookup_by_number(&db, "+4930111").is_none());
+    assert_eq!(
+        crate::customers::lookup_by_number(&db, "5550003").map(|m| m.name),
+        Some("Ann B".to_owned())
+    );
+    drop(db);
+    assert_eq!(env.count("SELECT COUNT(*) FROM customers"), 3);
+
+    // A snapshot keeps only HQ's contacts it holds, and every local customer.
+    env.sync
+        .apply_down(
+            DownResponse::Snapshot {
+                version: wire::PROTOCOL_VERSION,
+                rows: vec![upsert(20, contact("c2", "Cleo", &["5550009"]))],
+                cursor: 30,
+            },
+            T0,
+        )
+        .await
+        .expect("snapshot");
+    assert_eq!(
+        env.count("SELECT COUNT(*) FROM customers WHERE source = 'local' AND name = 'Local'"),
+        1
+    );
+    assert_eq!(
+        env.count(
+            "SELECT COUNT(*) FROM customers WHERE source = 'hq' AND hq_id = 'c2' AND name = 'Cleo'"
+        ),
+        1
+    );
+    assert_eq!(env.count("SELECT COUNT(*) FROM customers"), 2);
+
+    // A contact whose number does not normalise refuses the page whole.
+    let err = env
+        .sync
+        .apply_down(
+            page(vec![
+                upsert(31, contact("c3", "Ok", &["5550010"])),
+                upsert(32, contact("c4", "Bad", &["call me"])),
+            ]),
+            T0,
+        )
+        .await
+        .expect_err("refused");
+    assert!(
+        matches!(err, Error::SyncRefused { revision: 32, .. })
+            && err.to_string().contains("numbers[0]"),
+        "{err}"
+    );
+    assert_eq!(env.count("SELECT COUNT(*) FROM customers"), 2);
+    assert_eq!(env.cursor(), 30);
+}
