@@ -11,6 +11,9 @@ cargo bench -p branchline-line-proto --bench codec -- --warm-up-time 1 --measure
 echo "== criterion: authorization check"
 cargo bench -p branchline-firmware --bench authz -- --warm-up-time 1 --measurement-time 3
 
+echo "== criterion: customer lookup among 1,000,000 and import of 100,000 (prints p99 too)"
+cargo bench -p branchline-firmware --bench customers
+
 echo "== branchd (release profile, as shipped) on the simulated board"
 cargo build --release -p branchline-firmware --bin branchd
 ls -l target/release/branchd

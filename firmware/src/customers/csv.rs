@@ -7,7 +7,7 @@
 //! applies). The export writes the same columns, so an export (by a role that may
 //! unmask numbers) imports again into an empty box.
 //!
-//! Import is all or nothing, in the style of the user import ([`crate::accounts::csv`]):
+//! Import is all or nothing, in the style of the user import (`accounts::csv`):
 //! every row is checked first, against the schema, the owners, the other rows and the
 //! store (a number already held by a customer, or by an earlier row, is an error naming
 //! both), and every problem is reported by row (the header is row 1; at most
