@@ -27,7 +27,8 @@ fn open(path: &std::path::Path) -> Connection {
     drop(Store::open(path).expect("store"));
     let conn = Connection::open(path).expect("open");
     conn.pragma_update(None, "foreign_keys", "ON").expect("fk");
-    conn.pragma_update(None, "synchronous", "FULL").expect("sync");
+    conn.pragma_update(None, "synchronous", "FULL")
+        .expect("sync");
     conn
 }
 
@@ -101,7 +102,11 @@ fn lookup(c: &mut Criterion) {
             let i = (rng.next() % CUSTOMERS as u64) as i64 + 1;
             // One in eight is a caller the box does not know.
             let hit = i % 8 != 0;
-            let n = if hit { number(i) } else { format!("+4940{i:08}") };
+            let n = if hit {
+                number(i)
+            } else {
+                format!("+4940{i:08}")
+            };
             let m = customers::lookup_by_number(&conn, &n);
             assert_eq!(m.as_ref().map(|m| m.id), hit.then_some(i));
             black_box(m)
@@ -182,8 +187,8 @@ fn import(c: &mut Criterion) {
             |(dir, path, mut conn)| {
                 let tx = conn.transaction().expect("tx");
                 let stored = customers::store::schema(&tx, &path).expect("schema");
-                let n = customers::csv::import(&tx, &path, &stored, &text, "bench", 0)
-                    .expect("import");
+                let n =
+                    customers::csv::import(&tx, &path, &stored, &text, "bench", 0).expect("import");
                 tx.commit().expect("commit");
                 assert_eq!(n, IMPORT_ROWS);
                 (dir, conn)
