@@ -321,6 +321,12 @@ impl BoxApi {
                 .header("Cookie", &self.cookie)
                 .header("X-CSRF-Token", &self.csrf)
                 .send_empty(),
+            ("DELETE", None) => self
+                .agent
+                .delete(&url)
+                .header("Cookie", &self.cookie)
+                .header("X-CSRF-Token", &self.csrf)
+                .call(),
             (m, _) => panic!("unsupported {m}"),
         }
         .expect("request");
@@ -606,5 +612,46 @@ fn an_offline_edit_that_conflicts_takes_hqs_row_and_is_audited() {
         api.call("GET", "/api/v1/sync").1["backlog"]["depth"] == 0
     });
     assert!(drained, "{}", api.call("GET", "/api/v1/sync").1);
+    assert_no_sync_errors(&gw);
+}
+
+#[test]
+fn an_hq_contact_becomes_a_read_only_customer_on_the_box() {
+    let hq = Hq::start("branch-1", "box-1");
+    let gw = Gateway::start_with(&format!("{DIAL_PLAN}{}", hq.config_section("box-1")));
+    assert!(gw.wait_log("sync agent started", SOON), "{}", gw.log_text());
+    hq.put_user("branch-1", "hana", &["admin"]);
+    let (status, body) = hq.admin(
+        "PUT",
+        "/admin/v1/sites/branch-1/contact/crm-42",
+        Some(json!({
+            "id": "crm-42",
+            "name": "Hanse Logistik",
+            "numbers": ["+4940123456", "0401234567"],
+        })),
+    );
+    assert_eq!(status, 200, "PUT contact: {body}");
+    let api = login_when_synced(&gw, "hana");
+    let mut list = Value::Null;
+    let arrived = wait(SOON, || {
+        let (code, body) = api.call("GET", "/api/v1/customers?number=040-123-4567");
+        assert_eq!(code, 200, "{body}");
+        list = body;
+        list["total"] == 1
+    });
+    assert!(
+        arrived,
+        "the contact never arrived: {list}\n{}",
+        gw.log_text()
+    );
+    let c = &list["items"][0];
+    assert_eq!(c["source"], "hq", "{c}");
+    assert_eq!(c["hq_id"], "crm-42", "{c}");
+    assert_eq!(c["name"], "Hanse Logistik", "{c}");
+    // An admin holds numbers.view: unmasked.
+    assert_eq!(c["numbers"], json!(["+4940123456", "0401234567"]), "{c}");
+    let id = c["id"].as_i64().expect("id");
+    let (code, body) = api.call("DELETE", &format!("/api/v1/customers/{id}"));
+    assert_eq!(code, 409, "HQ's contact is read-only on the box: {body}");
     assert_no_sync_errors(&gw);
 }
