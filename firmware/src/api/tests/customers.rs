@@ -643,6 +643,16 @@ async fn permissions_and_scope_decide_who_sees_and_changes_what() {
             .await;
         assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
     }
+    let r = env
+        .write(
+            Method::POST,
+            "/api/v1/customers",
+            &admin,
+            json!({ "name": "Team's", "numbers": ["5550003"], "owner_group": "floor" }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    assert_eq!(r.json()["owner_group"], "floor");
     let names = |r: &Reply| -> Vec<String> {
         r.json()["items"]
             .as_array()
@@ -661,10 +671,10 @@ async fn permissions_and_scope_decide_who_sees_and_changes_what() {
     );
     let r = env.get("/api/v1/customers/2", &olga_c).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text);
-    // The supervisor administers olga's group: her customer, unmasked.
+    // The supervisor administers olga's group: her customer and the group's, unmasked.
     let rita_c = env.login("rita").await;
     let r = env.get("/api/v1/customers", &rita_c).await;
-    assert_eq!(names(&r), ["Olga's"]);
+    assert_eq!(names(&r), ["Olga's", "Team's"]);
     assert_eq!(r.json()["items"][0]["numbers"], json!(["5550001"]));
     // The agent may edit her own customer but not give it to pete.
     let r = env
@@ -734,7 +744,7 @@ async fn permissions_and_scope_decide_who_sees_and_changes_what() {
         )
         .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text);
-    assert_eq!(customer_count(&env), 2);
+    assert_eq!(customer_count(&env), 3);
     let reader = env.accounts.reader().expect("reader");
     let denied = audit::list(&reader, 0, 1000)
         .expect("audit")
