@@ -518,6 +518,9 @@ async fn serve(
         Some((_, rx)) => web_handle.with_sip(rx.clone()),
         None => web_handle,
     };
+    // The agents' desktop events (`/api/v1/events`), published by the main loop.
+    let desk_events = crate::screen_pop::EventHub::default();
+    let web_handle = web_handle.with_events(desk_events.clone());
     // The web API last, so it never serves a box whose board is not up.
     let web = match config.web.listen {
         Some(addr) => Some(start_web(addr, accounts, &config, sync.clone(), web_handle).await?),
@@ -615,6 +618,7 @@ async fn serve(
         web_status,
         db_path: db_path.clone(),
         pin_answers,
+        desk_events,
     };
     tokio::pin!(shutdown);
     health.passed(Fact::Daemon, "main loop running");
@@ -646,7 +650,7 @@ async fn serve(
                 calls.handle_timeout(Instant::now());
             }
             () = sleep_until(Some(board.web_status.timeout())) => board.web_status_due(),
-            Some(request) = web_requests.recv() => board.web_request(&calls, request),
+            Some(request) = web_requests.recv() => board.web_request(&mut calls, request),
             Some(input) = sip_input_rx.recv() => calls.handle_sip(Instant::now(), input),
             Some((check, ok)) = pin_results.recv() => calls.agent_pin_checked(Instant::now(), check, ok),
             Some(list) = blacklist_reloads.recv() => {
@@ -1271,6 +1275,8 @@ struct BoardLoop {
     db_path: PathBuf,
     /// Where PIN check results go (to the main loop, then call control).
     pin_answers: mpsc::UnboundedSender<(u64, bool)>,
+    /// The agents' desktop events (`/api/v1/events`).
+    desk_events: crate::screen_pop::EventHub,
 }
 
 impl BoardLoop {
@@ -1412,6 +1418,14 @@ impl BoardLoop {
                     at_ms,
                 } => {
                     tracing::info!(%agent, state = state.name(), extension, call_id, "agent state");
+                    self.desk_events
+                        .publish(crate::screen_pop::DeskEvent::AgentState {
+                            agent: agent.clone(),
+                            state: state.name(),
+                            extension: extension.clone(),
+                            call_id: call_id.clone(),
+                            at_ms,
+                        });
                     let _ = self.jobs.send(StoreJob::AgentState {
                         agent,
                         state,
@@ -1419,6 +1433,10 @@ impl BoardLoop {
                         call_id,
                         at_ms,
                     });
+                }
+                Output::AgentCall(event) => {
+                    self.desk_events
+                        .publish(crate::screen_pop::DeskEvent::Call(*event));
                 }
                 Output::BlacklistHit { pattern, at_ms } => {
                     let _ = self.jobs.send(StoreJob::BlacklistHit { pattern, at_ms });
@@ -1637,7 +1655,11 @@ impl BoardLoop {
     }
 
     /// A request from the web page (a ring test, the calls in progress).
-    fn web_request(&mut self, calls: &CallControl, request: crate::web::status::ControlRequest) {
+    fn web_request(
+        &mut self,
+        calls: &mut CallControl,
+        request: crate::web::status::ControlRequest,
+    ) {
         use crate::web::status::{ActiveCalls, ControlRequest};
         match request {
             ControlRequest::Calls { reply } => {
@@ -1649,6 +1671,26 @@ impl BoardLoop {
                     let legs = media.stats().await.map_err(|e| e.to_string());
                     let _ = reply.send(ActiveCalls { calls, legs });
                 });
+            }
+            ControlRequest::ClickToCall { request, reply } => {
+                // The agent's logged-in phone, if the caller is an agent logged in.
+                let agent_extension = match &request.phone {
+                    crate::screen_pop::ClickPhone::Own {
+                        agent: Some(agent), ..
+                    } => calls
+                        .acd()
+                        .and_then(|acd| acd.agent(agent))
+                        .filter(|(state, _, _)| **state != crate::acd::AgentState::LoggedOut)
+                        .and_then(|(_, _, ext)| ext.map(str::to_owned)),
+                    _ => None,
+                };
+                let outcome = request
+                    .resolve(agent_extension.as_deref())
+                    .and_then(|from| {
+                        let call_id = calls.click_to_call(Instant::now(), &from, &request.to)?;
+                        Ok(crate::screen_pop::ClickStarted { call_id, from })
+                    });
+                let _ = reply.send(outcome);
             }
             ControlRequest::RingTest { port, reply } => {
                 let outcome = self

@@ -51,6 +51,8 @@
 //! - [`reports`]: call-center reports over a period (per queue: offered, answered,
 //!   abandoned, waits, handle time, service level; per agent: calls, talk time, time
 //!   per state, pauses, login time), computed in SQL from CDRs and the agent state log.
+//! - [`screen_pop`]: the agents' desktop events (bounded broadcast from the main loop
+//!   to `/api/v1/events`) and click-to-call requests to the main loop.
 //! - [`sync`]: the box's side of sync with HQ: applying the change feed, the agent
 //!   task (outbox up, feed down, over HTTPS with mutual TLS), the WAN monitor task,
 //!   the sync status.
@@ -79,6 +81,7 @@ pub mod provision;
 pub mod rbac;
 pub mod recorder;
 pub mod reports;
+pub mod screen_pop;
 pub mod sd_notify;
 pub mod sip_endpoint;
 pub mod store;

@@ -30,6 +30,9 @@
 //!   ([`crate::sync::status::SyncStatusReport`]); `POST /api/v1/sync/force`
 //!   (`sync.operate`, audited as `force_sync`) wakes the agent: 202, or 409 when sync
 //!   is not configured or not running.
+//! - **Screen pop and click-to-call**: `GET /api/v1/events` streams an agent's call
+//!   and state events (SSE); `POST /api/v1/calls` rings the caller's phone, then
+//!   dials (see `events`).
 //! - **Blacklist**: `/api/v1/blacklist` lists, adds and deletes caller-screening
 //!   entries and sets the mode (see `blacklist`).
 //! - **Customers**: `/api/v1/customers` (CRUD, filters, CSV import/export),
@@ -52,6 +55,7 @@
 
 mod blacklist;
 mod customers;
+mod events;
 mod handlers;
 pub mod openapi;
 pub(crate) use handlers::run_force_sync;
@@ -643,6 +647,8 @@ fn build(state: ApiState) -> (Router, Vec<(Method, &'static str)>) {
         h::delete_group
     );
     route!(get, Method::GET, "/api/v1/cdrs", h::list_cdrs);
+    route!(get, Method::GET, "/api/v1/events", events::events);
+    route!(post, Method::POST, "/api/v1/calls", events::click_to_call);
     route!(get, Method::GET, "/api/v1/reports/queues", reports::queues);
     route!(get, Method::GET, "/api/v1/reports/agents", reports::agents);
     route!(get, Method::GET, "/api/v1/audit", h::list_audit);

@@ -43,6 +43,8 @@ const OPS: &[Op] = &[
     op("put", "/api/v1/groups/{id}", "Replace a group", "groups.edit (group admins: group)", Some("GroupSpec"), "200", JSON),
     op("delete", "/api/v1/groups/{id}", "Delete a group", "groups.delete (group admins: group)", None, "204", NONE),
     op("get", "/api/v1/cdrs", "Call records the caller may see, numbers masked unless numbers.view (since, until, limit, offset)", "calls.view", None, "200", JSON),
+    op("get", "/api/v1/events", "Screen pop (Server-Sent Events): ringing / answered / ended events of queue calls (call_id, agent, extension, queue, caller {number, name, masked}, contact, since_ms, at_ms; ended adds disposition and talk_ms) and agent_state events; the caller's own agent by default, ?agent=ID (calls.view over that agent) or ?queue=NAME (queues.view, then each event per agent); numbers masked unless numbers.view; a `lagged` event {missed} when the client fell behind; keep-alive comment every 15 s", "calls.view (per agent)", None, "200", "text/event-stream"),
+    op("post", "/api/v1/calls", "Click-to-call: ring the caller's phone (agent login, else own extension; from: another extension's phone with group/site scope), then dial `to` as the phone would; audited as click_to_call; 202 {call_id, from, to}; 400 bad number, 404 unknown extension, 409 phone busy, not analog, or no phone", "calls.operate (own phone; scoped to the phone's owner)", Some("ClickToCall"), "202", JSON),
     op("get", "/api/v1/reports/queues", "Queue report over [from, to): offered, answered, abandoned, other, waits, talk / wrap-up / handle time, service level (answered within sl s / (offered - abandoned within sl s)), calls per UTC hour; 400 naming a bad parameter or unknown queue", "reports.view (site)", None, "200", JSON),
     op("get", "/api/v1/reports/agents", "Agent report over [from, to): calls answered, talk time, time per state (clipped to the period), login time, pauses by reason; rows limited to the agents the caller's scope reaches; 400 naming a bad parameter or unknown agent", "reports.view (per agent)", None, "200", JSON),
     op("get", "/api/v1/audit", "Audit rows after after_id, oldest first (after_id, limit)", "audit.view (site)", None, "200", JSON),
@@ -245,6 +247,9 @@ pub fn document() -> Value {
                 "BlacklistEntry": { "type": "object", "required": ["pattern"], "properties": {
                     "pattern": string, "reason": string,
                     "action": { "type": "string", "enum": ["allow", "busy", "congestion", "reject"] },
+                }},
+                "ClickToCall": { "type": "object", "required": ["to"], "properties": {
+                    "to": string, "from": string,
                 }},
                 "BlacklistMode": { "type": "object", "required": ["mode"], "properties": {
                     "mode": { "type": "string", "enum": ["deny", "allow"] },

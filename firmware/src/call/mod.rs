@@ -80,12 +80,15 @@ use crate::cdr::{
 use crate::tones::{Country, Tone};
 
 mod b2bua;
+mod click;
 pub mod outside;
 mod queue;
 mod screening;
 pub mod sip;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_click;
 #[cfg(test)]
 mod tests_queue;
 #[cfg(test)]
@@ -98,8 +101,11 @@ mod transfer;
 
 use self::transfer::transfer_failure_status;
 
+pub use self::click::{ClickToCallError, CLICK_TO_CALL_ANSWER};
 pub use self::outside::{outside_routes, OutsideVia, TrunkStatus};
-pub use self::queue::{AcdSettings, PIN_FAILURES, PIN_LOCKOUT};
+pub use self::queue::{
+    AcdSettings, AgentCallEnd, AgentCallEvent, AgentCallKind, PIN_FAILURES, PIN_LOCKOUT,
+};
 pub use self::sip::{EndReason, LegId, MediaEnd, SipInput, SipOrigin, SipTarget, TransferTarget};
 
 /// PSTN ring bursts come every 6 s at most (UK cadence 3 s, US 6 s); no burst for this
@@ -285,6 +291,10 @@ pub enum Output {
         /// The end.
         end: MediaEnd,
     },
+    /// A call-center call changed for an agent: offered to them, answered by them, or
+    /// over for them (for the agents' screen-pop event stream, `/api/v1/events`).
+    /// Boxed like [`Output::Cdr`].
+    AgentCall(Box<AgentCallEvent>),
     /// Check an agent's PIN (argon2id against `users.pin_hash`) and answer with
     /// [`CallControl::agent_pin_checked`] and the same `check`.
     CheckAgentPin {
@@ -511,6 +521,8 @@ enum Fxs {
     },
     /// Hardware fault reported.
     Fault,
+    /// Rung for a click-to-call (on-hook); answering dials its number (see `click`).
+    ClickToCall(click::Click),
 }
 
 #[derive(Debug)]
@@ -562,6 +574,9 @@ pub struct CallControl {
     center: Option<queue::CallCenter>,
     /// Caller screening of inbound outside calls (empty: everyone gets through).
     blacklist: crate::blacklist::Blacklist,
+    /// The key the next call takes instead of a fresh one: a click-to-call's call
+    /// keeps the id the API returned (set only while its digits are dialled).
+    reserved_key: Option<CallKey>,
 }
 
 /// How long a finished call's CDR waits for the quality of its SIP legs (the endpoint
@@ -637,6 +652,7 @@ impl CallControl {
             leg_quality: BTreeMap::new(),
             pending_cdrs: Vec::new(),
             blacklist: crate::blacklist::Blacklist::default(),
+            reserved_key: None,
         }
     }
 
@@ -666,6 +682,7 @@ impl CallControl {
         let ports = self.fxs.values().filter_map(|p| match &p.state {
             Fxs::Dialing { deadline, .. } => Some(*deadline),
             Fxs::Lockout { quiet_at } => *quiet_at,
+            Fxs::ClickToCall(c) => Some(c.deadline),
             _ => None,
         });
         let calls = self.calls.values().filter_map(|c| c.deadline);
@@ -685,6 +702,7 @@ impl CallControl {
             .filter(|(_, p)| match &p.state {
                 Fxs::Dialing { deadline, .. } => *deadline <= now,
                 Fxs::Lockout { quiet_at } => quiet_at.is_some_and(|q| q <= now),
+                Fxs::ClickToCall(c) => c.deadline <= now,
                 _ => false,
             })
             .map(|(&n, _)| n)
@@ -695,6 +713,9 @@ impl CallControl {
                 Some(Fxs::Lockout { .. }) => {
                     self.cmd(port, Command::StopTone);
                     self.set_fxs(port, Fxs::Lockout { quiet_at: None });
+                }
+                Some(Fxs::ClickToCall(click)) => {
+                    self.click_failed(now, port, click, Disposition::NoAnswer)
                 }
                 _ => {}
             }
@@ -800,6 +821,9 @@ impl CallControl {
             Event::Digit(d) => self.digit(now, port, *d as char),
             Event::Fault(kind) => {
                 tracing::warn!(port, ?kind, "FXS port fault: port out of service");
+                if let Some(Fxs::ClickToCall(click)) = self.fxs_state(port) {
+                    self.click_failed(now, port, click, Disposition::Congestion);
+                }
                 if let Some(Fxs::Ringing(key)) = self.fxs_state(port) {
                     self.stop_offer(port, key);
                     if self.queue_offer_failed(now, key, Party::Fxs(port)) {
@@ -842,6 +866,7 @@ impl CallControl {
         match p.state.clone() {
             Fxs::Idle => self.start_dialing(now, port),
             Fxs::Ringing(key) => self.answer(now, key, Party::Fxs(port)),
+            Fxs::ClickToCall(click) => self.click_answered(now, port, click),
             Fxs::Fault => {}
             other => tracing::debug!(port, ?other, "off-hook in unexpected state"),
         }
@@ -895,7 +920,7 @@ impl CallControl {
                 self.cmd(port, Command::StopTone);
                 self.set_fxs(port, Fxs::Idle);
             }
-            Fxs::Idle | Fxs::Ringing(_) | Fxs::Fault => {}
+            Fxs::Idle | Fxs::Ringing(_) | Fxs::Fault | Fxs::ClickToCall(_) => {}
         }
         if self.fxs_state(port) != Some(Fxs::Fault) {
             self.set_fxs(port, Fxs::Idle);
@@ -1762,9 +1787,17 @@ impl CallControl {
         }
     }
 
+    /// The key of the next call: the reserved one of a click-to-call, else a new one.
+    fn take_key(&mut self) -> CallKey {
+        self.reserved_key.take().unwrap_or_else(|| {
+            let key = self.next_call;
+            self.next_call += 1;
+            key
+        })
+    }
+
     fn new_call(&mut self, mut call: Call) -> CallKey {
-        let key = self.next_call;
-        self.next_call += 1;
+        let key = self.take_key();
         call.id = format!("{}-{}", self.settings.call_id_prefix, key);
         // The caller (and a transferor waiting for the outcome) now belong to it.
         for leg in [call.caller_leg(), call.transferor].into_iter().flatten() {
@@ -1956,6 +1989,7 @@ impl CallControl {
     }
 
     fn emit_cdr(&mut self, now: Instant, call: &Call, disposition: Disposition, side: HangupSide) {
+        self.agent_calls_ended(now, call, disposition);
         let callee_port = call
             .callee
             .and_then(Party::port)
@@ -2096,8 +2130,7 @@ impl CallControl {
         disposition: Disposition,
     ) {
         // A call that never got anywhere: it only needs an id and its record.
-        let key = self.next_call;
-        self.next_call += 1;
+        let key = self.take_key();
         let call = Call {
             id: format!("{}-{}", self.settings.call_id_prefix, key),
             ..self.call_from_port(port, started, direction, digits)
@@ -2223,7 +2256,7 @@ fn fxs_port_state(s: &Fxs, calls: &BTreeMap<CallKey, Call>) -> PortState {
     match s {
         Fxs::Idle => PortState::Idle,
         Fxs::Dialing { .. } => PortState::Dialing,
-        Fxs::Ringing(_) => PortState::Ringing,
+        Fxs::Ringing(_) | Fxs::ClickToCall(_) => PortState::Ringing,
         Fxs::Caller(k) => match calls.get(k).map(|c| c.phase) {
             Some(CallPhase::Connected) => PortState::Talking,
             _ => PortState::Calling,

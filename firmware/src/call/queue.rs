@@ -80,6 +80,70 @@ pub struct AcdSettings {
     pub codes: FeatureCodes,
 }
 
+/// A call-center call as one agent sees it ([`Output::AgentCall`]): the facts an
+/// agent's desktop pops up (the caller, the queue) and what happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentCallEvent {
+    /// The agent.
+    pub agent: AgentId,
+    /// The call's id (as on its CDR).
+    pub call_id: String,
+    /// The queue the caller came through.
+    pub queue: String,
+    /// Calling number ("" when withheld); unmasked: masking is per viewer.
+    pub caller_number: String,
+    /// Calling name from caller ID or the calling extension ("" when none).
+    pub caller_name: String,
+    /// The agent's extension rung (or that answered).
+    pub extension: Option<String>,
+    /// When the caller entered the queue, ms since the Unix epoch.
+    pub since_ms: i64,
+    /// When this happened, ms since the Unix epoch.
+    pub at_ms: i64,
+    /// What happened.
+    pub kind: AgentCallKind,
+}
+
+/// What happened to a call for an agent ([`AgentCallEvent`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgentCallKind {
+    /// The agent's phone rings for the call.
+    Ringing,
+    /// The agent answered: caller and agent are connected.
+    Answered,
+    /// The call is no longer the agent's: it ended, or the offer was withdrawn.
+    Ended {
+        /// How.
+        end: AgentCallEnd,
+        /// Talk time, for a call the agent answered.
+        talk_ms: Option<i64>,
+    },
+}
+
+/// How a call ended for an agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgentCallEnd {
+    /// The call itself ended, with its CDR's disposition.
+    Call(Disposition),
+    /// The call goes on but no longer rings this agent (no answer in time, another
+    /// agent answered, the agent paused, the caller overflowed).
+    OfferStopped(StopReason),
+}
+
+impl AgentCallEnd {
+    /// Stable lower-case name (the event stream's `disposition`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AgentCallEnd::Call(d) => d.as_str(),
+            AgentCallEnd::OfferStopped(StopReason::NoAnswer) => "not_answered",
+            AgentCallEnd::OfferStopped(StopReason::AnsweredElsewhere) => "answered_elsewhere",
+            AgentCallEnd::OfferStopped(StopReason::Abandoned) => "abandoned",
+            AgentCallEnd::OfferStopped(StopReason::Overflowed) => "overflowed",
+            AgentCallEnd::OfferStopped(StopReason::AgentLeft) => "agent_left",
+        }
+    }
+}
+
 /// A call's place in the call center.
 #[derive(Debug, Clone)]
 pub(super) struct QueueCall {
@@ -159,6 +223,11 @@ impl CallCenter {
     pub(super) fn timeout(&self, now: Instant) -> Option<Instant> {
         self.acd.timeout(now)
     }
+
+    /// Whether `digits` are (or start) an agent feature code.
+    pub(super) fn codes_parse_is_code(&self, digits: &str) -> bool {
+        !matches!(self.codes.parse(digits), Ok(Parsed::NotACode))
+    }
 }
 
 impl CallControl {
@@ -214,7 +283,7 @@ impl CallControl {
                 agent,
                 reason,
                 ..
-            } => self.stop_agent_offers(call.0, &agent, reason),
+            } => self.stop_agent_offers(now, call.0, &agent, reason),
             Action::Connect {
                 call,
                 agent,
@@ -369,10 +438,95 @@ impl CallControl {
         }
         q.offers
             .extend(parties.into_iter().map(|p| (p, agent.clone())));
+        self.agent_call(now, key, agent, Some(extension), AgentCallKind::Ringing);
+    }
+
+    /// Emits [`Output::AgentCall`] for queue call `key` (still in `self.calls`).
+    fn agent_call(
+        &mut self,
+        now: Instant,
+        key: CallKey,
+        agent: AgentId,
+        extension: Option<String>,
+        kind: AgentCallKind,
+    ) {
+        let Some(call) = self.calls.get(&key) else {
+            return;
+        };
+        let Some(event) = self.agent_call_event(now, call, agent, extension, kind) else {
+            return;
+        };
+        self.outputs.push_back(Output::AgentCall(Box::new(event)));
+    }
+
+    /// The [`AgentCallEvent`] of `call` (a queue call) for `agent`.
+    pub(super) fn agent_call_event(
+        &self,
+        now: Instant,
+        call: &super::Call,
+        agent: AgentId,
+        extension: Option<String>,
+        kind: AgentCallKind,
+    ) -> Option<AgentCallEvent> {
+        let q = call.queue.as_ref()?;
+        Some(AgentCallEvent {
+            agent,
+            call_id: call.id.clone(),
+            queue: q.queue.as_str().to_owned(),
+            caller_number: call.caller_number.clone(),
+            caller_name: call.caller_name.clone(),
+            extension,
+            since_ms: self.wall(q.entered),
+            at_ms: self.wall(now),
+            kind,
+        })
+    }
+
+    /// Call `call` (removed, ending with `disposition`) is over for the agent who
+    /// took it and for every agent still offered it.
+    pub(super) fn agent_calls_ended(
+        &mut self,
+        now: Instant,
+        call: &super::Call,
+        disposition: Disposition,
+    ) {
+        let Some(q) = call.queue.as_ref() else {
+            return;
+        };
+        let talk_ms = call.answered.map(|a| {
+            i64::try_from(now.saturating_duration_since(a).as_millis()).unwrap_or(i64::MAX)
+        });
+        let end = AgentCallEnd::Call(disposition);
+        let mut agents: Vec<(AgentId, Option<String>, Option<i64>)> = Vec::new();
+        if let Some(agent) = &q.agent {
+            let ext = call
+                .callee
+                .map(|p| self.party_number(p))
+                .filter(|n| !n.is_empty());
+            agents.push((agent.clone(), ext, talk_ms));
+        }
+        for (party, agent) in &q.offers {
+            if agents.iter().all(|(a, _, _)| a != agent) {
+                let ext = Some(self.party_number(*party)).filter(|n| !n.is_empty());
+                agents.push((agent.clone(), ext, None));
+            }
+        }
+        for (agent, extension, talk_ms) in agents {
+            let kind = AgentCallKind::Ended { end, talk_ms };
+            if let Some(e) = self.agent_call_event(now, call, agent, extension, kind) {
+                self.outputs.push_back(Output::AgentCall(Box::new(e)));
+            }
+        }
     }
 
     /// Stops every device ringing for `agent` on call `key`.
-    fn stop_agent_offers(&mut self, key: CallKey, agent: &AgentId, reason: StopReason) {
+    fn stop_agent_offers(
+        &mut self,
+        now: Instant,
+        key: CallKey,
+        agent: &AgentId,
+        reason: StopReason,
+    ) {
         let Some(q) = self.calls.get_mut(&key).and_then(|c| c.queue.as_mut()) else {
             return;
         };
@@ -390,6 +544,14 @@ impl CallControl {
         } else {
             EndReason::Normal
         };
+        if let Some(&first) = stopped.first() {
+            let extension = Some(self.party_number(first)).filter(|n| !n.is_empty());
+            let kind = AgentCallKind::Ended {
+                end: AgentCallEnd::OfferStopped(reason),
+                talk_ms: None,
+            };
+            self.agent_call(now, key, agent.clone(), extension, kind);
+        }
         for party in stopped {
             match party {
                 Party::Fxs(port) => {
@@ -476,6 +638,8 @@ impl CallControl {
             self.cmd(line, Command::StopTone);
         }
         self.answer(now, key, party);
+        let extension = Some(self.party_number(party)).filter(|n| !n.is_empty());
+        self.agent_call(now, key, agent, extension, AgentCallKind::Answered);
     }
 
     /// Stops what the media engine plays to queue call `key`'s caller, if anything.

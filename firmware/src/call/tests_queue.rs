@@ -610,3 +610,105 @@ fn announcement_wording() {
     assert!(super::queue::announcement(&partial, 3, None).is_empty());
     assert!(super::queue::announcement(&BTreeMap::new(), 1, None).is_empty());
 }
+
+fn agent_calls(out: &[Output]) -> Vec<AgentCallEvent> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::AgentCall(e) => Some(AgentCallEvent::clone(e)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn the_agent_gets_ringing_answered_and_ended_events_with_the_caller_and_queue() {
+    let mut h = harness();
+    login(&mut h, 2, "100");
+    h.ev(1, Event::OffHook);
+    h.dial(1, "7001");
+    let entered_ms = h.cc.settings.wall_clock_ms
+        + i64::try_from(
+            h.now
+                .saturating_duration_since(h.cc.settings.epoch)
+                .as_millis(),
+        )
+        .expect("ms");
+    let ringing = agent_calls(&h.take());
+    assert_eq!(ringing.len(), 1, "{ringing:?}");
+    let r = &ringing[0];
+    assert_eq!(r.kind, AgentCallKind::Ringing);
+    assert_eq!((r.agent.as_str(), r.queue.as_str()), ("100", "sales"));
+    assert_eq!(
+        (r.caller_number.as_str(), r.caller_name.as_str()),
+        ("101", "Ext 101")
+    );
+    assert_eq!(r.extension.as_deref(), Some("102"));
+    assert_eq!(r.since_ms, entered_ms);
+    let call_id = r.call_id.clone();
+    h.advance(Duration::from_secs(3));
+    h.ev(2, Event::OffHook);
+    let answered = agent_calls(&h.take());
+    assert_eq!(answered.len(), 1, "{answered:?}");
+    assert_eq!(answered[0].kind, AgentCallKind::Answered);
+    assert_eq!(answered[0].call_id, call_id);
+    assert_eq!(answered[0].at_ms, entered_ms + 3_000);
+    h.advance(Duration::from_secs(20));
+    h.ev(1, Event::OnHook);
+    let out = h.take();
+    let ended = agent_calls(&out);
+    assert_eq!(ended.len(), 1, "{ended:?}");
+    assert_eq!(
+        ended[0].kind,
+        AgentCallKind::Ended {
+            end: AgentCallEnd::Call(Disposition::Answered),
+            talk_ms: Some(20_000),
+        }
+    );
+    assert_eq!(ended[0].call_id, cdrs(&out)[0].call_id);
+    assert_eq!(ended[0].extension.as_deref(), Some("102"));
+}
+
+#[test]
+fn a_ringing_agent_hears_of_an_abandoned_caller_and_of_an_offer_moving_on() {
+    let mut h = harness();
+    login(&mut h, 2, "100");
+    login(&mut h, 3, "200");
+    h.ev(1, Event::OffHook);
+    h.dial(1, "7001");
+    let first = agent_calls(&h.take());
+    assert_eq!(first.len(), 1);
+    let first_agent = first[0].agent.clone();
+    // The queue's 10 s ring timeout: the first agent's offer ends "not answered",
+    // the other agent's phone rings.
+    h.advance(Duration::from_secs(10));
+    let moved = agent_calls(&h.take());
+    assert_eq!(moved.len(), 2, "{moved:?}");
+    assert_eq!(moved[0].agent, first_agent);
+    assert_eq!(
+        moved[0].kind,
+        AgentCallKind::Ended {
+            end: AgentCallEnd::OfferStopped(crate::acd::StopReason::NoAnswer),
+            talk_ms: None,
+        }
+    );
+    assert_eq!(
+        AgentCallEnd::OfferStopped(crate::acd::StopReason::NoAnswer).as_str(),
+        "not_answered"
+    );
+    assert_eq!(moved[1].kind, AgentCallKind::Ringing);
+    assert_ne!(moved[1].agent, first_agent);
+    // The caller gives up: the ringing agent's call ends as the CDR says.
+    h.advance(Duration::from_secs(2));
+    h.ev(1, Event::OnHook);
+    let out = h.take();
+    let gone = agent_calls(&out);
+    assert_eq!(gone.len(), 1, "{gone:?}");
+    assert_eq!(gone[0].agent, moved[1].agent);
+    assert_eq!(
+        gone[0].kind,
+        AgentCallKind::Ended {
+            end: AgentCallEnd::Call(cdrs(&out)[0].disposition),
+            talk_ms: None,
+        }
+    );
+}

@@ -219,6 +219,14 @@ pub enum ControlRequest {
         /// The answer.
         reply: oneshot::Sender<ActiveCalls>,
     },
+    /// Click-to-call: ring a user's phone, then dial for it.
+    ClickToCall {
+        /// What to ring and dial.
+        request: crate::screen_pop::ClickRequest,
+        /// The outcome.
+        reply:
+            oneshot::Sender<Result<crate::screen_pop::ClickStarted, crate::screen_pop::ClickError>>,
+    },
     /// Ring an idle FXS phone for [`RING_TEST_DURATION`].
     RingTest {
         /// The port.
@@ -236,6 +244,8 @@ pub struct StatusHandle {
     info: Arc<StaticInfo>,
     /// The SIP endpoint's registrations (`None`: no SIP endpoint runs).
     sip: Option<watch::Receiver<Arc<SipStatus>>>,
+    /// The agents' desktop events (`None`: not published, e.g. API-only tests).
+    events: Option<crate::screen_pop::EventHub>,
 }
 
 impl StatusHandle {
@@ -250,7 +260,32 @@ impl StatusHandle {
             control,
             info: Arc::new(info),
             sip: None,
+            events: None,
         }
+    }
+
+    /// The handle with the agents' desktop events the main loop publishes.
+    pub fn with_events(mut self, events: crate::screen_pop::EventHub) -> StatusHandle {
+        self.events = Some(events);
+        self
+    }
+
+    /// The agents' desktop events (`None`: not published).
+    pub fn events(&self) -> Option<&crate::screen_pop::EventHub> {
+        self.events.as_ref()
+    }
+
+    /// Asks the main loop for a click-to-call.
+    pub async fn click_to_call(
+        &self,
+        request: crate::screen_pop::ClickRequest,
+    ) -> Result<crate::screen_pop::ClickStarted, crate::screen_pop::ClickError> {
+        use crate::screen_pop::ClickError;
+        let (reply, answer) = oneshot::channel();
+        self.control
+            .send(ControlRequest::ClickToCall { request, reply })
+            .map_err(|_| ClickError::Stopping)?;
+        answer.await.map_err(|_| ClickError::Stopping)?
     }
 
     /// The handle with the SIP endpoint's registrations snapshot.

@@ -48,6 +48,8 @@ struct Env {
     /// Call control as the main loop owns it; the test feeds it board events.
     calls: Arc<Mutex<CallControl>>,
     writer: StoreWriter,
+    /// The agents' desktop events, as the main loop publishes them.
+    events: crate::screen_pop::EventHub,
 }
 
 struct Reply {
@@ -167,6 +169,14 @@ async fn env() -> Env {
                     p.publish(system_clock_ms());
                     let _ = reply.send(r);
                 }
+                ControlRequest::ClickToCall { request, reply } => {
+                    let r = request.resolve(None).and_then(|from| {
+                        let mut calls = c.lock().expect("calls");
+                        let call_id = calls.click_to_call(Instant::now(), &from, &request.to)?;
+                        Ok(crate::screen_pop::ClickStarted { call_id, from })
+                    });
+                    let _ = reply.send(r);
+                }
                 ControlRequest::Calls { reply } => {
                     let calls = c.lock().expect("calls").snapshot();
                     let legs = media.stats().await.map_err(|e| e.to_string());
@@ -175,6 +185,7 @@ async fn env() -> Env {
             }
         }
     });
+    let events = crate::screen_pop::EventHub::default();
     let info = StaticInfo {
         version: "test",
         board_model: "sim".into(),
@@ -187,7 +198,7 @@ async fn env() -> Env {
         MaskPattern::default(),
         Arc::new(system_clock_ms),
         SyncHandle::not_configured(),
-        Some(StatusHandle::new(rx, control, info)),
+        Some(StatusHandle::new(rx, control, info).with_events(events.clone())),
     );
     for (name, role) in [
         ("tech", "technician"),
@@ -217,6 +228,7 @@ async fn env() -> Env {
         publisher,
         calls,
         writer,
+        events,
     }
 }
 
@@ -1064,4 +1076,325 @@ async fn sync_page_shows_the_backlog_and_force_needs_csrf_and_operate() {
         .map(|a| (a.actor, a.result))
         .collect();
     assert_eq!(rows, vec![("tech".to_owned(), "failed".to_owned())]);
+}
+
+/// An open SSE response body, read event by event.
+struct SseBody {
+    body: Body,
+    text: String,
+}
+
+impl SseBody {
+    /// The next event (name, JSON data), skipping comments; a generous bound only
+    /// stops a hang.
+    async fn next(&mut self) -> (String, Value) {
+        loop {
+            if let Some(end) = self.text.find("\n\n") {
+                let block: String = self.text.drain(..end + 2).collect();
+                let name = block.lines().find_map(|l| l.strip_prefix("event:"));
+                let data = block.lines().find_map(|l| l.strip_prefix("data:"));
+                if let (Some(n), Some(d)) = (name, data) {
+                    return (
+                        n.trim().to_owned(),
+                        serde_json::from_str(d.trim()).expect("json"),
+                    );
+                }
+                continue;
+            }
+            let frame = tokio::time::timeout(std::time::Duration::from_secs(30), self.body.frame())
+                .await
+                .expect("an event in time")
+                .expect("stream open")
+                .expect("frame");
+            if let Some(data) = frame.data_ref() {
+                self.text.push_str(&String::from_utf8_lossy(data));
+            }
+        }
+    }
+}
+
+impl Env {
+    /// Opens `GET uri` as `b`: the status, and the body when it is a stream.
+    async fn stream(&self, uri: &str, b: &Browser) -> (StatusCode, SseBody) {
+        let mut req = Request::builder()
+            .uri(uri)
+            .header(header::COOKIE, &b.cookie)
+            .body(Body::empty())
+            .expect("request");
+        let addr: SocketAddr = "192.0.2.7:40000".parse().expect("addr");
+        req.extensions_mut().insert(ConnectInfo(addr));
+        let resp = self.router.clone().oneshot(req).await.expect("infallible");
+        let status = resp.status();
+        (
+            status,
+            SseBody {
+                body: resp.into_body(),
+                text: String::new(),
+            },
+        )
+    }
+
+    async fn user_with(
+        &self,
+        name: &str,
+        role: &str,
+        agent: Option<&str>,
+        ext: Option<&str>,
+    ) -> crate::rbac::UserId {
+        self.accounts
+            .create_user(
+                &Actor::system(),
+                NewUser {
+                    username: name.to_owned(),
+                    password: PASSWORD.to_owned(),
+                    enabled: true,
+                    roles: vec![role.to_owned()],
+                    agent_id: agent.map(str::to_owned),
+                    pin: agent.map(|_| "4821".to_owned()),
+                    extension: ext.map(str::to_owned),
+                    ..NewUser::default()
+                },
+                system_clock_ms(),
+            )
+            .await
+            .expect("user")
+            .id
+    }
+}
+
+fn ringing(agent: &str, queue: &str, n: i64) -> crate::screen_pop::DeskEvent {
+    crate::screen_pop::DeskEvent::Call(crate::call::AgentCallEvent {
+        agent: agent.parse().expect("agent"),
+        call_id: format!("c-{n}"),
+        queue: queue.to_owned(),
+        caller_number: "13812345678".to_owned(),
+        caller_name: "ACME".to_owned(),
+        extension: Some("101".to_owned()),
+        since_ms: 1_000,
+        at_ms: 1_000 + n,
+        kind: crate::call::AgentCallKind::Ringing,
+    })
+}
+
+#[tokio::test]
+async fn the_event_stream_follows_the_agent_checks_scope_per_event_and_masks_per_role() {
+    let env = env().await;
+    let alice = env
+        .user_with("alice", "agent", Some("100"), Some("101"))
+        .await;
+    env.user_with("carol", "agent", Some("300"), None).await;
+    rusqlite::Connection::open(env._dir.path().join("branchline.db"))
+        .and_then(|db| {
+            db.execute(
+                "INSERT INTO queues (name, number, strategy, ring_timeout_ms, wrap_up_ms)
+                 VALUES ('sales', '7001', 'ring_all', 15000, 500)",
+                [],
+            )
+        })
+        .expect("queue row");
+    let sup_id = env
+        .accounts
+        .reader()
+        .expect("reader")
+        .connection()
+        .query_row("SELECT id FROM users WHERE username = 'sup'", [], |r| {
+            r.get(0)
+        })
+        .map(crate::rbac::UserId)
+        .expect("sup");
+    env.accounts
+        .create_group(
+            &Actor::system(),
+            crate::accounts::GroupSpec {
+                name: "floor".into(),
+                description: String::new(),
+                members: vec![
+                    crate::accounts::GroupMember {
+                        user_id: alice,
+                        is_group_admin: false,
+                    },
+                    crate::accounts::GroupMember {
+                        user_id: sup_id,
+                        is_group_admin: true,
+                    },
+                ],
+            },
+            system_clock_ms(),
+        )
+        .await
+        .expect("group");
+    let (a, s, t, other) = (
+        env.login("alice").await,
+        env.login("sup").await,
+        env.login("tech").await,
+        env.login("agent1").await,
+    );
+
+    // Refusals: no agent ID, another's agent without the grant, bad parameters.
+    let (status, _) = env.stream("/api/v1/events", &t).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, _) = env.stream("/api/v1/events?agent=100", &other).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let r = env
+        .get("/api/v1/events?agent=100&queue=sales", Some(&s))
+        .await;
+    assert_eq!(r.json()["problems"][0]["field"], "queue", "{}", r.text);
+    let r = env.get("/api/v1/events?agent=x", Some(&s)).await;
+    assert_eq!(r.json()["problems"][0]["field"], "agent", "{}", r.text);
+    let r = env.get("/api/v1/events?agent=999", Some(&s)).await;
+    assert_eq!(r.json()["problems"][0]["field"], "agent", "{}", r.text);
+    let r = env.get("/api/v1/events?since=1", Some(&s)).await;
+    assert_eq!(r.json()["problems"][0]["field"], "since", "{}", r.text);
+
+    let (status, mut alice_own) = env.stream("/api/v1/events", &a).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, mut sup_alice) = env.stream("/api/v1/events?agent=100", &s).await;
+    assert_eq!(status, StatusCode::OK);
+
+    // Carol's call is nobody's business here; Alice's pops on both streams: masked
+    // for Alice (no numbers.view), unmasked for her supervisor.
+    env.events.publish(ringing("300", "sales", 1));
+    env.events.publish(ringing("100", "sales", 2));
+    let (name, e) = alice_own.next().await;
+    assert_eq!(name, "ringing");
+    assert_eq!(e["call_id"], "c-2", "{e}");
+    assert_eq!(
+        e["caller"],
+        json!({ "number": "138****5678", "name": "ACME", "masked": true })
+    );
+    assert_eq!(e["contact"], Value::Null);
+    assert_eq!(
+        (e["queue"].as_str(), e["since_ms"].as_i64()),
+        (Some("sales"), Some(1_000))
+    );
+    let (_, e) = sup_alice.next().await;
+    assert_eq!(e["caller"]["number"], "13812345678", "{e}");
+    assert_eq!(e["caller"]["masked"], false);
+
+    // A lagging stream is told how many events it missed, then goes on.
+    for n in 0..(crate::screen_pop::EVENT_BUFFER as i64 + 10) {
+        env.events.publish(ringing("100", "sales", 100 + n));
+    }
+    let (name, e) = alice_own.next().await;
+    assert_eq!(
+        (name.as_str(), e["missed"].as_u64()),
+        ("lagged", Some(10)),
+        "{e}"
+    );
+    let (_, e) = alice_own.next().await;
+    assert_eq!(e["call_id"], "c-110", "{e}");
+
+    // The queue stream (queues.view) shows only the agents the supervisor may see.
+    let (status, mut sup_queue) = env.stream("/api/v1/events?queue=sales", &s).await;
+    assert_eq!(status, StatusCode::OK);
+    env.events.publish(ringing("300", "sales", 900));
+    env.events.publish(ringing("100", "support", 901));
+    env.events.publish(ringing("100", "sales", 902));
+    let (_, e) = sup_queue.next().await;
+    assert_eq!(e["call_id"], "c-902", "{e}");
+}
+
+#[tokio::test]
+async fn click_to_call_rings_the_users_phone_needs_the_grant_and_is_audited() {
+    let env = env().await;
+    env.user_with("alice", "agent", Some("100"), Some("101"))
+        .await;
+    let (a, boss, nobody) = (
+        env.login("alice").await,
+        env.login("boss").await,
+        env.login("agent1").await,
+    );
+    let post = |b: &Browser, body: Value| {
+        let b = b.clone();
+        let env = &env;
+        async move {
+            let mut req = Request::builder()
+                .method(Method::POST)
+                .uri("/api/v1/calls")
+                .header(header::COOKIE, &b.cookie)
+                .header(header::CONTENT_TYPE, "application/json")
+                .header(api::CSRF_HEADER, &b.csrf)
+                .body(Body::from(body.to_string()))
+                .expect("request");
+            let addr: SocketAddr = "192.0.2.7:40000".parse().expect("addr");
+            req.extensions_mut().insert(ConnectInfo(addr));
+            let resp = env.router.clone().oneshot(req).await.expect("infallible");
+            let status = resp.status();
+            let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+            (
+                status,
+                serde_json::from_slice::<Value>(&bytes).unwrap_or(Value::Null),
+            )
+        }
+    };
+    // Bad input names the field and rings nothing.
+    for body in [
+        json!({}),
+        json!({ "to": "" }),
+        json!({ "to": "10a" }),
+        json!({ "to": "555" }),
+    ] {
+        let (status, r) = post(&a, body.clone()).await;
+        assert_eq!(
+            (status, r["problems"][0]["field"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("to")),
+            "{body}: {r}"
+        );
+    }
+    let (status, r) = post(&a, json!({ "to": "102", "extra": 1 })).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{r}");
+    let (status, r) = post(&a, json!({ "to": "102", "from": "x" })).await;
+    assert_eq!(r["problems"][0]["field"], "from", "{status} {r}");
+    assert_eq!(
+        env.calls.lock().expect("calls").timeout(),
+        None,
+        "nothing rings"
+    );
+    // Alice's own phone (her extension, 101) rings; a second click finds it busy.
+    let (status, r) = post(&a, json!({ "to": "102" })).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{r}");
+    assert_eq!(r["from"], "101");
+    assert!(
+        r["call_id"]
+            .as_str()
+            .is_some_and(|id| id.starts_with("web-")),
+        "{r}"
+    );
+    let (status, _) = post(&a, json!({ "to": "102" })).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    // Another's phone: not for an agent (own scope only), fine for the admin; an
+    // unknown extension is a 404; no phone at all is a 409.
+    let (status, _) = post(&a, json!({ "to": "101", "from": "102" })).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, r) = post(&boss, json!({ "to": "101", "from": "150" })).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{r}");
+    let (status, r) = post(&boss, json!({ "to": "101", "from": "102" })).await;
+    assert_eq!(
+        (status, r["from"].as_str()),
+        (StatusCode::ACCEPTED, Some("102")),
+        "{r}"
+    );
+    let (status, r) = post(&nobody, json!({ "to": "101" })).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{r}");
+    // Without the CSRF token: refused before anything.
+    let mut no_csrf = a.clone();
+    no_csrf.csrf = "wrong".into();
+    let (status, _) = post(&no_csrf, json!({ "to": "102" })).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let audit: Vec<(String, String, String)> = env
+        .audit()
+        .into_iter()
+        .filter(|r| r.action == "click_to_call")
+        .map(|r| (r.actor, r.target, r.result.to_string()))
+        .collect();
+    assert_eq!(
+        audit,
+        [
+            ("alice".into(), "extension 101".into(), "failed".into()),
+            ("alice".into(), "extension 101".into(), "ok".into()),
+            ("alice".into(), "extension 101".into(), "failed".into()),
+            ("boss".into(), "extension 102".into(), "ok".into()),
+            ("agent1".into(), "own phone".into(), "failed".into()),
+        ]
+    );
 }

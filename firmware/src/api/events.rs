@@ -1,0 +1,470 @@
+//! `GET /api/v1/events` (the agents' screen-pop stream, Server-Sent Events) and
+//! `POST /api/v1/calls` (click-to-call).
+//!
+//! **Events.** Without parameters the caller must be an agent (`users.agent_id`) and
+//! gets the events about themselves (`calls.view` on their own record). `?agent=ID`
+//! follows another agent: `calls.view` on that agent's record (owned by the agent's
+//! user, with the user's groups: a supervisor reaches the agents of the groups they
+//! administer, an admin every agent; an agent ID no user holds needs `site`).
+//! `?queue=NAME` follows a queue's calls: `queues.view` (site) to subscribe, then each
+//! event is checked like `?agent=` for the agent it is about and left out when the
+//! caller may not see that agent's calls (as `reports/agents` filters its rows).
+//! Agent-state events come with `agent` subscriptions, not queue ones.
+//!
+//! Each event is checked again when it is sent, with the user and roles as they are
+//! then (a disabled user's stream ends; a role that lost the grant stops receiving),
+//! and its caller number is masked by the rules of `/api/v1/cdrs` (unmasked for an
+//! extension, or with `numbers.view` over the agent's record). `contact` is the caller's directory entry: null until the customer
+//! directory lands (see [`contact_for`], the one place it plugs in). The stream sends
+//! a keep-alive comment every [`KEEP_ALIVE`] and ends when the session does (logout,
+//! expiry); an open stream counts as activity for the session's idle timeout. A
+//! stream that falls more than [`crate::screen_pop::EVENT_BUFFER`] events behind gets
+//! a `lagged` event with the number it missed, and goes on.
+//!
+//! **Click-to-call.** `{"to": "<digits>", "from"?: "<extension>"}`: `calls.operate` on
+//! the record of the phone's owner (`own` for the caller's own phone: the extension
+//! they are logged in on as an agent, else their user's extension; another extension
+//! needs `group` or `site` over its owner). Answers 202 `{call_id, from, to}`; 400 for
+//! a bad field (named), 403, 404 for an unknown extension, 409 when the phone is busy,
+//! has no analog port, or the caller has no phone. Audited (`click_to_call`, ok or
+//! failed with the reason).
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::sse::{Event, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use futures_util::stream::{self, Stream};
+use rusqlite::OptionalExtension;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::sync::broadcast::error::RecvError;
+
+use super::{ApiError, ApiState, Authed};
+use crate::acd::{AgentId, QueueName};
+use crate::audit;
+use crate::call::{AgentCallKind, ClickToCallError};
+use crate::mask::NumberDirectory;
+use crate::rbac::{Action, GroupId, Resource, Target, UserId};
+use crate::screen_pop::{ClickError, ClickPhone, ClickRequest, DeskEvent};
+use crate::store::StoreReader;
+
+/// How often an idle stream sends a keep-alive comment (and checks its session).
+pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+type Owners = BTreeMap<String, (UserId, Vec<GroupId>)>;
+
+/// What a stream follows.
+#[derive(Debug, Clone)]
+enum Follow {
+    Agent(AgentId),
+    Queue(QueueName),
+}
+
+impl Follow {
+    fn wants(&self, e: &DeskEvent) -> bool {
+        match self {
+            Follow::Agent(a) => e.agent() == a,
+            Follow::Queue(q) => e.queue() == Some(q.as_str()),
+        }
+    }
+}
+
+/// The record of agent `id` for the authorizer: owned by its user, with the user's
+/// groups; nobody's when no user holds the ID.
+fn agent_target(owners: &Owners, id: &str) -> Target {
+    match owners.get(id) {
+        Some((user, groups)) => Target::Owned {
+            owner: Some(*user),
+            groups: groups.clone(),
+        },
+        None => Target::Owned {
+            owner: None,
+            groups: Vec::new(),
+        },
+    }
+}
+
+fn owners(reader: &StoreReader) -> Result<Owners, ApiError> {
+    crate::reports::agent_owners(reader.connection(), reader.path()).map_err(|e| {
+        tracing::error!(error = %e, "agent owners not read");
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+    })
+}
+
+/// A user's agent ID and extension.
+fn user_phone(
+    reader: &StoreReader,
+    user: UserId,
+) -> Result<(Option<String>, Option<String>), ApiError> {
+    reader
+        .connection()
+        .query_row(
+            "SELECT agent_id, extension FROM users WHERE id = ?1",
+            [user.0],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()
+        .map(Option::unwrap_or_default)
+        .map_err(|e| {
+            tracing::error!(error = %e, "user's agent ID not read");
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+        })
+}
+
+fn queue_exists(reader: &StoreReader, name: &QueueName) -> Result<bool, ApiError> {
+    reader
+        .connection()
+        .query_row(
+            "SELECT EXISTS (SELECT 1 FROM queues WHERE name = ?1)",
+            [name.as_str()],
+            |r| r.get(0),
+        )
+        .map_err(|e| {
+            tracing::error!(error = %e, "queues not read");
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+        })
+}
+
+/// The caller's directory entry for `number`, as `subject` may see it: the one place
+/// the customer directory (`customers::lookup_by_number`, `contacts.view`) plugs in.
+/// Until it exists there is no directory to look in, so no caller has an entry and
+/// the events carry `"contact": null` (the caller name from caller ID is in
+/// `caller.name`).
+fn contact_for(_reader: &StoreReader, _who: &crate::rbac::Subject, _number: &str) -> Option<Value> {
+    None
+}
+
+/// `GET /api/v1/events`: see the module docs.
+pub(super) async fn events(
+    State(state): State<ApiState>,
+    who: Authed,
+    q: Result<Query<BTreeMap<String, String>>, QueryRejection>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let Query(p) = q.map_err(|e| ApiError::invalid("query", e.body_text()))?;
+    if let Some(bad) = p.keys().find(|k| !["agent", "queue"].contains(&k.as_str())) {
+        return Err(ApiError::invalid(
+            bad,
+            "unknown parameter; this route takes agent or queue",
+        ));
+    }
+    if p.contains_key("agent") && p.contains_key("queue") {
+        return Err(ApiError::invalid("queue", "give agent or queue, not both"));
+    }
+    let hub = state
+        .status()
+        .and_then(|s| s.events())
+        .cloned()
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the daemon's events are not running",
+            )
+        })?;
+    let follow = {
+        let reader = state.reader()?;
+        let (follow, resource, target, name) = match (p.get("agent"), p.get("queue")) {
+            (Some(a), _) => {
+                let id: AgentId = a.parse().map_err(|e: crate::error::InvalidValue| {
+                    ApiError::invalid("agent", e.to_string())
+                })?;
+                let owners = owners(&reader)?;
+                if !owners.contains_key(id.as_str()) {
+                    return Err(ApiError::invalid(
+                        "agent",
+                        format!("no user has agent ID {id}"),
+                    ));
+                }
+                let target = agent_target(&owners, id.as_str());
+                let name = format!("agent {id}");
+                (Follow::Agent(id), Resource::Calls, target, name)
+            }
+            (None, Some(qn)) => {
+                let name: QueueName = qn.parse().map_err(|e: crate::error::InvalidValue| {
+                    ApiError::invalid("queue", e.to_string())
+                })?;
+                if !queue_exists(&reader, &name)? {
+                    return Err(ApiError::invalid("queue", format!("no queue {name}")));
+                }
+                let label = format!("queue {name}");
+                (Follow::Queue(name), Resource::Queues, Target::Site, label)
+            }
+            (None, None) => {
+                let (agent, _) = user_phone(&reader, who.subject().user_id)?;
+                let Some(agent) = agent else {
+                    return Err(ApiError::invalid(
+                        "agent",
+                        "you have no agent ID: give agent or queue to follow",
+                    ));
+                };
+                let id: AgentId = agent.parse().map_err(|e: crate::error::InvalidValue| {
+                    ApiError::invalid("agent", e.to_string())
+                })?;
+                let name = format!("agent {id}");
+                (Follow::Agent(id), Resource::Calls, who.own_target(), name)
+            }
+        };
+        state
+            .require(&reader, &who, resource, Action::View, &target, &name)
+            .await?;
+        follow
+    };
+    let rx = hub.subscribe();
+    let ctx = Arc::new(StreamCtx { state, who, follow });
+    // Each turn waits for the next event the subject may see, or a keep-alive; `None`
+    // (session over, user gone, daemon stopping) ends the stream.
+    let events = stream::unfold((rx, ctx), |(mut rx, ctx)| async move {
+        loop {
+            let next = tokio::time::timeout(KEEP_ALIVE, rx.recv()).await;
+            let alive = ctx.session_alive();
+            let event = match next {
+                _ if !alive => None,
+                Err(_) => Some(Event::default().comment("keep-alive")),
+                Ok(Err(RecvError::Closed)) => None,
+                Ok(Err(RecvError::Lagged(missed))) => Some(
+                    Event::default()
+                        .event("lagged")
+                        .data(json!({ "type": "lagged", "missed": missed }).to_string()),
+                ),
+                Ok(Ok(e)) => {
+                    if !ctx.follow.wants(&e) {
+                        continue;
+                    }
+                    match ctx.render(&e) {
+                        Ok(Some(v)) => Some(Event::default().event(e.name()).data(v.to_string())),
+                        Ok(None) => continue,
+                        // The user is gone or disabled: the stream ends.
+                        Err(()) => None,
+                    }
+                }
+            };
+            return event.map(|ev| (Ok(ev), (rx, ctx)));
+        }
+    });
+    Ok(Sse::new(events))
+}
+
+/// What a stream needs to check and render events.
+struct StreamCtx {
+    state: ApiState,
+    who: Authed,
+    follow: Follow,
+}
+
+impl StreamCtx {
+    fn session_alive(&self) -> bool {
+        let now = self.state.now();
+        super::lock(&self.state.inner.sessions)
+            .touch(&self.who.token, now)
+            .is_some()
+    }
+
+    /// The JSON of `e` for this stream's user as they are now: `Ok(None)` when they may
+    /// not see it, `Err` when the stream must end (user gone, disabled, store error).
+    fn render(&self, e: &DeskEvent) -> Result<Option<Value>, ()> {
+        let reader = self.state.reader().map_err(|_| ())?;
+        let subject =
+            crate::accounts::load_subject(&reader, self.who.subject().user_id, self.state.now())
+                .map_err(|_| ())?;
+        if !subject.enabled || subject.locked {
+            return Err(());
+        }
+        let authz = self.state.authorizer(&reader).map_err(|_| ())?;
+        let owners = owners(&reader).map_err(|_| ())?;
+        let target = agent_target(&owners, e.agent().as_str());
+        if !authz
+            .authorize(&subject, Resource::Calls, Action::View, &target)
+            .is_allowed()
+        {
+            return Ok(None);
+        }
+        Ok(Some(match e {
+            DeskEvent::AgentState {
+                agent,
+                state,
+                extension,
+                call_id,
+                at_ms,
+            } => json!({
+                "type": "agent_state",
+                "agent": agent.as_str(),
+                "state": state,
+                "extension": extension,
+                "call_id": call_id,
+                "at_ms": at_ms,
+            }),
+            DeskEvent::Call(c) => {
+                // Masked like a CDR of the agent's: unmasked for an extension, or with
+                // `numbers.view` over the agent's record.
+                let dir = NumberDirectory::load(&reader).map_err(|_| ())?;
+                let unmask = authz
+                    .authorize(&subject, Resource::Numbers, Action::View, &target)
+                    .is_allowed();
+                let n = &c.caller_number;
+                let masked = !(n.is_empty() || unmask || dir.is_extension(n));
+                let number = if masked {
+                    self.state.mask_pattern().mask(n)
+                } else {
+                    n.clone()
+                };
+                let mut v = json!({
+                    "type": e.name(),
+                    "call_id": c.call_id,
+                    "agent": c.agent.as_str(),
+                    "extension": c.extension,
+                    "queue": c.queue,
+                    "caller": {
+                        "number": number,
+                        "name": c.caller_name,
+                        "masked": masked,
+                    },
+                    "contact": contact_for(&reader, &subject, &c.caller_number),
+                    "since_ms": c.since_ms,
+                    "at_ms": c.at_ms,
+                });
+                if let AgentCallKind::Ended { end, talk_ms } = c.kind {
+                    v["disposition"] = json!(end.as_str());
+                    v["talk_ms"] = json!(talk_ms);
+                }
+                v
+            }
+        }))
+    }
+}
+
+/// The body of `POST /api/v1/calls`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ClickBody {
+    to: Option<String>,
+    from: Option<String>,
+}
+
+/// `POST /api/v1/calls`: see the module docs.
+pub(super) async fn click_to_call(
+    State(state): State<ApiState>,
+    who: Authed,
+    body: Result<Json<ClickBody>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(body) = body.map_err(|e| ApiError::invalid("body", e.body_text()))?;
+    let to = body
+        .to
+        .ok_or_else(|| ApiError::invalid("to", "required: the number to call, digits"))?;
+    if to.is_empty() || to.len() > 24 || !to.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(ApiError::invalid(
+            "to",
+            "1 to 24 digits 0-9, as the phone would dial it",
+        ));
+    }
+    if let Some(f) = &body.from {
+        if f.is_empty() || f.len() > 10 || !f.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(ApiError::invalid("from", "an extension number (digits)"));
+        }
+    }
+    let status = state.status().cloned().ok_or_else(|| {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the daemon is not running")
+    })?;
+    let (phone, audit_target) = {
+        let reader = state.reader()?;
+        let (agent, extension) = user_phone(&reader, who.subject().user_id)?;
+        let (phone, target, label) = match body.from {
+            Some(from) if Some(&from) != extension.as_ref() => {
+                let dir = NumberDirectory::load(&reader)?;
+                if !dir.is_extension(&from) {
+                    return Err(ApiError::new(
+                        StatusCode::NOT_FOUND,
+                        format!("no extension {from}"),
+                    ));
+                }
+                // The owner of the phone (nobody's phone needs `site`).
+                let target = dir
+                    .call_targets(&from, "")
+                    .into_iter()
+                    .next()
+                    .unwrap_or(Target::Site);
+                let label = format!("extension {from}");
+                (ClickPhone::Extension(from), target, label)
+            }
+            _ => {
+                let agent = agent.and_then(|a| a.parse::<AgentId>().ok());
+                let label = match &extension {
+                    Some(e) => format!("extension {e}"),
+                    None => "own phone".to_owned(),
+                };
+                (
+                    ClickPhone::Own { agent, extension },
+                    who.own_target(),
+                    label,
+                )
+            }
+        };
+        state
+            .require(
+                &reader,
+                &who,
+                Resource::Calls,
+                Action::Operate,
+                &target,
+                &label,
+            )
+            .await?;
+        (phone, label)
+    };
+    let outcome = status
+        .click_to_call(ClickRequest {
+            phone,
+            to: to.clone(),
+        })
+        .await;
+    let (result, detail) = match &outcome {
+        Ok(s) => (
+            audit::AuditResult::Ok,
+            json!({ "call_id": s.call_id, "from": s.from, "to": to }),
+        ),
+        Err(e) => (
+            audit::AuditResult::Failed,
+            json!({ "to": to, "reason": e.to_string() }),
+        ),
+    };
+    state
+        .accounts()
+        .audit(
+            audit::AuditEntry {
+                actor: who.actor(),
+                action: "click_to_call".to_owned(),
+                resource: Resource::Calls.as_str().to_owned(),
+                target: audit_target,
+                result,
+                detail,
+            },
+            state.now(),
+        )
+        .await?;
+    match outcome {
+        Ok(s) => Ok((
+            StatusCode::ACCEPTED,
+            Json(json!({ "call_id": s.call_id, "from": s.from, "to": to })),
+        )
+            .into_response()),
+        Err(e) => Err(click_error(e)),
+    }
+}
+
+fn click_error(e: ClickError) -> ApiError {
+    let message = e.to_string();
+    match e {
+        ClickError::Call(ClickToCallError::BadNumber { .. }) => ApiError::invalid("to", message),
+        ClickError::Call(ClickToCallError::UnknownExtension(_)) => {
+            ApiError::new(StatusCode::NOT_FOUND, message)
+        }
+        ClickError::Call(ClickToCallError::Busy(_) | ClickToCallError::NotAnalog(_))
+        | ClickError::NoPhone => ApiError::new(StatusCode::CONFLICT, message),
+        ClickError::Stopping => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message),
+    }
+}

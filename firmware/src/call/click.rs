@@ -1,0 +1,212 @@
+//! Click-to-call: a desktop asks the box to ring a user's own phone and, when that
+//! phone answers, to dial a number for it ([`CallControl::click_to_call`], behind
+//! `POST /api/v1/calls`).
+//!
+//! The number is checked against the dial plan up front (an extension, a queue, or the
+//! outside-line prefix and a number: exactly what the phone could dial) and the phone
+//! must be an idle FXS port. The phone rings with the target as its caller ID
+//! (number, and the extension's name for an internal target); lifting it plays the
+//! digits into call control as if the user had dialled them, so the routing, the
+//! outside routes (trunk, then FXO) and the CDR are those of a dialled call. An outside
+//! number gets a `#` so it is dialled at once instead of after the inter-digit timeout.
+//! The call keeps the id [`CallControl::click_to_call`] returned. No answer within
+//! [`CLICK_TO_CALL_ANSWER`] ends it (the phone stops ringing; a `no_answer` CDR from
+//! the phone to the target).
+//!
+//! Limits: the calling phone must be an analog (FXS) phone: a SIP-only extension is
+//! refused ([`ClickToCallError::NotAnalog`]), as ringing a SIP phone and then dialling
+//! for it needs a leg that is both callee and caller, which call control does not model
+//! yet. Toll rules are those of the phone: FXS phones have none today.
+
+use std::time::{Duration, Instant};
+
+use crate::cdr::{Direction, Disposition, HangupSide};
+
+use super::{CallControl, Fxs, PlanMatch};
+
+/// How long the calling phone rings before a click-to-call gives up.
+pub const CLICK_TO_CALL_ANSWER: Duration = Duration::from_secs(30);
+/// Longest number accepted (an outside prefix and 15 E.164 digits fit).
+const MAX_DIGITS: usize = 24;
+
+/// Why [`CallControl::click_to_call`] refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClickToCallError {
+    /// `to` is not something the phone could dial.
+    #[error("{to:?} is not a number the dial plan knows: {reason}")]
+    BadNumber {
+        /// The number given.
+        to: String,
+        /// Why.
+        reason: &'static str,
+    },
+    /// No extension has this number.
+    #[error("no extension {0}")]
+    UnknownExtension(String),
+    /// The extension has no analog phone (a SIP-only extension).
+    #[error("extension {0} has no analog phone; click-to-call rings FXS phones only")]
+    NotAnalog(String),
+    /// The phone is in use (off-hook, ringing or in a call) or out of service.
+    #[error("the phone of extension {0} is busy")]
+    Busy(String),
+}
+
+/// A click-to-call ringing its caller's phone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Click {
+    /// The call's key (reserved: the dialled call gets it).
+    pub(super) key: super::CallKey,
+    /// The digits to dial once answered (with `#` for an outside number).
+    pub(super) digits: String,
+    /// When the API asked.
+    pub(super) started: Instant,
+    /// When it gives up.
+    pub(super) deadline: Instant,
+}
+
+impl CallControl {
+    /// Rings the FXS phone of extension `from` with `to` as caller ID; when it answers,
+    /// `to` is dialled as if typed on it. Returns the call's id (its CDR's). See the
+    /// module docs.
+    pub fn click_to_call(
+        &mut self,
+        now: Instant,
+        from: &str,
+        to: &str,
+    ) -> Result<String, ClickToCallError> {
+        let bad = |reason| ClickToCallError::BadNumber {
+            to: to.to_owned(),
+            reason,
+        };
+        if to.is_empty() || to.len() > MAX_DIGITS || !to.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad("1 to 24 digits 0-9"));
+        }
+        let port = match self.fxs_port_of(from) {
+            Some(p) => p,
+            None if self.is_sip_extension(from) => {
+                return Err(ClickToCallError::NotAnalog(from.to_owned()))
+            }
+            None => return Err(ClickToCallError::UnknownExtension(from.to_owned())),
+        };
+        if to == from {
+            return Err(bad("it is the calling extension"));
+        }
+        let feature = self
+            .center
+            .as_ref()
+            .map(|c| c.codes_parse_is_code(to))
+            .unwrap_or(false);
+        if feature {
+            return Err(bad("it is a feature code"));
+        }
+        let (digits, shown, name) = match self.match_plan(to) {
+            PlanMatch::Extension => (to.to_owned(), to.to_owned(), self.extension_name(to)),
+            PlanMatch::Outside { complete } => {
+                let number = self.outside_number(to).unwrap_or_default().to_owned();
+                if number.is_empty() {
+                    return Err(bad("no number after the outside-line prefix"));
+                }
+                let digits = if complete {
+                    to.to_owned()
+                } else {
+                    format!("{to}#")
+                };
+                (digits, number, String::new())
+            }
+            PlanMatch::Partial => return Err(bad("incomplete")),
+            PlanMatch::None => return Err(bad("no extension, queue or outside line")),
+        };
+        let free = self
+            .fxs
+            .get(&port)
+            .is_some_and(|p| p.state == Fxs::Idle && !p.off_hook);
+        if !free {
+            return Err(ClickToCallError::Busy(from.to_owned()));
+        }
+        let key = self.next_call;
+        self.next_call += 1;
+        let id = format!("{}-{}", self.settings.call_id_prefix, key);
+        tracing::info!(
+            call = id,
+            from,
+            to,
+            port,
+            "click-to-call: ringing the caller's phone"
+        );
+        self.ring(port, &shown, &name);
+        self.set_fxs(
+            port,
+            Fxs::ClickToCall(Click {
+                key,
+                digits,
+                started: now,
+                deadline: now + CLICK_TO_CALL_ANSWER,
+            }),
+        );
+        Ok(id)
+    }
+
+    /// The phone of a click-to-call answered: it dials the number.
+    pub(super) fn click_answered(&mut self, now: Instant, port: u8, click: Click) {
+        self.cmd(port, line_proto::Command::StopRing);
+        self.set_fxs(
+            port,
+            Fxs::Dialing {
+                digits: String::new(),
+                started: now,
+                deadline: now + self.settings.inter_digit_timeout,
+            },
+        );
+        // The dialled call takes the id the API returned.
+        self.reserved_key = Some(click.key);
+        for d in click.digits.chars() {
+            if !matches!(self.fxs_state(port), Some(Fxs::Dialing { .. })) {
+                break;
+            }
+            self.digit(now, port, d);
+        }
+        self.reserved_key = None;
+    }
+
+    /// A click-to-call's phone did not answer in time (or faulted): it stops ringing
+    /// and the attempt gets a CDR with `disposition`.
+    pub(super) fn click_failed(
+        &mut self,
+        now: Instant,
+        port: u8,
+        click: Click,
+        disposition: Disposition,
+    ) {
+        tracing::info!(port, "click-to-call: the caller's phone did not answer");
+        self.cmd(port, line_proto::Command::StopRing);
+        self.set_fxs(port, Fxs::Idle);
+        let number = click.digits.trim_end_matches('#');
+        let direction = match self.outside_number(number) {
+            Some(_) => Direction::Outbound,
+            None => Direction::Internal,
+        };
+        let callee = self.outside_number(number).unwrap_or(number).to_owned();
+        let call = super::Call {
+            id: format!("{}-{}", self.settings.call_id_prefix, click.key),
+            ..self.call_from_port(port, click.started, direction, callee)
+        };
+        self.emit_cdr(now, &call, disposition, HangupSide::System);
+    }
+
+    /// The name of extension `number` (FXS first, then SIP), "" when it has none.
+    fn extension_name(&self, number: &str) -> String {
+        self.settings
+            .extensions
+            .iter()
+            .find(|e| e.number == number)
+            .map(|e| e.name.clone())
+            .or_else(|| {
+                self.settings
+                    .sip_extensions
+                    .iter()
+                    .find(|e| e.number == number)
+                    .map(|e| e.name.clone())
+            })
+            .unwrap_or_default()
+    }
+}
