@@ -91,6 +91,11 @@ impl Api {
         )
     }
 
+    /// The session cookie (`bl_session=...`), for clients that speak HTTP by hand.
+    pub fn cookie(&self) -> &str {
+        &self.cookie
+    }
+
     pub fn get(&self, path: &str) -> (u16, Value) {
         let (status, text) = self.get_text(path);
         let json = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));

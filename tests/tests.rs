@@ -22,6 +22,7 @@ mod health_check;
 mod provision_usb;
 mod pstn;
 mod recording;
+mod screen_pop;
 mod sip_baresip;
 mod sip_calls;
 mod sip_kamailio;

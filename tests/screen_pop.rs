@@ -1,0 +1,274 @@
+//! Screen pop and click-to-call on the real `branchd` and the simulated board: an
+//! agent logs in by feature code, reads `GET /api/v1/events` (raw Server-Sent Events
+//! over a TCP stream, as a desktop would), and sees a queued call ring, be answered
+//! and end with the right caller; then `POST /api/v1/calls` rings the agent's phone,
+//! and when it answers the callee's phone rings with the agent's extension as caller
+//! ID. Refusals (bad number, another's phone without the grant, unknown extension,
+//! busy phone) are checked too, and the audit log holds the click-to-call.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::api_client::{create_admin, Api};
+use crate::harness::{wait, wait_tone, Gateway, SOON};
+
+const ADMIN_PASSWORD: &str = "screen-Admin-pass-2024";
+const AGENT_PASSWORD: &str = "agent-Pass-2024-long";
+
+/// An SSE stream read on a thread: `(event name, data)` per event; comments (the
+/// keep-alives) are counted as `("", Null)`.
+struct Events {
+    rx: mpsc::Receiver<(String, Value)>,
+}
+
+impl Events {
+    /// Opens `GET path` with the session `cookie`; panics unless the answer is 200.
+    fn open(addr: SocketAddr, cookie: &str, path: &str) -> Events {
+        let mut stream = TcpStream::connect(addr).expect("connect");
+        // HTTP/1.0: the stream is close-delimited, so no chunked framing to undo.
+        write!(
+            stream,
+            "GET {path} HTTP/1.0\r\nHost: {addr}\r\nCookie: {cookie}\r\nAccept: text/event-stream\r\n\r\n"
+        )
+        .expect("request");
+        let mut reader = BufReader::new(stream);
+        let mut status = String::new();
+        reader.read_line(&mut status).expect("status line");
+        assert!(status.contains(" 200 "), "events: {status}");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let (mut name, mut data) = (String::new(), String::new());
+            let mut in_body = false;
+            for line in reader.lines() {
+                let Ok(line) = line else { return };
+                if !in_body {
+                    in_body = line.is_empty();
+                    continue;
+                }
+                if let Some(v) = line.strip_prefix("event: ") {
+                    name = v.to_owned();
+                } else if let Some(v) = line.strip_prefix("data: ") {
+                    data.push_str(v);
+                } else if line.starts_with(':') {
+                    let _ = tx.send((String::new(), Value::Null));
+                } else if line.is_empty() && !name.is_empty() {
+                    let v = serde_json::from_str(&data).unwrap_or(Value::Null);
+                    if tx.send((std::mem::take(&mut name), v)).is_err() {
+                        return;
+                    }
+                    data.clear();
+                }
+            }
+        });
+        Events { rx }
+    }
+
+    /// The next event named `name`, skipping others (agent states, keep-alives).
+    fn next(&self, name: &str) -> Value {
+        let deadline = std::time::Instant::now() + SOON;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok((n, v)) if n == name => return v,
+                Ok(_) => continue,
+                Err(e) => panic!("no {name} event: {e}"),
+            }
+        }
+    }
+}
+
+fn add_user(admin: &Api, username: &str, role: &str, agent_id: Option<&str>) {
+    let mut user = json!({
+        "username": username,
+        "display_name": username,
+        "password": AGENT_PASSWORD,
+        "enabled": true,
+        "roles": [role],
+    });
+    if let Some(id) = agent_id {
+        user["agent_id"] = json!(id);
+        user["pin"] = json!("4821");
+    }
+    let (status, body) = admin.post("/api/v1/users", user);
+    assert_eq!(status, 201, "create {username}: {body}");
+}
+
+#[test]
+fn an_agent_desktop_sees_a_queued_call_and_clicks_to_call() {
+    let mut gw = Gateway::start();
+    let admin = create_admin(&gw, "admin1", ADMIN_PASSWORD);
+    add_user(&admin, "alice", "agent", Some("100"));
+    add_user(&admin, "bob", "agent", Some("200"));
+    gw.stop_with(nix::sys::signal::Signal::SIGTERM);
+    {
+        let db = rusqlite::Connection::open(gw.db_path()).expect("open the store");
+        db.execute_batch(
+            "INSERT INTO queues (name, number, strategy, ring_timeout_ms, wrap_up_ms)
+                 VALUES ('sales', '7001', 'ring_all', 15000, 500);
+             INSERT INTO queue_members (queue_id, user_id, position)
+                 SELECT q.id, u.id, 0 FROM queues q, users u WHERE u.agent_id = '100';",
+        )
+        .expect("queue rows");
+    }
+    gw.restart();
+    let addr = gw.latest_web_addr();
+    let (caller, alice_phone, stock, office) = (
+        gw.sim.phone(1),
+        gw.sim.phone(2),
+        gw.sim.phone(3),
+        gw.sim.phone(4),
+    );
+
+    // Alice logs in on 102 by feature code.
+    alice_phone.off_hook();
+    wait_tone(&gw.sim, 2, 350, 440).expect("dial tone");
+    alice_phone.dial("*61100*4821#");
+    assert!(
+        wait(SOON, || alice_phone
+            .tone()
+            .is_some_and(
+                |t| (t.freq1_hz, t.freq2_hz) == (350, 440) && !t.cadence.is_continuous()
+            )),
+        "login confirmed"
+    );
+    alice_phone.on_hook();
+    assert!(wait(SOON, || alice_phone.tone().is_none()));
+
+    // Her desktop: logged in to the API, reading her events.
+    let alice = Api::login(addr, "alice", AGENT_PASSWORD).0;
+    let events = Events::open(addr, alice.cookie(), "/api/v1/events");
+    // Bob may not follow Alice; a bad parameter is a 400 naming it.
+    let bob = Api::login(addr, "bob", AGENT_PASSWORD).0;
+    let (status, body) = bob.get("/api/v1/events?agent=100");
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = bob.get("/api/v1/events?queue=Not%20a%20queue");
+    assert_eq!(
+        (status, body["problems"][0]["field"].as_str()),
+        (400, Some("queue")),
+        "{body}"
+    );
+
+    // 101 calls the queue: Alice's desktop pops the call.
+    caller.off_hook();
+    wait_tone(&gw.sim, 1, 350, 440).expect("dial tone");
+    caller.dial("7001");
+    let ringing = events.next("ringing");
+    assert_eq!(ringing["queue"], "sales", "{ringing}");
+    assert_eq!(ringing["agent"], "100", "{ringing}");
+    assert_eq!(ringing["extension"], "102", "{ringing}");
+    assert_eq!(ringing["caller"]["number"], "101", "{ringing}");
+    assert_eq!(ringing["caller"]["name"], "Reception", "{ringing}");
+    assert_eq!(ringing["contact"], Value::Null, "{ringing}");
+    assert!(ringing["since_ms"].as_i64() > Some(0), "{ringing}");
+    let call_id = ringing["call_id"].as_str().expect("call id").to_owned();
+    assert!(wait(SOON, || alice_phone.is_ringing()));
+    alice_phone.off_hook();
+    let answered = events.next("answered");
+    assert_eq!(answered["call_id"], call_id.as_str(), "{answered}");
+    std::thread::sleep(Duration::from_millis(300));
+    caller.on_hook();
+    let ended = events.next("ended");
+    assert_eq!(ended["call_id"], call_id.as_str(), "{ended}");
+    assert_eq!(ended["disposition"], "answered", "{ended}");
+    assert!(ended["talk_ms"].as_i64() >= Some(300), "{ended}");
+    alice_phone.on_hook();
+    assert_eq!(events.next("agent_state")["agent"], "100");
+
+    // Click-to-call: Alice's phone (where she is logged in) rings showing 103 ...
+    let (status, body) = alice.post("/api/v1/calls", json!({ "to": "103" }));
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["from"], "102", "{body}");
+    let click_id = body["call_id"].as_str().expect("call id").to_owned();
+    assert!(
+        wait(SOON, || alice_phone.is_ringing()),
+        "alice's phone rings"
+    );
+    assert_eq!(
+        alice_phone.caller_id().expect("caller id").number.as_str(),
+        "103"
+    );
+    assert!(!stock.is_ringing());
+    // ... and when she answers, 103 rings with her extension as caller ID.
+    alice_phone.off_hook();
+    assert!(wait(SOON, || stock.is_ringing()), "103 rings");
+    assert_eq!(stock.caller_id().expect("caller id").number.as_str(), "102");
+    stock.off_hook();
+    assert!(
+        wait(SOON, || alice_phone.tone().is_none()),
+        "ringback stops"
+    );
+    stock.on_hook();
+    alice_phone.on_hook();
+
+    // Refusals change nothing: a bad number, another's phone without the grant, an
+    // unknown extension, a busy phone.
+    let (status, body) = alice.post("/api/v1/calls", json!({ "to": "12x" }));
+    assert_eq!(
+        (status, body["problems"][0]["field"].as_str()),
+        (400, Some("to")),
+        "{body}"
+    );
+    let (status, body) = alice.post("/api/v1/calls", json!({ "to": "555" }));
+    assert_eq!(
+        (status, body["problems"][0]["field"].as_str()),
+        (400, Some("to")),
+        "{body}"
+    );
+    let (status, body) = alice.post("/api/v1/calls", json!({}));
+    assert_eq!(
+        (status, body["problems"][0]["field"].as_str()),
+        (400, Some("to")),
+        "{body}"
+    );
+    let (status, body) = bob.post("/api/v1/calls", json!({ "to": "103", "from": "101" }));
+    assert_eq!(status, 403, "{body}");
+    let admin = Api::login(addr, "admin1", ADMIN_PASSWORD).0;
+    let (status, body) = admin.post("/api/v1/calls", json!({ "to": "103", "from": "150" }));
+    assert_eq!(status, 404, "{body}");
+    office.off_hook();
+    wait_tone(&gw.sim, 4, 350, 440).expect("dial tone");
+    let (status, body) = admin.post("/api/v1/calls", json!({ "to": "103", "from": "104" }));
+    assert_eq!(status, 409, "{body}");
+    office.on_hook();
+    assert!(!stock.is_ringing() && !caller.is_ringing());
+
+    // The click-to-call's CDR carries the id the API gave, 102 to 103, answered.
+    let cdrs = gw.wait_cdrs(2);
+    let click = cdrs
+        .iter()
+        .find(|c| c.call_id == click_id)
+        .unwrap_or_else(|| panic!("no CDR {click_id}"));
+    assert_eq!(
+        (
+            click.caller.as_str(),
+            click.callee.as_str(),
+            click.disposition.as_str()
+        ),
+        ("102", "103", "answered")
+    );
+    let audited: Vec<(String, String)> = {
+        let db = gw.db();
+        let mut stmt = db
+            .prepare(
+                "SELECT actor, result FROM audit_log WHERE action = 'click_to_call' ORDER BY id",
+            )
+            .expect("prepare");
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .expect("query")
+            .map(|r| r.expect("row"))
+            .collect()
+    };
+    assert_eq!(
+        audited,
+        [
+            ("alice".to_owned(), "ok".to_owned()),
+            ("alice".to_owned(), "failed".to_owned()),
+            ("admin1".to_owned(), "failed".to_owned()),
+        ],
+        "the click-to-calls that reached the phones are audited"
+    );
+}
