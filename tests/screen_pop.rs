@@ -67,6 +67,19 @@ impl Events {
         Events { rx }
     }
 
+    /// Whether the stream ended (the reader thread saw the end of the body).
+    fn closed(&self) -> bool {
+        let deadline = std::time::Instant::now() + SOON;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(_) => continue,
+                Err(mpsc::RecvTimeoutError::Disconnected) => return true,
+                Err(mpsc::RecvTimeoutError::Timeout) => return false,
+            }
+        }
+    }
+
     /// The next event named `name`, skipping others (agent states, keep-alives).
     fn next(&self, name: &str) -> Value {
         let deadline = std::time::Instant::now() + SOON;
@@ -270,5 +283,21 @@ fn an_agent_desktop_sees_a_queued_call_and_clicks_to_call() {
             ("admin1".to_owned(), "failed".to_owned()),
         ],
         "the click-to-calls that reached the phones are audited"
+    );
+
+    // The desktop's stream is still open: stopping the daemon ends it at once (the
+    // web server does not wait out its grace time for it).
+    let started = std::time::Instant::now();
+    assert!(gw.stop_with(nix::sys::signal::Signal::SIGTERM).success());
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "stopped in {:?}",
+        started.elapsed()
+    );
+    assert!(events.closed(), "the stream ended");
+    assert!(
+        !gw.log_text().contains("did not finish in time"),
+        "{}",
+        gw.log_text()
     );
 }

@@ -520,7 +520,7 @@ async fn serve(
     };
     // The agents' desktop events (`/api/v1/events`), published by the main loop.
     let desk_events = crate::screen_pop::EventHub::default();
-    let web_handle = web_handle.with_events(desk_events.clone());
+    let web_handle = web_handle.with_events(desk_events.feed());
     // The web API last, so it never serves a box whose board is not up.
     let web = match config.web.listen {
         Some(addr) => Some(start_web(addr, accounts, &config, sync.clone(), web_handle).await?),
@@ -734,6 +734,8 @@ async fn serve(
         }
     };
 
+    // The agents' event streams end with their hub, so the web server stops at once.
+    drop(std::mem::take(&mut board.desk_events));
     if let Some(web) = web {
         web.stop().await;
     }

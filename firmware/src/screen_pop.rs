@@ -77,10 +77,28 @@ impl DeskEvent {
     }
 }
 
-/// The broadcast of [`DeskEvent`]s. Cheap to clone.
-#[derive(Debug, Clone)]
+/// The publishing end of the [`DeskEvent`] broadcast, owned by the main loop: when it
+/// is dropped every stream ends (so the web server's graceful shutdown is not held
+/// up by open streams).
+#[derive(Debug)]
 pub struct EventHub {
     tx: broadcast::Sender<Arc<DeskEvent>>,
+}
+
+/// Where streams subscribe to the [`EventHub`] (the web side's handle). It holds no
+/// sender, so it does not keep the broadcast open. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct EventFeed {
+    /// A receiver kept only to make new ones from ([`broadcast::Receiver::resubscribe`]);
+    /// never read, it costs nothing beyond the channel's fixed ring.
+    template: Arc<broadcast::Receiver<Arc<DeskEvent>>>,
+}
+
+impl EventFeed {
+    /// A new stream's receiver (events from now on); closed once the hub is gone.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<DeskEvent>> {
+        self.template.resubscribe()
+    }
 }
 
 impl Default for EventHub {
@@ -102,9 +120,11 @@ impl EventHub {
         let _ = self.tx.send(Arc::new(event));
     }
 
-    /// A new stream's receiver (events from now on).
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<DeskEvent>> {
-        self.tx.subscribe()
+    /// The web side's handle for subscribing.
+    pub fn feed(&self) -> EventFeed {
+        EventFeed {
+            template: Arc::new(self.tx.subscribe()),
+        }
     }
 }
 
@@ -185,7 +205,7 @@ mod tests {
     #[tokio::test]
     async fn a_slow_stream_learns_how_many_events_it_missed_and_goes_on() {
         let hub = EventHub::new(4);
-        let mut rx = hub.subscribe();
+        let mut rx = hub.feed().subscribe();
         for i in 0..10 {
             hub.publish(state(i));
         }
@@ -198,6 +218,12 @@ mod tests {
             let e = rx.recv().await.expect("event");
             assert_eq!(*e, state(i));
         }
+        // The hub gone (the daemon stopping), the stream learns it is over.
+        drop(hub);
+        assert!(matches!(
+            rx.recv().await,
+            Err(broadcast::error::RecvError::Closed)
+        ));
     }
 
     #[test]

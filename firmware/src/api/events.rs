@@ -157,7 +157,7 @@ pub(super) async fn events(
     if p.contains_key("agent") && p.contains_key("queue") {
         return Err(ApiError::invalid("queue", "give agent or queue, not both"));
     }
-    let hub = state
+    let feed = state
         .status()
         .and_then(|s| s.events())
         .cloned()
@@ -215,7 +215,7 @@ pub(super) async fn events(
             .await?;
         follow
     };
-    let rx = hub.subscribe();
+    let rx = feed.subscribe();
     let ctx = Arc::new(StreamCtx { state, who, follow });
     // Each turn waits for the next event the subject may see, or a keep-alive; `None`
     // (session over, user gone, daemon stopping) ends the stream.

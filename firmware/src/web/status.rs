@@ -245,7 +245,7 @@ pub struct StatusHandle {
     /// The SIP endpoint's registrations (`None`: no SIP endpoint runs).
     sip: Option<watch::Receiver<Arc<SipStatus>>>,
     /// The agents' desktop events (`None`: not published, e.g. API-only tests).
-    events: Option<crate::screen_pop::EventHub>,
+    events: Option<crate::screen_pop::EventFeed>,
 }
 
 impl StatusHandle {
@@ -265,13 +265,13 @@ impl StatusHandle {
     }
 
     /// The handle with the agents' desktop events the main loop publishes.
-    pub fn with_events(mut self, events: crate::screen_pop::EventHub) -> StatusHandle {
+    pub fn with_events(mut self, events: crate::screen_pop::EventFeed) -> StatusHandle {
         self.events = Some(events);
         self
     }
 
     /// The agents' desktop events (`None`: not published).
-    pub fn events(&self) -> Option<&crate::screen_pop::EventHub> {
+    pub fn events(&self) -> Option<&crate::screen_pop::EventFeed> {
         self.events.as_ref()
     }
 

@@ -198,7 +198,7 @@ async fn env() -> Env {
         MaskPattern::default(),
         Arc::new(system_clock_ms),
         SyncHandle::not_configured(),
-        Some(StatusHandle::new(rx, control, info).with_events(events.clone())),
+        Some(StatusHandle::new(rx, control, info).with_events(events.feed())),
     );
     for (name, role) in [
         ("tech", "technician"),
