@@ -1,7 +1,7 @@
 //! Screen pop and click-to-call on the real `branchd` and the simulated board: an
 //! agent logs in by feature code, reads `GET /api/v1/events` (raw Server-Sent Events
 //! over a TCP stream, as a desktop would), and sees a queued call ring, be answered
-//! and end with the right caller; then `POST /api/v1/calls` rings the agent's phone,
+//! and end with the right caller, and a direct call to her phone ring and end; then `POST /api/v1/calls` rings the agent's phone,
 //! and when it answers the callee's phone rings with the agent's extension as caller
 //! ID. Refusals (bad number, another's phone without the grant, unknown extension,
 //! busy phone) are checked too, and the audit log holds the click-to-call.
@@ -191,6 +191,21 @@ fn an_agent_desktop_sees_a_queued_call_and_clicks_to_call() {
     alice_phone.on_hook();
     assert_eq!(events.next("agent_state")["agent"], "100");
 
+    // A direct call to the phone she is logged in on pops up too (no queue); the
+    // caller gives up before she answers.
+    caller.off_hook();
+    wait_tone(&gw.sim, 1, 350, 440).expect("dial tone");
+    caller.dial("102");
+    let direct = events.next("ringing");
+    assert_eq!(direct["queue"], Value::Null, "{direct}");
+    assert_eq!(direct["caller"]["number"], "101", "{direct}");
+    assert!(wait(SOON, || alice_phone.is_ringing()));
+    caller.on_hook();
+    let gone = events.next("ended");
+    assert_eq!(gone["call_id"], direct["call_id"], "{gone}");
+    assert_eq!(gone["disposition"], "no_answer", "{gone}");
+    assert!(wait(SOON, || !alice_phone.is_ringing()));
+
     // Click-to-call: Alice's phone (where she is logged in) rings showing 103 ...
     let (status, body) = alice.post("/api/v1/calls", json!({ "to": "103" }));
     assert_eq!(status, 202, "{body}");
@@ -250,7 +265,7 @@ fn an_agent_desktop_sees_a_queued_call_and_clicks_to_call() {
     assert!(!stock.is_ringing() && !caller.is_ringing());
 
     // The click-to-call's CDR carries the id the API gave, 102 to 103, answered.
-    let cdrs = gw.wait_cdrs(2);
+    let cdrs = gw.wait_cdrs(3);
     let click = cdrs
         .iter()
         .find(|c| c.call_id == click_id)

@@ -30,7 +30,7 @@ pub const EVENT_BUFFER: usize = 256;
 /// One fact for agents' desktops.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DeskEvent {
-    /// A queue call rang, was answered by, or ended for an agent.
+    /// A call rang, was answered by, or ended for an agent.
     Call(AgentCallEvent),
     /// An agent's state changed.
     AgentState {
@@ -56,10 +56,10 @@ impl DeskEvent {
         }
     }
 
-    /// The queue of a call event (`None` for agent states).
+    /// The queue of a call event (`None` for direct calls and agent states).
     pub fn queue(&self) -> Option<&str> {
         match self {
-            DeskEvent::Call(c) => Some(&c.queue),
+            DeskEvent::Call(c) => c.queue.as_deref(),
             DeskEvent::AgentState { .. } => None,
         }
     }

@@ -1,7 +1,8 @@
 //! `GET /api/v1/events` (the agents' screen-pop stream, Server-Sent Events) and
 //! `POST /api/v1/calls` (click-to-call).
 //!
-//! **Events.** Without parameters the caller must be an agent (`users.agent_id`) and
+//! **Events** are about queue calls and direct calls to the phone an agent is logged
+//! in on (`queue` null), and agents' state changes. Without parameters the caller must be an agent (`users.agent_id`) and
 //! gets the events about themselves (`calls.view` on their own record). `?agent=ID`
 //! follows another agent: `calls.view` on that agent's record (owned by the agent's
 //! user, with the user's groups: a supervisor reaches the agents of the groups they

@@ -143,6 +143,7 @@ impl CallControl {
             caller_connected: false,
             early_media: None,
             queue: None,
+            desk_agents: Vec::new(),
             blocked: None,
             awaiting_caller_id: false,
         };

@@ -479,6 +479,9 @@ struct Call {
     early_media: Option<LegId>,
     /// The call is in (or was answered from) a call-center queue.
     queue: Option<queue::QueueCall>,
+    /// Agents told of this direct (not queued) call on their desktops because it was
+    /// offered to the phone they are logged in on (see `queue::desk_offer`).
+    desk_agents: Vec<crate::acd::AgentId>,
     /// Caller screening blocked the call (see `screening`): for its CDR.
     blocked: Option<CdrBlocked>,
     /// A PSTN call that rang without caller ID while screening is on: nobody is rung
@@ -1277,6 +1280,7 @@ impl CallControl {
             }
         }
         self.caller_hears_ringback(key);
+        self.desk_offer(now, key, target);
         true
     }
 
@@ -1527,6 +1531,7 @@ impl CallControl {
         if let Party::Fxs(c) = caller {
             self.port_state(c, PortState::Talking);
         }
+        self.desk_answered(now, key, callee);
     }
 
     /// Stops offering `key` to `port` (ringing or waiting).
@@ -1641,6 +1646,7 @@ impl CallControl {
             caller_connected: false,
             early_media: None,
             queue: None,
+            desk_agents: Vec::new(),
             blocked: None,
             awaiting_caller_id: false,
         });
@@ -1782,6 +1788,7 @@ impl CallControl {
             caller_connected: false,
             early_media: None,
             queue: None,
+            desk_agents: Vec::new(),
             blocked: None,
             awaiting_caller_id: false,
         }

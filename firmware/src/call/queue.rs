@@ -80,23 +80,25 @@ pub struct AcdSettings {
     pub codes: FeatureCodes,
 }
 
-/// A call-center call as one agent sees it ([`Output::AgentCall`]): the facts an
-/// agent's desktop pops up (the caller, the queue) and what happened.
+/// A call as one agent sees it ([`Output::AgentCall`]): the facts an agent's desktop
+/// pops up (the caller, the queue) and what happened. Queue calls, and direct calls
+/// offered to the analog phone an agent is logged in on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AgentCallEvent {
     /// The agent.
     pub agent: AgentId,
     /// The call's id (as on its CDR).
     pub call_id: String,
-    /// The queue the caller came through.
-    pub queue: String,
+    /// The queue the caller came through (`None`: a direct call to the agent's phone).
+    pub queue: Option<String>,
     /// Calling number ("" when withheld); unmasked: masking is per viewer.
     pub caller_number: String,
     /// Calling name from caller ID or the calling extension ("" when none).
     pub caller_name: String,
     /// The agent's extension rung (or that answered).
     pub extension: Option<String>,
-    /// When the caller entered the queue, ms since the Unix epoch.
+    /// When the caller entered the queue (a direct call: when it started), ms since
+    /// the Unix epoch.
     pub since_ms: i64,
     /// When this happened, ms since the Unix epoch.
     pub at_ms: i64,
@@ -459,7 +461,7 @@ impl CallControl {
         self.outputs.push_back(Output::AgentCall(Box::new(event)));
     }
 
-    /// The [`AgentCallEvent`] of `call` (a queue call) for `agent`.
+    /// The [`AgentCallEvent`] of `call` for `agent`.
     pub(super) fn agent_call_event(
         &self,
         now: Instant,
@@ -468,18 +470,73 @@ impl CallControl {
         extension: Option<String>,
         kind: AgentCallKind,
     ) -> Option<AgentCallEvent> {
-        let q = call.queue.as_ref()?;
+        let q = call.queue.as_ref();
         Some(AgentCallEvent {
             agent,
             call_id: call.id.clone(),
-            queue: q.queue.as_str().to_owned(),
+            queue: q.map(|q| q.queue.as_str().to_owned()),
             caller_number: call.caller_number.clone(),
             caller_name: call.caller_name.clone(),
             extension,
-            since_ms: self.wall(q.entered),
+            since_ms: self.wall(q.map_or(call.started, |q| q.entered)),
             at_ms: self.wall(now),
             kind,
         })
+    }
+
+    /// Direct call `key` was offered to FXS `port`: an agent logged in on the port's
+    /// extension hears of it on their desktop (once per call).
+    pub(super) fn desk_offer(&mut self, now: Instant, key: CallKey, port: u8) {
+        let extension = self.port_number(port);
+        let Some(agent) = self
+            .center
+            .as_ref()
+            .and_then(|c| c.acd.agent_at(&extension))
+            .cloned()
+        else {
+            return;
+        };
+        let Some(call) = self.calls.get_mut(&key) else {
+            return;
+        };
+        if call.queue.is_some() || call.desk_agents.contains(&agent) {
+            return;
+        }
+        call.desk_agents.push(agent.clone());
+        self.agent_call(now, key, agent, Some(extension), AgentCallKind::Ringing);
+    }
+
+    /// Direct call `key` was answered by `callee`: the agent on that phone hears it
+    /// was answered, the other agents offered it that it went elsewhere.
+    pub(super) fn desk_answered(&mut self, now: Instant, key: CallKey, callee: Party) {
+        let Some(call) = self.calls.get(&key) else {
+            return;
+        };
+        if call.desk_agents.is_empty() {
+            return;
+        }
+        let extension = self.party_number(callee);
+        let answering = self
+            .center
+            .as_ref()
+            .and_then(|c| c.acd.agent_at(&extension))
+            .cloned();
+        let agents = call.desk_agents.clone();
+        for agent in agents {
+            if Some(&agent) == answering.as_ref() {
+                let ext = Some(extension.clone()).filter(|e| !e.is_empty());
+                self.agent_call(now, key, agent, ext, AgentCallKind::Answered);
+            } else {
+                let kind = AgentCallKind::Ended {
+                    end: AgentCallEnd::OfferStopped(StopReason::AnsweredElsewhere),
+                    talk_ms: None,
+                };
+                self.agent_call(now, key, agent.clone(), None, kind);
+                if let Some(c) = self.calls.get_mut(&key) {
+                    c.desk_agents.retain(|a| *a != agent);
+                }
+            }
+        }
     }
 
     /// Call `call` (removed, ending with `disposition`) is over for the agent who
@@ -490,26 +547,31 @@ impl CallControl {
         call: &super::Call,
         disposition: Disposition,
     ) {
-        let Some(q) = call.queue.as_ref() else {
-            return;
-        };
         let talk_ms = call.answered.map(|a| {
             i64::try_from(now.saturating_duration_since(a).as_millis()).unwrap_or(i64::MAX)
         });
         let end = AgentCallEnd::Call(disposition);
+        let callee_ext = call
+            .callee
+            .map(|p| self.party_number(p))
+            .filter(|n| !n.is_empty());
         let mut agents: Vec<(AgentId, Option<String>, Option<i64>)> = Vec::new();
-        if let Some(agent) = &q.agent {
-            let ext = call
-                .callee
-                .map(|p| self.party_number(p))
-                .filter(|n| !n.is_empty());
-            agents.push((agent.clone(), ext, talk_ms));
-        }
-        for (party, agent) in &q.offers {
-            if agents.iter().all(|(a, _, _)| a != agent) {
-                let ext = Some(self.party_number(*party)).filter(|n| !n.is_empty());
-                agents.push((agent.clone(), ext, None));
+        if let Some(q) = call.queue.as_ref() {
+            if let Some(agent) = &q.agent {
+                agents.push((agent.clone(), callee_ext.clone(), talk_ms));
             }
+            for (party, agent) in &q.offers {
+                if agents.iter().all(|(a, _, _)| a != agent) {
+                    let ext = Some(self.party_number(*party)).filter(|n| !n.is_empty());
+                    agents.push((agent.clone(), ext, None));
+                }
+            }
+        }
+        // A direct call: after an answer only the answering agent is left.
+        for agent in &call.desk_agents {
+            let talk = call.callee.and(talk_ms);
+            let ext = callee_ext.clone().filter(|_| talk.is_some());
+            agents.push((agent.clone(), ext, talk));
         }
         for (agent, extension, talk_ms) in agents {
             let kind = AgentCallKind::Ended { end, talk_ms };

@@ -637,7 +637,10 @@ fn the_agent_gets_ringing_answered_and_ended_events_with_the_caller_and_queue() 
     assert_eq!(ringing.len(), 1, "{ringing:?}");
     let r = &ringing[0];
     assert_eq!(r.kind, AgentCallKind::Ringing);
-    assert_eq!((r.agent.as_str(), r.queue.as_str()), ("100", "sales"));
+    assert_eq!(
+        (r.agent.as_str(), r.queue.as_deref()),
+        ("100", Some("sales"))
+    );
     assert_eq!(
         (r.caller_number.as_str(), r.caller_name.as_str()),
         ("101", "Ext 101")
@@ -711,4 +714,58 @@ fn a_ringing_agent_hears_of_an_abandoned_caller_and_of_an_offer_moving_on() {
             talk_ms: None,
         }
     );
+}
+
+#[test]
+fn a_direct_call_to_the_phone_an_agent_is_logged_in_on_pops_up_too() {
+    let mut h = harness();
+    login(&mut h, 2, "100");
+    login(&mut h, 3, "200");
+    // 101 dials 102 (agent 100's phone) directly: no queue.
+    h.ev(1, Event::OffHook);
+    h.dial(1, "102");
+    let out = h.drain();
+    let rang = agent_calls(&out);
+    assert_eq!(rang.len(), 1, "{rang:?}");
+    assert_eq!(
+        (
+            rang[0].agent.as_str(),
+            rang[0].queue.as_deref(),
+            rang[0].kind
+        ),
+        ("100", None, AgentCallKind::Ringing)
+    );
+    assert_eq!(
+        (rang[0].caller_number.as_str(), rang[0].extension.as_deref()),
+        ("101", Some("102"))
+    );
+    // A direct call changes no agent state (the ACD did not offer it).
+    assert_eq!(agent_states(&out), vec![]);
+    h.advance(Duration::from_secs(1));
+    h.ev(2, Event::OffHook);
+    let answered = agent_calls(&h.drain());
+    assert_eq!(answered.len(), 1, "{answered:?}");
+    assert_eq!(answered[0].kind, AgentCallKind::Answered);
+    h.advance(Duration::from_secs(5));
+    h.ev(2, Event::OnHook);
+    let ended = agent_calls(&h.drain());
+    assert_eq!(
+        ended
+            .iter()
+            .map(|e| (e.agent.as_str(), e.kind))
+            .collect::<Vec<_>>(),
+        vec![(
+            "100",
+            AgentCallKind::Ended {
+                end: AgentCallEnd::Call(Disposition::Answered),
+                talk_ms: Some(5_000),
+            }
+        )]
+    );
+    // A call to an extension no agent holds tells nobody.
+    h.ev(1, Event::OnHook);
+    h.drain();
+    h.ev(3, Event::OffHook);
+    h.dial(3, "101");
+    assert_eq!(agent_calls(&h.drain()), vec![]);
 }

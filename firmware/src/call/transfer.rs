@@ -243,6 +243,7 @@ impl CallControl {
             caller_connected: true,
             early_media: None,
             queue: None,
+            desk_agents: Vec::new(),
             blocked: None,
             awaiting_caller_id: false,
         };
@@ -380,6 +381,7 @@ impl CallControl {
             caller_connected: true,
             early_media: None,
             queue: None,
+            desk_agents: Vec::new(),
             blocked: None,
             awaiting_caller_id: false,
         });

@@ -1166,7 +1166,7 @@ fn ringing(agent: &str, queue: &str, n: i64) -> crate::screen_pop::DeskEvent {
     crate::screen_pop::DeskEvent::Call(crate::call::AgentCallEvent {
         agent: agent.parse().expect("agent"),
         call_id: format!("c-{n}"),
-        queue: queue.to_owned(),
+        queue: Some(queue.to_owned()),
         caller_number: "13812345678".to_owned(),
         caller_name: "ACME".to_owned(),
         extension: Some("101".to_owned()),
