@@ -26,8 +26,8 @@
 //! the record of the phone's owner (`own` for the caller's own phone: the extension
 //! they are logged in on as an agent, else their user's extension; another extension
 //! needs `group` or `site` over its owner). Answers 202 `{call_id, from, to}`; 400 for
-//! a bad field (named), 403, 404 for an unknown extension, 409 when the phone is busy,
-//! has no analog port, or the caller has no phone. Audited (`click_to_call`, ok or
+//! a bad field (named), 403, 404 for an unknown extension, 409 when the phone is busy
+//! or the caller has no phone. Audited (`click_to_call`, ok or
 //! failed with the reason).
 
 use std::collections::BTreeMap;
@@ -464,8 +464,9 @@ fn click_error(e: ClickError) -> ApiError {
         ClickError::Call(ClickToCallError::UnknownExtension(_)) => {
             ApiError::new(StatusCode::NOT_FOUND, message)
         }
-        ClickError::Call(ClickToCallError::Busy(_) | ClickToCallError::NotAnalog(_))
-        | ClickError::NoPhone => ApiError::new(StatusCode::CONFLICT, message),
+        ClickError::Call(ClickToCallError::Busy(_)) | ClickError::NoPhone => {
+            ApiError::new(StatusCode::CONFLICT, message)
+        }
         ClickError::Stopping => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message),
     }
 }

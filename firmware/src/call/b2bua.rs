@@ -272,6 +272,9 @@ impl CallControl {
     }
 
     fn leg_answered(&mut self, now: Instant, leg: LegId) {
+        if let Some(click) = self.sip_clicks.remove(&leg) {
+            return self.click_sip_answered(now, leg, click);
+        }
         let Some((key, call)) = self.leg_call(leg) else {
             if leg.is_outgoing() {
                 // Answered after call control gave up on it (the caller hung up, or
@@ -297,6 +300,11 @@ impl CallControl {
     }
 
     fn leg_ended_inner(&mut self, now: Instant, leg: LegId, reason: EndReason) {
+        if let Some(click) = self.sip_clicks.remove(&leg) {
+            self.click_sip_failed(now, leg, click, Some(reason));
+            self.legs.remove(&leg);
+            return;
+        }
         let Some((key, call)) = self.leg_call(leg) else {
             tracing::debug!(%leg, ?reason, "end of an unknown leg ignored");
             self.legs.remove(&leg);

@@ -4,25 +4,31 @@
 //!
 //! The number is checked against the dial plan up front (an extension, a queue, or the
 //! outside-line prefix and a number: exactly what the phone could dial) and the phone
-//! must be an idle FXS port. The phone rings with the target as its caller ID
-//! (number, and the extension's name for an internal target); lifting it plays the
-//! digits into call control as if the user had dialled them, so the routing, the
-//! outside routes (trunk, then FXO) and the CDR are those of a dialled call. An outside
-//! number gets a `#` so it is dialled at once instead of after the inter-digit timeout.
-//! The call keeps the id [`CallControl::click_to_call`] returned. No answer within
-//! [`CLICK_TO_CALL_ANSWER`] ends it (the phone stops ringing; a `no_answer` CDR from
-//! the phone to the target).
+//! must be free. The phone rings with the target as its caller ID (number, and the
+//! extension's name for an internal target). An extension with an FXS port is rung
+//! there: lifting it plays the digits into call control as if the user had dialled
+//! them, so the routing, the outside routes (trunk, then FXO) and the CDR are those of
+//! a dialled call; an outside number gets a `#` so it is dialled at once instead of
+//! after the inter-digit timeout. A SIP-only extension's phones get an INVITE; the leg
+//! that answers becomes the caller of the dialled call, placed like a blind transfer's
+//! (the leg is up already). The call keeps the id [`CallControl::click_to_call`]
+//! returned. No answer within [`CLICK_TO_CALL_ANSWER`] ends it (the phone stops
+//! ringing; a `no_answer` CDR from the phone to the target); a SIP phone that declines
+//! or cannot be reached ends it too (`busy` or `no_answer`).
 //!
-//! Limits: the calling phone must be an analog (FXS) phone: a SIP-only extension is
-//! refused ([`ClickToCallError::NotAnalog`]), as ringing a SIP phone and then dialling
-//! for it needs a leg that is both callee and caller, which call control does not model
-//! yet. Toll rules are those of the phone: FXS phones have none today.
+//! Limits: a SIP phone hears silence, not ringback, while the target rings (no in-band
+//! tones towards SIP legs yet). Toll rules are those of a call dialled on the phone's
+//! port: FXS phones have none today, and the SIP endpoint's per-account toll check
+//! applies to INVITEs a phone sends, not to this call the box places for it.
 
 use std::time::{Duration, Instant};
 
 use crate::cdr::{Direction, Disposition, HangupSide};
 
-use super::{CallControl, Fxs, PlanMatch};
+use super::{
+    Call, CallControl, CallPhase, EndReason, Fxs, LegId, LegInfo, Output, Party, PlanMatch,
+    SipTarget,
+};
 
 /// How long the calling phone rings before a click-to-call gives up.
 pub const CLICK_TO_CALL_ANSWER: Duration = Duration::from_secs(30);
@@ -43,9 +49,6 @@ pub enum ClickToCallError {
     /// No extension has this number.
     #[error("no extension {0}")]
     UnknownExtension(String),
-    /// The extension has no analog phone (a SIP-only extension).
-    #[error("extension {0} has no analog phone; click-to-call rings FXS phones only")]
-    NotAnalog(String),
     /// The phone is in use (off-hook, ringing or in a call) or out of service.
     #[error("the phone of extension {0} is busy")]
     Busy(String),
@@ -81,13 +84,10 @@ impl CallControl {
         if to.is_empty() || to.len() > MAX_DIGITS || !to.bytes().all(|b| b.is_ascii_digit()) {
             return Err(bad("1 to 24 digits 0-9"));
         }
-        let port = match self.fxs_port_of(from) {
-            Some(p) => p,
-            None if self.is_sip_extension(from) => {
-                return Err(ClickToCallError::NotAnalog(from.to_owned()))
-            }
-            None => return Err(ClickToCallError::UnknownExtension(from.to_owned())),
-        };
+        let port = self.fxs_port_of(from);
+        if port.is_none() && !self.is_sip_extension(from) {
+            return Err(ClickToCallError::UnknownExtension(from.to_owned()));
+        }
         if to == from {
             return Err(bad("it is the calling extension"));
         }
@@ -116,34 +116,150 @@ impl CallControl {
             PlanMatch::Partial => return Err(bad("incomplete")),
             PlanMatch::None => return Err(bad("no extension, queue or outside line")),
         };
-        let free = self
-            .fxs
-            .get(&port)
-            .is_some_and(|p| p.state == Fxs::Idle && !p.off_hook);
+        let free = match port {
+            Some(port) => self
+                .fxs
+                .get(&port)
+                .is_some_and(|p| p.state == Fxs::Idle && !p.off_hook),
+            // A SIP phone with a call (or rung for a click-to-call) is busy.
+            None => !self.legs.values().any(|l| l.phone && l.number == from),
+        };
         if !free {
             return Err(ClickToCallError::Busy(from.to_owned()));
         }
         let key = self.next_call;
         self.next_call += 1;
         let id = format!("{}-{}", self.settings.call_id_prefix, key);
+        let click = Click {
+            key,
+            digits,
+            started: now,
+            deadline: now + CLICK_TO_CALL_ANSWER,
+        };
         tracing::info!(
             call = id,
             from,
             to,
-            port,
+            ?port,
             "click-to-call: ringing the caller's phone"
         );
-        self.ring(port, &shown, &name);
-        self.set_fxs(
-            port,
-            Fxs::ClickToCall(Click {
-                key,
-                digits,
-                started: now,
-                deadline: now + CLICK_TO_CALL_ANSWER,
-            }),
-        );
+        match port {
+            Some(port) => {
+                self.ring(port, &shown, &name);
+                self.set_fxs(port, Fxs::ClickToCall(click));
+            }
+            None => {
+                let n = self.next_leg;
+                self.next_leg += 1;
+                let leg = LegId(LegId::OUTGOING | n);
+                let sip_call_id = format!("{id}-{n}@{}", self.settings.sip_host);
+                self.legs.insert(
+                    leg,
+                    LegInfo {
+                        call: key,
+                        number: from.to_owned(),
+                        sip_call_id: sip_call_id.clone(),
+                        far_held: false,
+                        phone: true,
+                    },
+                );
+                self.outputs.push_back(Output::SipDial {
+                    leg,
+                    target: SipTarget::Extension(from.to_owned()),
+                    caller_number: shown,
+                    caller_name: name,
+                    sip_call_id,
+                });
+                self.sip_clicks.insert(leg, click);
+            }
+        }
         Ok(id)
+    }
+
+    /// The SIP phone rung for a click-to-call answered on `leg`: the leg calls the
+    /// number, as a transferee does after a blind transfer (it is up already).
+    pub(super) fn click_sip_answered(&mut self, now: Instant, leg: LegId, click: Click) {
+        let Some(info) = self.legs.get(&leg).cloned() else {
+            return;
+        };
+        let mut call = self.click_call(&info.number, &click, Party::Sip(leg), now);
+        call.caller_sip_call_id = Some(info.sip_call_id);
+        call.caller_connected = true;
+        let outside = call.direction == Direction::Outbound;
+        self.reserved_key = Some(click.key);
+        if outside {
+            self.call_outside(now, call);
+        } else {
+            self.call_extension(now, call);
+        }
+        self.reserved_key = None;
+    }
+
+    /// The SIP phone rung for a click-to-call did not answer: its leg ended with
+    /// `reason`, or `reason` is `None` when call control gives up (no answer in time,
+    /// shutdown) and ends the leg itself. The attempt gets a CDR.
+    pub(super) fn click_sip_failed(
+        &mut self,
+        now: Instant,
+        leg: LegId,
+        click: Click,
+        reason: Option<EndReason>,
+    ) {
+        let extension = self
+            .legs
+            .get(&leg)
+            .map(|l| l.number.clone())
+            .unwrap_or_default();
+        let disposition = match reason {
+            Some(EndReason::Busy) => Disposition::Busy,
+            Some(EndReason::Congestion) => Disposition::Congestion,
+            _ => Disposition::NoAnswer,
+        };
+        if reason.is_none() {
+            self.hangup_leg(leg, EndReason::NoAnswer);
+        }
+        tracing::info!(%leg, ?reason, "click-to-call: the caller's SIP phone did not answer");
+        let mut call = self.click_call(&extension, &click, Party::Sip(leg), click.started);
+        call.id = format!("{}-{}", self.settings.call_id_prefix, click.key);
+        self.emit_cdr(now, &call, disposition, HangupSide::System);
+    }
+
+    /// A call from extension `from`'s phone (`caller`) to a click-to-call's number,
+    /// alerting, not placed yet (no id: `new_call` gives the reserved one).
+    fn click_call(&self, from: &str, click: &Click, caller: Party, started: Instant) -> Call {
+        let number = click.digits.trim_end_matches('#');
+        let (direction, callee_number) = match self.outside_number(number) {
+            Some(n) => (Direction::Outbound, n.to_owned()),
+            None => (Direction::Internal, number.to_owned()),
+        };
+        Call {
+            id: String::new(),
+            direction,
+            caller,
+            caller_number: from.to_owned(),
+            caller_name: self.extension_name(from),
+            callee: None,
+            callee_number,
+            ringing: Vec::new(),
+            ringing_legs: Vec::new(),
+            phase: CallPhase::Alerting,
+            started,
+            answered: None,
+            deadline: None,
+            last_ring: None,
+            caller_alerted: false,
+            outside: None,
+            caller_sip_call_id: None,
+            callee_sip_call_id: None,
+            transfer_chain: Vec::new(),
+            transferor: None,
+            caller_connected: false,
+            early_media: None,
+            queue: None,
+            desk_agents: Vec::new(),
+            blocked: None,
+            awaiting_caller_id: false,
+        }
     }
 
     /// The phone of a click-to-call answered: it dials the number.

@@ -580,6 +580,8 @@ pub struct CallControl {
     /// The key the next call takes instead of a fresh one: a click-to-call's call
     /// keeps the id the API returned (set only while its digits are dialled).
     reserved_key: Option<CallKey>,
+    /// Click-to-calls ringing a SIP phone, by the leg offered to it (see `click`).
+    sip_clicks: BTreeMap<LegId, click::Click>,
 }
 
 /// How long a finished call's CDR waits for the quality of its SIP legs (the endpoint
@@ -656,6 +658,7 @@ impl CallControl {
             pending_cdrs: Vec::new(),
             blacklist: crate::blacklist::Blacklist::default(),
             reserved_key: None,
+            sip_clicks: BTreeMap::new(),
         }
     }
 
@@ -690,11 +693,17 @@ impl CallControl {
         });
         let calls = self.calls.values().filter_map(|c| c.deadline);
         let cdrs = self.pending_cdrs.iter().map(|p| p.deadline);
+        let clicks = self.sip_clicks.values().map(|c| c.deadline);
         let acd = self
             .center
             .as_ref()
             .and_then(|c| c.timeout(self.settings.epoch));
-        ports.chain(calls).chain(cdrs).chain(acd).min()
+        ports
+            .chain(calls)
+            .chain(cdrs)
+            .chain(clicks)
+            .chain(acd)
+            .min()
     }
 
     /// Handles every deadline at or before `now`.
@@ -739,6 +748,17 @@ impl CallControl {
             } else {
                 // Nobody answered in time.
                 self.end_call(now, key, None, HangupSide::System, EndReason::NoAnswer);
+            }
+        }
+        let due: Vec<LegId> = self
+            .sip_clicks
+            .iter()
+            .filter(|(_, c)| c.deadline <= now)
+            .map(|(&l, _)| l)
+            .collect();
+        for leg in due {
+            if let Some(click) = self.sip_clicks.remove(&leg) {
+                self.click_sip_failed(now, leg, click, None);
             }
         }
         self.acd_timeout(now);
@@ -801,6 +821,9 @@ impl CallControl {
         let keys: Vec<CallKey> = self.calls.keys().copied().collect();
         for key in keys {
             self.end_call(now, key, None, HangupSide::System, EndReason::Congestion);
+        }
+        for (leg, click) in std::mem::take(&mut self.sip_clicks) {
+            self.click_sip_failed(now, leg, click, None);
         }
         let ports: Vec<u8> = self.fxs.keys().copied().collect();
         for port in ports {

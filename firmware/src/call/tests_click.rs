@@ -153,10 +153,6 @@ fn bad_requests_are_refused_and_change_nothing() {
         h.click("150", "103"),
         Err(ClickToCallError::UnknownExtension("150".into()))
     );
-    assert_eq!(
-        h.click("210", "103"),
-        Err(ClickToCallError::NotAnalog("210".into()))
-    );
     assert!(h.take().is_empty(), "refusals send nothing");
     // A phone in use is busy.
     h.ev(1, Event::OffHook);
@@ -202,4 +198,104 @@ fn a_fault_while_ringing_ends_the_click_to_call_with_a_cdr() {
         (id.as_str(), Disposition::Congestion)
     );
     assert_eq!(h.cc.timeout(), None, "no click deadline is left");
+}
+
+fn dial_caller_id(out: &[Output]) -> Option<(String, String)> {
+    out.iter().find_map(|o| match o {
+        Output::SipDial {
+            caller_number,
+            caller_name,
+            ..
+        } => Some((caller_number.clone(), caller_name.clone())),
+        _ => None,
+    })
+}
+
+#[test]
+fn a_sip_only_extension_is_invited_and_the_leg_that_answers_calls_the_target() {
+    let mut h = Harness::new();
+    let id = h.click("210", "101").expect("started");
+    let out = h.take();
+    let (l, target, sip_call_id) = only_dial(&out);
+    assert_eq!(target, SipTarget::Extension("210".into()));
+    assert!(sip_call_id.starts_with(&format!("{id}-")), "{sip_call_id}");
+    assert_eq!(dial_caller_id(&out), Some(("101".into(), "Ext 101".into())));
+    assert!(!rings(&out, 1), "the target waits for the answer");
+    // Its phone is busy for another click meanwhile.
+    assert_eq!(
+        h.click("210", "103"),
+        Err(ClickToCallError::Busy("210".into()))
+    );
+    h.advance(Duration::from_secs(3));
+    h.sip(SipInput::Answered { leg: l });
+    let out = h.take();
+    // No 200 OK or 180 towards it: the leg is up already, it is the caller now.
+    assert!(!out
+        .iter()
+        .any(|o| matches!(o, Output::SipAnswer { .. } | Output::SipRinging { .. })));
+    assert!(rings(&out, 1), "{out:?}");
+    assert_eq!(
+        caller_id_on(&out, 1),
+        Some(("210".into(), "Phone 210".into()))
+    );
+    assert_eq!(h.cc.snapshot()[0].call_id, id);
+    h.ev(1, Event::OffHook);
+    assert!(h.take().contains(&Output::Connect(leg(l), port(1))));
+    h.advance(Duration::from_secs(4));
+    h.sip(SipInput::Ended {
+        leg: l,
+        reason: EndReason::Normal,
+    });
+    let out = h.take();
+    assert!(tone_is(&out, 1, crate::tones::Tone::Busy), "{out:?}");
+    let cdr = &cdrs(&out)[0];
+    assert_eq!(cdr.call_id, id);
+    assert_eq!(
+        (cdr.caller.as_str(), cdr.callee.as_str(), cdr.disposition),
+        ("210", "101", Disposition::Answered)
+    );
+    assert_eq!(
+        cdr.caller_sip_call_id.as_deref(),
+        Some(sip_call_id.as_str())
+    );
+}
+
+#[test]
+fn a_sip_phone_that_declines_or_does_not_answer_ends_the_click_to_call_with_a_cdr() {
+    let mut h = Harness::new();
+    let id = h.click("211", "95551234").expect("started");
+    let (l, _, _) = only_dial(&h.take());
+    h.sip(SipInput::Ended {
+        leg: l,
+        reason: EndReason::Busy,
+    });
+    let out = h.take();
+    let cdr = &cdrs(&out)[0];
+    assert_eq!(
+        (cdr.call_id.as_str(), cdr.disposition, cdr.direction),
+        (id.as_str(), Disposition::Busy, Direction::Outbound)
+    );
+    assert_eq!(
+        (cdr.caller.as_str(), cdr.callee.as_str()),
+        ("211", "5551234")
+    );
+    assert!(hangups(&out).is_empty(), "the leg ended by itself");
+    // Nobody answers the next one: after 30 s the INVITE is cancelled.
+    let id = h.click("211", "101").expect("started again");
+    let (l, _, _) = only_dial(&h.take());
+    h.advance(CLICK_TO_CALL_ANSWER);
+    let out = h.take();
+    assert_eq!(hangups(&out), vec![(l, EndReason::NoAnswer)]);
+    let cdr = &cdrs(&out)[0];
+    assert_eq!(
+        (cdr.call_id.as_str(), cdr.disposition),
+        (id.as_str(), Disposition::NoAnswer)
+    );
+    assert_eq!(h.cc.timeout(), None);
+    assert_eq!(h.cc.active_legs(), 0);
+    // A late answer on the cancelled leg is hung up again, nothing rings.
+    h.sip(SipInput::Answered { leg: l });
+    let out = h.take();
+    assert_eq!(hangups(&out), vec![(l, EndReason::Normal)]);
+    assert!(!rings(&out, 1));
 }
