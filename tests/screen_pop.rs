@@ -296,6 +296,7 @@ fn an_agent_desktop_sees_a_queued_call_and_clicks_to_call() {
             ("alice".to_owned(), "ok".to_owned()),
             ("alice".to_owned(), "failed".to_owned()),
             ("admin1".to_owned(), "failed".to_owned()),
+            ("admin1".to_owned(), "failed".to_owned()),
         ],
         "the click-to-calls that reached the phones are audited"
     );
@@ -314,5 +315,47 @@ fn an_agent_desktop_sees_a_queued_call_and_clicks_to_call() {
         !gw.log_text().contains("did not finish in time"),
         "{}",
         gw.log_text()
+    );
+}
+
+/// Click-to-call from a SIP-only extension: its phone (SIPp registered as 202, which
+/// answers the INVITE) is rung first; once it answers, analog 101 rings with 202 as
+/// caller ID; 101 answers and hangs up, and the phone gets its BYE.
+#[test]
+fn click_to_call_rings_a_sip_phone_then_the_target() {
+    use crate::sip_calls::{free_port, gateway, register, sip_addr, sipp, wait_sipp};
+    let gw = gateway();
+    let port = free_port();
+    register(&gw, "202", "soft-phone-pass-two", port);
+    let admin = create_admin(&gw, "admin1", ADMIN_PASSWORD);
+    let phone = sipp("uas_answer.xml", sip_addr(&gw), port, &["-m", "1"])
+        .spawn()
+        .expect("sipp starts");
+    std::thread::sleep(Duration::from_millis(300));
+    let target = gw.sim.phone(1);
+    let (status, body) = admin.post("/api/v1/calls", json!({ "to": "101", "from": "202" }));
+    assert_eq!(status, 202, "{body}");
+    let id = body["call_id"].as_str().expect("call id").to_owned();
+    assert!(
+        wait(SOON, || target.is_ringing()),
+        "101 rings once 202 answered:\n{}",
+        gw.log_text()
+    );
+    assert_eq!(
+        target.caller_id().expect("caller id").number.as_str(),
+        "202"
+    );
+    target.off_hook();
+    std::thread::sleep(Duration::from_millis(500));
+    target.on_hook();
+    wait_sipp(phone, "the SIP phone", &gw);
+    let cdrs = gw.wait_cdrs(1);
+    let c = cdrs
+        .iter()
+        .find(|c| c.call_id == id)
+        .expect("the click's CDR");
+    assert_eq!(
+        (c.caller.as_str(), c.callee.as_str(), c.disposition.as_str()),
+        ("202", "101", "answered")
     );
 }

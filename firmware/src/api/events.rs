@@ -376,14 +376,9 @@ pub(super) async fn click_to_call(
         let (agent, extension) = user_phone(&reader, who.subject().user_id)?;
         let (phone, target, label) = match body.from {
             Some(from) if Some(&from) != extension.as_ref() => {
+                // The owner of the phone (nobody's phone needs `site`); whether the
+                // extension exists (FXS or SIP) is call control's answer (404).
                 let dir = NumberDirectory::load(&reader)?;
-                if !dir.is_extension(&from) {
-                    return Err(ApiError::new(
-                        StatusCode::NOT_FOUND,
-                        format!("no extension {from}"),
-                    ));
-                }
-                // The owner of the phone (nobody's phone needs `site`).
                 let target = dir
                     .call_targets(&from, "")
                     .into_iter()

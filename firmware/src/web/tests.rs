@@ -1393,6 +1393,7 @@ async fn click_to_call_rings_the_users_phone_needs_the_grant_and_is_audited() {
             ("alice".into(), "extension 101".into(), "failed".into()),
             ("alice".into(), "extension 101".into(), "ok".into()),
             ("alice".into(), "extension 101".into(), "failed".into()),
+            ("boss".into(), "extension 150".into(), "failed".into()),
             ("boss".into(), "extension 102".into(), "ok".into()),
             ("agent1".into(), "own phone".into(), "failed".into()),
         ]
