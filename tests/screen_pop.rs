@@ -204,6 +204,7 @@ fn an_agent_desktop_sees_a_queued_call_and_clicks_to_call() {
     let gone = events.next("ended");
     assert_eq!(gone["call_id"], direct["call_id"], "{gone}");
     assert_eq!(gone["disposition"], "no_answer", "{gone}");
+    assert_eq!(gone["extension"], "102", "{gone}");
     assert!(wait(SOON, || !alice_phone.is_ringing()));
 
     // Click-to-call: Alice's phone (where she is logged in) rings showing 103 ...

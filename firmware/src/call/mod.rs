@@ -480,8 +480,9 @@ struct Call {
     /// The call is in (or was answered from) a call-center queue.
     queue: Option<queue::QueueCall>,
     /// Agents told of this direct (not queued) call on their desktops because it was
-    /// offered to the phone they are logged in on (see `queue::desk_offer`).
-    desk_agents: Vec<crate::acd::AgentId>,
+    /// offered to the phone they are logged in on, with that phone's extension (see
+    /// `queue::desk_offer`).
+    desk_agents: Vec<(crate::acd::AgentId, String)>,
     /// Caller screening blocked the call (see `screening`): for its CDR.
     blocked: Option<CdrBlocked>,
     /// A PSTN call that rang without caller ID while screening is on: nobody is rung

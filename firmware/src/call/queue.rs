@@ -499,10 +499,10 @@ impl CallControl {
         let Some(call) = self.calls.get_mut(&key) else {
             return;
         };
-        if call.queue.is_some() || call.desk_agents.contains(&agent) {
+        if call.queue.is_some() || call.desk_agents.iter().any(|(a, _)| *a == agent) {
             return;
         }
-        call.desk_agents.push(agent.clone());
+        call.desk_agents.push((agent.clone(), extension.clone()));
         self.agent_call(now, key, agent, Some(extension), AgentCallKind::Ringing);
     }
 
@@ -522,18 +522,17 @@ impl CallControl {
             .and_then(|c| c.acd.agent_at(&extension))
             .cloned();
         let agents = call.desk_agents.clone();
-        for agent in agents {
+        for (agent, ext) in agents {
             if Some(&agent) == answering.as_ref() {
-                let ext = Some(extension.clone()).filter(|e| !e.is_empty());
-                self.agent_call(now, key, agent, ext, AgentCallKind::Answered);
+                self.agent_call(now, key, agent, Some(ext), AgentCallKind::Answered);
             } else {
                 let kind = AgentCallKind::Ended {
                     end: AgentCallEnd::OfferStopped(StopReason::AnsweredElsewhere),
                     talk_ms: None,
                 };
-                self.agent_call(now, key, agent.clone(), None, kind);
+                self.agent_call(now, key, agent.clone(), Some(ext), kind);
                 if let Some(c) = self.calls.get_mut(&key) {
-                    c.desk_agents.retain(|a| *a != agent);
+                    c.desk_agents.retain(|(a, _)| *a != agent);
                 }
             }
         }
@@ -555,6 +554,7 @@ impl CallControl {
             .callee
             .map(|p| self.party_number(p))
             .filter(|n| !n.is_empty());
+        let answered = call.callee.and(talk_ms);
         let mut agents: Vec<(AgentId, Option<String>, Option<i64>)> = Vec::new();
         if let Some(q) = call.queue.as_ref() {
             if let Some(agent) = &q.agent {
@@ -568,10 +568,8 @@ impl CallControl {
             }
         }
         // A direct call: after an answer only the answering agent is left.
-        for agent in &call.desk_agents {
-            let talk = call.callee.and(talk_ms);
-            let ext = callee_ext.clone().filter(|_| talk.is_some());
-            agents.push((agent.clone(), ext, talk));
+        for (agent, ext) in &call.desk_agents {
+            agents.push((agent.clone(), Some(ext.clone()), answered));
         }
         for (agent, extension, talk_ms) in agents {
             let kind = AgentCallKind::Ended { end, talk_ms };

@@ -752,10 +752,11 @@ fn a_direct_call_to_the_phone_an_agent_is_logged_in_on_pops_up_too() {
     assert_eq!(
         ended
             .iter()
-            .map(|e| (e.agent.as_str(), e.kind))
+            .map(|e| (e.agent.as_str(), e.extension.as_deref(), e.kind))
             .collect::<Vec<_>>(),
         vec![(
             "100",
+            Some("102"),
             AgentCallKind::Ended {
                 end: AgentCallEnd::Call(Disposition::Answered),
                 talk_ms: Some(5_000),
