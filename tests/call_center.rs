@@ -410,3 +410,66 @@ fn a_trunk_caller_hears_the_queue_music_as_early_media_and_is_not_answered() {
     assert_eq!(queue.as_deref(), Some("support"));
     assert_ne!(disposition, "answered");
 }
+
+#[test]
+fn a_pstn_caller_scores_the_call_with_inband_dtmf_after_the_agent_hangs_up() {
+    // PSTN line 6 rings the queue.
+    let plan = crate::harness::DIAL_PLAN.replace(r#"inbound = ["103"]"#, r#"inbound = ["7001"]"#);
+    let mut gw = Gateway::start_with(&plan);
+    let admin = create_admin(&gw, "admin1", ADMIN_PASSWORD);
+    add_agent(&admin, "alice", "100", "4821");
+    gw.stop_with(nix::sys::signal::Signal::SIGTERM);
+    {
+        let db = rusqlite::Connection::open(gw.db_path()).expect("open the store");
+        db.execute_batch(
+            "INSERT INTO queues (name, number, strategy, ring_timeout_ms, wrap_up_ms, survey_prompt)
+                 VALUES ('sales', '7001', 'ring_all', 8000, 1000, 'rate-us');
+             INSERT INTO queue_members (queue_id, user_id, position)
+                 SELECT q.id, u.id, 0 FROM queues q, users u WHERE u.agent_id = '100';",
+        )
+        .expect("queue rows");
+    }
+    let dir = gw.data_dir().join("prompts");
+    std::fs::create_dir_all(&dir).expect("prompts dir");
+    write_prompt(&dir, "rate-us", 1000.0, 1500);
+    gw.restart();
+
+    let alice = gw.sim.phone(2);
+    assert!(login(&gw, &alice, "100", "4821"));
+    let line = gw.sim.line(6);
+    assert!(line.ring(Some(
+        line_proto::CallerId::new("5550123", "").expect("caller id")
+    )));
+    assert!(wait(SOON, || alice.is_ringing()), "alice rings");
+    alice.off_hook();
+    assert!(wait(SOON, || line.is_seized()), "the line is answered");
+    std::thread::sleep(Duration::from_millis(500));
+    // Alice hangs up first: the caller stays on the line and hears the survey prompt.
+    alice.on_hook();
+    assert!(
+        wait(SOON, || hears(&listen(&gw.sim, 6, 400, true), 1000.0)),
+        "the caller hears the survey prompt"
+    );
+    assert!(line.is_seized());
+    // A non-score key is ignored; then the caller keys 4 (in-band DTMF on the line).
+    assert!(line.inject_dtmf('9', 120));
+    std::thread::sleep(Duration::from_millis(600));
+    assert!(line.is_seized(), "9 is not a score");
+    assert!(line.inject_dtmf('4', 120));
+    assert!(wait(SOON, || !line.is_seized()), "the line is released");
+    let score = || -> Option<i64> {
+        gw.db()
+            .query_row(
+                "SELECT survey_score FROM cdrs WHERE caller = '5550123'",
+                [],
+                |r| r.get(0),
+            )
+            .ok()
+            .flatten()
+    };
+    assert!(wait(SOON, || score().is_some()), "CDR written");
+    assert_eq!(score(), Some(4));
+    // The agent went to wrap-up at her hang-up, before the survey ended.
+    let states = agent_states(&gw, "100");
+    assert!(states.iter().any(|s| s == "wrap_up"), "{states:?}");
+}

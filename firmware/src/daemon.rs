@@ -411,6 +411,20 @@ async fn serve(
         tracing::error!(error = %e, "voice prompt not loaded");
     }
     tracing::info!(prompts = prompts.len(), dir = %prompts_dir.display(), "voice prompts loaded");
+    // A PSTN line's inbound list names extensions or queue numbers (queues are the
+    // store's, so the config could not check those).
+    for line in &config.fxo_lines {
+        for n in &line.inbound {
+            let known = config.extensions.iter().any(|e| e.number == *n)
+                || config.sip_accounts.iter().any(|a| a.extension == *n)
+                || acd_config
+                    .as_ref()
+                    .is_some_and(|a| a.queues().iter().any(|q| q.number == *n));
+            if !known {
+                tracing::error!(port = line.port.get(), number = %n, "fxo line inbound number is no extension and no queue: skipped");
+            }
+        }
+    }
     if let Some(acd) = &acd_config {
         for q in acd.queues() {
             if let crate::acd::MusicOnHold::Prompt(name) = &q.music_on_hold {
@@ -607,6 +621,7 @@ async fn serve(
         media,
         prompts,
         country,
+        dtmf_detectors: HashMap::new(),
         call_recorder,
         tap,
         leg_routes: HashMap::new(),
@@ -1261,6 +1276,9 @@ struct BoardLoop {
     prompts: crate::prompts::PromptLibrary,
     /// Tone plan of tones played as audio.
     country: Country,
+    /// PSTN lines whose audio is searched for in-band DTMF for call control
+    /// (`Output::DetectDtmf`: a PSTN caller keying a survey score).
+    dtmf_detectors: HashMap<u8, branchline_media::dtmf::InbandDetector>,
     /// Starts and stops call recordings on bridges and CDRs (`None`: recording off).
     call_recorder: Option<crate::recorder::calls::CallRecorder>,
     /// The recorder's tap on the frames from the ports.
@@ -1293,6 +1311,19 @@ impl BoardLoop {
             Body::Audio(audio) => {
                 if let Some(tap) = &self.tap {
                     tap.frame(frame.port, crate::recorder::Side::FromPort, &audio);
+                }
+                if let Some(det) = self.dtmf_detectors.get_mut(&frame.port) {
+                    let mut pcm = [0i16; line_proto::AUDIO_FRAME_LEN];
+                    audio.law.decode_block(&audio.samples, &mut pcm);
+                    det.process(&pcm);
+                    while let Some(ev) = det.poll_event() {
+                        if let branchline_media::dtmf::DtmfEvent::Start { event, .. } = ev {
+                            if let Some(d) = event.to_digit() {
+                                tracing::debug!(port = frame.port, digit = %char::from(d), "in-band DTMF from the line");
+                                calls.handle_event(Instant::now(), frame.port, &Event::Digit(d));
+                            }
+                        }
+                    }
                 }
                 if let Some(&peer) = self.routes.get(&frame.port) {
                     if let Err(e) = self.link.send(peer, Body::Audio(audio)) {
@@ -1381,6 +1412,12 @@ impl BoardLoop {
                     self.media.play(end, player);
                 }
                 Output::StopPlay { end } => self.media.stop_playing(end),
+                Output::DetectDtmf { port, on: true } => {
+                    self.dtmf_detectors.insert(port, Default::default());
+                }
+                Output::DetectDtmf { port, on: false } => {
+                    self.dtmf_detectors.remove(&port);
+                }
                 Output::Disconnect(a, b) => {
                     for (end, other) in [(a, b), (b, a)] {
                         if let (MediaEnd::Port(p), MediaEnd::Leg(leg)) = (end, other) {

@@ -376,6 +376,11 @@ pub struct Cdr {
     /// such a record's JSON whole).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub blocked: Option<CdrBlocked>,
+    /// The score (1-5) the caller keyed in the post-call survey of a queue call.
+    /// Absent (and left out of the JSON) when no survey was asked or none was keyed.
+    /// Not in [`Cdr::FIELDS`] (HQ keeps such a record's JSON whole).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub survey_score: Option<u8>,
 }
 
 /// The caller-screening part of a [`Cdr`] of a blocked call.

@@ -114,7 +114,7 @@ struct PortState {
     /// Injected fault (self-test fails while set).
     fault: Option<FaultKind>,
     /// What the phone's microphone / the far PSTN party sends; `None` is silence.
-    mic: Option<SineGenerator>,
+    mic: Option<Mic>,
     /// Audio received from the daemon, not yet played.
     rx_audio: VecDeque<[i16; AUDIO_FRAME_LEN]>,
     /// What the earpiece / far party heard, newest last.
@@ -782,8 +782,37 @@ impl SimHandle {
 
 fn inject_tone(shared: &Shared, port: u8, freq_hz: f64, amplitude: i16) {
     shared.with_port(port, |p| {
-        p.mic = Some(SineGenerator::new(freq_hz, amplitude))
+        p.mic = Some(Mic::Sine(SineGenerator::new(freq_hz, amplitude)))
     });
+}
+
+/// What a microphone / far party sends.
+#[derive(Debug)]
+enum Mic {
+    /// A steady sine.
+    Sine(SineGenerator),
+    /// A tone with a cadence (DTMF key presses).
+    Tone(ToneGenerator),
+}
+
+impl Mic {
+    fn fill(&mut self, out: &mut [i16]) {
+        match self {
+            Mic::Sine(g) => g.fill(out),
+            Mic::Tone(g) => g.fill(out),
+        }
+    }
+}
+
+/// The DTMF frequencies (low, high) of a keypad key.
+fn dtmf_pair(key: char) -> Option<(u16, u16)> {
+    const ROWS: [u16; 4] = [697, 770, 852, 941];
+    const COLS: [u16; 4] = [1209, 1336, 1477, 1633];
+    const KEYS: [&str; 4] = ["123A", "456B", "789C", "*0#D"];
+    KEYS.iter().enumerate().find_map(|(r, row)| {
+        row.find(key.to_ascii_uppercase())
+            .map(|c| (ROWS[r], COLS[c]))
+    })
 }
 
 fn take_heard(shared: &Shared, port: u8) -> Vec<i16> {
@@ -1021,6 +1050,25 @@ impl PstnLine {
     /// The far party speaks a sine from now on.
     pub fn inject_tone(&self, freq_hz: f64, amplitude: i16) {
         inject_tone(&self.shared, self.port, freq_hz, amplitude);
+    }
+
+    /// The far party presses `key` on a DTMF phone: the key's two tones at -10 dBm0
+    /// for `ms`, then silence. False (nothing sent) for a key that is not on a DTMF
+    /// keypad.
+    pub fn inject_dtmf(&self, key: char, ms: u16) -> bool {
+        let Some((low, high)) = dtmf_pair(key) else {
+            return false;
+        };
+        let spec = ToneSpec {
+            freq1_hz: low,
+            freq2_hz: high,
+            level_dbm0: -10,
+            cadence: line_proto::Cadence::from_pairs(&[(ms, u16::MAX)]).unwrap_or_default(),
+        };
+        self.shared.with_port(self.port, |p| {
+            p.mic = Some(Mic::Tone(ToneGenerator::new(spec)))
+        });
+        true
     }
 
     /// The far party falls silent.

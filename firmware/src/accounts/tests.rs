@@ -941,6 +941,7 @@ fn cdr(call_id: &str, caller: &str, callee: &str, direction: Direction) -> Cdr {
         transfer_chain: Vec::new(),
         queue: None,
         blocked: None,
+        survey_score: None,
     }
 }
 

@@ -346,6 +346,9 @@ pub struct QueueConfig {
     pub announce_every: Option<Duration>,
     /// What waiting callers hear.
     pub music_on_hold: MusicOnHold,
+    /// The voice prompt of the post-call survey (callers hear it when the agent hangs
+    /// up first and key a score 1-5); `None`: no survey.
+    pub survey: Option<String>,
     /// Where callers go when the queue is full.
     pub on_full: OverflowTarget,
     /// Where callers go after `max_wait`.
@@ -374,6 +377,7 @@ impl QueueConfig {
             skill_fallback: None,
             announce_every: None,
             music_on_hold: MusicOnHold::Tone,
+            survey: None,
             on_full: OverflowTarget::Busy,
             on_max_wait: OverflowTarget::Busy,
             on_no_agents: None,

@@ -134,7 +134,8 @@ pub fn load_config(conn: &Connection, path: &Path) -> Result<AcdConfig, StoreErr
     let mut stmt = conn
         .prepare(
             "SELECT id, name, number, strategy, ring_timeout_ms, wrap_up_ms, max_wait_ms,
-                    max_len, skill_fallback_ms, announce_every_ms, music_on_hold, moh_prompt
+                    max_len, skill_fallback_ms, announce_every_ms, music_on_hold, moh_prompt,
+                    survey_prompt
              FROM queues ORDER BY id",
         )
         .map_err(sql(path, "read queues"))?;
@@ -155,11 +156,12 @@ pub fn load_config(conn: &Connection, path: &Path) -> Result<AcdConfig, StoreErr
                 ],
                 r.get::<_, String>(10)?,
                 r.get::<_, Option<String>>(11)?,
+                r.get::<_, Option<String>>(12)?,
             ))
         })
         .map_err(sql(path, "read queues"))?;
     for row in rows {
-        let (id, name, number, strategy, ring_ms, wrap_ms, opt, moh, prompt) =
+        let (id, name, number, strategy, ring_ms, wrap_ms, opt, moh, prompt, survey) =
             row.map_err(sql(path, "read queues"))?;
         let ctx = RowCtx {
             path,
@@ -196,6 +198,7 @@ pub fn load_config(conn: &Connection, path: &Path) -> Result<AcdConfig, StoreErr
                 ))
             }
         };
+        q.survey = survey;
         queues.push((id, q));
     }
     let index: BTreeMap<i64, usize> = queues

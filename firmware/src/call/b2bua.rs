@@ -53,7 +53,7 @@ impl CallControl {
             SipInput::EarlyMedia { leg } => self.leg_early_media(leg),
             SipInput::Answered { leg } => self.leg_answered(now, leg),
             SipInput::Ended { leg, reason } => self.leg_ended(now, leg, reason),
-            SipInput::Digit { leg, digit } => self.leg_digit(leg, digit),
+            SipInput::Digit { leg, digit } => self.leg_digit(now, leg, digit),
             SipInput::Hold { leg, held } => self.leg_hold(leg, held),
             SipInput::Transfer { leg, target } => self.transfer(now, leg, target),
             SipInput::Media { leg } => {
@@ -146,6 +146,8 @@ impl CallControl {
             desk_agents: Vec::new(),
             blocked: None,
             awaiting_caller_id: false,
+            survey_score: None,
+            talk_ended: None,
         };
         // Outside callers are screened before anything rings (see `screening`).
         let mut call = match origin {
@@ -374,7 +376,10 @@ impl CallControl {
 
     /// A digit from a SIP leg: dialled on an FXO line the leg talks to (post-dial
     /// DTMF for IVRs); other peers get the RFC 4733 events from the media engine.
-    fn leg_digit(&mut self, leg: LegId, digit: char) {
+    fn leg_digit(&mut self, now: Instant, leg: LegId, digit: char) {
+        if let Some(key) = self.survey_of(Party::Sip(leg)) {
+            return self.survey_digit(now, key, digit);
+        }
         let Some((key, call)) = self.leg_call(leg) else {
             return;
         };

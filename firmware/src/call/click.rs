@@ -259,6 +259,8 @@ impl CallControl {
             desk_agents: Vec::new(),
             blocked: None,
             awaiting_caller_id: false,
+            survey_score: None,
+            talk_ended: None,
         }
     }
 

@@ -85,6 +85,7 @@ pub mod outside;
 mod queue;
 mod screening;
 pub mod sip;
+pub mod survey;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
@@ -295,6 +296,15 @@ pub enum Output {
     /// over for them (for the agents' screen-pop event stream, `/api/v1/events`).
     /// Boxed like [`Output::Cdr`].
     AgentCall(Box<AgentCallEvent>),
+    /// Search (or stop searching) the audio from PSTN line `port` for in-band DTMF and
+    /// report each digit as an [`Event::Digit`] of that port (the post-call survey of
+    /// a PSTN caller).
+    DetectDtmf {
+        /// The FXO port.
+        port: u8,
+        /// Start (true) or stop.
+        on: bool,
+    },
     /// Check an agent's PIN (argon2id against `users.pin_hash`) and answer with
     /// [`CallControl::agent_pin_checked`] and the same `check`.
     CheckAgentPin {
@@ -488,6 +498,11 @@ struct Call {
     /// A PSTN call that rang without caller ID while screening is on: nobody is rung
     /// until the next ring burst brings the caller ID (or proves there is none).
     awaiting_caller_id: bool,
+    /// The score the caller keyed in the post-call survey (see `survey`).
+    survey_score: Option<u8>,
+    /// When the conversation ended, for a call that goes on for its caller (the
+    /// survey): the CDR's end.
+    talk_ended: Option<Instant>,
 }
 
 /// What call control knows of a SIP leg.
@@ -583,6 +598,8 @@ pub struct CallControl {
     reserved_key: Option<CallKey>,
     /// Click-to-calls ringing a SIP phone, by the leg offered to it (see `click`).
     sip_clicks: BTreeMap<LegId, click::Click>,
+    /// Calls whose caller is in the post-call survey.
+    surveys: BTreeMap<CallKey, survey::Survey>,
 }
 
 /// How long a finished call's CDR waits for the quality of its SIP legs (the endpoint
@@ -660,6 +677,7 @@ impl CallControl {
             blacklist: crate::blacklist::Blacklist::default(),
             reserved_key: None,
             sip_clicks: BTreeMap::new(),
+            surveys: BTreeMap::new(),
         }
     }
 
@@ -704,6 +722,7 @@ impl CallControl {
             .chain(cdrs)
             .chain(clicks)
             .chain(acd)
+            .chain(self.survey_timeout())
             .min()
     }
 
@@ -763,6 +782,7 @@ impl CallControl {
             }
         }
         self.acd_timeout(now);
+        self.survey_timeouts(now);
         self.flush_cdrs(|p| p.deadline <= now);
     }
 
@@ -1087,6 +1107,9 @@ impl CallControl {
     }
 
     fn digit(&mut self, now: Instant, port: u8, d: char) {
+        if let Some(key) = self.survey_of(Party::Fxs(port)) {
+            return self.survey_digit(now, key, d);
+        }
         let Some(Fxs::Dialing {
             mut digits,
             started,
@@ -1588,6 +1611,12 @@ impl CallControl {
         match event {
             Event::RingDetected { caller_id } => self.pstn_ring(now, port, caller_id.as_ref()),
             Event::PolarityReversal => self.pstn_reversal(now, port),
+            // In-band DTMF the board loop found on the line (only asked for surveys).
+            Event::Digit(d) => {
+                if let Some(key) = self.survey_of(Party::Fxo(port)) {
+                    self.survey_digit(now, key, *d as char);
+                }
+            }
             Event::Fault(kind) => {
                 tracing::warn!(port, ?kind, "FXO line fault: line out of service");
                 if let Some(key) = self.fxo.get(&port).and_then(|f| f.call) {
@@ -1673,6 +1702,8 @@ impl CallControl {
             desk_agents: Vec::new(),
             blocked: None,
             awaiting_caller_id: false,
+            survey_score: None,
+            talk_ended: None,
         });
         if let Some(fx) = self.fxo.get_mut(&port) {
             fx.call = Some(key);
@@ -1815,6 +1846,8 @@ impl CallControl {
             desk_agents: Vec::new(),
             blocked: None,
             awaiting_caller_id: false,
+            survey_score: None,
+            talk_ended: None,
         }
     }
 
@@ -1855,6 +1888,12 @@ impl CallControl {
         side: HangupSide,
         reason: EndReason,
     ) {
+        if self.surveys.contains_key(&key) {
+            return self.finish_survey(now, key, by);
+        }
+        if let (Some(agent), Some(prompt)) = (by, self.survey_prompt(key, by)) {
+            return self.start_survey(now, key, agent, prompt);
+        }
         let Some(call) = self.calls.remove(&key) else {
             return;
         };
@@ -2021,6 +2060,17 @@ impl CallControl {
 
     fn emit_cdr(&mut self, now: Instant, call: &Call, disposition: Disposition, side: HangupSide) {
         self.agent_calls_ended(now, call, disposition);
+        self.record_cdr(now, call, disposition, side);
+    }
+
+    /// The CDR of `call` (without the agents' screen-pop events).
+    fn record_cdr(
+        &mut self,
+        now: Instant,
+        call: &Call,
+        disposition: Disposition,
+        side: HangupSide,
+    ) {
         let callee_port = call
             .callee
             .and_then(Party::port)
@@ -2036,7 +2086,7 @@ impl CallControl {
             callee_port,
             started_at_ms: self.wall(call.started),
             answered_at_ms: call.answered.map(|a| self.wall(a)),
-            ended_at_ms: self.wall(now),
+            ended_at_ms: self.wall(call.talk_ended.unwrap_or(now)),
             disposition,
             hangup_side: side,
             caller_sip_call_id: call.caller_sip_call_id.clone(),
@@ -2046,6 +2096,7 @@ impl CallControl {
             transfer_chain: call.transfer_chain.clone(),
             queue: call.queue.as_ref().map(|q| q.cdr(now)),
             blocked: call.blocked.clone(),
+            survey_score: call.survey_score,
         };
         if let Some(last) = call.transfer_chain.last() {
             tracing::info!(

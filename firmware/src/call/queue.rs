@@ -199,6 +199,8 @@ pub(super) struct CallCenter {
     codes: FeatureCodes,
     /// Queue number -> queue.
     numbers: BTreeMap<String, QueueName>,
+    /// Queue -> its post-call survey prompt (queues with a survey only).
+    surveys: BTreeMap<QueueName, String>,
     pin_checks: BTreeMap<u64, PendingLogin>,
     next_check: u64,
     /// Wrong PINs in a row per agent, and the end of its lockout.
@@ -216,6 +218,12 @@ impl CallCenter {
                 .iter()
                 .map(|q| (q.number.as_str().to_owned(), q.name.clone()))
                 .collect(),
+            surveys: settings
+                .config
+                .queues()
+                .iter()
+                .filter_map(|q| Some((q.name.clone(), q.survey.clone()?)))
+                .collect(),
             pin_checks: BTreeMap::new(),
             next_check: 1,
             pin_failures: BTreeMap::new(),
@@ -229,6 +237,11 @@ impl CallCenter {
     /// Whether `digits` are (or start) an agent feature code.
     pub(super) fn codes_parse_is_code(&self, digits: &str) -> bool {
         !matches!(self.codes.parse(digits), Ok(Parsed::NotACode))
+    }
+
+    /// The survey prompt of `queue`, if it has one.
+    pub(super) fn survey_prompt(&self, queue: &QueueName) -> Option<&str> {
+        self.surveys.get(queue).map(String::as_str)
     }
 }
 

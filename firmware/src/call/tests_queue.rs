@@ -770,3 +770,195 @@ fn a_direct_call_to_the_phone_an_agent_is_logged_in_on_pops_up_too() {
     h.dial(3, "101");
     assert_eq!(agent_calls(&h.drain()), vec![]);
 }
+
+// ----- Post-call survey -----
+
+/// The queue of [`harness`] with the survey prompt "rate-us" (1.5 s long).
+fn survey_harness(have_prompt: bool) -> Harness {
+    Harness::with(|s| {
+        let mut acd = center(Strategy::RoundRobin);
+        let mut queues = acd.config.queues().to_vec();
+        queues[0].survey = Some("rate-us".into());
+        let agents = acd.config.agents().to_vec();
+        acd.config = AcdConfig::new(queues, agents).expect("config");
+        s.acd = Some(acd);
+        s.fxo_lines[0].inbound = vec!["7001".into()];
+        if have_prompt {
+            s.prompts = [("rate-us".to_owned(), Duration::from_millis(1500))].into();
+        }
+    })
+}
+
+fn survey_play(end: MediaEnd) -> Output {
+    Output::Play {
+        end,
+        playback: Playback {
+            once: vec!["rate-us".into()],
+            then: None,
+        },
+    }
+}
+
+/// 101 calls the queue, agent 100 answers on 102, talks 20 s and hangs up.
+fn agent_hangs_up_on_101(h: &mut Harness) -> Vec<Output> {
+    login(h, 2, "100");
+    h.ev(1, Event::OffHook);
+    h.dial(1, "7001");
+    h.take();
+    h.ev(2, Event::OffHook);
+    h.take();
+    h.advance(Duration::from_secs(20));
+    h.take();
+    h.ev(2, Event::OnHook);
+    h.take()
+}
+
+#[test]
+fn the_agent_hanging_up_first_starts_the_survey_and_a_key_scores_it() {
+    let mut h = survey_harness(true);
+    let out = agent_hangs_up_on_101(&mut h);
+    assert!(
+        out.contains(&Output::Disconnect(port(1), port(2)))
+            || out.contains(&Output::Disconnect(port(2), port(1))),
+        "{out:?}"
+    );
+    assert!(out.contains(&survey_play(port(1))), "{out:?}");
+    // The agent is free (wrap-up) at once; no CDR yet; the caller hears no busy tone.
+    assert_eq!(agent_states(&out), vec![(agent("100"), AgentState::WrapUp)]);
+    assert!(cdrs(&out).is_empty());
+    assert!(!tone_is(&out, 1, Tone::Busy));
+    // The agent's desktop hears of the end now, with the talk time.
+    let ended = agent_calls(&out);
+    assert_eq!(ended.len(), 1, "{ended:?}");
+    assert_eq!(
+        ended[0].kind,
+        AgentCallKind::Ended {
+            end: AgentCallEnd::Call(Disposition::Answered),
+            talk_ms: Some(20_000),
+        }
+    );
+    // Keys that are not scores are ignored; 4 is the score.
+    h.advance(Duration::from_secs(3));
+    h.ev(1, Event::Digit(b'9'));
+    h.ev(1, Event::Digit(b'0'));
+    assert!(cdrs(&h.take()).is_empty());
+    h.ev(1, Event::Digit(b'4'));
+    let out = h.take();
+    assert!(out.contains(&Output::StopPlay { end: port(1) }), "{out:?}");
+    assert!(
+        tone_is(&out, 1, Tone::Busy),
+        "the caller is released: busy tone"
+    );
+    assert!(
+        agent_calls(&out).is_empty(),
+        "no second ended event: {out:?}"
+    );
+    let cdr = &cdrs(&out)[0];
+    assert_eq!(cdr.survey_score, Some(4));
+    assert_eq!(cdr.disposition, Disposition::Answered);
+    assert_eq!(cdr.hangup_side, crate::cdr::HangupSide::Callee);
+    // Talk time ends at the agent's hang-up, not after the survey.
+    assert_eq!(
+        cdr.ended_at_ms - cdr.answered_at_ms.expect("answered"),
+        20_000
+    );
+    // A second key after the end changes nothing.
+    h.ev(1, Event::Digit(b'5'));
+    assert!(cdrs(&h.take()).is_empty());
+}
+
+#[test]
+fn a_survey_nobody_answers_ends_after_the_prompt_and_the_key_wait() {
+    let mut h = survey_harness(true);
+    agent_hangs_up_on_101(&mut h);
+    h.advance(
+        Duration::from_millis(1500) + super::survey::SURVEY_KEY_WAIT - Duration::from_millis(100),
+    );
+    assert!(cdrs(&h.take()).is_empty());
+    h.advance(Duration::from_millis(200));
+    let out = h.take();
+    let cdr = &cdrs(&out)[0];
+    assert_eq!(cdr.survey_score, None);
+    assert!(out.contains(&Output::StopPlay { end: port(1) }));
+}
+
+#[test]
+fn a_caller_hanging_up_during_the_survey_ends_it_without_a_score() {
+    let mut h = survey_harness(true);
+    agent_hangs_up_on_101(&mut h);
+    h.ev(1, Event::OnHook);
+    let out = h.take();
+    assert_eq!(cdrs(&out)[0].survey_score, None);
+    assert!(out.contains(&Output::StopPlay { end: port(1) }));
+}
+
+#[test]
+fn no_survey_when_the_caller_hangs_up_first_or_the_prompt_is_missing() {
+    let mut h = survey_harness(true);
+    login(&mut h, 2, "100");
+    h.ev(1, Event::OffHook);
+    h.dial(1, "7001");
+    h.ev(2, Event::OffHook);
+    h.take();
+    h.ev(1, Event::OnHook);
+    let out = h.take();
+    assert!(plays(&out).is_empty(), "{out:?}");
+    assert_eq!(cdrs(&out).len(), 1);
+
+    let mut h = survey_harness(false);
+    let out = agent_hangs_up_on_101(&mut h);
+    assert!(plays(&out).is_empty(), "{out:?}");
+    assert_eq!(cdrs(&out).len(), 1);
+    assert!(tone_is(&out, 1, Tone::Busy));
+}
+
+#[test]
+fn a_sip_caller_scores_with_rfc4733_or_info_and_gets_a_bye() {
+    let mut h = survey_harness(true);
+    login(&mut h, 3, "100");
+    h.incoming(IN1, SipOrigin::Trunk, "+4930123", "7001");
+    h.take();
+    h.ev(3, Event::OffHook);
+    assert!(h.take().contains(&Output::SipAnswer { leg: IN1 }));
+    h.ev(3, Event::OnHook);
+    let out = h.take();
+    assert!(out.contains(&survey_play(leg(IN1))), "{out:?}");
+    assert!(hangups(&out).is_empty(), "the caller stays: {out:?}");
+    h.sip(SipInput::Digit {
+        leg: IN1,
+        digit: '2',
+    });
+    let out = h.take();
+    assert_eq!(hangups(&out), vec![(IN1, EndReason::Normal)]);
+    h.advance(QUALITY_WAIT);
+    let out = [out, h.take()].concat();
+    assert_eq!(cdrs(&out)[0].survey_score, Some(2));
+}
+
+#[test]
+fn a_pstn_caller_scores_with_inband_dtmf_found_by_the_board_loop() {
+    let mut h = survey_harness(true);
+    login(&mut h, 2, "100");
+    h.ev(
+        5,
+        Event::RingDetected {
+            caller_id: Some(line_proto::CallerId::new("5550100", "").expect("cid")),
+        },
+    );
+    h.take();
+    h.ev(2, Event::OffHook);
+    h.take();
+    h.ev(2, Event::OnHook);
+    let out = h.take();
+    assert!(
+        out.contains(&Output::DetectDtmf { port: 5, on: true }),
+        "{out:?}"
+    );
+    assert!(out.contains(&survey_play(port(5))));
+    assert!(!has_cmd(&out, 5, |c| *c == Command::FxoRelease));
+    h.ev(5, Event::Digit(b'5'));
+    let out = h.take();
+    assert!(out.contains(&Output::DetectDtmf { port: 5, on: false }));
+    assert!(has_cmd(&out, 5, |c| *c == Command::FxoRelease), "{out:?}");
+    assert_eq!(cdrs(&out)[0].survey_score, Some(5));
+}

@@ -246,6 +246,8 @@ impl CallControl {
             desk_agents: Vec::new(),
             blocked: None,
             awaiting_caller_id: false,
+            survey_score: None,
+            talk_ended: None,
         };
         if outside.is_some() {
             self.call_outside(now, call);
@@ -384,6 +386,8 @@ impl CallControl {
             desk_agents: Vec::new(),
             blocked: None,
             awaiting_caller_id: false,
+            survey_score: None,
+            talk_ended: None,
         });
         self.adopt(a.party, key, true);
         self.adopt(b.party, key, false);

@@ -592,7 +592,10 @@ pub struct ExtensionConfig {
 pub struct FxoLineConfig {
     /// The FXO port of the line.
     pub port: PortNumber,
-    /// Extensions rung together on an inbound call; empty rejects inbound calls.
+    /// Extensions rung together on an inbound call, or a call-center queue's number
+    /// (the first one listed takes the call); empty rejects inbound calls. Queues live
+    /// in the store, so a number that is no extension is only checked at start
+    /// (`branchd` logs one that is no queue either, and skips it).
     pub inbound: Vec<ExtensionNumber>,
     /// Whether outside calls may use this line.
     pub outbound: bool,
@@ -837,7 +840,7 @@ impl Ctx<'_> {
         let telephony = self.telephony(raw.telephony)?;
         let extensions = self.extensions(raw.extensions, &telephony)?;
         let sip_accounts = self.sip_accounts(raw.sip_accounts, &extensions, &telephony)?;
-        let fxo_lines = self.fxo_lines(raw.fxo_lines, &extensions, &sip_accounts, &telephony)?;
+        let fxo_lines = self.fxo_lines(raw.fxo_lines, &telephony)?;
         let media = match raw.media {
             Some(m) => self.media(m)?,
             None => MediaConfig::default(),
@@ -1412,8 +1415,6 @@ impl Ctx<'_> {
     fn fxo_lines(
         &self,
         raw: Vec<RawFxoLine>,
-        extensions: &[ExtensionConfig],
-        sip_accounts: &[SipAccountConfig],
         telephony: &TelephonyConfig,
     ) -> Result<Vec<FxoLineConfig>> {
         let mut out = Vec::with_capacity(raw.len());
@@ -1423,18 +1424,6 @@ impl Ctx<'_> {
             for (k, number) in line.inbound.unwrap_or_default().iter().enumerate() {
                 let field = format!("fxo_lines[{i}].inbound[{k}]");
                 let parsed: ExtensionNumber = self.parse(number, &field)?;
-                if !extensions.iter().any(|e| e.number == parsed)
-                    && !sip_accounts.iter().any(|a| a.extension == parsed)
-                {
-                    return Err(self.invalid(
-                        number.span(),
-                        field,
-                        format!(
-                            "extension {parsed} is not defined in [[extensions]] or \
-                             [[sip_accounts]]"
-                        ),
-                    ));
-                }
                 if inbound.contains(&parsed) {
                     return Err(self.invalid(
                         number.span(),

@@ -36,8 +36,9 @@
 //!   in *other*. `null` when the denominator is 0 (nothing to judge), never NaN.
 //! - **calls per hour**: offered calls by the UTC hour of day (0-23) they started in,
 //!   summed over all the period's days.
-//! - **survey average**: always `null`: the post-call satisfaction survey does not
-//!   exist yet, so there are no scores to average.
+//! - **survey average**: the mean of the post-call survey scores (1-5) keyed on the
+//!   queue's calls in the period (`cdrs.survey_score`); `null` when none was keyed.
+//!   Calls without a score (no survey, or the caller keyed nothing) do not count.
 //!
 //! Averages are whole milliseconds, rounded half up, and 0 when there is nothing to
 //! average (an empty period gives zeros, not NaN). Every configured queue appears,
@@ -206,7 +207,7 @@ pub struct QueueFigures {
     pub service_level: Option<f64>,
     /// Offered calls by UTC hour of day of their start, `[0]` = 00:00-00:59.
     pub calls_per_hour: [u64; 24],
-    /// Average post-call survey score: always `None`, there is no survey yet.
+    /// Average post-call survey score of the calls that have one; `None` without any.
     pub survey_avg: Option<f64>,
 }
 
@@ -358,7 +359,8 @@ pub fn queue_report(
                     COALESCE(SUM(CASE WHEN agent_id IS NOT NULL THEN queue_wait_ms END), 0),
                     COALESCE(MAX(CASE WHEN agent_id IS NOT NULL THEN queue_wait_ms END), 0),
                     COALESCE(SUM(CASE WHEN agent_id IS NOT NULL AND answered_at_ms IS NOT NULL
-                                      THEN ended_at_ms - answered_at_ms END), 0)
+                                      THEN ended_at_ms - answered_at_ms END), 0),
+                    AVG(survey_score)
              FROM cdrs
              WHERE queue IS NOT NULL AND started_at_ms >= :from AND started_at_ms < :to
                AND (:queue IS NULL OR queue = :queue)
@@ -375,7 +377,7 @@ pub fn queue_report(
         .map_err(sql(path, "count queued calls"))?;
     while let Some(r) = rows.next().map_err(sql(path, "count queued calls"))? {
         let get = |i| r.get::<_, i64>(i);
-        let read = || -> rusqlite::Result<(String, [i64; 8])> {
+        let read = || -> rusqlite::Result<(String, [i64; 8], Option<f64>)> {
             Ok((
                 r.get(0)?,
                 [
@@ -388,9 +390,10 @@ pub fn queue_report(
                     get(7)?,
                     get(8)?,
                 ],
+                r.get(9)?,
             ))
         };
-        let (name, [offered, answered, abandoned, ans_sl, ab_sl, wait, max_wait, talk]) =
+        let (name, [offered, answered, abandoned, ans_sl, ab_sl, wait, max_wait, talk], survey) =
             read().map_err(sql(path, "count queued calls"))?;
         let f = out
             .entry(name.clone())
@@ -407,6 +410,7 @@ pub fn queue_report(
         f.avg_talk_ms = average(talk, f.answered);
         let judged = offered - ab_sl;
         f.service_level = (judged > 0).then(|| ans_sl as f64 / judged as f64);
+        f.survey_avg = survey;
     }
     drop(rows);
     drop(stmt);

@@ -510,3 +510,40 @@ fn agent_owners_give_user_and_groups() {
     assert_eq!(owners["200"], (UserId(2), vec![GroupId(8)]));
     assert_eq!(owners["400"], (UserId(4), vec![]));
 }
+
+#[test]
+fn the_survey_average_counts_scored_calls_only() {
+    let (_dir, path, conn) = store();
+    day_of_calls(&conn);
+    let answered: Vec<String> = conn
+        .prepare(
+            "SELECT call_id FROM cdrs WHERE queue = 'sales' AND agent_id IS NOT NULL
+               AND started_at_ms >= ?1 AND started_at_ms < ?2
+             ORDER BY call_id",
+        )
+        .expect("prepare")
+        .query_map(params![day().from_ms, day().to_ms], |r| r.get(0))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows");
+    assert_eq!(answered.len(), 2);
+    for (id, score) in answered.iter().zip([5, 2]) {
+        conn.execute(
+            "UPDATE cdrs SET survey_score = ?2 WHERE call_id = ?1",
+            params![id, score],
+        )
+        .expect("score");
+    }
+    // The store refuses a score outside 1-5.
+    assert!(conn
+        .execute(
+            "UPDATE cdrs SET survey_score = 6 WHERE call_id = ?1",
+            [&answered[0]]
+        )
+        .is_err());
+    let report =
+        queue_report(&conn, &path, day(), None, ServiceLevelThreshold::default()).expect("report");
+    assert_eq!(report[1].queue, "sales");
+    assert_eq!(report[1].survey_avg, Some(3.5));
+    assert_eq!(report[0].survey_avg, None, "no scores in 'old'");
+}

@@ -58,6 +58,7 @@ const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("../../migrations/0010_cdr_queue.sql")),
     M::up(include_str!("../../migrations/0011_blacklist.sql")),
     M::up(include_str!("../../migrations/0012_customers.sql")),
+    M::up(include_str!("../../migrations/0013_survey.sql")),
 ];
 
 /// Migrates a bare connection to schema `version` only (tests of later migrations'

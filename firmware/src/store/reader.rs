@@ -24,7 +24,7 @@ const CDR_COLUMNS: &str = "call_id, direction, caller, caller_port, callee, call
                            caller_loss_percent, caller_jitter_ms, caller_mos, \
                            callee_loss_percent, callee_jitter_ms, callee_mos, transfer_chain, \
                            queue, agent_id, queue_wait_ms, \
-                           blocked_mode, blocked_action, blocked_pattern";
+                           blocked_mode, blocked_action, blocked_pattern, survey_score";
 
 fn clamp_limit(limit: usize) -> i64 {
     i64::try_from(limit).unwrap_or(i64::MAX)
@@ -257,6 +257,7 @@ struct RawCdr {
     agent_id: Option<String>,
     queue_wait_ms: Option<i64>,
     blocked: [Option<String>; 3],
+    survey_score: Option<u8>,
 }
 
 /// A leg's quality from its three columns (all set, or none).
@@ -294,6 +295,7 @@ impl RawCdr {
             agent_id: row.get(21)?,
             queue_wait_ms: row.get(22)?,
             blocked: [row.get(23)?, row.get(24)?, row.get(25)?],
+            survey_score: row.get(26)?,
         })
     }
 
@@ -358,6 +360,7 @@ impl RawCdr {
                 wait_ms: self.queue_wait_ms.unwrap_or(0),
             }),
             blocked,
+            survey_score: self.survey_score,
         })
     }
 }

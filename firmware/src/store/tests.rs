@@ -38,6 +38,7 @@ fn cdr(call_id: &str, started_at_ms: i64) -> Cdr {
         transfer_chain: Vec::new(),
         queue: None,
         blocked: None,
+        survey_score: None,
     }
 }
 
@@ -578,6 +579,7 @@ fn arb_cdr() -> impl Strategy<Value = Cdr> {
                     transfer_chain: Vec::new(),
                     queue: None,
                     blocked: None,
+                    survey_score: None,
                 }
             },
         )

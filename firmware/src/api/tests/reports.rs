@@ -117,7 +117,7 @@ async fn the_queue_report_needs_site_scope() {
     assert_eq!(sales["avg_talk_ms"], 30_000);
     // 1 answered within 20 s / (2 offered - 0 abandoned within 20 s).
     assert_eq!(sales["service_level"], 0.5);
-    assert_eq!(sales["survey_avg"], Value::Null);
+    assert_eq!(sales["survey_avg"], Value::Null, "no survey was keyed");
     assert_eq!(sales["calls_per_hour"].as_array().map(Vec::len), Some(24));
     // A 60 s threshold makes the 40 s abandon a short one: 1 / (2 - 1).
     let r = env
