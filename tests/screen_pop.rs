@@ -129,6 +129,13 @@ fn an_agent_desktop_sees_a_queued_call_and_clicks_to_call() {
     }
     gw.restart();
     let addr = gw.latest_web_addr();
+    // 101 is Alice's customer in the directory: her screen pop shows the record.
+    let admin = Api::login(addr, "admin1", ADMIN_PASSWORD).0;
+    let (status, body) = admin.post(
+        "/api/v1/customers",
+        json!({"name": "Reception Desk Ltd", "numbers": ["101"], "owner": "alice"}),
+    );
+    assert_eq!(status, 201, "{body}");
     let (caller, alice_phone, stock, office) = (
         gw.sim.phone(1),
         gw.sim.phone(2),
@@ -175,7 +182,11 @@ fn an_agent_desktop_sees_a_queued_call_and_clicks_to_call() {
     assert_eq!(ringing["extension"], "102", "{ringing}");
     assert_eq!(ringing["caller"]["number"], "101", "{ringing}");
     assert_eq!(ringing["caller"]["name"], "Reception", "{ringing}");
-    assert_eq!(ringing["contact"], Value::Null, "{ringing}");
+    assert_eq!(
+        ringing["contact"]["name"], "Reception Desk Ltd",
+        "{ringing}"
+    );
+    assert_eq!(ringing["contact"]["owner"], "alice", "{ringing}");
     assert!(ringing["since_ms"].as_i64() > Some(0), "{ringing}");
     let call_id = ringing["call_id"].as_str().expect("call id").to_owned();
     assert!(wait(SOON, || alice_phone.is_ringing()));

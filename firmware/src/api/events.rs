@@ -15,8 +15,8 @@
 //! Each event is checked again when it is sent, with the user and roles as they are
 //! then (a disabled user's stream ends; a role that lost the grant stops receiving),
 //! and its caller number is masked by the rules of `/api/v1/cdrs` (unmasked for an
-//! extension, or with `numbers.view` over the agent's record). `contact` is the caller's directory entry: null until the customer
-//! directory lands (see [`contact_for`], the one place it plugs in). The stream sends
+//! extension, or with `numbers.view` over the agent's record). `contact` is the caller's customer record (name,
+//! type, owner; [`contact_for`]) when the subscriber may view it, else null. The stream sends
 //! a keep-alive comment every [`KEEP_ALIVE`] and ends when the session does (logout,
 //! expiry); an open stream counts as activity for the session's idle timeout. A
 //! stream that falls more than [`crate::screen_pop::EVENT_BUFFER`] events behind gets
@@ -133,13 +133,57 @@ fn queue_exists(reader: &StoreReader, name: &QueueName) -> Result<bool, ApiError
         })
 }
 
-/// The caller's directory entry for `number`, as `subject` may see it: the one place
-/// the customer directory (`customers::lookup_by_number`, `contacts.view`) plugs in.
-/// Until it exists there is no directory to look in, so no caller has an entry and
-/// the events carry `"contact": null` (the caller name from caller ID is in
-/// `caller.name`).
-fn contact_for(_reader: &StoreReader, _who: &crate::rbac::Subject, _number: &str) -> Option<Value> {
-    None
+/// The caller's customer record for `number` (`customers::lookup_by_number`: the
+/// box's own customer first, then HQ's shared directory), when `subject` may view it:
+/// `contacts.view` over the customer's owner and the owner's groups (an unowned
+/// record, such as HQ's shared directory, needs `site` scope). `None`: no record, or
+/// one the subscriber may not see (the caller-ID name is in `caller.name` anyway).
+/// The record carries no numbers, so nothing in it needs masking.
+fn contact_for(
+    reader: &StoreReader,
+    authz: &crate::rbac::Authorizer,
+    subject: &crate::rbac::Subject,
+    number: &str,
+) -> Option<Value> {
+    if number.is_empty() {
+        return None;
+    }
+    let m = crate::customers::lookup_by_number(reader.connection(), number)?;
+    let mut groups: Vec<GroupId> = match m.owner_user_id {
+        Some(u) => reader
+            .connection()
+            .prepare_cached("SELECT group_id FROM group_members WHERE user_id = ?1")
+            .and_then(|mut s| {
+                s.query_map([u.0], |r| r.get(0).map(GroupId))?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .map_err(|e| tracing::warn!(error = %e, "customer owner's groups not read"))
+            .ok()?,
+        None => Vec::new(),
+    };
+    if let Some(g) = m.owner_group_id {
+        if !groups.contains(&g) {
+            groups.push(g);
+        }
+    }
+    let target = Target::Owned {
+        owner: m.owner_user_id,
+        groups,
+    };
+    if !authz
+        .authorize(subject, Resource::Contacts, Action::View, &target)
+        .is_allowed()
+    {
+        return None;
+    }
+    Some(json!({
+        "id": m.id,
+        "name": m.name,
+        "type": m.type_digit,
+        "type_name": m.type_name,
+        "owner": m.owner,
+        "owner_group": m.owner_group,
+    }))
 }
 
 /// `GET /api/v1/events`: see the module docs.
@@ -325,7 +369,7 @@ impl StreamCtx {
                         "name": c.caller_name,
                         "masked": masked,
                     },
-                    "contact": contact_for(&reader, &subject, &c.caller_number),
+                    "contact": contact_for(&reader, &authz, &subject, &c.caller_number),
                     "since_ms": c.since_ms,
                     "at_ms": c.at_ms,
                 });
