@@ -434,6 +434,13 @@ fn a_pstn_caller_scores_the_call_with_inband_dtmf_after_the_agent_hangs_up() {
     write_prompt(&dir, "rate-us", 1000.0, 1500);
     gw.restart();
 
+    // The caller is a customer: the phones show the directory's name.
+    let admin = Api::login(gw.latest_web_addr(), "admin1", ADMIN_PASSWORD).0;
+    let (status, body) = admin.post(
+        "/api/v1/customers",
+        json!({"name": "Bakery Ltd", "numbers": ["5550123"]}),
+    );
+    assert_eq!(status, 201, "{body}");
     let alice = gw.sim.phone(2);
     assert!(login(&gw, &alice, "100", "4821"));
     let line = gw.sim.line(6);
@@ -441,6 +448,10 @@ fn a_pstn_caller_scores_the_call_with_inband_dtmf_after_the_agent_hangs_up() {
         line_proto::CallerId::new("5550123", "").expect("caller id")
     )));
     assert!(wait(SOON, || alice.is_ringing()), "alice rings");
+    assert_eq!(
+        alice.caller_id().map(|c| c.name.to_string()).as_deref(),
+        Some("Bakery Ltd")
+    );
     alice.off_hook();
     assert!(wait(SOON, || line.is_seized()), "the line is answered");
     std::thread::sleep(Duration::from_millis(500));

@@ -69,7 +69,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::{SocketAddr, TcpListener};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -501,6 +501,12 @@ async fn serve(
             "blacklist loaded"
         );
         calls.set_blacklist(list);
+    }
+    match StoreDirectory::open(&db_path) {
+        Ok(d) => calls.set_directory(Box::new(d)),
+        Err(e) => {
+            tracing::warn!(error = %e, "customer directory not opened: caller-ID names only")
+        }
     }
     let mut blacklist_reloads = blacklist_reloader(&writer, &db_path);
     // Outside calls follow the trunk's reachability (trunk first while usable, else FXO).
@@ -1261,6 +1267,31 @@ fn start_media(
         "media engine ready"
     );
     Ok((engine, task))
+}
+
+/// Outside callers' names from the store's customer directory (call control's
+/// [`crate::call::CallerDirectory`]): a read-only connection of its own, one indexed
+/// seek per call.
+#[derive(Debug)]
+struct StoreDirectory {
+    conn: rusqlite::Connection,
+}
+
+impl StoreDirectory {
+    fn open(path: &Path) -> rusqlite::Result<StoreDirectory> {
+        let conn = rusqlite::Connection::open_with_flags(
+            path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(Duration::from_millis(200))?;
+        Ok(StoreDirectory { conn })
+    }
+}
+
+impl crate::call::CallerDirectory for StoreDirectory {
+    fn name_of(&self, number: &str) -> Option<String> {
+        crate::customers::lookup_by_number(&self.conn, number).map(|m| m.name)
+    }
 }
 
 /// The board side of the main loop: routes audio and carries out call control's outputs.

@@ -107,7 +107,10 @@ impl CallControl {
                 };
                 (Direction::Internal, ext.clone(), name)
             }
-            SipOrigin::Trunk => (Direction::Inbound, caller_number, caller_name),
+            SipOrigin::Trunk => {
+                let name = self.outside_caller_name(&caller_number, caller_name);
+                (Direction::Inbound, caller_number, name)
+            }
         };
         self.legs.insert(
             leg,

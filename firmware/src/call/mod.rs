@@ -600,6 +600,18 @@ pub struct CallControl {
     sip_clicks: BTreeMap<LegId, click::Click>,
     /// Calls whose caller is in the post-call survey.
     surveys: BTreeMap<CallKey, survey::Survey>,
+    /// Outside callers' names (`None`: caller ID names only).
+    directory: Option<Box<dyn CallerDirectory>>,
+}
+
+/// Names of outside callers from the customer directory, for the caller ID shown on
+/// the phones. The daemon's looks the number up in the store (one indexed seek,
+/// `customers::lookup_by_number`); tests use a map. Kept behind a trait so call
+/// control stays free of IO it does not own: the lookup is a read of a local file,
+/// microseconds long, done on the board loop.
+pub trait CallerDirectory: Send + std::fmt::Debug {
+    /// The directory's name for `number`, if it has one.
+    fn name_of(&self, number: &str) -> Option<String>;
 }
 
 /// How long a finished call's CDR waits for the quality of its SIP legs (the endpoint
@@ -678,11 +690,30 @@ impl CallControl {
             reserved_key: None,
             sip_clicks: BTreeMap::new(),
             surveys: BTreeMap::new(),
+            directory: None,
         }
     }
 
     /// Tells call control whether the SIP trunk is usable (from the WAN monitor); it
     /// decides the order outside calls try their routes in ([`outside_routes`]).
+    /// Names outside callers from `directory` from now on.
+    pub fn set_directory(&mut self, directory: Box<dyn CallerDirectory>) {
+        self.directory = Some(directory);
+    }
+
+    /// The name to show for outside caller `number`: the directory's when it knows
+    /// the number (a curated name beats the network's), else what the network sent.
+    fn outside_caller_name(&self, number: &str, sent: String) -> String {
+        if number.is_empty() {
+            return sent;
+        }
+        self.directory
+            .as_ref()
+            .and_then(|d| d.name_of(number))
+            .filter(|n| !n.is_empty())
+            .unwrap_or(sent)
+    }
+
     pub fn set_trunk_status(&mut self, trunk: TrunkStatus) {
         self.trunk = trunk;
     }
@@ -1665,6 +1696,16 @@ impl CallControl {
                             call.caller_name = cid.name.to_string();
                         }
                     }
+                    // The caller ID came with this burst: name it from the directory.
+                    if let Some(name) = self
+                        .directory
+                        .as_ref()
+                        .filter(|_| !call.caller_number.is_empty())
+                        .and_then(|d| d.name_of(&call.caller_number))
+                        .filter(|n| !n.is_empty())
+                    {
+                        call.caller_name = name;
+                    }
                     screen_now = std::mem::take(&mut call.awaiting_caller_id);
                 }
             }
@@ -1674,7 +1715,8 @@ impl CallControl {
             return;
         }
         let number = caller_id.map(|c| c.number.to_string()).unwrap_or_default();
-        let name = caller_id.map(|c| c.name.to_string()).unwrap_or_default();
+        let sent = caller_id.map(|c| c.name.to_string()).unwrap_or_default();
+        let name = self.outside_caller_name(&number, sent);
         let key = self.new_call(Call {
             id: String::new(),
             direction: Direction::Inbound,

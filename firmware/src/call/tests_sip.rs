@@ -1387,3 +1387,70 @@ fn early_media_is_dropped_when_another_device_answers() {
     });
     assert!(h.take().is_empty());
 }
+
+/// A directory of two outside numbers.
+#[derive(Debug)]
+struct MapDirectory(BTreeMap<&'static str, &'static str>);
+
+impl CallerDirectory for MapDirectory {
+    fn name_of(&self, number: &str) -> Option<String> {
+        self.0.get(number).map(|n| n.to_string())
+    }
+}
+
+fn shown_name(out: &[Output], port: u8) -> Option<String> {
+    out.iter().find_map(|o| match o {
+        Output::Command {
+            port: p,
+            command: Command::SendCallerId { caller_id, .. },
+        } if *p == port => Some(caller_id.name.to_string()),
+        _ => None,
+    })
+}
+
+#[test]
+fn outside_callers_are_named_from_the_directory() {
+    let directory = || {
+        Box::new(MapDirectory(
+            [("+4930123", "ACME Berlin"), ("5551234", "Bakery")].into(),
+        ))
+    };
+    // Trunk: the directory's name beats the From display name.
+    let mut h = Harness::new();
+    h.cc.set_directory(directory());
+    h.sip(SipInput::Incoming {
+        leg: IN1,
+        origin: SipOrigin::Trunk,
+        caller_number: "+4930123".into(),
+        caller_name: "WIRELESS CALLER".into(),
+        dialled: "101".into(),
+        sip_call_id: "call-1@carrier".into(),
+        replaces: None,
+    });
+    assert_eq!(shown_name(&h.take(), 1).as_deref(), Some("ACME Berlin"));
+    // PSTN: the line's caller ID has a number only.
+    let mut h = Harness::new();
+    h.cc.set_directory(directory());
+    h.ev(
+        5,
+        Event::RingDetected {
+            caller_id: Some(line_proto::CallerId::new("5551234", "").unwrap()),
+        },
+    );
+    assert_eq!(shown_name(&h.take(), 1).as_deref(), Some("Bakery"));
+    // A number the directory does not know keeps the network's name.
+    let mut h = Harness::new();
+    h.cc.set_directory(directory());
+    h.ev(
+        5,
+        Event::RingDetected {
+            caller_id: Some(line_proto::CallerId::new("5559999", "PSTN").unwrap()),
+        },
+    );
+    assert_eq!(shown_name(&h.take(), 1).as_deref(), Some("PSTN"));
+    // A local SIP phone is never looked up (it is an extension).
+    let mut h = Harness::new();
+    h.cc.set_directory(Box::new(MapDirectory([("210", "Not me")].into())));
+    h.incoming(IN1, SipOrigin::Extension("210".into()), "210", "101");
+    assert_ne!(shown_name(&h.take(), 1).as_deref(), Some("Not me"));
+}

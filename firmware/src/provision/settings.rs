@@ -599,18 +599,19 @@ inbound = ["101"]
             }
             other => panic!("{other:?}"),
         }
-        // An FXO line ringing an extension nobody defines; an FXO line the board lacks;
-        // a stored value that does not decode.
+        // An FXO line ringing a malformed number (one that is no extension may be a
+        // queue's: queues are the store's, checked by branchd at start); an FXO line
+        // the board lacks; a stored value that does not decode.
         let e = run(
             BASE,
             &[
                 ("fxs", r#"[{"port":1,"extension":"201"}]"#),
-                ("fxo", r#"[{"port":1,"inbound":"200"}]"#),
+                ("fxo", r#"[{"port":1,"inbound":"20a"}]"#),
             ],
             &[],
         );
         assert!(
-            matches!(&e.notes[..], [Note::Refused("port_map", m)] if m.contains("fxo_lines[0].inbound[0]") && m.contains("200")),
+            matches!(&e.notes[..], [Note::Refused("port_map", m)] if m.contains("inbound") && m.contains("20a") && m.contains("2 to 6 digits")),
             "{:?}",
             e.notes
         );
