@@ -313,8 +313,11 @@ fn an_agent_desktop_sees_a_queued_call_and_clicks_to_call() {
         "the click-to-calls that reached the phones are audited"
     );
 
-    // The desktop's stream is still open: stopping the daemon ends it at once (the
-    // web server does not wait out its grace time for it).
+    // The desktop's stream is still open, and so is a diagnostics page's status
+    // stream: stopping the daemon ends both at once (the web server does not wait
+    // out its grace time for them).
+    let status = Events::open(addr, admin.cookie(), "/api/v1/events/status");
+    assert!(status.next("status").is_object());
     let started = std::time::Instant::now();
     assert!(gw.stop_with(nix::sys::signal::Signal::SIGTERM).success());
     assert!(
@@ -323,6 +326,7 @@ fn an_agent_desktop_sees_a_queued_call_and_clicks_to_call() {
         started.elapsed()
     );
     assert!(events.closed(), "the stream ended");
+    assert!(status.closed(), "the status stream ended");
     assert!(
         !gw.log_text().contains("did not finish in time"),
         "{}",

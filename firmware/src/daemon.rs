@@ -755,8 +755,12 @@ async fn serve(
         }
     };
 
-    // The agents' event streams end with their hub, so the web server stops at once.
+    // The agents' event streams end with their hub, and the web page's status streams
+    // with the status publisher (its watch channel closes), so the web server stops at
+    // once instead of waiting for them (its aborted connections would keep the store's
+    // handles alive and the daemon from exiting).
     drop(std::mem::take(&mut board.desk_events));
+    drop(board.web_status);
     if let Some(web) = web {
         web.stop().await;
     }
