@@ -25,7 +25,7 @@ use axum::Json;
 use serde_json::json;
 
 use super::{ApiError, ApiState, Authed};
-use crate::audit::{self, AuditEntry, AuditResult};
+
 use crate::blacklist::store::{self, EntryRow, NewEntry, SettingsBody};
 use crate::error::{Error, Result};
 use crate::rbac::{Action, Resource, Target};
@@ -37,8 +37,7 @@ fn body<T>(b: std::result::Result<Json<T>, JsonRejection>) -> ApiResult<T> {
         .map_err(|e| ApiError::invalid("body", e.body_text()))
 }
 
-/// Runs `job` in one transaction with its audit row, then wakes the reload; a failure
-/// is audited `failed` (with the error) in a transaction of its own.
+/// [`super::audited_change`] for the blacklist, then wakes the reload.
 async fn audited<T, F>(
     state: &ApiState,
     who: &Authed,
@@ -52,44 +51,17 @@ where
         + Send
         + 'static,
 {
-    let (now, actor) = (state.now(), who.actor());
-    let writer = state.accounts().writer().clone();
-    let ok_actor = actor.clone();
-    let result = writer
-        .transact("blacklist change", move |tx, path| {
-            let (value, target, detail) = job(tx, path)?;
-            audit::append(
-                tx,
-                path,
-                &AuditEntry {
-                    actor: ok_actor,
-                    action: action.to_owned(),
-                    resource: Resource::Blacklist.as_str().to_owned(),
-                    target,
-                    result: AuditResult::Ok,
-                    detail,
-                },
-                now,
-            )?;
-            Ok(value)
-        })
-        .await;
-    match &result {
-        Ok(_) => writer.notify_blacklist_changed(),
-        Err(Error::StoreWriterGone) => {}
-        Err(e) => {
-            let entry = AuditEntry {
-                actor,
-                action: action.to_owned(),
-                resource: Resource::Blacklist.as_str().to_owned(),
-                target: target_hint,
-                result: AuditResult::Failed,
-                detail: json!({ "error": e.to_string() }),
-            };
-            if let Err(audit_error) = audit::audit(&writer, entry, now).await {
-                tracing::warn!(error = %audit_error, "failed blacklist change not audited");
-            }
-        }
+    let result = super::audited_change(
+        state,
+        who,
+        (Resource::Blacklist, "blacklist change"),
+        action,
+        target_hint,
+        job,
+    )
+    .await;
+    if result.is_ok() {
+        state.accounts().writer().notify_blacklist_changed();
     }
     result
 }

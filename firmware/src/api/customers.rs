@@ -29,7 +29,7 @@ use axum::Json;
 use serde_json::{json, Value};
 
 use super::{ApiError, ApiState, Authed};
-use crate::audit::{self, AuditEntry, AuditResult};
+use crate::audit::{AuditEntry, AuditResult};
 use crate::customers::store::{self, CustomerRow, Visibility};
 use crate::customers::{self, CustomerInput, FieldDefInput, TypeInput};
 use crate::error::{Error, FieldProblem, Result};
@@ -50,8 +50,7 @@ fn invalid(entity: &'static str, key: &str, problems: Vec<FieldProblem>) -> Erro
     }
 }
 
-/// Runs `job` in one transaction with its audit row; a failure is audited `failed`
-/// (with the error) in a transaction of its own.
+/// [`super::audited_change`] for the customer directory (`contacts`).
 async fn audited<T, F>(
     state: &ApiState,
     who: &Authed,
@@ -65,44 +64,15 @@ where
         + Send
         + 'static,
 {
-    let (now, actor) = (state.now(), who.actor());
-    let writer = state.accounts().writer().clone();
-    let ok_actor = actor.clone();
-    let result = writer
-        .transact("customer change", move |tx, path| {
-            let (value, target, detail) = job(tx, path)?;
-            audit::append(
-                tx,
-                path,
-                &AuditEntry {
-                    actor: ok_actor,
-                    action: action.to_owned(),
-                    resource: Resource::Contacts.as_str().to_owned(),
-                    target,
-                    result: AuditResult::Ok,
-                    detail,
-                },
-                now,
-            )?;
-            Ok(value)
-        })
-        .await;
-    if let Err(e) = &result {
-        if !matches!(e, Error::StoreWriterGone) {
-            let entry = AuditEntry {
-                actor,
-                action: action.to_owned(),
-                resource: Resource::Contacts.as_str().to_owned(),
-                target: target_hint,
-                result: AuditResult::Failed,
-                detail: json!({ "error": e.to_string() }),
-            };
-            if let Err(audit_error) = audit::audit(&writer, entry, now).await {
-                tracing::warn!(error = %audit_error, "failed customer change not audited");
-            }
-        }
-    }
-    result
+    super::audited_change(
+        state,
+        who,
+        (Resource::Contacts, "customer change"),
+        action,
+        target_hint,
+        job,
+    )
+    .await
 }
 
 fn allowed(

@@ -799,3 +799,65 @@ pub async fn serve(
     .await
     .map_err(|source| Error::WebServe { addr, source })
 }
+
+/// Runs `job` in one store transaction (named `label` in errors) together with its
+/// audit row (`resource`, `action`, the target and detail `job` returns); a failure is audited `failed` with
+/// the error (target `target_hint`) in a transaction of its own. The one path the
+/// list-like resources' API changes (blacklist, customers) are written by.
+pub(crate) async fn audited_change<T, F>(
+    state: &ApiState,
+    who: &Authed,
+    (resource, label): (Resource, &'static str),
+    action: &'static str,
+    target_hint: String,
+    job: F,
+) -> crate::error::Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce(
+            &rusqlite::Connection,
+            &std::path::Path,
+        ) -> crate::error::Result<(T, String, serde_json::Value)>
+        + Send
+        + 'static,
+{
+    use crate::audit::{AuditEntry, AuditResult};
+    let (now, actor) = (state.now(), who.actor());
+    let writer = state.accounts().writer().clone();
+    let ok_actor = actor.clone();
+    let result = writer
+        .transact(label, move |tx, path| {
+            let (value, target, detail) = job(tx, path)?;
+            audit::append(
+                tx,
+                path,
+                &AuditEntry {
+                    actor: ok_actor,
+                    action: action.to_owned(),
+                    resource: resource.as_str().to_owned(),
+                    target,
+                    result: AuditResult::Ok,
+                    detail,
+                },
+                now,
+            )?;
+            Ok(value)
+        })
+        .await;
+    if let Err(e) = &result {
+        if !matches!(e, Error::StoreWriterGone) {
+            let entry = AuditEntry {
+                actor,
+                action: action.to_owned(),
+                resource: resource.as_str().to_owned(),
+                target: target_hint,
+                result: AuditResult::Failed,
+                detail: json!({ "error": e.to_string() }),
+            };
+            if let Err(audit_error) = audit::audit(&writer, entry, now).await {
+                tracing::warn!(error = %audit_error, %label, "failed change not audited");
+            }
+        }
+    }
+    result
+}
