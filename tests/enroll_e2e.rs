@@ -17,7 +17,7 @@ use crate::harness::{wait, Gateway, HqDb, HqServer, DIAL_PLAN, SOON};
 use crate::provision_usb::{
     branch_prov, drop_bundle, rows, sha256_of, site_file, wait_status, SERIAL,
 };
-use crate::sync_hq::answered_call;
+use crate::sync_hq::answered_call_to;
 
 /// A site file for HQ at `hq_url` with CA pin `pin` (the example site otherwise).
 fn site_for(dir: &Path, hq_url: &str, pin: &str) -> std::path::PathBuf {
@@ -234,8 +234,16 @@ fn a_provisioned_box_enrolls_then_syncs_over_mutual_tls_and_the_token_works_once
     let state: serde_json::Value = serde_json::from_str(&state[0]).expect("state JSON");
     assert_eq!(state["status"], "enrolled", "{state}");
 
+    // The bundle's port map is in force (201/202 on FXS 1/2; its FXO line names 200,
+    // which may be a queue, so it is taken and logged as neither at start).
+    assert!(
+        gw.log_text()
+            .contains("fxo line inbound number is no extension and no queue"),
+        "{}",
+        gw.log_text()
+    );
     // Sync runs over mutual TLS with the new certificate: a call's CDR reaches HQ.
-    answered_call(&gw);
+    answered_call_to(&gw, "202");
     let mut at_hq = Vec::new();
     let synced = wait(SOON * 3, || {
         at_hq = hq.cdrs("lyon-02");

@@ -341,11 +341,20 @@ impl BoxApi {
 
 /// Extension 101 calls 102, 102 answers, they hang up.
 pub(crate) fn answered_call(gw: &Gateway) {
+    answered_call_to(gw, "102");
+}
+
+/// FXS 1 calls `number` (FXS 2's extension), FXS 2 answers, they hang up.
+pub(crate) fn answered_call_to(gw: &Gateway, number: &str) {
     let (a, b) = (gw.sim.phone(1), gw.sim.phone(2));
     a.off_hook();
     wait_tone(&gw.sim, 1, 350, 440).expect("dial tone");
-    a.dial("102");
-    assert!(wait(SOON, || b.is_ringing()), "102 rings");
+    a.dial(number);
+    assert!(
+        wait(SOON, || b.is_ringing()),
+        "{number} rings:\n{}",
+        gw.log_text()
+    );
     b.off_hook();
     assert!(wait(SOON, || a.tone().is_none()), "ringback stops");
     std::thread::sleep(Duration::from_millis(200));
