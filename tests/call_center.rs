@@ -398,15 +398,19 @@ fn a_trunk_caller_hears_the_queue_music_as_early_media_and_is_not_answered() {
     assert!(pcm.len() >= 8000, "only {} samples of RTP", pcm.len());
     assert!(hears(&pcm, 700.0), "the RTP carries the music prompt");
     crate::sip_calls::wait_sipp(child, "queue caller with early-media music", &gw);
-    // The caller gave up while waiting: abandoned in the queue's CDR, never answered.
-    let (disposition, queue): (String, Option<String>) = gw
-        .db()
-        .query_row(
-            "SELECT disposition, queue FROM cdrs WHERE caller = '+4930777'",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .expect("cdr");
+    // The caller gave up while waiting: abandoned in the queue's CDR, never answered
+    // (written once the leg's quality report is in: wait for it).
+    let cdr = || -> Option<(String, Option<String>)> {
+        gw.db()
+            .query_row(
+                "SELECT disposition, queue FROM cdrs WHERE caller = '+4930777'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .ok()
+    };
+    assert!(wait(SOON, || cdr().is_some()), "no CDR:\n{}", gw.log_text());
+    let (disposition, queue) = cdr().expect("cdr");
     assert_eq!(queue.as_deref(), Some("support"));
     assert_ne!(disposition, "answered");
 }
