@@ -81,8 +81,9 @@ impl CallControl {
         let Some(call) = self.calls.get_mut(&key) else {
             return;
         };
+        // The agent stays the call's callee (for its CDR: port, leg); the survey
+        // check in `end_call` keeps the call from being ended through it again.
         let caller = call.caller;
-        call.callee = None;
         call.talk_ended = Some(now);
         let queue = call.queue.clone();
         self.disconnect(caller, agent);

@@ -856,6 +856,7 @@ fn the_agent_hanging_up_first_starts_the_survey_and_a_key_scores_it() {
     let cdr = &cdrs(&out)[0];
     assert_eq!(cdr.survey_score, Some(4));
     assert_eq!(cdr.disposition, Disposition::Answered);
+    assert_eq!((cdr.caller_port, cdr.callee_port), (Some(1), Some(2)));
     assert_eq!(cdr.hangup_side, crate::cdr::HangupSide::Callee);
     // Talk time ends at the agent's hang-up, not after the survey.
     assert_eq!(
