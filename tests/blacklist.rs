@@ -15,16 +15,7 @@ use crate::sip_calls::{free_port, sip_addr, sipp, trunk_gateway as gateway, wait
 
 /// The refusal scenario with `status` written in (SIPp fails on any other answer).
 fn refused_scenario(gw: &Gateway, status: u16) -> PathBuf {
-    let template = std::fs::read_to_string(
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/sip/uac_trunk_refused.xml"),
-    )
-    .expect("scenario template");
-    let path = gw
-        .dir
-        .path()
-        .join(format!("uac_trunk_refused_{status}.xml"));
-    std::fs::write(&path, template.replace("STATUS", &status.to_string())).expect("write");
-    path
+    crate::sip_calls::with_status(gw, "uac_trunk_refused.xml", status)
 }
 
 /// The carrier offers a call from `caller` to 101 and expects `status`.

@@ -488,3 +488,93 @@ fn a_pstn_caller_scores_the_call_with_inband_dtmf_after_the_agent_hangs_up() {
     let states = agent_states(&gw, "100");
     assert!(states.iter().any(|s| s == "wrap_up"), "{states:?}");
 }
+
+#[test]
+fn an_agent_logs_in_from_a_sip_phone_and_the_queue_rings_that_phone() {
+    use crate::sip_calls::{free_port, register, run_sipp, sip_addr, sipp, wait_sipp};
+    let mut gw = crate::sip_calls::gateway();
+    let admin = create_admin(&gw, "admin1", ADMIN_PASSWORD);
+    add_agent(&admin, "alice", "100", "4821");
+    gw.stop_with(nix::sys::signal::Signal::SIGTERM);
+    {
+        let db = rusqlite::Connection::open(gw.db_path()).expect("open the store");
+        db.execute_batch(
+            "INSERT INTO queues (name, number, strategy, ring_timeout_ms, wrap_up_ms)
+                 VALUES ('sales', '7001', 'ring_all', 8000, 1000);
+             INSERT INTO queue_members (queue_id, user_id, position)
+                 SELECT q.id, u.id, 0 FROM queues q, users u WHERE u.agent_id = '100';",
+        )
+        .expect("queue rows");
+    }
+    gw.restart();
+    assert!(gw.wait_log_count("sip endpoint listening", 2, SOON));
+    let phone_port = free_port();
+    register(&gw, "202", "soft-phone-pass-two", phone_port);
+    let dial = |scenario: &str, code: &str| {
+        let args = crate::sip_calls::call_args(code, "202", "soft-phone-pass-two", sip_addr(&gw));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        sipp(scenario, sip_addr(&gw), free_port(), &args)
+    };
+    // A wrong PIN: 403, nobody logged in. A log-in without the PIN: 404.
+    let forbidden = crate::sip_calls::with_status(&gw, "uac_phone_refused.xml", 403);
+    run_sipp(
+        dial(forbidden.to_str().expect("path"), "*61100*1111%23"),
+        "wrong PIN",
+        &gw,
+    );
+    let not_found = crate::sip_calls::with_status(&gw, "uac_phone_refused.xml", 404);
+    run_sipp(
+        dial(not_found.to_str().expect("path"), "*61100%23"),
+        "malformed code",
+        &gw,
+    );
+    assert!(agent_states(&gw, "100").is_empty());
+    // The right PIN (the phone sends `#` escaped): answered, confirmation, the box
+    // hangs up (the scenario fails without its BYE).
+    run_sipp(
+        dial("uac_feature_code.xml", "*61100*4821%23"),
+        "log-in",
+        &gw,
+    );
+    assert_eq!(agent_states(&gw, "100"), vec!["available"]);
+    let extension: Option<String> = gw
+        .db()
+        .query_row(
+            "SELECT extension FROM agent_state_log WHERE agent_id = '100'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("state row");
+    assert_eq!(extension.as_deref(), Some("202"));
+
+    // A caller to the queue now rings the SIP phone the agent is on.
+    let uas = sipp("uas_answer.xml", sip_addr(&gw), phone_port, &["-m", "1"])
+        .spawn()
+        .expect("sipp starts");
+    std::thread::sleep(Duration::from_millis(300));
+    let caller = gw.sim.phone(1);
+    caller.off_hook();
+    wait_tone(&gw.sim, 1, 350, 440).expect("dial tone");
+    caller.dial("7001");
+    assert!(
+        wait(SOON, || agent_states(&gw, "100").last().map(String::as_str)
+            == Some("on_call")),
+        "the agent's SIP phone did not take the call:\n{}",
+        gw.log_text()
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    caller.on_hook();
+    wait_sipp(uas, "agent's phone", &gw);
+    let cdrs = gw.wait_cdrs(1);
+    assert_eq!(cdrs[0].disposition, "answered");
+    assert_eq!(cdrs[0].callee, "7001");
+    let agent: Option<String> = gw
+        .db()
+        .query_row(
+            "SELECT agent_id FROM cdrs WHERE call_id = ?1",
+            [&cdrs[0].call_id],
+            |r| r.get(0),
+        )
+        .expect("cdr row");
+    assert_eq!(agent.as_deref(), Some("100"));
+}

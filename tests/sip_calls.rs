@@ -159,8 +159,18 @@ pub(crate) fn call_args(
     .collect()
 }
 
+/// A copy of scenario `template` (in `data/sip`) with `status` written in for its
+/// `STATUS` placeholder (the final response it expects; SIPp fails on any other).
+pub(crate) fn with_status(gw: &Gateway, template: &str, status: u16) -> PathBuf {
+    let text = std::fs::read_to_string(data(template)).expect("scenario template");
+    let name = template.trim_end_matches(".xml");
+    let path = gw.dir.path().join(format!("{name}_{status}.xml"));
+    std::fs::write(&path, text.replace("STATUS", &status.to_string())).expect("write");
+    path
+}
+
 /// Runs SIPp to the end; panics with its stderr when it fails.
-fn run_sipp(mut cmd: Command, what: &str, gw: &Gateway) {
+pub(crate) fn run_sipp(mut cmd: Command, what: &str, gw: &Gateway) {
     let out = cmd.output().expect("sipp runs");
     assert!(
         out.status.success(),

@@ -91,6 +91,11 @@ impl CallControl {
             });
             return;
         }
+        if let SipOrigin::Extension(ext) = &origin {
+            if self.sip_feature_code(now, leg, ext, &dialled) {
+                return;
+            }
+        }
         let (direction, number, name) = match &origin {
             // A local phone is known by the extension it authenticated as, whatever its
             // From header says.
@@ -300,6 +305,9 @@ impl CallControl {
     }
 
     fn leg_ended(&mut self, now: Instant, leg: LegId, reason: EndReason) {
+        if self.sip_feature_leg_ended(leg) {
+            return;
+        }
         self.leg_ended_inner(now, leg, reason);
         self.forget_leg_media(leg);
     }

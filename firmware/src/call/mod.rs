@@ -12,7 +12,8 @@
 //! Modules: [`sip`] (the fixed interface types with the SIP endpoint), [`outside`] (the
 //! trunk-or-FXO route decision), `b2bua` (the SIP flows: incoming legs, outgoing legs,
 //! forking, fallback, DTMF, hold), `transfer` (SIP phones' blind and attended
-//! transfers, INVITE with Replaces), `screening` (caller screening of inbound outside
+//! transfers, INVITE with Replaces), `features` (agent feature codes dialled from SIP
+//! phones), `screening` (caller screening of inbound outside
 //! calls against the [`crate::blacklist::Blacklist`] set with
 //! [`CallControl::set_blacklist`]).
 //!
@@ -81,6 +82,7 @@ use crate::tones::{Country, Tone};
 
 mod b2bua;
 mod click;
+mod features;
 pub mod outside;
 mod queue;
 mod screening;
@@ -90,6 +92,8 @@ pub mod survey;
 mod tests;
 #[cfg(test)]
 mod tests_click;
+#[cfg(test)]
+mod tests_features;
 #[cfg(test)]
 mod tests_queue;
 #[cfg(test)]
@@ -103,6 +107,7 @@ mod transfer;
 use self::transfer::transfer_failure_status;
 
 pub use self::click::{ClickToCallError, CLICK_TO_CALL_ANSWER};
+pub use self::features::CONFIRMATION;
 pub use self::outside::{outside_routes, OutsideVia, TrunkStatus};
 pub use self::queue::{
     AcdSettings, AgentCallEnd, AgentCallEvent, AgentCallKind, PIN_FAILURES, PIN_LOCKOUT,
@@ -600,6 +605,8 @@ pub struct CallControl {
     sip_clicks: BTreeMap<LegId, click::Click>,
     /// Calls whose caller is in the post-call survey.
     surveys: BTreeMap<CallKey, survey::Survey>,
+    /// SIP phones' legs that dialled a feature code (see `features`).
+    feature_legs: BTreeMap<LegId, features::FeatureLeg>,
     /// Outside callers' names (`None`: caller ID names only).
     directory: Option<Box<dyn CallerDirectory>>,
 }
@@ -690,6 +697,7 @@ impl CallControl {
             reserved_key: None,
             sip_clicks: BTreeMap::new(),
             surveys: BTreeMap::new(),
+            feature_legs: BTreeMap::new(),
             directory: None,
         }
     }
@@ -754,6 +762,7 @@ impl CallControl {
             .chain(clicks)
             .chain(acd)
             .chain(self.survey_timeout())
+            .chain(self.feature_timeout())
             .min()
     }
 
@@ -814,6 +823,7 @@ impl CallControl {
         }
         self.acd_timeout(now);
         self.survey_timeouts(now);
+        self.feature_legs_due(Some(now));
         self.flush_cdrs(|p| p.deadline <= now);
     }
 
@@ -877,6 +887,7 @@ impl CallControl {
         for (leg, click) in std::mem::take(&mut self.sip_clicks) {
             self.click_sip_failed(now, leg, click, None);
         }
+        self.feature_legs_due(None);
         let ports: Vec<u8> = self.fxs.keys().copied().collect();
         for port in ports {
             if self.fxs_state(port) != Some(Fxs::Idle) {

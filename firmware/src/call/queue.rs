@@ -34,7 +34,8 @@
 //!
 //! Agent feature codes ([`crate::acd::codes`], `*61<agent>*<pin>#` log in, `*62` log
 //! out, `*63[reason]#` pause, `*64` unpause by default) are recognised while an FXS
-//! phone dials. The PIN is checked outside call control (argon2id is too slow for the
+//! phone dials, and in the number a local SIP phone's INVITE asks for (`features`: the
+//! phone's call is answered with the confirmation tone, or refused with 403/404). The PIN is checked outside call control (argon2id is too slow for the
 //! board loop): [`Output::CheckAgentPin`] asks, [`CallControl::agent_pin_checked`]
 //! answers. The phone hears [`Tone::Confirmation`] when the request was carried out and
 //! number-unobtainable tone when it was refused (wrong PIN, unknown agent, extension
@@ -44,8 +45,7 @@
 //!
 //! Limits: announcements need an installed prompt set (none ships with the box; they
 //! are only logged without it) and are English-shaped ("caller number 4, about 3
-//! minutes"); overflow to voicemail gives busy (no voicemail yet);
-//! feature codes work from FXS phones only (a SIP phone dialling one gets 404).
+//! minutes"); overflow to voicemail gives busy (no voicemail yet).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -54,8 +54,8 @@ use line_proto::Command;
 
 use crate::acd::codes::{FeatureCodes, FeatureRequest, Parsed, Pin};
 use crate::acd::{
-    Acd, AcdConfig, Action, AgentId, AgentState, CallId, Input, InputError, MusicOnHold,
-    OverflowTarget, QueueName, StopReason,
+    Acd, AcdConfig, Action, AgentId, AgentState, CallId, FeatureCodeError, Input, InputError,
+    MusicOnHold, OverflowTarget, QueueName, StopReason,
 };
 use crate::cdr::{CdrQueue, Disposition, HangupSide};
 use crate::prompts::{Playback, Sound};
@@ -208,6 +208,11 @@ pub(super) struct CallCenter {
 }
 
 impl CallCenter {
+    /// `digits` checked against the agent feature codes.
+    pub(super) fn parse_code(&self, digits: &str) -> Result<Parsed, FeatureCodeError> {
+        self.codes.parse(digits)
+    }
+
     pub(super) fn new(settings: &AcdSettings, now: Instant) -> CallCenter {
         CallCenter {
             acd: Acd::new(&settings.config, now),
@@ -942,7 +947,8 @@ impl CallControl {
             Ok(Parsed::NotACode) => None,
             Ok(Parsed::Incomplete) => Some(false),
             Ok(Parsed::Request(request)) => {
-                self.feature_request(now, port, request);
+                let extension = self.port_number(port);
+                self.feature_request(now, Party::Fxs(port), extension, request);
                 Some(true)
             }
             Err(e) => {
@@ -953,15 +959,22 @@ impl CallControl {
         }
     }
 
-    fn feature_request(&mut self, now: Instant, port: u8, request: FeatureRequest) {
-        let extension = self.port_number(port);
+    /// Carries out a complete agent feature code dialled by `from` (an FXS phone or a
+    /// SIP phone's leg, see `features`) on `extension`.
+    pub(super) fn feature_request(
+        &mut self,
+        now: Instant,
+        from: Party,
+        extension: String,
+        request: FeatureRequest,
+    ) {
         let Some(center) = self.center.as_mut() else {
             return;
         };
         let here = center.acd.agent_at(&extension).cloned();
         let input = match request {
             FeatureRequest::Login { agent, pin } => {
-                return self.request_pin_check(now, port, extension, agent, pin);
+                return self.request_pin_check(now, from, extension, agent, pin);
             }
             FeatureRequest::Logout => here.map(|agent| Input::AgentLogout { agent }),
             FeatureRequest::Pause { reason } => {
@@ -972,7 +985,7 @@ impl CallControl {
         let ok = match input {
             None => {
                 tracing::info!(
-                    port,
+                    ?from,
                     extension,
                     "feature code from an extension no agent is logged in on"
                 );
@@ -981,19 +994,19 @@ impl CallControl {
             Some(input) => match self.acd_input(now, input) {
                 Some(Ok(())) => true,
                 Some(Err(e)) => {
-                    tracing::info!(port, extension, error = %e, "agent feature code refused");
+                    tracing::info!(?from, extension, error = %e, "agent feature code refused");
                     false
                 }
                 None => false,
             },
         };
-        self.feature_done(now, port, ok);
+        self.feature_done(now, from, ok);
     }
 
     fn request_pin_check(
         &mut self,
         now: Instant,
-        port: u8,
+        from: Party,
         extension: String,
         agent: AgentId,
         pin: Pin,
@@ -1003,8 +1016,8 @@ impl CallControl {
         };
         if let Some(&(_, Some(until))) = center.pin_failures.get(&agent) {
             if until > now {
-                tracing::warn!(port, %agent, "agent login refused: too many wrong PINs");
-                return self.feature_done(now, port, false);
+                tracing::warn!(?from, %agent, "agent login refused: too many wrong PINs");
+                return self.feature_done(now, from, false);
             }
             center.pin_failures.remove(&agent);
         }
@@ -1013,14 +1026,16 @@ impl CallControl {
         center.pin_checks.insert(
             check,
             PendingLogin {
-                from: Party::Fxs(port),
+                from,
                 extension,
                 agent: agent.clone(),
             },
         );
-        // Quiet until the check answers.
-        self.cmd(port, Command::StopTone);
-        self.set_fxs(port, Fxs::Lockout { quiet_at: None });
+        // Quiet until the check answers (a SIP phone's leg stays unanswered meanwhile).
+        if let Party::Fxs(port) = from {
+            self.cmd(port, Command::StopTone);
+            self.set_fxs(port, Fxs::Lockout { quiet_at: None });
+        }
         self.outputs
             .push_back(Output::CheckAgentPin { check, agent, pin });
     }
@@ -1034,9 +1049,7 @@ impl CallControl {
         let Some(login) = center.pin_checks.remove(&check) else {
             return;
         };
-        let Party::Fxs(port) = login.from else {
-            return;
-        };
+        let from = login.from;
         if !ok {
             let entry = center
                 .pin_failures
@@ -1047,8 +1060,8 @@ impl CallControl {
                 entry.1 = Some(now + PIN_LOCKOUT);
                 tracing::warn!(agent = %login.agent, "agent ID locked out after {PIN_FAILURES} wrong PINs");
             }
-            tracing::info!(port, agent = %login.agent, "agent login refused: wrong PIN or unknown agent");
-            return self.feature_done(now, port, false);
+            tracing::info!(?from, agent = %login.agent, "agent login refused: wrong PIN or unknown agent");
+            return self.feature_done(now, from, false);
         }
         center.pin_failures.remove(&login.agent);
         let input = Input::AgentLogin {
@@ -1057,20 +1070,26 @@ impl CallControl {
         };
         let ok = match self.acd_input(now, input) {
             Some(Ok(())) => {
-                tracing::info!(port, agent = %login.agent, extension = login.extension, "agent logged in");
+                tracing::info!(?from, agent = %login.agent, extension = login.extension, "agent logged in");
                 true
             }
             Some(Err(e)) => {
-                tracing::info!(port, agent = %login.agent, error = %e, "agent login refused");
+                tracing::info!(?from, agent = %login.agent, error = %e, "agent login refused");
                 false
             }
             None => false,
         };
-        self.feature_done(now, port, ok);
+        self.feature_done(now, from, ok);
     }
 
-    /// The phone that dialled a feature code hears the outcome until it hangs up.
-    fn feature_done(&mut self, now: Instant, port: u8, ok: bool) {
+    /// The phone that dialled a feature code hears the outcome until it hangs up (a SIP
+    /// phone: see `features`).
+    fn feature_done(&mut self, now: Instant, from: Party, ok: bool) {
+        let port = match from {
+            Party::Fxs(port) => port,
+            Party::Sip(leg) => return self.sip_feature_done(now, leg, ok),
+            Party::Fxo(_) => return,
+        };
         let off_hook = self.fxs.get(&port).is_some_and(|p| p.off_hook);
         let waiting = matches!(
             self.fxs_state(port),

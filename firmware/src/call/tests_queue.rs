@@ -18,11 +18,11 @@ use crate::cdr::Disposition;
 use crate::prompts::{Playback, Sound};
 use crate::tones::Tone;
 
-fn agent(id: &str) -> AgentId {
+pub(super) fn agent(id: &str) -> AgentId {
     id.parse().expect("agent id")
 }
 
-fn center(strategy: Strategy) -> AcdSettings {
+pub(super) fn center(strategy: Strategy) -> AcdSettings {
     let agents = ["100", "200"]
         .iter()
         .map(|id| AgentConfig {
@@ -57,7 +57,7 @@ fn harness() -> Harness {
     })
 }
 
-fn pin_checks(out: &[Output]) -> Vec<(u64, AgentId, String)> {
+pub(super) fn pin_checks(out: &[Output]) -> Vec<(u64, AgentId, String)> {
     out.iter()
         .filter_map(|o| match o {
             Output::CheckAgentPin { check, agent, pin } => {
@@ -68,7 +68,7 @@ fn pin_checks(out: &[Output]) -> Vec<(u64, AgentId, String)> {
         .collect()
 }
 
-fn agent_states(out: &[Output]) -> Vec<(AgentId, AgentState)> {
+pub(super) fn agent_states(out: &[Output]) -> Vec<(AgentId, AgentState)> {
     out.iter()
         .filter_map(|o| match o {
             Output::AgentState { agent, state, .. } => Some((agent.clone(), state.clone())),
@@ -403,7 +403,7 @@ fn pause_and_logout_by_feature_code() {
     );
 }
 
-fn plays(out: &[Output]) -> Vec<(MediaEnd, crate::prompts::Playback)> {
+pub(super) fn plays(out: &[Output]) -> Vec<(MediaEnd, crate::prompts::Playback)> {
     out.iter()
         .filter_map(|o| match o {
             Output::Play { end, playback } => Some((*end, playback.clone())),
@@ -412,7 +412,7 @@ fn plays(out: &[Output]) -> Vec<(MediaEnd, crate::prompts::Playback)> {
         .collect()
 }
 
-fn stops(out: &[Output]) -> Vec<MediaEnd> {
+pub(super) fn stops(out: &[Output]) -> Vec<MediaEnd> {
     out.iter()
         .filter_map(|o| match o {
             Output::StopPlay { end } => Some(*end),

@@ -281,6 +281,16 @@ impl SipEndpoint {
             let Some(extension) = self.authenticate(now, &key, &request, source) else {
                 return;
             };
+            // Phones escape `#` (and may escape `*`) in the number dialled: feature
+            // codes and IVR-style numbers end in `#`.
+            let requested = match super::refer::percent_decode(&requested) {
+                Ok(number) => number,
+                Err(e) => {
+                    tracing::info!(extension, error = %e, "INVITE with a malformed number refused");
+                    reject(self, 400);
+                    return;
+                }
+            };
             if let Some(prefix) = self.settings.outside_line_prefix.clone() {
                 if let Some(number) = requested.strip_prefix(prefix.as_str()) {
                     if !number.is_empty() {

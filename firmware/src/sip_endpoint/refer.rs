@@ -60,12 +60,13 @@ pub(super) enum ReferError {
     #[error("Replaces lacks the call-id, to-tag or from-tag: {0:?}")]
     BadReplaces(String),
     /// A `%xx` escape that is not hex, or that decodes to invalid UTF-8.
-    #[error("bad %-escape in Refer-To: {0:?}")]
+    #[error("bad %-escape: {0:?}")]
     BadEscape(String),
 }
 
-/// Decodes `%xx` escapes (URI headers carry `;` `=` `@` escaped).
-fn percent_decode(s: &str) -> Result<String, ReferError> {
+/// Decodes `%xx` escapes (URI headers carry `;` `=` `@` escaped; a phone's dialled
+/// number `#` as `%23`).
+pub(super) fn percent_decode(s: &str) -> Result<String, ReferError> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

@@ -1,0 +1,246 @@
+//! Agent feature codes dialled from SIP phones (see `features.rs`) on a virtual clock,
+//! with the dial plan and call center of `tests_queue.rs` (SIP-only phones 210 and
+//! 211, queue 7001 with agents 100 and 200, default codes `*61`..`*64`).
+
+use std::time::Duration;
+
+use super::tests_queue::{agent, agent_states, center, pin_checks, plays, stops};
+use super::tests_sip::*;
+use super::*;
+use crate::acd::{AgentState, Strategy};
+use crate::prompts::{Playback, Sound};
+use crate::tones::Tone;
+
+const PHONE: LegId = LegId(7);
+
+fn harness() -> Harness {
+    Harness::with(|s| s.acd = Some(center(Strategy::RoundRobin)))
+}
+
+impl Harness {
+    fn pin_answer(&mut self, check: u64, ok: bool) -> Vec<Output> {
+        self.cc.agent_pin_checked(self.now, check, ok);
+        while let Some(o) = self.cc.poll_output() {
+            self.out.push(o);
+        }
+        self.take()
+    }
+}
+
+fn confirmation(out: &[Output], leg_id: LegId) -> bool {
+    out.contains(&Output::SipAnswer { leg: leg_id })
+        && plays(out)
+            == vec![(
+                leg(leg_id),
+                Playback::looped(Sound::Tone(Tone::Confirmation)),
+            )]
+}
+
+/// Agent `id` logs in from SIP phone 210 with `dialled`; the PIN check says `ok`.
+fn sip_login(h: &mut Harness, dialled: &str, ok: bool) -> Vec<Output> {
+    h.incoming(PHONE, SipOrigin::Extension("210".into()), "210", dialled);
+    let out = h.take();
+    let checks = pin_checks(&out);
+    assert_eq!(checks.len(), 1, "{out:?}");
+    assert_eq!(checks[0].2, "1234");
+    // Nothing is answered (nor refused) before the PIN check says.
+    assert!(!out.iter().any(|o| matches!(
+        o,
+        Output::SipAnswer { .. } | Output::SipHangup { .. } | Output::SipRinging { .. }
+    )));
+    h.pin_answer(checks[0].0, ok)
+}
+
+#[test]
+fn a_sip_phone_logs_an_agent_in_hears_confirmation_and_gets_the_queue_calls() {
+    let mut h = harness();
+    let out = sip_login(&mut h, "*61100*1234#", true);
+    assert!(confirmation(&out, PHONE), "{out:?}");
+    assert_eq!(
+        agent_states(&out),
+        vec![(agent("100"), AgentState::Available)]
+    );
+    assert!(out.iter().any(|o| matches!(
+        o,
+        Output::AgentState { extension: Some(e), .. } if e == "210"
+    )));
+    // The box hangs up once the confirmation has played; no CDR for a feature code.
+    h.advance(CONFIRMATION - Duration::from_millis(1));
+    assert!(hangups(&h.take()).is_empty());
+    h.advance(Duration::from_millis(1));
+    let out = h.take();
+    assert_eq!(hangups(&out), vec![(PHONE, EndReason::Normal)]);
+    assert_eq!(stops(&out), vec![leg(PHONE)]);
+    h.sip(SipInput::Ended {
+        leg: PHONE,
+        reason: EndReason::Normal,
+    });
+    h.advance(Duration::from_secs(5));
+    assert!(cdrs(&h.take()).is_empty());
+    // A caller to the queue now rings the SIP phone the agent logged in on.
+    h.incoming(IN1, SipOrigin::Trunk, "+4930123", "7001");
+    let (_, target, _) = only_dial(&h.take());
+    assert_eq!(target, SipTarget::Extension("210".into()));
+}
+
+#[test]
+fn a_code_without_its_final_hash_is_taken_as_dialled_with_it() {
+    let mut h = harness();
+    let out = sip_login(&mut h, "*61100*1234", true);
+    assert!(confirmation(&out, PHONE), "{out:?}");
+}
+
+#[test]
+fn a_wrong_pin_is_forbidden_and_logs_nobody_in() {
+    let mut h = harness();
+    let out = sip_login(&mut h, "*61100*1234#", false);
+    assert_eq!(hangups(&out), vec![(PHONE, EndReason::Forbidden)]);
+    assert!(agent_states(&out).is_empty());
+    assert!(!out.contains(&Output::SipAnswer { leg: PHONE }));
+    assert!(plays(&out).is_empty());
+    // Nothing is left waiting on the leg.
+    h.advance(Duration::from_secs(10));
+    assert!(h.take().is_empty());
+    assert_eq!(h.cc.timeout(), None);
+    // The queue has nobody to ring.
+    h.incoming(IN1, SipOrigin::Trunk, "+4930123", "7001");
+    assert!(dials(&h.take()).is_empty());
+}
+
+#[test]
+fn malformed_or_incomplete_codes_are_not_found_and_change_nothing() {
+    for dialled in ["*61100", "*61100#", "*61*1234#", "*61ab*1234#", "*6"] {
+        let mut h = harness();
+        h.incoming(PHONE, SipOrigin::Extension("210".into()), "210", dialled);
+        let out = h.take();
+        assert_eq!(
+            hangups(&out),
+            vec![(PHONE, EndReason::Unallocated)],
+            "{dialled}: {out:?}"
+        );
+        assert!(pin_checks(&out).is_empty(), "{dialled}");
+        assert!(agent_states(&out).is_empty(), "{dialled}");
+        h.advance(Duration::from_secs(5));
+        // No call was made of it: no CDR, nothing pending.
+        assert!(cdrs(&h.take()).is_empty(), "{dialled}");
+        assert_eq!(h.cc.timeout(), None, "{dialled}");
+    }
+}
+
+#[test]
+fn pause_unpause_and_logout_from_the_phone_the_agent_is_on() {
+    let mut h = harness();
+    sip_login(&mut h, "*61100*1234#", true);
+    h.sip(SipInput::Ended {
+        leg: PHONE,
+        reason: EndReason::Normal,
+    });
+    h.take();
+    let mut next = 10;
+    let mut code = |h: &mut Harness, dialled: &str| {
+        next += 1;
+        let l = LegId(next);
+        h.incoming(l, SipOrigin::Extension("210".into()), "210", dialled);
+        (l, h.take())
+    };
+    let (l, out) = code(&mut h, "*6342#");
+    assert!(confirmation(&out, l), "{out:?}");
+    assert!(matches!(
+        agent_states(&out).as_slice(),
+        [(a, AgentState::Paused(Some(_)))] if *a == agent("100")
+    ));
+    let (l, out) = code(&mut h, "*64");
+    assert!(confirmation(&out, l), "{out:?}");
+    assert_eq!(
+        agent_states(&out),
+        vec![(agent("100"), AgentState::Available)]
+    );
+    // From another phone no agent is on: refused, the agent stays logged in.
+    h.incoming(LegId(99), SipOrigin::Extension("211".into()), "211", "*62");
+    let out = h.take();
+    assert_eq!(hangups(&out), vec![(LegId(99), EndReason::Forbidden)]);
+    let (l, out) = code(&mut h, "*62");
+    assert!(confirmation(&out, l), "{out:?}");
+    assert_eq!(
+        agent_states(&out),
+        vec![(agent("100"), AgentState::LoggedOut)]
+    );
+}
+
+#[test]
+fn the_phone_giving_up_ends_the_feature_leg_quietly() {
+    // Hanging up during the confirmation: the playback stops, no hang-up is sent.
+    let mut h = harness();
+    sip_login(&mut h, "*61100*1234#", true);
+    h.sip(SipInput::Ended {
+        leg: PHONE,
+        reason: EndReason::Normal,
+    });
+    let out = h.take();
+    assert_eq!(stops(&out), vec![leg(PHONE)]);
+    assert!(hangups(&out).is_empty());
+    assert_eq!(h.cc.timeout(), None);
+    // Cancelling while the PIN check runs: the log-in still happens (as on an analog
+    // phone hung up meanwhile), the gone leg is neither answered nor hung up.
+    let mut h = harness();
+    h.incoming(
+        PHONE,
+        SipOrigin::Extension("210".into()),
+        "210",
+        "*61200*1234#",
+    );
+    let check = pin_checks(&h.take())[0].0;
+    h.sip(SipInput::Ended {
+        leg: PHONE,
+        reason: EndReason::Normal,
+    });
+    assert!(h.take().is_empty());
+    let out = h.pin_answer(check, true);
+    assert_eq!(
+        agent_states(&out),
+        vec![(agent("200"), AgentState::Available)]
+    );
+    assert!(!out
+        .iter()
+        .any(|o| matches!(o, Output::SipAnswer { .. } | Output::SipHangup { .. })));
+}
+
+#[test]
+fn shutdown_ends_feature_legs() {
+    let mut h = harness();
+    h.incoming(
+        PHONE,
+        SipOrigin::Extension("210".into()),
+        "210",
+        "*61100*1234#",
+    );
+    h.take();
+    h.cc.shutdown(h.now);
+    while let Some(o) = h.cc.poll_output() {
+        h.out.push(o);
+    }
+    assert_eq!(hangups(&h.take()), vec![(PHONE, EndReason::Congestion)]);
+}
+
+#[test]
+fn without_a_call_center_star_codes_go_to_the_dial_plan() {
+    let mut h = Harness::new();
+    h.incoming(
+        PHONE,
+        SipOrigin::Extension("210".into()),
+        "210",
+        "*61100*1234#",
+    );
+    let out = h.take();
+    assert_eq!(hangups(&out), vec![(PHONE, EndReason::Unallocated)]);
+    assert!(pin_checks(&out).is_empty());
+}
+
+#[test]
+fn trunk_callers_cannot_dial_feature_codes() {
+    let mut h = harness();
+    h.incoming(IN1, SipOrigin::Trunk, "+4930123", "*61100*1234#");
+    let out = h.take();
+    assert!(pin_checks(&out).is_empty(), "{out:?}");
+    assert_eq!(hangups(&out), vec![(IN1, EndReason::Unallocated)]);
+}
