@@ -500,7 +500,7 @@ fn an_agent_logs_in_from_a_sip_phone_and_the_queue_rings_that_phone() {
         let db = rusqlite::Connection::open(gw.db_path()).expect("open the store");
         db.execute_batch(
             "INSERT INTO queues (name, number, strategy, ring_timeout_ms, wrap_up_ms)
-                 VALUES ('sales', '7001', 'ring_all', 8000, 1000);
+                 VALUES ('sales', '7001', 'ring_all', 8000, 60000);
              INSERT INTO queue_members (queue_id, user_id, position)
                  SELECT q.id, u.id, 0 FROM queues q, users u WHERE u.agent_id = '100';",
         )
@@ -577,4 +577,56 @@ fn an_agent_logs_in_from_a_sip_phone_and_the_queue_rings_that_phone() {
         )
         .expect("cdr row");
     assert_eq!(agent.as_deref(), Some("100"));
+
+    // In wrap-up the agent tags the call with customer type 3 from the phone: refused
+    // (403) while the site has no type 3, stored once it has, with the caller's
+    // customer record set to it and a record for HQ.
+    let wrap_up = agent_states(&gw, "100");
+    assert_eq!(
+        wrap_up.last().map(String::as_str),
+        Some("wrap_up"),
+        "{wrap_up:?}"
+    );
+    run_sipp(
+        dial(forbidden.to_str().expect("path"), "*603"),
+        "no such type",
+        &gw,
+    );
+    // The restart moved the web server: log in again.
+    let (admin, _) = Api::login(gw.latest_web_addr(), "admin1", ADMIN_PASSWORD);
+    let (status, body) = admin.put("/api/v1/customer-types/3", json!({ "name": "interested" }));
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = admin.post(
+        "/api/v1/customers",
+        json!({ "name": "Reception desk", "numbers": ["101"] }),
+    );
+    assert_eq!(status, 201, "{body}");
+    run_sipp(dial("uac_feature_code.xml", "*603%23"), "disposition", &gw);
+    let tagged: (i64, String, String) = gw
+        .db()
+        .query_row(
+            "SELECT digit, type_name, agent_id FROM cdr_dispositions WHERE call_id = ?1",
+            [&cdrs[0].call_id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .expect("disposition row");
+    assert_eq!(tagged, (3, "interested".to_owned(), "100".to_owned()));
+    let customer_type: Option<i64> = gw
+        .db()
+        .query_row(
+            "SELECT type_digit FROM customers WHERE name = 'Reception desk'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("customer");
+    assert_eq!(customer_type, Some(3));
+    let queued: i64 = gw
+        .db()
+        .query_row(
+            "SELECT count(*) FROM outbox WHERE kind = 'disposition' AND record_key = ?1",
+            [&cdrs[0].call_id],
+            |r| r.get(0),
+        )
+        .expect("outbox");
+    assert_eq!(queued, 1);
 }

@@ -120,6 +120,26 @@ enum StoreJob {
         pattern: String,
         at_ms: i64,
     },
+    /// An agent's disposition of a call ([`Output::Disposition`]); the outcome goes
+    /// back on `answers`.
+    Disposition {
+        check: u64,
+        agent: crate::acd::AgentId,
+        call_id: String,
+        caller: String,
+        digit: u8,
+        at_ms: i64,
+        answers: mpsc::UnboundedSender<(Check, u64, bool)>,
+    },
+}
+
+/// What a call-control check answered off the board loop was about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Check {
+    /// [`Output::CheckAgentPin`].
+    AgentPin,
+    /// [`Output::Disposition`].
+    Disposition,
 }
 
 /// Why the daemon stopped without an error.
@@ -622,7 +642,7 @@ async fn serve(
         Some(r) => (Some(r.calls), Some((r.thread, r.registrar, r.retention))),
         None => (None, None),
     };
-    let (pin_answers, mut pin_results) = mpsc::unbounded_channel::<(u64, bool)>();
+    let (pin_answers, mut pin_results) = mpsc::unbounded_channel::<(Check, u64, bool)>();
     let mut board = BoardLoop {
         media,
         prompts,
@@ -673,7 +693,10 @@ async fn serve(
             () = sleep_until(Some(board.web_status.timeout())) => board.web_status_due(),
             Some(request) = web_requests.recv() => board.web_request(&mut calls, request),
             Some(input) = sip_input_rx.recv() => calls.handle_sip(Instant::now(), input),
-            Some((check, ok)) = pin_results.recv() => calls.agent_pin_checked(Instant::now(), check, ok),
+            Some((kind, check, ok)) = pin_results.recv() => match kind {
+                Check::AgentPin => calls.agent_pin_checked(Instant::now(), check, ok),
+                Check::Disposition => calls.disposition_stored(Instant::now(), check, ok),
+            },
             Some(list) = blacklist_reloads.recv() => {
                 // Logged once in force: the next call is screened with it.
                 tracing::info!(
@@ -1328,8 +1351,9 @@ struct BoardLoop {
     web_status: crate::web::status::StatusPublisher,
     /// The store, for agent PIN checks.
     db_path: PathBuf,
-    /// Where PIN check results go (to the main loop, then call control).
-    pin_answers: mpsc::UnboundedSender<(u64, bool)>,
+    /// Where PIN check and disposition results go (to the main loop, then call
+    /// control).
+    pin_answers: mpsc::UnboundedSender<(Check, u64, bool)>,
     /// The agents' desktop events (`/api/v1/events`).
     desk_events: crate::screen_pop::EventHub,
 }
@@ -1534,8 +1558,29 @@ impl BoardLoop {
                                 tracing::error!(%agent, error = %e, "agent PIN not checked");
                                 false
                             });
-                        let _ = answers.send((check, ok));
+                        let _ = answers.send((Check::AgentPin, check, ok));
                     });
+                }
+                Output::Disposition {
+                    check,
+                    agent,
+                    call_id,
+                    caller,
+                    digit,
+                    at_ms,
+                } => {
+                    let job = StoreJob::Disposition {
+                        check,
+                        agent,
+                        call_id,
+                        caller,
+                        digit,
+                        at_ms,
+                        answers: self.pin_answers.clone(),
+                    };
+                    if self.jobs.send(job).is_err() {
+                        tracing::error!("store task gone; disposition lost");
+                    }
                 }
                 Output::Cdr(cdr) => {
                     if let Some(r) = &mut self.call_recorder {
@@ -1610,6 +1655,40 @@ async fn store_task(writer: StoreWriter, mut jobs: mpsc::UnboundedReceiver<Store
                         tracing::warn!(pattern = shown, error = %e, "blacklist hit not stored")
                     }
                 }
+            }
+            StoreJob::Disposition {
+                check,
+                agent,
+                call_id,
+                caller,
+                digit,
+                at_ms,
+                answers,
+            } => {
+                let (shown_agent, shown_call) = (agent.clone(), call_id.clone());
+                let result = writer
+                    .transact("store a disposition", move |tx, path| {
+                        crate::acd::store::record_disposition(
+                            tx, path, &agent, &call_id, &caller, digit, at_ms,
+                        )
+                        .map_err(|e| crate::error::Error::AcdStore(Box::new(e)))
+                    })
+                    .await;
+                let ok = match result {
+                    Ok(Some(stored)) => {
+                        tracing::info!(agent = %shown_agent, call = shown_call, digit, customer_type = stored.type_name, customer = ?stored.customer_id, "disposition stored");
+                        true
+                    }
+                    Ok(None) => {
+                        tracing::info!(agent = %shown_agent, call = shown_call, digit, "disposition refused: no customer type has that digit");
+                        false
+                    }
+                    Err(e) => {
+                        tracing::warn!(agent = %shown_agent, call = shown_call, error = %e, "disposition not stored");
+                        false
+                    }
+                };
+                let _ = answers.send((Check::Disposition, check, ok));
             }
         }
     }

@@ -140,6 +140,8 @@ pub enum RecordKind {
     AgentState,
     /// A post-call survey score (call center).
     Survey,
+    /// A call's disposition keyed by the agent in wrap-up: [`DispositionRecord`].
+    Disposition,
 }
 
 impl RecordKind {
@@ -154,6 +156,7 @@ impl RecordKind {
             Self::Recording => "recording",
             Self::AgentState => "agent_state",
             Self::Survey => "survey",
+            Self::Disposition => "disposition",
         }
     }
 
@@ -168,6 +171,7 @@ impl RecordKind {
             "recording" => Self::Recording,
             "agent_state" => Self::AgentState,
             "survey" => Self::Survey,
+            "disposition" => Self::Disposition,
             _ => return None,
         })
     }
@@ -259,6 +263,29 @@ pub struct AgentStateRecord {
     /// on, with [`AgentStateName::Ringing`] and [`AgentStateName::OnCall`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub call_id: Option<String>,
+    /// When, ms since the Unix epoch.
+    pub at_ms: i64,
+}
+
+/// The disposition an agent keyed for a call in wrap-up (a customer-type digit), the
+/// payload of a [`RecordKind::Disposition`] record (the box's `cdr_dispositions` row);
+/// the record key is the call id. Keying again replaces it: HQ keeps the latest by
+/// [`DispositionRecord::at_ms`] per call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DispositionRecord {
+    /// The box's call id (a [`Cdr::call_id`]).
+    pub call_id: String,
+    /// The agent who keyed it.
+    pub agent_id: String,
+    /// The keypad digit, 0 to 9.
+    pub digit: u8,
+    /// The site's customer type of that digit, by name, when it was keyed.
+    pub type_name: String,
+    /// HQ's key of the contact whose type the box set (the caller's), when the
+    /// caller is one of HQ's contacts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer_hq_id: Option<String>,
     /// When, ms since the Unix epoch.
     pub at_ms: i64,
 }

@@ -1,7 +1,9 @@
 //! The agent feature codes dialled from a phone, parsed into typed requests.
 //!
 //! Defaults: `*61<agent id>*<pin>#` log in, `*62` log out, `*63<reason>#` pause
-//! (`*63#` without a reason), `*64` unpause. The four prefixes are configurable
+//! (`*63#` without a reason), `*64` unpause, `*60<digit>` disposition (the customer
+//! type 0-9 of the call the agent is wrapping up; a `#` after the digit is allowed).
+//! The five prefixes are configurable
 //! ([`RawFeatureCodes`] -> [`FeatureCodes`]): 1 to 8 of `0-9 * #`, none a prefix of
 //! another, so a dialled string matches at most one code.
 //!
@@ -34,6 +36,8 @@ pub struct RawFeatureCodes {
     pub pause: Option<String>,
     /// Unpause code.
     pub unpause: Option<String>,
+    /// Disposition prefix, followed by one digit 0-9.
+    pub disposition: Option<String>,
 }
 
 /// Validated feature codes.
@@ -43,6 +47,7 @@ pub struct FeatureCodes {
     logout: String,
     pause: String,
     unpause: String,
+    disposition: String,
 }
 
 impl Default for FeatureCodes {
@@ -52,6 +57,7 @@ impl Default for FeatureCodes {
             logout: "*62".to_owned(),
             pause: "*63".to_owned(),
             unpause: "*64".to_owned(),
+            disposition: "*60".to_owned(),
         }
     }
 }
@@ -66,6 +72,7 @@ impl TryFrom<RawFeatureCodes> for FeatureCodes {
             logout: raw.logout.unwrap_or(d.logout),
             pause: raw.pause.unwrap_or(d.pause),
             unpause: raw.unpause.unwrap_or(d.unpause),
+            disposition: raw.disposition.unwrap_or(d.disposition),
         };
         let all = codes.named();
         for (field, code) in all {
@@ -149,6 +156,11 @@ pub enum FeatureRequest {
     },
     /// Unpause.
     Unpause,
+    /// Tag the call being wrapped up with the customer type of this keypad digit.
+    Disposition {
+        /// 0 to 9.
+        digit: u8,
+    },
 }
 
 /// The result of parsing digits dialled so far.
@@ -163,12 +175,13 @@ pub enum Parsed {
 }
 
 impl FeatureCodes {
-    fn named(&self) -> [(&'static str, &str); 4] {
+    fn named(&self) -> [(&'static str, &str); 5] {
         [
             ("login", &self.login),
             ("logout", &self.logout),
             ("pause", &self.pause),
             ("unpause", &self.unpause),
+            ("disposition", &self.disposition),
         ]
     }
 
@@ -182,6 +195,9 @@ impl FeatureCodes {
         }
         if let Some(rest) = dialled.strip_prefix(self.pause.as_str()) {
             return parse_pause(rest);
+        }
+        if let Some(rest) = dialled.strip_prefix(self.disposition.as_str()) {
+            return parse_disposition(rest);
         }
         for (name, code, request) in [
             ("logout", &self.logout, FeatureRequest::Logout),
@@ -236,6 +252,21 @@ fn mask_pin(rest: &str) -> String {
     match rest.split_once('*') {
         Some((agent, _)) => format!("{agent}*.."),
         None => rest.to_owned(),
+    }
+}
+
+fn parse_disposition(rest: &str) -> Result<Parsed, FeatureCodeError> {
+    match rest.as_bytes() {
+        [] => Ok(Parsed::Incomplete),
+        [d @ b'0'..=b'9'] | [d @ b'0'..=b'9', b'#'] => {
+            Ok(Parsed::Request(FeatureRequest::Disposition {
+                digit: d - b'0',
+            }))
+        }
+        _ => Err(FeatureCodeError::Trailing {
+            code: "disposition",
+            rest: rest.to_owned(),
+        }),
     }
 }
 

@@ -19,7 +19,7 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
-use branchline_sync::wire::{AgentStateName, AgentStateRecord, RecordKind};
+use branchline_sync::wire::{AgentStateName, AgentStateRecord, DispositionRecord, RecordKind};
 use rusqlite::{params, Connection};
 
 use crate::config::ExtensionNumber;
@@ -430,4 +430,106 @@ pub fn check_agent_pin(
         column: "pin_hash",
         message: e.to_string(),
     })
+}
+
+/// What [`record_disposition`] stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredDisposition {
+    /// The customer type of the digit.
+    pub type_name: String,
+    /// The customer whose type was set (the caller's), if one has the call's caller
+    /// number.
+    pub customer_id: Option<i64>,
+}
+
+/// Stores the disposition `digit` agent `agent` keyed for call `call_id` from
+/// `caller`, in the caller's transaction: the `cdr_dispositions` row (replacing an
+/// earlier one of the call), the caller's customer record set to that type, and a
+/// [`RecordKind::Disposition`] outbox row for HQ. `Ok(None)`, with nothing changed,
+/// when no customer type has that digit.
+pub fn record_disposition(
+    conn: &Connection,
+    path: &Path,
+    agent: &AgentId,
+    call_id: &str,
+    caller: &str,
+    digit: u8,
+    at_ms: i64,
+) -> Result<Option<StoredDisposition>, StoreError> {
+    use rusqlite::OptionalExtension;
+    let type_name: Option<String> = conn
+        .query_row(
+            "SELECT name FROM customer_types WHERE digit = ?1",
+            [digit],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(sql(path, "read the customer type"))?;
+    let Some(type_name) = type_name else {
+        return Ok(None);
+    };
+    // The caller's customer as caller ID names it (local records first).
+    let customer: Option<(i64, Option<String>)> = match crate::customers::normalize_number(caller) {
+        Err(_) => None,
+        Ok(number) => conn
+            .query_row(
+                "SELECT c.id, c.hq_id FROM customer_numbers n
+                       JOIN customers c ON c.id = n.customer_id
+                      WHERE n.number = ?1
+                      ORDER BY c.source = 'hq', c.id
+                      LIMIT 1",
+                [&number],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(sql(path, "find the caller's customer"))?,
+    };
+    if let Some((id, _)) = &customer {
+        conn.execute(
+            "UPDATE customers SET type_digit = ?1, updated_at_ms = ?2 WHERE id = ?3",
+            params![digit, at_ms, id],
+        )
+        .map_err(sql(path, "set the customer's type"))?;
+    }
+    let customer_id = customer.as_ref().map(|(id, _)| *id);
+    conn.execute(
+        "INSERT INTO cdr_dispositions (call_id, agent_id, digit, type_name, customer_id, at_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT (call_id) DO UPDATE SET agent_id = excluded.agent_id,
+             digit = excluded.digit, type_name = excluded.type_name,
+             customer_id = excluded.customer_id, at_ms = excluded.at_ms",
+        params![
+            call_id,
+            agent.as_str(),
+            digit,
+            type_name,
+            customer_id,
+            at_ms
+        ],
+    )
+    .map_err(sql(path, "store the disposition"))?;
+    let record = DispositionRecord {
+        call_id: call_id.to_owned(),
+        agent_id: agent.as_str().to_owned(),
+        digit,
+        type_name: type_name.clone(),
+        customer_hq_id: customer.and_then(|(_, hq)| hq),
+        at_ms,
+    };
+    let payload = serde_json::to_string(&record).map_err(|e| StoreError::BadRow {
+        path: path.to_owned(),
+        table: "outbox",
+        key: call_id.to_owned(),
+        column: "payload",
+        message: e.to_string(),
+    })?;
+    conn.execute(
+        "INSERT INTO outbox (kind, record_key, payload, created_at_ms) VALUES (?1, ?2, ?3, ?4)",
+        params![RecordKind::Disposition.as_str(), call_id, payload, at_ms],
+    )
+    .map_err(sql(path, "queue the disposition for HQ"))?;
+    Ok(Some(StoredDisposition {
+        type_name,
+        customer_id,
+    }))
 }

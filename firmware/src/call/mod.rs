@@ -310,6 +310,23 @@ pub enum Output {
         /// Start (true) or stop.
         on: bool,
     },
+    /// An agent in wrap-up keyed disposition `digit` for their last call: store it
+    /// (`cdr_dispositions`, the customer's type, the outbox) and answer with
+    /// [`CallControl::disposition_stored`] and the same `check`.
+    Disposition {
+        /// Identifies the request.
+        check: u64,
+        /// The agent.
+        agent: crate::acd::AgentId,
+        /// The call's id (as on its CDR).
+        call_id: String,
+        /// The call's caller number (the customer whose type the digit sets).
+        caller: String,
+        /// The customer-type digit, 0 to 9.
+        digit: u8,
+        /// When, in ms since the Unix epoch.
+        at_ms: i64,
+    },
     /// Check an agent's PIN (argon2id against `users.pin_hash`) and answer with
     /// [`CallControl::agent_pin_checked`] and the same `check`.
     CheckAgentPin {

@@ -43,6 +43,13 @@
 //! [`PIN_FAILURES`] wrong PINs in a row an agent ID is refused without a check for
 //! [`PIN_LOCKOUT`].
 //!
+//! Disposition (`*60<digit>`): an agent in wrap-up tags the last queue call they
+//! answered with a customer-type digit. Call control checks the agent is wrapping up
+//! such a call and asks the store ([`Output::Disposition`]: the type must exist; the
+//! tag, the caller's customer record and an outbox row are written in one
+//! transaction); [`CallControl::disposition_stored`] answers, and the phone hears the
+//! confirmation or the refusal as for the other codes.
+//!
 //! Limits: announcements need an installed prompt set (none ships with the box; they
 //! are only logged without it) and are English-shaped ("caller number 4, about 3
 //! minutes"); overflow to voicemail gives busy (no voicemail yet).
@@ -205,6 +212,17 @@ pub(super) struct CallCenter {
     next_check: u64,
     /// Wrong PINs in a row per agent, and the end of its lockout.
     pin_failures: BTreeMap<AgentId, (u32, Option<Instant>)>,
+    /// The last answered queue call of each agent, which a disposition tags.
+    last_calls: BTreeMap<AgentId, LastCall>,
+    /// Dispositions being stored: who keyed them, by check number.
+    disposition_checks: BTreeMap<u64, Party>,
+}
+
+/// An agent's last answered queue call, for the disposition keyed in wrap-up.
+#[derive(Debug, Clone)]
+struct LastCall {
+    call_id: String,
+    caller: String,
 }
 
 impl CallCenter {
@@ -232,6 +250,8 @@ impl CallCenter {
             pin_checks: BTreeMap::new(),
             next_check: 1,
             pin_failures: BTreeMap::new(),
+            last_calls: BTreeMap::new(),
+            disposition_checks: BTreeMap::new(),
         }
     }
 
@@ -577,6 +597,13 @@ impl CallControl {
         if let Some(q) = call.queue.as_ref() {
             if let Some(agent) = &q.agent {
                 agents.push((agent.clone(), callee_ext.clone(), talk_ms));
+                if let (Some(center), Some(_)) = (self.center.as_mut(), answered) {
+                    let last = LastCall {
+                        call_id: call.id.clone(),
+                        caller: call.caller_number.clone(),
+                    };
+                    center.last_calls.insert(agent.clone(), last);
+                }
             }
             for (party, agent) in &q.offers {
                 if agents.iter().all(|(a, _, _)| a != agent) {
@@ -981,6 +1008,9 @@ impl CallControl {
                 here.map(|agent| Input::AgentPause { agent, reason })
             }
             FeatureRequest::Unpause => here.map(|agent| Input::AgentUnpause { agent }),
+            FeatureRequest::Disposition { digit } => {
+                return self.request_disposition(now, from, here, digit);
+            }
         };
         let ok = match input {
             None => {
@@ -1038,6 +1068,65 @@ impl CallControl {
         }
         self.outputs
             .push_back(Output::CheckAgentPin { check, agent, pin });
+    }
+
+    /// A disposition keyed by the agent on the phone (`None`: no agent there): asks the
+    /// store to tag the agent's last call ([`Output::Disposition`]) while the agent is
+    /// in wrap-up; refused otherwise.
+    fn request_disposition(
+        &mut self,
+        now: Instant,
+        from: Party,
+        agent: Option<AgentId>,
+        digit: u8,
+    ) {
+        let at_ms = self.wall(now);
+        let Some(center) = self.center.as_mut() else {
+            return;
+        };
+        let last = agent.as_ref().and_then(|agent| {
+            let wrapping = matches!(center.acd.agent(agent), Some((AgentState::WrapUp, _, _)));
+            wrapping
+                .then(|| center.last_calls.get(agent).cloned())
+                .flatten()
+        });
+        let (Some(agent), Some(last)) = (agent, last) else {
+            tracing::info!(
+                ?from,
+                digit,
+                "disposition refused: no agent wrapping up a call here"
+            );
+            return self.feature_done(now, from, false);
+        };
+        let check = center.next_check;
+        center.next_check += 1;
+        center.disposition_checks.insert(check, from);
+        if let Party::Fxs(port) = from {
+            self.cmd(port, Command::StopTone);
+            self.set_fxs(port, Fxs::Lockout { quiet_at: None });
+        }
+        tracing::info!(%agent, call = last.call_id, digit, "disposition keyed");
+        self.outputs.push_back(Output::Disposition {
+            check,
+            agent,
+            call_id: last.call_id,
+            caller: last.caller,
+            digit,
+            at_ms,
+        });
+    }
+
+    /// The answer to [`Output::Disposition`] `check`: whether it was stored (false: no
+    /// customer type has that digit, or the store failed).
+    pub fn disposition_stored(&mut self, now: Instant, check: u64, ok: bool) {
+        let Some(from) = self
+            .center
+            .as_mut()
+            .and_then(|c| c.disposition_checks.remove(&check))
+        else {
+            return;
+        };
+        self.feature_done(now, from, ok);
     }
 
     /// The answer to [`Output::CheckAgentPin`] `check`: whether the PIN is the agent's

@@ -4,10 +4,12 @@
 
 use std::time::Duration;
 
-use super::tests_queue::{agent, agent_states, center, pin_checks, plays, stops};
+use line_proto::Event;
+
+use super::tests_queue::{agent, agent_states, center, login, pin_checks, plays, stops};
 use super::tests_sip::*;
 use super::*;
-use crate::acd::{AgentState, Strategy};
+use crate::acd::{AgentId, AgentState, Strategy};
 use crate::prompts::{Playback, Sound};
 use crate::tones::Tone;
 
@@ -243,4 +245,154 @@ fn trunk_callers_cannot_dial_feature_codes() {
     let out = h.take();
     assert!(pin_checks(&out).is_empty(), "{out:?}");
     assert_eq!(hangups(&out), vec![(IN1, EndReason::Unallocated)]);
+}
+
+fn dispositions(out: &[Output]) -> Vec<(u64, AgentId, String, String, u8)> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Disposition {
+                check,
+                agent,
+                call_id,
+                caller,
+                digit,
+                ..
+            } => Some((
+                *check,
+                agent.clone(),
+                call_id.clone(),
+                caller.clone(),
+                *digit,
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+impl Harness {
+    fn disposition_answer(&mut self, check: u64, ok: bool) -> Vec<Output> {
+        self.cc.disposition_stored(self.now, check, ok);
+        while let Some(o) = self.cc.poll_output() {
+            self.out.push(o);
+        }
+        self.take()
+    }
+}
+
+/// Agent 100 on FXS 2 answers 101's queue call; 101 hangs up: the agent is in its
+/// 2 s wrap-up. Returns the call's id.
+fn wrapped_up_call(h: &mut Harness) -> String {
+    login(h, 2, "100");
+    h.ev(1, Event::OffHook);
+    h.dial(1, "7001");
+    h.take();
+    h.ev(2, Event::OffHook);
+    h.advance(Duration::from_secs(5));
+    h.ev(1, Event::OnHook);
+    h.ev(2, Event::OnHook);
+    let out = h.take();
+    assert_eq!(
+        agent_states(&out).last(),
+        Some(&(agent("100"), AgentState::WrapUp))
+    );
+    cdrs(&out)[0].call_id.clone()
+}
+
+#[test]
+fn an_agent_in_wrap_up_tags_the_call_with_a_customer_type_digit() {
+    let mut h = harness();
+    let call = wrapped_up_call(&mut h);
+    h.ev(2, Event::OffHook);
+    h.dial(2, "*603");
+    let out = h.take();
+    let d = dispositions(&out);
+    assert_eq!(
+        d.iter()
+            .map(|(_, a, c, from, digit)| (a, c, from.as_str(), *digit))
+            .collect::<Vec<_>>(),
+        vec![(&agent("100"), &call, "101", 3)],
+        "{out:?}"
+    );
+    // Quiet until the store says; then the confirmation.
+    assert!(!tone_is(&out, 2, Tone::Confirmation));
+    let out = h.disposition_answer(d[0].0, true);
+    assert!(tone_is(&out, 2, Tone::Confirmation), "{out:?}");
+    h.ev(2, Event::OnHook);
+    // Keyed again in the same wrap-up: replaces it (the store's upsert); a digit no
+    // type has is refused by the store: number unobtainable.
+    h.ev(2, Event::OffHook);
+    h.dial(2, "*608");
+    let d = dispositions(&h.take());
+    assert_eq!(d[0].4, 8);
+    let out = h.disposition_answer(d[0].0, false);
+    assert!(tone_is(&out, 2, Tone::Unobtainable), "{out:?}");
+    h.ev(2, Event::OnHook);
+    h.take();
+    // An answer for a check nobody waits for changes nothing.
+    assert!(h.disposition_answer(d[0].0, true).is_empty());
+    // Wrap-up over: nothing to tag, refused without asking the store.
+    h.advance(Duration::from_secs(3));
+    h.take();
+    h.ev(2, Event::OffHook);
+    h.dial(2, "*603");
+    let out = h.take();
+    assert!(dispositions(&out).is_empty(), "{out:?}");
+    assert!(tone_is(&out, 2, Tone::Unobtainable), "{out:?}");
+}
+
+#[test]
+fn a_disposition_needs_an_agent_with_a_call_to_wrap_up() {
+    // Nobody logged in on 103.
+    let mut h = harness();
+    wrapped_up_call(&mut h);
+    h.ev(3, Event::OffHook);
+    h.dial(3, "*603");
+    let out = h.take();
+    assert!(dispositions(&out).is_empty());
+    assert!(tone_is(&out, 3, Tone::Unobtainable), "{out:?}");
+    // Logged in but never answered a call: nothing to tag.
+    let mut h = harness();
+    login(&mut h, 2, "100");
+    h.ev(2, Event::OffHook);
+    h.dial(2, "*603");
+    let out = h.take();
+    assert!(dispositions(&out).is_empty());
+    assert!(tone_is(&out, 2, Tone::Unobtainable), "{out:?}");
+    // A malformed code: refused by the parser, nothing asked.
+    h.ev(2, Event::OnHook);
+    h.ev(2, Event::OffHook);
+    h.dial(2, "*60*");
+    let out = h.take();
+    assert!(dispositions(&out).is_empty());
+    assert!(tone_is(&out, 2, Tone::Unobtainable), "{out:?}");
+}
+
+#[test]
+fn a_sip_agent_keys_the_disposition_from_the_phone() {
+    let mut h = harness();
+    sip_login(&mut h, "*61100*1234#", true);
+    h.sip(SipInput::Ended {
+        leg: PHONE,
+        reason: EndReason::Normal,
+    });
+    // 101 calls the queue; the agent's SIP phone 210 answers; 101 hangs up.
+    h.ev(1, Event::OffHook);
+    h.dial(1, "7001");
+    let (offer, _, _) = only_dial(&h.take());
+    h.sip(SipInput::Answered { leg: offer });
+    h.advance(Duration::from_secs(5));
+    h.ev(1, Event::OnHook);
+    let out = h.take();
+    let call = cdrs(&out)[0].call_id.clone();
+    h.sip(SipInput::Ended {
+        leg: offer,
+        reason: EndReason::Normal,
+    });
+    h.take();
+    let tag = LegId(40);
+    h.incoming(tag, SipOrigin::Extension("210".into()), "210", "*605#");
+    let d = dispositions(&h.take());
+    assert_eq!((d[0].2.as_str(), d[0].4), (call.as_str(), 5));
+    let out = h.disposition_answer(d[0].0, true);
+    assert!(confirmation(&out, tag), "{out:?}");
 }

@@ -82,7 +82,7 @@ fn rings(out: &[Output], port: u8) -> bool {
 }
 
 /// Agent `id` logs in on FXS `port` with PIN 1234, which the store confirms.
-fn login(h: &mut Harness, port: u8, id: &str) {
+pub(super) fn login(h: &mut Harness, port: u8, id: &str) {
     h.ev(port, Event::OffHook);
     h.dial(port, &format!("*61{id}*1234#"));
     let out = h.take();

@@ -9,6 +9,7 @@
 //! logout = "*62"
 //! pause = "*63"      # then <reason>#, or # for none
 //! unpause = "*64"
+//! disposition = "*60" # then one digit 0-9 (the customer type), during wrap-up
 //! ```
 //!
 //! Each code is 1 to 8 of `0-9 * #`, and none may be a prefix of another, so a dialled

@@ -18,8 +18,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::wire::{
-    AgentStateName, AgentStateRecord, Cdr, EditOp, Entity, EntityEdit, RecordKind, RecordingMeta,
-    UpBatch, MAX_BATCH_RECORDS, PROTOCOL_VERSION,
+    AgentStateName, AgentStateRecord, Cdr, DispositionRecord, EditOp, Entity, EntityEdit,
+    RecordKind, RecordingMeta, UpBatch, MAX_BATCH_RECORDS, PROTOCOL_VERSION,
 };
 
 /// Longest id of a site or a box.
@@ -91,6 +91,8 @@ pub enum TypedPayload {
     Recording(RecordingMeta),
     /// An agent state change.
     AgentState(AgentStateRecord),
+    /// A call's disposition.
+    Disposition(DispositionRecord),
     /// Survey: kept as JSON only (no projection yet).
     Other,
 }
@@ -246,7 +248,7 @@ fn projection_holds_whole(kind: RecordKind, payload: &serde_json::Value) -> bool
         RecordKind::Cdr => &Cdr::FIELDS,
         RecordKind::Audit => &AuditShape::FIELDS,
         // These refuse unknown fields: if they parse, they are whole.
-        RecordKind::Recording | RecordKind::AgentState => return true,
+        RecordKind::Recording | RecordKind::AgentState | RecordKind::Disposition => return true,
         _ => return false,
     };
     payload
@@ -397,6 +399,29 @@ fn typed_payload(
                 return Err("agent state at_ms is negative".to_owned());
             }
             Ok(TypedPayload::AgentState(rec))
+        }
+        RecordKind::Disposition => {
+            let rec: DispositionRecord =
+                serde_json::from_value(payload).map_err(|e| format!("bad disposition: {e}"))?;
+            check_text("call_id", &rec.call_id, MAX_KEY_LEN)?;
+            if rec.call_id != key {
+                return Err(format!(
+                    "disposition call_id {:?} differs from the record key {key:?}",
+                    rec.call_id
+                ));
+            }
+            check_text("agent_id", &rec.agent_id, MAX_KEY_LEN)?;
+            if rec.digit > 9 {
+                return Err(format!("disposition digit {} is not 0-9", rec.digit));
+            }
+            check_text("type_name", &rec.type_name, MAX_KEY_LEN)?;
+            if let Some(hq_id) = &rec.customer_hq_id {
+                check_text("customer_hq_id", hq_id, MAX_KEY_LEN)?;
+            }
+            if rec.at_ms < 0 {
+                return Err("disposition at_ms is negative".to_owned());
+            }
+            Ok(TypedPayload::Disposition(rec))
         }
         RecordKind::Survey => {
             if !payload.is_object() {
@@ -716,6 +741,47 @@ mod tests {
                 panic!("{payload}: {:?}", valid.records[0].typed);
             };
             assert_eq!(serde_json::to_value(rec).expect("json"), payload);
+        }
+    }
+
+    #[test]
+    fn dispositions_are_typed_and_bad_ones_refused_naming_the_problem() {
+        let good = serde_json::json!({ "call_id": "1a-7", "agent_id": "100", "digit": 3,
+                                       "type_name": "interested", "customer_hq_id": "c-1",
+                                       "at_ms": 5 });
+        let valid = validate_batch(
+            batch_of(RecordKind::Disposition, "1a-7", good.clone()),
+            "box-1",
+        )
+        .expect("valid");
+        assert_eq!(valid.records[0].stored_payload(), None);
+        let TypedPayload::Disposition(rec) = &valid.records[0].typed else {
+            panic!("{:?}", valid.records[0].typed);
+        };
+        assert_eq!(serde_json::to_value(rec).expect("json"), good);
+        let with = |field: &str, value: serde_json::Value| {
+            let mut p = good.clone();
+            p[field] = value;
+            p
+        };
+        for (key, payload, want) in [
+            ("1a-8", good.clone(), "differs from the record key"),
+            ("1a-7", with("digit", 10.into()), "digit 10 is not 0-9"),
+            ("1a-7", with("digit", (-1).into()), "bad disposition"),
+            ("1a-7", with("type_name", "".into()), "type_name is empty"),
+            ("1a-7", with("agent_id", "".into()), "agent_id is empty"),
+            ("1a-7", with("at_ms", (-5).into()), "at_ms is negative"),
+            ("1a-7", with("mood", "x".into()), "unknown field"),
+        ] {
+            let err = validate_batch(
+                batch_of(RecordKind::Disposition, key, payload.clone()),
+                "box-1",
+            )
+            .expect_err("refused");
+            let BatchError::Malformed(text) = &err else {
+                panic!("{payload}: {err:?}");
+            };
+            assert!(text.contains(want), "{payload}: {text}");
         }
     }
 

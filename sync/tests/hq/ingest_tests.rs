@@ -446,3 +446,134 @@ async fn version_1_rows_survive_the_migration(backend: Backend) {
     drop(pg);
 }
 both_stores!(version_1_rows_survive_the_migration);
+
+/// `(call_id, agent_id, digit, type_name, customer_hq_id, seq)` of site `s1`.
+async fn dispositions(env: &Env) -> Vec<(String, String, i64, String, Option<String>, i64)> {
+    let sql = "SELECT call_id, agent_id, digit, type_name, customer_hq_id, seq
+               FROM dispositions WHERE site = 's1' ORDER BY call_id";
+    match env.backend {
+        Backend::Sqlite => {
+            let conn = rusqlite::Connection::open(env.dir.path().join("hq.sqlite")).unwrap();
+            let mut s = conn.prepare(sql).unwrap();
+            let rows = s
+                .query_map([], |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                    ))
+                })
+                .unwrap()
+                .collect::<Result<Vec<_>, _>>()
+                .unwrap();
+            rows
+        }
+        Backend::Postgres => {
+            let url = env.pg.as_ref().unwrap().url();
+            let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            client
+                .query(sql, &[])
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| {
+                    let digit: i32 = r.get(2);
+                    (
+                        r.get(0),
+                        r.get(1),
+                        i64::from(digit),
+                        r.get(3),
+                        r.get(4),
+                        r.get(5),
+                    )
+                })
+                .collect()
+        }
+    }
+}
+
+/// Dispositions keyed by agents land in `dispositions`, one row per call: keying
+/// again (a later record) replaces it, a batch sent again changes nothing, and a
+/// record HQ cannot use (digit 12) is refused naming it, with nothing of its batch
+/// stored.
+async fn dispositions_are_projected_latest_wins(backend: Backend) {
+    let env = Env::start(backend).await;
+    let b1 = env.new_box("b1", "s1").await;
+    let disposition = |seq: i64, call: &str, digit: u8, at_ms: i64| UpRecord {
+        seq,
+        kind: RecordKind::Disposition,
+        key: call.to_owned(),
+        created_at_ms: at_ms,
+        payload: json!({ "call_id": call, "agent_id": "100", "digit": digit,
+                         "type_name": format!("type {digit}"), "at_ms": at_ms }),
+    };
+    let mut with_contact = disposition(3, "b1-call-2", 4, 3000);
+    with_contact.payload["customer_hq_id"] = json!("c-77");
+    let batch = b1.batch(vec![
+        cdr_record("b1", 1),
+        disposition(2, "b1-call-1", 3, 2000),
+        with_contact,
+        disposition(4, "b1-call-1", 5, 4000),
+    ]);
+    let (status, ack) = b1.post(&env.hq, &batch).await;
+    assert_eq!(status, 200, "{ack}");
+    assert_eq!(ack["acked_seq"], 4);
+    let want = vec![
+        (
+            "b1-call-1".to_owned(),
+            "100".to_owned(),
+            5,
+            "type 5".to_owned(),
+            None,
+            4,
+        ),
+        (
+            "b1-call-2".to_owned(),
+            "100".to_owned(),
+            4,
+            "type 4".to_owned(),
+            Some("c-77".to_owned()),
+            3,
+        ),
+    ];
+    assert_eq!(dispositions(&env).await, want);
+    let stored = stored_payloads(&env, "b1").await;
+    assert!(stored.iter().all(|(_, p)| p.is_none()), "{stored:?}");
+    // Sent again: nothing changes.
+    let (status, again) = b1.post(&env.hq, &batch).await;
+    assert_eq!((status, &again), (200, &ack));
+    assert_eq!(dispositions(&env).await, want);
+    // An older record arriving later (a second box of the site, clock behind) loses.
+    let b2 = env.new_box("b2", "s1").await;
+    let (status, _) = b2
+        .post(
+            &env.hq,
+            &b2.batch(vec![disposition(1, "b1-call-1", 1, 1000)]),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(dispositions(&env).await, want);
+    // A digit that is not one: refused, nothing of the batch stored.
+    let (status, body) = b1
+        .post(
+            &env.hq,
+            &b1.batch(vec![
+                disposition(5, "b1-call-3", 12, 5000),
+                cdr_record("b1", 6),
+            ]),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.to_string().contains("digit 12 is not 0-9"), "{body}");
+    assert_eq!(dispositions(&env).await, want);
+    let counts = env.hq.store.counts("b1").await.unwrap();
+    assert_eq!((counts.up_records, counts.cdrs), (4, 1));
+    env.hq.stop().await;
+}
+both_stores!(dispositions_are_projected_latest_wins);

@@ -28,6 +28,18 @@ fn default_codes_parse_into_requests() {
         }
     );
     assert_eq!(req(&codes, "*64"), FeatureRequest::Unpause);
+    assert_eq!(
+        req(&codes, "*603"),
+        FeatureRequest::Disposition { digit: 3 }
+    );
+    assert_eq!(
+        req(&codes, "*600#"),
+        FeatureRequest::Disposition { digit: 0 }
+    );
+    assert_eq!(
+        req(&codes, "*609"),
+        FeatureRequest::Disposition { digit: 9 }
+    );
 }
 
 #[test]
@@ -42,6 +54,7 @@ fn partial_codes_are_incomplete_and_other_numbers_are_not_codes() {
         "*611234*12",
         "*63",
         "*6312",
+        "*60",
     ] {
         assert_eq!(codes.parse(partial), Ok(Parsed::Incomplete), "{partial}");
     }
@@ -63,6 +76,10 @@ fn malformed_codes_are_clear_errors_that_never_show_the_pin() {
     assert!(codes.parse("*621").is_err());
     assert!(codes.parse("*64#").is_err());
     assert!(codes.parse("*63*1#").is_err());
+    for bad in ["*6012", "*60#", "*60*", "*603##", "*603*"] {
+        let err = codes.parse(bad).unwrap_err().to_string();
+        assert!(err.contains("disposition"), "{bad}: {err}");
+    }
     assert_eq!(
         format!("{:?}", "1234".parse::<Pin>().expect("pin")),
         "Pin(..)"
@@ -76,6 +93,7 @@ fn configured_codes_are_validated() {
         logout: Some(logout.to_owned()),
         pause: None,
         unpause: None,
+        disposition: None,
     };
     let codes = FeatureCodes::try_from(raw("#81", "#82")).expect("valid");
     assert_eq!(req(&codes, "#82"), FeatureRequest::Logout);

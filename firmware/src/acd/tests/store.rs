@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use rusqlite::Connection;
 
-use super::super::store::{append_state_log, load_config};
+use super::super::store::{append_state_log, load_config, record_disposition};
 use super::*;
 use crate::store::Store;
 
@@ -237,4 +237,83 @@ fn state_changes_append_to_the_history() {
         outbox.iter().map(|o| o.3).collect::<Vec<_>>(),
         [1000, 2000, 3000]
     );
+}
+
+/// A `cdr_dispositions` row: `(call_id, agent, digit, type, customer)`.
+type DispositionRow = (String, String, i64, String, Option<i64>);
+
+/// The `cdr_dispositions` rows and the disposition outbox payloads.
+fn disposition_rows(conn: &Connection) -> (Vec<DispositionRow>, Vec<serde_json::Value>) {
+    let mut s = conn
+        .prepare("SELECT call_id, agent_id, digit, type_name, customer_id FROM cdr_dispositions ORDER BY call_id")
+        .expect("prepare");
+    let rows = s
+        .query_map([], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })
+        .expect("query")
+        .collect::<Result<Vec<_>, _>>()
+        .expect("rows");
+    let mut s = conn
+        .prepare("SELECT payload FROM outbox WHERE kind = 'disposition' ORDER BY seq")
+        .expect("prepare");
+    let outbox = s
+        .query_map([], |r| r.get::<_, String>(0))
+        .expect("query")
+        .map(|p| serde_json::from_str(&p.expect("row")).expect("json"))
+        .collect();
+    (rows, outbox)
+}
+
+#[test]
+fn a_disposition_tags_the_call_and_the_callers_customer_and_goes_to_hq() {
+    let (_dir, path, conn) = store();
+    conn.execute_batch(
+        "INSERT INTO customer_types (digit, name, updated_at_ms) VALUES (3, 'interested', 0),
+                                                                       (5, 'not now', 0);
+         INSERT INTO customers (id, name, source, hq_id, revision, created_at_ms, updated_at_ms)
+         VALUES (7, 'ACME', 'hq', 'c-77', 4, 0, 0);
+         INSERT INTO customer_numbers (number, customer_id, position) VALUES ('+4930777', 7, 0);",
+    )
+    .expect("rows");
+    let a: AgentId = "101".parse().expect("id");
+    // No type for 8: nothing changes.
+    assert_eq!(
+        record_disposition(&conn, &path, &a, "c-1", "+4930777", 8, 1000).expect("stored"),
+        None
+    );
+    assert_eq!(disposition_rows(&conn), (vec![], vec![]));
+    // The caller is customer 7: its type becomes 3, and HQ hears of it with its key.
+    let stored = record_disposition(&conn, &path, &a, "c-1", "+49 30 777", 3, 2000)
+        .expect("stored")
+        .expect("a type");
+    assert_eq!(
+        (stored.type_name.as_str(), stored.customer_id),
+        ("interested", Some(7))
+    );
+    let digit: i64 = conn
+        .query_row("SELECT type_digit FROM customers WHERE id = 7", [], |r| {
+            r.get(0)
+        })
+        .expect("customer");
+    assert_eq!(digit, 3);
+    // Keyed again: replaces the call's tag; an unknown caller tags only the call.
+    record_disposition(&conn, &path, &a, "c-1", "+4930777", 5, 3000).expect("stored");
+    record_disposition(&conn, &path, &a, "c-2", "5550100", 3, 4000).expect("stored");
+    let (rows, outbox) = disposition_rows(&conn);
+    assert_eq!(
+        rows,
+        vec![
+            ("c-1".into(), "101".into(), 5, "not now".into(), Some(7)),
+            ("c-2".into(), "101".into(), 3, "interested".into(), None),
+        ]
+    );
+    assert_eq!(outbox.len(), 3);
+    assert_eq!(
+        outbox[0],
+        serde_json::json!({ "call_id": "c-1", "agent_id": "101", "digit": 3,
+                            "type_name": "interested", "customer_hq_id": "c-77",
+                            "at_ms": 2000 })
+    );
+    assert_eq!(outbox[2]["customer_hq_id"], serde_json::Value::Null);
 }

@@ -85,6 +85,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         5,
         include_str!("../../../migrations/postgres/0005_call_center.sql"),
     ),
+    (
+        6,
+        include_str!("../../../migrations/postgres/0006_dispositions.sql"),
+    ),
 ];
 
 /// The staging table of bulk ingest, created once per pooled connection. Temporary:
@@ -1363,6 +1367,34 @@ async fn insert_projections(
                 )
                 .await
                 .map_err(pg("insert recording"))?;
+            }
+            TypedPayload::Disposition(d) => {
+                let digit = i32::from(d.digit);
+                tx.execute(
+                    "INSERT INTO dispositions (site, call_id, box, epoch, seq, agent_id, digit,
+                         type_name, customer_hq_id, at_ms)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                     ON CONFLICT (site, call_id) DO UPDATE SET
+                         box = excluded.box, epoch = excluded.epoch, seq = excluded.seq,
+                         agent_id = excluded.agent_id, digit = excluded.digit,
+                         type_name = excluded.type_name,
+                         customer_hq_id = excluded.customer_hq_id, at_ms = excluded.at_ms
+                     WHERE excluded.at_ms >= dispositions.at_ms",
+                    &[
+                        &site,
+                        &d.call_id,
+                        &bx,
+                        &epoch,
+                        &r.seq,
+                        &d.agent_id,
+                        &digit,
+                        &d.type_name,
+                        &d.customer_hq_id,
+                        &d.at_ms,
+                    ],
+                )
+                .await
+                .map_err(pg("upsert disposition"))?;
             }
             TypedPayload::AgentState(a) => {
                 tx.execute(

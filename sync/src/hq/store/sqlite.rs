@@ -43,6 +43,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         5,
         include_str!("../../../migrations/sqlite/0005_call_center.sql"),
     ),
+    (
+        6,
+        include_str!("../../../migrations/sqlite/0006_dispositions.sql"),
+    ),
 ];
 
 /// Most idle reader connections kept.
@@ -1082,6 +1086,34 @@ fn ingest(
                     ])
                 })
                 .map_err(sql("insert agent state"))?;
+            }
+            TypedPayload::Disposition(d) if new => {
+                tx.prepare_cached(
+                    "INSERT INTO dispositions (site, call_id, box, epoch, seq, agent_id, digit,
+                         type_name, customer_hq_id, at_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+                     ON CONFLICT (site, call_id) DO UPDATE SET
+                         box = excluded.box, epoch = excluded.epoch, seq = excluded.seq,
+                         agent_id = excluded.agent_id, digit = excluded.digit,
+                         type_name = excluded.type_name,
+                         customer_hq_id = excluded.customer_hq_id, at_ms = excluded.at_ms
+                     WHERE excluded.at_ms >= dispositions.at_ms",
+                )
+                .and_then(|mut s| {
+                    s.execute(params![
+                        site,
+                        d.call_id,
+                        bx,
+                        epoch,
+                        r.seq,
+                        d.agent_id,
+                        d.digit,
+                        d.type_name,
+                        d.customer_hq_id,
+                        d.at_ms
+                    ])
+                })
+                .map_err(sql("upsert disposition"))?;
             }
             TypedPayload::Audit(a) if new => {
                 tx.prepare_cached(
