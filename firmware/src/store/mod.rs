@@ -59,7 +59,7 @@ const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("../../migrations/0011_blacklist.sql")),
     M::up(include_str!("../../migrations/0012_customers.sql")),
     M::up(include_str!("../../migrations/0013_survey.sql")),
-    M::up(include_str!("../../migrations/0015_dispositions.sql")),
+    M::up(include_str!("../../migrations/0014_dispositions.sql")),
 ];
 
 /// Migrates a bare connection to schema `version` only (tests of later migrations'

@@ -81,6 +81,7 @@ fn migrations_apply_and_reopen_is_idempotent() {
             "blacklist",
             "blacklist_settings",
             "box_state",
+            "cdr_dispositions",
             "cdrs",
             "customer_field_values",
             "customer_fields",
