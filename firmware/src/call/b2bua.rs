@@ -308,7 +308,8 @@ impl CallControl {
         if self.sip_feature_leg_ended(leg) {
             return;
         }
-        self.leg_ended_inner(now, leg, reason);
+        // The agent's phone is free only once its leg is gone (see `with_acd_deferred`).
+        self.with_acd_deferred(now, |cc| cc.leg_ended_inner(now, leg, reason));
         self.forget_leg_media(leg);
     }
 

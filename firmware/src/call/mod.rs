@@ -624,6 +624,9 @@ pub struct CallControl {
     surveys: BTreeMap<CallKey, survey::Survey>,
     /// SIP phones' legs that dialled a feature code (see `features`).
     feature_legs: BTreeMap<LegId, features::FeatureLeg>,
+    /// The ACD's decisions wait until the event being handled is done (see
+    /// `queue::with_acd_deferred`).
+    acd_deferred: bool,
     /// Outside callers' names (`None`: caller ID names only).
     directory: Option<Box<dyn CallerDirectory>>,
 }
@@ -715,6 +718,7 @@ impl CallControl {
             sip_clicks: BTreeMap::new(),
             surveys: BTreeMap::new(),
             feature_legs: BTreeMap::new(),
+            acd_deferred: false,
             directory: None,
         }
     }
@@ -992,6 +996,10 @@ impl CallControl {
     }
 
     fn on_hook(&mut self, now: Instant, port: u8) {
+        self.with_acd_deferred(now, |cc| cc.on_hook_inner(now, port));
+    }
+
+    fn on_hook_inner(&mut self, now: Instant, port: u8) {
         let Some(p) = self.fxs.get_mut(&port) else {
             return;
         };

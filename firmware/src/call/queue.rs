@@ -297,6 +297,23 @@ impl CallControl {
         Some(result)
     }
 
+    /// Runs `f` with the ACD's decisions held back until it is done (they wait in the
+    /// ACD's queue). A phone hanging up ends its call inside the handler, which frees
+    /// the agent; the agent's next offer must find the phone idle, which it is only
+    /// once the whole hang-up is handled (else the offer is refused as "phone busy"
+    /// and the agent is passed over).
+    pub(super) fn with_acd_deferred<T>(
+        &mut self,
+        now: Instant,
+        f: impl FnOnce(&mut Self) -> T,
+    ) -> T {
+        let outer = std::mem::replace(&mut self.acd_deferred, true);
+        let result = f(self);
+        self.acd_deferred = outer;
+        self.drain_acd(now);
+        result
+    }
+
     /// Runs the ACD's timers due at `now`.
     pub(super) fn acd_timeout(&mut self, now: Instant) {
         if let Some(center) = self.center.as_mut() {
@@ -306,6 +323,9 @@ impl CallControl {
     }
 
     fn drain_acd(&mut self, now: Instant) {
+        if self.acd_deferred {
+            return;
+        }
         while let Some(action) = self.center.as_mut().and_then(|c| c.acd.poll_action()) {
             self.acd_action(now, action);
         }

@@ -23,6 +23,11 @@ pub(super) fn agent(id: &str) -> AgentId {
 }
 
 pub(super) fn center(strategy: Strategy) -> AcdSettings {
+    center_with(strategy, Duration::from_secs(2))
+}
+
+/// [`center`] with another wrap-up time.
+fn center_with(strategy: Strategy, wrap_up: Duration) -> AcdSettings {
     let agents = ["100", "200"]
         .iter()
         .map(|id| AgentConfig {
@@ -43,7 +48,7 @@ pub(super) fn center(strategy: Strategy) -> AcdSettings {
         })
         .collect();
     q.ring_timeout = Duration::from_secs(10);
-    q.wrap_up = Duration::from_secs(2);
+    q.wrap_up = wrap_up;
     AcdSettings {
         config: AcdConfig::new(vec![q], agents).expect("config"),
         codes: FeatureCodes::default(),
@@ -962,4 +967,27 @@ fn a_pstn_caller_scores_with_inband_dtmf_found_by_the_board_loop() {
     assert!(out.contains(&Output::DetectDtmf { port: 5, on: false }));
     assert!(has_cmd(&out, 5, |c| *c == Command::FxoRelease), "{out:?}");
     assert_eq!(cdrs(&out)[0].survey_score, Some(5));
+}
+
+#[test]
+fn without_wrap_up_an_agent_hanging_up_is_offered_the_next_caller_at_once() {
+    // Agent 100 alone on FXS 2, no wrap-up; two trunk callers wait.
+    let mut h = Harness::with(|s| s.acd = Some(center_with(Strategy::RoundRobin, Duration::ZERO)));
+    login(&mut h, 2, "100");
+    h.incoming(IN1, SipOrigin::Trunk, "+4930111", "7001");
+    h.incoming(IN2, SipOrigin::Trunk, "+4930222", "7001");
+    assert!(rings(&h.take(), 2));
+    h.ev(2, Event::OffHook);
+    h.advance(Duration::from_secs(3));
+    h.take();
+    // The agent hangs up: the phone is idle when the ACD offers it the second caller,
+    // so it rings again right away (not refused as busy and retried 5 s later).
+    h.ev(2, Event::OnHook);
+    let out = h.take();
+    assert!(rings(&out, 2), "{out:?}");
+    let states = agent_states(&out);
+    assert!(
+        states.ends_with(&[(agent("100"), AgentState::Ringing(crate::acd::CallId(2)))]),
+        "{states:?}"
+    );
 }
