@@ -12,10 +12,10 @@ use serde_json::json;
 use crate::api_client::{create_admin, Api};
 use crate::harness::{hears, listen, strip_ansi, wait, wait_tone, Gateway, SOON};
 
-const ADMIN_PASSWORD: &str = "queue-Admin-pass-2024";
+pub(crate) const ADMIN_PASSWORD: &str = "queue-Admin-pass-2024";
 
 /// An agent user with `agent_id` and `pin`, made by the admin.
-fn add_agent(admin: &Api, username: &str, agent_id: &str, pin: &str) {
+pub(crate) fn add_agent(admin: &Api, username: &str, agent_id: &str, pin: &str) {
     let (status, body) = admin.post(
         "/api/v1/users",
         json!({
@@ -33,7 +33,7 @@ fn add_agent(admin: &Api, username: &str, agent_id: &str, pin: &str) {
 
 /// Agent `id` logs in on `phone` with `pin`: true when the box confirms (three short
 /// beeps at dial-tone frequency), false when it refuses (number unobtainable).
-fn login(gw: &Gateway, phone: &Phone, id: &str, pin: &str) -> bool {
+pub(crate) fn login(gw: &Gateway, phone: &Phone, id: &str, pin: &str) -> bool {
     phone.off_hook();
     wait_tone(&gw.sim, phone.port(), 350, 440).expect("dial tone");
     phone.dial(&format!("*61{id}*{pin}#"));
@@ -49,7 +49,7 @@ fn login(gw: &Gateway, phone: &Phone, id: &str, pin: &str) -> bool {
     ok
 }
 
-fn agent_states(gw: &Gateway, agent: &str) -> Vec<String> {
+pub(crate) fn agent_states(gw: &Gateway, agent: &str) -> Vec<String> {
     let db = gw.db();
     let mut stmt = db
         .prepare("SELECT state FROM agent_state_log WHERE agent_id = ?1 ORDER BY id")

@@ -21,6 +21,7 @@ mod factory_reset;
 mod health_check;
 mod provision_usb;
 mod pstn;
+mod queue_burst;
 mod recording;
 mod screen_pop;
 mod sip_baresip;
