@@ -425,12 +425,15 @@ async fn serve(
     gpio.set_power_fail_relay(false)?;
 
     // Voice prompts: music on hold and announcements (a bad file is named and skipped).
+    // The image's built-in set first; the installer's files replace them by name.
     let prompts_dir = config.paths.data_dir.join(crate::prompts::PROMPTS_DIR);
-    let (prompts, prompt_errors) = crate::prompts::PromptLibrary::load_dir(&prompts_dir);
+    let system_dir = &config.paths.system_prompts;
+    let (prompts, prompt_errors) =
+        crate::prompts::PromptLibrary::load_dirs(&[system_dir, &prompts_dir]);
     for e in &prompt_errors {
         tracing::error!(error = %e, "voice prompt not loaded");
     }
-    tracing::info!(prompts = prompts.len(), dir = %prompts_dir.display(), "voice prompts loaded");
+    tracing::info!(prompts = prompts.len(), dir = %prompts_dir.display(), system_dir = %system_dir.display(), "voice prompts loaded");
     // A PSTN line's inbound list names extensions or queue numbers (queues are the
     // store's, so the config could not check those).
     for line in &config.fxo_lines {

@@ -109,6 +109,7 @@ use self::transfer::transfer_failure_status;
 pub use self::click::{ClickToCallError, CLICK_TO_CALL_ANSWER};
 pub use self::features::CONFIRMATION;
 pub use self::outside::{outside_routes, OutsideVia, TrunkStatus};
+pub use self::queue::announcement as queue_announcement;
 pub use self::queue::{
     AcdSettings, AgentCallEnd, AgentCallEvent, AgentCallKind, PIN_FAILURES, PIN_LOCKOUT,
 };

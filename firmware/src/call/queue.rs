@@ -1236,7 +1236,7 @@ fn caller_leg_number(cc: &CallControl, caller: Party) -> String {
 /// `num-20` ... `num-90` (so 47 is `num-40 num-7`); above 99 digit by digit. Empty (the
 /// announcement is only logged) unless every prompt needed is there; the wait part is
 /// left out alone when only its prompts are missing.
-pub(super) fn announcement(
+pub fn announcement(
     have: &BTreeMap<String, Duration>,
     position: usize,
     expected_wait: Option<Duration>,

@@ -62,6 +62,9 @@ pub const DEFAULT_DATA_DIR: &str = "/var/lib/branchline";
 pub const DB_FILE_NAME: &str = "branchline.db";
 /// Default of `paths.recordings`: this directory inside `paths.data_dir`.
 pub const RECORDINGS_DIR_NAME: &str = "recordings";
+/// Default of `paths.system_prompts`: where the image installs the built-in prompts
+/// (`image/rootfs/usr/share/branchline/prompts` in the repository).
+pub const SYSTEM_PROMPTS_DIR: &str = "/usr/share/branchline/prompts";
 /// Default of `board.profile`: the built-in simulator.
 pub const DEFAULT_BOARD_PROFILE: &str = "sim";
 /// Default of `log.level`.
@@ -518,6 +521,10 @@ pub struct PathsConfig {
     /// Directory of call recordings (default `data_dir/recordings`); see
     /// [`crate::sync::files`].
     pub recordings: PathBuf,
+    /// Directory of the built-in voice prompts the image installs (default
+    /// [`SYSTEM_PROMPTS_DIR`]); the data directory's `prompts/` overrides them by name
+    /// (see [`crate::prompts`]).
+    pub system_prompts: PathBuf,
 }
 
 impl PathsConfig {
@@ -763,6 +770,10 @@ impl Ctx<'_> {
             Some(r) => self.path(r, "paths.recordings")?,
             None => data_dir.join(RECORDINGS_DIR_NAME),
         };
+        let system_prompts = match raw.paths.system_prompts {
+            Some(p) => self.path(p, "paths.system_prompts")?,
+            None => PathBuf::from(SYSTEM_PROMPTS_DIR),
+        };
 
         let profile = match raw.board.profile {
             Some(p) if p.get_ref().trim().is_empty() => {
@@ -860,6 +871,7 @@ impl Ctx<'_> {
             paths: PathsConfig {
                 recordings,
                 data_dir,
+                system_prompts,
             },
             board: BoardConfig {
                 profile,

@@ -130,6 +130,7 @@ pub(super) struct RawSite {
 pub(super) struct RawPaths {
     pub data_dir: Option<Spanned<String>>,
     pub recordings: Option<Spanned<String>>,
+    pub system_prompts: Option<Spanned<String>>,
 }
 
 /// `[board]`

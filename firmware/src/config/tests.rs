@@ -120,6 +120,7 @@ fn bl_812_example_loads() {
 fn empty_file_gives_defaults() {
     let config = Config::from_toml_str("", Path::new(FILE)).expect("empty is valid");
     assert_eq!(config.paths.data_dir, Path::new(DEFAULT_DATA_DIR));
+    assert_eq!(config.paths.system_prompts, Path::new(SYSTEM_PROMPTS_DIR));
     assert_eq!(config.board.profile, "sim");
     assert_eq!(config.log.level, "info");
     assert_eq!(config.log.format, LogFormat::Human);
@@ -133,6 +134,23 @@ fn empty_file_gives_defaults() {
     assert!(config.extensions.is_empty());
     assert_eq!(Country::Jp.default_law(), Law::Ulaw);
     assert_eq!(Country::Fr.default_law(), Law::Alaw);
+}
+
+#[test]
+fn system_prompts_path_is_configurable_and_not_empty() {
+    let config = Config::from_toml_str(
+        "[paths]\nsystem_prompts = \"image/rootfs/usr/share/branchline/prompts\"\n",
+        Path::new(FILE),
+    )
+    .expect("valid");
+    assert_eq!(
+        config.paths.system_prompts,
+        Path::new("image/rootfs/usr/share/branchline/prompts")
+    );
+    let e = Config::from_toml_str("[paths]\nsystem_prompts = \"\"\n", Path::new(FILE))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("paths.system_prompts"), "{e}");
 }
 
 #[test]

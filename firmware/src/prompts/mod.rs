@@ -20,9 +20,18 @@
 //! conversion are deliberately not done on the box: a prompt in another format is
 //! refused with the `sox` line above rather than played at the wrong speed.
 //!
-//! Limits: no text-to-speech and no built-in spoken prompt set (numbers, "you are caller
-//! number ..."); G.711 or 16 kHz WAVs are refused, not converted; prompts are read at
-//! start only (a new file needs a restart).
+//! - **The built-in set.** The image installs English prompts in
+//!   `/usr/share/branchline/prompts` (`paths.system_prompts`; in the repository
+//!   `image/rootfs/usr/share/branchline/prompts`, made from `image/prompts/prompts.txt`
+//!   by `image/prompts/generate.sh` with espeak-ng and sox): the queue announcement's
+//!   words (`queue-position`, `queue-wait`, `num-0` ... `num-90`, `minute(s)`), the
+//!   survey's (`survey`, `survey-thanks`), voicemail's (`vm-greeting`, ...) and a few
+//!   more. `branchd` loads them first and the data directory's `prompts/` after, so an
+//!   installer's file of the same name replaces a built-in one ([`PromptLibrary::load_dirs`]).
+//!
+//! Limits: the built-in set is synthetic speech in US English only; G.711 or 16 kHz
+//! WAVs are refused, not converted; prompts are read at start only (a new file needs a
+//! restart).
 
 #[cfg(test)]
 mod tests;
@@ -241,6 +250,20 @@ impl PromptLibrary {
                 }
                 Err(e) => errors.push(e),
             }
+        }
+        (lib, errors)
+    }
+
+    /// [`PromptLibrary::load_dir`] of each of `dirs` in turn: a prompt of a later
+    /// directory replaces the one of the same name from an earlier one (the installer's
+    /// own prompts in the data directory over the built-in set).
+    pub fn load_dirs(dirs: &[&Path]) -> (PromptLibrary, Vec<PromptError>) {
+        let mut lib = PromptLibrary::default();
+        let mut errors = Vec::new();
+        for dir in dirs {
+            let (more, errs) = Self::load_dir(dir);
+            lib.prompts.extend(more.prompts);
+            errors.extend(errs);
         }
         (lib, errors)
     }

@@ -137,6 +137,78 @@ fn load_dir_keeps_good_files_and_names_bad_ones() {
     assert!(lib.is_empty() && errors.is_empty());
 }
 
+#[test]
+fn later_directories_replace_prompts_of_the_same_name() {
+    let (system, data) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    std::fs::write(system.path().join("welcome.wav"), ramp(4000)).unwrap();
+    std::fs::write(system.path().join("moh.wav"), ramp(800)).unwrap();
+    std::fs::write(data.path().join("welcome.wav"), ramp(1600)).unwrap();
+    std::fs::write(data.path().join("broken.wav"), b"RIFF").unwrap();
+    let missing = system.path().join("missing");
+    let (lib, errors) = PromptLibrary::load_dirs(&[system.path(), &missing, data.path()]);
+    assert_eq!(lib.len(), 2);
+    // The data directory's welcome (200 ms) over the built-in one (500 ms).
+    assert_eq!(
+        lib.get("welcome").unwrap().duration(),
+        Duration::from_millis(200)
+    );
+    assert_eq!(
+        lib.get("moh").unwrap().duration(),
+        Duration::from_millis(100)
+    );
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].to_string().contains("broken.wav"), "{errors:?}");
+}
+
+/// The built-in set the image installs: every file of `prompts.txt` is there and
+/// loads (the format the box plays), and it holds every word of the queue
+/// announcement up to 99 callers and minutes.
+#[test]
+fn the_built_in_prompt_set_is_whole_and_playable() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let dir = root.join("image/rootfs/usr/share/branchline/prompts");
+    let (lib, errors) = PromptLibrary::load_dir(&dir);
+    assert!(errors.is_empty(), "{errors:?}");
+    let listed: Vec<String> = std::fs::read_to_string(root.join("image/prompts/prompts.txt"))
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| l.split('|').next().unwrap().to_owned())
+        .collect();
+    assert_eq!(lib.durations().keys().cloned().collect::<Vec<_>>(), {
+        let mut sorted = listed.clone();
+        sorted.sort();
+        sorted
+    });
+    for (name, d) in lib.durations() {
+        assert!(
+            d > Duration::from_millis(150) && d < Duration::from_secs(15),
+            "{name}: {d:?}"
+        );
+        // Speech, not silence: a loud enough sample somewhere.
+        let peak = lib
+            .get(&name)
+            .unwrap()
+            .samples()
+            .iter()
+            .map(|s| s.unsigned_abs())
+            .max();
+        assert!(peak > Some(8000), "{name}: peak {peak:?}");
+    }
+    let have = lib.durations();
+    for position in 1..100 {
+        let words = crate::call::queue_announcement(
+            &have,
+            position,
+            Some(Duration::from_secs(60 * position as u64)),
+        );
+        assert!(
+            words.len() > 3 && words.contains(&"queue-wait".to_owned()),
+            "{position}: {words:?}"
+        );
+    }
+}
+
 fn lib_with(prompts: &[(&str, Vec<i16>)]) -> PromptLibrary {
     let mut lib = PromptLibrary::default();
     for (n, s) in prompts {
