@@ -125,6 +125,20 @@ impl Api {
             .as_u16()
     }
 
+    /// PATCHes `body` with the CSRF token; the status and the JSON answer.
+    pub fn patch(&self, path: &str, body: Value) -> (u16, Value) {
+        let mut resp = self
+            .agent
+            .patch(&format!("{}{path}", self.base))
+            .header("Cookie", &self.cookie)
+            .header("X-CSRF-Token", &self.csrf)
+            .send_json(body)
+            .expect("request");
+        let status = resp.status().as_u16();
+        let text = resp.body_mut().read_to_string().expect("body");
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
     /// PUTs `body` with the CSRF token; the status and the JSON answer.
     pub fn put(&self, path: &str, body: Value) -> (u16, Value) {
         let mut resp = self

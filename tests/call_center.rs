@@ -630,3 +630,89 @@ fn an_agent_logs_in_from_a_sip_phone_and_the_queue_rings_that_phone() {
         .expect("outbox");
     assert_eq!(queued, 1);
 }
+
+#[test]
+fn queues_and_agents_changed_in_the_store_take_effect_without_a_restart() {
+    let mut gw = Gateway::start();
+    let admin = create_admin(&gw, "admin1", ADMIN_PASSWORD);
+    add_agent(&admin, "alice", "100", "4821");
+    gw.stop_with(nix::sys::signal::Signal::SIGTERM);
+    {
+        let db = rusqlite::Connection::open(gw.db_path()).expect("open the store");
+        db.execute_batch(
+            "INSERT INTO queues (name, number, strategy, ring_timeout_ms, wrap_up_ms)
+                 VALUES ('sales', '7001', 'ring_all', 8000, 0);
+             INSERT INTO queue_members (queue_id, user_id, position)
+                 SELECT q.id, u.id, 0 FROM queues q, users u WHERE u.agent_id = '100';",
+        )
+        .expect("queue rows");
+    }
+    gw.restart();
+    let admin = Api::login(gw.latest_web_addr(), "admin1", ADMIN_PASSWORD).0;
+    // While branchd runs: agent bob is made through the API, then (as an HQ sync or
+    // an installer would) a second queue "support" on 7009 with bob as its member.
+    let (status, body) = admin.post(
+        "/api/v1/users",
+        json!({
+            "username": "bob",
+            "display_name": "Bob",
+            "password": "agent-Pass-2024-long",
+            "agent_id": "200",
+            "pin": "5937",
+            "enabled": true,
+            "roles": ["agent"],
+        }),
+    );
+    assert_eq!(status, 201, "{body}");
+    let bob_id = body["id"].as_i64().expect("id");
+    {
+        let db = rusqlite::Connection::open(gw.db_path()).expect("open the store");
+        db.busy_timeout(Duration::from_secs(5))
+            .expect("busy timeout");
+        db.execute_batch(
+            "INSERT INTO queues (name, number, strategy, ring_timeout_ms, wrap_up_ms)
+                 VALUES ('support', '7009', 'ring_all', 8000, 0);",
+        )
+        .expect("queue row");
+        db.execute(
+            "INSERT INTO queue_members (queue_id, user_id, position)
+                 SELECT id, ?1, 0 FROM queues WHERE name = 'support'",
+            [bob_id],
+        )
+        .expect("member row");
+    }
+    // Any edit of a user has branchd read the call center anew.
+    let (status, body) = admin.patch(
+        &format!("/api/v1/users/{bob_id}"),
+        json!({ "display_name": "Bob B." }),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        wait(SOON, || {
+            gw.log_text()
+                .lines()
+                .map(strip_ansi)
+                .any(|l| l.contains("call center reconfigured") && l.contains("queues=2 agents=2"))
+        }),
+        "no reconfiguration:\n{}",
+        gw.log_text()
+    );
+    // Bob logs in (his agent ID is known now) and takes a caller to the new queue.
+    let (caller, bob) = (gw.sim.phone(1), gw.sim.phone(3));
+    assert!(login(&gw, &bob, "200", "5937"));
+    caller.off_hook();
+    wait_tone(&gw.sim, 1, 350, 440).expect("dial tone");
+    caller.dial("7009");
+    assert!(
+        wait(SOON, || bob.is_ringing()),
+        "bob rings:\n{}",
+        gw.log_text()
+    );
+    bob.off_hook();
+    std::thread::sleep(Duration::from_millis(300));
+    caller.on_hook();
+    bob.on_hook();
+    let cdrs = gw.wait_cdrs(1);
+    assert_eq!(cdrs[0].callee, "7009");
+    assert_eq!(cdrs[0].disposition, "answered");
+}

@@ -532,6 +532,7 @@ async fn serve(
         }
     }
     let mut blacklist_reloads = blacklist_reloader(&writer, &db_path);
+    let mut acd_reloads = acd_reloader(&writer, &db_path);
     // Outside calls follow the trunk's reachability (trunk first while usable, else FXO).
     let wan_now = wan_rx.borrow_and_update().clone();
     calls.set_trunk_status(sync::wan::trunk_status(&wan_now));
@@ -700,6 +701,15 @@ async fn serve(
                 Check::AgentPin => calls.agent_pin_checked(Instant::now(), check, ok),
                 Check::Disposition => calls.disposition_stored(Instant::now(), check, ok),
             },
+            Some(acd) = acd_reloads.recv() => {
+                tracing::info!(
+                    queues = acd.queues().len(),
+                    agents = acd.agents().len(),
+                    "call center reconfigured"
+                );
+                let codes = config.call_center.feature_codes.clone();
+                calls.reconfigure_acd(Instant::now(), AcdSettings { config: acd, codes });
+            }
             Some(list) = blacklist_reloads.recv() => {
                 // Logged once in force: the next call is screened with it.
                 tracing::info!(
@@ -1745,6 +1755,50 @@ fn blacklist_reloader(
                 // Logged by load_blacklist; the list in force stays.
                 Ok(None) => {}
                 Err(e) => tracing::error!(error = %e, "blacklist reload task failed"),
+            }
+        }
+    });
+    rx
+}
+
+/// Reads the call center's queues and agents anew off the main loop each time the
+/// store writer says they changed (user edits through the API or from HQ) and sends
+/// them to the main loop, which reconfigures the ACD while calls go on; ends when the
+/// main loop's receiver is gone. A store whose rows do not fit together is logged and
+/// the configuration in force stays.
+fn acd_reloader(
+    writer: &StoreWriter,
+    db_path: &std::path::Path,
+) -> mpsc::UnboundedReceiver<crate::acd::AcdConfig> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let changed = writer.acd_changed();
+    let db_path = db_path.to_owned();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                () = changed.notified() => {}
+                () = tx.closed() => return,
+            }
+            let path = db_path.clone();
+            let loaded = tokio::task::spawn_blocking(move || {
+                Store::reader(&path)
+                    .map_err(|e| e.to_string())
+                    .and_then(|r| {
+                        crate::acd::store::load_config(r.connection(), &path)
+                            .map_err(|e| e.to_string())
+                    })
+            })
+            .await;
+            match loaded {
+                Ok(Ok(config)) => {
+                    if tx.send(config).is_err() {
+                        return;
+                    }
+                }
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "call center not reconfigured: the one in force stays")
+                }
+                Err(e) => tracing::error!(error = %e, "call center reload task failed"),
             }
         }
     });

@@ -1310,6 +1310,11 @@ impl Accounts {
                 }
             }
         }
+        // A user's agent ID, skills or enabled flag feed the call center: the daemon
+        // takes the store's queues and agents anew.
+        if result.is_ok() && resource == Resource::Users {
+            self.writer.notify_acd_changed();
+        }
         result
     }
 

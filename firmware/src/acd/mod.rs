@@ -10,6 +10,8 @@
 //! connect, start music on hold, announce position and expected wait, overflow, and
 //! every agent state change (for the state history log). It never reads a clock or
 //! touches a socket; tests drive it on a virtual clock (`tests/`).
+//! [`Acd::reconfigure`] takes a changed configuration while calls go on (the daemon
+//! reads the store anew after a user edit through the API or from HQ).
 //!
 //! Modules: [`config`] (validated queues and agents), [`codes`] (the agent feature-code
 //! parser, `*61<agent>*<pin>#` and friends), [`store`] (loading the configuration from
@@ -685,14 +687,7 @@ impl Acd {
             }
             Input::AgentLogout { agent } => {
                 let a = self.agent_index[&agent];
-                self.leave_ringing(a, now);
-                let rt = &mut self.agents[a];
-                rt.wrap_until = None;
-                rt.pending_pause = None;
-                self.set_state(a, AgentState::LoggedOut, now);
-                if let Some(ext) = self.agents[a].extension.take() {
-                    self.extensions.remove(&ext);
-                }
+                self.log_out(a, now);
                 self.overflow_if_unstaffed(now);
             }
             Input::AgentPause { agent, reason } => {
@@ -876,6 +871,128 @@ impl Acd {
             extension: rt.extension.clone(),
             at: now,
         });
+    }
+
+    /// Logs agent `a` out: its offers stop, its extension is free; a call it is on
+    /// goes on (call control owns it) without wrap-up.
+    fn log_out(&mut self, a: usize, now: Instant) {
+        self.leave_ringing(a, now);
+        let rt = &mut self.agents[a];
+        rt.wrap_until = None;
+        rt.pending_pause = None;
+        self.set_state(a, AgentState::LoggedOut, now);
+        if let Some(ext) = self.agents[a].extension.take() {
+            self.extensions.remove(&ext);
+        }
+    }
+
+    /// Takes a new configuration (queues, agents, skills, members) while calls go on,
+    /// from the store after an edit: no restart, nobody's call is cut.
+    ///
+    /// - Agents are matched by ID. One still configured keeps its state, extension,
+    ///   idle time and calls, with the new skills; a new one starts logged out; one no
+    ///   longer configured is logged out (its offers stop; a call it is on goes on) and
+    ///   refused from then on. Configured again later, it comes back logged out.
+    /// - Queues are matched by name. One still configured takes the new settings and
+    ///   members (a member's calls-answered count and the round-robin place are kept,
+    ///   the place moved into the new member list); its waiting callers stay, in
+    ///   order, and are offered by the new rules. A removed queue takes no new callers;
+    ///   those already waiting stay until answered or gone, under its old rules.
+    /// - Then callers are offered to whoever is free now, and a queue left without a
+    ///   logged-in member overflows as it would on a log-out.
+    pub fn reconfigure(&mut self, config: &AcdConfig, now: Instant) {
+        self.handle_timeout(now);
+        let wanted: HashMap<&AgentId, &AgentConfig> =
+            config.agents().iter().map(|a| (&a.id, a)).collect();
+        let gone: Vec<(AgentId, usize)> = self
+            .agent_index
+            .iter()
+            .filter(|(id, _)| !wanted.contains_key(id))
+            .map(|(id, &a)| (id.clone(), a))
+            .collect();
+        for (id, a) in gone {
+            if self.agents[a].state != AgentState::LoggedOut {
+                self.log_out(a, now);
+            }
+            self.agent_index.remove(&id);
+        }
+        for cfg in config.agents() {
+            let known = self
+                .agent_index
+                .get(&cfg.id)
+                .copied()
+                .or_else(|| self.agents.iter().position(|r| r.id == cfg.id));
+            let a = match known {
+                Some(a) => a,
+                None => {
+                    self.agents.push(AgentRt {
+                        id: cfg.id.clone(),
+                        skills: BTreeMap::new(),
+                        state: AgentState::LoggedOut,
+                        since: now,
+                        extension: None,
+                        idle_since: now,
+                        wrap_until: None,
+                        pending_pause: None,
+                    });
+                    self.agents.len() - 1
+                }
+            };
+            self.agents[a].skills = cfg.skills.clone();
+            self.agent_index.insert(cfg.id.clone(), a);
+        }
+        self.queue_index
+            .retain(|name, _| config.queues().iter().any(|q| q.name == *name));
+        for cfg in config.queues() {
+            let members: Vec<MemberRt> = cfg
+                .members
+                .iter()
+                .map(|m| MemberRt {
+                    agent: self.agent_index[&m.agent],
+                    penalty: m.penalty,
+                    answered: 0,
+                })
+                .collect();
+            let known = self
+                .queue_index
+                .get(&cfg.name)
+                .copied()
+                .or_else(|| self.queues.iter().position(|q| q.cfg.name == cfg.name));
+            match known {
+                Some(q) => {
+                    let old = &mut self.queues[q];
+                    let next_agent = old.members.get(old.rr_next).map(|m| m.agent);
+                    let mut members = members;
+                    for m in &mut members {
+                        if let Some(o) = old.members.iter().find(|o| o.agent == m.agent) {
+                            m.answered = o.answered;
+                        }
+                    }
+                    // The member due next keeps its turn; if it left, whoever now
+                    // stands at its place does.
+                    let place = old.rr_next;
+                    old.rr_next = next_agent
+                        .and_then(|a| members.iter().position(|m| m.agent == a))
+                        .unwrap_or(if place < members.len() { place } else { 0 });
+                    old.members = members;
+                    old.cfg = cfg.clone();
+                    self.queue_index.insert(cfg.name.clone(), q);
+                }
+                None => {
+                    self.queues.push(QueueRt {
+                        cfg: cfg.clone(),
+                        members,
+                        rr_next: 0,
+                        waiting: 0,
+                        handle_times: VecDeque::new(),
+                    });
+                    self.queue_index
+                        .insert(cfg.name.clone(), self.queues.len() - 1);
+                }
+            }
+        }
+        self.overflow_if_unstaffed(now);
+        self.dispatch(now);
     }
 
     /// Wrap-up over (or skipped): paused if a pause is pending, otherwise available.

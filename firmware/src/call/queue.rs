@@ -225,6 +225,24 @@ struct LastCall {
     caller: String,
 }
 
+/// Queue number -> queue.
+fn queue_numbers(config: &AcdConfig) -> BTreeMap<String, QueueName> {
+    config
+        .queues()
+        .iter()
+        .map(|q| (q.number.as_str().to_owned(), q.name.clone()))
+        .collect()
+}
+
+/// Queue -> its survey prompt, for queues with a survey.
+fn queue_surveys(config: &AcdConfig) -> BTreeMap<QueueName, String> {
+    config
+        .queues()
+        .iter()
+        .filter_map(|q| Some((q.name.clone(), q.survey.clone()?)))
+        .collect()
+}
+
 impl CallCenter {
     /// `digits` checked against the agent feature codes.
     pub(super) fn parse_code(&self, digits: &str) -> Result<Parsed, FeatureCodeError> {
@@ -235,18 +253,8 @@ impl CallCenter {
         CallCenter {
             acd: Acd::new(&settings.config, now),
             codes: settings.codes.clone(),
-            numbers: settings
-                .config
-                .queues()
-                .iter()
-                .map(|q| (q.number.as_str().to_owned(), q.name.clone()))
-                .collect(),
-            surveys: settings
-                .config
-                .queues()
-                .iter()
-                .filter_map(|q| Some((q.name.clone(), q.survey.clone()?)))
-                .collect(),
+            numbers: queue_numbers(&settings.config),
+            surveys: queue_surveys(&settings.config),
             pin_checks: BTreeMap::new(),
             next_check: 1,
             pin_failures: BTreeMap::new(),
@@ -295,6 +303,24 @@ impl CallControl {
         let result = center.acd.handle(now, input);
         self.drain_acd(now);
         Some(result)
+    }
+
+    /// Takes the call center's configuration anew (the store's queues and agents
+    /// changed) while calls go on: see [`crate::acd::Acd::reconfigure`] for what
+    /// happens to agents, queues and waiting callers. New callers dial the new queue
+    /// numbers from now on; the feature codes are `settings.codes`. Starts the call
+    /// center if there was none.
+    pub fn reconfigure_acd(&mut self, now: Instant, settings: AcdSettings) {
+        match self.center.as_mut() {
+            Some(center) => {
+                center.acd.reconfigure(&settings.config, now);
+                center.numbers = queue_numbers(&settings.config);
+                center.surveys = queue_surveys(&settings.config);
+                center.codes = settings.codes;
+            }
+            None => self.center = Some(CallCenter::new(&settings, now)),
+        }
+        self.drain_acd(now);
     }
 
     /// Runs `f` with the ACD's decisions held back until it is done (they wait in the

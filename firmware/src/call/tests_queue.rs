@@ -991,3 +991,36 @@ fn without_wrap_up_an_agent_hanging_up_is_offered_the_next_caller_at_once() {
         "{states:?}"
     );
 }
+
+#[test]
+fn the_call_center_is_reconfigured_without_a_restart() {
+    let mut h = harness();
+    login(&mut h, 2, "100");
+    // 7002 is no queue yet: a caller to it is unallocated.
+    h.incoming(IN1, SipOrigin::Trunk, "+4930111", "7002");
+    assert_eq!(hangups(&h.take()), vec![(IN1, EndReason::Unallocated)]);
+    // Queue "support" on 7002 with agent 200 joins; "sales" keeps agent 100.
+    let mut settings = center(Strategy::RoundRobin);
+    let mut support = crate::acd::QueueConfig::new(
+        "support".parse().expect("name"),
+        "7002".parse().expect("number"),
+        Strategy::RingAll,
+    );
+    support.members = vec![crate::acd::Member {
+        agent: agent("200"),
+        penalty: 0,
+    }];
+    let mut queues = settings.config.queues().to_vec();
+    queues.push(support);
+    settings.config = AcdConfig::new(queues, settings.config.agents().to_vec()).expect("config");
+    h.cc.reconfigure_acd(h.now, settings);
+    // Agent 100 is still logged in: a sales caller rings FXS 2 at once.
+    h.incoming(IN2, SipOrigin::Trunk, "+4930222", "7001");
+    assert!(rings(&h.take(), 2));
+    // Agent 200 logs in on 103 and takes the support caller.
+    login(&mut h, 3, "200");
+    h.incoming(LegId(3), SipOrigin::Trunk, "+4930333", "7002");
+    let out = h.take();
+    assert!(rings(&out, 3), "{out:?}");
+    assert!(!hangups(&out).iter().any(|(l, _)| *l == LegId(3)));
+}

@@ -55,6 +55,9 @@ pub struct StoreWriter {
     /// the daemon reloads call control's list. A `Notify` keeps one permit, so a
     /// change made while the daemon is busy is not lost and bursts coalesce.
     blacklist_changed: std::sync::Arc<tokio::sync::Notify>,
+    /// Poked after a change to the call center's queues or agents (users' agent IDs,
+    /// skills); the daemon reconfigures the ACD. One permit, like `blacklist_changed`.
+    acd_changed: std::sync::Arc<tokio::sync::Notify>,
 }
 
 /// The highest outbox seq ever assigned (0: none), from SQLite's AUTOINCREMENT
@@ -102,6 +105,7 @@ pub(super) fn prepare(store: Store) -> (StoreWriter, impl FnOnce() + Send + 'sta
         tx,
         outbox_seq,
         blacklist_changed: std::sync::Arc::default(),
+        acd_changed: std::sync::Arc::default(),
     };
     (writer, move || run(conn, &path, clock, &rx, &seq_tx))
 }
@@ -189,6 +193,18 @@ impl StoreWriter {
     /// after the commit that changed it.
     pub fn notify_blacklist_changed(&self) {
         self.blacklist_changed.notify_one();
+    }
+
+    /// Tells the call center's listener (the daemon) that queues or agents changed;
+    /// call it after the commit that changed them.
+    pub fn notify_acd_changed(&self) {
+        self.acd_changed.notify_one();
+    }
+
+    /// What [`StoreWriter::notify_acd_changed`] pokes, like
+    /// [`StoreWriter::blacklist_changed`]. One listener.
+    pub fn acd_changed(&self) -> std::sync::Arc<tokio::sync::Notify> {
+        std::sync::Arc::clone(&self.acd_changed)
     }
 
     /// What [`StoreWriter::notify_blacklist_changed`] pokes: `notified().await`

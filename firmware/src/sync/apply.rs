@@ -62,6 +62,9 @@ pub struct Applied {
     pub skipped: usize,
     /// Whether a blacklist entry was written or deleted (call control must reload it).
     pub blacklist_changed: bool,
+    /// Whether a user was written or deleted (the call center's agents may have
+    /// changed: call control reconfigures its ACD).
+    pub acd_changed: bool,
     /// The cursor stored with them.
     pub cursor: i64,
 }
@@ -242,6 +245,7 @@ fn apply_page(
         roles_changed |= change.entity == EntityKind::Role && outcome != Outcome::Skipped;
         applied.blacklist_changed |=
             change.entity == EntityKind::Blacklist && outcome != Outcome::Skipped;
+        applied.acd_changed |= change.entity == EntityKind::User && outcome != Outcome::Skipped;
         applied.count(outcome);
     }
     if next < last {
@@ -846,6 +850,7 @@ fn apply_snapshot(
         let outcome =
             apply_change(conn, path, c, now_ms).map_err(|r| in_context("snapshot", c, r))?;
         applied.blacklist_changed |= c.entity == EntityKind::Blacklist;
+        applied.acd_changed |= c.entity == EntityKind::User;
         applied.count(outcome);
     }
 
@@ -937,6 +942,7 @@ fn apply_snapshot(
             },
         })?;
         applied.blacklist_changed |= kind == EntityKind::Blacklist && outcome != Outcome::Skipped;
+        applied.acd_changed |= kind == EntityKind::User && outcome != Outcome::Skipped;
         applied.count(outcome);
     }
     bump_generation(conn).map_err(sql(path, "bump rbac generation"))?;

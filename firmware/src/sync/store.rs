@@ -76,7 +76,7 @@ impl SyncStore {
     }
 
     /// Applies a page or snapshot and its cursor in one transaction (and pokes the
-    /// blacklist's listener when it changed the list). A refused one changes nothing and its error is recorded for the status (in a transaction of
+    /// blacklist's and the call center's listeners when it changed the list or users). A refused one changes nothing and its error is recorded for the status (in a transaction of
     /// its own) before it is returned.
     pub async fn apply_down(&self, response: wire::DownResponse, now_ms: i64) -> Result<Applied> {
         let result = self
@@ -86,8 +86,14 @@ impl SyncStore {
             })
             .await;
         match &result {
-            Ok(applied) if applied.blacklist_changed => self.writer.notify_blacklist_changed(),
-            Ok(_) => {}
+            Ok(applied) => {
+                if applied.blacklist_changed {
+                    self.writer.notify_blacklist_changed();
+                }
+                if applied.acd_changed {
+                    self.writer.notify_acd_changed();
+                }
+            }
             Err(e) => self.record_error(&e.to_string(), now_ms).await,
         }
         result

@@ -1159,3 +1159,26 @@ async fn hq_contacts_become_hq_customers_and_deletes_and_snapshots_spare_local_o
     assert_eq!(env.count("SELECT COUNT(*) FROM customers"), 2);
     assert_eq!(env.cursor(), 30);
 }
+
+#[tokio::test]
+async fn users_from_hq_wake_the_call_centers_reload_and_other_rows_do_not() {
+    let env = env().await;
+    let changed = env.sync.writer().acd_changed();
+    let applied = env
+        .sync
+        .apply_down(page(vec![upsert(2, blacklisted("0900*", "premium"))]), T0)
+        .await
+        .expect("page");
+    assert!(!applied.acd_changed);
+    let mut agent = env.user("ivan", &["agent"], &[]);
+    agent.agent_id = Some("300".to_owned());
+    let applied = env
+        .sync
+        .apply_down(page(vec![upsert(3, Entity::User(agent))]), T0)
+        .await
+        .expect("page");
+    assert!(applied.acd_changed);
+    tokio::time::timeout(std::time::Duration::from_secs(1), changed.notified())
+        .await
+        .expect("the reload was poked");
+}

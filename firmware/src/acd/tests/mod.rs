@@ -2,6 +2,7 @@
 
 mod codes;
 mod model;
+mod reconfigure;
 mod rules;
 mod store;
 mod strategies;
