@@ -20,7 +20,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use branchline_sync::wire::{AgentStateName, AgentStateRecord, DispositionRecord, RecordKind};
-use rusqlite::{params, Connection};
+use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::config::ExtensionNumber;
 use crate::error::InvalidValue;
@@ -456,7 +456,6 @@ pub fn record_disposition(
     digit: u8,
     at_ms: i64,
 ) -> Result<Option<StoredDisposition>, StoreError> {
-    use rusqlite::OptionalExtension;
     let type_name: Option<String> = conn
         .query_row(
             "SELECT name FROM customer_types WHERE digit = ?1",
@@ -532,4 +531,165 @@ pub fn record_disposition(
         type_name,
         customer_id,
     }))
+}
+
+/// HQ's queue `q` (wire [`branchline_sync::wire::Queue`], keyed by number) as the
+/// call center's rows, in the caller's transaction: the `queues` row (HQ's revision;
+/// strategy, max wait), its members (HQ's agent usernames: users unknown on the box or
+/// without an agent ID are skipped and returned, so a page is not refused for a user
+/// HQ sends later), and the max-wait overflow to `q.overflow`. What HQ's entity does not
+/// carry (ring timeout, wrap-up, music, announcements, survey) keeps the box's values.
+/// The row's name is the display name made a queue name (`a-z 0-9 - _`, at most 32:
+/// "Sales EU" is `sales-eu`), or `queue-<number>`; a name another queue holds gets
+/// `-<number>` added. Refused (nothing written) when the number or strategy cannot be
+/// a queue's.
+pub fn upsert_hq_queue(
+    conn: &Connection,
+    path: &Path,
+    q: &branchline_sync::wire::Queue,
+    revision: i64,
+    now_ms: i64,
+) -> Result<Vec<String>, HqQueueError> {
+    let number: ExtensionNumber = q
+        .number
+        .parse()
+        .map_err(|e| HqQueueError::Invalid(format!("number: {e}")))?;
+    if !(2..=6).contains(&q.number.len()) {
+        return Err(HqQueueError::Invalid(
+            "number: a queue's number has 2 to 6 digits".to_owned(),
+        ));
+    }
+    let strategy = Strategy::from_str(&q.strategy).map_err(|_| {
+        HqQueueError::Invalid(format!("strategy: {:?} is not a strategy", q.strategy))
+    })?;
+    if let Some(target) = &q.overflow {
+        if target.is_empty()
+            || target.len() > 32
+            || !target.bytes().all(|b| b.is_ascii_digit() || b == b'+')
+        {
+            return Err(HqQueueError::Invalid(format!(
+                "overflow: {target:?} is not a number"
+            )));
+        }
+    }
+    let mut name = queue_name_of(&q.name, number.as_str());
+    let taken: bool = conn
+        .query_row(
+            "SELECT EXISTS (SELECT 1 FROM queues WHERE name = ?1 AND number <> ?2)",
+            params![name, q.number],
+            |r| r.get(0),
+        )
+        .map_err(sql(path, "check queue name"))?;
+    if taken {
+        name = format!(
+            "{}-{}",
+            &name[..name.len().min(32 - 1 - q.number.len())],
+            q.number
+        );
+    }
+    let max_wait_ms = (q.max_wait_s > 0).then(|| i64::from(q.max_wait_s) * 1000);
+    conn.execute(
+        "INSERT INTO queues (name, number, strategy, max_wait_ms, revision, updated_at_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT (number) DO UPDATE SET name = excluded.name,
+             strategy = excluded.strategy, max_wait_ms = excluded.max_wait_ms,
+             revision = excluded.revision, updated_at_ms = excluded.updated_at_ms",
+        params![
+            name,
+            q.number,
+            strategy.as_str(),
+            max_wait_ms,
+            revision,
+            now_ms
+        ],
+    )
+    .map_err(sql(path, "upsert queue from hq"))?;
+    let id: i64 = conn
+        .query_row(
+            "SELECT id FROM queues WHERE number = ?1",
+            [&q.number],
+            |r| r.get(0),
+        )
+        .map_err(sql(path, "read queue id"))?;
+    conn.execute("DELETE FROM queue_members WHERE queue_id = ?1", [id])
+        .map_err(sql(path, "clear queue members"))?;
+    let mut skipped = Vec::new();
+    for (position, username) in q.agents.iter().enumerate() {
+        let user: Option<i64> = conn
+            .query_row(
+                "SELECT id FROM users WHERE username = ?1 AND agent_id IS NOT NULL",
+                [username],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(sql(path, "find queue member"))?;
+        match user {
+            Some(user) => {
+                conn.execute(
+                    "INSERT OR IGNORE INTO queue_members (queue_id, user_id, position)
+                     VALUES (?1, ?2, ?3)",
+                    params![id, user, position as i64],
+                )
+                .map_err(sql(path, "add queue member"))?;
+            }
+            None => skipped.push(username.clone()),
+        }
+    }
+    match &q.overflow {
+        Some(target) => conn.execute(
+            "INSERT INTO queue_overflow (queue_id, event, kind, target) VALUES (?1, 'max_wait', 'number', ?2)
+             ON CONFLICT (queue_id, event) DO UPDATE SET kind = excluded.kind, target = excluded.target",
+            params![id, target],
+        ),
+        None => conn.execute(
+            "DELETE FROM queue_overflow WHERE queue_id = ?1 AND event = 'max_wait'",
+            [id],
+        ),
+    }
+    .map_err(sql(path, "set queue overflow"))?;
+    Ok(skipped)
+}
+
+/// Deletes HQ's queue with `number` (a queue made on the box, revision 0, stays).
+/// Returns whether one was deleted.
+pub fn delete_hq_queue(conn: &Connection, path: &Path, number: &str) -> Result<bool, StoreError> {
+    let n = conn
+        .execute(
+            "DELETE FROM queues WHERE number = ?1 AND revision > 0",
+            [number],
+        )
+        .map_err(sql(path, "delete queue from hq"))?;
+    Ok(n > 0)
+}
+
+/// Why HQ's queue row was not written.
+#[derive(Debug, thiserror::Error)]
+pub enum HqQueueError {
+    /// The row cannot be a queue of the box (the sync refuses it).
+    #[error("{0}")]
+    Invalid(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A display name made a queue name (see [`upsert_hq_queue`]).
+fn queue_name_of(display: &str, number: &str) -> String {
+    let mut name = String::new();
+    for c in display.trim().chars().flat_map(char::to_lowercase) {
+        match c {
+            'a'..='z' | '0'..='9' | '_' | '-' => name.push(c),
+            ' ' | '.' | '/' if !name.ends_with('-') => name.push('-'),
+            _ => {}
+        }
+        if name.len() == 32 {
+            break;
+        }
+    }
+    let name = name.trim_matches('-').to_owned();
+    if name.is_empty() {
+        format!("queue-{number}")
+    } else {
+        name
+    }
 }

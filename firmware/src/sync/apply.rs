@@ -30,7 +30,11 @@
 //! - Contacts go to the `customers` tables as HQ's (source `hq`, keyed by HQ's id; see
 //!   [`crate::customers::store`]): a number that does not normalise refuses the page; a
 //!   delete or a snapshot removes only HQ's contacts, never the box's own customers.
-//! - Queues and dial routes are stored as their wire JSON in `hq_rows`.
+//! - Queues become the call center's rows (`queues`, `queue_members`, the max-wait
+//!   overflow; see [`crate::acd::store::upsert_hq_queue`]) and are also kept as their
+//!   wire JSON in `hq_rows`; a delete removes HQ's queue (cascading to its members),
+//!   never one made on the box. [`Applied::acd_changed`] (also set by users) has the
+//!   call center reconfigured. Dial routes are stored as their wire JSON in `hq_rows`.
 //! - A snapshot replaces everything HQ masters: rows it does not hold are deleted,
 //!   except the installer account, extensions the config maps to a port (they become
 //!   local rows), and rows made on the box (revision 0) whose edit is still pending in
@@ -245,7 +249,8 @@ fn apply_page(
         roles_changed |= change.entity == EntityKind::Role && outcome != Outcome::Skipped;
         applied.blacklist_changed |=
             change.entity == EntityKind::Blacklist && outcome != Outcome::Skipped;
-        applied.acd_changed |= change.entity == EntityKind::User && outcome != Outcome::Skipped;
+        applied.acd_changed |= matches!(change.entity, EntityKind::User | EntityKind::Queue)
+            && outcome != Outcome::Skipped;
         applied.count(outcome);
     }
     if next < last {
@@ -335,6 +340,9 @@ fn apply_change(conn: &Connection, path: &Path, change: &Change, now_ms: i64) ->
         }
         Some(Entity::Contact(c)) => {
             upsert_contact(conn, path, c, rev, now_ms).map(|()| Outcome::Upserted)
+        }
+        Some(row @ Entity::Queue(q)) => {
+            upsert_queue(conn, path, row, q, rev, now_ms).map(|()| Outcome::Upserted)
         }
         Some(other) => upsert_hq_row(conn, path, other, rev, now_ms).map(|()| Outcome::Upserted),
         None => delete_row(conn, path, change.entity, &change.key, now_ms),
@@ -683,6 +691,32 @@ fn upsert_contact(
 
 // --- queues, dial routes --------------------------------------------------------------
 
+/// HQ's queue: kept whole in `hq_rows` (HQ's view, for the web page and a later
+/// firmware) and made the call center's rows ([`crate::acd::store::upsert_hq_queue`]).
+fn upsert_queue(
+    conn: &Connection,
+    path: &Path,
+    row: &Entity,
+    q: &wire::Queue,
+    revision: i64,
+    now_ms: i64,
+) -> Checked {
+    use crate::acd::store::HqQueueError;
+    let skipped = match crate::acd::store::upsert_hq_queue(conn, path, q, revision, now_ms) {
+        Ok(skipped) => skipped,
+        Err(HqQueueError::Invalid(why)) => return Err(refuse(why)),
+        Err(HqQueueError::Store(e)) => return Err(Error::AcdStore(Box::new(e)).into()),
+    };
+    if !skipped.is_empty() {
+        tracing::warn!(
+            queue = q.number,
+            ?skipped,
+            "queue members from HQ that are no agents on the box are left out"
+        );
+    }
+    upsert_hq_row(conn, path, row, revision, now_ms)
+}
+
 fn upsert_hq_row(
     conn: &Connection,
     path: &Path,
@@ -778,6 +812,17 @@ fn delete_row(
                     )
                     .map_err(sql(path, "delete hq row"))?
         }
+        EntityKind::Queue => {
+            let deleted = crate::acd::store::delete_hq_queue(conn, path, key)
+                .map_err(|e| Error::AcdStore(Box::new(e)))?;
+            usize::from(deleted)
+                + conn
+                    .execute(
+                        "DELETE FROM hq_rows WHERE kind = 'queue' AND key = ?1",
+                        [key],
+                    )
+                    .map_err(sql(path, "delete hq row"))?
+        }
         other => conn
             .execute(
                 "DELETE FROM hq_rows WHERE kind = ?1 AND key = ?2",
@@ -850,7 +895,7 @@ fn apply_snapshot(
         let outcome =
             apply_change(conn, path, c, now_ms).map_err(|r| in_context("snapshot", c, r))?;
         applied.blacklist_changed |= c.entity == EntityKind::Blacklist;
-        applied.acd_changed |= c.entity == EntityKind::User;
+        applied.acd_changed |= matches!(c.entity, EntityKind::User | EntityKind::Queue);
         applied.count(outcome);
     }
 
@@ -942,7 +987,8 @@ fn apply_snapshot(
             },
         })?;
         applied.blacklist_changed |= kind == EntityKind::Blacklist && outcome != Outcome::Skipped;
-        applied.acd_changed |= kind == EntityKind::User && outcome != Outcome::Skipped;
+        applied.acd_changed |=
+            matches!(kind, EntityKind::User | EntityKind::Queue) && outcome != Outcome::Skipped;
         applied.count(outcome);
     }
     bump_generation(conn).map_err(sql(path, "bump rbac generation"))?;

@@ -1182,3 +1182,132 @@ async fn users_from_hq_wake_the_call_centers_reload_and_other_rows_do_not() {
         .await
         .expect("the reload was poked");
 }
+
+fn hq_queue(number: &str, name: &str, strategy: &str, agents: &[&str]) -> Entity {
+    Entity::Queue(wire::Queue {
+        number: number.to_owned(),
+        name: name.to_owned(),
+        strategy: strategy.to_owned(),
+        max_wait_s: 90,
+        overflow: Some("+4930999".to_owned()),
+        agents: agents.iter().map(|a| (*a).to_owned()).collect(),
+    })
+}
+
+#[tokio::test]
+async fn queues_from_hq_become_the_call_centers_and_reconfigure_it() {
+    let env = env().await;
+    let changed = env.sync.writer().acd_changed();
+    let mut ivan = env.user("ivan", &["agent"], &[]);
+    ivan.agent_id = Some("300".to_owned());
+    let plain = env.user("olga", &["agent"], &[]);
+    let applied = env
+        .sync
+        .apply_down(
+            page(vec![
+                upsert(2, Entity::User(ivan)),
+                upsert(3, Entity::User(plain)),
+                upsert(
+                    4,
+                    hq_queue("7010", "Sales EU", "round_robin", &["ivan", "olga", "zed"]),
+                ),
+            ]),
+            T0,
+        )
+        .await
+        .expect("page");
+    assert!(applied.acd_changed);
+    tokio::time::timeout(std::time::Duration::from_secs(1), changed.notified())
+        .await
+        .expect("the reload was poked");
+    // The call center's rows: name from the display name, HQ's revision, max wait and
+    // overflow; only ivan is a member (olga has no agent ID, zed is unknown).
+    let reader = env.sync.reader().expect("reader");
+    let config = crate::acd::store::load_config(reader.connection(), reader.path()).expect("loads");
+    let q = &config.queues()[0];
+    assert_eq!((q.name.as_str(), q.number.as_str()), ("sales-eu", "7010"));
+    assert_eq!(q.strategy, crate::acd::Strategy::RoundRobin);
+    assert_eq!(q.max_wait, Some(std::time::Duration::from_secs(90)));
+    assert_eq!(
+        q.members
+            .iter()
+            .map(|m| m.agent.as_str())
+            .collect::<Vec<_>>(),
+        ["300"]
+    );
+    assert_eq!(
+        env.count("SELECT revision FROM queues WHERE number = '7010'"),
+        4
+    );
+    assert_eq!(
+        env.count(
+            "SELECT COUNT(*) FROM queue_overflow WHERE event = 'max_wait' AND target = '+4930999'"
+        ),
+        1
+    );
+    // A queue the box made (revision 0) with the same name: HQ's gets its number added.
+    env.db()
+        .execute_batch(
+            "INSERT INTO queues (name, number, strategy) VALUES ('support', '7020', 'ring_all')",
+        )
+        .expect("local queue");
+    env.sync
+        .apply_down(
+            page(vec![
+                upsert(5, hq_queue("7010", "Sales EU", "ring_all", &["ivan"])),
+                upsert(6, hq_queue("7011", "Support", "fewest_calls", &[])),
+            ]),
+            T0,
+        )
+        .await
+        .expect("page");
+    assert_eq!(
+        env.count(
+            "SELECT COUNT(*) FROM queues WHERE name = 'support-7011' AND strategy = 'fewest_calls'"
+        ),
+        1
+    );
+    assert_eq!(
+        env.count("SELECT COUNT(*) FROM queues WHERE number = '7010' AND strategy = 'ring_all'"),
+        1
+    );
+    // A strategy the box does not know refuses the page: nothing of it is written.
+    let err = env
+        .sync
+        .apply_down(
+            page(vec![
+                upsert(7, hq_queue("7012", "New", "random", &[])),
+                upsert(8, hq_queue("7013", "Other", "ring_all", &[])),
+            ]),
+            T0,
+        )
+        .await
+        .expect_err("refused");
+    assert!(err.to_string().contains("strategy"), "{err}");
+    assert_eq!(
+        env.count("SELECT COUNT(*) FROM queues WHERE number IN ('7012', '7013')"),
+        0
+    );
+    // HQ deletes its queue (members and overflow go with it); the box's own stays.
+    env.sync
+        .apply_down(page(vec![delete(9, EntityKind::Queue, "7010")]), T0)
+        .await
+        .expect("delete");
+    assert_eq!(
+        env.count("SELECT COUNT(*) FROM queues WHERE number = '7010'"),
+        0
+    );
+    assert_eq!(env.count("SELECT COUNT(*) FROM queue_overflow"), 1);
+    assert_eq!(
+        env.count("SELECT COUNT(*) FROM hq_rows WHERE kind = 'queue' AND key = '7010'"),
+        0
+    );
+    env.sync
+        .apply_down(page(vec![delete(10, EntityKind::Queue, "7020")]), T0)
+        .await
+        .expect("delete");
+    assert_eq!(
+        env.count("SELECT COUNT(*) FROM queues WHERE number = '7020'"),
+        1
+    );
+}
