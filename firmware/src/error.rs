@@ -354,6 +354,16 @@ pub enum Error {
         why: String,
     },
 
+    /// A queue change that clashes with what is stored (HQ's queue, a number another
+    /// queue has, a queue others overflow to); nothing was written.
+    #[error("queue {name:?}: {why}")]
+    QueueConflict {
+        /// The queue.
+        name: String,
+        /// What clashes, in words a person can act on.
+        why: String,
+    },
+
     /// A customer-records change that clashes with what is stored (a number another
     /// customer holds, a contact HQ owns, the custom-field cap, a name in use);
     /// nothing was written.

@@ -693,3 +693,438 @@ fn queue_name_of(display: &str, number: &str) -> String {
         name
     }
 }
+
+// --- queues made on the box (`/api/v1/queues`) ------------------------------------------
+
+/// A queue as the API lists it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct QueueRow {
+    /// The queue's name.
+    pub name: String,
+    /// The number callers dial.
+    pub number: String,
+    /// The strategy.
+    pub strategy: String,
+    /// Ring timeout per agent, ms.
+    pub ring_timeout_ms: i64,
+    /// Wrap-up, ms.
+    pub wrap_up_ms: i64,
+    /// Longest wait, ms (none: no limit).
+    pub max_wait_ms: Option<i64>,
+    /// Most callers waiting (none: no limit).
+    pub max_len: Option<i64>,
+    /// Skill fallback, ms.
+    pub skill_fallback_ms: Option<i64>,
+    /// Announcement period, ms.
+    pub announce_every_ms: Option<i64>,
+    /// `silence`, `tone` or `prompt`.
+    pub music_on_hold: String,
+    /// The music prompt.
+    pub moh_prompt: Option<String>,
+    /// The survey prompt.
+    pub survey_prompt: Option<String>,
+    /// Members in offer order.
+    pub members: Vec<MemberRow>,
+    /// Overflow rules by event (`full`, `max_wait`, `no_agents`).
+    pub overflow: BTreeMap<String, OverflowRow>,
+    /// VIP patterns.
+    pub vip: Vec<String>,
+    /// `hq` (synced down, HQ's to change) or `local` (made on the box).
+    pub source: &'static str,
+}
+
+/// A member of a [`QueueRow`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct MemberRow {
+    /// The agent ID.
+    pub agent_id: String,
+    /// The user.
+    pub username: String,
+    /// The penalty.
+    pub penalty: i64,
+}
+
+/// An overflow rule of a [`QueueRow`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct OverflowRow {
+    /// `busy`, `queue`, `number` or `voicemail`.
+    pub kind: String,
+    /// Its target (empty for `busy`).
+    pub target: String,
+}
+
+/// A queue to write, its fields checked one by one ([`LocalQueue::check`]).
+#[derive(Debug, Clone)]
+pub struct LocalQueue {
+    name: QueueName,
+    body: crate::api::queues::QueueBody,
+}
+
+impl LocalQueue {
+    /// Checks `body` for queue `name`: every bad field is named (400).
+    pub fn check(
+        name: &str,
+        body: &crate::api::queues::QueueBody,
+    ) -> crate::error::Result<LocalQueue> {
+        use crate::error::FieldProblem;
+        let mut problems = Vec::new();
+        let mut bad =
+            |field: String, message: String| problems.push(FieldProblem { field, message });
+        let parsed_name = name.parse::<QueueName>();
+        if let Err(e) = &parsed_name {
+            bad("name".into(), e.to_string());
+        }
+        if !(2..=6).contains(&body.number.len()) || !body.number.bytes().all(|b| b.is_ascii_digit())
+        {
+            bad("number".into(), "must be 2 to 6 digits".into());
+        }
+        if let Err(e) = body.strategy.parse::<Strategy>() {
+            bad("strategy".into(), e.to_string());
+        }
+        for (field, v, zero_ok) in [
+            ("ring_timeout_ms", body.ring_timeout_ms, false),
+            ("wrap_up_ms", body.wrap_up_ms, true),
+            ("max_wait_ms", body.max_wait_ms, false),
+            ("max_len", body.max_len, false),
+            ("skill_fallback_ms", body.skill_fallback_ms, false),
+            ("announce_every_ms", body.announce_every_ms, false),
+        ] {
+            match v {
+                Some(v) if v < 0 || (v == 0 && !zero_ok) => bad(
+                    field.into(),
+                    format!(
+                        "{v}: must be {}",
+                        if zero_ok { "0 or more" } else { "more than 0" }
+                    ),
+                ),
+                _ => {}
+            }
+        }
+        let music = body.music_on_hold.as_deref().unwrap_or("tone");
+        if !["silence", "tone", "prompt"].contains(&music) {
+            bad(
+                "music_on_hold".into(),
+                format!("{music:?}: must be silence, tone or prompt"),
+            );
+        }
+        if (music == "prompt") != body.moh_prompt.is_some() {
+            bad(
+                "moh_prompt".into(),
+                "is given exactly when music_on_hold is prompt".into(),
+            );
+        }
+        for (field, p) in [
+            ("moh_prompt", &body.moh_prompt),
+            ("survey_prompt", &body.survey_prompt),
+        ] {
+            if let Some(p) = p {
+                if !crate::prompts::valid_name(p) {
+                    bad(
+                        field.into(),
+                        format!("{p:?}: a prompt name is 1 to 64 of a-z 0-9 - _"),
+                    );
+                }
+            }
+        }
+        for (i, m) in body.members.iter().enumerate() {
+            if let Err(e) = m.agent_id.parse::<AgentId>() {
+                bad(format!("members[{i}].agent_id"), e.to_string());
+            }
+            if m.penalty > 100 {
+                bad(format!("members[{i}].penalty"), "must be 0 to 100".into());
+            }
+        }
+        for (event, o) in &body.overflow {
+            if !["full", "max_wait", "no_agents"].contains(&event.as_str()) {
+                bad(
+                    format!("overflow.{event}"),
+                    "the events are full, max_wait and no_agents".into(),
+                );
+            }
+            match (o.kind.as_str(), o.target.as_deref()) {
+                ("busy", None | Some("")) => {}
+                ("queue" | "number" | "voicemail", Some(t)) if !t.is_empty() => {}
+                ("busy" | "queue" | "number" | "voicemail", _) => bad(
+                    format!("overflow.{event}.target"),
+                    "is given exactly when the kind is not busy".into(),
+                ),
+                (kind, _) => bad(
+                    format!("overflow.{event}.kind"),
+                    format!("{kind:?}: must be busy, queue, number or voicemail"),
+                ),
+            }
+        }
+        for (i, v) in body.vip.iter().enumerate() {
+            if let Err(e) = v.parse::<VipPattern>() {
+                bad(format!("vip[{i}]"), e.to_string());
+            }
+        }
+        match parsed_name {
+            Ok(name) if problems.is_empty() => Ok(LocalQueue {
+                name,
+                body: body.clone(),
+            }),
+            _ => Err(crate::error::Error::Invalid {
+                entity: "queue",
+                key: name.to_owned(),
+                problems,
+            }),
+        }
+    }
+}
+
+/// Every queue, by name.
+pub fn list_queues(conn: &Connection, path: &Path) -> Result<Vec<QueueRow>, StoreError> {
+    let mut stmt = conn
+        .prepare(
+            "SELECT id, name, number, strategy, ring_timeout_ms, wrap_up_ms, max_wait_ms, max_len,
+                    skill_fallback_ms, announce_every_ms, music_on_hold, moh_prompt,
+                    survey_prompt, revision
+               FROM queues ORDER BY name",
+        )
+        .map_err(sql(path, "list queues"))?;
+    let rows = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                QueueRow {
+                    name: r.get(1)?,
+                    number: r.get(2)?,
+                    strategy: r.get(3)?,
+                    ring_timeout_ms: r.get(4)?,
+                    wrap_up_ms: r.get(5)?,
+                    max_wait_ms: r.get(6)?,
+                    max_len: r.get(7)?,
+                    skill_fallback_ms: r.get(8)?,
+                    announce_every_ms: r.get(9)?,
+                    music_on_hold: r.get(10)?,
+                    moh_prompt: r.get(11)?,
+                    survey_prompt: r.get(12)?,
+                    members: Vec::new(),
+                    overflow: BTreeMap::new(),
+                    vip: Vec::new(),
+                    source: if r.get::<_, i64>(13)? > 0 {
+                        "hq"
+                    } else {
+                        "local"
+                    },
+                },
+            ))
+        })
+        .map_err(sql(path, "list queues"))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(sql(path, "list queues"))?;
+    let mut out = Vec::with_capacity(rows.len());
+    for (id, mut q) in rows {
+        let mut s = conn
+            .prepare_cached(
+                "SELECT u.agent_id, u.username, m.penalty FROM queue_members m
+                   JOIN users u ON u.id = m.user_id
+                  WHERE m.queue_id = ?1 ORDER BY m.position, u.id",
+            )
+            .map_err(sql(path, "list queue members"))?;
+        q.members = s
+            .query_map([id], |r| {
+                Ok(MemberRow {
+                    agent_id: r.get::<_, Option<String>>(0)?.unwrap_or_default(),
+                    username: r.get(1)?,
+                    penalty: r.get(2)?,
+                })
+            })
+            .and_then(|rows| rows.collect())
+            .map_err(sql(path, "list queue members"))?;
+        let mut s = conn
+            .prepare_cached("SELECT event, kind, target FROM queue_overflow WHERE queue_id = ?1")
+            .map_err(sql(path, "list queue overflow"))?;
+        q.overflow = s
+            .query_map([id], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    OverflowRow {
+                        kind: r.get(1)?,
+                        target: r.get(2)?,
+                    },
+                ))
+            })
+            .and_then(|rows| rows.collect())
+            .map_err(sql(path, "list queue overflow"))?;
+        let mut s = conn
+            .prepare_cached("SELECT pattern FROM queue_vip WHERE queue_id = ?1 ORDER BY pattern")
+            .map_err(sql(path, "list queue vip"))?;
+        q.vip = s
+            .query_map([id], |r| r.get(0))
+            .and_then(|rows| rows.collect())
+            .map_err(sql(path, "list queue vip"))?;
+        out.push(q);
+    }
+    Ok(out)
+}
+
+fn queue_conflict(name: &str, why: &str) -> crate::error::Error {
+    crate::error::Error::QueueConflict {
+        name: name.to_owned(),
+        why: why.to_owned(),
+    }
+}
+
+/// Writes (creates or replaces) the box's queue `q` in the caller's transaction, then
+/// checks the whole call center as it now is ([`load_config`]): a conflict (HQ's
+/// queue, a number in use, an unknown agent, an overflow to a missing queue) is an
+/// error and the caller's transaction must roll back. Returns the row and whether it
+/// was created.
+pub fn put_local_queue(
+    conn: &Connection,
+    path: &Path,
+    q: &LocalQueue,
+    now_ms: i64,
+) -> crate::error::Result<(QueueRow, bool)> {
+    let store = |e: StoreError| crate::error::Error::AcdStore(Box::new(e));
+    let name = q.name.as_str();
+    let b = &q.body;
+    let existing: Option<i64> = conn
+        .query_row("SELECT revision FROM queues WHERE name = ?1", [name], |r| {
+            r.get(0)
+        })
+        .optional()
+        .map_err(sql(path, "read queue"))
+        .map_err(store)?;
+    if existing.is_some_and(|rev| rev > 0) {
+        return Err(queue_conflict(name, "the queue is HQ's: change it at HQ"));
+    }
+    let number_taken: bool = conn
+        .query_row(
+            "SELECT EXISTS (SELECT 1 FROM queues WHERE number = ?1 AND name <> ?2)",
+            params![b.number, name],
+            |r| r.get(0),
+        )
+        .map_err(sql(path, "check queue number"))
+        .map_err(store)?;
+    if number_taken {
+        return Err(queue_conflict(
+            name,
+            &format!("number {} is another queue's", b.number),
+        ));
+    }
+    conn.execute("DELETE FROM queues WHERE name = ?1", [name])
+        .map_err(sql(path, "replace queue"))
+        .map_err(store)?;
+    conn.execute(
+        "INSERT INTO queues (name, number, strategy, ring_timeout_ms, wrap_up_ms, max_wait_ms,
+             max_len, skill_fallback_ms, announce_every_ms, music_on_hold, moh_prompt,
+             survey_prompt, revision, updated_at_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, 0, ?13)",
+        params![
+            name,
+            b.number,
+            b.strategy,
+            b.ring_timeout_ms.unwrap_or(15_000),
+            b.wrap_up_ms.unwrap_or(0),
+            b.max_wait_ms,
+            b.max_len,
+            b.skill_fallback_ms,
+            b.announce_every_ms,
+            b.music_on_hold.as_deref().unwrap_or("tone"),
+            b.moh_prompt,
+            b.survey_prompt,
+            now_ms
+        ],
+    )
+    .map_err(sql(path, "insert queue"))
+    .map_err(store)?;
+    let id = conn.last_insert_rowid();
+    for (position, m) in b.members.iter().enumerate() {
+        let user: Option<i64> = conn
+            .query_row(
+                "SELECT id FROM users WHERE agent_id = ?1",
+                [&m.agent_id],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(sql(path, "find member"))
+            .map_err(store)?;
+        let Some(user) = user else {
+            return Err(crate::error::Error::Invalid {
+                entity: "queue",
+                key: name.to_owned(),
+                problems: vec![crate::error::FieldProblem {
+                    field: format!("members[{position}].agent_id"),
+                    message: format!("no user has agent ID {}", m.agent_id),
+                }],
+            });
+        };
+        conn.execute(
+            "INSERT INTO queue_members (queue_id, user_id, penalty, position) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (queue_id, user_id) DO UPDATE SET penalty = excluded.penalty",
+            params![id, user, m.penalty, position as i64],
+        )
+        .map_err(sql(path, "add member"))
+        .map_err(store)?;
+    }
+    for (event, o) in &b.overflow {
+        conn.execute(
+            "INSERT INTO queue_overflow (queue_id, event, kind, target) VALUES (?1, ?2, ?3, ?4)",
+            params![id, event, o.kind, o.target.as_deref().unwrap_or("")],
+        )
+        .map_err(sql(path, "add overflow"))
+        .map_err(store)?;
+    }
+    for v in &b.vip {
+        conn.execute(
+            "INSERT OR IGNORE INTO queue_vip (queue_id, pattern) VALUES (?1, ?2)",
+            params![id, v],
+        )
+        .map_err(sql(path, "add vip"))
+        .map_err(store)?;
+    }
+    // The call center as it would be: refused whole when it does not fit together.
+    if let Err(e) = load_config(conn, path) {
+        return Err(crate::error::Error::Invalid {
+            entity: "queue",
+            key: name.to_owned(),
+            problems: vec![crate::error::FieldProblem {
+                field: "queue".to_owned(),
+                message: e.to_string(),
+            }],
+        });
+    }
+    let row = list_queues(conn, path)
+        .map_err(store)?
+        .into_iter()
+        .find(|r| r.name == name)
+        .ok_or_else(|| crate::error::Error::NotFound {
+            entity: "queue",
+            key: name.to_owned(),
+        })?;
+    Ok((row, existing.is_none()))
+}
+
+/// Deletes the box's queue `name` (cascading to its members, overflow and VIPs).
+pub fn delete_local_queue(conn: &Connection, path: &Path, name: &str) -> crate::error::Result<()> {
+    let store = |e: StoreError| crate::error::Error::AcdStore(Box::new(e));
+    let revision: Option<i64> = conn
+        .query_row("SELECT revision FROM queues WHERE name = ?1", [name], |r| {
+            r.get(0)
+        })
+        .optional()
+        .map_err(sql(path, "read queue"))
+        .map_err(store)?;
+    match revision {
+        None => Err(crate::error::Error::NotFound {
+            entity: "queue",
+            key: name.to_owned(),
+        }),
+        Some(rev) if rev > 0 => Err(queue_conflict(name, "the queue is HQ's: delete it at HQ")),
+        Some(_) => {
+            conn.execute("DELETE FROM queues WHERE name = ?1", [name])
+                .map_err(sql(path, "delete queue"))
+                .map_err(store)?;
+            if let Err(e) = load_config(conn, path) {
+                return Err(queue_conflict(
+                    name,
+                    &format!("the call center would not fit together: {e}"),
+                ));
+            }
+            Ok(())
+        }
+    }
+}

@@ -33,6 +33,9 @@
 //! - **Screen pop and click-to-call**: `GET /api/v1/events` streams an agent's call
 //!   and state events (SSE); `POST /api/v1/calls` rings the caller's phone, then
 //!   dials (see `events`).
+//! - **Queues**: `/api/v1/queues` lists the call center's queues and creates, replaces
+//!   and deletes the box's own (see `queues`); the ACD takes a change without a
+//!   restart.
 //! - **Blacklist**: `/api/v1/blacklist` lists, adds and deletes caller-screening
 //!   entries and sets the mode (see `blacklist`).
 //! - **Customers**: `/api/v1/customers` (CRUD, filters, CSV import/export),
@@ -58,6 +61,7 @@ mod customers;
 mod events;
 mod handlers;
 pub mod openapi;
+pub mod queues;
 pub(crate) use handlers::run_force_sync;
 mod reports;
 pub mod session;
@@ -575,7 +579,8 @@ impl From<Error> for ApiError {
             | Error::RoleInUse { .. }
             | Error::RoleNameReserved { .. }
             | Error::BlacklistConflict { .. }
-            | Error::CustomerConflict { .. } => ApiError::new(StatusCode::CONFLICT, message),
+            | Error::CustomerConflict { .. }
+            | Error::QueueConflict { .. } => ApiError::new(StatusCode::CONFLICT, message),
             Error::Denied { .. } => ApiError::new(StatusCode::FORBIDDEN, message),
             other => {
                 tracing::error!(error = %other, "api request failed");
@@ -674,6 +679,14 @@ fn build(state: ApiState) -> (Router, Vec<(Method, &'static str)>) {
         Method::GET,
         "/api/v1/calls/active",
         crate::web::active_calls_json
+    );
+    route!(get, Method::GET, "/api/v1/queues", queues::list);
+    route!(put, Method::PUT, "/api/v1/queues/{name}", queues::put);
+    route!(
+        delete,
+        Method::DELETE,
+        "/api/v1/queues/{name}",
+        queues::delete
     );
     route!(get, Method::GET, "/api/v1/blacklist", blacklist::list);
     route!(post, Method::POST, "/api/v1/blacklist", blacklist::add);

@@ -56,6 +56,9 @@ const OPS: &[Op] = &[
     op("post", "/api/v1/ports/{port}/ring-test", "Ring an idle FXS phone for 6 s; audited as ring_test; 409 when the port is busy, 404 no such port, 400 FXO port", "diagnostics.operate (site)", None, "202", JSON),
     op("get", "/api/v1/sip", "SIP: the trunk registration (state, server, expiry, per-server health and last error) and every local SIP account's registered contacts (contact, source address, expiry, User-Agent); {configured: false} without [sip]", "diagnostics.view (site)", None, "200", JSON),
     op("get", "/api/v1/calls/active", "Calls in progress: parties, numbers (masked unless numbers.view covers the call), duration, and per SIP leg the codec, RTP packets, loss, jitter and MOS estimate", "diagnostics.view (site)", None, "200", JSON),
+    op("get", "/api/v1/queues", "The call center's queues: settings, members (agent ID, username, penalty), overflow rules, VIP patterns, source (hq or local)", "queues.view (site)", None, "200", JSON),
+    op("put", "/api/v1/queues/{name}", "Create (201) or replace (200) a queue made on the box; the whole call center is checked before it is kept; audited; the ACD is reconfigured without a restart; 409 for HQ's queues or a number in use", "queues.edit (site)", Some("Queue"), "200", JSON),
+    op("delete", "/api/v1/queues/{name}", "Delete a queue made on the box (callers already waiting stay until served); audited; 409 for HQ's queues", "queues.delete (site)", None, "204", NONE),
     op("get", "/api/v1/blacklist", "Caller screening: mode, default action and every entry (source hq or local, action, hits, last hit); patterns masked unless numbers.view (site)", "blacklist.view (site)", None, "200", JSON),
     op("post", "/api/v1/blacklist", "Add a local entry: a number, a prefix ending in *, or anonymous; audited; 409 when listed already", "blacklist.add (site)", Some("BlacklistEntry"), "201", JSON),
     op("get", "/api/v1/blacklist/mode", "The screening mode (deny: blacklist, allow: allowlist) and default action", "blacklist.view (site)", None, "200", JSON),
@@ -251,6 +254,7 @@ pub fn document() -> Value {
                 "ClickToCall": { "type": "object", "required": ["to"], "properties": {
                     "to": string, "from": string,
                 }},
+                "Queue": queue_schema(),
                 "BlacklistMode": { "type": "object", "required": ["mode"], "properties": {
                     "mode": { "type": "string", "enum": ["deny", "allow"] },
                     "default_action": { "type": "string", "enum": ["busy", "congestion", "reject"] },
@@ -312,4 +316,26 @@ fn sync_status_schema() -> Value {
         "live": { "type": "object", "nullable": true },
         "wan": { "type": "object", "nullable": true },
     }})
+}
+
+/// The body of `PUT /api/v1/queues/{name}` (its own function: the document's `json!`
+/// would pass the macro recursion limit).
+fn queue_schema() -> Value {
+    json!({ "type": "object", "required": ["number", "strategy"], "properties": {
+                    "number": { "type": "string", "pattern": "^[0-9]{2,6}$" },
+                    "strategy": { "type": "string", "enum": ["ring_all", "round_robin", "longest_idle", "fewest_calls", "skill_based"] },
+                    "ring_timeout_ms": { "type": "integer", "minimum": 1 },
+                    "wrap_up_ms": { "type": "integer", "minimum": 0 },
+                    "max_wait_ms": { "type": "integer", "minimum": 1 },
+                    "max_len": { "type": "integer", "minimum": 1 },
+                    "skill_fallback_ms": { "type": "integer", "minimum": 1 },
+                    "announce_every_ms": { "type": "integer", "minimum": 1 },
+                    "music_on_hold": { "type": "string", "enum": ["silence", "tone", "prompt"] },
+                    "moh_prompt": { "type": "string" },
+                    "survey_prompt": { "type": "string" },
+                    "members": { "type": "array", "items": { "type": "object", "required": ["agent_id"], "properties": {
+                        "agent_id": { "type": "string" }, "penalty": { "type": "integer", "minimum": 0, "maximum": 100 } } } },
+                    "overflow": { "type": "object", "additionalProperties": { "type": "object", "required": ["kind"], "properties": {
+                        "kind": { "type": "string", "enum": ["busy", "queue", "number", "voicemail"] }, "target": { "type": "string" } } } },
+                    "vip": { "type": "array", "items": { "type": "string" } } } })
 }

@@ -19,6 +19,7 @@ use crate::store::{ExtensionRow, Store};
 
 mod blacklist;
 mod customers;
+mod queues;
 
 const FAST: HashParams = HashParams {
     m_kib: 64,

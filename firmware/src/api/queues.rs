@@ -1,0 +1,205 @@
+//! `/api/v1/queues`: the call center's queues ([`crate::acd`]) on the box.
+//!
+//! - `GET /api/v1/queues` (`queues.view`, site): every queue with its settings,
+//!   members (agent ID, username, penalty, in offer order), overflow rules, VIP
+//!   patterns and whether HQ or the box owns it (`source`).
+//! - `PUT /api/v1/queues/{name}` (`queues.edit`, site): creates (201) or replaces
+//!   (200) a queue made on the box: `{number, strategy, ring_timeout_ms?,
+//!   wrap_up_ms?, max_wait_ms?, max_len?, skill_fallback_ms?, announce_every_ms?,
+//!   music_on_hold?, moh_prompt?, survey_prompt?, members?: [{agent_id, penalty?}],
+//!   overflow?: {full|max_wait|no_agents: {kind: busy|queue|number|voicemail,
+//!   target?}}, vip?: [pattern]}`. A queue HQ syncs down is HQ's to change: 409.
+//! - `DELETE /api/v1/queues/{name}` (`queues.delete`, site): removes a queue made on
+//!   the box (409 for HQ's, 404 for none). Callers already waiting in it stay until
+//!   served or gone (see [`crate::acd::Acd::reconfigure`]).
+//!
+//! A change is checked whole before it is kept: the fields one by one (a 400 naming
+//! each bad field), then the call center as it would be with the change
+//! ([`crate::acd::store::load_config`] in the same transaction: an unknown agent ID, an
+//! overflow to a queue that does not exist, a number another queue has), so a refused
+//! change writes nothing. Every change is audited (resource `queues`) and, once
+//! committed, has the daemon reconfigure the ACD while calls go on
+//! (`StoreWriter::notify_acd_changed`).
+
+use std::collections::BTreeMap;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::{ApiError, ApiState, Authed};
+
+use crate::acd::store::{self, LocalQueue};
+use crate::error::Result;
+use crate::rbac::{Action, Resource, Target};
+
+type ApiResult<T = Response> = std::result::Result<T, ApiError>;
+
+/// A member in a request body.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemberBody {
+    /// The agent's ID (work number).
+    pub agent_id: String,
+    /// 0 (rung first) to 100.
+    #[serde(default)]
+    pub penalty: u32,
+}
+
+/// An overflow rule in a request body.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OverflowBody {
+    /// `busy`, `queue`, `number` or `voicemail`.
+    pub kind: String,
+    /// The queue name, number or mailbox (none for `busy`).
+    #[serde(default)]
+    pub target: Option<String>,
+}
+
+/// The body of `PUT /api/v1/queues/{name}`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueBody {
+    /// The number callers dial (2 to 6 digits).
+    pub number: String,
+    /// `ring_all`, `round_robin`, `longest_idle`, `fewest_calls` or `skill_based`.
+    pub strategy: String,
+    /// How long one agent rings (default 15 s).
+    #[serde(default)]
+    pub ring_timeout_ms: Option<i64>,
+    /// After-call work (default none).
+    #[serde(default)]
+    pub wrap_up_ms: Option<i64>,
+    /// Longest wait before the `max_wait` overflow.
+    #[serde(default)]
+    pub max_wait_ms: Option<i64>,
+    /// Most callers waiting before the `full` overflow.
+    #[serde(default)]
+    pub max_len: Option<i64>,
+    /// Skill-based: any agent after this long.
+    #[serde(default)]
+    pub skill_fallback_ms: Option<i64>,
+    /// Position announcements this often.
+    #[serde(default)]
+    pub announce_every_ms: Option<i64>,
+    /// `silence`, `tone` (default) or `prompt`.
+    #[serde(default)]
+    pub music_on_hold: Option<String>,
+    /// The music prompt, with `prompt`.
+    #[serde(default)]
+    pub moh_prompt: Option<String>,
+    /// The post-call survey's prompt.
+    #[serde(default)]
+    pub survey_prompt: Option<String>,
+    /// Members in offer order.
+    #[serde(default)]
+    pub members: Vec<MemberBody>,
+    /// Overflow rules by event.
+    #[serde(default)]
+    pub overflow: BTreeMap<String, OverflowBody>,
+    /// Callers who jump the queue: numbers or prefixes ending in `*`.
+    #[serde(default)]
+    pub vip: Vec<String>,
+}
+
+fn body<T>(b: std::result::Result<Json<T>, JsonRejection>) -> ApiResult<T> {
+    b.map(|Json(t)| t)
+        .map_err(|e| ApiError::invalid("body", e.body_text()))
+}
+
+async fn require(state: &ApiState, who: &Authed, action: Action, name: &str) -> ApiResult<()> {
+    state
+        .require(
+            &state.reader()?,
+            who,
+            Resource::Queues,
+            action,
+            &Target::Site,
+            name,
+        )
+        .await?;
+    Ok(())
+}
+
+/// [`super::audited_change`] for queues, then the ACD's reconfiguration.
+async fn audited<T, F>(
+    state: &ApiState,
+    who: &Authed,
+    action: &'static str,
+    name: String,
+    job: F,
+) -> Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce(&rusqlite::Connection, &std::path::Path) -> Result<(T, String, serde_json::Value)>
+        + Send
+        + 'static,
+{
+    let result = super::audited_change(
+        state,
+        who,
+        (Resource::Queues, "queue change"),
+        action,
+        name,
+        job,
+    )
+    .await;
+    if result.is_ok() {
+        state.accounts().writer().notify_acd_changed();
+    }
+    result
+}
+
+pub(super) async fn list(State(state): State<ApiState>, who: Authed) -> ApiResult {
+    require(&state, &who, Action::View, "*").await?;
+    let reader = state.reader()?;
+    let queues = store::list_queues(reader.connection(), reader.path())
+        .map_err(|e| crate::error::Error::AcdStore(Box::new(e)))?;
+    Ok(Json(json!({ "queues": queues })).into_response())
+}
+
+pub(super) async fn put(
+    State(state): State<ApiState>,
+    who: Authed,
+    Path(name): Path<String>,
+    b: std::result::Result<Json<QueueBody>, JsonRejection>,
+) -> ApiResult {
+    let new = body(b)?;
+    require(&state, &who, Action::Edit, &name).await?;
+    let now = state.now();
+    let hint = name.clone();
+    let (row, created) = audited(&state, &who, "update", hint, move |tx, path| {
+        let local = LocalQueue::check(&name, &new)?;
+        let (row, created) = store::put_local_queue(tx, path, &local, now)?;
+        let detail = json!({ "queue": &row, "created": created });
+        Ok(((row, created), name, detail))
+    })
+    .await?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(row)).into_response())
+}
+
+pub(super) async fn delete(
+    State(state): State<ApiState>,
+    who: Authed,
+    Path(name): Path<String>,
+) -> ApiResult {
+    require(&state, &who, Action::Delete, &name).await?;
+    let hint = name.clone();
+    audited(&state, &who, "delete", hint, move |tx, path| {
+        store::delete_local_queue(tx, path, &name)?;
+        let detail = json!({ "queue": &name });
+        Ok(((), name, detail))
+    })
+    .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
