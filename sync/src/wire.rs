@@ -399,13 +399,13 @@ pub struct Cdr {
     pub queue: Option<CdrQueue>,
     /// Why the box's caller screening (blacklist / allowlist) blocked the call, for
     /// a call it blocked. Absent (and left out of the JSON) for every other call, so
-    /// HQs that predate it still take the record. Not in [`Cdr::FIELDS`] (HQ keeps
-    /// such a record's JSON whole).
+    /// HQs that predate it still take the record. HQ projects it into
+    /// `cdrs.blocked_mode`, `blocked_action` and `blocked_pattern` (HQ schema 6).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub blocked: Option<CdrBlocked>,
     /// The score (1-5) the caller keyed in the post-call survey of a queue call.
     /// Absent (and left out of the JSON) when no survey was asked or none was keyed.
-    /// Not in [`Cdr::FIELDS`] (HQ keeps such a record's JSON whole).
+    /// HQ projects it into `cdrs.survey_score` (HQ schema 6).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub survey_score: Option<u8>,
 }
@@ -434,6 +434,25 @@ pub enum CdrBlockedMode {
     Allow,
 }
 
+impl CdrBlockedMode {
+    /// The name on the wire and in HQ's `cdrs.blocked_mode`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Deny => "deny",
+            Self::Allow => "allow",
+        }
+    }
+
+    /// The mode called `name`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "deny" => Some(Self::Deny),
+            "allow" => Some(Self::Allow),
+            _ => None,
+        }
+    }
+}
+
 /// What a blocked caller got, on a [`CdrBlocked`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -444,6 +463,27 @@ pub enum CdrBlockedAction {
     Congestion,
     /// Refused (SIP 403; an FXO call is not answered).
     Reject,
+}
+
+impl CdrBlockedAction {
+    /// The name on the wire and in HQ's `cdrs.blocked_action`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Busy => "busy",
+            Self::Congestion => "congestion",
+            Self::Reject => "reject",
+        }
+    }
+
+    /// The action called `name`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "busy" => Some(Self::Busy),
+            "congestion" => Some(Self::Congestion),
+            "reject" => Some(Self::Reject),
+            _ => None,
+        }
+    }
 }
 
 /// The call-center part of a [`Cdr`].
@@ -503,7 +543,7 @@ pub struct CdrTransferHop {
 impl Cdr {
     /// Every field name of the JSON form. A payload with only these keys is held whole
     /// by HQ's `cdrs` projection, so HQ need not keep the JSON as well.
-    pub const FIELDS: [&'static str; 17] = [
+    pub const FIELDS: [&'static str; 19] = [
         "call_id",
         "direction",
         "caller",
@@ -521,6 +561,8 @@ impl Cdr {
         "callee_quality",
         "transfer_chain",
         "queue",
+        "blocked",
+        "survey_score",
     ];
 
     /// Whole call length in milliseconds.

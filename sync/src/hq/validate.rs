@@ -711,9 +711,14 @@ mod tests {
             (q.queue.as_str(), q.agent.as_deref(), q.wait_ms),
             ("sales", Some("100"), 4200)
         );
+        // A survey score is projected too (HQ schema 6).
+        let mut scored = cdr(serde_json::Value::Null);
+        scored["survey_score"] = 4.into();
+        let valid = validate_batch(batch_with(scored), "box-1").expect("scored CDR");
+        assert_eq!(valid.records[0].stored_payload(), None);
         // A field a newer firmware adds keeps the JSON again.
         let mut newer = cdr(serde_json::Value::Null);
-        newer["survey_score"] = 4.into();
+        newer["hold_ms"] = 4.into();
         let valid = validate_batch(batch_with(newer), "box-1").expect("newer CDR");
         assert!(valid.records[0].stored_payload().is_some());
     }
@@ -852,7 +857,7 @@ mod tests {
     }
 
     #[test]
-    fn a_blocked_cdr_is_kept_whole_and_bad_blocked_fields_are_refused() {
+    fn a_blocked_cdr_is_projected_and_bad_blocked_fields_are_refused() {
         let blocked = |b: serde_json::Value| {
             let mut v = cdr(serde_json::Value::Null);
             v["disposition"] = "busy".into();
@@ -862,8 +867,13 @@ mod tests {
         };
         let ok = serde_json::json!({ "mode": "deny", "action": "reject", "pattern": "0900*" });
         let valid = validate_batch(batch_with(blocked(ok)), "box-1").expect("blocked CDR");
-        let kept = valid.records[0].stored_payload().expect("payload kept");
-        assert!(kept.contains("\"pattern\":\"0900*\""), "{kept}");
+        // HQ schema 6 projects it: no JSON kept.
+        assert_eq!(valid.records[0].stored_payload(), None);
+        let TypedPayload::Cdr(c) = &valid.records[0].typed else {
+            panic!("not a CDR");
+        };
+        let b = c.blocked.as_ref().expect("blocked");
+        assert_eq!(b.pattern.as_deref(), Some("0900*"));
         let allow = serde_json::json!({ "mode": "allow", "action": "busy", "pattern": null });
         validate_batch(batch_with(blocked(allow)), "box-1").expect("allowlist block");
         for bad in [

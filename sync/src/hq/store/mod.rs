@@ -23,8 +23,8 @@ use serde::{Deserialize, Serialize};
 use crate::hq::validate::ValidBatch;
 use crate::hq::Result;
 use crate::wire::{
-    AgentStateName, AgentStateRecord, CdrLegQuality, CdrQueue, CdrTransferHop, Change, Conflict,
-    EditOp, Entity, EntityEdit, EntityKind, FilePolicy,
+    AgentStateName, AgentStateRecord, CdrBlocked, CdrBlockedAction, CdrBlockedMode, CdrLegQuality,
+    CdrQueue, CdrTransferHop, Change, Conflict, EditOp, Entity, EntityEdit, EntityKind, FilePolicy,
 };
 
 /// A site (a branch office).
@@ -183,6 +183,31 @@ pub struct CdrRow {
     pub transfer_chain: Vec<CdrTransferHop>,
     /// The call-center queue, agent and wait, when the call was queued.
     pub queue: Option<CdrQueue>,
+    /// Why caller screening blocked the call, for a blocked call.
+    pub blocked: Option<CdrBlocked>,
+    /// The caller's post-call survey score, 1-5.
+    pub survey_score: Option<u8>,
+}
+
+/// A CDR's `blocked` part from its three columns (`None` for a call not blocked, or
+/// columns HQ cannot read back).
+pub(crate) fn blocked_of(
+    mode: Option<String>,
+    action: Option<String>,
+    pattern: Option<String>,
+) -> Option<CdrBlocked> {
+    Some(CdrBlocked {
+        mode: CdrBlockedMode::from_name(mode.as_deref()?)?,
+        action: CdrBlockedAction::from_name(action.as_deref()?)?,
+        pattern,
+    })
+}
+
+/// A survey score column as the wire's (1-5; anything else is dropped).
+pub(crate) fn score_of(score: Option<i64>) -> Option<u8> {
+    score
+        .and_then(|s| u8::try_from(s).ok())
+        .filter(|s| (1..=5).contains(s))
 }
 
 /// A CDR's queue part from its three columns (`None` without a queue).

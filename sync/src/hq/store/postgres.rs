@@ -87,7 +87,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     ),
     (
         6,
-        include_str!("../../../migrations/postgres/0006_dispositions.sql"),
+        include_str!("../../../migrations/postgres/0006_call_center_results.sql"),
     ),
 ];
 
@@ -101,11 +101,12 @@ const CREATE_STAGE: &str = "CREATE TEMP TABLE IF NOT EXISTS ingest_stage (
     disposition TEXT, hangup_side TEXT, caller_sip_call_id TEXT, callee_sip_call_id TEXT,
     caller_loss_percent FLOAT8, caller_jitter_ms FLOAT8, caller_mos FLOAT8,
     callee_loss_percent FLOAT8, callee_jitter_ms FLOAT8, callee_mos FLOAT8,
-    transfer_chain TEXT, queue TEXT, agent_id TEXT, queue_wait_ms BIGINT
+    transfer_chain TEXT, queue TEXT, agent_id TEXT, queue_wait_ms BIGINT,
+    blocked_mode TEXT, blocked_action TEXT, blocked_pattern TEXT, survey_score BIGINT
 ) ON COMMIT DELETE ROWS";
 
 /// Column types of `ingest_stage`, in order, for the binary COPY.
-const STAGE_TYPES: [Type; 28] = [
+const STAGE_TYPES: [Type; 32] = [
     Type::INT8,
     Type::TEXT,
     Type::TEXT,
@@ -130,6 +131,10 @@ const STAGE_TYPES: [Type; 28] = [
     Type::FLOAT8,
     Type::FLOAT8,
     Type::FLOAT8,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::INT8,
     Type::TEXT,
     Type::TEXT,
     Type::TEXT,
@@ -931,7 +936,8 @@ impl HqStore for PostgresStore {
                         caller_sip_call_id, callee_sip_call_id,
                         caller_loss_percent, caller_jitter_ms, caller_mos,
                         callee_loss_percent, callee_jitter_ms, callee_mos, transfer_chain,
-                        queue, agent_id, queue_wait_ms
+                        queue, agent_id, queue_wait_ms, blocked_mode, blocked_action,
+                        blocked_pattern, survey_score
                  FROM cdrs
                  WHERE ($1::text IS NULL OR site = $1) AND ($2::text IS NULL OR box = $2)
                    AND ($3::int8 IS NULL OR started_at_ms >= $3) AND ($4::int8 IS NULL OR started_at_ms < $4)
@@ -972,6 +978,8 @@ impl HqStore for PostgresStore {
                 callee_quality: super::quality_of([r.get(19), r.get(20), r.get(21)]),
                 transfer_chain: super::transfer_chain_of(r.get(22)),
                 queue: super::queue_of(r.get(23), r.get(24), r.get(25)),
+                blocked: super::blocked_of(r.get(26), r.get(27), r.get(28)),
+                survey_score: super::score_of(r.get(29)),
             })
             .collect())
     }
@@ -1113,13 +1121,15 @@ async fn ingest(
                          disposition, hangup_side, caller_sip_call_id, callee_sip_call_id,
                          caller_loss_percent, caller_jitter_ms, caller_mos,
                          callee_loss_percent, callee_jitter_ms, callee_mos, transfer_chain,
-                         queue, agent_id, queue_wait_ms)
+                         queue, agent_id, queue_wait_ms, blocked_mode, blocked_action,
+                         blocked_pattern, survey_score)
                      SELECT $3, $4, $5, s.seq, s.call_id, s.direction, s.caller, s.caller_port,
                          s.callee, s.callee_port, s.started_at_ms, s.answered_at_ms, s.ended_at_ms,
                          s.disposition, s.hangup_side, s.caller_sip_call_id, s.callee_sip_call_id,
                          s.caller_loss_percent, s.caller_jitter_ms, s.caller_mos,
                          s.callee_loss_percent, s.callee_jitter_ms, s.callee_mos, s.transfer_chain,
-                         s.queue, s.agent_id, s.queue_wait_ms
+                         s.queue, s.agent_id, s.queue_wait_ms, s.blocked_mode, s.blocked_action,
+                         s.blocked_pattern, s.survey_score
                      FROM ingest_stage s JOIN new n ON n.seq = s.seq
                      WHERE s.kind = 'cdr'
                      ORDER BY s.seq
@@ -1244,7 +1254,8 @@ async fn stage(tx: &Transaction<'_>, batch: &ValidBatch) -> Result<()> {
                  disposition, hangup_side, caller_sip_call_id, callee_sip_call_id,
                  caller_loss_percent, caller_jitter_ms, caller_mos,
                  callee_loss_percent, callee_jitter_ms, callee_mos, transfer_chain,
-                 queue, agent_id, queue_wait_ms)
+                 queue, agent_id, queue_wait_ms, blocked_mode, blocked_action, blocked_pattern,
+                 survey_score)
              FROM STDIN BINARY",
         )
         .await
@@ -1270,7 +1281,9 @@ async fn stage(tx: &Transaction<'_>, batch: &ValidBatch) -> Result<()> {
         ];
         let chain = cdr.and_then(|c| super::transfer_chain_json(&c.transfer_chain));
         let queue = cdr.and_then(|c| c.queue.as_ref());
-        let row: [&(dyn ToSql + Sync); 28] = [
+        let blocked = cdr.and_then(|c| c.blocked.as_ref());
+        let score = cdr.and_then(|c| c.survey_score).map(i64::from);
+        let row: [&(dyn ToSql + Sync); 32] = [
             &r.seq,
             &r.kind.as_str(),
             &r.key,
@@ -1299,6 +1312,10 @@ async fn stage(tx: &Transaction<'_>, batch: &ValidBatch) -> Result<()> {
             &queue.map(|q| q.queue.as_str()),
             &queue.and_then(|q| q.agent.as_deref()),
             &queue.map(|q| q.wait_ms),
+            &blocked.map(|b| b.mode.as_str()),
+            &blocked.map(|b| b.action.as_str()),
+            &blocked.and_then(|b| b.pattern.as_deref()),
+            &score,
         ];
         writer
             .as_mut()

@@ -45,7 +45,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     ),
     (
         6,
-        include_str!("../../../migrations/sqlite/0006_dispositions.sql"),
+        include_str!("../../../migrations/sqlite/0006_call_center_results.sql"),
     ),
 ];
 
@@ -803,7 +803,8 @@ impl HqStore for SqliteStore {
                             hangup_side, caller_sip_call_id, callee_sip_call_id,
                             caller_loss_percent, caller_jitter_ms, caller_mos,
                             callee_loss_percent, callee_jitter_ms, callee_mos, transfer_chain,
-                            queue, agent_id, queue_wait_ms
+                            queue, agent_id, queue_wait_ms, blocked_mode, blocked_action,
+                            blocked_pattern, survey_score
                      FROM cdrs
                      WHERE (?1 IS NULL OR site = ?1) AND (?2 IS NULL OR box = ?2)
                        AND (?3 IS NULL OR started_at_ms >= ?3) AND (?4 IS NULL OR started_at_ms < ?4)
@@ -844,6 +845,8 @@ impl HqStore for SqliteStore {
                             callee_quality: super::quality_of([r.get(19)?, r.get(20)?, r.get(21)?]),
                             transfer_chain: super::transfer_chain_of(r.get(22)?),
                             queue: super::queue_of(r.get(23)?, r.get(24)?, r.get(25)?),
+                            blocked: super::blocked_of(r.get(26)?, r.get(27)?, r.get(28)?),
+                            survey_score: super::score_of(r.get(29)?),
                         })
                     },
                 )
@@ -1028,9 +1031,11 @@ fn ingest(
                          disposition, hangup_side, caller_sip_call_id, callee_sip_call_id,
                          caller_loss_percent, caller_jitter_ms, caller_mos,
                          callee_loss_percent, callee_jitter_ms, callee_mos, transfer_chain,
-                         queue, agent_id, queue_wait_ms)
+                         queue, agent_id, queue_wait_ms, blocked_mode, blocked_action,
+                         blocked_pattern, survey_score)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15,
-                         ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27)",
+                         ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29,
+                         ?30, ?31)",
                 )
                 .and_then(|mut s| {
                     s.execute(params![
@@ -1060,7 +1065,11 @@ fn ingest(
                         super::transfer_chain_json(&c.transfer_chain),
                         c.queue.as_ref().map(|q| q.queue.as_str()),
                         c.queue.as_ref().and_then(|q| q.agent.as_deref()),
-                        c.queue.as_ref().map(|q| q.wait_ms)
+                        c.queue.as_ref().map(|q| q.wait_ms),
+                        c.blocked.as_ref().map(|b| b.mode.as_str()),
+                        c.blocked.as_ref().map(|b| b.action.as_str()),
+                        c.blocked.as_ref().and_then(|b| b.pattern.as_deref()),
+                        c.survey_score
                     ])
                 })
                 .map_err(sql("insert cdr"))?;
