@@ -637,3 +637,136 @@ pub(super) async fn delete_type(
     .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
+
+/// How many service records `GET /api/v1/customers/{id}/service-records` lists (the
+/// newest first), unless `?limit=` asks for fewer.
+const SERVICE_RECORDS_LIMIT: usize = 100;
+
+/// `?limit=` of the service records.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct HistoryQuery {
+    limit: Option<usize>,
+}
+
+/// `GET /api/v1/customers/{id}/service-records` (`contacts.view` on the customer):
+/// the customer's calls, newest first, with notes, disposition and recording; the
+/// numbers masked like the customer's.
+pub(super) async fn service_records(
+    State(state): State<ApiState>,
+    who: Authed,
+    Path(id): Path<i64>,
+    query: std::result::Result<
+        axum::extract::Query<HistoryQuery>,
+        axum::extract::rejection::QueryRejection,
+    >,
+) -> ApiResult {
+    let query = query.map_err(|e| ApiError::invalid("query", e.body_text()))?;
+    let limit = match query.limit {
+        None => SERVICE_RECORDS_LIMIT,
+        Some(n @ 1..=SERVICE_RECORDS_LIMIT) => n,
+        Some(n) => {
+            return Err(ApiError::invalid(
+                "limit",
+                format!("{n}: must be 1 to {SERVICE_RECORDS_LIMIT}"),
+            ))
+        }
+    };
+    let (reader, row) = load(&state, id)?;
+    let authz = state
+        .require(
+            &reader,
+            &who,
+            Resource::Contacts,
+            Action::View,
+            &row.target(),
+            &id.to_string(),
+        )
+        .await?;
+    let unmasked = unmask(&authz, &who, &row);
+    let records: Vec<_> =
+        crate::customers::service::for_customer(reader.connection(), reader.path(), id, limit)?
+            .into_iter()
+            .map(|mut r| {
+                r.number = state.mask_pattern().present_number(&r.number, unmasked);
+                r
+            })
+            .collect();
+    Ok(Json(json!({ "customer": id, "records": records })).into_response())
+}
+
+/// The body of `POST /api/v1/calls/{call_id}/notes`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct NoteBody {
+    text: String,
+}
+
+/// `POST /api/v1/calls/{call_id}/notes` (`calls.operate`): adds a note to a call, while
+/// it goes on or after. A call with a service record checks the record's owner (an
+/// agent adds notes to their own calls); a call without one yet (still going on) needs
+/// `calls.operate` at any scope. 201 with the note; audited.
+pub(super) async fn add_note(
+    State(state): State<ApiState>,
+    who: Authed,
+    Path(call_id): Path<String>,
+    b: std::result::Result<Json<NoteBody>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult {
+    let Json(body) = b.map_err(|e| ApiError::invalid("body", e.body_text()))?;
+    let reader = state.reader()?;
+    let owner =
+        crate::customers::service::owner_of_call(reader.connection(), reader.path(), &call_id)?;
+    let target = match owner {
+        Some(owner) => {
+            let owner = owner.map(crate::rbac::UserId);
+            let groups = match owner {
+                Some(u) => reader
+                    .connection()
+                    .prepare_cached("SELECT group_id FROM group_members WHERE user_id = ?1")
+                    .and_then(|mut s| {
+                        s.query_map([u.0], |r| r.get(0).map(crate::rbac::GroupId))?
+                            .collect::<rusqlite::Result<Vec<_>>>()
+                    })
+                    .map_err(|source| crate::error::Error::Sqlite {
+                        path: reader.path().to_owned(),
+                        op: "read the call owner's groups",
+                        source,
+                    })?,
+                None => Vec::new(),
+            };
+            Target::Owned { owner, groups }
+        }
+        // Not recorded yet (the call goes on): the caller's own call for all the box
+        // can tell.
+        None => Target::Owned {
+            owner: Some(who.subject.user_id),
+            groups: who.subject.groups.clone(),
+        },
+    };
+    state
+        .require(
+            &reader,
+            &who,
+            Resource::Calls,
+            Action::Operate,
+            &target,
+            &call_id,
+        )
+        .await?;
+    let (author, now) = (who.subject.username.clone(), state.now());
+    let note = super::audited_change(
+        &state,
+        &who,
+        (Resource::Calls, "call note"),
+        "update",
+        call_id.clone(),
+        move |tx, path| {
+            let note =
+                crate::customers::service::add_note(tx, path, &call_id, &author, &body.text, now)?;
+            let detail = json!({ "call_id": &call_id, "note": &note });
+            Ok((note, call_id, detail))
+        },
+    )
+    .await?;
+    Ok((StatusCode::CREATED, Json(note)).into_response())
+}

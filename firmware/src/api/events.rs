@@ -16,7 +16,8 @@
 //! then (a disabled user's stream ends; a role that lost the grant stops receiving),
 //! and its caller number is masked by the rules of `/api/v1/cdrs` (unmasked for an
 //! extension, or with `numbers.view` over the agent's record). `contact` is the caller's customer record (name,
-//! type, owner; [`contact_for`]) when the subscriber may view it, else null. The stream sends
+//! type, owner, and its last three service records with their notes and dispositions,
+//! `history`; [`contact_for`]) when the subscriber may view it, else null. The stream sends
 //! a keep-alive comment every [`KEEP_ALIVE`] and ends when the session does (logout,
 //! expiry); an open stream counts as activity for the session's idle timeout. A
 //! stream that falls more than [`crate::screen_pop::EVENT_BUFFER`] events behind gets
@@ -176,6 +177,30 @@ fn contact_for(
     {
         return None;
     }
+    // The customer's last calls, so the agent sees the history as the phone rings.
+    let history: Vec<Value> = crate::customers::service::for_customer(
+        reader.connection(),
+        reader.path(),
+        m.id,
+        SCREEN_POP_HISTORY,
+    )
+    .map_err(|e| tracing::warn!(error = %e, "service records not read for the screen pop"))
+    .unwrap_or_default()
+    .into_iter()
+    .map(|r| {
+        json!({
+            "call_id": r.call_id,
+            "started_at_ms": r.started_at_ms,
+            "direction": r.direction,
+            "agent_id": r.agent_id,
+            "user": r.user,
+            "talk_ms": r.talk_ms,
+            "outcome": r.outcome,
+            "disposition": r.disposition,
+            "notes": r.notes,
+        })
+    })
+    .collect();
     Some(json!({
         "id": m.id,
         "name": m.name,
@@ -183,8 +208,12 @@ fn contact_for(
         "type_name": m.type_name,
         "owner": m.owner,
         "owner_group": m.owner_group,
+        "history": history,
     }))
 }
+
+/// How many of the customer's last service records a screen pop carries.
+const SCREEN_POP_HISTORY: usize = 3;
 
 /// `GET /api/v1/events`: see the module docs.
 pub(super) async fn events(

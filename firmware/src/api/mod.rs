@@ -767,6 +767,18 @@ fn build(state: ApiState) -> (Router, Vec<(Method, &'static str)>) {
     route!(
         get,
         Method::GET,
+        "/api/v1/customers/{id}/service-records",
+        customers::service_records
+    );
+    route!(
+        post,
+        Method::POST,
+        "/api/v1/calls/{call_id}/notes",
+        customers::add_note
+    );
+    route!(
+        get,
+        Method::GET,
         "/api/v1/customer-types",
         customers::list_types
     );

@@ -56,6 +56,8 @@ const OPS: &[Op] = &[
     op("post", "/api/v1/ports/{port}/ring-test", "Ring an idle FXS phone for 6 s; audited as ring_test; 409 when the port is busy, 404 no such port, 400 FXO port", "diagnostics.operate (site)", None, "202", JSON),
     op("get", "/api/v1/sip", "SIP: the trunk registration (state, server, expiry, per-server health and last error) and every local SIP account's registered contacts (contact, source address, expiry, User-Agent); {configured: false} without [sip]", "diagnostics.view (site)", None, "200", JSON),
     op("get", "/api/v1/calls/active", "Calls in progress: parties, numbers (masked unless numbers.view covers the call), duration, and per SIP leg the codec, RTP packets, loss, jitter and MOS estimate", "diagnostics.view (site)", None, "200", JSON),
+    op("get", "/api/v1/customers/{id}/service-records", "The customer's calls (service records), newest first, with notes, the wrap-up disposition and the recording id; limit (1-100); numbers masked like the customer's", "contacts.view (on the customer)", None, "200", JSON),
+    op("post", "/api/v1/calls/{call_id}/notes", "Add a note to a call, while it goes on or after; audited", "calls.operate (own: the call's service record owner)", Some("CallNote"), "201", JSON),
     op("get", "/api/v1/queues", "The call center's queues: settings, members (agent ID, username, penalty), overflow rules, VIP patterns, source (hq or local)", "queues.view (site)", None, "200", JSON),
     op("put", "/api/v1/queues/{name}", "Create (201) or replace (200) a queue made on the box; the whole call center is checked before it is kept; audited; the ACD is reconfigured without a restart; 409 for HQ's queues or a number in use", "queues.edit (site)", Some("Queue"), "200", JSON),
     op("delete", "/api/v1/queues/{name}", "Delete a queue made on the box (callers already waiting stay until served); audited; 409 for HQ's queues", "queues.delete (site)", None, "204", NONE),
@@ -255,6 +257,7 @@ pub fn document() -> Value {
                     "to": string, "from": string,
                 }},
                 "Queue": queue_schema(),
+                "CallNote": note_schema(),
                 "BlacklistMode": { "type": "object", "required": ["mode"], "properties": {
                     "mode": { "type": "string", "enum": ["deny", "allow"] },
                     "default_action": { "type": "string", "enum": ["busy", "congestion", "reject"] },
@@ -338,4 +341,10 @@ fn queue_schema() -> Value {
                     "overflow": { "type": "object", "additionalProperties": { "type": "object", "required": ["kind"], "properties": {
                         "kind": { "type": "string", "enum": ["busy", "queue", "number", "voicemail"] }, "target": { "type": "string" } } } },
                     "vip": { "type": "array", "items": { "type": "string" } } } })
+}
+
+/// The body of `POST /api/v1/calls/{call_id}/notes`.
+fn note_schema() -> Value {
+    json!({ "type": "object", "required": ["text"], "properties": {
+        "text": { "type": "string", "minLength": 1, "maxLength": 4000 } } })
 }

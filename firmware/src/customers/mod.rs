@@ -4,8 +4,9 @@
 //! This module is the sans-IO part: it checks what a person or a CSV file gives
 //! against the site's schema (custom field definitions and customer types) and turns
 //! it into canonical values, with no database in sight. [`store`] keeps them in SQLite
-//! (migration 0012), [`csv`] imports and exports them, and [`lookup_by_number`] finds
-//! the customer of a calling number for call control (caller-ID names, screen pops).
+//! (migration 0012), [`csv`] imports and exports them, [`lookup_by_number`] finds
+//! the customer of a calling number for call control (caller-ID names, screen pops),
+//! and [`service`] keeps each customer's calls (service records and notes).
 //!
 //! - **Numbers** ([`normalize_number`]): spaces, `-`, `.`, `(` and `)` are dropped; what
 //!   is left must be 1 to [`MAX_NUMBER_DIGITS`] digits with an optional leading `+`.
@@ -30,6 +31,7 @@
 //! must supply it at their next edit.
 
 pub mod csv;
+pub mod service;
 pub mod store;
 #[cfg(test)]
 mod tests;

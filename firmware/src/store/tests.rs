@@ -81,6 +81,7 @@ fn migrations_apply_and_reopen_is_idempotent() {
             "blacklist",
             "blacklist_settings",
             "box_state",
+            "call_notes",
             "cdr_dispositions",
             "cdrs",
             "customer_field_values",
@@ -104,6 +105,7 @@ fn migrations_apply_and_reopen_is_idempotent() {
             "recordings",
             "role_permissions",
             "roles",
+            "service_records",
             "sync_state",
             "user_roles",
             "users"

@@ -367,7 +367,7 @@ impl Writer<'_> {
             .map(|b| enum_text(&b.action, call_id))
             .transpose()?;
 
-        let tx = self
+        let mut tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(sql(path, "begin"))?;
@@ -431,6 +431,22 @@ impl Writer<'_> {
         )
         .map_err(sql(path, "insert cdr outbox row"))?;
         let seq = tx.last_insert_rowid();
+        // The customer's service record goes with the CDR; a failure there is logged
+        // and never costs the CDR (its savepoint is rolled back alone).
+        match tx.savepoint() {
+            Ok(mut sp) => match crate::customers::service::record_call(&sp, path, cdr) {
+                Ok(_) => {
+                    if let Err(e) = sp.commit() {
+                        tracing::warn!(call_id, error = %e, "service record not written");
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(call_id, error = %e, "service record not written");
+                    let _ = sp.rollback();
+                }
+            },
+            Err(e) => tracing::warn!(call_id, error = %e, "service record not written"),
+        }
         tx.commit().map_err(sql(path, "commit cdr"))?;
         Ok(seq)
     }

@@ -802,3 +802,135 @@ async fn hqs_contacts_are_read_only_on_the_box() {
     let r = env.get(&format!("/api/v1/customers/{id}"), &admin).await;
     assert_eq!(r.json()["name"], "HQ Contact");
 }
+
+#[tokio::test]
+async fn service_records_and_call_notes_follow_the_customer_and_the_calls_owner() {
+    let env = env().await;
+    env.user("ada", &["admin"], None).await;
+    env.user("olga", &["agent"], Some("101")).await;
+    env.user("pete", &["agent"], Some("102")).await;
+    let admin = env.login("ada").await;
+    let r = env
+        .write(
+            Method::POST,
+            "/api/v1/customers",
+            &admin,
+            json!({ "name": "Acme Ltd", "numbers": ["+49 30 1234567"], "owner": "olga" }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let id = r.json()["id"].as_i64().expect("id");
+    // Olga, on the call (no CDR yet), notes it; then the call's CDR is stored.
+    let olga = env.login("olga").await;
+    let r = env
+        .write(
+            Method::POST,
+            "/api/v1/calls/c-77/notes",
+            &olga,
+            json!({ "text": "wants a callback" }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    assert_eq!(r.json()["author"], "olga");
+    let mut cdr = crate::cdr::Cdr {
+        call_id: "c-77".into(),
+        direction: crate::cdr::Direction::Inbound,
+        caller: "+49301234567".into(),
+        caller_port: None,
+        callee: "101".into(),
+        callee_port: Some(1),
+        started_at_ms: T0,
+        answered_at_ms: Some(T0 + 2_000),
+        ended_at_ms: T0 + 32_000,
+        disposition: crate::cdr::Disposition::Answered,
+        hangup_side: crate::cdr::HangupSide::Caller,
+        caller_sip_call_id: None,
+        callee_sip_call_id: None,
+        caller_quality: None,
+        callee_quality: None,
+        transfer_chain: Vec::new(),
+        queue: None,
+        blocked: None,
+        survey_score: None,
+    };
+    env.accounts
+        .writer()
+        .insert_cdr(cdr.clone())
+        .await
+        .expect("cdr");
+    let r = env
+        .get(&format!("/api/v1/customers/{id}/service-records"), &olga)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let recs = r.json()["records"].as_array().expect("records").clone();
+    assert_eq!(recs.len(), 1);
+    assert_eq!(recs[0]["user"], "olga");
+    assert_eq!(recs[0]["talk_ms"], 30_000);
+    assert_eq!(recs[0]["notes"][0]["text"], "wants a callback");
+    // After the call: olga adds to her record, pete (not his call) may not.
+    let r = env
+        .write(
+            Method::POST,
+            "/api/v1/calls/c-77/notes",
+            &olga,
+            json!({ "text": "called back" }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let pete = env.login("pete").await;
+    let r = env
+        .write(
+            Method::POST,
+            "/api/v1/calls/c-77/notes",
+            &pete,
+            json!({ "text": "mine" }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text);
+    // Pete cannot see olga's customer's history either.
+    let r = env
+        .get(&format!("/api/v1/customers/{id}/service-records"), &pete)
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text);
+    // Bad input: an empty note, an unknown field, a limit out of range.
+    let r = env
+        .write(
+            Method::POST,
+            "/api/v1/calls/c-77/notes",
+            &olga,
+            json!({ "text": " " }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+    let r = env
+        .write(
+            Method::POST,
+            "/api/v1/calls/c-77/notes",
+            &olga,
+            json!({ "text": "x", "mood": 1 }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+    let r = env
+        .get(
+            &format!("/api/v1/customers/{id}/service-records?limit=0"),
+            &admin,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+    let r = env
+        .get(&format!("/api/v1/customers/{id}/service-records"), &admin)
+        .await;
+    assert_eq!(
+        r.json()["records"][0]["notes"].as_array().map(Vec::len),
+        Some(2)
+    );
+    // A second call from an unknown number has no record.
+    cdr.call_id = "c-78".into();
+    cdr.caller = "5550000".into();
+    env.accounts.writer().insert_cdr(cdr).await.expect("cdr");
+    let r = env
+        .get(&format!("/api/v1/customers/{id}/service-records"), &admin)
+        .await;
+    assert_eq!(r.json()["records"].as_array().map(Vec::len), Some(1));
+}
