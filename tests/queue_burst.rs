@@ -87,7 +87,7 @@ fn serve(gw: &Gateway, desks: &mut [Desk], callers: Child) {
             None => true,
         };
         if sipp_done && desks.iter().all(|d| d.answered_at.is_none()) {
-            return;
+            return settle(gw);
         }
         assert!(
             now < deadline,
@@ -96,6 +96,24 @@ fn serve(gw: &Gateway, desks: &mut [Desk], callers: Child) {
         );
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// Waits until the store holds every agent's return to available (state rows are
+/// written after the board loop acted on them, so a burst's rows may still be on
+/// their way when its last caller is gone).
+fn settle(gw: &Gateway) {
+    let all_free = || {
+        ["100", "200", "300"].iter().all(|a| {
+            gw.db()
+                .query_row(
+                    "SELECT state FROM agent_state_log WHERE agent_id = ?1 ORDER BY id DESC LIMIT 1",
+                    [a],
+                    |r| r.get::<_, String>(0),
+                )
+                .is_ok_and(|s| s == "available")
+        })
+    };
+    assert!(wait(SOON, all_free), "agents not free:\n{}", gw.log_text());
 }
 
 /// The highest `agent_state_log` id so far.
