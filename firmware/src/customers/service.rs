@@ -1,4 +1,4 @@
-//! Service records: a customer's call history on the box (migration 0015).
+//! Service records: a customer's call history on the box (migration 0016).
 //!
 //! - [`record_call`] runs inside the CDR's transaction (the store writer's
 //!   `insert_cdr`): a call whose outside party (the caller of an inbound call, the

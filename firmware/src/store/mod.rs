@@ -60,7 +60,7 @@ const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("../../migrations/0012_customers.sql")),
     M::up(include_str!("../../migrations/0013_survey.sql")),
     M::up(include_str!("../../migrations/0014_dispositions.sql")),
-    M::up(include_str!("../../migrations/0015_service_records.sql")),
+    M::up(include_str!("../../migrations/0016_service_records.sql")),
 ];
 
 /// Migrates a bare connection to schema `version` only (tests of later migrations'
