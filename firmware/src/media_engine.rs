@@ -66,6 +66,15 @@
 //!   frame per tick to an analog port in the board's law, or as RTP in the leg's law and
 //!   ptime to a SIP leg whose media is started (a queued SIP caller gets 183 early
 //!   media for it). Bridging the end, closing the leg or `stop_playing` ends it.
+//! - Capture: [`MediaEngine::capture`] hands the audio an end that is not bridged
+//!   receives to a [`FrameSink`] (a caller leaving a voicemail message), one 20 ms
+//!   linear frame at a time: an analog port's frames as the board loop passes them
+//!   ([`MediaEngine::port_audio`]: the board loop forwards a captured port's frames
+//!   like those of a port bridged to a leg), a SIP leg's RTP decoded through its own
+//!   adaptive jitter buffer, popped on the 20 ms tick. The sink must not block (the
+//!   voicemail writer's sink hands frames over a bounded channel and drops, counted,
+//!   when it is full). Capture and playback are independent: an end may have both.
+//!   Bridging the end, closing the leg or [`MediaEngine::stop_capture`] ends it.
 //! - Fax: CED/CNG tone detection on both directions of a port-to-leg bridge switches
 //!   the leg's jitter buffer to fixed passthrough (logged).
 //!
@@ -238,6 +247,28 @@ impl PortSink for mpsc::UnboundedSender<(u8, Audio)> {
     }
 }
 
+/// Where [`MediaEngine::capture`] puts the audio an end receives: one 20 ms frame of
+/// linear 8 kHz PCM per call, on the engine task. Must not block (hand the frame over
+/// a bounded channel and drop it when the channel is full).
+pub trait FrameSink: Send + 'static {
+    /// One frame.
+    fn frame(&mut self, pcm: &[i16; FRAME_SAMPLES]);
+}
+
+impl std::fmt::Debug for dyn FrameSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FrameSink")
+    }
+}
+
+/// An end whose incoming audio goes to a [`FrameSink`].
+#[derive(Debug)]
+struct Capture {
+    sink: Box<dyn FrameSink>,
+    /// A leg's own jitter buffer (its RTP is not going to a port); `None` for a port.
+    jitter: Option<JitterBuffer>,
+}
+
 /// Diagnostics of one leg ([`MediaEngine::stats`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct LegSnapshot {
@@ -305,6 +336,8 @@ enum Request {
     Digit(LegId, char),
     Play(MediaEnd, Player),
     StopPlay(MediaEnd),
+    Capture(MediaEnd, Box<dyn FrameSink>),
+    StopCapture(MediaEnd),
     Stats(oneshot::Sender<Vec<LegSnapshot>>),
 }
 
@@ -337,6 +370,7 @@ impl MediaEngine {
             port_links: HashMap::new(),
             peers: HashMap::new(),
             players: HashMap::new(),
+            captures: HashMap::new(),
             queue_dropped: Arc::new(std::sync::atomic::AtomicU64::new(0)),
         };
         let task = tokio::spawn(engine.run(request_rx, packet_rx));
@@ -424,6 +458,21 @@ impl MediaEngine {
     /// Stops what [`MediaEngine::play`] plays to `end`, if anything.
     pub fn stop_playing(&self, end: MediaEnd) {
         self.send_or_log(Request::StopPlay(end));
+    }
+
+    /// Hands the audio `end` receives to `sink` from now on, replacing an earlier
+    /// capture of it (see the module docs): an analog port's frames from
+    /// [`MediaEngine::port_audio`], a SIP leg's RTP through a jitter buffer. An end
+    /// bridged to another is not captured (refused, logged); bridging a captured end,
+    /// closing its leg or [`MediaEngine::stop_capture`] ends the capture (the sink is
+    /// dropped).
+    pub fn capture(&self, end: MediaEnd, sink: Box<dyn FrameSink>) {
+        self.send_or_log(Request::Capture(end, sink));
+    }
+
+    /// Ends the capture of `end`, if any (its sink is dropped).
+    pub fn stop_capture(&self, end: MediaEnd) {
+        self.send_or_log(Request::StopCapture(end));
     }
 
     /// Diagnostics of every open leg.
@@ -671,6 +720,8 @@ struct Engine {
     peers: HashMap<MediaEnd, MediaEnd>,
     /// Prompts and music playing to unbridged ends.
     players: HashMap<MediaEnd, Player>,
+    /// Unbridged ends whose incoming audio is captured.
+    captures: HashMap<MediaEnd, Capture>,
     next_seed: u64,
     /// RTCP SDES CNAME of the reports this engine sends.
     cname: String,
@@ -765,6 +816,12 @@ impl Engine {
             Request::StopPlay(end) => {
                 if self.players.remove(&end).is_some() {
                     tracing::debug!(?end, "playback stopped");
+                }
+            }
+            Request::Capture(end, sink) => self.capture(end, sink),
+            Request::StopCapture(end) => {
+                if self.captures.remove(&end).is_some() {
+                    tracing::debug!(?end, "capture stopped");
                 }
             }
             Request::Stats(reply) => {
@@ -883,6 +940,7 @@ impl Engine {
             self.unbridge(MediaEnd::Leg(leg), peer);
         }
         self.players.remove(&MediaEnd::Leg(leg));
+        self.captures.remove(&MediaEnd::Leg(leg));
         let mut l = self.legs.remove(&leg)?;
         if l.counters.rtcp_out > 0 {
             // RFC 3550 6.6: a leg that sent reports says goodbye.
@@ -927,6 +985,9 @@ impl Engine {
             }
             if self.players.remove(&end).is_some() {
                 tracing::debug!(?end, "playback stopped: bridged");
+            }
+            if self.captures.remove(&end).is_some() {
+                tracing::debug!(?end, "capture stopped: bridged");
             }
         }
         self.peers.insert(a, b);
@@ -1065,7 +1126,17 @@ impl Engine {
         match self.peers.get(&MediaEnd::Leg(leg)).copied() {
             Some(MediaEnd::Leg(peer)) => self.relay(peer, &packet, kind, data),
             Some(MediaEnd::Port(port)) => self.queue_for_port(port, at, &packet, kind),
-            None => {}
+            None => {
+                if let Some(jitter) = self
+                    .captures
+                    .get_mut(&MediaEnd::Leg(leg))
+                    .and_then(|c| c.jitter.as_mut())
+                {
+                    if let Err(e) = jitter.push(at, &packet) {
+                        tracing::trace!(%leg, error = %e, "packet refused by the capture's jitter buffer");
+                    }
+                }
+            }
         }
     }
 
@@ -1160,6 +1231,11 @@ impl Engine {
     }
 
     fn port_audio(&mut self, port: u8, audio: &Audio) {
+        if let Some(c) = self.captures.get_mut(&MediaEnd::Port(port)) {
+            let mut pcm = [0i16; FRAME_SAMPLES];
+            audio.law.decode_block(&audio.samples, &mut pcm);
+            c.sink.frame(&pcm);
+        }
         let Some(link) = self.port_links.get_mut(&port) else {
             return;
         };
@@ -1228,6 +1304,38 @@ impl Engine {
         }
         tracing::debug!(?end, "playback started");
         self.players.insert(end, player);
+    }
+
+    fn capture(&mut self, end: MediaEnd, sink: Box<dyn FrameSink>) {
+        let jitter = match end {
+            MediaEnd::Leg(leg) => {
+                let Some(l) = self.legs.get(&leg) else {
+                    tracing::warn!(%leg, "capture of a leg that is not open refused");
+                    return;
+                };
+                Some(JitterBuffer::new(self.settings.jitter, l.payloads))
+            }
+            MediaEnd::Port(_) => None,
+        };
+        if self.peers.contains_key(&end) {
+            tracing::warn!(?end, "capture of a bridged end refused");
+            return;
+        }
+        tracing::debug!(?end, "capture started");
+        self.captures.insert(end, Capture { sink, jitter });
+    }
+
+    /// One frame from every captured leg whose media is started, to its sink.
+    fn tick_captures(&mut self, now: Instant) {
+        for (end, c) in self.captures.iter_mut() {
+            let (MediaEnd::Leg(leg), Some(jitter)) = (end, c.jitter.as_mut()) else {
+                continue;
+            };
+            if self.legs.get(leg).is_some_and(|l| l.media.is_some()) {
+                let frame = jitter.pop(now);
+                c.sink.frame(&frame.pcm);
+            }
+        }
     }
 
     /// One frame of every playback, to its port or leg.
@@ -1362,6 +1470,7 @@ impl Engine {
 
     fn tick(&mut self, now: Instant) {
         self.tick_players();
+        self.tick_captures(now);
         // Frames towards the ports.
         let ports: Vec<u8> = self.port_links.keys().copied().collect();
         for port in ports {

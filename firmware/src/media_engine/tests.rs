@@ -1098,3 +1098,120 @@ async fn playback_to_a_leg_that_is_not_open_is_refused() {
     assert!(r.engine.stats().await.unwrap().is_empty());
     assert!(port_pcm(&mut r, 1, 100).await.is_empty());
 }
+
+/// A capture sink that keeps what it is given.
+struct Collect(std::sync::Arc<std::sync::Mutex<Vec<i16>>>);
+
+impl FrameSink for Collect {
+    fn frame(&mut self, pcm: &[i16; FRAME_SAMPLES]) {
+        self.0.lock().unwrap().extend_from_slice(pcm);
+    }
+}
+
+fn collector() -> (
+    Box<dyn FrameSink>,
+    std::sync::Arc<std::sync::Mutex<Vec<i16>>>,
+) {
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    (Box::new(Collect(got.clone())), got)
+}
+
+#[tokio::test]
+async fn a_captured_port_gives_its_frames_to_the_sink_until_stopped() {
+    let r = rig(42420);
+    let (sink, got) = collector();
+    r.engine.capture(MediaEnd::Port(2), sink);
+    let mut gen = SineGenerator::new(1000.0, 8000);
+    for _ in 0..10 {
+        r.engine.port_audio(2, tone_frame(&mut gen, Law::Ulaw));
+    }
+    // Another port's frames are not captured.
+    let mut other = SineGenerator::new(600.0, 8000);
+    for _ in 0..5 {
+        r.engine.port_audio(3, tone_frame(&mut other, Law::Ulaw));
+    }
+    r.engine.stats().await.unwrap(); // the requests before it are handled
+    let pcm = got.lock().unwrap().clone();
+    assert_eq!(pcm.len(), 10 * FRAME_SAMPLES);
+    assert!(tone_ratio(&pcm, 1000.0) > 0.9);
+    r.engine.stop_capture(MediaEnd::Port(2));
+    r.engine.port_audio(2, tone_frame(&mut gen, Law::Ulaw));
+    r.engine.stats().await.unwrap();
+    assert_eq!(
+        got.lock().unwrap().len(),
+        10 * FRAME_SAMPLES,
+        "frames after the stop"
+    );
+}
+
+#[tokio::test]
+async fn a_captured_unbridged_leg_is_decoded_through_a_jitter_buffer_and_a_bridge_ends_it() {
+    let r = rig(42440);
+    let (peer, peer_addr) = peer().await;
+    let local = r.engine.open_leg(LEG).await.unwrap();
+    r.engine
+        .start_leg(LEG, peer_addr, media(Law::Alaw))
+        .await
+        .unwrap();
+    let (sink, got) = collector();
+    r.engine.capture(MediaEnd::Leg(LEG), sink);
+    // 40 packets of 1 kHz in A-law, one every 20 ms.
+    let mut gen = SineGenerator::new(1000.0, 8000);
+    for i in 0..40u16 {
+        let mut pcm = [0i16; FRAME_SAMPLES];
+        gen.fill(&mut pcm);
+        let mut payload = [0u8; FRAME_SAMPLES];
+        Law::Alaw.encode_block(&pcm, &mut payload);
+        let packet = rtp_packet(
+            PT_PCMA,
+            100 + i,
+            1000 + u32::from(i) * 160,
+            i == 0,
+            &payload,
+        );
+        peer.send_to(&packet, local).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let pcm = got.lock().unwrap().clone();
+    assert!(pcm.len() >= 30 * FRAME_SAMPLES, "{} samples", pcm.len());
+    // Silence before the jitter buffer's first frame, then the tone.
+    let start = pcm.iter().position(|&s| s != 0).expect("audio captured");
+    let tone = &pcm[start..(start + 25 * FRAME_SAMPLES).min(pcm.len())];
+    assert!(
+        tone_ratio(tone, 1000.0) > 0.8,
+        "{}",
+        tone_ratio(tone, 1000.0)
+    );
+    // Bridged to a phone: the capture ends, the sink hears nothing more.
+    r.engine.bridge(MediaEnd::Port(1), MediaEnd::Leg(LEG));
+    r.engine.stats().await.unwrap();
+    let before = got.lock().unwrap().len();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(got.lock().unwrap().len(), before);
+}
+
+#[tokio::test]
+async fn a_capture_of_a_bridged_end_or_a_closed_leg_is_refused() {
+    let r = rig(42460);
+    let (peer_sock, peer_addr) = peer().await;
+    r.engine.open_leg(LEG).await.unwrap();
+    r.engine
+        .start_leg(LEG, peer_addr, media(Law::Ulaw))
+        .await
+        .unwrap();
+    r.engine.bridge(MediaEnd::Port(1), MediaEnd::Leg(LEG));
+    let (sink, got) = collector();
+    r.engine.capture(MediaEnd::Port(1), sink);
+    let mut gen = SineGenerator::new(1000.0, 8000);
+    for _ in 0..5 {
+        r.engine.port_audio(1, tone_frame(&mut gen, Law::Ulaw));
+    }
+    // The bridge still works (the phone's audio reaches the leg).
+    recv_rtp(&peer_sock).await;
+    assert!(got.lock().unwrap().is_empty());
+    let (sink, got) = collector();
+    r.engine.capture(MediaEnd::Leg(LegId(99)), sink);
+    r.engine.stats().await.unwrap();
+    assert!(got.lock().unwrap().is_empty());
+}
