@@ -39,6 +39,9 @@
 //!   (store, keys, recordings; firmware slots kept) and the daemon's data-dir lock.
 //! - [`recorder`]: call recording: crash-safe stereo WAV files written off the
 //!   real-time path, repaired at start-up, indexed for sync, disk guard and retention.
+//! - [`voicemail`]: mailboxes and messages in the store, the crash-safe mono WAV writer
+//!   of messages being left and its start-up recovery (call control's side of
+//!   voicemail is `call::voicemail`).
 //! - [`enroll`]: enrollment with HQ: the device key (0600), the CSR with the
 //!   provisioned one-time token, HQ's CA checked against the token's pin, the
 //!   certificate stored atomically, then mutual TLS; retries with backoff, a refusal
@@ -88,4 +91,5 @@ pub mod store;
 pub mod sync;
 pub mod tones;
 pub mod updater;
+pub mod voicemail;
 pub mod web;

@@ -51,6 +51,14 @@ pub const DATA_SIZE_OFFSET: u64 = 40;
 /// The header for `data_len` bytes of audio. Data longer than a RIFF file can describe
 /// (4 GiB) is clamped; the recorder stops long before (a day of audio is 2.8 GB).
 pub fn header(data_len: u64) -> [u8; HEADER_LEN as usize] {
+    header_for(CHANNELS, data_len)
+}
+
+/// [`header`] for `channels` channels (the same layout otherwise: PCM, 8000 Hz, 16
+/// bits, data at byte 44): voicemail messages are mono ([`crate::voicemail`]).
+pub fn header_for(channels: u16, data_len: u64) -> [u8; HEADER_LEN as usize] {
+    let block_align = channels * BITS / 8;
+    let byte_rate = SAMPLE_RATE * u32::from(block_align);
     let data = u32::try_from(data_len).unwrap_or(u32::MAX - 36);
     let data = data.min(u32::MAX - 36);
     let mut h = [0u8; HEADER_LEN as usize];
@@ -60,10 +68,10 @@ pub fn header(data_len: u64) -> [u8; HEADER_LEN as usize] {
     h[12..16].copy_from_slice(b"fmt ");
     h[16..20].copy_from_slice(&16u32.to_le_bytes());
     h[20..22].copy_from_slice(&1u16.to_le_bytes()); // PCM
-    h[22..24].copy_from_slice(&CHANNELS.to_le_bytes());
+    h[22..24].copy_from_slice(&channels.to_le_bytes());
     h[24..28].copy_from_slice(&SAMPLE_RATE.to_le_bytes());
-    h[28..32].copy_from_slice(&BYTE_RATE.to_le_bytes());
-    h[32..34].copy_from_slice(&BLOCK_ALIGN.to_le_bytes());
+    h[28..32].copy_from_slice(&byte_rate.to_le_bytes());
+    h[32..34].copy_from_slice(&block_align.to_le_bytes());
     h[34..36].copy_from_slice(&BITS.to_le_bytes());
     h[36..40].copy_from_slice(b"data");
     h[40..44].copy_from_slice(&data.to_le_bytes());
@@ -128,7 +136,14 @@ pub enum Verdict {
 /// repaired to an empty recording). The sizes are never trusted: the audio is the
 /// whole frames after the header.
 pub fn inspect(head: &[u8], file_len: u64) -> Verdict {
-    let expected = header(0);
+    inspect_for(CHANNELS, head, file_len)
+}
+
+/// [`inspect`] for a file of `channels` channels (whole 20 ms frames of that many
+/// channels are kept).
+pub fn inspect_for(channels: u16, head: &[u8], file_len: u64) -> Verdict {
+    let frame_bytes = FRAME_SAMPLES as u64 * u64::from(channels * BITS / 8);
+    let expected = header_for(channels, 0);
     let have = usize::try_from(file_len.min(HEADER_LEN)).unwrap_or(0);
     if head.len() < have {
         return Verdict::Quarantine {
@@ -148,14 +163,18 @@ pub fn inspect(head: &[u8], file_len: u64) -> Verdict {
         let reason = if !magic_ok {
             "not a RIFF/WAVE file"
         } else {
-            "a WAV layout other than the recorder's (16-bit stereo PCM at 8 kHz, data at byte 44)"
+            if channels == CHANNELS {
+                "a WAV layout other than the recorder's (16-bit stereo PCM at 8 kHz, data at byte 44)"
+            } else {
+                "a WAV layout other than a voicemail message's (16-bit mono PCM at 8 kHz, data at byte 44)"
+            }
         };
         return Verdict::Quarantine { reason };
     }
     let audio = file_len.saturating_sub(HEADER_LEN);
-    let data_len = audio - audio % FRAME_BYTES;
+    let data_len = audio - audio % frame_bytes;
     let keep_len = HEADER_LEN + data_len;
-    let want = header(data_len);
+    let want = header_for(channels, data_len);
     if keep_len == file_len && have == HEADER_LEN as usize && head[..have] == want[..] {
         return Verdict::Intact { data_len };
     }

@@ -60,6 +60,7 @@ const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("../../migrations/0012_customers.sql")),
     M::up(include_str!("../../migrations/0013_survey.sql")),
     M::up(include_str!("../../migrations/0014_dispositions.sql")),
+    M::up(include_str!("../../migrations/0015_voicemail.sql")),
     M::up(include_str!("../../migrations/0016_service_records.sql")),
 ];
 

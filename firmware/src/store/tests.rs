@@ -108,7 +108,9 @@ fn migrations_apply_and_reopen_is_idempotent() {
             "service_records",
             "sync_state",
             "user_roles",
-            "users"
+            "users",
+            "voicemail_boxes",
+            "voicemail_messages"
         ]
     );
     drop(store);
