@@ -34,4 +34,5 @@ mod sync_files;
 mod sync_hq;
 mod update_e2e;
 mod update_hq;
+mod voicemail;
 mod web_browser;

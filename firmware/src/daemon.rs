@@ -120,6 +120,8 @@ enum StoreJob {
         pattern: String,
         at_ms: i64,
     },
+    /// Voicemail messages: registered, heard, deleted.
+    Voicemail(crate::voicemail::service::StoreJob),
     /// An agent's disposition of a call ([`Output::Disposition`]); the outcome goes
     /// back on `answers`.
     Disposition {
@@ -287,6 +289,19 @@ async fn serve(
         ),
         Err(e) => tracing::error!(error = %e, "recordings not recovered at start-up"),
     }
+    // Voicemail messages a crash cut short, likewise.
+    let voicemail_dir = crate::voicemail::dir(&config.paths.data_dir);
+    match crate::voicemail::writer::recover(&mut store, &voicemail_dir) {
+        Ok(r) if r == crate::voicemail::writer::Recovered::default() => {}
+        Ok(r) => tracing::warn!(
+            registered = r.registered.len(),
+            quarantined = r.quarantined.len(),
+            dropped = r.dropped.len(),
+            deletions = r.tombstones,
+            "voicemail messages recovered at start-up"
+        ),
+        Err(e) => tracing::error!(error = %e, "voicemail messages not recovered at start-up"),
+    }
     let (writer, writer_thread) = store.spawn_writer();
     let accounts = Accounts::new(
         writer.clone(),
@@ -428,7 +443,7 @@ async fn serve(
     // The image's built-in set first; the installer's files replace them by name.
     let prompts_dir = config.paths.data_dir.join(crate::prompts::PROMPTS_DIR);
     let system_dir = &config.paths.system_prompts;
-    let (prompts, prompt_errors) =
+    let (mut prompts, prompt_errors) =
         crate::prompts::PromptLibrary::load_dirs(&[system_dir, &prompts_dir]);
     for e in &prompt_errors {
         tracing::error!(error = %e, "voice prompt not loaded");
@@ -457,6 +472,27 @@ async fn serve(
             }
         }
     }
+
+    // Voicemail (migration 0014): mailboxes, their messages and greetings.
+    let voicemail = match crate::voicemail::service::load(
+        &db_path,
+        &voicemail_dir,
+        config.voicemail.codes.clone(),
+        &mut prompts,
+    ) {
+        Ok(v) => {
+            tracing::info!(
+                mailboxes = v.mailboxes.len(),
+                messages = v.messages.len(),
+                "voicemail loaded"
+            );
+            Some(v)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "voicemail not loaded: no mailboxes");
+            None
+        }
+    };
 
     let now = Instant::now();
     let wall_clock_ms = system_clock_ms();
@@ -517,6 +553,9 @@ async fn serve(
         prompts: prompts.durations(),
     };
     let mut calls = CallControl::new(settings, profile.fxs_ports(), profile.fxo_ports());
+    if let Some(v) = voicemail {
+        calls.set_voicemail(v);
+    }
     if let Some(list) = blacklist {
         tracing::info!(
             entries = list.len(),
@@ -549,8 +588,20 @@ async fn serve(
         }
     };
     let tap = recording.as_ref().map(|r| r.calls.tap());
+    // The voicemail message writer: a thread of its own, like the recorder's.
+    let (vm_outcome_tx, mut vm_outcomes) = mpsc::unbounded_channel();
+    let (vm_writer, vm_thread) = match crate::voicemail::writer::MessageWriter::spawn(
+        voicemail_dir.clone(),
+        vm_outcome_tx,
+    ) {
+        Ok((w, t)) => (Some(w), Some(t)),
+        Err(e) => {
+            tracing::error!(error = %e, "voicemail messages cannot be recorded");
+            (None, None)
+        }
+    };
     let (jobs, job_rx) = mpsc::unbounded_channel();
-    let store_task = tokio::spawn(store_task(writer, job_rx));
+    let store_task = tokio::spawn(store_task(writer, job_rx, voicemail_dir.clone()));
 
     // The web page's live status, published by the main loop (`web::status`), and
     // the SIP endpoint's registrations (it publishes them once it runs).
@@ -647,7 +698,16 @@ async fn serve(
         None => (None, None),
     };
     let (pin_answers, mut pin_results) = mpsc::unbounded_channel::<(Check, u64, bool)>();
+    let (vm_done, mut vm_results) = mpsc::unbounded_channel();
+    let voicemail = crate::voicemail::service::VoicemailService::new(
+        vm_writer,
+        voicemail_dir,
+        db_path.clone(),
+        country,
+        vm_done,
+    );
     let mut board = BoardLoop {
+        voicemail,
         media,
         prompts,
         country,
@@ -710,6 +770,13 @@ async fn serve(
                 let codes = config.call_center.feature_codes.clone();
                 calls.reconfigure_acd(Instant::now(), AcdSettings { config: acd, codes });
             }
+            Some(outcome) = vm_outcomes.recv() => {
+                let jobs = &board.jobs;
+                board.voicemail.outcome(outcome, |job| {
+                    let _ = jobs.send(StoreJob::Voicemail(job));
+                });
+            }
+            Some(done) = vm_results.recv() => board.voicemail_done(&mut calls, done),
             Some(list) = blacklist_reloads.recv() => {
                 // Logged once in force: the next call is screened with it.
                 tracing::info!(
@@ -824,12 +891,28 @@ async fn serve(
         media,
         call_recorder,
         tap,
+        mut voicemail,
         ..
     } = board;
     // The engine ends (and frees its RTP ports) when its last handle is gone.
     drop(media);
     if let Err(e) = media_task.await {
         tracing::error!(error = %e, "media engine task failed");
+    }
+    // The voicemail writer finishes its messages once its handle and the engine's
+    // sinks are gone; the ones written at shutdown are registered before the store
+    // stops (with their callers: a restart would only know their files).
+    drop(voicemail.take_writer());
+    if let Some(thread) = vm_thread {
+        let joined = tokio::task::spawn_blocking(move || thread.join()).await;
+        if !matches!(joined, Ok(Ok(()))) {
+            tracing::error!("voicemail writer thread panicked");
+        }
+    }
+    while let Ok(outcome) = vm_outcomes.try_recv() {
+        voicemail.outcome(outcome, |job| {
+            let _ = jobs.send(StoreJob::Voicemail(job));
+        });
     }
     // The recorder finishes its files once its last handle and tap are gone (the
     // engine's went with it); the registrar indexes them before the store stops.
@@ -1369,9 +1452,24 @@ struct BoardLoop {
     pin_answers: mpsc::UnboundedSender<(Check, u64, bool)>,
     /// The agents' desktop events (`/api/v1/events`).
     desk_events: crate::screen_pop::EventHub,
+    /// Voicemail: message captures, message playback, mailbox PIN checks.
+    voicemail: crate::voicemail::service::VoicemailService,
 }
 
 impl BoardLoop {
+    /// A result of voicemail work done off the loop.
+    fn voicemail_done(&mut self, calls: &mut CallControl, done: crate::voicemail::service::Done) {
+        use crate::voicemail::service::Done;
+        match done {
+            Done::Pin(check, ok) => calls.mailbox_pin_checked(Instant::now(), check, ok),
+            Done::Play(end, generation, player) => {
+                self.voicemail
+                    .play_decoded(&self.media, end, generation, player);
+            }
+            Done::Stored(capture, message) => calls.voicemail_message_done(capture, message),
+        }
+    }
+
     /// One frame from the line controller: audio is routed, events go to the web
     /// status and call control.
     fn frame(&mut self, calls: &mut CallControl, frame: Frame) {
@@ -1401,7 +1499,9 @@ impl BoardLoop {
                     if let Err(e) = self.link.send(peer, Body::Audio(audio)) {
                         tracing::warn!(port = peer, error = %e, "audio frame not sent");
                     }
-                } else if self.leg_routes.contains_key(&frame.port) {
+                } else if self.leg_routes.contains_key(&frame.port)
+                    || self.voicemail.captures_port(frame.port)
+                {
                     self.media.port_audio(frame.port, audio);
                 }
             }
@@ -1480,10 +1580,46 @@ impl BoardLoop {
                     self.media.bridge(a, b);
                 }
                 Output::Play { end, playback } => {
+                    self.voicemail.played(end);
                     let player = self.prompts.player(&playback, self.country);
                     self.media.play(end, player);
                 }
-                Output::StopPlay { end } => self.media.stop_playing(end),
+                Output::StopPlay { end } => {
+                    self.voicemail.played(end);
+                    self.media.stop_playing(end);
+                }
+                Output::PlayMessage { end, file } => self.voicemail.play_message(end, file),
+                Output::Capture(deposit) => {
+                    let capture = deposit.capture;
+                    if !self.voicemail.capture(&self.media, *deposit) {
+                        calls.voicemail_message_done(capture, None);
+                    }
+                }
+                Output::CaptureEnd { end, capture, keep } => {
+                    self.voicemail.capture_end(&self.media, end, capture, keep);
+                }
+                Output::CheckMailboxPin {
+                    check,
+                    mailbox,
+                    pin,
+                } => self.voicemail.check_pin(check, mailbox, pin),
+                Output::MessageHeard { id } => {
+                    let job = crate::voicemail::service::StoreJob::Heard(id);
+                    let _ = self.jobs.send(StoreJob::Voicemail(job));
+                }
+                Output::DeleteMessage { id } => {
+                    let job = crate::voicemail::service::StoreJob::Delete(id);
+                    let _ = self.jobs.send(StoreJob::Voicemail(job));
+                }
+                Output::MessageWaiting {
+                    mailbox,
+                    new,
+                    heard,
+                } => {
+                    // SIP phones' message-summary NOTIFY is not sent yet; FXS phones
+                    // get stutter dial tone from call control.
+                    tracing::info!(mailbox, new, heard, "message waiting");
+                }
                 Output::DetectDtmf { port, on: true } => {
                     self.dtmf_detectors.insert(port, Default::default());
                 }
@@ -1609,9 +1745,16 @@ impl BoardLoop {
 }
 
 /// Applies store jobs in order, each awaited until committed.
-async fn store_task(writer: StoreWriter, mut jobs: mpsc::UnboundedReceiver<StoreJob>) {
+async fn store_task(
+    writer: StoreWriter,
+    mut jobs: mpsc::UnboundedReceiver<StoreJob>,
+    voicemail_dir: PathBuf,
+) {
     while let Some(job) = jobs.recv().await {
         match job {
+            StoreJob::Voicemail(job) => {
+                crate::voicemail::service::run_job(&writer, &voicemail_dir, job).await;
+            }
             StoreJob::Cdr(cdr) => {
                 let call_id = cdr.call_id.clone();
                 let disposition = cdr.disposition;

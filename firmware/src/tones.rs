@@ -78,6 +78,13 @@ pub enum Tone {
     /// Music on hold generated from tones (a caller waiting in a queue): a soft
     /// two-note chime (G4 + B4) every 3 s, the same in every country.
     MusicOnHold,
+    /// Message waiting: the country's dial tone interrupted 0.1 s on / 0.1 s off
+    /// (Telcordia GR-506 "stutter dial tone"; call control plays it for
+    /// [`crate::call::voicemail::STUTTER`], then steady dial tone).
+    StutterDial,
+    /// The beep before a voicemail message is recorded: 1000 Hz, steady (call control
+    /// times it).
+    VoicemailBeep,
 }
 
 /// Per-tone level in dBm0 (E.180 recommends -10 to -24 dBm0 per frequency).
@@ -110,6 +117,11 @@ impl Country {
                 )
             }
             (_, MusicOnHold) => spec(392, 494, LEVEL_HOLD, &[(400, 2600)]),
+            (_, StutterDial) => {
+                let dial = self.tone(Dial);
+                spec(dial.freq1_hz, dial.freq2_hz, LEVEL_DIAL, &[(100, 100)])
+            }
+            (_, VoicemailBeep) => spec(1000, 0, LEVEL_PROGRESS, &[]),
             // United States (Telcordia GR-506 "precise tone plan").
             (Country::Us, Dial) => spec(350, 440, LEVEL_DIAL, &[]),
             (Country::Us, Ringback) => spec(440, 480, LEVEL_PROGRESS, &[(2000, 4000)]),

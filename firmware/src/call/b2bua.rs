@@ -383,6 +383,16 @@ impl CallControl {
                 (Disposition::Congestion, HangupSide::System)
             }
         };
+        let trigger = match disposition {
+            Disposition::Busy => Some(super::voicemail::Trigger::Busy),
+            Disposition::NoAnswer => Some(super::voicemail::Trigger::NoAnswer),
+            _ => None,
+        };
+        if let Some(mailbox) = trigger.and_then(|t| self.deposit_target(key, t)) {
+            if self.start_deposit(now, key, &mailbox, disposition) {
+                return;
+            }
+        }
         self.fail_call(now, key, disposition, side);
     }
 
@@ -391,6 +401,9 @@ impl CallControl {
     fn leg_digit(&mut self, now: Instant, leg: LegId, digit: char) {
         if let Some(key) = self.survey_of(Party::Sip(leg)) {
             return self.survey_digit(now, key, digit);
+        }
+        if let Some(key) = self.vm_session_of(Party::Sip(leg)) {
+            return self.vm_digit(now, key, digit);
         }
         let Some((key, call)) = self.leg_call(leg) else {
             return;

@@ -15,7 +15,8 @@
 //! transfers, INVITE with Replaces), `features` (agent feature codes dialled from SIP
 //! phones), `screening` (caller screening of inbound outside
 //! calls against the [`crate::blacklist::Blacklist`] set with
-//! [`CallControl::set_blacklist`]).
+//! [`CallControl::set_blacklist`]), [`voicemail`] (leaving messages on busy / no
+//! answer / queue overflow, the phone menu, stutter dial tone for message waiting).
 //!
 //! What it does today:
 //! - FXS: off-hook gives the country's dial tone; digits are collected against the dial
@@ -52,6 +53,9 @@
 //!   (or allowlist) before anything rings; a blocked trunk call is refused (486, 503
 //!   or 403), a blocked PSTN call is left unanswered; [`Output::BlacklistHit`] counts
 //!   the entry's hit. Local phones are never screened. See `screening`.
+//! - Voicemail: a busy or unanswered extension's caller, or a queue's overflow, leaves
+//!   a message in the mailbox ([`Output::Capture`]); `*97` / `*98<mailbox>#` play
+//!   them; an FXS phone with new messages hears stutter dial tone. See [`voicemail`].
 //! - A CDR for every call, answered or not (busy, unallocated, congestion, abandoned),
 //!   with the SIP Call-IDs of the caller's and callee's legs, the call quality the
 //!   endpoint measured on those legs (loss, jitter, MOS: a call's CDR waits for the
@@ -102,7 +106,10 @@ mod tests_screening;
 mod tests_sip;
 #[cfg(test)]
 mod tests_transfer;
+#[cfg(test)]
+mod tests_voicemail;
 mod transfer;
+pub mod voicemail;
 
 use self::transfer::transfer_failure_status;
 
@@ -114,6 +121,9 @@ pub use self::queue::{
     AcdSettings, AgentCallEnd, AgentCallEvent, AgentCallKind, PIN_FAILURES, PIN_LOCKOUT,
 };
 pub use self::sip::{EndReason, LegId, MediaEnd, SipInput, SipOrigin, SipTarget, TransferTarget};
+pub use self::voicemail::{
+    Deposit, MailboxSettings, MessageInfo, VoicemailCodes, VoicemailSettings,
+};
 
 /// PSTN ring bursts come every 6 s at most (UK cadence 3 s, US 6 s); no burst for this
 /// long means the caller hung up.
@@ -337,6 +347,58 @@ pub enum Output {
         agent: crate::acd::AgentId,
         /// The PIN dialled.
         pin: crate::acd::codes::Pin,
+    },
+    /// Start recording a voicemail message: hand the audio `end` receives to the
+    /// message writer (see [`voicemail`]). Boxed like [`Output::Cdr`].
+    Capture(Box<Deposit>),
+    /// Stop recording `capture` from `end`; `keep` it (the writer still drops one
+    /// that is too short) or delete it. Answered by
+    /// [`CallControl::voicemail_message_done`].
+    CaptureEnd {
+        /// The end recorded.
+        end: MediaEnd,
+        /// The capture ([`Deposit::capture`]).
+        capture: u64,
+        /// Keep the message.
+        keep: bool,
+    },
+    /// Check a mailbox PIN (argon2id against `voicemail_boxes.pin_hash`) and answer
+    /// with [`CallControl::mailbox_pin_checked`] and the same `check`.
+    CheckMailboxPin {
+        /// Identifies the request.
+        check: u64,
+        /// The mailbox number.
+        mailbox: String,
+        /// The PIN keyed.
+        pin: crate::acd::codes::Pin,
+    },
+    /// Play a voicemail message's WAV file to `end` (replaces what played there;
+    /// [`Output::StopPlay`] stops it).
+    PlayMessage {
+        /// The end.
+        end: MediaEnd,
+        /// The message file.
+        file: std::path::PathBuf,
+    },
+    /// A message was listened to: store it as heard.
+    MessageHeard {
+        /// Its row id.
+        id: i64,
+    },
+    /// A message was deleted from the phone menu: delete its row and file.
+    DeleteMessage {
+        /// Its row id.
+        id: i64,
+    },
+    /// A mailbox's message counts changed (message waiting: SIP phones'
+    /// `message-summary` NOTIFY; FXS phones get stutter dial tone from call control).
+    MessageWaiting {
+        /// The mailbox number.
+        mailbox: String,
+        /// New messages.
+        new: usize,
+        /// Heard (saved) messages.
+        heard: usize,
     },
 }
 
@@ -630,6 +692,8 @@ pub struct CallControl {
     acd_deferred: bool,
     /// Outside callers' names (`None`: caller ID names only).
     directory: Option<Box<dyn CallerDirectory>>,
+    /// Mailboxes, callers leaving messages, phones in the menu, message waiting.
+    vm: voicemail::Voicemail,
 }
 
 /// Names of outside callers from the customer directory, for the caller ID shown on
@@ -721,6 +785,7 @@ impl CallControl {
             feature_legs: BTreeMap::new(),
             acd_deferred: false,
             directory: None,
+            vm: voicemail::Voicemail::default(),
         }
     }
 
@@ -785,6 +850,7 @@ impl CallControl {
             .chain(acd)
             .chain(self.survey_timeout())
             .chain(self.feature_timeout())
+            .chain(self.vm_timeout())
             .min()
     }
 
@@ -821,6 +887,14 @@ impl CallControl {
             .map(|(&k, _)| k)
             .collect();
         for key in due {
+            if self.in_voicemail(key) {
+                continue;
+            }
+            if let Some(mailbox) = self.deposit_target(key, voicemail::Trigger::NoAnswer) {
+                if self.start_deposit(now, key, &mailbox, Disposition::NoAnswer) {
+                    continue;
+                }
+            }
             let Some(call) = self.calls.get(&key) else {
                 continue;
             };
@@ -846,6 +920,7 @@ impl CallControl {
         self.acd_timeout(now);
         self.survey_timeouts(now);
         self.feature_legs_due(Some(now));
+        self.vm_timeouts(now);
         self.flush_cdrs(|p| p.deadline <= now);
     }
 
@@ -984,7 +1059,7 @@ impl CallControl {
     }
 
     fn start_dialing(&mut self, now: Instant, port: u8) {
-        self.tone(port, Tone::Dial);
+        self.dial_tone(now, port);
         let deadline = now + self.settings.first_digit_timeout;
         self.set_fxs(
             port,
@@ -1008,6 +1083,10 @@ impl CallControl {
             return;
         }
         p.off_hook = false;
+        self.stutter_over(port);
+        let Some(p) = self.fxs.get_mut(&port) else {
+            return;
+        };
         let state = p.state.clone();
         let waiting = p.waiting.take();
         let held = p.held.take();
@@ -1088,6 +1167,9 @@ impl CallControl {
             return;
         };
         let (state, waiting, held) = (p.state.clone(), p.waiting, p.held);
+        if self.vm_session_of(Party::Fxs(port)).is_some() {
+            return tracing::debug!(port, "hook-flash ignored in voicemail");
+        }
         match state {
             Fxs::Caller(active) | Fxs::Callee(active)
                 if self.call_phase(active) == Some(CallPhase::Connected) =>
@@ -1178,6 +1260,9 @@ impl CallControl {
         if let Some(key) = self.survey_of(Party::Fxs(port)) {
             return self.survey_digit(now, key, d);
         }
+        if let Some(key) = self.vm_session_of(Party::Fxs(port)) {
+            return self.vm_digit(now, key, d);
+        }
         let Some(Fxs::Dialing {
             mut digits,
             started,
@@ -1188,8 +1273,14 @@ impl CallControl {
         };
         if digits.is_empty() {
             self.cmd(port, Command::StopTone);
+            self.stutter_over(port);
         }
         digits.push(d);
+        match self.vm_digits(now, port, &digits, started) {
+            None => {}
+            Some(true) => return,
+            Some(false) => return self.keep_dialing(now, port, digits, started),
+        }
         match self.feature_digits(now, port, &digits) {
             None => {}
             Some(true) => return,
@@ -1352,11 +1443,27 @@ impl CallControl {
             }
         }
         if self.sip_offerable(&number) && !own_sip_call {
-            self.offer_sip(now, key, SipTarget::Extension(number.clone()), number);
+            self.offer_sip(
+                now,
+                key,
+                SipTarget::Extension(number.clone()),
+                number.clone(),
+            );
             offered = true;
         }
         if !offered {
-            self.fail_call(now, key, Disposition::Busy, HangupSide::Callee);
+            if let Some(mailbox) = self.deposit_target(key, voicemail::Trigger::Busy) {
+                if self.start_deposit(now, key, &mailbox, Disposition::Busy) {
+                    return;
+                }
+            }
+            return self.fail_call(now, key, Disposition::Busy, HangupSide::Callee);
+        }
+        // The extension's mailbox takes unanswered calls sooner than the ring timeout.
+        if let Some(t) = self.no_answer_time(&number) {
+            if let Some(call) = self.calls.get_mut(&key) {
+                call.deadline = Some(now + t);
+            }
         }
     }
 
@@ -1683,6 +1790,8 @@ impl CallControl {
             Event::Digit(d) => {
                 if let Some(key) = self.survey_of(Party::Fxo(port)) {
                     self.survey_digit(now, key, *d as char);
+                } else if let Some(key) = self.vm_session_of(Party::Fxo(port)) {
+                    self.vm_digit(now, key, *d as char);
                 }
             }
             Event::Fault(kind) => {
@@ -1840,6 +1949,12 @@ impl CallControl {
         }
         if let Some(call) = self.calls.get(&key) {
             if call.ringing.is_empty() && call.ringing_legs.is_empty() {
+                // One extension, busy: its mailbox answers when it takes busy calls.
+                if let Some(mailbox) = self.deposit_target(key, voicemail::Trigger::Busy) {
+                    if self.start_deposit(now, key, &mailbox, Disposition::Busy) {
+                        return;
+                    }
+                }
                 tracing::info!(port, "PSTN call: no extension free to ring; not answered");
             }
         }
@@ -1969,6 +2084,9 @@ impl CallControl {
     ) {
         if self.surveys.contains_key(&key) {
             return self.finish_survey(now, key, by);
+        }
+        if self.in_voicemail(key) {
+            return self.vm_end(now, key, by, Tone::Busy);
         }
         if let (Some(agent), Some(prompt)) = (by, self.survey_prompt(key, by)) {
             return self.start_survey(now, key, agent, prompt);

@@ -28,7 +28,8 @@
 //!   `CallerAbandoned`; either side ending an answered call (or transferring it away)
 //!   is `CallEnded`, after which the agent goes to wrap-up.
 //! - Overflow to busy or to a number: the caller hears busy (is refused with 486) or is
-//!   sent out through the normal outside routes (trunk, then FXO).
+//!   sent out through the normal outside routes (trunk, then FXO). Overflow to
+//!   voicemail: the caller leaves a message in the mailbox ([`super::voicemail`]).
 //! - Every agent state change is an [`Output::AgentState`] (the daemon appends it to
 //!   `agent_state_log` and, for HQ, to the outbox).
 //!
@@ -52,7 +53,8 @@
 //!
 //! Limits: announcements need an installed prompt set (none ships with the box; they
 //! are only logged without it) and are English-shaped ("caller number 4, about 3
-//! minutes"); overflow to voicemail gives busy (no voicemail yet).
+//! minutes"); overflow to voicemail gives busy when the mailbox is missing or full
+//! (see [`super::voicemail`]).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -931,8 +933,14 @@ impl CallControl {
             }
             OverflowTarget::Number(n) => n.as_str().to_owned(),
             OverflowTarget::Voicemail(mailbox) => {
-                tracing::warn!(call = key, %mailbox, "overflow to voicemail: no voicemail yet, caller gets busy");
                 call.queue = None;
+                if let Party::Fxs(p) | Party::Fxo(p) = call.caller {
+                    self.cmd(p, Command::StopTone);
+                }
+                if self.start_deposit(now, key, mailbox.as_str(), Disposition::NoAnswer) {
+                    return;
+                }
+                tracing::warn!(call = key, %mailbox, "overflow to voicemail: mailbox missing or full, caller gets busy");
                 return self.fail_call(now, key, Disposition::Busy, HangupSide::System);
             }
             OverflowTarget::Busy => {

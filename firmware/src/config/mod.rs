@@ -29,12 +29,14 @@ mod sip;
 #[cfg(test)]
 mod tests;
 mod update;
+mod voicemail;
 
 pub use self::call_center::CallCenterConfig;
 pub use self::provisioning::{ProvisioningConfig, MAX_PROVISIONING_PATHS};
 pub use self::recording::{RecordingConfig, RecordingPolicy};
 pub use self::sip::{SipConfig, SipGuardConfig, SipTrunkConfig};
 pub use self::update::{SlotBackend, UpdateConfig, HEALTH_DEADLINE_S};
+pub use self::voicemail::VoicemailConfig;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -313,6 +315,8 @@ pub struct Config {
     pub recording: RecordingConfig,
     /// `[call_center]`: the agent feature codes (defaults when the section is absent).
     pub call_center: CallCenterConfig,
+    /// `[voicemail]`: the voicemail feature codes (defaults when the section is absent).
+    pub voicemail: VoicemailConfig,
 }
 
 /// Default RTP/RTCP port range of `[media]` (`rtp_port_min`, `rtp_port_max`) and the
@@ -864,6 +868,16 @@ impl Ctx<'_> {
             Some(c) => self.call_center(c)?,
             None => CallCenterConfig::default(),
         };
+        let voicemail = match raw.voicemail {
+            Some(v) => self.voicemail(v, &call_center)?,
+            None => self.voicemail(
+                voicemail::RawVoicemail {
+                    own_code: None,
+                    any_code: None,
+                },
+                &call_center,
+            )?,
+        };
 
         Ok(Config {
             source: self.source.to_owned(),
@@ -897,6 +911,7 @@ impl Ctx<'_> {
             provisioning,
             recording,
             call_center,
+            voicemail,
         })
     }
 

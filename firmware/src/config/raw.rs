@@ -44,6 +44,7 @@ pub(super) struct RawConfig {
     pub provisioning: Option<super::provisioning::RawProvisioning>,
     pub recording: Option<super::recording::RawRecording>,
     pub call_center: Option<super::call_center::RawCallCenter>,
+    pub voicemail: Option<super::voicemail::RawVoicemail>,
 }
 
 /// `[media]`: RTP ports and the jitter buffer.

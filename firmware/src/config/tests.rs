@@ -711,3 +711,40 @@ fn call_center_feature_codes_are_validated() {
     let unknown = error("[call_center.feature_codes]\nbarge = \"*70\"\n");
     assert!(unknown.contains("barge"), "{unknown}");
 }
+
+#[test]
+fn voicemail_codes_default_and_are_validated() {
+    let config = Config::from_toml_str("", Path::new(FILE)).expect("valid");
+    assert_eq!(
+        config.voicemail.codes,
+        crate::call::VoicemailCodes::default()
+    );
+    let config = Config::from_toml_str(
+        "[voicemail]\nown_code = \"#8\"\nany_code = \"#9\"\n",
+        Path::new(FILE),
+    )
+    .expect("valid codes");
+    assert_eq!(
+        (
+            config.voicemail.codes.own.as_str(),
+            config.voicemail.codes.any.as_str()
+        ),
+        ("#8", "#9")
+    );
+    // A bad digit, codes that are prefixes of each other or of the call center's, and
+    // an unknown key: refused with the file, the line and the field.
+    let bad = error("\n[voicemail]\nown_code = \"*9A\"\n");
+    assert_located(&bad, 3, "voicemail.own_code");
+    let prefix = error("[voicemail]\nown_code = \"*9\"\nany_code = \"*98\"\n");
+    assert!(
+        prefix.contains("voicemail.any_code") && prefix.contains("prefix"),
+        "{prefix}"
+    );
+    let clash = error("[voicemail]\nany_code = \"*6\"\n");
+    assert!(
+        clash.contains("voicemail.any_code") && clash.contains("call center"),
+        "{clash}"
+    );
+    let unknown = error("[voicemail]\ngreeting = \"x\"\n");
+    assert!(unknown.contains("greeting"), "{unknown}");
+}

@@ -17,8 +17,8 @@
 //!   `voicemail` overflow names), an owner user, an argon2id PIN hash
 //!   ([`crate::accounts::password`]), a greeting, the longest message, the most
 //!   messages kept, and whether the extension's busy / unanswered calls go there
-//!   (and after how long). Call control gets them at start (call control's side comes
-//!   with its own change).
+//!   (and after how long). Call control gets them at start ([`service::load`]) as
+//!   [`crate::call::VoicemailSettings`].
 //! - **Greetings** are WAV files in `voicemail/greetings/` ([`GREETINGS_DIR`]) in the
 //!   prompts' format (PCM mono 8 kHz 16-bit), named by the mailbox's `greeting`
 //!   column; the daemon loads them at start as prompts called
@@ -38,6 +38,7 @@
 //! upload); a message cut by a crash keeps its audio but loses its caller (its row
 //! says `interrupted`); greetings are read at start only.
 
+pub mod service;
 pub mod store;
 pub mod writer;
 
