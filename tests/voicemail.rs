@@ -134,3 +134,135 @@ fn a_message_is_left_signalled_by_stutter_dial_tone_played_back_and_deleted() {
     assert!(dial.cadence.is_continuous(), "{dial:?}");
     owner.on_hook();
 }
+
+/// A stand-in SIP phone on `socket` (where a SIPp REGISTER left its binding): answers
+/// INVITEs `486 Busy Here` and NOTIFYs `200 OK`, and keeps every NOTIFY it got.
+fn fake_phone(socket: std::net::UdpSocket) -> std::sync::Arc<std::sync::Mutex<Vec<String>>> {
+    let notifies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = std::sync::Arc::clone(&notifies);
+    socket
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 65536];
+        // The test ends long before; the thread stops with the process.
+        for _ in 0..600 {
+            let Ok((n, from)) = socket.recv_from(&mut buf) else {
+                continue;
+            };
+            let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+            let status = if text.starts_with("INVITE ") {
+                "486 Busy Here"
+            } else if text.starts_with("NOTIFY ") {
+                seen.lock().expect("lock").push(text.clone());
+                "200 OK"
+            } else {
+                continue; // ACK, CANCEL, responses
+            };
+            let mut response = format!("SIP/2.0 {status}\r\n");
+            for line in text.lines() {
+                let lower = line.to_ascii_lowercase();
+                if ["via:", "from:", "to:", "call-id:", "cseq:"]
+                    .iter()
+                    .any(|h| lower.starts_with(h))
+                {
+                    response.push_str(line);
+                    if lower.starts_with("to:") && !lower.contains("tag=") {
+                        response.push_str(";tag=fakephone");
+                    }
+                    response.push_str("\r\n");
+                }
+            }
+            response.push_str("Content-Length: 0\r\n\r\n");
+            let _ = socket.send_to(response.as_bytes(), from);
+        }
+    });
+    notifies
+}
+
+/// Waits for a message-summary NOTIFY whose body holds every one of `want`.
+fn wait_notify(notifies: &std::sync::Mutex<Vec<String>>, want: &[&str]) -> Option<String> {
+    let mut found = None;
+    wait(Duration::from_secs(10), || {
+        found = notifies
+            .lock()
+            .expect("lock")
+            .iter()
+            .find(|n| n.contains("Event: message-summary") && want.iter().all(|w| n.contains(w)))
+            .cloned();
+        found.is_some()
+    });
+    found
+}
+
+#[test]
+fn a_sip_phone_gets_message_summary_notifies_at_registration_and_on_every_change() {
+    use crate::sip_calls::{free_port, register};
+    // 102 is FXS 2 and a SIP phone.
+    let plan = format!(
+        "{}\n[media]\nlocal_ip = \"127.0.0.1\"\n\n[[sip_accounts]]\nextension = \"102\"\n\
+         name = \"Sales Desk\"\npassword = \"sales-desk-pass-1\"\n\n[sip]\nudp = \"127.0.0.1:0\"\n\
+         domain = \"branch.test\"\nmd5_first = true\n",
+        crate::harness::DIAL_PLAN
+    );
+    let mut gw = Gateway::start_with(&plan);
+    gw.stop_with(nix::sys::signal::Signal::SIGTERM);
+    {
+        let db = rusqlite::Connection::open(gw.db_path()).expect("open the store");
+        db.execute(
+            "INSERT INTO voicemail_boxes (number, no_answer_ms) VALUES ('102', 5000)",
+            [],
+        )
+        .expect("mailbox row");
+    }
+    gw.restart();
+    assert!(
+        gw.wait_log("sip endpoint listening", SOON),
+        "{}",
+        gw.log_text()
+    );
+
+    // The phone registers (SIPp), then listens where its binding points.
+    let port = free_port();
+    register(&gw, "102", "sales-desk-pass-1", port);
+    let socket = std::net::UdpSocket::bind(("127.0.0.1", port)).expect("the phone's port");
+    let notifies = fake_phone(socket);
+    let first = wait_notify(&notifies, &["Messages-Waiting: no", "Voice-Message: 0/0"])
+        .unwrap_or_else(|| panic!("no NOTIFY at registration:\n{}", gw.log_text()));
+    assert!(first.contains("Message-Account: sip:102@"), "{first}");
+
+    // A message for 102 (the SIP phone is busy, the analog one does not answer).
+    let (caller, owner) = (gw.sim.phone(1), gw.sim.phone(2));
+    caller.off_hook();
+    wait_tone(&gw.sim, 1, 350, 440).expect("dial tone");
+    caller.dial("102");
+    assert!(
+        gw.wait_log("voicemail: recording", Duration::from_secs(15)),
+        "{}",
+        gw.log_text()
+    );
+    caller.inject_tone(VOICE_HZ, 8000);
+    std::thread::sleep(Duration::from_millis(1500));
+    caller.dial("#");
+    caller.on_hook();
+    wait_notify(
+        &notifies,
+        &["Messages-Waiting: yes", "Voice-Message: 1/0 (0/0)"],
+    )
+    .unwrap_or_else(|| panic!("no NOTIFY for the new message:\n{}", gw.log_text()));
+
+    // Deleted from the analog phone: the SIP phone hears there is nothing waiting.
+    notifies.lock().expect("lock").clear();
+    owner.off_hook();
+    wait_tone(&gw.sim, 2, 350, 440).expect("dial tone");
+    owner.dial("*97");
+    assert!(
+        gw.wait_log("voicemail: playing message", SOON),
+        "{}",
+        gw.log_text()
+    );
+    owner.dial("7");
+    wait_notify(&notifies, &["Messages-Waiting: no", "Voice-Message: 0/0"])
+        .unwrap_or_else(|| panic!("no NOTIFY after the deletion:\n{}", gw.log_text()));
+    owner.on_hook();
+}

@@ -1612,13 +1612,18 @@ impl BoardLoop {
                     let _ = self.jobs.send(StoreJob::Voicemail(job));
                 }
                 Output::MessageWaiting {
-                    mailbox,
+                    ref mailbox,
                     new,
                     heard,
                 } => {
-                    // SIP phones' message-summary NOTIFY is not sent yet; FXS phones
-                    // get stutter dial tone from call control.
+                    // FXS phones get stutter dial tone from call control; SIP phones a
+                    // message-summary NOTIFY from the SIP endpoint.
                     tracing::info!(mailbox, new, heard, "message waiting");
+                    if let Some(tx) = &self.sip_outputs {
+                        if tx.send(out).is_err() {
+                            tracing::error!("SIP endpoint gone; MWI NOTIFY lost");
+                        }
+                    }
                 }
                 Output::DetectDtmf { port, on: true } => {
                     self.dtmf_detectors.insert(port, Default::default());

@@ -45,8 +45,10 @@
 //!   OPTIONS outside a dialog is answered `200` (keepalive). MESSAGE from an
 //!   authenticated phone is relayed to every binding of the target (`202` on the
 //!   first 2xx, else the lowest failure). SUBSCRIBE is answered `489 Bad Event` (no
-//!   subscriptions); [`SipCommand::Mwi`] sends an unsolicited RFC 3842 NOTIFY to every
-//!   binding of an extension (there is no voicemail yet, so nothing sends it today).
+//!   subscriptions); [`SipCommand::Mwi`] (call control's `Output::MessageWaiting`,
+//!   whenever a mailbox's counts change) sends an unsolicited RFC 3842 NOTIFY to every
+//!   binding of the mailbox's extension, and a phone that registers gets the last
+//!   counts of its extension's mailbox at once.
 //! - The trunk (`[sip.trunk]`, `register = true`) registers with
 //!   [`branchline_sip::trunk::TrunkRegistration`], with an OPTIONS keepalive every
 //!   `keepalive_s` (default 30 s) to the registered server so that a registrar that
@@ -248,6 +250,19 @@ impl SipCommand {
             Output::SipAnswer { leg } => SipCommand::Answer { leg },
             Output::SipHangup { leg, reason } => SipCommand::Hangup { leg, reason },
             Output::SipTransferStatus { leg, status } => SipCommand::TransferStatus { leg, status },
+            Output::MessageWaiting {
+                mailbox,
+                new,
+                heard,
+            } => SipCommand::Mwi {
+                extension: mailbox,
+                summary: MessageSummary {
+                    new: u32::try_from(new).unwrap_or(u32::MAX),
+                    old: u32::try_from(heard).unwrap_or(u32::MAX),
+                    urgent_new: 0,
+                    urgent_old: 0,
+                },
+            },
             _ => return None,
         })
     }
@@ -375,6 +390,9 @@ pub struct SipEndpoint {
     status_dirty: bool,
     /// Version of the last snapshot.
     status_version: u64,
+    /// The last message-waiting counts of each mailbox ([`SipCommand::Mwi`]): a phone
+    /// that registers gets its extension's at once.
+    mwi_state: HashMap<String, MessageSummary>,
 }
 
 impl std::fmt::Debug for SipEndpoint {
@@ -709,6 +727,7 @@ impl SipEndpoint {
             status_tx: status,
             status_dirty: true,
             status_version: 0,
+            mwi_state: HashMap::new(),
         };
         endpoint.publish_status(now);
         for (kind, addr) in &local_addrs {
@@ -1277,7 +1296,18 @@ impl SipEndpoint {
             }
             _ => {}
         }
+        let registered = match &outcome.auth {
+            AuthOutcome::Succeeded { extension } if outcome.response.status_code.code() == 200 => {
+                Some(extension.clone())
+            }
+            _ => None,
+        };
         self.respond(now, key, outcome.response);
+        // A phone that (re-)registers learns its mailbox's state (RFC 3842 unsolicited
+        // NOTIFY), e.g. after the box or the phone restarted.
+        if let Some(summary) = registered.and_then(|e| Some((*self.mwi_state.get(&e)?, e))) {
+            self.mwi(now, &summary.1, &summary.0);
+        }
     }
 
     /// Authenticates a request from a phone (INVITE, MESSAGE): the extension, or
@@ -1417,7 +1447,10 @@ impl SipEndpoint {
             SipCommand::Answer { leg } => self.answer(now, leg).await,
             SipCommand::Hangup { leg, reason } => self.hangup(now, leg, reason).await,
             SipCommand::TransferStatus { leg, status } => self.transfer_notify(now, leg, status),
-            SipCommand::Mwi { extension, summary } => self.mwi(now, &extension, &summary),
+            SipCommand::Mwi { extension, summary } => {
+                self.mwi(now, &extension, &summary);
+                self.mwi_state.insert(extension, summary);
+            }
         }
     }
 
