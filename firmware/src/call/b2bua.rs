@@ -163,7 +163,10 @@ impl CallControl {
                 Some(call) => call,
                 None => return,
             },
-            SipOrigin::Extension(_) => call,
+            SipOrigin::Extension(ref ext) => match self.sip_voicemail_code(now, call, ext) {
+                Some(call) => call,
+                None => return,
+            },
         };
         if self.is_extension(&dialled) {
             return self.call_extension(now, call);

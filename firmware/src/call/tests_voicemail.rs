@@ -554,3 +554,66 @@ fn a_caller_hanging_up_during_the_greeting_leaves_no_message() {
     }));
     assert_eq!(cdrs(&out)[0].disposition, Disposition::Busy);
 }
+
+#[test]
+fn a_sip_phone_opens_its_mailbox_with_star97_and_any_with_star98_and_rfc4733_pin() {
+    let mut h = vm_harness(vec![msg(4, "101", false), msg(5, "210", false)]);
+    h.cc.set_voicemail(VoicemailSettings {
+        codes: VoicemailCodes::default(),
+        mailboxes: vec![mailbox("101"), mailbox("210")],
+        messages: vec![msg(4, "101", false), msg(5, "210", false)],
+    });
+    h.take();
+    // 210's own mailbox: answered, its message plays as audio on the leg; 7 deletes.
+    h.incoming(IN1, SipOrigin::Extension("210".into()), "210", "*97");
+    let out = h.take();
+    assert!(out.contains(&Output::SipAnswer { leg: IN1 }), "{out:?}");
+    assert_eq!(message_plays(&out), vec![msg(5, "210", false).file]);
+    h.sip(SipInput::Digit {
+        leg: IN1,
+        digit: '7',
+    });
+    let out = h.take();
+    assert!(out.contains(&Output::DeleteMessage { id: 5 }), "{out:?}");
+    // No more messages: the box hangs up (a BYE; an analog phone would hear the
+    // confirmation beeps until it hangs up).
+    assert!(out
+        .iter()
+        .any(|o| matches!(o, Output::SipHangup { leg, .. } if *leg == IN1)));
+    // Mailbox 101 from 211's phone, the `#` left out; the PIN keyed as RFC 4733.
+    h.incoming(IN2, SipOrigin::Extension("211".into()), "211", "*98101");
+    let out = h.take();
+    assert!(out.contains(&Output::SipAnswer { leg: IN2 }), "{out:?}");
+    for d in "4711#".chars() {
+        h.sip(SipInput::Digit { leg: IN2, digit: d });
+    }
+    let checks = pin_checks(&h.take());
+    assert_eq!(checks.len(), 1);
+    assert_eq!(
+        (checks[0].1.as_str(), checks[0].2.as_str()),
+        ("101", "4711")
+    );
+    h.cc.mailbox_pin_checked(h.now, checks[0].0, true);
+    assert_eq!(
+        message_plays(&drained(&mut h)),
+        vec![msg(4, "101", false).file]
+    );
+}
+
+#[test]
+fn a_sip_phone_dialling_a_malformed_code_or_its_missing_mailbox_gets_404() {
+    let mut h = vm_harness(Vec::new());
+    for (leg, dialled) in [(IN1, "*98*1"), (IN2, "*97")] {
+        // 211 has no mailbox.
+        h.incoming(leg, SipOrigin::Extension("211".into()), "211", dialled);
+        let out = h.take();
+        assert!(
+            out.contains(&Output::SipHangup {
+                leg,
+                reason: EndReason::Unallocated
+            }),
+            "{dialled}: {out:?}"
+        );
+        assert!(!out.contains(&Output::SipAnswer { leg }));
+    }
+}

@@ -41,18 +41,20 @@
 //! counts as heard. No prompts ship with the box, so tones mark the steps: the
 //! confirmation beeps ([`Tone::Confirmation`]) ask for the PIN, follow each message
 //! (choose 7/9/#/*) and say "no more messages"; number unobtainable is a refused PIN
-//! or mailbox. The entry point takes any party (`open_mailbox`), so SIP phones'
-//! feature-code calls can use it.
+//! or mailbox. A local SIP phone calls the same codes (INVITE to `*97`, `*98201`; the
+//! `#` optional) and keys the PIN and the menu keys as RFC 4733 or INFO digits; it
+//! hears the tones as audio, and gets a BYE where an analog phone is left with a
+//! tone (no more messages, a refused PIN).
 //!
 //! **Message waiting.** An FXS phone whose extension's mailbox holds new messages
 //! hears stutter dial tone ([`Tone::StutterDial`]) for [`STUTTER`] when it goes
 //! off-hook, then steady dial tone. Every change of a mailbox's counts is an
 //! [`Output::MessageWaiting`] (for SIP phones' `message-summary` NOTIFY).
 //!
-//! Limits: analog phones only for the menu (SIP phones: after the lead's feature-code
-//! routing for SIP calls lands, through `open_mailbox`); SIP MWI NOTIFY is emitted as
-//! [`Output::MessageWaiting`] but not sent by the SIP endpoint yet; a greeting cannot
-//! be recorded from the phone (it is a file).
+//! Limits: SIP phones get message-summary NOTIFYs (unsolicited: the endpoint answers
+//! SUBSCRIBE 489); a greeting cannot be recorded from the phone (it is a file); a PSTN
+//! call ringing an extension unanswered does not go to its mailbox (the line rings
+//! until the caller gives up), a busy one does.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -699,6 +701,32 @@ impl CallControl {
                 Some(true)
             }
         }
+    }
+
+    /// A local SIP phone's call (from `extension`) to a voicemail code opens the
+    /// mailbox: `*97` its own, `*98<mailbox>` (the `#` optional: phones keep it as
+    /// their send key) any, then the PIN and `#` as RFC 4733 / INFO digits. `Some`
+    /// gives the call back when the number is no voicemail code (a malformed one, or
+    /// the own code from an extension without a mailbox, then gets 404 from the dial
+    /// plan).
+    pub(super) fn sip_voicemail_code(
+        &mut self,
+        now: Instant,
+        call: super::Call,
+        extension: &str,
+    ) -> Option<super::Call> {
+        let code = match self.vm.code(&call.callee_number) {
+            VmCode::Incomplete => self.vm.code(&format!("{}#", call.callee_number)),
+            code => code,
+        };
+        let (mailbox, pin) = match code {
+            VmCode::Own if self.vm.boxes.contains_key(extension) => (extension.to_owned(), false),
+            VmCode::Mailbox(m) => (m, true),
+            _ => return Some(call),
+        };
+        let key = self.new_call(call);
+        self.open_mailbox(now, key, mailbox, pin);
+        None
     }
 
     /// Call `key` (its caller any party: an analog phone, a SIP phone's feature-code
