@@ -60,11 +60,10 @@ fn a_message_is_left_signalled_by_stutter_dial_tone_played_back_and_deleted() {
         wait(Duration::from_secs(10), || !owner.is_ringing()),
         "102 stops ringing"
     );
-    assert!(caller.tone().is_none(), "ringback stops");
-    assert!(
-        hears(&listen(&gw.sim, 1, 300, false), 1000.0),
-        "the caller hears the beep"
-    );
+    // The beep (500 ms) right away; ringback stopped.
+    let beep = listen(&gw.sim, 1, 300, false);
+    assert!(hears(&beep, 1000.0), "the caller hears the beep");
+    assert!(wait(SOON, || caller.tone().is_none()), "ringback stops");
     // The message: 3 s of the caller's voice, then `#`.
     assert!(
         gw.wait_log("voicemail: recording", SOON),
@@ -195,9 +194,9 @@ fn wait_notify(notifies: &std::sync::Mutex<Vec<String>>, want: &[&str]) -> Optio
     found
 }
 
-#[test]
-fn a_sip_phone_gets_message_summary_notifies_at_registration_and_on_every_change() {
-    use crate::sip_calls::{free_port, register};
+/// The analog dial plan with 102 also a SIP account, and mailbox 102 (5 s no-answer
+/// time) in the store.
+fn sip_mailbox_gateway() -> Gateway {
     // 102 is FXS 2 and a SIP phone.
     let plan = format!(
         "{}\n[media]\nlocal_ip = \"127.0.0.1\"\n\n[[sip_accounts]]\nextension = \"102\"\n\
@@ -216,23 +215,18 @@ fn a_sip_phone_gets_message_summary_notifies_at_registration_and_on_every_change
         .expect("mailbox row");
     }
     gw.restart();
+    // The restarted daemon's listener (the first start's is logged too).
     assert!(
-        gw.wait_log("sip endpoint listening", SOON),
+        gw.wait_log_count("sip endpoint listening", 2, SOON),
         "{}",
         gw.log_text()
     );
+    gw
+}
 
-    // The phone registers (SIPp), then listens where its binding points.
-    let port = free_port();
-    register(&gw, "102", "sales-desk-pass-1", port);
-    let socket = std::net::UdpSocket::bind(("127.0.0.1", port)).expect("the phone's port");
-    let notifies = fake_phone(socket);
-    let first = wait_notify(&notifies, &["Messages-Waiting: no", "Voice-Message: 0/0"])
-        .unwrap_or_else(|| panic!("no NOTIFY at registration:\n{}", gw.log_text()));
-    assert!(first.contains("Message-Account: sip:102@"), "{first}");
-
-    // A message for 102 (the SIP phone is busy, the analog one does not answer).
-    let (caller, owner) = (gw.sim.phone(1), gw.sim.phone(2));
+/// 101 leaves a 1.5 s message for 102 (unanswered).
+fn leave_message(gw: &Gateway) {
+    let caller = gw.sim.phone(1);
     caller.off_hook();
     wait_tone(&gw.sim, 1, 350, 440).expect("dial tone");
     caller.dial("102");
@@ -245,6 +239,68 @@ fn a_sip_phone_gets_message_summary_notifies_at_registration_and_on_every_change
     std::thread::sleep(Duration::from_millis(1500));
     caller.dial("#");
     caller.on_hook();
+    assert!(
+        gw.wait_log("voicemail message registered", SOON),
+        "{}",
+        gw.log_text()
+    );
+}
+
+#[test]
+fn a_sip_phone_subscribed_to_message_summary_is_notified_until_it_unsubscribes() {
+    use crate::sip_calls::{free_port, sip_addr, sipp, wait_sipp};
+    let gw = sip_mailbox_gateway();
+    let target = sip_addr(&gw);
+    let auth_uri = format!("102@{target}");
+    let phone = sipp(
+        "subscribe_mwi.xml",
+        target,
+        free_port(),
+        &[
+            "-s",
+            "102",
+            "-au",
+            "102",
+            "-ap",
+            "sales-desk-pass-1",
+            "-auth_uri",
+            &auth_uri,
+            "-m",
+            "1",
+        ],
+    )
+    .spawn()
+    .expect("sipp starts");
+    if !gw.wait_log("message-summary subscription", SOON) {
+        let out = phone.wait_with_output().expect("sipp output");
+        panic!(
+            "no subscription: sipp {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            gw.log_text()
+        );
+    }
+    leave_message(&gw);
+    // SIPp checks the NOTIFYs (none waiting, then 1/0) and unsubscribes.
+    wait_sipp(phone, "message-summary subscription", &gw);
+}
+
+#[test]
+fn a_sip_phone_gets_message_summary_notifies_at_registration_and_on_every_change() {
+    use crate::sip_calls::{free_port, register};
+    let gw = sip_mailbox_gateway();
+
+    // The phone registers (SIPp), then listens where its binding points.
+    let port = free_port();
+    register(&gw, "102", "sales-desk-pass-1", port);
+    let socket = std::net::UdpSocket::bind(("127.0.0.1", port)).expect("the phone's port");
+    let notifies = fake_phone(socket);
+    let first = wait_notify(&notifies, &["Messages-Waiting: no", "Voice-Message: 0/0"])
+        .unwrap_or_else(|| panic!("no NOTIFY at registration:\n{}", gw.log_text()));
+    assert!(first.contains("Message-Account: sip:102@"), "{first}");
+
+    // A message for 102 (the SIP phone is busy, the analog one does not answer).
+    let owner = gw.sim.phone(2);
+    leave_message(&gw);
     wait_notify(
         &notifies,
         &["Messages-Waiting: yes", "Voice-Message: 1/0 (0/0)"],

@@ -49,10 +49,10 @@
 //! **Message waiting.** An FXS phone whose extension's mailbox holds new messages
 //! hears stutter dial tone ([`Tone::StutterDial`]) for [`STUTTER`] when it goes
 //! off-hook, then steady dial tone. Every change of a mailbox's counts is an
-//! [`Output::MessageWaiting`] (for SIP phones' `message-summary` NOTIFY).
+//! [`Output::MessageWaiting`]: the SIP endpoint NOTIFYs the extension's SIP phones
+//! (`message-summary`, RFC 3842: in their subscriptions, else unsolicited).
 //!
-//! Limits: SIP phones get message-summary NOTIFYs (unsolicited: the endpoint answers
-//! SUBSCRIBE 489); a greeting cannot be recorded from the phone (it is a file); a PSTN
+//! Limits: a greeting cannot be recorded from the phone (it is a file); a PSTN
 //! call ringing an extension unanswered does not go to its mailbox (the line rings
 //! until the caller gives up), a busy one does.
 

@@ -21,6 +21,7 @@
 //!   address, SDP offer, toll check), outgoing INVITEs (forking to every binding of an
 //!   extension, the trunk with caller ID, P-Asserted-Identity and digest), CANCEL,
 //!   BYE, re-INVITE hold.
+//! - `mwi`: `message-summary` subscriptions and their NOTIFYs.
 //! - `refer`: transfers: REFER (RFC 3515) with its implicit subscription and
 //!   sipfrag NOTIFYs, `Replaces` (RFC 3891) in a Refer-To or on an INVITE.
 //! - [`sdp`]: SDP offer/answer for G.711 audio (our own subset; see its doc).
@@ -44,11 +45,12 @@
 //!   `[sip.guard] auth_failures_before_ban` failures (then its packets are dropped).
 //!   OPTIONS outside a dialog is answered `200` (keepalive). MESSAGE from an
 //!   authenticated phone is relayed to every binding of the target (`202` on the
-//!   first 2xx, else the lowest failure). SUBSCRIBE is answered `489 Bad Event` (no
-//!   subscriptions); [`SipCommand::Mwi`] (call control's `Output::MessageWaiting`,
-//!   whenever a mailbox's counts change) sends an unsolicited RFC 3842 NOTIFY to every
-//!   binding of the mailbox's extension, and a phone that registers gets the last
-//!   counts of its extension's mailbox at once.
+//!   first 2xx, else the lowest failure). Message waiting (`mwi`): a phone may
+//!   SUBSCRIBE to its mailbox's `message-summary` (RFC 3842; other events `489`);
+//!   [`SipCommand::Mwi`] (call control's `Output::MessageWaiting`, whenever a
+//!   mailbox's counts change) NOTIFYs its subscriptions, or, for an extension without
+//!   one, sends an unsolicited NOTIFY to every binding; a phone that registers without
+//!   a subscription gets the last counts of its extension's mailbox at once.
 //! - The trunk (`[sip.trunk]`, `register = true`) registers with
 //!   [`branchline_sip::trunk::TrunkRegistration`], with an OPTIONS keepalive every
 //!   `keepalive_s` (default 30 s) to the registered server so that a registrar that
@@ -86,6 +88,7 @@
 mod challenges;
 mod dns;
 mod legs;
+mod mwi;
 mod refer;
 pub mod sdp;
 pub mod status;
@@ -393,6 +396,8 @@ pub struct SipEndpoint {
     /// The last message-waiting counts of each mailbox ([`SipCommand::Mwi`]): a phone
     /// that registers gets its extension's at once.
     mwi_state: HashMap<String, MessageSummary>,
+    /// `message-summary` subscriptions by (Call-ID, subscriber's tag) (see `mwi`).
+    mwi_subscriptions: HashMap<(String, String), mwi::Subscription>,
 }
 
 impl std::fmt::Debug for SipEndpoint {
@@ -728,6 +733,7 @@ impl SipEndpoint {
             status_dirty: true,
             status_version: 0,
             mwi_state: HashMap::new(),
+            mwi_subscriptions: HashMap::new(),
         };
         endpoint.publish_status(now);
         for (kind, addr) in &local_addrs {
@@ -833,6 +839,7 @@ impl SipEndpoint {
             self.dialogs.timeout(),
             self.registrar.timeout(),
             self.guard.timeout(),
+            self.subscriptions_timeout(),
             trunk,
         ]
         .into_iter()
@@ -848,6 +855,7 @@ impl SipEndpoint {
         if let Some(r) = self.trunk.as_mut().and_then(|t| t.registration.as_mut()) {
             r.handle_timeout(now);
         }
+        self.expire_subscriptions(now);
     }
 
     fn next_random(&mut self) -> u64 {
@@ -1195,7 +1203,8 @@ impl SipEndpoint {
         source: Peer,
     ) {
         use branchline_sip::dialog::RequestDisposition;
-        let disposition = if request.method == Method::Register {
+        // REGISTER has no dialog; a SUBSCRIBE's dialog is the `mwi` module's own.
+        let disposition = if matches!(request.method, Method::Register | Method::Subscribe) {
             RequestDisposition::OutOfDialog
         } else {
             self.dialogs.on_request(now, &request)
@@ -1233,14 +1242,7 @@ impl SipEndpoint {
                 }
                 Method::Message => self.on_message(now, &key, &request, source),
                 Method::Invite => self.on_invite(now, key, request, source).await,
-                Method::Subscribe => {
-                    let response = transaction::response_for(
-                        &request,
-                        rsip::StatusCode::Other(489, "Bad Event".into()),
-                        None,
-                    );
-                    self.respond(now, &key, response);
-                }
+                Method::Subscribe => self.on_subscribe(now, &key, &request, source),
                 Method::Bye | Method::Update | Method::PRack | Method::Info => {
                     let response = transaction::response_for(&request, 481u16.into(), None);
                     self.respond(now, &key, response);
@@ -1305,6 +1307,7 @@ impl SipEndpoint {
         self.respond(now, key, outcome.response);
         // A phone that (re-)registers learns its mailbox's state (RFC 3842 unsolicited
         // NOTIFY), e.g. after the box or the phone restarted.
+        let registered = registered.filter(|e| !self.subscribed(e));
         if let Some(summary) = registered.and_then(|e| Some((*self.mwi_state.get(&e)?, e))) {
             self.mwi(now, &summary.1, &summary.0);
         }
@@ -1448,8 +1451,12 @@ impl SipEndpoint {
             SipCommand::Hangup { leg, reason } => self.hangup(now, leg, reason).await,
             SipCommand::TransferStatus { leg, status } => self.transfer_notify(now, leg, status),
             SipCommand::Mwi { extension, summary } => {
-                self.mwi(now, &extension, &summary);
-                self.mwi_state.insert(extension, summary);
+                self.mwi_state.insert(extension.clone(), summary);
+                if self.subscribed(&extension) {
+                    self.notify_subscribers(now, &extension);
+                } else {
+                    self.mwi(now, &extension, &summary);
+                }
             }
         }
     }
