@@ -2050,6 +2050,7 @@ impl BoardLoop {
                     });
                 let _ = reply.send(outcome);
             }
+            ControlRequest::VoicemailDeleted { id } => calls.voicemail_message_removed(id),
             ControlRequest::RingTest { port, reply } => {
                 let outcome = self
                     .web_status

@@ -38,6 +38,9 @@
 //!   restart.
 //! - **Blacklist**: `/api/v1/blacklist` lists, adds and deletes caller-screening
 //!   entries and sets the mode (see `blacklist`).
+//! - **Voicemail**: `/api/v1/voicemail` lists the messages of the mailboxes the
+//!   caller may see (numbers masked), serves a message's WAV and deletes one (see
+//!   `voicemail`).
 //! - **Customers**: `/api/v1/customers` (CRUD, filters, CSV import/export),
 //!   `/api/v1/customer-fields` and `/api/v1/customer-types` (see `customers`);
 //!   numbers masked per record like CDRs.
@@ -62,6 +65,7 @@ mod events;
 mod handlers;
 pub mod openapi;
 pub mod queues;
+mod voicemail;
 pub(crate) use handlers::run_force_sync;
 mod reports;
 pub mod session;
@@ -707,6 +711,19 @@ fn build(state: ApiState) -> (Router, Vec<(Method, &'static str)>) {
         Method::DELETE,
         "/api/v1/blacklist/{id}",
         blacklist::delete
+    );
+    route!(get, Method::GET, "/api/v1/voicemail", voicemail::list);
+    route!(
+        get,
+        Method::GET,
+        "/api/v1/voicemail/{id}/audio",
+        voicemail::audio
+    );
+    route!(
+        delete,
+        Method::DELETE,
+        "/api/v1/voicemail/{id}",
+        voicemail::delete
     );
     route!(get, Method::GET, "/api/v1/customers", customers::list);
     route!(post, Method::POST, "/api/v1/customers", customers::create);

@@ -18,6 +18,7 @@ struct Op {
 const JSON: &str = "application/json";
 const CSV: &str = "text/csv";
 const NONE: &str = "";
+const WAV: &str = "audio/wav";
 
 const OPS: &[Op] = &[
     op("post", "/api/v1/session", "Log in; sets the bl_session cookie and returns the CSRF token", "(none)", Some("Login"), "200", JSON),
@@ -66,6 +67,9 @@ const OPS: &[Op] = &[
     op("get", "/api/v1/blacklist/mode", "The screening mode (deny: blacklist, allow: allowlist) and default action", "blacklist.view (site)", None, "200", JSON),
     op("put", "/api/v1/blacklist/mode", "Set the screening mode and default action; audited", "blacklist.edit (site)", Some("BlacklistMode"), "200", JSON),
     op("delete", "/api/v1/blacklist/{id}", "Delete a local entry; audited; 409 for HQ's entries (delete them at HQ)", "blacklist.delete (site)", None, "204", NONE),
+    op("get", "/api/v1/voicemail", "The mailboxes the caller may see with their messages (caller, received, duration, size, sha256, heard); caller numbers masked unless numbers.view (site)", "voicemail.view (scoped to the mailbox's owner and groups)", None, "200", JSON),
+    op("get", "/api/v1/voicemail/{id}/audio", "A message's WAV file (mono 16-bit PCM, 8 kHz)", "voicemail.listen (scoped to the mailbox)", None, "200", WAV),
+    op("delete", "/api/v1/voicemail/{id}", "Delete a message (row and file); audited; the phones' message waiting follows", "voicemail.delete (scoped to the mailbox)", None, "204", NONE),
     op("get", "/api/v1/customers", "Customers the caller's scope reaches, one page (name substring, number, type, owner, owner_group, source, field.<name>, limit, offset); numbers and phone fields masked unless numbers.view covers the record", "contacts.view (scoped to the record's owner and groups)", None, "200", JSON),
     op("post", "/api/v1/customers", "Add a local customer {name, numbers, type, owner, owner_group, fields}; audited; 409 when a number belongs to another customer", "contacts.add (scoped to the new record)", Some("Customer"), "201", JSON),
     op("get", "/api/v1/customers/export", "Every customer as CSV (the import format); numbers masked unless numbers.view covers the record; audited", "contacts.export (site)", None, "200", CSV),
@@ -152,6 +156,8 @@ pub fn document() -> Value {
                     json!({ "description": "done" })
                 } else if op.response == CSV {
                     json!({ "description": "ok", "content": { CSV: { "schema": { "type": "string" } } } })
+                } else if op.response == WAV {
+                    json!({ "description": "ok", "content": { WAV: { "schema": { "type": "string", "format": "binary" } } } })
                 } else {
                     json!({ "description": "ok", "content": { JSON: { "schema": { "type": "object" } } } })
                 },

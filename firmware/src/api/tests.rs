@@ -20,6 +20,7 @@ use crate::store::{ExtensionRow, Store};
 mod blacklist;
 mod customers;
 mod queues;
+mod voicemail;
 
 const FAST: HashParams = HashParams {
     m_kib: 64,
@@ -127,6 +128,9 @@ fn live_status() -> crate::web::status::StatusHandle {
                 ControlRequest::ClickToCall { reply, .. } => {
                     let _ = reply.send(Err(crate::screen_pop::ClickError::Stopping));
                 }
+                ControlRequest::VoicemailDeleted { id } => {
+                    VOICEMAIL_DELETED.lock().expect("lock").push(id);
+                }
             }
         }
     });
@@ -139,6 +143,9 @@ fn live_status() -> crate::web::status::StatusHandle {
     };
     StatusHandle::new(rx, control, info)
 }
+
+/// Voicemail messages the API told the main loop were deleted (every test's).
+pub(super) static VOICEMAIL_DELETED: std::sync::Mutex<Vec<i64>> = std::sync::Mutex::new(Vec::new());
 
 impl Env {
     async fn user(&self, name: &str, roles: &[&str], extension: Option<&str>) -> User {
@@ -843,6 +850,8 @@ async fn masking_walk_over_every_documented_route() {
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
     assert_eq!(r.json()["id"], 1);
+    // Voicemail message 1 (the walk's `{id}`): in olga's mailbox, from a customer.
+    voicemail::walk_message(&env, agent.id.0);
     let doc = openapi::document();
     let paths: Vec<String> = doc["paths"]
         .as_object()
@@ -919,6 +928,12 @@ async fn masking_walk_over_every_documented_route() {
             // The agent sees only their own call, masked, and their own customer, masked.
             "agent" => {
                 assert!(customers.contains("138****5678"), "{customers}");
+                let voicemail = &bodies
+                    .iter()
+                    .find(|(u, _, _)| u == "/api/v1/voicemail")
+                    .expect("voicemail walked")
+                    .2;
+                assert!(voicemail.contains("138****5678"), "{voicemail}");
                 assert!(cdrs.contains("138****5678"), "{cdrs}");
                 assert!(!cdrs.contains("139****7766"), "{cdrs}");
             }

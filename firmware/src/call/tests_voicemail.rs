@@ -54,7 +54,7 @@ fn vm_harness(messages: Vec<MessageInfo>) -> Harness {
         mailboxes: vec![mailbox("101"), b102, b103],
         messages,
     });
-    h.take();
+    drained(&mut h);
     h
 }
 
@@ -616,4 +616,17 @@ fn a_sip_phone_dialling_a_malformed_code_or_its_missing_mailbox_gets_404() {
         );
         assert!(!out.contains(&Output::SipAnswer { leg }));
     }
+}
+
+#[test]
+fn a_message_deleted_through_the_api_is_forgotten_and_message_waiting_follows() {
+    let mut h = vm_harness(vec![msg(4, "101", false)]);
+    h.cc.voicemail_message_removed(4);
+    assert_eq!(waiting(&drained(&mut h)), vec![("101".to_owned(), 0, 0)]);
+    // An unknown id changes nothing.
+    h.cc.voicemail_message_removed(99);
+    assert!(waiting(&drained(&mut h)).is_empty());
+    h.ev(1, Event::OffHook);
+    let out = h.take();
+    assert!(tone_is(&out, 1, Tone::Dial) && !tone_is(&out, 1, Tone::StutterDial));
 }

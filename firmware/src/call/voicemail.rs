@@ -324,6 +324,20 @@ impl CallControl {
         self.mwi(&number);
     }
 
+    /// Message `id` was deleted outside the phone menu (the API): it is forgotten (a
+    /// menu playing it moves on at its next step) and message waiting follows.
+    pub fn voicemail_message_removed(&mut self, id: i64) {
+        let found = self.vm.boxes.iter_mut().find_map(|(n, b)| {
+            let before = b.messages.len();
+            b.messages.retain(|m| m.id != id);
+            (b.messages.len() != before).then(|| n.clone())
+        });
+        if let Some(number) = found {
+            tracing::info!(id, mailbox = number, "voicemail message deleted elsewhere");
+            self.mwi(&number);
+        }
+    }
+
     /// The answer to [`Output::CheckMailboxPin`] `check`.
     pub fn mailbox_pin_checked(&mut self, now: Instant, check: u64, ok: bool) {
         let Some(key) = self.vm.pin_checks.remove(&check) else {

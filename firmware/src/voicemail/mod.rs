@@ -63,6 +63,13 @@ pub fn greeting_prompt(number: &str) -> String {
     format!("vm-greeting-{number}")
 }
 
+/// The voicemail directory of the store at `db`: the store is always
+/// `<data_dir>/branchline.db` ([`crate::config::PathsConfig::db_path`]), the messages
+/// are in `<data_dir>/voicemail` (for the API, which knows the store's path only).
+pub fn dir_of_store(db: &Path) -> PathBuf {
+    dir(db.parent().unwrap_or_else(|| Path::new(".")))
+}
+
 /// The voicemail directory of a data directory.
 pub fn dir(data_dir: &Path) -> PathBuf {
     data_dir.join(VOICEMAIL_DIR)

@@ -227,6 +227,11 @@ pub enum ControlRequest {
         reply:
             oneshot::Sender<Result<crate::screen_pop::ClickStarted, crate::screen_pop::ClickError>>,
     },
+    /// A voicemail message was deleted through the API: call control forgets it.
+    VoicemailDeleted {
+        /// The message's row id.
+        id: i64,
+    },
     /// Ring an idle FXS phone for [`RING_TEST_DURATION`].
     RingTest {
         /// The port.
@@ -286,6 +291,17 @@ impl StatusHandle {
             .send(ControlRequest::ClickToCall { request, reply })
             .map_err(|_| ClickError::Stopping)?;
         answer.await.map_err(|_| ClickError::Stopping)?
+    }
+
+    /// Tells the main loop that voicemail message `id` was deleted (API).
+    pub fn voicemail_deleted(&self, id: i64) {
+        if self
+            .control
+            .send(ControlRequest::VoicemailDeleted { id })
+            .is_err()
+        {
+            tracing::debug!(id, "main loop gone; voicemail deletion not passed on");
+        }
     }
 
     /// The handle with the SIP endpoint's registrations snapshot.

@@ -177,6 +177,9 @@ async fn env() -> Env {
                     });
                     let _ = reply.send(r);
                 }
+                ControlRequest::VoicemailDeleted { id } => {
+                    c.lock().expect("calls").voicemail_message_removed(id);
+                }
                 ControlRequest::Calls { reply } => {
                     let calls = c.lock().expect("calls").snapshot();
                     let legs = media.stats().await.map_err(|e| e.to_string());
