@@ -630,3 +630,30 @@ fn a_message_deleted_through_the_api_is_forgotten_and_message_waiting_follows() 
     let out = h.take();
     assert!(tone_is(&out, 1, Tone::Dial) && !tone_is(&out, 1, Tone::StutterDial));
 }
+
+#[test]
+fn the_menu_prompt_lists_the_choices_after_a_message_when_the_box_has_it() {
+    let mut h = Harness::with(|s| {
+        s.prompts
+            .insert(voicemail::MENU_PROMPT.to_owned(), Duration::from_secs(6));
+    });
+    h.cc.set_voicemail(VoicemailSettings {
+        codes: VoicemailCodes::default(),
+        mailboxes: vec![mailbox("102")],
+        messages: vec![msg(2, "102", false)],
+    });
+    drained(&mut h);
+    h.ev(2, Event::OffHook);
+    h.dial(2, "*97");
+    h.take();
+    h.advance(Duration::from_secs(4));
+    let out = h.take();
+    assert!(plays(&out).contains(&(
+        MediaEnd::Port(2),
+        Playback {
+            once: vec![voicemail::MENU_PROMPT.to_owned()],
+            then: None
+        }
+    )));
+    assert!(!tone_is(&out, 2, Tone::Confirmation), "{out:?}");
+}

@@ -38,10 +38,11 @@
 //! refuses it (the menu does not tell which mailboxes exist). Then the messages play,
 //! new ones first, each oldest first: during or after a message `7` deletes it, `9` or
 //! `#` keeps it and plays the next, `*` plays it again; a message played to its end
-//! counts as heard. No prompts ship with the box, so tones mark the steps: the
-//! confirmation beeps ([`Tone::Confirmation`]) ask for the PIN, follow each message
-//! (choose 7/9/#/*) and say "no more messages"; number unobtainable is a refused PIN
-//! or mailbox. A local SIP phone calls the same codes (INVITE to `*97`, `*98201`; the
+//! counts as heard. After each message the [`MENU_PROMPT`] prompt lists the choices
+//! when the box has it (the image's built-in set does); tones mark the other steps,
+//! and the choices without the prompt: the confirmation beeps
+//! ([`Tone::Confirmation`]) ask for the PIN, follow each message (choose 7/9/#/*) and
+//! say "no more messages"; number unobtainable is a refused PIN or mailbox. A local SIP phone calls the same codes (INVITE to `*97`, `*98201`; the
 //! `#` optional) and keys the PIN and the menu keys as RFC 4733 or INFO digits; it
 //! hears the tones as audio, and gets a BYE where an analog phone is left with a
 //! tone (no more messages, a refused PIN).
@@ -85,6 +86,9 @@ pub const PIN_WAIT: Duration = Duration::from_secs(20);
 pub const MENU_WAIT: Duration = Duration::from_secs(10);
 /// Longest PIN keyed.
 const MAX_PIN: usize = 8;
+/// The prompt after each message ("press 7 to delete ...", in the image's built-in
+/// set); without it the confirmation beeps.
+pub const MENU_PROMPT: &str = "vm-menu";
 
 /// The voicemail feature codes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -941,7 +945,20 @@ impl CallControl {
             s.stage = Stage::AfterMessage { index };
             s.deadline = Some(now + MENU_WAIT);
         }
-        self.signal(caller, Tone::Confirmation);
+        // The spoken choices when the box has them (the image's built-in set), else
+        // the beeps.
+        if self.settings.prompts.contains_key(MENU_PROMPT) {
+            self.quiet(caller);
+            self.outputs.push_back(Output::Play {
+                end: caller.media(),
+                playback: Playback {
+                    once: vec![MENU_PROMPT.to_owned()],
+                    then: None,
+                },
+            });
+        } else {
+            self.signal(caller, Tone::Confirmation);
+        }
     }
 
     fn mark_heard(&mut self, key: CallKey, index: usize) {
