@@ -125,11 +125,16 @@ impl Api {
             .as_u16()
     }
 
-    /// PATCHes `body` with the CSRF token; the status and the JSON answer.
-    pub fn patch(&self, path: &str, body: Value) -> (u16, Value) {
-        let mut resp = self
-            .agent
-            .patch(&format!("{}{path}", self.base))
+    /// Sends `body` as JSON with the CSRF token (PATCH, PUT or POST); the status and
+    /// the JSON answer (`null` when the answer has no body).
+    fn send_json(&self, method: &str, path: &str, body: Value) -> (u16, Value) {
+        let url = format!("{}{path}", self.base);
+        let request = match method {
+            "PATCH" => self.agent.patch(&url),
+            "PUT" => self.agent.put(&url),
+            _ => self.agent.post(&url),
+        };
+        let mut resp = request
             .header("Cookie", &self.cookie)
             .header("X-CSRF-Token", &self.csrf)
             .send_json(body)
@@ -139,32 +144,19 @@ impl Api {
         (status, serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 
+    /// PATCHes `body` with the CSRF token; the status and the JSON answer.
+    pub fn patch(&self, path: &str, body: Value) -> (u16, Value) {
+        self.send_json("PATCH", path, body)
+    }
+
     /// PUTs `body` with the CSRF token; the status and the JSON answer.
     pub fn put(&self, path: &str, body: Value) -> (u16, Value) {
-        let mut resp = self
-            .agent
-            .put(&format!("{}{path}", self.base))
-            .header("Cookie", &self.cookie)
-            .header("X-CSRF-Token", &self.csrf)
-            .send_json(body)
-            .expect("request");
-        let status = resp.status().as_u16();
-        let text = resp.body_mut().read_to_string().expect("body");
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+        self.send_json("PUT", path, body)
     }
 
     /// POSTs `body` with the CSRF token; the status and the JSON answer (`null` when
     /// the answer has no body).
     pub fn post(&self, path: &str, body: Value) -> (u16, Value) {
-        let mut resp = self
-            .agent
-            .post(&format!("{}{path}", self.base))
-            .header("Cookie", &self.cookie)
-            .header("X-CSRF-Token", &self.csrf)
-            .send_json(body)
-            .expect("request");
-        let status = resp.status().as_u16();
-        let text = resp.body_mut().read_to_string().expect("body");
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+        self.send_json("POST", path, body)
     }
 }

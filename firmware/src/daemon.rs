@@ -570,8 +570,13 @@ async fn serve(
             tracing::warn!(error = %e, "customer directory not opened: caller-ID names only")
         }
     }
-    let mut blacklist_reloads = blacklist_reloader(&writer, &db_path);
-    let mut acd_reloads = acd_reloader(&writer, &db_path);
+    let mut blacklist_reloads = reloader(
+        writer.blacklist_changed(),
+        &db_path,
+        "blacklist",
+        load_blacklist,
+    );
+    let mut acd_reloads = reloader(writer.acd_changed(), &db_path, "call center", load_acd);
     // Outside calls follow the trunk's reachability (trunk first while usable, else FXO).
     let wan_now = wan_rx.borrow_and_update().clone();
     calls.set_trunk_status(sync::wan::trunk_status(&wan_now));
@@ -1877,15 +1882,17 @@ fn load_blacklist(db_path: &std::path::Path) -> Option<crate::blacklist::Blackli
     }
 }
 
-/// Reloads the blacklist off the main loop each time the store writer says it
-/// changed (the sync applier and the local API poke it) and sends it to the main
-/// loop; ends when the main loop's receiver is gone.
-fn blacklist_reloader(
-    writer: &StoreWriter,
+/// Reloads something from the store off the main loop each time `changed` is poked
+/// (the sync applier and the local API poke it after their commit) and sends it to
+/// the main loop; ends when the main loop's receiver is gone. `load` logs its own
+/// failures and returns `None` for them: what is in force stays.
+fn reloader<T: Send + 'static>(
+    changed: std::sync::Arc<tokio::sync::Notify>,
     db_path: &std::path::Path,
-) -> mpsc::UnboundedReceiver<crate::blacklist::Blacklist> {
+    what: &'static str,
+    load: fn(&std::path::Path) -> Option<T>,
+) -> mpsc::UnboundedReceiver<T> {
     let (tx, rx) = mpsc::unbounded_channel();
-    let changed = writer.blacklist_changed();
     let db_path = db_path.to_owned();
     tokio::spawn(async move {
         loop {
@@ -1894,63 +1901,36 @@ fn blacklist_reloader(
                 () = tx.closed() => return,
             }
             let path = db_path.clone();
-            match tokio::task::spawn_blocking(move || load_blacklist(&path)).await {
-                Ok(Some(list)) => {
-                    if tx.send(list).is_err() {
+            match tokio::task::spawn_blocking(move || load(&path)).await {
+                Ok(Some(loaded)) => {
+                    if tx.send(loaded).is_err() {
                         return;
                     }
                 }
-                // Logged by load_blacklist; the list in force stays.
                 Ok(None) => {}
-                Err(e) => tracing::error!(error = %e, "blacklist reload task failed"),
+                Err(e) => tracing::error!(error = %e, what, "reload task failed"),
             }
         }
     });
     rx
 }
 
-/// Reads the call center's queues and agents anew off the main loop each time the
-/// store writer says they changed (user edits through the API or from HQ) and sends
-/// them to the main loop, which reconfigures the ACD while calls go on; ends when the
-/// main loop's receiver is gone. A store whose rows do not fit together is logged and
-/// the configuration in force stays.
-fn acd_reloader(
-    writer: &StoreWriter,
-    db_path: &std::path::Path,
-) -> mpsc::UnboundedReceiver<crate::acd::AcdConfig> {
-    let (tx, rx) = mpsc::unbounded_channel();
-    let changed = writer.acd_changed();
-    let db_path = db_path.to_owned();
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                () = changed.notified() => {}
-                () = tx.closed() => return,
-            }
-            let path = db_path.clone();
-            let loaded = tokio::task::spawn_blocking(move || {
-                Store::reader(&path)
-                    .map_err(|e| e.to_string())
-                    .and_then(|r| {
-                        crate::acd::store::load_config(r.connection(), &path)
-                            .map_err(|e| e.to_string())
-                    })
-            })
-            .await;
-            match loaded {
-                Ok(Ok(config)) => {
-                    if tx.send(config).is_err() {
-                        return;
-                    }
-                }
-                Ok(Err(e)) => {
-                    tracing::error!(error = %e, "call center not reconfigured: the one in force stays")
-                }
-                Err(e) => tracing::error!(error = %e, "call center reload task failed"),
-            }
+/// The call center's queues and agents as stored (for the ACD's reconfiguration
+/// while calls go on); `None`, logged, when the rows do not fit together: the
+/// configuration in force stays.
+fn load_acd(db_path: &std::path::Path) -> Option<crate::acd::AcdConfig> {
+    let loaded = Store::reader(db_path)
+        .map_err(|e| e.to_string())
+        .and_then(|r| {
+            crate::acd::store::load_config(r.connection(), db_path).map_err(|e| e.to_string())
+        });
+    match loaded {
+        Ok(config) => Some(config),
+        Err(e) => {
+            tracing::error!(error = %e, "call center not reconfigured: the one in force stays");
+            None
         }
-    });
-    rx
+    }
 }
 
 /// The web page's status publisher over the board's ports and the config's
