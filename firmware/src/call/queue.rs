@@ -51,8 +51,8 @@
 //! transaction); [`CallControl::disposition_stored`] answers, and the phone hears the
 //! confirmation or the refusal as for the other codes.
 //!
-//! Limits: announcements need an installed prompt set (none ships with the box; they
-//! are only logged without it) and are English-shaped ("caller number 4, about 3
+//! Limits: announcements need their prompts (the built-in set, see [`crate::prompts`],
+//! has them; a set without them only logs the announcement) and are English-shaped ("caller number 4, about 3
 //! minutes"); overflow to voicemail gives busy when the mailbox is missing or full
 //! (see [`super::voicemail`]).
 
