@@ -139,3 +139,40 @@ pub enum Error {
 
 /// Result with the crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What the conference mixer ([`crate::mix::Mixer`]) refuses; `K` is the caller's key
+/// for a member (a port or SIP leg in the daemon). A refused change leaves the mixer
+/// as it was.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum MixError<K: std::fmt::Debug> {
+    /// The mixer already holds its maximum number of members.
+    #[error("conference is full ({max} members); {member:?} not added")]
+    Full {
+        /// Who was refused.
+        member: K,
+        /// The mixer's limit.
+        max: usize,
+    },
+    /// `join` for a member that is already in.
+    #[error("{member:?} is already a conference member")]
+    AlreadyMember {
+        /// The member.
+        member: K,
+    },
+    /// A frame, role change or leave for someone who is not a member.
+    #[error("{member:?} is not a conference member")]
+    NotMember {
+        /// Who was named.
+        member: K,
+    },
+    /// A whisperer's target is itself or not a member.
+    #[error("{member:?} cannot whisper to {target:?}: {reason}")]
+    WhisperTarget {
+        /// The whisperer.
+        member: K,
+        /// The target named.
+        target: K,
+        /// What is wrong.
+        reason: &'static str,
+    },
+}

@@ -13,6 +13,8 @@
 //!   digits, in-band DTMF detection (Goertzel) for FXO callers, and a DTMF tone
 //!   player for digits received towards phones.
 //! - [`fax`]: CED/CNG detection that switches a call to passthrough.
+//! - [`mix`]: the N-party conference mixer (per-member "who hears whom": talker,
+//!   listener, whisperer) for meet-me rooms and supervisor listen / whisper / barge.
 //! - [`rtcp`]: SR/RR/BYE build and parse, the report schedule, RFC 3550 receiver
 //!   statistics, RTT, E-model R-factor/MOS ([`rtcp::CallQuality`]).
 //!
@@ -22,8 +24,8 @@
 //!   SIP calls.
 //!
 //! Current limits: G.711 only (no transcoding to other codecs, no T.38, no SRTP); the
-//! RTCP schedule is the fixed 5 s one of a two-party session; no mixer yet (conference, listen,
-//! whisper, barge arrive with the call-center work). Each module documents its own.
+//! RTCP schedule is the fixed 5 s one of a two-party session; the mixer has no gain
+//! control. Each module documents its own.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -31,10 +33,11 @@ pub mod dtmf;
 pub mod error;
 pub mod fax;
 pub mod jitter;
+pub mod mix;
 pub mod plc;
 pub mod port;
 pub mod relay;
 pub mod rtcp;
 pub mod rtp;
 
-pub use error::{Error, Result};
+pub use error::{Error, MixError, Result};
