@@ -29,6 +29,7 @@ mod sip_calls;
 mod sip_kamailio;
 mod sip_media;
 mod sip_transfer;
+mod supervisor;
 mod sync_faults;
 mod sync_files;
 mod sync_hq;

@@ -16,6 +16,12 @@
 //!   ports straight to the line controller every 20 ms. Call control's SIP actions go
 //!   to the SIP endpoint's channel (logged and dropped while there is none); SIP inputs
 //!   and the engine's RFC 4733 digits come back to call control on one channel.
+//!   Conference rooms (`Output::Conference`: supervisor listen / whisper / barge) are
+//!   the engine's too: the board loop sends the frames of ports in a room to it.
+//! - Supervisor rights (`Output::CheckSupervisor`) are checked off the loop like agent
+//!   PINs ([`crate::accounts::may_supervise`]: `calls.listen` over the agent's groups,
+//!   for the user owning the dialling extension); the answer comes back to call control
+//!   through the main loop, and each decision is logged with its reason.
 //! - Call recording ([`crate::recorder`]): at start-up, before the store's writer
 //!   starts, recordings a crash cut short are repaired and indexed; then a writer
 //!   thread records calls by `[recording]` policy. The board loop taps the frames from
@@ -142,6 +148,8 @@ enum Check {
     AgentPin,
     /// [`Output::Disposition`].
     Disposition,
+    /// [`Output::CheckSupervisor`].
+    Supervisor,
 }
 
 /// Why the daemon stopped without an error.
@@ -720,6 +728,7 @@ async fn serve(
         call_recorder,
         tap,
         leg_routes: HashMap::new(),
+        conference_ports: std::collections::HashSet::new(),
         sip_outputs,
         link,
         routes: HashMap::new(),
@@ -765,6 +774,7 @@ async fn serve(
             Some((kind, check, ok)) = pin_results.recv() => match kind {
                 Check::AgentPin => calls.agent_pin_checked(Instant::now(), check, ok),
                 Check::Disposition => calls.disposition_stored(Instant::now(), check, ok),
+                Check::Supervisor => calls.supervisor_checked(Instant::now(), check, ok),
             },
             Some(acd) = acd_reloads.recv() => {
                 tracing::info!(
@@ -1429,6 +1439,9 @@ struct BoardLoop {
     routes: HashMap<u8, u8>,
     /// Ports bridged to a SIP leg: their frames and digits go to the media engine.
     leg_routes: HashMap<u8, LegId>,
+    /// Ports in a conference room: their frames go to the media engine's mixer (their
+    /// digits to call control only).
+    conference_ports: std::collections::HashSet<u8>,
     /// The media engine (port-to-leg and leg-to-leg bridges).
     media: MediaEngine,
     /// The voice prompts call control's `Play` outputs name.
@@ -1452,8 +1465,8 @@ struct BoardLoop {
     web_status: crate::web::status::StatusPublisher,
     /// The store, for agent PIN checks.
     db_path: PathBuf,
-    /// Where PIN check and disposition results go (to the main loop, then call
-    /// control).
+    /// Where PIN check, disposition and supervisor check results go (to the main
+    /// loop, then call control).
     pin_answers: mpsc::UnboundedSender<(Check, u64, bool)>,
     /// The agents' desktop events (`/api/v1/events`).
     desk_events: crate::screen_pop::EventHub,
@@ -1500,7 +1513,9 @@ impl BoardLoop {
                         }
                     }
                 }
-                if let Some(&peer) = self.routes.get(&frame.port) {
+                if self.conference_ports.contains(&frame.port) {
+                    self.media.port_audio(frame.port, audio);
+                } else if let Some(&peer) = self.routes.get(&frame.port) {
                     if let Err(e) = self.link.send(peer, Body::Audio(audio)) {
                         tracing::warn!(port = peer, error = %e, "audio frame not sent");
                     }
@@ -1697,6 +1712,57 @@ impl BoardLoop {
                 }
                 Output::BlacklistHit { pattern, at_ms } => {
                     let _ = self.jobs.send(StoreJob::BlacklistHit { pattern, at_ms });
+                }
+                Output::Conference { room, op } => {
+                    match op {
+                        crate::call::ConferenceOp::Join {
+                            end: MediaEnd::Port(p),
+                            ..
+                        } => {
+                            self.conference_ports.insert(p);
+                        }
+                        crate::call::ConferenceOp::Leave {
+                            end: MediaEnd::Port(p),
+                        } => {
+                            self.conference_ports.remove(&p);
+                        }
+                        _ => {}
+                    }
+                    self.media.conference(room, op);
+                }
+                Output::CheckSupervisor {
+                    check,
+                    extension,
+                    agent,
+                    mode,
+                } => {
+                    // A store read (roles, groups) off the board loop, like the PIN check.
+                    let (db, answers) = (self.db_path.clone(), self.pin_answers.clone());
+                    tokio::task::spawn_blocking(move || {
+                        let decision = Store::reader(&db).and_then(|r| {
+                            accounts::may_supervise(
+                                &r,
+                                &extension,
+                                agent.as_str(),
+                                system_clock_ms(),
+                            )
+                        });
+                        let ok = match decision {
+                            Ok(accounts::SupervisorDecision::Allowed { supervisor }) => {
+                                tracing::info!(%agent, extension, supervisor, mode = mode.as_str(), "supervision allowed");
+                                true
+                            }
+                            Ok(accounts::SupervisorDecision::Denied { reason }) => {
+                                tracing::warn!(%agent, extension, mode = mode.as_str(), reason, "supervision denied");
+                                false
+                            }
+                            Err(e) => {
+                                tracing::error!(%agent, extension, error = %e, "supervisor right not checked");
+                                false
+                            }
+                        };
+                        let _ = answers.send((Check::Supervisor, check, ok));
+                    });
                 }
                 Output::CheckAgentPin { check, agent, pin } => {
                     // argon2id takes tens of milliseconds: off the board loop.

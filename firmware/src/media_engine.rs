@@ -77,6 +77,12 @@
 //!   Bridging the end, closing the leg or [`MediaEngine::stop_capture`] ends it.
 //! - Fax: CED/CNG tone detection on both directions of a port-to-leg bridge switches
 //!   the leg's jitter buffer to fixed passthrough (logged).
+//! - Conferences ([`MediaEngine::conference`], call control's `Output::Conference`):
+//!   ports and legs joined to a room are decoded and mixed every tick by
+//!   [`branchline_media::mix::Mixer`] (each hears the members its role lets it hear,
+//!   never itself), and each gets its mix in its own law and ptime. Ports in a room get
+//!   their frames from here, not from the board loop's port-to-port routes. See
+//!   `conference`. Two-party bridges stay the fast path (no decoding for leg to leg).
 //!
 //! Structure: one engine task owns every leg's state (no locks); one small reader task
 //! per socket forwards datagrams into a bounded queue (dropped and counted when full,
@@ -87,8 +93,8 @@
 //! send none of their own (their quality is computed from RTP alone, without RTT); a
 //! phone's key press is dropped (logged) when the peer did not negotiate
 //! telephone-event (no in-band tone generation towards SIP); an in-band digit that
-//! starts while a key-press event is still being sent on the same leg is dropped; no
-//! mixer (conference, listen, whisper, barge); no T.38.
+//! starts while a key-press event is still being sent on the same leg is dropped;
+//! conference members get no fax or in-band DTMF detection; no T.38.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
@@ -118,6 +124,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::call::sip::{LegId, MediaEnd, SipInput};
+use crate::call::{ConferenceOp, RoomId};
 use crate::prompts::Player;
 
 /// The RTP port range used when the config has no `[media]` section.
@@ -338,6 +345,7 @@ enum Request {
     StopPlay(MediaEnd),
     Capture(MediaEnd, Box<dyn FrameSink>),
     StopCapture(MediaEnd),
+    Conference(RoomId, ConferenceOp),
     Stats(oneshot::Sender<Vec<LegSnapshot>>),
 }
 
@@ -371,6 +379,8 @@ impl MediaEngine {
             peers: HashMap::new(),
             players: HashMap::new(),
             captures: HashMap::new(),
+            rooms: HashMap::new(),
+            room_of: HashMap::new(),
             queue_dropped: Arc::new(std::sync::atomic::AtomicU64::new(0)),
         };
         let task = tokio::spawn(engine.run(request_rx, packet_rx));
@@ -453,6 +463,13 @@ impl MediaEngine {
     /// nothing left to play is dropped (the end then gets nothing).
     pub fn play(&self, end: MediaEnd, player: Player) {
         self.send_or_log(Request::Play(end, player));
+    }
+
+    /// Changes conference room `room` (call control's `Output::Conference`): an end
+    /// that joins is unbridged and its playback stopped first; an end that leaves is
+    /// left unbridged. See the module docs.
+    pub fn conference(&self, room: RoomId, op: ConferenceOp) {
+        self.send_or_log(Request::Conference(room, op));
     }
 
     /// Stops what [`MediaEngine::play`] plays to `end`, if anything.
@@ -722,6 +739,10 @@ struct Engine {
     players: HashMap<MediaEnd, Player>,
     /// Unbridged ends whose incoming audio is captured.
     captures: HashMap<MediaEnd, Capture>,
+    /// Conference rooms (see `conference`).
+    rooms: HashMap<RoomId, conference::Room>,
+    /// The room each conference member is in.
+    room_of: HashMap<MediaEnd, RoomId>,
     next_seed: u64,
     /// RTCP SDES CNAME of the reports this engine sends.
     cname: String,
@@ -824,6 +845,7 @@ impl Engine {
                     tracing::debug!(?end, "capture stopped");
                 }
             }
+            Request::Conference(room, op) => self.conference(room, op),
             Request::Stats(reply) => {
                 let _ = reply.send(self.snapshot());
             }
@@ -941,6 +963,7 @@ impl Engine {
         }
         self.players.remove(&MediaEnd::Leg(leg));
         self.captures.remove(&MediaEnd::Leg(leg));
+        self.leave_room(MediaEnd::Leg(leg));
         let mut l = self.legs.remove(&leg)?;
         if l.counters.rtcp_out > 0 {
             // RFC 3550 6.6: a leg that sent reports says goodbye.
@@ -980,6 +1003,7 @@ impl Engine {
             }
         }
         for end in [a, b] {
+            self.leave_room(end);
             if let Some(&old) = self.peers.get(&end) {
                 self.unbridge(end, old);
             }
@@ -1123,6 +1147,9 @@ impl Engine {
             }
             self.poll_digits(leg);
         }
+        if self.room_of.contains_key(&MediaEnd::Leg(leg)) {
+            return self.queue_for_room(leg, at, &packet);
+        }
         match self.peers.get(&MediaEnd::Leg(leg)).copied() {
             Some(MediaEnd::Leg(peer)) => self.relay(peer, &packet, kind, data),
             Some(MediaEnd::Port(port)) => self.queue_for_port(port, at, &packet, kind),
@@ -1236,6 +1263,9 @@ impl Engine {
             audio.law.decode_block(&audio.samples, &mut pcm);
             c.sink.frame(&pcm);
         }
+        if self.room_of.contains_key(&MediaEnd::Port(port)) {
+            return self.port_audio_to_room(port, audio);
+        }
         let Some(link) = self.port_links.get_mut(&port) else {
             return;
         };
@@ -1302,6 +1332,7 @@ impl Engine {
         if let Some(&peer) = self.peers.get(&end) {
             self.unbridge(end, peer);
         }
+        self.leave_room(end);
         tracing::debug!(?end, "playback started");
         self.players.insert(end, player);
     }
@@ -1471,6 +1502,7 @@ impl Engine {
     fn tick(&mut self, now: Instant) {
         self.tick_players();
         self.tick_captures(now);
+        self.tick_rooms(now);
         // Frames towards the ports.
         let ports: Vec<u8> = self.port_links.keys().copied().collect();
         for port in ports {
@@ -1586,5 +1618,6 @@ impl Engine {
     }
 }
 
+mod conference;
 #[cfg(test)]
 mod tests;

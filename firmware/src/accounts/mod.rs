@@ -51,6 +51,7 @@
 
 mod csv;
 pub mod password;
+mod supervisor;
 #[cfg(test)]
 mod tests;
 
@@ -69,6 +70,7 @@ use branchline_sync::wire;
 
 pub use self::csv::{export_audit_entry, export_users_csv, InitialPassword, CSV_COLUMNS};
 pub use self::password::HashParams;
+pub use self::supervisor::{may_supervise, SupervisorDecision};
 
 /// Most items one page may hold.
 pub const MAX_PAGE: u32 = 500;

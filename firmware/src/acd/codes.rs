@@ -2,8 +2,10 @@
 //!
 //! Defaults: `*61<agent id>*<pin>#` log in, `*62` log out, `*63<reason>#` pause
 //! (`*63#` without a reason), `*64` unpause, `*60<digit>` disposition (the customer
-//! type 0-9 of the call the agent is wrapping up; a `#` after the digit is allowed).
-//! The five prefixes are configurable
+//! type 0-9 of the call the agent is wrapping up; a `#` after the digit is allowed);
+//! for supervisors `*65<agent id>#` listen, `*66<agent id>#` whisper (coach the agent;
+//! the caller does not hear it) and `*67<agent id>#` barge in (three-way) on the
+//! agent's live call. The eight prefixes are configurable
 //! ([`RawFeatureCodes`] -> [`FeatureCodes`]): 1 to 8 of `0-9 * #`, none a prefix of
 //! another, so a dialled string matches at most one code.
 //!
@@ -38,6 +40,12 @@ pub struct RawFeatureCodes {
     pub unpause: Option<String>,
     /// Disposition prefix, followed by one digit 0-9.
     pub disposition: Option<String>,
+    /// Supervisor listen prefix, followed by `<agent id>#`.
+    pub listen: Option<String>,
+    /// Supervisor whisper prefix, followed by `<agent id>#`.
+    pub whisper: Option<String>,
+    /// Supervisor barge prefix, followed by `<agent id>#`.
+    pub barge: Option<String>,
 }
 
 /// Validated feature codes.
@@ -48,6 +56,9 @@ pub struct FeatureCodes {
     pause: String,
     unpause: String,
     disposition: String,
+    listen: String,
+    whisper: String,
+    barge: String,
 }
 
 impl Default for FeatureCodes {
@@ -58,6 +69,9 @@ impl Default for FeatureCodes {
             pause: "*63".to_owned(),
             unpause: "*64".to_owned(),
             disposition: "*60".to_owned(),
+            listen: "*65".to_owned(),
+            whisper: "*66".to_owned(),
+            barge: "*67".to_owned(),
         }
     }
 }
@@ -73,6 +87,9 @@ impl TryFrom<RawFeatureCodes> for FeatureCodes {
             pause: raw.pause.unwrap_or(d.pause),
             unpause: raw.unpause.unwrap_or(d.unpause),
             disposition: raw.disposition.unwrap_or(d.disposition),
+            listen: raw.listen.unwrap_or(d.listen),
+            whisper: raw.whisper.unwrap_or(d.whisper),
+            barge: raw.barge.unwrap_or(d.barge),
         };
         let all = codes.named();
         for (field, code) in all {
@@ -161,6 +178,36 @@ pub enum FeatureRequest {
         /// 0 to 9.
         digit: u8,
     },
+    /// A supervisor joins the agent's live call (the right is checked by the caller,
+    /// against the roles of the user owning the dialling extension).
+    Supervise {
+        /// The agent whose call is joined.
+        agent: AgentId,
+        /// How.
+        mode: SuperviseMode,
+    },
+}
+
+/// How a supervisor joins an agent's call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SuperviseMode {
+    /// Hears agent and caller; nobody hears the supervisor.
+    Listen,
+    /// Hears both; only the agent hears the supervisor (coaching).
+    Whisper,
+    /// A full third party: everyone hears everyone.
+    Barge,
+}
+
+impl SuperviseMode {
+    /// Lower-case name, for logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SuperviseMode::Listen => "listen",
+            SuperviseMode::Whisper => "whisper",
+            SuperviseMode::Barge => "barge",
+        }
+    }
 }
 
 /// The result of parsing digits dialled so far.
@@ -175,13 +222,16 @@ pub enum Parsed {
 }
 
 impl FeatureCodes {
-    fn named(&self) -> [(&'static str, &str); 5] {
+    fn named(&self) -> [(&'static str, &str); 8] {
         [
             ("login", &self.login),
             ("logout", &self.logout),
             ("pause", &self.pause),
             ("unpause", &self.unpause),
             ("disposition", &self.disposition),
+            ("listen", &self.listen),
+            ("whisper", &self.whisper),
+            ("barge", &self.barge),
         ]
     }
 
@@ -198,6 +248,15 @@ impl FeatureCodes {
         }
         if let Some(rest) = dialled.strip_prefix(self.disposition.as_str()) {
             return parse_disposition(rest);
+        }
+        for (name, code, mode) in [
+            ("listen", &self.listen, SuperviseMode::Listen),
+            ("whisper", &self.whisper, SuperviseMode::Whisper),
+            ("barge", &self.barge, SuperviseMode::Barge),
+        ] {
+            if let Some(rest) = dialled.strip_prefix(code.as_str()) {
+                return parse_supervise(name, mode, rest);
+            }
         }
         for (name, code, request) in [
             ("logout", &self.logout, FeatureRequest::Logout),
@@ -267,6 +326,26 @@ fn parse_disposition(rest: &str) -> Result<Parsed, FeatureCodeError> {
             code: "disposition",
             rest: rest.to_owned(),
         }),
+    }
+}
+
+fn parse_supervise(
+    code: &'static str,
+    mode: SuperviseMode,
+    rest: &str,
+) -> Result<Parsed, FeatureCodeError> {
+    match rest.strip_suffix('#') {
+        None if rest.bytes().all(|b| b.is_ascii_digit()) => Ok(Parsed::Incomplete),
+        None => Err(FeatureCodeError::Trailing {
+            code,
+            rest: rest.to_owned(),
+        }),
+        Some(agent) => {
+            let agent = agent
+                .parse::<AgentId>()
+                .map_err(|source| FeatureCodeError::BadPart { code, source })?;
+            Ok(Parsed::Request(FeatureRequest::Supervise { agent, mode }))
+        }
     }
 }
 

@@ -16,7 +16,9 @@
 //! phones), `screening` (caller screening of inbound outside
 //! calls against the [`crate::blacklist::Blacklist`] set with
 //! [`CallControl::set_blacklist`]), [`voicemail`] (leaving messages on busy / no
-//! answer / queue overflow, the phone menu, stutter dial tone for message waiting).
+//! answer / queue overflow, the phone menu, stutter dial tone for message waiting), `supervise`
+//! (supervisor listen / whisper / barge on an agent's live call through a conference
+//! room, [`Output::Conference`]).
 //!
 //! What it does today:
 //! - FXS: off-hook gives the country's dial tone; digits are collected against the dial
@@ -56,6 +58,9 @@
 //! - Voicemail: a busy or unanswered extension's caller, or a queue's overflow, leaves
 //!   a message in the mailbox ([`Output::Capture`]); `*97` / `*98<mailbox>#` play
 //!   them; an FXS phone with new messages hears stutter dial tone. See [`voicemail`].
+//! - Supervisors listen to, whisper to or barge into an agent's live call by feature
+//!   code (`*65`/`*66`/`*67<agent id>#`), after a right check outside call control
+//!   ([`Output::CheckSupervisor`]); keys 4/5/6 switch the mode. See `supervise`.
 //! - A CDR for every call, answered or not (busy, unallocated, congestion, abandoned),
 //!   with the SIP Call-IDs of the caller's and callee's legs, the call quality the
 //!   endpoint measured on those legs (loss, jitter, MOS: a call's CDR waits for the
@@ -91,6 +96,7 @@ pub mod outside;
 mod queue;
 mod screening;
 pub mod sip;
+mod supervise;
 pub mod survey;
 #[cfg(test)]
 mod tests;
@@ -104,6 +110,8 @@ mod tests_queue;
 mod tests_screening;
 #[cfg(test)]
 mod tests_sip;
+#[cfg(test)]
+mod tests_supervise;
 #[cfg(test)]
 mod tests_transfer;
 #[cfg(test)]
@@ -338,6 +346,29 @@ pub enum Output {
         /// When, in ms since the Unix epoch.
         at_ms: i64,
     },
+    /// Change a conference room's members (the media engine mixes every end joined to
+    /// a room each 20 ms; see [`ConferenceOp`]). Call control removes an end's
+    /// two-party bridge before it joins, and decides what bridges it gets back after
+    /// it leaves.
+    Conference {
+        /// The room (numbered by call control).
+        room: RoomId,
+        /// What changes.
+        op: ConferenceOp,
+    },
+    /// Check that the user owning the dialling `extension` may supervise `agent`'s
+    /// calls (`calls.listen` over the agent's groups) and answer with
+    /// [`CallControl::supervisor_checked`] and the same `check`.
+    CheckSupervisor {
+        /// Identifies the request.
+        check: u64,
+        /// The supervisor's extension (the phone that dialled the code).
+        extension: String,
+        /// The agent whose call is to be joined.
+        agent: crate::acd::AgentId,
+        /// Listen, whisper or barge.
+        mode: crate::acd::codes::SuperviseMode,
+    },
     /// Check an agent's PIN (argon2id against `users.pin_hash`) and answer with
     /// [`CallControl::agent_pin_checked`] and the same `check`.
     CheckAgentPin {
@@ -399,6 +430,38 @@ pub enum Output {
         new: usize,
         /// Heard (saved) messages.
         heard: usize,
+    },
+}
+
+/// A conference room's number (unique while call control runs).
+pub type RoomId = u64;
+
+/// Who hears a conference member: the mixer's [`branchline_media::mix::Role`] over
+/// media ends (talker, listener, whisperer to one end).
+pub type ConferenceRole = branchline_media::mix::Role<MediaEnd>;
+
+/// A change to a conference room ([`Output::Conference`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConferenceOp {
+    /// `end` joins the room (the room is made by its first join).
+    Join {
+        /// The port or SIP leg.
+        end: MediaEnd,
+        /// Who hears it.
+        role: ConferenceRole,
+    },
+    /// A member's role changes (a supervisor going from listen to whisper or barge).
+    SetRole {
+        /// The member.
+        end: MediaEnd,
+        /// The new role.
+        role: ConferenceRole,
+    },
+    /// `end` leaves the room (the room goes when its last member leaves). The end is
+    /// left unbridged.
+    Leave {
+        /// The member.
+        end: MediaEnd,
     },
 }
 
@@ -627,6 +690,9 @@ enum Fxs {
     Fault,
     /// Rung for a click-to-call (on-hook); answering dials its number (see `click`).
     ClickToCall(click::Click),
+    /// A supervisor in an agent's call `CallKey` (listen, whisper or barge; see
+    /// `supervise`).
+    Supervisor(CallKey),
 }
 
 #[derive(Debug)]
@@ -694,6 +760,17 @@ pub struct CallControl {
     directory: Option<Box<dyn CallerDirectory>>,
     /// Mailboxes, callers leaving messages, phones in the menu, message waiting.
     vm: voicemail::Voicemail,
+    /// Supervisors in agents' calls, by the supervisor's FXS port (see `supervise`).
+    supervisions: BTreeMap<u8, supervise::Supervision>,
+    /// Supervisor rights being checked ([`Output::CheckSupervisor`]), by check number.
+    supervise_checks: BTreeMap<u64, supervise::PendingSupervision>,
+    /// Number of the next supervisor check.
+    next_supervise_check: u64,
+    /// Number of the next conference room.
+    next_room: RoomId,
+    /// Supervisors dropped because their call changed, whose busy tone still needs its
+    /// quiet time (set at the next `handle_timeout`, due at once).
+    supervisors_dropped: Vec<u8>,
 }
 
 /// Names of outside callers from the customer directory, for the caller ID shown on
@@ -786,6 +863,11 @@ impl CallControl {
             acd_deferred: false,
             directory: None,
             vm: voicemail::Voicemail::default(),
+            supervisions: BTreeMap::new(),
+            supervise_checks: BTreeMap::new(),
+            next_supervise_check: 1,
+            next_room: 1,
+            supervisors_dropped: Vec::new(),
         }
     }
 
@@ -843,7 +925,10 @@ impl CallControl {
             .center
             .as_ref()
             .and_then(|c| c.timeout(self.settings.epoch));
+        // A dropped supervisor's tone gets its quiet time at once.
+        let dropped = (!self.supervisors_dropped.is_empty()).then_some(self.settings.epoch);
         ports
+            .chain(dropped)
             .chain(calls)
             .chain(cdrs)
             .chain(clicks)
@@ -856,6 +941,7 @@ impl CallControl {
 
     /// Handles every deadline at or before `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.settle_dropped_supervisors(now);
         let due: Vec<u8> = self
             .fxs
             .iter()
@@ -1114,6 +1200,7 @@ impl CallControl {
                 self.cmd(port, Command::StopTone);
                 self.set_fxs(port, Fxs::Idle);
             }
+            Fxs::Supervisor(_) => self.supervisor_hung_up(port),
             Fxs::Idle | Fxs::Ringing(_) | Fxs::Fault | Fxs::ClickToCall(_) => {}
         }
         if self.fxs_state(port) != Some(Fxs::Fault) {
@@ -1262,6 +1349,9 @@ impl CallControl {
         }
         if let Some(key) = self.vm_session_of(Party::Fxs(port)) {
             return self.vm_digit(now, key, d);
+        }
+        if let Some(Fxs::Supervisor(_)) = self.fxs_state(port) {
+            return self.supervisor_digit(port, d);
         }
         let Some(Fxs::Dialing {
             mut digits,
@@ -2225,8 +2315,10 @@ impl CallControl {
         }
     }
 
-    /// Bridges the media of `a` and `b` (once).
+    /// Bridges the media of `a` and `b` (once). Any bridge change of a supervised
+    /// call's agent or peer first ends the supervision (see `supervise`).
     fn connect(&mut self, a: Party, b: Party) {
+        self.drop_supervisions_of(a, b);
         let (x, y) = (a.media(), b.media());
         if self.bridges.insert((x.min(y), x.max(y))) {
             self.outputs.push_back(Output::Connect(x, y));
@@ -2235,6 +2327,7 @@ impl CallControl {
 
     /// Removes the bridge between `a` and `b`, if there is one.
     fn disconnect(&mut self, a: Party, b: Party) {
+        self.drop_supervisions_of(a, b);
         let (x, y) = (a.media(), b.media());
         if self.bridges.remove(&(x.min(y), x.max(y))) {
             self.outputs.push_back(Output::Disconnect(x, y));
@@ -2540,7 +2633,7 @@ fn fxs_port_state(s: &Fxs, calls: &BTreeMap<CallKey, Call>) -> PortState {
             Some(CallPhase::Connected) => PortState::Talking,
             _ => PortState::Calling,
         },
-        Fxs::Callee(_) => PortState::Talking,
+        Fxs::Callee(_) | Fxs::Supervisor(_) => PortState::Talking,
         Fxs::Lockout { .. } => PortState::Lockout,
         Fxs::Fault => PortState::Fault,
     }

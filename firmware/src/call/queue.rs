@@ -51,6 +51,10 @@
 //! transaction); [`CallControl::disposition_stored`] answers, and the phone hears the
 //! confirmation or the refusal as for the other codes.
 //!
+//! The supervisor codes (`*65`/`*66`/`*67<agent>#`: listen, whisper, barge) are parsed
+//! with the same [`FeatureCodes`] and handled by `supervise` (from analog phones; a SIP phone
+//! dialling one is refused).
+//!
 //! Limits: announcements need their prompts (the built-in set, see [`crate::prompts`],
 //! has them; a set without them only logs the announcement) and are English-shaped ("caller number 4, about 3
 //! minutes"); overflow to voicemail gives busy when the mailbox is missing or full
@@ -1065,6 +1069,13 @@ impl CallControl {
             FeatureRequest::Disposition { digit } => {
                 return self.request_disposition(now, from, here, digit);
             }
+            FeatureRequest::Supervise { agent, mode } => {
+                let Party::Fxs(port) = from else {
+                    tracing::info!(%agent, "supervision from a SIP phone refused: analog phones only");
+                    return self.feature_done(now, from, false);
+                };
+                return self.request_supervision(now, port, extension, agent, mode);
+            }
         };
         let ok = match input {
             None => {
@@ -1227,7 +1238,7 @@ impl CallControl {
 
     /// The phone that dialled a feature code hears the outcome until it hangs up (a SIP
     /// phone: see `features`).
-    fn feature_done(&mut self, now: Instant, from: Party, ok: bool) {
+    pub(super) fn feature_done(&mut self, now: Instant, from: Party, ok: bool) {
         let port = match from {
             Party::Fxs(port) => port,
             Party::Sip(leg) => return self.sip_feature_done(now, leg, ok),

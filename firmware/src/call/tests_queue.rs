@@ -55,7 +55,7 @@ fn center_with(strategy: Strategy, wrap_up: Duration) -> AcdSettings {
     }
 }
 
-fn harness() -> Harness {
+pub(super) fn harness() -> Harness {
     Harness::with(|s| {
         s.acd = Some(center(Strategy::RoundRobin));
         s.fxo_lines[0].inbound = vec!["7001".into()];
@@ -103,7 +103,7 @@ pub(super) fn login(h: &mut Harness, port: u8, id: &str) {
 }
 
 impl Harness {
-    fn drain(&mut self) -> Vec<Output> {
+    pub(super) fn drain(&mut self) -> Vec<Output> {
         while let Some(o) = self.cc.poll_output() {
             self.out.push(o);
         }

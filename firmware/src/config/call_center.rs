@@ -10,6 +10,9 @@
 //! pause = "*63"      # then <reason>#, or # for none
 //! unpause = "*64"
 //! disposition = "*60" # then one digit 0-9 (the customer type), during wrap-up
+//! listen = "*65"     # supervisors: then <agent id>#
+//! whisper = "*66"    # then <agent id>#
+//! barge = "*67"      # then <agent id>#
 //! ```
 //!
 //! Each code is 1 to 8 of `0-9 * #`, and none may be a prefix of another, so a dialled

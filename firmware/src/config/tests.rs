@@ -708,8 +708,10 @@ fn call_center_feature_codes_are_validated() {
     );
     let bad = error("[call_center.feature_codes]\nunpause = \"*6A\"\n");
     assert!(bad.contains("call_center.feature_codes.unpause"), "{bad}");
-    let unknown = error("[call_center.feature_codes]\nbarge = \"*70\"\n");
-    assert!(unknown.contains("barge"), "{unknown}");
+    let unknown = error("[call_center.feature_codes]\nintrude = \"*70\"\n");
+    assert!(unknown.contains("intrude"), "{unknown}");
+    let clash = error("[call_center.feature_codes]\nbarge = \"*6\"\n");
+    assert!(clash.contains("call_center.feature_codes.barge"), "{clash}");
 }
 
 #[test]

@@ -13,6 +13,7 @@ use tokio::net::UdpSocket;
 use tokio::time::{timeout, Instant as TokioInstant};
 
 use super::*;
+use crate::call::ConferenceRole;
 
 const LO: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 const LEG: LegId = LegId(7);
@@ -1214,4 +1215,200 @@ async fn a_capture_of_a_bridged_end_or_a_closed_leg_is_refused() {
     r.engine.capture(MediaEnd::Leg(LegId(99)), sink);
     r.engine.stats().await.unwrap();
     assert!(got.lock().unwrap().is_empty());
+}
+
+/// Every port's frames for `ms`, as PCM.
+async fn ports_pcm(
+    frames: &mut mpsc::UnboundedReceiver<(u8, Audio)>,
+    ms: u64,
+) -> HashMap<u8, Vec<i16>> {
+    let mut pcm: HashMap<u8, Vec<i16>> = HashMap::new();
+    let end = TokioInstant::now() + Duration::from_millis(ms);
+    while let Ok(Some((p, audio))) = timeout(
+        end.saturating_duration_since(TokioInstant::now()),
+        frames.recv(),
+    )
+    .await
+    {
+        let mut x = [0i16; FRAME_SAMPLES];
+        audio.law.decode_block(&audio.samples, &mut x);
+        pcm.entry(p).or_default().extend_from_slice(&x);
+    }
+    pcm
+}
+
+/// Ports 1 (1000 Hz) and 2 (1600 Hz) and a SIP peer (600 Hz, A-law, 30 ms packets)
+/// talk into the engine for `ms`, on the 20 ms clock.
+fn conference_talkers(
+    engine: MediaEngine,
+    peer: Arc<UdpSocket>,
+    to: SocketAddr,
+    ms: u64,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let (mut g1, mut g2) = (
+            SineGenerator::new(1000.0, 5000),
+            SineGenerator::new(1600.0, 5000),
+        );
+        let mut g3 = SineGenerator::new(600.0, 5000);
+        let mut tick = tokio::time::interval(Duration::from_millis(20));
+        let mut pending = Vec::new();
+        let (mut seq, mut ts) = (1u16, 0u32);
+        for _ in 0..ms / 20 {
+            tick.tick().await;
+            engine.port_audio(1, tone_frame(&mut g1, Law::Ulaw));
+            engine.port_audio(2, tone_frame(&mut g2, Law::Ulaw));
+            let mut pcm = [0i16; FRAME_SAMPLES];
+            g3.fill(&mut pcm);
+            pending.extend(pcm.iter().map(|&s| Law::Alaw.encode(s)));
+            if pending.len() >= 240 {
+                let payload: Vec<u8> = pending.drain(..240).collect();
+                let p = rtp_packet(PT_PCMA, seq, ts, seq == 1, &payload);
+                let _ = peer.send_to(&p, to).await;
+                seq = seq.wrapping_add(1);
+                ts = ts.wrapping_add(240);
+            }
+        }
+    })
+}
+
+/// What the peer received in `ms`: its audio decoded from A-law, and the packet sizes.
+async fn peer_audio(peer: &UdpSocket, ms: u64) -> (Vec<i16>, Vec<usize>) {
+    let (mut pcm, mut sizes) = (Vec::new(), Vec::new());
+    let end = TokioInstant::now() + Duration::from_millis(ms);
+    let mut buf = [0u8; MAX_PACKET];
+    while let Ok(Ok((n, _))) = timeout(
+        end.saturating_duration_since(TokioInstant::now()),
+        peer.recv_from(&mut buf),
+    )
+    .await
+    {
+        if let Ok(p) = parse(&buf[..n]) {
+            if p.payload_type == PT_PCMA {
+                sizes.push(p.payload.len());
+                pcm.extend(p.payload.iter().map(|&c| Law::Alaw.decode(c)));
+            }
+        }
+    }
+    (pcm, sizes)
+}
+
+fn part(pcm: &[i16], hz: f64) -> f64 {
+    // Skip the first 200 ms (jitter buffer fill, settling).
+    pcm.get(1600..).map_or(0.0, |s| tone_ratio(s, hz))
+}
+
+/// One round: everyone talks for 1.2 s; what the ports and the peer heard in the
+/// last second.
+async fn conference_round(
+    r: &mut Rig,
+    peer: &Arc<UdpSocket>,
+    local: SocketAddr,
+) -> (HashMap<u8, Vec<i16>>, Vec<i16>, Vec<usize>) {
+    let talkers = conference_talkers(r.engine.clone(), Arc::clone(peer), local, 1200);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    while r.frames.try_recv().is_ok() {}
+    let (ports, (pcm, sizes)) =
+        tokio::join!(ports_pcm(&mut r.frames, 1000), peer_audio(peer, 1000));
+    talkers.await.unwrap();
+    (ports, pcm, sizes)
+}
+
+#[tokio::test]
+async fn a_conference_mixes_ports_and_a_leg_each_in_its_own_law_and_ptime() {
+    let mut r = rig(42700);
+    let (peer, peer_addr) = peer().await;
+    let peer = Arc::new(peer);
+    let local = r.engine.open_leg(LEG).await.unwrap();
+    let m = LegMedia {
+        ptime_ms: 30,
+        ..media(Law::Alaw)
+    };
+    r.engine.start_leg(LEG, peer_addr, m).await.unwrap();
+    // The leg was bridged to port 3: joining the room takes it out of that bridge.
+    r.engine.bridge(MediaEnd::Leg(LEG), MediaEnd::Port(3));
+    for end in [MediaEnd::Port(1), MediaEnd::Port(2), MediaEnd::Leg(LEG)] {
+        r.engine.conference(
+            9,
+            ConferenceOp::Join {
+                end,
+                role: ConferenceRole::Talker,
+            },
+        );
+    }
+    let (heard, pcm, sizes) = conference_round(&mut r, &peer, local).await;
+    let (p1, p2) = (&heard[&1], &heard[&2]);
+    // Each port hears the two others and not itself.
+    assert!(part(p1, 1600.0) > 0.2 && part(p1, 600.0) > 0.2, "port 1");
+    assert!(part(p1, 1000.0) < 0.02, "port 1 hears itself");
+    assert!(part(p2, 1000.0) > 0.2 && part(p2, 600.0) > 0.2, "port 2");
+    assert!(part(p2, 1600.0) < 0.02, "port 2 hears itself");
+    // Port 3 lost its bridge: nothing goes to it.
+    assert!(!heard.contains_key(&3), "port 3 still gets frames");
+    // The leg gets both ports in A-law, in 30 ms packets, and not its own 600 Hz.
+    assert!(
+        sizes.len() > 20 && sizes.iter().all(|&n| n == 240),
+        "{sizes:?}"
+    );
+    assert!(
+        part(&pcm, 1000.0) > 0.2 && part(&pcm, 1600.0) > 0.2,
+        "the leg"
+    );
+    assert!(part(&pcm, 600.0) < 0.02, "the leg hears itself");
+    let stats = r.engine.stats().await.unwrap();
+    assert_eq!(stats[0].bridged_to, None);
+
+    // The leg becomes a listener: the ports no longer hear it; it still hears them.
+    r.engine.conference(
+        9,
+        ConferenceOp::SetRole {
+            end: MediaEnd::Leg(LEG),
+            role: ConferenceRole::Listener,
+        },
+    );
+    let (heard, pcm, _) = conference_round(&mut r, &peer, local).await;
+    assert!(part(&heard[&1], 600.0) < 0.02 && part(&heard[&2], 600.0) < 0.02);
+    assert!(part(&heard[&1], 1600.0) > 0.5, "port 1 still hears port 2");
+    assert!(part(&pcm, 1000.0) > 0.2 && part(&pcm, 1600.0) > 0.2);
+
+    // A bad role change (whisper to a non-member) is refused and changes nothing.
+    r.engine.conference(
+        9,
+        ConferenceOp::SetRole {
+            end: MediaEnd::Leg(LEG),
+            role: ConferenceRole::Whisperer {
+                to: MediaEnd::Port(4),
+            },
+        },
+    );
+    // Port 2 leaves: it gets nothing more and is bridged to nothing; port 1 hears
+    // only the (listening) leg: silence.
+    r.engine.conference(
+        9,
+        ConferenceOp::Leave {
+            end: MediaEnd::Port(2),
+        },
+    );
+    let (heard, pcm, _) = conference_round(&mut r, &peer, local).await;
+    assert!(!heard.contains_key(&2), "port 2 still gets frames");
+    assert!(
+        heard[&1].iter().skip(1600).all(|&s| s.abs() < 50),
+        "port 1 hears something"
+    );
+    assert!(part(&pcm, 1000.0) > 0.5 && part(&pcm, 1600.0) < 0.02);
+
+    // Closing the leg takes it out; the last member leaving closes the room.
+    assert!(r.engine.close_leg(LEG).await.is_some());
+    r.engine.conference(
+        9,
+        ConferenceOp::Leave {
+            end: MediaEnd::Port(1),
+        },
+    );
+    let (heard, _, _) = conference_round(&mut r, &peer, local).await;
+    assert!(
+        heard.is_empty(),
+        "frames after the room closed: {:?}",
+        heard.keys()
+    );
 }

@@ -1,6 +1,8 @@
 //! The agent feature-code parser and its configuration.
 
-use super::super::codes::{FeatureCodes, FeatureRequest, Parsed, Pin, RawFeatureCodes};
+use super::super::codes::{
+    FeatureCodes, FeatureRequest, Parsed, Pin, RawFeatureCodes, SuperviseMode,
+};
 
 fn req(codes: &FeatureCodes, dialled: &str) -> FeatureRequest {
     match codes.parse(dialled) {
@@ -40,6 +42,19 @@ fn default_codes_parse_into_requests() {
         req(&codes, "*609"),
         FeatureRequest::Disposition { digit: 9 }
     );
+    for (dialled, mode) in [
+        ("*651234#", SuperviseMode::Listen),
+        ("*661234#", SuperviseMode::Whisper),
+        ("*671234#", SuperviseMode::Barge),
+    ] {
+        assert_eq!(
+            req(&codes, dialled),
+            FeatureRequest::Supervise {
+                agent: "1234".parse().expect("id"),
+                mode
+            }
+        );
+    }
 }
 
 #[test]
@@ -55,6 +70,9 @@ fn partial_codes_are_incomplete_and_other_numbers_are_not_codes() {
         "*63",
         "*6312",
         "*60",
+        "*65",
+        "*6612",
+        "*67123",
     ] {
         assert_eq!(codes.parse(partial), Ok(Parsed::Incomplete), "{partial}");
     }
@@ -80,6 +98,18 @@ fn malformed_codes_are_clear_errors_that_never_show_the_pin() {
         let err = codes.parse(bad).unwrap_err().to_string();
         assert!(err.contains("disposition"), "{bad}: {err}");
     }
+    // Supervisor codes: an agent ID of 2 to 10 digits, then #.
+    let err = codes.parse("*651#").unwrap_err().to_string();
+    assert!(
+        err.starts_with("listen: ") && err.contains("agent ID"),
+        "{err}"
+    );
+    assert!(codes.parse("*66#").is_err());
+    let err = codes.parse("*6712*").unwrap_err().to_string();
+    assert!(
+        err.starts_with("barge: ") && err.contains("\"12*\""),
+        "{err}"
+    );
     assert_eq!(
         format!("{:?}", "1234".parse::<Pin>().expect("pin")),
         "Pin(..)"
@@ -94,6 +124,9 @@ fn configured_codes_are_validated() {
         pause: None,
         unpause: None,
         disposition: None,
+        listen: None,
+        whisper: None,
+        barge: None,
     };
     let codes = FeatureCodes::try_from(raw("#81", "#82")).expect("valid");
     assert_eq!(req(&codes, "#82"), FeatureRequest::Logout);
@@ -109,6 +142,21 @@ fn configured_codes_are_validated() {
     assert!(FeatureCodes::try_from(raw("*6a", "*62")).is_err());
     assert!(FeatureCodes::try_from(raw("", "*62")).is_err());
     assert!(FeatureCodes::try_from(raw("*123456789", "*62")).is_err());
+    // The supervisor codes take part in the prefix rule too.
+    let err = FeatureCodes::try_from(raw("*6", "*60"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("prefix"), "{err}");
+    let barge: RawFeatureCodes = toml::from_str("barge = \"#9\"\n").expect("barge");
+    let codes = FeatureCodes::try_from(barge).expect("valid");
+    assert_eq!(
+        req(&codes, "#942#"),
+        FeatureRequest::Supervise {
+            agent: "42".parse().expect("id"),
+            mode: SuperviseMode::Barge
+        }
+    );
+    assert_eq!(codes.parse("*67"), Ok(Parsed::NotACode));
     let unknown: Result<RawFeatureCodes, _> = toml::from_str("login = \"*61\"\nlogon = \"*69\"\n");
     assert!(unknown.unwrap_err().to_string().contains("logon"));
 }

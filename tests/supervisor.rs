@@ -1,0 +1,208 @@
+//! Supervisor listen / whisper / barge on the real `branchd` and the simulated board.
+//!
+//! Users and groups are made through the accounts API: agent Alice (agent ID 100) is in
+//! group "team", which supervisor Sue (extension 103) administers; supervisor Sam
+//! (extension 104) administers another group. Alice logs in on 102 and takes a call from
+//! 101. Every phone sends its own tone (caller 1000 Hz, Alice 1600 Hz, Sue 600 Hz) and
+//! what each phone hears is checked for each tone: the listen, whisper and barge rules
+//! are audible (or not) at the ports, through the media engine's mixer.
+
+use branchline_board::dsp::tone_ratio;
+use branchline_board::sim::{Phone, SimHandle};
+use serde_json::json;
+
+use crate::api_client::{create_admin, Api};
+use crate::harness::{hears, listen, wait, wait_tone, Gateway, SOON};
+
+const ADMIN_PASSWORD: &str = "super-Admin-pass-2024";
+const CALLER_HZ: f64 = 1000.0;
+const AGENT_HZ: f64 = 1600.0;
+const SUPERVISOR_HZ: f64 = 600.0;
+/// Each tone's amplitude: three of them sum far below full scale (no clipping).
+const AMPLITUDE: i16 = 5000;
+
+/// A user made by the admin; returns its id.
+fn add_user(
+    admin: &Api,
+    username: &str,
+    role: &str,
+    extension: &str,
+    agent: Option<(&str, &str)>,
+) -> i64 {
+    let mut user = json!({
+        "username": username,
+        "display_name": username,
+        "password": "team-Pass-2024-long",
+        "extension": extension,
+        "enabled": true,
+        "roles": [role],
+    });
+    if let Some((id, pin)) = agent {
+        user["agent_id"] = json!(id);
+        user["pin"] = json!(pin);
+    }
+    let (status, body) = admin.post("/api/v1/users", user);
+    assert_eq!(status, 201, "create {username}: {body}");
+    body["id"].as_i64().expect("user id")
+}
+
+fn add_group(admin: &Api, name: &str, members: &[(i64, bool)]) {
+    let members: Vec<_> = members
+        .iter()
+        .map(|(id, admin)| json!({"user_id": id, "is_group_admin": admin}))
+        .collect();
+    let (status, body) = admin.post(
+        "/api/v1/groups",
+        json!({"name": name, "description": "", "members": members}),
+    );
+    assert_eq!(status, 201, "create group {name}: {body}");
+}
+
+/// Whether `port` hears `freq` as a clear part of what it hears (one of up to three
+/// mixed tones: a third of the energy or so), over `ms`.
+fn hears_part(sim: &SimHandle, port: u8, freq: f64) -> bool {
+    let s = listen(sim, port, 600, false);
+    s.len() > 800 && tone_ratio(&s[800..], freq) > 0.15
+}
+
+/// Whether `port` hears none of `freq` (allowing quantisation noise).
+fn deaf_to(sim: &SimHandle, port: u8, freq: f64) -> bool {
+    let s = listen(sim, port, 600, false);
+    s.len() > 800 && tone_ratio(&s[800..], freq) < 0.02
+}
+
+/// Dials a supervisor code and waits for the dial tone first.
+fn dial_code(gw: &Gateway, phone: &Phone, code: &str) {
+    phone.off_hook();
+    wait_tone(&gw.sim, phone.port(), 350, 440).expect("dial tone");
+    phone.dial(code);
+}
+
+#[test]
+fn a_supervisor_listens_whispers_and_barges_and_one_without_the_right_is_refused() {
+    let mut gw = Gateway::start();
+    let admin = create_admin(&gw, "admin1", ADMIN_PASSWORD);
+    let alice = add_user(&admin, "alice", "agent", "102", Some(("100", "4821")));
+    let bob = add_user(&admin, "bob", "agent", "101", Some(("200", "5937")));
+    let sue = add_user(&admin, "sue", "supervisor", "103", None);
+    let sam = add_user(&admin, "sam", "supervisor", "104", None);
+    add_group(&admin, "team", &[(sue, true), (alice, false)]);
+    add_group(&admin, "other", &[(sam, true), (bob, false)]);
+    // The ACD reads its agents at start.
+    gw.stop_with(nix::sys::signal::Signal::SIGTERM);
+    gw.restart();
+
+    let (caller, agent, sup, other) = (
+        gw.sim.phone(1),
+        gw.sim.phone(2),
+        gw.sim.phone(3),
+        gw.sim.phone(4),
+    );
+    // Alice logs in on 102 (three short beeps confirm).
+    dial_code(&gw, &agent, "*61100*4821#");
+    assert!(
+        wait(SOON, || agent.tone().is_some_and(
+            |t| t.freq1_hz == 350 && !t.cadence.is_continuous()
+        )),
+        "login confirmed"
+    );
+    agent.on_hook();
+    assert!(wait(SOON, || agent.tone().is_none()));
+
+    // 101 calls Alice; she answers; both talk.
+    dial_code(&gw, &caller, "102");
+    assert!(wait(SOON, || agent.is_ringing()), "alice rings");
+    agent.off_hook();
+    assert!(wait(SOON, || caller.tone().is_none()), "ringback stops");
+    caller.inject_tone(CALLER_HZ, AMPLITUDE);
+    agent.inject_tone(AGENT_HZ, AMPLITUDE);
+    assert!(wait(SOON, || hears(
+        &listen(&gw.sim, 2, 400, false),
+        CALLER_HZ
+    )));
+    assert!(hears(&listen(&gw.sim, 1, 400, false), AGENT_HZ));
+
+    // Sam administers another group: refused (number unobtainable), the call goes on.
+    dial_code(&gw, &other, "*65100#");
+    wait_tone(&gw.sim, 4, 480, 620).expect("sam is refused");
+    assert!(gw.wait_log("supervision denied", SOON));
+    assert!(hears(&listen(&gw.sim, 1, 400, false), AGENT_HZ));
+    assert!(hears(&listen(&gw.sim, 2, 400, false), CALLER_HZ));
+    other.on_hook();
+
+    // Sue listens: she hears both; neither hears her.
+    dial_code(&gw, &sup, "*65100#");
+    assert!(
+        wait(SOON, || hears_part(&gw.sim, 3, CALLER_HZ)),
+        "sue hears the caller"
+    );
+    sup.inject_tone(SUPERVISOR_HZ, AMPLITUDE);
+    assert!(hears_part(&gw.sim, 3, AGENT_HZ), "sue hears alice");
+    assert!(
+        hears(&listen(&gw.sim, 2, 600, false), CALLER_HZ),
+        "alice hears the caller only"
+    );
+    assert!(
+        deaf_to(&gw.sim, 2, SUPERVISOR_HZ),
+        "alice does not hear sue"
+    );
+    assert!(
+        hears(&listen(&gw.sim, 1, 600, false), AGENT_HZ),
+        "the caller hears alice only"
+    );
+    assert!(
+        deaf_to(&gw.sim, 1, SUPERVISOR_HZ),
+        "the caller does not hear sue"
+    );
+
+    // Whisper (key 5): Alice hears Sue, the caller still does not.
+    sup.dial("5");
+    assert!(
+        wait(SOON, || hears_part(&gw.sim, 2, SUPERVISOR_HZ)),
+        "alice hears sue's whisper"
+    );
+    assert!(hears_part(&gw.sim, 2, CALLER_HZ), "and the caller");
+    assert!(
+        deaf_to(&gw.sim, 1, SUPERVISOR_HZ),
+        "the caller does not hear the whisper"
+    );
+    assert!(hears_part(&gw.sim, 3, CALLER_HZ) && hears_part(&gw.sim, 3, AGENT_HZ));
+
+    // Barge (key 6): everyone hears everyone (three ports in one room).
+    sup.dial("6");
+    assert!(
+        wait(SOON, || hears_part(&gw.sim, 1, SUPERVISOR_HZ)),
+        "the caller hears sue"
+    );
+    assert!(hears_part(&gw.sim, 1, AGENT_HZ));
+    assert!(hears_part(&gw.sim, 2, SUPERVISOR_HZ) && hears_part(&gw.sim, 2, CALLER_HZ));
+    assert!(hears_part(&gw.sim, 3, CALLER_HZ) && hears_part(&gw.sim, 3, AGENT_HZ));
+    // Nobody hears themselves.
+    assert!(deaf_to(&gw.sim, 1, CALLER_HZ));
+    assert!(deaf_to(&gw.sim, 2, AGENT_HZ));
+    assert!(deaf_to(&gw.sim, 3, SUPERVISOR_HZ));
+
+    // Sue hangs up: the call goes on as a two-party call.
+    sup.on_hook();
+    assert!(
+        wait(SOON, || hears(&listen(&gw.sim, 1, 400, false), AGENT_HZ)),
+        "the caller hears alice alone again"
+    );
+    assert!(hears(&listen(&gw.sim, 2, 400, false), CALLER_HZ));
+
+    // Sue joins again (barge); the caller hangs up: Sue is dropped with busy tone.
+    dial_code(&gw, &sup, "*67100#");
+    assert!(
+        wait(SOON, || hears_part(&gw.sim, 3, AGENT_HZ)),
+        "sue is in again"
+    );
+    caller.on_hook();
+    wait_tone(&gw.sim, 3, 480, 620).expect("sue hears busy");
+    sup.on_hook();
+    agent.on_hook();
+    let cdrs = gw.wait_cdrs(1);
+    assert_eq!(
+        (cdrs[0].caller.as_str(), cdrs[0].disposition.as_str()),
+        ("101", "answered")
+    );
+}
