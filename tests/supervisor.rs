@@ -1,4 +1,5 @@
-//! Supervisor listen / whisper / barge on the real `branchd` and the simulated board.
+//! Supervisor listen / whisper / barge, and a meet-me conference room, on the real
+//! `branchd` and the simulated board.
 //!
 //! Users and groups are made through the accounts API: agent Alice (agent ID 100) is in
 //! group "team", which supervisor Sue (extension 103) administers; supervisor Sam
@@ -6,6 +7,8 @@
 //! 101. Every phone sends its own tone (caller 1000 Hz, Alice 1600 Hz, Sue 600 Hz) and
 //! what each phone hears is checked for each tone: the listen, whisper and barge rules
 //! are audible (or not) at the ports, through the media engine's mixer.
+
+use std::time::Duration;
 
 use branchline_board::dsp::tone_ratio;
 use branchline_board::sim::{Phone, SimHandle};
@@ -205,4 +208,92 @@ fn a_supervisor_listens_whispers_and_barges_and_one_without_the_right_is_refused
         (cdrs[0].caller.as_str(), cdrs[0].disposition.as_str()),
         ("101", "answered")
     );
+}
+
+/// Three phones meet in room 800 (PIN 4711, at most 3 parties): each hears the two
+/// others and not itself; entry and exit beeps; wrong PINs and a full room refused.
+#[test]
+fn a_meet_me_room_joins_three_phones_with_a_pin() {
+    let plan = format!(
+        "{}\n[[conference_rooms]]\nnumber = \"800\"\npin = \"4711\"\nmax_parties = 3\n",
+        crate::harness::DIAL_PLAN
+    );
+    let gw = Gateway::start_with(&plan);
+    let phones: Vec<Phone> = (1..=4).map(|p| gw.sim.phone(p)).collect();
+    let prompt = |p: &Phone| {
+        wait(SOON, || {
+            p.tone()
+                .is_some_and(|t| t.freq1_hz == 350 && !t.cadence.is_continuous())
+        })
+    };
+
+    // Three wrong PINs: number unobtainable, and the right one no longer helps.
+    dial_code(&gw, &phones[3], "800");
+    assert!(prompt(&phones[3]), "PIN prompt");
+    for pin in ["1111#", "2222#", "4712#"] {
+        phones[3].dial(pin);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    wait_tone(&gw.sim, 4, 480, 620).expect("refused after three wrong PINs");
+    phones[3].on_hook();
+
+    // 101 and 102 join; when 103 joins they hear the entry beep (1400 Hz).
+    for p in &phones[..2] {
+        dial_code(&gw, p, "800");
+        assert!(prompt(p), "PIN prompt on {}", p.port());
+        p.dial("4711#");
+        assert!(wait(SOON, || p.tone().is_none()), "prompt stops");
+    }
+    dial_code(&gw, &phones[2], "800");
+    assert!(prompt(&phones[2]));
+    phones[2].dial("4711");
+    phones[0].take_heard();
+    phones[2].dial("#");
+    std::thread::sleep(Duration::from_millis(600));
+    let heard = phones[0].take_heard();
+    assert!(tone_ratio(&heard, 1400.0) > 0.3, "entry beep");
+
+    // Everyone talks: each hears the two others, not itself.
+    let tones = [CALLER_HZ, AGENT_HZ, SUPERVISOR_HZ];
+    for (p, hz) in phones.iter().zip(tones) {
+        p.inject_tone(hz, AMPLITUDE);
+    }
+    for (i, hz) in tones.iter().enumerate() {
+        let port = i as u8 + 1;
+        for (j, other) in tones.iter().enumerate() {
+            if i != j {
+                assert!(
+                    wait(SOON, || hears_part(&gw.sim, port, *other)),
+                    "{port} hears {other} Hz"
+                );
+            }
+        }
+        assert!(deaf_to(&gw.sim, port, *hz), "{port} hears itself");
+    }
+
+    // The room is full: 104 gets busy at once.
+    dial_code(&gw, &phones[3], "800");
+    wait_tone(&gw.sim, 4, 480, 620).expect("a full room is busy");
+    phones[3].on_hook();
+
+    // 103 leaves: the others hear the exit beep (700 Hz) and go on without it.
+    for p in &phones[..3] {
+        p.inject_silence();
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    phones[0].take_heard();
+    phones[2].on_hook();
+    std::thread::sleep(Duration::from_millis(600));
+    assert!(
+        tone_ratio(&phones[0].take_heard(), 700.0) > 0.3,
+        "exit beep"
+    );
+    phones[1].inject_tone(AGENT_HZ, AMPLITUDE);
+    assert!(wait(SOON, || hears(
+        &listen(&gw.sim, 1, 400, false),
+        AGENT_HZ
+    )));
+    for p in &phones[..2] {
+        p.on_hook();
+    }
 }

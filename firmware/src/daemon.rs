@@ -559,6 +559,15 @@ async fn serve(
             codes: config.call_center.feature_codes.clone(),
         }),
         prompts: prompts.durations(),
+        conference_rooms: config
+            .conference_rooms
+            .iter()
+            .map(|r| crate::call::MeetMeRoom {
+                number: r.number.as_str().to_owned(),
+                pin: r.pin.clone(),
+                max_parties: r.max_parties as usize,
+            })
+            .collect(),
     };
     let mut calls = CallControl::new(settings, profile.fxs_ports(), profile.fxo_ports());
     if let Some(v) = voicemail {

@@ -114,6 +114,7 @@ impl CallControl {
                 (digits, number, String::new())
             }
             PlanMatch::Partial => return Err(bad("incomplete")),
+            PlanMatch::Room(_) => return Err(bad("a conference room needs its PIN keyed")),
             PlanMatch::None => return Err(bad("no extension, queue or outside line")),
         };
         let free = match port {

@@ -18,7 +18,8 @@
 //! [`CallControl::set_blacklist`]), [`voicemail`] (leaving messages on busy / no
 //! answer / queue overflow, the phone menu, stutter dial tone for message waiting), `supervise`
 //! (supervisor listen / whisper / barge on an agent's live call through a conference
-//! room, [`Output::Conference`]).
+//! room, [`Output::Conference`]), `meetme` (meet-me conference rooms with a PIN,
+//! [`MeetMeRoom`]).
 //!
 //! What it does today:
 //! - FXS: off-hook gives the country's dial tone; digits are collected against the dial
@@ -61,14 +62,17 @@
 //! - Supervisors listen to, whisper to or barge into an agent's live call by feature
 //!   code (`*65`/`*66`/`*67<agent id>#`), after a right check outside call control
 //!   ([`Output::CheckSupervisor`]); keys 4/5/6 switch the mode. See `supervise`.
+//! - Meet-me rooms: an analog phone dialling a room's number keys its PIN and joins
+//!   everyone else in the room (entry and exit beeps, party limit, three PIN tries).
+//!   See `meetme`.
 //! - A CDR for every call, answered or not (busy, unallocated, congestion, abandoned),
 //!   with the SIP Call-IDs of the caller's and callee's legs, the call quality the
 //!   endpoint measured on those legs (loss, jitter, MOS: a call's CDR waits for the
 //!   reports of its legs with RTP, at most [`QUALITY_WAIT`]) and the transfer chain
 //!   (the calls it continues and who transferred them).
 //!
-//! Limits: analog phones cannot transfer yet and there is no three-way conference
-//! (hook-flash only toggles); a transfer shows in the CDRs as the old call ending and
+//! Limits: analog phones cannot transfer yet and there is no three-way calling by
+//! hook-flash (it only toggles); meet-me rooms take analog phones only; a transfer shows in the CDRs as the old call ending and
 //! a new one starting whose `transfer_chain` names the old one; the old call's CDR
 //! gets no quality for a leg that goes on in the new call (it is reported with the
 //! call the leg ends in), and a blind transferor's leg, which stays until the
@@ -92,6 +96,7 @@ use crate::tones::{Country, Tone};
 mod b2bua;
 mod click;
 mod features;
+mod meetme;
 pub mod outside;
 mod queue;
 mod screening;
@@ -104,6 +109,8 @@ mod tests;
 mod tests_click;
 #[cfg(test)]
 mod tests_features;
+#[cfg(test)]
+mod tests_meetme;
 #[cfg(test)]
 mod tests_queue;
 #[cfg(test)]
@@ -123,6 +130,7 @@ use self::transfer::transfer_failure_status;
 
 pub use self::click::{ClickToCallError, CLICK_TO_CALL_ANSWER};
 pub use self::features::CONFIRMATION;
+pub use self::meetme::{MeetMeRoom, PIN_TIMEOUT, PIN_TRIES};
 pub use self::outside::{outside_routes, OutsideVia, TrunkStatus};
 pub use self::queue::announcement as queue_announcement;
 pub use self::queue::{
@@ -212,6 +220,8 @@ pub struct CallSettings {
     /// ([`crate::prompts::PromptLibrary::durations`]): a queue's prompt music and the
     /// spoken announcements are played only when their prompts are there.
     pub prompts: BTreeMap<String, Duration>,
+    /// Meet-me conference rooms (`[[conference_rooms]]`; see `meetme`).
+    pub conference_rooms: Vec<MeetMeRoom>,
 }
 
 /// What call control wants done.
@@ -463,6 +473,12 @@ pub enum ConferenceOp {
         /// The member.
         end: MediaEnd,
     },
+    /// Everyone in the room hears a short beep: a party came in (`entry`, high) or
+    /// left (low).
+    Beep {
+        /// Entry (true) or exit beep.
+        entry: bool,
+    },
 }
 
 /// Coarse state of a port, as shown to people.
@@ -693,6 +709,8 @@ enum Fxs {
     /// A supervisor in an agent's call `CallKey` (listen, whisper or barge; see
     /// `supervise`).
     Supervisor(CallKey),
+    /// Keying a meet-me room's PIN, or in the room (see `meetme`).
+    MeetMe,
 }
 
 #[derive(Debug)]
@@ -771,6 +789,8 @@ pub struct CallControl {
     /// Supervisors dropped because their call changed, whose busy tone still needs its
     /// quiet time (set at the next `handle_timeout`, due at once).
     supervisors_dropped: Vec<u8>,
+    /// Phones in meet-me rooms or keying their PIN (see `meetme`).
+    meetme: meetme::MeetMe,
 }
 
 /// Names of outside callers from the customer directory, for the caller ID shown on
@@ -868,6 +888,7 @@ impl CallControl {
             next_supervise_check: 1,
             next_room: 1,
             supervisors_dropped: Vec::new(),
+            meetme: meetme::MeetMe::default(),
         }
     }
 
@@ -929,6 +950,7 @@ impl CallControl {
         let dropped = (!self.supervisors_dropped.is_empty()).then_some(self.settings.epoch);
         ports
             .chain(dropped)
+            .chain(self.meetme.timeout())
             .chain(calls)
             .chain(cdrs)
             .chain(clicks)
@@ -1004,6 +1026,7 @@ impl CallControl {
             }
         }
         self.acd_timeout(now);
+        self.meetme_timeouts(now);
         self.survey_timeouts(now);
         self.feature_legs_due(Some(now));
         self.vm_timeouts(now);
@@ -1201,6 +1224,10 @@ impl CallControl {
                 self.set_fxs(port, Fxs::Idle);
             }
             Fxs::Supervisor(_) => self.supervisor_hung_up(port),
+            Fxs::MeetMe => {
+                self.cmd(port, Command::StopTone);
+                self.meetme_hung_up(port);
+            }
             Fxs::Idle | Fxs::Ringing(_) | Fxs::Fault | Fxs::ClickToCall(_) => {}
         }
         if self.fxs_state(port) != Some(Fxs::Fault) {
@@ -1350,8 +1377,10 @@ impl CallControl {
         if let Some(key) = self.vm_session_of(Party::Fxs(port)) {
             return self.vm_digit(now, key, d);
         }
-        if let Some(Fxs::Supervisor(_)) = self.fxs_state(port) {
-            return self.supervisor_digit(port, d);
+        match self.fxs_state(port) {
+            Some(Fxs::Supervisor(_)) => return self.supervisor_digit(port, d),
+            Some(Fxs::MeetMe) => return self.meetme_digit(now, port, d),
+            _ => {}
         }
         let Some(Fxs::Dialing {
             mut digits,
@@ -1386,6 +1415,7 @@ impl CallControl {
                 self.set_fxs(port, Fxs::Idle);
                 self.call_outside_from_port(now, port, started, digits);
             }
+            PlanMatch::Room(room) => self.meetme_dialled(now, port, room),
             PlanMatch::Outside { complete: false } | PlanMatch::Partial => {
                 self.keep_dialing(now, port, digits, started)
             }
@@ -1446,6 +1476,9 @@ impl CallControl {
         if self.is_extension(digits) {
             return PlanMatch::Extension;
         }
+        if let Some(room) = self.meetme_room(digits) {
+            return PlanMatch::Room(room);
+        }
         let prefix_of_ext = self
             .settings
             .extensions
@@ -1458,7 +1491,11 @@ impl CallControl {
             .outside_line_prefix
             .as_deref()
             .is_some_and(|p| p.starts_with(digits));
-        if prefix_of_ext || prefix_of_outside || self.queue_number_prefix(digits) {
+        if prefix_of_ext
+            || prefix_of_outside
+            || self.queue_number_prefix(digits)
+            || self.meetme_prefix(digits)
+        {
             PlanMatch::Partial
         } else {
             PlanMatch::None
@@ -2633,7 +2670,7 @@ fn fxs_port_state(s: &Fxs, calls: &BTreeMap<CallKey, Call>) -> PortState {
             Some(CallPhase::Connected) => PortState::Talking,
             _ => PortState::Calling,
         },
-        Fxs::Callee(_) | Fxs::Supervisor(_) => PortState::Talking,
+        Fxs::Callee(_) | Fxs::Supervisor(_) | Fxs::MeetMe => PortState::Talking,
         Fxs::Lockout { .. } => PortState::Lockout,
         Fxs::Fault => PortState::Fault,
     }
@@ -2642,7 +2679,11 @@ fn fxs_port_state(s: &Fxs, calls: &BTreeMap<CallKey, Call>) -> PortState {
 #[derive(Debug)]
 enum PlanMatch {
     Extension,
-    Outside { complete: bool },
+    /// A meet-me room (index in the settings).
+    Room(usize),
+    Outside {
+        complete: bool,
+    },
     Partial,
     None,
 }

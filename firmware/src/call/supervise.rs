@@ -247,7 +247,7 @@ impl CallControl {
         }
     }
 
-    fn conference(&mut self, room: RoomId, op: ConferenceOp) {
+    pub(super) fn conference(&mut self, room: RoomId, op: ConferenceOp) {
         self.outputs.push_back(Output::Conference { room, op });
     }
 

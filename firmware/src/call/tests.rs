@@ -55,6 +55,7 @@ fn settings(base: Instant) -> CallSettings {
         epoch: base,
         acd: None,
         prompts: Default::default(),
+        conference_rooms: Vec::new(),
     }
 }
 

@@ -65,6 +65,7 @@ pub(super) fn settings(base: Instant) -> CallSettings {
         epoch: base,
         acd: None,
         prompts: Default::default(),
+        conference_rooms: Vec::new(),
     }
 }
 

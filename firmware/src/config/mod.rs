@@ -21,6 +21,7 @@
 //! file.
 
 mod call_center;
+mod conference;
 mod locate;
 mod provisioning;
 mod raw;
@@ -32,6 +33,7 @@ mod update;
 mod voicemail;
 
 pub use self::call_center::CallCenterConfig;
+pub use self::conference::{ConferenceRoomConfig, DEFAULT_MAX_PARTIES, MAX_PARTIES};
 pub use self::provisioning::{ProvisioningConfig, MAX_PROVISIONING_PATHS};
 pub use self::recording::{RecordingConfig, RecordingPolicy};
 pub use self::sip::{SipConfig, SipGuardConfig, SipTrunkConfig};
@@ -317,6 +319,8 @@ pub struct Config {
     pub call_center: CallCenterConfig,
     /// `[voicemail]`: the voicemail feature codes (defaults when the section is absent).
     pub voicemail: VoicemailConfig,
+    /// `[[conference_rooms]]`: meet-me rooms, in file order.
+    pub conference_rooms: Vec<ConferenceRoomConfig>,
 }
 
 /// Default RTP/RTCP port range of `[media]` (`rtp_port_min`, `rtp_port_max`) and the
@@ -878,6 +882,8 @@ impl Ctx<'_> {
                 &call_center,
             )?,
         };
+        let conference_rooms =
+            self.conference_rooms(raw.conference_rooms, &extensions, &telephony)?;
 
         Ok(Config {
             source: self.source.to_owned(),
@@ -912,6 +918,7 @@ impl Ctx<'_> {
             recording,
             call_center,
             voicemail,
+            conference_rooms,
         })
     }
 

@@ -45,6 +45,8 @@ pub(super) struct RawConfig {
     pub recording: Option<super::recording::RawRecording>,
     pub call_center: Option<super::call_center::RawCallCenter>,
     pub voicemail: Option<super::voicemail::RawVoicemail>,
+    #[serde(default)]
+    pub conference_rooms: Vec<super::conference::RawConferenceRoom>,
 }
 
 /// `[media]`: RTP ports and the jitter buffer.

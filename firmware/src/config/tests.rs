@@ -750,3 +750,64 @@ fn voicemail_codes_default_and_are_validated() {
     let unknown = error("[voicemail]\ngreeting = \"x\"\n");
     assert!(unknown.contains("greeting"), "{unknown}");
 }
+
+#[test]
+fn conference_rooms_are_validated() {
+    let room = |body: &str| format!("{BASE}\n[[conference_rooms]]\n{body}");
+    let config = Config::from_toml_str(
+        &room("number = \"800\"\npin = \"4711\"\n\n[[conference_rooms]]\nnumber = \"81\"\npin = \"12345678\"\nmax_parties = 32\n"),
+        Path::new(FILE),
+    )
+    .expect("valid rooms");
+    let rooms = &config.conference_rooms;
+    assert_eq!(rooms.len(), 2);
+    assert_eq!(rooms[0].number.as_str(), "800");
+    assert_eq!(rooms[0].pin.expose(), "4711");
+    assert_eq!(rooms[0].max_parties, DEFAULT_MAX_PARTIES);
+    assert_eq!(rooms[1].max_parties, 32);
+    // Room line: BASE has 11 lines, then a blank one and the table header.
+    let line = BASE.lines().count() + 3;
+    for (body, field, why) in [
+        (
+            "number = \"102\"\npin = \"4711\"",
+            "number",
+            "collides with extension 102",
+        ),
+        (
+            "number = \"10\"\npin = \"4711\"",
+            "number",
+            "collides with extension 101",
+        ),
+        (
+            "number = \"900\"\npin = \"4711\"",
+            "number",
+            "outside line prefix",
+        ),
+        ("number = \"8\"\npin = \"4711\"", "number", "2 to 6 digits"),
+        ("number = \"800\"\npin = \"47\"", "pin", "4 to 8 digits"),
+        (
+            "number = \"800\"\npin = \"4711\"\nmax_parties = 1",
+            "max_parties",
+            "2 to 32",
+        ),
+        (
+            "number = \"800\"\npin = \"4711\"\nmax_parties = 33",
+            "max_parties",
+            "2 to 32",
+        ),
+    ] {
+        let e = error(&room(body));
+        let at = line + body.lines().position(|l| l.starts_with(field)).unwrap_or(0);
+        assert_located(&e, at, &format!("conference_rooms[0].{field}"));
+        assert!(e.contains(why), "{body}: {e}");
+    }
+    let e = error(&room(
+        "number = \"800\"\npin = \"4711\"\n[[conference_rooms]]\nnumber = \"80\"\npin = \"4711\"",
+    ));
+    assert!(
+        e.contains("conference_rooms[1].number") && e.contains("collides with conference_rooms[0]"),
+        "{e}"
+    );
+    let e = error(&room("number = \"800\"\npin = \"4711\"\nroom = 1"));
+    assert!(e.contains("room"), "{e}");
+}

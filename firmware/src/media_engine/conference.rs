@@ -11,6 +11,8 @@
 //! - A member that joins is unbridged and its playback stopped first; one that leaves
 //!   (or whose leg closes, or that is bridged or played to) is left unbridged: call
 //!   control decides what it gets next. A room goes with its last member.
+//! - [`ConferenceOp::Beep`]: a 200 ms beep (1400 Hz entry, 700 Hz exit) added to
+//!   every member's mix (meet-me rooms).
 //! - RFC 4733 digits received on a member leg still reach call control (a supervisor
 //!   switching modes by key); they are not played into the room.
 //!
@@ -20,6 +22,7 @@
 
 use std::time::Instant;
 
+use branchline_board::dsp::SineGenerator;
 use branchline_media::jitter::{JitterBuffer, FRAME_SAMPLES};
 use branchline_media::mix::{Frame, Mixer};
 use branchline_media::rtp::RtpPacket;
@@ -31,10 +34,19 @@ use crate::call::{ConferenceOp, RoomId};
 /// Members of one room at most (the call-control side has its own, smaller limits).
 pub const MAX_CONFERENCE_MEMBERS: usize = 64;
 
+/// Length of an entry or exit beep.
+const BEEP_TICKS: u32 = 10;
+/// Entry beep (high) and exit beep (low), Hz.
+const BEEP_HZ: (f64, f64) = (1400.0, 700.0);
+/// Beep amplitude (about -16 dBm0).
+const BEEP_AMPLITUDE: i16 = 3000;
+
 /// One room.
 #[derive(Debug)]
 pub(super) struct Room {
     mixer: Mixer<MediaEnd>,
+    /// A beep everyone hears, and the ticks it has left.
+    beep: Option<(SineGenerator, u32)>,
     /// The jitter buffer of each member leg.
     jitter: std::collections::HashMap<LegId, JitterBuffer>,
     /// Scratch for the mixes of a tick.
@@ -64,6 +76,7 @@ impl Engine {
                 }
                 let r = self.rooms.entry(room).or_insert_with(|| Room {
                     mixer: Mixer::new(MAX_CONFERENCE_MEMBERS),
+                    beep: None,
                     jitter: Default::default(),
                     out: Vec::new(),
                 });
@@ -91,6 +104,14 @@ impl Engine {
                     Ok(()) => tracing::debug!(?end, room, ?role, "conference role changed"),
                     Err(e) => tracing::warn!(room, error = %e, "conference role change refused"),
                 }
+            }
+            ConferenceOp::Beep { entry } => {
+                let Some(r) = self.rooms.get_mut(&room) else {
+                    tracing::debug!(room, "beep for a room that does not exist");
+                    return;
+                };
+                let hz = if entry { BEEP_HZ.0 } else { BEEP_HZ.1 };
+                r.beep = Some((SineGenerator::new(hz, BEEP_AMPLITUDE), BEEP_TICKS));
             }
             ConferenceOp::Leave { end } => {
                 if self.room_of.get(&end) != Some(&room) {
@@ -159,6 +180,19 @@ impl Engine {
                 }
             }
             r.mixer.mix_into(&mut r.out);
+            if let Some((gen, left)) = r.beep.as_mut() {
+                let mut tone = [0i16; FRAME_SAMPLES];
+                gen.fill(&mut tone);
+                for (_, pcm) in r.out.iter_mut() {
+                    for (s, &t) in pcm.iter_mut().zip(tone.iter()) {
+                        *s = s.saturating_add(t);
+                    }
+                }
+                *left -= 1;
+                if *left == 0 {
+                    r.beep = None;
+                }
+            }
             for (end, pcm) in &r.out {
                 match *end {
                     MediaEnd::Port(port) => {

@@ -264,6 +264,7 @@ fn call_control() -> CallControl {
         epoch: now,
         acd: None,
         prompts: Default::default(),
+        conference_rooms: Vec::new(),
     };
     CallControl::new(settings, 1..=2, 3..=3)
 }
