@@ -19,6 +19,7 @@ mod daemon_lifecycle;
 mod enroll_e2e;
 mod factory_reset;
 mod health_check;
+mod pickup;
 mod provision_usb;
 mod pstn;
 mod queue_burst;

@@ -19,7 +19,7 @@
 //! answer / queue overflow, the phone menu, stutter dial tone for message waiting), `supervise`
 //! (supervisor listen / whisper / barge on an agent's live call through a conference
 //! room, [`Output::Conference`]), `meetme` (meet-me conference rooms with a PIN,
-//! [`MeetMeRoom`]).
+//! [`MeetMeRoom`]), `pickup` (call pickup: [`GROUP_PICKUP`], [`DIRECTED_PICKUP`]).
 //!
 //! What it does today:
 //! - FXS: off-hook gives the country's dial tone; digits are collected against the dial
@@ -62,6 +62,8 @@
 //! - Supervisors listen to, whisper to or barge into an agent's live call by feature
 //!   code (`*65`/`*66`/`*67<agent id>#`), after a right check outside call control
 //!   ([`Output::CheckSupervisor`]); keys 4/5/6 switch the mode. See `supervise`.
+//! - Call pickup from analog phones: `*8` takes a call ringing a phone of the same
+//!   ring group, `**<ext>` the call ringing that extension. See `pickup`.
 //! - Meet-me rooms: an analog phone dialling a room's number keys its PIN and joins
 //!   everyone else in the room (entry and exit beeps, party limit, three PIN tries).
 //!   See `meetme`.
@@ -98,6 +100,7 @@ mod click;
 mod features;
 mod meetme;
 pub mod outside;
+mod pickup;
 mod queue;
 mod screening;
 pub mod sip;
@@ -111,6 +114,8 @@ mod tests_click;
 mod tests_features;
 #[cfg(test)]
 mod tests_meetme;
+#[cfg(test)]
+mod tests_pickup;
 #[cfg(test)]
 mod tests_queue;
 #[cfg(test)]
@@ -132,6 +137,7 @@ pub use self::click::{ClickToCallError, CLICK_TO_CALL_ANSWER};
 pub use self::features::CONFIRMATION;
 pub use self::meetme::{MeetMeRoom, PIN_TIMEOUT, PIN_TRIES};
 pub use self::outside::{outside_routes, OutsideVia, TrunkStatus};
+pub use self::pickup::{DIRECTED_PICKUP, GROUP_PICKUP};
 pub use self::queue::announcement as queue_announcement;
 pub use self::queue::{
     AcdSettings, AgentCallEnd, AgentCallEvent, AgentCallKind, PIN_FAILURES, PIN_LOCKOUT,
@@ -1404,6 +1410,13 @@ impl CallControl {
             None => {}
             Some(true) => return,
             Some(false) => return self.keep_dialing(now, port, digits, started),
+        }
+        match self.pickup_digits(&digits) {
+            pickup::PickupDigits::NotPickup => {}
+            pickup::PickupDigits::Incomplete => {
+                return self.keep_dialing(now, port, digits, started)
+            }
+            what => return self.pickup(now, port, started, what, digits),
         }
         match self.match_plan(&digits) {
             PlanMatch::Extension => {
