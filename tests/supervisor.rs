@@ -1,5 +1,5 @@
-//! Supervisor listen / whisper / barge, and a meet-me conference room, on the real
-//! `branchd` and the simulated board.
+//! Supervisor listen / whisper / barge, a meet-me conference room and three-way calling
+//! by hook-flash, on the real `branchd` and the simulated board.
 //!
 //! Users and groups are made through the accounts API: agent Alice (agent ID 100) is in
 //! group "team", which supervisor Sue (extension 103) administers; supervisor Sam
@@ -296,4 +296,49 @@ fn a_meet_me_room_joins_three_phones_with_a_pin() {
     for p in &phones[..2] {
         p.on_hook();
     }
+}
+
+/// Three-way calling by hook-flash: 101 talks to 102, flashes, calls 103 and flashes
+/// again once 103 answers: all three hear each other. 103 hanging up leaves 101 and
+/// 102 talking.
+#[test]
+fn flash_dial_flash_makes_a_three_way_call() {
+    let gw = Gateway::start();
+    let [p1, p2, p3] = [1, 2, 3].map(|p| gw.sim.phone(p));
+    dial_code(&gw, &p1, "102");
+    assert!(wait(SOON, || p2.is_ringing()));
+    p2.off_hook();
+    assert!(wait(SOON, || p1.tone().is_none()), "ringback stops");
+    p1.flash();
+    wait_tone(&gw.sim, 1, 350, 440).expect("dial tone for the second call");
+    p1.dial("103");
+    assert!(wait(SOON, || p3.is_ringing()));
+    p3.off_hook();
+    assert!(wait(SOON, || p1.tone().is_none()));
+    p1.flash();
+    let tones = [CALLER_HZ, AGENT_HZ, SUPERVISOR_HZ];
+    for (p, hz) in [&p1, &p2, &p3].iter().zip(tones) {
+        p.inject_tone(hz, AMPLITUDE);
+    }
+    for (i, hz) in tones.iter().enumerate() {
+        let port = i as u8 + 1;
+        for (j, other) in tones.iter().enumerate() {
+            if i != j {
+                assert!(
+                    wait(SOON, || hears_part(&gw.sim, port, *other)),
+                    "{port} hears {other} Hz"
+                );
+            }
+        }
+        assert!(deaf_to(&gw.sim, port, *hz), "{port} hears itself");
+    }
+    p3.on_hook();
+    assert!(
+        wait(SOON, || hears(&listen(&gw.sim, 1, 400, false), AGENT_HZ)),
+        "101 and 102 talk on alone"
+    );
+    assert!(hears(&listen(&gw.sim, 2, 400, false), CALLER_HZ));
+    p1.on_hook();
+    p2.on_hook();
+    assert_eq!(gw.wait_cdrs(2).len(), 2);
 }

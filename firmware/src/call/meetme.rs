@@ -262,6 +262,25 @@ impl CallControl {
         tracing::info!(port, parties = left, "left conference room");
     }
 
+    /// Shutdown: every phone leaves its room (no beeps) and PIN entries end.
+    pub(super) fn meetme_close_all(&mut self) {
+        let attendees = std::mem::take(&mut self.meetme.attendees);
+        for (port, a) in attendees {
+            if let Attendee::In { room } = a {
+                if let Some((id, _)) = self.meetme.occupied.get(&room) {
+                    let id = *id;
+                    self.conference(
+                        id,
+                        ConferenceOp::Leave {
+                            end: MediaEnd::Port(port),
+                        },
+                    );
+                }
+            }
+        }
+        self.meetme.occupied.clear();
+    }
+
     /// PIN entries that ran out of time count as wrong tries.
     pub(super) fn meetme_timeouts(&mut self, now: Instant) {
         let due: Vec<(u8, usize, u32)> = self

@@ -28,7 +28,8 @@
 //!   ringback; busy, congestion and number-unobtainable tones; answer bridges audio;
 //!   either side hangs up; the party left behind hears busy tone until it hangs up.
 //! - Hook-flash: answer a waiting call (call waiting), swap between the active and the
-//!   held call, or put the peer on hold and get dial tone for a second call; hanging up
+//!   held call, or put the peer on hold and get dial tone for a second call, then
+//!   flash again once it answers to talk three-way (see `three_way`); hanging up
 //!   with a call on hold rings the phone back (recall). A SIP caller waits and is held
 //!   exactly like an analog one.
 //! - FXO: outside calls seize a free line and dial; answer and far-end disconnect are
@@ -73,8 +74,7 @@
 //!   reports of its legs with RTP, at most [`QUALITY_WAIT`]) and the transfer chain
 //!   (the calls it continues and who transferred them).
 //!
-//! Limits: analog phones cannot transfer yet and there is no three-way calling by
-//! hook-flash (it only toggles); meet-me rooms take analog phones only; a transfer shows in the CDRs as the old call ending and
+//! Limits: analog phones cannot transfer yet; meet-me rooms take analog phones only; a transfer shows in the CDRs as the old call ending and
 //! a new one starting whose `transfer_chain` names the old one; the old call's CDR
 //! gets no quality for a leg that goes on in the new call (it is reported with the
 //! call the leg ends in), and a blind transferor's leg, which stays until the
@@ -128,6 +128,7 @@ mod tests_supervise;
 mod tests_transfer;
 #[cfg(test)]
 mod tests_voicemail;
+mod three_way;
 mod transfer;
 pub mod voicemail;
 
@@ -728,6 +729,9 @@ struct FxsPort {
     waiting: Option<CallKey>,
     /// A call on hold by hook-flash.
     held: Option<CallKey>,
+    /// `held` was put on hold by this phone to dial out (a consultation): the next
+    /// flash once the second call is up makes a three-way call (see `three_way`).
+    consult: bool,
 }
 
 #[derive(Debug)]
@@ -797,6 +801,8 @@ pub struct CallControl {
     supervisors_dropped: Vec<u8>,
     /// Phones in meet-me rooms or keying their PIN (see `meetme`).
     meetme: meetme::MeetMe,
+    /// Three-way calls by hook-flash, by the phone's port (see `three_way`).
+    three_ways: BTreeMap<u8, three_way::ThreeWay>,
 }
 
 /// Names of outside callers from the customer directory, for the caller ID shown on
@@ -843,6 +849,7 @@ impl CallControl {
                     off_hook: false,
                     waiting: None,
                     held: None,
+                    consult: false,
                 };
                 (p, port)
             })
@@ -895,6 +902,7 @@ impl CallControl {
             next_room: 1,
             supervisors_dropped: Vec::new(),
             meetme: meetme::MeetMe::default(),
+            three_ways: BTreeMap::new(),
         }
     }
 
@@ -1100,6 +1108,7 @@ impl CallControl {
             self.click_sip_failed(now, leg, click, None);
         }
         self.feature_legs_due(None);
+        self.meetme_close_all();
         let ports: Vec<u8> = self.fxs.keys().copied().collect();
         for port in ports {
             if self.fxs_state(port) != Some(Fxs::Idle) {
@@ -1199,6 +1208,9 @@ impl CallControl {
         }
         p.off_hook = false;
         self.stutter_over(port);
+        if self.in_three_way(port) {
+            self.three_way_hung_up(now, port);
+        }
         let Some(p) = self.fxs.get_mut(&port) else {
             return;
         };
@@ -1286,9 +1298,13 @@ impl CallControl {
         let Some(p) = self.fxs.get(&port) else {
             return;
         };
-        let (state, waiting, held) = (p.state.clone(), p.waiting, p.held);
+        let (state, waiting, held, consult) = (p.state.clone(), p.waiting, p.held, p.consult);
         if self.vm_session_of(Party::Fxs(port)).is_some() {
             return tracing::debug!(port, "hook-flash ignored in voicemail");
+        }
+        if self.in_three_way(port) {
+            tracing::debug!(port, "hook-flash ignored in a three-way call");
+            return;
         }
         match state {
             Fxs::Caller(active) | Fxs::Callee(active)
@@ -1301,8 +1317,13 @@ impl CallControl {
                     if let Some(p) = self.fxs.get_mut(&port) {
                         p.waiting = None;
                         p.held = Some(active);
+                        p.consult = false;
                     }
                     self.answer(now, w, Party::Fxs(port));
+                } else if let Some(h) =
+                    held.filter(|&h| consult && self.start_three_way(port, active, h))
+                {
+                    tracing::debug!(port, held = h, "consultation joined into a three-way call");
                 } else if let Some(h) = held {
                     // Swap between the active and the held call.
                     self.hold(port, active);
@@ -1315,6 +1336,7 @@ impl CallControl {
                     self.hold(port, active);
                     if let Some(p) = self.fxs.get_mut(&port) {
                         p.held = Some(active);
+                        p.consult = true;
                     }
                     self.start_dialing(now, port);
                 }
@@ -2369,6 +2391,7 @@ impl CallControl {
     /// call's agent or peer first ends the supervision (see `supervise`).
     fn connect(&mut self, a: Party, b: Party) {
         self.drop_supervisions_of(a, b);
+        self.drop_three_ways_of(a, b);
         let (x, y) = (a.media(), b.media());
         if self.bridges.insert((x.min(y), x.max(y))) {
             self.outputs.push_back(Output::Connect(x, y));
@@ -2378,6 +2401,7 @@ impl CallControl {
     /// Removes the bridge between `a` and `b`, if there is one.
     fn disconnect(&mut self, a: Party, b: Party) {
         self.drop_supervisions_of(a, b);
+        self.drop_three_ways_of(a, b);
         let (x, y) = (a.media(), b.media());
         if self.bridges.remove(&(x.min(y), x.max(y))) {
             self.outputs.push_back(Output::Disconnect(x, y));

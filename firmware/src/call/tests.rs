@@ -686,11 +686,19 @@ mod model {
             prop_assert_eq!(h.cc.active_calls(), 0);
             let out = h.take();
             let mut bridges: BTreeMap<(MediaEnd, MediaEnd), i32> = BTreeMap::new();
+            let mut members: BTreeMap<(RoomId, MediaEnd), i32> = BTreeMap::new();
             let mut ids = std::collections::BTreeSet::new();
             for o in &out {
                 match o {
                     Output::Connect(a, b) => *bridges.entry((*a.min(b), *a.max(b))).or_default() += 1,
                     Output::Disconnect(a, b) => *bridges.entry((*a.min(b), *a.max(b))).or_default() -= 1,
+                    // Conference members (three-way calls) join and leave in pairs too.
+                    Output::Conference { room, op: ConferenceOp::Join { end, .. } } => {
+                        *members.entry((*room, *end)).or_default() += 1
+                    }
+                    Output::Conference { room, op: ConferenceOp::Leave { end } } => {
+                        *members.entry((*room, *end)).or_default() -= 1
+                    }
                     Output::Cdr(c) => {
                         prop_assert!(ids.insert(c.call_id.clone()), "CDR twice: {}", c.call_id);
                         prop_assert!(c.ended_at_ms >= c.started_at_ms);
@@ -704,6 +712,9 @@ mod model {
             }
             for (pair, n) in bridges {
                 prop_assert!(n == 0, "bridge {:?} left at {}", pair, n);
+            }
+            for (member, n) in members {
+                prop_assert!(n == 0, "conference member {:?} left at {}", member, n);
             }
         }
     }
@@ -740,4 +751,112 @@ fn snapshot_shows_calls_in_progress_with_parties_and_times() {
     assert_eq!(s[0].direction, Direction::Internal);
     h.ev(2, Event::OnHook);
     assert!(h.cc.snapshot().is_empty());
+}
+
+fn conference_ops(out: &[Output]) -> Vec<(RoomId, ConferenceOp)> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Conference { room, op } => Some((*room, *op)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// 101 talks to 102, flashes, calls 103 and, once 103 answers, flashes again.
+fn three_way() -> (Harness, RoomId) {
+    let mut h = Harness::new();
+    h.ev(1, Event::OffHook);
+    h.dial(1, "102");
+    h.ev(2, Event::OffHook);
+    h.ev(1, Event::HookFlash);
+    h.dial(1, "103");
+    h.ev(3, Event::OffHook);
+    let out = h.take();
+    assert!(out.contains(&Output::Connect(MediaEnd::Port(1), MediaEnd::Port(3))));
+    h.ev(1, Event::HookFlash);
+    let out = h.take();
+    assert!(out.contains(&Output::Disconnect(MediaEnd::Port(1), MediaEnd::Port(3))));
+    let ops = conference_ops(&out);
+    assert_eq!(ops.len(), 3, "{out:?}");
+    let room = ops[0].0;
+    let joined: Vec<MediaEnd> = ops
+        .iter()
+        .map(|(r, op)| match op {
+            ConferenceOp::Join {
+                end,
+                role: ConferenceRole::Talker,
+            } if *r == room => *end,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        joined,
+        [MediaEnd::Port(1), MediaEnd::Port(2), MediaEnd::Port(3)]
+    );
+    (h, room)
+}
+
+#[test]
+fn flash_dial_flash_makes_a_three_way_call_and_further_flashes_are_ignored() {
+    let (mut h, _) = three_way();
+    h.ev(1, Event::HookFlash);
+    assert!(h.take().is_empty());
+    // Hanging up ends both calls: two CDRs, both far phones hear busy.
+    h.ev(1, Event::OnHook);
+    let out = h.take();
+    assert_eq!(conference_ops(&out).len(), 3);
+    assert_eq!(cdrs(&out).len(), 2, "{out:?}");
+    assert!(tone_is(&out, 2, Country::Us, Tone::Busy));
+    assert!(tone_is(&out, 3, Country::Us, Tone::Busy));
+    // No recall of the held call.
+    assert!(!has_cmd(&out, 1, |c| matches!(c, Command::Ring(_))));
+    assert_eq!(h.cc.active_calls(), 0);
+}
+
+#[test]
+fn a_far_party_leaving_a_three_way_call_leaves_the_other_two_talking() {
+    for (gone, other) in [(3u8, 2u8), (2, 3)] {
+        let (mut h, room) = three_way();
+        h.ev(gone, Event::OnHook);
+        let out = h.take();
+        let leaves: Vec<_> = conference_ops(&out)
+            .into_iter()
+            .filter(|(r, op)| *r == room && matches!(op, ConferenceOp::Leave { .. }))
+            .collect();
+        assert_eq!(leaves.len(), 3, "{out:?}");
+        let a = MediaEnd::Port(1);
+        let b = MediaEnd::Port(other);
+        assert!(
+            out.contains(&Output::Connect(a.min(b), a.max(b)))
+                || out.contains(&Output::Connect(a, b))
+                || out.contains(&Output::Connect(b, a)),
+            "{out:?}"
+        );
+        assert!(!tone_is(&out, 1, Country::Us, Tone::Busy), "{out:?}");
+        assert_eq!(cdrs(&out).len(), 1);
+        // 101 and the other go on; 101 hanging up ends that call normally.
+        h.ev(1, Event::OnHook);
+        let out = h.take();
+        assert_eq!(cdrs(&out).len(), 1, "{out:?}");
+        assert!(tone_is(&out, other, Country::Us, Tone::Busy));
+        assert_eq!(h.cc.active_calls(), 0);
+    }
+}
+
+#[test]
+fn call_waiting_still_swaps_instead_of_joining() {
+    // 101 talks to 102; 103 calls 101 (call waiting); 101 answers it by flash, then
+    // flashes again: a swap back to 102, no conference.
+    let mut h = Harness::new();
+    h.ev(1, Event::OffHook);
+    h.dial(1, "102");
+    h.ev(2, Event::OffHook);
+    h.ev(3, Event::OffHook);
+    h.dial(3, "101");
+    h.ev(1, Event::HookFlash);
+    h.take();
+    h.ev(1, Event::HookFlash);
+    let out = h.take();
+    assert!(conference_ops(&out).is_empty(), "{out:?}");
+    assert!(out.contains(&Output::Connect(MediaEnd::Port(1), MediaEnd::Port(2))));
 }
