@@ -1,9 +1,10 @@
 //! Meet-me conference rooms (issue 6): rooms configured with a number, a PIN and a
 //! party limit (`[[conference_rooms]]`), dialled from analog phones like extensions.
 //!
-//! Dialling a room's number answers at once and asks for the PIN with
-//! [`Tone::Confirmation`] (three short beeps, repeated); the caller keys the PIN and
-//! `#`. A right PIN joins the phone to the room (`Output::Conference`, everyone hears
+//! Dialling a room's number answers at once and asks for the PIN: the spoken prompt
+//! [`PIN_PROMPT`] when the box has it (after a wrong try [`WRONG_PIN_PROMPT`] first),
+//! else [`Tone::Confirmation`] (three short beeps, repeated); the caller keys the PIN
+//! and `#` (the first key stops the prompt). A right PIN joins the phone to the room (`Output::Conference`, everyone hears
 //! everyone) and the room hears the entry beep ([`ConferenceOp::Beep`]); hanging up
 //! leaves it, and the others hear the exit beep. A wrong PIN (or none within
 //! [`PIN_TIMEOUT`]) plays the prompt again; after [`PIN_TRIES`] wrong tries the caller
@@ -14,7 +15,7 @@
 //!
 //! Limits: analog phones only (a SIP phone or trunk caller dialling a room gets 404,
 //! as for an unknown number; PSTN lines cannot be routed to rooms); no CDR for a room
-//! visit; no spoken prompts (tones only).
+//! visit; a full room and the refusal are tones, not spoken.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -22,9 +23,15 @@ use std::time::{Duration, Instant};
 use line_proto::Command;
 
 use crate::acd::codes::Pin;
+use crate::prompts::Playback;
 use crate::tones::Tone;
 
-use super::{CallControl, ConferenceOp, ConferenceRole, Fxs, MediaEnd, RoomId};
+use super::{CallControl, ConferenceOp, ConferenceRole, Fxs, MediaEnd, Output, RoomId};
+
+/// The spoken PIN prompt (in the built-in prompt set).
+pub const PIN_PROMPT: &str = "conf-pin";
+/// Said before the PIN prompt after a wrong PIN.
+pub const WRONG_PIN_PROMPT: &str = "conf-wrong-pin";
 
 /// Wrong PINs after which the caller is refused.
 pub const PIN_TRIES: u32 = 3;
@@ -121,7 +128,36 @@ impl CallControl {
             },
         );
         self.set_fxs(port, Fxs::MeetMe);
-        self.tone(port, Tone::Confirmation);
+        self.meetme_ask_pin(port, false);
+    }
+
+    /// Asks `port` for the PIN: the spoken prompts when the box has them, else the
+    /// tone.
+    fn meetme_ask_pin(&mut self, port: u8, after_wrong: bool) {
+        let has = |name: &str| self.settings.prompts.contains_key(name);
+        if !has(PIN_PROMPT) {
+            return self.tone(port, Tone::Confirmation);
+        }
+        let mut once = Vec::new();
+        if after_wrong && has(WRONG_PIN_PROMPT) {
+            once.push(WRONG_PIN_PROMPT.to_owned());
+        }
+        once.push(PIN_PROMPT.to_owned());
+        self.cmd(port, Command::StopTone);
+        self.outputs.push_back(Output::Play {
+            end: MediaEnd::Port(port),
+            playback: Playback { once, then: None },
+        });
+    }
+
+    /// Stops the PIN prompt, tone or spoken.
+    fn meetme_quiet(&mut self, port: u8) {
+        self.cmd(port, Command::StopTone);
+        if self.settings.prompts.contains_key(PIN_PROMPT) {
+            self.outputs.push_back(Output::StopPlay {
+                end: MediaEnd::Port(port),
+            });
+        }
     }
 
     /// A key pressed by a phone in the meet-me flow.
@@ -136,7 +172,7 @@ impl CallControl {
             return; // in the room: keys do nothing
         };
         if digits.is_empty() {
-            self.cmd(port, Command::StopTone);
+            self.meetme_quiet(port);
         }
         if d != '#' {
             let mut digits = digits;
@@ -194,7 +230,8 @@ impl CallControl {
                 deadline: now + PIN_TIMEOUT,
             },
         );
-        self.tone(port, Tone::Confirmation);
+        self.meetme_quiet(port);
+        self.meetme_ask_pin(port, true);
     }
 
     fn meetme_join(&mut self, now: Instant, port: u8, room: usize) {
@@ -238,8 +275,10 @@ impl CallControl {
 
     /// The phone on `port` hung up in the meet-me flow.
     pub(super) fn meetme_hung_up(&mut self, port: u8) {
-        let Some(Attendee::In { room }) = self.meetme.attendees.remove(&port) else {
-            return;
+        let room = match self.meetme.attendees.remove(&port) {
+            Some(Attendee::In { room }) => room,
+            Some(Attendee::Pin { .. }) => return self.meetme_quiet(port),
+            None => return,
         };
         let Some((id, ports)) = self.meetme.occupied.get_mut(&room) else {
             return;

@@ -136,7 +136,7 @@ use self::transfer::transfer_failure_status;
 
 pub use self::click::{ClickToCallError, CLICK_TO_CALL_ANSWER};
 pub use self::features::CONFIRMATION;
-pub use self::meetme::{MeetMeRoom, PIN_TIMEOUT, PIN_TRIES};
+pub use self::meetme::{MeetMeRoom, PIN_PROMPT, PIN_TIMEOUT, PIN_TRIES, WRONG_PIN_PROMPT};
 pub use self::outside::{outside_routes, OutsideVia, TrunkStatus};
 pub use self::pickup::{DIRECTED_PICKUP, GROUP_PICKUP};
 pub use self::queue::announcement as queue_announcement;

@@ -169,3 +169,37 @@ fn room_numbers_are_in_the_dial_plan_and_a_busy_phone_in_a_room_is_not_rung() {
     // Click-to-call cannot target a room.
     assert!(h.cc.click_to_call(h.now, "103", "800").is_err());
 }
+
+#[test]
+fn with_the_prompts_installed_the_pin_is_asked_for_in_words() {
+    let mut h = Harness::with(|s| {
+        s.conference_rooms = vec![MeetMeRoom {
+            number: "800".into(),
+            pin: "4711".parse().expect("pin"),
+            max_parties: 2,
+        }];
+        for p in [PIN_PROMPT, WRONG_PIN_PROMPT] {
+            s.prompts.insert(p.to_owned(), Duration::from_secs(2));
+        }
+    });
+    let play = |once: &[&str]| Output::Play {
+        end: port(1),
+        playback: crate::prompts::Playback {
+            once: once.iter().map(|s| s.to_string()).collect(),
+            then: None,
+        },
+    };
+    h.ev(1, Event::OffHook);
+    h.dial(1, "800");
+    let out = h.take();
+    assert!(out.contains(&play(&[PIN_PROMPT])), "{out:?}");
+    assert!(!tone_is(&out, 1, Tone::Confirmation));
+    // The first key stops it; a wrong PIN says so and asks again.
+    h.dial(1, "1");
+    assert!(h.take().contains(&Output::StopPlay { end: port(1) }));
+    h.dial(1, "#");
+    assert!(h.take().contains(&play(&[WRONG_PIN_PROMPT, PIN_PROMPT])));
+    // Hanging up during the prompt stops it.
+    h.ev(1, Event::OnHook);
+    assert!(h.take().contains(&Output::StopPlay { end: port(1) }));
+}
