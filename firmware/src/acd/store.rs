@@ -753,19 +753,84 @@ pub struct OverflowRow {
     pub target: String,
 }
 
+/// A member in a request body.
+#[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemberBody {
+    /// The agent's ID (work number).
+    pub agent_id: String,
+    /// 0 (rung first) to 100.
+    #[serde(default)]
+    pub penalty: u32,
+}
+
+/// An overflow rule in a request body.
+#[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OverflowBody {
+    /// `busy`, `queue`, `number` or `voicemail`.
+    pub kind: String,
+    /// The queue name, number or mailbox (none for `busy`).
+    #[serde(default)]
+    pub target: Option<String>,
+}
+
+/// A queue as `PUT /api/v1/queues/{name}` gives it (checked by [`LocalQueue::check`]).
+#[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueBody {
+    /// The number callers dial (2 to 6 digits).
+    pub number: String,
+    /// `ring_all`, `round_robin`, `longest_idle`, `fewest_calls` or `skill_based`.
+    pub strategy: String,
+    /// How long one agent rings (default 15 s).
+    #[serde(default)]
+    pub ring_timeout_ms: Option<i64>,
+    /// After-call work (default none).
+    #[serde(default)]
+    pub wrap_up_ms: Option<i64>,
+    /// Longest wait before the `max_wait` overflow.
+    #[serde(default)]
+    pub max_wait_ms: Option<i64>,
+    /// Most callers waiting before the `full` overflow.
+    #[serde(default)]
+    pub max_len: Option<i64>,
+    /// Skill-based: any agent after this long.
+    #[serde(default)]
+    pub skill_fallback_ms: Option<i64>,
+    /// Position announcements this often.
+    #[serde(default)]
+    pub announce_every_ms: Option<i64>,
+    /// `silence`, `tone` (default) or `prompt`.
+    #[serde(default)]
+    pub music_on_hold: Option<String>,
+    /// The music prompt, with `prompt`.
+    #[serde(default)]
+    pub moh_prompt: Option<String>,
+    /// The post-call survey's prompt.
+    #[serde(default)]
+    pub survey_prompt: Option<String>,
+    /// Members in offer order.
+    #[serde(default)]
+    pub members: Vec<MemberBody>,
+    /// Overflow rules by event.
+    #[serde(default)]
+    pub overflow: BTreeMap<String, OverflowBody>,
+    /// Callers who jump the queue: numbers or prefixes ending in `*`.
+    #[serde(default)]
+    pub vip: Vec<String>,
+}
+
 /// A queue to write, its fields checked one by one ([`LocalQueue::check`]).
 #[derive(Debug, Clone)]
 pub struct LocalQueue {
     name: QueueName,
-    body: crate::api::queues::QueueBody,
+    body: QueueBody,
 }
 
 impl LocalQueue {
     /// Checks `body` for queue `name`: every bad field is named (400).
-    pub fn check(
-        name: &str,
-        body: &crate::api::queues::QueueBody,
-    ) -> crate::error::Result<LocalQueue> {
+    pub fn check(name: &str, body: &QueueBody) -> crate::error::Result<LocalQueue> {
         use crate::error::FieldProblem;
         let mut problems = Vec::new();
         let mut bad =

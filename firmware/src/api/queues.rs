@@ -21,91 +21,20 @@
 //! committed, has the daemon reconfigure the ACD while calls go on
 //! (`StoreWriter::notify_acd_changed`).
 
-use std::collections::BTreeMap;
-
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::{ApiError, ApiState, Authed};
 
-use crate::acd::store::{self, LocalQueue};
+use crate::acd::store::{self, LocalQueue, QueueBody};
 use crate::error::Result;
 use crate::rbac::{Action, Resource, Target};
 
 type ApiResult<T = Response> = std::result::Result<T, ApiError>;
-
-/// A member in a request body.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct MemberBody {
-    /// The agent's ID (work number).
-    pub agent_id: String,
-    /// 0 (rung first) to 100.
-    #[serde(default)]
-    pub penalty: u32,
-}
-
-/// An overflow rule in a request body.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct OverflowBody {
-    /// `busy`, `queue`, `number` or `voicemail`.
-    pub kind: String,
-    /// The queue name, number or mailbox (none for `busy`).
-    #[serde(default)]
-    pub target: Option<String>,
-}
-
-/// The body of `PUT /api/v1/queues/{name}`.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct QueueBody {
-    /// The number callers dial (2 to 6 digits).
-    pub number: String,
-    /// `ring_all`, `round_robin`, `longest_idle`, `fewest_calls` or `skill_based`.
-    pub strategy: String,
-    /// How long one agent rings (default 15 s).
-    #[serde(default)]
-    pub ring_timeout_ms: Option<i64>,
-    /// After-call work (default none).
-    #[serde(default)]
-    pub wrap_up_ms: Option<i64>,
-    /// Longest wait before the `max_wait` overflow.
-    #[serde(default)]
-    pub max_wait_ms: Option<i64>,
-    /// Most callers waiting before the `full` overflow.
-    #[serde(default)]
-    pub max_len: Option<i64>,
-    /// Skill-based: any agent after this long.
-    #[serde(default)]
-    pub skill_fallback_ms: Option<i64>,
-    /// Position announcements this often.
-    #[serde(default)]
-    pub announce_every_ms: Option<i64>,
-    /// `silence`, `tone` (default) or `prompt`.
-    #[serde(default)]
-    pub music_on_hold: Option<String>,
-    /// The music prompt, with `prompt`.
-    #[serde(default)]
-    pub moh_prompt: Option<String>,
-    /// The post-call survey's prompt.
-    #[serde(default)]
-    pub survey_prompt: Option<String>,
-    /// Members in offer order.
-    #[serde(default)]
-    pub members: Vec<MemberBody>,
-    /// Overflow rules by event.
-    #[serde(default)]
-    pub overflow: BTreeMap<String, OverflowBody>,
-    /// Callers who jump the queue: numbers or prefixes ending in `*`.
-    #[serde(default)]
-    pub vip: Vec<String>,
-}
 
 fn body<T>(b: std::result::Result<Json<T>, JsonRejection>) -> ApiResult<T> {
     b.map(|Json(t)| t)
