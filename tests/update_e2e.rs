@@ -94,6 +94,10 @@ fn build(dir: &Path, key_dir: &Path, version: &str, size: usize) -> Vec<u8> {
         key_dir.join(keys::PRIVATE_KEY_FILE).as_os_str(),
         OsStr::new("--bin"),
         exe.as_os_str(),
+        // The simulated board's slots are a directory: its boot-step unit runs
+        // branch-image, so the bundle must carry it.
+        OsStr::new("--bin"),
+        bin("branch-image").as_os_str(),
         OsStr::new("--out"),
         out.as_os_str(),
     ]);
@@ -170,6 +174,7 @@ fn box_plan(
     format!(
         "{DIAL_PLAN}\n[sip]\nudp = \"127.0.0.1:{sip_port}\"\n{hq}\n[update]\nbackend = \"dir\"\n\
          slots = {root:?}\nhealth_deadline_s = 60\nfrom_hq = true\nwindow = {window:?}\n\
+         poll_interval_s = 1\n\
          keys = [{public:?}]\nboard = {BOARD:?}\ntarget = {TARGET:?}\n",
         hq = hq.box_config(creds, hq_addr, ""),
         root = slots.root(),

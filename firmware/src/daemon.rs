@@ -1146,7 +1146,7 @@ struct UpdaterLinks {
 
 /// Starts the updater task (`[update] from_hq = true`) with the sync agent's client;
 /// `None` when updates through HQ are off or the download directory cannot be made
-/// (logged: telephony runs on). The offer is polled at `[hq] upload_interval_ms`.
+/// (logged: telephony runs on). The offer is polled every `[update] poll_interval_s`.
 fn start_updater(
     config: &Config,
     hq: &crate::config::HqConfig,
@@ -1171,7 +1171,7 @@ fn start_updater(
         client,
         base: hq.url.clone(),
         timeout: hq.request_timeout,
-        poll_interval: hq.upload_interval,
+        poll_interval: from_hq.poll_interval,
         downloads,
         keys: from_hq.keys.clone(),
         me: branchline_image::policy::Identity {

@@ -174,6 +174,38 @@ fn round_trip() {
         .expect("unit");
     assert!(!sim_unit.contains("char-mtd"), "{sim_unit}");
     assert!(sim_unit.lines().any(|l| l == "WatchdogSec=30s"));
+    // Its slots are a directory: the boot step runs once per boot before branchd.
+    for line in [
+        "Wants=branchline-slot-boot.service",
+        "After=branchline-slot-boot.service",
+    ] {
+        assert!(sim_unit.lines().any(|l| l == line), "{line} missing");
+    }
+    let boot = sim
+        .iter()
+        .find(|f| f.path == overlay::BOOT_UNIT_PATH)
+        .map(|f| String::from_utf8(f.contents.clone()).expect("utf8"))
+        .expect("boot-step unit");
+    for line in [
+        "Type=oneshot",
+        "RemainAfterExit=yes",
+        "Before=branchd.service",
+        "ExecStart=/usr/bin/branch-image boot --slots /var/lib/branchline-slots",
+    ] {
+        assert!(boot.lines().any(|l| l == line), "{line} missing: {boot}");
+    }
+    assert_eq!(
+        overlay::required_binaries("sim").expect("sim"),
+        ["branchd", "branch-image"]
+    );
+    // U-Boot boards: the bootloader does it.
+    assert!(!want.contains_key(overlay::BOOT_UNIT_PATH));
+    assert!(!unit.contains("branchline-slot-boot"), "{unit}");
+    assert_eq!(
+        overlay::required_binaries("bl-400").expect("bl-400"),
+        ["branchd"]
+    );
+    assert!(overlay::required_binaries("nope").is_err());
 }
 
 #[test]
@@ -817,6 +849,40 @@ fn cli_keygen_build_verify_install_boot() {
         None,
     );
     assert!(!ok_ && out.contains("SOURCE_DATE_EPOCH"), "{out}");
+    // The simulated board's slots are a directory: its boot-step unit runs
+    // branch-image, so a bundle without it is refused, and nothing is written.
+    let sim = |bins: &[&str]| {
+        let mut args = vec![
+            "build",
+            "--board",
+            "sim",
+            "--target",
+            TARGET,
+            "--version",
+            "1.0.0",
+            "--min-version",
+            "1.0.0",
+            "--key",
+        ];
+        let key = s(private.clone());
+        args.push(&key);
+        let paths: Vec<String> = bins.iter().map(|b| s(d.join(b))).collect();
+        for p in &paths {
+            args.extend(["--bin", p.as_str()]);
+        }
+        let out = s(d.join("sim.bundle"));
+        args.extend(["--out", out.as_str()]);
+        run(&args, Some("1700000000"))
+    };
+    let (ok_, out) = sim(&["branchd"]);
+    assert!(
+        !ok_ && out.contains("usr/bin/branch-image") && out.contains("--bin"),
+        "{out}"
+    );
+    assert!(!d.join("sim.bundle").exists(), "nothing written");
+    fs::write(d.join("branch-image"), b"\x7fELF fake branch-image").expect("bin");
+    let (ok_, out) = sim(&["branchd", "branch-image"]);
+    assert!(ok_, "{out}");
 
     let out = ok(&["verify", "--key", &public, &s(d.join("x.bundle"))], None);
     assert!(out.contains("ok: branchline 1.0.0"), "{out}");

@@ -11,6 +11,7 @@
 //! # Updates through HQ (off unless from_hq = true; needs [hq]):
 //! from_hq = true
 //! window = "02:00-04:00"        # daily maintenance window, UTC (may wrap midnight)
+//! poll_interval_s = 300         # how often HQ is asked for an offer (1..=86400)
 //! keys = ["/etc/branchline/update-keys/release.pub"]  # pinned bundle keys
 //! board = "gw4"                 # this box's board profile and target triple, as the
 //! target = "aarch64-unknown-linux-gnu"  # bundle manifest must name them
@@ -37,6 +38,10 @@ use super::Ctx;
 use crate::error::Result;
 use crate::updater::Window;
 
+/// Default and allowed range of `update.poll_interval_s`: how often the updater asks HQ
+/// for an offer. Five minutes by default: a staged rollout reaches a box within minutes,
+/// and a thousand boxes make about three requests a second at HQ.
+pub const POLL_INTERVAL_S: (i64, RangeInclusive<i64>) = (300, 1..=86_400);
 /// Default and allowed range of `update.health_deadline_s`.
 pub const HEALTH_DEADLINE_S: (i64, RangeInclusive<i64>) = (120, 10..=3600);
 /// Default of `update.cmdline`: the kernel command line.
@@ -58,6 +63,7 @@ pub(super) struct RawUpdate {
     pub health_deadline_s: Option<Spanned<i64>>,
     pub from_hq: Option<Spanned<bool>>,
     pub window: Option<Spanned<String>>,
+    pub poll_interval_s: Option<Spanned<i64>>,
     pub keys: Option<Spanned<Vec<Spanned<String>>>>,
     pub board: Option<Spanned<String>>,
     pub target: Option<Spanned<String>>,
@@ -80,6 +86,8 @@ pub struct UpdateConfig {
 pub struct FromHq {
     /// The daily maintenance window (UTC).
     pub window: Window,
+    /// How often HQ is asked for an offer (`poll_interval_s`).
+    pub poll_interval: Duration,
     /// The pinned update keys (PEM/raw public key files, `branch-image keygen`'s).
     pub keys: Vec<PathBuf>,
     /// This box's board profile and target triple (the manifest must match).
@@ -130,6 +138,7 @@ impl Ctx<'_> {
                 .as_ref()
                 .map_or_else(|| raw.backend.span(), |v| v.span()),
             window: raw.window,
+            poll_interval_s: raw.poll_interval_s,
             keys: raw.keys,
             board: raw.board,
             target: raw.target,
@@ -195,7 +204,7 @@ impl Ctx<'_> {
         })
     }
 
-    /// `from_hq`, `window`, `keys`, `board`, `target`.
+    /// `from_hq`, `window`, `poll_interval_s`, `keys`, `board`, `target`.
     fn hq_updates(&self, raw: &RawFromHq) -> Result<Option<FromHq>> {
         let fields = [
             (raw.window.as_ref(), "update.window"),
@@ -208,6 +217,13 @@ impl Ctx<'_> {
             }
             if let Some(k) = &raw.keys {
                 return Err(self.invalid(k.span(), "update.keys", "only with from_hq = true"));
+            }
+            if let Some(p) = &raw.poll_interval_s {
+                return Err(self.invalid(
+                    p.span(),
+                    "update.poll_interval_s",
+                    "only with from_hq = true",
+                ));
             }
             return Ok(None);
         }
@@ -263,8 +279,14 @@ impl Ctx<'_> {
             .iter()
             .map(|k| self.path(k.clone(), "update.keys"))
             .collect::<Result<Vec<_>>>()?;
+        let poll_s = self.ranged(
+            raw.poll_interval_s.clone(),
+            "update.poll_interval_s",
+            POLL_INTERVAL_S,
+        )?;
         Ok(Some(FromHq {
             window,
+            poll_interval: Duration::from_secs(poll_s.unsigned_abs()),
             keys,
             board,
             target,
@@ -277,6 +299,7 @@ struct RawFromHq {
     on: bool,
     from_hq_span: std::ops::Range<usize>,
     window: Option<Spanned<String>>,
+    poll_interval_s: Option<Spanned<i64>>,
     keys: Option<Spanned<Vec<Spanned<String>>>>,
     board: Option<Spanned<String>>,
     target: Option<Spanned<String>>,
@@ -365,6 +388,15 @@ mod tests {
             (hq.board.as_str(), hq.target.as_str()),
             ("gw4", "aarch64-unknown-linux-gnu")
         );
+        assert_eq!(hq.poll_interval, Duration::from_secs(300), "default");
+        let c = load(
+            "[update]\nbackend = \"dir\"\nslots = \"/slots\"\nfrom_hq = true\n\
+             window = \"23:00-01:30\"\nkeys = [\"/k/a.pub\"]\npoll_interval_s = 3600\n\
+             board = \"gw4\"\ntarget = \"aarch64-unknown-linux-gnu\"\n",
+        )
+        .expect("loads");
+        let hq = c.update.and_then(|u| u.from_hq).expect("from_hq");
+        assert_eq!(hq.poll_interval, Duration::from_secs(3600));
         let c =
             load("[update]\nbackend = \"dir\"\nslots = \"/s\"\nfrom_hq = false\n").expect("loads");
         assert_eq!(c.update.and_then(|u| u.from_hq), None);
@@ -428,6 +460,18 @@ mod tests {
                 7,
                 "update.keys",
                 "needs keys",
+            ),
+            (
+                format!("{HQ}window = \"02:00-04:00\"\nkeys = [\"/k\"]\npoll_interval_s = 0\nboard = \"gw4\"\ntarget = \"t\"\n").as_str(),
+                10,
+                "update.poll_interval_s",
+                "out of range",
+            ),
+            (
+                "[update]\nbackend = \"dir\"\nslots = \"/s\"\npoll_interval_s = 60\n",
+                7,
+                "update.poll_interval_s",
+                "only with from_hq = true",
             ),
             (
                 format!("{HQ}window = \"2-4\"\nkeys = [\"/k\"]\nboard = \"gw4\"\ntarget = \"t\"\n").as_str(),

@@ -205,6 +205,17 @@ fn run(args: Args) -> Result<()> {
                     },
                 );
             }
+            // The units in the overlay run these: a bundle without one would boot a
+            // box whose unit fails.
+            for name in overlay::required_binaries(&board)? {
+                let path = format!("usr/bin/{name}");
+                if !files.contains_key(&path) {
+                    bail!(
+                        "board {board} needs {path} in the bundle (its systemd units run it): \
+                         add --bin <path to {name}>"
+                    );
+                }
+            }
             let spec = BuildSpec {
                 board,
                 target,
