@@ -9,7 +9,8 @@ use branchline_firmware::config::{Config, LogFormat};
 use branchline_firmware::daemon;
 use branchline_firmware::store::{system_clock_ms, Store};
 use clap::Parser;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::prelude::*;
 
 /// Default config location on the box.
 const DEFAULT_CONFIG: &str = "/etc/branchline/branchd.toml";
@@ -356,16 +357,23 @@ fn check_sync(config: &Config) -> anyhow::Result<()> {
 }
 
 fn init_logging(level: &str, format: LogFormat) {
-    // RUST_LOG, when set, wins over the config (handy for a technician on the box).
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(level))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    // RUST_LOG, when set and valid, wins over the config (handy for a technician on
+    // the box). `Targets` (`info`, `warn,branchline_firmware::sip_endpoint=debug`)
+    // rather than `EnvFilter`: its span/field/regex directives cost the box about
+    // 200 KB of regex engine (BENCHMARKS.md, size).
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|v| v.parse::<Targets>().ok())
+        .or_else(|| level.parse::<Targets>().ok())
+        .unwrap_or_else(|| Targets::new().with_default(tracing::Level::INFO));
+    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Human => builder.init(),
+        LogFormat::Json => tracing_subscriber::registry()
+            .with(layer.json().with_filter(filter))
+            .init(),
+        LogFormat::Human => tracing_subscriber::registry()
+            .with(layer.with_filter(filter))
+            .init(),
     }
 }
 

@@ -556,7 +556,8 @@ pub struct BoardConfig {
 /// `[log]`
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogConfig {
-    /// A `tracing_subscriber::EnvFilter` directive string (already checked to parse).
+    /// A `tracing_subscriber::filter::Targets` filter (`info`,
+    /// `warn,branchline_firmware::sip_endpoint=debug`; already checked to parse).
     pub level: String,
     /// Output format.
     pub format: LogFormat,
@@ -812,7 +813,7 @@ impl Ctx<'_> {
 
         let level = match raw.log.level {
             Some(l) => {
-                if let Err(e) = tracing_subscriber::EnvFilter::try_new(l.get_ref()) {
+                if let Err(e) = l.get_ref().parse::<tracing_subscriber::filter::Targets>() {
                     return Err(self.invalid(
                         l.span(),
                         "log.level",

@@ -307,7 +307,7 @@ fn other_field_checks() {
     assert_located(&e, 2, "board.sim_console");
     let e = error("[web]\nlisten = \"localhost\"\n");
     assert_located(&e, 2, "web.listen");
-    let e = error("[log]\nlevel = \"info,[\"\n");
+    let e = error("[log]\nlevel = \"info,sip=loud\"\n");
     assert_located(&e, 2, "log.level");
     let e = error("[telephony]\noutside_line_prefix = \"900\"\n");
     assert_located(&e, 2, "telephony.outside_line_prefix");

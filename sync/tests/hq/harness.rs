@@ -117,12 +117,18 @@ impl Env {
     pub async fn start(backend: Backend) -> Env {
         // reqwest is built without a default crypto provider; the admin client needs one.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new(
-                "warn,branchline_sync=info",
-            ))
-            .with_test_writer()
-            .try_init();
+        {
+            use tracing_subscriber::prelude::*;
+            let filter: tracing_subscriber::filter::Targets =
+                "warn,branchline_sync=info".parse().expect("filter");
+            let _ = tracing_subscriber::registry()
+                .with(
+                    tracing_subscriber::fmt::layer()
+                        .with_test_writer()
+                        .with_filter(filter),
+                )
+                .try_init();
+        }
         let dir = tempfile::tempdir().unwrap();
         let tls_dir = dir.path().join("tls");
         pki::init_ca(&tls_dir, &[], SystemTime::now()).unwrap();
