@@ -9,7 +9,7 @@
 pub use branchline_sync::wire::{
     Cdr, CdrBlocked, CdrBlockedAction, CdrBlockedMode, CdrDirection as Direction,
     CdrDisposition as Disposition, CdrHangupSide as HangupSide, CdrLegQuality, CdrQueue,
-    CdrTransferHop,
+    CdrQueueOverflow, CdrTransferHop,
 };
 
 #[cfg(test)]

@@ -408,6 +408,51 @@ pub struct Cdr {
     /// HQ projects it into `cdrs.survey_score` (HQ schema 6).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub survey_score: Option<u8>,
+    /// Milliseconds the call spent on hold (some party held it: hook-flash on an analog
+    /// phone, a SIP re-INVITE to `sendonly`/`inactive`; overlapping holds count once).
+    /// Absent (and left out of the JSON) for a call never held. HQ projects it into
+    /// `cdrs.hold_ms` (HQ schema 7).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold_ms: Option<i64>,
+    /// Where a queued call went when it left its queue without an agent, by the
+    /// queue's overflow rule (full, or waited too long); the queue stays in `queue`
+    /// (its `agent` is `None`). Absent (and left out of the JSON) for every other call.
+    /// HQ projects it into `cdrs.queue_overflow` (HQ schema 7).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_overflow: Option<CdrQueueOverflow>,
+}
+
+/// Where an overflowed queue call went, on a [`Cdr`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CdrQueueOverflow {
+    /// To a voicemail box (the caller could leave a message).
+    Voicemail,
+    /// Out to a number (an extension or an outside number).
+    Number,
+    /// Busy tone / SIP 486.
+    Busy,
+}
+
+impl CdrQueueOverflow {
+    /// The name on the wire and in HQ's `cdrs.queue_overflow`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Voicemail => "voicemail",
+            Self::Number => "number",
+            Self::Busy => "busy",
+        }
+    }
+
+    /// The overflow called `name`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "voicemail" => Some(Self::Voicemail),
+            "number" => Some(Self::Number),
+            "busy" => Some(Self::Busy),
+            _ => None,
+        }
+    }
 }
 
 /// The caller-screening part of a [`Cdr`] of a blocked call.
@@ -543,7 +588,7 @@ pub struct CdrTransferHop {
 impl Cdr {
     /// Every field name of the JSON form. A payload with only these keys is held whole
     /// by HQ's `cdrs` projection, so HQ need not keep the JSON as well.
-    pub const FIELDS: [&'static str; 19] = [
+    pub const FIELDS: [&'static str; 21] = [
         "call_id",
         "direction",
         "caller",
@@ -563,6 +608,8 @@ impl Cdr {
         "queue",
         "blocked",
         "survey_score",
+        "hold_ms",
+        "queue_overflow",
     ];
 
     /// Whole call length in milliseconds.

@@ -942,6 +942,8 @@ fn cdr(call_id: &str, caller: &str, callee: &str, direction: Direction) -> Cdr {
         queue: None,
         blocked: None,
         survey_score: None,
+        hold_ms: None,
+        queue_overflow: None,
     }
 }
 

@@ -54,7 +54,7 @@ impl CallControl {
             SipInput::Answered { leg } => self.leg_answered(now, leg),
             SipInput::Ended { leg, reason } => self.leg_ended(now, leg, reason),
             SipInput::Digit { leg, digit } => self.leg_digit(now, leg, digit),
-            SipInput::Hold { leg, held } => self.leg_hold(leg, held),
+            SipInput::Hold { leg, held } => self.leg_hold(now, leg, held),
             SipInput::Transfer { leg, target } => self.transfer(now, leg, target),
             SipInput::Media { leg } => {
                 if self.legs.contains_key(&leg) {
@@ -156,6 +156,8 @@ impl CallControl {
             awaiting_caller_id: false,
             survey_score: None,
             talk_ended: None,
+            hold: super::hold::HoldClock::default(),
+            overflowed: None,
         };
         // Outside callers are screened before anything rings (see `screening`).
         let mut call = match origin {
@@ -424,8 +426,8 @@ impl CallControl {
     }
 
     /// The far end holds or resumes `leg`: its media is unbridged or bridged again;
-    /// the call and its CDR go on unchanged.
-    fn leg_hold(&mut self, leg: LegId, held: bool) {
+    /// the call goes on, and the CDR counts the time on hold.
+    fn leg_hold(&mut self, now: Instant, leg: LegId, held: bool) {
         let Some(info) = self.legs.get_mut(&leg) else {
             return;
         };
@@ -440,6 +442,7 @@ impl CallControl {
         {
             return;
         }
+        self.hold_clock(now, key, Party::Sip(leg), held);
         let Some(peer) = self.peer_of(key, Party::Sip(leg)) else {
             return;
         };

@@ -262,6 +262,8 @@ impl CallControl {
             awaiting_caller_id: false,
             survey_score: None,
             talk_ended: None,
+            hold: super::hold::HoldClock::default(),
+            overflowed: None,
         }
     }
 

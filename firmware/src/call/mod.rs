@@ -91,13 +91,15 @@ use std::time::{Duration, Instant};
 use line_proto::{CallerId, Command, Event};
 
 use crate::cdr::{
-    Cdr, CdrBlocked, CdrLegQuality, CdrTransferHop, Direction, Disposition, HangupSide,
+    Cdr, CdrBlocked, CdrLegQuality, CdrQueue, CdrQueueOverflow, CdrTransferHop, Direction,
+    Disposition, HangupSide,
 };
 use crate::tones::{Country, Tone};
 
 mod b2bua;
 mod click;
 mod features;
+mod hold;
 mod meetme;
 pub mod outside;
 mod pickup;
@@ -674,6 +676,11 @@ struct Call {
     /// When the conversation ended, for a call that goes on for its caller (the
     /// survey): the CDR's end.
     talk_ended: Option<Instant>,
+    /// Time on hold, for the CDR (see `hold`).
+    hold: hold::HoldClock,
+    /// The queue a call left without an agent by the queue's overflow rule, and where
+    /// it went: the CDR keeps both (`queue` is `None` once it left).
+    overflowed: Option<(CdrQueue, CdrQueueOverflow)>,
 }
 
 /// What call control knows of a SIP leg.
@@ -1313,7 +1320,7 @@ impl CallControl {
                 if let Some(w) = waiting {
                     // Answer the waiting call; the current one goes on hold.
                     self.cmd(port, Command::StopTone);
-                    self.hold(port, active);
+                    self.hold(now, port, active);
                     if let Some(p) = self.fxs.get_mut(&port) {
                         p.waiting = None;
                         p.held = Some(active);
@@ -1324,16 +1331,17 @@ impl CallControl {
                     held.filter(|&h| consult && self.start_three_way(port, active, h))
                 {
                     tracing::debug!(port, held = h, "consultation joined into a three-way call");
+                    self.hold_clock(now, h, Party::Fxs(port), false);
                 } else if let Some(h) = held {
                     // Swap between the active and the held call.
-                    self.hold(port, active);
-                    self.resume(port, h);
+                    self.hold(now, port, active);
+                    self.resume(now, port, h);
                     if let Some(p) = self.fxs.get_mut(&port) {
                         p.held = Some(active);
                     }
                 } else {
                     // Hold the peer and give dial tone for a second call.
-                    self.hold(port, active);
+                    self.hold(now, port, active);
                     if let Some(p) = self.fxs.get_mut(&port) {
                         p.held = Some(active);
                         p.consult = true;
@@ -1348,7 +1356,7 @@ impl CallControl {
                     if let Some(p) = self.fxs.get_mut(&port) {
                         p.held = None;
                     }
-                    self.resume(port, h);
+                    self.resume(now, port, h);
                 }
             }
             Fxs::Caller(active) if held.is_some() => {
@@ -1364,22 +1372,36 @@ impl CallControl {
                     if let Some(p) = self.fxs.get_mut(&port) {
                         p.held = None;
                     }
-                    self.resume(port, h);
+                    self.resume(now, port, h);
                 }
             }
             _ => tracing::debug!(port, "hook-flash ignored in this state"),
         }
     }
 
-    /// Stops the audio between `port` and its peer in `key`, leaving the call up.
-    fn hold(&mut self, port: u8, key: CallKey) {
+    /// Stops the audio between `port` and its peer in `key`, leaving the call up (on
+    /// hold from `now`, for the CDR).
+    fn hold(&mut self, now: Instant, port: u8, key: CallKey) {
         if let Some(peer) = self.peer_of(key, Party::Fxs(port)) {
             self.disconnect(Party::Fxs(port), peer);
+        }
+        self.hold_clock(now, key, Party::Fxs(port), true);
+    }
+
+    /// `party` starts (`on`) or stops holding call `key` at `now` (for the CDR).
+    fn hold_clock(&mut self, now: Instant, key: CallKey, party: Party, on: bool) {
+        if let Some(call) = self.calls.get_mut(&key) {
+            if on {
+                call.hold.start(party, now);
+            } else {
+                call.hold.stop(party, now);
+            }
         }
     }
 
     /// Makes `key` the active call of `port` again.
-    fn resume(&mut self, port: u8, key: CallKey) {
+    fn resume(&mut self, now: Instant, port: u8, key: CallKey) {
+        self.hold_clock(now, key, Party::Fxs(port), false);
         let Some(call) = self.calls.get(&key) else {
             return;
         };
@@ -1843,6 +1865,8 @@ impl CallControl {
     /// `callee` answers call `key` (an FXS port that was ringing or had the call
     /// waiting, or an outgoing SIP leg).
     fn answer(&mut self, now: Instant, key: CallKey, callee: Party) {
+        // A phone answering a call it held (a recall) holds it no longer.
+        self.hold_clock(now, key, callee, false);
         if self.queue_answer(now, key, callee) {
             return;
         }
@@ -2054,6 +2078,8 @@ impl CallControl {
             awaiting_caller_id: false,
             survey_score: None,
             talk_ended: None,
+            hold: hold::HoldClock::default(),
+            overflowed: None,
         });
         if let Some(fx) = self.fxo.get_mut(&port) {
             fx.call = Some(key);
@@ -2204,6 +2230,8 @@ impl CallControl {
             awaiting_caller_id: false,
             survey_score: None,
             talk_ended: None,
+            hold: hold::HoldClock::default(),
+            overflowed: None,
         }
     }
 
@@ -2458,9 +2486,17 @@ impl CallControl {
             caller_quality: None,
             callee_quality: None,
             transfer_chain: call.transfer_chain.clone(),
-            queue: call.queue.as_ref().map(|q| q.cdr(now)),
+            queue: call
+                .queue
+                .as_ref()
+                .map(|q| q.cdr(now))
+                .or_else(|| call.overflowed.as_ref().map(|(q, _)| q.clone())),
             blocked: call.blocked.clone(),
             survey_score: call.survey_score,
+            hold_ms: Some(call.hold.total(call.talk_ended.unwrap_or(now)))
+                .filter(|d| !d.is_zero())
+                .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+            queue_overflow: call.overflowed.as_ref().map(|(_, o)| *o),
         };
         if let Some(last) = call.transfer_chain.last() {
             tracing::info!(

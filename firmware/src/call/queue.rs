@@ -70,7 +70,7 @@ use crate::acd::{
     Acd, AcdConfig, Action, AgentId, AgentState, CallId, FeatureCodeError, Input, InputError,
     MusicOnHold, OverflowTarget, QueueName, StopReason,
 };
-use crate::cdr::{CdrQueue, Disposition, HangupSide};
+use crate::cdr::{CdrQueue, CdrQueueOverflow, Disposition, HangupSide};
 use crate::prompts::{Playback, Sound};
 use crate::tones::Tone;
 
@@ -929,14 +929,20 @@ impl CallControl {
                 self.outputs.push_back(Output::StopPlay { end });
             }
         }
+        // Out of the ACD: the CDR keeps the queue it left and where it went.
+        let left = |q: &QueueCall, kind| Some((q.cdr(now), kind));
         let number = match target {
             OverflowTarget::Queue(name) => {
                 // The ACD queues it there itself.
                 q.queue = name;
                 return;
             }
-            OverflowTarget::Number(n) => n.as_str().to_owned(),
+            OverflowTarget::Number(n) => {
+                call.overflowed = left(q, CdrQueueOverflow::Number);
+                n.as_str().to_owned()
+            }
             OverflowTarget::Voicemail(mailbox) => {
+                call.overflowed = left(q, CdrQueueOverflow::Voicemail);
                 call.queue = None;
                 if let Party::Fxs(p) | Party::Fxo(p) = call.caller {
                     self.cmd(p, Command::StopTone);
@@ -948,6 +954,7 @@ impl CallControl {
                 return self.fail_call(now, key, Disposition::Busy, HangupSide::System);
             }
             OverflowTarget::Busy => {
+                call.overflowed = left(q, CdrQueueOverflow::Busy);
                 call.queue = None;
                 return self.fail_call(now, key, Disposition::Busy, HangupSide::System);
             }

@@ -372,10 +372,21 @@ fn flash_holds_and_second_flash_resumes() {
     let out = h.take();
     assert!(out.contains(&Output::Disconnect(MediaEnd::Port(1), MediaEnd::Port(2))));
     assert!(tone_is(&out, 1, Country::Us, Tone::Dial));
+    h.advance(Duration::from_secs(7));
     h.ev(1, Event::HookFlash);
     let out = h.take();
     assert!(out.contains(&Output::Connect(MediaEnd::Port(1), MediaEnd::Port(2))));
     assert!(has_cmd(&out, 1, |c| *c == Command::StopTone));
+    // Held again for 3 s until the call ends: the CDR counts both holds (7 s + 3 s).
+    h.advance(Duration::from_secs(20));
+    h.ev(1, Event::HookFlash);
+    h.advance(Duration::from_secs(3));
+    h.ev(2, Event::OnHook);
+    h.ev(1, Event::OnHook);
+    let out = h.take();
+    let c = &cdrs(&out)[0];
+    assert_eq!(c.hold_ms, Some(10_000), "{c:?}");
+    assert_eq!(c.queue_overflow, None);
 }
 
 #[test]

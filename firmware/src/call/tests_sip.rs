@@ -758,20 +758,25 @@ fn far_end_hold_moves_media_only() {
         held: true,
     });
     assert_eq!(h.take(), [Output::Disconnect(leg(IN1), port(1))]);
+    h.advance(Duration::from_secs(4));
     h.sip(SipInput::Hold {
         leg: IN1,
         held: true,
     });
     assert!(h.take().is_empty());
+    h.advance(Duration::from_secs(5));
     h.sip(SipInput::Hold {
         leg: IN1,
         held: false,
     });
     assert_eq!(h.take(), [Output::Connect(leg(IN1), port(1))]);
+    h.advance(Duration::from_secs(30));
     h.ev(1, Event::OnHook);
     let out = h.take();
     assert_eq!(cdrs(&out).len(), 1);
     assert_eq!(cdrs(&out)[0].disposition, Disposition::Answered);
+    // On hold from the first re-INVITE to the resume; the repeated hold is no new one.
+    assert_eq!(cdrs(&out)[0].hold_ms, Some(9_000));
 }
 
 #[test]

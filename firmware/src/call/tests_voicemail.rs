@@ -375,9 +375,20 @@ fn a_queue_overflowing_to_voicemail_records_a_message_instead_of_busy() {
     assert!(!tone_is(&out, 1, Tone::Busy), "{out:?}");
     let d = beep_then_capture(&mut h, MediaEnd::Port(1), "102");
     h.dial(1, "#");
+    let mut out = h.take();
     assert_eq!(
-        capture_ends(&h.take()),
+        capture_ends(&out),
         vec![(MediaEnd::Port(1), d.capture, true)]
+    );
+    h.ev(1, Event::OnHook);
+    out.extend(h.take());
+    // The CDR keeps the queue the call left, unanswered, and where it went.
+    let c = cdrs(&out).pop().expect("CDR");
+    let q = c.queue.as_ref().expect("queue kept");
+    assert_eq!((q.queue.as_str(), q.agent.as_deref()), ("sales", None));
+    assert_eq!(
+        c.queue_overflow,
+        Some(crate::cdr::CdrQueueOverflow::Voicemail)
     );
 }
 

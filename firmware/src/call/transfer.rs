@@ -248,6 +248,8 @@ impl CallControl {
             awaiting_caller_id: false,
             survey_score: None,
             talk_ended: None,
+            hold: super::hold::HoldClock::default(),
+            overflowed: None,
         };
         if outside.is_some() {
             self.call_outside(now, call);
@@ -388,13 +390,22 @@ impl CallControl {
             awaiting_caller_id: false,
             survey_score: None,
             talk_ended: None,
+            hold: super::hold::HoldClock::default(),
+            overflowed: None,
         });
         self.adopt(a.party, key, true);
         self.adopt(b.party, key, false);
         let held =
             |p: Party| matches!(p, Party::Sip(l) if self.legs.get(&l).is_some_and(|i| i.far_held));
-        if !held(a.party) && !held(b.party) {
+        let (a_held, b_held) = (held(a.party), held(b.party));
+        if !a_held && !b_held {
             self.connect(a.party, b.party);
+        }
+        // A party still holding its leg holds the new call from its start.
+        for (p, on) in [(a.party, a_held), (b.party, b_held)] {
+            if on {
+                self.hold_clock(now, key, p, true);
+            }
         }
         for p in [a.party, b.party] {
             if let Party::Fxo(line) = p {

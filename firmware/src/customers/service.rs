@@ -302,6 +302,8 @@ mod tests {
             queue: None,
             blocked: None,
             survey_score: None,
+            hold_ms: None,
+            queue_overflow: None,
         }
     }
 

@@ -15,10 +15,14 @@
 //!
 //! - **offered**: queued calls that started in the period.
 //! - **answered**: those an agent took (`agent_id` set).
-//! - **abandoned**: not answered and the caller hung up (`hangup_side = 'caller'`):
-//!   the caller gave up while waiting.
+//! - **abandoned**: not answered, not overflowed, and the caller hung up
+//!   (`hangup_side = 'caller'`): the caller gave up while waiting.
+//! - **overflowed**: not answered; the queue's overflow rule (full, or waited too
+//!   long) sent the call on to voicemail, a number or busy (`queue_overflow` set,
+//!   migration 0019; the CDR keeps the queue it left). Also counted per target.
 //! - **other**: not answered for another reason: the box ended the call (shutdown,
-//!   fault) or the callee side did. `offered = answered + abandoned + other`.
+//!   fault) or the callee side did. `offered = answered + abandoned + overflowed +
+//!   other`.
 //! - **avg / max wait**: of answered calls, `queue_wait_ms` (queue entry until an agent
 //!   was connected).
 //! - **talk time** of an answered call: `ended_at_ms - answered_at_ms` (the agent was
@@ -182,6 +186,14 @@ pub struct QueueFigures {
     pub answered: u64,
     /// Not answered: the caller hung up while waiting.
     pub abandoned: u64,
+    /// Not answered: sent on by the queue's overflow rule.
+    pub overflowed: u64,
+    /// Of those, to voicemail.
+    pub overflowed_to_voicemail: u64,
+    /// Of those, out to a number.
+    pub overflowed_to_number: u64,
+    /// Of those, given busy.
+    pub overflowed_to_busy: u64,
     /// Not answered for another reason (the box or the far side ended the call).
     pub other: u64,
     /// Answered with a wait of at most the service-level threshold.
@@ -218,6 +230,10 @@ impl QueueFigures {
             offered: 0,
             answered: 0,
             abandoned: 0,
+            overflowed: 0,
+            overflowed_to_voicemail: 0,
+            overflowed_to_number: 0,
+            overflowed_to_busy: 0,
             other: 0,
             answered_within_threshold: 0,
             abandoned_within_threshold: 0,
@@ -352,15 +368,19 @@ pub fn queue_report(
             "SELECT queue,
                     COUNT(*),
                     COALESCE(SUM(agent_id IS NOT NULL), 0),
-                    COALESCE(SUM(agent_id IS NULL AND hangup_side = 'caller'), 0),
+                    COALESCE(SUM(agent_id IS NULL AND queue_overflow IS NULL
+                                 AND hangup_side = 'caller'), 0),
                     COALESCE(SUM(agent_id IS NOT NULL AND queue_wait_ms <= :sl), 0),
-                    COALESCE(SUM(agent_id IS NULL AND hangup_side = 'caller'
-                                 AND queue_wait_ms <= :sl), 0),
+                    COALESCE(SUM(agent_id IS NULL AND queue_overflow IS NULL
+                                 AND hangup_side = 'caller' AND queue_wait_ms <= :sl), 0),
                     COALESCE(SUM(CASE WHEN agent_id IS NOT NULL THEN queue_wait_ms END), 0),
                     COALESCE(MAX(CASE WHEN agent_id IS NOT NULL THEN queue_wait_ms END), 0),
                     COALESCE(SUM(CASE WHEN agent_id IS NOT NULL AND answered_at_ms IS NOT NULL
                                       THEN ended_at_ms - answered_at_ms END), 0),
-                    AVG(survey_score)
+                    AVG(survey_score),
+                    COALESCE(SUM(agent_id IS NULL AND queue_overflow = 'voicemail'), 0),
+                    COALESCE(SUM(agent_id IS NULL AND queue_overflow = 'number'), 0),
+                    COALESCE(SUM(agent_id IS NULL AND queue_overflow = 'busy'), 0)
              FROM cdrs
              WHERE queue IS NOT NULL AND started_at_ms >= :from AND started_at_ms < :to
                AND (:queue IS NULL OR queue = :queue)
@@ -377,7 +397,7 @@ pub fn queue_report(
         .map_err(sql(path, "count queued calls"))?;
     while let Some(r) = rows.next().map_err(sql(path, "count queued calls"))? {
         let get = |i| r.get::<_, i64>(i);
-        let read = || -> rusqlite::Result<(String, [i64; 8], Option<f64>)> {
+        let read = || -> rusqlite::Result<(String, [i64; 8], Option<f64>, [i64; 3])> {
             Ok((
                 r.get(0)?,
                 [
@@ -391,17 +411,27 @@ pub fn queue_report(
                     get(8)?,
                 ],
                 r.get(9)?,
+                [get(10)?, get(11)?, get(12)?],
             ))
         };
-        let (name, [offered, answered, abandoned, ans_sl, ab_sl, wait, max_wait, talk], survey) =
-            read().map_err(sql(path, "count queued calls"))?;
+        let (
+            name,
+            [offered, answered, abandoned, ans_sl, ab_sl, wait, max_wait, talk],
+            survey,
+            [to_voicemail, to_number, to_busy],
+        ) = read().map_err(sql(path, "count queued calls"))?;
+        let overflowed = to_voicemail + to_number + to_busy;
         let f = out
             .entry(name.clone())
             .or_insert_with(|| QueueFigures::empty(name, threshold));
         f.offered = count(offered);
         f.answered = count(answered);
         f.abandoned = count(abandoned);
-        f.other = count(offered - answered - abandoned);
+        f.overflowed = count(overflowed);
+        f.overflowed_to_voicemail = count(to_voicemail);
+        f.overflowed_to_number = count(to_number);
+        f.overflowed_to_busy = count(to_busy);
+        f.other = count(offered - answered - abandoned - overflowed);
         f.answered_within_threshold = count(ans_sl);
         f.abandoned_within_threshold = count(ab_sl);
         f.avg_wait_ms = average(wait, f.answered);

@@ -258,6 +258,10 @@ fn queue_figures_of_a_day() {
             offered: 5,
             answered: 2,
             abandoned: 2,
+            overflowed: 0,
+            overflowed_to_voicemail: 0,
+            overflowed_to_number: 0,
+            overflowed_to_busy: 0,
             other: 1,
             // 10 s and exactly 20 s.
             answered_within_threshold: 2,
@@ -546,4 +550,71 @@ fn the_survey_average_counts_scored_calls_only() {
     assert_eq!(report[1].queue, "sales");
     assert_eq!(report[1].survey_avg, Some(3.5));
     assert_eq!(report[0].survey_avg, None, "no scores in 'old'");
+}
+
+#[test]
+fn overflowed_calls_count_for_the_queue_they_left_and_not_as_abandoned() {
+    let (_dir, path, conn) = store();
+    day_of_calls(&conn);
+    // c4 (a long abandon: the caller hung up) was really sent to voicemail after 40 s
+    // and the caller hung up after the message; c5 (ended by the box) went out to a
+    // number. A third call found the queue full: busy at once.
+    for (id, target) in [("c4", "voicemail"), ("c5", "number")] {
+        conn.execute(
+            "UPDATE cdrs SET queue_overflow = ?2 WHERE call_id = ?1",
+            params![id, target],
+        )
+        .expect("overflow");
+    }
+    let s = D + 9 * H;
+    cdr(
+        &conn,
+        "c10",
+        Some("sales"),
+        None,
+        s,
+        None,
+        s + 500,
+        Some(0),
+        "system",
+    );
+    conn.execute(
+        "UPDATE cdrs SET queue_overflow = 'busy' WHERE call_id = 'c10'",
+        [],
+    )
+    .expect("overflow");
+    // The store refuses a target it does not know.
+    assert!(conn
+        .execute(
+            "UPDATE cdrs SET queue_overflow = 'fax' WHERE call_id = 'c10'",
+            []
+        )
+        .is_err());
+    let report = queue_report(
+        &conn,
+        &path,
+        day(),
+        Some("sales"),
+        ServiceLevelThreshold::default(),
+    )
+    .expect("report");
+    let q = &report[0];
+    assert_eq!(
+        (q.offered, q.answered, q.abandoned, q.overflowed, q.other),
+        (6, 2, 1, 3, 0),
+        "{q:?}"
+    );
+    assert_eq!(
+        (
+            q.overflowed_to_voicemail,
+            q.overflowed_to_number,
+            q.overflowed_to_busy
+        ),
+        (1, 1, 1)
+    );
+    assert_eq!(q.offered, q.answered + q.abandoned + q.overflowed + q.other);
+    // Overflowed calls count against the service level like the other unanswered
+    // ones: 2 answered within 20 s / (6 offered - 1 short abandon).
+    assert_eq!(q.service_level, Some(2.0 / 5.0));
+    assert_eq!(q.abandoned_within_threshold, 1);
 }

@@ -8,7 +8,7 @@ use super::{
     enum_from_text, sql, user_version, ExtensionRow, OutboxRow, PortKind, PortRow, BUSY_TIMEOUT,
     SCHEMA_VERSION,
 };
-use crate::cdr::{Cdr, CdrBlocked, CdrLegQuality, CdrQueue};
+use crate::cdr::{Cdr, CdrBlocked, CdrLegQuality, CdrQueue, CdrQueueOverflow};
 use crate::error::{Error, Result};
 
 /// A read-only connection to the store. Each task that reads opens its own.
@@ -24,7 +24,8 @@ const CDR_COLUMNS: &str = "call_id, direction, caller, caller_port, callee, call
                            caller_loss_percent, caller_jitter_ms, caller_mos, \
                            callee_loss_percent, callee_jitter_ms, callee_mos, transfer_chain, \
                            queue, agent_id, queue_wait_ms, \
-                           blocked_mode, blocked_action, blocked_pattern, survey_score";
+                           blocked_mode, blocked_action, blocked_pattern, survey_score, \
+                           hold_ms, queue_overflow";
 
 fn clamp_limit(limit: usize) -> i64 {
     i64::try_from(limit).unwrap_or(i64::MAX)
@@ -258,6 +259,8 @@ struct RawCdr {
     queue_wait_ms: Option<i64>,
     blocked: [Option<String>; 3],
     survey_score: Option<u8>,
+    hold_ms: Option<i64>,
+    queue_overflow: Option<String>,
 }
 
 /// A leg's quality from its three columns (all set, or none).
@@ -296,6 +299,8 @@ impl RawCdr {
             queue_wait_ms: row.get(22)?,
             blocked: [row.get(23)?, row.get(24)?, row.get(25)?],
             survey_score: row.get(26)?,
+            hold_ms: row.get(27)?,
+            queue_overflow: row.get(28)?,
         })
     }
 
@@ -331,6 +336,12 @@ impl RawCdr {
                 ))
             }
         };
+        let queue_overflow = match &self.queue_overflow {
+            None => None,
+            Some(name) => Some(
+                CdrQueueOverflow::from_name(name).ok_or_else(|| corrupt("queue_overflow", name))?,
+            ),
+        };
         let transfer_chain = match &self.transfer_chain {
             None => Vec::new(),
             Some(text) => {
@@ -361,6 +372,8 @@ impl RawCdr {
             }),
             blocked,
             survey_score: self.survey_score,
+            hold_ms: self.hold_ms,
+            queue_overflow,
         })
     }
 }

@@ -39,6 +39,8 @@ fn cdr(call_id: &str, started_at_ms: i64) -> Cdr {
         queue: None,
         blocked: None,
         survey_score: None,
+        hold_ms: None,
+        queue_overflow: None,
     }
 }
 
@@ -212,8 +214,16 @@ async fn insert_cdr_writes_cdr_and_outbox_in_step() {
     let (writer, thread) = store.try_spawn_writer().expect("spawn");
     let reader = Store::reader(&path).expect("reader");
 
-    let first = cdr("call-1", 1_000);
+    let mut first = cdr("call-1", 1_000);
+    // Round-trips the hold and overflow columns of migration 0019.
+    first.hold_ms = Some(12_000);
     let mut second = cdr("call-2", 2_000);
+    second.queue = Some(crate::cdr::CdrQueue {
+        queue: "sales".to_owned(),
+        agent: None,
+        wait_ms: 60_000,
+    });
+    second.queue_overflow = Some(crate::cdr::CdrQueueOverflow::Voicemail);
     second.direction = Direction::Internal;
     second.answered_at_ms = None;
     second.disposition = Disposition::NoAnswer;
@@ -585,6 +595,8 @@ fn arb_cdr() -> impl Strategy<Value = Cdr> {
                     queue: None,
                     blocked: None,
                     survey_score: None,
+                    hold_ms: None,
+                    queue_overflow: None,
                 }
             },
         )

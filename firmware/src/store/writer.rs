@@ -379,9 +379,11 @@ impl Writer<'_> {
                                caller_loss_percent, caller_jitter_ms, caller_mos,
                                callee_loss_percent, callee_jitter_ms, callee_mos,
                                transfer_chain, queue, agent_id, queue_wait_ms,
-                               blocked_mode, blocked_action, blocked_pattern, survey_score)
+                               blocked_mode, blocked_action, blocked_pattern, survey_score,
+                               hold_ms, queue_overflow)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15,
-                     ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29)",
+                     ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29,
+                     ?30, ?31)",
             params![
                 call_id,
                 direction,
@@ -412,6 +414,8 @@ impl Writer<'_> {
                 blocked_action,
                 cdr.blocked.as_ref().and_then(|b| b.pattern.as_deref()),
                 cdr.survey_score,
+                cdr.hold_ms,
+                cdr.queue_overflow.map(|o| o.as_str()),
             ],
         );
         match inserted {

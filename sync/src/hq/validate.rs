@@ -309,6 +309,19 @@ fn typed_payload(
             if let Some(pattern) = cdr.blocked.as_ref().and_then(|b| b.pattern.as_ref()) {
                 check_text("blocked pattern", pattern, MAX_KEY_LEN)?;
             }
+            if let Some(hold) = cdr.hold_ms {
+                if !(0..=cdr.duration_ms()).contains(&hold) {
+                    return Err(format!(
+                        "CDR hold_ms {hold} is outside 0..={} (the call's length)",
+                        cdr.duration_ms()
+                    ));
+                }
+            }
+            if cdr.queue_overflow.is_some()
+                && !cdr.queue.as_ref().is_some_and(|q| q.agent.is_none())
+            {
+                return Err("CDR queue_overflow needs a queue that no agent answered".to_owned());
+            }
             Ok(TypedPayload::Cdr(cdr))
         }
         RecordKind::Audit => {
@@ -716,11 +729,72 @@ mod tests {
         scored["survey_score"] = 4.into();
         let valid = validate_batch(batch_with(scored), "box-1").expect("scored CDR");
         assert_eq!(valid.records[0].stored_payload(), None);
+        // Hold time and a queue overflow are projected too (HQ schema 7).
+        let mut held = cdr(serde_json::Value::Null);
+        held["hold_ms"] = 4.into();
+        let valid = validate_batch(batch_with(held), "box-1").expect("held CDR");
+        assert_eq!(valid.records[0].stored_payload(), None);
+        let mut overflowed =
+            cdr(serde_json::json!({ "queue": "sales", "agent": null, "wait_ms": 60000 }));
+        overflowed["queue_overflow"] = "voicemail".into();
+        let valid = validate_batch(batch_with(overflowed), "box-1").expect("overflowed CDR");
+        assert_eq!(valid.records[0].stored_payload(), None);
+        let TypedPayload::Cdr(c) = &valid.records[0].typed else {
+            panic!("not a CDR");
+        };
+        assert_eq!(
+            c.queue_overflow,
+            Some(crate::wire::CdrQueueOverflow::Voicemail)
+        );
         // A field a newer firmware adds keeps the JSON again.
         let mut newer = cdr(serde_json::Value::Null);
-        newer["hold_ms"] = 4.into();
+        newer["park_ms"] = 4.into();
         let valid = validate_batch(batch_with(newer), "box-1").expect("newer CDR");
         assert!(valid.records[0].stored_payload().is_some());
+    }
+
+    #[test]
+    fn bad_hold_time_and_overflow_are_refused() {
+        let answered = serde_json::json!({ "queue": "sales", "agent": "100", "wait_ms": 1 });
+        let unanswered = serde_json::json!({ "queue": "sales", "agent": null, "wait_ms": 1 });
+        for (queue, field, value, words) in [
+            (
+                serde_json::Value::Null,
+                "hold_ms",
+                serde_json::json!(-1),
+                "outside",
+            ),
+            // The call lasts 8 ms (1..9).
+            (
+                serde_json::Value::Null,
+                "hold_ms",
+                serde_json::json!(9),
+                "outside",
+            ),
+            (
+                serde_json::Value::Null,
+                "queue_overflow",
+                serde_json::json!("busy"),
+                "needs a queue",
+            ),
+            (
+                answered,
+                "queue_overflow",
+                serde_json::json!("number"),
+                "needs a queue",
+            ),
+            (
+                unanswered,
+                "queue_overflow",
+                serde_json::json!("fax"),
+                "unknown variant",
+            ),
+        ] {
+            let mut v = cdr(queue);
+            v[field] = value.clone();
+            let e = validate_batch(batch_with(v), "box-1").expect_err("refused");
+            assert!(format!("{e:?}").contains(words), "{field}={value}: {e:?}");
+        }
     }
 
     #[test]

@@ -61,7 +61,7 @@ async fn payload_is_stored_once_and_sip_call_ids_are_projected(backend: Backend)
     with_sip.payload["callee_sip_call_id"] = json!("trunk-77@sbc.example.net");
     // A field a newer firmware might add: no column holds it, so the JSON is kept.
     let mut newer = cdr_record("b1", 2);
-    newer.payload["hold_ms"] = json!(4);
+    newer.payload["park_ms"] = json!(4);
     let survey = UpRecord {
         seq: 3,
         kind: RecordKind::Survey,
@@ -78,7 +78,7 @@ async fn payload_is_stored_once_and_sip_call_ids_are_projected(backend: Backend)
     assert_eq!(stored.len(), 4, "{stored:?}");
     assert_eq!(stored[0], (1, None), "a whole CDR lives in cdrs only");
     let kept: serde_json::Value = serde_json::from_str(stored[1].1.as_deref().unwrap()).unwrap();
-    assert_eq!(kept["hold_ms"], 4, "unknown fields are not lost");
+    assert_eq!(kept["park_ms"], 4, "unknown fields are not lost");
     let kept: serde_json::Value = serde_json::from_str(stored[2].1.as_deref().unwrap()).unwrap();
     assert_eq!(
         kept["score"], 5,
@@ -191,10 +191,12 @@ async fn queue_cdrs_and_agent_states_are_projected(backend: Backend) {
     let mut queued = cdr_record("b1", 1);
     queued.payload["queue"] = json!({ "queue": "sales", "agent": "101", "wait_ms": 4200 });
     queued.payload["survey_score"] = json!(4);
+    queued.payload["hold_ms"] = json!(12_500);
     let mut abandoned = cdr_record("b1", 2);
     abandoned.payload["queue"] = json!({ "queue": "sales", "agent": null, "wait_ms": 30000 });
     abandoned.payload["blocked"] =
         json!({ "mode": "deny", "action": "reject", "pattern": "0900*" });
+    abandoned.payload["queue_overflow"] = json!("voicemail");
     let state = |seq: i64, payload: serde_json::Value| UpRecord {
         seq,
         kind: RecordKind::AgentState,
@@ -255,6 +257,11 @@ async fn queue_cdrs_and_agent_states_are_projected(backend: Backend) {
         json!({ "mode": "deny", "action": "reject", "pattern": "0900*" })
     );
     assert_eq!(cdrs[0]["blocked"], serde_json::Value::Null);
+    // Hold time and where an overflowed call went (HQ schema 7).
+    assert_eq!(cdrs[0]["hold_ms"], 12_500, "{page}");
+    assert_eq!(cdrs[1]["hold_ms"], serde_json::Value::Null, "{page}");
+    assert_eq!(cdrs[1]["queue_overflow"], "voicemail", "{page}");
+    assert_eq!(cdrs[0]["queue_overflow"], serde_json::Value::Null, "{page}");
     let (_, page) = env
         .hq
         .admin(Method::GET, "/admin/v1/cdrs?box=b1", None)

@@ -852,6 +852,8 @@ async fn service_records_and_call_notes_follow_the_customer_and_the_calls_owner(
         queue: None,
         blocked: None,
         survey_score: None,
+        hold_ms: None,
+        queue_overflow: None,
     };
     env.accounts
         .writer()

@@ -24,7 +24,8 @@ use crate::hq::validate::ValidBatch;
 use crate::hq::Result;
 use crate::wire::{
     AgentStateName, AgentStateRecord, CdrBlocked, CdrBlockedAction, CdrBlockedMode, CdrLegQuality,
-    CdrQueue, CdrTransferHop, Change, Conflict, EditOp, Entity, EntityEdit, EntityKind, FilePolicy,
+    CdrQueue, CdrQueueOverflow, CdrTransferHop, Change, Conflict, EditOp, Entity, EntityEdit,
+    EntityKind, FilePolicy,
 };
 
 /// A site (a branch office).
@@ -187,6 +188,16 @@ pub struct CdrRow {
     pub blocked: Option<CdrBlocked>,
     /// The caller's post-call survey score, 1-5.
     pub survey_score: Option<u8>,
+    /// Milliseconds the call spent on hold, when it was held.
+    pub hold_ms: Option<i64>,
+    /// Where a queued call overflowed to, when it did.
+    pub queue_overflow: Option<CdrQueueOverflow>,
+}
+
+/// A `queue_overflow` column as the wire's (`None` without one, or a name HQ cannot
+/// read back).
+pub(crate) fn overflow_of(name: Option<String>) -> Option<CdrQueueOverflow> {
+    CdrQueueOverflow::from_name(name.as_deref()?)
 }
 
 /// A CDR's `blocked` part from its three columns (`None` for a call not blocked, or

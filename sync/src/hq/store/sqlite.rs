@@ -47,6 +47,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         6,
         include_str!("../../../migrations/sqlite/0006_call_center_results.sql"),
     ),
+    (
+        7,
+        include_str!("../../../migrations/sqlite/0007_hold_and_overflow.sql"),
+    ),
 ];
 
 /// Most idle reader connections kept.
@@ -804,7 +808,7 @@ impl HqStore for SqliteStore {
                             caller_loss_percent, caller_jitter_ms, caller_mos,
                             callee_loss_percent, callee_jitter_ms, callee_mos, transfer_chain,
                             queue, agent_id, queue_wait_ms, blocked_mode, blocked_action,
-                            blocked_pattern, survey_score
+                            blocked_pattern, survey_score, hold_ms, queue_overflow
                      FROM cdrs
                      WHERE (?1 IS NULL OR site = ?1) AND (?2 IS NULL OR box = ?2)
                        AND (?3 IS NULL OR started_at_ms >= ?3) AND (?4 IS NULL OR started_at_ms < ?4)
@@ -847,6 +851,8 @@ impl HqStore for SqliteStore {
                             queue: super::queue_of(r.get(23)?, r.get(24)?, r.get(25)?),
                             blocked: super::blocked_of(r.get(26)?, r.get(27)?, r.get(28)?),
                             survey_score: super::score_of(r.get(29)?),
+                            hold_ms: r.get(30)?,
+                            queue_overflow: super::overflow_of(r.get(31)?),
                         })
                     },
                 )
@@ -1032,10 +1038,10 @@ fn ingest(
                          caller_loss_percent, caller_jitter_ms, caller_mos,
                          callee_loss_percent, callee_jitter_ms, callee_mos, transfer_chain,
                          queue, agent_id, queue_wait_ms, blocked_mode, blocked_action,
-                         blocked_pattern, survey_score)
+                         blocked_pattern, survey_score, hold_ms, queue_overflow)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15,
                          ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29,
-                         ?30, ?31)",
+                         ?30, ?31, ?32, ?33)",
                 )
                 .and_then(|mut s| {
                     s.execute(params![
@@ -1069,7 +1075,9 @@ fn ingest(
                         c.blocked.as_ref().map(|b| b.mode.as_str()),
                         c.blocked.as_ref().map(|b| b.action.as_str()),
                         c.blocked.as_ref().and_then(|b| b.pattern.as_deref()),
-                        c.survey_score
+                        c.survey_score,
+                        c.hold_ms,
+                        c.queue_overflow.map(|o| o.as_str())
                     ])
                 })
                 .map_err(sql("insert cdr"))?;
