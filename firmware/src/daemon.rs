@@ -554,7 +554,7 @@ async fn serve(
         },
         wall_clock_ms,
         epoch: now,
-        acd: acd_config.map(|acd| AcdSettings {
+        acd: acd_config.clone().map(|acd| AcdSettings {
             config: acd,
             codes: config.call_center.feature_codes.clone(),
         }),
@@ -603,7 +603,12 @@ async fn serve(
     // frames both ways; off (logged) if its directory cannot be made.
     let recording_stop = tokio_util::sync::CancellationToken::new();
     let recording = match crate::recorder::calls::start(&config, &writer, &recording_stop) {
-        Ok(r) => Some(r),
+        Ok(mut r) => {
+            if let Some(acd) = &acd_config {
+                r.calls.set_acd(acd);
+            }
+            Some(r)
+        }
         Err(e) => {
             tracing::error!(error = %e, "call recording is off");
             None
@@ -791,6 +796,9 @@ async fn serve(
                     agents = acd.agents().len(),
                     "call center reconfigured"
                 );
+                if let Some(r) = &mut board.call_recorder {
+                    r.set_acd(&acd);
+                }
                 let codes = config.call_center.feature_codes.clone();
                 calls.reconfigure_acd(Instant::now(), AcdSettings { config: acd, codes });
             }
@@ -1504,6 +1512,11 @@ impl BoardLoop {
             self.web_status
                 .on_event(system_clock_ms(), frame.port, event);
         }
+        // A key pressed during a call may be the recording toggle code; the digit still
+        // goes where it would (call control, the far end).
+        if let (Body::Event(Event::Digit(d)), Some(r)) = (&frame.body, &mut self.call_recorder) {
+            r.digit(frame.port, char::from(*d));
+        }
         match frame.body {
             Body::Audio(audio) => {
                 if let Some(tap) = &self.tap {
@@ -1590,6 +1603,9 @@ impl BoardLoop {
                     }
                 }
                 Output::Disconnect(MediaEnd::Port(a), MediaEnd::Port(b)) => {
+                    if let Some(r) = &mut self.call_recorder {
+                        r.disconnect(MediaEnd::Port(a), MediaEnd::Port(b));
+                    }
                     if self.routes.get(&a) == Some(&b) {
                         self.routes.remove(&a);
                     }
@@ -1668,6 +1684,9 @@ impl BoardLoop {
                             }
                         }
                     }
+                    if let Some(r) = &mut self.call_recorder {
+                        r.disconnect(a, b);
+                    }
                     self.media.unbridge(a, b);
                 }
                 sip @ (Output::SipDial { .. }
@@ -1716,6 +1735,9 @@ impl BoardLoop {
                     });
                 }
                 Output::AgentCall(event) => {
+                    if let Some(r) = &mut self.call_recorder {
+                        r.agent_call(&event);
+                    }
                     self.desk_events
                         .publish(crate::screen_pop::DeskEvent::Call(*event));
                 }

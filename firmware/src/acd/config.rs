@@ -9,7 +9,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
-use crate::config::ExtensionNumber;
+use crate::config::{ExtensionNumber, RecordingPolicy};
 use crate::error::InvalidValue;
 
 use super::error::ConfigError;
@@ -360,6 +360,9 @@ pub struct QueueConfig {
     pub vip: Vec<VipPattern>,
     /// The agents of the queue, in round-robin order.
     pub members: Vec<Member>,
+    /// Whether its calls are recorded (`queues.recording`; combined with the agent's and
+    /// the extensions', see [`crate::recorder::calls`]).
+    pub recording: RecordingPolicy,
 }
 
 impl QueueConfig {
@@ -383,6 +386,7 @@ impl QueueConfig {
             on_no_agents: None,
             vip: Vec::new(),
             members: Vec::new(),
+            recording: RecordingPolicy::Never,
         }
     }
 }
@@ -394,6 +398,8 @@ pub struct AgentConfig {
     pub id: AgentId,
     /// Skills and their levels.
     pub skills: BTreeMap<Skill, SkillLevel>,
+    /// Whether the calls the agent answers are recorded (`users.recording`).
+    pub recording: RecordingPolicy,
 }
 
 /// The whole ACD configuration, cross-checked.

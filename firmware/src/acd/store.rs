@@ -22,7 +22,7 @@ use std::time::Duration;
 use branchline_sync::wire::{AgentStateName, AgentStateRecord, DispositionRecord, RecordKind};
 use rusqlite::{params, Connection, OptionalExtension};
 
-use crate::config::ExtensionNumber;
+use crate::config::{ExtensionNumber, RecordingPolicy};
 use crate::error::InvalidValue;
 
 use super::config::{
@@ -74,31 +74,49 @@ impl RowCtx<'_> {
     }
 }
 
+fn recording_policy(ctx: &RowCtx<'_>, value: &str) -> Result<RecordingPolicy, StoreError> {
+    RecordingPolicy::parse(value).ok_or_else(|| {
+        ctx.bad(
+            "recording",
+            format!("{value:?} is not a policy ({})", RecordingPolicy::NAMES),
+        )
+    })
+}
+
 /// Loads and validates the ACD configuration. See the module docs.
 pub fn load_config(conn: &Connection, path: &Path) -> Result<AcdConfig, StoreError> {
     // Agents and their skills.
     let mut agents: BTreeMap<i64, AgentConfig> = BTreeMap::new();
     let mut stmt = conn
         .prepare(
-            "SELECT id, agent_id FROM users WHERE agent_id IS NOT NULL AND enabled = 1 ORDER BY id",
+            "SELECT id, agent_id, recording FROM users
+              WHERE agent_id IS NOT NULL AND enabled = 1 ORDER BY id",
         )
         .map_err(sql(path, "read agents"))?;
     let rows = stmt
-        .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })
         .map_err(sql(path, "read agents"))?;
     for row in rows {
-        let (user_id, agent_id) = row.map_err(sql(path, "read agents"))?;
+        let (user_id, agent_id, recording) = row.map_err(sql(path, "read agents"))?;
         let ctx = RowCtx {
             path,
             table: "users",
             key: user_id.to_string(),
         };
         let id: AgentId = ctx.parse("agent_id", &agent_id)?;
+        let recording = recording_policy(&ctx, &recording)?;
         agents.insert(
             user_id,
             AgentConfig {
                 id,
                 skills: BTreeMap::new(),
+                recording,
             },
         );
     }
@@ -135,7 +153,7 @@ pub fn load_config(conn: &Connection, path: &Path) -> Result<AcdConfig, StoreErr
         .prepare(
             "SELECT id, name, number, strategy, ring_timeout_ms, wrap_up_ms, max_wait_ms,
                     max_len, skill_fallback_ms, announce_every_ms, music_on_hold, moh_prompt,
-                    survey_prompt
+                    survey_prompt, recording
              FROM queues ORDER BY id",
         )
         .map_err(sql(path, "read queues"))?;
@@ -157,11 +175,12 @@ pub fn load_config(conn: &Connection, path: &Path) -> Result<AcdConfig, StoreErr
                 r.get::<_, String>(10)?,
                 r.get::<_, Option<String>>(11)?,
                 r.get::<_, Option<String>>(12)?,
+                r.get::<_, String>(13)?,
             ))
         })
         .map_err(sql(path, "read queues"))?;
     for row in rows {
-        let (id, name, number, strategy, ring_ms, wrap_ms, opt, moh, prompt, survey) =
+        let (id, name, number, strategy, ring_ms, wrap_ms, opt, moh, prompt, survey, recording) =
             row.map_err(sql(path, "read queues"))?;
         let ctx = RowCtx {
             path,
@@ -199,6 +218,7 @@ pub fn load_config(conn: &Connection, path: &Path) -> Result<AcdConfig, StoreErr
             }
         };
         q.survey = survey;
+        q.recording = recording_policy(&ctx, &recording)?;
         queues.push((id, q));
     }
     let index: BTreeMap<i64, usize> = queues
@@ -723,6 +743,8 @@ pub struct QueueRow {
     pub moh_prompt: Option<String>,
     /// The survey prompt.
     pub survey_prompt: Option<String>,
+    /// Recording policy: `always`, `never` or `on_demand`.
+    pub recording: String,
     /// Members in offer order.
     pub members: Vec<MemberRow>,
     /// Overflow rules by event (`full`, `max_wait`, `no_agents`).
@@ -810,6 +832,9 @@ pub struct QueueBody {
     /// The post-call survey's prompt.
     #[serde(default)]
     pub survey_prompt: Option<String>,
+    /// Recording policy: `always`, `never` (default) or `on_demand`.
+    #[serde(default)]
+    pub recording: Option<String>,
     /// Members in offer order.
     #[serde(default)]
     pub members: Vec<MemberBody>,
@@ -891,6 +916,14 @@ impl LocalQueue {
                 }
             }
         }
+        if let Some(r) = &body.recording {
+            if RecordingPolicy::parse(r).is_none() {
+                bad(
+                    "recording".into(),
+                    format!("{r:?}: must be {}", RecordingPolicy::NAMES),
+                );
+            }
+        }
         for (i, m) in body.members.iter().enumerate() {
             if let Err(e) = m.agent_id.parse::<AgentId>() {
                 bad(format!("members[{i}].agent_id"), e.to_string());
@@ -944,7 +977,7 @@ pub fn list_queues(conn: &Connection, path: &Path) -> Result<Vec<QueueRow>, Stor
         .prepare(
             "SELECT id, name, number, strategy, ring_timeout_ms, wrap_up_ms, max_wait_ms, max_len,
                     skill_fallback_ms, announce_every_ms, music_on_hold, moh_prompt,
-                    survey_prompt, revision
+                    survey_prompt, revision, recording
                FROM queues ORDER BY name",
         )
         .map_err(sql(path, "list queues"))?;
@@ -965,6 +998,7 @@ pub fn list_queues(conn: &Connection, path: &Path) -> Result<Vec<QueueRow>, Stor
                     music_on_hold: r.get(10)?,
                     moh_prompt: r.get(11)?,
                     survey_prompt: r.get(12)?,
+                    recording: r.get(14)?,
                     members: Vec::new(),
                     overflow: BTreeMap::new(),
                     vip: Vec::new(),
@@ -1076,8 +1110,8 @@ pub fn put_local_queue(
     conn.execute(
         "INSERT INTO queues (name, number, strategy, ring_timeout_ms, wrap_up_ms, max_wait_ms,
              max_len, skill_fallback_ms, announce_every_ms, music_on_hold, moh_prompt,
-             survey_prompt, revision, updated_at_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, 0, ?13)",
+             survey_prompt, revision, updated_at_ms, recording)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, 0, ?13, ?14)",
         params![
             name,
             b.number,
@@ -1091,7 +1125,8 @@ pub fn put_local_queue(
             b.music_on_hold.as_deref().unwrap_or("tone"),
             b.moh_prompt,
             b.survey_prompt,
-            now_ms
+            now_ms,
+            b.recording.as_deref().unwrap_or("never")
         ],
     )
     .map_err(sql(path, "insert queue"))

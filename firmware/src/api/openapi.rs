@@ -342,6 +342,7 @@ fn queue_schema() -> Value {
                     "music_on_hold": { "type": "string", "enum": ["silence", "tone", "prompt"] },
                     "moh_prompt": { "type": "string" },
                     "survey_prompt": { "type": "string" },
+                    "recording": { "type": "string", "enum": ["always", "never", "on_demand"] },
                     "members": { "type": "array", "items": { "type": "object", "required": ["agent_id"], "properties": {
                         "agent_id": { "type": "string" }, "penalty": { "type": "integer", "minimum": 0, "maximum": 100 } } } },
                     "overflow": { "type": "object", "additionalProperties": { "type": "object", "required": ["kind"], "properties": {

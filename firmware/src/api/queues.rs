@@ -6,7 +6,8 @@
 //! - `PUT /api/v1/queues/{name}` (`queues.edit`, site): creates (201) or replaces
 //!   (200) a queue made on the box: `{number, strategy, ring_timeout_ms?,
 //!   wrap_up_ms?, max_wait_ms?, max_len?, skill_fallback_ms?, announce_every_ms?,
-//!   music_on_hold?, moh_prompt?, survey_prompt?, members?: [{agent_id, penalty?}],
+//!   music_on_hold?, moh_prompt?, survey_prompt?, recording?: always|never|on_demand
+//!   (default never; see [`crate::recorder::calls`]), members?: [{agent_id, penalty?}],
 //!   overflow?: {full|max_wait|no_agents: {kind: busy|queue|number|voicemail,
 //!   target?}}, vip?: [pattern]}`. A queue HQ syncs down is HQ's to change: 409.
 //! - `DELETE /api/v1/queues/{name}` (`queues.delete`, site): removes a queue made on

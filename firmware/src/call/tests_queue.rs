@@ -33,6 +33,7 @@ fn center_with(strategy: Strategy, wrap_up: Duration) -> AcdSettings {
         .map(|id| AgentConfig {
             id: agent(id),
             skills: Default::default(),
+            recording: Default::default(),
         })
         .collect();
     let mut q = QueueConfig::new(

@@ -8,11 +8,18 @@
 //! policies = { "101" = "always", "102" = "on_demand" }
 //! retention_days = 90           # 0 (default): keep recordings until deleted by hand
 //! min_free_mb = 256             # never let recordings take the last 256 MB of the disk
+//! toggle_code = "*1"            # keyed during a call: start / stop an on-demand recording
 //! ```
 //!
-//! - `always`: every analog call of the extension is recorded (see
-//!   [`crate::recorder`]). `on_demand` is accepted and stored but records nothing yet:
-//!   starting a recording by feature code belongs to call control.
+//! - Policies: `always` records every call of the extension from its first bridge;
+//!   `on_demand` lets a party of the call start a recording by keying `toggle_code`
+//!   during the call (and stop it by keying it again); `never` asks for nothing.
+//!   Queues and agents carry a policy of their own in the store (`queues.recording`,
+//!   `users.recording`, migration 0017); the most demanding policy of a call wins
+//!   (see [`RecordingPolicy`] and [`crate::recorder::calls`]).
+//! - `toggle_code`: 2 to 8 of `0-9 * #`, starting with `*` or `#` (a plain digit
+//!   would be heard as ordinary DTMF too often). It is a mid-call code, so it is not
+//!   one of the dialled feature codes of `[acd]` and may share their prefixes.
 //! - Retention: a recording older than `retention_days` is deleted only once HQ has it
 //!   (its `uploaded_at_ms` is set) when `[hq]` is configured; without `[hq]` nothing
 //!   uploads, so age alone decides.
@@ -43,28 +50,55 @@ pub(super) struct RawRecording {
     pub policies: BTreeMap<String, Spanned<String>>,
     pub retention_days: Option<Spanned<i64>>,
     pub min_free_mb: Option<Spanned<i64>>,
+    pub toggle_code: Option<Spanned<String>>,
 }
 
-/// Whether an extension's calls are recorded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// Whether calls are recorded: the policy of an extension (analog or SIP account), a
+/// queue or an agent.
+///
+/// Precedence: the policies that apply to a call (each analog or SIP extension in it,
+/// its queue, the agent who answered) are combined with [`RecordingPolicy::max`], the
+/// most demanding wins: `never` < `on_demand` < `always`. So `never` asks for nothing
+/// and vetoes nothing; a call is recorded from its start when any of them is `always`,
+/// may be recorded by the toggle code when the most demanding is `on_demand`, and is
+/// not recorded when all are `never`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, PartialOrd, Ord, Hash)]
 pub enum RecordingPolicy {
-    /// Every call.
-    Always,
-    /// None.
+    /// None (the least demanding).
     #[default]
     Never,
-    /// When a party asks by feature code (call control's; records nothing yet).
+    /// When a party of the call keys the toggle code (`[recording] toggle_code`).
     OnDemand,
+    /// Every call (the most demanding).
+    Always,
 }
 
 impl RecordingPolicy {
-    fn parse(s: &str) -> Option<Self> {
+    /// Every policy's name, for error messages.
+    pub const NAMES: &'static str = "\"always\", \"never\" or \"on_demand\"";
+
+    /// The policy named `s` (`always`, `never`, `on_demand`).
+    pub fn parse(s: &str) -> Option<Self> {
         Some(match s {
             "always" => Self::Always,
             "never" => Self::Never,
             "on_demand" => Self::OnDemand,
             _ => return None,
         })
+    }
+
+    /// Its name as written in config, store and API.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Always => "always",
+            Self::Never => "never",
+            Self::OnDemand => "on_demand",
+        }
+    }
+
+    /// The most demanding of the policies (`Never` for none); see the type's docs.
+    pub fn most_demanding(policies: impl IntoIterator<Item = Self>) -> Self {
+        policies.into_iter().max().unwrap_or(Self::Never)
     }
 }
 
@@ -81,7 +115,13 @@ pub struct RecordingConfig {
     /// Free space the recordings filesystem keeps for the store and the system: a
     /// recording is not started, and is stopped, when free space would fall below it.
     pub min_free_bytes: u64,
+    /// The code a party keys during a connected call to start, and again to stop, an
+    /// on-demand recording (default [`DEFAULT_TOGGLE_CODE`]).
+    pub toggle_code: String,
 }
+
+/// Default of `recording.toggle_code`.
+pub const DEFAULT_TOGGLE_CODE: &str = "*1";
 
 impl Default for RecordingConfig {
     fn default() -> Self {
@@ -90,6 +130,7 @@ impl Default for RecordingConfig {
             policies: BTreeMap::new(),
             retention: None,
             min_free_bytes: mb(MIN_FREE_MB.0),
+            toggle_code: DEFAULT_TOGGLE_CODE.to_owned(),
         }
     }
 }
@@ -108,7 +149,7 @@ impl RecordingConfig {
     }
 }
 
-const POLICY_NAMES: &str = "\"always\", \"never\" or \"on_demand\"";
+const POLICY_NAMES: &str = RecordingPolicy::NAMES;
 
 impl Ctx<'_> {
     /// `[recording]`; policies must name configured extensions.
@@ -153,12 +194,34 @@ impl Ctx<'_> {
             RETENTION_DAYS,
         )?;
         let min_free = self.ranged(raw.min_free_mb, "recording.min_free_mb", MIN_FREE_MB)?;
+        let toggle_code = match raw.toggle_code {
+            None => DEFAULT_TOGGLE_CODE.to_owned(),
+            Some(v) => {
+                let code = v.get_ref();
+                let ok = (2..=8).contains(&code.len())
+                    && code.starts_with(['*', '#'])
+                    && code
+                        .bytes()
+                        .all(|b| b.is_ascii_digit() || b == b'*' || b == b'#');
+                if !ok {
+                    return Err(self.invalid(
+                        v.span(),
+                        "recording.toggle_code",
+                        format!(
+                            "{code:?} is not a toggle code (2 to 8 of 0-9 * #, starting with * or #)"
+                        ),
+                    ));
+                }
+                code.clone()
+            }
+        };
         Ok(RecordingConfig {
             default_policy,
             policies,
             retention: (days > 0)
                 .then(|| Duration::from_secs(u64::try_from(days).unwrap_or(0) * 86_400)),
             min_free_bytes: mb(min_free),
+            toggle_code,
         })
     }
 }
@@ -223,6 +286,25 @@ min_free_mb = 64
         assert_eq!(r.policy("999"), RecordingPolicy::OnDemand);
         assert_eq!(r.retention, Some(Duration::from_secs(30 * 86_400)));
         assert_eq!(r.min_free_bytes, 64 * 1024 * 1024);
+        assert_eq!(r.toggle_code, "*1");
+        let c = load("\n[recording]\ntoggle_code = \"#77\"\n").expect("config");
+        assert_eq!(c.recording.toggle_code, "#77");
+    }
+
+    #[test]
+    fn most_demanding_policy_wins() {
+        use RecordingPolicy::*;
+        assert_eq!(RecordingPolicy::most_demanding([]), Never);
+        assert_eq!(RecordingPolicy::most_demanding([Never, Never]), Never);
+        assert_eq!(RecordingPolicy::most_demanding([Never, OnDemand]), OnDemand);
+        assert_eq!(
+            RecordingPolicy::most_demanding([OnDemand, Always, Never]),
+            Always
+        );
+        for p in [Always, Never, OnDemand] {
+            assert_eq!(RecordingPolicy::parse(p.name()), Some(p));
+        }
+        assert_eq!(RecordingPolicy::parse("sometimes"), None);
     }
 
     #[test]
@@ -252,6 +334,15 @@ min_free_mb = 64
 
         let (_, field, _) = problem("\n[recording]\nretention_days = -1\n");
         assert_eq!(field, "recording.retention_days");
+
+        let (line, field, message) = problem("\n[recording]\ntoggle_code = \"12\"\n");
+        assert_eq!(line, Some(11));
+        assert_eq!(field, "recording.toggle_code");
+        assert!(message.contains("not a toggle code"), "{message}");
+        let (_, field, _) = problem("\n[recording]\ntoggle_code = \"*\"\n");
+        assert_eq!(field, "recording.toggle_code");
+        let (_, field, _) = problem("\n[recording]\ntoggle_code = \"*1a\"\n");
+        assert_eq!(field, "recording.toggle_code");
 
         let (_, field, message) = problem("\n[recording]\ndirectory = \"/tmp\"\n");
         assert!(field.starts_with("recording"), "{field}");

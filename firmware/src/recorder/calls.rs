@@ -1,25 +1,43 @@
-//! Which calls get recorded: the daemon's board loop hands call control's bridges and
-//! CDRs to [`CallRecorder`], which starts and stops [`Recorder`] recordings by the
-//! `[recording]` policy of the analog extensions involved, and the frames of the ports
-//! through a [`Tap`] (from the ports in the board loop, to the ports through
-//! [`TapSink`] around the media engine's [`PortSink`]).
+//! Which calls get recorded: the daemon's board loop hands call control's bridges,
+//! answered call-center calls, the digits keyed during calls and the CDRs to
+//! [`CallRecorder`], which starts, pauses and stops [`Recorder`] recordings, and the
+//! frames of the ports through a [`Tap`] (from the ports in the board loop, to the
+//! ports through [`TapSink`] around the media engine's [`PortSink`]).
 //!
-//! Rules: a bridge between two ports, either of them an extension whose policy is
-//! `always`, records keyed on the first port of the first bridge (call control bridges
-//! caller first); a bridge between a port and a SIP leg records keyed on the port when
-//! the port's extension is `always` (the port's voice is left when the port is the
-//! first end, i.e. the caller). Later bridges of the same call (hold, transfer) keep
-//! the recording going; the CDR naming one of its ports ends it under the CDR's call
-//! id. Limits: a SIP phone's own policy is not looked at (only analog extensions'),
-//! and leg-to-leg calls are not recorded.
+//! Policy ([`RecordingPolicy`], the most demanding wins: never < on_demand < always):
+//! a bridge's policy is the most demanding of the `[recording]` policies of the analog
+//! extensions in it and, once a call-center call is answered on an analog agent's
+//! phone, of the call's queue (`queues.recording`) and the agent (`users.recording`).
+//!
+//! - `always`: the recording starts at the bridge (or when the queue call is answered)
+//!   and runs until the call's CDR; the toggle code does not stop it.
+//! - `on_demand`: a party on an analog port keys `[recording] toggle_code` (default
+//!   `*1`) during the connected call: the recording starts; keying it again pauses it
+//!   (the file takes no audio), again resumes it. One file per call either way, ended
+//!   and registered under the CDR's call id like an `always` recording. Keys of a
+//!   bridge whose policy is `never` are ignored (logged).
+//!
+//! Keying and layout: a bridge between two ports records keyed on the caller's port
+//! (call control bridges caller first; left = the caller's voice, right = the
+//! callee's); a bridge between a port and a SIP leg records keyed on the port (its
+//! two directions; the caller's voice left). Later bridges of the same call (hold,
+//! transfer) keep the recording going; the CDR naming one of its ports ends it.
+//!
+//! Limits: SIP phones' own `[recording]` policies and keys are not looked at (only
+//! analog extensions'; a SIP phone talking to an analog extension is recorded by the
+//! analog side's policy); a queue or agent policy applies when the answering agent's
+//! extension is analog; calls between two SIP legs are not recorded (the media engine
+//! relays their RTP without decoding it).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 
 use line_proto::Audio;
 use tokio::sync::mpsc;
 
+use crate::acd::AcdConfig;
 use crate::call::MediaEnd;
+use crate::call::{AgentCallEvent, AgentCallKind};
 use crate::cdr::Cdr;
 use crate::config::{Config, RecordingPolicy};
 use crate::media_engine::PortSink;
@@ -28,35 +46,109 @@ use crate::store::StoreWriter;
 use super::guard::Statvfs;
 use super::{Layout, Recorder, RecorderError, Side, StatsSnapshot, Tap};
 
+/// Matches a mid-call code against the digits keyed one by one.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CodeMatcher {
+    keyed: String,
+}
+
+impl CodeMatcher {
+    /// Takes digit `d`; true when the digits so far end in a complete `code` (the
+    /// matcher then starts over).
+    pub fn digit(&mut self, code: &str, d: char) -> bool {
+        self.keyed.push(d);
+        // The longest tail of what was keyed that is still a start of the code.
+        while !code.starts_with(self.keyed.as_str()) {
+            self.keyed.remove(0);
+        }
+        if !self.keyed.is_empty() && self.keyed == code {
+            self.keyed.clear();
+            return true;
+        }
+        false
+    }
+}
+
+/// What a keyed toggle code did ([`CallRecorder::digit`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Toggle {
+    /// Not (yet) a complete code, or the port is not in a call.
+    Nothing,
+    /// A recording started.
+    Started,
+    /// The recording was paused.
+    Paused,
+    /// The paused recording resumed.
+    Resumed,
+    /// The call's policy is `never`: nothing recorded.
+    Refused,
+    /// The call is recorded by an `always` policy: the code does not stop it.
+    Always,
+}
+
 /// The board loop's recording decisions (see the module docs).
 #[derive(Debug)]
 pub struct CallRecorder {
     recorder: Recorder,
-    /// Ports whose extension records every call.
-    always: HashMap<u8, bool>,
+    /// `[recording]` policy of each analog extension's port.
+    port_policy: HashMap<u8, RecordingPolicy>,
+    /// Analog extension number -> port.
+    ext_port: HashMap<String, u8>,
+    /// Queue name -> policy.
+    queue_policy: HashMap<String, RecordingPolicy>,
+    /// Agent ID -> policy.
+    agent_policy: HashMap<String, RecordingPolicy>,
+    /// What each port is bridged to, and whether it was the first end (the caller).
+    peer: HashMap<u8, (MediaEnd, bool)>,
+    /// Policies a port's current call got from its queue and agent (until its CDR).
+    demand: HashMap<u8, RecordingPolicy>,
+    /// The toggle code and each port's digits towards it.
+    toggle_code: String,
+    keyed: HashMap<u8, CodeMatcher>,
+    /// Recordings (by key) started by the toggle code.
+    by_code: HashSet<u8>,
 }
 
 impl CallRecorder {
-    /// Wraps `recorder` with the policy of `config`'s analog extensions.
+    /// Wraps `recorder` with the policy of `config`'s analog extensions (queues and
+    /// agents: [`CallRecorder::set_acd`]).
     pub fn new(recorder: Recorder, config: &Config) -> Self {
-        let always = config
+        let port_policy = config
             .extensions
             .iter()
-            .map(|e| {
-                let on = config.recording.policy(e.number.as_str()) == RecordingPolicy::Always;
-                (e.port.get(), on)
-            })
+            .map(|e| (e.port.get(), config.recording.policy(e.number.as_str())))
             .collect();
-        Self { recorder, always }
+        let ext_port = config
+            .extensions
+            .iter()
+            .map(|e| (e.number.as_str().to_owned(), e.port.get()))
+            .collect();
+        Self {
+            recorder,
+            port_policy,
+            ext_port,
+            queue_policy: HashMap::new(),
+            agent_policy: HashMap::new(),
+            peer: HashMap::new(),
+            demand: HashMap::new(),
+            toggle_code: config.recording.toggle_code.clone(),
+            keyed: HashMap::new(),
+            by_code: HashSet::new(),
+        }
     }
 
-    fn always(&self, port: u8) -> bool {
-        self.always.get(&port).copied().unwrap_or(false)
-    }
-
-    /// Whether any extension records (nothing to do otherwise).
-    pub fn enabled(&self) -> bool {
-        self.always.values().any(|&on| on)
+    /// Takes the queues' and agents' policies (at start-up and each reconfiguration).
+    pub fn set_acd(&mut self, acd: &AcdConfig) {
+        self.queue_policy = acd
+            .queues()
+            .iter()
+            .map(|q| (q.name.as_str().to_owned(), q.recording))
+            .collect();
+        self.agent_policy = acd
+            .agents()
+            .iter()
+            .map(|a| (a.id.as_str().to_owned(), a.recording))
+            .collect();
     }
 
     /// A tap for frames.
@@ -69,25 +161,156 @@ impl CallRecorder {
         self.recorder.stats()
     }
 
+    /// The recorder (for tests and the health page).
+    pub fn recorder(&self) -> &Recorder {
+        &self.recorder
+    }
+
+    fn port_policy(&self, port: u8) -> RecordingPolicy {
+        let own = self.port_policy.get(&port).copied().unwrap_or_default();
+        let demand = self.demand.get(&port).copied().unwrap_or_default();
+        own.max(demand)
+    }
+
+    /// The policy of the bridge `port` is in (see the module docs).
+    pub fn policy(&self, port: u8) -> RecordingPolicy {
+        let mine = self.port_policy(port);
+        match self.peer.get(&port) {
+            Some((MediaEnd::Port(other), _)) => mine.max(self.port_policy(*other)),
+            _ => mine,
+        }
+    }
+
+    /// Starts recording the bridge of `port` (a no-op when none or one runs).
+    fn start_bridge(&mut self, port: u8) -> bool {
+        let Some(&(other, first)) = self.peer.get(&port) else {
+            return false;
+        };
+        match other {
+            MediaEnd::Port(other) => {
+                if self.recorder.records_port(port) || self.recorder.records_port(other) {
+                    return false;
+                }
+                let (caller, callee) = if first { (port, other) } else { (other, port) };
+                self.recorder.start(caller, Layout::ports(caller, callee));
+            }
+            MediaEnd::Leg(_) => {
+                if self.recorder.records_port(port) {
+                    return false;
+                }
+                self.recorder.start(port, Layout::port_and_leg(port, first));
+            }
+        }
+        true
+    }
+
     /// Call control bridged `a` and `b` (`Output::Connect`).
     pub fn connect(&mut self, a: MediaEnd, b: MediaEnd) {
-        match (a, b) {
-            (MediaEnd::Port(x), MediaEnd::Port(y)) => {
-                if (self.always(x) || self.always(y))
-                    && !self.recorder.records_port(x)
-                    && !self.recorder.records_port(y)
-                {
-                    self.recorder.start(x, Layout::ports(x, y));
-                }
+        for (end, other, first) in [(a, b, true), (b, a, false)] {
+            if let MediaEnd::Port(p) = end {
+                self.peer.insert(p, (other, first));
             }
-            (MediaEnd::Port(p), MediaEnd::Leg(_)) | (MediaEnd::Leg(_), MediaEnd::Port(p)) => {
-                if self.always(p) && !self.recorder.records_port(p) {
-                    let port_first = matches!(a, MediaEnd::Port(_));
-                    self.recorder.start(p, Layout::port_and_leg(p, port_first));
-                }
-            }
-            (MediaEnd::Leg(_), MediaEnd::Leg(_)) => {}
         }
+        let port = match (a, b) {
+            (MediaEnd::Port(p), _) | (_, MediaEnd::Port(p)) => p,
+            (MediaEnd::Leg(_), MediaEnd::Leg(_)) => return,
+        };
+        if self.policy(port) == RecordingPolicy::Always {
+            self.start_bridge(port);
+        }
+    }
+
+    /// Call control stopped bridging `a` and `b` (`Output::Disconnect`); a recording
+    /// goes on until the CDR.
+    pub fn disconnect(&mut self, a: MediaEnd, b: MediaEnd) {
+        for (end, other) in [(a, b), (b, a)] {
+            if let MediaEnd::Port(p) = end {
+                if self.peer.get(&p).is_some_and(|(o, _)| *o == other) {
+                    self.peer.remove(&p);
+                }
+            }
+        }
+    }
+
+    /// A call-center call changed for an agent (`Output::AgentCall`): when it is
+    /// answered on an analog agent's phone, its queue's and the agent's policies join
+    /// the bridge's.
+    pub fn agent_call(&mut self, ev: &AgentCallEvent) {
+        if ev.kind != AgentCallKind::Answered {
+            return;
+        }
+        let queue = ev
+            .queue
+            .as_ref()
+            .and_then(|q| self.queue_policy.get(q))
+            .copied()
+            .unwrap_or_default();
+        let agent = self
+            .agent_policy
+            .get(ev.agent.as_str())
+            .copied()
+            .unwrap_or_default();
+        let wanted = queue.max(agent);
+        if wanted == RecordingPolicy::Never {
+            return;
+        }
+        let Some(port) = ev.extension.as_ref().and_then(|e| self.ext_port.get(e)) else {
+            tracing::info!(agent = %ev.agent, extension = ?ev.extension, "queue/agent recording policy not applied: the agent's phone is not analog");
+            return;
+        };
+        let port = *port;
+        let now = self
+            .demand
+            .get(&port)
+            .copied()
+            .unwrap_or_default()
+            .max(wanted);
+        self.demand.insert(port, now);
+        if self.policy(port) == RecordingPolicy::Always {
+            if let Some(key) = self.recorder.key_of(port) {
+                // Started by code and paused: `always` now holds it on.
+                self.by_code.remove(&key);
+                self.recorder.resume(key);
+            } else {
+                self.start_bridge(port);
+            }
+        }
+    }
+
+    /// Digit `d` keyed on analog `port` during a call: the toggle code starts, pauses
+    /// or resumes the call's recording (see the module docs).
+    pub fn digit(&mut self, port: u8, d: char) -> Toggle {
+        let code = self.toggle_code.as_str();
+        if !self.keyed.entry(port).or_default().digit(code, d) {
+            return Toggle::Nothing;
+        }
+        if !self.peer.contains_key(&port) {
+            return Toggle::Nothing;
+        }
+        let outcome = match (self.policy(port), self.recorder.key_of(port)) {
+            (RecordingPolicy::Never, None) => Toggle::Refused,
+            (_, Some(key)) if !self.by_code.contains(&key) => Toggle::Always,
+            (_, Some(key)) if self.recorder.is_paused(key) => {
+                self.recorder.resume(key);
+                Toggle::Resumed
+            }
+            (_, Some(key)) => {
+                self.recorder.pause(key);
+                Toggle::Paused
+            }
+            (_, None) => {
+                if self.start_bridge(port) {
+                    if let Some(key) = self.recorder.key_of(port) {
+                        self.by_code.insert(key);
+                    }
+                    Toggle::Started
+                } else {
+                    Toggle::Nothing
+                }
+            }
+        };
+        tracing::info!(port, outcome = ?outcome, "recording toggle code");
+        outcome
     }
 
     /// A call ended (`Output::Cdr`): its recording, if any, ends under its call id.
@@ -95,7 +318,10 @@ impl CallRecorder {
         for port in [cdr.caller_port, cdr.callee_port].into_iter().flatten() {
             if self.recorder.is_recording(port) {
                 self.recorder.stop(port, Some(cdr.call_id.clone()));
+                self.by_code.remove(&port);
             }
+            self.demand.remove(&port);
+            self.keyed.remove(&port);
         }
     }
 }

@@ -51,6 +51,8 @@ pub mod wav;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_calls;
 
 use std::collections::{HashMap, VecDeque};
 use std::fs::File;
@@ -318,6 +320,7 @@ impl Tap {
 pub struct Recorder {
     tap: Tap,
     active: HashMap<u8, Layout>,
+    paused: std::collections::HashSet<u8>,
 }
 
 impl Recorder {
@@ -345,6 +348,7 @@ impl Recorder {
             Recorder {
                 tap: Tap { tx, shared },
                 active: HashMap::new(),
+                paused: Default::default(),
             },
             thread,
         ))
@@ -391,13 +395,61 @@ impl Recorder {
         }
     }
 
+    /// The key of the running recording that takes audio from `port`, if any.
+    pub fn key_of(&self, port: u8) -> Option<u8> {
+        self.active
+            .iter()
+            .find(|(_, l)| l.left.port == port || l.right.port == port)
+            .map(|(&k, _)| k)
+    }
+
+    /// Whether the recording keyed on `key` is paused ([`Recorder::pause`]).
+    pub fn is_paused(&self, key: u8) -> bool {
+        self.paused.contains(&key)
+    }
+
+    /// Pauses the recording keyed on `key`: its file stays open and takes no audio until
+    /// [`Recorder::resume`]; [`Recorder::stop`] still finishes it.
+    pub fn pause(&mut self, key: u8) {
+        if self.active.contains_key(&key) && self.paused.insert(key) {
+            self.rewant();
+        }
+    }
+
+    /// Resumes a paused recording.
+    pub fn resume(&mut self, key: u8) {
+        if self.paused.remove(&key) {
+            self.rewant();
+        }
+    }
+
+    /// Sets the taps' flags from the running, unpaused recordings.
+    fn rewant(&self) {
+        let mut want = std::collections::HashSet::new();
+        for (key, l) in &self.active {
+            if !self.paused.contains(key) {
+                want.insert(l.left.flag());
+                want.insert(l.right.flag());
+            }
+        }
+        for l in self.active.values() {
+            for s in [l.left, l.right] {
+                self.tap.shared.wanted[s.flag()].store(want.contains(&s.flag()), Ordering::Relaxed);
+            }
+        }
+    }
+
     /// Ends the recording keyed on `key`, registered under `call_id` (the CDR's).
     pub fn stop(&mut self, key: u8, call_id: Option<String>) {
         let Some(layout) = self.active.remove(&key) else {
             return;
         };
+        self.paused.remove(&key);
         for s in [layout.left, layout.right] {
-            let still = self.active.values().any(|l| l.left == s || l.right == s);
+            let still = self
+                .active
+                .iter()
+                .any(|(k, l)| !self.paused.contains(k) && (l.left == s || l.right == s));
             if !still {
                 self.tap.shared.wanted[s.flag()].store(false, Ordering::Relaxed);
             }

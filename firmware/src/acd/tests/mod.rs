@@ -29,6 +29,7 @@ pub(super) fn agents(n: usize) -> Vec<AgentConfig> {
         .map(|i| AgentConfig {
             id: agent(i),
             skills: BTreeMap::new(),
+            recording: Default::default(),
         })
         .collect()
 }

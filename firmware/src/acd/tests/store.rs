@@ -39,6 +39,38 @@ fn store() -> (tempfile::TempDir, PathBuf, Connection) {
 }
 
 #[test]
+fn recording_policies_load_with_queues_and_agents_and_bad_ones_are_refused() {
+    use crate::config::RecordingPolicy;
+    let (_dir, path, conn) = store();
+    let config = load_config(&conn, &path).expect("load");
+    assert!(config
+        .queues()
+        .iter()
+        .all(|q| q.recording == RecordingPolicy::Never));
+    assert!(config
+        .agents()
+        .iter()
+        .all(|a| a.recording == RecordingPolicy::Never));
+    conn.execute_batch(
+        "UPDATE queues SET recording = 'always' WHERE name = 'sales';
+         UPDATE users SET recording = 'on_demand' WHERE id = 2;",
+    )
+    .expect("update");
+    let config = load_config(&conn, &path).expect("load");
+    assert_eq!(config.queues()[0].recording, RecordingPolicy::Always);
+    assert_eq!(config.queues()[1].recording, RecordingPolicy::Never);
+    assert_eq!(config.agents()[0].recording, RecordingPolicy::Never);
+    assert_eq!(config.agents()[1].recording, RecordingPolicy::OnDemand);
+    // The schema refuses a name that is no policy.
+    for sql in [
+        "UPDATE queues SET recording = 'sometimes' WHERE id = 10",
+        "UPDATE users SET recording = '' WHERE id = 1",
+    ] {
+        assert!(conn.execute(sql, []).is_err(), "{sql}");
+    }
+}
+
+#[test]
 fn a_queue_config_loads_from_the_store() {
     let (_dir, path, conn) = store();
     let config = load_config(&conn, &path).expect("load");

@@ -62,6 +62,7 @@ async fn queues_are_created_listed_replaced_and_deleted_with_audit_and_reload() 
     assert_eq!(q["members"][1]["penalty"], 3);
     assert_eq!(q["overflow"]["max_wait"]["target"], "+4930123");
     assert_eq!(q["music_on_hold"], "tone");
+    assert_eq!(q["recording"], "never", "the default");
     tokio::time::timeout(std::time::Duration::from_secs(1), changed.notified())
         .await
         .expect("the daemon's reconfiguration is poked");
@@ -70,6 +71,7 @@ async fn queues_are_created_listed_replaced_and_deleted_with_audit_and_reload() 
     let mut again = sales();
     again["strategy"] = json!("ring_all");
     again["members"] = json!([{ "agent_id": "200" }]);
+    again["recording"] = json!("always");
     let r = env
         .write(Method::PUT, "/api/v1/queues/sales", &admin, again)
         .await;
@@ -80,10 +82,26 @@ async fn queues_are_created_listed_replaced_and_deleted_with_audit_and_reload() 
     assert_eq!(list.len(), 1);
     assert_eq!(list[0]["strategy"], "ring_all");
     assert_eq!(list[0]["members"].as_array().expect("members").len(), 1);
+    assert_eq!(list[0]["recording"], "always");
     // The ACD loads it.
     let reader = env.accounts.reader().expect("reader");
     let config = crate::acd::store::load_config(reader.connection(), reader.path()).expect("loads");
     assert_eq!(config.queues()[0].name.as_str(), "sales");
+    assert_eq!(
+        config.queues()[0].recording,
+        crate::config::RecordingPolicy::Always
+    );
+    // An unknown policy: 400 naming the field, the queue as it was.
+    let mut bad = sales();
+    bad["recording"] = json!("sometimes");
+    let r = env
+        .write(Method::PUT, "/api/v1/queues/sales", &admin, bad)
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+    assert!(r.text.contains("\"recording\""), "{}", r.text);
+    let r = env.get("/api/v1/queues", &admin).await;
+    assert_eq!(r.json()["queues"][0]["recording"], "always");
+    assert_eq!(r.json()["queues"][0]["strategy"], "ring_all");
 
     let r = env
         .send(
@@ -139,6 +157,7 @@ async fn bad_queues_are_refused_naming_each_field_and_change_nothing() {
         "members": [{ "agent_id": "x" , "penalty": 500 }],
         "overflow": { "soon": { "kind": "busy" }, "full": { "kind": "queue" } },
         "vip": ["12a"],
+        "recording": "sometimes",
     }))
     .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
@@ -158,6 +177,7 @@ async fn bad_queues_are_refused_naming_each_field_and_change_nothing() {
         "overflow.soon",
         "overflow.full.target",
         "vip[0]",
+        "recording",
     ] {
         assert!(fields.iter().any(|f| f == want), "{want} in {fields:?}");
     }
