@@ -219,3 +219,151 @@ fn kill_9_during_a_recorded_call_leaves_a_file_that_plays_and_is_registered_afte
     assert_eq!(gw.log_count("recordings recovered at start-up"), before);
     assert_eq!(recordings(&gw).len(), 1);
 }
+
+/// 103 may record on demand; 104 never.
+fn on_demand_plan() -> String {
+    format!(
+        "{DIAL_PLAN}\n[recording]\npolicies = {{ \"103\" = \"on_demand\" }}\nmin_free_mb = 16\n"
+    )
+}
+
+#[test]
+fn the_toggle_code_records_an_on_demand_call_with_the_right_tone_per_channel() {
+    let gw = Gateway::start_with(&on_demand_plan());
+    let (c, d) = (gw.sim.phone(3), gw.sim.phone(4));
+    c.off_hook();
+    wait_tone(&gw.sim, 3, 350, 440).expect("dial tone");
+    c.dial("104");
+    assert!(wait(SOON, || d.is_ringing()), "104 rings");
+    d.off_hook();
+    assert!(wait(SOON, || c.tone().is_none()), "answered");
+    c.inject_tone(1000.0, 8000);
+    d.inject_tone(2000.0, 8000);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        gw.log_count("recording started"),
+        0,
+        "nothing before the code"
+    );
+    // The callee (policy never) keys it: the call's policy is the most demanding.
+    d.dial("*1");
+    assert!(
+        gw.wait_log("recording started", SOON),
+        "the code started no recording:\n{}",
+        gw.log_text()
+    );
+    std::thread::sleep(Duration::from_millis(2500));
+    d.on_hook();
+    c.on_hook();
+    let cdrs = gw.wait_cdrs(1);
+    assert!(
+        gw.wait_log("recording registered", SOON),
+        "recording not registered:\n{}",
+        gw.log_text()
+    );
+    let rows = recordings(&gw);
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0].call_id, cdrs[0].call_id, "tied to the call's CDR");
+    assert_eq!(rows[0].port, Some(3), "keyed on the caller");
+    let (left, right) = channels(&rows[0].path);
+    assert!(left.len() >= 8000 * 2, "{} samples", left.len());
+    let (l1, l2) = (tone_ratio(&left, 1000.0), tone_ratio(&left, 2000.0));
+    let (r1, r2) = (tone_ratio(&right, 1000.0), tone_ratio(&right, 2000.0));
+    assert!(
+        l1 > 0.8 && l2 < 0.05,
+        "left (caller): 1 kHz {l1:.2}, 2 kHz {l2:.2}"
+    );
+    assert!(
+        r2 > 0.8 && r1 < 0.05,
+        "right (callee): 1 kHz {r1:.2}, 2 kHz {r2:.2}"
+    );
+}
+
+#[test]
+fn the_toggle_code_on_a_call_whose_policy_is_never_records_nothing() {
+    let gw = Gateway::start_with(&on_demand_plan());
+    let (a, d) = (gw.sim.phone(2), gw.sim.phone(4));
+    a.off_hook();
+    wait_tone(&gw.sim, 2, 350, 440).expect("dial tone");
+    a.dial("104");
+    assert!(wait(SOON, || d.is_ringing()), "104 rings");
+    d.off_hook();
+    assert!(wait(SOON, || a.tone().is_none()), "answered");
+    a.dial("*1");
+    assert!(
+        gw.wait_log("recording toggle code", SOON),
+        "{}",
+        gw.log_text()
+    );
+    d.on_hook();
+    a.on_hook();
+    gw.wait_cdrs(1);
+    assert_eq!(gw.log_count("recording started"), 0);
+    assert!(recordings(&gw).is_empty());
+}
+
+#[test]
+fn a_queue_whose_policy_is_always_records_the_agents_call() {
+    use crate::api_client::create_admin;
+    use crate::call_center::{add_agent, login, ADMIN_PASSWORD};
+    use serde_json::json;
+
+    // No extension records anything: only the queue asks.
+    let gw = Gateway::start_with(&format!("{DIAL_PLAN}\n[recording]\nmin_free_mb = 16\n"));
+    let admin = create_admin(&gw, "admin1", ADMIN_PASSWORD);
+    add_agent(&admin, "alice", "100", "4821");
+    // An unknown policy is refused and makes no queue.
+    let (status, body) = admin.put(
+        "/api/v1/queues/sales",
+        json!({ "number": "7001", "strategy": "ring_all", "recording": "loud",
+                "members": [{ "agent_id": "100" }] }),
+    );
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = admin.put(
+        "/api/v1/queues/sales",
+        json!({ "number": "7001", "strategy": "ring_all", "recording": "always",
+                "members": [{ "agent_id": "100" }] }),
+    );
+    assert_eq!(status, 201, "{body}");
+    assert!(
+        gw.wait_log("call center reconfigured", SOON),
+        "{}",
+        gw.log_text()
+    );
+    let (caller, alice) = (gw.sim.phone(1), gw.sim.phone(2));
+    assert!(login(&gw, &alice, "100", "4821"));
+    caller.off_hook();
+    wait_tone(&gw.sim, 1, 350, 440).expect("dial tone");
+    caller.dial("7001");
+    assert!(wait(SOON, || alice.is_ringing()), "alice rings");
+    alice.off_hook();
+    assert!(wait(SOON, || caller.tone().is_none()), "music stops");
+    caller.inject_tone(1000.0, 8000);
+    alice.inject_tone(2000.0, 8000);
+    assert!(
+        gw.wait_log("recording started", SOON),
+        "the queue's policy started no recording:\n{}",
+        gw.log_text()
+    );
+    std::thread::sleep(Duration::from_millis(2500));
+    caller.on_hook();
+    alice.on_hook();
+    assert!(
+        gw.wait_log("recording registered", SOON),
+        "recording not registered:\n{}",
+        gw.log_text()
+    );
+    let rows = recordings(&gw);
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    let cdrs = gw.cdrs();
+    let cdr = cdrs
+        .iter()
+        .find(|c| c.callee == "7001")
+        .unwrap_or_else(|| panic!("the queue call's CDR: {cdrs:?}"));
+    assert_eq!(rows[0].call_id, cdr.call_id, "tied to the queue call's CDR");
+    assert_eq!(rows[0].port, Some(1), "keyed on the caller");
+    let (left, right) = channels(&rows[0].path);
+    assert!(left.len() >= 8000 * 2, "{} samples", left.len());
+    assert!(tone_ratio(&left, 1000.0) > 0.8, "caller left");
+    assert!(tone_ratio(&right, 2000.0) > 0.8, "agent right");
+}
