@@ -176,6 +176,10 @@ pub struct User {
     pub agent_id: Option<String>,
     /// Whether an agent PIN is set.
     pub has_pin: bool,
+    /// Recording policy of the calls the user answers as an agent (`always`, `never`,
+    /// `on_demand`; see [`crate::recorder::calls`]).
+    #[serde(default = "never")]
+    pub recording: String,
     /// Whether the account may log in.
     pub enabled: bool,
     /// Whether the next login must change the password (imported users, admin reset).
@@ -246,6 +250,13 @@ pub struct UserPatch {
     /// Replace the group memberships (plain members; admin flags of groups kept are
     /// kept).
     pub groups: Option<Vec<String>>,
+    /// New recording policy as an agent (`always`, `never`, `on_demand`).
+    #[serde(default)]
+    pub recording: Option<String>,
+}
+
+fn never() -> String {
+    "never".to_owned()
 }
 
 /// A role with its grants.
@@ -559,7 +570,7 @@ fn group_id_by_name(conn: &Connection, path: &Path, name: &str) -> Result<Option
 const USER_COLUMNS: &str =
     "id, username, display_name, extension, agent_id, pin_hash IS NOT NULL, \
      enabled, must_change_password, failed_logins, locked_until_ms, revision, created_at_ms, \
-     updated_at_ms";
+     updated_at_ms, recording";
 
 fn user_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
     Ok(User {
@@ -569,6 +580,7 @@ fn user_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
         extension: r.get(3)?,
         agent_id: r.get(4)?,
         has_pin: r.get(5)?,
+        recording: r.get(13)?,
         enabled: r.get(6)?,
         must_change_password: r.get(7)?,
         failed_logins: r.get(8)?,
@@ -1765,7 +1777,17 @@ impl Accounts {
                         .clone()
                         .unwrap_or(before.groups.iter().map(|m| m.group.clone()).collect()),
                 };
-                let problems = user_field_problems(tx, path, &fields, Some(id))?;
+                let mut problems = user_field_problems(tx, path, &fields, Some(id))?;
+                let recording = patch.recording.clone().unwrap_or(before.recording.clone());
+                if crate::config::RecordingPolicy::parse(&recording).is_none() {
+                    problems.push(problem(
+                        "recording",
+                        format!(
+                            "{recording:?}: must be {}",
+                            crate::config::RecordingPolicy::NAMES
+                        ),
+                    ));
+                }
                 if !problems.is_empty() {
                     return Err(invalid("user", &fields.username, problems));
                 }
@@ -1776,14 +1798,15 @@ impl Accounts {
                 };
                 tx.execute(
                 "UPDATE users SET display_name = ?1, extension = ?2, agent_id = ?3, enabled = ?4,
-                        updated_at_ms = ?5 WHERE id = ?6",
+                        updated_at_ms = ?5, recording = ?7 WHERE id = ?6",
                 params![
                     display_name,
                     fields.extension,
                     fields.agent_id,
                     fields.enabled,
                     now_ms,
-                    id.0
+                    id.0,
+                    recording
                 ],
             )
             .map_err(sql(path, "update user"))?;

@@ -373,12 +373,15 @@ pub(super) async fn update_user(
     drop(reader);
     // Roles, groups, enabled, extension and agent ID decide what a user may see: a
     // grant of `users.edit` for one's own record must not let anyone raise their own
-    // rights or take over another extension's calls, so those need site scope.
+    // rights or take over another extension's calls, so those need site scope; so does
+    // the agent's recording policy (nobody turns off their own recording).
     let touches_rights = patch.roles.is_some()
         || patch.groups.is_some()
         || patch.enabled.is_some()
         || patch.extension.is_some()
-        || patch.agent_id.is_some();
+        || patch.agent_id.is_some()
+        || patch.recording.is_some();
+    let touches_acd = patch.recording.is_some() || patch.agent_id.is_some();
     let record = if touches_rights {
         &Target::Site
     } else {
@@ -400,6 +403,10 @@ pub(super) async fn update_user(
         .await?;
     if !user.enabled {
         lock(&state.inner.sessions).remove_user(user.id, None);
+    }
+    if touches_acd {
+        // The call center (agents and their recording policy) reloads.
+        state.accounts().writer().notify_acd_changed();
     }
     ok_json(user)
 }

@@ -246,6 +246,7 @@ pub fn document() -> Value {
                 }},
                 "UserPatch": { "type": "object", "properties": {
                     "display_name": string, "extension": string, "agent_id": string,
+                    "recording": { "type": "string", "enum": ["always", "never", "on_demand"] },
                     "enabled": { "type": "boolean" }, "roles": strings, "groups": strings,
                 }},
                 "RoleSpec": { "type": "object", "required": ["name", "description", "permissions"], "properties": {

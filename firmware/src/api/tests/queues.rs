@@ -258,3 +258,57 @@ async fn hqs_queues_and_numbers_in_use_are_conflicts_and_rights_are_checked() {
         StatusCode::FORBIDDEN
     );
 }
+
+#[tokio::test]
+async fn an_agents_recording_policy_is_set_by_an_admin_checked_and_reloads_the_center() {
+    let env = env().await;
+    env.user("ada", &["admin"], None).await;
+    env.agent("ana", "100").await;
+    let admin = env.login("ada").await;
+    let ana = env.login("ana").await;
+    let id: i64 = env
+        .store()
+        .query_row("SELECT id FROM users WHERE username = 'ana'", [], |r| {
+            r.get(0)
+        })
+        .expect("ana");
+    let url = format!("/api/v1/users/{id}");
+    let r = env.get(&url, &admin).await;
+    assert_eq!(r.json()["recording"], "never", "the default");
+
+    // An unknown policy: 400 naming the field, nothing changed.
+    let r = env
+        .write(Method::PATCH, &url, &admin, json!({ "recording": "often" }))
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+    assert!(r.text.contains("\"recording\""), "{}", r.text);
+    assert_eq!(env.get(&url, &admin).await.json()["recording"], "never");
+
+    let changed = env.accounts.writer().acd_changed();
+    let r = env
+        .write(
+            Method::PATCH,
+            &url,
+            &admin,
+            json!({ "recording": "always" }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json()["recording"], "always");
+    tokio::time::timeout(std::time::Duration::from_secs(1), changed.notified())
+        .await
+        .expect("the daemon's reconfiguration is poked");
+    let reader = env.accounts.reader().expect("reader");
+    let config = crate::acd::store::load_config(reader.connection(), reader.path()).expect("loads");
+    assert_eq!(
+        config.agents()[0].recording,
+        crate::config::RecordingPolicy::Always
+    );
+
+    // The agent cannot turn their own recording off.
+    let r = env
+        .write(Method::PATCH, &url, &ana, json!({ "recording": "never" }))
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text);
+    assert_eq!(env.get(&url, &admin).await.json()["recording"], "always");
+}
