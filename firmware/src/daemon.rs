@@ -784,7 +784,15 @@ async fn serve(
             }
             () = sleep_until(Some(board.web_status.timeout())) => board.web_status_due(),
             Some(request) = web_requests.recv() => board.web_request(&mut calls, request),
-            Some(input) = sip_input_rx.recv() => calls.handle_sip(Instant::now(), input),
+            Some(input) = sip_input_rx.recv() => {
+                // A SIP phone's key during a call may be the recording toggle code.
+                if let (crate::call::SipInput::Digit { leg, digit }, Some(r)) =
+                    (&input, &mut board.call_recorder)
+                {
+                    r.leg_digit(*leg, *digit);
+                }
+                calls.handle_sip(Instant::now(), input)
+            }
             Some((kind, check, ok)) = pin_results.recv() => match kind {
                 Check::AgentPin => calls.agent_pin_checked(Instant::now(), check, ok),
                 Check::Disposition => calls.disposition_stored(Instant::now(), check, ok),
@@ -1620,6 +1628,11 @@ impl BoardLoop {
                         }
                     }
                     if let Some(r) = &mut self.call_recorder {
+                        for end in [a, b] {
+                            if let MediaEnd::Leg(leg) = end {
+                                r.leg_phone(leg, calls.phone_extension(leg));
+                            }
+                        }
                         r.connect(a, b);
                     }
                     self.media.bridge(a, b);

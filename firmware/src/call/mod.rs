@@ -942,6 +942,15 @@ impl CallControl {
         self.trunk
     }
 
+    /// The extension of the local SIP phone behind `leg` (`None`: a trunk leg, or no
+    /// such leg); the call recorder looks up its recording policy.
+    pub fn phone_extension(&self, leg: LegId) -> Option<&str> {
+        self.legs
+            .get(&leg)
+            .filter(|l| l.phone)
+            .map(|l| l.number.as_str())
+    }
+
     /// The next thing to do, if any.
     pub fn poll_output(&mut self) -> Option<Output> {
         self.outputs.pop_front()

@@ -36,8 +36,7 @@ use line_proto::Audio;
 use tokio::sync::mpsc;
 
 use crate::acd::AcdConfig;
-use crate::call::MediaEnd;
-use crate::call::{AgentCallEvent, AgentCallKind};
+use crate::call::{AgentCallEvent, AgentCallKind, LegId, MediaEnd};
 use crate::cdr::Cdr;
 use crate::config::{Config, RecordingPolicy};
 use crate::media_engine::PortSink;
@@ -107,6 +106,12 @@ pub struct CallRecorder {
     keyed: HashMap<u8, CodeMatcher>,
     /// Recordings (by key) started by the toggle code.
     by_code: HashSet<u8>,
+    /// `[recording]` policies by extension number (analog and SIP accounts).
+    policies: crate::config::RecordingConfig,
+    /// The SIP phone's extension behind each bridged leg (none for a trunk leg).
+    leg_ext: HashMap<LegId, String>,
+    /// Each bridged leg's toggle-code digits.
+    leg_keyed: HashMap<LegId, CodeMatcher>,
 }
 
 impl CallRecorder {
@@ -134,7 +139,38 @@ impl CallRecorder {
             toggle_code: config.recording.toggle_code.clone(),
             keyed: HashMap::new(),
             by_code: HashSet::new(),
+            policies: config.recording.clone(),
+            leg_ext: HashMap::new(),
+            leg_keyed: HashMap::new(),
         }
+    }
+
+    /// Tells which SIP phone's extension is behind `leg` (call control's
+    /// `phone_extension`), before [`CallRecorder::connect`] bridges it.
+    pub fn leg_phone(&mut self, leg: LegId, extension: Option<&str>) {
+        match extension {
+            Some(e) => {
+                self.leg_ext.insert(leg, e.to_owned());
+            }
+            None => {
+                self.leg_ext.remove(&leg);
+            }
+        }
+    }
+
+    fn leg_policy(&self, leg: LegId) -> RecordingPolicy {
+        self.leg_ext
+            .get(&leg)
+            .map(|e| self.policies.policy(e))
+            .unwrap_or_default()
+    }
+
+    /// The analog port bridged to `leg`, if any.
+    fn port_of_leg(&self, leg: LegId) -> Option<u8> {
+        self.peer
+            .iter()
+            .find(|(_, (other, _))| *other == MediaEnd::Leg(leg))
+            .map(|(&p, _)| p)
     }
 
     /// Takes the queues' and agents' policies (at start-up and each reconfiguration).
@@ -177,7 +213,8 @@ impl CallRecorder {
         let mine = self.port_policy(port);
         match self.peer.get(&port) {
             Some((MediaEnd::Port(other), _)) => mine.max(self.port_policy(*other)),
-            _ => mine,
+            Some((MediaEnd::Leg(leg), _)) => mine.max(self.leg_policy(*leg)),
+            None => mine,
         }
     }
 
@@ -229,6 +266,12 @@ impl CallRecorder {
                     self.peer.remove(&p);
                 }
             }
+            if let MediaEnd::Leg(leg) = end {
+                if self.port_of_leg(leg).is_none() {
+                    self.leg_ext.remove(&leg);
+                    self.leg_keyed.remove(&leg);
+                }
+            }
         }
     }
 
@@ -254,11 +297,18 @@ impl CallRecorder {
         if wanted == RecordingPolicy::Never {
             return;
         }
-        let Some(port) = ev.extension.as_ref().and_then(|e| self.ext_port.get(e)) else {
-            tracing::info!(agent = %ev.agent, extension = ?ev.extension, "queue/agent recording policy not applied: the agent's phone is not analog");
+        let ext = ev.extension.as_deref().unwrap_or_default();
+        // The agent's analog port, or the port talking to the agent's SIP phone.
+        let port = self.ext_port.get(ext).copied().or_else(|| {
+            self.leg_ext
+                .iter()
+                .filter(|(_, e)| e.as_str() == ext)
+                .find_map(|(&leg, _)| self.port_of_leg(leg))
+        });
+        let Some(port) = port else {
+            tracing::info!(agent = %ev.agent, extension = ?ev.extension, "queue/agent recording policy not applied: the call has no analog port");
             return;
         };
-        let port = *port;
         let now = self
             .demand
             .get(&port)
@@ -284,6 +334,23 @@ impl CallRecorder {
         if !self.keyed.entry(port).or_default().digit(code, d) {
             return Toggle::Nothing;
         }
+        self.toggle(port)
+    }
+
+    /// Digit `d` from SIP `leg` (RFC 4733 or INFO) during a call: as
+    /// [`CallRecorder::digit`] for the analog port the leg talks to.
+    pub fn leg_digit(&mut self, leg: LegId, d: char) -> Toggle {
+        let code = self.toggle_code.as_str();
+        if !self.leg_keyed.entry(leg).or_default().digit(code, d) {
+            return Toggle::Nothing;
+        }
+        match self.port_of_leg(leg) {
+            Some(port) => self.toggle(port),
+            None => Toggle::Nothing,
+        }
+    }
+
+    fn toggle(&mut self, port: u8) -> Toggle {
         if !self.peer.contains_key(&port) {
             return Toggle::Nothing;
         }

@@ -312,3 +312,74 @@ fn queue_policies_for_a_sip_agent_or_other_events_change_nothing() {
     assert_eq!(r.calls.policy(3), RecordingPolicy::Never);
     assert!(r.finish().0.is_empty());
 }
+
+/// 201 (a SIP phone) records always, 202 (a SIP phone) on demand.
+const SIP_CONFIG: &str = r#"
+[[extensions]]
+number = "103"
+port = 3
+
+[[sip_accounts]]
+extension = "201"
+password = "long-enough-1"
+
+[[sip_accounts]]
+extension = "202"
+password = "long-enough-2"
+
+[recording]
+policies = { "201" = "always", "202" = "on_demand" }
+"#;
+
+#[test]
+fn a_sip_phones_policy_counts_for_its_call_with_an_analog_port() {
+    let mut r = rig_with(SIP_CONFIG);
+    // 201 (always) calls analog 103 (never): recorded from the bridge, the SIP phone's
+    // voice (to the port) left as the caller.
+    r.calls.leg_phone(LegId(1), Some("201"));
+    r.calls.connect(MediaEnd::Leg(LegId(1)), MediaEnd::Port(3));
+    assert_eq!(r.calls.policy(3), RecordingPolicy::Always);
+    assert!(r.calls.recorder().is_recording(3));
+    r.calls.cdr(&cdr("s-1", 0, 3));
+    r.calls.disconnect(MediaEnd::Leg(LegId(1)), MediaEnd::Port(3));
+
+    // A trunk leg (no phone) carries no policy.
+    r.calls.leg_phone(LegId(2), None);
+    r.calls.connect(MediaEnd::Port(3), MediaEnd::Leg(LegId(2)));
+    assert_eq!(r.calls.policy(3), RecordingPolicy::Never);
+    assert!(!r.calls.recorder().is_recording(3));
+    assert_eq!(r.calls.leg_digit(LegId(2), '*'), Toggle::Nothing);
+    assert_eq!(r.calls.leg_digit(LegId(2), '1'), Toggle::Refused);
+    r.calls.cdr(&cdr("s-2", 3, 0));
+    r.calls.disconnect(MediaEnd::Port(3), MediaEnd::Leg(LegId(2)));
+
+    // 202 (on demand) keys the code by RFC 4733: the port's call records.
+    r.calls.leg_phone(LegId(3), Some("202"));
+    r.calls.connect(MediaEnd::Leg(LegId(3)), MediaEnd::Port(3));
+    assert!(!r.calls.recorder().is_recording(3));
+    assert_eq!(r.calls.leg_digit(LegId(3), '*'), Toggle::Nothing);
+    assert_eq!(r.calls.leg_digit(LegId(3), '1'), Toggle::Started);
+    assert!(r.calls.recorder().is_recording(3));
+    assert_eq!(r.key(3, "*1"), Toggle::Paused, "either party toggles");
+    r.calls.cdr(&cdr("s-3", 0, 3));
+    let (recs, _tmp) = r.finish();
+    let ids: Vec<&str> = recs.iter().map(|f| f.call_id.as_str()).collect();
+    assert_eq!(ids, ["s-1", "s-3"]);
+}
+
+#[test]
+fn a_queue_policy_applies_when_the_agent_answers_on_a_sip_phone() {
+    let mut r = rig_with(SIP_CONFIG);
+    let mut acd = acd(RecordingPolicy::Always, RecordingPolicy::Never);
+    r.calls.set_acd(&acd);
+    // A PSTN caller on analog port 3 reaches agent 200 on SIP phone 202.
+    r.calls.leg_phone(LegId(9), Some("202"));
+    r.calls.connect(MediaEnd::Port(3), MediaEnd::Leg(LegId(9)));
+    assert!(!r.calls.recorder().is_recording(3));
+    r.calls.agent_call(&answered(Some("sales"), "202"));
+    assert!(r.calls.recorder().is_recording(3));
+    r.calls.cdr(&cdr("q-9", 3, 0));
+    acd = self::acd(RecordingPolicy::Never, RecordingPolicy::Never);
+    r.calls.set_acd(&acd);
+    assert_eq!(r.finish().0.len(), 1);
+}
