@@ -367,3 +367,68 @@ fn a_queue_whose_policy_is_always_records_the_agents_call() {
     assert!(tone_ratio(&left, 1000.0) > 0.8, "caller left");
     assert!(tone_ratio(&right, 2000.0) > 0.8, "agent right");
 }
+
+#[test]
+fn a_sip_phones_always_policy_records_its_call_to_an_analog_phone_per_channel() {
+    use crate::sip_calls::{call_args, free_port, register, sip_addr, sipp, wait_sipp, SIP_PLAN};
+
+    // Only the SIP phone 201 asks for recording; analog 101 is `never`.
+    let gw = Gateway::start_with(&format!(
+        "{DIAL_PLAN}\n{SIP_PLAN}\n[recording]\npolicies = {{ \"201\" = \"always\" }}\nmin_free_mb = 16\n"
+    ));
+    assert!(
+        gw.wait_log("sip endpoint listening", SOON),
+        "no SIP listener:\n{}",
+        gw.log_text()
+    );
+    let target = sip_addr(&gw);
+    let port = free_port();
+    register(&gw, "201", "desk-phone-pass-one", port);
+    let args = call_args("101", "201", "desk-phone-pass-one", target);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    // SIPp plays G.711 speech from its pcap, then hangs up after 4 s.
+    let call = sipp("uac_call.xml", target, port, &args)
+        .spawn()
+        .expect("sipp starts");
+    let phone = gw.sim.phone(1);
+    assert!(
+        wait(SOON, || phone.is_ringing()),
+        "FXS 1 rings:\n{}",
+        gw.log_text()
+    );
+    phone.inject_tone(2000.0, 8000);
+    phone.off_hook();
+    assert!(
+        gw.wait_log("recording started", SOON),
+        "the SIP phone's policy started no recording:\n{}",
+        gw.log_text()
+    );
+    wait_sipp(call, "call (SIPp hangs up)", &gw);
+    phone.on_hook();
+    assert!(
+        gw.wait_log("recording registered", SOON),
+        "recording not registered:\n{}",
+        gw.log_text()
+    );
+    let cdrs = gw.wait_cdrs(1);
+    let rows = recordings(&gw);
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0].call_id, cdrs[0].call_id, "tied to the call's CDR");
+    assert_eq!(rows[0].port, Some(1), "keyed on the analog port");
+    let (left, right) = channels(&rows[0].path);
+    assert!(left.len() >= 8000 * 2, "{} samples", left.len());
+    let rms = |s: &[i16]| {
+        (s.iter().map(|&v| f64::from(v).powi(2)).sum::<f64>() / s.len().max(1) as f64).sqrt()
+    };
+    // Left: the caller (the SIP phone's speech as the port hears it), not the tone.
+    assert!(
+        rms(&left) > 100.0,
+        "left carries the SIP phone (rms {:.0})",
+        rms(&left)
+    );
+    let l2 = tone_ratio(&left, 2000.0);
+    assert!(l2 < 0.1, "left is not the analog phone's tone: {l2:.2}");
+    // Right: the analog callee's 2 kHz tone.
+    let r2 = tone_ratio(&right, 2000.0);
+    assert!(r2 > 0.8, "right is the analog phone's tone: {r2:.2}");
+}

@@ -341,7 +341,8 @@ fn a_sip_phones_policy_counts_for_its_call_with_an_analog_port() {
     assert_eq!(r.calls.policy(3), RecordingPolicy::Always);
     assert!(r.calls.recorder().is_recording(3));
     r.calls.cdr(&cdr("s-1", 0, 3));
-    r.calls.disconnect(MediaEnd::Leg(LegId(1)), MediaEnd::Port(3));
+    r.calls
+        .disconnect(MediaEnd::Leg(LegId(1)), MediaEnd::Port(3));
 
     // A trunk leg (no phone) carries no policy.
     r.calls.leg_phone(LegId(2), None);
@@ -351,7 +352,8 @@ fn a_sip_phones_policy_counts_for_its_call_with_an_analog_port() {
     assert_eq!(r.calls.leg_digit(LegId(2), '*'), Toggle::Nothing);
     assert_eq!(r.calls.leg_digit(LegId(2), '1'), Toggle::Refused);
     r.calls.cdr(&cdr("s-2", 3, 0));
-    r.calls.disconnect(MediaEnd::Port(3), MediaEnd::Leg(LegId(2)));
+    r.calls
+        .disconnect(MediaEnd::Port(3), MediaEnd::Leg(LegId(2)));
 
     // 202 (on demand) keys the code by RFC 4733: the port's call records.
     r.calls.leg_phone(LegId(3), Some("202"));
