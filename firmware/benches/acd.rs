@@ -47,6 +47,7 @@ fn setup(strategy: Strategy, worst_skill: bool) -> (Acd, Instant) {
             AgentConfig {
                 id: agent(i),
                 skills,
+                recording: Default::default(),
             }
         })
         .collect();

@@ -26,7 +26,8 @@
 //!   starts, recordings a crash cut short are repaired and indexed; then a writer
 //!   thread records calls by `[recording]` policy. The board loop taps the frames from
 //!   the ports, the media engine's port sink those to the ports, and call control's
-//!   bridges and CDRs start and stop recordings. At shutdown the recorder finishes its
+//!   bridges, answered queue calls, the digits keyed during calls (the on-demand
+//!   toggle code, from ports and SIP legs) and CDRs start, pause and stop recordings. At shutdown the recorder finishes its
 //!   files after the media engine stopped, and they are indexed before the store stops.
 //! - Store writes (CDRs, port states) go through one ordered queue to a task that awaits
 //!   each commit, so the loop never waits on `fsync`; a CDR is logged as stored only

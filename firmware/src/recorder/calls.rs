@@ -5,14 +5,18 @@
 //! ports through [`TapSink`] around the media engine's [`PortSink`]).
 //!
 //! Policy ([`RecordingPolicy`], the most demanding wins: never < on_demand < always):
-//! a bridge's policy is the most demanding of the `[recording]` policies of the analog
-//! extensions in it and, once a call-center call is answered on an analog agent's
-//! phone, of the call's queue (`queues.recording`) and the agent (`users.recording`).
+//! a bridge's policy is the most demanding of the `[recording]` policies of the
+//! extensions in it (analog ports, and the SIP phone behind a leg, which the daemon
+//! looks up with call control's `phone_extension`; a trunk leg has none) and, once a
+//! call-center call is answered, of the call's queue (`queues.recording`) and the
+//! agent (`users.recording`) - applied to the agent's analog port, or to the port
+//! talking to the agent's SIP phone.
 //!
 //! - `always`: the recording starts at the bridge (or when the queue call is answered)
 //!   and runs until the call's CDR; the toggle code does not stop it.
-//! - `on_demand`: a party on an analog port keys `[recording] toggle_code` (default
-//!   `*1`) during the connected call: the recording starts; keying it again pauses it
+//! - `on_demand`: a party keys `[recording] toggle_code` (default `*1`) during the
+//!   connected call - on an analog phone, or on a SIP phone (RFC 4733 or INFO digits,
+//!   [`CallRecorder::leg_digit`]): the recording starts; keying it again pauses it
 //!   (the file takes no audio), again resumes it. One file per call either way, ended
 //!   and registered under the CDR's call id like an `always` recording. Keys of a
 //!   bridge whose policy is `never` are ignored (logged).
@@ -23,11 +27,11 @@
 //! two directions; the caller's voice left). Later bridges of the same call (hold,
 //! transfer) keep the recording going; the CDR naming one of its ports ends it.
 //!
-//! Limits: SIP phones' own `[recording]` policies and keys are not looked at (only
-//! analog extensions'; a SIP phone talking to an analog extension is recorded by the
-//! analog side's policy); a queue or agent policy applies when the answering agent's
-//! extension is analog; calls between two SIP legs are not recorded (the media engine
-//! relays their RTP without decoding it).
+//! Limits: calls between two SIP legs (SIP phone <-> trunk, SIP phone <-> SIP phone)
+//! are not recorded: the media engine relays their RTP without decoding it, and
+//! recordings are keyed on an analog port; so a queue or agent policy needs an analog
+//! port in the call (an FXO caller or an analog agent). No confirmation beep is played
+//! to the party keying the toggle code.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;

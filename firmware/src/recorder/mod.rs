@@ -12,13 +12,15 @@
 //!  start-up: recover() ── *.wav.part repaired (or quarantined) ──▶ registered, interrupted
 //! ```
 //!
-//! - What is recorded (the board loop decides, see [`crate::daemon`]): a call in which
-//!   an analog extension whose `[recording]` policy is `always` talks to another analog
-//!   port (FXS or FXO) or to a SIP leg. A recording is keyed on one port: the caller's
-//!   port for port-to-port calls (left = what the caller's port sends, right = what the
-//!   callee's port sends), the analog port for analog <-> SIP calls (left/right = the
-//!   port's two directions, the caller's on the left). It starts at the call's first
-//!   bridge and ends with the call's CDR, whose call id it is registered under.
+//! - What is recorded: the board loop decides through [`calls::CallRecorder`] by the
+//!   policies of the extensions (analog and SIP phones), the queue and the agent of a
+//!   call (`always`, or `on_demand` with the toggle code; the most demanding wins, see
+//!   [`calls`]). A recording is keyed on one analog port: the caller's port for
+//!   port-to-port calls (left = what the caller's port sends, right = what the callee's
+//!   port sends), the analog port for analog <-> SIP calls (left/right = the port's two
+//!   directions, the caller's on the left). It ends with the call's CDR, whose call id
+//!   it is registered under; an on-demand recording may be paused and resumed on the
+//!   way ([`Recorder::pause`]).
 //! - Real time: taps only check a flag and hand the 20 ms frame over a channel; frames
 //!   beyond [`FRAME_QUEUE`] in flight are dropped and counted ([`RecorderStats`]), never
 //!   waited for. Decoding (the line controller's G.711 tables), mixing, writing and
@@ -37,8 +39,7 @@
 //! - Retention: [`index::retention_pass`], run by [`retention_task`].
 //!
 //! Limits: calls between two SIP legs are not recorded (the media engine relays their
-//! RTP without decoding it); `on_demand` (feature code) is call control's and records
-//! nothing yet; a recording cut by a crash carries its own name as call id because no
+//! RTP without decoding it, and recordings are keyed on analog ports); a recording cut by a crash carries its own name as call id because no
 //! CDR is written for a call cut by a crash (the row has `port` and `started_at_ms` to
 //! find the call); the `interrupted` flag and layout are in the box's store, not in the
 //! wire `RecordingMeta` HQ receives; the stats are counters for the health page, not yet
