@@ -115,8 +115,8 @@ pub struct RecordingConfig {
     /// Free space the recordings filesystem keeps for the store and the system: a
     /// recording is not started, and is stopped, when free space would fall below it.
     pub min_free_bytes: u64,
-    /// The code a party keys during a connected call to start, and again to stop, an
-    /// on-demand recording (default [`DEFAULT_TOGGLE_CODE`]).
+    /// The code a party keys during a connected call to start, pause and resume an
+    /// on-demand recording (default `*1`).
     pub toggle_code: String,
 }
 
