@@ -342,3 +342,163 @@ fn flash_dial_flash_makes_a_three_way_call() {
     p2.on_hook();
     assert_eq!(gw.wait_cdrs(2).len(), 2);
 }
+
+/// Supervision from a SIP phone: SIPp on extension 202 (supervisor Sue) sends an
+/// INVITE to `*65100#`; SIPp runs with `-rtp_echo`, so what the box sends to the
+/// supervisor's leg comes back as what the supervisor says. While Sue listens, the
+/// caller does not hear its own tone come back through her; after she keys 6 (barge,
+/// SIP INFO) it does; after her BYE the caller and Alice talk as before. Sam (201)
+/// has no right over Alice's group: 403. Before the call: 480.
+#[test]
+fn a_sip_phone_supervisor_listens_barges_by_key_and_its_bye_restores_the_bridge() {
+    use crate::sip_calls::{call_args, run_sipp, sip_addr, sipp, wait_sipp, with_status};
+    let mut gw = crate::sip_calls::gateway();
+    let admin = create_admin(&gw, "admin1", ADMIN_PASSWORD);
+    let alice = add_user(&admin, "alice", "agent", "102", Some(("100", "4821")));
+    let sue = add_user(&admin, "sue", "supervisor", "103", None);
+    let sam = add_user(&admin, "sam", "supervisor", "104", None);
+    add_group(&admin, "team", &[(sue, true), (alice, false)]);
+    add_group(&admin, "other", &[(sam, true)]);
+    gw.stop_with(nix::sys::signal::Signal::SIGTERM);
+    // Their phones are the SIP accounts 202 and 201. The users API only takes the
+    // extensions of the `extensions` table (FXS ports and HQ's rows), which SIP-only
+    // accounts of the config are not: written here as HQ's user sync would.
+    rusqlite::Connection::open(gw.db_path())
+        .expect("open the store")
+        .execute_batch(
+            "UPDATE users SET extension = '202' WHERE username = 'sue';
+             UPDATE users SET extension = '201' WHERE username = 'sam';",
+        )
+        .expect("phones of the supervisors");
+    gw.restart();
+    assert!(gw.wait_log_count("sip endpoint listening", 2, SOON));
+    let addr = sip_addr(&gw);
+    let phone = |scenario: &str, ext: &str, password: &str, code: &str, extra: &[&str]| {
+        let mut args = call_args(code, ext, password, addr);
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        sipp(scenario, addr, crate::sip_calls::free_port(), &args)
+    };
+    let (caller, agent) = (gw.sim.phone(1), gw.sim.phone(2));
+    dial_code(&gw, &agent, "*61100*4821#");
+    assert!(wait(SOON, || agent.tone().is_some_and(|t| t.freq1_hz
+        == 350
+        && !t.cadence.is_continuous())));
+    agent.on_hook();
+    assert!(wait(SOON, || agent.tone().is_none()));
+
+    // No call to join yet: 480.
+    let unavailable = with_status(&gw, "uac_phone_refused.xml", 480);
+    let path = unavailable.to_str().expect("path");
+    run_sipp(
+        phone(path, "202", "soft-phone-pass-two", "*65100%23", &[]),
+        "no live call",
+        &gw,
+    );
+
+    dial_code(&gw, &caller, "102");
+    assert!(wait(SOON, || agent.is_ringing()), "alice rings");
+    agent.off_hook();
+    assert!(wait(SOON, || caller.tone().is_none()), "ringback stops");
+    caller.inject_tone(CALLER_HZ, AMPLITUDE);
+    agent.inject_tone(AGENT_HZ, AMPLITUDE);
+    assert!(wait(SOON, || hears_part(&gw.sim, 1, AGENT_HZ)));
+
+    // Sam may not: 403, and the call is untouched.
+    let forbidden = with_status(&gw, "uac_phone_refused.xml", 403);
+    let path = forbidden.to_str().expect("path");
+    run_sipp(
+        phone(path, "201", "desk-phone-pass-one", "*65100%23", &[]),
+        "no right",
+        &gw,
+    );
+    assert!(hears_part(&gw.sim, 1, AGENT_HZ));
+
+    // Sue listens (the `#` left out, as phones do), then barges, then hangs up.
+    let sup = phone(
+        "uac_supervisor.xml",
+        "202",
+        "soft-phone-pass-two",
+        "*65100",
+        &["-d", "8000", "-rtp_echo"],
+    )
+    .spawn()
+    .expect("sipp starts");
+    assert!(
+        gw.wait_log("supervisor joined the agent's call", SOON),
+        "{}",
+        gw.log_text()
+    );
+    // Listening: her echo reaches nobody; caller and agent still hear each other.
+    assert!(wait(SOON, || hears_part(&gw.sim, 1, AGENT_HZ)));
+    assert!(deaf_to(&gw.sim, 1, CALLER_HZ), "a listener is heard");
+    assert!(deaf_to(&gw.sim, 2, AGENT_HZ), "a listener is heard");
+    // Barge (key 6): what she sends back is heard by both.
+    assert!(
+        wait(SOON, || hears_part(&gw.sim, 1, CALLER_HZ)),
+        "the barging supervisor is not heard:\n{}",
+        gw.log_text()
+    );
+    assert!(wait(SOON, || hears_part(&gw.sim, 2, AGENT_HZ)));
+    wait_sipp(sup, "supervisor", &gw);
+    assert!(gw.wait_log("supervisor left the agent's call", SOON));
+    // The two-party bridge is back: each hears the other and not itself.
+    assert!(wait(SOON, || deaf_to(&gw.sim, 1, CALLER_HZ)
+        && hears_part(&gw.sim, 1, AGENT_HZ)));
+    assert!(wait(SOON, || hears_part(&gw.sim, 2, CALLER_HZ)));
+    caller.on_hook();
+    agent.on_hook();
+}
+
+/// A SIP phone (SIPp on 202, `-rtp_echo`) calls meet-me room 800: three wrong PINs
+/// (keyed by SIP INFO) end its call; with the right PIN keyed as RFC 4733 events it
+/// joins analog phone
+/// 101 in the room: 101 hears its own tone come back through the SIP member, until
+/// the phone hangs up.
+#[test]
+fn a_sip_phone_joins_a_meet_me_room_with_an_rfc4733_pin() {
+    use crate::sip_calls::{call_args, run_sipp, sip_addr, sipp, wait_sipp, SIP_PLAN};
+    let plan = format!(
+        "{}\n{SIP_PLAN}\n[[conference_rooms]]\nnumber = \"800\"\npin = \"4712\"\nmax_parties = 3\n",
+        crate::harness::DIAL_PLAN
+    );
+    let gw = Gateway::start_with(&plan);
+    assert!(gw.wait_log("sip endpoint listening", SOON));
+    let addr = sip_addr(&gw);
+    let phone = |scenario: &str, extra: &[&str]| {
+        let mut args = call_args("800", "202", "soft-phone-pass-two", addr);
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        sipp(scenario, addr, crate::sip_calls::free_port(), &args)
+    };
+    run_sipp(phone("uac_meetme_wrong_pin.xml", &[]), "wrong PINs", &gw);
+    assert!(gw.wait_log("conference room refused", SOON));
+
+    let analog = gw.sim.phone(1);
+    dial_code(&gw, &analog, "800");
+    assert!(wait(SOON, || analog.tone().is_some_and(|t| t.freq1_hz
+        == 350
+        && !t.cadence.is_continuous())));
+    analog.dial("4712#");
+    assert!(wait(SOON, || analog.tone().is_none()), "prompt stops");
+    analog.inject_tone(CALLER_HZ, AMPLITUDE);
+    // Alone in the room, 101 hears nothing of itself.
+    assert!(deaf_to(&gw.sim, 1, CALLER_HZ));
+    let sip = phone("uac_meetme.xml", &["-d", "15000", "-rtp_echo"])
+        .spawn()
+        .expect("sipp starts");
+    assert!(
+        gw.wait_log_count("joined conference room", 2, SOON),
+        "{}",
+        gw.log_text()
+    );
+    assert!(
+        wait(SOON, || hears_part(&gw.sim, 1, CALLER_HZ)),
+        "the SIP member's audio does not reach the room:\n{}",
+        gw.log_text()
+    );
+    wait_sipp(sip, "meet-me phone", &gw);
+    assert!(gw.wait_log_count("left conference room", 1, SOON));
+    assert!(wait(SOON, || deaf_to(&gw.sim, 1, CALLER_HZ)));
+    analog.on_hook();
+}

@@ -170,6 +170,13 @@ impl CallControl {
                 None => return,
             },
         };
+        // A meet-me room (a local phone, or a trunk caller past screening whose DID maps
+        // to the room): the leg is the meet-me flow's, with no call or CDR.
+        if let Some(room) = self.meetme_room(&dialled) {
+            drop(call);
+            self.legs.remove(&leg);
+            return self.sip_meetme_dialled(now, leg, room);
+        }
         if self.is_extension(&dialled) {
             return self.call_extension(now, call);
         }
@@ -310,7 +317,10 @@ impl CallControl {
     }
 
     fn leg_ended(&mut self, now: Instant, leg: LegId, reason: EndReason) {
-        if self.sip_feature_leg_ended(leg) {
+        if self.sip_feature_leg_ended(leg)
+            || self.sip_supervisor_ended(leg)
+            || self.sip_meetme_ended(leg)
+        {
             return;
         }
         // The agent's phone is free only once its leg is gone (see `with_acd_deferred`).
@@ -404,6 +414,12 @@ impl CallControl {
     /// A digit from a SIP leg: dialled on an FXO line the leg talks to (post-dial
     /// DTMF for IVRs); other peers get the RFC 4733 events from the media engine.
     fn leg_digit(&mut self, now: Instant, leg: LegId, digit: char) {
+        if self.is_supervisor(Party::Sip(leg)) {
+            return self.supervisor_digit(Party::Sip(leg), digit);
+        }
+        if self.is_meetme_attendee(Party::Sip(leg)) {
+            return self.meetme_digit(now, Party::Sip(leg), digit);
+        }
         if let Some(key) = self.survey_of(Party::Sip(leg)) {
             return self.survey_digit(now, key, digit);
         }

@@ -1,21 +1,26 @@
 //! Meet-me conference rooms (issue 6): rooms configured with a number, a PIN and a
-//! party limit (`[[conference_rooms]]`), dialled from analog phones like extensions.
+//! party limit (`[[conference_rooms]]`), dialled from analog phones like extensions,
+//! called by local SIP phones (an INVITE to the room's number), and reached by trunk
+//! callers whose DID maps to a room's number.
 //!
-//! Dialling a room's number answers at once and asks for the PIN: the spoken prompt
+//! Dialling a room's number answers at once (a SIP caller gets `200`) and asks for the
+//! PIN: the spoken prompt
 //! [`PIN_PROMPT`] when the box has it (after a wrong try [`WRONG_PIN_PROMPT`] first),
 //! else [`Tone::Confirmation`] (three short beeps, repeated); the caller keys the PIN
-//! and `#` (the first key stops the prompt). A right PIN joins the phone to the room (`Output::Conference`, everyone hears
-//! everyone) and the room hears the entry beep ([`ConferenceOp::Beep`]); hanging up
-//! leaves it, and the others hear the exit beep. A wrong PIN (or none within
-//! [`PIN_TIMEOUT`]) plays the prompt again; after [`PIN_TRIES`] wrong tries the caller
-//! gets number-unobtainable tone and no more tries (an analog phone cannot be hung up
-//! by the box; it is released on hook). A full room gives busy tone, at dialling and
-//! again if it filled up while the PIN was keyed. The engine's room is made by the
-//! first join and goes with the last leave.
+//! and `#` (FXS digits, or RFC 4733 / SIP INFO digits from a SIP leg; the first key
+//! stops the prompt). A right PIN joins the phone or leg to the room
+//! (`Output::Conference`, everyone hears everyone) and the room hears the entry beep
+//! ([`ConferenceOp::Beep`]); hanging up (on hook, BYE) leaves it, and the others hear
+//! the exit beep. A wrong PIN (or none within [`PIN_TIMEOUT`]) plays the prompt
+//! again; after [`PIN_TRIES`] wrong tries an analog caller gets number-unobtainable
+//! tone and no more tries (an analog phone cannot be hung up by the box; it is
+//! released on hook) and the box hangs up a SIP caller (BYE). A full room gives busy:
+//! busy tone on an analog phone, `486 Busy Here` to a SIP caller at dialling (before
+//! the answer), and a BYE if it filled up while the PIN was keyed. The engine's room
+//! is made by the first join and goes with the last leave.
 //!
-//! Limits: analog phones only (a SIP phone or trunk caller dialling a room gets 404,
-//! as for an unknown number; PSTN lines cannot be routed to rooms); no CDR for a room
-//! visit; a full room and the refusal are tones, not spoken.
+//! Limits: PSTN lines (FXO) cannot be routed to rooms; no CDR for a room visit; a full
+//! room and the refusal are tones or SIP statuses, not spoken.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -23,10 +28,12 @@ use std::time::{Duration, Instant};
 use line_proto::Command;
 
 use crate::acd::codes::Pin;
-use crate::prompts::Playback;
+use crate::prompts::{Playback, Sound};
 use crate::tones::Tone;
 
-use super::{CallControl, ConferenceOp, ConferenceRole, Fxs, MediaEnd, Output, RoomId};
+use super::{
+    CallControl, ConferenceOp, ConferenceRole, EndReason, Fxs, LegId, Output, Party, RoomId,
+};
 
 /// The spoken PIN prompt (in the built-in prompt set).
 pub const PIN_PROMPT: &str = "conf-pin";
@@ -66,9 +73,10 @@ pub(super) enum Attendee {
 /// The meet-me state: who is where, and the engine room of each occupied room.
 #[derive(Debug, Default)]
 pub(super) struct MeetMe {
-    pub(super) attendees: BTreeMap<u8, Attendee>,
-    /// Room index -> (engine room, ports in it).
-    occupied: BTreeMap<usize, (RoomId, BTreeSet<u8>)>,
+    /// By the attendee's phone: an FXS port or a SIP leg (answered by this module).
+    pub(super) attendees: BTreeMap<Party, Attendee>,
+    /// Room index -> (engine room, attendees in it).
+    occupied: BTreeMap<usize, (RoomId, BTreeSet<Party>)>,
 }
 
 impl MeetMe {
@@ -113,13 +121,36 @@ impl CallControl {
             tracing::info!(port, room = r.number, "conference room full");
             return self.lockout(now, port, Tone::Busy);
         }
+        self.set_fxs(port, Fxs::MeetMe);
+        self.meetme_ask_first(now, Party::Fxs(port), room);
+    }
+
+    /// An incoming SIP leg (a local phone, or a trunk caller whose DID maps to the
+    /// room) called room `room`: answered, or `486 Busy Here` when the room is full.
+    pub(super) fn sip_meetme_dialled(&mut self, now: Instant, leg: LegId, room: usize) {
+        let Some(r) = self.settings.conference_rooms.get(room) else {
+            return;
+        };
+        if self.meetme.parties(room) >= r.max_parties {
+            tracing::info!(%leg, room = r.number, "conference room full");
+            return self.outputs.push_back(Output::SipHangup {
+                leg,
+                reason: EndReason::Busy,
+            });
+        }
+        self.outputs.push_back(Output::SipAnswer { leg });
+        self.meetme_ask_first(now, Party::Sip(leg), room);
+    }
+
+    fn meetme_ask_first(&mut self, now: Instant, who: Party, room: usize) {
+        let number = self.settings.conference_rooms[room].number.clone();
         tracing::info!(
-            port,
-            room = r.number,
+            ?who,
+            room = number,
             "conference room dialled: asking for the PIN"
         );
         self.meetme.attendees.insert(
-            port,
+            who,
             Attendee::Pin {
                 room,
                 digits: String::new(),
@@ -127,61 +158,92 @@ impl CallControl {
                 deadline: now + PIN_TIMEOUT,
             },
         );
-        self.set_fxs(port, Fxs::MeetMe);
-        self.meetme_ask_pin(port, false);
+        self.meetme_ask_pin(who, false);
     }
 
-    /// Asks `port` for the PIN: the spoken prompts when the box has them, else the
-    /// tone.
-    fn meetme_ask_pin(&mut self, port: u8, after_wrong: bool) {
+    /// Whether `who` is keying a room's PIN or in a room.
+    pub(super) fn is_meetme_attendee(&self, who: Party) -> bool {
+        self.meetme.attendees.contains_key(&who)
+    }
+
+    /// Asks `who` for the PIN: the spoken prompts when the box has them, else the
+    /// tone (an analog port's tone generator, or the tone played to a SIP leg).
+    fn meetme_ask_pin(&mut self, who: Party, after_wrong: bool) {
         let has = |name: &str| self.settings.prompts.contains_key(name);
         if !has(PIN_PROMPT) {
-            return self.tone(port, Tone::Confirmation);
+            return match who {
+                Party::Fxs(port) => self.tone(port, Tone::Confirmation),
+                _ => self.outputs.push_back(Output::Play {
+                    end: who.media(),
+                    playback: Playback::looped(Sound::Tone(Tone::Confirmation)),
+                }),
+            };
         }
         let mut once = Vec::new();
         if after_wrong && has(WRONG_PIN_PROMPT) {
             once.push(WRONG_PIN_PROMPT.to_owned());
         }
         once.push(PIN_PROMPT.to_owned());
-        self.cmd(port, Command::StopTone);
+        if let Party::Fxs(port) = who {
+            self.cmd(port, Command::StopTone);
+        }
         self.outputs.push_back(Output::Play {
-            end: MediaEnd::Port(port),
+            end: who.media(),
             playback: Playback { once, then: None },
         });
     }
 
     /// Stops the PIN prompt, tone or spoken.
-    fn meetme_quiet(&mut self, port: u8) {
-        self.cmd(port, Command::StopTone);
-        if self.settings.prompts.contains_key(PIN_PROMPT) {
-            self.outputs.push_back(Output::StopPlay {
-                end: MediaEnd::Port(port),
-            });
+    fn meetme_quiet(&mut self, who: Party) {
+        match who {
+            Party::Fxs(port) => {
+                self.cmd(port, Command::StopTone);
+                if self.settings.prompts.contains_key(PIN_PROMPT) {
+                    self.outputs
+                        .push_back(Output::StopPlay { end: who.media() });
+                }
+            }
+            _ => self
+                .outputs
+                .push_back(Output::StopPlay { end: who.media() }),
+        }
+    }
+
+    /// `who` is refused after dialling: an analog phone hears `tone` until on hook,
+    /// a SIP leg (answered) is hung up.
+    fn meetme_refuse(&mut self, now: Instant, who: Party, tone: Tone) {
+        match who {
+            Party::Fxs(port) => self.lockout(now, port, tone),
+            Party::Sip(leg) => self.outputs.push_back(Output::SipHangup {
+                leg,
+                reason: EndReason::Normal,
+            }),
+            Party::Fxo(_) => {}
         }
     }
 
     /// A key pressed by a phone in the meet-me flow.
-    pub(super) fn meetme_digit(&mut self, now: Instant, port: u8, d: char) {
+    pub(super) fn meetme_digit(&mut self, now: Instant, who: Party, d: char) {
         let Some(Attendee::Pin {
             room,
             digits,
             tries,
             ..
-        }) = self.meetme.attendees.get(&port).cloned()
+        }) = self.meetme.attendees.get(&who).cloned()
         else {
             return; // in the room: keys do nothing
         };
         if digits.is_empty() {
-            self.meetme_quiet(port);
+            self.meetme_quiet(who);
         }
         if d != '#' {
             let mut digits = digits;
             digits.push(d);
             if digits.len() > 8 {
-                return self.meetme_wrong_pin(now, port, room, tries);
+                return self.meetme_wrong_pin(now, who, room, tries);
             }
             self.meetme.attendees.insert(
-                port,
+                who,
                 Attendee::Pin {
                     room,
                     digits,
@@ -197,13 +259,13 @@ impl CallControl {
             .get(room)
             .is_some_and(|r| r.pin.expose() == digits);
         if right {
-            self.meetme_join(now, port, room);
+            self.meetme_join(now, who, room);
         } else {
-            self.meetme_wrong_pin(now, port, room, tries);
+            self.meetme_wrong_pin(now, who, room, tries);
         }
     }
 
-    fn meetme_wrong_pin(&mut self, now: Instant, port: u8, room: usize, tries: u32) {
+    fn meetme_wrong_pin(&mut self, now: Instant, who: Party, room: usize, tries: u32) {
         let tries = tries + 1;
         let number = self
             .settings
@@ -213,16 +275,19 @@ impl CallControl {
             .unwrap_or_default();
         if tries >= PIN_TRIES {
             tracing::warn!(
-                port,
+                ?who,
                 room = number,
                 "conference room refused: {PIN_TRIES} wrong PINs"
             );
-            self.meetme.attendees.remove(&port);
-            return self.lockout(now, port, Tone::Unobtainable);
+            self.meetme.attendees.remove(&who);
+            if let Party::Sip(_) = who {
+                self.meetme_quiet(who);
+            }
+            return self.meetme_refuse(now, who, Tone::Unobtainable);
         }
-        tracing::info!(port, room = number, tries, "wrong conference PIN");
+        tracing::info!(?who, room = number, tries, "wrong conference PIN");
         self.meetme.attendees.insert(
-            port,
+            who,
             Attendee::Pin {
                 room,
                 digits: String::new(),
@@ -230,19 +295,19 @@ impl CallControl {
                 deadline: now + PIN_TIMEOUT,
             },
         );
-        self.meetme_quiet(port);
-        self.meetme_ask_pin(port, true);
+        self.meetme_quiet(who);
+        self.meetme_ask_pin(who, true);
     }
 
-    fn meetme_join(&mut self, now: Instant, port: u8, room: usize) {
+    fn meetme_join(&mut self, now: Instant, who: Party, room: usize) {
         let Some(r) = self.settings.conference_rooms.get(room) else {
             return;
         };
         let (number, max) = (r.number.clone(), r.max_parties);
         if self.meetme.parties(room) >= max {
-            tracing::info!(port, room = number, "conference room full");
-            self.meetme.attendees.remove(&port);
-            return self.lockout(now, port, Tone::Busy);
+            tracing::info!(?who, room = number, "conference room full");
+            self.meetme.attendees.remove(&who);
+            return self.meetme_refuse(now, who, Tone::Busy);
         }
         let id = match self.meetme.occupied.get(&room) {
             Some((id, _)) => *id,
@@ -253,68 +318,78 @@ impl CallControl {
                 id
             }
         };
-        if let Some((_, ports)) = self.meetme.occupied.get_mut(&room) {
-            ports.insert(port);
+        if let Some((_, members)) = self.meetme.occupied.get_mut(&room) {
+            members.insert(who);
         }
-        self.meetme.attendees.insert(port, Attendee::In { room });
+        self.meetme.attendees.insert(who, Attendee::In { room });
         self.conference(
             id,
             ConferenceOp::Join {
-                end: MediaEnd::Port(port),
+                end: who.media(),
                 role: ConferenceRole::Talker,
             },
         );
         self.conference(id, ConferenceOp::Beep { entry: true });
         tracing::info!(
-            port,
+            ?who,
             room = number,
             parties = self.meetme.parties(room),
             "joined conference room"
         );
     }
 
-    /// The phone on `port` hung up in the meet-me flow.
-    pub(super) fn meetme_hung_up(&mut self, port: u8) {
-        let room = match self.meetme.attendees.remove(&port) {
+    /// The SIP leg `leg` of the meet-me flow ended (BYE, CANCEL, a failure): it leaves
+    /// its room. Returns false when `leg` is not in the meet-me flow.
+    pub(super) fn sip_meetme_ended(&mut self, leg: LegId) -> bool {
+        if !self.is_meetme_attendee(Party::Sip(leg)) {
+            return false;
+        }
+        self.meetme_hung_up(Party::Sip(leg));
+        true
+    }
+
+    /// `who` hung up in the meet-me flow.
+    pub(super) fn meetme_hung_up(&mut self, who: Party) {
+        let room = match self.meetme.attendees.remove(&who) {
             Some(Attendee::In { room }) => room,
-            Some(Attendee::Pin { .. }) => return self.meetme_quiet(port),
+            Some(Attendee::Pin { .. }) => return self.meetme_quiet(who),
             None => return,
         };
-        let Some((id, ports)) = self.meetme.occupied.get_mut(&room) else {
+        let Some((id, members)) = self.meetme.occupied.get_mut(&room) else {
             return;
         };
         let id = *id;
-        ports.remove(&port);
-        let left = ports.len();
+        members.remove(&who);
+        let left = members.len();
         if left == 0 {
             self.meetme.occupied.remove(&room);
         }
-        self.conference(
-            id,
-            ConferenceOp::Leave {
-                end: MediaEnd::Port(port),
-            },
-        );
+        self.conference(id, ConferenceOp::Leave { end: who.media() });
         if left > 0 {
             self.conference(id, ConferenceOp::Beep { entry: false });
         }
-        tracing::info!(port, parties = left, "left conference room");
+        tracing::info!(?who, parties = left, "left conference room");
     }
 
-    /// Shutdown: every phone leaves its room (no beeps) and PIN entries end.
+    /// Shutdown: every phone leaves its room (no beeps), PIN entries end and SIP legs
+    /// in the flow are hung up.
     pub(super) fn meetme_close_all(&mut self) {
         let attendees = std::mem::take(&mut self.meetme.attendees);
-        for (port, a) in attendees {
+        for (who, a) in attendees {
             if let Attendee::In { room } = a {
                 if let Some((id, _)) = self.meetme.occupied.get(&room) {
                     let id = *id;
-                    self.conference(
-                        id,
-                        ConferenceOp::Leave {
-                            end: MediaEnd::Port(port),
-                        },
-                    );
+                    self.conference(id, ConferenceOp::Leave { end: who.media() });
                 }
+            } else if let Party::Sip(_) = who {
+                self.outputs
+                    .push_back(Output::StopPlay { end: who.media() });
+            }
+            if let Party::Sip(leg) = who {
+                self.outputs.push_back(Output::SipHangup {
+                    leg,
+                    reason: EndReason::Normal,
+                });
             }
         }
         self.meetme.occupied.clear();
@@ -322,22 +397,22 @@ impl CallControl {
 
     /// PIN entries that ran out of time count as wrong tries.
     pub(super) fn meetme_timeouts(&mut self, now: Instant) {
-        let due: Vec<(u8, usize, u32)> = self
+        let due: Vec<(Party, usize, u32)> = self
             .meetme
             .attendees
             .iter()
-            .filter_map(|(&port, a)| match a {
+            .filter_map(|(&who, a)| match a {
                 Attendee::Pin {
                     room,
                     tries,
                     deadline,
                     ..
-                } if *deadline <= now => Some((port, *room, *tries)),
+                } if *deadline <= now => Some((who, *room, *tries)),
                 _ => None,
             })
             .collect();
-        for (port, room, tries) in due {
-            self.meetme_wrong_pin(now, port, room, tries);
+        for (who, room, tries) in due {
+            self.meetme_wrong_pin(now, who, room, tries);
         }
     }
 }

@@ -61,20 +61,22 @@
 //!   a message in the mailbox ([`Output::Capture`]); `*97` / `*98<mailbox>#` play
 //!   them; an FXS phone with new messages hears stutter dial tone. See [`voicemail`].
 //! - Supervisors listen to, whisper to or barge into an agent's live call by feature
-//!   code (`*65`/`*66`/`*67<agent id>#`), after a right check outside call control
-//!   ([`Output::CheckSupervisor`]); keys 4/5/6 switch the mode. See `supervise`.
+//!   code (`*65`/`*66`/`*67<agent id>#`) from an analog phone or a SIP phone's INVITE,
+//!   after a right check outside call control ([`Output::CheckSupervisor`]); keys
+//!   4/5/6 (FXS digits or RFC 4733) switch the mode. See `supervise`.
 //! - Call pickup from analog phones: `*8` takes a call ringing a phone of the same
 //!   ring group, `**<ext>` the call ringing that extension. See `pickup`.
-//! - Meet-me rooms: an analog phone dialling a room's number keys its PIN and joins
-//!   everyone else in the room (entry and exit beeps, party limit, three PIN tries).
-//!   See `meetme`.
+//! - Meet-me rooms: an analog phone dialling a room's number, or a SIP phone or trunk
+//!   caller calling it, keys its PIN and joins everyone else in the room (entry and
+//!   exit beeps, party limit, three PIN tries). See `meetme`.
 //! - A CDR for every call, answered or not (busy, unallocated, congestion, abandoned),
 //!   with the SIP Call-IDs of the caller's and callee's legs, the call quality the
 //!   endpoint measured on those legs (loss, jitter, MOS: a call's CDR waits for the
 //!   reports of its legs with RTP, at most [`QUALITY_WAIT`]) and the transfer chain
 //!   (the calls it continues and who transferred them).
 //!
-//! Limits: analog phones cannot transfer yet; meet-me rooms take analog phones only; a transfer shows in the CDRs as the old call ending and
+//! Limits: analog phones cannot transfer yet; PSTN (FXO) callers cannot reach meet-me
+//! rooms; a transfer shows in the CDRs as the old call ending and
 //! a new one starting whose `transfer_chain` names the old one; the old call's CDR
 //! gets no quality for a leg that goes on in the new call (it is reported with the
 //! call the leg ends in), and a blind transferor's leg, which stays until the
@@ -795,8 +797,9 @@ pub struct CallControl {
     directory: Option<Box<dyn CallerDirectory>>,
     /// Mailboxes, callers leaving messages, phones in the menu, message waiting.
     vm: voicemail::Voicemail,
-    /// Supervisors in agents' calls, by the supervisor's FXS port (see `supervise`).
-    supervisions: BTreeMap<u8, supervise::Supervision>,
+    /// Supervisors in agents' calls, by the supervisor's phone: an FXS port or a SIP
+    /// phone's leg (see `supervise`).
+    supervisions: BTreeMap<Party, supervise::Supervision>,
     /// Supervisor rights being checked ([`Output::CheckSupervisor`]), by check number.
     supervise_checks: BTreeMap<u64, supervise::PendingSupervision>,
     /// Number of the next supervisor check.
@@ -1124,6 +1127,7 @@ impl CallControl {
             self.click_sip_failed(now, leg, click, None);
         }
         self.feature_legs_due(None);
+        self.supervisions_close_all();
         self.meetme_close_all();
         let ports: Vec<u8> = self.fxs.keys().copied().collect();
         for port in ports {
@@ -1257,10 +1261,10 @@ impl CallControl {
                 self.cmd(port, Command::StopTone);
                 self.set_fxs(port, Fxs::Idle);
             }
-            Fxs::Supervisor(_) => self.supervisor_hung_up(port),
+            Fxs::Supervisor(_) => self.supervisor_hung_up(Party::Fxs(port)),
             Fxs::MeetMe => {
                 self.cmd(port, Command::StopTone);
-                self.meetme_hung_up(port);
+                self.meetme_hung_up(Party::Fxs(port));
             }
             Fxs::Idle | Fxs::Ringing(_) | Fxs::Fault | Fxs::ClickToCall(_) => {}
         }
@@ -1437,8 +1441,8 @@ impl CallControl {
             return self.vm_digit(now, key, d);
         }
         match self.fxs_state(port) {
-            Some(Fxs::Supervisor(_)) => return self.supervisor_digit(port, d),
-            Some(Fxs::MeetMe) => return self.meetme_digit(now, port, d),
+            Some(Fxs::Supervisor(_)) => return self.supervisor_digit(Party::Fxs(port), d),
+            Some(Fxs::MeetMe) => return self.meetme_digit(now, Party::Fxs(port), d),
             _ => {}
         }
         let Some(Fxs::Dialing {

@@ -1077,11 +1077,7 @@ impl CallControl {
                 return self.request_disposition(now, from, here, digit);
             }
             FeatureRequest::Supervise { agent, mode } => {
-                let Party::Fxs(port) = from else {
-                    tracing::info!(%agent, "supervision from a SIP phone refused: analog phones only");
-                    return self.feature_done(now, from, false);
-                };
-                return self.request_supervision(now, port, extension, agent, mode);
+                return self.request_supervision(now, from, extension, agent, mode);
             }
         };
         let ok = match input {

@@ -1,32 +1,41 @@
 //! Supervisor listen, whisper and barge on an agent's live call (issue 6).
 //!
 //! A supervisor dials a code on an FXS phone (`*65<agent id>#` listen, `*66` whisper,
-//! `*67` barge by default, [`crate::acd::codes`]). Call control looks for the agent's
-//! live call: a connected call with the agent's logged-in extension (its FXS port or
-//! its SIP phone's leg) as one party, bridged to the other party (not on hold). With
-//! none, or with a supervisor in that call already, the phone hears
-//! number-unobtainable tone. Otherwise the right is checked outside call control (a
-//! store read): [`Output::CheckSupervisor`] asks whether the user owning the dialling
-//! extension may `calls.listen` the agent's groups, [`CallControl::supervisor_checked`]
-//! answers (the phone is quiet meanwhile). Refused: number-unobtainable tone.
+//! `*67` barge by default, [`crate::acd::codes`]), or a local SIP phone sends an
+//! INVITE to the same code (`sip:*65100%23@box`; the `#` may be left out, like the
+//! agent codes, see `features`). Call control looks for the agent's live call: a
+//! connected call with the agent's logged-in extension (its FXS port or its SIP
+//! phone's leg) as one party, bridged to the other party (not on hold). With none, or
+//! with a supervisor in that call already, an analog phone hears number-unobtainable
+//! tone and a SIP phone gets `480 Temporarily Unavailable` (phones show it as "not
+//! available now", which is what it is: the agent exists but has no call to join).
+//! Otherwise the right is checked outside call control (a store read):
+//! [`Output::CheckSupervisor`] asks whether the user owning the dialling extension
+//! may `calls.listen` the agent's groups, [`CallControl::supervisor_checked`] answers
+//! (the phone is quiet meanwhile; a SIP phone's INVITE stays unanswered). Refused:
+//! number-unobtainable tone, or `403 Forbidden` for a SIP phone.
 //!
 //! Allowed: the agent's two-party bridge is removed and agent, peer and supervisor
 //! join a conference room ([`Output::Conference`]), the supervisor as listener
 //! (nobody hears them), whisperer to the agent (the caller does not hear them) or
-//! talker (barge, everyone hears everyone). During the session the supervisor's keys
-//! switch the mode: `4` listen, `5` whisper, `6` barge (other keys do nothing).
+//! talker (barge, everyone hears everyone). A SIP supervisor's INVITE is answered
+//! (`200`) and its leg is the room member. During the session the supervisor's keys
+//! (FXS digits, or RFC 4733 / SIP INFO digits from a SIP phone) switch the mode: `4`
+//! listen, `5` whisper, `6` barge (other keys do nothing).
 //!
 //! Ending:
-//! - The supervisor hangs up: the three leave the room and agent and peer are bridged
-//!   again (the fast two-party path).
+//! - The supervisor hangs up (on hook, or BYE from a SIP phone): the three leave the
+//!   room and agent and peer are bridged again (the fast two-party path).
 //! - Anything that changes the bridges of the agent or the peer (either hangs up, the
 //!   agent holds the call with a hook-flash, a transfer) ends the supervision first:
-//!   the three leave the room and the supervisor hears busy tone (quiet after the
-//!   usual lockout time) until they hang up; the call's own handling then goes on as
-//!   without a supervisor.
+//!   the three leave the room and an analog supervisor hears busy tone (quiet after
+//!   the usual lockout time) until they hang up, while the box hangs up a SIP
+//!   supervisor's leg (BYE); the call's own handling then goes on as without a
+//!   supervisor.
 //!
-//! Limits: one supervisor per call; supervisors dial from FXS phones only (like the
-//! agent codes); the agent and the caller hear no tone when a supervisor joins.
+//! Limits: one supervisor per call; trunk callers cannot supervise (feature codes are
+//! for local phones); the agent and the caller hear no tone when a supervisor joins;
+//! a supervision leaves no CDR.
 
 use std::time::Instant;
 
@@ -37,8 +46,8 @@ use crate::acd::AgentId;
 use crate::tones::Tone;
 
 use super::{
-    CallControl, CallKey, CallPhase, ConferenceOp, ConferenceRole, Fxs, MediaEnd, Output, Party,
-    RoomId, LOCKOUT_TONE,
+    CallControl, CallKey, CallPhase, ConferenceOp, ConferenceRole, EndReason, Fxs, LegId, MediaEnd,
+    Output, Party, RoomId, LOCKOUT_TONE,
 };
 
 /// A supervisor in an agent's call.
@@ -54,7 +63,8 @@ pub(super) struct Supervision {
 /// A supervisor right being checked.
 #[derive(Debug, Clone)]
 pub(super) struct PendingSupervision {
-    port: u8,
+    /// The supervisor's phone: an FXS port or a SIP phone's (unanswered) leg.
+    from: Party,
     agent: AgentId,
     mode: SuperviseMode,
 }
@@ -74,38 +84,54 @@ fn role_of(mode: SuperviseMode, agent: MediaEnd) -> ConferenceRole {
 }
 
 impl CallControl {
-    /// `*65<agent>#` and friends, dialled on FXS `port` (extension `extension`).
+    /// `*65<agent>#` and friends, dialled on FXS port or sent by a SIP phone's leg
+    /// `from` (extension `extension`).
     pub(super) fn request_supervision(
         &mut self,
         now: Instant,
-        port: u8,
+        from: Party,
         extension: String,
         agent: AgentId,
         mode: SuperviseMode,
     ) {
         if self.agent_live_call(&agent).is_none() {
-            tracing::info!(port, %agent, mode = mode.as_str(), "supervision refused: the agent has no live call");
-            return self.feature_done(now, Party::Fxs(port), false);
+            tracing::info!(?from, %agent, mode = mode.as_str(), "supervision refused: the agent has no live call");
+            return self.supervision_refused(now, from, EndReason::NoAnswer);
         }
         let check = self.next_supervise_check;
         self.next_supervise_check += 1;
         self.supervise_checks.insert(
             check,
             PendingSupervision {
-                port,
+                from,
                 agent: agent.clone(),
                 mode,
             },
         );
-        // Quiet until the check answers.
-        self.cmd(port, Command::StopTone);
-        self.set_fxs(port, Fxs::Lockout { quiet_at: None });
+        // Quiet until the check answers (a SIP phone's leg stays unanswered).
+        if let Party::Fxs(port) = from {
+            self.cmd(port, Command::StopTone);
+            self.set_fxs(port, Fxs::Lockout { quiet_at: None });
+        }
         self.outputs.push_back(Output::CheckSupervisor {
             check,
             extension,
             agent,
             mode,
         });
+    }
+
+    /// A supervision request from `from` is refused: an analog phone hears
+    /// number-unobtainable tone, a SIP phone's leg is refused with `reason`.
+    fn supervision_refused(&mut self, now: Instant, from: Party, reason: EndReason) {
+        match from {
+            Party::Sip(leg) => {
+                if self.feature_legs.remove(&leg).is_some() {
+                    self.outputs.push_back(Output::SipHangup { leg, reason });
+                }
+            }
+            _ => self.feature_done(now, from, false),
+        }
     }
 
     /// The answer to [`Output::CheckSupervisor`] `check`: whether the supervisor may
@@ -115,20 +141,32 @@ impl CallControl {
         let Some(pending) = self.supervise_checks.remove(&check) else {
             return;
         };
-        let port = pending.port;
-        let waiting = self.fxs.get(&port).is_some_and(|p| p.off_hook)
-            && self.fxs_state(port) == Some(Fxs::Lockout { quiet_at: None });
+        let from = pending.from;
+        let waiting = match from {
+            Party::Fxs(port) => {
+                self.fxs.get(&port).is_some_and(|p| p.off_hook)
+                    && self.fxs_state(port) == Some(Fxs::Lockout { quiet_at: None })
+            }
+            // The phone may have given up (CANCEL) meanwhile.
+            Party::Sip(leg) => self.feature_legs.contains_key(&leg),
+            Party::Fxo(_) => false,
+        };
         if !waiting {
             return; // hung up meanwhile
         }
         if !allowed {
-            tracing::warn!(port, agent = %pending.agent, mode = pending.mode.as_str(), "supervision refused: no right to listen to this agent's calls");
-            return self.feature_done(now, Party::Fxs(port), false);
+            tracing::warn!(?from, agent = %pending.agent, mode = pending.mode.as_str(), "supervision refused: no right to listen to this agent's calls");
+            return self.supervision_refused(now, from, EndReason::Forbidden);
         }
         let Some((call, agent, peer)) = self.agent_live_call(&pending.agent) else {
-            tracing::info!(port, agent = %pending.agent, "supervision refused: the agent's call ended");
-            return self.feature_done(now, Party::Fxs(port), false);
+            tracing::info!(?from, agent = %pending.agent, "supervision refused: the agent's call ended");
+            return self.supervision_refused(now, from, EndReason::NoAnswer);
         };
+        if let Party::Sip(leg) = from {
+            // The leg is the supervisor's from now on, no longer a feature code's.
+            self.feature_legs.remove(&leg);
+            self.outputs.push_back(Output::SipAnswer { leg });
+        }
         let room = self.next_room;
         self.next_room += 1;
         // The fast two-party bridge goes; the room carries the call from now on.
@@ -143,24 +181,26 @@ impl CallControl {
         for (end, role) in [
             (agent.media(), ConferenceRole::Talker),
             (peer.media(), ConferenceRole::Talker),
-            (Party::Fxs(port).media(), s.role()),
+            (from.media(), s.role()),
         ] {
             self.conference(room, ConferenceOp::Join { end, role });
         }
-        tracing::info!(port, agent = %pending.agent, mode = pending.mode.as_str(), room, "supervisor joined the agent's call");
-        self.supervisions.insert(port, s);
-        self.set_fxs(port, Fxs::Supervisor(call));
+        tracing::info!(?from, agent = %pending.agent, mode = pending.mode.as_str(), room, "supervisor joined the agent's call");
+        self.supervisions.insert(from, s);
+        if let Party::Fxs(port) = from {
+            self.set_fxs(port, Fxs::Supervisor(call));
+        }
     }
 
     /// A key pressed by a supervisor in a call: `4` listen, `5` whisper, `6` barge.
-    pub(super) fn supervisor_digit(&mut self, port: u8, d: char) {
+    pub(super) fn supervisor_digit(&mut self, from: Party, d: char) {
         let mode = match d {
             '4' => SuperviseMode::Listen,
             '5' => SuperviseMode::Whisper,
             '6' => SuperviseMode::Barge,
             _ => return,
         };
-        let Some(s) = self.supervisions.get_mut(&port) else {
+        let Some(s) = self.supervisions.get_mut(&from) else {
             return;
         };
         if s.mode == mode {
@@ -168,22 +208,37 @@ impl CallControl {
         }
         s.mode = mode;
         let (room, role) = (s.room, s.role());
-        tracing::info!(port, mode = mode.as_str(), "supervisor changed mode");
+        tracing::info!(?from, mode = mode.as_str(), "supervisor changed mode");
         self.conference(
             room,
             ConferenceOp::SetRole {
-                end: Party::Fxs(port).media(),
+                end: from.media(),
                 role,
             },
         );
     }
 
-    /// The supervisor on `port` hung up: the call goes on as a two-party bridge.
-    pub(super) fn supervisor_hung_up(&mut self, port: u8) {
-        let Some(s) = self.supervisions.remove(&port) else {
+    /// Whether `from` is a supervisor in an agent's call.
+    pub(super) fn is_supervisor(&self, from: Party) -> bool {
+        self.supervisions.contains_key(&from)
+    }
+
+    /// The SIP supervisor's leg `leg` ended (BYE or a failure): like an analog
+    /// supervisor hanging up. Returns false when `leg` is no supervisor's.
+    pub(super) fn sip_supervisor_ended(&mut self, leg: LegId) -> bool {
+        if !self.is_supervisor(Party::Sip(leg)) {
+            return false;
+        }
+        self.supervisor_hung_up(Party::Sip(leg));
+        true
+    }
+
+    /// The supervisor `from` hung up: the call goes on as a two-party bridge.
+    pub(super) fn supervisor_hung_up(&mut self, from: Party) {
+        let Some(s) = self.supervisions.remove(&from) else {
             return;
         };
-        self.close_room(port, &s);
+        self.close_room(from, &s);
         let still = self.calls.get(&s.call).is_some_and(|c| {
             c.phase == CallPhase::Connected
                 && ((c.caller == s.agent && c.callee == Some(s.peer))
@@ -192,37 +247,62 @@ impl CallControl {
         if still {
             self.connect(s.agent, s.peer);
         }
-        tracing::info!(port, room = s.room, "supervisor left the agent's call");
+        tracing::info!(?from, room = s.room, "supervisor left the agent's call");
     }
 
     /// A bridge of `a` or `b` is about to change: the supervisions of calls they are
-    /// agent or peer of end (their supervisors hear busy tone).
+    /// agent or peer of end (analog supervisors hear busy tone, SIP supervisors' legs
+    /// are hung up).
     pub(super) fn drop_supervisions_of(&mut self, a: Party, b: Party) {
         if self.supervisions.is_empty() {
             return;
         }
-        let ports: Vec<u8> = self
+        let supervisors: Vec<Party> = self
             .supervisions
             .iter()
             .filter(|(_, s)| [s.agent, s.peer].iter().any(|p| *p == a || *p == b))
-            .map(|(&port, _)| port)
+            .map(|(&from, _)| from)
             .collect();
-        for port in ports {
-            let Some(s) = self.supervisions.remove(&port) else {
+        for from in supervisors {
+            let Some(s) = self.supervisions.remove(&from) else {
                 continue;
             };
-            self.close_room(port, &s);
+            self.close_room(from, &s);
             tracing::info!(
-                port,
+                ?from,
                 room = s.room,
                 "the supervised call changed: supervisor dropped"
             );
-            if self.fxs.get(&port).is_some_and(|p| p.off_hook) {
-                self.tone(port, Tone::Busy);
-                self.set_fxs(port, Fxs::Lockout { quiet_at: None });
-                self.supervisors_dropped.push(port);
-            } else {
-                self.set_fxs(port, Fxs::Idle);
+            match from {
+                Party::Fxs(port) if self.fxs.get(&port).is_some_and(|p| p.off_hook) => {
+                    self.tone(port, Tone::Busy);
+                    self.set_fxs(port, Fxs::Lockout { quiet_at: None });
+                    self.supervisors_dropped.push(port);
+                }
+                Party::Fxs(port) => self.set_fxs(port, Fxs::Idle),
+                Party::Sip(leg) => self.outputs.push_back(Output::SipHangup {
+                    leg,
+                    reason: EndReason::Normal,
+                }),
+                Party::Fxo(_) => {}
+            }
+        }
+    }
+
+    /// Shutdown: SIP supervisors' legs are hung up (analog supervisors are silenced
+    /// with every port).
+    pub(super) fn supervisions_close_all(&mut self) {
+        let supervisors: Vec<Party> = self.supervisions.keys().copied().collect();
+        for from in supervisors {
+            let Some(s) = self.supervisions.remove(&from) else {
+                continue;
+            };
+            self.close_room(from, &s);
+            if let Party::Sip(leg) = from {
+                self.outputs.push_back(Output::SipHangup {
+                    leg,
+                    reason: EndReason::Normal,
+                });
             }
         }
     }
@@ -241,8 +321,8 @@ impl CallControl {
         }
     }
 
-    fn close_room(&mut self, port: u8, s: &Supervision) {
-        for end in [Party::Fxs(port).media(), s.agent.media(), s.peer.media()] {
+    fn close_room(&mut self, from: Party, s: &Supervision) {
+        for end in [from.media(), s.agent.media(), s.peer.media()] {
             self.conference(s.room, ConferenceOp::Leave { end });
         }
     }

@@ -203,3 +203,149 @@ fn with_the_prompts_installed_the_pin_is_asked_for_in_words() {
     h.ev(1, Event::OnHook);
     assert!(h.take().contains(&Output::StopPlay { end: port(1) }));
 }
+
+// ----- SIP callers (see `meetme.rs`): local phone 210, trunk callers by DID -----
+
+const PHONE: LegId = LegId(7);
+
+fn sip_keys(h: &mut Harness, leg_id: LegId, keys: &str) {
+    for d in keys.chars() {
+        h.advance(Duration::from_millis(100));
+        h.sip(SipInput::Digit {
+            leg: leg_id,
+            digit: d,
+        });
+    }
+}
+
+fn pin_tone(leg_id: LegId) -> Output {
+    Output::Play {
+        end: leg(leg_id),
+        playback: crate::prompts::Playback::looped(crate::prompts::Sound::Tone(Tone::Confirmation)),
+    }
+}
+
+/// SIP phone 210 calls room 800: answered at once, the PIN tone plays on its leg.
+fn sip_dial_room(h: &mut Harness, leg_id: LegId) {
+    h.incoming(leg_id, SipOrigin::Extension("210".into()), "210", "800");
+    let out = h.take();
+    assert!(out.contains(&Output::SipAnswer { leg: leg_id }), "{out:?}");
+    assert!(out.contains(&pin_tone(leg_id)), "{out:?}");
+    assert!(conference(&out).is_empty());
+    assert!(cdrs(&out).is_empty());
+}
+
+#[test]
+fn a_sip_phone_keys_the_pin_by_rfc4733_joins_the_room_and_leaves_with_bye() {
+    let mut h = harness();
+    dial_room(&mut h, 1);
+    h.dial(1, "4711#");
+    let room = conference(&h.take())[0].0;
+    sip_dial_room(&mut h, PHONE);
+    sip_keys(&mut h, PHONE, "4");
+    assert_eq!(h.take(), vec![Output::StopPlay { end: leg(PHONE) }]);
+    sip_keys(&mut h, PHONE, "711#");
+    assert_eq!(
+        conference(&h.take()),
+        vec![
+            (
+                room,
+                ConferenceOp::Join {
+                    end: leg(PHONE),
+                    role: ConferenceRole::Talker
+                }
+            ),
+            (room, ConferenceOp::Beep { entry: true }),
+        ]
+    );
+    // Keys in the room do nothing; BYE leaves it and the analog phone hears the beep.
+    sip_keys(&mut h, PHONE, "5");
+    assert!(h.take().is_empty());
+    h.sip(SipInput::Ended {
+        leg: PHONE,
+        reason: EndReason::Normal,
+    });
+    let out = h.take();
+    assert_eq!(
+        conference(&out),
+        vec![
+            (room, ConferenceOp::Leave { end: leg(PHONE) }),
+            (room, ConferenceOp::Beep { entry: false }),
+        ]
+    );
+    assert!(
+        hangups(&out).is_empty(),
+        "the phone hung up itself: {out:?}"
+    );
+    assert!(cdrs(&out).is_empty());
+}
+
+#[test]
+fn three_wrong_pins_from_a_sip_phone_end_its_leg() {
+    let mut h = harness();
+    sip_dial_room(&mut h, PHONE);
+    sip_keys(&mut h, PHONE, "1234#");
+    let out = h.take();
+    assert!(out.contains(&pin_tone(PHONE)), "asked again: {out:?}");
+    // A timeout is the second try.
+    h.advance(PIN_TIMEOUT + Duration::from_secs(1));
+    assert!(h.take().contains(&pin_tone(PHONE)));
+    sip_keys(&mut h, PHONE, "9#");
+    let out = h.take();
+    assert_eq!(hangups(&out), vec![(PHONE, EndReason::Normal)], "{out:?}");
+    assert!(conference(&out).is_empty());
+    // Its BYE's answer (the endpoint's Ended) changes nothing any more.
+    h.sip(SipInput::Ended {
+        leg: PHONE,
+        reason: EndReason::Normal,
+    });
+    assert!(h.take().is_empty());
+}
+
+#[test]
+fn a_full_room_refuses_a_sip_caller_with_busy_before_answer() {
+    let mut h = harness();
+    for p in [1, 2] {
+        dial_room(&mut h, p);
+        h.dial(p, "4711#");
+        h.take();
+    }
+    h.incoming(PHONE, SipOrigin::Extension("210".into()), "210", "800");
+    let out = h.take();
+    assert_eq!(hangups(&out), vec![(PHONE, EndReason::Busy)], "{out:?}");
+    assert!(!out.contains(&Output::SipAnswer { leg: PHONE }));
+    // Admitted to the prompt while there was room, full by the time of the PIN: BYE.
+    let mut h = harness();
+    dial_room(&mut h, 1);
+    sip_dial_room(&mut h, PHONE);
+    dial_room(&mut h, 2);
+    h.dial(1, "4711#");
+    h.dial(2, "4711#");
+    h.take();
+    sip_keys(&mut h, PHONE, "4711#");
+    let out = h.take();
+    assert_eq!(hangups(&out), vec![(PHONE, EndReason::Normal)], "{out:?}");
+    assert!(conference(&out).is_empty());
+}
+
+#[test]
+fn a_trunk_caller_whose_did_maps_to_a_room_joins_with_the_pin_and_shutdown_ends_legs() {
+    let mut h = harness();
+    h.incoming(PHONE, SipOrigin::Trunk, "0612345678", "800");
+    let out = h.take();
+    assert!(out.contains(&Output::SipAnswer { leg: PHONE }), "{out:?}");
+    sip_keys(&mut h, PHONE, "4711#");
+    let room = conference(&h.take())[0].0;
+    // A second caller still keying its PIN; shutdown hangs both up.
+    h.incoming(LegId(8), SipOrigin::Trunk, "0612345679", "800");
+    h.take();
+    h.cc.shutdown(h.now);
+    let out = h.drain();
+    assert!(conference(&out).contains(&(room, ConferenceOp::Leave { end: leg(PHONE) })));
+    let mut ended = hangups(&out);
+    ended.sort();
+    assert_eq!(
+        ended,
+        vec![(PHONE, EndReason::Normal), (LegId(8), EndReason::Normal)]
+    );
+}

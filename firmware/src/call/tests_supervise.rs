@@ -307,3 +307,178 @@ fn a_supervised_call_takes_no_second_supervisor() {
     // call). So the rule is checked on the call lookup: the call is taken.
     assert!(h.cc.agent_live_call(&agent("100")).is_none());
 }
+
+// ----- Supervisors at SIP phones (phone 210, leg 7) -----
+
+const PHONE: LegId = LegId(7);
+
+/// SIP phone 210 sends an INVITE to `code`; returns the check's number.
+fn sip_supervise_check(h: &mut Harness, code: &str) -> u64 {
+    h.incoming(PHONE, SipOrigin::Extension("210".into()), "210", code);
+    let out = h.take();
+    let c = checks(&out);
+    assert_eq!(c.len(), 1, "{out:?}");
+    assert_eq!((c[0].1.as_str(), &c[0].2), ("210", &agent("100")));
+    // Nothing answered, refused or joined before the check.
+    assert!(!out.iter().any(|o| matches!(
+        o,
+        Output::SipAnswer { .. } | Output::SipHangup { .. } | Output::Conference { .. }
+    )));
+    c[0].0
+}
+
+fn sip_key(h: &mut Harness, d: char) {
+    h.sip(SipInput::Digit {
+        leg: PHONE,
+        digit: d,
+    });
+}
+
+#[test]
+fn a_sip_phone_supervises_switches_modes_by_rfc4733_and_its_bye_restores_the_bridge() {
+    let mut h = agent_in_a_call();
+    // `#` left out like the agent codes.
+    let check = sip_supervise_check(&mut h, "*65100");
+    h.cc.supervisor_checked(h.now, check, true);
+    let out = h.drain();
+    assert!(out.contains(&Output::SipAnswer { leg: PHONE }), "{out:?}");
+    assert!(out.contains(&Output::Disconnect(port(2), port(1))));
+    let room = conference(&out)[0].0;
+    assert_eq!(
+        conference(&out),
+        vec![
+            (room, join(port(2), ConferenceRole::Talker)),
+            (room, join(port(1), ConferenceRole::Talker)),
+            (room, join(leg(PHONE), ConferenceRole::Listener)),
+        ]
+    );
+    // No confirmation tone and no hang-up: the leg is the supervisor's now.
+    h.advance(CONFIRMATION + Duration::from_secs(1));
+    let out = h.take();
+    assert!(hangups(&out).is_empty(), "{out:?}");
+    let set = |role| {
+        vec![(
+            room,
+            ConferenceOp::SetRole {
+                end: leg(PHONE),
+                role,
+            },
+        )]
+    };
+    sip_key(&mut h, '5');
+    assert_eq!(
+        conference(&h.take()),
+        set(ConferenceRole::Whisperer { to: port(2) })
+    );
+    sip_key(&mut h, '6');
+    assert_eq!(conference(&h.take()), set(ConferenceRole::Talker));
+    sip_key(&mut h, '9');
+    assert!(h.take().is_empty());
+    sip_key(&mut h, '4');
+    assert_eq!(conference(&h.take()), set(ConferenceRole::Listener));
+    // BYE from the phone: everyone leaves the room, agent and caller are bridged again.
+    h.sip(SipInput::Ended {
+        leg: PHONE,
+        reason: EndReason::Normal,
+    });
+    let out = h.take();
+    assert_eq!(
+        conference(&out),
+        vec![
+            (room, leave(leg(PHONE))),
+            (room, leave(port(2))),
+            (room, leave(port(1)))
+        ]
+    );
+    assert!(out.contains(&Output::Connect(port(2), port(1))), "{out:?}");
+    assert!(hangups(&out).is_empty());
+    // The call goes on and ends normally, with one CDR.
+    h.ev(1, Event::OnHook);
+    let out = h.take();
+    assert_eq!(cdrs(&out).len(), 1);
+    assert!(conference(&out).is_empty());
+}
+
+#[test]
+fn sip_supervision_refusals_map_to_sip_statuses_and_change_nothing() {
+    // No live call: 480 at once, no check.
+    let mut h = harness();
+    login(&mut h, 2, "100");
+    h.incoming(PHONE, SipOrigin::Extension("210".into()), "210", "*66100#");
+    let out = h.take();
+    assert!(checks(&out).is_empty());
+    assert_eq!(hangups(&out), vec![(PHONE, EndReason::NoAnswer)], "{out:?}");
+    // No right: 403, the agent's bridge untouched.
+    let mut h = agent_in_a_call();
+    let check = sip_supervise_check(&mut h, "*67100#");
+    h.cc.supervisor_checked(h.now, check, false);
+    let out = h.drain();
+    assert_eq!(
+        hangups(&out),
+        vec![(PHONE, EndReason::Forbidden)],
+        "{out:?}"
+    );
+    assert!(!out.iter().any(|o| matches!(
+        o,
+        Output::Disconnect(..) | Output::Conference { .. } | Output::SipAnswer { .. }
+    )));
+    // The call ended during the check: 480.
+    let mut h = agent_in_a_call();
+    let check = sip_supervise_check(&mut h, "*65100#");
+    h.ev(1, Event::OnHook);
+    h.take();
+    h.cc.supervisor_checked(h.now, check, true);
+    let out = h.drain();
+    assert_eq!(hangups(&out), vec![(PHONE, EndReason::NoAnswer)], "{out:?}");
+    assert!(conference(&out).is_empty());
+    // The phone gave up (CANCEL) during the check: the answer does nothing.
+    let mut h = agent_in_a_call();
+    let check = sip_supervise_check(&mut h, "*65100#");
+    h.sip(SipInput::Ended {
+        leg: PHONE,
+        reason: EndReason::Normal,
+    });
+    h.take();
+    h.cc.supervisor_checked(h.now, check, true);
+    assert!(h.drain().is_empty());
+}
+
+#[test]
+fn when_the_agents_call_changes_the_sip_supervisor_is_hung_up() {
+    for gone in [1u8, 2] {
+        let mut h = agent_in_a_call();
+        let check = sip_supervise_check(&mut h, "*67100#");
+        h.cc.supervisor_checked(h.now, check, true);
+        let room = conference(&h.drain())[0].0;
+        h.ev(gone, Event::OnHook);
+        let out = h.take();
+        assert_eq!(
+            conference(&out),
+            vec![
+                (room, leave(leg(PHONE))),
+                (room, leave(port(2))),
+                (room, leave(port(1)))
+            ],
+            "{out:?}"
+        );
+        assert_eq!(hangups(&out), vec![(PHONE, EndReason::Normal)]);
+        assert!(!out.iter().any(|o| matches!(o, Output::Connect(..))));
+        // The endpoint's report of the BYE changes nothing more.
+        h.sip(SipInput::Ended {
+            leg: PHONE,
+            reason: EndReason::Normal,
+        });
+        assert!(h.take().is_empty());
+    }
+    // Shutdown hangs up the supervisor too.
+    let mut h = agent_in_a_call();
+    let check = sip_supervise_check(&mut h, "*65100#");
+    h.cc.supervisor_checked(h.now, check, true);
+    h.drain();
+    h.cc.shutdown(h.now);
+    let out = h.drain();
+    assert!(
+        hangups(&out).contains(&(PHONE, EndReason::Normal)),
+        "{out:?}"
+    );
+}
