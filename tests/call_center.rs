@@ -716,3 +716,114 @@ fn queues_and_agents_changed_in_the_store_take_effect_without_a_restart() {
     assert_eq!(cdrs[0].callee, "7009");
     assert_eq!(cdrs[0].disposition, "answered");
 }
+
+/// Extension mode `automatic`: the admin sets it through the API; the agent's
+/// desktop logs in through `POST /api/v1/agents/me/login` and the ACD uses the SIP
+/// phone registered from the desktop's address (SIPp on 202, from 127.0.0.1, like the
+/// API client); a queue call then rings that phone. The feature code from the phone
+/// is refused (403) in this mode.
+#[test]
+fn an_automatic_agent_logs_in_from_the_desktop_and_the_queue_rings_the_phone_at_that_address() {
+    use crate::sip_calls::{free_port, register, run_sipp, sip_addr, sipp, wait_sipp};
+    let mut gw = crate::sip_calls::gateway();
+    let admin = create_admin(&gw, "admin1", ADMIN_PASSWORD);
+    add_agent(&admin, "alice", "100", "4821");
+    gw.stop_with(nix::sys::signal::Signal::SIGTERM);
+    rusqlite::Connection::open(gw.db_path())
+        .expect("open the store")
+        .execute_batch(
+            "INSERT INTO queues (name, number, strategy, ring_timeout_ms, wrap_up_ms)
+                 VALUES ('sales', '7001', 'ring_all', 8000, 60000);
+             INSERT INTO queue_members (queue_id, user_id, position)
+                 SELECT q.id, u.id, 0 FROM queues q, users u WHERE u.agent_id = '100';",
+        )
+        .expect("queue rows");
+    gw.restart();
+    assert!(gw.wait_log_count("sip endpoint listening", 2, SOON));
+    let web = gw.latest_web_addr();
+    let (admin, _) = Api::login(web, "admin1", ADMIN_PASSWORD);
+    let (alice, _) = Api::login(web, "alice", "agent-Pass-2024-long");
+
+    // Not registered yet / login mode: refused, nobody logged in.
+    let (status, body) = alice.post("/api/v1/agents/me/login", json!({}));
+    assert_eq!(status, 409, "{body}");
+    let (status, body) = admin.put(
+        "/api/v1/agents/100/extension-mode",
+        json!({ "mode": "automatic" }),
+    );
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = alice.post("/api/v1/agents/me/login", json!({}));
+    assert_eq!(status, 409, "no phone at 127.0.0.1 yet: {body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("no SIP phone"),
+        "{body}"
+    );
+    assert!(agent_states(&gw, "100").is_empty());
+
+    let phone_port = free_port();
+    register(&gw, "202", "soft-phone-pass-two", phone_port);
+    // The feature code from the phone: refused in automatic mode.
+    let dial = |scenario: &str, code: &str| {
+        let args = crate::sip_calls::call_args(code, "202", "soft-phone-pass-two", sip_addr(&gw));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        sipp(scenario, sip_addr(&gw), free_port(), &args)
+    };
+    let forbidden = crate::sip_calls::with_status(&gw, "uac_phone_refused.xml", 403);
+    run_sipp(
+        dial(forbidden.to_str().expect("path"), "*61100*4821%23"),
+        "feature code in automatic mode",
+        &gw,
+    );
+    // The desktop log-in binds phone 202 (the ACD took the mode change without a
+    // restart; the registrar's snapshot may lag a moment behind the REGISTER).
+    let mut last = json!(null);
+    assert!(
+        wait(SOON, || {
+            let (status, body) = alice.post("/api/v1/agents/me/login", json!({}));
+            last = body;
+            status == 200
+        }),
+        "desktop log-in: {last}\n{}",
+        gw.log_text()
+    );
+    assert_eq!(last["extension"], "202", "{last}");
+    assert_eq!(last["state"], "available", "{last}");
+    let (status, state) = alice.get("/api/v1/agents/me");
+    assert_eq!(status, 200, "{state}");
+    assert_eq!(state["extension_mode"], "automatic");
+
+    // A queue call rings the SIP phone at the desktop's address.
+    let uas = sipp("uas_answer.xml", sip_addr(&gw), phone_port, &["-m", "1"])
+        .spawn()
+        .expect("sipp starts");
+    std::thread::sleep(Duration::from_millis(300));
+    let caller = gw.sim.phone(1);
+    caller.off_hook();
+    wait_tone(&gw.sim, 1, 350, 440).expect("dial tone");
+    caller.dial("7001");
+    assert!(
+        wait(SOON, || agent_states(&gw, "100").last().map(String::as_str)
+            == Some("on_call")),
+        "the agent's SIP phone did not take the call:\n{}",
+        gw.log_text()
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    caller.on_hook();
+    wait_sipp(uas, "agent's phone", &gw);
+    let extension: Option<String> = gw
+        .db()
+        .query_row(
+            "SELECT extension FROM agent_state_log WHERE agent_id = '100' ORDER BY id LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .expect("state row");
+    assert_eq!(extension.as_deref(), Some("202"));
+    // Logged out from the desktop.
+    let (status, body) = alice.post("/api/v1/agents/me/logout", json!({}));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["state"], "logged_out");
+}

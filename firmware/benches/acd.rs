@@ -9,8 +9,8 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use branchline_firmware::acd::{
-    Acd, AcdConfig, Action, AgentConfig, AgentId, CallId, Input, Member, QueueConfig, QueueName,
-    SkillLevel, SkillRequirement, Strategy,
+    Acd, AcdConfig, Action, AgentConfig, AgentId, CallId, ExtensionMode, Input, LoginFrom, Member,
+    QueueConfig, QueueName, SkillLevel, SkillRequirement, Strategy,
 };
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 
@@ -48,6 +48,7 @@ fn setup(strategy: Strategy, worst_skill: bool) -> (Acd, Instant) {
                 id: agent(i),
                 skills,
                 recording: Default::default(),
+                mode: ExtensionMode::Login,
             }
         })
         .collect();
@@ -61,6 +62,7 @@ fn setup(strategy: Strategy, worst_skill: bool) -> (Acd, Instant) {
             Input::AgentLogin {
                 agent: agent(i),
                 extension: format!("{}", 2000 + i),
+                from: LoginFrom::Phone,
             },
         )
         .expect("login");

@@ -2141,6 +2141,13 @@ impl BoardLoop {
                     });
                 let _ = reply.send(outcome);
             }
+            ControlRequest::AgentDesk {
+                agent,
+                action,
+                reply,
+            } => {
+                let _ = reply.send(agent_desk(calls, agent, action));
+            }
             ControlRequest::VoicemailDeleted { id } => calls.voicemail_message_removed(id),
             ControlRequest::RingTest { port, reply } => {
                 let outcome = self
@@ -2158,4 +2165,44 @@ impl BoardLoop {
             }
         }
     }
+}
+
+/// Carries out an agent desktop's request on call control and reports the agent's
+/// state ([`crate::web::status::ControlRequest::AgentDesk`]).
+pub(crate) fn agent_desk(
+    calls: &mut CallControl,
+    agent: crate::acd::AgentId,
+    action: Option<crate::call::DeskAction>,
+) -> Result<crate::web::status::AgentDeskState, crate::web::status::AgentDeskError> {
+    use crate::web::status::{AgentDeskError, AgentDeskState};
+    let now = Instant::now();
+    let acd = calls.acd().ok_or(AgentDeskError::NoCallCenter)?;
+    if acd.agent(&agent).is_none() {
+        return Err(AgentDeskError::UnknownAgent(agent.to_string()));
+    }
+    if let Some(action) = action {
+        match calls.agent_desk(now, agent.clone(), action) {
+            None => return Err(AgentDeskError::NoCallCenter),
+            Some(Err(e)) => return Err(AgentDeskError::Refused(e)),
+            Some(Ok(())) => {}
+        }
+    }
+    let acd = calls.acd().ok_or(AgentDeskError::NoCallCenter)?;
+    let (state, since, extension) = acd
+        .agent(&agent)
+        .ok_or_else(|| AgentDeskError::UnknownAgent(agent.to_string()))?;
+    let ago = i64::try_from(now.saturating_duration_since(since).as_millis()).unwrap_or(0);
+    Ok(AgentDeskState {
+        agent_id: agent.to_string(),
+        extension_mode: acd
+            .extension_mode(&agent)
+            .map_or("login", crate::acd::ExtensionMode::as_str),
+        state: state.name(),
+        reason: match state {
+            crate::acd::AgentState::Paused(Some(r)) => Some(r.to_string()),
+            _ => None,
+        },
+        extension: extension.map(str::to_owned),
+        since_ms: system_clock_ms() - ago,
+    })
 }

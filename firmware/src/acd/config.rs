@@ -391,6 +391,50 @@ impl QueueConfig {
     }
 }
 
+/// Which phone an agent's queue calls ring (issue 6 "extension modes"; stored as
+/// `users.extension_mode`, migration 0018).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum ExtensionMode {
+    /// Hot-desking: the agent logs in with the feature code on any phone, and their
+    /// calls ring that phone (which no other agent holds). Not from the desktop.
+    #[default]
+    Login,
+    /// Always this extension (the user's own): a log-in by feature code is accepted
+    /// only on that phone (any other phone is refused), a desktop log-in binds it.
+    Fixed(String),
+    /// The SIP phone registered from the same IP address as the agent's desktop: the
+    /// agent logs in through the local API (`POST /api/v1/agents/me/login`), not with
+    /// the feature code.
+    Automatic,
+}
+
+impl ExtensionMode {
+    /// The stored name: `login`, `fixed` or `automatic`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ExtensionMode::Login => "login",
+            ExtensionMode::Fixed(_) => "fixed",
+            ExtensionMode::Automatic => "automatic",
+        }
+    }
+
+    /// The mode named `name` for a user whose own extension is `extension` (`fixed`
+    /// needs one).
+    pub fn parse(name: &str, extension: Option<&str>) -> Result<ExtensionMode, String> {
+        match name {
+            "login" => Ok(ExtensionMode::Login),
+            "automatic" => Ok(ExtensionMode::Automatic),
+            "fixed" => match extension {
+                Some(e) if !e.is_empty() => Ok(ExtensionMode::Fixed(e.to_owned())),
+                _ => Err("fixed needs the user's extension; the user has none".to_owned()),
+            },
+            other => Err(format!(
+                "unknown extension mode {other:?}: login, fixed or automatic"
+            )),
+        }
+    }
+}
+
 /// One agent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AgentConfig {
@@ -400,6 +444,8 @@ pub struct AgentConfig {
     pub skills: BTreeMap<Skill, SkillLevel>,
     /// Whether the calls the agent answers are recorded (`users.recording`).
     pub recording: RecordingPolicy,
+    /// Which phone their calls ring.
+    pub mode: ExtensionMode,
 }
 
 /// The whole ACD configuration, cross-checked.
@@ -413,12 +459,13 @@ impl AcdConfig {
     /// Checks and builds the configuration: queue names and numbers unique, ring
     /// timeouts above zero, members known agents at most once per queue with penalty
     /// at most [`MAX_PENALTY`], overflow queues existing and not the queue itself,
-    /// agent IDs unique.
+    /// agent IDs unique, no extension fixed for two agents.
     pub fn new(
         queues: Vec<QueueConfig>,
         agents: Vec<AgentConfig>,
     ) -> Result<AcdConfig, ConfigError> {
         let mut agent_ids = BTreeSet::new();
+        let mut fixed: BTreeMap<&str, &AgentId> = BTreeMap::new();
         for a in &agents {
             if !agent_ids.insert(&a.id) {
                 return Err(ConfigError::Agent {
@@ -426,6 +473,22 @@ impl AcdConfig {
                     field: "id",
                     message: "agent ID appears twice".to_owned(),
                 });
+            }
+            if let ExtensionMode::Fixed(ext) = &a.mode {
+                if ext.is_empty() {
+                    return Err(ConfigError::Agent {
+                        agent: a.id.to_string(),
+                        field: "extension_mode",
+                        message: "fixed needs an extension".to_owned(),
+                    });
+                }
+                if let Some(other) = fixed.insert(ext, &a.id) {
+                    return Err(ConfigError::Agent {
+                        agent: a.id.to_string(),
+                        field: "extension_mode",
+                        message: format!("extension {ext} is already fixed for agent {other}"),
+                    });
+                }
             }
         }
         let names: BTreeSet<&QueueName> = queues.iter().map(|q| &q.name).collect();

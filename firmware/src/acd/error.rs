@@ -72,6 +72,25 @@ pub enum InputError {
         /// Where.
         extension: String,
     },
+    /// The agent's extension is fixed and the log-in names another one.
+    #[error("agent {agent} has the fixed extension {fixed}; log in on that phone")]
+    FixedExtension {
+        /// The agent.
+        agent: AgentId,
+        /// Their extension.
+        fixed: String,
+    },
+    /// The agent's extension mode does not log in this way (the feature code for
+    /// `automatic`, the desktop for `login`).
+    #[error("agent {agent} has extension mode {mode}: {hint}")]
+    WrongLoginPath {
+        /// The agent.
+        agent: AgentId,
+        /// The mode's name.
+        mode: &'static str,
+        /// How they log in instead.
+        hint: &'static str,
+    },
     /// Another agent is logged in on the extension.
     #[error("extension {extension} is held by agent {holder}")]
     ExtensionTaken {

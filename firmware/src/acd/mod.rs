@@ -58,14 +58,21 @@
 
 //! # Limits
 //!
-//! The configuration is fixed for the life of an [`Acd`] (a change in the store means
-//! building a new one; agents' states and waiting callers are not carried over yet).
-//! A call's skill requirement counts only in skill-based queues. Agent state history is
-//! not written to the outbox (the sync wire is unchanged), so HQ does not see it yet.
+//! A configuration change is taken with [`Acd::reconfigure`] (states and waiting
+//! callers carried over). A call's skill requirement counts only in skill-based
+//! queues. Agent state changes go to `agent_state_log` and the outbox
+//! ([`store::append_state_log`]).
 //! Logging in again on another extension while logged in is refused (log out first).
-//! Extension modes "fixed" and "automatic" from issue 6 are not modelled: the
-//! extension is whatever the login says. Handle-time statistics start empty at every
-//! start.
+//! Handle-time statistics start empty at every start.
+//!
+//! # Extension modes
+//!
+//! Each agent has an [`ExtensionMode`]: `login` (hot-desking by feature code, the
+//! default), `fixed` (their own extension only: a feature-code log-in on another
+//! phone is refused with [`InputError::FixedExtension`]) or `automatic` (log-in from
+//! the desktop only, [`LoginFrom::Desktop`], with the extension the API found: the SIP
+//! phone registered from the desktop's address). A log-in the mode does not take is
+//! refused with [`InputError::WrongLoginPath`].
 
 pub mod codes;
 pub mod config;
@@ -80,8 +87,8 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 pub use self::config::{
-    AcdConfig, AgentConfig, AgentId, Member, MusicOnHold, OverflowTarget, PauseReason, QueueConfig,
-    QueueName, Skill, SkillLevel, Strategy, TargetNumber, VipPattern,
+    AcdConfig, AgentConfig, AgentId, ExtensionMode, Member, MusicOnHold, OverflowTarget,
+    PauseReason, QueueConfig, QueueName, Skill, SkillLevel, Strategy, TargetNumber, VipPattern,
 };
 pub use self::error::{ConfigError, FeatureCodeError, InputError, StoreError};
 
@@ -162,8 +169,11 @@ pub enum Input {
     AgentLogin {
         /// The agent.
         agent: AgentId,
-        /// The extension their calls ring (hot-desking; one agent per extension).
+        /// The extension their calls ring (one agent per extension).
         extension: String,
+        /// Where the log-in came from; the agent's [`ExtensionMode`] says which are
+        /// accepted.
+        from: LoginFrom,
     },
     /// An agent logged out.
     AgentLogout {
@@ -187,6 +197,16 @@ pub enum Input {
         /// The agent.
         agent: AgentId,
     },
+}
+
+/// Where an agent's log-in came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoginFrom {
+    /// The feature code, dialled on the phone whose extension is logged in.
+    Phone,
+    /// The agent's desktop (the local API), which chose the extension by the agent's
+    /// mode (the fixed one, or the phone registered from the desktop's address).
+    Desktop,
 }
 
 /// An agent's state.
@@ -340,6 +360,7 @@ pub enum CallStatus {
 struct AgentRt {
     id: AgentId,
     skills: BTreeMap<Skill, SkillLevel>,
+    mode: ExtensionMode,
     state: AgentState,
     since: Instant,
     extension: Option<String>,
@@ -424,6 +445,7 @@ impl Acd {
             .map(|a| AgentRt {
                 id: a.id.clone(),
                 skills: a.skills.clone(),
+                mode: a.mode.clone(),
                 state: AgentState::LoggedOut,
                 since: now,
                 extension: None,
@@ -676,7 +698,9 @@ impl Acd {
                     }
                 }
             }
-            Input::AgentLogin { agent, extension } => {
+            Input::AgentLogin {
+                agent, extension, ..
+            } => {
                 let a = self.agent_index[&agent];
                 self.extensions.insert(extension.clone(), a);
                 let rt = &mut self.agents[a];
@@ -769,8 +793,32 @@ impl Acd {
             Input::AgentLogin {
                 agent: id,
                 extension,
+                from,
             } => {
                 let a = agent(id)?;
+                match (&a.mode, from) {
+                    (ExtensionMode::Fixed(fixed), _) if fixed != extension => {
+                        return Err(InputError::FixedExtension {
+                            agent: id.clone(),
+                            fixed: fixed.clone(),
+                        });
+                    }
+                    (ExtensionMode::Automatic, LoginFrom::Phone) => {
+                        return Err(InputError::WrongLoginPath {
+                            agent: id.clone(),
+                            mode: "automatic",
+                            hint: "log in from the desktop (the phone registered from its address is used)",
+                        });
+                    }
+                    (ExtensionMode::Login, LoginFrom::Desktop) => {
+                        return Err(InputError::WrongLoginPath {
+                            agent: id.clone(),
+                            mode: "login",
+                            hint: "log in with the feature code on the phone to use",
+                        });
+                    }
+                    _ => {}
+                }
                 if let Some(ext) = &a.extension {
                     return Err(InputError::AlreadyLoggedIn {
                         agent: id.clone(),
@@ -808,6 +856,11 @@ impl Acd {
             }
         }
         Ok(())
+    }
+
+    /// An agent's extension mode.
+    pub fn extension_mode(&self, id: &AgentId) -> Option<&ExtensionMode> {
+        Some(&self.agents[*self.agent_index.get(id)?].mode)
     }
 
     /// An agent's state, the time it started, and the extension logged in on.
@@ -890,7 +943,9 @@ impl Acd {
     /// from the store after an edit: no restart, nobody's call is cut.
     ///
     /// - Agents are matched by ID. One still configured keeps its state, extension,
-    ///   idle time and calls, with the new skills; a new one starts logged out; one no
+    ///   idle time and calls, with the new skills and extension mode (logged out when
+    ///   now fixed to another extension than the one logged in on, unless on a call);
+    ///   a new one starts logged out; one no
     ///   longer configured is logged out (its offers stop; a call it is on goes on) and
     ///   refused from then on. Configured again later, it comes back logged out.
     /// - Queues are matched by name. One still configured takes the new settings and
@@ -928,6 +983,7 @@ impl Acd {
                     self.agents.push(AgentRt {
                         id: cfg.id.clone(),
                         skills: BTreeMap::new(),
+                        mode: cfg.mode.clone(),
                         state: AgentState::LoggedOut,
                         since: now,
                         extension: None,
@@ -939,6 +995,15 @@ impl Acd {
                 }
             };
             self.agents[a].skills = cfg.skills.clone();
+            self.agents[a].mode = cfg.mode.clone();
+            // Now fixed to another extension than the one logged in on: logged out.
+            let misplaced = match (&cfg.mode, &self.agents[a].extension) {
+                (ExtensionMode::Fixed(fixed), Some(ext)) => fixed != ext,
+                _ => false,
+            };
+            if misplaced && !matches!(self.agents[a].state, AgentState::OnCall(_)) {
+                self.log_out(a, now);
+            }
             self.agent_index.insert(cfg.id.clone(), a);
         }
         self.queue_index

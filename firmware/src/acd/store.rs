@@ -2,7 +2,8 @@
 //! appending to the agent state history.
 //!
 //! Agents are the enabled users with an agent ID (`users.agent_id`), with their
-//! `agent_skills`. Queue members refer to users; a member whose user has no agent ID
+//! `agent_skills` and extension mode (`users.extension_mode`, migration 0018; `fixed`
+//! means the user's own `extension`, so a fixed agent without one is a bad row). Queue members refer to users; a member whose user has no agent ID
 //! is a bad row (an error naming the queue and user), a member whose user is disabled
 //! is left out (disabling a user must not stop the call center). Every value is
 //! validated with the same newtypes as the rest of the ACD; the first bad value fails
@@ -26,8 +27,8 @@ use crate::config::{ExtensionNumber, RecordingPolicy};
 use crate::error::InvalidValue;
 
 use super::config::{
-    AcdConfig, AgentConfig, AgentId, Member, MusicOnHold, OverflowTarget, QueueConfig, QueueName,
-    Skill, SkillLevel, Strategy, TargetNumber, VipPattern,
+    AcdConfig, AgentConfig, AgentId, ExtensionMode, Member, MusicOnHold, OverflowTarget,
+    QueueConfig, QueueName, Skill, SkillLevel, Strategy, TargetNumber, VipPattern,
 };
 use super::error::StoreError;
 use super::{AgentState, CallId};
@@ -89,7 +90,7 @@ pub fn load_config(conn: &Connection, path: &Path) -> Result<AcdConfig, StoreErr
     let mut agents: BTreeMap<i64, AgentConfig> = BTreeMap::new();
     let mut stmt = conn
         .prepare(
-            "SELECT id, agent_id, recording FROM users
+            "SELECT id, agent_id, recording, extension_mode, extension FROM users
               WHERE agent_id IS NOT NULL AND enabled = 1 ORDER BY id",
         )
         .map_err(sql(path, "read agents"))?;
@@ -99,11 +100,14 @@ pub fn load_config(conn: &Connection, path: &Path) -> Result<AcdConfig, StoreErr
                 r.get::<_, i64>(0)?,
                 r.get::<_, String>(1)?,
                 r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, Option<String>>(4)?,
             ))
         })
         .map_err(sql(path, "read agents"))?;
     for row in rows {
-        let (user_id, agent_id, recording) = row.map_err(sql(path, "read agents"))?;
+        let (user_id, agent_id, recording, mode, extension) =
+            row.map_err(sql(path, "read agents"))?;
         let ctx = RowCtx {
             path,
             table: "users",
@@ -111,12 +115,15 @@ pub fn load_config(conn: &Connection, path: &Path) -> Result<AcdConfig, StoreErr
         };
         let id: AgentId = ctx.parse("agent_id", &agent_id)?;
         let recording = recording_policy(&ctx, &recording)?;
+        let mode = ExtensionMode::parse(&mode, extension.as_deref())
+            .map_err(|e| ctx.bad("extension_mode", e))?;
         agents.insert(
             user_id,
             AgentConfig {
                 id,
                 skills: BTreeMap::new(),
                 recording,
+                mode,
             },
         );
     }

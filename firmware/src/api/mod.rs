@@ -30,6 +30,10 @@
 //!   ([`crate::sync::status::SyncStatusReport`]); `POST /api/v1/sync/force`
 //!   (`sync.operate`, audited as `force_sync`) wakes the agent: 202, or 409 when sync
 //!   is not configured or not running.
+//! - **Agents' desktops**: `/api/v1/agents/{agent}` (`me` or an agent ID) shows an
+//!   agent's state and logs them in (extension modes fixed and automatic: the SIP
+//!   phone registered from the request's address), out, pauses and unpauses them,
+//!   and sets the extension mode (see `agents`).
 //! - **Screen pop and click-to-call**: `GET /api/v1/events` streams an agent's call
 //!   and state events (SSE); `POST /api/v1/calls` rings the caller's phone, then
 //!   dials (see `events`).
@@ -59,6 +63,7 @@
 //! role and group lists need `site` scope; sessions live in memory (a restart logs
 //! everyone out).
 
+mod agents;
 mod blacklist;
 mod customers;
 mod events;
@@ -326,6 +331,7 @@ impl ApiState {
             session,
             subject,
             source: format!("api:{ip}"),
+            ip,
         })
     }
 
@@ -423,6 +429,8 @@ pub struct Authed {
     subject: Subject,
     /// `api:<ip>`.
     source: String,
+    /// The client's IP address (the agent desktop's, for automatic extension mode).
+    ip: IpAddr,
 }
 
 impl Authed {
@@ -434,6 +442,11 @@ impl Authed {
     /// The session's CSRF token (the web page puts it in its forms).
     pub(crate) fn csrf_token(&self) -> &str {
         &self.session.csrf_token
+    }
+
+    /// The client's IP address.
+    pub(crate) fn ip(&self) -> IpAddr {
+        self.ip
     }
 
     pub(crate) fn actor(&self) -> Actor {
@@ -657,6 +670,37 @@ fn build(state: ApiState) -> (Router, Vec<(Method, &'static str)>) {
     );
     route!(get, Method::GET, "/api/v1/cdrs", h::list_cdrs);
     route!(get, Method::GET, "/api/v1/events", events::events);
+    route!(get, Method::GET, "/api/v1/agents/{agent}", agents::get);
+    route!(
+        post,
+        Method::POST,
+        "/api/v1/agents/{agent}/login",
+        agents::login
+    );
+    route!(
+        post,
+        Method::POST,
+        "/api/v1/agents/{agent}/logout",
+        agents::logout
+    );
+    route!(
+        post,
+        Method::POST,
+        "/api/v1/agents/{agent}/pause",
+        agents::pause
+    );
+    route!(
+        post,
+        Method::POST,
+        "/api/v1/agents/{agent}/unpause",
+        agents::unpause
+    );
+    route!(
+        put,
+        Method::PUT,
+        "/api/v1/agents/{agent}/extension-mode",
+        agents::put_mode
+    );
     route!(post, Method::POST, "/api/v1/calls", events::click_to_call);
     route!(get, Method::GET, "/api/v1/reports/queues", reports::queues);
     route!(get, Method::GET, "/api/v1/reports/agents", reports::agents);

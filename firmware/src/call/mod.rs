@@ -145,7 +145,7 @@ pub use self::outside::{outside_routes, OutsideVia, TrunkStatus};
 pub use self::pickup::{DIRECTED_PICKUP, GROUP_PICKUP};
 pub use self::queue::announcement as queue_announcement;
 pub use self::queue::{
-    AcdSettings, AgentCallEnd, AgentCallEvent, AgentCallKind, PIN_FAILURES, PIN_LOCKOUT,
+    AcdSettings, AgentCallEnd, AgentCallEvent, AgentCallKind, DeskAction, PIN_FAILURES, PIN_LOCKOUT,
 };
 pub use self::sip::{EndReason, LegId, MediaEnd, SipInput, SipOrigin, SipTarget, TransferTarget};
 pub use self::voicemail::{

@@ -68,7 +68,7 @@ use line_proto::Command;
 use crate::acd::codes::{FeatureCodes, FeatureRequest, Parsed, Pin};
 use crate::acd::{
     Acd, AcdConfig, Action, AgentId, AgentState, CallId, FeatureCodeError, Input, InputError,
-    MusicOnHold, OverflowTarget, QueueName, StopReason,
+    LoginFrom, MusicOnHold, OverflowTarget, PauseReason, QueueName, StopReason,
 };
 use crate::cdr::{CdrQueue, CdrQueueOverflow, Disposition, HangupSide};
 use crate::prompts::{Playback, Sound};
@@ -309,6 +309,29 @@ impl CallControl {
         let result = center.acd.handle(now, input);
         self.drain_acd(now);
         Some(result)
+    }
+
+    /// An agent's desktop acts on the agent (the local API, `crate::api`'s agents
+    /// module): log in on `extension` (which the API chose by the agent's extension
+    /// mode), log out, pause, unpause. `None` without a call center; a refusal leaves
+    /// everything unchanged.
+    pub fn agent_desk(
+        &mut self,
+        now: Instant,
+        agent: AgentId,
+        action: DeskAction,
+    ) -> Option<Result<(), InputError>> {
+        let input = match action {
+            DeskAction::Login { extension } => Input::AgentLogin {
+                agent,
+                extension,
+                from: LoginFrom::Desktop,
+            },
+            DeskAction::Logout => Input::AgentLogout { agent },
+            DeskAction::Pause { reason } => Input::AgentPause { agent, reason },
+            DeskAction::Unpause => Input::AgentUnpause { agent },
+        };
+        self.acd_input(now, input)
     }
 
     /// Takes the call center's configuration anew (the store's queues and agents
@@ -1224,6 +1247,7 @@ impl CallControl {
         let input = Input::AgentLogin {
             agent: login.agent.clone(),
             extension: login.extension.clone(),
+            from: LoginFrom::Phone,
         };
         let ok = match self.acd_input(now, input) {
             Some(Ok(())) => {
@@ -1261,6 +1285,25 @@ impl CallControl {
             self.lockout(now, port, tone);
         }
     }
+}
+
+/// What an agent's desktop asks for ([`CallControl::agent_desk`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeskAction {
+    /// Log in on this extension.
+    Login {
+        /// The fixed extension, or the phone registered from the desktop's address.
+        extension: String,
+    },
+    /// Log out.
+    Logout,
+    /// Pause (on a call: after its wrap-up).
+    Pause {
+        /// Why, if given.
+        reason: Option<PauseReason>,
+    },
+    /// Unpause (or cancel a pending pause).
+    Unpause,
 }
 
 /// The extension of a caller that is a local SIP phone ("" otherwise): a queue call is

@@ -396,3 +396,97 @@ fn a_sip_agent_keys_the_disposition_from_the_phone() {
     let out = h.disposition_answer(d[0].0, true);
     assert!(confirmation(&out, tag), "{out:?}");
 }
+
+/// The call center of [`harness`] with agent 100 in extension mode `mode`.
+fn harness_with_mode(mode: crate::acd::ExtensionMode) -> Harness {
+    Harness::with(|s| {
+        let base = center(Strategy::RoundRobin);
+        let agents = base
+            .config
+            .agents()
+            .iter()
+            .cloned()
+            .map(|mut a| {
+                if a.id == agent("100") {
+                    a.mode = mode.clone();
+                }
+                a
+            })
+            .collect();
+        let config =
+            crate::acd::AcdConfig::new(base.config.queues().to_vec(), agents).expect("config");
+        s.acd = Some(AcdSettings {
+            config,
+            codes: base.codes,
+        });
+    })
+}
+
+#[test]
+fn extension_modes_refuse_feature_code_log_ins_they_do_not_take() {
+    // Automatic: the desktop logs in, not the phone (403 even with the right PIN).
+    let mut h = harness_with_mode(crate::acd::ExtensionMode::Automatic);
+    let out = sip_login(&mut h, "*61100*1234#", true);
+    assert_eq!(
+        hangups(&out),
+        vec![(PHONE, EndReason::Forbidden)],
+        "{out:?}"
+    );
+    assert!(agent_states(&out).is_empty());
+    // The desktop's log-in (the API found phone 210) works.
+    assert_eq!(
+        h.cc.agent_desk(
+            h.now,
+            agent("100"),
+            DeskAction::Login {
+                extension: "210".into()
+            }
+        ),
+        Some(Ok(()))
+    );
+    let out = h.drain();
+    assert_eq!(
+        agent_states(&out),
+        vec![(agent("100"), AgentState::Available)]
+    );
+    assert_eq!(
+        h.cc.acd()
+            .and_then(|a| a.agent(&agent("100")))
+            .and_then(|a| a.2),
+        Some("210")
+    );
+    // Fixed on 211: the phone 210 is refused, 211 logs in.
+    let mut h = harness_with_mode(crate::acd::ExtensionMode::Fixed("211".into()));
+    let out = sip_login(&mut h, "*61100*1234#", true);
+    assert_eq!(
+        hangups(&out),
+        vec![(PHONE, EndReason::Forbidden)],
+        "{out:?}"
+    );
+    h.incoming(
+        LegId(8),
+        SipOrigin::Extension("211".into()),
+        "211",
+        "*61100*1234#",
+    );
+    let checks = pin_checks(&h.take());
+    let out = h.pin_answer(checks[0].0, true);
+    assert!(confirmation(&out, LegId(8)), "{out:?}");
+    // Login mode (the default): the desktop is refused, nothing changes.
+    let mut h = harness_with_mode(crate::acd::ExtensionMode::Login);
+    let refused = h.cc.agent_desk(
+        h.now,
+        agent("100"),
+        DeskAction::Login {
+            extension: "210".into(),
+        },
+    );
+    assert!(
+        matches!(
+            refused,
+            Some(Err(crate::acd::InputError::WrongLoginPath { .. }))
+        ),
+        "{refused:?}"
+    );
+    assert!(agent_states(&h.drain()).is_empty());
+}

@@ -34,6 +34,7 @@ fn center_with(strategy: Strategy, wrap_up: Duration) -> AcdSettings {
             id: agent(id),
             skills: Default::default(),
             recording: Default::default(),
+            mode: Default::default(),
         })
         .collect();
     let mut q = QueueConfig::new(

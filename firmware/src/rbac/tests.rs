@@ -36,6 +36,8 @@ const GRANTS: &[(&str, &str, &str)] = &[
     ("agent", "users.edit", "own"),
     ("agent", "calls.view", "own"),
     ("agent", "calls.operate", "own"),
+    ("agent", "agents.view", "own"),
+    ("agent", "agents.operate", "own"),
     ("agent", "voicemail.view", "own"),
     ("agent", "voicemail.listen", "own"),
     ("agent", "voicemail.delete", "own"),

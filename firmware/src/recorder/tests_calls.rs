@@ -245,6 +245,7 @@ fn acd(queue_policy: RecordingPolicy, agent_policy: RecordingPolicy) -> AcdConfi
         id: "200".parse().expect("agent"),
         skills: Default::default(),
         recording: agent_policy,
+        mode: Default::default(),
     };
     AcdConfig::new(vec![q], vec![agent]).expect("acd")
 }

@@ -63,6 +63,9 @@ const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("../../migrations/0015_voicemail.sql")),
     M::up(include_str!("../../migrations/0016_service_records.sql")),
     M::up(include_str!("../../migrations/0017_recording_policy.sql")),
+    M::up(include_str!(
+        "../../migrations/0018_agent_extension_mode.sql"
+    )),
     M::up(include_str!("../../migrations/0019_cdr_hold_overflow.sql")),
 ];
 

@@ -211,6 +211,40 @@ pub struct ActiveCalls {
     pub legs: Result<Vec<LegSnapshot>, String>,
 }
 
+/// An agent as their desktop sees them ([`StatusHandle::agent_desk`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AgentDeskState {
+    /// The agent ID.
+    pub agent_id: String,
+    /// `login`, `fixed` or `automatic`.
+    pub extension_mode: &'static str,
+    /// `logged_out`, `available`, `ringing`, `on_call`, `wrap_up` or `paused`.
+    pub state: &'static str,
+    /// The pause reason, when paused with one.
+    pub reason: Option<String>,
+    /// The extension logged in on.
+    pub extension: Option<String>,
+    /// Since when the state holds, ms since the Unix epoch.
+    pub since_ms: i64,
+}
+
+/// Why [`StatusHandle::agent_desk`] did not act.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AgentDeskError {
+    /// No call center runs (no queue and no agent configured).
+    #[error("the call center is not running (no queues or agents configured)")]
+    NoCallCenter,
+    /// The ACD does not know the agent (disabled, or added since its last load).
+    #[error("agent {0} is not known to the call center")]
+    UnknownAgent(String),
+    /// The ACD refused the action; nothing changed.
+    #[error("{0}")]
+    Refused(crate::acd::InputError),
+    /// The main loop is gone (the daemon is stopping).
+    #[error("the daemon is stopping; try again when it is back")]
+    Stopping,
+}
+
 /// A request from the web side to the main loop.
 #[derive(Debug)]
 pub enum ControlRequest {
@@ -226,6 +260,16 @@ pub enum ControlRequest {
         /// The outcome.
         reply:
             oneshot::Sender<Result<crate::screen_pop::ClickStarted, crate::screen_pop::ClickError>>,
+    },
+    /// An agent's desktop: act on the agent (`None`: only read the state), then
+    /// answer the agent's state.
+    AgentDesk {
+        /// The agent.
+        agent: crate::acd::AgentId,
+        /// What to do.
+        action: Option<crate::call::DeskAction>,
+        /// The agent's state after it, or why nothing was done.
+        reply: oneshot::Sender<Result<AgentDeskState, AgentDeskError>>,
     },
     /// A voicemail message was deleted through the API: call control forgets it.
     VoicemailDeleted {
@@ -291,6 +335,24 @@ impl StatusHandle {
             .send(ControlRequest::ClickToCall { request, reply })
             .map_err(|_| ClickError::Stopping)?;
         answer.await.map_err(|_| ClickError::Stopping)?
+    }
+
+    /// Asks the main loop to act for an agent's desktop (`None`: only read the
+    /// agent's state) and answers the agent's state.
+    pub async fn agent_desk(
+        &self,
+        agent: crate::acd::AgentId,
+        action: Option<crate::call::DeskAction>,
+    ) -> Result<AgentDeskState, AgentDeskError> {
+        let (reply, answer) = oneshot::channel();
+        self.control
+            .send(ControlRequest::AgentDesk {
+                agent,
+                action,
+                reply,
+            })
+            .map_err(|_| AgentDeskError::Stopping)?;
+        answer.await.map_err(|_| AgentDeskError::Stopping)?
     }
 
     /// Tells the main loop that voicemail message `id` was deleted (API).

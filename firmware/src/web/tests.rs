@@ -180,6 +180,14 @@ async fn env() -> Env {
                 ControlRequest::VoicemailDeleted { id } => {
                     c.lock().expect("calls").voicemail_message_removed(id);
                 }
+                ControlRequest::AgentDesk {
+                    agent,
+                    action,
+                    reply,
+                } => {
+                    let mut calls = c.lock().expect("calls");
+                    let _ = reply.send(crate::daemon::agent_desk(&mut calls, agent, action));
+                }
                 ControlRequest::Calls { reply } => {
                     let calls = c.lock().expect("calls").snapshot();
                     let legs = media.stats().await.map_err(|e| e.to_string());

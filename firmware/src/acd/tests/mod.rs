@@ -2,6 +2,7 @@
 
 mod codes;
 mod model;
+mod modes;
 mod reconfigure;
 mod rules;
 mod store;
@@ -30,6 +31,7 @@ pub(super) fn agents(n: usize) -> Vec<AgentConfig> {
             id: agent(i),
             skills: BTreeMap::new(),
             recording: Default::default(),
+            mode: ExtensionMode::Login,
         })
         .collect()
 }
@@ -115,6 +117,7 @@ impl Sim {
         self.input(Input::AgentLogin {
             agent: agent(n),
             extension: ext(n),
+            from: LoginFrom::Phone,
         })
     }
 

@@ -225,6 +225,7 @@ fn input_for(op: &Op, model: &Model, next_call: &mut u64) -> Option<Input> {
             agent: agent(a),
             // Agents 4 and 5 share a desk: one of them is refused while the other holds it.
             extension: ext(a.min(4)),
+            from: LoginFrom::Phone,
         },
         Op::Logout(a) => Input::AgentLogout { agent: agent(a) },
         Op::Pause(a) => Input::AgentPause {

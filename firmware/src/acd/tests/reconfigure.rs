@@ -55,6 +55,7 @@ fn agents_keep_their_state_new_ones_start_logged_out_gone_ones_are_logged_out() 
             Input::AgentLogin {
                 agent: agent(1),
                 extension: ext(1),
+                from: LoginFrom::Phone,
             }
         ),
         Err(InputError::UnknownAgent(agent(1)))

@@ -492,6 +492,7 @@ fn refused_inputs_say_why_and_change_nothing() {
             Input::AgentLogin {
                 agent: agent(1),
                 extension: ext(0),
+                from: LoginFrom::Phone,
             },
             InputError::ExtensionTaken {
                 extension: ext(0),
@@ -502,6 +503,7 @@ fn refused_inputs_say_why_and_change_nothing() {
             Input::AgentLogin {
                 agent: agent(0),
                 extension: ext(5),
+                from: LoginFrom::Phone,
             },
             InputError::AlreadyLoggedIn {
                 agent: agent(0),

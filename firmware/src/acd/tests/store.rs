@@ -128,6 +128,7 @@ fn a_queue_config_loads_from_the_store() {
         Input::AgentLogin {
             agent: "101".parse().expect("id"),
             extension: "201".to_owned(),
+            from: LoginFrom::Phone,
         },
     )
     .expect("login");
