@@ -174,6 +174,21 @@ fn call_waiting_by_hook_flash() {
     assert!(wait(SOON, || !b.is_ringing()));
     let cdrs = gw.wait_cdrs(2);
     assert!(cdrs.iter().all(|c| c.disposition == "answered"), "{cdrs:?}");
+    // A's call was on hold from B's flash until A hung up (at least the second of
+    // listening above); D's call was never held.
+    for c in &cdrs {
+        let payload = gw.outbox_payload(&c.call_id).expect("outbox row");
+        let hold = payload.get("hold_ms").and_then(serde_json::Value::as_i64);
+        if c.caller_port == Some(1) {
+            let hold = hold.unwrap_or_else(|| panic!("A's call held: {payload}"));
+            assert!(
+                (1_000..=c.duration_ms).contains(&hold),
+                "{hold} ms on hold of {c:?}"
+            );
+        } else {
+            assert_eq!(hold, None, "D's call was not held: {payload}");
+        }
+    }
 }
 
 #[test]

@@ -395,9 +395,11 @@ pub fn queue_report(
             ":sl": threshold_ms,
         })
         .map_err(sql(path, "count queued calls"))?;
+    // Name, the eight counts and sums, the survey average, the overflows by target.
+    type QueueRow = (String, [i64; 8], Option<f64>, [i64; 3]);
     while let Some(r) = rows.next().map_err(sql(path, "count queued calls"))? {
         let get = |i| r.get::<_, i64>(i);
-        let read = || -> rusqlite::Result<(String, [i64; 8], Option<f64>, [i64; 3])> {
+        let read = || -> rusqlite::Result<QueueRow> {
             Ok((
                 r.get(0)?,
                 [

@@ -317,9 +317,8 @@ fn typed_payload(
                     ));
                 }
             }
-            if cdr.queue_overflow.is_some()
-                && !cdr.queue.as_ref().is_some_and(|q| q.agent.is_none())
-            {
+            let unanswered_queue = cdr.queue.as_ref().is_some_and(|q| q.agent.is_none());
+            if cdr.queue_overflow.is_some() && !unanswered_queue {
                 return Err("CDR queue_overflow needs a queue that no agent answered".to_owned());
             }
             Ok(TypedPayload::Cdr(cdr))
