@@ -101,13 +101,7 @@ export QEMU_SET_ENV="LD_PRELOAD=$SHIM"
 
 step "release build"
 start=$SECONDS
-# The box's release binaries carry no unwind tables: with panic = "abort" nothing
-# unwinds, and the tables (.eh_frame, .eh_frame_hdr) were 1.3 MB of the 8.4 MB branchd
-# (BENCHMARKS.md, ARM builds). A panic still logs its message and location; only a
-# RUST_BACKTRACE backtrace would lack frames. The release build only: the tests (panic =
-# unwind, proptest's catch_unwind) keep them.
-RUSTFLAGS="${RUSTFLAGS:-} -C force-unwind-tables=no" \
-    cargo build --release --workspace --bins --locked --target "$TARGET" "${BUILD_STD[@]}"
+cargo build --release --workspace --bins --locked --target "$TARGET" "${BUILD_STD[@]}"
 echo "release build: $((SECONDS - start)) s"
 ls -l "$CARGO_TARGET_DIR/$TARGET/release/branchd" "$CARGO_TARGET_DIR/$TARGET/release/branch-sim"
 timeout 60 $BRANCHLINE_TEST_RUNNER "$CARGO_TARGET_DIR/$TARGET/release/branchd" --version
