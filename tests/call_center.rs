@@ -827,3 +827,80 @@ fn an_automatic_agent_logs_in_from_the_desktop_and_the_queue_rings_the_phone_at_
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["state"], "logged_out");
 }
+
+/// A fixed agent at a SIP-only phone: the admin gives the user the SIP account's
+/// extension (202, no analog port) through `/api/v1/users`, an unknown number is a
+/// 400 that changes nothing; the agent logs in from the desktop in `fixed` mode and a
+/// queue call rings that SIP phone.
+#[test]
+fn a_fixed_agent_at_a_sip_only_phone_gets_its_extension_through_the_users_api() {
+    use crate::sip_calls::{free_port, register, sip_addr, sipp, wait_sipp};
+    let gw = crate::sip_calls::gateway();
+    let admin = create_admin(&gw, "admin1", ADMIN_PASSWORD);
+    add_agent(&admin, "alice", "100", "4821");
+    let (status, users) = admin.get("/api/v1/users");
+    assert_eq!(status, 200, "{users}");
+    let id = users["items"]
+        .as_array()
+        .and_then(|items| items.iter().find(|u| u["username"] == "alice"))
+        .and_then(|u| u["id"].as_i64())
+        .unwrap_or_else(|| panic!("alice in {users}"));
+    let path = format!("/api/v1/users/{id}");
+    // Not an extension of this box: refused, the user keeps no extension.
+    let (status, body) = admin.patch(&path, json!({ "extension": "299" }));
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"].as_str().unwrap_or("").contains("299"),
+        "{body}"
+    );
+    let (_, user) = admin.get(&path);
+    assert!(user["extension"].is_null(), "{user}");
+    // The SIP-only phone's extension is one.
+    let (status, body) = admin.patch(&path, json!({ "extension": "202" }));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["extension"], "202", "{body}");
+    let (status, body) = admin.put(
+        "/api/v1/agents/100/extension-mode",
+        json!({ "mode": "fixed" }),
+    );
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = admin.put(
+        "/api/v1/queues/sales",
+        json!({ "number": "7001", "strategy": "ring_all",
+                "members": [{ "agent_id": "100" }] }),
+    );
+    assert_eq!(status, 201, "{body}");
+    assert!(
+        gw.wait_log("call center reconfigured", SOON),
+        "{}",
+        gw.log_text()
+    );
+
+    let phone_port = free_port();
+    register(&gw, "202", "soft-phone-pass-two", phone_port);
+    let (alice, _) = Api::login(gw.web_addr(), "alice", "agent-Pass-2024-long");
+    let (status, body) = alice.post("/api/v1/agents/me/login", json!({}));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["extension"], "202", "{body}");
+
+    let uas = sipp("uas_answer.xml", sip_addr(&gw), phone_port, &["-m", "1"])
+        .spawn()
+        .expect("sipp starts");
+    std::thread::sleep(Duration::from_millis(300));
+    let caller = gw.sim.phone(1);
+    caller.off_hook();
+    wait_tone(&gw.sim, 1, 350, 440).expect("dial tone");
+    caller.dial("7001");
+    assert!(
+        wait(SOON, || agent_states(&gw, "100").last().map(String::as_str)
+            == Some("on_call")),
+        "the fixed agent's SIP phone did not take the call:\n{}",
+        gw.log_text()
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    caller.on_hook();
+    wait_sipp(uas, "agent's phone", &gw);
+    let cdrs = gw.wait_cdrs(1);
+    assert_eq!(cdrs[0].callee, "7001");
+    assert_eq!(cdrs[0].disposition, "answered");
+}

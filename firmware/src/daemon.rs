@@ -322,6 +322,10 @@ async fn serve(
         .map(|p| (p, "fxs"))
         .chain(profile.fxo_ports().map(|p| (p, "fxo")))
         .collect();
+    // Analog extensions with their port, and the SIP phones' accounts without one (a
+    // SIP account on an FXS extension's number shares that row): both are the box's
+    // extensions (a user may be given either through the API, and masking treats both
+    // as inside numbers).
     let extensions = config
         .extensions
         .iter()
@@ -331,6 +335,18 @@ async fn serve(
             port: Some(e.port.get()),
             call_waiting: e.call_waiting,
         })
+        .chain(
+            config
+                .sip_accounts
+                .iter()
+                .filter(|a| !config.extensions.iter().any(|e| e.number == a.extension))
+                .map(|a| ExtensionRow {
+                    number: a.extension.as_str().to_owned(),
+                    name: a.name.clone(),
+                    port: None,
+                    call_waiting: a.call_waiting,
+                }),
+        )
         .collect();
     writer.replace_board(ports, extensions).await?;
     // HQ masters extension names and call waiting (the config keeps the port map):

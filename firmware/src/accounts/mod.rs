@@ -45,7 +45,8 @@
 //! is disabled and its login refused with [`LoginError::InstallerRetired`].
 //!
 //! Validation rules: username 3-32 of `a-z 0-9 . _ -`; display name at most 64
-//! characters (empty = the username); extension must be in the `extensions` table;
+//! characters (empty = the username); extension must be in the `extensions` table
+//! (FXS extensions, the SIP phones' accounts and HQ's extensions);
 //! agent ID 2-10 digits, unique; roles and groups must exist; the `installer` role is
 //! reserved for the installer user. Pages hold at most [`MAX_PAGE`] items.
 
