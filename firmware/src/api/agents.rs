@@ -187,6 +187,13 @@ async fn act(
     Ok(Json(outcome?).into_response())
 }
 
+/// Agent `agent`, once `who` is found allowed to operate it (log in, out, pause).
+async fn operated(state: &ApiState, who: &Authed, agent: &str) -> ApiResult<AgentUser> {
+    let a = resolve(state, who, agent)?;
+    require(state, who, &a, Action::Operate).await?;
+    Ok(a)
+}
+
 /// `GET /api/v1/agents/{agent}`.
 pub(super) async fn get(
     State(state): State<ApiState>,
@@ -243,8 +250,7 @@ pub(super) async fn login(
     who: Authed,
     Path(agent): Path<String>,
 ) -> ApiResult {
-    let a = resolve(&state, &who, &agent)?;
-    require(&state, &who, &a, Action::Operate).await?;
+    let a = operated(&state, &who, &agent).await?;
     if a.user != who.subject().user_id {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
@@ -280,8 +286,7 @@ pub(super) async fn logout(
     who: Authed,
     Path(agent): Path<String>,
 ) -> ApiResult {
-    let a = resolve(&state, &who, &agent)?;
-    require(&state, &who, &a, Action::Operate).await?;
+    let a = operated(&state, &who, &agent).await?;
     act(
         &state,
         &who,
@@ -320,8 +325,7 @@ pub(super) async fn pause(
                 .map_err(|e| ApiError::invalid("reason", e.to_string()))?,
         ),
     };
-    let a = resolve(&state, &who, &agent)?;
-    require(&state, &who, &a, Action::Operate).await?;
+    let a = operated(&state, &who, &agent).await?;
     act(
         &state,
         &who,
@@ -339,8 +343,7 @@ pub(super) async fn unpause(
     who: Authed,
     Path(agent): Path<String>,
 ) -> ApiResult {
-    let a = resolve(&state, &who, &agent)?;
-    require(&state, &who, &a, Action::Operate).await?;
+    let a = operated(&state, &who, &agent).await?;
     act(
         &state,
         &who,
