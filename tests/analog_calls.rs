@@ -207,3 +207,68 @@ fn broken_frames_are_counted_and_skipped() {
     a.dial("102");
     assert!(wait(SOON, || b.is_ringing()));
 }
+
+/// Transfer from an analog phone: B takes A's call, flashes (A held), calls C and
+/// hangs up once C answered (attended), then again while C still rings (on
+/// ringing): each time A and C talk, and the CDR of the call they talk in names the
+/// call B transferred and B in its `transfer_chain`.
+#[test]
+fn an_analog_phone_transfers_the_caller_attended_and_on_ringing() {
+    let gw = Gateway::start();
+    let (a, b, c) = (gw.sim.phone(1), gw.sim.phone(2), gw.sim.phone(3));
+    for (round, attended) in [(0usize, true), (1, false)] {
+        a.off_hook();
+        wait_tone(&gw.sim, 1, 350, 440).expect("dial tone");
+        a.dial("102");
+        assert!(wait(SOON, || b.is_ringing()));
+        b.off_hook();
+        std::thread::sleep(Duration::from_millis(200));
+        b.flash();
+        wait_tone(&gw.sim, 2, 350, 440).expect("dial tone for the consultation");
+        b.dial("103");
+        assert!(wait(SOON, || c.is_ringing()), "{}", gw.log_text());
+        if attended {
+            c.off_hook();
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        b.on_hook();
+        // B is done: neither rung back nor left with anything.
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(!b.is_ringing(), "no recall after a transfer");
+        if !attended {
+            assert!(c.is_ringing(), "C goes on ringing for A");
+            c.off_hook();
+        }
+        a.inject_tone(1300.0, 8000);
+        c.inject_tone(700.0, 8000);
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(hears(&listen(&gw.sim, 3, 800, false), 1300.0), "C hears A");
+        assert!(hears(&listen(&gw.sim, 1, 800, false), 700.0), "A hears C");
+        c.on_hook();
+        a.on_hook();
+        let cdrs = gw.wait_cdrs(3 * round + 3 - usize::from(!attended));
+        let transferred = cdrs
+            .iter()
+            .rev()
+            .find(|r| r.caller == "101" && r.callee == "103")
+            .unwrap_or_else(|| panic!("A-C call in {cdrs:?}"));
+        assert_eq!(transferred.disposition, "answered", "{transferred:?}");
+        let payload = gw.outbox_payload(&transferred.call_id).expect("outbox row");
+        let chain = payload["transfer_chain"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(chain.len(), 1, "{payload}");
+        assert_eq!(chain[0]["transferred_by"], "102", "{payload}");
+        let first = cdrs
+            .iter()
+            .find(|r| r.call_id == chain[0]["call_id"].as_str().unwrap_or(""))
+            .unwrap_or_else(|| panic!("the transferred call's CDR in {cdrs:?}"));
+        assert_eq!(
+            (first.caller.as_str(), first.callee.as_str()),
+            ("101", "102")
+        );
+        assert_eq!(first.disposition, "answered");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}

@@ -375,3 +375,105 @@ fn click_to_call_rings_a_sip_phone_then_the_target() {
         ("202", "101", "answered")
     );
 }
+
+/// Agent logs in on `phone` (extension port `port`) by feature code.
+fn agent_login(gw: &Gateway, port: u8, agent: &str) {
+    let phone = gw.sim.phone(port);
+    phone.off_hook();
+    wait_tone(&gw.sim, port, 350, 440).expect("dial tone");
+    phone.dial(&format!("*61{agent}*4821#"));
+    assert!(
+        wait(SOON, || phone
+            .tone()
+            .is_some_and(
+                |t| (t.freq1_hz, t.freq2_hz) == (350, 440) && !t.cadence.is_continuous()
+            )),
+        "login of {agent} confirmed"
+    );
+    phone.on_hook();
+    assert!(wait(SOON, || phone.tone().is_none()));
+}
+
+/// Alice (agent 100 on 102) takes a call from the customer on 101, writes a note,
+/// flashes, dials Bob (agent 200 on 103) and hangs up while Bob's phone rings: Bob's
+/// desktop pops the call again with the customer as the caller, the customer's record
+/// and `transferred_from` (Alice's call, by 102, with her note); answering keeps it.
+#[test]
+fn a_call_transferred_to_another_agent_brings_the_customer_to_their_screen_pop() {
+    let gw = Gateway::start();
+    let addr = gw.web_addr();
+    let admin = create_admin(&gw, "admin1", ADMIN_PASSWORD);
+    add_user(&admin, "alice", "agent", Some("100"));
+    add_user(&admin, "bob", "agent", Some("200"));
+    let (status, body) = admin.post(
+        "/api/v1/customers",
+        json!({"name": "Reception Desk Ltd", "numbers": ["101"], "owner": "bob"}),
+    );
+    assert_eq!(status, 201, "{body}");
+    agent_login(&gw, 2, "100");
+    agent_login(&gw, 3, "200");
+    let alice = Api::login(addr, "alice", AGENT_PASSWORD).0;
+    let bob = Api::login(addr, "bob", AGENT_PASSWORD).0;
+    let alice_events = Events::open(addr, alice.cookie(), "/api/v1/events");
+    let bob_events = Events::open(addr, bob.cookie(), "/api/v1/events");
+    let (customer, alice_phone, bob_phone) = (gw.sim.phone(1), gw.sim.phone(2), gw.sim.phone(3));
+
+    customer.off_hook();
+    wait_tone(&gw.sim, 1, 350, 440).expect("dial tone");
+    customer.dial("102");
+    let ringing = alice_events.next("ringing");
+    assert_eq!(ringing["transferred_from"], Value::Null, "{ringing}");
+    let first_call = ringing["call_id"].as_str().expect("call id").to_owned();
+    assert!(wait(SOON, || alice_phone.is_ringing()));
+    alice_phone.off_hook();
+    alice_events.next("answered");
+    let (status, body) = alice.post(
+        &format!("/api/v1/calls/{first_call}/notes"),
+        json!({ "text": "wants the invoice resent" }),
+    );
+    assert_eq!(status, 201, "{body}");
+
+    // Consultation: Bob's phone rings with Alice as the caller.
+    alice_phone.flash();
+    wait_tone(&gw.sim, 2, 350, 440).expect("dial tone for the consultation");
+    alice_phone.dial("103");
+    let consult = bob_events.next("ringing");
+    assert_eq!(consult["caller"]["number"], "102", "{consult}");
+    assert_eq!(consult["transferred_from"], Value::Null, "{consult}");
+    assert!(wait(SOON, || bob_phone.is_ringing()));
+
+    // Alice hangs up: the customer takes her place; Bob's pop shows them.
+    alice_phone.on_hook();
+    let pop = bob_events.next("ringing");
+    assert_eq!(pop["call_id"], consult["call_id"], "{pop}");
+    assert_eq!(pop["caller"]["number"], "101", "{pop}");
+    assert_eq!(pop["contact"]["name"], "Reception Desk Ltd", "{pop}");
+    assert_eq!(
+        pop["transferred_from"]["call_id"],
+        first_call.as_str(),
+        "{pop}"
+    );
+    assert_eq!(pop["transferred_from"]["by"], "102", "{pop}");
+    assert_eq!(
+        pop["transferred_from"]["notes"][0]["text"], "wants the invoice resent",
+        "{pop}"
+    );
+    assert_eq!(
+        pop["transferred_from"]["notes"][0]["author"], "alice",
+        "{pop}"
+    );
+    assert!(bob_phone.is_ringing(), "Bob's phone rings on");
+    bob_phone.off_hook();
+    let answered = bob_events.next("answered");
+    assert_eq!(answered["caller"]["number"], "101", "{answered}");
+    assert_eq!(
+        answered["transferred_from"]["call_id"],
+        first_call.as_str(),
+        "{answered}"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    customer.on_hook();
+    let ended = bob_events.next("ended");
+    assert_eq!(ended["disposition"], "answered", "{ended}");
+    bob_phone.on_hook();
+}

@@ -17,7 +17,11 @@
 //! and its caller number is masked by the rules of `/api/v1/cdrs` (unmasked for an
 //! extension, or with `numbers.view` over the agent's record). `contact` is the caller's customer record (name,
 //! type, owner, and its last three service records with their notes and dispositions,
-//! `history`; [`contact_for`]) when the subscriber may view it, else null. The stream sends
+//! `history`; [`contact_for`]) when the subscriber may view it, else null.
+//! `transferred_from` (null unless the call was transferred to this agent) names the
+//! call it continues (`call_id`), who transferred it (`by`, masked like the caller) and,
+//! when `contact` is shown, that call's `notes`: the customer's context goes with a
+//! transferred call to the new agent's desktop. The stream sends
 //! a keep-alive comment every [`KEEP_ALIVE`] and ends when the session does (logout,
 //! expiry); an open stream counts as activity for the session's idle timeout. A
 //! stream that falls more than [`crate::screen_pop::EVENT_BUFFER`] events behind gets
@@ -387,6 +391,29 @@ impl StreamCtx {
                 } else {
                     n.clone()
                 };
+                let contact = contact_for(&reader, &authz, &subject, &c.caller_number);
+                // A transferred call: the call it continues, who transferred it and,
+                // to whoever may see the customer, that call's notes.
+                let transferred_from = c.transferred_from.as_ref().map(|hop| {
+                    let by = &hop.transferred_by;
+                    let by = if by.is_empty() || unmask || dir.is_extension(by) {
+                        by.clone()
+                    } else {
+                        self.state.mask_pattern().mask(by)
+                    };
+                    let notes = if contact.is_some() {
+                        crate::customers::service::notes_of_call(
+                            reader.connection(),
+                            reader.path(),
+                            &hop.call_id,
+                        )
+                        .map_err(|e| tracing::warn!(error = %e, "notes of the transferred call not read"))
+                        .unwrap_or_default()
+                    } else {
+                        Vec::new()
+                    };
+                    json!({ "call_id": hop.call_id, "by": by, "notes": notes })
+                });
                 let mut v = json!({
                     "type": e.name(),
                     "call_id": c.call_id,
@@ -398,7 +425,8 @@ impl StreamCtx {
                         "name": c.caller_name,
                         "masked": masked,
                     },
-                    "contact": contact_for(&reader, &authz, &subject, &c.caller_number),
+                    "contact": contact,
+                    "transferred_from": transferred_from,
                     "since_ms": c.since_ms,
                     "at_ms": c.at_ms,
                 });

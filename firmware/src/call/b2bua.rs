@@ -231,6 +231,7 @@ impl CallControl {
                 far_held: false,
             },
         );
+        let phone = matches!(target, SipTarget::Extension(_));
         self.outputs.push_back(Output::SipDial {
             leg,
             target,
@@ -238,6 +239,9 @@ impl CallControl {
             caller_name,
             sip_call_id,
         });
+        if phone {
+            self.desk_offer(now, key, Party::Sip(leg));
+        }
         Some(leg)
     }
 

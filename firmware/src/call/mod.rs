@@ -29,9 +29,10 @@
 //!   either side hangs up; the party left behind hears busy tone until it hangs up.
 //! - Hook-flash: answer a waiting call (call waiting), swap between the active and the
 //!   held call, or put the peer on hold and get dial tone for a second call, then
-//!   flash again once it answers to talk three-way (see `three_way`); hanging up
-//!   with a call on hold rings the phone back (recall). A SIP caller waits and is held
-//!   exactly like an analog one.
+//!   flash again once it answers to talk three-way (see `three_way`), or hang up to
+//!   transfer the held call to the second party, answered or still ringing (see
+//!   `transfer`); hanging up with any other call on hold rings the phone back
+//!   (recall). A SIP caller waits and is held exactly like an analog one.
 //! - FXO: outside calls seize a free line and dial; answer and far-end disconnect are
 //!   signalled by polarity reversal. Inbound PSTN rings (with caller ID) ring an
 //!   extension or a ring group (ring-all, FXS ports and SIP phones); when the PSTN stops
@@ -75,7 +76,7 @@
 //!   reports of its legs with RTP, at most [`QUALITY_WAIT`]) and the transfer chain
 //!   (the calls it continues and who transferred them).
 //!
-//! Limits: analog phones cannot transfer yet; PSTN (FXO) callers cannot reach meet-me
+//! Limits: PSTN (FXO) callers cannot reach meet-me
 //! rooms; a transfer shows in the CDRs as the old call ending and
 //! a new one starting whose `transfer_chain` names the old one; the old call's CDR
 //! gets no quality for a leg that goes on in the new call (it is reported with the
@@ -1237,6 +1238,21 @@ impl CallControl {
         let state = p.state.clone();
         let waiting = p.waiting.take();
         let held = p.held.take();
+        let consult = std::mem::take(&mut p.consult);
+        // Hanging up while consulting transfers the held call (see `transfer`).
+        if let (Fxs::Caller(active), Some(h), true) = (&state, held, consult) {
+            if self.transfer_on_hang_up(now, port, *active, h) {
+                self.cmd(port, Command::StopTone);
+                if self.fxs_state(port) != Some(Fxs::Fault) {
+                    self.set_fxs(port, Fxs::Idle);
+                }
+                // A call waiting still rings the phone back.
+                if let Some(w) = waiting.filter(|w| self.calls.contains_key(w)) {
+                    self.recall(now, port, w);
+                }
+                return;
+            }
+        }
         match state {
             Fxs::Dialing {
                 digits, started, ..
@@ -1699,7 +1715,7 @@ impl CallControl {
             }
         }
         self.caller_hears_ringback(key);
-        self.desk_offer(now, key, target);
+        self.desk_offer(now, key, Party::Fxs(target));
         true
     }
 

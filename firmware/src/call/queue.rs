@@ -70,7 +70,7 @@ use crate::acd::{
     Acd, AcdConfig, Action, AgentId, AgentState, CallId, FeatureCodeError, Input, InputError,
     LoginFrom, MusicOnHold, OverflowTarget, PauseReason, QueueName, StopReason,
 };
-use crate::cdr::{CdrQueue, CdrQueueOverflow, Disposition, HangupSide};
+use crate::cdr::{CdrQueue, CdrQueueOverflow, CdrTransferHop, Disposition, HangupSide};
 use crate::prompts::{Playback, Sound};
 use crate::tones::Tone;
 
@@ -117,6 +117,10 @@ pub struct AgentCallEvent {
     pub at_ms: i64,
     /// What happened.
     pub kind: AgentCallKind,
+    /// The call this one continues after a transfer (the last hop of its transfer
+    /// chain: the earlier call's id and who transferred it), so the new agent's desktop
+    /// gets the customer's context with the call.
+    pub transferred_from: Option<CdrTransferHop>,
 }
 
 /// What happened to a call for an agent ([`AgentCallEvent`]).
@@ -594,13 +598,18 @@ impl CallControl {
             since_ms: self.wall(q.map_or(call.started, |q| q.entered)),
             at_ms: self.wall(now),
             kind,
+            transferred_from: call.transfer_chain.last().cloned(),
         })
     }
 
-    /// Direct call `key` was offered to FXS `port`: an agent logged in on the port's
-    /// extension hears of it on their desktop (once per call).
-    pub(super) fn desk_offer(&mut self, now: Instant, key: CallKey, port: u8) {
-        let extension = self.port_number(port);
+    /// Direct call `key` was offered to `party` (an FXS port, or a SIP phone's new
+    /// leg): an agent logged in on its extension hears of it on their desktop (once per
+    /// call).
+    pub(super) fn desk_offer(&mut self, now: Instant, key: CallKey, party: Party) {
+        let extension = self.party_number(party);
+        if extension.is_empty() {
+            return;
+        }
         let Some(agent) = self
             .center
             .as_ref()
@@ -617,6 +626,53 @@ impl CallControl {
         }
         call.desk_agents.push((agent.clone(), extension.clone()));
         self.agent_call(now, key, agent, Some(extension), AgentCallKind::Ringing);
+    }
+
+    /// Call `key` now carries a transferred party (see `transfer`): the agents at its
+    /// phones hear of it again, with the transfer (the event's `transferred_from`) and
+    /// the transferred caller's number, so their desktop shows the customer: `Answered`
+    /// when the call is connected (an attended transfer), `Ringing` for the phones it
+    /// still rings (a transfer on ringing). A queue call is the queue's business.
+    pub(super) fn desk_transferred(&mut self, now: Instant, key: CallKey) {
+        let Some(call) = self.calls.get(&key) else {
+            return;
+        };
+        if call.queue.is_some() {
+            return;
+        }
+        let connected = call.phase == super::CallPhase::Connected;
+        let parties: Vec<Party> = if connected {
+            std::iter::once(call.caller).chain(call.callee).collect()
+        } else {
+            call.ringing
+                .iter()
+                .map(|&p| Party::Fxs(p))
+                .chain(call.ringing_legs.iter().map(|&l| Party::Sip(l)))
+                .collect()
+        };
+        for party in parties {
+            let extension = self.party_number(party);
+            let Some(agent) = self
+                .center
+                .as_ref()
+                .and_then(|c| c.acd.agent_at(&extension))
+                .cloned()
+            else {
+                continue;
+            };
+            let Some(call) = self.calls.get_mut(&key) else {
+                return;
+            };
+            if !call.desk_agents.iter().any(|(a, _)| *a == agent) {
+                call.desk_agents.push((agent.clone(), extension.clone()));
+            }
+            let kind = if connected {
+                AgentCallKind::Answered
+            } else {
+                AgentCallKind::Ringing
+            };
+            self.agent_call(now, key, agent, Some(extension), kind);
+        }
     }
 
     /// Direct call `key` was answered by `callee`: the agent on that phone hears it

@@ -468,3 +468,171 @@ fn invite_with_replaces_for_a_ringing_leg_is_refused() {
     );
     assert_eq!(h.cc.active_legs(), 2);
 }
+
+// Analog phones: flash, dial the target, hang up (transfer on hang-up).
+
+/// A trunk call (IN1, from +4930123) answered on FXS 1 (101); 101 flashes (the trunk
+/// caller is held, dial tone) and dials 103.
+fn trunk_caller_held_while_101_dials_103(h: &mut Harness) {
+    h.incoming(IN1, SipOrigin::Trunk, "+4930123", "101");
+    h.ev(1, Event::OffHook);
+    h.advance(Duration::from_secs(5));
+    h.ev(1, Event::HookFlash);
+    let out = h.take();
+    assert!(
+        out.contains(&Output::Disconnect(port(1), leg(IN1)))
+            || out.contains(&Output::Disconnect(leg(IN1), port(1))),
+        "{out:?}"
+    );
+    assert!(tone_is(&out, 1, Tone::Dial), "{out:?}");
+    h.dial(1, "103");
+    let out = h.take();
+    assert!(
+        has_cmd(&out, 3, |c| matches!(c, Command::Ring(_))),
+        "{out:?}"
+    );
+}
+
+fn connected(out: &[Output], a: MediaEnd, b: MediaEnd) -> bool {
+    out.contains(&Output::Connect(a, b)) || out.contains(&Output::Connect(b, a))
+}
+
+#[test]
+fn an_analog_phone_hanging_up_after_the_consultation_answered_makes_an_attended_transfer() {
+    let mut h = Harness::new();
+    trunk_caller_held_while_101_dials_103(&mut h);
+    h.ev(3, Event::OffHook);
+    let out = h.take();
+    assert!(connected(&out, port(1), port(3)), "{out:?}");
+    h.advance(Duration::from_secs(4));
+    h.ev(1, Event::OnHook);
+    let out = h.take();
+    // Both of 101's calls end (answered, hung up by 101); the trunk caller and 103
+    // talk as a new call, 101 is idle (no recall, no busy tone), nothing hung up.
+    let ended = cdrs(&out);
+    assert_eq!(ended.len(), 2, "{out:?}");
+    let first = ended
+        .iter()
+        .find(|c| c.caller == "+4930123")
+        .expect("trunk call's CDR");
+    let consult = ended
+        .iter()
+        .find(|c| c.caller == "101")
+        .expect("consultation's CDR");
+    assert_eq!(first.disposition, Disposition::Answered);
+    // Held from the flash to the transfer: dialling (100 ms a digit) and 4 s of talk.
+    assert_eq!(first.hold_ms, Some(4_300), "{first:?}");
+    assert_eq!(
+        (consult.callee.as_str(), consult.disposition),
+        ("103", Disposition::Answered)
+    );
+    assert!(connected(&out, leg(IN1), port(3)), "{out:?}");
+    assert!(hangups(&out).is_empty(), "{out:?}");
+    assert!(
+        !has_cmd(&out, 1, |c| matches!(c, Command::Ring(_))),
+        "{out:?}"
+    );
+    assert!(!tone_is(&out, 3, Tone::Busy), "{out:?}");
+    assert_eq!(h.cc.active_calls(), 1);
+    // 103 hangs up: the new call's CDR names the trunk call and 101 as transferor.
+    h.advance(Duration::from_secs(10));
+    h.ev(3, Event::OnHook);
+    let out = h.take();
+    assert_eq!(hangups(&out), [(IN1, EndReason::Normal)]);
+    let c = &cdrs(&out)[0];
+    assert_eq!((c.caller.as_str(), c.callee.as_str()), ("+4930123", "103"));
+    assert_eq!(c.direction, Direction::Inbound);
+    assert_eq!(c.disposition, Disposition::Answered);
+    assert_eq!(c.billable_ms(), 10_000);
+    assert_eq!(c.transfer_chain.len(), 1, "{c:?}");
+    assert_eq!(c.transfer_chain[0].call_id, first.call_id);
+    assert_eq!(c.transfer_chain[0].transferred_by, "101");
+    assert_eq!(h.cc.active_calls(), 0);
+}
+
+#[test]
+fn an_analog_phone_hanging_up_while_the_target_rings_transfers_on_ringing() {
+    let mut h = Harness::new();
+    trunk_caller_held_while_101_dials_103(&mut h);
+    h.advance(Duration::from_secs(2));
+    h.ev(1, Event::OnHook);
+    let out = h.take();
+    // The trunk call ends (its CDR); 103 goes on ringing (no stop, no new caller ID),
+    // 101 is not rung back.
+    let ended = cdrs(&out);
+    assert_eq!(ended.len(), 1, "{out:?}");
+    assert_eq!(ended[0].caller, "+4930123");
+    let first_id = ended[0].call_id.clone();
+    assert!(!has_cmd(&out, 3, |c| *c == Command::StopRing), "{out:?}");
+    assert!(
+        !has_cmd(&out, 1, |c| matches!(c, Command::Ring(_))),
+        "{out:?}"
+    );
+    assert!(hangups(&out).is_empty(), "{out:?}");
+    h.ev(3, Event::OffHook);
+    let out = h.take();
+    assert!(connected(&out, leg(IN1), port(3)), "{out:?}");
+    h.advance(Duration::from_secs(6));
+    h.ev(3, Event::OnHook);
+    let out = h.take();
+    assert_eq!(hangups(&out), [(IN1, EndReason::Normal)]);
+    let c = &cdrs(&out)[0];
+    assert_eq!((c.caller.as_str(), c.callee.as_str()), ("+4930123", "103"));
+    assert_eq!(c.direction, Direction::Inbound);
+    assert_eq!(c.disposition, Disposition::Answered);
+    assert_eq!(c.billable_ms(), 6_000);
+    assert_eq!(c.transfer_chain.len(), 1, "{c:?}");
+    assert_eq!(c.transfer_chain[0].call_id, first_id);
+    assert_eq!(c.transfer_chain[0].transferred_by, "101");
+    assert_eq!(h.cc.active_calls(), 0);
+}
+
+#[test]
+fn a_call_transferred_on_ringing_that_is_not_answered_gives_the_caller_the_failure() {
+    let mut h = Harness::new();
+    trunk_caller_held_while_101_dials_103(&mut h);
+    h.ev(1, Event::OnHook);
+    h.take();
+    // Nobody answers 103: the ring timeout ends the call; the trunk caller is hung up.
+    h.advance(Duration::from_secs(120));
+    let out = h.take();
+    assert!(has_cmd(&out, 3, |c| *c == Command::StopRing), "{out:?}");
+    assert_eq!(hangups(&out).len(), 1, "{out:?}");
+    let c = &cdrs(&out)[0];
+    assert_eq!(c.caller, "+4930123");
+    assert_eq!(c.disposition, Disposition::NoAnswer);
+    assert_eq!(h.cc.active_calls(), 0);
+}
+
+#[test]
+fn hanging_up_before_the_consultation_is_dialled_or_after_it_failed_rings_the_phone_back() {
+    // Dial tone only, nothing dialled: recall, as before.
+    let mut h = Harness::new();
+    h.incoming(IN1, SipOrigin::Trunk, "+4930123", "101");
+    h.ev(1, Event::OffHook);
+    h.ev(1, Event::HookFlash);
+    h.take();
+    h.ev(1, Event::OnHook);
+    let out = h.take();
+    assert!(cdrs(&out).is_empty(), "{out:?}");
+    assert!(
+        has_cmd(&out, 1, |c| matches!(c, Command::Ring(_))),
+        "{out:?}"
+    );
+    // The consultation got busy (103 is off-hook and has no call waiting): recall.
+    let mut h = Harness::new();
+    h.ev(3, Event::OffHook);
+    h.incoming(IN1, SipOrigin::Trunk, "+4930123", "101");
+    h.ev(1, Event::OffHook);
+    h.ev(1, Event::HookFlash);
+    h.dial(1, "103");
+    let out = h.take();
+    assert!(tone_is(&out, 1, Tone::Busy), "{out:?}");
+    h.ev(1, Event::OnHook);
+    let out = h.take();
+    assert!(
+        has_cmd(&out, 1, |c| matches!(c, Command::Ring(_))),
+        "{out:?}"
+    );
+    assert!(hangups(&out).is_empty(), "{out:?}");
+}

@@ -1,5 +1,6 @@
-//! Call transfer for SIP phones: REFER (RFC 3515) blind and attended, and INVITE
-//! with `Replaces` (RFC 3891).
+//! Call transfer: SIP phones' REFER (RFC 3515) blind and attended, INVITE with
+//! `Replaces` (RFC 3891), and analog phones' transfer on hang-up (flash, dial, hang up:
+//! [`CallControl::transfer_on_hang_up`], attended or on ringing).
 //!
 //! The SIP endpoint accepts a REFER from a local phone, checks the phone may dial the
 //! target (toll rules) and resolves a `Replaces` to one of the box's own legs; call
@@ -93,17 +94,14 @@ impl CallControl {
         self.peer_of(key, Party::Sip(leg)).map(|p| (key, p))
     }
 
-    /// The transfer chain of a call that continues `call` after the phone on leg `by`
-    /// transferred it: `call`'s own chain and then `call` itself.
-    fn chain_after(&self, call: &Call, by: LegId) -> Vec<CdrTransferHop> {
+    /// The transfer chain of a call that continues `call` after the phone `by` (a SIP
+    /// phone's leg or an analog port) transferred it: `call`'s own chain and then `call`
+    /// itself.
+    fn chain_after(&self, call: &Call, by: Party) -> Vec<CdrTransferHop> {
         let mut chain = call.transfer_chain.clone();
         chain.push(CdrTransferHop {
             call_id: call.id.clone(),
-            transferred_by: self
-                .legs
-                .get(&by)
-                .map(|i| i.number.clone())
-                .unwrap_or_default(),
+            transferred_by: self.party_number(by),
         });
         chain
     }
@@ -238,7 +236,7 @@ impl CallControl {
             outside: None,
             caller_sip_call_id: x.sip_call_id,
             callee_sip_call_id: None,
-            transfer_chain: self.chain_after(&old, leg),
+            transfer_chain: self.chain_after(&old, Party::Sip(leg)),
             transferor: Some(leg),
             caller_connected: true,
             early_media: None,
@@ -274,7 +272,7 @@ impl CallControl {
         };
         let (a, b) = (self.moved(&c1, x), self.moved(&c2, y));
         tracing::info!(%leg, %other, x = a.number, y = b.number, "attended transfer");
-        let chain = self.chain_after(&c1, leg);
+        let chain = self.chain_after(&c1, Party::Sip(leg));
         self.bridge_moved(now, a, b, chain);
         self.finish_transfer(Some(leg), 200);
         self.hangup_leg(other, EndReason::Normal);
@@ -343,7 +341,7 @@ impl CallControl {
             sip_call_id: Some(sip_call_id),
             outside,
         };
-        let chain = self.chain_after(&c, old);
+        let chain = self.chain_after(&c, Party::Sip(old));
         self.bridge_moved(now, newcomer, z, chain);
         self.hangup_leg(old, EndReason::Normal);
     }
@@ -411,6 +409,103 @@ impl CallControl {
             if let Party::Fxo(line) = p {
                 self.port_state(line, PortState::Talking);
             }
+        }
+        self.desk_transferred(now, key);
+    }
+
+    /// The analog phone on `port` hangs up while consulting: it had put call `held` on
+    /// hold and dialled call `consult`. Its held party goes to the consultation's party
+    /// instead of ringing the phone back:
+    ///
+    /// - `consult` answered (attended transfer): both calls end (two CDRs, answered,
+    ///   hung up by the phone) and the two far parties are bridged as a new, answered
+    ///   call whose `transfer_chain` ends with the held call;
+    /// - `consult` still ringing (transfer on ringing): the held call ends (its CDR) and
+    ///   the held party takes the phone's place in `consult`, which goes on ringing the
+    ///   same target; when it is answered the two talk, when it fails the held party
+    ///   gets the failure like any caller.
+    ///
+    /// Returns false (nothing done: the phone is rung back as before) when the calls
+    /// are not a consultation's, e.g. the held call's far party left meanwhile.
+    pub(super) fn transfer_on_hang_up(
+        &mut self,
+        now: Instant,
+        port: u8,
+        consult: CallKey,
+        held: CallKey,
+    ) -> bool {
+        let by = Party::Fxs(port);
+        if consult == held || self.call_phase(held) != Some(CallPhase::Connected) {
+            return false;
+        }
+        let Some(x) = self.peer_of(held, by) else {
+            return false;
+        };
+        match self.call_phase(consult) {
+            Some(CallPhase::Connected) => {
+                let Some(y) = self.peer_of(consult, by) else {
+                    return false;
+                };
+                let (Some(c1), Some(c2)) =
+                    (self.detach(now, held, by), self.detach(now, consult, by))
+                else {
+                    return false;
+                };
+                let (a, b) = (self.moved(&c1, x), self.moved(&c2, y));
+                tracing::info!(port, x = a.number, y = b.number, "analog attended transfer");
+                let chain = self.chain_after(&c1, by);
+                self.bridge_moved(now, a, b, chain);
+                true
+            }
+            Some(CallPhase::Alerting)
+                if self.calls.get(&consult).is_some_and(|c| c.caller == by) =>
+            {
+                let Some(c1) = self.detach(now, held, by) else {
+                    return false;
+                };
+                let a = self.moved(&c1, x);
+                let chain = self.chain_after(&c1, by);
+                let Some(call) = self.calls.get_mut(&consult) else {
+                    return true;
+                };
+                tracing::info!(
+                    port,
+                    x = a.number,
+                    target = call.callee_number,
+                    "analog transfer on ringing"
+                );
+                let early_media = call.early_media;
+                call.caller = a.party;
+                call.caller_number = a.number;
+                call.caller_name = a.name;
+                call.caller_sip_call_id = a.sip_call_id;
+                call.transfer_chain = chain;
+                call.caller_connected = true;
+                call.caller_alerted = true;
+                if call.direction != Direction::Outbound {
+                    call.direction = if a.outside {
+                        Direction::Inbound
+                    } else {
+                        Direction::Internal
+                    };
+                }
+                self.cmd(port, line_proto::Command::StopTone);
+                if let Some(leg) = early_media {
+                    self.disconnect(by, Party::Sip(leg));
+                }
+                self.adopt(a.party, consult, true);
+                if let Some(leg) = early_media {
+                    self.connect(a.party, Party::Sip(leg));
+                }
+                if let Party::Fxs(p) = a.party {
+                    if early_media.is_none() {
+                        self.tone(p, crate::tones::Tone::Ringback);
+                    }
+                }
+                self.desk_transferred(now, consult);
+                true
+            }
+            _ => false,
         }
     }
 }

@@ -243,24 +243,28 @@ pub fn for_customer(
         })
         .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
         .map_err(sql(path, "read service records"))?;
-    let mut notes = conn
-        .prepare_cached(
-            "SELECT author, text, at_ms FROM call_notes WHERE call_id = ?1 ORDER BY at_ms, id",
-        )
-        .map_err(sql(path, "read call notes"))?;
     for rec in &mut records {
-        rec.notes = notes
-            .query_map([&rec.call_id], |r| {
-                Ok(Note {
-                    author: r.get(0)?,
-                    text: r.get(1)?,
-                    at_ms: r.get(2)?,
-                })
-            })
-            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
-            .map_err(sql(path, "read call notes"))?;
+        rec.notes = notes_of_call(conn, path, &rec.call_id)?;
     }
     Ok(records)
+}
+
+/// Call `call_id`'s notes, oldest first (none for an unknown call).
+pub fn notes_of_call(conn: &Connection, path: &Path, call_id: &str) -> Result<Vec<Note>> {
+    conn.prepare_cached(
+        "SELECT author, text, at_ms FROM call_notes WHERE call_id = ?1 ORDER BY at_ms, id",
+    )
+    .and_then(|mut s| {
+        s.query_map([call_id], |r| {
+            Ok(Note {
+                author: r.get(0)?,
+                text: r.get(1)?,
+                at_ms: r.get(2)?,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()
+    })
+    .map_err(sql(path, "read call notes"))
 }
 
 /// The user id that owns call `call_id`'s service record: `Some(None)` for a record

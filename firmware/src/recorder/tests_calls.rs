@@ -261,6 +261,7 @@ fn answered(queue: Option<&str>, extension: &str) -> AgentCallEvent {
         since_ms: 1,
         at_ms: 2,
         kind: AgentCallKind::Answered,
+        transferred_from: None,
     }
 }
 

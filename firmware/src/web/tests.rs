@@ -1185,6 +1185,7 @@ fn ringing(agent: &str, queue: &str, n: i64) -> crate::screen_pop::DeskEvent {
         since_ms: 1_000,
         at_ms: 1_000 + n,
         kind: crate::call::AgentCallKind::Ringing,
+        transferred_from: None,
     })
 }
 
