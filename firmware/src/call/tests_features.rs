@@ -490,3 +490,44 @@ fn extension_modes_refuse_feature_code_log_ins_they_do_not_take() {
     );
     assert!(agent_states(&h.drain()).is_empty());
 }
+
+#[test]
+fn a_direct_call_to_the_sip_phone_an_agent_is_logged_in_on_pops_up() {
+    let mut h = harness();
+    sip_login(&mut h, "*61100*1234#", true);
+    h.advance(CONFIRMATION);
+    h.sip(SipInput::Ended {
+        leg: PHONE,
+        reason: EndReason::Normal,
+    });
+    h.take();
+    // A trunk caller dials 210 directly (no queue): agent 100's desktop hears it ring.
+    h.incoming(IN1, SipOrigin::Trunk, "+4930123", "210");
+    let out = h.take();
+    let (phone, target, _) = only_dial(&out);
+    assert_eq!(target, SipTarget::Extension("210".into()));
+    let rang: Vec<_> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::AgentCall(e) => Some(e.as_ref().clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(rang.len(), 1, "{out:?}");
+    assert_eq!(rang[0].agent.as_str(), "100");
+    assert_eq!(rang[0].kind, AgentCallKind::Ringing);
+    assert_eq!(rang[0].queue, None);
+    assert_eq!(rang[0].caller_number, "+4930123");
+    assert_eq!(rang[0].extension.as_deref(), Some("210"));
+    assert_eq!(rang[0].transferred_from, None);
+    // The phone answers: the desktop hears that too.
+    h.sip(SipInput::Answered { leg: phone });
+    let out = h.take();
+    assert!(
+        out.iter().any(|o| matches!(
+            o,
+            Output::AgentCall(e) if e.kind == AgentCallKind::Answered && e.agent.as_str() == "100"
+        )),
+        "{out:?}"
+    );
+}

@@ -1026,3 +1026,47 @@ fn the_call_center_is_reconfigured_without_a_restart() {
     assert!(rings(&out, 3), "{out:?}");
     assert!(!hangups(&out).iter().any(|(l, _)| *l == LegId(3)));
 }
+
+#[test]
+fn an_attended_transfer_to_an_agent_tells_their_desktop_with_the_transfer() {
+    let mut h = harness();
+    login(&mut h, 3, "200");
+    // A trunk caller talks to 101, which flashes, calls 103 (agent 200) and, once
+    // 103 answered, hangs up.
+    h.incoming(IN1, SipOrigin::Trunk, "+4930123", "101");
+    h.ev(1, Event::OffHook);
+    h.ev(1, Event::HookFlash);
+    h.dial(1, "103");
+    let consult = agent_calls(&h.drain());
+    assert_eq!(consult.len(), 1, "{consult:?}");
+    assert_eq!(consult[0].caller_number, "101");
+    h.ev(3, Event::OffHook);
+    h.drain();
+    h.ev(1, Event::OnHook);
+    let out = h.drain();
+    let first = cdrs(&out)
+        .into_iter()
+        .find(|c| c.caller == "+4930123")
+        .expect("the transferred call's CDR");
+    let events = agent_calls(&out);
+    // The consultation ended for agent 200, then the new call is theirs, answered.
+    let answered: Vec<_> = events
+        .iter()
+        .filter(|e| e.kind == AgentCallKind::Answered)
+        .collect();
+    assert_eq!(answered.len(), 1, "{events:?}");
+    let e = answered[0];
+    assert_eq!(
+        (
+            e.agent.as_str(),
+            e.caller_number.as_str(),
+            e.extension.as_deref()
+        ),
+        ("200", "+4930123", Some("103"))
+    );
+    let hop = e.transferred_from.as_ref().expect("transfer context");
+    assert_eq!(
+        (hop.call_id.as_str(), hop.transferred_by.as_str()),
+        (first.call_id.as_str(), "101")
+    );
+}
