@@ -238,7 +238,7 @@ fn options(branch: &str) -> String {
 }
 
 /// The SIP Call-IDs stored on the CDR of `call_id`.
-fn cdr_sip_ids(gw: &Gateway, call_id: &str) -> (Option<String>, Option<String>) {
+pub(crate) fn cdr_sip_ids(gw: &Gateway, call_id: &str) -> (Option<String>, Option<String>) {
     gw.db()
         .query_row(
             "SELECT caller_sip_call_id, callee_sip_call_id FROM cdrs WHERE call_id = ?1",

@@ -92,7 +92,9 @@ impl CallControl {
             return;
         }
         if let SipOrigin::Extension(ext) = &origin {
-            if self.sip_feature_code(now, leg, ext, &dialled) {
+            if self.sip_feature_code(now, leg, ext, &dialled)
+                || self.sip_pickup(now, leg, ext, &dialled, &sip_call_id)
+            {
                 return;
             }
         }
