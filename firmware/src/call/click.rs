@@ -26,8 +26,7 @@ use std::time::{Duration, Instant};
 use crate::cdr::{Direction, Disposition, HangupSide};
 
 use super::{
-    Call, CallControl, CallPhase, EndReason, Fxs, LegId, LegInfo, Output, Party, PlanMatch,
-    SipTarget,
+    Call, CallControl, EndReason, Fxs, LegId, LegInfo, Output, Party, PlanMatch, SipTarget,
 };
 
 /// How long the calling phone rings before a click-to-call gives up.
@@ -233,38 +232,14 @@ impl CallControl {
             Some(n) => (Direction::Outbound, n.to_owned()),
             None => (Direction::Internal, number.to_owned()),
         };
-        Call {
-            id: String::new(),
+        Call::new(
             direction,
             caller,
-            caller_number: from.to_owned(),
-            caller_name: self.extension_name(from),
-            callee: None,
+            from.to_owned(),
+            self.extension_name(from),
             callee_number,
-            ringing: Vec::new(),
-            ringing_legs: Vec::new(),
-            phase: CallPhase::Alerting,
             started,
-            answered: None,
-            deadline: None,
-            last_ring: None,
-            caller_alerted: false,
-            outside: None,
-            caller_sip_call_id: None,
-            callee_sip_call_id: None,
-            transfer_chain: Vec::new(),
-            transferor: None,
-            caller_connected: false,
-            early_media: None,
-            queue: None,
-            desk_agents: Vec::new(),
-            blocked: None,
-            awaiting_caller_id: false,
-            survey_score: None,
-            talk_ended: None,
-            hold: super::hold::HoldClock::default(),
-            overflowed: None,
-        }
+        )
     }
 
     /// The phone of a click-to-call answered: it dials the number.

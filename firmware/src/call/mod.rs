@@ -614,6 +614,52 @@ struct OutsideAttempt {
 }
 
 impl Call {
+    /// A call `caller` starts at `started` towards `callee_number`, not yet ringing
+    /// anything: no id yet ([`CallControl::new_call`] gives it one), alerting, no
+    /// callee, no transfer, queue or hold. Callers set what differs with struct update
+    /// syntax.
+    fn new(
+        direction: Direction,
+        caller: Party,
+        caller_number: String,
+        caller_name: String,
+        callee_number: String,
+        started: Instant,
+    ) -> Call {
+        Call {
+            id: String::new(),
+            direction,
+            caller,
+            caller_number,
+            caller_name,
+            callee: None,
+            callee_number,
+            ringing: Vec::new(),
+            ringing_legs: Vec::new(),
+            phase: CallPhase::Alerting,
+            started,
+            answered: None,
+            deadline: None,
+            last_ring: None,
+            caller_alerted: false,
+            outside: None,
+            caller_sip_call_id: None,
+            callee_sip_call_id: None,
+            transfer_chain: Vec::new(),
+            transferor: None,
+            caller_connected: false,
+            early_media: None,
+            queue: None,
+            desk_agents: Vec::new(),
+            blocked: None,
+            awaiting_caller_id: false,
+            survey_score: None,
+            talk_ended: None,
+            hold: hold::HoldClock::default(),
+            overflowed: None,
+        }
+    }
+
     /// The caller's SIP leg, if the caller is one.
     fn caller_leg(&self) -> Option<LegId> {
         match self.caller {
@@ -2079,36 +2125,16 @@ impl CallControl {
         let sent = caller_id.map(|c| c.name.to_string()).unwrap_or_default();
         let name = self.outside_caller_name(&number, sent);
         let key = self.new_call(Call {
-            id: String::new(),
-            direction: Direction::Inbound,
-            caller: Party::Fxo(port),
-            caller_number: number,
-            caller_name: name,
-            callee: None,
-            callee_number: String::new(),
-            ringing: Vec::new(),
-            ringing_legs: Vec::new(),
-            phase: CallPhase::Alerting,
-            started: now,
-            answered: None,
             deadline: Some(now + RING_ABSENCE),
             last_ring: Some(now),
-            caller_alerted: false,
-            outside: None,
-            caller_sip_call_id: None,
-            callee_sip_call_id: None,
-            transfer_chain: Vec::new(),
-            transferor: None,
-            caller_connected: false,
-            early_media: None,
-            queue: None,
-            desk_agents: Vec::new(),
-            blocked: None,
-            awaiting_caller_id: false,
-            survey_score: None,
-            talk_ended: None,
-            hold: hold::HoldClock::default(),
-            overflowed: None,
+            ..Call::new(
+                Direction::Inbound,
+                Party::Fxo(port),
+                number,
+                name,
+                String::new(),
+                now,
+            )
         });
         if let Some(fx) = self.fxo.get_mut(&port) {
             fx.call = Some(key);
@@ -2231,36 +2257,14 @@ impl CallControl {
         callee_number: String,
     ) -> Call {
         Call {
-            id: String::new(),
-            direction,
-            caller: Party::Fxs(port),
-            caller_number: self.port_number(port),
-            caller_name: self.port_name(port),
-            callee: None,
-            callee_number,
-            ringing: Vec::new(),
-            ringing_legs: Vec::new(),
-            phase: CallPhase::Alerting,
-            started,
-            answered: None,
-            deadline: None,
-            last_ring: None,
-            caller_alerted: false,
-            outside: None,
-            caller_sip_call_id: None,
-            callee_sip_call_id: None,
-            transfer_chain: Vec::new(),
-            transferor: None,
-            caller_connected: false,
-            early_media: None,
-            queue: None,
-            desk_agents: Vec::new(),
-            blocked: None,
-            awaiting_caller_id: false,
-            survey_score: None,
-            talk_ended: None,
-            hold: hold::HoldClock::default(),
-            overflowed: None,
+            ..Call::new(
+                direction,
+                Party::Fxs(port),
+                self.port_number(port),
+                self.port_name(port),
+                callee_number,
+                started,
+            )
         }
     }
 
