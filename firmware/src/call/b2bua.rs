@@ -154,9 +154,8 @@ impl CallControl {
         // A meet-me room (a local phone, or a trunk caller past screening whose DID maps
         // to the room): the leg is the meet-me flow's, with no call or CDR.
         if let Some(room) = self.meetme_room(&dialled) {
-            drop(call);
             self.legs.remove(&leg);
-            return self.sip_meetme_dialled(now, leg, room);
+            return self.sip_meetme_dialled(now, leg, room, call);
         }
         if self.is_extension(&dialled) {
             return self.call_extension(now, call);
@@ -304,7 +303,7 @@ impl CallControl {
     fn leg_ended(&mut self, now: Instant, leg: LegId, reason: EndReason) {
         if self.sip_feature_leg_ended(leg)
             || self.sip_supervisor_ended(leg)
-            || self.sip_meetme_ended(leg)
+            || self.sip_meetme_ended(now, leg)
         {
             return;
         }

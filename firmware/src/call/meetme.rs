@@ -19,8 +19,14 @@
 //! the answer), and a BYE if it filled up while the PIN was keyed. The engine's room
 //! is made by the first join and goes with the last leave.
 //!
-//! Limits: PSTN lines (FXO) cannot be routed to rooms; no CDR for a room visit; a full
-//! room and the refusal are tones or SIP statuses, not spoken.
+//! Every visit has a CDR (the callee is the room's number): answered when the box
+//! answered (at once), ended when the phone hung up (hung up by the caller) or the box
+//! refused it after wrong PINs, a room that filled up meanwhile, or a shutdown
+//! (hung up by the system); a room full at dialling is a busy CDR. The CDR carries a
+//! SIP caller's call-id and goes to the outbox like any other.
+//!
+//! Limits: PSTN lines (FXO) cannot be routed to rooms; a full room and the refusal are
+//! tones or SIP statuses, not spoken.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -31,8 +37,11 @@ use crate::acd::codes::Pin;
 use crate::prompts::{Playback, Sound};
 use crate::tones::Tone;
 
+use crate::cdr::{Direction, Disposition, HangupSide};
+
 use super::{
-    CallControl, ConferenceOp, ConferenceRole, EndReason, Fxs, LegId, Output, Party, RoomId,
+    Call, CallControl, CallPhase, ConferenceOp, ConferenceRole, EndReason, Fxs, LegId, Output,
+    Party, RoomId,
 };
 
 /// The spoken PIN prompt (in the built-in prompt set).
@@ -77,6 +86,8 @@ pub(super) struct MeetMe {
     pub(super) attendees: BTreeMap<Party, Attendee>,
     /// Room index -> (engine room, attendees in it).
     occupied: BTreeMap<usize, (RoomId, BTreeSet<Party>)>,
+    /// Each attendee's visit, for its CDR (a call record kept out of the calls).
+    visits: BTreeMap<Party, Call>,
 }
 
 impl MeetMe {
@@ -112,33 +123,77 @@ impl CallControl {
             .any(|r| r.number.starts_with(digits))
     }
 
-    /// FXS `port` dialled room `room`.
-    pub(super) fn meetme_dialled(&mut self, now: Instant, port: u8, room: usize) {
+    /// FXS `port` dialled room `room` (`digits`, since `started`).
+    pub(super) fn meetme_dialled(
+        &mut self,
+        now: Instant,
+        port: u8,
+        room: usize,
+        started: Instant,
+        digits: String,
+    ) {
         let Some(r) = self.settings.conference_rooms.get(room) else {
             return;
         };
         if self.meetme.parties(room) >= r.max_parties {
             tracing::info!(port, room = r.number, "conference room full");
-            return self.lockout(now, port, Tone::Busy);
+            self.lockout(now, port, Tone::Busy);
+            return self.failed_cdr(
+                now,
+                port,
+                started,
+                digits,
+                Direction::Internal,
+                Disposition::Busy,
+            );
         }
         self.set_fxs(port, Fxs::MeetMe);
+        let visit = self.call_from_port(port, started, Direction::Internal, digits);
+        self.meetme_visit(now, Party::Fxs(port), visit);
         self.meetme_ask_first(now, Party::Fxs(port), room);
     }
 
+    /// `who`'s visit (`visit`, the call as dialled) starts: given an id, answered now.
+    fn meetme_visit(&mut self, now: Instant, who: Party, visit: Call) {
+        let key = self.take_key();
+        let visit = Call {
+            id: format!("{}-{}", self.settings.call_id_prefix, key),
+            phase: CallPhase::Connected,
+            answered: Some(now),
+            ..visit
+        };
+        self.meetme.visits.insert(who, visit);
+    }
+
+    /// `who`'s visit ends now (`side` hung up): its CDR.
+    fn meetme_visit_over(&mut self, now: Instant, who: Party, side: HangupSide) {
+        if let Some(visit) = self.meetme.visits.remove(&who) {
+            self.record_cdr(now, &visit, Disposition::Answered, side);
+        }
+    }
+
     /// An incoming SIP leg (a local phone, or a trunk caller whose DID maps to the
-    /// room) called room `room`: answered, or `486 Busy Here` when the room is full.
-    pub(super) fn sip_meetme_dialled(&mut self, now: Instant, leg: LegId, room: usize) {
+    /// room) called room `room` (`call`, as it came in): answered, or `486 Busy Here`
+    /// when the room is full.
+    pub(super) fn sip_meetme_dialled(&mut self, now: Instant, leg: LegId, room: usize, call: Call) {
         let Some(r) = self.settings.conference_rooms.get(room) else {
             return;
         };
         if self.meetme.parties(room) >= r.max_parties {
             tracing::info!(%leg, room = r.number, "conference room full");
-            return self.outputs.push_back(Output::SipHangup {
+            self.outputs.push_back(Output::SipHangup {
                 leg,
                 reason: EndReason::Busy,
             });
+            let key = self.take_key();
+            let call = Call {
+                id: format!("{}-{}", self.settings.call_id_prefix, key),
+                ..call
+            };
+            return self.record_cdr(now, &call, Disposition::Busy, HangupSide::System);
         }
         self.outputs.push_back(Output::SipAnswer { leg });
+        self.meetme_visit(now, Party::Sip(leg), call);
         self.meetme_ask_first(now, Party::Sip(leg), room);
     }
 
@@ -283,6 +338,7 @@ impl CallControl {
             if let Party::Sip(_) = who {
                 self.meetme_quiet(who);
             }
+            self.meetme_visit_over(now, who, HangupSide::System);
             return self.meetme_refuse(now, who, Tone::Unobtainable);
         }
         tracing::info!(?who, room = number, tries, "wrong conference PIN");
@@ -307,6 +363,7 @@ impl CallControl {
         if self.meetme.parties(room) >= max {
             tracing::info!(?who, room = number, "conference room full");
             self.meetme.attendees.remove(&who);
+            self.meetme_visit_over(now, who, HangupSide::System);
             return self.meetme_refuse(now, who, Tone::Busy);
         }
         let id = match self.meetme.occupied.get(&room) {
@@ -340,16 +397,17 @@ impl CallControl {
 
     /// The SIP leg `leg` of the meet-me flow ended (BYE, CANCEL, a failure): it leaves
     /// its room. Returns false when `leg` is not in the meet-me flow.
-    pub(super) fn sip_meetme_ended(&mut self, leg: LegId) -> bool {
+    pub(super) fn sip_meetme_ended(&mut self, now: Instant, leg: LegId) -> bool {
         if !self.is_meetme_attendee(Party::Sip(leg)) {
             return false;
         }
-        self.meetme_hung_up(Party::Sip(leg));
+        self.meetme_hung_up(now, Party::Sip(leg));
         true
     }
 
     /// `who` hung up in the meet-me flow.
-    pub(super) fn meetme_hung_up(&mut self, who: Party) {
+    pub(super) fn meetme_hung_up(&mut self, now: Instant, who: Party) {
+        self.meetme_visit_over(now, who, HangupSide::Caller);
         let room = match self.meetme.attendees.remove(&who) {
             Some(Attendee::In { room }) => room,
             Some(Attendee::Pin { .. }) => return self.meetme_quiet(who),
@@ -373,9 +431,10 @@ impl CallControl {
 
     /// Shutdown: every phone leaves its room (no beeps), PIN entries end and SIP legs
     /// in the flow are hung up.
-    pub(super) fn meetme_close_all(&mut self) {
+    pub(super) fn meetme_close_all(&mut self, now: Instant) {
         let attendees = std::mem::take(&mut self.meetme.attendees);
         for (who, a) in attendees {
+            self.meetme_visit_over(now, who, HangupSide::System);
             if let Attendee::In { room } = a {
                 if let Some((id, _)) = self.meetme.occupied.get(&room) {
                     let id = *id;

@@ -1175,7 +1175,7 @@ impl CallControl {
         }
         self.feature_legs_due(None);
         self.supervisions_close_all();
-        self.meetme_close_all();
+        self.meetme_close_all(now);
         let ports: Vec<u8> = self.fxs.keys().copied().collect();
         for port in ports {
             if self.fxs_state(port) != Some(Fxs::Idle) {
@@ -1326,7 +1326,7 @@ impl CallControl {
             Fxs::Supervisor(_) => self.supervisor_hung_up(Party::Fxs(port)),
             Fxs::MeetMe => {
                 self.cmd(port, Command::StopTone);
-                self.meetme_hung_up(Party::Fxs(port));
+                self.meetme_hung_up(now, Party::Fxs(port));
             }
             Fxs::Idle | Fxs::Ringing(_) | Fxs::Fault | Fxs::ClickToCall(_) => {}
         }
@@ -1547,7 +1547,7 @@ impl CallControl {
                 self.set_fxs(port, Fxs::Idle);
                 self.call_outside_from_port(now, port, started, digits);
             }
-            PlanMatch::Room(room) => self.meetme_dialled(now, port, room),
+            PlanMatch::Room(room) => self.meetme_dialled(now, port, room, started, digits),
             PlanMatch::Outside { complete: false } | PlanMatch::Partial => {
                 self.keep_dialing(now, port, digits, started)
             }

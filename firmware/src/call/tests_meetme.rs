@@ -7,6 +7,7 @@ use line_proto::{Command, Event};
 
 use super::tests_sip::*;
 use super::*;
+use crate::cdr::{Direction, Disposition, HangupSide};
 use crate::tones::Tone;
 
 fn harness() -> Harness {
@@ -277,7 +278,27 @@ fn a_sip_phone_keys_the_pin_by_rfc4733_joins_the_room_and_leaves_with_bye() {
         hangups(&out).is_empty(),
         "the phone hung up itself: {out:?}"
     );
-    assert!(cdrs(&out).is_empty());
+    // The visit's CDR: 210 to room 800, answered at once, hung up by the phone.
+    let visit = cdrs(&out);
+    assert_eq!(visit.len(), 1, "{out:?}");
+    let c = &visit[0];
+    assert_eq!((c.caller.as_str(), c.callee.as_str()), ("210", "800"));
+    assert_eq!(c.direction, Direction::Internal);
+    assert_eq!(
+        (c.disposition, c.hangup_side),
+        (Disposition::Answered, HangupSide::Caller)
+    );
+    assert_eq!(c.answered_at_ms, Some(c.started_at_ms));
+    assert_eq!(c.caller_sip_call_id.as_deref(), Some("call-7@phone"));
+    // The analog phone's visit ends on hook, with its own CDR.
+    h.ev(1, Event::OnHook);
+    let visit = cdrs(&h.take());
+    assert_eq!(visit.len(), 1);
+    assert_eq!(
+        (visit[0].caller.as_str(), visit[0].caller_port),
+        ("101", Some(1))
+    );
+    assert_eq!(visit[0].callee, "800");
 }
 
 #[test]
@@ -294,6 +315,13 @@ fn three_wrong_pins_from_a_sip_phone_end_its_leg() {
     let out = h.take();
     assert_eq!(hangups(&out), vec![(PHONE, EndReason::Normal)], "{out:?}");
     assert!(conference(&out).is_empty());
+    // The refused visit is on record, ended by the box.
+    let visit = cdrs(&out);
+    assert_eq!(visit.len(), 1, "{out:?}");
+    assert_eq!(
+        (visit[0].callee.as_str(), visit[0].hangup_side),
+        ("800", HangupSide::System)
+    );
     // Its BYE's answer (the endpoint's Ended) changes nothing any more.
     h.sip(SipInput::Ended {
         leg: PHONE,
