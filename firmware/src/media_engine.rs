@@ -75,6 +75,16 @@
 //!   voicemail writer's sink hands frames over a bounded channel and drops, counted,
 //!   when it is full). Capture and playback are independent: an end may have both.
 //!   Bridging the end, closing the leg or [`MediaEngine::stop_capture`] ends it.
+//! - Recording ([`RtpTap`], the call recorder's tap given to
+//!   [`MediaEngine::start_with_tap`]): each leg holds a flag from the tap while it is
+//!   open; for every RTP packet a leg accepts while its flag is set, the engine hands
+//!   the packet's header fields, payload and the leg's negotiated codec to the tap
+//!   (a flag check and a channel send; decoding happens on the recorder's thread).
+//!   This is how calls between two SIP legs, relayed without decoding, are recorded.
+//! - Confirmation beep ([`MediaEngine::beep`]): [`BEEP_HZ`] for [`BEEP_DURATION`]
+//!   replaces the audio a leg is sent (relayed packets are rebuilt with the same
+//!   header; frames from a port are replaced before encoding); the recording toggle
+//!   code confirms with it to a SIP phone.
 //! - Fax: CED/CNG tone detection on both directions of a port-to-leg bridge switches
 //!   the leg's jitter buffer to fixed passthrough (logged).
 //! - Conferences ([`MediaEngine::conference`], call control's `Output::Conference`):
@@ -141,6 +151,12 @@ const DIGIT_VOLUME: u8 = 10;
 const PACKET_QUEUE: usize = 2048;
 /// Digits queued per leg at most while one is being sent.
 const MAX_QUEUED_DIGITS: usize = 32;
+/// The confirmation beep ([`MediaEngine::beep`]): frequency, length and level.
+pub const BEEP_HZ: f64 = 1400.0;
+/// How long the confirmation beep lasts.
+pub const BEEP_DURATION: Duration = Duration::from_millis(200);
+/// Level of the confirmation beep (dBm0).
+const BEEP_DBM0: f64 = -13.0;
 /// Samples per 20 ms frame tick (telephone-event updates go out on the frame clock,
 /// whatever the audio ptime).
 const TICK_SAMPLES: u32 = FRAME_SAMPLES as u32;
@@ -254,6 +270,39 @@ impl PortSink for mpsc::UnboundedSender<(u8, Audio)> {
     }
 }
 
+/// The media of one RTP packet received on a leg, handed to an [`RtpTap`] (borrowed
+/// from the receive buffer; the tap copies what it keeps).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TappedRtp<'a> {
+    /// The leg's negotiated audio payload type.
+    pub audio_pt: u8,
+    /// Its law.
+    pub law: Law,
+    /// The leg's telephone-event payload type, if negotiated.
+    pub event_pt: Option<u8>,
+    /// The packet's synchronisation source.
+    pub ssrc: u32,
+    /// The packet's RTP timestamp.
+    pub timestamp: u32,
+    /// The packet's payload type.
+    pub payload_type: u8,
+    /// The payload.
+    pub payload: &'a [u8],
+}
+
+/// Where the engine shows the RTP a leg receives when someone records it (the call
+/// recorder, for calls between two SIP legs, which the engine relays without
+/// decoding). The engine takes a leg's flag when it opens the leg and, per accepted
+/// packet, only checks it and calls [`RtpTap::rtp`], which must not block.
+pub trait RtpTap: Send + Sync + 'static {
+    /// The flag that says whether `leg`'s packets are wanted (kept while it is open).
+    fn leg_flag(&self, leg: LegId) -> Arc<std::sync::atomic::AtomicBool>;
+    /// A packet `leg` received and accepted while its flag was set.
+    fn rtp(&self, leg: LegId, packet: &TappedRtp<'_>);
+    /// `leg` closed (its flag was dropped).
+    fn leg_closed(&self, leg: LegId);
+}
+
 /// Where [`MediaEngine::capture`] puts the audio an end receives: one 20 ms frame of
 /// linear 8 kHz PCM per call, on the engine task. Must not block (hand the frame over
 /// a bounded channel and drop it when the channel is full).
@@ -346,6 +395,7 @@ enum Request {
     Capture(MediaEnd, Box<dyn FrameSink>),
     StopCapture(MediaEnd),
     Conference(RoomId, ConferenceOp),
+    Beep(LegId),
     Stats(oneshot::Sender<Vec<LegSnapshot>>),
 }
 
@@ -358,6 +408,17 @@ impl MediaEngine {
         settings: MediaSettings,
         ports: Arc<dyn PortSink>,
         sip_inputs: mpsc::UnboundedSender<SipInput>,
+    ) -> Result<(MediaEngine, JoinHandle<()>)> {
+        Self::start_with_tap(settings, ports, sip_inputs, None)
+    }
+
+    /// [`MediaEngine::start`], with the RTP legs receive shown to `rtp_tap` while it
+    /// wants them (call recording of SIP-to-SIP calls).
+    pub fn start_with_tap(
+        settings: MediaSettings,
+        ports: Arc<dyn PortSink>,
+        sip_inputs: mpsc::UnboundedSender<SipInput>,
+        rtp_tap: Option<Arc<dyn RtpTap>>,
     ) -> Result<(MediaEngine, JoinHandle<()>)> {
         let allocator = PortAllocator::new(
             settings.local_ip,
@@ -372,6 +433,7 @@ impl MediaEngine {
             cname: format!("branchd@{}", settings.local_ip),
             settings,
             ports,
+            rtp_tap,
             sip_inputs,
             packet_tx,
             legs: HashMap::new(),
@@ -487,6 +549,14 @@ impl MediaEngine {
         self.send_or_log(Request::Capture(end, sink));
     }
 
+    /// Plays the confirmation beep ([`BEEP_HZ`] for [`BEEP_DURATION`]) to `leg`: it
+    /// replaces the audio the leg is sent meanwhile, whether that comes from a port or
+    /// is relayed from another leg (the call recorder's toggle code confirms with it).
+    /// Nothing happens for a leg that is not open or sent no audio meanwhile.
+    pub fn beep(&self, leg: LegId) {
+        self.send_or_log(Request::Beep(leg));
+    }
+
     /// Ends the capture of `end`, if any (its sink is dropped).
     pub fn stop_capture(&self, end: MediaEnd) {
         self.send_or_log(Request::StopCapture(end));
@@ -534,6 +604,33 @@ enum Datagram {
         from: SocketAddr,
         data: Vec<u8>,
     },
+}
+
+/// The confirmation beep still to send on a leg ([`MediaEngine::beep`]).
+#[derive(Debug)]
+struct Beep {
+    tone: branchline_board::dsp::SineGenerator,
+    /// Samples still to replace.
+    left: usize,
+}
+
+impl Beep {
+    fn new() -> Self {
+        let amplitude = branchline_board::dsp::dbm0_to_amplitude(BEEP_DBM0) as i16;
+        Beep {
+            tone: branchline_board::dsp::SineGenerator::new(BEEP_HZ, amplitude),
+            left: (BEEP_DURATION.as_millis() as usize) * (CLOCK_RATE as usize) / 1000,
+        }
+    }
+
+    /// Replaces the start of `pcm` with the beep (as much as is left); true when it is
+    /// over.
+    fn overlay(&mut self, pcm: &mut [i16]) -> bool {
+        let n = pcm.len().min(self.left);
+        self.tone.fill(&mut pcm[..n]);
+        self.left -= n;
+        self.left == 0
+    }
 }
 
 /// An RFC 4733 digit being sent on a leg.
@@ -587,6 +684,10 @@ struct Leg {
     digits_queued: VecDeque<TelephoneEvent>,
     counters: Counters,
     passthrough: bool,
+    /// Set while the RTP this leg receives is recorded ([`RtpTap`]).
+    recorded: Option<Arc<std::sync::atomic::AtomicBool>>,
+    /// A confirmation beep replacing the audio sent ([`MediaEngine::beep`]).
+    beep: Option<Beep>,
     /// When this leg's next RTCP report is due (legs that end on a port only).
     rtcp_schedule: ReportSchedule,
     /// RTP packets sent at the previous report (an SR only if some were sent since).
@@ -729,6 +830,8 @@ struct PortLink {
 struct Engine {
     settings: MediaSettings,
     ports: Arc<dyn PortSink>,
+    /// The recorder's view of legs' RTP, if recording is on.
+    rtp_tap: Option<Arc<dyn RtpTap>>,
     sip_inputs: mpsc::UnboundedSender<SipInput>,
     packet_tx: mpsc::Sender<Datagram>,
     legs: HashMap<LegId, Leg>,
@@ -846,6 +949,10 @@ impl Engine {
                 }
             }
             Request::Conference(room, op) => self.conference(room, op),
+            Request::Beep(leg) => match self.legs.get_mut(&leg) {
+                Some(l) => l.beep = Some(Beep::new()),
+                None => tracing::debug!(%leg, "beep to a leg that is not open dropped"),
+            },
             Request::Stats(reply) => {
                 let _ = reply.send(self.snapshot());
             }
@@ -899,6 +1006,8 @@ impl Engine {
                 digits_queued: VecDeque::new(),
                 counters: Counters::default(),
                 passthrough: false,
+                recorded: self.rtp_tap.as_ref().map(|t| t.leg_flag(leg)),
+                beep: None,
                 rtcp_schedule: ReportSchedule::new(self.settings.rtcp_interval, self.next_seed),
                 packets_at_report: 0,
                 rtt: None,
@@ -965,6 +1074,10 @@ impl Engine {
         self.captures.remove(&MediaEnd::Leg(leg));
         self.leave_room(MediaEnd::Leg(leg));
         let mut l = self.legs.remove(&leg)?;
+        if let (Some(tap), Some(flag)) = (&self.rtp_tap, l.recorded.take()) {
+            drop(flag);
+            tap.leg_closed(leg);
+        }
         if l.counters.rtcp_out > 0 {
             // RFC 3550 6.6: a leg that sent reports says goodbye.
             let mut bye = l.report(Instant::now(), &self.cname);
@@ -1140,6 +1253,22 @@ impl Engine {
         if let Some(r) = l.receiver.as_mut() {
             r.update(at, packet.seq, packet.timestamp);
         }
+        if let (Some(tap), Some(flag)) = (&self.rtp_tap, &l.recorded) {
+            if flag.load(std::sync::atomic::Ordering::Relaxed) {
+                tap.rtp(
+                    leg,
+                    &TappedRtp {
+                        audio_pt: media.payload_type,
+                        law: media.law,
+                        event_pt: media.telephone_event_pt,
+                        ssrc: packet.ssrc,
+                        timestamp: packet.timestamp,
+                        payload_type: packet.payload_type,
+                        payload: packet.payload,
+                    },
+                );
+            }
+        }
         if kind == PayloadKind::TelephoneEvent {
             if let Err(e) = l.decoder.handle(at, packet.timestamp, packet.payload) {
                 l.counters.invalid += 1;
@@ -1206,7 +1335,18 @@ impl Engine {
         let Some(pm) = p.media else {
             return;
         };
+        let beep = match (kind, p.beep.as_mut()) {
+            (PayloadKind::Audio(_), Some(beep)) => {
+                let mut pcm = vec![0i16; packet.payload.len()];
+                if beep.overlay(&mut pcm) {
+                    p.beep = None;
+                }
+                Some(pcm.iter().map(|&s| pm.law.encode(s)).collect::<Vec<u8>>())
+            }
+            _ => None,
+        };
         let (pt, payload): (u8, Option<Vec<u8>>) = match kind {
+            PayloadKind::Audio(_) if beep.is_some() => (pm.payload_type, beep),
             PayloadKind::Audio(law) if law == pm.law => (packet.payload_type, None),
             PayloadKind::Audio(law) => (
                 pm.payload_type,
@@ -1314,7 +1454,13 @@ impl Engine {
             l.pending.clear();
             return;
         }
-        if media.law == audio.law {
+        let beeping = l.beep.is_some();
+        if let Some(beep) = l.beep.as_mut() {
+            if beep.overlay(&mut pcm) {
+                l.beep = None;
+            }
+        }
+        if media.law == audio.law && !beeping {
             l.pending.extend_from_slice(&audio.samples);
         } else {
             l.pending.extend(pcm.iter().map(|&s| media.law.encode(s)));

@@ -1412,3 +1412,177 @@ async fn a_conference_mixes_ports_and_a_leg_each_in_its_own_law_and_ptime() {
         heard.keys()
     );
 }
+
+/// What [`KeepingTap`] keeps of a packet: leg, audio payload type, law, event payload
+/// type, payload type, timestamp, payload.
+type Kept = (LegId, u8, Law, Option<u8>, u8, u32, Vec<u8>);
+
+/// An [`RtpTap`] that keeps what the engine hands it.
+#[derive(Default)]
+struct KeepingTap {
+    flags: std::sync::Mutex<HashMap<LegId, Arc<std::sync::atomic::AtomicBool>>>,
+    packets: std::sync::Mutex<Vec<Kept>>,
+    closed: std::sync::Mutex<Vec<LegId>>,
+}
+
+impl RtpTap for KeepingTap {
+    fn leg_flag(&self, leg: LegId) -> Arc<std::sync::atomic::AtomicBool> {
+        Arc::clone(self.flags.lock().unwrap().entry(leg).or_default())
+    }
+
+    fn rtp(&self, leg: LegId, p: &TappedRtp<'_>) {
+        self.packets.lock().unwrap().push((
+            leg,
+            p.audio_pt,
+            p.law,
+            p.event_pt,
+            p.payload_type,
+            p.timestamp,
+            p.payload.to_vec(),
+        ));
+    }
+
+    fn leg_closed(&self, leg: LegId) {
+        self.closed.lock().unwrap().push(leg);
+    }
+}
+
+fn rig_with_tap(first_port: u16, tap: Arc<KeepingTap>) -> Rig {
+    let (frame_tx, frames) = mpsc::unbounded_channel();
+    let (sip_tx, sip) = mpsc::unbounded_channel();
+    let settings = MediaSettings {
+        local_ip: LO,
+        rtp_port_min: first_port,
+        rtp_port_max: first_port + 9,
+        jitter: JitterConfig::adaptive(20, 200).unwrap(),
+        board_law: Law::Ulaw,
+        seed: 42,
+        fxo_ports: FXO,
+        rtcp_interval: Duration::from_secs(5),
+    };
+    let (engine, task) =
+        MediaEngine::start_with_tap(settings, Arc::new(frame_tx), sip_tx, Some(tap)).unwrap();
+    Rig {
+        engine,
+        frames,
+        sip,
+        _task: task,
+    }
+}
+
+#[tokio::test]
+async fn a_recorded_legs_rtp_goes_to_the_tap_while_its_flag_is_set_and_is_still_relayed() {
+    let tap = Arc::new(KeepingTap::default());
+    let r = rig_with_tap(42720, Arc::clone(&tap));
+    let (pa, pa_addr) = peer().await;
+    let (pb, pb_addr) = peer().await;
+    let la = r.engine.open_leg(LEG).await.unwrap();
+    r.engine.open_leg(LEG_B).await.unwrap();
+    r.engine
+        .start_leg(LEG, pa_addr, media(Law::Ulaw))
+        .await
+        .unwrap();
+    r.engine
+        .start_leg(LEG_B, pb_addr, media(Law::Alaw))
+        .await
+        .unwrap();
+    r.engine.bridge(MediaEnd::Leg(LEG), MediaEnd::Leg(LEG_B));
+    let payload = [0x55u8; FRAME_SAMPLES];
+    pa.send_to(&rtp_packet(PT_PCMU, 1, 0, true, &payload), la)
+        .await
+        .unwrap();
+    recv_rtp(&pb).await;
+    assert!(tap.packets.lock().unwrap().is_empty(), "not wanted yet");
+    tap.leg_flag(LEG)
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    pa.send_to(&rtp_packet(PT_PCMU, 2, 160, false, &payload), la)
+        .await
+        .unwrap();
+    recv_rtp(&pb).await;
+    pa.send_to(&rtp_packet(101, 3, 320, true, &[1, 10, 0, 160]), la)
+        .await
+        .unwrap();
+    recv_rtp(&pb).await;
+    // A packet of a type the leg did not negotiate is dropped before the tap.
+    pa.send_to(&rtp_packet(18, 4, 480, false, &payload[..20]), la)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    {
+        let got = tap.packets.lock().unwrap();
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert_eq!(
+            got[0],
+            (LEG, 0, Law::Ulaw, Some(101), 0, 160, payload.to_vec())
+        );
+        assert_eq!(
+            (got[1].4, got[1].5),
+            (101, 320),
+            "events go too; the recorder skips them"
+        );
+    }
+    r.engine.close_leg(LEG).await;
+    assert_eq!(*tap.closed.lock().unwrap(), vec![LEG]);
+}
+
+#[tokio::test]
+async fn a_beep_replaces_the_audio_sent_to_a_leg_for_200_ms() {
+    let r = rig(42740);
+    let (pa, pa_addr) = peer().await;
+    let (pb, pb_addr) = peer().await;
+    let la = r.engine.open_leg(LEG).await.unwrap();
+    r.engine.open_leg(LEG_B).await.unwrap();
+    r.engine
+        .start_leg(LEG, pa_addr, media(Law::Ulaw))
+        .await
+        .unwrap();
+    r.engine
+        .start_leg(LEG_B, pb_addr, media(Law::Alaw))
+        .await
+        .unwrap();
+    r.engine.bridge(MediaEnd::Leg(LEG), MediaEnd::Leg(LEG_B));
+    r.engine.beep(LEG_B);
+    let mut gen = SineGenerator::new(1000.0, 8000);
+    let heard = |data: &[u8]| {
+        let p = parse(data).unwrap();
+        let mut pcm = vec![0i16; p.payload.len()];
+        Law::Alaw.decode_block(p.payload, &mut pcm);
+        (p.seq, tone_ratio(&pcm, BEEP_HZ), tone_ratio(&pcm, 1000.0))
+    };
+    for seq in 0..14u16 {
+        let mut pcm = [0i16; FRAME_SAMPLES];
+        gen.fill(&mut pcm);
+        let mut payload = [0u8; FRAME_SAMPLES];
+        Law::Ulaw.encode_block(&pcm, &mut payload);
+        pa.send_to(
+            &rtp_packet(PT_PCMU, seq, u32::from(seq) * 160, seq == 0, &payload),
+            la,
+        )
+        .await
+        .unwrap();
+        let (got_seq, beep, tone) = heard(&recv_rtp(&pb).await);
+        assert_eq!(got_seq, seq, "same header");
+        if seq < 10 {
+            assert!(beep > 0.9 && tone < 0.05, "packet {seq}: beep {beep:.2}");
+        } else {
+            assert!(tone > 0.9 && beep < 0.05, "packet {seq}: tone {tone:.2}");
+        }
+    }
+    // From a port: the frames sent to the leg are the beep, then the port's audio.
+    r.engine.unbridge(MediaEnd::Leg(LEG), MediaEnd::Leg(LEG_B));
+    r.engine.bridge(MediaEnd::Port(1), MediaEnd::Leg(LEG_B));
+    r.engine.beep(LEG_B);
+    for _ in 0..12 {
+        r.engine.port_audio(1, tone_frame(&mut gen, Law::Ulaw));
+    }
+    let mut beeps = 0;
+    for i in 0..12 {
+        let (_, beep, tone) = heard(&recv_rtp(&pb).await);
+        if beep > 0.9 {
+            beeps += 1;
+        } else {
+            assert!(tone > 0.9, "frame {i}: the port's tone after the beep");
+        }
+    }
+    assert_eq!(beeps, 10, "200 ms of beep");
+}
