@@ -25,10 +25,13 @@
 //! - Call recording ([`crate::recorder`]): at start-up, before the store's writer
 //!   starts, recordings a crash cut short are repaired and indexed; then a writer
 //!   thread records calls by `[recording]` policy. The board loop taps the frames from
-//!   the ports, the media engine's port sink those to the ports, and call control's
-//!   bridges, answered queue calls, the digits keyed during calls (the on-demand
-//!   toggle code, from ports and SIP legs) and CDRs start, pause and stop recordings. At shutdown the recorder finishes its
-//!   files after the media engine stopped, and they are indexed before the store stops.
+//!   the ports, the media engine's port sink those to the ports and its relay the RTP
+//!   of recorded SIP legs, and call control's bridges (with each leg's call,
+//!   `call_of_leg`), answered queue calls, the digits keyed during calls (the
+//!   on-demand toggle code, from ports and SIP legs; a start, pause or resume is
+//!   confirmed with a beep to the phone that keyed it) and CDRs start, pause and stop
+//!   recordings. At shutdown the recorder finishes its files after the media engine
+//!   stopped, and they are indexed before the store stops.
 //! - Store writes (CDRs, port states) go through one ordered queue to a task that awaits
 //!   each commit, so the loop never waits on `fsync`; a CDR is logged as stored only
 //!   after its commit returned.
@@ -757,6 +760,7 @@ async fn serve(
         country,
         dtmf_detectors: HashMap::new(),
         call_recorder,
+        beeps: HashMap::new(),
         tap,
         leg_routes: HashMap::new(),
         conference_ports: std::collections::HashSet::new(),
@@ -800,13 +804,16 @@ async fn serve(
                 calls.handle_timeout(Instant::now());
             }
             () = sleep_until(Some(board.web_status.timeout())) => board.web_status_due(),
+            () = sleep_until(board.beeps.values().min().copied()) => board.beeps_due(),
             Some(request) = web_requests.recv() => board.web_request(&mut calls, request),
             Some(input) = sip_input_rx.recv() => {
                 // A SIP phone's key during a call may be the recording toggle code.
                 if let (crate::call::SipInput::Digit { leg, digit }, Some(r)) =
                     (&input, &mut board.call_recorder)
                 {
-                    r.leg_digit(*leg, *digit);
+                    if r.leg_digit(*leg, *digit).confirms() {
+                        board.media.beep(*leg);
+                    }
                 }
                 calls.handle_sip(Instant::now(), input)
             }
@@ -1434,13 +1441,17 @@ fn start_media(
         fxo_ports: profile.fxo_ports(),
         rtcp_interval: branchline_media::rtcp::DEFAULT_REPORT_INTERVAL,
     };
-    // Frames to ports pass the call recorder's tap (the "to the port" direction).
+    // Frames to ports pass the call recorder's tap (the "to the port" direction), and
+    // so does the RTP of legs it records (calls between two SIP legs).
+    let rtp_tap = tap
+        .clone()
+        .map(|t| Arc::new(t) as Arc<dyn crate::media_engine::RtpTap>);
     let ports: Arc<dyn crate::media_engine::PortSink> = match tap {
         Some(tap) => Arc::new(crate::recorder::calls::TapSink::new(link.clone(), tap)),
         None => Arc::new(link.clone()),
     };
-    let (engine, task) =
-        MediaEngine::start(settings, ports, sip_inputs).map_err(|e| invalid(e.to_string()))?;
+    let (engine, task) = MediaEngine::start_with_tap(settings, ports, sip_inputs, rtp_tap)
+        .map_err(|e| invalid(e.to_string()))?;
     tracing::info!(
         ip = %m.local_ip,
         ports = format!("{}-{}", m.rtp_port_min, m.rtp_port_max),
@@ -1495,6 +1506,10 @@ struct BoardLoop {
     dtmf_detectors: HashMap<u8, branchline_media::dtmf::InbandDetector>,
     /// Starts and stops call recordings on bridges and CDRs (`None`: recording off).
     call_recorder: Option<crate::recorder::calls::CallRecorder>,
+    /// Phones hearing the recording toggle code's confirmation beep, until when (the
+    /// line controller's tone is stopped then, unless call control played another
+    /// tone to the port meanwhile).
+    beeps: HashMap<u8, Instant>,
     /// The recorder's tap on the frames from the ports.
     tap: Option<crate::recorder::Tap>,
     /// Where SIP actions of call control go: the SIP endpoint task. `None` while the
@@ -1540,7 +1555,9 @@ impl BoardLoop {
         // A key pressed during a call may be the recording toggle code; the digit still
         // goes where it would (call control, the far end).
         if let (Body::Event(Event::Digit(d)), Some(r)) = (&frame.body, &mut self.call_recorder) {
-            r.digit(frame.port, char::from(*d));
+            if r.digit(frame.port, char::from(*d)).confirms() {
+                self.beep(frame.port);
+            }
         }
         match frame.body {
             Body::Audio(audio) => {
@@ -1611,10 +1628,50 @@ impl BoardLoop {
         }
     }
 
+    /// The recording toggle code's confirmation beep to the phone on `port`: the
+    /// media engine's [`crate::media_engine::BEEP_HZ`] for its
+    /// [`crate::media_engine::BEEP_DURATION`], played by the line controller over the
+    /// call's audio.
+    fn beep(&mut self, port: u8) {
+        let spec = line_proto::tone::ToneSpec {
+            freq1_hz: crate::media_engine::BEEP_HZ as u16,
+            freq2_hz: 0,
+            level_dbm0: -13,
+            cadence: line_proto::tone::Cadence::continuous(),
+        };
+        if let Err(e) = self.link.send(port, Body::Command(Command::PlayTone(spec))) {
+            tracing::warn!(port, error = %e, "confirmation beep not sent");
+            return;
+        }
+        self.beeps
+            .insert(port, Instant::now() + crate::media_engine::BEEP_DURATION);
+    }
+
+    /// Ends the confirmation beeps that are due.
+    fn beeps_due(&mut self) {
+        let now = Instant::now();
+        let due: Vec<u8> = self
+            .beeps
+            .iter()
+            .filter(|(_, &end)| end <= now)
+            .map(|(&p, _)| p)
+            .collect();
+        for port in due {
+            self.beeps.remove(&port);
+            if let Err(e) = self.link.send(port, Body::Command(Command::StopTone)) {
+                tracing::warn!(port, error = %e, "confirmation beep not stopped");
+            }
+        }
+    }
+
     fn drain(&mut self, calls: &mut CallControl) {
         while let Some(out) = calls.poll_output() {
             match out {
                 Output::Command { port, command } => {
+                    if matches!(command, Command::PlayTone(_) | Command::StopTone) {
+                        // Call control's tone replaces the beep: it is not stopped.
+                        self.beeps.remove(&port);
+                    }
                     tracing::debug!(port, ?command, "to line controller");
                     if let Err(e) = self.link.send(port, Body::Command(command)) {
                         tracing::error!(port, error = %e, "command not sent to the line controller");
@@ -1648,6 +1705,7 @@ impl BoardLoop {
                         for end in [a, b] {
                             if let MediaEnd::Leg(leg) = end {
                                 r.leg_phone(leg, calls.phone_extension(leg));
+                                r.leg_call(leg, calls.call_of_leg(leg));
                             }
                         }
                         r.connect(a, b);

@@ -1001,6 +1001,15 @@ impl CallControl {
             .map(|l| l.number.as_str())
     }
 
+    /// The call `leg` belongs to (its id, as on the CDR) and whether the leg is that
+    /// call's caller; `None` for no such leg. The call recorder keys and lays out the
+    /// recording of a call between two SIP legs with it.
+    pub fn call_of_leg(&self, leg: LegId) -> Option<(&str, bool)> {
+        let info = self.legs.get(&leg)?;
+        let call = self.calls.get(&info.call)?;
+        Some((call.id.as_str(), call.caller == Party::Sip(leg)))
+    }
+
     /// The next thing to do, if any.
     pub fn poll_output(&mut self) -> Option<Output> {
         self.outputs.pop_front()

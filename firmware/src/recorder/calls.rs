@@ -2,15 +2,19 @@
 //! answered call-center calls, the digits keyed during calls and the CDRs to
 //! [`CallRecorder`], which starts, pauses and stops [`Recorder`] recordings, and the
 //! frames of the ports through a [`Tap`] (from the ports in the board loop, to the
-//! ports through [`TapSink`] around the media engine's [`PortSink`]).
+//! ports through [`TapSink`] around the media engine's [`PortSink`]); the media engine
+//! hands the RTP of the legs of a recorded SIP-to-SIP call to the same [`Tap`] (as its
+//! [`crate::media_engine::RtpTap`]).
 //!
 //! Policy ([`RecordingPolicy`], the most demanding wins: never < on_demand < always):
 //! a bridge's policy is the most demanding of the `[recording]` policies of the
 //! extensions in it (analog ports, and the SIP phone behind a leg, which the daemon
 //! looks up with call control's `phone_extension`; a trunk leg has none) and, once a
 //! call-center call is answered, of the call's queue (`queues.recording`) and the
-//! agent (`users.recording`) - applied to the agent's analog port, or to the port
-//! talking to the agent's SIP phone.
+//! agent (`users.recording`) - applied to the agent's analog port, to the port talking
+//! to the agent's SIP phone, or, when the agent's SIP phone talks to another SIP leg
+//! (a trunk caller, a SIP phone), to that call (by its call id, whether the bridge
+//! comes before or after the answer).
 //!
 //! - `always`: the recording starts at the bridge (or when the queue call is answered)
 //!   and runs until the call's CDR; the toggle code does not stop it.
@@ -24,14 +28,14 @@
 //! Keying and layout: a bridge between two ports records keyed on the caller's port
 //! (call control bridges caller first; left = the caller's voice, right = the
 //! callee's); a bridge between a port and a SIP leg records keyed on the port (its
-//! two directions; the caller's voice left). Later bridges of the same call (hold,
-//! transfer) keep the recording going; the CDR naming one of its ports ends it.
+//! two directions; the caller's voice left); a bridge between two SIP legs records
+//! keyed on the caller's leg (call control's `call_of_leg` says which leg is the caller;
+//! left = what the caller's leg receives, right = the other leg's). Later bridges of
+//! the same call (hold, transfer) keep the recording going; the CDR naming one of its
+//! ports, or carrying the call id of its legs, ends it.
 //!
-//! Limits: calls between two SIP legs (SIP phone <-> trunk, SIP phone <-> SIP phone)
-//! are not recorded: the media engine relays their RTP without decoding it, and
-//! recordings are keyed on an analog port; so a queue or agent policy needs an analog
-//! port in the call (an FXO caller or an analog agent). No confirmation beep is played
-//! to the party keying the toggle code.
+//! Limits: a SIP-to-SIP recording ends with the CDR of the call its legs had when they
+//! were bridged (a call id that changes by a transfer ends it at the first CDR).
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -47,7 +51,7 @@ use crate::media_engine::PortSink;
 use crate::store::StoreWriter;
 
 use super::guard::Statvfs;
-use super::{Layout, Recorder, RecorderError, Side, StatsSnapshot, Tap};
+use super::{Key, Layout, Recorder, RecorderError, Side, StatsSnapshot, Tap};
 
 /// Matches a mid-call code against the digits keyed one by one.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -89,6 +93,22 @@ pub enum Toggle {
     Always,
 }
 
+impl Toggle {
+    /// Whether the party that keyed the code gets the confirmation beep: the recording
+    /// started, paused or resumed.
+    pub fn confirms(self) -> bool {
+        matches!(self, Toggle::Started | Toggle::Paused | Toggle::Resumed)
+    }
+}
+
+/// A bridge the recorder decides about: the one an analog port is in, or the one
+/// between two SIP legs (named by either leg).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Bridge {
+    Port(u8),
+    Legs(LegId),
+}
+
 /// The board loop's recording decisions (see the module docs).
 #[derive(Debug)]
 pub struct CallRecorder {
@@ -109,13 +129,22 @@ pub struct CallRecorder {
     toggle_code: String,
     keyed: HashMap<u8, CodeMatcher>,
     /// Recordings (by key) started by the toggle code.
-    by_code: HashSet<u8>,
+    by_code: HashSet<Key>,
     /// `[recording]` policies by extension number (analog and SIP accounts).
     policies: crate::config::RecordingConfig,
     /// The SIP phone's extension behind each bridged leg (none for a trunk leg).
     leg_ext: HashMap<LegId, String>,
     /// Each bridged leg's toggle-code digits.
     leg_keyed: HashMap<LegId, CodeMatcher>,
+    /// What each leg bridged to another leg is bridged to, and whether it is the
+    /// caller.
+    leg_peer: HashMap<LegId, (LegId, bool)>,
+    /// The call (id, as on its CDR) each bridged leg belongs to, and whether the leg is
+    /// its caller (call control's `call_of_leg`).
+    leg_call: HashMap<LegId, (String, bool)>,
+    /// Policies a call between two SIP legs got from its queue and agent (by call id,
+    /// until its CDR).
+    call_demand: HashMap<String, RecordingPolicy>,
 }
 
 impl CallRecorder {
@@ -146,6 +175,80 @@ impl CallRecorder {
             policies: config.recording.clone(),
             leg_ext: HashMap::new(),
             leg_keyed: HashMap::new(),
+            leg_peer: HashMap::new(),
+            leg_call: HashMap::new(),
+            call_demand: HashMap::new(),
+        }
+    }
+
+    /// Tells which call `leg` belongs to and whether it is the caller (call control's
+    /// `leg_call`), before [`CallRecorder::connect`] bridges it.
+    pub fn leg_call(&mut self, leg: LegId, call: Option<(&str, bool)>) {
+        match call {
+            Some((id, caller)) => {
+                self.leg_call.insert(leg, (id.to_owned(), caller));
+            }
+            None => {
+                self.leg_call.remove(&leg);
+            }
+        }
+    }
+
+    fn is_caller_leg(&self, leg: LegId) -> bool {
+        self.leg_call.get(&leg).is_some_and(|(_, c)| *c)
+    }
+
+    /// The policy of the bridge between SIP `leg` and the leg it is bridged to.
+    fn legs_policy(&self, leg: LegId) -> RecordingPolicy {
+        let Some(&(other, _)) = self.leg_peer.get(&leg) else {
+            return RecordingPolicy::Never;
+        };
+        let demand = self
+            .leg_call
+            .get(&leg)
+            .and_then(|(id, _)| self.call_demand.get(id))
+            .copied()
+            .unwrap_or_default();
+        self.leg_policy(leg).max(self.leg_policy(other)).max(demand)
+    }
+
+    /// Starts recording the bridge between SIP `leg` and its peer, keyed on the
+    /// caller's leg (a no-op when none or one runs).
+    fn start_legs(&mut self, leg: LegId) -> bool {
+        let Some(&(other, is_caller)) = self.leg_peer.get(&leg) else {
+            return false;
+        };
+        if self.recorder.records_leg(leg) || self.recorder.records_leg(other) {
+            return false;
+        }
+        let (caller, callee) = if is_caller {
+            (leg, other)
+        } else {
+            (other, leg)
+        };
+        self.recorder
+            .start(Key::Leg(caller), Layout::legs(caller, callee));
+        true
+    }
+
+    fn bridge_policy(&self, b: Bridge) -> RecordingPolicy {
+        match b {
+            Bridge::Port(p) => self.policy(p),
+            Bridge::Legs(l) => self.legs_policy(l),
+        }
+    }
+
+    fn bridge_key(&self, b: Bridge) -> Option<Key> {
+        match b {
+            Bridge::Port(p) => self.recorder.key_of(p),
+            Bridge::Legs(l) => self.recorder.key_of_leg(l),
+        }
+    }
+
+    fn start(&mut self, b: Bridge) -> bool {
+        match b {
+            Bridge::Port(p) => self.start_bridge(p),
+            Bridge::Legs(l) => self.start_legs(l),
         }
     }
 
@@ -254,7 +357,17 @@ impl CallRecorder {
         }
         let port = match (a, b) {
             (MediaEnd::Port(p), _) | (_, MediaEnd::Port(p)) => p,
-            (MediaEnd::Leg(_), MediaEnd::Leg(_)) => return,
+            (MediaEnd::Leg(x), MediaEnd::Leg(y)) => {
+                // The caller's leg is left; call control bridges the caller first when
+                // it does not say.
+                let x_first = self.is_caller_leg(x) || !self.is_caller_leg(y);
+                self.leg_peer.insert(x, (y, x_first));
+                self.leg_peer.insert(y, (x, !x_first));
+                if self.legs_policy(x) == RecordingPolicy::Always {
+                    self.start_legs(x);
+                }
+                return;
+            }
         };
         if self.policy(port) == RecordingPolicy::Always {
             self.start_bridge(port);
@@ -271,7 +384,18 @@ impl CallRecorder {
                 }
             }
             if let MediaEnd::Leg(leg) = end {
-                if self.port_of_leg(leg).is_none() {
+                if self
+                    .leg_peer
+                    .get(&leg)
+                    .is_some_and(|(o, _)| MediaEnd::Leg(*o) == other)
+                {
+                    self.leg_peer.remove(&leg);
+                }
+            }
+        }
+        for end in [a, b] {
+            if let MediaEnd::Leg(leg) = end {
+                if self.port_of_leg(leg).is_none() && !self.leg_peer.contains_key(&leg) {
                     self.leg_ext.remove(&leg);
                     self.leg_keyed.remove(&leg);
                 }
@@ -310,7 +434,27 @@ impl CallRecorder {
                 .find_map(|(&leg, _)| self.port_of_leg(leg))
         });
         let Some(port) = port else {
-            tracing::info!(agent = %ev.agent, extension = ?ev.extension, "queue/agent recording policy not applied: the call has no analog port");
+            // A call between two SIP legs (a trunk or SIP caller, an agent on a SIP
+            // phone): the demand holds for the call, bridged now or later.
+            let demand = self
+                .call_demand
+                .get(&ev.call_id)
+                .copied()
+                .unwrap_or_default()
+                .max(wanted);
+            self.call_demand.insert(ev.call_id.clone(), demand);
+            let leg = self
+                .leg_call
+                .iter()
+                .filter(|(_, (id, _))| *id == ev.call_id)
+                .map(|(&l, _)| l)
+                .find(|l| self.leg_peer.contains_key(l));
+            match leg {
+                Some(leg) => self.hold_on(Bridge::Legs(leg)),
+                None => {
+                    tracing::debug!(agent = %ev.agent, call_id = ev.call_id, "queue/agent recording policy noted for the call's SIP bridge")
+                }
+            }
             return;
         };
         let now = self
@@ -320,14 +464,21 @@ impl CallRecorder {
             .unwrap_or_default()
             .max(wanted);
         self.demand.insert(port, now);
-        if self.policy(port) == RecordingPolicy::Always {
-            if let Some(key) = self.recorder.key_of(port) {
-                // Started by code and paused: `always` now holds it on.
-                self.by_code.remove(&key);
-                self.recorder.resume(key);
-            } else {
-                self.start_bridge(port);
-            }
+        self.hold_on(Bridge::Port(port));
+    }
+
+    /// When bridge `b`'s policy is now `always`: its recording runs (started, or
+    /// resumed and no longer the toggle code's).
+    fn hold_on(&mut self, b: Bridge) {
+        if self.bridge_policy(b) != RecordingPolicy::Always {
+            return;
+        }
+        if let Some(key) = self.bridge_key(b) {
+            // Started by code and paused: `always` now holds it on.
+            self.by_code.remove(&key);
+            self.recorder.resume(key);
+        } else {
+            self.start(b);
         }
     }
 
@@ -338,27 +489,29 @@ impl CallRecorder {
         if !self.keyed.entry(port).or_default().digit(code, d) {
             return Toggle::Nothing;
         }
-        self.toggle(port)
+        if !self.peer.contains_key(&port) {
+            return Toggle::Nothing;
+        }
+        self.toggle(Bridge::Port(port))
     }
 
     /// Digit `d` from SIP `leg` (RFC 4733 or INFO) during a call: as
-    /// [`CallRecorder::digit`] for the analog port the leg talks to.
+    /// [`CallRecorder::digit`] for the bridge the leg is in (with an analog port, or
+    /// with another SIP leg).
     pub fn leg_digit(&mut self, leg: LegId, d: char) -> Toggle {
         let code = self.toggle_code.as_str();
         if !self.leg_keyed.entry(leg).or_default().digit(code, d) {
             return Toggle::Nothing;
         }
         match self.port_of_leg(leg) {
-            Some(port) => self.toggle(port),
+            Some(port) => self.toggle(Bridge::Port(port)),
+            None if self.leg_peer.contains_key(&leg) => self.toggle(Bridge::Legs(leg)),
             None => Toggle::Nothing,
         }
     }
 
-    fn toggle(&mut self, port: u8) -> Toggle {
-        if !self.peer.contains_key(&port) {
-            return Toggle::Nothing;
-        }
-        let outcome = match (self.policy(port), self.recorder.key_of(port)) {
+    fn toggle(&mut self, b: Bridge) -> Toggle {
+        let outcome = match (self.bridge_policy(b), self.bridge_key(b)) {
             (RecordingPolicy::Never, None) => Toggle::Refused,
             (_, Some(key)) if !self.by_code.contains(&key) => Toggle::Always,
             (_, Some(key)) if self.recorder.is_paused(key) => {
@@ -370,8 +523,8 @@ impl CallRecorder {
                 Toggle::Paused
             }
             (_, None) => {
-                if self.start_bridge(port) {
-                    if let Some(key) = self.recorder.key_of(port) {
+                if self.start(b) {
+                    if let Some(key) = self.bridge_key(b) {
                         self.by_code.insert(key);
                     }
                     Toggle::Started
@@ -380,7 +533,10 @@ impl CallRecorder {
                 }
             }
         };
-        tracing::info!(port, outcome = ?outcome, "recording toggle code");
+        match b {
+            Bridge::Port(port) => tracing::info!(port, outcome = ?outcome, "recording toggle code"),
+            Bridge::Legs(leg) => tracing::info!(%leg, outcome = ?outcome, "recording toggle code"),
+        }
         outcome
     }
 
@@ -389,11 +545,36 @@ impl CallRecorder {
         for port in [cdr.caller_port, cdr.callee_port].into_iter().flatten() {
             if self.recorder.is_recording(port) {
                 self.recorder.stop(port, Some(cdr.call_id.clone()));
-                self.by_code.remove(&port);
+                self.by_code.remove(&Key::Port(port));
             }
             self.demand.remove(&port);
             self.keyed.remove(&port);
         }
+        // The call's SIP legs: a recording keyed on one of them ends too.
+        let legs: Vec<LegId> = self
+            .leg_call
+            .iter()
+            .filter(|(_, (id, _))| *id == cdr.call_id)
+            .map(|(&l, _)| l)
+            .collect();
+        for leg in legs {
+            let key = Key::Leg(leg);
+            if self.recorder.is_recording(key) {
+                self.recorder.stop(key, Some(cdr.call_id.clone()));
+                self.by_code.remove(&key);
+            }
+            self.leg_call.remove(&leg);
+            if let Some((other, _)) = self.leg_peer.remove(&leg) {
+                if self.leg_peer.get(&other).is_some_and(|(o, _)| *o == leg) {
+                    self.leg_peer.remove(&other);
+                }
+            }
+            if self.port_of_leg(leg).is_none() {
+                self.leg_ext.remove(&leg);
+                self.leg_keyed.remove(&leg);
+            }
+        }
+        self.call_demand.remove(&cdr.call_id);
     }
 }
 

@@ -46,8 +46,8 @@ pub struct Finished {
     pub started_at_ms: i64,
     /// Bytes of audio after the header.
     pub data_len: u64,
-    /// The analog port it was keyed on.
-    pub port: u8,
+    /// The analog port it was keyed on (`None`: a call between two SIP legs).
+    pub port: Option<u8>,
     /// Cut by a crash and repaired at start-up.
     pub interrupted: bool,
     /// sha256 of the file, lowercase hex.
@@ -85,7 +85,7 @@ pub fn register_tx(
         params![
             i64::from(rec.interrupted),
             CHANNEL_LAYOUT,
-            i64::from(rec.port),
+            rec.port.map(i64::from),
             registered.id
         ],
     )

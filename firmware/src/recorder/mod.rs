@@ -5,8 +5,9 @@
 //! ```text
 //!  board loop ──start/stop (Recorder)──────┐
 //!  board loop ──port frames (Tap)──────────┤ one channel ──▶ writer thread ──▶ rec-*.wav.part
-//!  media engine ──frames to ports (Tap)────┘  (frames bounded:     │   header sizes every 1 s,
-//!                                              full = dropped,     │   fdatasync every 2 s
+//!  media engine ──frames to ports (Tap)────┤  (frames and   │  RTP decoded    header sizes every 1 s,
+//!  media engine ──relayed RTP (RtpTap)─────┘  packets bounded: (rtp), mixed   fdatasync every 2 s
+//!                                              full = dropped,     │
 //!                                              counted)            ▼
 //!                         Finished (sha256, size) ──▶ register_task ──▶ recordings + outbox rows
 //!  start-up: recover() ── *.wav.part repaired (or quarantined) ──▶ registered, interrupted
@@ -15,18 +16,24 @@
 //! - What is recorded: the board loop decides through [`calls::CallRecorder`] by the
 //!   policies of the extensions (analog and SIP phones), the queue and the agent of a
 //!   call (`always`, or `on_demand` with the toggle code; the most demanding wins, see
-//!   [`calls`]). A recording is keyed on one analog port: the caller's port for
-//!   port-to-port calls (left = what the caller's port sends, right = what the callee's
-//!   port sends), the analog port for analog <-> SIP calls (left/right = the port's two
-//!   directions, the caller's on the left). It ends with the call's CDR, whose call id
-//!   it is registered under; an on-demand recording may be paused and resumed on the
-//!   way ([`Recorder::pause`]).
-//! - Real time: taps only check a flag and hand the 20 ms frame over a channel; frames
-//!   beyond [`FRAME_QUEUE`] in flight are dropped and counted ([`RecorderStats`]), never
-//!   waited for. Decoding (the line controller's G.711 tables), mixing, writing and
-//!   fsync happen on the writer thread.
-//! - Crash safety: a recording is written as `rec-<start ms>-p<port>.wav.part` (layout
-//!   in [`wav`]); the header's sizes are rewritten after each second of audio and the
+//!   [`calls`]). A recording is keyed ([`Key`]) on the caller's port for port-to-port
+//!   calls (left = what the caller's port sends, right = what the callee's port sends),
+//!   on the analog port for analog <-> SIP calls (left/right = the port's two
+//!   directions, the caller's on the left), and on the caller's SIP leg for calls
+//!   between two SIP legs - SIP phone <-> trunk, SIP phone <-> SIP phone (left = the
+//!   RTP the caller's leg receives, right = the callee's, see [`rtp`]). It ends with
+//!   the call's CDR, whose call id it is registered under; an on-demand recording may
+//!   be paused and resumed on the way ([`Recorder::pause`]).
+//! - Real time: taps only check a flag and hand the 20 ms frame (or, from the media
+//!   engine's relay, the RTP packet of a recorded leg: [`crate::media_engine::RtpTap`])
+//!   over a channel; frames and packets beyond [`FRAME_QUEUE`] in flight are dropped
+//!   and counted ([`RecorderStats`]), never waited for. Decoding (the line controller's
+//!   G.711 tables; for RTP the leg's negotiated payload type, with re-framing to 20 ms
+//!   and gaps filled from the RTP timestamps), mixing, writing and fsync happen on the
+//!   writer thread.
+//! - Crash safety: a recording is written as `rec-<start ms>-p<port>.wav.part`
+//!   (`rec-<start ms>-l<leg>.wav.part` for two SIP legs; layout in [`wav`]), the same
+//!   for every kind of call; the header's sizes are rewritten after each second of audio and the
 //!   file fdatasync'ed at most [`SYNC_INTERVAL`] apart, so a power cut loses at most
 //!   that much. Finished: the header is final, the file fsynced and renamed to `.wav`,
 //!   then registered. At start-up [`recover`] repairs every `.part` file (sizes from
@@ -38,16 +45,19 @@
 //!   `[recording] min_free_mb`; logged and counted.
 //! - Retention: [`index::retention_pass`], run by [`retention_task`].
 //!
-//! Limits: calls between two SIP legs are not recorded (the media engine relays their
-//! RTP without decoding it, and recordings are keyed on analog ports); a recording cut by a crash carries its own name as call id because no
-//! CDR is written for a call cut by a crash (the row has `port` and `started_at_ms` to
-//! find the call); the `interrupted` flag and layout are in the box's store, not in the
-//! wire `RecordingMeta` HQ receives; the stats are counters for the health page, not yet
-//! shown on it.
+//! Limits: conference rooms (supervisor listen/whisper/barge, meet-me) are not recorded
+//! as such (a supervised two-party call is recorded as before the supervisor joined,
+//! while its bridge lasts); a recording cut by a crash carries its own name as call id
+//! because no CDR is written for a call cut by a crash (the row has `port`, none for two
+//! SIP legs, and `started_at_ms` to find the call); a relayed leg's reordered packet is
+//! lost (no jitter buffer on the recorder's side; its place is silence); the
+//! `interrupted` flag and layout are in the box's store, not in the wire `RecordingMeta`
+//! HQ receives; the stats are counters for the health page, not yet shown on it.
 
 pub mod calls;
 pub mod guard;
 pub mod index;
+pub mod rtp;
 pub mod wav;
 
 #[cfg(test)]
@@ -60,18 +70,21 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{mpsc as std_mpsc, Arc};
+use std::sync::{mpsc as std_mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use line_proto::Audio;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
+use crate::call::LegId;
+use crate::media_engine::{RtpTap, TappedRtp};
 use crate::store::{system_clock_ms, Store, StoreWriter};
 use crate::sync::files::file_sha256;
 
 use self::guard::{decide, Decision, FreeSpace};
 use self::index::Finished;
+use self::rtp::{LegCodec, LegPacket, RtpStream};
 use self::wav::{FRAME_BYTES, FRAME_SAMPLES, HEADER_LEN};
 
 /// Frames in flight to the writer at most (32 recordings x 2 directions x 1 s); beyond,
@@ -134,18 +147,74 @@ pub enum Side {
     ToPort,
 }
 
-/// One direction of one port.
+/// Where one channel's audio comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Source {
-    /// The port.
-    pub port: u8,
-    /// The direction.
-    pub side: Side,
+pub enum Source {
+    /// One direction of an analog port (20 ms frames from the board loop or the media
+    /// engine's port sink).
+    Port {
+        /// The port.
+        port: u8,
+        /// The direction.
+        side: Side,
+    },
+    /// What a SIP leg's party says: the RTP the media engine receives on the leg
+    /// (decoded on the writer thread, see [`rtp`]).
+    Leg(LegId),
 }
 
 impl Source {
-    fn flag(self) -> usize {
-        usize::from(self.port) * 2 + usize::from(self.side == Side::ToPort)
+    /// The port's slot in the taps' flags (ports only).
+    fn flag(self) -> Option<usize> {
+        match self {
+            Source::Port { port, side } => {
+                Some(usize::from(port) * 2 + usize::from(side == Side::ToPort))
+            }
+            Source::Leg(_) => None,
+        }
+    }
+
+    fn port(self) -> Option<u8> {
+        match self {
+            Source::Port { port, .. } => Some(port),
+            Source::Leg(_) => None,
+        }
+    }
+}
+
+/// What a recording is keyed on: the caller's analog port (or the one analog port of
+/// a call with a SIP leg), or, for a call between two SIP legs, the caller's leg.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Key {
+    /// An analog port.
+    Port(u8),
+    /// The caller's SIP leg of a SIP-to-SIP call.
+    Leg(LegId),
+}
+
+impl From<u8> for Key {
+    fn from(port: u8) -> Self {
+        Key::Port(port)
+    }
+}
+
+impl Key {
+    /// The analog port, for a port key.
+    pub fn port(self) -> Option<u8> {
+        match self {
+            Key::Port(p) => Some(p),
+            Key::Leg(_) => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Key {
+    /// As in file names: `p<port>` or `l<leg>`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Key::Port(p) => write!(f, "p{p}"),
+            Key::Leg(l) => write!(f, "l{}", l.0),
+        }
     }
 }
 
@@ -162,24 +231,36 @@ impl Layout {
     /// Port `caller` to port `callee`: each port's own voice.
     pub fn ports(caller: u8, callee: u8) -> Self {
         Self {
-            left: Source {
+            left: Source::Port {
                 port: caller,
                 side: Side::FromPort,
             },
-            right: Source {
+            right: Source::Port {
                 port: callee,
                 side: Side::FromPort,
             },
         }
     }
 
+    /// SIP leg `caller` to SIP leg `callee`: what each leg receives (its party's voice).
+    pub fn legs(caller: LegId, callee: LegId) -> Self {
+        Self {
+            left: Source::Leg(caller),
+            right: Source::Leg(callee),
+        }
+    }
+
+    fn sources(self) -> [Source; 2] {
+        [self.left, self.right]
+    }
+
     /// Analog `port` talking to a SIP leg; `port_is_caller` puts the port's voice left.
     pub fn port_and_leg(port: u8, port_is_caller: bool) -> Self {
-        let from = Source {
+        let from = Source::Port {
             port,
             side: Side::FromPort,
         };
-        let to = Source {
+        let to = Source::Port {
             port,
             side: Side::ToPort,
         };
@@ -208,6 +289,9 @@ pub struct RecorderStats {
     write_errors: AtomicU64,
     repaired: AtomicU64,
     quarantined: AtomicU64,
+    rtp_bad_payload: AtomicU64,
+    rtp_late: AtomicU64,
+    rtp_resync: AtomicU64,
 }
 
 /// A copy of [`RecorderStats`].
@@ -229,6 +313,14 @@ pub struct StatsSnapshot {
     pub repaired: u64,
     /// Files moved to quarantine at start-up.
     pub quarantined: u64,
+    /// Relayed RTP packets of a recorded leg with a payload type that is neither the
+    /// leg's audio nor telephone-event nor comfort noise: dropped.
+    pub rtp_bad_payload: u64,
+    /// Relayed RTP packets older than the recorded stream's position (late, reordered,
+    /// duplicated): dropped.
+    pub rtp_late: u64,
+    /// Recorded RTP streams started over (new SSRC, timestamp jump).
+    pub rtp_resync: u64,
 }
 
 impl RecorderStats {
@@ -244,6 +336,9 @@ impl RecorderStats {
             write_errors: g(&self.write_errors),
             repaired: g(&self.repaired),
             quarantined: g(&self.quarantined),
+            rtp_bad_payload: g(&self.rtp_bad_payload),
+            rtp_late: g(&self.rtp_late),
+            rtp_resync: g(&self.rtp_resync),
         }
     }
 }
@@ -255,7 +350,7 @@ fn bump(a: &AtomicU64) {
 #[derive(Debug)]
 enum Msg {
     Start {
-        key: u8,
+        key: Key,
         layout: Layout,
         started_at_ms: i64,
     },
@@ -263,8 +358,17 @@ enum Msg {
         source: Source,
         audio: Audio,
     },
+    Rtp {
+        leg: LegId,
+        packet: LegPacket,
+    },
+    /// A paused recording resumes: its legs' streams start over (no silence for the
+    /// pause).
+    Resume {
+        key: Key,
+    },
     Stop {
-        key: u8,
+        key: Key,
         call_id: Option<String>,
     },
 }
@@ -274,13 +378,70 @@ enum Msg {
 struct Shared {
     /// Per (port, side): some recording wants these frames.
     wanted: Vec<AtomicBool>,
+    /// Per SIP leg: some recording wants its RTP. The media engine holds each open
+    /// leg's flag ([`RtpTap::leg_flag`]) and checks it per packet; the map is only
+    /// locked when a recording starts, pauses or stops and when a leg opens or closes.
+    legs: Mutex<HashMap<LegId, Arc<AtomicBool>>>,
     /// Frames sent and not yet taken by the writer.
     in_flight: AtomicUsize,
     stats: RecorderStats,
 }
 
+impl Shared {
+    fn new() -> Self {
+        Shared {
+            wanted: (0..512).map(|_| AtomicBool::new(false)).collect(),
+            legs: Mutex::new(HashMap::new()),
+            in_flight: AtomicUsize::new(0),
+            stats: RecorderStats::default(),
+        }
+    }
+
+    fn legs(&self) -> std::sync::MutexGuard<'_, HashMap<LegId, Arc<AtomicBool>>> {
+        // Plain flags: a panic elsewhere cannot leave them inconsistent.
+        self.legs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sets whether `source` is wanted. A leg's flag is made when first wanted (the
+    /// engine may open the leg later and then takes this one).
+    fn set_wanted(&self, source: Source, on: bool) {
+        match source {
+            Source::Port { .. } => {
+                if let Some(i) = source.flag() {
+                    self.wanted[i].store(on, Ordering::Relaxed);
+                }
+            }
+            Source::Leg(leg) => {
+                let mut legs = self.legs();
+                if on {
+                    legs.entry(leg)
+                        .or_insert_with(|| Arc::new(AtomicBool::new(false)))
+                        .store(true, Ordering::Relaxed);
+                } else if let Some(flag) = legs.get(&leg) {
+                    flag.store(false, Ordering::Relaxed);
+                    if Arc::strong_count(flag) == 1 {
+                        // The engine closed the leg: nobody will ask again.
+                        legs.remove(&leg);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Takes a frame or packet into the queue's budget; false (counted) when full.
+    fn admit(&self) -> bool {
+        if self.in_flight.fetch_add(1, Ordering::AcqRel) >= FRAME_QUEUE {
+            self.in_flight.fetch_sub(1, Ordering::AcqRel);
+            bump(&self.stats.dropped_frames);
+            return false;
+        }
+        true
+    }
+}
+
 /// Where frames are handed to the recorder (the board loop for frames from ports, the
-/// media engine for frames to ports); cheap to clone, never blocks.
+/// media engine for frames to ports and, as an [`RtpTap`], the RTP of relayed SIP
+/// legs); cheap to clone, never blocks.
 #[derive(Debug, Clone)]
 pub struct Tap {
     tx: std_mpsc::Sender<Msg>,
@@ -295,13 +456,11 @@ impl Tap {
 
     /// One 20 ms frame of `port` going `side`; ignored unless a recording wants it.
     pub fn frame(&self, port: u8, side: Side, audio: &Audio) {
-        let source = Source { port, side };
-        if !self.shared.wanted[source.flag()].load(Ordering::Relaxed) {
-            return;
-        }
-        if self.shared.in_flight.fetch_add(1, Ordering::AcqRel) >= FRAME_QUEUE {
-            self.shared.in_flight.fetch_sub(1, Ordering::AcqRel);
-            bump(&self.shared.stats.dropped_frames);
+        let source = Source::Port { port, side };
+        let wanted = source
+            .flag()
+            .is_some_and(|i| self.shared.wanted[i].load(Ordering::Relaxed));
+        if !wanted || !self.shared.admit() {
             return;
         }
         let msg = Msg::Frame {
@@ -315,13 +474,54 @@ impl Tap {
     }
 }
 
+impl RtpTap for Tap {
+    fn leg_flag(&self, leg: LegId) -> Arc<AtomicBool> {
+        Arc::clone(
+            self.shared
+                .legs()
+                .entry(leg)
+                .or_insert_with(|| Arc::new(AtomicBool::new(false))),
+        )
+    }
+
+    fn rtp(&self, leg: LegId, p: &TappedRtp<'_>) {
+        if !self.shared.admit() {
+            return;
+        }
+        let packet = LegPacket {
+            codec: LegCodec {
+                audio_pt: p.audio_pt,
+                law: p.law,
+                event_pt: p.event_pt,
+            },
+            ssrc: p.ssrc,
+            timestamp: p.timestamp,
+            payload_type: p.payload_type,
+            payload: p.payload.to_vec(),
+        };
+        if self.tx.send(Msg::Rtp { leg, packet }).is_err() {
+            self.shared.in_flight.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    fn leg_closed(&self, leg: LegId) {
+        let mut legs = self.shared.legs();
+        // A recording that still wants the leg keeps the flag (it is dropped when the
+        // recording stops).
+        if legs.get(&leg).is_some_and(|f| !f.load(Ordering::Relaxed)) {
+            legs.remove(&leg);
+        }
+    }
+}
+
 /// The board loop's handle: starts and stops recordings. Not shared (it remembers which
-/// ports it recorded); the writer thread ends when it and every [`Tap`] are dropped.
+/// ports and legs it recorded); the writer thread ends when it and every [`Tap`] are
+/// dropped.
 #[derive(Debug)]
 pub struct Recorder {
     tap: Tap,
-    active: HashMap<u8, Layout>,
-    paused: std::collections::HashSet<u8>,
+    active: HashMap<Key, Layout>,
+    paused: std::collections::HashSet<Key>,
 }
 
 impl Recorder {
@@ -334,11 +534,7 @@ impl Recorder {
         finished: mpsc::UnboundedSender<Finished>,
     ) -> Result<(Recorder, std::thread::JoinHandle<()>), RecorderError> {
         std::fs::create_dir_all(&dir).map_err(io_err(&dir, "create"))?;
-        let shared = Arc::new(Shared {
-            wanted: (0..512).map(|_| AtomicBool::new(false)).collect(),
-            in_flight: AtomicUsize::new(0),
-            stats: RecorderStats::default(),
-        });
+        let shared = Arc::new(Shared::new());
         let (tx, rx) = std_mpsc::channel();
         let writer = Writer::new(dir.clone(), reserve, free, shared.clone(), finished);
         let thread = std::thread::Builder::new()
@@ -355,7 +551,7 @@ impl Recorder {
         ))
     }
 
-    /// A tap for frames.
+    /// A tap for frames (and, for the media engine, relayed RTP).
     pub fn tap(&self) -> Tap {
         self.tap.clone()
     }
@@ -366,20 +562,24 @@ impl Recorder {
     }
 
     /// Whether a recording keyed on `key` was started and not stopped here.
-    pub fn is_recording(&self, key: u8) -> bool {
-        self.active.contains_key(&key)
+    pub fn is_recording(&self, key: impl Into<Key>) -> bool {
+        self.active.contains_key(&key.into())
     }
 
     /// Whether a running recording takes audio from `port`.
     pub fn records_port(&self, port: u8) -> bool {
-        self.active
-            .values()
-            .any(|l| l.left.port == port || l.right.port == port)
+        self.key_of(port).is_some()
+    }
+
+    /// Whether a running recording takes audio from SIP `leg`.
+    pub fn records_leg(&self, leg: LegId) -> bool {
+        self.key_of_leg(leg).is_some()
     }
 
     /// Starts recording keyed on `key` (a no-op if one runs). The writer may still
     /// refuse it (disk guard).
-    pub fn start(&mut self, key: u8, layout: Layout) {
+    pub fn start(&mut self, key: impl Into<Key>, layout: Layout) {
+        let key = key.into();
         if self.active.contains_key(&key) {
             return;
         }
@@ -390,36 +590,48 @@ impl Recorder {
             started_at_ms: system_clock_ms(),
         };
         if self.tap.tx.send(msg).is_ok() {
-            for s in [layout.left, layout.right] {
-                self.tap.shared.wanted[s.flag()].store(true, Ordering::Relaxed);
+            for s in layout.sources() {
+                self.tap.shared.set_wanted(s, true);
             }
         }
     }
 
     /// The key of the running recording that takes audio from `port`, if any.
-    pub fn key_of(&self, port: u8) -> Option<u8> {
+    pub fn key_of(&self, port: u8) -> Option<Key> {
         self.active
             .iter()
-            .find(|(_, l)| l.left.port == port || l.right.port == port)
+            .find(|(_, l)| l.sources().iter().any(|s| s.port() == Some(port)))
+            .map(|(&k, _)| k)
+    }
+
+    /// The key of the running recording that takes audio from SIP `leg`, if any.
+    pub fn key_of_leg(&self, leg: LegId) -> Option<Key> {
+        self.active
+            .iter()
+            .find(|(_, l)| l.sources().contains(&Source::Leg(leg)))
             .map(|(&k, _)| k)
     }
 
     /// Whether the recording keyed on `key` is paused ([`Recorder::pause`]).
-    pub fn is_paused(&self, key: u8) -> bool {
-        self.paused.contains(&key)
+    pub fn is_paused(&self, key: impl Into<Key>) -> bool {
+        self.paused.contains(&key.into())
     }
 
     /// Pauses the recording keyed on `key`: its file stays open and takes no audio until
     /// [`Recorder::resume`]; [`Recorder::stop`] still finishes it.
-    pub fn pause(&mut self, key: u8) {
+    pub fn pause(&mut self, key: impl Into<Key>) {
+        let key = key.into();
         if self.active.contains_key(&key) && self.paused.insert(key) {
             self.rewant();
         }
     }
 
     /// Resumes a paused recording.
-    pub fn resume(&mut self, key: u8) {
+    pub fn resume(&mut self, key: impl Into<Key>) {
+        let key = key.into();
         if self.paused.remove(&key) {
+            // Relayed legs start over: the pause leaves no silence behind, as for ports.
+            let _ = self.tap.tx.send(Msg::Resume { key });
             self.rewant();
         }
     }
@@ -429,30 +641,30 @@ impl Recorder {
         let mut want = std::collections::HashSet::new();
         for (key, l) in &self.active {
             if !self.paused.contains(key) {
-                want.insert(l.left.flag());
-                want.insert(l.right.flag());
+                want.extend(l.sources());
             }
         }
         for l in self.active.values() {
-            for s in [l.left, l.right] {
-                self.tap.shared.wanted[s.flag()].store(want.contains(&s.flag()), Ordering::Relaxed);
+            for s in l.sources() {
+                self.tap.shared.set_wanted(s, want.contains(&s));
             }
         }
     }
 
     /// Ends the recording keyed on `key`, registered under `call_id` (the CDR's).
-    pub fn stop(&mut self, key: u8, call_id: Option<String>) {
+    pub fn stop(&mut self, key: impl Into<Key>, call_id: Option<String>) {
+        let key = key.into();
         let Some(layout) = self.active.remove(&key) else {
             return;
         };
         self.paused.remove(&key);
-        for s in [layout.left, layout.right] {
+        for s in layout.sources() {
             let still = self
                 .active
                 .iter()
-                .any(|(k, l)| !self.paused.contains(k) && (l.left == s || l.right == s));
+                .any(|(k, l)| !self.paused.contains(k) && l.sources().contains(&s));
             if !still {
-                self.tap.shared.wanted[s.flag()].store(false, Ordering::Relaxed);
+                self.tap.shared.set_wanted(s, false);
             }
         }
         let _ = self.tap.tx.send(Msg::Stop { key, call_id });
@@ -460,21 +672,42 @@ impl Recorder {
 }
 
 /// Two channels of 20 ms frames in, interleaved stereo bytes out; a channel more than
-/// [`MAX_SKEW_FRAMES`] ahead is paired with silence.
+/// [`MAX_SKEW_FRAMES`] ahead is paired with silence. Silence padded in for a channel
+/// that way is remembered ("owed"): when that channel's own fill for the same gap comes
+/// later (a relayed RTP stream's timestamps show what was missing, see [`rtp`]), that
+/// many fill frames are skipped, so the two channels stay aligned in time.
 #[derive(Debug, Default)]
 struct Mixer {
     left: VecDeque<[i16; FRAME_SAMPLES]>,
     right: VecDeque<[i16; FRAME_SAMPLES]>,
+    /// Frames of silence already written for each channel while the other ran ahead.
+    owed_left: usize,
+    owed_right: usize,
 }
 
 const SILENCE: [i16; FRAME_SAMPLES] = [0; FRAME_SAMPLES];
 
 impl Mixer {
-    fn push(&mut self, left: bool, pcm: [i16; FRAME_SAMPLES], out: &mut Vec<u8>) {
-        if left {
-            self.left.push_back(pcm);
+    /// A frame for one channel: audio, or `None` for a frame of fill (silence standing
+    /// for a gap).
+    fn push(&mut self, left: bool, pcm: Option<[i16; FRAME_SAMPLES]>, out: &mut Vec<u8>) {
+        let (queue, owed) = if left {
+            (&mut self.left, &mut self.owed_left)
         } else {
-            self.right.push_back(pcm);
+            (&mut self.right, &mut self.owed_right)
+        };
+        match pcm {
+            None if *owed > 0 => {
+                *owed -= 1;
+                return;
+            }
+            None => queue.push_back(SILENCE),
+            Some(pcm) => {
+                // Audio after padding: the time padded is gone (the source was late,
+                // not missing); it is not taken back from real audio.
+                *owed = 0;
+                queue.push_back(pcm);
+            }
         }
         while let (Some(l), Some(r)) = (self.left.front(), self.right.front()) {
             wav::interleave(l, r, out);
@@ -484,13 +717,21 @@ impl Mixer {
         while self.left.len() > MAX_SKEW_FRAMES {
             if let Some(l) = self.left.pop_front() {
                 wav::interleave(&l, &SILENCE, out);
+                self.owed_right += 1;
             }
         }
         while self.right.len() > MAX_SKEW_FRAMES {
             if let Some(r) = self.right.pop_front() {
                 wav::interleave(&SILENCE, &r, out);
+                self.owed_left += 1;
             }
         }
+    }
+
+    /// Forgets what was owed (a paused recording resumes).
+    fn rebase(&mut self) {
+        self.owed_left = 0;
+        self.owed_right = 0;
     }
 
     fn drain(&mut self, out: &mut Vec<u8>) {
@@ -506,7 +747,7 @@ impl Mixer {
 #[derive(Debug)]
 struct Active {
     layout: Layout,
-    port: u8,
+    key: Key,
     part: PathBuf,
     file: File,
     started_at_ms: i64,
@@ -558,9 +799,11 @@ struct Writer {
     free: Box<dyn FreeSpace>,
     shared: Arc<Shared>,
     finished: mpsc::UnboundedSender<Finished>,
-    active: HashMap<u8, Active>,
+    active: HashMap<Key, Active>,
     /// Which recording each source feeds, and on which channel (true: left).
-    routes: HashMap<Source, Vec<(u8, bool)>>,
+    routes: HashMap<Source, Vec<(Key, bool)>>,
+    /// The RTP of each recorded SIP leg, on its way to frames.
+    streams: HashMap<LegId, RtpStream>,
 }
 
 impl Writer {
@@ -579,6 +822,7 @@ impl Writer {
             finished,
             active: HashMap::new(),
             routes: HashMap::new(),
+            streams: HashMap::new(),
         }
     }
 
@@ -597,7 +841,7 @@ impl Writer {
                 next_tick = now + HEADER_INTERVAL;
             }
         }
-        let keys: Vec<u8> = self.active.keys().copied().collect();
+        let keys: Vec<Key> = self.active.keys().copied().collect();
         for key in keys {
             self.finish(key, None, Instant::now());
         }
@@ -612,7 +856,25 @@ impl Writer {
             } => self.start(key, layout, started_at_ms, now),
             Msg::Frame { source, audio } => {
                 self.shared.in_flight.fetch_sub(1, Ordering::AcqRel);
-                self.frame(source, &audio, now);
+                let mut pcm = [0i16; FRAME_SAMPLES];
+                audio.law.decode_block(&audio.samples, &mut pcm);
+                self.frame(source, Some(pcm), now);
+            }
+            Msg::Rtp { leg, packet } => {
+                self.shared.in_flight.fetch_sub(1, Ordering::AcqRel);
+                self.rtp(leg, &packet, now);
+            }
+            Msg::Resume { key } => {
+                if let Some(a) = self.active.get_mut(&key) {
+                    a.mixer.rebase();
+                    for s in a.layout.sources() {
+                        if let Source::Leg(leg) = s {
+                            if let Some(stream) = self.streams.get_mut(&leg) {
+                                stream.reset();
+                            }
+                        }
+                    }
+                }
             }
             Msg::Stop { key, call_id } => self.finish(key, call_id, now),
         }
@@ -628,7 +890,7 @@ impl Writer {
         }
     }
 
-    fn start(&mut self, key: u8, layout: Layout, started_at_ms: i64, now: Instant) {
+    fn start(&mut self, key: Key, layout: Layout, started_at_ms: i64, now: Instant) {
         if self.active.contains_key(&key) {
             return;
         }
@@ -637,7 +899,7 @@ impl Writer {
         {
             bump(&self.shared.stats.refused_low_disk);
             tracing::warn!(
-                port = key,
+                key = %key,
                 available_mb = available >> 20,
                 reserve_mb = reserve >> 20,
                 "recording not started: the disk is nearly full"
@@ -649,13 +911,13 @@ impl Writer {
             Ok(x) => x,
             Err(e) => {
                 bump(&self.shared.stats.write_errors);
-                tracing::error!(port = key, error = %e, "recording not started");
+                tracing::error!(key = %key, error = %e, "recording not started");
                 self.unwant(layout);
                 return;
             }
         };
         bump(&self.shared.stats.started);
-        tracing::info!(port = key, file = %part.display(), "recording started");
+        tracing::info!(key = %key, file = %part.display(), "recording started");
         self.routes
             .entry(layout.left)
             .or_default()
@@ -668,7 +930,7 @@ impl Writer {
             key,
             Active {
                 layout,
-                port: key,
+                key,
                 part,
                 file,
                 started_at_ms,
@@ -683,14 +945,14 @@ impl Writer {
         );
     }
 
-    /// Creates `rec-<ms>-p<port>.wav.part` (another suffix if taken) with an empty
-    /// header, fsynced with its directory entry.
-    fn create(&self, port: u8, started_at_ms: i64) -> Result<(PathBuf, File), RecorderError> {
+    /// Creates `rec-<ms>-<key>.wav.part` (`p<port>` or `l<leg>`; another suffix if
+    /// taken) with an empty header, fsynced with its directory entry.
+    fn create(&self, key: Key, started_at_ms: i64) -> Result<(PathBuf, File), RecorderError> {
         for n in 0..100u32 {
             let stem = if n == 0 {
-                format!("rec-{started_at_ms}-p{port}")
+                format!("rec-{started_at_ms}-{key}")
             } else {
-                format!("rec-{started_at_ms}-p{port}-{n}")
+                format!("rec-{started_at_ms}-{key}-{n}")
             };
             let part = self.dir.join(format!("{stem}.wav{PART_SUFFIX}"));
             if self.dir.join(format!("{stem}.wav")).exists() {
@@ -719,12 +981,27 @@ impl Writer {
         })
     }
 
-    fn frame(&mut self, source: Source, audio: &Audio, now: Instant) {
+    /// A relayed RTP packet of `leg`: decoded and re-framed by the leg's stream, each
+    /// frame (or fill) then goes where the leg's audio goes.
+    fn rtp(&mut self, leg: LegId, packet: &LegPacket, now: Instant) {
+        if !self.routes.contains_key(&Source::Leg(leg)) {
+            return;
+        }
+        let mut out = Vec::new();
+        self.streams
+            .entry(leg)
+            .or_default()
+            .push(packet, &self.shared.stats, &mut out);
+        for pcm in out {
+            self.frame(Source::Leg(leg), pcm, now);
+        }
+    }
+
+    /// One frame of `source` (`None`: a frame of fill) for every recording it feeds.
+    fn frame(&mut self, source: Source, pcm: Option<[i16; FRAME_SAMPLES]>, now: Instant) {
         let Some(targets) = self.routes.get(&source) else {
             return;
         };
-        let mut pcm = [0i16; FRAME_SAMPLES];
-        audio.law.decode_block(&audio.samples, &mut pcm);
         let mut due = Vec::new();
         for &(key, left) in targets {
             if let Some(a) = self.active.get_mut(&key) {
@@ -742,7 +1019,7 @@ impl Writer {
     /// Every [`HEADER_INTERVAL`]: writes what is buffered, updates headers, syncs when
     /// due.
     fn tick(&mut self, now: Instant) {
-        let keys: Vec<u8> = self.active.keys().copied().collect();
+        let keys: Vec<Key> = self.active.keys().copied().collect();
         for key in keys {
             self.flush(key, now);
         }
@@ -750,13 +1027,13 @@ impl Writer {
 
     /// Writes `key`'s buffer and header; checks the disk guard; ends the recording on
     /// a write error or a full disk.
-    fn flush(&mut self, key: u8, now: Instant) {
+    fn flush(&mut self, key: Key, now: Instant) {
         let Some(a) = self.active.get_mut(&key) else {
             return;
         };
         if let Err(e) = a.flush(now, false) {
             bump(&self.shared.stats.write_errors);
-            tracing::error!(port = key, file = %a.part.display(), error = %e, "recording write failed; stopped");
+            tracing::error!(key = %key, file = %a.part.display(), error = %e, "recording write failed; stopped");
             self.finish(key, None, now);
             return;
         }
@@ -765,7 +1042,7 @@ impl Writer {
         {
             bump(&self.shared.stats.stopped_low_disk);
             tracing::warn!(
-                port = key,
+                key = %key,
                 available_mb = available >> 20,
                 reserve_mb = reserve >> 20,
                 "recording stopped: the disk is nearly full"
@@ -774,17 +1051,20 @@ impl Writer {
         }
     }
 
-    fn unwant(&self, layout: Layout) {
-        for s in [layout.left, layout.right] {
+    fn unwant(&mut self, layout: Layout) {
+        for s in layout.sources() {
             if !self.routes.contains_key(&s) {
-                self.shared.wanted[s.flag()].store(false, Ordering::Relaxed);
+                self.shared.set_wanted(s, false);
+                if let Source::Leg(leg) = s {
+                    self.streams.remove(&leg);
+                }
             }
         }
     }
 
     /// Finishes `key`: the rest of the audio, the final header, fsync, rename to
     /// `.wav`, hash; hands it to the registrar.
-    fn finish(&mut self, key: u8, call_id: Option<String>, now: Instant) {
+    fn finish(&mut self, key: Key, call_id: Option<String>, now: Instant) {
         let Some(mut a) = self.active.remove(&key) else {
             return;
         };
@@ -805,13 +1085,13 @@ impl Writer {
         if let Err(e) = done {
             bump(&self.shared.stats.write_errors);
             // The .part file stays: start-up repairs and registers what it holds.
-            tracing::error!(port = key, error = %e, "recording not finished; start-up will repair it");
+            tracing::error!(key = %key, error = %e, "recording not finished; start-up will repair it");
             return;
         }
         let path = final_name(&a.part);
         if let Err(e) = std::fs::rename(&a.part, &path) {
             bump(&self.shared.stats.write_errors);
-            tracing::error!(port = key, file = %a.part.display(), error = %e, "recording not renamed; start-up will repair it");
+            tracing::error!(key = %key, file = %a.part.display(), error = %e, "recording not renamed; start-up will repair it");
             return;
         }
         sync_dir(&self.dir);
@@ -824,13 +1104,13 @@ impl Writer {
             }
         };
         let call_id = call_id.unwrap_or_else(|| stem(&path));
-        tracing::info!(port = key, call_id, file = %path.display(), seconds = a.data_len / u64::from(wav::BYTE_RATE), "recording finished");
+        tracing::info!(key = %key, call_id, file = %path.display(), seconds = a.data_len / u64::from(wav::BYTE_RATE), "recording finished");
         let rec = Finished {
             path,
             call_id,
             started_at_ms: a.started_at_ms,
             data_len: a.data_len,
-            port: a.port,
+            port: a.key.port(),
             interrupted: false,
             sha256,
             size,
@@ -1043,14 +1323,7 @@ fn repair_file(path: &Path) -> Result<Option<u64>, String> {
 fn register_recovered(store: &mut Store, path: &Path, data_len: u64) -> Result<(), RecorderError> {
     let (sha256, size) = file_sha256(path)?;
     let name = stem(path);
-    // rec-<ms>-p<port>[-n]
-    let mut parts = name.trim_start_matches("rec-").split('-');
-    let started_at_ms = parts.next().and_then(|s| s.parse().ok()).unwrap_or(0);
-    let port = parts
-        .next()
-        .and_then(|p| p.strip_prefix('p'))
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(0);
+    let (started_at_ms, port) = parse_name(&name);
     let rec = Finished {
         path: path.to_owned(),
         call_id: name,
@@ -1066,6 +1339,19 @@ fn register_recovered(store: &mut Store, path: &Path, data_len: u64) -> Result<(
         index::register_tx(tx, db, &rec, now)
     })?;
     Ok(())
+}
+
+/// The start time and analog port in a recording's file stem: `rec-<ms>-p<port>[-n]`
+/// (a port's recording), `rec-<ms>-l<leg>[-n]` (two SIP legs: no port). What does not
+/// parse reads as 0 / no port.
+fn parse_name(stem: &str) -> (i64, Option<u8>) {
+    let mut parts = stem.trim_start_matches("rec-").split('-');
+    let started_at_ms = parts.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+    let port = parts
+        .next()
+        .and_then(|p| p.strip_prefix('p'))
+        .and_then(|p| p.parse().ok());
+    (started_at_ms, port)
 }
 
 /// Moves `path` into `dir/quarantine/` (logged with `reason`); returns the new path.

@@ -35,11 +35,7 @@ fn rig() -> Rig {
     let dir = tmp.path().join("recordings");
     std::fs::create_dir_all(&dir).expect("dir");
     let space = Arc::new(AtomicU64::new(PLENTY));
-    let shared = Arc::new(Shared {
-        wanted: (0..512).map(|_| AtomicBool::new(false)).collect(),
-        in_flight: AtomicUsize::new(0),
-        stats: RecorderStats::default(),
-    });
+    let shared = Arc::new(Shared::new());
     let (tx, finished) = mpsc::unbounded_channel();
     let writer = Writer::new(
         dir.clone(),
@@ -78,7 +74,7 @@ impl Tone {
 }
 
 fn src(port: u8, side: Side) -> Source {
-    Source { port, side }
+    Source::Port { port, side }
 }
 
 fn frame_msg(port: u8, side: Side, audio: Audio) -> Msg {
@@ -127,7 +123,7 @@ fn a_call_is_recorded_caller_left_callee_right_and_registered() {
     let mut now = Instant::now();
     rig.writer.handle(
         Msg::Start {
-            key: 1,
+            key: Key::Port(1),
             layout: Layout::ports(1, 2),
             started_at_ms: 1_700_000_000_000,
         },
@@ -136,7 +132,7 @@ fn a_call_is_recorded_caller_left_callee_right_and_registered() {
     talk(&mut rig.writer, 150, &mut now);
     rig.writer.handle(
         Msg::Stop {
-            key: 1,
+            key: Key::Port(1),
             call_id: Some("c-1".into()),
         },
         now,
@@ -214,7 +210,7 @@ fn a_silent_direction_is_padded_with_silence() {
     let mut now = Instant::now();
     rig.writer.handle(
         Msg::Start {
-            key: 3,
+            key: Key::Port(3),
             layout: Layout::port_and_leg(3, false),
             started_at_ms: 1,
         },
@@ -230,7 +226,7 @@ fn a_silent_direction_is_padded_with_silence() {
     }
     rig.writer.handle(
         Msg::Stop {
-            key: 3,
+            key: Key::Port(3),
             call_id: None,
         },
         now,
@@ -249,7 +245,7 @@ fn a_crash_leaves_a_file_that_startup_repairs_and_registers_as_interrupted() {
     let mut now = Instant::now();
     rig.writer.handle(
         Msg::Start {
-            key: 1,
+            key: Key::Port(1),
             layout: Layout::ports(1, 2),
             started_at_ms: 42,
         },
@@ -328,7 +324,7 @@ fn a_finished_file_whose_registration_was_cut_is_registered_at_startup() {
     let mut now = Instant::now();
     rig.writer.handle(
         Msg::Start {
-            key: 2,
+            key: Key::Port(2),
             layout: Layout::ports(2, 1),
             started_at_ms: 7,
         },
@@ -337,7 +333,7 @@ fn a_finished_file_whose_registration_was_cut_is_registered_at_startup() {
     talk(&mut rig.writer, 10, &mut now);
     rig.writer.handle(
         Msg::Stop {
-            key: 2,
+            key: Key::Port(2),
             call_id: Some("c-9".into()),
         },
         now,
@@ -402,7 +398,7 @@ fn the_disk_guard_refuses_a_start_and_stops_a_running_recording() {
     rig.space.store(RESERVE + 1000, Ordering::Relaxed);
     rig.writer.handle(
         Msg::Start {
-            key: 1,
+            key: Key::Port(1),
             layout: Layout::ports(1, 2),
             started_at_ms: 1,
         },
@@ -418,7 +414,7 @@ fn the_disk_guard_refuses_a_start_and_stops_a_running_recording() {
     rig.space.store(PLENTY, Ordering::Relaxed);
     rig.writer.handle(
         Msg::Start {
-            key: 1,
+            key: Key::Port(1),
             layout: Layout::ports(1, 2),
             started_at_ms: 2,
         },
@@ -439,11 +435,7 @@ fn the_disk_guard_refuses_a_start_and_stops_a_running_recording() {
 #[test]
 fn a_full_queue_drops_frames_and_counts_them_without_blocking() {
     let (tx, rx) = std_mpsc::channel();
-    let shared = Arc::new(Shared {
-        wanted: (0..512).map(|_| AtomicBool::new(false)).collect(),
-        in_flight: AtomicUsize::new(0),
-        stats: RecorderStats::default(),
-    });
+    let shared = Arc::new(Shared::new());
     let tap = Tap {
         tx,
         shared: shared.clone(),
@@ -452,7 +444,7 @@ fn a_full_queue_drops_frames_and_counts_them_without_blocking() {
     let audio = tone.frame();
     tap.frame(1, Side::FromPort, &audio);
     assert!(rx.try_recv().is_err(), "unwanted frames are not sent");
-    shared.wanted[src(1, Side::FromPort).flag()].store(true, Ordering::Relaxed);
+    shared.set_wanted(src(1, Side::FromPort), true);
     for _ in 0..FRAME_QUEUE + 7 {
         tap.frame(1, Side::FromPort, &audio);
     }
@@ -513,7 +505,7 @@ fn retention_deletes_old_recordings_hq_has_or_all_old_ones_without_hq() {
             call_id: format!("c-{i}"),
             started_at_ms: now - age_days * day,
             data_len: FRAME_BYTES,
-            port: 1,
+            port: Some(1),
             interrupted: false,
             sha256,
             size,
@@ -577,4 +569,217 @@ fn retention_deletes_old_recordings_hq_has_or_all_old_ones_without_hq() {
         })
         .expect("count");
     assert_eq!(deleted, 2, "rows stay, marked");
+}
+
+fn rtp_msg(leg: u64, codec: rtp::LegCodec, ts: u32, payload_type: u8, payload: Vec<u8>) -> Msg {
+    Msg::Rtp {
+        leg: LegId(leg),
+        packet: rtp::LegPacket {
+            codec,
+            ssrc: 0xC0DE + leg as u32,
+            timestamp: ts,
+            payload_type,
+            payload,
+        },
+    }
+}
+
+const LEG_PCMA: rtp::LegCodec = rtp::LegCodec {
+    audio_pt: 8,
+    law: Law::Alaw,
+    event_pt: None,
+};
+const LEG_PCMU: rtp::LegCodec = rtp::LegCodec {
+    audio_pt: 0,
+    law: Law::Ulaw,
+    event_pt: Some(101),
+};
+
+/// Three seconds of a SIP-to-SIP call as the media engine hands it over, in arrival
+/// order: leg 5 (the caller) sends 1 kHz in PCMA with 30 ms packets, leg 6 2 kHz in
+/// PCMU with 20 ms packets, of which those from 1000 to 1400 ms are lost (and one
+/// telephone-event and one G.729 packet come in between).
+fn relay_call(writer: &mut Writer, now: &mut Instant) {
+    let mut a = SineGenerator::new(1000.0, 8000);
+    let mut b = SineGenerator::new(2000.0, 8000);
+    for t in (0..3000u32).step_by(10) {
+        if t % 30 == 0 {
+            let mut pcm = [0i16; 240];
+            a.fill(&mut pcm);
+            let payload = pcm.iter().map(|&s| Law::Alaw.encode(s)).collect();
+            writer.shared.in_flight.fetch_add(1, Ordering::Relaxed);
+            writer.handle(rtp_msg(5, LEG_PCMA, 100 + t * 8, 8, payload), *now);
+        }
+        if t % 20 == 0 {
+            let mut pcm = [0i16; 160];
+            b.fill(&mut pcm);
+            let ts = 7_000 + t * 8;
+            let payload: Vec<u8> = pcm.iter().map(|&s| Law::Ulaw.encode(s)).collect();
+            writer.shared.in_flight.fetch_add(1, Ordering::Relaxed);
+            let msg = match t {
+                1000..1400 if t == 1100 => rtp_msg(6, LEG_PCMU, ts, 101, vec![1, 10, 0, 160]),
+                1000..1400 if t == 1200 => rtp_msg(6, LEG_PCMU, ts, 18, vec![0; 20]),
+                1000..1400 => {
+                    writer.shared.in_flight.fetch_sub(1, Ordering::Relaxed);
+                    continue;
+                }
+                _ => rtp_msg(6, LEG_PCMU, ts, 0, payload),
+            };
+            writer.handle(msg, *now);
+        }
+        *now += Duration::from_millis(10);
+    }
+}
+
+#[test]
+fn a_call_between_two_sip_legs_is_recorded_from_their_rtp_aligned_in_time() {
+    let mut rig = rig();
+    let mut now = Instant::now();
+    rig.writer.handle(
+        Msg::Start {
+            key: Key::Leg(LegId(5)),
+            layout: Layout::legs(LegId(5), LegId(6)),
+            started_at_ms: 77,
+        },
+        now,
+    );
+    relay_call(&mut rig.writer, &mut now);
+    // Another leg's packets go nowhere.
+    rig.writer.shared.in_flight.fetch_add(1, Ordering::Relaxed);
+    rig.writer
+        .handle(rtp_msg(9, LEG_PCMU, 0, 0, vec![0xFF; 160]), now);
+    rig.writer.handle(
+        Msg::Stop {
+            key: Key::Leg(LegId(5)),
+            call_id: Some("c-sip".into()),
+        },
+        now,
+    );
+    let rec = rig.finished.try_recv().expect("finished");
+    assert_eq!(rec.call_id, "c-sip");
+    assert_eq!(rec.port, None, "no analog port");
+    assert!(
+        rec.path.to_string_lossy().ends_with("rec-77-l5.wav"),
+        "{}",
+        rec.path.display()
+    );
+    assert_eq!(rig.writer.shared.in_flight.load(Ordering::Relaxed), 0);
+    let stats = rig.writer.shared.stats.snapshot();
+    assert_eq!(stats.rtp_bad_payload, 1, "the G.729 packet");
+    assert_eq!((stats.rtp_late, stats.rtp_resync), (0, 0));
+    let (left, right) = channels(&rec.path);
+    assert_eq!(left.len(), 3 * 8000, "3 s, nothing lost or doubled");
+    assert!(tone_ratio(&left, 1000.0) > 0.9, "left: the caller's 1 kHz");
+    assert!(tone_ratio(&left, 2000.0) < 0.01);
+    // (Per stretch: the gap below would pull the ratio of the whole channel down.)
+    for part in [&right[..8000], &right[11200..]] {
+        assert!(tone_ratio(part, 2000.0) > 0.9, "right: the callee's 2 kHz");
+        assert!(tone_ratio(part, 1000.0) < 0.01);
+    }
+    // The lost 400 ms are silence exactly where they were, on the right only.
+    let energy = |s: &[i16]| s.iter().map(|&v| i64::from(v).abs()).sum::<i64>();
+    assert_eq!(energy(&right[8000..11200]), 0, "the gap");
+    assert!(energy(&right[7840..8000]) > 0 && energy(&right[11200..11360]) > 0);
+    assert!(energy(&left[8000..11200]) > 0);
+}
+
+#[test]
+fn a_relayed_call_cut_by_a_crash_is_repaired_without_a_port() {
+    let mut rig = rig();
+    let mut now = Instant::now();
+    rig.writer.handle(
+        Msg::Start {
+            key: Key::Leg(LegId(5)),
+            layout: Layout::legs(LegId(5), LegId(6)),
+            started_at_ms: 78,
+        },
+        now,
+    );
+    relay_call(&mut rig.writer, &mut now);
+    rig.writer.tick(now);
+    drop(rig.writer);
+    let part = rig.dir.join("rec-78-l5.wav.part");
+    assert!(part.exists());
+    let mut store = Store::open(&rig.db).expect("store");
+    let got = recover(&mut store, &rig.dir).expect("recover");
+    assert_eq!(got.repaired, vec![rig.dir.join("rec-78-l5.wav")]);
+    let (call_id, started, port): (String, i64, Option<i64>) = store
+        .transact("t", |tx, db| {
+            tx.query_row(
+                "SELECT call_id, started_at_ms, port FROM recordings",
+                [],
+                |x| Ok((x.get(0)?, x.get(1)?, x.get(2)?)),
+            )
+            .map_err(|source| crate::error::Error::Sqlite {
+                path: db.to_owned(),
+                op: "t",
+                source,
+            })
+        })
+        .expect("row");
+    assert_eq!((call_id.as_str(), started, port), ("rec-78-l5", 78, None));
+}
+
+#[test]
+fn file_names_old_and_new_give_start_and_port() {
+    assert_eq!(parse_name("rec-42-p1"), (42, Some(1)));
+    assert_eq!(parse_name("rec-42-p12-3"), (42, Some(12)));
+    assert_eq!(parse_name("rec-42-l9223372036854775809"), (42, None));
+    assert_eq!(parse_name("rec-42-l5-1"), (42, None));
+    assert_eq!(parse_name("rec-x"), (0, None));
+    assert_eq!(Key::Leg(LegId(5)).to_string(), "l5");
+    assert_eq!(Key::Port(3).to_string(), "p3");
+}
+
+#[test]
+fn leg_flags_follow_the_recordings_and_the_engine_s_legs() {
+    use crate::media_engine::{RtpTap, TappedRtp};
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (tx, mut finished) = mpsc::unbounded_channel();
+    let (mut recorder, thread) = Recorder::spawn(
+        tmp.path().join("rec"),
+        RESERVE,
+        Box::new(FixedSpace(Arc::new(AtomicU64::new(PLENTY)))),
+        tx,
+    )
+    .expect("spawn");
+    let tap = recorder.tap();
+    // The engine opens leg 1 before any recording, leg 2 only after it started.
+    let flag1 = tap.leg_flag(LegId(1));
+    assert!(!flag1.load(Ordering::Relaxed));
+    recorder.start(Key::Leg(LegId(1)), Layout::legs(LegId(1), LegId(2)));
+    assert!(recorder.is_recording(Key::Leg(LegId(1))));
+    assert!(recorder.records_leg(LegId(2)) && !recorder.records_port(1));
+    let flag2 = tap.leg_flag(LegId(2));
+    assert!(flag1.load(Ordering::Relaxed) && flag2.load(Ordering::Relaxed));
+    recorder.pause(Key::Leg(LegId(1)));
+    assert!(!flag1.load(Ordering::Relaxed) && !flag2.load(Ordering::Relaxed));
+    recorder.resume(Key::Leg(LegId(1)));
+    assert!(flag1.load(Ordering::Relaxed));
+    let pcm = [0xD5u8; 160];
+    let packet = TappedRtp {
+        audio_pt: 8,
+        law: Law::Alaw,
+        event_pt: None,
+        ssrc: 1,
+        timestamp: 0,
+        payload_type: 8,
+        payload: &pcm,
+    };
+    tap.rtp(LegId(1), &packet);
+    // The engine closes leg 2 while recorded: the flag stays for the recording...
+    drop(flag2);
+    tap.leg_closed(LegId(2));
+    assert!(tap.shared.legs().contains_key(&LegId(2)));
+    recorder.stop(Key::Leg(LegId(1)), Some("c".into()));
+    assert!(!flag1.load(Ordering::Relaxed));
+    // ...and goes with it; leg 1 is still open, so its flag stays until it closes.
+    assert!(!tap.shared.legs().contains_key(&LegId(2)));
+    drop(flag1);
+    tap.leg_closed(LegId(1));
+    assert!(tap.shared.legs().is_empty());
+    drop((recorder, tap));
+    thread.join().expect("writer");
+    let rec = finished.try_recv().expect("finished");
+    assert_eq!(rec.port, None);
 }

@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 use super::calls::{CallRecorder, CodeMatcher, Toggle};
 use super::guard::FreeSpace;
 use super::index::Finished;
-use super::{Recorder, Side, Tap};
+use super::{Key, Recorder, Side, Tap};
 use crate::acd::{AcdConfig, AgentConfig, QueueConfig, Strategy};
 use crate::call::{AgentCallEvent, AgentCallKind, LegId, MediaEnd};
 use crate::cdr::Cdr;
@@ -386,4 +386,158 @@ fn a_queue_policy_applies_when_the_agent_answers_on_a_sip_phone() {
     acd = self::acd(RecordingPolicy::Never, RecordingPolicy::Never);
     r.calls.set_acd(&acd);
     assert_eq!(r.finish().0.len(), 1);
+}
+
+fn sip_cdr(call_id: &str) -> Cdr {
+    serde_json::from_value(serde_json::json!({
+        "call_id": call_id, "direction": "inbound", "caller": "5550100", "caller_port": null,
+        "callee": "201", "callee_port": null, "started_at_ms": 1, "answered_at_ms": 2,
+        "ended_at_ms": 5, "disposition": "answered", "hangup_side": "caller"
+    }))
+    .expect("cdr")
+}
+
+impl Rig {
+    /// `leg` of call `call_id` (the caller or not), behind SIP phone `phone` or a trunk.
+    fn leg(&mut self, leg: u64, call_id: &str, caller: bool, phone: Option<&str>) {
+        self.calls.leg_phone(LegId(leg), phone);
+        self.calls.leg_call(LegId(leg), Some((call_id, caller)));
+    }
+
+    fn leg_key(&mut self, leg: u64, code: &str) -> Toggle {
+        let mut last = Toggle::Nothing;
+        for d in code.chars() {
+            last = self.calls.leg_digit(LegId(leg), d);
+        }
+        last
+    }
+
+    /// `packets` 20 ms PCMU packets received on each of two legs (`(leg, hz)`), as the
+    /// media engine hands them over (only while a leg's flag is set).
+    fn legs_talk(&self, a: (u64, f64), b: (u64, f64), packets: u32) {
+        use crate::media_engine::{RtpTap, TappedRtp};
+        let legs = [a, b].map(|(leg, hz)| {
+            (
+                LegId(leg),
+                self.tap.leg_flag(LegId(leg)),
+                SineGenerator::new(hz, 8000),
+            )
+        });
+        let mut legs = legs;
+        for i in 0..packets {
+            for (leg, flag, g) in &mut legs {
+                let frame = audio(g);
+                if flag.load(std::sync::atomic::Ordering::Relaxed) {
+                    self.tap.rtp(
+                        *leg,
+                        &TappedRtp {
+                            audio_pt: 0,
+                            law: Law::Ulaw,
+                            event_pt: Some(101),
+                            ssrc: 7,
+                            timestamp: i * 160,
+                            payload_type: 0,
+                            payload: &frame.samples,
+                        },
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn a_sip_phones_always_policy_records_its_call_with_the_trunk_caller_left() {
+    let mut r = rig_with(SIP_CONFIG);
+    // A trunk caller (leg 10) reaches SIP phone 201 (leg 11, always); the bridge names
+    // the callee first: the caller is still the left channel and the key.
+    r.leg(10, "t-1", true, None);
+    r.leg(11, "t-1", false, Some("201"));
+    r.calls
+        .connect(MediaEnd::Leg(LegId(11)), MediaEnd::Leg(LegId(10)));
+    assert!(r.calls.recorder().is_recording(Key::Leg(LegId(10))));
+    assert!(!r.calls.recorder().is_recording(Key::Leg(LegId(11))));
+    assert_eq!(
+        r.leg_key(11, "*1"),
+        Toggle::Always,
+        "the code does not stop it"
+    );
+    r.legs_talk((10, 1000.0), (11, 2000.0), 100);
+    // Held and taken back: the same recording goes on.
+    r.calls
+        .disconnect(MediaEnd::Leg(LegId(10)), MediaEnd::Leg(LegId(11)));
+    r.calls
+        .connect(MediaEnd::Leg(LegId(10)), MediaEnd::Leg(LegId(11)));
+    // Another call's CDR ends nothing; this call's ends it.
+    r.calls.cdr(&sip_cdr("t-0"));
+    assert!(r.calls.recorder().is_recording(Key::Leg(LegId(10))));
+    r.calls.cdr(&sip_cdr("t-1"));
+    assert!(!r.calls.recorder().records_leg(LegId(10)));
+    let (recs, _tmp) = r.finish();
+    assert_eq!(recs.len(), 1);
+    assert_eq!(recs[0].call_id, "t-1");
+    assert_eq!(recs[0].port, None);
+    let (left, right) = channels(&recs[0].path);
+    assert_eq!(left.len(), 100 * 160);
+    assert!(tone_ratio(&left, 1000.0) > 0.9, "left: the trunk caller");
+    assert!(tone_ratio(&right, 2000.0) > 0.9, "right: the SIP phone");
+}
+
+#[test]
+fn the_toggle_code_on_a_call_between_two_sip_legs_starts_pauses_and_resumes() {
+    let mut r = rig_with(SIP_CONFIG);
+    // SIP phone 202 (on demand, leg 20) calls out through the trunk (leg 21).
+    r.leg(20, "s-20", true, Some("202"));
+    r.leg(21, "s-20", false, None);
+    r.calls
+        .connect(MediaEnd::Leg(LegId(20)), MediaEnd::Leg(LegId(21)));
+    assert!(!r.calls.recorder().records_leg(LegId(20)));
+    assert_eq!(r.leg_key(20, "*"), Toggle::Nothing);
+    assert_eq!(r.leg_key(20, "1"), Toggle::Started);
+    assert!(r.calls.recorder().is_recording(Key::Leg(LegId(20))));
+    assert_eq!(r.leg_key(21, "*1"), Toggle::Paused, "either party toggles");
+    assert!(r.calls.recorder().is_paused(Key::Leg(LegId(20))));
+    assert_eq!(r.leg_key(20, "*1"), Toggle::Resumed);
+    r.calls.cdr(&sip_cdr("s-20"));
+    // Two trunk legs (no phone, no policy): refused.
+    r.leg(30, "s-30", true, None);
+    r.leg(31, "s-30", false, None);
+    r.calls
+        .connect(MediaEnd::Leg(LegId(30)), MediaEnd::Leg(LegId(31)));
+    assert_eq!(r.leg_key(31, "*1"), Toggle::Refused);
+    r.calls.cdr(&sip_cdr("s-30"));
+    // After the CDR the legs are forgotten: the code does nothing.
+    assert_eq!(r.leg_key(20, "*1"), Toggle::Nothing);
+    let (recs, _tmp) = r.finish();
+    let ids: Vec<&str> = recs.iter().map(|f| f.call_id.as_str()).collect();
+    assert_eq!(ids, ["s-20"]);
+}
+
+#[test]
+fn a_queue_policy_records_a_trunk_caller_answered_on_a_sip_phone() {
+    let mut r = rig_with(SIP_CONFIG);
+    r.calls
+        .set_acd(&acd(RecordingPolicy::Always, RecordingPolicy::Never));
+    // The answer event before the bridge...
+    r.leg(40, "q-1", true, None);
+    r.leg(41, "q-1", false, Some("202"));
+    r.calls.agent_call(&answered(Some("sales"), "202"));
+    assert!(
+        !r.calls.recorder().records_leg(LegId(40)),
+        "nothing bridged yet"
+    );
+    r.calls
+        .connect(MediaEnd::Leg(LegId(40)), MediaEnd::Leg(LegId(41)));
+    assert!(r.calls.recorder().is_recording(Key::Leg(LegId(40))));
+    r.calls.cdr(&sip_cdr("q-1"));
+    // ...or after it, both record; the demand ended with the first call's CDR.
+    r.leg(50, "q-1", true, None);
+    r.leg(51, "q-1", false, Some("202"));
+    r.calls
+        .connect(MediaEnd::Leg(LegId(50)), MediaEnd::Leg(LegId(51)));
+    assert!(!r.calls.recorder().records_leg(LegId(50)));
+    r.calls.agent_call(&answered(Some("sales"), "202"));
+    assert!(r.calls.recorder().is_recording(Key::Leg(LegId(50))));
+    r.calls.cdr(&sip_cdr("q-1"));
+    assert_eq!(r.finish().0.len(), 2);
 }
