@@ -432,3 +432,170 @@ fn a_sip_phones_always_policy_records_its_call_to_an_analog_phone_per_channel() 
     let r2 = tone_ratio(&right, 2000.0);
     assert!(r2 > 0.8, "right is the analog phone's tone: {r2:.2}");
 }
+
+/// Writes a libpcap file (Ethernet, IPv4, UDP from 127.0.0.1:40000 to :40002) of
+/// `seconds` of an `hz` tone as G.711 µ-law RTP, 20 ms per packet, the way SIPp's
+/// `play_pcap_audio` replays captured calls (it sends the RTP with the capture's timing
+/// to the peer's media address).
+fn write_tone_pcap(path: &Path, hz: f64, seconds: u32) {
+    use line_proto::g711::Law;
+    let mut gen = branchline_board::dsp::SineGenerator::new(hz, 8000);
+    let mut out = Vec::new();
+    // Global header: magic, v2.4, GMT offset 0, accuracy 0, snaplen, Ethernet.
+    out.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
+    out.extend_from_slice(&2u16.to_le_bytes());
+    out.extend_from_slice(&4u16.to_le_bytes());
+    out.extend_from_slice(&[0; 8]);
+    out.extend_from_slice(&65535u32.to_le_bytes());
+    out.extend_from_slice(&1u32.to_le_bytes());
+    for i in 0..seconds * 50 {
+        let mut pcm = [0i16; 160];
+        gen.fill(&mut pcm);
+        let mut rtp = vec![0x80, 0x00];
+        rtp.extend_from_slice(&(i as u16).to_be_bytes());
+        rtp.extend_from_slice(&(i * 160).to_be_bytes());
+        rtp.extend_from_slice(&0x5eed_0001u32.to_be_bytes());
+        rtp.extend(pcm.iter().map(|&s| Law::Ulaw.encode(s)));
+        let udp_len = 8 + rtp.len() as u16;
+        let ip_len = 20 + udp_len;
+        let mut ip = vec![
+            0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 17, 0, 0, 127, 0, 0, 1, 127, 0, 0, 1,
+        ];
+        ip[2..4].copy_from_slice(&ip_len.to_be_bytes());
+        let sum = ip
+            .chunks(2)
+            .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
+            .sum::<u32>();
+        let sum = !(((sum & 0xffff) + (sum >> 16)) as u16);
+        ip[10..12].copy_from_slice(&sum.to_be_bytes());
+        let mut frame = vec![0u8; 12];
+        frame.extend_from_slice(&[0x08, 0x00]);
+        frame.extend_from_slice(&ip);
+        frame.extend_from_slice(&40000u16.to_be_bytes());
+        frame.extend_from_slice(&40002u16.to_be_bytes());
+        frame.extend_from_slice(&udp_len.to_be_bytes());
+        frame.extend_from_slice(&[0, 0]);
+        frame.extend_from_slice(&rtp);
+        let usec = i * 20_000;
+        out.extend_from_slice(&(1_700_000_000 + usec / 1_000_000).to_le_bytes());
+        out.extend_from_slice(&(usec % 1_000_000).to_le_bytes());
+        out.extend_from_slice(&(frame.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(frame.len() as u32).to_le_bytes());
+        out.extend_from_slice(&frame);
+    }
+    std::fs::write(path, out).expect("write the pcap");
+}
+
+#[test]
+fn a_sip_phones_always_policy_records_its_call_with_a_trunk_caller_from_the_relayed_rtp() {
+    use crate::sip_calls::{free_port, register, sip_addr, sipp, wait_sipp, SIP_PLAN};
+
+    // The trunk is at 127.0.0.1 (trusted by address, nothing registers): SIPp's INVITE
+    // from there is a carrier's call. Only SIP phone 201 asks for recording.
+    let trunk_port = free_port();
+    let gw = Gateway::start_with(&format!(
+        r#"{DIAL_PLAN}
+{SIP_PLAN}
+[sip.trunk]
+servers = ["127.0.0.1:{trunk_port}"]
+domain = "carrier.test"
+username = "branch17"
+password = "trunk-secret"
+register = false
+keepalive_s = 0
+
+[recording]
+policies = {{ "201" = "always" }}
+min_free_mb = 16
+"#
+    ));
+    assert!(
+        gw.wait_log("sip endpoint listening", SOON),
+        "no SIP listener:\n{}",
+        gw.log_text()
+    );
+    let target = sip_addr(&gw);
+    let phone_port = free_port();
+    register(&gw, "201", "desk-phone-pass-one", phone_port);
+    // The phone answers in PCMU and says 1 kHz; the carrier's caller speaks (SIPp's
+    // A-law speech, 30 ms packets): the box relays and transcodes between the two.
+    let pcap = gw.dir.path().join("phone-1khz.pcap");
+    write_tone_pcap(&pcap, 1000.0, 6);
+    let template = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("data/sip/uas_answer_pcap.xml"),
+    )
+    .expect("scenario");
+    let scenario = gw.dir.path().join("uas_answer_1khz.xml");
+    std::fs::write(
+        &scenario,
+        template.replace("PCAP", pcap.to_str().expect("utf-8 path")),
+    )
+    .expect("write the scenario");
+    let phone = sipp(
+        scenario.to_str().expect("utf-8 path"),
+        target,
+        phone_port,
+        &["-m", "1"],
+    )
+    .spawn()
+    .expect("sipp phone starts");
+    std::thread::sleep(Duration::from_millis(300));
+    let carrier = sipp(
+        "uac_trunk_call_pcap.xml",
+        target,
+        free_port(),
+        &["-s", "201", "-set", "caller", "5550100", "-m", "1"],
+    )
+    .spawn()
+    .expect("sipp carrier starts");
+    assert!(
+        gw.wait_log("recording started", SOON),
+        "the SIP phone's policy started no recording:\n{}",
+        gw.log_text()
+    );
+    wait_sipp(carrier, "carrier's call (hangs up after 4 s)", &gw);
+    wait_sipp(phone, "SIP phone 201", &gw);
+    let cdrs = gw.wait_cdrs(1);
+    assert!(
+        gw.wait_log("recording registered", SOON),
+        "recording not registered:\n{}",
+        gw.log_text()
+    );
+    let rows = recordings(&gw);
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    let row = &rows[0];
+    assert_eq!(row.call_id, cdrs[0].call_id, "tied to the call's CDR");
+    assert_eq!(row.port, None, "no analog port in the call");
+    assert_eq!(row.interrupted, 0);
+    assert_eq!(row.channels.as_deref(), Some("caller-left/agent-right"));
+    let name = row
+        .path
+        .file_name()
+        .expect("name")
+        .to_string_lossy()
+        .into_owned();
+    assert!(name.starts_with("rec-") && name.contains("-l"), "{name}");
+    let (left, right) = channels(&row.path);
+    assert_eq!(row.duration_ms, left.len() as i64 / 8);
+    assert!(left.len() >= 8000 * 3, "{} samples", left.len());
+    let rms = branchline_board::dsp::rms;
+    // Left: the carrier's caller (speech), not the phone's tone.
+    let l1 = tone_ratio(&left, 1000.0);
+    assert!(
+        rms(&left) > 100.0,
+        "left carries the caller (rms {:.0})",
+        rms(&left)
+    );
+    assert!(l1 < 0.1, "left is not the phone's tone: {l1:.2}");
+    // Right: the SIP phone's 1 kHz.
+    let r1 = tone_ratio(&right, 1000.0);
+    assert!(r1 > 0.8, "right is the SIP phone's tone: {r1:.2}");
+    // Speech and tone stay apart over time too: each second of the right channel is
+    // the tone wherever it has sound.
+    for (i, second) in right.chunks(8000).enumerate() {
+        if rms(second) > 100.0 {
+            let r = tone_ratio(second, 1000.0);
+            assert!(r > 0.8, "second {i} of the right channel: {r:.2}");
+        }
+    }
+}
