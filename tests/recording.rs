@@ -486,6 +486,70 @@ fn write_tone_pcap(path: &Path, hz: f64, seconds: u32) {
     std::fs::write(path, out).expect("write the pcap");
 }
 
+/// `uas_answer_pcap.xml` talking a generated 1 kHz tone (PCMU), written into the
+/// gateway's directory; its path.
+fn tone_answer_scenario(gw: &Gateway) -> PathBuf {
+    let pcap = gw.dir.path().join("answer-1khz.pcap");
+    write_tone_pcap(&pcap, 1000.0, 6);
+    let template = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("data/sip/uas_answer_pcap.xml"),
+    )
+    .expect("scenario");
+    let scenario = gw.dir.path().join("uas_answer_1khz.xml");
+    std::fs::write(
+        &scenario,
+        template.replace("PCAP", pcap.to_str().expect("utf-8 path")),
+    )
+    .expect("write the scenario");
+    scenario
+}
+
+/// The WAV of a call between two SIP legs: the caller's speech (SIPp's A-law pcap)
+/// left, the callee's 1 kHz right; checks the row is the CDR's and has no port.
+fn check_speech_left_tone_right(gw: &Gateway) {
+    let cdrs = gw.wait_cdrs(1);
+    assert!(
+        gw.wait_log("recording registered", SOON),
+        "recording not registered:\n{}",
+        gw.log_text()
+    );
+    let rows = recordings(gw);
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    let row = &rows[0];
+    assert_eq!(row.call_id, cdrs[0].call_id, "tied to the call's CDR");
+    assert_eq!(row.port, None, "no analog port in the call");
+    assert_eq!(row.interrupted, 0);
+    assert_eq!(row.channels.as_deref(), Some("caller-left/agent-right"));
+    let name = row
+        .path
+        .file_name()
+        .expect("name")
+        .to_string_lossy()
+        .into_owned();
+    assert!(name.starts_with("rec-") && name.contains("-l"), "{name}");
+    let (left, right) = channels(&row.path);
+    assert_eq!(row.duration_ms, left.len() as i64 / 8);
+    assert!(left.len() >= 8000 * 2, "{} samples", left.len());
+    let rms = branchline_board::dsp::rms;
+    // Left: the caller (speech), not the callee's tone.
+    let l1 = tone_ratio(&left, 1000.0);
+    assert!(
+        rms(&left) > 100.0,
+        "left carries the caller (rms {:.0})",
+        rms(&left)
+    );
+    assert!(l1 < 0.1, "left is not the callee's tone: {l1:.2}");
+    // Right: the callee's 1 kHz, wherever it has sound.
+    let r1 = tone_ratio(&right, 1000.0);
+    assert!(r1 > 0.8, "right is the callee's tone: {r1:.2}");
+    for (i, second) in right.chunks(8000).enumerate() {
+        if rms(second) > 100.0 {
+            let r = tone_ratio(second, 1000.0);
+            assert!(r > 0.8, "second {i} of the right channel: {r:.2}");
+        }
+    }
+}
+
 #[test]
 fn a_sip_phones_always_policy_records_its_call_with_a_trunk_caller_from_the_relayed_rtp() {
     use crate::sip_calls::{free_port, register, sip_addr, sipp, wait_sipp, SIP_PLAN};
@@ -519,18 +583,7 @@ min_free_mb = 16
     register(&gw, "201", "desk-phone-pass-one", phone_port);
     // The phone answers in PCMU and says 1 kHz; the carrier's caller speaks (SIPp's
     // A-law speech, 30 ms packets): the box relays and transcodes between the two.
-    let pcap = gw.dir.path().join("phone-1khz.pcap");
-    write_tone_pcap(&pcap, 1000.0, 6);
-    let template = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("data/sip/uas_answer_pcap.xml"),
-    )
-    .expect("scenario");
-    let scenario = gw.dir.path().join("uas_answer_1khz.xml");
-    std::fs::write(
-        &scenario,
-        template.replace("PCAP", pcap.to_str().expect("utf-8 path")),
-    )
-    .expect("write the scenario");
+    let scenario = tone_answer_scenario(&gw);
     let phone = sipp(
         scenario.to_str().expect("utf-8 path"),
         target,
@@ -555,47 +608,84 @@ min_free_mb = 16
     );
     wait_sipp(carrier, "carrier's call (hangs up after 4 s)", &gw);
     wait_sipp(phone, "SIP phone 201", &gw);
-    let cdrs = gw.wait_cdrs(1);
+    check_speech_left_tone_right(&gw);
+}
+
+#[test]
+fn a_sip_phone_keys_the_toggle_code_by_info_on_its_call_through_the_trunk() {
+    use crate::sip_calls::{call_args, free_port, sip_addr, sipp, wait_sipp, SIP_PLAN};
+
+    // The carrier at 127.0.0.2 (so the phone's INVITE from 127.0.0.1 is a phone's),
+    // registered to (outside calls take the trunk once it is); SIP phone 202 may
+    // record on demand.
+    let trunk_port = free_port();
+    let carrier = |scenario: &Path| {
+        std::process::Command::new("/usr/bin/sipp")
+            .arg("-sf")
+            .arg(scenario)
+            .args(["-i", "127.0.0.2", "-mi", "127.0.0.2", "-nostdin"])
+            .args(["-p", &trunk_port.to_string()])
+            .args(["-mp", &free_port().to_string()])
+            .args(["-timeout", "30s", "-timeout_error", "-m", "1"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("sipp carrier starts")
+    };
+    let registrar =
+        carrier(&Path::new(env!("CARGO_MANIFEST_DIR")).join("data/sip/uas_register_ok.xml"));
+    std::thread::sleep(Duration::from_millis(300));
+    let gw = Gateway::start_with(&format!(
+        r#"{DIAL_PLAN}
+{SIP_PLAN}
+[sip.trunk]
+servers = ["127.0.0.2:{trunk_port}"]
+domain = "carrier.test"
+username = "branch17"
+password = "trunk-secret"
+expires = 3600
+keepalive_s = 0
+
+[recording]
+policies = {{ "202" = "on_demand" }}
+min_free_mb = 16
+"#
+    ));
     assert!(
-        gw.wait_log("recording registered", SOON),
-        "recording not registered:\n{}",
+        gw.wait_log("sip endpoint listening", SOON),
+        "no SIP listener:\n{}",
         gw.log_text()
     );
-    let rows = recordings(&gw);
-    assert_eq!(rows.len(), 1, "{rows:?}");
-    let row = &rows[0];
-    assert_eq!(row.call_id, cdrs[0].call_id, "tied to the call's CDR");
-    assert_eq!(row.port, None, "no analog port in the call");
-    assert_eq!(row.interrupted, 0);
-    assert_eq!(row.channels.as_deref(), Some("caller-left/agent-right"));
-    let name = row
-        .path
-        .file_name()
-        .expect("name")
-        .to_string_lossy()
-        .into_owned();
-    assert!(name.starts_with("rec-") && name.contains("-l"), "{name}");
-    let (left, right) = channels(&row.path);
-    assert_eq!(row.duration_ms, left.len() as i64 / 8);
-    assert!(left.len() >= 8000 * 3, "{} samples", left.len());
-    let rms = branchline_board::dsp::rms;
-    // Left: the carrier's caller (speech), not the phone's tone.
-    let l1 = tone_ratio(&left, 1000.0);
     assert!(
-        rms(&left) > 100.0,
-        "left carries the caller (rms {:.0})",
-        rms(&left)
+        gw.wait_log("trunk registered", SOON),
+        "no registration:\n{}",
+        gw.log_text()
     );
-    assert!(l1 < 0.1, "left is not the phone's tone: {l1:.2}");
-    // Right: the SIP phone's 1 kHz.
-    let r1 = tone_ratio(&right, 1000.0);
-    assert!(r1 > 0.8, "right is the SIP phone's tone: {r1:.2}");
-    // Speech and tone stay apart over time too: each second of the right channel is
-    // the tone wherever it has sound.
-    for (i, second) in right.chunks(8000).enumerate() {
-        if rms(second) > 100.0 {
-            let r = tone_ratio(second, 1000.0);
-            assert!(r > 0.8, "second {i} of the right channel: {r:.2}");
-        }
-    }
+    wait_sipp(registrar, "carrier's registrar", &gw);
+    let target = sip_addr(&gw);
+    // The carrier's callee answers in PCMU and says 1 kHz.
+    let callee = carrier(&tone_answer_scenario(&gw));
+    std::thread::sleep(Duration::from_millis(300));
+    // 202 dials out (prefix 9), speaks SIPp's A-law speech, keys *1 by INFO after 1 s.
+    let args = call_args("90301234", "202", "soft-phone-pass-two", target);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let phone = sipp("uac_call_toggle.xml", target, free_port(), &args)
+        .spawn()
+        .expect("sipp phone starts");
+    assert!(
+        gw.wait_log("recording started", SOON),
+        "the toggle code started no recording:\n{}",
+        gw.log_text()
+    );
+    let toggled = gw
+        .log_text()
+        .lines()
+        .map(crate::harness::strip_ansi)
+        .find(|l| l.contains("recording toggle code"))
+        .unwrap_or_default();
+    assert!(toggled.contains("Started"), "{toggled}");
+    wait_sipp(phone, "SIP phone 202 (hangs up 3 s after the code)", &gw);
+    wait_sipp(callee, "carrier's callee", &gw);
+    check_speech_left_tone_right(&gw);
 }
