@@ -550,12 +550,13 @@ fn check_speech_left_tone_right(gw: &Gateway) {
     }
 }
 
-#[test]
-fn a_sip_phones_always_policy_records_its_call_with_a_trunk_caller_from_the_relayed_rtp() {
-    use crate::sip_calls::{free_port, register, sip_addr, sipp, wait_sipp, SIP_PLAN};
-
-    // The trunk is at 127.0.0.1 (trusted by address, nothing registers): SIPp's INVITE
-    // from there is a carrier's call. Only SIP phone 201 asks for recording.
+/// A gateway whose trunk is at 127.0.0.1 (trusted by address, nothing registers:
+/// SIPp's INVITE from there is a carrier's call) and where only SIP phone 201 asks for
+/// recording (always); 201 registered and answering (PCMU, 1 kHz), the carrier calling
+/// it (SIPp's A-law speech, 30 ms packets; hangs up after 4 s), the recording started.
+/// The box relays and transcodes between the two legs.
+fn trunk_caller_talking_to_phone_201() -> (Gateway, std::process::Child, std::process::Child) {
+    use crate::sip_calls::{free_port, register, sip_addr, sipp, SIP_PLAN};
     let trunk_port = free_port();
     let gw = Gateway::start_with(&format!(
         r#"{DIAL_PLAN}
@@ -581,8 +582,6 @@ min_free_mb = 16
     let target = sip_addr(&gw);
     let phone_port = free_port();
     register(&gw, "201", "desk-phone-pass-one", phone_port);
-    // The phone answers in PCMU and says 1 kHz; the carrier's caller speaks (SIPp's
-    // A-law speech, 30 ms packets): the box relays and transcodes between the two.
     let scenario = tone_answer_scenario(&gw);
     let phone = sipp(
         scenario.to_str().expect("utf-8 path"),
@@ -606,9 +605,69 @@ min_free_mb = 16
         "the SIP phone's policy started no recording:\n{}",
         gw.log_text()
     );
-    wait_sipp(carrier, "carrier's call (hangs up after 4 s)", &gw);
-    wait_sipp(phone, "SIP phone 201", &gw);
+    (gw, phone, carrier)
+}
+
+#[test]
+fn a_sip_phones_always_policy_records_its_call_with_a_trunk_caller_from_the_relayed_rtp() {
+    let (gw, phone, carrier) = trunk_caller_talking_to_phone_201();
+    crate::sip_calls::wait_sipp(carrier, "carrier's call (hangs up after 4 s)", &gw);
+    crate::sip_calls::wait_sipp(phone, "SIP phone 201", &gw);
     check_speech_left_tone_right(&gw);
+}
+
+#[test]
+fn kill_9_during_a_recorded_sip_to_sip_call_leaves_a_file_registered_after_restart() {
+    let (mut gw, mut phone, mut carrier) = trunk_caller_talking_to_phone_201();
+    let dir = gw.data_dir().join("recordings");
+    let part = || {
+        std::fs::read_dir(&dir)
+            .ok()?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .find(|p| p.to_string_lossy().ends_with(".wav.part"))
+    };
+    assert!(
+        wait(SOON * 3, || part()
+            .and_then(|p| std::fs::metadata(p).ok())
+            .is_some_and(|m| m.len() > 44 + 2 * 32_000)),
+        "no audio written:\n{}",
+        gw.log_text()
+    );
+    gw.stop_with(nix::sys::signal::Signal::SIGKILL);
+    // The SIP peers are left talking to nobody.
+    let _ = (phone.kill(), carrier.kill(), phone.wait(), carrier.wait());
+    let cut = part().expect("the recording is still a .part file");
+    let name = cut
+        .file_name()
+        .expect("name")
+        .to_string_lossy()
+        .into_owned();
+    assert!(name.contains("-l"), "keyed on the caller's leg: {name}");
+    gw.restart();
+    assert!(
+        gw.wait_log("recordings recovered at start-up", SOON),
+        "{}",
+        gw.log_text()
+    );
+    assert!(!cut.exists(), "renamed after repair");
+    let rows = recordings(&gw);
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    let row = &rows[0];
+    assert_eq!(row.interrupted, 1);
+    assert_eq!(row.port, None, "no port: a call between two SIP legs");
+    assert_eq!(
+        row.path,
+        PathBuf::from(cut.to_string_lossy().trim_end_matches(".part"))
+    );
+    let (left, right) = channels(&row.path);
+    assert!(left.len() >= 8000 * 2, "{} samples kept", left.len());
+    assert!(
+        branchline_board::dsp::rms(&left) > 100.0,
+        "left still the caller"
+    );
+    assert!(tone_ratio(&left, 1000.0) < 0.1);
+    assert!(tone_ratio(&right, 1000.0) > 0.8, "right still the phone");
 }
 
 #[test]
