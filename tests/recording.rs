@@ -748,3 +748,109 @@ min_free_mb = 16
     wait_sipp(callee, "carrier's callee", &gw);
     check_speech_left_tone_right(&gw);
 }
+
+#[test]
+fn a_queues_always_policy_records_a_trunk_caller_answered_on_an_agents_sip_phone() {
+    use crate::api_client::create_admin;
+    use crate::call_center::{add_agent, agent_states, ADMIN_PASSWORD};
+    use crate::sip_calls::{
+        call_args, free_port, register, run_sipp, sip_addr, sipp, wait_sipp, SIP_PLAN,
+    };
+    use serde_json::json;
+
+    // No extension records anything: only the queue asks. The carrier is at 127.0.0.2
+    // (trusted by address), so the agent's phone at 127.0.0.1 is a phone.
+    let trunk_port = free_port();
+    let gw = Gateway::start_with(&format!(
+        r#"{DIAL_PLAN}
+{SIP_PLAN}
+[sip.trunk]
+servers = ["127.0.0.2:{trunk_port}"]
+domain = "carrier.test"
+username = "branch17"
+password = "trunk-secret"
+register = false
+keepalive_s = 0
+
+[recording]
+min_free_mb = 16
+"#
+    ));
+    assert!(
+        gw.wait_log("sip endpoint listening", SOON),
+        "no SIP listener:\n{}",
+        gw.log_text()
+    );
+    let target = sip_addr(&gw);
+    let admin = create_admin(&gw, "admin1", ADMIN_PASSWORD);
+    add_agent(&admin, "alice", "100", "4821");
+    let (status, body) = admin.put(
+        "/api/v1/queues/sales",
+        json!({ "number": "7001", "strategy": "ring_all", "recording": "always",
+                "members": [{ "agent_id": "100" }] }),
+    );
+    assert_eq!(status, 201, "{body}");
+    assert!(
+        gw.wait_log("call center reconfigured", SOON),
+        "{}",
+        gw.log_text()
+    );
+    // Alice logs in from SIP phone 202, which then answers queue calls with 1 kHz.
+    let phone_port = free_port();
+    register(&gw, "202", "soft-phone-pass-two", phone_port);
+    let args = call_args("*61100*4821%23", "202", "soft-phone-pass-two", target);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    run_sipp(
+        sipp("uac_feature_code.xml", target, free_port(), &args),
+        "log-in",
+        &gw,
+    );
+    assert_eq!(agent_states(&gw, "100"), vec!["available"]);
+    let scenario = tone_answer_scenario(&gw);
+    let phone = sipp(
+        scenario.to_str().expect("utf-8 path"),
+        target,
+        phone_port,
+        &["-m", "1"],
+    )
+    .spawn()
+    .expect("sipp agent phone starts");
+    std::thread::sleep(Duration::from_millis(300));
+    // The carrier's caller (speech) calls the queue from 127.0.0.2.
+    let carrier = std::process::Command::new("/usr/bin/sipp")
+        .arg("-sf")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("data/sip/uac_trunk_call_pcap.xml"))
+        .args(["-i", "127.0.0.2", "-mi", "127.0.0.2", "-nostdin"])
+        .args(["-p", &free_port().to_string()])
+        .args(["-mp", &free_port().to_string()])
+        .args(["-timeout", "30s", "-timeout_error"])
+        .args(["-s", "7001", "-set", "caller", "5550100", "-m", "1"])
+        .arg(target.to_string())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("sipp carrier starts");
+    assert!(
+        gw.wait_log("recording started", SOON),
+        "the queue's policy started no recording:\n{}",
+        gw.log_text()
+    );
+    wait_sipp(carrier, "carrier's caller (hangs up after 4 s)", &gw);
+    wait_sipp(phone, "agent's SIP phone", &gw);
+    let cdrs = gw.wait_cdrs(1);
+    let (queue, agent): (Option<String>, Option<String>) = gw
+        .db()
+        .query_row(
+            "SELECT queue, agent_id FROM cdrs WHERE call_id = ?1",
+            [&cdrs[0].call_id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .expect("cdr row");
+    assert_eq!(
+        (queue.as_deref(), agent.as_deref()),
+        (Some("sales"), Some("100")),
+        "a queue call answered by alice: {cdrs:?}"
+    );
+    check_speech_left_tone_right(&gw);
+}
