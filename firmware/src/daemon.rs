@@ -663,6 +663,14 @@ async fn serve(
     // The agents' desktop events (`/api/v1/events`), published by the main loop.
     let desk_events = crate::screen_pop::EventHub::default();
     let web_handle = web_handle.with_events(desk_events.feed());
+    // The tools page's OPTIONS probes go to the SIP endpoint (started below; without
+    // `[sip]` the receiver is dropped and the tools say SIP is not configured).
+    let (probe_tx, probe_rx) = mpsc::unbounded_channel();
+    let web_handle = web_handle.with_tools(crate::tools::Tools::new(
+        crate::tools::ToolsSettings::from_config(&config, &profile.model),
+        probe_tx,
+        crate::tools::logs::installed(),
+    ));
     // The web API last, so it never serves a box whose board is not up.
     let web = match config.web.listen {
         Some(addr) => Some(start_web(addr, accounts, &config, sync.clone(), web_handle).await?),
@@ -724,7 +732,10 @@ async fn serve(
         law,
         &media,
         sip_inputs,
-        sip_status.map(|(tx, _)| tx),
+        SipWebChannels {
+            status: sip_status.map(|(tx, _)| tx),
+            probes: probe_rx,
+        },
         &sip_stop,
     )
     .await?;
@@ -1328,17 +1339,25 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
+/// What the SIP endpoint gives the web side and takes from it.
+struct SipWebChannels {
+    /// Where its registrations snapshot goes (the web page's; `None`: a channel of its own).
+    status: Option<tokio::sync::watch::Sender<Arc<crate::sip_endpoint::status::SipStatus>>>,
+    /// The tools page's OPTIONS probes.
+    probes: mpsc::UnboundedReceiver<crate::sip_endpoint::probe::OptionsProbe>,
+}
+
 /// Starts the SIP endpoint when `[sip]` is set: returns where call control's SIP
 /// outputs go, the SIP trunk's reachability, and the endpoint's task; its
-/// registrations snapshot goes to `status` (the web page's; a channel of its own
-/// when `None`).
+/// registrations snapshot goes to `web.status` (the web page's; a channel of its own
+/// when `None`) and it takes the tools page's OPTIONS probes from `web.probes`.
 async fn start_sip(
     config: &Config,
     country: Country,
     law: line_proto::g711::Law,
     media: &MediaEngine,
     inputs: mpsc::UnboundedSender<crate::call::SipInput>,
-    status: Option<tokio::sync::watch::Sender<Arc<crate::sip_endpoint::status::SipStatus>>>,
+    web: SipWebChannels,
     stop: &tokio_util::sync::CancellationToken,
 ) -> Result<
     Option<(
@@ -1379,6 +1398,7 @@ async fn start_sip(
         seed: u64::from_le_bytes(seed),
     };
     let (trunk_tx, trunk_rx) = mpsc::unbounded_channel();
+    let SipWebChannels { status, probes } = web;
     let status = status.unwrap_or_else(|| {
         tokio::sync::watch::channel(Arc::new(crate::sip_endpoint::status::SipStatus::starting())).0
     });
@@ -1388,6 +1408,7 @@ async fn start_sip(
         inputs,
         trunk_tx,
         status,
+        probes,
         stop.clone(),
     )
     .await?;

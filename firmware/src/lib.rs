@@ -59,6 +59,8 @@
 //! - [`sync`]: the box's side of sync with HQ: applying the change feed, the agent
 //!   task (outbox up, feed down, over HTTPS with mutual TLS), the WAN monitor task,
 //!   the sync status.
+//! - [`tools`]: the technician's tools (ping / traceroute to HQ, SIP OPTIONS probe,
+//!   packet capture as pcap, the diagnostics bundle) behind `/api/v1/tools` and `/tools`.
 //! - [`web`]: the local web diagnostics page (server-rendered HTML, one CSS and one JS
 //!   file, SSE live updates) and the live status the main loop publishes for it.
 #![forbid(unsafe_code)]
@@ -90,6 +92,7 @@ pub mod sip_endpoint;
 pub mod store;
 pub mod sync;
 pub mod tones;
+pub mod tools;
 pub mod updater;
 pub mod voicemail;
 pub mod web;

@@ -366,7 +366,9 @@ fn init_logging(level: &str, format: LogFormat) {
         .and_then(|v| v.parse::<Targets>().ok())
         .or_else(|| level.parse::<Targets>().ok())
         .unwrap_or_else(|| Targets::new().with_default(tracing::Level::INFO));
-    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    // Standard error, and a ring of recent lines for the diagnostics bundle (`tools::logs`).
+    let layer =
+        tracing_subscriber::fmt::layer().with_writer(branchline_firmware::tools::logs::install());
     match format {
         LogFormat::Json => tracing_subscriber::registry()
             .with(layer.json().with_filter(filter))

@@ -22,6 +22,9 @@
 //!   extension, the trunk with caller ID, P-Asserted-Identity and digest), CANCEL,
 //!   BYE, re-INVITE hold.
 //! - `mwi`: `message-summary` subscriptions and their NOTIFYs.
+//! - [`probe`]: one-off OPTIONS probes for the tools page ([`crate::tools`]), sent
+//!   through the endpoint's transaction layer (on the receiver given to
+//!   [`SipEndpoint::start`]).
 //! - `refer`: transfers: REFER (RFC 3515) with its implicit subscription and
 //!   sipfrag NOTIFYs, `Replaces` (RFC 3891) in a Refer-To or on an INVITE.
 //! - [`sdp`]: SDP offer/answer for G.711 audio (our own subset; see its doc).
@@ -89,6 +92,7 @@ mod challenges;
 mod dns;
 mod legs;
 mod mwi;
+pub mod probe;
 mod refer;
 pub mod sdp;
 pub mod status;
@@ -398,6 +402,8 @@ pub struct SipEndpoint {
     mwi_state: HashMap<String, MessageSummary>,
     /// `message-summary` subscriptions by (Call-ID, subscriber's tag) (see `mwi`).
     mwi_subscriptions: HashMap<(String, String), mwi::Subscription>,
+    /// OPTIONS probes of the tools page waiting for their answer (see `probe`).
+    probes: HashMap<ClientKey, probe::PendingProbe>,
 }
 
 impl std::fmt::Debug for SipEndpoint {
@@ -522,6 +528,7 @@ impl SipEndpoint {
         inputs: mpsc::UnboundedSender<SipInput>,
         trunk_status: mpsc::UnboundedSender<TrunkStatus>,
         status: watch::Sender<std::sync::Arc<status::SipStatus>>,
+        probes: mpsc::UnboundedReceiver<probe::OptionsProbe>,
         shutdown: CancellationToken,
     ) -> Result<(SipHandle, JoinHandle<()>), EndpointError> {
         let sip = &settings.sip;
@@ -734,12 +741,13 @@ impl SipEndpoint {
             status_version: 0,
             mwi_state: HashMap::new(),
             mwi_subscriptions: HashMap::new(),
+            probes: HashMap::new(),
         };
         endpoint.publish_status(now);
         for (kind, addr) in &local_addrs {
             tracing::info!(%kind, %addr, "sip endpoint listening");
         }
-        let task = tokio::spawn(endpoint.run(inbound, command_rx, dns_rx, shutdown));
+        let task = tokio::spawn(endpoint.run(inbound, command_rx, dns_rx, probes, shutdown));
         Ok((
             SipHandle {
                 commands,
@@ -754,6 +762,7 @@ impl SipEndpoint {
         mut inbound: mpsc::Receiver<Inbound>,
         mut commands: mpsc::UnboundedReceiver<SipCommand>,
         mut dns: mpsc::UnboundedReceiver<(u64, DnsAnswer)>,
+        mut probes: mpsc::UnboundedReceiver<probe::OptionsProbe>,
         shutdown: CancellationToken,
     ) {
         // The first REGISTER of the trunk (started in `start`).
@@ -775,6 +784,8 @@ impl SipEndpoint {
                         self.on_dns(Instant::now(), id, answer);
                     }
                 }
+                // A closed channel (no tools page) disables this branch for the turn.
+                Some(p) = probes.recv() => self.start_probe(Instant::now(), p),
                 () = sleep_until(deadline) => self.on_timeout(Instant::now()),
             }
             self.pump(Instant::now()).await;
@@ -1168,14 +1179,19 @@ impl SipEndpoint {
             TransactionEvent::StrayResponse { response, .. } => {
                 self.on_response(now, None, response).await
             }
-            TransactionEvent::Timeout { key } | TransactionEvent::TransportError { key } => {
-                self.on_client_failure(now, &key).await
+            TransactionEvent::Timeout { key } => {
+                self.on_client_failure(now, &key, "no answer (the transaction timed out)")
+                    .await
+            }
+            TransactionEvent::TransportError { key } => {
+                self.on_client_failure(now, &key, "the transport could not send it")
+                    .await
             }
             TransactionEvent::Terminated { .. } => {}
         }
     }
 
-    async fn on_client_failure(&mut self, now: Instant, key: &TransactionKey) {
+    async fn on_client_failure(&mut self, now: Instant, key: &TransactionKey, why: &str) {
         let TransactionKey::Client(client) = key else {
             return;
         };
@@ -1188,6 +1204,9 @@ impl SipEndpoint {
         }
         if let Some(relay) = self.relay_by_client.remove(client) {
             self.relay_result(now, relay, 408);
+            return;
+        }
+        if self.probe_failed(client, why) {
             return;
         }
         if client.method() == Method::Invite {
@@ -1424,6 +1443,9 @@ impl SipEndpoint {
             }
         }
         if let Some(key) = &key {
+            if self.probe_response(now, key, &response) {
+                return;
+            }
             if response.status_code.code() >= 200 {
                 if let Some(relay) = self.relay_by_client.remove(key) {
                     self.relay_result(now, relay, response.status_code.code());

@@ -295,6 +295,8 @@ pub struct StatusHandle {
     sip: Option<watch::Receiver<Arc<SipStatus>>>,
     /// The agents' desktop events (`None`: not published, e.g. API-only tests).
     events: Option<crate::screen_pop::EventFeed>,
+    /// The technician's tools (`None`: not offered, e.g. API-only tests).
+    tools: Option<crate::tools::Tools>,
 }
 
 impl StatusHandle {
@@ -310,7 +312,19 @@ impl StatusHandle {
             info: Arc::new(info),
             sip: None,
             events: None,
+            tools: None,
         }
+    }
+
+    /// The handle with the technician's tools (the tools page and `/api/v1/tools`).
+    pub fn with_tools(mut self, tools: crate::tools::Tools) -> StatusHandle {
+        self.tools = Some(tools);
+        self
+    }
+
+    /// The technician's tools (`None`: not offered).
+    pub fn tools(&self) -> Option<&crate::tools::Tools> {
+        self.tools.as_ref()
     }
 
     /// The handle with the agents' desktop events the main loop publishes.
