@@ -51,6 +51,8 @@
 //! - **Errors** are JSON `{"error": "...", "problems": [...]}`: 400 validation (every
 //!   problem, with its field or CSV row), 401 not logged in, 403 denied or CSRF, 404,
 //!   409 conflict, 423 account locked, 429 throttled.
+//! - **Tools**: `/api/v1/tools/ping`, `traceroute`, `sip-options`, `capture` (a pcap)
+//!   and `bundle` (a tar.gz), see `tools` and [`crate::tools`].
 //! - The OpenAPI 3.0 description is [`openapi::document`], served at
 //!   `GET /api/v1/openapi.json`.
 //!
@@ -76,6 +78,7 @@ mod reports;
 pub mod session;
 #[cfg(test)]
 mod tests;
+pub(crate) mod tools;
 
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -562,6 +565,18 @@ impl ApiError {
         self.retry_after_s
     }
 
+    /// The messages of the field problems (400s), `field: message`.
+    pub(crate) fn problems(&self) -> Vec<String> {
+        self.body["problems"]
+            .as_array()
+            .map(|ps| {
+                ps.iter()
+                    .filter_map(|p| p["message"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     fn not_logged_in() -> ApiError {
         ApiError::new(StatusCode::UNAUTHORIZED, "not logged in")
     }
@@ -854,6 +869,26 @@ fn build(state: ApiState) -> (Router, Vec<(Method, &'static str)>) {
         Method::DELETE,
         "/api/v1/customer-types/{digit}",
         customers::delete_type
+    );
+    route!(post, Method::POST, "/api/v1/tools/ping", tools::ping);
+    route!(
+        post,
+        Method::POST,
+        "/api/v1/tools/traceroute",
+        tools::traceroute
+    );
+    route!(
+        post,
+        Method::POST,
+        "/api/v1/tools/sip-options",
+        tools::sip_options
+    );
+    route!(post, Method::POST, "/api/v1/tools/capture", tools::capture);
+    route!(
+        get,
+        Method::GET,
+        "/api/v1/tools/bundle",
+        tools::download_bundle
     );
     route!(get, Method::GET, "/api/v1/openapi.json", h::openapi);
     let router = r

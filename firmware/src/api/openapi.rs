@@ -90,6 +90,11 @@ const OPS: &[Op] = &[
     op("get", "/api/v1/customer-types", "The customer types: keypad digit 0-9 and name", "contacts.view", None, "200", JSON),
     op("put", "/api/v1/customer-types/{digit}", "Name customer type {digit} (0-9) {name}; audited; 409 when another digit has the name", "system_config.edit (site)", Some("CustomerType"), "200", JSON),
     op("delete", "/api/v1/customer-types/{digit}", "Delete a customer type (its customers keep no type); audited", "system_config.edit (site)", None, "204", NONE),
+    op("post", "/api/v1/tools/ping", "Ping a host (default: HQ's host) {host, count 1-10}: runs ping -n -c count -W 2, killed after count + 5 s; {command, exit_code, timed_out, elapsed_ms, stdout, stderr}; 400 bad host or count (nothing runs), 501 ping not installed; audited as tool_ping", "diagnostics.operate (site)", Some("ToolHost"), "200", JSON),
+    op("post", "/api/v1/tools/traceroute", "Traceroute to a host (default: HQ's host) {host}: traceroute -n -q 1 -w 2 -m 20, killed after 60 s; the same answer as ping; 400 bad host, 501 traceroute not installed; audited as tool_traceroute", "diagnostics.operate (site)", Some("ToolHost"), "200", JSON),
+    op("post", "/api/v1/tools/sip-options", "Send one SIP OPTIONS through the box's SIP endpoint to {uri} (default: the trunk's first server): {uri, destination, transport, outcome: answered | timeout | failed, status, reason, server, rtt_ms, error}; 400 bad URI, 409 SIP not configured; audited as tool_sip_options", "diagnostics.operate (site)", Some("ToolUri"), "200", JSON),
+    op("post", "/api/v1/tools/capture", "Capture the box's SIP and RTP packets for {seconds} (1-60, at most 32 MiB) and download them as a pcap file (LINKTYPE_RAW); X-Capture-Packets and X-Capture-Truncated headers; 400 bad duration, 409 a capture is running, 503 no packet socket (CAP_NET_RAW); audited as tool_capture", "diagnostics.download (site)", Some("ToolCapture"), "200", "application/vnd.tcpdump.pcap"),
+    op("get", "/api/v1/tools/bundle", "The diagnostics bundle (tar.gz): the config with every secret redacted, recent logs, store stats (schema version, sizes, row counts), versions, live/SIP/sync and WAN status; audited as tool_bundle", "diagnostics.download and system_config.view (site)", None, "200", "application/gzip"),
     op("get", "/api/v1/openapi.json", "This document", "(none)", None, "200", JSON),
 ];
 
@@ -190,6 +195,11 @@ pub fn document() -> Value {
         {
             operation["responses"]["409"] = json!({ "$ref": "#/components/responses/Error" });
         }
+        if op.path.starts_with("/api/v1/tools/") {
+            for code in ["409", "501", "503"] {
+                operation["responses"][code] = json!({ "$ref": "#/components/responses/Error" });
+            }
+        }
         if op.path == "/api/v1/sync/force" {
             operation["responses"]["409"] = json!({ "$ref": "#/components/responses/Error" });
         }
@@ -199,7 +209,9 @@ pub fn document() -> Value {
             } else {
                 json!({ JSON: { "schema": { "$ref": format!("#/components/schemas/{schema}") } } })
             };
-            operation["requestBody"] = json!({ "required": true, "content": content });
+            // The tools' host and URI default to HQ and the trunk: their body may be empty.
+            let required = !matches!(schema, "ToolHost" | "ToolUri");
+            operation["requestBody"] = json!({ "required": required, "content": content });
         }
         let entry = paths
             .entry(op.path)
@@ -208,7 +220,7 @@ pub fn document() -> Value {
     }
     let string = json!({ "type": "string" });
     let strings = json!({ "type": "array", "items": { "type": "string" } });
-    json!({
+    let mut doc = json!({
         "openapi": "3.0.3",
         "info": {
             "title": "Branchline local API",
@@ -295,7 +307,11 @@ pub fn document() -> Value {
                 }},
             },
         },
-    })
+    });
+    for name in ["ToolHost", "ToolUri", "ToolCapture"] {
+        doc["components"]["schemas"][name] = tool_schema(name);
+    }
+    doc
 }
 
 /// The schema of `GET /api/v1/sync` ([`crate::sync::status::SyncStatusReport`]).
@@ -361,4 +377,23 @@ fn queue_schema() -> Value {
 fn note_schema() -> Value {
     json!({ "type": "object", "required": ["text"], "properties": {
         "text": { "type": "string", "minLength": 1, "maxLength": 4000 } } })
+}
+
+/// The request bodies of `/api/v1/tools/...` (apart: the document's `json!` is at the
+/// macro recursion limit).
+fn tool_schema(name: &str) -> Value {
+    match name {
+        "ToolHost" => json!({ "type": "object", "additionalProperties": false, "properties": {
+            "host": { "type": "string", "description": "a host name or IP literal; default HQ's host" },
+            "count": { "type": "integer", "minimum": 1, "maximum": 10, "description": "ping only; default 4" },
+        }}),
+        "ToolUri" => json!({ "type": "object", "additionalProperties": false, "properties": {
+            "uri": { "type": "string", "description": "sip:[user@]host[:port][;transport=udp|tcp]; default the trunk" },
+        }}),
+        _ => {
+            json!({ "type": "object", "required": ["seconds"], "additionalProperties": false, "properties": {
+                "seconds": { "type": "integer", "minimum": 1, "maximum": 60 },
+            }})
+        }
+    }
 }

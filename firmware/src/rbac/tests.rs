@@ -62,6 +62,7 @@ const GRANTS: &[(&str, &str, &str)] = &[
     ("technician", "users.edit", "own"),
     ("technician", "diagnostics.view", "site"),
     ("technician", "diagnostics.operate", "site"),
+    ("technician", "diagnostics.download", "site"),
     ("technician", "system_config.view", "site"),
     ("technician", "sync.view", "site"),
     ("technician", "sync.operate", "site"),

@@ -3,6 +3,14 @@
 // data-live (with data-field, and data-port for a port) up to date from the
 // `status` events of /api/v1/events/status. No inline script: the CSP forbids it.
 "use strict";
+// Forms marked data-busy say what they are doing while the server runs the tool.
+(function () {
+  var busy = document.getElementById("tool-busy");
+  if (!busy) return;
+  Array.prototype.forEach.call(document.querySelectorAll("form[data-busy]"), function (f) {
+    f.addEventListener("submit", function () { busy.textContent = f.getAttribute("data-busy"); });
+  });
+})();
 (function () {
   if (!window.EventSource || !document.querySelector("[data-live]")) return;
 

@@ -22,18 +22,29 @@
 //!   `/calls` (calls in progress from call control with, per SIP leg, the codec and the
 //!   media engine's RTP loss, jitter and MOS; the last 20 CDRs of 7 days from the
 //!   store), `/sync` (agent state, outbox backlog and its oldest row's age, cursor,
-//!   last success and last error, and the force-sync form) and `/system` (version,
-//!   uptime, memory, load, disk). `/` redirects to the dashboard.
+//!   last success and last error, and the force-sync form), `/system` (version,
+//!   uptime, memory, load, disk) and `/tools` (ping and traceroute to HQ or a typed
+//!   host, a SIP OPTIONS probe to the trunk or a typed URI, a packet capture of the SIP
+//!   and RTP ports downloaded as a pcap, the diagnostics bundle; see [`crate::tools`]).
+//!   `/` redirects to the dashboard.
 //! - **Authorization**: every page calls `ApiState::require` (audited denials) with
 //!   `diagnostics.view` (dashboard, ports, SIP, calls), `diagnostics.operate` (ring
 //!   test), `sync.view` (sync), `sync.operate` (force sync) or `system_config.view`
-//!   (system); the dashboard's sync card needs `sync.view`, the calls page's CDRs
+//!   (system); the tools page needs `diagnostics.view`, its ping, traceroute and
+//!   probe forms `diagnostics.operate`, the capture `diagnostics.download` and the
+//!   bundle link `diagnostics.download` + `system_config.view` (each form says which
+//!   permission it lacks); the dashboard's sync card needs `sync.view`, the calls page's CDRs
 //!   `calls.view` (each record filtered by it, as `GET /api/v1/cdrs`), the force form
 //!   `sync.operate`, and each otherwise says which permission is missing.
 //! - **Masking**: customers' numbers on the calls page (calls in progress and CDRs)
 //!   go through [`crate::mask`] (`call_numbers`, `list_cdrs`): masked unless
 //!   `numbers.view` covers the call; extensions are never masked. Not logged in: a redirect to `/login`. Denied: a 403
 //!   page naming the permission.
+//! - **Tools forms** post to `/tools/ping`, `/tools/traceroute`, `/tools/sip-options`
+//!   (the page again with the result, or the error with its status) and
+//!   `/tools/capture` (the pcap download itself); they call the same `run_*`
+//!   functions as `/api/v1/tools/...` (audited there). The bundle is a plain link to
+//!   `GET /api/v1/tools/bundle` (the session cookie goes with it).
 //! - **Forms** (logout, ring test, force sync) carry the session's CSRF token in a
 //!   hidden field, checked like the API's `X-CSRF-Token` header; the ring test and
 //!   force sync answer with a redirect back to their page and a notice
@@ -51,7 +62,8 @@
 //! page yet: use `POST /api/v1/me/password`); an open SSE stream is not ended by a
 //! logout elsewhere (it ends when the page closes); the SIP page has no live SIP
 //! message trace yet, the calls page no recordings and no CDR quality columns; the
-//! queues, tools and provisioning pages of issue 8 are not written yet.
+//! queues and provisioning pages of issue 8 are not written yet; the tools page shows
+//! ping and traceroute output when they end (not line by line).
 
 mod api_routes;
 mod pages;
@@ -117,6 +129,11 @@ pub fn router(api: ApiState) -> Router {
         .route("/sync", get(sync_page))
         .route("/sync/force", post(sync_force_form))
         .route("/system", get(system_page))
+        .route("/tools", get(tools_page))
+        .route("/tools/ping", post(tools_ping_form))
+        .route("/tools/traceroute", post(tools_traceroute_form))
+        .route("/tools/sip-options", post(tools_sip_options_form))
+        .route("/tools/capture", post(tools_capture_form))
         .route("/static/app.css", get(css))
         .route("/static/app.js", get(js))
         .fallback(fallback)
@@ -685,5 +702,260 @@ async fn sync_force_form(
             e.message(),
             Some(("/sync", "Back to sync")),
         ),
+    }
+}
+
+// --- tools --------------------------------------------------------------------------
+
+/// The facts of the tools page for `who`.
+fn tools_view<'a>(state: &'a WebState, who: &Authed) -> pages::ToolsView<'a> {
+    let tools = state.api.status().and_then(|s| s.tools());
+    let may_download = may(
+        state,
+        who,
+        Resource::Diagnostics,
+        Action::Download,
+        &Target::Site,
+    );
+    pages::ToolsView {
+        hq_host: tools.and_then(|t| t.settings().hq_host.as_ref().map(|h| h.as_str())),
+        trunk_uri: tools.and_then(|t| t.settings().trunk_uri.as_deref()),
+        available: tools.is_some(),
+        may_operate: may(
+            state,
+            who,
+            Resource::Diagnostics,
+            Action::Operate,
+            &Target::Site,
+        ),
+        may_download,
+        may_bundle: may_download
+            && may(
+                state,
+                who,
+                Resource::SystemConfig,
+                Action::View,
+                &Target::Site,
+            ),
+        capturing: tools.is_some_and(crate::tools::Tools::capture_running),
+    }
+}
+
+async fn tools_page(
+    State(state): State<WebState>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+) -> Response {
+    let who = match page_user(
+        &state,
+        &headers,
+        ip,
+        None,
+        "/tools",
+        (Resource::Diagnostics, Action::View),
+    )
+    .await
+    {
+        Ok(w) => w,
+        Err(r) => return r,
+    };
+    pages::tools_page(&who, &tools_view(&state, &who), "", "", None)
+}
+
+#[derive(Debug, Deserialize)]
+struct ToolForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    host: String,
+    #[serde(default)]
+    count: String,
+    #[serde(default)]
+    uri: String,
+    #[serde(default)]
+    seconds: String,
+}
+
+/// The logged-in user of a tool form (session, CSRF, `needs`), or the response.
+async fn tool_user(
+    state: &WebState,
+    headers: &HeaderMap,
+    ip: IpAddr,
+    form: &ToolForm,
+    needs: (Resource, Action),
+) -> Result<Authed, Response> {
+    page_user(state, headers, ip, Some(&form.csrf), "/tools", needs).await
+}
+
+fn blank_none(s: &str) -> Option<&str> {
+    Some(s.trim()).filter(|s| !s.is_empty())
+}
+
+async fn tools_ping_form(
+    State(state): State<WebState>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+    Form(form): Form<ToolForm>,
+) -> Response {
+    let who = match tool_user(
+        &state,
+        &headers,
+        ip,
+        &form,
+        (Resource::Diagnostics, Action::Operate),
+    )
+    .await
+    {
+        Ok(w) => w,
+        Err(r) => return r,
+    };
+    let view = tools_view(&state, &who);
+    let count = match blank_none(&form.count).map(str::parse::<u32>) {
+        None => Ok(None),
+        Some(Ok(c)) => Ok(Some(c)),
+        Some(Err(_)) => Err(format!("{:?} is not a count (1 to 10)", form.count)),
+    };
+    let outcome = match count {
+        Err(message) => (
+            StatusCode::BAD_REQUEST,
+            pages::ToolOutcome::Failed {
+                title: "Ping",
+                message,
+            },
+        ),
+        Ok(count) => {
+            match api::tools::run_ping(&state.api, &who, blank_none(&form.host), count).await {
+                Ok(run) => (
+                    StatusCode::OK,
+                    pages::ToolOutcome::Run { title: "Ping", run },
+                ),
+                Err(e) => (
+                    e.status(),
+                    pages::ToolOutcome::Failed {
+                        title: "Ping",
+                        message: tool_message(&e),
+                    },
+                ),
+            }
+        }
+    };
+    pages::tools_page(&who, &view, form.host.trim(), "", Some(outcome))
+}
+
+/// An API error in words for the page (the field problem when there is one).
+fn tool_message(e: &ApiError) -> String {
+    e.problems()
+        .first()
+        .map_or_else(|| e.message().to_owned(), |p| p.to_owned())
+}
+
+async fn tools_traceroute_form(
+    State(state): State<WebState>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+    Form(form): Form<ToolForm>,
+) -> Response {
+    let who = match tool_user(
+        &state,
+        &headers,
+        ip,
+        &form,
+        (Resource::Diagnostics, Action::Operate),
+    )
+    .await
+    {
+        Ok(w) => w,
+        Err(r) => return r,
+    };
+    let view = tools_view(&state, &who);
+    let title = "Traceroute";
+    let outcome = match api::tools::run_traceroute(&state.api, &who, blank_none(&form.host)).await {
+        Ok(run) => (StatusCode::OK, pages::ToolOutcome::Run { title, run }),
+        Err(e) => (
+            e.status(),
+            pages::ToolOutcome::Failed {
+                title,
+                message: tool_message(&e),
+            },
+        ),
+    };
+    pages::tools_page(&who, &view, form.host.trim(), "", Some(outcome))
+}
+
+async fn tools_sip_options_form(
+    State(state): State<WebState>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+    Form(form): Form<ToolForm>,
+) -> Response {
+    let who = match tool_user(
+        &state,
+        &headers,
+        ip,
+        &form,
+        (Resource::Diagnostics, Action::Operate),
+    )
+    .await
+    {
+        Ok(w) => w,
+        Err(r) => return r,
+    };
+    let view = tools_view(&state, &who);
+    let outcome = match api::tools::run_sip_options(&state.api, &who, blank_none(&form.uri)).await {
+        Ok(r) => (StatusCode::OK, pages::ToolOutcome::Probe(r)),
+        Err(e) => (
+            e.status(),
+            pages::ToolOutcome::Failed {
+                title: "SIP OPTIONS",
+                message: tool_message(&e),
+            },
+        ),
+    };
+    pages::tools_page(&who, &view, "", form.uri.trim(), Some(outcome))
+}
+
+async fn tools_capture_form(
+    State(state): State<WebState>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+    Form(form): Form<ToolForm>,
+) -> Response {
+    let who = match tool_user(
+        &state,
+        &headers,
+        ip,
+        &form,
+        (Resource::Diagnostics, Action::Download),
+    )
+    .await
+    {
+        Ok(w) => w,
+        Err(r) => return r,
+    };
+    let failed = |status, message: String| {
+        let view = tools_view(&state, &who);
+        pages::tools_page(
+            &who,
+            &view,
+            "",
+            "",
+            Some((
+                status,
+                pages::ToolOutcome::Failed {
+                    title: "Capture",
+                    message,
+                },
+            )),
+        )
+    };
+    let Ok(seconds) = form.seconds.trim().parse::<i64>() else {
+        return failed(
+            StatusCode::BAD_REQUEST,
+            format!("{:?} is not a number of seconds (1 to 60)", form.seconds),
+        );
+    };
+    match api::tools::run_capture(&state.api, &who, seconds).await {
+        Ok(c) => api::tools::pcap_response(c),
+        Err(e) => failed(e.status(), tool_message(&e)),
     }
 }

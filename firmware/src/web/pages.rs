@@ -106,13 +106,14 @@ const DISK_ALARM_PCT: u64 = 90;
 const BACKLOG_ALARM_MS: i64 = 60 * 60_000;
 
 /// The pages in the navigation bar.
-const NAV: [(&str, &str); 6] = [
+const NAV: [(&str, &str); 7] = [
     ("/dashboard", "Dashboard"),
     ("/ports", "Ports"),
     ("/sip", "SIP"),
     ("/calls", "Calls"),
     ("/sync", "Sync"),
     ("/system", "System"),
+    ("/tools", "Tools"),
 ];
 
 /// `YYYY-MM-DD HH:MM:SS` UTC of a Unix time in ms.
@@ -939,4 +940,165 @@ mod tests {
         assert!(!m.contains("<b>hi"), "{m}");
         assert!(!m.contains("style="), "no inline style: {m}");
     }
+}
+
+/// What the tools page shows under its forms after a run.
+#[derive(Debug)]
+pub(super) enum ToolOutcome {
+    /// A ping or traceroute ran.
+    Run {
+        /// `Ping` / `Traceroute`.
+        title: &'static str,
+        /// What it printed.
+        run: crate::tools::CommandRun,
+    },
+    /// An OPTIONS probe ran.
+    Probe(crate::tools::ProbeReport),
+    /// The tool refused or failed.
+    Failed {
+        /// Which tool.
+        title: &'static str,
+        /// Why.
+        message: String,
+    },
+}
+
+/// What the tools page knows before any run.
+#[derive(Debug)]
+pub(super) struct ToolsView<'a> {
+    /// The default ping/traceroute target (HQ's host).
+    pub hq_host: Option<&'a str>,
+    /// The default probe URI (the trunk).
+    pub trunk_uri: Option<&'a str>,
+    /// Whether the tools are offered (a running daemon).
+    pub available: bool,
+    /// `diagnostics.operate`.
+    pub may_operate: bool,
+    /// `diagnostics.download`.
+    pub may_download: bool,
+    /// `system_config.view` too (the bundle holds the config).
+    pub may_bundle: bool,
+    /// Whether a capture runs now.
+    pub capturing: bool,
+}
+
+/// The tools page: ping / traceroute, SIP OPTIONS probe, capture and bundle forms, and
+/// the outcome of the last run.
+pub(super) fn tools_page(
+    who: &Authed,
+    view: &ToolsView<'_>,
+    host: &str,
+    uri: &str,
+    outcome: Option<(StatusCode, ToolOutcome)>,
+) -> Response {
+    let status = outcome.as_ref().map_or(StatusCode::OK, |(s, _)| *s);
+    let needs = |perm: &str| html! { p.muted { "This needs the permission " code { (perm) } "." } };
+    let body = html! {
+        h1 { "Tools" }
+        @if !view.available {
+            p.bad { "The tools are not available: this page is not served by a running daemon." }
+        }
+        @if let Some((_, o)) = &outcome {
+            section.card #tool-result aria-live="polite" {
+                @match o {
+                    ToolOutcome::Run { title, run } => {
+                        h2 { (title) " result" }
+                        p {
+                            code { (run.command.join(" ")) }
+                            " · "
+                            @if run.timed_out { span.bad { "killed at its time limit" } }
+                            @else { @match run.exit_code {
+                                Some(0) => { span.ok { "exit 0" } }
+                                Some(c) => { span.bad { "exit " (c) } }
+                                None => { span.bad { "ended by a signal" } }
+                            } }
+                            " · " (run.elapsed_ms) " ms"
+                        }
+                        pre.output #tool-output { (run.stdout) (run.stderr) }
+                    }
+                    ToolOutcome::Probe(r) => {
+                        h2 { "SIP OPTIONS result" }
+                        dl #probe-result {
+                            dt { "URI" } dd { code { (r.uri) } }
+                            dt { "Sent to" } dd { (r.destination) " (" (r.transport) ")" }
+                            dt { "Outcome" }
+                            dd {
+                                @match (r.status, r.outcome) {
+                                    (Some(code), _) => {
+                                        span class=(if code < 300 { "pill ok" } else { "pill warn" }) { (code) " " (r.reason.as_deref().unwrap_or("")) }
+                                    }
+                                    (None, outcome) => { span.pill.bad { (outcome) } }
+                                }
+                            }
+                            @if let Some(rtt) = r.rtt_ms { dt { "Round trip" } dd { (format!("{rtt:.2}")) " ms" } }
+                            @if let Some(s) = &r.server { dt { "Server" } dd { (s) } }
+                            @if let Some(e) = &r.error { dt { "Error" } dd.bad { (e) } }
+                        }
+                    }
+                    ToolOutcome::Failed { title, message } => {
+                        h2 { (title) " not run" }
+                        p.bad role="alert" #tool-error { (message) }
+                    }
+                }
+            }
+        }
+        div.cards {
+            section.card #ping {
+                h2 { "Ping and traceroute" }
+                p.muted {
+                    "Host name or IP address; empty: HQ ("
+                    (view.hq_host.unwrap_or("not configured")) ")."
+                }
+                @if view.may_operate {
+                    form method="post" action="/tools/ping" data-busy="Pinging…" {
+                        input type="hidden" name="csrf" value=(who.csrf_token());
+                        label { "Host " input type="text" name="host" value=(host) maxlength="253" autocomplete="off" spellcheck="false"; }
+                        label { "Count " input type="number" name="count" value="4" min="1" max="10"; }
+                        button type="submit" { "Ping" }
+                    }
+                    form method="post" action="/tools/traceroute" data-busy="Tracing the route (up to 60 s)…" {
+                        input type="hidden" name="csrf" value=(who.csrf_token());
+                        input type="hidden" name="host" value=(host);
+                        button type="submit" { "Traceroute" }
+                        @if !host.is_empty() { span.muted { " to " (host) } }
+                    }
+                } @else { (needs("diagnostics.operate")) }
+            }
+            section.card #sip-options {
+                h2 { "SIP OPTIONS probe" }
+                p.muted {
+                    "Sends one OPTIONS from the box's SIP port; empty: the trunk ("
+                    (view.trunk_uri.unwrap_or("not configured")) ")."
+                }
+                @if view.may_operate {
+                    form method="post" action="/tools/sip-options" data-busy="Waiting for the answer (up to 5 s)…" {
+                        input type="hidden" name="csrf" value=(who.csrf_token());
+                        label { "SIP URI " input type="text" name="uri" value=(uri) placeholder="sip:host[:port][;transport=tcp]" maxlength="256" autocomplete="off" spellcheck="false"; }
+                        button type="submit" { "Send OPTIONS" }
+                    }
+                } @else { (needs("diagnostics.operate")) }
+            }
+            section.card #capture {
+                h2 { "Packet capture" }
+                p.muted { "SIP and RTP packets of this box, downloaded as a .pcap file (Wireshark) when the time is up." }
+                @if view.capturing { p.notice.warn { "A capture is running now; a second one is refused until it ends." } }
+                @if view.may_download {
+                    form method="post" action="/tools/capture" data-busy="Capturing; the download starts when the time is up…" {
+                        input type="hidden" name="csrf" value=(who.csrf_token());
+                        label { "Seconds " input type="number" name="seconds" value="10" min="1" max="60" required; }
+                        button type="submit" { "Capture and download" }
+                    }
+                } @else { (needs("diagnostics.download")) }
+            }
+            section.card #bundle {
+                h2 { "Diagnostics bundle" }
+                p.muted { "A tar.gz for support: the config with every secret removed, recent logs, store statistics, versions, SIP, sync and WAN status." }
+                @if view.may_bundle {
+                    p { a.button href="/api/v1/tools/bundle" download { "Download the bundle" } }
+                } @else { (needs("diagnostics.download and system_config.view")) }
+            }
+        }
+        p.muted #tool-busy role="status" {}
+    };
+    page(status, layout("Tools", Some(who), "/tools", body))
 }

@@ -50,6 +50,10 @@ struct Env {
     writer: StoreWriter,
     /// The agents' desktop events, as the main loop publishes them.
     events: crate::screen_pop::EventHub,
+    /// Where the tools' OPTIONS probes arrive (no SIP endpoint runs here).
+    probes: mpsc::UnboundedReceiver<crate::sip_endpoint::probe::OptionsProbe>,
+    /// The tools' settings (config file with secrets, SIP port of the capture).
+    tools: crate::tools::ToolsSettings,
 }
 
 struct Reply {
@@ -204,12 +208,18 @@ async fn env() -> Env {
         sip_configured: false,
         sip_accounts: 0,
     };
+    let tools = tools::settings(dir.path());
+    let (probe_tx, probes) = mpsc::unbounded_channel();
     let state = ApiState::with_status(
         accounts.clone(),
         MaskPattern::default(),
         Arc::new(system_clock_ms),
         SyncHandle::not_configured(),
-        Some(StatusHandle::new(rx, control, info).with_events(events.feed())),
+        Some(
+            StatusHandle::new(rx, control, info)
+                .with_events(events.feed())
+                .with_tools(crate::tools::Tools::new(tools.clone(), probe_tx, None)),
+        ),
     );
     for (name, role) in [
         ("tech", "technician"),
@@ -240,6 +250,8 @@ async fn env() -> Env {
         calls,
         writer,
         events,
+        probes,
+        tools,
     }
 }
 
@@ -1412,3 +1424,5 @@ async fn click_to_call_rings_the_users_phone_needs_the_grant_and_is_audited() {
         ]
     );
 }
+
+mod tools;

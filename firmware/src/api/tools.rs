@@ -1,0 +1,467 @@
+//! `/api/v1/tools/...`: the technician's tools ([`crate::tools`]) as JSON routes, and
+//! the `run_*` functions the tools page's forms share with them.
+//!
+//! | route | permission | answer |
+//! | --- | --- | --- |
+//! | `POST /api/v1/tools/ping` `{"host"?, "count"?}` | `diagnostics.operate` | the run: command, exit code, output |
+//! | `POST /api/v1/tools/traceroute` `{"host"?}` | `diagnostics.operate` | the same; 501 when not installed |
+//! | `POST /api/v1/tools/sip-options` `{"uri"?}` | `diagnostics.operate` | status, reason, RTT, or `timeout` |
+//! | `POST /api/v1/tools/capture` `{"seconds"}` | `diagnostics.download` | a pcap file; 409 while one runs |
+//! | `GET /api/v1/tools/bundle` | `diagnostics.download` and `system_config.view` | a tar.gz |
+//!
+//! POSTs need the CSRF header like every state-changing route; bad input is a 400
+//! naming the field, and nothing runs. Every run is audited (`tool_ping`,
+//! `tool_traceroute`, `tool_sip_options`, `tool_capture`, `tool_bundle`) with its
+//! target and outcome.
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{ApiError, ApiState, Authed};
+use crate::audit::{AuditEntry, AuditResult};
+use crate::rbac::{Action, Resource, Target};
+use crate::tools::bundle::{self, BundleFile};
+use crate::tools::{capture::Capture, CommandRun, ProbeReport, ToolError, Tools};
+
+fn tools(state: &ApiState) -> Result<&Tools, ApiError> {
+    state.status().and_then(|s| s.tools()).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::CONFLICT,
+            "the tools are not available: this API is not served by a running daemon",
+        )
+    })
+}
+
+/// The API error of a tool's failure.
+pub(crate) fn tool_error(e: &ToolError) -> ApiError {
+    let field = match e {
+        ToolError::BadHost { .. } => Some("host"),
+        ToolError::BadCount { .. } => Some("count"),
+        ToolError::BadUri { .. } => Some("uri"),
+        ToolError::BadDuration { .. } => Some("seconds"),
+        _ => None,
+    };
+    if let Some(field) = field {
+        return ApiError::invalid(field, e.to_string());
+    }
+    let status = match e {
+        ToolError::NoTarget { .. } => StatusCode::BAD_REQUEST,
+        ToolError::CaptureBusy | ToolError::NoSip => StatusCode::CONFLICT,
+        ToolError::NotInstalled { .. } => StatusCode::NOT_IMPLEMENTED,
+        ToolError::Resolve { .. } => StatusCode::BAD_GATEWAY,
+        ToolError::Capture(crate::tools::capture::CaptureError::Open(_)) => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    ApiError::new(status, e.to_string())
+}
+
+/// Checks `resource.action` at site scope for `what` (audited when denied).
+async fn require(
+    state: &ApiState,
+    who: &Authed,
+    resource: Resource,
+    action: Action,
+    what: &str,
+) -> Result<(), ApiError> {
+    let reader = state.reader()?;
+    state
+        .require(&reader, who, resource, action, &Target::Site, what)
+        .await?;
+    Ok(())
+}
+
+async fn audit(
+    state: &ApiState,
+    who: &Authed,
+    action: &str,
+    target: &str,
+    ok: bool,
+    detail: serde_json::Value,
+) -> Result<(), ApiError> {
+    state
+        .accounts()
+        .audit(
+            AuditEntry {
+                actor: who.actor(),
+                action: action.to_owned(),
+                resource: Resource::Diagnostics.as_str().to_owned(),
+                target: target.to_owned(),
+                result: if ok {
+                    AuditResult::Ok
+                } else {
+                    AuditResult::Failed
+                },
+                detail,
+            },
+            state.now(),
+        )
+        .await?;
+    Ok(())
+}
+
+/// Audits a tool's outcome and turns its error into the API's.
+async fn finish<T>(
+    state: &ApiState,
+    who: &Authed,
+    action: &str,
+    target: &str,
+    outcome: Result<T, ToolError>,
+    detail: impl FnOnce(&T) -> serde_json::Value,
+) -> Result<T, ApiError> {
+    match outcome {
+        Ok(v) => {
+            audit(state, who, action, target, true, detail(&v)).await?;
+            Ok(v)
+        }
+        Err(e) => {
+            // Bad input changed nothing and ran nothing: not worth an audit row.
+            if !e.is_bad_input() {
+                audit(
+                    state,
+                    who,
+                    action,
+                    target,
+                    false,
+                    json!({ "error": e.to_string() }),
+                )
+                .await?;
+            }
+            Err(tool_error(&e))
+        }
+    }
+}
+
+/// A JSON body, `{}` when empty; 400 naming the problem otherwise.
+fn body<T: for<'de> Deserialize<'de> + Default>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(bytes).map_err(|e| ApiError::invalid("body", e.to_string()))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HostBody {
+    host: Option<String>,
+    count: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UriBody {
+    uri: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CaptureBody {
+    seconds: Option<i64>,
+}
+
+/// Ping (`diagnostics.operate`), audited.
+pub(crate) async fn run_ping(
+    state: &ApiState,
+    who: &Authed,
+    host: Option<&str>,
+    count: Option<u32>,
+) -> Result<CommandRun, ApiError> {
+    require(state, who, Resource::Diagnostics, Action::Operate, "ping").await?;
+    let tools = tools(state)?;
+    let target = host.unwrap_or("HQ");
+    let outcome = tools.ping(host, count).await;
+    finish(
+        state,
+        who,
+        "tool_ping",
+        target,
+        outcome,
+        |r| json!({ "command": r.command, "exit_code": r.exit_code, "timed_out": r.timed_out }),
+    )
+    .await
+}
+
+/// Traceroute (`diagnostics.operate`), audited.
+pub(crate) async fn run_traceroute(
+    state: &ApiState,
+    who: &Authed,
+    host: Option<&str>,
+) -> Result<CommandRun, ApiError> {
+    require(
+        state,
+        who,
+        Resource::Diagnostics,
+        Action::Operate,
+        "traceroute",
+    )
+    .await?;
+    let tools = tools(state)?;
+    let target = host.unwrap_or("HQ");
+    let outcome = tools.traceroute(host).await;
+    finish(
+        state,
+        who,
+        "tool_traceroute",
+        target,
+        outcome,
+        |r| json!({ "command": r.command, "exit_code": r.exit_code, "timed_out": r.timed_out }),
+    )
+    .await
+}
+
+/// OPTIONS probe (`diagnostics.operate`), audited.
+pub(crate) async fn run_sip_options(
+    state: &ApiState,
+    who: &Authed,
+    uri: Option<&str>,
+) -> Result<ProbeReport, ApiError> {
+    require(
+        state,
+        who,
+        Resource::Diagnostics,
+        Action::Operate,
+        "sip-options",
+    )
+    .await?;
+    let tools = tools(state)?;
+    let target = uri.unwrap_or("trunk");
+    let outcome = tools.sip_options(uri).await;
+    finish(
+        state,
+        who,
+        "tool_sip_options",
+        target,
+        outcome,
+        |r| json!({ "uri": r.uri, "outcome": r.outcome, "status": r.status }),
+    )
+    .await
+}
+
+/// Packet capture (`diagnostics.download`), audited.
+pub(crate) async fn run_capture(
+    state: &ApiState,
+    who: &Authed,
+    seconds: i64,
+) -> Result<Capture, ApiError> {
+    require(
+        state,
+        who,
+        Resource::Diagnostics,
+        Action::Download,
+        "capture",
+    )
+    .await?;
+    let tools = tools(state)?;
+    let outcome = tools.capture(seconds).await;
+    finish(
+        state,
+        who,
+        "tool_capture",
+        "sip+rtp",
+        outcome,
+        |c| json!({ "seconds": seconds, "packets": c.packets, "truncated": c.truncated }),
+    )
+    .await
+}
+
+/// The pcap download of a capture.
+pub(crate) fn pcap_response(c: Capture) -> Response {
+    let name = format!("branchline-capture-{}.pcap", c.started_ms);
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                "application/vnd.tcpdump.pcap".to_owned(),
+            ),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{name}\""),
+            ),
+            (
+                header::HeaderName::from_static("x-capture-packets"),
+                c.packets.to_string(),
+            ),
+            (
+                header::HeaderName::from_static("x-capture-truncated"),
+                c.truncated.to_string(),
+            ),
+            (header::CACHE_CONTROL, "no-store".to_owned()),
+        ],
+        c.pcap,
+    )
+        .into_response()
+}
+
+/// The diagnostics bundle (`diagnostics.download` and `system_config.view`), audited.
+pub(crate) async fn run_bundle(state: &ApiState, who: &Authed) -> Result<Response, ApiError> {
+    require(
+        state,
+        who,
+        Resource::Diagnostics,
+        Action::Download,
+        "bundle",
+    )
+    .await?;
+    require(state, who, Resource::SystemConfig, Action::View, "bundle").await?;
+    // Without a running daemon's tools (an API served alone) the bundle still has the
+    // store, status and versions; the config and logs then say they are unknown.
+    let tools = state.status().and_then(|s| s.tools());
+    let default_settings = crate::tools::ToolsSettings::default();
+    let settings = tools.map_or(&default_settings, |t| t.settings());
+    let now = state.now();
+    let config = match &settings.config_file {
+        Some(path) => match std::fs::read_to_string(path) {
+            Ok(text) => match bundle::redacted_config(&text) {
+                Ok(t) => format!(
+                    "# {} with every secret replaced by {}\n{t}",
+                    path.display(),
+                    bundle::REDACTED
+                ),
+                Err(e) => format!("# {} did not parse ({e}); not included\n", path.display()),
+            },
+            Err(e) => format!("# {} not readable: {e}\n", path.display()),
+        },
+        None => {
+            "# no config file is known to this API (not served by a running daemon)\n".to_owned()
+        }
+    };
+    let logs = match tools.and_then(Tools::logs) {
+        Some(l) => String::from_utf8_lossy(&l.snapshot()).into_owned(),
+        None => "this branchd keeps no log lines in memory (logs are in journald)\n".to_owned(),
+    };
+    let reader = state.reader()?;
+    let store = match &settings.db_path {
+        Some(p) => bundle::store_stats(reader.connection(), p),
+        None => bundle::store_stats(reader.connection(), reader.path()),
+    };
+    let status = state.status();
+    let sync = state
+        .sync()
+        .report(&reader, now)
+        .map(|r| serde_json::to_value(r).unwrap_or_default())
+        .unwrap_or_else(|e| json!({ "error": e.to_string() }));
+    let live = json!({
+        "box": status.map(|s| serde_json::to_value(&*s.current()).unwrap_or_default()),
+        "sip": status.and_then(|s| s.sip()).map(|s| serde_json::to_value(&*s).unwrap_or_default()),
+        "sync_and_wan": sync,
+    });
+    let versions = json!({
+        "branchd": env!("CARGO_PKG_VERSION"),
+        "board_model": settings.board_model,
+        "store_schema": crate::store::SCHEMA_VERSION,
+        "kernel": std::fs::read_to_string("/proc/version").ok().map(|v| v.trim().to_owned()),
+        "made_at_ms": now,
+    });
+    let pretty = |v: &serde_json::Value| serde_json::to_string_pretty(v).unwrap_or_default() + "\n";
+    let files = [
+        BundleFile {
+            name: "config.toml",
+            text: config,
+        },
+        BundleFile {
+            name: "logs/recent.log",
+            text: logs,
+        },
+        BundleFile {
+            name: "store.json",
+            text: pretty(&store),
+        },
+        BundleFile {
+            name: "versions.json",
+            text: pretty(&versions),
+        },
+        BundleFile {
+            name: "status.json",
+            text: pretty(&live),
+        },
+    ];
+    let top = format!("branchline-diagnostics-{now}");
+    let mtime = u64::try_from(now / 1000).unwrap_or(0);
+    let outcome = bundle::pack(&top, &files, &settings.secrets, mtime)
+        .map_err(|e| ToolError::Bundle(e.to_string()));
+    let bytes = finish(
+        state,
+        who,
+        "tool_bundle",
+        "bundle",
+        outcome,
+        |b| json!({ "bytes": b.len() }),
+    )
+    .await?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/gzip".to_owned()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{top}.tar.gz\""),
+            ),
+            (header::CACHE_CONTROL, "no-store".to_owned()),
+        ],
+        bytes,
+    )
+        .into_response())
+}
+
+/// `POST /api/v1/tools/ping`.
+pub(crate) async fn ping(
+    State(state): State<ApiState>,
+    who: Authed,
+    bytes: Bytes,
+) -> Result<Response, ApiError> {
+    let b: HostBody = body(&bytes)?;
+    let run = run_ping(&state, &who, b.host.as_deref(), b.count).await?;
+    Ok(Json(run).into_response())
+}
+
+/// `POST /api/v1/tools/traceroute`.
+pub(crate) async fn traceroute(
+    State(state): State<ApiState>,
+    who: Authed,
+    bytes: Bytes,
+) -> Result<Response, ApiError> {
+    let b: HostBody = body(&bytes)?;
+    if b.count.is_some() {
+        return Err(ApiError::invalid("count", "traceroute takes no count"));
+    }
+    let run = run_traceroute(&state, &who, b.host.as_deref()).await?;
+    Ok(Json(run).into_response())
+}
+
+/// `POST /api/v1/tools/sip-options`.
+pub(crate) async fn sip_options(
+    State(state): State<ApiState>,
+    who: Authed,
+    bytes: Bytes,
+) -> Result<Response, ApiError> {
+    let b: UriBody = body(&bytes)?;
+    let report = run_sip_options(&state, &who, b.uri.as_deref()).await?;
+    Ok(Json(report).into_response())
+}
+
+/// `POST /api/v1/tools/capture`.
+pub(crate) async fn capture(
+    State(state): State<ApiState>,
+    who: Authed,
+    bytes: Bytes,
+) -> Result<Response, ApiError> {
+    let b: CaptureBody = body(&bytes)?;
+    let seconds = b
+        .seconds
+        .ok_or_else(|| ApiError::invalid("seconds", "how long to capture: 1 to 60 seconds"))?;
+    let c = run_capture(&state, &who, seconds).await?;
+    Ok(pcap_response(c))
+}
+
+/// `GET /api/v1/tools/bundle`.
+pub(crate) async fn download_bundle(
+    State(state): State<ApiState>,
+    who: Authed,
+) -> Result<Response, ApiError> {
+    run_bundle(&state, &who).await
+}
