@@ -205,9 +205,11 @@ User=branchline
 Group=branchline
 # UART and gpiochip nodes must be group-accessible (dialout) to this user.
 SupplementaryGroups=dialout
-# SIP on 5060 and the web UI may use ports below 1024: that is the only capability.
-AmbientCapabilities=CAP_NET_BIND_SERVICE
-CapabilityBoundingSet=CAP_NET_BIND_SERVICE
+# SIP on 5060 and the web UI may use ports below 1024 (CAP_NET_BIND_SERVICE); the
+# tools page's packet capture reads an AF_PACKET socket, and its ping and traceroute
+# send ICMP / raw probes (CAP_NET_RAW). Those are the only capabilities.
+AmbientCapabilities=CAP_NET_BIND_SERVICE CAP_NET_RAW
+CapabilityBoundingSet=CAP_NET_BIND_SERVICE CAP_NET_RAW
 NoNewPrivileges=yes
 
 ProtectSystem=strict
@@ -226,7 +228,7 @@ ReadWritePaths=-/run/branchline/usb
 UMask=0027
 
 DevicePolicy=closed
-{devices}RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6
+{devices}RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_PACKET
 ProtectKernelTunables=yes
 ProtectKernelModules=yes
 ProtectKernelLogs=yes

@@ -140,7 +140,9 @@ fn round_trip() {
     let unit = String::from_utf8(want[overlay::UNIT_PATH].0.clone()).expect("utf8");
     for line in [
         "User=branchline",
-        "AmbientCapabilities=CAP_NET_BIND_SERVICE",
+        "AmbientCapabilities=CAP_NET_BIND_SERVICE CAP_NET_RAW",
+        "CapabilityBoundingSet=CAP_NET_BIND_SERVICE CAP_NET_RAW",
+        "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_PACKET",
         "ProtectSystem=strict",
         "ReadWritePaths=/var/lib/branchline",
         "DeviceAllow=/dev/ttymxc2 rw",
