@@ -96,6 +96,16 @@ impl Api {
         &self.cookie
     }
 
+    /// The base URL (`http://127.0.0.1:port`).
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// The session's CSRF token, for clients that speak HTTP by hand.
+    pub fn csrf(&self) -> &str {
+        &self.csrf
+    }
+
     pub fn get(&self, path: &str) -> (u16, Value) {
         let (status, text) = self.get_text(path);
         let json = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));

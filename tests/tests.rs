@@ -34,6 +34,7 @@ mod supervisor;
 mod sync_faults;
 mod sync_files;
 mod sync_hq;
+mod tools;
 mod update_e2e;
 mod update_hq;
 mod voicemail;

@@ -14,11 +14,16 @@
 //! Without `chromium` and `chromedriver` (Debian `chromium chromium-driver`, which
 //! `.ci/run` installs) this test fails; it does not skip.
 //!
+//! The tools page: the technician pings 127.0.0.1 and sends an OPTIONS probe with
+//! the forms and sees the results, and a capture made through the page's own form
+//! data with the browser's session downloads a pcap that parses and holds the SIP sent
+//! meanwhile.
+//!
 //! Without a browser: a SIPp phone registers with a `branchd` that has `[sip]`, and
 //! `GET /api/v1/sip` and the `/sip` page show its contact, source address and expiry
 //! from the SIP endpoint.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -700,4 +705,140 @@ fn sync_page_forces_a_running_agent_with_the_form_and_shows_the_backlog_drain() 
         })
         .expect("audit rows");
     assert_eq!(forced, vec![("tech1".to_owned(), "ok".to_owned())]);
+}
+
+/// Fills the text field `css` with `text` (clearing what is there).
+async fn fill(c: &Client, css: &str, text: &str) {
+    let field = c.find(Locator::Css(css)).await.expect("field");
+    field.clear().await.expect("clear");
+    field.send_keys(text).await.expect("type");
+}
+
+async fn click(c: &Client, css: &str) {
+    c.find(Locator::Css(css))
+        .await
+        .expect("button")
+        .click()
+        .await
+        .expect("click");
+}
+
+#[test]
+fn tools_page_pings_probes_sip_and_downloads_a_pcap_that_parses() {
+    let gw = crate::sip_calls::gateway();
+    let base = format!("http://{}", gw.web_addr());
+    add_user(&gw, "tech1", "technician");
+    let sip = crate::sip_calls::sip_addr(&gw);
+    let driver = Driver::start();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let c = browser(&driver).await;
+        login(&c, &base, "tech1").await;
+        wait_path(&c, "/dashboard").await;
+        // The nav links the tools page.
+        click(&c, "nav a[href=\"/tools\"]").await;
+        wait_path(&c, "/tools").await;
+        wait_text(&c, "#capture", |t| t.contains("Packet capture")).await;
+        shot(&c, "20-tools").await;
+
+        // Ping 127.0.0.1 once with the form: the page shows ping's own output.
+        fill(&c, "#ping input[name=host]", "127.0.0.1").await;
+        fill(&c, "#ping input[name=count]", "1").await;
+        click(&c, "#ping form[action=\"/tools/ping\"] button").await;
+        let out = wait_text(&c, "#tool-result", |t| t.contains("Ping result")).await;
+        assert!(out.contains("1 packets transmitted, 1 received"), "{out}");
+        shot(&c, "21-tools-ping").await;
+        // Traceroute from the same form (its own button): the real program's output,
+        // or the page says it is not installed.
+        click(&c, "#ping button[formaction=\"/tools/traceroute\"]").await;
+        let trace = wait_text(&c, "#tool-result", |t| t.contains("Traceroute")).await;
+        assert!(
+            trace.contains("traceroute -n -q 1 -w 2 -m 20 127.0.0.1")
+                || trace.contains("traceroute is not installed on this box"),
+            "{trace}"
+        );
+
+        // A bad host: the reason on the page, nothing run.
+        fill(&c, "#ping input[name=host]", "-f 127.0.0.1").await;
+        click(&c, "#ping form[action=\"/tools/ping\"] button").await;
+        let err = wait_text(&c, "#tool-result", |t| t.contains("not run")).await;
+        assert!(err.contains("is not a host name or IP address"), "{err}");
+
+        // The OPTIONS probe to this test's responder: status and round trip shown.
+        let responder = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let port = responder.local_addr().expect("addr").port();
+        let peer = crate::tools::answer_one_options(responder);
+        fill(&c, "#sip-options input[name=uri]", &format!("sip:127.0.0.1:{port}")).await;
+        click(&c, "#sip-options button").await;
+        let probe = wait_text(&c, "#probe-result", |t| t.contains("200")).await;
+        assert!(probe.contains("200 OK") && probe.contains("ms"), "{probe}");
+        assert!(probe.contains("tools-test-responder"), "{probe}");
+        let (from, _) = peer.join().expect("responder");
+        assert_eq!(from, sip, "sent from the box's SIP port");
+        shot(&c, "22-tools-sip-options").await;
+
+        // A capture through the page's own form data (its CSRF token) with the
+        // browser's session: SIP sent to the box meanwhile is in the pcap.
+        let poker = std::thread::spawn(move || {
+            let s = UdpSocket::bind("127.0.0.1:0").expect("bind");
+            std::thread::sleep(Duration::from_millis(800));
+            let msg = format!(
+                "OPTIONS sip:{sip} SIP/2.0\r\nVia: SIP/2.0/UDP {}:{};branch=z9hG4bKbrowser1\r\n\
+                 From: <sip:tester@127.0.0.1>;tag=b1\r\nTo: <sip:{sip}>\r\nCall-ID: browser-capture-1\r\n\
+                 CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
+                "127.0.0.1",
+                s.local_addr().expect("addr").port()
+            );
+            s.send_to(msg.as_bytes(), sip).expect("send");
+            let mut buf = [0u8; 2048];
+            s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+            s.recv_from(&mut buf).is_ok()
+        });
+        let got = c
+            .execute(
+                "const f = document.querySelector('#capture form');
+                 const body = new URLSearchParams(new FormData(f));
+                 body.set('seconds', '3');
+                 return fetch(f.action, { method: 'POST', body: body, credentials: 'same-origin' })
+                   .then(async r => ({
+                     status: r.status,
+                     type: r.headers.get('content-type'),
+                     disposition: r.headers.get('content-disposition'),
+                     bytes: Array.from(new Uint8Array(await r.arrayBuffer())),
+                   }));",
+                vec![],
+            )
+            .await
+            .expect("capture through the page");
+        assert!(poker.join().expect("poker"), "the box answered the OPTIONS");
+        assert_eq!(got["status"], 200, "{}", got["type"]);
+        assert_eq!(got["type"], "application/vnd.tcpdump.pcap");
+        assert!(got["disposition"].as_str().is_some_and(|d| d.contains(".pcap")), "{got}");
+        let pcap: Vec<u8> = got["bytes"]
+            .as_array()
+            .expect("bytes")
+            .iter()
+            .map(|b| b.as_u64().and_then(|b| u8::try_from(b).ok()).expect("a byte"))
+            .collect();
+        let mut reader = pcap_file::pcap::PcapReader::new(&pcap[..]).expect("the download parses as pcap");
+        let mut texts = Vec::new();
+        while let Some(p) = reader.next_packet() {
+            let ip = p.expect("packet").data.into_owned();
+            let ihl = usize::from(ip[0] & 15) * 4;
+            texts.push(String::from_utf8_lossy(&ip[ihl + 8..]).into_owned());
+        }
+        assert!(
+            texts.iter().any(|t| t.starts_with("OPTIONS sip:") && t.contains("browser-capture-1")),
+            "{texts:?}"
+        );
+        assert!(
+            texts.iter().any(|t| t.starts_with("SIP/2.0 200") && t.contains("browser-capture-1")),
+            "the box's answer: {texts:?}"
+        );
+        shot(&c, "23-tools-after-capture").await;
+        c.close().await.expect("close the browser");
+    });
 }

@@ -258,7 +258,18 @@ pub(crate) async fn run_capture(
     )
     .await?;
     let tools = tools(state)?;
-    let outcome = tools.capture(seconds).await;
+    // The SIP endpoint's listeners as bound (`udp 127.0.0.1:5060`).
+    let bound: Vec<u16> = state
+        .status()
+        .and_then(|s| s.sip())
+        .map(|s| {
+            s.listeners
+                .iter()
+                .filter_map(|l| l.rsplit(':').next()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    let outcome = tools.capture(seconds, &bound).await;
     finish(
         state,
         who,

@@ -353,7 +353,8 @@ pub struct ToolsSettings {
     pub hq_host: Option<Host>,
     /// The first `[sip.trunk]` server as a probe URI.
     pub trunk_uri: Option<String>,
-    /// The SIP listeners' ports (UDP/TCP/TLS).
+    /// The SIP listeners' ports (UDP/TCP/TLS) as configured (0: chosen at bind time;
+    /// the capture adds the bound ones).
     pub sip_ports: Vec<u16>,
     /// `[media]`'s RTP/RTCP port range.
     pub rtp_ports: Option<RangeInclusive<u16>>,
@@ -602,8 +603,13 @@ impl Tools {
 
     /// Captures the box's SIP and RTP packets for `seconds` (1 to
     /// [`MAX_CAPTURE_SECONDS`]) and answers them as a pcap file; refuses a second
-    /// capture while one runs.
-    pub async fn capture(&self, seconds: i64) -> Result<capture::Capture, ToolError> {
+    /// capture while one runs. `bound_sip_ports` are the SIP endpoint's listeners as
+    /// bound (a configured port 0 becomes a real one only then).
+    pub async fn capture(
+        &self,
+        seconds: i64,
+        bound_sip_ports: &[u16],
+    ) -> Result<capture::Capture, ToolError> {
         let secs = u32::try_from(seconds)
             .ok()
             .filter(|s| (1..=MAX_CAPTURE_SECONDS).contains(s))
@@ -616,10 +622,17 @@ impl Tools {
             return Err(ToolError::CaptureBusy);
         }
         let guard = CaptureGuard(Arc::clone(&self.capturing));
-        let filter = capture::PortFilter::new(
-            self.settings.sip_ports.clone(),
-            self.settings.rtp_ports.clone(),
-        );
+        let mut sip_ports: Vec<u16> = self
+            .settings
+            .sip_ports
+            .iter()
+            .chain(bound_sip_ports)
+            .copied()
+            .filter(|p| *p != 0)
+            .collect();
+        sip_ports.sort_unstable();
+        sip_ports.dedup();
+        let filter = capture::PortFilter::new(sip_ports, self.settings.rtp_ports.clone());
         let duration = Duration::from_secs(u64::from(secs));
         let result = tokio::task::spawn_blocking(move || {
             let _guard = guard;

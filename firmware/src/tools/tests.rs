@@ -125,7 +125,7 @@ async fn bad_input_runs_nothing() {
     ));
     for s in [0, -1, 61, i64::MAX] {
         assert!(
-            matches!(t.capture(s).await, Err(ToolError::BadDuration { .. })),
+            matches!(t.capture(s, &[]).await, Err(ToolError::BadDuration { .. })),
             "{s}"
         );
     }

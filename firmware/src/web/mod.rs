@@ -759,7 +759,7 @@ async fn tools_page(
         Ok(w) => w,
         Err(r) => return r,
     };
-    pages::tools_page(&who, &tools_view(&state, &who), "", "", None)
+    pages::tools_page(&who, &tools_view(&state, &who), ("", "", ""), None)
 }
 
 #[derive(Debug, Deserialize)]
@@ -839,7 +839,12 @@ async fn tools_ping_form(
             }
         }
     };
-    pages::tools_page(&who, &view, form.host.trim(), "", Some(outcome))
+    pages::tools_page(
+        &who,
+        &view,
+        (form.host.trim(), &form.count, ""),
+        Some(outcome),
+    )
 }
 
 /// An API error in words for the page (the field problem when there is one).
@@ -879,7 +884,12 @@ async fn tools_traceroute_form(
             },
         ),
     };
-    pages::tools_page(&who, &view, form.host.trim(), "", Some(outcome))
+    pages::tools_page(
+        &who,
+        &view,
+        (form.host.trim(), &form.count, ""),
+        Some(outcome),
+    )
 }
 
 async fn tools_sip_options_form(
@@ -911,7 +921,7 @@ async fn tools_sip_options_form(
             },
         ),
     };
-    pages::tools_page(&who, &view, "", form.uri.trim(), Some(outcome))
+    pages::tools_page(&who, &view, ("", "", form.uri.trim()), Some(outcome))
 }
 
 async fn tools_capture_form(
@@ -937,8 +947,7 @@ async fn tools_capture_form(
         pages::tools_page(
             &who,
             &view,
-            "",
-            "",
+            ("", "", ""),
             Some((
                 status,
                 pages::ToolOutcome::Failed {

@@ -987,10 +987,14 @@ pub(super) struct ToolsView<'a> {
 pub(super) fn tools_page(
     who: &Authed,
     view: &ToolsView<'_>,
-    host: &str,
-    uri: &str,
+    (host, count, uri): (&str, &str, &str),
     outcome: Option<(StatusCode, ToolOutcome)>,
 ) -> Response {
+    let count = if count.trim().is_empty() {
+        "4"
+    } else {
+        count.trim()
+    };
     let status = outcome.as_ref().map_or(StatusCode::OK, |(s, _)| *s);
     let needs = |perm: &str| html! { p.muted { "This needs the permission " code { (perm) } "." } };
     let body = html! {
@@ -1050,17 +1054,13 @@ pub(super) fn tools_page(
                     (view.hq_host.unwrap_or("not configured")) ")."
                 }
                 @if view.may_operate {
-                    form method="post" action="/tools/ping" data-busy="Pinging…" {
+                    form method="post" action="/tools/ping" data-busy="Running…" {
                         input type="hidden" name="csrf" value=(who.csrf_token());
                         label { "Host " input type="text" name="host" value=(host) maxlength="253" autocomplete="off" spellcheck="false"; }
-                        label { "Count " input type="number" name="count" value="4" min="1" max="10"; }
+                        label { "Count " input type="number" name="count" value=(count) min="1" max="10"; }
                         button type="submit" { "Ping" }
-                    }
-                    form method="post" action="/tools/traceroute" data-busy="Tracing the route (up to 60 s)…" {
-                        input type="hidden" name="csrf" value=(who.csrf_token());
-                        input type="hidden" name="host" value=(host);
-                        button type="submit" { "Traceroute" }
-                        @if !host.is_empty() { span.muted { " to " (host) } }
+                        " "
+                        button type="submit" formaction="/tools/traceroute" { "Traceroute" }
                     }
                 } @else { (needs("diagnostics.operate")) }
             }

@@ -1,0 +1,279 @@
+//! The tools page's tools against the real `branchd`: a SIP OPTIONS probe sent by the
+//! daemon's own SIP endpoint to this test's UDP responder (and to a peer that never
+//! answers), a packet capture taken while SIPp calls an analog phone, read back with
+//! `pcap-file` (the INVITE, the 200, the BYE and the RTP both ways are in it), and the
+//! diagnostics bundle with the daemon's recent logs and none of the configured
+//! passwords. Needs root (or CAP_NET_RAW) for the capture, like the box's branchd.
+
+use std::io::Read;
+use std::net::UdpSocket;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::api_client::{add_user, Api};
+use crate::harness::{wait, SOON};
+use crate::sip_calls::{call_args, free_port, gateway, register, sip_addr, sipp, wait_sipp};
+
+const PASSWORD: &str = "Field-tech-pass-2024";
+
+/// A SIP peer that answers one OPTIONS with `200 OK`: the request's text and source.
+pub(crate) fn answer_one_options(
+    sock: UdpSocket,
+) -> std::thread::JoinHandle<(std::net::SocketAddr, String)> {
+    std::thread::spawn(move || {
+        sock.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let mut buf = [0u8; 4096];
+        let (n, from) = sock.recv_from(&mut buf).expect("an OPTIONS arrives");
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        let mut response = String::from("SIP/2.0 200 OK\r\n");
+        for line in text.lines() {
+            let name = line.split(':').next().unwrap_or("").to_ascii_lowercase();
+            match name.as_str() {
+                "via" | "from" | "call-id" | "cseq" => response.push_str(&format!("{line}\r\n")),
+                "to" => response.push_str(&format!("{line};tag=responder1\r\n")),
+                _ => {}
+            }
+        }
+        response.push_str("Server: tools-test-responder\r\nContent-Length: 0\r\n\r\n");
+        sock.send_to(response.as_bytes(), from).expect("answer");
+        (from, text)
+    })
+}
+
+#[test]
+fn sip_options_probe_leaves_from_the_box_sip_port_and_reports_the_answer() {
+    let gw = gateway();
+    add_user(&gw, "tech1", "technician", PASSWORD);
+    add_user(&gw, "agent1", "agent", PASSWORD);
+    let tech = Api::login(gw.web_addr(), "tech1", PASSWORD).0;
+    let agent = Api::login(gw.web_addr(), "agent1", PASSWORD).0;
+
+    let responder = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let port = responder.local_addr().expect("addr").port();
+    let peer = answer_one_options(responder);
+    let uri = format!("sip:127.0.0.1:{port}");
+    let (status, v) = tech.post("/api/v1/tools/sip-options", json!({ "uri": uri }));
+    assert_eq!(status, 200, "{v}\n{}", gw.log_text());
+    let (from, request) = peer.join().expect("responder");
+    assert_eq!(v["outcome"], "answered", "{v}");
+    assert_eq!(v["status"], 200, "{v}");
+    assert_eq!(v["reason"], "OK", "{v}");
+    assert_eq!(v["server"], "tools-test-responder", "{v}");
+    assert!(
+        v["rtt_ms"]
+            .as_f64()
+            .is_some_and(|ms| ms > 0.0 && ms < 5000.0),
+        "{v}"
+    );
+    // Sent by the SIP endpoint itself: from its listener, as a proper request.
+    assert_eq!(from, sip_addr(&gw), "{request}");
+    assert!(
+        request.starts_with(&format!("OPTIONS {uri} SIP/2.0\r\n")),
+        "{request}"
+    );
+    assert!(request.contains("User-Agent: Branchline/"), "{request}");
+    assert!(request.contains(";branch=z9hG4bK"), "{request}");
+
+    // A peer that never answers: a timeout, reported as such.
+    let silent = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let silent_port = silent.local_addr().expect("addr").port();
+    let (status, v) = tech.post(
+        "/api/v1/tools/sip-options",
+        json!({ "uri": format!("sip:127.0.0.1:{silent_port}") }),
+    );
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["outcome"], "timeout", "{v}");
+    assert!(v["status"].is_null(), "{v}");
+    let mut buf = [0u8; 2048];
+    silent
+        .set_read_timeout(Some(Duration::from_secs(1)))
+        .expect("timeout");
+    let (n, _) = silent
+        .recv_from(&mut buf)
+        .expect("the OPTIONS reached the silent peer");
+    assert!(buf[..n].starts_with(b"OPTIONS "));
+
+    // Bad URIs are 400 and send nothing; agents may not probe.
+    for bad in ["http://127.0.0.1", "sip:127.0.0.1;lr", "sip:-oops"] {
+        let (status, v) = tech.post("/api/v1/tools/sip-options", json!({ "uri": bad }));
+        assert_eq!(status, 400, "{bad}: {v}");
+        assert_eq!(v["problems"][0]["field"], "uri", "{v}");
+    }
+    let (status, _) = agent.post("/api/v1/tools/sip-options", json!({ "uri": uri }));
+    assert_eq!(status, 403);
+
+    // The bundle: the daemon's recent logs, and none of the configured passwords.
+    let (status, gz) = download(&tech, "GET", "/api/v1/tools/bundle", None);
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&gz));
+    let files = untar(&gz);
+    assert!(
+        files["logs/recent.log"].contains("sip endpoint listening"),
+        "{}",
+        files["logs/recent.log"]
+    );
+    assert!(
+        files["config.toml"].contains("branch.test"),
+        "{}",
+        files["config.toml"]
+    );
+    for (name, text) in &files {
+        for secret in ["desk-phone-pass-one", "soft-phone-pass-two"] {
+            assert!(!text.contains(secret), "{secret} in {name}");
+        }
+    }
+    let store: Value = serde_json::from_str(&files["store.json"]).expect("json");
+    assert!(
+        store["tables"]["audit_log"].as_i64().unwrap_or(0) > 0,
+        "{store}"
+    );
+}
+
+/// A raw request with the session's cookie and CSRF token: status and body bytes.
+fn download(api: &Api, method: &str, path: &str, body: Option<Value>) -> (u16, Vec<u8>) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(90)))
+        .build()
+        .into();
+    let url = format!("{}{path}", api_base(api));
+    let mut resp = match (method, body) {
+        ("GET", _) => agent
+            .get(&url)
+            .header("Cookie", api.cookie())
+            .call()
+            .expect("request"),
+        (_, body) => agent
+            .post(&url)
+            .header("Cookie", api.cookie())
+            .header("X-CSRF-Token", api.csrf())
+            .send_json(body.unwrap_or(json!({})))
+            .expect("request"),
+    };
+    let mut bytes = Vec::new();
+    resp.body_mut()
+        .as_reader()
+        .read_to_end(&mut bytes)
+        .expect("body");
+    (resp.status().as_u16(), bytes)
+}
+
+fn api_base(api: &Api) -> String {
+    api.base().to_owned()
+}
+
+/// The files of a bundle by their path under its top directory.
+fn untar(gz: &[u8]) -> std::collections::BTreeMap<String, String> {
+    let mut files = std::collections::BTreeMap::new();
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(gz));
+    for entry in archive.entries().expect("tar.gz") {
+        let mut entry = entry.expect("entry");
+        let name = entry.path().expect("path").to_string_lossy().into_owned();
+        let mut text = String::new();
+        entry.read_to_string(&mut text).expect("text");
+        files.insert(name.split_once('/').expect("top dir").1.to_owned(), text);
+    }
+    files
+}
+
+/// What a capture holds, by kind.
+#[derive(Debug, Default)]
+pub(crate) struct CaptureSummary {
+    pub invites: usize,
+    pub ok_to_invite: usize,
+    pub byes: usize,
+    pub rtp: usize,
+    pub packets: usize,
+}
+
+/// Reads a pcap of the tools' capture (LINKTYPE_RAW, IPv4) and sorts its packets.
+pub(crate) fn summarize_pcap(
+    pcap: &[u8],
+    rtp_ports: std::ops::RangeInclusive<u16>,
+) -> CaptureSummary {
+    let mut reader = pcap_file::pcap::PcapReader::new(pcap).expect("a pcap file");
+    assert_eq!(reader.header().datalink, pcap_file::DataLink::RAW);
+    let mut s = CaptureSummary::default();
+    while let Some(p) = reader.next_packet() {
+        let p = p.expect("a whole packet");
+        let ip = &p.data;
+        s.packets += 1;
+        if ip[0] >> 4 != 4 || ip[9] != 17 {
+            continue;
+        }
+        let ihl = usize::from(ip[0] & 15) * 4;
+        let (src, dst) = (
+            u16::from_be_bytes([ip[ihl], ip[ihl + 1]]),
+            u16::from_be_bytes([ip[ihl + 2], ip[ihl + 3]]),
+        );
+        let payload = &ip[ihl + 8..];
+        let text = String::from_utf8_lossy(payload);
+        if text.starts_with("INVITE sip:") {
+            s.invites += 1;
+        } else if text.starts_with("SIP/2.0 200") && text.contains(" INVITE\r\n") {
+            s.ok_to_invite += 1;
+        } else if text.starts_with("BYE sip:") {
+            s.byes += 1;
+        } else if (rtp_ports.contains(&src) || rtp_ports.contains(&dst))
+            && payload.len() >= 12
+            && payload[0] >> 6 == 2
+        {
+            s.rtp += 1;
+        }
+    }
+    s
+}
+
+#[test]
+fn a_capture_during_a_sip_call_holds_its_signalling_and_rtp() {
+    let gw = gateway();
+    add_user(&gw, "tech1", "technician", PASSWORD);
+    let tech = Api::login(gw.web_addr(), "tech1", PASSWORD).0;
+    let target = sip_addr(&gw);
+    let port = free_port();
+    register(&gw, "201", "desk-phone-pass-one", port);
+
+    let capture = {
+        let tech = Api::login(gw.web_addr(), "tech1", PASSWORD).0;
+        std::thread::spawn(move || {
+            download(
+                &tech,
+                "POST",
+                "/api/v1/tools/capture",
+                Some(json!({ "seconds": 12 })),
+            )
+        })
+    };
+    std::thread::sleep(Duration::from_millis(800));
+    // One capture at a time.
+    let (status, v) = tech.post("/api/v1/tools/capture", json!({ "seconds": 1 }));
+    assert_eq!(status, 409, "{v}");
+
+    // SIPp (phone 201) calls analog 101, which answers; SIPp plays speech and hangs up.
+    let args = call_args("101", "201", "desk-phone-pass-one", target);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let call = sipp("uac_call.xml", target, port, &args)
+        .spawn()
+        .expect("sipp starts");
+    let phone = gw.sim.phone(1);
+    assert!(
+        wait(SOON, || phone.is_ringing()),
+        "FXS 1 rings:\n{}",
+        gw.log_text()
+    );
+    phone.off_hook();
+    wait_sipp(call, "call", &gw);
+    phone.on_hook();
+
+    let (status, pcap) = capture.join().expect("capture thread");
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&pcap));
+    // `[media]` defaults: RTP on 10000-10999.
+    let s = summarize_pcap(&pcap, 10_000..=10_999);
+    assert!(s.invites >= 1, "{s:?}");
+    assert!(s.ok_to_invite >= 1, "{s:?}");
+    assert!(s.byes >= 1, "{s:?}");
+    // SIPp sends speech for seconds at 50 packets/s and the box answers with the
+    // analog phone's audio.
+    assert!(s.rtp >= 100, "{s:?}");
+}
