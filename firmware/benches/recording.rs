@@ -7,7 +7,10 @@
 //! of 20 ms from each of the 64 ports, handed over as fast as the writer takes them.
 //! The time of an iteration is what 10 s of 32 recordings cost; divided by 500 it is
 //! the cost of one 20 ms tick of 32 recordings, and divided by 10 s the share of one
-//! core (`scripts`-free: BENCHMARKS.md shows the arithmetic).
+//! core (`scripts`-free: BENCHMARKS.md shows the arithmetic). That time includes the
+//! writes' fsyncs; after the criterion group the bench also prints the writer's own
+//! CPU time per 10 s (process CPU minus the feeding thread's, from `/proc`), the
+//! figure the target is about.
 
 use std::time::{Duration, Instant};
 
@@ -79,6 +82,40 @@ fn ten_seconds_of_32(dir: &std::path::Path, audio: &[Audio]) -> Duration {
     took
 }
 
+/// User + system CPU time of `/proc/<path>/stat` (this process, or this thread), in
+/// clock ticks of 10 ms (USER_HZ is 100 on Linux); a process's figure includes its
+/// threads that have ended.
+fn cpu_ticks(path: &str) -> u64 {
+    let stat = std::fs::read_to_string(path).expect("stat");
+    // Fields after the command name (which may hold spaces): state is the first,
+    // utime the 12th and stime the 13th.
+    let rest = &stat[stat.rfind(')').expect("comm") + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime")
+}
+
+/// The writer's CPU time for 10 s of 32 recordings, as a share of one core: the
+/// process's CPU time over a run minus the feeding thread's own (which spins while the
+/// writer's queue is full), over 5 runs.
+fn writer_cpu_share(dir: &std::path::Path, audio: &[Audio]) {
+    const RUNS: u64 = 5;
+    let (process, feeder) = (
+        cpu_ticks("/proc/self/stat"),
+        cpu_ticks("/proc/thread-self/stat"),
+    );
+    for _ in 0..RUNS {
+        ten_seconds_of_32(dir, audio);
+    }
+    let process = cpu_ticks("/proc/self/stat") - process;
+    let feeder = cpu_ticks("/proc/thread-self/stat") - feeder;
+    let writer_ms = (process.saturating_sub(feeder) * 10) as f64 / RUNS as f64;
+    println!(
+        "recording writer CPU: {writer_ms:.0} ms per 10 s of 32 stereo recordings = {:.2}% of one core (feeder {} ms per run)",
+        writer_ms / 10_000.0 * 100.0,
+        feeder * 10 / RUNS
+    );
+}
+
 fn bench(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("tempdir");
     let audio = frames();
@@ -92,6 +129,7 @@ fn bench(c: &mut Criterion) {
         })
     });
     group.finish();
+    writer_cpu_share(dir.path(), &audio);
 }
 
 criterion_group!(benches, bench);
