@@ -737,6 +737,13 @@ min_free_mb = 16
         "the toggle code started no recording:\n{}",
         gw.log_text()
     );
+    // The writer thread logs the start; call control logs the code's outcome on its
+    // own thread, possibly a moment later.
+    assert!(
+        gw.wait_log("recording toggle code", SOON),
+        "{}",
+        gw.log_text()
+    );
     let toggled = gw
         .log_text()
         .lines()
