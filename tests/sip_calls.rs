@@ -102,12 +102,18 @@ pub(crate) fn sip_addr(gw: &Gateway) -> SocketAddr {
         .unwrap_or_else(|| panic!("no addr= in {line:?}"))
 }
 
-/// A free UDP port on 127.0.0.1 (and the next one free too, for RTP/RTCP).
+/// A free even UDP port on 127.0.0.1 with the next three free too (RTP/RTCP, and
+/// SIPp binds video RTP/RTCP above its media port).
 pub(crate) fn free_port() -> u16 {
     loop {
         let s = UdpSocket::bind("127.0.0.1:0").expect("bind");
         let port = s.local_addr().expect("addr").port();
-        if port % 2 == 0 && UdpSocket::bind(("127.0.0.1", port + 1)).is_ok() {
+        // SIPp's media port (-mp) takes four: audio RTP/RTCP and video RTP/RTCP.
+        let next_free = (1..=3).all(|k| {
+            port.checked_add(k)
+                .is_some_and(|p| UdpSocket::bind(("127.0.0.1", p)).is_ok())
+        });
+        if port % 2 == 0 && next_free {
             return port;
         }
     }
