@@ -137,7 +137,10 @@ if [ "$RUN_TESTS" = 1 ]; then
             cargo nextest run --workspace --locked --profile cross --target "$TARGET" \
             "${BUILD_STD[@]}"
         # The 15 slowest tests of the run (nextest's JUnit report), for CI's time budget.
+        # (nextest keeps its store under the workspace's target/, whatever
+        # CARGO_TARGET_DIR says; the first path is for a nextest that follows it.)
         junit="$CARGO_TARGET_DIR/nextest/cross/junit.xml"
+        [ -f "$junit" ] || junit="target/nextest/cross/junit.xml"
         if [ -f "$junit" ] && command -v python3 >/dev/null; then
             python3 - "$junit" <<'PY' || true
 import sys, xml.etree.ElementTree as ET
