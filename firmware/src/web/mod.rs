@@ -823,21 +823,11 @@ async fn tools_ping_form(
                 message,
             },
         ),
-        Ok(count) => {
-            match api::tools::run_ping(&state.api, &who, blank_none(&form.host), count).await {
-                Ok(run) => (
-                    StatusCode::OK,
-                    pages::ToolOutcome::Run { title: "Ping", run },
-                ),
-                Err(e) => (
-                    e.status(),
-                    pages::ToolOutcome::Failed {
-                        title: "Ping",
-                        message: tool_message(&e),
-                    },
-                ),
-            }
-        }
+        Ok(count) => tool_outcome(
+            "Ping",
+            api::tools::run_ping(&state.api, &who, blank_none(&form.host), count).await,
+            |run| pages::ToolOutcome::Run { title: "Ping", run },
+        ),
     };
     pages::tools_page(
         &who,
@@ -852,6 +842,25 @@ fn tool_message(e: &ApiError) -> String {
     e.problems()
         .first()
         .map_or_else(|| e.message().to_owned(), |p| p.to_owned())
+}
+
+/// What tool `title` gave, for the page: `shown` of its result, or its error in words
+/// with the error's status.
+fn tool_outcome<T>(
+    title: &'static str,
+    result: Result<T, ApiError>,
+    shown: impl FnOnce(T) -> pages::ToolOutcome,
+) -> (StatusCode, pages::ToolOutcome) {
+    match result {
+        Ok(v) => (StatusCode::OK, shown(v)),
+        Err(e) => (
+            e.status(),
+            pages::ToolOutcome::Failed {
+                title,
+                message: tool_message(&e),
+            },
+        ),
+    }
 }
 
 async fn tools_traceroute_form(
@@ -874,16 +883,11 @@ async fn tools_traceroute_form(
     };
     let view = tools_view(&state, &who);
     let title = "Traceroute";
-    let outcome = match api::tools::run_traceroute(&state.api, &who, blank_none(&form.host)).await {
-        Ok(run) => (StatusCode::OK, pages::ToolOutcome::Run { title, run }),
-        Err(e) => (
-            e.status(),
-            pages::ToolOutcome::Failed {
-                title,
-                message: tool_message(&e),
-            },
-        ),
-    };
+    let outcome = tool_outcome(
+        title,
+        api::tools::run_traceroute(&state.api, &who, blank_none(&form.host)).await,
+        |run| pages::ToolOutcome::Run { title, run },
+    );
     pages::tools_page(
         &who,
         &view,
@@ -911,16 +915,11 @@ async fn tools_sip_options_form(
         Err(r) => return r,
     };
     let view = tools_view(&state, &who);
-    let outcome = match api::tools::run_sip_options(&state.api, &who, blank_none(&form.uri)).await {
-        Ok(r) => (StatusCode::OK, pages::ToolOutcome::Probe(r)),
-        Err(e) => (
-            e.status(),
-            pages::ToolOutcome::Failed {
-                title: "SIP OPTIONS",
-                message: tool_message(&e),
-            },
-        ),
-    };
+    let outcome = tool_outcome(
+        "SIP OPTIONS",
+        api::tools::run_sip_options(&state.api, &who, blank_none(&form.uri)).await,
+        pages::ToolOutcome::Probe,
+    );
     pages::tools_page(&who, &view, ("", "", form.uri.trim()), Some(outcome))
 }
 
