@@ -782,8 +782,9 @@ async fn tool_user(
     headers: &HeaderMap,
     ip: IpAddr,
     form: &ToolForm,
-    needs: (Resource, Action),
+    action: Action,
 ) -> Result<Authed, Response> {
+    let needs = (Resource::Diagnostics, action);
     page_user(state, headers, ip, Some(&form.csrf), "/tools", needs).await
 }
 
@@ -797,15 +798,7 @@ async fn tools_ping_form(
     headers: HeaderMap,
     Form(form): Form<ToolForm>,
 ) -> Response {
-    let who = match tool_user(
-        &state,
-        &headers,
-        ip,
-        &form,
-        (Resource::Diagnostics, Action::Operate),
-    )
-    .await
-    {
+    let who = match tool_user(&state, &headers, ip, &form, Action::Operate).await {
         Ok(w) => w,
         Err(r) => return r,
     };
@@ -869,15 +862,7 @@ async fn tools_traceroute_form(
     headers: HeaderMap,
     Form(form): Form<ToolForm>,
 ) -> Response {
-    let who = match tool_user(
-        &state,
-        &headers,
-        ip,
-        &form,
-        (Resource::Diagnostics, Action::Operate),
-    )
-    .await
-    {
+    let who = match tool_user(&state, &headers, ip, &form, Action::Operate).await {
         Ok(w) => w,
         Err(r) => return r,
     };
@@ -902,15 +887,7 @@ async fn tools_sip_options_form(
     headers: HeaderMap,
     Form(form): Form<ToolForm>,
 ) -> Response {
-    let who = match tool_user(
-        &state,
-        &headers,
-        ip,
-        &form,
-        (Resource::Diagnostics, Action::Operate),
-    )
-    .await
-    {
+    let who = match tool_user(&state, &headers, ip, &form, Action::Operate).await {
         Ok(w) => w,
         Err(r) => return r,
     };
@@ -929,15 +906,7 @@ async fn tools_capture_form(
     headers: HeaderMap,
     Form(form): Form<ToolForm>,
 ) -> Response {
-    let who = match tool_user(
-        &state,
-        &headers,
-        ip,
-        &form,
-        (Resource::Diagnostics, Action::Download),
-    )
-    .await
-    {
+    let who = match tool_user(&state, &headers, ip, &form, Action::Download).await {
         Ok(w) => w,
         Err(r) => return r,
     };
