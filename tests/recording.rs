@@ -1,7 +1,8 @@
 //! Call recording end to end: the real `branchd` on the simulated board records a call
 //! of an extension whose policy is `always` as a stereo WAV (caller left, callee
 //! right), indexes it for sync, and repairs a recording cut by `kill -9` at the next
-//! start.
+//! start, where the call's CDR is stored from the journal of live calls, marked
+//! interrupted.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -76,6 +77,70 @@ fn recordings(gw: &Gateway) -> Vec<Row> {
     })
     .and_then(|rows| rows.collect())
     .expect("rows")
+}
+
+/// The calls in the daemon's journal of live calls, with the end each would get if
+/// the box stopped now (see `firmware/src/call/journal.rs`).
+fn journaled_calls(gw: &Gateway) -> Vec<(String, i64)> {
+    let db = gw.db();
+    let mut stmt = db
+        .prepare("SELECT call_id, cdr FROM live_calls WHERE ended = 0 ORDER BY call_id")
+        .expect("query");
+    stmt.query_map([], |r| {
+        let cdr: serde_json::Value =
+            serde_json::from_str(&r.get::<_, String>(1)?).expect("journal row is a CDR");
+        Ok((r.get(0)?, cdr["ended_at_ms"].as_i64().expect("ended_at_ms")))
+    })
+    .and_then(|rows| rows.collect())
+    .expect("rows")
+}
+
+/// Waits until the journal holds the one call up (it is written on answer) and
+/// returns it.
+fn wait_journaled(gw: &Gateway) -> (String, i64) {
+    let mut calls = Vec::new();
+    assert!(
+        wait(SOON, || {
+            calls = journaled_calls(gw);
+            calls.len() == 1
+        }),
+        "the answered call is not journaled: {calls:?}\n{}",
+        gw.log_text()
+    );
+    calls.remove(0)
+}
+
+/// After the restart that follows a crash during `journaled`'s call: its CDR was
+/// stored from the journal, ended by the box, marked interrupted (also in what goes
+/// to HQ), no earlier than the journal's last refresh before the crash; the journal
+/// is empty and the recording names the call.
+fn check_interrupted_cdr(gw: &Gateway, journaled: &(String, i64), recording: &Row) {
+    let (call_id, journaled_end) = journaled;
+    let cdrs = gw.cdrs();
+    assert_eq!(cdrs.len(), 1, "{cdrs:?}");
+    let cdr = &cdrs[0];
+    assert_eq!(&cdr.call_id, call_id);
+    assert_eq!(
+        (cdr.disposition.as_str(), cdr.hangup_side.as_str()),
+        ("answered", "system")
+    );
+    assert!(cdr.answered);
+    let db = gw.db();
+    let (interrupted, ended_at, payload): (bool, i64, String) = db
+        .query_row(
+            "SELECT c.interrupted, c.ended_at_ms, o.payload
+               FROM cdrs c JOIN outbox o ON o.kind = 'cdr' AND o.record_key = c.call_id
+              WHERE c.call_id = ?1",
+            [call_id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .expect("the CDR and its outbox row");
+    assert!(interrupted, "marked interrupted");
+    assert!(ended_at >= *journaled_end, "{ended_at} < {journaled_end}");
+    let sent: serde_json::Value = serde_json::from_str(&payload).expect("payload");
+    assert_eq!(sent["interrupted"], true, "{sent}");
+    assert!(journaled_calls(gw).is_empty(), "the journal is empty again");
+    assert_eq!(&recording.call_id, call_id, "the recording names the call");
 }
 
 /// 101 calls 102 and both talk: 101 a 1 kHz tone, 102 a 2 kHz tone.
@@ -165,9 +230,10 @@ fn calls_of_extensions_without_the_policy_are_not_recorded() {
 }
 
 #[test]
-fn kill_9_during_a_recorded_call_leaves_a_file_that_plays_and_is_registered_after_restart() {
+fn kill_9_during_a_recorded_call_leaves_a_playable_file_and_an_interrupted_cdr_after_restart() {
     let mut gw = Gateway::start_with(&plan());
     call_and_talk(&gw);
+    let journaled = wait_journaled(&gw);
     let dir = gw.data_dir().join("recordings");
     // Wait until the recorder has written (and brought the header up to date for)
     // some audio: the file is past its empty header.
@@ -187,7 +253,7 @@ fn kill_9_during_a_recorded_call_leaves_a_file_that_plays_and_is_registered_afte
     );
     gw.stop_with(nix::sys::signal::Signal::SIGKILL);
     let cut = part().expect("the recording is still a .part file");
-    assert!(gw.cdrs().is_empty(), "no CDR for a call cut by a crash");
+    assert!(gw.cdrs().is_empty(), "the call had not ended: no CDR yet");
 
     gw.restart();
     assert!(
@@ -209,15 +275,14 @@ fn kill_9_during_a_recorded_call_leaves_a_file_that_plays_and_is_registered_afte
     assert!(left.len() >= 8000 * 2, "{} samples kept", left.len());
     assert!(tone_ratio(&left, 1000.0) > 0.8, "left still the caller");
     assert!(tone_ratio(&right, 2000.0) > 0.8, "right still the callee");
-    // The CDR code writes no record for a call a crash cut: nothing to mark, and
-    // nothing invented.
-    assert!(gw.cdrs().is_empty());
-    // A second restart has nothing left to repair.
+    check_interrupted_cdr(&gw, &journaled, row);
+    // A second restart has nothing left to repair or to store.
     gw.stop_with(nix::sys::signal::Signal::SIGTERM);
     let before = gw.log_count("recordings recovered at start-up");
     gw.restart();
     assert_eq!(gw.log_count("recordings recovered at start-up"), before);
     assert_eq!(recordings(&gw).len(), 1);
+    assert_eq!(gw.cdrs().len(), 1, "the interrupted call is stored once");
 }
 
 /// 103 may record on demand; 104 never.
@@ -617,8 +682,9 @@ fn a_sip_phones_always_policy_records_its_call_with_a_trunk_caller_from_the_rela
 }
 
 #[test]
-fn kill_9_during_a_recorded_sip_to_sip_call_leaves_a_file_registered_after_restart() {
+fn kill_9_during_a_recorded_sip_to_sip_call_leaves_a_file_and_an_interrupted_cdr_after_restart() {
     let (mut gw, mut phone, mut carrier) = trunk_caller_talking_to_phone_201();
+    let journaled = wait_journaled(&gw);
     let dir = gw.data_dir().join("recordings");
     let part = || {
         std::fs::read_dir(&dir)
@@ -668,6 +734,7 @@ fn kill_9_during_a_recorded_sip_to_sip_call_leaves_a_file_registered_after_resta
     );
     assert!(tone_ratio(&left, 1000.0) < 0.1);
     assert!(tone_ratio(&right, 1000.0) > 0.8, "right still the phone");
+    check_interrupted_cdr(&gw, &journaled, row);
 }
 
 #[test]

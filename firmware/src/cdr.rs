@@ -12,6 +12,31 @@ pub use branchline_sync::wire::{
     CdrQueueOverflow, CdrTransferHop,
 };
 
+/// A call that is up, or that ended and whose CDR waits for its legs' quality reports:
+/// a row of the store's journal of live calls (`live_calls`, schema 20). After a
+/// crash or power cut, start-up stores each row's `cdr` as the call's CDR
+/// ([`crate::store::Store::recover_live_calls`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LiveCall {
+    /// For a call still up: the CDR it gets if the box stops now (ended now by the
+    /// box, `interrupted`). For an ended call: its CDR as it stands.
+    pub cdr: Cdr,
+    /// The call ended (its CDR is only waiting for quality reports).
+    pub ended: bool,
+    /// The keys of the call's running recordings (`p1`, `l3`: as in their file
+    /// names), filled in by the daemon from its recorder.
+    pub recordings: Vec<String>,
+}
+
+/// A write to the journal of live calls.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JournalUpdate {
+    /// Add or refresh these calls' rows; other rows stay.
+    Upsert(Vec<LiveCall>),
+    /// The journal is exactly these calls (rows of calls not listed are dropped).
+    Replace(Vec<LiveCall>),
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

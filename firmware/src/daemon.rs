@@ -95,7 +95,7 @@ use crate::call::{
     AcdSettings, CallControl, CallSettings, Extension, FxoLine, LegId, MediaEnd, Output, PortState,
     SipExtension,
 };
-use crate::cdr::Cdr;
+use crate::cdr::{Cdr, JournalUpdate};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::health::{self, Fact, HealthCheck};
@@ -116,6 +116,8 @@ enum StoreJob {
     /// Boxed: a CDR (with its legs' quality and transfer chain) is far larger than a
     /// port state, and the queue holds one slot per job.
     Cdr(Box<Cdr>),
+    /// The journal of live calls (call control's [`Output::Journal`]).
+    Journal(JournalUpdate),
     PortState(u8, PortState),
     /// A call-center agent's state change, for `agent_state_log` and the outbox.
     AgentState {
@@ -289,9 +291,28 @@ async fn serve(
         ),
         status => tracing::debug!(?status, "installer account"),
     }
+    // Calls that were up when the box last stopped (power cut, crash): their CDRs,
+    // from the journal of live calls, marked interrupted.
+    let cut_calls = match store.recover_live_calls() {
+        Ok(r) if r == crate::store::RecoveredCalls::default() => Default::default(),
+        Ok(r) => {
+            tracing::warn!(
+                interrupted = r.interrupted.len(),
+                finished = r.finished.len(),
+                duplicates = r.duplicates.len(),
+                unreadable = r.unreadable.len(),
+                "CDRs of the calls up at the last stop stored at start-up"
+            );
+            r.recordings
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "CDRs of the calls up at the last stop not stored");
+            Default::default()
+        }
+    };
     // Recordings a crash cut short: repaired (or quarantined) and indexed before
     // anything else is recorded; a failure here leaves the phones working.
-    match crate::recorder::recover(&mut store, &config.paths.recordings) {
+    match crate::recorder::recover(&mut store, &config.paths.recordings, &cut_calls) {
         Ok(r) if r == crate::recorder::Recovered::default() => {}
         Ok(r) => tracing::warn!(
             repaired = r.repaired.len(),
@@ -815,6 +836,7 @@ async fn serve(
                 calls.handle_timeout(Instant::now());
             }
             () = sleep_until(Some(board.web_status.timeout())) => board.web_status_due(),
+            () = sleep_until(calls.journal_deadline()) => calls.update_journal(Instant::now()),
             () = sleep_until(board.beeps.values().min().copied()) => board.beeps_due(),
             Some(request) = web_requests.recv() => board.web_request(&mut calls, request),
             Some(input) = sip_input_rx.recv() => {
@@ -909,6 +931,9 @@ async fn serve(
                 break Ok(());
             }
         }
+        // Calls answered by this event reach the journal of live calls before
+        // anything else is written for them.
+        calls.update_journal(Instant::now());
         board.drain(&mut calls);
         board
             .web_status
@@ -1947,6 +1972,20 @@ impl BoardLoop {
                         tracing::error!("store task gone; disposition lost");
                     }
                 }
+                Output::Journal(mut update) => {
+                    // The calls' running recordings, so a crash-cut file is filed
+                    // under its call at the next start.
+                    if let Some(r) = &self.call_recorder {
+                        let (JournalUpdate::Upsert(calls) | JournalUpdate::Replace(calls)) =
+                            &mut update;
+                        for call in calls.iter_mut().filter(|c| !c.ended) {
+                            call.recordings = r.recording_keys(&call.cdr);
+                        }
+                    }
+                    if self.jobs.send(StoreJob::Journal(update)).is_err() {
+                        tracing::error!("store task gone; journal of live calls not written");
+                    }
+                }
                 Output::Cdr(cdr) => {
                     if let Some(r) = &mut self.call_recorder {
                         r.cdr(&cdr);
@@ -1979,6 +2018,11 @@ async fn store_task(
                         tracing::info!(call_id, ?disposition, outbox_seq = seq, "cdr stored")
                     }
                     Err(e) => tracing::error!(call_id, error = %e, "CDR not stored"),
+                }
+            }
+            StoreJob::Journal(update) => {
+                if let Err(e) = writer.journal_live_calls(update).await {
+                    tracing::warn!(error = %e, "journal of live calls not written");
                 }
             }
             StoreJob::PortState(port, state) => {

@@ -420,6 +420,14 @@ pub struct Cdr {
     /// HQ projects it into `cdrs.queue_overflow` (HQ schema 7).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue_overflow: Option<CdrQueueOverflow>,
+    /// The box stopped (power cut, crash, `kill -9`) while the call was up: the record
+    /// was rebuilt at the next start from the box's journal of live calls, so
+    /// `ended_at_ms` is the last moment the box knew the call was up (within a few
+    /// seconds of the cut) and `hangup_side` is `system`. Absent (and left out of the
+    /// JSON) for every call that ended normally. HQ projects it into
+    /// `cdrs.interrupted` (HQ schema 8).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub interrupted: bool,
 }
 
 /// Where an overflowed queue call went, on a [`Cdr`].
@@ -588,7 +596,7 @@ pub struct CdrTransferHop {
 impl Cdr {
     /// Every field name of the JSON form. A payload with only these keys is held whole
     /// by HQ's `cdrs` projection, so HQ need not keep the JSON as well.
-    pub const FIELDS: [&'static str; 21] = [
+    pub const FIELDS: [&'static str; 22] = [
         "call_id",
         "direction",
         "caller",
@@ -610,6 +618,7 @@ impl Cdr {
         "survey_score",
         "hold_ms",
         "queue_overflow",
+        "interrupted",
     ];
 
     /// Whole call length in milliseconds.

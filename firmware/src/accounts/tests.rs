@@ -944,6 +944,7 @@ fn cdr(call_id: &str, caller: &str, callee: &str, direction: Direction) -> Cdr {
         survey_score: None,
         hold_ms: None,
         queue_overflow: None,
+        interrupted: false,
     }
 }
 

@@ -95,7 +95,7 @@ use line_proto::{CallerId, Command, Event};
 
 use crate::cdr::{
     Cdr, CdrBlocked, CdrLegQuality, CdrQueue, CdrQueueOverflow, CdrTransferHop, Direction,
-    Disposition, HangupSide,
+    Disposition, HangupSide, JournalUpdate,
 };
 use crate::tones::{Country, Tone};
 
@@ -103,6 +103,7 @@ mod b2bua;
 mod click;
 mod features;
 mod hold;
+mod journal;
 mod meetme;
 pub mod outside;
 mod pickup;
@@ -141,6 +142,7 @@ use self::transfer::transfer_failure_status;
 
 pub use self::click::{ClickToCallError, CLICK_TO_CALL_ANSWER};
 pub use self::features::CONFIRMATION;
+pub use self::journal::JOURNAL_REFRESH;
 pub use self::meetme::{MeetMeRoom, PIN_PROMPT, PIN_TIMEOUT, PIN_TRIES, WRONG_PIN_PROMPT};
 pub use self::outside::{outside_routes, OutsideVia, TrunkStatus};
 pub use self::pickup::{DIRECTED_PICKUP, GROUP_PICKUP};
@@ -304,6 +306,10 @@ pub enum Output {
     /// A call ended; store its record. Boxed: a CDR is far larger than the other
     /// outputs, and the output queue holds one slot per output.
     Cdr(Box<Cdr>),
+    /// Write the journal of live calls (see [`CallControl::update_journal`]): in
+    /// order with the CDRs, so a call's row is always written before the CDR that
+    /// deletes it.
+    Journal(JournalUpdate),
     /// A call-center agent's state changed (for `agent_state_log` and the outbox).
     AgentState {
         /// The agent.
@@ -860,6 +866,8 @@ pub struct CallControl {
     meetme: meetme::MeetMe,
     /// Three-way calls by hook-flash, by the phone's port (see `three_way`).
     three_ways: BTreeMap<u8, three_way::ThreeWay>,
+    /// What the store's journal of live calls holds (see [`journal`]).
+    journal: journal::Journal,
 }
 
 /// Names of outside callers from the customer directory, for the caller ID shown on
@@ -960,6 +968,7 @@ impl CallControl {
             supervisors_dropped: Vec::new(),
             meetme: meetme::MeetMe::default(),
             three_ways: BTreeMap::new(),
+            journal: journal::Journal::default(),
         }
     }
 
@@ -2505,41 +2514,7 @@ impl CallControl {
         disposition: Disposition,
         side: HangupSide,
     ) {
-        let callee_port = call
-            .callee
-            .and_then(Party::port)
-            .or_else(|| call.ringing.last().copied());
-        let caller_port = call.caller.port();
-        let callee = call.callee_number.clone();
-        let cdr = Cdr {
-            call_id: call.id.clone(),
-            direction: call.direction,
-            caller: call.caller_number.clone(),
-            caller_port,
-            callee,
-            callee_port,
-            started_at_ms: self.wall(call.started),
-            answered_at_ms: call.answered.map(|a| self.wall(a)),
-            ended_at_ms: self.wall(call.talk_ended.unwrap_or(now)),
-            disposition,
-            hangup_side: side,
-            caller_sip_call_id: call.caller_sip_call_id.clone(),
-            callee_sip_call_id: call.callee_sip_call_id.clone(),
-            caller_quality: None,
-            callee_quality: None,
-            transfer_chain: call.transfer_chain.clone(),
-            queue: call
-                .queue
-                .as_ref()
-                .map(|q| q.cdr(now))
-                .or_else(|| call.overflowed.as_ref().map(|(q, _)| q.clone())),
-            blocked: call.blocked.clone(),
-            survey_score: call.survey_score,
-            hold_ms: Some(call.hold.total(call.talk_ended.unwrap_or(now)))
-                .filter(|d| !d.is_zero())
-                .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
-            queue_overflow: call.overflowed.as_ref().map(|(_, o)| *o),
-        };
+        let cdr = self.cdr_of(now, call, disposition, side);
         if let Some(last) = call.transfer_chain.last() {
             tracing::info!(
                 call = cdr.call_id,
@@ -2576,6 +2551,47 @@ impl CallControl {
         }
         self.pending_cdrs.push(pending);
         self.flush_cdrs(|_| false);
+    }
+
+    /// The CDR `call` gets if it ends at `now` as `disposition`, ended by `side`
+    /// (without the legs' quality, which comes later).
+    fn cdr_of(&self, now: Instant, call: &Call, disposition: Disposition, side: HangupSide) -> Cdr {
+        let callee_port = call
+            .callee
+            .and_then(Party::port)
+            .or_else(|| call.ringing.last().copied());
+        let caller_port = call.caller.port();
+        let callee = call.callee_number.clone();
+        Cdr {
+            call_id: call.id.clone(),
+            direction: call.direction,
+            caller: call.caller_number.clone(),
+            caller_port,
+            callee,
+            callee_port,
+            started_at_ms: self.wall(call.started),
+            answered_at_ms: call.answered.map(|a| self.wall(a)),
+            ended_at_ms: self.wall(call.talk_ended.unwrap_or(now)),
+            disposition,
+            hangup_side: side,
+            caller_sip_call_id: call.caller_sip_call_id.clone(),
+            callee_sip_call_id: call.callee_sip_call_id.clone(),
+            caller_quality: None,
+            callee_quality: None,
+            transfer_chain: call.transfer_chain.clone(),
+            queue: call
+                .queue
+                .as_ref()
+                .map(|q| q.cdr(now))
+                .or_else(|| call.overflowed.as_ref().map(|(q, _)| q.clone())),
+            blocked: call.blocked.clone(),
+            survey_score: call.survey_score,
+            hold_ms: Some(call.hold.total(call.talk_ended.unwrap_or(now)))
+                .filter(|d| !d.is_zero())
+                .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+            queue_overflow: call.overflowed.as_ref().map(|(_, o)| *o),
+            interrupted: false,
+        }
     }
 
     /// A leg's quality report: fills the CDRs waiting for it, or is kept for the CDR

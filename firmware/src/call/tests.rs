@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use line_proto::{CallerId, Command, Event};
 
 use super::*;
-use crate::cdr::{Direction, Disposition, HangupSide};
+use crate::cdr::{Direction, Disposition, HangupSide, JournalUpdate};
 use crate::tones::{Country, Tone};
 
 const WALL0: i64 = 1_700_000_000_000;
@@ -206,6 +206,105 @@ fn internal_call_answered_and_hung_up_by_callee() {
     let out = h.take();
     assert!(cdrs(&out).is_empty());
     assert_eq!(h.cc.active_calls(), 0);
+}
+
+/// What the daemon does after every event: bring the journal of live calls up to
+/// date; returns the journal writes that queued.
+fn journal(h: &mut Harness) -> Vec<JournalUpdate> {
+    h.cc.update_journal(h.now);
+    h.collect();
+    h.take()
+        .into_iter()
+        .filter_map(|o| match o {
+            Output::Journal(u) => Some(u),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn the_journal_holds_an_answered_call_until_its_cdr_and_refreshes_while_calls_are_up() {
+    let mut h = Harness::new();
+    assert!(journal(&mut h).is_empty(), "idle: nothing to write");
+    assert_eq!(h.cc.journal_deadline(), None, "idle: nothing to refresh");
+    h.ev(1, Event::OffHook);
+    let t0 = h.ms();
+    h.dial(1, "102");
+    let t_start = h.now;
+    // Ringing: not written at once, but refreshed from now on.
+    assert!(journal(&mut h).is_empty());
+    assert_eq!(h.cc.journal_deadline(), Some(t_start + JOURNAL_REFRESH));
+
+    h.advance(Duration::from_secs(2));
+    h.ev(2, Event::OffHook);
+    let t_answer = h.ms();
+    let written = journal(&mut h);
+    let [JournalUpdate::Upsert(calls)] = &written[..] else {
+        panic!("the answer is written at once: {written:?}");
+    };
+    let [live] = &calls[..] else {
+        panic!("one call: {calls:?}");
+    };
+    assert!(!live.ended);
+    let c = &live.cdr;
+    assert_eq!((c.caller.as_str(), c.callee.as_str()), ("101", "102"));
+    assert_eq!((c.started_at_ms, c.answered_at_ms), (t0, Some(t_answer)));
+    // The record the call gets if the box stops now.
+    assert_eq!(c.ended_at_ms, t_answer);
+    assert_eq!(c.disposition, Disposition::Answered);
+    assert_eq!(c.hangup_side, HangupSide::System);
+    assert!(c.interrupted);
+    let call_id = c.call_id.clone();
+    assert!(journal(&mut h).is_empty(), "written once");
+
+    // The refresh rewrites the whole journal with the call's later end.
+    h.advance(JOURNAL_REFRESH);
+    let t_refresh = h.ms();
+    let written = journal(&mut h);
+    let [JournalUpdate::Replace(calls)] = &written[..] else {
+        panic!("a refresh: {written:?}");
+    };
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0].cdr.call_id, call_id);
+    assert_eq!(calls[0].cdr.ended_at_ms, t_refresh);
+    assert!(h.cc.journal_deadline().is_some());
+
+    // The CDR (whose commit deletes the row) is an ordinary one.
+    h.advance(Duration::from_secs(1));
+    h.ev(2, Event::OnHook);
+    let c = cdrs(&h.out);
+    assert_eq!(c.len(), 1);
+    assert_eq!(c[0].call_id, call_id);
+    assert!(!c[0].interrupted);
+    assert_eq!(c[0].hangup_side, HangupSide::Callee);
+    h.ev(1, Event::OnHook);
+    assert!(journal(&mut h).is_empty(), "nothing new until the refresh");
+    // One last refresh empties the journal; then it rests.
+    let due = h.cc.journal_deadline().expect("a last refresh");
+    h.advance(due - h.now);
+    assert_eq!(journal(&mut h), [JournalUpdate::Replace(Vec::new())]);
+    assert_eq!(h.cc.journal_deadline(), None);
+    h.advance(JOURNAL_REFRESH * 3);
+    assert!(journal(&mut h).is_empty());
+}
+
+/// A call still ringing is in the refresh (a stop then leaves an unanswered,
+/// interrupted record), though not written the moment it starts.
+#[test]
+fn a_ringing_call_is_in_the_refresh() {
+    let mut h = Harness::new();
+    h.ev(1, Event::OffHook);
+    h.dial(1, "102");
+    assert!(journal(&mut h).is_empty());
+    h.advance(JOURNAL_REFRESH);
+    let written = journal(&mut h);
+    let [JournalUpdate::Replace(calls)] = &written[..] else {
+        panic!("a refresh: {written:?}");
+    };
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0].cdr.disposition, Disposition::NoAnswer);
+    assert_eq!(calls[0].cdr.answered_at_ms, None);
+    assert!(calls[0].cdr.interrupted && !calls[0].ended);
 }
 
 #[test]

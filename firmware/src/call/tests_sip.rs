@@ -1208,6 +1208,55 @@ fn the_cdr_waits_for_the_quality_of_its_legs() {
     assert_eq!(h.cc.timeout(), None, "nothing left waiting");
 }
 
+/// A call that ended but whose CDR waits for its legs' quality is in the journal's
+/// refresh as it stands (`ended`, not interrupted), so a stop during that wait
+/// stores it as it was.
+#[test]
+fn a_cdr_waiting_for_quality_is_journaled_as_it_stands() {
+    use crate::cdr::JournalUpdate;
+    let journal = |h: &mut Harness| {
+        h.cc.update_journal(h.now);
+        h.collect();
+        h.take()
+            .into_iter()
+            .filter_map(|o| match o {
+                Output::Journal(u) => Some(u),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    let mut h = Harness::new();
+    let callee = sip_to_sip_with_media(&mut h);
+    let written = journal(&mut h);
+    assert!(
+        matches!(&written[..], [JournalUpdate::Upsert(c)] if c.len() == 1 && !c[0].ended),
+        "{written:?}"
+    );
+    h.advance(Duration::from_secs(3));
+    h.sip(SipInput::Ended {
+        leg: callee,
+        reason: EndReason::Normal,
+    });
+    assert!(cdrs(&h.take()).is_empty(), "waits for quality");
+    assert!(journal(&mut h).is_empty());
+    // The refresh falls inside the quality wait.
+    h.advance(super::JOURNAL_REFRESH - Duration::from_secs(3));
+    let written = journal(&mut h);
+    let [JournalUpdate::Replace(calls)] = &written[..] else {
+        panic!("a refresh: {written:?}");
+    };
+    let [pending] = &calls[..] else {
+        panic!("the waiting CDR: {calls:?}");
+    };
+    assert!(pending.ended);
+    assert!(!pending.cdr.interrupted);
+    assert_eq!(pending.cdr.hangup_side, HangupSide::Callee);
+    assert_eq!(pending.cdr.billable_ms(), 3_000);
+    // Then the CDR itself.
+    h.advance(QUALITY_WAIT);
+    assert_eq!(cdrs(&h.take()).len(), 1);
+}
+
 #[test]
 fn a_missing_quality_report_delays_the_cdr_at_most_quality_wait() {
     let mut h = Harness::new();

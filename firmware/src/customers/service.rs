@@ -308,6 +308,7 @@ mod tests {
             survey_score: None,
             hold_ms: None,
             queue_overflow: None,
+            interrupted: false,
         }
     }
 

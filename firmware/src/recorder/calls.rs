@@ -540,6 +540,27 @@ impl CallRecorder {
         outcome
     }
 
+    /// The keys (`p1`, `l3`, as in file names) of the running recordings of the call
+    /// `cdr` describes (a call still up, for the journal of live calls): those of its
+    /// ports and of the SIP legs bridged under its call id.
+    pub fn recording_keys(&self, cdr: &Cdr) -> Vec<String> {
+        let ports = [cdr.caller_port, cdr.callee_port]
+            .into_iter()
+            .flatten()
+            .filter(|&p| self.recorder.is_recording(p))
+            .map(Key::Port);
+        let legs = self
+            .leg_call
+            .iter()
+            .filter(|(&leg, (id, _))| {
+                *id == cdr.call_id && self.recorder.is_recording(Key::Leg(leg))
+            })
+            .map(|(&leg, _)| Key::Leg(leg));
+        let mut keys: Vec<String> = ports.chain(legs).map(|k| k.to_string()).collect();
+        keys.dedup();
+        keys
+    }
+
     /// A call ended (`Output::Cdr`): its recording, if any, ends under its call id.
     pub fn cdr(&mut self, cdr: &Cdr) {
         for port in [cdr.caller_port, cdr.callee_port].into_iter().flatten() {

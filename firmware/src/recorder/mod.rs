@@ -1217,7 +1217,18 @@ pub struct Recovered {
 /// Start-up, before the store's writer thread: repairs and registers what a crash left
 /// in `dir` (see the module docs). Each file's problem is logged and the file set aside;
 /// only an unreadable directory or a store failure is an error.
-pub fn recover(store: &mut Store, dir: &Path) -> Result<Recovered, RecorderError> {
+///
+/// `cut_calls` maps a recording's key as in its file name (`p1`, `l3`) to the call it
+/// recorded when the box stopped, as the journal of live calls knew it
+/// ([`crate::store::RecoveredCalls::recordings`]): a `.part` file of that key is
+/// registered under that call's id, next to the call's interrupted CDR. Other cut
+/// files (a recording started by the toggle code after the journal's last write) are
+/// registered under their file stem.
+pub fn recover(
+    store: &mut Store,
+    dir: &Path,
+    cut_calls: &std::collections::BTreeMap<String, String>,
+) -> Result<Recovered, RecorderError> {
     std::fs::create_dir_all(dir).map_err(io_err(dir, "create"))?;
     let mut out = Recovered::default();
     let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
@@ -1255,7 +1266,12 @@ pub fn recover(store: &mut Store, dir: &Path) -> Result<Recovered, RecorderError
                 } else {
                     path
                 };
-                match register_recovered(store, &path, data_len) {
+                let call_id = if part {
+                    key_of_name(&stem(&path)).and_then(|k| cut_calls.get(k).cloned())
+                } else {
+                    None
+                };
+                match register_recovered(store, &path, data_len, call_id) {
                     Ok(()) if part => {
                         tracing::warn!(file = %path.display(), "recording cut by a crash: repaired and registered as interrupted");
                         out.repaired.push(path);
@@ -1320,13 +1336,18 @@ fn repair_file(path: &Path) -> Result<Option<u64>, String> {
     }
 }
 
-fn register_recovered(store: &mut Store, path: &Path, data_len: u64) -> Result<(), RecorderError> {
+fn register_recovered(
+    store: &mut Store,
+    path: &Path,
+    data_len: u64,
+    call_id: Option<String>,
+) -> Result<(), RecorderError> {
     let (sha256, size) = file_sha256(path)?;
     let name = stem(path);
     let (started_at_ms, port) = parse_name(&name);
     let rec = Finished {
         path: path.to_owned(),
-        call_id: name,
+        call_id: call_id.unwrap_or(name),
         started_at_ms,
         data_len,
         port,
@@ -1339,6 +1360,11 @@ fn register_recovered(store: &mut Store, path: &Path, data_len: u64) -> Result<(
         index::register_tx(tx, db, &rec, now)
     })?;
     Ok(())
+}
+
+/// The recording key in a recording's file stem (`p1` of `rec-<ms>-p1[-n]`).
+fn key_of_name(stem: &str) -> Option<&str> {
+    stem.strip_prefix("rec-")?.split('-').nth(1)
 }
 
 /// The start time and analog port in a recording's file stem: `rec-<ms>-p<port>[-n]`

@@ -1,5 +1,6 @@
 //! Recorder tests against real files in temp dirs and a real store (same migrations).
 
+use std::collections::BTreeMap;
 use std::sync::atomic::AtomicU64;
 
 use branchline_board::dsp::{tone_ratio, SineGenerator};
@@ -280,7 +281,12 @@ fn a_crash_leaves_a_file_that_startup_repairs_and_registers_as_interrupted() {
     assert_eq!(before, HEADER_LEN + 130 * FRAME_BYTES + 301);
 
     let mut store = Store::open(&rig.db).expect("store");
-    let got = recover(&mut store, &rig.dir).expect("recover");
+    // The journal of live calls knew port 1's recording as call c-77's.
+    let cut_calls = BTreeMap::from([
+        ("p1".to_owned(), "c-77".to_owned()),
+        ("l4".to_owned(), "c-78".to_owned()),
+    ]);
+    let got = recover(&mut store, &rig.dir, &cut_calls).expect("recover");
     let wav = rig.dir.join("rec-42-p1.wav");
     assert_eq!(got.repaired, vec![wav.clone()]);
     assert!(got.quarantined.is_empty());
@@ -309,11 +315,11 @@ fn a_crash_leaves_a_file_that_startup_repairs_and_registers_as_interrupted() {
         .expect("row");
     assert_eq!(
         (call_id.as_str(), interrupted, port, duration),
-        ("rec-42-p1", 1, 1, 2600)
+        ("c-77", 1, 1, 2600)
     );
     // A second start-up finds nothing to do.
     assert_eq!(
-        recover(&mut store, &rig.dir).expect("again"),
+        recover(&mut store, &rig.dir, &BTreeMap::new()).expect("again"),
         Recovered::default()
     );
 }
@@ -339,11 +345,24 @@ fn a_finished_file_whose_registration_was_cut_is_registered_at_startup() {
         now,
     );
     let rec = rig.finished.try_recv().expect("finished");
-    // The registrar never ran (crash).
+    // The registrar never ran (crash). A journaled call on the same port is another
+    // call's (this one ended): the finished file keeps its own name as call id.
     let mut store = Store::open(&rig.db).expect("store");
-    let got = recover(&mut store, &rig.dir).expect("recover");
+    let cut_calls = BTreeMap::from([("p2".to_owned(), "c-10".to_owned())]);
+    let got = recover(&mut store, &rig.dir, &cut_calls).expect("recover");
     assert_eq!(got.registered_late, vec![rec.path.clone()]);
     assert!(got.repaired.is_empty());
+    let call_id: String = store
+        .transact("t", |tx, db| {
+            tx.query_row("SELECT call_id FROM recordings", [], |x| x.get(0))
+                .map_err(|source| crate::error::Error::Sqlite {
+                    path: db.to_owned(),
+                    op: "t",
+                    source,
+                })
+        })
+        .expect("row");
+    assert_eq!(call_id, "rec-7-p2");
 }
 
 #[test]
@@ -358,7 +377,7 @@ fn files_that_are_not_recorder_wavs_are_quarantined_and_nothing_is_registered() 
     let other = rig.dir.join("notes.txt");
     std::fs::write(&other, b"left alone").expect("write");
     let mut store = Store::open(&rig.db).expect("store");
-    let got = recover(&mut store, &rig.dir).expect("recover");
+    let got = recover(&mut store, &rig.dir, &BTreeMap::new()).expect("recover");
     assert_eq!(got.quarantined.len(), 2, "{got:?}");
     assert!(got
         .quarantined
@@ -701,7 +720,7 @@ fn a_relayed_call_cut_by_a_crash_is_repaired_without_a_port() {
     let part = rig.dir.join("rec-78-l5.wav.part");
     assert!(part.exists());
     let mut store = Store::open(&rig.db).expect("store");
-    let got = recover(&mut store, &rig.dir).expect("recover");
+    let got = recover(&mut store, &rig.dir, &BTreeMap::new()).expect("recover");
     assert_eq!(got.repaired, vec![rig.dir.join("rec-78-l5.wav")]);
     let (call_id, started, port): (String, i64, Option<i64>) = store
         .transact("t", |tx, db| {

@@ -42,7 +42,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 
 pub use self::reader::StoreReader;
-pub use self::writer::StoreWriter;
+pub use self::writer::{RecoveredCalls, StoreWriter};
 
 /// The migrations, in order; the schema version is the number applied.
 const MIGRATIONS: &[M<'static>] = &[
@@ -67,6 +67,7 @@ const MIGRATIONS: &[M<'static>] = &[
         "../../migrations/0018_agent_extension_mode.sql"
     )),
     M::up(include_str!("../../migrations/0019_cdr_hold_overflow.sql")),
+    M::up(include_str!("../../migrations/0020_live_calls.sql")),
 ];
 
 /// Migrates a bare connection to schema `version` only (tests of later migrations'
@@ -258,6 +259,16 @@ impl Store {
         job: impl FnOnce(&rusqlite::Transaction<'_>, &Path) -> Result<T>,
     ) -> Result<T> {
         writer::run_transaction(&mut self.conn, &self.path, op, job)
+    }
+
+    /// Stores the CDRs of the calls the journal of live calls still holds: the box
+    /// stopped (power cut, crash, kill -9) while they were up, or before their CDRs
+    /// were written (see the `crate::call` journal). Run at start-up, before the
+    /// writer thread starts; each row's CDR, outbox row and deletion commit together,
+    /// so a crash here stores nothing twice. A database error leaves the remaining
+    /// rows for the next start.
+    pub fn recover_live_calls(&mut self) -> Result<RecoveredCalls> {
+        writer::recover_live_calls(&mut self.conn, &self.path, self.clock)
     }
 
     /// The write connection's `PRAGMA synchronous` (2 = FULL).

@@ -25,7 +25,7 @@ const CDR_COLUMNS: &str = "call_id, direction, caller, caller_port, callee, call
                            callee_loss_percent, callee_jitter_ms, callee_mos, transfer_chain, \
                            queue, agent_id, queue_wait_ms, \
                            blocked_mode, blocked_action, blocked_pattern, survey_score, \
-                           hold_ms, queue_overflow";
+                           hold_ms, queue_overflow, interrupted";
 
 fn clamp_limit(limit: usize) -> i64 {
     i64::try_from(limit).unwrap_or(i64::MAX)
@@ -261,6 +261,7 @@ struct RawCdr {
     survey_score: Option<u8>,
     hold_ms: Option<i64>,
     queue_overflow: Option<String>,
+    interrupted: bool,
 }
 
 /// A leg's quality from its three columns (all set, or none).
@@ -301,6 +302,7 @@ impl RawCdr {
             survey_score: row.get(26)?,
             hold_ms: row.get(27)?,
             queue_overflow: row.get(28)?,
+            interrupted: row.get(29)?,
         })
     }
 
@@ -374,6 +376,7 @@ impl RawCdr {
             survey_score: self.survey_score,
             hold_ms: self.hold_ms,
             queue_overflow,
+            interrupted: self.interrupted,
         })
     }
 }

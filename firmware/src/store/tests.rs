@@ -41,6 +41,7 @@ fn cdr(call_id: &str, started_at_ms: i64) -> Cdr {
         survey_score: None,
         hold_ms: None,
         queue_overflow: None,
+        interrupted: false,
     }
 }
 
@@ -95,6 +96,7 @@ fn migrations_apply_and_reopen_is_idempotent() {
             "group_members",
             "groups",
             "hq_rows",
+            "live_calls",
             "outbox",
             "ports",
             "provisioned_settings",
@@ -372,6 +374,169 @@ async fn duplicate_cdr_is_rejected_and_changes_nothing() {
     thread.join().expect("writer thread");
 }
 
+fn live(call_id: &str, ended: bool) -> crate::cdr::LiveCall {
+    let mut cdr = cdr(call_id, 1_000);
+    if !ended {
+        cdr.interrupted = true;
+        cdr.hangup_side = HangupSide::System;
+    }
+    crate::cdr::LiveCall {
+        cdr,
+        ended,
+        recordings: Vec::new(),
+    }
+}
+
+fn live_call_ids(path: &Path) -> Vec<(String, bool)> {
+    let conn = Connection::open(path).expect("open");
+    let mut s = conn
+        .prepare("SELECT call_id, ended FROM live_calls ORDER BY call_id")
+        .expect("prepare");
+    s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .and_then(|rows| rows.collect())
+        .expect("rows")
+}
+
+/// The journal of live calls: upserts add and refresh rows, a replace leaves exactly
+/// its calls, and a call's CDR removes its row in the same commit.
+#[tokio::test]
+async fn the_live_call_journal_follows_upserts_replaces_and_cdrs() {
+    use crate::cdr::JournalUpdate;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = db_path(&dir);
+    let (writer, thread) = Store::open(&path).expect("open").spawn_writer();
+    writer
+        .journal_live_calls(JournalUpdate::Upsert(vec![live("a", false)]))
+        .await
+        .expect("upsert a");
+    writer
+        .journal_live_calls(JournalUpdate::Upsert(vec![live("b", false)]))
+        .await
+        .expect("upsert b");
+    // A refreshed row replaces its older self.
+    writer
+        .journal_live_calls(JournalUpdate::Upsert(vec![live("a", true)]))
+        .await
+        .expect("refresh a");
+    assert_eq!(
+        live_call_ids(&path),
+        [("a".to_owned(), true), ("b".to_owned(), false)]
+    );
+    // The CDR of b takes its row with it.
+    writer.insert_cdr(cdr("b", 1_000)).await.expect("cdr b");
+    assert_eq!(live_call_ids(&path), [("a".to_owned(), true)]);
+    // A replace keeps exactly what it lists.
+    writer
+        .journal_live_calls(JournalUpdate::Replace(vec![live("c", false)]))
+        .await
+        .expect("replace");
+    assert_eq!(live_call_ids(&path), [("c".to_owned(), false)]);
+    writer
+        .journal_live_calls(JournalUpdate::Replace(Vec::new()))
+        .await
+        .expect("empty");
+    assert!(live_call_ids(&path).is_empty());
+    drop(writer);
+    thread.join().expect("writer thread");
+}
+
+/// After a stop, each journal row becomes its call's CDR once: a live call's marked
+/// interrupted (ended by the box), an ended call's as it stood; a row whose CDR is
+/// stored already, or that is no CDR, is dropped without a second record.
+#[tokio::test]
+async fn journal_rows_left_by_a_crash_become_cdrs_once() {
+    use crate::cdr::JournalUpdate;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = db_path(&dir);
+    let (writer, thread) = Store::open(&path).expect("open").spawn_writer();
+    // A row claiming to be live but written without the mark (an older writer):
+    // start-up still marks it.
+    let mut up = live("up-1", false);
+    up.recordings = vec!["p1".to_owned(), "l3".to_owned()];
+    let mut unmarked = live("up-2", false);
+    unmarked.cdr.interrupted = false;
+    unmarked.cdr.hangup_side = HangupSide::Caller;
+    writer
+        .journal_live_calls(JournalUpdate::Upsert(vec![
+            up,
+            unmarked,
+            live("done", true),
+            live("stored", false),
+        ]))
+        .await
+        .expect("journal");
+    // A row whose CDR is stored already (the writer cannot leave one: a CDR's
+    // commit deletes its row; put back by hand) is dropped, not stored twice.
+    writer.insert_cdr(cdr("stored", 1_000)).await.expect("cdr");
+    writer
+        .journal_live_calls(JournalUpdate::Upsert(vec![live("stored", false)]))
+        .await
+        .expect("stale row");
+    drop(writer);
+    thread.join().expect("writer thread");
+    {
+        let conn = Connection::open(&path).expect("open");
+        for (id, text) in [
+            ("garbage", "{not json"),
+            (
+                "other",
+                &serde_json::to_string(&cdr("someone-else", 1)).expect("json")[..],
+            ),
+        ] {
+            conn.execute(
+                "INSERT INTO live_calls (call_id, cdr, ended, updated_at_ms) VALUES (?1, ?2, 0, 1)",
+                rusqlite::params![id, text],
+            )
+            .expect("corrupt row");
+        }
+    }
+    let (cdrs, outbox) = (count(&path, "cdrs"), count(&path, "outbox"));
+
+    let mut store = Store::open(&path).expect("re-open");
+    let got = store.recover_live_calls().expect("recover");
+    assert_eq!(got.interrupted, ["up-1", "up-2"]);
+    assert_eq!(got.finished, ["done"]);
+    assert_eq!(got.duplicates, ["stored"]);
+    assert_eq!(got.unreadable, ["garbage", "other"]);
+    assert_eq!(
+        got.recordings,
+        BTreeMap::from([
+            ("l3".to_owned(), "up-1".to_owned()),
+            ("p1".to_owned(), "up-1".to_owned())
+        ])
+    );
+    assert!(live_call_ids(&path).is_empty());
+    assert_eq!(
+        (count(&path, "cdrs"), count(&path, "outbox")),
+        (cdrs + 3, outbox + 3)
+    );
+    let reader = Store::reader(&path).expect("reader");
+    for id in ["up-1", "up-2"] {
+        let c = reader.cdr(id).expect("read").expect("stored");
+        assert!(c.interrupted, "{id}");
+        assert_eq!(c.hangup_side, HangupSide::System, "{id}");
+        assert_eq!(c.disposition, Disposition::Answered, "{id}");
+    }
+    let done = reader.cdr("done").expect("read").expect("stored");
+    assert_eq!(done, cdr("done", 1_000));
+    // What goes to HQ carries the mark.
+    let payload: String = Connection::open(&path)
+        .expect("open")
+        .query_row(
+            "SELECT payload FROM outbox WHERE record_key = 'up-1'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("outbox row");
+    let sent: Cdr = serde_json::from_str(&payload).expect("payload");
+    assert!(sent.interrupted);
+    // Nothing is left for a second start.
+    assert_eq!(
+        store.recover_live_calls().expect("again"),
+        RecoveredCalls::default()
+    );
+}
+
 #[tokio::test]
 async fn replace_board_upserts_deletes_and_rejects_unknown_ports() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -597,6 +762,7 @@ fn arb_cdr() -> impl Strategy<Value = Cdr> {
                     survey_score: None,
                     hold_ms: None,
                     queue_overflow: None,
+                    interrupted: false,
                 }
             },
         )

@@ -7,7 +7,7 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use tokio::sync::{oneshot, watch};
 
 use super::{enum_text, sql, Clock, ExtensionRow, PortKind, PortKindStr, Store};
-use crate::cdr::Cdr;
+use crate::cdr::{Cdr, JournalUpdate, LiveCall};
 use crate::error::{Error, FieldProblem, Result};
 
 /// A request to the writer thread; each carries the sender of its reply.
@@ -25,6 +25,11 @@ enum Request {
     SetPortState {
         port: u8,
         state: &'static str,
+        reply: oneshot::Sender<Result<()>>,
+    },
+    /// Writes the journal of live calls.
+    Journal {
+        update: JournalUpdate,
         reply: oneshot::Sender<Result<()>>,
     },
     /// Replies once every request queued before it has been handled.
@@ -214,6 +219,13 @@ impl StoreWriter {
         std::sync::Arc::clone(&self.blacklist_changed)
     }
 
+    /// Writes the journal of live calls (see `crate::call` `journal`): the rows of
+    /// `update`'s calls, in one transaction.
+    pub async fn journal_live_calls(&self, update: JournalUpdate) -> Result<()> {
+        self.request(|reply| Request::Journal { update, reply })
+            .await?
+    }
+
     /// Waits until every write sent through this handle has committed, then drops it.
     /// The thread exits once every clone is gone; join its handle to wait for that.
     pub async fn close(self) {
@@ -256,6 +268,9 @@ fn run(
             }
             Request::SetPortState { port, state, reply } => {
                 let _ = reply.send(writer.set_port_state(port, state));
+            }
+            Request::Journal { update, reply } => {
+                let _ = reply.send(writer.journal(&update));
             }
             Request::Flush { reply } => {
                 let _ = reply.send(());
@@ -312,6 +327,60 @@ fn is_unique_violation(e: &rusqlite::Error) -> bool {
 }
 
 impl Writer<'_> {
+    /// Writes `update` to `live_calls` in one transaction.
+    fn journal(&mut self, update: &JournalUpdate) -> Result<()> {
+        let path = self.path;
+        let now = (self.clock)();
+        let (calls, replace) = match update {
+            JournalUpdate::Upsert(calls) => (calls, false),
+            JournalUpdate::Replace(calls) => (calls, true),
+        };
+        let rows = calls
+            .iter()
+            .map(|c| {
+                serde_json::to_string(&c.cdr)
+                    .map(|json| (c, json))
+                    .map_err(|source| Error::Json {
+                        kind: "live call",
+                        key: c.cdr.call_id.clone(),
+                        source,
+                    })
+            })
+            .collect::<Result<Vec<(&LiveCall, String)>>>()?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sql(path, "begin"))?;
+        if replace {
+            tx.execute("DELETE FROM live_calls", [])
+                .map_err(sql(path, "clear live calls"))?;
+        }
+        {
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT INTO live_calls (call_id, cdr, ended, recordings, updated_at_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT (call_id) DO UPDATE SET
+                         cdr = excluded.cdr, ended = excluded.ended,
+                         recordings = excluded.recordings,
+                         updated_at_ms = excluded.updated_at_ms",
+                )
+                .map_err(sql(path, "write live call"))?;
+            for (call, json) in &rows {
+                insert
+                    .execute(params![
+                        call.cdr.call_id,
+                        json,
+                        call.ended,
+                        call.recordings.join(","),
+                        now
+                    ])
+                    .map_err(sql(path, "write live call"))?;
+            }
+        }
+        tx.commit().map_err(sql(path, "commit live calls"))
+    }
+
     fn insert_cdr(&mut self, cdr: &Cdr) -> Result<i64> {
         let path = self.path;
         let now = (self.clock)();
@@ -380,10 +449,10 @@ impl Writer<'_> {
                                callee_loss_percent, callee_jitter_ms, callee_mos,
                                transfer_chain, queue, agent_id, queue_wait_ms,
                                blocked_mode, blocked_action, blocked_pattern, survey_score,
-                               hold_ms, queue_overflow)
+                               hold_ms, queue_overflow, interrupted)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15,
                      ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29,
-                     ?30, ?31)",
+                     ?30, ?31, ?32)",
             params![
                 call_id,
                 direction,
@@ -416,6 +485,7 @@ impl Writer<'_> {
                 cdr.survey_score,
                 cdr.hold_ms,
                 cdr.queue_overflow.map(|o| o.as_str()),
+                cdr.interrupted,
             ],
         );
         match inserted {
@@ -435,6 +505,13 @@ impl Writer<'_> {
         )
         .map_err(sql(path, "insert cdr outbox row"))?;
         let seq = tx.last_insert_rowid();
+        // The call is no longer live: its journal row goes with the same commit, so a
+        // crash leaves either the row (rebuilt at start-up) or the CDR, never both.
+        tx.execute(
+            "DELETE FROM live_calls WHERE call_id = ?1",
+            params![call_id],
+        )
+        .map_err(sql(path, "delete live call"))?;
         // The customer's service record goes with the CDR; a failure there is logged
         // and never costs the CDR (its savepoint is rolled back alone).
         match tx.savepoint() {
@@ -586,4 +663,116 @@ impl Writer<'_> {
         }
         Ok(())
     }
+}
+
+/// What [`Store::recover_live_calls`](super::Store::recover_live_calls) did with the
+/// journal of live calls a stop left behind.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RecoveredCalls {
+    /// Calls that were up when the box stopped: their CDRs, marked `interrupted`.
+    pub interrupted: Vec<String>,
+    /// Calls that had ended, whose CDRs waited for quality reports: stored as they
+    /// stood.
+    pub finished: Vec<String>,
+    /// Rows whose CDR was stored already: dropped.
+    pub duplicates: Vec<String>,
+    /// Rows that are no CDR this firmware can store (unreadable JSON, another call's
+    /// id, impossible values): dropped, each logged with its text.
+    pub unreadable: Vec<String>,
+    /// The recordings the stored calls had running, by recording key (`p1`, `l3`)
+    /// to call id: [`crate::recorder::recover`] registers each cut file under its
+    /// call.
+    pub recordings: std::collections::BTreeMap<String, String>,
+}
+
+/// Turns every row of `live_calls` into its call's CDR (with its outbox row, the
+/// row's deletion in the same transaction): see the [`crate::call`] journal.
+pub(super) fn recover_live_calls(
+    conn: &mut Connection,
+    path: &Path,
+    clock: Clock,
+) -> Result<RecoveredCalls> {
+    let rows = conn
+        .prepare("SELECT call_id, cdr, ended, recordings FROM live_calls ORDER BY rowid")
+        .and_then(|mut s| {
+            s.query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, bool>(2)?,
+                    r.get::<_, String>(3)?,
+                ))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()
+        })
+        .map_err(sql(path, "read live calls"))?;
+    let mut done = RecoveredCalls::default();
+    let mut writer = Writer { conn, path, clock };
+    for (call_id, json, ended, recordings) in rows {
+        let parsed = serde_json::from_str::<Cdr>(&json)
+            .map_err(|e| e.to_string())
+            .and_then(|cdr| {
+                if cdr.call_id == call_id {
+                    Ok(cdr)
+                } else {
+                    Err(format!("the CDR is call {}'s", cdr.call_id))
+                }
+            });
+        let why = match parsed {
+            Ok(mut cdr) => {
+                if !ended {
+                    // Up when the box stopped: the box ended it.
+                    cdr.interrupted = true;
+                    cdr.hangup_side = crate::cdr::HangupSide::System;
+                }
+                match writer.insert_cdr(&cdr) {
+                    Ok(seq) => {
+                        tracing::warn!(
+                            call_id,
+                            outbox_seq = seq,
+                            interrupted = !ended,
+                            "CDR of a live call stored at start-up"
+                        );
+                        for key in recordings.split(',').filter(|k| !k.is_empty()) {
+                            done.recordings.insert(key.to_owned(), call_id.clone());
+                        }
+                        if ended {
+                            done.finished.push(call_id);
+                        } else {
+                            done.interrupted.push(call_id);
+                        }
+                        continue;
+                    }
+                    Err(Error::DuplicateCdr { .. }) => {
+                        delete_live_call(writer.conn, path, &call_id)?;
+                        done.duplicates.push(call_id);
+                        continue;
+                    }
+                    // Values no CDR may hold: this row can never be stored.
+                    Err(e @ (Error::Invalid { .. } | Error::Json { .. })) => e.to_string(),
+                    // The database failed: the rows stay for the next start.
+                    Err(e) => return Err(e),
+                }
+            }
+            Err(why) => why,
+        };
+        tracing::error!(
+            call_id,
+            row = json,
+            error = why,
+            "journal row of a live call is no CDR: dropped"
+        );
+        delete_live_call(writer.conn, path, &call_id)?;
+        done.unreadable.push(call_id);
+    }
+    Ok(done)
+}
+
+fn delete_live_call(conn: &Connection, path: &Path, call_id: &str) -> Result<()> {
+    conn.execute(
+        "DELETE FROM live_calls WHERE call_id = ?1",
+        params![call_id],
+    )
+    .map(drop)
+    .map_err(sql(path, "delete live call"))
 }

@@ -321,6 +321,12 @@ fn typed_payload(
             if cdr.queue_overflow.is_some() && !unanswered_queue {
                 return Err("CDR queue_overflow needs a queue that no agent answered".to_owned());
             }
+            if cdr.interrupted && cdr.hangup_side != crate::wire::CdrHangupSide::System {
+                return Err(
+                    "CDR interrupted needs hangup_side system (the box ended it by stopping)"
+                        .to_owned(),
+                );
+            }
             Ok(TypedPayload::Cdr(cdr))
         }
         RecordKind::Audit => {
@@ -745,6 +751,16 @@ mod tests {
             c.queue_overflow,
             Some(crate::wire::CdrQueueOverflow::Voicemail)
         );
+        // An interrupted call's mark is projected too (HQ schema 8).
+        let mut cut = cdr(serde_json::Value::Null);
+        cut["interrupted"] = true.into();
+        cut["hangup_side"] = "system".into();
+        let valid = validate_batch(batch_with(cut), "box-1").expect("interrupted CDR");
+        assert_eq!(valid.records[0].stored_payload(), None);
+        let TypedPayload::Cdr(c) = &valid.records[0].typed else {
+            panic!("not a CDR");
+        };
+        assert!(c.interrupted);
         // A field a newer firmware adds keeps the JSON again.
         let mut newer = cdr(serde_json::Value::Null);
         newer["park_ms"] = 4.into();
@@ -787,6 +803,19 @@ mod tests {
                 "queue_overflow",
                 serde_json::json!("fax"),
                 "unknown variant",
+            ),
+            // Only the box ends a call by stopping (the helper's CDR says "caller").
+            (
+                serde_json::Value::Null,
+                "interrupted",
+                serde_json::json!(true),
+                "needs hangup_side system",
+            ),
+            (
+                serde_json::Value::Null,
+                "interrupted",
+                serde_json::json!("yes"),
+                "expected a boolean",
             ),
         ] {
             let mut v = cdr(queue);

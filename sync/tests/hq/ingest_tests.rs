@@ -197,6 +197,10 @@ async fn queue_cdrs_and_agent_states_are_projected(backend: Backend) {
     abandoned.payload["blocked"] =
         json!({ "mode": "deny", "action": "reject", "pattern": "0900*" });
     abandoned.payload["queue_overflow"] = json!("voicemail");
+    // A call the box's power cut interrupted (rebuilt from its live-call journal).
+    let mut cut = cdr_record("b1", 3);
+    cut.payload["interrupted"] = json!(true);
+    cut.payload["hangup_side"] = json!("system");
     let state = |seq: i64, payload: serde_json::Value| UpRecord {
         seq,
         kind: RecordKind::AgentState,
@@ -207,7 +211,7 @@ async fn queue_cdrs_and_agent_states_are_projected(backend: Backend) {
     let batch = b1.batch(vec![
         queued,
         abandoned,
-        cdr_record("b1", 3),
+        cut,
         state(
             4,
             json!({ "agent_id": "101", "state": "available", "extension": "201", "at_ms": 1000 }),
@@ -267,6 +271,9 @@ async fn queue_cdrs_and_agent_states_are_projected(backend: Backend) {
         .admin(Method::GET, "/admin/v1/cdrs?box=b1", None)
         .await;
     assert_eq!(page["cdrs"][2]["queue"], serde_json::Value::Null, "{page}");
+    // The interrupted call's mark (HQ schema 8); the others have none.
+    assert_eq!(page["cdrs"][2]["interrupted"], true, "{page}");
+    assert_eq!(page["cdrs"][0]["interrupted"], false, "{page}");
 
     let (status, page) = env
         .hq

@@ -854,6 +854,7 @@ async fn service_records_and_call_notes_follow_the_customer_and_the_calls_owner(
         survey_score: None,
         hold_ms: None,
         queue_overflow: None,
+        interrupted: false,
     };
     env.accounts
         .writer()

@@ -192,6 +192,9 @@ pub struct CdrRow {
     pub hold_ms: Option<i64>,
     /// Where a queued call overflowed to, when it did.
     pub queue_overflow: Option<CdrQueueOverflow>,
+    /// The box stopped while the call was up (the record was rebuilt from its journal
+    /// of live calls at the next start).
+    pub interrupted: bool,
 }
 
 /// A `queue_overflow` column as the wire's (`None` without one, or a name HQ cannot

@@ -93,6 +93,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         7,
         include_str!("../../../migrations/postgres/0007_hold_and_overflow.sql"),
     ),
+    (
+        8,
+        include_str!("../../../migrations/postgres/0008_interrupted_calls.sql"),
+    ),
 ];
 
 /// The staging table of bulk ingest, created once per pooled connection. Temporary:
@@ -107,11 +111,11 @@ const CREATE_STAGE: &str = "CREATE TEMP TABLE IF NOT EXISTS ingest_stage (
     callee_loss_percent FLOAT8, callee_jitter_ms FLOAT8, callee_mos FLOAT8,
     transfer_chain TEXT, queue TEXT, agent_id TEXT, queue_wait_ms BIGINT,
     blocked_mode TEXT, blocked_action TEXT, blocked_pattern TEXT, survey_score BIGINT,
-    hold_ms BIGINT, queue_overflow TEXT
+    hold_ms BIGINT, queue_overflow TEXT, interrupted BOOLEAN
 ) ON COMMIT DELETE ROWS";
 
 /// Column types of `ingest_stage`, in order, for the binary COPY.
-const STAGE_TYPES: [Type; 34] = [
+const STAGE_TYPES: [Type; 35] = [
     Type::INT8,
     Type::TEXT,
     Type::TEXT,
@@ -146,6 +150,7 @@ const STAGE_TYPES: [Type; 34] = [
     Type::INT8,
     Type::INT8,
     Type::TEXT,
+    Type::BOOL,
 ];
 
 /// Most `(box, epoch)` ids kept in the process cache before it is cleared (ids never
@@ -944,7 +949,7 @@ impl HqStore for PostgresStore {
                         caller_loss_percent, caller_jitter_ms, caller_mos,
                         callee_loss_percent, callee_jitter_ms, callee_mos, transfer_chain,
                         queue, agent_id, queue_wait_ms, blocked_mode, blocked_action,
-                        blocked_pattern, survey_score, hold_ms, queue_overflow
+                        blocked_pattern, survey_score, hold_ms, queue_overflow, interrupted
                  FROM cdrs
                  WHERE ($1::text IS NULL OR site = $1) AND ($2::text IS NULL OR box = $2)
                    AND ($3::int8 IS NULL OR started_at_ms >= $3) AND ($4::int8 IS NULL OR started_at_ms < $4)
@@ -989,6 +994,7 @@ impl HqStore for PostgresStore {
                 survey_score: super::score_of(r.get(29)),
                 hold_ms: r.get(30),
                 queue_overflow: super::overflow_of(r.get(31)),
+                interrupted: r.get(32),
             })
             .collect())
     }
@@ -1131,14 +1137,15 @@ async fn ingest(
                          caller_loss_percent, caller_jitter_ms, caller_mos,
                          callee_loss_percent, callee_jitter_ms, callee_mos, transfer_chain,
                          queue, agent_id, queue_wait_ms, blocked_mode, blocked_action,
-                         blocked_pattern, survey_score, hold_ms, queue_overflow)
+                         blocked_pattern, survey_score, hold_ms, queue_overflow, interrupted)
                      SELECT $3, $4, $5, s.seq, s.call_id, s.direction, s.caller, s.caller_port,
                          s.callee, s.callee_port, s.started_at_ms, s.answered_at_ms, s.ended_at_ms,
                          s.disposition, s.hangup_side, s.caller_sip_call_id, s.callee_sip_call_id,
                          s.caller_loss_percent, s.caller_jitter_ms, s.caller_mos,
                          s.callee_loss_percent, s.callee_jitter_ms, s.callee_mos, s.transfer_chain,
                          s.queue, s.agent_id, s.queue_wait_ms, s.blocked_mode, s.blocked_action,
-                         s.blocked_pattern, s.survey_score, s.hold_ms, s.queue_overflow
+                         s.blocked_pattern, s.survey_score, s.hold_ms, s.queue_overflow,
+                         COALESCE(s.interrupted, FALSE)
                      FROM ingest_stage s JOIN new n ON n.seq = s.seq
                      WHERE s.kind = 'cdr'
                      ORDER BY s.seq
@@ -1264,7 +1271,7 @@ async fn stage(tx: &Transaction<'_>, batch: &ValidBatch) -> Result<()> {
                  caller_loss_percent, caller_jitter_ms, caller_mos,
                  callee_loss_percent, callee_jitter_ms, callee_mos, transfer_chain,
                  queue, agent_id, queue_wait_ms, blocked_mode, blocked_action, blocked_pattern,
-                 survey_score, hold_ms, queue_overflow)
+                 survey_score, hold_ms, queue_overflow, interrupted)
              FROM STDIN BINARY",
         )
         .await
@@ -1294,7 +1301,8 @@ async fn stage(tx: &Transaction<'_>, batch: &ValidBatch) -> Result<()> {
         let score = cdr.and_then(|c| c.survey_score).map(i64::from);
         let hold = cdr.and_then(|c| c.hold_ms);
         let overflow = cdr.and_then(|c| c.queue_overflow).map(|o| o.as_str());
-        let row: [&(dyn ToSql + Sync); 34] = [
+        let interrupted = cdr.map(|c| c.interrupted);
+        let row: [&(dyn ToSql + Sync); 35] = [
             &r.seq,
             &r.kind.as_str(),
             &r.key,
@@ -1329,6 +1337,7 @@ async fn stage(tx: &Transaction<'_>, batch: &ValidBatch) -> Result<()> {
             &score,
             &hold,
             &overflow,
+            &interrupted,
         ];
         writer
             .as_mut()

@@ -51,6 +51,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         7,
         include_str!("../../../migrations/sqlite/0007_hold_and_overflow.sql"),
     ),
+    (
+        8,
+        include_str!("../../../migrations/sqlite/0008_interrupted_calls.sql"),
+    ),
 ];
 
 /// Most idle reader connections kept.
@@ -808,7 +812,8 @@ impl HqStore for SqliteStore {
                             caller_loss_percent, caller_jitter_ms, caller_mos,
                             callee_loss_percent, callee_jitter_ms, callee_mos, transfer_chain,
                             queue, agent_id, queue_wait_ms, blocked_mode, blocked_action,
-                            blocked_pattern, survey_score, hold_ms, queue_overflow
+                            blocked_pattern, survey_score, hold_ms, queue_overflow,
+                            interrupted
                      FROM cdrs
                      WHERE (?1 IS NULL OR site = ?1) AND (?2 IS NULL OR box = ?2)
                        AND (?3 IS NULL OR started_at_ms >= ?3) AND (?4 IS NULL OR started_at_ms < ?4)
@@ -853,6 +858,7 @@ impl HqStore for SqliteStore {
                             survey_score: super::score_of(r.get(29)?),
                             hold_ms: r.get(30)?,
                             queue_overflow: super::overflow_of(r.get(31)?),
+                            interrupted: r.get(32)?,
                         })
                     },
                 )
@@ -1038,10 +1044,10 @@ fn ingest(
                          caller_loss_percent, caller_jitter_ms, caller_mos,
                          callee_loss_percent, callee_jitter_ms, callee_mos, transfer_chain,
                          queue, agent_id, queue_wait_ms, blocked_mode, blocked_action,
-                         blocked_pattern, survey_score, hold_ms, queue_overflow)
+                         blocked_pattern, survey_score, hold_ms, queue_overflow, interrupted)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15,
                          ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29,
-                         ?30, ?31, ?32, ?33)",
+                         ?30, ?31, ?32, ?33, ?34)",
                 )
                 .and_then(|mut s| {
                     s.execute(params![
@@ -1077,7 +1083,8 @@ fn ingest(
                         c.blocked.as_ref().and_then(|b| b.pattern.as_deref()),
                         c.survey_score,
                         c.hold_ms,
-                        c.queue_overflow.map(|o| o.as_str())
+                        c.queue_overflow.map(|o| o.as_str()),
+                        c.interrupted
                     ])
                 })
                 .map_err(sql("insert cdr"))?;

@@ -1,0 +1,8 @@
+-- branch-hq schema, PostgreSQL, version 8: calls the box's power cut or crash
+-- interrupted.
+--
+-- `interrupted`: true when the box rebuilt the CDR at start-up from its journal of
+-- live calls (wire `Cdr.interrupted`): the box stopped while the call was up,
+-- `ended_at_ms` is the last moment it knew the call was up. False for every other
+-- call, and for records from boxes that predate the field. Additive only.
+ALTER TABLE cdrs ADD COLUMN interrupted BOOLEAN NOT NULL DEFAULT FALSE;
