@@ -1065,6 +1065,30 @@ impl Writer {
     /// Finishes `key`: the rest of the audio, the final header, fsync, rename to
     /// `.wav`, hash; hands it to the registrar.
     fn finish(&mut self, key: Key, call_id: Option<String>, now: Instant) {
+        // What the legs' streams hold behind a gap goes in first.
+        let legs: Vec<LegId> = self
+            .active
+            .get(&key)
+            .map(|a| {
+                a.layout
+                    .sources()
+                    .into_iter()
+                    .filter_map(|s| match s {
+                        Source::Leg(leg) => Some(leg),
+                        Source::Port { .. } => None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        for leg in legs {
+            let mut out = Vec::new();
+            if let Some(stream) = self.streams.get_mut(&leg) {
+                stream.finish(&mut out);
+            }
+            for pcm in out {
+                self.frame(Source::Leg(leg), pcm, now);
+            }
+        }
         let Some(mut a) = self.active.remove(&key) else {
             return;
         };

@@ -15,12 +15,19 @@
 //!   noise stretch, a sender that stopped for a while) becomes silence of the gap's
 //!   length, a whole silent frame being fill (`None`, see [`Out`]) so the mixer can take it
 //!   against silence it already padded (see `Mixer` in the module above); a packet from
-//!   before the stream's position (late, reordered or duplicated) is dropped and
-//!   counted (`rtp_late`); a new SSRC or a jump of more than [`MAX_GAP_SAMPLES`] either
-//!   way starts the stream over from that packet without fill (`rtp_resync`).
+//!   before the stream's position (late or duplicated) is dropped and counted
+//!   (`rtp_late`); a new SSRC or a jump of more than [`MAX_GAP_SAMPLES`] either way
+//!   starts the stream over from that packet without fill (`rtp_resync`).
+//! - Reordering: a packet that leaves a gap is held back (up to [`REORDER_DEPTH`]
+//!   packets, in timestamp order) in case the missing ones are only late; one that
+//!   fills the gap is taken in its place and the held ones follow. Once more than
+//!   [`REORDER_DEPTH`] packets wait, the gap is given up as lost (silence) and the
+//!   earliest held packet taken. So packets swapped on the network are recorded as
+//!   sent, at the cost of at most [`REORDER_DEPTH`] packets of delay while a gap is
+//!   open (the mixer's skew allowance is larger); [`RtpStream::finish`] releases what
+//!   is held when the recording ends.
 //!
-//! Limits: no jitter buffer, so a reordered packet is lost (its place is silence); a
-//! partial last frame (under 20 ms) is dropped when the recording ends.
+//! Limits: a partial last frame (under 20 ms) is dropped when the recording ends.
 
 use line_proto::g711::Law;
 
@@ -34,6 +41,8 @@ const PT_CN: u8 = 13;
 /// Largest timestamp gap filled with silence (one minute); a longer jump (either way)
 /// restarts the stream without fill.
 pub const MAX_GAP_SAMPLES: u32 = CLOCK_RATE * 60;
+/// Most packets held back while a gap waits for a late packet (80 ms at ptime 20).
+pub const REORDER_DEPTH: usize = 4;
 
 /// A leg's negotiated audio, as the recorder decodes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,6 +84,16 @@ pub struct RtpStream {
     next_ts: u32,
     /// Samples of a frame not yet full.
     pending: Vec<i16>,
+    /// Packets after a gap, held in timestamp order for a late packet to fill it.
+    held: Vec<Held>,
+}
+
+/// A packet held back behind a gap (already classified: audio of `law`).
+#[derive(Debug)]
+struct Held {
+    timestamp: u32,
+    law: Law,
+    payload: Vec<u8>,
 }
 
 impl RtpStream {
@@ -83,6 +102,13 @@ impl RtpStream {
     pub fn reset(&mut self) {
         self.ssrc = None;
         self.pending.clear();
+        self.held.clear();
+    }
+
+    /// The recording ends: the packets held behind a gap are taken (the gap becomes
+    /// silence), their frames go to `out`.
+    pub fn finish(&mut self, out: &mut Vec<Out>) {
+        self.release_all(out);
     }
 
     /// Takes `p`; the frames it completes go to `out`.
@@ -95,31 +121,110 @@ impl RtpStream {
             bump(&stats.rtp_bad_payload);
             return;
         };
-        let n = u32::try_from(p.payload.len()).unwrap_or(u32::MAX);
-        if n == 0 {
+        if p.payload.is_empty() {
             return;
         }
         match self.ssrc {
             Some(ssrc) if ssrc == p.ssrc => {
                 let ahead = p.timestamp.wrapping_sub(self.next_ts);
                 let behind = self.next_ts.wrapping_sub(p.timestamp);
-                if ahead <= MAX_GAP_SAMPLES {
-                    self.fill(ahead, out);
+                if ahead == 0 {
+                    self.take(p.timestamp, law, &p.payload, out);
+                    self.release_contiguous(out);
+                    return;
+                } else if ahead <= MAX_GAP_SAMPLES {
+                    self.hold(p, law, stats, out);
+                    return;
                 } else if behind <= MAX_GAP_SAMPLES {
                     bump(&stats.rtp_late);
                     return;
-                } else {
-                    bump(&stats.rtp_resync);
                 }
+                // A jump: what waited belongs to the old timeline.
+                self.release_all(out);
+                bump(&stats.rtp_resync);
             }
-            Some(_) => bump(&stats.rtp_resync),
+            Some(_) => {
+                self.release_all(out);
+                bump(&stats.rtp_resync);
+            }
             None => {}
         }
         self.ssrc = Some(p.ssrc);
-        self.next_ts = p.timestamp.wrapping_add(n);
-        self.pending
-            .extend(p.payload.iter().map(|&c| law.decode(c)));
+        self.take(p.timestamp, law, &p.payload, out);
+    }
+
+    /// Decodes a packet at the stream's position (`timestamp` is `next_ts`, or the
+    /// stream starts over there).
+    fn take(&mut self, timestamp: u32, law: Law, payload: &[u8], out: &mut Vec<Out>) {
+        let n = u32::try_from(payload.len()).unwrap_or(u32::MAX);
+        self.next_ts = timestamp.wrapping_add(n);
+        self.pending.extend(payload.iter().map(|&c| law.decode(c)));
         self.emit(out);
+    }
+
+    /// Holds `p` (after a gap) in timestamp order; gives the gap up once more than
+    /// [`REORDER_DEPTH`] packets wait.
+    fn hold(&mut self, p: &LegPacket, law: Law, stats: &RecorderStats, out: &mut Vec<Out>) {
+        let ahead = p.timestamp.wrapping_sub(self.next_ts);
+        let at = self
+            .held
+            .partition_point(|h| h.timestamp.wrapping_sub(self.next_ts) < ahead);
+        if self
+            .held
+            .get(at)
+            .is_some_and(|h| h.timestamp == p.timestamp)
+        {
+            bump(&stats.rtp_late);
+            return;
+        }
+        self.held.insert(
+            at,
+            Held {
+                timestamp: p.timestamp,
+                law,
+                payload: p.payload.clone(),
+            },
+        );
+        if self.held.len() > REORDER_DEPTH {
+            self.release_first(out);
+            self.release_contiguous(out);
+        }
+    }
+
+    /// Takes the earliest held packet, the gap before it becoming silence.
+    fn release_first(&mut self, out: &mut Vec<Out>) {
+        if self.held.is_empty() {
+            return;
+        }
+        let h = self.held.remove(0);
+        let gap = h.timestamp.wrapping_sub(self.next_ts);
+        if gap <= MAX_GAP_SAMPLES {
+            self.fill(gap, out);
+            self.take(h.timestamp, h.law, &h.payload, out);
+        }
+        // A held packet the stream has passed (it overlapped one taken before it) is
+        // dropped.
+    }
+
+    /// Takes the held packets that now follow on without a gap.
+    fn release_contiguous(&mut self, out: &mut Vec<Out>) {
+        while self.held.first().is_some_and(|h| {
+            let ahead = h.timestamp.wrapping_sub(self.next_ts);
+            ahead == 0 || ahead > MAX_GAP_SAMPLES
+        }) {
+            let h = self.held.remove(0);
+            if h.timestamp == self.next_ts {
+                self.take(h.timestamp, h.law, &h.payload, out);
+            }
+        }
+    }
+
+    /// Takes every held packet in order, gaps as silence.
+    fn release_all(&mut self, out: &mut Vec<Out>) {
+        while !self.held.is_empty() {
+            self.release_first(out);
+            self.release_contiguous(out);
+        }
     }
 
     /// `samples` of silence: the frame under way is completed, whole frames are fill,
@@ -200,6 +305,7 @@ mod tests {
         for p in packets {
             stream.push(p, &stats, &mut out);
         }
+        stream.finish(&mut out);
         let frames = out.into_iter().map(|o| o.map(|f| f.to_vec())).collect();
         (frames, stats.snapshot())
     }
@@ -344,6 +450,53 @@ mod tests {
         ]);
         assert_eq!(frames.len(), 2);
         assert_eq!(stats, StatsSnapshot::default());
+    }
+
+    #[test]
+    fn reordered_packets_are_recorded_in_their_place() {
+        let pcm = speech(160 * 8, 0);
+        let p = |i: usize| packet(PCMU, (i * 160) as u32, &pcm[i * 160..(i + 1) * 160]);
+        // Swapped pairs and a packet three places late: all audio, no fill.
+        for order in [
+            vec![0, 2, 1, 3, 5, 4, 6, 7],
+            vec![0, 1, 4, 5, 6, 2, 3, 7],
+            vec![0, 7, 6, 5, 4, 3, 2, 1],
+        ] {
+            let stats = RecorderStats::default();
+            let mut stream = RtpStream::default();
+            let mut out = Vec::new();
+            for &i in &order[..order.len() - 1] {
+                stream.push(&p(i), &stats, &mut out);
+            }
+            if order == [0, 7, 6, 5, 4, 3, 2, 1] {
+                // Seven packets behind a gap is more than the buffer holds: the
+                // missing ones are given up one by one as the buffer overflows.
+                stream.push(&p(order[7]), &stats, &mut out);
+                stream.finish(&mut out);
+                let frames: Vec<_> = out.into_iter().map(|o| o.map(|f| f.to_vec())).collect();
+                assert_eq!(frames.len(), 8, "{order:?}");
+                assert!(frames.contains(&None), "some given up as lost");
+                continue;
+            }
+            let before_last = out.len();
+            stream.push(&p(order[7]), &stats, &mut out);
+            assert!(out.len() > before_last, "the last packet is not held");
+            let frames: Vec<_> = out.into_iter().map(|o| o.map(|f| f.to_vec())).collect();
+            assert_eq!(frames.len(), 8, "{order:?}");
+            assert!(frames.iter().all(Option::is_some), "{order:?}: no fill");
+            assert_eq!(joined(&frames), decoded(PCMU, &pcm), "{order:?}");
+            assert_eq!(stats.snapshot(), StatsSnapshot::default(), "{order:?}");
+        }
+        // A duplicate of a held packet is dropped as late.
+        let (frames, stats) = run(&[p(0), p(2), p(2), p(1)]);
+        assert_eq!(joined(&frames), decoded(PCMU, &pcm[..480]));
+        assert_eq!(stats.rtp_late, 1);
+        // A gap that stays open longer than the buffer is lost: silence in its place,
+        // and the packet coming after that is late.
+        let (frames, stats) = run(&[p(0), p(2), p(3), p(4), p(5), p(6), p(1), p(7)]);
+        assert_eq!(frames.len(), 8);
+        assert_eq!(frames[1], None, "packet 1 given up");
+        assert_eq!(stats.rtp_late, 1);
     }
 
     #[test]
