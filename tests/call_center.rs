@@ -135,6 +135,30 @@ fn agents_log_in_by_feature_code_and_take_queued_callers_in_turn() {
     late.dial("7001");
     wait_tone(&gw.sim, 4, 392, 494).expect("music on hold");
     assert!(wait(SOON, || bob.is_ringing()), "bob rings");
+    // The queues page's live view: 104 waits in sales while Bob rings for it, Alice
+    // is on the first call (the admin sees numbers unmasked).
+    let live = Api::login(gw.latest_web_addr(), "admin1", ADMIN_PASSWORD).0;
+    let (status, body) = live.get("/api/v1/call-center");
+    assert_eq!(status, 200, "{body}");
+    let sales = &body["status"]["queues"][0];
+    assert_eq!(sales["name"], "sales", "{body}");
+    assert_eq!(sales["waiting"][0]["caller"], "104", "{body}");
+    assert_eq!(sales["waiting"][0]["ringing"], json!(["200"]), "{body}");
+    let states: Vec<(&str, &str)> = body["status"]["agents"]
+        .as_array()
+        .expect("agents")
+        .iter()
+        .map(|a| {
+            (
+                a["agent_id"].as_str().unwrap_or(""),
+                a["state"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(states, [("100", "on_call"), ("200", "ringing")], "{body}");
+    let (status, page) = live.get_text("/queues");
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("on call") && page.contains("104"), "{page}");
     late.on_hook();
     assert!(wait(SOON, || !bob.is_ringing()), "bob stops ringing");
 

@@ -2260,6 +2260,12 @@ impl BoardLoop {
                     let _ = reply.send(ActiveCalls { calls, legs });
                 });
             }
+            ControlRequest::CallCenter { reply } => {
+                let status = calls.acd().map(|acd| {
+                    crate::web::status::CallCenterStatus::of(acd, Instant::now(), system_clock_ms())
+                });
+                let _ = reply.send(status);
+            }
             ControlRequest::ClickToCall { request, reply } => {
                 // The agent's logged-in phone, if the caller is an agent logged in.
                 let agent_extension = match &request.phone {

@@ -419,6 +419,58 @@ struct CallRt {
 
 type WaitKey = (Reverse<u8>, u64, CallId);
 
+/// The call center at one moment ([`Acd::status`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcdStatus {
+    /// Queues in configuration order.
+    pub queues: Vec<QueueStatus>,
+    /// Agents in configuration order.
+    pub agents: Vec<AgentStatus>,
+}
+
+/// A queue in [`AcdStatus`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueStatus {
+    /// The queue.
+    pub name: QueueName,
+    /// The number callers dial.
+    pub number: String,
+    /// Its strategy's name.
+    pub strategy: &'static str,
+    /// Its members with the calls each answered from it since the daemon started.
+    pub members: Vec<(AgentId, u64)>,
+    /// Callers waiting, first to be served first.
+    pub waiting: Vec<WaitingCaller>,
+}
+
+/// A caller waiting in a queue, in [`QueueStatus`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WaitingCaller {
+    /// The ACD's call.
+    pub call: CallId,
+    /// The caller's number ("" when withheld).
+    pub caller: String,
+    /// Higher is served first (VIP numbers).
+    pub priority: u8,
+    /// When the caller joined the queue.
+    pub arrived: Instant,
+    /// Agents being rung for the caller now.
+    pub ringing: Vec<AgentId>,
+}
+
+/// An agent in [`AcdStatus`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentStatus {
+    /// The agent.
+    pub id: AgentId,
+    /// Its state (with the pause reason).
+    pub state: AgentState,
+    /// Since when.
+    pub since: Instant,
+    /// The extension logged in on.
+    pub extension: Option<String>,
+}
+
 /// The ACD core. See the module docs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Acd {
@@ -891,6 +943,58 @@ impl Acd {
                 agent: self.agents[*agent].id.clone(),
             },
         })
+    }
+
+    /// Every queue and agent as a status page shows them: queues in configuration
+    /// order with their waiting callers (first to be served first), agents in
+    /// configuration order.
+    pub fn status(&self) -> AcdStatus {
+        let queues = self
+            .queues
+            .iter()
+            .enumerate()
+            .map(|(qi, q)| QueueStatus {
+                name: q.cfg.name.clone(),
+                number: q.cfg.number.as_str().to_owned(),
+                strategy: q.cfg.strategy.as_str(),
+                members: q
+                    .members
+                    .iter()
+                    .map(|m| (self.agents[m.agent].id.clone(), m.answered))
+                    .collect(),
+                waiting: self
+                    .waiting
+                    .iter()
+                    .filter_map(|k| {
+                        let c = self.calls.get(&k.2)?;
+                        (c.queue == qi).then(|| WaitingCaller {
+                            call: k.2,
+                            caller: c.caller.clone(),
+                            priority: c.priority,
+                            arrived: c.arrived,
+                            ringing: match &c.phase {
+                                Phase::Waiting { ringing } => ringing
+                                    .iter()
+                                    .map(|&(a, _)| self.agents[a].id.clone())
+                                    .collect(),
+                                Phase::Connected { .. } => Vec::new(),
+                            },
+                        })
+                    })
+                    .collect(),
+            })
+            .collect();
+        let agents = self
+            .agents
+            .iter()
+            .map(|a| AgentStatus {
+                id: a.id.clone(),
+                state: a.state.clone(),
+                since: a.since,
+                extension: a.extension.clone(),
+            })
+            .collect();
+        AcdStatus { queues, agents }
     }
 
     /// The calls waiting in a queue, first to be served first.

@@ -744,6 +744,7 @@ fn build(state: ApiState) -> (Router, Vec<(Method, &'static str)>) {
         crate::web::active_calls_json
     );
     route!(get, Method::GET, "/api/v1/queues", queues::list);
+    route!(get, Method::GET, "/api/v1/call-center", queues::live_json);
     route!(put, Method::PUT, "/api/v1/queues/{name}", queues::put);
     route!(
         delete,

@@ -85,6 +85,56 @@ where
     result
 }
 
+/// The call center live (`queues.view`): queues with their waiting callers (numbers
+/// masked unless `who` may see the call's numbers, like the calls in progress) and the
+/// agents' states. `Ok(None)` when no call center runs; 503 when no daemon answers.
+pub(crate) async fn live(
+    state: &ApiState,
+    who: &Authed,
+) -> ApiResult<Option<crate::web::status::CallCenterStatus>> {
+    require(state, who, Action::View, "*").await?;
+    let status = state.status().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the call center status needs the running daemon",
+        )
+    })?;
+    let Some(mut live) = status
+        .call_center()
+        .await
+        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?
+    else {
+        return Ok(None);
+    };
+    let reader = state.reader()?;
+    let authz = state.authorizer(&reader)?;
+    let dir = crate::mask::NumberDirectory::load(&reader)?;
+    let pattern = *state.mask_pattern();
+    for q in &mut live.queues {
+        for w in &mut q.waiting {
+            let (caller, _, _) = crate::mask::call_numbers(
+                who.subject(),
+                &authz,
+                &pattern,
+                &dir,
+                &w.caller,
+                &q.number,
+            );
+            w.caller = caller;
+        }
+    }
+    Ok(Some(live))
+}
+
+/// `GET /api/v1/call-center`: [`live`] as JSON, `{"configured": false}` without a
+/// call center.
+pub(super) async fn live_json(State(state): State<ApiState>, who: Authed) -> ApiResult {
+    Ok(match live(&state, &who).await? {
+        Some(live) => Json(json!({ "configured": true, "status": live })).into_response(),
+        None => Json(json!({ "configured": false })).into_response(),
+    })
+}
+
 pub(super) async fn list(State(state): State<ApiState>, who: Authed) -> ApiResult {
     require(&state, &who, Action::View, "*").await?;
     let reader = state.reader()?;

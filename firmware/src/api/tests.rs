@@ -126,6 +126,9 @@ fn live_status() -> crate::web::status::StatusHandle {
                 ControlRequest::RingTest { reply, .. } => {
                     let _ = reply.send(Err(RingTestError::Stopping));
                 }
+                ControlRequest::CallCenter { reply } => {
+                    let _ = reply.send(Some(call_center_status()));
+                }
                 ControlRequest::ClickToCall { reply, .. } => {
                     let _ = reply.send(Err(crate::screen_pop::ClickError::Stopping));
                 }
@@ -150,6 +153,55 @@ fn live_status() -> crate::web::status::StatusHandle {
         sip_accounts: 0,
     };
     StatusHandle::new(rx, control, info).with_sip(agents::sip_status())
+}
+
+/// The call center the test main loop reports: queue `sales` (7001) with an outside
+/// caller waiting while agent 100 rings, agent 200 paused for lunch.
+pub(super) fn call_center_status() -> crate::web::status::CallCenterStatus {
+    use crate::web::status::{AgentLive, CallCenterStatus, MemberLive, QueueLive, WaitingLive};
+    CallCenterStatus {
+        at_ms: T0,
+        queues: vec![QueueLive {
+            name: "sales".to_owned(),
+            number: "7001".to_owned(),
+            strategy: "round_robin",
+            agents_available: 0,
+            agents_logged_in: 2,
+            members: vec![
+                MemberLive {
+                    agent_id: "100".to_owned(),
+                    answered: 3,
+                },
+                MemberLive {
+                    agent_id: "200".to_owned(),
+                    answered: 0,
+                },
+            ],
+            waiting: vec![WaitingLive {
+                position: 1,
+                caller: "+4930555123".to_owned(),
+                vip: true,
+                waited_ms: 42_000,
+                ringing: vec!["100".to_owned()],
+            }],
+        }],
+        agents: vec![
+            AgentLive {
+                agent_id: "100".to_owned(),
+                state: "ringing",
+                reason: None,
+                extension: Some("101".to_owned()),
+                in_state_ms: 4_000,
+            },
+            AgentLive {
+                agent_id: "200".to_owned(),
+                state: "paused",
+                reason: Some("lunch".to_owned()),
+                extension: Some("102".to_owned()),
+                in_state_ms: 600_000,
+            },
+        ],
+    }
 }
 
 /// Voicemail messages the API told the main loop were deleted (every test's).

@@ -11,6 +11,25 @@
     f.addEventListener("submit", function () { busy.textContent = f.getAttribute("data-busy"); });
   });
 })();
+// Sections marked data-reload (with an id) fetch their page again every data-reload
+// ms and take the fresh section's content (the queues page): server-rendered, so
+// the page reads the same without this script.
+(function () {
+  if (!window.fetch || !window.DOMParser) return;
+  Array.prototype.forEach.call(document.querySelectorAll("[data-reload][id]"), function (el) {
+    var every = parseInt(el.getAttribute("data-reload"), 10) || 2000;
+    setInterval(function () {
+      fetch(window.location.pathname, { credentials: "same-origin" })
+        .then(function (r) { return r.ok ? r.text() : null; })
+        .then(function (text) {
+          if (!text) return;
+          var fresh = new DOMParser().parseFromString(text, "text/html").getElementById(el.id);
+          if (fresh) el.innerHTML = fresh.innerHTML;
+        })
+        .catch(function () { /* keep the last good view */ });
+    }, every);
+  });
+})();
 (function () {
   if (!window.EventSource || !document.querySelector("[data-live]")) return;
 

@@ -126,6 +126,7 @@ pub fn router(api: ApiState) -> Router {
         .route("/ports/{port}/ring-test", post(ring_test_form))
         .route("/sip", get(sip_page))
         .route("/calls", get(calls_page))
+        .route("/queues", get(queues_page))
         .route("/sync", get(sync_page))
         .route("/sync/force", post(sync_force_form))
         .route("/system", get(system_page))
@@ -585,6 +586,30 @@ async fn sip_page(
 const CALLS_PAGE_CDRS: u32 = 20;
 /// How far back the calls page looks for CDRs.
 const CALLS_PAGE_WINDOW_MS: i64 = 7 * 24 * 3_600_000;
+
+async fn queues_page(
+    State(state): State<WebState>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+) -> Response {
+    let who = match page_user(
+        &state,
+        &headers,
+        ip,
+        None,
+        "/queues",
+        (Resource::Queues, Action::View),
+    )
+    .await
+    {
+        Ok(w) => w,
+        Err(r) => return r,
+    };
+    let live = crate::api::queues::live(&state.api, &who)
+        .await
+        .map_err(|e| e.message().to_owned());
+    pages::queues_page(&who, live)
+}
 
 async fn calls_page(
     State(state): State<WebState>,

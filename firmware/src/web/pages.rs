@@ -106,11 +106,12 @@ const DISK_ALARM_PCT: u64 = 90;
 const BACKLOG_ALARM_MS: i64 = 60 * 60_000;
 
 /// The pages in the navigation bar.
-const NAV: [(&str, &str); 7] = [
+const NAV: [(&str, &str); 8] = [
     ("/dashboard", "Dashboard"),
     ("/ports", "Ports"),
     ("/sip", "SIP"),
     ("/calls", "Calls"),
+    ("/queues", "Queues"),
     ("/sync", "Sync"),
     ("/system", "System"),
     ("/tools", "Tools"),
@@ -722,6 +723,104 @@ fn one_decimal(v: Option<f64>) -> String {
 }
 
 /// The calls page: calls in progress with their RTP statistics, and recent CDRs.
+/// How often the queues page fetches itself again (its `data-reload` section).
+const QUEUES_RELOAD_MS: u32 = 2000;
+
+/// The queues and agents page: each queue's waiting callers and members, every
+/// agent's state; the section fetches itself again every [`QUEUES_RELOAD_MS`] (no
+/// JS: a static view with the time it was taken).
+pub(super) fn queues_page(
+    who: &Authed,
+    live: Result<Option<crate::web::status::CallCenterStatus>, String>,
+) -> Response {
+    let pill = |state: &str| match state {
+        "available" => "pill ok",
+        "ringing" | "on_call" => "pill busy",
+        "wrap_up" | "paused" => "pill warn",
+        _ => "pill",
+    };
+    let body = html! {
+        h1 { "Queues and agents" }
+        section #call-center data-reload=(QUEUES_RELOAD_MS) aria-live="polite" {
+            @match &live {
+                Err(e) => { p.bad role="alert" { (e) } }
+                Ok(None) => {
+                    section.card { p.muted { "No call center is configured: no queues or agents." } }
+                }
+                Ok(Some(cc)) => {
+                    p.muted { "As of " span #cc-at { (clock(cc.at_ms)) } " UTC; updates every " (QUEUES_RELOAD_MS / 1000) " s." }
+                    @for q in &cc.queues {
+                        section.card.wide.queue data-queue=(q.name) {
+                            h2 { (q.name) " " span.muted { "· " (q.number) " · " (q.strategy) } }
+                            p {
+                                span.big data-field="waiting" { (q.waiting.len()) } " waiting · "
+                                (q.agents_available) " of " (q.agents_logged_in) " logged-in agents free · "
+                                (q.members.len()) " members"
+                            }
+                            @if q.waiting.is_empty() {
+                                p.muted { "Nobody waiting." }
+                            } @else {
+                                table {
+                                    thead { tr { th { "#" } th { "Caller" } th { "Waited" } th { "Ringing" } } }
+                                    tbody {
+                                        @for w in &q.waiting {
+                                            tr.waiting {
+                                                td { (w.position) }
+                                                td {
+                                                    @if w.caller.is_empty() { span.muted { "withheld" } } @else { (w.caller) }
+                                                    @if w.vip { " " span.pill.ok { "VIP" } }
+                                                }
+                                                td { (duration(w.waited_ms)) }
+                                                td { @if w.ringing.is_empty() { span.muted { "-" } } @else { (w.ringing.join(", ")) } }
+                                            }
+                                        }
+                                    }
+                                }
+                            }
+                            p.muted {
+                                "Members: "
+                                @for (i, m) in q.members.iter().enumerate() {
+                                    @if i > 0 { ", " }
+                                    (m.agent_id) " (" (m.answered) " answered)"
+                                }
+                            }
+                        }
+                    }
+                    section.card.wide {
+                        h2 { "Agents" }
+                        @if cc.agents.is_empty() {
+                            p.muted { "No agents." }
+                        } @else {
+                            table {
+                                thead { tr { th { "Agent" } th { "State" } th { "For" } th { "Extension" } } }
+                                tbody {
+                                    @for a in &cc.agents {
+                                        tr.agent data-agent=(a.agent_id) {
+                                            td { (a.agent_id) }
+                                            td {
+                                                span class=(pill(a.state)) data-field="state" { (a.state.replace('_', " ")) }
+                                                @if let Some(r) = &a.reason { " " span.muted { "(" (r) ")" } }
+                                            }
+                                            td { (duration(a.in_state_ms)) }
+                                            td { (a.extension.as_deref().unwrap_or("-")) }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    let status = if live.is_err() {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    page(status, layout("Queues", Some(who), "/queues", body))
+}
+
 pub(super) fn calls_page(
     who: &Authed,
     active: Result<(Vec<ActiveCallView>, Option<String>), String>,

@@ -211,6 +211,155 @@ pub struct ActiveCalls {
     pub legs: Result<Vec<LegSnapshot>, String>,
 }
 
+/// The call center live, as the main loop answers [`ControlRequest::CallCenter`]
+/// (`GET /api/v1/call-center`, the queues page). Callers' numbers are as dialled in:
+/// the API masks them per role.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CallCenterStatus {
+    /// When, ms since the Unix epoch.
+    pub at_ms: i64,
+    /// Queues in configuration order.
+    pub queues: Vec<QueueLive>,
+    /// Agents in configuration order.
+    pub agents: Vec<AgentLive>,
+}
+
+/// A queue in [`CallCenterStatus`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct QueueLive {
+    /// The queue's name.
+    pub name: String,
+    /// The number callers dial.
+    pub number: String,
+    /// Its strategy (`ring_all`, `round_robin`, ...).
+    pub strategy: &'static str,
+    /// Members logged in and free for a call now.
+    pub agents_available: usize,
+    /// Members logged in (any state but logged out).
+    pub agents_logged_in: usize,
+    /// Every member with the calls each answered from this queue since the start.
+    pub members: Vec<MemberLive>,
+    /// Callers waiting, first to be served first.
+    pub waiting: Vec<WaitingLive>,
+}
+
+/// A queue member in [`QueueLive`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MemberLive {
+    /// The agent ID.
+    pub agent_id: String,
+    /// Calls answered from the queue since the daemon started.
+    pub answered: u64,
+}
+
+/// A waiting caller in [`QueueLive`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WaitingLive {
+    /// 1 for the next caller served.
+    pub position: usize,
+    /// The caller's number ("" when withheld).
+    pub caller: String,
+    /// A VIP caller (served before the others).
+    pub vip: bool,
+    /// Milliseconds waited so far.
+    pub waited_ms: i64,
+    /// Agents being rung for the caller now.
+    pub ringing: Vec<String>,
+}
+
+/// An agent in [`CallCenterStatus`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AgentLive {
+    /// The agent ID.
+    pub agent_id: String,
+    /// `logged_out`, `available`, `ringing`, `on_call`, `wrap_up` or `paused`.
+    pub state: &'static str,
+    /// The pause reason, when paused with one.
+    pub reason: Option<String>,
+    /// The extension logged in on.
+    pub extension: Option<String>,
+    /// Milliseconds in this state so far.
+    pub in_state_ms: i64,
+}
+
+impl CallCenterStatus {
+    /// The status of `acd` at `now` (wall clock `at_ms`).
+    pub fn of(acd: &crate::acd::Acd, now: Instant, at_ms: i64) -> CallCenterStatus {
+        use crate::acd::AgentState;
+        let ms = |since: Instant| {
+            i64::try_from(now.saturating_duration_since(since).as_millis()).unwrap_or(i64::MAX)
+        };
+        let status = acd.status();
+        let state_of: BTreeMap<&str, &AgentState> = status
+            .agents
+            .iter()
+            .map(|a| (a.id.as_str(), &a.state))
+            .collect();
+        let queues = status
+            .queues
+            .iter()
+            .map(|q| QueueLive {
+                name: q.name.to_string(),
+                number: q.number.clone(),
+                strategy: q.strategy,
+                agents_available: q
+                    .members
+                    .iter()
+                    .filter(|(id, _)| state_of.get(id.as_str()) == Some(&&AgentState::Available))
+                    .count(),
+                agents_logged_in: q
+                    .members
+                    .iter()
+                    .filter(|(id, _)| {
+                        state_of
+                            .get(id.as_str())
+                            .is_some_and(|s| **s != AgentState::LoggedOut)
+                    })
+                    .count(),
+                members: q
+                    .members
+                    .iter()
+                    .map(|(id, answered)| MemberLive {
+                        agent_id: id.to_string(),
+                        answered: *answered,
+                    })
+                    .collect(),
+                waiting: q
+                    .waiting
+                    .iter()
+                    .enumerate()
+                    .map(|(i, w)| WaitingLive {
+                        position: i + 1,
+                        caller: w.caller.clone(),
+                        vip: w.priority > 0,
+                        waited_ms: ms(w.arrived),
+                        ringing: w.ringing.iter().map(ToString::to_string).collect(),
+                    })
+                    .collect(),
+            })
+            .collect();
+        let agents = status
+            .agents
+            .iter()
+            .map(|a| AgentLive {
+                agent_id: a.id.to_string(),
+                state: a.state.name(),
+                reason: match &a.state {
+                    AgentState::Paused(Some(r)) => Some(r.to_string()),
+                    _ => None,
+                },
+                extension: a.extension.clone(),
+                in_state_ms: ms(a.since),
+            })
+            .collect();
+        CallCenterStatus {
+            at_ms,
+            queues,
+            agents,
+        }
+    }
+}
+
 /// An agent as their desktop sees them ([`StatusHandle::agent_desk`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct AgentDeskState {
@@ -252,6 +401,11 @@ pub enum ControlRequest {
     Calls {
         /// The answer.
         reply: oneshot::Sender<ActiveCalls>,
+    },
+    /// The call center's queues and agents now (`None`: no call center runs).
+    CallCenter {
+        /// The answer.
+        reply: oneshot::Sender<Option<CallCenterStatus>>,
     },
     /// Click-to-call: ring a user's phone, then dial for it.
     ClickToCall {
@@ -389,6 +543,16 @@ impl StatusHandle {
     /// The SIP endpoint's latest registrations snapshot (`None`: no SIP endpoint).
     pub fn sip(&self) -> Option<Arc<SipStatus>> {
         self.sip.as_ref().map(|rx| Arc::clone(&rx.borrow()))
+    }
+
+    /// Asks the main loop for the call center's queues and agents (`Err`: the daemon
+    /// is stopping; `Ok(None)`: no call center is configured).
+    pub async fn call_center(&self) -> Result<Option<CallCenterStatus>, AgentDeskError> {
+        let (reply, answer) = oneshot::channel();
+        self.control
+            .send(ControlRequest::CallCenter { reply })
+            .map_err(|_| AgentDeskError::Stopping)?;
+        answer.await.map_err(|_| AgentDeskError::Stopping)
     }
 
     /// Asks the main loop for the calls in progress (`None`: the daemon is stopping).

@@ -192,6 +192,16 @@ async fn env() -> Env {
                     let mut calls = c.lock().expect("calls");
                     let _ = reply.send(crate::daemon::agent_desk(&mut calls, agent, action));
                 }
+                ControlRequest::CallCenter { reply } => {
+                    let calls = c.lock().expect("calls");
+                    let _ = reply.send(calls.acd().map(|acd| {
+                        crate::web::status::CallCenterStatus::of(
+                            acd,
+                            Instant::now(),
+                            system_clock_ms(),
+                        )
+                    }));
+                }
                 ControlRequest::Calls { reply } => {
                     let calls = c.lock().expect("calls").snapshot();
                     let legs = media.stats().await.map_err(|e| e.to_string());
@@ -901,6 +911,31 @@ async fn logout_needs_the_form_token_and_ends_the_session() {
     assert!(r.location().starts_with("/login"));
     let bye = env.get("/login?bye=1", None).await;
     assert!(bye.text.contains("You are logged out."));
+}
+
+/// The queues page: for roles with `queues.view`; says so when no call center runs
+/// (this board has none), and refuses a technician (no customer data).
+#[tokio::test]
+async fn queues_page_follows_the_roles_and_says_when_no_call_center_runs() {
+    let env = env().await;
+    let r = env.get("/queues", None).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    assert_eq!(r.location(), "/login?next=/queues");
+    let boss = env.login("boss").await;
+    let r = env.get("/queues", Some(&boss)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert!(
+        r.text.contains("No call center is configured"),
+        "{}",
+        r.text
+    );
+    assert!(r.text.contains("data-reload"), "the section stays live");
+    let r = env.get("/api/v1/call-center", Some(&boss)).await;
+    assert_eq!(r.json(), json!({ "configured": false }));
+    let tech = env.login("tech").await;
+    let r = env.get("/queues", Some(&tech)).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert!(r.text.contains("queues.view"), "{}", r.text);
 }
 
 #[tokio::test]

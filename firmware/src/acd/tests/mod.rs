@@ -167,3 +167,57 @@ pub(super) fn rung(actions: &[Action]) -> AgentId {
 pub(super) fn agent_index(id: &AgentId) -> usize {
     id.as_str().parse::<usize>().expect("digits") - 100
 }
+
+/// [`Acd::status`] (the queues page): waiting callers in service order with how long
+/// they waited and who rings for them, members and agents with their states.
+#[test]
+fn status_shows_waiting_callers_in_order_and_agents_states() {
+    let mut sim = Sim::new(
+        vec![queue("sales", 1, Strategy::RingAll, &[(0, 0), (1, 0)])],
+        agents(2),
+    );
+    sim.login(0);
+    sim.advance(1000);
+    sim.arrive(1, "sales", "5550001");
+    sim.advance(2000);
+    sim.arrive(2, "sales", "5550002");
+    sim.advance(500);
+    let status = sim.acd.status();
+    let q = &status.queues[0];
+    assert_eq!(
+        (q.name.as_str(), q.number.as_str(), q.strategy),
+        ("sales", "7001", "ring_all")
+    );
+    assert_eq!(q.members, vec![(agent(0), 0), (agent(1), 0)]);
+    let callers: Vec<&str> = q.waiting.iter().map(|w| w.caller.as_str()).collect();
+    assert_eq!(callers, ["5550001", "5550002"], "first to be served first");
+    assert_eq!(q.waiting[0].ringing, vec![agent(0)], "the free agent rings");
+    assert!(q.waiting[1].ringing.is_empty());
+    assert_eq!(sim.now - q.waiting[0].arrived, Duration::from_millis(2500));
+    assert_eq!(
+        status
+            .agents
+            .iter()
+            .map(|a| a.state.name())
+            .collect::<Vec<_>>(),
+        ["ringing", "logged_out"]
+    );
+    assert_eq!(status.agents[0].extension.as_deref(), Some("200"));
+    // The web view of it: times as milliseconds waited and in state.
+    let live = crate::web::status::CallCenterStatus::of(&sim.acd, sim.now, 1_000);
+    assert_eq!(live.queues[0].waiting[0].waited_ms, 2500);
+    assert_eq!(live.queues[0].waiting[1].position, 2);
+    assert_eq!(
+        (
+            live.queues[0].agents_available,
+            live.queues[0].agents_logged_in
+        ),
+        (0, 1)
+    );
+    // Answered: the caller leaves the waiting list; the member's count goes up.
+    sim.answer(1, 0);
+    let status = sim.acd.status();
+    assert_eq!(status.queues[0].waiting.len(), 1);
+    assert_eq!(status.queues[0].members[0].1, 1);
+    assert_eq!(status.agents[0].state.name(), "on_call");
+}

@@ -312,3 +312,47 @@ async fn an_agents_recording_policy_is_set_by_an_admin_checked_and_reloads_the_c
     assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text);
     assert_eq!(env.get(&url, &admin).await.json()["recording"], "always");
 }
+
+/// `GET /api/v1/call-center`: the main loop's live view, callers' numbers masked
+/// unless the role may see them; `queues.view` needed.
+#[tokio::test]
+async fn the_live_call_center_needs_queues_view_and_masks_callers() {
+    let env = env().await;
+    env.user("ada", &["admin"], None).await;
+    env.user("sue", &["supervisor"], None).await;
+    env.user("tec", &["technician"], None).await;
+    env.user("fin", &["finance"], None).await;
+    let admin = env.login("ada").await;
+    let r = env.get("/api/v1/call-center", &admin).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let v: Value = serde_json::from_str(&r.text).expect("json");
+    assert_eq!(v["configured"], true);
+    let q = &v["status"]["queues"][0];
+    assert_eq!(q["name"], "sales");
+    assert_eq!(
+        q["waiting"][0]["caller"], "+4930555123",
+        "admin sees numbers"
+    );
+    assert_eq!(q["waiting"][0]["vip"], true);
+    assert_eq!(q["waiting"][0]["ringing"], json!(["100"]));
+    assert_eq!(v["status"]["agents"][1]["reason"], "lunch");
+    // A supervisor sees the queue, the outside caller (no team's number) masked.
+    let sue = env.login("sue").await;
+    let r = env.get("/api/v1/call-center", &sue).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let v: Value = serde_json::from_str(&r.text).expect("json");
+    let caller = v["status"]["queues"][0]["waiting"][0]["caller"]
+        .as_str()
+        .expect("caller");
+    assert_ne!(caller, "+4930555123");
+    assert!(
+        caller.starts_with("+49") && caller.ends_with("5123"),
+        "{caller}"
+    );
+    // Technicians and finance have no queues.view.
+    for name in ["tec", "fin"] {
+        let who = env.login(name).await;
+        let r = env.get("/api/v1/call-center", &who).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{name}: {}", r.text);
+    }
+}
