@@ -14,6 +14,9 @@ cargo bench -p branchline-firmware --bench authz -- --warm-up-time 1 --measureme
 echo "== criterion: customer lookup among 1,000,000 and import of 100,000 (prints p99 too)"
 cargo bench -p branchline-firmware --bench customers
 
+echo "== criterion: lead list import of 100,000"
+cargo bench -p branchline-firmware --bench campaigns
+
 echo "== branchd (release profile, as shipped) on the simulated board"
 cargo build --release -p branchline-firmware --bin branchd
 ls -l target/release/branchd

@@ -377,6 +377,19 @@ pub enum Error {
         why: String,
     },
 
+    /// A campaign or lead-list change that clashes with what is stored (a name in
+    /// use, a list another campaign uses, a state that does not allow it, a lead not
+    /// due or being dialled); nothing was written.
+    #[error("{what} {key:?}: {why}")]
+    CampaignConflict {
+        /// "campaign", "lead list" or "lead".
+        what: &'static str,
+        /// Which one (id or name).
+        key: String,
+        /// What clashes, in words a person can act on.
+        why: String,
+    },
+
     /// A CSV import failed validation; nothing was imported. Lists every bad row.
     #[error("CSV import refused, nothing imported: {}", join_rows(errors))]
     CsvImport {

@@ -12,6 +12,9 @@
 //! - [`customers`]: customer records (the box's small CRM and HQ's contact directory):
 //!   sans-IO validation of custom fields against the site's schema, the store, CSV
 //!   import/export, and the lookup by calling number for call control.
+//! - [`campaign`]: outbound campaigns: lead lists (CSV import), campaigns, attempts
+//!   and results in the store, and the sans-IO dialer (calling hours, retries,
+//!   pacing, blacklist before every dial). Not yet driven by the daemon.
 //! - [`call`]: call control, a sans-IO state machine over board events and timers.
 //! - [`acd`]: the call center's queues and agents (ACD), a sans-IO core call control
 //!   will drive; its config from the store, the agent feature-code parser.
@@ -71,6 +74,7 @@ pub mod api;
 pub mod audit;
 pub mod blacklist;
 pub mod call;
+pub mod campaign;
 pub mod cdr;
 pub mod config;
 pub mod customers;

@@ -612,6 +612,7 @@ impl From<Error> for ApiError {
             | Error::RoleNameReserved { .. }
             | Error::BlacklistConflict { .. }
             | Error::CustomerConflict { .. }
+            | Error::CampaignConflict { .. }
             | Error::QueueConflict { .. } => ApiError::new(StatusCode::CONFLICT, message),
             Error::Denied { .. } => ApiError::new(StatusCode::FORBIDDEN, message),
             other => {

@@ -39,7 +39,7 @@ fn sql<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(rusqlite::Error) -> 
     }
 }
 
-fn row_problem(row: usize, field: &str, message: impl Into<String>) -> RowProblem {
+pub(crate) fn row_problem(row: usize, field: &str, message: impl Into<String>) -> RowProblem {
     RowProblem {
         row,
         field: field.to_owned(),
@@ -47,9 +47,24 @@ fn row_problem(row: usize, field: &str, message: impl Into<String>) -> RowProble
     }
 }
 
-/// Parses the file into (row number, draft); problems of the file's shape go to
-/// `problems`.
-fn parse(stored: &StoredSchema, text: &str, problems: &mut Vec<RowProblem>) -> Vec<(usize, Draft)> {
+/// A CSV file read by [`read_table`]: the header's columns and the data rows with
+/// their row numbers.
+pub(crate) type Table = (Vec<String>, Vec<(usize, ::csv::StringRecord)>);
+
+/// The shape of a CSV file, shared by every import (customers, lead lists): the
+/// trimmed header and the data rows with their row numbers (the header is row 1).
+/// `check_column` names what is wrong with a header cell (`None`: fine); a column
+/// given twice, a row whose field count differs from the header's, an unreadable row
+/// and more than `max_rows` rows of `what` are problems too. `None` when the header
+/// itself is unusable (the problems say why); data rows are only read after a clean
+/// header.
+pub(crate) fn read_table(
+    text: &str,
+    max_rows: usize,
+    what: &str,
+    check_column: impl Fn(&str) -> Option<String>,
+    problems: &mut Vec<RowProblem>,
+) -> Option<Table> {
     let mut reader = ::csv::ReaderBuilder::new()
         .has_headers(true)
         .flexible(true)
@@ -58,52 +73,31 @@ fn parse(stored: &StoredSchema, text: &str, problems: &mut Vec<RowProblem>) -> V
         Ok(h) => h.clone(),
         Err(e) => {
             problems.push(row_problem(1, "header", e.to_string()));
-            return Vec::new();
+            return None;
         }
     };
+    let before = problems.len();
     let mut columns: Vec<String> = Vec::with_capacity(headers.len());
     for h in headers.iter() {
         let h = h.trim().to_owned();
-        if !BUILTIN_COLUMNS.contains(&h.as_str()) && stored.schema.field(&h).is_none() {
-            let fields: Vec<&str> = stored
-                .schema
-                .fields
-                .iter()
-                .map(|f| f.name.as_str())
-                .collect();
-            problems.push(row_problem(
-                1,
-                &h,
-                format!(
-                    "unknown column (columns are {}{}{})",
-                    BUILTIN_COLUMNS.join(", "),
-                    if fields.is_empty() {
-                        ""
-                    } else {
-                        ", and the custom fields "
-                    },
-                    fields.join(", ")
-                ),
-            ));
+        if let Some(why) = check_column(&h) {
+            problems.push(row_problem(1, &h, why));
         } else if columns.contains(&h) {
             problems.push(row_problem(1, &h, "column appears twice"));
         }
         columns.push(h);
     }
-    if !columns.iter().any(|c| c == "name") {
-        problems.push(row_problem(1, "name", "the name column is required"));
-    }
-    if !problems.is_empty() {
-        return Vec::new();
+    if problems.len() > before {
+        return None;
     }
     let mut rows = Vec::new();
     for (i, record) in reader.records().enumerate() {
         let row = i + 2;
-        if i >= MAX_IMPORT_ROWS {
+        if i >= max_rows {
             problems.push(row_problem(
                 row,
                 "row",
-                format!("a file holds at most {MAX_IMPORT_ROWS} customers"),
+                format!("a file holds at most {max_rows} {what}"),
             ));
             break;
         }
@@ -126,6 +120,66 @@ fn parse(stored: &StoredSchema, text: &str, problems: &mut Vec<RowProblem>) -> V
             ));
             continue;
         }
+        rows.push((row, record));
+    }
+    Some((columns, rows))
+}
+
+/// `Ok` when `problems` is empty, else the refusal listing them by row (at most
+/// [`MAX_REPORTED_PROBLEMS`], then a count of the rest).
+pub(crate) fn refuse_if_any(mut problems: Vec<RowProblem>) -> Result<()> {
+    if problems.is_empty() {
+        return Ok(());
+    }
+    problems.sort_by_key(|p| p.row);
+    let total = problems.len();
+    if total > MAX_REPORTED_PROBLEMS {
+        problems.truncate(MAX_REPORTED_PROBLEMS);
+        let last = problems.last().map_or(1, |p| p.row);
+        problems.push(row_problem(
+            last,
+            "file",
+            format!("{} more problems not listed", total - MAX_REPORTED_PROBLEMS),
+        ));
+    }
+    Err(Error::CsvImport { errors: problems })
+}
+
+/// Parses the file into (row number, draft); problems of the file's shape go to
+/// `problems`.
+fn parse(stored: &StoredSchema, text: &str, problems: &mut Vec<RowProblem>) -> Vec<(usize, Draft)> {
+    let unknown = |h: &str| {
+        if BUILTIN_COLUMNS.contains(&h) || stored.schema.field(h).is_some() {
+            return None;
+        }
+        let fields: Vec<&str> = stored
+            .schema
+            .fields
+            .iter()
+            .map(|f| f.name.as_str())
+            .collect();
+        Some(format!(
+            "unknown column (columns are {}{}{})",
+            BUILTIN_COLUMNS.join(", "),
+            if fields.is_empty() {
+                ""
+            } else {
+                ", and the custom fields "
+            },
+            fields.join(", ")
+        ))
+    };
+    let Some((columns, records)) =
+        read_table(text, MAX_IMPORT_ROWS, "customers", unknown, problems)
+    else {
+        return Vec::new();
+    };
+    if !columns.iter().any(|c| c == "name") {
+        problems.push(row_problem(1, "name", "the name column is required"));
+        return Vec::new();
+    }
+    let mut rows = Vec::new();
+    for (row, record) in records {
         let mut d = Draft::default();
         for (col, cell) in columns.iter().zip(record.iter()) {
             let t = cell.trim();
@@ -244,20 +298,7 @@ pub fn import(
             valid.push((v, (user, group)));
         }
     }
-    if !problems.is_empty() {
-        problems.sort_by_key(|p| p.row);
-        let total = problems.len();
-        if total > MAX_REPORTED_PROBLEMS {
-            problems.truncate(MAX_REPORTED_PROBLEMS);
-            let last = problems.last().map_or(1, |p| p.row);
-            problems.push(row_problem(
-                last,
-                "file",
-                format!("{} more problems not listed", total - MAX_REPORTED_PROBLEMS),
-            ));
-        }
-        return Err(Error::CsvImport { errors: problems });
-    }
+    refuse_if_any(problems)?;
     for (v, owners) in &valid {
         store::insert_unchecked(conn, path, stored, v, *owners, created_by, now_ms)?;
     }

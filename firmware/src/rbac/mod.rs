@@ -183,6 +183,9 @@ text_enum!(
         Audit = "audit",
         /// Customers' phone numbers: `numbers.view` shows them unmasked.
         Numbers = "numbers",
+        /// Outbound campaigns and their lead lists (`operate`: start / pause, assign
+        /// leads, take one's next leads and dial them).
+        Campaigns = "campaigns",
     }
 );
 
@@ -276,7 +279,7 @@ impl FromStr for Permission {
     }
 }
 
-const CELLS: usize = 18 * 11;
+const CELLS: usize = 19 * 11;
 
 /// A role's grants compiled for lookup: the widest scope per `(resource, action)`.
 #[derive(Clone, PartialEq, Eq)]

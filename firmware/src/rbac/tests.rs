@@ -31,6 +31,12 @@ const GRANTS: &[(&str, &str, &str)] = &[
     ("supervisor", "contacts.edit", "group"),
     ("supervisor", "blacklist.view", "site"),
     ("supervisor", "numbers.view", "group"),
+    ("supervisor", "campaigns.view", "site"),
+    ("supervisor", "campaigns.add", "site"),
+    ("supervisor", "campaigns.edit", "site"),
+    ("supervisor", "campaigns.delete", "site"),
+    ("supervisor", "campaigns.import", "site"),
+    ("supervisor", "campaigns.operate", "site"),
     // agent
     ("agent", "users.view", "own"),
     ("agent", "users.edit", "own"),
@@ -43,6 +49,8 @@ const GRANTS: &[(&str, &str, &str)] = &[
     ("agent", "voicemail.delete", "own"),
     ("agent", "contacts.view", "own"),
     ("agent", "contacts.edit", "own"),
+    ("agent", "campaigns.view", "own"),
+    ("agent", "campaigns.operate", "own"),
     // quality inspector
     ("quality_inspector", "users.view", "own"),
     ("quality_inspector", "users.edit", "own"),
