@@ -99,6 +99,15 @@ CREATE INDEX lead_attempts_campaign ON lead_attempts (campaign_id, id);
 -- At most one open attempt per lead.
 CREATE UNIQUE INDEX lead_attempts_open ON lead_attempts (lead_id) WHERE outcome IS NULL;
 
+-- The site's campaign settings: how many leads an agent may take at once with
+-- "next" (POST /api/v1/campaigns/{id}/next).
+CREATE TABLE campaign_settings (
+    only       INTEGER PRIMARY KEY CHECK (only = 1),
+    next_leads INTEGER NOT NULL CHECK (next_leads BETWEEN 1 AND 100)
+) STRICT;
+
+INSERT INTO campaign_settings (only, next_leads) VALUES (1, 5);
+
 -- The `campaigns` resource of the role model (campaigns.view/add/edit/delete/import/
 -- operate). role_permissions' CHECK lists the resources, so the table is rebuilt with
 -- the new name in the list (SQLite cannot alter a CHECK); nothing references it.

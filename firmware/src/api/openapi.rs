@@ -96,6 +96,26 @@ const OPS: &[Op] = &[
     op("post", "/api/v1/tools/sip-options", "Send one SIP OPTIONS through the box's SIP endpoint to {uri} (default: the trunk's first server): {uri, destination, transport, outcome: answered | timeout | failed, status, reason, server, rtt_ms, error}; 400 bad URI, 409 SIP not configured; audited as tool_sip_options", "diagnostics.operate (site)", Some("ToolUri"), "200", JSON),
     op("post", "/api/v1/tools/capture", "Capture the box's SIP and RTP packets for {seconds} (1-60, at most 32 MiB) and download them as a pcap file (LINKTYPE_RAW); X-Capture-Packets and X-Capture-Truncated headers; 400 bad duration, 409 a capture is running, 503 no packet socket (CAP_NET_RAW); audited as tool_capture", "diagnostics.download (site)", Some("ToolCapture"), "200", "application/vnd.tcpdump.pcap"),
     op("get", "/api/v1/tools/bundle", "The diagnostics bundle (tar.gz): the config with every secret redacted, recent logs, store stats (schema version, sizes, row counts), versions, live/SIP/sync and WAN status; audited as tool_bundle", "diagnostics.download and system_config.view (site)", None, "200", "application/gzip"),
+    op("get", "/api/v1/lead-lists", "Lead lists with their lead counts and the campaign using each", "campaigns.view (site)", None, "200", JSON),
+    op("post", "/api/v1/lead-lists", "Make an empty lead list {name}; audited; 409 name in use", "campaigns.add (site)", Some("LeadList"), "201", JSON),
+    op("get", "/api/v1/lead-lists/{id}", "One lead list", "campaigns.view (site)", None, "200", JSON),
+    op("delete", "/api/v1/lead-lists/{id}", "Delete a lead list and its leads; audited; 409 while a campaign uses it", "campaigns.delete (site)", None, "204", NONE),
+    op("post", "/api/v1/lead-lists/{id}/import", "Import leads from CSV (numbers required, `;`-separated; name; customer id; any other column goes into the lead's data), all or nothing, problems by row (a number twice in the file or already in the list is one); audited", "campaigns.import (site)", Some("Csv"), "200", JSON),
+    op("get", "/api/v1/lead-lists/{id}/leads", "One page of the list's leads (assigned user id, limit, offset): state, attempts, due time, result; numbers masked unless numbers.view covers the lead", "campaigns.view (site)", None, "200", JSON),
+    op("get", "/api/v1/leads/{id}", "One lead with its attempts (number, agent, call id of the CDR, outcome, disposition, notes); numbers masked unless numbers.view covers the lead", "campaigns.view (own when assigned to the caller, else site)", None, "200", JSON),
+    op("get", "/api/v1/campaigns", "The campaigns the caller may see (site, or those of the caller's groups with own scope)", "campaigns.view", None, "200", JSON),
+    op("post", "/api/v1/campaigns", "Make a campaign (draft) {name, list_id, group_id, mode: preview | progressive, hours_start, hours_end (HH:MM), weekdays, utc_offset_min, max_attempts, busy_retry_s, no_answer_retry_s, failed_retry_s, ring_timeout_s, caller_id}; audited; 400 naming each bad field; 409 name or list in use", "campaigns.add (site)", Some("Campaign"), "201", JSON),
+    op("get", "/api/v1/campaigns/{id}", "One campaign", "campaigns.view (own for members of its group, else site)", None, "200", JSON),
+    op("put", "/api/v1/campaigns/{id}", "Replace a draft or paused campaign's settings; audited; 409 while running", "campaigns.edit (site)", Some("Campaign"), "200", JSON),
+    op("delete", "/api/v1/campaigns/{id}", "Delete a campaign and its attempts (the lead list stays); audited; 409 while running", "campaigns.delete (site)", None, "204", NONE),
+    op("post", "/api/v1/campaigns/{id}/start", "Start (or resume) a draft or paused campaign; audited; 409 from another state", "campaigns.operate (site)", None, "200", JSON),
+    op("post", "/api/v1/campaigns/{id}/pause", "Pause a running campaign; audited; 409 from another state", "campaigns.operate (site)", None, "200", JSON),
+    op("post", "/api/v1/campaigns/{id}/close", "Close a campaign (done); audited; 409 when done already", "campaigns.operate (site)", None, "200", JSON),
+    op("post", "/api/v1/campaigns/{id}/assign", "Assign leads {leads: [id], user_id} to a member of the campaign's group (user_id null unassigns); all or nothing; audited", "campaigns.operate (site)", Some("LeadAssignment"), "200", JSON),
+    op("post", "/api/v1/campaigns/{id}/next", "An agent of the campaign's group takes their next leads {count} (default and most: the site's next_leads): their pending assigned leads, then due unassigned ones, which become theirs; 409 campaign not running or caller not in its group; audited", "campaigns.operate (own)", Some("NextLeads"), "200", JSON),
+    op("get", "/api/v1/campaigns/{id}/progress", "A campaign's progress: leads pending, dialling, done by result; attempts by outcome", "campaigns.view (like the campaign)", None, "200", JSON),
+    op("get", "/api/v1/campaign-settings", "The site's campaign settings {next_leads}", "campaigns.view (own)", None, "200", JSON),
+    op("put", "/api/v1/campaign-settings", "Set the site's next_leads (1-100); audited", "system_config.edit (site)", Some("CampaignSettings"), "200", JSON),
     op("get", "/api/v1/openapi.json", "This document", "(none)", None, "200", JSON),
 ];
 
@@ -191,7 +211,10 @@ pub fn document() -> Value {
             operation["responses"]["200"]["content"][JSON]["schema"] =
                 json!({ "$ref": "#/components/schemas/SyncStatus" });
         }
-        if (op.path.starts_with("/api/v1/blacklist") || op.path.starts_with("/api/v1/customer"))
+        if (op.path.starts_with("/api/v1/blacklist")
+            || op.path.starts_with("/api/v1/customer")
+            || op.path.starts_with("/api/v1/campaign")
+            || op.path.starts_with("/api/v1/lead-lists"))
             && op.method != "get"
         {
             operation["responses"]["409"] = json!({ "$ref": "#/components/responses/Error" });
@@ -210,8 +233,9 @@ pub fn document() -> Value {
             } else {
                 json!({ JSON: { "schema": { "$ref": format!("#/components/schemas/{schema}") } } })
             };
-            // The tools' host and URI default to HQ and the trunk: their body may be empty.
-            let required = !matches!(schema, "ToolHost" | "ToolUri");
+            // The tools' host and URI default to HQ and the trunk, and "next" defaults to
+            // the site's next_leads: their body may be empty.
+            let required = !matches!(schema, "ToolHost" | "ToolUri" | "NextLeads");
             operation["requestBody"] = json!({ "required": required, "content": content });
         }
         let entry = paths
@@ -300,6 +324,7 @@ pub fn document() -> Value {
                     "required": { "type": "boolean" }, "default": {}, "choices": strings,
                 }},
                 "CustomerType": { "type": "object", "required": ["name"], "properties": { "name": string } },
+
                 "GroupSpec": { "type": "object", "required": ["name", "description", "members"], "properties": {
                     "name": string, "description": string,
                     "members": { "type": "array", "items": { "type": "object", "properties": {
@@ -312,7 +337,43 @@ pub fn document() -> Value {
     for name in ["ToolHost", "ToolUri", "ToolCapture"] {
         doc["components"]["schemas"][name] = tool_schema(name);
     }
+    if let (Some(schemas), Value::Object(campaign)) = (
+        doc["components"]["schemas"].as_object_mut(),
+        campaign_schemas(),
+    ) {
+        schemas.extend(campaign);
+    }
     doc
+}
+
+/// The request bodies of the campaign routes (a separate `json!` keeps the document's
+/// macro under the recursion limit).
+fn campaign_schemas() -> Value {
+    let string = json!({ "type": "string" });
+    json!({
+                "LeadList": { "type": "object", "required": ["name"], "properties": { "name": string } },
+                "Campaign": { "type": "object", "required": ["name", "list_id", "group_id", "mode", "hours_start", "hours_end", "weekdays", "utc_offset_min", "max_attempts", "busy_retry_s", "no_answer_retry_s", "failed_retry_s", "ring_timeout_s"], "properties": {
+                    "name": string,
+                    "list_id": { "type": "integer" }, "group_id": { "type": "integer" },
+                    "mode": { "type": "string", "enum": ["preview", "progressive"] },
+                    "hours_start": { "type": "string", "description": "HH:MM, local to utc_offset_min" },
+                    "hours_end": { "type": "string", "description": "HH:MM after hours_start (24:00 allowed); no window across midnight" },
+                    "weekdays": { "type": "array", "items": { "type": "string", "enum": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"] } },
+                    "utc_offset_min": { "type": "integer", "minimum": -720, "maximum": 840 },
+                    "max_attempts": { "type": "integer", "minimum": 1, "maximum": 20 },
+                    "busy_retry_s": { "type": "integer", "minimum": 60, "maximum": 604800 },
+                    "no_answer_retry_s": { "type": "integer", "minimum": 60, "maximum": 604800 },
+                    "failed_retry_s": { "type": "integer", "minimum": 60, "maximum": 604800 },
+                    "ring_timeout_s": { "type": "integer", "minimum": 5, "maximum": 120 },
+                    "caller_id": string,
+                }},
+                "LeadAssignment": { "type": "object", "required": ["leads"], "properties": {
+                    "leads": { "type": "array", "items": { "type": "integer" } },
+                    "user_id": { "type": "integer", "nullable": true },
+                }},
+                "NextLeads": { "type": "object", "properties": { "count": { "type": "integer", "minimum": 1 } } },
+                "CampaignSettings": { "type": "object", "required": ["next_leads"], "properties": { "next_leads": { "type": "integer", "minimum": 1, "maximum": 100 } } },
+    })
 }
 
 /// The schema of `GET /api/v1/sync` ([`crate::sync::status::SyncStatusReport`]).

@@ -19,6 +19,7 @@ use crate::store::{ExtensionRow, Store};
 
 mod agents;
 mod blacklist;
+mod campaigns;
 mod customers;
 mod queues;
 mod voicemail;
@@ -913,6 +914,43 @@ async fn masking_walk_over_every_documented_route() {
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
     assert_eq!(r.json()["id"], 1);
+    // Lead list 1 with lead 1 (the walk's `{id}`), a customer's number, no campaign.
+    let r = env
+        .write(
+            Method::POST,
+            "/api/v1/lead-lists",
+            &ac,
+            json!({ "name": "Walk" }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let r = env
+        .send(
+            Method::POST,
+            "/api/v1/lead-lists/1/import",
+            Some(&ac),
+            true,
+            Some((
+                "text/csv",
+                format!("name,numbers\nWalk Lead,{CUSTOMER_IN}\n"),
+            )),
+            "127.0.0.1",
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    // Campaign 1 over that list, for the floor group.
+    let r = env
+        .write(
+            Method::POST,
+            "/api/v1/campaigns",
+            &ac,
+            json!({ "name": "Walk", "list_id": 1, "group_id": gid, "mode": "progressive",
+                    "hours_start": "08:00", "hours_end": "20:00", "weekdays": ["mon"],
+                    "utc_offset_min": 0, "max_attempts": 2, "busy_retry_s": 60,
+                    "no_answer_retry_s": 60, "failed_retry_s": 60, "ring_timeout_s": 20 }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
     // Voicemail message 1 (the walk's `{id}`): in olga's mailbox, from a customer.
     voicemail::walk_message(&env, agent.id.0);
     let doc = openapi::document();

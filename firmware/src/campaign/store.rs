@@ -1314,3 +1314,37 @@ pub fn progress(conn: &Connection, path: &Path, id: i64) -> Result<Progress> {
     p.attempts = rows.into_iter().collect();
     Ok(p)
 }
+
+/// Most leads an agent may take at once (the top of `next_leads`).
+pub const MAX_NEXT_LEADS: u32 = 100;
+
+/// The site's `next_leads`: how many leads an agent takes at most with one "next".
+pub fn next_leads(conn: &Connection, path: &Path) -> Result<u32> {
+    conn.query_row(
+        "SELECT next_leads FROM campaign_settings WHERE only = 1",
+        [],
+        |r| r.get(0),
+    )
+    .map_err(sql(path, "read campaign settings"))
+}
+
+/// Sets the site's `next_leads` (1-[`MAX_NEXT_LEADS`]); returns the value before.
+pub fn set_next_leads(conn: &Connection, path: &Path, n: u32) -> Result<u32> {
+    if !(1..=MAX_NEXT_LEADS).contains(&n) {
+        return Err(invalid(
+            "campaign settings",
+            "",
+            vec![problem(
+                "next_leads",
+                format!("must be 1 to {MAX_NEXT_LEADS}"),
+            )],
+        ));
+    }
+    let before = next_leads(conn, path)?;
+    conn.execute(
+        "UPDATE campaign_settings SET next_leads = ?1 WHERE only = 1",
+        [n],
+    )
+    .map_err(sql(path, "write campaign settings"))?;
+    Ok(before)
+}

@@ -85,6 +85,7 @@ fn migrations_apply_and_reopen_is_idempotent() {
             "blacklist_settings",
             "box_state",
             "call_notes",
+            "campaign_settings",
             "campaigns",
             "cdr_dispositions",
             "cdrs",

@@ -1,0 +1,687 @@
+//! `/api/v1/lead-lists`, `/api/v1/leads`, `/api/v1/campaigns`,
+//! `/api/v1/campaign-settings`: outbound campaigns ([`crate::campaign`]).
+//!
+//! - Lead lists: `GET`/`POST /api/v1/lead-lists`, `GET`/`DELETE
+//!   /api/v1/lead-lists/{id}` (`campaigns.view` / `add` / `delete`, site);
+//!   `POST /api/v1/lead-lists/{id}/import` (`campaigns.import`, site): CSV, all or
+//!   nothing, problems by row; `GET /api/v1/lead-lists/{id}/leads` (`campaigns.view`,
+//!   site): one page, `assigned`, `limit`, `offset`.
+//! - `GET /api/v1/leads/{id}`: a lead with its attempts (`campaigns.view` on the lead:
+//!   own when it is assigned to the caller, site otherwise).
+//! - Campaigns: `GET`/`POST /api/v1/campaigns`, `GET`/`PUT`/`DELETE
+//!   /api/v1/campaigns/{id}` (`campaigns.view` / `add` / `edit` / `delete`; a member of
+//!   the campaign's group sees it with `campaigns.view` at own scope);
+//!   `POST /api/v1/campaigns/{id}/start|pause|close` and `/assign` (`campaigns.operate`,
+//!   site); `POST /api/v1/campaigns/{id}/next` (`campaigns.operate`, own: an agent of
+//!   the group takes their next leads, at most the site's `next_leads`);
+//!   `GET /api/v1/campaigns/{id}/progress` (`campaigns.view`, like the campaign).
+//! - `GET /api/v1/campaign-settings` (`campaigns.view`, own) and `PUT`
+//!   (`system_config.edit`, site): the site's `next_leads`.
+//!
+//! Numbers are masked unless the caller holds `numbers.view` at a scope covering the
+//! lead (its assigned agent and the campaign's group), like customers. Every change
+//! is audited (resource `campaigns`); a refused change is audited `failed`. Bad input
+//! is a 400 naming the field and changes nothing; a clash (a name in use, a running
+//! campaign, a list in use) is a 409.
+//!
+//! Not here yet: dialling a lead (preview's dial button), attempt wrap-up over the API
+//! and progressive dialling need the daemon's wiring (see [`crate::campaign`]).
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{ApiError, ApiState, Authed};
+use crate::accounts::PageRequest;
+use crate::campaign::store::{self, CampaignInput, CampaignRow, LeadListInput, LeadRow};
+use crate::campaign::CampaignState;
+use crate::error::{Error, Result};
+use crate::rbac::{Action, Authorizer, GroupId, Resource, Target, UserId};
+use crate::store::StoreReader;
+
+type ApiResult<T = Response> = std::result::Result<T, ApiError>;
+
+fn body<T>(b: std::result::Result<Json<T>, JsonRejection>) -> ApiResult<T> {
+    b.map(|Json(t)| t)
+        .map_err(|e| ApiError::invalid("body", e.body_text()))
+}
+
+/// [`super::audited_change`] for campaigns.
+async fn audited<T, F>(
+    state: &ApiState,
+    who: &Authed,
+    action: &'static str,
+    target_hint: String,
+    job: F,
+) -> Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce(&rusqlite::Connection, &std::path::Path) -> Result<(T, String, Value)>
+        + Send
+        + 'static,
+{
+    super::audited_change(
+        state,
+        who,
+        (Resource::Campaigns, "campaign change"),
+        action,
+        target_hint,
+        job,
+    )
+    .await
+}
+
+/// Requires `campaigns.<action>` on the whole site (the reader is used before the
+/// future, which does not hold it).
+fn require_site<'a>(
+    state: &'a ApiState,
+    reader: &StoreReader,
+    who: &'a Authed,
+    action: Action,
+    target: &'a str,
+) -> impl std::future::Future<Output = ApiResult<std::sync::Arc<Authorizer>>> + Send + 'a {
+    state.require(
+        reader,
+        who,
+        Resource::Campaigns,
+        action,
+        &Target::Site,
+        target,
+    )
+}
+
+/// The record a campaign is for RBAC, as seen by `who`: their own when they are a
+/// member of its group (so an agent's own-scope grant reaches it), else a site record.
+fn campaign_target(who: &Authed, c: &CampaignRow) -> Target {
+    if who.subject().groups.contains(&GroupId(c.group_id)) {
+        who.own_target()
+    } else {
+        Target::Site
+    }
+}
+
+/// A lead's record for RBAC and masking: owned by its agent, in the campaign's group.
+fn lead_target(lead: &LeadRow, group: Option<i64>) -> Target {
+    Target::Owned {
+        owner: lead.assigned_user_id.map(UserId),
+        groups: group.map(GroupId).into_iter().collect(),
+    }
+}
+
+fn lead_view(
+    state: &ApiState,
+    authz: &Authorizer,
+    who: &Authed,
+    lead: &LeadRow,
+    group: Option<i64>,
+) -> Value {
+    let unmask = authz
+        .authorize(
+            who.subject(),
+            Resource::Numbers,
+            Action::View,
+            &lead_target(lead, group),
+        )
+        .is_allowed();
+    let pattern = state.mask_pattern();
+    let numbers: Vec<String> = lead
+        .numbers
+        .iter()
+        .map(|n| pattern.present_number(n, unmask))
+        .collect();
+    json!({
+        "id": lead.id,
+        "list_id": lead.list_id,
+        "name": lead.name,
+        "numbers": numbers,
+        "masked": !unmask && !lead.numbers.is_empty(),
+        "customer_id": lead.customer_id,
+        "data": lead.data,
+        "assigned_user_id": lead.assigned_user_id,
+        "state": lead.state,
+        "attempts": lead.attempts,
+        "next_at_ms": lead.next_at_ms,
+        "result": lead.result,
+    })
+}
+
+/// The group of the campaign using list `list_id`, if any.
+fn list_group(reader: &StoreReader, list_id: i64) -> Result<Option<i64>> {
+    let list = store::get_list(reader.connection(), reader.path(), list_id)?;
+    match list.campaign_id {
+        Some(c) => Ok(Some(
+            store::get_campaign(reader.connection(), reader.path(), c)?.group_id,
+        )),
+        None => Ok(None),
+    }
+}
+
+// --- lead lists -----------------------------------------------------------------------------
+
+pub(super) async fn list_lists(State(state): State<ApiState>, who: Authed) -> ApiResult {
+    let reader = state.reader()?;
+    require_site(&state, &reader, &who, Action::View, "lead lists").await?;
+    let lists = store::lists(reader.connection(), reader.path())?;
+    Ok(Json(json!({ "lists": lists })).into_response())
+}
+
+pub(super) async fn create_list(
+    State(state): State<ApiState>,
+    who: Authed,
+    b: std::result::Result<Json<LeadListInput>, JsonRejection>,
+) -> ApiResult {
+    let input = body(b)?;
+    require_site(&state, &state.reader()?, &who, Action::Add, "lead list").await?;
+    let (by, now) = (who.subject().username.clone(), state.now());
+    let row = audited(
+        &state,
+        &who,
+        "lead_list_add",
+        input.name.clone(),
+        move |tx, path| {
+            let row = store::create_list(tx, path, &input, &by, now)?;
+            let target = format!("lead list {}", row.id);
+            let detail = json!({ "list": &row });
+            Ok((row, target, detail))
+        },
+    )
+    .await?;
+    Ok((StatusCode::CREATED, Json(row)).into_response())
+}
+
+pub(super) async fn get_list(
+    State(state): State<ApiState>,
+    who: Authed,
+    Path(id): Path<i64>,
+) -> ApiResult {
+    let reader = state.reader()?;
+    require_site(
+        &state,
+        &reader,
+        &who,
+        Action::View,
+        &format!("lead list {id}"),
+    )
+    .await?;
+    let row = store::get_list(reader.connection(), reader.path(), id)?;
+    Ok(Json(row).into_response())
+}
+
+pub(super) async fn delete_list(
+    State(state): State<ApiState>,
+    who: Authed,
+    Path(id): Path<i64>,
+) -> ApiResult {
+    let target = format!("lead list {id}");
+    require_site(&state, &state.reader()?, &who, Action::Delete, &target).await?;
+    audited(
+        &state,
+        &who,
+        "lead_list_delete",
+        target.clone(),
+        move |tx, path| {
+            let row = store::delete_list(tx, path, id)?;
+            Ok(((), target, json!({ "list": row })))
+        },
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+pub(super) async fn import_leads(
+    State(state): State<ApiState>,
+    who: Authed,
+    Path(id): Path<i64>,
+    text: String,
+) -> ApiResult {
+    let target = format!("lead list {id}");
+    require_site(&state, &state.reader()?, &who, Action::Import, &target).await?;
+    let now = state.now();
+    let imported = audited(
+        &state,
+        &who,
+        "lead_import",
+        target.clone(),
+        move |tx, path| {
+            let n = crate::campaign::csv::import(tx, path, id, &text, now)?;
+            Ok((n, target, json!({ "imported": n })))
+        },
+    )
+    .await?;
+    Ok(Json(json!({ "imported": imported })).into_response())
+}
+
+/// The query of `GET /api/v1/lead-lists/{id}/leads`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct LeadsQuery {
+    assigned: Option<i64>,
+    #[serde(default)]
+    limit: Option<u32>,
+    #[serde(default)]
+    offset: Option<u32>,
+}
+
+pub(super) async fn list_leads(
+    State(state): State<ApiState>,
+    who: Authed,
+    Path(id): Path<i64>,
+    q: std::result::Result<Query<LeadsQuery>, QueryRejection>,
+) -> ApiResult {
+    let Query(q) = q.map_err(|e| ApiError::invalid("query", e.body_text()))?;
+    let reader = state.reader()?;
+    let authz = require_site(
+        &state,
+        &reader,
+        &who,
+        Action::View,
+        &format!("lead list {id}"),
+    )
+    .await?;
+    let page = PageRequest {
+        limit: q.limit.unwrap_or(PageRequest::default().limit),
+        offset: q.offset.unwrap_or(0),
+    };
+    let (rows, total) = store::leads(reader.connection(), reader.path(), id, q.assigned, page)?;
+    let group = list_group(&reader, id)?;
+    let items: Vec<Value> = rows
+        .iter()
+        .map(|l| lead_view(&state, &authz, &who, l, group))
+        .collect();
+    Ok(Json(json!({
+        "items": items,
+        "total": total,
+        "limit": page.limit,
+        "offset": page.offset,
+    }))
+    .into_response())
+}
+
+pub(super) async fn get_lead(
+    State(state): State<ApiState>,
+    who: Authed,
+    Path(id): Path<i64>,
+) -> ApiResult {
+    let reader = state.reader()?;
+    let lead = store::get_lead(reader.connection(), reader.path(), id)?;
+    let group = list_group(&reader, lead.list_id)?;
+    let authz = state
+        .require(
+            &reader,
+            &who,
+            Resource::Campaigns,
+            Action::View,
+            &lead_target(&lead, group),
+            &format!("lead {id}"),
+        )
+        .await?;
+    let unmask = authz
+        .authorize(
+            who.subject(),
+            Resource::Numbers,
+            Action::View,
+            &lead_target(&lead, group),
+        )
+        .is_allowed();
+    let attempts: Vec<Value> = store::attempts(reader.connection(), reader.path(), id)?
+        .into_iter()
+        .map(|mut a| {
+            a.number = state.mask_pattern().present_number(&a.number, unmask);
+            json!(a)
+        })
+        .collect();
+    let mut view = lead_view(&state, &authz, &who, &lead, group);
+    view["attempt_history"] = json!(attempts);
+    Ok(Json(view).into_response())
+}
+
+// --- campaigns -------------------------------------------------------------------------------
+
+pub(super) async fn list_campaigns(State(state): State<ApiState>, who: Authed) -> ApiResult {
+    let reader = state.reader()?;
+    let authz = state
+        .require(
+            &reader,
+            &who,
+            Resource::Campaigns,
+            Action::View,
+            &who.own_target(),
+            "campaigns",
+        )
+        .await?;
+    let all = store::campaigns(reader.connection(), reader.path())?;
+    let items: Vec<Value> = all
+        .iter()
+        .filter(|c| {
+            authz
+                .authorize(
+                    who.subject(),
+                    Resource::Campaigns,
+                    Action::View,
+                    &campaign_target(&who, c),
+                )
+                .is_allowed()
+        })
+        .map(CampaignRow::to_json)
+        .collect();
+    Ok(Json(json!({ "campaigns": items })).into_response())
+}
+
+/// Loads campaign `id` and requires `campaigns.<action>` on it.
+async fn load(
+    state: &ApiState,
+    who: &Authed,
+    id: i64,
+    action: Action,
+) -> ApiResult<(StoreReader, CampaignRow)> {
+    let reader = state.reader()?;
+    let c = store::get_campaign(reader.connection(), reader.path(), id)?;
+    state
+        .require(
+            &reader,
+            who,
+            Resource::Campaigns,
+            action,
+            &campaign_target(who, &c),
+            &format!("campaign {id}"),
+        )
+        .await?;
+    Ok((reader, c))
+}
+
+pub(super) async fn get_campaign(
+    State(state): State<ApiState>,
+    who: Authed,
+    Path(id): Path<i64>,
+) -> ApiResult {
+    let (_, c) = load(&state, &who, id, Action::View).await?;
+    Ok(Json(c.to_json()).into_response())
+}
+
+fn check(input: &CampaignInput, key: &str) -> Result<store::ValidCampaign> {
+    input.check().map_err(|problems| Error::Invalid {
+        entity: "campaign",
+        key: key.to_owned(),
+        problems,
+    })
+}
+
+pub(super) async fn create_campaign(
+    State(state): State<ApiState>,
+    who: Authed,
+    b: std::result::Result<Json<CampaignInput>, JsonRejection>,
+) -> ApiResult {
+    let input = body(b)?;
+    require_site(&state, &state.reader()?, &who, Action::Add, &input.name).await?;
+    let v = check(&input, &input.name)?;
+    let (by, now) = (who.subject().username.clone(), state.now());
+    let row = audited(
+        &state,
+        &who,
+        "campaign_add",
+        v.name.clone(),
+        move |tx, path| {
+            let row = store::create_campaign(tx, path, &v, &by, now)?;
+            let detail = row.to_json();
+            Ok((row.clone(), format!("campaign {}", row.id), detail))
+        },
+    )
+    .await?;
+    Ok((StatusCode::CREATED, Json(row.to_json())).into_response())
+}
+
+pub(super) async fn update_campaign(
+    State(state): State<ApiState>,
+    who: Authed,
+    Path(id): Path<i64>,
+    b: std::result::Result<Json<CampaignInput>, JsonRejection>,
+) -> ApiResult {
+    let input = body(b)?;
+    let target = format!("campaign {id}");
+    require_site(&state, &state.reader()?, &who, Action::Edit, &target).await?;
+    let v = check(&input, &id.to_string())?;
+    let now = state.now();
+    let row = audited(
+        &state,
+        &who,
+        "campaign_edit",
+        target.clone(),
+        move |tx, path| {
+            let (before, after) = store::update_campaign(tx, path, id, &v, now)?;
+            let detail = json!({ "before": before.to_json(), "after": after.to_json() });
+            Ok((after, target, detail))
+        },
+    )
+    .await?;
+    Ok(Json(row.to_json()).into_response())
+}
+
+pub(super) async fn delete_campaign(
+    State(state): State<ApiState>,
+    who: Authed,
+    Path(id): Path<i64>,
+) -> ApiResult {
+    let target = format!("campaign {id}");
+    require_site(&state, &state.reader()?, &who, Action::Delete, &target).await?;
+    audited(
+        &state,
+        &who,
+        "campaign_delete",
+        target.clone(),
+        move |tx, path| {
+            let row = store::delete_campaign(tx, path, id)?;
+            Ok(((), target, row.to_json()))
+        },
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn move_to(state: ApiState, who: Authed, id: i64, to: CampaignState) -> ApiResult {
+    let target = format!("campaign {id}");
+    require_site(&state, &state.reader()?, &who, Action::Operate, &target).await?;
+    let now = state.now();
+    let action = match to {
+        CampaignState::Running => "campaign_start",
+        CampaignState::Paused => "campaign_pause",
+        _ => "campaign_close",
+    };
+    let before = audited(&state, &who, action, target.clone(), move |tx, path| {
+        let before = store::set_state(tx, path, id, to, now)?;
+        let detail = json!({ "before": before, "after": to });
+        Ok((before, target, detail))
+    })
+    .await?;
+    Ok(Json(json!({ "id": id, "before": before, "state": to })).into_response())
+}
+
+pub(super) async fn start(
+    State(state): State<ApiState>,
+    who: Authed,
+    Path(id): Path<i64>,
+) -> ApiResult {
+    move_to(state, who, id, CampaignState::Running).await
+}
+
+pub(super) async fn pause(
+    State(state): State<ApiState>,
+    who: Authed,
+    Path(id): Path<i64>,
+) -> ApiResult {
+    move_to(state, who, id, CampaignState::Paused).await
+}
+
+pub(super) async fn close(
+    State(state): State<ApiState>,
+    who: Authed,
+    Path(id): Path<i64>,
+) -> ApiResult {
+    move_to(state, who, id, CampaignState::Done).await
+}
+
+/// The body of `POST /api/v1/campaigns/{id}/assign`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct AssignBody {
+    leads: Vec<i64>,
+    /// The agent (a member of the campaign's group); `null` unassigns.
+    user_id: Option<i64>,
+}
+
+pub(super) async fn assign(
+    State(state): State<ApiState>,
+    who: Authed,
+    Path(id): Path<i64>,
+    b: std::result::Result<Json<AssignBody>, JsonRejection>,
+) -> ApiResult {
+    let b = body(b)?;
+    let target = format!("campaign {id}");
+    require_site(&state, &state.reader()?, &who, Action::Operate, &target).await?;
+    let now = state.now();
+    let n = audited(
+        &state,
+        &who,
+        "lead_assign",
+        target.clone(),
+        move |tx, path| {
+            let n = store::assign(tx, path, id, &b.leads, b.user_id, now)?;
+            let detail = json!({ "leads": b.leads, "user_id": b.user_id });
+            Ok((n, target, detail))
+        },
+    )
+    .await?;
+    Ok(Json(json!({ "assigned": n })).into_response())
+}
+
+/// The body of `POST /api/v1/campaigns/{id}/next` (optional).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct NextBody {
+    /// How many (1 to the site's `next_leads`; default: `next_leads`).
+    count: Option<u32>,
+}
+
+pub(super) async fn next(
+    State(state): State<ApiState>,
+    who: Authed,
+    Path(id): Path<i64>,
+    b: Option<Json<NextBody>>,
+) -> ApiResult {
+    let b = b.map(|Json(b)| b).unwrap_or_default();
+    let reader = state.reader()?;
+    let authz = state
+        .require(
+            &reader,
+            &who,
+            Resource::Campaigns,
+            Action::Operate,
+            &who.own_target(),
+            &format!("campaign {id}"),
+        )
+        .await?;
+    let max = store::next_leads(reader.connection(), reader.path())?;
+    let count = match b.count {
+        None => max,
+        Some(n) if (1..=max).contains(&n) => n,
+        Some(n) => {
+            return Err(ApiError::invalid(
+                "count",
+                format!("{n}: must be 1 to {max} (the site's next_leads)"),
+            ))
+        }
+    };
+    let (me, now) = (who.subject().user_id.0, state.now());
+    let leads = audited(
+        &state,
+        &who,
+        "lead_next",
+        format!("campaign {id}"),
+        move |tx, path| {
+            let leads = store::next_for(tx, path, id, me, count as usize, now)?;
+            let ids: Vec<i64> = leads.iter().map(|l| l.id).collect();
+            Ok((leads, format!("campaign {id}"), json!({ "leads": ids })))
+        },
+    )
+    .await?;
+    let group = store::get_campaign(reader.connection(), reader.path(), id)?.group_id;
+    let items: Vec<Value> = leads
+        .iter()
+        .map(|l| lead_view(&state, &authz, &who, l, Some(group)))
+        .collect();
+    Ok(Json(json!({ "leads": items })).into_response())
+}
+
+pub(super) async fn progress(
+    State(state): State<ApiState>,
+    who: Authed,
+    Path(id): Path<i64>,
+) -> ApiResult {
+    let (reader, c) = load(&state, &who, id, Action::View).await?;
+    let p = store::progress(reader.connection(), reader.path(), id)?;
+    Ok(Json(json!({ "campaign": id, "state": c.state, "progress": p })).into_response())
+}
+
+// --- settings --------------------------------------------------------------------------------
+
+pub(super) async fn get_settings(State(state): State<ApiState>, who: Authed) -> ApiResult {
+    let reader = state.reader()?;
+    state
+        .require(
+            &reader,
+            &who,
+            Resource::Campaigns,
+            Action::View,
+            &who.own_target(),
+            "settings",
+        )
+        .await?;
+    let n = store::next_leads(reader.connection(), reader.path())?;
+    Ok(Json(json!({ "next_leads": n })).into_response())
+}
+
+/// The body of `PUT /api/v1/campaign-settings`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct SettingsBody {
+    next_leads: u32,
+}
+
+pub(super) async fn put_settings(
+    State(state): State<ApiState>,
+    who: Authed,
+    b: std::result::Result<Json<SettingsBody>, JsonRejection>,
+) -> ApiResult {
+    let b = body(b)?;
+    state
+        .require(
+            &state.reader()?,
+            &who,
+            Resource::SystemConfig,
+            Action::Edit,
+            &Target::Site,
+            "campaign settings",
+        )
+        .await?;
+    let n = b.next_leads;
+    let before = super::audited_change(
+        &state,
+        &who,
+        (Resource::Campaigns, "campaign settings"),
+        "settings",
+        "settings".to_owned(),
+        move |tx, path| {
+            let before = store::set_next_leads(tx, path, n)?;
+            Ok((
+                before,
+                "settings".to_owned(),
+                json!({ "before": before, "after": n }),
+            ))
+        },
+    )
+    .await?;
+    Ok(Json(json!({ "next_leads": n, "before": before })).into_response())
+}
