@@ -2281,7 +2281,12 @@ impl BoardLoop {
                 let outcome = request
                     .resolve(agent_extension.as_deref())
                     .and_then(|from| {
-                        let call_id = calls.click_to_call(Instant::now(), &from, &request.to)?;
+                        let to = if request.outside {
+                            calls.outside_dial_string(&request.to)?
+                        } else {
+                            request.to.clone()
+                        };
+                        let call_id = calls.click_to_call(Instant::now(), &from, &to)?;
                         Ok(crate::screen_pop::ClickStarted { call_id, from })
                     });
                 let _ = reply.send(outcome);

@@ -147,8 +147,12 @@ pub enum ClickPhone {
 pub struct ClickRequest {
     /// The phone to ring first.
     pub phone: ClickPhone,
-    /// The number to dial once it answers, as the phone would dial it.
+    /// The number to dial once it answers, as the phone would dial it, or (with
+    /// `outside`) an outside number without the outside-line prefix.
     pub to: String,
+    /// `to` is an outside number (a customer's or a lead's): call control puts the
+    /// outside-line prefix in front ([`crate::call::CallControl::outside_dial_string`]).
+    pub outside: bool,
 }
 
 /// A click-to-call started.
@@ -234,6 +238,7 @@ mod tests {
                 extension: extension.map(str::to_owned),
             },
             to: "101".into(),
+            outside: false,
         };
         assert_eq!(own(Some("103")).resolve(Some("102")), Ok("102".into()));
         assert_eq!(own(Some("103")).resolve(None), Ok("103".into()));
@@ -241,6 +246,7 @@ mod tests {
         let explicit = ClickRequest {
             phone: ClickPhone::Extension("101".into()),
             to: "102".into(),
+            outside: false,
         };
         assert_eq!(explicit.resolve(Some("102")), Ok("101".into()));
     }

@@ -37,10 +37,15 @@ use serde_json::{json, Value};
 
 use super::{ApiError, ApiState, Authed};
 use crate::accounts::PageRequest;
-use crate::campaign::store::{self, CampaignInput, CampaignRow, LeadListInput, LeadRow};
-use crate::campaign::CampaignState;
+use crate::acd::AgentId;
+use crate::audit::{AuditEntry, AuditResult};
+use crate::campaign::store::{
+    self, CampaignInput, CampaignRow, LeadListInput, LeadRow, Started, WrapUpInput,
+};
+use crate::campaign::{CampaignState, Outcome};
 use crate::error::{Error, Result};
 use crate::rbac::{Action, Authorizer, GroupId, Resource, Target, UserId};
+use crate::screen_pop::{ClickPhone, ClickRequest, ClickStarted};
 use crate::store::StoreReader;
 
 type ApiResult<T = Response> = std::result::Result<T, ApiError>;
@@ -684,4 +689,285 @@ pub(super) async fn put_settings(
     )
     .await?;
     Ok(Json(json!({ "next_leads": n, "before": before })).into_response())
+}
+
+// --- click-to-dial -------------------------------------------------------------------------
+
+/// The caller's own phone for a click-to-dial (their agent login, else their
+/// extension), after `calls.operate` on their own phone.
+async fn own_phone(state: &ApiState, who: &Authed) -> ApiResult<ClickPhone> {
+    let reader = state.reader()?;
+    let (agent, extension) = super::events::user_phone(&reader, who.subject().user_id)?;
+    state
+        .require(
+            &reader,
+            who,
+            Resource::Calls,
+            Action::Operate,
+            &who.own_target(),
+            "own phone",
+        )
+        .await?;
+    Ok(ClickPhone::Own {
+        agent: agent.and_then(|a| a.parse::<AgentId>().ok()),
+        extension,
+    })
+}
+
+async fn click(state: &ApiState, phone: ClickPhone, number: &str) -> ApiResult<ClickStarted> {
+    let status = state.status().cloned().ok_or_else(|| {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the daemon is not running")
+    })?;
+    status
+        .click_to_call(ClickRequest {
+            phone,
+            to: number.to_owned(),
+            outside: true,
+        })
+        .await
+        .map_err(super::events::click_error)
+}
+
+/// The body of `POST /api/v1/customers/{id}/dial` (optional).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct DialBody {
+    /// Which of the customer's numbers (default: the first).
+    number: Option<String>,
+}
+
+/// `POST /api/v1/customers/{id}/dial`: click-to-dial from a customer record.
+pub(super) async fn dial_customer(
+    State(state): State<ApiState>,
+    who: Authed,
+    Path(id): Path<i64>,
+    b: Option<Json<DialBody>>,
+) -> ApiResult {
+    let b = b.map(|Json(b)| b).unwrap_or_default();
+    let (row, blocked) = {
+        let reader = state.reader()?;
+        let (conn, path) = (reader.connection(), reader.path());
+        let schema = crate::customers::store::schema(conn, path)?;
+        let row = crate::customers::store::get(conn, path, &schema.schema, id)?.ok_or(
+            Error::NotFound {
+                entity: "customer",
+                key: id.to_string(),
+            },
+        )?;
+        let dnc = store::do_not_call(conn, path)?;
+        let blocked: Vec<bool> = row.numbers.iter().map(|n| dnc(n)).collect();
+        (row, blocked)
+    };
+    state
+        .require(
+            &state.reader()?,
+            &who,
+            Resource::Contacts,
+            Action::View,
+            &row.target(),
+            &format!("customer:{id}"),
+        )
+        .await?;
+    let phone = own_phone(&state, &who).await?;
+    let index = match &b.number {
+        None if row.numbers.is_empty() => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "the customer has no number",
+            ))
+        }
+        None => 0,
+        Some(n) => {
+            let n = crate::customers::normalize_number(n)
+                .map_err(|m| ApiError::invalid("number", m))?;
+            row.numbers
+                .iter()
+                .position(|x| *x == n)
+                .ok_or_else(|| ApiError::invalid("number", "not one of the customer's numbers"))?
+        }
+    };
+    if blocked[index] {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "the number is on the do-not-call list (the blacklist)",
+        ));
+    }
+    let number = row.numbers[index].clone();
+    let outcome = click(&state, phone, &number).await;
+    audit_click(&state, &who, format!("customer:{id}"), &outcome).await;
+    let s = outcome?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "call_id": s.call_id, "from": s.from, "customer": id })),
+    )
+        .into_response())
+}
+
+async fn audit_click(
+    state: &ApiState,
+    who: &Authed,
+    target: String,
+    outcome: &ApiResult<ClickStarted>,
+) {
+    let (result, detail) = match outcome {
+        Ok(s) => (
+            AuditResult::Ok,
+            json!({ "call_id": s.call_id, "from": s.from }),
+        ),
+        Err(_) => (AuditResult::Failed, json!({ "refused": true })),
+    };
+    let entry = AuditEntry {
+        actor: who.actor(),
+        action: "click_to_dial".to_owned(),
+        resource: Resource::Calls.as_str().to_owned(),
+        target,
+        result,
+        detail,
+    };
+    if let Err(e) = state.accounts().audit(entry, state.now()).await {
+        tracing::warn!(error = %e, "click-to-dial not audited");
+    }
+}
+
+/// `POST /api/v1/campaigns/{id}/leads/{lead}/dial`: preview mode's dial button. The
+/// attempt is opened with every rule checked (running, hours, member, the lead theirs
+/// or free, due, not being dialled, the agent has no other attempt open, the
+/// do-not-call list), then the agent's phone rings and dials the lead; the attempt
+/// carries the call's id (its CDR). When the phone cannot be rung the attempt is
+/// undone.
+pub(super) async fn dial_lead(
+    State(state): State<ApiState>,
+    who: Authed,
+    Path((id, lead)): Path<(i64, i64)>,
+) -> ApiResult {
+    state
+        .require(
+            &state.reader()?,
+            &who,
+            Resource::Campaigns,
+            Action::Operate,
+            &who.own_target(),
+            &format!("campaign {id}"),
+        )
+        .await?;
+    let phone = own_phone(&state, &who).await?;
+    let (me, now) = (who.subject().user_id.0, state.now());
+    let target = format!("lead {lead}");
+    let started = audited(
+        &state,
+        &who,
+        "lead_dial",
+        target.clone(),
+        move |tx, path| {
+            let dnc = store::do_not_call(tx, path)?;
+            let s = store::start_attempt(tx, path, id, lead, me, dnc, now)?;
+            let detail = match &s {
+                Started::Dial { attempt_id, .. } => json!({ "attempt": attempt_id }),
+                Started::Finished(r) => json!({ "finished": r }),
+            };
+            Ok((s, target, detail))
+        },
+    )
+    .await?;
+    let (attempt_id, number) = match started {
+        Started::Dial { attempt_id, number } => (attempt_id, number),
+        Started::Finished(result) => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!(
+                    "lead {lead} cannot be dialled and is finished: {}",
+                    result.as_str()
+                ),
+            ))
+        }
+    };
+    let outcome = click(&state, phone, &number).await;
+    audit_click(&state, &who, format!("lead {lead}"), &outcome).await;
+    let writer = state.accounts().writer().clone();
+    match outcome {
+        Ok(s) => {
+            let call_id = s.call_id.clone();
+            writer
+                .transact("link attempt", move |tx, path| {
+                    store::link_call(tx, path, attempt_id, &call_id)
+                })
+                .await?;
+            Ok((
+                StatusCode::ACCEPTED,
+                Json(json!({ "attempt": attempt_id, "call_id": s.call_id, "from": s.from, "lead": lead })),
+            )
+                .into_response())
+        }
+        Err(e) => {
+            writer
+                .transact("abort attempt", move |tx, path| {
+                    store::abort_attempt(tx, path, attempt_id, now)
+                })
+                .await?;
+            Err(e)
+        }
+    }
+}
+
+/// The body of `PUT /api/v1/campaign-attempts/{id}`: the agent's result.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ResultBody {
+    /// How the call ended (only while the attempt is open).
+    outcome: Option<Outcome>,
+    /// Disposition digit and notes.
+    #[serde(flatten)]
+    wrap_up: WrapUpInput,
+}
+
+/// `PUT /api/v1/campaign-attempts/{id}`: the agent records how their attempt ended
+/// (the lead is finished or due again per the retry rules) and/or its disposition
+/// digit and notes.
+pub(super) async fn put_attempt(
+    State(state): State<ApiState>,
+    who: Authed,
+    Path(id): Path<i64>,
+    b: std::result::Result<Json<ResultBody>, JsonRejection>,
+) -> ApiResult {
+    let b = body(b)?;
+    let a = {
+        let reader = state.reader()?;
+        store::get_attempt(reader.connection(), reader.path(), id)?
+    };
+    let owner = Target::Owned {
+        owner: a.agent_user_id.map(UserId),
+        groups: Vec::new(),
+    };
+    state
+        .require(
+            &state.reader()?,
+            &who,
+            Resource::Campaigns,
+            Action::Operate,
+            &owner,
+            &format!("attempt {id}"),
+        )
+        .await?;
+    let now = state.now();
+    let target = format!("attempt {id}");
+    let row = audited(
+        &state,
+        &who,
+        "lead_result",
+        target.clone(),
+        move |tx, path| {
+            let next = match b.outcome {
+                Some(o) => Some(store::finish_attempt(tx, path, id, o, now)?),
+                None => None,
+            };
+            let row = store::wrap_up(tx, path, id, &b.wrap_up)?;
+            let detail =
+                json!({ "outcome": b.outcome, "next": next, "disposition": row.disposition });
+            Ok(((row, next), target, detail))
+        },
+    )
+    .await?;
+    let (row, next) = row;
+    Ok(Json(json!({ "attempt": row.id, "outcome": row.outcome, "disposition": row.disposition, "next": next }))
+        .into_response())
 }

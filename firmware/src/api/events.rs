@@ -105,7 +105,7 @@ fn owners(reader: &StoreReader) -> Result<Owners, ApiError> {
 }
 
 /// A user's agent ID and extension.
-fn user_phone(
+pub(super) fn user_phone(
     reader: &StoreReader,
     user: UserId,
 ) -> Result<(Option<String>, Option<String>), ApiError> {
@@ -517,6 +517,7 @@ pub(super) async fn click_to_call(
         .click_to_call(ClickRequest {
             phone,
             to: to.clone(),
+            outside: false,
         })
         .await;
     let (result, detail) = match &outcome {
@@ -553,16 +554,17 @@ pub(super) async fn click_to_call(
     }
 }
 
-fn click_error(e: ClickError) -> ApiError {
+/// The API's answer to a refused click-to-call (400 bad number, 404 unknown
+/// extension, 409 busy / no phone / no outside line, 503 stopping).
+pub(super) fn click_error(e: ClickError) -> ApiError {
     let message = e.to_string();
     match e {
         ClickError::Call(ClickToCallError::BadNumber { .. }) => ApiError::invalid("to", message),
         ClickError::Call(ClickToCallError::UnknownExtension(_)) => {
             ApiError::new(StatusCode::NOT_FOUND, message)
         }
-        ClickError::Call(ClickToCallError::Busy(_)) | ClickError::NoPhone => {
-            ApiError::new(StatusCode::CONFLICT, message)
-        }
+        ClickError::Call(ClickToCallError::Busy(_) | ClickToCallError::NoOutsideLine(_))
+        | ClickError::NoPhone => ApiError::new(StatusCode::CONFLICT, message),
         ClickError::Stopping => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message),
     }
 }

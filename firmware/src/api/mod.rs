@@ -959,6 +959,24 @@ fn build(state: ApiState) -> (Router, Vec<(Method, &'static str)>) {
         campaigns::progress
     );
     route!(
+        post,
+        Method::POST,
+        "/api/v1/campaigns/{id}/leads/{lead}/dial",
+        campaigns::dial_lead
+    );
+    route!(
+        put,
+        Method::PUT,
+        "/api/v1/campaign-attempts/{id}",
+        campaigns::put_attempt
+    );
+    route!(
+        post,
+        Method::POST,
+        "/api/v1/customers/{id}/dial",
+        campaigns::dial_customer
+    );
+    route!(
         get,
         Method::GET,
         "/api/v1/campaign-settings",

@@ -114,6 +114,9 @@ const OPS: &[Op] = &[
     op("post", "/api/v1/campaigns/{id}/assign", "Assign leads {leads: [id], user_id} to a member of the campaign's group (user_id null unassigns); all or nothing; audited", "campaigns.operate (site)", Some("LeadAssignment"), "200", JSON),
     op("post", "/api/v1/campaigns/{id}/next", "An agent of the campaign's group takes their next leads {count} (default and most: the site's next_leads): their pending assigned leads, then due unassigned ones, which become theirs; 409 campaign not running or caller not in its group; audited", "campaigns.operate (own)", Some("NextLeads"), "200", JSON),
     op("get", "/api/v1/campaigns/{id}/progress", "A campaign's progress: leads pending, dialling, done by result; attempts by outcome", "campaigns.view (like the campaign)", None, "200", JSON),
+    op("post", "/api/v1/campaigns/{id}/leads/{lead}/dial", "Preview dial: open an attempt of the lead (campaign running, inside its calling hours, caller in its group, lead theirs or unassigned, due, not being dialled, no other attempt of theirs open, number not on the blacklist in deny mode: a lead whose numbers are all blocked is finished, 409), then ring the caller's phone and dial the number with the outside-line prefix; 202 {attempt, call_id, from, lead}; the attempt is undone when the phone cannot be rung; audited as lead_dial and click_to_dial", "campaigns.operate (own) and calls.operate (own phone)", None, "202", JSON),
+    op("put", "/api/v1/campaign-attempts/{id}", "Record an attempt's result {outcome: answered | busy | no_answer | failed (while open), disposition 0-9, notes}: the lead is finished or due again per the retry rules; audited as lead_result", "campaigns.operate (scoped to the attempt's agent)", Some("AttemptResult"), "200", JSON),
+    op("post", "/api/v1/customers/{id}/dial", "Click-to-dial a customer: ring the caller's phone, then dial the customer's number {number} (default: the first) with the outside-line prefix; 409 no number, on the blacklist (deny mode), no outside line, phone busy; audited as click_to_dial", "contacts.view (on the customer) and calls.operate (own phone)", Some("Dial"), "202", JSON),
     op("get", "/api/v1/campaign-settings", "The site's campaign settings {next_leads}", "campaigns.view (own)", None, "200", JSON),
     op("put", "/api/v1/campaign-settings", "Set the site's next_leads (1-100); audited", "system_config.edit (site)", Some("CampaignSettings"), "200", JSON),
     op("get", "/api/v1/openapi.json", "This document", "(none)", None, "200", JSON),
@@ -145,10 +148,14 @@ fn parameters(op: &Op) -> Vec<Value> {
     if op.path.contains("{id}") {
         out.push(json!({ "name": "id", "in": "path", "required": true, "schema": { "type": "integer" } }));
     }
+    if op.path.contains("{lead}") {
+        out.push(json!({ "name": "lead", "in": "path", "required": true, "schema": { "type": "integer" } }));
+    }
     let query: &[&str] = match (op.method, op.path) {
         ("get", "/api/v1/users" | "/api/v1/roles" | "/api/v1/groups") => &["limit", "offset"],
         ("get", "/api/v1/cdrs") => &["since", "until", "limit", "offset"],
         ("get", "/api/v1/audit") => &["after_id", "limit"],
+        ("get", "/api/v1/lead-lists/{id}/leads") => &["assigned", "limit", "offset"],
         _ => &[],
     };
     out.extend(query.iter().map(
@@ -234,8 +241,9 @@ pub fn document() -> Value {
                 json!({ JSON: { "schema": { "$ref": format!("#/components/schemas/{schema}") } } })
             };
             // The tools' host and URI default to HQ and the trunk, and "next" defaults to
-            // the site's next_leads: their body may be empty.
-            let required = !matches!(schema, "ToolHost" | "ToolUri" | "NextLeads");
+            // the site's next_leads, a customer dial to the first number: their body may
+            // be empty.
+            let required = !matches!(schema, "ToolHost" | "ToolUri" | "NextLeads" | "Dial");
             operation["requestBody"] = json!({ "required": required, "content": content });
         }
         let entry = paths
@@ -372,6 +380,12 @@ fn campaign_schemas() -> Value {
                     "user_id": { "type": "integer", "nullable": true },
                 }},
                 "NextLeads": { "type": "object", "properties": { "count": { "type": "integer", "minimum": 1 } } },
+                "AttemptResult": { "type": "object", "properties": {
+                    "outcome": { "type": "string", "enum": ["answered", "busy", "no_answer", "failed"] },
+                    "disposition": { "type": "integer", "minimum": 0, "maximum": 9 },
+                    "notes": string,
+                }},
+                "Dial": { "type": "object", "properties": { "number": string } },
                 "CampaignSettings": { "type": "object", "required": ["next_leads"], "properties": { "next_leads": { "type": "integer", "minimum": 1, "maximum": 100 } } },
     })
 }

@@ -130,6 +130,19 @@ fn live_status() -> crate::web::status::StatusHandle {
                 ControlRequest::CallCenter { reply } => {
                     let _ = reply.send(Some(call_center_status()));
                 }
+                // An outside click-to-dial (a customer's or a lead's number) starts, on
+                // the phone the request resolves to; the rest are refused.
+                ControlRequest::ClickToCall { request, reply } if request.outside => {
+                    let started = request.resolve(None).map(|from| {
+                        let mut clicks = CLICKS.lock().expect("lock");
+                        clicks.push(request.to.clone());
+                        crate::screen_pop::ClickStarted {
+                            call_id: format!("click-{}-{}", request.to, clicks.len()),
+                            from,
+                        }
+                    });
+                    let _ = reply.send(started);
+                }
                 ControlRequest::ClickToCall { reply, .. } => {
                     let _ = reply.send(Err(crate::screen_pop::ClickError::Stopping));
                 }
@@ -204,6 +217,9 @@ pub(super) fn call_center_status() -> crate::web::status::CallCenterStatus {
         ],
     }
 }
+
+/// Outside numbers the API asked the main loop to click-to-dial (every test's).
+pub(super) static CLICKS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
 
 /// Voicemail messages the API told the main loop were deleted (every test's).
 pub(super) static VOICEMAIL_DELETED: std::sync::Mutex<Vec<i64>> = std::sync::Mutex::new(Vec::new());

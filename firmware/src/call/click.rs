@@ -51,6 +51,10 @@ pub enum ClickToCallError {
     /// The phone is in use (off-hook, ringing or in a call) or out of service.
     #[error("the phone of extension {0} is busy")]
     Busy(String),
+    /// An outside number was asked for (a customer's or a lead's), but the box has no
+    /// outside-line prefix, so no route out.
+    #[error("no outside-line prefix is configured, so {0} cannot be dialled out")]
+    NoOutsideLine(String),
 }
 
 /// A click-to-call ringing its caller's phone.
@@ -67,6 +71,25 @@ pub(super) struct Click {
 }
 
 impl CallControl {
+    /// What a phone dials to reach outside number `number` (a customer's or a lead's,
+    /// stored without the prefix): the outside-line prefix, then the number. A `+` is
+    /// not dialable; such a number is refused as a bad number (no international
+    /// rewriting yet).
+    pub fn outside_dial_string(&self, number: &str) -> Result<String, ClickToCallError> {
+        let prefix = self
+            .settings
+            .outside_line_prefix
+            .as_deref()
+            .ok_or_else(|| ClickToCallError::NoOutsideLine(number.to_owned()))?;
+        if number.starts_with('+') {
+            return Err(ClickToCallError::BadNumber {
+                to: number.to_owned(),
+                reason: "a + cannot be dialled (no international prefix rewriting yet)",
+            });
+        }
+        Ok(format!("{prefix}{number}"))
+    }
+
     /// Rings the FXS phone of extension `from` with `to` as caller ID; when it answers,
     /// `to` is dialled as if typed on it. Returns the call's id (its CDR's). See the
     /// module docs.

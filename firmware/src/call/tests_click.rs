@@ -120,6 +120,31 @@ fn an_outside_number_is_dialled_at_once_when_the_phone_answers() {
 }
 
 #[test]
+fn a_customers_or_leads_number_gets_the_outside_line_prefix() {
+    let mut h = Harness::new();
+    let to = h.cc.outside_dial_string("5551234").expect("prefix 9");
+    assert_eq!(to, "95551234");
+    h.click("102", &to).expect("started");
+    h.advance(Duration::from_secs(2));
+    h.ev(2, Event::OffHook);
+    let out = h.take();
+    assert!(has_cmd(
+        &out,
+        6,
+        |c| matches!(c, Command::FxoDial(d) if d.as_str() == "5551234")
+    ));
+    assert!(matches!(
+        h.cc.outside_dial_string("+495551234"),
+        Err(ClickToCallError::BadNumber { .. })
+    ));
+    h.cc.settings.outside_line_prefix = None;
+    assert_eq!(
+        h.cc.outside_dial_string("5551234"),
+        Err(ClickToCallError::NoOutsideLine("5551234".into()))
+    );
+}
+
+#[test]
 fn no_answer_within_30_s_stops_the_ringing_and_writes_a_no_answer_cdr() {
     let mut h = Harness::new();
     let id = h.click("101", "103").expect("started");

@@ -1348,3 +1348,36 @@ pub fn set_next_leads(conn: &Connection, path: &Path, n: u32) -> Result<u32> {
     .map_err(sql(path, "write campaign settings"))?;
     Ok(before)
 }
+
+/// Undoes open attempt `attempt_id` that never became a call (the agent's phone
+/// could not be rung): the row goes, and the lead is pending again with its attempts
+/// and due time as before.
+pub fn abort_attempt(conn: &Connection, path: &Path, attempt_id: i64, now_ms: i64) -> Result<()> {
+    let a = get_attempt(conn, path, attempt_id)?;
+    if a.outcome.is_some() || a.call_id.is_some() {
+        return Err(conflict(
+            "attempt",
+            attempt_id,
+            "is a call already; record its result instead",
+        ));
+    }
+    conn.execute("DELETE FROM lead_attempts WHERE id = ?1", [attempt_id])
+        .map_err(sql(path, "abort attempt"))?;
+    conn.execute(
+        "UPDATE leads SET state = 'pending', updated_at_ms = ?2 WHERE id = ?1",
+        params![a.lead_id, now_ms],
+    )
+    .map_err(sql(path, "abort attempt"))?;
+    Ok(())
+}
+
+/// The blacklist as the do-not-call list: in deny mode every listed number or
+/// prefix is blocked for outbound campaign and click-to-dial calls too; in allow mode
+/// the list is an inbound allowlist and blocks nothing outbound.
+pub fn do_not_call(conn: &Connection, path: &Path) -> Result<impl Fn(&str) -> bool> {
+    let (list, _) = crate::blacklist::store::load(conn, path)?;
+    Ok(move |n: &str| {
+        list.settings().mode == crate::blacklist::Mode::Deny
+            && list.lookup(crate::blacklist::Caller::Number(n)).is_some()
+    })
+}

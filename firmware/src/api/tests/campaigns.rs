@@ -475,3 +475,236 @@ async fn campaigns_end_to_end_through_the_api_with_permissions_masking_and_audit
         );
     }
 }
+
+fn clicked(number: &str) -> usize {
+    CLICKS
+        .lock()
+        .expect("lock")
+        .iter()
+        .filter(|n| *n == number)
+        .count()
+}
+
+#[tokio::test]
+async fn preview_dial_and_customer_dial_check_every_rule_and_the_do_not_call_list() {
+    let env = env().await;
+    env.user("ada", &["admin"], None).await;
+    let olga = env.user("olga", &["agent"], Some("101")).await;
+    env.user("eve", &["agent"], Some("103")).await;
+    env.user("tim", &["technician"], None).await;
+    let admin = env.login("ada").await;
+    let r = env
+        .write(
+            Method::POST,
+            "/api/v1/groups",
+            &admin,
+            json!({ "name": "sales", "description": "",
+                    "members": [{ "user_id": olga.id, "is_group_admin": false }] }),
+        )
+        .await;
+    let group = r.json()["id"].as_i64().expect("group id");
+    let r = env
+        .write(
+            Method::POST,
+            "/api/v1/lead-lists",
+            &admin,
+            json!({ "name": "Dial" }),
+        )
+        .await;
+    let list = r.json()["id"].as_i64().expect("list");
+    let r = csv(
+        &env,
+        &admin,
+        &format!("/api/v1/lead-lists/{list}/import"),
+        "name,numbers\nAnn,7770001\nBen,7770002;7770003\nCy,+497770004\n",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    // Ben's numbers are both on the blacklist.
+    for pattern in ["7770002", "7770003"] {
+        let r = env
+            .write(
+                Method::POST,
+                "/api/v1/blacklist",
+                &admin,
+                json!({ "pattern": pattern, "reason": "asked not to be called" }),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    }
+    let mut c = campaign(list, group);
+    c["hours_start"] = json!("00:00");
+    c["hours_end"] = json!("24:00");
+    c["weekdays"] = json!(["mon", "tue", "wed", "thu", "fri", "sat", "sun"]);
+    let r = env
+        .write(Method::POST, "/api/v1/campaigns", &admin, c)
+        .await;
+    let id = r.json()["id"].as_i64().expect("campaign");
+    let oc = env.login("olga").await;
+    let ann: i64 = {
+        let reader = env.accounts.reader().expect("reader");
+        reader
+            .connection()
+            .query_row("SELECT id FROM leads WHERE name = 'Ann'", [], |r| r.get(0))
+            .expect("ann")
+    };
+    let dial = |lead: i64| format!("/api/v1/campaigns/{id}/leads/{lead}/dial");
+    // Not running yet.
+    let r = env.write(Method::POST, &dial(ann), &oc, json!({})).await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);
+    assert_eq!(count(&env, "lead_attempts"), 0);
+    let r = env
+        .write(
+            Method::POST,
+            &format!("/api/v1/campaigns/{id}/start"),
+            &admin,
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    // Eve is not in the group; the technician may not operate campaigns.
+    let ec = env.login("eve").await;
+    let r = env.write(Method::POST, &dial(ann), &ec, json!({})).await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);
+    let r = env
+        .write(Method::POST, &dial(ann), &env.login("tim").await, json!({}))
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text);
+    assert_eq!(count(&env, "lead_attempts"), 0);
+
+    let r = env.write(Method::POST, &dial(ann), &oc, json!({})).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
+    assert_eq!(r.json()["from"], "101");
+    let attempt = r.json()["attempt"].as_i64().expect("attempt");
+    let call_id = r.json()["call_id"].as_str().expect("call id").to_owned();
+    assert_eq!(clicked("7770001"), 1);
+    // Not twice at once, and not a second lead while this one is open.
+    let r = env.write(Method::POST, &dial(ann), &oc, json!({})).await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);
+    assert_eq!(clicked("7770001"), 1);
+    // The attempt carries the call's id; its result comes from the agent.
+    let r = env.get(&format!("/api/v1/leads/{ann}"), &oc).await;
+    assert_eq!(r.json()["state"], "dialing", "{}", r.text);
+    assert_eq!(r.json()["attempt_history"][0]["call_id"], call_id.as_str());
+    let put = format!("/api/v1/campaign-attempts/{attempt}");
+    let r = env
+        .write(Method::PUT, &put, &ec, json!({ "outcome": "busy" }))
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text);
+    let r = env
+        .write(Method::PUT, &put, &oc, json!({ "outcome": "maybe" }))
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+    let r = env
+        .write(
+            Method::PUT,
+            &put,
+            &oc,
+            json!({ "outcome": "busy", "disposition": 11 }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+    let r = env.get(&format!("/api/v1/leads/{ann}"), &oc).await;
+    assert_eq!(
+        r.json()["state"],
+        "dialing",
+        "a refused result changes nothing"
+    );
+    let r = env
+        .write(
+            Method::PUT,
+            &put,
+            &oc,
+            json!({ "outcome": "busy", "disposition": 2, "notes": "line busy" }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let now = env.state.now();
+    assert_eq!(r.json()["next"], json!({ "retry_at": now + 300_000 }));
+    let r = env
+        .write(Method::PUT, &put, &oc, json!({ "outcome": "answered" }))
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);
+    // Due again only after the busy spacing.
+    let r = env.write(Method::POST, &dial(ann), &oc, json!({})).await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);
+    assert!(r.text.contains("not due"), "{}", r.text);
+    env.advance(300_000);
+    let r = env.write(Method::POST, &dial(ann), &oc, json!({})).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
+    assert_eq!(clicked("7770001"), 2);
+    let second = r.json()["attempt"].as_i64().expect("attempt");
+    let r = env
+        .write(
+            Method::PUT,
+            &format!("/api/v1/campaign-attempts/{second}"),
+            &oc,
+            json!({ "outcome": "answered" }),
+        )
+        .await;
+    assert_eq!(
+        r.json()["next"],
+        json!({ "done": "answered" }),
+        "{}",
+        r.text
+    );
+
+    // Ben: every number on the do-not-call list: finished, never dialled.
+    let ben: i64 = {
+        let reader = env.accounts.reader().expect("reader");
+        reader
+            .connection()
+            .query_row("SELECT id FROM leads WHERE name = 'Ben'", [], |r| r.get(0))
+            .expect("ben")
+    };
+    let r = env.write(Method::POST, &dial(ben), &oc, json!({})).await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);
+    assert!(r.text.contains("blacklisted"), "{}", r.text);
+    assert_eq!(clicked("7770002") + clicked("7770003"), 0);
+    // Progress: Ann answered on her second attempt, Ben finished undialled, Cy waits.
+    let r = env
+        .get(&format!("/api/v1/campaigns/{id}/progress"), &oc)
+        .await;
+    assert_eq!(
+        r.json()["progress"]["done"],
+        json!({ "answered": 1, "blacklisted": 1 })
+    );
+    assert_eq!(
+        r.json()["progress"]["attempts"],
+        json!({ "answered": 1, "busy": 1 })
+    );
+
+    // Click-to-dial from a customer record.
+    let r = env
+        .write(
+            Method::POST,
+            "/api/v1/customers",
+            &admin,
+            json!({ "name": "Dora", "numbers": ["7770009", "7770002"], "owner": "olga" }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let cust = r.json()["id"].as_i64().expect("customer");
+    let cdial = format!("/api/v1/customers/{cust}/dial");
+    let r = env
+        .write(Method::POST, &cdial, &oc, json!({ "number": "7770002" }))
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);
+    assert!(r.text.contains("do-not-call"), "{}", r.text);
+    let r = env
+        .write(Method::POST, &cdial, &oc, json!({ "number": "5550000" }))
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+    let r = env.write(Method::POST, &cdial, &ec, json!({})).await;
+    assert_eq!(
+        r.status,
+        StatusCode::FORBIDDEN,
+        "not eve's customer: {}",
+        r.text
+    );
+    assert_eq!(clicked("7770009"), 0);
+    let r = env.write(Method::POST, &cdial, &oc, json!({})).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
+    assert_eq!(r.json()["from"], "101");
+    assert_eq!(clicked("7770009"), 1);
+}
