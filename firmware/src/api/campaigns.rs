@@ -24,8 +24,15 @@
 //! is a 400 naming the field and changes nothing; a clash (a name in use, a running
 //! campaign, a list in use) is a 409.
 //!
-//! Not here yet: dialling a lead (preview's dial button), attempt wrap-up over the API
-//! and progressive dialling need the daemon's wiring (see [`crate::campaign`]).
+//! - Dialling: `POST /api/v1/campaigns/{id}/leads/{lead}/dial` (`campaigns.operate`
+//!   and `calls.operate`, own: preview's dial button), `PUT
+//!   /api/v1/campaign-attempts/{id}` (`campaigns.operate` over the attempt's agent:
+//!   outcome, disposition, notes), `POST /api/v1/customers/{id}/dial` (`contacts.view`
+//!   on the customer and `calls.operate`, own): click-to-call with the outside-line
+//!   prefix, the blacklist (deny mode) checked first as the do-not-call list.
+//!
+//! Not here yet: progressive dialling needs the daemon's wiring, and an attempt's
+//! outcome is recorded by the agent, not read from the CDR (see [`crate::campaign`]).
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};

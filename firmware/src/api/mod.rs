@@ -48,6 +48,10 @@
 //! - **Customers**: `/api/v1/customers` (CRUD, filters, CSV import/export),
 //!   `/api/v1/customer-fields` and `/api/v1/customer-types` (see `customers`);
 //!   numbers masked per record like CDRs.
+//! - **Campaigns**: `/api/v1/lead-lists` (CSV import), `/api/v1/leads`,
+//!   `/api/v1/campaigns` (CRUD, start/pause/close, assign, next leads, preview dial,
+//!   progress), `/api/v1/campaign-attempts`, `/api/v1/campaign-settings`, and
+//!   `/api/v1/customers/{id}/dial` (see `campaigns`); numbers masked per lead.
 //! - **Errors** are JSON `{"error": "...", "problems": [...]}`: 400 validation (every
 //!   problem, with its field or CSV row), 401 not logged in, 403 denied or CSRF, 404,
 //!   409 conflict, 423 account locked, 429 throttled.

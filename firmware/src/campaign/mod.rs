@@ -28,10 +28,16 @@
 //! - **Preview**: an agent asks for their next N leads (assigned to them); pressing
 //!   dial on one goes through the same checks ([`Dialer::preview_dial`]).
 //!
-//! Not done yet (see the issue note): the daemon does not drive the [`Dialer`] (no
-//! progressive dialling on the box, no connect-on-answer, no preview event on
-//! `/api/v1/events`, no click-to-dial from a lead or customer); results are not synced
-//! to HQ.
+//! The API (`crate::api`'s `campaigns` module) runs preview campaigns on top of
+//! [`store`]: an agent takes leads, presses dial (the attempt is opened with every
+//! rule above checked, then click-to-call rings their phone and dials the lead with
+//! the outside-line prefix), and records the outcome, disposition digit and notes.
+//! Click-to-dial from a customer record goes the same way.
+//!
+//! Not done yet (see the issue note): the daemon does not drive the [`Dialer`], so
+//! progressive campaigns are stored and can be started but are not dialled by the box
+//! (no connect-on-answer); an attempt's outcome is the agent's word, not read from its
+//! CDR; no preview event on `/api/v1/events`; results are not synced to HQ.
 
 pub mod csv;
 pub mod store;
