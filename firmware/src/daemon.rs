@@ -2299,6 +2299,7 @@ impl BoardLoop {
                 let _ = reply.send(agent_desk(calls, agent, action));
             }
             ControlRequest::VoicemailDeleted { id } => calls.voicemail_message_removed(id),
+            ControlRequest::Publish { event } => self.desk_events.publish(event),
             ControlRequest::RingTest { port, reply } => {
                 let outcome = self
                     .web_status

@@ -45,6 +45,19 @@ pub enum DeskEvent {
         /// When, ms since the Unix epoch.
         at_ms: i64,
     },
+    /// Campaign leads were given to an agent (they took their next leads, or a
+    /// supervisor assigned them): the preview on their desktop. Carries ids only; each
+    /// stream reads the leads and masks their numbers for its own user.
+    Leads {
+        /// The agent.
+        agent: AgentId,
+        /// The campaign.
+        campaign: i64,
+        /// The leads, in the order given.
+        leads: Vec<i64>,
+        /// When, ms since the Unix epoch.
+        at_ms: i64,
+    },
 }
 
 impl DeskEvent {
@@ -52,7 +65,7 @@ impl DeskEvent {
     pub fn agent(&self) -> &AgentId {
         match self {
             DeskEvent::Call(c) => &c.agent,
-            DeskEvent::AgentState { agent, .. } => agent,
+            DeskEvent::AgentState { agent, .. } | DeskEvent::Leads { agent, .. } => agent,
         }
     }
 
@@ -60,7 +73,7 @@ impl DeskEvent {
     pub fn queue(&self) -> Option<&str> {
         match self {
             DeskEvent::Call(c) => c.queue.as_deref(),
-            DeskEvent::AgentState { .. } => None,
+            DeskEvent::AgentState { .. } | DeskEvent::Leads { .. } => None,
         }
     }
 
@@ -73,6 +86,7 @@ impl DeskEvent {
                 AgentCallKind::Ended { .. } => "ended",
             },
             DeskEvent::AgentState { .. } => "agent_state",
+            DeskEvent::Leads { .. } => "leads",
         }
     }
 }

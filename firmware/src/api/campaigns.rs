@@ -51,8 +51,8 @@ use crate::campaign::store::{
 };
 use crate::campaign::{CampaignState, Outcome};
 use crate::error::{Error, Result};
-use crate::rbac::{Action, Authorizer, GroupId, Resource, Target, UserId};
-use crate::screen_pop::{ClickPhone, ClickRequest, ClickStarted};
+use crate::rbac::{Action, Authorizer, GroupId, Resource, Subject, Target, UserId};
+use crate::screen_pop::{ClickPhone, ClickRequest, ClickStarted, DeskEvent};
 use crate::store::StoreReader;
 
 type ApiResult<T = Response> = std::result::Result<T, ApiError>;
@@ -131,9 +131,20 @@ fn lead_view(
     lead: &LeadRow,
     group: Option<i64>,
 ) -> Value {
+    lead_json(state, authz, who.subject(), lead, group)
+}
+
+/// A lead for `subject`: numbers masked unless `numbers.view` covers it.
+fn lead_json(
+    state: &ApiState,
+    authz: &Authorizer,
+    subject: &Subject,
+    lead: &LeadRow,
+    group: Option<i64>,
+) -> Value {
     let unmask = authz
         .authorize(
-            who.subject(),
+            subject,
             Resource::Numbers,
             Action::View,
             &lead_target(lead, group),
@@ -554,6 +565,7 @@ pub(super) async fn assign(
     let target = format!("campaign {id}");
     require_site(&state, &state.reader()?, &who, Action::Operate, &target).await?;
     let now = state.now();
+    let (leads, user) = (b.leads.clone(), b.user_id);
     let n = audited(
         &state,
         &who,
@@ -566,6 +578,9 @@ pub(super) async fn assign(
         },
     )
     .await?;
+    if let Some(user) = user {
+        announce(&state, &state.reader()?, user, id, leads);
+    }
     Ok(Json(json!({ "assigned": n })).into_response())
 }
 
@@ -620,6 +635,13 @@ pub(super) async fn next(
     )
     .await?;
     let group = store::get_campaign(reader.connection(), reader.path(), id)?.group_id;
+    announce(
+        &state,
+        &reader,
+        me,
+        id,
+        leads.iter().map(|l| l.id).collect(),
+    );
     let items: Vec<Value> = leads
         .iter()
         .map(|l| lead_view(&state, &authz, &who, l, Some(group)))
@@ -977,4 +999,48 @@ pub(super) async fn put_attempt(
     let (row, next) = row;
     Ok(Json(json!({ "attempt": row.id, "outcome": row.outcome, "disposition": row.disposition, "next": next }))
         .into_response())
+}
+
+// --- desktop events ---------------------------------------------------------------------------
+
+/// Lead `id` for a `/api/v1/events` stream of `subject`, if they may view it
+/// (`campaigns.view` over the lead, as `GET /api/v1/leads/{id}`).
+pub(super) fn lead_for_stream(
+    state: &ApiState,
+    reader: &StoreReader,
+    authz: &Authorizer,
+    subject: &Subject,
+    id: i64,
+) -> Option<Value> {
+    let lead = store::get_lead(reader.connection(), reader.path(), id).ok()?;
+    let group = list_group(reader, lead.list_id).ok()?;
+    authz
+        .authorize(
+            subject,
+            Resource::Campaigns,
+            Action::View,
+            &lead_target(&lead, group),
+        )
+        .is_allowed()
+        .then(|| lead_json(state, authz, subject, &lead, group))
+}
+
+/// Tells user `user_id`'s desktop (when they are an agent) that leads of campaign
+/// `campaign` are theirs now: a `leads` event on `/api/v1/events`.
+fn announce(state: &ApiState, reader: &StoreReader, user_id: i64, campaign: i64, leads: Vec<i64>) {
+    let Some(status) = state.status() else {
+        return;
+    };
+    let agent = match super::events::user_phone(reader, UserId(user_id)) {
+        Ok((Some(agent), _)) => agent.parse::<AgentId>().ok(),
+        _ => None,
+    };
+    if let (Some(agent), false) = (agent, leads.is_empty()) {
+        status.publish_desk_event(DeskEvent::Leads {
+            agent,
+            campaign,
+            leads,
+            at_ms: state.now(),
+        });
+    }
 }

@@ -10,7 +10,10 @@
 //! `?queue=NAME` follows a queue's calls: `queues.view` (site) to subscribe, then each
 //! event is checked like `?agent=` for the agent it is about and left out when the
 //! caller may not see that agent's calls (as `reports/agents` filters its rows).
-//! Agent-state events come with `agent` subscriptions, not queue ones.
+//! Agent-state events come with `agent` subscriptions, not queue ones, and so do
+//! `leads` events: campaign leads the agent took or was assigned (preview mode), each
+//! lead as `GET /api/v1/leads/{id}` shows it to the subscriber (left out when they may
+//! not view it; numbers masked unless `numbers.view` covers it).
 //!
 //! Each event is checked again when it is sent, with the user and roles as they are
 //! then (a disabled user's stream ends; a role that lost the grant stops receiving),
@@ -377,6 +380,34 @@ impl StreamCtx {
                 "call_id": call_id,
                 "at_ms": at_ms,
             }),
+            DeskEvent::Leads {
+                agent,
+                campaign,
+                leads,
+                at_ms,
+            } => {
+                // Each lead as `/api/v1/leads/{id}` shows it to this user; leads they
+                // may not view (or gone since) are left out.
+                let leads: Vec<Value> = leads
+                    .iter()
+                    .filter_map(|&id| {
+                        super::campaigns::lead_for_stream(
+                            &self.state,
+                            &reader,
+                            &authz,
+                            &subject,
+                            id,
+                        )
+                    })
+                    .collect();
+                json!({
+                    "type": "leads",
+                    "agent": agent.as_str(),
+                    "campaign": campaign,
+                    "leads": leads,
+                    "at_ms": at_ms,
+                })
+            }
             DeskEvent::Call(c) => {
                 // Masked like a CDR of the agent's: unmasked for an extension, or with
                 // `numbers.view` over the agent's record.

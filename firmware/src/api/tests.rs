@@ -149,6 +149,8 @@ fn live_status() -> crate::web::status::StatusHandle {
                 ControlRequest::VoicemailDeleted { id } => {
                     VOICEMAIL_DELETED.lock().expect("lock").push(id);
                 }
+                // No desktop streams in these tests (`web::tests` reads them).
+                ControlRequest::Publish { .. } => {}
                 ControlRequest::AgentDesk {
                     agent,
                     action,

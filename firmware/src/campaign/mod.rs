@@ -32,12 +32,13 @@
 //! [`store`]: an agent takes leads, presses dial (the attempt is opened with every
 //! rule above checked, then click-to-call rings their phone and dials the lead with
 //! the outside-line prefix), and records the outcome, disposition digit and notes.
-//! Click-to-dial from a customer record goes the same way.
+//! Click-to-dial from a customer record goes the same way. Leads an agent takes or is
+//! assigned pop on their desktop (a `leads` event on `/api/v1/events`).
 //!
 //! Not done yet (see the issue note): the daemon does not drive the [`Dialer`], so
 //! progressive campaigns are stored and can be started but are not dialled by the box
 //! (no connect-on-answer); an attempt's outcome is the agent's word, not read from its
-//! CDR; no preview event on `/api/v1/events`; results are not synced to HQ.
+//! CDR; results are not synced to HQ.
 
 pub mod csv;
 pub mod store;

@@ -430,6 +430,12 @@ pub enum ControlRequest {
         /// The message's row id.
         id: i64,
     },
+    /// Publish an event to the agents' desktops (`/api/v1/events`) for the API: the
+    /// main loop owns the hub.
+    Publish {
+        /// The event.
+        event: crate::screen_pop::DeskEvent,
+    },
     /// Ring an idle FXS phone for [`RING_TEST_DURATION`].
     RingTest {
         /// The port.
@@ -485,6 +491,12 @@ impl StatusHandle {
     pub fn with_events(mut self, events: crate::screen_pop::EventFeed) -> StatusHandle {
         self.events = Some(events);
         self
+    }
+
+    /// Asks the main loop to publish `event` on the agents' desktop events.
+    pub fn publish_desk_event(&self, event: crate::screen_pop::DeskEvent) {
+        // A stopping main loop drops it; nobody is listening then.
+        let _ = self.control.send(ControlRequest::Publish { event });
     }
 
     /// The agents' desktop events (`None`: not published).

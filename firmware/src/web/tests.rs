@@ -48,8 +48,9 @@ struct Env {
     /// Call control as the main loop owns it; the test feeds it board events.
     calls: Arc<Mutex<CallControl>>,
     writer: StoreWriter,
-    /// The agents' desktop events, as the main loop publishes them.
-    events: crate::screen_pop::EventHub,
+    /// The agents' desktop events, as the main loop publishes them (shared with the
+    /// control loop, which publishes the API's events).
+    events: Arc<crate::screen_pop::EventHub>,
     /// Where the tools' OPTIONS probes arrive (no SIP endpoint runs here).
     probes: mpsc::UnboundedReceiver<crate::sip_endpoint::probe::OptionsProbe>,
     /// The tools' settings (config file with secrets, SIP port of the capture).
@@ -158,6 +159,8 @@ async fn env() -> Env {
     )
     .expect("media engine");
     let (control, mut requests) = mpsc::unbounded_channel::<ControlRequest>();
+    let events = Arc::new(crate::screen_pop::EventHub::default());
+    let hub = Arc::clone(&events);
     // The main loop's part: ring tests against the publisher; the calls in progress
     // from call control and the media engine, as `daemon::BoardLoop::web_request`.
     let p = Arc::clone(&publisher);
@@ -184,6 +187,7 @@ async fn env() -> Env {
                 ControlRequest::VoicemailDeleted { id } => {
                     c.lock().expect("calls").voicemail_message_removed(id);
                 }
+                ControlRequest::Publish { event } => hub.publish(event),
                 ControlRequest::AgentDesk {
                     agent,
                     action,
@@ -210,7 +214,6 @@ async fn env() -> Env {
             }
         }
     });
-    let events = crate::screen_pop::EventHub::default();
     let info = StaticInfo {
         version: "test",
         board_model: "sim".into(),
@@ -1461,3 +1464,71 @@ async fn click_to_call_rings_the_users_phone_needs_the_grant_and_is_audited() {
 }
 
 mod tools;
+
+#[tokio::test]
+async fn leads_an_agent_takes_pop_on_their_desktop_masked_and_nowhere_else() {
+    use crate::campaign::store as campaigns;
+    let env = env().await;
+    let alice = env
+        .user_with("alice", "agent", Some("100"), Some("101"))
+        .await;
+    env.user_with("carol", "agent", Some("300"), None).await;
+    let path = env._dir.path().join("branchline.db");
+    let db = rusqlite::Connection::open(&path).expect("db");
+    db.execute("INSERT INTO groups (id, name) VALUES (7, 'sales')", [])
+        .expect("group");
+    db.execute(
+        "INSERT INTO group_members (group_id, user_id) VALUES (7, ?1)",
+        [alice.0],
+    )
+    .expect("member");
+    let list = campaigns::create_list(
+        &db,
+        &path,
+        &campaigns::LeadListInput { name: "Nov".into() },
+        "test",
+        0,
+    )
+    .expect("list");
+    crate::campaign::csv::import(&db, &path, list.id, "name,numbers\nAnn,13812345678\n", 0)
+        .expect("import");
+    let input: campaigns::CampaignInput = serde_json::from_value(json!({
+        "name": "Winter", "list_id": list.id, "group_id": 7, "mode": "preview",
+        "hours_start": "00:00", "hours_end": "24:00",
+        "weekdays": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
+        "utc_offset_min": 0, "max_attempts": 2, "busy_retry_s": 60,
+        "no_answer_retry_s": 60, "failed_retry_s": 60, "ring_timeout_s": 20,
+    }))
+    .expect("input");
+    let c = campaigns::create_campaign(&db, &path, &input.check().expect("valid"), "test", 0)
+        .expect("campaign");
+    campaigns::set_state(&db, &path, c.id, crate::campaign::CampaignState::Running, 0)
+        .expect("start");
+
+    let (a, carol) = (env.login("alice").await, env.login("carol").await);
+    let (status, mut alice_own) = env.stream("/api/v1/events", &a).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, mut carol_own) = env.stream("/api/v1/events", &carol).await;
+    assert_eq!(status, StatusCode::OK);
+    let r = env
+        .send(
+            Method::POST,
+            &format!("/api/v1/campaigns/{}/next", c.id),
+            &[a.cookie.as_str()],
+            &[("x-csrf-token", a.csrf.as_str())],
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let (name, e) = alice_own.next().await;
+    assert_eq!(name, "leads");
+    assert_eq!(e["campaign"], c.id, "{e}");
+    assert_eq!(e["agent"], "100");
+    assert_eq!(e["leads"][0]["name"], "Ann", "{e}");
+    assert_eq!(e["leads"][0]["numbers"], json!(["138****5678"]), "{e}");
+    assert_eq!(e["leads"][0]["masked"], true);
+    // Carol's stream never saw it: her next event is her own call.
+    env.events.publish(ringing("300", "sales", 1));
+    let (name, _) = carol_own.next().await;
+    assert_eq!(name, "ringing");
+}
