@@ -169,4 +169,19 @@ impl Api {
     pub fn post(&self, path: &str, body: Value) -> (u16, Value) {
         self.send_json("POST", path, body)
     }
+
+    /// POSTs `text` as CSV with the CSRF token; the status and the JSON answer.
+    pub fn post_csv(&self, path: &str, text: &str) -> (u16, Value) {
+        let mut resp = self
+            .agent
+            .post(&format!("{}{path}", self.base))
+            .header("Cookie", &self.cookie)
+            .header("X-CSRF-Token", &self.csrf)
+            .header("Content-Type", "text/csv")
+            .send(text)
+            .expect("request");
+        let status = resp.status().as_u16();
+        let text = resp.body_mut().read_to_string().expect("body");
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
 }

@@ -15,6 +15,7 @@ mod accounts_api;
 mod analog_calls;
 mod blacklist;
 mod call_center;
+mod campaigns;
 mod daemon_lifecycle;
 mod enroll_e2e;
 mod factory_reset;
