@@ -5,7 +5,7 @@
 //! [`RetryRules`]), the pure decisions every dial goes through ([`pick_number`],
 //! [`after_attempt`]) and the [`Dialer`] state machine that paces a progressive
 //! campaign on an injected clock. [`store`] keeps lead lists, leads, campaigns and
-//! attempts in SQLite (migration 0022) using the same decisions, and [`csv`] imports
+//! attempts in SQLite (migration 0021) using the same decisions, and [`csv`] imports
 //! lead lists (all or nothing, row-numbered errors, on the customers' CSV machinery).
 //!
 //! Rules every dial obeys, in the [`Dialer`] and in [`store`] alike:

@@ -1,4 +1,4 @@
-//! Lead lists, leads, campaigns and attempts in the store (migration 0022).
+//! Lead lists, leads, campaigns and attempts in the store (migration 0021).
 //!
 //! Every function runs in the caller's connection or transaction; writes go through
 //! the store writer thread (`StoreWriter::transact`), so a check and the write it

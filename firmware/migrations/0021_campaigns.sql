@@ -1,4 +1,4 @@
--- Schema v22 (issue 10 item 4): lead lists, leads, outbound campaigns and their
+-- Schema v21 (issue 10 item 4): lead lists, leads, outbound campaigns and their
 -- attempts; read and written by crate::campaign::store.
 --
 -- `lead_lists`: a named list of leads. A list feeds at most one campaign
