@@ -128,6 +128,40 @@ fn sip_options_probe_leaves_from_the_box_sip_port_and_reports_the_answer() {
         store["tables"]["audit_log"].as_i64().unwrap_or(0) > 0,
         "{store}"
     );
+
+    // The recent logs, filtered by level: info shows the endpoint starting; warn and
+    // above never shows an info line; bad filters are a 400; agents may not.
+    let (status, v) = tech.get("/api/v1/logs?level=info&limit=2000");
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["kept"], true);
+    let lines = v["lines"].as_array().expect("lines");
+    assert!(
+        lines.iter().any(|l| l["text"]
+            .as_str()
+            .unwrap_or("")
+            .contains("sip endpoint listening")),
+        "{v}"
+    );
+    assert!(!v.to_string().contains('\u{1b}'), "colour codes removed");
+    let (status, v) = tech.get("/api/v1/logs?level=warn");
+    assert_eq!(status, 200, "{v}");
+    assert!(
+        v["lines"]
+            .as_array()
+            .expect("lines")
+            .iter()
+            .all(|l| l["level"] != "info" && l["level"] != "debug"),
+        "{v}"
+    );
+    for bad in ["level=loud", "limit=0", "limit=abc"] {
+        let (status, v) = tech.get(&format!("/api/v1/logs?{bad}"));
+        assert_eq!(status, 400, "{bad}: {v}");
+    }
+    let (status, _) = agent.get("/api/v1/logs");
+    assert_eq!(status, 403);
+    let (status, page) = tech.get_text("/logs?level=info");
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("sip endpoint listening"), "{page}");
 }
 
 /// A raw request with the session's cookie and CSRF token: status and body bytes.

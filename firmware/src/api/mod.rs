@@ -1030,6 +1030,7 @@ fn build(state: ApiState) -> (Router, Vec<(Method, &'static str)>) {
         "/api/v1/tools/bundle",
         tools::download_bundle
     );
+    route!(get, Method::GET, "/api/v1/logs", tools::logs_json);
     route!(get, Method::GET, "/api/v1/openapi.json", h::openapi);
     let router = r
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route") })

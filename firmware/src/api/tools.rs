@@ -309,6 +309,85 @@ pub(crate) fn pcap_response(c: Capture) -> Response {
         .into_response()
 }
 
+/// Most lines `GET /api/v1/logs` answers.
+pub const MAX_LOG_LINES: usize = 2000;
+
+/// The daemon's recent log lines (`diagnostics.view` and `system_config.view`, like
+/// the bundle's logs), newest `limit` at `level` or above, every configured secret
+/// scrubbed. `Ok(None)` when this process keeps no log lines (an API served alone).
+pub(crate) async fn recent_logs(
+    state: &ApiState,
+    who: &Authed,
+    level: Option<&str>,
+    limit: Option<&str>,
+) -> Result<Option<Vec<crate::tools::logs::LogLine>>, ApiError> {
+    use crate::tools::logs::Level;
+    require(state, who, Resource::Diagnostics, Action::View, "logs").await?;
+    require(state, who, Resource::SystemConfig, Action::View, "logs").await?;
+    let level = match level.map(str::trim).filter(|l| !l.is_empty()) {
+        None => Level::Info,
+        Some(name) => Level::parse(name).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("level: {name:?} is not one of trace, debug, info, warn, error"),
+            )
+        })?,
+    };
+    let limit = match limit.map(str::trim).filter(|l| !l.is_empty()) {
+        None => 200,
+        Some(text) => text
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=MAX_LOG_LINES).contains(n))
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("limit: {text:?} is not a number from 1 to {MAX_LOG_LINES}"),
+                )
+            })?,
+    };
+    let tools = state.status().and_then(|s| s.tools());
+    let Some(logs) = tools.and_then(Tools::logs) else {
+        return Ok(None);
+    };
+    let secrets = &tools
+        .map(Tools::settings)
+        .map(|s| s.secrets.clone())
+        .unwrap_or_default();
+    Ok(Some(
+        logs.lines(level, limit)
+            .into_iter()
+            .map(|mut l| {
+                l.text = bundle::scrub(&l.text, secrets);
+                l
+            })
+            .collect(),
+    ))
+}
+
+/// `?level=&limit=` of the logs route and page.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct LogQuery {
+    /// Lowest level shown (default `info`).
+    pub level: Option<String>,
+    /// Most lines (default 200, at most [`MAX_LOG_LINES`]).
+    pub limit: Option<String>,
+}
+
+/// `GET /api/v1/logs?level=&limit=`: [`recent_logs`] as JSON.
+pub(super) async fn logs_json(
+    State(state): State<ApiState>,
+    who: Authed,
+    axum::extract::Query(q): axum::extract::Query<LogQuery>,
+) -> Result<Response, ApiError> {
+    let lines = recent_logs(&state, &who, q.level.as_deref(), q.limit.as_deref()).await?;
+    Ok(Json(match lines {
+        Some(lines) => json!({ "kept": true, "lines": lines }),
+        None => json!({ "kept": false, "lines": [] }),
+    })
+    .into_response())
+}
+
 /// The diagnostics bundle (`diagnostics.download` and `system_config.view`), audited.
 pub(crate) async fn run_bundle(state: &ApiState, who: &Authed) -> Result<Response, ApiError> {
     require(

@@ -51,6 +51,118 @@ impl RecentLogs {
     }
 }
 
+/// A log level, least severe first (as `tracing` writes them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    /// `TRACE`.
+    Trace,
+    /// `DEBUG`.
+    Debug,
+    /// `INFO`.
+    Info,
+    /// `WARN`.
+    Warn,
+    /// `ERROR`.
+    Error,
+}
+
+impl Level {
+    /// Every level, least severe first.
+    pub const ALL: [Level; 5] = [
+        Level::Trace,
+        Level::Debug,
+        Level::Info,
+        Level::Warn,
+        Level::Error,
+    ];
+
+    /// The lower-case name (`warn`), as in `?level=`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Trace => "trace",
+            Level::Debug => "debug",
+            Level::Info => "info",
+            Level::Warn => "warn",
+            Level::Error => "error",
+        }
+    }
+
+    /// The level named `name` (any case).
+    pub fn parse(name: &str) -> Option<Level> {
+        Level::ALL
+            .into_iter()
+            .find(|l| l.as_str().eq_ignore_ascii_case(name))
+    }
+}
+
+/// One line of the recent logs ([`RecentLogs::lines`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LogLine {
+    /// Its level (`None`: a line without one, such as a continuation).
+    pub level: Option<Level>,
+    /// The line without terminal colour codes.
+    pub text: String,
+}
+
+/// `text` without ANSI escape sequences (the formatter colours levels and fields).
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // CSI: ESC [ parameters, then one final byte in @..~.
+            if chars.next() == Some('[') {
+                for f in chars.by_ref() {
+                    if ('@'..='~').contains(&f) {
+                        break;
+                    }
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The level a formatted line names: the first word that is one (after the time).
+fn level_of(line: &str) -> Option<Level> {
+    line.split_whitespace().take(3).find_map(|w| match w {
+        "TRACE" => Some(Level::Trace),
+        "DEBUG" => Some(Level::Debug),
+        "INFO" => Some(Level::Info),
+        "WARN" => Some(Level::Warn),
+        "ERROR" => Some(Level::Error),
+        _ => None,
+    })
+}
+
+impl RecentLogs {
+    /// The newest `limit` lines at `min` or above (lines without a level go with the
+    /// line before them), oldest first, colour codes removed.
+    pub fn lines(&self, min: Level, limit: usize) -> Vec<LogLine> {
+        let all = self.snapshot();
+        let text = String::from_utf8_lossy(&all);
+        let mut kept = Vec::new();
+        let mut last_kept = false;
+        for raw in text.lines() {
+            let line = strip_ansi(raw);
+            let level = level_of(&line);
+            let keep = match level {
+                Some(l) => l >= min,
+                None => last_kept,
+            };
+            last_kept = keep;
+            if keep {
+                kept.push(LogLine { level, text: line });
+            }
+        }
+        let skip = kept.len().saturating_sub(limit);
+        kept.split_off(skip)
+    }
+}
+
 /// The log writer of `branchd`: standard error plus [`RecentLogs`].
 #[derive(Debug, Clone)]
 pub struct TeeWriter {
@@ -101,6 +213,37 @@ pub fn installed() -> Option<RecentLogs> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lines_are_filtered_by_level_without_colour_codes() {
+        let logs = RecentLogs::default();
+        logs.push(b"2026-11-30T17:00:00.000001Z  INFO branchd: started\n");
+        logs.push(
+            b"\x1b[2m2026-11-30T17:00:01.000001Z\x1b[0m \x1b[33m WARN\x1b[0m \x1b[2mbranchline::sync\x1b[0m: HQ unreachable\n",
+        );
+        logs.push(b"  continuation of the warning\n");
+        logs.push(b"2026-11-30T17:00:02.000001Z DEBUG branchd: detail\n");
+        logs.push(b"2026-11-30T17:00:03.000001Z ERROR branchd: store failed\n");
+        let warn = logs.lines(Level::Warn, 100);
+        let texts: Vec<&str> = warn.iter().map(|l| l.text.as_str()).collect();
+        assert_eq!(
+            texts,
+            [
+                "2026-11-30T17:00:01.000001Z  WARN branchline::sync: HQ unreachable",
+                "  continuation of the warning",
+                "2026-11-30T17:00:03.000001Z ERROR branchd: store failed",
+            ]
+        );
+        assert_eq!(warn[0].level, Some(Level::Warn));
+        assert_eq!(warn[1].level, None);
+        assert_eq!(logs.lines(Level::Trace, 100).len(), 5);
+        // The newest `limit` lines.
+        let last = logs.lines(Level::Info, 2);
+        assert_eq!(last[1].level, Some(Level::Error));
+        assert_eq!(last.len(), 2);
+        assert_eq!(Level::parse("WARN"), Some(Level::Warn));
+        assert_eq!(Level::parse("loud"), None);
+    }
 
     #[test]
     fn the_ring_keeps_the_newest_lines_within_its_size() {

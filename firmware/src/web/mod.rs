@@ -127,6 +127,7 @@ pub fn router(api: ApiState) -> Router {
         .route("/sip", get(sip_page))
         .route("/calls", get(calls_page))
         .route("/queues", get(queues_page))
+        .route("/logs", get(logs_page))
         .route("/sync", get(sync_page))
         .route("/sync/force", post(sync_force_form))
         .route("/system", get(system_page))
@@ -586,6 +587,37 @@ async fn sip_page(
 const CALLS_PAGE_CDRS: u32 = 20;
 /// How far back the calls page looks for CDRs.
 const CALLS_PAGE_WINDOW_MS: i64 = 7 * 24 * 3_600_000;
+
+async fn logs_page(
+    State(state): State<WebState>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+    Query(q): Query<crate::api::tools::LogQuery>,
+) -> Response {
+    let who = match page_user(
+        &state,
+        &headers,
+        ip,
+        None,
+        "/logs",
+        (Resource::SystemConfig, Action::View),
+    )
+    .await
+    {
+        Ok(w) => w,
+        Err(r) => return r,
+    };
+    let lines =
+        crate::api::tools::recent_logs(&state.api, &who, q.level.as_deref(), q.limit.as_deref())
+            .await
+            .map_err(|e| (e.status(), e.message().to_owned()));
+    pages::logs_page(
+        &who,
+        q.level.as_deref().unwrap_or("info"),
+        q.limit.as_deref().unwrap_or(""),
+        lines,
+    )
+}
 
 async fn queues_page(
     State(state): State<WebState>,

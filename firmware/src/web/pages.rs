@@ -583,6 +583,7 @@ pub(super) fn system_page(who: &Authed, status: Option<&StatusHandle>, now_ms: i
     let or_unknown = |v: Option<u64>| v.map_or_else(|| "unknown".to_owned(), bytes);
     let body = html! {
         h1 { "System" }
+        p { a href="/logs?level=warn" { "Recent logs" } " (warnings and errors; any level on that page)" }
         div.cards {
             section.card {
                 h2 { "Firmware" }
@@ -723,6 +724,56 @@ fn one_decimal(v: Option<f64>) -> String {
 }
 
 /// The calls page: calls in progress with their RTP statistics, and recent CDRs.
+/// The recent logs page: a level filter (GET form, works without JS) and the lines.
+pub(super) fn logs_page(
+    who: &Authed,
+    level: &str,
+    limit: &str,
+    lines: Result<Option<Vec<crate::tools::logs::LogLine>>, (StatusCode, String)>,
+) -> Response {
+    use crate::tools::logs::Level;
+    let chosen = Level::parse(level).unwrap_or(Level::Info);
+    let class = |l: Option<Level>| match l {
+        Some(Level::Error) => "log bad",
+        Some(Level::Warn) => "log warn",
+        Some(Level::Debug | Level::Trace) => "log muted",
+        _ => "log",
+    };
+    let status = lines.as_ref().err().map_or(StatusCode::OK, |(s, _)| *s);
+    let body = html! {
+        h1 { "Recent logs" }
+        form.card method="get" action="/logs" {
+            label { "Level at least "
+                select name="level" {
+                    @for l in Level::ALL {
+                        option value=(l.as_str()) selected[l == chosen] { (l.as_str()) }
+                    }
+                }
+            }
+            " "
+            label { "Lines " input type="number" name="limit" min="1" max=(crate::api::tools::MAX_LOG_LINES) value=(if limit.trim().is_empty() { "200" } else { limit.trim() }); }
+            " "
+            button type="submit" { "Show" }
+        }
+        section.card.wide #logs {
+            @match &lines {
+                Err((_, e)) => { p.bad role="alert" { (e) } }
+                Ok(None) => { p.muted { "This branchd keeps no log lines in memory: they are in journald (journalctl -u branchd)." } }
+                Ok(Some(lines)) if lines.is_empty() => { p.muted { "No line at " (chosen.as_str()) " or above since the start (the last 256 KiB are kept)." } }
+                Ok(Some(lines)) => {
+                    p.muted { (lines.len()) " lines, newest last; secrets removed." }
+                    pre.output {
+                        @for l in lines {
+                            span class=(class(l.level)) { (l.text) } "\n"
+                        }
+                    }
+                }
+            }
+        }
+    };
+    page(status, layout("Logs", Some(who), "/system", body))
+}
+
 /// How often the queues page fetches itself again (its `data-reload` section).
 const QUEUES_RELOAD_MS: u32 = 2000;
 

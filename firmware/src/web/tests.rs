@@ -916,6 +916,40 @@ async fn logout_needs_the_form_token_and_ends_the_session() {
     assert!(bye.text.contains("You are logged out."));
 }
 
+/// The logs page and route: technicians may; this in-process API keeps no lines and
+/// says so; a bad level is a 400 naming it; agents are refused.
+#[tokio::test]
+async fn logs_page_and_route_follow_the_roles_and_refuse_bad_filters() {
+    let env = env().await;
+    let r = env.get("/logs", None).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    let tech = env.login("tech").await;
+    let r = env.get("/logs?level=warn", Some(&tech)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert!(r.text.contains("keeps no log lines"), "{}", r.text);
+    assert!(
+        r.text.contains(r#"<option value="warn" selected>"#),
+        "{}",
+        r.text
+    );
+    let r = env.get("/api/v1/logs", Some(&tech)).await;
+    assert_eq!(r.json(), json!({ "kept": false, "lines": [] }));
+    let r = env.get("/api/v1/logs?level=loud", Some(&tech)).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(r.text.contains("level"), "{}", r.text);
+    let r = env.get("/logs?limit=99999", Some(&tech)).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+    let agent = env.login("agent1").await;
+    assert_eq!(
+        env.get("/logs", Some(&agent)).await.status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        env.get("/api/v1/logs", Some(&agent)).await.status,
+        StatusCode::FORBIDDEN
+    );
+}
+
 /// The queues page: for roles with `queues.view`; says so when no call center runs
 /// (this board has none), and refuses a technician (no customer data).
 #[tokio::test]
