@@ -1051,6 +1051,12 @@ pub enum ErrorCode {
     BadChunk,
     /// HQ could not do it now (database down); retry later.
     Unavailable,
+    /// The box was revoked by an operator: every request is refused until it
+    /// re-enrolls with a fresh token. Not worth retrying soon.
+    Revoked,
+    /// A renewal's CSR does not parse, its self-signature does not verify, its key
+    /// is not ECDSA P-256, or its CN is not the box's.
+    BadCsr,
 }
 
 // ---------------------------------------------------------------------------------
@@ -1242,4 +1248,38 @@ pub struct EnrollError {
     pub code: EnrollErrorCode,
     /// For people (logged, shown in the box's provisioning state).
     pub message: String,
+}
+
+// ---------------------------------------------------------------------------------
+// Certificate renewal (additive to protocol version 1: a new path).
+// ---------------------------------------------------------------------------------
+
+/// Renewal: `POST` a [`RenewRequest`] over mutual TLS with the box's current (or
+/// just renewed) certificate, answer [`RenewResponse`] (200) or an [`ErrorBody`]
+/// (403 `revoked` / `unknown_box`, 400 `bad_csr`, 503 `unavailable`). No token: the
+/// certificate is the authenticator. HQ keeps accepting the old certificate until the
+/// box's first request with the new one.
+pub const RENEW_PATH: &str = "/sync/v1/renew";
+
+/// What a box sends to renew its certificate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RenewRequest {
+    /// [`PROTOCOL_VERSION`].
+    pub protocol: u16,
+    /// PKCS#10 request (PEM) for the new key (ECDSA P-256), subject CN = the box id.
+    pub csr_pem: String,
+}
+
+/// HQ's answer to a renewal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RenewResponse {
+    /// [`PROTOCOL_VERSION`].
+    pub protocol: u16,
+    /// The new device certificate (PEM).
+    pub cert_pem: String,
+    /// HQ's device CA certificate (PEM).
+    pub ca_pem: String,
+    /// The new certificate's notAfter, ms since the Unix epoch.
+    pub not_after_ms: i64,
 }

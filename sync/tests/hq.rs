@@ -8,6 +8,7 @@ mod hq {
     mod enroll_tests;
     pub mod harness;
     mod ingest_tests;
+    mod renewal_tests;
     mod sync_tests;
     mod tls_tests;
 }

@@ -11,6 +11,8 @@
 //! | `PUT /admin/v1/sites/{site}/file-policy` [`FilePolicy`] | which recordings HQ wants |
 //! | `GET /admin/v1/boxes`, `POST /admin/v1/boxes` `{id, site}` | box health list, register a box |
 //! | `POST /admin/v1/boxes/{box}/certificate` `{days?}` | issue (and pin) a device certificate: key, cert, CA |
+//! | `POST /admin/v1/boxes/{box}/revoke` `{reason}` | revoke a box: every mutual-TLS request of it is refused (403 `revoked`) until it re-enrolls with a fresh token; audited; 404 unknown box, 409 already revoked |
+//! | `GET /admin/v1/audit?box=&limit=` | identity changes, newest first: revocations, enrollments, re-enrollments, renewals |
 //! | `GET /admin/v1/sites/{site}/{kind}` | live rows of a kind (`user`, `role`, `group`, `extension`, `queue`, `contact`, `blacklist`, `dial_route`) |
 //! | `GET/PUT/DELETE /admin/v1/sites/{site}/{kind}/{key}[?base_revision=N]` | one row; PUT takes the row's JSON, writes it with a new revision into the site's feed |
 //! | `GET /admin/v1/cdrs?site=&box=&from_ms=&to_ms=&queue=&limit=&after=` | CDRs across branches (queued calls with queue, agent and wait), `{cdrs, next}` |
@@ -31,8 +33,8 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use crate::hq::store::{
-    AgentStateQuery, AgentStateRow, BoxRecord, CdrQuery, CdrRow, DailyReportRow, ReportQuery,
-    SiteRecord,
+    AgentStateQuery, AgentStateRow, AuditEntry, BoxRecord, CdrQuery, CdrRow, DailyReportRow,
+    ReportQuery, SiteRecord,
 };
 use crate::hq::validate::{entity_kind_from_name, entity_kind_name, validate_id};
 use crate::hq::{now_ms, pki, AppState, Error};
@@ -80,6 +82,7 @@ impl From<Error> for AdminError {
             Error::AlreadyExists { .. } => (StatusCode::CONFLICT, "exists"),
             Error::RevisionMismatch { .. } => (StatusCode::CONFLICT, "revision_mismatch"),
             Error::Invalid { .. } => (StatusCode::BAD_REQUEST, "invalid"),
+            Error::BoxRevoked { .. } => (StatusCode::CONFLICT, "revoked"),
             _ => {
                 tracing::error!(error = %e, "admin request failed");
                 (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
@@ -120,6 +123,8 @@ pub(crate) fn router(state: AppState) -> Router {
         )
         .route("/admin/v1/boxes", get(list_boxes).post(register_box))
         .route("/admin/v1/boxes/{box}/certificate", post(issue_certificate))
+        .route("/admin/v1/boxes/{box}/revoke", post(revoke_box))
+        .route("/admin/v1/audit", get(audit))
         .route("/admin/v1/cdrs", get(cdrs))
         .route("/admin/v1/agent-states", get(agent_states))
         .route("/admin/v1/reports/daily", get(daily))
@@ -310,6 +315,57 @@ async fn issue_certificate(
         ca_pem: issued.ca_pem,
         fingerprint: issued.fingerprint,
     }))
+}
+
+/// Body of `POST /admin/v1/boxes/{box}/revoke`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RevokeRequest {
+    reason: String,
+}
+
+/// Longest revocation reason, bytes.
+const MAX_REASON: usize = 512;
+
+async fn revoke_box(
+    State(s): State<AppState>,
+    Path(box_id): Path<String>,
+    body: Result<Json<RevokeRequest>, JsonRejection>,
+) -> AResult<BoxRecord> {
+    let Json(req) = body?;
+    let reason = req.reason.trim();
+    if reason.is_empty() || reason.len() > MAX_REASON || reason.chars().any(char::is_control) {
+        return Err(bad(format!(
+            "reason must be 1 to {MAX_REASON} bytes of text without control characters"
+        )));
+    }
+    let rec = s
+        .store
+        .revoke_box(&box_id, reason, "admin", now_ms())
+        .await?;
+    tracing::warn!(box_id = %rec.id, reason, "box revoked");
+    Ok(Json(rec))
+}
+
+/// Query of `GET /admin/v1/audit`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditQuery {
+    #[serde(rename = "box")]
+    box_id: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn audit(
+    State(s): State<AppState>,
+    query: Result<Query<AuditQuery>, QueryRejection>,
+) -> AResult<Vec<AuditEntry>> {
+    let Query(q) = query?;
+    Ok(Json(
+        s.store
+            .audit(q.box_id.as_deref(), q.limit.unwrap_or(100))
+            .await?,
+    ))
 }
 
 fn kind(name: &str) -> Result<EntityKind, AdminError> {

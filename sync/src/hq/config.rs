@@ -17,6 +17,8 @@
 //! provisioning_keys = ["prov.pub"] # enrollment: the provisioning public keys tokens are
 //!                                  # signed with (none: HQ enrolls nobody)
 //! provisioning_revoked = "branchline-revoked.blr"  # optional signed revocation list
+//! box_cert_lifetime_s = 157680000  # lifetime of device certificates HQ signs at
+//!                                  # enrollment and renewal (60 s to 20 years; 5 years)
 //! ```
 //!
 //! Relative paths in a file are relative to the file's directory.
@@ -71,6 +73,8 @@ pub struct RawConfig {
     pub provisioning_keys: Option<Vec<PathBuf>>,
     /// A signed revocation list (`branch-prov revoke`) of tokens HQ refuses.
     pub provisioning_revoked: Option<PathBuf>,
+    /// Lifetime of the device certificates HQ signs (enrollment and renewal), seconds.
+    pub box_cert_lifetime_s: Option<u64>,
 }
 
 impl RawConfig {
@@ -126,6 +130,7 @@ impl RawConfig {
             max_connections: over.max_connections.or(self.max_connections),
             provisioning_keys: over.provisioning_keys.or(self.provisioning_keys),
             provisioning_revoked: over.provisioning_revoked.or(self.provisioning_revoked),
+            box_cert_lifetime_s: over.box_cert_lifetime_s.or(self.box_cert_lifetime_s),
         }
     }
 }
@@ -168,7 +173,12 @@ pub struct HqConfig {
     /// Enrollment of boxes with provisioning tokens (`None`: off, HQ answers
     /// `not_enabled`).
     pub enrollment: Option<crate::hq::enroll::EnrollSettings>,
+    /// Lifetime of the device certificates signed at enrollment and renewal.
+    pub box_cert_lifetime: Duration,
 }
+
+/// Allowed `box_cert_lifetime_s`: a minute (tests of renewal) to 20 years.
+pub const BOX_CERT_LIFETIME_RANGE: std::ops::RangeInclusive<u64> = 60..=20 * 365 * 86_400;
 
 impl HqConfig {
     /// Defaults for a TLS directory, files directory and token (tests).
@@ -183,6 +193,7 @@ impl HqConfig {
             poll_interval: Duration::from_millis(1000),
             max_connections: 4096,
             enrollment: None,
+            box_cert_lifetime: Duration::from_secs(crate::hq::pki::BOX_CERT_DAYS * 86_400),
         }
     }
 }
@@ -261,6 +272,19 @@ impl ServeConfig {
         if max_connections == 0 {
             return Err(bad("max_connections", "must be at least 1".into()));
         }
+        let lifetime = raw
+            .box_cert_lifetime_s
+            .unwrap_or(crate::hq::pki::BOX_CERT_DAYS * 86_400);
+        if !BOX_CERT_LIFETIME_RANGE.contains(&lifetime) {
+            return Err(bad(
+                "box_cert_lifetime_s",
+                format!(
+                    "{lifetime} is outside {}..={} seconds",
+                    BOX_CERT_LIFETIME_RANGE.start(),
+                    BOX_CERT_LIFETIME_RANGE.end()
+                ),
+            ));
+        }
         let enrollment = match raw.provisioning_keys {
             None => {
                 if raw.provisioning_revoked.is_some() {
@@ -310,6 +334,7 @@ impl ServeConfig {
                 poll_interval: Duration::from_millis(poll),
                 max_connections,
                 enrollment,
+                box_cert_lifetime: Duration::from_secs(lifetime),
             },
         })
     }
@@ -336,6 +361,22 @@ mod tests {
             ..RawConfig::default()
         };
         assert!(ServeConfig::from_raw(raw, Path::new("f")).is_err());
+        for bad in [0, 59, 20 * 365 * 86_400 + 1] {
+            let raw = RawConfig {
+                box_cert_lifetime_s: Some(bad),
+                ..RawConfig::default()
+            };
+            let err = ServeConfig::from_raw(raw, Path::new("hq.toml"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("box_cert_lifetime_s"), "{err}");
+        }
+        let raw = RawConfig {
+            box_cert_lifetime_s: Some(120),
+            ..RawConfig::default()
+        };
+        let cfg = ServeConfig::from_raw(raw, Path::new("hq.toml")).unwrap();
+        assert_eq!(cfg.hq.box_cert_lifetime, Duration::from_secs(120));
     }
 
     #[test]

@@ -47,14 +47,14 @@
 //! The site's initial config is not part of the answer: the box pulls it through the
 //! change feed once it syncs.
 
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use branchline_provisioning::check::{self, CheckContext, MemoryUsedTokens};
 use branchline_provisioning::keys::TrustedKeys;
 use branchline_provisioning::payload::{BoxSerial, SiteId, TokenId};
@@ -66,11 +66,13 @@ use x509_parser::certification_request::X509CertificationRequest;
 use x509_parser::oid_registry::{OID_EC_P256, OID_KEY_TYPE_EC_PUBLIC_KEY};
 use x509_parser::prelude::FromDer;
 
-use crate::hq::store::EnrollmentRecord;
+use crate::hq::server::PeerIdentity;
+use crate::hq::store::{EnrollmentRecord, RenewalRecord};
+use crate::hq::sync_api::{self, SyncError};
 use crate::hq::{now_ms, pki, AppState, Error};
 use crate::wire::{
-    EnrollError, EnrollErrorCode, EnrollRequest, EnrollResponse, ENROLL_PATH, MAX_ENROLL_BODY,
-    PROTOCOL_VERSION,
+    EnrollError, EnrollErrorCode, EnrollRequest, EnrollResponse, ErrorCode, RenewRequest,
+    RenewResponse, ENROLL_PATH, MAX_ENROLL_BODY, PROTOCOL_VERSION,
 };
 
 /// What HQ enrolls with: the provisioning keys tokens must be signed with and the
@@ -79,18 +81,13 @@ use crate::wire::{
 pub struct EnrollSettings {
     keys: TrustedKeys,
     revoked: RevocationList,
-    cert_days: u64,
 }
 
 impl EnrollSettings {
-    /// Trusts `keys`, refuses the tokens of `revoked`; certificates last
-    /// [`pki::BOX_CERT_DAYS`].
+    /// Trusts `keys`, refuses the tokens of `revoked` (certificates last
+    /// [`crate::hq::HqConfig::box_cert_lifetime`]).
     pub fn new(keys: TrustedKeys, revoked: RevocationList) -> EnrollSettings {
-        EnrollSettings {
-            keys,
-            revoked,
-            cert_days: pki::BOX_CERT_DAYS,
-        }
+        EnrollSettings { keys, revoked }
     }
 }
 
@@ -153,20 +150,21 @@ fn csr_refused(reason: impl Into<String>) -> Refusal {
     }
 }
 
-/// Checks steps 1 to 4 of the module doc; `now` is Unix seconds. Changes nothing.
-pub fn check_request(
-    req: &EnrollRequest,
-    settings: &EnrollSettings,
-    now: u64,
-) -> Result<CheckedRequest, Refusal> {
-    if req.protocol != PROTOCOL_VERSION {
-        return Err(Refusal::Protocol {
-            found: req.protocol,
-        });
-    }
-    let token = token::decode(&req.token, &settings.keys).map_err(Refusal::Token)?;
+/// A CSR that parsed, whose self-signature verified, with an ECDSA P-256 key and a
+/// subject CN that is a valid box serial.
+#[derive(Debug, Clone)]
+pub struct CheckedCsr {
+    /// The CN.
+    pub box_id: BoxSerial,
+    /// sha256 (hex) of the key's SubjectPublicKeyInfo.
+    pub key_sha256: String,
+    /// The verified request (only its key is used).
+    pub csr: CertificateSigningRequestParams,
+}
 
-    let (rest, pem) = x509_parser::pem::parse_x509_pem(req.csr_pem.trim().as_bytes())
+/// Checks a CSR (step 3 of the module doc; renewal checks the same). Pure.
+pub fn check_csr(csr_pem: &str) -> Result<CheckedCsr, Refusal> {
+    let (rest, pem) = x509_parser::pem::parse_x509_pem(csr_pem.trim().as_bytes())
         .map_err(|e| csr_refused(format!("not PEM: {e}")))?;
     if pem.label != "CERTIFICATE REQUEST" {
         return Err(csr_refused(format!(
@@ -206,6 +204,31 @@ pub fn check_request(
         .parse()
         .map_err(|e| csr_refused(format!("subject CN: {e}")))?;
     let key_sha256 = hex::encode(Sha256::digest(spki.raw));
+    Ok(CheckedCsr {
+        box_id,
+        key_sha256,
+        csr,
+    })
+}
+
+/// Checks steps 1 to 4 of the module doc; `now` is Unix seconds. Changes nothing.
+pub fn check_request(
+    req: &EnrollRequest,
+    settings: &EnrollSettings,
+    now: u64,
+) -> Result<CheckedRequest, Refusal> {
+    if req.protocol != PROTOCOL_VERSION {
+        return Err(Refusal::Protocol {
+            found: req.protocol,
+        });
+    }
+    let token = token::decode(&req.token, &settings.keys).map_err(Refusal::Token)?;
+
+    let CheckedCsr {
+        box_id,
+        key_sha256,
+        csr,
+    } = check_csr(&req.csr_pem)?;
 
     let ctx = CheckContext {
         serial: &box_id,
@@ -274,6 +297,13 @@ impl From<Error> for EnrollFailure {
             Error::WrongSite { .. } => {
                 EnrollFailure::new(EnrollErrorCode::WrongSite, e.to_string())
             }
+            Error::BoxRevoked { box_id, .. } => EnrollFailure::new(
+                EnrollErrorCode::Revoked,
+                format!(
+                    "box {box_id:?} is revoked at HQ; it re-enrolls only with a token it has \
+                     not used before"
+                ),
+            ),
             Error::NotFound { what: "site", key } => EnrollFailure::new(
                 EnrollErrorCode::WrongSite,
                 format!("the token's site {key:?} does not exist at HQ"),
@@ -299,6 +329,28 @@ pub(crate) fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// Signs a device certificate for the key of `csr` (on the blocking pool: loading the
+/// CA and signing are CPU work): certificate PEM, fingerprint, CA PEM.
+async fn sign(
+    state: &AppState,
+    csr: CertificateSigningRequestParams,
+    box_id: String,
+    now: SystemTime,
+) -> Result<(String, String, String), Error> {
+    let tls_dir = state.config.tls_dir.clone();
+    let (not_before, not_after) = pki::box_validity(now, state.config.box_cert_lifetime);
+    tokio::task::spawn_blocking(move || {
+        let ca = pki::Ca::load(&tls_dir)?;
+        let (cert, fp) = ca.sign_box_csr(&csr, &box_id, not_before, not_after)?;
+        Ok::<_, Error>((cert, fp, ca.cert_pem().to_owned()))
+    })
+    .await
+    .map_err(|source| Error::Join {
+        op: "sign device certificate",
+        source,
+    })?
+}
+
 async fn enroll(
     State(state): State<AppState>,
     body: Result<Json<EnrollRequest>, JsonRejection>,
@@ -322,24 +374,8 @@ async fn enroll(
     let checked = check_request(&req, settings, now_s).inspect_err(|r| {
         tracing::warn!(refusal = %r, "enrollment refused");
     })?;
-    let tls_dir = state.config.tls_dir.clone();
-    let days = settings.cert_days;
-    let (csr, box_id) = (checked.csr.clone(), checked.box_id.to_string());
-    let (cert_pem, fingerprint, ca_pem) = tokio::task::spawn_blocking(move || {
-        let ca = pki::Ca::load(&tls_dir)?;
-        let (cert, fp) = ca.sign_box_csr(
-            &csr,
-            &box_id,
-            now - Duration::from_secs(3600),
-            now + Duration::from_secs(days * 86_400),
-        )?;
-        Ok::<_, Error>((cert, fp, ca.cert_pem().to_owned()))
-    })
-    .await
-    .map_err(|source| Error::Join {
-        op: "sign device certificate",
-        source,
-    })??;
+    let (cert_pem, fingerprint, ca_pem) =
+        sign(&state, checked.csr.clone(), checked.box_id.to_string(), now).await?;
     let record = EnrollmentRecord {
         token_id: checked.token_id.to_string(),
         box_id: checked.box_id.to_string(),
@@ -359,6 +395,75 @@ async fn enroll(
         site: rec.site,
         cert_pem,
         ca_pem,
+    }))
+}
+
+/// `POST` [`crate::wire::RENEW_PATH`] over mutual TLS: the box's current (or staged) certificate
+/// authenticates it ([`crate::hq::sync_api::authorize`]: unknown, revoked or
+/// superseded certificates are refused first); the CSR is checked like an
+/// enrollment's and its CN must be the certificate's box; HQ signs a certificate
+/// for the CSR's key and stages it ([`crate::hq::store::HqStore::stage_renewal`]).
+/// Any refusal stores nothing.
+pub(crate) async fn renew(
+    State(state): State<AppState>,
+    peer: Option<Extension<PeerIdentity>>,
+    body: Result<Json<RenewRequest>, JsonRejection>,
+) -> Result<Json<RenewResponse>, SyncError> {
+    let presented = peer.as_ref().map(|Extension(p)| p.fingerprint.clone());
+    let rec = sync_api::authorize_box(&state, peer).await?;
+    let presented = presented.unwrap_or_default();
+    let Json(req) = body.map_err(|e| {
+        SyncError::new(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::MalformedBatch,
+            format!("bad renewal body: {}", e.body_text()),
+        )
+    })?;
+    if req.protocol != PROTOCOL_VERSION {
+        return Err(SyncError::new(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::UnsupportedVersion,
+            format!(
+                "protocol version {} is not {PROTOCOL_VERSION}",
+                req.protocol
+            ),
+        ));
+    }
+    let checked = check_csr(&req.csr_pem)
+        .map_err(|r| SyncError::new(StatusCode::BAD_REQUEST, ErrorCode::BadCsr, r.to_string()))?;
+    if checked.box_id.as_str() != rec.id {
+        return Err(SyncError::new(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::BadCsr,
+            format!(
+                "the CSR names box {:?}, but this request's certificate is box {:?}",
+                checked.box_id.as_str(),
+                rec.id
+            ),
+        ));
+    }
+    let now = SystemTime::now();
+    let (_, not_after) = pki::box_validity(now, state.config.box_cert_lifetime);
+    let (cert_pem, fingerprint, ca_pem) = sign(&state, checked.csr, rec.id.clone(), now).await?;
+    let renewal = RenewalRecord {
+        box_id: rec.id.clone(),
+        presented_fingerprint: presented,
+        new_fingerprint: fingerprint,
+        now_ms: now_ms(),
+    };
+    state
+        .store
+        .stage_renewal(&renewal)
+        .await
+        .map_err(sync_api::identity_error)?;
+    tracing::info!(box_id = %rec.id, "box renewed its certificate");
+    Ok(Json(RenewResponse {
+        protocol: PROTOCOL_VERSION,
+        cert_pem,
+        ca_pem,
+        not_after_ms: not_after
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
     }))
 }
 

@@ -194,6 +194,22 @@ pub enum Error {
         /// The site of the token it presented.
         requested: String,
     },
+    /// The box was revoked by an operator: refused until it re-enrolls with a fresh
+    /// token.
+    #[error("box {box_id:?} is revoked at HQ ({reason}); re-enroll it with a fresh token")]
+    BoxRevoked {
+        /// The box.
+        box_id: String,
+        /// The operator's reason.
+        reason: String,
+    },
+    /// The request's certificate is no longer one HQ accepts for the box (a renewed
+    /// or re-enrolled certificate replaced it).
+    #[error("this certificate of box {box_id:?} was replaced by a newer one")]
+    CertSuperseded {
+        /// The box.
+        box_id: String,
+    },
     /// A provisioning key or revocation list named in the config could not be loaded.
     #[error("{path}: field {field}: {source}")]
     Provisioning {

@@ -49,6 +49,15 @@ pub const ADMIN_TOKEN: &str = "admin-token";
 pub const CA_NAME: &str = "Branchline HQ device CA";
 /// Default lifetime of a device certificate.
 pub const BOX_CERT_DAYS: u64 = 5 * 365;
+/// The validity of a device certificate signed at `now` for `lifetime`: notBefore is
+/// backdated by a tenth of the lifetime, at most an hour (clock skew between HQ and a
+/// box), so that a box deciding when to renew (a fraction of notBefore..notAfter)
+/// sees about the lifetime HQ configured.
+pub fn box_validity(now: SystemTime, lifetime: Duration) -> (SystemTime, SystemTime) {
+    let backdate = (lifetime / 10).min(Duration::from_secs(3600));
+    (now - backdate, now + lifetime)
+}
+
 /// Lifetime of the server certificate.
 pub const SERVER_CERT_DAYS: u64 = 825;
 

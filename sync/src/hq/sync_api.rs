@@ -1,8 +1,20 @@
-//! The sync endpoints boxes call ([`UP_PATH`], [`DOWN_PATH`], [`FILES_PATH`]), on the
-//! mutual-TLS listener. Every request is authorized the same way: the client
-//! certificate's CN must name a registered box (and, when the box's certificate is
-//! pinned, be that certificate), else 403 `unknown_box`; every authorized request
-//! updates the box's `last_seen`.
+//! The sync endpoints boxes call ([`UP_PATH`], [`DOWN_PATH`], [`FILES_PATH`], and
+//! [`crate::wire::RENEW_PATH`] served by [`crate::hq::enroll::renew`]), on the
+//! mutual-TLS listener. Every request is authorized the same way ([`authorize`]):
+//!
+//! 1. the client certificate's CN must name a registered box, else 403 `unknown_box`;
+//! 2. the box must not be revoked, else 403 `revoked` (with the operator's reason);
+//! 3. when the box's certificate is pinned, the request's certificate must be the
+//!    pinned one or the staged renewal (`next_cert_fingerprint`), else 403
+//!    `unknown_box`; the first request with the staged one makes it the pinned one,
+//!    so the old certificate is refused from then on.
+//!
+//! The box row is read from the database on every request (no cache), so a
+//! revocation made through any `branch-hq` instance sharing the PostgreSQL database
+//! holds on every instance from its commit on. Refusals of steps 2 and 3 carry
+//! `Connection: close`: a box that switched to its renewed certificate gets a fresh
+//! TLS connection (with the new certificate) for its retry instead of reusing one
+//! made with the old. Every authorized request updates the box's `last_seen`.
 
 use std::time::Duration;
 
@@ -31,6 +43,8 @@ use crate::wire::{
 pub struct SyncError {
     status: StatusCode,
     body: ErrorBody,
+    /// Answer with `Connection: close` (the connection's certificate is refused).
+    close: bool,
 }
 
 impl SyncError {
@@ -45,13 +59,43 @@ impl SyncError {
                 code,
                 message: message.into(),
             },
+            close: false,
         }
+    }
+
+    /// The same answer, closing the connection after it.
+    fn closing(mut self) -> SyncError {
+        self.close = true;
+        self
     }
 }
 
 impl IntoResponse for SyncError {
     fn into_response(self) -> Response {
-        (self.status, Json(self.body)).into_response()
+        if self.close {
+            (
+                self.status,
+                [(axum::http::header::CONNECTION, "close")],
+                Json(self.body),
+            )
+                .into_response()
+        } else {
+            (self.status, Json(self.body)).into_response()
+        }
+    }
+}
+
+/// A box-identity refusal of the store ([`Error::BoxRevoked`], [`Error::CertSuperseded`],
+/// an unknown box) as the sync API answers it; anything else is 503.
+pub(crate) fn identity_error(e: Error) -> SyncError {
+    match &e {
+        Error::BoxRevoked { .. } => {
+            SyncError::new(StatusCode::FORBIDDEN, ErrorCode::Revoked, e.to_string()).closing()
+        }
+        Error::CertSuperseded { .. } | Error::NotFound { what: "box", .. } => {
+            SyncError::new(StatusCode::FORBIDDEN, ErrorCode::UnknownBox, e.to_string()).closing()
+        }
+        _ => e.into(),
     }
 }
 
@@ -80,6 +124,11 @@ pub(crate) fn router(state: AppState) -> Router {
                 .put(file_chunk)
                 .layer(DefaultBodyLimit::max(MAX_FILE_CHUNK)),
         )
+        .route(
+            crate::wire::RENEW_PATH,
+            post(crate::hq::enroll::renew)
+                .layer(DefaultBodyLimit::max(crate::wire::MAX_ENROLL_BODY)),
+        )
         .merge(crate::hq::rollouts::api::sync_routes())
         .with_state(state)
 }
@@ -96,7 +145,8 @@ pub(crate) async fn authorize_box(
     Ok(rec)
 }
 
-async fn authorize(
+/// Steps 1 to 3 of the module doc.
+pub(crate) async fn authorize(
     state: &AppState,
     peer: Option<Extension<PeerIdentity>>,
 ) -> Result<BoxRecord, SyncError> {
@@ -114,6 +164,39 @@ async fn authorize(
             format!("box {:?} is not registered at HQ", peer.box_id),
         ));
     };
+    if rec.revoked_at_ms.is_some() {
+        return Err(identity_error(Error::BoxRevoked {
+            box_id: rec.id,
+            reason: rec.revoked_reason.unwrap_or_default(),
+        }));
+    }
+    let mut rec = rec;
+    if rec.next_cert_fingerprint.as_deref() == Some(peer.fingerprint.as_str()) {
+        // The box uses its renewed certificate: from now on only that one is accepted.
+        if state
+            .store
+            .promote_next_cert(&rec.id, &peer.fingerprint)
+            .await?
+        {
+            tracing::info!(box_id = %rec.id, "box switched to its renewed certificate");
+            rec.cert_fingerprint = rec.next_cert_fingerprint.take();
+        } else {
+            // Another instance promoted it (or revoked the box) meanwhile: decide on
+            // the row as it is now.
+            rec = state.store.box_record(&peer.box_id).await?.ok_or_else(|| {
+                identity_error(Error::NotFound {
+                    what: "box",
+                    key: peer.box_id.clone(),
+                })
+            })?;
+            if rec.revoked_at_ms.is_some() {
+                return Err(identity_error(Error::BoxRevoked {
+                    box_id: rec.id,
+                    reason: rec.revoked_reason.unwrap_or_default(),
+                }));
+            }
+        }
+    }
     if rec
         .cert_fingerprint
         .as_deref()
@@ -123,10 +206,12 @@ async fn authorize(
             StatusCode::FORBIDDEN,
             ErrorCode::UnknownBox,
             format!(
-                "this is not the certificate HQ issued last for box {:?}",
+                "this is not the certificate HQ issued last for box {:?} (a renewed or \
+                 re-enrolled certificate replaced it)",
                 peer.box_id
             ),
-        ));
+        )
+        .closing());
     }
     Ok(rec)
 }

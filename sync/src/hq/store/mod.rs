@@ -63,6 +63,71 @@ pub struct BoxRecord {
     pub oldest_pending_ms: Option<i64>,
     /// When it was registered.
     pub created_at_ms: i64,
+    /// sha256 (hex) of the renewed certificate HQ issued last and the box has not
+    /// used yet: accepted alongside `cert_fingerprint` until the box's first request
+    /// with it, which makes it the current one ([`HqStore::promote_next_cert`]).
+    pub next_cert_fingerprint: Option<String>,
+    /// When the box last renewed its certificate (ms since the Unix epoch).
+    pub cert_renewed_at_ms: Option<i64>,
+    /// When an operator revoked the box (`None`: not revoked). A revoked box is
+    /// refused on every mutual-TLS request until it re-enrolls with a fresh token.
+    pub revoked_at_ms: Option<i64>,
+    /// The operator's reason for the revocation.
+    pub revoked_reason: Option<String>,
+}
+
+/// A renewed certificate HQ signed for a box, for [`HqStore::stage_renewal`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenewalRecord {
+    /// The box (the CN of the certificate it renewed with).
+    pub box_id: String,
+    /// sha256 (hex) of the certificate the renewal request came with.
+    pub presented_fingerprint: String,
+    /// sha256 (hex) of the new certificate.
+    pub new_fingerprint: String,
+    /// Now, ms since the Unix epoch.
+    pub now_ms: i64,
+}
+
+/// One row of HQ's audit of identity changes (`admin_audit`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// Row id (ascending).
+    pub id: i64,
+    /// When, ms since the Unix epoch.
+    pub at_ms: i64,
+    /// Who: `admin` (the admin API's bearer token) or `box:<id>`.
+    pub actor: String,
+    /// `revoke`, `enroll`, `re-enroll`, `renew`.
+    pub action: String,
+    /// The box.
+    #[serde(rename = "box")]
+    pub box_id: String,
+    /// What, in words (the reason, the fingerprints).
+    pub detail: String,
+}
+
+/// Most audit rows in one answer of [`HqStore::audit`].
+pub const MAX_AUDIT_PAGE: usize = 1000;
+
+/// What [`HqStore::stage_renewal`] does to a box's certificates, decided from its
+/// row: `Ok(promote)` where `promote` says the presented certificate is the staged
+/// next one (so it becomes current before the newer one is staged).
+pub(crate) fn renewal_decision(rec: &BoxRecord, presented: &str) -> Result<bool> {
+    if rec.revoked_at_ms.is_some() {
+        return Err(crate::hq::Error::BoxRevoked {
+            box_id: rec.id.clone(),
+            reason: rec.revoked_reason.clone().unwrap_or_default(),
+        });
+    }
+    match (&rec.cert_fingerprint, &rec.next_cert_fingerprint) {
+        (_, Some(next)) if next == presented => Ok(true),
+        (Some(current), _) if current == presented => Ok(false),
+        (None, _) => Ok(false),
+        _ => Err(crate::hq::Error::CertSuperseded {
+            box_id: rec.id.clone(),
+        }),
+    }
 }
 
 /// What a request tells about a box's health.
@@ -424,11 +489,38 @@ pub trait HqStore: Send + Sync + std::fmt::Debug + 'static {
     /// ([`crate::hq::Error::NotFound`]); the token must be unused, or used before by
     /// this box with this key (a retry; else [`crate::hq::Error::TokenUsed`]); a box
     /// already registered must be in the token's site
-    /// ([`crate::hq::Error::WrongSite`]). Then the box is registered (or kept) with
-    /// the new certificate pinned and the token recorded. Any refusal changes nothing.
+    /// ([`crate::hq::Error::WrongSite`]); a revoked box must present a token it has
+    /// not used before ([`crate::hq::Error::BoxRevoked`]: only a fresh token
+    /// re-enrolls it). Then the box is registered (or kept) with the new certificate
+    /// pinned, any staged renewal dropped, the revocation cleared, the token recorded
+    /// and the enrollment audited. Any refusal changes nothing.
     async fn enroll_box(&self, enrollment: &EnrollmentRecord) -> Result<BoxRecord>;
     /// Whether a token id was used for an enrollment (tests and operators).
     async fn enrollment_token_used(&self, token_id: &str) -> Result<bool>;
+    /// Revokes a box (`actor` and `reason` audited): from now on every mutual-TLS
+    /// request with any of its certificates is refused, and a staged renewal is
+    /// dropped. Unknown box: [`crate::hq::Error::NotFound`]; already revoked:
+    /// [`crate::hq::Error::BoxRevoked`]; either changes nothing.
+    async fn revoke_box(
+        &self,
+        id: &str,
+        reason: &str,
+        actor: &str,
+        now_ms: i64,
+    ) -> Result<BoxRecord>;
+    /// Stages a renewed certificate in one transaction (audited): the box must exist
+    /// ([`crate::hq::Error::NotFound`]), not be revoked
+    /// ([`crate::hq::Error::BoxRevoked`]) and have made the request with its current
+    /// or staged certificate ([`crate::hq::Error::CertSuperseded`]); a request made
+    /// with the staged one promotes it first. The new certificate becomes the staged
+    /// one. Any refusal changes nothing.
+    async fn stage_renewal(&self, renewal: &RenewalRecord) -> Result<BoxRecord>;
+    /// Makes the staged certificate `fingerprint` the box's current one (the box used
+    /// it); `false` when it is not the staged one (any more) or the box is revoked.
+    async fn promote_next_cert(&self, id: &str, fingerprint: &str) -> Result<bool>;
+    /// The newest audit rows first, of one box or all, at most `limit`
+    /// (clamped to 1..=[`MAX_AUDIT_PAGE`]).
+    async fn audit(&self, box_id: Option<&str>, limit: usize) -> Result<Vec<AuditEntry>>;
 
     /// All boxes with their health.
     async fn boxes(&self) -> Result<Vec<BoxRecord>>;
@@ -585,6 +677,23 @@ pub(crate) fn parse_conflict(json: &str) -> Result<Conflict> {
         what: "conflict",
         source,
     })
+}
+
+/// The audit detail of a re-enrollment of `before` by `e`.
+pub(crate) fn reenroll_detail(before: &BoxRecord, e: &EnrollmentRecord) -> String {
+    let mut detail = format!(
+        "token {}, certificate sha256 {} replaces {}",
+        e.token_id,
+        e.cert_fingerprint,
+        before.cert_fingerprint.as_deref().unwrap_or("none")
+    );
+    if before.revoked_at_ms.is_some() {
+        detail.push_str(&format!(
+            "; revocation cleared ({})",
+            before.revoked_reason.as_deref().unwrap_or("")
+        ));
+    }
+    detail
 }
 
 /// Days since the Unix epoch of a time in ms (UTC, floor).

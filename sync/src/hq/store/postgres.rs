@@ -55,9 +55,10 @@ use tokio_postgres::{IsolationLevel, NoTls, Row};
 
 use super::{
     conflict_json, decide_edit, entity_json, feed_decision, parse_conflict, parse_entity,
-    parse_kind, parse_policy, AgentStateQuery, AgentStateRow, BoxHealth, BoxRecord, CdrQuery,
-    CdrRow, CurrentRow, DailyReportRow, EditDecision, EnrollmentRecord, FeedRead, HqStore,
-    IngestOutcome, RecordCounts, ReportQuery, SiteRecord,
+    parse_kind, parse_policy, renewal_decision, AgentStateQuery, AgentStateRow, AuditEntry,
+    BoxHealth, BoxRecord, CdrQuery, CdrRow, CurrentRow, DailyReportRow, EditDecision,
+    EnrollmentRecord, FeedRead, HqStore, IngestOutcome, RecordCounts, RenewalRecord, ReportQuery,
+    SiteRecord, MAX_AUDIT_PAGE,
 };
 use crate::hq::validate::{entity_kind_name, validate_entity, TypedPayload, ValidBatch};
 use crate::hq::{Error, Result};
@@ -96,6 +97,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (
         8,
         include_str!("../../../migrations/postgres/0008_interrupted_calls.sql"),
+    ),
+    (
+        9,
+        include_str!("../../../migrations/postgres/0009_box_certificates.sql"),
     ),
 ];
 
@@ -320,7 +325,8 @@ fn to_site(r: &Row) -> Result<SiteRecord> {
 }
 
 const BOX_COLUMNS: &str = "id, site, cert_fingerprint, last_seen_ms, firmware_version, backlog,
-                           oldest_pending_ms, created_at_ms";
+                           oldest_pending_ms, created_at_ms, next_cert_fingerprint,
+                           cert_renewed_at_ms, revoked_at_ms, revoked_reason";
 
 fn to_box(r: &Row) -> BoxRecord {
     BoxRecord {
@@ -332,7 +338,41 @@ fn to_box(r: &Row) -> BoxRecord {
         backlog: r.get(5),
         oldest_pending_ms: r.get(6),
         created_at_ms: r.get(7),
+        next_cert_fingerprint: r.get(8),
+        cert_renewed_at_ms: r.get(9),
+        revoked_at_ms: r.get(10),
+        revoked_reason: r.get(11),
     }
+}
+
+async fn read_box_for_update(tx: &Transaction<'_>, id: &str) -> Result<Option<BoxRecord>> {
+    Ok(tx
+        .query_opt(
+            &format!("SELECT {BOX_COLUMNS} FROM boxes WHERE id = $1 FOR UPDATE"),
+            &[&id],
+        )
+        .await
+        .map_err(pg("read box"))?
+        .as_ref()
+        .map(to_box))
+}
+
+async fn audit(
+    tx: &Transaction<'_>,
+    at_ms: i64,
+    actor: &str,
+    action: &str,
+    box_id: &str,
+    detail: &str,
+) -> Result<()> {
+    tx.execute(
+        "INSERT INTO admin_audit (at_ms, actor, action, box_id, detail)
+         VALUES ($1, $2, $3, $4, $5)",
+        &[&at_ms, &actor, &action, &box_id, &detail],
+    )
+    .await
+    .map_err(pg("write audit row"))?;
+    Ok(())
 }
 
 fn to_change(r: &Row) -> Result<Change> {
@@ -581,6 +621,10 @@ impl HqStore for PostgresStore {
             backlog: None,
             oldest_pending_ms: None,
             created_at_ms: now_ms,
+            next_cert_fingerprint: None,
+            cert_renewed_at_ms: None,
+            revoked_at_ms: None,
+            revoked_reason: None,
         })
     }
 
@@ -588,7 +632,8 @@ impl HqStore for PostgresStore {
         let client = self.client().await?;
         let n = client
             .execute(
-                "UPDATE boxes SET cert_fingerprint = $2 WHERE id = $1",
+                "UPDATE boxes SET cert_fingerprint = $2, next_cert_fingerprint = NULL
+                 WHERE id = $1",
                 &[&id, &fingerprint],
             )
             .await
@@ -663,13 +708,32 @@ impl HqStore for PostgresStore {
                     requested: e.site.clone(),
                 })
             }
-            Some(_) => {
+            Some(b) => {
+                if b.revoked_at_ms.is_some() && used.is_some() {
+                    return Err(Error::BoxRevoked {
+                        box_id: e.box_id.clone(),
+                        reason: b.revoked_reason.unwrap_or_default(),
+                    });
+                }
                 tx.execute(
-                    "UPDATE boxes SET cert_fingerprint = $2 WHERE id = $1",
+                    "UPDATE boxes SET cert_fingerprint = $2, next_cert_fingerprint = NULL,
+                            revoked_at_ms = NULL, revoked_reason = NULL
+                     WHERE id = $1",
                     &[&e.box_id, &e.cert_fingerprint],
                 )
                 .await
                 .map_err(pg("pin box certificate"))?;
+                if used.is_none() {
+                    audit(
+                        &tx,
+                        e.now_ms,
+                        &format!("box:{}", e.box_id),
+                        "re-enroll",
+                        &e.box_id,
+                        &super::reenroll_detail(&b, e),
+                    )
+                    .await?;
+                }
             }
             None => {
                 tx.execute(
@@ -679,6 +743,18 @@ impl HqStore for PostgresStore {
                 )
                 .await
                 .map_err(pg("insert box"))?;
+                audit(
+                    &tx,
+                    e.now_ms,
+                    &format!("box:{}", e.box_id),
+                    "enroll",
+                    &e.box_id,
+                    &format!(
+                        "site {}, token {}, certificate sha256 {}",
+                        e.site, e.token_id, e.cert_fingerprint
+                    ),
+                )
+                .await?;
             }
         }
         if used.is_none() {
@@ -729,6 +805,123 @@ impl HqStore for PostgresStore {
             .await
             .map_err(pg("read enrollment token"))?
             .is_some())
+    }
+
+    async fn revoke_box(
+        &self,
+        id: &str,
+        reason: &str,
+        actor: &str,
+        now_ms: i64,
+    ) -> Result<BoxRecord> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg("begin revoke"))?;
+        let Some(b) = read_box_for_update(&tx, id).await? else {
+            return Err(Error::NotFound {
+                what: "box",
+                key: id.to_owned(),
+            });
+        };
+        if b.revoked_at_ms.is_some() {
+            return Err(Error::BoxRevoked {
+                box_id: id.to_owned(),
+                reason: b.revoked_reason.unwrap_or_default(),
+            });
+        }
+        let row = tx
+            .query_one(
+                &format!(
+                    "UPDATE boxes SET revoked_at_ms = $2, revoked_reason = $3,
+                            next_cert_fingerprint = NULL
+                     WHERE id = $1 RETURNING {BOX_COLUMNS}"
+                ),
+                &[&id, &now_ms, &reason],
+            )
+            .await
+            .map_err(pg("revoke box"))?;
+        audit(&tx, now_ms, actor, "revoke", id, reason).await?;
+        tx.commit().await.map_err(pg("commit revoke"))?;
+        Ok(to_box(&row))
+    }
+
+    async fn stage_renewal(&self, r: &RenewalRecord) -> Result<BoxRecord> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg("begin renewal"))?;
+        let Some(b) = read_box_for_update(&tx, &r.box_id).await? else {
+            return Err(Error::NotFound {
+                what: "box",
+                key: r.box_id.clone(),
+            });
+        };
+        let promote = renewal_decision(&b, &r.presented_fingerprint)?;
+        let current = if promote {
+            Some(r.presented_fingerprint.clone())
+        } else {
+            b.cert_fingerprint.clone()
+        };
+        let row = tx
+            .query_one(
+                &format!(
+                    "UPDATE boxes SET cert_fingerprint = $2, next_cert_fingerprint = $3,
+                            cert_renewed_at_ms = $4
+                     WHERE id = $1 RETURNING {BOX_COLUMNS}"
+                ),
+                &[&r.box_id, &current, &r.new_fingerprint, &r.now_ms],
+            )
+            .await
+            .map_err(pg("stage renewal"))?;
+        audit(
+            &tx,
+            r.now_ms,
+            &format!("box:{}", r.box_id),
+            "renew",
+            &r.box_id,
+            &format!(
+                "renewed with certificate sha256 {}; new certificate sha256 {}",
+                r.presented_fingerprint, r.new_fingerprint
+            ),
+        )
+        .await?;
+        tx.commit().await.map_err(pg("commit renewal"))?;
+        Ok(to_box(&row))
+    }
+
+    async fn promote_next_cert(&self, id: &str, fingerprint: &str) -> Result<bool> {
+        let client = self.client().await?;
+        let n = client
+            .execute(
+                "UPDATE boxes SET cert_fingerprint = next_cert_fingerprint,
+                        next_cert_fingerprint = NULL
+                 WHERE id = $1 AND next_cert_fingerprint = $2 AND revoked_at_ms IS NULL",
+                &[&id, &fingerprint],
+            )
+            .await
+            .map_err(pg("promote certificate"))?;
+        Ok(n == 1)
+    }
+
+    async fn audit(&self, box_id: Option<&str>, limit: usize) -> Result<Vec<AuditEntry>> {
+        let client = self.client().await?;
+        let limit = i64::try_from(limit.clamp(1, MAX_AUDIT_PAGE)).unwrap_or(1);
+        let rows = client
+            .query(
+                "SELECT id, at_ms, actor, action, box_id, detail FROM admin_audit
+                 WHERE $1::TEXT IS NULL OR box_id = $1 ORDER BY id DESC LIMIT $2",
+                &[&box_id, &limit],
+            )
+            .await
+            .map_err(pg("read audit"))?;
+        Ok(rows
+            .iter()
+            .map(|r| AuditEntry {
+                id: r.get(0),
+                at_ms: r.get(1),
+                actor: r.get(2),
+                action: r.get(3),
+                box_id: r.get(4),
+                detail: r.get(5),
+            })
+            .collect())
     }
 
     async fn boxes(&self) -> Result<Vec<BoxRecord>> {

@@ -16,9 +16,10 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
 use super::{
     conflict_json, decide_edit, entity_json, feed_decision, parse_conflict, parse_entity,
-    parse_kind, parse_policy, AgentStateQuery, AgentStateRow, BoxHealth, BoxRecord, CdrQuery,
-    CdrRow, CurrentRow, DailyReportRow, EditDecision, EnrollmentRecord, FeedRead, HqStore,
-    IngestOutcome, RecordCounts, ReportQuery, SiteRecord,
+    parse_kind, parse_policy, renewal_decision, AgentStateQuery, AgentStateRow, AuditEntry,
+    BoxHealth, BoxRecord, CdrQuery, CdrRow, CurrentRow, DailyReportRow, EditDecision,
+    EnrollmentRecord, FeedRead, HqStore, IngestOutcome, RecordCounts, RenewalRecord, ReportQuery,
+    SiteRecord, MAX_AUDIT_PAGE,
 };
 use crate::hq::validate::{entity_kind_name, validate_entity, TypedPayload, ValidBatch};
 use crate::hq::{Error, Result};
@@ -54,6 +55,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (
         8,
         include_str!("../../../migrations/sqlite/0008_interrupted_calls.sql"),
+    ),
+    (
+        9,
+        include_str!("../../../migrations/sqlite/0009_box_certificates.sql"),
     ),
 ];
 
@@ -208,7 +213,8 @@ fn to_site(t: (String, String, String, i64, i64)) -> Result<SiteRecord> {
 }
 
 const BOX_COLUMNS: &str = "id, site, cert_fingerprint, last_seen_ms, firmware_version, backlog,
-                           oldest_pending_ms, created_at_ms";
+                           oldest_pending_ms, created_at_ms, next_cert_fingerprint,
+                           cert_renewed_at_ms, revoked_at_ms, revoked_reason";
 
 fn box_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BoxRecord> {
     Ok(BoxRecord {
@@ -220,7 +226,38 @@ fn box_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BoxRecord> {
         backlog: r.get(5)?,
         oldest_pending_ms: r.get(6)?,
         created_at_ms: r.get(7)?,
+        next_cert_fingerprint: r.get(8)?,
+        cert_renewed_at_ms: r.get(9)?,
+        revoked_at_ms: r.get(10)?,
+        revoked_reason: r.get(11)?,
     })
+}
+
+fn read_box(tx: &Transaction<'_>, id: &str) -> Result<Option<BoxRecord>> {
+    tx.query_row(
+        &format!("SELECT {BOX_COLUMNS} FROM boxes WHERE id = ?1"),
+        [id],
+        box_row,
+    )
+    .optional()
+    .map_err(sql("read box"))
+}
+
+fn audit(
+    tx: &Transaction<'_>,
+    at_ms: i64,
+    actor: &str,
+    action: &str,
+    box_id: &str,
+    detail: &str,
+) -> Result<()> {
+    tx.execute(
+        "INSERT INTO admin_audit (at_ms, actor, action, box_id, detail)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![at_ms, actor, action, box_id, detail],
+    )
+    .map_err(sql("write audit row"))?;
+    Ok(())
 }
 
 fn site_exists(tx: &Transaction<'_>, site: &str) -> Result<bool> {
@@ -456,6 +493,10 @@ impl HqStore for SqliteStore {
                 backlog: None,
                 oldest_pending_ms: None,
                 created_at_ms: now_ms,
+                next_cert_fingerprint: None,
+                cert_renewed_at_ms: None,
+                revoked_at_ms: None,
+                revoked_reason: None,
             })
         })
         .await
@@ -466,7 +507,8 @@ impl HqStore for SqliteStore {
         self.write("set box fingerprint", move |tx| {
             let n = tx
                 .execute(
-                    "UPDATE boxes SET cert_fingerprint = ?2 WHERE id = ?1",
+                    "UPDATE boxes SET cert_fingerprint = ?2, next_cert_fingerprint = NULL
+                     WHERE id = ?1",
                     params![id, fp],
                 )
                 .map_err(sql("set box fingerprint"))?;
@@ -536,12 +578,30 @@ impl HqStore for SqliteStore {
                         requested: e.site,
                     })
                 }
-                Some(_) => {
+                Some(b) => {
+                    if b.revoked_at_ms.is_some() && used.is_some() {
+                        return Err(Error::BoxRevoked {
+                            box_id: e.box_id,
+                            reason: b.revoked_reason.unwrap_or_default(),
+                        });
+                    }
                     tx.execute(
-                        "UPDATE boxes SET cert_fingerprint = ?2 WHERE id = ?1",
+                        "UPDATE boxes SET cert_fingerprint = ?2, next_cert_fingerprint = NULL,
+                                revoked_at_ms = NULL, revoked_reason = NULL
+                         WHERE id = ?1",
                         params![e.box_id, e.cert_fingerprint],
                     )
                     .map_err(sql("pin box certificate"))?;
+                    if used.is_none() {
+                        audit(
+                            tx,
+                            e.now_ms,
+                            &format!("box:{}", e.box_id),
+                            "re-enroll",
+                            &e.box_id,
+                            &super::reenroll_detail(&b, &e),
+                        )?;
+                    }
                 }
                 None => {
                     tx.execute(
@@ -550,6 +610,17 @@ impl HqStore for SqliteStore {
                         params![e.box_id, e.site, e.cert_fingerprint, e.now_ms],
                     )
                     .map_err(sql("insert box"))?;
+                    audit(
+                        tx,
+                        e.now_ms,
+                        &format!("box:{}", e.box_id),
+                        "enroll",
+                        &e.box_id,
+                        &format!(
+                            "site {}, token {}, certificate sha256 {}",
+                            e.site, e.token_id, e.cert_fingerprint
+                        ),
+                    )?;
                 }
             }
             if used.is_none() {
@@ -587,6 +658,128 @@ impl HqStore for SqliteStore {
                 |r| r.get(0),
             )
             .map_err(sql("read enrollment token"))
+        })
+        .await
+    }
+
+    async fn revoke_box(
+        &self,
+        id: &str,
+        reason: &str,
+        actor: &str,
+        now_ms: i64,
+    ) -> Result<BoxRecord> {
+        let (id, reason, actor) = (id.to_owned(), reason.to_owned(), actor.to_owned());
+        self.write("revoke box", move |tx| {
+            let Some(b) = read_box(tx, &id)? else {
+                return Err(Error::NotFound {
+                    what: "box",
+                    key: id,
+                });
+            };
+            if b.revoked_at_ms.is_some() {
+                return Err(Error::BoxRevoked {
+                    box_id: id,
+                    reason: b.revoked_reason.unwrap_or_default(),
+                });
+            }
+            tx.execute(
+                "UPDATE boxes SET revoked_at_ms = ?2, revoked_reason = ?3,
+                        next_cert_fingerprint = NULL
+                 WHERE id = ?1",
+                params![id, now_ms, reason],
+            )
+            .map_err(sql("revoke box"))?;
+            audit(tx, now_ms, &actor, "revoke", &id, &reason)?;
+            read_box(tx, &id)?.ok_or(Error::NotFound {
+                what: "box",
+                key: id,
+            })
+        })
+        .await
+    }
+
+    async fn stage_renewal(&self, r: &RenewalRecord) -> Result<BoxRecord> {
+        let r = r.clone();
+        self.write("stage renewal", move |tx| {
+            let Some(b) = read_box(tx, &r.box_id)? else {
+                return Err(Error::NotFound {
+                    what: "box",
+                    key: r.box_id,
+                });
+            };
+            let promote = renewal_decision(&b, &r.presented_fingerprint)?;
+            let current = if promote {
+                Some(r.presented_fingerprint.clone())
+            } else {
+                b.cert_fingerprint.clone()
+            };
+            tx.execute(
+                "UPDATE boxes SET cert_fingerprint = ?2, next_cert_fingerprint = ?3,
+                        cert_renewed_at_ms = ?4
+                 WHERE id = ?1",
+                params![r.box_id, current, r.new_fingerprint, r.now_ms],
+            )
+            .map_err(sql("stage renewal"))?;
+            audit(
+                tx,
+                r.now_ms,
+                &format!("box:{}", r.box_id),
+                "renew",
+                &r.box_id,
+                &format!(
+                    "renewed with certificate sha256 {}; new certificate sha256 {}",
+                    r.presented_fingerprint, r.new_fingerprint
+                ),
+            )?;
+            read_box(tx, &r.box_id)?.ok_or(Error::NotFound {
+                what: "box",
+                key: r.box_id,
+            })
+        })
+        .await
+    }
+
+    async fn promote_next_cert(&self, id: &str, fingerprint: &str) -> Result<bool> {
+        let (id, fp) = (id.to_owned(), fingerprint.to_owned());
+        self.write("promote certificate", move |tx| {
+            let n = tx
+                .execute(
+                    "UPDATE boxes SET cert_fingerprint = next_cert_fingerprint,
+                            next_cert_fingerprint = NULL
+                     WHERE id = ?1 AND next_cert_fingerprint = ?2 AND revoked_at_ms IS NULL",
+                    params![id, fp],
+                )
+                .map_err(sql("promote certificate"))?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn audit(&self, box_id: Option<&str>, limit: usize) -> Result<Vec<AuditEntry>> {
+        let box_id = box_id.map(str::to_owned);
+        let limit = i64::try_from(limit.clamp(1, MAX_AUDIT_PAGE)).unwrap_or(1);
+        self.read("read audit", move |tx| {
+            let mut s = tx
+                .prepare(
+                    "SELECT id, at_ms, actor, action, box_id, detail FROM admin_audit
+                     WHERE ?1 IS NULL OR box_id = ?1 ORDER BY id DESC LIMIT ?2",
+                )
+                .map_err(sql("read audit"))?;
+            let rows = s
+                .query_map(params![box_id, limit], |r| {
+                    Ok(AuditEntry {
+                        id: r.get(0)?,
+                        at_ms: r.get(1)?,
+                        actor: r.get(2)?,
+                        action: r.get(3)?,
+                        box_id: r.get(4)?,
+                        detail: r.get(5)?,
+                    })
+                })
+                .and_then(|r| r.collect::<rusqlite::Result<Vec<_>>>())
+                .map_err(sql("read audit"))?;
+            Ok(rows)
         })
         .await
     }
