@@ -1108,11 +1108,38 @@ fn start_sync(
         .trunk
         .clone()
         .map(|t| (t, config.wan.trunk_transport));
-    let client = config.hq.as_ref().map(sync::client::http_client);
+    // A staged identity a power cut left mid-renewal is finished (or dropped) before
+    // any client loads the files.
+    if let Some(hq) = &config.hq {
+        match crate::renew::recover(hq) {
+            Ok(crate::renew::Recovery::Nothing) => {}
+            Ok(r) => {
+                tracing::warn!(recovery = ?r, "a renewal was cut short; its staged files were recovered")
+            }
+            Err(e) => tracing::error!(error = %e, "recovering a staged device certificate failed"),
+        }
+    }
+    // A bundle applied on a box that has a certificate: re-enroll first.
+    let reenroll = match (&config.hq, &config.provisioning) {
+        (Some(hq), Some(_)) if !crate::enroll::needed(hq) => crate::enroll::pending_at(db_path)
+            .unwrap_or_else(|e| {
+                tracing::error!(error = %e, "cannot read the provisioning state");
+                false
+            }),
+        _ => false,
+    };
+    let client = if reenroll {
+        None
+    } else {
+        config.hq.as_ref().map(|hq| {
+            let identity = sync::client::DeviceIdentity::load(hq)?;
+            sync::client::http_client_with(hq, Arc::clone(&identity)).map(|c| (c, identity))
+        })
+    };
     // HQ is probed over HTTPS with the agent's client, or by a TCP connect when the
     // TLS setup failed.
     let hq_probe = match (&config.hq, &client) {
-        (Some(hq), Some(Ok(client))) => Some(sync::wan::HqProbe::Https {
+        (Some(hq), Some(Ok((client, _)))) => Some(sync::wan::HqProbe::Https {
             client: client.clone(),
             url: hq.url.clone(),
         }),
@@ -1127,7 +1154,7 @@ fn start_sync(
     let (reach_tx, reach_rx) = tokio::sync::mpsc::unbounded_channel();
     let mut tasks = Vec::new();
     match (&config.hq, client) {
-        (Some(hq), Some(Ok(client))) => {
+        (Some(hq), Some(Ok((client, identity)))) => {
             tasks.extend(start_updater(config, hq, client.clone(), updater, stop));
             let mut seed = [0u8; 8];
             if let Err(e) = getrandom::fill(&mut seed) {
@@ -1142,12 +1169,27 @@ fn start_sync(
                 hq_reach: reach_tx,
                 seed: u64::from_le_bytes(seed),
             };
+            let renew = crate::renew::RenewTask {
+                hq: hq.clone(),
+                client: agent.client.clone(),
+                identity,
+                handle: handle.clone(),
+                seed: sync_seed(),
+            };
             tasks.push(tokio::spawn(agent.run(stop.clone())));
+            tasks.push(tokio::spawn(renew.run(stop.clone())));
         }
-        (Some(hq), Some(Err(e))) => match (&config.provisioning, crate::enroll::needed(hq)) {
-            // No device certificate yet: enroll with the provisioned token, then sync.
+        (Some(hq), client) => match (&config.provisioning, reenroll || crate::enroll::needed(hq)) {
+            // No device certificate yet, or a new bundle: enroll with the provisioned
+            // token, then sync.
             (Some(prov), true) => {
-                tracing::info!(cert = %hq.client_cert.display(), "not enrolled yet: enrollment waits for a provisioning bundle");
+                if reenroll {
+                    tracing::info!(
+                        "a new provisioning bundle was applied: re-enrolling with a new key"
+                    );
+                } else {
+                    tracing::info!(cert = %hq.client_cert.display(), "not enrolled yet: enrollment waits for a provisioning bundle");
+                }
                 let task = crate::enroll::EnrollTask {
                     hq: hq.clone(),
                     serial: prov.serial.clone(),
@@ -1162,9 +1204,20 @@ fn start_sync(
                     let Some(hq) = task.run(stop.clone()).await else {
                         return;
                     };
-                    match sync::client::http_client(&hq) {
-                        Ok(client) => {
+                    let built = sync::client::DeviceIdentity::load(&hq).and_then(|identity| {
+                        sync::client::http_client_with(&hq, Arc::clone(&identity))
+                            .map(|c| (c, identity))
+                    });
+                    match built {
+                        Ok((client, identity)) => {
                             handle.clear_setup_error();
+                            let renew = crate::renew::RenewTask {
+                                hq: hq.clone(),
+                                client: client.clone(),
+                                identity,
+                                handle: handle.clone(),
+                                seed: sync_seed(),
+                            };
                             let agent = sync::agent::Agent {
                                 hq,
                                 client,
@@ -1173,7 +1226,7 @@ fn start_sync(
                                 hq_reach: reach_tx,
                                 seed: sync_seed(),
                             };
-                            agent.run(stop).await;
+                            tokio::join!(agent.run(stop.clone()), renew.run(stop));
                         }
                         Err(e) => {
                             tracing::error!(error = %e, "enrolled, but the sync client cannot use the new certificate");
@@ -1183,8 +1236,12 @@ fn start_sync(
                 }));
             }
             _ => {
+                let e = match client {
+                    Some(Err(e)) => e.to_string(),
+                    _ => "a re-enrollment waits, but [provisioning] is not set".to_owned(),
+                };
                 tracing::error!(error = %e, "sync with HQ is off: its TLS setup failed");
-                handle.set_setup_error(e.to_string());
+                handle.set_setup_error(e);
             }
         },
         _ => {

@@ -3,8 +3,9 @@
 //!
 //! # When
 //!
-//! `branchd` runs [`EnrollTask`] instead of the sync agent when `[hq]` is set, its
-//! `client_cert` file does not exist yet and `[provisioning]` is set. The task waits
+//! `branchd` runs [`EnrollTask`] instead of the sync agent when `[hq]` and
+//! `[provisioning]` are set and either its `client_cert` file does not exist yet or
+//! an applied bundle waits for its enrollment ([`pending_at`]: re-enrollment, below). The task waits
 //! until a bundle has been applied (`provisioned_settings` holds `enrollment_token`,
 //! `hq_url`, `ca_pin`; it looks every [`PENDING_POLL`], one indexed read: the USB
 //! watcher runs in its own thread and has no channel to this task), enrolls, and
@@ -32,6 +33,18 @@
 //!    `provisioned_settings` as the `enrollment` field of the applied bundle (so a new
 //!    bundle starts over).
 //!
+//! # Re-enrollment
+//!
+//! A new bundle (USB or QR) on a box that already has a certificate, after a
+//! factory reset or because HQ revoked the box, is enrolled the same way with a new
+//! key: the key is staged as `<client_key>.new` and the certificate committed with
+//! [`crate::renew::commit`] (staged, then both renamed into place; a cut in between
+//! is repaired by [`crate::renew::recover`] at the next start), so the identity in
+//! use stays whole until HQ answered. At HQ a fresh token re-enrolls the box: its
+//! certificate is replaced (the old one refused from then on) and a revocation is
+//! cleared. That is the only way a revocation is cleared: the token the box used
+//! before is refused for a revoked box (`revoked`), so a stolen box cannot replay it.
+//!
 //! # Failures
 //!
 //! HQ unreachable, TLS failures (including a CA that does not match the pin) and 5xx
@@ -46,9 +59,8 @@
 //!
 //! The sync agent uses the provisioned HQ URL and the serial as box id (overriding
 //! `[hq] url` and `box_id`), but the paths of the files come from `[hq]`, so a box
-//! needs an `[hq]` section to enroll. Certificate renewal before expiry and
-//! re-enrollment of an enrolled box (a new bundle after the certificate exists) are
-//! not written yet; updates through HQ (`[update] from_hq`) start with the next
+//! needs an `[hq]` section to enroll. Certificate renewal before expiry is
+//! [`crate::renew`]; updates through HQ (`[update] from_hq`) start with the next
 //! start of `branchd` after enrollment. Errors are this module's [`EnrollError`] rather than the crate's
 //! `Error`: they end in the sync status and the provisioning state, never in `main`.
 
@@ -286,6 +298,16 @@ pub fn needed(hq: &HqConfig) -> bool {
     !hq.client_cert.exists()
 }
 
+/// Whether an applied bundle waits for its enrollment (see [`pending`]), read from
+/// the database at `db_path`: on a box that has a certificate this is a
+/// re-enrollment.
+pub fn pending_at(db_path: &Path) -> Result<bool> {
+    let conn = Connection::open(db_path).map_err(store_err(db_path))?;
+    conn.busy_timeout(crate::store::BUSY_TIMEOUT)
+        .map_err(store_err(db_path))?;
+    Ok(pending(&conn, db_path)?.is_some())
+}
+
 /// Writes `contents` to `path` atomically with `mode`: a temp file in the same
 /// directory (created exclusively), fsync, rename over `path`, fsync of the directory.
 pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
@@ -356,10 +378,13 @@ pub fn load_or_make_key(path: &Path) -> Result<KeyPair> {
 
 /// A PKCS#10 request for `key`, subject CN = `serial`, as PEM.
 pub fn make_csr(key: &KeyPair, serial: &BoxSerial) -> Result<String> {
+    make_csr_for(key, serial.as_str())
+}
+
+/// A PKCS#10 request for `key`, subject CN = `cn` (renewal: the box id), as PEM.
+pub fn make_csr_for(key: &KeyPair, cn: &str) -> Result<String> {
     let mut params = CertificateParams::default();
-    params
-        .distinguished_name
-        .push(DnType::CommonName, serial.as_str());
+    params.distinguished_name.push(DnType::CommonName, cn);
     params
         .serialize_request(key)
         .and_then(|csr| csr.pem())
@@ -607,6 +632,11 @@ impl EnrollTask {
                     }
                     PENDING_POLL
                 }
+                Ok(Step::Refused) if self.hq.client_cert.exists() => {
+                    // A refused re-enrollment: the box syncs on with the identity it
+                    // has (the refusal stays in the provisioning state and the log).
+                    return Some(self.hq.clone());
+                }
                 Ok(Step::Refused) => {
                     reported_wait = true;
                     PENDING_POLL
@@ -640,7 +670,15 @@ impl EnrollTask {
         let Some(p) = pending else {
             return Ok(Step::NotProvisioned);
         };
-        let key = load_or_make_key(&self.hq.client_key)?;
+        // Re-enrollment (a new bundle on a box that has a certificate, e.g. a revoked
+        // one): a new key, staged next to the identity in use until HQ answers.
+        let reenroll = self.hq.client_cert.exists();
+        let key_path = if reenroll {
+            crate::renew::staged(&self.hq.client_key)
+        } else {
+            self.hq.client_key.clone()
+        };
+        let key = load_or_make_key(&key_path)?;
         let req = EnrollRequest {
             protocol: PROTOCOL_VERSION,
             token: p.token.clone(),
@@ -689,7 +727,11 @@ impl EnrollTask {
             Attempt::Enrolled(answer) => {
                 check_answer(&answer, &key, &self.serial, &p.ca_pin)?;
                 write_atomic(&self.hq.ca_cert, answer.ca_pem.as_bytes(), 0o644)?;
-                write_atomic(&self.hq.client_cert, answer.cert_pem.as_bytes(), 0o644)?;
+                if reenroll {
+                    crate::renew::commit(&self.hq, &answer.cert_pem)?;
+                } else {
+                    write_atomic(&self.hq.client_cert, answer.cert_pem.as_bytes(), 0o644)?;
+                }
                 let accounts = Accounts::new(self.writer.clone(), self.db_path.clone(), self.auth);
                 if let Err(e) = accounts
                     .set_enrolled(&Actor::new("branchd", "system"), now_ms())

@@ -49,7 +49,11 @@
 //! - [`enroll`]: enrollment with HQ: the device key (0600), the CSR with the
 //!   provisioned one-time token, HQ's CA checked against the token's pin, the
 //!   certificate stored atomically, then mutual TLS; retries with backoff, a refusal
-//!   kept in the provisioning state.
+//!   kept in the provisioning state; a new bundle on an enrolled (or revoked) box
+//!   re-enrolls it with a new key.
+//! - [`renew`]: renewal of the device certificate before it expires, over mutual
+//!   TLS with a new key, stored atomically (staged files, recovered at start), the
+//!   identity switched in every client; `revoked` shown and retried only rarely.
 //! - [`audit`]: the append-only, hash-chained audit log and its verifier.
 //! - [`mask`]: masking of customers' phone numbers; the one path CDRs leave the box by.
 //! - [`api`]: the local accounts HTTP API under `/api/v1` (axum): sessions, CSRF,
@@ -90,6 +94,7 @@ pub mod prompts;
 pub mod provision;
 pub mod rbac;
 pub mod recorder;
+pub mod renew;
 pub mod reports;
 pub mod screen_pop;
 pub mod sd_notify;

@@ -407,6 +407,9 @@ pub const HQ_UPLOAD_INTERVAL_MS: (i64, RangeInclusive<i64>) = (30_000, 1_000..=3
 /// Default and allowed range of `hq.upload_bandwidth_kbps`: the cap on recording-file
 /// uploads in kilobits per second (0: no cap; at most 10 Gbit/s).
 pub const HQ_UPLOAD_BANDWIDTH_KBPS: (i64, RangeInclusive<i64>) = (0, 0..=10_000_000);
+/// Default and allowed range of `hq.renew_at_percent`: how much of its certificate's
+/// lifetime (notBefore to notAfter) passes before the box renews it ([`crate::renew`]).
+pub const HQ_RENEW_AT_PERCENT: (i64, RangeInclusive<i64>) = (67, 10..=95);
 /// Default and allowed range of `hq.probe_interval_ms` and `wan.probe_interval_ms`.
 pub const PROBE_INTERVAL_MS: (i64, RangeInclusive<i64>) = (10_000, 500..=600_000);
 
@@ -436,6 +439,8 @@ pub struct HqConfig {
     pub upload_bandwidth_kbps: u64,
     /// How often the WAN monitor probes HQ.
     pub probe_interval: Duration,
+    /// Percent of the device certificate's lifetime after which the box renews it.
+    pub renew_at_percent: u8,
 }
 
 /// Transport of the trunk reachability probe.
@@ -1162,6 +1167,13 @@ impl Ctx<'_> {
                     HQ_UPLOAD_BANDWIDTH_KBPS,
                 )?
                 .unsigned_abs(),
+            // In range, so 10 to 95.
+            renew_at_percent: u8::try_from(self.ranged(
+                raw.renew_at_percent,
+                "hq.renew_at_percent",
+                HQ_RENEW_AT_PERCENT,
+            )?)
+            .unwrap_or(67),
         })
     }
 

@@ -86,6 +86,7 @@ pub(super) struct RawHq {
     pub upload_interval_ms: Option<Spanned<i64>>,
     pub probe_interval_ms: Option<Spanned<i64>>,
     pub upload_bandwidth_kbps: Option<Spanned<i64>>,
+    pub renew_at_percent: Option<Spanned<i64>>,
 }
 
 /// `[wan]`

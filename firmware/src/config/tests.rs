@@ -475,6 +475,7 @@ fn hq_section_is_optional_and_has_defaults() {
     assert_eq!(hq.long_poll, Duration::from_secs(25));
     assert_eq!(hq.request_timeout, Duration::from_secs(30));
     assert_eq!(hq.probe_interval, Duration::from_secs(10));
+    assert_eq!(hq.renew_at_percent, 67);
     let config = Config::from_toml_str(
         &format!("{BASE}[wan]\ntrunk = \"sip.example.net:5060\"\ntrunk_transport = \"tcp\"\n"),
         Path::new(FILE),
@@ -493,6 +494,17 @@ fn bad_hq_values_name_file_line_and_field() {
     assert_located(&error(&id), base_lines + 7, "hq.box_id");
     let batch = format!("{BASE}{HQ}batch_records = 5000\n");
     assert_located(&error(&batch), base_lines + 8, "hq.batch_records");
+    for bad in [
+        "renew_at_percent = 9",
+        "renew_at_percent = 96",
+        "renew_at_percent = -1",
+    ] {
+        let renew = format!("{BASE}{HQ}{bad}\n");
+        assert_located(&error(&renew), base_lines + 8, "hq.renew_at_percent");
+    }
+    let renew = format!("{BASE}{HQ}renew_at_percent = 50\n");
+    let config = Config::from_toml_str(&renew, Path::new(FILE)).expect("renew_at_percent");
+    assert_eq!(config.hq.expect("hq").renew_at_percent, 50);
     let missing = format!("{BASE}{}", HQ.replace("box_id = \"BOX-0001\"\n", ""));
     assert!(error(&missing).contains("box_id"), "{}", error(&missing));
     let trunk = format!("{BASE}[wan]\ntrunk = \"sip.example.net\"\n");

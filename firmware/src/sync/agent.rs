@@ -514,7 +514,7 @@ async fn read_capped(mut response: reqwest::Response) -> Result<Vec<u8>, Failure
 }
 
 /// An error with its sources, one line (reqwest's own message hides the TLS reason).
-pub(super) fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {

@@ -107,6 +107,9 @@ pub struct SyncStatusReport {
     /// Recording files: what waits for upload (from the store) and the uploader's
     /// live state (when running).
     pub files: FilesStatusReport,
+    /// The device certificate: validity, when the box renews it, the last renewal
+    /// attempt ([`crate::renew`]); `null` before enrollment or from the store alone.
+    pub certificate: Option<crate::renew::CertificateStatus>,
 }
 
 /// The recording-file part of [`SyncStatusReport`].
@@ -205,6 +208,7 @@ fn base_report(
             store: files,
             live: None,
         },
+        certificate: None,
     }
 }
 
@@ -229,6 +233,8 @@ struct Shared {
     wan: watch::Receiver<WanSnapshot>,
     /// The file uploader's status after its last step (same locking rule as `live`).
     files: Mutex<Option<FilesStatus>>,
+    /// The device certificate and its renewal (same locking rule).
+    certificate: Mutex<Option<crate::renew::CertificateStatus>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -246,6 +252,7 @@ impl SyncHandle {
                 force: Arc::new(Notify::new()),
                 wan,
                 files: Mutex::new(None),
+                certificate: Mutex::new(None),
             }),
         }
     }
@@ -291,6 +298,11 @@ impl SyncHandle {
         *lock(&self.inner.files) = None;
     }
 
+    /// Records the device certificate's state (the renewal task).
+    pub fn set_certificate(&self, status: crate::renew::CertificateStatus) {
+        *lock(&self.inner.certificate) = Some(status);
+    }
+
     /// Records why the agent could not start (shown in the report).
     pub fn set_setup_error(&self, error: String) {
         *lock(&self.inner.setup_error) = Some(error);
@@ -329,6 +341,7 @@ impl SyncHandle {
         }
         report.wan =
             serde_json::to_value(&*self.inner.wan.borrow()).unwrap_or(serde_json::Value::Null);
+        report.certificate = lock(&self.inner.certificate).clone();
         report.files.live = lock(&self.inner.files)
             .as_ref()
             .map(|f| f.report(Instant::now(), now_ms));
