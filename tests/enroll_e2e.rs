@@ -290,3 +290,308 @@ fn a_provisioned_box_enrolls_then_syncs_over_mutual_tls_and_the_token_works_once
         .expect("box");
     assert_eq!(again["cert_fingerprint"], entry["cert_fingerprint"]);
 }
+
+/// One `GET` to HQ's sync listener presenting the certificate and key in
+/// `cert_pem`/`key_pem` (as a box would): status and JSON body.
+fn get_with_cert(
+    hq: &HqServer,
+    path: &str,
+    cert_pem: &[u8],
+    key_pem: &[u8],
+) -> (u16, serde_json::Value) {
+    let mut roots = rustls::RootCertStore::empty();
+    let pem = std::fs::read(hq.tls_dir().join("ca.pem")).expect("ca.pem");
+    for c in rustls_pemfile::certs(&mut pem.as_slice()) {
+        roots.add(c.expect("CA PEM")).expect("CA");
+    }
+    let chain = rustls_pemfile::certs(&mut &cert_pem[..])
+        .collect::<Result<Vec<_>, _>>()
+        .expect("certificate PEM");
+    let key = rustls_pemfile::private_key(&mut &key_pem[..])
+        .expect("key PEM")
+        .expect("a key");
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("TLS versions")
+    .with_root_certificates(roots)
+    .with_client_auth_cert(chain, key)
+    .expect("client certificate");
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").expect("name");
+    let conn = rustls::ClientConnection::new(Arc::new(config), name).expect("TLS client");
+    let tcp = TcpStream::connect(hq.sync).expect("connect to HQ");
+    tcp.set_read_timeout(Some(SOON * 3)).expect("timeout");
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    write!(
+        tls,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
+    let mut answer = Vec::new();
+    let _ = tls.read_to_end(&mut answer);
+    let text = String::from_utf8_lossy(&answer);
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP status in {text:?}"));
+    let json = text
+        .split_once("\r\n\r\n")
+        .and_then(|(_, b)| serde_json::from_str(b).ok())
+        .unwrap_or(serde_json::Value::Null);
+    (status, json)
+}
+
+/// The box's entry in HQ's box list.
+fn box_at_hq(hq: &HqServer) -> serde_json::Value {
+    let (status, boxes) = hq.admin("GET", "/admin/v1/boxes", None);
+    assert_eq!(status, 200, "{boxes}");
+    boxes
+        .as_array()
+        .and_then(|b| b.iter().find(|b| b["id"] == SERIAL))
+        .cloned()
+        .unwrap_or_else(|| panic!("box {SERIAL} not at HQ: {boxes}"))
+}
+
+/// sha256 of the DER of the certificate in a PEM file.
+fn cert_fingerprint(pem: &[u8]) -> String {
+    let der = rustls_pemfile::certs(&mut &pem[..])
+        .next()
+        .expect("a certificate")
+        .expect("PEM");
+    sha256_of(&der)
+}
+
+/// `branchd sync-status` (the store's report, while the daemon runs).
+fn sync_status(gw: &Gateway) -> serde_json::Value {
+    let out = crate::harness::command(crate::harness::bin("branchd"))
+        .arg("--config")
+        .arg(gw.config_path())
+        .arg("sync-status")
+        .output()
+        .expect("branchd sync-status");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("sync-status JSON")
+}
+
+/// Renewal, revocation and re-enrollment end to end: HQ signs 60 s certificates
+/// (`box_cert_lifetime_s`), the box renews at 30 % of that (`renew_at_percent`), so it
+/// renews about 14 s after enrolling: with a new key, stored 0600, and sync goes on
+/// with the new certificate while HQ refuses the old one. An operator then revokes
+/// the box through the admin API: its sync is refused and its status says `revoked`.
+/// A new bundle with a fresh token re-enrolls it (a new key again), HQ clears the
+/// revocation, and its CDRs reach HQ again.
+#[test]
+fn a_box_renews_its_certificate_is_refused_when_revoked_and_re_enrolls_with_a_fresh_token() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let usb = work.path().join("usb");
+    std::fs::create_dir(&usb).expect("usb dir");
+    let prefix = work.path().join("hq-prov");
+    branch_prov(&[
+        "key".as_ref(),
+        "new".as_ref(),
+        "--out".as_ref(),
+        prefix.as_os_str(),
+    ]);
+    let mut hq = HqServer::new(HqDb::Sqlite);
+    let hq_toml = work.path().join("hq.toml");
+    std::fs::write(
+        &hq_toml,
+        format!(
+            "provisioning_keys = [{:?}]\nbox_cert_lifetime_s = 60\n",
+            prefix.with_extension("pub")
+        ),
+    )
+    .expect("hq.toml");
+    hq.serve_config = Some(hq_toml);
+    hq.add_site("lyon-02");
+    hq.serve();
+    let hq_url = format!("https://127.0.0.1:{}", hq.sync.port());
+    let pin = ca_pin(&hq.tls_dir().join("ca.pem"));
+    let site = site_for(work.path(), &hq_url, &pin);
+    let make_bundle = |name: &str| {
+        let path = work.path().join(name);
+        branch_prov(&[
+            "bundle".as_ref(),
+            "make".as_ref(),
+            "--site".as_ref(),
+            site.as_os_str(),
+            "--key".as_ref(),
+            prefix.with_extension("key").as_os_str(),
+            "--out".as_ref(),
+            path.as_os_str(),
+        ]);
+        std::fs::read(&path).expect("bundle")
+    };
+
+    let creds = work.path().join("creds");
+    let (ca, cert, key) = (
+        creds.join("ca.pem"),
+        creds.join("box.pem"),
+        creds.join("box.key"),
+    );
+    let plan = format!(
+        "{DIAL_PLAN}\n[provisioning]\nwatch = [{usb:?}]\nkeys = [{pubkey:?}]\nserial = \"{SERIAL}\"\n\
+         local_override = [\"country\"]\n\n[hq]\nurl = \"{hq_url}\"\nca_cert = {ca:?}\nclient_cert = {cert:?}\nclient_key = {key:?}\n\
+         box_id = \"{SERIAL}\"\nlong_poll_ms = 2000\nupload_interval_ms = 1000\nprobe_interval_ms = 1000\nrenew_at_percent = 30\n",
+        pubkey = prefix.with_extension("pub"),
+    );
+    let mut gw = Gateway::start_with(&plan);
+    assert!(
+        gw.wait_log("enrollment waits for a provisioning bundle", SOON),
+        "{}",
+        gw.log_text()
+    );
+
+    // Enroll.
+    let bundle = make_bundle("first.blp");
+    let ready_before = gw.log_count("branchd ready");
+    drop_bundle(&usb, &bundle);
+    wait_status(&usb, &sha256_of(&bundle), "applied", &gw);
+    gw.follow_self_restart(ready_before);
+    assert!(
+        gw.wait_log("enrolled with HQ", SOON * 3),
+        "box:\n{}\nHQ:\n{}",
+        gw.log_text(),
+        hq.log_text()
+    );
+    let (first_cert, first_key) = (
+        std::fs::read(&cert).expect("cert"),
+        std::fs::read(&key).expect("key"),
+    );
+    assert_eq!(
+        box_at_hq(&hq)["cert_fingerprint"].as_str(),
+        Some(cert_fingerprint(&first_cert).as_str())
+    );
+
+    // Renewal, about 14 s later: a new key and certificate, stored 0600, no staged
+    // files left; the status shows the new certificate's validity.
+    let renewed = wait(SOON * 4, || {
+        std::fs::read(&cert).is_ok_and(|c| c != first_cert)
+    });
+    assert!(
+        renewed,
+        "no renewal\nbox:\n{}\nHQ:\n{}",
+        gw.log_text(),
+        hq.log_text()
+    );
+    assert!(
+        gw.wait_log("device certificate renewed", SOON),
+        "{}",
+        gw.log_text()
+    );
+    let (new_cert, new_key) = (
+        std::fs::read(&cert).expect("cert"),
+        std::fs::read(&key).expect("key"),
+    );
+    assert_ne!(new_key, first_key, "renewal made a new key");
+    let mode = std::fs::metadata(&key).expect("key").permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "key file mode after renewal");
+    assert!(!creds.join("box.key.new").exists() && !creds.join("box.pem.new").exists());
+    let status = sync_status(&gw);
+    assert!(
+        status["certificate"]["not_after_ms"].is_i64()
+            && status["certificate"]["renew_at_ms"].is_i64(),
+        "{status}"
+    );
+
+    // The box syncs with the new certificate: HQ made it the only one it accepts,
+    // refuses the old one, and a call's CDR arrives.
+    // (The box renews every ~14 s: compare with the certificate file as it is now.)
+    let _ = new_cert;
+    let promoted = wait(SOON, || {
+        let now = std::fs::read(&cert).expect("cert");
+        box_at_hq(&hq)["cert_fingerprint"].as_str() == Some(cert_fingerprint(&now).as_str())
+    });
+    assert!(promoted, "{}\nHQ:\n{}", box_at_hq(&hq), hq.log_text());
+    let down = format!("{}?since=0&wait_ms=0", branchline_sync::wire::DOWN_PATH);
+    let (status, body) = get_with_cert(&hq, &down, &first_cert, &first_key);
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (403, Some("unknown_box")),
+        "{body}"
+    );
+    answered_call_to(&gw, "202");
+    let synced = wait(SOON * 3, || !hq.cdrs("lyon-02").is_empty());
+    assert!(
+        synced,
+        "no CDR at HQ\nbox:\n{}\nHQ:\n{}",
+        gw.log_text(),
+        hq.log_text()
+    );
+    let (_, audit) = hq.admin("GET", &format!("/admin/v1/audit?box={SERIAL}"), None);
+    assert!(
+        audit
+            .as_array()
+            .is_some_and(|a| a.iter().any(|e| e["action"] == "renew")),
+        "{audit}"
+    );
+
+    // Revocation: the box is refused on its next request and says so in its status.
+    let (status, body) = hq.admin(
+        "POST",
+        &format!("/admin/v1/boxes/{SERIAL}/revoke"),
+        Some(serde_json::json!({"reason": "e2e: reported stolen"})),
+    );
+    assert_eq!(status, 200, "{body}");
+    let mut last = serde_json::Value::Null;
+    let refused = wait(SOON * 2, || {
+        last = sync_status(&gw);
+        last["last_error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("revoked"))
+    });
+    assert!(refused, "{last}\nbox:\n{}", gw.log_text());
+    let current = (
+        std::fs::read(&cert).expect("cert"),
+        std::fs::read(&key).expect("key"),
+    );
+    let (status, body) = get_with_cert(&hq, &down, &current.0, &current.1);
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (403, Some("revoked")),
+        "{body}"
+    );
+
+    // Re-enrollment with a fresh token: a new key, the revocation cleared, syncing.
+    let cdrs_before = hq.cdrs("lyon-02").len();
+    let enrolled_before = gw.log_count("enrolled with HQ");
+    let bundle = make_bundle("second.blp");
+    let ready_before = gw.log_count("branchd ready");
+    drop_bundle(&usb, &bundle);
+    wait_status(&usb, &sha256_of(&bundle), "applied", &gw);
+    gw.follow_self_restart(ready_before);
+    assert!(
+        gw.wait_log_count("enrolled with HQ", enrolled_before + 1, SOON * 3),
+        "box:\n{}\nHQ:\n{}",
+        gw.log_text(),
+        hq.log_text()
+    );
+    let b = box_at_hq(&hq);
+    assert!(b["revoked_at_ms"].is_null(), "{b}");
+    let reenrolled_key = std::fs::read(&key).expect("key");
+    assert_ne!(reenrolled_key, current.1, "re-enrollment made a new key");
+    let mode = std::fs::metadata(&key).expect("key").permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "key file mode after re-enrollment");
+    answered_call_to(&gw, "202");
+    let synced = wait(SOON * 3, || hq.cdrs("lyon-02").len() > cdrs_before);
+    assert!(
+        synced,
+        "no CDR after re-enrollment\nbox:\n{}\nHQ:\n{}",
+        gw.log_text(),
+        hq.log_text()
+    );
+    let (_, audit) = hq.admin("GET", &format!("/admin/v1/audit?box={SERIAL}"), None);
+    assert_eq!(audit[0]["action"], "re-enroll", "{audit}");
+    assert!(
+        audit[0]["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("revocation cleared")),
+        "{audit}"
+    );
+}

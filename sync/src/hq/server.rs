@@ -7,6 +7,7 @@
 //! connection is asked to finish its current request and close (graceful shutdown);
 //! long-polls end early with an empty page.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,12 +25,24 @@ use crate::hq::pki;
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Who is on the other end of a mutual-TLS connection.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct PeerIdentity {
     /// Subject CN of the client certificate: the box id.
     pub box_id: String,
     /// sha256 of the client certificate's DER.
     pub fingerprint: String,
+    /// Set by a handler when this connection should end after the current answer
+    /// (its certificate is being replaced by a renewal): the answer then carries
+    /// `Connection: close`, and the box's next request opens a new connection with
+    /// the certificate it holds by then.
+    pub close_after: Arc<AtomicBool>,
+}
+
+impl PeerIdentity {
+    /// Asks for the connection to end after the current answer.
+    pub fn close_connection(&self) {
+        self.close_after.store(true, Ordering::Relaxed);
+    }
 }
 
 /// Serves `router` on `listener` until `shutdown`. With `tls`, connections are TLS;
@@ -101,10 +114,29 @@ pub async fn serve(
                             pki::subject_cn(der).map(|box_id| PeerIdentity {
                                 box_id,
                                 fingerprint: pki::fingerprint(der),
+                                close_after: Arc::default(),
                             })
                         });
                     let router = match (identity, require_peer, anonymous) {
-                        (Some(id), _, _) => router.layer(axum::Extension(id)),
+                        (Some(id), _, _) => {
+                            let close = Arc::clone(&id.close_after);
+                            router
+                                .layer(axum::Extension(id))
+                                .layer(axum::middleware::map_response(
+                                    move |mut resp: axum::response::Response| {
+                                        let close = close.load(Ordering::Relaxed);
+                                        async move {
+                                            if close {
+                                                resp.headers_mut().insert(
+                                                    axum::http::header::CONNECTION,
+                                                    axum::http::HeaderValue::from_static("close"),
+                                                );
+                                            }
+                                            resp
+                                        }
+                                    },
+                                ))
+                        }
                         (None, false, _) => router,
                         (None, true, Some(anonymous)) => anonymous,
                         (None, true, None) => {

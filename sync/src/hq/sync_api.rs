@@ -14,7 +14,10 @@
 //! holds on every instance from its commit on. Refusals of steps 2 and 3 carry
 //! `Connection: close`: a box that switched to its renewed certificate gets a fresh
 //! TLS connection (with the new certificate) for its retry instead of reusing one
-//! made with the old. Every authorized request updates the box's `last_seen`.
+//! made with the old. So do answers to the current certificate while a renewal is
+//! staged: a box keeps its connections open, and would otherwise go on presenting
+//! the old certificate on them after it switched. Every authorized request updates
+//! the box's `last_seen`.
 
 use std::time::Duration;
 
@@ -196,6 +199,14 @@ pub(crate) async fn authorize(
                 }));
             }
         }
+    }
+    if rec.next_cert_fingerprint.is_some()
+        && rec.cert_fingerprint.as_deref() == Some(peer.fingerprint.as_str())
+    {
+        // A renewal is staged and this connection still presents the old
+        // certificate: end it after this answer so the box's next request presents
+        // the certificate it holds by then (reqwest and the like keep connections).
+        peer.close_connection();
     }
     if rec
         .cert_fingerprint
