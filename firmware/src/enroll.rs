@@ -621,7 +621,7 @@ impl EnrollTask {
         let mut reported_wait = false;
         loop {
             let wait = match self.step().await {
-                Ok(Step::Enrolled(hq)) => return Some(hq),
+                Ok(Step::Enrolled(hq)) => return Some(*hq),
                 Ok(Step::NotProvisioned) => {
                     if !reported_wait {
                         reported_wait = true;
@@ -754,14 +754,14 @@ impl EnrollTask {
                 let mut hq = self.hq.clone();
                 hq.url = p.hq_url.trim_end_matches('/').to_owned();
                 hq.box_id = answer.box_id;
-                Ok(Step::Enrolled(hq))
+                Ok(Step::Enrolled(Box::new(hq)))
             }
         }
     }
 }
 
 enum Step {
-    Enrolled(HqConfig),
+    Enrolled(Box<HqConfig>),
     NotProvisioned,
     Refused,
 }

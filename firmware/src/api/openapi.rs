@@ -424,6 +424,17 @@ fn sync_status_schema() -> Value {
         "next_attempt_ms": nullable_int,
         "live": { "type": "object", "nullable": true },
         "wan": { "type": "object", "nullable": true },
+        "certificate": { "type": "object", "nullable": true, "properties": {
+            "not_before_ms": int,
+            "not_after_ms": int,
+            "renew_at_ms": int,
+            "last_renewal": { "type": "object", "nullable": true, "properties": {
+                "at_ms": int,
+                "result": { "type": "string", "enum": ["renewed", "failed", "revoked"] },
+                "error": { "type": "string", "nullable": true },
+            }},
+            "next_attempt_ms": nullable_int,
+        }},
     }})
 }
 

@@ -1025,6 +1025,17 @@ pub(super) fn sync_page(
                                 }
                             }
                             @if let Some(next) = r.next_attempt_ms { dt { "Next attempt" } dd { (relative(next, now_ms)) } }
+                            @if let Some(c) = &r.certificate {
+                                dt { "Certificate expires" } dd { (date_time(c.validity.not_after_ms)) }
+                                dt { "Renewal due" } dd { (relative(c.renew_at_ms, now_ms)) }
+                                @if let Some(l) = &c.last_renewal {
+                                    dt { "Last renewal" }
+                                    dd {
+                                        @if l.result == "renewed" { (l.result) } @else { span.bad { (l.result) @if let Some(e) = &l.error { ": " (e) } } }
+                                        span.muted { " · " (relative(l.at_ms, now_ms)) }
+                                    }
+                                }
+                            }
                         }
                         @if !may_force {
                             p.muted { "Forcing a sync needs the permission " code { "sync.operate" } "." }

@@ -29,23 +29,41 @@
 //!    expiry, serial binding, the revocation list (403 `expired`, `wrong_serial`,
 //!    `revoked`);
 //! 5. HQ signs a device certificate for the CSR's key: CN = the serial (the box id),
-//!    clientAuth, [`crate::hq::pki::BOX_CERT_DAYS`]; nothing of the CSR but its key is
-//!    used ([`crate::hq::pki::Ca::sign_box_csr`]);
+//!    clientAuth, valid for `box_cert_lifetime_s`
+//!    ([`crate::hq::HqConfig::box_cert_lifetime`], [`crate::hq::pki::box_validity`]);
+//!    nothing of the CSR but its key is used ([`crate::hq::pki::Ca::sign_box_csr`]);
 //! 6. [`crate::hq::store::HqStore::enroll_box`], one transaction: the site exists, the
 //!    token is unused (or was used by this box with this very key: a box that lost
 //!    the answer gets a fresh certificate), the box is not registered in another
-//!    site; then the box is registered with the certificate pinned and the token
-//!    recorded (409 `token_used`, `wrong_site`). A refusal stores nothing, and the
-//!    certificate signed in step 5 is dropped unseen.
+//!    site, a revoked box presents a token it has not used before; then the box is
+//!    registered with the certificate pinned (a staged renewal dropped, a revocation
+//!    cleared) and the token recorded (409 `token_used`, `wrong_site`; 403 `revoked`).
+//!    A refusal stores nothing, and the certificate signed in step 5 is dropped
+//!    unseen. Enrollments and re-enrollments are audited (`admin_audit`).
 //!
 //! The answer carries the certificate and the CA certificate.
 //!
+//! # Re-enrollment and revocation
+//!
+//! A box HQ knows enrolls again with a fresh token (a factory-reset box, a new
+//! bundle, a revoked box): its certificate is replaced, so the old one is refused
+//! from then on. An operator revokes a box with `POST /admin/v1/boxes/{id}/revoke`
+//! ([`crate::hq::admin_api`]); every mutual-TLS request of a revoked box is refused
+//! (`crate::hq::sync_api`), and only such an explicit re-enrollment with a token the
+//! box has not used before clears the revocation.
+//!
+//! # Renewal
+//!
+//! `renew` serves [`crate::wire::RENEW_PATH`] on the mutual-TLS router: the box's
+//! current certificate authenticates it (no token), the CSR passes [`check_csr`] and
+//! names the same box, and HQ stages the new certificate next to the current one
+//! ([`crate::hq::store::HqStore::stage_renewal`]): both are accepted until the box
+//! first uses the new one, which then replaces the old.
+//!
 //! # Limits
 //!
-//! The revocation list is read once at start. Certificate renewal before expiry and
-//! refusing a revoked box are not written yet (a box re-enrolls with a fresh token).
-//! The site's initial config is not part of the answer: the box pulls it through the
-//! change feed once it syncs.
+//! The revocation list of tokens is read once at start. The site's initial config is
+//! not part of the answer: the box pulls it through the change feed once it syncs.
 
 use std::time::SystemTime;
 

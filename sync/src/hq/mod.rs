@@ -12,8 +12,9 @@
 //! - [`enroll`]: enrollment: a one-time provisioning token and a CSR from a box
 //!   without a certificate yet, answered with its device certificate (the one route
 //!   served without a client certificate).
-//! - [`admin_api`]: the operator API (sites, boxes, certificates, entity CRUD, CDR
-//!   queries and reports, box health, feed pruning).
+//! - [`admin_api`]: the operator API (sites, boxes, certificates, box revocation and
+//!   the audit of identity changes, entity CRUD, CDR queries and reports, box health,
+//!   feed pruning).
 //! - [`validate`]: whole-batch validation and entity validation, before any write.
 //! - [`store`]: the [`store::HqStore`] trait, SQLite and PostgreSQL implementations,
 //!   numbered migrations (`sync/migrations/`).
@@ -31,7 +32,8 @@
 //! HQ's device CA (checked by rustls during the handshake, including validity
 //! dates) for everything but enrollment (a client without a certificate is served the
 //! enrollment route only, see [`enroll`]); the box is the certificate's CN, looked up in `boxes` (unknown -> 403
-//! `unknown_box`), optionally pinned to the certificate's fingerprint. A box's site
+//! `unknown_box`, revoked by an operator -> 403 `revoked`), optionally pinned to the
+//! certificate's fingerprint (and, during a renewal, to the staged next one). A box's site
 //! comes from its `boxes` row, never from a request, so a box can write only its own
 //! records and its own site's rows, and a body naming another box is refused. The
 //! admin listener is separate, bearer-token protected, loopback by default.

@@ -18,7 +18,12 @@
 //! A box gets its certificate by enrollment ([`crate::hq::enroll`]: its own key, a
 //! CSR and a one-time provisioning token; [`Ca::sign_box_csr`]) or from an operator
 //! (`branch-hq box add`, the admin API). Either way the certificate's sha256 is pinned
-//! in the `boxes` table so that issuing a new one revokes the old.
+//! in the `boxes` table so that issuing a new one revokes the old. A box renews its
+//! certificate before it expires over mutual TLS (a new key, a CSR, the same
+//! [`Ca::sign_box_csr`]; see [`crate::hq::enroll`]): the new one is staged next to the
+//! pinned one until the box uses it. Enrolled and renewed certificates last
+//! `box_cert_lifetime_s` ([`box_validity`]); an operator revokes a box in the store,
+//! not with a CRL: the sync listener reads the revocation on every request.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

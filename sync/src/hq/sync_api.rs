@@ -1,6 +1,6 @@
 //! The sync endpoints boxes call ([`UP_PATH`], [`DOWN_PATH`], [`FILES_PATH`], and
-//! [`crate::wire::RENEW_PATH`] served by [`crate::hq::enroll::renew`]), on the
-//! mutual-TLS listener. Every request is authorized the same way ([`authorize`]):
+//! [`crate::wire::RENEW_PATH`] served by `hq::enroll::renew`), on the
+//! mutual-TLS listener. Every request is authorized the same way (`authorize`):
 //!
 //! 1. the client certificate's CN must name a registered box, else 403 `unknown_box`;
 //! 2. the box must not be revoked, else 403 `revoked` (with the operator's reason);
