@@ -599,6 +599,69 @@ mod tests {
         DeviceIdentity::load(&hq).unwrap();
     }
 
+    /// HQ unreachable: the attempt fails, the status says so with the next attempt
+    /// (backoff), and the identity in use is untouched.
+    #[tokio::test]
+    async fn an_unreachable_hq_is_retried_later_and_changes_nothing() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let dir = tempfile::tempdir().unwrap();
+        let mut hq = hq_in(dir.path());
+        // A closed port on loopback.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        hq.url = format!("https://127.0.0.1:{port}");
+        let k = key();
+        let mut p = CertificateParams::default();
+        p.distinguished_name.push(DnType::CommonName, "BOX-1");
+        p.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        p.not_after = rcgen::date_time_ymd(2021, 1, 1);
+        let cert = p.self_signed(&k).unwrap().pem();
+        std::fs::write(&hq.client_key, k.serialize_pem()).unwrap();
+        std::fs::write(&hq.client_cert, &cert).unwrap();
+        std::fs::write(&hq.ca_cert, &cert).unwrap();
+        let identity = DeviceIdentity::load(&hq).unwrap();
+        let client = crate::sync::client::http_client_with(&hq, Arc::clone(&identity)).unwrap();
+        let handle = SyncHandle::not_configured();
+        let task = RenewTask {
+            hq: hq.clone(),
+            client,
+            identity,
+            handle: handle.clone(),
+            seed: 7,
+        };
+        let stop = CancellationToken::new();
+        let run = tokio::spawn(task.run(stop.clone()));
+        let mut status = None;
+        for _ in 0..100 {
+            status = handle.certificate().filter(|c| c.last_renewal.is_some());
+            if status.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        stop.cancel();
+        run.await.unwrap();
+        let status = status.expect("a renewal attempt was recorded");
+        let last = status.last_renewal.clone().unwrap();
+        assert_eq!(last.result, "failed", "{status:?}");
+        assert!(
+            last.error
+                .as_deref()
+                .is_some_and(|e| e.contains(&port.to_string())),
+            "{status:?}"
+        );
+        assert!(
+            status.next_attempt_ms.is_some_and(|n| n >= last.at_ms),
+            "{status:?}"
+        );
+        assert_eq!(status.validity.not_after_ms, 1_609_459_200_000);
+        assert_eq!(std::fs::read_to_string(&hq.client_cert).unwrap(), cert);
+        assert!(!staged(&hq.client_cert).exists());
+    }
+
     #[test]
     fn a_renewal_answer_must_be_for_the_new_key_this_box_and_the_trusted_ca() {
         let ca_key = key();

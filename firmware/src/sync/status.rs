@@ -309,6 +309,11 @@ impl SyncHandle {
         *lock(&self.inner.certificate) = Some(status);
     }
 
+    /// The device certificate's state as the renewal task last recorded it.
+    pub fn certificate(&self) -> Option<crate::renew::CertificateStatus> {
+        lock(&self.inner.certificate).clone()
+    }
+
     /// Records why the agent could not start (shown in the report).
     pub fn set_setup_error(&self, error: String) {
         *lock(&self.inner.setup_error) = Some(error);

@@ -356,6 +356,35 @@ async fn renewal_and_revocation_over_mutual_tls(backend: Backend) {
         .map(|a| a["action"].as_str().unwrap())
         .collect();
     assert_eq!(actions, ["revoke", "renew"]);
+
+    // An explicit re-enrollment with a fresh token clears the revocation: the new
+    // certificate syncs, every earlier one stays refused.
+    let ca = pki::Ca::load(&hq.tls_dir).unwrap();
+    let now = std::time::SystemTime::now();
+    let issued = ca
+        .issue_box(
+            "BOX-1",
+            now - std::time::Duration::from_secs(60),
+            now + std::time::Duration::from_secs(3600),
+        )
+        .unwrap();
+    hq.store
+        .enroll_box(&EnrollmentRecord {
+            cert_fingerprint: issued.fingerprint.clone(),
+            ..enrollment("2122232425262728", "BOX-1", 'c', '0')
+        })
+        .await
+        .unwrap();
+    let again = BoxClient::new("BOX-1", &issued.cert_pem, &issued.key_pem, &hq.tls_dir);
+    assert_eq!(down_status(&again, hq).await.0, 200);
+    for stale in [&new, &old] {
+        let (status, body) = down_status(stale, hq).await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (403, Some("unknown_box")),
+            "{body}"
+        );
+    }
     env.hq.stop().await;
 }
 both_stores!(renewal_and_revocation_over_mutual_tls);
