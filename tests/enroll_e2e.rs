@@ -379,9 +379,11 @@ fn sync_status(gw: &Gateway) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).expect("sync-status JSON")
 }
 
-/// Renewal, revocation and re-enrollment end to end: HQ signs 60 s certificates
-/// (`box_cert_lifetime_s`), the box renews at 30 % of that (`renew_at_percent`), so it
-/// renews about 14 s after enrolling: with a new key, stored 0600, and sync goes on
+/// Renewal, revocation and re-enrollment end to end: HQ signs 120 s certificates
+/// (`box_cert_lifetime_s`; notBefore 12 s back), the box renews at 25 % of that
+/// (`renew_at_percent`), so it renews about 21 s after enrolling (and every ~21 s
+/// after; the old certificate stays valid long enough to be refused by HQ rather
+/// than by the handshake): with a new key, stored 0600, and sync goes on
 /// with the new certificate while HQ refuses the old one. An operator then revokes
 /// the box through the admin API: its sync is refused and its status says `revoked`.
 /// A new bundle with a fresh token re-enrolls it (a new key again), HQ clears the
@@ -403,7 +405,7 @@ fn a_box_renews_its_certificate_is_refused_when_revoked_and_re_enrolls_with_a_fr
     std::fs::write(
         &hq_toml,
         format!(
-            "provisioning_keys = [{:?}]\nbox_cert_lifetime_s = 60\n",
+            "provisioning_keys = [{:?}]\nbox_cert_lifetime_s = 120\n",
             prefix.with_extension("pub")
         ),
     )
@@ -438,7 +440,7 @@ fn a_box_renews_its_certificate_is_refused_when_revoked_and_re_enrolls_with_a_fr
     let plan = format!(
         "{DIAL_PLAN}\n[provisioning]\nwatch = [{usb:?}]\nkeys = [{pubkey:?}]\nserial = \"{SERIAL}\"\n\
          local_override = [\"country\"]\n\n[hq]\nurl = \"{hq_url}\"\nca_cert = {ca:?}\nclient_cert = {cert:?}\nclient_key = {key:?}\n\
-         box_id = \"{SERIAL}\"\nlong_poll_ms = 2000\nupload_interval_ms = 1000\nprobe_interval_ms = 1000\nrenew_at_percent = 30\n",
+         box_id = \"{SERIAL}\"\nlong_poll_ms = 2000\nupload_interval_ms = 1000\nprobe_interval_ms = 1000\nrenew_at_percent = 25\n",
         pubkey = prefix.with_extension("pub"),
     );
     let mut gw = Gateway::start_with(&plan);
@@ -469,9 +471,9 @@ fn a_box_renews_its_certificate_is_refused_when_revoked_and_re_enrolls_with_a_fr
         Some(cert_fingerprint(&first_cert).as_str())
     );
 
-    // Renewal, about 14 s later: a new key and certificate, stored 0600, no staged
+    // Renewal, about 21 s later: a new key and certificate, stored 0600, no staged
     // files left; the status shows the new certificate's validity.
-    let renewed = wait(SOON * 4, || {
+    let renewed = wait(SOON * 6, || {
         std::fs::read(&cert).is_ok_and(|c| c != first_cert)
     });
     assert!(
@@ -502,7 +504,7 @@ fn a_box_renews_its_certificate_is_refused_when_revoked_and_re_enrolls_with_a_fr
 
     // The box syncs with the new certificate: HQ made it the only one it accepts,
     // refuses the old one, and a call's CDR arrives.
-    // (The box renews every ~14 s: compare with the certificate file as it is now.)
+    // (The box renews every ~21 s: compare with the certificate file as it is now.)
     let _ = new_cert;
     let promoted = wait(SOON, || {
         let now = std::fs::read(&cert).expect("cert");
