@@ -501,6 +501,10 @@ fn a_box_renews_its_certificate_is_refused_when_revoked_and_re_enrolls_with_a_fr
             && status["certificate"]["renew_at_ms"].is_i64(),
         "{status}"
     );
+    assert_eq!(
+        status["certificate"]["last_renewal"]["result"], "renewed",
+        "{status}"
+    );
 
     // The box syncs with the new certificate: HQ made it the only one it accepts,
     // refuses the old one, and a call's CDR arrives.

@@ -19,7 +19,8 @@
 //!   audit log, sync cursor, provisioning state - applied bundles, used tokens,
 //!   provisioned settings; the installer label; update downloads; enrollment keys and
 //!   certificates kept there), every file under `[paths] recordings`, and the
-//!   device certificate and key named by `[hq]` (`client_cert`, `client_key`). It
+//!   device certificate and key named by `[hq]` (`client_cert`, `client_key`, with
+//!   a staged renewal's `.new` files and `<client_cert>.renewal.json`). It
 //!   keeps the A/B firmware slots (`[update] slots`, also when they live inside
 //!   `data_dir`), `branchd.toml` (the factory defaults: provisioned settings live in
 //!   the store, so wiping the store is returning to the factory config), HQ's CA
@@ -282,7 +283,8 @@ pub struct WipePlan {
     pub data_dir: PathBuf,
     /// Emptied (may be inside `data_dir`).
     pub recordings: PathBuf,
-    /// Single files removed when present (the `[hq]` device certificate and key).
+    /// Single files removed when present (the `[hq]` device certificate and key, their
+    /// staged renewal and the last renewal outcome, [`crate::renew`]).
     pub files: Vec<PathBuf>,
     /// Never removed, nor anything under them (the A/B slots).
     pub keep: Vec<PathBuf>,
@@ -294,7 +296,16 @@ impl WipePlan {
         let files = config
             .hq
             .iter()
-            .flat_map(|hq| [hq.client_cert.clone(), hq.client_key.clone()])
+            .flat_map(|hq| {
+                [
+                    hq.client_cert.clone(),
+                    hq.client_key.clone(),
+                    // A renewal or re-enrollment in progress (the staged key is secret).
+                    crate::renew::staged(&hq.client_cert),
+                    crate::renew::staged(&hq.client_key),
+                    crate::renew::outcome_path(hq),
+                ]
+            })
             .collect();
         let keep = match config.update.as_ref().map(|u| &u.backend) {
             Some(SlotBackend::Dir { root }) => vec![root.clone()],

@@ -44,7 +44,9 @@
 //! operator revoked the box) is shown as `revoked` and retried only at the cap: the
 //! box stops hammering HQ, and only a re-enrollment with a fresh token
 //! ([`crate::enroll`]) makes it a member again. The certificate's validity, the
-//! renewal time and the last outcome are in the sync status (`certificate`).
+//! renewal time and the last outcome are in the sync status (`certificate`); the
+//! last outcome is also kept in `<client_cert>.renewal.json` ([`outcome_path`]), so
+//! `branchd sync-status` and a restarted daemon show it too.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -76,6 +78,30 @@ pub fn staged(path: &Path) -> PathBuf {
     let mut s = path.as_os_str().to_owned();
     s.push(".new");
     PathBuf::from(s)
+}
+
+/// Where the last renewal outcome is kept across restarts:
+/// `<client_cert>.renewal.json` (written atomically after every attempt).
+pub fn outcome_path(hq: &HqConfig) -> PathBuf {
+    let mut s = hq.client_cert.as_os_str().to_owned();
+    s.push(".renewal.json");
+    PathBuf::from(s)
+}
+
+/// The last renewal outcome stored by [`RenewTask`], if any (an unreadable file
+/// counts as none).
+pub fn last_outcome(hq: &HqConfig) -> Option<RenewalOutcome> {
+    let bytes = std::fs::read(outcome_path(hq)).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+fn store_outcome(hq: &HqConfig, outcome: &RenewalOutcome) {
+    let stored = serde_json::to_vec(outcome)
+        .map_err(|e| e.to_string())
+        .and_then(|json| write_atomic(&outcome_path(hq), &json, 0o644).map_err(|e| e.to_string()));
+    if let Err(e) = stored {
+        tracing::warn!(error = %e, "cannot store the renewal outcome");
+    }
 }
 
 /// A certificate's validity, ms since the Unix epoch.
@@ -259,12 +285,12 @@ pub fn check_renewal(
 }
 
 /// The last renewal attempt, for the sync status.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct RenewalOutcome {
     /// When, ms since the Unix epoch.
     pub at_ms: i64,
     /// `"renewed"`, `"failed"` or `"revoked"`.
-    pub result: &'static str,
+    pub result: String,
     /// Why it failed.
     pub error: Option<String>,
 }
@@ -324,7 +350,7 @@ impl RenewTask {
             },
             self.seed,
         );
-        let mut last: Option<RenewalOutcome> = None;
+        let mut last = last_outcome(&self.hq);
         loop {
             let wait = match validity(&self.hq.client_cert) {
                 Err(e) => {
@@ -353,7 +379,6 @@ impl RenewTask {
                         let (result, error, wait) = match outcome {
                             Attempt::Renewed => {
                                 backoff.succeed();
-                                tracing::info!("device certificate renewed");
                                 ("renewed", None, Duration::ZERO)
                             }
                             Attempt::Revoked(why) => {
@@ -369,11 +394,14 @@ impl RenewTask {
                         };
                         let outcome = RenewalOutcome {
                             at_ms: now_ms(),
-                            result,
+                            result: result.to_owned(),
                             error,
                         };
+                        store_outcome(&self.hq, &outcome);
                         last = Some(outcome.clone());
                         if result == "renewed" {
+                            // Logged once the outcome is stored (tests wait for it).
+                            tracing::info!("device certificate renewed");
                             // Show the new certificate at once.
                             continue;
                         }
@@ -660,6 +688,11 @@ mod tests {
         assert_eq!(status.validity.not_after_ms, 1_609_459_200_000);
         assert_eq!(std::fs::read_to_string(&hq.client_cert).unwrap(), cert);
         assert!(!staged(&hq.client_cert).exists());
+        // The outcome outlives the daemon.
+        assert_eq!(
+            last_outcome(&hq).map(|o| o.result),
+            Some("failed".to_owned())
+        );
     }
 
     #[test]

@@ -108,7 +108,7 @@ pub struct SyncStatusReport {
     /// live state (when running).
     pub files: FilesStatusReport,
     /// The device certificate: validity, when the box renews it, the last renewal
-    /// attempt ([`crate::renew`], the daemon only); `null` before enrollment.
+    /// attempt ([`crate::renew`]); `null` before enrollment.
     pub certificate: Option<crate::renew::CertificateStatus>,
 }
 
@@ -163,14 +163,13 @@ pub fn report_from_store(
     let files = super::files::summary(&tx, path, persisted.acked_seq)?;
     drop(tx);
     let mut report = base_report(persisted, backlog, files, hq.map(HqTarget::from), now_ms);
-    // The certificate in use, from its file (the last renewal attempt is known to
-    // the running daemon only).
+    // The certificate in use and the last renewal attempt, from their files.
     report.certificate = hq.and_then(|hq| {
         let validity = crate::renew::validity(&hq.client_cert).ok()?;
         Some(crate::renew::CertificateStatus {
             validity,
             renew_at_ms: crate::renew::renew_at_ms(validity, hq.renew_at_percent),
-            last_renewal: None,
+            last_renewal: crate::renew::last_outcome(hq),
             next_attempt_ms: None,
         })
     });
