@@ -68,7 +68,8 @@
 //!   [`crate::updater::EXIT_RESTART_INTO_UPDATE`]).
 //! - Provisioning and factory reset: at start the provisioned settings are laid over
 //!   `branchd.toml` ([`crate::provision::settings`]); when the USB watcher applies a
-//!   bundle, the daemon stops as on SIGTERM once no call is up and [`run`] answers
+//!   bundle, or the web page or API a QR token ([`crate::provision::local`]; both
+//!   report on one `applied` channel), the daemon stops as on SIGTERM once no call is up and [`run`] answers
 //!   [`Exit::RestartProvisioned`]. The main loop samples the reset button every
 //!   [`crate::factory_reset::POLL_INTERVAL`]; held 10 s, the daemon stops, wipes
 //!   ([`crate::factory_reset::reset`]) after the store writer is joined, and answers
@@ -692,6 +693,12 @@ async fn serve(
         probe_tx,
         crate::tools::logs::installed(),
     ));
+    // Sites of bundles applied (USB watcher) and tokens applied (web page, API): the
+    // daemon restarts to run with their settings.
+    let (applied_tx, mut applied_rx) = mpsc::unbounded_channel::<String>();
+    let web_handle = web_handle.with_provisioning(
+        crate::provision::local::LocalProvisioning::from_config(&config, applied_tx.clone()),
+    );
     // The web API last, so it never serves a box whose board is not up.
     let web = match config.web.listen {
         Some(addr) => Some(start_web(addr, accounts, &config, sync.clone(), web_handle).await?),
@@ -708,8 +715,6 @@ async fn serve(
     // power LED shows its progress through the main loop, which owns the GPIO. A setup
     // failure (unreadable key, no inotify) leaves the phones working and is logged.
     let (prov_led, mut prov_led_rx) = mpsc::unbounded_channel::<bool>();
-    // Sites of bundles applied: the daemon restarts to run with their settings.
-    let (applied_tx, mut applied_rx) = mpsc::unbounded_channel::<String>();
     if let Some(p) = &config.provisioning {
         match crate::provision::watch(
             p,
@@ -913,7 +918,7 @@ async fn serve(
                 }
             }
             Some(site) = applied_rx.recv() => {
-                tracing::info!(site, active_calls = calls.active_calls(), "provisioning bundle applied: branchd restarts with its settings once no call is up");
+                tracing::info!(site, active_calls = calls.active_calls(), "provisioning bundle or token applied: branchd restarts with its settings once no call is up");
                 restart_due.provisioned = Some(site);
             }
             _ = button_tick.tick() => {

@@ -14,6 +14,8 @@
 //! - [`envelope`]: the signed binary envelope of bundles and revocation lists;
 //! - [`bundle`]: USB bundles (`branchline-provision.blp`: JSON payload in the
 //!   envelope, with the token inside);
+//! - [`claim`]: the box's claim code (serial + HMAC of a per-box secret) and the
+//!   text of its claim QR;
 //! - [`check`]: expiry, serial binding, revocation and replay, with the
 //!   [`check::UsedTokens`] store the box implements;
 //! - [`revocation`]: the signed revocation list (`branchline-revoked.blr`);
@@ -40,15 +42,18 @@
 //! images that no longer trust it.
 //!
 //! Limits: the box side (USB watcher, applying a bundle, enrollment CSR with HQ,
-//! factory reset) lives in `branchd` and `branch-hq` and calls this crate; links that
-//! open the box's page from a phone's camera are not defined yet (base45 uses
-//! characters that need escaping in a URL).
+//! factory reset) lives in `branchd` and `branch-hq` and calls this crate. The link a
+//! phone's camera opens is `http://<box>/provisioning/token?t=<token>` with the token
+//! percent-encoded (base45 uses space, `+`, `%`, `/` and `:`, which a query string
+//! must escape); `branch-prov` does not print such links yet (it does not know the
+//! box's address).
 
 #![forbid(unsafe_code)]
 
 pub mod base45;
 pub mod bundle;
 pub mod check;
+pub mod claim;
 pub mod envelope;
 pub mod error;
 pub mod keys;

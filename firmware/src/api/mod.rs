@@ -55,6 +55,9 @@
 //! - **Errors** are JSON `{"error": "...", "problems": [...]}`: 400 validation (every
 //!   problem, with its field or CSV row), 401 not logged in, 403 denied or CSRF, 404,
 //!   409 conflict, 423 account locked, 429 throttled.
+//! - **Provisioning**: `GET /api/v1/provisioning` (state, serial, claim QR),
+//!   `POST /api/v1/provisioning/token` and `/api/v1/provisioning/photo` apply a QR
+//!   token like a USB bundle (see `provisioning`).
 //! - **Tools**: `/api/v1/tools/ping`, `traceroute`, `sip-options`, `capture` (a pcap)
 //!   and `bundle` (a tar.gz), see `tools` and [`crate::tools`].
 //! - The OpenAPI 3.0 description is [`openapi::document`], served at
@@ -76,6 +79,7 @@ mod customers;
 mod events;
 mod handlers;
 pub mod openapi;
+pub(crate) mod provisioning;
 pub mod queues;
 mod voicemail;
 pub(crate) use handlers::run_force_sync;
@@ -1031,6 +1035,24 @@ fn build(state: ApiState) -> (Router, Vec<(Method, &'static str)>) {
         tools::download_bundle
     );
     route!(get, Method::GET, "/api/v1/logs", tools::logs_json);
+    route!(
+        get,
+        Method::GET,
+        "/api/v1/provisioning",
+        provisioning::get_state
+    );
+    route!(
+        post,
+        Method::POST,
+        "/api/v1/provisioning/token",
+        provisioning::post_token
+    );
+    // A phone photo is a few MB: above axum's 2 MB default body limit.
+    routes.push((Method::POST, "/api/v1/provisioning/photo"));
+    r = r.route(
+        "/api/v1/provisioning/photo",
+        post(provisioning::post_photo).layer(DefaultBodyLimit::max(provisioning::PHOTO_BODY_LIMIT)),
+    );
     route!(get, Method::GET, "/api/v1/openapi.json", h::openapi);
     let router = r
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route") })

@@ -96,6 +96,9 @@ const OPS: &[Op] = &[
     op("post", "/api/v1/tools/sip-options", "Send one SIP OPTIONS through the box's SIP endpoint to {uri} (default: the trunk's first server): {uri, destination, transport, outcome: answered | timeout | failed, status, reason, server, rtt_ms, error}; 400 bad URI, 409 SIP not configured; audited as tool_sip_options", "diagnostics.operate (site)", Some("ToolUri"), "200", JSON),
     op("post", "/api/v1/tools/capture", "Capture the box's SIP and RTP packets for {seconds} (1-60, at most 32 MiB) and download them as a pcap file (LINKTYPE_RAW); X-Capture-Packets and X-Capture-Truncated headers; 400 bad duration, 409 a capture is running, 503 no packet socket (CAP_NET_RAW); audited as tool_capture", "diagnostics.download (site)", Some("ToolCapture"), "200", "application/vnd.tcpdump.pcap"),
     op("get", "/api/v1/logs", "The daemon's recent log lines (kept in memory, 256 KiB), newest ?limit= (1-2000, default 200) at ?level= (trace, debug, info, warn, error; default info) or above, colour codes removed, every configured secret scrubbed; {\"kept\": false} when this process keeps none", "diagnostics.view and system_config.view (site)", None, "200", JSON),
+    op("get", "/api/v1/provisioning", "The provisioning state: serial, accepts_tokens (and why not), provisioned {site, hq_url, applied_at, source: usb | token, token_id, fields (names only)} or null, enrollment {status: not_provisioned | pending | enrolled | refused, box_id, at_ms, refusal, certificate}, the box's claim QR {serial, code, qr_text, svg}; never a token text or password", "provisioning.view (site)", None, "200", JSON),
+    op("post", "/api/v1/provisioning/token", "Apply a QR enrollment token {token} (the BL1: text, or a link to /provisioning/token?t= carrying it): signature with the box's trusted keys, expiry, serial, revocation and replay checked, then the enrollment settings written and the token marked used in one transaction with the audit row (apply_token); branchd then restarts with the settings once no call is up and enrolls with HQ. {status, site, token_id, fields, next}; 400 invalid (not a token, tampered, unknown key), 422 expired / wrong_serial / revoked, 409 replayed or not_configured (the error's code field says which); a refusal changes nothing and is audited", "provisioning.operate (site)", Some("ProvisioningToken"), "200", JSON),
+    op("post", "/api/v1/provisioning/photo", "Apply the token in a photo of its QR code: multipart/form-data with field photo (PNG or JPEG, at most 8 MiB), decoded on the box (rqrr), then applied as POST /api/v1/provisioning/token; 400 not an image, no QR code or no token in it, 413 too large, and the token's own errors", "provisioning.operate (site)", Some("ProvisioningPhoto"), "200", JSON),
     op("get", "/api/v1/tools/bundle", "The diagnostics bundle (tar.gz): the config with every secret redacted, recent logs, store stats (schema version, sizes, row counts), versions, live/SIP/sync and WAN status; audited as tool_bundle", "diagnostics.download and system_config.view (site)", None, "200", "application/gzip"),
     op("get", "/api/v1/lead-lists", "Lead lists with their lead counts and the campaign using each", "campaigns.view (site)", None, "200", JSON),
     op("post", "/api/v1/lead-lists", "Make an empty lead list {name}; audited; 409 name in use", "campaigns.add (site)", Some("LeadList"), "201", JSON),
@@ -232,12 +235,19 @@ pub fn document() -> Value {
                 operation["responses"][code] = json!({ "$ref": "#/components/responses/Error" });
             }
         }
+        if op.path.starts_with("/api/v1/provisioning/") {
+            for code in ["409", "413", "422"] {
+                operation["responses"][code] = json!({ "$ref": "#/components/responses/Error" });
+            }
+        }
         if op.path == "/api/v1/sync/force" {
             operation["responses"]["409"] = json!({ "$ref": "#/components/responses/Error" });
         }
         if let Some(schema) = op.body {
             let content = if schema == "Csv" {
                 json!({ CSV: { "schema": { "type": "string" } } })
+            } else if schema == "ProvisioningPhoto" {
+                json!({ "multipart/form-data": { "schema": { "$ref": format!("#/components/schemas/{schema}") } } })
             } else {
                 json!({ JSON: { "schema": { "$ref": format!("#/components/schemas/{schema}") } } })
             };
@@ -346,6 +356,14 @@ pub fn document() -> Value {
     for name in ["ToolHost", "ToolUri", "ToolCapture"] {
         doc["components"]["schemas"][name] = tool_schema(name);
     }
+    doc["components"]["schemas"]["ProvisioningToken"] = json!({
+    "type": "object", "required": ["token"], "additionalProperties": false, "properties": {
+        "token": { "type": "string", "maxLength": 4096, "description": "BL1: token text, or a link carrying it percent-encoded in t=" },
+    }});
+    doc["components"]["schemas"]["ProvisioningPhoto"] = json!({
+    "type": "object", "required": ["photo"], "properties": {
+        "photo": { "type": "string", "format": "binary", "description": "PNG or JPEG, at most 8 MiB" },
+    }});
     if let (Some(schemas), Value::Object(campaign)) = (
         doc["components"]["schemas"].as_object_mut(),
         campaign_schemas(),

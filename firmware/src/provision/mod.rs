@@ -1,5 +1,6 @@
-//! USB provisioning on the box: watch the stick mount points, verify a bundle, apply
-//! all of its settings or none, write the result back to the stick, show it on the LED.
+//! Provisioning on the box: watch the stick mount points, verify a bundle, apply
+//! all of its settings or none, write the result back to the stick, show it on the
+//! LED; and the same for a QR token given to the web page ([`local`]).
 //!
 //! # Flow
 //!
@@ -36,6 +37,15 @@
 //! 5. commit. Any error on the way rolls the transaction back: nothing is applied and
 //!    the token stays usable.
 //!
+//! The steps after the signature are [`apply_opened`], inside a transaction its caller
+//! holds: [`apply_bundle`] opens its own on its connection; a token from the web page
+//! or API ([`open_token`]) is applied in the daemon's store writer's transaction
+//! together with its audit row (`crate::api`'s provisioning routes). A token is
+//! recorded in `provisioning_bundles` under the sha256 of its text and writes only
+//! the enrollment fields (`site`, `hq_url`, `ca_pin`, `enrollment_token`): like a new
+//! bundle, it replaces every provisioned setting, so the settings of an earlier
+//! stick (trunk, ports, country) give way to what HQ sends at enrollment.
+//!
 //! Why SQLite rather than a config overlay file: the token's single use and the
 //! settings must change together, and the store already gives one durable
 //! (`synchronous=FULL`, WAL) transaction for both. The daemon's own store writer is a
@@ -64,6 +74,12 @@
 //! applied bundle on its `applied` channel; the daemon then restarts itself cleanly
 //! (once no call is up) so that every subsystem starts with the new settings.
 //!
+//! # Submodules
+//!
+//! [`settings`] (the overlay at start), [`state`] (what the web page shows),
+//! [`local`] (tokens from the web page: text, link, photo), [`claim`] (the box's claim
+//! secret and code).
+//!
 //! # Limits
 //!
 //! The revocation list is read once at start from `[provisioning] revoked`.
@@ -77,15 +93,19 @@ use std::time::Duration;
 use branchline_provisioning::bundle;
 use branchline_provisioning::check::{self, CheckContext, StoreError, UsedTokens};
 use branchline_provisioning::keys::TrustedKeys;
-use branchline_provisioning::payload::{BoxSerial, TokenId};
+use branchline_provisioning::payload::{BoxSerial, SiteConfig, TokenId};
 use branchline_provisioning::revocation::RevocationList;
+use branchline_provisioning::token::{self, Token};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::config::ProvisioningConfig;
 
+pub mod claim;
+pub mod local;
 pub mod settings;
+pub mod state;
 #[cfg(test)]
 mod tests;
 
@@ -206,6 +226,216 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
+/// Where an applied artifact came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// A USB bundle (`branchline-provision.blp`): enrollment and the site's settings.
+    Usb,
+    /// A QR token applied from the web page or API: enrollment only.
+    Token,
+}
+
+/// A bundle or token whose signatures verified: what [`apply_opened`] writes.
+#[derive(Debug, Clone)]
+pub struct Opened {
+    /// sha256 (hex) of the artifact: the bundle's bytes, or the token's text. The key
+    /// of `provisioning_bundles`, so the same artifact again is a no-op.
+    pub sha256: String,
+    /// The enrollment token (the bundle's, or the token itself).
+    pub token: Token,
+    /// The site's settings (bundles only).
+    pub config: Option<SiteConfig>,
+}
+
+impl Opened {
+    /// Where it came from.
+    pub fn source(&self) -> Source {
+        if self.config.is_some() {
+            Source::Usb
+        } else {
+            Source::Token
+        }
+    }
+}
+
+/// Why a bundle or token was refused (its HTTP status on the web page and API).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    /// Not a bundle or token, or not one HQ signed with a trusted key: framing, text,
+    /// base45, truncation, tampering, unknown key, payload.
+    Invalid,
+    /// Past its expiry.
+    Expired,
+    /// Bound to other boxes.
+    WrongSerial,
+    /// On the revocation list.
+    Revoked,
+    /// Its token was already used on this box.
+    Replayed,
+}
+
+/// A refusal: nothing was written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct Refused {
+    /// Which check failed.
+    pub reason: Reason,
+    /// The check's message.
+    pub message: String,
+}
+
+impl Refused {
+    fn of(what: &str, e: &branchline_provisioning::Error) -> Refused {
+        use branchline_provisioning::Error as E;
+        let reason = match e {
+            E::Expired { .. } => Reason::Expired,
+            E::WrongSerial { .. } => Reason::WrongSerial,
+            E::Revoked { .. } => Reason::Revoked,
+            E::Replayed(_) => Reason::Replayed,
+            _ => Reason::Invalid,
+        };
+        Refused {
+            reason,
+            message: format!("{what} refused: {e}"),
+        }
+    }
+}
+
+/// What can stop [`apply_opened`].
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// A check refused it; nothing was written (every check runs before the first
+    /// write).
+    #[error(transparent)]
+    Refused(#[from] Refused),
+    /// The store failed; the caller rolls its transaction back.
+    #[error("store: {0}")]
+    Store(#[from] rusqlite::Error),
+}
+
+/// Verifies bundle bytes (framing, key, signature, payload, the token inside).
+pub fn open_bundle(bytes: &[u8], v: &Verifier) -> Result<Opened, Refused> {
+    let opened = bundle::open(bytes, &v.keys).map_err(|e| Refused::of("bundle", &e))?;
+    Ok(Opened {
+        sha256: sha256_hex(bytes),
+        token: opened.token,
+        config: Some(opened.payload.config),
+    })
+}
+
+/// Verifies a token's text (prefix, base45, size, key, signature, body); surrounding
+/// white space is ignored.
+pub fn open_token(text: &str, v: &Verifier) -> Result<Opened, Refused> {
+    let token = token::decode(text, &v.keys).map_err(|e| Refused::of("token", &e))?;
+    Ok(Opened {
+        sha256: sha256_hex(token.text.as_bytes()),
+        token,
+        config: None,
+    })
+}
+
+/// The checks after the signature, read-only: the artifact already applied
+/// ([`Outcome::AlreadyApplied`]), then expiry, serial, revocation and replay. What
+/// the web page shows before asking to apply a token.
+pub fn precheck(
+    conn: &Connection,
+    opened: &Opened,
+    v: &Verifier,
+    now: u64,
+) -> Result<Option<Outcome>, ApplyError> {
+    let seen = conn
+        .query_row(
+            "SELECT 1 FROM provisioning_bundles WHERE sha256 = ?1",
+            [&opened.sha256],
+            |_| Ok(()),
+        )
+        .optional()?
+        .is_some();
+    if seen {
+        return Ok(Some(Outcome::AlreadyApplied));
+    }
+    let ctx = CheckContext {
+        serial: &v.serial,
+        now,
+        revoked: &v.revoked,
+    };
+    let what = match opened.source() {
+        Source::Usb => "bundle",
+        Source::Token => "token",
+    };
+    check::check(&opened.token.enrollment, &ctx, &SqliteUsedTokens(conn))
+        .map_err(|e| Refused::of(what, &e))?;
+    Ok(None)
+}
+
+/// Applies a verified bundle or token inside the caller's transaction `tx` (see the
+/// module doc): [`precheck`], then the settings replace `provisioned_settings`, the
+/// token is marked used and the artifact recorded. A [`Refused`] comes before the
+/// first write; after an [`ApplyError::Store`] the caller must roll back. The one
+/// apply path of USB bundles ([`apply_bundle`]) and tokens from the web page
+/// ([`crate::api`]'s provisioning routes).
+pub fn apply_opened(
+    tx: &Connection,
+    opened: &Opened,
+    v: &Verifier,
+    now: u64,
+) -> Result<Outcome, ApplyError> {
+    if let Some(outcome) = precheck(tx, opened, v, now)? {
+        return Ok(outcome);
+    }
+    let enrollment = &opened.token.enrollment;
+    let invalid = |e: serde_json::Error| Refused {
+        reason: Reason::Invalid,
+        message: format!("encoding settings: {e}"),
+    };
+    let json = |v: serde_json::Result<String>| v.map_err(invalid);
+    let mut fields: Vec<(&'static str, String)> = vec![
+        ("site", json(serde_json::to_string(&enrollment.site))?),
+        ("hq_url", json(serde_json::to_string(&enrollment.hq_url))?),
+        ("ca_pin", json(serde_json::to_string(&enrollment.ca_pin))?),
+        (
+            "enrollment_token",
+            json(serde_json::to_string(&opened.token.text))?,
+        ),
+    ];
+    if let Some(cfg) = &opened.config {
+        fields.extend([
+            ("country", json(serde_json::to_string(&cfg.country))?),
+            ("network", json(serde_json::to_string(&cfg.network))?),
+            ("trunk", json(serde_json::to_string(&cfg.trunk))?),
+            ("fxs", json(serde_json::to_string(&cfg.fxs))?),
+            ("fxo", json(serde_json::to_string(&cfg.fxo))?),
+            ("installer", json(serde_json::to_string(&cfg.installer))?),
+        ]);
+    }
+    let now_i = i64::try_from(now).map_err(|_| Refused {
+        reason: Reason::Invalid,
+        message: "clock out of range".to_owned(),
+    })?;
+    // The first write: from here on only store errors.
+    tx.execute(
+        "INSERT INTO provisioning_used_tokens (token_id, used_at_s) VALUES (?1, ?2)",
+        params![enrollment.token_id.to_string(), now_i],
+    )?;
+    tx.execute(
+        "INSERT INTO provisioning_bundles (sha256, token_id, site, applied_at_s) VALUES (?1, ?2, ?3, ?4)",
+        params![opened.sha256, enrollment.token_id.to_string(), enrollment.site.as_str(), now_i],
+    )?;
+    tx.execute("DELETE FROM provisioned_settings", [])?;
+    for (field, value) in &fields {
+        tx.execute(
+            "INSERT INTO provisioned_settings (field, value, bundle_sha256) VALUES (?1, ?2, ?3)",
+            params![field, value, opened.sha256],
+        )?;
+    }
+    Ok(Outcome::Applied {
+        site: enrollment.site.to_string(),
+        fields: fields.iter().map(|(f, _)| *f).collect(),
+    })
+}
+
 /// Verifies `bytes` and applies them in one transaction on `conn` (see the module
 /// doc); `now` is Unix seconds. Nothing is written unless the outcome is
 /// [`Outcome::Applied`].
@@ -222,73 +452,16 @@ fn try_apply(
     v: &Verifier,
     now: u64,
 ) -> Result<Outcome, String> {
-    let sha = sha256_hex(bytes);
-    let opened = bundle::open(bytes, &v.keys).map_err(|e| format!("bundle refused: {e}"))?;
+    let opened = open_bundle(bytes, v).map_err(|e| e.message)?;
     let db = |e: rusqlite::Error| format!("store: {e}");
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(db)?;
-    let seen = tx
-        .query_row(
-            "SELECT 1 FROM provisioning_bundles WHERE sha256 = ?1",
-            [&sha],
-            |_| Ok(()),
-        )
-        .optional()
-        .map_err(db)?
-        .is_some();
-    if seen {
-        return Ok(Outcome::AlreadyApplied);
+    let outcome = apply_opened(&tx, &opened, v, now).map_err(|e| e.to_string())?;
+    if matches!(outcome, Outcome::Applied { .. }) {
+        tx.commit().map_err(db)?;
     }
-    let enrollment = &opened.token.enrollment;
-    let ctx = CheckContext {
-        serial: &v.serial,
-        now,
-        revoked: &v.revoked,
-    };
-    check::check(enrollment, &ctx, &SqliteUsedTokens(&tx))
-        .map_err(|e| format!("bundle refused: {e}"))?;
-
-    let cfg = &opened.payload.config;
-    let json = |v: serde_json::Result<String>| v.map_err(|e| format!("encoding settings: {e}"));
-    let fields: Vec<(&'static str, String)> = vec![
-        ("site", json(serde_json::to_string(&enrollment.site))?),
-        ("hq_url", json(serde_json::to_string(&enrollment.hq_url))?),
-        ("ca_pin", json(serde_json::to_string(&enrollment.ca_pin))?),
-        (
-            "enrollment_token",
-            json(serde_json::to_string(&opened.token.text))?,
-        ),
-        ("country", json(serde_json::to_string(&cfg.country))?),
-        ("network", json(serde_json::to_string(&cfg.network))?),
-        ("trunk", json(serde_json::to_string(&cfg.trunk))?),
-        ("fxs", json(serde_json::to_string(&cfg.fxs))?),
-        ("fxo", json(serde_json::to_string(&cfg.fxo))?),
-        ("installer", json(serde_json::to_string(&cfg.installer))?),
-    ];
-    SqliteUsedTokens(&tx)
-        .mark_used(&enrollment.token_id, now)
-        .map_err(|e| format!("store: {e}"))?;
-    let now_i = i64::try_from(now).map_err(|_| "clock out of range".to_owned())?;
-    tx.execute(
-        "INSERT INTO provisioning_bundles (sha256, token_id, site, applied_at_s) VALUES (?1, ?2, ?3, ?4)",
-        params![sha, enrollment.token_id.to_string(), enrollment.site.as_str(), now_i],
-    )
-    .map_err(db)?;
-    tx.execute("DELETE FROM provisioned_settings", [])
-        .map_err(db)?;
-    for (field, value) in &fields {
-        tx.execute(
-            "INSERT INTO provisioned_settings (field, value, bundle_sha256) VALUES (?1, ?2, ?3)",
-            params![field, value, sha],
-        )
-        .map_err(db)?;
-    }
-    tx.commit().map_err(db)?;
-    Ok(Outcome::Applied {
-        site: enrollment.site.to_string(),
-        fields: fields.iter().map(|(f, _)| *f).collect(),
-    })
+    Ok(outcome)
 }
 
 /// The result file's name for `serial`.

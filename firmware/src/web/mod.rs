@@ -67,6 +67,7 @@
 
 mod api_routes;
 mod pages;
+mod provisioning;
 pub mod status;
 #[cfg(test)]
 mod tests;
@@ -136,6 +137,18 @@ pub fn router(api: ApiState) -> Router {
         .route("/tools/traceroute", post(tools_traceroute_form))
         .route("/tools/sip-options", post(tools_sip_options_form))
         .route("/tools/capture", post(tools_capture_form))
+        .route("/provisioning", get(provisioning::provisioning_page))
+        .route(
+            "/provisioning/token",
+            get(provisioning::token_link).post(provisioning::token_form),
+        )
+        .route(
+            "/provisioning/photo",
+            post(provisioning::photo_form).layer(axum::extract::DefaultBodyLimit::max(
+                crate::api::provisioning::PHOTO_BODY_LIMIT,
+            )),
+        )
+        .route("/provisioning/apply", post(provisioning::apply_form))
         .route("/static/app.css", get(css))
         .route("/static/app.js", get(js))
         .fallback(fallback)

@@ -106,7 +106,7 @@ const DISK_ALARM_PCT: u64 = 90;
 const BACKLOG_ALARM_MS: i64 = 60 * 60_000;
 
 /// The pages in the navigation bar.
-const NAV: [(&str, &str); 8] = [
+const NAV: [(&str, &str); 9] = [
     ("/dashboard", "Dashboard"),
     ("/ports", "Ports"),
     ("/sip", "SIP"),
@@ -115,10 +115,11 @@ const NAV: [(&str, &str); 8] = [
     ("/sync", "Sync"),
     ("/system", "System"),
     ("/tools", "Tools"),
+    ("/provisioning", "Provisioning"),
 ];
 
 /// `YYYY-MM-DD HH:MM:SS` UTC of a Unix time in ms.
-fn date_time(ms: i64) -> String {
+pub(super) fn date_time(ms: i64) -> String {
     // Days to a civil date (Howard Hinnant's `civil_from_days`).
     let days = ms.div_euclid(86_400_000);
     let z = days + 719_468;
@@ -142,7 +143,7 @@ fn relative(at_ms: i64, now_ms: i64) -> String {
     }
 }
 
-fn layout(title: &str, who: Option<&Authed>, current: &str, body: Markup) -> Markup {
+pub(super) fn layout(title: &str, who: Option<&Authed>, current: &str, body: Markup) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -179,7 +180,7 @@ fn layout(title: &str, who: Option<&Authed>, current: &str, body: Markup) -> Mar
     }
 }
 
-fn page(status: StatusCode, markup: Markup) -> Response {
+pub(super) fn page(status: StatusCode, markup: Markup) -> Response {
     (
         status,
         [(axum::http::header::CACHE_CONTROL, "no-store")],

@@ -457,6 +457,8 @@ pub struct StatusHandle {
     events: Option<crate::screen_pop::EventFeed>,
     /// The technician's tools (`None`: not offered, e.g. API-only tests).
     tools: Option<crate::tools::Tools>,
+    /// QR tokens and the claim QR (`None`: not offered, e.g. API-only tests).
+    provisioning: Option<crate::provision::local::LocalProvisioning>,
 }
 
 impl StatusHandle {
@@ -473,7 +475,23 @@ impl StatusHandle {
             sip: None,
             events: None,
             tools: None,
+            provisioning: None,
         }
+    }
+
+    /// The handle with the provisioning page's part of the daemon (state, claim QR,
+    /// applying tokens).
+    pub fn with_provisioning(
+        mut self,
+        provisioning: crate::provision::local::LocalProvisioning,
+    ) -> StatusHandle {
+        self.provisioning = Some(provisioning);
+        self
+    }
+
+    /// The provisioning page's part of the daemon (`None`: not offered).
+    pub fn provisioning(&self) -> Option<&crate::provision::local::LocalProvisioning> {
+        self.provisioning.as_ref()
     }
 
     /// The handle with the technician's tools (the tools page and `/api/v1/tools`).
