@@ -170,6 +170,39 @@ impl Api {
         self.send_json("POST", path, body)
     }
 
+    /// POSTs a `multipart/form-data` body of `(name, file name, bytes)` parts with the
+    /// CSRF token; the status and the JSON answer (`null` when not JSON).
+    pub fn post_multipart(&self, path: &str, parts: &[(&str, &str, &[u8])]) -> (u16, Value) {
+        let boundary = "XbranchlineTESTboundary7";
+        let mut body = Vec::new();
+        for (name, file, bytes) in parts {
+            body.extend_from_slice(format!("--{boundary}\r\n").as_bytes());
+            body.extend_from_slice(
+                format!(
+                    "Content-Disposition: form-data; name=\"{name}\"; filename=\"{file}\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+                )
+                .as_bytes(),
+            );
+            body.extend_from_slice(bytes);
+            body.extend_from_slice(b"\r\n");
+        }
+        body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+        let mut resp = self
+            .agent
+            .post(&format!("{}{path}", self.base))
+            .header("Cookie", &self.cookie)
+            .header("X-CSRF-Token", &self.csrf)
+            .header(
+                "Content-Type",
+                &format!("multipart/form-data; boundary={boundary}"),
+            )
+            .send(&body[..])
+            .expect("request");
+        let status = resp.status().as_u16();
+        let text = resp.body_mut().read_to_string().expect("body");
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
     /// POSTs `text` as CSV with the CSRF token; the status and the JSON answer.
     pub fn post_csv(&self, path: &str, text: &str) -> (u16, Value) {
         let mut resp = self

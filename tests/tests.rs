@@ -21,6 +21,7 @@ mod enroll_e2e;
 mod factory_reset;
 mod health_check;
 mod pickup;
+mod provision_token;
 mod provision_usb;
 mod pstn;
 mod queue_burst;

@@ -19,6 +19,10 @@
 //! data with the browser's session downloads a pcap that parses and holds the SIP sent
 //! meanwhile.
 //!
+//! The provisioning page: an admin sees the box's claim QR, pastes a token made by
+//! `branch-prov`, gets the confirm step (nothing applied yet), applies it and sees
+//! the result; `branchd` then restarts with the settings.
+//!
 //! Without a browser: a SIPp phone registers with a `branchd` that has `[sip]`, and
 //! `GET /api/v1/sip` and the `/sip` page show its contact, source address and expiry
 //! from the SIP endpoint.
@@ -841,4 +845,85 @@ fn tools_page_pings_probes_sip_and_downloads_a_pcap_that_parses() {
         shot(&c, "23-tools-after-capture").await;
         c.close().await.expect("close the browser");
     });
+}
+
+#[test]
+fn provisioning_page_shows_the_claim_qr_and_applies_a_pasted_token_after_confirming() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let usb = work.path().join("usb");
+    std::fs::create_dir(&usb).expect("usb dir");
+    let prefix = work.path().join("hq-prov");
+    let prov = crate::provision_usb::branch_prov;
+    prov(&[
+        "key".as_ref(),
+        "new".as_ref(),
+        "--out".as_ref(),
+        prefix.as_os_str(),
+    ]);
+    let text_file = work.path().join("token.txt");
+    prov(&[
+        "token".as_ref(),
+        "make".as_ref(),
+        "--site".as_ref(),
+        crate::provision_usb::site_file().as_os_str(),
+        "--key".as_ref(),
+        prefix.with_extension("key").as_os_str(),
+        "--out".as_ref(),
+        text_file.as_os_str(),
+        "--no-terminal".as_ref(),
+    ]);
+    let token = std::fs::read_to_string(&text_file)
+        .expect("token")
+        .trim()
+        .to_owned();
+    let plan = format!(
+        "{DIAL_PLAN}\n[provisioning]\nwatch = [{usb:?}]\nkeys = [{key:?}]\nserial = \"{serial}\"\n",
+        key = prefix.with_extension("pub"),
+        serial = crate::provision_usb::SERIAL,
+    );
+    let gw = Gateway::start_with(&plan);
+    let base = format!("http://{}", gw.web_addr());
+    add_user(&gw, "boss", "admin");
+    let driver = Driver::start();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let c = browser(&driver).await;
+        login(&c, &base, "boss").await;
+        wait_path(&c, "/dashboard").await;
+        click(&c, "nav a[href=\"/provisioning\"]").await;
+        wait_path(&c, "/provisioning").await;
+        let state = wait_text(&c, "#state", |t| t.contains("not provisioned")).await;
+        assert!(state.contains(crate::provision_usb::SERIAL), "{state}");
+        let code = wait_text(&c, "#claim-code", |t| t.len() == 19).await;
+        // The claim QR is drawn (inline SVG, sized by the page).
+        let svg = c.find(Locator::Css("#claim svg")).await.expect("claim QR");
+        let (_, _, w, h) = svg.rectangle().await.expect("size");
+        assert!(w >= 100.0 && h >= 100.0, "claim QR {w}x{h}");
+        shot(&c, "30-provisioning").await;
+
+        // Paste the token: the confirm step says what it is; nothing applied yet.
+        fill(&c, "#token", &token).await;
+        click(&c, "#apply form[action=\"/provisioning/token\"] button").await;
+        let confirm = wait_text(&c, "#confirm", |t| t.contains("Apply this token?")).await;
+        assert!(
+            confirm.contains("lyon-02") && confirm.contains("hq.example.com"),
+            "{confirm}"
+        );
+        shot(&c, "31-provisioning-confirm").await;
+        assert!(gw
+            .db()
+            .query_row("SELECT count(*) FROM provisioned_settings", [], |r| r
+                .get::<_, i64>(0))
+            .is_ok_and(|n| n == 0));
+        click(&c, "#confirm button[type=submit]").await;
+        let done = wait_text(&c, "#applied", |t| t.contains("applied for site")).await;
+        assert!(done.contains("lyon-02"), "{done}");
+        shot(&c, "32-provisioning-applied").await;
+        let _ = c.close().await;
+        assert!(!code.is_empty());
+    });
+    assert!(gw.wait_log("provisioning bundle applied: branchd restarts", SOON));
 }

@@ -918,7 +918,7 @@ async fn serve(
                 }
             }
             Some(site) = applied_rx.recv() => {
-                tracing::info!(site, active_calls = calls.active_calls(), "provisioning bundle or token applied: branchd restarts with its settings once no call is up");
+                tracing::info!(site, active_calls = calls.active_calls(), "provisioning bundle applied: branchd restarts with its settings once no call is up (a USB bundle or a QR token)");
                 restart_due.provisioned = Some(site);
             }
             _ = button_tick.tick() => {

@@ -25,7 +25,9 @@
 //!   last success and last error, and the force-sync form), `/system` (version,
 //!   uptime, memory, load, disk) and `/tools` (ping and traceroute to HQ or a typed
 //!   host, a SIP OPTIONS probe to the trunk or a typed URI, a packet capture of the SIP
-//!   and RTP ports downloaded as a pcap, the diagnostics bundle; see [`crate::tools`]).
+//!   and RTP ports downloaded as a pcap, the diagnostics bundle; see [`crate::tools`])
+//!   and `/provisioning` (state, the claim QR, QR tokens by paste, link or photo; see
+//!   `provisioning`: `provisioning.view`, its forms `provisioning.operate`).
 //!   `/` redirects to the dashboard.
 //! - **Authorization**: every page calls `ApiState::require` (audited denials) with
 //!   `diagnostics.view` (dashboard, ports, SIP, calls), `diagnostics.operate` (ring
@@ -62,7 +64,7 @@
 //! page yet: use `POST /api/v1/me/password`); an open SSE stream is not ended by a
 //! logout elsewhere (it ends when the page closes); the SIP page has no live SIP
 //! message trace yet, the calls page no recordings and no CDR quality columns; the
-//! queues and provisioning pages of issue 8 are not written yet; the tools page shows
+//! tools page shows
 //! ping and traceroute output when they end (not line by line).
 
 mod api_routes;

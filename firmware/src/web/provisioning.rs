@@ -163,6 +163,10 @@ fn state_cards(who: &Authed, may_apply: bool, st: &ProvState) -> Markup {
                                 span.pill.bad { "refused by HQ" }
                                 @if let Some(r) = &st.enrollment.refusal { " " code { (r.code) } ": " (r.message) }
                             }
+                            "pending" if st.enrollment.certificate.is_none() => {
+                                span.pill.warn { "not enrolled" }
+                                " enrollment needs an [hq] section in branchd.toml"
+                            }
                             "pending" => { span.pill.busy { "waiting to enroll with HQ" } }
                             _ => { span.pill.warn { "not enrolled" } }
                         }
