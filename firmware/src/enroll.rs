@@ -6,8 +6,9 @@
 //! `branchd` runs [`EnrollTask`] instead of the sync agent when `[hq]` and
 //! `[provisioning]` are set and either its `client_cert` file does not exist yet or
 //! an applied bundle waits for its enrollment ([`pending_at`]: re-enrollment, below). The task waits
-//! until a bundle has been applied (`provisioned_settings` holds `enrollment_token`,
-//! `hq_url`, `ca_pin`; it looks every [`PENDING_POLL`], one indexed read: the USB
+//! until a bundle (or a QR token from the web page, [`crate::provision::local`]) has
+//! been applied (`provisioned_settings` holds `enrollment_token`, `hq_url`, `ca_pin`;
+//! it looks every [`PENDING_POLL`], one indexed read: the USB
 //! watcher runs in its own thread and has no channel to this task), enrolls, and
 //! hands the `[hq]` config to the sync agent, which then starts as on an enrolled box.
 //!

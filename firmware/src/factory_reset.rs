@@ -17,7 +17,8 @@
 //! - [`WipePlan`] / [`wipe`]: what a reset removes. Everything under `[paths]
 //!   data_dir` (the SQLite store with its WAL: users, roles, queues, CDRs, outbox,
 //!   audit log, sync cursor, provisioning state - applied bundles, used tokens,
-//!   provisioned settings; the installer label; update downloads; enrollment keys and
+//!   provisioned settings; the installer label; the claim secret, so the box shows a
+//!   new claim code; update downloads; enrollment keys and
 //!   certificates kept there), every file under `[paths] recordings`, and the
 //!   device certificate and key named by `[hq]` (`client_cert`, `client_key`, with
 //!   a staged renewal's `.new` files and `<client_cert>.renewal.json`). It

@@ -38,7 +38,9 @@
 //!   and PINs, CSV import/export, the installer account; every write audited.
 //! - [`provision`]: USB provisioning: inotify on the stick mount points, bundles
 //!   verified with `branchline-provisioning` and applied all-or-nothing in one SQLite
-//!   transaction, the result file written back to the stick, progress on the LED.
+//!   transaction, the result file written back to the stick, progress on the LED;
+//!   QR tokens from the web page (paste, link, photo decoded on the box) through the
+//!   same checks and writes; the provisioning state and the box's claim code.
 //! - [`factory_reset`]: the reset button's press-duration detector (10 s), the wipe
 //!   (store, keys, recordings; firmware slots kept) and the daemon's data-dir lock.
 //! - [`recorder`]: call recording: crash-safe stereo WAV files written off the

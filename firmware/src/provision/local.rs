@@ -286,6 +286,29 @@ mod tests {
     }
 
     #[test]
+    fn a_jpeg_photo_of_a_token_among_other_codes_is_read() {
+        // A token-sized QR code next to the box's claim QR, on a grey page, as a JPEG
+        // (lossy) at phone-photo size: the token is found, the claim QR skipped.
+        let token = format!("BL1:{}", "6BFOXN*TS0BE+ 9%$/:.-".repeat(8));
+        let code = |text: &str| {
+            let png = branchline_provisioning::qr::Qr::encode(text)
+                .expect("qr")
+                .to_png(12)
+                .expect("png");
+            image::load_from_memory(&png).expect("decode").to_luma8()
+        };
+        let (claim, tok) = (code("BLC1:BL-1:0000000000000000"), code(&token));
+        let mut page = image::GrayImage::from_pixel(2400, 1400, image::Luma([200u8]));
+        image::imageops::overlay(&mut page, &claim, 60, 100);
+        image::imageops::overlay(&mut page, &tok, 1000, 100);
+        let mut jpeg = std::io::Cursor::new(Vec::new());
+        image::DynamicImage::ImageLuma8(page)
+            .write_to(&mut jpeg, image::ImageFormat::Jpeg)
+            .expect("jpeg");
+        assert_eq!(token_in_photo(&jpeg.into_inner()), Ok(token));
+    }
+
+    #[test]
     fn photos_without_a_token_say_why() {
         assert!(matches!(
             token_in_photo(b"not an image"),

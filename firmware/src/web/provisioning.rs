@@ -328,7 +328,11 @@ pub(super) async fn photo_form(
     headers: HeaderMap,
     form: Result<Multipart, axum::extract::multipart::MultipartRejection>,
 ) -> Response {
-    // The CSRF token is a field of the upload: read the form (bounded) first.
+    // The session and permission first, so nobody else gets a photo read and decoded;
+    // the CSRF token is a field of the upload: read the form (bounded), then check it.
+    if let Err(r) = operator(&state, &headers, ip, None, PAGE).await {
+        return r;
+    }
     let form = match form {
         Ok(f) => prov::read_photo_form(f).await,
         Err(e) => Err(ApiError::new(StatusCode::BAD_REQUEST, e.body_text())),

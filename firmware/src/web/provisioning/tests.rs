@@ -778,6 +778,31 @@ async fn the_page_confirms_pasted_linked_and_photographed_tokens_before_applying
         )
         .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
+    // Not logged in: sent to the login page before the upload is read.
+    let anon = e
+        .send(
+            Method::POST,
+            "/provisioning/photo",
+            None,
+            false,
+            Some(multipart(&[("csrf", b"x"), ("photo", &png)])),
+        )
+        .await;
+    assert_eq!(anon.status, StatusCode::SEE_OTHER);
+    let tech = e.login("tech").await;
+    let r = e
+        .send(
+            Method::POST,
+            "/provisioning/photo",
+            Some(&tech),
+            false,
+            Some(multipart(&[
+                ("csrf", tech.csrf.as_bytes()),
+                ("photo", &png),
+            ])),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
     assert_eq!(e.snapshot(), before, "confirming applied something");
     assert!(e.applied.try_recv().is_err());
 
