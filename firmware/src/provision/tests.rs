@@ -351,3 +351,123 @@ fn led_patterns_blink_then_settle() {
     assert!(states.contains(&false), "{states:?}");
     assert_eq!(states.last(), Some(&true));
 }
+
+#[test]
+fn a_token_takes_the_bundle_path_and_shares_its_replay_record() {
+    let mut f = fixture();
+    let key = keys::read_signing_key(&f.key).expect("key");
+    // A stick first: the state says USB, with every field.
+    let stick = f.bundle(NOW, DAY);
+    assert!(matches!(
+        apply_bundle(&mut f.conn, &stick, &f.verifier, NOW),
+        Outcome::Applied { .. }
+    ));
+    let st = state::provisioned(&f.conn)
+        .expect("state")
+        .expect("provisioned");
+    assert_eq!(st.source, Source::Usb);
+    assert_eq!(st.fields.len(), 10);
+    assert_eq!(st.site, "lyon-02");
+
+    // Then a token: the same apply (checks, one transaction), enrollment fields only,
+    // replacing the stick's settings; the state says token.
+    let text = f.site.make_token(&key, NOW + 10, DAY).expect("token");
+    let opened = open_token(&format!("  {text}\n"), &f.verifier).expect("opened");
+    assert_eq!(opened.source(), Source::Token);
+    assert_eq!(opened.sha256, sha256_hex(text.as_bytes()));
+    let tx = f
+        .conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .expect("tx");
+    let outcome = apply_opened(&tx, &opened, &f.verifier, NOW + 20).expect("applied");
+    tx.commit().expect("commit");
+    assert_eq!(
+        outcome,
+        Outcome::Applied {
+            site: "lyon-02".into(),
+            fields: vec!["site", "hq_url", "ca_pin", "enrollment_token"],
+        }
+    );
+    let st = state::provisioned(&f.conn)
+        .expect("state")
+        .expect("provisioned");
+    assert_eq!(st.source, Source::Token);
+    assert_eq!(st.applied_at_s, i64::try_from(NOW + 20).expect("time"));
+    assert_eq!(f.setting("country"), None);
+    assert_eq!(f.setting("enrollment_token"), Some(serde_json::json!(text)));
+    // The enrollment step reads the same fields it reads after a stick.
+    let pending = crate::enroll::pending(&f.conn, f.dir.path())
+        .expect("pending")
+        .expect("waits for enrollment");
+    assert_eq!(pending.token, text);
+
+    // The same token again: already applied, nothing written; a bundle carrying a
+    // token already used by a token apply is refused as replayed.
+    let before = f.snapshot();
+    assert_eq!(
+        precheck(&f.conn, &opened, &f.verifier, NOW + 30).expect("precheck"),
+        Some(Outcome::AlreadyApplied)
+    );
+    let tx = f
+        .conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .expect("tx");
+    assert_eq!(
+        apply_opened(&tx, &opened, &f.verifier, NOW + 30).expect("no-op"),
+        Outcome::AlreadyApplied
+    );
+    drop(tx);
+    assert_eq!(f.snapshot(), before);
+    let mut payload: branchline_provisioning::payload::BundlePayload = serde_json::from_slice(
+        branchline_provisioning::envelope::open(
+            branchline_provisioning::envelope::Kind::Bundle,
+            &f.bundle(NOW + 40, DAY),
+            &f.verifier.keys,
+        )
+        .expect("envelope")
+        .payload,
+    )
+    .expect("payload");
+    payload.token = text;
+    let replayed = bundle::make(&payload, &key).expect("bundle");
+    let e = apply_bundle(&mut f.conn, &replayed, &f.verifier, NOW + 50);
+    assert!(refused(&e).contains("already used"), "{e:?}");
+    assert_eq!(f.snapshot(), before);
+}
+
+#[test]
+fn token_refusals_name_their_reason_and_change_nothing() {
+    let f = fixture();
+    let key = keys::read_signing_key(&f.key).expect("key");
+    let before = f.snapshot();
+    let reason = |r: Result<Opened, Refused>| r.expect_err("refused").reason;
+    assert_eq!(reason(open_token("hello", &f.verifier)), Reason::Invalid);
+    let text = f.site.make_token(&key, NOW, DAY).expect("token");
+    assert_eq!(
+        reason(open_token(&text[..text.len() - 3], &f.verifier)),
+        Reason::Invalid
+    );
+    let opened = open_token(&text, &f.verifier).expect("opened");
+    let check = |v: &Verifier, now| match precheck(&f.conn, &opened, v, now) {
+        Err(ApplyError::Refused(r)) => r.reason,
+        other => panic!("not refused: {other:?}"),
+    };
+    assert_eq!(check(&f.verifier, NOW + DAY), Reason::Expired);
+    let other_box = Verifier {
+        keys: f.verifier.keys.clone(),
+        serial: "BL2418-99999".parse().expect("serial"),
+        revoked: RevocationList::default(),
+    };
+    assert_eq!(check(&other_box, NOW + 1), Reason::WrongSerial);
+    let mut revoked = RevocationList::default();
+    revoked
+        .revoke(opened.token.enrollment.token_id, None, "lost", NOW)
+        .expect("revoke");
+    let revoking = Verifier {
+        keys: f.verifier.keys.clone(),
+        serial: SERIAL.parse().expect("serial"),
+        revoked,
+    };
+    assert_eq!(check(&revoking, NOW + 1), Reason::Revoked);
+    assert_eq!(f.snapshot(), before);
+}
