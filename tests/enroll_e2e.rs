@@ -20,7 +20,7 @@ use crate::provision_usb::{
 use crate::sync_hq::answered_call_to;
 
 /// A site file for HQ at `hq_url` with CA pin `pin` (the example site otherwise).
-fn site_for(dir: &Path, hq_url: &str, pin: &str) -> std::path::PathBuf {
+pub(crate) fn site_for(dir: &Path, hq_url: &str, pin: &str) -> std::path::PathBuf {
     let example = std::fs::read_to_string(site_file()).expect("example site");
     let text: String = example
         .lines()
@@ -42,7 +42,7 @@ fn site_for(dir: &Path, hq_url: &str, pin: &str) -> std::path::PathBuf {
 
 /// sha256 of the SubjectPublicKeyInfo of the CA certificate `pem`, with the tools the
 /// example site file names (so the test does not share HQ's code for it).
-fn ca_pin(pem: &Path) -> String {
+pub(crate) fn ca_pin(pem: &Path) -> String {
     let out = std::process::Command::new("sh")
         .arg("-c")
         .arg(

@@ -2,7 +2,9 @@
 //! board: the token and its QR PNG made by the real `branch-prov`; the box's state
 //! and claim code read back; bad input refused with nothing stored; the PNG uploaded
 //! and decoded on the box, applied, and `branchd` restarting with the settings as
-//! after a USB stick; the same token again refused as replayed.
+//! after a USB stick; the same token again refused as replayed. And with the real
+//! `branch-hq`: a token given as the link a phone opens enrolls the box, and the
+//! provisioning state then says enrolled.
 
 use std::os::unix::fs::PermissionsExt;
 
@@ -130,4 +132,104 @@ fn a_qr_token_photo_is_applied_through_the_web_api_and_branchd_restarts_with_it(
     // The bad token and the replay are audited as failed (a photo that holds no
     // token never reaches the apply step).
     assert_eq!(audit, ["failed", "ok", "failed"], "{audit:?}");
+}
+
+#[test]
+fn a_token_applied_on_the_web_page_enrolls_the_box_with_the_real_branch_hq() {
+    use crate::enroll_e2e::{ca_pin, site_for};
+    use crate::harness::{wait, HqDb, HqServer};
+
+    let work = tempfile::tempdir().expect("tempdir");
+    let usb = work.path().join("usb");
+    std::fs::create_dir(&usb).expect("usb dir");
+    let prefix = work.path().join("hq-prov");
+    branch_prov(&[
+        "key".as_ref(),
+        "new".as_ref(),
+        "--out".as_ref(),
+        prefix.as_os_str(),
+    ]);
+    let mut hq = HqServer::new(HqDb::Sqlite);
+    let hq_toml = work.path().join("hq.toml");
+    std::fs::write(
+        &hq_toml,
+        format!("provisioning_keys = [{:?}]\n", prefix.with_extension("pub")),
+    )
+    .expect("hq.toml");
+    hq.serve_config = Some(hq_toml);
+    hq.add_site("lyon-02");
+    hq.serve();
+    let hq_url = format!("https://127.0.0.1:{}", hq.sync.port());
+    let site = site_for(work.path(), &hq_url, &ca_pin(&hq.tls_dir().join("ca.pem")));
+    let text_file = work.path().join("token.txt");
+    branch_prov(&[
+        "token".as_ref(),
+        "make".as_ref(),
+        "--site".as_ref(),
+        site.as_os_str(),
+        "--key".as_ref(),
+        prefix.with_extension("key").as_os_str(),
+        "--out".as_ref(),
+        text_file.as_os_str(),
+        "--no-terminal".as_ref(),
+    ]);
+    let token = std::fs::read_to_string(&text_file)
+        .expect("token")
+        .trim()
+        .to_owned();
+
+    let creds = work.path().join("creds");
+    let (ca, cert, key) = (
+        creds.join("ca.pem"),
+        creds.join("box.pem"),
+        creds.join("box.key"),
+    );
+    let plan = format!(
+        "{DIAL_PLAN}\n[provisioning]\nwatch = [{usb:?}]\nkeys = [{pubkey:?}]\nserial = \"{SERIAL}\"\n\n\
+         [hq]\nurl = \"{hq_url}\"\nca_cert = {ca:?}\nclient_cert = {cert:?}\nclient_key = {key:?}\n\
+         box_id = \"{SERIAL}\"\nlong_poll_ms = 2000\nupload_interval_ms = 1000\nprobe_interval_ms = 1000\n",
+        pubkey = prefix.with_extension("pub"),
+    );
+    let mut gw = Gateway::start_with(&plan);
+    let api = create_admin(&gw, "boss", PASSWORD);
+    let (_, st) = api.get("/api/v1/provisioning");
+    assert_eq!(st["enrollment"]["status"], "not_provisioned", "{st}");
+    assert_eq!(st["enrollment"]["certificate"], false, "{st}");
+
+    // The link a phone's camera opens, as the API's input: applied, then enrolled.
+    let link = format!(
+        "http://box/provisioning/token?t={}",
+        token
+            .bytes()
+            .map(|b| if b.is_ascii_alphanumeric() {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            })
+            .collect::<String>()
+    );
+    let ready_before = gw.log_count("branchd ready");
+    let (status, applied) = api.post("/api/v1/provisioning/token", json!({ "token": link }));
+    assert_eq!(status, 200, "{applied}");
+    gw.follow_self_restart(ready_before);
+    assert!(
+        wait(SOON * 3, || cert.exists()),
+        "no certificate\nbox:\n{}\nHQ:\n{}",
+        gw.log_text(),
+        hq.log_text()
+    );
+    assert!(gw.wait_log("enrolled with HQ", SOON), "{}", gw.log_text());
+
+    // The page's state says so (the installer account is retired: the admin logs in).
+    let (api, _) = Api::login(gw.latest_web_addr(), "boss", PASSWORD);
+    let enrolled = wait(SOON * 3, || {
+        api.get("/api/v1/provisioning").1["enrollment"]["status"] == "enrolled"
+    });
+    let (_, st) = api.get("/api/v1/provisioning");
+    assert!(enrolled, "{st}");
+    assert_eq!(st["enrollment"]["box_id"], SERIAL, "{st}");
+    assert_eq!(st["enrollment"]["certificate"], true, "{st}");
+    assert_eq!(st["provisioned"]["source"], "token", "{st}");
+    let (_, page) = api.get_text("/provisioning");
+    assert!(page.contains("enrolled") && page.contains(SERIAL), "{page}");
 }
