@@ -32,10 +32,7 @@ use crate::rbac::{Action, Resource, Target};
 
 type ApiResult<T = Response> = std::result::Result<T, ApiError>;
 
-fn body<T>(b: std::result::Result<Json<T>, JsonRejection>) -> ApiResult<T> {
-    b.map(|Json(t)| t)
-        .map_err(|e| ApiError::invalid("body", e.body_text()))
-}
+use super::body;
 
 /// [`super::audited_change`] for the blacklist, then wakes the reload.
 async fn audited<T, F>(

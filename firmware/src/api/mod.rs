@@ -550,6 +550,15 @@ pub struct ApiError {
     retry_after_s: Option<i64>,
 }
 
+/// A JSON request body, or a 400 naming `body` with what axum found wrong in it
+/// (every route that takes JSON).
+fn body<T>(
+    b: std::result::Result<axum::Json<T>, axum::extract::rejection::JsonRejection>,
+) -> std::result::Result<T, ApiError> {
+    b.map(|axum::Json(t)| t)
+        .map_err(|e| ApiError::invalid("body", e.body_text()))
+}
+
 impl ApiError {
     pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
         ApiError {

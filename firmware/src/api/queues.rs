@@ -37,10 +37,7 @@ use crate::rbac::{Action, Resource, Target};
 
 type ApiResult<T = Response> = std::result::Result<T, ApiError>;
 
-fn body<T>(b: std::result::Result<Json<T>, JsonRejection>) -> ApiResult<T> {
-    b.map(|Json(t)| t)
-        .map_err(|e| ApiError::invalid("body", e.body_text()))
-}
+use super::body;
 
 async fn require(state: &ApiState, who: &Authed, action: Action, name: &str) -> ApiResult<()> {
     state
