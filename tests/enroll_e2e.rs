@@ -10,7 +10,7 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::harness::{wait, Gateway, HqDb, HqServer, DIAL_PLAN, SOON};
@@ -110,69 +110,129 @@ fn post_anonymous(hq: &HqServer, path: &str, body: &serde_json::Value) -> (u16, 
     (status, json)
 }
 
+/// Bundles for the rig's site, signed with its provisioning key.
+struct Bundles {
+    dir: PathBuf,
+    site: PathBuf,
+    key: PathBuf,
+}
+
+impl Bundles {
+    /// A bundle made by the real `branch-prov` (a fresh token each time).
+    fn make(&self, name: &str) -> Vec<u8> {
+        let path = self.dir.join(name);
+        branch_prov(&[
+            "bundle".as_ref(),
+            "make".as_ref(),
+            "--site".as_ref(),
+            self.site.as_os_str(),
+            "--key".as_ref(),
+            self.key.as_os_str(),
+            "--out".as_ref(),
+            path.as_os_str(),
+        ]);
+        std::fs::read(&path).expect("bundle")
+    }
+}
+
+/// A real `branch-hq` (SQLite) trusting a fresh provisioning key, site `lyon-02`, and a
+/// real `branchd` watching `usb` with an `[hq]` section whose credential files (`ca`,
+/// `cert`, `key`) do not exist yet, waiting for a bundle. `hq_toml` and `hq_section`
+/// add lines to HQ's config file and to the box's `[hq]`.
+struct Rig {
+    work: tempfile::TempDir,
+    usb: PathBuf,
+    hq: HqServer,
+    gw: Gateway,
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+    bundles: Bundles,
+}
+
+impl Rig {
+    fn new(hq_toml: &str, hq_section: &str) -> Rig {
+        let work = tempfile::tempdir().expect("tempdir");
+        let usb = work.path().join("usb");
+        std::fs::create_dir(&usb).expect("usb dir");
+        let prefix = work.path().join("hq-prov");
+        branch_prov(&[
+            "key".as_ref(),
+            "new".as_ref(),
+            "--out".as_ref(),
+            prefix.as_os_str(),
+        ]);
+        // HQ trusts the provisioning key for enrollment tokens.
+        let mut hq = HqServer::new(HqDb::Sqlite);
+        let config = work.path().join("hq.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "provisioning_keys = [{:?}]\n{hq_toml}",
+                prefix.with_extension("pub")
+            ),
+        )
+        .expect("hq.toml");
+        hq.serve_config = Some(config);
+        hq.add_site("lyon-02");
+        hq.serve();
+        let hq_url = format!("https://127.0.0.1:{}", hq.sync.port());
+        let pin = ca_pin(&hq.tls_dir().join("ca.pem"));
+        let site = site_for(work.path(), &hq_url, &pin);
+
+        // The box: [hq] names where its credentials will go; none exist yet. The
+        // bundle's country (FR) is kept out with local_override, so calls hear the
+        // file's US tones through the simulator's µ-law (the applied bundle restarts
+        // branchd with its other settings).
+        let creds = work.path().join("creds");
+        let (ca, cert, key) = (
+            creds.join("ca.pem"),
+            creds.join("box.pem"),
+            creds.join("box.key"),
+        );
+        let plan = format!(
+            "{DIAL_PLAN}\n[provisioning]\nwatch = [{usb:?}]\nkeys = [{pubkey:?}]\nserial = \"{SERIAL}\"\n\
+             local_override = [\"country\"]\n\n[hq]\nurl = \"{hq_url}\"\nca_cert = {ca:?}\nclient_cert = {cert:?}\nclient_key = {key:?}\n\
+             box_id = \"{SERIAL}\"\nlong_poll_ms = 2000\nupload_interval_ms = 1000\nprobe_interval_ms = 1000\n{hq_section}",
+            pubkey = prefix.with_extension("pub"),
+        );
+        let gw = Gateway::start_with(&plan);
+        assert!(
+            gw.wait_log("enrollment waits for a provisioning bundle", SOON),
+            "{}",
+            gw.log_text()
+        );
+        let bundles = Bundles {
+            dir: work.path().to_owned(),
+            site,
+            key: prefix.with_extension("key"),
+        };
+        Rig {
+            work,
+            usb,
+            hq,
+            gw,
+            ca,
+            cert,
+            key,
+            bundles,
+        }
+    }
+}
+
 #[test]
 fn a_provisioned_box_enrolls_then_syncs_over_mutual_tls_and_the_token_works_once() {
-    let work = tempfile::tempdir().expect("tempdir");
-    let usb = work.path().join("usb");
-    std::fs::create_dir(&usb).expect("usb dir");
-    let prefix = work.path().join("hq-prov");
-    branch_prov(&[
-        "key".as_ref(),
-        "new".as_ref(),
-        "--out".as_ref(),
-        prefix.as_os_str(),
-    ]);
-
-    // HQ trusts the provisioning key for enrollment tokens.
-    let mut hq = HqServer::new(HqDb::Sqlite);
-    let hq_toml = work.path().join("hq.toml");
-    std::fs::write(
-        &hq_toml,
-        format!("provisioning_keys = [{:?}]\n", prefix.with_extension("pub")),
-    )
-    .expect("hq.toml");
-    hq.serve_config = Some(hq_toml);
-    hq.add_site("lyon-02");
-    hq.serve();
-    let hq_url = format!("https://127.0.0.1:{}", hq.sync.port());
-    let pin = ca_pin(&hq.tls_dir().join("ca.pem"));
-
-    let site = site_for(work.path(), &hq_url, &pin);
-    let bundle_path = work.path().join("made.blp");
-    branch_prov(&[
-        "bundle".as_ref(),
-        "make".as_ref(),
-        "--site".as_ref(),
-        site.as_os_str(),
-        "--key".as_ref(),
-        prefix.with_extension("key").as_os_str(),
-        "--out".as_ref(),
-        bundle_path.as_os_str(),
-    ]);
-    let bundle = std::fs::read(&bundle_path).expect("bundle");
-
-    // The box: [hq] names where its credentials will go; none exist yet. The bundle's
-    // country (FR) is kept out with local_override, so the call at the end hears the
-    // file's US tones through the simulator's µ-law (the applied bundle restarts
-    // branchd with its other settings).
-    let creds = work.path().join("creds");
-    let (ca, cert, key) = (
-        creds.join("ca.pem"),
-        creds.join("box.pem"),
-        creds.join("box.key"),
-    );
-    let plan = format!(
-        "{DIAL_PLAN}\n[provisioning]\nwatch = [{usb:?}]\nkeys = [{pubkey:?}]\nserial = \"{SERIAL}\"\n\
-         local_override = [\"country\"]\n\n[hq]\nurl = \"{hq_url}\"\nca_cert = {ca:?}\nclient_cert = {cert:?}\nclient_key = {key:?}\n\
-         box_id = \"{SERIAL}\"\nlong_poll_ms = 2000\nupload_interval_ms = 1000\nprobe_interval_ms = 1000\n",
-        pubkey = prefix.with_extension("pub"),
-    );
-    let mut gw = Gateway::start_with(&plan);
-    assert!(
-        gw.wait_log("enrollment waits for a provisioning bundle", SOON),
-        "{}",
-        gw.log_text()
-    );
+    let Rig {
+        work: _work,
+        usb,
+        hq,
+        mut gw,
+        ca,
+        cert,
+        key,
+        bundles,
+    } = Rig::new("", "");
+    let bundle = bundles.make("made.blp");
     assert!(!cert.exists() && !key.exists());
     let installer = "SELECT CAST(enabled AS TEXT) FROM users WHERE username = 'installer'";
     assert_eq!(
@@ -291,6 +351,56 @@ fn a_provisioned_box_enrolls_then_syncs_over_mutual_tls_and_the_token_works_once
     assert_eq!(again["cert_fingerprint"], entry["cert_fingerprint"]);
 }
 
+/// The issue's target "from stick inserted to enrolled and syncing: under 10 s", as a
+/// measurement, not a test (ignored; `scripts/bench-enroll.sh` runs it against the
+/// release binaries and prints the figures for BENCHMARKS.md). From the moment the
+/// bundle lands on the watched mount point: the result file on the stick says
+/// `applied`, branchd is back up with the bundle's settings, the certificate HQ signed
+/// is stored, and the box's sync status has its first success with HQ (it had no
+/// credentials before, so that exchange ran over mutual TLS with the new certificate).
+#[test]
+#[ignore = "measurement: scripts/bench-enroll.sh"]
+fn bench_stick_inserted_to_enrolled_and_syncing() {
+    let Rig {
+        work: _work,
+        usb,
+        hq,
+        mut gw,
+        cert,
+        bundles,
+        ..
+    } = Rig::new("", "");
+    let bundle = bundles.make("bench.blp");
+    let ready_before = gw.log_count("branchd ready");
+    let start = std::time::Instant::now();
+    drop_bundle(&usb, &bundle);
+    wait_status(&usb, &sha256_of(&bundle), "applied", &gw);
+    let applied = start.elapsed();
+    gw.follow_self_restart(ready_before);
+    let restarted = start.elapsed();
+    assert!(
+        wait(SOON * 3, || cert.exists()),
+        "no certificate\nbox:\n{}\nHQ:\n{}",
+        gw.log_text(),
+        hq.log_text()
+    );
+    let enrolled = start.elapsed();
+    assert!(
+        wait(SOON * 3, || !sync_status(&gw)["last_success_ms"].is_null()),
+        "no sync success\nbox:\n{}\nHQ:\n{}",
+        gw.log_text(),
+        hq.log_text()
+    );
+    let syncing = start.elapsed();
+    println!(
+        "BENCH enroll: applied {} ms, restarted {} ms, enrolled {} ms, syncing {} ms",
+        applied.as_millis(),
+        restarted.as_millis(),
+        enrolled.as_millis(),
+        syncing.as_millis()
+    );
+}
+
 /// One `GET` to HQ's sync listener presenting the certificate and key in
 /// `cert_pem`/`key_pem` (as a box would): status and JSON body.
 fn get_with_cert(
@@ -390,68 +500,19 @@ fn sync_status(gw: &Gateway) -> serde_json::Value {
 /// revocation, and its CDRs reach HQ again.
 #[test]
 fn a_box_renews_its_certificate_is_refused_when_revoked_and_re_enrolls_with_a_fresh_token() {
-    let work = tempfile::tempdir().expect("tempdir");
-    let usb = work.path().join("usb");
-    std::fs::create_dir(&usb).expect("usb dir");
-    let prefix = work.path().join("hq-prov");
-    branch_prov(&[
-        "key".as_ref(),
-        "new".as_ref(),
-        "--out".as_ref(),
-        prefix.as_os_str(),
-    ]);
-    let mut hq = HqServer::new(HqDb::Sqlite);
-    let hq_toml = work.path().join("hq.toml");
-    std::fs::write(
-        &hq_toml,
-        format!(
-            "provisioning_keys = [{:?}]\nbox_cert_lifetime_s = 120\n",
-            prefix.with_extension("pub")
-        ),
-    )
-    .expect("hq.toml");
-    hq.serve_config = Some(hq_toml);
-    hq.add_site("lyon-02");
-    hq.serve();
-    let hq_url = format!("https://127.0.0.1:{}", hq.sync.port());
-    let pin = ca_pin(&hq.tls_dir().join("ca.pem"));
-    let site = site_for(work.path(), &hq_url, &pin);
-    let make_bundle = |name: &str| {
-        let path = work.path().join(name);
-        branch_prov(&[
-            "bundle".as_ref(),
-            "make".as_ref(),
-            "--site".as_ref(),
-            site.as_os_str(),
-            "--key".as_ref(),
-            prefix.with_extension("key").as_os_str(),
-            "--out".as_ref(),
-            path.as_os_str(),
-        ]);
-        std::fs::read(&path).expect("bundle")
-    };
-
-    let creds = work.path().join("creds");
-    let (ca, cert, key) = (
-        creds.join("ca.pem"),
-        creds.join("box.pem"),
-        creds.join("box.key"),
-    );
-    let plan = format!(
-        "{DIAL_PLAN}\n[provisioning]\nwatch = [{usb:?}]\nkeys = [{pubkey:?}]\nserial = \"{SERIAL}\"\n\
-         local_override = [\"country\"]\n\n[hq]\nurl = \"{hq_url}\"\nca_cert = {ca:?}\nclient_cert = {cert:?}\nclient_key = {key:?}\n\
-         box_id = \"{SERIAL}\"\nlong_poll_ms = 2000\nupload_interval_ms = 1000\nprobe_interval_ms = 1000\nrenew_at_percent = 25\n",
-        pubkey = prefix.with_extension("pub"),
-    );
-    let mut gw = Gateway::start_with(&plan);
-    assert!(
-        gw.wait_log("enrollment waits for a provisioning bundle", SOON),
-        "{}",
-        gw.log_text()
-    );
-
+    let Rig {
+        work: _work,
+        usb,
+        hq,
+        mut gw,
+        cert,
+        key,
+        bundles,
+        ..
+    } = Rig::new("box_cert_lifetime_s = 120\n", "renew_at_percent = 25\n");
+    let creds = key.parent().expect("credentials directory");
     // Enroll.
-    let bundle = make_bundle("first.blp");
+    let bundle = bundles.make("first.blp");
     let ready_before = gw.log_count("branchd ready");
     drop_bundle(&usb, &bundle);
     wait_status(&usb, &sha256_of(&bundle), "applied", &gw);
@@ -567,7 +628,7 @@ fn a_box_renews_its_certificate_is_refused_when_revoked_and_re_enrolls_with_a_fr
     // Re-enrollment with a fresh token: a new key, the revocation cleared, syncing.
     let cdrs_before = hq.cdrs("lyon-02").len();
     let enrolled_before = gw.log_count("enrolled with HQ");
-    let bundle = make_bundle("second.blp");
+    let bundle = bundles.make("second.blp");
     let ready_before = gw.log_count("branchd ready");
     drop_bundle(&usb, &bundle);
     wait_status(&usb, &sha256_of(&bundle), "applied", &gw);
