@@ -495,7 +495,7 @@ fn sync_status(gw: &Gateway) -> serde_json::Value {
 /// after; the old certificate stays valid long enough to be refused by HQ rather
 /// than by the handshake): with a new key, stored 0600, and sync goes on
 /// with the new certificate while HQ refuses the old one. An operator then revokes
-/// the box through the admin API: its sync is refused and its status says `revoked`.
+/// the box with `branch-hq box revoke`: its sync is refused and its status says `revoked`.
 /// A new bundle with a fresh token re-enrolls it (a new key again), HQ clears the
 /// revocation, and its CDRs reach HQ again.
 #[test]
@@ -599,13 +599,46 @@ fn a_box_renews_its_certificate_is_refused_when_revoked_and_re_enrolls_with_a_fr
         "{audit}"
     );
 
-    // Revocation: the box is refused on its next request and says so in its status.
-    let (status, body) = hq.admin(
-        "POST",
-        &format!("/admin/v1/boxes/{SERIAL}/revoke"),
-        Some(serde_json::json!({"reason": "e2e: reported stolen"})),
+    // Revocation by an operator with `branch-hq box revoke` (the admin API's revoke is
+    // tested on both stores in sync/tests): a bad reason or an unknown box is refused
+    // and changes nothing; then the box is refused on its next request and says so in
+    // its status, and the audit log names the CLI.
+    for (args, want) in [
+        (["--box", SERIAL, "--reason", " "], "invalid reason"),
+        (
+            ["--box", "NO-SUCH-BOX", "--reason", "lost"],
+            "\"NO-SUCH-BOX\" does not exist",
+        ),
+        (["--box", "../x", "--reason", "lost"], "invalid --box"),
+    ] {
+        let out = hq.cli(&["box", "revoke"], &args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains(want),
+            "{args:?}: {err}"
+        );
+    }
+    assert!(box_at_hq(&hq)["revoked_at_ms"].is_null());
+    let out = hq.cli(
+        &["box", "revoke"],
+        &["--box", SERIAL, "--reason", "e2e: reported stolen"],
     );
-    assert_eq!(status, 200, "{body}");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = hq.cli(&["box", "revoke"], &["--box", SERIAL, "--reason", "again"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("revoked"), "{err}");
+    assert_eq!(box_at_hq(&hq)["revoked_reason"], "e2e: reported stolen");
+    let (_, audit) = hq.admin("GET", &format!("/admin/v1/audit?box={SERIAL}"), None);
+    assert!(
+        audit.as_array().is_some_and(|a| a
+            .iter()
+            .any(|e| e["action"] == "revoke" && e["actor"] == "cli")),
+        "{audit}"
+    );
     let mut last = serde_json::Value::Null;
     let refused = wait(SOON * 2, || {
         last = sync_status(&gw);

@@ -780,6 +780,17 @@ impl HqServer {
         );
     }
 
+    /// `branch-hq <args> <more> <store args>`, however it ends.
+    pub fn cli(&self, args: &[&str], more: &[&str]) -> std::process::Output {
+        command(bin("branch-hq"))
+            .args(args)
+            .args(more)
+            .args(self.store_args())
+            .env("NO_COLOR", "1")
+            .output()
+            .expect("branch-hq runs")
+    }
+
     /// `branch-hq site add`.
     pub fn add_site(&self, site: &str) {
         let store = self.store_args();

@@ -107,6 +107,19 @@ enum BoxCommand {
         #[arg(long, default_value_t = pki::BOX_CERT_DAYS)]
         days: u64,
     },
+    /// Revoke a box: every mutual-TLS request of it is refused (403 `revoked`) until it
+    /// re-enrolls with a fresh token. Audited (actor `cli`), like the admin API's
+    /// `POST /admin/v1/boxes/{box}/revoke`.
+    Revoke {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// The box id.
+        #[arg(long = "box")]
+        box_id: String,
+        /// Why (kept with the box and in the audit log).
+        #[arg(long)]
+        reason: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -210,6 +223,20 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
             for path in pki::write_box_files(&out, &issued)? {
                 println!("wrote {}", path.display());
             }
+        }
+        Command::Box(BoxCommand::Revoke {
+            store,
+            box_id,
+            reason,
+        }) => {
+            validate::validate_id("--box", &box_id)?;
+            let reason = validate::revocation_reason(&reason)?;
+            let store = store_of(store).await?;
+            let rec = store
+                .revoke_box(&box_id, reason, "cli", hq::now_ms())
+                .await?;
+            tracing::warn!(box_id = %rec.id, reason, "box revoked");
+            println!("box {} revoked (site {})", rec.id, rec.site);
         }
         Command::Site(SiteCommand::Add { store, site, name }) => {
             validate::validate_id("--site", &site)?;

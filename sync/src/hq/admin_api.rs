@@ -324,21 +324,13 @@ struct RevokeRequest {
     reason: String,
 }
 
-/// Longest revocation reason, bytes.
-const MAX_REASON: usize = 512;
-
 async fn revoke_box(
     State(s): State<AppState>,
     Path(box_id): Path<String>,
     body: Result<Json<RevokeRequest>, JsonRejection>,
 ) -> AResult<BoxRecord> {
     let Json(req) = body?;
-    let reason = req.reason.trim();
-    if reason.is_empty() || reason.len() > MAX_REASON || reason.chars().any(char::is_control) {
-        return Err(bad(format!(
-            "reason must be 1 to {MAX_REASON} bytes of text without control characters"
-        )));
-    }
+    let reason = crate::hq::validate::revocation_reason(&req.reason)?;
     let rec = s
         .store
         .revoke_box(&box_id, reason, "admin", now_ms())

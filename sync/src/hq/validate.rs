@@ -491,6 +491,24 @@ pub fn validate_id(field: &str, id: &str) -> crate::hq::Result<()> {
     }
 }
 
+/// Longest reason for revoking a box, bytes.
+pub const MAX_REVOKE_REASON: usize = 512;
+
+/// Checks the reason an operator gives for revoking a box (admin API and CLI alike):
+/// 1 to [`MAX_REVOKE_REASON`] bytes of text without control characters, once trimmed.
+/// Returns it trimmed.
+pub fn revocation_reason(reason: &str) -> crate::hq::Result<&str> {
+    let reason = reason.trim();
+    if reason.is_empty() || reason.len() > MAX_REVOKE_REASON || reason.chars().any(char::is_control)
+    {
+        return Err(crate::hq::Error::invalid(
+            "reason",
+            format!("must be 1 to {MAX_REVOKE_REASON} bytes of text without control characters"),
+        ));
+    }
+    Ok(reason)
+}
+
 /// Checks a row HQ masters: keys and names present, bounded and printable, numbers
 /// made of digits, enumerated values known, hashes in PHC form.
 pub fn validate_entity(entity: &Entity) -> crate::hq::Result<()> {
