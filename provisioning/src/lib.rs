@@ -22,6 +22,7 @@
 //! - [`keys`]: key files, [`keys::KeyId`] and the [`keys::TrustedKeys`] set;
 //! - [`site`]: the TOML site description HQ operators write;
 //! - [`qr`]: QR rendering (PNG, SVG, terminal) and decoding (rqrr);
+//! - [`photo`]: a PNG or JPEG photo as greyscale for the QR reader (without `image`);
 //! - [`base45`]: RFC 9285;
 //! - [`time`]: Unix-second helpers;
 //! - [`error`]: the crate's error type.
@@ -58,6 +59,7 @@ pub mod envelope;
 pub mod error;
 pub mod keys;
 pub mod payload;
+pub mod photo;
 pub mod qr;
 pub mod revocation;
 pub mod site;

@@ -4,7 +4,7 @@
 
 use std::io::Cursor;
 
-use image::{DynamicImage, ImageFormat, ImageReader, Luma};
+use image::{DynamicImage, ImageFormat, Luma};
 use qrcode::render::{svg, unicode};
 use qrcode::{EcLevel, QrCode, Version};
 
@@ -16,7 +16,7 @@ pub const EC_LEVEL: EcLevel = EcLevel::Q;
 /// Largest QR version the project targets for a typical site's token.
 pub const TARGET_VERSION: i16 = 10;
 /// Largest image accepted for decoding, per side.
-pub const MAX_DECODE_SIDE: u32 = 8192;
+pub const MAX_DECODE_SIDE: u32 = crate::photo::MAX_SIDE;
 /// Images larger than this per side are scaled down before detection (phone photos
 /// are ~4000 px; the finder patterns survive scaling and detection gets faster).
 const DETECT_SIDE: u32 = 1600;
@@ -91,28 +91,16 @@ impl Qr {
     }
 }
 
-/// Finds and reads every QR code in a PNG or JPEG image. Refuses images over
-/// [`MAX_DECODE_SIDE`] per side or that need more than 256 MB to decode.
+/// Finds and reads every QR code in a PNG or JPEG picture ([`crate::photo`]). Refuses
+/// pictures over [`MAX_DECODE_SIDE`] per side; larger than [`DETECT_SIDE`] they are
+/// shrunk first.
 pub fn decode_image(bytes: &[u8]) -> Result<Vec<String>> {
-    let mut reader = ImageReader::new(Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| Error::Image(e.to_string()))?;
-    let mut limits = image::Limits::default();
-    limits.max_image_width = Some(MAX_DECODE_SIDE);
-    limits.max_image_height = Some(MAX_DECODE_SIDE);
-    limits.max_alloc = Some(256 * 1024 * 1024);
-    reader.limits(limits);
-    let img = reader.decode().map_err(|e| Error::Image(e.to_string()))?;
-    let img = if img.width().max(img.height()) > DETECT_SIDE {
-        img.resize(
-            DETECT_SIDE,
-            DETECT_SIDE,
-            image::imageops::FilterType::Triangle,
-        )
-    } else {
-        img
-    };
-    let mut prepared = rqrr::PreparedImage::prepare(img.to_luma8());
+    let grey = crate::photo::decode(bytes)?.shrink_to(DETECT_SIDE);
+    let mut prepared = rqrr::PreparedImage::prepare_from_greyscale(
+        grey.width as usize,
+        grey.height as usize,
+        |x, y| grey.at(x as u32, y as u32),
+    );
     let grids = prepared.detect_grids();
     let mut found = Vec::new();
     let mut errors = Vec::new();

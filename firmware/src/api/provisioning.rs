@@ -421,7 +421,16 @@ pub(crate) async fn read_photo_form(mut form: Multipart) -> Result<PhotoForm, Ap
     };
     while let Some(field) = form.next_field().await.map_err(too_big_or_bad)? {
         match field.name() {
-            Some("csrf") => out.csrf = Some(field.text().await.map_err(too_big_or_bad)?),
+            // As bytes, not `Field::text`: that decodes by the part's charset with
+            // encoding_rs, whose tables for every legacy encoding cost the box's
+            // binary ~0.2 MB (BENCHMARKS.md, ARM builds) for a token that is ASCII.
+            Some("csrf") => {
+                let bytes = field.bytes().await.map_err(too_big_or_bad)?;
+                let text = String::from_utf8(bytes.to_vec()).map_err(|_| {
+                    invalid("csrf", "the form's token is not UTF-8 text".to_owned())
+                })?;
+                out.csrf = Some(text);
+            }
             Some("photo") => {
                 let bytes = field.bytes().await.map_err(too_big_or_bad)?;
                 if !bytes.is_empty() {
