@@ -110,13 +110,15 @@ case "${CROSS_RELEASE_BINS:-box}" in
     all) BIN_ARGS=(--bins) ;;
     *) echo "CROSS_RELEASE_BINS must be box or all" >&2; exit 2 ;;
 esac
-# The box's release binaries are linked without .eh_frame_hdr: about 0.3 MB of
-# branchd's size budget (BENCHMARKS.md, ARM builds). Nothing on the box unwinds (the
-# release profile aborts on panic; no thread is cancelled), so the only loss is the
-# frames of a backtrace printed with RUST_BACKTRACE: a panic still reports its message
-# and source location. Release only: the tests catch panics by unwinding.
+# The box's release binaries are linked without .eh_frame_hdr and without .eh_frame
+# (scripts/no-eh-frame.ld, added to ld's default script): about 1.4 MB of branchd's
+# size budget (BENCHMARKS.md, ARM builds). Nothing on the box unwinds (the release
+# profile aborts on panic; no thread is cancelled), so the only loss is the frames of
+# a backtrace printed with RUST_BACKTRACE: a panic still reports its message and
+# source location. Release only: the tests catch panics by unwinding.
 TRIPLE_VAR=$(echo "$TARGET" | tr 'a-z-' 'A-Z_')
-env "CARGO_TARGET_${TRIPLE_VAR}_RUSTFLAGS=-C link-arg=-Wl,--no-eh-frame-hdr" \
+LINK_ARGS="-C link-arg=-Wl,--no-eh-frame-hdr -C link-arg=-Wl,-T,$PWD/scripts/no-eh-frame.ld"
+env "CARGO_TARGET_${TRIPLE_VAR}_RUSTFLAGS=$LINK_ARGS" \
     cargo build --release --workspace "${BIN_ARGS[@]}" --locked --target "$TARGET" "${BUILD_STD[@]}"
 echo "release build: $((SECONDS - start)) s"
 ls -l "$CARGO_TARGET_DIR/$TARGET/release/branchd" "$CARGO_TARGET_DIR/$TARGET/release/branch-sim"
