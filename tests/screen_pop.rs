@@ -21,13 +21,13 @@ const AGENT_PASSWORD: &str = "agent-Pass-2024-long";
 
 /// An SSE stream read on a thread: `(event name, data)` per event; comments (the
 /// keep-alives) are counted as `("", Null)`.
-struct Events {
+pub(crate) struct Events {
     rx: mpsc::Receiver<(String, Value)>,
 }
 
 impl Events {
     /// Opens `GET path` with the session `cookie`; panics unless the answer is 200.
-    fn open(addr: SocketAddr, cookie: &str, path: &str) -> Events {
+    pub(crate) fn open(addr: SocketAddr, cookie: &str, path: &str) -> Events {
         let mut stream = TcpStream::connect(addr).expect("connect");
         // HTTP/1.0: the stream is close-delimited, so no chunked framing to undo.
         write!(
@@ -81,7 +81,7 @@ impl Events {
     }
 
     /// The next event named `name`, skipping others (agent states, keep-alives).
-    fn next(&self, name: &str) -> Value {
+    pub(crate) fn next(&self, name: &str) -> Value {
         let deadline = std::time::Instant::now() + SOON;
         loop {
             let left = deadline.saturating_duration_since(std::time::Instant::now());

@@ -688,11 +688,13 @@ async fn serve(
     // The tools page's OPTIONS probes go to the SIP endpoint (started below; without
     // `[sip]` the receiver is dropped and the tools say SIP is not configured).
     let (probe_tx, probe_rx) = mpsc::unbounded_channel();
-    let web_handle = web_handle.with_tools(crate::tools::Tools::new(
+    let tools = crate::tools::Tools::new(
         crate::tools::ToolsSettings::from_config(&config, &profile.model),
         probe_tx,
         crate::tools::logs::installed(),
-    ));
+    );
+    let sip_trace = tools.sip_trace().clone();
+    let web_handle = web_handle.with_tools(tools);
     // Sites of bundles applied (USB watcher) and tokens applied (web page, API): the
     // daemon restarts to run with their settings.
     let (applied_tx, mut applied_rx) = mpsc::unbounded_channel::<String>();
@@ -761,6 +763,7 @@ async fn serve(
         SipWebChannels {
             status: sip_status.map(|(tx, _)| tx),
             probes: probe_rx,
+            trace: sip_trace,
         },
         &sip_stop,
     )
@@ -1432,6 +1435,8 @@ struct SipWebChannels {
     status: Option<tokio::sync::watch::Sender<Arc<crate::sip_endpoint::status::SipStatus>>>,
     /// The tools page's OPTIONS probes.
     probes: mpsc::UnboundedReceiver<crate::sip_endpoint::probe::OptionsProbe>,
+    /// The diagnostics pages' SIP message trace.
+    trace: crate::tools::sip_trace::SipTrace,
 }
 
 /// Starts the SIP endpoint when `[sip]` is set: returns where call control's SIP
@@ -1483,9 +1488,10 @@ async fn start_sip(
             .as_ref()
             .map(|p| p.as_str().to_owned()),
         seed: u64::from_le_bytes(seed),
+        trace: Some(web.trace.clone()),
     };
     let (trunk_tx, trunk_rx) = mpsc::unbounded_channel();
-    let SipWebChannels { status, probes } = web;
+    let SipWebChannels { status, probes, .. } = web;
     let status = status.unwrap_or_else(|| {
         tokio::sync::watch::channel(Arc::new(crate::sip_endpoint::status::SipStatus::starting())).0
     });

@@ -1044,6 +1044,13 @@ fn build(state: ApiState) -> (Router, Vec<(Method, &'static str)>) {
         tools::download_bundle
     );
     route!(get, Method::GET, "/api/v1/logs", tools::logs_json);
+    route!(get, Method::GET, "/api/v1/sip/trace", tools::sip_trace_json);
+    route!(
+        get,
+        Method::GET,
+        "/api/v1/events/sip-trace",
+        tools::sip_trace_events
+    );
     route!(
         get,
         Method::GET,

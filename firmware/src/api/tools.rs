@@ -8,6 +8,8 @@
 //! | `POST /api/v1/tools/sip-options` `{"uri"?}` | `diagnostics.operate` | status, reason, RTT, or `timeout` |
 //! | `POST /api/v1/tools/capture` `{"seconds"}` | `diagnostics.download` | a pcap file; 409 while one runs |
 //! | `GET /api/v1/tools/bundle` | `diagnostics.download` and `system_config.view` | a tar.gz |
+//! | `GET /api/v1/sip/trace?filter=&limit=` | `diagnostics.download` | the kept SIP messages that match ([`crate::tools::sip_trace`]) |
+//! | `GET /api/v1/events/sip-trace?filter=` | `diagnostics.download` | SSE: the kept ones, then each new one that matches |
 //!
 //! POSTs need the CSRF header like every state-changing route; bad input is a 400
 //! naming the field, and nothing runs. Every run is audited (`tool_ping`,
@@ -554,4 +556,122 @@ pub(crate) async fn download_bundle(
     who: Authed,
 ) -> Result<Response, ApiError> {
     run_bundle(&state, &who).await
+}
+
+/// Most messages `GET /api/v1/sip/trace` answers (all the trace keeps).
+pub const MAX_TRACE_LIMIT: usize = crate::tools::sip_trace::TRACE_KEEP;
+
+/// `?filter=&limit=` of the SIP trace routes and page.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct TraceQuery {
+    /// A Call-ID or (part of) a number; empty or absent: every message.
+    pub filter: Option<String>,
+    /// Most messages (default and most: [`MAX_TRACE_LIMIT`]).
+    pub limit: Option<String>,
+}
+
+/// The SIP trace (`diagnostics.download`: whole messages, numbers unmasked, like a
+/// packet capture) and the parsed filter; `Ok(None)` when this process has no tools
+/// (an API served alone).
+pub(crate) async fn sip_trace(
+    state: &ApiState,
+    who: &Authed,
+    q: &TraceQuery,
+) -> Result<
+    Option<(
+        crate::tools::sip_trace::SipTrace,
+        crate::tools::sip_trace::TraceFilter,
+        usize,
+    )>,
+    ApiError,
+> {
+    require(
+        state,
+        who,
+        Resource::Diagnostics,
+        Action::Download,
+        "sip trace",
+    )
+    .await?;
+    let filter = crate::tools::sip_trace::TraceFilter::parse(q.filter.as_deref().unwrap_or(""))
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("filter: {e}")))?;
+    let limit = match q.limit.as_deref().map(str::trim).filter(|l| !l.is_empty()) {
+        None => MAX_TRACE_LIMIT,
+        Some(text) => text
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=MAX_TRACE_LIMIT).contains(n))
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("limit: {text:?} is not a number from 1 to {MAX_TRACE_LIMIT}"),
+                )
+            })?,
+    };
+    let tools = state.status().and_then(|s| s.tools());
+    Ok(tools.map(|t| (t.sip_trace().clone(), filter, limit)))
+}
+
+/// `GET /api/v1/sip/trace?filter=&limit=`: the kept messages that match, oldest first.
+pub(super) async fn sip_trace_json(
+    State(state): State<ApiState>,
+    who: Authed,
+    axum::extract::Query(q): axum::extract::Query<TraceQuery>,
+) -> Result<Response, ApiError> {
+    let found = sip_trace(&state, &who, &q).await?;
+    Ok(Json(match found {
+        Some((trace, filter, limit)) => json!({
+            "filter": filter.as_str(),
+            "messages": trace.recent(&filter, limit),
+        }),
+        None => json!({ "filter": "", "messages": [] }),
+    })
+    .into_response())
+}
+
+/// `GET /api/v1/events/sip-trace?filter=`: Server-Sent Events, a `message` event for
+/// each kept message that matches (oldest first), then one per new one; a `lagged`
+/// event `{missed}` when this client fell behind.
+pub(super) async fn sip_trace_events(
+    State(state): State<ApiState>,
+    who: Authed,
+    axum::extract::Query(q): axum::extract::Query<TraceQuery>,
+) -> Result<Response, ApiError> {
+    use crate::tools::sip_trace::Live;
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    let Some((trace, filter, limit)) = sip_trace(&state, &who, &q).await? else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the daemon is not running here",
+        ));
+    };
+    // Subscribe first, then read the kept ones: a message recorded in between shows
+    // twice rather than not at all; the client drops repeats by `seq`.
+    let watcher = trace.subscribe();
+    let kept = trace.recent(&filter, limit);
+    let first = futures_util::stream::iter(kept.into_iter().map(|e| {
+        Ok::<_, std::convert::Infallible>(
+            Event::default()
+                .event("message")
+                .json_data(e)
+                .unwrap_or_else(|e| Event::default().event("error").data(e.to_string())),
+        )
+    }));
+    let live = futures_util::stream::unfold((watcher, filter), |(mut w, f)| async move {
+        let event = match w.next(&f).await? {
+            Live::Entry(e) => Event::default()
+                .event("message")
+                .json_data(e)
+                .unwrap_or_else(|e| Event::default().event("error").data(e.to_string())),
+            Live::Missed(n) => Event::default()
+                .event("lagged")
+                .json_data(json!({ "missed": n }))
+                .unwrap_or_else(|e| Event::default().event("error").data(e.to_string())),
+        };
+        Some((Ok(event), (w, f)))
+    });
+    use futures_util::StreamExt;
+    Ok(Sse::new(first.chain(live))
+        .keep_alive(KeepAlive::new().interval(std::time::Duration::from_secs(15)))
+        .into_response())
 }

@@ -132,6 +132,7 @@ use crate::call::TrunkStatus;
 use crate::config::SipConfig;
 use crate::media_engine::MediaEngine;
 use crate::tones::Country;
+use crate::tools::sip_trace::{Captured, Direction};
 
 use self::legs::Leg;
 
@@ -180,6 +181,9 @@ pub struct EndpointSettings {
     pub outside_line_prefix: Option<String>,
     /// Seed of tags, branches, Call-IDs, nonces and backoff (random at start-up).
     pub seed: u64,
+    /// Where every message received (past the flood guard) and sent is recorded for
+    /// the diagnostics pages' live trace; `None`: not traced.
+    pub trace: Option<crate::tools::sip_trace::SipTrace>,
 }
 
 /// What call control asks of the endpoint (its SIP outputs), plus MWI.
@@ -881,6 +885,9 @@ impl SipEndpoint {
             self.stats.dropped_banned += 1;
             return;
         }
+        if !msg.bytes.iter().all(u8::is_ascii_whitespace) {
+            self.trace(Direction::In, msg.kind, msg.peer, &msg.bytes);
+        }
         let parsed = match message::parse(&msg.bytes, &self.limits) {
             Ok(m) => m,
             Err(ParseError::Empty) => return,
@@ -954,6 +961,7 @@ impl SipEndpoint {
             let mut out = Outbound::new(msg.kind, msg.peer, bytes);
             out.connection = msg.connection;
             out.local = Some(msg.local);
+            self.trace(Direction::Out, out.kind, out.dest, &out.bytes);
             if let Err(e) = self.transport.send(out).await {
                 tracing::debug!(error = %e, "response to a malformed message not sent");
             }
@@ -1109,6 +1117,23 @@ impl SipEndpoint {
         progressed
     }
 
+    /// Records a message in the diagnostics trace, when there is one.
+    fn trace(&self, direction: Direction, kind: WireKind, peer: SocketAddr, bytes: &bytes::Bytes) {
+        if let Some(trace) = &self.settings.trace {
+            trace.record(Captured {
+                at_ms: crate::store::system_clock_ms(),
+                direction,
+                transport: match kind {
+                    WireKind::Udp => "udp",
+                    WireKind::Tcp => "tcp",
+                    WireKind::Tls => "tls",
+                },
+                peer,
+                bytes: bytes.clone(),
+            });
+        }
+    }
+
     /// Sends everything the transaction layer queued.
     async fn flush(&mut self) {
         while let Some(t) = self.tx.poll_transmit() {
@@ -1127,6 +1152,7 @@ impl SipEndpoint {
                     out = out.with_server_name(name.clone());
                 }
             }
+            self.trace(Direction::Out, out.kind, out.dest, &out.bytes);
             if let Err(e) = self.transport.send(out).await {
                 tracing::debug!(dest = %t.destination.addr, error = %e, "sip message not sent");
                 if let Some(key) = t.transaction {

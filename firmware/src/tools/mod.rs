@@ -33,6 +33,7 @@
 pub mod bundle;
 pub mod capture;
 pub mod logs;
+pub mod sip_trace;
 
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
@@ -425,6 +426,8 @@ pub struct Tools {
     capturing: Arc<AtomicBool>,
     /// The daemon's recent log lines, when it keeps them.
     logs: Option<logs::RecentLogs>,
+    /// The SIP endpoint's message trace (empty without `[sip]`).
+    sip_trace: sip_trace::SipTrace,
 }
 
 /// Clears the capture flag when the capture ends, however it ends.
@@ -448,6 +451,7 @@ impl Tools {
             probes,
             capturing: Arc::new(AtomicBool::new(false)),
             logs,
+            sip_trace: sip_trace::SipTrace::new(),
         }
     }
 
@@ -456,7 +460,12 @@ impl Tools {
         &self.settings
     }
 
-    /// The daemon's recent logs, when kept.
+    /// The SIP message trace (the SIP endpoint records into it).
+    pub fn sip_trace(&self) -> &sip_trace::SipTrace {
+        &self.sip_trace
+    }
+
+    /// The daemon's recent log lines, when it keeps them.
     pub fn logs(&self) -> Option<&logs::RecentLogs> {
         self.logs.as_ref()
     }

@@ -100,3 +100,51 @@
     try { apply(JSON.parse(e.data)); } catch (err) { /* keep the last good view */ }
   });
 })();
+// The SIP trace page: new messages matching the list's filter are appended as they
+// pass (Server-Sent Events); repeats of a message already shown are skipped by seq.
+(function () {
+  var list = document.querySelector("ol[data-sip-trace]");
+  if (!window.EventSource || !list) return;
+  var last = -1;
+  Array.prototype.forEach.call(list.querySelectorAll("li[data-seq]"), function (li) {
+    last = Math.max(last, parseInt(li.getAttribute("data-seq"), 10));
+  });
+  function two(n) { return (n < 10 ? "0" : "") + n; }
+  function clock(ms) {
+    var s = Math.floor(ms / 1000) % 86400;
+    return two(Math.floor(s / 3600)) + ":" + two(Math.floor(s / 60) % 60) + ":" + two(s % 60);
+  }
+  function add(m) {
+    if (m.seq <= last) return;
+    last = m.seq;
+    var empty = document.getElementById("trace-empty");
+    if (empty) empty.remove();
+    var li = document.createElement("li"), details = document.createElement("details");
+    var summary = document.createElement("summary"), strong = document.createElement("strong");
+    var pre = document.createElement("pre");
+    li.setAttribute("data-seq", String(m.seq));
+    li.className = m.direction === "in" ? "in" : "out";
+    summary.textContent = clock(m.at_ms) + " " + (m.direction === "in" ? "\u2190 " : "\u2192 ") +
+      m.peer + " " + m.transport + " \u00b7 ";
+    strong.textContent = m.first_line;
+    summary.appendChild(strong);
+    pre.className = "output";
+    pre.textContent = m.text;
+    details.appendChild(summary);
+    details.appendChild(pre);
+    li.appendChild(details);
+    list.appendChild(li);
+    while (list.children.length > 500) list.removeChild(list.firstChild);
+  }
+  var url = "/api/v1/events/sip-trace?filter=" + encodeURIComponent(list.getAttribute("data-sip-trace"));
+  var source = new EventSource(url);
+  source.addEventListener("message", function (e) {
+    try { add(JSON.parse(e.data)); } catch (err) { /* a broken event is skipped */ }
+  });
+  source.addEventListener("lagged", function () {
+    var li = document.createElement("li");
+    li.className = "muted";
+    li.textContent = "(some messages went by too fast to show here)";
+    list.appendChild(li);
+  });
+})();

@@ -19,6 +19,8 @@
 //!   `/sip` (the trunk registration: state, server, expiry, per-server health and last
 //!   error; every local SIP account's registered contacts with source address and
 //!   expiry, from the SIP endpoint's own snapshot; "not configured" without `[sip]`),
+//!   `/sip/trace?filter=` (the SIP message trace, [`crate::tools::sip_trace`]: the kept
+//!   messages that match, server-rendered; `app.js` appends new ones from its SSE route),
 //!   `/calls` (calls in progress from call control with, per SIP leg, the codec and the
 //!   media engine's RTP loss, jitter and MOS; the last 20 CDRs of 7 days from the
 //!   store), `/sync` (agent state, outbox backlog and its oldest row's age, cursor,
@@ -128,6 +130,7 @@ pub fn router(api: ApiState) -> Router {
         .route("/ports", get(ports_page))
         .route("/ports/{port}/ring-test", post(ring_test_form))
         .route("/sip", get(sip_page))
+        .route("/sip/trace", get(sip_trace_page))
         .route("/calls", get(calls_page))
         .route("/queues", get(queues_page))
         .route("/logs", get(logs_page))
@@ -602,6 +605,32 @@ async fn sip_page(
 const CALLS_PAGE_CDRS: u32 = 20;
 /// How far back the calls page looks for CDRs.
 const CALLS_PAGE_WINDOW_MS: i64 = 7 * 24 * 3_600_000;
+
+async fn sip_trace_page(
+    State(state): State<WebState>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+    Query(q): Query<crate::api::tools::TraceQuery>,
+) -> Response {
+    let who = match page_user(
+        &state,
+        &headers,
+        ip,
+        None,
+        "/sip/trace",
+        (Resource::Diagnostics, Action::Download),
+    )
+    .await
+    {
+        Ok(w) => w,
+        Err(r) => return r,
+    };
+    let messages = crate::api::tools::sip_trace(&state.api, &who, &q)
+        .await
+        .map(|found| found.map(|(trace, filter, limit)| trace.recent(&filter, limit)))
+        .map_err(|e| (e.status(), e.message().to_owned()));
+    pages::sip_trace_page(&who, q.filter.as_deref().unwrap_or("").trim(), messages)
+}
 
 async fn logs_page(
     State(state): State<WebState>,

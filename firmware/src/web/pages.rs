@@ -618,6 +618,7 @@ pub(super) fn sip_page(who: &Authed, status: Option<&StatusHandle>, now_ms: i64)
     let sip = status.and_then(StatusHandle::sip);
     let body = html! {
         h1 { "SIP" }
+        p { a href="/sip/trace" { "Message trace" } " — the SIP messages the box sends and receives, live, filtered by number or Call-ID." }
         @match (status, &sip) {
             (None, _) => { (not_running()) }
             (Some(_), None) => {
@@ -773,6 +774,55 @@ pub(super) fn logs_page(
         }
     };
     page(status, layout("Logs", Some(who), "/system", body))
+}
+
+/// The SIP trace page: a filter (GET form, works without JS) and the kept messages
+/// that match, oldest first; `app.js` then appends new ones live from
+/// `/api/v1/events/sip-trace` (the `data-sip-trace` list carries the filter).
+pub(super) fn sip_trace_page(
+    who: &Authed,
+    filter: &str,
+    messages: Result<Option<Vec<crate::tools::sip_trace::TraceEntry>>, (StatusCode, String)>,
+) -> Response {
+    use crate::tools::sip_trace::Direction;
+    let status = messages.as_ref().err().map_or(StatusCode::OK, |(s, _)| *s);
+    let body = html! {
+        h1 { "SIP message trace" }
+        form.card method="get" action="/sip/trace" {
+            label { "Call-ID or number "
+                input type="search" name="filter" value=(filter) maxlength=(crate::tools::sip_trace::MAX_FILTER) placeholder="e.g. 2001 or a Call-ID";
+            }
+            " "
+            button type="submit" { "Filter" }
+            p.muted { "The last " (crate::tools::sip_trace::TRACE_KEEP) " messages the box received and sent are kept in memory; new ones appear below as they pass. Digest responses are hidden; phone numbers are shown in full." }
+        }
+        section.card.wide {
+            @match &messages {
+                Err((_, e)) => { p.bad role="alert" { (e) } }
+                Ok(None) => { p.muted { "This branchd has no SIP endpoint running here." } }
+                Ok(Some(list)) => {
+                    @if list.is_empty() {
+                        p.muted #trace-empty { "No message matches yet." }
+                    }
+                    ol.trace data-sip-trace=(filter) aria-live="polite" {
+                        @for m in list {
+                            li data-seq=(m.seq) class=(if m.direction == Direction::In { "in" } else { "out" }) {
+                                details {
+                                    summary {
+                                        (clock(m.at_ms)) " "
+                                        (if m.direction == Direction::In { "← " } else { "→ " })
+                                        (m.peer) " " (m.transport) " · " strong { (m.first_line) }
+                                    }
+                                    pre.output { (m.text) }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    page(status, layout("SIP trace", Some(who), "/sip", body))
 }
 
 /// How often the queues page fetches itself again (its `data-reload` section).
