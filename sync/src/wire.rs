@@ -54,8 +54,13 @@
 //! # Versioning
 //!
 //! [`PROTOCOL_VERSION`] is in every request body and every response; HQ refuses a
-//! version it does not speak with [`ErrorCode::UnsupportedVersion`]. New record kinds
-//! or entity kinds need a new protocol version.
+//! version it does not speak with [`ErrorCode::UnsupportedVersion`]. New fields of a
+//! payload are `#[serde(default)]` so records older firmware wrote still parse. New
+//! record kinds are added to version 1 (agent states, dispositions, campaign
+//! results and progress, service records, call notes, customers): an HQ that does not
+//! know a kind refuses the batch as malformed and the box keeps the rows and retries,
+//! so nothing is lost, but HQ must be upgraded before the boxes that send a new kind.
+//! New entity kinds (down) need a new protocol version.
 
 use serde::{Deserialize, Serialize};
 
@@ -142,6 +147,18 @@ pub enum RecordKind {
     Survey,
     /// A call's disposition keyed by the agent in wrap-up: [`DispositionRecord`].
     Disposition,
+    /// One attempt of an outbound campaign and its result: [`CampaignResultRecord`].
+    CampaignResult,
+    /// A campaign's progress (leads by state, attempts by outcome):
+    /// [`CampaignProgressRecord`].
+    CampaignProgress,
+    /// A customer's service record (a call with a known customer):
+    /// [`ServiceRecordRecord`].
+    ServiceRecord,
+    /// A note an agent added to a call: [`CallNoteRecord`].
+    CallNote,
+    /// A customer created, edited or deleted on the box: [`CustomerRecord`].
+    Customer,
 }
 
 impl RecordKind {
@@ -157,6 +174,11 @@ impl RecordKind {
             Self::AgentState => "agent_state",
             Self::Survey => "survey",
             Self::Disposition => "disposition",
+            Self::CampaignResult => "campaign_result",
+            Self::CampaignProgress => "campaign_progress",
+            Self::ServiceRecord => "service_record",
+            Self::CallNote => "call_note",
+            Self::Customer => "customer",
         }
     }
 
@@ -172,6 +194,11 @@ impl RecordKind {
             "agent_state" => Self::AgentState,
             "survey" => Self::Survey,
             "disposition" => Self::Disposition,
+            "campaign_result" => Self::CampaignResult,
+            "campaign_progress" => Self::CampaignProgress,
+            "service_record" => Self::ServiceRecord,
+            "call_note" => Self::CallNote,
+            "customer" => Self::Customer,
             _ => return None,
         })
     }
@@ -288,6 +315,193 @@ pub struct DispositionRecord {
     pub customer_hq_id: Option<String>,
     /// When, ms since the Unix epoch.
     pub at_ms: i64,
+}
+
+/// How a campaign attempt ended ([`CampaignResultRecord::outcome`]), as the box
+/// stores it (`lead_attempts.outcome`).
+pub const CAMPAIGN_OUTCOMES: [&str; 4] = ["answered", "busy", "no_answer", "failed"];
+/// How a lead finished ([`CampaignResultRecord::lead_result`], the box's
+/// `leads.result`).
+pub const LEAD_RESULTS: [&str; 4] = ["answered", "max_attempts", "blacklisted", "no_number"];
+/// A campaign's states ([`CampaignProgressRecord::state`], the box's
+/// `campaigns.state`).
+pub const CAMPAIGN_STATES: [&str; 4] = ["draft", "running", "paused", "done"];
+
+/// One attempt of an outbound campaign, the payload of a
+/// [`RecordKind::CampaignResult`] record (the box's `lead_attempts` row with its
+/// campaign and lead); the record key is the attempt id. The box sends the attempt
+/// again each time it changes (its outcome when the call ends, the agent's wrap-up
+/// with disposition and notes, before or after): HQ keeps the latest per box, epoch
+/// and attempt (by seq).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CampaignResultRecord {
+    /// The attempt's id on the box (the record key).
+    pub attempt_id: i64,
+    /// The campaign's id on the box.
+    pub campaign_id: i64,
+    /// The campaign's name.
+    pub campaign: String,
+    /// The lead's id on the box.
+    pub lead_id: i64,
+    /// The lead's name ("" when the list gave none).
+    pub lead_name: String,
+    /// The number dialled, as dialled (digits, optional leading `+`).
+    pub number: String,
+    /// The agent (box username) the attempt was for, if known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    /// The call's id (a [`Cdr::call_id`]), once the call was placed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call_id: Option<String>,
+    /// When the attempt started, ms since the Unix epoch.
+    pub started_at_ms: i64,
+    /// When it ended (`None` while the call is up).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_at_ms: Option<i64>,
+    /// How it ended, one of [`CAMPAIGN_OUTCOMES`] (`None` while the call is up; set
+    /// exactly when `ended_at_ms` is).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<String>,
+    /// The disposition digit (0-9) the agent keyed, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disposition: Option<u8>,
+    /// The agent's notes ("" for none).
+    #[serde(default)]
+    pub notes: String,
+    /// The lead's result when this attempt finished it, one of [`LEAD_RESULTS`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lead_result: Option<String>,
+}
+
+/// A campaign's progress, the payload of a [`RecordKind::CampaignProgress`] record;
+/// the record key is the campaign id. The box sends it when an attempt ends, when a
+/// lead is finished without a call (blacklisted, no number) and when the campaign's
+/// state changes; HQ keeps the latest per box, epoch and campaign (by seq).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CampaignProgressRecord {
+    /// The campaign's id on the box (the record key).
+    pub campaign_id: i64,
+    /// The campaign's name.
+    pub campaign: String,
+    /// Its state, one of [`CAMPAIGN_STATES`].
+    pub state: String,
+    /// Leads in its list.
+    pub leads: i64,
+    /// Leads waiting for an attempt.
+    pub pending: i64,
+    /// Leads being dialled.
+    pub dialing: i64,
+    /// Finished leads by result ([`LEAD_RESULTS`]).
+    pub done: std::collections::BTreeMap<String, i64>,
+    /// Attempts by outcome ([`CAMPAIGN_OUTCOMES`], `open` for those in flight).
+    pub attempts: std::collections::BTreeMap<String, i64>,
+    /// When the box counted, ms since the Unix epoch.
+    pub at_ms: i64,
+}
+
+/// Which customer a record is about: one of HQ's contacts (by HQ's id) or a customer
+/// made on the box (by its id there, which HQ knows from [`RecordKind::Customer`]
+/// records of the same box and epoch).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CustomerRef {
+    /// HQ's contact id.
+    Hq(String),
+    /// The box's customer id.
+    Local(i64),
+}
+
+/// A customer's service record, the payload of a [`RecordKind::ServiceRecord`]
+/// record (the box's `service_records` row, written with the call's CDR); the record
+/// key is the call id. The disposition the agent keys ([`DispositionRecord`]), the
+/// notes ([`CallNoteRecord`]) and the recording ([`RecordingMeta`]) come as records
+/// of their own, joined by call id at HQ.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceRecordRecord {
+    /// The call's id (a [`Cdr::call_id`], the record key).
+    pub call_id: String,
+    /// The customer.
+    pub customer: CustomerRef,
+    /// The customer's number on the call.
+    pub number: String,
+    /// [`CdrDirection::Inbound`] or [`CdrDirection::Outbound`].
+    pub direction: CdrDirection,
+    /// The call-center agent who took it (queue calls).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_id: Option<String>,
+    /// The box user who handled it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// The local extension on the call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extension: Option<String>,
+    /// When the call started, ms since the Unix epoch.
+    pub started_at_ms: i64,
+    /// Talk time in ms (0 when unanswered).
+    pub talk_ms: i64,
+    /// How the call ended.
+    pub outcome: CdrDisposition,
+}
+
+/// A note on a call, the payload of a [`RecordKind::CallNote`] record (the box's
+/// `call_notes` row); the record key is the call id. Notes only add up: each is a
+/// record of its own.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallNoteRecord {
+    /// The call's id (the record key).
+    pub call_id: String,
+    /// The note's id on the box.
+    pub note_id: i64,
+    /// Who wrote it (a box username).
+    pub author: String,
+    /// The text (line breaks and tabs allowed).
+    pub text: String,
+    /// When, ms since the Unix epoch.
+    pub at_ms: i64,
+}
+
+/// A customer made on the box, the payload of a [`RecordKind::Customer`] record;
+/// the record key is the box's customer id. Sent whole after every change (create,
+/// edit, type keyed in wrap-up, CSV import) and once more with `deleted` when it is
+/// deleted; HQ keeps the latest per box, epoch and id (by seq). HQ's own contacts are
+/// not sent back up.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CustomerRecord {
+    /// The box's customer id (the record key).
+    pub id: i64,
+    /// Name.
+    pub name: String,
+    /// Numbers (digits, optional leading `+`), in order.
+    pub numbers: Vec<String>,
+    /// Customer type: keypad digit and name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub type_digit: Option<u8>,
+    /// The type's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub type_name: Option<String>,
+    /// Owning agent (box username).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// Owning group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner_group: Option<String>,
+    /// Custom field values by field name, as the box's API shows them.
+    #[serde(default)]
+    pub fields: std::collections::BTreeMap<String, serde_json::Value>,
+    /// Who made it (box username).
+    pub created_by: String,
+    /// Created, ms since the Unix epoch.
+    pub created_at_ms: i64,
+    /// Last change (the deletion, for a deleted one).
+    pub updated_at_ms: i64,
+    /// The customer was deleted on the box (the rest is the row as it was).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deleted: bool,
 }
 
 /// The states of a call-center agent, as named on the wire and in the box's

@@ -5,6 +5,7 @@
 #![cfg(feature = "hq")]
 
 mod hq {
+    mod crm_tests;
     mod enroll_tests;
     pub mod harness;
     mod ingest_tests;

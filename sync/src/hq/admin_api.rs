@@ -17,6 +17,10 @@
 //! | `GET/PUT/DELETE /admin/v1/sites/{site}/{kind}/{key}[?base_revision=N]` | one row; PUT takes the row's JSON, writes it with a new revision into the site's feed |
 //! | `GET /admin/v1/cdrs?site=&box=&from_ms=&to_ms=&queue=&limit=&after=` | CDRs across branches (queued calls with queue, agent and wait), `{cdrs, next}` |
 //! | `GET /admin/v1/agent-states?site=&box=&agent=&from_ms=&to_ms=&limit=&after=` | call-center agent state changes across branches, `{agent_states, next}` |
+//! | `GET /admin/v1/campaign-results?site=&box=&campaign=&agent=&from_ms=&to_ms=&limit=&after=` | outbound campaign attempts across branches (number dialled, agent, outcome, disposition digit, notes, call id; the latest the box sent of each), `{campaign_results, next}` |
+//! | `GET /admin/v1/campaign-progress?site=&box=&campaign=&limit=&after=` | each campaign's latest progress (leads pending, dialling, done by result; attempts by outcome), `{campaign_progress, next}` |
+//! | `GET /admin/v1/service-records?site=&box=&customer=&number=&agent=&from_ms=&to_ms=&limit=&after=` | customers' service records across branches with the call's disposition, recording sha256 and notes, `{service_records, next}` |
+//! | `GET /admin/v1/customers?site=&box=&number=&deleted=&limit=&after=` | customers made on the boxes (the latest of each; `deleted=true` includes the deleted), `{customers, next}` |
 //! | `GET /admin/v1/reports/daily?site=&from_ms=&to_ms=` | calls, answered, missed per site per UTC day |
 //! | `POST /admin/v1/feed/prune` `{keep_revisions}` | prune the feeds now |
 //! | `/admin/v1/rollouts...` | update rollouts: stage, list, advance/pause/resume/cancel, outcomes ([`crate::hq::rollouts::api`]) |
@@ -33,8 +37,9 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use crate::hq::store::{
-    AgentStateQuery, AgentStateRow, AuditEntry, BoxRecord, CdrQuery, CdrRow, DailyReportRow,
-    ReportQuery, SiteRecord,
+    AgentStateQuery, AgentStateRow, AuditEntry, BoxRecord, CampaignProgressQuery,
+    CampaignProgressRow, CampaignResultQuery, CampaignResultRow, CdrQuery, CdrRow, CustomerQuery,
+    CustomerRow, DailyReportRow, ReportQuery, ServiceRecordQuery, ServiceRecordRow, SiteRecord,
 };
 use crate::hq::validate::{entity_kind_from_name, entity_kind_name, validate_id};
 use crate::hq::{now_ms, pki, AppState, Error};
@@ -127,6 +132,10 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/admin/v1/audit", get(audit))
         .route("/admin/v1/cdrs", get(cdrs))
         .route("/admin/v1/agent-states", get(agent_states))
+        .route("/admin/v1/campaign-results", get(campaign_results))
+        .route("/admin/v1/campaign-progress", get(campaign_progress))
+        .route("/admin/v1/service-records", get(service_records))
+        .route("/admin/v1/customers", get(customers))
         .route("/admin/v1/reports/daily", get(daily))
         .route("/admin/v1/feed/prune", post(prune))
         .merge(crate::hq::rollouts::api::admin_routes())
@@ -483,6 +492,95 @@ async fn agent_states(
         .flatten();
     Ok(Json(AgentStatePage {
         agent_states: rows,
+        next,
+    }))
+}
+
+/// A page of campaign results.
+#[derive(Debug, Serialize)]
+struct CampaignResultPage {
+    campaign_results: Vec<CampaignResultRow>,
+    /// Pass as `after` for the next page; absent on the last page.
+    next: Option<i64>,
+}
+
+/// The `next` cursor of a page of `limit` rows whose last row id is `last`.
+fn next_after(len: usize, limit: usize, last: Option<i64>) -> Option<i64> {
+    (len == limit).then_some(last).flatten()
+}
+
+async fn campaign_results(
+    State(s): State<AppState>,
+    query: Result<Query<CampaignResultQuery>, QueryRejection>,
+) -> AResult<CampaignResultPage> {
+    let Query(q) = query?;
+    let rows = s.store.campaign_results(&q).await?;
+    let next = next_after(rows.len(), q.limit(), rows.last().map(|r| r.id));
+    Ok(Json(CampaignResultPage {
+        campaign_results: rows,
+        next,
+    }))
+}
+
+/// A page of campaign progress rows.
+#[derive(Debug, Serialize)]
+struct CampaignProgressPage {
+    campaign_progress: Vec<CampaignProgressRow>,
+    /// Pass as `after` for the next page; absent on the last page.
+    next: Option<i64>,
+}
+
+async fn campaign_progress(
+    State(s): State<AppState>,
+    query: Result<Query<CampaignProgressQuery>, QueryRejection>,
+) -> AResult<CampaignProgressPage> {
+    let Query(q) = query?;
+    let rows = s.store.campaign_progress(&q).await?;
+    let next = next_after(rows.len(), q.limit(), rows.last().map(|r| r.id));
+    Ok(Json(CampaignProgressPage {
+        campaign_progress: rows,
+        next,
+    }))
+}
+
+/// A page of service records.
+#[derive(Debug, Serialize)]
+struct ServiceRecordPage {
+    service_records: Vec<ServiceRecordRow>,
+    /// Pass as `after` for the next page; absent on the last page.
+    next: Option<i64>,
+}
+
+async fn service_records(
+    State(s): State<AppState>,
+    query: Result<Query<ServiceRecordQuery>, QueryRejection>,
+) -> AResult<ServiceRecordPage> {
+    let Query(q) = query?;
+    let rows = s.store.service_records(&q).await?;
+    let next = next_after(rows.len(), q.limit(), rows.last().map(|r| r.id));
+    Ok(Json(ServiceRecordPage {
+        service_records: rows,
+        next,
+    }))
+}
+
+/// A page of customers made on the boxes.
+#[derive(Debug, Serialize)]
+struct CustomerPage {
+    customers: Vec<CustomerRow>,
+    /// Pass as `after` for the next page; absent on the last page.
+    next: Option<i64>,
+}
+
+async fn customers(
+    State(s): State<AppState>,
+    query: Result<Query<CustomerQuery>, QueryRejection>,
+) -> AResult<CustomerPage> {
+    let Query(q) = query?;
+    let rows = s.store.box_customers(&q).await?;
+    let next = next_after(rows.len(), q.limit(), rows.last().map(|r| r.id));
+    Ok(Json(CustomerPage {
+        customers: rows,
         next,
     }))
 }

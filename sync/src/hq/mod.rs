@@ -13,11 +13,13 @@
 //!   without a certificate yet, answered with its device certificate (the one route
 //!   served without a client certificate).
 //! - [`admin_api`]: the operator API (sites, boxes, certificates, box revocation and
-//!   the audit of identity changes, entity CRUD, CDR queries and reports, box health,
-//!   feed pruning).
+//!   the audit of identity changes, entity CRUD, CDR queries and reports, campaign
+//!   results and progress, service records and box-made customers across branches,
+//!   box health, feed pruning).
 //! - [`validate`]: whole-batch validation and entity validation, before any write.
 //! - [`store`]: the [`store::HqStore`] trait, SQLite and PostgreSQL implementations,
-//!   numbered migrations (`sync/migrations/`).
+//!   numbered migrations (`sync/migrations/`); [`store::crm`] keeps issue 10's
+//!   records (campaigns, service records and notes, customers) the same way on both.
 //! - [`files`]: resumable recording uploads verified by sha256.
 //! - [`feed`]: in-process long-poll wake-ups.
 //! - [`rollouts`]: update rollouts: bundles staged for sites in waves (a per-box seed
@@ -51,9 +53,10 @@
 //! Batches: [`crate::wire::MAX_BATCH_RECORDS`] records, 4 MiB inflated; payloads
 //! 256 KiB; file chunks 1 MiB; long-polls 60 s. A snapshot holds every live row of a
 //! site in one answer. Changes to rows master at HQ are per site (there is no
-//! "all sites" row yet: an operator writes each site). Agent-state and survey records
-//! are stored with their payload JSON (in `up_records` on SQLite, `up_seqs` on
-//! PostgreSQL) but not projected into tables yet.
+//! "all sites" row yet: an operator writes each site). Survey records are stored with
+//! their payload JSON (in `up_records` on SQLite, `up_seqs` on PostgreSQL) but not
+//! projected into a table (the score is on the CDR). Customers made on a box are
+//! listed, not mastered: HQ does not edit them or send them to other boxes.
 
 pub mod admin_api;
 pub mod config;

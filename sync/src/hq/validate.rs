@@ -18,8 +18,10 @@
 use serde::{Deserialize, Serialize};
 
 use crate::wire::{
-    AgentStateName, AgentStateRecord, Cdr, DispositionRecord, EditOp, Entity, EntityEdit,
-    RecordKind, RecordingMeta, UpBatch, MAX_BATCH_RECORDS, PROTOCOL_VERSION,
+    AgentStateName, AgentStateRecord, CallNoteRecord, CampaignProgressRecord, CampaignResultRecord,
+    Cdr, CdrDirection, CustomerRecord, CustomerRef, DispositionRecord, EditOp, Entity, EntityEdit,
+    RecordKind, RecordingMeta, ServiceRecordRecord, UpBatch, CAMPAIGN_OUTCOMES, CAMPAIGN_STATES,
+    LEAD_RESULTS, MAX_BATCH_RECORDS, PROTOCOL_VERSION,
 };
 
 /// Longest id of a site or a box.
@@ -32,6 +34,15 @@ pub const MAX_TRANSFER_HOPS: usize = 32;
 pub const MAX_PAYLOAD_BYTES: usize = 256 * 1024;
 /// Longest free-text field of an entity (names, descriptions).
 pub const MAX_TEXT_LEN: usize = 1024;
+/// Longest note (a call note, a campaign attempt's notes), in characters, as on the
+/// box.
+pub const MAX_NOTE_CHARS: usize = 4000;
+/// Most digits of a phone number (after an optional leading `+`), as on the box.
+pub const MAX_NUMBER_DIGITS: usize = 32;
+/// Most numbers of one customer, as on the box.
+pub const MAX_CUSTOMER_NUMBERS: usize = 10;
+/// Most custom field values of one customer, as on the box.
+pub const MAX_CUSTOMER_FIELDS: usize = 32;
 
 /// A row of the box's audit log as the firmware sends it (payload of
 /// [`RecordKind::Audit`]).
@@ -93,6 +104,16 @@ pub enum TypedPayload {
     AgentState(AgentStateRecord),
     /// A call's disposition.
     Disposition(DispositionRecord),
+    /// A campaign attempt and its result.
+    CampaignResult(CampaignResultRecord),
+    /// A campaign's progress.
+    CampaignProgress(CampaignProgressRecord),
+    /// A customer's service record.
+    ServiceRecord(ServiceRecordRecord),
+    /// A note on a call.
+    CallNote(CallNoteRecord),
+    /// A customer made on the box.
+    Customer(CustomerRecord),
     /// Survey: kept as JSON only (no projection yet).
     Other,
 }
@@ -248,7 +269,14 @@ fn projection_holds_whole(kind: RecordKind, payload: &serde_json::Value) -> bool
         RecordKind::Cdr => &Cdr::FIELDS,
         RecordKind::Audit => &AuditShape::FIELDS,
         // These refuse unknown fields: if they parse, they are whole.
-        RecordKind::Recording | RecordKind::AgentState | RecordKind::Disposition => return true,
+        RecordKind::Recording
+        | RecordKind::AgentState
+        | RecordKind::Disposition
+        | RecordKind::CampaignResult
+        | RecordKind::CampaignProgress
+        | RecordKind::ServiceRecord
+        | RecordKind::CallNote
+        | RecordKind::Customer => return true,
         _ => return false,
     };
     payload
@@ -441,12 +469,263 @@ fn typed_payload(
             }
             Ok(TypedPayload::Disposition(rec))
         }
+        RecordKind::CampaignResult => {
+            let rec: CampaignResultRecord = serde_json::from_value(payload)
+                .map_err(|e| format!("not a campaign result: {e}"))?;
+            check_key_id("campaign result attempt_id", rec.attempt_id, key)?;
+            check_positive("campaign_id", rec.campaign_id)?;
+            check_positive("lead_id", rec.lead_id)?;
+            check_text("campaign", &rec.campaign, MAX_KEY_LEN)?;
+            check_text_allow_empty("lead_name", &rec.lead_name, MAX_TEXT_LEN)?;
+            check_number("number", &rec.number)?;
+            if let Some(agent) = &rec.agent {
+                check_text("agent", agent, MAX_KEY_LEN)?;
+            }
+            if let Some(call) = &rec.call_id {
+                check_text("call_id", call, MAX_KEY_LEN)?;
+            }
+            if rec.started_at_ms < 0 {
+                return Err("campaign result started_at_ms is negative".to_owned());
+            }
+            match (&rec.outcome, rec.ended_at_ms) {
+                (Some(outcome), Some(ended)) => {
+                    one_of("outcome", outcome, &CAMPAIGN_OUTCOMES)?;
+                    if ended < rec.started_at_ms {
+                        return Err("campaign result ends before it starts".to_owned());
+                    }
+                }
+                (None, None) => {}
+                _ => {
+                    return Err(
+                        "campaign result outcome and ended_at_ms go together (both or neither)"
+                            .to_owned(),
+                    )
+                }
+            }
+            if let Some(d) = rec.disposition.filter(|d| *d > 9) {
+                return Err(format!("campaign result disposition {d} is not 0-9"));
+            }
+            check_note("notes", &rec.notes, true)?;
+            if let Some(result) = &rec.lead_result {
+                one_of("lead_result", result, &LEAD_RESULTS)?;
+            }
+            Ok(TypedPayload::CampaignResult(rec))
+        }
+        RecordKind::CampaignProgress => {
+            let rec: CampaignProgressRecord = serde_json::from_value(payload)
+                .map_err(|e| format!("not a campaign progress: {e}"))?;
+            check_key_id("campaign progress campaign_id", rec.campaign_id, key)?;
+            check_text("campaign", &rec.campaign, MAX_KEY_LEN)?;
+            one_of("state", &rec.state, &CAMPAIGN_STATES)?;
+            for (field, n) in [
+                ("leads", rec.leads),
+                ("pending", rec.pending),
+                ("dialing", rec.dialing),
+                ("at_ms", rec.at_ms),
+            ] {
+                if n < 0 {
+                    return Err(format!("campaign progress {field} is negative"));
+                }
+            }
+            let mut finished = 0i64;
+            for (result, n) in &rec.done {
+                one_of("done", result, &LEAD_RESULTS)?;
+                if *n < 0 {
+                    return Err(format!("campaign progress done.{result} is negative"));
+                }
+                finished = finished.saturating_add(*n);
+            }
+            for (outcome, n) in &rec.attempts {
+                if outcome != "open" {
+                    one_of("attempts", outcome, &CAMPAIGN_OUTCOMES)?;
+                }
+                if *n < 0 {
+                    return Err(format!("campaign progress attempts.{outcome} is negative"));
+                }
+            }
+            let counted = rec
+                .pending
+                .saturating_add(rec.dialing)
+                .saturating_add(finished);
+            if counted != rec.leads {
+                return Err(format!(
+                    "campaign progress counts {counted} leads (pending + dialing + done) \
+                     but says leads {}",
+                    rec.leads
+                ));
+            }
+            Ok(TypedPayload::CampaignProgress(rec))
+        }
+        RecordKind::ServiceRecord => {
+            let rec: ServiceRecordRecord = serde_json::from_value(payload)
+                .map_err(|e| format!("not a service record: {e}"))?;
+            check_text("call_id", &rec.call_id, MAX_KEY_LEN)?;
+            if rec.call_id != key {
+                return Err(format!(
+                    "service record call_id {:?} differs from the record key {key:?}",
+                    rec.call_id
+                ));
+            }
+            check_customer_ref(&rec.customer)?;
+            check_number("number", &rec.number)?;
+            if rec.direction == CdrDirection::Internal {
+                return Err("service record direction must be inbound or outbound".to_owned());
+            }
+            for (field, v) in [
+                ("agent_id", &rec.agent_id),
+                ("user", &rec.user),
+                ("extension", &rec.extension),
+            ] {
+                if let Some(v) = v {
+                    check_text(field, v, MAX_KEY_LEN)?;
+                }
+            }
+            if rec.started_at_ms < 0 {
+                return Err("service record started_at_ms is negative".to_owned());
+            }
+            if rec.talk_ms < 0 {
+                return Err("service record talk_ms is negative".to_owned());
+            }
+            Ok(TypedPayload::ServiceRecord(rec))
+        }
+        RecordKind::CallNote => {
+            let rec: CallNoteRecord =
+                serde_json::from_value(payload).map_err(|e| format!("not a call note: {e}"))?;
+            check_text("call_id", &rec.call_id, MAX_KEY_LEN)?;
+            if rec.call_id != key {
+                return Err(format!(
+                    "call note call_id {:?} differs from the record key {key:?}",
+                    rec.call_id
+                ));
+            }
+            check_positive("note_id", rec.note_id)?;
+            check_text("author", &rec.author, MAX_KEY_LEN)?;
+            check_note("text", &rec.text, false)?;
+            if rec.at_ms < 0 {
+                return Err("call note at_ms is negative".to_owned());
+            }
+            Ok(TypedPayload::CallNote(rec))
+        }
+        RecordKind::Customer => {
+            let rec: CustomerRecord =
+                serde_json::from_value(payload).map_err(|e| format!("not a customer: {e}"))?;
+            check_key_id("customer id", rec.id, key)?;
+            check_text("name", &rec.name, MAX_TEXT_LEN)?;
+            if rec.numbers.len() > MAX_CUSTOMER_NUMBERS {
+                return Err(format!(
+                    "customer has {} numbers, at most {MAX_CUSTOMER_NUMBERS}",
+                    rec.numbers.len()
+                ));
+            }
+            for (i, n) in rec.numbers.iter().enumerate() {
+                check_number(&format!("numbers[{i}]"), n)?;
+            }
+            match (rec.type_digit, &rec.type_name) {
+                (Some(d), _) if d > 9 => return Err(format!("customer type_digit {d} is not 0-9")),
+                (Some(_), Some(name)) => check_text("type_name", name, MAX_KEY_LEN)?,
+                (None, Some(_)) => return Err("customer type_name without type_digit".to_owned()),
+                _ => {}
+            }
+            for (field, v) in [("owner", &rec.owner), ("owner_group", &rec.owner_group)] {
+                if let Some(v) = v {
+                    check_text(field, v, MAX_KEY_LEN)?;
+                }
+            }
+            if rec.fields.len() > MAX_CUSTOMER_FIELDS {
+                return Err(format!(
+                    "customer has {} field values, at most {MAX_CUSTOMER_FIELDS}",
+                    rec.fields.len()
+                ));
+            }
+            for (name, value) in &rec.fields {
+                check_text("field name", name, 32)?;
+                if value.is_object() || value.is_null() {
+                    return Err(format!(
+                        "customer field {name:?}: a value is text, a number or a list"
+                    ));
+                }
+            }
+            check_text_allow_empty("created_by", &rec.created_by, MAX_KEY_LEN)?;
+            if rec.created_at_ms < 0 || rec.updated_at_ms < 0 {
+                return Err("customer created_at_ms / updated_at_ms is negative".to_owned());
+            }
+            Ok(TypedPayload::Customer(rec))
+        }
         RecordKind::Survey => {
             if !payload.is_object() {
                 return Err("payload must be a JSON object".to_owned());
             }
             Ok(TypedPayload::Other)
         }
+    }
+}
+
+/// A numeric id that must be positive and equal the record key.
+fn check_key_id(field: &str, id: i64, key: &str) -> Result<(), String> {
+    check_positive(field, id)?;
+    if id.to_string() != key {
+        return Err(format!("{field} {id} differs from the record key {key:?}"));
+    }
+    Ok(())
+}
+
+fn check_positive(field: &str, id: i64) -> Result<(), String> {
+    if id <= 0 {
+        return Err(format!("{field} must be greater than 0"));
+    }
+    Ok(())
+}
+
+fn one_of(field: &str, value: &str, allowed: &[&str]) -> Result<(), String> {
+    if allowed.contains(&value) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{field} {value:?} is not one of {}",
+            allowed.join(", ")
+        ))
+    }
+}
+
+/// A phone number as the box stores it: 1 to [`MAX_NUMBER_DIGITS`] digits with an
+/// optional leading `+`.
+fn check_number(field: &str, number: &str) -> Result<(), String> {
+    let digits = number.strip_prefix('+').unwrap_or(number);
+    if digits.is_empty()
+        || digits.len() > MAX_NUMBER_DIGITS
+        || !digits.bytes().all(|b| b.is_ascii_digit())
+    {
+        return Err(format!(
+            "{field} {number:?} is not a number (1 to {MAX_NUMBER_DIGITS} digits, optional leading +)"
+        ));
+    }
+    Ok(())
+}
+
+/// A note: at most [`MAX_NOTE_CHARS`] characters, no control characters but line
+/// breaks and tabs.
+fn check_note(field: &str, text: &str, allow_empty: bool) -> Result<(), String> {
+    if text.is_empty() && !allow_empty {
+        return Err(format!("{field} is empty"));
+    }
+    if text.chars().count() > MAX_NOTE_CHARS {
+        return Err(format!(
+            "{field} is longer than {MAX_NOTE_CHARS} characters"
+        ));
+    }
+    if text
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t')
+    {
+        return Err(format!("{field} contains control characters"));
+    }
+    Ok(())
+}
+
+fn check_customer_ref(customer: &CustomerRef) -> Result<(), String> {
+    match customer {
+        CustomerRef::Hq(id) => check_text("customer hq id", id, MAX_KEY_LEN),
+        CustomerRef::Local(id) => check_positive("customer local id", *id),
     }
 }
 

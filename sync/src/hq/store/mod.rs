@@ -14,8 +14,14 @@
 //! The decisions that do not depend on the database (whether an offline edit applies,
 //! what the feed answers) are pure functions here, used by both stores.
 
+pub mod crm;
 pub mod postgres;
 pub mod sqlite;
+
+pub use self::crm::{
+    CampaignProgressQuery, CampaignProgressRow, CampaignResultQuery, CampaignResultRow,
+    CustomerQuery, CustomerRow, ServiceDisposition, ServiceRecordQuery, ServiceRecordRow,
+};
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -558,6 +564,20 @@ pub trait HqStore: Send + Sync + std::fmt::Debug + 'static {
     async fn cdrs(&self, query: &CdrQuery) -> Result<Vec<CdrRow>>;
     /// Agent state changes matching `query`, in arrival order.
     async fn agent_states(&self, query: &AgentStateQuery) -> Result<Vec<AgentStateRow>>;
+    /// Campaign attempts and their results across boxes (the latest of each), in
+    /// arrival order of their first record.
+    async fn campaign_results(&self, query: &CampaignResultQuery)
+        -> Result<Vec<CampaignResultRow>>;
+    /// Campaigns' latest progress across boxes.
+    async fn campaign_progress(
+        &self,
+        query: &CampaignProgressQuery,
+    ) -> Result<Vec<CampaignProgressRow>>;
+    /// Customers' service records across boxes, with dispositions, recordings and
+    /// notes.
+    async fn service_records(&self, query: &ServiceRecordQuery) -> Result<Vec<ServiceRecordRow>>;
+    /// Customers made on boxes (the latest of each).
+    async fn box_customers(&self, query: &CustomerQuery) -> Result<Vec<CustomerRow>>;
     /// Calls per site per UTC day.
     async fn daily_report(&self, query: &ReportQuery) -> Result<Vec<DailyReportRow>>;
     /// Size of a recording a box (or another box of its site) announced, by sha256.

@@ -13,7 +13,8 @@
 //!   `WITH new AS (INSERT INTO up_seqs ... ON CONFLICT DO NOTHING RETURNING seq)
 //!   INSERT INTO cdrs ... JOIN new`. Only the rows that were new get their
 //!   projections (`cdrs` in that statement; `audit_rows`, `recordings`,
-//!   `agent_states` and edits after it), so a batch sent twice, or to two instances at once, is stored once.
+//!   `agent_states`, dispositions, issue 10's tables ([`super::crm`]) and edits after
+//!   it), so a batch sent twice, or to two instances at once, is stored once.
 //! - **Stored once.** The idempotency ledger `up_seqs` is keyed by
 //!   `(epoch_id, seq)`, `epoch_id` a numeric surrogate of `(box, epoch)` from
 //!   `box_epochs` (cached in the process: it never changes). It keeps a payload's
@@ -60,6 +61,10 @@ use super::{
     EnrollmentRecord, FeedRead, HqStore, IngestOutcome, RecordCounts, RenewalRecord, ReportQuery,
     SiteRecord, MAX_AUDIT_PAGE,
 };
+use super::{
+    crm, CampaignProgressQuery, CampaignProgressRow, CampaignResultQuery, CampaignResultRow,
+    CustomerQuery, CustomerRow, ServiceRecordQuery, ServiceRecordRow,
+};
 use crate::hq::validate::{entity_kind_name, validate_entity, TypedPayload, ValidBatch};
 use crate::hq::{Error, Result};
 use crate::wire::{Change, Entity, EntityKind, FilePolicy};
@@ -101,6 +106,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (
         9,
         include_str!("../../../migrations/postgres/0009_box_certificates.sql"),
+    ),
+    (
+        10,
+        include_str!("../../../migrations/postgres/0010_campaigns_customers.sql"),
     ),
 ];
 
@@ -1235,6 +1244,42 @@ impl HqStore for PostgresStore {
             .collect()
     }
 
+    async fn campaign_results(
+        &self,
+        query: &CampaignResultQuery,
+    ) -> Result<Vec<CampaignResultRow>> {
+        let client = self.client().await?;
+        let st = crm::campaign_results_query(query);
+        crm::campaign_result_rows(crm_query(&client, &st, "query campaign results").await?)
+    }
+
+    async fn campaign_progress(
+        &self,
+        query: &CampaignProgressQuery,
+    ) -> Result<Vec<CampaignProgressRow>> {
+        let client = self.client().await?;
+        let st = crm::campaign_progress_query(query);
+        crm::campaign_progress_rows(crm_query(&client, &st, "query campaign progress").await?)
+    }
+
+    async fn service_records(&self, query: &ServiceRecordQuery) -> Result<Vec<ServiceRecordRow>> {
+        let client = self.client().await?;
+        let st = crm::service_records_query(query);
+        let rows = crm_query(&client, &st, "query service records").await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let notes = crm_query(&client, &crm::call_notes_query(row), "query call notes").await?;
+            out.push(crm::service_record_row(row, notes)?);
+        }
+        Ok(out)
+    }
+
+    async fn box_customers(&self, query: &CustomerQuery) -> Result<Vec<CustomerRow>> {
+        let client = self.client().await?;
+        let st = crm::customers_query(query);
+        crm::customer_rows(crm_query(&client, &st, "query customers").await?)
+    }
+
     async fn daily_report(&self, query: &ReportQuery) -> Result<Vec<DailyReportRow>> {
         let client = self.client().await?;
         let rows = client
@@ -1542,6 +1587,56 @@ async fn stage(tx: &Transaction<'_>, batch: &ValidBatch) -> Result<()> {
     Ok(())
 }
 
+fn crm_params(params: &[crm::Param]) -> Vec<Box<dyn ToSql + Sync + Send>> {
+    params
+        .iter()
+        .map(|p| -> Box<dyn ToSql + Sync + Send> {
+            match p {
+                crm::Param::Text(t) => Box::new(t.clone()),
+                crm::Param::OptText(t) => Box::new(t.clone()),
+                crm::Param::Int(i) => Box::new(*i),
+                crm::Param::OptInt(i) => Box::new(*i),
+                crm::Param::Bool(b) => Box::new(*b),
+            }
+        })
+        .collect()
+}
+
+/// Runs a [`crm::Statement`] that answers no rows.
+async fn crm_execute<C: GenericClient + Sync>(
+    client: &C,
+    st: &crm::Statement,
+    op: &'static str,
+) -> Result<u64> {
+    let params = crm_params(&st.params);
+    let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| &**p as _).collect();
+    client.execute(st.sql, &refs).await.map_err(pg(op))
+}
+
+/// Runs a [`crm::Statement`] query, reading its columns by their types.
+async fn crm_query<C: GenericClient + Sync>(
+    client: &C,
+    st: &crm::Statement,
+    op: &'static str,
+) -> Result<Vec<Vec<crm::Cell>>> {
+    let params = crm_params(&st.params);
+    let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| &**p as _).collect();
+    let rows = client.query(st.sql, &refs).await.map_err(pg(op))?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            st.cols
+                .iter()
+                .enumerate()
+                .map(|(i, col)| match col {
+                    crm::Col::Int => crm::Cell::Int(r.get(i)),
+                    crm::Col::Text => crm::Cell::Text(r.get(i)),
+                })
+                .collect()
+        })
+        .collect())
+}
+
 async fn insert_projections(
     tx: &Transaction<'_>,
     bx: &str,
@@ -1627,6 +1722,28 @@ async fn insert_projections(
                 )
                 .await
                 .map_err(pg("upsert disposition"))?;
+            }
+            TypedPayload::CampaignResult(_)
+            | TypedPayload::CampaignProgress(_)
+            | TypedPayload::ServiceRecord(_)
+            | TypedPayload::CallNote(_)
+            | TypedPayload::Customer(_) => {
+                let Some(p) = crm::projection(site, bx, epoch, r) else {
+                    continue;
+                };
+                crm_execute(tx, &p.write, "project crm record").await?;
+                if let Some((row, numbers)) = p.numbers {
+                    let stored = crm_query(tx, &row, "find customer row").await?;
+                    if let Some(id) = stored
+                        .first()
+                        .and_then(|r| r.first())
+                        .and_then(crm::Cell::int)
+                    {
+                        for st in crm::customer_numbers(id, &numbers) {
+                            crm_execute(tx, &st, "index customer numbers").await?;
+                        }
+                    }
+                }
             }
             TypedPayload::AgentState(a) => {
                 tx.execute(

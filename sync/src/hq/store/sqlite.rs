@@ -21,6 +21,10 @@ use super::{
     EnrollmentRecord, FeedRead, HqStore, IngestOutcome, RecordCounts, RenewalRecord, ReportQuery,
     SiteRecord, MAX_AUDIT_PAGE,
 };
+use super::{
+    crm, CampaignProgressQuery, CampaignProgressRow, CampaignResultQuery, CampaignResultRow,
+    CustomerQuery, CustomerRow, ServiceRecordQuery, ServiceRecordRow,
+};
 use crate::hq::validate::{entity_kind_name, validate_entity, TypedPayload, ValidBatch};
 use crate::hq::{Error, Result};
 use crate::wire::{Change, Entity, EntityKind, FilePolicy};
@@ -59,6 +63,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (
         9,
         include_str!("../../../migrations/sqlite/0009_box_certificates.sql"),
+    ),
+    (
+        10,
+        include_str!("../../../migrations/sqlite/0010_campaigns_customers.sql"),
     ),
 ];
 
@@ -1116,6 +1124,50 @@ impl HqStore for SqliteStore {
         .await
     }
 
+    async fn campaign_results(
+        &self,
+        query: &CampaignResultQuery,
+    ) -> Result<Vec<CampaignResultRow>> {
+        let st = crm::campaign_results_query(query);
+        self.read("query campaign results", move |tx| {
+            crm::campaign_result_rows(crm_query(tx, &st, "query campaign results")?)
+        })
+        .await
+    }
+
+    async fn campaign_progress(
+        &self,
+        query: &CampaignProgressQuery,
+    ) -> Result<Vec<CampaignProgressRow>> {
+        let st = crm::campaign_progress_query(query);
+        self.read("query campaign progress", move |tx| {
+            crm::campaign_progress_rows(crm_query(tx, &st, "query campaign progress")?)
+        })
+        .await
+    }
+
+    async fn service_records(&self, query: &ServiceRecordQuery) -> Result<Vec<ServiceRecordRow>> {
+        let st = crm::service_records_query(query);
+        self.read("query service records", move |tx| {
+            crm_query(tx, &st, "query service records")?
+                .iter()
+                .map(|row| {
+                    let notes = crm_query(tx, &crm::call_notes_query(row), "query call notes")?;
+                    crm::service_record_row(row, notes)
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn box_customers(&self, query: &CustomerQuery) -> Result<Vec<CustomerRow>> {
+        let st = crm::customers_query(query);
+        self.read("query customers", move |tx| {
+            crm::customer_rows(crm_query(tx, &st, "query customers")?)
+        })
+        .await
+    }
+
     async fn daily_report(&self, query: &ReportQuery) -> Result<Vec<DailyReportRow>> {
         let q = query.clone();
         self.read("daily report", move |tx| {
@@ -1185,6 +1237,79 @@ impl HqStore for SqliteStore {
         })
         .await
     }
+}
+
+fn crm_value(p: &crm::Param) -> rusqlite::types::Value {
+    use rusqlite::types::Value;
+    match p {
+        crm::Param::Text(t) => Value::Text(t.clone()),
+        crm::Param::OptText(t) => t.clone().map_or(Value::Null, Value::Text),
+        crm::Param::Int(i) => Value::Integer(*i),
+        crm::Param::OptInt(i) => i.map_or(Value::Null, Value::Integer),
+        crm::Param::Bool(b) => Value::Integer(i64::from(*b)),
+    }
+}
+
+/// Runs a [`crm::Statement`] that answers no rows.
+fn crm_execute(tx: &Connection, st: &crm::Statement, op: &'static str) -> Result<usize> {
+    tx.prepare_cached(&crm::sqlite_dialect(st.sql))
+        .and_then(|mut s| s.execute(rusqlite::params_from_iter(st.params.iter().map(crm_value))))
+        .map_err(sql(op))
+}
+
+/// Runs a [`crm::Statement`] query, reading its columns by their types.
+fn crm_query(
+    tx: &Connection,
+    st: &crm::Statement,
+    op: &'static str,
+) -> Result<Vec<Vec<crm::Cell>>> {
+    let mut s = tx
+        .prepare_cached(&crm::sqlite_dialect(st.sql))
+        .map_err(sql(op))?;
+    let rows = s
+        .query_map(
+            rusqlite::params_from_iter(st.params.iter().map(crm_value)),
+            |r| {
+                st.cols
+                    .iter()
+                    .enumerate()
+                    .map(|(i, col)| match col {
+                        crm::Col::Int => r.get(i).map(crm::Cell::Int),
+                        crm::Col::Text => r.get(i).map(crm::Cell::Text),
+                    })
+                    .collect::<rusqlite::Result<Vec<_>>>()
+            },
+        )
+        .and_then(|r| r.collect::<rusqlite::Result<Vec<_>>>())
+        .map_err(sql(op))?;
+    Ok(rows)
+}
+
+/// Projects a new record of issue 10's kinds (see [`crm`]); other kinds: nothing.
+fn crm_project(
+    tx: &Connection,
+    site: &str,
+    bx: &str,
+    epoch: &str,
+    r: &crate::hq::validate::ValidRecord,
+) -> Result<()> {
+    let Some(p) = crm::projection(site, bx, epoch, r) else {
+        return Ok(());
+    };
+    crm_execute(tx, &p.write, "project crm record")?;
+    if let Some((row, numbers)) = p.numbers {
+        let stored = crm_query(tx, &row, "find customer row")?;
+        if let Some(id) = stored
+            .first()
+            .and_then(|r| r.first())
+            .and_then(crm::Cell::int)
+        {
+            for st in crm::customer_numbers(id, &numbers) {
+                crm_execute(tx, &st, "index customer numbers")?;
+            }
+        }
+    }
+    Ok(())
 }
 
 fn ingest(
@@ -1281,6 +1406,15 @@ fn ingest(
                     ])
                 })
                 .map_err(sql("insert cdr"))?;
+            }
+            TypedPayload::CampaignResult(_)
+            | TypedPayload::CampaignProgress(_)
+            | TypedPayload::ServiceRecord(_)
+            | TypedPayload::CallNote(_)
+            | TypedPayload::Customer(_)
+                if new =>
+            {
+                crm_project(tx, site, bx, epoch, r)?;
             }
             TypedPayload::AgentState(a) if new => {
                 tx.prepare_cached(
