@@ -517,6 +517,20 @@ pub fn record_disposition(
         )
         .map_err(sql(path, "set the customer's type"))?;
     }
+    if let Some((id, None)) = &customer {
+        // A local customer's new type goes to HQ with it (HQ's contacts are HQ's).
+        crate::customers::store::schema(conn, path)
+            .and_then(|stored| {
+                crate::customers::store::queue_local(conn, path, &stored.schema, *id, at_ms)
+            })
+            .map_err(|e| StoreError::BadRow {
+                path: path.to_owned(),
+                table: "customers",
+                key: id.to_string(),
+                column: "type_digit",
+                message: format!("queueing the customer for HQ: {e}"),
+            })?;
+    }
     let customer_id = customer.as_ref().map(|(id, _)| *id);
     conn.execute(
         "INSERT INTO cdr_dispositions (call_id, agent_id, digit, type_name, customer_id, at_ms)

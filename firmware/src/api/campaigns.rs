@@ -986,7 +986,7 @@ pub(super) async fn put_attempt(
                 Some(o) => Some(store::finish_attempt(tx, path, id, o, now)?),
                 None => None,
             };
-            let row = store::wrap_up(tx, path, id, &b.wrap_up)?;
+            let row = store::wrap_up(tx, path, id, &b.wrap_up, now)?;
             let detail =
                 json!({ "outcome": b.outcome, "next": next, "disposition": row.disposition });
             Ok(((row, next), target, detail))

@@ -388,6 +388,7 @@ pub(super) async fn delete(
         )
         .await?;
     drop(reader);
+    let now = state.now();
     audited(
         &state,
         &who,
@@ -395,7 +396,7 @@ pub(super) async fn delete(
         format!("customer:{id}"),
         move |tx, path| {
             let stored = store::schema(tx, path)?;
-            let row = store::delete_local(tx, path, &stored.schema, id)?;
+            let row = store::delete_local(tx, path, &stored.schema, id, now)?;
             let d = detail(&row);
             Ok(((), format!("customer:{id}"), d))
         },

@@ -10,10 +10,22 @@
 //! state (pending / dialing / done, attempts, due time, assigned agent) lives on the
 //! lead itself. At most one attempt per lead is open at a time (a unique partial
 //! index backs the check in [`start_attempt`]).
+//!
+//! # Sync to HQ
+//!
+//! Results and progress go to HQ through the outbox, in the same transaction as the
+//! change (issue 10): [`finish_attempt`] and [`wrap_up`] queue the attempt whole as a
+//! `campaign_result` record ([`CampaignResultRecord`], keyed by attempt id: HQ keeps
+//! the latest), and [`finish_attempt`], [`set_state`] and a lead finished without a
+//! call in [`start_attempt`] queue the campaign's [`progress`] as a
+//! `campaign_progress` record. A refused change writes neither. Lead lists, leads and
+//! campaign settings themselves stay on the box (HQ sees the campaign by name in
+//! these records); nothing about campaigns syncs down.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use branchline_sync::wire::{CampaignProgressRecord, CampaignResultRecord, RecordKind};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde::{Deserialize, Serialize};
 
@@ -912,6 +924,7 @@ pub fn set_state(
         params![id, to.as_str(), now_ms],
     )
     .map_err(sql(path, "set campaign state"))?;
+    queue_progress(conn, path, id, now_ms)?;
     Ok(row.state)
 }
 
@@ -1151,6 +1164,7 @@ pub fn start_attempt(
                 params![lead_id, result.as_str(), now_ms],
             )
             .map_err(sql(path, "finish lead"))?;
+            queue_progress(conn, path, id, now_ms)?;
             Ok(Started::Finished(result))
         }
         Ok(number) => {
@@ -1221,6 +1235,12 @@ pub fn finish_attempt(
         params![a.lead_id, state, result, attempts, next_at, now_ms],
     )
     .map_err(sql(path, "update lead"))?;
+    let lead_result = match next {
+        AfterAttempt::Done(r) => Some(r),
+        AfterAttempt::RetryAt(_) => None,
+    };
+    queue_result(conn, path, attempt_id, lead_result, now_ms)?;
+    queue_progress(conn, path, a.campaign_id, now_ms)?;
     Ok(next)
 }
 
@@ -1235,12 +1255,14 @@ pub struct WrapUpInput {
     pub notes: String,
 }
 
-/// Sets an attempt's disposition digit and notes (during or after the call).
+/// Sets an attempt's disposition digit and notes (during or after the call); the
+/// attempt goes to HQ again with them.
 pub fn wrap_up(
     conn: &Connection,
     path: &Path,
     attempt_id: i64,
     w: &WrapUpInput,
+    now_ms: i64,
 ) -> Result<AttemptRow> {
     let mut p = Vec::new();
     if w.disposition.is_some_and(|d| d > 9) {
@@ -1261,7 +1283,119 @@ pub fn wrap_up(
         params![attempt_id, w.disposition, w.notes],
     )
     .map_err(sql(path, "wrap up attempt"))?;
+    let lead_result: Option<String> = conn
+        .query_row(
+            "SELECT l.result FROM leads l JOIN lead_attempts a ON a.lead_id = l.id
+              WHERE a.id = ?1 AND a.outcome IS NOT NULL
+                AND a.id = (SELECT max(id) FROM lead_attempts WHERE lead_id = l.id)",
+            [attempt_id],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(sql(path, "read lead result"))?
+        .flatten();
+    queue_result(
+        conn,
+        path,
+        attempt_id,
+        lead_result.as_deref().and_then(LeadResult::from_db),
+        now_ms,
+    )?;
     get_attempt(conn, path, attempt_id)
+}
+
+fn queue_record(
+    conn: &Connection,
+    path: &Path,
+    kind: RecordKind,
+    key: i64,
+    payload: &impl Serialize,
+    now_ms: i64,
+) -> Result<()> {
+    crate::store::queue_for_hq(conn, path, kind, &key.to_string(), payload, now_ms)?;
+    Ok(())
+}
+
+/// The attempt's [`CampaignResultRecord`] (`lead_result`: how the lead finished, when
+/// this attempt finished it).
+pub fn result_record(
+    conn: &Connection,
+    path: &Path,
+    attempt_id: i64,
+    lead_result: Option<LeadResult>,
+) -> Result<CampaignResultRecord> {
+    let a = get_attempt(conn, path, attempt_id)?;
+    let (campaign, lead_name, agent): (String, String, Option<String>) = conn
+        .query_row(
+            "SELECT c.name, l.name, u.username FROM lead_attempts a
+               JOIN campaigns c ON c.id = a.campaign_id
+               JOIN leads l ON l.id = a.lead_id
+               LEFT JOIN users u ON u.id = a.agent_user_id
+              WHERE a.id = ?1",
+            [attempt_id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .map_err(sql(path, "read attempt for hq"))?;
+    Ok(CampaignResultRecord {
+        attempt_id,
+        campaign_id: a.campaign_id,
+        campaign,
+        lead_id: a.lead_id,
+        lead_name,
+        number: a.number,
+        agent,
+        call_id: a.call_id,
+        started_at_ms: a.started_at_ms,
+        ended_at_ms: a.ended_at_ms,
+        outcome: a.outcome.map(|o| o.as_str().to_owned()),
+        disposition: a.disposition,
+        notes: a.notes,
+        lead_result: lead_result.map(|r| r.as_str().to_owned()),
+    })
+}
+
+/// Queues attempt `attempt_id` for HQ (see the module docs).
+fn queue_result(
+    conn: &Connection,
+    path: &Path,
+    attempt_id: i64,
+    lead_result: Option<LeadResult>,
+    now_ms: i64,
+) -> Result<()> {
+    let record = result_record(conn, path, attempt_id, lead_result)?;
+    queue_record(
+        conn,
+        path,
+        RecordKind::CampaignResult,
+        attempt_id,
+        &record,
+        now_ms,
+    )
+}
+
+/// Queues campaign `id`'s progress for HQ (see the module docs).
+fn queue_progress(conn: &Connection, path: &Path, id: i64, now_ms: i64) -> Result<()> {
+    let c = get_campaign(conn, path, id)?;
+    let p = progress(conn, path, id)?;
+    let record = CampaignProgressRecord {
+        campaign_id: id,
+        campaign: c.name,
+        state: c.state.as_str().to_owned(),
+        leads: p.leads,
+        pending: p.pending,
+        dialing: p.dialing,
+        done: p.done,
+        attempts: p.attempts,
+        at_ms: now_ms,
+    };
+    queue_record(
+        conn,
+        path,
+        RecordKind::CampaignProgress,
+        id,
+        &record,
+        now_ms,
+    )
 }
 
 /// A campaign's progress.

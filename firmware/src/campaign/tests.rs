@@ -423,6 +423,27 @@ fn input(list_id: i64, group_id: i64) -> CampaignInput {
     }
 }
 
+/// The outbox rows of `kind` as (key, payload), oldest first.
+fn outbox(store: &mut Store, kind: &'static str) -> Vec<(String, serde_json::Value)> {
+    store
+        .transact("outbox", move |tx, path| {
+            let mut s = tx
+                .prepare("SELECT record_key, payload FROM outbox WHERE kind = ?1 ORDER BY seq")
+                .map_err(store::sql(path, "outbox"))?;
+            let rows = s
+                .query_map([kind], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+                })
+                .and_then(Iterator::collect::<rusqlite::Result<Vec<_>>>)
+                .map_err(store::sql(path, "outbox"))?;
+            Ok(rows
+                .into_iter()
+                .map(|(k, p)| (k, serde_json::from_str(&p).expect("payload json")))
+                .collect())
+        })
+        .expect("outbox")
+}
+
 fn count(store: &mut Store, table: &str) -> i64 {
     let q = format!("SELECT count(*) FROM {table}");
     store
@@ -662,10 +683,32 @@ fn campaigns_are_checked_and_run_attempts_through_the_rules() {
                     disposition: Some(3),
                     notes: "call back in spring".into(),
                 },
+                later + 40_000,
             )
         })
         .expect("wrap up");
     assert_eq!(wrapped.disposition, Some(3));
+    // Every result went to the outbox with its change: busy, no answer (finishing the
+    // lead), then the wrap-up with the digit and notes; the refused wrap-up below and
+    // the refused dials above wrote nothing.
+    let results = outbox(&mut store, "campaign_result");
+    let keys: Vec<&str> = results.iter().map(|(k, _)| k.as_str()).collect();
+    let (a1, a2s) = (attempt_id.to_string(), a2.to_string());
+    assert_eq!(keys, [a1.as_str(), a2s.as_str(), a2s.as_str()]);
+    let first: branchline_sync::wire::CampaignResultRecord =
+        serde_json::from_value(results[0].1.clone()).expect("wire record");
+    assert_eq!(first.outcome.as_deref(), Some("busy"));
+    assert_eq!(first.call_id.as_deref(), Some("call-1"));
+    assert_eq!(first.number, "5550101");
+    assert_eq!(first.agent.as_deref(), Some("ada"));
+    assert_eq!(first.lead_result, None);
+    let last: branchline_sync::wire::CampaignResultRecord =
+        serde_json::from_value(results[2].1.clone()).expect("wire record");
+    assert_eq!(last.outcome.as_deref(), Some("no_answer"));
+    assert_eq!(last.disposition, Some(3));
+    assert_eq!(last.notes, "call back in spring");
+    assert_eq!(last.lead_result.as_deref(), Some("max_attempts"));
+    let progress_rows = outbox(&mut store, "campaign_progress").len();
     let e = store
         .transact("w", move |tx, path| {
             store::wrap_up(
@@ -676,6 +719,7 @@ fn campaigns_are_checked_and_run_attempts_through_the_rules() {
                     disposition: Some(12),
                     notes: String::new(),
                 },
+                later + 50_000,
             )
         })
         .unwrap_err();
@@ -694,6 +738,20 @@ fn campaigns_are_checked_and_run_attempts_through_the_rules() {
         })
         .expect("blocked");
     assert_eq!(s, Started::Finished(LeadResult::Blacklisted));
+    assert_eq!(
+        outbox(&mut store, "campaign_result").len(),
+        3,
+        "refused wrap-up"
+    );
+    let progress = outbox(&mut store, "campaign_progress");
+    assert_eq!(progress.len(), progress_rows + 1, "the blacklisted lead");
+    let (key, last) = progress.last().expect("progress");
+    assert_eq!(key, &id.to_string());
+    let last: branchline_sync::wire::CampaignProgressRecord =
+        serde_json::from_value(last.clone()).expect("wire record");
+    assert_eq!((last.leads, last.pending, last.dialing), (2, 0, 0));
+    assert_eq!(last.done.get("blacklisted"), Some(&1));
+    assert_eq!(last.state, "running");
 
     let p = store
         .transact("p", move |tx, path| store::progress(tx, path, id))
@@ -731,6 +789,11 @@ fn campaigns_are_checked_and_run_attempts_through_the_rules() {
     assert!(
         e.to_string().contains("cannot go from running to draft"),
         "{e}"
+    );
+    assert_eq!(
+        outbox(&mut store, "campaign_progress").len(),
+        progress_rows + 1,
+        "refused state changes queue nothing"
     );
 }
 

@@ -13,9 +13,16 @@
 //! - [`for_customer`] lists a customer's records, newest first, each with its notes,
 //!   the disposition the agent keyed in wrap-up (`cdr_dispositions`) and the
 //!   recording's id, for the API and the agents' screen pop.
+//! - Sync to HQ: a new service record queues a `service_record` outbox record
+//!   ([`ServiceRecordRecord`], keyed by call id; the customer by HQ's id for HQ's
+//!   contacts, by the box's id for local ones) and each note a `call_note` record
+//!   ([`CallNoteRecord`]), in the same transaction as the row. The disposition and
+//!   the recording reach HQ as records of their own (`disposition`, `recording`);
+//!   HQ joins them by call id (`GET /admin/v1/service-records`). Up only.
 
 use std::path::Path;
 
+use branchline_sync::wire::{CallNoteRecord, CustomerRef, RecordKind, ServiceRecordRecord};
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 
@@ -45,16 +52,16 @@ pub fn record_call(conn: &Connection, path: &Path, cdr: &Cdr) -> Result<Option<i
     let Ok(normalized) = super::normalize_number(number) else {
         return Ok(None);
     };
-    let customer: Option<i64> = conn
+    let customer: Option<(i64, Option<String>)> = conn
         .query_row(
-            "SELECT c.id FROM customer_numbers n JOIN customers c ON c.id = n.customer_id
+            "SELECT c.id, c.hq_id FROM customer_numbers n JOIN customers c ON c.id = n.customer_id
               WHERE n.number = ?1 ORDER BY c.source = 'hq', c.id LIMIT 1",
             [&normalized],
-            |r| r.get(0),
+            |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .optional()
         .map_err(sql(path, "find the call's customer"))?;
-    let Some(customer) = customer else {
+    let Some((customer, hq_id)) = customer else {
         return Ok(None);
     };
     let agent = cdr.queue.as_ref().and_then(|q| q.agent.clone());
@@ -83,26 +90,64 @@ pub fn record_call(conn: &Connection, path: &Path, cdr: &Cdr) -> Result<Option<i
         .and_then(|v| v.as_str().map(str::to_owned))
         .unwrap_or_default();
     let extension = Some(local.as_str()).filter(|e| !e.is_empty());
-    conn.execute(
-        "INSERT INTO service_records (call_id, customer_id, number, direction, agent_id,
+    let written = conn
+        .execute(
+            "INSERT INTO service_records (call_id, customer_id, number, direction, agent_id,
              user_id, extension, started_at_ms, talk_ms, outcome)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
          ON CONFLICT (call_id) DO NOTHING",
-        params![
-            cdr.call_id,
-            customer,
-            normalized,
-            direction,
-            agent,
-            user,
-            extension,
-            cdr.started_at_ms,
-            talk_ms,
-            outcome
-        ],
-    )
-    .map_err(sql(path, "write the service record"))?;
-    Ok(Some(conn.last_insert_rowid()))
+            params![
+                cdr.call_id,
+                customer,
+                normalized,
+                direction,
+                agent,
+                user,
+                extension,
+                cdr.started_at_ms,
+                talk_ms,
+                outcome
+            ],
+        )
+        .map_err(sql(path, "write the service record"))?;
+    if written == 0 {
+        // The call has its record already (and HQ has it queued).
+        return Ok(None);
+    }
+    let id = conn.last_insert_rowid();
+    let username: Option<String> = match user {
+        Some(u) => conn
+            .query_row("SELECT username FROM users WHERE id = ?1", [u], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(sql(path, "read the call's user"))?,
+        None => None,
+    };
+    let record = ServiceRecordRecord {
+        call_id: cdr.call_id.clone(),
+        customer: match hq_id {
+            Some(hq) => CustomerRef::Hq(hq),
+            None => CustomerRef::Local(customer),
+        },
+        number: normalized,
+        direction: cdr.direction,
+        agent_id: agent,
+        user: username,
+        extension: extension.map(str::to_owned),
+        started_at_ms: cdr.started_at_ms,
+        talk_ms,
+        outcome: cdr.disposition,
+    };
+    crate::store::queue_for_hq(
+        conn,
+        path,
+        RecordKind::ServiceRecord,
+        &cdr.call_id,
+        &record,
+        cdr.ended_at_ms,
+    )?;
+    Ok(Some(id))
 }
 
 /// A note as stored.
@@ -161,6 +206,14 @@ pub fn add_note(
         params![call_id, author, text, now_ms],
     )
     .map_err(sql(path, "add a call note"))?;
+    let record = CallNoteRecord {
+        call_id: call_id.to_owned(),
+        note_id: conn.last_insert_rowid(),
+        author: author.to_owned(),
+        text: text.to_owned(),
+        at_ms: now_ms,
+    };
+    crate::store::queue_for_hq(conn, path, RecordKind::CallNote, call_id, &record, now_ms)?;
     Ok(Note {
         author: author.to_owned(),
         text: text.to_owned(),
@@ -437,6 +490,51 @@ mod tests {
             .expect("count");
         assert_eq!(total, 2);
         assert_eq!(for_customer(&conn, &path, 7, 1).expect("records").len(), 1);
+
+        // HQ gets each record and note through the outbox, committed with them.
+        let outbox = |kind: &str| -> Vec<(String, String)> {
+            let mut s = conn
+                .prepare("SELECT record_key, payload FROM outbox WHERE kind = ?1 ORDER BY seq")
+                .expect("prepare");
+            s.query_map([kind], |r| Ok((r.get(0)?, r.get(1)?)))
+                .expect("query")
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .expect("rows")
+        };
+        let services = outbox("service_record");
+        let keys: Vec<&str> = services.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, ["c-1", "c-2"], "one per call with a customer");
+        let first: ServiceRecordRecord = serde_json::from_str(&services[0].1).expect("wire");
+        assert_eq!(first.customer, CustomerRef::Local(7));
+        assert_eq!(
+            (
+                first.number.as_str(),
+                first.agent_id.as_deref(),
+                first.user.as_deref()
+            ),
+            ("+4930777", Some("100"), Some("ana"))
+        );
+        assert_eq!(
+            (first.talk_ms, first.direction),
+            (60_000, Direction::Inbound)
+        );
+        let second: ServiceRecordRecord = serde_json::from_str(&services[1].1).expect("wire");
+        assert_eq!(
+            (second.extension.as_deref(), second.user.as_deref()),
+            (Some("102"), Some("ben"))
+        );
+        let notes: Vec<CallNoteRecord> = outbox("call_note")
+            .iter()
+            .map(|(k, p)| {
+                assert_eq!(k, "c-1");
+                serde_json::from_str(p).expect("wire")
+            })
+            .collect();
+        assert_eq!(
+            notes.iter().map(|n| n.text.as_str()).collect::<Vec<_>>(),
+            ["asked for a quote", "quote sent"]
+        );
+        assert!(notes[0].note_id > 0 && notes[1].note_id > notes[0].note_id);
     }
 
     #[test]
@@ -460,6 +558,10 @@ mod tests {
             .query_row("SELECT COUNT(*) FROM call_notes", [], |r| r.get(0))
             .expect("count");
         assert_eq!(n, 0);
+        let queued: i64 = conn
+            .query_row("SELECT COUNT(*) FROM outbox", [], |r| r.get(0))
+            .expect("count");
+        assert_eq!(queued, 0, "a refused note queues nothing for HQ");
         // Line breaks and tabs are fine; the text is trimmed.
         let note = add_note(&conn, &path, "c-1", "ana", " line 1\n\tline 2 ", 5).expect("note");
         assert_eq!(note.text, "line 1\n\tline 2");

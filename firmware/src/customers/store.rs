@@ -14,12 +14,22 @@
 //! - Custom field values are stored as canonical text, one row per value (several
 //!   for a multiple choice), so `field.<name>=value` filters are an indexed `EXISTS`.
 //!
+//! - Sync to HQ: every change of a local customer (create, edit, CSV import, delete,
+//!   a type keyed in wrap-up) queues the customer whole as a `customer` outbox record
+//!   ([`CustomerRecord`], keyed by the box's id, [`queue_local`]) in the same
+//!   transaction; HQ keeps the latest per box. That is up only: HQ lists them
+//!   (`GET /admin/v1/customers`) but does not send them to other boxes, and edits made
+//!   at HQ do not come down. Down comes only HQ's own contacts (the `contact` entity
+//!   of the change feed), which are never sent back up. Custom field definitions and
+//!   customer types stay on the box.
+//!
 //! Every function runs in the caller's connection or transaction; writes go through
 //! the store writer thread (`StoreWriter::transact`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
+use branchline_sync::wire::{CustomerRecord, RecordKind};
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension};
 use serde::Serialize;
@@ -1051,6 +1061,7 @@ pub(crate) fn insert_unchecked(
     .map_err(sql(path, "insert customer"))?;
     let id = conn.last_insert_rowid();
     write_children(conn, path, stored, id, v)?;
+    queue_local(conn, path, &stored.schema, id, now_ms)?;
     Ok(id)
 }
 
@@ -1112,20 +1123,83 @@ pub fn replace_local(
         [id],
     )
     .map_err(sql(path, "clear customer field values"))?;
-    write_children(conn, path, stored, id, v)
+    write_children(conn, path, stored, id, v)?;
+    queue_local(conn, path, &stored.schema, id, now_ms)
 }
 
-/// Deletes local customer `id` and returns it; HQ's is a conflict.
+/// Deletes local customer `id` and returns it; HQ's is a conflict. HQ learns of the
+/// deletion through the outbox.
 pub fn delete_local(
     conn: &Connection,
     path: &Path,
     schema: &Schema,
     id: i64,
+    now_ms: i64,
 ) -> Result<CustomerRow> {
     let row = local_or_conflict(conn, path, schema, id, "deleted")?;
     conn.execute("DELETE FROM customers WHERE id = ?1", [id])
         .map_err(sql(path, "delete customer"))?;
+    queue_for_hq(conn, path, &hq_record(&row, Some(now_ms)), now_ms)?;
     Ok(row)
+}
+
+// --- sync to HQ -----------------------------------------------------------------------
+
+/// A local customer as HQ gets it ([`CustomerRecord`]); `deleted_at_ms`: it was
+/// deleted then.
+pub fn hq_record(row: &CustomerRow, deleted_at_ms: Option<i64>) -> CustomerRecord {
+    CustomerRecord {
+        id: row.id,
+        name: row.name.clone(),
+        numbers: row.numbers.clone(),
+        type_digit: row.type_digit,
+        type_name: row.type_name.clone().filter(|_| row.type_digit.is_some()),
+        owner: row.owner.clone(),
+        owner_group: row.owner_group.clone(),
+        fields: row
+            .fields
+            .iter()
+            .map(|(name, v)| (name.clone(), v.to_json()))
+            .collect(),
+        created_by: row.created_by.clone(),
+        created_at_ms: row.created_at_ms,
+        updated_at_ms: deleted_at_ms.unwrap_or(row.updated_at_ms),
+        deleted: deleted_at_ms.is_some(),
+    }
+}
+
+fn queue_for_hq(
+    conn: &Connection,
+    path: &Path,
+    record: &CustomerRecord,
+    now_ms: i64,
+) -> Result<()> {
+    crate::store::queue_for_hq(
+        conn,
+        path,
+        RecordKind::Customer,
+        &record.id.to_string(),
+        record,
+        now_ms,
+    )?;
+    Ok(())
+}
+
+/// Queues local customer `id` as it now is for HQ, in the caller's transaction (HQ's
+/// own contacts are not sent back). A customer that does not exist queues nothing.
+pub fn queue_local(
+    conn: &Connection,
+    path: &Path,
+    schema: &Schema,
+    id: i64,
+    now_ms: i64,
+) -> Result<()> {
+    match get(conn, path, schema, id)? {
+        Some(row) if row.source == Source::Local => {
+            queue_for_hq(conn, path, &hq_record(&row, None), now_ms)
+        }
+        _ => Ok(()),
+    }
 }
 
 // --- HQ's contacts --------------------------------------------------------------------

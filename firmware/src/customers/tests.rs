@@ -493,7 +493,7 @@ fn customers_are_stored_looked_up_by_number_and_filtered_by_any_field() {
                 ("Acme", 1, 0)
             );
             assert!(lookup_by_number(tx, "+49309999").is_none());
-            store::delete_local(tx, path, &s.schema, b)?;
+            store::delete_local(tx, path, &s.schema, b, 9)?;
             assert!(lookup_by_number(tx, "5550100").is_none());
             Ok(())
         })
@@ -534,7 +534,7 @@ fn hq_contacts_are_read_only_and_lose_to_local_customers_in_the_lookup() {
             store::upsert_hq(tx, path, "c-1", "HQ Person", &["5551234".into()], 3, 1)?;
             let hq = lookup_by_number(tx, "5551234").expect("hq match");
             assert_eq!(hq.name, "HQ Person");
-            let err = store::delete_local(tx, path, &s.schema, hq.id).expect_err("hq owned");
+            let err = store::delete_local(tx, path, &s.schema, hq.id, 9).expect_err("hq owned");
             assert!(err.to_string().contains("HQ owns"), "{err}");
             // A local customer cannot take HQ's number through the API...
             assert!(store::insert_local(
@@ -641,6 +641,117 @@ fn a_csv_import_with_one_bad_row_changes_nothing() {
             assert_eq!(lookup_by_number(tx, "5550003").map(|m| m.name), Some("B".to_owned()));
             let header = "name,colour\nx,red\n";
             assert!(matches!(csv::import(tx, path, &s, header, "ada", 4), Err(Error::CsvImport { .. })));
+            Ok(())
+        })
+        .expect("transaction");
+}
+
+/// The `customer` outbox rows as (key, record), oldest first.
+fn customer_outbox(
+    tx: &rusqlite::Connection,
+) -> Vec<(String, branchline_sync::wire::CustomerRecord)> {
+    let mut s = tx
+        .prepare("SELECT record_key, payload FROM outbox WHERE kind = 'customer' ORDER BY seq")
+        .expect("prepare");
+    s.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+        .expect("query")
+        .map(|row| {
+            let (key, payload) = row.expect("row");
+            (key, serde_json::from_str(&payload).expect("wire customer"))
+        })
+        .collect()
+}
+
+#[test]
+fn local_customer_changes_queue_for_hq_with_the_change_and_refused_ones_do_not() {
+    let (_d, mut store) = open();
+    let id = store
+        .transact("t", |tx, path| {
+            store::set_type(tx, path, 2, "vip", 1)?;
+            store::add_field(tx, path, &def("tier", "text", false, None, &[]), 1)?;
+            let s = store::schema(tx, path)?;
+            let mut v = valid(&s, "Ada", &["+49 30 123456"], &[("tier", "gold")]);
+            v.type_digit = Some(2);
+            let id = store::insert_local(tx, path, &s, &v, "ana", 10)?;
+            let queued = customer_outbox(tx);
+            assert_eq!(queued.len(), 1);
+            let (key, rec) = &queued[0];
+            assert_eq!(key, &id.to_string());
+            assert_eq!(
+                (rec.id, rec.name.as_str(), rec.numbers.as_slice()),
+                (id, "Ada", ["+4930123456".to_owned()].as_slice())
+            );
+            assert_eq!(
+                (rec.type_digit, rec.type_name.as_deref()),
+                (Some(2), Some("vip"))
+            );
+            assert_eq!(rec.fields["tier"], serde_json::json!("gold"));
+            assert_eq!((rec.created_by.as_str(), rec.deleted), ("ana", false));
+            // HQ's contacts are not sent back up, and refusing to touch one queues
+            // nothing.
+            store::upsert_hq(tx, path, "c-1", "HQ Person", &["5551234".into()], 3, 11)?;
+            let hq = lookup_by_number(tx, "5551234").expect("hq").id;
+            assert!(store::delete_local(tx, path, &s.schema, hq, 12).is_err());
+            assert!(store::insert_local(
+                tx,
+                path,
+                &s,
+                &valid(&s, "Dup", &["5551234"], &[]),
+                "a",
+                12
+            )
+            .is_err());
+            assert_eq!(customer_outbox(tx).len(), 1);
+            Ok(id)
+        })
+        .expect("transaction");
+    // A refused edit (the number is HQ's contact's) rolls back whole: no outbox row.
+    let err = store
+        .transact("t", move |tx, path| {
+            let s = store::schema(tx, path)?;
+            store::replace_local(tx, path, &s, id, &valid(&s, "Ada", &["5551234"], &[]), 20)
+        })
+        .expect_err("number taken");
+    assert!(matches!(err, Error::CustomerConflict { .. }), "{err}");
+    store
+        .transact("t", move |tx, path| {
+            assert_eq!(customer_outbox(tx).len(), 1);
+            let s = store::schema(tx, path)?;
+            store::replace_local(
+                tx,
+                path,
+                &s,
+                id,
+                &valid(&s, "Ada L.", &["5550001"], &[]),
+                30,
+            )?;
+            let bad = "name,numbers\nB,5550002\nC,5550001\n";
+            assert!(csv::import(tx, path, &s, bad, "ana", 31).is_err());
+            assert_eq!(
+                customer_outbox(tx).len(),
+                2,
+                "a refused import queues nothing"
+            );
+            assert_eq!(
+                csv::import(tx, path, &s, "name,numbers\nB,5550002\n", "ana", 32)?,
+                1
+            );
+            store::delete_local(tx, path, &s.schema, id, 40)?;
+            let queued = customer_outbox(tx);
+            let summary: Vec<(&str, bool, i64)> = queued
+                .iter()
+                .map(|(_, r)| (r.name.as_str(), r.deleted, r.updated_at_ms))
+                .collect();
+            assert_eq!(
+                summary,
+                [
+                    ("Ada", false, 10),
+                    ("Ada L.", false, 30),
+                    ("B", false, 32),
+                    ("Ada L.", true, 40)
+                ]
+            );
+            assert_eq!(queued[3].1.numbers, ["5550001"]);
             Ok(())
         })
         .expect("transaction");

@@ -80,6 +80,25 @@ pub(crate) fn migrate_to(conn: &mut Connection, version: usize) {
         .expect("migrate to an older version");
 }
 
+/// Writes `payload` as an outbox row of `kind` keyed `key`, in the caller's
+/// transaction (so it commits with the change it reports, or not at all); returns
+/// its seq.
+pub(crate) fn queue_for_hq(
+    conn: &Connection,
+    path: &Path,
+    kind: branchline_sync::wire::RecordKind,
+    key: &str,
+    payload: &impl Serialize,
+    now_ms: i64,
+) -> Result<i64> {
+    let json = serde_json::to_string(payload).map_err(|source| Error::Json {
+        kind: kind.as_str(),
+        key: key.to_owned(),
+        source,
+    })?;
+    crate::accounts::outbox(conn, path, kind.as_str(), key, &json, now_ms)
+}
+
 /// The newest schema version this binary knows.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
