@@ -33,7 +33,10 @@
 //! **Click-to-call.** `{"to": "<digits>", "from"?: "<extension>"}`: `calls.operate` on
 //! the record of the phone's owner (`own` for the caller's own phone: the extension
 //! they are logged in on as an agent, else their user's extension; another extension
-//! needs `group` or `site` over its owner). Answers 202 `{call_id, from, to}`; 400 for
+//! needs `group` or `site` over its owner). `to` is what the phone would dial, or an
+//! E.164 number (`+` and up to 15 digits), dialled through the outside line in the
+//! site's national or international form (`crate::call::e164_dialable`; 409 without
+//! an outside-line prefix). Answers 202 `{call_id, from, to}`; 400 for
 //! a bad field (named), 403, 404 for an unknown extension, 409 when the phone is busy
 //! or the caller has no phone. Audited (`click_to_call`, ok or
 //! failed with the reason).
@@ -489,10 +492,20 @@ pub(super) async fn click_to_call(
     let to = body
         .to
         .ok_or_else(|| ApiError::invalid("to", "required: the number to call, digits"))?;
-    if to.is_empty() || to.len() > 24 || !to.bytes().all(|b| b.is_ascii_digit()) {
+    // `+` and digits: an E.164 outside number, dialled through the outside line in
+    // the site's national or international form (call::e164_dialable).
+    let outside = to.starts_with('+');
+    let digits = to.strip_prefix('+').unwrap_or(&to);
+    let max = if outside {
+        crate::call::MAX_E164_DIGITS
+    } else {
+        24
+    };
+    if digits.is_empty() || digits.len() > max || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return Err(ApiError::invalid(
             "to",
-            "1 to 24 digits 0-9, as the phone would dial it",
+            "1 to 24 digits 0-9, as the phone would dial it, or + and 1 to 15 digits \
+             (an E.164 number, dialled through the outside line)",
         ));
     }
     if let Some(f) = &body.from {
@@ -548,7 +561,7 @@ pub(super) async fn click_to_call(
         .click_to_call(ClickRequest {
             phone,
             to: to.clone(),
-            outside: false,
+            outside,
         })
         .await;
     let (result, detail) = match &outcome {

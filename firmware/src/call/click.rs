@@ -16,14 +16,34 @@
 //! ringing; a `no_answer` CDR from the phone to the target); a SIP phone that declines
 //! or cannot be reached ends it too (`busy` or `no_answer`).
 //!
+//! # Outside numbers and `+`
+//!
+//! A customer's or a lead's number is stored as digits with an optional leading `+`
+//! (E.164). [`CallControl::outside_dial_string`] turns it into what a phone on the
+//! site would dial, then puts the outside-line prefix in front, so the call takes the
+//! normal outside routes (SIP trunk, then FXO) and toll rules like a dialled one. A
+//! `+` number is rewritten by the site's country's numbering plan ([`e164_dialable`],
+//! the plan the toll rules classify with) the way gateways' number-manipulation
+//! tables do for PSTN lines (an FXO line cannot
+//! send a `+`, and many trunks want the national form): the site's own country code
+//! becomes the national trunk prefix (`+4930123456` at a German site dials
+//! `030123456`; `+12125550100` at a US site `12125550100`), any other becomes the
+//! international access prefix (`+4930123456` at a US site dials `0114930123456`,
+//! at a Japanese one `0104930123456`). A number without `+` is dialled as stored.
+//! A `+` number with no digits, more than 15 digits (E.164's limit), or nothing after
+//! the site's country code is refused as a bad number.
+//!
 //! Limits: a SIP phone hears silence, not ringback, while the target rings (no in-band
 //! tones towards SIP legs yet). Toll rules are those of a call dialled on the phone's
 //! port: FXS phones have none today, and the SIP endpoint's per-account toll check
-//! applies to INVITEs a phone sends, not to this call the box places for it.
+//! applies to INVITEs a phone sends, not to this call the box places for it. The `+`
+//! rewriting knows the countries the box has tone plans for ([`Country`]); a trunk
+//! that wants E.164 with `+` gets the national or international form all the same.
 
 use std::time::{Duration, Instant};
 
 use crate::cdr::{Direction, Disposition, HangupSide};
+use crate::tones::Country;
 
 use super::{
     Call, CallControl, EndReason, Fxs, LegId, LegInfo, Output, Party, PlanMatch, SipTarget,
@@ -33,6 +53,29 @@ use super::{
 pub const CLICK_TO_CALL_ANSWER: Duration = Duration::from_secs(30);
 /// Longest number accepted (an outside prefix and 15 E.164 digits fit).
 const MAX_DIGITS: usize = 24;
+
+/// Most digits of an E.164 number (country code included).
+pub const MAX_E164_DIGITS: usize = 15;
+
+/// What a phone at a site of `country` dials for E.164 number `e164` (`+` then at
+/// most [`MAX_E164_DIGITS`] digits): the site's numbering plan (the one toll rules
+/// classify with, [`crate::sip_endpoint::numbering_plan`]) writes it in national or
+/// international form (see the module docs). The reason when it is not a usable
+/// E.164 number.
+pub fn e164_dialable(country: Country, e164: &str) -> Result<String, &'static str> {
+    let digits = e164
+        .strip_prefix('+')
+        .ok_or("an E.164 number starts with +")?;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err("+ must be followed by digits 0-9");
+    }
+    if digits.len() > MAX_E164_DIGITS {
+        return Err("an E.164 number has at most 15 digits");
+    }
+    crate::sip_endpoint::numbering_plan(country)
+        .dialable(e164)
+        .map_err(|_| "nothing follows the country code")
+}
 
 /// Why [`CallControl::click_to_call`] refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -72,22 +115,26 @@ pub(super) struct Click {
 
 impl CallControl {
     /// What a phone dials to reach outside number `number` (a customer's or a lead's,
-    /// stored without the prefix): the outside-line prefix, then the number. A `+` is
-    /// not dialable; such a number is refused as a bad number (no international
-    /// rewriting yet).
+    /// stored without the prefix): the outside-line prefix, then the number; a `+`
+    /// number rewritten by the site's numbering plan first ([`e164_dialable`]; see the
+    /// module docs).
     pub fn outside_dial_string(&self, number: &str) -> Result<String, ClickToCallError> {
         let prefix = self
             .settings
             .outside_line_prefix
             .as_deref()
             .ok_or_else(|| ClickToCallError::NoOutsideLine(number.to_owned()))?;
-        if number.starts_with('+') {
-            return Err(ClickToCallError::BadNumber {
-                to: number.to_owned(),
-                reason: "a + cannot be dialled (no international prefix rewriting yet)",
-            });
-        }
-        Ok(format!("{prefix}{number}"))
+        let digits = if number.starts_with('+') {
+            e164_dialable(self.settings.country, number).map_err(|reason| {
+                ClickToCallError::BadNumber {
+                    to: number.to_owned(),
+                    reason,
+                }
+            })?
+        } else {
+            number.to_owned()
+        };
+        Ok(format!("{prefix}{digits}"))
     }
 
     /// Rings the FXS phone of extension `from` with `to` as caller ID; when it answers,

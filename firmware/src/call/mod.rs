@@ -140,7 +140,7 @@ pub mod voicemail;
 
 use self::transfer::transfer_failure_status;
 
-pub use self::click::{ClickToCallError, CLICK_TO_CALL_ANSWER};
+pub use self::click::{e164_dialable, ClickToCallError, CLICK_TO_CALL_ANSWER, MAX_E164_DIGITS};
 pub use self::features::CONFIRMATION;
 pub use self::journal::JOURNAL_REFRESH;
 pub use self::meetme::{MeetMeRoom, PIN_PROMPT, PIN_TIMEOUT, PIN_TRIES, WRONG_PIN_PROMPT};

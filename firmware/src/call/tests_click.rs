@@ -133,10 +133,6 @@ fn a_customers_or_leads_number_gets_the_outside_line_prefix() {
         6,
         |c| matches!(c, Command::FxoDial(d) if d.as_str() == "5551234")
     ));
-    assert!(matches!(
-        h.cc.outside_dial_string("+495551234"),
-        Err(ClickToCallError::BadNumber { .. })
-    ));
     h.cc.settings.outside_line_prefix = None;
     assert_eq!(
         h.cc.outside_dial_string("5551234"),
@@ -323,4 +319,79 @@ fn a_sip_phone_that_declines_or_does_not_answer_ends_the_click_to_call_with_a_cd
     let out = h.take();
     assert_eq!(hangups(&out), vec![(l, EndReason::Normal)]);
     assert!(!rings(&out, 1));
+}
+
+#[test]
+fn plus_numbers_follow_the_sites_numbering_plan() {
+    for (country, number, want) in [
+        (Country::De, "+4930123456", "030123456"),
+        (Country::De, "+12125550100", "0012125550100"),
+        (Country::Us, "+12125550100", "12125550100"),
+        (Country::Us, "+4930123456", "0114930123456"),
+        (Country::Jp, "+81312345678", "0312345678"),
+        (Country::Jp, "+4930123456", "0104930123456"),
+        (Country::Uk, "+442079460000", "02079460000"),
+        (Country::Fr, "+33123456789", "0123456789"),
+        (Country::Cn, "+861012345678", "01012345678"),
+    ] {
+        assert_eq!(
+            e164_dialable(country, number).as_deref(),
+            Ok(want),
+            "{country:?} {number}"
+        );
+    }
+    // Refusals name the problem.
+    for (bad, why) in [
+        ("4930123456", "starts with +"),
+        ("+", "followed by digits"),
+        ("+49 30", "followed by digits"),
+        ("+49", "nothing follows"),
+        ("+1234567890123456", "at most 15"),
+    ] {
+        let e = e164_dialable(Country::De, bad).expect_err(bad);
+        assert!(e.contains(why), "{bad}: {e}");
+    }
+}
+
+#[test]
+fn a_plus_number_is_clicked_through_the_outside_line_in_national_or_international_form() {
+    // The harness is a US site (NANP) with outside prefix 9 and FXO 6.
+    let mut h = Harness::new();
+    let to =
+        h.cc.outside_dial_string("+4930123456")
+            .expect("international");
+    assert_eq!(to, "90114930123456");
+    assert_eq!(
+        h.cc.outside_dial_string("+12125550100").as_deref(),
+        Ok("912125550100")
+    );
+    let id = h.click("102", &to).expect("started");
+    h.advance(Duration::from_secs(2));
+    h.ev(2, Event::OffHook);
+    let out = h.take();
+    assert!(has_cmd(&out, 6, |c| *c == Command::FxoSeize), "{out:?}");
+    assert!(
+        has_cmd(
+            &out,
+            6,
+            |c| matches!(c, Command::FxoDial(d) if d.as_str() == "0114930123456")
+        ),
+        "{out:?}"
+    );
+    assert_eq!(h.cc.snapshot()[0].call_id, id);
+    // Refused before anything rings: a bad + number, and no outside line at all.
+    for bad in ["+", "+1", "+12345678901234567"] {
+        assert!(
+            matches!(
+                h.cc.outside_dial_string(bad),
+                Err(ClickToCallError::BadNumber { .. })
+            ),
+            "{bad}"
+        );
+    }
+    h.cc.settings.outside_line_prefix = None;
+    assert_eq!(
+        h.cc.outside_dial_string("+4930123456"),
+        Err(ClickToCallError::NoOutsideLine("+4930123456".into()))
+    );
 }

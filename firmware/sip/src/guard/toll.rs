@@ -303,6 +303,23 @@ impl NumberingPlan {
         }
     }
 
+    /// What a phone on this plan's lines dials for `number`: its canonical form (rule
+    /// 3) with an international `+` written as the international prefix, because a
+    /// PSTN line cannot send a `+` (gateways' number manipulation does the same). On
+    /// the German plan `+49301234` dials `0301234` and `+12125550100` dials
+    /// `0012125550100`. A number that is only the plan's country code (`+49`) has
+    /// nothing to dial: [`DialledNumberError::Empty`].
+    pub fn dialable(&self, number: &str) -> Result<String, DialledNumberError> {
+        let canonical = self.canonical(number)?;
+        if canonical == self.national_prefix && number.trim_start().starts_with('+') {
+            return Err(DialledNumberError::Empty);
+        }
+        Ok(match canonical.strip_prefix('+') {
+            Some(rest) => format!("{}{rest}", self.international_prefix),
+            None => canonical,
+        })
+    }
+
     /// The class of a dialled number (module doc, rules 1-5).
     pub fn classify(&self, dialled: &str) -> Result<NumberClass, DialledNumberError> {
         let cleaned = clean(dialled)?;
@@ -381,6 +398,31 @@ mod tests {
 
     fn de() -> NumberingPlan {
         NumberingPlan::germany()
+    }
+
+    #[test]
+    fn e164_numbers_become_what_a_line_dials() {
+        let plan = de();
+        for (number, want) in [
+            ("+49 30 123456", "030123456"),
+            ("+12125550100", "0012125550100"),
+            ("030123456", "030123456"),
+            ("0012125550100", "0012125550100"),
+        ] {
+            assert_eq!(plan.dialable(number).as_deref(), Ok(want), "{number}");
+        }
+        // Dialled as it classifies: the international form stays international.
+        assert_eq!(plan.classify("0012125550100"), Ok(International));
+        assert_eq!(plan.dialable("+49"), Err(DialledNumberError::Empty));
+        assert_eq!(plan.dialable("+"), Err(DialledNumberError::Empty));
+        assert!(matches!(
+            plan.dialable("+49 30 12a"),
+            Err(DialledNumberError::InvalidCharacter { found: 'a', .. })
+        ));
+        assert!(matches!(
+            plan.dialable(&format!("+{}", "1".repeat(21))),
+            Err(DialledNumberError::TooLong { .. })
+        ));
     }
 
     #[test]
