@@ -7,6 +7,9 @@
 //!   seconds.
 //! - `GET /api/v1/sync` and `branchd sync-status` report the running sync;
 //!   `POST /api/v1/sync/force` is accepted.
+//! - A campaign attempt's result and progress and a customer made on the box reach
+//!   HQ's admin API (issue 10); the lead's `+` number is dialled in the site's
+//!   international form.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -662,5 +665,144 @@ fn an_hq_contact_becomes_a_read_only_customer_on_the_box() {
     let id = c["id"].as_i64().expect("id");
     let (code, body) = api.call("DELETE", &format!("/api/v1/customers/{id}"));
     assert_eq!(code, 409, "HQ's contact is read-only on the box: {body}");
+    assert_no_sync_errors(&gw);
+}
+
+/// Issue 10 end to end: a customer made on the box and a campaign lead with an E.164
+/// number. The agent's click dials the lead through the outside line in the site's
+/// international form (a US site: `011` for `+49...`); the result she records, the
+/// campaign's progress and the customer reach the real `branch-hq` through the
+/// outbox and show in its admin API.
+#[test]
+fn campaign_results_and_customers_reach_hq_and_plus_numbers_dial_out() {
+    let hq = Hq::start("branch-3", "box-3");
+    let gw = Gateway::start_with(&format!("{DIAL_PLAN}{}", hq.config_section("box-3")));
+    hq.put_user("branch-3", "ada", &["admin"]);
+    drop(login_when_synced(&gw, "ada"));
+    let addr = gw.web_addr();
+    let admin = crate::api_client::Api::login(addr, "ada", HQ_PASSWORD).0;
+    let (status, body) = admin.post(
+        "/api/v1/customers",
+        json!({ "name": "Berlin Bakery", "numbers": ["+49 30 7654321"] }),
+    );
+    assert_eq!(status, 201, "{body}");
+    let customer = body["id"].as_i64().expect("customer id");
+    // The agent and her group are HQ's (users and groups are mastered there).
+    let (status, body) = hq.admin(
+        "PUT",
+        "/admin/v1/sites/branch-3/group/sales",
+        Some(json!({ "name": "sales", "description": "outbound" })),
+    );
+    assert_eq!(status, 200, "PUT group: {body}");
+    let (status, body) = hq.admin(
+        "PUT",
+        "/admin/v1/sites/branch-3/user/alice",
+        Some(json!({
+            "username": "alice", "display_name": "Alice", "password_hash": HQ_HASH,
+            "pin_hash": null, "agent_id": "100", "extension": "102", "enabled": true,
+            "must_change_password": false, "roles": ["agent"],
+            "groups": [{ "group": "sales", "admin": false }],
+        })),
+    );
+    assert_eq!(status, 200, "PUT user: {body}");
+    drop(login_when_synced(&gw, "alice"));
+    let (status, groups) = admin.get("/api/v1/groups");
+    assert_eq!(status, 200, "{groups}");
+    let group = groups["items"]
+        .as_array()
+        .or_else(|| groups.as_array())
+        .and_then(|g| g.iter().find(|g| g["name"] == "sales"))
+        .and_then(|g| g["id"].as_i64())
+        .unwrap_or_else(|| panic!("group sales on the box: {groups}"));
+    let (status, body) = admin.post("/api/v1/lead-lists", json!({ "name": "Export" }));
+    assert_eq!(status, 201, "{body}");
+    let list = body["id"].as_i64().expect("list");
+    let (status, body) = admin.post_csv(
+        &format!("/api/v1/lead-lists/{list}/import"),
+        "name,numbers\nAnn,+4930123456\n",
+    );
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = admin.post(
+        "/api/v1/campaigns",
+        json!({ "name": "Spring", "list_id": list, "group_id": group, "mode": "preview",
+                "hours_start": "00:00", "hours_end": "24:00",
+                "weekdays": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
+                "utc_offset_min": 0, "max_attempts": 3, "busy_retry_s": 60,
+                "no_answer_retry_s": 60, "failed_retry_s": 60, "ring_timeout_s": 30 }),
+    );
+    assert_eq!(status, 201, "{body}");
+    let campaign = body["id"].as_i64().expect("campaign");
+    let (status, body) = admin.post(&format!("/api/v1/campaigns/{campaign}/start"), json!({}));
+    assert_eq!(status, 200, "{body}");
+
+    let alice = crate::api_client::Api::login(addr, "alice", HQ_PASSWORD).0;
+    let (status, body) = alice.post(&format!("/api/v1/campaigns/{campaign}/next"), json!({}));
+    assert_eq!(status, 200, "{body}");
+    let lead = body["leads"][0]["id"].as_i64().expect("lead");
+    let (status, body) = alice.post(
+        &format!("/api/v1/campaigns/{campaign}/leads/{lead}/dial"),
+        json!({}),
+    );
+    assert_eq!(status, 202, "{body}");
+    let attempt = body["attempt"].as_i64().expect("attempt");
+    let phone = gw.sim.phone(2);
+    assert!(wait(SOON, || phone.is_ringing()), "alice's phone rings");
+    phone.off_hook();
+    let (l5, l6) = (gw.sim.line(5), gw.sim.line(6));
+    let want = "0114930123456";
+    assert!(
+        wait(SOON, || l5.dialed() == want || l6.dialed() == want),
+        "+4930123456 is dialled internationally from a US site ({:?}, {:?})",
+        l5.dialed(),
+        l6.dialed()
+    );
+    let line = if l5.dialed() == want { l5 } else { l6 };
+    line.answer();
+    std::thread::sleep(Duration::from_millis(300));
+    phone.on_hook();
+    let (status, body) = alice.put(
+        &format!("/api/v1/campaign-attempts/{attempt}"),
+        json!({ "outcome": "answered", "disposition": 2, "notes": "sends the order form" }),
+    );
+    assert_eq!(status, 200, "{body}");
+
+    // HQ lists the attempt with its result, the campaign's progress and the customer.
+    let mut result = Value::Null;
+    let arrived = wait(Duration::from_secs(20), || {
+        let (status, page) = hq.admin("GET", "/admin/v1/campaign-results?site=branch-3", None);
+        assert_eq!(status, 200, "{page}");
+        result = page["campaign_results"][0].clone();
+        result["disposition"] == 2
+    });
+    assert!(
+        arrived,
+        "the result never reached HQ: {result}\n{}",
+        gw.log_text()
+    );
+    assert_eq!(result["box"], "box-3", "{result}");
+    assert_eq!(result["campaign"], "Spring", "{result}");
+    assert_eq!(result["attempt_id"], attempt, "{result}");
+    assert_eq!(result["number"], "+4930123456", "{result}");
+    assert_eq!(result["agent"], "alice", "{result}");
+    assert_eq!(result["outcome"], "answered", "{result}");
+    assert_eq!(result["notes"], "sends the order form", "{result}");
+    assert_eq!(result["lead_result"], "answered", "{result}");
+    assert!(
+        result["call_id"].as_str().is_some_and(|c| !c.is_empty()),
+        "{result}"
+    );
+    let (_, progress) = hq.admin("GET", "/admin/v1/campaign-progress?site=branch-3", None);
+    let p = &progress["campaign_progress"][0];
+    assert_eq!(
+        (p["campaign"].as_str(), p["leads"].as_i64()),
+        (Some("Spring"), Some(1)),
+        "{progress}"
+    );
+    assert_eq!(p["done"], json!({ "answered": 1 }), "{progress}");
+    let (_, customers) = hq.admin("GET", "/admin/v1/customers?number=%2B49307654321", None);
+    let c = &customers["customers"][0];
+    assert_eq!(c["name"], "Berlin Bakery", "{customers}");
+    assert_eq!(c["id"], customer, "{customers}");
+    assert_eq!(c["site"], "branch-3", "{customers}");
     assert_no_sync_errors(&gw);
 }
