@@ -1061,7 +1061,30 @@ pub(crate) fn insert_unchecked(
     .map_err(sql(path, "insert customer"))?;
     let id = conn.last_insert_rowid();
     write_children(conn, path, stored, id, v)?;
-    queue_local(conn, path, &stored.schema, id, now_ms)?;
+    // Built from what was just written rather than read back: a CSV import queues one
+    // per row.
+    let record = CustomerRecord {
+        id,
+        name: v.name.clone(),
+        numbers: v.numbers.clone(),
+        type_digit: v.type_digit,
+        type_name: v
+            .type_digit
+            .and_then(|d| stored.schema.types.get(&d).cloned()),
+        owner: v.owner.clone(),
+        owner_group: v.owner_group.clone(),
+        fields: v
+            .fields
+            .iter()
+            .filter(|(name, _)| stored.field_ids.contains_key(*name))
+            .map(|(name, value)| (name.clone(), value.to_json()))
+            .collect(),
+        created_by: created_by.to_owned(),
+        created_at_ms: now_ms,
+        updated_at_ms: now_ms,
+        deleted: false,
+    };
+    queue_for_hq(conn, path, &record, now_ms)?;
     Ok(id)
 }
 

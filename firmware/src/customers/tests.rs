@@ -687,6 +687,9 @@ fn local_customer_changes_queue_for_hq_with_the_change_and_refused_ones_do_not()
             );
             assert_eq!(rec.fields["tier"], serde_json::json!("gold"));
             assert_eq!((rec.created_by.as_str(), rec.deleted), ("ana", false));
+            // What the insert queued is the customer as the store reads it back.
+            let stored = store::get(tx, path, &s.schema, id)?.expect("stored");
+            assert_eq!(rec, &store::hq_record(&stored, None));
             // HQ's contacts are not sent back up, and refusing to touch one queues
             // nothing.
             store::upsert_hq(tx, path, "c-1", "HQ Person", &["5551234".into()], 3, 11)?;
