@@ -7,19 +7,27 @@
 # median. Figures go into BENCHMARKS.md by hand, with the date and machine.
 #
 # Usage: bash scripts/bench-enroll.sh        (RUNS=10 bash scripts/bench-enroll.sh)
+# BENCH_PROFILE=dev measures the unoptimised debug binaries instead (no release builds;
+# slower binaries, so an upper bound).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-5}
 
-cargo build --release -p branchline-firmware --bin branchd -p branchline-sync --bin branch-hq \
-    -p branchline-provisioning --bin branch-prov
-cargo build --release -p branchline-board --bin branch-sim
-cargo test --release -p branchline-tests --test tests --no-run
+if [ "${BENCH_PROFILE:-release}" = dev ]; then
+    PROFILE_ARGS=()
+    BIN_DIR="$PWD/target/debug"
+else
+    PROFILE_ARGS=(--release)
+    BIN_DIR="$PWD/target/release"
+fi
+cargo build "${PROFILE_ARGS[@]}" -p branchline-firmware --bin branchd -p branchline-sync --bin branch-hq \
+    -p branchline-provisioning --bin branch-prov -p branchline-board --bin branch-sim
+cargo test "${PROFILE_ARGS[@]}" -p branchline-tests --test tests --no-run
 
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
 for i in $(seq "$RUNS"); do
-    BRANCHD_BIN_DIR="$PWD/target/release" cargo test -q --release -p branchline-tests --test tests \
+    BRANCHD_BIN_DIR="$BIN_DIR" cargo test -q "${PROFILE_ARGS[@]}" -p branchline-tests --test tests \
         -- --ignored --exact enroll_e2e::bench_stick_inserted_to_enrolled_and_syncing --nocapture \
         2>/dev/null | grep '^BENCH enroll' | tee -a "$out"
 done
