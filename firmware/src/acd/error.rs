@@ -127,6 +127,18 @@ pub enum InputError {
     /// The agent is not in wrap-up.
     #[error("agent {0} is not in wrap-up")]
     NotInWrapUp(AgentId),
+    /// The agent is not available (ringing, on a call, in wrap-up or paused), so no
+    /// outbound call may reserve them.
+    #[error("agent {0} is not available")]
+    NotAvailable(AgentId),
+    /// The agent is not on this outbound call.
+    #[error("agent {agent} is not on outbound call {call}")]
+    NotOnOutboundCall {
+        /// The call.
+        call: CallId,
+        /// The agent.
+        agent: AgentId,
+    },
 }
 
 /// A dialled string that starts like an ACD feature code but is malformed.

@@ -44,6 +44,10 @@
 //! - Expected wait = position x mean handle time (talk time plus the queue's wrap-up) of
 //!   the queue's last [`HANDLE_TIME_SAMPLES`] calls / members logged in and not paused;
 //!   none until a call of this queue has ended.
+//! - Outbound calls of a progressive campaign (`crate::campaign`) reserve an
+//!   available agent ([`Input::OutboundReserved`]: on that call from then on, so never
+//!   offered a queue call meanwhile) until the call ends ([`Input::OutboundEnded`]:
+//!   available again at once, or paused if a pause was asked for; no wrap-up).
 //! - Every input that is refused ([`InputError`]) leaves the core unchanged.
 //!
 //! # Wiring
@@ -194,6 +198,25 @@ pub enum Input {
     },
     /// An agent finished after-call work early.
     WrapUpDone {
+        /// The agent.
+        agent: AgentId,
+    },
+    /// A progressive campaign reserved the available agent for an outbound call
+    /// (`crate::campaign`): the agent is on that call from now on
+    /// ([`AgentState::OnCall`]), so no queue call is offered to them while the lead
+    /// rings, rings the agent, or talks with them.
+    OutboundReserved {
+        /// Call control's id of the outbound call (not a queued call).
+        call: CallId,
+        /// The agent.
+        agent: AgentId,
+    },
+    /// The reserved outbound call ended (answered or not): the agent is available
+    /// again at once (or paused, if they asked for a pause meanwhile). An outbound
+    /// call has no wrap-up time: the agent records its disposition through the API.
+    OutboundEnded {
+        /// The call.
+        call: CallId,
         /// The agent.
         agent: AgentId,
     },
@@ -790,6 +813,15 @@ impl Acd {
                 let a = self.agent_index[&agent];
                 self.end_wrap_up(a, now);
             }
+            Input::OutboundReserved { call, agent } => {
+                let a = self.agent_index[&agent];
+                self.set_state(a, AgentState::OnCall(call), now);
+            }
+            Input::OutboundEnded { agent, .. } => {
+                let a = self.agent_index[&agent];
+                self.end_wrap_up(a, now);
+                // A logout asked for is not pending: logout is refused while on a call.
+            }
         }
         self.dispatch(now);
         Ok(())
@@ -906,8 +938,35 @@ impl Acd {
                     return Err(InputError::NotInWrapUp(id.clone()));
                 }
             }
+            Input::OutboundReserved { call, agent: id } => {
+                if self.calls.contains_key(call) {
+                    return Err(InputError::DuplicateCall(*call));
+                }
+                if logged_in(id)?.state != AgentState::Available {
+                    return Err(InputError::NotAvailable(id.clone()));
+                }
+            }
+            Input::OutboundEnded { call, agent: id } => {
+                if logged_in(id)?.state != AgentState::OnCall(*call)
+                    || self.calls.contains_key(call)
+                {
+                    return Err(InputError::NotOnOutboundCall {
+                        call: *call,
+                        agent: id.clone(),
+                    });
+                }
+            }
         }
         Ok(())
+    }
+
+    /// The agents available now (logged in, free for a call), in configuration
+    /// order: the ones a progressive campaign may reserve.
+    pub fn available_agents(&self) -> impl Iterator<Item = &AgentId> {
+        self.agents
+            .iter()
+            .filter(|a| a.state == AgentState::Available)
+            .map(|a| &a.id)
     }
 
     /// An agent's extension mode.
