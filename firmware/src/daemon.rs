@@ -669,6 +669,22 @@ async fn serve(
             (None, None)
         }
     };
+    // The progressive campaign dialer (`campaign::driver`): it reads the ACD's
+    // available agents from the main loop, which places its dials.
+    let (available_tx, available_rx) = tokio::sync::watch::channel(Vec::new());
+    let (campaign_events, campaign_event_rx) = mpsc::unbounded_channel();
+    let (campaign_dial_tx, mut campaign_dials) = mpsc::unbounded_channel();
+    let campaign_stop = tokio_util::sync::CancellationToken::new();
+    let campaign_task = crate::campaign::driver::spawn(
+        writer.clone(),
+        crate::campaign::driver::DriverChannels {
+            available: available_rx,
+            events: campaign_event_rx,
+            dials: campaign_dial_tx,
+        },
+        campaign_stop.clone(),
+        system_clock_ms,
+    );
     let (jobs, job_rx) = mpsc::unbounded_channel();
     let store_task = tokio::spawn(store_task(writer, job_rx, voicemail_dir.clone()));
 
@@ -813,6 +829,7 @@ async fn serve(
         db_path: db_path.clone(),
         pin_answers,
         desk_events,
+        campaign_events,
     };
     tokio::pin!(shutdown);
     health.passed(Fact::Daemon, "main loop running");
@@ -847,6 +864,7 @@ async fn serve(
             () = sleep_until(calls.journal_deadline()) => calls.update_journal(Instant::now()),
             () = sleep_until(board.beeps.values().min().copied()) => board.beeps_due(),
             Some(request) = web_requests.recv() => board.web_request(&mut calls, request),
+            Some(dial) = campaign_dials.recv() => board.campaign_dial(&mut calls, dial),
             Some(input) = sip_input_rx.recv() => {
                 // A SIP phone's key during a call may be the recording toggle code.
                 if let (crate::call::SipInput::Digit { leg, digit }, Some(r)) =
@@ -947,6 +965,17 @@ async fn serve(
             .web_status
             .set_calls(calls.active_calls(), Some(calls.trunk_status()));
         board.web_status.publish(system_clock_ms());
+        // The campaign driver's free agents (a watch: only changes wake it).
+        available_tx.send_if_modified(|agents| {
+            let now: Vec<crate::acd::AgentId> = calls
+                .acd()
+                .map(|acd| acd.available_agents().cloned().collect())
+                .unwrap_or_default();
+            *agents != now && {
+                *agents = now;
+                true
+            }
+        });
         // The updater's calls-up count (a watch: only changes wake it).
         calls_up_tx.send_if_modified(|up| {
             let now = calls.active_calls();
@@ -982,6 +1011,12 @@ async fn serve(
         if let Err(e) = task.await {
             tracing::error!(error = %e, "sip endpoint task failed");
         }
+    }
+    // The campaign driver records the outcomes of the calls just ended, then stops
+    // (it holds a store writer handle).
+    campaign_stop.cancel();
+    if let Err(e) = campaign_task.await {
+        tracing::error!(error = %e, "campaign driver task failed");
     }
     // The sync tasks hold store writer handles: stop them before the writer is joined.
     sync_stop.cancel();
@@ -1643,6 +1678,8 @@ struct BoardLoop {
     desk_events: crate::screen_pop::EventHub,
     /// Voicemail: message captures, message playback, mailbox PIN checks.
     voicemail: crate::voicemail::service::VoicemailService,
+    /// Placed / refused dials and attempt outcomes for the campaign driver.
+    campaign_events: mpsc::UnboundedSender<crate::campaign::driver::DriverEvent>,
 }
 
 impl BoardLoop {
@@ -1942,6 +1979,20 @@ impl BoardLoop {
                     }
                     self.desk_events
                         .publish(crate::screen_pop::DeskEvent::Call(*event));
+                }
+                Output::CampaignOutcome {
+                    attempt,
+                    call_id,
+                    outcome,
+                } => {
+                    let event = crate::campaign::driver::DriverEvent::Outcome {
+                        attempt_id: attempt,
+                        call_id,
+                        outcome,
+                    };
+                    if self.campaign_events.send(event).is_err() {
+                        tracing::error!(attempt, "campaign driver gone; attempt outcome lost");
+                    }
                 }
                 Output::BlacklistHit { pattern, at_ms } => {
                     let _ = self.jobs.send(StoreJob::BlacklistHit { pattern, at_ms });
@@ -2308,6 +2359,47 @@ impl BoardLoop {
             .web_status
             .handle_timeout(Instant::now(), system_clock_ms());
         self.send_commands(commands);
+    }
+
+    /// A dial of the campaign driver: call control places it (or refuses: the agent
+    /// is no longer free); the driver hears which, and a placed lead pops on the
+    /// agent's desktop.
+    fn campaign_dial(
+        &mut self,
+        calls: &mut CallControl,
+        dial: crate::campaign::driver::PlannedDial,
+    ) {
+        use crate::campaign::driver::DriverEvent;
+        let request = crate::call::CampaignDial {
+            attempt: dial.attempt_id,
+            agent: dial.agent.clone(),
+            number: dial.number,
+            caller_id: dial.caller_id,
+            ring_timeout: dial.ring_timeout,
+        };
+        let event = match calls.campaign_dial(Instant::now(), request) {
+            Ok(call_id) => {
+                self.desk_events
+                    .publish(crate::screen_pop::DeskEvent::Leads {
+                        agent: dial.agent,
+                        campaign: dial.campaign_id,
+                        leads: vec![dial.lead_id],
+                        at_ms: system_clock_ms(),
+                    });
+                DriverEvent::Placed {
+                    attempt_id: dial.attempt_id,
+                    call_id,
+                }
+            }
+            Err(e) => DriverEvent::Refused {
+                attempt_id: dial.attempt_id,
+                agent: dial.agent,
+                why: e.to_string(),
+            },
+        };
+        if self.campaign_events.send(event).is_err() {
+            tracing::error!("campaign driver gone; dial not recorded");
+        }
     }
 
     /// A request from the web page (a ring test, the calls in progress).

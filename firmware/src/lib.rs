@@ -14,8 +14,9 @@
 //!   import/export, and the lookup by calling number for call control.
 //! - [`campaign`]: outbound campaigns: lead lists (CSV import), campaigns, attempts
 //!   and results in the store, and the sans-IO dialer (calling hours, retries,
-//!   pacing, blacklist before every dial); preview dialling through the API.
-//!   Progressive dialling is not yet driven by the daemon.
+//!   pacing, blacklist before every dial); preview dialling through the API, and the
+//!   daemon's progressive dialer (`campaign::driver`), whose calls call control
+//!   connects to the reserved agent when the lead answers.
 //! - [`call`]: call control, a sans-IO state machine over board events and timers.
 //! - [`acd`]: the call center's queues and agents (ACD), a sans-IO core call control
 //!   will drive; its config from the store, the agent feature-code parser.

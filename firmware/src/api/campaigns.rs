@@ -31,8 +31,10 @@
 //!   on the customer and `calls.operate`, own): click-to-call with the outside-line
 //!   prefix, the blacklist (deny mode) checked first as the do-not-call list.
 //!
-//! Not here yet: progressive dialling needs the daemon's wiring, and an attempt's
-//! outcome is recorded by the agent, not read from the CDR (see [`crate::campaign`]).
+//! Progressive campaigns are dialled by the daemon (`crate::campaign::driver`): their
+//! attempts' outcomes come from the calls, so `PUT /api/v1/campaign-attempts/{id}`
+//! takes only the disposition digit and notes for them (an outcome is a 409). A
+//! preview attempt's outcome is the agent's word, not read from the CDR.
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
@@ -982,6 +984,17 @@ pub(super) async fn put_attempt(
         "lead_result",
         target.clone(),
         move |tx, path| {
+            let progressive = store::get_campaign(tx, path, a.campaign_id)?.mode
+                == crate::campaign::Mode::Progressive;
+            if b.outcome.is_some() && progressive {
+                return Err(Error::CampaignConflict {
+                    what: "attempt",
+                    key: id.to_string(),
+                    why: "a progressive campaign's outcome is read from its call; \
+                          send only the disposition and notes"
+                        .into(),
+                });
+            }
             let next = match b.outcome {
                 Some(o) => Some(store::finish_attempt(tx, path, id, o, now)?),
                 None => None,

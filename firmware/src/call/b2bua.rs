@@ -281,6 +281,9 @@ impl CallControl {
         if let Some(click) = self.sip_clicks.remove(&leg) {
             return self.click_sip_answered(now, leg, click);
         }
+        if self.is_lead_leg(leg) {
+            return self.lead_answered(now, leg);
+        }
         let Some((key, call)) = self.leg_call(leg) else {
             if leg.is_outgoing() {
                 // Answered after call control gave up on it (the caller hung up, or
@@ -317,6 +320,9 @@ impl CallControl {
             self.click_sip_failed(now, leg, click, Some(reason));
             self.legs.remove(&leg);
             return;
+        }
+        if self.is_lead_leg(leg) {
+            return self.lead_leg_ended(now, leg, reason);
         }
         let Some((key, call)) = self.leg_call(leg) else {
             tracing::debug!(%leg, ?reason, "end of an unknown leg ignored");

@@ -360,7 +360,7 @@ impl CallControl {
     }
 
     /// The name of extension `number` (FXS first, then SIP), "" when it has none.
-    fn extension_name(&self, number: &str) -> String {
+    pub(super) fn extension_name(&self, number: &str) -> String {
         self.settings
             .extensions
             .iter()

@@ -100,6 +100,7 @@ use crate::cdr::{
 use crate::tones::{Country, Tone};
 
 mod b2bua;
+mod campaign;
 mod click;
 mod features;
 mod hold;
@@ -114,6 +115,8 @@ mod supervise;
 pub mod survey;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_campaign;
 #[cfg(test)]
 mod tests_click;
 #[cfg(test)]
@@ -140,6 +143,7 @@ pub mod voicemail;
 
 use self::transfer::transfer_failure_status;
 
+pub use self::campaign::{CampaignDial, CampaignDialError};
 pub use self::click::{e164_dialable, ClickToCallError, CLICK_TO_CALL_ANSWER, MAX_E164_DIGITS};
 pub use self::features::CONFIRMATION;
 pub use self::journal::JOURNAL_REFRESH;
@@ -159,7 +163,7 @@ pub use self::voicemail::{
 /// long means the caller hung up.
 const RING_ABSENCE: Duration = Duration::from_secs(8);
 /// Longest number accepted after the outside-line prefix (E.164 allows 15 digits).
-const MAX_OUTSIDE_DIGITS: usize = 15;
+pub(super) const MAX_OUTSIDE_DIGITS: usize = 15;
 /// How long the busy tone plays to a phone left off-hook before it goes quiet.
 const LOCKOUT_TONE: Duration = Duration::from_secs(60);
 
@@ -330,6 +334,16 @@ pub enum Output {
         pattern: String,
         /// When, in ms since the Unix epoch.
         at_ms: i64,
+    },
+    /// A progressive campaign's attempt has its outcome, read from the call (see
+    /// `campaign`): the campaign driver records it.
+    CampaignOutcome {
+        /// The attempt ([`CampaignDial::attempt`]).
+        attempt: i64,
+        /// The call's id (its CDR's).
+        call_id: String,
+        /// How it ended.
+        outcome: crate::campaign::Outcome,
     },
     /// Play prompts / music to an end that is not bridged (the media engine, see
     /// [`crate::prompts`]); replaces what played there before.
@@ -839,6 +853,11 @@ pub struct CallControl {
     reserved_key: Option<CallKey>,
     /// Click-to-calls ringing a SIP phone, by the leg offered to it (see `click`).
     sip_clicks: BTreeMap<LegId, click::Click>,
+    /// Progressive campaign leads being dialled, by their leg (see `campaign`).
+    lead_legs: BTreeMap<LegId, campaign::LeadLeg>,
+    /// Campaign leads that answered, connected (or being connected) to their agent,
+    /// by call (see `campaign`).
+    campaign_calls: BTreeMap<CallKey, campaign::CampaignCall>,
     /// Calls whose caller is in the post-call survey.
     surveys: BTreeMap<CallKey, survey::Survey>,
     /// SIP phones' legs that dialled a feature code (see `features`).
@@ -956,6 +975,8 @@ impl CallControl {
             blacklist: crate::blacklist::Blacklist::default(),
             reserved_key: None,
             sip_clicks: BTreeMap::new(),
+            lead_legs: BTreeMap::new(),
+            campaign_calls: BTreeMap::new(),
             surveys: BTreeMap::new(),
             feature_legs: BTreeMap::new(),
             acd_deferred: false,
@@ -1052,6 +1073,7 @@ impl CallControl {
             .chain(calls)
             .chain(cdrs)
             .chain(clicks)
+            .chain(self.lead_legs_timeout())
             .chain(acd)
             .chain(self.survey_timeout())
             .chain(self.feature_timeout())
@@ -1123,6 +1145,7 @@ impl CallControl {
                 self.click_sip_failed(now, leg, click, None);
             }
         }
+        self.lead_legs_due(now);
         self.acd_timeout(now);
         self.meetme_timeouts(now);
         self.survey_timeouts(now);
@@ -1191,6 +1214,7 @@ impl CallControl {
         for (leg, click) in std::mem::take(&mut self.sip_clicks) {
             self.click_sip_failed(now, leg, click, None);
         }
+        self.lead_legs_close_all(now);
         self.feature_legs_due(None);
         self.supervisions_close_all();
         self.meetme_close_all(now);
@@ -1842,6 +1866,7 @@ impl CallControl {
         self.finish_transfer(call.transferor, transfer_failure_status(disposition));
         self.emit_cdr(now, &call, disposition, side);
         self.queue_call_gone(now, key, call.queue.as_ref());
+        self.campaign_call_gone(now, key);
     }
 
     /// An outside call dialled on FXS `port` (`digits` with the prefix).
@@ -1963,6 +1988,7 @@ impl CallControl {
         if self.queue_answer(now, key, callee) {
             return;
         }
+        self.campaign_answer(key);
         let callee_number = self.party_number(callee);
         let callee_sip_call_id = match callee {
             Party::Sip(l) => self.legs.get(&l).map(|i| i.sip_call_id.clone()),
@@ -2398,6 +2424,7 @@ impl CallControl {
         self.finish_transfer(call.transferor, transfer_failure_status(disposition));
         self.emit_cdr(now, &call, disposition, side);
         self.queue_call_gone(now, key, call.queue.as_ref());
+        self.campaign_call_gone(now, key);
     }
 
     /// The call is over for `party` (it did not hang up itself); a SIP leg is ended

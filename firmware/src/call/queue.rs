@@ -308,7 +308,11 @@ impl CallControl {
 
     /// Feeds one input to the ACD and carries out its actions; `None` without a call
     /// center.
-    fn acd_input(&mut self, now: Instant, input: Input) -> Option<Result<(), InputError>> {
+    pub(super) fn acd_input(
+        &mut self,
+        now: Instant,
+        input: Input,
+    ) -> Option<Result<(), InputError>> {
         let center = self.center.as_mut()?;
         let result = center.acd.handle(now, input);
         self.drain_acd(now);

@@ -128,7 +128,7 @@ impl Harness {
         self.now = end;
     }
 
-    fn collect(&mut self) {
+    pub(super) fn collect(&mut self) {
         while let Some(o) = self.cc.poll_output() {
             self.out.push(o);
         }

@@ -35,15 +35,27 @@
 //! Click-to-dial from a customer record goes the same way. Leads an agent takes or is
 //! assigned pop on their desktop (a `leads` event on `/api/v1/events`).
 //!
-//! Not done yet (see the issue note): the daemon does not drive the [`Dialer`], so
-//! progressive campaigns are stored and can be started but are not dialled by the box
-//! (no connect-on-answer); an attempt's outcome is the agent's word, not read from its
-//! CDR; results are not synced to HQ.
+//! Progressive campaigns are dialled by the daemon ([`driver`]): rounds in the store
+//! run each running progressive campaign's [`Dialer`] over the agents the ACD has
+//! available, and call control (`crate::call`'s `campaign` module) dials each lead
+//! for its reserved agent, connects the lead to the agent's phone when the lead
+//! answers, and reports the attempt's outcome read from the call (answered only once
+//! the agent took the call; busy, no answer, failed from the lead's leg). Attempts a
+//! restart left open are closed as failed at start. The agent adds the disposition
+//! digit and notes through the API as for preview attempts.
+//!
+//! Not done yet (see the issue note): a preview attempt's outcome is still the agent's
+//! word (the API's), not read from its CDR; progressive calls go out on the SIP trunk
+//! only (no FXO fallback: an attempt without a usable trunk fails); results are not
+//! synced to HQ.
 
 pub mod csv;
+pub mod driver;
 pub mod store;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_driver;
 
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -1515,3 +1515,45 @@ pub fn do_not_call(conn: &Connection, path: &Path) -> Result<impl Fn(&str) -> bo
             && list.lookup(crate::blacklist::Caller::Number(n)).is_some()
     })
 }
+
+/// Closes every attempt still open (the daemon's start: a restart or crash ended
+/// their calls, so none of them is in flight any more) as [`Outcome::Failed`]: each
+/// lead counts the attempt and is due again after the failed-call spacing (or is
+/// finished when it had its last attempt), exactly as a failed call would leave it.
+/// Returns how many were closed.
+pub fn close_open_attempts(conn: &Connection, path: &Path, now_ms: i64) -> Result<usize> {
+    let open: Vec<i64> = {
+        let mut stmt = conn
+            .prepare("SELECT id FROM lead_attempts WHERE outcome IS NULL ORDER BY id")
+            .map_err(sql(path, "read open attempts"))?;
+        let rows = stmt
+            .query_map([], |r| r.get(0))
+            .and_then(Iterator::collect)
+            .map_err(sql(path, "read open attempts"))?;
+        rows
+    };
+    for &id in &open {
+        finish_attempt(conn, path, id, Outcome::Failed, now_ms)?;
+    }
+    Ok(open.len())
+}
+
+/// Finishes pending lead `lead_id` without a dial (`result`: every number
+/// blacklisted, or none), as [`super::Dialer::plan`] decided. A lead no longer
+/// pending is left as it is; returns whether it was finished.
+pub fn finish_lead(
+    conn: &Connection,
+    path: &Path,
+    lead_id: i64,
+    result: LeadResult,
+    now_ms: i64,
+) -> Result<bool> {
+    let n = conn
+        .execute(
+            "UPDATE leads SET state = 'done', result = ?2, updated_at_ms = ?3 \
+             WHERE id = ?1 AND state = 'pending'",
+            params![lead_id, result.as_str(), now_ms],
+        )
+        .map_err(sql(path, "finish lead"))?;
+    Ok(n == 1)
+}

@@ -12,11 +12,11 @@ use crate::accounts::PageRequest;
 use crate::error::Error;
 use crate::store::Store;
 
-const MIN: i64 = 60_000;
-const HOUR: i64 = 60 * MIN;
+pub(super) const MIN: i64 = 60_000;
+pub(super) const HOUR: i64 = 60 * MIN;
 const DAY: i64 = 24 * HOUR;
 /// 2026-11-30 00:00 UTC, a Monday.
-const MONDAY: i64 = 1_795_996_800_000;
+pub(super) const MONDAY: i64 = 1_795_996_800_000;
 
 fn weekdays_9_to_17() -> CallingHours {
     CallingHours::new(9 * 60, 17 * 60, 0b001_1111, 0).expect("hours")
@@ -372,14 +372,14 @@ proptest! {
 
 // --- store ----------------------------------------------------------------------------------
 
-fn open() -> (tempfile::TempDir, Store) {
+pub(super) fn open() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::open(&dir.path().join("c.db")).expect("open");
     (dir, store)
 }
 
 /// A group "sales" with users ada (id 1) and bob (2) in it, and eve (3) outside.
-fn people(store: &mut Store) -> i64 {
+pub(super) fn people(store: &mut Store) -> i64 {
     store
         .transact("people", |tx, path| {
             for (id, name) in [(1001, "ada"), (1002, "bob"), (1003, "eve")] {
@@ -402,7 +402,7 @@ fn people(store: &mut Store) -> i64 {
         .expect("people")
 }
 
-fn input(list_id: i64, group_id: i64) -> CampaignInput {
+pub(super) fn input(list_id: i64, group_id: i64) -> CampaignInput {
     CampaignInput {
         name: "Winter offer".into(),
         list_id,
