@@ -572,14 +572,26 @@ fn cdr_quality(gw: &Gateway, call_id: &str) -> [Option<f64>; 6] {
 }
 
 /// A SIPp UAS on 127.0.0.1:`port` running `scenario` once (no target: it waits).
-fn uas(scenario: &str, port: u16) -> Command {
+pub(crate) fn uas(scenario: &str, port: u16) -> Command {
+    uas_calls(scenario, port, 1)
+}
+
+/// A SIPp UAS on 127.0.0.1:`port` that ends after `calls` calls (60 s at most).
+pub(crate) fn uas_calls(scenario: &str, port: u16, calls: usize) -> Command {
     let mut c = Command::new(SIPP);
+    let timeout = if calls > 1 { "60s" } else { "30s" };
     c.arg("-sf")
         .arg(data(scenario))
         .args(["-i", "127.0.0.1", "-mi", "127.0.0.1", "-nostdin"])
         .args(["-p", &port.to_string()])
         .args(["-mp", &free_port().to_string()])
-        .args(["-timeout", "30s", "-timeout_error", "-m", "1"])
+        .args([
+            "-timeout",
+            timeout,
+            "-timeout_error",
+            "-m",
+            &calls.to_string(),
+        ])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
@@ -733,7 +745,7 @@ caller_id = [{{ extensions = "10X", number = "+4930555{{ext}}" }}]
 }
 
 /// Waits (bounded, only against a hang) for a SIPp child; whether it succeeded.
-fn wait_child(child: &mut Child) -> bool {
+pub(crate) fn wait_child(child: &mut Child) -> bool {
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
         if let Some(status) = child.try_wait().expect("wait") {
