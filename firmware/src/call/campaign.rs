@@ -7,10 +7,14 @@
 //!    reserves them ([`crate::acd::Input::OutboundReserved`]: the agent is on this
 //!    call from now on, so no queue call is offered to them while the lead rings).
 //! 2. The lead's number goes out on the outside routes as any outside call does
-//!    ([`outside_routes`]): a leg on the SIP trunk, with the campaign's caller ID
-//!    (or, without one, the agent's extension, which the trunk's caller-ID rules map
-//!    like a call the agent dialled). The lead rings for the campaign's ring timeout.
-//! 3. The lead answers: the answered leg becomes the caller of a call to the agent's
+//!    ([`outside_routes`]): a leg on the SIP trunk while it is usable, with the
+//!    campaign's caller ID (or, without one, the agent's extension, which the trunk's
+//!    caller-ID rules map like a call the agent dialled); when the trunk is not usable,
+//!    or its leg fails with congestion, a free FXO line is seized and dialled (the
+//!    PSTN line's own caller ID goes out). The lead rings for the campaign's ring
+//!    timeout.
+//! 3. The lead answers (the trunk leg's 200, or the FXO line's polarity reversal):
+//!    the lead's leg or line becomes the caller of a call to the agent's
 //!    extension, placed like a blind transfer's transferee (the leg is up already):
 //!    the agent's phone rings with the lead's number as caller ID (so the agent's
 //!    desktop gets its `ringing` event and customer screen pop, as for any direct
@@ -25,8 +29,9 @@
 //! The attempt's outcome ([`Output::CampaignOutcome`]) is read from the call:
 //! - the agent answered the connected lead: `answered`;
 //! - the lead's leg ended before answer: `busy` (486), `no_answer` (480/408, or the
-//!   campaign's ring timeout passed: the box cancels the leg), `failed` (anything
-//!   else: not found, congestion, refused, or no route out at all);
+//!   campaign's ring timeout passed: the box cancels the leg or releases the line),
+//!   `failed` (anything else: not found, congestion with no FXO line to fall back
+//!   on, refused, a line fault, or no route out at all);
 //! - the lead answered but the agent did not take the call (their phone did not
 //!   answer within the box's ring timeout, was busy, or the agent's leg failed):
 //!   `failed`, so the lead is tried again after the campaign's failed-call spacing;
@@ -41,11 +46,11 @@
 //! released ([`crate::acd::Input::OutboundEnded`]) when the call is over, whatever
 //! its outcome.
 //!
-//! Limits: only the SIP trunk carries campaign calls. When the trunk is not usable
-//! the attempt fails at once (`failed`, a `congestion` CDR) instead of falling back to
-//! an FXO line: an analog line gives no answer signal the box could connect the agent
-//! on except polarity reversal, which many lines do not send. Toll rules are those
-//! of an outside call dialled on an FXS phone: there are none today.
+//! Limits: on an FXO line the answer is the polarity reversal, so a PSTN line that
+//! does not signal answer never connects (the attempt ends `no_answer` at the ring
+//! timeout), and a busy PSTN number is not told apart from no answer (no busy-tone
+//! detection). Toll rules are those of an outside call dialled on an FXS phone:
+//! there are none today.
 
 use std::time::{Duration, Instant};
 
@@ -55,9 +60,11 @@ use crate::cdr::{Direction, Disposition, HangupSide};
 use crate::prompts::{Playback, Sound};
 use crate::tones::Tone;
 
+use line_proto::Command;
+
 use super::{
-    outside_routes, Call, CallControl, CallKey, EndReason, LegId, LegInfo, Output, OutsideVia,
-    Party, SipTarget, MAX_OUTSIDE_DIGITS,
+    outside_routes, Call, CallControl, CallKey, EndReason, LegId, LegInfo, MediaEnd, Output,
+    OutsideVia, Party, PortState, SipTarget, MAX_OUTSIDE_DIGITS,
 };
 
 /// What the campaign driver asks call control to dial.
@@ -113,6 +120,10 @@ pub(super) struct LeadLeg {
     started: Instant,
     /// The campaign's ring timeout runs out.
     deadline: Instant,
+    /// The campaign's ring timeout (again from the start on an FXO line).
+    ring_timeout: Duration,
+    /// An FXO line is the next route when the trunk leg fails with congestion.
+    fxo_next: bool,
 }
 
 /// A lead connected (or being connected) to its agent, by the call's key.
@@ -120,8 +131,8 @@ pub(super) struct LeadLeg {
 pub(super) struct CampaignCall {
     attempt: i64,
     agent: AgentId,
-    /// The lead's leg.
-    leg: LegId,
+    /// The lead's end (its trunk leg or FXO line).
+    lead: MediaEnd,
     /// The agent answered (the outcome was given).
     answered: bool,
 }
@@ -193,6 +204,8 @@ impl CallControl {
             caller_number,
             started: now,
             deadline: now + dial.ring_timeout,
+            ring_timeout: dial.ring_timeout,
+            fxo_next: false,
         };
         tracing::info!(
             call = id,
@@ -201,14 +214,13 @@ impl CallControl {
             extension = lead.extension,
             "campaign: dialling a lead for a reserved agent"
         );
-        if !outside_routes(self.trunk).contains(&OutsideVia::SipTrunk) {
-            tracing::warn!(
-                call = id,
-                "campaign: no usable SIP trunk; the attempt fails"
-            );
-            self.lead_failed(now, None, lead, Disposition::Congestion, HangupSide::System);
+        let routes = outside_routes(self.trunk);
+        if routes.first() != Some(&OutsideVia::SipTrunk) {
+            self.lead_on_line(now, lead);
             return Ok(id);
         }
+        let mut lead = lead;
+        lead.fxo_next = routes.contains(&OutsideVia::Fxo);
         let n = self.next_leg;
         self.next_leg += 1;
         let leg = LegId(LegId::OUTGOING | n);
@@ -234,14 +246,78 @@ impl CallControl {
         Ok(id)
     }
 
+    /// Dials the lead on a free FXO line (the trunk is not usable, or its leg failed
+    /// with congestion); the attempt fails (congestion) when no line is free. The
+    /// line's polarity reversal is the lead's answer.
+    fn lead_on_line(&mut self, now: Instant, mut lead: LeadLeg) {
+        let dial = Command::fxo_dial(&lead.number);
+        let (Some(line), Some(dial)) = (self.free_fxo_line(), dial) else {
+            tracing::warn!(
+                attempt = lead.attempt,
+                "campaign: no usable route out (trunk or FXO line); the attempt fails"
+            );
+            return self.lead_failed(now, None, lead, Disposition::Congestion, HangupSide::System);
+        };
+        if let Some(f) = self.fxo.get_mut(&line) {
+            f.call = Some(lead.key);
+        }
+        lead.deadline = now + lead.ring_timeout;
+        tracing::info!(
+            line,
+            attempt = lead.attempt,
+            "campaign: dialling the lead on an FXO line"
+        );
+        self.cmd(line, Command::FxoSeize);
+        self.cmd(line, dial);
+        self.port_state(line, PortState::Calling);
+        self.lead_lines.insert(line, lead);
+    }
+
+    /// The FXO line `port` of a lead still ringing, released (by call control).
+    fn release_lead_line(&mut self, port: u8) {
+        if let Some(f) = self.fxo.get_mut(&port) {
+            f.call = None;
+        }
+        self.cmd(port, Command::FxoRelease);
+        self.port_state(port, PortState::Idle);
+    }
+
+    /// Polarity reversal on FXO `port`: a lead dialled there answered (true), or the
+    /// line is not a lead's (false).
+    pub(super) fn lead_line_reversal(&mut self, now: Instant, port: u8) -> bool {
+        let Some(lead) = self.lead_lines.remove(&port) else {
+            return false;
+        };
+        self.port_state(port, PortState::Talking);
+        self.lead_connected(now, Party::Fxo(port), None, lead);
+        true
+    }
+
+    /// FXO `port` faulted: a lead dialled there fails (true), or the line is not a
+    /// lead's (false).
+    pub(super) fn lead_line_fault(&mut self, now: Instant, port: u8) -> bool {
+        let Some(lead) = self.lead_lines.remove(&port) else {
+            return false;
+        };
+        if let Some(f) = self.fxo.get_mut(&port) {
+            f.call = None;
+        }
+        self.lead_failed(now, None, lead, Disposition::Congestion, HangupSide::System);
+        true
+    }
+
     /// Whether `leg` is a campaign lead's leg still ringing.
     pub(super) fn is_lead_leg(&self, leg: LegId) -> bool {
         self.lead_legs.contains_key(&leg)
     }
 
-    /// The earliest ring timeout of the leads' legs.
+    /// The earliest ring timeout of the leads' legs and lines.
     pub(super) fn lead_legs_timeout(&self) -> Option<Instant> {
-        self.lead_legs.values().map(|l| l.deadline).min()
+        self.lead_legs
+            .values()
+            .chain(self.lead_lines.values())
+            .map(|l| l.deadline)
+            .min()
     }
 
     /// The leads whose ring timeout passed: their legs are cancelled, `no_answer`.
@@ -264,6 +340,18 @@ impl CallControl {
                 );
             }
         }
+        let due: Vec<u8> = self
+            .lead_lines
+            .iter()
+            .filter(|(_, l)| l.deadline <= now)
+            .map(|(&port, _)| port)
+            .collect();
+        for port in due {
+            if let Some(lead) = self.lead_lines.remove(&port) {
+                self.release_lead_line(port);
+                self.lead_failed(now, None, lead, Disposition::NoAnswer, HangupSide::System);
+            }
+        }
     }
 
     /// Shutdown: every lead still ringing is cancelled (`failed`).
@@ -277,6 +365,10 @@ impl CallControl {
                 HangupSide::System,
             );
         }
+        for (port, lead) in std::mem::take(&mut self.lead_lines) {
+            self.release_lead_line(port);
+            self.lead_failed(now, None, lead, Disposition::Congestion, HangupSide::System);
+        }
     }
 
     /// The lead's leg ended before it answered, with `reason`.
@@ -284,6 +376,12 @@ impl CallControl {
         let Some(lead) = self.lead_legs.remove(&leg) else {
             return;
         };
+        if reason == EndReason::Congestion && lead.fxo_next {
+            // The trunk could not take the call: the next route, as any outside call.
+            tracing::info!(%leg, attempt = lead.attempt, "campaign: trunk congestion; trying an FXO line");
+            self.legs.remove(&leg);
+            return self.lead_on_line(now, lead);
+        }
         let (disposition, side) = match reason {
             EndReason::Busy => (Disposition::Busy, HangupSide::Callee),
             EndReason::NoAnswer | EndReason::Normal => (Disposition::NoAnswer, HangupSide::Callee),
@@ -356,11 +454,23 @@ impl CallControl {
             return;
         };
         let sip_call_id = self.legs.get(&leg).map(|l| l.sip_call_id.clone());
-        tracing::info!(%leg, attempt = lead.attempt, agent = %lead.agent, "campaign: the lead answered; ringing the agent");
+        self.lead_connected(now, Party::Sip(leg), sip_call_id, lead);
+    }
+
+    /// The lead answered on `party` (its trunk leg or FXO line): it calls the agent's
+    /// extension (see the module docs), hearing ringback meanwhile.
+    fn lead_connected(
+        &mut self,
+        now: Instant,
+        party: Party,
+        sip_call_id: Option<String>,
+        lead: LeadLeg,
+    ) {
+        tracing::info!(?party, attempt = lead.attempt, agent = %lead.agent, "campaign: the lead answered; ringing the agent");
         let name = self.outside_caller_name(&lead.number, String::new());
         let mut call = Call::new(
             Direction::Outbound,
-            Party::Sip(leg),
+            party,
             lead.number.clone(),
             name,
             lead.extension.clone(),
@@ -373,12 +483,12 @@ impl CallControl {
             CampaignCall {
                 attempt: lead.attempt,
                 agent: lead.agent,
-                leg,
+                lead: party.media(),
                 answered: false,
             },
         );
         self.outputs.push_back(Output::Play {
-            end: super::MediaEnd::Leg(leg),
+            end: party.media(),
             playback: Playback::looped(Sound::Tone(Tone::Ringback)),
         });
         // The agent is on this call for the ACD, so ringing their phone is a direct
@@ -398,10 +508,8 @@ impl CallControl {
             return;
         }
         c.answered = true;
-        let (attempt, leg) = (c.attempt, c.leg);
-        self.outputs.push_back(Output::StopPlay {
-            end: super::MediaEnd::Leg(leg),
-        });
+        let (attempt, end) = (c.attempt, c.lead);
+        self.outputs.push_back(Output::StopPlay { end });
         let call_id = format!("{}-{}", self.settings.call_id_prefix, key);
         tracing::info!(call = call_id, attempt, "campaign: the agent took the lead");
         self.outputs.push_back(Output::CampaignOutcome {
@@ -424,9 +532,7 @@ impl CallControl {
                 attempt = c.attempt,
                 "campaign: the agent did not take the lead; the attempt failed"
             );
-            self.outputs.push_back(Output::StopPlay {
-                end: super::MediaEnd::Leg(c.leg),
-            });
+            self.outputs.push_back(Output::StopPlay { end: c.lead });
             self.outputs.push_back(Output::CampaignOutcome {
                 attempt: c.attempt,
                 call_id,

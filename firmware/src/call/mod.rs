@@ -855,6 +855,8 @@ pub struct CallControl {
     sip_clicks: BTreeMap<LegId, click::Click>,
     /// Progressive campaign leads being dialled, by their leg (see `campaign`).
     lead_legs: BTreeMap<LegId, campaign::LeadLeg>,
+    /// Progressive campaign leads being dialled on an FXO line, by the line's port.
+    lead_lines: BTreeMap<u8, campaign::LeadLeg>,
     /// Campaign leads that answered, connected (or being connected) to their agent,
     /// by call (see `campaign`).
     campaign_calls: BTreeMap<CallKey, campaign::CampaignCall>,
@@ -976,6 +978,7 @@ impl CallControl {
             reserved_key: None,
             sip_clicks: BTreeMap::new(),
             lead_legs: BTreeMap::new(),
+            lead_lines: BTreeMap::new(),
             campaign_calls: BTreeMap::new(),
             surveys: BTreeMap::new(),
             feature_legs: BTreeMap::new(),
@@ -1932,17 +1935,7 @@ impl CallControl {
     /// Puts outside call `key` on a free FXO line; false when no line is free or the
     /// number cannot be dialled.
     fn call_outside_fxo(&mut self, key: CallKey, number: &str, fallback: bool) -> bool {
-        let line = self
-            .settings
-            .fxo_lines
-            .iter()
-            .filter(|l| l.outbound)
-            .map(|l| l.port)
-            .find(|p| {
-                self.fxo
-                    .get(p)
-                    .is_some_and(|f| f.call.is_none() && !f.fault)
-            });
+        let line = self.free_fxo_line();
         let dial = Command::fxo_dial(number);
         let (Some(line), Some(dial)) = (line, dial) else {
             return false;
@@ -1978,6 +1971,20 @@ impl CallControl {
         self.connect(caller, Party::Fxo(line));
         self.port_state(line, PortState::Calling);
         true
+    }
+
+    /// The first FXO line for outside calls that is free and not faulty.
+    fn free_fxo_line(&self) -> Option<u8> {
+        self.settings
+            .fxo_lines
+            .iter()
+            .filter(|l| l.outbound)
+            .map(|l| l.port)
+            .find(|p| {
+                self.fxo
+                    .get(p)
+                    .is_some_and(|f| f.call.is_none() && !f.fault)
+            })
     }
 
     /// `callee` answers call `key` (an FXS port that was ringing or had the call
@@ -2101,6 +2108,7 @@ impl CallControl {
             }
             Event::Fault(kind) => {
                 tracing::warn!(port, ?kind, "FXO line fault: line out of service");
+                self.lead_line_fault(now, port);
                 if let Some(key) = self.fxo.get(&port).and_then(|f| f.call) {
                     self.end_call(
                         now,
@@ -2248,6 +2256,9 @@ impl CallControl {
     }
 
     fn pstn_reversal(&mut self, now: Instant, port: u8) {
+        if self.lead_line_reversal(now, port) {
+            return;
+        }
         let Some(key) = self.fxo.get(&port).and_then(|f| f.call) else {
             return;
         };

@@ -165,11 +165,6 @@ fn busy_unanswered_and_failed_leads_end_the_attempt_with_that_outcome_and_free_t
             Outcome::Failed,
             Disposition::Unallocated,
         ),
-        (
-            Some(EndReason::Congestion),
-            Outcome::Failed,
-            Disposition::Congestion,
-        ),
         // The campaign's ring timeout (20 s) passes: the box cancels the leg.
         (None, Outcome::NoAnswer, Disposition::NoAnswer),
     ] {
@@ -295,12 +290,99 @@ fn a_dial_is_refused_without_a_free_agent_or_with_a_bad_number_and_changes_nothi
 }
 
 #[test]
-fn without_a_usable_trunk_the_attempt_fails_at_once_and_the_agent_is_free() {
+fn without_a_usable_trunk_the_lead_is_dialled_on_an_fxo_line_and_connected_on_reversal() {
     let mut h = two_agents();
     h.cc.set_trunk_status(TrunkStatus::Unusable);
     let id = h.campaign(5, "100", "0301234").expect("an attempt");
     let out = h.take();
     assert!(dials(&out).is_empty());
+    assert!(has_cmd(&out, 6, |c| *c == Command::FxoSeize), "{out:?}");
+    assert!(has_cmd(
+        &out,
+        6,
+        |c| matches!(c, Command::FxoDial(d) if d.as_str() == "0301234")
+    ));
+    assert!(!rings(&out, 2));
+    // The far end answers (polarity reversal): the agent rings, the lead hears
+    // ringback on the line; the agent answers and they talk.
+    h.advance(Duration::from_secs(6));
+    h.ev(6, Event::PolarityReversal);
+    let out = h.take();
+    assert!(rings(&out, 2), "{out:?}");
+    assert!(out
+        .iter()
+        .any(|o| matches!(o, Output::Play { end, .. } if *end == port(6))));
+    h.ev(2, Event::OffHook);
+    let out = h.take();
+    assert!(out.contains(&Output::StopPlay { end: port(6) }), "{out:?}");
+    assert!(
+        out.contains(&Output::Connect(port(2), port(6)))
+            || out.contains(&Output::Connect(port(6), port(2))),
+        "{out:?}"
+    );
+    assert_eq!(outcomes(&out), vec![(5, id.clone(), Outcome::Answered)]);
+    // The far end hangs up (reversal again): the line is released, the agent free.
+    h.advance(Duration::from_secs(20));
+    h.ev(6, Event::PolarityReversal);
+    let out = h.take();
+    assert!(has_cmd(&out, 6, |c| *c == Command::FxoRelease), "{out:?}");
+    let cdr = &cdrs(&out)[0];
+    assert_eq!(
+        (cdr.call_id.as_str(), cdr.disposition),
+        (id.as_str(), Disposition::Answered)
+    );
+    assert_eq!(
+        agent_states(&out),
+        vec![(agent("100"), AgentState::Available)]
+    );
+}
+
+#[test]
+fn a_line_without_answer_is_released_at_the_ring_timeout_and_trunk_congestion_falls_back() {
+    // Trunk congestion: the lead is dialled on the FXO line instead.
+    let mut h = two_agents();
+    let id = h.campaign(8, "200", "0301234").expect("dialled");
+    let (lead, _, _) = only_dial(&h.take());
+    h.sip(SipInput::Ended {
+        leg: lead,
+        reason: EndReason::Congestion,
+    });
+    let out = h.take();
+    assert!(outcomes(&out).is_empty(), "{out:?}");
+    assert!(has_cmd(&out, 6, |c| *c == Command::FxoSeize), "{out:?}");
+    // No reversal within the campaign's ring timeout (20 s from the fallback).
+    h.advance(Duration::from_secs(19));
+    assert!(outcomes(&h.take()).is_empty());
+    h.advance(Duration::from_secs(1));
+    let out = h.take();
+    assert!(has_cmd(&out, 6, |c| *c == Command::FxoRelease), "{out:?}");
+    assert_eq!(outcomes(&out), vec![(8, id, Outcome::NoAnswer)]);
+    assert_eq!(cdrs(&out)[0].disposition, Disposition::NoAnswer);
+    assert_eq!(
+        agent_states(&out),
+        vec![(agent("200"), AgentState::Available)]
+    );
+    // The line is free again for the next call.
+    h.campaign(9, "200", "0305678").expect("dialled");
+    let leg = only_dial(&h.take()).0;
+    h.sip(SipInput::Ended {
+        leg,
+        reason: EndReason::Congestion,
+    });
+    assert!(has_cmd(&h.take(), 6, |c| *c == Command::FxoSeize));
+}
+
+#[test]
+fn with_no_route_at_all_the_attempt_fails_at_once_and_the_agent_is_free() {
+    let mut h = two_agents();
+    h.cc.set_trunk_status(TrunkStatus::Unusable);
+    // The only outside line is out of service.
+    h.ev(6, Event::Fault(line_proto::FaultKind::OverCurrent));
+    h.take();
+    let id = h.campaign(5, "100", "0301234").expect("an attempt");
+    let out = h.take();
+    assert!(dials(&out).is_empty());
+    assert!(!has_cmd(&out, 6, |c| *c == Command::FxoSeize));
     assert_eq!(outcomes(&out), vec![(5, id, Outcome::Failed)]);
     assert_eq!(cdrs(&out)[0].disposition, Disposition::Congestion);
     assert_eq!(

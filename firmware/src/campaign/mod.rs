@@ -45,9 +45,7 @@
 //! digit and notes through the API as for preview attempts.
 //!
 //! Not done yet (see the issue note): a preview attempt's outcome is still the agent's
-//! word (the API's), not read from its CDR; progressive calls go out on the SIP trunk
-//! only (no FXO fallback: an attempt without a usable trunk fails); results are not
-//! synced to HQ.
+//! word (the API's), not read from its CDR; results are not synced to HQ.
 
 pub mod csv;
 pub mod driver;
