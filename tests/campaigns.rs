@@ -486,3 +486,102 @@ fn a_progressive_campaign_dials_for_free_agents_only_and_connects_answered_leads
         );
     }
 }
+
+#[test]
+fn without_a_trunk_a_progressive_lead_is_dialled_on_a_pstn_line_and_connected_when_it_answers() {
+    let gw = Gateway::start();
+    let admin = create_admin(&gw, "admin1", ADMIN_PASSWORD);
+    add_agent(&admin, "alice", "100", "4821");
+    assert!(
+        wait(SOON, || gw
+            .log_text()
+            .lines()
+            .map(crate::harness::strip_ansi)
+            .any(
+                |l| l.contains("call center reconfigured") && l.contains("agents=1")
+            )),
+        "{}",
+        gw.log_text()
+    );
+    let alice_id: i64 = gw
+        .db()
+        .query_row("SELECT id FROM users WHERE username = 'alice'", [], |r| {
+            r.get(0)
+        })
+        .expect("alice");
+    let (status, body) = admin.post(
+        "/api/v1/groups",
+        json!({ "name": "dialers", "description": "",
+                "members": [{ "user_id": alice_id, "is_group_admin": false }] }),
+    );
+    assert_eq!(status, 201, "{body}");
+    let group = body["id"].as_i64().expect("group");
+    let (_, body) = admin.post("/api/v1/lead-lists", json!({ "name": "Spring" }));
+    let list = body["id"].as_i64().expect("list");
+    let (status, body) = admin.post_csv(
+        &format!("/api/v1/lead-lists/{list}/import"),
+        "name,numbers\nAnn,5550101\n",
+    );
+    assert_eq!(status, 200, "{body}");
+    let phone = gw.sim.phone(2);
+    assert!(login(&gw, &phone, "100", "4821"), "{}", gw.log_text());
+    let (status, body) = admin.post(
+        "/api/v1/campaigns",
+        json!({ "name": "Spring", "list_id": list, "group_id": group, "mode": "progressive",
+                "hours_start": "00:00", "hours_end": "24:00",
+                "weekdays": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
+                "utc_offset_min": 0, "max_attempts": 1, "busy_retry_s": 60,
+                "no_answer_retry_s": 60, "failed_retry_s": 60, "ring_timeout_s": 30 }),
+    );
+    assert_eq!(status, 201, "{body}");
+    let campaign = body["id"].as_i64().expect("campaign");
+    let (status, body) = admin.post(&format!("/api/v1/campaigns/{campaign}/start"), json!({}));
+    assert_eq!(status, 200, "{body}");
+    // The lead's number is dialled on an outside line; the agent's phone stays quiet
+    // until the far end answers.
+    let (l5, l6) = (gw.sim.line(5), gw.sim.line(6));
+    assert!(
+        wait(SOON, || l5.dialed() == "5550101"
+            || l6.dialed() == "5550101"),
+        "the lead is dialled on a line ({:?}, {:?})\n{}",
+        l5.dialed(),
+        l6.dialed(),
+        gw.log_text()
+    );
+    let line = if l5.dialed() == "5550101" { l5 } else { l6 };
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!phone.is_ringing(), "no agent call before the lead answers");
+    assert!(line.answer());
+    assert!(wait(SOON, || phone.is_ringing()), "{}", gw.log_text());
+    phone.off_hook();
+    assert!(
+        gw.wait_log("campaign: attempt recorded", SOON),
+        "{}",
+        gw.log_text()
+    );
+    phone.on_hook();
+    assert!(wait(SOON, || !line.is_seized()), "the line is released");
+    let cdrs = gw.wait_cdrs(1);
+    let (outcome, call_id): (String, String) = gw
+        .db()
+        .query_row("SELECT outcome, call_id FROM lead_attempts", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .expect("the attempt");
+    assert_eq!(outcome, "answered");
+    let cdr = cdrs
+        .iter()
+        .find(|c| c.call_id == call_id)
+        .unwrap_or_else(|| panic!("no CDR for {call_id}: {cdrs:?}"));
+    assert_eq!(
+        (
+            cdr.disposition.as_str(),
+            cdr.caller.as_str(),
+            cdr.callee.as_str()
+        ),
+        ("answered", "5550101", "102"),
+        "{cdr:?}"
+    );
+    let (_, body) = admin.get(&format!("/api/v1/campaigns/{campaign}/progress"));
+    assert_eq!(body["progress"]["done"], json!({ "answered": 1 }), "{body}");
+}
