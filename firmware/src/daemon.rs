@@ -50,6 +50,12 @@
 //!   task of its own with the media engine's leg statistics). The SIP endpoint
 //!   publishes its registrations snapshot on a watch channel made before the web
 //!   starts (the page says "starting" until its first snapshot).
+//! - Progressive campaigns ([`crate::campaign::driver`]): a task plans rounds in the
+//!   store; the main loop publishes the ACD's available agents to it on a watch
+//!   channel after every turn, places its dials with `CallControl::campaign_dial`
+//!   (a placed lead pops on the agent's desktop as a `leads` event) and sends it back
+//!   what became of each dial and call control's attempt outcomes. At shutdown it is
+//!   stopped (after recording those outcomes) and awaited before the writer is joined.
 //! - Sync with HQ ([`crate::sync`]): the agent (when `[hq]` is set) and the WAN monitor
 //!   run as tasks; the board loop follows the WAN states (WAN LED, trunk-or-FXO
 //!   routing of outside calls). At shutdown they are cancelled and awaited before the

@@ -50,7 +50,9 @@
 //! does not signal answer never connects (the attempt ends `no_answer` at the ring
 //! timeout), and a busy PSTN number is not told apart from no answer (no busy-tone
 //! detection). Toll rules are those of an outside call dialled on an FXS phone:
-//! there are none today.
+//! there are none today. A lead still ringing counts in
+//! [`CallControl::active_calls`] (a restart for an update waits for it) but is not in
+//! [`CallControl::snapshot`] (the web page's calls) until it answered.
 
 use std::time::{Duration, Instant};
 

@@ -1048,9 +1048,10 @@ impl CallControl {
         self.outputs.pop_front()
     }
 
-    /// Number of calls in progress (alerting or connected).
+    /// Number of calls in progress (alerting or connected), campaign leads being
+    /// dialled included.
     pub fn active_calls(&self) -> usize {
-        self.calls.len()
+        self.calls.len() + self.lead_legs.len() + self.lead_lines.len()
     }
 
     /// When [`CallControl::handle_timeout`] must next be called.
