@@ -2401,6 +2401,7 @@ impl BoardLoop {
                 attempt_id: dial.attempt_id,
                 agent: dial.agent,
                 why: e.to_string(),
+                undialable: matches!(e, crate::call::CampaignDialError::BadNumber(_)),
             },
         };
         if self.campaign_events.send(event).is_err() {

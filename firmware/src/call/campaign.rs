@@ -101,8 +101,8 @@ pub enum CampaignDialError {
         /// Why.
         why: String,
     },
-    /// The number is not 1 to 15 digits.
-    #[error("{0:?} is not an outside number (1 to 15 digits 0-9)")]
+    /// The number is not 1 to 15 digits (or a `+` number the site cannot dial).
+    #[error("{0:?} is not an outside number (1 to 15 digits 0-9, or + and E.164 digits)")]
     BadNumber(String),
 }
 
@@ -156,7 +156,15 @@ impl CallControl {
         now: Instant,
         dial: CampaignDial,
     ) -> Result<String, CampaignDialError> {
-        if !dialable(&dial.number) {
+        // A `+` number goes out in the site's national or international form, as
+        // click-to-dial sends it.
+        let number = if dial.number.starts_with('+') {
+            super::e164_dialable(self.settings.country, &dial.number)
+                .map_err(|_| CampaignDialError::BadNumber(dial.number.clone()))?
+        } else {
+            dial.number.clone()
+        };
+        if !dialable(&number) {
             return Err(CampaignDialError::BadNumber(dial.number));
         }
         let not_free = |why: &str| CampaignDialError::AgentNotFree {
@@ -202,7 +210,7 @@ impl CallControl {
             attempt: dial.attempt,
             agent: dial.agent,
             extension,
-            number: dial.number,
+            number,
             caller_number,
             started: now,
             deadline: now + dial.ring_timeout,

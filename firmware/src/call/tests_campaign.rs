@@ -255,7 +255,7 @@ fn a_dial_is_refused_without_a_free_agent_or_with_a_bad_number_and_changes_nothi
         Err(CampaignDialError::AgentNotFree { .. })
     ));
     assert!(h2.take().is_empty());
-    for bad in ["", "+49301234", "03012x4", "0123456789012345"] {
+    for bad in ["", "+", "+1", "03012x4", "0123456789012345"] {
         assert_eq!(
             h.campaign(1, "100", bad),
             Err(CampaignDialError::BadNumber(bad.into()))
@@ -414,4 +414,13 @@ fn shutdown_cancels_a_ringing_lead_as_failed() {
     let out = h.take();
     assert_eq!(outcomes(&out), vec![(6, id, Outcome::Failed)]);
     assert!(hangups(&out).iter().any(|(l, _)| *l == lead));
+}
+
+#[test]
+fn a_plus_number_goes_out_in_the_sites_international_form() {
+    let mut h = two_agents();
+    h.campaign(2, "100", "+4930123456").expect("dialled");
+    let (_, target, _) = only_dial(&h.take());
+    // tests_sip's site is in the US: 011 and the number.
+    assert_eq!(target, SipTarget::Trunk("0114930123456".into()));
 }

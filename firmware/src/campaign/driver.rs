@@ -238,7 +238,9 @@ pub enum DriverEvent {
         /// The call's id.
         call_id: String,
     },
-    /// Call control refused the dial (the agent is no longer free).
+    /// Call control refused the dial: the agent is no longer free (the attempt is
+    /// undone), or the number cannot be dialled (`undialable`: the attempt counts as
+    /// failed, so the retry rules finish the lead instead of trying it forever).
     Refused {
         /// The attempt.
         attempt_id: i64,
@@ -246,6 +248,8 @@ pub enum DriverEvent {
         agent: AgentId,
         /// Why (logged).
         why: String,
+        /// The number, not the agent, was refused.
+        undialable: bool,
     },
     /// The attempt's outcome, read from the call.
     Outcome {
@@ -398,8 +402,30 @@ async fn record(
         ),
         DriverEvent::Refused {
             attempt_id,
+            why,
+            undialable: true,
+            ..
+        } => {
+            tracing::warn!(
+                attempt = attempt_id,
+                why,
+                "campaign: the number cannot be dialled; the attempt failed"
+            );
+            (
+                "fail attempt",
+                writer
+                    .transact("fail campaign attempt", move |tx, path| {
+                        store::finish_attempt(tx, path, attempt_id, Outcome::Failed, now_ms)
+                            .map(|_| ())
+                    })
+                    .await,
+            )
+        }
+        DriverEvent::Refused {
+            attempt_id,
             agent,
             why,
+            undialable: false,
         } => {
             tracing::info!(attempt = attempt_id, %agent, why, "campaign: dial refused; the lead waits");
             let backoff = i64::try_from(REFUSED_BACKOFF.as_millis()).unwrap_or(i64::MAX);
