@@ -44,8 +44,12 @@
 //! restart left open are closed as failed at start. The agent adds the disposition
 //! digit and notes through the API as for preview attempts.
 //!
+//! Sync: each attempt's result and each campaign's progress go up to HQ through the
+//! outbox (`campaign_result`, `campaign_progress` records, written in the transaction
+//! that changes them); lead lists, leads and campaign settings stay on the box.
+//!
 //! Not done yet (see the issue note): a preview attempt's outcome is still the agent's
-//! word (the API's), not read from its CDR; results are not synced to HQ.
+//! word (the API's), not read from its CDR.
 
 pub mod csv;
 pub mod driver;
