@@ -11,50 +11,18 @@
 //! lead twice at once nor a blacklisted number, connects each answered lead to the
 //! reserved agent's phone, and records every attempt's outcome from the call.
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpStream;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::api_client::{create_admin, Api};
 use crate::call_center::{add_agent, login};
 use crate::harness::{wait, Gateway, DIAL_PLAN, SOON};
+use crate::screen_pop::Events;
 use crate::sip_calls::{free_port, uas, uas_calls, wait_child, wait_sipp};
 
 const ADMIN_PASSWORD: &str = "campaign-Admin-pass-2024";
 const AGENT_PASSWORD: &str = "agent-Pass-2024-long";
-
-/// The first `leads` event of an SSE stream, read on a thread.
-fn leads_event(addr: std::net::SocketAddr, cookie: &str) -> mpsc::Receiver<Value> {
-    let mut stream = TcpStream::connect(addr).expect("connect");
-    write!(
-        stream,
-        "GET /api/v1/events HTTP/1.0\r\nHost: {addr}\r\nCookie: {cookie}\r\nAccept: text/event-stream\r\n\r\n"
-    )
-    .expect("request");
-    let mut reader = BufReader::new(stream);
-    let mut status = String::new();
-    reader.read_line(&mut status).expect("status line");
-    assert!(status.contains(" 200 "), "events: {status}");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut name = String::new();
-        for line in reader.lines() {
-            let Ok(line) = line else { return };
-            if let Some(v) = line.strip_prefix("event: ") {
-                name = v.to_owned();
-            } else if let Some(v) = line.strip_prefix("data: ") {
-                if name == "leads" {
-                    let _ = tx.send(serde_json::from_str(v).unwrap_or(Value::Null));
-                    return;
-                }
-            }
-        }
-    });
-    rx
-}
 
 #[test]
 fn a_preview_campaign_dials_a_lead_from_the_agents_phone_and_never_a_blacklisted_one() {
@@ -104,10 +72,10 @@ fn a_preview_campaign_dials_a_lead_from_the_agents_phone_and_never_a_blacklisted
 
     // Alice takes her next leads: they pop on her desktop, numbers masked.
     let alice = Api::login(addr, "alice", AGENT_PASSWORD).0;
-    let pops = leads_event(addr, alice.cookie());
+    let pops = Events::open(addr, alice.cookie(), "/api/v1/events");
     let (status, body) = alice.post(&format!("/api/v1/campaigns/{campaign}/next"), json!({}));
     assert_eq!(status, 200, "{body}");
-    let pop = pops.recv_timeout(SOON).expect("a leads event");
+    let pop = pops.next("leads");
     assert_eq!(pop["campaign"], campaign, "{pop}");
     let names: Vec<&str> = pop["leads"]
         .as_array()
@@ -300,7 +268,7 @@ fn a_progressive_campaign_dials_for_free_agents_only_and_connects_answered_leads
     assert!(login(&gw, &phone_a, "100", "4821"), "{}", gw.log_text());
     assert!(login(&gw, &phone_b, "200", "4822"), "{}", gw.log_text());
     let alice = Api::login(addr, "alice", "agent-Pass-2024-long").0;
-    let pops = leads_event(addr, alice.cookie());
+    let pops = Events::open(addr, alice.cookie(), "/api/v1/events");
 
     // The leads behind the trunk: four calls (Eve is never dialled).
     let far_end = uas_calls("uas_campaign_leads.xml", trunk_port, 4)
@@ -468,7 +436,7 @@ fn a_progressive_campaign_dials_for_free_agents_only_and_connects_answered_leads
     assert_eq!(body["outcome"], "answered", "{body}");
     assert_eq!(body["disposition"], 2, "{body}");
     // Alice's desktop got a lead she was dialled for.
-    let pop = pops.recv_timeout(SOON).expect("a leads event");
+    let pop = pops.next("leads");
     assert_eq!(pop["campaign"], campaign, "{pop}");
     let name = pop["leads"][0]["name"].as_str().expect("name");
     assert!(["Ann", "Ben", "Cal", "Dee"].contains(&name), "{pop}");

@@ -92,7 +92,7 @@ impl Qr {
 }
 
 /// Finds and reads every QR code in a PNG or JPEG picture ([`crate::photo`]). Refuses
-/// pictures over [`MAX_DECODE_SIDE`] per side; larger than [`DETECT_SIDE`] they are
+/// pictures over [`MAX_DECODE_SIDE`] per side; larger than 1600 pixels a side they are
 /// shrunk first.
 pub fn decode_image(bytes: &[u8]) -> Result<Vec<String>> {
     let grey = crate::photo::decode(bytes)?.shrink_to(DETECT_SIDE);
