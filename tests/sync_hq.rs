@@ -324,6 +324,12 @@ impl BoxApi {
                 .header("Cookie", &self.cookie)
                 .header("X-CSRF-Token", &self.csrf)
                 .send_empty(),
+            ("POST", Some(b)) => self
+                .agent
+                .post(&url)
+                .header("Cookie", &self.cookie)
+                .header("X-CSRF-Token", &self.csrf)
+                .send_json(b),
             ("DELETE", None) => self
                 .agent
                 .delete(&url)
@@ -624,6 +630,101 @@ fn an_offline_edit_that_conflicts_takes_hqs_row_and_is_audited() {
         api.call("GET", "/api/v1/sync").1["backlog"]["depth"] == 0
     });
     assert!(drained, "{}", api.call("GET", "/api/v1/sync").1);
+    assert_no_sync_errors(&gw);
+}
+
+#[test]
+fn consecutive_offline_edits_of_a_row_made_on_the_box_all_reach_hq() {
+    let mut hq = Hq::start("branch-4", "box-4");
+    let port = free_port();
+    hq.stop();
+    hq.serve(&format!("127.0.0.1:{port}"), "127.0.0.1:0");
+    hq.put_user("branch-4", "ada", &["admin"]);
+    let (status, body) = hq.admin(
+        "PUT",
+        "/admin/v1/sites/branch-4/group/sales",
+        Some(json!({ "name": "sales", "description": "outbound team" })),
+    );
+    assert_eq!(status, 200, "{body}");
+    let gw = Gateway::start_with(&format!("{DIAL_PLAN}{}", hq.config_section("box-4")));
+    let api = login_when_synced(&gw, "ada");
+    let has_sales = wait(SOON, || {
+        api.call("GET", "/api/v1/groups")
+            .1
+            .to_string()
+            .contains("\"sales\"")
+    });
+    assert!(has_sales, "{}", api.call("GET", "/api/v1/groups").1);
+
+    // HQ goes away; the WAN monitor notices.
+    hq.stop();
+    let offline = wait(SOON, || {
+        api.call("GET", "/api/v1/sync").1["wan"]["hq"]["state"] == "offline"
+    });
+    assert!(offline, "{}", api.call("GET", "/api/v1/sync").1);
+
+    // Offline: a user made on the box, then edited twice (renamed, put in a group).
+    // All three edits go up with base revision 0: none has come back from HQ yet.
+    let (code, otto) = api.call_with(
+        "POST",
+        "/api/v1/users",
+        Some(json!({
+            "username": "otto",
+            "display_name": "Otto",
+            "password": "otto-Offline-pass-2026",
+            "enabled": true,
+            "roles": ["agent"],
+        })),
+    );
+    assert_eq!(code, 201, "{otto}");
+    let path = format!("/api/v1/users/{}", otto["id"]);
+    let (code, body) = api.call_with(
+        "PATCH",
+        &path,
+        Some(json!({ "display_name": "Otto Offline" })),
+    );
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = api.call_with("PATCH", &path, Some(json!({ "groups": ["sales"] })));
+    assert_eq!(code, 200, "{body}");
+
+    // HQ comes back; a forced sync skips the backoff.
+    hq.serve(&format!("127.0.0.1:{port}"), "127.0.0.1:0");
+    let (code, body) = api.call("POST", "/api/v1/sync/force");
+    assert_eq!(code, 202, "{body}");
+
+    // HQ holds the last state the box made, and the box keeps it (its own edits came
+    // back through the feed, not as conflicts).
+    let mut at_hq = Value::Null;
+    let arrived = wait(Duration::from_secs(20), || {
+        at_hq = hq
+            .admin("GET", "/admin/v1/sites/branch-4/user/otto", None)
+            .1;
+        at_hq["row"]["display_name"] == "Otto Offline"
+            && at_hq["row"]["groups"].to_string().contains("\"sales\"")
+    });
+    assert!(arrived, "{at_hq}\n{}", gw.log_text());
+    let drained = wait(SOON, || {
+        let status = api.call("GET", "/api/v1/sync").1;
+        status["backlog"]["depth"] == 0 && status["cursor"].as_i64() >= at_hq["revision"].as_i64()
+    });
+    assert!(drained, "{}", api.call("GET", "/api/v1/sync").1);
+    let (_, on_box) = api.call("GET", &path);
+    assert_eq!(on_box["display_name"], "Otto Offline", "{on_box}");
+    assert!(
+        on_box["groups"].to_string().contains("\"sales\""),
+        "{on_box}"
+    );
+    let (_, audit) = api.call("GET", "/api/v1/audit?after_id=0&limit=500");
+    let conflicts: Vec<&Value> = audit["items"]
+        .as_array()
+        .or_else(|| audit.as_array())
+        .map(|rows| {
+            rows.iter()
+                .filter(|r| r["action"] == "sync_conflict")
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(conflicts.is_empty(), "{conflicts:?}");
     assert_no_sync_errors(&gw);
 }
 

@@ -35,11 +35,16 @@
 //! A change made on the box goes up as an outbox record of kind
 //! [`RecordKind::UserChange`] (or role/group) carrying the HQ revision it was based on
 //! (`base_revision`, 0 for a row created on the box). HQ applies it when its row's
-//! revision still equals `base_revision` (the change then enters the site feed with a
-//! new revision, so the box learns the revision through the feed) and otherwise
-//! rejects it: the rejection is listed in [`UpAck::conflicts`] with HQ's current row,
-//! which the box takes, writing the conflict to its audit log. Either way the record
-//! counts as received (it is acknowledged; it is never re-sent).
+//! revision still equals `base_revision`, or when every revision of the row since
+//! `base_revision` was written by this box's own edits (two edits made before the
+//! first one's revision came back down both carry the old base; see
+//! `hq::store::decide_edit`). The change then enters the site feed with a new
+//! revision, so the box learns the revision through the feed; while an edit of a row
+//! is still in the box's outbox the box leaves that row's feed changes alone (HQ's
+//! verdict on the edit comes later). Otherwise HQ rejects it: the rejection is listed
+//! in [`UpAck::conflicts`] with HQ's current row, which the box takes, writing the
+//! conflict to its audit log. Either way the record counts as received (it is
+//! acknowledged; it is never re-sent).
 //!
 //! # Recording files
 //!

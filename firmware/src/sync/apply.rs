@@ -9,6 +9,11 @@
 //!   problem; the caller's transaction then rolls back, so nothing of it is applied and
 //!   the cursor does not move.
 //! - Nothing here writes outbox rows: rows from HQ are not echoed back.
+//! - A feed change of a user, role or group with an edit of it still in the outbox is
+//!   skipped (counted in [`Applied::skipped`]): HQ has not decided that edit yet, and
+//!   applying the feed's older row would undo the box's change until the edit's own
+//!   revision came back (for as long as the WAN is down). HQ's verdict arrives as a
+//!   later feed change (the edit applied) or a conflict (HQ's row taken, below).
 //! - Users: matched by username (the row id, and so open sessions, survive an update);
 //!   hashes are taken as given (argon2id PHC strings); roles and group memberships are
 //!   replaced. Failed-login counters and lockouts stay the box's own. The username
@@ -62,7 +67,8 @@ pub struct Applied {
     pub upserted: usize,
     /// Rows deleted (by a delete change, or as missing from a snapshot).
     pub deleted: usize,
-    /// Rows skipped (built-in roles).
+    /// Rows skipped (built-in roles, and feed changes of rows with an edit of the box
+    /// still pending).
     pub skipped: usize,
     /// Whether a blacklist entry was written or deleted (call control must reload it).
     pub blacklist_changed: bool,
@@ -244,8 +250,23 @@ fn apply_page(
             ));
         }
         last = change.revision;
-        let outcome =
-            apply_change(conn, path, change, now_ms).map_err(|r| in_context("page", change, r))?;
+        let outcome = if edit_pending(conn, path, change.entity, &change.key)? {
+            // HQ has not decided the box's own edit of this row yet: its verdict comes
+            // back as a later change of the feed or as a conflict (HQ's row taken).
+            // The change is still checked in full (applied, then rolled back), so a bad
+            // row refuses the page here as anywhere.
+            conn.execute_batch("SAVEPOINT pending_edit")
+                .map_err(sql(path, "savepoint"))?;
+            let checked = apply_change(conn, path, change, now_ms);
+            conn.execute_batch("ROLLBACK TO pending_edit; RELEASE pending_edit")
+                .map_err(sql(path, "roll back savepoint"))?;
+            checked.map_err(|r| in_context("page", change, r))?;
+            tracing::debug!(key = %change.key, revision = change.revision,
+                "sync: feed change left for the box's pending edit of the row");
+            Outcome::Skipped
+        } else {
+            apply_change(conn, path, change, now_ms).map_err(|r| in_context("page", change, r))?
+        };
         roles_changed |= change.entity == EntityKind::Role && outcome != Outcome::Skipped;
         applied.blacklist_changed |=
             change.entity == EntityKind::Blacklist && outcome != Outcome::Skipped;
@@ -289,6 +310,25 @@ impl Applied {
             Outcome::Skipped => self.skipped += 1,
         }
     }
+}
+
+/// Whether an edit the box made of this row (users, roles and groups are edited on the
+/// box) is still in the outbox, that is, not yet acknowledged by HQ. One seek on the
+/// partial index `outbox_pending_edits`.
+fn edit_pending(conn: &Connection, path: &Path, kind: EntityKind, key: &str) -> Result<bool> {
+    let record = match kind {
+        EntityKind::User => wire::RecordKind::UserChange,
+        EntityKind::Role => wire::RecordKind::RoleChange,
+        EntityKind::Group => wire::RecordKind::GroupChange,
+        _ => return Ok(false),
+    };
+    conn.prepare_cached(
+        "SELECT EXISTS (SELECT 1 FROM outbox
+                         WHERE kind = ?1 AND record_key = ?2
+                           AND kind IN ('user_change', 'role_change', 'group_change'))",
+    )
+    .and_then(|mut s| s.query_row(params![record.as_str(), key], |r| r.get(0)))
+    .map_err(sql(path, "look up pending edit"))
 }
 
 /// Checks a change's envelope: positive revision, row kind and key matching it.
@@ -900,13 +940,7 @@ fn apply_snapshot(
     }
 
     // Everything HQ masters that the snapshot lacks goes.
-    let pending = |kind: wire::RecordKind, key: &str| -> Result<bool> {
-        conn.prepare_cached(
-            "SELECT EXISTS (SELECT 1 FROM outbox WHERE kind = ?1 AND record_key = ?2)",
-        )
-        .and_then(|mut s| s.query_row(params![kind.as_str(), key], |r| r.get(0)))
-        .map_err(sql(path, "look up pending edit"))
-    };
+    let pending = |kind: EntityKind, key: &str| edit_pending(conn, path, kind, key);
     let names = |query: &str| -> Result<Vec<(String, i64)>> {
         conn.prepare(query)
             .and_then(|mut s| {
@@ -920,14 +954,14 @@ fn apply_snapshot(
         if name == INSTALLER_USERNAME || keep.contains(&(EntityKind::User, name.as_str())) {
             continue;
         }
-        if revision == 0 && pending(wire::RecordKind::UserChange, &name)? {
+        if revision == 0 && pending(EntityKind::User, &name)? {
             continue;
         }
         gone.push((EntityKind::User, name));
     }
     for (name, revision) in names("SELECT name, revision FROM roles WHERE builtin = 0")? {
         if keep.contains(&(EntityKind::Role, name.as_str()))
-            || (revision == 0 && pending(wire::RecordKind::RoleChange, &name)?)
+            || (revision == 0 && pending(EntityKind::Role, &name)?)
         {
             continue;
         }
@@ -935,7 +969,7 @@ fn apply_snapshot(
     }
     for (name, revision) in names("SELECT name, revision FROM groups")? {
         if keep.contains(&(EntityKind::Group, name.as_str()))
-            || (revision == 0 && pending(wire::RecordKind::GroupChange, &name)?)
+            || (revision == 0 && pending(EntityKind::Group, &name)?)
         {
             continue;
         }

@@ -458,6 +458,95 @@ async fn a_snapshot_replaces_what_hq_masters_but_keeps_local_pending_rows() {
     assert_eq!(env.count("SELECT COUNT(*) FROM users"), 0);
 }
 
+fn display_of(env: &Env, username: &str) -> (String, i64) {
+    env.db()
+        .query_row(
+            "SELECT display_name, revision FROM users WHERE username = ?1",
+            [username],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .expect("user row")
+}
+
+#[tokio::test]
+async fn a_feed_change_waits_while_the_boxs_own_edit_of_the_row_is_pending() {
+    let env = env().await;
+    // Made on the box while offline: the create is in the outbox.
+    env.local_user("offline_kim").await;
+    let display = |env: &Env| display_of(env, "offline_kim");
+    let before = display(&env);
+    // An older row for it comes down first (e.g. the revision of an earlier edit of the
+    // box, or HQ's): not applied over the pending edit, but the cursor moves on.
+    let applied = env
+        .sync
+        .apply_down(
+            page(vec![
+                upsert(10, Entity::User(env.user("offline_kim", &["agent"], &[]))),
+                upsert(11, group("team-b")),
+            ]),
+            T0,
+        )
+        .await
+        .expect("page");
+    assert_eq!((applied.skipped, applied.upserted), (1, 1));
+    assert_eq!(env.cursor(), 11);
+    assert_eq!(display(&env), before, "the box's own edit is kept");
+    // HQ acknowledged the edit (the outbox is trimmed): the next change of the row is
+    // HQ's verdict and is applied.
+    let last = env
+        .sync
+        .outbox_page(0, 1000)
+        .expect("outbox")
+        .records
+        .last()
+        .expect("rows")
+        .seq;
+    env.sync
+        .commit_ack(vec![], Some(last), None, T0)
+        .await
+        .expect("ack");
+    let applied = env
+        .sync
+        .apply_down(
+            page(vec![upsert(
+                12,
+                Entity::User(env.user("offline_kim", &["agent"], &[])),
+            )]),
+            T0,
+        )
+        .await
+        .expect("page");
+    assert_eq!((applied.skipped, applied.upserted), (0, 1));
+    assert_eq!(
+        display(&env),
+        ("offline_kim from HQ".to_owned(), 12),
+        "applied once nothing is pending"
+    );
+    // A bad row is still refused, with the whole page, when its key has a pending edit.
+    env.local_user("offline_lou").await;
+    let lou = display_of(&env, "offline_lou");
+    let mut bad = env.user("offline_lou", &["agent"], &[]);
+    bad.password_hash = "plain-text".to_owned();
+    let err = env
+        .sync
+        .apply_down(
+            page(vec![
+                upsert(13, group("team-c")),
+                upsert(14, Entity::User(bad)),
+            ]),
+            T0,
+        )
+        .await
+        .expect_err("a bad row is refused");
+    assert!(err.to_string().contains("offline_lou"), "{err}");
+    assert_eq!(env.cursor(), 12);
+    assert_eq!(display_of(&env, "offline_lou"), lou);
+    assert_eq!(
+        env.count("SELECT COUNT(*) FROM groups WHERE name = 'team-c'"),
+        0
+    );
+}
+
 #[tokio::test]
 async fn a_refused_snapshot_changes_nothing() {
     let env = env().await;

@@ -509,6 +509,118 @@ async fn offline_edits_apply_or_conflict(backend: Backend) {
 }
 both_stores!(offline_edits_apply_or_conflict);
 
+async fn a_boxs_consecutive_offline_edits_are_not_conflicts(backend: Backend) {
+    let env = Env::start(backend).await;
+    let b1 = env.new_box("b1", "s1").await;
+    let b2 = env.new_box("b2", "s1").await;
+    let carl = |name: &str| -> Entity {
+        Entity::User(serde_json::from_value(user("carl", name)).unwrap())
+    };
+    let display = |env_hq: Value| env_hq["row"]["display_name"].clone();
+    // Made on b1 while offline and edited twice before any of it came back down: all
+    // three edits carry base revision 0, in one batch and then in a later one.
+    let (status, ack) = b1
+        .post(
+            &env.hq,
+            &b1.batch(vec![
+                edit_record(1, EditOp::Create, 0, carl("Carl")),
+                edit_record(2, EditOp::Update, 0, carl("Carl (2nd edit)")),
+            ]),
+        )
+        .await;
+    assert_eq!(status, 200, "{ack}");
+    assert_eq!(ack["conflicts"].as_array().unwrap().len(), 0, "{ack}");
+    let (_, ack) = b1
+        .post(
+            &env.hq,
+            &b1.batch(vec![edit_record(
+                3,
+                EditOp::Update,
+                0,
+                carl("Carl (3rd edit)"),
+            )]),
+        )
+        .await;
+    assert_eq!(ack["conflicts"].as_array().unwrap().len(), 0, "{ack}");
+    let (_, now) = env
+        .hq
+        .admin(Method::GET, "/admin/v1/sites/s1/user/carl", None)
+        .await;
+    assert_eq!(display(now.clone()), "Carl (3rd edit)");
+    let own_rev = now["revision"].as_i64().unwrap();
+    // Another box of the site never saw b1's rows: its edit on base 0 conflicts.
+    let (_, ack) = b2
+        .post(
+            &env.hq,
+            &b2.batch(vec![edit_record(1, EditOp::Update, 0, carl("Carl (b2)"))]),
+        )
+        .await;
+    assert_eq!(ack["conflicts"].as_array().unwrap().len(), 1, "{ack}");
+    assert_eq!(ack["conflicts"][0]["current"]["revision"], own_rev);
+    // An operator's change ends b1's run: b1's next edit on its old base conflicts,
+    // one based on the operator's revision applies.
+    let (_, op) = env
+        .hq
+        .admin(
+            Method::PUT,
+            "/admin/v1/sites/s1/user/carl",
+            Some(user("carl", "Carl (HQ)")),
+        )
+        .await;
+    let op_rev = op["revision"].as_i64().unwrap();
+    let (_, ack) = b1
+        .post(
+            &env.hq,
+            &b1.batch(vec![edit_record(
+                4,
+                EditOp::Update,
+                own_rev,
+                carl("Carl (stale)"),
+            )]),
+        )
+        .await;
+    assert_eq!(ack["conflicts"].as_array().unwrap().len(), 1, "{ack}");
+    assert_eq!(
+        ack["conflicts"][0]["current"]["row"]["display_name"],
+        "Carl (HQ)"
+    );
+    let (_, ack) = b1
+        .post(
+            &env.hq,
+            &b1.batch(vec![
+                edit_record(5, EditOp::Update, op_rev, carl("Carl (on HQ's)")),
+                edit_record(6, EditOp::Update, op_rev, carl("Carl (and again)")),
+            ]),
+        )
+        .await;
+    assert_eq!(ack["conflicts"].as_array().unwrap().len(), 0, "{ack}");
+    let (_, now) = env
+        .hq
+        .admin(Method::GET, "/admin/v1/sites/s1/user/carl", None)
+        .await;
+    assert_eq!(display(now), "Carl (and again)");
+    // Sent again after a lost answer: nothing applied twice, no conflict invented.
+    let (_, again) = b1
+        .post(
+            &env.hq,
+            &b1.batch(vec![edit_record(
+                5,
+                EditOp::Update,
+                op_rev,
+                carl("Carl (on HQ's)"),
+            )]),
+        )
+        .await;
+    assert_eq!(again["conflicts"].as_array().unwrap().len(), 0, "{again}");
+    let (_, now) = env
+        .hq
+        .admin(Method::GET, "/admin/v1/sites/s1/user/carl", None)
+        .await;
+    assert_eq!(display(now), "Carl (and again)");
+    env.hq.stop().await;
+}
+both_stores!(a_boxs_consecutive_offline_edits_are_not_conflicts);
+
 async fn files_resume_and_verify(backend: Backend) {
     let env = Env::start(backend).await;
     let b1 = env.new_box("b1", "s1").await;

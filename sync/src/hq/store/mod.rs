@@ -593,23 +593,70 @@ pub struct CurrentRow {
     pub revision: i64,
     /// The row, `None` when deleted (a tombstone).
     pub row: Option<Entity>,
+    /// The box whose edits wrote this revision and those before it back to its run's
+    /// start; `None` when an HQ operator wrote it (or it predates schema 11).
+    pub writer: Option<EditRun>,
+}
+
+/// A box's unbroken run of edits of one row: every revision after `chain_base` up to
+/// the row's current one was written by `box_id`'s own edits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EditRun {
+    /// The writing box.
+    pub box_id: String,
+    /// The revision the run started from (0 for a row the box created).
+    pub chain_base: i64,
 }
 
 /// What to do with an offline edit, given HQ's current row.
 #[derive(Debug, Clone, PartialEq)]
 pub enum EditDecision {
-    /// Write this (`None`: delete).
-    Apply(Option<Entity>),
+    /// Write `row` (`None`: delete) as the edit's box, whose run of edits of the row now
+    /// starts at `chain_base` (store it with the row; see [`EditRun`]).
+    Apply {
+        /// The row to write.
+        row: Option<Entity>,
+        /// The start of the box's run of edits, kept with the row.
+        chain_base: i64,
+    },
     /// Reject with this conflict.
     Reject(Conflict),
 }
 
-/// Decides an offline edit: it applies when HQ's row is still at the edit's base
-/// revision (or does not exist and the edit creates it with base 0).
-pub fn decide_edit(seq: i64, edit: &EntityEdit, current: Option<&CurrentRow>) -> EditDecision {
+/// Decides an offline edit from `box_id`: it applies when HQ's row is still at the
+/// edit's base revision (or does not exist and the edit creates it with base 0), or
+/// when everything written to the row since the edit's base was this box's own edits.
+///
+/// The second rule is what makes consecutive offline edits work: a box that edits a
+/// row twice before HQ's revision of the first edit comes back down sends both with
+/// the same base (a user created on the box, then added to a group: both base 0).
+/// HQ writes the first at revision R; the second's base 0 is not R, but nothing but
+/// this box wrote the row after 0, so the box saw everything it overwrites. An HQ
+/// operator's write (or another box's) in between ends the run: the edit is then
+/// rejected as before.
+pub fn decide_edit(
+    seq: i64,
+    box_id: &str,
+    edit: &EntityEdit,
+    current: Option<&CurrentRow>,
+) -> EditDecision {
     let kind = edit.row.kind();
     let key = edit.row.key().to_owned();
     let live = current.filter(|c| c.row.is_some());
+    // This box's run of edits, when the edit's base lies inside it.
+    let own_run = current
+        .and_then(|c| {
+            c.writer
+                .as_ref()
+                .filter(|w| w.box_id == box_id)
+                .map(|w| (w, c.revision))
+        })
+        .filter(|(w, revision)| (w.chain_base..=*revision).contains(&edit.base_revision))
+        .map(|(w, _)| w.chain_base);
+    let apply = |row: Option<Entity>| EditDecision::Apply {
+        row,
+        chain_base: own_run.unwrap_or(edit.base_revision),
+    };
     let reject = |reason: String| {
         EditDecision::Reject(Conflict {
             seq,
@@ -626,7 +673,10 @@ pub fn decide_edit(seq: i64, edit: &EntityEdit, current: Option<&CurrentRow>) ->
         })
     };
     match (edit.op, live) {
-        (EditOp::Create, None) => EditDecision::Apply(Some(edit.row.clone())),
+        (EditOp::Create, None) => apply(Some(edit.row.clone())),
+        // Created, deleted and created again on the box, or sent again after the box
+        // lost its memory of the first create: the row is still only this box's.
+        (EditOp::Create, Some(_)) if own_run.is_some() => apply(Some(edit.row.clone())),
         (EditOp::Create, Some(c)) => reject(format!(
             "created on the box, but HQ already has this row at revision {}",
             c.revision
@@ -634,9 +684,9 @@ pub fn decide_edit(seq: i64, edit: &EntityEdit, current: Option<&CurrentRow>) ->
         (EditOp::Update | EditOp::Delete, None) => {
             reject("HQ deleted this row (or never had it)".to_owned())
         }
-        (op, Some(c)) if c.revision == edit.base_revision => match op {
-            EditOp::Delete => EditDecision::Apply(None),
-            _ => EditDecision::Apply(Some(edit.row.clone())),
+        (op, Some(c)) if c.revision == edit.base_revision || own_run.is_some() => match op {
+            EditOp::Delete => apply(None),
+            _ => apply(Some(edit.row.clone())),
         },
         (_, Some(c)) => reject(format!(
             "HQ changed this row (revision {}) since revision {}",
@@ -746,43 +796,175 @@ mod tests {
                     description: "hq".into(),
                 })
             }),
+            writer: None,
+        }
+    }
+
+    /// A row whose revisions after `chain_base` were written by `box_id`.
+    fn by_box(revision: i64, live: bool, box_id: &str, chain_base: i64) -> CurrentRow {
+        CurrentRow {
+            writer: Some(EditRun {
+                box_id: box_id.into(),
+                chain_base,
+            }),
+            ..row(revision, live)
+        }
+    }
+
+    fn applied(d: EditDecision) -> (bool, i64) {
+        match d {
+            EditDecision::Apply { row, chain_base } => (row.is_some(), chain_base),
+            EditDecision::Reject(c) => panic!("rejected: {}", c.reason),
         }
     }
 
     #[test]
     fn edits_apply_only_on_their_base_revision() {
         assert!(matches!(
-            decide_edit(1, &edit(EditOp::Create, 0), None),
-            EditDecision::Apply(Some(_))
+            decide_edit(1, "b1", &edit(EditOp::Create, 0), None),
+            EditDecision::Apply {
+                row: Some(_),
+                chain_base: 0
+            }
         ));
         assert!(matches!(
-            decide_edit(1, &edit(EditOp::Create, 0), Some(&row(4, false))),
-            EditDecision::Apply(Some(_))
+            decide_edit(1, "b1", &edit(EditOp::Create, 0), Some(&row(4, false))),
+            EditDecision::Apply { row: Some(_), .. }
         ));
         assert!(matches!(
-            decide_edit(1, &edit(EditOp::Create, 0), Some(&row(4, true))),
+            decide_edit(1, "b1", &edit(EditOp::Create, 0), Some(&row(4, true))),
             EditDecision::Reject(_)
         ));
         assert!(matches!(
-            decide_edit(1, &edit(EditOp::Update, 4), Some(&row(4, true))),
-            EditDecision::Apply(Some(_))
+            decide_edit(1, "b1", &edit(EditOp::Update, 4), Some(&row(4, true))),
+            EditDecision::Apply {
+                row: Some(_),
+                chain_base: 4
+            }
         ));
         assert!(matches!(
-            decide_edit(1, &edit(EditOp::Delete, 4), Some(&row(4, true))),
-            EditDecision::Apply(None)
+            decide_edit(1, "b1", &edit(EditOp::Delete, 4), Some(&row(4, true))),
+            EditDecision::Apply {
+                row: None,
+                chain_base: 4
+            }
         ));
-        let EditDecision::Reject(c) = decide_edit(9, &edit(EditOp::Update, 3), Some(&row(4, true)))
+        let EditDecision::Reject(c) =
+            decide_edit(9, "b1", &edit(EditOp::Update, 3), Some(&row(4, true)))
         else {
             panic!("stale update applied");
         };
         assert_eq!((c.seq, c.base_revision), (9, 3));
         assert_eq!(c.current.map(|c| c.revision), Some(4));
         let EditDecision::Reject(c) =
-            decide_edit(9, &edit(EditOp::Update, 3), Some(&row(5, false)))
+            decide_edit(9, "b1", &edit(EditOp::Update, 3), Some(&row(5, false)))
         else {
             panic!("update of a deleted row applied");
         };
         assert_eq!(c.current, None);
+    }
+
+    #[test]
+    fn a_boxs_consecutive_offline_edits_apply_until_someone_else_writes() {
+        // Created on the box (base 0) and written at revision 5; the box's next edit
+        // still carries base 0: its own run, applied, the run still starts at 0.
+        let created = by_box(5, true, "b1", 0);
+        assert_eq!(
+            applied(decide_edit(
+                2,
+                "b1",
+                &edit(EditOp::Update, 0),
+                Some(&created)
+            )),
+            (true, 0)
+        );
+        // Based on the revision of its own first edit (the feed brought it back) or on
+        // the current one: applied too.
+        let run = by_box(9, true, "b1", 0);
+        for base in [0, 5, 9] {
+            assert_eq!(
+                applied(decide_edit(
+                    3,
+                    "b1",
+                    &edit(EditOp::Update, base),
+                    Some(&run)
+                )),
+                (true, 0),
+                "base {base}"
+            );
+        }
+        assert_eq!(
+            applied(decide_edit(3, "b1", &edit(EditOp::Delete, 0), Some(&run))),
+            (false, 0)
+        );
+        // Created, deleted and created again before any echo came back.
+        assert_eq!(
+            applied(decide_edit(
+                4,
+                "b1",
+                &edit(EditOp::Create, 0),
+                Some(&by_box(10, false, "b1", 0))
+            )),
+            (true, 0)
+        );
+        assert_eq!(
+            applied(decide_edit(4, "b1", &edit(EditOp::Create, 0), Some(&run))),
+            (true, 0)
+        );
+        // A run that started from an operator's revision 7: edits based on 7 or later
+        // apply, one based on an older revision did not see revision 7.
+        let after_hq = by_box(12, true, "b1", 7);
+        assert_eq!(
+            applied(decide_edit(
+                5,
+                "b1",
+                &edit(EditOp::Update, 7),
+                Some(&after_hq)
+            )),
+            (true, 7)
+        );
+        let EditDecision::Reject(c) =
+            decide_edit(5, "b1", &edit(EditOp::Update, 6), Some(&after_hq))
+        else {
+            panic!("an edit older than HQ's write applied");
+        };
+        assert_eq!(c.current.map(|c| c.revision), Some(12));
+        // A base beyond the row's revision is not inside the run.
+        assert!(matches!(
+            decide_edit(5, "b1", &edit(EditOp::Update, 13), Some(&after_hq)),
+            EditDecision::Reject(_)
+        ));
+        // Another box's run, or an operator's write, is a conflict as before.
+        for current in [by_box(9, true, "b2", 0), row(9, true)] {
+            assert!(matches!(
+                decide_edit(6, "b1", &edit(EditOp::Update, 0), Some(&current)),
+                EditDecision::Reject(_)
+            ));
+            assert!(matches!(
+                decide_edit(6, "b1", &edit(EditOp::Create, 0), Some(&current)),
+                EditDecision::Reject(_)
+            ));
+        }
+        // An operator's revision taken as the base starts a new run from it.
+        assert_eq!(
+            applied(decide_edit(
+                7,
+                "b1",
+                &edit(EditOp::Update, 9),
+                Some(&by_box(9, true, "b2", 0))
+            )),
+            (true, 9)
+        );
+        // A row this box deleted is still deleted for an update.
+        assert!(matches!(
+            decide_edit(
+                8,
+                "b1",
+                &edit(EditOp::Update, 0),
+                Some(&by_box(10, false, "b1", 0))
+            ),
+            EditDecision::Reject(_)
+        ));
     }
 
     #[test]

@@ -57,7 +57,7 @@ use tokio_postgres::{IsolationLevel, NoTls, Row};
 use super::{
     conflict_json, decide_edit, entity_json, feed_decision, parse_conflict, parse_entity,
     parse_kind, parse_policy, renewal_decision, AgentStateQuery, AgentStateRow, AuditEntry,
-    BoxHealth, BoxRecord, CdrQuery, CdrRow, CurrentRow, DailyReportRow, EditDecision,
+    BoxHealth, BoxRecord, CdrQuery, CdrRow, CurrentRow, DailyReportRow, EditDecision, EditRun,
     EnrollmentRecord, FeedRead, HqStore, IngestOutcome, RecordCounts, RenewalRecord, ReportQuery,
     SiteRecord, MAX_AUDIT_PAGE,
 };
@@ -110,6 +110,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (
         10,
         include_str!("../../../migrations/postgres/0010_campaigns_customers.sql"),
+    ),
+    (
+        11,
+        include_str!("../../../migrations/postgres/0011_edit_chains.sql"),
     ),
 ];
 
@@ -415,7 +419,8 @@ async fn current_row(
 ) -> Result<Option<CurrentRow>> {
     let stmt = tx
         .prepare_cached(
-            "SELECT revision, row_json FROM entities WHERE site = $1 AND kind = $2 AND key = $3",
+            "SELECT revision, row_json, writer_box, chain_base FROM entities
+              WHERE site = $1 AND kind = $2 AND key = $3",
         )
         .await
         .map_err(pg("prepare read entity"))?;
@@ -425,22 +430,29 @@ async fn current_row(
         .map_err(pg("read entity"))?;
     row.map(|r| {
         let json: Option<&str> = r.get(1);
+        let writer: Option<String> = r.get(2);
+        let chain_base: Option<i64> = r.get(3);
         Ok(CurrentRow {
             revision: r.get(0),
             row: json.map(parse_entity).transpose()?,
+            writer: writer
+                .zip(chain_base)
+                .map(|(box_id, chain_base)| EditRun { box_id, chain_base }),
         })
     })
     .transpose()
 }
 
-/// Writes a row (or a tombstone) with the next revision and its feed row. The caller
-/// holds the site lock.
+/// Writes a row (or a tombstone) with the next revision and its feed row; `writer` is
+/// the box whose edit it is and the start of its run of edits (`None`: an operator).
+/// The caller holds the site lock.
 async fn write_entity(
     tx: &Transaction<'_>,
     site: &str,
     kind: EntityKind,
     key: &str,
     row: Option<&Entity>,
+    writer: Option<(&str, i64)>,
 ) -> Result<Change> {
     let revision: i64 = tx
         .query_one("SELECT nextval('feed_revision')", &[])
@@ -451,16 +463,26 @@ async fn write_entity(
     let kind_name = entity_kind_name(kind);
     let upsert = tx
         .prepare_cached(
-            "INSERT INTO entities (site, kind, key, revision, row_json, deleted)
-             VALUES ($1, $2, $3, $4, $5, $6)
+            "INSERT INTO entities (site, kind, key, revision, row_json, deleted, writer_box, chain_base)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
              ON CONFLICT (site, kind, key) DO UPDATE
-             SET revision = EXCLUDED.revision, row_json = EXCLUDED.row_json, deleted = EXCLUDED.deleted",
+             SET revision = EXCLUDED.revision, row_json = EXCLUDED.row_json, deleted = EXCLUDED.deleted,
+                 writer_box = EXCLUDED.writer_box, chain_base = EXCLUDED.chain_base",
         )
         .await
         .map_err(pg("prepare write entity"))?;
     tx.execute(
         &upsert,
-        &[&site, &kind_name, &key, &revision, &json, &row.is_none()],
+        &[
+            &site,
+            &kind_name,
+            &key,
+            &revision,
+            &json,
+            &row.is_none(),
+            &writer.map(|w| w.0),
+            &writer.map(|w| w.1),
+        ],
     )
     .await
     .map_err(pg("write entity"))?;
@@ -994,7 +1016,7 @@ impl HqStore for PostgresStore {
                 });
             }
         }
-        let change = write_entity(&tx, site, kind, entity.key(), Some(entity)).await?;
+        let change = write_entity(&tx, site, kind, entity.key(), Some(entity), None).await?;
         tx.commit().await.map_err(pg("commit put entity"))?;
         Ok(change)
     }
@@ -1016,7 +1038,7 @@ impl HqStore for PostgresStore {
                 key: key.to_owned(),
             });
         }
-        let change = write_entity(&tx, site, kind, key, None).await?;
+        let change = write_entity(&tx, site, kind, key, None, None).await?;
         tx.commit().await.map_err(pg("commit delete entity"))?;
         Ok(change)
     }
@@ -1418,9 +1440,17 @@ async fn ingest(
         }
         let kind = edit.row.kind();
         let current = current_row(tx, site, kind, edit.row.key()).await?;
-        match decide_edit(r.seq, edit, current.as_ref()) {
-            EditDecision::Apply(row) => {
-                write_entity(tx, site, kind, edit.row.key(), row.as_ref()).await?;
+        match decide_edit(r.seq, bx, edit, current.as_ref()) {
+            EditDecision::Apply { row, chain_base } => {
+                write_entity(
+                    tx,
+                    site,
+                    kind,
+                    edit.row.key(),
+                    row.as_ref(),
+                    Some((bx, chain_base)),
+                )
+                .await?;
                 feed_changed = true;
             }
             EditDecision::Reject(conflict) => {

@@ -17,7 +17,7 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use super::{
     conflict_json, decide_edit, entity_json, feed_decision, parse_conflict, parse_entity,
     parse_kind, parse_policy, renewal_decision, AgentStateQuery, AgentStateRow, AuditEntry,
-    BoxHealth, BoxRecord, CdrQuery, CdrRow, CurrentRow, DailyReportRow, EditDecision,
+    BoxHealth, BoxRecord, CdrQuery, CdrRow, CurrentRow, DailyReportRow, EditDecision, EditRun,
     EnrollmentRecord, FeedRead, HqStore, IngestOutcome, RecordCounts, RenewalRecord, ReportQuery,
     SiteRecord, MAX_AUDIT_PAGE,
 };
@@ -67,6 +67,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (
         10,
         include_str!("../../../migrations/sqlite/0010_campaigns_customers.sql"),
+    ),
+    (
+        11,
+        include_str!("../../../migrations/sqlite/0011_edit_chains.sql"),
     ),
 ];
 
@@ -283,34 +287,41 @@ fn current_row(
     kind: EntityKind,
     key: &str,
 ) -> Result<Option<CurrentRow>> {
-    let found: Option<(i64, Option<String>)> = tx
+    type Found = (i64, Option<String>, Option<String>, Option<i64>);
+    let found: Option<Found> = tx
         .prepare_cached(
-            "SELECT revision, row_json FROM entities WHERE site = ?1 AND kind = ?2 AND key = ?3",
+            "SELECT revision, row_json, writer_box, chain_base FROM entities
+              WHERE site = ?1 AND kind = ?2 AND key = ?3",
         )
         .and_then(|mut s| {
             s.query_row(params![site, entity_kind_name(kind), key], |r| {
-                Ok((r.get(0)?, r.get(1)?))
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
             })
             .optional()
         })
         .map_err(sql("read entity"))?;
     found
-        .map(|(revision, json)| {
+        .map(|(revision, json, writer, chain_base)| {
             Ok(CurrentRow {
                 revision,
                 row: json.as_deref().map(parse_entity).transpose()?,
+                writer: writer
+                    .zip(chain_base)
+                    .map(|(box_id, chain_base)| EditRun { box_id, chain_base }),
             })
         })
         .transpose()
 }
 
-/// Writes a row (or a tombstone) with the next revision and its feed row.
+/// Writes a row (or a tombstone) with the next revision and its feed row; `writer` is
+/// the box whose edit it is and the start of its run of edits (`None`: an operator).
 fn write_entity(
     tx: &Transaction<'_>,
     site: &str,
     kind: EntityKind,
     key: &str,
     row: Option<&Entity>,
+    writer: Option<(&str, i64)>,
 ) -> Result<Change> {
     let revision: i64 = tx
         .query_row(
@@ -322,12 +333,24 @@ fn write_entity(
     let json = row.map(entity_json);
     let kind_name = entity_kind_name(kind);
     tx.prepare_cached(
-        "INSERT INTO entities (site, kind, key, revision, row_json, deleted)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+        "INSERT INTO entities (site, kind, key, revision, row_json, deleted, writer_box, chain_base)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
          ON CONFLICT (site, kind, key) DO UPDATE
-         SET revision = excluded.revision, row_json = excluded.row_json, deleted = excluded.deleted",
+         SET revision = excluded.revision, row_json = excluded.row_json, deleted = excluded.deleted,
+             writer_box = excluded.writer_box, chain_base = excluded.chain_base",
     )
-    .and_then(|mut s| s.execute(params![site, kind_name, key, revision, json, row.is_none()]))
+    .and_then(|mut s| {
+        s.execute(params![
+            site,
+            kind_name,
+            key,
+            revision,
+            json,
+            row.is_none(),
+            writer.map(|w| w.0),
+            writer.map(|w| w.1)
+        ])
+    })
     .map_err(sql("write entity"))?;
     tx.prepare_cached(
         "INSERT INTO feed (revision, site, kind, key, row_json) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -854,7 +877,7 @@ impl HqStore for SqliteStore {
                     });
                 }
             }
-            write_entity(tx, &site, kind, entity.key(), Some(&entity))
+            write_entity(tx, &site, kind, entity.key(), Some(&entity), None)
         })
         .await
     }
@@ -869,7 +892,7 @@ impl HqStore for SqliteStore {
                     key,
                 });
             }
-            write_entity(tx, &site, kind, &key, None)
+            write_entity(tx, &site, kind, &key, None, None)
         })
         .await
     }
@@ -1518,9 +1541,16 @@ fn ingest(
             TypedPayload::Edit(edit) if new => {
                 let kind = edit.row.kind();
                 let current = current_row(tx, site, kind, edit.row.key())?;
-                match decide_edit(r.seq, edit, current.as_ref()) {
-                    EditDecision::Apply(row) => {
-                        write_entity(tx, site, kind, edit.row.key(), row.as_ref())?;
+                match decide_edit(r.seq, bx, edit, current.as_ref()) {
+                    EditDecision::Apply { row, chain_base } => {
+                        write_entity(
+                            tx,
+                            site,
+                            kind,
+                            edit.row.key(),
+                            row.as_ref(),
+                            Some((bx, chain_base)),
+                        )?;
                         feed_changed = true;
                     }
                     EditDecision::Reject(conflict) => {
