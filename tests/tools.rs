@@ -3,7 +3,10 @@
 //! answers), a packet capture taken while SIPp calls an analog phone, read back with
 //! `pcap-file` (the INVITE, the 200, the BYE and the RTP both ways are in it), and the
 //! diagnostics bundle with the daemon's recent logs and none of the configured
-//! passwords, and the live SIP message trace of a SIPp call (API, SSE and page). Needs root (or CAP_NET_RAW) for the capture, like the box's branchd.
+//! passwords, and the live SIP message trace of a SIPp call (API, SSE and page); and
+//! the ports page's line test on the simulated board (a healthy phone line, a PSTN line
+//! cut and mended, a port in use refused). Needs root (or CAP_NET_RAW) for the
+//! capture, like the box's branchd.
 
 use std::io::Read;
 use std::net::UdpSocket;
@@ -11,8 +14,8 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::api_client::{add_user, Api};
-use crate::harness::{wait, SOON};
+use crate::api_client::{add_user, create_admin, Api};
+use crate::harness::{wait, Gateway, SOON};
 use crate::sip_calls::{call_args, free_port, gateway, register, sip_addr, sipp, wait_sipp};
 
 const PASSWORD: &str = "Field-tech-pass-2024";
@@ -417,4 +420,87 @@ fn the_sip_trace_shows_a_calls_messages_both_ways_filtered_live_and_redacted() {
     assert!(page.contains("data-sip-trace=\"101\""), "{page}");
     let (status, _) = agent.get_text("/sip/trace");
     assert_eq!(status, 403);
+}
+
+#[test]
+fn the_line_test_judges_the_boards_own_readings_and_refuses_a_port_in_use() {
+    let gw = Gateway::start();
+    add_user(&gw, "tech1", "technician", PASSWORD);
+    add_user(&gw, "agent1", "agent", PASSWORD);
+    let tech = Api::login(gw.web_addr(), "tech1", PASSWORD).0;
+    let agent = Api::login(gw.web_addr(), "agent1", PASSWORD).0;
+
+    // A healthy phone line (FXS 1) and PSTN line (FXO 5), as the simulator reads them.
+    for port in [1, 5] {
+        let (status, v) = tech.post(&format!("/api/v1/ports/{port}/line-test"), json!({}));
+        assert_eq!(status, 200, "{v}\n{}", gw.log_text());
+        assert_eq!(v["result"]["passed"], true, "port {port}: {v}");
+        assert_eq!(v["result"]["checks"][1]["detail"], "48.0 V", "{v}");
+    }
+    // An agent may not run it.
+    let (status, v) = agent.post("/api/v1/ports/1/line-test", json!({}));
+    assert_eq!(status, 403, "{v}");
+
+    // The PSTN line is cut: the board reports the fault, the line test says why.
+    gw.sim.inject_fault(5, line_proto::FaultKind::NoLineVoltage);
+    let faulty = wait(SOON, || {
+        tech.get("/api/v1/status").1["ports"][4]["state"] == "fault"
+    });
+    assert!(faulty, "{}", tech.get("/api/v1/status").1);
+    let (status, v) = tech.post("/api/v1/ports/5/line-test", json!({}));
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["result"]["passed"], false, "{v}");
+    let failed: Vec<&str> = v["result"]["checks"]
+        .as_array()
+        .expect("checks")
+        .iter()
+        .filter(|c| c["passed"] == false)
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    assert_eq!(failed, ["self-test", "line voltage", "fault"], "{v}");
+    assert!(
+        v["result"]["checks"][1]["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("no line")),
+        "{v}"
+    );
+    // Mended: the test passes and its passed self-test puts the line back in service.
+    gw.sim.clear_fault(5);
+    let (status, v) = tech.post("/api/v1/ports/5/line-test", json!({}));
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        v["result"]["passed"], false,
+        "the fault was reported before: {v}"
+    );
+    let back = wait(SOON, || {
+        tech.get("/api/v1/status").1["ports"][4]["state"] == "idle"
+    });
+    assert!(back, "{}", tech.get("/api/v1/status").1);
+    let (_, v) = tech.post("/api/v1/ports/5/line-test", json!({}));
+    assert_eq!(v["result"]["passed"], true, "{v}");
+
+    // A phone off the hook: refused, nothing run.
+    let phone = gw.sim.phone(2);
+    phone.off_hook();
+    let lifted = wait(SOON, || {
+        tech.get("/api/v1/status").1["ports"][1]["hook"] == "off-hook"
+    });
+    assert!(lifted);
+    let (status, v) = tech.post("/api/v1/ports/2/line-test", json!({}));
+    assert_eq!(status, 409, "{v}");
+    assert!(tech.get("/api/v1/status").1["ports"][1]["line_test"].is_null());
+    phone.on_hook();
+
+    // The page shows the result; the audit log has every run.
+    let (status, page) = tech.get_text("/ports?tested=5");
+    assert_eq!(status, 200);
+    assert!(page.contains("Line test of port 5 passed."), "{page}");
+    let admin = create_admin(&gw, "admin1", PASSWORD);
+    let (_, audit) = admin.get("/api/v1/audit?after_id=0&limit=500");
+    let runs = audit["items"]
+        .as_array()
+        .or_else(|| audit.as_array())
+        .map(|rows| rows.iter().filter(|r| r["action"] == "line_test").count())
+        .unwrap_or(0);
+    assert_eq!(runs, 6, "{audit}");
 }

@@ -352,6 +352,22 @@ fn technician_sees_live_ports_rings_a_phone_and_an_agent_is_refused() {
         })
         .await;
 
+        // A line test of a PSTN line the simulator reports cut: the checks say why.
+        gw.sim.inject_fault(6, line_proto::FaultKind::NoLineVoltage);
+        c.find(Locator::Css("form[action=\"/ports/6/line-test\"] button"))
+            .await
+            .expect("line test button")
+            .click()
+            .await
+            .expect("click");
+        wait_path(&c, "/ports?tested=6").await;
+        let notice = wait_text(&c, "p.notice", |t| t.contains("port 6")).await;
+        assert!(notice.contains("failed: self-test"), "{notice}");
+        let checks = wait_text(&c, "#port-6 table.checks", |t| t.contains("no line")).await;
+        assert!(checks.contains("0.0 V"), "{checks}");
+        shot(&c, "05b-ports-line-test").await;
+        gw.sim.clear_fault(6);
+
         // A port in use: refused with the reason; the phone does not ring.
         gw.sim.phone(3).off_hook();
         wait_text(&c, "[data-port=\"3\"][data-field=\"hook\"]", |t| {

@@ -2467,6 +2467,17 @@ impl BoardLoop {
             }
             ControlRequest::VoicemailDeleted { id } => calls.voicemail_message_removed(id),
             ControlRequest::Publish { event } => self.desk_events.publish(event),
+            ControlRequest::LineTest { port, reply } => {
+                let outcome = self
+                    .web_status
+                    .line_test(Instant::now(), system_clock_ms(), port);
+                let started = outcome.map(|(id, commands)| {
+                    tracing::info!(port, "line test started");
+                    self.send_commands(commands);
+                    id
+                });
+                let _ = reply.send(started);
+            }
             ControlRequest::RingTest { port, reply } => {
                 let outcome = self
                     .web_status

@@ -358,11 +358,17 @@ impl Core {
                 Ok(())
             }
             Command::ReadLine => {
-                let (millivolts, microamps) = match (p.kind, p.in_audio()) {
-                    (PortKind::Fxs, false) => (48_000, 0),
-                    (PortKind::Fxs, true) => (8_000, 25_000),
-                    (PortKind::Fxo, false) => (48_000, 0),
-                    (PortKind::Fxo, true) => (7_500, 20_000),
+                // An injected fault shows in the reading as it would on a real line:
+                // no voltage on a cut line, a high one crossed with another circuit,
+                // a collapsed feed on a short.
+                let (millivolts, microamps) = match (p.fault, p.kind, p.in_audio()) {
+                    (Some(FaultKind::NoLineVoltage), _, _) => (0, 0),
+                    (Some(FaultKind::ForeignVoltage), _, _) => (95_000, 0),
+                    (Some(FaultKind::OverCurrent), _, _) => (3_000, 60_000),
+                    (_, PortKind::Fxs, false) => (48_000, 0),
+                    (_, PortKind::Fxs, true) => (8_000, 25_000),
+                    (_, PortKind::Fxo, false) => (48_000, 0),
+                    (_, PortKind::Fxo, true) => (7_500, 20_000),
                 };
                 reply = Some(Event::LineReading {
                     millivolts,

@@ -127,6 +127,9 @@ fn live_status() -> crate::web::status::StatusHandle {
                 ControlRequest::RingTest { reply, .. } => {
                     let _ = reply.send(Err(RingTestError::Stopping));
                 }
+                ControlRequest::LineTest { reply, .. } => {
+                    let _ = reply.send(Err(crate::web::status::LineTestError::Stopping));
+                }
                 ControlRequest::CallCenter { reply } => {
                     let _ = reply.send(Some(call_center_status()));
                 }

@@ -32,6 +32,7 @@
 
 pub mod bundle;
 pub mod capture;
+pub mod line_test;
 pub mod logs;
 pub mod sip_trace;
 

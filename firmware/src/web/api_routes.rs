@@ -16,12 +16,13 @@ use axum::Json;
 use futures_util::stream::{self, Stream};
 use serde_json::json;
 
-use super::status::{RingTestError, RING_TEST_DURATION};
+use super::status::{LineTestError, RingTestError, RING_TEST_DURATION};
 use super::views::{active_call_views, ActiveCallView};
 use crate::api::{ApiError, ApiState, Authed};
 use crate::audit;
 use crate::mask::{self, NumberDirectory};
 use crate::rbac::{Action, Resource, Target};
+use crate::tools::line_test::LineTestResult;
 
 /// How often an idle SSE stream sends a comment, so proxies and the browser keep it.
 const SSE_KEEP_ALIVE: Duration = Duration::from_secs(15);
@@ -168,6 +169,85 @@ pub(crate) async fn ring_test_api(
         })),
     )
         .into_response())
+}
+
+/// `POST /api/v1/ports/{port}/line-test` (`diagnostics.operate`, CSRF): 200 with the
+/// result (passed or not), 409 when the port is busy, 404 for no such port.
+pub(crate) async fn line_test_api(
+    State(state): State<ApiState>,
+    who: Authed,
+    Path(port): Path<String>,
+) -> Result<Response, ApiError> {
+    let port: u8 = port.parse().map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("{port:?} is not a port number"),
+        )
+    })?;
+    let result = run_line_test(&state, &who, port).await?;
+    Ok(Json(json!({ "port": port, "result": result })).into_response())
+}
+
+/// Authorizes (`diagnostics.operate`), has the main loop line-test `port`, waits for
+/// the result and audits it (`line_test`: ok when it ran, with passed and the first
+/// failed check; failed with the reason when it could not run).
+pub(crate) async fn run_line_test(
+    state: &ApiState,
+    who: &Authed,
+    port: u8,
+) -> Result<LineTestResult, ApiError> {
+    let target = format!("port {port}");
+    {
+        let reader = state.reader()?;
+        state
+            .require(
+                &reader,
+                who,
+                Resource::Diagnostics,
+                Action::Operate,
+                &Target::Site,
+                &target,
+            )
+            .await?;
+    }
+    let Some(status) = state.status() else {
+        return Err(not_running());
+    };
+    let outcome = status.line_test(port).await;
+    let (result, detail) = match &outcome {
+        Ok(r) => (
+            audit::AuditResult::Ok,
+            json!({ "port": port, "passed": r.passed, "summary": r.summary() }),
+        ),
+        Err(e) => (
+            audit::AuditResult::Failed,
+            json!({ "port": port, "reason": e.to_string() }),
+        ),
+    };
+    state
+        .accounts()
+        .audit(
+            audit::AuditEntry {
+                actor: who.actor(),
+                action: "line_test".to_owned(),
+                resource: Resource::Diagnostics.as_str().to_owned(),
+                target,
+                result,
+                detail,
+            },
+            state.now(),
+        )
+        .await?;
+    outcome.map_err(|e| {
+        let status = match e {
+            LineTestError::NoSuchPort { .. } => StatusCode::NOT_FOUND,
+            LineTestError::Busy { .. } | LineTestError::AlreadyTesting { .. } => {
+                StatusCode::CONFLICT
+            }
+            LineTestError::Stopping => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        ApiError::new(status, e.to_string())
+    })
 }
 
 /// Authorizes (`diagnostics.operate`), asks the main loop to ring `port`, and audits

@@ -15,7 +15,8 @@
 //!   there is a session; the login itself is [`ApiState`]'s, with its per-IP throttle
 //!   and per-account lockout), `/logout` (POST), `/dashboard` (ports with hook state,
 //!   active calls, SIP trunk and local accounts, WAN, sync backlog, disk, alarms),
-//!   `/ports` (hook state, line voltage / loop current, recent events, ring test),
+//!   `/ports` (hook state, line voltage / loop current, recent events, ring test, line
+//!   test with its last result per port: [`crate::tools::line_test`]),
 //!   `/sip` (the trunk registration: state, server, expiry, per-server health and last
 //!   error; every local SIP account's registered contacts with source address and
 //!   expiry, from the SIP endpoint's own snapshot; "not configured" without `[sip]`),
@@ -32,7 +33,7 @@
 //!   `provisioning`: `provisioning.view`, its forms `provisioning.operate`).
 //!   `/` redirects to the dashboard.
 //! - **Authorization**: every page calls `ApiState::require` (audited denials) with
-//!   `diagnostics.view` (dashboard, ports, SIP, calls), `diagnostics.operate` (ring
+//!   `diagnostics.view` (dashboard, ports, SIP, calls), `diagnostics.operate` (ring and line
 //!   test), `sync.view` (sync), `sync.operate` (force sync) or `system_config.view`
 //!   (system); the tools page needs `diagnostics.view`, its ping, traceroute and
 //!   probe forms `diagnostics.operate`, the capture `diagnostics.download` and the
@@ -49,12 +50,13 @@
 //!   `/tools/capture` (the pcap download itself); they call the same `run_*`
 //!   functions as `/api/v1/tools/...` (audited there). The bundle is a plain link to
 //!   `GET /api/v1/tools/bundle` (the session cookie goes with it).
-//! - **Forms** (logout, ring test, force sync) carry the session's CSRF token in a
-//!   hidden field, checked like the API's `X-CSRF-Token` header; the ring test and
-//!   force sync answer with a redirect back to their page and a notice
-//!   (POST-redirect-GET), or an error page (409 when the port is busy, or sync is not
-//!   configured or not running). Both go through the same functions as their API
-//!   routes (audited as `ring_test` / `force_sync`).
+//! - **Forms** (logout, ring test, line test, force sync) carry the session's CSRF
+//!   token in a hidden field, checked like the API's `X-CSRF-Token` header; the ring
+//!   test, line test and force sync answer with a redirect back to their page and a
+//!   notice (POST-redirect-GET; the line test's checks are on the port's card), or an
+//!   error page (409 when the port is busy, or sync is not configured or not running).
+//!   They go through the same functions as their API routes (audited as `ring_test` /
+//!   `line_test` / `force_sync`).
 //! - **Live updates**: `app.js` opens an `EventSource` on `/api/v1/events/status` and
 //!   updates the elements marked `data-live`; without JS the pages are complete and a
 //!   reload shows the news (the SIP, calls and sync pages are not live: reload them).
@@ -95,7 +97,7 @@ use crate::api::{self, ApiError, ApiState, Authed};
 use crate::rbac::{Action, Resource, Target};
 
 pub(crate) use api_routes::{
-    active_calls_json, ring_test_api, sip_json, status_events, status_json,
+    active_calls_json, line_test_api, ring_test_api, sip_json, status_events, status_json,
 };
 
 /// The one stylesheet, compiled in.
@@ -129,6 +131,7 @@ pub fn router(api: ApiState) -> Router {
         .route("/dashboard", get(dashboard))
         .route("/ports", get(ports_page))
         .route("/ports/{port}/ring-test", post(ring_test_form))
+        .route("/ports/{port}/line-test", post(line_test_form))
         .route("/sip", get(sip_page))
         .route("/sip/trace", get(sip_trace_page))
         .route("/calls", get(calls_page))
@@ -468,6 +471,7 @@ async fn dashboard(
 #[derive(Debug, Deserialize)]
 struct PortsQuery {
     rang: Option<u8>,
+    tested: Option<u8>,
 }
 
 async fn ports_page(
@@ -500,7 +504,7 @@ async fn ports_page(
             .is_allowed()
         })
     });
-    pages::ports_page(&who, state.api.status(), may_operate, q.rang)
+    pages::ports_page(&who, state.api.status(), may_operate, q.rang, q.tested)
 }
 
 async fn ring_test_form(
@@ -536,6 +540,46 @@ async fn ring_test_form(
         Err(e) => pages::error_page(
             e.status(),
             "Ring test not started",
+            e.message(),
+            Some(("/ports", "Back to the ports")),
+        ),
+    }
+}
+
+async fn line_test_form(
+    State(state): State<WebState>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+    Path(port): Path<String>,
+    Form(form): Form<CsrfForm>,
+) -> Response {
+    let who = match page_user(
+        &state,
+        &headers,
+        ip,
+        Some(&form.csrf),
+        "/ports",
+        (Resource::Diagnostics, Action::Operate),
+    )
+    .await
+    {
+        Ok(w) => w,
+        Err(r) => return r,
+    };
+    let Ok(port) = port.parse::<u8>() else {
+        return pages::error_page(
+            StatusCode::BAD_REQUEST,
+            "No such port",
+            &format!("{port:?} is not a port number."),
+            Some(("/ports", "Back to the ports")),
+        );
+    };
+    match api_routes::run_line_test(&state.api, &who, port).await {
+        // The result is in the port's status: the page shows it.
+        Ok(_) => Redirect::to(&format!("/ports?tested={port}#port-{port}")).into_response(),
+        Err(e) => pages::error_page(
+            e.status(),
+            "Line test not run",
             e.message(),
             Some(("/ports", "Back to the ports")),
         ),

@@ -512,10 +512,28 @@ pub(super) fn ports_page(
     status: Option<&StatusHandle>,
     may_operate: bool,
     rang: Option<u8>,
+    tested: Option<u8>,
 ) -> Response {
     let snapshot = status.map(StatusHandle::current);
+    let tested = tested.and_then(|port| {
+        let result = snapshot
+            .as_ref()?
+            .ports
+            .iter()
+            .find(|p| p.port == port)?
+            .line_test
+            .clone()?;
+        Some((port, result))
+    });
     let body = html! {
         h1 { "Ports" }
+        @if let Some((port, r)) = &tested {
+            @if r.passed {
+                p.notice.ok role="status" { "Line test of port " (port) " passed." }
+            } @else {
+                p.notice.bad role="alert" { "Line test of port " (port) " failed: " (r.summary()) }
+            }
+        }
         @if let Some(port) = rang {
             p.notice.ok role="status" {
                 "Ring test started on port " (port) ": the phone rings for "
@@ -541,10 +559,32 @@ pub(super) fn ports_page(
                             }
                             @if p.events.is_empty() { li.muted { "none yet" } }
                         }
-                        @if may_operate && p.kind == PortKind::Fxs {
-                            form.inline method="post" action=(format!("/ports/{}/ring-test", p.port)) {
+                        h3 { "Line test" }
+                        @match &p.line_test {
+                            Some(r) => {
+                                p { (if r.passed { html! { span.pill.ok { "passed" } } } else { html! { span.pill.bad { "failed" } } }) " " time { (clock(r.at_ms)) } }
+                                table.checks {
+                                    @for c in &r.checks {
+                                        tr {
+                                            th scope="row" { (c.name) }
+                                            td class=(if c.passed { "ok" } else { "bad" }) { (if c.passed { "ok" } else { "failed" }) }
+                                            td { (c.detail) }
+                                        }
+                                    }
+                                }
+                            }
+                            None => { p.muted { "not run since the daemon started" } }
+                        }
+                        @if may_operate {
+                            @if p.kind == PortKind::Fxs {
+                                form.inline method="post" action=(format!("/ports/{}/ring-test", p.port)) {
+                                    input type="hidden" name="csrf" value=(who.csrf_token());
+                                    button type="submit" { "Ring test (" (RING_TEST_DURATION.as_secs()) " s)" }
+                                }
+                            }
+                            form.inline method="post" action=(format!("/ports/{}/line-test", p.port)) {
                                 input type="hidden" name="csrf" value=(who.csrf_token());
-                                button type="submit" { "Ring test (" (RING_TEST_DURATION.as_secs()) " s)" }
+                                button type="submit" { "Line test" }
                             }
                         }
                     }

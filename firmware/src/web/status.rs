@@ -1,12 +1,15 @@
 //! The daemon's live status for the web page and `/api/v1/status`: a read-only
 //! snapshot ([`BoxStatus`]) published on a `watch` channel by the main loop, and the
-//! ring test, the one port action the page may ask of the main loop.
+//! port actions the page may ask of the main loop: the ring test and the line test
+//! ([`crate::tools::line_test`]: self-test and line reading judged, the result kept
+//! in the port's status).
 //!
 //! [`StatusPublisher`] is owned by the main loop and is sans-IO: it is fed the board's
 //! events, call control's port states, the number of active calls and the trunk's
 //! state, with `now` passed in; it returns the line-controller commands it wants sent
 //! (periodic `ReadLine` for line voltage / loop current and hook state, `Ring` /
-//! `StopRing` for a ring test) and says when it next needs time
+//! `StopRing` for a ring test, `SelfTest` / `ReadLine` for a line test) and says when
+//! it next needs time
 //! ([`StatusPublisher::timeout`]). [`StatusPublisher::publish`] sends a new snapshot
 //! only when something changed, so watchers (SSE streams) wake only on changes.
 //!
@@ -36,6 +39,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::call::{CallSnapshot, PortState, TrunkStatus};
 use crate::media_engine::LegSnapshot;
 use crate::sip_endpoint::status::SipStatus;
+use crate::tools::line_test::{LineTestResult, LineTestRun, LINE_TEST_TIMEOUT};
 
 /// How often every port's line is read (voltage, loop current).
 pub const LINE_READING_INTERVAL: Duration = Duration::from_secs(30);
@@ -131,6 +135,10 @@ pub struct PortStatus {
     pub fault: Option<String>,
     /// Whether a ring test is ringing the phone now.
     pub ring_test: bool,
+    /// Whether a line test is running on the port now.
+    pub line_testing: bool,
+    /// The last line test's outcome, while the daemon runs.
+    pub line_test: Option<LineTestResult>,
     /// Recent events, newest last.
     pub events: VecDeque<PortEvent>,
 }
@@ -166,6 +174,34 @@ pub struct StaticInfo {
     pub sip_configured: bool,
     /// Local SIP accounts configured (`[[sip_accounts]]`).
     pub sip_accounts: usize,
+}
+
+/// Why a line test was not run.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LineTestError {
+    /// No such port.
+    #[error("port {port} does not exist on this board")]
+    NoSuchPort {
+        /// The port asked for.
+        port: u8,
+    },
+    /// The port is in use.
+    #[error("port {port} is busy ({state}); a line test needs an idle port (FXS: handset down)")]
+    Busy {
+        /// The port asked for.
+        port: u8,
+        /// Its state.
+        state: &'static str,
+    },
+    /// A line test already runs on it.
+    #[error("a line test is already running on port {port}")]
+    AlreadyTesting {
+        /// The port asked for.
+        port: u8,
+    },
+    /// The main loop is gone (the daemon is stopping), or never published the result.
+    #[error("the daemon is stopping")]
+    Stopping,
 }
 
 /// Why a ring test was not started.
@@ -436,6 +472,14 @@ pub enum ControlRequest {
         /// The event.
         event: crate::screen_pop::DeskEvent,
     },
+    /// Line-test an idle port ([`crate::tools::line_test`]); the answer is the run's
+    /// number, its result comes in the port's status.
+    LineTest {
+        /// The port.
+        port: u8,
+        /// The run's number, or why it did not start.
+        reply: oneshot::Sender<Result<u64, LineTestError>>,
+    },
     /// Ring an idle FXS phone for [`RING_TEST_DURATION`].
     RingTest {
         /// The port.
@@ -615,6 +659,35 @@ impl StatusHandle {
             .map_err(|_| RingTestError::Stopping)?;
         answer.await.map_err(|_| RingTestError::Stopping)?
     }
+
+    /// Asks the main loop to line-test `port` and waits for the result (at most
+    /// [`LINE_TEST_TIMEOUT`] and a second).
+    pub async fn line_test(&self, port: u8) -> Result<LineTestResult, LineTestError> {
+        let mut rx = self.status.clone();
+        let (reply, answer) = oneshot::channel();
+        self.control
+            .send(ControlRequest::LineTest { port, reply })
+            .map_err(|_| LineTestError::Stopping)?;
+        let id = answer.await.map_err(|_| LineTestError::Stopping)??;
+        let wait = async {
+            loop {
+                let done = rx
+                    .borrow_and_update()
+                    .ports
+                    .iter()
+                    .find(|p| p.port == port)
+                    .and_then(|p| p.line_test.clone())
+                    .filter(|r| r.id == id);
+                if let Some(result) = done {
+                    return Ok(result);
+                }
+                rx.changed().await.map_err(|_| LineTestError::Stopping)?;
+            }
+        };
+        tokio::time::timeout(LINE_TEST_TIMEOUT + Duration::from_secs(1), wait)
+            .await
+            .map_err(|_| LineTestError::Stopping)?
+    }
 }
 
 /// The main loop's side: keeps [`BoxStatus`] and publishes it. See the module docs.
@@ -627,6 +700,10 @@ pub struct StatusPublisher {
     next_reading: Instant,
     /// Ring tests in progress: port -> when to stop.
     ring_tests: BTreeMap<u8, Instant>,
+    /// Line tests in progress.
+    line_tests: BTreeMap<u8, LineTestRun>,
+    /// The last line test's number.
+    line_test_id: u64,
     /// The country's ring cadence.
     cadence: Cadence,
 }
@@ -660,6 +737,8 @@ impl StatusPublisher {
                     line: None,
                     fault: None,
                     ring_test: false,
+                    line_testing: false,
+                    line_test: None,
                     events: VecDeque::new(),
                 })
                 .collect(),
@@ -678,6 +757,8 @@ impl StatusPublisher {
                 changed: false,
                 next_reading: now,
                 ring_tests: BTreeMap::new(),
+                line_tests: BTreeMap::new(),
+                line_test_id: 0,
                 cadence,
             },
             rx,
@@ -717,6 +798,11 @@ impl StatusPublisher {
 
     /// A board event on `port`.
     pub fn on_event(&mut self, now_ms: i64, port: u8, event: &Event) {
+        if let Some(run) = self.line_tests.get_mut(&port) {
+            if run.on_event(event) {
+                self.finish_line_test(now_ms, port);
+            }
+        }
         match event {
             Event::OffHook => {
                 self.set_hook(port, Hook::OffHook);
@@ -853,17 +939,96 @@ impl StatusPublisher {
         Ok(vec![(port, Command::Ring(self.cadence.clone()))])
     }
 
+    /// Starts a line test of `port` ([`crate::tools::line_test`]): the run's number and
+    /// the commands to send (self-test and a line reading). Refused on a port with a
+    /// call up, an FXS port off the hook or ringing for a ring test, or one already
+    /// under test; a port out of service after a fault may be tested (a passed
+    /// self-test puts it back into service).
+    pub fn line_test(
+        &mut self,
+        now: Instant,
+        now_ms: i64,
+        port: u8,
+    ) -> Result<(u64, Vec<(u8, Command)>), LineTestError> {
+        let p = self
+            .status
+            .ports
+            .iter()
+            .find(|p| p.port == port)
+            .ok_or(LineTestError::NoSuchPort { port })?;
+        if self.line_tests.contains_key(&port) {
+            return Err(LineTestError::AlreadyTesting { port });
+        }
+        if p.state != PortState::Idle.as_str() && p.state != PortState::Fault.as_str() {
+            return Err(LineTestError::Busy {
+                port,
+                state: p.state,
+            });
+        }
+        if self.ring_tests.contains_key(&port) {
+            return Err(LineTestError::Busy {
+                port,
+                state: "ring test",
+            });
+        }
+        if p.kind == PortKind::Fxs && p.hook == Hook::OffHook {
+            return Err(LineTestError::Busy {
+                port,
+                state: "off-hook",
+            });
+        }
+        self.line_test_id += 1;
+        let id = self.line_test_id;
+        let run = LineTestRun::new(id, p.kind, now, p.fault.clone());
+        self.line_tests.insert(port, run);
+        if let Some(p) = self.port_mut(port) {
+            p.line_testing = true;
+        }
+        self.note(port, now_ms, "line test started".into());
+        Ok((
+            id,
+            vec![(port, Command::SelfTest), (port, Command::ReadLine)],
+        ))
+    }
+
+    fn finish_line_test(&mut self, now_ms: i64, port: u8) {
+        let Some(run) = self.line_tests.remove(&port) else {
+            return;
+        };
+        let result = run.finish(now_ms);
+        let what = if result.passed {
+            "line test passed".to_owned()
+        } else {
+            format!("line test failed: {}", result.summary())
+        };
+        if let Some(p) = self.port_mut(port) {
+            p.line_testing = false;
+            p.line_test = Some(result);
+        }
+        self.note(port, now_ms, what);
+    }
+
     /// When [`StatusPublisher::handle_timeout`] is next due.
     pub fn timeout(&self) -> Instant {
         self.ring_tests
             .values()
             .copied()
+            .chain(self.line_tests.values().map(LineTestRun::deadline))
             .fold(self.next_reading, Instant::min)
     }
 
     /// Runs what is due at `now`: the commands to send.
     pub fn handle_timeout(&mut self, now: Instant, now_ms: i64) -> Vec<(u8, Command)> {
         let mut out = Vec::new();
+        let ended: Vec<u8> = self
+            .line_tests
+            .iter()
+            .filter(|(_, run)| run.deadline() <= now)
+            .map(|(&p, _)| p)
+            .collect();
+        for port in ended {
+            self.finish_line_test(now_ms, port);
+        }
         let due: Vec<u8> = self
             .ring_tests
             .iter()
@@ -909,7 +1074,8 @@ impl StatusPublisher {
     }
 }
 
-fn fault_text(kind: FaultKind) -> &'static str {
+/// A board fault in words, with its usual cause.
+pub(crate) fn fault_text(kind: FaultKind) -> &'static str {
     match kind {
         FaultKind::OverCurrent => "over-current (shorted line?)",
         FaultKind::ForeignVoltage => "foreign voltage on the line",
@@ -937,6 +1103,138 @@ mod tests {
             1_000,
         );
         (p, rx, now)
+    }
+
+    #[test]
+    fn a_line_test_judges_the_boards_answers_or_ends_at_its_timeout() {
+        let (mut p, _rx, now) = publisher();
+        p.handle_timeout(now, 1_000);
+        let (id, cmds) = p.line_test(now, 1_000, 1).expect("idle port");
+        assert_eq!(cmds, vec![(1, Command::SelfTest), (1, Command::ReadLine)]);
+        assert!(p.status().ports[0].line_testing);
+        assert_eq!(p.timeout(), now + LINE_TEST_TIMEOUT);
+        assert_eq!(
+            p.line_test(now, 1_000, 1),
+            Err(LineTestError::AlreadyTesting { port: 1 })
+        );
+        assert!(matches!(
+            p.ring_test(now, 1_000, 1),
+            Ok(_) | Err(RingTestError::Busy { .. })
+        ));
+        p.on_event(
+            1_100,
+            1,
+            &Event::SelfTestResult {
+                passed: true,
+                code: 0,
+            },
+        );
+        assert!(p.status().ports[0].line_testing, "waits for the reading");
+        p.on_event(
+            1_200,
+            1,
+            &Event::LineReading {
+                millivolts: -48_000,
+                microamps: 0,
+            },
+        );
+        let port = &p.status().ports[0];
+        assert!(!port.line_testing);
+        let result = port.line_test.clone().expect("result");
+        assert_eq!((result.id, result.passed, result.at_ms), (id, true, 1_200));
+        assert_eq!(
+            port.events.back().map(|e| e.what.as_str()),
+            Some("line test passed")
+        );
+
+        // FXO port 3 whose line controller never answers: failed at the deadline.
+        let (id3, _) = p.line_test(now, 1_000, 3).expect("idle FXO");
+        assert!(id3 > id);
+        assert!(p
+            .handle_timeout(now + Duration::from_secs(1), 2_000)
+            .is_empty());
+        assert!(p.status().ports[2].line_testing);
+        p.handle_timeout(now + LINE_TEST_TIMEOUT, 4_000);
+        let port = &p.status().ports[2];
+        assert!(!port.line_testing);
+        let result = port.line_test.clone().expect("result");
+        assert!(!result.passed);
+        assert!(
+            result.summary().contains("no answer"),
+            "{}",
+            result.summary()
+        );
+        assert!(port
+            .events
+            .back()
+            .is_some_and(|e| e.what.starts_with("line test failed")));
+    }
+
+    #[test]
+    fn a_line_test_is_refused_on_a_busy_port_but_runs_on_a_faulty_one() {
+        let (mut p, _rx, now) = publisher();
+        assert_eq!(
+            p.line_test(now, 0, 9),
+            Err(LineTestError::NoSuchPort { port: 9 })
+        );
+        p.on_port_state(0, 3, PortState::Talking);
+        assert_eq!(
+            p.line_test(now, 0, 3),
+            Err(LineTestError::Busy {
+                port: 3,
+                state: "talking"
+            })
+        );
+        p.on_event(0, 2, &Event::OffHook);
+        assert_eq!(
+            p.line_test(now, 0, 2),
+            Err(LineTestError::Busy {
+                port: 2,
+                state: "off-hook"
+            })
+        );
+        p.ring_test(now, 0, 1).expect("ring");
+        assert_eq!(
+            p.line_test(now, 0, 1),
+            Err(LineTestError::Busy {
+                port: 1,
+                state: "ring test"
+            })
+        );
+        assert!(p
+            .status()
+            .ports
+            .iter()
+            .all(|port| port.line_test.is_none() && !port.line_testing));
+        // A port call control took out of service after a fault: tested, and the
+        // board's fault is one of the checks.
+        p.on_event(0, 3, &Event::Fault(FaultKind::NoLineVoltage));
+        p.on_port_state(0, 3, PortState::Fault);
+        p.line_test(now, 0, 3).expect("a faulty port may be tested");
+        p.on_event(
+            5,
+            3,
+            &Event::SelfTestResult {
+                passed: false,
+                code: 1,
+            },
+        );
+        p.on_event(
+            6,
+            3,
+            &Event::LineReading {
+                millivolts: 0,
+                microamps: 0,
+            },
+        );
+        let result = p.status().ports[2].line_test.clone().expect("result");
+        let failed: Vec<&str> = result
+            .checks
+            .iter()
+            .filter(|c| !c.passed)
+            .map(|c| c.name)
+            .collect();
+        assert_eq!(failed, ["self-test", "line voltage", "fault"]);
     }
 
     #[test]

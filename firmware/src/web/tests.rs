@@ -176,6 +176,31 @@ async fn env() -> Env {
                     p.publish(system_clock_ms());
                     let _ = reply.send(r);
                 }
+                ControlRequest::LineTest { port, reply } => {
+                    // The board's answers as the simulator gives them: a healthy line
+                    // on the FXS ports, no line voltage on FXO port 3 (unplugged).
+                    let mut p = p.lock().expect("publisher");
+                    let r = p.line_test(Instant::now(), system_clock_ms(), port);
+                    if let Ok((_, commands)) = &r {
+                        for (port, command) in commands {
+                            let event = match command {
+                                line_proto::Command::SelfTest => {
+                                    line_proto::Event::SelfTestResult {
+                                        passed: true,
+                                        code: 0,
+                                    }
+                                }
+                                _ => line_proto::Event::LineReading {
+                                    millivolts: if *port == 3 { 0 } else { -48_000 },
+                                    microamps: 0,
+                                },
+                            };
+                            p.on_event(system_clock_ms(), *port, &event);
+                        }
+                    }
+                    p.publish(system_clock_ms());
+                    let _ = reply.send(r.map(|(id, _)| id));
+                }
                 ControlRequest::ClickToCall { request, reply } => {
                     let r = request.resolve(None).and_then(|from| {
                         let mut calls = c.lock().expect("calls");
@@ -746,6 +771,159 @@ async fn the_live_status_follows_the_board_as_json_and_sse() {
     let second = next_event(&mut body).await;
     assert_eq!(second["ports"][0]["hook"], "on-hook");
     assert!(second["version"].as_u64() > first["version"].as_u64());
+}
+
+#[tokio::test]
+async fn line_test_needs_csrf_and_operate_refuses_a_busy_port_reports_and_is_audited() {
+    let env = env().await;
+    let tech = env.login("tech").await;
+    let agent = env.login("agent1").await;
+    let result = |port: usize| {
+        env.publisher.lock().unwrap().status().ports[port]
+            .line_test
+            .clone()
+    };
+
+    // No CSRF token, another session's token, an agent: refused, nothing runs.
+    let r = env.post_form("/ports/1/line-test", &tech, "csrf=").await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let r = env
+        .post_form("/ports/1/line-test", &tech, &format!("csrf={}", agent.csrf))
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let r = env
+        .send(
+            Method::POST,
+            "/api/v1/ports/1/line-test",
+            &[&tech.cookie],
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let r = env
+        .post_form(
+            "/ports/1/line-test",
+            &agent,
+            &format!("csrf={}", agent.csrf),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert!(r.text.contains("diagnostics.operate"), "{}", r.text);
+    assert_eq!(result(0), None);
+
+    // The technician's form: the test runs, the page shows its checks.
+    let r = env
+        .post_form("/ports/1/line-test", &tech, &format!("csrf={}", tech.csrf))
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text);
+    assert_eq!(r.location(), "/ports?tested=1#port-1");
+    assert!(result(0).is_some_and(|r| r.passed));
+    let page = env.get("/ports?tested=1", Some(&tech)).await.text;
+    assert!(page.contains("Line test of port 1 passed."), "{page}");
+    assert!(page.contains("48.0 V"), "{page}");
+    assert!(
+        page.contains("action=\"/ports/3/line-test\""),
+        "FXO ports too: {page}"
+    );
+
+    // The API: an FXO line with no voltage fails, still 200, with the cause.
+    let csrf = [("x-csrf-token", tech.csrf.as_str())];
+    let r = env
+        .send(
+            Method::POST,
+            "/api/v1/ports/3/line-test",
+            &[&tech.cookie],
+            &csrf,
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let body = r.json();
+    assert_eq!(body["port"], 3);
+    assert_eq!(body["result"]["passed"], false);
+    assert_eq!(body["result"]["checks"][1]["name"], "line voltage");
+    assert!(body["result"]["checks"][1]["detail"]
+        .as_str()
+        .unwrap()
+        .contains("no line"));
+    let page = env.get("/ports?tested=3", Some(&tech)).await.text;
+    assert!(
+        page.contains("Line test of port 3 failed: line voltage: 0.0 V"),
+        "{page}"
+    );
+    // The status API carries the last result.
+    let status = env.get("/api/v1/status", Some(&tech)).await.json();
+    assert_eq!(status["ports"][2]["line_test"]["passed"], false, "{status}");
+
+    // A port with a call up, an FXS phone off the hook, no such port, not a number.
+    env.publisher
+        .lock()
+        .unwrap()
+        .on_port_state(system_clock_ms(), 2, PortState::Talking);
+    let r = env
+        .send(
+            Method::POST,
+            "/api/v1/ports/2/line-test",
+            &[&tech.cookie],
+            &csrf,
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);
+    assert!(r.json()["error"].as_str().unwrap().contains("busy"));
+    assert_eq!(result(1), None);
+    env.publisher
+        .lock()
+        .unwrap()
+        .on_port_state(system_clock_ms(), 2, PortState::Idle);
+    env.publisher
+        .lock()
+        .unwrap()
+        .on_event(system_clock_ms(), 1, &line_proto::Event::OffHook);
+    let r = env
+        .send(
+            Method::POST,
+            "/api/v1/ports/1/line-test",
+            &[&tech.cookie],
+            &csrf,
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);
+    assert!(r.json()["error"].as_str().unwrap().contains("off-hook"));
+    for (path, status) in [
+        ("/api/v1/ports/9/line-test", StatusCode::NOT_FOUND),
+        ("/api/v1/ports/x/line-test", StatusCode::BAD_REQUEST),
+    ] {
+        let r = env
+            .send(Method::POST, path, &[&tech.cookie], &csrf, None)
+            .await;
+        assert_eq!(r.status, status, "{path}: {}", r.text);
+    }
+    let r = env
+        .post_form("/ports/2/line-test", &tech, &format!("csrf={}", tech.csrf))
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text);
+
+    let rows: Vec<_> = env
+        .audit()
+        .into_iter()
+        .filter(|a| a.action == "line_test")
+        .map(|a| (a.target, a.result))
+        .collect();
+    let row = |port: &str, result: &str| (port.to_owned(), result.to_owned());
+    assert_eq!(
+        rows,
+        vec![
+            row("port 1", "ok"),
+            row("port 3", "ok"),
+            row("port 2", "failed"),
+            row("port 1", "failed"),
+            row("port 9", "failed"),
+            row("port 2", "ok"),
+        ]
+    );
 }
 
 #[tokio::test]
