@@ -603,10 +603,11 @@ async fn trimming_never_goes_beyond_what_was_sent_or_acknowledged() {
         .await
         .expect("ack");
     assert_eq!(applied.trimmed, 2);
-    assert_eq!(
-        env.sync.outbox_page(0, 1000).expect("page").records[0].seq,
-        seqs[2]
-    );
+    let page = env.sync.outbox_page(0, 1000).expect("page");
+    assert_eq!(page.records[0].seq, seqs[2]);
+    // The depth (from the first and last seq) is the row count after a trim.
+    assert_eq!(page.backlog.depth, env.outbox_len());
+    assert_eq!(page.backlog.depth, seqs.len() as i64 - 2);
     let applied = env
         .sync
         .commit_ack(vec![], Some(seqs[3]), None, T0)
@@ -632,6 +633,19 @@ async fn trimming_never_goes_beyond_what_was_sent_or_acknowledged() {
     env.local_user("ned").await;
     let rest = env.sync.outbox_page(0, 1000).expect("page");
     assert!(rest.records.last().expect("rows").seq > *seqs.last().expect("seqs"));
+    assert_eq!(rest.backlog.depth, env.outbox_len());
+    // Everything acknowledged: empty, no oldest row.
+    let last = rest.records.last().expect("rows").seq;
+    env.sync
+        .commit_ack(vec![], Some(last), None, T0)
+        .await
+        .expect("ack");
+    let empty = env.sync.outbox_page(0, 1000).expect("page");
+    assert_eq!(
+        (empty.backlog.depth, empty.backlog.oldest_created_at_ms),
+        (0, None)
+    );
+    assert_eq!(empty.backlog.last_seq, last);
 }
 
 #[tokio::test]
