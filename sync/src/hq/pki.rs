@@ -9,7 +9,8 @@
 //! | [`ADMIN_TOKEN`] | the admin API's bearer token (random, 0600) |
 //!
 //! [`Ca::issue_box`] signs a device certificate whose subject CN is the box id, with
-//! the clientAuth extended key usage; `branch-hq box add` writes it with its key and
+//! the clientAuth and serverAuth extended key usages (the box serves its web page
+//! with it); `branch-hq box add` writes it with its key and
 //! the CA certificate for the box. The sync listener trusts only this CA for client
 //! certificates ([`server_tls_config`]): rustls' WebPKI verifier refuses certificates
 //! from another CA, self-signed ones, and ones outside their validity period during
@@ -170,6 +171,14 @@ impl std::fmt::Debug for Ca {
     }
 }
 
+/// The extended key usages of a device certificate: clientAuth for mutual TLS with
+/// HQ, serverAuth because the box serves its local web page with it once enrolled
+/// (browsers refuse a server certificate without serverAuth).
+const DEVICE_EKUS: [ExtendedKeyUsagePurpose; 2] = [
+    ExtendedKeyUsagePurpose::ClientAuth,
+    ExtendedKeyUsagePurpose::ServerAuth,
+];
+
 fn ca_params() -> CertificateParams {
     let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
@@ -251,7 +260,7 @@ impl Ca {
         params.not_before = offset(not_before);
         params.not_after = offset(not_after);
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.extended_key_usages = DEVICE_EKUS.to_vec();
         self.issue(&format!("box {box_id}"), params)
     }
 
@@ -274,7 +283,7 @@ impl Ca {
         params.not_before = offset(not_before);
         params.not_after = offset(not_after);
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.extended_key_usages = DEVICE_EKUS.to_vec();
         params.serial_number = Some(random_serial()?);
         params.use_authority_key_identifier_extension = true;
         let request = rcgen::CertificateSigningRequestParams {
@@ -461,4 +470,48 @@ pub fn subject_cn(der: &[u8]) -> Option<String> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
     let cn = cert.subject().iter_common_name().next()?;
     cn.as_str().ok().map(str::to_owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The extended key usages of a certificate (PEM).
+    fn ekus(pem: &str) -> (bool, bool) {
+        let der = rustls_pemfile::certs(&mut pem.as_bytes())
+            .next()
+            .unwrap()
+            .unwrap();
+        let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+        let eku = cert.extended_key_usage().unwrap().unwrap().value;
+        (eku.client_auth, eku.server_auth)
+    }
+
+    #[test]
+    fn device_certificates_serve_clients_and_the_web_page() {
+        let now = SystemTime::now();
+        let ca = Ca::generate(now).unwrap();
+        let issued = ca.issue_box("BOX-1", now - DAY, now + DAY).unwrap();
+        assert_eq!(ekus(&issued.cert_pem), (true, true));
+
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::default();
+        params.distinguished_name.push(DnType::CommonName, "BOX-2");
+        let csr_pem = params.serialize_request(&key).unwrap().pem().unwrap();
+        let csr = rcgen::CertificateSigningRequestParams::from_pem(&csr_pem).unwrap();
+        let (cert, _) = ca
+            .sign_box_csr(&csr, "BOX-2", now - DAY, now + DAY)
+            .unwrap();
+        assert_eq!(ekus(&cert), (true, true));
+        assert_eq!(
+            subject_cn(
+                &rustls_pemfile::certs(&mut cert.as_bytes())
+                    .next()
+                    .unwrap()
+                    .unwrap()
+            )
+            .as_deref(),
+            Some("BOX-2")
+        );
+    }
 }
