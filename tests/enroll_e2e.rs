@@ -111,7 +111,7 @@ fn post_anonymous(hq: &HqServer, path: &str, body: &serde_json::Value) -> (u16, 
 }
 
 /// Bundles for the rig's site, signed with its provisioning key.
-struct Bundles {
+pub(crate) struct Bundles {
     dir: PathBuf,
     site: PathBuf,
     key: PathBuf,
@@ -119,7 +119,7 @@ struct Bundles {
 
 impl Bundles {
     /// A bundle made by the real `branch-prov` (a fresh token each time).
-    fn make(&self, name: &str) -> Vec<u8> {
+    pub(crate) fn make(&self, name: &str) -> Vec<u8> {
         let path = self.dir.join(name);
         branch_prov(&[
             "bundle".as_ref(),
@@ -139,19 +139,25 @@ impl Bundles {
 /// real `branchd` watching `usb` with an `[hq]` section whose credential files (`ca`,
 /// `cert`, `key`) do not exist yet, waiting for a bundle. `hq_toml` and `hq_section`
 /// add lines to HQ's config file and to the box's `[hq]`.
-struct Rig {
-    work: tempfile::TempDir,
-    usb: PathBuf,
-    hq: HqServer,
-    gw: Gateway,
-    ca: PathBuf,
-    cert: PathBuf,
-    key: PathBuf,
-    bundles: Bundles,
+pub(crate) struct Rig {
+    pub(crate) work: tempfile::TempDir,
+    pub(crate) usb: PathBuf,
+    pub(crate) hq: HqServer,
+    pub(crate) gw: Gateway,
+    pub(crate) ca: PathBuf,
+    pub(crate) cert: PathBuf,
+    pub(crate) key: PathBuf,
+    pub(crate) bundles: Bundles,
 }
 
 impl Rig {
     fn new(hq_toml: &str, hq_section: &str) -> Rig {
+        Self::with_web(hq_toml, hq_section, false)
+    }
+
+    /// [`Rig::new`]; `https`: the web page with `[web] https = "auto"` (HTTPS once
+    /// enrolled) instead of plain HTTP.
+    pub(crate) fn with_web(hq_toml: &str, hq_section: &str, https: bool) -> Rig {
         let work = tempfile::tempdir().expect("tempdir");
         let usb = work.path().join("usb");
         std::fs::create_dir(&usb).expect("usb dir");
@@ -196,7 +202,11 @@ impl Rig {
              box_id = \"{SERIAL}\"\nlong_poll_ms = 2000\nupload_interval_ms = 1000\nprobe_interval_ms = 1000\n{hq_section}",
             pubkey = prefix.with_extension("pub"),
         );
-        let gw = Gateway::start_with(&plan);
+        let gw = if https {
+            Gateway::start_https(&plan)
+        } else {
+            Gateway::start_with(&plan)
+        };
         assert!(
             gw.wait_log("enrollment waits for a provisioning bundle", SOON),
             "{}",

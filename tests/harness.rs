@@ -83,6 +83,11 @@ port = 6
 inbound = ["103"]
 "#;
 
+/// `[web] https` of the gateways the tests start: the tests of the API and the pages
+/// speak plain HTTP, also to boxes that hold a device certificate; HTTPS after
+/// enrollment is web_https.rs's, with [`Gateway::start_https`].
+pub const WEB_PLAIN: &str = "off";
+
 /// A running `branchd` with its simulator and data directory.
 pub struct Gateway {
     pub sim: SimHandle,
@@ -105,12 +110,22 @@ impl Gateway {
 
     /// Like [`Gateway::start_with`] on another simulated board profile.
     pub fn start_on(profile_name: &str, plan: &str) -> Gateway {
+        Self::start_web(profile_name, plan, WEB_PLAIN)
+    }
+
+    /// Like [`Gateway::start_with`] with the web page's default `[web] https = "auto"`:
+    /// HTTPS once the box holds its device certificate (web_https.rs).
+    pub fn start_https(plan: &str) -> Gateway {
+        Self::start_web("sim", plan, "auto")
+    }
+
+    fn start_web(profile_name: &str, plan: &str, https: &str) -> Gateway {
         let profile = BoardProfile::builtin(profile_name).expect("simulated profile");
         let simulator = Simulator::start(&profile, Law::Ulaw).expect("simulator starts");
         let sim = simulator.handle();
         let dir = tempfile::tempdir().expect("temp dir");
         let config = format!(
-            "[paths]\ndata_dir = {data:?}\n\n[board]\nprofile = {profile_name:?}\nuart = {tty:?}\n\n[web]\nlisten = \"127.0.0.1:0\"\n\n[log]\nlevel = \"info,branchline_firmware=debug\"\n{plan}",
+            "[paths]\ndata_dir = {data:?}\n\n[board]\nprofile = {profile_name:?}\nuart = {tty:?}\n\n[web]\nlisten = \"127.0.0.1:0\"\nhttps = {https:?}\n\n[log]\nlevel = \"info,branchline_firmware=debug\"\n{plan}",
             data = dir.path().join("data"),
             tty = simulator.tty_path(),
         );

@@ -41,3 +41,4 @@ mod update_e2e;
 mod update_hq;
 mod voicemail;
 mod web_browser;
+mod web_https;

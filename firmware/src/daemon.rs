@@ -1416,11 +1416,20 @@ async fn start_web(
     );
     let stop = tokio_util::sync::CancellationToken::new();
     let shutdown = stop.clone().cancelled_owned();
-    let task = tokio::spawn(crate::api::serve(
-        listener,
-        crate::web::router(state),
-        shutdown,
-    ));
+    let https = state.https().clone();
+    let router = crate::web::router(state);
+    // HTTPS with the device certificate once enrolled (`web::tls`); plain HTTP when
+    // there is no `[hq]` to enroll with or `[web] https = "off"`.
+    let task = match (&config.hq, config.web.https) {
+        (Some(hq), crate::config::WebHttps::Auto) => tokio::spawn(crate::web::tls::serve(
+            listener,
+            router,
+            crate::web::tls::CertWatch::new(hq.clone()),
+            https,
+            shutdown,
+        )),
+        _ => tokio::spawn(crate::api::serve(listener, router, shutdown)),
+    };
     Ok(WebTask {
         stop,
         task,

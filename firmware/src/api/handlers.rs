@@ -78,12 +78,16 @@ pub(super) struct LoginBody {
 pub(super) async fn login(
     State(state): State<ApiState>,
     ClientIp(ip): ClientIp,
+    secure: crate::web::tls::Secure,
     b: Result<Json<LoginBody>, JsonRejection>,
 ) -> ApiResult {
     let b = body(b)?;
     let ok = state.log_in(ip, &b.username, &b.password).await?;
     Ok((
-        [(header::SET_COOKIE, super::session_cookie_value(&ok.token))],
+        [(
+            header::SET_COOKIE,
+            super::session_cookie_value(&ok.token, secure),
+        )],
         Json(json!({
             "username": ok.username,
             "must_change_password": ok.must_change_password,

@@ -144,6 +144,8 @@ struct Inner {
     throttle: Mutex<LoginThrottle>,
     /// The compiled roles, replaced when `rbac_generation` moves.
     authorizer: Mutex<Option<Arc<Authorizer>>>,
+    /// Whether the web listener serves HTTPS (`crate::web::tls`), for the pages.
+    https: crate::web::tls::HttpsHandle,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -195,6 +197,7 @@ impl ApiState {
                 sessions: Mutex::new(Sessions::default()),
                 throttle: Mutex::new(LoginThrottle::default()),
                 authorizer: Mutex::new(None),
+                https: crate::web::tls::HttpsHandle::default(),
             }),
         }
     }
@@ -219,6 +222,12 @@ impl ApiState {
     /// The daemon's live status, when this API serves a running daemon.
     pub(crate) fn status(&self) -> Option<&StatusHandle> {
         self.inner.status.as_ref()
+    }
+
+    /// The web listener's HTTPS state; the HTTPS server ([`crate::web::tls::serve`])
+    /// publishes into it.
+    pub fn https(&self) -> &crate::web::tls::HttpsHandle {
+        &self.inner.https
     }
 
     /// Checks a login behind the per-IP throttle and starts a session: the one login
@@ -533,9 +542,13 @@ pub(crate) struct LoggedIn {
     pub(crate) must_change_password: bool,
 }
 
-/// The `Set-Cookie` value of a new session: HttpOnly, SameSite=Strict, whole site.
-pub(crate) fn session_cookie_value(token: &str) -> String {
-    format!("{SESSION_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/")
+/// The `Set-Cookie` value of a new session: HttpOnly, SameSite=Strict, whole site,
+/// and `Secure` when the login came over HTTPS.
+pub(crate) fn session_cookie_value(token: &str, secure: crate::web::tls::Secure) -> String {
+    format!(
+        "{SESSION_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/{}",
+        secure.attribute()
+    )
 }
 
 /// The `Set-Cookie` value that ends the session cookie.

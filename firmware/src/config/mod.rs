@@ -481,6 +481,21 @@ pub struct WebConfig {
     /// Address the API listens on (`listen = "127.0.0.1:8080"`; port 0 picks a free
     /// port, logged as `web api listening`). `None`: the API is not served.
     pub listen: Option<SocketAddr>,
+    /// `https = "auto"` (the default) or `"off"`: see [`WebHttps`].
+    pub https: WebHttps,
+}
+
+/// Whether the web page switches to HTTPS once the box holds its device certificate
+/// (`[web] https`; see [`crate::web::tls`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WebHttps {
+    /// `"auto"`: plain HTTP until `[hq] client_cert` exists, then HTTPS with the
+    /// device certificate on the same address (plain HTTP requests get a redirect).
+    #[default]
+    Auto,
+    /// `"off"`: plain HTTP always (a TLS-terminating proxy in front, or tests that
+    /// speak plain HTTP to an enrolled box).
+    Off,
 }
 
 /// Allowed range of `auth.max_failed_logins` (default
@@ -853,6 +868,20 @@ impl Ctx<'_> {
                     })
                 })
                 .transpose()?,
+            https: match raw.web.https {
+                None => WebHttps::Auto,
+                Some(s) => match s.get_ref().as_str() {
+                    "auto" => WebHttps::Auto,
+                    "off" => WebHttps::Off,
+                    other => {
+                        return Err(self.invalid(
+                            s.span(),
+                            "web.https",
+                            format!("{other:?} is not \"auto\" or \"off\""),
+                        ))
+                    }
+                },
+            },
         };
         let hq = raw.hq.map(|h| self.hq(h)).transpose()?;
         let wan = self.wan(raw.wan)?;

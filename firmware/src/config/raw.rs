@@ -103,6 +103,7 @@ pub(super) struct RawWan {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawWeb {
     pub listen: Option<Spanned<String>>,
+    pub https: Option<Spanned<String>>,
 }
 
 /// `[auth]`

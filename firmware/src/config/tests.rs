@@ -64,6 +64,10 @@ fn sim_example_loads() {
         config.web.listen,
         Some("127.0.0.1:8080".parse().expect("addr"))
     );
+    assert_eq!(config.web.https, WebHttps::Auto);
+    let off = format!("[web]\nhttps = \"off\"\n{BASE}");
+    let off = Config::from_toml_str(&off, Path::new(FILE)).expect("https = off loads");
+    assert_eq!(off.web.https, WebHttps::Off);
     assert_eq!(config.telephony.country, Some(Country::Us));
     assert_eq!(
         config.telephony.resolve(Country::De),
@@ -307,6 +311,9 @@ fn other_field_checks() {
     assert_located(&e, 2, "board.sim_console");
     let e = error("[web]\nlisten = \"localhost\"\n");
     assert_located(&e, 2, "web.listen");
+    let e = error("[web]\nlisten = \"127.0.0.1:0\"\nhttps = \"on\"\n");
+    assert_located(&e, 3, "web.https");
+    assert!(e.contains("\"on\" is not \"auto\" or \"off\""), "{e}");
     let e = error("[log]\nlevel = \"info,sip=loud\"\n");
     assert_located(&e, 2, "log.level");
     let e = error("[telephony]\noutside_line_prefix = \"900\"\n");

@@ -124,6 +124,17 @@ impl rustls::client::ResolvesClientCert for DeviceIdentity {
     }
 }
 
+/// The web page serves HTTPS with the same certificate once the box is enrolled
+/// ([`crate::web::tls`]); it loads its own [`DeviceIdentity`] and reloads it when the
+/// files change.
+impl rustls::server::ResolvesServerCert for DeviceIdentity {
+    fn resolve(&self, _hello: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(Arc::clone(
+            &self.current.read().unwrap_or_else(PoisonError::into_inner),
+        ))
+    }
+}
+
 /// The rustls client config: TLS 1.2/1.3 with the ring provider, HQ's CA as the only
 /// root, the device certificate and key for client authentication.
 pub fn tls_config(hq: &HqConfig) -> Result<rustls::ClientConfig> {

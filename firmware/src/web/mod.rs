@@ -63,7 +63,12 @@
 //! - HTML is written with `maud` (compile-time templates, escaping of every
 //!   interpolated value), not by hand: escaping is where hand-written HTML goes wrong.
 //!
-//! Limits: plain HTTP (HTTPS with the device certificate comes with enrollment); a
+//! - **Transport**: plain HTTP until the box is enrolled, then HTTPS with the device
+//!   certificate on the same address, plain HTTP only redirecting, `Secure` cookies,
+//!   a renewed certificate picked up without a restart, and a certificate that does
+//!   not load shown as an alarm while the page stays reachable: [`tls`].
+//!
+//! Limits: a
 //! session that must change its password gets the 403 page (there is no password
 //! page yet: use `POST /api/v1/me/password`); an open SSE stream is not ended by a
 //! logout elsewhere (it ends when the page closes); the SIP page has no live SIP
@@ -77,6 +82,7 @@ mod provisioning;
 pub mod status;
 #[cfg(test)]
 mod tests;
+pub mod tls;
 pub mod views;
 
 use std::convert::Infallible;
@@ -95,6 +101,7 @@ use tower::ServiceExt;
 
 use crate::api::{self, ApiError, ApiState, Authed};
 use crate::rbac::{Action, Resource, Target};
+use tls::Secure;
 
 pub(crate) use api_routes::{
     active_calls_json, line_test_api, ring_test_api, sip_json, status_events, status_json,
@@ -320,13 +327,16 @@ fn random_token() -> Result<String, ApiError> {
     Ok(hex::encode(bytes))
 }
 
-/// The login form with a fresh CSRF token (and its cookie).
-fn login_form(status: StatusCode, next: &str, message: Option<&str>) -> Response {
+/// The login form with a fresh CSRF token (and its cookie, `Secure` over HTTPS).
+fn login_form(status: StatusCode, next: &str, message: Option<&str>, secure: Secure) -> Response {
     let token = match random_token() {
         Ok(t) => t,
         Err(e) => return pages::error_page(e.status(), "Error", e.message(), None),
     };
-    let cookie = format!("{LOGIN_CSRF_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/login");
+    let cookie = format!(
+        "{LOGIN_CSRF_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/login{}",
+        secure.attribute()
+    );
     (
         status,
         [(header::SET_COOKIE, cookie)],
@@ -335,9 +345,14 @@ fn login_form(status: StatusCode, next: &str, message: Option<&str>) -> Response
         .into_response()
 }
 
-async fn login_page(Query(q): Query<NextQuery>) -> Response {
+async fn login_page(secure: Secure, Query(q): Query<NextQuery>) -> Response {
     let message = q.bye.is_some().then_some("You are logged out.");
-    login_form(StatusCode::OK, safe_next(q.next.as_deref()), message)
+    login_form(
+        StatusCode::OK,
+        safe_next(q.next.as_deref()),
+        message,
+        secure,
+    )
 }
 
 #[derive(Debug, Deserialize)]
@@ -352,6 +367,7 @@ struct LoginForm {
 async fn login_submit(
     State(state): State<WebState>,
     ClientIp(ip): ClientIp,
+    secure: Secure,
     headers: HeaderMap,
     form: Result<Form<LoginForm>, axum::extract::rejection::FormRejection>,
 ) -> Response {
@@ -360,6 +376,7 @@ async fn login_submit(
             StatusCode::BAD_REQUEST,
             "/dashboard",
             Some("The form was incomplete; fill in both fields."),
+            secure,
         );
     };
     let next = safe_next(form.next.as_deref()).to_owned();
@@ -369,6 +386,7 @@ async fn login_submit(
             StatusCode::FORBIDDEN,
             &next,
             Some("The login form expired or came from another page; please log in again."),
+            secure,
         );
     }
     match state.api.log_in(ip, &form.username, &form.password).await {
@@ -376,7 +394,7 @@ async fn login_submit(
             let mut response = Redirect::to(&next).into_response();
             let h = response.headers_mut();
             for c in [
-                api::session_cookie_value(&ok.token),
+                api::session_cookie_value(&ok.token, secure),
                 format!("{LOGIN_CSRF_COOKIE}=; HttpOnly; SameSite=Strict; Path=/login; Max-Age=0"),
             ] {
                 if let Ok(v) = HeaderValue::from_str(&c) {
@@ -390,7 +408,7 @@ async fn login_submit(
             if let Some(s) = e.retry_after_s() {
                 message = format!("{message} (in {s} s)");
             }
-            login_form(e.status(), &next, Some(&message))
+            login_form(e.status(), &next, Some(&message), secure)
         }
     }
 }
@@ -465,7 +483,13 @@ async fn dashboard(
         }
         Err(e) => pages::SyncView::Report(Err(e.message().to_owned())),
     };
-    pages::dashboard_page(&who, state.api.status(), sync, state.api.now())
+    pages::dashboard_page(
+        &who,
+        state.api.status(),
+        sync,
+        &state.api.https().get(),
+        state.api.now(),
+    )
 }
 
 #[derive(Debug, Deserialize)]
@@ -604,7 +628,12 @@ async fn system_page(
         Ok(w) => w,
         Err(r) => return r,
     };
-    pages::system_page(&who, state.api.status(), state.api.now())
+    pages::system_page(
+        &who,
+        state.api.status(),
+        &state.api.https().get(),
+        state.api.now(),
+    )
 }
 
 /// Whether `who` holds `resource.action` at a scope covering `target` (no audit: for

@@ -8,6 +8,7 @@ use axum::response::{Html, IntoResponse, Response};
 use maud::{html, Markup, DOCTYPE};
 
 use super::status::{BoxStatus, Hook, PortKind, PortStatus, StatusHandle, RING_TEST_DURATION};
+use super::tls::HttpsStatus;
 use super::views::ActiveCallView;
 use crate::accounts::Page;
 use crate::api::Authed;
@@ -317,9 +318,17 @@ fn not_running() -> Markup {
     html! { p.muted { "Live status is not available (the API is not served by a running daemon)." } }
 }
 
-/// Alarms from the live status, the sync report and the disk.
-fn alarms(status: &BoxStatus, sync: Option<&SyncStatusReport>, disk: Option<Disk>) -> Vec<String> {
+/// Alarms from the live status, the sync report, the disk and the web page's HTTPS.
+fn alarms(
+    status: &BoxStatus,
+    sync: Option<&SyncStatusReport>,
+    disk: Option<Disk>,
+    https: &HttpsStatus,
+) -> Vec<String> {
     let mut out = Vec::new();
+    if let Some(a) = https.alarm() {
+        out.push(a);
+    }
     for p in &status.ports {
         if let Some(f) = &p.fault {
             out.push(format!("Port {}: {f}", p.port));
@@ -380,6 +389,7 @@ pub(super) fn dashboard_page(
     who: &Authed,
     status: Option<&StatusHandle>,
     sync: SyncView,
+    https: &HttpsStatus,
     now_ms: i64,
 ) -> Response {
     let report = match &sync {
@@ -393,6 +403,7 @@ pub(super) fn dashboard_page(
             s,
             report,
             disk.as_ref().and_then(|d| d.as_ref().ok().copied()),
+            https,
         )
     });
     let body = html! {
@@ -616,7 +627,12 @@ fn memory() -> (Option<u64>, Option<u64>, Option<u64>) {
 }
 
 /// The system page.
-pub(super) fn system_page(who: &Authed, status: Option<&StatusHandle>, now_ms: i64) -> Response {
+pub(super) fn system_page(
+    who: &Authed,
+    status: Option<&StatusHandle>,
+    https: &HttpsStatus,
+    now_ms: i64,
+) -> Response {
     let (rss, mem_total, mem_avail) = memory();
     let load = std::fs::read_to_string("/proc/loadavg")
         .ok()
@@ -647,9 +663,30 @@ pub(super) fn system_page(who: &Authed, status: Option<&StatusHandle>, now_ms: i
             @if let Some(h) = status {
                 (disk_card(&Disk::of(&h.info().data_dir)))
             }
+            (https_card(https, now_ms))
         }
     };
     page(StatusCode::OK, layout("System", Some(who), "/system", body))
+}
+
+/// How the page itself is served: HTTPS with the device certificate or plain HTTP.
+fn https_card(https: &HttpsStatus, now_ms: i64) -> Markup {
+    html! {
+        section.card #https {
+            h2 { "Web page" }
+            p { span class=(if https.https { "pill ok" } else { "pill warn" }) { (if https.https { "HTTPS" } else { "plain HTTP" }) } }
+            dl {
+                dt { "Served" } dd { (https.detail) }
+                @if let Some(c) = &https.certificate {
+                    dt { "Certificate" } dd { (c.subject) }
+                    dt { "Valid until" } dd { (date_time(c.not_after_ms)) " UTC (" (relative(c.not_after_ms, now_ms)) ")" }
+                }
+                @if let Some(e) = &https.error {
+                    dt { "Error" } dd.bad { (e) }
+                }
+            }
+        }
+    }
 }
 
 /// The SIP page: the trunk registration and the local phones' registrations, from
