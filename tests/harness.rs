@@ -245,6 +245,31 @@ impl Gateway {
     }
 
     /// Sends a signal and waits for the daemon to exit.
+    /// Waits up to `timeout` for the daemon to exit on its own; its exit status.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let child = self.child.as_mut().expect("daemon running");
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                self.child = None;
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "branchd did not exit:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Whether the daemon process still runs.
+    pub fn running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().expect("wait").is_none())
+    }
+
     pub fn stop_with(&mut self, signal: nix::sys::signal::Signal) -> ExitStatus {
         let child = self.child.as_mut().expect("daemon running");
         let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid fits"));

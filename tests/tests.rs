@@ -25,6 +25,7 @@ mod provision_token;
 mod provision_usb;
 mod pstn;
 mod queue_burst;
+mod reboot;
 mod recording;
 mod screen_pop;
 mod sip_baresip;

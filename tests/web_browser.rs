@@ -390,6 +390,23 @@ fn technician_sees_live_ports_rings_a_phone_and_an_agent_is_refused() {
         c.goto(&format!("{base}/system")).await.expect("goto");
         wait_text(&c, "h1", |t| t == "System").await;
         shot(&c, "07-system").await;
+        // Reboot asks to confirm first (not confirmed here: the test goes on).
+        c.find(Locator::Css("form[action=\"/system/reboot\"] button"))
+            .await
+            .expect("reboot button")
+            .click()
+            .await
+            .expect("click");
+        let confirm = wait_text(&c, "main", |t| t.contains("Reboot the box?")).await;
+        assert!(confirm.contains("No call is in progress."), "{confirm}");
+        shot(&c, "07-system-reboot-confirm").await;
+        c.find(Locator::Css("#confirm a.button"))
+            .await
+            .expect("cancel")
+            .click()
+            .await
+            .expect("click");
+        wait_text(&c, "h1", |t| t == "System").await;
 
         // A phone screen: nothing wider than the screen.
         c.set_window_size(390, 844).await.expect("resize");

@@ -82,6 +82,11 @@
 //!   [`Exit::RestartFactoryReset`]. `main` re-executes `branchd` for both (exit status
 //!   [`EXIT_RESTART`] if that fails). The data directory is locked
 //!   ([`crate::factory_reset::DaemonLock`]) for the daemon's lifetime.
+//! - Reboot (the system page, `POST /api/v1/system/reboot`): the web side sends
+//!   [`crate::web::status::ControlRequest::Reboot`]; the main loop refuses it while
+//!   calls are up unless forced ([`crate::web::status::reboot_decision`]), else ends
+//!   the calls (CDRs written), stops as on SIGTERM and [`run`] answers [`Exit::Reboot`]:
+//!   `main` exits with [`EXIT_REBOOT`], which the generated unit turns into a reboot.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -181,25 +186,37 @@ pub enum Exit {
     /// ([`crate::factory_reset`]): start again unprovisioned, like
     /// [`Exit::RestartProvisioned`].
     RestartFactoryReset,
+    /// A reboot asked from the web page or `POST /api/v1/system/reboot`: the caller
+    /// exits with [`EXIT_REBOOT`], which the unit turns into a reboot.
+    Reboot,
 }
+
+/// Exit status of `branchd` after a reboot was asked for (the system page, the API):
+/// the generated unit lists it in `RestartPreventExitStatus=`, so the unit fails and
+/// `FailureAction=reboot` reboots the box (as for [`crate::updater::EXIT_RESTART_INTO_UPDATE`]).
+pub const EXIT_REBOOT: u8 = 6;
 
 /// Exit status of `branchd` when it should be started again (a provisioning bundle
 /// applied, a factory reset done) and re-executing itself failed: `Restart=on-failure`
 /// starts it again.
 pub const EXIT_RESTART: u8 = 5;
 
-/// Restarts the main loop asked for: the reset button (at once) or an applied
-/// provisioning bundle (once no call is up).
+/// Restarts the main loop asked for: the reset button (at once), a reboot from the
+/// web page or API (at once: it was refused while calls were up unless forced) or an
+/// applied provisioning bundle (once no call is up).
 #[derive(Debug, Default)]
 struct RestartDue {
     provisioned: Option<String>,
     factory_reset: bool,
+    reboot: bool,
 }
 
 impl RestartDue {
     fn due(&self, active_calls: usize) -> Option<Exit> {
         if self.factory_reset {
             Some(Exit::RestartFactoryReset)
+        } else if self.reboot {
+            Some(Exit::Reboot)
         } else if self.provisioned.is_some() && active_calls == 0 {
             Some(Exit::RestartProvisioned)
         } else {
@@ -869,7 +886,11 @@ async fn serve(
             () = sleep_until(Some(board.web_status.timeout())) => board.web_status_due(),
             () = sleep_until(calls.journal_deadline()) => calls.update_journal(Instant::now()),
             () = sleep_until(board.beeps.values().min().copied()) => board.beeps_due(),
-            Some(request) = web_requests.recv() => board.web_request(&mut calls, request),
+            Some(request) = web_requests.recv() => {
+                if board.web_request(&mut calls, request) {
+                    restart_due.reboot = true;
+                }
+            }
             Some(dial) = campaign_dials.recv() => board.campaign_dial(&mut calls, dial),
             Some(input) = sip_input_rx.recv() => {
                 // A SIP phone's key during a call may be the recording toggle code.
@@ -2418,14 +2439,28 @@ impl BoardLoop {
         }
     }
 
-    /// A request from the web page (a ring test, the calls in progress).
+    /// A request from the web page (a ring test, the calls in progress, a reboot).
+    /// Answers whether the box is to reboot now.
     fn web_request(
         &mut self,
         calls: &mut CallControl,
         request: crate::web::status::ControlRequest,
-    ) {
-        use crate::web::status::{ActiveCalls, ControlRequest};
+    ) -> bool {
+        use crate::web::status::{reboot_decision, ActiveCalls, ControlRequest};
         match request {
+            ControlRequest::Reboot { force, reply } => {
+                let decision = reboot_decision(calls.active_calls(), force);
+                let accepted = decision.is_ok();
+                if accepted {
+                    tracing::warn!(
+                        active_calls = calls.active_calls(),
+                        force,
+                        "reboot asked from the web page or API: stopping to reboot"
+                    );
+                }
+                let _ = reply.send(decision);
+                return accepted;
+            }
             ControlRequest::Calls { reply } => {
                 // Call control's calls now; the RTP statistics of their legs from the
                 // media engine, asked on a task of its own so the loop never waits.
@@ -2502,6 +2537,7 @@ impl BoardLoop {
                 let _ = reply.send(started);
             }
         }
+        false
     }
 }
 

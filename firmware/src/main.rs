@@ -156,6 +156,9 @@ fn main() -> ExitCode {
         Ok(daemon::Exit::RestartIntoUpdate) => {
             ExitCode::from(branchline_firmware::updater::EXIT_RESTART_INTO_UPDATE)
         }
+        // A reboot from the system page or the API: the unit reboots the box (see
+        // `branchline_firmware::daemon::EXIT_REBOOT`).
+        Ok(daemon::Exit::Reboot) => ExitCode::from(daemon::EXIT_REBOOT),
         Err(e) => {
             tracing::error!("{e:#}");
             eprintln!("branchd: {e:#}");

@@ -197,6 +197,9 @@ RestartPreventExitStatus=3
 # Exit status 4: an update from HQ is installed in the inactive slot. The unit fails
 # the same way and the reboot boots the new slot once (its trial boot).
 RestartPreventExitStatus=4
+# Exit status 6: a reboot asked for on the web page's system page or the API
+# (POST /api/v1/system/reboot). The unit fails the same way and the box reboots.
+RestartPreventExitStatus=6
 FailureAction=reboot
 StartLimitIntervalSec=5min
 StartLimitBurst=5

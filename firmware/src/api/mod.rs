@@ -774,6 +774,12 @@ fn build(state: ApiState) -> (Router, Vec<(Method, &'static str)>) {
         "/api/v1/ports/{port}/line-test",
         crate::web::line_test_api
     );
+    route!(
+        post,
+        Method::POST,
+        "/api/v1/system/reboot",
+        crate::web::reboot_api
+    );
     route!(get, Method::GET, "/api/v1/sip", crate::web::sip_json);
     route!(
         get,

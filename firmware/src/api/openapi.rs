@@ -61,6 +61,7 @@ const OPS: &[Op] = &[
     op("get", "/api/v1/status", "Live status: ports (hook, call state, line reading, recent events, ring test, line test running and its last result), active calls, trunk", "diagnostics.view (site)", None, "200", JSON),
     op("get", "/api/v1/events/status", "The live status as Server-Sent Events: one `status` event at once and one per change", "diagnostics.view (site)", None, "200", "text/event-stream"),
     op("post", "/api/v1/ports/{port}/line-test", "Line-test an idle port (FXS with the handset down, or FXO; a port out of service after a fault too): the line controller's self-test and a line reading judged against the line's expected voltage and loop current, waiting up to 4 s; {port, result: {id, at_ms, passed, checks: [{name: self-test | line voltage | loop current | fault, passed, detail}]}} (a failed test is still 200); audited as line_test; 409 when the port is busy or under test, 404 no such port", "diagnostics.operate (site)", None, "200", JSON),
+    op("post", "/api/v1/system/reboot", "Reboot the box (body optional: {force}); 202 {rebooting, calls_ended}, then branchd stops and exits with status 6, which the unit turns into a reboot; 409 while calls are in progress unless force (they are cut); audited as reboot", "system_config.operate (site)", Some("Reboot"), "202", JSON),
     op("post", "/api/v1/ports/{port}/ring-test", "Ring an idle FXS phone for 6 s; audited as ring_test; 409 when the port is busy, 404 no such port, 400 FXO port", "diagnostics.operate (site)", None, "202", JSON),
     op("get", "/api/v1/sip", "SIP: the trunk registration (state, server, expiry, per-server health and last error) and every local SIP account's registered contacts (contact, source address, expiry, User-Agent); {configured: false} without [sip]", "diagnostics.view (site)", None, "200", JSON),
     op("get", "/api/v1/calls/active", "Calls in progress: parties, numbers (masked unless numbers.view covers the call), duration, and per SIP leg the codec, RTP packets, loss, jitter and MOS estimate", "diagnostics.view (site)", None, "200", JSON),
@@ -243,7 +244,7 @@ pub fn document() -> Value {
                 operation["responses"][code] = json!({ "$ref": "#/components/responses/Error" });
             }
         }
-        if op.path == "/api/v1/sync/force" {
+        if op.path == "/api/v1/sync/force" || op.path == "/api/v1/system/reboot" {
             operation["responses"]["409"] = json!({ "$ref": "#/components/responses/Error" });
         }
         if let Some(schema) = op.body {
@@ -255,9 +256,12 @@ pub fn document() -> Value {
                 json!({ JSON: { "schema": { "$ref": format!("#/components/schemas/{schema}") } } })
             };
             // The tools' host and URI default to HQ and the trunk, and "next" defaults to
-            // the site's next_leads, a customer dial to the first number: their body may
-            // be empty.
-            let required = !matches!(schema, "ToolHost" | "ToolUri" | "NextLeads" | "Dial");
+            // the site's next_leads, a customer dial to the first number, a reboot to
+            // not forced: their body may be empty.
+            let required = !matches!(
+                schema,
+                "ToolHost" | "ToolUri" | "NextLeads" | "Dial" | "Reboot"
+            );
             operation["requestBody"] = json!({ "required": required, "content": content });
         }
         let entry = paths
@@ -296,6 +300,9 @@ pub fn document() -> Value {
                 }},
                 "Login": { "type": "object", "required": ["username", "password"], "properties": {
                     "username": string, "password": string,
+                }},
+                "Reboot": { "type": "object", "additionalProperties": false, "properties": {
+                    "force": { "type": "boolean", "description": "Reboot even with calls in progress (they are cut); default false" },
                 }},
                 "ChangePassword": { "type": "object", "required": ["old_password", "new_password"], "properties": {
                     "old_password": string, "new_password": string,

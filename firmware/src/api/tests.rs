@@ -130,6 +130,10 @@ fn live_status() -> crate::web::status::StatusHandle {
                 ControlRequest::LineTest { reply, .. } => {
                     let _ = reply.send(Err(crate::web::status::LineTestError::Stopping));
                 }
+                // Reboots are web::tests' (with call control); never accepted here.
+                ControlRequest::Reboot { reply, .. } => {
+                    let _ = reply.send(Err(crate::web::status::RebootError::Stopping));
+                }
                 ControlRequest::CallCenter { reply } => {
                     let _ = reply.send(Some(call_center_status()));
                 }

@@ -72,6 +72,7 @@ const GRANTS: &[(&str, &str, &str)] = &[
     ("technician", "diagnostics.operate", "site"),
     ("technician", "diagnostics.download", "site"),
     ("technician", "system_config.view", "site"),
+    ("technician", "system_config.operate", "site"),
     ("technician", "sync.view", "site"),
     ("technician", "sync.operate", "site"),
     // installer

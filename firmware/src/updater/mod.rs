@@ -35,7 +35,7 @@ mod tests {
     use branchline_image::overlay::{self, UNIT_PATH};
 
     #[test]
-    fn the_generated_unit_reboots_instead_of_restarting_after_an_install() {
+    fn the_generated_unit_reboots_instead_of_restarting_after_an_install_or_a_reboot_request() {
         for board in ["sim", "bl-400"] {
             let files = overlay::generate(board).expect("overlay");
             let unit = files
@@ -47,8 +47,11 @@ mod tests {
                 "RestartPreventExitStatus={}",
                 super::EXIT_RESTART_INTO_UPDATE
             );
+            // A reboot from the system page or the API exits the same way.
+            let reboot = format!("RestartPreventExitStatus={}", crate::daemon::EXIT_REBOOT);
             for line in [
                 prevent.as_str(),
+                reboot.as_str(),
                 "FailureAction=reboot",
                 "Restart=on-failure",
             ] {

@@ -2,8 +2,9 @@
 //! ([`crate::api`]): `GET /api/v1/status`, its SSE stream `GET /api/v1/events/status`,
 //! `POST /api/v1/ports/{port}/ring-test`, `GET /api/v1/sip` (trunk and phone
 //! registrations) and `GET /api/v1/calls/active` (calls in progress with their RTP
-//! statistics, numbers masked per role). The ring test's form on the ports page goes
-//! through the same [`run_ring_test`], the calls page through [`active_calls`].
+//! statistics, numbers masked per role) and `POST /api/v1/system/reboot`. The ring
+//! test's form on the ports page goes through the same [`run_ring_test`], the system
+//! page's reboot form through [`run_reboot`], the calls page through [`active_calls`].
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -16,7 +17,7 @@ use axum::Json;
 use futures_util::stream::{self, Stream};
 use serde_json::json;
 
-use super::status::{LineTestError, RingTestError, RING_TEST_DURATION};
+use super::status::{LineTestError, RebootError, RingTestError, RING_TEST_DURATION};
 use super::views::{active_call_views, ActiveCallView};
 use crate::api::{ApiError, ApiState, Authed};
 use crate::audit;
@@ -307,6 +308,99 @@ pub(crate) async fn run_ring_test(
                 StatusCode::CONFLICT
             }
             RingTestError::Stopping => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        ApiError::new(status, e.to_string())
+    })
+}
+
+/// The body of `POST /api/v1/system/reboot` (optional).
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RebootBody {
+    /// Reboot even with calls in progress (they are cut).
+    #[serde(default)]
+    force: bool,
+}
+
+/// `POST /api/v1/system/reboot` (body optional: `{"force": true}`): 202
+/// `{calls_ended}` and the box reboots; 409 while calls are up and not forced.
+pub(crate) async fn reboot_api(
+    State(state): State<ApiState>,
+    who: Authed,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let body = if body.iter().all(u8::is_ascii_whitespace) {
+        RebootBody::default()
+    } else {
+        serde_json::from_slice::<RebootBody>(&body).map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("the body must be {{\"force\": true|false}}: {e}"),
+            )
+        })?
+    };
+    let calls_ended = run_reboot(&state, &who, body.force).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "rebooting": true, "calls_ended": calls_ended })),
+    )
+        .into_response())
+}
+
+/// Authorizes (`system_config.operate`), asks the main loop to reboot (refused with
+/// calls up unless `force`), and audits the outcome (`reboot`, ok with the calls cut,
+/// or failed with the reason). Answers the calls cut.
+pub(crate) async fn run_reboot(
+    state: &ApiState,
+    who: &Authed,
+    force: bool,
+) -> Result<usize, ApiError> {
+    let target = "box".to_owned();
+    {
+        let reader = state.reader()?;
+        state
+            .require(
+                &reader,
+                who,
+                Resource::SystemConfig,
+                Action::Operate,
+                &Target::Site,
+                &target,
+            )
+            .await?;
+    }
+    let Some(status) = state.status() else {
+        return Err(not_running());
+    };
+    let outcome = status.reboot(force).await;
+    let (result, detail) = match &outcome {
+        Ok(calls) => (
+            audit::AuditResult::Ok,
+            json!({ "force": force, "calls_ended": calls }),
+        ),
+        Err(e) => (
+            audit::AuditResult::Failed,
+            json!({ "force": force, "reason": e.to_string() }),
+        ),
+    };
+    state
+        .accounts()
+        .audit(
+            audit::AuditEntry {
+                actor: who.actor(),
+                action: "reboot".to_owned(),
+                resource: Resource::SystemConfig.as_str().to_owned(),
+                target,
+                result,
+                detail,
+            },
+            state.now(),
+        )
+        .await?;
+    outcome.map_err(|e| {
+        let status = match e {
+            RebootError::CallsInProgress { .. } => StatusCode::CONFLICT,
+            RebootError::Stopping => StatusCode::SERVICE_UNAVAILABLE,
         };
         ApiError::new(status, e.to_string())
     })

@@ -26,7 +26,10 @@
 //!   media engine's RTP loss, jitter and MOS; the last 20 CDRs of 7 days from the
 //!   store), `/sync` (agent state, outbox backlog and its oldest row's age, cursor,
 //!   last success and last error, and the force-sync form), `/system` (version,
-//!   uptime, memory, load, disk) and `/tools` (ping and traceroute to HQ or a typed
+//!   uptime, memory, load, disk, how the page is served, and the reboot form: a
+//!   confirm step with the calls in progress, refused while calls are up unless the
+//!   technician ticks "cut the calls"; the same code as
+//!   `POST /api/v1/system/reboot`) and `/tools` (ping and traceroute to HQ or a typed
 //!   host, a SIP OPTIONS probe to the trunk or a typed URI, a packet capture of the SIP
 //!   and RTP ports downloaded as a pcap, the diagnostics bundle; see [`crate::tools`])
 //!   and `/provisioning` (state, the claim QR, QR tokens by paste, link or photo; see
@@ -34,8 +37,8 @@
 //!   `/` redirects to the dashboard.
 //! - **Authorization**: every page calls `ApiState::require` (audited denials) with
 //!   `diagnostics.view` (dashboard, ports, SIP, calls), `diagnostics.operate` (ring and line
-//!   test), `sync.view` (sync), `sync.operate` (force sync) or `system_config.view`
-//!   (system); the tools page needs `diagnostics.view`, its ping, traceroute and
+//!   test), `sync.view` (sync), `sync.operate` (force sync), `system_config.view`
+//!   (system) or `system_config.operate` (reboot); the tools page needs `diagnostics.view`, its ping, traceroute and
 //!   probe forms `diagnostics.operate`, the capture `diagnostics.download` and the
 //!   bundle link `diagnostics.download` + `system_config.view` (each form says which
 //!   permission it lacks); the dashboard's sync card needs `sync.view`, the calls page's CDRs
@@ -104,7 +107,8 @@ use crate::rbac::{Action, Resource, Target};
 use tls::Secure;
 
 pub(crate) use api_routes::{
-    active_calls_json, line_test_api, ring_test_api, sip_json, status_events, status_json,
+    active_calls_json, line_test_api, reboot_api, ring_test_api, sip_json, status_events,
+    status_json,
 };
 
 /// The one stylesheet, compiled in.
@@ -147,6 +151,7 @@ pub fn router(api: ApiState) -> Router {
         .route("/sync", get(sync_page))
         .route("/sync/force", post(sync_force_form))
         .route("/system", get(system_page))
+        .route("/system/reboot", post(reboot_form))
         .route("/tools", get(tools_page))
         .route("/tools/ping", post(tools_ping_form))
         .route("/tools/traceroute", post(tools_traceroute_form))
@@ -628,12 +633,71 @@ async fn system_page(
         Ok(w) => w,
         Err(r) => return r,
     };
+    let may_reboot = may(
+        &state,
+        &who,
+        Resource::SystemConfig,
+        Action::Operate,
+        &Target::Site,
+    );
     pages::system_page(
         &who,
         state.api.status(),
         &state.api.https().get(),
+        may_reboot,
         state.api.now(),
     )
+}
+
+#[derive(Debug, Deserialize)]
+struct RebootForm {
+    #[serde(default)]
+    csrf: String,
+    /// `yes` from the confirm page; anything else shows the confirm page.
+    #[serde(default)]
+    confirm: String,
+    /// The confirm page's "cut the calls" box.
+    #[serde(default)]
+    force: Option<String>,
+}
+
+/// `POST /system/reboot`: the confirm page (with the calls in progress), then, from
+/// it, the reboot ([`api_routes::run_reboot`], audited as `reboot`).
+async fn reboot_form(
+    State(state): State<WebState>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+    Form(form): Form<RebootForm>,
+) -> Response {
+    let who = match page_user(
+        &state,
+        &headers,
+        ip,
+        Some(&form.csrf),
+        "/system",
+        (Resource::SystemConfig, Action::Operate),
+    )
+    .await
+    {
+        Ok(w) => w,
+        Err(r) => return r,
+    };
+    let calls = state.api.status().map(|s| s.current().active_calls);
+    if form.confirm != "yes" {
+        return pages::reboot_confirm_page(&who, calls, None);
+    }
+    match api_routes::run_reboot(&state.api, &who, form.force.is_some()).await {
+        Ok(ended) => pages::rebooting_page(&who, ended),
+        Err(e) if e.status() == StatusCode::CONFLICT => {
+            pages::reboot_confirm_page(&who, calls, Some(e.message()))
+        }
+        Err(e) => pages::error_page(
+            e.status(),
+            "Reboot not started",
+            e.message(),
+            Some(("/system", "Back to the system page")),
+        ),
+    }
 }
 
 /// Whether `who` holds `resource.action` at a scope covering `target` (no audit: for

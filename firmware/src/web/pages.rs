@@ -631,6 +631,7 @@ pub(super) fn system_page(
     who: &Authed,
     status: Option<&StatusHandle>,
     https: &HttpsStatus,
+    may_reboot: bool,
     now_ms: i64,
 ) -> Response {
     let (rss, mem_total, mem_avail) = memory();
@@ -664,9 +665,74 @@ pub(super) fn system_page(
                 (disk_card(&Disk::of(&h.info().data_dir)))
             }
             (https_card(https, now_ms))
+            section.card #reboot {
+                h2 { "Reboot" }
+                p.muted { "Restarts the box; calls in progress are refused unless you confirm cutting them." }
+                @if may_reboot {
+                    form method="post" action="/system/reboot" {
+                        input type="hidden" name="csrf" value=(who.csrf_token());
+                        button type="submit" { "Reboot…" }
+                    }
+                } @else {
+                    p.muted { "Rebooting needs the permission " code { "system_config.operate" } "." }
+                }
+            }
         }
     };
     page(StatusCode::OK, layout("System", Some(who), "/system", body))
+}
+
+/// The reboot's confirm step: the calls in progress (`None`: unknown), the refusal
+/// of a first try (`refused`), the form that reboots.
+pub(super) fn reboot_confirm_page(
+    who: &Authed,
+    calls: Option<usize>,
+    refused: Option<&str>,
+) -> Response {
+    let status = if refused.is_some() {
+        StatusCode::CONFLICT
+    } else {
+        StatusCode::OK
+    };
+    let body = html! {
+        h1 { "Reboot the box?" }
+        @if let Some(r) = refused { p.notice.bad role="alert" { "Not rebooted: " (r) } }
+        section.card.wide #confirm {
+            @match calls {
+                Some(0) => p { "No call is in progress." }
+                Some(n) => p.bad { (n) " call(s) in progress: a reboot cuts them." }
+                None => p.muted { "The calls in progress are not known." }
+            }
+            p { "Phones, queues and sync stop until branchd is back (about a minute)." }
+            form method="post" action="/system/reboot" {
+                input type="hidden" name="csrf" value=(who.csrf_token());
+                input type="hidden" name="confirm" value="yes";
+                @if calls != Some(0) {
+                    label { input type="checkbox" name="force" value="1"; " Cut the calls in progress" }
+                }
+                button type="submit" { "Reboot now" }
+                " "
+                a.button href="/system" { "Cancel" }
+            }
+        }
+    };
+    page(status, layout("Reboot", Some(who), "/system", body))
+}
+
+/// The answer to a reboot that started.
+pub(super) fn rebooting_page(who: &Authed, calls_ended: usize) -> Response {
+    let body = html! {
+        h1 { "Rebooting" }
+        p.notice role="status" {
+            "The box is rebooting"
+            @if calls_ended > 0 { " (" (calls_ended) " call(s) cut)" }
+            ". Reload this page in about a minute."
+        }
+    };
+    page(
+        StatusCode::ACCEPTED,
+        layout("Rebooting", Some(who), "/system", body),
+    )
 }
 
 /// How the page itself is served: HTTPS with the device certificate or plain HTTP.

@@ -487,6 +487,42 @@ pub enum ControlRequest {
         /// The outcome.
         reply: oneshot::Sender<Result<(), RingTestError>>,
     },
+    /// Reboot the box: refused while calls are up unless `force`; accepted, the main
+    /// loop ends the calls and stops with `daemon::Exit::Reboot`.
+    Reboot {
+        /// Reboot even with calls up (they are ended).
+        force: bool,
+        /// The calls ended by it, or why not.
+        reply: oneshot::Sender<Result<usize, RebootError>>,
+    },
+}
+
+/// The main loop's answer to [`ControlRequest::Reboot`] with `active_calls` up:
+/// refused unless none is up or `force`; accepted, the calls it cuts.
+pub fn reboot_decision(active_calls: usize, force: bool) -> Result<usize, RebootError> {
+    if active_calls > 0 && !force {
+        Err(RebootError::CallsInProgress {
+            calls: active_calls,
+        })
+    } else {
+        Ok(active_calls)
+    }
+}
+
+/// Why a reboot was not started.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RebootError {
+    /// Calls are up and the request did not force it.
+    #[error(
+        "{calls} call(s) in progress; reboot when they are over, or force it (the calls are cut)"
+    )]
+    CallsInProgress {
+        /// The calls in progress.
+        calls: usize,
+    },
+    /// The main loop is gone (the daemon is stopping already).
+    #[error("branchd is stopping")]
+    Stopping,
 }
 
 /// The web side's handle: the snapshots, the control channel and the static facts.
@@ -687,6 +723,15 @@ impl StatusHandle {
         tokio::time::timeout(LINE_TEST_TIMEOUT + Duration::from_secs(1), wait)
             .await
             .map_err(|_| LineTestError::Stopping)?
+    }
+
+    /// Asks the main loop to reboot the box (see [`ControlRequest::Reboot`]).
+    pub async fn reboot(&self, force: bool) -> Result<usize, RebootError> {
+        let (reply, answer) = oneshot::channel();
+        self.control
+            .send(ControlRequest::Reboot { force, reply })
+            .map_err(|_| RebootError::Stopping)?;
+        answer.await.map_err(|_| RebootError::Stopping)?
     }
 }
 

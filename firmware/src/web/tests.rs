@@ -55,6 +55,8 @@ struct Env {
     probes: mpsc::UnboundedReceiver<crate::sip_endpoint::probe::OptionsProbe>,
     /// The tools' settings (config file with secrets, SIP port of the capture).
     tools: crate::tools::ToolsSettings,
+    /// The reboots the main loop's stand-in accepted (the calls each cut).
+    reboots: Arc<Mutex<Vec<usize>>>,
 }
 
 struct Reply {
@@ -165,9 +167,19 @@ async fn env() -> Env {
     // from call control and the media engine, as `daemon::BoardLoop::web_request`.
     let p = Arc::clone(&publisher);
     let c = Arc::clone(&calls);
+    let reboots = Arc::new(Mutex::new(Vec::new()));
+    let rebooted = Arc::clone(&reboots);
     tokio::spawn(async move {
         while let Some(request) = requests.recv().await {
             match request {
+                ControlRequest::Reboot { force, reply } => {
+                    let up = c.lock().expect("calls").active_calls();
+                    let decision = super::status::reboot_decision(up, force);
+                    if let Ok(cut) = decision {
+                        rebooted.lock().expect("reboots").push(cut);
+                    }
+                    let _ = reply.send(decision);
+                }
                 ControlRequest::RingTest { port, reply } => {
                     let mut p = p.lock().expect("publisher");
                     let r = p
@@ -290,6 +302,7 @@ async fn env() -> Env {
         events,
         probes,
         tools,
+        reboots,
     }
 }
 
@@ -1743,4 +1756,197 @@ async fn leads_an_agent_takes_pop_on_their_desktop_masked_and_nowhere_else() {
     env.events.publish(ringing("300", "sales", 1));
     let (name, _) = carol_own.next().await;
     assert_eq!(name, "ringing");
+}
+
+#[tokio::test]
+async fn reboot_needs_operate_csrf_and_a_confirm_refuses_calls_unless_forced_and_is_audited() {
+    let env = env().await;
+    let tech = env.login("tech").await;
+    let agent = env.login("agent1").await;
+    env.custom_user("viewer", &[(Resource::SystemConfig, Action::View)])
+        .await;
+    let viewer = env.login("viewer").await;
+    let reboots = || env.reboots.lock().unwrap().clone();
+
+    // The system page offers the form to those who may, and says why to others.
+    let page = env.get("/system", Some(&tech)).await.text;
+    assert!(page.contains("action=\"/system/reboot\""), "{page}");
+    let page = env.get("/system", Some(&viewer)).await.text;
+    assert!(!page.contains("action=\"/system/reboot\""), "{page}");
+    assert!(page.contains("system_config.operate"), "{page}");
+
+    // No CSRF token, another session's token, or no permission: refused, no reboot.
+    for (who, csrf) in [(&tech, ""), (&tech, agent.csrf.as_str())] {
+        let r = env
+            .post_form("/system/reboot", who, &format!("csrf={csrf}&confirm=yes"))
+            .await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text);
+    }
+    for who in [&agent, &viewer] {
+        let r = env
+            .post_form(
+                "/system/reboot",
+                who,
+                &format!("csrf={}&confirm=yes", who.csrf),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text);
+        assert!(r.text.contains("system_config.operate"), "{}", r.text);
+        let r = env
+            .send(
+                Method::POST,
+                "/api/v1/system/reboot",
+                &[&who.cookie],
+                &[("x-csrf-token", who.csrf.as_str())],
+                None,
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text);
+    }
+    let r = env
+        .send(
+            Method::POST,
+            "/api/v1/system/reboot",
+            &[&tech.cookie],
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(
+        r.status,
+        StatusCode::FORBIDDEN,
+        "API without the CSRF header"
+    );
+    assert!(reboots().is_empty());
+
+    // The button asks to confirm first: no reboot yet.
+    let r = env
+        .post_form("/system/reboot", &tech, &format!("csrf={}", tech.csrf))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert!(
+        r.text.contains("Reboot the box?") && r.text.contains("No call is in progress."),
+        "{}",
+        r.text
+    );
+    assert!(
+        r.text.contains("name=\"confirm\" value=\"yes\""),
+        "{}",
+        r.text
+    );
+    assert!(reboots().is_empty());
+
+    // A call up (101 dials 102): the confirmed form and the API are refused with 409
+    // unless forced.
+    env.board_event(1, Event::OffHook).await;
+    for d in *b"102" {
+        env.board_event(1, Event::Digit(d)).await;
+    }
+    let up = env.calls.lock().unwrap().active_calls();
+    assert!(up > 0, "a call rings 102");
+    // The main loop publishes the count the confirm page shows.
+    {
+        let mut p = env.publisher.lock().unwrap();
+        p.set_calls(up, None);
+        p.publish(system_clock_ms());
+    }
+    let r = env
+        .post_form("/system/reboot", &tech, &format!("csrf={}", tech.csrf))
+        .await;
+    assert!(
+        r.text.contains("call(s) in progress") && r.text.contains("name=\"force\""),
+        "{}",
+        r.text
+    );
+    let r = env
+        .post_form(
+            "/system/reboot",
+            &tech,
+            &format!("csrf={}&confirm=yes", tech.csrf),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);
+    assert!(r.text.contains("Not rebooted"), "{}", r.text);
+    let csrf = [("x-csrf-token", tech.csrf.as_str())];
+    let r = env
+        .send(
+            Method::POST,
+            "/api/v1/system/reboot",
+            &[&tech.cookie],
+            &csrf,
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);
+    assert!(
+        r.json()["error"].as_str().unwrap().contains("in progress"),
+        "{}",
+        r.text
+    );
+    assert!(reboots().is_empty());
+    // A bad body: 400, nothing done.
+    let json_headers = [
+        ("x-csrf-token", tech.csrf.as_str()),
+        ("content-type", "application/json"),
+    ];
+    let r = env
+        .send(
+            Method::POST,
+            "/api/v1/system/reboot",
+            &[&tech.cookie],
+            &json_headers,
+            Some(r#"{"force": "yes"}"#.to_owned()),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+    assert!(reboots().is_empty());
+
+    // Forced from the confirm page: rebooting, the calls cut.
+    let r = env
+        .post_form(
+            "/system/reboot",
+            &tech,
+            &format!("csrf={}&confirm=yes&force=1", tech.csrf),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
+    assert!(r.text.contains("The box is rebooting"), "{}", r.text);
+    assert_eq!(reboots(), vec![up]);
+
+    // The API with force, as JSON.
+    let r = env
+        .send(
+            Method::POST,
+            "/api/v1/system/reboot",
+            &[&tech.cookie],
+            &json_headers,
+            Some(r#"{"force": true}"#.to_owned()),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
+    assert_eq!(r.json(), json!({ "rebooting": true, "calls_ended": up }));
+
+    let rows: Vec<_> = env
+        .audit()
+        .into_iter()
+        .filter(|a| a.action == "reboot")
+        .map(|a| (a.actor, a.target, a.result))
+        .collect();
+    let row = |result: &str| ("tech".to_owned(), "box".to_owned(), result.to_owned());
+    assert_eq!(
+        rows,
+        vec![row("failed"), row("failed"), row("ok"), row("ok")]
+    );
+}
+
+#[test]
+fn a_reboot_waits_for_calls_unless_forced() {
+    use super::status::{reboot_decision, RebootError};
+    assert_eq!(reboot_decision(0, false), Ok(0));
+    assert_eq!(reboot_decision(0, true), Ok(0));
+    assert_eq!(
+        reboot_decision(2, false),
+        Err(RebootError::CallsInProgress { calls: 2 })
+    );
+    assert_eq!(reboot_decision(2, true), Ok(2));
 }

@@ -305,7 +305,7 @@ fn server_config(hq: &HqConfig) -> Result<(Arc<rustls::ServerConfig>, ServedCert
 
 /// Serves `router` on `listener` with HTTPS once `watch` has a certificate (plain
 /// HTTP before, and redirects then), publishing the state to `https`, until
-/// `shutdown`; connections then finish their requests.
+/// `shutdown`; open connections then finish their requests before it returns.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
@@ -319,10 +319,14 @@ pub async fn serve(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Tells every open connection to finish its request and close.
     let closing = CancellationToken::new();
+    // The open connections: awaited at shutdown (their requests finish, as with
+    // `axum::serve`), aborted with this task when the daemon's grace time is over.
+    let mut connections = tokio::task::JoinSet::new();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             () = &mut shutdown => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
             _ = tick.tick() => {
                 if watch.check() {
                     https.set(watch.status().clone());
@@ -330,7 +334,7 @@ pub async fn serve(
             }
             accepted = listener.accept() => match accepted {
                 Ok((stream, remote)) => {
-                    tokio::spawn(connection(
+                    connections.spawn(connection(
                         stream,
                         remote,
                         watch.config(),
@@ -347,6 +351,7 @@ pub async fn serve(
         }
     }
     closing.cancel();
+    while connections.join_next().await.is_some() {}
     Ok(())
 }
 
