@@ -17,7 +17,7 @@ use axum::Json;
 use futures_util::stream::{self, Stream};
 use serde_json::json;
 
-use super::status::{LineTestError, RebootError, RingTestError, RING_TEST_DURATION};
+use super::status::{LineTestError, RebootError, RingTestError, StatusHandle, RING_TEST_DURATION};
 use super::views::{active_call_views, ActiveCallView};
 use crate::api::{ApiError, ApiState, Authed};
 use crate::audit;
@@ -155,12 +155,7 @@ pub(crate) async fn ring_test_api(
     who: Authed,
     Path(port): Path<String>,
 ) -> Result<Response, ApiError> {
-    let port: u8 = port.parse().map_err(|_| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            format!("{port:?} is not a port number"),
-        )
-    })?;
+    let port = port_number(&port)?;
     run_ring_test(&state, &who, port).await?;
     Ok((
         StatusCode::ACCEPTED,
@@ -172,6 +167,68 @@ pub(crate) async fn ring_test_api(
         .into_response())
 }
 
+/// A port number from the path, or 400.
+fn port_number(port: &str) -> Result<u8, ApiError> {
+    port.parse().map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("{port:?} is not a port number"),
+        )
+    })
+}
+
+/// A port action's check (`diagnostics.operate` on `port N`, audited when denied) and
+/// the main loop's handle to ask it of.
+async fn authorize_port_action(
+    state: &ApiState,
+    who: &Authed,
+    port: u8,
+) -> Result<StatusHandle, ApiError> {
+    {
+        let reader = state.reader()?;
+        state
+            .require(
+                &reader,
+                who,
+                Resource::Diagnostics,
+                Action::Operate,
+                &Target::Site,
+                &format!("port {port}"),
+            )
+            .await?;
+    }
+    state.status().cloned().ok_or_else(not_running)
+}
+
+/// The audit row of a port action: ok with `detail`, or failed with it.
+async fn audit_port_action(
+    state: &ApiState,
+    who: &Authed,
+    action: &str,
+    port: u8,
+    detail: Result<serde_json::Value, serde_json::Value>,
+) -> Result<(), ApiError> {
+    let (result, detail) = match detail {
+        Ok(d) => (audit::AuditResult::Ok, d),
+        Err(d) => (audit::AuditResult::Failed, d),
+    };
+    state
+        .accounts()
+        .audit(
+            audit::AuditEntry {
+                actor: who.actor(),
+                action: action.to_owned(),
+                resource: Resource::Diagnostics.as_str().to_owned(),
+                target: format!("port {port}"),
+                result,
+                detail,
+            },
+            state.now(),
+        )
+        .await?;
+    Ok(())
+}
+
 /// `POST /api/v1/ports/{port}/line-test` (`diagnostics.operate`, CSRF): 200 with the
 /// result (passed or not), 409 when the port is busy, 404 for no such port.
 pub(crate) async fn line_test_api(
@@ -179,12 +236,7 @@ pub(crate) async fn line_test_api(
     who: Authed,
     Path(port): Path<String>,
 ) -> Result<Response, ApiError> {
-    let port: u8 = port.parse().map_err(|_| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            format!("{port:?} is not a port number"),
-        )
-    })?;
+    let port = port_number(&port)?;
     let result = run_line_test(&state, &who, port).await?;
     Ok(Json(json!({ "port": port, "result": result })).into_response())
 }
@@ -197,48 +249,13 @@ pub(crate) async fn run_line_test(
     who: &Authed,
     port: u8,
 ) -> Result<LineTestResult, ApiError> {
-    let target = format!("port {port}");
-    {
-        let reader = state.reader()?;
-        state
-            .require(
-                &reader,
-                who,
-                Resource::Diagnostics,
-                Action::Operate,
-                &Target::Site,
-                &target,
-            )
-            .await?;
-    }
-    let Some(status) = state.status() else {
-        return Err(not_running());
-    };
+    let status = authorize_port_action(state, who, port).await?;
     let outcome = status.line_test(port).await;
-    let (result, detail) = match &outcome {
-        Ok(r) => (
-            audit::AuditResult::Ok,
-            json!({ "port": port, "passed": r.passed, "summary": r.summary() }),
-        ),
-        Err(e) => (
-            audit::AuditResult::Failed,
-            json!({ "port": port, "reason": e.to_string() }),
-        ),
+    let detail = match &outcome {
+        Ok(r) => Ok(json!({ "port": port, "passed": r.passed, "summary": r.summary() })),
+        Err(e) => Err(json!({ "port": port, "reason": e.to_string() })),
     };
-    state
-        .accounts()
-        .audit(
-            audit::AuditEntry {
-                actor: who.actor(),
-                action: "line_test".to_owned(),
-                resource: Resource::Diagnostics.as_str().to_owned(),
-                target,
-                result,
-                detail,
-            },
-            state.now(),
-        )
-        .await?;
+    audit_port_action(state, who, "line_test", port, detail).await?;
     outcome.map_err(|e| {
         let status = match e {
             LineTestError::NoSuchPort { .. } => StatusCode::NOT_FOUND,
@@ -258,48 +275,13 @@ pub(crate) async fn run_ring_test(
     who: &Authed,
     port: u8,
 ) -> Result<(), ApiError> {
-    let target = format!("port {port}");
-    {
-        let reader = state.reader()?;
-        state
-            .require(
-                &reader,
-                who,
-                Resource::Diagnostics,
-                Action::Operate,
-                &Target::Site,
-                &target,
-            )
-            .await?;
-    }
-    let Some(status) = state.status() else {
-        return Err(not_running());
-    };
+    let status = authorize_port_action(state, who, port).await?;
     let outcome = status.ring_test(port).await;
-    let (result, detail) = match &outcome {
-        Ok(()) => (
-            audit::AuditResult::Ok,
-            json!({ "port": port, "ms": RING_TEST_DURATION.as_millis() as u64 }),
-        ),
-        Err(e) => (
-            audit::AuditResult::Failed,
-            json!({ "port": port, "reason": e.to_string() }),
-        ),
+    let detail = match &outcome {
+        Ok(()) => Ok(json!({ "port": port, "ms": RING_TEST_DURATION.as_millis() as u64 })),
+        Err(e) => Err(json!({ "port": port, "reason": e.to_string() })),
     };
-    state
-        .accounts()
-        .audit(
-            audit::AuditEntry {
-                actor: who.actor(),
-                action: "ring_test".to_owned(),
-                resource: Resource::Diagnostics.as_str().to_owned(),
-                target,
-                result,
-                detail,
-            },
-            state.now(),
-        )
-        .await?;
+    audit_port_action(state, who, "ring_test", port, detail).await?;
     outcome.map_err(|e| {
         let status = match e {
             RingTestError::NoSuchPort { .. } => StatusCode::NOT_FOUND,

@@ -536,6 +536,35 @@ async fn ports_page(
     pages::ports_page(&who, state.api.status(), may_operate, q.rang, q.tested)
 }
 
+/// The session (`diagnostics.operate`, the form's CSRF token) and port number of a
+/// port form, or the page that refuses it.
+async fn port_form(
+    state: &WebState,
+    ip: IpAddr,
+    headers: &HeaderMap,
+    port: &str,
+    csrf: &str,
+) -> Result<(Authed, u8), Response> {
+    let who = page_user(
+        state,
+        headers,
+        ip,
+        Some(csrf),
+        "/ports",
+        (Resource::Diagnostics, Action::Operate),
+    )
+    .await?;
+    let Ok(port) = port.parse::<u8>() else {
+        return Err(pages::error_page(
+            StatusCode::BAD_REQUEST,
+            "No such port",
+            &format!("{port:?} is not a port number."),
+            Some(("/ports", "Back to the ports")),
+        ));
+    };
+    Ok((who, port))
+}
+
 async fn ring_test_form(
     State(state): State<WebState>,
     ClientIp(ip): ClientIp,
@@ -543,26 +572,9 @@ async fn ring_test_form(
     Path(port): Path<String>,
     Form(form): Form<CsrfForm>,
 ) -> Response {
-    let who = match page_user(
-        &state,
-        &headers,
-        ip,
-        Some(&form.csrf),
-        "/ports",
-        (Resource::Diagnostics, Action::Operate),
-    )
-    .await
-    {
-        Ok(w) => w,
+    let (who, port) = match port_form(&state, ip, &headers, &port, &form.csrf).await {
+        Ok(v) => v,
         Err(r) => return r,
-    };
-    let Ok(port) = port.parse::<u8>() else {
-        return pages::error_page(
-            StatusCode::BAD_REQUEST,
-            "No such port",
-            &format!("{port:?} is not a port number."),
-            Some(("/ports", "Back to the ports")),
-        );
     };
     match api_routes::run_ring_test(&state.api, &who, port).await {
         Ok(()) => Redirect::to(&format!("/ports?rang={port}")).into_response(),
@@ -582,26 +594,9 @@ async fn line_test_form(
     Path(port): Path<String>,
     Form(form): Form<CsrfForm>,
 ) -> Response {
-    let who = match page_user(
-        &state,
-        &headers,
-        ip,
-        Some(&form.csrf),
-        "/ports",
-        (Resource::Diagnostics, Action::Operate),
-    )
-    .await
-    {
-        Ok(w) => w,
+    let (who, port) = match port_form(&state, ip, &headers, &port, &form.csrf).await {
+        Ok(v) => v,
         Err(r) => return r,
-    };
-    let Ok(port) = port.parse::<u8>() else {
-        return pages::error_page(
-            StatusCode::BAD_REQUEST,
-            "No such port",
-            &format!("{port:?} is not a port number."),
-            Some(("/ports", "Back to the ports")),
-        );
     };
     match api_routes::run_line_test(&state.api, &who, port).await {
         // The result is in the port's status: the page shows it.
