@@ -2,8 +2,10 @@
 //! campaign's group takes her next leads (they pop on her `/api/v1/events` stream,
 //! numbers masked), presses dial on one: her phone rings, and when she lifts it an
 //! outside line is seized and the lead's number dialled (with the outside-line
-//! prefix, through the normal routing); she records the result. A lead whose number
-//! is on the blacklist is finished without a call, and no line is seized for it.
+//! prefix, through the normal routing); the attempt's outcome is read from the call
+//! (an outcome she sends is refused) and her disposition and notes are kept. A lead
+//! whose number is on the blacklist is finished without a call, and no line is seized
+//! for it.
 //!
 //! A progressive campaign on the same box with a SIP trunk (SIPp as the carrier's
 //! registrar, then as the leads: two answer, one is busy, one never answers) and two
@@ -13,7 +15,7 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::api_client::{create_admin, Api};
 use crate::call_center::{add_agent, login};
@@ -118,14 +120,32 @@ fn a_preview_campaign_dials_a_lead_from_the_agents_phone_and_never_a_blacklisted
     assert!(!l5.dialed().contains("5550199") && !l6.dialed().contains("5550199"));
     let line = if l5.dialed() == "5550100" { l5 } else { l6 };
     line.answer();
-    phone.on_hook();
-
-    let (status, body) = alice.put(
-        &format!("/api/v1/campaign-attempts/{attempt}"),
-        json!({ "outcome": "answered", "disposition": 1, "notes": "wants a quote" }),
-    );
+    // The agent's word on how it went is refused: the outcome is the call's. Her
+    // disposition and notes, given while the call goes on, are kept.
+    let put = format!("/api/v1/campaign-attempts/{attempt}");
+    let (status, body) = alice.put(&put, json!({ "outcome": "busy" }));
+    assert_eq!(status, 409, "{body}");
+    let (status, body) = alice.put(&put, json!({ "disposition": 1, "notes": "wants a quote" }));
     assert_eq!(status, 200, "{body}");
-    assert_eq!(body["next"], json!({ "done": "answered" }), "{body}");
+    assert_eq!(body["outcome"], Value::Null, "{body}");
+    std::thread::sleep(Duration::from_millis(300));
+    phone.on_hook();
+    // The call's CDR closes the attempt: answered.
+    let outcome = || -> Option<String> {
+        gw.db()
+            .query_row(
+                "SELECT outcome FROM lead_attempts WHERE id = ?1",
+                [attempt],
+                |r| r.get(0),
+            )
+            .ok()
+            .flatten()
+    };
+    assert!(
+        wait(SOON, || outcome().is_some()),
+        "the attempt is closed from its call"
+    );
+    assert_eq!(outcome().as_deref(), Some("answered"));
     let (status, body) = admin.get(&format!("/api/v1/campaigns/{campaign}/progress"));
     assert_eq!(status, 200, "{body}");
     assert_eq!(
@@ -141,6 +161,8 @@ fn a_preview_campaign_dials_a_lead_from_the_agents_phone_and_never_a_blacklisted
         "{lead}"
     );
     assert_eq!(history["notes"], "wants a quote");
+    assert_eq!(history["disposition"], 1, "{lead}");
+    assert_eq!(history["outcome"], "answered", "{lead}");
 }
 
 /// A box with the analog dial plan and a SIP trunk registered with SIPp at

@@ -477,3 +477,95 @@ fn a_call_transferred_to_another_agent_brings_the_customer_to_their_screen_pop()
     assert_eq!(ended["disposition"], "answered", "{ended}");
     bob_phone.on_hook();
 }
+
+/// One canonical number form (issue 10): at this US site a customer saved as
+/// `+1 (212) 555-0100` is stored as `+12125550100`; a second customer with the number
+/// in national form is refused as a duplicate, and the number filter finds the first
+/// from the international-prefix form. The customer then calls the queue on a PSTN
+/// line presenting the national form (`12125550100`): Alice's screen pop shows the
+/// record and the call gets a service record; the next call presents the
+/// international-prefix form (`01112125550100`) and pops the record with that first
+/// call in its history.
+#[test]
+fn a_customer_saved_in_one_form_is_popped_and_recorded_when_calling_in_others() {
+    let plan = crate::harness::DIAL_PLAN.replace(r#"inbound = ["103"]"#, r#"inbound = ["7001"]"#);
+    let mut gw = Gateway::start_with(&plan);
+    let admin = create_admin(&gw, "admin1", ADMIN_PASSWORD);
+    add_user(&admin, "alice", "agent", Some("100"));
+    gw.stop_with(nix::sys::signal::Signal::SIGTERM);
+    {
+        let db = rusqlite::Connection::open(gw.db_path()).expect("open the store");
+        db.execute_batch(
+            "INSERT INTO queues (name, number, strategy, ring_timeout_ms, wrap_up_ms)
+                 VALUES ('sales', '7001', 'ring_all', 15000, 200);
+             INSERT INTO queue_members (queue_id, user_id, position)
+                 SELECT q.id, u.id, 0 FROM queues q, users u WHERE u.agent_id = '100';",
+        )
+        .expect("queue rows");
+    }
+    gw.restart();
+    let addr = gw.latest_web_addr();
+    let admin = Api::login(addr, "admin1", ADMIN_PASSWORD).0;
+    let (status, body) = admin.post(
+        "/api/v1/customers",
+        json!({"name": "Gotham Bakery", "numbers": ["+1 (212) 555-0100"], "owner": "alice"}),
+    );
+    assert_eq!(status, 201, "{body}");
+    let stored: Vec<String> = gw
+        .db()
+        .prepare("SELECT number FROM customer_numbers")
+        .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+        .expect("numbers");
+    assert_eq!(stored, ["+12125550100"]);
+    let (status, body) = admin.post(
+        "/api/v1/customers",
+        json!({"name": "Gotham Bakery again", "numbers": ["1-212-555-0100"]}),
+    );
+    assert_eq!(status, 409, "the same number in national form: {body}");
+    let (status, body) = admin.get("/api/v1/customers?number=011%201%20212%20555%200100");
+    assert_eq!(status, 200, "{body}");
+    let items = body["items"].as_array().expect("items");
+    assert_eq!(items.len(), 1, "{body}");
+    assert_eq!(items[0]["name"], "Gotham Bakery", "{body}");
+
+    agent_login(&gw, 2, "100");
+    let alice = Api::login(addr, "alice", AGENT_PASSWORD).0;
+    let events = Events::open(addr, alice.cookie(), "/api/v1/events");
+    let (alice_phone, line) = (gw.sim.phone(2), gw.sim.line(6));
+    let records = || -> i64 {
+        gw.db()
+            .query_row(
+                "SELECT count(*) FROM service_records r JOIN customers c ON c.id = r.customer_id
+                  WHERE c.name = 'Gotham Bakery' AND r.number = '+12125550100'",
+                [],
+                |r| r.get(0),
+            )
+            .expect("service records")
+    };
+    for (calls_before, presented) in [(0, "12125550100"), (1, "01112125550100")] {
+        assert!(wait(SOON, || !alice_phone.is_ringing() && !line.is_seized()));
+        // Wrap-up (200 ms) over: Alice is available again.
+        std::thread::sleep(Duration::from_millis(500));
+        assert!(line.ring(Some(
+            line_proto::CallerId::new(presented, "").expect("caller id")
+        )));
+        let ringing = events.next("ringing");
+        assert_eq!(
+            ringing["contact"]["name"], "Gotham Bakery",
+            "{presented}: {ringing}"
+        );
+        let history = ringing["contact"]["history"].as_array().expect("history");
+        assert_eq!(history.len(), calls_before, "{presented}: {ringing}");
+        assert!(wait(SOON, || alice_phone.is_ringing()), "alice rings");
+        alice_phone.off_hook();
+        events.next("answered");
+        std::thread::sleep(Duration::from_millis(300));
+        alice_phone.on_hook();
+        let ended = events.next("ended");
+        assert_eq!(ended["disposition"], "answered", "{ended}");
+        assert!(
+            wait(SOON, || records() == calls_before as i64 + 1),
+            "{presented}: a service record for the customer"
+        );
+    }
+}

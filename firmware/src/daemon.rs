@@ -300,6 +300,21 @@ async fn serve(
     };
     let config = crate::provision::settings::apply_at_start(config, &db_path, &board_ports);
     let (country, law) = config.telephony.resolve(board_country);
+    // Stored numbers follow the site's numbering plan (re-normalised when it changed).
+    let plan = crate::numbers::SitePlan::of_country(country);
+    let adopted = store.transact("adopt the numbering plan", |tx, path| {
+        crate::numbers::store::adopt(tx, path, &plan, system_clock_ms())
+    })?;
+    if adopted.changed {
+        tracing::info!(
+            country = country.code(),
+            customer_numbers = adopted.customer_numbers,
+            customer_duplicates = adopted.customer_duplicates,
+            lead_numbers = adopted.lead_numbers,
+            lead_conflicts = adopted.lead_conflicts,
+            "numbering plan adopted; stored numbers rewritten to its canonical form"
+        );
+    }
     // Until the box is enrolled, the installer account is its only local login.
     let now_ms = system_clock_ms();
     match accounts::bootstrap_installer(

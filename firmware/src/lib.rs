@@ -12,6 +12,9 @@
 //! - [`customers`]: customer records (the box's small CRM and HQ's contact directory):
 //!   sans-IO validation of custom fields against the site's schema, the store, CSV
 //!   import/export, and the lookup by calling number for call control.
+//! - [`numbers`]: the one canonical form of a telephone number (E.164 where the site's
+//!   numbering plan can tell) every number comparison goes through, and the plan the
+//!   stored numbers follow (re-normalised at start when it changes).
 //! - [`campaign`]: outbound campaigns: lead lists (CSV import), campaigns, attempts
 //!   and results in the store, and the sans-IO dialer (calling hours, retries,
 //!   pacing, blacklist before every dial); preview dialling through the API, and the
@@ -93,6 +96,7 @@ pub mod factory_reset;
 pub mod health;
 pub mod mask;
 pub mod media_engine;
+pub mod numbers;
 pub mod prompts;
 pub mod provision;
 pub mod rbac;

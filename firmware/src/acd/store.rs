@@ -495,21 +495,24 @@ pub fn record_disposition(
         return Ok(None);
     };
     // The caller's customer as caller ID names it (local records first).
-    let customer: Option<(i64, Option<String>)> = match crate::customers::normalize_number(caller) {
-        Err(_) => None,
-        Ok(number) => conn
-            .query_row(
-                "SELECT c.id, c.hq_id FROM customer_numbers n
+    let plan = crate::numbers::store::site_plan(conn)
+        .map_err(sql(path, "read the site's numbering plan"))?;
+    let customer: Option<(i64, Option<String>)> =
+        match crate::numbers::canonical(plan.as_ref(), caller) {
+            Err(_) => None,
+            Ok(number) => conn
+                .query_row(
+                    "SELECT c.id, c.hq_id FROM customer_numbers n
                        JOIN customers c ON c.id = n.customer_id
                       WHERE n.number = ?1
                       ORDER BY c.source = 'hq', c.id
                       LIMIT 1",
-                [&number],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()
-            .map_err(sql(path, "find the caller's customer"))?,
-    };
+                    [&number],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()
+                .map_err(sql(path, "find the caller's customer"))?,
+        };
     if let Some((id, _)) = &customer {
         conn.execute(
             "UPDATE customers SET type_digit = ?1, updated_at_ms = ?2 WHERE id = ?3",

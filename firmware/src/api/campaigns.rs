@@ -27,14 +27,15 @@
 //! - Dialling: `POST /api/v1/campaigns/{id}/leads/{lead}/dial` (`campaigns.operate`
 //!   and `calls.operate`, own: preview's dial button), `PUT
 //!   /api/v1/campaign-attempts/{id}` (`campaigns.operate` over the attempt's agent:
-//!   outcome, disposition, notes), `POST /api/v1/customers/{id}/dial` (`contacts.view`
+//!   disposition, notes), `POST /api/v1/customers/{id}/dial` (`contacts.view`
 //!   on the customer and `calls.operate`, own): click-to-call with the outside-line
 //!   prefix, the blacklist (deny mode) checked first as the do-not-call list.
 //!
-//! Progressive campaigns are dialled by the daemon (`crate::campaign::driver`): their
-//! attempts' outcomes come from the calls, so `PUT /api/v1/campaign-attempts/{id}`
-//! takes only the disposition digit and notes for them (an outcome is a 409). A
-//! preview attempt's outcome is the agent's word, not read from the CDR.
+//! Progressive campaigns are dialled by the daemon (`crate::campaign::driver`).
+//! Every attempt's outcome comes from its call (a preview attempt's from its CDR,
+//! `crate::campaign::store::finish_from_cdr`; a progressive one's from call control),
+//! so `PUT /api/v1/campaign-attempts/{id}` takes only the disposition digit and notes
+//! (an outcome is a 409 saying so).
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
@@ -772,10 +773,11 @@ pub(super) async fn dial_customer(
     b: Option<Json<DialBody>>,
 ) -> ApiResult {
     let b = b.map(|Json(b)| b).unwrap_or_default();
-    let (row, blocked) = {
+    let (row, blocked, plan) = {
         let reader = state.reader()?;
         let (conn, path) = (reader.connection(), reader.path());
         let schema = crate::customers::store::schema(conn, path)?;
+        let plan = schema.schema.plan.clone();
         let row = crate::customers::store::get(conn, path, &schema.schema, id)?.ok_or(
             Error::NotFound {
                 entity: "customer",
@@ -784,7 +786,7 @@ pub(super) async fn dial_customer(
         )?;
         let dnc = store::do_not_call(conn, path)?;
         let blocked: Vec<bool> = row.numbers.iter().map(|n| dnc(n)).collect();
-        (row, blocked)
+        (row, blocked, plan)
     };
     state
         .require(
@@ -806,7 +808,9 @@ pub(super) async fn dial_customer(
         }
         None => 0,
         Some(n) => {
-            let n = crate::customers::normalize_number(n)
+            // The customer's numbers are stored in canonical form: any form of one
+            // picks it.
+            let n = crate::numbers::canonical(plan.as_ref(), n)
                 .map_err(|m| ApiError::invalid("number", m))?;
             row.numbers
                 .iter()
@@ -937,20 +941,21 @@ pub(super) async fn dial_lead(
     }
 }
 
-/// The body of `PUT /api/v1/campaign-attempts/{id}`: the agent's result.
+/// The body of `PUT /api/v1/campaign-attempts/{id}`: the agent's wrap-up.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct ResultBody {
-    /// How the call ended (only while the attempt is open).
+    /// How the call ended: refused with a 409 naming the rule (the outcome is read
+    /// from the call), so an older desktop learns why.
     outcome: Option<Outcome>,
     /// Disposition digit and notes.
     #[serde(flatten)]
     wrap_up: WrapUpInput,
 }
 
-/// `PUT /api/v1/campaign-attempts/{id}`: the agent records how their attempt ended
-/// (the lead is finished or due again per the retry rules) and/or its disposition
-/// digit and notes.
+/// `PUT /api/v1/campaign-attempts/{id}`: the agent records their attempt's
+/// disposition digit and notes (during or after the call). How it ended comes from
+/// the call (its CDR for preview attempts, call control for progressive ones).
 pub(super) async fn put_attempt(
     State(state): State<ApiState>,
     who: Authed,
@@ -984,30 +989,22 @@ pub(super) async fn put_attempt(
         "lead_result",
         target.clone(),
         move |tx, path| {
-            let progressive = store::get_campaign(tx, path, a.campaign_id)?.mode
-                == crate::campaign::Mode::Progressive;
-            if b.outcome.is_some() && progressive {
+            if b.outcome.is_some() {
                 return Err(Error::CampaignConflict {
                     what: "attempt",
                     key: id.to_string(),
-                    why: "a progressive campaign's outcome is read from its call; \
+                    why: "an attempt's outcome is read from its call; \
                           send only the disposition and notes"
                         .into(),
                 });
             }
-            let next = match b.outcome {
-                Some(o) => Some(store::finish_attempt(tx, path, id, o, now)?),
-                None => None,
-            };
             let row = store::wrap_up(tx, path, id, &b.wrap_up, now)?;
-            let detail =
-                json!({ "outcome": b.outcome, "next": next, "disposition": row.disposition });
-            Ok(((row, next), target, detail))
+            let detail = json!({ "disposition": row.disposition });
+            Ok((row, target, detail))
         },
     )
     .await?;
-    let (row, next) = row;
-    Ok(Json(json!({ "attempt": row.id, "outcome": row.outcome, "disposition": row.disposition, "next": next }))
+    Ok(Json(json!({ "attempt": row.id, "outcome": row.outcome, "disposition": row.disposition, "notes": row.notes }))
         .into_response())
 }
 

@@ -9,9 +9,18 @@
 //! (`0900*`: every number starting with `0900`), or `anonymous` (callers whose identity
 //! is withheld or missing). Numbers are digits with an optional leading `+`, 1 to
 //! [`MAX_PATTERN_DIGITS`] digits; nothing else is accepted (no spaces, dashes, `#`,
-//! `*` other than last, and no bare `*`). Callers' numbers are compared as the trunk or
-//! the line presents them: no normalisation between national and international forms
-//! (list both forms when a carrier sends both).
+//! `*` other than last, and no bare `*`).
+//!
+//! A number is matched in all its forms: entries and callers are compared as written
+//! and also in the canonical form of the site's numbering plan ([`crate::numbers`],
+//! [`Blacklist::with_plan`]), so at a German site `0301234567` blocks a caller
+//! presented as `+49301234567` or `0049301234567` and vice versa, and the prefix
+//! `030*` blocks `+4930…` (`+4930*` blocks `030…`). A prefix is put in canonical form
+//! by its leading international prefix (`0049*` is `+49*`) or trunk prefix (`030*` is
+//! `+4930*`, `0*` is every national number); one the plan cannot place (`00*`, `49*`)
+//! matches numbers as presented only. An exact entry in any form beats every prefix;
+//! among prefixes, the longest matching the caller's canonical form wins, then the
+//! longest matching the number as presented.
 //!
 //! Each entry has an [`EntryAction`]: `allow`, `busy`, `congestion` or `reject`, or
 //! none, meaning what the list's [`Mode`] implies (`deny`: the settings'
@@ -58,6 +67,8 @@ use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
+
+use crate::numbers::SitePlan;
 
 /// Most digits in a pattern (caller ID carries at most 20; E.164 is 15).
 pub const MAX_PATTERN_DIGITS: usize = 20;
@@ -329,17 +340,31 @@ pub enum Verdict {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Blacklist {
     settings: Settings,
-    exact: BTreeMap<String, Option<EntryAction>>,
-    /// Prefix digits to action.
-    prefixes: BTreeMap<String, Option<EntryAction>>,
+    /// The site's numbering plan: entries and callers are also compared in canonical
+    /// form (see the module docs).
+    plan: Option<SitePlan>,
+    /// Number (as written, and in canonical form) to the entry as written and its
+    /// action.
+    exact: BTreeMap<String, (String, Option<EntryAction>)>,
+    /// Prefix digits (as written, and in canonical form) to the entry's prefix as
+    /// written and its action.
+    prefixes: BTreeMap<String, (String, Option<EntryAction>)>,
     anonymous: Option<Option<EntryAction>>,
 }
 
 impl Blacklist {
-    /// An empty list with these settings (in allow mode, it blocks everyone).
+    /// An empty list with these settings (in allow mode, it blocks everyone) that
+    /// compares numbers as written.
     pub fn new(settings: Settings) -> Blacklist {
+        Blacklist::with_plan(settings, None)
+    }
+
+    /// An empty list with these settings that compares every number also in the
+    /// canonical form of the site's `plan` ([`crate::numbers`]).
+    pub fn with_plan(settings: Settings, plan: Option<SitePlan>) -> Blacklist {
         Blacklist {
             settings,
+            plan,
             ..Blacklist::default()
         }
     }
@@ -348,10 +373,15 @@ impl Blacklist {
     pub fn insert(&mut self, pattern: Pattern, action: Option<EntryAction>) {
         match pattern {
             Pattern::Exact(n) => {
-                self.exact.insert(n, action);
+                let canonical = self.plan.as_ref().and_then(|p| p.canonical(&n).ok());
+                insert_forms(&mut self.exact, n, canonical, action);
             }
             Pattern::Prefix(p) => {
-                self.prefixes.insert(p, action);
+                let canonical = self
+                    .plan
+                    .as_ref()
+                    .and_then(|plan| plan.canonical_prefix(&p));
+                insert_forms(&mut self.prefixes, p, canonical, action);
             }
             Pattern::Anonymous => self.anonymous = Some(action),
         }
@@ -364,7 +394,10 @@ impl Blacklist {
 
     /// Number of entries.
     pub fn len(&self) -> usize {
-        self.exact.len() + self.prefixes.len() + usize::from(self.anonymous.is_some())
+        let written = |m: &BTreeMap<String, (String, Option<EntryAction>)>| {
+            m.iter().filter(|(k, (w, _))| k == &w).count()
+        };
+        written(&self.exact) + written(&self.prefixes) + usize::from(self.anonymous.is_some())
     }
 
     /// Whether the list has no entry.
@@ -372,23 +405,36 @@ impl Blacklist {
         self.len() == 0
     }
 
-    /// The most specific entry matching `caller`: its pattern and action.
+    /// The most specific entry matching `caller`: its pattern (as written) and action.
+    /// An exact entry in any form beats any prefix (one written as the caller is
+    /// presented first); prefixes are tried on the canonical form first, then on the
+    /// number as presented.
     pub fn lookup(&self, caller: Caller<'_>) -> Option<(Pattern, Option<EntryAction>)> {
         match caller {
             Caller::Anonymous => self.anonymous.map(|a| (Pattern::Anonymous, a)),
             Caller::Number(n) => {
-                if let Some(a) = self.exact.get(n) {
-                    return Some((Pattern::Exact(n.to_owned()), *a));
+                let canonical = self
+                    .plan
+                    .as_ref()
+                    .and_then(|p| p.canonical(n).ok())
+                    .filter(|c| c != n);
+                // An entry written as the caller is presented, then one in any form.
+                if let Some((written, a)) = [Some(n), canonical.as_deref()]
+                    .into_iter()
+                    .flatten()
+                    .find_map(|f| self.exact.get(f))
+                {
+                    return Some((Pattern::Exact(written.clone()), *a));
                 }
-                // Longest prefix first: at most MAX_PATTERN_DIGITS + 1 lookups.
-                (1..=n.len())
-                    .rev()
-                    .filter(|&i| n.is_char_boundary(i))
-                    .find_map(|i| {
-                        self.prefixes
-                            .get(&n[..i])
-                            .map(|a| (Pattern::Prefix(n[..i].to_owned()), *a))
-                    })
+                let forms: Vec<&str> = canonical.as_deref().into_iter().chain([n]).collect();
+                // Longest prefix first: at most MAX_PATTERN_DIGITS + 1 lookups a form.
+                forms.iter().find_map(|f| {
+                    (1..=f.len())
+                        .rev()
+                        .filter(|&i| f.is_char_boundary(i))
+                        .find_map(|i| self.prefixes.get(&f[..i]))
+                        .map(|(written, a)| (Pattern::Prefix(written.clone()), *a))
+                })
             }
         }
     }
@@ -422,6 +468,23 @@ impl Blacklist {
             }
         }
     }
+}
+
+/// Entry `written` under its written key and, when different, its canonical one. A
+/// canonical key never replaces an entry written in that form (the written entry is
+/// the more specific word of whoever listed it).
+fn insert_forms(
+    map: &mut BTreeMap<String, (String, Option<EntryAction>)>,
+    written: String,
+    canonical: Option<String>,
+    action: Option<EntryAction>,
+) {
+    if let Some(c) = canonical.filter(|c| *c != written) {
+        if map.get(&c).is_none_or(|(w, _)| *w != c) {
+            map.insert(c, (written.clone(), action));
+        }
+    }
+    map.insert(written.clone(), (written, action));
 }
 
 #[cfg(test)]

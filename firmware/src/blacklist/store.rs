@@ -278,10 +278,14 @@ fn entry_by_pattern(conn: &Connection, path: &Path, pattern: &str) -> Result<Opt
     .map_err(sql(path, "read blacklist entry"))
 }
 
-/// The compiled list: settings and every valid entry. Rows that do not validate are
+/// The compiled list: settings, the site's numbering plan (numbers are matched in all
+/// their forms) and every valid entry. Rows that do not validate are
 /// skipped (and logged); the count of those is returned with it.
 pub fn load(conn: &Connection, path: &Path) -> Result<(Blacklist, usize)> {
-    let mut list_ = Blacklist::new(settings(conn, path)?);
+    let mut list_ = Blacklist::with_plan(
+        settings(conn, path)?,
+        crate::numbers::store::plan(conn, path)?,
+    );
     let mut skipped = 0;
     for row in list(conn, path)? {
         let pattern = row.pattern.parse::<Pattern>();

@@ -218,6 +218,102 @@ fn names_round_trip() {
 
 // --- property tests against a reference model ---------------------------------------
 
+fn de_list(entries: &[(&str, Option<&str>)]) -> Blacklist {
+    let mut b = Blacklist::with_plan(
+        deny(),
+        Some(crate::numbers::SitePlan::of_country(
+            crate::tones::Country::De,
+        )),
+    );
+    for (pattern, action) in entries {
+        b.insert(p(pattern), action.map(|a| a.parse().expect(a)));
+    }
+    b
+}
+
+#[test]
+fn a_number_written_nationally_blocks_its_international_forms_and_back() {
+    let b = de_list(&[("0301234567", None), ("+4940555", None)]);
+    assert_eq!(b.len(), 2);
+    for caller in ["0301234567", "+49301234567", "0049301234567"] {
+        assert_eq!(
+            b.screen(Caller::Number(caller)),
+            block(BlockAction::Busy, Some("0301234567"), Mode::Deny),
+            "{caller}"
+        );
+    }
+    for caller in ["+4940555", "040555", "004940555"] {
+        // 040555 has too few digits to be a national number (kept as typed), so it
+        // does not meet +4940555; the other forms do.
+        let want = if caller == "040555" {
+            Verdict::Pass
+        } else {
+            block(BlockAction::Busy, Some("+4940555"), Mode::Deny)
+        };
+        assert_eq!(b.screen(Caller::Number(caller)), want, "{caller}");
+    }
+    assert_eq!(b.screen(Caller::Number("+49301234568")), Verdict::Pass);
+    assert_eq!(b.screen(Caller::Number("301234567")), Verdict::Pass);
+}
+
+#[test]
+fn prefixes_match_in_every_form_and_the_most_specific_still_wins() {
+    let b = de_list(&[
+        ("0900*", Some("reject")),
+        ("+4990012*", Some("allow")),
+        ("0049180*", None),
+        ("00*", Some("congestion")),
+    ]);
+    assert_eq!(
+        b.screen(Caller::Number("+499001111")),
+        block(BlockAction::Reject, Some("0900*"), Mode::Deny)
+    );
+    assert_eq!(
+        b.screen(Caller::Number("00499001111")),
+        block(BlockAction::Reject, Some("0900*"), Mode::Deny)
+    );
+    // The longer prefix, written in + form, lets its numbers through in any form.
+    assert_eq!(b.screen(Caller::Number("0900123456")), Verdict::Pass);
+    assert_eq!(b.screen(Caller::Number("+49900123456")), Verdict::Pass);
+    // 0049180* is +49180*: it blocks the national form.
+    assert_eq!(
+        b.screen(Caller::Number("01805123456")),
+        block(BlockAction::Busy, Some("0049180*"), Mode::Deny)
+    );
+    // 00* cannot be placed by the plan: it matches numbers presented with 00 only.
+    assert_eq!(
+        b.screen(Caller::Number("0033123456789")),
+        block(BlockAction::Congestion, Some("00*"), Mode::Deny)
+    );
+    assert_eq!(b.screen(Caller::Number("+33123456789")), Verdict::Pass);
+    assert_eq!(b.screen(Caller::Number("030123456")), Verdict::Pass);
+}
+
+#[test]
+fn an_exact_entry_in_any_form_beats_a_prefix() {
+    let b = de_list(&[("030*", Some("busy")), ("+49301234567", Some("allow"))]);
+    assert_eq!(b.screen(Caller::Number("0301234567")), Verdict::Pass);
+    assert_eq!(b.screen(Caller::Number("0049301234567")), Verdict::Pass);
+    assert_eq!(
+        b.screen(Caller::Number("0301234568")),
+        block(BlockAction::Busy, Some("030*"), Mode::Deny)
+    );
+    // Both forms listed: each is an entry of its own, the written one is reported.
+    let b = de_list(&[
+        ("+49301234567", Some("reject")),
+        ("0301234567", Some("busy")),
+    ]);
+    assert_eq!(b.len(), 2);
+    assert_eq!(
+        b.screen(Caller::Number("+49301234567")),
+        block(BlockAction::Reject, Some("+49301234567"), Mode::Deny)
+    );
+    assert_eq!(
+        b.screen(Caller::Number("0301234567")),
+        block(BlockAction::Busy, Some("0301234567"), Mode::Deny)
+    );
+}
+
 /// The reference: scan every entry, keep the one with the longest matching pattern
 /// (an exact match counts as longer than any prefix of the same number).
 fn model(

@@ -20,7 +20,6 @@ use rusqlite::{Connection, OptionalExtension};
 use super::store::{self, ValidLead};
 use super::MAX_LEAD_NUMBERS;
 use crate::customers::csv::{read_table, refuse_if_any, row_problem};
-use crate::customers::normalize_number;
 use crate::error::Result;
 
 /// Rows one file may hold.
@@ -57,6 +56,7 @@ pub fn import(
     now_ms: i64,
 ) -> Result<usize> {
     store::get_list(conn, path, list_id)?;
+    let plan = crate::numbers::store::plan(conn, path)?;
     let mut problems = Vec::new();
     let Some((columns, records)) =
         read_table(text, MAX_IMPORT_ROWS, "leads", check_column, &mut problems)
@@ -97,7 +97,7 @@ pub fn import(
                 }
                 "numbers" => {
                     for raw in t.split(';').map(str::trim).filter(|n| !n.is_empty()) {
-                        match normalize_number(raw) {
+                        match crate::numbers::canonical(plan.as_ref(), raw) {
                             Ok(n) if lead.numbers.contains(&n) => {
                                 problems.push(row_problem(
                                     row,

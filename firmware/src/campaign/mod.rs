@@ -31,7 +31,11 @@
 //! The API (`crate::api`'s `campaigns` module) runs preview campaigns on top of
 //! [`store`]: an agent takes leads, presses dial (the attempt is opened with every
 //! rule above checked, then click-to-call rings their phone and dials the lead with
-//! the outside-line prefix), and records the outcome, disposition digit and notes.
+//! the outside-line prefix; the attempt carries the call's id), and adds the
+//! disposition digit and notes. The attempt's outcome is read from the call: when its
+//! CDR is written (in the CDR's transaction, [`store::finish_from_cdr`]) the attempt
+//! is closed with [`preview_outcome`] of it, as progressive attempts are closed with
+//! the outcome call control reports.
 //! Click-to-dial from a customer record goes the same way. Leads an agent takes or is
 //! assigned pop on their desktop (a `leads` event on `/api/v1/events`).
 //!
@@ -47,9 +51,6 @@
 //! Sync: each attempt's result and each campaign's progress go up to HQ through the
 //! outbox (`campaign_result`, `campaign_progress` records, written in the transaction
 //! that changes them); lead lists, leads and campaign settings stay on the box.
-//!
-//! Not done yet (see the issue note): a preview attempt's outcome is still the agent's
-//! word (the API's), not read from its CDR.
 
 pub mod csv;
 pub mod driver;
@@ -438,6 +439,27 @@ pub fn after_attempt(
         Outcome::Answered => AfterAttempt::Done(LeadResult::Answered),
         _ if attempts >= rules.max_attempts => AfterAttempt::Done(LeadResult::MaxAttempts),
         other => AfterAttempt::RetryAt(now_ms + rules.spacing_ms(other)),
+    }
+}
+
+/// A preview attempt's outcome read from its call (the click-to-call that rang the
+/// agent's phone and then dialled the lead), the way the progressive path reads its
+/// own (`crate::call`'s `campaign` module): `disposition` is the call's CDR
+/// disposition (its stored name) and `lead_dialled` whether the call had a trunk leg
+/// or an FXO line towards the lead. Answered, busy and no answer are the lead's;
+/// anything else (unallocated, congestion, no route) is `failed`, and so is a call
+/// that never reached the lead (the agent's own phone did not answer or was busy,
+/// or nothing could be dialled): the lead is tried again after the failed-call
+/// spacing, as when a progressive lead answered but the agent did not take it.
+pub fn preview_outcome(disposition: &str, lead_dialled: bool) -> Outcome {
+    if !lead_dialled {
+        return Outcome::Failed;
+    }
+    match disposition {
+        "answered" => Outcome::Answered,
+        "busy" => Outcome::Busy,
+        "no_answer" => Outcome::NoAnswer,
+        _ => Outcome::Failed,
     }
 }
 

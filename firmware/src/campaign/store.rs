@@ -1189,7 +1189,9 @@ pub fn start_attempt(
     }
 }
 
-/// Links an open attempt to its call (the CDR's call id).
+/// Links an open attempt to its call (the CDR's call id). A preview attempt whose
+/// call has its CDR already (a call that ended before the API linked it) is closed
+/// from it at once ([`finish_from_cdr`]).
 pub fn link_call(conn: &Connection, path: &Path, attempt_id: i64, call_id: &str) -> Result<()> {
     let n = conn
         .execute(
@@ -1200,7 +1202,49 @@ pub fn link_call(conn: &Connection, path: &Path, attempt_id: i64, call_id: &str)
     if n == 0 {
         return Err(not_found("attempt", attempt_id));
     }
+    let ended: Option<(String, bool, i64)> = conn
+        .query_row(
+            "SELECT disposition, callee_port IS NOT NULL OR callee_sip_call_id IS NOT NULL,
+                    ended_at_ms
+               FROM cdrs WHERE call_id = ?1",
+            [call_id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()
+        .map_err(sql(path, "read the attempt's CDR"))?;
+    if let Some((disposition, lead_dialled, ended_at_ms)) = ended {
+        finish_from_cdr(conn, path, call_id, &disposition, lead_dialled, ended_at_ms)?;
+    }
     Ok(())
+}
+
+/// Closes the open preview attempt linked to call `call_id` with the outcome the
+/// call's CDR tells ([`super::preview_outcome`] of its `disposition` and whether a leg
+/// or line went towards the lead), in the CDR's transaction. `None`, with nothing
+/// changed, for a call no open preview attempt holds (any other call; a progressive
+/// attempt, whose outcome call control reports; an attempt not linked yet, which
+/// [`link_call`] closes).
+pub fn finish_from_cdr(
+    conn: &Connection,
+    path: &Path,
+    call_id: &str,
+    disposition: &str,
+    lead_dialled: bool,
+    now_ms: i64,
+) -> Result<Option<(i64, Outcome, AfterAttempt)>> {
+    let attempt: Option<i64> = conn
+        .prepare_cached(
+            "SELECT a.id FROM lead_attempts a JOIN campaigns c ON c.id = a.campaign_id
+              WHERE a.call_id = ?1 AND a.outcome IS NULL AND c.mode = 'preview'",
+        )
+        .and_then(|mut s| s.query_row([call_id], |r| r.get(0)).optional())
+        .map_err(sql(path, "find the call's attempt"))?;
+    let Some(attempt) = attempt else {
+        return Ok(None);
+    };
+    let outcome = super::preview_outcome(disposition, lead_dialled);
+    let next = finish_attempt(conn, path, attempt, outcome, now_ms)?;
+    Ok(Some((attempt, outcome, next)))
 }
 
 /// Closes open attempt `attempt_id` with `outcome`: the lead counts the attempt and

@@ -527,6 +527,205 @@ fn lead_import_checks_every_row_first_and_a_bad_row_changes_nothing() {
     assert!(e.to_string().contains("numbers column is required"), "{e}");
 }
 
+/// At a German site lead numbers are stored in canonical form, a number on two rows
+/// in two forms is a duplicate, and the do-not-call check meets a number in every
+/// form: an entry written nationally blocks the `+` form and the reverse.
+#[test]
+fn lead_numbers_are_canonical_and_do_not_call_matches_every_form() {
+    let (_d, mut store) = open();
+    let de = crate::numbers::SitePlan::of_country(crate::tones::Country::De);
+    let list = store
+        .transact("list", |tx, path| {
+            crate::numbers::store::adopt(tx, path, &de, 1)?;
+            store::create_list(tx, path, &LeadListInput { name: "Nov".into() }, "ada", 1)
+        })
+        .expect("list");
+    let dup = "name,numbers\nAnn,030 1234567\nBen,+49 30 1234567\n";
+    let e = store
+        .transact("import", move |tx, path| {
+            super::csv::import(tx, path, list.id, dup, 2)
+        })
+        .unwrap_err();
+    assert!(e.to_string().contains("also on row 2"), "{e}");
+    let good = "name,numbers\nAnn,030 1234567;0049 40 7654321\nBen,201\n";
+    store
+        .transact("import", move |tx, path| {
+            super::csv::import(tx, path, list.id, good, 2)
+        })
+        .expect("import");
+    let (rows, _) = store
+        .transact("leads", move |tx, path| {
+            store::leads(tx, path, list.id, None, PageRequest::default())
+        })
+        .expect("leads");
+    assert_eq!(rows[0].numbers, ["+49301234567", "+49407654321"]);
+    assert_eq!(rows[1].numbers, ["201"]);
+    store
+        .transact("dnc", |tx, path| {
+            tx.execute_batch(
+                "INSERT INTO blacklist (pattern, reason, source, updated_at_ms)
+                      VALUES ('0301234567', 'national form', 'local', 1),
+                             ('+4940*', 'plus form prefix', 'local', 1);",
+            )
+            .map_err(|source| Error::Sqlite {
+                path: path.to_owned(),
+                op: "seed",
+                source,
+            })?;
+            let dnc = store::do_not_call(tx, path)?;
+            for n in ["+49301234567", "0301234567", "0049301234567"] {
+                assert!(dnc(n), "{n}");
+            }
+            for n in ["+49407654321", "0407654321", "004940111111"] {
+                assert!(dnc(n), "{n}");
+            }
+            for n in ["+49301234568", "0501234567", "201"] {
+                assert!(!dnc(n), "{n}");
+            }
+            Ok(())
+        })
+        .expect("dnc");
+}
+
+#[test]
+fn a_preview_outcome_is_the_calls() {
+    assert_eq!(preview_outcome("answered", true), Outcome::Answered);
+    assert_eq!(preview_outcome("busy", true), Outcome::Busy);
+    assert_eq!(preview_outcome("no_answer", true), Outcome::NoAnswer);
+    for other in ["congestion", "unallocated", "abandoned", "nonsense"] {
+        assert_eq!(preview_outcome(other, true), Outcome::Failed, "{other}");
+    }
+    // The agent's own phone never answered (or nothing was dialled): the lead was
+    // not reached, whatever the disposition.
+    for d in ["answered", "busy", "no_answer"] {
+        assert_eq!(preview_outcome(d, false), Outcome::Failed, "{d}");
+    }
+}
+
+/// A preview attempt is closed from its call's CDR, in either order: the CDR after the
+/// link (the writer's hook) or before it (a call that ended before the API linked
+/// it); other calls close nothing, and the agent's disposition stays.
+#[test]
+fn preview_attempts_are_closed_from_their_calls_cdr() {
+    let (_d, mut store) = open();
+    let group = people(&mut store);
+    let open_at = MONDAY + 10 * HOUR;
+    let id = store
+        .transact("setup", move |tx, path| {
+            let l = store::create_list(tx, path, &LeadListInput { name: "Nov".into() }, "ada", 1)?;
+            super::csv::import(
+                tx,
+                path,
+                l.id,
+                "name,numbers\nAnn,5550101\nBen,5550102\n",
+                1,
+            )?;
+            let v = input(l.id, group).check().expect("valid");
+            let c = store::create_campaign(tx, path, &v, "ada", 1)?;
+            store::set_state(tx, path, c.id, CampaignState::Running, open_at)?;
+            Ok(c.id)
+        })
+        .expect("setup");
+    let leads = store
+        .transact("n", move |tx, path| {
+            store::next_for(tx, path, id, 1001, 2, open_at)
+        })
+        .expect("next");
+    let (ann, ben) = (leads[0].id, leads[1].id);
+    let dial = |store: &mut Store, lead: i64| -> i64 {
+        let started = store
+            .transact("d", move |tx, path| {
+                store::start_attempt(tx, path, id, lead, 1001, |_| false, open_at)
+            })
+            .expect("dial");
+        let Started::Dial { attempt_id, .. } = started else {
+            panic!("{started:?}")
+        };
+        attempt_id
+    };
+    let cdr_row = |call_id: &'static str, disposition: &'static str, line: Option<i64>| {
+        move |tx: &rusqlite::Transaction<'_>, path: &std::path::Path| {
+            tx.execute(
+                "INSERT INTO cdrs (call_id, direction, caller, callee, callee_port,
+                                   started_at_ms, ended_at_ms, duration_ms, billable_ms,
+                                   disposition, hangup_side)
+                 VALUES (?1, 'outbound', '101', '5550101', ?2, ?3, ?4, 0, 0, ?5, 'caller')",
+                params![call_id, line, open_at, open_at + 30_000, disposition],
+            )
+            .map_err(store::sql(path, "cdr"))
+        }
+    };
+
+    // Ann: linked first, then the call ends unanswered and its CDR is written.
+    let first = dial(&mut store, ann);
+    store
+        .transact("link", move |tx, path| {
+            store::link_call(tx, path, first, "call-1")?;
+            store::wrap_up(
+                tx,
+                path,
+                first,
+                &WrapUpInput {
+                    disposition: Some(4),
+                    notes: "no one there".into(),
+                },
+                open_at + 1_000,
+            )
+            .map(|_| ())
+        })
+        .expect("link");
+    let closed = store
+        .transact("cdr", move |tx, path| {
+            // Another call's CDR closes nothing.
+            assert_eq!(
+                store::finish_from_cdr(tx, path, "call-x", "busy", true, open_at)?,
+                None
+            );
+            cdr_row("call-1", "no_answer", Some(5))(tx, path)?;
+            store::finish_from_cdr(tx, path, "call-1", "no_answer", true, open_at + 30_000)
+        })
+        .expect("cdr");
+    assert_eq!(
+        closed,
+        Some((
+            first,
+            Outcome::NoAnswer,
+            AfterAttempt::RetryAt(open_at + 30_000 + 600_000)
+        ))
+    );
+    let a = store
+        .transact("a", move |tx, path| store::get_attempt(tx, path, first))
+        .expect("attempt");
+    assert_eq!(
+        (a.outcome, a.disposition, a.notes.as_str()),
+        (Some(Outcome::NoAnswer), Some(4), "no one there")
+    );
+    // Closed once: the same CDR again changes nothing.
+    let again = store
+        .transact("cdr", move |tx, path| {
+            store::finish_from_cdr(tx, path, "call-1", "answered", true, open_at + 40_000)
+        })
+        .expect("again");
+    assert_eq!(again, None);
+
+    // Ben: the call ended (answered) before the API linked it.
+    let second = dial(&mut store, ben);
+    store
+        .transact("cdr", move |tx, path| {
+            cdr_row("call-2", "answered", Some(6))(tx, path).map(|_| ())
+        })
+        .expect("cdr");
+    store
+        .transact("link", move |tx, path| {
+            store::link_call(tx, path, second, "call-2")
+        })
+        .expect("link");
+    let lead = store
+        .transact("l", move |tx, path| store::get_lead(tx, path, ben))
+        .expect("lead");
+    assert_eq!(lead.result, Some(LeadResult::Answered), "{lead:?}");
+}
+
 #[test]
 fn campaigns_are_checked_and_run_attempts_through_the_rules() {
     let (_d, mut store) = open();

@@ -8,10 +8,15 @@
 //! the customer of a calling number for call control (caller-ID names, screen pops),
 //! and [`service`] keeps each customer's calls (service records and notes).
 //!
-//! - **Numbers** ([`normalize_number`]): spaces, `-`, `.`, `(` and `)` are dropped; what
-//!   is left must be 1 to [`MAX_NUMBER_DIGITS`] digits with an optional leading `+`.
-//!   Numbers are compared exactly in that form (no national/international rewriting,
-//!   like the blacklist). A customer has 0 to [`MAX_NUMBERS`] numbers.
+//! - **Numbers**: a customer's numbers are stored in the one canonical form of
+//!   [`crate::numbers`] (E.164 where the site's numbering plan can tell: `030 123456`,
+//!   `004930123456` and `+49 30 123456` are all stored as `+4930123456` at a German
+//!   site; an extension or another short form is kept as typed, separators dropped),
+//!   and every lookup ([`lookup_by_number`], service records, dispositions, the
+//!   `number` filter) canonicalises the number it is given the same way, so a caller
+//!   ID or CDR number in any form meets the customer. A customer has 0 to
+//!   [`MAX_NUMBERS`] numbers. Phone-type custom fields are only cleaned
+//!   ([`normalize_number`]): they are shown, not matched.
 //! - **Types**: the site's customer types map a keypad digit 0-9 to a name (so at most
 //!   10; an agent keys the digit in wrap-up). A customer has one type or none.
 //! - **Custom fields** ([`FieldDef`]): at most [`MAX_FIELDS`] per site, each with a
@@ -51,7 +56,7 @@ pub const MAX_FIELDS: usize = 32;
 /// Numbers one customer may have.
 pub const MAX_NUMBERS: usize = 10;
 /// Digits in a number (HQ's limit too).
-pub const MAX_NUMBER_DIGITS: usize = 32;
+pub const MAX_NUMBER_DIGITS: usize = crate::numbers::MAX_DIGITS;
 /// Characters in a local customer's name (HQ's contacts may have up to 1024 bytes).
 pub const MAX_NAME_CHARS: usize = 200;
 /// Characters in a text field's value.
@@ -79,38 +84,12 @@ pub const RESERVED_FIELD_NAMES: &[&str] = &[
     "offset",
 ];
 
-/// `number` in its stored form (see the module docs), or the problem in words.
+/// `number` cleaned (spaces, `-`, `.`, `(` and `)` dropped; digits with an optional
+/// leading `+`, 1 to [`MAX_NUMBER_DIGITS`] digits), or the problem in words. This is
+/// rule 1 of [`crate::numbers`] only: phone-type custom fields are stored so. A
+/// customer's own numbers go through the site's plan as well ([`Schema::plan`]).
 pub fn normalize_number(number: &str) -> Result<String, String> {
-    let t = number.trim();
-    let (plus, rest) = match t.strip_prefix('+') {
-        Some(rest) => ("+", rest),
-        None => ("", t),
-    };
-    let mut out = String::with_capacity(t.len());
-    out.push_str(plus);
-    for (i, c) in rest.chars().enumerate() {
-        match c {
-            '0'..='9' => out.push(c),
-            ' ' | '-' | '.' | '(' | ')' => {}
-            other => {
-                return Err(format!(
-                    "{number:?} is not a phone number: {other:?} at position {} \
-                     (digits with an optional leading +)",
-                    i + 1 + plus.len()
-                ))
-            }
-        }
-    }
-    let digits = out.len() - plus.len();
-    if digits == 0 {
-        return Err(format!("{number:?} has no digits"));
-    }
-    if digits > MAX_NUMBER_DIGITS {
-        return Err(format!(
-            "{number:?} has {digits} digits, at most {MAX_NUMBER_DIGITS}"
-        ));
-    }
-    Ok(out)
+    crate::numbers::clean(number)
 }
 
 /// The type of a custom field.
@@ -641,6 +620,9 @@ pub struct Schema {
     pub fields: Vec<FieldDef>,
     /// Customer types: digit -> name.
     pub types: BTreeMap<u8, String>,
+    /// The site's numbering plan customers' numbers are canonicalised with
+    /// ([`crate::numbers`]); `None`: cleaned only.
+    pub plan: Option<crate::numbers::SitePlan>,
 }
 
 /// A customer as given, before it is checked: the JSON body or a CSV row. Owners are
@@ -731,7 +713,7 @@ impl Schema {
         }
         let mut numbers: Vec<String> = Vec::with_capacity(draft.numbers.len());
         for (i, n) in draft.numbers.iter().enumerate() {
-            match normalize_number(n) {
+            match crate::numbers::canonical(self.plan.as_ref(), n) {
                 Ok(n) if numbers.contains(&n) => {
                     problem(format!("numbers[{i}]"), format!("{n} is listed twice"));
                 }

@@ -2,7 +2,9 @@
 //!
 //! - [`record_call`] runs inside the CDR's transaction (the store writer's
 //!   `insert_cdr`): a call whose outside party (the caller of an inbound call, the
-//!   callee of an outbound one) is a customer's number gets a `service_records` row:
+//!   callee of an outbound one) is a customer's number (compared in the canonical
+//!   form of [`crate::numbers`], so `030123456` on the CDR finds the customer stored
+//!   as `+4930123456`) gets a `service_records` row (its `number` in canonical form):
 //!   the customer, the agent who took it (queue calls), the box user who handled it
 //!   (that agent's user, else the user of the local extension on the call), when, how
 //!   long they talked and how the call ended. Internal calls and unknown numbers get
@@ -49,7 +51,10 @@ pub fn record_call(conn: &Connection, path: &Path, cdr: &Cdr) -> Result<Option<i
         Direction::Outbound => (&cdr.callee, &cdr.caller),
         Direction::Internal => return Ok(None),
     };
-    let Ok(normalized) = super::normalize_number(number) else {
+    // The customer holds the number in canonical form; the CDR has it as the call
+    // did (a caller ID in national form, a dialled number with the trunk prefix).
+    let plan = crate::numbers::store::plan(conn, path)?;
+    let Ok(normalized) = crate::numbers::canonical(plan.as_ref(), number) else {
         return Ok(None);
     };
     let customer: Option<(i64, Option<String>)> = conn
@@ -565,5 +570,49 @@ mod tests {
         // Line breaks and tabs are fine; the text is trimmed.
         let note = add_note(&conn, &path, "c-1", "ana", " line 1\n\tline 2 ", 5).expect("note");
         assert_eq!(note.text, "line 1\n\tline 2");
+    }
+
+    /// With the site's plan adopted, a customer stored in `+` form gets the service
+    /// records of calls whose CDR has the number in national or international-prefix
+    /// form, filed under the canonical number.
+    #[test]
+    fn a_cdr_number_in_any_form_finds_the_customer() {
+        let (_dir, path) = store();
+        let mut store = Store::open(&path).expect("open");
+        let de = crate::numbers::SitePlan::of_country(crate::tones::Country::De);
+        store
+            .transact("t", |tx, p| {
+                crate::numbers::store::adopt(tx, p, &de, 1)?;
+                tx.execute(
+                    "INSERT INTO customer_numbers (number, customer_id, position)
+                     VALUES ('+49301234567', 7, 2)",
+                    [],
+                )
+                .map_err(sql(p, "seed"))?;
+                let inbound = cdr("c-1", Direction::Inbound, "0301234567", "102", 1_000);
+                let outbound = cdr("c-2", Direction::Outbound, "102", "0049 30 1234567", 2_000);
+                let stranger = cdr("c-3", Direction::Inbound, "0301234568", "102", 3_000);
+                assert!(record_call(tx, p, &inbound)?.is_some());
+                assert!(record_call(tx, p, &outbound)?.is_some());
+                assert_eq!(record_call(tx, p, &stranger)?, None);
+                let rows: Vec<(String, i64, String)> = tx
+                    .prepare(
+                        "SELECT call_id, customer_id, number FROM service_records ORDER BY call_id",
+                    )
+                    .and_then(|mut s| {
+                        s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                            .collect()
+                    })
+                    .map_err(sql(p, "read"))?;
+                assert_eq!(
+                    rows,
+                    [
+                        ("c-1".to_owned(), 7, "+49301234567".to_owned()),
+                        ("c-2".to_owned(), 7, "+49301234567".to_owned())
+                    ]
+                );
+                Ok(())
+            })
+            .expect("transaction");
     }
 }

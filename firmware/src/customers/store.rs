@@ -34,9 +34,7 @@ use rusqlite::types::Value as SqlValue;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension};
 use serde::Serialize;
 
-use super::{
-    normalize_number, FieldDef, FieldType, FieldValue, RawValue, Schema, ValidCustomer, MAX_FIELDS,
-};
+use super::{FieldDef, FieldType, FieldValue, RawValue, Schema, ValidCustomer, MAX_FIELDS};
 use crate::accounts::PageRequest;
 use crate::error::{Error, FieldProblem, Result};
 use crate::rbac::{GroupId, Target, UserId};
@@ -101,12 +99,20 @@ pub struct CustomerMatch {
     pub owner_group: Option<String>,
 }
 
-/// The customer whose number is exactly `number` once normalised (see
-/// [`super::normalize_number`]); `None` for no match or a number that is not one.
-/// One index seek on `customer_numbers`. A store error is logged and is `None`: call
-/// control goes on without a name.
+/// The customer who holds `number` in the site's canonical form ([`crate::numbers`]:
+/// a caller ID in national, international-prefix or `+` form meets the same
+/// customer); `None` for no match or a number that is not one. One read of the
+/// one-row plan and one index seek on `customer_numbers`. A store error is logged and
+/// is `None`: call control goes on without a name.
 pub fn lookup_by_number(conn: &Connection, number: &str) -> Option<CustomerMatch> {
-    let number = normalize_number(number).ok()?;
+    let plan = match crate::numbers::store::site_plan(conn) {
+        Ok(plan) => plan,
+        Err(e) => {
+            tracing::warn!(error = %e, "customer lookup: reading the numbering plan failed");
+            None
+        }
+    };
+    let number = crate::numbers::canonical(plan.as_ref(), number).ok()?;
     let found = conn
         .prepare_cached(
             "SELECT c.id, c.name, c.type_digit, t.name, c.owner_user_id, u.username,
@@ -249,6 +255,7 @@ pub fn schema(conn: &Connection, path: &Path) -> Result<StoredSchema> {
         .into_iter()
         .map(|t| (t.digit, t.name))
         .collect();
+    out.schema.plan = crate::numbers::store::plan(conn, path)?;
     Ok(out)
 }
 
@@ -683,7 +690,7 @@ pub fn parse_filter(
         }
         match k.as_str() {
             "name" => f.name = Some(v.clone()),
-            "number" => match normalize_number(v) {
+            "number" => match crate::numbers::canonical(stored.schema.plan.as_ref(), v) {
                 Ok(n) => f.number = Some(n),
                 Err(m) => problem(k, m),
             },
@@ -1228,9 +1235,11 @@ pub fn queue_local(
 // --- HQ's contacts --------------------------------------------------------------------
 
 /// Checks HQ's contact: its name on the box (a nameless one takes its id) and its
-/// normalised numbers, or the problem naming the field.
+/// numbers in canonical form with the site's `plan` ([`crate::numbers`]), or the
+/// problem naming the field.
 pub fn check_hq(
     c: &branchline_sync::wire::Contact,
+    plan: Option<&crate::numbers::SitePlan>,
 ) -> std::result::Result<(String, Vec<String>), String> {
     let name = if c.name.trim().is_empty() {
         c.id.clone()
@@ -1245,7 +1254,7 @@ pub fn check_hq(
     }
     let mut numbers: Vec<String> = Vec::with_capacity(c.numbers.len());
     for (i, n) in c.numbers.iter().enumerate() {
-        let n = normalize_number(n).map_err(|m| format!("numbers[{i}]: {m}"))?;
+        let n = crate::numbers::canonical(plan, n).map_err(|m| format!("numbers[{i}]: {m}"))?;
         if !numbers.contains(&n) {
             numbers.push(n);
         }

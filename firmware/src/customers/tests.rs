@@ -230,6 +230,7 @@ fn bad_definitions_name_every_field() {
 
 fn schema() -> Schema {
     Schema {
+        plan: None,
         fields: vec![
             def(
                 "tier",
@@ -755,6 +756,80 @@ fn local_customer_changes_queue_for_hq_with_the_change_and_refused_ones_do_not()
                 ]
             );
             assert_eq!(queued[3].1.numbers, ["5550001"]);
+            Ok(())
+        })
+        .expect("transaction");
+}
+
+/// With the site's plan adopted (a German site), a customer's numbers are stored in
+/// canonical form, and the lookup, the `number` filter, the duplicate check, HQ's
+/// contacts and service records meet them from any written form.
+#[test]
+fn numbers_are_canonical_with_the_site_plan_and_found_from_any_form() {
+    let (_d, mut store) = open();
+    let de = crate::numbers::SitePlan::of_country(crate::tones::Country::De);
+    store
+        .transact("t", |tx, path| {
+            crate::numbers::store::adopt(tx, path, &de, 1)?;
+            let s = store::schema(tx, path)?;
+            assert_eq!(s.schema.plan.as_ref(), Some(&de));
+            let a = store::insert_local(
+                tx,
+                path,
+                &s,
+                &valid(&s, "Acme", &["030 1234567", "201"], &[]),
+                "ada",
+                2,
+            )?;
+            let row = store::get(tx, path, &s.schema, a)?.expect("row");
+            assert_eq!(row.numbers, ["+49301234567", "201"]);
+            for form in [
+                "+49301234567",
+                "030-1234567",
+                "0049 30 1234567",
+                "+49 (0)30 1234567",
+            ] {
+                assert_eq!(lookup_by_number(tx, form).map(|m| m.id), Some(a), "{form}");
+            }
+            assert_eq!(lookup_by_number(tx, "201").map(|m| m.id), Some(a));
+            assert!(lookup_by_number(tx, "0301234568").is_none());
+            assert!(lookup_by_number(tx, "030-CALL").is_none());
+            // The same number in another form is taken.
+            let err = store::insert_local(
+                tx,
+                path,
+                &s,
+                &valid(&s, "Copy", &["0049301234567"], &[]),
+                "ada",
+                3,
+            )
+            .expect_err("number taken");
+            assert!(matches!(err, Error::CustomerConflict { .. }), "{err}");
+            // ... and twice in one customer is refused.
+            let twice = s.schema.check(&Draft {
+                name: "Twice".into(),
+                numbers: vec!["+4940123456".into(), "040 123456".into()],
+                ..Draft::default()
+            });
+            assert_eq!(twice.expect_err("twice")[0].field, "numbers[1]");
+            let pairs = vec![("number".to_owned(), "0049301234567".to_owned())];
+            let (f, page) = store::parse_filter(tx, path, &s, &pairs)?;
+            let (rows, _) = store::list(tx, path, &s.schema, &f, &Visibility::All, page)?;
+            assert_eq!(rows.iter().map(|r| r.id).collect::<Vec<_>>(), [a]);
+            // HQ's contact in national form is stored canonically too.
+            let contact = branchline_sync::wire::Contact {
+                id: "c-9".into(),
+                name: "HQ Person".into(),
+                numbers: vec!["040 5555555".into()],
+            };
+            let (name, numbers) =
+                store::check_hq(&contact, s.schema.plan.as_ref()).expect("valid contact");
+            assert_eq!(numbers, ["+49405555555"]);
+            store::upsert_hq(tx, path, "c-9", &name, &numbers, 3, 4)?;
+            assert_eq!(
+                lookup_by_number(tx, "004940 5555555").map(|m| m.name),
+                Some("HQ Person".to_owned())
+            );
             Ok(())
         })
         .expect("transaction");

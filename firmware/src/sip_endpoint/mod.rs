@@ -488,18 +488,11 @@ pub fn numbering_plan(country: Country) -> NumberingPlan {
 }
 
 fn did_normalization(country: Country) -> DidNormalization {
-    let (cc, intl, national) = match country {
-        Country::Us => ("1", "011", "1"),
-        Country::Uk => ("44", "00", "0"),
-        Country::De => ("49", "00", "0"),
-        Country::Fr => ("33", "00", "0"),
-        Country::Cn => ("86", "00", "0"),
-        Country::Jp => ("81", "010", "0"),
-    };
+    let plan = crate::numbers::SitePlan::of_country(country);
     DidNormalization {
-        country_code: cc.into(),
-        international_prefix: intl.into(),
-        national_prefix: national.into(),
+        country_code: plan.country_code,
+        international_prefix: plan.international_prefix,
+        national_prefix: plan.national_prefix,
         strip_prefixes: Vec::new(),
     }
 }

@@ -69,6 +69,9 @@ const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("../../migrations/0019_cdr_hold_overflow.sql")),
     M::up(include_str!("../../migrations/0020_live_calls.sql")),
     M::up(include_str!("../../migrations/0021_campaigns.sql")),
+    M::up(include_str!(
+        "../../migrations/0022_numbering_preview_calls.sql"
+    )),
     M::up(include_str!("../../migrations/0023_outbox_edits_index.sql")),
 ];
 

@@ -116,6 +116,7 @@ fn migrations_apply_and_reopen_is_idempotent() {
             "role_permissions",
             "roles",
             "service_records",
+            "site_numbering",
             "sync_state",
             "user_roles",
             "users",

@@ -528,6 +528,38 @@ impl Writer<'_> {
             },
             Err(e) => tracing::warn!(call_id, error = %e, "service record not written"),
         }
+        // A preview campaign attempt on this call takes its outcome from it; as with
+        // the service record, a failure is logged and never costs the CDR.
+        let lead_dialled = cdr.callee_port.is_some() || cdr.callee_sip_call_id.is_some();
+        match tx.savepoint() {
+            Ok(mut sp) => match crate::campaign::store::finish_from_cdr(
+                &sp,
+                path,
+                &cdr.call_id,
+                cdr.disposition.as_str(),
+                lead_dialled,
+                cdr.ended_at_ms,
+            ) {
+                Ok(closed) => {
+                    if let Some((attempt, outcome, _)) = closed {
+                        tracing::info!(
+                            call_id,
+                            attempt,
+                            outcome = outcome.as_str(),
+                            "preview attempt closed from its call"
+                        );
+                    }
+                    if let Err(e) = sp.commit() {
+                        tracing::warn!(call_id, error = %e, "preview attempt not closed");
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(call_id, error = %e, "preview attempt not closed");
+                    let _ = sp.rollback();
+                }
+            },
+            Err(e) => tracing::warn!(call_id, error = %e, "preview attempt not closed"),
+        }
         tx.commit().map_err(sql(path, "commit cdr"))?;
         Ok(seq)
     }

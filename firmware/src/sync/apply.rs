@@ -724,7 +724,8 @@ fn upsert_contact(
     revision: i64,
     now_ms: i64,
 ) -> Checked {
-    let (name, numbers) = customers::store::check_hq(c).map_err(refuse)?;
+    let plan = crate::numbers::store::plan(conn, path)?;
+    let (name, numbers) = customers::store::check_hq(c, plan.as_ref()).map_err(refuse)?;
     customers::store::upsert_hq(conn, path, &c.id, &name, &numbers, revision, now_ms)?;
     Ok(())
 }

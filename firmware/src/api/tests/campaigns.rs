@@ -582,26 +582,22 @@ async fn preview_dial_and_customer_dial_check_every_rule_and_the_do_not_call_lis
     let r = env.write(Method::POST, &dial(ann), &oc, json!({})).await;
     assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);
     assert_eq!(clicked("7770001"), 1);
-    // The attempt carries the call's id; its result comes from the agent.
+    // The attempt carries the call's id; its outcome comes from the call.
     let r = env.get(&format!("/api/v1/leads/{ann}"), &oc).await;
     assert_eq!(r.json()["state"], "dialing", "{}", r.text);
     assert_eq!(r.json()["attempt_history"][0]["call_id"], call_id.as_str());
     let put = format!("/api/v1/campaign-attempts/{attempt}");
     let r = env
-        .write(Method::PUT, &put, &ec, json!({ "outcome": "busy" }))
+        .write(Method::PUT, &put, &ec, json!({ "disposition": 2 }))
         .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text);
     let r = env
-        .write(Method::PUT, &put, &oc, json!({ "outcome": "maybe" }))
+        .write(Method::PUT, &put, &oc, json!({ "outcome": "busy" }))
         .await;
-    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);
+    assert!(r.text.contains("read from its call"), "{}", r.text);
     let r = env
-        .write(
-            Method::PUT,
-            &put,
-            &oc,
-            json!({ "outcome": "busy", "disposition": 11 }),
-        )
+        .write(Method::PUT, &put, &oc, json!({ "disposition": 11 }))
         .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
     let r = env.get(&format!("/api/v1/leads/{ann}"), &oc).await;
@@ -610,21 +606,74 @@ async fn preview_dial_and_customer_dial_check_every_rule_and_the_do_not_call_lis
         "dialing",
         "a refused result changes nothing"
     );
+    // The agent's disposition and notes while the call goes on.
     let r = env
         .write(
             Method::PUT,
             &put,
             &oc,
-            json!({ "outcome": "busy", "disposition": 2, "notes": "line busy" }),
+            json!({ "disposition": 2, "notes": "line busy" }),
         )
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json()["outcome"], json!(null), "{}", r.text);
+    // The call ends: the lead's line was busy. Its CDR closes the attempt.
     let now = env.state.now();
-    assert_eq!(r.json()["next"], json!({ "retry_at": now + 300_000 }));
+    let call_cdr = |call_id: &str, disposition: crate::cdr::Disposition| crate::cdr::Cdr {
+        call_id: call_id.to_owned(),
+        direction: crate::cdr::Direction::Outbound,
+        caller: "101".into(),
+        caller_port: Some(1),
+        callee: "7770001".into(),
+        callee_port: Some(5),
+        started_at_ms: now - 10_000,
+        answered_at_ms: (disposition == crate::cdr::Disposition::Answered).then_some(now - 5_000),
+        ended_at_ms: now,
+        disposition,
+        hangup_side: crate::cdr::HangupSide::Caller,
+        caller_sip_call_id: None,
+        callee_sip_call_id: None,
+        caller_quality: None,
+        callee_quality: None,
+        transfer_chain: Vec::new(),
+        queue: None,
+        blocked: None,
+        survey_score: None,
+        hold_ms: None,
+        queue_overflow: None,
+        interrupted: false,
+    };
+    env.accounts
+        .writer()
+        .insert_cdr(call_cdr(&call_id, crate::cdr::Disposition::Busy))
+        .await
+        .expect("cdr");
+    let r = env.get(&format!("/api/v1/leads/{ann}"), &oc).await;
+    assert_eq!(r.json()["state"], "pending", "{}", r.text);
+    assert_eq!(r.json()["next_at_ms"], now + 300_000, "{}", r.text);
+    let first = &r.json()["attempt_history"][0];
+    assert_eq!(
+        (&first["outcome"], &first["disposition"], &first["notes"]),
+        (&json!("busy"), &json!(2), &json!("line busy")),
+        "{}",
+        r.text
+    );
+    // Wrap-up after the call keeps the call's outcome.
     let r = env
-        .write(Method::PUT, &put, &oc, json!({ "outcome": "answered" }))
+        .write(
+            Method::PUT,
+            &put,
+            &oc,
+            json!({ "disposition": 3, "notes": "try later" }),
+        )
         .await;
-    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(
+        (&r.json()["outcome"], &r.json()["disposition"]),
+        (&json!("busy"), &json!(3)),
+        "{}",
+        r.text
+    );
     // Due again only after the busy spacing.
     let r = env.write(Method::POST, &dial(ann), &oc, json!({})).await;
     assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);
@@ -633,18 +682,21 @@ async fn preview_dial_and_customer_dial_check_every_rule_and_the_do_not_call_lis
     let r = env.write(Method::POST, &dial(ann), &oc, json!({})).await;
     assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
     assert_eq!(clicked("7770001"), 2);
-    let second = r.json()["attempt"].as_i64().expect("attempt");
-    let r = env
-        .write(
-            Method::PUT,
-            &format!("/api/v1/campaign-attempts/{second}"),
-            &oc,
-            json!({ "outcome": "answered" }),
-        )
-        .await;
+    let second_call = r.json()["call_id"].as_str().expect("call id").to_owned();
+    let now = env.state.now();
+    let mut answered = call_cdr(&second_call, crate::cdr::Disposition::Answered);
+    answered.started_at_ms = now - 10_000;
+    answered.answered_at_ms = Some(now - 5_000);
+    answered.ended_at_ms = now;
+    env.accounts
+        .writer()
+        .insert_cdr(answered)
+        .await
+        .expect("cdr");
+    let r = env.get(&format!("/api/v1/leads/{ann}"), &oc).await;
     assert_eq!(
-        r.json()["next"],
-        json!({ "done": "answered" }),
+        (&r.json()["state"], &r.json()["result"]),
+        (&json!("done"), &json!("answered")),
         "{}",
         r.text
     );
