@@ -6,11 +6,11 @@
 //! column, whose non-empty cells go into the lead's custom data (a JSON object of
 //! strings, keyed by the column's name).
 //!
-//! All or nothing: every row is checked first (numbers normalised like customers'
-//! numbers, a number on an earlier row or already in the list is an error naming the
-//! other row or lead, the customer must exist), every problem is reported by row
-//! (the header is row 1), and only a clean file is written, in the caller's
-//! transaction, into an existing list.
+//! All or nothing: every row is checked first (numbers in the site's canonical form,
+//! [`crate::numbers`], like customers' numbers; a number on an earlier row or already
+//! in the list, in any of its forms, is an error naming the other row or lead; the
+//! customer must exist), every problem is reported by row (the header is row 1), and
+//! only a clean file is written, in the caller's transaction, into an existing list.
 
 use std::collections::HashMap;
 use std::path::Path;

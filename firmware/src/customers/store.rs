@@ -4,6 +4,9 @@
 //! [`lookup_by_number`] for call control.
 //!
 //! Rules:
+//! - Numbers are stored in the site's canonical form ([`crate::numbers`]; the plan is
+//!   read from the store with the schema, [`schema`]), HQ's contacts' too; every
+//!   lookup canonicalises the number it is given the same way.
 //! - A local write refuses a number any customer (local or HQ's) already holds
 //!   ([`Error::CustomerConflict`]); HQ's contacts are written as HQ sends them, so two
 //!   customers may share a number when HQ's contact arrives later. The lookup then
