@@ -861,9 +861,27 @@ fn campaign_results_and_customers_reach_hq_and_plus_numbers_dial_out() {
     line.answer();
     std::thread::sleep(Duration::from_millis(300));
     phone.on_hook();
+    // The outcome is the call's (answered: its CDR closes the attempt); the agent
+    // adds disposition and notes.
+    let closed = || -> bool {
+        gw.db()
+            .query_row(
+                "SELECT outcome FROM lead_attempts WHERE id = ?1",
+                [attempt],
+                |r| r.get::<_, Option<String>>(0),
+            )
+            .ok()
+            .flatten()
+            .as_deref()
+            == Some("answered")
+    };
+    assert!(
+        wait(SOON, closed),
+        "the call's CDR closes the attempt as answered"
+    );
     let (status, body) = alice.put(
         &format!("/api/v1/campaign-attempts/{attempt}"),
-        json!({ "outcome": "answered", "disposition": 2, "notes": "sends the order form" }),
+        json!({ "disposition": 2, "notes": "sends the order form" }),
     );
     assert_eq!(status, 200, "{body}");
 
