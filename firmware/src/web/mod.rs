@@ -71,13 +71,12 @@
 //!   a renewed certificate picked up without a restart, and a certificate that does
 //!   not load shown as an alarm while the page stays reachable: [`tls`].
 //!
-//! Limits: a
-//! session that must change its password gets the 403 page (there is no password
-//! page yet: use `POST /api/v1/me/password`); an open SSE stream is not ended by a
-//! logout elsewhere (it ends when the page closes); the SIP page has no live SIP
-//! message trace yet, the calls page no recordings and no CDR quality columns; the
-//! tools page shows
-//! ping and traceroute output when they end (not line by line).
+//! Limits: a session that must change its password gets the 403 page (there is no
+//! password page yet: use `POST /api/v1/me/password`); an open SSE stream is not
+//! ended by a logout elsewhere (it ends when the page closes); the calls page has no
+//! recordings and no CDR quality columns; there are no charts and no loopback/echo
+//! test yet; the tools page shows ping and traceroute output when they end (not line
+//! by line).
 
 mod api_routes;
 mod pages;
