@@ -828,7 +828,7 @@ fn campaign_results_and_customers_reach_hq_and_plus_numbers_dial_out() {
         json!({ "name": "Spring", "list_id": list, "group_id": group, "mode": "preview",
                 "hours_start": "00:00", "hours_end": "24:00",
                 "weekdays": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
-                "utc_offset_min": 0, "max_attempts": 3, "busy_retry_s": 60,
+                "max_attempts": 3, "busy_retry_s": 60,
                 "no_answer_retry_s": 60, "failed_retry_s": 60, "ring_timeout_s": 30 }),
     );
     assert_eq!(status, 201, "{body}");

@@ -315,6 +315,16 @@ async fn serve(
             "numbering plan adopted; stored numbers rewritten to its canonical form"
         );
     }
+    // The site's time zone for whoever judges the branch's wall clock (calling hours).
+    let zone_changed = store.transact("adopt the site time zone", |tx, path| {
+        crate::site_time::store::adopt(tx, path, &config.telephony.time_zone, system_clock_ms())
+    })?;
+    if zone_changed {
+        tracing::info!(
+            time_zone = %config.telephony.time_zone.spec,
+            "site time zone adopted"
+        );
+    }
     // Until the box is enrolled, the installer account is its only local login.
     let now_ms = system_clock_ms();
     match accounts::bootstrap_installer(

@@ -68,6 +68,8 @@
 //! - [`reports`]: call-center reports over a period (per queue: offered, answered,
 //!   abandoned, waits, handle time, service level; per agent: calls, talk time, time
 //!   per state, pauses, login time), computed in SQL from CDRs and the agent state log.
+//! - [`site_time`]: the site's time zone (`[telephony] time_zone`, IANA name or POSIX
+//!   rule, DST included), kept in the store for campaign calling hours.
 //! - [`screen_pop`]: the agents' desktop events (bounded broadcast from the main loop
 //!   to `/api/v1/events`) and click-to-call requests to the main loop.
 //! - [`sync`]: the box's side of sync with HQ: applying the change feed, the agent
@@ -106,6 +108,7 @@ pub mod reports;
 pub mod screen_pop;
 pub mod sd_notify;
 pub mod sip_endpoint;
+pub mod site_time;
 pub mod store;
 pub mod sync;
 pub mod tones;

@@ -112,7 +112,7 @@ const OPS: &[Op] = &[
     op("get", "/api/v1/lead-lists/{id}/leads", "One page of the list's leads (assigned user id, limit, offset): state, attempts, due time, result; numbers masked unless numbers.view covers the lead", "campaigns.view (site)", None, "200", JSON),
     op("get", "/api/v1/leads/{id}", "One lead with its attempts (number, agent, call id of the CDR, outcome, disposition, notes); numbers masked unless numbers.view covers the lead", "campaigns.view (own when assigned to the caller, else site)", None, "200", JSON),
     op("get", "/api/v1/campaigns", "The campaigns the caller may see (site, or those of the caller's groups with own scope)", "campaigns.view", None, "200", JSON),
-    op("post", "/api/v1/campaigns", "Make a campaign (draft) {name, list_id, group_id, mode: preview | progressive, hours_start, hours_end (HH:MM), weekdays, utc_offset_min, max_attempts, busy_retry_s, no_answer_retry_s, failed_retry_s, ring_timeout_s, caller_id}; audited; 400 naming each bad field; 409 name or list in use", "campaigns.add (site)", Some("Campaign"), "201", JSON),
+    op("post", "/api/v1/campaigns", "Make a campaign (draft) {name, list_id, group_id, mode: preview | progressive, hours_start, hours_end (HH:MM, on the site's clocks: [telephony] time_zone, DST included), weekdays, max_attempts, busy_retry_s, no_answer_retry_s, failed_retry_s, ring_timeout_s, caller_id}; audited; 400 naming each bad field; 409 name or list in use", "campaigns.add (site)", Some("Campaign"), "201", JSON),
     op("get", "/api/v1/campaigns/{id}", "One campaign", "campaigns.view (own for members of its group, else site)", None, "200", JSON),
     op("put", "/api/v1/campaigns/{id}", "Replace a draft or paused campaign's settings; audited; 409 while running", "campaigns.edit (site)", Some("Campaign"), "200", JSON),
     op("delete", "/api/v1/campaigns/{id}", "Delete a campaign and its attempts (the lead list stays); audited; 409 while running", "campaigns.delete (site)", None, "204", NONE),
@@ -389,14 +389,13 @@ fn campaign_schemas() -> Value {
     let string = json!({ "type": "string" });
     json!({
                 "LeadList": { "type": "object", "required": ["name"], "properties": { "name": string } },
-                "Campaign": { "type": "object", "required": ["name", "list_id", "group_id", "mode", "hours_start", "hours_end", "weekdays", "utc_offset_min", "max_attempts", "busy_retry_s", "no_answer_retry_s", "failed_retry_s", "ring_timeout_s"], "properties": {
+                "Campaign": { "type": "object", "required": ["name", "list_id", "group_id", "mode", "hours_start", "hours_end", "weekdays", "max_attempts", "busy_retry_s", "no_answer_retry_s", "failed_retry_s", "ring_timeout_s"], "properties": {
                     "name": string,
                     "list_id": { "type": "integer" }, "group_id": { "type": "integer" },
                     "mode": { "type": "string", "enum": ["preview", "progressive"] },
-                    "hours_start": { "type": "string", "description": "HH:MM, local to utc_offset_min" },
+                    "hours_start": { "type": "string", "description": "HH:MM on the site's clocks ([telephony] time_zone, daylight saving time followed); responses carry the zone as time_zone" },
                     "hours_end": { "type": "string", "description": "HH:MM after hours_start (24:00 allowed); no window across midnight" },
                     "weekdays": { "type": "array", "items": { "type": "string", "enum": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"] } },
-                    "utc_offset_min": { "type": "integer", "minimum": -720, "maximum": 840 },
                     "max_attempts": { "type": "integer", "minimum": 1, "maximum": 20 },
                     "busy_retry_s": { "type": "integer", "minimum": 60, "maximum": 604800 },
                     "no_answer_retry_s": { "type": "integer", "minimum": 60, "maximum": 604800 },

@@ -971,7 +971,7 @@ async fn masking_walk_over_every_documented_route() {
             &ac,
             json!({ "name": "Walk", "list_id": 1, "group_id": gid, "mode": "progressive",
                     "hours_start": "08:00", "hours_end": "20:00", "weekdays": ["mon"],
-                    "utc_offset_min": 0, "max_attempts": 2, "busy_retry_s": 60,
+                    "max_attempts": 2, "busy_retry_s": 60,
                     "no_answer_retry_s": 60, "failed_retry_s": 60, "ring_timeout_s": 20 }),
         )
         .await;

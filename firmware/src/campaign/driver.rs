@@ -152,7 +152,7 @@ pub fn plan_round(
         };
         if !members.is_empty() {
             let leads = due_leads(conn, path, c.list_id, now_ms)?;
-            let mut dialer = Dialer::new(c.hours, c.retry, leads);
+            let mut dialer = Dialer::new(c.hours, c.zone.clone(), c.retry, leads);
             let dials = dialer.plan(now_ms, &members, &blocked);
             for lead in dialer.leads() {
                 if let LeadState::Done(result) = lead.state {
@@ -190,7 +190,7 @@ pub fn plan_round(
             )
             .map_err(store::sql(path, "read next due lead"))?;
         if let Some(due) = next_due {
-            let at = c.hours.next_open(due.max(now_ms));
+            let at = c.hours.next_open(due.max(now_ms), &c.zone);
             round.next_at_ms = Some(round.next_at_ms.map_or(at, |n: i64| n.min(at)));
         }
     }

@@ -9,11 +9,11 @@
 //! lead lists (all or nothing, row-numbered errors, on the customers' CSV machinery).
 //!
 //! Rules every dial obeys, in the [`Dialer`] and in [`store`] alike:
-//! - **Calling hours**: a window of minutes of the day on chosen weekdays, in a fixed
-//!   UTC offset stored with the campaign. The box has no site time zone setting yet
-//!   (the updater's window is UTC only too), so the offset is the campaign's own and
-//!   daylight saving time is not followed: an installer changes it twice a year.
-//!   The window does not cross midnight (start < end; end may be 24:00).
+//! - **Calling hours**: a window of minutes of the day on chosen weekdays, on the
+//!   branch's clocks: the site's time zone (`[telephony] time_zone`,
+//!   [`crate::site_time`]) with its daylight saving time, so 09:00-20:00 stays
+//!   09:00-20:00 local all year. The window does not cross midnight (start < end; end
+//!   may be 24:00).
 //! - **Blacklist / do-not-call**: every number is checked right before it is dialled
 //!   (a predicate the caller passes, in the daemon the site's blacklist); a blocked
 //!   number is skipped, and a lead whose numbers are all blocked is finished as
@@ -65,6 +65,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use crate::error::FieldProblem;
+use crate::site_time::SiteZone;
 
 /// Milliseconds in a minute.
 const MINUTE_MS: i64 = 60_000;
@@ -163,8 +164,13 @@ impl CampaignState {
 }
 
 /// When a campaign may dial: minutes `[start_min, end_min)` of the local day, on the
-/// weekdays in `weekdays` (bit 0 = Monday ... bit 6 = Sunday), local time being UTC
-/// plus `utc_offset_min`.
+/// weekdays in `weekdays` (bit 0 = Monday ... bit 6 = Sunday), local time being the
+/// site's time zone ([`SiteZone`], daylight saving time included: a window 09:00-17:00
+/// stays 09:00-17:00 on the branch's clocks all year).
+///
+/// Across a DST change: a window start that falls in the hour skipped in spring opens
+/// at the end of the gap (the first local time past the start); in the hour repeated
+/// in autumn the window is open both times the local clock shows a minute inside it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CallingHours {
     /// First minute of the window (0-1439).
@@ -173,8 +179,6 @@ pub struct CallingHours {
     pub end_min: u16,
     /// Weekday mask, bit 0 = Monday; not 0.
     pub weekdays: u8,
-    /// Local time minus UTC, in minutes (-720 to +840).
-    pub utc_offset_min: i16,
 }
 
 impl CallingHours {
@@ -183,7 +187,6 @@ impl CallingHours {
         start_min: u16,
         end_min: u16,
         weekdays: u8,
-        utc_offset_min: i16,
     ) -> Result<CallingHours, Vec<FieldProblem>> {
         let mut p = Vec::new();
         if start_min > 1439 {
@@ -203,31 +206,15 @@ impl CallingHours {
                 "name at least one day, Monday to Sunday",
             ));
         }
-        if !(-720..=840).contains(&utc_offset_min) {
-            p.push(problem(
-                "hours.utc_offset",
-                "must be -12:00 to +14:00 (in minutes: -720 to 840)",
-            ));
-        }
         if p.is_empty() {
             Ok(CallingHours {
                 start_min,
                 end_min,
                 weekdays,
-                utc_offset_min,
             })
         } else {
             Err(p)
         }
-    }
-
-    /// Local day number (days since 1970-01-01 local) and minute of that day.
-    fn local(&self, now_ms: i64) -> (i64, i64) {
-        let local = now_ms + i64::from(self.utc_offset_min) * MINUTE_MS;
-        (
-            local.div_euclid(DAY_MS),
-            local.rem_euclid(DAY_MS) / MINUTE_MS,
-        )
     }
 
     fn day_allowed(&self, day: i64) -> bool {
@@ -236,27 +223,43 @@ impl CallingHours {
         self.weekdays & (1 << weekday) != 0
     }
 
-    /// Whether `now_ms` (UTC) is inside the window.
-    pub fn is_open(&self, now_ms: i64) -> bool {
-        let (day, minute) = self.local(now_ms);
+    /// Whether `now_ms` (UTC) is inside the window, on the clocks of `zone`.
+    pub fn is_open(&self, now_ms: i64, zone: &SiteZone) -> bool {
+        let (day, minute) = zone.local_day_minute(now_ms);
         self.day_allowed(day)
             && minute >= i64::from(self.start_min)
             && minute < i64::from(self.end_min)
     }
 
-    /// `now_ms` when the window is open, else the UTC time it next opens.
-    pub fn next_open(&self, now_ms: i64) -> i64 {
-        if self.is_open(now_ms) {
-            return now_ms;
+    /// `now_ms` when the window is open, else the UTC time it next opens on the clocks
+    /// of `zone`.
+    pub fn next_open(&self, now_ms: i64, zone: &SiteZone) -> i64 {
+        let mut t = now_ms;
+        // Each step lands on the next window start at the current UTC offset, or on the
+        // instant the offset changes before it; a window opens within 8 days and
+        // offsets change at most a few times a year, so a handful of steps suffice.
+        for _ in 0..16 {
+            if self.is_open(t, zone) {
+                return t;
+            }
+            let (day, minute) = zone.local_day_minute(t);
+            let first = if minute < i64::from(self.start_min) {
+                day
+            } else {
+                day + 1
+            };
+            // The weekday mask is not empty, so an allowed day comes within 7 days.
+            let open_day = (first..first + 7)
+                .find(|&d| self.day_allowed(d))
+                .unwrap_or(first);
+            let target_local = open_day * DAY_MS + i64::from(self.start_min) * MINUTE_MS;
+            let candidate = t + (target_local - zone.local_ms(t));
+            match zone.first_change(t, candidate) {
+                None => return candidate,
+                Some(change) => t = change,
+            }
         }
-        let offset = i64::from(self.utc_offset_min) * MINUTE_MS;
-        let (today, _) = self.local(now_ms);
-        // The weekday mask is not empty, so a window opens within 8 days.
-        (0..8)
-            .map(|d| (today + d) * DAY_MS + i64::from(self.start_min) * MINUTE_MS - offset)
-            .zip(0..)
-            .find(|&(start, d)| start > now_ms && self.day_allowed(today + d))
-            .map_or(now_ms + 8 * DAY_MS, |(start, _)| start)
+        now_ms + 8 * DAY_MS
     }
 }
 
@@ -555,6 +558,7 @@ pub enum Refusal {
 #[derive(Debug, Clone)]
 pub struct Dialer {
     hours: CallingHours,
+    zone: SiteZone,
     retry: RetryRules,
     leads: BTreeMap<i64, Lead>,
     /// Agents reserved for a dial in flight (each holds at most one).
@@ -562,9 +566,11 @@ pub struct Dialer {
 }
 
 impl Dialer {
-    /// A dialer over `leads` (a lead in [`LeadState::Dialing`] keeps its agent reserved).
+    /// A dialer over `leads` (a lead in [`LeadState::Dialing`] keeps its agent
+    /// reserved), with the calling hours on the clocks of `zone`.
     pub fn new(
         hours: CallingHours,
+        zone: SiteZone,
         retry: RetryRules,
         leads: impl IntoIterator<Item = Lead>,
     ) -> Dialer {
@@ -578,6 +584,7 @@ impl Dialer {
             .collect();
         Dialer {
             hours,
+            zone,
             retry,
             leads,
             busy_agents,
@@ -617,7 +624,7 @@ impl Dialer {
         free_agents: &[i64],
         blocked: impl Fn(&str) -> bool,
     ) -> Vec<Dial> {
-        if !self.hours.is_open(now_ms) {
+        if !self.hours.is_open(now_ms, &self.zone) {
             return Vec::new();
         }
         let mut agents: BTreeSet<i64> = free_agents
@@ -734,9 +741,9 @@ impl Dialer {
                 due_ms: lead.next_at_ms,
             });
         }
-        if !self.hours.is_open(now_ms) {
+        if !self.hours.is_open(now_ms, &self.zone) {
             return Err(Refusal::Closed {
-                opens_ms: self.hours.next_open(now_ms),
+                opens_ms: self.hours.next_open(now_ms, &self.zone),
             });
         }
         match self.start(id, agent, &blocked) {
@@ -783,6 +790,6 @@ impl Dialer {
             .filter(|l| l.state == LeadState::Pending)
             .map(|l| l.next_at_ms.max(now_ms))
             .min()?;
-        Some(self.hours.next_open(due))
+        Some(self.hours.next_open(due, &self.zone))
     }
 }

@@ -35,6 +35,7 @@ use super::{
 };
 use crate::accounts::PageRequest;
 use crate::error::{Error, FieldProblem, Result};
+use crate::site_time::SiteZone;
 
 /// Characters in a list's or campaign's name.
 pub const MAX_NAME_CHARS: usize = 64;
@@ -500,8 +501,6 @@ pub struct CampaignInput {
     pub hours_end: String,
     /// Weekdays, `["mon", ..., "sun"]`.
     pub weekdays: Vec<String>,
-    /// Local time minus UTC, minutes.
-    pub utc_offset_min: i16,
     /// Attempts per lead at most.
     pub max_attempts: u32,
     /// Retry spacing after busy, seconds.
@@ -584,7 +583,7 @@ impl CampaignInput {
             }
         }
         let hours = if p.is_empty() {
-            CallingHours::new(start, end, weekdays, self.utc_offset_min)
+            CallingHours::new(start, end, weekdays)
                 .map_err(|ps| p.extend(ps))
                 .ok()
         } else {
@@ -648,6 +647,8 @@ pub struct CampaignRow {
     pub state: CampaignState,
     /// Calling hours.
     pub hours: CallingHours,
+    /// The site's time zone the hours are on (`crate::site_time::store::zone`).
+    pub zone: SiteZone,
     /// Retry rules.
     pub retry: RetryRules,
     /// Ring timeout, seconds.
@@ -681,7 +682,7 @@ impl CampaignRow {
             "hours_start": hhmm(self.hours.start_min),
             "hours_end": hhmm(self.hours.end_min),
             "weekdays": days,
-            "utc_offset_min": self.hours.utc_offset_min,
+            "time_zone": self.zone.name(),
             "max_attempts": self.retry.max_attempts,
             "busy_retry_s": self.retry.busy_retry_s,
             "no_answer_retry_s": self.retry.no_answer_retry_s,
@@ -696,11 +697,15 @@ impl CampaignRow {
 }
 
 const CAMPAIGN_COLUMNS: &str = "SELECT id, name, list_id, group_id, mode, state, \
-     hours_start_min, hours_end_min, weekdays, utc_offset_min, max_attempts, busy_retry_s, \
+     hours_start_min, hours_end_min, weekdays, max_attempts, busy_retry_s, \
      no_answer_retry_s, failed_retry_s, ring_timeout_s, caller_id, created_by, \
      created_at_ms, updated_at_ms FROM campaigns";
 
-fn campaign_row(path: &Path, r: &Row<'_>) -> rusqlite::Result<Result<CampaignRow>> {
+fn campaign_row(
+    path: &Path,
+    zone: &SiteZone,
+    r: &Row<'_>,
+) -> rusqlite::Result<Result<CampaignRow>> {
     let id: i64 = r.get(0)?;
     let mode: String = r.get(4)?;
     let state: String = r.get(5)?;
@@ -710,8 +715,8 @@ fn campaign_row(path: &Path, r: &Row<'_>) -> rusqlite::Result<Result<CampaignRow
     let Some(state) = CampaignState::from_db(&state) else {
         return Ok(Err(corrupt(path, "campaigns", id, "state", &state)));
     };
-    let hours = CallingHours::new(r.get(6)?, r.get(7)?, r.get(8)?, r.get(9)?);
-    let retry = RetryRules::new(r.get(10)?, r.get(11)?, r.get(12)?, r.get(13)?);
+    let hours = CallingHours::new(r.get(6)?, r.get(7)?, r.get(8)?);
+    let retry = RetryRules::new(r.get(9)?, r.get(10)?, r.get(11)?, r.get(12)?);
     let (Ok(hours), Ok(retry)) = (hours, retry) else {
         return Ok(Err(corrupt(
             path,
@@ -729,22 +734,24 @@ fn campaign_row(path: &Path, r: &Row<'_>) -> rusqlite::Result<Result<CampaignRow
         mode,
         state,
         hours,
+        zone: zone.clone(),
         retry,
-        ring_timeout_s: r.get(14)?,
-        caller_id: r.get(15)?,
-        created_by: r.get(16)?,
-        created_at_ms: r.get(17)?,
-        updated_at_ms: r.get(18)?,
+        ring_timeout_s: r.get(13)?,
+        caller_id: r.get(14)?,
+        created_by: r.get(15)?,
+        created_at_ms: r.get(16)?,
+        updated_at_ms: r.get(17)?,
     }))
 }
 
 /// One campaign.
 pub fn get_campaign(conn: &Connection, path: &Path, id: i64) -> Result<CampaignRow> {
+    let zone = crate::site_time::store::zone(conn, path)?;
     let mut stmt = conn
         .prepare_cached(&format!("{CAMPAIGN_COLUMNS} WHERE id = ?1"))
         .map_err(sql(path, "read campaign"))?;
     let row = stmt
-        .query_row([id], |r| campaign_row(path, r))
+        .query_row([id], |r| campaign_row(path, &zone, r))
         .optional()
         .map_err(sql(path, "read campaign"))?;
     row.ok_or_else(|| not_found("campaign", id))?
@@ -752,11 +759,12 @@ pub fn get_campaign(conn: &Connection, path: &Path, id: i64) -> Result<CampaignR
 
 /// Every campaign, by name.
 pub fn campaigns(conn: &Connection, path: &Path) -> Result<Vec<CampaignRow>> {
+    let zone = crate::site_time::store::zone(conn, path)?;
     let mut stmt = conn
         .prepare(&format!("{CAMPAIGN_COLUMNS} ORDER BY name"))
         .map_err(sql(path, "list campaigns"))?;
     let rows: Vec<Result<CampaignRow>> = stmt
-        .query_map([], |r| campaign_row(path, r))
+        .query_map([], |r| campaign_row(path, &zone, r))
         .and_then(Iterator::collect)
         .map_err(sql(path, "list campaigns"))?;
     rows.into_iter().collect()
@@ -814,7 +822,7 @@ pub fn create_campaign(
         "INSERT INTO campaigns (name, list_id, group_id, mode, hours_start_min, hours_end_min, \
          weekdays, utc_offset_min, max_attempts, busy_retry_s, no_answer_retry_s, \
          failed_retry_s, ring_timeout_s, caller_id, created_by, created_at_ms, updated_at_ms) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?16)",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?15)",
         params![
             v.name,
             v.list_id,
@@ -823,7 +831,6 @@ pub fn create_campaign(
             v.hours.start_min,
             v.hours.end_min,
             v.hours.weekdays,
-            v.hours.utc_offset_min,
             v.retry.max_attempts,
             v.retry.busy_retry_s,
             v.retry.no_answer_retry_s,
@@ -865,9 +872,9 @@ pub fn update_campaign(
     check_refs(conn, path, v, Some(id))?;
     conn.execute(
         "UPDATE campaigns SET name = ?2, list_id = ?3, group_id = ?4, mode = ?5, \
-         hours_start_min = ?6, hours_end_min = ?7, weekdays = ?8, utc_offset_min = ?9, \
-         max_attempts = ?10, busy_retry_s = ?11, no_answer_retry_s = ?12, failed_retry_s = ?13, \
-         ring_timeout_s = ?14, caller_id = ?15, updated_at_ms = ?16 WHERE id = ?1",
+         hours_start_min = ?6, hours_end_min = ?7, weekdays = ?8, utc_offset_min = 0, \
+         max_attempts = ?9, busy_retry_s = ?10, no_answer_retry_s = ?11, failed_retry_s = ?12, \
+         ring_timeout_s = ?13, caller_id = ?14, updated_at_ms = ?15 WHERE id = ?1",
         params![
             id,
             v.name,
@@ -877,7 +884,6 @@ pub fn update_campaign(
             v.hours.start_min,
             v.hours.end_min,
             v.hours.weekdays,
-            v.hours.utc_offset_min,
             v.retry.max_attempts,
             v.retry.busy_retry_s,
             v.retry.no_answer_retry_s,
@@ -1109,16 +1115,16 @@ pub fn start_attempt(
             format!("is {}, not running", c.state.as_str()),
         ));
     }
-    if !c.hours.is_open(now_ms) {
+    if !c.hours.is_open(now_ms, &c.zone) {
         return Err(conflict(
             "campaign",
             id,
             format!(
-                "outside its calling hours ({}-{} at UTC{:+} min); they open at {} ms",
+                "outside its calling hours ({}-{} {}); they open at {} ms",
                 hhmm(c.hours.start_min),
                 hhmm(c.hours.end_min),
-                c.hours.utc_offset_min,
-                c.hours.next_open(now_ms)
+                c.zone.name(),
+                c.hours.next_open(now_ms, &c.zone)
             ),
         ));
     }

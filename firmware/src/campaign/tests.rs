@@ -19,7 +19,7 @@ const DAY: i64 = 24 * HOUR;
 pub(super) const MONDAY: i64 = 1_795_996_800_000;
 
 fn weekdays_9_to_17() -> CallingHours {
-    CallingHours::new(9 * 60, 17 * 60, 0b001_1111, 0).expect("hours")
+    CallingHours::new(9 * 60, 17 * 60, 0b001_1111).expect("hours")
 }
 
 fn rules(max: u32) -> RetryRules {
@@ -35,51 +35,127 @@ fn monday_constant_is_a_monday() {
     assert_eq!((MONDAY / DAY + 3) % 7, 0);
 }
 
+fn utc() -> crate::site_time::SiteZone {
+    crate::site_time::SiteZone::utc()
+}
+
+fn berlin() -> crate::site_time::SiteZone {
+    crate::site_time::ZoneSpec::resolve("CET-1CEST,M3.5.0,M10.5.0/3", std::path::Path::new("/-"))
+        .expect("rule")
+        .zone()
+        .expect("zone")
+}
+
 #[test]
 fn calling_hours_open_on_the_chosen_days_and_minutes_only() {
     let h = weekdays_9_to_17();
-    assert!(!h.is_open(MONDAY + 9 * HOUR - 1));
-    assert!(h.is_open(MONDAY + 9 * HOUR));
-    assert!(h.is_open(MONDAY + 17 * HOUR - 1));
-    assert!(!h.is_open(MONDAY + 17 * HOUR));
+    let z = utc();
+    assert!(!h.is_open(MONDAY + 9 * HOUR - 1, &z));
+    assert!(h.is_open(MONDAY + 9 * HOUR, &z));
+    assert!(h.is_open(MONDAY + 17 * HOUR - 1, &z));
+    assert!(!h.is_open(MONDAY + 17 * HOUR, &z));
     // Saturday.
-    assert!(!h.is_open(MONDAY + 5 * DAY + 12 * HOUR));
-    assert_eq!(h.next_open(MONDAY + 8 * HOUR), MONDAY + 9 * HOUR);
-    assert_eq!(h.next_open(MONDAY + 10 * HOUR), MONDAY + 10 * HOUR);
-    assert_eq!(h.next_open(MONDAY + 17 * HOUR), MONDAY + DAY + 9 * HOUR);
+    assert!(!h.is_open(MONDAY + 5 * DAY + 12 * HOUR, &z));
+    assert_eq!(h.next_open(MONDAY + 8 * HOUR, &z), MONDAY + 9 * HOUR);
+    assert_eq!(h.next_open(MONDAY + 10 * HOUR, &z), MONDAY + 10 * HOUR);
+    assert_eq!(h.next_open(MONDAY + 17 * HOUR, &z), MONDAY + DAY + 9 * HOUR);
     // Friday evening -> Monday morning.
     assert_eq!(
-        h.next_open(MONDAY + 4 * DAY + 18 * HOUR),
+        h.next_open(MONDAY + 4 * DAY + 18 * HOUR, &z),
         MONDAY + 7 * DAY + 9 * HOUR
     );
 }
 
 #[test]
-fn calling_hours_follow_the_offset() {
+fn calling_hours_follow_the_site_zone() {
     // 09:00-17:00 at UTC+2 is 07:00-15:00 UTC.
-    let h = CallingHours::new(9 * 60, 17 * 60, 0b111_1111, 120).expect("hours");
-    assert!(h.is_open(MONDAY + 7 * HOUR));
-    assert!(!h.is_open(MONDAY + 15 * HOUR));
+    let h = CallingHours::new(9 * 60, 17 * 60, 0b111_1111).expect("hours");
+    let plus2 = crate::site_time::SiteZone::fixed(7200).expect("zone");
+    assert!(h.is_open(MONDAY + 7 * HOUR, &plus2));
+    assert!(!h.is_open(MONDAY + 15 * HOUR, &plus2));
+    assert_eq!(h.next_open(MONDAY + 5 * HOUR, &plus2), MONDAY + 7 * HOUR);
     // UTC-5: Monday 09:00 local is 14:00 UTC; Sunday-only hours are Sunday local.
-    let h = CallingHours::new(9 * 60, 10 * 60, 0b100_0000, -300).expect("hours");
-    assert!(!h.is_open(MONDAY + 14 * HOUR));
-    assert!(h.is_open(MONDAY - DAY + 14 * HOUR));
+    let h = CallingHours::new(9 * 60, 10 * 60, 0b100_0000).expect("hours");
+    let minus5 = crate::site_time::SiteZone::fixed(-5 * 3600).expect("zone");
+    assert!(!h.is_open(MONDAY + 14 * HOUR, &minus5));
+    assert!(h.is_open(MONDAY - DAY + 14 * HOUR, &minus5));
+}
+
+/// 2026-03-29 (Sunday) 01:00 UTC: Berlin springs from +1 to +2.
+const SPRING: i64 = 1_774_746_000_000;
+/// 2026-10-25 (Sunday) 01:00 UTC: Berlin falls back from +2 to +1.
+const AUTUMN: i64 = 1_792_890_000_000;
+
+#[test]
+fn calling_hours_keep_local_time_across_daylight_saving() {
+    let z = berlin();
+    let h = weekdays_9_to_17();
+    // Friday before the spring change: 09:00 CET = 08:00 UTC.
+    let friday = SPRING - HOUR - 2 * DAY;
+    assert!(h.is_open(friday + 8 * HOUR, &z));
+    assert!(!h.is_open(friday + 8 * HOUR - 1, &z));
+    // Monday after it: 09:00 CEST = 07:00 UTC, found from Friday evening.
+    let monday = SPRING - HOUR + DAY;
+    assert_eq!(h.next_open(friday + 17 * HOUR, &z), monday + 7 * HOUR);
+    assert!(!h.is_open(monday + 15 * HOUR, &z));
+    // Across the autumn change: Friday 17:00 CEST = 15:00 UTC closes, Monday 09:00 CET
+    // = 08:00 UTC opens.
+    let friday = AUTUMN - HOUR - 2 * DAY;
+    assert!(h.is_open(friday + 15 * HOUR - 1, &z));
+    assert!(!h.is_open(friday + 15 * HOUR, &z));
+    let monday = AUTUMN - HOUR + DAY;
+    assert_eq!(h.next_open(friday + 15 * HOUR, &z), monday + 8 * HOUR);
+}
+
+#[test]
+fn a_window_starting_in_the_skipped_hour_opens_at_the_end_of_the_gap() {
+    let z = berlin();
+    // Sundays 02:30-04:00 local; 02:00-03:00 does not exist on 2026-03-29.
+    let h = CallingHours::new(150, 240, 0b100_0000).expect("hours");
+    let saturday_noon = SPRING - HOUR - 12 * HOUR;
+    // 03:00 CEST is the change itself, 01:00 UTC: the first local time past 02:30.
+    assert_eq!(h.next_open(saturday_noon, &z), SPRING);
+    assert!(h.is_open(SPRING, &z));
+    assert!(!h.is_open(SPRING - 1, &z));
+    // Closes at 04:00 CEST = 02:00 UTC.
+    assert!(!h.is_open(SPRING + HOUR, &z));
+    // In autumn 02:30-03:00 happens twice: open both times.
+    let first = AUTUMN - 30 * MIN;
+    assert!(h.is_open(first, &z));
+    assert!(h.is_open(AUTUMN + 30 * MIN, &z));
+}
+
+proptest! {
+    /// `next_open` is open, not before `now`, and nothing between `now` and it is open
+    /// (checked minute by minute), in a zone with DST, all year round.
+    #[test]
+    fn next_open_is_the_first_open_minute(
+        start in 0u16..1439,
+        len in 1u16..600,
+        weekdays in 1u8..128,
+        now in (SPRING - 200 * DAY)..(SPRING + 200 * DAY),
+    ) {
+        let z = berlin();
+        let end = (start + len).min(1440);
+        let h = CallingHours::new(start, end, weekdays).expect("hours");
+        let now = now - now.rem_euclid(MIN);
+        let open = h.next_open(now, &z);
+        prop_assert!(open >= now);
+        prop_assert!(h.is_open(open, &z));
+        let mut t = now;
+        while t < open {
+            prop_assert!(!h.is_open(t, &z), "open at {} before {}", t, open);
+            t += MIN;
+        }
+    }
 }
 
 #[test]
 fn bad_hours_and_rules_name_their_fields() {
-    let e = CallingHours::new(1440, 1441, 0, 900).unwrap_err();
+    let e = CallingHours::new(1440, 1441, 0).unwrap_err();
     let fields: Vec<&str> = e.iter().map(|p| p.field.as_str()).collect();
-    assert_eq!(
-        fields,
-        [
-            "hours.start",
-            "hours.end",
-            "hours.weekdays",
-            "hours.utc_offset"
-        ]
-    );
-    let e = CallingHours::new(600, 600, 1, 0).unwrap_err();
+    assert_eq!(fields, ["hours.start", "hours.end", "hours.weekdays"]);
+    let e = CallingHours::new(600, 600, 1).unwrap_err();
     assert!(e[0].message.contains("after the start"), "{e:?}");
     let e = RetryRules::new(0, 59, 604_801, 60).unwrap_err();
     let fields: Vec<&str> = e.iter().map(|p| p.field.as_str()).collect();
@@ -169,6 +245,7 @@ fn lead(id: i64, numbers: &[&str]) -> Lead {
 fn progressive_pacing_dials_one_lead_per_free_agent() {
     let mut d = Dialer::new(
         weekdays_9_to_17(),
+        utc(),
         rules(3),
         (1..=5).map(|i| lead(i, &[&format!("55500{i}")])),
     );
@@ -191,7 +268,7 @@ fn progressive_pacing_dials_one_lead_per_free_agent() {
 
 #[test]
 fn nothing_is_dialled_outside_the_hours_and_the_timeout_says_when() {
-    let mut d = Dialer::new(weekdays_9_to_17(), rules(3), [lead(1, &["1"])]);
+    let mut d = Dialer::new(weekdays_9_to_17(), utc(), rules(3), [lead(1, &["1"])]);
     let evening = MONDAY + 18 * HOUR;
     assert!(d.plan(evening, &[7], |_| false).is_empty());
     assert_eq!(d.timeout(evening), Some(MONDAY + DAY + 9 * HOUR));
@@ -205,6 +282,7 @@ fn nothing_is_dialled_outside_the_hours_and_the_timeout_says_when() {
 fn preview_gives_an_agent_their_leads_and_checks_every_dial() {
     let mut d = Dialer::new(
         weekdays_9_to_17(),
+        utc(),
         rules(2),
         [lead(1, &["1"]), lead(2, &["2"]), lead(3, &["3"])],
     );
@@ -285,7 +363,7 @@ proptest! {
                 Lead { numbers: ns, ..lead(i as i64 + 1, &[]) }
             })
             .collect();
-        let mut d = Dialer::new(hours, retry, leads.clone());
+        let mut d = Dialer::new(hours, utc(), retry, leads.clone());
         let mut now = MONDAY + 8 * HOUR;
         let end = now + 60 * DAY;
         let mut rng = seed | 1;
@@ -314,7 +392,7 @@ proptest! {
             prop_assert!(dials.len() <= free.len(), "more dials than free agents");
             let mut used = BTreeSet::new();
             for dial in &dials {
-                prop_assert!(hours.is_open(now), "dialled outside the hours");
+                prop_assert!(hours.is_open(now, &utc()), "dialled outside the hours");
                 prop_assert!(free.contains(&dial.agent), "agent not free");
                 prop_assert!(used.insert(dial.agent), "agent twice at once");
                 prop_assert!(!in_flight.contains_key(&dial.lead), "lead twice at once");
@@ -413,7 +491,6 @@ pub(super) fn input(list_id: i64, group_id: i64) -> CampaignInput {
         weekdays: ["mon", "tue", "wed", "thu", "fri"]
             .map(String::from)
             .to_vec(),
-        utc_offset_min: 0,
         max_attempts: 2,
         busy_retry_s: 300,
         no_answer_retry_s: 600,

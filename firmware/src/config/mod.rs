@@ -598,6 +598,10 @@ pub struct TelephonyConfig {
     pub ring_timeout: Duration,
     /// Digits that seize an outside (FXO) line.
     pub outside_line_prefix: Option<DialString>,
+    /// The site's time zone (`time_zone`: an IANA name from the zoneinfo directory or
+    /// a POSIX TZ rule; UTC when unset), for campaign calling hours
+    /// ([`crate::site_time`]).
+    pub time_zone: crate::site_time::ZoneSpec,
 }
 
 impl TelephonyConfig {
@@ -1389,9 +1393,17 @@ impl Ctx<'_> {
                 }
             })
             .transpose()?;
+        let time_zone = match raw.time_zone {
+            None => crate::site_time::ZoneSpec::utc(),
+            Some(z) => {
+                crate::site_time::ZoneSpec::resolve(z.get_ref(), &crate::site_time::zoneinfo_dir())
+                    .map_err(|e| self.invalid(z.span(), "telephony.time_zone", e.to_string()))?
+            }
+        };
         Ok(TelephonyConfig {
             country,
             law,
+            time_zone,
             first_digit_timeout: self.timeout(
                 raw.first_digit_timeout_ms,
                 "telephony.first_digit_timeout_ms",

@@ -173,6 +173,7 @@ pub(super) struct RawTelephony {
     pub inter_digit_timeout_ms: Option<Spanned<i64>>,
     pub ring_timeout_ms: Option<Spanned<i64>>,
     pub outside_line_prefix: Option<Spanned<String>>,
+    pub time_zone: Option<Spanned<String>>,
 }
 
 /// One `[[extensions]]` entry.

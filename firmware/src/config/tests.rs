@@ -325,6 +325,26 @@ fn other_field_checks() {
 }
 
 #[test]
+fn the_site_time_zone_is_a_zone_name_or_a_posix_rule() {
+    let parse = |text: &str| Config::from_toml_str(text, Path::new(FILE)).expect("config");
+    assert_eq!(
+        parse("").telephony.time_zone,
+        crate::site_time::ZoneSpec::utc()
+    );
+    let c = parse("[telephony]\ntime_zone = \"Europe/Berlin\"\n");
+    assert_eq!(c.telephony.time_zone.spec, "Europe/Berlin");
+    assert!(c.telephony.time_zone.tzif.is_some());
+    let c = parse("[telephony]\ntime_zone = \"EST5EDT,M3.2.0,M11.1.0\"\n");
+    assert_eq!(c.telephony.time_zone.spec, "EST5EDT,M3.2.0,M11.1.0");
+    assert_eq!(c.telephony.time_zone.tzif, None);
+    for bad in ["Europe/Atlantis", "../../etc/shadow", "", "+01:00"] {
+        let e = error(&format!("[telephony]\ntime_zone = {bad:?}\n"));
+        assert_located(&e, 2, "telephony.time_zone");
+        assert!(e.contains("is not a time zone"), "{e}");
+    }
+}
+
+#[test]
 fn check_board_port_errors() {
     let config = Config::from_toml_str(
         &format!("{BASE}\n[[extensions]]\nnumber = \"103\"\nport = 9\n"),

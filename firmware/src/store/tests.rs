@@ -117,6 +117,7 @@ fn migrations_apply_and_reopen_is_idempotent() {
             "roles",
             "service_records",
             "site_numbering",
+            "site_time_zone",
             "sync_state",
             "user_roles",
             "users",

@@ -1721,7 +1721,7 @@ async fn leads_an_agent_takes_pop_on_their_desktop_masked_and_nowhere_else() {
         "name": "Winter", "list_id": list.id, "group_id": 7, "mode": "preview",
         "hours_start": "00:00", "hours_end": "24:00",
         "weekdays": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
-        "utc_offset_min": 0, "max_attempts": 2, "busy_retry_s": 60,
+        "max_attempts": 2, "busy_retry_s": 60,
         "no_answer_retry_s": 60, "failed_retry_s": 60, "ring_timeout_s": 20,
     }))
     .expect("input");

@@ -34,7 +34,6 @@ fn campaign(list_id: i64, group_id: i64) -> Value {
         "hours_start": "09:00",
         "hours_end": "17:00",
         "weekdays": ["mon", "tue", "wed", "thu", "fri"],
-        "utc_offset_min": 60,
         "max_attempts": 3,
         "busy_retry_s": 300,
         "no_answer_retry_s": 900,
@@ -206,6 +205,9 @@ async fn campaigns_end_to_end_through_the_api_with_permissions_masking_and_audit
     assert_eq!(c["state"], "draft");
     assert_eq!(c["weekdays"], json!(["mon", "tue", "wed", "thu", "fri"]));
     assert_eq!(c["caller_id"], "+49301234");
+    // The hours are on the site's clocks; no zone adopted in this store: UTC.
+    assert_eq!(c["time_zone"], "UTC");
+    assert!(c.get("utc_offset_min").is_none());
 
     // Members of the group see it; eve (not a member) and the technician do not.
     let r = env.get("/api/v1/campaigns", &oc).await;
