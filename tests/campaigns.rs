@@ -477,10 +477,10 @@ fn a_progressive_campaign_dials_for_free_agents_only_and_connects_answered_leads
     }
 }
 
-#[test]
-fn without_a_trunk_a_progressive_lead_is_dialled_on_a_pstn_line_and_connected_when_it_answers() {
-    let gw = Gateway::start();
-    let admin = create_admin(&gw, "admin1", ADMIN_PASSWORD);
+/// A running progressive campaign (one attempt per lead) over the leads of `csv`, for
+/// agent alice (100) logged in on phone 2, on a box without a trunk.
+fn pstn_campaign(gw: &Gateway, csv: &str) -> (Api, i64, branchline_board::sim::Phone) {
+    let admin = create_admin(gw, "admin1", ADMIN_PASSWORD);
     add_agent(&admin, "alice", "100", "4821");
     assert!(
         wait(SOON, || gw
@@ -508,13 +508,10 @@ fn without_a_trunk_a_progressive_lead_is_dialled_on_a_pstn_line_and_connected_wh
     let group = body["id"].as_i64().expect("group");
     let (_, body) = admin.post("/api/v1/lead-lists", json!({ "name": "Spring" }));
     let list = body["id"].as_i64().expect("list");
-    let (status, body) = admin.post_csv(
-        &format!("/api/v1/lead-lists/{list}/import"),
-        "name,numbers\nAnn,5550101\n",
-    );
+    let (status, body) = admin.post_csv(&format!("/api/v1/lead-lists/{list}/import"), csv);
     assert_eq!(status, 200, "{body}");
     let phone = gw.sim.phone(2);
-    assert!(login(&gw, &phone, "100", "4821"), "{}", gw.log_text());
+    assert!(login(gw, &phone, "100", "4821"), "{}", gw.log_text());
     let (status, body) = admin.post(
         "/api/v1/campaigns",
         json!({ "name": "Spring", "list_id": list, "group_id": group, "mode": "progressive",
@@ -527,18 +524,33 @@ fn without_a_trunk_a_progressive_lead_is_dialled_on_a_pstn_line_and_connected_wh
     let campaign = body["id"].as_i64().expect("campaign");
     let (status, body) = admin.post(&format!("/api/v1/campaigns/{campaign}/start"), json!({}));
     assert_eq!(status, 200, "{body}");
-    // The lead's number is dialled on an outside line; the agent's phone stays quiet
-    // until the far end answers.
+    (admin, campaign, phone)
+}
+
+/// The simulated PSTN line lead `number` was dialled on.
+fn line_dialled(gw: &Gateway, number: &str) -> branchline_board::sim::PstnLine {
     let (l5, l6) = (gw.sim.line(5), gw.sim.line(6));
     assert!(
-        wait(SOON, || l5.dialed() == "5550101"
-            || l6.dialed() == "5550101"),
+        wait(SOON, || l5.dialed() == number || l6.dialed() == number),
         "the lead is dialled on a line ({:?}, {:?})\n{}",
         l5.dialed(),
         l6.dialed(),
         gw.log_text()
     );
-    let line = if l5.dialed() == "5550101" { l5 } else { l6 };
+    if l5.dialed() == number {
+        l5
+    } else {
+        l6
+    }
+}
+
+#[test]
+fn without_a_trunk_a_progressive_lead_is_dialled_on_a_pstn_line_and_connected_when_it_answers() {
+    let gw = Gateway::start();
+    let (admin, campaign, phone) = pstn_campaign(&gw, "name,numbers\nAnn,5550101\n");
+    // The lead's number is dialled on an outside line; the agent's phone stays quiet
+    // until the far end answers.
+    let line = line_dialled(&gw, "5550101");
     std::thread::sleep(Duration::from_millis(300));
     assert!(!phone.is_ringing(), "no agent call before the lead answers");
     assert!(line.answer());
@@ -574,6 +586,56 @@ fn without_a_trunk_a_progressive_lead_is_dialled_on_a_pstn_line_and_connected_wh
     );
     let (_, body) = admin.get(&format!("/api/v1/campaigns/{campaign}/progress"));
     assert_eq!(body["progress"]["done"], json!({ "answered": 1 }), "{body}");
+}
+
+/// A PSTN lead whose line answers with busy tone (no polarity reversal: the exchange
+/// says "busy" only with tones) ends `busy` at once, the line released, the agent's
+/// phone never rung; with one attempt per lead it is done as `max_attempts`.
+#[test]
+fn a_busy_tone_on_the_pstn_line_ends_the_attempt_busy_without_waiting_for_the_ring_timeout() {
+    let gw = Gateway::start();
+    let (admin, campaign, phone) = pstn_campaign(&gw, "name,numbers\nBea,5550177\n");
+    let line = line_dialled(&gw, "5550177");
+    // The exchange's busy tone (US: 480 + 620 Hz, 0.5 s on, 0.5 s off).
+    let busy = line_proto::ToneSpec {
+        freq1_hz: 480,
+        freq2_hz: 620,
+        level_dbm0: -24,
+        cadence: line_proto::Cadence::from_pairs(&[(500, 500)]).expect("cadence"),
+    };
+    let started = Instant::now();
+    line.play_tone(busy);
+    assert!(
+        wait(SOON, || !line.is_seized()),
+        "the line is released on busy tone\n{}",
+        gw.log_text()
+    );
+    // Well within the campaign's 30 s ring timeout.
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(!phone.is_ringing());
+    let cdrs = gw.wait_cdrs(1);
+    let (outcome, call_id): (String, String) = gw
+        .db()
+        .query_row("SELECT outcome, call_id FROM lead_attempts", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .expect("the attempt");
+    assert_eq!(outcome, "busy");
+    let cdr = cdrs
+        .iter()
+        .find(|c| c.call_id == call_id)
+        .unwrap_or_else(|| panic!("no CDR for {call_id}: {cdrs:?}"));
+    assert_eq!(cdr.disposition.as_str(), "busy", "{cdr:?}");
+    let (_, body) = admin.get(&format!("/api/v1/campaigns/{campaign}/progress"));
+    assert_eq!(
+        body["progress"]["done"],
+        json!({ "max_attempts": 1 }),
+        "{body}"
+    );
 }
 
 /// `[telephony] time_zone` puts the calling hours on the branch's clocks: at UTC+05:30

@@ -99,6 +99,7 @@ use branchline_board::gpio::{CdevGpio, Gpio, Led, MemoryGpio};
 use branchline_board::link::{LineLink, LinkSender};
 use branchline_board::profile::{BoardProfile, UartPath};
 use branchline_board::sim::{serve_console, Simulator};
+use branchline_media::progress::{ProgressDetector, ProgressTone};
 use line_proto::{Body, Command, Event, Frame, BOARD_PORT, PROTOCOL_VERSION};
 use tokio::sync::mpsc;
 
@@ -863,6 +864,7 @@ async fn serve(
         prompts,
         country,
         dtmf_detectors: HashMap::new(),
+        progress_detectors: HashMap::new(),
         call_recorder,
         beeps: HashMap::new(),
         tap,
@@ -1714,6 +1716,9 @@ struct BoardLoop {
     /// PSTN lines whose audio is searched for in-band DTMF for call control
     /// (`Output::DetectDtmf`: a PSTN caller keying a survey score).
     dtmf_detectors: HashMap<u8, branchline_media::dtmf::InbandDetector>,
+    /// PSTN lines whose audio is searched for busy / congestion tones
+    /// (`Output::DetectProgress`: a campaign lead dialled on the line).
+    progress_detectors: HashMap<u8, ProgressDetector>,
     /// Starts and stops call recordings on bridges and CDRs (`None`: recording off).
     call_recorder: Option<crate::recorder::calls::CallRecorder>,
     /// Phones hearing the recording toggle code's confirmation beep, until when (the
@@ -1787,6 +1792,16 @@ impl BoardLoop {
                                 calls.handle_event(Instant::now(), frame.port, &Event::Digit(d));
                             }
                         }
+                    }
+                }
+                if let Some(det) = self.progress_detectors.get_mut(&frame.port) {
+                    let mut pcm = [0i16; line_proto::AUDIO_FRAME_LEN];
+                    audio.law.decode_block(&audio.samples, &mut pcm);
+                    det.process(&pcm);
+                    if let Some(tone) = det.poll_event() {
+                        tracing::info!(port = frame.port, ?tone, "call-progress tone on the line");
+                        self.progress_detectors.remove(&frame.port);
+                        calls.progress_tone(Instant::now(), frame.port, tone);
                     }
                 }
                 if self.conference_ports.contains(&frame.port) {
@@ -1975,6 +1990,23 @@ impl BoardLoop {
                 }
                 Output::DetectDtmf { port, on: false } => {
                     self.dtmf_detectors.remove(&port);
+                }
+                Output::DetectProgress { port, on: true } => {
+                    let tones = [
+                        (
+                            ProgressTone::Busy,
+                            self.country.tone(crate::tones::Tone::Busy),
+                        ),
+                        (
+                            ProgressTone::Congestion,
+                            self.country.tone(crate::tones::Tone::Congestion),
+                        ),
+                    ];
+                    self.progress_detectors
+                        .insert(port, ProgressDetector::new(&tones));
+                }
+                Output::DetectProgress { port, on: false } => {
+                    self.progress_detectors.remove(&port);
                 }
                 Output::Disconnect(a, b) => {
                     for (end, other) in [(a, b), (b, a)] {

@@ -1058,6 +1058,15 @@ impl PstnLine {
         inject_tone(&self.shared, self.port, freq_hz, amplitude);
     }
 
+    /// The exchange plays a call-progress tone down the line (busy, congestion,
+    /// ringback: the country's [`ToneSpec`] with its cadence) until the line is
+    /// released or something else is injected.
+    pub fn play_tone(&self, spec: ToneSpec) {
+        self.shared.with_port(self.port, |p| {
+            p.mic = Some(Mic::Tone(ToneGenerator::new(spec)))
+        });
+    }
+
     /// The far party presses `key` on a DTMF phone: the key's two tones at -10 dBm0
     /// for `ms`, then silence. False (nothing sent) for a key that is not on a DTMF
     /// keypad.

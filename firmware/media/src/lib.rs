@@ -13,6 +13,7 @@
 //!   digits, in-band DTMF detection (Goertzel) for FXO callers, and a DTMF tone
 //!   player for digits received towards phones.
 //! - [`fax`]: CED/CNG detection that switches a call to passthrough.
+//! - [`progress`]: busy and congestion tone detection on a PSTN line (cadence-matched).
 //! - [`mix`]: the N-party conference mixer (per-member "who hears whom": talker,
 //!   listener, whisperer) for meet-me rooms and supervisor listen / whisper / barge.
 //! - [`rtcp`]: SR/RR/BYE build and parse, the report schedule, RFC 3550 receiver
@@ -36,6 +37,7 @@ pub mod jitter;
 pub mod mix;
 pub mod plc;
 pub mod port;
+pub mod progress;
 pub mod relay;
 pub mod rtcp;
 pub mod rtp;

@@ -46,10 +46,16 @@
 //! released ([`crate::acd::Input::OutboundEnded`]) when the call is over, whatever
 //! its outcome.
 //!
+//! On an FXO line the exchange signals busy and congestion with tones only: while a
+//! lead rings there the board loop listens to the line for the country's busy and
+//! congestion tones ([`Output::DetectProgress`], [`branchline_media::progress`]:
+//! frequencies and cadence, about 2 s of tone); a busy tone ends the attempt `busy`
+//! (CDR busy, hung up by the callee), a congestion tone `failed` (CDR congestion), and
+//! the line is released at once instead of at the ring timeout.
+//!
 //! Limits: on an FXO line the answer is the polarity reversal, so a PSTN line that
 //! does not signal answer never connects (the attempt ends `no_answer` at the ring
-//! timeout), and a busy PSTN number is not told apart from no answer (no busy-tone
-//! detection). Toll rules are those of an outside call dialled on an FXS phone:
+//! timeout). Toll rules are those of an outside call dialled on an FXS phone:
 //! there are none today. A lead still ringing counts in
 //! [`CallControl::active_calls`] (a restart for an update waits for it) but is not in
 //! [`CallControl::snapshot`] (the web page's calls) until it answered.
@@ -62,6 +68,7 @@ use crate::cdr::{Direction, Disposition, HangupSide};
 use crate::prompts::{Playback, Sound};
 use crate::tones::Tone;
 
+use branchline_media::progress::ProgressTone;
 use line_proto::Command;
 
 use super::{
@@ -281,6 +288,40 @@ impl CallControl {
         self.cmd(line, dial);
         self.port_state(line, PortState::Calling);
         self.lead_lines.insert(line, lead);
+        // The exchange says "busy" or "congestion" only with tones.
+        self.outputs.push_back(Output::DetectProgress {
+            port: line,
+            on: true,
+        });
+    }
+
+    /// The lead ringing on FXO line `port`, no longer ringing: its tone detection off.
+    fn take_lead_line(&mut self, port: u8) -> Option<LeadLeg> {
+        let lead = self.lead_lines.remove(&port)?;
+        self.outputs
+            .push_back(Output::DetectProgress { port, on: false });
+        Some(lead)
+    }
+
+    /// The line of a lead still ringing on FXO `port` played a busy or congestion tone:
+    /// the line is released and the attempt ends `busy` (CDR busy) or `failed` (CDR
+    /// congestion). False when the line is not a ringing lead's.
+    pub(super) fn lead_line_progress(
+        &mut self,
+        now: Instant,
+        port: u8,
+        tone: ProgressTone,
+    ) -> bool {
+        let Some(lead) = self.take_lead_line(port) else {
+            return false;
+        };
+        self.release_lead_line(port);
+        let (disposition, side) = match tone {
+            ProgressTone::Busy => (Disposition::Busy, HangupSide::Callee),
+            ProgressTone::Congestion => (Disposition::Congestion, HangupSide::System),
+        };
+        self.lead_failed(now, None, lead, disposition, side);
+        true
     }
 
     /// The FXO line `port` of a lead still ringing, released (by call control).
@@ -295,7 +336,7 @@ impl CallControl {
     /// Polarity reversal on FXO `port`: a lead dialled there answered (true), or the
     /// line is not a lead's (false).
     pub(super) fn lead_line_reversal(&mut self, now: Instant, port: u8) -> bool {
-        let Some(lead) = self.lead_lines.remove(&port) else {
+        let Some(lead) = self.take_lead_line(port) else {
             return false;
         };
         self.port_state(port, PortState::Talking);
@@ -306,7 +347,7 @@ impl CallControl {
     /// FXO `port` faulted: a lead dialled there fails (true), or the line is not a
     /// lead's (false).
     pub(super) fn lead_line_fault(&mut self, now: Instant, port: u8) -> bool {
-        let Some(lead) = self.lead_lines.remove(&port) else {
+        let Some(lead) = self.take_lead_line(port) else {
             return false;
         };
         if let Some(f) = self.fxo.get_mut(&port) {
@@ -357,7 +398,7 @@ impl CallControl {
             .map(|(&port, _)| port)
             .collect();
         for port in due {
-            if let Some(lead) = self.lead_lines.remove(&port) {
+            if let Some(lead) = self.take_lead_line(port) {
                 self.release_lead_line(port);
                 self.lead_failed(now, None, lead, Disposition::NoAnswer, HangupSide::System);
             }
@@ -375,7 +416,10 @@ impl CallControl {
                 HangupSide::System,
             );
         }
-        for (port, lead) in std::mem::take(&mut self.lead_lines) {
+        for port in self.lead_lines.keys().copied().collect::<Vec<_>>() {
+            let Some(lead) = self.take_lead_line(port) else {
+                continue;
+            };
             self.release_lead_line(port);
             self.lead_failed(now, None, lead, Disposition::Congestion, HangupSide::System);
         }

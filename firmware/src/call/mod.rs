@@ -371,6 +371,15 @@ pub enum Output {
         /// Start (true) or stop.
         on: bool,
     },
+    /// Search (or stop searching) the audio from PSTN line `port` for the country's
+    /// busy and congestion tones ([`branchline_media::progress`]) and report one with
+    /// [`CallControl::progress_tone`] (a campaign lead dialled on the line).
+    DetectProgress {
+        /// The FXO port.
+        port: u8,
+        /// Start (true) or stop.
+        on: bool,
+    },
     /// An agent in wrap-up keyed disposition `digit` for their last call: store it
     /// (`cdr_dispositions`, the customer's type, the outbox) and answer with
     /// [`CallControl::disposition_stored`] and the same `check`.
@@ -1156,6 +1165,23 @@ impl CallControl {
         self.feature_legs_due(Some(now));
         self.vm_timeouts(now);
         self.flush_cdrs(|p| p.deadline <= now);
+    }
+
+    /// The board loop heard a busy or congestion tone on PSTN line `port`, whose audio
+    /// it was asked to search ([`Output::DetectProgress`]). Ignored when the line is no
+    /// longer a campaign lead's ringing line.
+    pub fn progress_tone(
+        &mut self,
+        now: Instant,
+        port: u8,
+        tone: branchline_media::progress::ProgressTone,
+    ) {
+        if self.shut_down {
+            return;
+        }
+        if !self.lead_line_progress(now, port, tone) {
+            tracing::debug!(port, ?tone, "call-progress tone on a line no lead rings on");
+        }
     }
 
     /// Handles one event from the line controller.

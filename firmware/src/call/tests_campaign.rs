@@ -338,6 +338,64 @@ fn without_a_usable_trunk_the_lead_is_dialled_on_an_fxo_line_and_connected_on_re
 }
 
 #[test]
+fn a_busy_or_congestion_tone_on_the_lead_line_ends_the_attempt_at_once() {
+    use branchline_media::progress::ProgressTone;
+    let mut h = two_agents();
+    h.cc.set_trunk_status(TrunkStatus::Unusable);
+    let id = h.campaign(5, "100", "0301234").expect("an attempt");
+    let out = h.take();
+    assert!(
+        out.contains(&Output::DetectProgress { port: 6, on: true }),
+        "the line is listened to while the lead rings: {out:?}"
+    );
+    // The exchange plays busy tone after 3 s: busy, the line released, the agent free.
+    h.advance(Duration::from_secs(3));
+    h.cc.progress_tone(h.now, 6, ProgressTone::Busy);
+    h.collect();
+    let out = h.take();
+    assert!(has_cmd(&out, 6, |c| *c == Command::FxoRelease), "{out:?}");
+    assert!(out.contains(&Output::DetectProgress { port: 6, on: false }));
+    assert_eq!(outcomes(&out), vec![(5, id.clone(), Outcome::Busy)]);
+    let cdr = &cdrs(&out)[0];
+    assert_eq!(
+        (cdr.call_id.as_str(), cdr.disposition),
+        (id.as_str(), Disposition::Busy)
+    );
+    assert_eq!(cdr.hangup_side, crate::cdr::HangupSide::Callee);
+    assert_eq!(
+        agent_states(&out),
+        vec![(agent("100"), AgentState::Available)]
+    );
+    // A late tone report for the released line changes nothing.
+    h.cc.progress_tone(h.now, 6, ProgressTone::Busy);
+    h.collect();
+    assert!(h.take().is_empty());
+
+    // Congestion: failed (retried after the failed-call spacing), CDR congestion.
+    let id = h.campaign(6, "100", "0305678").expect("an attempt");
+    h.take();
+    h.cc.progress_tone(h.now, 6, ProgressTone::Congestion);
+    h.collect();
+    let out = h.take();
+    assert!(has_cmd(&out, 6, |c| *c == Command::FxoRelease), "{out:?}");
+    assert_eq!(outcomes(&out), vec![(6, id, Outcome::Failed)]);
+    assert_eq!(cdrs(&out)[0].disposition, Disposition::Congestion);
+
+    // Answered lines stop listening: a tone in the conversation is just audio.
+    h.campaign(7, "100", "0309999").expect("an attempt");
+    h.take();
+    h.ev(6, Event::PolarityReversal);
+    let out = h.take();
+    assert!(
+        out.contains(&Output::DetectProgress { port: 6, on: false }),
+        "{out:?}"
+    );
+    h.cc.progress_tone(h.now, 6, ProgressTone::Busy);
+    h.collect();
+    assert!(outcomes(&h.take()).is_empty());
+}
+
+#[test]
 fn a_line_without_answer_is_released_at_the_ring_timeout_and_trunk_congestion_falls_back() {
     // Trunk congestion: the lead is dialled on the FXO line instead.
     let mut h = two_agents();
