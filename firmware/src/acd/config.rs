@@ -182,20 +182,47 @@ impl FromStr for TargetNumber {
 /// A VIP rule: a caller number (exact) or a prefix (written with a trailing `*`),
 /// digits with an optional leading `+`. Callers matching any rule of the queue wait
 /// ahead of all other callers.
+///
+/// A number is matched in all its forms once the rule knows the site's numbering plan
+/// ([`VipPattern::with_plan`], done when the call center is loaded from the store):
+/// the caller as presented against the rule as written, and the caller's canonical
+/// form ([`crate::numbers`]) against the rule's, so `030*` at a German site also makes
+/// `+4930…` and `004930…` callers VIPs, and `+4930555` matches `030555`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct VipPattern {
     digits: String,
     prefix: bool,
+    /// The rule in canonical form and the plan callers are canonicalised with.
+    canonical: Option<(String, crate::numbers::SitePlan)>,
 }
 
 impl VipPattern {
     /// Whether `caller` matches.
     pub fn matches(&self, caller: &str) -> bool {
-        if self.prefix {
-            caller.starts_with(&self.digits)
+        let hit = |pattern: &str, number: &str| {
+            if self.prefix {
+                number.starts_with(pattern)
+            } else {
+                number == pattern
+            }
+        };
+        hit(&self.digits, caller)
+            || self.canonical.as_ref().is_some_and(|(pattern, plan)| {
+                plan.canonical(caller)
+                    .is_ok_and(|number| hit(pattern, &number))
+            })
+    }
+
+    /// The rule, also matched in canonical form with `plan` (a prefix the plan cannot
+    /// place, such as a bare `00*`, stays as written only).
+    pub fn with_plan(mut self, plan: &crate::numbers::SitePlan) -> VipPattern {
+        let canonical = if self.prefix {
+            plan.canonical_prefix(&self.digits)
         } else {
-            caller == self.digits
-        }
+            plan.canonical(&self.digits).ok()
+        };
+        self.canonical = canonical.map(|c| (c, plan.clone()));
+        self
     }
 }
 
@@ -212,6 +239,7 @@ impl FromStr for VipPattern {
             Ok(VipPattern {
                 digits: body.to_owned(),
                 prefix,
+                canonical: None,
             })
         } else {
             Err(invalid(

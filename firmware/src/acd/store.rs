@@ -289,6 +289,9 @@ pub fn load_config(conn: &Connection, path: &Path) -> Result<AcdConfig, StoreErr
     for row in rows {
         vips.push(row.map_err(sql(path, "read queue VIPs"))?);
     }
+    // VIP callers are recognised in every form of their number (crate::numbers).
+    let plan =
+        crate::numbers::store::site_plan(conn).map_err(sql(path, "read the numbering plan"))?;
     for (queue_id, pattern) in vips {
         let Some(i) = queue_pos(queue_id) else {
             continue;
@@ -299,7 +302,10 @@ pub fn load_config(conn: &Connection, path: &Path) -> Result<AcdConfig, StoreErr
             key: format!("{queue_id}/{pattern}"),
         };
         let p: VipPattern = ctx.parse("pattern", &pattern)?;
-        queues[i].1.vip.push(p);
+        queues[i].1.vip.push(match &plan {
+            Some(plan) => p.with_plan(plan),
+            None => p,
+        });
     }
 
     let mut stmt = conn

@@ -45,7 +45,7 @@ pub const MAX_DIGITS: usize = 32;
 pub const MIN_NATIONAL_DIGITS: usize = 6;
 
 /// The parts of a site's numbering plan the canonical form needs.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct SitePlan {
     /// Country calling code without `+` (`49`).
     pub country_code: String,

@@ -635,6 +635,29 @@ fn config_errors_name_the_queue_and_field() {
     for bad in ["", "*", "+", "12*3", "abc"] {
         assert!(bad.parse::<VipPattern>().is_err(), "{bad:?}");
     }
+}
+
+#[test]
+fn vip_rules_match_a_number_in_all_its_forms_with_the_sites_plan() {
+    let de = crate::numbers::SitePlan::of_country(crate::tones::Country::De);
+    let vip = |s: &str| s.parse::<VipPattern>().expect("vip").with_plan(&de);
+    let exact = vip("+4930123456");
+    for form in ["+4930123456", "030123456", "004930123456", "030 123 456"] {
+        assert!(exact.matches(form), "{form}");
+    }
+    assert!(!exact.matches("030123457"));
+    let national = vip("0170*");
+    assert!(national.matches("+491701234567"));
+    assert!(national.matches("01701234567"));
+    assert!(!national.matches("+441701234567"), "another country");
+    // A bare international prefix cannot be placed: as written only.
+    let any_abroad = vip("00*");
+    assert!(any_abroad.matches("0044201234"));
+    assert!(!any_abroad.matches("+44201234"));
+    // Without a plan: as written.
+    let plain: VipPattern = "030*".parse().expect("vip");
+    assert!(plain.matches("030123"));
+    assert!(!plain.matches("+4930123"));
     assert!(SkillLevel::try_from(0).is_err());
     assert!(SkillLevel::try_from(11).is_err());
 }

@@ -103,6 +103,21 @@ fn a_queue_config_loads_from_the_store() {
         Some(OverflowTarget::Number("+4930123".parse().expect("number")))
     );
     assert!(sales.vip[0].matches("+4930555"));
+    // No numbering plan adopted yet: numbers only as written.
+    assert!(!sales.vip[0].matches("030555"));
+    // With the site's plan (a German site), every form of the number.
+    let de = crate::numbers::SitePlan::of_country(crate::tones::Country::De);
+    conn.execute(
+        "INSERT INTO site_numbering VALUES (1, ?1, ?2, ?3, 0)",
+        rusqlite::params![de.country_code, de.international_prefix, de.national_prefix],
+    )
+    .expect("plan");
+    let config = load_config(&conn, &path).expect("load");
+    let vip = &config.queues()[0].vip[0];
+    assert!(vip.matches("030555123"), "national form");
+    assert!(vip.matches("004930555123"), "international-prefix form");
+    assert!(!vip.matches("040555123"), "another city");
+    assert_eq!(vip.to_string(), "+4930*", "shown as written");
     // Position order; the disabled member is left out.
     assert_eq!(
         sales.members,
