@@ -110,22 +110,32 @@ impl Gateway {
 
     /// Like [`Gateway::start_with`] on another simulated board profile.
     pub fn start_on(profile_name: &str, plan: &str) -> Gateway {
-        Self::start_web(profile_name, plan, WEB_PLAIN)
+        Self::start_web(profile_name, plan, Some(WEB_PLAIN))
+    }
+
+    /// Like [`Gateway::start_with`] with no `[web]` section: the web page and API are
+    /// not served (the web benchmark's baseline).
+    #[allow(dead_code)]
+    pub fn start_without_web(plan: &str) -> Gateway {
+        Self::start_web("sim", plan, None)
     }
 
     /// Like [`Gateway::start_with`] with the web page's default `[web] https = "auto"`:
     /// HTTPS once the box holds its device certificate (web_https.rs).
     pub fn start_https(plan: &str) -> Gateway {
-        Self::start_web("sim", plan, "auto")
+        Self::start_web("sim", plan, Some("auto"))
     }
 
-    fn start_web(profile_name: &str, plan: &str, https: &str) -> Gateway {
+    fn start_web(profile_name: &str, plan: &str, https: Option<&str>) -> Gateway {
         let profile = BoardProfile::builtin(profile_name).expect("simulated profile");
         let simulator = Simulator::start(&profile, Law::Ulaw).expect("simulator starts");
         let sim = simulator.handle();
         let dir = tempfile::tempdir().expect("temp dir");
+        let web = https.map_or_else(String::new, |https| {
+            format!("[web]\nlisten = \"127.0.0.1:0\"\nhttps = {https:?}\n\n")
+        });
         let config = format!(
-            "[paths]\ndata_dir = {data:?}\n\n[board]\nprofile = {profile_name:?}\nuart = {tty:?}\n\n[web]\nlisten = \"127.0.0.1:0\"\nhttps = {https:?}\n\n[log]\nlevel = \"info,branchline_firmware=debug\"\n{plan}",
+            "[paths]\ndata_dir = {data:?}\n\n[board]\nprofile = {profile_name:?}\nuart = {tty:?}\n\n{web}[log]\nlevel = \"info,branchline_firmware=debug\"\n{plan}",
             data = dir.path().join("data"),
             tty = simulator.tty_path(),
         );

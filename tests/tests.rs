@@ -8,6 +8,7 @@
 //! loopback port.
 
 mod api_client;
+mod browser;
 mod fault_proxy;
 mod harness;
 

@@ -27,81 +27,22 @@
 //! `GET /api/v1/sip` and the `/sip` page show its contact, source address and expiry
 //! from the SIP endpoint.
 
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use fantoccini::{Client, ClientBuilder, Locator};
+use fantoccini::{Client, Locator};
 use serde_json::{json, Value};
 
 use crate::api_client::Api;
+use crate::browser::{browser, Driver};
 use crate::harness::{wait, Gateway, DIAL_PLAN, SOON};
 
-const CHROMIUM: &str = "/usr/bin/chromium";
-const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const PASSWORD: &str = "Field-tech-pass-2024";
 /// Generous bound for anything the page must show (only stops a hang; the suite also
 /// runs under qemu).
 const PAGE_WAIT: Duration = Duration::from_secs(60);
-
-/// `chromedriver` on a free loopback port, killed on drop.
-struct Driver {
-    child: Child,
-    url: String,
-}
-
-impl Driver {
-    fn start() -> Driver {
-        for bin in [CHROMIUM, CHROMEDRIVER] {
-            assert!(
-                Path::new(bin).exists(),
-                "{bin} is missing: `apt-get install chromium chromium-driver` (as .ci/run does)"
-            );
-        }
-        for _attempt in 0..5 {
-            let port = TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .expect("free port")
-                .port();
-            let mut child = Command::new(CHROMEDRIVER)
-                .arg(format!("--port={port}"))
-                .arg("--allowed-ips=127.0.0.1")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("chromedriver starts");
-            let url = format!("http://127.0.0.1:{port}");
-            let agent: ureq::Agent = ureq::Agent::config_builder()
-                .http_status_as_error(false)
-                .timeout_global(Some(Duration::from_secs(2)))
-                .build()
-                .into();
-            let ready = wait(SOON, || {
-                matches!(child.try_wait(), Ok(Some(_)))
-                    || agent
-                        .get(&format!("{url}/status"))
-                        .call()
-                        .is_ok_and(|r| r.status() == 200)
-            });
-            if ready && child.try_wait().ok().flatten().is_none() {
-                return Driver { child, url };
-            }
-            // The port was taken meanwhile (or the driver died): try another.
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        panic!("chromedriver did not start on a free port");
-    }
-}
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn screenshot_dir() -> PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -141,27 +82,7 @@ async fn wait_text(c: &Client, css: &str, want: impl Fn(&str) -> bool) -> String
 }
 
 async fn login(c: &Client, base: &str, username: &str) {
-    c.goto(&format!("{base}/dashboard")).await.expect("goto");
-    let url = c.current_url().await.expect("url");
-    assert_eq!(url.path(), "/login", "not logged in: {url}");
-    c.find(Locator::Css("#username"))
-        .await
-        .expect("username field")
-        .send_keys(username)
-        .await
-        .expect("type");
-    c.find(Locator::Css("#password"))
-        .await
-        .expect("password field")
-        .send_keys(PASSWORD)
-        .await
-        .expect("type");
-    c.find(Locator::Css("form.stack button[type=submit]"))
-        .await
-        .expect("login button")
-        .click()
-        .await
-        .expect("click");
+    crate::browser::login(c, base, username, PASSWORD).await;
 }
 
 async fn path_of(c: &Client) -> String {
@@ -181,29 +102,6 @@ async fn wait_path(c: &Client, want: &str) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!("never reached {want}: at {}", path_of(c).await);
-}
-
-async fn browser(driver: &Driver) -> Client {
-    let mut caps = serde_json::Map::new();
-    caps.insert(
-        "goog:chromeOptions".to_owned(),
-        json!({
-            "binary": CHROMIUM,
-            "args": [
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-dev-shm-usage",
-                "--window-size=1280,900",
-            ],
-        }),
-    );
-    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-        .capabilities(caps)
-        .connect(&driver.url)
-        .await
-        .expect("a chromium session through chromedriver")
 }
 
 #[test]
