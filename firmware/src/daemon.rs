@@ -313,6 +313,7 @@ async fn serve(
             customer_duplicates = adopted.customer_duplicates,
             lead_numbers = adopted.lead_numbers,
             lead_conflicts = adopted.lead_conflicts,
+            field_values = adopted.field_values,
             "numbering plan adopted; stored numbers rewritten to its canonical form"
         );
     }

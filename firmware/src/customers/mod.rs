@@ -15,8 +15,10 @@
 //!   and every lookup ([`lookup_by_number`], service records, dispositions, the
 //!   `number` filter) canonicalises the number it is given the same way, so a caller
 //!   ID or CDR number in any form meets the customer. A customer has 0 to
-//!   [`MAX_NUMBERS`] numbers. Phone-type custom fields are only cleaned
-//!   ([`normalize_number`]): they are shown, not matched.
+//!   [`MAX_NUMBERS`] numbers. Phone-type custom fields are stored in the same
+//!   canonical form ([`Schema::canonical_value`]), so a `field.<name>` filter finds a
+//!   number given in any form; they are shown and filtered, not used to recognise
+//!   callers.
 //! - **Types**: the site's customer types map a keypad digit 0-9 to a name (so at most
 //!   10; an agent keys the digit in wrap-up). A customer has one type or none.
 //! - **Custom fields** ([`FieldDef`]): at most [`MAX_FIELDS`] per site, each with a
@@ -99,7 +101,8 @@ pub enum FieldType {
     Text,
     /// A whole number (`i64`).
     Integer,
-    /// A phone number (normalised like a customer's numbers, and masked like them).
+    /// A phone number (in the canonical form of a customer's numbers, and masked like
+    /// them).
     Phone,
     /// `YYYY-MM-DD`.
     Date,
@@ -692,6 +695,17 @@ impl Schema {
             })
     }
 
+    /// A checked field value as stored: a phone number in the site's canonical form
+    /// (like a customer's numbers), anything else as it is.
+    pub fn canonical_value(&self, value: FieldValue) -> Result<FieldValue, String> {
+        match value {
+            FieldValue::Phone(p) => {
+                crate::numbers::canonical(self.plan.as_ref(), &p).map(FieldValue::Phone)
+            }
+            other => Ok(other),
+        }
+    }
+
     /// Checks a draft: the customer, or every problem naming its field (`name`,
     /// `numbers[i]`, `type`, `owner`, `owner_group`, `fields.<name>`).
     pub fn check(&self, draft: &Draft) -> Result<ValidCustomer, Vec<FieldProblem>> {
@@ -755,7 +769,10 @@ impl Schema {
                 .get(def.name.as_str())
                 .copied()
                 .unwrap_or(&RawValue::Absent);
-            match def.check(raw) {
+            match def
+                .check(raw)
+                .and_then(|v| v.map(|v| self.canonical_value(v)).transpose())
+            {
                 Ok(Some(v)) => {
                     fields.insert(def.name.clone(), v);
                 }

@@ -745,7 +745,10 @@ pub fn parse_filter(
                         let mut def = def.clone();
                         def.default = None;
                         def.required = true;
-                        match def.check(&RawValue::from_cell(v)) {
+                        match def
+                            .check(&RawValue::from_cell(v))
+                            .and_then(|v| v.map(|v| stored.schema.canonical_value(v)).transpose())
+                        {
                             Ok(Some(value)) => {
                                 let id = stored.field_ids[name];
                                 f.fields.extend(value.stored().into_iter().map(|s| (id, s)));

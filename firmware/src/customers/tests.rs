@@ -834,3 +834,75 @@ fn numbers_are_canonical_with_the_site_plan_and_found_from_any_form() {
         })
         .expect("transaction");
 }
+
+/// Phone-type custom fields are stored in the canonical form too: a filter in another
+/// form finds the customer, and adopting the plan rewrites values stored before it.
+#[test]
+fn phone_fields_are_canonical_and_filtered_in_any_form() {
+    let (_d, mut store) = open();
+    let de = crate::numbers::SitePlan::of_country(crate::tones::Country::De);
+    store
+        .transact("t", |tx, path| {
+            store::add_field(tx, path, &def("mobile", "phone", false, None, &[]), 1)?;
+            // Before any plan: cleaned only.
+            let s = store::schema(tx, path)?;
+            let early = store::insert_local(
+                tx,
+                path,
+                &s,
+                &valid(&s, "Early", &[], &[("mobile", "0170 1234567")]),
+                "ada",
+                2,
+            )?;
+            let row = store::get(tx, path, &s.schema, early)?.expect("row");
+            assert_eq!(
+                row.fields["mobile"],
+                FieldValue::Phone("01701234567".into())
+            );
+            // The plan arrives: the stored value is rewritten.
+            let adopted = crate::numbers::store::adopt(tx, path, &de, 3)?;
+            assert_eq!(adopted.field_values, 1);
+            let s = store::schema(tx, path)?;
+            let row = store::get(tx, path, &s.schema, early)?.expect("row");
+            assert_eq!(
+                row.fields["mobile"],
+                FieldValue::Phone("+491701234567".into())
+            );
+            let late = store::insert_local(
+                tx,
+                path,
+                &s,
+                &valid(&s, "Late", &[], &[("mobile", "0049 170 7654321")]),
+                "ada",
+                4,
+            )?;
+            let row = store::get(tx, path, &s.schema, late)?.expect("row");
+            assert_eq!(
+                row.fields["mobile"],
+                FieldValue::Phone("+491707654321".into())
+            );
+            for (form, want) in [
+                ("+49 170 1234567", early),
+                ("01701234567", early),
+                ("01707654321", late),
+            ] {
+                let pairs = vec![("field.mobile".to_owned(), form.to_owned())];
+                let (f, page) = store::parse_filter(tx, path, &s, &pairs)?;
+                let (rows, _) = store::list(tx, path, &s.schema, &f, &Visibility::All, page)?;
+                assert_eq!(
+                    rows.iter().map(|r| r.id).collect::<Vec<_>>(),
+                    [want],
+                    "{form}"
+                );
+            }
+            // A bad number is refused naming the field, nothing written.
+            let bad = s.schema.check(&Draft {
+                name: "Bad".into(),
+                fields: vec![("mobile".into(), text("call me"))],
+                ..Draft::default()
+            });
+            assert_eq!(bad.expect_err("bad")[0].field, "fields.mobile");
+            Ok(())
+        })
+        .expect("transaction");
+}

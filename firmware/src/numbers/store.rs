@@ -16,7 +16,8 @@
 //! What [`adopt`] rewrites: customers' numbers (a customer who held one number in two
 //! forms keeps it once) and leads' numbers (when a list holds a number in two forms on
 //! two leads, the second stays as written, so no lead loses its number; the import
-//! check refuses such duplicates from now on). Service records keep the number as the
+//! check refuses such duplicates from now on), and phone-type custom field values (a
+//! value a customer held in two forms is kept once). Service records keep the number as the
 //! call had it; blacklist patterns stay as written (they are canonicalised when the
 //! list is loaded, `crate::blacklist`).
 
@@ -70,6 +71,8 @@ pub struct Adopted {
     /// Lead numbers left as written because another lead of the list holds the
     /// canonical form.
     pub lead_conflicts: usize,
+    /// Phone-type custom field values rewritten.
+    pub field_values: usize,
 }
 
 /// Makes `plan` the site's, in the caller's transaction: when it differs from the
@@ -141,6 +144,33 @@ pub fn adopt(conn: &Connection, path: &Path, plan: &SitePlan, now_ms: i64) -> Re
         } else {
             done.lead_conflicts += 1;
         }
+    }
+    // Phone-type custom field values (crate::customers::Schema::canonical_value).
+    let rows: Vec<(i64, i64, String)> = conn
+        .prepare(
+            "SELECT v.customer_id, v.field_id, v.value FROM customer_field_values v
+               JOIN customer_fields f ON f.id = v.field_id WHERE f.type = 'phone'",
+        )
+        .and_then(|mut s| {
+            s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<rusqlite::Result<_>>()
+        })
+        .map_err(sql(path, "read phone field values"))?;
+    for (customer, field, value) in rows {
+        let Ok(canonical) = plan.canonical(&value) else {
+            continue;
+        };
+        if canonical == value {
+            continue;
+        }
+        // The key is (customer, field, value): a value held twice becomes one.
+        conn.execute(
+            "UPDATE OR REPLACE customer_field_values SET value = ?1
+              WHERE customer_id = ?2 AND field_id = ?3 AND value = ?4",
+            params![canonical, customer, field, value],
+        )
+        .map_err(sql(path, "rewrite a phone field value"))?;
+        done.field_values += 1;
     }
     conn.execute(
         "INSERT INTO site_numbering (only, country_code, international_prefix, national_prefix,
@@ -217,6 +247,7 @@ mod tests {
                 customer_duplicates: 1,
                 lead_numbers: 1,
                 lead_conflicts: 1,
+                field_values: 0,
             }
         );
         let stored = store
