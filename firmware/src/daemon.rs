@@ -740,7 +740,17 @@ async fn serve(
 
     // The web page's live status, published by the main loop (`web::status`), and
     // the SIP endpoint's registrations (it publishes them once it runs).
-    let (web_status, mut web_requests, web_handle) = web_status(&config, &profile, country);
+    let (mut web_status, mut web_requests, web_handle) = web_status(&config, &profile, country);
+    // The charts' histories (`web::history`), sampled while the web page is served;
+    // the line voltage chart wants a reading per sample.
+    web_status.read_lines_at_least_every(config.web.chart_sample);
+    let web_handle = web_handle.with_charts(crate::web::history::Charts::new(
+        crate::web::history::ChartHistories::new(
+            config.web.chart_sample,
+            config.web.call_sample,
+            system_clock_ms(),
+        ),
+    ));
     let sip_status = config.sip.as_ref().map(|_| {
         tokio::sync::watch::channel(Arc::new(crate::sip_endpoint::status::SipStatus::starting()))
     });
@@ -1461,10 +1471,19 @@ async fn start_web(
         config.privacy.mask_pattern,
         Arc::new(crate::store::system_clock_ms),
         sync,
-        Some(status),
+        Some(status.clone()),
     );
     let stop = tokio_util::sync::CancellationToken::new();
     let shutdown = stop.clone().cancelled_owned();
+    // The charts' sampler runs as long as the page is served.
+    if let Some(charts) = status.charts().cloned() {
+        let sampler = crate::web::history::ChartSampler {
+            charts,
+            status: status.clone(),
+            db_path: config.paths.db_path(),
+        };
+        tokio::spawn(sampler.run(stop.clone()));
+    }
     let https = state.https().clone();
     let router = crate::web::router(state);
     // HTTPS with the device certificate once enrolled (`web::tls`); plain HTTP when

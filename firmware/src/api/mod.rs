@@ -759,6 +759,30 @@ fn build(state: ApiState) -> (Router, Vec<(Method, &'static str)>) {
     route!(
         get,
         Method::GET,
+        "/api/v1/charts/calls-per-hour",
+        crate::web::calls_per_hour_json
+    );
+    route!(
+        get,
+        Method::GET,
+        "/api/v1/charts/line",
+        crate::web::line_json
+    );
+    route!(
+        get,
+        Method::GET,
+        "/api/v1/charts/call-quality",
+        crate::web::call_quality_json
+    );
+    route!(
+        get,
+        Method::GET,
+        "/api/v1/charts/sync-backlog",
+        crate::web::sync_backlog_json
+    );
+    route!(
+        get,
+        Method::GET,
         "/api/v1/events/status",
         crate::web::status_events
     );

@@ -476,13 +476,36 @@ impl Default for WanConfig {
 }
 
 /// `[web]`: the local HTTP API (`/api/v1`, see [`crate::api`]).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WebConfig {
     /// Address the API listens on (`listen = "127.0.0.1:8080"`; port 0 picks a free
     /// port, logged as `web api listening`). `None`: the API is not served.
     pub listen: Option<SocketAddr>,
     /// `https = "auto"` (the default) or `"off"`: see [`WebHttps`].
     pub https: WebHttps,
+    /// `chart_sample_seconds`: how often the line voltage and sync backlog charts take
+    /// a sample (and the lines are read at least this often); see
+    /// [`crate::web::history`].
+    pub chart_sample: Duration,
+    /// `call_sample_seconds`: how often the RTP jitter and loss of calls in progress
+    /// are sampled for the calls page's chart.
+    pub call_sample: Duration,
+}
+
+/// Default and range of `[web] chart_sample_seconds`.
+pub const CHART_SAMPLE_SECONDS: (i64, RangeInclusive<i64>) = (60, 1..=3600);
+/// Default and range of `[web] call_sample_seconds`.
+pub const CALL_SAMPLE_SECONDS: (i64, RangeInclusive<i64>) = (5, 1..=60);
+
+impl Default for WebConfig {
+    fn default() -> WebConfig {
+        WebConfig {
+            listen: None,
+            https: WebHttps::default(),
+            chart_sample: Duration::from_secs(CHART_SAMPLE_SECONDS.0.unsigned_abs()),
+            call_sample: Duration::from_secs(CALL_SAMPLE_SECONDS.0.unsigned_abs()),
+        }
+    }
 }
 
 /// Whether the web page switches to HTTPS once the box holds its device certificate
@@ -886,6 +909,22 @@ impl Ctx<'_> {
                     }
                 },
             },
+            chart_sample: Duration::from_secs(
+                self.ranged(
+                    raw.web.chart_sample_seconds,
+                    "web.chart_sample_seconds",
+                    CHART_SAMPLE_SECONDS,
+                )?
+                .unsigned_abs(),
+            ),
+            call_sample: Duration::from_secs(
+                self.ranged(
+                    raw.web.call_sample_seconds,
+                    "web.call_sample_seconds",
+                    CALL_SAMPLE_SECONDS,
+                )?
+                .unsigned_abs(),
+            ),
         };
         let hq = raw.hq.map(|h| self.hq(h)).transpose()?;
         let wan = self.wan(raw.wan)?;

@@ -104,6 +104,8 @@ pub(super) struct RawWan {
 pub(super) struct RawWeb {
     pub listen: Option<Spanned<String>>,
     pub https: Option<Spanned<String>>,
+    pub chart_sample_seconds: Option<Spanned<i64>>,
+    pub call_sample_seconds: Option<Spanned<i64>>,
 }
 
 /// `[auth]`

@@ -68,6 +68,14 @@ fn sim_example_loads() {
     let off = format!("[web]\nhttps = \"off\"\n{BASE}");
     let off = Config::from_toml_str(&off, Path::new(FILE)).expect("https = off loads");
     assert_eq!(off.web.https, WebHttps::Off);
+    assert_eq!(config.web.chart_sample, Duration::from_secs(60));
+    assert_eq!(config.web.call_sample, Duration::from_secs(5));
+    let fast = format!("[web]\nchart_sample_seconds = 2\ncall_sample_seconds = 1\n{BASE}");
+    let fast = Config::from_toml_str(&fast, Path::new(FILE)).expect("sampling loads");
+    assert_eq!(
+        (fast.web.chart_sample, fast.web.call_sample),
+        (Duration::from_secs(2), Duration::from_secs(1))
+    );
     assert_eq!(config.telephony.country, Some(Country::Us));
     assert_eq!(
         config.telephony.resolve(Country::De),
@@ -314,6 +322,11 @@ fn other_field_checks() {
     let e = error("[web]\nlisten = \"127.0.0.1:0\"\nhttps = \"on\"\n");
     assert_located(&e, 3, "web.https");
     assert!(e.contains("\"on\" is not \"auto\" or \"off\""), "{e}");
+    let e = error("[web]\nchart_sample_seconds = 0\n");
+    assert_located(&e, 2, "web.chart_sample_seconds");
+    assert!(e.contains("0 is out of range (1..=3600)"), "{e}");
+    let e = error("[web]\ncall_sample_seconds = 61\n");
+    assert_located(&e, 2, "web.call_sample_seconds");
     let e = error("[log]\nlevel = \"info,sip=loud\"\n");
     assert_located(&e, 2, "log.level");
     let e = error("[telephony]\noutside_line_prefix = \"900\"\n");

@@ -79,6 +79,9 @@
 //! by line).
 
 mod api_routes;
+mod chart_api;
+pub mod charts;
+pub mod history;
 mod pages;
 mod provisioning;
 pub mod status;
@@ -109,6 +112,7 @@ pub(crate) use api_routes::{
     active_calls_json, line_test_api, reboot_api, ring_test_api, sip_json, status_events,
     status_json,
 };
+pub(crate) use chart_api::{call_quality_json, calls_per_hour_json, line_json, sync_backlog_json};
 
 /// The one stylesheet, compiled in.
 pub const APP_CSS: &str = include_str!("app.css");

@@ -539,6 +539,8 @@ pub struct StatusHandle {
     tools: Option<crate::tools::Tools>,
     /// QR tokens and the claim QR (`None`: not offered, e.g. API-only tests).
     provisioning: Option<crate::provision::local::LocalProvisioning>,
+    /// The charts' histories (`None`: not sampled, e.g. API-only tests).
+    charts: Option<super::history::Charts>,
 }
 
 impl StatusHandle {
@@ -556,7 +558,20 @@ impl StatusHandle {
             events: None,
             tools: None,
             provisioning: None,
+            charts: None,
         }
+    }
+
+    /// The handle with the charts' histories ([`super::history::ChartSampler`] feeds
+    /// them).
+    pub fn with_charts(mut self, charts: super::history::Charts) -> StatusHandle {
+        self.charts = Some(charts);
+        self
+    }
+
+    /// The charts' histories (`None`: not sampled).
+    pub fn charts(&self) -> Option<&super::history::Charts> {
+        self.charts.as_ref()
     }
 
     /// The handle with the provisioning page's part of the daemon (state, claim QR,
@@ -743,6 +758,9 @@ pub struct StatusPublisher {
     changed: bool,
     /// When every port's line is read next.
     next_reading: Instant,
+    /// How often every port's line is read ([`LINE_READING_INTERVAL`] unless set
+    /// shorter for the line voltage chart).
+    reading_interval: Duration,
     /// Ring tests in progress: port -> when to stop.
     ring_tests: BTreeMap<u8, Instant>,
     /// Line tests in progress.
@@ -801,6 +819,7 @@ impl StatusPublisher {
                 tx,
                 changed: false,
                 next_reading: now,
+                reading_interval: LINE_READING_INTERVAL,
                 ring_tests: BTreeMap::new(),
                 line_tests: BTreeMap::new(),
                 line_test_id: 0,
@@ -808,6 +827,13 @@ impl StatusPublisher {
             },
             rx,
         )
+    }
+
+    /// Reads the lines every `interval` when that is shorter than
+    /// [`LINE_READING_INTERVAL`] (`[web] chart_sample_seconds`: the line voltage chart
+    /// takes one reading per sample).
+    pub fn read_lines_at_least_every(&mut self, interval: Duration) {
+        self.reading_interval = interval.clamp(Duration::from_secs(1), LINE_READING_INTERVAL);
     }
 
     /// The snapshot as it stands (published or not).
@@ -1095,7 +1121,7 @@ impl StatusPublisher {
             self.note(port, now_ms, "ring test ended".into());
         }
         if self.next_reading <= now {
-            self.next_reading = now + LINE_READING_INTERVAL;
+            self.next_reading = now + self.reading_interval;
             out.extend(
                 self.status
                     .ports

@@ -70,7 +70,7 @@ pub struct LegView {
     pub mos: Option<f64>,
 }
 
-fn via(p: CallParty) -> String {
+pub(crate) fn via(p: CallParty) -> String {
     match p {
         CallParty::Fxs(port) => format!("FXS port {port}"),
         CallParty::Fxo(port) => format!("FXO port {port} (PSTN)"),
