@@ -33,6 +33,10 @@ const LEFT: f64 = 58.0;
 const RIGHT: f64 = 14.0;
 const TOP: f64 = 40.0;
 const BOTTOM: f64 = 30.0;
+const LEGEND_PER_ROW: usize = 3;
+const LEGEND_ROW: f64 = 14.0;
+/// Series told apart by colour (`s0`..`s7` in `app.css`); more repeat them.
+const COLOURS: usize = 8;
 
 /// How the series are drawn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,7 +76,7 @@ pub struct Chart<'a> {
     pub span: (i64, i64),
     /// Whether the value axis starts at zero (counts, ages), else it fits the data.
     pub from_zero: bool,
-    /// The series (at most four are told apart by colour).
+    /// The series (eight are told apart by colour, three legend entries a row).
     pub series: Vec<Series<'a>>,
     /// What the empty chart says (e.g. "no data yet: the first sample comes a minute
     /// after the start").
@@ -215,7 +219,10 @@ pub fn render(chart: &Chart<'_>) -> Markup {
         .collect();
     let (from, to) = (chart.span.0, chart.span.1.max(chart.span.0 + 1));
     let plot_w = WIDTH - LEFT - RIGHT;
-    let plot_h = HEIGHT - TOP - BOTTOM;
+    // Three legend entries a row; more rows push the plot down.
+    let legend_rows = chart.series.len().div_ceil(LEGEND_PER_ROW).max(1);
+    let top = TOP + LEGEND_ROW * (legend_rows - 1) as f64;
+    let plot_h = HEIGHT - top - BOTTOM;
     let x = |t: i64| LEFT + (t - from) as f64 / (to - from) as f64 * plot_w;
     let empty = series.iter().all(Vec::is_empty);
     // The values the axis must hold: every sample, or the stacks' tops for bars.
@@ -233,7 +240,7 @@ pub fn render(chart: &Chart<'_>) -> Markup {
         hi = hi.max(0.0);
     }
     let (y_lo, y_hi, y_ticks) = value_ticks(lo, hi, 5);
-    let y = |v: f64| TOP + plot_h - (v - y_lo) / (y_hi - y_lo) * plot_h;
+    let y = |v: f64| top + plot_h - (v - y_lo) / (y_hi - y_lo) * plot_h;
     let (t_step, t_ticks) = time_ticks(from, to, 6);
     let view_box = format!("0 0 {WIDTH} {HEIGHT}");
     html! {
@@ -242,34 +249,35 @@ pub fn render(chart: &Chart<'_>) -> Markup {
             title { (chart.title) }
             text.chart-title x=(n(LEFT)) y="16" { (chart.title) }
             @for (i, s) in chart.series.iter().enumerate() {
-                @let lx = LEFT + 150.0 * i as f64;
-                rect class=(format!("swatch s{}", i % 4)) x=(n(lx)) y="24" width="10" height="10" {}
-                text.legend x=(n(lx + 14.0)) y="33" { (s.label) }
+                @let lx = LEFT + 170.0 * (i % LEGEND_PER_ROW) as f64;
+                @let ly = 24.0 + LEGEND_ROW * (i / LEGEND_PER_ROW) as f64;
+                rect class=(format!("swatch s{}", i % COLOURS)) x=(n(lx)) y=(n(ly)) width="10" height="10" {}
+                text.legend x=(n(lx + 14.0)) y=(n(ly + 9.0)) { (s.label) }
             }
             // Value axis: grid lines and labels, the unit on top of the labels.
-            text.unit x=(n(LEFT - 6.0)) y=(n(TOP - 6.0)) text-anchor="end" { (chart.unit) }
+            text.unit x=(n(LEFT - 6.0)) y=(n(top - 6.0)) text-anchor="end" { (chart.unit) }
             @for t in &y_ticks {
                 line.grid x1=(n(LEFT)) x2=(n(WIDTH - RIGHT)) y1=(n(y(*t))) y2=(n(y(*t))) {}
                 text.tick x=(n(LEFT - 6.0)) y=(n(y(*t) + 4.0)) text-anchor="end" { (value_label(*t)) }
             }
             // Time axis.
-            line.axis x1=(n(LEFT)) x2=(n(WIDTH - RIGHT)) y1=(n(TOP + plot_h)) y2=(n(TOP + plot_h)) {}
+            line.axis x1=(n(LEFT)) x2=(n(WIDTH - RIGHT)) y1=(n(top + plot_h)) y2=(n(top + plot_h)) {}
             @for t in &t_ticks {
-                line.axis x1=(n(x(*t))) x2=(n(x(*t))) y1=(n(TOP + plot_h)) y2=(n(TOP + plot_h + 4.0)) {}
+                line.axis x1=(n(x(*t))) x2=(n(x(*t))) y1=(n(top + plot_h)) y2=(n(top + plot_h + 4.0)) {}
                 text.tick x=(n(x(*t))) y=(n(HEIGHT - 12.0)) text-anchor="middle" { (time_label(*t, t_step)) }
             }
             text.tick x=(n(WIDTH - RIGHT)) y=(n(HEIGHT - 1.0)) text-anchor="end" { "UTC" }
             @if empty {
-                text.empty x=(n(LEFT + plot_w / 2.0)) y=(n(TOP + plot_h / 2.0)) text-anchor="middle" { (chart.empty) }
+                text.empty x=(n(LEFT + plot_w / 2.0)) y=(n(top + plot_h / 2.0)) text-anchor="middle" { (chart.empty) }
             } @else {
                 @match chart.kind {
                     Kind::Line { gap_ms } => {
                         @for (i, points) in series.iter().enumerate() {
                             @for run in runs(points, gap_ms) {
                                 @if run.len() == 1 {
-                                    circle class=(format!("dot s{}", i % 4)) cx=(n(x(run[0].0))) cy=(n(y(run[0].1))) r="2.5" {}
+                                    circle class=(format!("dot s{}", i % COLOURS)) cx=(n(x(run[0].0))) cy=(n(y(run[0].1))) r="2.5" {}
                                 } @else {
-                                    polyline class=(format!("series s{}", i % 4))
+                                    polyline class=(format!("series s{}", i % COLOURS))
                                         points=(run.iter().map(|&(t, v)| format!("{},{}", n(x(t)), n(y(v)))).collect::<Vec<_>>().join(" ")) {}
                                 }
                             }
@@ -280,7 +288,7 @@ pub fn render(chart: &Chart<'_>) -> Markup {
                         @for (i, points) in series.iter().enumerate() {
                             @for (t, base, v) in stacked(&series, i, points) {
                                 @if v > 0.0 {
-                                    rect class=(format!("bar s{}", i % 4))
+                                    rect class=(format!("bar s{}", i % COLOURS))
                                         x=(n(x(t) + bar_w * 0.125)) y=(n(y(base + v)))
                                         width=(n(bar_w)) height=(n((y(base) - y(base + v)).max(0.5))) {
                                         title { (time_label(t, 60_000)) " UTC: " (value_label(v)) " " (chart.unit) " " (chart.series[i].label) }
@@ -431,7 +439,19 @@ mod tests {
 
     #[test]
     fn points_map_onto_the_plot_area() {
-        let svg = line(vec![(0, -50.0), (3_600_000, -40.0)]);
+        let svg = render(&Chart {
+            title: "t",
+            unit: "V",
+            kind: Kind::Line { gap_ms: 3_600_000 },
+            span: (0, 3_600_000),
+            from_zero: false,
+            series: vec![Series {
+                label: "v",
+                points: vec![(0, -50.0), (3_600_000, -40.0)],
+            }],
+            empty: "",
+        })
+        .into_string();
         let at = svg.find("points=\"").expect("points") + 8;
         let pts: Vec<(f64, f64)> = svg[at..]
             .split('"')

@@ -80,6 +80,7 @@
 
 mod api_routes;
 mod chart_api;
+mod chart_pages;
 pub mod charts;
 pub mod history;
 mod pages;
@@ -536,7 +537,16 @@ async fn ports_page(
             .is_allowed()
         })
     });
-    pages::ports_page(&who, state.api.status(), may_operate, q.rang, q.tested)
+    let lines = chart_api::line_charts(&state.api, &who)
+        .await
+        .map_err(|e| e.message().to_owned());
+    pages::ports_page(
+        &who,
+        state.api.status(),
+        may_operate,
+        (q.rang, q.tested),
+        &lines,
+    )
 }
 
 /// The session (`diagnostics.operate`, the form's CSRF token) and port number of a
@@ -875,7 +885,15 @@ async fn calls_page(
     } else {
         pages::CdrList::Denied
     };
-    pages::calls_page(&who, active, cdrs, state.api.now())
+    let charts = pages::CallCharts {
+        quality: chart_api::quality_charts(&state.api, &who)
+            .await
+            .map_err(|e| e.message().to_owned()),
+        per_hour: chart_api::calls_per_hour(&state.api, &who)
+            .await
+            .map_err(|e| e.message().to_owned()),
+    };
+    pages::calls_page(&who, active, cdrs, &charts, state.api.now())
 }
 
 #[derive(Debug, Deserialize)]
@@ -908,7 +926,16 @@ async fn sync_page(
         .and_then(|reader| Ok(state.api.sync().report(&reader, state.api.now())?))
         .map_err(|e| e.message().to_owned());
     let may_force = may(&state, &who, Resource::Sync, Action::Operate, &Target::Site);
-    pages::sync_page(&who, report, may_force, q.forced.is_some(), state.api.now())
+    let backlog = chart_api::sync_charts(&state.api, &who)
+        .await
+        .map_err(|e| e.message().to_owned());
+    pages::sync_page(
+        &who,
+        report,
+        (may_force, q.forced.is_some()),
+        &backlog,
+        state.api.now(),
+    )
 }
 
 async fn sync_force_form(

@@ -522,8 +522,8 @@ pub(super) fn ports_page(
     who: &Authed,
     status: Option<&StatusHandle>,
     may_operate: bool,
-    rang: Option<u8>,
-    tested: Option<u8>,
+    (rang, tested): (Option<u8>, Option<u8>),
+    lines: &Result<super::chart_api::LineCharts, String>,
 ) -> Response {
     let snapshot = status.map(StatusHandle::current);
     let tested = tested.and_then(|port| {
@@ -603,6 +603,10 @@ pub(super) fn ports_page(
             }
             @if !may_operate {
                 p.muted { "Tests need the permission " code { "diagnostics.operate" } "." }
+            }
+            section.card.wide #line-history {
+                h2 { "Line history" }
+                (super::chart_pages::line_history(lines))
             }
         } @else { (not_running()) }
     };
@@ -1070,6 +1074,7 @@ pub(super) fn calls_page(
     who: &Authed,
     active: Result<(Vec<ActiveCallView>, Option<String>), String>,
     cdrs: CdrList,
+    charts: &CallCharts,
     now_ms: i64,
 ) -> Response {
     let body = html! {
@@ -1135,6 +1140,14 @@ pub(super) fn calls_page(
                 }
             }
         }
+        section.card.wide #call-quality {
+            h2 { "Call quality over time" }
+            (super::chart_pages::call_quality(&charts.quality))
+        }
+        section.card.wide #calls-per-hour {
+            h2 { "Calls per hour" }
+            (super::chart_pages::calls_per_hour(&charts.per_hour))
+        }
         section.card.wide #cdrs {
             h2 { "Recent calls" }
             @match &cdrs {
@@ -1172,6 +1185,15 @@ pub(super) fn calls_page(
     page(StatusCode::OK, layout("Calls", Some(who), "/calls", body))
 }
 
+/// The calls page's charts' numbers, or why they are missing.
+#[derive(Debug)]
+pub(super) struct CallCharts {
+    /// RTP jitter and loss over the calls.
+    pub quality: Result<super::chart_api::QualityCharts, String>,
+    /// Calls per UTC hour.
+    pub per_hour: Result<super::chart_api::CallsPerHour, String>,
+}
+
 /// A unit enum's serde name (`"no_answer"` -> `no answer`).
 fn serde_plain(v: &impl serde::Serialize) -> String {
     serde_json::to_value(v)
@@ -1184,8 +1206,8 @@ fn serde_plain(v: &impl serde::Serialize) -> String {
 pub(super) fn sync_page(
     who: &Authed,
     report: Result<SyncStatusReport, String>,
-    may_force: bool,
-    forced: bool,
+    (may_force, forced): (bool, bool),
+    backlog: &Result<super::chart_api::SyncCharts, String>,
     now_ms: i64,
 ) -> Response {
     let body = html! {
@@ -1263,6 +1285,10 @@ pub(super) fn sync_page(
                     }
                 }
             }
+        }
+        section.card.wide #backlog-history {
+            h2 { "Backlog over time" }
+            (super::chart_pages::sync_backlog(backlog))
         }
     };
     page(StatusCode::OK, layout("Sync", Some(who), "/sync", body))
