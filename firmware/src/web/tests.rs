@@ -57,6 +57,12 @@ struct Env {
     tools: crate::tools::ToolsSettings,
     /// The reboots the main loop's stand-in accepted (the calls each cut).
     reboots: Arc<Mutex<Vec<usize>>>,
+    /// The charts' histories (sampled every second when a test runs the sampler).
+    charts: super::history::Charts,
+    /// The status handle the router reads (for a test's own chart sampler).
+    status: StatusHandle,
+    /// The store's file.
+    db_path: std::path::PathBuf,
 }
 
 struct Reply {
@@ -260,16 +266,21 @@ async fn env() -> Env {
     };
     let tools = tools::settings(dir.path());
     let (probe_tx, probes) = mpsc::unbounded_channel();
+    let charts = super::history::Charts::new(super::history::ChartHistories::new(
+        std::time::Duration::from_secs(1),
+        std::time::Duration::from_secs(1),
+        system_clock_ms(),
+    ));
+    let status = StatusHandle::new(rx, control, info)
+        .with_events(events.feed())
+        .with_tools(crate::tools::Tools::new(tools.clone(), probe_tx, None))
+        .with_charts(charts.clone());
     let state = ApiState::with_status(
         accounts.clone(),
         MaskPattern::default(),
         Arc::new(system_clock_ms),
         SyncHandle::not_configured(),
-        Some(
-            StatusHandle::new(rx, control, info)
-                .with_events(events.feed())
-                .with_tools(crate::tools::Tools::new(tools.clone(), probe_tx, None)),
-        ),
+        Some(status.clone()),
     );
     for (name, role) in [
         ("tech", "technician"),
@@ -292,6 +303,7 @@ async fn env() -> Env {
             .await
             .expect("user");
     }
+    let db_path = dir.path().join("branchline.db");
     Env {
         _dir: dir,
         accounts,
@@ -303,6 +315,9 @@ async fn env() -> Env {
         probes,
         tools,
         reboots,
+        charts,
+        status,
+        db_path,
     }
 }
 
@@ -1688,6 +1703,7 @@ async fn click_to_call_rings_the_users_phone_needs_the_grant_and_is_audited() {
     );
 }
 
+mod charts;
 mod tools;
 
 #[tokio::test]

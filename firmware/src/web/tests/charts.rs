@@ -1,0 +1,351 @@
+//! The charts in-process: `/api/v1/charts/...` and the charts on the ports, calls
+//! and sync pages agree with the data fed into the histories and the store, follow
+//! the roles (an agent sees none; sync's needs `sync.view`), and the sampler fills
+//! the histories from the status, the main loop's stand-in and the store.
+
+use std::time::Duration;
+
+use super::*;
+use crate::call::{CallParty, CallSnapshot, LegId};
+use crate::cdr::Direction;
+use crate::media_engine::LegSnapshot;
+use crate::web::history::{ChartSampler, LINE_SAMPLES, SYNC_SAMPLES};
+use crate::web::status::LineReading;
+use branchline_media::rtcp::CallQuality;
+
+fn leg(id: u64, jitter_ms: f64, loss: f64) -> LegSnapshot {
+    LegSnapshot {
+        leg: LegId(id),
+        local: "192.0.2.1:10000".parse().expect("addr"),
+        remote: None,
+        bridged_to: None,
+        media: None,
+        packets_in: 100,
+        packets_out: 100,
+        invalid: 0,
+        foreign: 0,
+        dropped: 0,
+        rtcp_in: 0,
+        rtcp_out: 0,
+        remote_report: None,
+        quality: Some(CallQuality::estimate(
+            loss,
+            jitter_ms,
+            None,
+            Duration::from_millis(40),
+            true,
+        )),
+        jitter_buffer: None,
+        passthrough: false,
+    }
+}
+
+fn trunk_call(id: &str, started_at_ms: i64) -> CallSnapshot {
+    CallSnapshot {
+        call_id: id.into(),
+        direction: Direction::Inbound,
+        caller_number: "13812345678".into(),
+        callee_number: "101".into(),
+        caller: CallParty::Sip {
+            leg: LegId(7),
+            phone: false,
+        },
+        callee: Some(CallParty::Fxs(1)),
+        ringing: Vec::new(),
+        phase: "connected",
+        started_at_ms,
+        answered_at_ms: Some(started_at_ms),
+    }
+}
+
+/// A CDR row as the store task writes it (only the columns the chart reads matter).
+fn insert_cdr(db: &std::path::Path, call_id: &str, started_at_ms: i64, answered: bool) {
+    let conn = rusqlite::Connection::open(db).expect("db");
+    conn.busy_timeout(Duration::from_secs(5)).expect("timeout");
+    conn.execute(
+        "INSERT INTO cdrs (call_id, direction, caller, callee, started_at_ms, answered_at_ms,
+                           ended_at_ms, duration_ms, billable_ms, disposition, hangup_side)
+         VALUES (?1, 'inbound', '13812345678', '101', ?2, ?3, ?2 + 30000, 30000, 0, ?4, 'caller')",
+        (
+            call_id,
+            started_at_ms,
+            answered.then_some(started_at_ms + 5_000),
+            if answered { "answered" } else { "no_answer" },
+        ),
+    )
+    .expect("cdr row");
+}
+
+fn count(haystack: &str, needle: &str) -> usize {
+    haystack.matches(needle).count()
+}
+
+#[tokio::test]
+async fn charts_follow_the_roles_and_show_the_data_fed_in_on_pages_and_api() {
+    let env = env().await;
+    let tech = env.login("tech").await;
+    let agent = env.login("agent1").await;
+    env.custom_user("viewer", &[(Resource::Diagnostics, Action::View)])
+        .await;
+    let viewer = env.login("viewer").await;
+    let now = system_clock_ms();
+
+    // Nothing sampled yet: every chart says so, on the pages and in the API.
+    let r = env.get("/api/v1/charts/line", Some(&tech)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let v = r.json();
+    assert_eq!(v["capacity"], json!(LINE_SAMPLES));
+    assert_eq!(v["interval_ms"], json!(1000));
+    assert_eq!(v["ports"][0]["samples"], json!([]));
+    let page = env.get("/ports", Some(&tech)).await.text;
+    assert!(page.contains("<svg class=\"chart\""), "{page}");
+    assert!(page.contains("no data yet"), "{page}");
+    let page = env.get("/sync", Some(&tech)).await.text;
+    assert!(page.contains("Outbox backlog"), "{page}");
+    assert!(page.contains("no data yet"), "{page}");
+    let page = env.get("/calls", Some(&tech)).await.text;
+    assert!(page.contains("no call in the last 24 hours"), "{page}");
+    assert!(
+        page.contains("No call with RTP since branchd started"),
+        "{page}"
+    );
+
+    // Data: two readings of port 1, the outbox twice, a SIP call sampled three times
+    // and then ended, two CDRs this hour (one answered) and one two hours ago.
+    env.charts.with(|h| {
+        for (i, mv) in [-48_000, -47_500].into_iter().enumerate() {
+            let at_ms = now - 2_000 + i64::try_from(i).unwrap_or(0) * 1_000;
+            assert!(h.line.record(
+                1,
+                LineReading {
+                    millivolts: mv,
+                    microamps: 1_500,
+                    at_ms
+                }
+            ));
+        }
+        for (at, depth) in [(now - 2_000, 12), (now - 1_000, 5)] {
+            h.sync.record(
+                at,
+                &crate::sync::state::Backlog {
+                    depth,
+                    oldest_created_at_ms: Some(now - 180_000),
+                    last_seq: 20,
+                },
+            );
+        }
+        for (i, jitter) in [2.0, 9.5, 4.0].into_iter().enumerate() {
+            h.calls.record(
+                now - 10_000 + i64::try_from(i).unwrap_or(0) * 2_000,
+                &ActiveCalls {
+                    calls: vec![trunk_call("trunk-call-1", now - 12_000)],
+                    legs: Ok(vec![leg(7, jitter, 0.5)]),
+                },
+            );
+        }
+        h.calls.record(
+            now - 1_000,
+            &ActiveCalls {
+                calls: Vec::new(),
+                legs: Ok(Vec::new()),
+            },
+        );
+    });
+    let this_hour = now.div_euclid(3_600_000) * 3_600_000;
+    insert_cdr(&env.db_path, "c1", this_hour.max(now - 1_000), true);
+    insert_cdr(&env.db_path, "c2", this_hour.max(now - 2_000), false);
+    insert_cdr(&env.db_path, "c3", now - 2 * 3_600_000, true);
+
+    // Line history: the API has the readings as fed; the page draws them.
+    let v = env.get("/api/v1/charts/line", Some(&tech)).await.json();
+    assert_eq!(
+        v["ports"][0]["samples"],
+        json!([
+            {"at_ms": now - 2_000, "millivolts": -48_000, "microamps": 1_500},
+            {"at_ms": now - 1_000, "millivolts": -47_500, "microamps": 1_500},
+        ])
+    );
+    assert_eq!(v["ports"][2]["kind"], "fxo");
+    assert_eq!(v["ports"][2]["samples"], json!([]));
+    let page = env.get("/ports", Some(&viewer)).await;
+    assert_eq!(page.status, StatusCode::OK);
+    // One line per chart (voltage, loop current) for port 1; the others are empty.
+    assert_eq!(
+        count(&page.text, "<polyline class=\"series s0\""),
+        2,
+        "{}",
+        page.text
+    );
+    assert!(
+        page.text.contains(">-47.5<") || page.text.contains(">-48<"),
+        "{}",
+        page.text
+    );
+    assert!(page.text.contains("port 3 (FXO)"), "{}", page.text);
+
+    // Sync backlog: needs sync.view.
+    let r = env.get("/api/v1/charts/sync-backlog", Some(&tech)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let v = r.json();
+    assert_eq!(v["capacity"], json!(SYNC_SAMPLES));
+    assert_eq!(
+        v["samples"],
+        json!([
+            {"at_ms": now - 2_000, "depth": 12, "oldest_age_ms": 178_000},
+            {"at_ms": now - 1_000, "depth": 5, "oldest_age_ms": 179_000},
+        ])
+    );
+    let page = env.get("/sync", Some(&tech)).await.text;
+    assert_eq!(count(&page, "<polyline class=\"series s0\""), 2, "{page}");
+    let r = env.get("/api/v1/charts/sync-backlog", Some(&viewer)).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text);
+    assert!(r.text.contains("sync.view"), "{}", r.text);
+
+    // Call quality: the finished call's jitter as sampled, and drawn.
+    let v = env
+        .get("/api/v1/charts/call-quality", Some(&tech))
+        .await
+        .json();
+    let call = &v["calls"][0];
+    assert_eq!(call["call_id"], "trunk-call-1", "{v}");
+    assert_eq!(call["caller_via"], "SIP trunk");
+    assert_eq!(call["ended_at_ms"], json!(now - 1_000));
+    let jitters: Vec<f64> = call["samples"]
+        .as_array()
+        .expect("samples")
+        .iter()
+        .filter_map(|s| s["caller"]["jitter_ms"].as_f64())
+        .collect();
+    assert_eq!(jitters, vec![2.0, 9.5, 4.0]);
+    assert!(call["samples"][0]["callee"].is_null(), "FXS: no RTP");
+    let page = env.get("/calls", Some(&tech)).await.text;
+    assert!(page.contains("RTP jitter, call trunk-call-1"), "{page}");
+    assert!(page.contains("from the caller (SIP trunk)"), "{page}");
+    assert!(
+        !page.contains("13812345678"),
+        "no number in the charts: {page}"
+    );
+
+    // Calls per hour: the CDRs counted per UTC hour, as on the page.
+    let v = env
+        .get("/api/v1/charts/calls-per-hour", Some(&viewer))
+        .await
+        .json();
+    assert_eq!(v["timezone"], "UTC");
+    let hours = v["hours"].as_array().expect("hours");
+    assert_eq!(hours.len(), 24);
+    assert_eq!(hours[23]["hour_start_ms"], json!(this_hour));
+    assert_eq!(
+        (&hours[23]["answered"], &hours[23]["not_answered"]),
+        (&json!(1), &json!(1))
+    );
+    assert_eq!(
+        (&hours[21]["answered"], &hours[21]["not_answered"]),
+        (&json!(1), &json!(0))
+    );
+    let page = env.get("/calls", Some(&viewer)).await.text;
+    // Three non-zero bars: answered and not this hour, answered two hours ago.
+    assert_eq!(count(&page, "<rect class=\"bar "), 3, "{page}");
+    assert!(page.contains("3 calls from the call records"), "{page}");
+
+    // An agent sees no chart, on the API or the pages; denials are audited.
+    for uri in [
+        "/api/v1/charts/line",
+        "/api/v1/charts/call-quality",
+        "/api/v1/charts/calls-per-hour",
+        "/api/v1/charts/sync-backlog",
+    ] {
+        let r = env.get(uri, Some(&agent)).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{uri}: {}", r.text);
+        assert_eq!(
+            env.get(uri, None).await.status,
+            StatusCode::UNAUTHORIZED,
+            "{uri}"
+        );
+    }
+    for uri in ["/ports", "/calls", "/sync"] {
+        let r = env.get(uri, Some(&agent)).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{uri}");
+        assert!(!r.text.contains("<svg"), "{uri}: {}", r.text);
+    }
+    let audit = env.audit();
+    for target in ["line history", "sync backlog history"] {
+        assert!(
+            audit
+                .iter()
+                .any(|a| a.actor == "agent1" && a.result == "denied" && a.target == target),
+            "{target}"
+        );
+    }
+    // The sync page itself needs sync.view: the viewer gets the 403 page.
+    assert_eq!(
+        env.get("/sync", Some(&viewer)).await.status,
+        StatusCode::FORBIDDEN
+    );
+}
+
+#[tokio::test]
+async fn the_sampler_fills_the_histories_from_the_status_the_main_loop_and_the_store() {
+    let env = env().await;
+    let tech = env.login("tech").await;
+    // A reading of port 2 as the board reports it to the publisher.
+    {
+        let mut p = env.publisher.lock().expect("publisher");
+        p.on_event(
+            system_clock_ms(),
+            2,
+            &Event::LineReading {
+                millivolts: -46_250,
+                microamps: 0,
+            },
+        );
+        p.publish(system_clock_ms());
+    }
+    let stop = tokio_util::sync::CancellationToken::new();
+    let sampler = tokio::spawn(
+        ChartSampler {
+            charts: env.charts.clone(),
+            status: env.status.clone(),
+            db_path: env.db_path.clone(),
+        }
+        .run(stop.clone()),
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let (line, sync) = loop {
+        let line = env.get("/api/v1/charts/line", Some(&tech)).await.json();
+        let sync = env
+            .get("/api/v1/charts/sync-backlog", Some(&tech))
+            .await
+            .json();
+        let filled = line["ports"][1]["samples"]
+            .as_array()
+            .is_some_and(|s| !s.is_empty())
+            && sync["samples"].as_array().is_some_and(|s| s.len() >= 2);
+        if filled {
+            break (line, sync);
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not sampled: {line} {sync}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(line["ports"][1]["samples"][0]["millivolts"], -46_250);
+    assert_eq!(
+        line["ports"][0]["samples"],
+        json!([]),
+        "port 1 was never read"
+    );
+    // The outbox as the store has it (the users made above are queued for HQ).
+    let backlog = {
+        let reader = crate::store::Store::reader(&env.db_path).expect("reader");
+        crate::sync::state::backlog(reader.connection(), &env.db_path).expect("backlog")
+    };
+    let last = sync["samples"].as_array().and_then(|s| s.last()).cloned();
+    assert_eq!(last.map(|s| s["depth"].clone()), Some(json!(backlog.depth)));
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(5), sampler)
+        .await
+        .expect("the sampler stops when told")
+        .expect("no panic");
+}
