@@ -110,29 +110,43 @@ impl Gateway {
 
     /// Like [`Gateway::start_with`] on another simulated board profile.
     pub fn start_on(profile_name: &str, plan: &str) -> Gateway {
-        Self::start_web(profile_name, plan, Some(WEB_PLAIN))
+        Self::start_web(profile_name, plan, Some(WEB_PLAIN), "")
     }
 
     /// Like [`Gateway::start_with`] with no `[web]` section: the web page and API are
     /// not served (the web benchmark's baseline).
     #[allow(dead_code)]
     pub fn start_without_web(plan: &str) -> Gateway {
-        Self::start_web("sim", plan, None)
+        Self::start_web("sim", plan, None, "")
+    }
+
+    /// Like [`Gateway::start_with`] with the charts sampled every second (`[web]
+    /// chart_sample_seconds` and `call_sample_seconds`), so a test sees them fill.
+    #[allow(dead_code)]
+    pub fn start_charts(plan: &str) -> Gateway {
+        Self::start_web(
+            "sim",
+            plan,
+            Some(WEB_PLAIN),
+            "chart_sample_seconds = 1\ncall_sample_seconds = 1\n",
+        )
     }
 
     /// Like [`Gateway::start_with`] with the web page's default `[web] https = "auto"`:
     /// HTTPS once the box holds its device certificate (web_https.rs).
     pub fn start_https(plan: &str) -> Gateway {
-        Self::start_web("sim", plan, Some("auto"))
+        Self::start_web("sim", plan, Some("auto"), "")
     }
 
-    fn start_web(profile_name: &str, plan: &str, https: Option<&str>) -> Gateway {
+    /// `https`: `[web] https` (`None`: no `[web]` section); `web_extra`: more `[web]`
+    /// lines.
+    fn start_web(profile_name: &str, plan: &str, https: Option<&str>, web_extra: &str) -> Gateway {
         let profile = BoardProfile::builtin(profile_name).expect("simulated profile");
         let simulator = Simulator::start(&profile, Law::Ulaw).expect("simulator starts");
         let sim = simulator.handle();
         let dir = tempfile::tempdir().expect("temp dir");
         let web = https.map_or_else(String::new, |https| {
-            format!("[web]\nlisten = \"127.0.0.1:0\"\nhttps = {https:?}\n\n")
+            format!("[web]\nlisten = \"127.0.0.1:0\"\nhttps = {https:?}\n{web_extra}\n")
         });
         let config = format!(
             "[paths]\ndata_dir = {data:?}\n\n[board]\nprofile = {profile_name:?}\nuart = {tty:?}\n\n{web}[log]\nlevel = \"info,branchline_firmware=debug\"\n{plan}",

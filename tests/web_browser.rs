@@ -858,3 +858,155 @@ fn provisioning_page_shows_the_claim_qr_and_applies_a_pasted_token_after_confirm
     });
     assert!(gw.wait_log("provisioning bundle applied: branchd restarts", SOON));
 }
+
+/// Polls until an element matches `css` on the page (reloading it, as the charts are
+/// not live), or panics with the page.
+async fn wait_element(c: &Client, url: &str, css: &str) {
+    let deadline = Instant::now() + PAGE_WAIT;
+    loop {
+        c.goto(url).await.expect("goto");
+        if c.find(Locator::Css(css)).await.is_ok() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{css} never on {url}: {}",
+            c.source().await.unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// The charts with real data from the running daemon, sampled every second: a SIP
+/// phone (SIPp, RTP from its pcap) calls analog extension 101, the calls page draws
+/// the call's RTP jitter while it is up and after it ended, and the calls per hour
+/// from its CDR; the ports page draws port 1's line voltage and loop current (off the
+/// hook during the call); the sync page draws the outbox backlog. The API's numbers
+/// agree, and an agent gets none of them.
+#[test]
+fn charts_show_the_running_daemons_calls_lines_and_backlog() {
+    use crate::sip_calls::{call_args, free_port, register, sip_addr, sipp, wait_sipp, SIP_PLAN};
+    let gw = Gateway::start_charts(&format!("{DIAL_PLAN}\n{SIP_PLAN}"));
+    assert!(
+        gw.wait_log("sip endpoint listening", SOON),
+        "{}",
+        gw.log_text()
+    );
+    let addr = gw.web_addr();
+    let base = format!("http://{addr}");
+    add_user(&gw, "tech1", "technician");
+    add_user(&gw, "agent1", "agent");
+    let target = sip_addr(&gw);
+    let port = free_port();
+    register(&gw, "201", "desk-phone-pass-one", port);
+    let driver = Driver::start();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let c = browser(&driver).await;
+        login(&c, &base, "tech1").await;
+        wait_path(&c, "/dashboard").await;
+
+        // The SIP phone calls 101; the analog phone answers.
+        let call = sipp(
+            "uac_call.xml",
+            target,
+            port,
+            &call_args("101", "201", "desk-phone-pass-one", target)
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>(),
+        )
+        .spawn()
+        .expect("sipp starts");
+        let phone = gw.sim.phone(1);
+        assert!(
+            wait(SOON, || phone.is_ringing()),
+            "FXS 1 rings:\n{}",
+            gw.log_text()
+        );
+        phone.off_hook();
+        // RTP flows for about 4 s (then SIPp hangs up): the chart of the call in
+        // progress once it has a few samples.
+        tokio::time::sleep(Duration::from_millis(2_500)).await;
+        c.goto(&format!("{base}/calls")).await.expect("goto");
+        let active = c.source().await.expect("source");
+        assert!(active.contains("in progress</span>"), "{active}");
+        shot(&c, "40-charts-calls-active").await;
+        wait_sipp(call, "call (SIPp hangs up)", &gw);
+        phone.on_hook();
+
+        // After the call: its trace is kept, and its CDR is in the calls per hour.
+        wait_element(&c, &format!("{base}/calls"), "#calls-per-hour rect.bar").await;
+        let page = c.source().await.expect("source");
+        assert!(page.contains("Calls from the call records: 1,"), "{page}");
+        assert!(page.contains("ended "), "{page}");
+        assert!(page.contains("from the caller (SIP phone)"), "{page}");
+        c.find(Locator::Css("#call-quality svg.chart polyline"))
+            .await
+            .expect("the call's jitter drawn as a line");
+        shot(&c, "41-charts-calls").await;
+        let (api, _) = Api::login(addr, "tech1", PASSWORD);
+        let (status, quality) = api.get("/api/v1/charts/call-quality");
+        assert_eq!(status, 200, "{quality}");
+        let traced = &quality["calls"][0];
+        let id = traced["call_id"].as_str().expect("call id");
+        assert!(page.contains(&format!("RTP jitter, call {id}")), "{page}");
+        assert!(traced["ended_at_ms"].is_i64(), "{traced}");
+        let samples = traced["samples"].as_array().expect("samples");
+        assert!(
+            samples.iter().any(|s| s["caller"]["jitter_ms"].is_f64()),
+            "RTP from the SIP phone sampled: {traced}"
+        );
+        let (_, per_hour) = api.get("/api/v1/charts/calls-per-hour");
+        let answered: u64 = per_hour["hours"]
+            .as_array()
+            .expect("hours")
+            .iter()
+            .filter_map(|h| h["answered"].as_u64())
+            .sum();
+        assert_eq!(answered, 1, "{per_hour}");
+
+        // Ports: port 1's readings, on and off the hook.
+        wait_element(&c, &format!("{base}/ports"), "#line-history polyline.s0").await;
+        shot(&c, "42-charts-ports").await;
+        let (_, lines) = api.get("/api/v1/charts/line");
+        let port1 = lines["ports"][0]["samples"].as_array().expect("samples");
+        assert!(port1.len() >= 2, "{lines}");
+        assert!(
+            port1
+                .iter()
+                .any(|s| s["microamps"].as_u64() >= Some(10_000)),
+            "a reading off the hook: {lines}"
+        );
+        assert!(
+            port1.iter().any(|s| s["microamps"].as_u64() < Some(10_000)),
+            "a reading on the hook: {lines}"
+        );
+
+        // Sync: the outbox (users, audit rows, the CDR; no HQ configured) over time.
+        wait_element(&c, &format!("{base}/sync"), "#backlog-history polyline").await;
+        shot(&c, "43-charts-sync").await;
+        let (_, backlog) = api.get("/api/v1/charts/sync-backlog");
+        let last = backlog["samples"]
+            .as_array()
+            .and_then(|s| s.last())
+            .cloned()
+            .unwrap_or_default();
+        assert!(last["depth"].as_i64() > Some(0), "{backlog}");
+
+        // An agent gets none of the charts.
+        let (agent, _) = Api::login(addr, "agent1", PASSWORD);
+        for path in [
+            "/api/v1/charts/line",
+            "/api/v1/charts/call-quality",
+            "/api/v1/charts/calls-per-hour",
+            "/api/v1/charts/sync-backlog",
+        ] {
+            assert_eq!(agent.get(path).0, 403, "{path}");
+        }
+        c.close().await.expect("close");
+    });
+}

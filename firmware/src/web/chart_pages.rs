@@ -133,7 +133,7 @@ pub(super) fn calls_per_hour(per_hour: &Result<CallsPerHour, String>) -> Markup 
             empty: "no call in the last 24 hours",
         }))
         p.muted {
-            (total) " calls from the call records, by the UTC hour they started "
+            "Calls from the call records: " (total) ", by the UTC hour they started "
             "(the box has no site time zone yet). Numbers: " code { "GET /api/v1/charts/calls-per-hour" } "."
         }
     }

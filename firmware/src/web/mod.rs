@@ -63,6 +63,15 @@
 //! - **Live updates**: `app.js` opens an `EventSource` on `/api/v1/events/status` and
 //!   updates the elements marked `data-live`; without JS the pages are complete and a
 //!   reload shows the news (the SIP, calls and sync pages are not live: reload them).
+//! - **Charts** (issue 8): server-side SVG inline in the pages ([`charts`], drawn by
+//!   `chart_pages`, fed by [`history`]): calls per UTC hour of the last 24 from the
+//!   CDRs and the RTP jitter and loss of calls with a SIP leg (calls page), each
+//!   port's line voltage and loop current (ports page), the outbox backlog and its
+//!   oldest record's age (sync page). Their numbers are JSON under `/api/v1/charts`
+//!   (`chart_api`), checked like the page they are on. Sampling: line readings and
+//!   the outbox every `[web] chart_sample_seconds` (default 60, the last 1440), calls
+//!   every `[web] call_sample_seconds` (default 5; bounds in [`history`]); in memory
+//!   only, so a restart starts them empty.
 //! - HTML is written with `maud` (compile-time templates, escaping of every
 //!   interpolated value), not by hand: escaping is where hand-written HTML goes wrong.
 //!
@@ -74,8 +83,8 @@
 //! Limits: a session that must change its password gets the 403 page (there is no
 //! password page yet: use `POST /api/v1/me/password`); an open SSE stream is not
 //! ended by a logout elsewhere (it ends when the page closes); the calls page has no
-//! recordings and no CDR quality columns; there are no charts and no loopback/echo
-//! test yet; the tools page shows ping and traceroute output when they end (not line
+//! recordings and no CDR quality columns; there is no loopback/echo test yet; the
+//! charts are not live (reload the page); the tools page shows ping and traceroute output when they end (not line
 //! by line).
 
 mod api_routes;

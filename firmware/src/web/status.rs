@@ -1328,6 +1328,18 @@ mod tests {
     }
 
     #[test]
+    fn the_chart_sampling_may_read_the_lines_more_often_never_less() {
+        let (mut p, _rx, now) = publisher();
+        p.read_lines_at_least_every(Duration::from_secs(2));
+        assert_eq!(p.handle_timeout(now, 0).len(), 3);
+        assert_eq!(p.timeout(), now + Duration::from_secs(2));
+        let (mut p, _rx, now) = publisher();
+        p.read_lines_at_least_every(Duration::from_secs(3600));
+        let _ = p.handle_timeout(now, 0);
+        assert_eq!(p.timeout(), now + LINE_READING_INTERVAL);
+    }
+
+    #[test]
     fn hook_follows_events_and_loop_current_and_publishes_only_changes() {
         let (mut p, mut rx, _) = publisher();
         rx.mark_unchanged();
