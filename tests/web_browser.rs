@@ -859,6 +859,16 @@ fn provisioning_page_shows_the_claim_qr_and_applies_a_pasted_token_after_confirm
     assert!(gw.wait_log("provisioning bundle applied: branchd restarts", SOON));
 }
 
+/// Scrolls the element with id `id` into view (for the screenshot).
+async fn scroll_to(c: &Client, id: &str) {
+    c.execute(
+        "document.getElementById(arguments[0]).scrollIntoView();",
+        vec![json!(id)],
+    )
+    .await
+    .expect("scroll");
+}
+
 /// Polls until an element matches `css` on the page (reloading it, as the charts are
 /// not live), or panics with the page.
 async fn wait_element(c: &Client, url: &str, css: &str) {
@@ -940,6 +950,13 @@ fn charts_show_the_running_daemons_calls_lines_and_backlog() {
 
         // After the call: its trace is kept, and its CDR is in the calls per hour.
         wait_element(&c, &format!("{base}/calls"), "#calls-per-hour rect.bar").await;
+        // The trace ends at the next sample after the call (a second here).
+        wait_element(
+            &c,
+            &format!("{base}/calls"),
+            "#call-quality span.pill:not(.busy)",
+        )
+        .await;
         let page = c.source().await.expect("source");
         assert!(page.contains("Calls from the call records: 1,"), "{page}");
         assert!(page.contains("ended "), "{page}");
@@ -948,6 +965,8 @@ fn charts_show_the_running_daemons_calls_lines_and_backlog() {
             .await
             .expect("the call's jitter drawn as a line");
         shot(&c, "41-charts-calls").await;
+        scroll_to(&c, "calls-per-hour").await;
+        shot(&c, "42-charts-calls-per-hour").await;
         let (api, _) = Api::login(addr, "tech1", PASSWORD);
         let (status, quality) = api.get("/api/v1/charts/call-quality");
         assert_eq!(status, 200, "{quality}");
@@ -971,7 +990,8 @@ fn charts_show_the_running_daemons_calls_lines_and_backlog() {
 
         // Ports: port 1's readings, on and off the hook.
         wait_element(&c, &format!("{base}/ports"), "#line-history polyline.s0").await;
-        shot(&c, "42-charts-ports").await;
+        scroll_to(&c, "line-history").await;
+        shot(&c, "43-charts-ports").await;
         let (_, lines) = api.get("/api/v1/charts/line");
         let port1 = lines["ports"][0]["samples"].as_array().expect("samples");
         assert!(port1.len() >= 2, "{lines}");
@@ -988,7 +1008,8 @@ fn charts_show_the_running_daemons_calls_lines_and_backlog() {
 
         // Sync: the outbox (users, audit rows, the CDR; no HQ configured) over time.
         wait_element(&c, &format!("{base}/sync"), "#backlog-history polyline").await;
-        shot(&c, "43-charts-sync").await;
+        scroll_to(&c, "backlog-history").await;
+        shot(&c, "44-charts-sync").await;
         let (_, backlog) = api.get("/api/v1/charts/sync-backlog");
         let last = backlog["samples"]
             .as_array()

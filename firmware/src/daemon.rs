@@ -743,7 +743,7 @@ async fn serve(
     let (mut web_status, mut web_requests, web_handle) = web_status(&config, &profile, country);
     // The charts' histories (`web::history`), sampled while the web page is served;
     // the line voltage chart wants a reading per sample.
-    web_status.read_lines_at_least_every(config.web.chart_sample);
+    web_status.sample_lines_every(config.web.chart_sample);
     let web_handle = web_handle.with_charts(crate::web::history::Charts::new(
         crate::web::history::ChartHistories::new(
             config.web.chart_sample,
@@ -2547,6 +2547,9 @@ impl BoardLoop {
                     let legs = media.stats().await.map_err(|e| e.to_string());
                     let _ = reply.send(ActiveCalls { calls, legs });
                 });
+            }
+            ControlRequest::LineHistory { reply } => {
+                let _ = reply.send(self.web_status.line_history().clone());
             }
             ControlRequest::CallCenter { reply } => {
                 let status = calls.acd().map(|acd| {

@@ -127,6 +127,12 @@ fn live_status() -> crate::web::status::StatusHandle {
                 ControlRequest::RingTest { reply, .. } => {
                     let _ = reply.send(Err(RingTestError::Stopping));
                 }
+                // Charts are web::tests'; an empty history here.
+                ControlRequest::LineHistory { reply } => {
+                    let _ = reply.send(crate::web::history::LineHistory::new(
+                        crate::web::history::DEFAULT_LINE_SAMPLE,
+                    ));
+                }
                 ControlRequest::LineTest { reply, .. } => {
                     let _ = reply.send(Err(crate::web::status::LineTestError::Stopping));
                 }
@@ -175,7 +181,15 @@ fn live_status() -> crate::web::status::StatusHandle {
         sip_configured: false,
         sip_accounts: 0,
     };
-    StatusHandle::new(rx, control, info).with_sip(agents::sip_status())
+    StatusHandle::new(rx, control, info)
+        .with_sip(agents::sip_status())
+        .with_charts(crate::web::history::Charts::new(
+            crate::web::history::ChartHistories::new(
+                std::time::Duration::from_secs(60),
+                std::time::Duration::from_secs(5),
+                T0,
+            ),
+        ))
 }
 
 /// The call center the test main loop reports: queue `sales` (7001) with an outside

@@ -10,8 +10,8 @@
 //! - `GET /api/v1/charts/sync-backlog` (`sync.view`): the outbox's depth and oldest
 //!   row's age over time; the sync page.
 //!
-//! The histories are [`super::history`]'s; without a running daemon (no sampler) the
-//! three live ones answer 409.
+//! The histories are [`super::history`]'s (the line readings the status publisher's);
+//! without a running daemon the three live ones answer 409.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -134,28 +134,26 @@ pub(crate) async fn calls_per_hour(
 /// The line histories for `who` (`diagnostics.view`).
 pub(crate) async fn line_charts(state: &ApiState, who: &Authed) -> Result<LineCharts, ApiError> {
     require(state, who, Resource::Diagnostics, "line history").await?;
-    let charts = charts(state)?;
-    let ports = state
-        .status()
-        .map(|s| s.current())
-        .ok_or_else(not_sampled)?;
-    let (interval_ms, ports) = charts.with(|h| {
-        (
-            h.chart_interval_ms(),
-            ports
-                .ports
-                .iter()
-                .map(|p| PortLine {
-                    port: p.port,
-                    kind: p.kind,
-                    samples: h.line.samples(p.port),
-                })
-                .collect(),
+    let status = state.status().ok_or_else(not_sampled)?;
+    let history = status.line_history().await.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the daemon is stopping; try again when it is back",
         )
-    });
+    })?;
+    let ports = status
+        .current()
+        .ports
+        .iter()
+        .map(|p| PortLine {
+            port: p.port,
+            kind: p.kind,
+            samples: history.samples(p.port),
+        })
+        .collect();
     Ok(LineCharts {
         at_ms: state.now(),
-        interval_ms,
+        interval_ms: history.interval_ms(),
         capacity: LINE_SAMPLES,
         ports,
     })

@@ -238,6 +238,11 @@ pub fn render(chart: &Chart<'_>) -> Markup {
     if chart.from_zero {
         lo = lo.min(0.0);
         hi = hi.max(0.0);
+        if hi <= lo && lo == 0.0 {
+            // All zeros on an axis from zero (no loss, an empty outbox): 0..1, not
+            // a range around zero with negative ticks.
+            hi = 1.0;
+        }
     }
     let (y_lo, y_hi, y_ticks) = value_ticks(lo, hi, 5);
     let y = |v: f64| top + plot_h - (v - y_lo) / (y_hi - y_lo) * plot_h;
@@ -264,7 +269,10 @@ pub fn render(chart: &Chart<'_>) -> Markup {
             line.axis x1=(n(LEFT)) x2=(n(WIDTH - RIGHT)) y1=(n(top + plot_h)) y2=(n(top + plot_h)) {}
             @for t in &t_ticks {
                 line.axis x1=(n(x(*t))) x2=(n(x(*t))) y1=(n(top + plot_h)) y2=(n(top + plot_h + 4.0)) {}
-                text.tick x=(n(x(*t))) y=(n(HEIGHT - 12.0)) text-anchor="middle" { (time_label(*t, t_step)) }
+                // A label that would run off the right edge is left out (its tick stays).
+                @if x(*t) <= WIDTH - 28.0 {
+                    text.tick x=(n(x(*t))) y=(n(HEIGHT - 12.0)) text-anchor="middle" { (time_label(*t, t_step)) }
+                }
             }
             text.tick x=(n(WIDTH - RIGHT)) y=(n(HEIGHT - 1.0)) text-anchor="end" { "UTC" }
             @if empty {
@@ -536,5 +544,24 @@ mod tests {
         assert_eq!(svg.matches("<rect class=\"bar").count(), 3, "{svg}");
         assert!(svg.contains(">5</text>"), "{svg}");
         assert!(svg.contains("00:00 UTC: 2 calls not answered"), "{svg}");
+    }
+
+    #[test]
+    fn a_flat_zero_series_from_zero_has_no_negative_ticks() {
+        let svg = render(&Chart {
+            title: "RTP loss",
+            unit: "%",
+            kind: Kind::Line { gap_ms: 10_000 },
+            span: (0, 10_000),
+            from_zero: true,
+            series: vec![Series {
+                label: "loss",
+                points: vec![(0, 0.0), (5_000, 0.0)],
+            }],
+            empty: "",
+        })
+        .into_string();
+        assert!(!svg.contains(">-"), "{svg}");
+        assert!(svg.contains(">1</text>"), "{svg}");
     }
 }

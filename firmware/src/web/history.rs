@@ -5,7 +5,7 @@
 //! | chart | source | sampling | bound (memory at most) |
 //! | --- | --- | --- | --- |
 //! | calls per hour | the store's CDRs, read per request | UTC hours, the last 24 | none kept |
-//! | line voltage, loop current | each port's line readings ([`super::status`] reads the lines every 30 s, or every `[web] chart_sample_seconds` when shorter) | one reading per `chart_sample_seconds` (default 60 s) | [`LINE_SAMPLES`] per port: 24 h at the default, 16 B each, 23 KiB a port |
+//! | line voltage, loop current | every line reading the board answers, kept by the status publisher in the main loop ([`super::status`] reads the lines every 30 s, or every `[web] chart_sample_seconds` when shorter); the web side asks for them ([`StatusHandle::line_history`]) | one reading per `chart_sample_seconds` (default 60 s) | [`LINE_SAMPLES`] per port: 24 h at the default, 16 B each, 23 KiB a port |
 //! | RTP jitter and loss | the media engine's per-leg statistics of the calls in progress | every `[web] call_sample_seconds` (default 5 s) | [`CALL_SAMPLES`] per call (a longer call halves its resolution instead of losing its start), [`TRACKED_CALLS`] calls in progress and the last [`FINISHED_CALLS`] finished: 32 B a sample, 500 KiB in all |
 //! | sync backlog | the outbox's depth and oldest row ([`crate::sync::state::backlog`]) | every `chart_sample_seconds` | [`SYNC_SAMPLES`]: 24 h at the default, 24 B each, 35 KiB |
 //!
@@ -25,6 +25,8 @@ use crate::call::CallParty;
 use crate::error::{Error, Result};
 use crate::store::system_clock_ms;
 
+/// How often a line reading is kept without `[web] chart_sample_seconds`.
+pub const DEFAULT_LINE_SAMPLE: Duration = Duration::from_secs(60);
 /// Line samples kept per port (24 h at one a minute).
 pub const LINE_SAMPLES: usize = 1440;
 /// Sync backlog samples kept (24 h at one a minute).
@@ -98,6 +100,11 @@ impl LineHistory {
             microamps: reading.microamps,
         });
         true
+    }
+
+    /// One reading is kept per this many ms.
+    pub fn interval_ms(&self) -> i64 {
+        self.interval_ms
     }
 
     /// The kept samples of `port`, oldest first.
@@ -309,11 +316,10 @@ impl SyncHistory {
     }
 }
 
-/// Every history, and when each is sampled next.
+/// The sampled histories (the line readings are the status publisher's: every
+/// reading reaches it), and when each is sampled next.
 #[derive(Debug, Clone)]
 pub struct ChartHistories {
-    /// Line readings per port.
-    pub line: LineHistory,
     /// RTP quality per call.
     pub calls: CallQualityHistory,
     /// The outbox.
@@ -327,18 +333,17 @@ pub struct ChartHistories {
 /// Which samples are due ([`ChartHistories::due`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Due {
-    /// The line readings and the outbox.
+    /// The outbox.
     pub chart: bool,
     /// The calls' RTP.
     pub calls: bool,
 }
 
 impl ChartHistories {
-    /// Empty histories sampling the lines and the outbox every `chart`, the calls
-    /// every `call`; the first samples are due at `now_ms`.
+    /// Empty histories sampling the outbox every `chart`, the calls every `call`;
+    /// the first samples are due at `now_ms`.
     pub fn new(chart: Duration, call: Duration, now_ms: i64) -> ChartHistories {
         ChartHistories {
-            line: LineHistory::new(chart),
             calls: CallQualityHistory::new(call),
             sync: SyncHistory::default(),
             chart_interval_ms: ms(chart).max(1),
@@ -348,7 +353,7 @@ impl ChartHistories {
         }
     }
 
-    /// How often the lines and the outbox are sampled, ms.
+    /// How often the outbox is sampled, ms.
     pub fn chart_interval_ms(&self) -> i64 {
         self.chart_interval_ms
     }
@@ -400,9 +405,9 @@ impl Charts {
     }
 }
 
-/// The task that samples the daemon into [`Charts`]: the ports' line readings from
-/// the published status, the calls in progress from the main loop
-/// ([`StatusHandle::active_calls`]) and the outbox from the store, each when due.
+/// The task that samples the daemon into [`Charts`]: the calls in progress from the
+/// main loop ([`StatusHandle::active_calls`]) and the outbox from the store, each
+/// when due.
 #[derive(Debug)]
 pub struct ChartSampler {
     /// Where the samples go.
@@ -435,14 +440,6 @@ impl ChartSampler {
                 self.charts.with(|h| h.calls.record(now, &active));
             }
             if due.chart {
-                let ports = self.status.current();
-                self.charts.with(|h| {
-                    for p in &ports.ports {
-                        if let Some(reading) = p.line {
-                            h.line.record(p.port, reading);
-                        }
-                    }
-                });
                 let path = self.db_path.clone();
                 match tokio::task::spawn_blocking(move || outbox_backlog(&path)).await {
                     Ok(Ok(backlog)) => {

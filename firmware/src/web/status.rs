@@ -480,6 +480,11 @@ pub enum ControlRequest {
         /// The run's number, or why it did not start.
         reply: oneshot::Sender<Result<u64, LineTestError>>,
     },
+    /// The line voltage chart's readings ([`StatusPublisher::line_history`]).
+    LineHistory {
+        /// The answer.
+        reply: oneshot::Sender<super::history::LineHistory>,
+    },
     /// Ring an idle FXS phone for [`RING_TEST_DURATION`].
     RingTest {
         /// The port.
@@ -680,6 +685,16 @@ impl StatusHandle {
         answer.await.map_err(|_| AgentDeskError::Stopping)
     }
 
+    /// Asks the main loop for the line voltage chart's readings (`None`: the daemon
+    /// is stopping).
+    pub async fn line_history(&self) -> Option<super::history::LineHistory> {
+        let (reply, answer) = oneshot::channel();
+        self.control
+            .send(ControlRequest::LineHistory { reply })
+            .ok()?;
+        answer.await.ok()
+    }
+
     /// Asks the main loop for the calls in progress (`None`: the daemon is stopping).
     pub async fn active_calls(&self) -> Option<ActiveCalls> {
         let (reply, answer) = oneshot::channel();
@@ -761,6 +776,8 @@ pub struct StatusPublisher {
     /// How often every port's line is read ([`LINE_READING_INTERVAL`] unless set
     /// shorter for the line voltage chart).
     reading_interval: Duration,
+    /// The line voltage chart's readings ([`super::history`]).
+    line_history: super::history::LineHistory,
     /// Ring tests in progress: port -> when to stop.
     ring_tests: BTreeMap<u8, Instant>,
     /// Line tests in progress.
@@ -820,6 +837,7 @@ impl StatusPublisher {
                 changed: false,
                 next_reading: now,
                 reading_interval: LINE_READING_INTERVAL,
+                line_history: super::history::LineHistory::new(super::history::DEFAULT_LINE_SAMPLE),
                 ring_tests: BTreeMap::new(),
                 line_tests: BTreeMap::new(),
                 line_test_id: 0,
@@ -829,11 +847,17 @@ impl StatusPublisher {
         )
     }
 
-    /// Reads the lines every `interval` when that is shorter than
-    /// [`LINE_READING_INTERVAL`] (`[web] chart_sample_seconds`: the line voltage chart
-    /// takes one reading per sample).
-    pub fn read_lines_at_least_every(&mut self, interval: Duration) {
+    /// Keeps one line reading per `interval` for the line voltage chart (`[web]
+    /// chart_sample_seconds`), and reads the lines that often when it is shorter than
+    /// [`LINE_READING_INTERVAL`]. The readings kept so far are dropped.
+    pub fn sample_lines_every(&mut self, interval: Duration) {
         self.reading_interval = interval.clamp(Duration::from_secs(1), LINE_READING_INTERVAL);
+        self.line_history = super::history::LineHistory::new(interval);
+    }
+
+    /// The line voltage chart's readings.
+    pub fn line_history(&self) -> &super::history::LineHistory {
+        &self.line_history
     }
 
     /// The snapshot as it stands (published or not).
@@ -896,13 +920,17 @@ impl StatusPublisher {
                 microamps,
             } => {
                 let kind = self.port_mut(port).map(|p| p.kind);
+                let reading = LineReading {
+                    millivolts: *millivolts,
+                    microamps: *microamps,
+                    at_ms: now_ms,
+                };
+                if kind.is_some() {
+                    self.line_history.record(port, reading);
+                }
                 if let Some(p) = self.port_mut(port) {
                     let old = p.line;
-                    p.line = Some(LineReading {
-                        millivolts: *millivolts,
-                        microamps: *microamps,
-                        at_ms: now_ms,
-                    });
+                    p.line = Some(reading);
                     // Only a changed value is news for the watchers.
                     if old.map(|l| (l.millivolts, l.microamps)) != Some((*millivolts, *microamps)) {
                         self.changed = true;
@@ -1330,13 +1358,42 @@ mod tests {
     #[test]
     fn the_chart_sampling_may_read_the_lines_more_often_never_less() {
         let (mut p, _rx, now) = publisher();
-        p.read_lines_at_least_every(Duration::from_secs(2));
+        p.sample_lines_every(Duration::from_secs(2));
         assert_eq!(p.handle_timeout(now, 0).len(), 3);
         assert_eq!(p.timeout(), now + Duration::from_secs(2));
         let (mut p, _rx, now) = publisher();
-        p.read_lines_at_least_every(Duration::from_secs(3600));
+        p.sample_lines_every(Duration::from_secs(3600));
         let _ = p.handle_timeout(now, 0);
         assert_eq!(p.timeout(), now + LINE_READING_INTERVAL);
+    }
+
+    #[test]
+    fn every_reading_feeds_the_line_history_even_when_unchanged() {
+        let (mut p, mut rx, _) = publisher();
+        p.sample_lines_every(Duration::from_secs(1));
+        let reading = Event::LineReading {
+            millivolts: -48_000,
+            microamps: 0,
+        };
+        for t in [1_000, 2_000, 3_000] {
+            p.on_event(t, 1, &reading);
+            p.publish(t);
+        }
+        // An unchanged reading is no news for the watchers, but the chart keeps it.
+        rx.mark_unchanged();
+        p.on_event(4_000, 1, &reading);
+        p.publish(4_000);
+        assert!(!rx.has_changed().unwrap_or(true));
+        let kept: Vec<i64> = p
+            .line_history()
+            .samples(1)
+            .iter()
+            .map(|s| s.at_ms)
+            .collect();
+        assert_eq!(kept, vec![1_000, 2_000, 3_000, 4_000]);
+        // Not a port of this board: nothing kept.
+        p.on_event(5_000, 9, &reading);
+        assert!(p.line_history().samples(9).is_empty());
     }
 
     #[test]

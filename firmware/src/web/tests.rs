@@ -146,6 +146,9 @@ async fn env() -> Env {
         Instant::now(),
         system_clock_ms(),
     );
+    let mut publisher = publisher;
+    // The line chart keeps a reading a second (as `[web] chart_sample_seconds = 1`).
+    publisher.sample_lines_every(std::time::Duration::from_secs(1));
     let publisher = Arc::new(Mutex::new(publisher));
     let calls = Arc::new(Mutex::new(call_control()));
     let (frames, _frames_rx) = mpsc::unbounded_channel();
@@ -248,6 +251,10 @@ async fn env() -> Env {
                             system_clock_ms(),
                         )
                     }));
+                }
+                ControlRequest::LineHistory { reply } => {
+                    let history = p.lock().expect("publisher").line_history().clone();
+                    let _ = reply.send(history);
                 }
                 ControlRequest::Calls { reply } => {
                     let calls = c.lock().expect("calls").snapshot();

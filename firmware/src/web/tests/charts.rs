@@ -10,7 +10,6 @@ use crate::call::{CallParty, CallSnapshot, LegId};
 use crate::cdr::Direction;
 use crate::media_engine::LegSnapshot;
 use crate::web::history::{ChartSampler, LINE_SAMPLES, SYNC_SAMPLES};
-use crate::web::status::LineReading;
 use branchline_media::rtcp::CallQuality;
 
 fn leg(id: u64, jitter_ms: f64, loss: f64) -> LegSnapshot {
@@ -112,18 +111,22 @@ async fn charts_follow_the_roles_and_show_the_data_fed_in_on_pages_and_api() {
 
     // Data: two readings of port 1, the outbox twice, a SIP call sampled three times
     // and then ended, two CDRs this hour (one answered) and one two hours ago.
-    env.charts.with(|h| {
-        for (i, mv) in [-48_000, -47_500].into_iter().enumerate() {
-            let at_ms = now - 2_000 + i64::try_from(i).unwrap_or(0) * 1_000;
-            assert!(h.line.record(
+    {
+        // Two readings of port 1 as the board reports them.
+        let mut p = env.publisher.lock().expect("publisher");
+        for (at_ms, mv) in [(now - 2_000, -48_000), (now - 1_000, -47_500)] {
+            p.on_event(
+                at_ms,
                 1,
-                LineReading {
+                &Event::LineReading {
                     millivolts: mv,
                     microamps: 1_500,
-                    at_ms
-                }
-            ));
+                },
+            );
         }
+        p.publish(now);
+    }
+    env.charts.with(|h| {
         for (at, depth) in [(now - 2_000, 12), (now - 1_000, 5)] {
             h.sync.record(
                 at,
@@ -285,22 +288,9 @@ async fn charts_follow_the_roles_and_show_the_data_fed_in_on_pages_and_api() {
 }
 
 #[tokio::test]
-async fn the_sampler_fills_the_histories_from_the_status_the_main_loop_and_the_store() {
+async fn the_sampler_fills_the_histories_from_the_main_loop_and_the_store() {
     let env = env().await;
     let tech = env.login("tech").await;
-    // A reading of port 2 as the board reports it to the publisher.
-    {
-        let mut p = env.publisher.lock().expect("publisher");
-        p.on_event(
-            system_clock_ms(),
-            2,
-            &Event::LineReading {
-                millivolts: -46_250,
-                microamps: 0,
-            },
-        );
-        p.publish(system_clock_ms());
-    }
     let stop = tokio_util::sync::CancellationToken::new();
     let sampler = tokio::spawn(
         ChartSampler {
@@ -311,31 +301,28 @@ async fn the_sampler_fills_the_histories_from_the_status_the_main_loop_and_the_s
         .run(stop.clone()),
     );
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let (line, sync) = loop {
-        let line = env.get("/api/v1/charts/line", Some(&tech)).await.json();
+    // The outbox and the calls (none up: the media engine's answer has no legs)
+    // are sampled every second.
+    let sync = loop {
         let sync = env
             .get("/api/v1/charts/sync-backlog", Some(&tech))
             .await
             .json();
-        let filled = line["ports"][1]["samples"]
-            .as_array()
-            .is_some_and(|s| !s.is_empty())
-            && sync["samples"].as_array().is_some_and(|s| s.len() >= 2);
-        if filled {
-            break (line, sync);
+        if sync["samples"].as_array().is_some_and(|s| s.len() >= 2) {
+            break sync;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "not sampled: {line} {sync}"
+            "not sampled: {sync}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    assert_eq!(line["ports"][1]["samples"][0]["millivolts"], -46_250);
-    assert_eq!(
-        line["ports"][0]["samples"],
-        json!([]),
-        "port 1 was never read"
-    );
+    let quality = env
+        .get("/api/v1/charts/call-quality", Some(&tech))
+        .await
+        .json();
+    assert_eq!(quality["calls"], json!([]), "no SIP call, no trace");
+    assert_eq!(quality["interval_ms"], json!(1000));
     // The outbox as the store has it (the users made above are queued for HQ).
     let backlog = {
         let reader = crate::store::Store::reader(&env.db_path).expect("reader");
