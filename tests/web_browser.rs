@@ -980,6 +980,7 @@ fn charts_show_the_running_daemons_calls_lines_and_backlog() {
             "RTP from the SIP phone sampled: {traced}"
         );
         let (_, per_hour) = api.get("/api/v1/charts/calls-per-hour");
+        assert_eq!(per_hour["timezone"], "UTC", "no [telephony] time_zone");
         let answered: u64 = per_hour["hours"]
             .as_array()
             .expect("hours")

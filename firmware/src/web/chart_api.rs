@@ -1,8 +1,9 @@
 //! The numbers behind the charts, for the pages and as JSON under `/api/v1/charts`
 //! (registered in the API router, [`crate::api`]), so a page and the API always agree:
 //!
-//! - `GET /api/v1/charts/calls-per-hour` (`diagnostics.view`): the last 24 UTC
-//!   hours of CDRs, answered and not ([`history::calls_per_hour`]); the calls page.
+//! - `GET /api/v1/charts/calls-per-hour` (`diagnostics.view`): the last 24 hours of
+//!   the site's clock of CDRs, answered and not ([`history::calls_per_hour`]); the
+//!   calls page.
 //! - `GET /api/v1/charts/line` (`diagnostics.view`): each port's line voltage and
 //!   loop current history; the ports page.
 //! - `GET /api/v1/charts/call-quality` (`diagnostics.view`): RTP jitter and loss of
@@ -24,11 +25,11 @@ use super::status::PortKind;
 use crate::api::{ApiError, ApiState, Authed};
 use crate::rbac::{Action, Resource, Target};
 
-/// Calls per UTC hour, the last [`history::CALL_HOURS`].
+/// Calls per hour of the site's clock, the last [`history::CALL_HOURS`].
 #[derive(Debug, Clone, Serialize)]
 pub struct CallsPerHour {
-    /// Always `UTC` (the box has no site time zone yet).
-    pub timezone: &'static str,
+    /// The site's time zone (`[telephony] time_zone`; `UTC` when unset).
+    pub timezone: String,
     /// Start of the first hour, ms since the Unix epoch.
     pub from_ms: i64,
     /// Now, ms since the Unix epoch.
@@ -122,9 +123,10 @@ pub(crate) async fn calls_per_hour(
     require(state, who, Resource::Diagnostics, "calls per hour").await?;
     let reader = state.reader()?;
     let now = state.now();
-    let hours = history::calls_per_hour(reader.connection(), reader.path(), now)?;
+    let zone = crate::site_time::store::zone(reader.connection(), reader.path())?;
+    let hours = history::calls_per_hour(reader.connection(), reader.path(), &zone, now)?;
     Ok(CallsPerHour {
-        timezone: "UTC",
+        timezone: zone.name().to_owned(),
         from_ms: hours.first().map_or(now, |h| h.hour_start_ms),
         to_ms: now,
         hours,

@@ -70,6 +70,7 @@ pub(super) fn line_history(lines: &Result<LineCharts, String>) -> Markup {
                 unit: "V",
                 kind,
                 span,
+                zone: "UTC",
                 from_zero: false,
                 series: series(|s| f64::from(s.millivolts) / 1000.0),
                 empty,
@@ -79,6 +80,7 @@ pub(super) fn line_history(lines: &Result<LineCharts, String>) -> Markup {
                 unit: "mA",
                 kind,
                 span,
+                zone: "UTC",
                 from_zero: true,
                 series: series(|s| f64::from(s.microamps) / 1000.0),
                 empty,
@@ -105,7 +107,7 @@ pub(super) fn calls_per_hour(per_hour: &Result<CallsPerHour, String>) -> Markup 
             points: c
                 .hours
                 .iter()
-                .map(|h| (h.hour_start_ms, f64::from(h.answered)))
+                .map(|h| (h.local_start_ms, f64::from(h.answered)))
                 .collect(),
         },
         Series {
@@ -113,28 +115,32 @@ pub(super) fn calls_per_hour(per_hour: &Result<CallsPerHour, String>) -> Markup 
             points: c
                 .hours
                 .iter()
-                .map(|h| (h.hour_start_ms, f64::from(h.not_answered)))
+                .map(|h| (h.local_start_ms, f64::from(h.not_answered)))
                 .collect(),
         },
     ];
-    let end = c
-        .hours
-        .last()
-        .map_or(c.to_ms, |h| h.hour_start_ms + 3_600_000);
+    // On the site's wall clock: the bars and labels at its full hours.
+    let (from, end) = match (c.hours.first(), c.hours.last()) {
+        (Some(f), Some(l)) => (f.local_start_ms, l.local_start_ms + 3_600_000),
+        _ => (c.from_ms, c.to_ms),
+    };
+    let title = format!("Calls per hour ({}), last 24 hours", c.timezone);
     html! {
         (render(&Chart {
-            title: "Calls per hour (UTC), last 24 hours",
+            title: &title,
             unit: "calls",
             kind: Kind::StackedBars { width_ms: 3_600_000 },
-            span: (c.from_ms, end),
+            span: (from, end),
+            zone: &c.timezone,
             from_zero: true,
             // All zeros: the empty state says so rather than an empty axis.
             series: if total == 0 { Vec::new() } else { series },
             empty: "no call in the last 24 hours",
         }))
         p.muted {
-            "Calls from the call records: " (total) ", by the UTC hour they started "
-            "(the box has no site time zone yet). Numbers: " code { "GET /api/v1/charts/calls-per-hour" } "."
+            "Calls from the call records: " (total) ", by the hour of the site's clock ("
+            (c.timezone) ", " code { "[telephony] time_zone" } ") they started. "
+            "Numbers: " code { "GET /api/v1/charts/calls-per-hour" } "."
         }
     }
 }
@@ -194,6 +200,7 @@ fn trace_charts(t: &CallTrace, now_ms: i64) -> Markup {
                 unit: "ms",
                 kind,
                 span,
+                zone: "UTC",
                 from_zero: true,
                 series: leg_series(t, &labels, |p| f64::from(p.jitter_ms)),
                 empty,
@@ -203,6 +210,7 @@ fn trace_charts(t: &CallTrace, now_ms: i64) -> Markup {
                 unit: "%",
                 kind,
                 span,
+                zone: "UTC",
                 from_zero: true,
                 series: leg_series(t, &labels, |p| f64::from(p.loss_percent)),
                 empty,
@@ -264,6 +272,7 @@ pub(super) fn sync_backlog(backlog: &Result<SyncCharts, String>) -> Markup {
                 unit: "records",
                 kind,
                 span,
+                zone: "UTC",
                 from_zero: true,
                 series: vec![Series {
                     label: "records waiting for HQ",
@@ -276,6 +285,7 @@ pub(super) fn sync_backlog(backlog: &Result<SyncCharts, String>) -> Markup {
                 unit: "min",
                 kind,
                 span,
+                zone: "UTC",
                 from_zero: true,
                 series: vec![Series {
                     label: "age of the oldest record",

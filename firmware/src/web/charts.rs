@@ -72,8 +72,11 @@ pub struct Chart<'a> {
     pub unit: &'a str,
     /// Lines or stacked bars.
     pub kind: Kind,
-    /// The time axis: from, to (ms since the Unix epoch, UTC).
+    /// The time axis: from, to (ms since the Unix epoch; or on a local wall clock,
+    /// then `zone` names it).
     pub span: (i64, i64),
+    /// The time zone of the axis, under its right end (`UTC`, `Europe/Berlin`).
+    pub zone: &'a str,
     /// Whether the value axis starts at zero (counts, ages), else it fits the data.
     pub from_zero: bool,
     /// The series (eight are told apart by colour, three legend entries a row).
@@ -274,7 +277,7 @@ pub fn render(chart: &Chart<'_>) -> Markup {
                     text.tick x=(n(x(*t))) y=(n(HEIGHT - 12.0)) text-anchor="middle" { (time_label(*t, t_step)) }
                 }
             }
-            text.tick x=(n(WIDTH - RIGHT)) y=(n(HEIGHT - 1.0)) text-anchor="end" { "UTC" }
+            text.tick x=(n(WIDTH - RIGHT)) y=(n(HEIGHT - 1.0)) text-anchor="end" { (chart.zone) }
             @if empty {
                 text.empty x=(n(LEFT + plot_w / 2.0)) y=(n(top + plot_h / 2.0)) text-anchor="middle" { (chart.empty) }
             } @else {
@@ -299,7 +302,7 @@ pub fn render(chart: &Chart<'_>) -> Markup {
                                     rect class=(format!("bar s{}", i % COLOURS))
                                         x=(n(x(t) + bar_w * 0.125)) y=(n(y(base + v)))
                                         width=(n(bar_w)) height=(n((y(base) - y(base + v)).max(0.5))) {
-                                        title { (time_label(t, 60_000)) " UTC: " (value_label(v)) " " (chart.unit) " " (chart.series[i].label) }
+                                        title { (time_label(t, 60_000)) " " (chart.zone) ": " (value_label(v)) " " (chart.unit) " " (chart.series[i].label) }
                                     }
                                 }
                             }
@@ -365,6 +368,7 @@ mod tests {
             unit: "V",
             kind: Kind::Line { gap_ms: 150_000 },
             span: (0, 3_600_000),
+            zone: "UTC",
             from_zero: false,
             series: vec![Series {
                 label: "voltage",
@@ -452,6 +456,7 @@ mod tests {
             unit: "V",
             kind: Kind::Line { gap_ms: 3_600_000 },
             span: (0, 3_600_000),
+            zone: "UTC",
             from_zero: false,
             series: vec![Series {
                 label: "v",
@@ -486,6 +491,7 @@ mod tests {
             unit: "\"><img src=x onerror=alert(1)>",
             kind: Kind::Line { gap_ms: 1 },
             span: (0, 10),
+            zone: "UTC",
             from_zero: true,
             series: vec![Series {
                 label: "a&b</text><script>",
@@ -526,6 +532,7 @@ mod tests {
                 width_ms: 3_600_000,
             },
             span: (0, 24 * 3_600_000),
+            zone: "UTC",
             from_zero: true,
             series: vec![
                 Series {
@@ -553,6 +560,7 @@ mod tests {
             unit: "%",
             kind: Kind::Line { gap_ms: 10_000 },
             span: (0, 10_000),
+            zone: "UTC",
             from_zero: true,
             series: vec![Series {
                 label: "loss",

@@ -4,13 +4,13 @@
 //!
 //! | chart | source | sampling | bound (memory at most) |
 //! | --- | --- | --- | --- |
-//! | calls per hour | the store's CDRs, read per request | UTC hours, the last 24 | none kept |
+//! | calls per hour | the store's CDRs, read per request | hours of the site's clock (`[telephony] time_zone`, UTC when unset), the last 24 | none kept |
 //! | line voltage, loop current | every line reading the board answers, kept by the status publisher in the main loop ([`super::status`] reads the lines every 30 s, or every `[web] chart_sample_seconds` when shorter); the web side asks for them ([`StatusHandle::line_history`]) | one reading per `chart_sample_seconds` (default 60 s) | [`LINE_SAMPLES`] per port: 24 h at the default, 16 B each, 23 KiB a port |
 //! | RTP jitter and loss | the media engine's per-leg statistics of the calls in progress | every `[web] call_sample_seconds` (default 5 s) | [`CALL_SAMPLES`] per call (a longer call halves its resolution instead of losing its start), [`TRACKED_CALLS`] calls in progress and the last [`FINISHED_CALLS`] finished: 32 B a sample, 500 KiB in all |
 //! | sync backlog | the outbox's depth and oldest row ([`crate::sync::state::backlog`]) | every `chart_sample_seconds` | [`SYNC_SAMPLES`]: 24 h at the default, 24 B each, 35 KiB |
 //!
 //! The histories live in memory only: a restart of `branchd` starts them empty (the
-//! charts then say "no data yet"). Times are UTC (the box has no site time zone yet).
+//! charts then say "no data yet"). Times are UTC, but for the calls per hour.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -458,22 +458,33 @@ fn outbox_backlog(path: &Path) -> Result<crate::sync::state::Backlog> {
     crate::sync::state::backlog(reader.connection(), path)
 }
 
-/// Calls started in one UTC hour.
+/// Calls started in one hour of the site's clock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct HourCount {
-    /// The hour's start, ms since the Unix epoch (UTC).
+    /// The hour's start, ms since the Unix epoch.
     pub hour_start_ms: i64,
+    /// The same instant on the site's wall clock (ms since 1970-01-01 00:00 local),
+    /// for labels.
+    pub local_start_ms: i64,
     /// Calls answered.
     pub answered: u32,
     /// Calls not answered (no answer, busy, failed, refused).
     pub not_answered: u32,
 }
 
-/// The CDRs of the last [`CALL_HOURS`] UTC hours up to `now_ms` (the current hour
-/// last), per hour of their start, answered or not; every hour is listed, zeros
-/// included.
-pub fn calls_per_hour(conn: &Connection, path: &Path, now_ms: i64) -> Result<Vec<HourCount>> {
-    let first = (now_ms.div_euclid(HOUR_MS) - (CALL_HOURS - 1)) * HOUR_MS;
+/// The CDRs of the last [`CALL_HOURS`] hours of the site's clock (`zone`) up to
+/// `now_ms` (the current hour last), per hour of their start, answered or not; every
+/// hour is listed, zeros included. The hours are whole hours of real time that start
+/// where the site's clock shows a full hour now (so a zone 30 minutes off UTC gets its
+/// own hours); across a DST change the labels skip or repeat an hour, as the clock did.
+pub fn calls_per_hour(
+    conn: &Connection,
+    path: &Path,
+    zone: &crate::site_time::SiteZone,
+    now_ms: i64,
+) -> Result<Vec<HourCount>> {
+    let this_hour = now_ms - zone.local_ms(now_ms).rem_euclid(HOUR_MS);
+    let first = this_hour - (CALL_HOURS - 1) * HOUR_MS;
     let sqlite = |source| Error::Sqlite {
         path: path.to_owned(),
         op: "count calls per hour",
@@ -481,15 +492,16 @@ pub fn calls_per_hour(conn: &Connection, path: &Path, now_ms: i64) -> Result<Vec
     };
     let mut stmt = conn
         .prepare_cached(
-            "SELECT started_at_ms / 3600000,
+            "SELECT (started_at_ms - ?1) / 3600000,
                     SUM(answered_at_ms IS NOT NULL), SUM(answered_at_ms IS NULL)
              FROM cdrs WHERE started_at_ms >= ?1 AND started_at_ms <= ?2
-             GROUP BY started_at_ms / 3600000",
+             GROUP BY (started_at_ms - ?1) / 3600000",
         )
         .map_err(sqlite)?;
     let mut hours: Vec<HourCount> = (0..CALL_HOURS)
         .map(|i| HourCount {
             hour_start_ms: first + i * HOUR_MS,
+            local_start_ms: zone.local_ms(first + i * HOUR_MS),
             answered: 0,
             not_answered: 0,
         })
@@ -504,8 +516,8 @@ pub fn calls_per_hour(conn: &Connection, path: &Path, now_ms: i64) -> Result<Vec
         })
         .map_err(sqlite)?;
     for row in rows {
-        let (hour, answered, not_answered) = row.map_err(sqlite)?;
-        if let Some(h) = hours.iter_mut().find(|h| h.hour_start_ms == hour * HOUR_MS) {
+        let (index, answered, not_answered) = row.map_err(sqlite)?;
+        if let Some(h) = usize::try_from(index).ok().and_then(|i| hours.get_mut(i)) {
             h.answered = u32::try_from(answered).unwrap_or(u32::MAX);
             h.not_answered = u32::try_from(not_answered).unwrap_or(u32::MAX);
         }
@@ -764,7 +776,7 @@ mod tests {
     }
 
     #[test]
-    fn calls_per_hour_counts_answered_and_not_per_utc_hour() {
+    fn calls_per_hour_counts_answered_and_not_per_hour_of_the_site_clock() {
         let conn = Connection::open_in_memory().expect("db");
         conn.execute_batch(
             "CREATE TABLE cdrs (started_at_ms INTEGER NOT NULL, answered_at_ms INTEGER);",
@@ -787,10 +799,23 @@ mod tests {
             )
             .expect("row");
         }
-        let h = calls_per_hour(&conn, Path::new("mem"), now).expect("counts");
+        let utc = crate::site_time::SiteZone::utc();
+        let h = calls_per_hour(&conn, Path::new("mem"), &utc, now).expect("counts");
         assert_eq!(h.len(), 24);
         assert_eq!(h[23].hour_start_ms, 100 * HOUR_MS);
+        assert_eq!(h[23].local_start_ms, 100 * HOUR_MS);
         assert_eq!((h[23].answered, h[23].not_answered), (1, 1));
+        assert_eq!((h[21].answered, h[21].not_answered), (2, 0));
+        let total: u32 = h.iter().map(|h| h.answered + h.not_answered).sum();
+        assert_eq!(total, 4);
+        // A site 5:30 ahead of UTC: its clock shows 10:00 now (04:30 UTC), so this hour starts
+        // now and the calls of the last minutes were in the hour before.
+        let india = crate::site_time::SiteZone::fixed(19_800).expect("zone");
+        let h = calls_per_hour(&conn, Path::new("mem"), &india, now).expect("counts");
+        assert_eq!(h[23].hour_start_ms, now);
+        assert_eq!(h[23].local_start_ms.rem_euclid(24 * HOUR_MS), 10 * HOUR_MS);
+        assert_eq!((h[23].answered, h[23].not_answered), (0, 0));
+        assert_eq!((h[22].answered, h[22].not_answered), (1, 1));
         assert_eq!((h[21].answered, h[21].not_answered), (2, 0));
         let total: u32 = h.iter().map(|h| h.answered + h.not_answered).sum();
         assert_eq!(total, 4);

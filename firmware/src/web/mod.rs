@@ -64,8 +64,8 @@
 //!   updates the elements marked `data-live`; without JS the pages are complete and a
 //!   reload shows the news (the SIP, calls and sync pages are not live: reload them).
 //! - **Charts** (issue 8): server-side SVG inline in the pages ([`charts`], drawn by
-//!   `chart_pages`, fed by [`history`]): calls per UTC hour of the last 24 from the
-//!   CDRs and the RTP jitter and loss of calls with a SIP leg (calls page), each
+//!   `chart_pages`, fed by [`history`]): calls per hour of the site's clock
+//!   (`[telephony] time_zone`) of the last 24 from the CDRs and the RTP jitter and loss of calls with a SIP leg (calls page), each
 //!   port's line voltage and loop current (ports page), the outbox backlog and its
 //!   oldest record's age (sync page). Their numbers are JSON under `/api/v1/charts`
 //!   (`chart_api`), checked like the page they are on. Sampling: line readings and
