@@ -7,7 +7,7 @@
 //! (`CET-1CEST,M3.5.0,M10.5.0/3`). Unset means UTC. A name that is neither a zone
 //! file nor a valid rule is refused when the config is read, naming the field.
 //!
-//! The zone the daemon runs with is kept in the store ([`store`], migration 0026):
+//! The zone the daemon runs with is kept in the store ([`store`], migration 0024):
 //! the spec and the TZif bytes it was read from, written at every start. Every reader
 //! (the API checking a dial against the calling hours, the campaign driver, the store
 //! writer) gets the same zone from the connection it already has, with no file access

@@ -1,4 +1,4 @@
-//! The site's time zone in the store (migration 0026's `site_time_zone`): written by
+//! The site's time zone in the store (migration 0024's `site_time_zone`): written by
 //! the daemon at every start ([`adopt`]), read by whoever judges the branch's wall
 //! clock ([`zone`]) from the connection it already has.
 

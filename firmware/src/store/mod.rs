@@ -73,7 +73,7 @@ const MIGRATIONS: &[M<'static>] = &[
         "../../migrations/0022_numbering_preview_calls.sql"
     )),
     M::up(include_str!("../../migrations/0023_outbox_edits_index.sql")),
-    M::up(include_str!("../../migrations/0026_site_time_zone.sql")),
+    M::up(include_str!("../../migrations/0024_site_time_zone.sql")),
 ];
 
 /// Migrates a bare connection to schema `version` only (tests of later migrations'

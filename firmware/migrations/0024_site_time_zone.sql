@@ -1,4 +1,4 @@
--- Schema v26 (issue 10): the site's time zone, for campaign calling hours (and any
+-- Schema v24 (issue 10): the site's time zone, for campaign calling hours (and any
 -- other rule judged by the branch's wall clock), read and written by
 -- crate::site_time::store.
 --
