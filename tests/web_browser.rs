@@ -1032,3 +1032,182 @@ fn charts_show_the_running_daemons_calls_lines_and_backlog() {
         c.close().await.expect("close");
     });
 }
+
+/// Runs an async WebDriver script: `done` is its callback (`arguments[0]`).
+async fn run_async(c: &Client, script: &str) -> Value {
+    c.execute_async(script, vec![]).await.expect("script runs")
+}
+
+/// Recordings in the browser: 101 (policy `always`) calls 102 and they talk; a
+/// quality inspector's calls page shows the call with an `<audio>` player whose source
+/// is the recording, Chromium loads it (a duration as long as the call) through the
+/// API's range requests, and the playback is audited; an agent on 101 sees the same
+/// call without any player (no `recordings.view`), and the API refuses them the audio.
+#[test]
+fn a_quality_inspector_plays_a_recorded_call_in_the_browser_and_an_agent_gets_no_player() {
+    let plan = format!(
+        "{DIAL_PLAN}\n[recording]\npolicies = {{ \"101\" = \"always\" }}\nmin_free_mb = 16\n"
+    );
+    let gw = Gateway::start_with(&plan);
+    let base = format!("http://{}", gw.web_addr());
+    add_user(&gw, "qa1", "quality_inspector");
+    add_user(&gw, "agent1", "agent");
+    let admin = crate::api_client::create_admin(&gw, "boss1", PASSWORD);
+    let (status, users) = admin.get("/api/v1/users?limit=100");
+    assert_eq!(status, 200, "{users}");
+    let agent_id = users["items"]
+        .as_array()
+        .expect("users")
+        .iter()
+        .find(|u| u["username"] == "agent1")
+        .expect("agent1")["id"]
+        .clone();
+    let (status, body) = admin.patch(
+        &format!("/api/v1/users/{agent_id}"),
+        json!({ "extension": "101" }),
+    );
+    assert_eq!(status, 200, "{body}");
+
+    // 101 calls 102; both talk for 2 s.
+    let (a, b) = (gw.sim.phone(1), gw.sim.phone(2));
+    a.off_hook();
+    crate::harness::wait_tone(&gw.sim, 1, 350, 440).expect("dial tone");
+    a.dial("102");
+    assert!(wait(SOON, || b.is_ringing()), "102 rings");
+    b.off_hook();
+    assert!(wait(SOON, || a.tone().is_none()), "answered");
+    a.inject_tone(1000.0, 8000);
+    b.inject_tone(2000.0, 8000);
+    assert!(gw.wait_log("recording started", SOON), "{}", gw.log_text());
+    std::thread::sleep(Duration::from_millis(2000));
+    b.on_hook();
+    a.on_hook();
+    let cdrs = gw.wait_cdrs(1);
+    assert!(
+        gw.wait_log("recording registered", SOON),
+        "{}",
+        gw.log_text()
+    );
+    let (rec_id, size, duration_ms): (i64, i64, i64) = gw
+        .db()
+        .query_row(
+            "SELECT id, size, duration_ms FROM recordings WHERE call_id = ?1",
+            [&cdrs[0].call_id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .expect("the call's recording");
+    assert!(duration_ms >= 1500, "{duration_ms} ms recorded");
+
+    // The API from outside: a seek is a 206 with the bytes asked for.
+    let (qa, _) = crate::api_client::Api::login(gw.web_addr(), "qa1", PASSWORD);
+    let mut resp = crate::api_client::agent()
+        .get(&format!("{base}/api/v1/recordings/{rec_id}/audio"))
+        .header("Cookie", qa.cookie())
+        .header("Range", "bytes=44-1043")
+        .call()
+        .expect("range request");
+    assert_eq!(resp.status(), 206);
+    assert_eq!(
+        resp.headers()
+            .get("content-range")
+            .and_then(|v| v.to_str().ok()),
+        Some(format!("bytes 44-1043/{size}").as_str())
+    );
+    let part = resp.body_mut().read_to_vec().expect("body");
+    assert_eq!(part.len(), 1000);
+    let (status, list) = qa.get(&format!(
+        "/api/v1/recordings?since=0&call_id={}",
+        cdrs[0].call_id
+    ));
+    assert_eq!(status, 200, "{list}");
+    assert_eq!(list["items"][0]["id"], rec_id, "{list}");
+    assert_eq!(list["items"][0]["may_listen"], true);
+    assert_eq!(list["items"][0]["may_download"], false);
+
+    let driver = Driver::start();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let c = browser(&driver).await;
+        login(&c, &base, "qa1").await;
+        wait_path(&c, "/dashboard").await;
+        c.goto(&format!("{base}/calls")).await.expect("goto");
+        let cdrs_text = wait_text(&c, "#cdrs", |t| t.contains("answered")).await;
+        assert!(cdrs_text.contains("recorded"), "{cdrs_text}");
+        let page = c.source().await.expect("source");
+        let src = format!("/api/v1/recordings/{rec_id}/audio");
+        assert!(page.contains(&format!("src=\"{src}\"")), "{page}");
+        assert!(page.contains("preload=\"none\""), "{page}");
+        // No download link: the quality inspector may not take recordings off the box.
+        assert!(!page.contains("download=true"), "{page}");
+        // Chromium loads the recording through the player and knows its length.
+        let loaded = run_async(
+            &c,
+            "const done = arguments[arguments.length - 1];
+             const a = document.querySelector('#cdrs audio');
+             if (!a) { done({ error: 'no audio element' }); return; }
+             a.addEventListener('loadedmetadata', () => done({ duration: a.duration }));
+             a.addEventListener('error', () => done({ error: 'media error ' + (a.error && a.error.code) }));
+             a.load();",
+        )
+        .await;
+        let duration = loaded["duration"].as_f64().unwrap_or_else(|| panic!("{loaded}"));
+        let expected = duration_ms as f64 / 1000.0;
+        assert!(
+            (duration - expected).abs() < 0.1,
+            "the browser's duration {duration} s, the recording's {expected} s"
+        );
+        // Seek to the middle: the browser asks for a range and plays from there.
+        let seeked = run_async(
+            &c,
+            "const done = arguments[arguments.length - 1];
+             const a = document.querySelector('#cdrs audio');
+             a.muted = true;
+             a.addEventListener('seeked', () => done({ at: a.currentTime, ready: a.readyState }));
+             a.addEventListener('error', () => done({ error: 'media error ' + (a.error && a.error.code) }));
+             a.currentTime = a.duration / 2;",
+        )
+        .await;
+        let at = seeked["at"].as_f64().unwrap_or_else(|| panic!("{seeked}"));
+        assert!((at - expected / 2.0).abs() < 0.2, "{seeked}");
+        shot(&c, "30-calls-recording-player").await;
+        // The playback is in the audit log, once, as qa1's listen of the call.
+        let listens: Vec<(String, String)> = {
+            let db = gw.db();
+            let mut stmt = db
+                .prepare(
+                    "SELECT actor, target FROM audit_log
+                      WHERE resource = 'recordings' AND action = 'listen' AND result = 'ok'",
+                )
+                .expect("query");
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .and_then(|rows| rows.collect())
+                .expect("rows")
+        };
+        assert!(
+            listens
+                .iter()
+                .any(|(who, call)| who == "qa1" && call == &cdrs[0].call_id),
+            "{listens:?}"
+        );
+
+        // The agent on 101: the call, no player, not even "recorded".
+        click(&c, "form.logout button").await;
+        wait_path(&c, "/login?bye=1").await;
+        login(&c, &base, "agent1").await;
+        wait_path(&c, "/dashboard").await;
+        c.goto(&format!("{base}/calls")).await.expect("goto");
+        let cdrs_text = wait_text(&c, "#cdrs", |t| t.contains("answered")).await;
+        assert!(!cdrs_text.contains("recorded"), "{cdrs_text}");
+        let page = c.source().await.expect("source");
+        assert!(!page.contains("<audio"), "{page}");
+        assert!(!page.contains("/api/v1/recordings/"), "{page}");
+        shot(&c, "31-calls-agent-no-player").await;
+        c.close().await.expect("close the browser");
+    });
+    let (agent, _) = crate::api_client::Api::login(gw.web_addr(), "agent1", PASSWORD);
+    let (status, _) = agent.get_text(&format!("/api/v1/recordings/{rec_id}/audio"));
+    assert_eq!(status, 403);
+}

@@ -45,6 +45,9 @@
 //! - **Voicemail**: `/api/v1/voicemail` lists the messages of the mailboxes the
 //!   caller may see (numbers masked), serves a message's WAV and deletes one (see
 //!   `voicemail`).
+//! - **Recordings**: `/api/v1/recordings` lists the call recordings the caller may see
+//!   (numbers masked like CDRs) and serves one's WAV with HTTP range requests, audited
+//!   as a listen or a download (see `recordings`).
 //! - **Customers**: `/api/v1/customers` (CRUD, filters, CSV import/export),
 //!   `/api/v1/customer-fields` and `/api/v1/customer-types` (see `customers`);
 //!   numbers masked per record like CDRs.
@@ -81,6 +84,7 @@ mod handlers;
 pub mod openapi;
 pub(crate) mod provisioning;
 pub mod queues;
+pub(crate) mod recordings;
 mod voicemail;
 pub(crate) use handlers::run_force_sync;
 mod reports;
@@ -852,6 +856,13 @@ fn build(state: ApiState) -> (Router, Vec<(Method, &'static str)>) {
         Method::DELETE,
         "/api/v1/voicemail/{id}",
         voicemail::delete
+    );
+    route!(get, Method::GET, "/api/v1/recordings", recordings::list);
+    route!(
+        get,
+        Method::GET,
+        "/api/v1/recordings/{id}/audio",
+        recordings::audio
     );
     route!(get, Method::GET, "/api/v1/customers", customers::list);
     route!(post, Method::POST, "/api/v1/customers", customers::create);

@@ -83,6 +83,8 @@ const OPS: &[Op] = &[
     op("get", "/api/v1/voicemail", "The mailboxes the caller may see with their messages (caller, received, duration, size, sha256, heard); caller numbers masked unless numbers.view (site)", "voicemail.view (scoped to the mailbox's owner and groups)", None, "200", JSON),
     op("get", "/api/v1/voicemail/{id}/audio", "A message's WAV file (mono 16-bit PCM, 8 kHz)", "voicemail.listen (scoped to the mailbox)", None, "200", WAV),
     op("delete", "/api/v1/voicemail/{id}", "Delete a message (row and file); audited; the phones' message waiting follows", "voicemail.delete (scoped to the mailbox)", None, "204", NONE),
+    op("get", "/api/v1/recordings", "Call recordings the caller may see (call_id, since, until, limit, offset; default the last 7 days), newest first: the call's numbers masked like CDRs, whether the file is still there, may_listen / may_download and the audio URL", "recordings.view (scoped to the call's parties and their groups; a recording without a CDR needs site)", None, "200", JSON),
+    op("get", "/api/v1/recordings/{id}/audio", "A recording's WAV file (stereo 16-bit PCM, 8 kHz: caller left). Range requests (one bytes= range) answer 206 with Content-Range, 416 past the end; download=true adds Content-Disposition: attachment; 410 when retention deleted the file. Audited as listen or download (requests from the first byte)", "recordings.listen, or recordings.download with download=true (scoped like the list)", None, "200", WAV),
     op("get", "/api/v1/customers", "Customers the caller's scope reaches, one page (name substring, number in any form, type, owner, owner_group, source, field.<name>, limit, offset); numbers and phone fields masked unless numbers.view covers the record", "contacts.view (scoped to the record's owner and groups)", None, "200", JSON),
     op("post", "/api/v1/customers", "Add a local customer {name, numbers, type, owner, owner_group, fields}; numbers are stored in the site's canonical form (E.164 where the numbering plan can tell: 030 555 0100 at a German site is +49305550100; extensions and short numbers as typed); audited; 409 when a number, in any of its forms, belongs to another customer", "contacts.add (scoped to the new record)", Some("Customer"), "201", JSON),
     op("get", "/api/v1/customers/export", "Every customer as CSV (the import format); numbers masked unless numbers.view covers the record; audited", "contacts.export (site)", None, "200", CSV),
@@ -168,11 +170,23 @@ fn parameters(op: &Op) -> Vec<Value> {
         ("get", "/api/v1/cdrs") => &["since", "until", "limit", "offset"],
         ("get", "/api/v1/audit") => &["after_id", "limit"],
         ("get", "/api/v1/lead-lists/{id}/leads") => &["assigned", "limit", "offset"],
+        ("get", "/api/v1/recordings") => &["since", "until", "limit", "offset"],
         _ => &[],
     };
     out.extend(query.iter().map(
         |q| json!({ "name": q, "in": "query", "required": false, "schema": { "type": "integer" } }),
     ));
+    match (op.method, op.path) {
+        ("get", "/api/v1/recordings") => out.push(
+            json!({ "name": "call_id", "in": "query", "required": false, "schema": { "type": "string" } }),
+        ),
+        ("get", "/api/v1/recordings/{id}/audio") => {
+            out.push(json!({ "name": "download", "in": "query", "required": false, "schema": { "type": "boolean" } }));
+            out.push(json!({ "name": "Range", "in": "header", "required": false, "schema": { "type": "string" },
+                             "description": "one range: bytes=first-last, bytes=first- or bytes=-suffix" }));
+        }
+        _ => {}
+    }
     // The reports: a required period, an optional filter (and threshold).
     let report: &[(&str, bool, &str)] = match (op.method, op.path) {
         ("get", "/api/v1/reports/queues") => &[
@@ -245,6 +259,13 @@ pub fn document() -> Value {
         }
         if op.path.starts_with("/api/v1/provisioning/") {
             for code in ["409", "413", "422"] {
+                operation["responses"][code] = json!({ "$ref": "#/components/responses/Error" });
+            }
+        }
+        if op.path == "/api/v1/recordings/{id}/audio" {
+            operation["responses"]["206"] = json!({ "description": "the range asked for",
+                "content": { WAV: { "schema": { "type": "string", "format": "binary" } } } });
+            for code in ["410", "416"] {
                 operation["responses"][code] = json!({ "$ref": "#/components/responses/Error" });
             }
         }

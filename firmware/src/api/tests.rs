@@ -22,6 +22,7 @@ mod blacklist;
 mod campaigns;
 mod customers;
 mod queues;
+mod recordings;
 mod voicemail;
 
 const FAST: HashParams = HashParams {
@@ -992,6 +993,8 @@ async fn masking_walk_over_every_documented_route() {
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
     // Voicemail message 1 (the walk's `{id}`): in olga's mailbox, from a customer.
     voicemail::walk_message(&env, agent.id.0);
+    // Recording 1 (the walk's `{id}`): of call c1, a customer's call to olga.
+    assert_eq!(recordings::add_recording(&env, "c1", 5).0, 1);
     let doc = openapi::document();
     let paths: Vec<String> = doc["paths"]
         .as_object()
@@ -1081,6 +1084,14 @@ async fn masking_walk_over_every_documented_route() {
             "quality_inspector" | "finance" => {
                 assert!(cdrs.contains("138****5678"), "{cdrs}");
                 assert!(cdrs.contains("139****7766"), "{cdrs}");
+                if role == "quality_inspector" {
+                    let recordings = &bodies
+                        .iter()
+                        .find(|(u, _, _)| u == "/api/v1/recordings")
+                        .expect("recordings walked")
+                        .2;
+                    assert!(recordings.contains("138****5678"), "{recordings}");
+                }
             }
             // Group admin of no group: none of these calls.
             _ => assert!(!cdrs.contains("c1"), "{cdrs}"),

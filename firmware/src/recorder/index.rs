@@ -171,3 +171,96 @@ pub fn retention_pass(
     }
     Ok(out)
 }
+
+/// A recording as the web page and `GET /api/v1/recordings` show it (one `recordings`
+/// row with the recorder's columns).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexedRecording {
+    /// Row id.
+    pub id: i64,
+    /// The CDR's call id (the file's own name for a recording cut by a crash).
+    pub call_id: String,
+    /// When it started (ms since the Unix epoch).
+    pub started_at_ms: i64,
+    /// Length of the audio.
+    pub duration_ms: i64,
+    /// Size of the file in bytes.
+    pub size: u64,
+    /// The wire format name ([`wav::FORMAT`]).
+    pub format: String,
+    /// sha256 of the file, lowercase hex.
+    pub sha256: String,
+    /// The file (absolute).
+    pub path: PathBuf,
+    /// The analog port it was keyed on.
+    pub port: Option<u8>,
+    /// Cut by a crash and repaired at start-up.
+    pub interrupted: bool,
+    /// The channel layout ([`CHANNEL_LAYOUT`]); `None` for rows registered before it.
+    pub channels: Option<String>,
+    /// When retention deleted the file.
+    pub deleted_at_ms: Option<i64>,
+}
+
+const INDEXED_COLUMNS: &str = "id, call_id, started_at_ms, duration_ms, size, format, sha256, \
+                               path, port, interrupted, channels, deleted_at_ms";
+
+fn indexed(r: &rusqlite::Row<'_>) -> rusqlite::Result<IndexedRecording> {
+    Ok(IndexedRecording {
+        id: r.get(0)?,
+        call_id: r.get(1)?,
+        started_at_ms: r.get(2)?,
+        duration_ms: r.get(3)?,
+        size: u64::try_from(r.get::<_, i64>(4)?).unwrap_or(0),
+        format: r.get(5)?,
+        sha256: r.get(6)?,
+        path: PathBuf::from(r.get::<_, String>(7)?),
+        port: r
+            .get::<_, Option<i64>>(8)?
+            .and_then(|p| u8::try_from(p).ok()),
+        interrupted: r.get::<_, i64>(9)? != 0,
+        channels: r.get(10)?,
+        deleted_at_ms: r.get(11)?,
+    })
+}
+
+/// Recording `id`, deleted by retention or not.
+pub fn recording(conn: &Connection, db: &Path, id: i64) -> Result<Option<IndexedRecording>> {
+    conn.prepare_cached(&format!(
+        "SELECT {INDEXED_COLUMNS} FROM recordings WHERE id = ?1"
+    ))
+    .and_then(|mut s| s.query_row([id], indexed).optional())
+    .map_err(sql(db, "read recording"))
+}
+
+/// The recordings started in `[since_ms, until_ms)`, of call `call_id` when given,
+/// newest first (those retention deleted included: their rows stay).
+pub fn recordings_between(
+    conn: &Connection,
+    db: &Path,
+    since_ms: i64,
+    until_ms: i64,
+    call_id: Option<&str>,
+) -> Result<Vec<IndexedRecording>> {
+    conn.prepare_cached(&format!(
+        "SELECT {INDEXED_COLUMNS} FROM recordings
+          WHERE started_at_ms >= ?1 AND started_at_ms < ?2 AND (?3 IS NULL OR call_id = ?3)
+          ORDER BY started_at_ms DESC, id DESC"
+    ))
+    .and_then(|mut s| {
+        s.query_map(params![since_ms, until_ms, call_id], indexed)?
+            .collect::<rusqlite::Result<Vec<_>>>()
+    })
+    .map_err(sql(db, "read recordings"))
+}
+
+/// The recordings of call `call_id`, oldest first.
+pub fn recordings_of_call(
+    conn: &Connection,
+    db: &Path,
+    call_id: &str,
+) -> Result<Vec<IndexedRecording>> {
+    let mut out = recordings_between(conn, db, i64::MIN, i64::MAX, Some(call_id))?;
+    out.reverse();
+    Ok(out)
+}

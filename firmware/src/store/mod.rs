@@ -74,6 +74,9 @@ const MIGRATIONS: &[M<'static>] = &[
     )),
     M::up(include_str!("../../migrations/0023_outbox_edits_index.sql")),
     M::up(include_str!("../../migrations/0024_site_time_zone.sql")),
+    M::up(include_str!(
+        "../../migrations/0025_recordings_call_index.sql"
+    )),
 ];
 
 /// Migrates a bare connection to schema `version` only (tests of later migrations'

@@ -876,7 +876,7 @@ async fn calls_page(
         let page = state.api.reader().and_then(|reader| {
             let authz = state.api.authorizer(&reader)?;
             let dir = crate::mask::NumberDirectory::load(&reader)?;
-            Ok(crate::mask::list_cdrs(
+            let page = crate::mask::list_cdrs(
                 &reader,
                 who.subject(),
                 &authz,
@@ -888,7 +888,13 @@ async fn calls_page(
                     limit: CALLS_PAGE_CDRS,
                     offset: 0,
                 },
-            )?)
+            )?;
+            // Each listed call's recording, with what this user may do with it
+            // (`recordings.view` / `listen` / `download` on the call's records).
+            let ids: Vec<&str> = page.items.iter().map(|c| c.call_id.as_str()).collect();
+            let recordings =
+                crate::api::recordings::for_calls(&reader, &authz, who.subject(), &dir, &ids)?;
+            Ok((page, recordings))
         });
         pages::CdrList::Page(page.map_err(|e: ApiError| e.message().to_owned()))
     } else {

@@ -859,17 +859,53 @@ fn sip_body(s: &SipStatus, now_ms: i64) -> Markup {
     }
 }
 
+/// The recording of each listed call the user may see, by call id.
+pub(super) type CallRecordings = std::collections::HashMap<
+    String,
+    (
+        crate::recorder::index::IndexedRecording,
+        crate::api::recordings::Access,
+    ),
+>;
+
 /// The recent CDRs the calls page lists.
 #[derive(Debug)]
 pub(super) enum CdrList {
-    /// The page of records, or why they could not be read.
-    Page(Result<Page<CdrView>, String>),
+    /// The page of records with the recordings of those calls the user may see (and
+    /// what they may do with each), or why they could not be read.
+    Page(Result<(Page<CdrView>, CallRecordings), String>),
     /// The user lacks `calls.view`.
     Denied,
 }
 
 fn one_decimal(v: Option<f64>) -> String {
     v.map_or_else(|| "–".to_owned(), |v| format!("{v:.1}"))
+}
+
+/// A listed call's recording cell: a player (`recordings.listen`) and a download link
+/// (`recordings.download`) while the file is there, else just "recorded" (with why
+/// it cannot be played when retention deleted it).
+fn recording_cell(
+    rec: &crate::recorder::index::IndexedRecording,
+    access: crate::api::recordings::Access,
+) -> Markup {
+    let url = format!("/api/v1/recordings/{}/audio", rec.id);
+    html! {
+        @if rec.deleted_at_ms.is_some() {
+            span.muted { "recorded (deleted by retention)" }
+        } @else if access.listen || access.download {
+            @if access.listen {
+                audio controls preload="none" src=(url) title={ "recording of call " (rec.call_id) } {}
+                br;
+            }
+            span.muted { "recorded, " (duration(rec.duration_ms)) }
+            @if access.download {
+                " · " a href={ (url) "?download=true" } download { "download" }
+            }
+        } @else {
+            span.muted { "recorded" }
+        }
+    }
 }
 
 /// The calls page: calls in progress with their RTP statistics, and recent CDRs.
@@ -1153,10 +1189,10 @@ pub(super) fn calls_page(
             @match &cdrs {
                 CdrList::Denied => { p.muted { "Call records need the permission " code { "calls.view" } "." } }
                 CdrList::Page(Err(e)) => { p.bad { (e) } }
-                CdrList::Page(Ok(page)) if page.items.is_empty() => { p.muted { "No call in the last 7 days." } }
-                CdrList::Page(Ok(page)) => {
+                CdrList::Page(Ok((page, _))) if page.items.is_empty() => { p.muted { "No call in the last 7 days." } }
+                CdrList::Page(Ok((page, recordings))) => {
                     table {
-                        thead { tr { th { "Start (UTC)" } th { "Caller" } th { "Callee" } th { "Direction" } th { "Outcome" } th { "Talk" } } }
+                        thead { tr { th { "Start (UTC)" } th { "Caller" } th { "Callee" } th { "Direction" } th { "Outcome" } th { "Talk" } th { "Recording" } } }
                         tbody {
                             @for c in &page.items {
                                 tr.cdr {
@@ -1166,6 +1202,11 @@ pub(super) fn calls_page(
                                     td { (serde_plain(&c.direction)) }
                                     td { (serde_plain(&c.disposition)) span.muted { " (" (serde_plain(&c.hangup_side)) " hung up)" } }
                                     td { (duration(c.billable_ms)) }
+                                    td.recording {
+                                        @if let Some((rec, access)) = recordings.get(&c.call_id) {
+                                            (recording_cell(rec, *access))
+                                        }
+                                    }
                                 }
                             }
                         }
