@@ -33,6 +33,7 @@
 pub mod bundle;
 pub mod capture;
 pub mod line_test;
+pub mod loopback;
 pub mod logs;
 pub mod sip_trace;
 
