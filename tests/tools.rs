@@ -5,8 +5,9 @@
 //! diagnostics bundle with the daemon's recent logs and none of the configured
 //! passwords, and the live SIP message trace of a SIPp call (API, SSE and page); and
 //! the ports page's line test on the simulated board (a healthy phone line, a PSTN line
-//! cut and mended, a port in use refused). Needs root (or CAP_NET_RAW) for the
-//! capture, like the box's branchd.
+//! cut and mended, a port in use refused), and its loopback test (a tone through the
+//! simulated board's loop; an over-current and foreign voltage fail it). Needs root
+//! (or CAP_NET_RAW) for the capture, like the box's branchd.
 
 use std::io::Read;
 use std::net::UdpSocket;
@@ -503,4 +504,91 @@ fn the_line_test_judges_the_boards_own_readings_and_refuses_a_port_in_use() {
         .map(|rows| rows.iter().filter(|r| r["action"] == "line_test").count())
         .unwrap_or(0);
     assert_eq!(runs, 6, "{audit}");
+}
+
+#[test]
+fn the_loopback_test_sends_a_tone_through_the_boards_loop_and_a_fault_fails_it() {
+    let gw = Gateway::start();
+    add_user(&gw, "tech1", "technician", PASSWORD);
+    add_user(&gw, "agent1", "agent", PASSWORD);
+    let tech = Api::login(gw.web_addr(), "tech1", PASSWORD).0;
+    let agent = Api::login(gw.web_addr(), "agent1", PASSWORD).0;
+
+    // A healthy phone port and PSTN port: the tone comes back at its level.
+    for port in [1u8, 5] {
+        let (status, v) = tech.post(&format!("/api/v1/ports/{port}/loopback-test"), json!({}));
+        assert_eq!(status, 200, "{v}\n{}", gw.log_text());
+        let r = &v["result"];
+        assert_eq!(r["passed"], true, "port {port}: {v}");
+        let level = r["level_tenth_dbm0"].as_i64().expect("level");
+        assert!((-105..=-95).contains(&level), "{v}");
+        assert!(r["delay_ms"].as_u64().is_some_and(|d| d <= 100), "{v}");
+        assert!(r["sinad_tenth_db"].as_i64().is_some_and(|s| s >= 300), "{v}");
+        assert_eq!(r["frames_sent"], 55, "{v}");
+    }
+    // The loopback is off again.
+    assert!(wait(SOON, || !gw.sim.phone(1).is_looped_back()));
+    // An agent may not run it.
+    let (status, v) = agent.post("/api/v1/ports/1/loopback-test", json!({}));
+    assert_eq!(status, 403, "{v}");
+
+    // Port 2's SLIC shuts down on an over-current: no audio comes back.
+    gw.sim.inject_fault(2, line_proto::FaultKind::OverCurrent);
+    assert!(wait(SOON, || {
+        tech.get("/api/v1/status").1["ports"][1]["state"] == "fault"
+    }));
+    let (status, v) = tech.post("/api/v1/ports/2/loopback-test", json!({}));
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["result"]["passed"], false, "{v}");
+    assert_eq!(v["result"]["checks"][0]["name"], "audio back", "{v}");
+    assert!(
+        v["result"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("no audio came back")),
+        "{v}"
+    );
+    assert!(wait(SOON, || !gw.sim.phone(2).is_looped_back()));
+    // Port 3 has foreign voltage on its pair: mains hum on the voice path.
+    gw.sim.inject_fault(3, line_proto::FaultKind::ForeignVoltage);
+    assert!(wait(SOON, || {
+        tech.get("/api/v1/status").1["ports"][2]["state"] == "fault"
+    }));
+    let (status, v) = tech.post("/api/v1/ports/3/loopback-test", json!({}));
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["result"]["passed"], false, "{v}");
+    assert!(
+        v["result"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("noisy")),
+        "{v}"
+    );
+
+    // A phone off the hook: refused, nothing run, no loopback.
+    let phone = gw.sim.phone(4);
+    phone.off_hook();
+    assert!(wait(SOON, || {
+        tech.get("/api/v1/status").1["ports"][3]["hook"] == "off-hook"
+    }));
+    let (status, v) = tech.post("/api/v1/ports/4/loopback-test", json!({}));
+    assert_eq!(status, 409, "{v}");
+    assert!(!phone.is_looped_back());
+    assert!(tech.get("/api/v1/status").1["ports"][3]["loopback_test"].is_null());
+    phone.on_hook();
+
+    // The page shows the result; the audit log has every run.
+    let (status, page) = tech.get_text("/ports?looped=1");
+    assert_eq!(status, 200);
+    assert!(page.contains("Loopback test of port 1 passed."), "{page}");
+    let admin = create_admin(&gw, "admin1", PASSWORD);
+    let (_, audit) = admin.get("/api/v1/audit?after_id=0&limit=500");
+    let runs = audit["items"]
+        .as_array()
+        .or_else(|| audit.as_array())
+        .map(|rows| {
+            rows.iter()
+                .filter(|r| r["action"] == "loopback_test")
+                .count()
+        })
+        .unwrap_or(0);
+    assert_eq!(runs, 5, "{audit}");
 }

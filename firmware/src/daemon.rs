@@ -882,6 +882,7 @@ async fn serve(
         leg_routes: HashMap::new(),
         conference_ports: std::collections::HashSet::new(),
         sip_outputs,
+        law,
         link,
         routes: HashMap::new(),
         jobs,
@@ -902,6 +903,10 @@ async fn serve(
     let mut button = crate::factory_reset::ButtonWatch::default();
     let mut button_tick = tokio::time::interval(crate::factory_reset::POLL_INTERVAL);
     button_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    // The loopback test's frames, one per port under test every 20 ms (polled only
+    // while a test runs).
+    let mut loopback_tick = tokio::time::interval(Duration::from_millis(20));
+    loopback_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut restart_due = RestartDue::default();
     let outcome = loop {
         let deadline = calls.timeout();
@@ -922,6 +927,7 @@ async fn serve(
                 calls.handle_timeout(Instant::now());
             }
             () = sleep_until(Some(board.web_status.timeout())) => board.web_status_due(),
+            _ = loopback_tick.tick(), if board.web_status.loopback_active() => board.loopback_frames(),
             () = sleep_until(calls.journal_deadline()) => calls.update_journal(Instant::now()),
             () = sleep_until(board.beeps.values().min().copied()) => board.beeps_due(),
             Some(request) = web_requests.recv() => {
@@ -1019,6 +1025,9 @@ async fn serve(
                 tracing::info!(active_calls = calls.active_calls(), "shutting down");
                 calls.shutdown(Instant::now());
                 board.drain(&mut calls);
+                // A loopback under test is turned off before the daemon goes.
+                let off = board.web_status.stop_loopbacks(system_clock_ms());
+                board.send_commands(off);
                 break Ok(());
             }
         }
@@ -1029,6 +1038,9 @@ async fn serve(
         board
             .web_status
             .set_calls(calls.active_calls(), Some(calls.trunk_status()));
+        // Loopbacks ended by this event (a call came, the handset was lifted) go off.
+        let off = board.web_status.take_commands();
+        board.send_commands(off);
         board.web_status.publish(system_clock_ms());
         // The campaign driver's free agents (a watch: only changes wake it).
         available_tx.send_if_modified(|agents| {
@@ -1720,6 +1732,8 @@ impl crate::call::CallerDirectory for StoreDirectory {
 /// The board side of the main loop: routes audio and carries out call control's outputs.
 struct BoardLoop {
     link: LinkSender,
+    /// The line controller's audio law (the loopback test's frames are encoded in it).
+    law: line_proto::g711::Law,
     /// Audio bridges: frames from the key port go to the value port.
     routes: HashMap<u8, u8>,
     /// Ports bridged to a SIP leg: their frames and digits go to the media engine.
@@ -1797,6 +1811,13 @@ impl BoardLoop {
             }
         }
         match frame.body {
+            // A port under a loopback test: its audio is the test's.
+            Body::Audio(audio) if self.web_status.loopback_on(frame.port) => {
+                let mut pcm = [0i16; line_proto::AUDIO_FRAME_LEN];
+                audio.law.decode_block(&audio.samples, &mut pcm);
+                self.web_status
+                    .loopback_audio(system_clock_ms(), frame.port, &pcm);
+            }
             Body::Audio(audio) => {
                 if let Some(tap) = &self.tap {
                     tap.frame(frame.port, crate::recorder::Side::FromPort, &audio);
@@ -2466,6 +2487,21 @@ impl BoardLoop {
         }
     }
 
+    /// The loopback tests' next frames, to their ports.
+    fn loopback_frames(&mut self) {
+        for (port, pcm) in self.web_status.loopback_frames() {
+            let mut samples = [0u8; line_proto::AUDIO_FRAME_LEN];
+            self.law.encode_block(&pcm, &mut samples);
+            let audio = line_proto::Audio {
+                law: self.law,
+                samples,
+            };
+            if let Err(e) = self.link.send(port, Body::Audio(audio)) {
+                tracing::warn!(port, error = %e, "loopback test frame not sent");
+            }
+        }
+    }
+
     /// Line readings and ring-test ends of the web status.
     fn web_status_due(&mut self) {
         let commands = self
@@ -2591,6 +2627,17 @@ impl BoardLoop {
             }
             ControlRequest::VoicemailDeleted { id } => calls.voicemail_message_removed(id),
             ControlRequest::Publish { event } => self.desk_events.publish(event),
+            ControlRequest::LoopbackTest { port, reply } => {
+                let outcome =
+                    self.web_status
+                        .loopback_test(Instant::now(), system_clock_ms(), port);
+                let started = outcome.map(|(id, commands)| {
+                    tracing::info!(port, "loopback test started");
+                    self.send_commands(commands);
+                    id
+                });
+                let _ = reply.send(started);
+            }
             ControlRequest::LineTest { port, reply } => {
                 let outcome = self
                     .web_status

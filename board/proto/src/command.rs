@@ -56,6 +56,14 @@ pub enum Command {
     SelfTest,
     /// Ask for a [`crate::Event::LineReading`].
     ReadLine,
+    /// Turn the port's voice path back on itself (`on`) or restore it: while on, the
+    /// MCU sends back, as the port's audio frames, the audio frames it receives for
+    /// the port, through the port's codec (the loopback test of an idle port). The
+    /// MCU turns it off by itself when the port goes off-hook, rings or is seized.
+    SetLoopback {
+        /// True to loop the voice path, false to restore it.
+        on: bool,
+    },
 }
 
 pub(crate) const HELLO: u8 = 0x40;
@@ -71,6 +79,7 @@ pub(crate) const SET_POLARITY: u8 = 0x49;
 pub(crate) const SET_GAINS: u8 = 0x4A;
 pub(crate) const SELF_TEST: u8 = 0x4B;
 pub(crate) const READ_LINE: u8 = 0x4C;
+pub(crate) const SET_LOOPBACK: u8 = 0x4D;
 
 impl Command {
     /// A dial command; `None` when `digits` is empty, too long or holds a non-dial character.
@@ -98,6 +107,7 @@ impl Command {
             Command::SetGains { .. } => SET_GAINS,
             Command::SelfTest => SELF_TEST,
             Command::ReadLine => READ_LINE,
+            Command::SetLoopback { .. } => SET_LOOPBACK,
         }
     }
 
@@ -118,6 +128,7 @@ impl Command {
                 w.bytes(d.as_bytes())
             }
             Command::SetPolarity { reversed } => w.u8(u8::from(*reversed)),
+            Command::SetLoopback { on } => w.u8(u8::from(*on)),
             Command::SetGains {
                 tx_tenth_db,
                 rx_tenth_db,
@@ -180,6 +191,13 @@ impl Command {
             }
             SELF_TEST => Command::SelfTest,
             READ_LINE => Command::ReadLine,
+            SET_LOOPBACK => Command::SetLoopback {
+                on: match r.u8()? {
+                    0 => false,
+                    1 => true,
+                    _ => return Err(InvalidFrame::BadField("loopback")),
+                },
+            },
             _ => return Err(InvalidFrame::UnknownKind(kind)),
         })
     }

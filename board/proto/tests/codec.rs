@@ -162,6 +162,7 @@ fn command() -> impl Strategy<Value = Command> {
         }),
         Just(Command::SelfTest),
         Just(Command::ReadLine),
+        any::<bool>().prop_map(|on| Command::SetLoopback { on }),
     ]
 }
 
@@ -223,7 +224,8 @@ fn every_variant_is_generated(b: &Body) {
             | Command::SetPolarity { .. }
             | Command::SetGains { .. }
             | Command::SelfTest
-            | Command::ReadLine => {}
+            | Command::ReadLine
+            | Command::SetLoopback { .. } => {}
         },
         Body::Audio(Audio { law, .. }) => match law {
             Law::Ulaw | Law::Alaw => {}
@@ -822,6 +824,20 @@ fn golden_set_gains_negative() {
 }
 
 #[test]
+fn golden_set_loopback_on() {
+    // The loopback test of port 2: one byte, 1 = on.
+    assert_golden(
+        Frame {
+            port: 2,
+            seq: 7,
+            body: Body::Command(Command::SetLoopback { on: true }),
+        },
+        &[0x07, 0x4D, 0x02, 0x07, 0x01, 0x34, 0x0C, 0x00],
+        hand_encode(0x4D, 0x02, 0x07, &[0x01]),
+    );
+}
+
+#[test]
 fn golden_ring_cadence() {
     // One step (2000 on, 4000 off), the US ring: step count, then times big-endian.
     assert_golden(
@@ -1050,6 +1066,8 @@ fn out_of_range_fields_are_rejected() {
     long_dial.extend([b'1'; 33]);
     assert_eq!(invalid_reason(0x48, &long_dial), BadField("dial digits"));
     assert_eq!(invalid_reason(0x49, &[2]), BadField("polarity"));
+    assert_eq!(invalid_reason(0x4D, &[2]), BadField("loopback"));
+    assert_eq!(invalid_reason(0x4D, &[]), Truncated);
     assert_eq!(invalid_reason(0x4A, &[121, 0]), BadField("gain"));
     assert_eq!(invalid_reason(0x4A, &[0, (-121i8) as u8]), BadField("gain"));
     // Audio is exactly AUDIO_FRAME_LEN bytes.

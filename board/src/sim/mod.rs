@@ -119,6 +119,11 @@ struct PortState {
     rx_audio: VecDeque<[i16; AUDIO_FRAME_LEN]>,
     /// What the earpiece / far party heard, newest last.
     heard: VecDeque<i16>,
+    /// The voice path looped back at the codec (`Command::SetLoopback`): what the
+    /// daemon sends the port comes back as the port's audio.
+    loopback: bool,
+    /// Samples of mains hum sent so far (a foreign-voltage fault hums in the loop).
+    hum_at: u64,
 }
 
 impl PortState {
@@ -139,6 +144,8 @@ impl PortState {
             mic: None,
             rx_audio: VecDeque::new(),
             heard: VecDeque::new(),
+            loopback: false,
+            hum_at: 0,
         }
     }
 
@@ -303,6 +310,8 @@ impl Core {
             Command::Ring(_) if p.off_hook => Err(REJECT_BAD_STATE),
             Command::Ring(cadence) => {
                 p.ringing = Some(cadence);
+                // Ringing ends a loopback (the MCU restores the voice path itself).
+                p.loopback = false;
                 Ok(())
             }
             Command::StopRing => {
@@ -318,6 +327,7 @@ impl Core {
                 Ok(())
             }
             Command::FxoSeize => {
+                p.loopback = false;
                 if !p.seized {
                     p.seized = true;
                     p.dialed.clear();
@@ -348,6 +358,17 @@ impl Core {
                 rx_tenth_db,
             } => {
                 p.gains = (tx_tenth_db, rx_tenth_db);
+                Ok(())
+            }
+            // A loopback on a port in use (off-hook, seized, ringing) is refused.
+            Command::SetLoopback { on: true }
+                if p.in_audio() || p.ringing.is_some() || p.pstn_ring.is_some() =>
+            {
+                Err(REJECT_BAD_STATE)
+            }
+            Command::SetLoopback { on } => {
+                p.loopback = on;
+                p.hum_at = 0;
                 Ok(())
             }
             Command::SelfTest => {
@@ -406,7 +427,27 @@ impl Core {
             let excess = p.heard.len().saturating_sub(HEARD_CAP);
             p.heard.drain(..excess);
 
-            if p.in_audio() {
+            if p.loopback {
+                // The frame just received goes back through the codec. A fault takes
+                // the voice path with it: a foreign voltage hums over it, anything
+                // else (over-current, thermal shutdown, no feed, ringer overload)
+                // leaves the codec silent.
+                let mut back = match p.fault {
+                    None | Some(FaultKind::ForeignVoltage) => heard,
+                    Some(_) => [0; AUDIO_FRAME_LEN],
+                };
+                if p.fault == Some(FaultKind::ForeignVoltage) {
+                    for s in &mut back {
+                        let t = p.hum_at as f64 / 8000.0;
+                        let hum = 6000.0 * (std::f64::consts::TAU * 50.0 * t).sin();
+                        *s = s.saturating_add(hum as i16);
+                        p.hum_at += 1;
+                    }
+                }
+                let mut samples = [0u8; AUDIO_FRAME_LEN];
+                law.encode_block(&back, &mut samples);
+                out.push((port, Body::Audio(line_proto::Audio { law, samples })));
+            } else if p.in_audio() {
                 let mut mic = [0i16; AUDIO_FRAME_LEN];
                 if let Some(g) = p.mic.as_mut() {
                     g.fill(&mut mic);
@@ -850,6 +891,8 @@ impl Phone {
         }
         p.off_hook = true;
         p.ringing = None;
+        // Lifting the handset ends a loopback (the MCU restores the voice path).
+        p.loopback = false;
         core.send_event(self.port, Event::OffHook);
     }
 
@@ -906,6 +949,11 @@ impl Phone {
     /// Whether the daemon is ringing this phone.
     pub fn is_ringing(&self) -> bool {
         self.shared.with_port(self.port, |p| p.ringing.is_some())
+    }
+
+    /// Whether the port's voice path is looped back (`Command::SetLoopback`).
+    pub fn is_looped_back(&self) -> bool {
+        self.shared.with_port(self.port, |p| p.loopback)
     }
 
     /// The ring cadence in use, while ringing.

@@ -635,3 +635,69 @@ fn console_over_tcp() {
     drop(sim);
     server.join().unwrap();
 }
+
+/// Sends 50 frames of a 1 kHz tone to `port` and collects what comes back as its
+/// audio until 60 frames are in.
+fn loop_tone(r: &mut Rig, port: u8) -> Vec<i16> {
+    let mut gen = SineGenerator::new(1000.0, 8000);
+    for _ in 0..50 {
+        let mut pcm = [0i16; AUDIO_FRAME_LEN];
+        gen.fill(&mut pcm);
+        let mut samples = [0u8; AUDIO_FRAME_LEN];
+        Law::Ulaw.encode_block(&pcm, &mut samples);
+        r.tx
+            .send(
+                port,
+                Body::Audio(Audio {
+                    law: Law::Ulaw,
+                    samples,
+                }),
+            )
+            .unwrap();
+    }
+    let mut back = Vec::new();
+    while back.len() < 60 * AUDIO_FRAME_LEN {
+        let f = r.expect("looped audio", |f| {
+            f.port == port && matches!(f.body, Body::Audio(_))
+        });
+        let Body::Audio(a) = f.body else {
+            unreachable!()
+        };
+        back.extend(a.samples.iter().map(|&c| a.law.decode(c)));
+    }
+    back
+}
+
+#[test]
+fn loopback_returns_the_port_s_audio_and_a_fault_breaks_it() {
+    let mut r = Rig::new();
+    r.hello();
+    let phone = r.h.phone(3);
+    r.cmd(3, Command::SetLoopback { on: true });
+    assert!(r.h.wait_for(WAIT, |_| phone.is_looped_back()));
+    let back = loop_tone(&mut r, 3);
+    assert!(tone_ratio(&back, 1000.0) > 0.5, "{}", tone_ratio(&back, 1000.0));
+    assert!(crate::dsp::rms(&back) > 2000.0);
+    // A dead codec (over-current shutdown): silence comes back.
+    r.h.inject_fault(3, line_proto::FaultKind::OverCurrent);
+    let back = loop_tone(&mut r, 3);
+    assert!(back.iter().all(|&s| s.abs() < 16), "silence");
+    // Foreign voltage on the pair: the tone comes back with mains hum over it.
+    r.h.clear_fault(3);
+    r.h.inject_fault(3, line_proto::FaultKind::ForeignVoltage);
+    let back = loop_tone(&mut r, 3);
+    assert!(tone_ratio(&back, 50.0) > 0.2, "{}", tone_ratio(&back, 50.0));
+    r.h.clear_fault(3);
+    // Off: nothing comes back from an idle port any more.
+    r.cmd(3, Command::SetLoopback { on: false });
+    assert!(r.h.wait_for(WAIT, |_| !phone.is_looped_back()));
+    // Lifting the handset ends it; on a port in use it is refused.
+    r.cmd(3, Command::SetLoopback { on: true });
+    assert!(r.h.wait_for(WAIT, |_| phone.is_looped_back()));
+    phone.off_hook();
+    assert!(!phone.is_looped_back());
+    r.cmd(3, Command::SetLoopback { on: true });
+    let e = r.expect_event(3, "Rejected", |e| matches!(e, Event::Rejected { .. }));
+    assert!(matches!(e, Event::Rejected { reason: REJECT_BAD_STATE, .. }), "{e:?}");
+    assert!(!phone.is_looped_back());
+}

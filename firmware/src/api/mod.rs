@@ -805,6 +805,12 @@ fn build(state: ApiState) -> (Router, Vec<(Method, &'static str)>) {
     route!(
         post,
         Method::POST,
+        "/api/v1/ports/{port}/loopback-test",
+        crate::web::loopback_test_api
+    );
+    route!(
+        post,
+        Method::POST,
         "/api/v1/system/reboot",
         crate::web::reboot_api
     );

@@ -137,6 +137,9 @@ fn live_status() -> crate::web::status::StatusHandle {
                 ControlRequest::LineTest { reply, .. } => {
                     let _ = reply.send(Err(crate::web::status::LineTestError::Stopping));
                 }
+                ControlRequest::LoopbackTest { reply, .. } => {
+                    let _ = reply.send(Err(crate::web::status::LoopbackError::Stopping));
+                }
                 // Reboots are web::tests' (with call control); never accepted here.
                 ControlRequest::Reboot { reply, .. } => {
                     let _ = reply.send(Err(crate::web::status::RebootError::Stopping));

@@ -17,13 +17,16 @@ use axum::Json;
 use futures_util::stream::{self, Stream};
 use serde_json::json;
 
-use super::status::{LineTestError, RebootError, RingTestError, StatusHandle, RING_TEST_DURATION};
+use super::status::{
+    LineTestError, LoopbackError, RebootError, RingTestError, StatusHandle, RING_TEST_DURATION,
+};
 use super::views::{active_call_views, ActiveCallView};
 use crate::api::{ApiError, ApiState, Authed};
 use crate::audit;
 use crate::mask::{self, NumberDirectory};
 use crate::rbac::{Action, Resource, Target};
 use crate::tools::line_test::LineTestResult;
+use crate::tools::loopback::LoopbackResult;
 
 /// How often an idle SSE stream sends a comment, so proxies and the browser keep it.
 const SSE_KEEP_ALIVE: Duration = Duration::from_secs(15);
@@ -263,6 +266,45 @@ pub(crate) async fn run_line_test(
                 StatusCode::CONFLICT
             }
             LineTestError::Stopping => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        ApiError::new(status, e.to_string())
+    })
+}
+
+/// `POST /api/v1/ports/{port}/loopback-test` (`diagnostics.operate`, CSRF): 200 with
+/// the result (passed or not), 409 when the port is busy or under another test, 404
+/// for no such port.
+pub(crate) async fn loopback_test_api(
+    State(state): State<ApiState>,
+    who: Authed,
+    Path(port): Path<String>,
+) -> Result<Response, ApiError> {
+    let port = port_number(&port)?;
+    let result = run_loopback_test(&state, &who, port).await?;
+    Ok(Json(json!({ "port": port, "result": result })).into_response())
+}
+
+/// Authorizes (`diagnostics.operate`), has the main loop loopback-test `port`, waits
+/// for the result and audits it (`loopback_test`: ok when it ran, with passed and the
+/// reason; failed with the reason when it could not run).
+pub(crate) async fn run_loopback_test(
+    state: &ApiState,
+    who: &Authed,
+    port: u8,
+) -> Result<LoopbackResult, ApiError> {
+    let status = authorize_port_action(state, who, port).await?;
+    let outcome = status.loopback_test(port).await;
+    let detail = match &outcome {
+        Ok(r) => Ok(json!({ "port": port, "passed": r.passed, "summary": r.reason,
+                            "level_tenth_dbm0": r.level_tenth_dbm0, "delay_ms": r.delay_ms })),
+        Err(e) => Err(json!({ "port": port, "reason": e.to_string() })),
+    };
+    audit_port_action(state, who, "loopback_test", port, detail).await?;
+    outcome.map_err(|e| {
+        let status = match e {
+            LoopbackError::NoSuchPort { .. } => StatusCode::NOT_FOUND,
+            LoopbackError::Busy { .. } => StatusCode::CONFLICT,
+            LoopbackError::Stopping => StatusCode::SERVICE_UNAVAILABLE,
         };
         ApiError::new(status, e.to_string())
     })

@@ -16,7 +16,8 @@
 //!   and per-account lockout), `/logout` (POST), `/dashboard` (ports with hook state,
 //!   active calls, SIP trunk and local accounts, WAN, sync backlog, disk, alarms),
 //!   `/ports` (hook state, line voltage / loop current, recent events, ring test, line
-//!   test with its last result per port: [`crate::tools::line_test`]),
+//!   test and loopback test with their last results per port:
+//!   [`crate::tools::line_test`], [`crate::tools::loopback`]),
 //!   `/sip` (the trunk registration: state, server, expiry, per-server health and last
 //!   error; every local SIP account's registered contacts with source address and
 //!   expiry, from the SIP endpoint's own snapshot; "not configured" without `[sip]`),
@@ -24,7 +25,10 @@
 //!   messages that match, server-rendered; `app.js` appends new ones from its SSE route),
 //!   `/calls` (calls in progress from call control with, per SIP leg, the codec and the
 //!   media engine's RTP loss, jitter and MOS; the last 20 CDRs of 7 days from the
-//!   store), `/sync` (agent state, outbox backlog and its oldest row's age, cursor,
+//!   store, each with its recording: an `<audio controls preload="none">` player on
+//!   `GET /api/v1/recordings/{id}/audio` for `recordings.listen`, a download link for
+//!   `recordings.download`, "recorded" for `recordings.view` alone, nothing
+//!   without it; see `crate::api::recordings`), `/sync` (agent state, outbox backlog and its oldest row's age, cursor,
 //!   last success and last error, and the force-sync form), `/system` (version,
 //!   uptime, memory, load, disk, how the page is served, and the reboot form: a
 //!   confirm step with the calls in progress, refused while calls are up unless the
@@ -36,8 +40,8 @@
 //!   `provisioning`: `provisioning.view`, its forms `provisioning.operate`).
 //!   `/` redirects to the dashboard.
 //! - **Authorization**: every page calls `ApiState::require` (audited denials) with
-//!   `diagnostics.view` (dashboard, ports, SIP, calls), `diagnostics.operate` (ring and line
-//!   test), `sync.view` (sync), `sync.operate` (force sync), `system_config.view`
+//!   `diagnostics.view` (dashboard, ports, SIP, calls), `diagnostics.operate` (ring, line
+//!   and loopback test), `sync.view` (sync), `sync.operate` (force sync), `system_config.view`
 //!   (system) or `system_config.operate` (reboot); the tools page needs `diagnostics.view`, its ping, traceroute and
 //!   probe forms `diagnostics.operate`, the capture `diagnostics.download` and the
 //!   bundle link `diagnostics.download` + `system_config.view` (each form says which
@@ -53,13 +57,13 @@
 //!   `/tools/capture` (the pcap download itself); they call the same `run_*`
 //!   functions as `/api/v1/tools/...` (audited there). The bundle is a plain link to
 //!   `GET /api/v1/tools/bundle` (the session cookie goes with it).
-//! - **Forms** (logout, ring test, line test, force sync) carry the session's CSRF
+//! - **Forms** (logout, ring test, line test, loopback test, force sync) carry the session's CSRF
 //!   token in a hidden field, checked like the API's `X-CSRF-Token` header; the ring
 //!   test, line test and force sync answer with a redirect back to their page and a
 //!   notice (POST-redirect-GET; the line test's checks are on the port's card), or an
 //!   error page (409 when the port is busy, or sync is not configured or not running).
 //!   They go through the same functions as their API routes (audited as `ring_test` /
-//!   `line_test` / `force_sync`).
+//!   `line_test` / `loopback_test` / `force_sync`).
 //! - **Live updates**: `app.js` opens an `EventSource` on `/api/v1/events/status` and
 //!   updates the elements marked `data-live`; without JS the pages are complete and a
 //!   reload shows the news (the SIP, calls and sync pages are not live: reload them).
@@ -83,8 +87,9 @@
 //! Limits: a session that must change its password gets the 403 page (there is no
 //! password page yet: use `POST /api/v1/me/password`); an open SSE stream is not
 //! ended by a logout elsewhere (it ends when the page closes); the calls page has no
-//! recordings and no CDR quality columns; there is no loopback/echo test yet; the
-//! charts are not live (reload the page); the tools page shows ping and traceroute output when they end (not line
+//! CDR quality columns and shows recordings only for its 20 CDRs (older ones:
+//! `GET /api/v1/recordings`); there is no echo test feature code yet; the charts
+//! are not live (reload the page); the tools page shows ping and traceroute output when they end (not line
 //! by line).
 
 mod api_routes;
@@ -119,7 +124,7 @@ use crate::rbac::{Action, Resource, Target};
 use tls::Secure;
 
 pub(crate) use api_routes::{
-    active_calls_json, line_test_api, reboot_api, ring_test_api, sip_json, status_events,
+    active_calls_json, line_test_api, loopback_test_api, reboot_api, ring_test_api, sip_json, status_events,
     status_json,
 };
 pub(crate) use chart_api::{call_quality_json, calls_per_hour_json, line_json, sync_backlog_json};
@@ -156,6 +161,7 @@ pub fn router(api: ApiState) -> Router {
         .route("/ports", get(ports_page))
         .route("/ports/{port}/ring-test", post(ring_test_form))
         .route("/ports/{port}/line-test", post(line_test_form))
+        .route("/ports/{port}/loopback-test", post(loopback_test_form))
         .route("/sip", get(sip_page))
         .route("/sip/trace", get(sip_trace_page))
         .route("/calls", get(calls_page))
@@ -514,6 +520,7 @@ async fn dashboard(
 struct PortsQuery {
     rang: Option<u8>,
     tested: Option<u8>,
+    looped: Option<u8>,
 }
 
 async fn ports_page(
@@ -553,7 +560,7 @@ async fn ports_page(
         &who,
         state.api.status(),
         may_operate,
-        (q.rang, q.tested),
+        (q.rang, q.tested, q.looped),
         &lines,
     )
 }
@@ -626,6 +633,29 @@ async fn line_test_form(
         Err(e) => pages::error_page(
             e.status(),
             "Line test not run",
+            e.message(),
+            Some(("/ports", "Back to the ports")),
+        ),
+    }
+}
+
+async fn loopback_test_form(
+    State(state): State<WebState>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+    Path(port): Path<String>,
+    Form(form): Form<CsrfForm>,
+) -> Response {
+    let (who, port) = match port_form(&state, ip, &headers, &port, &form.csrf).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    match api_routes::run_loopback_test(&state.api, &who, port).await {
+        // The result is in the port's status: the page shows it.
+        Ok(_) => Redirect::to(&format!("/ports?looped={port}#port-{port}")).into_response(),
+        Err(e) => pages::error_page(
+            e.status(),
+            "Loopback test not run",
             e.message(),
             Some(("/ports", "Back to the ports")),
         ),

@@ -522,10 +522,20 @@ pub(super) fn ports_page(
     who: &Authed,
     status: Option<&StatusHandle>,
     may_operate: bool,
-    (rang, tested): (Option<u8>, Option<u8>),
+    (rang, tested, looped): (Option<u8>, Option<u8>, Option<u8>),
     lines: &Result<super::chart_api::LineCharts, String>,
 ) -> Response {
     let snapshot = status.map(StatusHandle::current);
+    let looped = looped.and_then(|port| {
+        let result = snapshot
+            .as_ref()?
+            .ports
+            .iter()
+            .find(|p| p.port == port)?
+            .loopback_test
+            .clone()?;
+        Some((port, result))
+    });
     let tested = tested.and_then(|port| {
         let result = snapshot
             .as_ref()?
@@ -543,6 +553,13 @@ pub(super) fn ports_page(
                 p.notice.ok role="status" { "Line test of port " (port) " passed." }
             } @else {
                 p.notice.bad role="alert" { "Line test of port " (port) " failed: " (r.summary()) }
+            }
+        }
+        @if let Some((port, r)) = &looped {
+            @if r.passed {
+                p.notice.ok role="status" { "Loopback test of port " (port) " passed." }
+            } @else {
+                p.notice.bad role="alert" { "Loopback test of port " (port) " failed: " (r.reason) }
             }
         }
         @if let Some(port) = rang {
@@ -586,6 +603,26 @@ pub(super) fn ports_page(
                             }
                             None => { p.muted { "not run since the daemon started" } }
                         }
+                        h3 { "Loopback test" }
+                        @if p.loopback_testing {
+                            p { span.pill.busy { "running" } }
+                        }
+                        @match &p.loopback_test {
+                            Some(r) => {
+                                p.loopback { (if r.passed { html! { span.pill.ok { "passed" } } } else { html! { span.pill.bad { "failed" } } }) " " time { (clock(r.at_ms)) } }
+                                @if !r.passed { p.bad { (r.reason) } }
+                                table.checks {
+                                    @for c in &r.checks {
+                                        tr {
+                                            th scope="row" { (c.name) }
+                                            td class=(if c.passed { "ok" } else { "bad" }) { (if c.passed { "ok" } else { "failed" }) }
+                                            td { (c.detail) }
+                                        }
+                                    }
+                                }
+                            }
+                            None => { p.muted { "not run since the daemon started" } }
+                        }
                         @if may_operate {
                             @if p.kind == PortKind::Fxs {
                                 form.inline method="post" action=(format!("/ports/{}/ring-test", p.port)) {
@@ -596,6 +633,10 @@ pub(super) fn ports_page(
                             form.inline method="post" action=(format!("/ports/{}/line-test", p.port)) {
                                 input type="hidden" name="csrf" value=(who.csrf_token());
                                 button type="submit" { "Line test" }
+                            }
+                            form.inline method="post" action=(format!("/ports/{}/loopback-test", p.port)) {
+                                input type="hidden" name="csrf" value=(who.csrf_token());
+                                button type="submit" { "Loopback test" }
                             }
                         }
                     }

@@ -40,6 +40,7 @@ use crate::call::{CallSnapshot, PortState, TrunkStatus};
 use crate::media_engine::LegSnapshot;
 use crate::sip_endpoint::status::SipStatus;
 use crate::tools::line_test::{LineTestResult, LineTestRun, LINE_TEST_TIMEOUT};
+use crate::tools::loopback::{LoopbackResult, LoopbackRun, Pcm, LOOPBACK_TEST_TIMEOUT};
 
 /// How often every port's line is read (voltage, loop current).
 pub const LINE_READING_INTERVAL: Duration = Duration::from_secs(30);
@@ -139,6 +140,10 @@ pub struct PortStatus {
     pub line_testing: bool,
     /// The last line test's outcome, while the daemon runs.
     pub line_test: Option<LineTestResult>,
+    /// Whether a loopback test runs on the port now.
+    pub loopback_testing: bool,
+    /// The last loopback test's outcome, while the daemon runs.
+    pub loopback_test: Option<LoopbackResult>,
     /// Recent events, newest last.
     pub events: VecDeque<PortEvent>,
 }
@@ -198,6 +203,28 @@ pub enum LineTestError {
     AlreadyTesting {
         /// The port asked for.
         port: u8,
+    },
+    /// The main loop is gone (the daemon is stopping), or never published the result.
+    #[error("the daemon is stopping")]
+    Stopping,
+}
+
+/// Why a loopback test was not run.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LoopbackError {
+    /// No such port.
+    #[error("port {port} does not exist on this board")]
+    NoSuchPort {
+        /// The port asked for.
+        port: u8,
+    },
+    /// The port is in use or under another test.
+    #[error("port {port} is busy ({state}); a loopback test needs an idle port (FXS: handset down) with no other test running")]
+    Busy {
+        /// The port asked for.
+        port: u8,
+        /// Its state, or the test running on it.
+        state: &'static str,
     },
     /// The main loop is gone (the daemon is stopping), or never published the result.
     #[error("the daemon is stopping")]
@@ -471,6 +498,14 @@ pub enum ControlRequest {
     Publish {
         /// The event.
         event: crate::screen_pop::DeskEvent,
+    },
+    /// Loopback-test an idle port ([`crate::tools::loopback`]); the answer is the
+    /// run's number (its result appears in the port's status).
+    LoopbackTest {
+        /// The port.
+        port: u8,
+        /// The run's number, or why it was not started.
+        reply: oneshot::Sender<Result<u64, LoopbackError>>,
     },
     /// Line-test an idle port ([`crate::tools::line_test`]); the answer is the run's
     /// number, its result comes in the port's status.
@@ -755,6 +790,35 @@ impl StatusHandle {
             .map_err(|_| LineTestError::Stopping)?
     }
 
+    /// Asks the main loop to loopback-test `port` and waits for the result (at most
+    /// [`LOOPBACK_TEST_TIMEOUT`] and a second).
+    pub async fn loopback_test(&self, port: u8) -> Result<LoopbackResult, LoopbackError> {
+        let mut rx = self.status.clone();
+        let (reply, answer) = oneshot::channel();
+        self.control
+            .send(ControlRequest::LoopbackTest { port, reply })
+            .map_err(|_| LoopbackError::Stopping)?;
+        let id = answer.await.map_err(|_| LoopbackError::Stopping)??;
+        let wait = async {
+            loop {
+                let done = rx
+                    .borrow_and_update()
+                    .ports
+                    .iter()
+                    .find(|p| p.port == port)
+                    .and_then(|p| p.loopback_test.clone())
+                    .filter(|r| r.id == id);
+                if let Some(result) = done {
+                    return Ok(result);
+                }
+                rx.changed().await.map_err(|_| LoopbackError::Stopping)?;
+            }
+        };
+        tokio::time::timeout(LOOPBACK_TEST_TIMEOUT + Duration::from_secs(1), wait)
+            .await
+            .map_err(|_| LoopbackError::Stopping)?
+    }
+
     /// Asks the main loop to reboot the box (see [`ControlRequest::Reboot`]).
     pub async fn reboot(&self, force: bool) -> Result<usize, RebootError> {
         let (reply, answer) = oneshot::channel();
@@ -784,6 +848,13 @@ pub struct StatusPublisher {
     line_tests: BTreeMap<u8, LineTestRun>,
     /// The last line test's number.
     line_test_id: u64,
+    /// Loopback tests in progress.
+    loopback_tests: BTreeMap<u8, LoopbackRun>,
+    /// The last loopback test's number (shares nothing with the line tests').
+    loopback_id: u64,
+    /// Commands due outside a request's answer (a loopback ended by an event or a
+    /// state change is turned off); the main loop sends them after each event.
+    pending: Vec<(u8, Command)>,
     /// The country's ring cadence.
     cadence: Cadence,
 }
@@ -819,6 +890,8 @@ impl StatusPublisher {
                     ring_test: false,
                     line_testing: false,
                     line_test: None,
+                    loopback_testing: false,
+                    loopback_test: None,
                     events: VecDeque::new(),
                 })
                 .collect(),
@@ -841,6 +914,9 @@ impl StatusPublisher {
                 ring_tests: BTreeMap::new(),
                 line_tests: BTreeMap::new(),
                 line_test_id: 0,
+                loopback_tests: BTreeMap::new(),
+                loopback_id: 0,
+                pending: Vec::new(),
                 cadence,
             },
             rx,
@@ -893,6 +969,13 @@ impl StatusPublisher {
 
     /// A board event on `port`.
     pub fn on_event(&mut self, now_ms: i64, port: u8, event: &Event) {
+        match event {
+            Event::OffHook => self.abort_loopback(now_ms, port, "the handset was lifted"),
+            Event::RingDetected { .. } => {
+                self.abort_loopback(now_ms, port, "the PSTN line rang");
+            }
+            _ => {}
+        }
         if let Some(run) = self.line_tests.get_mut(&port) {
             if run.on_event(event) {
                 self.finish_line_test(now_ms, port);
@@ -977,6 +1060,9 @@ impl StatusPublisher {
             p.fault = None;
         }
         self.changed = true;
+        if state != PortState::Idle && state != PortState::Fault {
+            self.abort_loopback(now_ms, port, "a call came to the port");
+        }
         self.note(port, now_ms, format!("call state: {}", state.as_str()));
     }
 
@@ -1019,6 +1105,12 @@ impl StatusPublisher {
         }
         if self.ring_tests.contains_key(&port) {
             return Err(RingTestError::AlreadyRinging { port });
+        }
+        if self.loopback_tests.contains_key(&port) {
+            return Err(RingTestError::Busy {
+                port,
+                state: "loopback test",
+            });
         }
         if p.state != PortState::Idle.as_str() {
             return Err(RingTestError::Busy {
@@ -1070,6 +1162,12 @@ impl StatusPublisher {
                 state: "ring test",
             });
         }
+        if self.loopback_tests.contains_key(&port) {
+            return Err(LineTestError::Busy {
+                port,
+                state: "loopback test",
+            });
+        }
         if p.kind == PortKind::Fxs && p.hook == Hook::OffHook {
             return Err(LineTestError::Busy {
                 port,
@@ -1107,12 +1205,128 @@ impl StatusPublisher {
         self.note(port, now_ms, what);
     }
 
+    /// Starts a loopback test of `port` ([`crate::tools::loopback`]): the run's number
+    /// and the command to send (the loopback on). Refused on a port with a call up,
+    /// an FXS port off the hook, one ringing for a ring test or
+    /// under any other test.
+    pub fn loopback_test(
+        &mut self,
+        now: Instant,
+        now_ms: i64,
+        port: u8,
+    ) -> Result<(u64, Vec<(u8, Command)>), LoopbackError> {
+        let p = self
+            .status
+            .ports
+            .iter()
+            .find(|p| p.port == port)
+            .ok_or(LoopbackError::NoSuchPort { port })?;
+        let busy = |state| Err(LoopbackError::Busy { port, state });
+        if self.loopback_tests.contains_key(&port) {
+            return busy("loopback test");
+        }
+        if self.line_tests.contains_key(&port) {
+            return busy("line test");
+        }
+        if self.ring_tests.contains_key(&port) {
+            return busy("ring test");
+        }
+        // A port out of service after a fault may be tested: that is when it is needed.
+        if p.state != PortState::Idle.as_str() && p.state != PortState::Fault.as_str() {
+            return busy(p.state);
+        }
+        if p.kind == PortKind::Fxs && p.hook == Hook::OffHook {
+            return busy("off-hook");
+        }
+        self.loopback_id += 1;
+        let id = self.loopback_id;
+        self.loopback_tests.insert(port, LoopbackRun::new(id, now));
+        if let Some(p) = self.port_mut(port) {
+            p.loopback_testing = true;
+        }
+        self.note(port, now_ms, "loopback test started".into());
+        Ok((id, vec![(port, Command::SetLoopback { on: true })]))
+    }
+
+    /// Whether a loopback test runs (the main loop then sends its frames every 20 ms).
+    pub fn loopback_active(&self) -> bool {
+        !self.loopback_tests.is_empty()
+    }
+
+    /// Whether `port` is under a loopback test (its audio goes to the test).
+    pub fn loopback_on(&self, port: u8) -> bool {
+        self.loopback_tests.contains_key(&port)
+    }
+
+    /// The next test frame of every loopback test (one per 20 ms).
+    pub fn loopback_frames(&mut self) -> Vec<(u8, Pcm)> {
+        self.loopback_tests
+            .iter_mut()
+            .filter_map(|(&port, run)| run.poll_frame().map(|f| (port, f)))
+            .collect()
+    }
+
+    /// A frame `port` sent while under a loopback test.
+    pub fn loopback_audio(&mut self, now_ms: i64, port: u8, pcm: &Pcm) {
+        if self
+            .loopback_tests
+            .get_mut(&port)
+            .is_some_and(|run| run.on_audio(pcm))
+        {
+            self.finish_loopback(now_ms, port, None);
+        }
+    }
+
+    fn abort_loopback(&mut self, now_ms: i64, port: u8, why: &str) {
+        if self.loopback_tests.contains_key(&port) {
+            self.finish_loopback(now_ms, port, Some(why));
+        }
+    }
+
+    /// Ends `port`'s loopback test (judged, or aborted with `why`) and turns the
+    /// loopback off.
+    fn finish_loopback(&mut self, now_ms: i64, port: u8, why: Option<&str>) {
+        let Some(run) = self.loopback_tests.remove(&port) else {
+            return;
+        };
+        let result = match why {
+            None => run.finish(now_ms),
+            Some(why) => run.abort(now_ms, why),
+        };
+        let what = if result.passed {
+            "loopback test passed".to_owned()
+        } else {
+            format!("loopback test failed: {}", result.reason)
+        };
+        if let Some(p) = self.port_mut(port) {
+            p.loopback_testing = false;
+            p.loopback_test = Some(result);
+        }
+        self.note(port, now_ms, what);
+        self.pending.push((port, Command::SetLoopback { on: false }));
+    }
+
+    /// Ends every loopback test (the daemon stops): the commands that turn them off.
+    pub fn stop_loopbacks(&mut self, now_ms: i64) -> Vec<(u8, Command)> {
+        let ports: Vec<u8> = self.loopback_tests.keys().copied().collect();
+        for port in ports {
+            self.finish_loopback(now_ms, port, Some("the daemon is stopping"));
+        }
+        self.take_commands()
+    }
+
+    /// Commands due since the last call (loopbacks to turn off).
+    pub fn take_commands(&mut self) -> Vec<(u8, Command)> {
+        std::mem::take(&mut self.pending)
+    }
+
     /// When [`StatusPublisher::handle_timeout`] is next due.
     pub fn timeout(&self) -> Instant {
         self.ring_tests
             .values()
             .copied()
             .chain(self.line_tests.values().map(LineTestRun::deadline))
+            .chain(self.loopback_tests.values().map(LoopbackRun::deadline))
             .fold(self.next_reading, Instant::min)
     }
 
@@ -1128,6 +1342,17 @@ impl StatusPublisher {
         for port in ended {
             self.finish_line_test(now_ms, port);
         }
+        let ended: Vec<u8> = self
+            .loopback_tests
+            .iter()
+            .filter(|(_, run)| run.deadline() <= now)
+            .map(|(&p, _)| p)
+            .collect();
+        for port in ended {
+            // Judged with what arrived (nothing, when the board sent no audio back).
+            self.finish_loopback(now_ms, port, None);
+        }
+        out.append(&mut self.pending);
         let due: Vec<u8> = self
             .ring_tests
             .iter()
@@ -1488,5 +1713,61 @@ mod tests {
         p.on_event(8, 1, &Event::OffHook);
         assert!(!p.status().ports[0].ring_test);
         assert_eq!(p.timeout(), now + LINE_READING_INTERVAL);
+    }
+
+    #[test]
+    fn a_loopback_test_is_refused_on_a_busy_port_and_always_turned_off() {
+        let (mut p, _rx, now) = publisher();
+        // Off-hook, under a line test, with a call up: refused.
+        p.on_event(0, 1, &Event::OffHook);
+        assert!(matches!(
+            p.loopback_test(now, 0, 1),
+            Err(LoopbackError::Busy { state: "off-hook", .. })
+        ));
+        p.on_event(0, 1, &Event::OnHook);
+        p.line_test(now, 0, 2).expect("line test");
+        assert!(matches!(
+            p.loopback_test(now, 0, 2),
+            Err(LoopbackError::Busy { state: "line test", .. })
+        ));
+        assert!(matches!(
+            p.loopback_test(now, 0, 99),
+            Err(LoopbackError::NoSuchPort { port: 99 })
+        ));
+        // Started: the loopback goes on; a second one, a ring or line test refused.
+        let (id, cmds) = p.loopback_test(now, 0, 1).expect("started");
+        assert_eq!(cmds, vec![(1, Command::SetLoopback { on: true })]);
+        assert!(p.loopback_active() && p.loopback_on(1) && !p.loopback_on(3));
+        assert!(p.status().ports[0].loopback_testing);
+        assert!(p.loopback_test(now, 0, 1).is_err());
+        assert!(p.ring_test(now, 0, 1).is_err());
+        assert!(p.line_test(now, 0, 1).is_err());
+        // A call comes to the port: aborted, the loopback off.
+        assert_eq!(p.loopback_frames().len(), 1);
+        p.on_port_state(5, 1, PortState::Ringing);
+        assert_eq!(p.take_commands(), vec![(1, Command::SetLoopback { on: false })]);
+        let r = p.status().ports[0].loopback_test.clone().expect("result");
+        assert_eq!(r.id, id);
+        assert!(!r.passed);
+        assert_eq!(r.reason, "aborted: a call came to the port");
+        assert!(!p.loopback_active());
+        p.on_port_state(6, 1, PortState::Idle);
+        // Lifting the handset aborts it too.
+        p.loopback_test(now, 0, 1).expect("started");
+        p.on_event(7, 1, &Event::OffHook);
+        assert_eq!(p.take_commands(), vec![(1, Command::SetLoopback { on: false })]);
+        assert!(p.status().ports[0].loopback_test.as_ref().is_some_and(|r| r.reason.contains("handset")));
+        // Nothing comes back: judged at the timeout, failed, the loopback off.
+        p.on_event(8, 1, &Event::OnHook);
+        p.loopback_test(now, 0, 1).expect("started");
+        assert!(p.timeout() <= now + LOOPBACK_TEST_TIMEOUT);
+        let cmds = p.handle_timeout(now + LOOPBACK_TEST_TIMEOUT, 9);
+        assert!(cmds.contains(&(1, Command::SetLoopback { on: false })), "{cmds:?}");
+        let r = p.status().ports[0].loopback_test.clone().expect("result");
+        assert!(!r.passed);
+        assert!(r.reason.contains("no audio came back"), "{}", r.reason);
+        // The daemon stops during a test: turned off.
+        p.loopback_test(now, 0, 1).expect("started");
+        assert_eq!(p.stop_loopbacks(10), vec![(1, Command::SetLoopback { on: false })]);
     }
 }

@@ -222,6 +222,32 @@ async fn env() -> Env {
                     p.publish(system_clock_ms());
                     let _ = reply.send(r.map(|(id, _)| id));
                 }
+                ControlRequest::LoopbackTest { port, reply } => {
+                    // The board's loop as the simulator runs it: the frames come back
+                    // one frame late on the FXS ports; FXO port 3's codec is dead.
+                    let mut p = p.lock().expect("publisher");
+                    let r = p.loopback_test(Instant::now(), system_clock_ms(), port);
+                    if r.is_ok() {
+                        let mut last = [0i16; line_proto::AUDIO_FRAME_LEN];
+                        for _ in 0..70 {
+                            let frame = p
+                                .loopback_frames()
+                                .into_iter()
+                                .find(|(q, _)| *q == port)
+                                .map_or([0; line_proto::AUDIO_FRAME_LEN], |(_, f)| f);
+                            let back = if port == 3 { [0; line_proto::AUDIO_FRAME_LEN] } else { last };
+                            p.loopback_audio(system_clock_ms(), port, &back);
+                            last = frame;
+                        }
+                        assert_eq!(
+                            p.take_commands(),
+                            vec![(port, line_proto::Command::SetLoopback { on: false })],
+                            "the loopback is turned off at the end"
+                        );
+                    }
+                    p.publish(system_clock_ms());
+                    let _ = reply.send(r.map(|(id, _)| id));
+                }
                 ControlRequest::ClickToCall { request, reply } => {
                     let r = request.resolve(None).and_then(|from| {
                         let mut calls = c.lock().expect("calls");
@@ -957,6 +983,118 @@ async fn line_test_needs_csrf_and_operate_refuses_a_busy_port_reports_and_is_aud
             row("port 1", "failed"),
             row("port 9", "failed"),
             row("port 2", "ok"),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn loopback_test_needs_csrf_and_operate_refuses_a_busy_port_reports_and_is_audited() {
+    let env = env().await;
+    let tech = env.login("tech").await;
+    let agent = env.login("agent1").await;
+    let result = |port: usize| {
+        env.publisher.lock().unwrap().status().ports[port]
+            .loopback_test
+            .clone()
+    };
+
+    // No CSRF token, another session's token, an agent: refused, nothing runs.
+    let r = env.post_form("/ports/1/loopback-test", &tech, "csrf=").await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let r = env
+        .post_form("/ports/1/loopback-test", &tech, &format!("csrf={}", agent.csrf))
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let r = env
+        .send(Method::POST, "/api/v1/ports/1/loopback-test", &[&tech.cookie], &[], None)
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let r = env
+        .post_form("/ports/1/loopback-test", &agent, &format!("csrf={}", agent.csrf))
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert!(r.text.contains("diagnostics.operate"), "{}", r.text);
+    assert_eq!(result(0), None);
+
+    // The technician's form: the loop comes back clean, the page shows the checks.
+    let r = env
+        .post_form("/ports/1/loopback-test", &tech, &format!("csrf={}", tech.csrf))
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text);
+    assert_eq!(r.location(), "/ports?looped=1#port-1");
+    let done = result(0).expect("a result");
+    assert!(done.passed, "{done:?}");
+    assert_eq!(done.delay_ms, Some(20));
+    let page = env.get("/ports?looped=1", Some(&tech)).await.text;
+    assert!(page.contains("Loopback test of port 1 passed."), "{page}");
+    assert!(page.contains("-10.0 dBm0 (sent -10.0 dBm0)"), "{page}");
+    assert!(page.contains("action=\"/ports/3/loopback-test\""), "{page}");
+
+    // The API: port 3's dead codec fails, still 200, with the reason.
+    let csrf = [("x-csrf-token", tech.csrf.as_str())];
+    let r = env
+        .send(Method::POST, "/api/v1/ports/3/loopback-test", &[&tech.cookie], &csrf, None)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let body = r.json();
+    assert_eq!(body["result"]["passed"], false);
+    assert_eq!(body["result"]["checks"][0]["name"], "audio back");
+    assert!(body["result"]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("no audio came back"));
+    let status = env.get("/api/v1/status", Some(&tech)).await.json();
+    assert_eq!(status["ports"][2]["loopback_test"]["passed"], false, "{status}");
+    assert_eq!(status["ports"][2]["loopback_testing"], false);
+
+    // A call up, a phone off the hook, no such port, not a number.
+    env.publisher
+        .lock()
+        .unwrap()
+        .on_port_state(system_clock_ms(), 2, PortState::Talking);
+    let r = env
+        .send(Method::POST, "/api/v1/ports/2/loopback-test", &[&tech.cookie], &csrf, None)
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);
+    assert!(r.json()["error"].as_str().unwrap().contains("busy"));
+    assert_eq!(result(1), None);
+    env.publisher
+        .lock()
+        .unwrap()
+        .on_port_state(system_clock_ms(), 2, PortState::Idle);
+    env.publisher
+        .lock()
+        .unwrap()
+        .on_event(system_clock_ms(), 1, &line_proto::Event::OffHook);
+    let r = env
+        .send(Method::POST, "/api/v1/ports/1/loopback-test", &[&tech.cookie], &csrf, None)
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);
+    assert!(r.json()["error"].as_str().unwrap().contains("off-hook"));
+    for (path, status) in [
+        ("/api/v1/ports/9/loopback-test", StatusCode::NOT_FOUND),
+        ("/api/v1/ports/x/loopback-test", StatusCode::BAD_REQUEST),
+    ] {
+        let r = env
+            .send(Method::POST, path, &[&tech.cookie], &csrf, None)
+            .await;
+        assert_eq!(r.status, status, "{path}: {}", r.text);
+    }
+    let rows: Vec<_> = env
+        .audit()
+        .into_iter()
+        .filter(|a| a.action == "loopback_test")
+        .map(|a| (a.target, a.result))
+        .collect();
+    let row = |port: &str, result: &str| (port.to_owned(), result.to_owned());
+    assert_eq!(
+        rows,
+        vec![
+            row("port 1", "ok"),
+            row("port 3", "ok"),
+            row("port 2", "failed"),
+            row("port 1", "failed"),
+            row("port 9", "failed"),
         ]
     );
 }
