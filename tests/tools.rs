@@ -523,7 +523,10 @@ fn the_loopback_test_sends_a_tone_through_the_boards_loop_and_a_fault_fails_it()
         let level = r["level_tenth_dbm0"].as_i64().expect("level");
         assert!((-105..=-95).contains(&level), "{v}");
         assert!(r["delay_ms"].as_u64().is_some_and(|d| d <= 100), "{v}");
-        assert!(r["sinad_tenth_db"].as_i64().is_some_and(|s| s >= 300), "{v}");
+        assert!(
+            r["sinad_tenth_db"].as_i64().is_some_and(|s| s >= 300),
+            "{v}"
+        );
         assert_eq!(r["frames_sent"], 55, "{v}");
     }
     // The loopback is off again.
@@ -549,7 +552,8 @@ fn the_loopback_test_sends_a_tone_through_the_boards_loop_and_a_fault_fails_it()
     );
     assert!(wait(SOON, || !gw.sim.phone(2).is_looped_back()));
     // Port 3 has foreign voltage on its pair: mains hum on the voice path.
-    gw.sim.inject_fault(3, line_proto::FaultKind::ForeignVoltage);
+    gw.sim
+        .inject_fault(3, line_proto::FaultKind::ForeignVoltage);
     assert!(wait(SOON, || {
         tech.get("/api/v1/status").1["ports"][2]["state"] == "fault"
     }));

@@ -1040,9 +1040,10 @@ async fn run_async(c: &Client, script: &str) -> Value {
 
 /// Recordings in the browser: 101 (policy `always`) calls 102 and they talk; a
 /// quality inspector's calls page shows the call with an `<audio>` player whose source
-/// is the recording, Chromium loads it (a duration as long as the call) through the
-/// API's range requests, and the playback is audited; an agent on 101 sees the same
-/// call without any player (no `recordings.view`), and the API refuses them the audio.
+/// is the recording, Chromium loads it (a duration as long as the call) and seeks in
+/// it through the API's range requests, and the playback is audited; an agent on 101
+/// gets no calls page and the API refuses them the audio; a technician sees the call
+/// without any word of its recording.
 #[test]
 fn a_quality_inspector_plays_a_recorded_call_in_the_browser_and_an_agent_gets_no_player() {
     let plan = format!(
@@ -1052,6 +1053,7 @@ fn a_quality_inspector_plays_a_recorded_call_in_the_browser_and_an_agent_gets_no
     let base = format!("http://{}", gw.web_addr());
     add_user(&gw, "qa1", "quality_inspector");
     add_user(&gw, "agent1", "agent");
+    add_user(&gw, "tech1", "technician");
     let admin = crate::api_client::create_admin(&gw, "boss1", PASSWORD);
     let (status, users) = admin.get("/api/v1/users?limit=100");
     assert_eq!(status, 200, "{users}");
@@ -1193,18 +1195,30 @@ fn a_quality_inspector_plays_a_recorded_call_in_the_browser_and_an_agent_gets_no
             "{listens:?}"
         );
 
-        // The agent on 101: the call, no player, not even "recorded".
+        // The agent on 101: no calls page (diagnostics.view or recordings.view), no
+        // player anywhere.
         click(&c, "form.logout button").await;
         wait_path(&c, "/login?bye=1").await;
         login(&c, &base, "agent1").await;
         wait_path(&c, "/dashboard").await;
         c.goto(&format!("{base}/calls")).await.expect("goto");
-        let cdrs_text = wait_text(&c, "#cdrs", |t| t.contains("answered")).await;
-        assert!(!cdrs_text.contains("recorded"), "{cdrs_text}");
+        let text = wait_text(&c, "main", |t| t.contains("Access denied")).await;
+        assert!(text.contains("diagnostics.view"), "{text}");
         let page = c.source().await.expect("source");
         assert!(!page.contains("<audio"), "{page}");
         assert!(!page.contains("/api/v1/recordings/"), "{page}");
         shot(&c, "31-calls-agent-no-player").await;
+        // The technician (diagnostics.view, no recordings): the call without a word of
+        // its recording.
+        click(&c, "form.logout button").await;
+        wait_path(&c, "/login?bye=1").await;
+        login(&c, &base, "tech1").await;
+        wait_path(&c, "/dashboard").await;
+        c.goto(&format!("{base}/calls")).await.expect("goto");
+        let text = wait_text(&c, "#cdrs", |t| !t.is_empty()).await;
+        assert!(!text.contains("recorded"), "{text}");
+        let page = c.source().await.expect("source");
+        assert!(!page.contains("<audio"), "{page}");
         c.close().await.expect("close the browser");
     });
     let (agent, _) = crate::api_client::Api::login(gw.web_addr(), "agent1", PASSWORD);

@@ -440,7 +440,7 @@ proptest! {
     /// kind) reach the payload parsers rather than stopping at COBS or the CRC.
     #[test]
     fn random_payloads_with_valid_crc_never_panic(
-        kind in prop_oneof![1u8..=0x0C, 0x40u8..=0x4D, 0x80u8..=0x82, any::<u8>()],
+        kind in prop_oneof![1u8..=0x0C, 0x40u8..=0x4E, 0x80u8..=0x82, any::<u8>()],
         port in any::<u8>(),
         seq in any::<u8>(),
         payload in vec(any::<u8>(), 0..=line_proto::MAX_PAYLOAD),
@@ -986,7 +986,7 @@ fn out_of_range_fields_are_rejected() {
     use InvalidFrame::*;
     assert_eq!(invalid_reason(0x00, &[]), UnknownKind(0x00));
     assert_eq!(invalid_reason(0x0C, &[]), UnknownKind(0x0C));
-    assert_eq!(invalid_reason(0x4D, &[]), UnknownKind(0x4D));
+    assert_eq!(invalid_reason(0x4E, &[]), UnknownKind(0x4E));
     assert_eq!(invalid_reason(0x82, &[]), UnknownKind(0x82));
     assert_eq!(invalid_reason(0x02, &[0]), TrailingBytes);
     assert_eq!(invalid_reason(0x05, b"E"), BadField("digit"));

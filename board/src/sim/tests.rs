@@ -645,15 +645,14 @@ fn loop_tone(r: &mut Rig, port: u8) -> Vec<i16> {
         gen.fill(&mut pcm);
         let mut samples = [0u8; AUDIO_FRAME_LEN];
         Law::Ulaw.encode_block(&pcm, &mut samples);
-        r.tx
-            .send(
-                port,
-                Body::Audio(Audio {
-                    law: Law::Ulaw,
-                    samples,
-                }),
-            )
-            .unwrap();
+        r.tx.send(
+            port,
+            Body::Audio(Audio {
+                law: Law::Ulaw,
+                samples,
+            }),
+        )
+        .unwrap();
     }
     let mut back = Vec::new();
     while back.len() < 60 * AUDIO_FRAME_LEN {
@@ -676,7 +675,11 @@ fn loopback_returns_the_port_s_audio_and_a_fault_breaks_it() {
     r.cmd(3, Command::SetLoopback { on: true });
     assert!(r.h.wait_for(WAIT, |_| phone.is_looped_back()));
     let back = loop_tone(&mut r, 3);
-    assert!(tone_ratio(&back, 1000.0) > 0.5, "{}", tone_ratio(&back, 1000.0));
+    assert!(
+        tone_ratio(&back, 1000.0) > 0.5,
+        "{}",
+        tone_ratio(&back, 1000.0)
+    );
     assert!(crate::dsp::rms(&back) > 2000.0);
     // A dead codec (over-current shutdown): silence comes back.
     r.h.inject_fault(3, line_proto::FaultKind::OverCurrent);
@@ -698,6 +701,15 @@ fn loopback_returns_the_port_s_audio_and_a_fault_breaks_it() {
     assert!(!phone.is_looped_back());
     r.cmd(3, Command::SetLoopback { on: true });
     let e = r.expect_event(3, "Rejected", |e| matches!(e, Event::Rejected { .. }));
-    assert!(matches!(e, Event::Rejected { reason: REJECT_BAD_STATE, .. }), "{e:?}");
+    assert!(
+        matches!(
+            e,
+            Event::Rejected {
+                reason: REJECT_BAD_STATE,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
     assert!(!phone.is_looped_back());
 }

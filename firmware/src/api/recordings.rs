@@ -249,9 +249,8 @@ pub(super) async fn list(
         .skip(page.offset as usize)
         .take(page.limit as usize)
         .map(|(rec, cdr, access)| {
-            let call = cdr.map(|c| {
-                mask::cdr_view(&c, &who.subject, &authz, state.mask_pattern(), &dir)
-            });
+            let call =
+                cdr.map(|c| mask::cdr_view(&c, &who.subject, &authz, state.mask_pattern(), &dir));
             let available = available(&rec);
             Item {
                 audio_url: (available && access.listen)
@@ -398,7 +397,14 @@ pub(super) async fn audio(
     let target = t.for_action(&authz, &who.subject, action);
     drop(reader);
     state
-        .authorize(&who, &authz, Resource::Recordings, action, &target, &rec.call_id)
+        .authorize(
+            &who,
+            &authz,
+            Resource::Recordings,
+            action,
+            &target,
+            &rec.call_id,
+        )
         .await?;
     if !available(&rec) {
         return Err(gone(&rec));
@@ -481,7 +487,10 @@ pub(super) async fn audio(
             Ok(0) => None,
             Ok(n) => {
                 buf.truncate(n);
-                Some((Ok::<_, std::io::Error>(bytes::Bytes::from(buf)), (file, left - n as u64)))
+                Some((
+                    Ok::<_, std::io::Error>(bytes::Bytes::from(buf)),
+                    (file, left - n as u64),
+                ))
             }
             Err(e) => Some((Err(e), (file, 0))),
         }
@@ -536,10 +545,28 @@ mod tests {
         assert_eq!(byte_range(None, 1000), Whole);
         assert_eq!(r("bytes=0-"), Part { start: 0, end: 999 });
         assert_eq!(r("bytes=0-99"), Part { start: 0, end: 99 });
-        assert_eq!(r("bytes=500-"), Part { start: 500, end: 999 });
+        assert_eq!(
+            r("bytes=500-"),
+            Part {
+                start: 500,
+                end: 999
+            }
+        );
         // A last byte past the end is cut to the end.
-        assert_eq!(r("bytes=900-5000"), Part { start: 900, end: 999 });
-        assert_eq!(r("bytes=-100"), Part { start: 900, end: 999 });
+        assert_eq!(
+            r("bytes=900-5000"),
+            Part {
+                start: 900,
+                end: 999
+            }
+        );
+        assert_eq!(
+            r("bytes=-100"),
+            Part {
+                start: 900,
+                end: 999
+            }
+        );
         assert_eq!(r("bytes=-5000"), Part { start: 0, end: 999 });
         assert_eq!(r(" bytes=10-19 "), Part { start: 10, end: 19 });
         // Past the end, or an empty suffix: 416.

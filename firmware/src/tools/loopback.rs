@@ -250,7 +250,9 @@ pub fn judge(received: &[i16]) -> Judgement {
     ));
     // The tone as received, trimmed at both edges.
     let tone_end = (onset + tone_len).min(received.len());
-    let tone = received.get(onset + EDGE..tone_end.saturating_sub(EDGE)).unwrap_or(&[]);
+    let tone = received
+        .get(onset + EDGE..tone_end.saturating_sub(EDGE))
+        .unwrap_or(&[]);
     let level = level_dbm0(tone);
     out.level_dbm0 = level;
     let level_ok = level.is_some_and(|l| (l - TONE_DBM0).abs() <= LEVEL_TOLERANCE_DB);
@@ -274,9 +276,9 @@ pub fn judge(received: &[i16]) -> Judgement {
         sinad_ok,
         match sinad {
             Some(s) if sinad_ok => format!("{s:.1} dB SINAD"),
-            Some(s) => format!(
-                "{s:.1} dB SINAD, under {MIN_SINAD_DB:.0} dB: too noisy or distorted"
-            ),
+            Some(s) => {
+                format!("{s:.1} dB SINAD, under {MIN_SINAD_DB:.0} dB: too noisy or distorted")
+            }
             None => "no tone to measure".to_owned(),
         },
     ));
@@ -433,7 +435,10 @@ mod tests {
         assert!((level - TONE_DBM0).abs() < 0.05, "{level}");
         assert!(branchline_board::dsp::tone_ratio(&tone, TONE_HZ) > 0.99);
         assert!(s[..LEAD_FRAMES].iter().flatten().all(|&x| x == 0));
-        assert!(s[LEAD_FRAMES + TONE_FRAMES..].iter().flatten().all(|&x| x == 0));
+        assert!(s[LEAD_FRAMES + TONE_FRAMES..]
+            .iter()
+            .flatten()
+            .all(|&x| x == 0));
     }
 
     #[test]
@@ -462,7 +467,11 @@ mod tests {
         let failed: Vec<_> = j.checks.iter().filter(|c| !c.passed).collect();
         assert_eq!(failed.len(), 1, "{failed:?}");
         assert_eq!(failed[0].name, "level");
-        assert!(failed[0].detail.contains("off by -6.0 dB"), "{}", failed[0].detail);
+        assert!(
+            failed[0].detail.contains("off by -6.0 dB"),
+            "{}",
+            failed[0].detail
+        );
         // -2 dB is inside the window.
         assert!(judge(&looped(1, 0.79, 0, ALL)).passed);
     }
@@ -472,7 +481,12 @@ mod tests {
         // Noise of peak 800 (about -30 dBm0) under a -10 dBm0 tone: about 20 dB SINAD.
         let j = judge(&looped(1, 1.0, 800, ALL));
         assert!(!j.passed);
-        let names: Vec<_> = j.checks.iter().filter(|c| !c.passed).map(|c| c.name).collect();
+        let names: Vec<_> = j
+            .checks
+            .iter()
+            .filter(|c| !c.passed)
+            .map(|c| c.name)
+            .collect();
         assert_eq!(names, ["signal to noise", "idle noise"], "{:?}", j.checks);
         // Faint noise (about -60 dBm0) passes.
         let j = judge(&looped(1, 1.0, 50, ALL));
@@ -499,7 +513,11 @@ mod tests {
     fn loud_noise_before_the_tone_is_a_noisy_path_not_a_short_delay() {
         let j = judge(&looped(1, 1.0, 12_000, ALL));
         assert!(!j.passed);
-        assert!(j.checks[0].detail.contains("before the test tone"), "{:?}", j.checks);
+        assert!(
+            j.checks[0].detail.contains("before the test tone"),
+            "{:?}",
+            j.checks
+        );
     }
 
     #[test]

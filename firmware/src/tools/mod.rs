@@ -33,8 +33,8 @@
 pub mod bundle;
 pub mod capture;
 pub mod line_test;
-pub mod loopback;
 pub mod logs;
+pub mod loopback;
 pub mod sip_trace;
 
 use std::net::{IpAddr, SocketAddr};

@@ -295,8 +295,10 @@ pub(crate) async fn run_loopback_test(
     let status = authorize_port_action(state, who, port).await?;
     let outcome = status.loopback_test(port).await;
     let detail = match &outcome {
-        Ok(r) => Ok(json!({ "port": port, "passed": r.passed, "summary": r.reason,
-                            "level_tenth_dbm0": r.level_tenth_dbm0, "delay_ms": r.delay_ms })),
+        Ok(r) => Ok(
+            json!({ "port": port, "passed": r.passed, "summary": r.reason,
+                            "level_tenth_dbm0": r.level_tenth_dbm0, "delay_ms": r.delay_ms }),
+        ),
         Err(e) => Err(json!({ "port": port, "reason": e.to_string() })),
     };
     audit_port_action(state, who, "loopback_test", port, detail).await?;

@@ -40,8 +40,10 @@
 //!   `provisioning`: `provisioning.view`, its forms `provisioning.operate`).
 //!   `/` redirects to the dashboard.
 //! - **Authorization**: every page calls `ApiState::require` (audited denials) with
-//!   `diagnostics.view` (dashboard, ports, SIP, calls), `diagnostics.operate` (ring, line
-//!   and loopback test), `sync.view` (sync), `sync.operate` (force sync), `system_config.view`
+//!   `diagnostics.view` (dashboard, ports, SIP, calls; the calls page also opens for
+//!   `recordings.view` alone, without the calls in progress, so supervisors and
+//!   quality inspectors reach their calls' recordings), `diagnostics.operate` (ring,
+//!   line and loopback test), `sync.view` (sync), `sync.operate` (force sync), `system_config.view`
 //!   (system) or `system_config.operate` (reboot); the tools page needs `diagnostics.view`, its ping, traceroute and
 //!   probe forms `diagnostics.operate`, the capture `diagnostics.download` and the
 //!   bundle link `diagnostics.download` + `system_config.view` (each form says which
@@ -124,8 +126,8 @@ use crate::rbac::{Action, Resource, Target};
 use tls::Secure;
 
 pub(crate) use api_routes::{
-    active_calls_json, line_test_api, loopback_test_api, reboot_api, ring_test_api, sip_json, status_events,
-    status_json,
+    active_calls_json, line_test_api, loopback_test_api, reboot_api, ring_test_api, sip_json,
+    status_events, status_json,
 };
 pub(crate) use chart_api::{call_quality_json, calls_per_hour_json, line_json, sync_backlog_json};
 
@@ -876,22 +878,47 @@ async fn calls_page(
     ClientIp(ip): ClientIp,
     headers: HeaderMap,
 ) -> Response {
-    let who = match page_user(
-        &state,
-        &headers,
-        ip,
-        None,
-        "/calls",
-        (Resource::Diagnostics, Action::View),
-    )
-    .await
-    {
+    // Technicians and admins (`diagnostics.view`) see the calls in progress too; the
+    // roles that may see recordings (`recordings.view`: supervisors, quality
+    // inspectors) open the page for the recent calls and their recordings without it.
+    // Anyone else gets the audited 403 naming `diagnostics.view`.
+    let diagnostics = (Resource::Diagnostics, Action::View);
+    let who = match state.api.authenticate(&headers, ip, None) {
         Ok(w) => w,
-        Err(r) => return r,
+        Err(e) => return refusal(&e, "/calls", Some(diagnostics), None),
     };
-    let active = match api_routes::active_calls(&state.api, &who).await {
-        Ok(a) => Ok(a),
-        Err(e) => Err(e.message().to_owned()),
+    let recordings_only = !may(&state, &who, diagnostics.0, diagnostics.1, &Target::Site)
+        && may(
+            &state,
+            &who,
+            Resource::Recordings,
+            Action::View,
+            &who.own_target(),
+        );
+    let (needs, target) = if recordings_only {
+        ((Resource::Recordings, Action::View), who.own_target())
+    } else {
+        (diagnostics, Target::Site)
+    };
+    let allowed = match state.api.reader() {
+        Ok(reader) => {
+            state
+                .api
+                .require(&reader, &who, needs.0, needs.1, &target, "/calls")
+                .await
+        }
+        Err(e) => Err(e),
+    };
+    if let Err(e) = allowed {
+        return refusal(&e, "/calls", Some(needs), Some(&who));
+    }
+    let active = if recordings_only {
+        Err("Calls in progress need the permission diagnostics.view.".to_owned())
+    } else {
+        match api_routes::active_calls(&state.api, &who).await {
+            Ok(a) => Ok(a),
+            Err(e) => Err(e.message().to_owned()),
+        }
     };
     // Recent CDRs need `calls.view` (any scope; each record is filtered by it, as in
     // `GET /api/v1/cdrs`).

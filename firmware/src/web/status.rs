@@ -1303,7 +1303,8 @@ impl StatusPublisher {
             p.loopback_test = Some(result);
         }
         self.note(port, now_ms, what);
-        self.pending.push((port, Command::SetLoopback { on: false }));
+        self.pending
+            .push((port, Command::SetLoopback { on: false }));
     }
 
     /// Ends every loopback test (the daemon stops): the commands that turn them off.
@@ -1722,13 +1723,19 @@ mod tests {
         p.on_event(0, 1, &Event::OffHook);
         assert!(matches!(
             p.loopback_test(now, 0, 1),
-            Err(LoopbackError::Busy { state: "off-hook", .. })
+            Err(LoopbackError::Busy {
+                state: "off-hook",
+                ..
+            })
         ));
         p.on_event(0, 1, &Event::OnHook);
         p.line_test(now, 0, 2).expect("line test");
         assert!(matches!(
             p.loopback_test(now, 0, 2),
-            Err(LoopbackError::Busy { state: "line test", .. })
+            Err(LoopbackError::Busy {
+                state: "line test",
+                ..
+            })
         ));
         assert!(matches!(
             p.loopback_test(now, 0, 99),
@@ -1745,7 +1752,10 @@ mod tests {
         // A call comes to the port: aborted, the loopback off.
         assert_eq!(p.loopback_frames().len(), 1);
         p.on_port_state(5, 1, PortState::Ringing);
-        assert_eq!(p.take_commands(), vec![(1, Command::SetLoopback { on: false })]);
+        assert_eq!(
+            p.take_commands(),
+            vec![(1, Command::SetLoopback { on: false })]
+        );
         let r = p.status().ports[0].loopback_test.clone().expect("result");
         assert_eq!(r.id, id);
         assert!(!r.passed);
@@ -1755,19 +1765,31 @@ mod tests {
         // Lifting the handset aborts it too.
         p.loopback_test(now, 0, 1).expect("started");
         p.on_event(7, 1, &Event::OffHook);
-        assert_eq!(p.take_commands(), vec![(1, Command::SetLoopback { on: false })]);
-        assert!(p.status().ports[0].loopback_test.as_ref().is_some_and(|r| r.reason.contains("handset")));
+        assert_eq!(
+            p.take_commands(),
+            vec![(1, Command::SetLoopback { on: false })]
+        );
+        assert!(p.status().ports[0]
+            .loopback_test
+            .as_ref()
+            .is_some_and(|r| r.reason.contains("handset")));
         // Nothing comes back: judged at the timeout, failed, the loopback off.
         p.on_event(8, 1, &Event::OnHook);
         p.loopback_test(now, 0, 1).expect("started");
         assert!(p.timeout() <= now + LOOPBACK_TEST_TIMEOUT);
         let cmds = p.handle_timeout(now + LOOPBACK_TEST_TIMEOUT, 9);
-        assert!(cmds.contains(&(1, Command::SetLoopback { on: false })), "{cmds:?}");
+        assert!(
+            cmds.contains(&(1, Command::SetLoopback { on: false })),
+            "{cmds:?}"
+        );
         let r = p.status().ports[0].loopback_test.clone().expect("result");
         assert!(!r.passed);
         assert!(r.reason.contains("no audio came back"), "{}", r.reason);
         // The daemon stops during a test: turned off.
         p.loopback_test(now, 0, 1).expect("started");
-        assert_eq!(p.stop_loopbacks(10), vec![(1, Command::SetLoopback { on: false })]);
+        assert_eq!(
+            p.stop_loopbacks(10),
+            vec![(1, Command::SetLoopback { on: false })]
+        );
     }
 }

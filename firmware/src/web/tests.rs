@@ -235,7 +235,11 @@ async fn env() -> Env {
                                 .into_iter()
                                 .find(|(q, _)| *q == port)
                                 .map_or([0; line_proto::AUDIO_FRAME_LEN], |(_, f)| f);
-                            let back = if port == 3 { [0; line_proto::AUDIO_FRAME_LEN] } else { last };
+                            let back = if port == 3 {
+                                [0; line_proto::AUDIO_FRAME_LEN]
+                            } else {
+                                last
+                            };
                             p.loopback_audio(system_clock_ms(), port, &back);
                             last = frame;
                         }
@@ -999,18 +1003,34 @@ async fn loopback_test_needs_csrf_and_operate_refuses_a_busy_port_reports_and_is
     };
 
     // No CSRF token, another session's token, an agent: refused, nothing runs.
-    let r = env.post_form("/ports/1/loopback-test", &tech, "csrf=").await;
-    assert_eq!(r.status, StatusCode::FORBIDDEN);
     let r = env
-        .post_form("/ports/1/loopback-test", &tech, &format!("csrf={}", agent.csrf))
+        .post_form("/ports/1/loopback-test", &tech, "csrf=")
         .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     let r = env
-        .send(Method::POST, "/api/v1/ports/1/loopback-test", &[&tech.cookie], &[], None)
+        .post_form(
+            "/ports/1/loopback-test",
+            &tech,
+            &format!("csrf={}", agent.csrf),
+        )
         .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     let r = env
-        .post_form("/ports/1/loopback-test", &agent, &format!("csrf={}", agent.csrf))
+        .send(
+            Method::POST,
+            "/api/v1/ports/1/loopback-test",
+            &[&tech.cookie],
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let r = env
+        .post_form(
+            "/ports/1/loopback-test",
+            &agent,
+            &format!("csrf={}", agent.csrf),
+        )
         .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     assert!(r.text.contains("diagnostics.operate"), "{}", r.text);
@@ -1018,7 +1038,11 @@ async fn loopback_test_needs_csrf_and_operate_refuses_a_busy_port_reports_and_is
 
     // The technician's form: the loop comes back clean, the page shows the checks.
     let r = env
-        .post_form("/ports/1/loopback-test", &tech, &format!("csrf={}", tech.csrf))
+        .post_form(
+            "/ports/1/loopback-test",
+            &tech,
+            &format!("csrf={}", tech.csrf),
+        )
         .await;
     assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text);
     assert_eq!(r.location(), "/ports?looped=1#port-1");
@@ -1033,7 +1057,13 @@ async fn loopback_test_needs_csrf_and_operate_refuses_a_busy_port_reports_and_is
     // The API: port 3's dead codec fails, still 200, with the reason.
     let csrf = [("x-csrf-token", tech.csrf.as_str())];
     let r = env
-        .send(Method::POST, "/api/v1/ports/3/loopback-test", &[&tech.cookie], &csrf, None)
+        .send(
+            Method::POST,
+            "/api/v1/ports/3/loopback-test",
+            &[&tech.cookie],
+            &csrf,
+            None,
+        )
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     let body = r.json();
@@ -1044,7 +1074,10 @@ async fn loopback_test_needs_csrf_and_operate_refuses_a_busy_port_reports_and_is
         .unwrap()
         .contains("no audio came back"));
     let status = env.get("/api/v1/status", Some(&tech)).await.json();
-    assert_eq!(status["ports"][2]["loopback_test"]["passed"], false, "{status}");
+    assert_eq!(
+        status["ports"][2]["loopback_test"]["passed"], false,
+        "{status}"
+    );
     assert_eq!(status["ports"][2]["loopback_testing"], false);
 
     // A call up, a phone off the hook, no such port, not a number.
@@ -1053,7 +1086,13 @@ async fn loopback_test_needs_csrf_and_operate_refuses_a_busy_port_reports_and_is
         .unwrap()
         .on_port_state(system_clock_ms(), 2, PortState::Talking);
     let r = env
-        .send(Method::POST, "/api/v1/ports/2/loopback-test", &[&tech.cookie], &csrf, None)
+        .send(
+            Method::POST,
+            "/api/v1/ports/2/loopback-test",
+            &[&tech.cookie],
+            &csrf,
+            None,
+        )
         .await;
     assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);
     assert!(r.json()["error"].as_str().unwrap().contains("busy"));
@@ -1067,7 +1106,13 @@ async fn loopback_test_needs_csrf_and_operate_refuses_a_busy_port_reports_and_is
         .unwrap()
         .on_event(system_clock_ms(), 1, &line_proto::Event::OffHook);
     let r = env
-        .send(Method::POST, "/api/v1/ports/1/loopback-test", &[&tech.cookie], &csrf, None)
+        .send(
+            Method::POST,
+            "/api/v1/ports/1/loopback-test",
+            &[&tech.cookie],
+            &csrf,
+            None,
+        )
         .await;
     assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);
     assert!(r.json()["error"].as_str().unwrap().contains("off-hook"));
@@ -1423,6 +1468,135 @@ async fn calls_page_and_api_show_live_calls_with_numbers_masked_per_role() {
     assert!(page.contains("answered"), "{page}");
     let page = env.get("/calls", Some(&boss)).await.text;
     assert!(page.contains("13812345678"), "{page}");
+}
+
+/// A recorded call in the store: a CDR between two extensions and its WAV registered
+/// under the call id; the recording's row id.
+async fn recorded_call(env: &Env, call_id: &str) -> i64 {
+    let now = system_clock_ms();
+    env.writer
+        .insert_cdr(crate::cdr::Cdr {
+            call_id: call_id.to_owned(),
+            direction: crate::cdr::Direction::Internal,
+            caller: "101".to_owned(),
+            caller_port: Some(1),
+            callee: "102".to_owned(),
+            callee_port: Some(2),
+            started_at_ms: now - 60_000,
+            answered_at_ms: Some(now - 58_000),
+            ended_at_ms: now - 30_000,
+            disposition: crate::cdr::Disposition::Answered,
+            hangup_side: crate::cdr::HangupSide::Caller,
+            caller_sip_call_id: None,
+            callee_sip_call_id: None,
+            caller_quality: None,
+            callee_quality: None,
+            transfer_chain: Vec::new(),
+            queue: None,
+            blocked: None,
+            survey_score: None,
+            hold_ms: None,
+            queue_overflow: None,
+            interrupted: false,
+        })
+        .await
+        .expect("cdr");
+    let db = env._dir.path().join("branchline.db");
+    let dir = env._dir.path().join("recordings");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let data_len = 50 * crate::recorder::wav::FRAME_BYTES;
+    let mut bytes = crate::recorder::wav::header(data_len).to_vec();
+    bytes.resize(bytes.len() + data_len as usize, 0);
+    let path = dir.join(format!("rec-{call_id}.wav"));
+    std::fs::write(&path, &bytes).expect("file");
+    use sha2::Digest;
+    let sha256 = hex::encode(sha2::Sha256::digest(&bytes));
+    let conn = rusqlite::Connection::open(&db).expect("open");
+    crate::recorder::index::register_tx(
+        &conn,
+        &db,
+        &crate::recorder::index::Finished {
+            path,
+            call_id: call_id.to_owned(),
+            started_at_ms: now - 58_000,
+            data_len,
+            port: Some(1),
+            interrupted: false,
+            sha256,
+            size: bytes.len() as u64,
+        },
+        now,
+    )
+    .expect("register")
+    .id
+}
+
+#[tokio::test]
+async fn the_calls_page_shows_a_recording_as_each_role_may_use_it() {
+    let env = env().await;
+    let id = recorded_call(&env, "call-rec-1").await;
+    let src = format!("src=\"/api/v1/recordings/{id}/audio\"");
+    let link = format!("/api/v1/recordings/{id}/audio?download=true");
+    env.custom_user(
+        "viewer",
+        &[
+            (Resource::Diagnostics, Action::View),
+            (Resource::Calls, Action::View),
+            (Resource::Recordings, Action::View),
+        ],
+    )
+    .await;
+    env.custom_user(
+        "qa01",
+        &[
+            (Resource::Calls, Action::View),
+            (Resource::Recordings, Action::View),
+            (Resource::Recordings, Action::Listen),
+        ],
+    )
+    .await;
+    // The admin: player and download link.
+    let boss = env.login("boss").await;
+    let page = env.get("/calls", Some(&boss)).await.text;
+    assert!(page.contains(&src), "{page}");
+    assert!(page.contains("preload=\"none\""), "{page}");
+    assert!(page.contains(&link), "{page}");
+    // Listen without download, and without diagnostics.view: the page opens with the
+    // player, no download link, no calls in progress.
+    let qa = env.login("qa01").await;
+    let r = env.get("/calls", Some(&qa)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert!(r.text.contains(&src), "{}", r.text);
+    assert!(!r.text.contains(&link), "{}", r.text);
+    assert!(
+        r.text
+            .contains("Calls in progress need the permission diagnostics.view."),
+        "{}",
+        r.text
+    );
+    // recordings.view alone: "recorded", nothing to play.
+    let viewer = env.login("viewer").await;
+    let page = env.get("/calls", Some(&viewer)).await.text;
+    assert!(page.contains("recorded"), "{page}");
+    assert!(!page.contains("<audio"), "{page}");
+    assert!(!page.contains("/api/v1/recordings/"), "{page}");
+    // The technician (no calls.view, no recordings): not a word of it.
+    let tech = env.login("tech").await;
+    let page = env.get("/calls", Some(&tech)).await.text;
+    assert!(!page.contains("recorded"), "{page}");
+    assert!(!page.contains("<audio"), "{page}");
+    // The agent: 403 naming diagnostics.view, as before.
+    let agent = env.login("agent1").await;
+    let r = env.get("/calls", Some(&agent)).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert!(r.text.contains("diagnostics.view"), "{}", r.text);
+    // The player's source serves the file to the admin, with ranges.
+    let r = env
+        .get(&format!("/api/v1/recordings/{id}/audio"), Some(&boss))
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.headers[header::CONTENT_TYPE], "audio/wav");
+    assert_eq!(r.headers[header::ACCEPT_RANGES], "bytes");
 }
 
 #[tokio::test]

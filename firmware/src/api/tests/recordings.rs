@@ -187,7 +187,10 @@ async fn each_role_lists_the_recordings_its_scope_covers_with_numbers_masked() {
         .json();
     assert_eq!(ids(&v), Vec::<i64>::new());
     // The default window is the last 7 days (the clock is T0 + 1 h).
-    assert_eq!(ids(&env.get("/api/v1/recordings", &c).await.json()).len(), 3);
+    assert_eq!(
+        ids(&env.get("/api/v1/recordings", &c).await.json()).len(),
+        3
+    );
 
     // No recordings.view at all: 403, audited as a denial.
     for who in ["bob", "tom"] {
@@ -204,7 +207,14 @@ async fn each_role_lists_the_recordings_its_scope_covers_with_numbers_masked() {
     );
     // Not logged in: 401.
     let r = env
-        .send(Method::GET, "/api/v1/recordings", None, false, None, "127.0.0.1")
+        .send(
+            Method::GET,
+            "/api/v1/recordings",
+            None,
+            false,
+            None,
+            "127.0.0.1",
+        )
         .await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
 }
@@ -239,13 +249,17 @@ async fn audio_is_served_per_role_with_ranges_and_audited_once_per_playback() {
     let (rita, sam) = (env.login("rita").await, env.login("sam").await);
 
     // The whole file.
-    let r = env.get(&format!("/api/v1/recordings/{c1}/audio"), &rita).await;
+    let r = env
+        .get(&format!("/api/v1/recordings/{c1}/audio"), &rita)
+        .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     assert_eq!(r.headers[header::CONTENT_TYPE], "audio/wav");
     assert_eq!(r.headers[header::ACCEPT_RANGES], "bytes");
     assert_eq!(r.headers[header::CONTENT_LENGTH], len.to_string().as_str());
     assert!(r.headers.get(header::CONTENT_DISPOSITION).is_none());
-    let whole = env.get_bytes(&format!("/api/v1/recordings/{c1}/audio"), &rita, &[]).await;
+    let whole = env
+        .get_bytes(&format!("/api/v1/recordings/{c1}/audio"), &rita, &[])
+        .await;
     assert_eq!(whole.2, c1_bytes);
     assert_eq!(audit_rows(&env, "listen").len(), 2);
 
@@ -256,9 +270,7 @@ async fn audio_is_served_per_role_with_ranges_and_audited_once_per_playback() {
         ("bytes=1000-", 1000, len - 1),
         ("bytes=-44", len - 44, len - 1),
     ] {
-        let (status, headers, body) = env
-            .get_bytes(&uri, &sam, &[(header::RANGE, range)])
-            .await;
+        let (status, headers, body) = env.get_bytes(&uri, &sam, &[(header::RANGE, range)]).await;
         assert_eq!(status, StatusCode::PARTIAL_CONTENT, "{range}");
         assert_eq!(
             headers[header::CONTENT_RANGE],
@@ -276,13 +288,19 @@ async fn audio_is_served_per_role_with_ranges_and_audited_once_per_playback() {
     assert_eq!(body, c1_bytes);
     let rows = audit_rows(&env, "listen");
     assert_eq!(rows.len(), 3);
-    assert_eq!(rows[2], ("sam".to_owned(), "c1".to_owned(), "ok".to_owned()));
+    assert_eq!(
+        rows[2],
+        ("sam".to_owned(), "c1".to_owned(), "ok".to_owned())
+    );
     // Past the end: 416 with the length.
     let (status, headers, _) = env
         .get_bytes(&uri, &sam, &[(header::RANGE, "bytes=999999-")])
         .await;
     assert_eq!(status, StatusCode::RANGE_NOT_SATISFIABLE);
-    assert_eq!(headers[header::CONTENT_RANGE], format!("bytes */{len}").as_str());
+    assert_eq!(
+        headers[header::CONTENT_RANGE],
+        format!("bytes */{len}").as_str()
+    );
     // Several ranges, or an If-Range for another version: the whole file.
     for extra in [
         vec![(header::RANGE, "bytes=0-1,5-9")],
@@ -295,7 +313,10 @@ async fn audio_is_served_per_role_with_ranges_and_audited_once_per_playback() {
 
     // Download: the supervisor may (attachment), the quality inspector may not.
     let r = env
-        .get(&format!("/api/v1/recordings/{c1}/audio?download=true"), &rita)
+        .get(
+            &format!("/api/v1/recordings/{c1}/audio?download=true"),
+            &rita,
+        )
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     assert_eq!(
@@ -304,7 +325,10 @@ async fn audio_is_served_per_role_with_ranges_and_audited_once_per_playback() {
     );
     assert_eq!(audit_rows(&env, "download").len(), 1);
     let r = env
-        .get(&format!("/api/v1/recordings/{c1}/audio?download=true"), &sam)
+        .get(
+            &format!("/api/v1/recordings/{c1}/audio?download=true"),
+            &sam,
+        )
         .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text);
     assert!(audit_rows(&env, "download")
@@ -313,7 +337,9 @@ async fn audio_is_served_per_role_with_ranges_and_audited_once_per_playback() {
 
     // Outside the supervisor's group (cyd's call, the crash-cut one): 403.
     for id in [c2, crash] {
-        let r = env.get(&format!("/api/v1/recordings/{id}/audio"), &rita).await;
+        let r = env
+            .get(&format!("/api/v1/recordings/{id}/audio"), &rita)
+            .await;
         assert_eq!(r.status, StatusCode::FORBIDDEN, "{id}: {}", r.text);
     }
     // An agent, even on their own call, and a technician: 403.
@@ -328,9 +354,12 @@ async fn audio_is_served_per_role_with_ranges_and_audited_once_per_playback() {
         StatusCode::NOT_FOUND
     );
     assert_eq!(
-        env.get(&format!("/api/v1/recordings/{c1}/audio?download=maybe"), &sam)
-            .await
-            .status,
+        env.get(
+            &format!("/api/v1/recordings/{c1}/audio?download=maybe"),
+            &sam
+        )
+        .await
+        .status,
         StatusCode::BAD_REQUEST
     );
 }
@@ -353,7 +382,9 @@ async fn a_file_deleted_by_retention_or_gone_is_410_and_listed_as_unavailable() 
     .expect("retention");
     assert_eq!(done.deleted, 3);
     let sam = env.login("sam").await;
-    let r = env.get(&format!("/api/v1/recordings/{c1}/audio"), &sam).await;
+    let r = env
+        .get(&format!("/api/v1/recordings/{c1}/audio"), &sam)
+        .await;
     assert_eq!(r.status, StatusCode::GONE, "{}", r.text);
     assert!(r.json()["error"]
         .as_str()
@@ -366,9 +397,14 @@ async fn a_file_deleted_by_retention_or_gone_is_410_and_listed_as_unavailable() 
         assert!(item["deleted_at_ms"].is_i64());
     }
     // A row whose file vanished without retention: 410 too.
-    conn.execute("UPDATE recordings SET deleted_at_ms = NULL WHERE id = ?1", [c2])
-        .expect("unmark");
-    let r = env.get(&format!("/api/v1/recordings/{c2}/audio"), &sam).await;
+    conn.execute(
+        "UPDATE recordings SET deleted_at_ms = NULL WHERE id = ?1",
+        [c2],
+    )
+    .expect("unmark");
+    let r = env
+        .get(&format!("/api/v1/recordings/{c2}/audio"), &sam)
+        .await;
     assert_eq!(r.status, StatusCode::GONE, "{}", r.text);
     assert!(r.json()["error"].as_str().expect("error").contains("gone"));
     // Nothing of either was audited as a listen.
