@@ -1225,3 +1225,59 @@ fn a_quality_inspector_plays_a_recorded_call_in_the_browser_and_an_agent_gets_no
     let (status, _) = agent.get_text(&format!("/api/v1/recordings/{rec_id}/audio"));
     assert_eq!(status, 403);
 }
+
+/// The ports page's loopback test in the browser: the technician runs it on an idle
+/// phone port with the form and sees it pass with its measurements on the port's
+/// card; on a port whose SLIC shut down (over-current) it fails saying why.
+#[test]
+fn technician_runs_a_loopback_test_from_the_ports_page() {
+    let gw = Gateway::start();
+    let base = format!("http://{}", gw.web_addr());
+    add_user(&gw, "tech1", "technician");
+    gw.sim.inject_fault(2, line_proto::FaultKind::OverCurrent);
+    let driver = Driver::start();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let c = browser(&driver).await;
+        login(&c, &base, "tech1").await;
+        wait_path(&c, "/dashboard").await;
+        c.goto(&format!("{base}/ports")).await.expect("goto");
+        click(&c, "form[action=\"/ports/1/loopback-test\"] button").await;
+        wait_path(&c, "/ports?looped=1").await;
+        let notice = wait_text(&c, "p.notice", |t| t.contains("Loopback test")).await;
+        assert_eq!(notice, "Loopback test of port 1 passed.");
+        let card = wait_text(&c, "#port-1", |t| t.contains("signal to noise")).await;
+        assert!(card.contains("(sent -10.0 dBm0)"), "{card}");
+        assert!(card.contains("ms round trip"), "{card}");
+        c.execute(
+            "document.getElementById('port-1').scrollIntoView();",
+            vec![],
+        )
+        .await
+        .expect("scroll");
+        shot(&c, "32-ports-loopback-passed").await;
+        assert!(
+            !gw.sim.phone(1).is_looped_back(),
+            "the loopback is off again"
+        );
+
+        click(&c, "form[action=\"/ports/2/loopback-test\"] button").await;
+        wait_path(&c, "/ports?looped=2").await;
+        let notice = wait_text(&c, "p.notice", |t| t.contains("Loopback test")).await;
+        assert!(
+            notice.starts_with("Loopback test of port 2 failed: audio back: no audio came back"),
+            "{notice}"
+        );
+        c.execute(
+            "document.getElementById('port-2').scrollIntoView();",
+            vec![],
+        )
+        .await
+        .expect("scroll");
+        shot(&c, "33-ports-loopback-failed").await;
+        c.close().await.expect("close the browser");
+    });
+}

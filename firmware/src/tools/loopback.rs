@@ -16,7 +16,7 @@
 //! | audio back | the tone's onset: the first 5 ms window within 10 dB of the loudest, which must reach [`NO_AUDIO_DBM0`] | nothing comes back (dead codec, loopback not supported, link fault) |
 //! | delay | onset of the tone received minus onset sent, 5 ms steps | over [`MAX_DELAY_FRAMES`] × 20 ms (then no audio is found) |
 //! | level | RMS of the tone received, trimmed 20 ms at each edge | off [`TONE_DBM0`] by more than [`LEVEL_TOLERANCE_DB`] dB |
-//! | signal to noise and distortion | share of the tone's energy at [`TONE_HZ`] (Goertzel) against the rest: SINAD | under [`MIN_SINAD_DB`] dB (a clean G.711 path gives about 35 dB at -10 dBm0) |
+//! | signal to noise and distortion | energy of the sine at [`TONE_HZ`] fitted to the tone (least squares) against the rest: SINAD | under [`MIN_SINAD_DB`] dB (a clean G.711 path gives about 35 dB at -10 dBm0) |
 //! | idle noise | level of the silence after the tone | above [`MAX_IDLE_NOISE_DBM0`] dBm0 |
 //!
 //! Levels are dBm0 by ITU-T G.711 (a full-scale sine is +3.14 dBm0, see
@@ -26,13 +26,13 @@
 //! and always turns the loopback off again (at the end, at [`LOOPBACK_TEST_TIMEOUT`],
 //! and when a call arrives on the port).
 //!
-//! Why by hand: the measurements are a Goertzel filter and RMS over a few thousand
-//! samples ([`branchline_board::dsp`] has both); no crate judges a telephone voice
-//! path.
+//! Why by hand: the measurements are a two-term least-squares fit and RMS over a few
+//! thousand samples ([`branchline_board::dsp`] has the RMS and the sine generator); no
+//! crate judges a telephone voice path.
 
 use std::time::{Duration, Instant};
 
-use branchline_board::dsp::{goertzel_power, rms, SineGenerator, FULL_SCALE, FULL_SCALE_DBM0};
+use branchline_board::dsp::{rms, SineGenerator, FULL_SCALE, FULL_SCALE_DBM0};
 use line_proto::AUDIO_FRAME_LEN;
 use serde::Serialize;
 
@@ -97,14 +97,32 @@ pub fn level_dbm0(samples: &[i16]) -> Option<f64> {
 }
 
 /// Signal to noise and distortion of a block holding a tone at `freq_hz`: the energy
-/// at that frequency against the rest, in dB (capped at 90 dB for a pure tone).
+/// of the best-fitting sine at that frequency (a least-squares fit of its sine and
+/// cosine parts, so leakage between the two does not bias it as a single DFT bin
+/// would) against the rest, in dB (capped at 90 dB for a pure tone).
 pub fn sinad_db(samples: &[i16], freq_hz: f64) -> Option<f64> {
     let energy: f64 = samples.iter().map(|&x| f64::from(x) * f64::from(x)).sum();
     if energy <= 0.0 || samples.is_empty() {
         return None;
     }
-    let n = samples.len() as f64;
-    let tone = (2.0 * goertzel_power(samples, freq_hz, 8000.0) / n).min(energy);
+    let w = std::f64::consts::TAU * freq_hz / 8000.0;
+    let (mut cc, mut ss, mut cs, mut xc, mut xs) = (0.0, 0.0, 0.0, 0.0, 0.0);
+    for (n, &x) in samples.iter().enumerate() {
+        let (s, c) = (w * n as f64).sin_cos();
+        let x = f64::from(x);
+        cc += c * c;
+        ss += s * s;
+        cs += c * s;
+        xc += x * c;
+        xs += x * s;
+    }
+    let det = cc * ss - cs * cs;
+    if det.abs() < 1e-9 {
+        return None;
+    }
+    let alpha = (xc * ss - xs * cs) / det;
+    let beta = (xs * cc - xc * cs) / det;
+    let tone = (alpha * xc + beta * xs).clamp(0.0, energy);
     let rest = energy - tone;
     Some(if rest <= energy * 1e-9 {
         90.0
@@ -448,7 +466,9 @@ mod tests {
         let level = j.level_dbm0.expect("level");
         assert!((level - TONE_DBM0).abs() < 0.3, "{level}");
         assert_eq!(j.delay_ms, Some(20));
-        assert!(j.sinad_db.expect("sinad") > 30.0, "{:?}", j.sinad_db);
+        // µ-law's quantization noise at -10 dBm0: about 37 dB (G.712 asks 35).
+        let sinad = j.sinad_db.expect("sinad");
+        assert!((33.0..45.0).contains(&sinad), "{sinad}");
         assert_eq!(j.idle_noise_dbm0, None, "digital silence");
     }
 
@@ -492,6 +512,24 @@ mod tests {
         let j = judge(&looped(1, 1.0, 50, ALL));
         assert!(j.passed, "{:?}", j.checks);
         assert!(j.idle_noise_dbm0.expect("noise") < MAX_IDLE_NOISE_DBM0);
+    }
+
+    #[test]
+    fn sinad_of_a_pure_tone_is_capped_and_of_a_tone_with_noise_matches_the_mix() {
+        let mut sine = SineGenerator::new(TONE_HZ, 7000);
+        let mut tone = vec![0i16; 4000];
+        sine.fill(&mut tone);
+        assert!(sinad_db(&tone, TONE_HZ).expect("sinad") > 60.0);
+        // A second tone at a tenth of the amplitude: 20 dB below.
+        let mut other = SineGenerator::new(1500.0, 700);
+        let mut two = vec![0i16; 4000];
+        other.fill(&mut two);
+        for (t, o) in tone.iter_mut().zip(&two) {
+            *t += *o;
+        }
+        let s = sinad_db(&tone, TONE_HZ).expect("sinad");
+        assert!((19.5..20.5).contains(&s), "{s}");
+        assert_eq!(sinad_db(&[0; 100], TONE_HZ), None);
     }
 
     #[test]
