@@ -8,13 +8,13 @@
 //! The signal ([`test_signal`]): [`LEAD_FRAMES`] of silence, a [`TONE_HZ`] Hz tone at
 //! [`TONE_DBM0`] dBm0 for [`TONE_FRAMES`] frames (the 1004 Hz "digital milliwatt"
 //! test tone of ITU-T O.6 at the usual -10 dBm0 test level), then [`QUIET_FRAMES`] of
-//! silence. The run collects what the port sends back for as long as the signal plus
-//! [`MAX_DELAY_FRAMES`] and judges it ([`judge`], sans-IO: samples in, verdict out):
+//! silence, [`PRIME_FRAMES`] of them sent ahead at the start. The run collects what the
+//! port sends back for as long as the signal plus [`MAX_DELAY_FRAMES`] and judges it ([`judge`], sans-IO: samples in, verdict out):
 //!
 //! | check | how | fails when |
 //! | --- | --- | --- |
 //! | audio back | the tone's onset: the first 5 ms window within 10 dB of the loudest, which must reach [`NO_AUDIO_DBM0`] | nothing comes back (dead codec, loopback not supported, link fault) |
-//! | delay | onset of the tone received minus onset sent, 5 ms steps | over [`MAX_DELAY_FRAMES`] × 20 ms (then no audio is found) |
+//! | delay | onset of the tone in the frames received minus its onset in the frames sent (received frames counted from the loopback's start), 5 ms steps | over [`MAX_DELAY_FRAMES`] × 20 ms (then no audio is found) |
 //! | level | RMS of the tone received, trimmed 20 ms at each edge | off [`TONE_DBM0`] by more than [`LEVEL_TOLERANCE_DB`] dB |
 //! | signal to noise and distortion | energy of the sine at [`TONE_HZ`] fitted to the tone (least squares) against the rest: SINAD | under [`MIN_SINAD_DB`] dB (a clean G.711 path gives about 35 dB at -10 dBm0) |
 //! | idle noise | level of the silence after the tone | above [`MAX_IDLE_NOISE_DBM0`] dBm0 |
@@ -49,6 +49,12 @@ pub const TONE_FRAMES: usize = 25;
 pub const QUIET_FRAMES: usize = 25;
 /// The longest round trip the test waits for (200 ms).
 pub const MAX_DELAY_FRAMES: usize = 10;
+/// Frames sent ahead at the start (with the first one), so the line controller's
+/// receive queue holds a frame at each of its 20 ms ticks even when the daemon's
+/// frames arrive a little late: a tick with no frame would cut a 20 ms hole in the
+/// tone. The delay is measured frame for frame (received index against sent index),
+/// so these do not count in it.
+pub const PRIME_FRAMES: usize = 2;
 /// Level window: the tone must come back within this many dB of [`TONE_DBM0`].
 pub const LEVEL_TOLERANCE_DB: f64 = 3.0;
 /// Least signal to noise and distortion ratio that passes.
@@ -376,6 +382,13 @@ impl LoopbackRun {
         f
     }
 
+    /// The frames to send at this 20 ms tick: [`PRIME_FRAMES`] more than one at the
+    /// first, then one.
+    pub fn poll_frames(&mut self) -> Vec<Pcm> {
+        let n = if self.sent == 0 { 1 + PRIME_FRAMES } else { 1 };
+        (0..n).map_while(|_| self.poll_frame()).collect()
+    }
+
     /// A frame the port sent back; true when the run has all it waits for.
     pub fn on_audio(&mut self, pcm: &Pcm) -> bool {
         self.frames_received += 1;
@@ -569,6 +582,10 @@ mod tests {
         }
         assert_eq!(sent, test_signal());
         assert_eq!(run.poll_frame(), None);
+        assert!(run.poll_frames().is_empty());
+        let mut primed = LoopbackRun::new(9, now);
+        assert_eq!(primed.poll_frames().len(), 1 + PRIME_FRAMES);
+        assert_eq!(primed.poll_frames().len(), 1);
         // Back unchanged, one frame late.
         let mut done = run.on_audio(&[0; AUDIO_FRAME_LEN]);
         for f in &sent {
