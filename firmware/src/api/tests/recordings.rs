@@ -168,7 +168,7 @@ async fn each_role_lists_the_recordings_its_scope_covers_with_numbers_masked() {
     let c = env.login("ada").await;
     let v = env
         .get(
-            &format!("/api/v1/recordings?since=0&call_id=rec-1700000000000-p3"),
+            "/api/v1/recordings?since=0&call_id=rec-1700000000000-p3",
             &c,
         )
         .await
