@@ -2489,7 +2489,7 @@ impl BoardLoop {
 
     /// The loopback tests' next frames, to their ports.
     fn loopback_frames(&mut self) {
-        for (port, pcm) in self.web_status.loopback_frames() {
+        for (port, pcm) in self.web_status.loopback_frames(Instant::now()) {
             let mut samples = [0u8; line_proto::AUDIO_FRAME_LEN];
             self.law.encode_block(&pcm, &mut samples);
             let audio = line_proto::Audio {

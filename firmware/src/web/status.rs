@@ -1258,12 +1258,12 @@ impl StatusPublisher {
         self.loopback_tests.contains_key(&port)
     }
 
-    /// The test frames due now of every loopback test (call every 20 ms; see
+    /// The test frames due by `now` of every loopback test (call every 20 ms; see
     /// [`LoopbackRun::poll_frames`]).
-    pub fn loopback_frames(&mut self) -> Vec<(u8, Pcm)> {
+    pub fn loopback_frames(&mut self, now: Instant) -> Vec<(u8, Pcm)> {
         self.loopback_tests
             .iter_mut()
-            .flat_map(|(&port, run)| run.poll_frames().into_iter().map(move |f| (port, f)))
+            .flat_map(|(&port, run)| run.poll_frames(now).into_iter().map(move |f| (port, f)))
             .collect()
     }
 
@@ -1751,8 +1751,12 @@ mod tests {
         assert!(p.ring_test(now, 0, 1).is_err());
         assert!(p.line_test(now, 0, 1).is_err());
         // A call comes to the port: aborted, the loopback off.
-        assert_eq!(p.loopback_frames().len(), 3, "primed");
-        assert_eq!(p.loopback_frames().len(), 1);
+        assert_eq!(
+            p.loopback_frames(now).len(),
+            1 + crate::tools::loopback::PRIME_FRAMES,
+            "primed"
+        );
+        assert_eq!(p.loopback_frames(now + Duration::from_millis(20)).len(), 1);
         p.on_port_state(5, 1, PortState::Ringing);
         assert_eq!(
             p.take_commands(),

@@ -226,13 +226,15 @@ async fn env() -> Env {
                     // The board's loop as the simulator runs it: the frames come back
                     // one frame late on the FXS ports; FXO port 3's codec is dead.
                     let mut p = p.lock().expect("publisher");
-                    let r = p.loopback_test(Instant::now(), system_clock_ms(), port);
+                    let t0 = Instant::now();
+                    let r = p.loopback_test(t0, system_clock_ms(), port);
                     if r.is_ok() {
                         // The MCU's queue: each tick takes one frame and sends it back.
                         let mut queue = std::collections::VecDeque::new();
-                        for _ in 0..70 {
+                        for tick in 0..70u64 {
+                            let at = t0 + std::time::Duration::from_millis(20 * tick);
                             queue.extend(
-                                p.loopback_frames()
+                                p.loopback_frames(at)
                                     .into_iter()
                                     .filter(|(q, _)| *q == port)
                                     .map(|(_, f)| f),
