@@ -17,7 +17,7 @@
 //! | delay | onset of the tone in the frames received minus its onset in the frames sent (received frames counted from the loopback's start), 5 ms steps | over [`MAX_DELAY_FRAMES`] × 20 ms (then no audio is found) |
 //! | level | RMS of each 20 ms frame of the tone received (trimmed 20 ms at each edge), the median over the frames that came | off [`TONE_DBM0`] by more than [`LEVEL_TOLERANCE_DB`] dB |
 //! | signal to noise and distortion | per frame, energy of the sine at [`TONE_HZ`] fitted to it (least squares) against the rest: SINAD, the median over the frames | under [`MIN_SINAD_DB`] dB (a clean G.711 path gives about 37 dB at -10 dBm0), or more than [`MAX_LOST_SHARE`] of the tone's frames lost (silent) |
-//! | idle noise | level of the silence after the tone | above [`MAX_IDLE_NOISE_DBM0`] dBm0 |
+//! | idle noise | level of the silence after the tone (the median of its 20 ms frames) | above [`MAX_IDLE_NOISE_DBM0`] dBm0 |
 //!
 //! Levels are dBm0 by ITU-T G.711 (a full-scale sine is +3.14 dBm0, see
 //! [`branchline_board::dsp`]). The main loop's status publisher owns the runs
@@ -347,7 +347,14 @@ pub fn judge(received: &[i16]) -> Judgement {
     let quiet_end = (onset + tone_len + QUIET_FRAMES * AUDIO_FRAME_LEN - EDGE).min(received.len());
     let quiet = received.get(quiet_start..quiet_end).unwrap_or(&[]);
     if quiet.len() >= 100 * SAMPLES_PER_MS {
-        let noise = level_dbm0(quiet);
+        // The median frame's level, so the tone's tail shifted in by a frame or two
+        // the line controller's queue ran short of is not taken for noise.
+        let mut levels: Vec<f64> = quiet
+            .chunks(AUDIO_FRAME_LEN)
+            .map(|f| level_dbm0(f).unwrap_or(f64::NEG_INFINITY))
+            .collect();
+        levels.sort_by(f64::total_cmp);
+        let noise = Some(levels[levels.len() / 2]).filter(|l| l.is_finite());
         out.idle_noise_dbm0 = noise;
         let ok = noise.is_none_or(|n| n <= MAX_IDLE_NOISE_DBM0);
         out.checks.push(check(
