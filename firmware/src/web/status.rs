@@ -565,6 +565,31 @@ pub enum RebootError {
     Stopping,
 }
 
+/// Waits until the published status holds what `pick` finds in `port`'s status (a
+/// test's result with its id); `None` when the daemon stops or `limit` passes.
+async fn port_result<T>(
+    mut rx: watch::Receiver<Arc<BoxStatus>>,
+    port: u8,
+    limit: Duration,
+    pick: impl Fn(&PortStatus) -> Option<T>,
+) -> Option<T> {
+    let wait = async {
+        loop {
+            let done = rx
+                .borrow_and_update()
+                .ports
+                .iter()
+                .find(|p| p.port == port)
+                .and_then(&pick);
+            if done.is_some() {
+                return done;
+            }
+            rx.changed().await.ok()?;
+        }
+    };
+    tokio::time::timeout(limit, wait).await.ok().flatten()
+}
+
 /// The web side's handle: the snapshots, the control channel and the static facts.
 #[derive(Debug, Clone)]
 pub struct StatusHandle {
@@ -764,59 +789,36 @@ impl StatusHandle {
     /// Asks the main loop to line-test `port` and waits for the result (at most
     /// [`LINE_TEST_TIMEOUT`] and a second).
     pub async fn line_test(&self, port: u8) -> Result<LineTestResult, LineTestError> {
-        let mut rx = self.status.clone();
+        let rx = self.status.clone();
         let (reply, answer) = oneshot::channel();
         self.control
             .send(ControlRequest::LineTest { port, reply })
             .map_err(|_| LineTestError::Stopping)?;
         let id = answer.await.map_err(|_| LineTestError::Stopping)??;
-        let wait = async {
-            loop {
-                let done = rx
-                    .borrow_and_update()
-                    .ports
-                    .iter()
-                    .find(|p| p.port == port)
-                    .and_then(|p| p.line_test.clone())
-                    .filter(|r| r.id == id);
-                if let Some(result) = done {
-                    return Ok(result);
-                }
-                rx.changed().await.map_err(|_| LineTestError::Stopping)?;
-            }
-        };
-        tokio::time::timeout(LINE_TEST_TIMEOUT + Duration::from_secs(1), wait)
-            .await
-            .map_err(|_| LineTestError::Stopping)?
+        port_result(rx, port, LINE_TEST_TIMEOUT + Duration::from_secs(1), |p| {
+            p.line_test.clone().filter(|r| r.id == id)
+        })
+        .await
+        .ok_or(LineTestError::Stopping)
     }
 
     /// Asks the main loop to loopback-test `port` and waits for the result (at most
     /// [`LOOPBACK_TEST_TIMEOUT`] and a second).
     pub async fn loopback_test(&self, port: u8) -> Result<LoopbackResult, LoopbackError> {
-        let mut rx = self.status.clone();
+        let rx = self.status.clone();
         let (reply, answer) = oneshot::channel();
         self.control
             .send(ControlRequest::LoopbackTest { port, reply })
             .map_err(|_| LoopbackError::Stopping)?;
         let id = answer.await.map_err(|_| LoopbackError::Stopping)??;
-        let wait = async {
-            loop {
-                let done = rx
-                    .borrow_and_update()
-                    .ports
-                    .iter()
-                    .find(|p| p.port == port)
-                    .and_then(|p| p.loopback_test.clone())
-                    .filter(|r| r.id == id);
-                if let Some(result) = done {
-                    return Ok(result);
-                }
-                rx.changed().await.map_err(|_| LoopbackError::Stopping)?;
-            }
-        };
-        tokio::time::timeout(LOOPBACK_TEST_TIMEOUT + Duration::from_secs(1), wait)
-            .await
-            .map_err(|_| LoopbackError::Stopping)?
+        port_result(
+            rx,
+            port,
+            LOOPBACK_TEST_TIMEOUT + Duration::from_secs(1),
+            |p| p.loopback_test.clone().filter(|r| r.id == id),
+        )
+        .await
+        .ok_or(LoopbackError::Stopping)
     }
 
     /// Asks the main loop to reboot the box (see [`ControlRequest::Reboot`]).
