@@ -26,11 +26,9 @@ use crate::sip_calls::{free_port, uas, uas_calls, wait_child, wait_sipp};
 const ADMIN_PASSWORD: &str = "campaign-Admin-pass-2024";
 const AGENT_PASSWORD: &str = "agent-Pass-2024-long";
 
-#[test]
-fn a_preview_campaign_dials_a_lead_from_the_agents_phone_and_never_a_blacklisted_one() {
-    let gw = Gateway::start();
-    let addr = gw.latest_web_addr();
-    let admin = create_admin(&gw, "admin1", ADMIN_PASSWORD);
+/// An admin, and agent alice (100, phone 102) alone in group "sales" (its id).
+fn admin_and_sales_group(gw: &Gateway) -> (Api, i64) {
+    let admin = create_admin(gw, "admin1", ADMIN_PASSWORD);
     let (status, body) = admin.post(
         "/api/v1/users",
         json!({ "username": "alice", "display_name": "alice", "password": AGENT_PASSWORD,
@@ -46,6 +44,14 @@ fn a_preview_campaign_dials_a_lead_from_the_agents_phone_and_never_a_blacklisted
     );
     assert_eq!(status, 201, "{body}");
     let group = body["id"].as_i64().expect("group");
+    (admin, group)
+}
+
+#[test]
+fn a_preview_campaign_dials_a_lead_from_the_agents_phone_and_never_a_blacklisted_one() {
+    let gw = Gateway::start();
+    let addr = gw.latest_web_addr();
+    let (admin, group) = admin_and_sales_group(&gw);
     let (status, body) = admin.post("/api/v1/lead-lists", json!({ "name": "November" }));
     assert_eq!(status, 201, "{body}");
     let list = body["id"].as_i64().expect("list");
@@ -656,22 +662,7 @@ fn calling_hours_are_judged_on_the_site_time_zone_from_the_config() {
         gw.log_text()
     );
     let addr = gw.latest_web_addr();
-    let admin = create_admin(&gw, "admin1", ADMIN_PASSWORD);
-    let (status, body) = admin.post(
-        "/api/v1/users",
-        json!({ "username": "alice", "display_name": "alice", "password": AGENT_PASSWORD,
-                "enabled": true, "roles": ["agent"], "agent_id": "100", "pin": "4821",
-                "extension": "102" }),
-    );
-    assert_eq!(status, 201, "{body}");
-    let alice_id = body["id"].as_i64().expect("id");
-    let (status, body) = admin.post(
-        "/api/v1/groups",
-        json!({ "name": "sales", "description": "",
-                "members": [{ "user_id": alice_id, "is_group_admin": false }] }),
-    );
-    assert_eq!(status, 201, "{body}");
-    let group = body["id"].as_i64().expect("group");
+    let (admin, group) = admin_and_sales_group(&gw);
 
     // A window of two whole hours around now, on UTC clocks and on the site's (a
     // window may not cross midnight: past 23:57 on either clock, wait for the new day).
