@@ -6,7 +6,8 @@
 //! passwords, and the live SIP message trace of a SIPp call (API, SSE and page); and
 //! the ports page's line test on the simulated board (a healthy phone line, a PSTN line
 //! cut and mended, a port in use refused), and its loopback test (a tone through the
-//! simulated board's loop; an over-current and foreign voltage fail it). Needs root
+//! simulated board's loop; an over-current and foreign voltage fail it); and the echo
+//! test code a phone dials (it hears its own voice half a second late). Needs root
 //! (or CAP_NET_RAW) for the capture, like the box's branchd.
 
 use std::io::Read;
@@ -16,7 +17,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::api_client::{add_user, create_admin, Api};
-use crate::harness::{wait, Gateway, SOON};
+use crate::harness::{hears, listen, wait, wait_tone, Gateway, SOON};
 use crate::sip_calls::{call_args, free_port, gateway, register, sip_addr, sipp, wait_sipp};
 
 const PASSWORD: &str = "Field-tech-pass-2024";
@@ -595,4 +596,42 @@ fn the_loopback_test_sends_a_tone_through_the_boards_loop_and_a_fault_fails_it()
         })
         .unwrap_or(0);
     assert_eq!(runs, 5, "{audit}");
+}
+
+#[test]
+fn the_echo_test_code_plays_the_phones_voice_back_half_a_second_late() {
+    const VOICE_HZ: f64 = 1600.0;
+    let gw = Gateway::start();
+    let phone = gw.sim.phone(1);
+    phone.off_hook();
+    wait_tone(&gw.sim, 1, 350, 440).expect("dial tone");
+    phone.dial("*43");
+    assert!(gw.wait_log("echo test started", SOON), "{}", gw.log_text());
+    assert!(wait(SOON, || phone.tone().is_none()), "dial tone stops");
+    // The phone speaks: for the first quarter second it hears nothing of it...
+    phone.inject_tone(VOICE_HZ, 8000);
+    let early = listen(&gw.sim, 1, 250, false);
+    assert!(
+        !hears(&early, VOICE_HZ),
+        "the voice came back before the delay"
+    );
+    // ...then its own voice, through the board, the codec and the media engine.
+    std::thread::sleep(Duration::from_millis(400));
+    assert!(
+        hears(&listen(&gw.sim, 1, 1000, false), VOICE_HZ),
+        "the phone hears itself"
+    );
+    // Quiet again: what it hears goes quiet the delay later.
+    phone.inject_silence();
+    std::thread::sleep(Duration::from_millis(800));
+    assert!(
+        !hears(&listen(&gw.sim, 1, 500, false), VOICE_HZ),
+        "the echo outlives the voice"
+    );
+    phone.on_hook();
+    assert!(gw.wait_log("echo test ended", SOON), "{}", gw.log_text());
+    let cdr = gw.wait_cdrs(1).pop().expect("CDR");
+    assert_eq!((cdr.caller.as_str(), cdr.callee.as_str()), ("101", "*43"));
+    assert_eq!(cdr.disposition, "answered");
+    assert_eq!(cdr.hangup_side, "caller");
 }

@@ -660,6 +660,7 @@ async fn serve(
                 max_parties: r.max_parties as usize,
             })
             .collect(),
+        echo_test_code: config.telephony.echo_test_code.clone(),
     };
     let mut calls = CallControl::new(settings, profile.fxs_ports(), profile.fxo_ports());
     if let Some(v) = voicemail {
@@ -881,6 +882,7 @@ async fn serve(
         tap,
         leg_routes: HashMap::new(),
         conference_ports: std::collections::HashSet::new(),
+        echo_ports: std::collections::HashSet::new(),
         sip_outputs,
         law,
         link,
@@ -1741,6 +1743,9 @@ struct BoardLoop {
     /// Ports in a conference room: their frames go to the media engine's mixer (their
     /// digits to call control only).
     conference_ports: std::collections::HashSet<u8>,
+    /// Ports in an echo test: their frames go to the media engine, which plays them
+    /// back late (call control's `Output::Echo`).
+    echo_ports: std::collections::HashSet<u8>,
     /// The media engine (port-to-leg and leg-to-leg bridges).
     media: MediaEngine,
     /// The voice prompts call control's `Play` outputs name.
@@ -1853,6 +1858,7 @@ impl BoardLoop {
                     }
                 } else if self.leg_routes.contains_key(&frame.port)
                     || self.voicemail.captures_port(frame.port)
+                    || self.echo_ports.contains(&frame.port)
                 {
                     self.media.port_audio(frame.port, audio);
                 }
@@ -1998,6 +2004,20 @@ impl BoardLoop {
                 }
                 Output::CaptureEnd { end, capture, keep } => {
                     self.voicemail.capture_end(&self.media, end, capture, keep);
+                }
+                Output::Echo { end, on } => {
+                    if let MediaEnd::Port(p) = end {
+                        if on {
+                            self.echo_ports.insert(p);
+                        } else {
+                            self.echo_ports.remove(&p);
+                        }
+                    }
+                    if on {
+                        self.media.echo(end);
+                    } else {
+                        self.media.stop_echo(end);
+                    }
                 }
                 Output::CheckMailboxPin {
                     check,

@@ -81,6 +81,8 @@
 //!   the packet's header fields, payload and the leg's negotiated codec to the tap
 //!   (a flag check and a channel send; decoding happens on the recorder's thread).
 //!   This is how calls between two SIP legs, relayed without decoding, are recorded.
+//! - Echo test ([`MediaEngine::echo`]): a capture and a playback of the same end
+//!   sharing a [`DelayLine`]: the end hears what it sent [`ECHO_DELAY`] later.
 //! - Confirmation beep ([`MediaEngine::beep`]): [`BEEP_HZ`] for [`BEEP_DURATION`]
 //!   replaces the audio a leg is sent (relayed packets are rebuilt with the same
 //!   header; frames from a port are replaced before encoding); the recording toggle
@@ -115,6 +117,7 @@ use std::time::{Duration, Instant, SystemTime};
 use branchline_board::link::LinkSender;
 use branchline_media::dtmf::{DtmfEvent, DtmfPlayer, InbandDetector, TelephoneEvent};
 use branchline_media::dtmf::{EventPacket, TelephoneEventDecoder, TelephoneEventEncoder};
+use branchline_media::echo::{DelayLine, ECHO_DELAY};
 use branchline_media::fax::{passthrough_jitter_config, FaxDetector};
 use branchline_media::jitter::{JitterBuffer, JitterConfig, JitterStats, FRAME_SAMPLES};
 use branchline_media::port::{PortAllocator, PortLease, PortPair};
@@ -135,7 +138,7 @@ use tokio::task::JoinHandle;
 
 use crate::call::sip::{LegId, MediaEnd, SipInput};
 use crate::call::{ConferenceOp, RoomId};
-use crate::prompts::Player;
+use crate::prompts::{EchoLine, Player};
 
 /// The RTP port range used when the config has no `[media]` section.
 pub const DEFAULT_RTP_PORTS: (u16, u16) = (10000, 10999);
@@ -314,6 +317,18 @@ pub trait FrameSink: Send + 'static {
 impl std::fmt::Debug for dyn FrameSink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("FrameSink")
+    }
+}
+
+/// The echo test's capture: frames into the delay line its player reads.
+struct EchoSink(EchoLine);
+
+impl FrameSink for EchoSink {
+    fn frame(&mut self, pcm: &[i16; FRAME_SAMPLES]) {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(pcm);
     }
 }
 
@@ -560,6 +575,23 @@ impl MediaEngine {
     /// Ends the capture of `end`, if any (its sink is dropped).
     pub fn stop_capture(&self, end: MediaEnd) {
         self.send_or_log(Request::StopCapture(end));
+    }
+
+    /// Starts the echo test on `end` (call control's `Output::Echo`): what the end
+    /// receives is captured into a [`DelayLine`] and played back to it
+    /// [`ECHO_DELAY`] later, through the same capture and playback as voicemail, so
+    /// the caller hears the whole path (line or RTP, codec, jitter buffer) both ways.
+    /// [`MediaEngine::stop_echo`] (or bridging the end, closing its leg) ends it.
+    pub fn echo(&self, end: MediaEnd) {
+        let line: EchoLine = Arc::new(std::sync::Mutex::new(DelayLine::new(ECHO_DELAY)));
+        self.send_or_log(Request::Capture(end, Box::new(EchoSink(line.clone()))));
+        self.send_or_log(Request::Play(end, Player::echo(line)));
+    }
+
+    /// Ends the echo test on `end`: its capture and its playback.
+    pub fn stop_echo(&self, end: MediaEnd) {
+        self.send_or_log(Request::StopCapture(end));
+        self.send_or_log(Request::StopPlay(end));
     }
 
     /// Diagnostics of every open leg.

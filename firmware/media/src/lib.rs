@@ -16,6 +16,7 @@
 //! - [`progress`]: busy and congestion tone detection on a PSTN line (cadence-matched).
 //! - [`mix`]: the N-party conference mixer (per-member "who hears whom": talker,
 //!   listener, whisperer) for meet-me rooms and supervisor listen / whisper / barge.
+//! - [`echo`]: the echo test's delay line (a caller hears themselves 0.5 s late).
 //! - [`rtcp`]: SR/RR/BYE build and parse, the report schedule, RFC 3550 receiver
 //!   statistics, RTT, E-model R-factor/MOS ([`rtcp::CallQuality`]).
 //!
@@ -31,6 +32,7 @@
 #![warn(missing_docs)]
 
 pub mod dtmf;
+pub mod echo;
 pub mod error;
 pub mod fax;
 pub mod jitter;

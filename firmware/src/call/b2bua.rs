@@ -146,6 +146,9 @@ impl CallControl {
                 Some(call) => call,
                 None => return,
             },
+            SipOrigin::Extension(_) if self.is_echo_code(&dialled) => {
+                return self.sip_echo_test(now, call);
+            }
             SipOrigin::Extension(ref ext) => match self.sip_voicemail_code(now, call, ext) {
                 Some(call) => call,
                 None => return,
@@ -415,6 +418,9 @@ impl CallControl {
         }
         if let Some(key) = self.vm_session_of(Party::Sip(leg)) {
             return self.vm_digit(now, key, digit);
+        }
+        if self.echo_test_of(Party::Sip(leg)).is_some() {
+            return tracing::debug!(%leg, "key ignored in the echo test");
         }
         let Some((key, call)) = self.leg_call(leg) else {
             return;

@@ -65,6 +65,8 @@
 //!   code (`*65`/`*66`/`*67<agent id>#`) from an analog phone or a SIP phone's INVITE,
 //!   after a right check outside call control ([`Output::CheckSupervisor`]); keys
 //!   4/5/6 (FXS digits or RFC 4733) switch the mode. See `supervise`.
+//! - Echo test: an analog or SIP phone dials `*43` and hears itself 0.5 s late
+//!   ([`Output::Echo`]) for at most [`ECHO_TEST_LIMIT`]. See `echo`.
 //! - Call pickup from analog phones: `*8` takes a call ringing a phone of the same
 //!   ring group, `**<ext>` the call ringing that extension. See `pickup`.
 //! - Meet-me rooms: an analog phone dialling a room's number, or a SIP phone or trunk
@@ -102,6 +104,7 @@ use crate::tones::{Country, Tone};
 mod b2bua;
 mod campaign;
 mod click;
+mod echo;
 mod features;
 mod hold;
 mod journal;
@@ -119,6 +122,8 @@ mod tests;
 mod tests_campaign;
 #[cfg(test)]
 mod tests_click;
+#[cfg(test)]
+mod tests_echo;
 #[cfg(test)]
 mod tests_features;
 #[cfg(test)]
@@ -145,6 +150,7 @@ use self::transfer::transfer_failure_status;
 
 pub use self::campaign::{CampaignDial, CampaignDialError};
 pub use self::click::{e164_dialable, ClickToCallError, CLICK_TO_CALL_ANSWER, MAX_E164_DIGITS};
+pub use self::echo::ECHO_TEST_LIMIT;
 pub use self::features::CONFIRMATION;
 pub use self::journal::JOURNAL_REFRESH;
 pub use self::meetme::{MeetMeRoom, PIN_PROMPT, PIN_TIMEOUT, PIN_TRIES, WRONG_PIN_PROMPT};
@@ -240,6 +246,8 @@ pub struct CallSettings {
     pub prompts: BTreeMap<String, Duration>,
     /// Meet-me conference rooms (`[[conference_rooms]]`; see `meetme`).
     pub conference_rooms: Vec<MeetMeRoom>,
+    /// The number a phone dials for the echo test (`None`: no echo test; see `echo`).
+    pub echo_test_code: Option<String>,
 }
 
 /// What call control wants done.
@@ -433,6 +441,14 @@ pub enum Output {
     /// Start recording a voicemail message: hand the audio `end` receives to the
     /// message writer (see [`voicemail`]). Boxed like [`Output::Cdr`].
     Capture(Box<Deposit>),
+    /// Start (`on`) or stop the echo test on `end`: what it receives is played back
+    /// to it [`branchline_media::echo::ECHO_DELAY`] later (see `echo`).
+    Echo {
+        /// The caller's end.
+        end: MediaEnd,
+        /// Start or stop.
+        on: bool,
+    },
     /// Stop recording `capture` from `end`; `keep` it (the writer still drops one
     /// that is too short) or delete it. Answered by
     /// [`CallControl::voicemail_message_done`].
@@ -880,6 +896,8 @@ pub struct CallControl {
     directory: Option<Box<dyn CallerDirectory>>,
     /// Mailboxes, callers leaving messages, phones in the menu, message waiting.
     vm: voicemail::Voicemail,
+    /// Echo tests running, with when each reaches its limit (see `echo`).
+    echo_tests: BTreeMap<CallKey, Instant>,
     /// Supervisors in agents' calls, by the supervisor's phone: an FXS port or a SIP
     /// phone's leg (see `supervise`).
     supervisions: BTreeMap<Party, supervise::Supervision>,
@@ -994,6 +1012,7 @@ impl CallControl {
             acd_deferred: false,
             directory: None,
             vm: voicemail::Voicemail::default(),
+            echo_tests: BTreeMap::new(),
             supervisions: BTreeMap::new(),
             supervise_checks: BTreeMap::new(),
             next_supervise_check: 1,
@@ -1091,6 +1110,7 @@ impl CallControl {
             .chain(self.survey_timeout())
             .chain(self.feature_timeout())
             .chain(self.vm_timeout())
+            .chain(self.echo_timeout())
             .min()
     }
 
@@ -1164,6 +1184,7 @@ impl CallControl {
         self.survey_timeouts(now);
         self.feature_legs_due(Some(now));
         self.vm_timeouts(now);
+        self.echo_timeouts(now);
         self.flush_cdrs(|p| p.deadline <= now);
     }
 
@@ -1456,6 +1477,9 @@ impl CallControl {
         if self.vm_session_of(Party::Fxs(port)).is_some() {
             return tracing::debug!(port, "hook-flash ignored in voicemail");
         }
+        if self.echo_test_of(Party::Fxs(port)).is_some() {
+            return tracing::debug!(port, "hook-flash ignored in the echo test");
+        }
         if self.in_three_way(port) {
             tracing::debug!(port, "hook-flash ignored in a three-way call");
             return;
@@ -1574,6 +1598,9 @@ impl CallControl {
         if let Some(key) = self.vm_session_of(Party::Fxs(port)) {
             return self.vm_digit(now, key, d);
         }
+        if self.echo_test_of(Party::Fxs(port)).is_some() {
+            return tracing::debug!(port, "key ignored in the echo test");
+        }
         match self.fxs_state(port) {
             Some(Fxs::Supervisor(_)) => return self.supervisor_digit(Party::Fxs(port), d),
             Some(Fxs::MeetMe) => return self.meetme_digit(now, Party::Fxs(port), d),
@@ -1592,6 +1619,11 @@ impl CallControl {
             self.stutter_over(port);
         }
         digits.push(d);
+        match self.echo_digits(now, port, &digits, started) {
+            None => {}
+            Some(true) => return,
+            Some(false) => return self.keep_dialing(now, port, digits, started),
+        }
         match self.vm_digits(now, port, &digits, started) {
             None => {}
             Some(true) => return,
@@ -2392,6 +2424,9 @@ impl CallControl {
         }
         if self.in_voicemail(key) {
             return self.vm_end(now, key, by, Tone::Busy);
+        }
+        if self.in_echo_test(key) {
+            return self.echo_end(now, key, by);
         }
         if let (Some(agent), Some(prompt)) = (by, self.survey_prompt(key, by)) {
             return self.start_survey(now, key, agent, prompt);

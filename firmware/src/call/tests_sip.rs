@@ -66,6 +66,7 @@ pub(super) fn settings(base: Instant) -> CallSettings {
         acd: None,
         prompts: Default::default(),
         conference_rooms: Vec::new(),
+        echo_test_code: Some(crate::config::DEFAULT_ECHO_TEST_CODE.to_owned()),
     }
 }
 

@@ -22,6 +22,7 @@
 
 mod call_center;
 mod conference;
+mod echo;
 mod locate;
 mod provisioning;
 mod raw;
@@ -34,6 +35,7 @@ mod voicemail;
 
 pub use self::call_center::CallCenterConfig;
 pub use self::conference::{ConferenceRoomConfig, DEFAULT_MAX_PARTIES, MAX_PARTIES};
+pub use self::echo::DEFAULT_ECHO_TEST_CODE;
 pub use self::provisioning::{ProvisioningConfig, MAX_PROVISIONING_PATHS};
 pub use self::recording::{RecordingConfig, RecordingPolicy};
 pub use self::sip::{SipConfig, SipGuardConfig, SipTrunkConfig};
@@ -625,6 +627,9 @@ pub struct TelephonyConfig {
     /// a POSIX TZ rule; UTC when unset), for campaign calling hours
     /// ([`crate::site_time`]).
     pub time_zone: crate::site_time::ZoneSpec,
+    /// The number a phone dials for the echo test (`echo_test_code`, default
+    /// [`DEFAULT_ECHO_TEST_CODE`]; `None`: turned off with `""`).
+    pub echo_test_code: Option<String>,
 }
 
 impl TelephonyConfig {
@@ -934,7 +939,8 @@ impl Ctx<'_> {
             .provisioning
             .map(|p| self.provisioning(p, site.box_serial.as_ref().map(BoxSerial::as_str)))
             .transpose()?;
-        let telephony = self.telephony(raw.telephony)?;
+        let echo_test_code = raw.telephony.echo_test_code.clone();
+        let mut telephony = self.telephony(raw.telephony)?;
         let extensions = self.extensions(raw.extensions, &telephony)?;
         let sip_accounts = self.sip_accounts(raw.sip_accounts, &extensions, &telephony)?;
         let fxo_lines = self.fxo_lines(raw.fxo_lines, &telephony)?;
@@ -962,6 +968,17 @@ impl Ctx<'_> {
         };
         let conference_rooms =
             self.conference_rooms(raw.conference_rooms, &extensions, &telephony)?;
+        telephony.echo_test_code = self.echo_test_code(
+            echo_test_code,
+            echo::EchoContext {
+                telephony: &telephony,
+                extensions: &extensions,
+                sip_accounts: &sip_accounts,
+                call_center: &call_center,
+                voicemail: &voicemail,
+                rooms: &conference_rooms,
+            },
+        )?;
 
         Ok(Config {
             source: self.source.to_owned(),
@@ -1459,6 +1476,8 @@ impl Ctx<'_> {
                 RING_TIMEOUT_MS,
             )?,
             outside_line_prefix,
+            // Checked against the other codes and numbers once they are read (`echo`).
+            echo_test_code: None,
         })
     }
 

@@ -176,6 +176,7 @@ pub(super) struct RawTelephony {
     pub ring_timeout_ms: Option<Spanned<i64>>,
     pub outside_line_prefix: Option<Spanned<String>>,
     pub time_zone: Option<Spanned<String>>,
+    pub echo_test_code: Option<Spanned<String>>,
 }
 
 /// One `[[extensions]]` entry.

@@ -863,3 +863,45 @@ fn conference_rooms_are_validated() {
     let e = error(&room("number = \"800\"\npin = \"4711\"\nroom = 1"));
     assert!(e.contains("room"), "{e}");
 }
+
+#[test]
+fn the_echo_test_code_defaults_can_be_changed_or_turned_off_and_is_validated() {
+    let load = |text: &str| Config::from_toml_str(text, Path::new(FILE)).expect("loads");
+    assert_eq!(load(BASE).telephony.echo_test_code.as_deref(), Some("*43"));
+    let set = BASE.replace("[telephony]\n", "[telephony]\necho_test_code = \"#43\"\n");
+    assert_eq!(load(&set).telephony.echo_test_code.as_deref(), Some("#43"));
+    let off = BASE.replace("[telephony]\n", "[telephony]\necho_test_code = \"\"\n");
+    assert_eq!(load(&off).telephony.echo_test_code, None);
+    // The default gives way to a code the config sets that clashes with it.
+    let vm = format!("{BASE}\n[voicemail]\nown_code = \"*4\"\nany_code = \"*98\"\n");
+    assert_eq!(load(&vm).telephony.echo_test_code, None);
+
+    // A code set in the file is refused with the file, line and field when it is
+    // malformed or clashes with any other code or number a phone dials.
+    let cases = [
+        ("\"*4A\"", "must be 1 to 8"),
+        ("\"*4343434343\"", "must be 1 to 8"),
+        ("\"*97\"", "voicemail.own_code"),
+        ("\"*9\"", "voicemail.own_code"),
+        ("\"*981\"", "voicemail.any_code"),
+        ("\"*6\"", "call center feature code"),
+        ("\"*611\"", "call center feature code"),
+        ("\"*8\"", "group pickup"),
+        ("\"**1\"", "directed pickup"),
+        ("\"9\"", "outside line prefix"),
+        ("\"10\"", "extension 101"),
+        ("\"1012\"", "extension 101"),
+    ];
+    for (value, why) in cases {
+        let text = BASE.replace(
+            "[telephony]\n",
+            &format!("[telephony]\necho_test_code = {value}\n"),
+        );
+        let e = error(&text);
+        assert_located(&e, 2, "telephony.echo_test_code");
+        assert!(e.contains(why), "{value}: {e}");
+    }
+    let room = BASE.replace("[telephony]\n", "[telephony]\necho_test_code = \"80\"\n")
+        + "\n[[conference_rooms]]\nnumber = \"800\"\npin = \"4711\"\n";
+    assert!(error(&room).contains("conference room 800"));
+}

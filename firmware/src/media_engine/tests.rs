@@ -1586,3 +1586,120 @@ async fn a_beep_replaces_the_audio_sent_to_a_leg_for_200_ms() {
     }
     assert_eq!(beeps, 10, "200 ms of beep");
 }
+
+fn tone_frames(hz: f64, n: usize) -> Vec<Audio> {
+    let mut gen = SineGenerator::new(hz, 8000);
+    (0..n).map(|_| tone_frame(&mut gen, Law::Ulaw)).collect()
+}
+
+#[tokio::test]
+async fn an_echo_test_plays_a_ports_audio_back_once_half_a_second_is_held() {
+    let mut r = rig(42760);
+    r.engine.echo(MediaEnd::Port(2));
+    // 480 ms of the phone's audio: less than the delay, so the phone hears silence.
+    for frame in tone_frames(1000.0, 24) {
+        r.engine.port_audio(2, frame);
+    }
+    r.engine.stats().await.unwrap();
+    let quiet = port_pcm(&mut r, 2, 200).await;
+    assert!(quiet.len() >= 4 * FRAME_SAMPLES, "{} samples", quiet.len());
+    assert!(quiet.iter().all(|&s| s == 0), "audio before the delay");
+    // 240 ms more: the line holds the delay and plays the phone's tone back, oldest
+    // first; another port hears nothing of it.
+    for frame in tone_frames(1000.0, 12) {
+        r.engine.port_audio(2, frame);
+    }
+    r.engine.stats().await.unwrap();
+    let (mut back, mut other) = (Vec::new(), 0);
+    let end = TokioInstant::now() + Duration::from_millis(200);
+    while let Ok(Some((p, audio))) = timeout(
+        end.saturating_duration_since(TokioInstant::now()),
+        r.frames.recv(),
+    )
+    .await
+    {
+        if p == 2 {
+            let mut x = [0i16; FRAME_SAMPLES];
+            audio.law.decode_block(&audio.samples, &mut x);
+            back.extend_from_slice(&x);
+        } else {
+            other += 1;
+        }
+    }
+    assert_eq!(other, 0);
+    // (A few silent frames of the priming may still have been on their way.)
+    let start = back.iter().position(|&s| s.abs() > 64).expect("the tone");
+    let back = &back[start..];
+    assert!(back.len() >= 4 * FRAME_SAMPLES, "{} samples", back.len());
+    assert!(
+        tone_ratio(back, 1000.0) > 0.9,
+        "{}",
+        tone_ratio(back, 1000.0)
+    );
+    // Stopped: nothing more is played or captured.
+    r.engine.stop_echo(MediaEnd::Port(2));
+    for frame in tone_frames(1000.0, 30) {
+        r.engine.port_audio(2, frame);
+    }
+    r.engine.stats().await.unwrap();
+    while r.frames.try_recv().is_ok() {}
+    assert!(
+        port_pcm(&mut r, 2, 200).await.is_empty(),
+        "frames after the stop"
+    );
+}
+
+#[tokio::test]
+async fn an_echo_test_sends_a_legs_rtp_back_to_it_after_the_delay() {
+    let r = rig(42780);
+    let (peer, peer_addr) = peer().await;
+    let local = r.engine.open_leg(LEG).await.unwrap();
+    r.engine
+        .start_leg(LEG, peer_addr, media(Law::Alaw))
+        .await
+        .unwrap();
+    r.engine.echo(MediaEnd::Leg(LEG));
+    r.engine.stats().await.unwrap();
+    // The phone talks for 1 s (1 kHz in A-law, a packet every 20 ms) while it listens.
+    let peer = Arc::new(peer);
+    let sender = peer.clone();
+    let talk = tokio::spawn(async move {
+        let mut gen = SineGenerator::new(1000.0, 8000);
+        for i in 0..50u16 {
+            let mut pcm = [0i16; FRAME_SAMPLES];
+            gen.fill(&mut pcm);
+            let mut payload = [0u8; FRAME_SAMPLES];
+            Law::Alaw.encode_block(&pcm, &mut payload);
+            let packet = rtp_packet(
+                PT_PCMA,
+                500 + i,
+                9000 + u32::from(i) * 160,
+                i == 0,
+                &payload,
+            );
+            sender.send_to(&packet, local).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    let (pcm, _) = peer_audio(&peer, 1800).await;
+    talk.await.unwrap();
+    // The engine sends every 20 ms from the start: silence while the line fills with
+    // the delay (the leg's jitter buffer gives a frame every tick, audio or not), then
+    // the phone's own tone.
+    let start = pcm
+        .iter()
+        .position(|&s| s.abs() > 64)
+        .expect("the tone came back");
+    assert!(
+        start >= 24 * FRAME_SAMPLES,
+        "audio {} ms after the start, before the delay",
+        start / 8
+    );
+    let tone = &pcm[start..(start + 20 * FRAME_SAMPLES).min(pcm.len())];
+    assert!(tone.len() >= 10 * FRAME_SAMPLES, "{} samples", tone.len());
+    assert!(
+        tone_ratio(tone, 1000.0) > 0.8,
+        "{}",
+        tone_ratio(tone, 1000.0)
+    );
+}

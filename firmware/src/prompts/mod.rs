@@ -375,8 +375,13 @@ impl Playback {
 /// One source of audio in a [`Player`].
 #[derive(Debug)]
 enum Source {
-    Prompt { prompt: Prompt, at: usize },
+    Prompt {
+        prompt: Prompt,
+        at: usize,
+    },
     Tone(ToneGenerator),
+    /// The echo test's delay line, fed by the media engine's capture of the same end.
+    Echo(EchoLine),
 }
 
 impl Source {
@@ -399,6 +404,12 @@ impl Source {
                 g.fill(out);
                 out.len()
             }
+            Source::Echo(line) => {
+                line.lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .fill(out);
+                out.len()
+            }
         }
     }
 
@@ -416,7 +427,19 @@ pub struct Player {
     then: Option<Source>,
 }
 
+/// A delay line shared by an echo test's capture (writer) and its [`Player::echo`]
+/// (reader), both on the media engine's task.
+pub type EchoLine = std::sync::Arc<std::sync::Mutex<branchline_media::echo::DelayLine>>;
+
 impl Player {
+    /// A player that plays what `line` gives back, until stopped (the echo test).
+    pub fn echo(line: EchoLine) -> Player {
+        Player {
+            once: VecDeque::new(),
+            then: Some(Source::Echo(line)),
+        }
+    }
+
     /// Fills one frame (any length; the engine uses [`FRAME_SAMPLES`]); the part after
     /// the end of the last prompt is silence. Returns false once everything was played
     /// and nothing loops (`out` is all silence): the player can be dropped.

@@ -394,6 +394,7 @@ fn call_control() -> CallControl {
         acd: None,
         prompts: Default::default(),
         conference_rooms: Vec::new(),
+        echo_test_code: Some(crate::config::DEFAULT_ECHO_TEST_CODE.to_owned()),
     };
     CallControl::new(settings, 1..=2, 3..=3)
 }
