@@ -116,8 +116,30 @@ esac
 # profile aborts on panic; no thread is cancelled), so the only loss is the frames of
 # a backtrace printed with RUST_BACKTRACE: a panic still reports its message and
 # source location. Release only: the tests catch panics by unwinding.
+#
+# They are linked by LLVM's lld (the version of Debian's rustc's LLVM, package lld-N)
+# with packed relative relocations (-z pack-relative-relocs: DT_RELR, glibc >= 2.36,
+# which the image's Debian has): a position-independent executable keeps one 24-byte
+# RELA entry per pointer in its data (vtables, string tables), about 0.55 MB of
+# branchd; RELR packs them into bitmaps of a few KB. GNU ld 2.40 (bookworm) ignores
+# the option for aarch64, hence lld, found by gcc through -B (a directory holding only
+# an ld.lld link). The binary keeps PIE (ASLR) and its GLIBC_ABI_DT_RELR dependency
+# makes an older glibc refuse it instead of misloading it. BENCHMARKS.md, ARM builds.
+LLVM_MAJOR=$("$RUSTC" --version --verbose | sed -n 's/^LLVM version: \([0-9]*\).*/\1/p')
+LLD_PKG="lld-$LLVM_MAJOR"
+if [ "$(dpkg-query -W -f='${db:Status-Status}' "$LLD_PKG" 2>/dev/null)" != installed ]; then
+    echo "installing $LLD_PKG"
+    SUDO=""
+    if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
+        -o DPkg::Lock::Timeout=600 "$LLD_PKG" >/dev/null
+fi
+LLD_DIR="$(realpath -m "$CARGO_TARGET_DIR")/lld-bin"
+mkdir -p "$LLD_DIR"
+ln -sf "/usr/lib/llvm-$LLVM_MAJOR/bin/ld.lld" "$LLD_DIR/ld.lld"
 TRIPLE_VAR=$(echo "$TARGET" | tr 'a-z-' 'A-Z_')
 LINK_ARGS="-C link-arg=-Wl,--no-eh-frame-hdr -C link-arg=-Wl,-T,$PWD/scripts/no-eh-frame.ld"
+LINK_ARGS="$LINK_ARGS -C link-arg=-B$LLD_DIR -C link-arg=-fuse-ld=lld -C link-arg=-Wl,-z,pack-relative-relocs"
 env "CARGO_TARGET_${TRIPLE_VAR}_RUSTFLAGS=$LINK_ARGS" \
     cargo build --release --workspace "${BIN_ARGS[@]}" --locked --target "$TARGET" "${BUILD_STD[@]}"
 echo "release build: $((SECONDS - start)) s"

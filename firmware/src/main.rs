@@ -12,6 +12,52 @@ use clap::Parser;
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::prelude::*;
 
+/// Allocations of this size and more get their own mapping, returned to the system
+/// when freed (glibc's initial value, kept fixed: see [`tune_malloc`]).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+const MMAP_THRESHOLD: i32 = 128 * 1024;
+/// Free memory at the top of the heap beyond this goes back to the system (glibc's
+/// initial value, kept fixed).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+const TRIM_THRESHOLD: i32 = 128 * 1024;
+/// Malloc arenas at most (glibc's default is 8 per core).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+const ARENA_MAX: i32 = 2;
+
+/// Tunes glibc's malloc for a daemon that runs for months on a box with little RAM.
+///
+/// glibc raises its mmap threshold to the size of any mapped block that is freed (up
+/// to 32 MiB), and its trim threshold to twice that. One argon2id password check
+/// (19 MiB, `accounts::password`: every web login, voicemail and agent PIN) therefore
+/// moved every later check's 19 MiB onto the heap, where it stayed resident after
+/// the check, freed but never returned: the web server's first logins added about
+/// 24 MiB to `branchd`'s RSS for good (BENCHMARKS.md, web page). Setting the
+/// thresholds fixes them (glibc stops adjusting them), so large blocks are mapped and
+/// unmapped again, and a freed heap top is trimmed. Two arenas bound the per-thread
+/// heaps of tokio's worker and blocking threads (the daemon has few busy threads).
+/// `mallopt` is the only interface; it runs before any thread exists, and a refusal
+/// (another libc) only leaves the defaults.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)] // FFI to glibc's mallopt; nothing else in branchd is unsafe.
+fn tune_malloc() {
+    use nix::libc;
+    for (param, value) in [
+        (libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD),
+        (libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD),
+        (libc::M_ARENA_MAX, ARENA_MAX),
+    ] {
+        // SAFETY: mallopt only sets an allocator parameter (it takes the allocator's
+        // lock itself); called first thing in main, before any other thread runs.
+        unsafe {
+            libc::mallopt(param, value);
+        }
+    }
+}
+
+/// Other C libraries keep their own allocator's behaviour.
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn tune_malloc() {}
+
 /// Default config location on the box.
 const DEFAULT_CONFIG: &str = "/etc/branchline/branchd.toml";
 
@@ -91,6 +137,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    tune_malloc();
     let args = Args::parse();
     let config = match Config::load(&args.config) {
         Ok(c) => c,
