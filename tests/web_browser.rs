@@ -947,6 +947,20 @@ fn charts_show_the_running_daemons_calls_lines_and_backlog() {
         shot(&c, "40-charts-calls-active").await;
         wait_sipp(call, "call (SIPp hangs up)", &gw);
         phone.on_hook();
+        // Left open, the page's chart follows the call to its end without a reload:
+        // the section fetches the page again at its sampling interval (app.js).
+        let live = async {
+            while c
+                .find(Locator::Css("#call-quality span.pill:not(.busy)"))
+                .await
+                .is_err()
+            {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(20), live)
+            .await
+            .expect("the open calls page shows the call ended");
 
         // After the call: its trace is kept, and its CDR is in the calls per hour.
         wait_element(&c, &format!("{base}/calls"), "#calls-per-hour rect.bar").await;

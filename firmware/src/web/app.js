@@ -12,14 +12,15 @@
   });
 })();
 // Sections marked data-reload (with an id) fetch their page again every data-reload
-// ms and take the fresh section's content (the queues page): server-rendered, so
-// the page reads the same without this script.
+// ms and take the fresh section's content (the queues page, and the charts at their
+// sampling interval): server-rendered, so the page reads the same without this
+// script.
 (function () {
   if (!window.fetch || !window.DOMParser) return;
   Array.prototype.forEach.call(document.querySelectorAll("[data-reload][id]"), function (el) {
     var every = parseInt(el.getAttribute("data-reload"), 10) || 2000;
     setInterval(function () {
-      fetch(window.location.pathname, { credentials: "same-origin" })
+      fetch(window.location.pathname + window.location.search, { credentials: "same-origin" })
         .then(function (r) { return r.ok ? r.text() : null; })
         .then(function (text) {
           if (!text) return;

@@ -8,6 +8,15 @@ use super::chart_api::{CallsPerHour, LineCharts, QualityCharts, SyncCharts};
 use super::charts::{render, Chart, Kind, Series};
 use super::history::{CallTrace, LegPoint};
 
+/// How often the calls page's calls-per-hour chart fetches its page again.
+pub(super) const CALLS_PER_HOUR_RELOAD_MS: i64 = 60_000;
+
+/// How often a chart sampled every `interval_ms` fetches its page again (its
+/// section's `data-reload`, `app.js`): at each new sample, between 2 s and 5 min.
+pub(super) fn reload_ms(interval_ms: i64) -> i64 {
+    interval_ms.clamp(2_000, 300_000)
+}
+
 /// Finished calls whose charts the calls page draws (the API has them all).
 pub const FINISHED_CALLS_SHOWN: usize = 3;
 

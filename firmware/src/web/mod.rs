@@ -68,7 +68,9 @@
 //!   `line_test` / `loopback_test` / `force_sync`).
 //! - **Live updates**: `app.js` opens an `EventSource` on `/api/v1/events/status` and
 //!   updates the elements marked `data-live`; without JS the pages are complete and a
-//!   reload shows the news (the SIP, calls and sync pages are not live: reload them).
+//!   reload shows the news (the SIP, calls and sync pages are not live: reload them;
+//!   their charts are: a chart's section fetches the page again at its sampling
+//!   interval, `data-reload`).
 //! - **Charts** (issue 8): server-side SVG inline in the pages ([`charts`], drawn by
 //!   `chart_pages`, fed by [`history`]): calls per hour of the site's clock
 //!   (`[telephony] time_zone`) of the last 24 from the CDRs and the RTP jitter and loss of calls with a SIP leg (calls page), each
@@ -90,8 +92,8 @@
 //! password page yet: use `POST /api/v1/me/password`); an open SSE stream is not
 //! ended by a logout elsewhere (it ends when the page closes); the calls page has no
 //! CDR quality columns and shows recordings only for its 20 CDRs (older ones:
-//! `GET /api/v1/recordings`); there is no echo test feature code yet; the charts
-//! are not live (reload the page); the tools page shows ping and traceroute output when they end (not line
+//! `GET /api/v1/recordings`); the charts follow by fetching their page again, not over
+//! SSE; the tools page shows ping and traceroute output when they end (not line
 //! by line).
 
 mod api_routes;

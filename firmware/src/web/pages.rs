@@ -645,7 +645,8 @@ pub(super) fn ports_page(
             @if !may_operate {
                 p.muted { "Tests need the permission " code { "diagnostics.operate" } "." }
             }
-            section.card.wide #line-history {
+            section.card.wide #line-history
+                data-reload=[lines.as_ref().ok().map(|l| super::chart_pages::reload_ms(l.interval_ms))] {
                 h2 { "Line history" }
                 (super::chart_pages::line_history(lines))
             }
@@ -1217,11 +1218,13 @@ pub(super) fn calls_page(
                 }
             }
         }
-        section.card.wide #call-quality {
+        section.card.wide #call-quality
+            data-reload=[charts.quality.as_ref().ok().map(|q| super::chart_pages::reload_ms(q.interval_ms))] {
             h2 { "Call quality over time" }
             (super::chart_pages::call_quality(&charts.quality))
         }
-        section.card.wide #calls-per-hour {
+        section.card.wide #calls-per-hour
+            data-reload=[charts.per_hour.as_ref().ok().map(|_| super::chart_pages::CALLS_PER_HOUR_RELOAD_MS)] {
             h2 { "Calls per hour" }
             (super::chart_pages::calls_per_hour(&charts.per_hour))
         }
@@ -1368,7 +1371,8 @@ pub(super) fn sync_page(
                 }
             }
         }
-        section.card.wide #backlog-history {
+        section.card.wide #backlog-history
+            data-reload=[backlog.as_ref().ok().map(|b| super::chart_pages::reload_ms(b.interval_ms))] {
             h2 { "Backlog over time" }
             (super::chart_pages::sync_backlog(backlog))
         }

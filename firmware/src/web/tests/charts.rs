@@ -336,3 +336,46 @@ async fn the_sampler_fills_the_histories_from_the_main_loop_and_the_store() {
         .expect("the sampler stops when told")
         .expect("no panic");
 }
+
+/// The `data-reload` of section `id` in `page`, if it has one.
+fn reload_of(page: &str, id: &str) -> Option<i64> {
+    let at = page.find(&format!("id=\"{id}\""))?;
+    let tag = &page[at..at + page[at..].find('>')?];
+    let rest = &tag[tag.find("data-reload=\"")? + "data-reload=\"".len()..];
+    rest[..rest.find('"')?].parse().ok()
+}
+
+#[tokio::test]
+async fn the_charts_fetch_their_page_again_at_their_sampling_interval() {
+    let env = env().await;
+    let tech = env.login("tech").await;
+    let interval = |v: Value| v["interval_ms"].as_i64().expect("interval_ms");
+    let line = interval(env.get("/api/v1/charts/line", Some(&tech)).await.json());
+    let quality = interval(
+        env.get("/api/v1/charts/call-quality", Some(&tech))
+            .await
+            .json(),
+    );
+    let sync = interval(
+        env.get("/api/v1/charts/sync-backlog", Some(&tech))
+            .await
+            .json(),
+    );
+    let ports = env.get("/ports", Some(&tech)).await.text;
+    // Sampled every second: reloaded no faster than every 2 s.
+    assert_eq!(line, 1_000);
+    assert_eq!(reload_of(&ports, "line-history"), Some(2_000), "{ports}");
+    let calls = env.get("/calls", Some(&tech)).await.text;
+    assert_eq!(
+        reload_of(&calls, "call-quality"),
+        Some(quality.clamp(2_000, 300_000)),
+        "{calls}"
+    );
+    assert_eq!(reload_of(&calls, "calls-per-hour"), Some(60_000), "{calls}");
+    let page = env.get("/sync", Some(&tech)).await.text;
+    assert_eq!(
+        reload_of(&page, "backlog-history"),
+        Some(sync.clamp(2_000, 300_000)),
+        "{page}"
+    );
+}
