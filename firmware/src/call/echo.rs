@@ -20,10 +20,10 @@
 
 use std::time::{Duration, Instant};
 
-use crate::cdr::{Disposition, HangupSide};
+use crate::cdr::Disposition;
 use crate::tones::Tone;
 
-use super::{CallControl, CallKey, CallPhase, Direction, EndReason, Fxs, Output, Party, PortState};
+use super::{CallControl, CallKey, CallPhase, Direction, Fxs, Output, Party, PortState};
 
 /// The longest an echo test runs before the box ends it.
 pub const ECHO_TEST_LIMIT: Duration = Duration::from_secs(60);
@@ -135,27 +135,7 @@ impl CallControl {
             end: call.caller.media(),
             on: false,
         });
-        match (call.caller, by) {
-            (Party::Sip(leg), Some(_)) => {
-                self.legs.remove(&leg);
-            }
-            (Party::Fxs(_), Some(_)) => {}
-            (Party::Fxs(port), None) => {
-                if self.fxs_state(port) == Some(Fxs::Caller(key)) {
-                    if self.fxs.get(&port).is_some_and(|p| p.off_hook) {
-                        self.lockout(now, port, Tone::Busy);
-                    } else {
-                        self.set_fxs(port, Fxs::Idle);
-                    }
-                }
-            }
-            (party, _) => self.release_party(now, party, key, EndReason::Normal),
-        }
-        let side = if by.is_some() {
-            HangupSide::Caller
-        } else {
-            HangupSide::System
-        };
+        let side = self.release_service_caller(now, key, call.caller, by, Tone::Busy);
         tracing::info!(call = key, ?side, "echo test ended");
         self.emit_cdr(now, &call, Disposition::Answered, side);
     }

@@ -1048,7 +1048,23 @@ impl CallControl {
                     .push_back(Output::DetectDtmf { port, on: false });
             }
         }
-        match (call.caller, by) {
+        let side = self.release_service_caller(now, key, call.caller, by, tone);
+        self.emit_cdr(now, &call, s.disposition, side);
+    }
+
+    /// Releases the caller of call `key`, one the box answered itself (voicemail, the
+    /// echo test), as it ends: `by` hung up, or the box ends it (an analog phone still
+    /// off hook hears `tone`, a SIP caller gets a BYE, a PSTN line is released).
+    /// Returns the CDR's hang-up side.
+    pub(super) fn release_service_caller(
+        &mut self,
+        now: Instant,
+        key: CallKey,
+        caller: Party,
+        by: Option<Party>,
+        tone: Tone,
+    ) -> HangupSide {
+        match (caller, by) {
             (Party::Sip(leg), Some(_)) => {
                 self.legs.remove(&leg);
             }
@@ -1064,11 +1080,10 @@ impl CallControl {
             }
             (party, _) => self.release_party(now, party, key, EndReason::Normal),
         }
-        let side = if by.is_some() {
+        if by.is_some() {
             HangupSide::Caller
         } else {
             HangupSide::System
-        };
-        self.emit_cdr(now, &call, s.disposition, side);
+        }
     }
 }

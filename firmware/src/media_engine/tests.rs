@@ -1100,6 +1100,21 @@ async fn playback_to_a_leg_that_is_not_open_is_refused() {
     assert!(port_pcm(&mut r, 1, 100).await.is_empty());
 }
 
+/// Sends `packets` of 1 kHz in A-law from `peer` to `to`, one every 20 ms, numbered
+/// from `seq` and timed from `ts`.
+async fn send_tone_rtp(peer: &UdpSocket, to: SocketAddr, packets: u16, seq: u16, ts: u32) {
+    let mut gen = SineGenerator::new(1000.0, 8000);
+    for i in 0..packets {
+        let mut pcm = [0i16; FRAME_SAMPLES];
+        gen.fill(&mut pcm);
+        let mut payload = [0u8; FRAME_SAMPLES];
+        Law::Alaw.encode_block(&pcm, &mut payload);
+        let packet = rtp_packet(PT_PCMA, seq + i, ts + u32::from(i) * 160, i == 0, &payload);
+        peer.send_to(&packet, to).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// A capture sink that keeps what it is given.
 struct Collect(std::sync::Arc<std::sync::Mutex<Vec<i16>>>);
 
@@ -1157,22 +1172,7 @@ async fn a_captured_unbridged_leg_is_decoded_through_a_jitter_buffer_and_a_bridg
     let (sink, got) = collector();
     r.engine.capture(MediaEnd::Leg(LEG), sink);
     // 40 packets of 1 kHz in A-law, one every 20 ms.
-    let mut gen = SineGenerator::new(1000.0, 8000);
-    for i in 0..40u16 {
-        let mut pcm = [0i16; FRAME_SAMPLES];
-        gen.fill(&mut pcm);
-        let mut payload = [0u8; FRAME_SAMPLES];
-        Law::Alaw.encode_block(&pcm, &mut payload);
-        let packet = rtp_packet(
-            PT_PCMA,
-            100 + i,
-            1000 + u32::from(i) * 160,
-            i == 0,
-            &payload,
-        );
-        peer.send_to(&packet, local).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    send_tone_rtp(&peer, local, 40, 100, 1000).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let pcm = got.lock().unwrap().clone();
     assert!(pcm.len() >= 30 * FRAME_SAMPLES, "{} samples", pcm.len());
@@ -1663,24 +1663,7 @@ async fn an_echo_test_sends_a_legs_rtp_back_to_it_after_the_delay() {
     // The phone talks for 1 s (1 kHz in A-law, a packet every 20 ms) while it listens.
     let peer = Arc::new(peer);
     let sender = peer.clone();
-    let talk = tokio::spawn(async move {
-        let mut gen = SineGenerator::new(1000.0, 8000);
-        for i in 0..50u16 {
-            let mut pcm = [0i16; FRAME_SAMPLES];
-            gen.fill(&mut pcm);
-            let mut payload = [0u8; FRAME_SAMPLES];
-            Law::Alaw.encode_block(&pcm, &mut payload);
-            let packet = rtp_packet(
-                PT_PCMA,
-                500 + i,
-                9000 + u32::from(i) * 160,
-                i == 0,
-                &payload,
-            );
-            sender.send_to(&packet, local).await.unwrap();
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    });
+    let talk = tokio::spawn(async move { send_tone_rtp(&sender, local, 50, 500, 9000).await });
     let (pcm, _) = peer_audio(&peer, 1800).await;
     talk.await.unwrap();
     // The engine sends every 20 ms from the start: silence while the line fills with
