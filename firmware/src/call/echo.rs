@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use crate::cdr::Disposition;
 use crate::tones::Tone;
 
-use super::{CallControl, CallKey, CallPhase, Direction, Fxs, Output, Party, PortState};
+use super::{CallControl, CallKey, Direction, Fxs, Output, Party};
 
 /// The longest an echo test runs before the box ends it.
 pub const ECHO_TEST_LIMIT: Duration = Duration::from_secs(60);
@@ -67,21 +67,9 @@ impl CallControl {
 
     /// Answers call `key` (its caller an analog or a SIP phone) and starts the echo.
     fn start_echo(&mut self, now: Instant, key: CallKey) {
-        let Some(call) = self.calls.get_mut(&key) else {
+        let Some(caller) = self.answer_by_box(now, key) else {
             return;
         };
-        call.phase = CallPhase::Connected;
-        call.answered = Some(now);
-        call.deadline = None;
-        let caller = call.caller;
-        let was_connected = std::mem::replace(&mut call.caller_connected, true);
-        match caller {
-            Party::Sip(leg) if !was_connected && !leg.is_outgoing() => {
-                self.outputs.push_back(Output::SipAnswer { leg });
-            }
-            Party::Fxs(port) => self.port_state(port, PortState::Talking),
-            _ => {}
-        }
         tracing::info!(call = key, ?caller, "echo test started");
         self.echo_tests.insert(key, now + ECHO_TEST_LIMIT);
         self.outputs.push_back(Output::Echo {

@@ -751,22 +751,9 @@ impl CallControl {
     /// call) opens mailbox `mailbox`: asks for the PIN when `pin`, else plays the
     /// messages. The box answers the call.
     pub(super) fn open_mailbox(&mut self, now: Instant, key: CallKey, mailbox: String, pin: bool) {
-        let Some(call) = self.calls.get_mut(&key) else {
+        let Some(caller) = self.answer_by_box(now, key) else {
             return;
         };
-        call.phase = CallPhase::Connected;
-        call.answered = Some(now);
-        call.deadline = None;
-        let caller = call.caller;
-        let was_connected = std::mem::replace(&mut call.caller_connected, true);
-        if let Party::Sip(leg) = caller {
-            if !was_connected && !leg.is_outgoing() {
-                self.outputs.push_back(Output::SipAnswer { leg });
-            }
-        }
-        if let Party::Fxs(port) = caller {
-            self.port_state(port, PortState::Talking);
-        }
         self.vm.sessions.insert(
             key,
             Session {
@@ -1050,6 +1037,27 @@ impl CallControl {
         }
         let side = self.release_service_caller(now, key, call.caller, by, tone);
         self.emit_cdr(now, &call, s.disposition, side);
+    }
+
+    /// The box answers call `key` itself (voicemail, the echo test): connected from
+    /// now on, a SIP caller gets its 200 OK (unless it was talking already), an
+    /// analog caller's port shows talking. Returns the caller; `None` when there is
+    /// no such call.
+    pub(super) fn answer_by_box(&mut self, now: Instant, key: CallKey) -> Option<Party> {
+        let call = self.calls.get_mut(&key)?;
+        call.phase = CallPhase::Connected;
+        call.answered = Some(now);
+        call.deadline = None;
+        let caller = call.caller;
+        let was_connected = std::mem::replace(&mut call.caller_connected, true);
+        match caller {
+            Party::Sip(leg) if !was_connected && !leg.is_outgoing() => {
+                self.outputs.push_back(Output::SipAnswer { leg });
+            }
+            Party::Fxs(port) => self.port_state(port, PortState::Talking),
+            _ => {}
+        }
+        Some(caller)
     }
 
     /// Releases the caller of call `key`, one the box answered itself (voicemail, the
