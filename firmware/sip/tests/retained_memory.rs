@@ -402,6 +402,14 @@ fn a_finished_call_keeps_little_heap_and_all_of_it_goes() {
         bx.dl.len()
     );
 
+    // Before the layers kept only what their timers need: 7,874 bytes in 129 blocks
+    // (whole INVITEs with SDP in the server and client INVITE transactions and the
+    // INVITE set, the 2xx with SDP in the server transaction); after: 2,889 in 66.
+    assert!(
+        per_call <= 3_500 && blocks_per_call <= 75,
+        "a finished call keeps {per_call} bytes in {blocks_per_call} blocks"
+    );
+
     // The 32 s timers run out: nothing of the calls stays.
     now += linger;
     bx.tl.handle_timeout(now);

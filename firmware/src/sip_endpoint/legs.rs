@@ -699,6 +699,17 @@ impl SipEndpoint {
         if let Some(id) = &l.dialog {
             self.by_dialog.remove(id);
         }
+        if let Some(o) = &l.outgoing {
+            let forget_at = Instant::now() + self.tx.config().timers.t1x64();
+            for f in &o.forks {
+                if let (Ok(call_id), Ok(Some(tag))) = (
+                    transaction::call_id(&f.invite.headers),
+                    transaction::from_tag(&f.invite.headers),
+                ) {
+                    self.invites_ended.push_back((forget_at, (call_id, tag)));
+                }
+            }
+        }
         let quality = self.media.close_leg(leg).await;
         match quality {
             Some(q) => {
@@ -1031,7 +1042,7 @@ impl SipEndpoint {
             );
             if let Err(e) = self
                 .dialogs
-                .track_invite(now, invite.clone(), contact.clone(), peer)
+                .track_invite(now, &invite, contact.clone(), peer)
             {
                 tracing::warn!(%leg, error = %e, "INVITE not tracked");
                 continue;
@@ -1332,10 +1343,7 @@ impl SipEndpoint {
             )));
         }
         invite.headers = headers;
-        if let Err(e) = self
-            .dialogs
-            .track_invite(now, invite.clone(), contact, peer)
-        {
+        if let Err(e) = self.dialogs.track_invite(now, &invite, contact, peer) {
             tracing::warn!(%leg, error = %e, "authenticated INVITE not tracked");
             return false;
         }

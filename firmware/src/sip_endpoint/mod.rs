@@ -384,9 +384,12 @@ pub struct SipEndpoint {
     by_server: HashMap<ServerKey, LegId>,
     /// Dialogs of legs.
     by_dialog: HashMap<branchline_sip::dialog::DialogId, LegId>,
-    /// Outgoing INVITEs by (Call-ID, From tag): leg and fork index. Kept after the
-    /// leg ended so a late 2xx is BYEd.
+    /// Outgoing INVITEs by (Call-ID, From tag): leg and fork index. Kept for 64*T1
+    /// after the leg ended so a late 2xx is BYEd (the dialog layer forgets the INVITE
+    /// by then too), then dropped through `invites_ended`.
     by_invite: HashMap<(String, String), (LegId, usize)>,
+    /// The `by_invite` keys of ended legs, with when to drop them, oldest first.
+    invites_ended: std::collections::VecDeque<(Instant, (String, String))>,
     relays: HashMap<u64, Relay>,
     relay_by_client: HashMap<ClientKey, u64>,
     next_relay: u64,
@@ -726,6 +729,7 @@ impl SipEndpoint {
             by_server: HashMap::new(),
             by_dialog: HashMap::new(),
             by_invite: HashMap::new(),
+            invites_ended: std::collections::VecDeque::new(),
             relays: HashMap::new(),
             relay_by_client: HashMap::new(),
             next_relay: 1,
@@ -848,6 +852,7 @@ impl SipEndpoint {
             self.registrar.timeout(),
             self.guard.timeout(),
             self.subscriptions_timeout(),
+            self.invites_ended.front().map(|(at, _)| *at),
             trunk,
         ]
         .into_iter()
@@ -864,6 +869,11 @@ impl SipEndpoint {
             r.handle_timeout(now);
         }
         self.expire_subscriptions(now);
+        while self.invites_ended.front().is_some_and(|(at, _)| *at <= now) {
+            if let Some((_, key)) = self.invites_ended.pop_front() {
+                self.by_invite.remove(&key);
+            }
+        }
     }
 
     fn next_random(&mut self) -> u64 {

@@ -367,6 +367,9 @@ struct Entry {
 
 #[derive(Debug)]
 struct InviteSet {
+    /// What a response to the INVITE needs to create its dialog: the Request-URI, From
+    /// and CSeq (no body, no other headers: the set lingers 64*T1 after the final
+    /// response for late forks).
     invite: rsip::Request,
     local_contact: Uri,
     peer: Peer,
@@ -533,16 +536,16 @@ impl DialogLayer {
             headers,
             body,
         };
-        self.track_invite(now, invite.clone(), local_contact, peer)?;
+        self.track_invite(now, &invite, local_contact, peer)?;
         Ok(invite)
     }
 
     /// Remembers an INVITE built elsewhere (it must carry a From tag and a Call-ID) so
-    /// its responses create dialogs.
+    /// its responses create dialogs. Only its Request-URI, From and CSeq are kept.
     pub fn track_invite(
         &mut self,
         _now: Instant,
-        invite: rsip::Request,
+        invite: &rsip::Request,
         local_contact: Uri,
         peer: Peer,
     ) -> Result<()> {
@@ -560,6 +563,19 @@ impl DialogLayer {
         if let Some(old) = self.set_by_key.remove(&key) {
             self.sets.remove(&old);
         }
+        let mut headers = rsip::Headers::default();
+        for h in invite.headers.iter() {
+            if matches!(h, Header::From(_) | Header::CSeq(_)) {
+                headers.push(h.clone());
+            }
+        }
+        let invite = rsip::Request {
+            method: Method::Invite,
+            uri: invite.uri.clone(),
+            version: invite.version.clone(),
+            headers,
+            body: Vec::new(),
+        };
         let num = self.alloc();
         self.sets.insert(
             num,

@@ -474,14 +474,28 @@ enum Kind {
     NonInviteServer,
 }
 
+/// One transaction. What it holds is only what its state still needs (see
+/// [`Transaction::request`] and [`Transaction::last_response`]): a transaction that
+/// has its final response lingers 32 s for timers D, J, L, M, so at 1,000 calls/s
+/// some 100,000 of them are alive, and whole INVITEs with SDP in each would cost
+/// megabytes (BENCHMARKS.md, "SIP signalling").
 #[derive(Debug)]
 struct Transaction {
     key: TransactionKey,
     kind: Kind,
     state: TransactionState,
     peer: Peer,
-    request: rsip::Request,
+    /// The request, while it may still be sent again or answered from: a client
+    /// transaction's until its final response (timers A and E, the CANCEL, the ACK for
+    /// a non-2xx), an INVITE server transaction's until its final response (the 100
+    /// Trying). A non-INVITE server transaction never keeps it.
+    request: Option<rsip::Request>,
+    /// The response a retransmitted request gets again (and timer G resends): an
+    /// INVITE server transaction's last provisional or non-2xx final, a non-INVITE
+    /// server transaction's last response. Not kept in Accepted, where the TU
+    /// retransmits its 2xx itself and INVITE retransmissions are absorbed.
     last_response: Option<rsip::Response>,
+    /// The ACK for a non-2xx final response (client INVITE, Completed).
     ack: Option<rsip::Request>,
     interval: Duration,
     timers: [Option<Instant>; 4],
@@ -651,7 +665,7 @@ impl TransactionLayer {
                 TransactionState::Trying
             },
             peer: destination,
-            request,
+            request: Some(request.clone()),
             last_response: None,
             ack: None,
             interval: t1,
@@ -661,7 +675,7 @@ impl TransactionLayer {
         };
         let reliable = tx.reliable();
         self.transmits.push_back(Transmit {
-            message: tx.request.clone().into(),
+            message: request.into(),
             destination,
             transaction: Some(tx.key.clone()),
         });
@@ -734,7 +748,16 @@ impl TransactionLayer {
             }
             (_, state) => return Err(invalid(state)),
         };
-        tx.last_response = Some(response.clone());
+        // A 2xx to INVITE is not kept: nothing resends it from here (the TU
+        // retransmits it until the ACK), and it would linger with its SDP for timer L.
+        tx.last_response = if tx.kind == Kind::InviteServer && success {
+            None
+        } else {
+            Some(response.clone())
+        };
+        if !provisional {
+            tx.request = None;
+        }
         if provisional && tx.kind == Kind::NonInviteServer {
             tx.state = TransactionState::Proceeding;
         }
@@ -812,7 +835,10 @@ impl TransactionLayer {
             return Ok(());
         };
         tx.pending_cancel = false;
-        let cancel = fields::cancel_for(&tx.request)?;
+        let Some(request) = &tx.request else {
+            return Ok(()); // final response received: nothing to cancel
+        };
+        let cancel = fields::cancel_for(request)?;
         let peer = tx.peer;
         let TransactionKey::Client(invite_key) = &tx.key else {
             return Ok(());
@@ -903,14 +929,19 @@ impl TransactionLayer {
                 } else if success {
                     tx.state = TransactionState::Accepted;
                     tx.pending_cancel = false;
+                    tx.request = None;
                     self.emit_response(key, response);
                     self.disarm(id, TimerSlot::Retransmit);
                     self.disarm(id, TimerSlot::Timeout);
                     self.arm(id, TimerSlot::Linger, now + timers.t1x64());
                 } else {
-                    let ack = fields::ack_for_non_2xx(&tx.request, &response)?;
+                    let Some(request) = &tx.request else {
+                        return Ok(());
+                    };
+                    let ack = fields::ack_for_non_2xx(request, &response)?;
                     tx.state = TransactionState::Completed;
                     tx.pending_cancel = false;
+                    tx.request = None;
                     tx.ack = Some(ack.clone());
                     let peer = tx.peer;
                     self.transmits.push_back(Transmit {
@@ -947,6 +978,7 @@ impl TransactionLayer {
                     self.emit_response(key, response);
                 } else {
                     tx.state = TransactionState::Completed;
+                    tx.request = None;
                     self.emit_response(key, response);
                     self.disarm(id, TimerSlot::Retransmit);
                     self.disarm(id, TimerSlot::Timeout);
@@ -1040,7 +1072,8 @@ impl TransactionLayer {
                 TransactionState::Trying
             },
             peer: source,
-            request: request.clone(),
+            // Only an INVITE server transaction answers from its request (100 Trying).
+            request: is_invite.then(|| request.clone()),
             last_response: None,
             ack: None,
             interval: timers.t1,
@@ -1090,11 +1123,11 @@ impl TransactionLayer {
         let resend = match (tx.kind, tx.state) {
             (Kind::InviteServer, TransactionState::Proceeding) => {
                 // 17.2.1: the last provisional response, or a 100 Trying now.
-                Some(
-                    tx.last_response
-                        .clone()
-                        .unwrap_or_else(|| fields::response_for(&tx.request, 100u16.into(), None)),
-                )
+                tx.last_response.clone().or_else(|| {
+                    tx.request
+                        .as_ref()
+                        .map(|r| fields::response_for(r, 100u16.into(), None))
+                })
             }
             (Kind::InviteServer, TransactionState::Completed) => tx.last_response.clone(),
             (Kind::NonInviteServer, TransactionState::Proceeding | TransactionState::Completed) => {
@@ -1201,9 +1234,10 @@ impl TransactionLayer {
             }
             // 100 Trying after 200 ms without a TU response.
             (Kind::InviteServer, TimerSlot::Trying, TransactionState::Proceeding)
-                if tx.last_response.is_none() =>
+                if tx.last_response.is_none() && tx.request.is_some() =>
             {
-                let trying = fields::response_for(&tx.request, 100u16.into(), None);
+                let Some(request) = &tx.request else { return };
+                let trying = fields::response_for(request, 100u16.into(), None);
                 tx.last_response = Some(trying.clone());
                 let peer = tx.peer;
                 let key = tx.key.clone();
@@ -1227,11 +1261,13 @@ impl TransactionLayer {
 
     fn retransmit_request(&mut self, id: u64) {
         if let Some(tx) = self.transactions.get(&id) {
-            self.transmits.push_back(Transmit {
-                message: tx.request.clone().into(),
-                destination: tx.peer,
-                transaction: Some(tx.key.clone()),
-            });
+            if let Some(request) = &tx.request {
+                self.transmits.push_back(Transmit {
+                    message: request.clone().into(),
+                    destination: tx.peer,
+                    transaction: Some(tx.key.clone()),
+                });
+            }
         }
     }
 

@@ -452,3 +452,28 @@ fn dialog_limit_refuses_new_dialogs() {
     assert!(dl.is_empty());
     assert!(dl.poll_event().is_none());
 }
+
+#[test]
+fn a_tracked_invite_keeps_only_what_its_responses_need() {
+    let mut w = World::new(TransportKind::Udp);
+    w.call(Vec::new());
+    // The INVITE set lingers 64*T1 after the final response (late forks): it keeps the
+    // Request-URI, From and CSeq, not the SDP or the other headers.
+    let set = w.a.dl.sets.values().next().expect("the INVITE is tracked");
+    assert!(set.invite.body.is_empty());
+    assert!(
+        set.invite
+            .headers
+            .iter()
+            .all(|h| matches!(h, Header::From(_) | Header::CSeq(_))),
+        "{:?}",
+        set.invite.headers
+    );
+    assert_eq!(set.invite.headers.iter().count(), 2);
+    // Which is enough to build the dialog from the 2xx.
+    w.b_answers(200, false);
+    let a_id = confirmed(&w.a);
+    let a = w.a.dl.dialog(&a_id).unwrap();
+    assert_eq!(a.remote_target(), &w.b.contact);
+    assert_eq!(a.local_seq(), 1);
+}

@@ -343,7 +343,7 @@ fn bad_inputs_are_errors_and_change_nothing() {
     let mut options = call.invite.clone();
     options.method = Method::Options;
     assert!(matches!(
-        dl.track_invite(now, options, uri("sip:a@b"), w.a.peer_of(B_ADDR)),
+        dl.track_invite(now, &options, uri("sip:a@b"), w.a.peer_of(B_ADDR)),
         Err(Error::NotInvite { .. })
     ));
     assert!(dl.is_empty());

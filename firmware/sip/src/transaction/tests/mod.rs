@@ -4,6 +4,7 @@
 
 mod cancel;
 mod client;
+mod retained;
 mod server;
 
 use super::*;
