@@ -430,8 +430,12 @@ fn init_logging(level: &str, format: LogFormat) {
 }
 
 fn run(config: Config) -> anyhow::Result<daemon::Exit> {
+    // Two workers, or one when the daemon may run on one CPU only (a single-core box,
+    // or pinned with taskset): a second worker on the same core only adds thread
+    // switches to every hand-over between tasks (BENCHMARKS.md, "SIP signalling").
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get().min(2));
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(workers)
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;

@@ -353,13 +353,15 @@ struct Retransmit {
 struct Entry {
     dialog: Dialog,
     timers: [Option<Instant>; 4],
-    ok: Option<Retransmit>,
-    reliable: Option<Retransmit>,
+    /// Boxed, like `reliable`, `ack` and `glare_retry`: mostly empty, and an ended
+    /// dialog lingers 64*T1.
+    ok: Option<Box<Retransmit>>,
+    reliable: Option<Box<Retransmit>>,
     next_rseq: u32,
     last_rseq: Option<u32>,
-    ack: Option<(u32, rsip::Request)>,
+    ack: Option<Box<(u32, rsip::Request)>>,
     pending_invite: Option<u32>,
-    glare_retry: Option<(Vec<Header>, Vec<u8>)>,
+    glare_retry: Option<Box<(Vec<Header>, Vec<u8>)>>,
     incoming_invite: bool,
     bye_sent: bool,
     ended: bool,
@@ -399,9 +401,11 @@ pub struct DialogLayer {
     config: DialogConfig,
     rng: SplitMix,
     next_num: u64,
-    entries: HashMap<u64, Entry>,
+    /// Boxed, like `sets`: a slot of the map is then a pointer, not a whole entry (the
+    /// map keeps its capacity at the peak number of dialogs, ended ones included).
+    entries: HashMap<u64, Box<Entry>>,
     by_id: HashMap<DialogId, u64>,
-    sets: HashMap<u64, InviteSet>,
+    sets: HashMap<u64, Box<InviteSet>>,
     set_by_key: HashMap<(String, String), u64>,
     uas_tags: HashMap<ServerKey, String>,
     timers: BTreeSet<(Instant, TimerRef)>,
@@ -579,7 +583,7 @@ impl DialogLayer {
         let num = self.alloc();
         self.sets.insert(
             num,
-            InviteSet {
+            Box::new(InviteSet {
                 invite,
                 local_contact,
                 peer,
@@ -587,7 +591,7 @@ impl DialogLayer {
                 dialogs: Vec::new(),
                 key: key.clone(),
                 expires: None,
-            },
+            }),
         );
         self.set_by_key.insert(key, num);
         Ok(())
@@ -623,7 +627,7 @@ impl DialogLayer {
             return Err(Error::InvitePending { id: id.clone() });
         }
         if method == Method::Invite {
-            entry.glare_retry = Some((extra.clone(), body.clone()));
+            entry.glare_retry = Some(Box::new((extra.clone(), body.clone())));
         }
         let request = entry
             .dialog
@@ -752,14 +756,14 @@ impl DialogLayer {
                         .headers
                         .push(Header::Other("RSeq".into(), rseq.to_string()));
                     append(&mut response, extra, body);
-                    entry.reliable = Some(Retransmit {
+                    entry.reliable = Some(Box::new(Retransmit {
                         server: server.clone(),
                         response: response.clone(),
                         interval: t.t1,
                         give_up: now + t.t1x64(),
                         seq: rseq,
                         invite_seq,
-                    });
+                    }));
                     self.arm(num, Slot::Prack, now + t.t1);
                 } else {
                     append(&mut response, extra, body);
@@ -771,14 +775,14 @@ impl DialogLayer {
                 entry.dialog.state = DialogState::Confirmed;
                 entry.incoming_invite = false;
                 entry.reliable = None;
-                entry.ok = Some(Retransmit {
+                entry.ok = Some(Box::new(Retransmit {
                     server: server.clone(),
                     response: response.clone(),
                     interval: t.t1,
                     give_up: now + t.t1x64(),
                     seq: invite_seq,
                     invite_seq,
-                });
+                }));
                 self.uas_tags.remove(server);
                 self.disarm(num, Slot::Prack);
                 self.arm(num, Slot::Ok, now + t.t1);
@@ -1019,7 +1023,7 @@ impl DialogLayer {
                 let winner = self.sets.get(&set_num).and_then(|s| s.winner.clone());
                 if let Some(num) = num {
                     if let Some(entry) = self.entries.get(&num) {
-                        if let Some((seq, ack)) = &entry.ack {
+                        if let Some((seq, ack)) = entry.ack.as_deref() {
                             if *seq == cseq.seq {
                                 // A retransmitted 2xx: the same ACK again.
                                 self.actions.push_back(DialogAction::SendStateless {
@@ -1067,7 +1071,7 @@ impl DialogLayer {
                     Vec::new(),
                     Vec::new(),
                 );
-                entry.ack = Some((cseq.seq, ack.clone()));
+                entry.ack = Some(Box::new((cseq.seq, ack.clone())));
                 let destination = entry.dialog.peer;
                 self.actions.push_back(DialogAction::SendStateless {
                     message: ack.into(),
@@ -1155,7 +1159,7 @@ impl DialogLayer {
             StatusCodeKind::Provisional => Ok(ResponseDisposition::Pass(Some(id))),
             StatusCodeKind::Successful => {
                 let destination = entry.dialog.peer;
-                if let Some((ack_seq, ack)) = &entry.ack {
+                if let Some((ack_seq, ack)) = entry.ack.as_deref() {
                     if *ack_seq == seq {
                         self.actions.push_back(DialogAction::SendStateless {
                             message: ack.clone().into(),
@@ -1177,7 +1181,7 @@ impl DialogLayer {
                     Vec::new(),
                     Vec::new(),
                 );
-                entry.ack = Some((seq, ack.clone()));
+                entry.ack = Some(Box::new((seq, ack.clone())));
                 if entry.pending_invite == Some(seq) {
                     entry.pending_invite = None;
                     entry.glare_retry = None;
@@ -1326,7 +1330,7 @@ impl DialogLayer {
                     entry.glare_retry = None;
                     return;
                 }
-                let Some((extra, body)) = entry.glare_retry.clone() else {
+                let Some((extra, body)) = entry.glare_retry.as_deref().cloned() else {
                     return;
                 };
                 let request =
@@ -1372,7 +1376,7 @@ impl DialogLayer {
         self.by_id.insert(dialog.id.clone(), num);
         self.entries.insert(
             num,
-            Entry {
+            Box::new(Entry {
                 dialog,
                 timers: [None; 4],
                 ok: None,
@@ -1385,7 +1389,7 @@ impl DialogLayer {
                 incoming_invite: false,
                 bye_sent: false,
                 ended: false,
-            },
+            }),
         );
         Ok(num)
     }

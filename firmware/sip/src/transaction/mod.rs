@@ -489,14 +489,14 @@ struct Transaction {
     /// transaction's until its final response (timers A and E, the CANCEL, the ACK for
     /// a non-2xx), an INVITE server transaction's until its final response (the 100
     /// Trying). A non-INVITE server transaction never keeps it.
-    request: Option<rsip::Request>,
+    request: Option<Box<rsip::Request>>,
     /// The response a retransmitted request gets again (and timer G resends): an
     /// INVITE server transaction's last provisional or non-2xx final, a non-INVITE
     /// server transaction's last response. Not kept in Accepted, where the TU
     /// retransmits its 2xx itself and INVITE retransmissions are absorbed.
-    last_response: Option<rsip::Response>,
+    last_response: Option<Box<rsip::Response>>,
     /// The ACK for a non-2xx final response (client INVITE, Completed).
-    ack: Option<rsip::Request>,
+    ack: Option<Box<rsip::Request>>,
     interval: Duration,
     timers: [Option<Instant>; 4],
     source_ip: Option<IpAddr>,
@@ -514,7 +514,9 @@ impl Transaction {
 pub struct TransactionLayer {
     config: TransactionConfig,
     next_id: u64,
-    transactions: HashMap<u64, Transaction>,
+    /// Boxed: a slot of the map is then a pointer, not a whole transaction (the map
+    /// keeps its capacity at the peak number of transactions).
+    transactions: HashMap<u64, Box<Transaction>>,
     clients: HashMap<ClientKey, u64>,
     servers: HashMap<ServerKey, u64>,
     timers: BTreeSet<(Instant, u64, TimerSlot)>,
@@ -665,7 +667,7 @@ impl TransactionLayer {
                 TransactionState::Trying
             },
             peer: destination,
-            request: Some(request.clone()),
+            request: Some(Box::new(request.clone())),
             last_response: None,
             ack: None,
             interval: t1,
@@ -679,7 +681,7 @@ impl TransactionLayer {
             destination,
             transaction: Some(tx.key.clone()),
         });
-        self.transactions.insert(id, tx);
+        self.transactions.insert(id, Box::new(tx));
         self.clients.insert(key, id);
         if !reliable {
             self.arm(id, TimerSlot::Retransmit, now + t1);
@@ -753,7 +755,7 @@ impl TransactionLayer {
         tx.last_response = if tx.kind == Kind::InviteServer && success {
             None
         } else {
-            Some(response.clone())
+            Some(Box::new(response.clone()))
         };
         if !provisional {
             tx.request = None;
@@ -942,7 +944,7 @@ impl TransactionLayer {
                     tx.state = TransactionState::Completed;
                     tx.pending_cancel = false;
                     tx.request = None;
-                    tx.ack = Some(ack.clone());
+                    tx.ack = Some(Box::new(ack.clone()));
                     let peer = tx.peer;
                     self.transmits.push_back(Transmit {
                         message: ack.into(),
@@ -966,7 +968,7 @@ impl TransactionLayer {
                 if let Some(ack) = tx.ack.clone() {
                     let peer = tx.peer;
                     self.transmits.push_back(Transmit {
-                        message: ack.into(),
+                        message: (*ack).into(),
                         destination: peer,
                         transaction: Some(TransactionKey::Client(key)),
                     });
@@ -1073,7 +1075,7 @@ impl TransactionLayer {
             },
             peer: source,
             // Only an INVITE server transaction answers from its request (100 Trying).
-            request: is_invite.then(|| request.clone()),
+            request: is_invite.then(|| Box::new(request.clone())),
             last_response: None,
             ack: None,
             interval: timers.t1,
@@ -1081,7 +1083,7 @@ impl TransactionLayer {
             source_ip: Some(source.addr.ip()),
             pending_cancel: false,
         };
-        self.transactions.insert(id, tx);
+        self.transactions.insert(id, Box::new(tx));
         self.servers.insert(key.clone(), id);
         *self.per_source.entry(source.addr.ip()).or_insert(0) += 1;
         if is_invite {
@@ -1126,7 +1128,7 @@ impl TransactionLayer {
                 tx.last_response.clone().or_else(|| {
                     tx.request
                         .as_ref()
-                        .map(|r| fields::response_for(r, 100u16.into(), None))
+                        .map(|r| Box::new(fields::response_for(r, 100u16.into(), None)))
                 })
             }
             (Kind::InviteServer, TransactionState::Completed) => tx.last_response.clone(),
@@ -1145,7 +1147,7 @@ impl TransactionLayer {
                 }
             }
             self.transmits.push_back(Transmit {
-                message: response.into(),
+                message: (*response).into(),
                 destination: peer,
                 transaction: Some(key),
             });
@@ -1225,7 +1227,7 @@ impl TransactionLayer {
                     let peer = tx.peer;
                     let key = tx.key.clone();
                     self.transmits.push_back(Transmit {
-                        message: r.into(),
+                        message: (*r).into(),
                         destination: peer,
                         transaction: Some(key),
                     });
@@ -1238,7 +1240,7 @@ impl TransactionLayer {
             {
                 let Some(request) = &tx.request else { return };
                 let trying = fields::response_for(request, 100u16.into(), None);
-                tx.last_response = Some(trying.clone());
+                tx.last_response = Some(Box::new(trying.clone()));
                 let peer = tx.peer;
                 let key = tx.key.clone();
                 self.transmits.push_back(Transmit {
@@ -1263,7 +1265,7 @@ impl TransactionLayer {
         if let Some(tx) = self.transactions.get(&id) {
             if let Some(request) = &tx.request {
                 self.transmits.push_back(Transmit {
-                    message: request.clone().into(),
+                    message: (**request).clone().into(),
                     destination: tx.peer,
                     transaction: Some(tx.key.clone()),
                 });
