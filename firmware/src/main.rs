@@ -441,7 +441,13 @@ fn run(config: Config) -> anyhow::Result<daemon::Exit> {
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
         let shutdown = shutdown_signal()?;
-        Ok(daemon::run(config, shutdown).await?)
+        // On a worker, not on this thread: the daemon's own loop (call control, the
+        // board loop) then hands messages to and from the SIP endpoint and the media
+        // engine without waking another thread for each (a profile of the SIP bench
+        // had a third of the time in thread switches between this thread and the
+        // worker; BENCHMARKS.md, "SIP signalling").
+        let daemon = tokio::spawn(daemon::run(config, shutdown));
+        Ok(daemon.await.context("the daemon task failed")??)
     })
 }
 

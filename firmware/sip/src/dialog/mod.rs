@@ -47,6 +47,8 @@
 //!   dialog ends once, whatever comes back for our own BYE. A 481 or 408 to an in-dialog
 //!   request ends the dialog (12.2.1.2).
 //! - Ended dialogs linger 64*T1 so late messages of them are recognised, then vanish.
+//!   What they do not need then (2xx and reliable 1xx retransmission, the 491 retry) is
+//!   dropped and boxed; an INVITE set keeps only the Request-URI, From and CSeq.
 //!
 //! # Why our own layer and not a crate
 //!

@@ -52,6 +52,10 @@
 //!   (overridable per address with [`TransactionLayer::set_source_limit`], e.g. for a
 //!   trunk). A request over a limit is refused with [`Error::Overloaded`] or
 //!   [`Error::SourceOverloaded`], creates nothing, and the caller may answer 503.
+//! - Memory: a transaction keeps only what its state may still send or answer from
+//!   (the request until the final response, the last response where a retransmitted
+//!   request or timer G needs it, never a 2xx to INVITE), boxed, so the ~4 transactions
+//!   a finished call leaves for 32 s cost little (`tests/retained_memory.rs` counts it).
 //! - Responses of a server transaction go back to the [`Peer`] the request came from
 //!   (symmetric signalling, which is what phones behind NAT need; RFC 3581 rport). The
 //!   transport layer owns connection reuse and the full 18.2.2 rules.
