@@ -28,7 +28,9 @@
 //!
 //! # Rules
 //!
-//! - At most one batch is in flight. A batch holds consecutive rows from the oldest
+//! - At most one batch is in flight. With [`UploaderConfig::read_ahead`] the rows of
+//!   the next batch are read while it is (one read at a time, up to one more batch of
+//!   rows), so the next batch is ready when the answer comes. A batch holds consecutive rows from the oldest
 //!   row HQ has not acknowledged, at most [`UploaderConfig::max_records`] (while a
 //!   backlog drains, up to [`UploaderConfig::backlog_max_records`]) and at most
 //!   [`UploaderConfig::max_batch_bytes`] of JSON (envelope included). A single row
@@ -105,6 +107,12 @@ pub struct UploaderConfig {
     pub heartbeat_interval: Duration,
     /// Retry waits.
     pub backoff: BackoffConfig,
+    /// Read the next batch's rows while a batch is in flight (`false`: read only once
+    /// the answer is in). The next batch is then ready to go the moment HQ answers,
+    /// so the outbox read overlaps HQ's work instead of adding to every round trip;
+    /// the core holds up to two batches of rows (each within the row and byte
+    /// bounds). Still at most one batch in flight.
+    pub read_ahead: bool,
 }
 
 impl UploaderConfig {
@@ -128,6 +136,7 @@ impl UploaderConfig {
             poll_interval: Duration::from_secs(5),
             heartbeat_interval: Duration::from_secs(60),
             backoff: BackoffConfig::default(),
+            read_ahead: false,
         }
     }
 
@@ -592,7 +601,7 @@ impl Uploader {
         }
     }
 
-    fn on_rows(&mut self, now: Instant, read: ReadId, rows: Vec<UpRecord>, last_seq: i64) {
+    fn on_rows(&mut self, now: Instant, read: ReadId, mut rows: Vec<UpRecord>, last_seq: i64) {
         let Some((id, after_seq, max)) = self.read else {
             return;
         };
@@ -609,6 +618,9 @@ impl Uploader {
         if rows.len() < max {
             self.exhausted_at = Some(now);
         }
+        // Rows HQ acknowledged while they were being read are not kept.
+        let floor = self.floor;
+        rows.retain(|r| r.seq > floor);
         if self.pending.is_empty() {
             // The outbox holds nothing between the floor and the first row read:
             // those rows were trimmed before (by an earlier life of this core).
@@ -785,7 +797,13 @@ impl Uploader {
 
     /// Decides what to do next: read, send, or wait.
     fn drive(&mut self, now: Instant) {
-        if self.in_flight.is_some() || self.read.is_some() || self.stalled_at.is_some() {
+        if self.read.is_some() || self.stalled_at.is_some() {
+            return;
+        }
+        if let Some(flight) = self.in_flight {
+            if self.config.read_ahead {
+                self.read_ahead(flight);
+            }
             return;
         }
         if let Some(at) = self.retry_at {
@@ -822,6 +840,37 @@ impl Uploader {
         } else if self.heartbeat_now || self.heartbeat_due().is_none_or(|at| now >= at) {
             self.send(now, Vec::new(), None);
         }
+        if let Some(flight) = self.in_flight.filter(|_| self.config.read_ahead) {
+            self.read_ahead(flight);
+        }
+    }
+
+    /// While `flight` is out: asks for the rows of the next batch, unless the rows
+    /// read beyond it already fill one (or the outbox had no more).
+    fn read_ahead(&mut self, flight: InFlight) {
+        if self.exhausted_at.is_some() || self.retry_at.is_some() {
+            return;
+        }
+        let sent_through = flight.seqs.map_or(self.floor, |(_, last)| last);
+        let start = self
+            .pending
+            .partition_point(|p| p.record.seq <= sent_through);
+        let ahead = self.pending.len() - start;
+        let ahead_bytes: usize = self.pending.range(start..).map(|p| p.bytes).sum();
+        let limit = self.batch_limit();
+        if ahead >= limit || ahead_bytes + self.envelope_bytes >= self.config.max_batch_bytes {
+            return;
+        }
+        let after_seq = self.pending.back().map_or(self.floor, |p| p.record.seq);
+        let max = limit - ahead;
+        let read = ReadId(self.next_read);
+        self.next_read += 1;
+        self.read = Some((read, after_seq, max));
+        self.events.push_back(UpEvent::NeedRows {
+            read,
+            after_seq,
+            max,
+        });
     }
 
     fn batch_limit(&self) -> usize {

@@ -1140,3 +1140,123 @@ fn a_backlog_ceiling_below_max_records_or_above_the_protocol_is_refused() {
     cfg.backlog_max_records = Some(100);
     assert!(Uploader::new(cfg, 1, Instant::now()).is_ok());
 }
+
+/// With read-ahead, the next batch's rows are read while a batch is in flight, so the
+/// next batch goes out the moment HQ answers; still one batch in flight, and the
+/// core never holds more than two batches of rows.
+#[test]
+fn read_ahead_reads_the_next_batch_while_one_is_in_flight() {
+    let t0 = Instant::now();
+    let mut cfg = config();
+    cfg.max_records = 3;
+    cfg.read_ahead = true;
+    let outbox = rows(1, 8);
+    let mut up = Uploader::new(cfg, 1, t0).unwrap();
+    let ev = supply(&mut up, t0, &outbox);
+    let first = up.poll_transmit().expect("a batch");
+    assert_eq!(seqs(&first), [1, 2, 3]);
+    // In flight: the next three rows are asked for, and nothing else is sent.
+    let (read, after_seq, max) = need_rows(&ev);
+    assert_eq!((after_seq, max), (3, 3));
+    up.handle(
+        t0,
+        UpInput::Rows {
+            read,
+            rows: outbox[3..6].to_vec(),
+            last_seq: 8,
+        },
+    );
+    let ev = events(&mut up);
+    assert!(up.poll_transmit().is_none(), "one batch in flight");
+    // Two batches of rows held: no further read until HQ answers.
+    assert!(
+        !ev.iter().any(|e| matches!(e, UpEvent::NeedRows { .. })),
+        "{ev:?}"
+    );
+    up.handle(
+        t0,
+        UpInput::Acked {
+            request: first.request,
+            ack: ack(3),
+        },
+    );
+    // The next batch goes out at once, with no read in between, and the read of the
+    // one after it starts.
+    let second = up.poll_transmit().expect("the next batch at once");
+    assert_eq!(seqs(&second), [4, 5, 6]);
+    let ev = events(&mut up);
+    assert_eq!(trims(&ev), [3]);
+    let (_, after_seq, max) = need_rows(&ev);
+    assert_eq!((after_seq, max), (6, 3));
+    // The outbox has only two more: the read comes back short, and after the second
+    // answer the last batch goes without another read.
+    let tail: Vec<UpRecord> = outbox.iter().filter(|r| r.seq > 6).cloned().collect();
+    up.handle(
+        t0,
+        UpInput::Rows {
+            read: need_rows(&ev).0,
+            rows: tail,
+            last_seq: 8,
+        },
+    );
+    assert!(up.poll_transmit().is_none());
+    assert!(events(&mut up).is_empty());
+    up.handle(
+        t0,
+        UpInput::Acked {
+            request: second.request,
+            ack: ack(6),
+        },
+    );
+    let third = up.poll_transmit().expect("the last batch");
+    assert_eq!(seqs(&third), [7, 8]);
+    let ev = events(&mut up);
+    assert_eq!(trims(&ev), [6]);
+    assert!(!ev.iter().any(|e| matches!(e, UpEvent::NeedRows { .. })));
+}
+
+/// A batch that fails while its successor's rows are being read: the read's rows
+/// are kept, the failed batch is sent again from its first row after the backoff.
+#[test]
+fn read_ahead_survives_a_failure_in_flight() {
+    let t0 = Instant::now();
+    let mut cfg = config();
+    cfg.max_records = 2;
+    cfg.read_ahead = true;
+    let outbox = rows(1, 4);
+    let mut up = Uploader::new(cfg, 1, t0).unwrap();
+    let ev = supply(&mut up, t0, &outbox);
+    let first = up.poll_transmit().expect("a batch");
+    let (read, after_seq, max) = need_rows(&ev);
+    assert_eq!((after_seq, max), (2, 2));
+    up.handle(
+        t0,
+        UpInput::Failed {
+            request: first.request,
+            failure: Failure::Timeout,
+        },
+    );
+    assert!(!errors(&events(&mut up)).is_empty());
+    up.handle(
+        t0,
+        UpInput::Rows {
+            read,
+            rows: outbox[2..].to_vec(),
+            last_seq: 4,
+        },
+    );
+    assert!(up.poll_transmit().is_none(), "backing off");
+    let at = up.timeout().expect("a retry");
+    up.handle_timeout(at);
+    let again = up.poll_transmit().expect("the retry");
+    assert_eq!(seqs(&again), [1, 2]);
+    up.handle(
+        at,
+        UpInput::Acked {
+            request: again.request,
+            ack: ack(2),
+        },
+    );
+    let next = up.poll_transmit().expect("the read-ahead rows go next");
+    assert_eq!(seqs(&next), [3, 4]);
+}

@@ -18,7 +18,9 @@ use std::time::{Duration, Instant};
 use proptest::prelude::*;
 
 use crate::agent::codec::inflated_len;
-use crate::agent::{BackoffConfig, Failure, RequestId, UpEvent, UpInput, Uploader, UploaderConfig};
+use crate::agent::{
+    BackoffConfig, Failure, ReadId, RequestId, UpEvent, UpInput, Uploader, UploaderConfig,
+};
 use crate::wire::{
     FilePolicy, RecordKind, UpAck, UpBatch, UpRecord, MAX_UP_BODY_INFLATED, PROTOCOL_VERSION,
 };
@@ -51,6 +53,9 @@ enum Op {
     HqRestart,
     /// Someone presses "sync now".
     Force,
+    /// The driver answers one of the outbox reads it holds (with deferred reads),
+    /// from the outbox as it is now.
+    AnswerRead(usize),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -68,6 +73,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::Crash),
         1 => Just(Op::HqRestart),
         1 => Just(Op::Force),
+        3 => any::<usize>().prop_map(Op::AnswerRead),
     ]
 }
 
@@ -96,10 +102,19 @@ struct World {
     hq: HashMap<i64, UpRecord>,
     requests: Vec<(u64, RequestId, UpBatch)>,
     responses: Vec<(u64, RequestId, Answer)>,
+    /// Whether the driver answers outbox reads later ([`Op::AnswerRead`]) rather
+    /// than at once, so reads overlap requests, answers and trims.
+    defer_reads: bool,
+    /// Reads asked and not answered yet: life, read, after_seq, max.
+    reads: Vec<(u64, ReadId, i64, usize)>,
 }
 
 impl World {
     fn new(config: UploaderConfig) -> Self {
+        Self::with_reads(config, false)
+    }
+
+    fn with_reads(config: UploaderConfig, defer_reads: bool) -> Self {
         let now = Instant::now();
         let core = Uploader::new(config.clone(), 0, now).unwrap();
         let mut world = Self {
@@ -115,6 +130,8 @@ impl World {
             hq: HashMap::new(),
             requests: Vec::new(),
             responses: Vec::new(),
+            defer_reads,
+            reads: Vec::new(),
         };
         world.pump();
         world
@@ -164,22 +181,15 @@ impl World {
                         after_seq,
                         max,
                     } => {
-                        let rows = self
-                            .outbox
-                            .iter()
-                            .filter(|r| r.seq > after_seq)
-                            .take(max)
-                            .cloned()
-                            .collect();
-                        let last_seq = self.outbox.last().map_or(0, |r| r.seq);
-                        self.core.handle(
-                            self.now,
-                            UpInput::Rows {
-                                read,
-                                rows,
-                                last_seq,
-                            },
+                        assert!(
+                            self.reads.iter().all(|r| r.0 != self.life),
+                            "a second read while one is outstanding"
                         );
+                        if self.defer_reads {
+                            self.reads.push((self.life, read, after_seq, max));
+                        } else {
+                            self.answer_read(read, after_seq, max);
+                        }
                     }
                     UpEvent::Trim { up_to_seq } => {
                         assert!(
@@ -223,6 +233,36 @@ impl World {
             if !progressed {
                 break;
             }
+        }
+    }
+
+    fn answer_read(&mut self, read: ReadId, after_seq: i64, max: usize) {
+        let rows = self
+            .outbox
+            .iter()
+            .filter(|r| r.seq > after_seq)
+            .take(max)
+            .cloned()
+            .collect();
+        let last_seq = self.outbox.last().map_or(0, |r| r.seq);
+        self.core.handle(
+            self.now,
+            UpInput::Rows {
+                read,
+                rows,
+                last_seq,
+            },
+        );
+    }
+
+    /// Answers the `i`th held read (one of an earlier life goes nowhere).
+    fn answer_held_read(&mut self, i: usize) {
+        if self.reads.is_empty() {
+            return;
+        }
+        let (life, read, after_seq, max) = self.reads.remove(i % self.reads.len());
+        if life == self.life {
+            self.answer_read(read, after_seq, max);
         }
     }
 
@@ -324,6 +364,7 @@ impl World {
             Op::PersistTrims => self.persist_trims(),
             Op::Crash => {
                 self.trims.clear();
+                self.reads.clear();
                 self.life += 1;
                 self.last_trim = 0;
                 self.core = Uploader::new(self.config.clone(), self.life, self.now).unwrap();
@@ -337,6 +378,7 @@ impl World {
                 }
             }
             Op::Force => self.core.handle(self.now, UpInput::Force),
+            Op::AnswerRead(i) => self.answer_held_read(i),
         }
         self.pump();
     }
@@ -350,7 +392,9 @@ impl World {
             if done {
                 return steps;
             }
-            if !self.requests.is_empty() {
+            if !self.reads.is_empty() {
+                self.answer_held_read(0);
+            } else if !self.requests.is_empty() {
                 let (life, request, batch) = self.requests.remove(0);
                 let ack = self.hq_apply(&batch, None);
                 self.responses.push((life, request, Answer::Ack(ack)));
@@ -397,9 +441,13 @@ proptest! {
     fn hq_ends_with_every_row_exactly_once(
         max_records in 1usize..6,
         max_batch_bytes in 1024usize..4096,
+        read_ahead in any::<bool>(),
+        defer_reads in any::<bool>(),
         ops in prop::collection::vec(op(), 1..80),
     ) {
-        let mut world = World::new(config(max_records, max_batch_bytes));
+        let mut cfg = config(max_records, max_batch_bytes);
+        cfg.read_ahead = read_ahead;
+        let mut world = World::with_reads(cfg, defer_reads);
         for op in ops {
             world.step(op);
         }
