@@ -16,9 +16,16 @@
 //! writer thread. Every HTTP exchange also tells the WAN monitor whether HQ answered
 //! (any HTTP answer counts; a transport failure or timeout does not).
 //!
-//! Memory stays flat while a large backlog drains: the uploader asks for at most one
-//! batch of rows at a time ([`HqConfig::batch_records`]), and response bodies are read
-//! with a size cap.
+//! Memory stays flat while a large backlog drains: the uploader holds at most two
+//! batches of rows (the one in flight and the next, read ahead while HQ works on the
+//! first; each within the row and byte bounds), and response bodies are read with a
+//! size cap.
+//!
+//! A catch-up is a pipeline: while HQ ingests a batch, the next page of the outbox is
+//! read (on the blocking pool, through one read connection kept for the drain), and
+//! when HQ answers, the next batch is encoded (gzip on the blocking pool) and sent
+//! before the acknowledged rows are trimmed, so the trim's transaction overlaps HQ's
+//! work too. Still one batch in flight; the trim still follows HQ's answer.
 //!
 //! Limits: an outbox row larger than a batch may hold
 //! ([`AgentError::RowTooLarge`]) stops uploads and shows in the status; the box's
@@ -30,7 +37,7 @@
 //! acknowledgement this task wakes it to read the acknowledged seq and HQ's policy,
 //! and a forced sync forces it too.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use branchline_sync::agent::{
@@ -44,16 +51,20 @@ use tokio_util::sync::CancellationToken;
 
 use super::files::{FileSignals, FileTask};
 use super::status::SyncHandle;
-use super::store::SyncStore;
+use super::store::{OutboxPage, SyncStore};
 use crate::config::HqConfig;
-use crate::store::system_clock_ms;
+use crate::store::{system_clock_ms, StoreReader};
 
 /// Largest response body the agent reads from HQ (a snapshot of a large site).
 pub const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 
-/// An HTTP exchange that finished.
+/// An outbox read or an HTTP exchange that finished.
 #[derive(Debug)]
 enum Done {
+    Rows {
+        read: branchline_sync::agent::ReadId,
+        result: Result<OutboxPage, String>,
+    },
     Up {
         request: branchline_sync::agent::RequestId,
         result: Result<UpAck, Failure>,
@@ -112,6 +123,8 @@ impl Agent {
             request_timeout: hq.request_timeout,
             poll_interval: hq.upload_interval,
             backoff: BackoffConfig::default(),
+            // The next page is read while HQ works on the batch in flight.
+            read_ahead: true,
             ..UploaderConfig::new(&hq.box_id, &state.epoch, env!("CARGO_PKG_VERSION"))
         };
         let down_config = DownloaderConfig {
@@ -161,6 +174,7 @@ impl Agent {
             base: Arc::from(hq.url.as_str()),
             client,
             store,
+            reader: Arc::new(Mutex::new(None)),
             hq_reach,
             files,
         };
@@ -180,6 +194,14 @@ impl Agent {
                 Some(done) = done_rx.recv() => {
                     let now = Instant::now();
                     match done {
+                        Done::Rows { read, result } => up.handle(now, match result {
+                            Ok(page) => UpInput::Rows {
+                                read,
+                                rows: page.records,
+                                last_seq: page.backlog.last_seq,
+                            },
+                            Err(detail) => UpInput::ReadFailed { read, detail },
+                        }),
                         Done::Up { request, result } => up.handle(now, match result {
                             Ok(ack) => UpInput::Acked { request, ack },
                             Err(failure) => UpInput::Failed { request, failure },
@@ -231,6 +253,10 @@ struct Driver {
     base: Arc<str>,
     client: reqwest::Client,
     store: SyncStore,
+    /// The read connection the outbox pages come from, opened at the first read and
+    /// kept (dropped after a failed read, so the next one starts afresh). The lock is
+    /// only ever taken on the blocking pool, by one read at a time.
+    reader: Arc<Mutex<Option<StoreReader>>>,
     hq_reach: mpsc::UnboundedSender<bool>,
     /// Wakes the file task after an acknowledgement, forces it with a forced sync.
     files: Arc<FileSignals>,
@@ -258,28 +284,7 @@ impl Driver {
                         read,
                         after_seq,
                         max,
-                    } => {
-                        let store = self.store.clone();
-                        let page =
-                            tokio::task::spawn_blocking(move || store.outbox_page(after_seq, max))
-                                .await;
-                        let input = match page {
-                            Ok(Ok(page)) => UpInput::Rows {
-                                read,
-                                rows: page.records,
-                                last_seq: page.backlog.last_seq,
-                            },
-                            Ok(Err(e)) => UpInput::ReadFailed {
-                                read,
-                                detail: e.to_string(),
-                            },
-                            Err(e) => UpInput::ReadFailed {
-                                read,
-                                detail: format!("outbox read task: {e}"),
-                            },
-                        };
-                        up.handle(Instant::now(), input);
-                    }
+                    } => self.read_rows(read, after_seq, max, done),
                     UpEvent::Conflict(c) => conflicts.push(*c),
                     UpEvent::Trim { up_to_seq } => trim = Some(up_to_seq),
                     UpEvent::FilePolicy(p) => policy = Some(p),
@@ -294,6 +299,14 @@ impl Driver {
                     }
                     UpEvent::Error(e) => self.report(&e).await,
                 }
+            }
+            // The next batch goes out before this acknowledgement's transaction
+            // commits: HQ keys rows by seq, so a batch sent before a trim that is then
+            // lost (power cut) is only sent again; the trim overlaps HQ's work.
+            let mut sent = false;
+            while let Some(t) = up.poll_transmit() {
+                sent = true;
+                self.send_up(t, done);
             }
             if !conflicts.is_empty() || trim.is_some() || policy.is_some() {
                 let n = conflicts.len();
@@ -321,15 +334,42 @@ impl Driver {
                     }
                 }
             }
-            let mut sent = false;
-            while let Some(t) = up.poll_transmit() {
-                sent = true;
-                self.send_up(t, done);
-            }
             if !moved && !sent {
                 return;
             }
         }
+    }
+
+    /// Reads an outbox page on the blocking pool; the answer comes back as
+    /// [`Done::Rows`], so the agent goes on (receiving HQ's answer to the batch in
+    /// flight) while it reads.
+    fn read_rows(
+        &self,
+        read: branchline_sync::agent::ReadId,
+        after_seq: i64,
+        max: usize,
+        done: &mpsc::Sender<Done>,
+    ) {
+        let (store, reader, done) = (self.store.clone(), Arc::clone(&self.reader), done.clone());
+        tokio::spawn(async move {
+            let page = tokio::task::spawn_blocking(move || {
+                let mut slot = reader.lock().unwrap_or_else(PoisonError::into_inner);
+                let open = match slot.take() {
+                    Some(open) => open,
+                    None => store.reader()?,
+                };
+                let page = store.outbox_page_with(&open, after_seq, max)?;
+                *slot = Some(open);
+                Ok::<_, crate::error::Error>(page)
+            })
+            .await;
+            let result = match page {
+                Ok(Ok(page)) => Ok(page),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(e) => Err(format!("outbox read task: {e}")),
+            };
+            let _ = done.send(Done::Rows { read, result }).await;
+        });
     }
 
     /// Carries out the downloader's events and sends its queries, until it is quiet.
@@ -396,25 +436,39 @@ impl Driver {
         }
     }
 
+    /// Encodes the batch on the blocking pool (JSON and gzip of up to a MiB is
+    /// the box's largest piece of work per batch; the agent goes on meanwhile) and
+    /// posts it.
     fn send_up(&self, t: UpTransmit, done: &mpsc::Sender<Done>) {
-        let body = encode_batch(&t.batch);
         let records = t.batch.records.len();
         let url = format!("{}{}", self.base, wire::UP_PATH);
-        let timeout = t.deadline.saturating_duration_since(Instant::now());
-        let request = self
-            .client
-            .post(url)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .header(reqwest::header::CONTENT_ENCODING, "gzip")
-            .timeout(timeout)
-            .body(body);
+        let client = self.client.clone();
         let (done, reach) = (done.clone(), self.hq_reach.clone());
         tracing::debug!(records, request = t.request.0, "sync batch sent");
         tokio::spawn(async move {
-            let result = exchange::<UpAck>(request, &reach).await;
+            let UpTransmit {
+                request: id,
+                batch,
+                deadline,
+            } = t;
+            let result = match tokio::task::spawn_blocking(move || encode_batch(&batch)).await {
+                Ok(body) => {
+                    let timeout = deadline.saturating_duration_since(Instant::now());
+                    let request = client
+                        .post(url)
+                        .header(reqwest::header::CONTENT_TYPE, "application/json")
+                        .header(reqwest::header::CONTENT_ENCODING, "gzip")
+                        .timeout(timeout)
+                        .body(body);
+                    exchange::<UpAck>(request, &reach).await
+                }
+                Err(e) => Err(Failure::Transport {
+                    detail: format!("batch encoding task: {e}"),
+                }),
+            };
             let _ = done
                 .send(Done::Up {
-                    request: t.request,
+                    request: id,
                     result,
                 })
                 .await;

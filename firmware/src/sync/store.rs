@@ -57,7 +57,19 @@ impl SyncStore {
     /// transaction (so the count matches the rows). Memory is bounded by `limit`, never
     /// by the backlog.
     pub fn outbox_page(&self, after_seq: i64, limit: usize) -> Result<OutboxPage> {
-        let reader = self.reader()?;
+        self.outbox_page_with(&self.reader()?, after_seq, limit)
+    }
+
+    /// [`SyncStore::outbox_page`] on an open read connection: the uploader keeps one
+    /// for every page of a drain (opening a connection and checking its schema for
+    /// every batch is work a catch-up does thousands of times), and the outbox query
+    /// stays prepared in that connection's statement cache.
+    pub fn outbox_page_with(
+        &self,
+        reader: &StoreReader,
+        after_seq: i64,
+        limit: usize,
+    ) -> Result<OutboxPage> {
         let tx = reader
             .connection()
             .unchecked_transaction()
