@@ -30,7 +30,8 @@
 //!
 //! - At most one batch is in flight. With [`UploaderConfig::read_ahead`] the rows of
 //!   the next batch are read while it is (one read at a time, up to one more batch of
-//!   rows), so the next batch is ready when the answer comes. A batch holds consecutive rows from the oldest
+//!   rows), so the next batch is ready when the answer comes. A batch holds
+//!   consecutive rows from the oldest
 //!   row HQ has not acknowledged, at most [`UploaderConfig::max_records`] (while a
 //!   backlog drains, up to [`UploaderConfig::backlog_max_records`]) and at most
 //!   [`UploaderConfig::max_batch_bytes`] of JSON (envelope included). A single row
