@@ -824,17 +824,7 @@ impl Uploader {
         let full =
             self.pending.len() >= limit || self.pending_bytes + self.envelope_bytes >= budget;
         if !full && self.exhausted_at.is_none() {
-            let after_seq = self.pending.back().map_or(self.floor, |p| p.record.seq);
-            let max = limit - self.pending.len();
-            let read = ReadId(self.next_read);
-            self.next_read += 1;
-            self.read = Some((read, after_seq, max));
-            self.events.push_back(UpEvent::NeedRows {
-                read,
-                after_seq,
-                max,
-            });
-            return;
+            return self.need_rows(limit - self.pending.len());
         }
         if !self.pending.is_empty() {
             self.send_batch(now, limit);
@@ -862,8 +852,12 @@ impl Uploader {
         if ahead >= limit || ahead_bytes + self.envelope_bytes >= self.config.max_batch_bytes {
             return;
         }
+        self.need_rows(limit - ahead);
+    }
+
+    /// Asks for up to `max` rows after the last one held (or the floor).
+    fn need_rows(&mut self, max: usize) {
         let after_seq = self.pending.back().map_or(self.floor, |p| p.record.seq);
-        let max = limit - ahead;
         let read = ReadId(self.next_read);
         self.next_read += 1;
         self.read = Some((read, after_seq, max));
