@@ -71,6 +71,18 @@ async fn peer() -> (UdpSocket, SocketAddr) {
     (s, a)
 }
 
+/// A peer socket and leg [`LEG`] opened and started towards it in `law`; returns
+/// the peer and the leg's local RTP address.
+async fn started_leg(r: &Rig, law: Law) -> (UdpSocket, SocketAddr) {
+    let (peer, peer_addr) = peer().await;
+    let local = r.engine.open_leg(LEG).await.unwrap();
+    r.engine
+        .start_leg(LEG, peer_addr, media(law))
+        .await
+        .unwrap();
+    (peer, local)
+}
+
 fn tone_frame(gen: &mut SineGenerator, law: Law) -> Audio {
     let mut pcm = [0i16; FRAME_SAMPLES];
     gen.fill(&mut pcm);
@@ -177,12 +189,7 @@ async fn ptime_30_repacketises_the_port_frames() {
 #[tokio::test]
 async fn rtp_with_jitter_and_reordering_comes_out_as_steady_frames() {
     let mut r = rig(42040);
-    let (peer, peer_addr) = peer().await;
-    let local = r.engine.open_leg(LEG).await.unwrap();
-    r.engine
-        .start_leg(LEG, peer_addr, media(Law::Ulaw))
-        .await
-        .unwrap();
+    let (peer, local) = started_leg(&r, Law::Ulaw).await;
     r.engine.bridge(MediaEnd::Port(3), MediaEnd::Leg(LEG));
     // 60 packets of 1 kHz (1.2 s), sent in pairs swapped, with bursty timing.
     let mut gen = SineGenerator::new(1000.0, 8000);
@@ -268,12 +275,7 @@ async fn rtp_with_jitter_and_reordering_comes_out_as_steady_frames() {
 #[tokio::test]
 async fn an_rfc4733_digit_becomes_one_sip_digit_input() {
     let mut r = rig(42060);
-    let (peer, peer_addr) = peer().await;
-    let local = r.engine.open_leg(LEG).await.unwrap();
-    r.engine
-        .start_leg(LEG, peer_addr, media(Law::Ulaw))
-        .await
-        .unwrap();
+    let (peer, local) = started_leg(&r, Law::Ulaw).await;
     // Event 5: start (marker), two updates, three end packets, all one timestamp.
     let ts = 90_000;
     for (k, (dur, end)) in [
@@ -533,12 +535,7 @@ async fn leg_lifecycle_and_refusals() {
 #[tokio::test]
 async fn close_reports_the_quality_of_a_lossy_stream() {
     let r = rig(42180);
-    let (peer, peer_addr) = peer().await;
-    let local = r.engine.open_leg(LEG).await.unwrap();
-    r.engine
-        .start_leg(LEG, peer_addr, media(Law::Ulaw))
-        .await
-        .unwrap();
+    let (peer, local) = started_leg(&r, Law::Ulaw).await;
     let silence = [0xFFu8; FRAME_SAMPLES];
     // 100 packets, every tenth lost.
     for i in 0..100u16 {
@@ -938,12 +935,7 @@ async fn port_pcm(r: &mut Rig, port: u8, ms: u64) -> Vec<i16> {
 #[tokio::test]
 async fn rfc4733_from_the_leg_is_played_to_a_phone_as_tones() {
     let mut r = rig(42320);
-    let (peer, peer_addr) = peer().await;
-    let local = r.engine.open_leg(LEG).await.unwrap();
-    r.engine
-        .start_leg(LEG, peer_addr, media(Law::Ulaw))
-        .await
-        .unwrap();
+    let (peer, local) = started_leg(&r, Law::Ulaw).await;
     r.engine.bridge(MediaEnd::Port(3), MediaEnd::Leg(LEG));
     let sender = tokio::spawn(async move {
         send_event(&peer, local, b'9', 1, 16_000).await;
@@ -966,12 +958,7 @@ async fn rfc4733_towards_a_pstn_line_is_left_to_call_control() {
     // Call control dials it on the line (FxoDial); a tone in the audio as well would
     // dial it twice.
     let mut r = rig(42340);
-    let (peer, peer_addr) = peer().await;
-    let local = r.engine.open_leg(LEG).await.unwrap();
-    r.engine
-        .start_leg(LEG, peer_addr, media(Law::Ulaw))
-        .await
-        .unwrap();
+    let (peer, local) = started_leg(&r, Law::Ulaw).await;
     r.engine.bridge(MediaEnd::Port(5), MediaEnd::Leg(LEG));
     let sender = tokio::spawn(async move {
         send_event(&peer, local, b'4', 1, 16_000).await;
@@ -1163,12 +1150,7 @@ async fn a_captured_port_gives_its_frames_to_the_sink_until_stopped() {
 #[tokio::test]
 async fn a_captured_unbridged_leg_is_decoded_through_a_jitter_buffer_and_a_bridge_ends_it() {
     let r = rig(42440);
-    let (peer, peer_addr) = peer().await;
-    let local = r.engine.open_leg(LEG).await.unwrap();
-    r.engine
-        .start_leg(LEG, peer_addr, media(Law::Alaw))
-        .await
-        .unwrap();
+    let (peer, local) = started_leg(&r, Law::Alaw).await;
     let (sink, got) = collector();
     r.engine.capture(MediaEnd::Leg(LEG), sink);
     // 40 packets of 1 kHz in A-law, one every 20 ms.
@@ -1652,12 +1634,7 @@ async fn an_echo_test_plays_a_ports_audio_back_once_half_a_second_is_held() {
 #[tokio::test]
 async fn an_echo_test_sends_a_legs_rtp_back_to_it_after_the_delay() {
     let r = rig(42780);
-    let (peer, peer_addr) = peer().await;
-    let local = r.engine.open_leg(LEG).await.unwrap();
-    r.engine
-        .start_leg(LEG, peer_addr, media(Law::Alaw))
-        .await
-        .unwrap();
+    let (peer, local) = started_leg(&r, Law::Alaw).await;
     r.engine.echo(MediaEnd::Leg(LEG));
     r.engine.stats().await.unwrap();
     // The phone talks for 1 s (1 kHz in A-law, a packet every 20 ms) while it listens.
