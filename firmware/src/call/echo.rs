@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use crate::cdr::Disposition;
 use crate::tones::Tone;
 
-use super::{CallControl, CallKey, Direction, Fxs, Output, Party};
+use super::{CallControl, CallKey, Output, Party};
 
 /// The longest an echo test runs before the box ends it.
 pub const ECHO_TEST_LIMIT: Duration = Duration::from_secs(60);
@@ -52,9 +52,7 @@ impl CallControl {
         if digits != code {
             return code.starts_with(digits).then_some(false);
         }
-        let call = self.call_from_port(port, started, Direction::Internal, digits.to_owned());
-        let key = self.new_call(call);
-        self.set_fxs(port, Fxs::Caller(key));
+        let key = self.fxs_service_call(port, started, digits);
         self.start_echo(now, key);
         Some(true)
     }

@@ -703,18 +703,12 @@ impl CallControl {
                     self.lockout(now, port, Tone::Unobtainable);
                     return Some(true);
                 }
-                let call =
-                    self.call_from_port(port, started, Direction::Internal, digits.to_owned());
-                let key = self.new_call(call);
-                self.set_fxs(port, Fxs::Caller(key));
+                let key = self.fxs_service_call(port, started, digits);
                 self.open_mailbox(now, key, own, false);
                 Some(true)
             }
             VmCode::Mailbox(number) => {
-                let call =
-                    self.call_from_port(port, started, Direction::Internal, digits.to_owned());
-                let key = self.new_call(call);
-                self.set_fxs(port, Fxs::Caller(key));
+                let key = self.fxs_service_call(port, started, digits);
                 self.open_mailbox(now, key, number, true);
                 Some(true)
             }
@@ -1037,6 +1031,15 @@ impl CallControl {
         }
         let side = self.release_service_caller(now, key, call.caller, by, tone);
         self.emit_cdr(now, &call, s.disposition, side);
+    }
+
+    /// A call from FXS `port` to a code the box answers itself (`digits`: voicemail,
+    /// the echo test), the port its caller. Returns its key.
+    pub(super) fn fxs_service_call(&mut self, port: u8, started: Instant, digits: &str) -> CallKey {
+        let call = self.call_from_port(port, started, Direction::Internal, digits.to_owned());
+        let key = self.new_call(call);
+        self.set_fxs(port, Fxs::Caller(key));
+        key
     }
 
     /// The box answers call `key` itself (voicemail, the echo test): connected from
