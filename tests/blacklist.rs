@@ -11,7 +11,9 @@ use serde_json::json;
 
 use crate::api_client::create_admin;
 use crate::harness::{wait, Gateway, SOON};
-use crate::sip_calls::{free_port, sip_addr, sipp, trunk_gateway as gateway, wait_sipp};
+use crate::sip_calls::{
+    free_port, sip_addr, sipp, sipp_state, trunk_gateway as gateway, wait_sipp,
+};
 
 /// The refusal scenario with `status` written in (SIPp fails on any other answer).
 fn refused_scenario(gw: &Gateway, status: u16) -> PathBuf {
@@ -39,7 +41,7 @@ fn trunk_call_refused(gw: &Gateway, caller: &str, status: u16) {
 /// The carrier offers a call from `caller` to 101: FXS 1 rings (with the caller's
 /// number), then the caller gives up.
 fn trunk_call_rings(gw: &Gateway, caller: &str) {
-    let child = sipp(
+    let mut child = sipp(
         "uac_trunk_ringing.xml",
         sip_addr(gw),
         free_port(),
@@ -50,7 +52,8 @@ fn trunk_call_rings(gw: &Gateway, caller: &str) {
     let phone = gw.sim.phone(1);
     assert!(
         wait(SOON, || phone.is_ringing()),
-        "FXS 1 rings for {caller}:\n{}",
+        "FXS 1 rings for {caller} (sipp: {}):\n{}",
+        sipp_state(&mut child),
         gw.log_text()
     );
     assert_eq!(

@@ -35,6 +35,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::harness::{hears, listen, strip_ansi, wait, wait_tone, Gateway, DIAL_PLAN, SOON};
+use crate::sip_calls::free_port;
 
 const KAMAILIO: &str = "/usr/sbin/kamailio";
 const SIPP: &str = "/usr/bin/sipp";
@@ -50,17 +51,6 @@ fn data(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("data/kamailio")
         .join(name)
-}
-
-/// A free UDP port on 127.0.0.1 (and the next one free too, for RTP/RTCP).
-fn free_port() -> u16 {
-    loop {
-        let s = UdpSocket::bind("127.0.0.1:0").expect("bind");
-        let port = s.local_addr().expect("addr").port();
-        if port % 2 == 0 && UdpSocket::bind(("127.0.0.1", port + 1)).is_ok() {
-            return port;
-        }
-    }
 }
 
 /// One Kamailio process with its own runtime directory; killed (only this PID) on
