@@ -55,7 +55,7 @@
 //!   Request-URI (they are not allowed there by RFC 3261 19.1.1 anyway).
 
 mod fields;
-mod grammar;
+pub(crate) mod grammar;
 mod headers;
 mod scan;
 mod stream;

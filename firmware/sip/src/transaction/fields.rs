@@ -3,12 +3,21 @@
 //! produce itself (responses, the ACK for a non-2xx final response, CANCEL).
 //!
 //! Every reader returns an [`Error`] instead of panicking: a message missing a header or
-//! carrying one rsip cannot read is refused and changes nothing.
+//! carrying one that does not follow its grammar is refused and changes nothing.
+//!
+//! The readers on the path of every message (the top Via's branch and sent-by, CSeq,
+//! the From and To tags) read rsip's stored header text with the message module's own
+//! grammar (the one [`crate::message::parse`] already checked these headers with), not
+//! with rsip's typed headers: rsip's tokenizer formats an error string for every
+//! alternative it tries, which made a third of the cost of dispatching a new INVITE
+//! (`benches/parse.rs`, `dispatch`). The typed readers ([`top_via`], [`from`], [`to`])
+//! remain for building dialogs, where rsip's URI types are needed.
 
 use rsip::headers::{ToTypedHeader, UntypedHeader};
 use rsip::{Header, Headers, Method};
 
 use super::Error;
+use crate::message::grammar;
 
 /// RFC 3261 magic cookie that starts every branch of an RFC 3261 client.
 pub const MAGIC_COOKIE: &str = "z9hG4bK";
@@ -30,6 +39,34 @@ pub fn top_via(headers: &Headers) -> Result<rsip::typed::Via, Error> {
             header: "Via",
             reason: e.to_string(),
         })
+}
+
+/// The topmost Via's text (the first value of the first Via header).
+pub fn top_via_text(headers: &Headers) -> Result<&str, Error> {
+    headers
+        .iter()
+        .find_map(|h| match h {
+            Header::Via(v) => Some(first_value(v.value())),
+            _ => None,
+        })
+        .ok_or(Error::MissingHeader { header: "Via" })
+}
+
+/// The topmost Via's `branch` parameter, if it has one, and its sent-by (host and
+/// optional port, lowercased): what transactions are matched on (RFC 3261 17.1.3,
+/// 17.2.3).
+pub fn top_via_key(headers: &Headers) -> Result<(Option<&str>, String), Error> {
+    let invalid = |reason: &str| Error::InvalidHeader {
+        header: "Via",
+        reason: reason.to_owned(),
+    };
+    let via = grammar::via_parm(top_via_text(headers)?).map_err(invalid)?;
+    let branch = match grammar::find_param(&via.params, "branch") {
+        Some(Some(b)) => Some(b),
+        Some(None) => return Err(invalid("branch without a value")),
+        None => None,
+    };
+    Ok((branch, via.sent_by.to_ascii_lowercase()))
 }
 
 /// The first comma-separated value of a header line (commas inside quotes or `<>` do not
@@ -54,25 +91,23 @@ pub fn branch(via: &rsip::typed::Via) -> Option<String> {
     via.branch().map(|b| b.to_string())
 }
 
-/// The sent-by (host and optional port) of a Via, lowercased.
-pub fn sent_by(via: &rsip::typed::Via) -> String {
-    via.uri.host_with_port.to_string().to_ascii_lowercase()
-}
-
 /// The CSeq header, typed.
 pub fn cseq(headers: &Headers) -> Result<rsip::typed::CSeq, Error> {
-    headers
+    let value = headers
         .iter()
         .find_map(|h| match h {
-            Header::CSeq(c) => Some(c),
+            Header::CSeq(c) => Some(c.value()),
             _ => None,
         })
-        .ok_or(Error::MissingHeader { header: "CSeq" })?
-        .typed()
-        .map_err(|e| Error::InvalidHeader {
-            header: "CSeq",
-            reason: e.to_string(),
-        })
+        .ok_or(Error::MissingHeader { header: "CSeq" })?;
+    let invalid = |reason: &str| Error::InvalidHeader {
+        header: "CSeq",
+        reason: reason.to_owned(),
+    };
+    let (seq, method) = grammar::cseq(value).map_err(invalid)?;
+    let method =
+        crate::message::method_from_token(method).ok_or_else(|| invalid("unknown method"))?;
+    Ok(rsip::typed::CSeq { seq, method })
 }
 
 /// The Call-ID value.
@@ -121,12 +156,35 @@ pub fn to(headers: &Headers) -> Result<rsip::typed::To, Error> {
 
 /// The tag of the From header, if any.
 pub fn from_tag(headers: &Headers) -> Result<Option<String>, Error> {
-    Ok(from(headers)?.tag().map(|t| t.to_string()))
+    let value = headers.iter().find_map(|h| match h {
+        Header::From(f) => Some(f.value()),
+        _ => None,
+    });
+    tag_of(value, "From")
 }
 
 /// The tag of the To header, if any.
 pub fn to_tag(headers: &Headers) -> Result<Option<String>, Error> {
-    Ok(to(headers)?.tag().map(|t| t.to_string()))
+    let value = headers.iter().find_map(|h| match h {
+        Header::To(t) => Some(t.value()),
+        _ => None,
+    });
+    tag_of(value, "To")
+}
+
+/// The `tag` parameter of a From or To value.
+fn tag_of(value: Option<&str>, header: &'static str) -> Result<Option<String>, Error> {
+    let invalid = |reason: &str| Error::InvalidHeader {
+        header,
+        reason: reason.to_owned(),
+    };
+    let addr =
+        grammar::name_addr(value.ok_or(Error::MissingHeader { header })?).map_err(invalid)?;
+    match grammar::find_param(&addr.params, "tag") {
+        Some(Some(tag)) => Ok(Some(tag.to_owned())),
+        Some(None) => Err(invalid("tag without a value")),
+        None => Ok(None),
+    }
 }
 
 /// The value of an extension header (rsip keeps unknown headers as `Other`), matched
@@ -177,6 +235,28 @@ pub fn response_for(
     }
 }
 
+/// What [`response_for`] reads of `request`: its method, Request-URI and the headers a
+/// response copies (Via, From, To, Call-ID, CSeq), without the rest or the body. An
+/// INVITE server transaction keeps this to answer 100 Trying.
+pub fn response_skeleton(request: &rsip::Request) -> rsip::Request {
+    let mut headers = Headers::default();
+    for h in request.headers.iter() {
+        if matches!(
+            h,
+            Header::Via(_) | Header::From(_) | Header::To(_) | Header::CallId(_) | Header::CSeq(_)
+        ) {
+            headers.push(h.clone());
+        }
+    }
+    rsip::Request {
+        method: request.method,
+        uri: request.uri.clone(),
+        version: rsip::Version::V2,
+        headers,
+        body: Vec::new(),
+    }
+}
+
 /// The ACK for a non-2xx final response to `invite` (RFC 3261 17.1.1.3): same
 /// Request-URI, Call-ID, From and CSeq number as the INVITE, the To of the response, only
 /// the INVITE's top Via, and the INVITE's Route headers.
@@ -184,7 +264,7 @@ pub fn ack_for_non_2xx(
     invite: &rsip::Request,
     response: &rsip::Response,
 ) -> Result<rsip::Request, Error> {
-    let via = top_via(&invite.headers)?;
+    let via = rsip::headers::Via::new(top_via_text(&invite.headers)?);
     let seq = cseq(&invite.headers)?.seq;
     let to = response
         .headers
@@ -193,7 +273,7 @@ pub fn ack_for_non_2xx(
         .cloned()
         .ok_or(Error::MissingHeader { header: "To" })?;
     let mut headers = Headers::default();
-    headers.push(Header::Via(via.into()));
+    headers.push(Header::Via(via));
     for h in invite.headers.iter() {
         match h {
             Header::From(_) | Header::CallId(_) | Header::Route(_) => headers.push(h.clone()),
@@ -224,10 +304,10 @@ pub fn ack_for_non_2xx(
 /// The CANCEL for `invite` (RFC 3261 9.1): same Request-URI, Call-ID, To, From and CSeq
 /// number, only the INVITE's top Via (so the same branch), and the INVITE's Routes.
 pub fn cancel_for(invite: &rsip::Request) -> Result<rsip::Request, Error> {
-    let via = top_via(&invite.headers)?;
+    let via = rsip::headers::Via::new(top_via_text(&invite.headers)?);
     let seq = cseq(&invite.headers)?.seq;
     let mut headers = Headers::default();
-    headers.push(Header::Via(via.into()));
+    headers.push(Header::Via(via));
     for h in invite.headers.iter() {
         match h {
             Header::From(_) | Header::To(_) | Header::CallId(_) | Header::Route(_) => {
@@ -276,7 +356,75 @@ mod tests {
         )));
         let via = top_via(&headers).expect("via parses");
         assert_eq!(branch(&via).as_deref(), Some("z9hG4bKone"));
-        assert_eq!(sent_by(&via), "a.example:5060");
+        assert_eq!(
+            top_via_key(&headers).expect("via reads"),
+            (Some("z9hG4bKone"), "a.example:5060".to_owned())
+        );
+    }
+
+    #[test]
+    fn the_key_readers_take_legal_whitespace_and_refuse_broken_values() {
+        let mut headers = Headers::default();
+        headers.push(Header::Via(rsip::headers::Via::new(
+            "SIP / 2.0 / UDP Phone.Example:5062 ; rport ; branch = z9hG4bKx1",
+        )));
+        headers.push(Header::CSeq(rsip::headers::CSeq::new("0068   INVITE")));
+        headers.push(Header::From(rsip::headers::From::new(
+            "\"A, B\" <sip:a@b;tag=uri-param> ; tag = f1",
+        )));
+        headers.push(Header::To(rsip::headers::To::new("sip:b@c")));
+        assert_eq!(
+            top_via_key(&headers).expect("via"),
+            (Some("z9hG4bKx1"), "phone.example:5062".to_owned())
+        );
+        assert_eq!(
+            cseq(&headers).expect("cseq"),
+            rsip::typed::CSeq {
+                seq: 68,
+                method: Method::Invite
+            }
+        );
+        assert_eq!(from_tag(&headers).expect("from"), Some("f1".to_owned()));
+        assert_eq!(to_tag(&headers).expect("to"), None);
+
+        let broken = |via: &str, cseq_text: &str, from: &str| {
+            let mut h = Headers::default();
+            h.push(Header::Via(rsip::headers::Via::new(via)));
+            h.push(Header::CSeq(rsip::headers::CSeq::new(cseq_text)));
+            h.push(Header::From(rsip::headers::From::new(from)));
+            h
+        };
+        let ok_via = "SIP/2.0/UDP a:1;branch=z9hG4bKa";
+        for (h, header) in [
+            (
+                broken("SIP/3.0/UDP a:1;branch=z9hG4bKa", "1 INVITE", "<sip:a@b>"),
+                "Via",
+            ),
+            (
+                broken("SIP/2.0/UDP a:1;branch", "1 INVITE", "<sip:a@b>"),
+                "Via",
+            ),
+            (broken("SIP/2.0/UDP", "1 INVITE", "<sip:a@b>"), "Via"),
+            (broken(ok_via, "INVITE 1", "<sip:a@b>"), "CSeq"),
+            (broken(ok_via, "2147483648 INVITE", "<sip:a@b>"), "CSeq"),
+            (broken(ok_via, "1 FROBNICATE", "<sip:a@b>"), "CSeq"),
+            (broken(ok_via, "1 INVITE", "<sip:a@b;tag=x"), "From"),
+            (broken(ok_via, "1 INVITE", "<sip:a@b>;tag"), "From"),
+        ] {
+            let err = top_via_key(&h)
+                .err()
+                .or_else(|| cseq(&h).err())
+                .or_else(|| from_tag(&h).err())
+                .unwrap_or_else(|| panic!("{header} accepted: {h:?}"));
+            assert!(
+                matches!(err, Error::InvalidHeader { header: found, .. } if found == header),
+                "{header}: {err:?}"
+            );
+        }
+        assert_eq!(
+            to_tag(&Headers::default()).unwrap_err(),
+            Error::MissingHeader { header: "To" }
+        );
     }
 
     #[test]

@@ -492,7 +492,8 @@ struct Transaction {
     /// The request, while it may still be sent again or answered from: a client
     /// transaction's until its final response (timers A and E, the CANCEL, the ACK for
     /// a non-2xx), an INVITE server transaction's until its final response (the 100
-    /// Trying). A non-INVITE server transaction never keeps it.
+    /// Trying; only its [`fields::response_skeleton`]). A non-INVITE server transaction
+    /// never keeps it.
     request: Option<Box<rsip::Request>>,
     /// The response a retransmitted request gets again (and timer G resends): an
     /// INVITE server transaction's last provisional or non-2xx final, a non-INVITE
@@ -618,13 +619,14 @@ impl TransactionLayer {
         if request.method == Method::Ack {
             return Err(Error::AckNotTransactional);
         }
-        let via = fields::top_via(&request.headers)?;
-        let branch = fields::branch(&via)
+        let (branch, _) = fields::top_via_key(&request.headers)?;
+        let branch = branch
             .filter(|b| b.starts_with(MAGIC_COOKIE) && b.len() > MAGIC_COOKIE.len())
             .ok_or_else(|| Error::InvalidHeader {
                 header: "Via",
                 reason: "branch missing or without the z9hG4bK cookie".into(),
-            })?;
+            })?
+            .to_owned();
         let cseq = fields::cseq(&request.headers)?;
         if cseq.method != request.method {
             return Err(Error::CSeqMismatch {
@@ -893,13 +895,13 @@ impl TransactionLayer {
         response: rsip::Response,
         source: Peer,
     ) -> Result<()> {
-        let via = fields::top_via(&response.headers)?;
+        let (branch, _) = fields::top_via_key(&response.headers)?;
         let cseq = fields::cseq(&response.headers)?;
-        let Some(branch) = fields::branch(&via) else {
+        let Some(branch) = branch else {
             return Ok(()); // not ours: stray, dropped (18.1.2)
         };
         let key = ClientKey {
-            branch,
+            branch: branch.to_owned(),
             method: cseq.method,
         };
         let kind = response.status_code.kind();
@@ -1006,7 +1008,7 @@ impl TransactionLayer {
     }
 
     fn server_key(request: &rsip::Request) -> Result<ServerKey> {
-        let via = fields::top_via(&request.headers)?;
+        let (branch, sent_by) = fields::top_via_key(&request.headers)?;
         let cseq = fields::cseq(&request.headers)?;
         let method_ok = cseq.method == request.method;
         if !method_ok {
@@ -1016,9 +1018,8 @@ impl TransactionLayer {
             });
         }
         let call_id = fields::call_id(&request.headers)?;
-        let sent_by = fields::sent_by(&via);
-        let branch = match fields::branch(&via) {
-            Some(b) if b.starts_with(MAGIC_COOKIE) && b.len() > MAGIC_COOKIE.len() => b,
+        let branch = match branch {
+            Some(b) if b.starts_with(MAGIC_COOKIE) && b.len() > MAGIC_COOKIE.len() => b.to_owned(),
             _ => {
                 let from_tag = fields::from_tag(&request.headers)?.unwrap_or_default();
                 format!(
@@ -1078,8 +1079,9 @@ impl TransactionLayer {
                 TransactionState::Trying
             },
             peer: source,
-            // Only an INVITE server transaction answers from its request (100 Trying).
-            request: is_invite.then(|| Box::new(request.clone())),
+            // Only an INVITE server transaction answers from its request (100 Trying),
+            // and only from the headers a response copies.
+            request: is_invite.then(|| Box::new(fields::response_skeleton(&request))),
             last_response: None,
             ack: None,
             interval: timers.t1,
