@@ -44,6 +44,51 @@ pub fn bin(name: &str) -> PathBuf {
 /// emulator when there is one ([`branchline_board::runner`]).
 pub use branchline_board::runner::command;
 
+/// The first of `count` consecutive ports on 127.0.0.1 that are free now, for UDP and,
+/// with `tcp`, for TCP too (the lowest one even, for RTP/RTCP pairs).
+///
+/// The ports are free when this returns, and a peer (SIPp, Kamailio, baresip, HQ)
+/// binds them a moment later: to keep other sockets out of that gap they come from
+/// below the kernel's ephemeral range (where no `bind(0)` of a daemon or peer lands)
+/// and above the daemons' RTP ranges, at a point that differs per test process and
+/// per call, so tests running side by side do not pick the same ones.
+pub fn free_ports(count: u16, tcp: bool) -> u16 {
+    use std::net::{TcpListener, UdpSocket};
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let (low, high) = (20_000u32, ephemeral_low().clamp(20_100, 40_000));
+    let span = (high - low) / 4;
+    let seed = std::process::id().wrapping_mul(2_654_435_761).wrapping_add(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos()),
+    );
+    let count = count.clamp(1, 4);
+    for _ in 0..span {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = low + (seed.wrapping_add(n.wrapping_mul(7919)) % span) * 4;
+        let port = u16::try_from(port).expect("below 40000");
+        // Held together until all are checked, so none is counted twice.
+        let udp: Vec<_> = (0..count)
+            .map_while(|k| UdpSocket::bind(("127.0.0.1", port + k)).ok())
+            .collect();
+        let tcp_free =
+            !tcp || (0..count).all(|k| TcpListener::bind(("127.0.0.1", port + k)).is_ok());
+        if udp.len() == usize::from(count) && tcp_free {
+            return port;
+        }
+    }
+    panic!("no {count} free ports in {low}..{high}");
+}
+
+/// The first port of the kernel's ephemeral range (32768 unless configured).
+fn ephemeral_low() -> u32 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768)
+}
+
 /// The standard test dial plan: 101-104 on FXS 1-4, PSTN lines on FXO 5 and 6.
 pub const DIAL_PLAN: &str = r#"
 [telephony]

@@ -20,7 +20,7 @@
 //! the other, and single tones, so no DTMF detector mistakes them for a digit.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -30,7 +30,7 @@ use branchline_board::dsp::tone_ratio;
 use serde_json::{json, Value};
 use tempfile::TempDir;
 
-use crate::harness::{hears, listen, wait, wait_tone, Gateway, DIAL_PLAN, SOON};
+use crate::harness::{free_ports, hears, listen, wait, wait_tone, Gateway, DIAL_PLAN, SOON};
 
 /// What the analog phone says (Hz).
 const TONE_A: f64 = 1209.0;
@@ -91,26 +91,6 @@ fn sip_addr(gw: &Gateway) -> SocketAddr {
         .find_map(|w| w.strip_prefix("addr="))
         .and_then(|a| a.trim_matches('"').parse().ok())
         .unwrap_or_else(|| panic!("no addr= in {line:?}"))
-}
-
-fn free_udp_port() -> u16 {
-    let s = UdpSocket::bind("127.0.0.1:0").expect("bind UDP");
-    s.local_addr().expect("addr").port()
-}
-
-fn free_tcp_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind TCP");
-    l.local_addr().expect("addr").port()
-}
-
-/// A port free for both UDP and TCP (baresip's SIP transports bind both).
-fn free_sip_port() -> u16 {
-    loop {
-        let udp = free_udp_port();
-        if TcpListener::bind(("127.0.0.1", udp)).is_ok() {
-            return udp;
-        }
-    }
 }
 
 /// `template` with every `{{NAME}}` replaced from `values`; panics when a name is
@@ -277,9 +257,9 @@ impl Baresip {
         let source = dir.path().join("source.wav");
         // Long enough for a slow (qemu-user) run: aufile stops at the end of its file.
         write_tone_wav(&source, tone_hz, 120);
-        let ctrl_port = free_tcp_port();
+        let ctrl_port = free_ports(1, true);
         let values = [
-            ("SIP_PORT", free_sip_port().to_string()),
+            ("SIP_PORT", free_ports(1, true).to_string()),
             ("CTRL_PORT", ctrl_port.to_string()),
             ("SOURCE_WAV", source.display().to_string()),
             ("RECORD_DIR", records.display().to_string()),

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::harness::{wait, wait_tone, Gateway, DIAL_PLAN, SOON};
+use crate::harness::{free_ports, wait, wait_tone, Gateway, DIAL_PLAN, SOON};
 
 /// SIP accounts 201 and 202 (202 may dial international numbers).
 pub(crate) const SIP_PLAN: &str = r#"
@@ -103,41 +103,9 @@ pub(crate) fn sip_addr(gw: &Gateway) -> SocketAddr {
 }
 
 /// A free even UDP port on 127.0.0.1 with the next three free too (RTP/RTCP, and
-/// SIPp binds video RTP/RTCP above its media port).
-///
-/// The port is free when this returns, and SIPp binds it a moment later: to keep
-/// other sockets out of that gap, it comes from below the kernel's ephemeral range
-/// (where no `bind(0)` of a daemon, SIPp or Kamailio can land) and above the
-/// daemons' RTP ranges, at a point that differs per test process and per call, so
-/// tests running side by side do not pick the same one.
+/// SIPp binds video RTP/RTCP above its media port); see [`free_ports`].
 pub(crate) fn free_port() -> u16 {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let (low, high) = (20_000u32, ephemeral_low().clamp(20_100, 40_000));
-    let span = (high - low) / 4;
-    let seed = std::process::id().wrapping_mul(2_654_435_761).wrapping_add(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos()),
-    );
-    for _ in 0..span {
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let port = low + (seed.wrapping_add(n.wrapping_mul(7919)) % span) * 4;
-        let port = u16::try_from(port).expect("below 40000");
-        let all_free = (0..4).all(|k| UdpSocket::bind(("127.0.0.1", port + k)).is_ok());
-        if all_free {
-            return port;
-        }
-    }
-    panic!("no four free UDP ports in {low}..{high}");
-}
-
-/// The first port of the kernel's ephemeral range (32768 unless configured).
-fn ephemeral_low() -> u32 {
-    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse().ok())
-        .unwrap_or(32_768)
+    free_ports(4, false)
 }
 
 /// A SIPp command against `target` from 127.0.0.1:`port`.

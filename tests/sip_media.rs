@@ -19,7 +19,7 @@ use hickory_proto::op::{Message, MessageType, ResponseCode};
 use hickory_proto::rr::rdata::{A, SRV};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
-use crate::harness::{strip_ansi, wait, Gateway, DIAL_PLAN};
+use crate::harness::{free_ports, strip_ansi, wait, Gateway, DIAL_PLAN};
 
 const SIPP: &str = "/usr/bin/sipp";
 /// Generous: under qemu-user the box is 5-10x slower.
@@ -111,13 +111,6 @@ impl DnsServer {
     }
 }
 
-fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .expect("free port")
-        .port()
-}
-
 /// A SIPp registrar (UAS) on 127.0.0.1:`port` running `scenario` once.
 fn registrar(scenario: &str, port: u16) -> Child {
     Command::new(SIPP)
@@ -168,7 +161,7 @@ fn srv(priority: u16, weight: u16, port: u16, target: &str) -> RData {
 
 #[test]
 fn the_trunk_follows_srv_priorities_and_fails_over_to_the_second_server() {
-    let (down_port, up_port) = (free_udp_port(), free_udp_port());
+    let (down_port, up_port) = (free_ports(1, false), free_ports(1, false));
     let dns = DnsServer::start(vec![
         (
             "_sip._udp.carrier.test.",

@@ -523,10 +523,7 @@ fn assert_no_sync_errors(gw: &Gateway) {
 /// A loopback port free a moment ago (for a server that must come back on the same
 /// port after a restart).
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
+    crate::harness::free_ports(1, true)
 }
 
 /// Logs `username` in on the box once HQ's row has arrived.
