@@ -102,6 +102,96 @@ pub(super) struct Incoming {
     offer: Option<RemoteMedia>,
     /// The guard counted a dialog for this source.
     counted: Option<IpAddr>,
+    /// What the caller said about reliable provisional responses (RFC 3262).
+    rel100: Rel100,
+    /// The early dialog of our first reliable 1xx: a PRACK (or a BYE) in it finds the
+    /// leg. Kept apart from `by_dialog`, which holds confirmed dialogs only (an early
+    /// dialog of ours as UAS must not be `Replaces`-able, RFC 3891 3).
+    early_dialog: Option<DialogId>,
+    /// A reliable 1xx of ours that waits for its PRACK, and what waits on it.
+    prack: Option<AwaitingPrack>,
+    /// Our offer went in a reliable 183 and the PRACK brought its answer: the offer/
+    /// answer exchange is complete, so the 200 carries no SDP and the ACK none.
+    offer_answered_early: bool,
+}
+
+/// What the caller's INVITE said about 100rel (RFC 3262).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Rel100 {
+    /// Neither `Supported` nor `Require`: provisional responses are unreliable.
+    No,
+    /// `Supported: 100rel`: the box may send a reliable 1xx (it does for its offer).
+    Supported,
+    /// `Require: 100rel`: every provisional response but 100 must be reliable.
+    Required,
+}
+
+impl Rel100 {
+    fn of(request: &rsip::Request) -> Self {
+        let has = |required: bool| {
+            request.headers.iter().any(|h| {
+                let value = match h {
+                    Header::Require(r) => r.value(),
+                    Header::Supported(s) if !required => s.value(),
+                    _ => return false,
+                };
+                value
+                    .split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("100rel"))
+            })
+        };
+        if has(true) {
+            Rel100::Required
+        } else if has(false) {
+            Rel100::Supported
+        } else {
+            Rel100::No
+        }
+    }
+}
+
+/// The option tags of an INVITE's `Require` the box does not support (RFC 3261
+/// 8.2.2.3: the INVITE is refused `420` listing them in `Unsupported`).
+fn unsupported_requirements(request: &rsip::Request) -> Vec<String> {
+    request
+        .headers
+        .iter()
+        .filter_map(|h| match h {
+            Header::Require(r) => Some(r.value()),
+            _ => None,
+        })
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|t| !t.is_empty() && !t.eq_ignore_ascii_case("100rel"))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// How [`SipEndpoint::answer_incoming`] sends a response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Delivery {
+    /// As is (a 1xx unreliably).
+    Plain,
+    /// A 1xx reliably (RFC 3262).
+    Reliable,
+    /// A 1xx with our offer, reliably: its PRACK must bring the answer.
+    ReliableOffer,
+    /// A final response with this `Warning` value (RFC 3261 20.43).
+    Warning(&'static str),
+}
+
+/// A reliable provisional response of ours waiting for its PRACK (RFC 3262 3: one at a
+/// time per INVITE, and no 2xx before the PRACK of one that carried SDP).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct AwaitingPrack {
+    /// It carries our offer (late offer): the PRACK must bring the answer.
+    offer: bool,
+    /// It carries SDP (our offer or our answer).
+    sdp: bool,
+    /// Call control's early media came meanwhile: the 183 goes out after the PRACK.
+    early_media: bool,
+    /// Call control answered meanwhile: the 200 goes out after the PRACK.
+    answer: bool,
 }
 
 /// One INVITE of an outgoing leg.
@@ -346,6 +436,20 @@ impl SipEndpoint {
                 }
             }
         };
+        // RFC 3261 8.2.2.3: an option the box does not support in `Require` (it
+        // supports `100rel`, RFC 3262) refuses the INVITE.
+        let unsupported = unsupported_requirements(&request);
+        if !unsupported.is_empty() {
+            tracing::info!(source = %source.addr, ?unsupported, "INVITE refused: 420");
+            let mut response = transaction::response_for(&request, 420u16.into(), None);
+            response
+                .headers
+                .push(Header::Unsupported(rsip::headers::Unsupported::new(
+                    unsupported.join(", "),
+                )));
+            self.respond(now, &key, response);
+            return;
+        }
         let counted = if trunk {
             None
         } else {
@@ -400,7 +504,8 @@ impl SipEndpoint {
         let local_contact = self.local_contact(source);
         let latch = !trunk || self.trunk.as_ref().is_some_and(|t| t.config.latch_rtp);
         let session_id = self.next_random() >> 1;
-        tracing::info!(%leg, source = %source.addr, caller = caller_number, dialled, sip_call_id, late_offer = offer.is_none(), "incoming sip call");
+        let rel100 = Rel100::of(&request);
+        tracing::info!(%leg, source = %source.addr, caller = caller_number, dialled, sip_call_id, late_offer = offer.is_none(), ?rel100, "incoming sip call");
         self.by_server.insert(key.clone(), leg);
         self.legs.insert(
             leg,
@@ -426,6 +531,10 @@ impl SipEndpoint {
                     local_contact,
                     offer,
                     counted,
+                    rel100,
+                    early_dialog: None,
+                    prack: None,
+                    offer_answered_early: false,
                 }),
                 outgoing: None,
             },
@@ -441,19 +550,35 @@ impl SipEndpoint {
         });
     }
 
-    /// Answers the INVITE of incoming leg `leg` with `status` (and a body).
-    fn answer_incoming(&mut self, now: Instant, leg: LegId, status: u16, body: Vec<u8>) -> bool {
+    /// Answers the INVITE of incoming leg `leg` with `status` (and a body), sent as
+    /// `delivery` says. A reliable 1xx (RFC 3262: the dialog layer adds `Require:
+    /// 100rel` and `RSeq` and resends it until the PRACK) is remembered in the leg's
+    /// [`AwaitingPrack`]; a final response forgets it.
+    fn answer_incoming(
+        &mut self,
+        now: Instant,
+        leg: LegId,
+        status: u16,
+        body: Vec<u8>,
+        delivery: Delivery,
+    ) -> bool {
         let Some(l) = self.legs.get(&leg) else {
             return false;
         };
         let Some(inc) = l.incoming.as_ref() else {
             return false;
         };
-        let extra = if body.is_empty() {
+        let mut extra = if body.is_empty() {
             Vec::new()
         } else {
             sdp_headers()
         };
+        if let Delivery::Warning(warning) = delivery {
+            extra.push(Header::Other("Warning".into(), warning.into()));
+        }
+        let sdp = !body.is_empty();
+        let reliable = matches!(delivery, Delivery::Reliable | Delivery::ReliableOffer);
+        let offer = delivery == Delivery::ReliableOffer;
         let result = self.dialogs.answer_invite(
             now,
             &inc.server,
@@ -463,26 +588,41 @@ impl SipEndpoint {
             &inc.local_contact,
             extra,
             body,
-            false,
+            reliable,
         );
         let server = inc.server.clone();
         match result {
             Ok(response) => {
-                if (200..300).contains(&status) {
-                    if let (Ok(call_id), Ok(Some(remote)), Ok(Some(local))) = (
-                        transaction::call_id(&response.headers),
-                        transaction::from_tag(&response.headers),
-                        transaction::to_tag(&response.headers),
-                    ) {
-                        let id = DialogId {
-                            call_id,
-                            local_tag: local,
-                            remote_tag: remote,
-                        };
-                        tracing::debug!(%leg, dialog = %id, "incoming leg answered");
-                        self.by_dialog.insert(id.clone(), leg);
-                        if let Some(l) = self.legs.get_mut(&leg) {
-                            l.dialog = Some(id);
+                let id = match (
+                    transaction::call_id(&response.headers),
+                    transaction::from_tag(&response.headers),
+                    transaction::to_tag(&response.headers),
+                ) {
+                    (Ok(call_id), Ok(Some(remote)), Ok(Some(local))) => Some(DialogId {
+                        call_id,
+                        local_tag: local,
+                        remote_tag: remote,
+                    }),
+                    _ => None,
+                };
+                if let (true, Some(id)) = ((200..300).contains(&status), id.clone()) {
+                    tracing::debug!(%leg, dialog = %id, "incoming leg answered");
+                    self.by_dialog.insert(id.clone(), leg);
+                    if let Some(l) = self.legs.get_mut(&leg) {
+                        l.dialog = Some(id);
+                    }
+                }
+                if let Some(inc) = self.legs.get_mut(&leg).and_then(|l| l.incoming.as_mut()) {
+                    if status >= 200 {
+                        inc.prack = None;
+                    } else if reliable {
+                        inc.prack = Some(AwaitingPrack {
+                            offer,
+                            sdp,
+                            ..AwaitingPrack::default()
+                        });
+                        if inc.early_dialog.is_none() {
+                            inc.early_dialog = id;
                         }
                     }
                 }
@@ -490,33 +630,61 @@ impl SipEndpoint {
                 true
             }
             Err(e) => {
-                tracing::warn!(%leg, status, error = %e, "INVITE not answered");
+                tracing::warn!(%leg, status, reliable, error = %e, "INVITE not answered");
                 false
             }
         }
     }
 
+    /// The leg whose INVITE an early dialog of ours belongs to (a PRACK or BYE in it).
+    fn leg_of_early_dialog(&self, id: &DialogId) -> Option<LegId> {
+        self.legs.iter().find_map(|(leg, l)| {
+            let inc = l.incoming.as_ref()?;
+            (l.state == LegState::Offering && inc.early_dialog.as_ref() == Some(id)).then_some(*leg)
+        })
+    }
+
     /// Call control alerts the caller of incoming leg `leg`: `180`, or with
-    /// `early_media` a `183` with the SDP answer and the leg's media started (the far
-    /// end's early media is bridged to it). A late-offer caller (no SDP yet) gets a
-    /// plain `180`: an offer in an unreliable provisional response could not be
-    /// answered without PRACK.
+    /// `early_media` a `183` with SDP (the far end's early media, or queue music, is
+    /// bridged to it):
+    ///
+    /// - caller with an offer: the 183 carries our answer and the leg's media starts;
+    /// - late-offer caller that takes 100rel (`Supported` or `Require`): a reliable 183
+    ///   carries our offer; the media starts from the answer in its PRACK
+    ///   ([`Self::on_prack`]);
+    /// - late-offer caller without 100rel: a plain `180` (an offer in an unreliable
+    ///   1xx could not be answered).
+    ///
+    /// With `Require: 100rel` every 1xx is reliable; while one awaits its PRACK the
+    /// next waits (RFC 3262 3) and goes out when the PRACK comes. No 180 follows a 183
+    /// with SDP (it would stop the caller's early media).
     pub(super) async fn ringing(&mut self, now: Instant, leg: LegId, early_media: bool) {
         tracing::debug!(%leg, early_media, "ringing");
+        let law = self.settings.law;
         let Some(l) = self.legs.get_mut(&leg) else {
             return;
         };
-        if l.state != LegState::Offering {
+        if l.state != LegState::Offering || l.early {
             return;
         }
-        let Some(offer) = l.incoming.as_ref().map(|i| i.offer) else {
+        let Some(inc) = l.incoming.as_mut() else {
             return;
         };
+        if let Some(p) = inc.prack.as_mut() {
+            p.early_media |= early_media;
+            return;
+        }
+        let (offer, rel100) = (inc.offer, inc.rel100);
+        let delivery = if rel100 == Rel100::Required {
+            Delivery::Reliable
+        } else {
+            Delivery::Plain
+        };
         match offer {
-            Some(offer) if early_media && !l.early => {
+            Some(offer) if early_media => {
                 let local = l.local_media(offer.direction.answer(), false);
                 let body = sdp::build_answer(&local, &offer);
-                if self.answer_incoming(now, leg, 183, body) {
+                if self.answer_incoming(now, leg, 183, body, delivery) {
                     let latch = self.legs.get(&leg).is_some_and(|l| l.latch);
                     if let Some(l) = self.legs.get_mut(&leg) {
                         l.early = true;
@@ -524,29 +692,63 @@ impl SipEndpoint {
                     self.start_media(leg, &offer, latch).await;
                 }
             }
-            _ if l.early => {} // a 180 after the 183 would stop the phone's early media
+            None if early_media && rel100 != Rel100::No => {
+                let local = l.local_media(Direction::SendRecv, false);
+                let body = sdp::build_offer(&local, law);
+                if self.answer_incoming(now, leg, 183, body, Delivery::ReliableOffer) {
+                    tracing::info!(%leg, "late offer: our offer in a reliable 183");
+                    if let Some(l) = self.legs.get_mut(&leg) {
+                        l.early = true;
+                    }
+                } else {
+                    self.answer_incoming(now, leg, 180, Vec::new(), Delivery::Plain);
+                }
+            }
             _ => {
-                self.answer_incoming(now, leg, 180, Vec::new());
+                self.answer_incoming(now, leg, 180, Vec::new(), delivery);
             }
         }
     }
 
+    /// Call control answers incoming leg `leg`: `200` with our answer to the caller's
+    /// offer; after a late offer with our offer (its answer comes in the ACK,
+    /// [`Self::on_ack`]), or, when our offer went in a reliable 183 and its PRACK
+    /// answered it, without SDP: the offer/answer exchange is complete (RFC 6337 3.1
+    /// allows only an identical copy; the box sends none, which no UAC can take for
+    /// a new offer). While a reliable 1xx with SDP awaits its PRACK the 200 waits for
+    /// it (RFC 3262 3); a reliable 1xx without SDP needs no PRACK before the 200.
     pub(super) async fn answer(&mut self, now: Instant, leg: LegId) {
         let law = self.settings.law;
         let Some(l) = self.legs.get_mut(&leg) else {
             return;
         };
-        let Some(offer) = l.incoming.as_ref().map(|i| i.offer) else {
+        if l.state != LegState::Offering {
+            return;
+        }
+        let Some(inc) = l.incoming.as_mut() else {
             return;
         };
-        if l.state != LegState::Offering {
+        if let Some(p) = inc.prack.as_mut().filter(|p| p.sdp) {
+            tracing::info!(%leg, "answer waits for the PRACK of our reliable 183");
+            p.answer = true;
+            return;
+        }
+        let (offer, answered_early) = (inc.offer, inc.offer_answered_early);
+        if answered_early {
+            if !self.answer_incoming(now, leg, 200, Vec::new(), Delivery::Plain) {
+                return;
+            }
+            if let Some(l) = self.legs.get_mut(&leg) {
+                l.state = LegState::Answered;
+                l.early = false;
+            }
             return;
         }
         let Some(offer) = offer else {
             // Late offer: our offer in the 200, the answer in the ACK ([`Self::on_ack`]).
             let local = l.local_media(Direction::SendRecv, false);
             let body = sdp::build_offer(&local, law);
-            if !self.answer_incoming(now, leg, 200, body) {
+            if !self.answer_incoming(now, leg, 200, body, Delivery::Plain) {
                 return;
             }
             if let Some(l) = self.legs.get_mut(&leg) {
@@ -558,7 +760,7 @@ impl SipEndpoint {
         // After early media the 200 repeats the 183's answer (same session version).
         let local = l.local_media(offer.direction.answer(), false);
         let body = sdp::build_answer(&local, &offer);
-        if !self.answer_incoming(now, leg, 200, body) {
+        if !self.answer_incoming(now, leg, 200, body, Delivery::Plain) {
             return;
         }
         let Some(l) = self.legs.get_mut(&leg) else {
@@ -642,7 +844,13 @@ impl SipEndpoint {
         };
         match (l.state, l.incoming.is_some()) {
             (LegState::Offering, true) => {
-                self.answer_incoming(now, leg, end_reason_status(reason), Vec::new());
+                self.answer_incoming(
+                    now,
+                    leg,
+                    end_reason_status(reason),
+                    Vec::new(),
+                    Delivery::Plain,
+                );
             }
             (LegState::Offering, false) => {
                 let keys: Vec<ClientKey> = l
@@ -740,7 +948,7 @@ impl SipEndpoint {
             .get(&leg)
             .is_some_and(|l| l.state == LegState::Offering)
         {
-            self.answer_incoming(now, leg, 487, Vec::new());
+            self.answer_incoming(now, leg, 487, Vec::new(), Delivery::Plain);
             tracing::info!(%leg, "caller cancelled");
             self.end_leg(leg, Some(EndReason::Normal)).await;
         }
@@ -754,16 +962,30 @@ impl SipEndpoint {
         source: Peer,
         id: DialogId,
     ) {
-        let leg = self.by_dialog.get(&id).copied();
+        let leg = self
+            .by_dialog
+            .get(&id)
+            .copied()
+            .or_else(|| self.leg_of_early_dialog(&id));
         let ok = transaction::response_for(&request, 200u16.into(), None);
         match request.method {
             Method::Bye => {
                 self.respond(now, &key, ok);
                 if let Some(leg) = leg {
                     tracing::info!(%leg, "far end hung up");
+                    if self
+                        .legs
+                        .get(&leg)
+                        .is_some_and(|l| l.state == LegState::Offering && l.incoming.is_some())
+                    {
+                        // A caller's BYE in the early dialog (RFC 3261 15.1.2): the
+                        // INVITE gets 487.
+                        self.answer_incoming(now, leg, 487, Vec::new(), Delivery::Plain);
+                    }
                     self.end_leg(leg, Some(EndReason::Normal)).await;
                 }
             }
+            Method::PRack => self.on_prack(now, key, request, leg).await,
             Method::Invite => self.on_reinvite(now, key, request, source, leg).await,
             Method::Info => {
                 self.respond(now, &key, ok);
@@ -851,7 +1073,79 @@ impl SipEndpoint {
         }
     }
 
-    pub(super) async fn on_dialog_event(&mut self, _now: Instant, ev: DialogEvent) {
+    /// A PRACK for our reliable 1xx on `leg` (the dialog layer matched its RAck and
+    /// stopped the retransmission). After our offer it must carry the answer: the
+    /// media starts from it, as after a caller's offer. Without an answer, or with one
+    /// the box cannot use (no PCMU/PCMA), the offer/answer exchange failed; an answer
+    /// cannot be refused (RFC 3264 5: the offerer may only start again or end the
+    /// session), so the PRACK gets its `200` and the INVITE `488` with a `Warning`
+    /// (RFC 3261 21.4.26), the leg ends and call control drops the far end. Then what
+    /// waited for the PRACK goes out: the answer, else a 183 with early media.
+    async fn on_prack(
+        &mut self,
+        now: Instant,
+        key: ServerKey,
+        request: rsip::Request,
+        leg: Option<LegId>,
+    ) {
+        let ok = transaction::response_for(&request, 200u16.into(), None);
+        self.respond(now, &key, ok);
+        let Some(leg) = leg else {
+            return;
+        };
+        let Some(l) = self.legs.get_mut(&leg) else {
+            return;
+        };
+        let Some(p) = l.incoming.as_mut().and_then(|i| i.prack.take()) else {
+            return;
+        };
+        if p.offer {
+            let answer = match sdp::negotiate(&request.body) {
+                Ok(a) => a,
+                Err(e) => {
+                    let missing = request.body.is_empty();
+                    tracing::warn!(%leg, error = %e, missing, "PRACK without a usable SDP answer to our offer: 488");
+                    let warning = if missing {
+                        "399 branchline \"No SDP answer in the PRACK\""
+                    } else {
+                        "305 branchline \"Incompatible media format\""
+                    };
+                    self.answer_incoming(now, leg, 488, Vec::new(), Delivery::Warning(warning));
+                    self.end_leg(leg, Some(EndReason::Normal)).await;
+                    return;
+                }
+            };
+            l.remote = Some(answer);
+            l.held = answer.direction.is_hold();
+            let latch = l.latch;
+            if let Some(inc) = l.incoming.as_mut() {
+                inc.offer_answered_early = true;
+            }
+            tracing::info!(%leg, remote = %answer.rtp, "SDP answer in the PRACK");
+            if !answer.rtp.ip().is_unspecified() {
+                self.start_media(leg, &answer, latch).await;
+            }
+        } else if !request.body.is_empty() {
+            tracing::info!(%leg, "SDP in a PRACK not taken (an offer there is not supported)");
+        }
+        if p.answer {
+            self.answer(now, leg).await;
+        } else if p.early_media {
+            self.ringing(now, leg, true).await;
+        }
+    }
+
+    pub(super) async fn on_dialog_event(&mut self, now: Instant, ev: DialogEvent) {
+        if let DialogEvent::PrackTimeout { id, server } = &ev {
+            // RFC 3262 3: a reliable 1xx never PRACKed ends the INVITE with a 5xx.
+            let Some(&leg) = self.by_server.get(server) else {
+                return;
+            };
+            tracing::warn!(%leg, dialog = %id, "no PRACK for our reliable 1xx: 500");
+            self.answer_incoming(now, leg, 500, Vec::new(), Delivery::Plain);
+            self.end_leg(leg, Some(EndReason::Normal)).await;
+            return;
+        }
         if let DialogEvent::Terminated { id, reason } = ev {
             tracing::debug!(dialog = %id, ?reason, "sip dialog ended");
             let Some(&leg) = self.by_dialog.get(&id) else {

@@ -1,0 +1,302 @@
+//! Early media for a late-offer SIP caller (RFC 3262 100rel/PRACK): the carrier (SIPp
+//! from 127.0.0.1, the trunk's address) calls SIP phone 201 (a SIPp UAS registered
+//! from 127.0.0.1 too) with an INVITE without SDP and `Supported: 100rel`; the phone
+//! answers 183 with SDP and plays RTP. The box must send a reliable 183 with its
+//! offer, take the answer from the PRACK and bridge the phone's early media to the
+//! port that answer names (a UDP socket of the test) before the 200, and end the
+//! call cleanly when the PRACK brings no usable answer or the caller cancels.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use line_proto::g711::Law;
+
+use crate::harness::{Gateway, DIAL_PLAN, SOON};
+use crate::sip_calls::{free_port, register, sip_addr, sipp, wait_sipp, SIP_PLAN};
+
+/// The SIP accounts of [`SIP_PLAN`] plus a trunk at 127.0.0.1 (not registered: the
+/// carrier is known by its address).
+fn gateway() -> Gateway {
+    let trunk_port = free_port();
+    let gw = Gateway::start_with(&format!(
+        r#"{DIAL_PLAN}
+{SIP_PLAN}
+[sip.trunk]
+servers = ["127.0.0.1:{trunk_port}"]
+domain = "carrier.test"
+username = "branch17"
+password = "trunk-secret"
+register = false
+keepalive_s = 0
+"#
+    ));
+    assert!(
+        gw.wait_log("sip endpoint listening", SOON),
+        "no SIP listener:\n{}",
+        gw.log_text()
+    );
+    gw
+}
+
+/// A copy of scenario `name` (in `data/sip`) with its placeholders replaced.
+fn scenario(gw: &Gateway, name: &str, values: &[(&str, &str)]) -> String {
+    let source = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("data/sip")
+        .join(name);
+    let mut text = std::fs::read_to_string(source).expect("scenario");
+    for (placeholder, value) in values {
+        assert!(text.contains(placeholder), "{name} has no {placeholder}");
+        text = text.replace(placeholder, value);
+    }
+    let path = gw.dir.path().join(name);
+    std::fs::write(&path, text).expect("write scenario");
+    path.to_str().expect("utf-8 path").to_owned()
+}
+
+/// Phone 201 registered from a free port; returns the port.
+fn phone_201(gw: &Gateway) -> u16 {
+    let port = free_port();
+    register(gw, "201", "desk-phone-pass-one", port);
+    port
+}
+
+/// The carrier's late-offer call to 201 running `scenario`, with its answer's media
+/// on `rtp` (0: the scenario sends none).
+fn carrier_call(gw: &Gateway, scenario: &str, rtp: u16) -> std::process::Child {
+    let rtp = rtp.to_string();
+    let mut args = vec!["-s", "201", "-set", "caller", "+4930777", "-m", "1"];
+    if rtp != "0" {
+        args.extend(["-set", "rtp", &rtp]);
+    }
+    sipp(scenario, sip_addr(gw), free_port(), &args)
+        .spawn()
+        .expect("sipp carrier starts")
+}
+
+/// A-law RTP (payload type 8) read from `socket` until `samples` samples came or
+/// `within` passed: the samples and the address they came from.
+fn read_alaw(
+    socket: &UdpSocket,
+    samples: usize,
+    within: Duration,
+) -> (Vec<i16>, Option<SocketAddr>) {
+    let mut pcm = Vec::new();
+    let mut from = None;
+    let deadline = Instant::now() + within;
+    let mut buf = [0u8; 1500];
+    while pcm.len() < samples && Instant::now() < deadline {
+        let Ok((n, source)) = socket.recv_from(&mut buf) else {
+            continue;
+        };
+        // RTP: 12-byte header (no CSRCs, no extension from the box).
+        if n > 12 && buf[0] >> 6 == 2 && buf[1] & 0x7f == 8 {
+            pcm.extend(buf[12..n].iter().map(|&b| Law::Alaw.decode(b)));
+            from = Some(source);
+        }
+    }
+    (pcm, from)
+}
+
+fn rms(pcm: &[i16]) -> f64 {
+    (pcm.iter().map(|&s| f64::from(s).powi(2)).sum::<f64>() / pcm.len().max(1) as f64).sqrt()
+}
+
+/// Sends `packets` 20 ms A-law packets of a 1 kHz tone from `socket` to `to`.
+fn send_alaw(socket: &UdpSocket, to: SocketAddr, packets: u16) {
+    for seq in 0..packets {
+        let mut packet = vec![0x80, 8];
+        packet.extend(seq.to_be_bytes());
+        packet.extend((u32::from(seq) * 160).to_be_bytes());
+        packet.extend(0x4242_4242u32.to_be_bytes());
+        packet.extend((0..160).map(|i| {
+            let phase = f64::from(u32::from(seq) * 160 + i) * 2.0 * std::f64::consts::PI / 8.0;
+            Law::Alaw.encode((phase.sin() * 8000.0) as i16)
+        }));
+        socket.send_to(&packet, to).expect("send rtp");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The test's media socket: a free port, reads time out quickly.
+fn media_socket() -> (UdpSocket, u16) {
+    let port = free_port();
+    let socket = UdpSocket::bind(("127.0.0.1", port)).expect("rtp socket");
+    socket
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
+    (socket, port)
+}
+
+#[test]
+fn late_offer_caller_with_100rel_gets_our_offer_in_a_reliable_183_and_hears_early_media_before_the_200(
+) {
+    let gw = gateway();
+    let phone_port = phone_201(&gw);
+    let phone = sipp(
+        &scenario(&gw, "uas_phone_early_media.xml", &[("ANSWER_MS", "2500")]),
+        sip_addr(&gw),
+        phone_port,
+        &["-m", "1"],
+    )
+    .spawn()
+    .expect("sipp phone starts");
+    std::thread::sleep(Duration::from_millis(300));
+    let (rtp, rtp_port) = media_socket();
+    // The scenario checks the reliable 183 (Require: 100rel, RSeq, our offer), PRACKs
+    // with its answer on `rtp_port`, and fails on SDP in the 200.
+    let carrier = carrier_call(
+        &gw,
+        &scenario(
+            &gw,
+            "uac_trunk_late_offer_100rel.xml",
+            &[("PRACK_DELAY_MS", "1")],
+        ),
+        rtp_port,
+    );
+    // The phone's early media arrives on the port the PRACK's answer named, before
+    // the phone's 200 (2.5 s after its 183) reached the box.
+    let (mut early, box_rtp) = read_alaw(&rtp, 1600, SOON);
+    let answered_yet = gw.log_text().contains("outgoing sip call answered");
+    assert!(
+        early.len() >= 1600,
+        "only {} samples of early media:\n{}",
+        early.len(),
+        gw.log_text()
+    );
+    assert!(
+        !answered_yet,
+        "the early media must flow before the 200 (it came after it)"
+    );
+    early.extend(read_alaw(&rtp, 8000, SOON).0);
+    assert!(
+        rms(&early) > 100.0,
+        "early media is the phone's speech (rms {:.0})",
+        rms(&early)
+    );
+    assert!(gw.log_text().contains("SDP answer in the PRACK"));
+    // And the other way: the caller's RTP to the port the box sends from.
+    let box_rtp = box_rtp.expect("the box's RTP address");
+    send_alaw(&rtp, box_rtp, 25);
+    assert!(
+        gw.wait_log("outgoing sip call answered", SOON),
+        "the phone's 200 not taken:\n{}",
+        gw.log_text()
+    );
+    // The media goes on after the answer, with no new offer/answer.
+    let (after, _) = read_alaw(&rtp, 2400, SOON);
+    assert!(
+        after.len() >= 2400 && rms(&after) > 100.0,
+        "the media goes on after the 200 ({} samples, rms {:.0})",
+        after.len(),
+        rms(&after)
+    );
+    wait_sipp(carrier, "late-offer carrier with 100rel", &gw);
+    wait_sipp(phone, "phone with early media", &gw);
+    let cdrs = gw.wait_cdrs(1);
+    assert_eq!(cdrs[0].disposition, "answered");
+    assert_eq!(cdrs[0].callee, "201");
+    // Both legs had their media: the caller's RTP reached the box on its leg.
+    let caller_mos: Option<f64> = gw
+        .db()
+        .query_row(
+            "SELECT caller_mos FROM cdrs WHERE call_id = ?1",
+            [&cdrs[0].call_id],
+            |r| r.get(0),
+        )
+        .expect("cdr row");
+    assert!(caller_mos.is_some(), "no caller leg quality on the CDR");
+}
+
+#[test]
+fn late_offer_caller_whose_far_end_answers_before_the_prack_gets_the_200_after_it() {
+    let gw = gateway();
+    let phone_port = phone_201(&gw);
+    // The phone answers 200 ms after its 183; the carrier PRACKs 1.2 s after the
+    // 183 (or its last retransmission), and its
+    // scenario fails on a 200 to the INVITE before the PRACK's own 200.
+    let phone = sipp(
+        &scenario(&gw, "uas_phone_early_media.xml", &[("ANSWER_MS", "200")]),
+        sip_addr(&gw),
+        phone_port,
+        &["-m", "1"],
+    )
+    .spawn()
+    .expect("sipp phone starts");
+    std::thread::sleep(Duration::from_millis(300));
+    let (rtp, rtp_port) = media_socket();
+    let carrier = carrier_call(
+        &gw,
+        &scenario(
+            &gw,
+            "uac_trunk_late_offer_100rel.xml",
+            &[("PRACK_DELAY_MS", "1200")],
+        ),
+        rtp_port,
+    );
+    assert!(
+        gw.wait_log("answer waits for the PRACK", SOON),
+        "the answer did not wait for the PRACK:\n{}",
+        gw.log_text()
+    );
+    let (media, _) = read_alaw(&rtp, 12_000, SOON);
+    assert!(
+        media.len() >= 12_000 && rms(&media) > 100.0,
+        "the phone is heard once the PRACK came ({} samples, rms {:.0}):\n{}",
+        media.len(),
+        rms(&media),
+        gw.log_text()
+    );
+    wait_sipp(carrier, "late-offer carrier PRACKing late", &gw);
+    wait_sipp(phone, "phone answering at once", &gw);
+    assert_eq!(gw.wait_cdrs(1)[0].disposition, "answered");
+}
+
+/// The carrier's scenario `name` ends the call before any answer (a PRACK without a
+/// usable answer, or a CANCEL); the phone must see the box's CANCEL and the CDR is
+/// not answered.
+fn refused_late_offer(name: &str, log: &str) {
+    let gw = gateway();
+    let phone_port = phone_201(&gw);
+    let phone = sipp(
+        "uas_phone_early_media_cancelled.xml",
+        sip_addr(&gw),
+        phone_port,
+        &["-m", "1"],
+    )
+    .spawn()
+    .expect("sipp phone starts");
+    std::thread::sleep(Duration::from_millis(300));
+    let carrier = carrier_call(&gw, name, 0);
+    wait_sipp(carrier, name, &gw);
+    wait_sipp(phone, "phone cancelled by the box", &gw);
+    assert!(
+        gw.log_text().contains(log),
+        "no {log:?} in:\n{}",
+        gw.log_text()
+    );
+    let cdrs = gw.wait_cdrs(1);
+    assert_ne!(cdrs[0].disposition, "answered");
+    assert!(!cdrs[0].answered);
+}
+
+#[test]
+fn prack_without_an_answer_to_our_offer_gets_488_and_the_far_end_is_cancelled() {
+    refused_late_offer(
+        "uac_trunk_late_offer_prack_no_answer.xml",
+        "PRACK without a usable SDP answer",
+    );
+}
+
+#[test]
+fn prack_with_an_unusable_answer_gets_488_and_the_far_end_is_cancelled() {
+    refused_late_offer(
+        "uac_trunk_late_offer_prack_g729.xml",
+        "PRACK without a usable SDP answer",
+    );
+}
+
+#[test]
+fn late_offer_caller_cancelling_before_its_prack_gets_487_and_the_far_end_is_cancelled() {
+    refused_late_offer("uac_trunk_late_offer_cancel.xml", "caller cancelled");
+}
