@@ -259,7 +259,7 @@ fn agents_log_in_by_feature_code_and_take_queued_callers_in_turn() {
 }
 
 /// A prompt file: `ms` of a `freq` Hz sine, PCM mono 8 kHz 16-bit.
-fn write_prompt(dir: &std::path::Path, name: &str, freq: f64, ms: u32) {
+pub(crate) fn write_prompt(dir: &std::path::Path, name: &str, freq: f64, ms: u32) {
     let spec = hound::WavSpec {
         channels: 1,
         sample_rate: 8000,

@@ -145,7 +145,7 @@ fn late_offer_caller_with_100rel_gets_our_offer_in_a_reliable_183_and_hears_earl
     let (rtp, rtp_port) = media_socket();
     // The scenario checks the reliable 183 (Require: 100rel, RSeq, our offer), PRACKs
     // with its answer on `rtp_port`, and fails on SDP in the 200.
-    let carrier = carrier_call(
+    let mut carrier = carrier_call(
         &gw,
         &scenario(
             &gw,
@@ -160,8 +160,9 @@ fn late_offer_caller_with_100rel_gets_our_offer_in_a_reliable_183_and_hears_earl
     let answered_yet = gw.log_text().contains("outgoing sip call answered");
     assert!(
         early.len() >= 1600,
-        "only {} samples of early media:\n{}",
+        "only {} samples of early media (carrier: {}):\n{}",
         early.len(),
+        crate::sip_calls::sipp_state(&mut carrier),
         gw.log_text()
     );
     assert!(
@@ -299,4 +300,216 @@ fn prack_with_an_unusable_answer_gets_488_and_the_far_end_is_cancelled() {
 #[test]
 fn late_offer_caller_cancelling_before_its_prack_gets_487_and_the_far_end_is_cancelled() {
     refused_late_offer("uac_trunk_late_offer_cancel.xml", "caller cancelled");
+}
+
+#[test]
+fn late_offer_caller_that_never_pracks_gets_500_after_64_t1_and_the_far_end_is_cancelled() {
+    // 64*T1 is 32 s: longer than the dial plan's ring timeout and SIPp's default.
+    let trunk_port = free_port();
+    let gw = Gateway::start_with(&format!(
+        r#"{}
+{SIP_PLAN}
+[sip.trunk]
+servers = ["127.0.0.1:{trunk_port}"]
+domain = "carrier.test"
+username = "branch17"
+password = "trunk-secret"
+register = false
+keepalive_s = 0
+"#,
+        DIAL_PLAN.replace("ring_timeout_ms = 20000", "ring_timeout_ms = 60000")
+    ));
+    assert!(gw.wait_log("sip endpoint listening", SOON));
+    let phone_port = phone_201(&gw);
+    let phone = sipp(
+        "uas_phone_early_media_cancelled.xml",
+        sip_addr(&gw),
+        phone_port,
+        &["-m", "1", "-timeout", "60s"],
+    )
+    .spawn()
+    .expect("sipp phone starts");
+    std::thread::sleep(Duration::from_millis(300));
+    let carrier = sipp(
+        "uac_trunk_late_offer_no_prack.xml",
+        sip_addr(&gw),
+        free_port(),
+        &[
+            "-s", "201", "-set", "caller", "+4930777", "-m", "1", "-timeout", "60s",
+        ],
+    )
+    .spawn()
+    .expect("sipp carrier starts");
+    assert!(
+        gw.wait_log("no PRACK for our reliable 1xx", Duration::from_secs(45)),
+        "no PRACK timeout:\n{}",
+        gw.log_text()
+    );
+    wait_sipp(carrier, "carrier that never PRACKs", &gw);
+    wait_sipp(phone, "phone cancelled by the box", &gw);
+    let cdrs = gw.wait_cdrs(1);
+    assert!(!cdrs[0].answered);
+}
+
+#[test]
+fn require_100rel_makes_the_180_reliable_and_the_late_offer_goes_in_the_200() {
+    let gw = gateway();
+    let (rtp, rtp_port) = media_socket();
+    // To analog phone 101 (no early media): the scenario checks the reliable 180,
+    // PRACKs it, takes our offer from the 200 and answers in the ACK.
+    let carrier = sipp(
+        "uac_trunk_require_100rel.xml",
+        sip_addr(&gw),
+        free_port(),
+        &[
+            "-s",
+            "101",
+            "-set",
+            "caller",
+            "+4930777",
+            "-set",
+            "rtp",
+            &rtp_port.to_string(),
+            "-m",
+            "1",
+        ],
+    )
+    .spawn()
+    .expect("sipp carrier starts");
+    let phone = gw.sim.phone(1);
+    assert!(
+        crate::harness::wait(SOON, || phone.is_ringing()),
+        "FXS 1 does not ring:\n{}",
+        gw.log_text()
+    );
+    assert!(
+        gw.wait_log("PRACK for our reliable 1xx", SOON),
+        "the reliable 180 was not PRACKed:\n{}",
+        gw.log_text()
+    );
+    phone.off_hook();
+    assert!(
+        gw.wait_log("SDP answer in the ACK", SOON),
+        "no answer taken from the ACK:\n{}",
+        gw.log_text()
+    );
+    // The media runs from the ACK's answer: the phone's side reaches our socket.
+    let (pcm, _) = read_alaw(&rtp, 1600, SOON);
+    assert!(pcm.len() >= 1600, "no RTP after the answer in the ACK");
+    phone.on_hook();
+    wait_sipp(carrier, "carrier requiring 100rel", &gw);
+    assert_eq!(gw.wait_cdrs(1)[0].disposition, "answered");
+}
+
+#[test]
+fn invite_requiring_an_unsupported_extension_gets_420_naming_it() {
+    let gw = gateway();
+    // From 127.0.0.1: a trunk call, taken without a challenge.
+    let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    socket
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .expect("timeout");
+    let local = socket.local_addr().expect("addr");
+    let invite = format!(
+        "INVITE sip:101@branch.test SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bKreq420;rport\r\n\
+         From: <sip:+4930777@carrier.test>;tag=r420\r\nTo: <sip:101@branch.test>\r\n\
+         Call-ID: req420@carrier\r\nCSeq: 1 INVITE\r\nContact: <sip:+4930777@{local}>\r\n\
+         Require: timer, 100rel\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    );
+    socket
+        .send_to(invite.as_bytes(), sip_addr(&gw))
+        .expect("send");
+    let deadline = Instant::now() + SOON;
+    let mut buf = [0u8; 4096];
+    let mut final_response = None;
+    while final_response.is_none() && Instant::now() < deadline {
+        let Ok(n) = socket.recv(&mut buf) else {
+            continue;
+        };
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if !text.starts_with("SIP/2.0 1") {
+            final_response = Some(text);
+        }
+    }
+    let response = final_response.expect("a final response");
+    assert!(response.starts_with("SIP/2.0 420"), "{response}");
+    let unsupported = response
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("unsupported:"))
+        .unwrap_or_default();
+    assert!(
+        unsupported.contains("timer") && !unsupported.contains("100rel"),
+        "{response}"
+    );
+    // Nothing rang: the call never reached call control.
+    assert!(!gw.sim.phone(1).is_ringing());
+    assert!(!gw.log_text().contains("incoming sip call"));
+}
+
+#[test]
+fn late_offer_caller_with_100rel_hears_the_queue_music_as_early_media_after_its_prack() {
+    let mut gw = crate::sip_calls::trunk_gateway();
+    gw.stop_with(nix::sys::signal::Signal::SIGTERM);
+    {
+        let db = rusqlite::Connection::open(gw.db_path()).expect("open the store");
+        db.execute_batch(
+            "INSERT INTO queues (name, number, strategy, ring_timeout_ms, wrap_up_ms,
+                                 music_on_hold, moh_prompt)
+                 VALUES ('support', '7002', 'ring_all', 8000, 1000, 'prompt', 'holdmusic');",
+        )
+        .expect("queue row");
+    }
+    let dir = gw.data_dir().join("prompts");
+    std::fs::create_dir_all(&dir).expect("prompts dir");
+    crate::call_center::write_prompt(&dir, "holdmusic", 700.0, 1000);
+    gw.restart();
+    assert!(gw.wait_log_count("sip endpoint listening", 2, SOON));
+    let (rtp, rtp_port) = media_socket();
+    // The scenario checks the reliable 183 with our offer, PRACKs it with its answer
+    // on `rtp_port`, fails on a 200 to the INVITE and cancels after 3 s.
+    let mut carrier = sipp(
+        "uac_trunk_late_offer_queue.xml",
+        sip_addr(&gw),
+        free_port(),
+        &[
+            "-s",
+            "7002",
+            "-set",
+            "caller",
+            "+4930777",
+            "-set",
+            "rtp",
+            &rtp_port.to_string(),
+            "-m",
+            "1",
+        ],
+    )
+    .spawn()
+    .expect("sipp carrier starts");
+    let (pcm, _) = read_alaw(&rtp, 8000, SOON);
+    assert!(
+        pcm.len() >= 8000,
+        "only {} samples of queue music (carrier: {}):\n{}",
+        pcm.len(),
+        crate::sip_calls::sipp_state(&mut carrier),
+        gw.log_text()
+    );
+    assert!(
+        crate::harness::hears(&pcm, 700.0),
+        "the RTP carries the music prompt"
+    );
+    assert!(gw.log_text().contains("SDP answer in the PRACK"));
+    wait_sipp(carrier, "late-offer queue caller", &gw);
+    assert!(
+        crate::harness::wait(SOON, || gw
+            .db()
+            .query_row(
+                "SELECT answered_at_ms IS NULL FROM cdrs WHERE caller = '+4930777'",
+                [],
+                |r| r.get::<_, bool>(0)
+            )
+            .unwrap_or(false)),
+        "no unanswered CDR:\n{}",
+        gw.log_text()
+    );
 }

@@ -897,7 +897,8 @@ impl CallControl {
     /// Plays `playback` to queue call `key`'s caller through the media engine: an
     /// analog caller's port (its tone stopped), or a SIP caller's leg, which gets 183
     /// with SDP first (early media: the call is not answered, so not charged; a caller
-    /// that sent no SDP offer still only gets 180 and hears its own ringback).
+    /// that sent no SDP offer gets the box's offer in a reliable 183 when it takes
+    /// 100rel, and otherwise only 180, hearing its own ringback).
     fn queue_play(&mut self, key: CallKey, playback: Playback) {
         let Some(call) = self.calls.get_mut(&key) else {
             return;

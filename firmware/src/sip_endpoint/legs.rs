@@ -8,25 +8,49 @@
 //!    (`401`, failures reported to the guard).
 //! 2. Per-source dialog limit (guard): `503`. Toll restriction for phones: a number
 //!    after the outside-line prefix whose class the account may not dial: `403`.
-//! 3. SDP offer ([`super::sdp::negotiate`]): unreadable, or no PCMU/PCMA: `488`. No
-//!    body at all is a late offer (RFC 3261 13.2.1): the box puts its own offer in the
-//!    `200` and starts the media from the answer in the ACK (an ACK without a usable
-//!    answer: BYE). A re-INVITE without SDP is answered the same way.
+//! 3. `Require` with an option other than `100rel`: `420` naming it in `Unsupported`
+//!    (RFC 3261 8.2.2.3). SDP offer ([`super::sdp::negotiate`]): unreadable, or no
+//!    PCMU/PCMA: `488`. No body at all is a late offer (RFC 3261 13.2.1): the box
+//!    puts its own offer in the `200` and starts the media from the answer in the ACK
+//!    (an ACK without a usable answer: BYE), or, with early media for a caller that
+//!    takes 100rel, in a reliable 183 (step 5). A re-INVITE without SDP is answered
+//!    like the INVITE's `200`.
 //! 4. RTP ports ([`MediaEngine::open_leg`]), `100 Trying`, [`SipInput::Incoming`].
 //! 5. Call control answers: `SipRinging` -> `180`, or with early media (the far leg
-//!    sent a 183 with SDP) `183` with the SDP answer and the media started; a 180 is
-//!    not sent after that 183; `SipAnswer` -> `200` with the SDP answer (the same as
-//!    the 183's; the dialog layer retransmits it until the ACK), media started unless
-//!    early media runs already;
+//!    sent a 183 with SDP, or a queue plays music) a `183` with SDP: for a caller with
+//!    an offer the SDP answer, the media started; for a late-offer caller that sent
+//!    `Supported: 100rel` or `Require: 100rel` (RFC 3262) our offer, reliably (RSeq,
+//!    resent until the PRACK), and the media starts from the answer the PRACK must
+//!    carry (then it flows both ways as for an offering caller); a late-offer caller
+//!    without 100rel gets a plain `180` (an offer in an unreliable 1xx could not be
+//!    answered). A 180 is not sent after a 183 with SDP. With `Require: 100rel` every
+//!    1xx is reliable, one at a time: a 183 wanted while a 180 awaits its PRACK goes
+//!    out when the PRACK comes.
+//!    `SipAnswer` -> `200` with the SDP answer (the same as the 183's; the dialog
+//!    layer retransmits it until the ACK), media started unless early media runs
+//!    already; after a late offer our offer (answer in the ACK), or, when the PRACK
+//!    answered our offer, no SDP at all (the exchange is complete; RFC 6337 3.1 allows
+//!    only an identical copy, which adds nothing) and the ACK needs none. While a
+//!    reliable 1xx with SDP awaits its PRACK the `200` waits for it (RFC 3262 3: the
+//!    far end may well answer first);
 //!    `SipHangup` -> `486` (busy), `480` (no answer), `404` (unallocated), `503`
 //!    (congestion), `403` (forbidden), `487` (normal: the call went elsewhere), or a
 //!    BYE once answered.
-//! 6. CANCEL from the caller: `487` and [`SipInput::Ended`]; BYE: `200` and `Ended`;
+//! 6. PRACK errors, each ending the leg with [`SipInput::Ended`] (call control then
+//!    cancels or hangs up the far leg, and the CDR is not answered): a PRACK without
+//!    an answer to our offer, or with one the box cannot use (no PCMU/PCMA), gets its
+//!    `200` (it did acknowledge the 183) and the INVITE `488` with a `Warning` (`399`
+//!    no answer, `305` incompatible media): RFC 3264 lets an offerer only start again
+//!    or end the session, never refuse an answer. No PRACK within 64*T1 (the dialog
+//!    layer's [`DialogEvent::PrackTimeout`]): `500` (RFC 3262 3). A CANCEL while the
+//!    183 is unacknowledged: `487` as always; a BYE in the early dialog: `200`, and
+//!    `487` to the INVITE (RFC 3261 15.1.2).
+//! 7. CANCEL from the caller: `487` and [`SipInput::Ended`]; BYE: `200` and `Ended`;
 //!    re-INVITE: answered from the new offer (sendonly/inactive is answered
 //!    recvonly/inactive and reported as [`SipInput::Hold`]); INFO with
 //!    `application/dtmf-relay` becomes [`SipInput::Digit`]; REFER goes to `refer`
 //!    ([`SipInput::Transfer`]).
-//! 7. An INVITE with `Replaces` naming a dialog of the box (from a phone; the trunk
+//! 8. An INVITE with `Replaces` naming a dialog of the box (from a phone; the trunk
 //!    gets `403`, an unknown dialog `481`) is reported with that leg in
 //!    [`SipInput::Incoming`]'s `replaces`.
 //!
@@ -104,8 +128,7 @@ pub(super) struct Incoming {
     counted: Option<IpAddr>,
     /// What the caller said about reliable provisional responses (RFC 3262).
     rel100: Rel100,
-    /// The early dialog of our first reliable 1xx: a PRACK (or a BYE) in it finds the
-    /// leg. Kept apart from `by_dialog`, which holds confirmed dialogs only (an early
+    /// The early dialog of our first 1xx: a PRACK (or a BYE) in it finds the leg. Kept apart from `by_dialog`, which holds confirmed dialogs only (an early
     /// dialog of ours as UAS must not be `Replaces`-able, RFC 3891 3).
     early_dialog: Option<DialogId>,
     /// A reliable 1xx of ours that waits for its PRACK, and what waits on it.
@@ -615,14 +638,16 @@ impl SipEndpoint {
                 if let Some(inc) = self.legs.get_mut(&leg).and_then(|l| l.incoming.as_mut()) {
                     if status >= 200 {
                         inc.prack = None;
-                    } else if reliable {
-                        inc.prack = Some(AwaitingPrack {
-                            offer,
-                            sdp,
-                            ..AwaitingPrack::default()
-                        });
+                    } else {
                         if inc.early_dialog.is_none() {
                             inc.early_dialog = id;
+                        }
+                        if reliable {
+                            inc.prack = Some(AwaitingPrack {
+                                offer,
+                                sdp,
+                                ..AwaitingPrack::default()
+                            });
                         }
                     }
                 }
@@ -1099,6 +1124,7 @@ impl SipEndpoint {
         let Some(p) = l.incoming.as_mut().and_then(|i| i.prack.take()) else {
             return;
         };
+        tracing::debug!(%leg, offer = p.offer, "PRACK for our reliable 1xx");
         if p.offer {
             let answer = match sdp::negotiate(&request.body) {
                 Ok(a) => a,

@@ -19,8 +19,9 @@
 //!   public types ([`SipCommand`], [`SipAccount`], [`EndpointSettings`]).
 //! - `legs`: the B2BUA legs: incoming INVITEs (digest for phones, trunk by source
 //!   address, SDP offer, toll check), outgoing INVITEs (forking to every binding of an
-//!   extension, the trunk with caller ID, P-Asserted-Identity and digest), CANCEL,
-//!   BYE, re-INVITE hold.
+//!   extension, the trunk with caller ID, P-Asserted-Identity and digest), early
+//!   media (with a reliable 183 and PRACK for late-offer callers), CANCEL, BYE,
+//!   re-INVITE hold.
 //! - `mwi`: `message-summary` subscriptions and their NOTIFYs.
 //! - [`probe`]: one-off OPTIONS probes for the tools page ([`crate::tools`]), sent
 //!   through the endpoint's transaction layer (on the receiver given to
@@ -73,9 +74,13 @@
 //! # Limits
 //!
 //! - Late offer (INVITE or re-INVITE without SDP) is taken: our offer goes in the
-//!   200 and the answer is read from the ACK; a late-offer caller gets a plain `180`
-//!   even when the far end has early media (an offer in an unreliable 183 could not be
-//!   answered without PRACK). No 100rel towards phones, no session timers.
+//!   200 and the answer is read from the ACK; with early media, a caller that offered
+//!   100rel gets our offer in a reliable 183 and answers it in the PRACK (RFC 3262),
+//!   while one without 100rel still gets a plain `180` (an offer in an unreliable 183
+//!   could not be answered). `Require: 100rel` makes every 1xx reliable. The box's own
+//!   INVITEs do not offer 100rel (a far end that sends a reliable 1xx anyway is
+//!   PRACKed by the dialog layer); an offer in a PRACK is not taken, UPDATE (RFC
+//!   3311) does not change early media, and there are no session timers.
 //! - REFER is taken from local phones only, inside an answered dialog; the REFER
 //!   itself is not digest-challenged (the dialog's tags stand for the phone's login
 //!   at call set-up). The transferee hears silence, not ringback, while a SIP target
