@@ -513,3 +513,41 @@ fn late_offer_caller_with_100rel_hears_the_queue_music_as_early_media_after_its_
         gw.log_text()
     );
 }
+
+#[test]
+fn late_offer_caller_hanging_up_in_the_early_dialog_gets_487_and_the_far_end_is_cancelled() {
+    refused_late_offer("uac_trunk_late_offer_bye_early.xml", "far end hung up");
+}
+
+#[test]
+fn require_100rel_with_an_offer_makes_the_183_with_our_answer_reliable() {
+    let gw = gateway();
+    let phone_port = phone_201(&gw);
+    let phone = sipp(
+        &scenario(&gw, "uas_phone_early_media.xml", &[("ANSWER_MS", "2500")]),
+        sip_addr(&gw),
+        phone_port,
+        &["-m", "1"],
+    )
+    .spawn()
+    .expect("sipp phone starts");
+    std::thread::sleep(Duration::from_millis(300));
+    let (rtp, rtp_port) = media_socket();
+    // The scenario checks the 183 with our answer is reliable, PRACKs it, and takes
+    // the same answer in the 200.
+    let mut carrier = carrier_call(&gw, "uac_trunk_require_100rel_offer.xml", rtp_port);
+    let (early, _) = read_alaw(&rtp, 1600, SOON);
+    let answered_yet = gw.log_text().contains("outgoing sip call answered");
+    assert!(
+        early.len() >= 1600,
+        "only {} samples of early media (carrier: {}):\n{}",
+        early.len(),
+        crate::sip_calls::sipp_state(&mut carrier),
+        gw.log_text()
+    );
+    assert!(!answered_yet, "the early media must flow before the 200");
+    assert!(gw.log_text().contains("PRACK for our reliable 1xx"));
+    wait_sipp(carrier, "carrier with an offer requiring 100rel", &gw);
+    wait_sipp(phone, "phone with early media", &gw);
+    assert_eq!(gw.wait_cdrs(1)[0].disposition, "answered");
+}

@@ -1828,3 +1828,44 @@ fn dtmf_relay_digit(request: &rsip::Request) -> Option<char> {
         matches!(c, '0'..='9' | '*' | '#' | 'A'..='D').then_some(c)
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn invite(headers: &str) -> rsip::Request {
+        let text = format!(
+            "INVITE sip:101@branch.test SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1;branch=z9hG4bK1\r\n\
+             From: <sip:a@b>;tag=1\r\nTo: <sip:101@branch.test>\r\nCall-ID: c1\r\n\
+             CSeq: 1 INVITE\r\n{headers}Content-Length: 0\r\n\r\n"
+        );
+        rsip::Request::try_from(text.as_bytes()).expect("INVITE parses")
+    }
+
+    #[test]
+    fn rel100_is_read_from_supported_and_require() {
+        assert_eq!(Rel100::of(&invite("")), Rel100::No);
+        assert_eq!(
+            Rel100::of(&invite("Supported: replaces, 100rel\r\n")),
+            Rel100::Supported
+        );
+        assert_eq!(
+            Rel100::of(&invite("Supported: timer\r\nRequire: 100REL\r\n")),
+            Rel100::Required
+        );
+        // An option tag is a whole token: `100relx` is not 100rel.
+        assert_eq!(Rel100::of(&invite("Supported: 100relx\r\n")), Rel100::No);
+    }
+
+    #[test]
+    fn only_100rel_may_be_required() {
+        assert!(unsupported_requirements(&invite("Require: 100rel\r\n")).is_empty());
+        assert!(unsupported_requirements(&invite("Supported: timer\r\n")).is_empty());
+        assert_eq!(
+            unsupported_requirements(&invite(
+                "Require: timer, 100rel\r\nRequire: precondition\r\n"
+            )),
+            vec!["timer".to_owned(), "precondition".to_owned()]
+        );
+    }
+}

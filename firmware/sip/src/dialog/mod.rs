@@ -42,7 +42,8 @@
 //!   [`DialogEvent::PrackTimeout`] (the TU answers the INVITE 5xx, RFC 3262 3). The UAC
 //!   PRACKs each reliable 1xx in RSeq order with `RAck`, and drops duplicates and
 //!   out-of-order ones (RFC 3262 4).
-//! - BYE: sending one ends the dialog at once; a BYE received ends it too. When both
+//! - BYE: sending one ends the dialog at once; a BYE received ends it too (in an early
+//!   dialog the INVITE may still be answered with a final non-2xx, RFC 3261 15.1.2). When both
 //!   sides send BYE (RFC 5407 crossed BYEs) each answers the other's BYE with 200 and the
 //!   dialog ends once, whatever comes back for our own BYE. A 481 or 408 to an in-dialog
 //!   request ends the dialog (12.2.1.2).
@@ -715,6 +716,17 @@ impl DialogLayer {
         };
         if let Some(entry) = self.entries.get(&num) {
             if entry.ended {
+                if !reinvite
+                    && kind != StatusCodeKind::Provisional
+                    && kind != StatusCodeKind::Successful
+                {
+                    // The caller's BYE ended the early dialog: its INVITE still gets its
+                    // final response (487, RFC 3261 15.1.2), and nothing else changes.
+                    self.uas_tags.remove(server);
+                    let mut response = transaction::response_for(invite, code, Some(&local_tag));
+                    append(&mut response, extra, body);
+                    return Ok(response);
+                }
                 return Err(Error::DialogEnded { id });
             }
             if reliable && entry.reliable.is_some() {

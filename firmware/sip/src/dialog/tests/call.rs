@@ -488,3 +488,54 @@ fn a_dialog_entry_is_small_once_it_has_ended() {
         std::mem::size_of::<Entry>()
     );
 }
+
+#[test]
+fn bye_in_the_early_dialog_ends_it_and_the_invite_still_gets_487() {
+    let mut w = World::new(TransportKind::Udp);
+    w.call(Vec::new());
+    w.b_answers(183, false);
+    let early =
+        w.a.seen
+            .events
+            .iter()
+            .find_map(|e| match e {
+                DialogEvent::Early { id } => Some(id.clone()),
+                _ => None,
+            })
+            .expect("A's early dialog");
+    // The caller hangs up before the answer (RFC 3261 15: a UAC may BYE an early dialog).
+    let (bye, dest) =
+        w.a.dl
+            .send_request(w.now, &early, Method::Bye, Vec::new(), Vec::new())
+            .unwrap();
+    w.a.tl.send_request(w.now, bye, dest).unwrap();
+    w.settle();
+    assert!(matches!(
+        w.b.terminated().as_slice(),
+        [(_, EndReason::RemoteBye)]
+    ));
+    // B's INVITE is answered 487 (15.1.2), nothing else: no 2xx in an ended dialog.
+    let (key, invite, source) = w.b.last_request(Method::Invite);
+    let contact = w.b.contact.clone();
+    assert_eq!(
+        w.b.dl.answer_invite(
+            w.now,
+            &key,
+            &invite,
+            source,
+            200,
+            &contact,
+            Vec::new(),
+            b"v=0".to_vec(),
+            false
+        ),
+        Err(Error::DialogEnded {
+            id: w.b.terminated()[0].0.clone()
+        })
+    );
+    w.b_answers(487, false);
+    assert_eq!(w.times(|x| x.is_response(487, Method::Invite)).len(), 1);
+    assert_eq!(w.b.terminated().len(), 1, "the dialog ended once");
+    w.advance(secs(40));
+    assert!(w.a.dl.is_empty() && w.b.dl.is_empty());
+}
