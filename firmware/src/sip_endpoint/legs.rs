@@ -13,8 +13,8 @@
 //!    PCMU/PCMA: `488`. No body at all is a late offer (RFC 3261 13.2.1): the box
 //!    puts its own offer in the `200` and starts the media from the answer in the ACK
 //!    (an ACK without a usable answer: BYE), or, with early media for a caller that
-//!    takes 100rel, in a reliable 183 (step 5). A re-INVITE without SDP is answered
-//!    like the INVITE's `200`.
+//!    takes 100rel, in a reliable 183 (step 5). A re-INVITE without SDP gets our
+//!    offer in its `200` and the answer from the ACK too.
 //! 4. RTP ports ([`MediaEngine::open_leg`]), `100 Trying`, [`SipInput::Incoming`].
 //! 5. Call control answers: `SipRinging` -> `180`, or with early media (the far leg
 //!    sent a 183 with SDP, or a queue plays music) a `183` with SDP: for a caller with
@@ -128,7 +128,8 @@ pub(super) struct Incoming {
     counted: Option<IpAddr>,
     /// What the caller said about reliable provisional responses (RFC 3262).
     rel100: Rel100,
-    /// The early dialog of our first 1xx: a PRACK (or a BYE) in it finds the leg. Kept apart from `by_dialog`, which holds confirmed dialogs only (an early
+    /// The early dialog of our first 1xx: a PRACK (or a BYE) in it finds the leg.
+    /// Kept apart from `by_dialog`, which holds confirmed dialogs only (an early
     /// dialog of ours as UAS must not be `Replaces`-able, RFC 3891 3).
     early_dialog: Option<DialogId>,
     /// A reliable 1xx of ours that waits for its PRACK, and what waits on it.
