@@ -50,8 +50,9 @@ pub use branchline_board::runner::command;
 /// The ports are free when this returns, and a peer (SIPp, Kamailio, baresip, HQ)
 /// binds them a moment later: to keep other sockets out of that gap they come from
 /// below the kernel's ephemeral range (where no `bind(0)` of a daemon or peer lands)
-/// and above the daemons' RTP ranges, at a point that differs per test process and
-/// per call, so tests running side by side do not pick the same ones.
+/// and above the RTP ranges of the daemons (10000-10999) and of baresip
+/// (11000-19999, `data/baresip/config`), at a point that differs per test process
+/// and per call, so tests running side by side do not pick the same ones.
 pub fn free_ports(count: u16, tcp: bool) -> u16 {
     use std::net::{TcpListener, UdpSocket};
     use std::sync::atomic::{AtomicU32, Ordering};
