@@ -19,6 +19,8 @@
 //! - [`echo`]: the echo test's delay line (a caller hears themselves 0.5 s late).
 //! - [`rtcp`]: SR/RR/BYE build and parse, the report schedule, RFC 3550 receiver
 //!   statistics, RTT, E-model R-factor/MOS ([`rtcp::CallQuality`]).
+//! - [`inactivity`]: the media inactivity timer that ends a call whose far end went
+//!   silent (no RTP/RTCP for `rtp_timeout_s`, or `rtp_hold_timeout_s` on hold).
 //!
 //! IO edge (tokio):
 //! - [`port`]: RTP/RTCP port pairs from a configured range, released on drop.
@@ -35,6 +37,7 @@ pub mod dtmf;
 pub mod echo;
 pub mod error;
 pub mod fax;
+pub mod inactivity;
 pub mod jitter;
 pub mod mix;
 pub mod plc;

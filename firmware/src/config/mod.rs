@@ -331,6 +331,12 @@ pub const MEDIA_RTP_PORTS: (u16, u16, RangeInclusive<i64>) = (10000, 10999, 1024
 /// Default adaptive jitter-buffer bounds of `[media]` (`jitter_min_ms`,
 /// `jitter_max_ms`) and the values allowed.
 pub const MEDIA_JITTER_MS: (u32, u32, RangeInclusive<i64>) = (20, 200, 0..=2000);
+/// Values allowed for `[media] rtp_timeout_s` (0 disables the media inactivity check;
+/// default [`branchline_media::inactivity::DEFAULT_RTP_TIMEOUT`]).
+pub const MEDIA_RTP_TIMEOUT_S: RangeInclusive<i64> = 0..=3600;
+/// Values allowed for `[media] rtp_hold_timeout_s` (0 disables the check while held;
+/// default [`branchline_media::inactivity::DEFAULT_RTP_HOLD_TIMEOUT`]).
+pub const MEDIA_RTP_HOLD_TIMEOUT_S: RangeInclusive<i64> = 0..=86400;
 /// Shortest SIP account password accepted.
 pub const MIN_SIP_PASSWORD_CHARS: usize = 8;
 /// Longest SIP account password accepted.
@@ -349,6 +355,12 @@ pub struct MediaConfig {
     pub jitter_min_ms: u32,
     /// Most jitter-buffer delay.
     pub jitter_max_ms: u32,
+    /// `rtp_timeout_s`: a call whose SIP leg receives no RTP or RTCP for this long is
+    /// ended (BYE, CDR `hangup_cause` `media_timeout`); zero disables the check.
+    pub rtp_timeout: std::time::Duration,
+    /// `rtp_hold_timeout_s`: the same while the far end holds the call
+    /// (`sendonly`/`inactive`); zero disables the check on hold.
+    pub rtp_hold_timeout: std::time::Duration,
 }
 
 impl Default for MediaConfig {
@@ -359,6 +371,8 @@ impl Default for MediaConfig {
             rtp_port_max: MEDIA_RTP_PORTS.1,
             jitter_min_ms: MEDIA_JITTER_MS.0,
             jitter_max_ms: MEDIA_JITTER_MS.1,
+            rtp_timeout: branchline_media::inactivity::DEFAULT_RTP_TIMEOUT,
+            rtp_hold_timeout: branchline_media::inactivity::DEFAULT_RTP_HOLD_TIMEOUT,
         }
     }
 }
@@ -1071,12 +1085,42 @@ impl Ctx<'_> {
             let span = jmax_span.or(jmin_span).unwrap_or(0..0);
             return Err(self.invalid(span, "media.jitter_max_ms", e.to_string()));
         }
+        let defaults = MediaConfig::default();
+        let timeout = self.ranged(
+            raw.rtp_timeout_s,
+            "media.rtp_timeout_s",
+            (defaults.rtp_timeout.as_secs() as i64, MEDIA_RTP_TIMEOUT_S),
+        )?;
+        let hold_span = raw.rtp_hold_timeout_s.as_ref().map(|v| v.span());
+        let hold_timeout = self.ranged(
+            raw.rtp_hold_timeout_s,
+            "media.rtp_hold_timeout_s",
+            (
+                defaults.rtp_hold_timeout.as_secs() as i64,
+                MEDIA_RTP_HOLD_TIMEOUT_S,
+            ),
+        )?;
+        // A held call sends less (or no) RTP than an active one: a shorter hold
+        // timeout would end held calls sooner than active ones.
+        if timeout > 0 && hold_timeout > 0 && hold_timeout < timeout {
+            return Err(self.invalid(
+                hold_span.unwrap_or(0..0),
+                "media.rtp_hold_timeout_s",
+                format!(
+                    "{hold_timeout} is shorter than rtp_timeout_s ({timeout}): a held call would \
+                     be ended sooner than an active one (use 0 to disable the check on hold)"
+                ),
+            ));
+        }
         Ok(MediaConfig {
             local_ip,
             rtp_port_min: min as u16,
             rtp_port_max: max as u16,
             jitter_min_ms: jmin,
             jitter_max_ms: jmax,
+            // The ranges above keep both non-negative.
+            rtp_timeout: std::time::Duration::from_secs(timeout as u64),
+            rtp_hold_timeout: std::time::Duration::from_secs(hold_timeout as u64),
         })
     }
 

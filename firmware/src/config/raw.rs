@@ -49,7 +49,7 @@ pub(super) struct RawConfig {
     pub conference_rooms: Vec<super::conference::RawConferenceRoom>,
 }
 
-/// `[media]`: RTP ports and the jitter buffer.
+/// `[media]`: RTP ports, the jitter buffer and the media inactivity timeouts.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawMedia {
@@ -58,6 +58,8 @@ pub(super) struct RawMedia {
     pub rtp_port_max: Option<Spanned<i64>>,
     pub jitter_min_ms: Option<Spanned<i64>>,
     pub jitter_max_ms: Option<Spanned<i64>>,
+    pub rtp_timeout_s: Option<Spanned<i64>>,
+    pub rtp_hold_timeout_s: Option<Spanned<i64>>,
 }
 
 /// One `[[sip_accounts]]` entry: a local SIP phone's extension and digest credentials.

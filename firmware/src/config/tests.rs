@@ -582,7 +582,35 @@ fn media_defaults_when_absent() {
         (config.media.jitter_min_ms, config.media.jitter_max_ms),
         (20, 200)
     );
+    assert_eq!(
+        (config.media.rtp_timeout, config.media.rtp_hold_timeout),
+        (Duration::from_secs(60), Duration::from_secs(600))
+    );
     assert!(config.sip_accounts.is_empty());
+}
+
+#[test]
+fn media_inactivity_timeouts_load_and_zero_disables() {
+    let config = Config::from_toml_str(
+        &format!("{BASE}\n[media]\nrtp_timeout_s = 3\nrtp_hold_timeout_s = 30\n"),
+        Path::new(FILE),
+    )
+    .expect("loads");
+    assert_eq!(config.media.rtp_timeout, Duration::from_secs(3));
+    assert_eq!(config.media.rtp_hold_timeout, Duration::from_secs(30));
+    // 0 disables either check; a disabled active check allows any hold timeout.
+    let config = Config::from_toml_str(
+        &format!("{BASE}\n[media]\nrtp_timeout_s = 0\nrtp_hold_timeout_s = 5\n"),
+        Path::new(FILE),
+    )
+    .expect("loads");
+    assert_eq!(config.media.rtp_timeout, Duration::ZERO);
+    let config = Config::from_toml_str(
+        &format!("{BASE}\n[media]\nrtp_timeout_s = 90\nrtp_hold_timeout_s = 0\n"),
+        Path::new(FILE),
+    )
+    .expect("loads");
+    assert_eq!(config.media.rtp_hold_timeout, Duration::ZERO);
 }
 
 #[test]
@@ -602,6 +630,17 @@ fn media_values_are_checked() {
     assert_located(&e, 2, "media.local_ip");
     let e = error("[media]\nrtp_ports = 3\n");
     assert!(e.contains("unknown field"), "{e}");
+    let e = error("[media]\nrtp_timeout_s = -1\n");
+    assert_located(&e, 2, "media.rtp_timeout_s");
+    assert!(e.contains("out of range (0..=3600)"), "{e}");
+    let e = error("[media]\nrtp_hold_timeout_s = 100000\n");
+    assert_located(&e, 2, "media.rtp_hold_timeout_s");
+    assert!(e.contains("out of range"), "{e}");
+    let e = error("[media]\nrtp_timeout_s = 120\nrtp_hold_timeout_s = 60\n");
+    assert_located(&e, 3, "media.rtp_hold_timeout_s");
+    assert!(e.contains("shorter than rtp_timeout_s"), "{e}");
+    let e = error("[media]\nrtp_timeout_s = \"60s\"\n");
+    assert!(e.contains("media"), "{e}");
     let ok = Config::from_toml_str(
         "[media]\nlocal_ip = \"192.0.2.10\"\nrtp_port_min = 20001\nrtp_port_max = 20003\n",
         Path::new(FILE),
