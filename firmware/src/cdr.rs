@@ -8,8 +8,8 @@
 
 pub use branchline_sync::wire::{
     Cdr, CdrBlocked, CdrBlockedAction, CdrBlockedMode, CdrDirection as Direction,
-    CdrDisposition as Disposition, CdrHangupSide as HangupSide, CdrLegQuality, CdrQueue,
-    CdrQueueOverflow, CdrTransferHop,
+    CdrDisposition as Disposition, CdrHangupCause as HangupCause, CdrHangupSide as HangupSide,
+    CdrLegQuality, CdrQueue, CdrQueueOverflow, CdrTransferHop,
 };
 
 /// A call that is up, or that ended and whose CDR waits for its legs' quality reports:

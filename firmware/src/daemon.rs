@@ -1686,6 +1686,10 @@ fn start_media(
         seed: u64::from_le_bytes(seed),
         fxo_ports: profile.fxo_ports(),
         rtcp_interval: branchline_media::rtcp::DEFAULT_REPORT_INTERVAL,
+        inactivity: branchline_media::inactivity::InactivityConfig {
+            active: m.rtp_timeout,
+            held: m.rtp_hold_timeout,
+        },
     };
     // Frames to ports pass the call recorder's tap (the "to the port" direction), and
     // so does the RTP of legs it records (calls between two SIP legs).

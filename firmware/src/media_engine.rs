@@ -119,6 +119,7 @@ use branchline_media::dtmf::{DtmfEvent, DtmfPlayer, InbandDetector, TelephoneEve
 use branchline_media::dtmf::{EventPacket, TelephoneEventDecoder, TelephoneEventEncoder};
 use branchline_media::echo::{DelayLine, ECHO_DELAY};
 use branchline_media::fax::{passthrough_jitter_config, FaxDetector};
+use branchline_media::inactivity::{InactivityConfig, InactivityTimer, Watch};
 use branchline_media::jitter::{JitterBuffer, JitterConfig, JitterStats, FRAME_SAMPLES};
 use branchline_media::port::{PortAllocator, PortLease, PortPair};
 use branchline_media::relay::{Latch, LatchConfig, LatchDecision};
@@ -234,6 +235,10 @@ pub struct MediaSettings {
     /// Nominal interval of the RTCP reports of legs that end on a port
     /// ([`branchline_media::rtcp::DEFAULT_REPORT_INTERVAL`], 5 s; shorter in tests).
     pub rtcp_interval: Duration,
+    /// Media inactivity timeouts (`[media] rtp_timeout_s`, `rtp_hold_timeout_s`): a
+    /// leg watched with [`MediaEngine::watch_leg`] that receives no RTP or RTCP for
+    /// that long is reported to call control as [`SipInput::MediaTimeout`].
+    pub inactivity: InactivityConfig,
 }
 
 /// The media of a leg as negotiated in SDP.
@@ -411,6 +416,7 @@ enum Request {
     StopCapture(MediaEnd),
     Conference(RoomId, ConferenceOp),
     Beep(LegId),
+    Watch(LegId, Watch),
     Stats(oneshot::Sender<Vec<LegSnapshot>>),
 }
 
@@ -472,6 +478,16 @@ impl MediaEngine {
 
     fn request(&self, r: Request) -> Result<()> {
         self.requests.send(r).map_err(|_| MediaError::Stopped)
+    }
+
+    /// Sets what `leg`'s media inactivity timer watches for
+    /// ([`branchline_media::inactivity`]): [`Watch::Active`] once its call is up,
+    /// [`Watch::Held`] while the far end holds it, [`Watch::Off`] otherwise (the
+    /// default: ringing, early media, a queued caller). A watched leg that receives no
+    /// RTP or RTCP for the configured timeout is reported once as
+    /// [`SipInput::MediaTimeout`]; each change of the watch restarts the count.
+    pub fn watch_leg(&self, leg: LegId, watch: Watch) {
+        self.send_or_log(Request::Watch(leg, watch));
     }
 
     /// Allocates an RTP/RTCP port pair for `leg` and returns the local RTP address for
@@ -728,6 +744,8 @@ struct Leg {
     rtt: Option<Duration>,
     /// The peer's last report block about our stream.
     remote_report: Option<ReportBlock>,
+    /// Time since the last RTP/RTCP received, while the SIP endpoint watches the leg.
+    inactivity: InactivityTimer,
 }
 
 /// Wall-clock time for RTCP (the NTP timestamps of SRs, RTT arithmetic).
@@ -985,6 +1003,15 @@ impl Engine {
                 Some(l) => l.beep = Some(Beep::new()),
                 None => tracing::debug!(%leg, "beep to a leg that is not open dropped"),
             },
+            Request::Watch(leg, watch) => match self.legs.get_mut(&leg) {
+                Some(l) => {
+                    if l.inactivity.watch() != watch {
+                        tracing::debug!(%leg, ?watch, "media inactivity watch");
+                    }
+                    l.inactivity.arm(Instant::now(), watch);
+                }
+                None => tracing::debug!(%leg, "inactivity watch of a leg that is not open dropped"),
+            },
             Request::Stats(reply) => {
                 let _ = reply.send(self.snapshot());
             }
@@ -1044,6 +1071,7 @@ impl Engine {
                 packets_at_report: 0,
                 rtt: None,
                 remote_report: None,
+                inactivity: InactivityTimer::new(self.settings.inactivity),
             },
         );
         tracing::debug!(%leg, %local, "media leg open");
@@ -1234,6 +1262,7 @@ impl Engine {
             return;
         }
         l.counters.rtcp_in += 1;
+        l.inactivity.on_packet(Instant::now());
         let peer = self.peers.get(&MediaEnd::Leg(leg)).copied();
         if !matches!(peer, Some(MediaEnd::Leg(_))) {
             // The leg ends here: the reports are about our stream and theirs.
@@ -1278,6 +1307,7 @@ impl Engine {
             }
         }
         l.counters.rtp_in += 1;
+        l.inactivity.on_packet(at);
         let fresh = l.receiver.as_ref().is_none_or(|r| r.ssrc() != packet.ssrc);
         if fresh {
             l.receiver = Some(ReceiverStats::new(packet.ssrc, packet.seq, CLOCK_RATE));
@@ -1739,6 +1769,27 @@ impl Engine {
             }
         }
         self.send_reports(now);
+        self.check_inactivity(now);
+    }
+
+    /// Legs whose far end went silent for longer than their timeout: reported once to
+    /// call control, which ends the call (BYE on the leg).
+    fn check_inactivity(&mut self, now: Instant) {
+        for (&leg, l) in self.legs.iter_mut() {
+            let held = l.inactivity.watch() == Watch::Held;
+            let Some(silence) = l.inactivity.poll(now) else {
+                continue;
+            };
+            tracing::warn!(
+                %leg,
+                silence_s = silence.as_secs_f64(),
+                held,
+                rtp_in = l.counters.rtp_in,
+                "no RTP or RTCP from the far end: media timeout"
+            );
+            // The receiver gone means call control has stopped (shutting down).
+            let _ = self.sip_inputs.send(SipInput::MediaTimeout { leg });
+        }
     }
 
     /// RTCP for the legs that end here (bridged to a port, or to nothing: held or not

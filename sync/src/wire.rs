@@ -647,6 +647,41 @@ pub struct Cdr {
     /// `cdrs.interrupted` (HQ schema 8).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub interrupted: bool,
+    /// Why the box ended the call, when it did so for a reason a person would ask
+    /// about (`hangup_side` is then `system`): `media_timeout` when a SIP leg received
+    /// no RTP or RTCP for the media inactivity timeout (its far end vanished without a
+    /// BYE). Absent (and left out of the JSON) for every other call. Not yet a column
+    /// of HQ's projection (not in [`Cdr::FIELDS`]): HQ keeps the JSON of a record that
+    /// carries it, so nothing is lost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hangup_cause: Option<CdrHangupCause>,
+}
+
+/// Why the box itself ended a call, on a [`Cdr`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CdrHangupCause {
+    /// A SIP leg of the call received no RTP or RTCP for the media inactivity timeout
+    /// (`[media] rtp_timeout_s`, or `rtp_hold_timeout_s` while held): the box sent it
+    /// a BYE and released the other party.
+    MediaTimeout,
+}
+
+impl CdrHangupCause {
+    /// The name on the wire and in the box's `cdrs.hangup_cause`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::MediaTimeout => "media_timeout",
+        }
+    }
+
+    /// The cause called `name`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "media_timeout" => Some(Self::MediaTimeout),
+            _ => None,
+        }
+    }
 }
 
 /// Where an overflowed queue call went, on a [`Cdr`].

@@ -912,6 +912,7 @@ fn cdr(call_id: &str, caller: &str, callee: &str, direction: Direction) -> Cdr {
         hold_ms: None,
         queue_overflow: None,
         interrupted: false,
+        hangup_cause: None,
     }
 }
 

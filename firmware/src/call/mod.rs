@@ -97,7 +97,7 @@ use line_proto::{CallerId, Command, Event};
 
 use crate::cdr::{
     Cdr, CdrBlocked, CdrLegQuality, CdrQueue, CdrQueueOverflow, CdrTransferHop, Direction,
-    Disposition, HangupSide, JournalUpdate,
+    Disposition, HangupCause, HangupSide, JournalUpdate,
 };
 use crate::tones::{Country, Tone};
 
@@ -702,6 +702,7 @@ impl Call {
             talk_ended: None,
             hold: hold::HoldClock::default(),
             overflowed: None,
+            hangup_cause: None,
         }
     }
 
@@ -775,6 +776,9 @@ struct Call {
     /// The queue a call left without an agent by the queue's overflow rule, and where
     /// it went: the CDR keeps both (`queue` is `None` once it left).
     overflowed: Option<(CdrQueue, CdrQueueOverflow)>,
+    /// The box ended the call for this reason (a SIP leg's media timeout): its CDR
+    /// says `hangup_side` `system` with this cause, whoever's end it was.
+    hangup_cause: Option<HangupCause>,
 }
 
 /// What call control knows of a SIP leg.
@@ -2673,7 +2677,11 @@ impl CallControl {
             answered_at_ms: call.answered.map(|a| self.wall(a)),
             ended_at_ms: self.wall(call.talk_ended.unwrap_or(now)),
             disposition,
-            hangup_side: side,
+            hangup_side: if call.hangup_cause.is_some() {
+                HangupSide::System
+            } else {
+                side
+            },
             caller_sip_call_id: call.caller_sip_call_id.clone(),
             callee_sip_call_id: call.callee_sip_call_id.clone(),
             caller_quality: None,
@@ -2691,6 +2699,7 @@ impl CallControl {
                 .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
             queue_overflow: call.overflowed.as_ref().map(|(_, o)| *o),
             interrupted: false,
+            hangup_cause: call.hangup_cause,
         }
     }
 

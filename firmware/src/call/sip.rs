@@ -151,6 +151,15 @@ pub enum SipInput {
         /// The measurement.
         quality: Option<crate::cdr::CdrLegQuality>,
     },
+    /// The media engine heard nothing (no RTP, no RTCP) on the leg for the configured
+    /// media inactivity timeout (`[media] rtp_timeout_s`, or `rtp_hold_timeout_s` while
+    /// the far end holds the call): its far end vanished. Call control ends the leg
+    /// (BYE) and its call as if it had hung up, with the CDR's `hangup_side` `system`
+    /// and `hangup_cause` `media_timeout`.
+    MediaTimeout {
+        /// The silent leg.
+        leg: LegId,
+    },
     /// A local phone asked (REFER, RFC 3515) to transfer the party it talks to on
     /// `leg`. The endpoint accepted the REFER (`202`, `NOTIFY 100 Trying`) and checked
     /// the referrer may dial the number; call control reports the outcome with

@@ -1510,3 +1510,76 @@ fn outside_callers_are_named_from_the_directory() {
     h.incoming(IN1, SipOrigin::Extension("210".into()), "210", "101");
     assert_ne!(shown_name(&h.take(), 1).as_deref(), Some("Not me"));
 }
+
+#[test]
+fn a_media_timeout_ends_a_sip_to_fxs_call_like_a_hangup_marked_system() {
+    let mut h = Harness::new();
+    h.incoming(IN1, SipOrigin::Extension("210".into()), "210", "101");
+    h.advance(Duration::from_secs(2));
+    h.ev(1, Event::OffHook);
+    h.take();
+    h.advance(Duration::from_secs(40));
+    h.sip(SipInput::MediaTimeout { leg: IN1 });
+    let out = h.take();
+    // The silent leg gets its BYE; the phone is released as after a far-end hangup.
+    assert_eq!(hangups(&out), [(IN1, EndReason::Normal)]);
+    assert!(out.contains(&Output::Disconnect(leg(IN1), port(1))));
+    assert!(tone_is(&out, 1, Tone::Busy));
+    let cdr = &cdrs(&out)[0];
+    assert_eq!(cdr.disposition, Disposition::Answered);
+    assert_eq!(cdr.hangup_side, HangupSide::System);
+    assert_eq!(
+        cdr.hangup_cause,
+        Some(crate::cdr::HangupCause::MediaTimeout)
+    );
+    assert_eq!(cdr.billable_ms(), 40_000);
+    assert_eq!(h.cc.active_legs(), 0);
+    // A late report for the gone leg changes nothing.
+    h.sip(SipInput::MediaTimeout { leg: IN1 });
+    let out = h.take();
+    assert!(cdrs(&out).is_empty(), "{out:?}");
+}
+
+#[test]
+fn a_media_timeout_on_one_sip_leg_hangs_up_the_other_too() {
+    let mut h = Harness::new();
+    h.incoming(IN1, SipOrigin::Extension("210".into()), "210", "211");
+    let (out_leg, ..) = only_dial(&h.take());
+    h.sip(SipInput::Answered { leg: out_leg });
+    h.take();
+    h.sip(SipInput::MediaTimeout { leg: out_leg });
+    let out = h.take();
+    let mut ended = hangups(&out);
+    ended.sort();
+    assert_eq!(
+        ended,
+        [(IN1, EndReason::Normal), (out_leg, EndReason::Normal)],
+        "BYE to both legs: {out:?}"
+    );
+    let cdr = &cdrs(&out)[0];
+    assert_eq!(cdr.hangup_side, HangupSide::System);
+    assert_eq!(
+        cdr.hangup_cause,
+        Some(crate::cdr::HangupCause::MediaTimeout)
+    );
+    assert_eq!(h.cc.active_legs(), 0);
+}
+
+#[test]
+fn a_normal_hangup_has_no_hangup_cause() {
+    let mut h = Harness::new();
+    h.incoming(IN1, SipOrigin::Extension("210".into()), "210", "101");
+    h.ev(1, Event::OffHook);
+    h.take();
+    h.ev(1, Event::OnHook);
+    let cdr = &cdrs(&h.take())[0];
+    assert_eq!(cdr.hangup_side, HangupSide::Callee);
+    assert_eq!(cdr.hangup_cause, None);
+}
+
+#[test]
+fn a_media_timeout_for_a_leg_call_control_forgot_still_ends_the_leg() {
+    let mut h = Harness::new();
+    h.sip(SipInput::MediaTimeout { leg: IN2 });
+    assert_eq!(hangups(&h.take()), [(IN2, EndReason::Normal)]);
+}

@@ -367,6 +367,7 @@ mod tests {
             hold_ms: None,
             queue_overflow: None,
             interrupted: false,
+            hangup_cause: None,
         }
     }
 

@@ -34,6 +34,14 @@ fn rig(first_port: u16) -> Rig {
 }
 
 fn rig_with(first_port: u16, rtcp_interval: Duration) -> Rig {
+    rig_full(first_port, rtcp_interval, Default::default())
+}
+
+fn rig_full(
+    first_port: u16,
+    rtcp_interval: Duration,
+    inactivity: branchline_media::inactivity::InactivityConfig,
+) -> Rig {
     let (frame_tx, frames) = mpsc::unbounded_channel();
     let (sip_tx, sip) = mpsc::unbounded_channel();
     let settings = MediaSettings {
@@ -45,6 +53,7 @@ fn rig_with(first_port: u16, rtcp_interval: Duration) -> Rig {
         seed: 42,
         fxo_ports: FXO,
         rtcp_interval,
+        inactivity,
     };
     let (engine, task) = MediaEngine::start(settings, Arc::new(frame_tx), sip_tx).unwrap();
     Rig {
@@ -1441,6 +1450,7 @@ fn rig_with_tap(first_port: u16, tap: Arc<KeepingTap>) -> Rig {
         seed: 42,
         fxo_ports: FXO,
         rtcp_interval: Duration::from_secs(5),
+        inactivity: Default::default(),
     };
     let (engine, task) =
         MediaEngine::start_with_tap(settings, Arc::new(frame_tx), sip_tx, Some(tap)).unwrap();
@@ -1661,5 +1671,108 @@ async fn an_echo_test_sends_a_legs_rtp_back_to_it_after_the_delay() {
         tone_ratio(tone, 1000.0) > 0.8,
         "{}",
         tone_ratio(tone, 1000.0)
+    );
+}
+
+/// Waits up to `within` for a [`SipInput::MediaTimeout`] on the rig's SIP input
+/// (other inputs are skipped); returns when it came.
+async fn media_timeout(r: &mut Rig, within: Duration) -> Option<std::time::Instant> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, r.sip.recv()).await {
+            Ok(Some(SipInput::MediaTimeout { leg })) => {
+                assert_eq!(leg, LEG);
+                return Some(std::time::Instant::now());
+            }
+            Ok(Some(_)) => continue,
+            Ok(None) | Err(_) => return None,
+        }
+    }
+}
+
+/// Sends a 20 ms packet every 20 ms for `ms` to `to`.
+async fn stream(peer: &UdpSocket, to: SocketAddr, first_seq: u16, ms: u64) -> u16 {
+    let mut seq = first_seq;
+    for _ in 0..ms / 20 {
+        let p = rtp_packet(PT_PCMU, seq, u32::from(seq) * 160, false, &[0xFF; 160]);
+        peer.send_to(&p, to).await.unwrap();
+        seq = seq.wrapping_add(1);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    seq
+}
+
+#[tokio::test]
+async fn a_watched_leg_that_goes_silent_is_reported_once() {
+    use branchline_media::inactivity::{InactivityConfig, Watch};
+    let mut r = rig_full(
+        42800,
+        Duration::from_secs(5),
+        InactivityConfig {
+            active: Duration::from_millis(300),
+            held: Duration::from_millis(1500),
+        },
+    );
+    let (peer, local) = started_leg(&r, Law::Ulaw).await;
+    // Not watched (ringing, early media): silence is not a timeout.
+    assert_eq!(
+        media_timeout(&mut r, Duration::from_millis(700)).await,
+        None
+    );
+    // Watched while RTP flows (three timeouts long): nothing.
+    r.engine.watch_leg(LEG, Watch::Active);
+    let seq = stream(&peer, local, 1, 900).await;
+    assert!(r.sip.try_recv().is_err(), "no input while RTP flows");
+    // The far end vanishes: reported about 300 ms after its last packet, once.
+    let last = std::time::Instant::now();
+    let at = media_timeout(&mut r, Duration::from_secs(2))
+        .await
+        .expect("media timeout");
+    let silence = at.duration_since(last);
+    assert!(silence >= Duration::from_millis(250), "{silence:?}");
+    assert_eq!(
+        media_timeout(&mut r, Duration::from_millis(700)).await,
+        None
+    );
+    // Re-armed on hold: the longer timeout applies.
+    r.engine.watch_leg(LEG, Watch::Held);
+    let _ = stream(&peer, local, seq, 200).await;
+    assert_eq!(
+        media_timeout(&mut r, Duration::from_millis(900)).await,
+        None
+    );
+    let armed = std::time::Instant::now();
+    let at = media_timeout(&mut r, Duration::from_secs(3))
+        .await
+        .expect("hold timeout");
+    assert!(
+        at.duration_since(armed) >= Duration::from_millis(300),
+        "the hold timeout, not the active one"
+    );
+    let stats = r.engine.stats().await.unwrap();
+    assert!(stats[0].packets_in >= 40, "{stats:?}");
+}
+
+#[tokio::test]
+async fn a_zero_timeout_never_reports() {
+    use branchline_media::inactivity::{InactivityConfig, Watch};
+    let mut r = rig_full(
+        42820,
+        Duration::from_secs(5),
+        InactivityConfig {
+            active: Duration::ZERO,
+            held: Duration::ZERO,
+        },
+    );
+    let (_peer, _local) = started_leg(&r, Law::Ulaw).await;
+    r.engine.watch_leg(LEG, Watch::Active);
+    assert_eq!(
+        media_timeout(&mut r, Duration::from_millis(800)).await,
+        None
+    );
+    r.engine.watch_leg(LEG, Watch::Held);
+    assert_eq!(
+        media_timeout(&mut r, Duration::from_millis(400)).await,
+        None
     );
 }

@@ -86,6 +86,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
+use branchline_media::inactivity::Watch;
 use branchline_sip::dialog::{DialogEvent, DialogId};
 use branchline_sip::guard::Verdict;
 use branchline_sip::transaction::{self, ClientKey, Peer, ServerKey};
@@ -258,6 +259,9 @@ pub(super) struct Leg {
     /// We sent our offer in a 2xx (late offer: INVITE or re-INVITE without SDP); the
     /// answer comes in the ACK.
     answer_in_ack: bool,
+    /// What the media engine's inactivity timer watches on this leg
+    /// ([`SipEndpoint::sync_media_watch`]).
+    watch: Watch,
     /// The local phone's extension on this leg (its login on an incoming leg, the
     /// extension rung on an outgoing one); `None` for trunk legs.
     pub(super) extension: Option<String>,
@@ -546,6 +550,7 @@ impl SipEndpoint {
                 media_started: false,
                 early: false,
                 answer_in_ack: false,
+                watch: Watch::Off,
                 extension,
                 refer: None,
                 incoming: Some(Incoming {
@@ -860,6 +865,26 @@ impl SipEndpoint {
         });
         if first {
             self.input(SipInput::Media { leg });
+        }
+    }
+
+    /// Tells the media engine which legs' media inactivity to watch (run after every
+    /// event): a leg whose call is up (answered, media started, no answer still due
+    /// in an ACK) is watched, with the hold timeout while the far end holds it
+    /// (`sendonly`/`inactive`); a ringing leg, one with early media only (a queued
+    /// caller hearing music may send nothing) or one ending is not. Only changes are
+    /// sent; each restarts the engine's count, so a resumed leg gets a whole timeout.
+    pub(super) fn sync_media_watch(&mut self) {
+        for (&leg, l) in self.legs.iter_mut() {
+            let want = match (l.state, l.media_started && !l.answer_in_ack, l.held) {
+                (LegState::Answered, true, false) => Watch::Active,
+                (LegState::Answered, true, true) => Watch::Held,
+                _ => Watch::Off,
+            };
+            if want != l.watch {
+                l.watch = want;
+                self.media.watch_leg(leg, want);
+            }
         }
     }
 
@@ -1408,6 +1433,7 @@ impl SipEndpoint {
                 media_started: false,
                 early: false,
                 answer_in_ack: false,
+                watch: Watch::Off,
                 extension: match &target {
                     SipTarget::Extension(ext) => Some(ext.clone()),
                     SipTarget::Trunk(_) => None,

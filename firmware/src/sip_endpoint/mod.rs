@@ -795,6 +795,7 @@ impl SipEndpoint {
                 () = sleep_until(deadline) => self.on_timeout(Instant::now()),
             }
             self.pump(Instant::now()).await;
+            self.sync_media_watch();
         }
         self.shutdown(&mut inbound).await;
     }

@@ -77,6 +77,7 @@ const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!(
         "../../migrations/0025_recordings_call_index.sql"
     )),
+    M::up(include_str!("../../migrations/0026_cdr_hangup_cause.sql")),
 ];
 
 /// Migrates a bare connection to schema `version` only (tests of later migrations'

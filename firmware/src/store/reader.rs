@@ -8,7 +8,9 @@ use super::{
     enum_from_text, sql, user_version, ExtensionRow, OutboxRow, PortKind, PortRow, BUSY_TIMEOUT,
     SCHEMA_VERSION,
 };
-use crate::cdr::{Cdr, CdrBlocked, CdrLegQuality, CdrQueue, CdrQueueOverflow};
+use crate::cdr::{
+    Cdr, CdrBlocked, CdrLegQuality, CdrQueue, CdrQueueOverflow, HangupCause as CdrHangupCause,
+};
 use crate::error::{Error, Result};
 
 /// A read-only connection to the store. Each task that reads opens its own.
@@ -25,7 +27,7 @@ const CDR_COLUMNS: &str = "call_id, direction, caller, caller_port, callee, call
                            callee_loss_percent, callee_jitter_ms, callee_mos, transfer_chain, \
                            queue, agent_id, queue_wait_ms, \
                            blocked_mode, blocked_action, blocked_pattern, survey_score, \
-                           hold_ms, queue_overflow, interrupted";
+                           hold_ms, queue_overflow, interrupted, hangup_cause";
 
 fn clamp_limit(limit: usize) -> i64 {
     i64::try_from(limit).unwrap_or(i64::MAX)
@@ -262,6 +264,7 @@ struct RawCdr {
     hold_ms: Option<i64>,
     queue_overflow: Option<String>,
     interrupted: bool,
+    hangup_cause: Option<String>,
 }
 
 /// A leg's quality from its three columns (all set, or none).
@@ -303,6 +306,7 @@ impl RawCdr {
             hold_ms: row.get(27)?,
             queue_overflow: row.get(28)?,
             interrupted: row.get(29)?,
+            hangup_cause: row.get(30)?,
         })
     }
 
@@ -344,6 +348,12 @@ impl RawCdr {
                 CdrQueueOverflow::from_name(name).ok_or_else(|| corrupt("queue_overflow", name))?,
             ),
         };
+        let hangup_cause = match &self.hangup_cause {
+            None => None,
+            Some(name) => {
+                Some(CdrHangupCause::from_name(name).ok_or_else(|| corrupt("hangup_cause", name))?)
+            }
+        };
         let transfer_chain = match &self.transfer_chain {
             None => Vec::new(),
             Some(text) => {
@@ -377,6 +387,7 @@ impl RawCdr {
             hold_ms: self.hold_ms,
             queue_overflow,
             interrupted: self.interrupted,
+            hangup_cause,
         })
     }
 }

@@ -42,6 +42,7 @@ fn cdr(call_id: &str, started_at_ms: i64) -> Cdr {
         hold_ms: None,
         queue_overflow: None,
         interrupted: false,
+        hangup_cause: None,
     }
 }
 
@@ -771,6 +772,7 @@ fn arb_cdr() -> impl Strategy<Value = Cdr> {
                     hold_ms: None,
                     queue_overflow: None,
                     interrupted: false,
+                    hangup_cause: None,
                 }
             },
         )

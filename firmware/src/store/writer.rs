@@ -449,10 +449,10 @@ impl Writer<'_> {
                                callee_loss_percent, callee_jitter_ms, callee_mos,
                                transfer_chain, queue, agent_id, queue_wait_ms,
                                blocked_mode, blocked_action, blocked_pattern, survey_score,
-                               hold_ms, queue_overflow, interrupted)
+                               hold_ms, queue_overflow, interrupted, hangup_cause)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15,
                      ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29,
-                     ?30, ?31, ?32)",
+                     ?30, ?31, ?32, ?33)",
             params![
                 call_id,
                 direction,
@@ -486,6 +486,7 @@ impl Writer<'_> {
                 cdr.hold_ms,
                 cdr.queue_overflow.map(|o| o.as_str()),
                 cdr.interrupted,
+                cdr.hangup_cause.map(|c| c.as_str()),
             ],
         );
         match inserted {

@@ -164,6 +164,7 @@ async fn env() -> Env {
             seed: 7,
             fxo_ports: 3..=3,
             rtcp_interval: branchline_media::rtcp::DEFAULT_REPORT_INTERVAL,
+            inactivity: Default::default(),
         },
         Arc::new(frames),
         sip_inputs,
@@ -1506,6 +1507,7 @@ async fn recorded_call(env: &Env, call_id: &str) -> i64 {
             hold_ms: None,
             queue_overflow: None,
             interrupted: false,
+            hangup_cause: None,
         })
         .await
         .expect("cdr");

@@ -644,6 +644,7 @@ async fn preview_dial_and_customer_dial_check_every_rule_and_the_do_not_call_lis
         hold_ms: None,
         queue_overflow: None,
         interrupted: false,
+        hangup_cause: None,
     };
     env.accounts
         .writer()

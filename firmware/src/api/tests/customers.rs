@@ -855,6 +855,7 @@ async fn service_records_and_call_notes_follow_the_customer_and_the_calls_owner(
         hold_ms: None,
         queue_overflow: None,
         interrupted: false,
+        hangup_cause: None,
     };
     env.accounts
         .writer()
