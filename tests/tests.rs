@@ -33,6 +33,7 @@ mod sip_baresip;
 mod sip_calls;
 mod sip_kamailio;
 mod sip_media;
+mod sip_media_timeout;
 mod sip_prack;
 mod sip_transfer;
 mod supervisor;
