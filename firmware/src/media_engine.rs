@@ -87,6 +87,13 @@
 //!   replaces the audio a leg is sent (relayed packets are rebuilt with the same
 //!   header; frames from a port are replaced before encoding); the recording toggle
 //!   code confirms with it to a SIP phone.
+//! - Media inactivity ([`branchline_media::inactivity`]): each leg counts the time since
+//!   the last RTP or RTCP packet it accepted. The SIP endpoint says what to watch
+//!   ([`MediaEngine::watch_leg`]: answered legs, with the hold timeout while the far end
+//!   holds); a watched leg silent for longer than its timeout
+//!   ([`MediaSettings::inactivity`], `[media] rtp_timeout_s` / `rtp_hold_timeout_s`) is
+//!   reported once to call control as [`SipInput::MediaTimeout`], which ends the call
+//!   (BYE on the leg). Checked on the 20 ms tick.
 //! - Fax: CED/CNG tone detection on both directions of a port-to-leg bridge switches
 //!   the leg's jitter buffer to fixed passthrough (logged).
 //! - Conferences ([`MediaEngine::conference`], call control's `Output::Conference`):

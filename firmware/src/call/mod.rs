@@ -72,6 +72,9 @@
 //! - Meet-me rooms: an analog phone dialling a room's number, or a SIP phone or trunk
 //!   caller calling it, keys its PIN and joins everyone else in the room (entry and
 //!   exit beeps, party limit, three PIN tries). See `meetme`.
+//! - Media timeout: a SIP leg the media engine heard nothing from for its inactivity
+//!   timeout ([`SipInput::MediaTimeout`]) gets a BYE and its call ends as if the leg had
+//!   hung up; the CDR says `hangup_side` `system`, `hangup_cause` `media_timeout`.
 //! - A CDR for every call, answered or not (busy, unallocated, congestion, abandoned),
 //!   with the SIP Call-IDs of the caller's and callee's legs, the call quality the
 //!   endpoint measured on those legs (loss, jitter, MOS: a call's CDR waits for the

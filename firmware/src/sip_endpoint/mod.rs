@@ -21,7 +21,9 @@
 //!   address, SDP offer, toll check), outgoing INVITEs (forking to every binding of an
 //!   extension, the trunk with caller ID, P-Asserted-Identity and digest), early
 //!   media (with a reliable 183 and PRACK for late-offer callers), CANCEL, BYE,
-//!   re-INVITE hold.
+//!   re-INVITE hold, and which legs the media engine watches for media inactivity
+//!   (answered ones; the hold timeout while the far end holds), synced after every
+//!   event.
 //! - `mwi`: `message-summary` subscriptions and their NOTIFYs.
 //! - [`probe`]: one-off OPTIONS probes for the tools page ([`crate::tools`]), sent
 //!   through the endpoint's transaction layer (on the receiver given to
