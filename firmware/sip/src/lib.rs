@@ -18,6 +18,10 @@
 //!   with flows, expiry, lookup), MWI NOTIFY bodies and SIP MESSAGE relay, sans-IO.
 //!   Limit: holds account passwords in memory (the digest server verifies against
 //!   passwords, not HA1).
+//! - [`session_timer`]: RFC 4028 session timers: `Session-Expires` / `Min-SE`, the
+//!   UAS's negotiation (`422`, refresher selection) and the per-dialog refresh /
+//!   expiry timer, sans-IO. Not yet wired into the endpoint (INVITEs with
+//!   `Require: timer` still get `420`).
 //! - [`trunk`]: registration to the SIP trunk (digest, refresh, backoff, failover
 //!   across servers, primary probe, reachability), RFC 3263 SRV/A resolution as
 //!   queries (no NAPTR), caller-ID rules with P-Asserted-Identity, DID routing,
@@ -37,6 +41,7 @@ pub mod digest;
 pub mod guard;
 pub mod message;
 pub mod registrar;
+pub mod session_timer;
 pub mod transaction;
 pub mod transport;
 pub mod trunk;
