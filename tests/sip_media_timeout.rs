@@ -4,7 +4,7 @@
 //! the CDR) or keeps sending RTP for well over the timeout (the call must stay up
 //! until the phone hangs up itself).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::harness::{wait, wait_tone, Gateway, DIAL_PLAN, SOON};
@@ -52,7 +52,7 @@ fn cdr_cause(gw: &Gateway, call_id: &str) -> Option<String> {
 
 /// Registers 201, has it call 101 with `scenario`, answers on FXS 1; returns SIPp and
 /// when the phone answered.
-fn answered_call(gw: &Gateway, scenario: &PathBuf) -> (std::process::Child, Instant) {
+fn answered_call(gw: &Gateway, scenario: &Path) -> (std::process::Child, Instant) {
     let target = sip_addr(gw);
     let port = free_port();
     register(gw, "201", "desk-phone-pass-one", port);
