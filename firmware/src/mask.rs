@@ -241,6 +241,9 @@ pub struct CdrView {
     pub disposition: Disposition,
     /// Who ended it.
     pub hangup_side: HangupSide,
+    /// Why the box ended it, when it did (`media_timeout`); absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hangup_cause: Option<crate::cdr::HangupCause>,
 }
 
 /// Whether `subject` may see this CDR's customer numbers unmasked: `numbers.view` at a
@@ -336,6 +339,7 @@ pub fn cdr_view(
         billable_ms: cdr.billable_ms(),
         disposition: cdr.disposition,
         hangup_side: cdr.hangup_side,
+        hangup_cause: cdr.hangup_cause,
     }
 }
 

@@ -1244,7 +1244,7 @@ pub(super) fn calls_page(
                                     td { (c.caller) }
                                     td { (c.callee) }
                                     td { (serde_plain(&c.direction)) }
-                                    td { (serde_plain(&c.disposition)) span.muted { " (" (serde_plain(&c.hangup_side)) " hung up)" } }
+                                    td { (serde_plain(&c.disposition)) span.muted { " (" (serde_plain(&c.hangup_side)) " hung up" @if let Some(cause) = c.hangup_cause { ": " (cause.as_str().replace('_', " ")) } ")" } }
                                     td { (duration(c.billable_ms)) }
                                     td.recording {
                                         @if let Some((rec, access)) = recordings.get(&c.call_id) {

@@ -1479,36 +1479,76 @@ async fn calls_page_and_api_show_live_calls_with_numbers_masked_per_role() {
     assert!(page.contains("13812345678"), "{page}");
 }
 
+/// A CDR between two extensions, ended 30 s ago by the caller.
+fn ended_cdr(call_id: &str) -> crate::cdr::Cdr {
+    let now = system_clock_ms();
+    crate::cdr::Cdr {
+        call_id: call_id.to_owned(),
+        direction: crate::cdr::Direction::Internal,
+        caller: "101".to_owned(),
+        caller_port: Some(1),
+        callee: "102".to_owned(),
+        callee_port: Some(2),
+        started_at_ms: now - 60_000,
+        answered_at_ms: Some(now - 58_000),
+        ended_at_ms: now - 30_000,
+        disposition: crate::cdr::Disposition::Answered,
+        hangup_side: crate::cdr::HangupSide::Caller,
+        caller_sip_call_id: None,
+        callee_sip_call_id: None,
+        caller_quality: None,
+        callee_quality: None,
+        transfer_chain: Vec::new(),
+        queue: None,
+        blocked: None,
+        survey_score: None,
+        hold_ms: None,
+        queue_overflow: None,
+        interrupted: false,
+        hangup_cause: None,
+    }
+}
+
+#[tokio::test]
+async fn a_media_timeout_shows_on_the_calls_page_and_in_the_api() {
+    let env = env().await;
+    env.writer
+        .insert_cdr(crate::cdr::Cdr {
+            hangup_side: crate::cdr::HangupSide::System,
+            hangup_cause: Some(crate::cdr::HangupCause::MediaTimeout),
+            ..ended_cdr("call-silent-1")
+        })
+        .await
+        .expect("cdr");
+    env.writer
+        .insert_cdr(ended_cdr("call-normal-1"))
+        .await
+        .expect("cdr");
+    let boss = env.login("boss").await;
+    let page = env.get("/calls", Some(&boss)).await.text;
+    assert!(page.contains("system hung up: media timeout"), "{page}");
+    assert!(page.contains("caller hung up)"), "{page}");
+    let r = env.get("/api/v1/cdrs", Some(&boss)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let items = r.json()["items"].as_array().cloned().expect("items");
+    let by_id = |id: &str| {
+        items
+            .iter()
+            .find(|c| c["call_id"] == id)
+            .cloned()
+            .unwrap_or_else(|| panic!("{id} not in {items:?}"))
+    };
+    assert_eq!(by_id("call-silent-1")["hangup_cause"], "media_timeout");
+    assert_eq!(by_id("call-silent-1")["hangup_side"], "system");
+    assert!(by_id("call-normal-1").get("hangup_cause").is_none());
+}
+
 /// A recorded call in the store: a CDR between two extensions and its WAV registered
 /// under the call id; the recording's row id.
 async fn recorded_call(env: &Env, call_id: &str) -> i64 {
     let now = system_clock_ms();
     env.writer
-        .insert_cdr(crate::cdr::Cdr {
-            call_id: call_id.to_owned(),
-            direction: crate::cdr::Direction::Internal,
-            caller: "101".to_owned(),
-            caller_port: Some(1),
-            callee: "102".to_owned(),
-            callee_port: Some(2),
-            started_at_ms: now - 60_000,
-            answered_at_ms: Some(now - 58_000),
-            ended_at_ms: now - 30_000,
-            disposition: crate::cdr::Disposition::Answered,
-            hangup_side: crate::cdr::HangupSide::Caller,
-            caller_sip_call_id: None,
-            callee_sip_call_id: None,
-            caller_quality: None,
-            callee_quality: None,
-            transfer_chain: Vec::new(),
-            queue: None,
-            blocked: None,
-            survey_score: None,
-            hold_ms: None,
-            queue_overflow: None,
-            interrupted: false,
-            hangup_cause: None,
-        })
+        .insert_cdr(ended_cdr(call_id))
         .await
         .expect("cdr");
     let db = env._dir.path().join("branchline.db");
