@@ -1058,6 +1058,21 @@ mod tests {
             panic!("not a CDR");
         };
         assert!(c.interrupted);
+        // A media timeout's cause is typed, and kept in the JSON (not yet a column).
+        let mut silent = cdr(serde_json::Value::Null);
+        silent["hangup_side"] = "system".into();
+        silent["hangup_cause"] = "media_timeout".into();
+        let valid = validate_batch(batch_with(silent), "box-1").expect("media timeout CDR");
+        assert!(valid.records[0]
+            .stored_payload()
+            .is_some_and(|p| p.contains("media_timeout")));
+        let TypedPayload::Cdr(c) = &valid.records[0].typed else {
+            panic!("not a CDR");
+        };
+        assert_eq!(
+            c.hangup_cause,
+            Some(crate::wire::CdrHangupCause::MediaTimeout)
+        );
         // A field a newer firmware adds keeps the JSON again.
         let mut newer = cdr(serde_json::Value::Null);
         newer["park_ms"] = 4.into();
