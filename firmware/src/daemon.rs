@@ -1297,6 +1297,7 @@ fn start_sync(
                 identity,
                 handle: handle.clone(),
                 seed: sync_seed(),
+                web_listen: config.web.listen,
             };
             tasks.push(tokio::spawn(agent.run(stop.clone())));
             tasks.push(tokio::spawn(renew.run(stop.clone())));
@@ -1320,8 +1321,10 @@ fn start_sync(
                     auth: crate::accounts::AuthSettings::from(&config.auth),
                     handle: handle.clone(),
                     seed: sync_seed(),
+                    web_listen: config.web.listen,
                 };
                 let (store, handle, stop) = (store.clone(), handle.clone(), stop.clone());
+                let web_listen = config.web.listen;
                 tasks.push(tokio::spawn(async move {
                     let Some(hq) = task.run(stop.clone()).await else {
                         return;
@@ -1339,6 +1342,7 @@ fn start_sync(
                                 identity,
                                 handle: handle.clone(),
                                 seed: sync_seed(),
+                                web_listen,
                             };
                             let agent = sync::agent::Agent {
                                 hq,

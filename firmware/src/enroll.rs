@@ -66,6 +66,7 @@
 //! `Error`: they end in the sync status and the provisioning state, never in `main`.
 
 use std::io::Write;
+use std::net::{IpAddr, SocketAddr};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -73,10 +74,11 @@ use std::time::{Duration, Instant};
 
 use branchline_provisioning::payload::{BoxSerial, CaPin};
 use branchline_sync::agent::{Backoff, BackoffConfig};
+use branchline_sync::alt_names::{self, AltName};
 use branchline_sync::wire::{
     EnrollError as EnrollRefusal, EnrollRequest, EnrollResponse, ENROLL_PATH, PROTOCOL_VERSION,
 };
-use rcgen::{CertificateParams, DnType, KeyPair, PublicKeyData};
+use rcgen::{CertificateParams, DnType, KeyPair, PublicKeyData, SanType};
 use rusqlite::{Connection, OptionalExtension};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
@@ -377,15 +379,28 @@ pub fn load_or_make_key(path: &Path) -> Result<KeyPair> {
     }
 }
 
-/// A PKCS#10 request for `key`, subject CN = `serial`, as PEM.
-pub fn make_csr(key: &KeyPair, serial: &BoxSerial) -> Result<String> {
-    make_csr_for(key, serial.as_str())
+/// A PKCS#10 request for `key`, subject CN = `serial`, asking for `alt_names`, as PEM.
+pub fn make_csr(key: &KeyPair, serial: &BoxSerial, alt_names: &[AltName]) -> Result<String> {
+    make_csr_for(key, serial.as_str(), alt_names)
 }
 
-/// A PKCS#10 request for `key`, subject CN = `cn` (renewal: the box id), as PEM.
-pub fn make_csr_for(key: &KeyPair, cn: &str) -> Result<String> {
+/// A PKCS#10 request for `key`, subject CN = `cn` (renewal: the box id), asking for
+/// the subjectAltNames `alt_names` ([`csr_alt_names`]), as PEM.
+pub fn make_csr_for(key: &KeyPair, cn: &str, alt_names: &[AltName]) -> Result<String> {
     let mut params = CertificateParams::default();
     params.distinguished_name.push(DnType::CommonName, cn);
+    params.subject_alt_names = alt_names
+        .iter()
+        .map(|name| match name {
+            AltName::Ip(ip) => Ok(SanType::IpAddress(*ip)),
+            AltName::Dns(dns) => rcgen::string::Ia5String::try_from(dns.as_str())
+                .map(SanType::DnsName)
+                .map_err(|source| EnrollError::Crypto {
+                    what: "CSR name",
+                    source,
+                }),
+        })
+        .collect::<Result<_>>()?;
     params
         .serialize_request(key)
         .and_then(|csr| csr.pem())
@@ -393,6 +408,83 @@ pub fn make_csr_for(key: &KeyPair, cn: &str) -> Result<String> {
             what: "CSR",
             source,
         })
+}
+
+/// The subjectAltNames the box asks for in its CSR so that its web page validates at
+/// `https://<lan-ip>/` and `https://<serial>.local/`
+/// ([`branchline_sync::alt_names`] is the policy HQ signs by):
+///
+/// - its own names ([`alt_names::own_names`]: `<serial>`, `<serial>.local`);
+/// - the web page's addresses, when it is served (`web_listen`): the listen address
+///   itself, or with an unspecified one (`0.0.0.0`: IPv4 only, `[::]`: both) the
+///   addresses of `interfaces`; of those only private and link-local ones
+///   ([`alt_names::lan_ip`]), never the host of `hq_url` (HQ refuses its own
+///   address), private ones before link-local ones, at most
+///   [`alt_names::MAX_ALT_NAMES`] names in all. Pure.
+pub fn csr_alt_names(
+    box_id: &str,
+    web_listen: Option<SocketAddr>,
+    hq_url: &str,
+    interfaces: &[IpAddr],
+) -> Vec<AltName> {
+    let mut names: Vec<AltName> = alt_names::own_names(box_id)
+        .into_iter()
+        .map(AltName::Dns)
+        .collect();
+    let hq_ip = reqwest::Url::parse(hq_url).ok().and_then(|u| {
+        u.host_str()?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<IpAddr>()
+            .ok()
+    });
+    let mut ips: Vec<IpAddr> = match web_listen.map(|l| l.ip()) {
+        None => Vec::new(),
+        Some(IpAddr::V4(any)) if any.is_unspecified() => {
+            interfaces.iter().copied().filter(IpAddr::is_ipv4).collect()
+        }
+        Some(IpAddr::V6(any)) if any.is_unspecified() => interfaces.to_vec(),
+        Some(ip) => vec![ip],
+    };
+    ips.retain(|ip| alt_names::lan_ip(ip) && Some(*ip) != hq_ip);
+    let link_local = |ip: &IpAddr| match ip {
+        IpAddr::V4(v4) => v4.is_link_local(),
+        IpAddr::V6(v6) => v6.is_unicast_link_local(),
+    };
+    ips.sort_by_key(|ip| (link_local(ip), *ip));
+    ips.dedup();
+    names.extend(ips.into_iter().map(AltName::Ip));
+    names.truncate(alt_names::MAX_ALT_NAMES);
+    names
+}
+
+/// The addresses of this host's interfaces (for [`csr_alt_names`] when the web page
+/// listens on every address); none when the OS does not tell (logged).
+pub fn interface_addresses() -> Vec<IpAddr> {
+    match nix::ifaddrs::getifaddrs() {
+        Ok(list) => list
+            .filter_map(|ifa| {
+                let addr = ifa.address?;
+                addr.as_sockaddr_in()
+                    .map(|a| IpAddr::V4(a.ip()))
+                    .or_else(|| addr.as_sockaddr_in6().map(|a| IpAddr::V6(a.ip())))
+            })
+            .collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot list the interfaces' addresses; the certificate request names no LAN address");
+            Vec::new()
+        }
+    }
+}
+
+/// [`csr_alt_names`] with this host's interfaces (listed only when `web_listen` is an
+/// unspecified address).
+pub fn lan_alt_names(box_id: &str, web_listen: Option<SocketAddr>, hq_url: &str) -> Vec<AltName> {
+    let interfaces = match web_listen {
+        Some(l) if l.ip().is_unspecified() => interface_addresses(),
+        _ => Vec::new(),
+    };
+    csr_alt_names(box_id, web_listen, hq_url, &interfaces)
 }
 
 fn spki_sha256(cert_der: &[u8]) -> Option<[u8; 32]> {
@@ -608,6 +700,8 @@ pub struct EnrollTask {
     pub handle: SyncHandle,
     /// Jitter seed of the backoff.
     pub seed: u64,
+    /// `[web] listen`: the addresses the CSR asks for ([`lan_alt_names`]).
+    pub web_listen: Option<SocketAddr>,
 }
 
 fn now_ms() -> i64 {
@@ -683,7 +777,11 @@ impl EnrollTask {
         let req = EnrollRequest {
             protocol: PROTOCOL_VERSION,
             token: p.token.clone(),
-            csr_pem: make_csr(&key, &self.serial)?,
+            csr_pem: make_csr(
+                &key,
+                &self.serial,
+                &lan_alt_names(self.serial.as_str(), self.web_listen, p.hq_url.as_str()),
+            )?,
         };
         let client_err = |reason: String| EnrollError::Client {
             url: p.hq_url.clone(),
@@ -834,10 +932,98 @@ mod tests {
     }
 
     #[test]
-    fn csr_names_the_serial() {
+    fn csr_names_the_serial_and_asks_for_the_alt_names() {
         let key = KeyPair::generate().unwrap();
-        let pem = make_csr(&key, &serial()).unwrap();
+        let names = [
+            AltName::Dns("box-1".into()),
+            AltName::Ip("192.168.1.1".parse().unwrap()),
+        ];
+        let pem = make_csr(&key, &serial(), &names).unwrap();
         assert!(pem.starts_with("-----BEGIN CERTIFICATE REQUEST-----"));
+        // HQ's own check reads back the serial and the names.
+        use x509_parser::prelude::FromDer;
+        let (_, der) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).unwrap();
+        let (_, csr) =
+            x509_parser::certification_request::X509CertificationRequest::from_der(&der.contents)
+                .unwrap();
+        let info = &csr.certification_request_info;
+        let cn = info.subject.iter_common_name().next().unwrap();
+        assert_eq!(cn.as_str().unwrap(), "BOX-1");
+        let mut got = Vec::new();
+        for ext in csr.requested_extensions().into_iter().flatten() {
+            if let x509_parser::extensions::ParsedExtension::SubjectAlternativeName(san) = ext {
+                got.extend(san.general_names.iter().map(|n| n.to_string()));
+            }
+        }
+        // x509-parser prints an IP SAN as its octets in hex.
+        assert_eq!(got, ["DNSName(box-1)", "IPAddress(c0:a8:01:01)"]);
+    }
+
+    #[test]
+    fn the_csr_asks_for_the_web_page_s_lan_addresses_and_the_box_s_names() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let at = |s: &str| Some(s.parse::<SocketAddr>().unwrap());
+        let own = [
+            AltName::Dns("box-1".into()),
+            AltName::Dns("box-1.local".into()),
+        ];
+        let with = |ips: &[&str]| {
+            own.iter()
+                .cloned()
+                .chain(ips.iter().map(|s| AltName::Ip(ip(s))))
+                .collect::<Vec<_>>()
+        };
+        let hq = "https://10.9.9.9:8443";
+        let interfaces: Vec<IpAddr> = [
+            "127.0.0.1",
+            "203.0.113.4",
+            "169.254.3.3",
+            "192.168.1.1",
+            "10.9.9.9",
+            "::1",
+            "fe80::1",
+            "fd00::2",
+            "2001:db8::7",
+            "192.168.1.1",
+        ]
+        .iter()
+        .map(|s| ip(s))
+        .collect();
+        // No web page: only the names.
+        assert_eq!(csr_alt_names("BOX-1", None, hq, &interfaces), with(&[]));
+        // A specific listen address: that one if it is a LAN one.
+        assert_eq!(
+            csr_alt_names("BOX-1", at("192.168.7.1:443"), hq, &interfaces),
+            with(&["192.168.7.1"])
+        );
+        assert_eq!(
+            csr_alt_names("BOX-1", at("127.0.0.1:443"), hq, &interfaces),
+            with(&[])
+        );
+        assert_eq!(
+            csr_alt_names("BOX-1", at("203.0.113.4:443"), hq, &interfaces),
+            with(&[])
+        );
+        // Every IPv4 address: the private ones, not HQ's, link-local last.
+        assert_eq!(
+            csr_alt_names("BOX-1", at("0.0.0.0:443"), hq, &interfaces),
+            with(&["192.168.1.1", "169.254.3.3"])
+        );
+        // Every address: IPv6 too.
+        assert_eq!(
+            csr_alt_names("BOX-1", at("[::]:443"), hq, &interfaces),
+            with(&["192.168.1.1", "fd00::2", "169.254.3.3", "fe80::1"])
+        );
+        // A serial that is no DNS label gets addresses only; at most MAX_ALT_NAMES.
+        let many: Vec<IpAddr> = (1..=20).map(|i| ip(&format!("10.0.0.{i}"))).collect();
+        let got = csr_alt_names("BOX_1", at("0.0.0.0:443"), hq, &many);
+        assert_eq!(got.len(), alt_names::MAX_ALT_NAMES);
+        assert_eq!(got[0], AltName::Ip(ip("10.0.0.1")));
+        // What the box asks for is what HQ accepts.
+        for listen in ["0.0.0.0:443", "[::]:443", "192.168.7.1:443"] {
+            let names = csr_alt_names("BOX-1", at(listen), hq, &interfaces);
+            alt_names::check("BOX-1", &names, &[AltName::Ip(ip("10.9.9.9"))]).unwrap();
+        }
     }
 
     fn store_with_bundle(dir: &Path) -> (Connection, PathBuf) {

@@ -59,7 +59,7 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::HqConfig;
-use crate::enroll::{load_or_make_key, make_csr_for, write_atomic, EnrollError};
+use crate::enroll::{lan_alt_names, load_or_make_key, make_csr_for, write_atomic, EnrollError};
 use crate::sync::client::DeviceIdentity;
 use crate::sync::status::SyncHandle;
 
@@ -330,6 +330,9 @@ pub struct RenewTask {
     pub handle: SyncHandle,
     /// Jitter seed of the backoff.
     pub seed: u64,
+    /// `[web] listen`: the addresses the CSR asks for
+    /// ([`crate::enroll::lan_alt_names`], read again at each renewal).
+    pub web_listen: Option<std::net::SocketAddr>,
 }
 
 fn now_ms() -> i64 {
@@ -430,7 +433,11 @@ impl RenewTask {
         let key = load_or_make_key(&staged(&self.hq.client_key))?;
         let req = RenewRequest {
             protocol: branchline_sync::wire::PROTOCOL_VERSION,
-            csr_pem: make_csr_for(&key, &self.hq.box_id)?,
+            csr_pem: make_csr_for(
+                &key,
+                &self.hq.box_id,
+                &lan_alt_names(&self.hq.box_id, self.web_listen, &self.hq.url),
+            )?,
         };
         let url = format!("{}{RENEW_PATH}", self.hq.url.trim_end_matches('/'));
         let resp = match self
@@ -659,6 +666,7 @@ mod tests {
             identity,
             handle: handle.clone(),
             seed: 7,
+            web_listen: None,
         };
         let stop = CancellationToken::new();
         let run = tokio::spawn(task.run(stop.clone()));

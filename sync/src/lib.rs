@@ -13,6 +13,8 @@
 //!   [`agent::SyncStatus`], and the gzip body codec HQ shares
 //!   ([`agent::decode_batch`]), and [`agent::FileUploader`] (recording files in
 //!   resumable chunks by HQ's policy, with a bandwidth cap).
+//! - [`alt_names`]: which subjectAltNames (private LAN addresses, names made of the
+//!   serial) a device certificate may carry; the box asks by it and HQ checks by it.
 //! - [`wan`]: the box's WAN monitor core [`wan::WanMonitor`]: HQ and trunk
 //!   reachability from probe results with hysteresis, Online/Degraded/Offline, and
 //!   whether outside calls may use the SIP trunk.
@@ -23,6 +25,7 @@
 #![forbid(unsafe_code)]
 
 pub mod agent;
+pub mod alt_names;
 #[cfg(feature = "hq")]
 pub mod hq;
 pub mod wan;

@@ -24,14 +24,17 @@
 //! 2. token framing, key id and signature (403 `bad_token`);
 //! 3. the CSR: PEM, DER, its self-signature (rcgen's `CertificateSigningRequestParams`,
 //!    which verifies it with x509-parser), key type ECDSA P-256, a subject CN that is a
-//!    valid box serial (400 `bad_csr`);
+//!    valid box serial, subjectAltNames that are only IP addresses and DNS names the
+//!    box may have ([`crate::alt_names::check`]: private or link-local addresses, names
+//!    made of its serial) (400 `bad_csr`, naming the refused one);
 //! 4. `branchline_provisioning::check::check` with the CSR's CN as the serial:
 //!    expiry, serial binding, the revocation list (403 `expired`, `wrong_serial`,
 //!    `revoked`);
 //! 5. HQ signs a device certificate for the CSR's key: CN = the serial (the box id),
-//!    clientAuth, valid for `box_cert_lifetime_s`
-//!    ([`crate::hq::HqConfig::box_cert_lifetime`], [`crate::hq::pki::box_validity`]);
-//!    nothing of the CSR but its key is used ([`crate::hq::pki::Ca::sign_box_csr`]);
+//!    clientAuth and serverAuth, valid for `box_cert_lifetime_s`
+//!    ([`crate::hq::HqConfig::box_cert_lifetime`], [`crate::hq::pki::box_validity`]),
+//!    with the CSR's checked subjectAltNames unless one is HQ's own (400 `bad_csr`);
+//!    nothing else of the CSR is used ([`crate::hq::pki::Ca::sign_box_csr`]);
 //! 6. [`crate::hq::store::HqStore::enroll_box`], one transaction: the site exists, the
 //!    token is unused (or was used by this box with this very key: a box that lost
 //!    the answer gets a fresh certificate), the box is not registered in another
@@ -78,12 +81,13 @@ use branchline_provisioning::keys::TrustedKeys;
 use branchline_provisioning::payload::{BoxSerial, SiteId, TokenId};
 use branchline_provisioning::revocation::RevocationList;
 use branchline_provisioning::token;
-use rcgen::CertificateSigningRequestParams;
+use rcgen::{CertificateSigningRequestParams, SanType};
 use sha2::{Digest, Sha256};
 use x509_parser::certification_request::X509CertificationRequest;
 use x509_parser::oid_registry::{OID_EC_P256, OID_KEY_TYPE_EC_PUBLIC_KEY};
 use x509_parser::prelude::FromDer;
 
+use crate::alt_names::{self, AltName};
 use crate::hq::server::PeerIdentity;
 use crate::hq::store::{EnrollmentRecord, RenewalRecord};
 use crate::hq::sync_api::{self, SyncError};
@@ -160,6 +164,9 @@ pub struct CheckedRequest {
     pub key_sha256: String,
     /// The verified CSR (only its key is used).
     pub csr: CertificateSigningRequestParams,
+    /// The subjectAltNames it asks for, checked against the policy without HQ's
+    /// names (the signer checks those).
+    pub alt_names: Vec<AltName>,
 }
 
 fn csr_refused(reason: impl Into<String>) -> Refusal {
@@ -168,16 +175,19 @@ fn csr_refused(reason: impl Into<String>) -> Refusal {
     }
 }
 
-/// A CSR that parsed, whose self-signature verified, with an ECDSA P-256 key and a
-/// subject CN that is a valid box serial.
+/// A CSR that parsed, whose self-signature verified, with an ECDSA P-256 key, a
+/// subject CN that is a valid box serial and acceptable subjectAltNames.
 #[derive(Debug, Clone)]
 pub struct CheckedCsr {
     /// The CN.
     pub box_id: BoxSerial,
     /// sha256 (hex) of the key's SubjectPublicKeyInfo.
     pub key_sha256: String,
-    /// The verified request (only its key is used).
+    /// The verified request (only its key and [`CheckedCsr::alt_names`] are used).
     pub csr: CertificateSigningRequestParams,
+    /// Its subjectAltNames, IP and DNS only, each one the box may have
+    /// ([`crate::alt_names::check`] without HQ's names).
+    pub alt_names: Vec<AltName>,
 }
 
 /// Checks a CSR (step 3 of the module doc; renewal checks the same). Pure.
@@ -221,11 +231,25 @@ pub fn check_csr(csr_pem: &str) -> Result<CheckedCsr, Refusal> {
     let box_id: BoxSerial = cn
         .parse()
         .map_err(|e| csr_refused(format!("subject CN: {e}")))?;
+    let alt_names = csr
+        .params
+        .subject_alt_names
+        .iter()
+        .map(|san| match san {
+            SanType::IpAddress(ip) => Ok(AltName::Ip(*ip)),
+            SanType::DnsName(dns) => Ok(AltName::Dns(dns.as_str().to_ascii_lowercase())),
+            other => Err(csr_refused(format!(
+                "subjectAltName {other:?}: only IP addresses and DNS names"
+            ))),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    alt_names::check(box_id.as_str(), &alt_names, &[]).map_err(|e| csr_refused(e.to_string()))?;
     let key_sha256 = hex::encode(Sha256::digest(spki.raw));
     Ok(CheckedCsr {
         box_id,
         key_sha256,
         csr,
+        alt_names,
     })
 }
 
@@ -246,6 +270,7 @@ pub fn check_request(
         box_id,
         key_sha256,
         csr,
+        alt_names,
     } = check_csr(&req.csr_pem)?;
 
     let ctx = CheckContext {
@@ -262,6 +287,7 @@ pub fn check_request(
         box_id,
         key_sha256,
         csr,
+        alt_names,
     })
 }
 
@@ -322,6 +348,10 @@ impl From<Error> for EnrollFailure {
                      not used before"
                 ),
             ),
+            Error::AltName { .. } => EnrollFailure::new(
+                EnrollErrorCode::BadCsr,
+                format!("certificate signing request refused: {e}"),
+            ),
             Error::NotFound { what: "site", key } => EnrollFailure::new(
                 EnrollErrorCode::WrongSite,
                 format!("the token's site {key:?} does not exist at HQ"),
@@ -347,11 +377,13 @@ pub(crate) fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Signs a device certificate for the key of `csr` (on the blocking pool: loading the
-/// CA and signing are CPU work): certificate PEM, fingerprint, CA PEM.
+/// Signs a device certificate for the key of `csr` with `alt_names` (on the blocking
+/// pool: loading the CA and signing are CPU work): certificate PEM, fingerprint, CA
+/// PEM.
 async fn sign(
     state: &AppState,
     csr: CertificateSigningRequestParams,
+    alt_names: Vec<AltName>,
     box_id: String,
     now: SystemTime,
 ) -> Result<(String, String, String), Error> {
@@ -359,7 +391,7 @@ async fn sign(
     let (not_before, not_after) = pki::box_validity(now, state.config.box_cert_lifetime);
     tokio::task::spawn_blocking(move || {
         let ca = pki::Ca::load(&tls_dir)?;
-        let (cert, fp) = ca.sign_box_csr(&csr, &box_id, not_before, not_after)?;
+        let (cert, fp) = ca.sign_box_csr(&csr, &box_id, &alt_names, not_before, not_after)?;
         Ok::<_, Error>((cert, fp, ca.cert_pem().to_owned()))
     })
     .await
@@ -392,8 +424,17 @@ async fn enroll(
     let checked = check_request(&req, settings, now_s).inspect_err(|r| {
         tracing::warn!(refusal = %r, "enrollment refused");
     })?;
-    let (cert_pem, fingerprint, ca_pem) =
-        sign(&state, checked.csr.clone(), checked.box_id.to_string(), now).await?;
+    let (cert_pem, fingerprint, ca_pem) = sign(
+        &state,
+        checked.csr.clone(),
+        checked.alt_names.clone(),
+        checked.box_id.to_string(),
+        now,
+    )
+    .await
+    .inspect_err(|e| {
+        tracing::warn!(error = %e, box_id = %checked.box_id, "enrollment refused by the signer");
+    })?;
     let record = EnrollmentRecord {
         token_id: checked.token_id.to_string(),
         box_id: checked.box_id.to_string(),
@@ -462,7 +503,18 @@ pub(crate) async fn renew(
     }
     let now = SystemTime::now();
     let (_, not_after) = pki::box_validity(now, state.config.box_cert_lifetime);
-    let (cert_pem, fingerprint, ca_pem) = sign(&state, checked.csr, rec.id.clone(), now).await?;
+    let (cert_pem, fingerprint, ca_pem) =
+        match sign(&state, checked.csr, checked.alt_names, rec.id.clone(), now).await {
+            Err(e @ Error::AltName { .. }) => {
+                tracing::warn!(error = %e, "renewal refused");
+                return Err(SyncError::new(
+                    StatusCode::BAD_REQUEST,
+                    ErrorCode::BadCsr,
+                    format!("certificate signing request refused: {e}"),
+                ));
+            }
+            r => r?,
+        };
     let renewal = RenewalRecord {
         box_id: rec.id.clone(),
         presented_fingerprint: presented,
@@ -668,5 +720,77 @@ mod tests {
         let mut r = req(t(), csr("BOX-1"));
         r.protocol = 99;
         assert_eq!(code(check_request(&r, &s, NOW)), EnrollErrorCode::Malformed);
+    }
+
+    /// A P-256 CSR, CN `cn`, asking for the subjectAltNames `sans`.
+    fn csr_with_sans(cn: &str, sans: Vec<rcgen::SanType>) -> String {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::default();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, cn);
+        params.subject_alt_names = sans;
+        params.serialize_request(&key).unwrap().pem().unwrap()
+    }
+
+    fn dns(name: &str) -> rcgen::SanType {
+        rcgen::SanType::DnsName(name.try_into().unwrap())
+    }
+
+    fn ip(addr: &str) -> rcgen::SanType {
+        rcgen::SanType::IpAddress(addr.parse().unwrap())
+    }
+
+    #[test]
+    fn the_csr_s_lan_addresses_and_own_names_are_kept_others_refused() {
+        let s = settings();
+        let t = || token(&["BOX-1"], NOW + 60);
+        let pem = csr_with_sans(
+            "BOX-1",
+            vec![
+                ip("192.168.1.1"),
+                ip("fe80::1"),
+                dns("BOX-1"),
+                dns("box-1.local"),
+            ],
+        );
+        let ok = check_request(&req(t(), pem), &s, NOW).unwrap();
+        assert_eq!(
+            ok.alt_names,
+            [
+                AltName::Ip("192.168.1.1".parse().unwrap()),
+                AltName::Ip("fe80::1".parse().unwrap()),
+                AltName::Dns("box-1".into()),
+                AltName::Dns("box-1.local".into()),
+            ]
+        );
+        assert!(check_request(&req(t(), csr("BOX-1")), &s, NOW)
+            .unwrap()
+            .alt_names
+            .is_empty());
+        for (san, why) in [
+            (
+                ip("8.8.8.8"),
+                "IP 8.8.8.8 is not a private or link-local address",
+            ),
+            (ip("127.0.0.1"), "IP 127.0.0.1 is not a private"),
+            (
+                dns("hq.example.com"),
+                "DNS \"hq.example.com\" is not a name of box \"BOX-1\"",
+            ),
+            (dns("box-2.local"), "is not a name of box"),
+            (
+                rcgen::SanType::Rfc822Name("ops@example.com".try_into().unwrap()),
+                "only IP addresses and DNS names",
+            ),
+        ] {
+            let pem = csr_with_sans("BOX-1", vec![ip("10.1.1.1"), san]);
+            let r = check_request(&req(t(), pem), &s, NOW);
+            assert!(
+                matches!(&r, Err(Refusal::Csr { reason }) if reason.contains(why)),
+                "{why}: {r:?}"
+            );
+            assert_eq!(code(r), EnrollErrorCode::BadCsr);
+        }
     }
 }

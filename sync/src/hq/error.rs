@@ -131,6 +131,16 @@ pub enum Error {
         #[source]
         source: rcgen::Error,
     },
+    /// A device certificate would carry a subjectAltName the policy refuses
+    /// ([`crate::alt_names::check`]); nothing was signed.
+    #[error("box {box_id}: {source}")]
+    AltName {
+        /// The box.
+        box_id: String,
+        /// Which name and why.
+        #[source]
+        source: crate::alt_names::AltNameRefusal,
+    },
     /// A PEM file holds no usable certificate or key.
     #[error("{path}: {reason}")]
     Pem {

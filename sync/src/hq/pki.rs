@@ -10,7 +10,7 @@
 //!
 //! [`Ca::issue_box`] signs a device certificate whose subject CN is the box id, with
 //! the clientAuth and serverAuth extended key usages (the box serves its web page
-//! with it); `branch-hq box add` writes it with its key and
+//! with it); `branch-hq box add` writes it (no subjectAltName) with its key and
 //! the CA certificate for the box. The sync listener trusts only this CA for client
 //! certificates ([`server_tls_config`]): rustls' WebPKI verifier refuses certificates
 //! from another CA, self-signed ones, and ones outside their validity period during
@@ -22,7 +22,12 @@
 //! in the `boxes` table so that issuing a new one revokes the old. A box renews its
 //! certificate before it expires over mutual TLS (a new key, a CSR, the same
 //! [`Ca::sign_box_csr`]; see [`crate::hq::enroll`]): the new one is staged next to the
-//! pinned one until the box uses it. Enrolled and renewed certificates last
+//! pinned one until the box uses it. A certificate signed from a CSR carries the
+//! subjectAltNames the CSR asks for (the box's private LAN addresses and the names
+//! made of its serial, so its web page validates at `https://<lan-ip>/`) once they
+//! pass [`crate::alt_names::check`], which also refuses every name or address of HQ's
+//! own server certificate (read from [`SERVER_CERT`] by [`Ca::load`]): a box never
+//! gets a certificate valid for HQ. Enrolled and renewed certificates last
 //! `box_cert_lifetime_s` ([`box_validity`]); an operator revokes a box in the store,
 //! not with a CRL: the sync listener reads the revocation on every request.
 
@@ -33,11 +38,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, SerialNumber,
+    Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
 };
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use sha2::{Digest, Sha256};
 
+use crate::alt_names::{self, AltName};
 use crate::hq::{Error, Result};
 
 /// The CA certificate (PEM).
@@ -163,6 +169,9 @@ pub struct IssuedCert {
 pub struct Ca {
     cert_pem: String,
     key: KeyPair,
+    /// The SANs of HQ's server certificate, which no device certificate may carry;
+    /// `None` when the directory has none (then [`Ca::sign_box_csr`] signs no SAN).
+    hq_names: Option<Vec<AltName>>,
 }
 
 impl std::fmt::Debug for Ca {
@@ -206,6 +215,7 @@ impl Ca {
         Ok(Ca {
             cert_pem: cert.pem(),
             key,
+            hq_names: None,
         })
     }
 
@@ -216,9 +226,16 @@ impl Ca {
             path: key_path,
             reason: format!("not a private key: {e}"),
         })?;
+        let server = dir.join(SERVER_CERT);
+        let hq_names = if server.exists() {
+            Some(cert_alt_names(&server, &load_certs(&server)?[0])?)
+        } else {
+            None
+        };
         Ok(Ca {
             cert_pem: read(&dir.join(CA_CERT))?,
             key,
+            hq_names,
         })
     }
 
@@ -266,16 +283,46 @@ impl Ca {
 
     /// Signs the key of a verified CSR into a device certificate for `box_id`
     /// (enrollment, [`crate::hq::enroll`]): the subject, key usages and lifetime are
-    /// HQ's, never the CSR's; only its public key is used. Returns the certificate
-    /// (PEM) and its fingerprint.
+    /// HQ's, never the CSR's; of the CSR only its public key and `alt_names` (the
+    /// SANs it asked for, see [`crate::hq::enroll::check_csr`]) are used. The SANs are
+    /// checked again here ([`alt_names::check`], with HQ's own names): a refused one
+    /// is [`Error::AltName`] and nothing is signed. Returns the certificate (PEM) and
+    /// its fingerprint.
     pub fn sign_box_csr(
         &self,
         csr: &rcgen::CertificateSigningRequestParams,
         box_id: &str,
+        alt_names: &[AltName],
         not_before: SystemTime,
         not_after: SystemTime,
     ) -> Result<(String, String)> {
+        let refused = |source| Error::AltName {
+            box_id: box_id.to_owned(),
+            source,
+        };
+        let hq_names = match (&self.hq_names, alt_names.is_empty()) {
+            (_, true) => &[][..],
+            (Some(names), false) => names.as_slice(),
+            (None, false) => {
+                return Err(Error::Pem {
+                    path: PathBuf::from(SERVER_CERT),
+                    reason: "HQ's server certificate is not in the CA's directory, so a \
+                             device certificate cannot be checked against HQ's own names"
+                        .to_owned(),
+                })
+            }
+        };
+        alt_names::check(box_id, alt_names, hq_names).map_err(refused)?;
         let mut params = CertificateParams::default();
+        params.subject_alt_names = alt_names
+            .iter()
+            .map(|name| match name {
+                AltName::Ip(ip) => Ok(SanType::IpAddress(*ip)),
+                AltName::Dns(dns) => rcgen::string::Ia5String::try_from(dns.as_str())
+                    .map(SanType::DnsName)
+                    .map_err(cert_err(format!("box {box_id} name {dns:?}"))),
+            })
+            .collect::<Result<_>>()?;
         let mut dn = DistinguishedName::new();
         dn.push(DnType::CommonName, box_id);
         dn.push(DnType::OrganizationName, "Branchline");
@@ -465,6 +512,44 @@ pub fn admin_tls_config(dir: &Path) -> Result<rustls::ServerConfig> {
         })
 }
 
+/// The IP and DNS subjectAltNames of certificate `der` (read from `path`, named in
+/// errors).
+pub fn cert_alt_names(path: &Path, der: &[u8]) -> Result<Vec<AltName>> {
+    let bad = |reason: String| Error::Pem {
+        path: path.to_owned(),
+        reason,
+    };
+    let (_, cert) = x509_parser::parse_x509_certificate(der)
+        .map_err(|e| bad(format!("not an X.509 certificate: {e}")))?;
+    let san = cert
+        .subject_alternative_name()
+        .map_err(|e| bad(format!("subjectAltName: {e}")))?;
+    let mut names = Vec::new();
+    for name in san.iter().flat_map(|ext| &ext.value.general_names) {
+        match name {
+            x509_parser::extensions::GeneralName::DNSName(dns) => {
+                names.push(AltName::Dns(dns.to_ascii_lowercase()));
+            }
+            x509_parser::extensions::GeneralName::IPAddress(octets) => {
+                let ip = match octets.len() {
+                    4 => <[u8; 4]>::try_from(*octets)
+                        .map(std::net::IpAddr::from)
+                        .ok(),
+                    16 => <[u8; 16]>::try_from(*octets)
+                        .map(std::net::IpAddr::from)
+                        .ok(),
+                    _ => None,
+                };
+                names.push(AltName::Ip(ip.ok_or_else(|| {
+                    bad(format!("an IP subjectAltName of {} bytes", octets.len()))
+                })?));
+            }
+            _ => {}
+        }
+    }
+    Ok(names)
+}
+
 /// The subject CN of a certificate (the box id of a device certificate).
 pub fn subject_cn(der: &[u8]) -> Option<String> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
@@ -500,7 +585,7 @@ mod tests {
         let csr_pem = params.serialize_request(&key).unwrap().pem().unwrap();
         let csr = rcgen::CertificateSigningRequestParams::from_pem(&csr_pem).unwrap();
         let (cert, _) = ca
-            .sign_box_csr(&csr, "BOX-2", now - DAY, now + DAY)
+            .sign_box_csr(&csr, "BOX-2", &[], now - DAY, now + DAY)
             .unwrap();
         assert_eq!(ekus(&cert), (true, true));
         assert_eq!(
@@ -513,5 +598,111 @@ mod tests {
             .as_deref(),
             Some("BOX-2")
         );
+    }
+
+    /// A CSR for a fresh key, CN `cn`, asking for `sans`.
+    fn csr_with_sans(cn: &str, sans: &[&str]) -> rcgen::CertificateSigningRequestParams {
+        let key = KeyPair::generate().unwrap();
+        let mut params =
+            CertificateParams::new(sans.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>())
+                .unwrap();
+        params.distinguished_name.push(DnType::CommonName, cn);
+        let pem = params.serialize_request(&key).unwrap().pem().unwrap();
+        rcgen::CertificateSigningRequestParams::from_pem(&pem).unwrap()
+    }
+
+    fn names(list: &[&str]) -> Vec<AltName> {
+        list.iter()
+            .map(|s| match s.parse() {
+                Ok(ip) => AltName::Ip(ip),
+                Err(_) => AltName::Dns((*s).to_owned()),
+            })
+            .collect()
+    }
+
+    /// A CA directory made by `init_ca` with HQ's server names `hq`, loaded back.
+    fn ca_with_server(hq: &[&str]) -> (tempfile::TempDir, Ca) {
+        let dir = tempfile::tempdir().unwrap();
+        let hq: Vec<String> = hq.iter().map(|s| (*s).to_owned()).collect();
+        init_ca(dir.path(), &hq, SystemTime::now()).unwrap();
+        let ca = Ca::load(dir.path()).unwrap();
+        (dir, ca)
+    }
+
+    fn cert_names(pem: &str) -> Vec<AltName> {
+        let der = rustls_pemfile::certs(&mut pem.as_bytes())
+            .next()
+            .unwrap()
+            .unwrap();
+        cert_alt_names(Path::new("box.pem"), &der).unwrap()
+    }
+
+    #[test]
+    fn the_lan_addresses_and_own_names_of_a_csr_are_copied() {
+        let now = SystemTime::now();
+        let (_dir, ca) = ca_with_server(&["hq.example.com", "10.0.0.5"]);
+        let asked = ["192.168.1.1", "fd00::2", "box-1", "box-1.local"];
+        let csr = csr_with_sans("BOX-1", &asked);
+        let (cert, _) = ca
+            .sign_box_csr(&csr, "BOX-1", &names(&asked), now - DAY, now + DAY)
+            .unwrap();
+        assert_eq!(cert_names(&cert), names(&asked));
+        assert_eq!(ekus(&cert), (true, true));
+        // HQ's own names as the signer sees them.
+        assert_eq!(
+            ca.hq_names.as_deref(),
+            Some(&names(&["127.0.0.1", "localhost", "hq.example.com", "10.0.0.5"])[..])
+        );
+    }
+
+    #[test]
+    fn a_public_address_a_foreign_name_or_hq_s_own_is_never_signed() {
+        let now = SystemTime::now();
+        let (_dir, ca) = ca_with_server(&["hq.example.com", "10.0.0.5"]);
+        for (box_id, bad, refusal) in [
+            ("BOX-1", "203.0.113.7", "203.0.113.7 is not a private"),
+            ("BOX-1", "127.0.0.1", "127.0.0.1 is not a private"),
+            ("BOX-1", "hq.example.com", "is not a name of box"),
+            ("BOX-1", "box-2.local", "is not a name of box"),
+            // HQ on a private address, and a box whose serial is HQ's host name.
+            ("BOX-1", "10.0.0.5", "IP 10.0.0.5 is HQ's own"),
+            ("LOCALHOST", "localhost", "is not a name of box"),
+        ] {
+            let asked = ["192.168.1.1", bad];
+            let csr = csr_with_sans(box_id, &asked);
+            let e = ca
+                .sign_box_csr(&csr, box_id, &names(&asked), now - DAY, now + DAY)
+                .unwrap_err();
+            assert!(matches!(e, Error::AltName { .. }), "{bad}: {e}");
+            assert!(e.to_string().contains(refusal), "{bad}: {e}");
+        }
+        // A serial that is one of HQ's single-label names.
+        let (_dir, ca) = ca_with_server(&["hq"]);
+        let csr = csr_with_sans("HQ", &["hq"]);
+        let e = ca
+            .sign_box_csr(&csr, "HQ", &names(&["hq"]), now - DAY, now + DAY)
+            .unwrap_err();
+        assert!(e.to_string().contains("DNS hq is HQ's own"), "{e}");
+    }
+
+    #[test]
+    fn without_hq_s_server_certificate_no_san_is_signed() {
+        let now = SystemTime::now();
+        let ca = Ca::generate(now).unwrap();
+        let csr = csr_with_sans("BOX-1", &["192.168.1.1"]);
+        let e = ca
+            .sign_box_csr(
+                &csr,
+                "BOX-1",
+                &names(&["192.168.1.1"]),
+                now - DAY,
+                now + DAY,
+            )
+            .unwrap_err();
+        assert!(e.to_string().contains("server certificate"), "{e}");
+        let (cert, _) = ca
+            .sign_box_csr(&csr, "BOX-1", &[], now - DAY, now + DAY)
+            .unwrap();
+        assert!(cert_names(&cert).is_empty());
     }
 }
