@@ -272,6 +272,12 @@ format = \"json\"
 [telephony]
 country = \"{country}\"
 
+# The technicians' web page on the LAN (README, \"Web diagnostics\"): plain HTTP until the
+# box is enrolled, then HTTPS with its device certificate on the same port (plain HTTP
+# is redirected), so http://<box address>/ always leads to the page.
+[web]
+listen = \"0.0.0.0:80\"
+
 # A/B slots: the post-boot health check commits an update's trial boot here.
 [update]
 {update}",

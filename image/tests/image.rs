@@ -221,7 +221,14 @@ fn generated_config_loads_in_branchd() {
             .expect("config");
         let path = dir.path().join("branchd.toml");
         fs::write(&path, &cfg.contents).expect("write");
-        branchline_firmware::config::Config::load(&path).unwrap_or_else(|e| panic!("{board}: {e}"));
+        let config = branchline_firmware::config::Config::load(&path)
+            .unwrap_or_else(|e| panic!("{board}: {e}"));
+        // A shipped box serves the technicians' page on every LAN address.
+        assert_eq!(
+            config.web.listen,
+            Some("0.0.0.0:80".parse().expect("addr")),
+            "{board}"
+        );
     }
 }
 
