@@ -655,6 +655,51 @@ pub(super) fn ports_page(
     page(StatusCode::OK, layout("Ports", Some(who), "/ports", body))
 }
 
+/// One temperature sensor of the board, as Linux's thermal framework reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct Thermal {
+    /// The zone's `type` (e.g. `cpu-thermal`), or its directory name without one.
+    pub name: String,
+    /// Degrees Celsius (`temp` is in millidegrees).
+    pub celsius: f64,
+}
+
+/// The board's temperatures from `<root>/thermal_zone*/{type,temp}` (`root` is
+/// `/sys/class/thermal` on a box), sorted by zone. Zones whose `temp` is missing or
+/// not a number (a sensor that failed to read) are left out; an empty list means the
+/// board reports none, which the page says instead of showing a number.
+pub(super) fn thermal_zones(root: &std::path::Path) -> Vec<Thermal> {
+    let Ok(dir) = std::fs::read_dir(root) else {
+        return Vec::new();
+    };
+    let mut zones: Vec<(u32, Thermal)> = dir
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let file = e.file_name();
+            let index: u32 = file.to_str()?.strip_prefix("thermal_zone")?.parse().ok()?;
+            let milli: i64 = std::fs::read_to_string(e.path().join("temp"))
+                .ok()?
+                .trim()
+                .parse()
+                .ok()?;
+            let name = std::fs::read_to_string(e.path().join("type"))
+                .ok()
+                .map(|t| t.trim().to_owned())
+                .filter(|t| !t.is_empty())
+                .unwrap_or_else(|| format!("thermal_zone{index}"));
+            Some((
+                index,
+                Thermal {
+                    name,
+                    celsius: milli as f64 / 1000.0,
+                },
+            ))
+        })
+        .collect();
+    zones.sort_by_key(|(i, _)| *i);
+    zones.into_iter().map(|(_, t)| t).collect()
+}
+
 /// `VmRSS` of this process, and `MemTotal` / `MemAvailable` of the machine, in bytes.
 fn memory() -> (Option<u64>, Option<u64>, Option<u64>) {
     fn kib(text: &str, key: &str) -> Option<u64> {
@@ -685,6 +730,7 @@ pub(super) fn system_page(
         .ok()
         .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "));
     let or_unknown = |v: Option<u64>| v.map_or_else(|| "unknown".to_owned(), bytes);
+    let temps = thermal_zones(std::path::Path::new("/sys/class/thermal"));
     let body = html! {
         h1 { "System" }
         p { a href="/logs?level=warn" { "Recent logs" } " (warnings and errors; any level on that page)" }
@@ -709,6 +755,18 @@ pub(super) fn system_page(
             }
             @if let Some(h) = status {
                 (disk_card(&Disk::of(&h.info().data_dir)))
+            }
+            section.card #temperature {
+                h2 { "Temperature" }
+                @if temps.is_empty() {
+                    p.muted { "Not reported by this board (no sensor under /sys/class/thermal)." }
+                } @else {
+                    dl {
+                        @for t in &temps {
+                            dt { (t.name) } dd { (format!("{:.1} °C", t.celsius)) }
+                        }
+                    }
+                }
             }
             (https_card(https, now_ms))
             section.card #reboot {

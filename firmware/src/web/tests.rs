@@ -2156,6 +2156,12 @@ async fn reboot_needs_operate_csrf_and_a_confirm_refuses_calls_unless_forced_and
     // The system page offers the form to those who may, and says why to others.
     let page = env.get("/system", Some(&tech)).await.text;
     assert!(page.contains("action=\"/system/reboot\""), "{page}");
+    // The temperature card: the board's sensors, or a plain "not reported".
+    assert!(page.contains("id=\"temperature\""), "{page}");
+    assert!(
+        page.contains(" °C") || page.contains("Not reported by this board"),
+        "{page}"
+    );
     let page = env.get("/system", Some(&viewer)).await.text;
     assert!(!page.contains("action=\"/system/reboot\""), "{page}");
     assert!(page.contains("system_config.operate"), "{page}");
@@ -2334,4 +2340,37 @@ fn a_reboot_waits_for_calls_unless_forced() {
         Err(RebootError::CallsInProgress { calls: 2 })
     );
     assert_eq!(reboot_decision(2, true), Ok(2));
+}
+
+#[test]
+fn thermal_zones_are_read_in_zone_order_and_broken_sensors_left_out() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let zone = |name: &str, kind: Option<&str>, temp: Option<&str>| {
+        let z = dir.path().join(name);
+        std::fs::create_dir(&z).expect("zone");
+        if let Some(k) = kind {
+            std::fs::write(z.join("type"), format!("{k}\n")).expect("type");
+        }
+        if let Some(t) = temp {
+            std::fs::write(z.join("temp"), format!("{t}\n")).expect("temp");
+        }
+    };
+    zone("thermal_zone10", Some("gpu-thermal"), Some("51000"));
+    zone("thermal_zone2", None, Some("-5500"));
+    zone("thermal_zone0", Some("cpu-thermal"), Some("47250"));
+    zone("thermal_zone3", Some("broken"), Some("error"));
+    zone("thermal_zone4", Some("absent"), None);
+    zone("cooling_device0", Some("fan"), Some("1"));
+    let got = pages::thermal_zones(dir.path());
+    let names: Vec<_> = got.iter().map(|t| (t.name.as_str(), t.celsius)).collect();
+    assert_eq!(
+        names,
+        [
+            ("cpu-thermal", 47.25),
+            ("thermal_zone2", -5.5),
+            ("gpu-thermal", 51.0)
+        ]
+    );
+    // A board without the thermal framework: nothing, and the page says so.
+    assert!(pages::thermal_zones(&dir.path().join("missing")).is_empty());
 }
