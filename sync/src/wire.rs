@@ -650,7 +650,7 @@ pub struct Cdr {
     /// Why the box ended the call, when it did so for a reason a person would ask
     /// about (`hangup_side` is then `system`): `media_timeout` when a SIP leg received
     /// no RTP or RTCP for the media inactivity timeout (its far end vanished without a
-    /// BYE). Absent (and left out of the JSON) for every other call. Not yet a column
+    /// BYE), `session_expired` when a leg's RFC 4028 session timer ran out. Absent (and left out of the JSON) for every other call. Not yet a column
     /// of HQ's projection (not in [`Cdr::FIELDS`]): HQ keeps the JSON of a record that
     /// carries it, so nothing is lost.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -665,6 +665,10 @@ pub enum CdrHangupCause {
     /// (`[media] rtp_timeout_s`, or `rtp_hold_timeout_s` while held): the box sent it
     /// a BYE and released the other party.
     MediaTimeout,
+    /// A SIP leg's RFC 4028 session timer expired (the far end did not refresh the
+    /// session, or refused the box's refresh): the box sent it a BYE and released
+    /// the other party.
+    SessionExpired,
 }
 
 impl CdrHangupCause {
@@ -672,6 +676,7 @@ impl CdrHangupCause {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::MediaTimeout => "media_timeout",
+            Self::SessionExpired => "session_expired",
         }
     }
 
@@ -679,6 +684,7 @@ impl CdrHangupCause {
     pub fn from_name(name: &str) -> Option<Self> {
         match name {
             "media_timeout" => Some(Self::MediaTimeout),
+            "session_expired" => Some(Self::SessionExpired),
             _ => None,
         }
     }

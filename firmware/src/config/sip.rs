@@ -14,6 +14,8 @@
 //! max_message_bytes = 65535
 //! md5_first = false             # true: MD5 challenge before SHA-256 (MD5-only phones)
 //! digest_algorithms = ["SHA-256", "MD5"]  # challenges offered, in this order (or md5_first)
+//! session_expires_s = 1800      # RFC 4028 session timers: longest interval; 0: off
+//! min_se_s = 90                 # smallest interval accepted (422 below it)
 //!
 //! [sip.guard]
 //! auth_failures_before_ban = 5
@@ -47,6 +49,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use branchline_sip::digest::Algorithm;
+use branchline_sip::session_timer::SessionTimerConfig;
 use branchline_sip::trunk::did::{DidNormalization, DidRouting};
 use branchline_sip::trunk::identity::CallerIdRules;
 use branchline_sip::trunk::TrunkServer;
@@ -63,6 +66,11 @@ pub const TRUNK_EXPIRES_S: (i64, RangeInclusive<i64>) = (600, 60..=86_400);
 /// Allowed range and default of `sip.trunk.keepalive_s` (seconds; 0 turns the
 /// keepalive off, otherwise at least 5).
 pub const TRUNK_KEEPALIVE_S: (i64, RangeInclusive<i64>) = (30, 0..=3_600);
+/// Allowed range and default of `sip.session_expires_s` (RFC 4028 session timers;
+/// 0 turns them off, otherwise at least `min_se_s`).
+pub const SESSION_EXPIRES_S: (i64, RangeInclusive<i64>) = (1_800, 0..=86_400);
+/// Allowed range and default of `sip.min_se_s` (RFC 4028 4: never below 90 s).
+pub const MIN_SE_S: (i64, RangeInclusive<i64>) = (90, 90..=86_400);
 
 /// `[sip]` as serde reads it.
 #[derive(Debug, Default, Deserialize)]
@@ -78,6 +86,8 @@ pub(super) struct RawSip {
     pub max_message_bytes: Option<Spanned<i64>>,
     pub md5_first: Option<bool>,
     pub digest_algorithms: Option<Spanned<Vec<String>>>,
+    pub session_expires_s: Option<Spanned<i64>>,
+    pub min_se_s: Option<Spanned<i64>>,
     #[serde(default)]
     pub guard: RawSipGuard,
     pub trunk: Option<RawSipTrunk>,
@@ -161,6 +171,10 @@ pub struct SipConfig {
     /// `digest_algorithms = ["MD5"]` offers MD5 alone, for phones that give up on a
     /// `401` carrying any algorithm they do not know (libre 1.x: baresip 1.0).
     pub digest_algorithms: Vec<Algorithm>,
+    /// RFC 4028 session timers (`session_expires_s`, `min_se_s`); `None` when
+    /// `session_expires_s = 0`: an INVITE that requires `timer` is then refused `420`
+    /// and `Session-Expires` is ignored.
+    pub session_timer: Option<SessionTimerConfig>,
     /// `[sip.guard]`
     pub guard: SipGuardConfig,
     /// `[sip.trunk]`
@@ -332,6 +346,7 @@ impl Ctx<'_> {
             SIP_MAX_MESSAGE_BYTES,
         )?;
         let digest_algorithms = self.digest_algorithms(raw.md5_first, raw.digest_algorithms)?;
+        let session_timer = self.session_timer(raw.session_expires_s, raw.min_se_s)?;
         let guard = self.sip_guard(raw.guard)?;
         let trunk = raw.trunk.map(|t| self.sip_trunk(t)).transpose()?;
         Ok(SipConfig {
@@ -344,9 +359,45 @@ impl Ctx<'_> {
             contact_host,
             max_message_bytes: usize::try_from(max_message_bytes).unwrap_or(65_535),
             digest_algorithms,
+            session_timer,
             guard,
             trunk,
         })
+    }
+
+    /// `sip.session_expires_s` and `sip.min_se_s`: off at 0; otherwise the interval
+    /// may not be below the minimum (the box would refuse its own proposal).
+    fn session_timer(
+        &self,
+        expires: Option<Spanned<i64>>,
+        min_se: Option<Spanned<i64>>,
+    ) -> Result<Option<SessionTimerConfig>> {
+        // The field to blame when the two disagree: the interval when it was given,
+        // else the minimum (above the default interval).
+        let blame = match (&expires, &min_se) {
+            (Some(e), _) => Some((e.span(), "sip.session_expires_s")),
+            (None, Some(m)) => Some((m.span(), "sip.min_se_s")),
+            (None, None) => None,
+        };
+        let expires = self.ranged(expires, "sip.session_expires_s", SESSION_EXPIRES_S)?;
+        let min_se = self.ranged(min_se, "sip.min_se_s", MIN_SE_S)?;
+        if expires == 0 {
+            return Ok(None);
+        }
+        if let (true, Some((span, field))) = (expires < min_se, blame) {
+            return Err(self.invalid(
+                span,
+                field,
+                format!(
+                    "session_expires_s ({expires}) is below min_se_s ({min_se}); \
+                     session_expires_s = 0 turns session timers off"
+                ),
+            ));
+        }
+        Ok(Some(SessionTimerConfig {
+            min_se: u32::try_from(min_se).unwrap_or(u32::MAX),
+            session_expires: u32::try_from(expires).unwrap_or(u32::MAX),
+        }))
     }
 
     /// `sip.digest_algorithms` (or the older `md5_first`): the registrar's challenges,

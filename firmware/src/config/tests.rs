@@ -775,6 +775,67 @@ fn sip_digest_algorithm_errors_name_file_line_and_field() {
 }
 
 #[test]
+fn sip_session_timers_on_by_default_off_at_zero_and_bad_values_refused() {
+    use branchline_sip::session_timer::SessionTimerConfig;
+    let timer = |extra: &str| {
+        Config::from_toml_str(&sip_digest(extra), Path::new(FILE))
+            .expect("loads")
+            .sip
+            .expect("sip")
+            .session_timer
+    };
+    assert_eq!(
+        timer(""),
+        Some(SessionTimerConfig {
+            min_se: 90,
+            session_expires: 1800
+        })
+    );
+    assert_eq!(
+        timer("session_expires_s = 600\nmin_se_s = 120\n"),
+        Some(SessionTimerConfig {
+            min_se: 120,
+            session_expires: 600
+        })
+    );
+    assert_eq!(timer("session_expires_s = 0\n"), None);
+    let cases = [
+        (
+            "session_expires_s = 60\n",
+            14,
+            "sip.session_expires_s",
+            "below min_se_s",
+        ),
+        (
+            "session_expires_s = -1\n",
+            14,
+            "sip.session_expires_s",
+            "out of range",
+        ),
+        (
+            "session_expires_s = 86401\n",
+            14,
+            "sip.session_expires_s",
+            "out of range",
+        ),
+        ("min_se_s = 89\n", 14, "sip.min_se_s", "out of range"),
+        // The default interval (1800) below a larger minimum: the minimum is named.
+        ("min_se_s = 3600\n", 14, "sip.min_se_s", "below min_se_s"),
+        (
+            "session_expires_s = 300\nmin_se_s = 600\n",
+            14,
+            "sip.session_expires_s",
+            "below min_se_s",
+        ),
+    ];
+    for (extra, line, field, why) in cases {
+        let e = error(&sip_digest(extra));
+        assert_located(&e, line, field);
+        assert!(e.contains(why), "{extra:?}: {e}");
+    }
+}
+
+#[test]
 fn call_center_feature_codes_are_validated() {
     let config = Config::from_toml_str(
         "[call_center.feature_codes]\nlogin = \"#1\"\nlogout = \"#2\"\n",

@@ -78,6 +78,9 @@ const MIGRATIONS: &[M<'static>] = &[
         "../../migrations/0025_recordings_call_index.sql"
     )),
     M::up(include_str!("../../migrations/0026_cdr_hangup_cause.sql")),
+    M::up(include_str!(
+        "../../migrations/0027_cdr_hangup_cause_session_expired.sql"
+    )),
 ];
 
 /// Migrates a bare connection to schema `version` only (tests of later migrations'

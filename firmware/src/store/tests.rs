@@ -829,3 +829,79 @@ proptest! {
         thread.join().expect("writer thread");
     }
 }
+
+/// Migration 0027 rebuilds `cdrs` to allow `hangup_cause` `session_expired`: rows
+/// written before survive unchanged (every column, in order), the indexes come back,
+/// the new cause is stored and read, and an unknown cause is still refused.
+#[tokio::test]
+async fn migration_0027_keeps_every_cdr_and_allows_session_expired() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = db_path(&dir);
+    std::fs::create_dir_all(path.parent().expect("parent")).expect("data dir");
+    let dump = |conn: &Connection| -> Vec<String> {
+        conn.prepare("SELECT * FROM cdrs ORDER BY id")
+            .and_then(|mut s| {
+                let n = s.column_count();
+                s.query_map([], |r| {
+                    (0..n)
+                        .map(|i| r.get_ref(i).map(|v| format!("{v:?}")))
+                        .collect::<Result<Vec<_>, _>>()
+                        .map(|v| v.join("|"))
+                })?
+                .collect()
+            })
+            .expect("dump cdrs")
+    };
+    let before = {
+        let mut conn = Connection::open(&path).expect("open");
+        super::migrate_to(&mut conn, 26);
+        conn.execute_batch(
+            "INSERT INTO cdrs (call_id, direction, caller, caller_port, callee, started_at_ms,
+                               answered_at_ms, ended_at_ms, duration_ms, billable_ms,
+                               disposition, hangup_side, caller_mos, queue, hold_ms,
+                               interrupted, hangup_cause)
+             VALUES ('old-1', 'inbound', '5551234', 5, '101', 1000, 2000, 9000, 8000, 7000,
+                     'answered', 'system', 4.2, 'sales', 300, 1, 'media_timeout'),
+                    ('old-2', 'internal', '101', 1, '102', 3000, NULL, 4000, 1000, 0,
+                     'no_answer', 'caller', NULL, NULL, NULL, 0, NULL);",
+        )
+        .expect("seed schema 26");
+        dump(&conn)
+    };
+    let store = Store::open(&path).expect("migrate to 27");
+    let (writer, _thread) = store.try_spawn_writer().expect("spawn");
+    {
+        let conn = Connection::open(&path).expect("open");
+        assert_eq!(dump(&conn), before, "rows unchanged by the rebuild");
+        let indexes: Vec<String> = conn
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'cdrs' ORDER BY name")
+            .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+            .expect("indexes");
+        assert_eq!(
+            indexes,
+            [
+                "cdrs_queue",
+                "cdrs_started_at_ms",
+                "sqlite_autoindex_cdrs_1"
+            ]
+        );
+        let bad = conn.execute(
+            "UPDATE cdrs SET hangup_cause = 'gremlins' WHERE call_id = 'old-2'",
+            [],
+        );
+        assert!(bad.is_err(), "an unknown cause is refused");
+    }
+    let mut expired = cdr("new-1", 10_000);
+    expired.hangup_side = HangupSide::System;
+    expired.hangup_cause = Some(crate::cdr::HangupCause::SessionExpired);
+    writer.insert_cdr(expired.clone()).await.expect("insert");
+    let reader = Store::reader(&path).expect("reader");
+    assert_eq!(reader.cdr("new-1").expect("read"), Some(expired));
+    assert_eq!(
+        reader
+            .cdr("old-1")
+            .expect("read")
+            .and_then(|c| c.hangup_cause),
+        Some(crate::cdr::HangupCause::MediaTimeout)
+    );
+}

@@ -1073,6 +1073,21 @@ mod tests {
             c.hangup_cause,
             Some(crate::wire::CdrHangupCause::MediaTimeout)
         );
+        // So is an expired session timer's; a cause HQ does not know is refused.
+        let mut expired = cdr(serde_json::Value::Null);
+        expired["hangup_side"] = "system".into();
+        expired["hangup_cause"] = "session_expired".into();
+        let valid = validate_batch(batch_with(expired), "box-1").expect("session expired CDR");
+        let TypedPayload::Cdr(c) = &valid.records[0].typed else {
+            panic!("not a CDR");
+        };
+        assert_eq!(
+            c.hangup_cause,
+            Some(crate::wire::CdrHangupCause::SessionExpired)
+        );
+        let mut unknown = cdr(serde_json::Value::Null);
+        unknown["hangup_cause"] = "gremlins".into();
+        assert!(validate_batch(batch_with(unknown), "box-1").is_err());
         // A field a newer firmware adds keeps the JSON again.
         let mut newer = cdr(serde_json::Value::Null);
         newer["park_ms"] = 4.into();
