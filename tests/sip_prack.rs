@@ -414,7 +414,7 @@ fn invite_requiring_an_unsupported_extension_gets_420_naming_it() {
         "INVITE sip:101@branch.test SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bKreq420;rport\r\n\
          From: <sip:+4930777@carrier.test>;tag=r420\r\nTo: <sip:101@branch.test>\r\n\
          Call-ID: req420@carrier\r\nCSeq: 1 INVITE\r\nContact: <sip:+4930777@{local}>\r\n\
-         Require: timer, 100rel\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+         Require: precondition, timer, 100rel\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
     );
     socket
         .send_to(invite.as_bytes(), sip_addr(&gw))
@@ -438,7 +438,10 @@ fn invite_requiring_an_unsupported_extension_gets_420_naming_it() {
         .find(|l| l.to_ascii_lowercase().starts_with("unsupported:"))
         .unwrap_or_default();
     assert!(
-        unsupported.contains("timer") && !unsupported.contains("100rel"),
+        // `timer` (RFC 4028) and `100rel` (RFC 3262) are supported; `precondition` is not.
+        unsupported.contains("precondition")
+            && !unsupported.contains("timer")
+            && !unsupported.contains("100rel"),
         "{response}"
     );
     // Nothing rang: the call never reached call control.

@@ -35,6 +35,7 @@ mod sip_kamailio;
 mod sip_media;
 mod sip_media_timeout;
 mod sip_prack;
+mod sip_session_timer;
 mod sip_transfer;
 mod supervisor;
 mod sync_faults;

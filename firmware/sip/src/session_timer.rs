@@ -5,9 +5,10 @@
 //! a refresh (then the dialog is ended with a BYE).
 //!
 //! Limits: only the UAS side of the negotiation (INVITEs the box receives) is here;
-//! an outgoing INVITE's `Session-Expires` and the answer's handling on the UAC side are
-//! not. Nothing here sends anything: the caller maps [`Negotiation`] to headers and a
-//! [`TimerEvent`] to a re-INVITE/UPDATE or a BYE.
+//! the UAC side (reading a `2xx`'s `Session-Expires`) is a header parse the caller
+//! does with [`SessionExpires::parse`]. Nothing here sends anything: the caller (the
+//! firmware's SIP endpoint, `sip_endpoint::session`) maps [`Negotiation`] to headers
+//! and a [`TimerEvent`] to a re-INVITE/UPDATE or a BYE.
 
 use std::time::{Duration, Instant};
 

@@ -62,21 +62,27 @@ impl CallControl {
                 }
             }
             SipInput::Quality { leg, quality } => self.leg_quality(leg, quality),
-            SipInput::MediaTimeout { leg } => self.leg_media_timeout(now, leg),
+            SipInput::MediaTimeout { leg } => {
+                self.leg_system_end(now, leg, super::HangupCause::MediaTimeout)
+            }
+            SipInput::SessionExpired { leg } => {
+                self.leg_system_end(now, leg, super::HangupCause::SessionExpired)
+            }
         }
     }
 
-    /// The media engine heard nothing from `leg` for its inactivity timeout: its far
-    /// end vanished without a BYE. The leg gets a BYE and everything else happens as
-    /// if it had hung up (the other party is released, queues and features clean up),
-    /// except that the call's CDR says the box ended it: `hangup_side` `system`,
-    /// `hangup_cause` `media_timeout`. A leg call control no longer knows is still
-    /// ended, so that the endpoint does not keep a dead dialog.
-    fn leg_media_timeout(&mut self, now: Instant, leg: LegId) {
+    /// The box ends `leg` for `cause`: the media engine heard nothing from it for its
+    /// inactivity timeout, or its session timer expired (its far end vanished without
+    /// a BYE). The leg gets a BYE and everything else happens as if it had hung up
+    /// (the other party is released, queues and features clean up), except that the
+    /// call's CDR says the box ended it: `hangup_side` `system`, `hangup_cause`
+    /// `media_timeout` or `session_expired`. A leg call control no longer knows is
+    /// still ended, so that the endpoint does not keep a dead dialog.
+    fn leg_system_end(&mut self, now: Instant, leg: LegId, cause: super::HangupCause) {
         let key = self.legs.get(&leg).map(|l| l.call);
-        tracing::warn!(%leg, call = ?key.and_then(|k| self.calls.get(&k)).map(|c| &c.id), "media timeout: ending the call");
+        tracing::warn!(%leg, call = ?key.and_then(|k| self.calls.get(&k)).map(|c| &c.id), cause = cause.as_str(), "ending the call");
         if let Some(call) = key.and_then(|k| self.calls.get_mut(&k)) {
-            call.hangup_cause = Some(super::HangupCause::MediaTimeout);
+            call.hangup_cause = Some(cause);
         }
         self.outputs.push_back(Output::SipHangup {
             leg,

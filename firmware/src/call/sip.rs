@@ -160,6 +160,14 @@ pub enum SipInput {
         /// The silent leg.
         leg: LegId,
     },
+    /// The leg's RFC 4028 session timer expired: the far end did not refresh the
+    /// session in time, or refused our refresh. Call control ends the leg (BYE) and
+    /// its call as for [`SipInput::MediaTimeout`], with `hangup_cause`
+    /// `session_expired`.
+    SessionExpired {
+        /// The leg whose session expired.
+        leg: LegId,
+    },
     /// A local phone asked (REFER, RFC 3515) to transfer the party it talks to on
     /// `leg`. The endpoint accepted the REFER (`202`, `NOTIFY 100 Trying`) and checked
     /// the referrer may dial the number; call control reports the outcome with

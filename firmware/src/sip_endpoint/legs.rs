@@ -8,8 +8,9 @@
 //!    (`401`, failures reported to the guard).
 //! 2. Per-source dialog limit (guard): `503`. Toll restriction for phones: a number
 //!    after the outside-line prefix whose class the account may not dial: `403`.
-//! 3. `Require` with an option other than `100rel`: `420` naming it in `Unsupported`
-//!    (RFC 3261 8.2.2.3). SDP offer ([`super::sdp::negotiate`]): unreadable, or no
+//! 3. `Require` with an option other than `100rel` (and `timer` while session timers
+//!    are on): `420` naming it in `Unsupported` (RFC 3261 8.2.2.3). `Session-Expires`
+//!    below our `Min-SE`: `422`; unreadable: `400` (`super::session`). SDP offer ([`super::sdp::negotiate`]): unreadable, or no
 //!    PCMU/PCMA: `488`. No body at all is a late offer (RFC 3261 13.2.1): the box
 //!    puts its own offer in the `200` and starts the media from the answer in the ACK
 //!    (an ACK without a usable answer: BYE), or, with early media for a caller that
@@ -138,6 +139,9 @@ pub(super) struct Incoming {
     /// Our offer went in a reliable 183 and the PRACK brought its answer: the offer/
     /// answer exchange is complete, so the 200 carries no SDP and the ACK none.
     offer_answered_early: bool,
+    /// The session-timer headers of our 2xx and the timer they start (interval,
+    /// whether the box refreshes) ([`super::session`]).
+    session: (Vec<Header>, Option<(u32, bool)>),
 }
 
 /// What the caller's INVITE said about 100rel (RFC 3262).
@@ -176,8 +180,9 @@ impl Rel100 {
 }
 
 /// The option tags of an INVITE's `Require` the box does not support (RFC 3261
-/// 8.2.2.3: the INVITE is refused `420` listing them in `Unsupported`).
-fn unsupported_requirements(request: &rsip::Request) -> Vec<String> {
+/// 8.2.2.3: the INVITE is refused `420` listing them in `Unsupported`): anything but
+/// `100rel`, and `timer` (RFC 4028) when `timers` (session timers) are off.
+fn unsupported_requirements(request: &rsip::Request, timers: bool) -> Vec<String> {
     request
         .headers
         .iter()
@@ -187,7 +192,11 @@ fn unsupported_requirements(request: &rsip::Request) -> Vec<String> {
         })
         .flat_map(|v| v.split(','))
         .map(str::trim)
-        .filter(|t| !t.is_empty() && !t.eq_ignore_ascii_case("100rel"))
+        .filter(|t| {
+            let supported =
+                t.eq_ignore_ascii_case("100rel") || (timers && t.eq_ignore_ascii_case("timer"));
+            !t.is_empty() && !supported
+        })
         .map(str::to_owned)
         .collect()
 }
@@ -242,15 +251,15 @@ pub(super) struct Outgoing {
 /// One SIP leg.
 #[derive(Debug)]
 pub(super) struct Leg {
-    sip_call_id: String,
+    pub(super) sip_call_id: String,
     pub(super) state: LegState,
     local_rtp: SocketAddr,
-    remote: Option<RemoteMedia>,
+    pub(super) remote: Option<RemoteMedia>,
     latch: bool,
     session_id: u64,
     session_version: u64,
     pub(super) dialog: Option<DialogId>,
-    held: bool,
+    pub(super) held: bool,
     /// The leg's media was started (at answer or with early media): its quality is
     /// reported to call control when it ends.
     media_started: bool,
@@ -267,6 +276,8 @@ pub(super) struct Leg {
     pub(super) extension: Option<String>,
     /// A REFER's subscription in progress: the REFER's CSeq (its `Event` id).
     pub(super) refer: Option<u32>,
+    /// RFC 4028 session timer of the answered leg ([`super::session`]).
+    pub(super) session: Option<super::session::LegSession>,
     incoming: Option<Incoming>,
     outgoing: Option<Outgoing>,
 }
@@ -285,7 +296,7 @@ impl Leg {
             })
     }
 
-    fn local_media(&mut self, direction: Direction, bump: bool) -> LocalMedia {
+    pub(super) fn local_media(&mut self, direction: Direction, bump: bool) -> LocalMedia {
         if bump {
             self.session_version += 1;
         }
@@ -466,7 +477,7 @@ impl SipEndpoint {
         };
         // RFC 3261 8.2.2.3: an option the box does not support in `Require` (it
         // supports `100rel`, RFC 3262) refuses the INVITE.
-        let unsupported = unsupported_requirements(&request);
+        let unsupported = unsupported_requirements(&request, self.session_timers_on());
         if !unsupported.is_empty() {
             tracing::info!(source = %source.addr, ?unsupported, "INVITE refused: 420");
             let mut response = transaction::response_for(&request, 420u16.into(), None);
@@ -478,6 +489,15 @@ impl SipEndpoint {
             self.respond(now, &key, response);
             return;
         }
+        // RFC 4028: a Session-Expires below our Min-SE gets 422, an unreadable one 400.
+        let session = match self.session_decision(&request) {
+            super::session::Decision::Refuse(response) => {
+                tracing::info!(source = %source.addr, status = response.status_code.code(), "INVITE refused: session timer");
+                self.respond(now, &key, response);
+                return;
+            }
+            super::session::Decision::Answer { headers, timer } => (headers, timer),
+        };
         let counted = if trunk {
             None
         } else {
@@ -553,6 +573,7 @@ impl SipEndpoint {
                 watch: Watch::Off,
                 extension,
                 refer: None,
+                session: None,
                 incoming: Some(Incoming {
                     server: key,
                     invite: request,
@@ -564,6 +585,7 @@ impl SipEndpoint {
                     early_dialog: None,
                     prack: None,
                     offer_answered_early: false,
+                    session,
                 }),
                 outgoing: None,
             },
@@ -605,6 +627,12 @@ impl SipEndpoint {
         if let Delivery::Warning(warning) = delivery {
             extra.push(Header::Other("Warning".into(), warning.into()));
         }
+        let session = if (200..300).contains(&status) {
+            extra.extend(inc.session.0.iter().cloned());
+            inc.session.1
+        } else {
+            None
+        };
         let sdp = !body.is_empty();
         let reliable = matches!(delivery, Delivery::Reliable | Delivery::ReliableOffer);
         let offer = delivery == Delivery::ReliableOffer;
@@ -639,6 +667,14 @@ impl SipEndpoint {
                     self.by_dialog.insert(id.clone(), leg);
                     if let Some(l) = self.legs.get_mut(&leg) {
                         l.dialog = Some(id);
+                    }
+                    if session.is_some() {
+                        let allow = self
+                            .legs
+                            .get(&leg)
+                            .and_then(|l| l.incoming.as_ref())
+                            .map(|i| i.invite.headers.clone());
+                        self.set_session(now, leg, session, allow.as_ref());
                     }
                 }
                 if let Some(inc) = self.legs.get_mut(&leg).and_then(|l| l.incoming.as_mut()) {
@@ -949,6 +985,7 @@ impl SipEndpoint {
         let Some(l) = self.legs.remove(&leg) else {
             return;
         };
+        self.drop_session(leg, &l);
         if let Some(inc) = &l.incoming {
             self.by_server.remove(&inc.server);
             if let Some(ip) = inc.counted {
@@ -1045,6 +1082,30 @@ impl SipEndpoint {
                 }
             }
             Method::Refer => self.on_refer(now, key, request, leg),
+            Method::Update => {
+                // An UPDATE refreshes the session (RFC 4028) once the call is up.
+                let answered = leg.filter(|l| {
+                    self.legs
+                        .get(l)
+                        .is_some_and(|l| l.state == LegState::Answered)
+                });
+                match (answered, self.session_decision(&request)) {
+                    (_, super::session::Decision::Refuse(response)) => {
+                        self.respond(now, &key, response)
+                    }
+                    (Some(leg), super::session::Decision::Answer { headers, timer }) => {
+                        let mut ok = ok;
+                        for h in headers {
+                            ok.headers.push(h);
+                        }
+                        self.respond(now, &key, ok);
+                        if self.session_timers_on() {
+                            self.set_session(now, leg, timer, Some(&request.headers));
+                        }
+                    }
+                    (None, _) => self.respond(now, &key, ok),
+                }
+            }
             _ => self.respond(now, &key, ok),
         }
     }
@@ -1074,6 +1135,35 @@ impl SipEndpoint {
         let Some(leg) = leg else {
             answer(self, 481, Vec::new(), contact);
             return;
+        };
+        // A re-INVITE refreshes the session (RFC 4028): negotiated like an INVITE.
+        let (session_headers, timer) = match self.session_decision(&request) {
+            super::session::Decision::Refuse(response) => {
+                self.respond(now, &key, response);
+                return;
+            }
+            super::session::Decision::Answer { headers, timer } => (headers, timer),
+        };
+        let answer = |this: &mut Self, status: u16, body: Vec<u8>, contact: rsip::Uri| {
+            let mut extra = if body.is_empty() {
+                Vec::new()
+            } else {
+                sdp_headers()
+            };
+            if status == 200 {
+                extra.extend(session_headers.iter().cloned());
+            }
+            match this.dialogs.answer_invite(
+                now, &key, &request, source, status, &contact, extra, body, false,
+            ) {
+                Ok(r) => {
+                    this.respond(now, &key, r);
+                    if status == 200 && this.session_timers_on() {
+                        this.set_session(now, leg, timer, Some(&request.headers));
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "re-INVITE not answered"),
+            }
         };
         if request.body.is_empty() {
             // A re-INVITE without SDP (a late offer, e.g. a session refresh): our
@@ -1371,7 +1461,12 @@ impl SipEndpoint {
             self.settings.law,
         );
         let mut forks = Vec::new();
-        for (peer, uri, from, to, extra) in plans {
+        let timers = self.session_timers_on();
+        for (peer, uri, from, to, mut extra) in plans {
+            if timers {
+                // RFC 4028 7.1: the answering side may then run a session timer.
+                extra.push(Header::Supported(rsip::headers::Supported::new("timer")));
+            }
             let tag = self.dialogs.new_tag();
             let contact = self.local_contact(peer);
             let invite = self.build_invite(
@@ -1439,6 +1534,7 @@ impl SipEndpoint {
                     SipTarget::Trunk(_) => None,
                 },
                 refer: None,
+                session: None,
                 incoming: None,
                 outgoing: Some(Outgoing {
                     forks,
@@ -1537,6 +1633,12 @@ impl SipEndpoint {
             ResponseDisposition::Absorb => return,
             ResponseDisposition::Pass(d) => d,
         };
+        // The answer to our session refresh (UPDATE or re-INVITE), never a fork's.
+        if let Some(id) = &dialog {
+            if self.on_refresh_response(now, id, &response) {
+                return;
+            }
+        }
         if cseq.method != Method::Invite {
             return; // BYE, CANCEL, INFO answers: nothing to do.
         }
@@ -1765,6 +1867,7 @@ impl SipEndpoint {
                 }
                 tracing::info!(%leg, early_media_kept = same, "outgoing sip call answered");
                 self.input(SipInput::Answered { leg });
+                self.session_from_answer(now, leg, response);
             }
             Err(e) => {
                 tracing::warn!(%leg, error = %e, "2xx without a usable SDP answer: hanging up");
@@ -1885,14 +1988,19 @@ mod tests {
     }
 
     #[test]
-    fn only_100rel_may_be_required() {
-        assert!(unsupported_requirements(&invite("Require: 100rel\r\n")).is_empty());
-        assert!(unsupported_requirements(&invite("Supported: timer\r\n")).is_empty());
+    fn only_100rel_and_timer_while_on_may_be_required() {
+        assert!(unsupported_requirements(&invite("Require: 100rel\r\n"), false).is_empty());
+        assert!(unsupported_requirements(&invite("Supported: timer\r\n"), false).is_empty());
+        let both = invite("Require: timer, 100rel\r\nRequire: precondition\r\n");
+        // Session timers off: `timer` is refused with the rest.
         assert_eq!(
-            unsupported_requirements(&invite(
-                "Require: timer, 100rel\r\nRequire: precondition\r\n"
-            )),
+            unsupported_requirements(&both, false),
             vec!["timer".to_owned(), "precondition".to_owned()]
+        );
+        // On: only `precondition`.
+        assert_eq!(
+            unsupported_requirements(&both, true),
+            vec!["precondition".to_owned()]
         );
     }
 }

@@ -31,6 +31,8 @@
 //! - `refer`: transfers: REFER (RFC 3515) with its implicit subscription and
 //!   sipfrag NOTIFYs, `Replaces` (RFC 3891) in a Refer-To or on an INVITE.
 //! - [`sdp`]: SDP offer/answer for G.711 audio (our own subset; see its doc).
+//! - `session`: RFC 4028 session timers on answered legs (negotiation, `422`,
+//!   refreshes by UPDATE or re-INVITE, expiry).
 //! - `wire`: helpers (kind conversions, header readers, raw 400/501 responses).
 //! - [`status`]: the snapshot of the trunk registration and the phones' registrations
 //!   the endpoint publishes for the web page (on the channel given to
@@ -45,7 +47,7 @@
 //!   otherwise; counted in [`EndpointStats`]); the guard's scanner check; the
 //!   transaction layer (per-source transaction limit: `503`).
 //! - Timers of every core (transactions, dialogs, registrar expiries, guard bans, the
-//!   trunk registration) are merged into one tokio sleep.
+//!   trunk registration, the legs' session timers) are merged into one tokio sleep.
 //! - REGISTER goes to the registrar (accounts from `[[sip_accounts]]`); every failed
 //!   digest check is reported to the guard, which bans the source after
 //!   `[sip.guard] auth_failures_before_ban` failures (then its packets are dropped).
@@ -81,8 +83,9 @@
 //!   while one without 100rel still gets a plain `180` (an offer in an unreliable 183
 //!   could not be answered). `Require: 100rel` makes every 1xx reliable. The box's own
 //!   INVITEs do not offer 100rel (a far end that sends a reliable 1xx anyway is
-//!   PRACKed by the dialog layer); an offer in a PRACK is not taken, UPDATE (RFC
-//!   3311) does not change early media, and there are no session timers.
+//!   PRACKed by the dialog layer); an offer in a PRACK is not taken, and UPDATE (RFC
+//!   3311) does not change early media. Session timers (RFC 4028, `session`) run
+//!   only when the INVITE or its 2xx carries `Session-Expires`.
 //! - REFER is taken from local phones only, inside an answered dialog; the REFER
 //!   itself is not digest-challenged (the dialog's tags stand for the phone's login
 //!   at call set-up). The transferee hears silence, not ringback, while a SIP target
@@ -102,6 +105,7 @@ mod mwi;
 pub mod probe;
 mod refer;
 pub mod sdp;
+mod session;
 pub mod status;
 mod wire;
 
@@ -418,6 +422,10 @@ pub struct SipEndpoint {
     mwi_subscriptions: HashMap<(String, String), mwi::Subscription>,
     /// OPTIONS probes of the tools page waiting for their answer (see `probe`).
     probes: HashMap<ClientKey, probe::PendingProbe>,
+    /// When each leg's RFC 4028 session timer is next due, soonest first (see
+    /// `session`): one ordered set, so that the endpoint's wake-up does not scan
+    /// every leg.
+    session_deadlines: std::collections::BTreeSet<(Instant, LegId)>,
 }
 
 impl std::fmt::Debug for SipEndpoint {
@@ -750,6 +758,7 @@ impl SipEndpoint {
             mwi_state: HashMap::new(),
             mwi_subscriptions: HashMap::new(),
             probes: HashMap::new(),
+            session_deadlines: std::collections::BTreeSet::new(),
         };
         endpoint.publish_status(now);
         for (kind, addr) in &local_addrs {
@@ -861,6 +870,7 @@ impl SipEndpoint {
             self.guard.timeout(),
             self.subscriptions_timeout(),
             self.invites_ended.front().map(|(at, _)| *at),
+            self.session_timeout(),
             trunk,
         ]
         .into_iter()
@@ -877,6 +887,7 @@ impl SipEndpoint {
             r.handle_timeout(now);
         }
         self.expire_subscriptions(now);
+        self.on_session_timeout(now);
         while self.invites_ended.front().is_some_and(|(at, _)| *at <= now) {
             if let Some((_, key)) = self.invites_ended.pop_front() {
                 self.by_invite.remove(&key);
