@@ -3,15 +3,15 @@
 //! gateway's media inactivity timeout is off in these tests, so that only the session
 //! timer can end a call).
 //!
-//! - refresher=uas: the gateway must refresh the session itself, with an UPDATE (the
-//!   phone allows it) at half the interval;
+//! - refresher=uas: the gateway must refresh the session itself at half the
+//!   interval, with an UPDATE when the phone allows it, else a re-INVITE with its SDP;
 //! - refresher=uac with `Require: timer` (refused `420` before session timers): the
 //!   phone refreshes once with an UPDATE and then vanishes; the gateway must end the
 //!   call with a BYE when the refreshed session expires (90 - min(32, 90/3) = 60 s
 //!   after the refresh, not after the INVITE), and say why in the CDR;
 //! - an interval below the gateway's Min-SE gets `422` with `Min-SE: 90`.
 //!
-//! The two long tests take about 45 s and 70 s (the RFC's floor of 90 s cannot be
+//! The long tests take about 45 s (two) and 70 s (the RFC's floor of 90 s cannot be
 //! lowered for a test).
 
 use std::process::Child;
@@ -103,18 +103,13 @@ fn cdr_cause(gw: &Gateway, call_id: &str) -> Option<String> {
         .expect("cdr row")
 }
 
-#[test]
-fn the_gateway_refreshes_a_session_it_must_refresh_with_update_at_half_the_interval() {
+/// The gateway must refresh the session (`refresher=uas`): `scenario` checks the 200's
+/// Session-Expires and Require: timer, waits for the refresh, answers it and hangs up.
+fn gateway_refreshes(scenario: &str, what: &str) {
     let gw = gateway();
-    let sipp = call(
-        &gw,
-        "uac_session_timer_box_refreshes.xml",
-        Duration::from_secs(100),
-    );
+    let sipp = call(&gw, scenario, Duration::from_secs(100));
     let answered = answer(&gw);
-    // SIPp checks the 200's Session-Expires (90;refresher=uas) and Require: timer,
-    // then waits for the UPDATE, answers it and hangs up.
-    finish(sipp, "gateway refresh", &gw, Duration::from_secs(100));
+    finish(sipp, what, &gw, Duration::from_secs(100));
     let after = answered.elapsed();
     assert!(
         after >= Duration::from_secs(44) && after <= Duration::from_secs(60),
@@ -128,6 +123,16 @@ fn the_gateway_refreshes_a_session_it_must_refresh_with_update_at_half_the_inter
     assert_eq!(c.disposition, "answered");
     assert_eq!(c.hangup_side, "caller", "the phone hung up");
     assert_eq!(cdr_cause(&gw, &c.call_id), None);
+}
+
+#[test]
+fn the_gateway_refreshes_a_session_with_update_at_half_the_interval() {
+    gateway_refreshes("uac_session_timer_box_refreshes.xml", "UPDATE refresh");
+}
+
+#[test]
+fn the_gateway_refreshes_with_a_re_invite_when_the_phone_does_not_allow_update() {
+    gateway_refreshes("uac_session_timer_box_reinvites.xml", "re-INVITE refresh");
 }
 
 #[test]
