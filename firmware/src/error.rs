@@ -344,6 +344,18 @@ pub enum Error {
         users: i64,
     },
 
+    /// A group that outbound campaigns still run for cannot be deleted; nothing was
+    /// written.
+    #[error(
+        "group {name:?} has {campaigns} campaign(s); delete them or give them another group first"
+    )]
+    GroupInUse {
+        /// The group.
+        name: String,
+        /// How many campaigns name it.
+        campaigns: i64,
+    },
+
     /// A blacklist change that clashes with what is stored (a pattern already listed,
     /// an entry HQ owns); nothing was written.
     #[error("blacklist entry {pattern:?}: {why}")]

@@ -2070,6 +2070,21 @@ impl Accounts {
             now_ms,
             move |tx, path| {
                 let group = get_group(tx, path, id)?;
+                // Campaigns hold their group (ON DELETE RESTRICT): a conflict in words,
+                // not the constraint's error.
+                let campaigns: i64 = tx
+                    .query_row(
+                        "SELECT COUNT(*) FROM campaigns WHERE group_id = ?1",
+                        [id.0],
+                        |r| r.get(0),
+                    )
+                    .map_err(sql(path, "count group campaigns"))?;
+                if campaigns > 0 {
+                    return Err(Error::GroupInUse {
+                        name: group.name,
+                        campaigns,
+                    });
+                }
                 tx.execute("DELETE FROM groups WHERE id = ?1", [id.0])
                     .map_err(sql(path, "delete group"))?;
                 group_outbox(tx, path, wire::EditOp::Delete, &group, now_ms)?;

@@ -644,6 +644,7 @@ impl From<Error> for ApiError {
             Error::NotFound { .. } => ApiError::new(StatusCode::NOT_FOUND, message),
             Error::BuiltinRoleImmutable { .. }
             | Error::RoleInUse { .. }
+            | Error::GroupInUse { .. }
             | Error::RoleNameReserved { .. }
             | Error::BlacklistConflict { .. }
             | Error::CustomerConflict { .. }

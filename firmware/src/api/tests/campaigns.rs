@@ -542,6 +542,19 @@ async fn preview_dial_and_customer_dial_check_every_rule_and_the_do_not_call_lis
         .write(Method::POST, "/api/v1/campaigns", &admin, c)
         .await;
     let id = r.json()["id"].as_i64().expect("campaign");
+    // The campaign holds its group: deleting the group is a conflict, not a 500.
+    let r = env
+        .send(
+            Method::DELETE,
+            &format!("/api/v1/groups/{group}"),
+            Some(&admin),
+            true,
+            None,
+            "127.0.0.1",
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);
+    assert!(r.text.contains("1 campaign(s)"), "{}", r.text);
     let oc = env.login("olga").await;
     let ann: i64 = {
         let reader = env.accounts.reader().expect("reader");
