@@ -252,10 +252,21 @@ pub(super) async fn login(
 ) -> ApiResult {
     let a = operated(&state, &who, &agent).await?;
     if a.user != who.subject().user_id {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "agents log in only themselves, from their own desktop",
-        ));
+        // `agents.operate` over another agent covers log-out and pause, not a log-in
+        // on their behalf: refused, and audited like the authorizer's denials.
+        let reason = "agents log in only themselves, from their own desktop";
+        let entry = audit::AuditEntry {
+            actor: who.actor(),
+            action: Action::Operate.as_str().to_owned(),
+            resource: Resource::Agents.as_str().to_owned(),
+            target: format!("agent {}", a.agent),
+            result: audit::AuditResult::Denied,
+            detail: json!({ "reason": reason }),
+        };
+        if let Err(e) = audit::audit(state.accounts().writer(), entry, state.now()).await {
+            tracing::warn!(error = %e, "denial not audited");
+        }
+        return Err(ApiError::new(StatusCode::FORBIDDEN, reason));
     }
     let extension = match ExtensionMode::parse(&a.mode, a.extension.as_deref()) {
         Ok(ExtensionMode::Fixed(ext)) => ext,

@@ -315,4 +315,14 @@ async fn agents_act_only_on_themselves_and_supervisors_on_their_groups() {
         .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text);
     assert_eq!(asked("4105").len(), 2, "the read and the log-out");
+    // That refusal is audited like the authorizer's.
+    let reader = env.accounts.reader().expect("reader");
+    let rows = audit::list(&reader, 0, 1000).expect("audit");
+    assert!(
+        rows.iter().any(|r| r.actor == "root"
+            && r.result == "denied"
+            && (r.resource.as_str(), r.action.as_str()) == ("agents", "operate")
+            && r.target == "agent 4105"),
+        "{rows:#?}"
+    );
 }
