@@ -115,7 +115,7 @@ use std::sync::OnceLock;
 
 use axum::extract::{FromRequestParts, Path, Query, Request, State};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Form, Router};
@@ -156,47 +156,111 @@ struct WebState {
 /// The whole site: pages, static files and the JSON API, with security headers on
 /// every response.
 pub fn router(api: ApiState) -> Router {
+    build(api).0
+}
+
+/// Builds the site's router and the list of `(method, path)` of its own routes (pages,
+/// forms, static files; the API's are listed by `api::build`), which the route matrix
+/// test (`tests/route_matrix.rs`) holds to a written-out expectation each.
+fn build(api: ApiState) -> (Router, Vec<(Method, &'static str)>) {
     let api_router = api::router(api.clone());
-    Router::new()
-        .route("/", get(|| async { Redirect::to("/dashboard") }))
-        .route("/login", get(login_page).post(login_submit))
-        .route("/logout", post(logout))
-        .route("/dashboard", get(dashboard))
-        .route("/ports", get(ports_page))
-        .route("/ports/{port}/ring-test", post(ring_test_form))
-        .route("/ports/{port}/line-test", post(line_test_form))
-        .route("/ports/{port}/loopback-test", post(loopback_test_form))
-        .route("/sip", get(sip_page))
-        .route("/sip/trace", get(sip_trace_page))
-        .route("/calls", get(calls_page))
-        .route("/queues", get(queues_page))
-        .route("/logs", get(logs_page))
-        .route("/sync", get(sync_page))
-        .route("/sync/force", post(sync_force_form))
-        .route("/system", get(system_page))
-        .route("/system/reboot", post(reboot_form))
-        .route("/tools", get(tools_page))
-        .route("/tools/ping", post(tools_ping_form))
-        .route("/tools/traceroute", post(tools_traceroute_form))
-        .route("/tools/sip-options", post(tools_sip_options_form))
-        .route("/tools/capture", post(tools_capture_form))
-        .route("/provisioning", get(provisioning::provisioning_page))
-        .route(
-            "/provisioning/token",
-            get(provisioning::token_link).post(provisioning::token_form),
-        )
-        .route(
-            "/provisioning/photo",
-            post(provisioning::photo_form).layer(axum::extract::DefaultBodyLimit::max(
-                crate::api::provisioning::PHOTO_BODY_LIMIT,
-            )),
-        )
-        .route("/provisioning/apply", post(provisioning::apply_form))
-        .route("/static/app.css", get(css))
-        .route("/static/app.js", get(js))
+    let mut routes = Vec::new();
+    let mut r: Router<WebState> = Router::new();
+    macro_rules! route {
+        ($method:ident, $m:expr, $path:literal, $handler:expr) => {{
+            routes.push(($m, $path));
+            r = r.route($path, $method($handler));
+        }};
+    }
+    route!(get, Method::GET, "/", || async {
+        Redirect::to("/dashboard")
+    });
+    route!(get, Method::GET, "/login", login_page);
+    route!(post, Method::POST, "/login", login_submit);
+    route!(post, Method::POST, "/logout", logout);
+    route!(get, Method::GET, "/dashboard", dashboard);
+    route!(get, Method::GET, "/ports", ports_page);
+    route!(
+        post,
+        Method::POST,
+        "/ports/{port}/ring-test",
+        ring_test_form
+    );
+    route!(
+        post,
+        Method::POST,
+        "/ports/{port}/line-test",
+        line_test_form
+    );
+    route!(
+        post,
+        Method::POST,
+        "/ports/{port}/loopback-test",
+        loopback_test_form
+    );
+    route!(get, Method::GET, "/sip", sip_page);
+    route!(get, Method::GET, "/sip/trace", sip_trace_page);
+    route!(get, Method::GET, "/calls", calls_page);
+    route!(get, Method::GET, "/queues", queues_page);
+    route!(get, Method::GET, "/logs", logs_page);
+    route!(get, Method::GET, "/sync", sync_page);
+    route!(post, Method::POST, "/sync/force", sync_force_form);
+    route!(get, Method::GET, "/system", system_page);
+    route!(post, Method::POST, "/system/reboot", reboot_form);
+    route!(get, Method::GET, "/tools", tools_page);
+    route!(post, Method::POST, "/tools/ping", tools_ping_form);
+    route!(
+        post,
+        Method::POST,
+        "/tools/traceroute",
+        tools_traceroute_form
+    );
+    route!(
+        post,
+        Method::POST,
+        "/tools/sip-options",
+        tools_sip_options_form
+    );
+    route!(post, Method::POST, "/tools/capture", tools_capture_form);
+    route!(
+        get,
+        Method::GET,
+        "/provisioning",
+        provisioning::provisioning_page
+    );
+    route!(
+        get,
+        Method::GET,
+        "/provisioning/token",
+        provisioning::token_link
+    );
+    route!(
+        post,
+        Method::POST,
+        "/provisioning/token",
+        provisioning::token_form
+    );
+    // A phone photo is a few MB: above axum's 2 MB default body limit.
+    routes.push((Method::POST, "/provisioning/photo"));
+    r = r.route(
+        "/provisioning/photo",
+        post(provisioning::photo_form).layer(axum::extract::DefaultBodyLimit::max(
+            crate::api::provisioning::PHOTO_BODY_LIMIT,
+        )),
+    );
+    route!(
+        post,
+        Method::POST,
+        "/provisioning/apply",
+        provisioning::apply_form
+    );
+    route!(get, Method::GET, "/static/app.css", css);
+    route!(get, Method::GET, "/static/app.js", js);
+    let router = r
         .fallback(fallback)
         .with_state(WebState { api, api_router })
-        .layer(axum::middleware::map_response(security_headers))
+        .layer(axum::middleware::map_response(security_headers));
+    (router, routes)
 }
 
 async fn security_headers(mut response: Response) -> Response {
