@@ -92,6 +92,42 @@ pub(crate) fn migrate_to(conn: &mut Connection, version: usize) {
         .expect("migrate to an older version");
 }
 
+/// Every row of every table of the store at `path` except the tables in `skip`, as
+/// text, rows sorted: tests compare two dumps to show that a refused request changed
+/// nothing.
+#[cfg(test)]
+pub(crate) fn dump_tables(path: &Path, skip: &[&str]) -> String {
+    let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .expect("open the store read-only");
+    let tables: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+        .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+        .expect("table names");
+    let mut out = String::new();
+    for table in tables.iter().filter(|t| !skip.contains(&t.as_str())) {
+        let mut stmt = conn
+            .prepare(&format!("SELECT * FROM \"{table}\""))
+            .expect("select");
+        let width = stmt.column_count();
+        let mut rows: Vec<String> = stmt
+            .query_map([], |r| {
+                (0..width)
+                    .map(|i| r.get_ref(i).map(|v| format!("{v:?}")))
+                    .collect::<rusqlite::Result<Vec<_>>>()
+                    .map(|v| v.join("|"))
+            })
+            .and_then(|rows| rows.collect())
+            .expect("rows");
+        rows.sort();
+        out.push_str(&format!("[{table}] {} rows\n", rows.len()));
+        for row in rows {
+            out.push_str(&row);
+            out.push('\n');
+        }
+    }
+    out
+}
+
 /// Writes `payload` as an outbox row of `kind` keyed `key`, in the caller's
 /// transaction (so it commits with the change it reports, or not at all); returns
 /// its seq.

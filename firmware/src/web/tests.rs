@@ -44,6 +44,8 @@ struct Env {
     _dir: tempfile::TempDir,
     accounts: Accounts,
     router: Router,
+    /// The API state the router serves.
+    api: ApiState,
     publisher: Arc<Mutex<StatusPublisher>>,
     /// Call control as the main loop owns it; the test feeds it board events.
     calls: Arc<Mutex<CallControl>>,
@@ -108,9 +110,26 @@ fn hidden_csrf(html: &str) -> String {
 }
 
 async fn env() -> Env {
+    env_with(false).await
+}
+
+/// [`env`], with the break-glass installer account (password [`PASSWORD`]) when
+/// `installer`, as `branchd` makes it before enrollment.
+async fn env_with(installer: bool) -> Env {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("branchline.db");
-    let store = Store::open(&path).expect("open");
+    let mut store = Store::open(&path).expect("open");
+    if installer {
+        let hash = crate::accounts::password::hash_secret(PASSWORD, FAST).expect("hash");
+        crate::accounts::bootstrap_installer(
+            &mut store,
+            Some(&hash),
+            dir.path(),
+            FAST,
+            system_clock_ms(),
+        )
+        .expect("installer");
+    }
     let (writer, _thread) = store.spawn_writer();
     let settings = AuthSettings {
         hash: FAST,
@@ -351,7 +370,8 @@ async fn env() -> Env {
     Env {
         _dir: dir,
         accounts,
-        router: router(state),
+        router: router(state.clone()),
+        api: state,
         publisher,
         calls,
         writer,
@@ -2073,6 +2093,7 @@ async fn click_to_call_rings_the_users_phone_needs_the_grant_and_is_audited() {
 }
 
 mod charts;
+mod route_matrix;
 mod tools;
 
 #[tokio::test]
