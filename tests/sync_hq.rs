@@ -7,6 +7,10 @@
 //!   seconds.
 //! - `GET /api/v1/sync` and `branchd sync-status` report the running sync;
 //!   `POST /api/v1/sync/force` is accepted.
+//! - A dial route created through HQ's admin API reaches the box and sends a call to
+//!   an FXO line instead of the registered SIP trunk; with HQ unreachable (the WAN
+//!   offline) outside calls no route covers go to FXO too, though the trunk is still
+//!   registered.
 //! - A campaign attempt's result and progress and a customer made on the box reach
 //!   HQ's admin API (issue 10); the lead's `+` number is dialled in the site's
 //!   international form.
@@ -197,6 +201,7 @@ impl Hq {
         let mut resp = match (method, body) {
             ("GET", _) => agent.get(&url).header("Authorization", &auth).call(),
             ("PUT", Some(b)) => agent.put(&url).header("Authorization", &auth).send_json(b),
+            ("DELETE", None) => agent.delete(&url).header("Authorization", &auth).call(),
             (m, _) => panic!("unsupported {m}"),
         }
         .expect("admin request");
@@ -921,4 +926,150 @@ fn campaign_results_and_customers_reach_hq_and_plus_numbers_dial_out() {
     assert_eq!(c["id"], customer, "{customers}");
     assert_eq!(c["site"], "branch-3", "{customers}");
     assert_no_sync_errors(&gw);
+}
+
+/// Log lines of the daemon containing `needle` once their colour codes are gone
+/// (structured fields are coloured).
+fn plain_log_count(gw: &Gateway, needle: &str) -> usize {
+    gw.log_text()
+        .lines()
+        .filter(|l| crate::harness::strip_ansi(l).contains(needle))
+        .count()
+}
+
+/// Waits until `n` log lines contain `needle` (see [`plain_log_count`]).
+fn wait_plain_log(gw: &Gateway, needle: &str, n: usize, timeout: Duration) -> bool {
+    wait(timeout, || plain_log_count(gw, needle) >= n)
+}
+
+/// FXS 4 dials `digits`; an FXO line is seized and dials `number`, or the trunk's
+/// far end (a SIPp UAS that answers) takes the call. Hangs up and returns the call's
+/// CDR (the `n`th).
+fn outside_call(gw: &Gateway, digits: &str, number: &str, n: usize) -> crate::harness::CdrRow {
+    let trunk_answers = gw.log_count("outgoing sip call answered");
+    let phone = gw.sim.phone(4);
+    let line = gw.sim.line(5);
+    phone.off_hook();
+    wait_tone(&gw.sim, 4, 350, 440).expect("dial tone");
+    phone.dial(digits);
+    let taken = wait(SOON, || {
+        (line.is_seized() && line.dialed() == number)
+            || gw.log_count("outgoing sip call answered") > trunk_answers
+    });
+    assert!(
+        taken,
+        "neither an FXO line nor the trunk took {digits}:\n{}",
+        gw.log_text()
+    );
+    let on_line = line.is_seized();
+    if on_line {
+        line.answer();
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    phone.on_hook();
+    if on_line {
+        line.hang_up();
+    }
+    gw.wait_cdrs(n).into_iter().nth(n - 1).expect("cdr")
+}
+
+#[test]
+fn hqs_dial_route_and_the_wan_monitor_decide_between_the_trunk_and_fxo() {
+    use crate::sip_calls::{free_port, uas, wait_child, wait_sipp};
+    let trunk_port = free_port();
+    let mut registrar = uas("uas_register_ok.xml", trunk_port)
+        .spawn()
+        .expect("sipp registrar starts");
+    std::thread::sleep(Duration::from_millis(300));
+    let mut hq = Hq::start("branch-5", "box-5");
+    let gw = Gateway::start_with(&format!(
+        r#"{DIAL_PLAN}
+[media]
+local_ip = "127.0.0.1"
+
+[sip]
+udp = "127.0.0.1:0"
+domain = "branch.test"
+
+[sip.trunk]
+servers = ["127.0.0.1:{trunk_port}"]
+domain = "carrier.test"
+username = "branch17"
+password = "trunk-secret"
+expires = 3600
+keepalive_s = 0
+{}"#,
+        hq.config_section("box-5")
+    ));
+    assert!(
+        gw.wait_log("trunk registered", SOON),
+        "no registration:\n{}",
+        gw.log_text()
+    );
+    assert!(wait_child(&mut registrar), "the registrar scenario failed");
+    // Registered and HQ reachable: the trunk is usable.
+    assert!(
+        wait_plain_log(&gw, "trunk=Usable", 1, Duration::from_secs(20)),
+        "the trunk never became usable:\n{}",
+        gw.log_text()
+    );
+
+    // No dial route yet: the built-in rule, the trunk first.
+    let far_end = uas("uas_answer.xml", trunk_port)
+        .spawn()
+        .expect("sipp far end");
+    std::thread::sleep(Duration::from_millis(300));
+    let cdr = outside_call(&gw, "90301234#", "0301234", 1);
+    wait_sipp(far_end, "trunk far end", &gw);
+    assert_eq!((cdr.callee.as_str(), cdr.callee_port), ("0301234", None));
+    assert!(!gw.sim.line(5).is_seized() && !gw.sim.line(6).is_seized());
+
+    // HQ's operator routes national numbers ("0...") over the PSTN.
+    let (status, body) = hq.admin(
+        "PUT",
+        "/admin/v1/sites/branch-5/dial_route/national-pstn",
+        Some(json!({
+            "name": "national-pstn", "prefix": "0", "via": ["fxo"], "needs_permission": null
+        })),
+    );
+    assert_eq!(status, 200, "PUT dial_route: {body}");
+    assert!(
+        wait_plain_log(&gw, "dial routes reloaded routes=1", 1, SOON),
+        "the route never reached call control:\n{}",
+        gw.log_text()
+    );
+    // The same number now goes to an FXO line, with the trunk still usable (a far
+    // end waits on the trunk: had the call gone there, it would have answered).
+    let far_end = uas("uas_answer.xml", trunk_port)
+        .spawn()
+        .expect("sipp far end");
+    std::thread::sleep(Duration::from_millis(300));
+    let cdr = outside_call(&gw, "90301234#", "0301234", 2);
+    assert_eq!((cdr.callee.as_str(), cdr.callee_port), ("0301234", Some(5)));
+    // A number the route does not cover still takes the trunk.
+    let cdr = outside_call(&gw, "95550100#", "5550100", 3);
+    wait_sipp(far_end, "trunk far end", &gw);
+    assert_eq!((cdr.callee.as_str(), cdr.callee_port), ("5550100", None));
+
+    // HQ goes away: the WAN monitor says offline, and outside calls leave the trunk
+    // although its registration still holds.
+    let unusable = plain_log_count(&gw, "trunk=Unusable");
+    hq.stop();
+    assert!(
+        wait_plain_log(&gw, "trunk=Unusable", unusable + 1, Duration::from_secs(30)),
+        "the WAN going offline did not take the trunk out:\n{}",
+        gw.log_text()
+    );
+    let mut far_end = uas("uas_answer.xml", trunk_port)
+        .spawn()
+        .expect("sipp far end");
+    std::thread::sleep(Duration::from_millis(300));
+    let cdr = outside_call(&gw, "95550100#", "5550100", 4);
+    assert_eq!((cdr.callee.as_str(), cdr.callee_port), ("5550100", Some(5)));
+    assert!(
+        far_end.try_wait().expect("sipp state").is_none(),
+        "the trunk's far end got a call"
+    );
+    let _ = far_end.kill();
+    let _ = far_end.wait();
 }

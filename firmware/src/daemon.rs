@@ -687,10 +687,25 @@ async fn serve(
         load_blacklist,
     );
     let mut acd_reloads = reloader(writer.acd_changed(), &db_path, "call center", load_acd);
+    // HQ's outside-line routes (the built-in rule where none matches).
+    if let Some(routes) = load_dial_routes(&db_path) {
+        calls.set_dial_routes(routes);
+    }
+    let mut dial_route_reloads = reloader(
+        writer.dial_routes_changed(),
+        &db_path,
+        "dial routes",
+        load_dial_routes,
+    );
     // Outside calls follow the trunk's reachability (trunk first while usable, else FXO).
     let wan_now = wan_rx.borrow_and_update().clone();
     calls.set_trunk_status(sync::wan::trunk_status(&wan_now));
-    gpio.set_led(Led::Wan, sync::wan::wan_led(&wan_now))?;
+    // The WAN LED: on online, slow blink degraded, off offline (polled with the button).
+    let mut wan_led = sync::wan::WanLedDriver::new(Instant::now());
+    wan_led.set(sync::wan::wan_led(&wan_now), Instant::now());
+    if let Some(on) = wan_led.poll(Instant::now()) {
+        gpio.set_led(Led::Wan, on)?;
+    }
 
     // The call recorder (`[recording]`): a writer thread fed by taps on the ports'
     // frames both ways; off (logged) if its directory cannot be made.
@@ -845,10 +860,15 @@ async fn serve(
         &sip_stop,
     )
     .await?;
+    // With a `[sip]` trunk, outside calls may use it while it is registered and the
+    // WAN monitor does not rule it out (sync::wan::routing_trunk_status); the
+    // registration as the endpoint last reported it (unusable until it says more).
     let sip_trunk = config.sip.as_ref().is_some_and(|s| s.trunk.is_some());
-    if sip_trunk {
-        calls.set_trunk_status(crate::call::TrunkStatus::Unusable);
-    }
+    let mut trunk_registration = sip_trunk.then_some(crate::call::TrunkStatus::Unusable);
+    calls.set_trunk_status(sync::wan::routing_trunk_status(
+        trunk_registration,
+        &wan_rx.borrow(),
+    ));
     let (sip_outputs, mut trunk_rx, sip_task) = match sip {
         Some((outputs, trunk_rx, task)) => (Some(outputs), Some(trunk_rx), Some(task)),
         None => (None, None, None),
@@ -973,6 +993,10 @@ async fn serve(
                 });
             }
             Some(done) = vm_results.recv() => board.voicemail_done(&mut calls, done),
+            Some(routes) = dial_route_reloads.recv() => {
+                tracing::info!(routes = routes.len(), "dial routes reloaded");
+                calls.set_dial_routes(routes);
+            }
             Some(list) = blacklist_reloads.recv() => {
                 // Logged once in force: the next call is screened with it.
                 tracing::info!(
@@ -986,9 +1010,11 @@ async fn serve(
                 Some(rx) => rx.recv().await,
                 None => std::future::pending().await,
             } } => {
-                if status != calls.trunk_status() {
-                    tracing::info!(trunk = ?status, "outside-call routing follows the SIP trunk");
-                    calls.set_trunk_status(status);
+                trunk_registration = Some(status);
+                let trunk = sync::wan::routing_trunk_status(trunk_registration, &wan_rx.borrow());
+                if trunk != calls.trunk_status() {
+                    tracing::info!(?trunk, registration = ?status, "outside-call routing follows the SIP trunk");
+                    calls.set_trunk_status(trunk);
                 }
             }
             changed = wan_rx.changed(), if wan_open => {
@@ -997,13 +1023,17 @@ async fn serve(
                     continue;
                 }
                 let snapshot = wan_rx.borrow_and_update().clone();
-                let trunk = sync::wan::trunk_status(&snapshot);
-                if !sip_trunk && trunk != calls.trunk_status() {
-                    tracing::info!(?trunk, "outside-call routing follows the trunk");
+                let trunk = sync::wan::routing_trunk_status(trunk_registration, &snapshot);
+                if trunk != calls.trunk_status() {
+                    tracing::info!(?trunk, wan = snapshot.state, "outside-call routing follows the trunk and the WAN");
                     calls.set_trunk_status(trunk);
                 }
-                if let Err(e) = board.gpio.set_led(Led::Wan, sync::wan::wan_led(&snapshot)) {
-                    tracing::warn!(error = %e, "WAN LED not set");
+                let now = Instant::now();
+                wan_led.set(sync::wan::wan_led(&snapshot), now);
+                if let Some(on) = wan_led.poll(now) {
+                    if let Err(e) = board.gpio.set_led(Led::Wan, on) {
+                        tracing::warn!(error = %e, "WAN LED not set");
+                    }
                 }
             }
             Some(on) = prov_led_rx.recv() => {
@@ -1019,6 +1049,12 @@ async fn serve(
                 if button.poll(board.gpio.as_mut(), Instant::now()) {
                     tracing::warn!("reset button held 10 s: factory reset");
                     restart_due.factory_reset = true;
+                }
+                // The WAN LED's blink while degraded (a steady LED writes nothing).
+                if let Some(on) = wan_led.poll(Instant::now()) {
+                    if let Err(e) = board.gpio.set_led(Led::Wan, on) {
+                        tracing::warn!(error = %e, "WAN LED not set");
+                    }
                 }
             }
             () = notifier.due() => notifier.feed(),
@@ -2408,6 +2444,30 @@ fn load_blacklist(db_path: &std::path::Path) -> Option<crate::blacklist::Blackli
         }
         Err(e) => {
             tracing::error!(error = %e, "blacklist not loaded: callers are not screened");
+            None
+        }
+    }
+}
+
+/// HQ's dial routes as stored; `None`, logged, when they cannot be read: the routes
+/// in force stay. Routes that need a permission are logged: call control does not
+/// enforce it.
+fn load_dial_routes(db_path: &std::path::Path) -> Option<crate::call::DialRoutes> {
+    let loaded = Store::reader(db_path)
+        .and_then(|r| crate::sync::apply::dial_routes(r.connection(), db_path));
+    match loaded {
+        Ok(routes) => {
+            for r in routes.iter().filter(|r| r.needs_permission.is_some()) {
+                tracing::warn!(
+                    route = r.name,
+                    permission = r.needs_permission.as_deref().unwrap_or_default(),
+                    "dial route needs a permission the box does not enforce yet"
+                );
+            }
+            Some(routes)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "dial routes not loaded: the routes in force stay");
             None
         }
     }

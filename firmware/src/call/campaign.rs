@@ -7,7 +7,8 @@
 //!    reserves them ([`crate::acd::Input::OutboundReserved`]: the agent is on this
 //!    call from now on, so no queue call is offered to them while the lead rings).
 //! 2. The lead's number goes out on the outside routes as any outside call does
-//!    ([`outside_routes`]): a leg on the SIP trunk while it is usable, with the
+//!    ([`super::DialRoutes::routes_for`]: HQ's matching dial route, else the built-in
+//!    rule): a leg on the SIP trunk while it is usable, with the
 //!    campaign's caller ID (or, without one, the agent's extension, which the trunk's
 //!    caller-ID rules map like a call the agent dialled); when the trunk is not usable,
 //!    or its leg fails with congestion, a free FXO line is seized and dialled (the
@@ -72,8 +73,8 @@ use branchline_media::progress::ProgressTone;
 use line_proto::Command;
 
 use super::{
-    outside_routes, Call, CallControl, CallKey, EndReason, LegId, LegInfo, MediaEnd, Output,
-    OutsideVia, Party, PortState, SipTarget, MAX_OUTSIDE_DIGITS,
+    Call, CallControl, CallKey, EndReason, LegId, LegInfo, MediaEnd, Output, OutsideVia, Party,
+    PortState, SipTarget, MAX_OUTSIDE_DIGITS,
 };
 
 /// What the campaign driver asks call control to dial.
@@ -231,10 +232,23 @@ impl CallControl {
             extension = lead.extension,
             "campaign: dialling a lead for a reserved agent"
         );
-        let routes = outside_routes(self.trunk);
-        if routes.first() != Some(&OutsideVia::SipTrunk) {
-            self.lead_on_line(now, lead);
-            return Ok(id);
+        let routes = self.routes_for(&lead.number);
+        match routes.first() {
+            None => {
+                tracing::warn!(
+                    attempt = lead.attempt,
+                    "campaign: the dial route allows only the SIP trunk, which is unusable; the attempt fails"
+                );
+                self.lead_failed(now, None, lead, Disposition::Congestion, HangupSide::System);
+                return Ok(id);
+            }
+            // An FXO line first: the trunk is not tried after it (an answered or
+            // ringing line gives no failure to move on from).
+            Some(OutsideVia::Fxo) => {
+                self.lead_on_line(now, lead);
+                return Ok(id);
+            }
+            Some(OutsideVia::SipTrunk) => {}
         }
         let mut lead = lead;
         lead.fxo_next = routes.contains(&OutsideVia::Fxo);

@@ -157,7 +157,7 @@ pub use self::echo::ECHO_TEST_LIMIT;
 pub use self::features::CONFIRMATION;
 pub use self::journal::JOURNAL_REFRESH;
 pub use self::meetme::{MeetMeRoom, PIN_PROMPT, PIN_TIMEOUT, PIN_TRIES, WRONG_PIN_PROMPT};
-pub use self::outside::{outside_routes, OutsideVia, TrunkStatus};
+pub use self::outside::{outside_routes, DialRoute, DialRoutes, OutsideVia, TrunkStatus};
 pub use self::pickup::{DIRECTED_PICKUP, GROUP_PICKUP};
 pub use self::queue::announcement as queue_announcement;
 pub use self::queue::{
@@ -866,8 +866,11 @@ pub struct CallControl {
     bridges: BTreeSet<(MediaEnd, MediaEnd)>,
     outputs: VecDeque<Output>,
     shut_down: bool,
-    /// The SIP trunk as the WAN monitor last reported it (see [`outside`]).
+    /// Whether the SIP trunk may be used, as the daemon last decided it from the
+    /// trunk's registration and the WAN monitor (see [`outside`]).
     trunk: TrunkStatus,
+    /// HQ's outside-line routes (see [`outside`]; empty: the built-in rule).
+    dial_routes: DialRoutes,
     /// Legs whose RTP started ([`SipInput::Media`]): the endpoint reports their
     /// quality when they end, and a CDR naming them waits for it.
     media_legs: BTreeSet<LegId>,
@@ -1005,6 +1008,7 @@ impl CallControl {
             outputs: VecDeque::new(),
             shut_down: false,
             trunk: TrunkStatus::NotConfigured,
+            dial_routes: DialRoutes::default(),
             media_legs: BTreeSet::new(),
             leg_quality: BTreeMap::new(),
             pending_cdrs: Vec::new(),
@@ -1031,8 +1035,6 @@ impl CallControl {
         }
     }
 
-    /// Tells call control whether the SIP trunk is usable (from the WAN monitor); it
-    /// decides the order outside calls try their routes in ([`outside_routes`]).
     /// Names outside callers from `directory` from now on.
     pub fn set_directory(&mut self, directory: Box<dyn CallerDirectory>) {
         self.directory = Some(directory);
@@ -1051,8 +1053,22 @@ impl CallControl {
             .unwrap_or(sent)
     }
 
+    /// Tells call control whether the SIP trunk is usable (the daemon's verdict from
+    /// the trunk's registration and the WAN monitor); outside calls placed from now on
+    /// try the trunk only while it is ([`DialRoutes::routes_for`]).
     pub fn set_trunk_status(&mut self, trunk: TrunkStatus) {
         self.trunk = trunk;
+    }
+
+    /// Takes HQ's outside-line routes for the outside calls placed from now on (calls
+    /// trying their routes keep the ones they started with).
+    pub fn set_dial_routes(&mut self, routes: DialRoutes) {
+        self.dial_routes = routes;
+    }
+
+    /// The ways out for outside `number`, in order ([`DialRoutes::routes_for`]).
+    fn routes_for(&self, number: &str) -> Vec<OutsideVia> {
+        self.dial_routes.routes_for(number, self.trunk)
     }
 
     /// The SIP trunk status in force.
@@ -1950,10 +1966,12 @@ impl CallControl {
     }
 
     /// Places outside `call` (to `call.callee_number`) on the first route that takes
-    /// it: the SIP trunk while it is usable, then an FXO line ([`outside_routes`]).
+    /// it: the ways HQ's matching dial route lists, else the SIP trunk while it is
+    /// usable, then an FXO line ([`DialRoutes::routes_for`]).
     fn call_outside(&mut self, now: Instant, call: Call) {
         let number = call.callee_number.clone();
         let caller = call.caller;
+        let routes_left = self.routes_for(&number);
         let key = self.new_call(call);
         if let Party::Fxs(p) = caller {
             self.set_fxs(p, Fxs::Caller(key));
@@ -1961,7 +1979,7 @@ impl CallControl {
         if let Some(c) = self.calls.get_mut(&key) {
             c.outside = Some(OutsideAttempt {
                 number,
-                routes_left: outside_routes(self.trunk).to_vec(),
+                routes_left,
             });
         }
         self.next_route(now, key, false);

@@ -1046,9 +1046,10 @@ impl CallControl {
         // Out through the normal routes; the caller hears ringback again.
         call.queue = None;
         call.callee_number = number.clone();
+        let routes_left = self.dial_routes.routes_for(&number, self.trunk);
         call.outside = Some(OutsideAttempt {
             number,
-            routes_left: super::outside_routes(self.trunk).to_vec(),
+            routes_left,
         });
         if let Party::Fxs(p) | Party::Fxo(p) = call.caller {
             self.cmd(p, Command::StopTone);

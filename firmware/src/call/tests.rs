@@ -546,6 +546,61 @@ fn outside_calls_use_fxo_unless_the_trunk_is_usable() {
 }
 
 #[test]
+fn hqs_dial_routes_decide_the_way_out_and_the_built_in_rule_covers_the_rest() {
+    use crate::call::{DialRoute, DialRoutes};
+    let via = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    let routes = DialRoutes::new(vec![
+        DialRoute::new("national-pstn", "0", &via(&["fxo", "sip"]), None).expect("route"),
+        DialRoute::new("international", "00", &via(&["sip"]), None).expect("route"),
+    ]);
+    let outcome = |trunk: TrunkStatus, digits: &str| {
+        let mut h = Harness::new();
+        h.cc.set_trunk_status(trunk);
+        h.cc.set_dial_routes(routes.clone());
+        h.ev(1, Event::OffHook);
+        h.dial(1, digits);
+        let out = h.take();
+        let seized = [5, 6]
+            .iter()
+            .any(|&p| has_cmd(&out, p, |c| *c == Command::FxoSeize));
+        let trunk_leg = out.iter().any(|o| {
+            matches!(
+                o,
+                Output::SipDial {
+                    target: SipTarget::Trunk(_),
+                    ..
+                }
+            )
+        });
+        let congestion = tone_is(&out, 1, Country::Us, Tone::Congestion);
+        (seized, trunk_leg, congestion)
+    };
+    // "0..." goes to an FXO line although the trunk is usable.
+    assert_eq!(
+        outcome(TrunkStatus::Usable, "90301234#"),
+        (true, false, false)
+    );
+    // "00..." only over the trunk: the trunk while usable, congestion while not.
+    assert_eq!(
+        outcome(TrunkStatus::Usable, "900493012#"),
+        (false, true, false)
+    );
+    assert_eq!(
+        outcome(TrunkStatus::Unusable, "900493012#"),
+        (false, false, true)
+    );
+    // No route matches "5...": the built-in rule (trunk first while usable).
+    assert_eq!(
+        outcome(TrunkStatus::Usable, "95550100#"),
+        (false, true, false)
+    );
+    assert_eq!(
+        outcome(TrunkStatus::Unusable, "95550100#"),
+        (true, false, false)
+    );
+}
+
+#[test]
 fn outbound_hash_dials_at_once_and_second_line_is_used_when_first_busy() {
     let mut h = Harness::new();
     h.ev(1, Event::OffHook);

@@ -63,6 +63,10 @@ pub struct StoreWriter {
     /// Poked after a change to the call center's queues or agents (users' agent IDs,
     /// skills); the daemon reconfigures the ACD. One permit, like `blacklist_changed`.
     acd_changed: std::sync::Arc<tokio::sync::Notify>,
+    /// Poked after a commit that changed HQ's dial routes (sync apply); the daemon
+    /// reloads call control's outside-line routes. One permit, like
+    /// `blacklist_changed`.
+    dial_routes_changed: std::sync::Arc<tokio::sync::Notify>,
 }
 
 /// The highest outbox seq ever assigned (0: none), from SQLite's AUTOINCREMENT
@@ -111,6 +115,7 @@ pub(super) fn prepare(store: Store) -> (StoreWriter, impl FnOnce() + Send + 'sta
         outbox_seq,
         blacklist_changed: std::sync::Arc::default(),
         acd_changed: std::sync::Arc::default(),
+        dial_routes_changed: std::sync::Arc::default(),
     };
     (writer, move || run(conn, &path, clock, &rx, &seq_tx))
 }
@@ -204,6 +209,18 @@ impl StoreWriter {
     /// call it after the commit that changed them.
     pub fn notify_acd_changed(&self) {
         self.acd_changed.notify_one();
+    }
+
+    /// Tells the dial routes' listener (the daemon) that HQ's routes changed; call it
+    /// after the commit that changed them.
+    pub fn notify_dial_routes_changed(&self) {
+        self.dial_routes_changed.notify_one();
+    }
+
+    /// What [`StoreWriter::notify_dial_routes_changed`] pokes, like
+    /// [`StoreWriter::blacklist_changed`]. One listener.
+    pub fn dial_routes_changed(&self) -> std::sync::Arc<tokio::sync::Notify> {
+        std::sync::Arc::clone(&self.dial_routes_changed)
     }
 
     /// What [`StoreWriter::notify_acd_changed`] pokes, like

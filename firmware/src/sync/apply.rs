@@ -39,7 +39,10 @@
 //!   overflow; see [`crate::acd::store::upsert_hq_queue`]) and are also kept as their
 //!   wire JSON in `hq_rows`; a delete removes HQ's queue (cascading to its members),
 //!   never one made on the box. [`Applied::acd_changed`] (also set by users) has the
-//!   call center reconfigured. Dial routes are stored as their wire JSON in `hq_rows`.
+//!   call center reconfigured.
+//! - Dial routes are checked as call control takes them (a bad prefix or `via`
+//!   refuses the page) and stored as their wire JSON in `hq_rows`;
+//!   [`Applied::dial_routes_changed`] has call control reload them ([`dial_routes`]).
 //! - A snapshot replaces everything HQ masters: rows it does not hold are deleted,
 //!   except the installer account, extensions the config maps to a port (they become
 //!   local rows), and rows made on the box (revision 0) whose edit is still pending in
@@ -75,6 +78,9 @@ pub struct Applied {
     /// Whether a user was written or deleted (the call center's agents may have
     /// changed: call control reconfigures its ACD).
     pub acd_changed: bool,
+    /// Whether a dial route was written or deleted (call control reloads its
+    /// outside-line routes; see [`dial_routes`]).
+    pub dial_routes_changed: bool,
     /// The cursor stored with them.
     pub cursor: i64,
 }
@@ -272,6 +278,8 @@ fn apply_page(
             change.entity == EntityKind::Blacklist && outcome != Outcome::Skipped;
         applied.acd_changed |= matches!(change.entity, EntityKind::User | EntityKind::Queue)
             && outcome != Outcome::Skipped;
+        applied.dial_routes_changed |=
+            change.entity == EntityKind::DialRoute && outcome != Outcome::Skipped;
         applied.count(outcome);
     }
     if next < last {
@@ -384,7 +392,10 @@ fn apply_change(conn: &Connection, path: &Path, change: &Change, now_ms: i64) ->
         Some(row @ Entity::Queue(q)) => {
             upsert_queue(conn, path, row, q, rev, now_ms).map(|()| Outcome::Upserted)
         }
-        Some(other) => upsert_hq_row(conn, path, other, rev, now_ms).map(|()| Outcome::Upserted),
+        Some(row @ Entity::DialRoute(d)) => {
+            check_dial_route(d)?;
+            upsert_hq_row(conn, path, row, rev, now_ms).map(|()| Outcome::Upserted)
+        }
         None => delete_row(conn, path, change.entity, &change.key, now_ms),
     }
 }
@@ -758,6 +769,44 @@ fn upsert_queue(
     upsert_hq_row(conn, path, row, revision, now_ms)
 }
 
+/// A dial route as call control takes it ([`crate::call::DialRoute::new`]): one it
+/// would refuse refuses the page, so the routes in force are always all of HQ's.
+fn check_dial_route(d: &wire::DialRoute) -> Checked {
+    crate::call::DialRoute::new(&d.name, &d.prefix, &d.via, d.needs_permission.clone())
+        .map(drop)
+        .map_err(refuse)
+}
+
+/// HQ's dial routes as stored (`hq_rows` of kind `dial_route`), for call control.
+/// A stored row that does not read back as a route (written by an older firmware
+/// that did not check them) is left out and logged.
+pub fn dial_routes(conn: &Connection, path: &Path) -> Result<crate::call::DialRoutes> {
+    let mut stmt = conn
+        .prepare("SELECT key, row FROM hq_rows WHERE kind = 'dial_route' ORDER BY key")
+        .map_err(sql(path, "read dial routes"))?;
+    let rows = stmt
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+        .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+        .map_err(sql(path, "read dial routes"))?;
+    let mut routes = Vec::with_capacity(rows.len());
+    for (key, json) in rows {
+        let route = match serde_json::from_str::<Entity>(&json) {
+            Ok(Entity::DialRoute(d)) => {
+                crate::call::DialRoute::new(&d.name, &d.prefix, &d.via, d.needs_permission)
+            }
+            Ok(other) => Err(format!("holds a {}", entity_name(other.kind()))),
+            Err(e) => Err(e.to_string()),
+        };
+        match route {
+            Ok(r) => routes.push(r),
+            Err(problem) => {
+                tracing::warn!(route = key, %problem, "stored dial route left out")
+            }
+        }
+    }
+    Ok(crate::call::DialRoutes::new(routes))
+}
+
 fn upsert_hq_row(
     conn: &Connection,
     path: &Path,
@@ -937,6 +986,7 @@ fn apply_snapshot(
             apply_change(conn, path, c, now_ms).map_err(|r| in_context("snapshot", c, r))?;
         applied.blacklist_changed |= c.entity == EntityKind::Blacklist;
         applied.acd_changed |= matches!(c.entity, EntityKind::User | EntityKind::Queue);
+        applied.dial_routes_changed |= c.entity == EntityKind::DialRoute;
         applied.count(outcome);
     }
 
@@ -1024,6 +1074,7 @@ fn apply_snapshot(
         applied.blacklist_changed |= kind == EntityKind::Blacklist && outcome != Outcome::Skipped;
         applied.acd_changed |=
             matches!(kind, EntityKind::User | EntityKind::Queue) && outcome != Outcome::Skipped;
+        applied.dial_routes_changed |= kind == EntityKind::DialRoute && outcome != Outcome::Skipped;
         applied.count(outcome);
     }
     bump_generation(conn).map_err(sql(path, "bump rbac generation"))?;

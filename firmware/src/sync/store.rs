@@ -88,7 +88,8 @@ impl SyncStore {
     }
 
     /// Applies a page or snapshot and its cursor in one transaction (and pokes the
-    /// blacklist's and the call center's listeners when it changed the list or users). A refused one changes nothing and its error is recorded for the status (in a transaction of
+    /// blacklist's, the call center's and the dial routes' listeners when it changed
+    /// them). A refused one changes nothing and its error is recorded for the status (in a transaction of
     /// its own) before it is returned.
     pub async fn apply_down(&self, response: wire::DownResponse, now_ms: i64) -> Result<Applied> {
         let result = self
@@ -104,6 +105,9 @@ impl SyncStore {
                 }
                 if applied.acd_changed {
                     self.writer.notify_acd_changed();
+                }
+                if applied.dial_routes_changed {
+                    self.writer.notify_dial_routes_changed();
                 }
             }
             Err(e) => self.record_error(&e.to_string(), now_ms).await,

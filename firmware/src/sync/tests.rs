@@ -957,8 +957,9 @@ async fn the_wan_task_follows_the_trunk_with_hysteresis_and_routing_follows_it()
     let up = until(&mut wan, TrunkStatus::Usable).await;
     assert_eq!(up.trunk.state, "online");
     assert!(up.trunk.last_ok_ms.is_some());
-    // HQ is not configured: the LED stays off whatever the trunk does.
-    assert!(!wan_led(&up));
+    // Only the trunk is watched, and it answers: the LED is on (HQ, not configured,
+    // does not count).
+    assert_eq!(wan_led(&up), super::wan::WanLed::On);
     // The change was stored for `branchd sync-status` (the task publishes first and
     // stores after, so wait for the write rather than racing it).
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -1412,5 +1413,103 @@ async fn queues_from_hq_become_the_call_centers_and_reconfigure_it() {
     assert_eq!(
         env.count("SELECT COUNT(*) FROM queues WHERE number = '7020'"),
         1
+    );
+}
+
+fn dial_route(name: &str, prefix: &str, via: &[&str]) -> Entity {
+    Entity::DialRoute(wire::DialRoute {
+        name: name.to_owned(),
+        prefix: prefix.to_owned(),
+        via: via.iter().map(|v| (*v).to_owned()).collect(),
+        needs_permission: None,
+    })
+}
+
+#[tokio::test]
+async fn dial_routes_from_hq_reach_call_control_and_a_bad_one_refuses_the_page() {
+    use crate::call::TrunkStatus;
+    let env = env().await;
+    let changed = env.sync.writer().dial_routes_changed();
+    let routes = |env: &Env| {
+        let reader = Store::reader(&env.path).expect("reader");
+        super::apply::dial_routes(reader.connection(), &env.path).expect("routes")
+    };
+    let applied = env
+        .sync
+        .apply_down(
+            page(vec![
+                upsert(2, dial_route("national", "0", &["fxo", "sip"])),
+                upsert(3, dial_route("international", "00", &["sip"])),
+            ]),
+            T0,
+        )
+        .await
+        .expect("page");
+    assert!(applied.dial_routes_changed);
+    tokio::time::timeout(std::time::Duration::from_secs(1), changed.notified())
+        .await
+        .expect("the reload was poked");
+    let loaded = routes(&env);
+    assert_eq!(loaded.len(), 2);
+    assert_eq!(
+        loaded.routes_for("0049", TrunkStatus::Usable),
+        [crate::call::OutsideVia::SipTrunk]
+    );
+    assert_eq!(
+        loaded.routes_for("0301", TrunkStatus::Usable),
+        [
+            crate::call::OutsideVia::Fxo,
+            crate::call::OutsideVia::SipTrunk
+        ]
+    );
+
+    // A route call control would refuse refuses the whole page.
+    for (bad, problem) in [
+        (dial_route("x", "0+1", &["sip"]), "prefix"),
+        (dial_route("x", "1", &["isdn"]), "via[0]"),
+        (dial_route("x", "1", &[]), "via"),
+        (dial_route("x", "1", &["fxo", "fxo"]), "twice"),
+    ] {
+        let err = env
+            .sync
+            .apply_down(
+                page(vec![
+                    upsert(4, dial_route("local", "1", &["fxo"])),
+                    upsert(5, bad),
+                ]),
+                T0,
+            )
+            .await
+            .expect_err("refused");
+        assert!(
+            matches!(err, Error::SyncRefused { revision: 5, .. })
+                && err.to_string().contains(problem),
+            "{err}"
+        );
+        assert_eq!(routes(&env).len(), 2, "nothing of the page applied");
+    }
+
+    // Other rows do not reload the routes; a delete does.
+    let applied = env
+        .sync
+        .apply_down(page(vec![upsert(4, blacklisted("0900*", "premium"))]), T0)
+        .await
+        .expect("page");
+    assert!(!applied.dial_routes_changed);
+    let applied = env
+        .sync
+        .apply_down(
+            page(vec![delete(5, EntityKind::DialRoute, "international")]),
+            T0,
+        )
+        .await
+        .expect("page");
+    assert!(applied.dial_routes_changed);
+    assert_eq!(
+        routes(&env).routes_for("0049", TrunkStatus::Usable),
+        [
+            crate::call::OutsideVia::Fxo,
+            crate::call::OutsideVia::SipTrunk
+        ]
     );
 }

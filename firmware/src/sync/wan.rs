@@ -15,10 +15,12 @@
 //!   - A failed exchange of the sync agent (a transport error or timeout) asks the core
 //!     for a probe round at once ([`WanInput::ProbeNow`]), so an outage shows quickly.
 //! - **Outputs**: a [`tokio::sync::watch`] of [`WanSnapshot`] that call routing reads
-//!   ([`trunk_status`]: the trunk while [`WanMonitor::trunk_usable`], else FXO) and
-//!   the sync status shows; the WAN LED, set by the daemon's board loop from the same
-//!   watch ([`wan_led`]); a log line per change; the snapshot stored in `sync_state`
-//!   at each change, for `branchd sync-status`.
+//!   ([`routing_trunk_status`]: with a `[sip]` trunk, usable while it is registered
+//!   and the WAN monitor does not rule it out; without one, while
+//!   [`WanMonitor::trunk_usable`]; else FXO) and the sync status shows; the WAN LED,
+//!   set by the daemon's board loop from the same watch ([`wan_led`]: on online, slow
+//!   blink degraded, off offline, over the watched targets); a log line per change; the snapshot stored in
+//!   `sync_state` at each change, for `branchd sync-status`.
 //!
 //! One probe interval (`[hq] probe_interval_ms`, else `[wan] probe_interval_ms`)
 //! serves both targets; the core probes faster while not online.
@@ -130,8 +132,9 @@ pub fn initial_snapshot(hq: Option<&str>, trunk: Option<&str>) -> WanSnapshot {
     }
 }
 
-/// What call routing makes of the snapshot: no trunk is "not configured"; otherwise
-/// the trunk is usable while the core says so.
+/// What call routing makes of the snapshot alone (a box without a `[sip]` trunk): no
+/// trunk probed is "not configured"; otherwise the trunk is usable while the core
+/// says so.
 pub fn trunk_status(snapshot: &WanSnapshot) -> TrunkStatus {
     if snapshot.trunk.state == "not configured" {
         TrunkStatus::NotConfigured
@@ -142,10 +145,127 @@ pub fn trunk_status(snapshot: &WanSnapshot) -> TrunkStatus {
     }
 }
 
-/// Whether the WAN LED is lit: HQ reachable (online or degraded). (Blinking for
-/// degraded needs a timer in the board loop; the LED is on/off today.)
-pub fn wan_led(snapshot: &WanSnapshot) -> bool {
-    matches!(snapshot.hq.state, "online" | "degraded")
+/// Whether the WAN monitor rules the SIP trunk out, whatever its registration says:
+/// when it probes the trunk (`[wan] trunk`), while that probe says unreachable; when
+/// it probes only HQ, while the WAN is offline (HQ unreachable: the link is down, and
+/// a registration can look good for minutes after the link went, until its next
+/// refresh or keepalive fails).
+pub fn wan_rules_out_trunk(snapshot: &WanSnapshot) -> bool {
+    if snapshot.trunk.state != "not configured" {
+        !snapshot.trunk_usable
+    } else {
+        snapshot.state == "offline"
+    }
+}
+
+/// Whether outside calls may use the SIP trunk: the combined rule.
+///
+/// - No `[sip]` trunk (`registration` is `None`): the WAN monitor's trunk probe
+///   alone ([`trunk_status`]).
+/// - A `[sip]` trunk: usable only while its registration says it answers **and** the
+///   WAN monitor does not rule it out ([`wan_rules_out_trunk`]); otherwise outside
+///   calls go to the FXO lines.
+pub fn routing_trunk_status(
+    registration: Option<TrunkStatus>,
+    snapshot: &WanSnapshot,
+) -> TrunkStatus {
+    match registration {
+        None => trunk_status(snapshot),
+        Some(TrunkStatus::Usable) if !wan_rules_out_trunk(snapshot) => TrunkStatus::Usable,
+        Some(TrunkStatus::NotConfigured) => TrunkStatus::NotConfigured,
+        Some(_) => TrunkStatus::Unusable,
+    }
+}
+
+/// What the WAN LED shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WanLed {
+    /// Off: the WAN is offline, or nothing is monitored.
+    Off,
+    /// Slow blink ([`WAN_LED_BLINK`] on, the same off): degraded (a target down or
+    /// slow or lossy, the others up).
+    SlowBlink,
+    /// Steady on: online.
+    On,
+}
+
+/// Half period of the WAN LED's slow blink.
+pub const WAN_LED_BLINK: Duration = Duration::from_millis(500);
+
+/// The WAN LED, judged over the targets the box watches (HQ with `[hq]`, the trunk
+/// with `[wan] trunk`) as the overall state is: on when every one is online, off when
+/// none is reachable (or none is watched), a slow blink in between (one down, or one
+/// slow or lossy). A target the box does not watch does not count (the core always
+/// keeps an HQ target, which without `[hq]` never answers).
+pub fn wan_led(snapshot: &WanSnapshot) -> WanLed {
+    let watched: Vec<&str> = [&snapshot.hq, &snapshot.trunk]
+        .into_iter()
+        .map(|t| t.state)
+        .filter(|&s| s != "not configured")
+        .collect();
+    let reachable = |s: &&str| matches!(*s, "online" | "degraded");
+    if !watched.iter().any(reachable) {
+        WanLed::Off
+    } else if watched.iter().all(|&s| s == "online") {
+        WanLed::On
+    } else {
+        WanLed::SlowBlink
+    }
+}
+
+impl WanLed {
+    /// Whether the LED is lit `since_start` after the pattern began (a blink starts
+    /// lit, so a change shows at once).
+    pub fn lit(self, since_start: Duration) -> bool {
+        match self {
+            WanLed::Off => false,
+            WanLed::On => true,
+            WanLed::SlowBlink => (since_start.as_millis() / WAN_LED_BLINK.as_millis()) % 2 == 0,
+        }
+    }
+}
+
+/// The WAN LED over time: the pattern in force and the level last set, so the board
+/// loop (which polls it every 100 ms with the reset button) writes the GPIO line only
+/// when the level changes. Sans-IO: the caller passes `now`.
+#[derive(Debug, Clone)]
+pub struct WanLedDriver {
+    pattern: WanLed,
+    since: Instant,
+    level: Option<bool>,
+}
+
+impl WanLedDriver {
+    /// Off, nothing written yet.
+    pub fn new(now: Instant) -> WanLedDriver {
+        WanLedDriver {
+            pattern: WanLed::Off,
+            since: now,
+            level: None,
+        }
+    }
+
+    /// Shows `pattern` from `now` (a pattern already in force keeps its phase).
+    pub fn set(&mut self, pattern: WanLed, now: Instant) {
+        if pattern != self.pattern {
+            self.pattern = pattern;
+            self.since = now;
+        }
+    }
+
+    /// The pattern in force.
+    pub fn pattern(&self) -> WanLed {
+        self.pattern
+    }
+
+    /// The level to write at `now`, when it differs from the one last returned.
+    pub fn poll(&mut self, now: Instant) -> Option<bool> {
+        let lit = self.pattern.lit(now.saturating_duration_since(self.since));
+        (self.level != Some(lit)).then(|| {
+            self.level = Some(lit);
+            lit
+        })
+    }
 }
 
 fn state_name(state: WanState) -> &'static str {
@@ -455,5 +575,115 @@ fn publishable(
         trunk_usable: report.trunk_usable,
         hq: target(Target::Hq, hq.map(HqProbe::describe)),
         trunk: target(Target::Trunk, trunk.map(str::to_owned)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snapshot(state: &'static str, hq: &'static str, trunk: &'static str) -> WanSnapshot {
+        let target = |state: &'static str| TargetSnapshot {
+            state,
+            ..TargetSnapshot::not_configured()
+        };
+        WanSnapshot {
+            state,
+            trunk_usable: trunk == "online" || trunk == "degraded",
+            hq: target(hq),
+            trunk: target(trunk),
+            ..WanSnapshot::default()
+        }
+    }
+
+    #[test]
+    fn a_registered_trunk_is_used_only_while_the_wan_monitor_does_not_rule_it_out() {
+        use TrunkStatus::{NotConfigured, Unusable, Usable};
+        let nc = "not configured";
+        let hq_online = snapshot("online", "online", nc);
+        let hq_degraded = snapshot("degraded", "degraded", nc);
+        let hq_offline = snapshot("offline", "offline", nc);
+        let nothing = WanSnapshot::default();
+        // HQ only watched: its verdict on the link vetoes a registered trunk.
+        assert_eq!(routing_trunk_status(Some(Usable), &hq_online), Usable);
+        assert_eq!(routing_trunk_status(Some(Usable), &hq_degraded), Usable);
+        assert_eq!(routing_trunk_status(Some(Usable), &hq_offline), Unusable);
+        assert_eq!(routing_trunk_status(Some(Usable), &nothing), Usable);
+        // Not registered: unusable whatever the WAN says.
+        assert_eq!(routing_trunk_status(Some(Unusable), &hq_online), Unusable);
+        assert_eq!(routing_trunk_status(Some(Unusable), &nothing), Unusable);
+        // The trunk probed too: its own probe decides, not HQ's.
+        let trunk_up_hq_down = snapshot("degraded", "offline", "online");
+        let trunk_down_hq_up = snapshot("degraded", "online", "offline");
+        let trunk_unknown = snapshot("offline", "unknown", "unknown");
+        assert_eq!(
+            routing_trunk_status(Some(Usable), &trunk_up_hq_down),
+            Usable
+        );
+        assert_eq!(
+            routing_trunk_status(Some(Usable), &trunk_down_hq_up),
+            Unusable
+        );
+        assert_eq!(routing_trunk_status(Some(Usable), &trunk_unknown), Unusable);
+        // No [sip] trunk: the WAN monitor's trunk probe alone, as before.
+        assert_eq!(routing_trunk_status(None, &hq_online), NotConfigured);
+        assert_eq!(routing_trunk_status(None, &trunk_up_hq_down), Usable);
+        assert_eq!(routing_trunk_status(None, &trunk_down_hq_up), Unusable);
+    }
+
+    #[test]
+    fn the_wan_led_is_on_online_blinks_slowly_degraded_and_is_off_offline() {
+        let nc = "not configured";
+        assert_eq!(wan_led(&snapshot("online", "online", "online")), WanLed::On);
+        assert_eq!(wan_led(&snapshot("online", "online", nc)), WanLed::On);
+        assert_eq!(
+            wan_led(&snapshot("degraded", "online", "offline")),
+            WanLed::SlowBlink
+        );
+        assert_eq!(
+            wan_led(&snapshot("degraded", "degraded", nc)),
+            WanLed::SlowBlink
+        );
+        assert_eq!(
+            wan_led(&snapshot("offline", "offline", "offline")),
+            WanLed::Off
+        );
+        assert_eq!(wan_led(&snapshot("offline", "unknown", nc)), WanLed::Off);
+        assert_eq!(wan_led(&WanSnapshot::default()), WanLed::Off);
+        // Without [hq] the core's HQ target never answers: the trunk alone decides.
+        assert_eq!(wan_led(&snapshot("degraded", nc, "online")), WanLed::On);
+
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let mut led = WanLedDriver::new(t0);
+        assert_eq!(led.poll(t0), Some(false), "the first poll writes the level");
+        assert_eq!(led.poll(ms(100)), None, "off stays off: nothing written");
+        led.set(WanLed::SlowBlink, ms(1000));
+        // Lit at once, dark after one half period, lit again after two.
+        let mut levels = Vec::new();
+        for t in (1000..=3000).step_by(100) {
+            if let Some(on) = led.poll(ms(t)) {
+                levels.push((t, on));
+            }
+        }
+        assert_eq!(
+            levels,
+            [
+                (1000, true),
+                (1500, false),
+                (2000, true),
+                (2500, false),
+                (3000, true)
+            ]
+        );
+        // Setting the same pattern again keeps the phase.
+        led.set(WanLed::SlowBlink, ms(3100));
+        assert_eq!(led.poll(ms(3500)), Some(false));
+        led.set(WanLed::On, ms(3600));
+        assert_eq!(led.poll(ms(3600)), Some(true));
+        assert_eq!(led.poll(ms(9000)), None, "steady: nothing more written");
+        led.set(WanLed::Off, ms(9100));
+        assert_eq!(led.poll(ms(9100)), Some(false));
+        assert_eq!(led.pattern(), WanLed::Off);
     }
 }

@@ -919,10 +919,16 @@ pub fn validate_entity(entity: &Entity) -> crate::hq::Result<()> {
             text("reason", &b.reason)?;
         }
         Entity::DialRoute(d) => {
-            if !d.prefix.bytes().all(|b| b.is_ascii_digit() || b == b'+') || d.prefix.len() > 32 {
+            // The box's call control checks the same (a row it refused would stop the
+            // site's whole feed): digits with an optional leading +, each way once.
+            let digits = d.prefix.strip_prefix('+').unwrap_or(&d.prefix);
+            if !digits.bytes().all(|b| b.is_ascii_digit()) || d.prefix.len() > 32 {
                 return Err(crate::hq::Error::invalid(
                     f("prefix"),
-                    format!("{:?} must be digits", d.prefix),
+                    format!(
+                        "{:?} must be digits (a leading + allowed), at most 32",
+                        d.prefix
+                    ),
                 ));
             }
             if d.via.is_empty() || d.via.iter().any(|v| v != "sip" && v != "fxo") {
@@ -930,6 +936,13 @@ pub fn validate_entity(entity: &Entity) -> crate::hq::Result<()> {
                     f("via"),
                     "must list one or more of \"sip\", \"fxo\"",
                 ));
+            }
+            if d.via
+                .iter()
+                .enumerate()
+                .any(|(i, v)| d.via[..i].contains(v))
+            {
+                return Err(crate::hq::Error::invalid(f("via"), "lists a way twice"));
             }
             if let Some(p) = &d.needs_permission {
                 text("needs_permission", p)?;
@@ -1315,6 +1328,36 @@ mod tests {
             let err =
                 validate_batch(batch_with(blocked(bad.clone())), "box-1").expect_err("refused");
             assert!(matches!(err, BatchError::Malformed(_)), "{bad}: {err:?}");
+        }
+    }
+
+    #[test]
+    fn dial_routes_are_checked_as_the_box_checks_them() {
+        let route = |prefix: &str, via: &[&str]| {
+            Entity::DialRoute(crate::wire::DialRoute {
+                name: "r".to_owned(),
+                prefix: prefix.to_owned(),
+                via: via.iter().map(|v| (*v).to_owned()).collect(),
+                needs_permission: None,
+            })
+        };
+        for ok in [
+            route("", &["sip"]),
+            route("0", &["fxo", "sip"]),
+            route("+49", &["fxo"]),
+        ] {
+            validate_entity(&ok).expect("valid");
+        }
+        for (bad, field) in [
+            (route("0+1", &["sip"]), "prefix"),
+            (route("9x", &["sip"]), "prefix"),
+            (route(&"1".repeat(33), &["sip"]), "prefix"),
+            (route("0", &[]), "via"),
+            (route("0", &["isdn"]), "via"),
+            (route("0", &["sip", "sip"]), "via"),
+        ] {
+            let e = validate_entity(&bad).expect_err("refused").to_string();
+            assert!(e.contains(field), "{e}");
         }
     }
 }
