@@ -40,6 +40,9 @@ struct Hq {
     admin: SocketAddr,
     token: String,
     log: Arc<Mutex<Vec<String>>>,
+    /// Started as `branch-hq serve --dir` (the one command) rather than with
+    /// `--db`, `--tls-dir` and `--files-dir`.
+    one_dir: bool,
 }
 
 fn run_ok(cmd: &mut Command, what: &str) {
@@ -106,8 +109,58 @@ impl Hq {
             admin: SocketAddr::from(([127, 0, 0, 1], 0)),
             token,
             log: Arc::new(Mutex::new(Vec::new())),
+            one_dir: false,
         };
         hq.serve("127.0.0.1:0", "127.0.0.1:0");
+        hq
+    }
+
+    /// The one command: `branch-hq serve --dir` on an empty directory (it makes the
+    /// database, CA, server certificate and admin token), then, with it running, the
+    /// site and the box added with `--dir` too.
+    fn start_one_command(site: &str, box_id: &str) -> Hq {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut hq = Hq {
+            child: None,
+            dir,
+            sync: SocketAddr::from(([127, 0, 0, 1], 0)),
+            admin: SocketAddr::from(([127, 0, 0, 1], 0)),
+            token: String::new(),
+            log: Arc::new(Mutex::new(Vec::new())),
+            one_dir: true,
+        };
+        hq.serve("127.0.0.1:0", "127.0.0.1:0");
+        let d = hq.dir.path().to_owned();
+        let token_file = d.join("tls").join("admin-token");
+        let logged = hq.log.lock().expect("log lock").iter().any(|l| {
+            l.contains("admin API token") && l.contains(&token_file.display().to_string())
+        });
+        assert!(
+            logged,
+            "serve does not say where the admin token is:\n{}",
+            hq.log.lock().expect("log lock").join("\n")
+        );
+        hq.token = std::fs::read_to_string(&token_file)
+            .expect("admin token")
+            .trim()
+            .to_owned();
+        assert!(d.join("hq.sqlite").exists() && d.join("tls").join("ca.pem").exists());
+        let exe = bin("branch-hq");
+        run_ok(
+            command(&exe)
+                .args(["site", "add", "--dir"])
+                .arg(&d)
+                .args(["--site", site]),
+            "branch-hq site add --dir",
+        );
+        run_ok(
+            command(&exe)
+                .args(["box", "add", "--dir"])
+                .arg(&d)
+                .args(["--site", site, "--box", box_id, "--out"])
+                .arg(d.join("box")),
+            "branch-hq box add --dir",
+        );
         hq
     }
 
@@ -116,13 +169,19 @@ impl Hq {
     fn serve(&mut self, sync: &str, admin: &str) {
         assert!(self.child.is_none(), "already serving");
         let d = self.dir.path();
-        let mut child = command(bin("branch-hq"))
-            .args(["serve", "--db"])
-            .arg(d.join("hq.db"))
-            .args(["--listen", sync, "--admin-listen", admin, "--tls-dir"])
-            .arg(d.join("tls"))
-            .arg("--files-dir")
-            .arg(d.join("files"))
+        let mut cmd = command(bin("branch-hq"));
+        if self.one_dir {
+            cmd.args(["serve", "--dir"]).arg(d);
+        } else {
+            cmd.args(["serve", "--db"])
+                .arg(d.join("hq.db"))
+                .arg("--tls-dir")
+                .arg(d.join("tls"))
+                .arg("--files-dir")
+                .arg(d.join("files"));
+        }
+        let mut child = cmd
+            .args(["--listen", sync, "--admin-listen", admin])
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -1072,4 +1131,22 @@ keepalive_s = 0
     );
     let _ = far_end.kill();
     let _ = far_end.wait();
+}
+
+#[test]
+fn branch_hq_starts_with_one_command_and_a_box_syncs_with_it() {
+    let hq = Hq::start_one_command("branch-6", "box-6");
+    let gw = Gateway::start_with(&format!("{DIAL_PLAN}{}", hq.config_section("box-6")));
+    answered_call(&gw);
+    let call_id = gw.wait_cdrs(1)[0].call_id.clone();
+    let arrived = wait(Duration::from_secs(20), || {
+        hq.cdrs("branch-6")
+            .iter()
+            .any(|c| c["call_id"] == call_id.as_str())
+    });
+    assert!(arrived, "the CDR never reached HQ:\n{}", gw.log_text());
+    // Down too: a user created at HQ logs in on the box.
+    hq.put_user("branch-6", "ada", &["admin"]);
+    drop(login_when_synced(&gw, "ada"));
+    assert_no_sync_errors(&gw);
 }

@@ -37,6 +37,10 @@ enum Command {
 
 #[derive(Debug, Args)]
 struct StoreArgs {
+    /// One directory for everything: DIR/hq.sqlite, DIR/tls, DIR/files (created on
+    /// first start; --db, --tls-dir, --files-dir and the config file override parts).
+    #[arg(long)]
+    dir: Option<PathBuf>,
     /// A config file (hq.toml) naming the store.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -100,9 +104,9 @@ enum BoxCommand {
         /// Where to write box.key, box.pem, ca.pem.
         #[arg(long)]
         out: PathBuf,
-        /// The TLS directory with the CA.
-        #[arg(long, default_value = "tls")]
-        tls_dir: PathBuf,
+        /// The TLS directory with the CA (default DIR/tls with --dir, else ./tls).
+        #[arg(long)]
+        tls_dir: Option<PathBuf>,
         /// Certificate lifetime in days.
         #[arg(long, default_value_t = pki::BOX_CERT_DAYS)]
         days: u64,
@@ -137,10 +141,29 @@ enum SiteCommand {
     },
 }
 
+/// What `--dir DIR` means: the SQLite database, TLS and files directories inside it
+/// (the lowest layer: the config file and the other flags override each part).
+fn dir_defaults(dir: &std::path::Path) -> RawConfig {
+    RawConfig {
+        sqlite: Some(dir.join(hq::DIR_SQLITE)),
+        tls_dir: Some(dir.join(hq::DIR_TLS)),
+        files_dir: Some(dir.join(hq::DIR_FILES)),
+        ..RawConfig::default()
+    }
+}
+
 fn serve_config(store: StoreArgs, flags: RawConfig) -> anyhow::Result<ServeConfig> {
     let file = match &store.config {
         Some(path) => RawConfig::load(path)?,
         None => RawConfig::default(),
+    };
+    let file = match &store.dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("creating the HQ directory {}", dir.display()))?;
+            dir_defaults(dir).overridden_by(file)
+        }
+        None => file,
     };
     let flags = RawConfig {
         sqlite: store.db,
@@ -175,7 +198,13 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
                 ..RawConfig::default()
             };
             let mut cfg = serve_config(args.store, flags)?;
+            let token_file = cfg
+                .token_from_tls_dir
+                .then(|| cfg.hq.tls_dir.join(pki::ADMIN_TOKEN));
             hq::prepare_tls_dir(&mut cfg)?;
+            if let Some(path) = token_file {
+                tracing::info!(path = %path.display(), "admin API token (Authorization: Bearer)");
+            }
             let store = hq::open_store(&cfg.store)
                 .await
                 .context("opening the store")?;
@@ -209,6 +238,10 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
             days,
         }) => {
             validate::validate_id("--box", &box_id)?;
+            let tls_dir = tls_dir.unwrap_or_else(|| match &store.dir {
+                Some(dir) => dir.join(hq::DIR_TLS),
+                None => PathBuf::from("tls"),
+            });
             let ca = pki::Ca::load(&tls_dir)?;
             let now = SystemTime::now();
             let issued = ca.issue_box(

@@ -115,6 +115,13 @@ pub async fn open_store(config: &StoreConfig) -> Result<Arc<dyn HqStore>> {
     })
 }
 
+/// `branch-hq serve --dir DIR`: the SQLite database inside DIR.
+pub const DIR_SQLITE: &str = "hq.sqlite";
+/// `--dir DIR`: the TLS directory inside DIR (CA, server certificate, admin token).
+pub const DIR_TLS: &str = "tls";
+/// `--dir DIR`: the recording files directory inside DIR.
+pub const DIR_FILES: &str = "files";
+
 /// Makes sure the TLS directory has a CA and server certificate (creating them on
 /// first start, so `branch-hq serve --db hq.sqlite` is one command) and fills in the
 /// admin token from `tls_dir/admin-token` when the config has none.
