@@ -11,6 +11,9 @@
 //!   an FXO line instead of the registered SIP trunk; with HQ unreachable (the WAN
 //!   offline) outside calls no route covers go to FXO too, though the trunk is still
 //!   registered.
+//! - Roles, extensions, queues and blacklist entries put through HQ's admin API land
+//!   in their site's feed only, reach the box, follow an edit and go with a delete.
+//! - `branch-hq serve --dir` alone starts an HQ a box syncs with.
 //! - A campaign attempt's result and progress and a customer made on the box reach
 //!   HQ's admin API (issue 10); the lead's `+` number is dialled in the site's
 //!   international form.
@@ -261,6 +264,7 @@ impl Hq {
             ("GET", _) => agent.get(&url).header("Authorization", &auth).call(),
             ("PUT", Some(b)) => agent.put(&url).header("Authorization", &auth).send_json(b),
             ("DELETE", None) => agent.delete(&url).header("Authorization", &auth).call(),
+            ("POST", Some(b)) => agent.post(&url).header("Authorization", &auth).send_json(b),
             (m, _) => panic!("unsupported {m}"),
         }
         .expect("admin request");
@@ -1148,5 +1152,105 @@ fn branch_hq_starts_with_one_command_and_a_box_syncs_with_it() {
     // Down too: a user created at HQ logs in on the box.
     hq.put_user("branch-6", "ada", &["admin"]);
     drop(login_when_synced(&gw, "ada"));
+    assert_no_sync_errors(&gw);
+}
+
+#[test]
+fn roles_extensions_queues_and_blacklist_made_at_hq_reach_only_their_sites_box() {
+    let hq = Hq::start("branch-7", "box-7");
+    let (status, body) = hq.admin(
+        "POST",
+        "/admin/v1/sites",
+        Some(json!({ "id": "branch-8", "name": "Other branch" })),
+    );
+    assert!((200..300).contains(&status), "POST site: {body}");
+    let gw = Gateway::start_with(&format!("{DIAL_PLAN}{}", hq.config_section("box-7")));
+    let rows: [(&str, &str, Value); 4] = [
+        (
+            "role",
+            "night_shift",
+            json!({ "name": "night_shift", "description": "late calls",
+                    "permissions": [{ "resource": "calls", "action": "view", "scope": "group" }] }),
+        ),
+        (
+            "extension",
+            "150",
+            json!({ "number": "150", "name": "Lobby", "port": null, "call_waiting": true }),
+        ),
+        (
+            "queue",
+            "650",
+            json!({ "number": "650", "name": "support", "strategy": "ring_all",
+                    "max_wait_s": 60, "overflow": null, "agents": [] }),
+        ),
+        (
+            "blacklist",
+            "0900*",
+            json!({ "pattern": "0900*", "reason": "premium rate" }),
+        ),
+    ];
+    for (kind, key, row) in &rows {
+        let (status, body) = hq.admin(
+            "PUT",
+            &format!("/admin/v1/sites/branch-7/{kind}/{key}"),
+            Some(row.clone()),
+        );
+        assert_eq!(status, 200, "PUT {kind} {key}: {body}");
+        // In branch-7's feed only.
+        let (status, other) = hq.admin("GET", &format!("/admin/v1/sites/branch-8/{kind}"), None);
+        assert_eq!(status, 200, "{other}");
+        assert!(
+            !other.to_string().contains(key.trim_end_matches('*')),
+            "{kind} {key} landed in another site: {other}"
+        );
+    }
+    let count = |sql: &str| -> i64 { gw.db().query_row(sql, [], |r| r.get(0)).unwrap_or(-1) };
+    let checks = [
+        "SELECT COUNT(*) FROM roles WHERE name = 'night_shift' AND revision > 0",
+        "SELECT COUNT(*) FROM extensions WHERE number = '150' AND name = 'Lobby'",
+        "SELECT COUNT(*) FROM queues WHERE number = '650' AND strategy = 'ring_all'",
+        "SELECT COUNT(*) FROM blacklist WHERE pattern = '0900*' AND source = 'hq'",
+    ];
+    let arrived = wait(Duration::from_secs(20), || {
+        checks.iter().all(|q| count(q) == 1)
+    });
+    assert!(
+        arrived,
+        "not on the box: {:?}\n{}",
+        checks.map(count),
+        gw.log_text()
+    );
+    // An edit follows.
+    let (status, body) = hq.admin(
+        "PUT",
+        "/admin/v1/sites/branch-7/extension/150",
+        Some(json!({ "number": "150", "name": "Lobby desk", "port": null, "call_waiting": false })),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(wait(SOON, || {
+        count(
+        "SELECT COUNT(*) FROM extensions WHERE number = '150' AND name = 'Lobby desk' AND call_waiting = 0"
+    ) == 1
+    }));
+    // Deletes at HQ remove them from the box.
+    for (kind, key, _) in &rows {
+        let (status, body) = hq.admin(
+            "DELETE",
+            &format!(
+                "/admin/v1/sites/branch-7/{kind}/{}",
+                key.replace('*', "%2A")
+            ),
+            None,
+        );
+        assert!((200..300).contains(&status), "DELETE {kind} {key}: {body}");
+    }
+    let gone = wait(Duration::from_secs(20), || {
+        checks.iter().all(|q| count(q) == 0)
+    });
+    assert!(gone, "still on the box: {:?}", checks.map(count));
+    assert_eq!(
+        count("SELECT COUNT(*) FROM extensions WHERE number = '150'"),
+        0
+    );
     assert_no_sync_errors(&gw);
 }
