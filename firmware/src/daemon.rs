@@ -2316,71 +2316,108 @@ impl BoardLoop {
     }
 }
 
-/// Applies store jobs in order, each awaited until committed.
+/// Applies store jobs in order. Writes are pipelined: each is queued on the writer
+/// thread as it arrives (the writer's queue is FIFO, so the order per call, journal
+/// before CDR, is kept) without waiting for the previous one to commit, so the
+/// writer can group them into one commit ([`StoreWriter`]'s group commit). What
+/// follows a commit (the `cdr stored` log line, the disposition's answer) runs when
+/// that write's reply comes, in queue order. A voicemail job (files and rows) is
+/// awaited: it comes after everything queued before it anyway.
 async fn store_task(
     writer: StoreWriter,
     mut jobs: mpsc::UnboundedReceiver<StoreJob>,
     voicemail_dir: PathBuf,
 ) {
-    while let Some(job) = jobs.recv().await {
-        match job {
-            StoreJob::Voicemail(job) => {
-                crate::voicemail::service::run_job(&writer, &voicemail_dir, job).await;
-            }
-            StoreJob::Cdr(cdr) => {
-                let call_id = cdr.call_id.clone();
-                let disposition = cdr.disposition;
-                match writer.insert_cdr(*cdr).await {
+    use futures_util::stream::{FuturesOrdered, StreamExt};
+    type Done = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
+    let mut pending: FuturesOrdered<Done> = FuturesOrdered::new();
+    loop {
+        let job = tokio::select! {
+            biased;
+            Some(()) = pending.next(), if !pending.is_empty() => continue,
+            job = jobs.recv() => job,
+        };
+        let Some(job) = job else { break };
+        if let StoreJob::Voicemail(job) = job {
+            crate::voicemail::service::run_job(&writer, &voicemail_dir, job).await;
+            continue;
+        }
+        pending.push_back(queue_store_job(&writer, job));
+    }
+    while pending.next().await.is_some() {}
+}
+
+/// Queues `job` on the store writer now and returns what to do once it committed.
+fn queue_store_job(
+    writer: &StoreWriter,
+    job: StoreJob,
+) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> {
+    match job {
+        StoreJob::Voicemail(_) => {
+            unreachable!("the store task runs voicemail jobs itself")
+        }
+        StoreJob::Cdr(cdr) => {
+            let call_id = cdr.call_id.clone();
+            let disposition = cdr.disposition;
+            let stored = writer.queue_cdr(*cdr);
+            Box::pin(async move {
+                match stored.await {
                     Ok(seq) => {
                         tracing::info!(call_id, ?disposition, outbox_seq = seq, "cdr stored")
                     }
                     Err(e) => tracing::error!(call_id, error = %e, "CDR not stored"),
                 }
-            }
-            StoreJob::Journal(update) => {
-                if let Err(e) = writer.journal_live_calls(update).await {
+            })
+        }
+        StoreJob::Journal(update) => {
+            let written = writer.queue_journal(update);
+            Box::pin(async move {
+                if let Err(e) = written.await {
                     tracing::warn!(error = %e, "journal of live calls not written");
                 }
-            }
-            StoreJob::PortState(port, state) => {
-                if let Err(e) = writer.set_port_state(port, state.as_str()).await {
+            })
+        }
+        StoreJob::PortState(port, state) => {
+            let written = writer.queue_port_state(port, state.as_str());
+            Box::pin(async move {
+                if let Err(e) = written.await {
                     tracing::warn!(port, error = %e, "port state not stored");
                 }
-            }
-            StoreJob::AgentState {
-                agent,
-                state,
-                extension,
-                call_id,
-                at_ms,
-            } => {
-                let shown = agent.clone();
-                let result = writer
-                    .transact("append agent state", move |tx, path| {
-                        crate::acd::store::append_state_log(
-                            tx,
-                            path,
-                            &agent,
-                            &state,
-                            extension.as_deref(),
-                            call_id.as_deref(),
-                            at_ms,
-                        )
-                        .map_err(|e| crate::error::Error::AcdStore(Box::new(e)))
-                    })
-                    .await;
-                if let Err(e) = result {
+            })
+        }
+        StoreJob::AgentState {
+            agent,
+            state,
+            extension,
+            call_id,
+            at_ms,
+        } => {
+            let shown = agent.clone();
+            let written = writer.queue_transact("append agent state", move |tx, path| {
+                crate::acd::store::append_state_log(
+                    tx,
+                    path,
+                    &agent,
+                    &state,
+                    extension.as_deref(),
+                    call_id.as_deref(),
+                    at_ms,
+                )
+                .map_err(|e| crate::error::Error::AcdStore(Box::new(e)))
+            });
+            Box::pin(async move {
+                if let Err(e) = written.await {
                     tracing::warn!(agent = %shown, error = %e, "agent state not stored");
                 }
-            }
-            StoreJob::BlacklistHit { pattern, at_ms } => {
-                let shown = pattern.clone();
-                let result = writer
-                    .transact("count blacklist hit", move |tx, path| {
-                        crate::blacklist::store::record_hit(tx, path, &pattern, at_ms)
-                    })
-                    .await;
-                match result {
+            })
+        }
+        StoreJob::BlacklistHit { pattern, at_ms } => {
+            let shown = pattern.clone();
+            let written = writer.queue_transact("count blacklist hit", move |tx, path| {
+                crate::blacklist::store::record_hit(tx, path, &pattern, at_ms)
+            });
+            Box::pin(async move {
+                match written.await {
                     Ok(true) => {}
                     // Deleted between the call and now: nothing to count.
                     Ok(false) => tracing::debug!(pattern = shown, "hit on a gone blacklist entry"),
@@ -2388,26 +2425,26 @@ async fn store_task(
                         tracing::warn!(pattern = shown, error = %e, "blacklist hit not stored")
                     }
                 }
-            }
-            StoreJob::Disposition {
-                check,
-                agent,
-                call_id,
-                caller,
-                digit,
-                at_ms,
-                answers,
-            } => {
-                let (shown_agent, shown_call) = (agent.clone(), call_id.clone());
-                let result = writer
-                    .transact("store a disposition", move |tx, path| {
-                        crate::acd::store::record_disposition(
-                            tx, path, &agent, &call_id, &caller, digit, at_ms,
-                        )
-                        .map_err(|e| crate::error::Error::AcdStore(Box::new(e)))
-                    })
-                    .await;
-                let ok = match result {
+            })
+        }
+        StoreJob::Disposition {
+            check,
+            agent,
+            call_id,
+            caller,
+            digit,
+            at_ms,
+            answers,
+        } => {
+            let (shown_agent, shown_call) = (agent.clone(), call_id.clone());
+            let written = writer.queue_transact("store a disposition", move |tx, path| {
+                crate::acd::store::record_disposition(
+                    tx, path, &agent, &call_id, &caller, digit, at_ms,
+                )
+                .map_err(|e| crate::error::Error::AcdStore(Box::new(e)))
+            });
+            Box::pin(async move {
+                let ok = match written.await {
                     Ok(Some(stored)) => {
                         tracing::info!(agent = %shown_agent, call = shown_call, digit, customer_type = stored.type_name, customer = ?stored.customer_id, "disposition stored");
                         true
@@ -2422,7 +2459,7 @@ async fn store_task(
                     }
                 };
                 let _ = answers.send((Check::Disposition, check, ok));
-            }
+            })
         }
     }
 }

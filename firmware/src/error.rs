@@ -287,6 +287,14 @@ pub enum Error {
     #[error("the store writer thread has stopped")]
     StoreWriterGone,
 
+    /// SQLite rolled back the whole open transaction of a group commit (a full disk,
+    /// an I/O error, a trigger's `RAISE(ROLLBACK)`): nothing of it was written.
+    #[error("store {path}: the group commit's transaction was rolled back by SQLite")]
+    StoreTransactionLost {
+        /// The database file.
+        path: std::path::PathBuf,
+    },
+
     /// A factory reset failed part way, or the data directory is held by another
     /// `branchd`.
     #[error(transparent)]

@@ -905,3 +905,159 @@ async fn migration_0027_keeps_every_cdr_and_allows_session_expired() {
         Some(crate::cdr::HangupCause::MediaTimeout)
     );
 }
+
+fn outbox_cdr_seqs(path: &Path) -> Vec<(i64, String)> {
+    let conn = Connection::open(path).expect("open");
+    let mut s = conn
+        .prepare("SELECT seq, record_key FROM outbox WHERE kind = 'cdr' ORDER BY seq")
+        .expect("prepare");
+    s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .and_then(|rows| rows.collect())
+        .expect("rows")
+}
+
+/// Group commit: a write that fails inside a group (a duplicate CDR, an unknown port,
+/// a CDR with a NaN) is undone alone and gets its own error; the others commit once,
+/// with their results, in order.
+#[test]
+fn a_failing_write_in_a_group_costs_the_others_nothing() {
+    use crate::cdr::JournalUpdate;
+    use writer::Write;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = db_path(&dir);
+    let mut store = Store::open(&path).expect("open").with_clock(fixed_clock);
+    let mut bad = cdr("nan", 1_000);
+    bad.caller_quality = Some(crate::cdr::CdrLegQuality {
+        loss_percent: f64::NAN,
+        jitter_ms: 1.0,
+        mos: 4.2,
+    });
+    let writes = [
+        Write::Journal(JournalUpdate::Upsert(vec![
+            live("a", false),
+            live("z", false),
+        ])),
+        Write::Cdr(Box::new(cdr("a", 1_000))),
+        Write::Cdr(Box::new(cdr("a", 2_000))),
+        Write::PortState {
+            port: 99,
+            state: "off_hook",
+        },
+        Write::Cdr(Box::new(bad)),
+        Write::Cdr(Box::new(cdr("b", 3_000))),
+    ];
+    let results = writer::apply_group(&mut store, &writes);
+    assert_eq!(results.len(), writes.len());
+    assert!(matches!(results[0], Ok(None)), "{:?}", results[0]);
+    assert!(matches!(results[1], Ok(Some(1))), "{:?}", results[1]);
+    assert!(
+        matches!(&results[2], Err(Error::DuplicateCdr { call_id }) if call_id == "a"),
+        "{:?}",
+        results[2]
+    );
+    assert!(
+        matches!(results[3], Err(Error::UnknownPort { port: 99 })),
+        "{:?}",
+        results[3]
+    );
+    assert!(
+        matches!(&results[4], Err(Error::Invalid { key, .. }) if key == "nan"),
+        "{:?}",
+        results[4]
+    );
+    assert!(matches!(results[5], Ok(Some(2))), "{:?}", results[5]);
+    // Each good write once: the first CDR of a (not the duplicate), b; a's journal
+    // row went with its CDR, z's stays.
+    assert_eq!(
+        outbox_cdr_seqs(&path),
+        [(1, "a".to_owned()), (2, "b".to_owned())]
+    );
+    assert_eq!(count(&path, "cdrs"), 2);
+    let reader = Store::reader(&path).expect("reader");
+    assert_eq!(
+        reader.cdr("a").expect("read").map(|c| c.started_at_ms),
+        Some(1_000)
+    );
+    assert_eq!(live_call_ids(&path), [("z".to_owned(), false)]);
+}
+
+/// Group commit: when SQLite rolls back the group's whole transaction (here a
+/// trigger's `RAISE(ROLLBACK)` on one CDR; a full disk does the same), nothing of the
+/// group is written and every write is applied again alone: the others are stored
+/// exactly once, with seqs that follow on, and the bad one gets its error.
+#[test]
+fn a_group_rolled_back_by_sqlite_is_applied_again_write_by_write() {
+    use writer::Write;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = db_path(&dir);
+    let mut store = Store::open(&path).expect("open").with_clock(fixed_clock);
+    store
+        .conn
+        .execute_batch(
+            "CREATE TEMP TRIGGER poison BEFORE INSERT ON cdrs WHEN NEW.call_id = 'poison'
+             BEGIN SELECT RAISE(ROLLBACK, 'poisoned CDR'); END;",
+        )
+        .expect("trigger");
+    let writes = [
+        Write::Cdr(Box::new(cdr("a", 1_000))),
+        Write::Cdr(Box::new(cdr("poison", 1_500))),
+        Write::Cdr(Box::new(cdr("b", 2_000))),
+    ];
+    let results = writer::apply_group(&mut store, &writes);
+    assert!(matches!(results[0], Ok(Some(1))), "{:?}", results[0]);
+    assert!(
+        matches!(
+            &results[1],
+            Err(Error::Sqlite {
+                op: "insert cdr",
+                ..
+            })
+        ),
+        "{:?}",
+        results[1]
+    );
+    assert!(matches!(results[2], Ok(Some(2))), "{:?}", results[2]);
+    assert_eq!(
+        outbox_cdr_seqs(&path),
+        [(1, "a".to_owned()), (2, "b".to_owned())]
+    );
+    assert_eq!(count(&path, "cdrs"), 2);
+    // The connection is usable afterwards (no transaction left open).
+    let results = writer::apply_group(&mut store, &[Write::Cdr(Box::new(cdr("c", 3_000)))]);
+    assert!(matches!(results[0], Ok(Some(3))), "{:?}", results[0]);
+}
+
+/// Pipelined writes through the writer thread: queued without waiting (as the
+/// daemon's store task does), they commit in queue order, so a call's journal row
+/// written before its CDR is gone afterwards, and the CDRs' seqs follow the queue.
+#[tokio::test]
+async fn queued_writes_commit_in_queue_order() {
+    use crate::cdr::JournalUpdate;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = db_path(&dir);
+    let (writer, thread) = Store::open(&path).expect("open").spawn_writer();
+    let mut journals = Vec::new();
+    let mut cdrs = Vec::new();
+    for i in 0..300 {
+        let id = format!("call-{i:03}");
+        journals.push(writer.queue_journal(JournalUpdate::Upsert(vec![live(&id, true)])));
+        cdrs.push(writer.queue_cdr(cdr(&id, 1_000 + i)));
+    }
+    for j in journals {
+        j.await.expect("journal");
+    }
+    let mut seqs = Vec::new();
+    for c in cdrs {
+        seqs.push(c.await.expect("cdr"));
+    }
+    assert_eq!(seqs, (1..=300).collect::<Vec<i64>>());
+    let stored = outbox_cdr_seqs(&path);
+    assert_eq!(stored.len(), 300);
+    assert!(stored
+        .iter()
+        .enumerate()
+        .all(|(i, (seq, key))| *seq == i as i64 + 1 && *key == format!("call-{i:03}")));
+    assert!(live_call_ids(&path).is_empty());
+    drop(writer);
+    thread.join().expect("writer thread");
+}

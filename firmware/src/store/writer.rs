@@ -1,4 +1,28 @@
 //! The writer thread: the only connection that writes, fed over a channel.
+//!
+//! # Group commit
+//!
+//! CDRs, the journal of live calls and port states ([`Write`]) are small and come
+//! at the call rate; each commit costs an fsync (`synchronous=FULL`). So the thread
+//! takes every such request already queued (up to [`MAX_GROUP`]) and applies them in
+//! ONE transaction, one commit, one fsync, and only then answers each request
+//! ([`Writer::apply_group`]). The semantics, unit-tested in `store::tests`:
+//!
+//! - Each write runs inside its own savepoint. A write that fails (a duplicate CDR, a
+//!   NaN in a quality field, an unknown port) is rolled back alone and gets its own
+//!   error; the others of the group commit and get their results. Nothing is applied
+//!   twice: a write is either in the one commit or rolled back.
+//! - A reply goes out only after the commit returned: an acknowledged CDR is on disk,
+//!   exactly as with one transaction per CDR.
+//! - When the group's transaction as a whole fails (SQLite rolled it back itself: a
+//!   full disk, an I/O error, a trigger's `RAISE(ROLLBACK)`; or `COMMIT` failed),
+//!   nothing of the group was written, and every write of the group is applied again
+//!   alone, in order, each in its own transaction, as before group commit: one bad
+//!   write never costs the others, and each gets the result of its own attempt.
+//! - Requests are handled in the order they were queued: a group holds only
+//!   consecutive [`Write`]s; any other request (a [`StoreWriter::transact`] job, the
+//!   board, a flush) ends the group and runs after its commit. `transact` jobs are not
+//!   grouped: their closures run once (`FnOnce`) and so could not be retried alone.
 
 use std::path::Path;
 use std::sync::mpsc;
@@ -10,26 +34,17 @@ use super::{enum_text, sql, Clock, ExtensionRow, PortKind, PortKindStr, Store};
 use crate::cdr::{Cdr, JournalUpdate, LiveCall};
 use crate::error::{Error, FieldProblem, Result};
 
+/// The most [`Write`]s one group commit takes: bounds the time the first of them
+/// waits for its reply (a group of 256 CDRs commits in a few milliseconds).
+pub(super) const MAX_GROUP: usize = 256;
+
 /// A request to the writer thread; each carries the sender of its reply.
 enum Request {
-    InsertCdr {
-        /// Boxed: a CDR is far larger than the other requests.
-        cdr: Box<Cdr>,
-        reply: oneshot::Sender<Result<i64>>,
-    },
+    /// A write that may share its commit with others (see the module docs).
+    Write { write: Write, reply: WriteReply },
     ReplaceBoard {
         ports: Vec<(u8, PortKindStr)>,
         extensions: Vec<ExtensionRow>,
-        reply: oneshot::Sender<Result<()>>,
-    },
-    SetPortState {
-        port: u8,
-        state: &'static str,
-        reply: oneshot::Sender<Result<()>>,
-    },
-    /// Writes the journal of live calls.
-    Journal {
-        update: JournalUpdate,
         reply: oneshot::Sender<Result<()>>,
     },
     /// Replies once every request queued before it has been handled.
@@ -37,6 +52,37 @@ enum Request {
     /// Runs a job in one immediate transaction (see [`StoreWriter::transact`]); the job
     /// sends its own reply.
     Transact(TransactJob),
+}
+
+/// A write the writer thread groups with others into one commit.
+#[derive(Debug)]
+pub(super) enum Write {
+    /// A CDR with its outbox row (see [`StoreWriter::insert_cdr`]).
+    /// Boxed: a CDR is far larger than the other writes.
+    Cdr(Box<Cdr>),
+    /// The journal of live calls.
+    Journal(JournalUpdate),
+    /// A port's state.
+    PortState { port: u8, state: &'static str },
+}
+
+/// Where a [`Write`]'s result goes: a CDR's outbox seq, or nothing.
+enum WriteReply {
+    Seq(oneshot::Sender<Result<i64>>),
+    Done(oneshot::Sender<Result<()>>),
+}
+
+impl WriteReply {
+    fn send(self, result: Result<Option<i64>>) {
+        match self {
+            WriteReply::Seq(reply) => {
+                let _ = reply.send(result.and_then(|seq| seq.ok_or(Error::StoreWriterGone)));
+            }
+            WriteReply::Done(reply) => {
+                let _ = reply.send(result.map(drop));
+            }
+        }
+    }
 }
 
 /// A job for [`Request::Transact`]: gets the write connection, the database path and
@@ -121,23 +167,50 @@ pub(super) fn prepare(store: Store) -> (StoreWriter, impl FnOnce() + Send + 'sta
 }
 
 impl StoreWriter {
-    async fn request<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Request) -> Result<T> {
+    /// Queues a request now (before the returned future is first polled), so requests
+    /// queued one after another are handled in that order; the future gives the reply.
+    fn enqueue<T: Send + 'static>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Request,
+    ) -> impl std::future::Future<Output = Result<T>> + Send + 'static {
         let (reply, answer) = oneshot::channel();
-        self.tx
+        let sent = self
+            .tx
             .send(make(reply))
-            .map_err(|_| Error::StoreWriterGone)?;
-        answer.await.map_err(|_| Error::StoreWriterGone)
+            .map_err(|_| Error::StoreWriterGone);
+        async move {
+            sent?;
+            answer.await.map_err(|_| Error::StoreWriterGone)
+        }
+    }
+
+    async fn request<T: Send + 'static>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Request,
+    ) -> Result<T> {
+        self.enqueue(make).await
     }
 
     /// Stores a CDR and its outbox row (kind `"cdr"`, key = call id, payload = the CDR as
     /// JSON) in one transaction and returns the outbox seq. A call id already stored is
     /// [`Error::DuplicateCdr`] and writes nothing.
     pub async fn insert_cdr(&self, cdr: Cdr) -> Result<i64> {
-        self.request(|reply| Request::InsertCdr {
-            cdr: Box::new(cdr),
-            reply,
-        })
-        .await?
+        self.queue_cdr(cdr).await
+    }
+
+    /// [`StoreWriter::insert_cdr`], queued when this returns: requests queued one after
+    /// another commit in that order, without waiting for each other (the daemon's
+    /// store task pipelines its writes this way). The future gives the outbox seq once
+    /// the CDR committed; dropping it does not cancel the write.
+    pub fn queue_cdr(
+        &self,
+        cdr: Cdr,
+    ) -> impl std::future::Future<Output = Result<i64>> + Send + 'static {
+        let answer = self.enqueue(move |reply| Request::Write {
+            write: Write::Cdr(Box::new(cdr)),
+            reply: WriteReply::Seq(reply),
+        });
+        async move { answer.await? }
     }
 
     /// Makes the port and extension tables match the board and the config, in one
@@ -166,8 +239,21 @@ impl StoreWriter {
     /// Records the current state of a port (`"idle"`, `"off_hook"`, `"ringing"`, ...).
     /// A port that is not in the store is [`Error::UnknownPort`].
     pub async fn set_port_state(&self, port: u8, state: &'static str) -> Result<()> {
-        self.request(|reply| Request::SetPortState { port, state, reply })
-            .await?
+        self.queue_port_state(port, state).await
+    }
+
+    /// [`StoreWriter::set_port_state`], queued when this returns (see
+    /// [`StoreWriter::queue_cdr`]).
+    pub fn queue_port_state(
+        &self,
+        port: u8,
+        state: &'static str,
+    ) -> impl std::future::Future<Output = Result<()>> + Send + 'static {
+        let answer = self.enqueue(move |reply| Request::Write {
+            write: Write::PortState { port, state },
+            reply: WriteReply::Done(reply),
+        });
+        async move { answer.await? }
     }
 
     /// Runs `job` on the writer thread inside one `BEGIN IMMEDIATE` transaction and
@@ -182,14 +268,28 @@ impl StoreWriter {
         T: Send + 'static,
         F: FnOnce(&rusqlite::Transaction<'_>, &Path) -> Result<T> + Send + 'static,
     {
-        self.request(|reply| {
+        self.queue_transact(op, job).await
+    }
+
+    /// [`StoreWriter::transact`], queued when this returns (see
+    /// [`StoreWriter::queue_cdr`]).
+    pub(crate) fn queue_transact<T, F>(
+        &self,
+        op: &'static str,
+        job: F,
+    ) -> impl std::future::Future<Output = Result<T>> + Send + 'static
+    where
+        T: Send + 'static,
+        F: FnOnce(&rusqlite::Transaction<'_>, &Path) -> Result<T> + Send + 'static,
+    {
+        let answer = self.enqueue(move |reply| {
             Request::Transact(Box::new(move |conn: &mut Connection, path: &Path, seq| {
                 let result = run_transaction(conn, path, op, job);
                 publish_outbox_seq(conn, path, seq);
                 let _ = reply.send(result);
             }))
-        })
-        .await?
+        });
+        async move { answer.await? }
     }
 
     /// A receiver of the highest outbox seq committed so far. It changes (and wakes
@@ -239,8 +339,20 @@ impl StoreWriter {
     /// Writes the journal of live calls (see `crate::call` `journal`): the rows of
     /// `update`'s calls, in one transaction.
     pub async fn journal_live_calls(&self, update: JournalUpdate) -> Result<()> {
-        self.request(|reply| Request::Journal { update, reply })
-            .await?
+        self.queue_journal(update).await
+    }
+
+    /// [`StoreWriter::journal_live_calls`], queued when this returns (see
+    /// [`StoreWriter::queue_cdr`]).
+    pub fn queue_journal(
+        &self,
+        update: JournalUpdate,
+    ) -> impl std::future::Future<Output = Result<()>> + Send + 'static {
+        let answer = self.enqueue(move |reply| Request::Write {
+            write: Write::Journal(update),
+            reply: WriteReply::Done(reply),
+        });
+        async move { answer.await? }
     }
 
     /// Waits until every write sent through this handle has committed, then drops it.
@@ -265,16 +377,52 @@ fn run(
         path,
         clock,
     };
-    while let Ok(request) = rx.recv() {
+    // A request taken from the queue that ended a group, handled next.
+    let mut next: Option<Request> = None;
+    let mut writes = Vec::with_capacity(MAX_GROUP);
+    let mut replies = Vec::with_capacity(MAX_GROUP);
+    loop {
+        let request = match next.take() {
+            Some(request) => request,
+            None => match rx.recv() {
+                Ok(request) => request,
+                Err(_) => break,
+            },
+        };
         match request {
-            Request::InsertCdr { cdr, reply } => {
-                let result = writer.insert_cdr(&cdr);
-                publish_outbox_seq(writer.conn, path, outbox_seq);
-                match &result {
-                    Ok(seq) => tracing::debug!(call_id = %cdr.call_id, seq, "cdr committed"),
-                    Err(e) => tracing::warn!(call_id = %cdr.call_id, error = %e, "cdr not stored"),
+            Request::Write { write, reply } => {
+                writes.push(write);
+                replies.push(reply);
+                // Everything already queued behind it, up to the bound: one commit.
+                while writes.len() < MAX_GROUP {
+                    match rx.try_recv() {
+                        Ok(Request::Write { write, reply }) => {
+                            writes.push(write);
+                            replies.push(reply);
+                        }
+                        Ok(other) => {
+                            next = Some(other);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
                 }
-                let _ = reply.send(result);
+                let results = writer.apply_group(&writes);
+                publish_outbox_seq(writer.conn, path, outbox_seq);
+                for ((write, reply), result) in writes.drain(..).zip(replies.drain(..)).zip(results)
+                {
+                    if let Write::Cdr(cdr) = &write {
+                        match &result {
+                            Ok(seq) => {
+                                tracing::debug!(call_id = %cdr.call_id, ?seq, "cdr committed")
+                            }
+                            Err(e) => {
+                                tracing::warn!(call_id = %cdr.call_id, error = %e, "cdr not stored")
+                            }
+                        }
+                    }
+                    reply.send(result);
+                }
             }
             Request::ReplaceBoard {
                 ports,
@@ -282,12 +430,6 @@ fn run(
                 reply,
             } => {
                 let _ = reply.send(writer.replace_board(&ports, &extensions));
-            }
-            Request::SetPortState { port, state, reply } => {
-                let _ = reply.send(writer.set_port_state(port, state));
-            }
-            Request::Journal { update, reply } => {
-                let _ = reply.send(writer.journal(&update));
             }
             Request::Flush { reply } => {
                 let _ = reply.send(());
@@ -343,9 +485,115 @@ fn is_unique_violation(e: &rusqlite::Error) -> bool {
     )
 }
 
+/// Rolls back the connection's open transaction, if any (SQLite may have rolled it
+/// back itself already).
+fn rollback(conn: &Connection) {
+    if !conn.is_autocommit() {
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+}
+
+/// Runs `f` inside a savepoint `name` of the open transaction: its writes are kept when
+/// it returns `Ok` and undone alone when it returns `Err`. A failing savepoint
+/// statement is the outer error.
+fn in_savepoint<T>(
+    conn: &Connection,
+    path: &Path,
+    name: &'static str,
+    f: impl FnOnce(&Connection) -> Result<T>,
+) -> Result<Result<T>> {
+    conn.execute_batch(&format!("SAVEPOINT {name}"))
+        .map_err(sql(path, "savepoint"))?;
+    let result = f(conn);
+    if conn.is_autocommit() {
+        // SQLite rolled back the whole transaction: the savepoint is gone with it.
+        return Err(Error::StoreTransactionLost {
+            path: path.to_owned(),
+        });
+    }
+    let end = if result.is_ok() {
+        format!("RELEASE {name}")
+    } else {
+        format!("ROLLBACK TO {name}; RELEASE {name}")
+    };
+    conn.execute_batch(&end)
+        .map_err(sql(path, "release savepoint"))?;
+    Ok(result)
+}
+
 impl Writer<'_> {
-    /// Writes `update` to `live_calls` in one transaction.
-    fn journal(&mut self, update: &JournalUpdate) -> Result<()> {
+    /// Applies `writes` in one transaction with one commit and returns each one's
+    /// result, in order (the semantics are in the [module docs](self)): a write that
+    /// fails is undone alone; if the transaction as a whole fails, every write is
+    /// applied again alone.
+    pub(super) fn apply_group(&mut self, writes: &[Write]) -> Vec<Result<Option<i64>>> {
+        if let [one] = writes {
+            return vec![self.apply_alone(one)];
+        }
+        match self.try_group(writes) {
+            Ok(results) => results,
+            Err(e) => {
+                tracing::warn!(path = %self.path.display(), writes = writes.len(), error = %e, "group commit failed: each write is applied alone");
+                writes.iter().map(|w| self.apply_alone(w)).collect()
+            }
+        }
+    }
+
+    /// One transaction for all of `writes`, a savepoint each; `Err` when the
+    /// transaction itself failed (then nothing was written).
+    fn try_group(&mut self, writes: &[Write]) -> Result<Vec<Result<Option<i64>>>> {
+        let path = self.path;
+        self.conn
+            .execute_batch("BEGIN IMMEDIATE")
+            .map_err(sql(path, "begin group commit"))?;
+        let mut results = Vec::with_capacity(writes.len());
+        for write in writes {
+            let conn: &Connection = self.conn;
+            let outcome = in_savepoint(conn, path, "write", |_| self.apply(write));
+            match outcome {
+                Ok(result) => results.push(result),
+                Err(e) => {
+                    rollback(self.conn);
+                    return Err(e);
+                }
+            }
+        }
+        if let Err(e) = self.conn.execute_batch("COMMIT") {
+            rollback(self.conn);
+            return Err(sql(path, "commit group")(e));
+        }
+        Ok(results)
+    }
+
+    /// `write` in a transaction of its own, committed only on `Ok`.
+    fn apply_alone(&mut self, write: &Write) -> Result<Option<i64>> {
+        let path = self.path;
+        self.conn
+            .execute_batch("BEGIN IMMEDIATE")
+            .map_err(sql(path, "begin"))?;
+        let result = self.apply(write).and_then(|value| {
+            self.conn
+                .execute_batch("COMMIT")
+                .map_err(sql(path, "commit"))?;
+            Ok(value)
+        });
+        if result.is_err() {
+            rollback(self.conn);
+        }
+        result
+    }
+
+    /// Applies `write` inside the open transaction; a CDR gives its outbox seq.
+    fn apply(&self, write: &Write) -> Result<Option<i64>> {
+        match write {
+            Write::Cdr(cdr) => self.insert_cdr_rows(cdr).map(Some),
+            Write::Journal(update) => self.journal_rows(update).map(|()| None),
+            Write::PortState { port, state } => self.set_port_state(*port, state).map(|()| None),
+        }
+    }
+
+    /// Writes `update` to `live_calls`, inside the open transaction.
+    fn journal_rows(&self, update: &JournalUpdate) -> Result<()> {
         let path = self.path;
         let now = (self.clock)();
         let (calls, replace) = match update {
@@ -364,10 +612,7 @@ impl Writer<'_> {
                     })
             })
             .collect::<Result<Vec<(&LiveCall, String)>>>()?;
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(sql(path, "begin"))?;
+        let tx: &Connection = self.conn;
         if replace {
             tx.execute("DELETE FROM live_calls", [])
                 .map_err(sql(path, "clear live calls"))?;
@@ -395,10 +640,19 @@ impl Writer<'_> {
                     .map_err(sql(path, "write live call"))?;
             }
         }
-        tx.commit().map_err(sql(path, "commit live calls"))
+        Ok(())
     }
 
+    /// Stores `cdr` in a transaction of its own (start-up recovery).
     fn insert_cdr(&mut self, cdr: &Cdr) -> Result<i64> {
+        let write = Write::Cdr(Box::new(cdr.clone()));
+        self.apply_alone(&write)
+            .and_then(|seq| seq.ok_or(Error::StoreWriterGone))
+    }
+
+    /// Writes the CDR, its outbox row and what goes with it, inside the open
+    /// transaction; a duplicate call id is [`Error::DuplicateCdr`].
+    fn insert_cdr_rows(&self, cdr: &Cdr) -> Result<i64> {
         let path = self.path;
         let now = (self.clock)();
         let call_id = cdr.call_id.as_str();
@@ -453,10 +707,7 @@ impl Writer<'_> {
             .map(|b| enum_text(&b.action, call_id))
             .transpose()?;
 
-        let mut tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(sql(path, "begin"))?;
+        let tx: &Connection = self.conn;
         let inserted = tx.execute(
             "INSERT INTO cdrs (call_id, direction, caller, caller_port, callee, callee_port,
                                started_at_ms, answered_at_ms, ended_at_ms, duration_ms,
@@ -508,7 +759,8 @@ impl Writer<'_> {
         );
         match inserted {
             Ok(_) => {}
-            // The transaction rolls back on drop: nothing was written.
+            // The caller rolls back (the savepoint or the transaction): nothing was
+            // written.
             Err(e) if is_unique_violation(&e) => {
                 return Err(Error::DuplicateCdr {
                     call_id: cdr.call_id.clone(),
@@ -532,53 +784,35 @@ impl Writer<'_> {
         .map_err(sql(path, "delete live call"))?;
         // The customer's service record goes with the CDR; a failure there is logged
         // and never costs the CDR (its savepoint is rolled back alone).
-        match tx.savepoint() {
-            Ok(mut sp) => match crate::customers::service::record_call(&sp, path, cdr) {
-                Ok(_) => {
-                    if let Err(e) = sp.commit() {
-                        tracing::warn!(call_id, error = %e, "service record not written");
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(call_id, error = %e, "service record not written");
-                    let _ = sp.rollback();
-                }
-            },
-            Err(e) => tracing::warn!(call_id, error = %e, "service record not written"),
+        let recorded = in_savepoint(tx, path, "service_record", |conn| {
+            crate::customers::service::record_call(conn, path, cdr)
+        })?;
+        if let Err(e) = recorded {
+            tracing::warn!(call_id, error = %e, "service record not written");
         }
         // A preview campaign attempt on this call takes its outcome from it; as with
         // the service record, a failure is logged and never costs the CDR.
         let lead_dialled = cdr.callee_port.is_some() || cdr.callee_sip_call_id.is_some();
-        match tx.savepoint() {
-            Ok(mut sp) => match crate::campaign::store::finish_from_cdr(
-                &sp,
+        let closed = in_savepoint(tx, path, "preview_attempt", |conn| {
+            crate::campaign::store::finish_from_cdr(
+                conn,
                 path,
                 &cdr.call_id,
                 cdr.disposition.as_str(),
                 lead_dialled,
                 cdr.ended_at_ms,
-            ) {
-                Ok(closed) => {
-                    if let Some((attempt, outcome, _)) = closed {
-                        tracing::info!(
-                            call_id,
-                            attempt,
-                            outcome = outcome.as_str(),
-                            "preview attempt closed from its call"
-                        );
-                    }
-                    if let Err(e) = sp.commit() {
-                        tracing::warn!(call_id, error = %e, "preview attempt not closed");
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(call_id, error = %e, "preview attempt not closed");
-                    let _ = sp.rollback();
-                }
-            },
+            )
+        })?;
+        match closed {
+            Ok(Some((attempt, outcome, _))) => tracing::info!(
+                call_id,
+                attempt,
+                outcome = outcome.as_str(),
+                "preview attempt closed from its call"
+            ),
+            Ok(None) => {}
             Err(e) => tracing::warn!(call_id, error = %e, "preview attempt not closed"),
         }
-        tx.commit().map_err(sql(path, "commit cdr"))?;
         Ok(seq)
     }
 
@@ -700,7 +934,7 @@ impl Writer<'_> {
         tx.commit().map_err(sql(path, "commit board"))
     }
 
-    fn set_port_state(&mut self, port: u8, state: &str) -> Result<()> {
+    fn set_port_state(&self, port: u8, state: &str) -> Result<()> {
         let changed = self
             .conn
             .execute(
@@ -825,4 +1059,16 @@ fn delete_live_call(conn: &Connection, path: &Path, call_id: &str) -> Result<()>
     )
     .map(drop)
     .map_err(sql(path, "delete live call"))
+}
+
+/// [`Writer::apply_group`] on a store whose writer thread has not started, for the
+/// group commit's unit tests.
+#[cfg(test)]
+pub(super) fn apply_group(store: &mut Store, writes: &[Write]) -> Vec<Result<Option<i64>>> {
+    let mut writer = Writer {
+        conn: &mut store.conn,
+        path: &store.path,
+        clock: store.clock,
+    };
+    writer.apply_group(writes)
 }
