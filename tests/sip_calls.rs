@@ -762,3 +762,126 @@ pub(crate) fn wait_child(child: &mut Child) -> bool {
     let _ = child.kill();
     false
 }
+
+/// Overload: with one RTP port pair in `[media]` and that pair leased by a ringing
+/// trunk call, the next INVITE is refused at once with `503` and `Retry-After`
+/// (nothing rings for it), instead of waiting to time out; once the first call is
+/// gone the pair is free again and a call goes through.
+#[test]
+fn an_invite_when_every_rtp_port_pair_is_leased_gets_503_with_retry_after() {
+    let trunk_port = free_port();
+    let rtp = crate::harness::free_ports(2, false);
+    let plan = format!(
+        r#"{DIAL_PLAN}
+[media]
+local_ip = "127.0.0.1"
+rtp_port_min = {rtp}
+rtp_port_max = {rtp_max}
+
+[sip]
+udp = "127.0.0.1:0"
+domain = "branch.test"
+
+[sip.trunk]
+servers = ["127.0.0.1:{trunk_port}"]
+domain = "carrier.test"
+username = "branch17"
+password = "trunk-secret"
+register = false
+keepalive_s = 0
+"#,
+        rtp_max = rtp + 1
+    );
+    let gw = Gateway::start_with(&plan);
+    assert!(
+        gw.wait_log("sip endpoint listening", SOON),
+        "no SIP listener:\n{}",
+        gw.log_text()
+    );
+    let target = sip_addr(&gw);
+    let invite = |socket: &UdpSocket, call: &str, ext: &str| {
+        let local = socket.local_addr().expect("local addr");
+        let sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+                   m=audio 40000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
+        let msg = format!(
+            "INVITE sip:{ext}@branch.test SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK{call};rport\r\n\
+             From: <sip:5551234@carrier.test>;tag=t{call}\r\nTo: <sip:{ext}@branch.test>\r\n\
+             Call-ID: {call}@carrier\r\nCSeq: 1 INVITE\r\nContact: <sip:5551234@{local}>\r\n\
+             Max-Forwards: 70\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+            sdp.len()
+        );
+        socket.send_to(msg.as_bytes(), target).expect("send INVITE");
+    };
+    // Answers on `socket` until one starts with `status` (or none within `within`).
+    let answer = |socket: &UdpSocket, status: &str, within: Duration| -> Option<String> {
+        let deadline = Instant::now() + within;
+        let mut buf = vec![0u8; 65536];
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            socket
+                .set_read_timeout(Some(left.max(Duration::from_millis(1))))
+                .expect("timeout");
+            let Ok((n, _)) = socket.recv_from(&mut buf) else {
+                return None;
+            };
+            let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+            if text.starts_with(status) {
+                return Some(text);
+            }
+        }
+        None
+    };
+
+    let first = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    invite(&first, "overload-1", "101");
+    assert!(
+        answer(&first, "SIP/2.0 180", SOON).is_some(),
+        "the first call does not ring:\n{}",
+        gw.log_text()
+    );
+    assert!(gw.sim.phone(1).is_ringing());
+
+    let second = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let sent = Instant::now();
+    invite(&second, "overload-2", "102");
+    let refused = answer(&second, "SIP/2.0 503", Duration::from_secs(2))
+        .unwrap_or_else(|| panic!("no 503 for the second call:\n{}", gw.log_text()));
+    assert!(
+        sent.elapsed() < Duration::from_secs(2),
+        "the 503 came late: {:?}",
+        sent.elapsed()
+    );
+    let retry_after = refused
+        .lines()
+        .find_map(|l| l.strip_prefix("Retry-After:"))
+        .map(str::trim);
+    assert_eq!(retry_after, Some("2"), "{refused}");
+    assert!(!refused.contains("SIP/2.0 100"), "{refused}");
+    assert!(
+        !gw.sim.phone(2).is_ringing(),
+        "the refused call rang its phone"
+    );
+    assert!(gw.wait_log("no RTP ports for an incoming call: 503", SOON));
+
+    // The first caller gives up (CANCEL): the pair comes free, a new call rings.
+    let local = first.local_addr().expect("local addr");
+    let cancel = format!(
+        "CANCEL sip:101@branch.test SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bKoverload-1;rport\r\n\
+         From: <sip:5551234@carrier.test>;tag=toverload-1\r\nTo: <sip:101@branch.test>\r\n\
+         Call-ID: overload-1@carrier\r\nCSeq: 1 CANCEL\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    );
+    first
+        .send_to(cancel.as_bytes(), target)
+        .expect("send CANCEL");
+    assert!(
+        answer(&first, "SIP/2.0 487", SOON).is_some(),
+        "no 487 after CANCEL:\n{}",
+        gw.log_text()
+    );
+    let third = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    invite(&third, "overload-3", "102");
+    assert!(
+        answer(&third, "SIP/2.0 180", SOON).is_some(),
+        "the pair did not come free:\n{}",
+        gw.log_text()
+    );
+}

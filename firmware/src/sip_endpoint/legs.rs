@@ -16,7 +16,8 @@
 //!    (an ACK without a usable answer: BYE), or, with early media for a caller that
 //!    takes 100rel, in a reliable 183 (step 5). A re-INVITE without SDP gets our
 //!    offer in its `200` and the answer from the ACK too.
-//! 4. RTP ports ([`MediaEngine::open_leg`]), `100 Trying`, [`SipInput::Incoming`].
+//! 4. RTP ports ([`MediaEngine::open_leg`]; every pair leased, i.e. overload: `503`
+//!    with `Retry-After` at once), `100 Trying`, [`SipInput::Incoming`].
 //! 5. Call control answers: `SipRinging` -> `180`, or with early media (the far leg
 //!    sent a 183 with SDP, or a queue plays music) a `183` with SDP: for a caller with
 //!    an offer the SDP answer, the media started; for a late-offer caller that sent
@@ -101,6 +102,11 @@ use super::{wire, SipEndpoint};
 use crate::call::sip::{EndReason, LegId, SipInput, SipOrigin, SipTarget};
 use crate::cdr::CdrLegQuality;
 use crate::media_engine::LegMedia;
+
+/// Seconds in the `Retry-After` of the `503` an INVITE gets while every RTP port pair
+/// of the `[media]` range is leased (overload): calls a second last a few seconds, so
+/// pairs come free within that time.
+pub(super) const OVERLOAD_RETRY_AFTER_S: u32 = 2;
 
 /// The transport kind for an rsip transport.
 pub(super) fn wire_kind_of(t: rsip::Transport) -> WireKind {
@@ -540,8 +546,17 @@ impl SipEndpoint {
         let local_rtp = match self.media.open_leg(leg).await {
             Ok(a) => a,
             Err(e) => {
-                tracing::error!(%leg, error = %e, "no RTP ports for an incoming call");
-                reject(self, 503);
+                // Overload (every port pair leased): refuse at once, before anything
+                // rings, and tell the caller when to try again (RFC 3261 21.5.4), rather
+                // than let the call wait and time out.
+                tracing::warn!(%leg, error = %e, "no RTP ports for an incoming call: 503");
+                let mut response = transaction::response_for(&request, 503u16.into(), None);
+                response
+                    .headers
+                    .push(Header::RetryAfter(rsip::headers::RetryAfter::new(
+                        OVERLOAD_RETRY_AFTER_S.to_string(),
+                    )));
+                self.respond(now, &key, response);
                 release(self);
                 return;
             }
