@@ -787,6 +787,11 @@ async fn serve(
     );
     let sip_trace = tools.sip_trace().clone();
     let web_handle = web_handle.with_tools(tools);
+    // The system page's A/B slots, read through the updater's own backend.
+    let web_handle = match &config.update {
+        Some(update) => web_handle.with_slots(update.backend.clone()),
+        None => web_handle,
+    };
     // Sites of bundles applied (USB watcher) and tokens applied (web page, API): the
     // daemon restarts to run with their settings.
     let (applied_tx, mut applied_rx) = mpsc::unbounded_channel::<String>();

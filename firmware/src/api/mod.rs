@@ -761,6 +761,7 @@ fn build(state: ApiState) -> (Router, Vec<(Method, &'static str)>) {
     route!(get, Method::GET, "/api/v1/sync", h::sync_status);
     route!(post, Method::POST, "/api/v1/sync/force", h::force_sync);
     route!(get, Method::GET, "/api/v1/status", crate::web::status_json);
+    route!(get, Method::GET, "/api/v1/system", crate::web::system_json);
     route!(
         get,
         Method::GET,

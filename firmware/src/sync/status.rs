@@ -268,6 +268,12 @@ impl SyncHandle {
         SyncHandle::new(None, wan)
     }
 
+    /// The WAN monitor's latest snapshot (the one [`SyncHandle::report`] carries as
+    /// `wan`), typed, for the sync page.
+    pub fn wan(&self) -> WanSnapshot {
+        self.inner.wan.borrow().clone()
+    }
+
     /// Whether `[hq]` is set.
     pub fn is_configured(&self) -> bool {
         self.inner.hq.is_some()

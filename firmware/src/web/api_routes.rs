@@ -1,5 +1,6 @@
 //! The JSON routes behind the pages, registered in the API router
 //! ([`crate::api`]): `GET /api/v1/status`, its SSE stream `GET /api/v1/events/status`,
+//! `GET /api/v1/system` (the system page's [`SystemReport`]),
 //! `POST /api/v1/ports/{port}/ring-test`, `GET /api/v1/sip` (trunk and phone
 //! registrations) and `GET /api/v1/calls/active` (calls in progress with their RTP
 //! statistics, numbers masked per role) and `POST /api/v1/system/reboot`. The ring
@@ -17,9 +18,12 @@ use axum::Json;
 use futures_util::stream::{self, Stream};
 use serde_json::json;
 
+use super::pages::SyncView;
 use super::status::{
-    LineTestError, LoopbackError, RebootError, RingTestError, StatusHandle, RING_TEST_DURATION,
+    BoxStatus, LineTestError, LoopbackError, RebootError, RingTestError, StatusHandle,
+    RING_TEST_DURATION,
 };
+use super::system::{DiskReport, SystemReport};
 use super::views::{active_call_views, ActiveCallView};
 use crate::api::{ApiError, ApiState, Authed};
 use crate::audit;
@@ -119,14 +123,132 @@ pub(crate) async fn active_calls_json(
     .into_response())
 }
 
-/// `GET /api/v1/status` (`diagnostics.view`): the live [`super::status::BoxStatus`].
+/// What the dashboard shows besides the live status: the sync and WAN report (when
+/// `who` holds `sync.view`), the disk, and the alarms drawn from them. The dashboard
+/// page and `GET /api/v1/status` both use it, so they list the same alarms.
+#[derive(Debug)]
+pub(super) struct DashboardFacts {
+    /// The live status (`None`: not served by a running daemon).
+    pub snapshot: Option<std::sync::Arc<BoxStatus>>,
+    /// The sync report, or why it is missing.
+    pub sync: SyncView,
+    /// The data directory's file system (`None`: not served by a running daemon).
+    pub disk: Option<Result<DiskReport, String>>,
+    /// The alarms (`None`: not served by a running daemon).
+    pub alarms: Option<Vec<String>>,
+}
+
+/// The dashboard's facts for `who` (the caller checked `diagnostics.view`).
+pub(super) fn dashboard_facts(state: &ApiState, who: &Authed) -> DashboardFacts {
+    let sync = match state.reader() {
+        Ok(reader) => {
+            let allowed = state.authorizer(&reader).is_ok_and(|a| {
+                a.authorize(who.subject(), Resource::Sync, Action::View, &Target::Site)
+                    .is_allowed()
+            });
+            if allowed {
+                SyncView::Report(
+                    state
+                        .sync()
+                        .report(&reader, state.now())
+                        .map(Box::new)
+                        .map_err(|e| e.to_string()),
+                )
+            } else {
+                SyncView::Denied
+            }
+        }
+        Err(e) => SyncView::Report(Err(e.message().to_owned())),
+    };
+    let status = state.status();
+    let snapshot = status.map(StatusHandle::current);
+    let disk = status.map(|s| DiskReport::of(&s.info().data_dir));
+    let report = match &sync {
+        SyncView::Report(Ok(r)) => Some(&**r),
+        _ => None,
+    };
+    let https = state.https().get();
+    let alarms = snapshot.as_deref().map(|s| {
+        super::pages::alarms(
+            s,
+            report,
+            disk.as_ref().and_then(|d| d.as_ref().ok()),
+            &https,
+        )
+    });
+    DashboardFacts {
+        snapshot,
+        sync,
+        disk,
+        alarms,
+    }
+}
+
+/// `GET /api/v1/status` (`diagnostics.view`): the live [`super::status::BoxStatus`]
+/// with the dashboard's `alarms` (the same list as the page: port faults, trunk, WAN,
+/// sync, disk, HTTPS; the sync and WAN ones only for `sync.view`) and `disk` (the data
+/// directory's file system: `{path, total_bytes, free_bytes, used_percent}`, or
+/// `{error}`).
 pub(crate) async fn status_json(
     State(state): State<ApiState>,
     who: Authed,
 ) -> Result<Response, ApiError> {
     require_view(&state, &who).await?;
-    let status = state.status().ok_or_else(not_running)?;
-    Ok(Json(&*status.current()).into_response())
+    state.status().ok_or_else(not_running)?;
+    let facts = dashboard_facts(&state, &who);
+    let mut body = serde_json::to_value(facts.snapshot.as_deref()).map_err(|e| {
+        tracing::error!(error = %e, "live status not serialised");
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+    })?;
+    body["alarms"] = json!(facts.alarms.unwrap_or_default());
+    body["disk"] = match facts.disk {
+        Some(Ok(d)) => json!(d),
+        Some(Err(e)) => json!({ "error": e }),
+        None => serde_json::Value::Null,
+    };
+    Ok(Json(body).into_response())
+}
+
+/// The system report ([`super::system::system_report`], on a blocking thread: it may
+/// run `fw_printenv`); the caller checked `system_config.view`.
+pub(crate) async fn system(state: &ApiState) -> Result<SystemReport, ApiError> {
+    let status = state.status().cloned();
+    let now = state.now();
+    tokio::task::spawn_blocking(move || {
+        super::system::system_report(
+            status.as_ref(),
+            now,
+            std::path::Path::new(super::system::THERMAL_ROOT),
+        )
+    })
+    .await
+    .map_err(|e| {
+        tracing::error!(error = %e, "system report worker failed");
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+    })
+}
+
+/// `GET /api/v1/system` (`system_config.view`, like the system page): the
+/// [`SystemReport`] the page shows (version, A/B slots, uptime, CPU and load, memory,
+/// disk, temperatures).
+pub(crate) async fn system_json(
+    State(state): State<ApiState>,
+    who: Authed,
+) -> Result<Response, ApiError> {
+    {
+        let reader = state.reader()?;
+        state
+            .require(
+                &reader,
+                &who,
+                Resource::SystemConfig,
+                Action::View,
+                &Target::Site,
+                "system",
+            )
+            .await?;
+    }
+    Ok(Json(system(&state).await?).into_response())
 }
 
 /// `GET /api/v1/events/status` (`diagnostics.view`): Server-Sent Events, one

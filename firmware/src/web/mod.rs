@@ -29,8 +29,11 @@
 //!   `GET /api/v1/recordings/{id}/audio` for `recordings.listen`, a download link for
 //!   `recordings.download`, "recorded" for `recordings.view` alone, nothing
 //!   without it; see `crate::api::recordings`), `/sync` (agent state, outbox backlog and its oldest row's age, cursor,
-//!   last success and last error, and the force-sync form), `/system` (version,
-//!   uptime, memory, load, disk, how the page is served, and the reboot form: a
+//!   last success and last error, the force-sync form, and the WAN: overall state and
+//!   since when, HQ and trunk reachability from the WAN monitor's snapshot), `/system`
+//!   ([`system`]: version, the A/B slots through the updater's backend, uptime, CPU,
+//!   memory, load, disk, temperatures, the same report as `GET /api/v1/system`; how
+//!   the page is served, and the reboot form: a
 //!   confirm step with the calls in progress, refused while calls are up unless the
 //!   technician ticks "cut the calls"; the same code as
 //!   `POST /api/v1/system/reboot`) and `/tools` (ping and traceroute to HQ or a typed
@@ -104,6 +107,7 @@ pub mod history;
 mod pages;
 mod provisioning;
 pub mod status;
+pub mod system;
 #[cfg(test)]
 mod tests;
 pub mod tls;
@@ -129,7 +133,7 @@ use tls::Secure;
 
 pub(crate) use api_routes::{
     active_calls_json, line_test_api, loopback_test_api, reboot_api, ring_test_api, sip_json,
-    status_events, status_json,
+    status_events, status_json, system_json,
 };
 pub(crate) use chart_api::{call_quality_json, calls_per_hour_json, line_json, sync_backlog_json};
 
@@ -554,34 +558,8 @@ async fn dashboard(
         Ok(w) => w,
         Err(r) => return r,
     };
-    let sync = match state.api.reader() {
-        Ok(reader) => {
-            let allowed = state.api.authorizer(&reader).is_ok_and(|a| {
-                a.authorize(who.subject(), Resource::Sync, Action::View, &Target::Site)
-                    .is_allowed()
-            });
-            if allowed {
-                pages::SyncView::Report(
-                    state
-                        .api
-                        .sync()
-                        .report(&reader, state.api.now())
-                        .map(Box::new)
-                        .map_err(|e| e.to_string()),
-                )
-            } else {
-                pages::SyncView::Denied
-            }
-        }
-        Err(e) => pages::SyncView::Report(Err(e.message().to_owned())),
-    };
-    pages::dashboard_page(
-        &who,
-        state.api.status(),
-        sync,
-        &state.api.https().get(),
-        state.api.now(),
-    )
+    let facts = api_routes::dashboard_facts(&state.api, &who);
+    pages::dashboard_page(&who, state.api.status(), &facts, state.api.now())
 }
 
 #[derive(Debug, Deserialize)]
@@ -755,9 +733,13 @@ async fn system_page(
         Action::Operate,
         &Target::Site,
     );
+    let report = match api_routes::system(&state.api).await {
+        Ok(r) => r,
+        Err(e) => return pages::error_page(e.status(), "System", e.message(), None),
+    };
     pages::system_page(
         &who,
-        state.api.status(),
+        &report,
         &state.api.https().get(),
         may_reboot,
         state.api.now(),
@@ -1070,6 +1052,7 @@ async fn sync_page(
     pages::sync_page(
         &who,
         report,
+        &state.api.sync().wan(),
         (may_force, q.forced.is_some()),
         &backlog,
         state.api.now(),

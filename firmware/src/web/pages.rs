@@ -8,6 +8,7 @@ use axum::response::{Html, IntoResponse, Response};
 use maud::{html, Markup, DOCTYPE};
 
 use super::status::{BoxStatus, Hook, PortKind, PortStatus, StatusHandle, RING_TEST_DURATION};
+use super::system::{DiskReport, SlotsReport, SystemReport};
 use super::tls::HttpsStatus;
 use super::views::ActiveCallView;
 use crate::accounts::Page;
@@ -15,6 +16,7 @@ use crate::api::Authed;
 use crate::mask::CdrView;
 use crate::sip_endpoint::status::SipStatus;
 use crate::sync::status::SyncStatusReport;
+use crate::sync::wan::WanSnapshot;
 
 /// What the dashboard's sync and WAN cards show.
 #[derive(Debug)]
@@ -75,34 +77,8 @@ fn bytes(n: u64) -> String {
     }
 }
 
-/// Space on the file system holding the data directory.
-#[derive(Debug, Clone, Copy)]
-struct Disk {
-    total: u64,
-    free: u64,
-}
-
-impl Disk {
-    fn of(path: &std::path::Path) -> Result<Disk, String> {
-        let st = nix::sys::statvfs::statvfs(path)
-            .map_err(|e| format!("statvfs {}: {e}", path.display()))?;
-        let frag = st.fragment_size();
-        Ok(Disk {
-            total: st.blocks() * frag,
-            free: st.blocks_available() * frag,
-        })
-    }
-
-    fn used_pct(self) -> u64 {
-        if self.total == 0 {
-            return 0;
-        }
-        (self.total - self.free.min(self.total)) * 100 / self.total
-    }
-}
-
 /// Disk usage at or above this is an alarm.
-const DISK_ALARM_PCT: u64 = 90;
+pub(super) const DISK_ALARM_PCT: u64 = 90;
 /// An outbox row older than this is an alarm (HQ has not had it for an hour).
 const BACKLOG_ALARM_MS: i64 = 60 * 60_000;
 
@@ -318,11 +294,12 @@ fn not_running() -> Markup {
     html! { p.muted { "Live status is not available (the API is not served by a running daemon)." } }
 }
 
-/// Alarms from the live status, the sync report, the disk and the web page's HTTPS.
-fn alarms(
+/// Alarms from the live status, the sync report, the disk and the web page's HTTPS:
+/// the dashboard's list and `alarms` of `GET /api/v1/status`.
+pub(super) fn alarms(
     status: &BoxStatus,
     sync: Option<&SyncStatusReport>,
-    disk: Option<Disk>,
+    disk: Option<&DiskReport>,
     https: &HttpsStatus,
 ) -> Vec<String> {
     let mut out = Vec::new();
@@ -357,26 +334,26 @@ fn alarms(
         }
     }
     if let Some(d) = disk {
-        if d.used_pct() >= DISK_ALARM_PCT {
+        if d.used_percent >= DISK_ALARM_PCT {
             out.push(format!(
                 "Disk {}% full ({} free)",
-                d.used_pct(),
-                bytes(d.free)
+                d.used_percent,
+                bytes(d.free_bytes)
             ));
         }
     }
     out
 }
 
-fn disk_card(disk: &Result<Disk, String>) -> Markup {
+fn disk_card(disk: &Result<DiskReport, String>) -> Markup {
     html! {
         section.card {
             h2 { "Disk" }
             @match disk {
                 Ok(d) => {
-                    p.big { (d.used_pct()) "% used" }
-                    meter min="0" max="100" low="75" high=(DISK_ALARM_PCT) optimum="10" value=(d.used_pct()) { (d.used_pct()) "%" }
-                    p.muted { (bytes(d.free)) " free of " (bytes(d.total)) }
+                    p.big { (d.used_percent) "% used" }
+                    meter min="0" max="100" low="75" high=(DISK_ALARM_PCT) optimum="10" value=(d.used_percent) { (d.used_percent) "%" }
+                    p.muted { (bytes(d.free_bytes)) " free of " (bytes(d.total_bytes)) }
                 }
                 Err(e) => { p.bad { "Unknown: " (e) } }
             }
@@ -388,24 +365,13 @@ fn disk_card(disk: &Result<Disk, String>) -> Markup {
 pub(super) fn dashboard_page(
     who: &Authed,
     status: Option<&StatusHandle>,
-    sync: SyncView,
-    https: &HttpsStatus,
+    facts: &super::api_routes::DashboardFacts,
     now_ms: i64,
 ) -> Response {
-    let report = match &sync {
-        SyncView::Report(Ok(r)) => Some(&**r),
-        _ => None,
-    };
-    let snapshot = status.map(StatusHandle::current);
-    let disk = status.map(|s| Disk::of(&s.info().data_dir));
-    let alarm_list = snapshot.as_deref().map(|s| {
-        alarms(
-            s,
-            report,
-            disk.as_ref().and_then(|d| d.as_ref().ok().copied()),
-            https,
-        )
-    });
+    let snapshot = &facts.snapshot;
+    let sync = &facts.sync;
+    let disk = &facts.disk;
+    let alarm_list = &facts.alarms;
     let body = html! {
         h1 { "Dashboard" }
         @if let Some(s) = &snapshot {
@@ -469,7 +435,7 @@ pub(super) fn dashboard_page(
             }
             section.card {
                 h2 { "WAN" }
-                @match &sync {
+                @match sync {
                     SyncView::Denied => { p.muted { "Needs the permission " code { "sync.view" } "." } }
                     SyncView::Report(Err(e)) => { p.bad { (e) } }
                     SyncView::Report(Ok(r)) => {
@@ -486,7 +452,7 @@ pub(super) fn dashboard_page(
             }
             section.card {
                 h2 { "Sync with HQ" }
-                @match &sync {
+                @match sync {
                     SyncView::Denied => { p.muted { "Needs the permission " code { "sync.view" } "." } }
                     SyncView::Report(Err(e)) => { p.bad { (e) } }
                     SyncView::Report(Ok(r)) => {
@@ -508,7 +474,7 @@ pub(super) fn dashboard_page(
                     }
                 }
             }
-            @if let Some(d) = &disk { (disk_card(d)) }
+            @if let Some(d) = disk { (disk_card(d)) }
         }
     };
     page(
@@ -655,114 +621,119 @@ pub(super) fn ports_page(
     page(StatusCode::OK, layout("Ports", Some(who), "/ports", body))
 }
 
-/// One temperature sensor of the board, as Linux's thermal framework reports it.
-#[derive(Debug, Clone, PartialEq)]
-pub(super) struct Thermal {
-    /// The zone's `type` (e.g. `cpu-thermal`), or its directory name without one.
-    pub name: String,
-    /// Degrees Celsius (`temp` is in millidegrees).
-    pub celsius: f64,
-}
-
-/// The board's temperatures from `<root>/thermal_zone*/{type,temp}` (`root` is
-/// `/sys/class/thermal` on a box), sorted by zone. Zones whose `temp` is missing or
-/// not a number (a sensor that failed to read) are left out; an empty list means the
-/// board reports none, which the page says instead of showing a number.
-pub(super) fn thermal_zones(root: &std::path::Path) -> Vec<Thermal> {
-    let Ok(dir) = std::fs::read_dir(root) else {
-        return Vec::new();
+fn slot_pill(state: &str) -> Markup {
+    let class = match state {
+        "good" => "pill ok",
+        "pending" => "pill warn",
+        "bad" => "pill bad",
+        _ => "pill",
     };
-    let mut zones: Vec<(u32, Thermal)> = dir
-        .filter_map(|e| {
-            let e = e.ok()?;
-            let file = e.file_name();
-            let index: u32 = file.to_str()?.strip_prefix("thermal_zone")?.parse().ok()?;
-            let milli: i64 = std::fs::read_to_string(e.path().join("temp"))
-                .ok()?
-                .trim()
-                .parse()
-                .ok()?;
-            let name = std::fs::read_to_string(e.path().join("type"))
-                .ok()
-                .map(|t| t.trim().to_owned())
-                .filter(|t| !t.is_empty())
-                .unwrap_or_else(|| format!("thermal_zone{index}"));
-            Some((
-                index,
-                Thermal {
-                    name,
-                    celsius: milli as f64 / 1000.0,
-                },
-            ))
-        })
-        .collect();
-    zones.sort_by_key(|(i, _)| *i);
-    zones.into_iter().map(|(_, t)| t).collect()
+    html! { span class=(class) { (state) } }
 }
 
-/// `VmRSS` of this process, and `MemTotal` / `MemAvailable` of the machine, in bytes.
-fn memory() -> (Option<u64>, Option<u64>, Option<u64>) {
-    fn kib(text: &str, key: &str) -> Option<u64> {
-        text.lines()
-            .find_map(|l| l.strip_prefix(key))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .map(|k| k * 1024)
+/// The A/B slots card of the system page.
+fn slots_card(r: &SlotsReport) -> Markup {
+    html! {
+        section.card #slots {
+            h2 { "A/B slots" }
+            @if !r.configured {
+                p.muted { "Not configured: this box has no A/B slot layout (no " code { "[update]" } " section; a development or simulator run)." }
+            } @else if let Some(e) = &r.error {
+                p.bad role="alert" { "Slot state not readable: " (e) }
+            } @else {
+                table {
+                    thead { tr { th { "Slot" } th { "State" } th { "Version" } th { "Running" } } }
+                    tbody {
+                        @for s in &r.slots {
+                            tr {
+                                td { (s.slot) }
+                                td {
+                                    (slot_pill(s.state))
+                                    @if let Some(t) = s.tries_left { span.muted { " " (t) (if t == 1 { " try left" } else { " tries left" }) } }
+                                }
+                                td { (s.version.as_deref().unwrap_or("—")) }
+                                td {
+                                    @if s.booted { strong { "booted" } }
+                                    @if s.active && !s.booted { "active (not booted)" }
+                                }
+                            }
+                        }
+                    }
+                }
+                dl {
+                    dt { "Backend" } dd { (r.backend.unwrap_or("")) }
+                    dt { "Anti-rollback floor" } dd { (r.floor.as_deref().unwrap_or("none")) }
+                    dt { "Last update" }
+                    @match (&r.last_update, &r.last_update_error) {
+                        (Some(u), _) => {
+                            dd {
+                                (u.version) " into slot " (u.slot) " (rollout " code { (u.rollout) } "): "
+                                span class=(match u.outcome { "committed" => "ok", "rolled back" | "stale" => "bad", _ => "" }) { (u.outcome) }
+                                @if let Some(d) = &u.detail { br; span.muted { (d) } }
+                            }
+                        }
+                        (None, Some(e)) => { dd.bad { (e) } }
+                        (None, None) => { dd.muted { "none recorded (an update's outcome is kept until HQ has it)" } }
+                    }
+                }
+            }
+        }
     }
-    let own = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let all = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    (
-        kib(&own, "VmRSS:"),
-        kib(&all, "MemTotal:"),
-        kib(&all, "MemAvailable:"),
-    )
 }
 
-/// The system page.
+/// The system page, from the same [`SystemReport`] as `GET /api/v1/system`.
 pub(super) fn system_page(
     who: &Authed,
-    status: Option<&StatusHandle>,
+    report: &SystemReport,
     https: &HttpsStatus,
     may_reboot: bool,
     now_ms: i64,
 ) -> Response {
-    let (rss, mem_total, mem_avail) = memory();
-    let load = std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "));
     let or_unknown = |v: Option<u64>| v.map_or_else(|| "unknown".to_owned(), bytes);
-    let temps = thermal_zones(std::path::Path::new("/sys/class/thermal"));
+    let m = &report.memory;
     let body = html! {
         h1 { "System" }
-        p { a href="/logs?level=warn" { "Recent logs" } " (warnings and errors; any level on that page)" }
+        p { a href="/logs?level=warn" { "Recent logs" } " (warnings and errors; any level on that page) · " a href="/api/v1/system" { "as JSON" } }
         div.cards {
-            section.card {
+            section.card #firmware {
                 h2 { "Firmware" }
                 dl {
-                    dt { "branchd" } dd { (env!("CARGO_PKG_VERSION")) }
-                    @if let Some(h) = status {
-                        dt { "Board" } dd { (h.info().board_model) }
-                        dt { "Up" } dd { (duration(now_ms - h.current().started_at_ms)) }
-                    }
+                    dt { "branchd" } dd { (report.version) }
+                    @if let Some(b) = &report.board { dt { "Board" } dd { (b) } }
+                    @if let Some(up) = report.uptime_ms { dt { "Up" } dd { (duration(up)) } }
+                    @if let Some(s) = report.slots.booted.as_deref() { dt { "Booted slot" } dd { (s) } }
                 }
             }
-            section.card {
-                h2 { "Memory and load" }
+            (slots_card(&report.slots))
+            section.card #cpu {
+                h2 { "CPU and memory" }
                 dl {
-                    dt { "branchd RSS" } dd { (or_unknown(rss)) }
-                    dt { "Available" } dd { (or_unknown(mem_avail)) " of " (or_unknown(mem_total)) }
-                    dt { "Load (1, 5, 15 min)" } dd { (load.as_deref().unwrap_or("unknown")) }
+                    dt { "Load (1, 5, 15 min)" }
+                    dd {
+                        @match report.cpu.load {
+                            Some([a, b, c]) => { (format!("{a:.2} {b:.2} {c:.2}")) }
+                            None => { "unknown" }
+                        }
+                        @if let Some(n) = report.cpu.cpus { span.muted { " on " (n) " CPU" @if n != 1 { "s" } } }
+                    }
+                    dt { "branchd CPU time" }
+                    dd { @match report.cpu.branchd_cpu_s { Some(s) => { (format!("{s:.1} s")) } None => { "unknown" } } }
+                    dt { "branchd RSS" } dd { (or_unknown(m.branchd_rss_bytes)) }
+                    dt { "Available" } dd { (or_unknown(m.available_bytes)) " of " (or_unknown(m.total_bytes)) }
                 }
             }
-            @if let Some(h) = status {
-                (disk_card(&Disk::of(&h.info().data_dir)))
+            @match (&report.disk, &report.disk_error) {
+                (Some(d), _) => { (disk_card(&Ok(d.clone()))) }
+                (None, Some(e)) => { (disk_card(&Err(e.clone()))) }
+                (None, None) => {}
             }
             section.card #temperature {
                 h2 { "Temperature" }
-                @if temps.is_empty() {
+                @if report.temperatures.is_empty() {
                     p.muted { "Not reported by this board (no sensor under /sys/class/thermal)." }
                 } @else {
                     dl {
-                        @for t in &temps {
+                        @for t in &report.temperatures {
                             dt { (t.name) } dd { (format!("{:.1} °C", t.celsius)) }
                         }
                     }
@@ -1346,9 +1317,66 @@ fn serde_plain(v: &impl serde::Serialize) -> String {
 }
 
 /// The sync page: backlog, cursor, last success and error, and the force form.
+fn wan_pill(state: &str) -> Markup {
+    let class = match state {
+        "online" => "pill ok",
+        "degraded" => "pill warn",
+        "offline" => "pill bad",
+        _ => "pill",
+    };
+    html! { span class=(class) { (state) } }
+}
+
+/// The sync page's WAN section: the WAN monitor's snapshot (the one the sync report
+/// and the dashboard carry), overall and per target.
+fn wan_card(wan: &WanSnapshot, now_ms: i64) -> Markup {
+    let when = |t: Option<i64>| match t {
+        Some(t) => html! { (relative(t, now_ms)) br; span.muted { (date_time(t)) " UTC" } },
+        None => html! { span.muted { "never" } },
+    };
+    html! {
+        section.card.wide #wan {
+            h2 { "WAN" }
+            @if wan.state == "not configured" {
+                p.muted { "Not configured: nothing to watch (no " code { "[hq]" } " to sync with and no " code { "[wan] trunk" } ")." }
+            } @else {
+                p {
+                    (wan_pill(wan.state))
+                    @if let Some(since) = wan.since_ms {
+                        " since " (date_time(since)) " UTC (" (relative(since, now_ms)) ", the last change)"
+                    }
+                }
+                p { "Outside calls " @if wan.trunk_usable { "may use the SIP trunk." } @else { "do not use the SIP trunk now (FXO lines instead)." } }
+                table {
+                    thead { tr { th { "Target" } th { "State" } th { "Probed" } th { "Last answer" } th { "Last failure" } th { "RTT / loss" } } }
+                    tbody {
+                        @for (name, t) in [("HQ", &wan.hq), ("SIP trunk", &wan.trunk)] {
+                            tr {
+                                td { (name) }
+                                td { (wan_pill(t.state)) }
+                                td { @match &t.probe { Some(p) => { code { (p) } } None => { span.muted { "—" } } } }
+                                td { (when(t.last_ok_ms)) }
+                                td {
+                                    (when(t.last_fail_ms))
+                                    @if let Some(f) = &t.last_failure { br; span.bad { (f) } }
+                                }
+                                td {
+                                    @match t.srtt_ms { Some(ms) => { (ms) " ms" } None => { "—" } }
+                                    " / " (t.loss_pct) " %"
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 pub(super) fn sync_page(
     who: &Authed,
     report: Result<SyncStatusReport, String>,
+    wan: &WanSnapshot,
     (may_force, forced): (bool, bool),
     backlog: &Result<super::chart_api::SyncCharts, String>,
     now_ms: i64,
@@ -1358,6 +1386,7 @@ pub(super) fn sync_page(
         @if forced {
             p.notice.ok role="status" { "Sync requested: the agent sends and fetches now (it skips any backoff)." }
         }
+        (wan_card(wan, now_ms))
         @match &report {
             Err(e) => { p.bad { (e) } }
             Ok(r) => {
@@ -1464,6 +1493,54 @@ mod tests {
         assert!(!m.contains("<script>"), "{m}");
         assert!(!m.contains("<b>hi"), "{m}");
         assert!(!m.contains("style="), "no inline style: {m}");
+    }
+
+    #[test]
+    fn the_wan_card_shows_each_target_with_its_state_and_times() {
+        use crate::sync::wan::TargetSnapshot;
+        let now = 1_800_000_000_000;
+        let wan = WanSnapshot {
+            state: "degraded",
+            since_ms: Some(now - 90_000),
+            trunk_usable: false,
+            hq: TargetSnapshot {
+                state: "online",
+                probe: Some("https://hq.example:8443/".into()),
+                last_ok_ms: Some(now - 5_000),
+                last_fail_ms: None,
+                last_failure: None,
+                srtt_ms: Some(42),
+                loss_pct: 0,
+            },
+            trunk: TargetSnapshot {
+                state: "offline",
+                probe: Some("198.51.100.7:5060".into()),
+                last_ok_ms: Some(now - 600_000),
+                last_fail_ms: Some(now - 3_000),
+                last_failure: Some("tcp connect: Connection refused".into()),
+                srtt_ms: None,
+                loss_pct: 100,
+            },
+        };
+        let m = wan_card(&wan, now).into_string();
+        for want in [
+            "<span class=\"pill warn\">degraded</span>",
+            "1 min 30 s ago",
+            "do not use the SIP trunk",
+            "<span class=\"pill ok\">online</span>",
+            "hq.example:8443",
+            "42 ms",
+            "<span class=\"pill bad\">offline</span>",
+            "198.51.100.7:5060",
+            "tcp connect: Connection refused",
+            "10 min 0 s ago",
+            "100 %",
+        ] {
+            assert!(m.contains(want), "{want}: {m}");
+        }
+        let none = wan_card(&WanSnapshot::default(), now).into_string();
+        assert!(none.contains("Not configured"), "{none}");
+        assert!(!none.contains("<table"), "{none}");
     }
 }
 

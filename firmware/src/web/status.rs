@@ -606,6 +606,9 @@ pub struct StatusHandle {
     provisioning: Option<crate::provision::local::LocalProvisioning>,
     /// The charts' histories (`None`: not sampled, e.g. API-only tests).
     charts: Option<super::history::Charts>,
+    /// Where the A/B slot state lives (`[update]`; `None`: no A/B layout, a
+    /// development or simulator run), for the system page ([`super::system`]).
+    slots: Option<crate::config::SlotBackend>,
 }
 
 impl StatusHandle {
@@ -624,7 +627,20 @@ impl StatusHandle {
             tools: None,
             provisioning: None,
             charts: None,
+            slots: None,
         }
+    }
+
+    /// The handle with the box's A/B slot backend (`[update] backend`), which the
+    /// system page and `GET /api/v1/system` read through [`crate::health::Slots`].
+    pub fn with_slots(mut self, slots: crate::config::SlotBackend) -> StatusHandle {
+        self.slots = Some(slots);
+        self
+    }
+
+    /// The A/B slot backend (`None`: the box has no `[update]` section).
+    pub fn slots(&self) -> Option<&crate::config::SlotBackend> {
+        self.slots.as_ref()
     }
 
     /// The handle with the charts' histories ([`super::history::ChartSampler`] feeds

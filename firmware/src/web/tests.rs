@@ -110,12 +110,24 @@ fn hidden_csrf(html: &str) -> String {
 }
 
 async fn env() -> Env {
-    env_with(false).await
+    env_full(false, None).await
 }
 
 /// [`env`], with the break-glass installer account (password [`PASSWORD`]) when
 /// `installer`, as `branchd` makes it before enrollment.
 async fn env_with(installer: bool) -> Env {
+    env_full(installer, None).await
+}
+
+/// [`env`] on a box whose `[update]` slots are `slots` (under the env's temp dir).
+async fn env_with_slots(slots: &dyn Fn(&std::path::Path) -> crate::config::SlotBackend) -> Env {
+    env_full(false, Some(slots)).await
+}
+
+async fn env_full(
+    installer: bool,
+    slots: Option<&dyn Fn(&std::path::Path) -> crate::config::SlotBackend>,
+) -> Env {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("branchline.db");
     let mut store = Store::open(&path).expect("open");
@@ -338,6 +350,10 @@ async fn env_with(installer: bool) -> Env {
         .with_events(events.feed())
         .with_tools(crate::tools::Tools::new(tools.clone(), probe_tx, None))
         .with_charts(charts.clone());
+    let status = match slots {
+        Some(backend) => status.with_slots(backend(dir.path())),
+        None => status,
+    };
     let state = ApiState::with_status(
         accounts.clone(),
         MaskPattern::default(),
@@ -2382,7 +2398,7 @@ fn thermal_zones_are_read_in_zone_order_and_broken_sensors_left_out() {
     zone("thermal_zone3", Some("broken"), Some("error"));
     zone("thermal_zone4", Some("absent"), None);
     zone("cooling_device0", Some("fan"), Some("1"));
-    let got = pages::thermal_zones(dir.path());
+    let got = super::system::thermal_zones(dir.path());
     let names: Vec<_> = got.iter().map(|t| (t.name.as_str(), t.celsius)).collect();
     assert_eq!(
         names,
@@ -2393,5 +2409,202 @@ fn thermal_zones_are_read_in_zone_order_and_broken_sensors_left_out() {
         ]
     );
     // A board without the thermal framework: nothing, and the page says so.
-    assert!(pages::thermal_zones(&dir.path().join("missing")).is_empty());
+    assert!(super::system::thermal_zones(&dir.path().join("missing")).is_empty());
+}
+
+#[tokio::test]
+async fn the_status_json_carries_the_dashboards_alarms_and_disk() {
+    let env = env().await;
+    let tech = env.login("tech").await;
+    {
+        let mut p = env.publisher.lock().unwrap();
+        p.on_event(
+            system_clock_ms(),
+            3,
+            &Event::Fault(line_proto::FaultKind::NoLineVoltage),
+        );
+        p.publish(system_clock_ms());
+    }
+    let r = env.get("/api/v1/status", Some(&tech)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let s = r.json();
+    let alarms: Vec<&str> = s["alarms"]
+        .as_array()
+        .expect("alarms")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        alarms.iter().any(|a| a.starts_with("Port 3:")),
+        "the fault is an alarm: {s}"
+    );
+    // The same list as the dashboard's.
+    let page = env.get("/dashboard", Some(&tech)).await.text;
+    for a in &alarms {
+        assert!(
+            page.contains(&maud::html! { (a) }.into_string()),
+            "{a} on the dashboard"
+        );
+    }
+    let disk = &s["disk"];
+    assert!(disk["total_bytes"].as_u64().is_some_and(|t| t > 0), "{s}");
+    assert!(
+        disk["used_percent"].as_u64().is_some_and(|p| p <= 100),
+        "{s}"
+    );
+    assert!(
+        page.contains(&format!("{}% used", disk["used_percent"])),
+        "{page}"
+    );
+    // The ports are still there, unchanged.
+    assert_eq!(s["ports"][2]["kind"], "fxo");
+}
+
+#[tokio::test]
+async fn system_json_and_page_without_slots_say_not_configured_and_follow_the_roles() {
+    let env = env().await;
+    let tech = env.login("tech").await;
+    let agent = env.login("agent1").await;
+    env.custom_user("diag", &[(Resource::Diagnostics, Action::View)])
+        .await;
+    let diag = env.login("diag").await;
+    let r = env.get("/api/v1/system", Some(&tech)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let s = r.json();
+    assert_eq!(s["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(s["board"], "sim");
+    assert_eq!(s["slots"]["configured"], false, "{s}");
+    assert_eq!(s["slots"]["slots"], json!([]), "no made-up slots: {s}");
+    assert!(s["uptime_ms"].as_i64().is_some_and(|u| u >= 0), "{s}");
+    assert!(s["memory"]["total_bytes"].as_u64().is_some(), "{s}");
+    assert!(s["cpu"]["cpus"].as_u64().is_some_and(|n| n > 0), "{s}");
+    assert!(
+        s["cpu"]["load"].as_array().is_some_and(|l| l.len() == 3),
+        "{s}"
+    );
+    assert!(s["disk"]["total_bytes"].as_u64().is_some(), "{s}");
+    assert!(s["temperatures"].is_array(), "{s}");
+    let page = env.get("/system", Some(&tech)).await.text;
+    assert!(page.contains("A/B slots"), "{page}");
+    assert!(
+        page.contains("Not configured: this box has no A/B slot layout"),
+        "{page}"
+    );
+    // Denied like the page: 403 naming the permission, and audited.
+    for who in [&agent, &diag] {
+        let r = env.get("/api/v1/system", Some(who)).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text);
+        assert!(r.text.contains("system_config.view"), "{}", r.text);
+        assert_eq!(
+            env.get("/system", Some(who)).await.status,
+            StatusCode::FORBIDDEN
+        );
+    }
+    assert!(env
+        .audit()
+        .iter()
+        .any(|a| a.actor == "diag" && a.result == "denied" && a.target == "system"));
+    assert_eq!(
+        env.get("/api/v1/system", None).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test]
+async fn the_system_page_and_json_show_the_ab_slots_from_the_updaters_backend() {
+    use branchline_image::slot::{SlotId, SlotInfo, SlotState, SlotStatus};
+    use branchline_image::store::{DirSlots, SlotStore};
+    let env = env_with_slots(&|dir: &std::path::Path| crate::config::SlotBackend::Dir {
+        root: dir.join("slots"),
+    })
+    .await;
+    let tech = env.login("tech").await;
+    let root = env._dir.path().join("slots");
+    // Before the first install: both slots empty, A the default active one.
+    let s = env.get("/api/v1/system", Some(&tech)).await.json();
+    assert_eq!(s["slots"]["configured"], true, "{s}");
+    assert_eq!(s["slots"]["backend"], "dir");
+    assert_eq!(s["slots"]["slots"][0]["state"], "empty", "{s}");
+    assert_eq!(s["slots"]["slots"][1]["state"], "empty", "{s}");
+
+    // 2.0.0 good in A (running), 2.1.0 in B rolled back (bad), an update record.
+    let v = |t: &str| t.parse::<branchline_image::version::Version>().expect("v");
+    let state = SlotState {
+        active: SlotId::A,
+        a: SlotInfo {
+            status: SlotStatus::Good,
+            version: Some(v("2.0.0")),
+            min_version: Some(v("1.0.0")),
+        },
+        b: SlotInfo {
+            status: SlotStatus::Bad,
+            version: Some(v("2.1.0")),
+            min_version: Some(v("1.0.0")),
+        },
+        floor: Some(v("1.0.0")),
+    };
+    DirSlots::new(&root).save(&state).expect("save");
+    let update = env._dir.path().join(crate::updater::io::UPDATE_DIR);
+    std::fs::create_dir_all(&update).expect("dir");
+    crate::updater::trial::save(
+        &update,
+        &crate::updater::trial::TrialRecord {
+            rollout: "spring-7".into(),
+            version: "2.1.0".into(),
+            slot: SlotId::B,
+            failed: Some("sip: listener not bound".into()),
+        },
+    )
+    .expect("record");
+
+    let s = env.get("/api/v1/system", Some(&tech)).await.json();
+    let slots = &s["slots"];
+    assert_eq!(slots["booted"], "A", "{s}");
+    assert_eq!(slots["floor"], "1.0.0");
+    assert_eq!(slots["slots"][0]["version"], "2.0.0");
+    assert_eq!(slots["slots"][0]["state"], "good");
+    assert_eq!(slots["slots"][0]["booted"], true);
+    assert_eq!(slots["slots"][1]["state"], "bad");
+    assert_eq!(slots["slots"][1]["booted"], false);
+    assert_eq!(slots["last_update"]["outcome"], "rolled back", "{s}");
+    assert!(slots["last_update"]["detail"]
+        .as_str()
+        .is_some_and(|d| d.contains("sip: listener not bound")));
+
+    let page = env.get("/system", Some(&tech)).await.text;
+    for want in [
+        "2.0.0",
+        "2.1.0",
+        "<span class=\"pill ok\">good</span>",
+        "<span class=\"pill bad\">bad</span>",
+        "<strong>booted</strong>",
+        "spring-7",
+        "rolled back",
+        "sip: listener not bound",
+    ] {
+        assert!(page.contains(want), "{want}: {page}");
+    }
+    assert!(!page.contains("Not configured: this box"), "{page}");
+
+    // A state file that does not parse is shown as an error, never as empty slots.
+    std::fs::write(root.join("state.json"), "{ broken").expect("write");
+    let s = env.get("/api/v1/system", Some(&tech)).await.json();
+    assert!(
+        s["slots"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("state.json")),
+        "{s}"
+    );
+    assert_eq!(s["slots"]["slots"], json!([]));
+    let page = env.get("/system", Some(&tech)).await.text;
+    assert!(page.contains("Slot state not readable"), "{page}");
+}
+
+#[tokio::test]
+async fn the_sync_page_says_the_wan_is_not_configured_without_sync() {
+    let env = env().await;
+    let tech = env.login("tech").await;
+    let page = env.get("/sync", Some(&tech)).await.text;
+    assert!(page.contains("id=\"wan\""), "{page}");
+    assert!(page.contains("Not configured: nothing to watch"), "{page}");
 }
