@@ -27,7 +27,7 @@ fn v(s: &str) -> Version {
 /// into B and booted it once: B is pending with its try spent, A is the fallback.
 /// Built with the updater's own API, as `branch-image install` / `boot` /
 /// `mark-good` would.
-fn box_on_trial_of_b(dir: &Path) -> DirSlots {
+pub(crate) fn box_on_trial_of_b(dir: &Path) -> DirSlots {
     let key_dir = dir.join("keys");
     let public = keys::keygen(&key_dir).expect("keygen");
     let key = keys::read_signing_key(&key_dir.join(keys::PRIVATE_KEY_FILE)).expect("key");
@@ -82,7 +82,7 @@ fn box_on_trial_of_b(dir: &Path) -> DirSlots {
     slots
 }
 
-fn update_section(slots: &DirSlots) -> String {
+pub(crate) fn update_section(slots: &DirSlots) -> String {
     format!(
         "\n[update]\nbackend = \"dir\"\nslots = {:?}\nhealth_deadline_s = 60\n",
         slots.root()

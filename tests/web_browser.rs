@@ -388,7 +388,199 @@ fn technician_sees_live_ports_rings_a_phone_and_an_agent_is_refused() {
         c.goto(&format!("{base}/sync")).await.expect("goto");
         let sync = wait_text(&c, "#backlog", |t| t.contains("records")).await;
         assert!(sync.contains("Outbox backlog"), "{sync}");
+        // No [hq] and no [wan] trunk: the WAN section says so.
+        let wan = wait_text(&c, "#wan", |t| !t.is_empty()).await;
+        assert!(wan.contains("Not configured"), "{wan}");
         shot(&c, "14-sync").await;
+        c.goto(&format!("{base}/logs?level=info"))
+            .await
+            .expect("goto");
+        wait_text(&c, "h1", |t| t.contains("log")).await;
+        shot(&c, "15-logs").await;
+        c.goto(&format!("{base}/queues")).await.expect("goto");
+        wait_text(&c, "h1", |t| t.contains("Queues")).await;
+        shot(&c, "16-queues").await;
+        // The error page of an address that does not exist.
+        c.goto(&format!("{base}/no-such-page")).await.expect("goto");
+        let missing = wait_text(&c, "main", |t| t.contains("Page not found")).await;
+        assert!(missing.contains("/no-such-page"), "{missing}");
+        shot(&c, "17-error-404").await;
+
+        // Every page of a logged-in admin on a phone screen: nothing wider than it.
+        c.set_window_size(390, 844).await.expect("resize");
+        for (page, name) in [
+            ("/system", "system"),
+            ("/sync", "sync"),
+            ("/calls", "calls"),
+            ("/sip", "sip"),
+            ("/sip/trace", "sip-trace"),
+            ("/logs?level=info", "logs"),
+            ("/queues", "queues"),
+            ("/tools", "tools"),
+            ("/provisioning", "provisioning"),
+            ("/no-such-page", "error-404"),
+        ] {
+            c.goto(&format!("{base}{page}")).await.expect("goto");
+            wait_text(&c, "h1", |t| !t.is_empty()).await;
+            let fits = c
+                .execute(
+                    "return document.documentElement.scrollWidth <= window.innerWidth;",
+                    vec![],
+                )
+                .await
+                .expect("script");
+            shot(&c, &format!("18-phone-{name}")).await;
+            assert_eq!(fits, json!(true), "{page} scrolls sideways on a phone");
+        }
+        c.close().await.expect("close the browser");
+    });
+}
+
+/// The system page of a box with A/B slots, after a real update's trial boot: the
+/// health check commits slot B, and the page shows both slots from the updater's
+/// backend (the same state `branch-image` writes).
+#[test]
+fn system_page_shows_the_ab_slots_after_an_update_is_committed() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let slots = crate::health_check::box_on_trial_of_b(dir.path());
+    let plan = format!("{DIAL_PLAN}{}", crate::health_check::update_section(&slots));
+    let gw = Gateway::start_with(&plan);
+    assert!(
+        gw.wait_log("update committed", SOON),
+        "never committed:\n{}",
+        gw.log_text()
+    );
+    let base = format!("http://{}", gw.web_addr());
+    add_user(&gw, "tech1", "technician");
+    let tech = Api::login(gw.web_addr(), "tech1", PASSWORD).0;
+    let (status, system) = tech.get("/api/v1/system");
+    assert_eq!(status, 200, "{system}");
+    let s = &system["slots"];
+    assert_eq!(s["configured"], true, "{system}");
+    assert_eq!(s["booted"], "B", "{system}");
+    assert_eq!(s["floor"], "1.2.0", "{system}");
+    assert_eq!(s["slots"][0]["version"], "1.1.0", "{system}");
+    assert_eq!(s["slots"][0]["state"], "good", "{system}");
+    assert_eq!(s["slots"][1]["version"], "1.2.0", "{system}");
+    assert_eq!(s["slots"][1]["state"], "good", "committed: {system}");
+    assert_eq!(s["slots"][1]["booted"], true, "{system}");
+    let driver = Driver::start();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let c = browser(&driver).await;
+        login(&c, &base, "tech1").await;
+        wait_path(&c, "/dashboard").await;
+        c.goto(&format!("{base}/system")).await.expect("goto");
+        let card = wait_text(&c, "#slots", |t| t.contains("1.2.0")).await;
+        for want in ["1.1.0", "good", "booted", "Anti-rollback floor"] {
+            assert!(card.contains(want), "{want}: {card}");
+        }
+        assert!(!card.contains("Not configured"), "{card}");
+        scroll_to(&c, "slots").await;
+        shot(&c, "07b-system-slots").await;
+        c.close().await.expect("close the browser");
+    });
+}
+
+/// The live SIP trace: the page filtered by a number is open before any SIP traffic;
+/// two SIPp phones register, and the matching phone's messages appear in the page
+/// without a reload (SSE) while the other phone's stay out; unfiltered, both show.
+#[test]
+fn sip_trace_page_shows_matching_messages_live_and_hides_the_others() {
+    use crate::sip_calls::{free_port, register, SIP_PLAN};
+    let gw = Gateway::start_with(&format!("{DIAL_PLAN}\n{SIP_PLAN}"));
+    assert!(
+        gw.wait_log("sip endpoint listening", SOON),
+        "no SIP listener:\n{}",
+        gw.log_text()
+    );
+    let base = format!("http://{}", gw.web_addr());
+    add_user(&gw, "tech1", "technician");
+    let driver = Driver::start();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let c = browser(&driver).await;
+        login(&c, &base, "tech1").await;
+        wait_path(&c, "/dashboard").await;
+        c.goto(&format!("{base}/sip/trace?filter=201"))
+            .await
+            .expect("goto");
+        wait_text(&c, "#trace-empty", |t| t.contains("No message matches yet")).await;
+        // A reload would lose this.
+        c.execute("window.blNotReloaded = true; return true;", vec![])
+            .await
+            .expect("script");
+        let items = "return Array.from(document.querySelectorAll('ol.trace li[data-seq]'))\
+                     .map(function (li) { return li.textContent; });";
+        // Give the page's EventSource a moment to connect (it would get the kept
+        // messages at connect anyway).
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        register(&gw, "202", "soft-phone-pass-two", free_port());
+        register(&gw, "201", "desk-phone-pass-one", free_port());
+        // 201's two REGISTERs and the 401 and 200 answers.
+        let deadline = Instant::now() + PAGE_WAIT;
+        let shown = loop {
+            let v = c.execute(items, vec![]).await.expect("script");
+            let texts: Vec<String> = v
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|t| t.as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default();
+            if texts.iter().filter(|t| t.contains("SIP/2.0 200")).count() >= 1 && texts.len() >= 4 {
+                break texts;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "201's messages never came: {texts:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert_eq!(
+            c.execute("return window.blNotReloaded === true;", vec![])
+                .await
+                .expect("script"),
+            json!(true),
+            "the page was reloaded"
+        );
+        for t in &shown {
+            assert!(t.contains("sip:201@"), "a message not about 201: {t}");
+            assert!(!t.contains("sip:202@"), "202's message shown: {t}");
+            assert!(!t.contains("desk-phone-pass-one"), "a password shown: {t}");
+        }
+        assert!(
+            shown.iter().any(|t| t.contains("REGISTER sip:")),
+            "{shown:?}"
+        );
+        assert!(shown.iter().any(|t| t.contains("SIP/2.0 401")), "{shown:?}");
+        assert!(
+            c.find(Locator::Id("trace-empty")).await.is_err(),
+            "the 'nothing yet' line is gone"
+        );
+        // Open the first message, as a technician would, for the screenshot.
+        c.find(Locator::Css("ol.trace li[data-seq] summary"))
+            .await
+            .expect("a message")
+            .click()
+            .await
+            .expect("click");
+        shot(&c, "13b-sip-trace-live").await;
+
+        // Unfiltered: 202's messages are there too (server-rendered now).
+        c.goto(&format!("{base}/sip/trace")).await.expect("goto");
+        wait_text(&c, "ol.trace", |t| t.contains("REGISTER")).await;
+        let all = c.execute(items, vec![]).await.expect("script").to_string();
+        assert!(all.contains("sip:202@"), "202 unfiltered: {all}");
+        assert!(all.contains("sip:201@"), "201 unfiltered: {all}");
+        shot(&c, "13c-sip-trace-all").await;
         c.close().await.expect("close the browser");
     });
 }
