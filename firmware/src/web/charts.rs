@@ -188,10 +188,12 @@ pub fn value_label(v: f64) -> String {
         trim(format!("{:.1}", v / 1e3)) + "k"
     } else if a == 0.0 {
         "0".to_owned()
-    } else if a < 1e-3 {
+    } else if a < 1e-4 {
         format!("{v:.1e}")
     } else {
-        trim(format!("{v:.3}"))
+        // Three significant digits below 1 (0.0015 stays apart from 0.002).
+        let decimals = (2 - a.log10().floor() as i32).clamp(3, 6) as usize;
+        trim(format!("{v:.decimals$}"))
     }
 }
 
@@ -422,6 +424,11 @@ mod tests {
         assert_eq!(value_label(3_500_000.0), "3.5M");
         assert_eq!(value_label(0.0), "0");
         assert_eq!(value_label(2e13), "2.0e13");
+        // Small ticks keep apart: 0.0015 and 0.002 were both "0.002".
+        assert_eq!(value_label(0.0015), "0.0015");
+        assert_eq!(value_label(0.0005), "0.0005");
+        assert_eq!(value_label(0.002), "0.002");
+        assert_eq!(value_label(0.00005), "5.0e-5");
     }
 
     #[test]

@@ -1105,6 +1105,9 @@ pub(super) fn queues_page(
                 }
                 Ok(Some(cc)) => {
                     p.muted { "As of " span #cc-at { (clock(cc.at_ms)) } " UTC; updates every " (QUEUES_RELOAD_MS / 1000) " s." }
+                    @if cc.queues.is_empty() {
+                        section.card.wide { h2 { "Queues" } p.muted { "No queue is configured." } }
+                    }
                     @for q in &cc.queues {
                         section.card.wide.queue data-queue=(q.name) {
                             h2 { (q.name) " " span.muted { "· " (q.number) " · " (q.strategy) } }
