@@ -438,12 +438,21 @@ fn technician_sees_live_ports_rings_a_phone_and_an_agent_is_refused() {
 
 /// The system page of a box with A/B slots, after a real update's trial boot: the
 /// health check commits slot B, and the page shows both slots from the updater's
-/// backend (the same state `branch-image` writes).
+/// backend (the same state `branch-image` writes). The box also watches a SIP trunk
+/// that refuses connections (`[wan] trunk`, no `[hq]`): the sync page's WAN section
+/// shows it offline with the probe's error, and HQ not configured.
 #[test]
-fn system_page_shows_the_ab_slots_after_an_update_is_committed() {
+fn system_page_shows_the_ab_slots_after_an_update_and_sync_page_the_wan() {
     let dir = tempfile::tempdir().expect("tmp");
     let slots = crate::health_check::box_on_trial_of_b(dir.path());
-    let plan = format!("{DIAL_PLAN}{}", crate::health_check::update_section(&slots));
+    // A port nothing listens on: the TCP probe is refused.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port");
+    let plan = format!(
+        "{DIAL_PLAN}{}\n[wan]\ntrunk = \"{closed}\"\ntrunk_transport = \"tcp\"\nprobe_interval_ms = 500\n",
+        crate::health_check::update_section(&slots)
+    );
     let gw = Gateway::start_with(&plan);
     assert!(
         gw.wait_log("update committed", SOON),
@@ -481,6 +490,18 @@ fn system_page_shows_the_ab_slots_after_an_update_is_committed() {
         assert!(!card.contains("Not configured"), "{card}");
         scroll_to(&c, "slots").await;
         shot(&c, "07b-system-slots").await;
+
+        c.goto(&format!("{base}/sync")).await.expect("goto");
+        let wan = wait_text(&c, "#wan", |t| t.contains("Connection refused")).await;
+        for want in [
+            "offline",
+            "not configured",
+            &closed.to_string(),
+            "do not use the SIP trunk",
+        ] {
+            assert!(wan.contains(want), "{want}: {wan}");
+        }
+        shot(&c, "14b-sync-wan-offline").await;
         c.close().await.expect("close the browser");
     });
 }

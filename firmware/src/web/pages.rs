@@ -1357,6 +1357,9 @@ fn wan_card(wan: &WanSnapshot, now_ms: i64) -> Markup {
                             tr {
                                 td { (name) }
                                 td { (wan_pill(t.state)) }
+                                @if t.state == "not configured" {
+                                    td.muted colspan="4" { "not watched" }
+                                } @else {
                                 td { @match &t.probe { Some(p) => { code { (p) } } None => { span.muted { "—" } } } }
                                 td { (when(t.last_ok_ms)) }
                                 td {
@@ -1366,6 +1369,7 @@ fn wan_card(wan: &WanSnapshot, now_ms: i64) -> Markup {
                                 td {
                                     @match t.srtt_ms { Some(ms) => { (ms) " ms" } None => { "—" } }
                                     " / " (t.loss_pct) " %"
+                                }
                                 }
                             }
                         }
@@ -1544,6 +1548,15 @@ mod tests {
         let none = wan_card(&WanSnapshot::default(), now).into_string();
         assert!(none.contains("Not configured"), "{none}");
         assert!(!none.contains("<table"), "{none}");
+        let hq_off = wan_card(
+            &WanSnapshot {
+                hq: TargetSnapshot::not_configured(),
+                ..wan.clone()
+            },
+            now,
+        )
+        .into_string();
+        assert!(hq_off.contains("not watched"), "{hq_off}");
     }
 }
 
