@@ -209,6 +209,8 @@ const ROWS: &[Row] = &[
         Roles(&[ADMIN, TECH], "diagnostics.operate")),
     row(POST, "/api/v1/system/reboot", "/api/v1/system/reboot", Json("{}"), Roles(&[ADMIN, TECH], "system_config.operate")),
     row(GET, "/api/v1/sip", "/api/v1/sip", NO, Roles(&[ADMIN, TECH, INST], "diagnostics.view")),
+    // The system page's JSON: the same permission as the page.
+    row(GET, "/api/v1/system", "/api/v1/system", NO, Roles(&[ADMIN, TECH], "system_config.view")),
     // Queues and the call center.
     row(GET, "/api/v1/queues", "/api/v1/queues", NO, Roles(&[ADMIN, SUP], "queues.view")),
     row(GET, "/api/v1/call-center", "/api/v1/call-center", NO, Roles(&[ADMIN, SUP], "queues.view")),
