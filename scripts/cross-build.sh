@@ -15,7 +15,9 @@
 # test, .config/nextest.toml profile "cross"), else with cargo test.
 #
 # Environment: CROSS_TEST_TIMEOUT (seconds, default 3600) bounds the whole qemu test
-# run; CARGO_TARGET_DIR defaults to target/cross so that the host build, made with
+# run; CROSS_E2E (default "smoke") runs, of the end-to-end tests in tests/, only those
+# listed in scripts/qemu-e2e-smoke.txt under nextest ("all": every one; they all run
+# natively in CI); CARGO_TARGET_DIR defaults to target/cross so that the host build, made with
 # rustup's rustc, is not invalidated by Debian's; CROSS_RELEASE_BINS (default "box")
 # picks the release binaries: "box" builds what runs on the box (branchd, branch-image
 # for the slot boot step, branch-sim for image/qemu-system-boot.sh), "all" adds the
@@ -157,9 +159,21 @@ if [ "$RUN_TESTS" = 1 ]; then
         # One process per test, each with its own deadline and one retry
         # (.config/nextest.toml, profile "cross"); the doc tests, which nextest does not
         # run, follow with cargo test.
+        # Every unit and integration test; of the end-to-end binary (tests/) the smoke
+        # list scripts/qemu-e2e-smoke.txt, or all of it with CROSS_E2E=all.
+        FILTER=()
+        if [ "${CROSS_E2E:-smoke}" != all ]; then
+            expr='not binary_id(branchline-tests::tests)'
+            while read -r name; do
+                case "$name" in ''|'#'*) continue ;; esac
+                expr="$expr | (binary_id(branchline-tests::tests) & test(=$name))"
+            done < scripts/qemu-e2e-smoke.txt
+            FILTER=(-E "$expr")
+            echo "end-to-end tests under qemu: the smoke list (CROSS_E2E=all runs all)"
+        fi
         timeout --kill-after=30 "${CROSS_TEST_TIMEOUT:-3600}" \
             cargo nextest run --workspace --locked --profile cross --target "$TARGET" \
-            "${BUILD_STD[@]}"
+            "${BUILD_STD[@]}" "${FILTER[@]}"
         # The 15 slowest tests of the run (nextest's JUnit report), for CI's time budget.
         # (nextest keeps its store under the workspace's target/, whatever
         # CARGO_TARGET_DIR says; the first path is for a nextest that follows it.)
