@@ -193,8 +193,18 @@ pub(crate) fn sipp_state(child: &mut Child) -> String {
     }
 }
 
-pub(crate) fn wait_sipp(mut child: Child, what: &str, gw: &Gateway) {
-    let deadline = Instant::now() + Duration::from_secs(40);
+/// How long [`wait_sipp`] waits for a SIPp run (SIPp's own `-timeout` is 30 s).
+pub(crate) const SIPP_LIMIT: Duration = Duration::from_secs(40);
+
+/// Waits up to [`SIPP_LIMIT`] for SIPp to end; it must succeed.
+pub(crate) fn wait_sipp(child: Child, what: &str, gw: &Gateway) {
+    wait_sipp_for(child, what, gw, SIPP_LIMIT);
+}
+
+/// Waits up to `limit` for SIPp to end; it must succeed (else its stderr and the
+/// daemon's log say why). Killed and failed when still running after `limit`.
+pub(crate) fn wait_sipp_for(mut child: Child, what: &str, gw: &Gateway, limit: Duration) {
+    let deadline = Instant::now() + limit;
     loop {
         if let Some(status) = child.try_wait().expect("wait") {
             let mut err = String::new();
@@ -211,7 +221,10 @@ pub(crate) fn wait_sipp(mut child: Child, what: &str, gw: &Gateway) {
         }
         if Instant::now() > deadline {
             let _ = child.kill();
-            panic!("sipp {what} did not finish:\n{}", gw.log_text());
+            panic!(
+                "sipp {what} still running after {limit:?}:\n{}",
+                gw.log_text()
+            );
         }
         std::thread::sleep(Duration::from_millis(50));
     }

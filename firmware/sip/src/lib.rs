@@ -19,9 +19,9 @@
 //!   Limit: holds account passwords in memory (the digest server verifies against
 //!   passwords, not HA1).
 //! - [`session_timer`]: RFC 4028 session timers: `Session-Expires` / `Min-SE`, the
-//!   UAS's negotiation (`422`, refresher selection) and the per-dialog refresh /
-//!   expiry timer, sans-IO. Not yet wired into the endpoint (INVITEs with
-//!   `Require: timer` still get `420`).
+//!   UAS's negotiation (`422`, refresher selection), the UAC's proposal (its one retry
+//!   after a `422`, the refresher taken from the `2xx`) and the per-dialog refresh /
+//!   expiry timer, sans-IO; the firmware's `sip_endpoint::session` wires it to legs.
 //! - [`trunk`]: registration to the SIP trunk (digest, refresh, backoff, failover
 //!   across servers, primary probe, reachability), RFC 3263 SRV/A resolution as
 //!   queries (no NAPTR), caller-ID rules with P-Asserted-Identity, DID routing,

@@ -1,21 +1,47 @@
 //! RFC 4028 session timers, sans-IO: the `Session-Expires` / `Min-SE` header values,
-//! the UAS's negotiation of an INVITE's request (`422` when the interval is too
-//! small, refresher selection) and the per-dialog timer that says when to refresh the
-//! session (half the interval, when we are the refresher) and when it expired without
-//! a refresh (then the dialog is ended with a BYE).
+//! both sides of the negotiation, and the per-dialog timer that says when to refresh
+//! the session (half the interval, when we are the refresher) and when it expired
+//! without a refresh (then the dialog is ended with a BYE).
 //!
-//! Limits: only the UAS side of the negotiation (INVITEs the box receives) is here;
-//! the UAC side (reading a `2xx`'s `Session-Expires`) is a header parse the caller
-//! does with [`SessionExpires::parse`]. Nothing here sends anything: the caller (the
-//! firmware's SIP endpoint, `sip_endpoint::session`) maps [`Negotiation`] to headers
+//! - UAS (INVITEs the box answers): [`negotiate`] gives `422` when the interval is too
+//!   small, else the interval and the refresher for the `2xx`.
+//! - UAC (INVITEs the box sends): a [`Proposal`] puts `Supported: timer`,
+//!   `Session-Expires` (without `refresher`: RFC 4028 7.1 recommends leaving the
+//!   choice to the UAS) and `Min-SE` (when not the 90 s default) in the INVITE. A `422`
+//!   is retried once ([`Proposal::after_too_small`], [`retry_invite`]: the same
+//!   Call-ID and From tag, the next CSeq, `Session-Expires` and `Min-SE` raised to the
+//!   `422`'s `Min-SE`, RFC 4028 7.4); a second `422`, a `422` without a usable
+//!   `Min-SE`, one not above what was proposed (a retry would loop) or one above
+//!   [`MAX_SESSION_EXPIRES`] ends the attempt with a [`RetryRefused`]. The `2xx` decides
+//!   ([`Proposal::answered`], RFC 4028 7.2): its `Session-Expires` names the interval
+//!   and the refresher (`uas`: the far end refreshes; `uac` or none named: we do);
+//!   without one the session has no timer.
+//! - Refreshes the box sends carry [`refresh_headers`] (`refresher=uac`: the sender of
+//!   a refresh keeps refreshing).
+//!
+//! Nothing here sends anything: the caller (the firmware's SIP endpoint,
+//! `sip_endpoint::session` and `legs`) maps [`Negotiation`] and [`Proposal`] to headers
 //! and a [`TimerEvent`] to a re-INVITE/UPDATE or a BYE.
+//!
+//! Limit: when the `2xx` to our INVITE has no `Session-Expires` (the far end does not
+//! do session timers, or turned ours down), RFC 4028 7.2 lets the UAC refresh on its
+//! own; we do not (re-INVITEs a peer never asked for are a risk with simple phones, and
+//! the endpoint's media inactivity timeout already ends calls whose peer vanished).
 
 use std::time::{Duration, Instant};
+
+use rsip::headers::UntypedHeader;
+use rsip::{Header, Headers};
+
+use crate::transaction;
 
 /// RFC 4028 4: the smallest `Session-Expires` / `Min-SE` anyone may ask for (s).
 pub const MIN_SE_FLOOR: u32 = 90;
 /// The interval the box proposes when it picks one (RFC 4028 suggests 1800 s).
 pub const DEFAULT_SESSION_EXPIRES: u32 = 1800;
+/// The longest interval the box proposes, or raises its proposal to after a `422`
+/// (one day: a far end asking for more is broken, and a retry would only hide it).
+pub const MAX_SESSION_EXPIRES: u32 = 86_400;
 
 /// A header value that is not what RFC 4028 allows.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -26,6 +52,42 @@ pub enum SessionTimerError {
     /// `Min-SE` is not `delta-seconds`.
     #[error("Min-SE {0:?} is not delta-seconds")]
     BadMinSe(String),
+    /// A `2xx` named an interval below RFC 4028's floor ([`MIN_SE_FLOOR`]).
+    #[error("Session-Expires {0} s is below RFC 4028's floor of 90 s")]
+    BelowFloor(u32),
+}
+
+/// Why a `422` to an INVITE the box sent ends the attempt instead of being retried.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RetryRefused {
+    /// The retry was refused `422` too: no loop.
+    #[error("a second 422 after the retry with Session-Expires {proposed} s: not retried again")]
+    SecondRefusal {
+        /// The interval of the retry.
+        proposed: u32,
+    },
+    /// The `422` has no `Min-SE` (RFC 4028 6 requires one): nothing to retry with.
+    #[error("422 without a Min-SE: nothing to retry with")]
+    NoMinSe,
+    /// The `422`'s `Min-SE` cannot be read.
+    #[error("422 with an unreadable Min-SE: {0}")]
+    BadMinSe(SessionTimerError),
+    /// The `422` asks for no more than was proposed: a retry would be refused again.
+    #[error("422 with Min-SE {min_se} s, not above the {proposed} s proposed: a retry would loop")]
+    NotLarger {
+        /// The `422`'s `Min-SE`.
+        min_se: u32,
+        /// The interval proposed.
+        proposed: u32,
+    },
+    /// The `422` asks for more than [`MAX_SESSION_EXPIRES`].
+    #[error(
+        "422 asks for at least {min_se} s, more than the {MAX_SESSION_EXPIRES} s the box accepts"
+    )]
+    TooLarge {
+        /// The `422`'s `Min-SE`.
+        min_se: u32,
+    },
 }
 
 /// Which side refreshes the session.
@@ -186,6 +248,159 @@ pub fn negotiate(config: SessionTimerConfig, request: TimerRequest) -> Negotiati
         },
         require: request.supported,
     }
+}
+
+/// `Session-Expires` or its compact form `x` among `headers`.
+pub fn session_expires_of(headers: &Headers) -> Option<&str> {
+    transaction::other_header(headers, "Session-Expires")
+        .or_else(|| transaction::other_header(headers, "x"))
+}
+
+/// `Min-SE` among `headers`.
+pub fn min_se_of(headers: &Headers) -> Option<&str> {
+    transaction::other_header(headers, "Min-SE")
+}
+
+/// The session timer the box proposes on an INVITE it sends (RFC 4028 7.1), and the
+/// rules for what comes back (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Proposal {
+    /// The `Session-Expires` proposed (s).
+    pub session_expires: u32,
+    /// The `Min-SE` (s): ours, or the `422`'s after a retry. Refreshes carry it too.
+    pub min_se: u32,
+    /// This is the retry after a `422`: another `422` ends the attempt.
+    pub retried: bool,
+}
+
+impl Proposal {
+    /// The first proposal under `config`: its interval, at least its `Min-SE`.
+    pub fn new(config: SessionTimerConfig) -> Proposal {
+        let min_se = config.min_se.max(MIN_SE_FLOOR);
+        Proposal {
+            session_expires: config
+                .session_expires
+                .clamp(min_se, MAX_SESSION_EXPIRES.max(min_se)),
+            min_se,
+            retried: false,
+        }
+    }
+
+    /// The INVITE's headers: `Supported: timer`, `Session-Expires: N` (no refresher:
+    /// the UAS chooses), and `Min-SE` when it is not RFC 4028's default of 90 s.
+    pub fn headers(&self) -> Vec<Header> {
+        let mut headers = vec![
+            Header::Supported(rsip::headers::Supported::new("timer")),
+            Header::Other("Session-Expires".into(), self.session_expires.to_string()),
+        ];
+        if self.min_se > MIN_SE_FLOOR {
+            headers.push(Header::Other("Min-SE".into(), self.min_se.to_string()));
+        }
+        headers
+    }
+
+    /// RFC 4028 7.4: the retry after a `422` whose `Min-SE` header is `min_se`:
+    /// `Session-Expires` and `Min-SE` raised to it; or why there is none.
+    pub fn after_too_small(&self, min_se: Option<&str>) -> Result<Proposal, RetryRefused> {
+        if self.retried {
+            return Err(RetryRefused::SecondRefusal {
+                proposed: self.session_expires,
+            });
+        }
+        let min_se =
+            parse_min_se(min_se.ok_or(RetryRefused::NoMinSe)?).map_err(RetryRefused::BadMinSe)?;
+        if min_se <= self.session_expires {
+            return Err(RetryRefused::NotLarger {
+                min_se,
+                proposed: self.session_expires,
+            });
+        }
+        if min_se > MAX_SESSION_EXPIRES {
+            return Err(RetryRefused::TooLarge { min_se });
+        }
+        Ok(Proposal {
+            session_expires: min_se,
+            min_se,
+            retried: true,
+        })
+    }
+
+    /// RFC 4028 7.2: the session timer the `2xx` to our INVITE starts, from its
+    /// `Session-Expires` value (`session_expires`): `(interval, we_refresh)`, the box
+    /// refreshing unless the far end named itself (`refresher=uas`); `None` without
+    /// `Session-Expires` (the session has no timer). An unreadable value, or one below
+    /// the 90 s floor, is an error (the caller runs no timer and says why).
+    pub fn answered(
+        &self,
+        session_expires: Option<&str>,
+    ) -> Result<Option<(u32, bool)>, SessionTimerError> {
+        let Some(value) = session_expires else {
+            return Ok(None);
+        };
+        let se = SessionExpires::parse(value)?;
+        if se.delta < MIN_SE_FLOOR {
+            return Err(SessionTimerError::BelowFloor(se.delta));
+        }
+        Ok(Some((se.delta, se.refresher != Some(Refresher::Uas))))
+    }
+}
+
+/// The retry of `invite` (ours, refused `422`) with `next`'s interval: a new
+/// transaction ([`transaction::retry_request`]: `branch`, the next CSeq, the same
+/// Call-ID and tags) whose `Session-Expires` and `Min-SE` are `next`'s.
+pub fn retry_invite(
+    invite: &rsip::Request,
+    branch: &str,
+    next: Proposal,
+) -> Result<rsip::Request, transaction::Error> {
+    let mut retry = transaction::retry_request(invite, branch)?;
+    retry.headers.retain(|h| {
+        !matches!(h, Header::Other(name, _)
+            if ["Session-Expires", "x", "Min-SE"].iter().any(|n| name.eq_ignore_ascii_case(n)))
+    });
+    let mut headers = Headers::default();
+    let mut added = false;
+    for h in retry.headers.iter() {
+        // Ours go before the body's headers, where the first proposal had them.
+        if !added && matches!(h, Header::ContentType(_) | Header::ContentLength(_)) {
+            for p in next.headers().into_iter().skip(1) {
+                headers.push(p);
+            }
+            added = true;
+        }
+        headers.push(h.clone());
+    }
+    if !added {
+        for p in next.headers().into_iter().skip(1) {
+            headers.push(p);
+        }
+    }
+    retry.headers = headers;
+    Ok(retry)
+}
+
+/// The headers of a session refresh (re-INVITE or UPDATE) the box sends on a session
+/// of `interval` s: `Session-Expires` with `refresher=uac` (the sender of a refresh
+/// keeps refreshing), `Supported: timer`, and `Min-SE` when above the 90 s default.
+pub fn refresh_headers(interval: u32, min_se: u32) -> Vec<Header> {
+    let mut headers = vec![
+        Header::Other(
+            "Session-Expires".into(),
+            SessionExpires {
+                delta: interval,
+                refresher: Some(Refresher::Uac),
+            }
+            .to_header_value(),
+        ),
+        Header::Supported(rsip::headers::Supported::new("timer")),
+    ];
+    if min_se > MIN_SE_FLOOR {
+        headers.push(Header::Other(
+            "Min-SE".into(),
+            min_se.min(interval).to_string(),
+        ));
+    }
+    headers
 }
 
 /// What a [`SessionTimer`] asks for.
@@ -413,5 +628,176 @@ mod tests {
         assert_eq!(u.timeout(), now + 1768 * S);
         assert!(!u.we_refresh());
         assert_eq!(u.interval(), 1800 * S);
+    }
+    fn value<'a>(headers: &'a [Header], name: &str) -> Option<&'a str> {
+        headers.iter().find_map(|h| match h {
+            Header::Other(n, v) if n == name => Some(v.as_str()),
+            Header::Supported(v) if name == "Supported" => Some(v.value()),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn the_uac_proposes_its_interval_and_leaves_the_refresher_to_the_uas() {
+        let p = Proposal::new(SessionTimerConfig::default());
+        assert_eq!(
+            p,
+            Proposal {
+                session_expires: 1800,
+                min_se: 90,
+                retried: false
+            }
+        );
+        let h = p.headers();
+        assert_eq!(value(&h, "Supported"), Some("timer"));
+        assert_eq!(value(&h, "Session-Expires"), Some("1800"));
+        // Min-SE only when it is not RFC 4028's default.
+        assert_eq!(value(&h, "Min-SE"), None);
+        let h = Proposal::new(SessionTimerConfig {
+            min_se: 120,
+            session_expires: 600,
+        })
+        .headers();
+        assert_eq!(value(&h, "Session-Expires"), Some("600"));
+        assert_eq!(value(&h, "Min-SE"), Some("120"));
+        // Never below our own Min-SE, nor past the day.
+        let p = Proposal::new(SessionTimerConfig {
+            min_se: 300,
+            session_expires: 100,
+        });
+        assert_eq!((p.session_expires, p.min_se), (300, 300));
+        let p = Proposal::new(SessionTimerConfig {
+            min_se: 90,
+            session_expires: u32::MAX,
+        });
+        assert_eq!(p.session_expires, MAX_SESSION_EXPIRES);
+    }
+
+    #[test]
+    fn the_2xx_names_the_interval_and_the_refresher() {
+        let p = Proposal::new(SessionTimerConfig::default());
+        // The UAS refreshes: we only watch.
+        assert_eq!(
+            p.answered(Some("1200;refresher=uas")),
+            Ok(Some((1200, false)))
+        );
+        // We refresh: named, or not named at all.
+        assert_eq!(
+            p.answered(Some("1800;refresher=uac")),
+            Ok(Some((1800, true)))
+        );
+        assert_eq!(p.answered(Some("900")), Ok(Some((900, true))));
+        // No Session-Expires in the 2xx: no timer (RFC 4028 7.2).
+        assert_eq!(p.answered(None), Ok(None));
+        // Unreadable or below the floor: an error the caller logs (no timer).
+        assert!(matches!(
+            p.answered(Some("soon")),
+            Err(SessionTimerError::BadSessionExpires(_))
+        ));
+        assert_eq!(
+            p.answered(Some("30;refresher=uas")),
+            Err(SessionTimerError::BelowFloor(30))
+        );
+    }
+
+    #[test]
+    fn a_422_is_retried_once_with_its_min_se() {
+        let p = Proposal::new(SessionTimerConfig {
+            min_se: 120,
+            session_expires: 600,
+        });
+        let retry = p.after_too_small(Some("1800")).expect("retried");
+        assert_eq!(
+            retry,
+            Proposal {
+                session_expires: 1800,
+                min_se: 1800,
+                retried: true
+            }
+        );
+        let h = retry.headers();
+        assert_eq!(value(&h, "Session-Expires"), Some("1800"));
+        assert_eq!(value(&h, "Min-SE"), Some("1800"));
+        // A second 422: the end, however reasonable its Min-SE.
+        assert_eq!(
+            retry.after_too_small(Some("3600")),
+            Err(RetryRefused::SecondRefusal { proposed: 1800 })
+        );
+        // A 422 that gives nothing to retry with, or would loop, or asks too much.
+        assert_eq!(p.after_too_small(None), Err(RetryRefused::NoMinSe));
+        assert!(matches!(
+            p.after_too_small(Some("lots")),
+            Err(RetryRefused::BadMinSe(SessionTimerError::BadMinSe(_)))
+        ));
+        assert_eq!(
+            p.after_too_small(Some("600")),
+            Err(RetryRefused::NotLarger {
+                min_se: 600,
+                proposed: 600
+            })
+        );
+        assert_eq!(
+            p.after_too_small(Some("86401")),
+            Err(RetryRefused::TooLarge { min_se: 86_401 })
+        );
+        assert_eq!(
+            p.after_too_small(Some("86400")).map(|r| r.session_expires),
+            Ok(86_400)
+        );
+        for e in [
+            RetryRefused::SecondRefusal { proposed: 1800 },
+            RetryRefused::NoMinSe,
+            RetryRefused::TooLarge { min_se: 99_999 },
+        ] {
+            assert!(e.to_string().contains("422"), "{e}");
+        }
+    }
+
+    #[test]
+    fn the_retried_invite_is_the_next_transaction_with_the_raised_interval() {
+        let text = "INVITE sip:202@192.0.2.20 SIP/2.0\r\n\
+            Via: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bKfirst;rport\r\n\
+            From: <sip:104@branch.test>;tag=t1\r\nTo: <sip:202@branch.test>\r\n\
+            Call-ID: leg-1@branch.test\r\nCSeq: 1 INVITE\r\nSupported: timer\r\n\
+            Session-Expires: 600\r\nMin-SE: 120\r\n\
+            Content-Type: application/sdp\r\nContent-Length: 5\r\n\r\nv=0\r\n";
+        let invite = rsip::Request::try_from(text.as_bytes()).expect("parses");
+        let next = Proposal::new(SessionTimerConfig {
+            min_se: 120,
+            session_expires: 600,
+        })
+        .after_too_small(Some("1800"))
+        .expect("retry");
+        let retry = retry_invite(&invite, "z9hG4bKsecond", next).expect("built");
+        let h = &retry.headers;
+        assert_eq!(transaction::call_id(h).unwrap(), "leg-1@branch.test");
+        assert_eq!(transaction::from_tag(h).unwrap().as_deref(), Some("t1"));
+        assert_eq!(transaction::cseq(h).unwrap().seq, 2);
+        let via = transaction::top_via(h).unwrap();
+        assert_eq!(
+            transaction::via_branch(&via).as_deref(),
+            Some("z9hG4bKsecond")
+        );
+        assert_eq!(session_expires_of(h), Some("1800"));
+        assert_eq!(min_se_of(h), Some("1800"));
+        // One of each, Supported kept, the body unchanged.
+        let count = |name: &str| {
+            h.iter()
+                .filter(|x| matches!(x, Header::Other(n, _) if n == name))
+                .count()
+        };
+        assert_eq!((count("Session-Expires"), count("Min-SE")), (1, 1));
+        assert!(h.iter().any(|x| matches!(x, Header::Supported(_))));
+        assert_eq!(retry.body, invite.body);
+    }
+
+    #[test]
+    fn refreshes_say_the_sender_refreshes_and_carry_a_raised_min_se() {
+        let h = refresh_headers(1800, 90);
+        assert_eq!(value(&h, "Session-Expires"), Some("1800;refresher=uac"));
+        assert_eq!(value(&h, "Supported"), Some("timer"));
+        assert_eq!(value(&h, "Min-SE"), None);
+        let h = refresh_headers(1800, 1800);
+        assert_eq!(value(&h, "Min-SE"), Some("1800"));
     }
 }

@@ -14,8 +14,10 @@
 //! max_message_bytes = 65535
 //! md5_first = false             # true: MD5 challenge before SHA-256 (MD5-only phones)
 //! digest_algorithms = ["SHA-256", "MD5"]  # challenges offered, in this order (or md5_first)
-//! session_expires_s = 1800      # RFC 4028 session timers: longest interval; 0: off
-//! min_se_s = 90                 # smallest interval accepted (422 below it)
+//! session_expires_s = 1800      # RFC 4028 session timers: longest interval, and the one
+//!                               # our INVITEs propose; 0: off
+//! min_se_s = 90                 # smallest interval accepted (422 below it); sent as
+//!                               # Min-SE on our INVITEs when not 90
 //!
 //! [sip.guard]
 //! auth_failures_before_ban = 5
@@ -49,7 +51,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use branchline_sip::digest::Algorithm;
-use branchline_sip::session_timer::SessionTimerConfig;
+use branchline_sip::session_timer::{self, SessionTimerConfig};
 use branchline_sip::trunk::did::{DidNormalization, DidRouting};
 use branchline_sip::trunk::identity::CallerIdRules;
 use branchline_sip::trunk::TrunkServer;
@@ -68,9 +70,13 @@ pub const TRUNK_EXPIRES_S: (i64, RangeInclusive<i64>) = (600, 60..=86_400);
 pub const TRUNK_KEEPALIVE_S: (i64, RangeInclusive<i64>) = (30, 0..=3_600);
 /// Allowed range and default of `sip.session_expires_s` (RFC 4028 session timers;
 /// 0 turns them off, otherwise at least `min_se_s`).
-pub const SESSION_EXPIRES_S: (i64, RangeInclusive<i64>) = (1_800, 0..=86_400);
+pub const SESSION_EXPIRES_S: (i64, RangeInclusive<i64>) =
+    (1_800, 0..=session_timer::MAX_SESSION_EXPIRES as i64);
 /// Allowed range and default of `sip.min_se_s` (RFC 4028 4: never below 90 s).
-pub const MIN_SE_S: (i64, RangeInclusive<i64>) = (90, 90..=86_400);
+pub const MIN_SE_S: (i64, RangeInclusive<i64>) = (
+    session_timer::MIN_SE_FLOOR as i64,
+    session_timer::MIN_SE_FLOOR as i64..=session_timer::MAX_SESSION_EXPIRES as i64,
+);
 
 /// `[sip]` as serde reads it.
 #[derive(Debug, Default, Deserialize)]

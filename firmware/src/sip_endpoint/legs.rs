@@ -71,6 +71,11 @@
 //!   any failure other than busy or unallocated ends `Congestion`, so call control
 //!   falls back to an FXO line. No trunk binding or no caller-ID rule: `Congestion`
 //!   at once.
+//! - Session timers on (`[sip] session_expires_s` > 0): every INVITE proposes one
+//!   (`Supported: timer`, `Session-Expires`, `Min-SE` when not 90; see `session`). A
+//!   `422 Session Interval Too Small` is retried once per fork with the `422`'s
+//!   `Min-SE` (same Call-ID and From tag, next CSeq; a trunk may challenge the retry
+//!   once more); a second `422` or an unusable `Min-SE` fails the fork with `422`.
 //! - `180`/`183` -> [`SipInput::Ringing`] (once); the first 18x with a usable SDP is
 //!   early media: the leg's media starts from it and call control hears
 //!   [`SipInput::EarlyMedia`] (a later 180 without SDP changes nothing); `2xx` -> ACK
@@ -91,6 +96,7 @@ use std::time::Instant;
 use branchline_media::inactivity::Watch;
 use branchline_sip::dialog::{DialogEvent, DialogId};
 use branchline_sip::guard::Verdict;
+use branchline_sip::session_timer::{self, Proposal};
 use branchline_sip::transaction::{self, ClientKey, Peer, ServerKey};
 use branchline_sip::transport::TransportKind as WireKind;
 use branchline_sip::trunk::identity::{outbound_identity, Presentation};
@@ -243,6 +249,8 @@ pub(super) struct Fork {
     local_contact: rsip::Uri,
     /// Final failure code once it failed.
     failed: Option<u16>,
+    /// The RFC 4028 session timer this INVITE proposes (session timers on).
+    timer: Option<Proposal>,
 }
 
 /// The outgoing side of a leg.
@@ -1476,12 +1484,11 @@ impl SipEndpoint {
             self.settings.law,
         );
         let mut forks = Vec::new();
-        let timers = self.session_timers_on();
+        // RFC 4028 7.1: Supported: timer, Session-Expires (the UAS picks the
+        // refresher) and Min-SE when not the default.
+        let proposal = self.settings.sip.session_timer.map(Proposal::new);
         for (peer, uri, from, to, mut extra) in plans {
-            if timers {
-                // RFC 4028 7.1: the answering side may then run a session timer.
-                extra.push(Header::Supported(rsip::headers::Supported::new("timer")));
-            }
+            extra.extend(proposal.iter().flat_map(Proposal::headers));
             let tag = self.dialogs.new_tag();
             let contact = self.local_contact(peer);
             let invite = self.build_invite(
@@ -1513,6 +1520,7 @@ impl SipEndpoint {
                         peer,
                         local_contact: contact,
                         failed: None,
+                        timer: proposal,
                     });
                 }
                 Err(e) => tracing::warn!(%leg, error = %e, "INVITE not sent"),
@@ -1712,6 +1720,13 @@ impl SipEndpoint {
                 }
                 self.fork_failed(leg, fork, code).await;
             }
+            // RFC 4028 7.4: our interval is below the far end's Min-SE.
+            422 => {
+                if self.retry_too_small(now, leg, fork, &response) {
+                    return;
+                }
+                self.fork_failed(leg, fork, code).await;
+            }
             _ => self.fork_failed(leg, fork, code).await,
         }
     }
@@ -1772,58 +1787,132 @@ impl SipEndpoint {
                 return false;
             }
         };
-        let seq = transaction::cseq(&old.headers).map_or(1, |c| c.seq) + 1;
         let branch = self.dialogs.new_branch();
-        let mut invite = old;
-        let mut headers = rsip::Headers::default();
-        for h in invite.headers.iter() {
-            match h {
-                Header::Via(v) => {
-                    let value = v.value();
-                    let replaced = match value.find(";branch=") {
-                        Some(i) => {
-                            let rest = &value[i + 8..];
-                            let end = rest.find(';').unwrap_or(rest.len());
-                            format!("{};branch={branch}{}", &value[..i], &rest[end..])
-                        }
-                        None => value.to_owned(),
-                    };
-                    headers.push(Header::Via(rsip::headers::Via::new(replaced)));
-                }
-                Header::CSeq(_) => headers.push(Header::CSeq(rsip::headers::CSeq::new(format!(
-                    "{seq} INVITE"
-                )))),
-                Header::Authorization(_) | Header::ProxyAuthorization(_) => {}
-                other => headers.push(other.clone()),
+        let mut invite = match transaction::retry_request(&old, &branch) {
+            Ok(i) => i,
+            Err(e) => {
+                tracing::warn!(%leg, error = %e, "authenticated INVITE not built");
+                return false;
             }
-        }
+        };
+        invite
+            .headers
+            .retain(|h| !matches!(h, Header::Authorization(_) | Header::ProxyAuthorization(_)));
         if proxy {
-            headers.push(Header::ProxyAuthorization(
+            invite.headers.push(Header::ProxyAuthorization(
                 rsip::headers::ProxyAuthorization::new(credentials),
             ));
         } else {
-            headers.push(Header::Authorization(rsip::headers::Authorization::new(
-                credentials,
-            )));
+            invite
+                .headers
+                .push(Header::Authorization(rsip::headers::Authorization::new(
+                    credentials,
+                )));
         }
-        invite.headers = headers;
+        if !self.resend_fork(
+            now,
+            leg,
+            fork,
+            invite,
+            peer,
+            contact,
+            "authenticated INVITE",
+        ) {
+            return false;
+        }
+        if let Some(o) = self.legs.get_mut(&leg).and_then(|l| l.outgoing.as_mut()) {
+            o.auth_answered = true;
+        }
+        true
+    }
+
+    /// Re-sends a fork's INVITE once after `422 Session Interval Too Small` (RFC 4028
+    /// 7.4) with `Session-Expires` and `Min-SE` raised to the `422`'s `Min-SE`: the
+    /// same Call-ID and From tag, the next CSeq. `false` (the fork fails with the 422)
+    /// when the fork proposed no timer, on a second 422, or on a `Min-SE` that is
+    /// missing, unreadable, not above the proposal or above a day.
+    fn retry_too_small(
+        &mut self,
+        now: Instant,
+        leg: LegId,
+        fork: usize,
+        response: &rsip::Response,
+    ) -> bool {
+        let Some(f) = self
+            .legs
+            .get(&leg)
+            .and_then(|l| l.outgoing.as_ref())
+            .and_then(|o| o.forks.get(fork))
+        else {
+            return false;
+        };
+        let Some(proposal) = f.timer else {
+            tracing::warn!(%leg, "INVITE refused 422 though it proposed no session timer");
+            return false;
+        };
+        let next = match proposal.after_too_small(session_timer::min_se_of(&response.headers)) {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(%leg, error = %e, "INVITE refused 422: session interval not agreed, call failed");
+                return false;
+            }
+        };
+        let (old, peer, contact) = (f.invite.clone(), f.peer, f.local_contact.clone());
+        let branch = self.dialogs.new_branch();
+        let invite = match session_timer::retry_invite(&old, &branch, next) {
+            Ok(i) => i,
+            Err(e) => {
+                tracing::warn!(%leg, error = %e, "INVITE after 422 not built");
+                return false;
+            }
+        };
+        if !self.resend_fork(now, leg, fork, invite, peer, contact, "INVITE after 422") {
+            return false;
+        }
+        if let Some(o) = self.legs.get_mut(&leg).and_then(|l| l.outgoing.as_mut()) {
+            // The far end may challenge the new INVITE again (its nonce count moved
+            // on): one more digest answer, bounded by the single 422 retry.
+            o.auth_answered = false;
+            if let Some(f) = o.forks.get_mut(fork) {
+                f.timer = Some(next);
+            }
+        }
+        tracing::info!(%leg, session_expires = next.session_expires, "INVITE refused 422: retried with the far end's Min-SE");
+        true
+    }
+
+    /// Sends `invite`, the next attempt of a fork's INVITE, in a new transaction and
+    /// makes it the fork's current one (its responses count, CANCEL goes to it).
+    #[allow(clippy::too_many_arguments)]
+    fn resend_fork(
+        &mut self,
+        now: Instant,
+        leg: LegId,
+        fork: usize,
+        invite: rsip::Request,
+        peer: Peer,
+        contact: rsip::Uri,
+        what: &str,
+    ) -> bool {
         if let Err(e) = self.dialogs.track_invite(now, &invite, contact, peer) {
-            tracing::warn!(%leg, error = %e, "authenticated INVITE not tracked");
+            tracing::warn!(%leg, error = %e, "{what} not tracked");
             return false;
         }
         match self.tx.send_request(now, invite.clone(), peer) {
             Ok(client) => {
-                if let Some(o) = self.legs.get_mut(&leg).and_then(|l| l.outgoing.as_mut()) {
-                    o.auth_answered = true;
-                    if let Some(f) = o.forks.get_mut(fork) {
-                        f.invite = invite;
-                        f.client = client;
-                    }
+                if let Some(f) = self
+                    .legs
+                    .get_mut(&leg)
+                    .and_then(|l| l.outgoing.as_mut())
+                    .and_then(|o| o.forks.get_mut(fork))
+                {
+                    f.invite = invite;
+                    f.client = client;
                 }
                 true
             }
             Err(e) => {
-                tracing::warn!(%leg, error = %e, "authenticated INVITE not sent");
+                tracing::warn!(%leg, error = %e, "{what} not sent");
                 false
             }
         }
@@ -1853,6 +1942,12 @@ impl SipEndpoint {
         l.state = LegState::Answered;
         l.dialog = Some(id.clone());
         self.by_dialog.insert(id.clone(), leg);
+        // The session timer this fork proposed (RFC 4028), read with its 2xx below.
+        let proposal = l
+            .outgoing
+            .as_ref()
+            .and_then(|o| o.forks.get(fork))
+            .and_then(|f| f.timer);
         let others: Vec<ClientKey> = l
             .outgoing
             .iter()
@@ -1882,7 +1977,7 @@ impl SipEndpoint {
                 }
                 tracing::info!(%leg, early_media_kept = same, "outgoing sip call answered");
                 self.input(SipInput::Answered { leg });
-                self.session_from_answer(now, leg, response);
+                self.session_from_answer(now, leg, proposal, response);
             }
             Err(e) => {
                 tracing::warn!(%leg, error = %e, "2xx without a usable SDP answer: hanging up");

@@ -31,8 +31,9 @@
 //! - `refer`: transfers: REFER (RFC 3515) with its implicit subscription and
 //!   sipfrag NOTIFYs, `Replaces` (RFC 3891) in a Refer-To or on an INVITE.
 //! - [`sdp`]: SDP offer/answer for G.711 audio (our own subset; see its doc).
-//! - `session`: RFC 4028 session timers on answered legs (negotiation, `422`,
-//!   refreshes by UPDATE or re-INVITE, expiry).
+//! - `session`: RFC 4028 session timers on answered legs (negotiation as UAS with
+//!   `422`, the proposal on our INVITEs and its one retry after a `422`, refreshes by
+//!   UPDATE or re-INVITE, expiry).
 //! - `wire`: helpers (kind conversions, header readers, raw 400/501 responses).
 //! - [`status`]: the snapshot of the trunk registration and the phones' registrations
 //!   the endpoint publishes for the web page (on the channel given to
@@ -84,8 +85,9 @@
 //!   could not be answered). `Require: 100rel` makes every 1xx reliable. The box's own
 //!   INVITEs do not offer 100rel (a far end that sends a reliable 1xx anyway is
 //!   PRACKed by the dialog layer); an offer in a PRACK is not taken, and UPDATE (RFC
-//!   3311) does not change early media. Session timers (RFC 4028, `session`) run
-//!   only when the INVITE or its 2xx carries `Session-Expires`.
+//!   3311) does not change early media. Session timers (RFC 4028, `session`): the
+//!   box proposes one on every INVITE it sends and takes the far end's; a session
+//!   runs one only when the INVITE or its 2xx carries `Session-Expires`.
 //! - REFER is taken from local phones only, inside an answered dialog; the REFER
 //!   itself is not digest-challenged (the dialog's tags stand for the phone's login
 //!   at call set-up). The transferee hears silence, not ringback, while a SIP target

@@ -7,32 +7,44 @@
 //!   timer` when the caller supports timers), and the leg's timer runs. `Require:
 //!   timer` is accepted (no longer `420`). An unreadable `Session-Expires` or `Min-SE`
 //!   gets `400` naming the header.
-//! - Outgoing INVITEs say `Supported: timer` and propose no interval themselves; when
-//!   the answering side puts `Session-Expires` in its `2xx`, the leg's timer runs with
-//!   the refresher it names.
+//! - Outgoing INVITEs (to local phones and to the trunk) propose a timer
+//!   ([`Proposal`], RFC 4028 7.1): `Supported: timer`, `Session-Expires:
+//!   session_expires_s` without a refresher (the answering side picks one), and
+//!   `Min-SE` when `min_se_s` is not 90. The `2xx` decides (7.2): its
+//!   `Session-Expires` starts the leg's timer with the interval it names, the box
+//!   refreshing unless it says `refresher=uas`; a `2xx` without `Session-Expires`
+//!   means no timer on that leg. A `422` is retried once (`legs`: same Call-ID and
+//!   From tag, next CSeq, `Session-Expires` and `Min-SE` raised to the `422`'s
+//!   `Min-SE`, 7.4); a second `422`, or one whose `Min-SE` is missing, unreadable,
+//!   not above what was proposed or above a day
+//!   ([`session_timer::MAX_SESSION_EXPIRES`]), fails the fork with `422` (logged as
+//!   "session interval not agreed"; the trunk then falls back like any failure).
 //! - A refresh the far end sends (re-INVITE or UPDATE with `Session-Expires`) is
 //!   negotiated the same way and restarts the timer; one without `Session-Expires`
 //!   turns the leg's timer off (RFC 4028 9: the session no longer has an expiry).
 //! - When the box refreshes, it sends, at half the interval, an UPDATE without a body
 //!   when the far end allows UPDATE (its `Allow`), else a re-INVITE with the leg's
-//!   current SDP (same session version: nothing changes); the `2xx` restarts the
-//!   timer (with the interval and refresher it names).
+//!   current SDP (same session version: nothing changes), with `Session-Expires:
+//!   N;refresher=uac` and the leg's `Min-SE` when above 90
+//!   ([`session_timer::refresh_headers`]); the `2xx` restarts the timer (with the
+//!   interval and refresher it names).
 //! - A session that expires (no refresh from the far end by the interval minus
 //!   min(32 s, interval/3), or our refresh failed with a final error other than
 //!   `491`) ends: call control hears [`SipInput::SessionExpired`], sends the BYE and
 //!   writes `hangup_cause` `session_expired` in the CDR.
 //!
-//! Limits: the box never starts a timer on a session whose INVITE carried no
-//! `Session-Expires` (the media inactivity timeout covers vanished peers there), and a
-//! `422` to an outgoing INVITE is not retried with a larger interval (the box proposes
-//! none, so a correct peer never sends one).
+//! Limits: the box never starts a timer on a session whose INVITE (theirs) or `2xx`
+//! (to ours) carried no `Session-Expires`: RFC 4028 7.2 would let it refresh a far
+//! end that does not do timers on its own, but the media inactivity timeout already
+//! covers vanished peers there. A `422` to one of our refreshes is not retried (the
+//! far end accepted that interval when the session started): the session ends.
 
 use std::time::Instant;
 
 use branchline_sip::dialog::DialogId;
 use branchline_sip::session_timer::{
-    self, Negotiation, Refresher, SessionExpires, SessionTimer, SessionTimerError, TimerEvent,
-    TimerRequest,
+    self, Negotiation, Proposal, Refresher, SessionExpires, SessionTimer, SessionTimerError,
+    TimerEvent, TimerRequest,
 };
 use branchline_sip::transaction;
 use rsip::headers::UntypedHeader;
@@ -51,6 +63,8 @@ pub(super) struct LegSession {
     update: bool,
     /// Our refresh in flight: its CSeq number.
     pending: Option<u32>,
+    /// The `Min-SE` our refreshes carry: ours, or the one a `422` to our INVITE named.
+    min_se: u32,
 }
 
 /// What a request (an INVITE or a refresh) said about session timers.
@@ -190,11 +204,18 @@ impl SipEndpoint {
         timer: Option<(u32, bool)>,
         far_end_allow: Option<&rsip::Headers>,
     ) {
+        let our_min_se = self
+            .settings
+            .sip
+            .session_timer
+            .map_or(session_timer::MIN_SE_FLOOR, |c| c.min_se);
         let Some(l) = self.legs.get_mut(&leg) else {
             return;
         };
+        let mut min_se = our_min_se;
         if let Some(old) = l.session.take() {
             self.session_deadlines.remove(&(old.timer.timeout(), leg));
+            min_se = old.min_se;
             if timer.is_none() {
                 tracing::info!(%leg, "session timer off (refresh without Session-Expires)");
             }
@@ -207,6 +228,7 @@ impl SipEndpoint {
             timer: SessionTimer::new(now, interval, we_refresh),
             update,
             pending: None,
+            min_se,
         };
         tracing::debug!(%leg, interval, we_refresh, update, "session timer running");
         self.session_deadlines
@@ -273,18 +295,8 @@ impl SipEndpoint {
         };
         let interval = s.timer.interval().as_secs() as u32;
         let update = s.update;
-        let mut extra = vec![
-            Header::Other(
-                "Session-Expires".into(),
-                SessionExpires {
-                    delta: interval,
-                    // We send this request and keep refreshing.
-                    refresher: Some(Refresher::Uac),
-                }
-                .to_header_value(),
-            ),
-            Header::Supported(rsip::headers::Supported::new("timer")),
-        ];
+        // We send this request and keep refreshing (refresher=uac).
+        let mut extra = session_timer::refresh_headers(interval, s.min_se);
         let (method, body) = if update {
             (Method::Update, Vec::new())
         } else {
@@ -316,26 +328,33 @@ impl SipEndpoint {
         }
     }
 
-    /// The `2xx` to our INVITE on outgoing leg `leg`: a `Session-Expires` in it starts
-    /// the leg's timer (`refresher=uac`, or none named: the box refreshes).
+    /// The `2xx` to our INVITE on outgoing leg `leg`, which proposed `proposal`
+    /// (RFC 4028 7.2): its `Session-Expires` starts the leg's timer (the box refreshes
+    /// unless it says `refresher=uas`); without one the session has no timer; an
+    /// unreadable one (or below 90 s) is logged and runs none.
     pub(super) fn session_from_answer(
         &mut self,
         now: Instant,
         leg: LegId,
+        proposal: Option<Proposal>,
         response: &rsip::Response,
     ) {
-        if !self.session_timers_on() {
+        let Some(proposal) = proposal else {
             return;
-        }
-        match session_expires_header(&response.headers).map(SessionExpires::parse) {
-            Some(Ok(se)) => {
-                let timer = Some((se.delta, se.refresher != Some(Refresher::Uas)));
-                self.set_session(now, leg, timer, Some(&response.headers));
+        };
+        match proposal.answered(session_timer::session_expires_of(&response.headers)) {
+            Ok(Some(timer)) => {
+                self.set_session(now, leg, Some(timer), Some(&response.headers));
+                if let Some(s) = self.legs.get_mut(&leg).and_then(|l| l.session.as_mut()) {
+                    s.min_se = proposal.min_se;
+                }
             }
-            Some(Err(e)) => {
+            Ok(None) => {
+                tracing::debug!(%leg, "2xx without Session-Expires: no session timer")
+            }
+            Err(e) => {
                 tracing::info!(%leg, error = %e, "2xx with a bad Session-Expires: no session timer")
             }
-            None => {}
         }
     }
 

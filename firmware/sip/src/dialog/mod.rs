@@ -58,8 +58,8 @@
 //!
 //! # Limits
 //!
-//! - Session timers (RFC 4028), SUBSCRIBE-created dialogs and the offer/answer rules of
-//!   SDP bodies are not here (the B2BUA owns SDP).
+//! - Session timers (RFC 4028, [`crate::session_timer`]), SUBSCRIBE-created dialogs
+//!   and the offer/answer rules of SDP bodies are not here (the B2BUA owns SDP).
 //! - Only one unacknowledged reliable provisional response at a time per INVITE (RFC 3262
 //!   allows the UAS to wait, and we do).
 //! - The TU must answer every INVITE through [`DialogLayer::answer_invite`] (or the

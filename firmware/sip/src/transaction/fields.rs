@@ -336,6 +336,76 @@ pub fn cancel_for(invite: &rsip::Request) -> Result<rsip::Request, Error> {
     })
 }
 
+/// A new attempt at `request` in a new transaction (RFC 3261 8.1.3.5, the retry after
+/// a 401/407 or an RFC 4028 `422`): the same request with `branch` in its top Via and
+/// the CSeq number one higher; Request-URI, Call-ID, From (with its tag), To and the
+/// body stay. The caller then changes what made the first attempt fail.
+pub fn retry_request(request: &rsip::Request, branch: &str) -> Result<rsip::Request, Error> {
+    let old = cseq(&request.headers)?;
+    // RFC 3261 8.1.1.5: CSeq numbers stay below 2**31.
+    let seq = old
+        .seq
+        .checked_add(1)
+        .filter(|s| *s < 1 << 31)
+        .ok_or_else(|| Error::InvalidHeader {
+            header: "CSeq",
+            reason: format!("{} has no successor below 2**31", old.seq),
+        })?;
+    let mut via_done = false;
+    let mut headers = Headers::default();
+    for h in request.headers.iter() {
+        match h {
+            Header::Via(v) if !via_done => {
+                via_done = true;
+                headers.push(Header::Via(rsip::headers::Via::new(with_branch(
+                    v.value(),
+                    branch,
+                ))));
+            }
+            Header::CSeq(_) => headers.push(Header::CSeq(
+                rsip::typed::CSeq {
+                    seq,
+                    method: old.method,
+                }
+                .into(),
+            )),
+            other => headers.push(other.clone()),
+        }
+    }
+    if !via_done {
+        return Err(Error::MissingHeader { header: "Via" });
+    }
+    Ok(rsip::Request {
+        method: request.method,
+        uri: request.uri.clone(),
+        version: request.version.clone(),
+        headers,
+        body: request.body.clone(),
+    })
+}
+
+/// A Via header line with `branch` as the branch of its first value (replaced, or
+/// added when it had none); further values are kept as they are.
+fn with_branch(value: &str, branch: &str) -> String {
+    let first = first_value(value);
+    // `first` is a slice of `value`: its offset in it.
+    let start = first.as_ptr() as usize - value.as_ptr() as usize;
+    let rest = &value[start + first.len()..];
+    let mut params: Vec<String> = first.split(';').map(str::to_owned).collect();
+    let mut replaced = false;
+    for p in params.iter_mut().skip(1) {
+        let name = p.split('=').next().unwrap_or("").trim();
+        if name.eq_ignore_ascii_case("branch") {
+            *p = format!("branch={branch}");
+            replaced = true;
+        }
+    }
+    if !replaced {
+        params.push(format!("branch={branch}"));
+    }
+    format!("{}{rest}", params.join(";"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -441,6 +511,60 @@ mod tests {
         assert_eq!(
             call_id(&headers).unwrap_err(),
             Error::MissingHeader { header: "Call-ID" }
+        );
+    }
+    #[test]
+    fn a_retry_has_a_new_branch_and_the_next_cseq_and_keeps_the_rest() {
+        let text = "INVITE sip:b@example.com SIP/2.0\r\n\
+            Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKold;rport\r\n\
+            From: <sip:a@example.com>;tag=f1\r\nTo: <sip:b@example.com>\r\n\
+            Call-ID: c1@x\r\nCSeq: 7 INVITE\r\nSession-Expires: 600\r\n\
+            Content-Length: 3\r\n\r\nabc";
+        let request = rsip::Request::try_from(text.as_bytes()).expect("parses");
+        let retry = retry_request(&request, "z9hG4bKnew").expect("retry");
+        assert_eq!(
+            top_via_text(&retry.headers).expect("via"),
+            "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKnew;rport"
+        );
+        assert_eq!(
+            cseq(&retry.headers).expect("cseq"),
+            rsip::typed::CSeq {
+                seq: 8,
+                method: Method::Invite
+            }
+        );
+        assert_eq!(call_id(&retry.headers).expect("call-id"), "c1@x");
+        assert_eq!(
+            from_tag(&retry.headers).expect("from"),
+            Some("f1".to_owned())
+        );
+        assert_eq!(other(&retry.headers, "Session-Expires"), Some("600"));
+        assert_eq!(
+            (retry.uri, retry.body),
+            (request.uri.clone(), b"abc".to_vec())
+        );
+        // A Via without a branch gets one; a second value stays.
+        assert_eq!(
+            with_branch(
+                "SIP/2.0/TCP h;rport, SIP/2.0/UDP p;branch=z9hG4bKp",
+                "z9hG4bKn"
+            ),
+            "SIP/2.0/TCP h;rport;branch=z9hG4bKn, SIP/2.0/UDP p;branch=z9hG4bKp"
+        );
+        // No CSeq number left, or no Via: an error, nothing built.
+        let mut last = request.clone();
+        last.headers.retain(|h| !matches!(h, Header::CSeq(_)));
+        last.headers
+            .push(Header::CSeq(rsip::headers::CSeq::new("2147483647 INVITE")));
+        assert!(matches!(
+            retry_request(&last, "z9hG4bKn"),
+            Err(Error::InvalidHeader { header: "CSeq", .. })
+        ));
+        let mut no_via = request;
+        no_via.headers.retain(|h| !matches!(h, Header::Via(_)));
+        assert_eq!(
+            retry_request(&no_via, "z9hG4bKn").unwrap_err(),
+            Error::MissingHeader { header: "Via" }
         );
     }
 }

@@ -89,7 +89,7 @@ pub use fields::response_for;
 #[doc(hidden)]
 pub use fields::{
     ack_for_non_2xx, branch as via_branch, call_id, cancel_for, cseq, from as from_header,
-    from_tag, other as other_header, to as to_header, to_tag, top_via, MAGIC_COOKIE,
+    from_tag, other as other_header, retry_request, to as to_header, to_tag, top_via, MAGIC_COOKIE,
 };
 
 use std::collections::{BTreeSet, HashMap, VecDeque};

@@ -4,6 +4,7 @@
 mod call;
 mod glare_prack;
 mod routing;
+mod session_timer;
 
 use super::*;
 use crate::transaction::{
