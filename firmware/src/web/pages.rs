@@ -1090,7 +1090,7 @@ fn trace_item(m: &crate::tools::sip_trace::TraceEntry) -> Markup {
 /// that end it (the blank line closing the headers of a message without a body, the
 /// last line's CRLF), which a `<pre>` would draw as blank lines under the message.
 /// Everything else is kept (the blank line before a body, spaces, a bare CR); the
-/// JSON API (`/api/v1/tools/sip-trace`) has the message as sent. `app.js` does the
+/// JSON API (`/api/v1/sip/trace`) has the message as sent. `app.js` does the
 /// same for the messages it adds live.
 pub(super) fn trace_text(text: &str) -> String {
     text.replace("\r\n", "\n")
