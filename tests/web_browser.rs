@@ -586,6 +586,22 @@ fn sip_trace_page_shows_matching_messages_live_and_hides_the_others() {
             c.find(Locator::Id("trace-empty")).await.is_err(),
             "the 'nothing yet' line is gone"
         );
+        // Each message ends at its last line: the CRLFs that close it are not drawn
+        // as blank lines under it (added live here, server-rendered below).
+        let pres = "return Array.from(document.querySelectorAll('ol.trace li[data-seq] pre'))\
+                    .map(function (p) { return p.textContent; });";
+        let ends_at_last_line = |v: Value, how: &str| {
+            let texts = v.as_array().cloned().unwrap_or_default();
+            assert!(!texts.is_empty(), "{how}: no message");
+            for t in texts.iter().filter_map(Value::as_str) {
+                assert!(t.contains("SIP/2.0"), "{how}: {t:?}");
+                assert!(
+                    !t.ends_with(['\n', '\r']) && !t.contains('\r'),
+                    "{how}: blank lines under the message: {t:?}"
+                );
+            }
+        };
+        ends_at_last_line(c.execute(pres, vec![]).await.expect("script"), "live");
         // Open the first message, as a technician would, for the screenshot.
         c.find(Locator::Css("ol.trace li[data-seq] summary"))
             .await
@@ -601,6 +617,7 @@ fn sip_trace_page_shows_matching_messages_live_and_hides_the_others() {
         let all = c.execute(items, vec![]).await.expect("script").to_string();
         assert!(all.contains("sip:202@"), "202 unfiltered: {all}");
         assert!(all.contains("sip:201@"), "201 unfiltered: {all}");
+        ends_at_last_line(c.execute(pres, vec![]).await.expect("script"), "rendered");
         shot(&c, "13c-sip-trace-all").await;
         c.close().await.expect("close the browser");
     });

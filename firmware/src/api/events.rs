@@ -28,7 +28,9 @@
 //! a keep-alive comment every [`KEEP_ALIVE`] and ends when the session does (logout,
 //! expiry); an open stream counts as activity for the session's idle timeout. A
 //! stream that falls more than [`crate::screen_pop::EVENT_BUFFER`] events behind gets
-//! a `lagged` event with the number it missed, and goes on.
+//! a `lagged` event with the number it missed, and goes on. 503 when the daemon's
+//! event feed is not running, only after the caller passed the check (a caller who
+//! may not follow the agent or queue gets the 403 whatever runs).
 //!
 //! **Click-to-call.** `{"to": "<digits>", "from"?: "<extension>"}`: `calls.operate` on
 //! the record of the phone's owner (`own` for the caller's own phone: the extension
@@ -38,7 +40,8 @@
 //! site's national or international form (`crate::call::e164_dialable`; 409 without
 //! an outside-line prefix). Answers 202 `{call_id, from, to}`; 400 for
 //! a bad field (named), 403, 404 for an unknown extension, 409 when the phone is busy
-//! or the caller has no phone. Audited (`click_to_call`, ok or
+//! or the caller has no phone, 503 (after the 403 check) when the daemon is not
+//! running. Audited (`click_to_call`, ok or
 //! failed with the reason).
 
 use std::collections::BTreeMap;
@@ -241,16 +244,6 @@ pub(super) async fn events(
     if p.contains_key("agent") && p.contains_key("queue") {
         return Err(ApiError::invalid("queue", "give agent or queue, not both"));
     }
-    let feed = state
-        .status()
-        .and_then(|s| s.events())
-        .cloned()
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the daemon's events are not running",
-            )
-        })?;
     let follow = {
         let reader = state.reader()?;
         let (follow, resource, target, name) = match (p.get("agent"), p.get("queue")) {
@@ -299,6 +292,13 @@ pub(super) async fn events(
             .await?;
         follow
     };
+    // Only now: a caller who may not follow this gets the 403, whatever runs.
+    let feed = state.status().and_then(|s| s.events()).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the daemon's events are not running",
+        )
+    })?;
     let rx = feed.subscribe();
     let ctx = Arc::new(StreamCtx { state, who, follow });
     // Each turn waits for the next event the subject may see, or a keep-alive; `None`
@@ -513,9 +513,6 @@ pub(super) async fn click_to_call(
             return Err(ApiError::invalid("from", "an extension number (digits)"));
         }
     }
-    let status = state.status().cloned().ok_or_else(|| {
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the daemon is not running")
-    })?;
     let (phone, audit_target) = {
         let reader = state.reader()?;
         let (agent, extension) = user_phone(&reader, who.subject().user_id)?;
@@ -557,6 +554,10 @@ pub(super) async fn click_to_call(
             .await?;
         (phone, label)
     };
+    // Only now: a caller who may not place the call gets the 403, whatever runs.
+    let status = state.status().cloned().ok_or_else(|| {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the daemon is not running")
+    })?;
     let outcome = status
         .click_to_call(ClickRequest {
             phone,

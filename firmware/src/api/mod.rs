@@ -57,7 +57,10 @@
 //!   `/api/v1/customers/{id}/dial` (see `campaigns`); numbers masked per lead.
 //! - **Errors** are JSON `{"error": "...", "problems": [...]}`: 400 validation (every
 //!   problem, with its field or CSV row), 401 not logged in, 403 denied or CSRF, 404,
-//!   409 conflict, 423 account locked, 429 throttled.
+//!   409 conflict, 423 account locked, 429 throttled, 503 when what the route needs of
+//!   the running daemon (its main loop, the agents' events, the tools) is not there.
+//!   The 401 and 403 come first: a caller the route refuses never learns what the
+//!   box runs (`tests/route_matrix.rs` asks every route on a box with no main loop).
 //! - **Provisioning**: `GET /api/v1/provisioning` (state, serial, claim QR),
 //!   `POST /api/v1/provisioning/token` and `/api/v1/provisioning/photo` apply a QR
 //!   token like a USB bundle (see `provisioning`).

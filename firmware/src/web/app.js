@@ -130,7 +130,9 @@
     strong.textContent = m.first_line;
     summary.appendChild(strong);
     pre.className = "output";
-    pre.textContent = m.text;
+    // As the server renders it (pages::trace_text): LF line ends, no line breaks
+    // after the last line (they would show as blank lines under the message).
+    pre.textContent = m.text.replace(/\r\n/g, "\n").replace(/[\r\n]+$/, "");
     details.appendChild(summary);
     details.appendChild(pre);
     li.appendChild(details);

@@ -86,6 +86,10 @@ pub struct SyncCharts {
     pub capacity: usize,
     /// The samples, oldest first.
     pub samples: Vec<history::SyncSample>,
+    /// The outbox as read for this answer (`at_ms`): the chart ends with it, so its
+    /// last point is the figure the sync page shows beside it, not a sample up to an
+    /// interval old. `None` when the store could not be read.
+    pub current: Option<history::SyncSample>,
 }
 
 fn not_sampled() -> ApiError {
@@ -175,15 +179,33 @@ pub(crate) async fn quality_charts(
     })
 }
 
-/// The outbox history for `who` (`sync.view`).
-pub(crate) async fn sync_charts(state: &ApiState, who: &Authed) -> Result<SyncCharts, ApiError> {
+/// The outbox history for `who` (`sync.view`), ending with `current`: the outbox as
+/// the caller read it for the figure it shows (the sync page's report), or as read
+/// here when `None`.
+pub(crate) async fn sync_charts(
+    state: &ApiState,
+    who: &Authed,
+    current: Option<history::SyncSample>,
+) -> Result<SyncCharts, ApiError> {
     require(state, who, Resource::Sync, "sync backlog history").await?;
     let (interval_ms, samples) = charts(state)?.with(|h| (h.chart_interval_ms(), h.sync.samples()));
+    let current = match current {
+        Some(c) => Some(c),
+        None => {
+            let now = state.now();
+            let reader = state.reader()?;
+            crate::sync::state::backlog(reader.connection(), reader.path())
+                .map(|b| history::SyncSample::of(now, &b))
+                .map_err(|e| tracing::warn!(error = %e, "sync backlog not read"))
+                .ok()
+        }
+    };
     Ok(SyncCharts {
-        at_ms: state.now(),
+        at_ms: current.map_or_else(|| state.now(), |c| c.at_ms),
         interval_ms,
         capacity: SYNC_SAMPLES,
         samples,
+        current,
     })
 }
 
@@ -216,5 +238,5 @@ pub(crate) async fn sync_backlog_json(
     State(state): State<ApiState>,
     who: Authed,
 ) -> Result<Response, ApiError> {
-    Ok(Json(sync_charts(&state, &who).await?).into_response())
+    Ok(Json(sync_charts(&state, &who, None).await?).into_response())
 }

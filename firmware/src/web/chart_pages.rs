@@ -6,6 +6,7 @@ use maud::{html, Markup};
 
 use super::chart_api::{CallsPerHour, LineCharts, QualityCharts, SyncCharts};
 use super::charts::{render, Chart, Kind, Series};
+use super::history::SyncSample;
 use super::history::{CallTrace, LegPoint};
 
 /// How often the calls page's calls-per-hour chart fetches its page again.
@@ -264,16 +265,26 @@ pub(super) fn sync_backlog(backlog: &Result<SyncCharts, String>) -> Markup {
         Err(e) => return html! { p.muted { "Backlog history unavailable: " (e) } },
         Ok(b) => b,
     };
+    let kind = Kind::Line {
+        gap_ms: b.interval_ms * 5 / 2,
+    };
+    let empty = "no data yet: the outbox could not be read";
+    // The kept samples, then the outbox as read for this page (the figure beside).
+    let points: Vec<SyncSample> = b
+        .samples
+        .iter()
+        .copied()
+        .chain(
+            b.current
+                .filter(|c| b.samples.last().is_none_or(|l| l.at_ms < c.at_ms)),
+        )
+        .collect();
     let span = span(
-        b.samples.first().map(|s| s.at_ms),
+        points.first().map(|s| s.at_ms),
         b.at_ms,
         b.interval_ms,
         b.capacity,
     );
-    let kind = Kind::Line {
-        gap_ms: b.interval_ms * 5 / 2,
-    };
-    let empty = "no data yet: the first sample is taken when the page is served";
     html! {
         div.chart-pair {
             (render(&Chart {
@@ -285,7 +296,7 @@ pub(super) fn sync_backlog(backlog: &Result<SyncCharts, String>) -> Markup {
                 from_zero: true,
                 series: vec![Series {
                     label: "records waiting for HQ",
-                    points: b.samples.iter().map(|s| (s.at_ms, s.depth as f64)).collect(),
+                    points: points.iter().map(|s| (s.at_ms, s.depth as f64)).collect(),
                 }],
                 empty,
             }))
@@ -298,8 +309,7 @@ pub(super) fn sync_backlog(backlog: &Result<SyncCharts, String>) -> Markup {
                 from_zero: true,
                 series: vec![Series {
                     label: "age of the oldest record",
-                    points: b
-                        .samples
+                    points: points
                         .iter()
                         .map(|s| (s.at_ms, s.oldest_age_ms.unwrap_or(0) as f64 / 60_000.0))
                         .collect(),
@@ -309,6 +319,7 @@ pub(super) fn sync_backlog(backlog: &Result<SyncCharts, String>) -> Markup {
         }
         p.muted {
             "Sampled every " (minutes(b.interval_ms)) ", the last " (b.capacity)
+            " and the outbox now (the last point)"
             " (kept in memory: a restart of branchd starts anew). Times are UTC. "
             "Numbers: " code { "GET /api/v1/charts/sync-backlog" } "."
         }

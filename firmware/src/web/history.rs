@@ -288,6 +288,17 @@ pub struct SyncSample {
     pub oldest_age_ms: Option<i64>,
 }
 
+impl SyncSample {
+    /// The outbox `backlog`, read at `at_ms`.
+    pub fn of(at_ms: i64, backlog: &crate::sync::state::Backlog) -> SyncSample {
+        SyncSample {
+            at_ms,
+            depth: backlog.depth,
+            oldest_age_ms: backlog.oldest_created_at_ms.map(|t| (at_ms - t).max(0)),
+        }
+    }
+}
+
 /// The outbox's depth and age over time, the last [`SYNC_SAMPLES`].
 #[derive(Debug, Clone, Default)]
 pub struct SyncHistory {
@@ -303,11 +314,7 @@ impl SyncHistory {
         if self.samples.len() == SYNC_SAMPLES {
             self.samples.pop_front();
         }
-        self.samples.push_back(SyncSample {
-            at_ms,
-            depth: backlog.depth,
-            oldest_age_ms: backlog.oldest_created_at_ms.map(|t| (at_ms - t).max(0)),
-        });
+        self.samples.push_back(SyncSample::of(at_ms, backlog));
     }
 
     /// The samples, oldest first.
@@ -441,9 +448,15 @@ impl ChartSampler {
             }
             if due.chart {
                 let path = self.db_path.clone();
-                match tokio::task::spawn_blocking(move || outbox_backlog(&path)).await {
-                    Ok(Ok(backlog)) => {
-                        self.charts.with(|h| h.sync.record(now, &backlog));
+                // Stamped when the outbox is read, not when the sample fell due (the
+                // calls' sample may have waited on the main loop in between).
+                let read = move || {
+                    let at = system_clock_ms();
+                    outbox_backlog(&path).map(|b| (at, b))
+                };
+                match tokio::task::spawn_blocking(read).await {
+                    Ok(Ok((at, backlog))) => {
+                        self.charts.with(|h| h.sync.record(at, &backlog));
                     }
                     Ok(Err(e)) => tracing::warn!(error = %e, "sync backlog not sampled"),
                     Err(e) => tracing::warn!(error = %e, "sync backlog sampler failed"),

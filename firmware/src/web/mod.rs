@@ -1046,7 +1046,13 @@ async fn sync_page(
         .and_then(|reader| Ok(state.api.sync().report(&reader, state.api.now())?))
         .map_err(|e| e.message().to_owned());
     let may_force = may(&state, &who, Resource::Sync, Action::Operate, &Target::Site);
-    let backlog = chart_api::sync_charts(&state.api, &who)
+    // The chart ends with the outbox as the report read it: chart and figure agree.
+    let current = report.as_ref().ok().map(|r| history::SyncSample {
+        at_ms: r.at_ms,
+        depth: r.backlog.depth,
+        oldest_age_ms: r.backlog.oldest_age_ms,
+    });
+    let backlog = chart_api::sync_charts(&state.api, &who, current)
         .await
         .map_err(|e| e.message().to_owned());
     pages::sync_page(

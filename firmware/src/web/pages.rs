@@ -1038,7 +1038,6 @@ pub(super) fn sip_trace_page(
     filter: &str,
     messages: Result<Option<Vec<crate::tools::sip_trace::TraceEntry>>, (StatusCode, String)>,
 ) -> Response {
-    use crate::tools::sip_trace::Direction;
     let status = messages.as_ref().err().map_or(StatusCode::OK, |(s, _)| *s);
     let body = html! {
         h1 { "SIP message trace" }
@@ -1060,16 +1059,7 @@ pub(super) fn sip_trace_page(
                     }
                     ol.trace data-sip-trace=(filter) aria-live="polite" {
                         @for m in list {
-                            li data-seq=(m.seq) class=(if m.direction == Direction::In { "in" } else { "out" }) {
-                                details {
-                                    summary {
-                                        (clock(m.at_ms)) " "
-                                        (if m.direction == Direction::In { "← " } else { "→ " })
-                                        (m.peer) " " (m.transport) " · " strong { (m.first_line) }
-                                    }
-                                    pre.output { (m.text) }
-                                }
-                            }
+                            (trace_item(m))
                         }
                     }
                 }
@@ -1077,6 +1067,35 @@ pub(super) fn sip_trace_page(
         }
     };
     page(status, layout("SIP trace", Some(who), "/sip", body))
+}
+
+/// One message of the SIP trace, as `app.js` adds them live.
+fn trace_item(m: &crate::tools::sip_trace::TraceEntry) -> Markup {
+    use crate::tools::sip_trace::Direction;
+    html! {
+        li data-seq=(m.seq) class=(if m.direction == Direction::In { "in" } else { "out" }) {
+            details {
+                summary {
+                    (clock(m.at_ms)) " "
+                    (if m.direction == Direction::In { "← " } else { "→ " })
+                    (m.peer) " " (m.transport) " · " strong { (m.first_line) }
+                }
+                pre.output { (trace_text(&m.text)) }
+            }
+        }
+    }
+}
+
+/// A traced message as shown: its line ends as `\n` and without the line breaks
+/// that end it (the blank line closing the headers of a message without a body, the
+/// last line's CRLF), which a `<pre>` would draw as blank lines under the message.
+/// Everything else is kept (the blank line before a body, spaces, a bare CR); the
+/// JSON API (`/api/v1/sip/trace`) has the message as sent. `app.js` does the
+/// same for the messages it adds live.
+pub(super) fn trace_text(text: &str) -> String {
+    text.replace("\r\n", "\n")
+        .trim_end_matches(['\r', '\n'])
+        .to_owned()
 }
 
 /// How often the queues page fetches itself again (its `data-reload` section).
@@ -1477,6 +1496,42 @@ pub(super) fn sync_page(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_traced_message_ends_at_its_last_line_with_nothing_else_lost() {
+        use crate::tools::sip_trace::{Direction, TraceEntry};
+        let entry = |text: &str| TraceEntry {
+            seq: 7,
+            at_ms: 1_000,
+            direction: Direction::In,
+            transport: "udp",
+            peer: "192.0.2.9:5060".into(),
+            first_line: "OPTIONS sip:2001@192.0.2.1 SIP/2.0".into(),
+            call_id: Some("abc".into()),
+            text: text.into(),
+        };
+        // No body: the headers' closing blank line is not drawn under the message.
+        let html = trace_item(&entry(
+            "OPTIONS sip:2001@192.0.2.1 SIP/2.0\r\nCall-ID: abc\r\nContent-Length: 0\r\n\r\n",
+        ))
+        .into_string();
+        assert!(
+            html.contains("<pre class=\"output\">OPTIONS sip:2001@192.0.2.1 SIP/2.0\nCall-ID: abc\nContent-Length: 0</pre>"),
+            "{html}"
+        );
+        // A body: the blank line before it, its spaces and a bare CR are kept.
+        let html = trace_item(&entry(
+            "INVITE sip:2001@h SIP/2.0\r\nContent-Length: 24\r\n\r\nv=0\r\ns=  two spaces\ra\r\n\r\n\r\n",
+        ))
+        .into_string();
+        assert!(
+            html.contains("<pre class=\"output\">INVITE sip:2001@h SIP/2.0\nContent-Length: 24\n\nv=0\ns=  two spaces\ra</pre>"),
+            "{html}"
+        );
+        assert_eq!(trace_text(""), "");
+        assert_eq!(trace_text("\r\n\r\n"), "");
+        assert_eq!(trace_text("  x  \r\n"), "  x  ");
+    }
 
     #[test]
     fn helpers_format_for_people() {

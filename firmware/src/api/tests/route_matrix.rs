@@ -10,6 +10,8 @@
 //! - **Denied** means 403 with a JSON reason naming the permission, exactly one new
 //!   audit row `denied` by that user, and nothing else in the store changed.
 //! - **Nobody** (no session) gets 401, except the login and the OpenAPI document.
+//! - **Refusal first**: on a box that no main loop runs, nobody still gets 401 and
+//!   each denied role 403, never a 503 about what the box runs.
 //! - **CSRF**: every POST/PUT/PATCH/DELETE but the login, by the admin without the
 //!   token and with a wrong one: 403 and the store unchanged, row for row.
 //!
@@ -338,6 +340,17 @@ struct Fixture {
 /// A box over the store in `dir` (made or reopened), as `branchd` serves it: the
 /// test main loop, the clock at `T0 + 1 h`.
 fn open(dir: tempfile::TempDir, installer: bool) -> Env {
+    let status = matrix_status(&dir);
+    open_with(dir, installer, Some(status))
+}
+
+/// [`open`] with the main loop's `status` (`None`: no main loop runs, so nothing
+/// that needs it, the agents' events, the tools, the charts, the SIP endpoint...).
+fn open_with(
+    dir: tempfile::TempDir,
+    installer: bool,
+    status: Option<crate::web::status::StatusHandle>,
+) -> Env {
     let path = dir.path().join("branchline.db");
     let mut store = Store::open(&path).expect("open");
     if installer {
@@ -358,7 +371,7 @@ fn open(dir: tempfile::TempDir, installer: bool) -> Env {
         MaskPattern::default(),
         Arc::new(move || c.load(Ordering::SeqCst)),
         SyncHandle::not_configured(),
-        Some(matrix_status(&dir)),
+        status,
     );
     Env {
         _dir: dir,
@@ -590,6 +603,17 @@ impl Fixture {
     /// A fresh box: a copy of the fixture's data directory, the store copied by
     /// SQLite itself (`VACUUM INTO`, consistent while the fixture's writer runs).
     fn fresh(&self) -> Env {
+        let dir = self.fresh_dir();
+        open(dir, false)
+    }
+
+    /// A fresh box ([`Fixture::fresh`]) that no main loop runs ([`open_with`]).
+    fn fresh_without_main_loop(&self) -> Env {
+        open_with(self.fresh_dir(), false, None)
+    }
+
+    /// A copy of the fixture's data directory.
+    fn fresh_dir(&self) -> tempfile::TempDir {
         let dir = tempfile::tempdir().expect("tempdir");
         copy_dir(self.env._dir.path(), dir.path());
         let from = rusqlite::Connection::open(self.env._dir.path().join("branchline.db"))
@@ -597,7 +621,7 @@ impl Fixture {
         let to = dir.path().join("branchline.db");
         from.execute("VACUUM INTO ?1", [to.to_str().expect("utf-8 path")])
             .expect("copy the store");
-        open(dir, false)
+        dir
     }
 }
 
@@ -838,6 +862,61 @@ async fn every_route_answers_each_role_as_the_policy_says(shard: usize) {
     assert!(
         failures.is_empty(),
         "{} of the matrix failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+/// The authorization check comes first, whatever the server's state: on a box that
+/// no main loop runs (no agents' events, tools, charts or SIP endpoint: what a route
+/// needs of it answers 503 to a caller it allows), every route still answers nobody
+/// 401 and each role it refuses 403 naming the permission, never the 503 (which
+/// would tell a caller with no right to ask what the box runs).
+#[tokio::test]
+async fn every_route_refuses_before_it_looks_at_the_server_state() {
+    let fixture = Fixture::build().await;
+    let ids = &fixture.ids;
+    let env = fixture.fresh_without_main_loop();
+    let mut sessions = Vec::new();
+    for (role, user) in ROLES {
+        sessions.push((role, env.login(user).await));
+    }
+    let mut failures = Vec::new();
+    let mut refusals = 0;
+    for row in ROWS {
+        let Roles(allowed, needs) = row.who else {
+            continue;
+        };
+        let what = format!("{} {}", row.method, row.path);
+        let got = env.ask(row, ids, None, None).await;
+        if got.status != StatusCode::UNAUTHORIZED || !got.text.contains("not logged in") {
+            failures.push(format!(
+                "{what} by nobody: want 401, got {} {}",
+                got.status, got.text
+            ));
+        }
+        for (role, c) in sessions.iter().filter(|(r, _)| !allowed.contains(r)) {
+            refusals += 1;
+            let got = env.ask(row, ids, Some(c), Some(&c.csrf)).await;
+            let reason = serde_json::from_str::<Value>(&got.text)
+                .ok()
+                .and_then(|v| v["error"].as_str().map(str::to_owned));
+            if got.status != StatusCode::FORBIDDEN
+                || !reason
+                    .as_deref()
+                    .is_some_and(|r| needs.split('|').any(|n| r.contains(n)))
+            {
+                failures.push(format!(
+                    "{what} by {role}: want 403 naming {needs}, got {} {}",
+                    got.status, got.text
+                ));
+            }
+        }
+    }
+    assert!(refusals >= 300, "only {refusals} refusals asked");
+    assert!(
+        failures.is_empty(),
+        "{} routes answered before refusing:\n{}",
         failures.len(),
         failures.join("\n")
     );

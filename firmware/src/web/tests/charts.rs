@@ -99,9 +99,12 @@ async fn charts_follow_the_roles_and_show_the_data_fed_in_on_pages_and_api() {
     let page = env.get("/ports", Some(&tech)).await.text;
     assert!(page.contains("<svg class=\"chart\""), "{page}");
     assert!(page.contains("no data yet"), "{page}");
+    // ... but the sync page's backlog chart: it ends with the outbox as read for the
+    // page, the figure beside it.
     let page = env.get("/sync", Some(&tech)).await.text;
     assert!(page.contains("Outbox backlog"), "{page}");
-    assert!(page.contains("no data yet"), "{page}");
+    assert!(!page.contains("no data yet"), "{page}");
+    assert!(page.contains("<circle class=\"dot s0\""), "{page}");
     let page = env.get("/calls", Some(&tech)).await.text;
     assert!(page.contains("no call in the last 24 hours"), "{page}");
     assert!(
@@ -378,4 +381,79 @@ async fn the_charts_fetch_their_page_again_at_their_sampling_interval() {
         Some(sync.clamp(2_000, 300_000)),
         "{page}"
     );
+}
+
+/// The sync page's backlog chart and the figure beside it agree: the chart ends with
+/// the outbox as the page read it, however old the last kept sample is (at start, the
+/// first sample may predate rows written since, such as the login's audit row), and
+/// `/api/v1/charts/sync-backlog` carries the outbox as it read it (`current`).
+#[tokio::test]
+async fn the_backlog_chart_ends_with_the_figure_the_sync_page_shows() {
+    let env = env().await;
+    let tech = env.login("tech").await;
+    let store_backlog = || {
+        let reader = crate::store::Store::reader(&env.db_path).expect("reader");
+        crate::sync::state::backlog(reader.connection(), &env.db_path).expect("backlog")
+    };
+    let now = system_clock_ms();
+    // A first sample taken before the rows written since (users, logins).
+    let depth = store_backlog().depth;
+    assert!(depth >= 2, "the fixture queues rows for HQ: {depth}");
+    env.charts.with(|h| {
+        h.sync.record(
+            now - 1_000,
+            &crate::sync::state::Backlog {
+                depth: 0,
+                oldest_created_at_ms: None,
+                last_seq: 0,
+            },
+        );
+    });
+    let v = env
+        .get("/api/v1/charts/sync-backlog", Some(&tech))
+        .await
+        .json();
+    let figure = env.get("/api/v1/sync", Some(&tech)).await.json();
+    let current = &v["current"];
+    assert_eq!(current["depth"], json!(store_backlog().depth), "{v}");
+    assert_eq!(current["depth"], figure["backlog"]["depth"], "{v} {figure}");
+    assert_eq!(current["at_ms"], v["at_ms"], "{v}");
+    assert_eq!(v["samples"].as_array().map(Vec::len), Some(1), "{v}");
+    // The page: the figure, and the chart's line from the zero sample up to it.
+    let page = env.get("/sync", Some(&tech)).await.text;
+    let depth = store_backlog().depth;
+    assert!(
+        page.contains(&format!("<p class=\"big\">{depth} records</p>")),
+        "{page}"
+    );
+    let chart = page
+        .split("aria-label=\"Outbox backlog\"")
+        .nth(1)
+        .and_then(|c| c.split("</svg>").next())
+        .expect("the backlog chart");
+    let points: Vec<(f64, f64)> = chart
+        .split("points=\"")
+        .nth(1)
+        .and_then(|p| p.split('"').next())
+        .expect("a line")
+        .split(' ')
+        .map(|xy| {
+            let (x, y) = xy.split_once(',').expect("x,y");
+            (x.parse().expect("x"), y.parse().expect("y"))
+        })
+        .collect();
+    assert_eq!(points.len(), 2, "{chart}");
+    // The value axis runs from zero up: the live point is above the zero sample, at
+    // the tick of its value when the axis has one.
+    assert!(points[1].1 < points[0].1, "{chart}");
+    let tick_y = chart
+        .split("<text class=\"tick\"")
+        .find(|t| t.contains(&format!(">{depth}<")))
+        .and_then(|t| t.split("y=\"").nth(1))
+        .and_then(|y| y.split('"').next())
+        .and_then(|y| y.parse::<f64>().ok());
+    if let Some(tick_y) = tick_y {
+        // A tick label sits 4 px below its grid line.
+        assert!((tick_y - 4.0 - points[1].1).abs() < 0.6, "{chart}");
+    }
 }
