@@ -1137,6 +1137,123 @@ keepalive_s = 0
     let _ = far_end.wait();
 }
 
+/// HQ's route `00` needs the calling permission `international`; FXS 4 holds it
+/// (`permissions` in the box's config), FXS 3 does not. A default route open to all
+/// sits under it: FXS 3's international call is refused (congestion, CDR
+/// `route_not_permitted`), not passed on to the default route; FXS 4's goes out.
+#[test]
+fn hq_dial_route_permission_is_enforced() {
+    let hq = Hq::start("branch-9", "box-9");
+    let plan = DIAL_PLAN.replace(
+        "name = \"Office\"\n",
+        "name = \"Office\"\npermissions = [\"international\"]\n",
+    );
+    assert_ne!(plan, DIAL_PLAN, "FXS 4 got its permission");
+    let gw = Gateway::start_with(&format!("{plan}{}", hq.config_section("box-9")));
+
+    // HQ's admin API refuses a permission the box could never hold.
+    let (status, body) = hq.admin(
+        "PUT",
+        "/admin/v1/sites/branch-9/dial_route/international",
+        Some(json!({
+            "name": "international", "prefix": "00", "via": ["fxo"],
+            "needs_permission": "International Calls"
+        })),
+    );
+    assert_eq!(status, 400, "PUT a bad permission: {body}");
+    assert!(body.to_string().contains("needs_permission"), "{body}");
+
+    for (name, prefix, permission) in [
+        ("default", "", Value::Null),
+        ("international", "00", json!("international")),
+    ] {
+        let (status, body) = hq.admin(
+            "PUT",
+            &format!("/admin/v1/sites/branch-9/dial_route/{name}"),
+            Some(json!({
+                "name": name, "prefix": prefix, "via": ["fxo"], "needs_permission": permission
+            })),
+        );
+        assert_eq!(status, 200, "PUT dial_route {name}: {body}");
+    }
+    assert!(
+        wait_plain_log(&gw, "dial routes reloaded routes=2", 1, SOON),
+        "the routes never reached call control:\n{}",
+        gw.log_text()
+    );
+
+    // FXS 3 lacks the permission: reorder tone, no line seized, a distinct CDR.
+    let phone = gw.sim.phone(3);
+    phone.off_hook();
+    wait_tone(&gw.sim, 3, 350, 440).expect("dial tone");
+    phone.dial("9004930123456#");
+    wait_tone(&gw.sim, 3, 480, 620).expect("congestion on the refused call");
+    let cdr = gw.wait_cdrs(1).pop().expect("cdr");
+    assert_eq!(
+        (cdr.caller.as_str(), cdr.callee.as_str(), cdr.callee_port),
+        ("103", "004930123456", None)
+    );
+    assert_eq!(
+        (cdr.disposition.as_str(), cdr.hangup_side.as_str()),
+        ("congestion", "system")
+    );
+    let cause: Option<String> = gw
+        .db()
+        .query_row(
+            "SELECT hangup_cause FROM cdrs WHERE call_id = ?1",
+            [&cdr.call_id],
+            |r| r.get(0),
+        )
+        .expect("cdr row");
+    assert_eq!(cause.as_deref(), Some("route_not_permitted"));
+    let payload = gw.outbox_payload(&cdr.call_id);
+    if let Some(payload) = payload {
+        assert_eq!(payload["hangup_cause"], "route_not_permitted", "{payload}");
+    }
+    assert!(!gw.sim.line(5).is_seized() && !gw.sim.line(6).is_seized());
+    assert!(
+        wait_plain_log(&gw, "route=\"international\"", 1, SOON)
+            || wait_plain_log(&gw, "route=international", 1, SOON),
+        "no log line names the route:\n{}",
+        gw.log_text()
+    );
+    phone.on_hook();
+
+    // FXS 4 holds it: the call goes out on an FXO line with the number.
+    let phone = gw.sim.phone(4);
+    let line = gw.sim.line(5);
+    phone.off_hook();
+    wait_tone(&gw.sim, 4, 350, 440).expect("dial tone");
+    phone.dial("9004930123456#");
+    assert!(
+        wait(SOON, || line.is_seized() && line.dialed() == "004930123456"),
+        "FXS 4's international call never went out:\n{}",
+        gw.log_text()
+    );
+    line.answer();
+    std::thread::sleep(Duration::from_millis(200));
+    phone.on_hook();
+    line.hang_up();
+    let cdr = gw.wait_cdrs(2).into_iter().nth(1).expect("second cdr");
+    assert_eq!(
+        (cdr.caller.as_str(), cdr.callee.as_str(), cdr.callee_port),
+        ("104", "004930123456", Some(5))
+    );
+    // The same refused phone still reaches numbers only the default route covers.
+    let phone = gw.sim.phone(3);
+    phone.off_hook();
+    wait_tone(&gw.sim, 3, 350, 440).expect("dial tone");
+    phone.dial("95550100#");
+    assert!(
+        wait(SOON, || line.is_seized() && line.dialed() == "5550100"),
+        "FXS 3's local call never went out:\n{}",
+        gw.log_text()
+    );
+    phone.on_hook();
+    line.hang_up();
+    assert_no_sync_errors(&gw);
+}
+
 #[test]
 fn branch_hq_starts_with_one_command_and_a_box_syncs_with_it() {
     let hq = Hq::start_one_command("branch-6", "box-6");

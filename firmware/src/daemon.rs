@@ -609,6 +609,7 @@ async fn serve(
                     port: e.port.get(),
                     name: stored.map_or_else(|| e.name.clone(), |s| s.name.clone()),
                     call_waiting: stored.map_or(e.call_waiting, |s| s.call_waiting),
+                    permissions: e.permissions.clone(),
                 }
             })
             .collect(),
@@ -636,6 +637,7 @@ async fn serve(
                 number: a.extension.as_str().to_owned(),
                 name: a.name.clone(),
                 call_waiting: a.call_waiting,
+                permissions: a.permissions.clone(),
             })
             .collect(),
         call_id_prefix: format!("{wall_clock_ms:x}"),
@@ -2500,10 +2502,11 @@ fn load_dial_routes(db_path: &std::path::Path) -> Option<crate::call::DialRoutes
     match loaded {
         Ok(routes) => {
             for r in routes.iter().filter(|r| r.needs_permission.is_some()) {
-                tracing::warn!(
+                tracing::info!(
                     route = r.name,
+                    prefix = r.prefix,
                     permission = r.needs_permission.as_deref().unwrap_or_default(),
-                    "dial route needs a permission the box does not enforce yet"
+                    "dial route only for callers holding the calling permission"
                 );
             }
             Some(routes)

@@ -650,7 +650,9 @@ pub struct Cdr {
     /// Why the box ended the call, when it did so for a reason a person would ask
     /// about (`hangup_side` is then `system`): `media_timeout` when a SIP leg received
     /// no RTP or RTCP for the media inactivity timeout (its far end vanished without a
-    /// BYE), `session_expired` when a leg's RFC 4028 session timer ran out. Absent (and left out of the JSON) for every other call. Not yet a column
+    /// BYE), `session_expired` when a leg's RFC 4028 session timer ran out,
+    /// `route_not_permitted` when the box refused an outside call whose dial route
+    /// needs a calling permission the caller lacks. Absent (and left out of the JSON) for every other call. Not yet a column
     /// of HQ's projection (not in [`Cdr::FIELDS`]): HQ keeps the JSON of a record that
     /// carries it, so nothing is lost.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -669,6 +671,10 @@ pub enum CdrHangupCause {
     /// session, or refused the box's refresh): the box sent it a BYE and released
     /// the other party.
     SessionExpired,
+    /// An outside call refused because the dial route matching the number needs a
+    /// calling permission the caller does not hold (HQ's `dial_route`
+    /// `needs_permission`); `disposition` is `congestion`.
+    RouteNotPermitted,
 }
 
 impl CdrHangupCause {
@@ -677,6 +683,7 @@ impl CdrHangupCause {
         match self {
             Self::MediaTimeout => "media_timeout",
             Self::SessionExpired => "session_expired",
+            Self::RouteNotPermitted => "route_not_permitted",
         }
     }
 
@@ -685,6 +692,7 @@ impl CdrHangupCause {
         match name {
             "media_timeout" => Some(Self::MediaTimeout),
             "session_expired" => Some(Self::SessionExpired),
+            "route_not_permitted" => Some(Self::RouteNotPermitted),
             _ => None,
         }
     }
@@ -1253,8 +1261,36 @@ pub struct DialRoute {
     pub prefix: String,
     /// Trunks in order of preference: `"sip"` or `"fxo"`.
     pub via: Vec<String>,
-    /// Permission needed to dial it (e.g. international), if any.
+    /// The calling permission a caller must hold to dial it (e.g. `international`),
+    /// if any: a name [`check_route_permission`] accepts. The box refuses a call
+    /// whose matching route needs a permission the caller does not hold (it never
+    /// falls through to a less specific route).
     pub needs_permission: Option<String>,
+}
+
+/// Longest calling-permission name ([`check_route_permission`]).
+pub const MAX_ROUTE_PERMISSION_LEN: usize = 32;
+
+/// Checks a calling-permission name (a dial route's `needs_permission`, an entry of a
+/// phone's `permissions` in the box's config): 1 to [`MAX_ROUTE_PERMISSION_LEN`]
+/// characters, lowercase ASCII letters, digits, `_` and `-`, starting with a letter
+/// (`international`, `premium`, `mobile_intl`). HQ's admin API and the box apply the
+/// same rule, so a route HQ accepts is one the box can enforce. The reason when it
+/// is not one.
+pub fn check_route_permission(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() || name.len() > MAX_ROUTE_PERMISSION_LEN {
+        return Err("a calling permission has 1 to 32 characters");
+    }
+    if !name.starts_with(|c: char| c.is_ascii_lowercase()) {
+        return Err("a calling permission starts with a lowercase letter a-z");
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+    {
+        return Err("a calling permission has only lowercase letters a-z, digits, _ and -");
+    }
+    Ok(())
 }
 
 /// The payload of a [`RecordKind::UserChange`], [`RecordKind::RoleChange`] or

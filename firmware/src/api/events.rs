@@ -599,11 +599,21 @@ pub(super) async fn click_to_call(
     }
 }
 
-/// The API's answer to a refused click-to-call (400 bad number, 404 unknown
-/// extension, 409 busy / no phone / no outside line, 503 stopping).
+/// The API's answer to a refused click-to-call (400 bad number, 403 the dial route
+/// needs a calling permission the phone lacks, with `route` and `permission` in the
+/// body, 404 unknown extension, 409 busy / no phone / no outside line, 503 stopping).
 pub(super) fn click_error(e: ClickError) -> ApiError {
     let message = e.to_string();
     match e {
+        ClickError::Call(ClickToCallError::NotPermitted { refused, .. }) => ApiError {
+            status: StatusCode::FORBIDDEN,
+            body: json!({
+                "error": message,
+                "route": refused.route,
+                "permission": refused.permission,
+            }),
+            retry_after_s: None,
+        },
         ClickError::Call(ClickToCallError::BadNumber { .. }) => ApiError::invalid("to", message),
         ClickError::Call(ClickToCallError::UnknownExtension(_)) => {
             ApiError::new(StatusCode::NOT_FOUND, message)

@@ -56,8 +56,10 @@
 //!
 //! Limits: on an FXO line the answer is the polarity reversal, so a PSTN line that
 //! does not signal answer never connects (the attempt ends `no_answer` at the ring
-//! timeout). Toll rules are those of an outside call dialled on an FXS phone:
-//! there are none today. A lead still ringing counts in
+//! timeout). Calling permissions are the agent's extension's (its phone's
+//! `permissions`; see [`super::outside`]): a lead whose dial route needs one the
+//! phone lacks fails at once (`failed`, CDR `congestion` with `hangup_cause`
+//! `route_not_permitted`), never on a less specific route. A lead still ringing counts in
 //! [`CallControl::active_calls`] (a restart for an update waits for it) but is not in
 //! [`CallControl::snapshot`] (the web page's calls) until it answered.
 
@@ -232,7 +234,31 @@ impl CallControl {
             extension = lead.extension,
             "campaign: dialling a lead for a reserved agent"
         );
-        let routes = self.routes_for(&lead.number);
+        // The call talks on the agent's extension: it holds that phone's calling
+        // permissions, and a route needing another is refused (not passed on).
+        let held = self.extension_permissions(&lead.extension);
+        let routes = match self.dial_routes.decide(&lead.number, self.trunk, &held) {
+            Ok(routes) => routes,
+            Err(refused) => {
+                tracing::warn!(
+                    call = id,
+                    attempt = lead.attempt,
+                    extension = lead.extension,
+                    route = refused.route,
+                    permission = refused.permission,
+                    "campaign: the dial route needs a calling permission the agent's phone lacks; the attempt fails"
+                );
+                self.lead_ended(
+                    now,
+                    None,
+                    lead,
+                    Disposition::Congestion,
+                    HangupSide::System,
+                    Some(super::HangupCause::RouteNotPermitted),
+                );
+                return Ok(id);
+            }
+        };
         match routes.first() {
             None => {
                 tracing::warn!(
@@ -473,6 +499,19 @@ impl CallControl {
         disposition: Disposition,
         side: HangupSide,
     ) {
+        self.lead_ended(now, leg, lead, disposition, side, None);
+    }
+
+    /// [`Self::lead_failed`], with the CDR's `hangup_cause`.
+    fn lead_ended(
+        &mut self,
+        now: Instant,
+        leg: Option<(LegId, Option<EndReason>)>,
+        lead: LeadLeg,
+        disposition: Disposition,
+        side: HangupSide,
+        cause: Option<super::HangupCause>,
+    ) {
         let sip_call_id = leg.and_then(|(l, _)| self.legs.get(&l).map(|i| i.sip_call_id.clone()));
         match leg {
             Some((l, Some(reason))) => self.hangup_leg(l, reason),
@@ -500,6 +539,7 @@ impl CallControl {
         );
         call.id = format!("{}-{}", self.settings.call_id_prefix, lead.key);
         call.callee_sip_call_id = sip_call_id;
+        call.hangup_cause = cause;
         tracing::info!(
             call = call.id,
             attempt = lead.attempt,

@@ -33,10 +33,20 @@
 //! A `+` number with no digits, more than 15 digits (E.164's limit), or nothing after
 //! the site's country code is refused as a bad number.
 //!
+//! # Calling permissions
+//!
+//! A click-to-call holds the calling permissions of the calling extension's phone
+//! (its FXS port's `permissions`, else its SIP account's; see [`super::outside`]),
+//! as the call it becomes does once dialled. When HQ's dial route matching an
+//! outside number needs a permission that phone lacks, nothing rings:
+//! [`ClickToCallError::NotPermitted`] names the route and the permission (the API
+//! answers 403). Users' roles carry no calling permissions, so the user's own roles
+//! do not widen or narrow this.
+//!
 //! Limits: a SIP phone hears silence, not ringback, while the target rings (no in-band
-//! tones towards SIP legs yet). Toll rules are those of a call dialled on the phone's
-//! port: FXS phones have none today, and the SIP endpoint's per-account toll check
-//! applies to INVITEs a phone sends, not to this call the box places for it. The `+`
+//! tones towards SIP legs yet). The SIP endpoint's per-account toll check
+//! (`international`) applies to INVITEs a phone sends, not to this call the box
+//! places for it. The `+`
 //! rewriting knows the countries the box has tone plans for ([`Country`]); a trunk
 //! that wants E.164 with `+` gets the national or international form all the same.
 
@@ -98,6 +108,17 @@ pub enum ClickToCallError {
     /// outside-line prefix, so no route out.
     #[error("no outside-line prefix is configured, so {0} cannot be dialled out")]
     NoOutsideLine(String),
+    /// The dial route matching the outside number needs a calling permission the
+    /// calling extension's phone does not hold (nothing rings).
+    #[error("{to} cannot be dialled from extension {from}: {refused}")]
+    NotPermitted {
+        /// The calling extension.
+        from: String,
+        /// The number asked for.
+        to: String,
+        /// The route and the permission it needs.
+        refused: super::RouteRefused,
+    },
 }
 
 /// A click-to-call ringing its caller's phone.
@@ -174,6 +195,23 @@ impl CallControl {
                 let number = self.outside_number(to).unwrap_or_default().to_owned();
                 if number.is_empty() {
                     return Err(bad("no number after the outside-line prefix"));
+                }
+                // Refused up front, before the phone rings, when the call would be
+                // refused once dialled (the same check, the same phone's permissions).
+                let held = self.extension_permissions(from);
+                if let Err(refused) = self.dial_routes.check(&number, &held) {
+                    tracing::warn!(
+                        from,
+                        to,
+                        route = refused.route,
+                        permission = refused.permission,
+                        "click-to-call refused: the dial route needs a calling permission the phone lacks"
+                    );
+                    return Err(ClickToCallError::NotPermitted {
+                        from: from.to_owned(),
+                        to: to.to_owned(),
+                        refused,
+                    });
                 }
                 let digits = if complete {
                     to.to_owned()

@@ -157,7 +157,10 @@ pub use self::echo::ECHO_TEST_LIMIT;
 pub use self::features::CONFIRMATION;
 pub use self::journal::JOURNAL_REFRESH;
 pub use self::meetme::{MeetMeRoom, PIN_PROMPT, PIN_TIMEOUT, PIN_TRIES, WRONG_PIN_PROMPT};
-pub use self::outside::{outside_routes, DialRoute, DialRoutes, OutsideVia, TrunkStatus};
+pub use self::outside::{
+    check_permissions, outside_routes, CallerPermissions, DialRoute, DialRoutes, OutsideVia,
+    RouteRefused, TrunkStatus,
+};
 pub use self::pickup::{DIRECTED_PICKUP, GROUP_PICKUP};
 pub use self::queue::announcement as queue_announcement;
 pub use self::queue::{
@@ -187,6 +190,9 @@ pub struct Extension {
     pub name: String,
     /// Whether a second call may wait on this extension.
     pub call_waiting: bool,
+    /// Calling permissions of calls placed from the port (config `permissions`;
+    /// see [`CallerPermissions`]).
+    pub permissions: Vec<String>,
 }
 
 /// An extension served by a local SIP phone (a SIP account). The same number may also
@@ -201,6 +207,9 @@ pub struct SipExtension {
     /// waiting shows it); off, such a caller gets busy, like an FXS extension without
     /// call waiting.
     pub call_waiting: bool,
+    /// Calling permissions of calls placed from the phone (config `permissions`;
+    /// see [`CallerPermissions`]).
+    pub permissions: Vec<String>,
 }
 
 /// A PSTN line on an FXO port.
@@ -1066,9 +1075,59 @@ impl CallControl {
         self.dial_routes = routes;
     }
 
-    /// The ways out for outside `number`, in order ([`DialRoutes::routes_for`]).
-    fn routes_for(&self, number: &str) -> Vec<OutsideVia> {
-        self.dial_routes.routes_for(number, self.trunk)
+    /// The calling permissions outside `call` holds (see [`CallerPermissions`]): a
+    /// transferred call those of the transferring phone, else its caller's: an FXS
+    /// port's, a local SIP phone's; an FXO line or the trunk holds none.
+    fn caller_permissions(&self, call: &Call) -> CallerPermissions {
+        match call.transferor {
+            Some(leg) => self.party_permissions(Party::Sip(leg)),
+            None => self.party_permissions(call.caller),
+        }
+    }
+
+    /// The calling permissions of `party` (none for a line or a trunk leg).
+    fn party_permissions(&self, party: Party) -> CallerPermissions {
+        let list = match party {
+            Party::Fxs(port) => self
+                .settings
+                .extensions
+                .iter()
+                .find(|e| e.port == port)
+                .map(|e| &e.permissions),
+            Party::Sip(leg) => self
+                .legs
+                .get(&leg)
+                .filter(|l| l.phone)
+                .and_then(|l| {
+                    self.settings
+                        .sip_extensions
+                        .iter()
+                        .find(|e| e.number == l.number)
+                })
+                .map(|e| &e.permissions),
+            Party::Fxo(_) => None,
+        };
+        CallerPermissions::new(list.into_iter().flatten().cloned())
+    }
+
+    /// The calling permissions of extension `number`'s phone: its FXS port's, else
+    /// its SIP account's (a click-to-call rings the port first; a campaign call talks
+    /// on the agent's extension).
+    fn extension_permissions(&self, number: &str) -> CallerPermissions {
+        let fxs = self
+            .settings
+            .extensions
+            .iter()
+            .find(|e| e.number == number)
+            .map(|e| &e.permissions);
+        let sip = || {
+            self.settings
+                .sip_extensions
+                .iter()
+                .find(|e| e.number == number)
+                .map(|e| &e.permissions)
+        };
+        CallerPermissions::new(fxs.or_else(sip).into_iter().flatten().cloned())
     }
 
     /// The SIP trunk status in force.
@@ -1943,12 +2002,25 @@ impl CallControl {
             Disposition::NoAnswer => (Tone::Busy, EndReason::NoAnswer),
             _ => (Tone::Busy, EndReason::Busy),
         };
+        // Refused by the dial plan: a SIP phone (and a transferor) hears 403, not
+        // 503, so it does not retry elsewhere; an analog phone gets congestion.
+        let not_permitted = call.hangup_cause == Some(HangupCause::RouteNotPermitted);
+        let reason = if not_permitted {
+            EndReason::Forbidden
+        } else {
+            reason
+        };
         match call.caller {
             Party::Fxs(p) => self.lockout(now, p, tone),
             Party::Sip(leg) => self.hangup_leg(leg, reason),
             Party::Fxo(_) => self.release_party(now, call.caller, key, EndReason::Normal),
         }
-        self.finish_transfer(call.transferor, transfer_failure_status(disposition));
+        let status = if not_permitted {
+            403
+        } else {
+            transfer_failure_status(disposition)
+        };
+        self.finish_transfer(call.transferor, status);
         self.emit_cdr(now, &call, disposition, side);
         self.queue_call_gone(now, key, call.queue.as_ref());
         self.campaign_call_gone(now, key);
@@ -1968,11 +2040,36 @@ impl CallControl {
     /// Places outside `call` (to `call.callee_number`) on the first route that takes
     /// it: the ways HQ's matching dial route lists, else the SIP trunk while it is
     /// usable, then an FXO line ([`DialRoutes::routes_for`]).
-    fn call_outside(&mut self, now: Instant, call: Call) {
+    /// A call whose matching route needs a calling permission its caller lacks is
+    /// refused ([`DialRoutes::decide`]; never a less specific route).
+    fn call_outside(&mut self, now: Instant, mut call: Call) {
         let number = call.callee_number.clone();
         let caller = call.caller;
-        let routes_left = self.routes_for(&number);
+        let held = self.caller_permissions(&call);
+        let refused = self.dial_routes.decide(&number, self.trunk, &held);
+        let routes_left = refused.as_ref().cloned().unwrap_or_default();
+        if refused.is_err() {
+            call.hangup_cause = Some(HangupCause::RouteNotPermitted);
+        }
         let key = self.new_call(call);
+        if let Err(refused) = refused {
+            tracing::warn!(
+                call = self
+                    .calls
+                    .get(&key)
+                    .map(|c| c.id.as_str())
+                    .unwrap_or_default(),
+                ?caller,
+                number,
+                route = refused.route,
+                permission = refused.permission,
+                "outside call refused: the dial route needs a calling permission the caller lacks"
+            );
+            if let Party::Fxs(p) = caller {
+                self.set_fxs(p, Fxs::Caller(key));
+            }
+            return self.fail_call(now, key, Disposition::Congestion, HangupSide::System);
+        }
         if let Party::Fxs(p) = caller {
             self.set_fxs(p, Fxs::Caller(key));
         }

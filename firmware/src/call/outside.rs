@@ -13,8 +13,38 @@
 //!   (survivability: while the trunk or the WAN is down, outside calls go straight to
 //!   the FXO lines a route allows). A route that allows only the trunk while the
 //!   trunk is unusable has no way out: the caller hears congestion.
-//! - Limit: a route's `needs_permission` is kept but not enforced here (an analog
-//!   phone carries no logged-in user); the daemon logs it when it loads such a route.
+//!
+//! # Calling permissions (class of service)
+//!
+//! A route may name a calling permission (`needs_permission`, e.g. `international`):
+//! only a caller holding it may use the route, like a commercial gateway's class of
+//! service (Cisco COR lists, Asterisk contexts). What a call holds is the
+//! permissions of the phone it is placed from ([`CallerPermissions`]): an FXS
+//! extension's `permissions` and a `[[sip_accounts]]` entry's `permissions` in the
+//! box's config (empty by default). A click-to-call and a campaign call carry those
+//! of the user's / agent's extension (the phone that rings first and talks); a
+//! transferred call those of the transferring phone; a queue call overflowing to an
+//! outside number holds none. Users' roles carry no calling permissions (the RBAC
+//! catalogue is `resource.action:scope` and has no calling classes), so the phone
+//! decides even when a user is logged in.
+//!
+//! The decision is [`DialRoutes::decide`]: the most specific matching route decides
+//! alone. When it needs a permission the caller lacks, the call is refused
+//! ([`RouteRefused`]), **never** passed on to a shorter prefix that needs none: a
+//! route `00` needing `international` under a default route `""` open to all would
+//! otherwise let anyone dial abroad (toll fraud). Call control then gives the caller
+//! the normal refusal (congestion on an analog phone, `403 Forbidden` to a SIP
+//! phone; the API refuses a click-to-call up front with 403 naming the route and
+//! the permission), writes the CDR with `hangup_cause` `route_not_permitted` and
+//! logs the route and the permission. Numbers no route covers keep the built-in
+//! rule and need no permission.
+//!
+//! Limit: the check is of the number dialled before the call goes out. Digits a
+//! caller keys once connected to an FXO line (a SIP phone's DTMF, an analog phone's
+//! tones through the audio path) reach the exchange unchecked, as on any analog
+//! gateway; a route whose prefix is a prefix of a permissioned one (`0` under `00`)
+//! should not end on an FXO line where that matters, or should need the permission
+//! too.
 //!
 //! [`DialRoutes::routes_for`] is the decision, a pure function; [`super::CallControl`]
 //! takes the candidates in order and places the call on the first one it can.
@@ -74,14 +104,16 @@ pub struct DialRoute {
     pub prefix: String,
     /// Ways to try, in order (never empty, no way twice).
     pub via: Vec<OutsideVia>,
-    /// Permission HQ says the route needs (not enforced by call control).
+    /// The calling permission a caller must hold to use the route, if any (see the
+    /// module docs).
     pub needs_permission: Option<String>,
 }
 
 impl DialRoute {
     /// A route from HQ's fields, checked: the prefix is digits (a leading `+`
     /// allowed), at most 32 of them; `via` names one or more of `sip`, `fxo`, each
-    /// once.
+    /// once; `needs_permission`, when given, a calling-permission name
+    /// ([`branchline_sync::wire::check_route_permission`]).
     pub fn new(
         name: &str,
         prefix: &str,
@@ -106,6 +138,10 @@ impl DialRoute {
             }
             ways.push(way);
         }
+        if let Some(p) = &needs_permission {
+            branchline_sync::wire::check_route_permission(p)
+                .map_err(|reason| format!("needs_permission {p:?}: {reason}"))?;
+        }
         Ok(DialRoute {
             name: name.to_owned(),
             prefix: prefix.to_owned(),
@@ -113,6 +149,53 @@ impl DialRoute {
             needs_permission,
         })
     }
+}
+
+/// The calling permissions a call holds (see the module docs): those of the phone it
+/// is placed from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CallerPermissions(Vec<String>);
+
+impl CallerPermissions {
+    /// These permissions (names [`check_permissions`] accepted).
+    pub fn new(permissions: impl IntoIterator<Item = String>) -> CallerPermissions {
+        CallerPermissions(permissions.into_iter().collect())
+    }
+
+    /// No permission at all.
+    pub fn none() -> CallerPermissions {
+        CallerPermissions::default()
+    }
+
+    /// Whether `permission` is among them.
+    pub fn holds(&self, permission: &str) -> bool {
+        self.0.iter().any(|p| p == permission)
+    }
+}
+
+/// Checks a phone's `permissions` list: each a calling-permission name
+/// ([`branchline_sync::wire::check_route_permission`]), none twice. The index of
+/// the first bad entry and why.
+pub fn check_permissions(permissions: &[String]) -> Result<(), (usize, String)> {
+    for (i, p) in permissions.iter().enumerate() {
+        branchline_sync::wire::check_route_permission(p)
+            .map_err(|reason| (i, format!("{p:?}: {reason}")))?;
+        if permissions[..i].contains(p) {
+            return Err((i, format!("{p:?} is listed twice")));
+        }
+    }
+    Ok(())
+}
+
+/// An outside call refused: the route matching its number needs a permission the
+/// caller does not hold.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("dial route {route:?} needs the calling permission {permission:?}")]
+pub struct RouteRefused {
+    /// The matching route's name.
+    pub route: String,
+    /// The permission it needs.
+    pub permission: String,
 }
 
 /// The dial plan's outside-line routes, most specific first.
@@ -152,6 +235,35 @@ impl DialRoutes {
     /// The route that decides for `number` (dialled after the outside-line prefix).
     pub fn matching(&self, number: &str) -> Option<&DialRoute> {
         self.routes.iter().find(|r| number.starts_with(&r.prefix))
+    }
+
+    /// Whether a caller holding `held` may dial `number` (after the outside-line
+    /// prefix), and if so the ways to try ([`Self::routes_for`]). The matching route
+    /// decides alone: when it needs a permission `held` lacks, the call is refused
+    /// even if a less specific route would let it through (see the module docs).
+    pub fn decide(
+        &self,
+        number: &str,
+        trunk: TrunkStatus,
+        held: &CallerPermissions,
+    ) -> Result<Vec<OutsideVia>, RouteRefused> {
+        self.check(number, held)?;
+        Ok(self.routes_for(number, trunk))
+    }
+
+    /// The permission check of [`Self::decide`] alone.
+    pub fn check(&self, number: &str, held: &CallerPermissions) -> Result<(), RouteRefused> {
+        match self.matching(number) {
+            Some(DialRoute {
+                name,
+                needs_permission: Some(permission),
+                ..
+            }) if !held.holds(permission) => Err(RouteRefused {
+                route: name.clone(),
+                permission: permission.clone(),
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// The ways to try for `number`, in order: the matching route's (without the
@@ -249,5 +361,119 @@ mod tests {
         assert!(e.contains("twice"), "{e}");
         assert!(DialRoute::new("r", "+49", &s(&["fxo"]), None).is_ok());
         assert!(DialRoute::new("r", &"1".repeat(33), &s(&["fxo"]), None).is_err());
+        for bad in ["", "Intl", "intl calls", "calls.view:site", &"p".repeat(33)] {
+            let e = DialRoute::new("r", "00", &s(&["sip"]), Some(bad.to_owned())).unwrap_err();
+            assert!(e.contains("needs_permission"), "{bad:?}: {e}");
+        }
+        assert!(DialRoute::new("r", "00", &s(&["sip"]), Some("intl_2-x".to_owned())).is_ok());
+    }
+
+    fn needing(name: &str, prefix: &str, via: &[&str], permission: &str) -> DialRoute {
+        let via: Vec<String> = via.iter().map(|v| (*v).to_owned()).collect();
+        DialRoute::new(name, prefix, &via, Some(permission.to_owned())).expect("valid route")
+    }
+
+    fn holding(permissions: &[&str]) -> CallerPermissions {
+        CallerPermissions::new(permissions.iter().map(|p| (*p).to_owned()))
+    }
+
+    #[test]
+    fn a_route_needing_a_permission_is_refused_to_a_caller_without_it() {
+        use OutsideVia::{Fxo, SipTrunk};
+        let routes = DialRoutes::new(vec![
+            route("national", "0", &["fxo", "sip"]),
+            needing("international", "00", &["sip", "fxo"], "international"),
+        ]);
+        let up = TrunkStatus::Usable;
+        let refused = RouteRefused {
+            route: "international".to_owned(),
+            permission: "international".to_owned(),
+        };
+        // Absent: refused, naming the route and the permission.
+        assert_eq!(
+            routes.decide("0049301234", up, &CallerPermissions::none()),
+            Err(refused.clone())
+        );
+        assert_eq!(
+            routes.decide("0049301234", up, &holding(&["premium"])),
+            Err(refused.clone())
+        );
+        assert_eq!(
+            refused.to_string(),
+            "dial route \"international\" needs the calling permission \"international\""
+        );
+        // Present: the route's ways, the trunk dropped while unusable as ever.
+        let intl = holding(&["premium", "international"]);
+        assert_eq!(
+            routes.decide("0049301234", up, &intl),
+            Ok(vec![SipTrunk, Fxo])
+        );
+        assert_eq!(
+            routes.decide("0049301234", TrunkStatus::Unusable, &intl),
+            Ok(vec![Fxo])
+        );
+        // No permission needed: the matching route, or the built-in rule.
+        let none = CallerPermissions::none();
+        assert_eq!(routes.decide("0301234", up, &none), Ok(vec![Fxo, SipTrunk]));
+        assert_eq!(routes.decide("5550100", up, &none), Ok(vec![SipTrunk, Fxo]));
+        assert_eq!(routes.check("5550100", &none), Ok(()));
+    }
+
+    #[test]
+    fn a_refused_call_never_falls_through_to_a_less_specific_route() {
+        // The longest prefix needs a permission, shorter ones (and the default) do
+        // not: refused all the same, whatever the others would allow.
+        let routes = DialRoutes::new(vec![
+            route("default", "", &["fxo", "sip"]),
+            route("national", "0", &["fxo"]),
+            needing("premium", "0900", &["fxo"], "premium"),
+        ]);
+        let none = CallerPermissions::none();
+        let err = routes
+            .decide("09001234", TrunkStatus::Usable, &none)
+            .expect_err("refused");
+        assert_eq!(
+            (err.route.as_str(), err.permission.as_str()),
+            ("premium", "premium")
+        );
+        // The same caller still reaches what the shorter routes cover.
+        assert_eq!(
+            routes.decide("0301234", TrunkStatus::Usable, &none),
+            Ok(vec![OutsideVia::Fxo])
+        );
+        assert_eq!(
+            routes.decide("5550100", TrunkStatus::Usable, &none),
+            Ok(vec![OutsideVia::Fxo, OutsideVia::SipTrunk])
+        );
+        // A permission on the default route alone covers every number no longer
+        // prefix matches, and only those.
+        let routes = DialRoutes::new(vec![
+            needing("default", "", &["fxo"], "outside"),
+            route("emergency", "112", &["fxo"]),
+        ]);
+        assert_eq!(
+            routes.decide("112", TrunkStatus::Usable, &none),
+            Ok(vec![OutsideVia::Fxo])
+        );
+        assert!(routes
+            .decide("0301234", TrunkStatus::Usable, &none)
+            .is_err());
+        assert!(routes
+            .decide("0301234", TrunkStatus::Usable, &holding(&["outside"]))
+            .is_ok());
+    }
+
+    #[test]
+    fn a_phones_permission_list_is_checked() {
+        let s = |v: &[&str]| v.iter().map(|x| (*x).to_owned()).collect::<Vec<_>>();
+        assert_eq!(check_permissions(&[]), Ok(()));
+        assert_eq!(check_permissions(&s(&["international", "premium"])), Ok(()));
+        let (i, e) = check_permissions(&s(&["international", "Premium"])).unwrap_err();
+        assert_eq!(i, 1, "{e}");
+        assert!(e.contains("Premium"), "{e}");
+        let (i, e) = check_permissions(&s(&["premium", "premium"])).unwrap_err();
+        assert_eq!(i, 1);
+        assert!(e.contains("twice"), "{e}");
+        assert!(check_permissions(&s(&[""])).is_err());
     }
 }

@@ -1046,7 +1046,26 @@ impl CallControl {
         // Out through the normal routes; the caller hears ringback again.
         call.queue = None;
         call.callee_number = number.clone();
-        let routes_left = self.dial_routes.routes_for(&number, self.trunk);
+        // The overflow target is the queue's, but the call is an outside caller's,
+        // which holds no calling permission: a route needing one refuses it.
+        let routes_left =
+            match self
+                .dial_routes
+                .decide(&number, self.trunk, &super::CallerPermissions::none())
+            {
+                Ok(routes) => routes,
+                Err(refused) => {
+                    tracing::warn!(
+                    call = call.id,
+                    number,
+                    route = refused.route,
+                    permission = refused.permission,
+                    "queue overflow to a number refused: the dial route needs a calling permission"
+                );
+                    call.hangup_cause = Some(super::HangupCause::RouteNotPermitted);
+                    Vec::new()
+                }
+            };
         call.outside = Some(OutsideAttempt {
             number,
             routes_left,

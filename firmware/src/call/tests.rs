@@ -23,6 +23,7 @@ fn settings(base: Instant) -> CallSettings {
         port,
         name: format!("Ext {n}"),
         call_waiting: cw,
+        permissions: Vec::new(),
     };
     CallSettings {
         country: Country::Us,

@@ -395,3 +395,36 @@ fn a_plus_number_is_clicked_through_the_outside_line_in_national_or_internationa
         Err(ClickToCallError::NoOutsideLine("+4930123456".into()))
     );
 }
+
+#[test]
+fn a_click_to_a_route_the_phone_may_not_use_is_refused_before_anything_rings() {
+    // `00` needs `international`: 101 and 211 hold it, 103 and 210 do not.
+    let mut h = permission_harness();
+    for from in ["103", "210"] {
+        let err = h.click(from, "90049301234").expect_err("refused");
+        assert_eq!(
+            err,
+            ClickToCallError::NotPermitted {
+                from: from.into(),
+                to: "90049301234".into(),
+                refused: RouteRefused {
+                    route: "international".into(),
+                    permission: "international".into(),
+                },
+            }
+        );
+        assert!(err.to_string().contains("\"international\""), "{err}");
+        assert!(h.take().is_empty(), "nothing rings, no CDR");
+    }
+    // The phone may dial what needs no permission.
+    h.click("103", "90301234").expect("national is open");
+    assert!(rings(&h.take(), 3));
+    // Phones holding it are rung.
+    h.click("101", "90049301234").expect("101 holds it");
+    assert!(rings(&h.take(), 1));
+    h.click("211", "90049301234").expect("211 holds it");
+    assert!(matches!(
+        only_dial(&h.take()),
+        (_, SipTarget::Extension(e), _) if e == "211"
+    ));
+}

@@ -28,12 +28,14 @@ pub(super) fn settings(base: Instant) -> CallSettings {
         port,
         name: format!("Ext {n}"),
         call_waiting: cw,
+        permissions: Vec::new(),
     };
     // 211 has call waiting off.
     let sip = |n: &str| SipExtension {
         number: n.to_string(),
         name: format!("Phone {n}"),
         call_waiting: n != "211",
+        permissions: Vec::new(),
     };
     CallSettings {
         country: Country::Us,
@@ -1582,4 +1584,105 @@ fn a_media_timeout_for_a_leg_call_control_forgot_still_ends_the_leg() {
     let mut h = Harness::new();
     h.sip(SipInput::MediaTimeout { leg: IN2 });
     assert_eq!(hangups(&h.take()), [(IN2, EndReason::Normal)]);
+}
+
+/// HQ's routes with a permission: `00` (international) needs `international`, the
+/// shorter `0` and the default route need none. FXS 1 (101) and SIP 211 hold
+/// `international`; FXS 3 (103) and SIP 210 hold nothing.
+pub(super) fn permission_harness() -> Harness {
+    let mut h = Harness::with(|s| {
+        s.extensions[0].permissions = vec!["international".into()];
+        s.sip_extensions[2].permissions = vec!["premium".into(), "international".into()];
+    });
+    let via = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    h.cc.set_dial_routes(DialRoutes::new(vec![
+        DialRoute::new("default", "", &via(&["fxo"]), None).expect("route"),
+        DialRoute::new("national", "0", &via(&["fxo"]), None).expect("route"),
+        DialRoute::new(
+            "international",
+            "00",
+            &via(&["fxo"]),
+            Some("international".into()),
+        )
+        .expect("route"),
+    ]));
+    h
+}
+
+#[test]
+fn an_analog_phone_without_the_routes_permission_gets_congestion_and_a_distinct_cdr() {
+    let mut h = permission_harness();
+    h.ev(3, Event::OffHook);
+    h.dial(3, "90049301234#");
+    let out = h.take();
+    // Refused: congestion, no line seized (not the `0` or default route either).
+    assert!(tone_is(&out, 3, Tone::Congestion), "{out:?}");
+    assert!(!has_cmd(&out, 6, |c| *c == Command::FxoSeize), "{out:?}");
+    let cdr = &cdrs(&out)[0];
+    assert_eq!(cdr.disposition, Disposition::Congestion);
+    assert_eq!(cdr.hangup_side, HangupSide::System);
+    assert_eq!(
+        cdr.hangup_cause,
+        Some(crate::cdr::HangupCause::RouteNotPermitted)
+    );
+    assert_eq!(
+        (cdr.caller.as_str(), cdr.callee.as_str()),
+        ("103", "0049301234")
+    );
+    h.ev(3, Event::OnHook);
+    h.take();
+    // The same phone reaches what needs no permission.
+    h.ev(3, Event::OffHook);
+    h.dial(3, "90301234#");
+    assert!(has_cmd(&h.take(), 6, |c| *c == Command::FxoSeize));
+    h.ev(3, Event::OnHook);
+    h.take();
+    // A phone holding the permission goes out on the route.
+    h.ev(1, Event::OffHook);
+    h.dial(1, "90049301234#");
+    let out = h.take();
+    assert!(
+        has_cmd(&out, 6, |c| *c == Command::fxo_dial("0049301234").unwrap()),
+        "{out:?}"
+    );
+    assert!(cdrs(&out).is_empty());
+}
+
+#[test]
+fn a_sip_phone_without_the_routes_permission_gets_403() {
+    let mut h = permission_harness();
+    h.incoming(
+        IN1,
+        SipOrigin::Extension("210".into()),
+        "210",
+        "90049301234",
+    );
+    let out = h.take();
+    assert_eq!(hangups(&out), [(IN1, EndReason::Forbidden)]);
+    assert!(!has_cmd(&out, 6, |c| *c == Command::FxoSeize));
+    let cdr = &cdrs(&out)[0];
+    assert_eq!(
+        cdr.hangup_cause,
+        Some(crate::cdr::HangupCause::RouteNotPermitted)
+    );
+    assert_eq!(cdr.disposition, Disposition::Congestion);
+    // 211 holds it.
+    h.incoming(
+        IN2,
+        SipOrigin::Extension("211".into()),
+        "211",
+        "90049301234",
+    );
+    let out = h.take();
+    assert!(has_cmd(&out, 6, |c| *c == Command::FxoSeize), "{out:?}");
+    assert!(hangups(&out).is_empty());
+}
+
+#[test]
+fn a_call_no_permissioned_route_matches_is_not_checked() {
+    let mut h = permission_harness();
+    h.cc.set_dial_routes(DialRoutes::default());
+    h.ev(3, Event::OffHook);
+    h.dial(3, "90049301234#");
+    assert!(has_cmd(&h.take(), 6, |c| *c == Command::FxoSeize));
 }

@@ -394,6 +394,10 @@ pub struct SipAccountConfig {
     /// own call waiting (`call_waiting`, default true, as for `[[extensions]]`); off,
     /// the caller gets busy.
     pub call_waiting: bool,
+    /// Calling permissions of calls placed from the phone (`permissions = [...]`,
+    /// default none), as for `[[extensions]]`. Separate from `international`, the
+    /// SIP endpoint's toll check, which still applies first.
+    pub permissions: Vec<String>,
 }
 
 impl fmt::Debug for SipAccountConfig {
@@ -404,6 +408,7 @@ impl fmt::Debug for SipAccountConfig {
             .field("password", &"<redacted>")
             .field("international", &self.international)
             .field("call_waiting", &self.call_waiting)
+            .field("permissions", &self.permissions)
             .finish()
     }
 }
@@ -665,6 +670,10 @@ pub struct ExtensionConfig {
     pub name: String,
     /// Whether a second call gets the call-waiting tone instead of busy.
     pub call_waiting: bool,
+    /// Calling permissions of calls placed from the port (`permissions = [...]`,
+    /// default none): a dial route HQ marks `needs_permission` takes only callers
+    /// holding that name ([`crate::call::CallerPermissions`]).
+    pub permissions: Vec<String>,
     /// Line of `port` in the file, for [`Config::check_board`]'s messages.
     port_line: usize,
 }
@@ -1214,15 +1223,28 @@ impl Ctx<'_> {
                      every SIP scanner)"
                 )));
             }
+            let permissions = self.permissions(acc.permissions, &field("permissions"))?;
             out.push(SipAccountConfig {
                 extension: number,
                 name,
                 password: acc.password.into_inner(),
                 international: acc.international.unwrap_or(false),
                 call_waiting: acc.call_waiting.unwrap_or(true),
+                permissions,
             });
         }
         Ok(out)
+    }
+
+    /// A phone's `permissions` list: calling-permission names
+    /// ([`crate::call::check_permissions`]), none twice; absent: none.
+    fn permissions(&self, raw: Option<Vec<Spanned<String>>>, field: &str) -> Result<Vec<String>> {
+        let raw = raw.unwrap_or_default();
+        let names: Vec<String> = raw.iter().map(|p| p.get_ref().clone()).collect();
+        crate::call::check_permissions(&names).map_err(|(i, message)| {
+            self.invalid(raw[i].span(), format!("{field}[{i}]"), message)
+        })?;
+        Ok(names)
     }
 
     /// A non-empty path value.
@@ -1591,11 +1613,13 @@ impl Ctx<'_> {
                 }
                 None => String::new(),
             };
+            let permissions = self.permissions(ext.permissions, &field("permissions"))?;
             out.push(ExtensionConfig {
                 number,
                 port,
                 name,
                 call_waiting: ext.call_waiting.unwrap_or(true),
+                permissions,
                 port_line: self.line(&ext.port.span()),
             });
         }

@@ -71,6 +71,7 @@ pub(super) struct RawSipAccount {
     pub password: Spanned<String>,
     pub international: Option<bool>,
     pub call_waiting: Option<bool>,
+    pub permissions: Option<Vec<Spanned<String>>>,
 }
 
 /// `[hq]`
@@ -189,6 +190,7 @@ pub(super) struct RawExtension {
     pub port: Spanned<i64>,
     pub name: Option<Spanned<String>>,
     pub call_waiting: Option<bool>,
+    pub permissions: Option<Vec<Spanned<String>>>,
 }
 
 /// One `[[fxo_lines]]` entry.

@@ -1005,3 +1005,44 @@ fn the_echo_test_code_defaults_can_be_changed_or_turned_off_and_is_validated() {
         + "\n[[conference_rooms]]\nnumber = \"800\"\npin = \"4711\"\n";
     assert!(error(&room).contains("conference room 800"));
 }
+
+#[test]
+fn phones_carry_calling_permissions_empty_by_default() {
+    let config = Config::from_toml_str(BASE, Path::new(FILE)).expect("loads");
+    assert!(config.extensions.iter().all(|e| e.permissions.is_empty()));
+    let text = "[telephony]\noutside_line_prefix = \"9\"\n\n[[extensions]]\nnumber = \"101\"\n\
+                port = 1\npermissions = [\"international\", \"premium\"]\n\n[[sip_accounts]]\n\
+                extension = \"210\"\npassword = \"long-enough\"\n\
+                permissions = [\"mobile_intl\"]\n";
+    let config = Config::from_toml_str(text, Path::new(FILE)).expect("loads");
+    assert_eq!(
+        config.extensions[0].permissions,
+        ["international", "premium"]
+    );
+    assert_eq!(config.sip_accounts[0].permissions, ["mobile_intl"]);
+    assert!(format!("{:?}", config.sip_accounts[0]).contains("mobile_intl"));
+}
+
+#[test]
+fn a_bad_permission_list_is_refused_with_file_line_and_field() {
+    // Line 13: the `permissions` line of the third extension block of BASE + one.
+    let ext = |list: &str| {
+        format!("{BASE}\n[[extensions]]\nnumber = \"103\"\nport = 3\npermissions = {list}\n")
+    };
+    let e = error(&ext("[\"international\", \"Premium\"]"));
+    assert_located(&e, 15, "extensions[2].permissions[1]");
+    assert!(e.contains("lowercase"), "{e}");
+    let e = error(&ext("[\"premium\", \"premium\"]"));
+    assert_located(&e, 15, "extensions[2].permissions[1]");
+    assert!(e.contains("twice"), "{e}");
+    let e = error(&ext("[\"\"]"));
+    assert_located(&e, 15, "extensions[2].permissions[0]");
+    let e = error(&ext("\"international\""));
+    assert!(e.contains("extensions[2].permissions"), "{e}");
+    let e = error(&format!(
+        "{}permissions = [\"calls.view:site\"]\n",
+        sip_account("210", "long-enough")
+    ));
+    assert_located(&e, 15, "sip_accounts[0].permissions[0]");
+    assert!(e.contains("calls.view:site"), "{e}");
+}

@@ -81,6 +81,9 @@ const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!(
         "../../migrations/0027_cdr_hangup_cause_session_expired.sql"
     )),
+    M::up(include_str!(
+        "../../migrations/0028_cdr_hangup_cause_route_not_permitted.sql"
+    )),
 ];
 
 /// Migrates a bare connection to schema `version` only (tests of later migrations'

@@ -906,6 +906,85 @@ async fn migration_0027_keeps_every_cdr_and_allows_session_expired() {
     );
 }
 
+/// Migration 0028 rebuilds `cdrs` again to allow `hangup_cause`
+/// `route_not_permitted`: rows written at schema 27 survive unchanged, the indexes
+/// come back, the new cause is stored and read, and an unknown cause is still refused.
+#[tokio::test]
+async fn migration_0028_keeps_every_cdr_and_allows_route_not_permitted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = db_path(&dir);
+    std::fs::create_dir_all(path.parent().expect("parent")).expect("data dir");
+    let dump = |conn: &Connection| -> Vec<String> {
+        conn.prepare("SELECT * FROM cdrs ORDER BY id")
+            .and_then(|mut s| {
+                let n = s.column_count();
+                s.query_map([], |r| {
+                    (0..n)
+                        .map(|i| r.get_ref(i).map(|v| format!("{v:?}")))
+                        .collect::<Result<Vec<_>, _>>()
+                        .map(|v| v.join("|"))
+                })?
+                .collect()
+            })
+            .expect("dump cdrs")
+    };
+    let before = {
+        let mut conn = Connection::open(&path).expect("open");
+        super::migrate_to(&mut conn, 27);
+        let refused = conn.execute(
+            "INSERT INTO cdrs (call_id, direction, caller, callee, started_at_ms,
+                               ended_at_ms, duration_ms, billable_ms, disposition,
+                               hangup_side, hangup_cause)
+             VALUES ('x', 'outbound', '101', '00491', 1, 2, 1, 0, 'congestion', 'system',
+                     'route_not_permitted')",
+            [],
+        );
+        assert!(refused.is_err(), "schema 27 does not know the new cause");
+        conn.execute_batch(
+            "INSERT INTO cdrs (call_id, direction, caller, caller_port, callee, started_at_ms,
+                               answered_at_ms, ended_at_ms, duration_ms, billable_ms,
+                               disposition, hangup_side, caller_mos, queue, hold_ms,
+                               interrupted, hangup_cause)
+             VALUES ('old-1', 'inbound', '5551234', 5, '101', 1000, 2000, 9000, 8000, 7000,
+                     'answered', 'system', 4.2, 'sales', 300, 1, 'session_expired'),
+                    ('old-2', 'internal', '101', 1, '102', 3000, NULL, 4000, 1000, 0,
+                     'no_answer', 'caller', NULL, NULL, NULL, 0, NULL);",
+        )
+        .expect("seed schema 27");
+        dump(&conn)
+    };
+    let store = Store::open(&path).expect("migrate to 28");
+    let (writer, _thread) = store.try_spawn_writer().expect("spawn");
+    {
+        let conn = Connection::open(&path).expect("open");
+        assert_eq!(dump(&conn), before, "rows unchanged by the rebuild");
+        let indexes: Vec<String> = conn
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'cdrs' ORDER BY name")
+            .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+            .expect("indexes");
+        assert_eq!(
+            indexes,
+            [
+                "cdrs_queue",
+                "cdrs_started_at_ms",
+                "sqlite_autoindex_cdrs_1"
+            ]
+        );
+        let bad = conn.execute(
+            "UPDATE cdrs SET hangup_cause = 'gremlins' WHERE call_id = 'old-2'",
+            [],
+        );
+        assert!(bad.is_err(), "an unknown cause is refused");
+    }
+    let mut refused = cdr("new-1", 10_000);
+    refused.hangup_side = HangupSide::System;
+    refused.disposition = crate::cdr::Disposition::Congestion;
+    refused.hangup_cause = Some(crate::cdr::HangupCause::RouteNotPermitted);
+    writer.insert_cdr(refused.clone()).await.expect("insert");
+    let reader = Store::reader(&path).expect("reader");
+    assert_eq!(reader.cdr("new-1").expect("read"), Some(refused));
+}
+
 fn outbox_cdr_seqs(path: &Path) -> Vec<(i64, String)> {
     let conn = Connection::open(path).expect("open");
     let mut s = conn

@@ -779,7 +779,8 @@ fn check_dial_route(d: &wire::DialRoute) -> Checked {
 
 /// HQ's dial routes as stored (`hq_rows` of kind `dial_route`), for call control.
 /// A stored row that does not read back as a route (written by an older firmware
-/// that did not check them) is left out and logged.
+/// that did not check them) is left out and logged; one whose only fault is a
+/// `needs_permission` name no phone can hold is kept and refuses every caller.
 pub fn dial_routes(conn: &Connection, path: &Path) -> Result<crate::call::DialRoutes> {
     let mut stmt = conn
         .prepare("SELECT key, row FROM hq_rows WHERE kind = 'dial_route' ORDER BY key")
@@ -792,7 +793,19 @@ pub fn dial_routes(conn: &Connection, path: &Path) -> Result<crate::call::DialRo
     for (key, json) in rows {
         let route = match serde_json::from_str::<Entity>(&json) {
             Ok(Entity::DialRoute(d)) => {
+                let permission = d.needs_permission.clone();
                 crate::call::DialRoute::new(&d.name, &d.prefix, &d.via, d.needs_permission)
+                    .or_else(|problem| {
+                        // A permission name this firmware refuses (stored by one that
+                        // took any text): the route stays, needing that name, which no
+                        // phone can hold, so it refuses every caller. Leaving it out
+                        // would pass its numbers to a less specific route.
+                        let mut route =
+                            crate::call::DialRoute::new(&d.name, &d.prefix, &d.via, None)?;
+                        tracing::warn!(route = key, %problem, "stored dial route refuses every caller");
+                        route.needs_permission = permission;
+                        Ok(route)
+                    })
             }
             Ok(other) => Err(format!("holds a {}", entity_name(other.kind()))),
             Err(e) => Err(e.to_string()),

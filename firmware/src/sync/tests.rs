@@ -1513,3 +1513,73 @@ async fn dial_routes_from_hq_reach_call_control_and_a_bad_one_refuses_the_page()
         ]
     );
 }
+
+#[tokio::test]
+async fn a_dial_routes_permission_reaches_call_control_and_a_bad_name_refuses_the_page() {
+    use crate::call::{CallerPermissions, TrunkStatus};
+    let env = env().await;
+    let needing = |name: &str, prefix: &str, permission: &str| {
+        let Entity::DialRoute(mut d) = dial_route(name, prefix, &["sip"]) else {
+            unreachable!("a dial route")
+        };
+        d.needs_permission = Some(permission.to_owned());
+        Entity::DialRoute(d)
+    };
+    let routes = |env: &Env| {
+        let reader = Store::reader(&env.path).expect("reader");
+        super::apply::dial_routes(reader.connection(), &env.path).expect("routes")
+    };
+    env.sync
+        .apply_down(
+            page(vec![
+                upsert(2, dial_route("national", "0", &["fxo"])),
+                upsert(3, needing("international", "00", "international")),
+            ]),
+            T0,
+        )
+        .await
+        .expect("page");
+    let loaded = routes(&env);
+    let refused = loaded
+        .decide("0049", TrunkStatus::Usable, &CallerPermissions::none())
+        .expect_err("refused without the permission");
+    assert_eq!(refused.permission, "international");
+    let intl = CallerPermissions::new(["international".to_owned()]);
+    assert!(loaded.decide("0049", TrunkStatus::Usable, &intl).is_ok());
+
+    // A permission name the box cannot hold refuses the whole page.
+    let err = env
+        .sync
+        .apply_down(
+            page(vec![upsert(4, needing("premium", "0900", "Premium Calls"))]),
+            T0,
+        )
+        .await
+        .expect_err("refused");
+    assert!(
+        matches!(err, Error::SyncRefused { revision: 4, .. })
+            && err.to_string().contains("needs_permission"),
+        "{err}"
+    );
+    assert_eq!(routes(&env).len(), 2, "nothing of the page applied");
+
+    // Such a name stored by an older firmware keeps the route, refusing everyone:
+    // its numbers never fall through to the shorter `national` route.
+    let conn = Connection::open(&env.path).expect("open");
+    let old = serde_json::to_string(&needing("international", "00", "Intl")).expect("json");
+    conn.execute(
+        "UPDATE hq_rows SET row = ?1 WHERE kind = 'dial_route' AND key = 'international'",
+        [&old],
+    )
+    .expect("rewrite the stored row");
+    let loaded = routes(&env);
+    assert_eq!(loaded.len(), 2);
+    let refused = loaded
+        .decide("0049", TrunkStatus::Usable, &intl)
+        .expect_err("nobody holds the bad name");
+    assert_eq!(
+        (refused.route.as_str(), refused.permission.as_str()),
+        ("international", "Intl")
+    );
+    assert!(loaded.decide("0301", TrunkStatus::Usable, &intl).is_ok());
+}

@@ -409,6 +409,7 @@ fn call_control() -> CallControl {
         port,
         name: format!("Ext {n}"),
         call_waiting: true,
+        permissions: Vec::new(),
     };
     let now = Instant::now();
     let settings = CallSettings {
@@ -2105,6 +2106,65 @@ async fn click_to_call_rings_the_users_phone_needs_the_grant_and_is_audited() {
             ("boss".into(), "extension 102".into(), "ok".into()),
             ("agent1".into(), "own phone".into(), "failed".into()),
         ]
+    );
+}
+
+#[tokio::test]
+async fn a_click_to_a_route_the_phone_may_not_use_is_403_naming_route_and_permission() {
+    let env = env().await;
+    env.user_with("alice", "agent", Some("100"), Some("101"))
+        .await;
+    let a = env.login("alice").await;
+    {
+        // HQ's `00` needs `international`; Alice's phone (101) does not hold it.
+        let via = vec!["fxo".to_owned()];
+        let mut calls = env.calls.lock().expect("calls");
+        calls.set_dial_routes(crate::call::DialRoutes::new(vec![
+            crate::call::DialRoute::new("default", "", &via, None).expect("route"),
+            crate::call::DialRoute::new("intl", "00", &via, Some("international".into()))
+                .expect("route"),
+        ]));
+    }
+    let mut req = Request::builder()
+        .method(Method::POST)
+        .uri("/api/v1/calls")
+        .header(header::COOKIE, &a.cookie)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(api::CSRF_HEADER, &a.csrf)
+        .body(Body::from(json!({ "to": "90049301234" }).to_string()))
+        .expect("request");
+    let addr: SocketAddr = "192.0.2.7:40000".parse().expect("addr");
+    req.extensions_mut().insert(ConnectInfo(addr));
+    let resp = env.router.clone().oneshot(req).await.expect("infallible");
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+    let r: Value = serde_json::from_slice(&bytes).expect("json");
+    assert_eq!(status, StatusCode::FORBIDDEN, "{r}");
+    assert_eq!(
+        (r["route"].as_str(), r["permission"].as_str()),
+        (Some("intl"), Some("international")),
+        "{r}"
+    );
+    assert!(
+        r["error"].as_str().is_some_and(|e| e.contains("\"intl\"")),
+        "{r}"
+    );
+    assert_eq!(
+        env.calls.lock().expect("calls").timeout(),
+        None,
+        "nothing rings"
+    );
+    let audit: Vec<_> = env
+        .audit()
+        .into_iter()
+        .filter(|r| r.action == "click_to_call")
+        .collect();
+    assert_eq!(audit.len(), 1);
+    assert_eq!(audit[0].result, "failed");
+    assert!(
+        audit[0].detail.contains("intl") && audit[0].detail.contains("international"),
+        "{:?}",
+        audit[0].detail
     );
 }
 

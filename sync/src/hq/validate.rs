@@ -945,7 +945,11 @@ pub fn validate_entity(entity: &Entity) -> crate::hq::Result<()> {
                 return Err(crate::hq::Error::invalid(f("via"), "lists a way twice"));
             }
             if let Some(p) = &d.needs_permission {
-                text("needs_permission", p)?;
+                // The box's rule (a calling-permission name), so a route HQ accepts is
+                // one the box can enforce.
+                crate::wire::check_route_permission(p).map_err(|reason| {
+                    crate::hq::Error::invalid(f("needs_permission"), format!("{p:?}: {reason}"))
+                })?;
             }
         }
     }
@@ -1341,12 +1345,33 @@ mod tests {
                 needs_permission: None,
             })
         };
+        let needing = |permission: &str| {
+            let Entity::DialRoute(mut d) = route("00", &["sip"]) else {
+                unreachable!("a dial route")
+            };
+            d.needs_permission = Some(permission.to_owned());
+            Entity::DialRoute(d)
+        };
         for ok in [
             route("", &["sip"]),
             route("0", &["fxo", "sip"]),
             route("+49", &["fxo"]),
+            needing("international"),
+            needing("mobile_intl-2"),
+            needing(&"p".repeat(32)),
         ] {
             validate_entity(&ok).expect("valid");
+        }
+        for bad in [
+            "",
+            "International",
+            "9intl",
+            "intl calls",
+            "calls.view:site",
+            &"p".repeat(33),
+        ] {
+            let e = validate_entity(&needing(bad)).expect_err(bad).to_string();
+            assert!(e.contains("needs_permission"), "{bad:?}: {e}");
         }
         for (bad, field) in [
             (route("0+1", &["sip"]), "prefix"),
