@@ -29,7 +29,6 @@
 //! writes low. Calls in meet-me rooms (whose records are per visit) are not
 //! journaled.
 
-use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use crate::cdr::{Disposition, HangupSide, JournalUpdate, LiveCall};
@@ -39,12 +38,11 @@ use super::{CallControl, Output};
 /// How often the whole journal is rewritten while calls are live.
 pub const JOURNAL_REFRESH: Duration = Duration::from_secs(5);
 
-/// Call control's side of the journal: what the store was last told.
+/// Call control's side of the journal: when it is next rewritten. Which calls have a
+/// row is kept on each call and pending CDR (their `journaled` flag), so that the
+/// check after every event costs a flag test per live call, not a search.
 #[derive(Debug, Default)]
 pub(super) struct Journal {
-    /// Calls with a row in the journal (answered calls added since the last refresh,
-    /// and everything the last refresh wrote).
-    written: BTreeSet<String>,
     /// The next full rewrite, while there is anything to rewrite.
     refresh_at: Option<Instant>,
 }
@@ -64,18 +62,15 @@ impl CallControl {
         let live = !self.calls.is_empty() || !self.pending_cdrs.is_empty();
         if self.journal.refresh_at.is_some_and(|at| now >= at) {
             let calls = self.live_calls(now, |_, _| true);
-            self.journal.written = calls.iter().map(|c| c.cdr.call_id.clone()).collect();
+            self.mark_journaled(|_| true);
             self.journal.refresh_at = (live || !calls.is_empty()).then(|| now + JOURNAL_REFRESH);
             self.outputs
                 .push_back(Output::Journal(JournalUpdate::Replace(calls)));
             return;
         }
-        let written = &self.journal.written;
-        let new = self.live_calls(now, |id, answered| answered && !written.contains(id));
+        let new = self.live_calls(now, |answered, journaled| answered && !journaled);
         if !new.is_empty() {
-            self.journal
-                .written
-                .extend(new.iter().map(|c| c.cdr.call_id.clone()));
+            self.mark_journaled(|answered| answered);
             self.outputs
                 .push_back(Output::Journal(JournalUpdate::Upsert(new)));
         }
@@ -84,13 +79,28 @@ impl CallControl {
         }
     }
 
-    /// The live calls `want` picks (by call id, and whether it was answered), and the
-    /// CDRs waiting for quality reports it picks likewise.
-    fn live_calls(&self, now: Instant, want: impl Fn(&str, bool) -> bool) -> Vec<LiveCall> {
+    /// Marks the live calls and pending CDRs `which` picks (by whether they were
+    /// answered) as having a journal row.
+    fn mark_journaled(&mut self, which: impl Fn(bool) -> bool) {
+        for call in self.calls.values_mut() {
+            if which(call.answered.is_some()) {
+                call.journaled = true;
+            }
+        }
+        for p in &mut self.pending_cdrs {
+            if which(p.cdr.answered_at_ms.is_some()) {
+                p.journaled = true;
+            }
+        }
+    }
+
+    /// The live calls `want` picks (by whether it was answered and whether it has a
+    /// journal row), and the CDRs waiting for quality reports it picks likewise.
+    fn live_calls(&self, now: Instant, want: impl Fn(bool, bool) -> bool) -> Vec<LiveCall> {
         let mut out = Vec::new();
         for call in self.calls.values() {
             let answered = call.answered.is_some();
-            if !want(&call.id, answered) {
+            if !want(answered, call.journaled) {
                 continue;
             }
             let disposition = if answered {
@@ -107,7 +117,7 @@ impl CallControl {
             });
         }
         for p in &self.pending_cdrs {
-            if want(&p.cdr.call_id, p.cdr.answered_at_ms.is_some()) {
+            if want(p.cdr.answered_at_ms.is_some(), p.journaled) {
                 out.push(LiveCall {
                     cdr: p.cdr.clone(),
                     ended: true,

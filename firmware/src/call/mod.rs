@@ -715,6 +715,7 @@ impl Call {
             hold: hold::HoldClock::default(),
             overflowed: None,
             hangup_cause: None,
+            journaled: false,
         }
     }
 
@@ -791,6 +792,8 @@ struct Call {
     /// The box ended the call for this reason (a SIP leg's media timeout): its CDR
     /// says `hangup_side` `system` with this cause, whoever's end it was.
     hangup_cause: Option<HangupCause>,
+    /// The store's journal of live calls has a row for this call (see [`journal`]).
+    journaled: bool,
 }
 
 /// What call control knows of a SIP leg.
@@ -962,6 +965,8 @@ struct PendingCdr {
     callee_leg: Option<LegId>,
     /// Written without the missing reports at this time.
     deadline: Instant,
+    /// The journal of live calls has a row for this call (see [`journal`]).
+    journaled: bool,
 }
 
 impl CallControl {
@@ -2754,6 +2759,7 @@ impl CallControl {
             caller_leg: call.caller_leg(),
             callee_leg,
             deadline: now + QUALITY_WAIT,
+            journaled: call.journaled,
         };
         for (slot, leg) in [
             (&mut pending.cdr.caller_quality, &mut pending.caller_leg),

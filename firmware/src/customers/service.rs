@@ -57,13 +57,13 @@ pub fn record_call(conn: &Connection, path: &Path, cdr: &Cdr) -> Result<Option<i
     let Ok(normalized) = crate::numbers::canonical(plan.as_ref(), number) else {
         return Ok(None);
     };
+    // Prepared once per connection: this runs for every CDR the writer stores.
     let customer: Option<(i64, Option<String>)> = conn
-        .query_row(
+        .prepare_cached(
             "SELECT c.id, c.hq_id FROM customer_numbers n JOIN customers c ON c.id = n.customer_id
               WHERE n.number = ?1 ORDER BY c.source = 'hq', c.id LIMIT 1",
-            [&normalized],
-            |r| Ok((r.get(0)?, r.get(1)?)),
         )
+        .and_then(|mut s| s.query_row([&normalized], |r| Ok((r.get(0)?, r.get(1)?))))
         .optional()
         .map_err(sql(path, "find the call's customer"))?;
     let Some((customer, hq_id)) = customer else {

@@ -372,6 +372,9 @@ fn run(
     outbox_seq: &watch::Sender<i64>,
 ) {
     tracing::debug!(path = %path.display(), "store writer started");
+    // Room for every statement of the CDR path (about twenty with the savepoints and
+    // the service record) plus the rarer writes, so none is parsed again per CDR.
+    conn.set_prepared_statement_cache_capacity(64);
     let mut writer = Writer {
         conn: &mut conn,
         path,
@@ -502,8 +505,8 @@ fn in_savepoint<T>(
     name: &'static str,
     f: impl FnOnce(&Connection) -> Result<T>,
 ) -> Result<Result<T>> {
-    conn.execute_batch(&format!("SAVEPOINT {name}"))
-        .map_err(sql(path, "savepoint"))?;
+    // Savepoint statements are prepared once (cached): a CDR takes three.
+    run_cached(conn, &format!("SAVEPOINT {name}")).map_err(sql(path, "savepoint"))?;
     let result = f(conn);
     if conn.is_autocommit() {
         // SQLite rolled back the whole transaction: the savepoint is gone with it.
@@ -511,14 +514,19 @@ fn in_savepoint<T>(
             path: path.to_owned(),
         });
     }
-    let end = if result.is_ok() {
-        format!("RELEASE {name}")
+    let ended = if result.is_ok() {
+        run_cached(conn, &format!("RELEASE {name}"))
     } else {
-        format!("ROLLBACK TO {name}; RELEASE {name}")
+        conn.execute_batch(&format!("ROLLBACK TO {name}; RELEASE {name}"))
     };
-    conn.execute_batch(&end)
-        .map_err(sql(path, "release savepoint"))?;
+    ended.map_err(sql(path, "release savepoint"))?;
     Ok(result)
+}
+
+/// Runs one statement without parameters or rows (transaction control), prepared
+/// once per connection.
+fn run_cached(conn: &Connection, statement: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(statement)?.execute([]).map(|_| ())
 }
 
 impl Writer<'_> {
@@ -543,9 +551,7 @@ impl Writer<'_> {
     /// transaction itself failed (then nothing was written).
     fn try_group(&mut self, writes: &[Write]) -> Result<Vec<Result<Option<i64>>>> {
         let path = self.path;
-        self.conn
-            .execute_batch("BEGIN IMMEDIATE")
-            .map_err(sql(path, "begin group commit"))?;
+        run_cached(self.conn, "BEGIN IMMEDIATE").map_err(sql(path, "begin group commit"))?;
         let mut results = Vec::with_capacity(writes.len());
         for write in writes {
             let conn: &Connection = self.conn;
@@ -558,7 +564,7 @@ impl Writer<'_> {
                 }
             }
         }
-        if let Err(e) = self.conn.execute_batch("COMMIT") {
+        if let Err(e) = run_cached(self.conn, "COMMIT") {
             rollback(self.conn);
             return Err(sql(path, "commit group")(e));
         }
@@ -568,13 +574,9 @@ impl Writer<'_> {
     /// `write` in a transaction of its own, committed only on `Ok`.
     fn apply_alone(&mut self, write: &Write) -> Result<Option<i64>> {
         let path = self.path;
-        self.conn
-            .execute_batch("BEGIN IMMEDIATE")
-            .map_err(sql(path, "begin"))?;
+        run_cached(self.conn, "BEGIN IMMEDIATE").map_err(sql(path, "begin"))?;
         let result = self.apply(write).and_then(|value| {
-            self.conn
-                .execute_batch("COMMIT")
-                .map_err(sql(path, "commit"))?;
+            run_cached(self.conn, "COMMIT").map_err(sql(path, "commit"))?;
             Ok(value)
         });
         if result.is_err() {
@@ -708,8 +710,11 @@ impl Writer<'_> {
             .transpose()?;
 
         let tx: &Connection = self.conn;
-        let inserted = tx.execute(
-            "INSERT INTO cdrs (call_id, direction, caller, caller_port, callee, callee_port,
+        // Every statement of this path is prepared once per connection (the cache):
+        // parsing them again for every CDR cost more than running them.
+        let inserted = tx
+            .prepare_cached(
+                "INSERT INTO cdrs (call_id, direction, caller, caller_port, callee, callee_port,
                                started_at_ms, answered_at_ms, ended_at_ms, duration_ms,
                                billable_ms, disposition, hangup_side,
                                caller_sip_call_id, callee_sip_call_id,
@@ -721,42 +726,44 @@ impl Writer<'_> {
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15,
                      ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29,
                      ?30, ?31, ?32, ?33)",
-            params![
-                call_id,
-                direction,
-                cdr.caller,
-                cdr.caller_port,
-                cdr.callee,
-                cdr.callee_port,
-                cdr.started_at_ms,
-                cdr.answered_at_ms,
-                cdr.ended_at_ms,
-                cdr.duration_ms(),
-                cdr.billable_ms(),
-                disposition,
-                hangup_side,
-                cdr.caller_sip_call_id,
-                cdr.callee_sip_call_id,
-                cdr.caller_quality.map(|q| q.loss_percent),
-                cdr.caller_quality.map(|q| q.jitter_ms),
-                cdr.caller_quality.map(|q| q.mos),
-                cdr.callee_quality.map(|q| q.loss_percent),
-                cdr.callee_quality.map(|q| q.jitter_ms),
-                cdr.callee_quality.map(|q| q.mos),
-                transfer_chain,
-                cdr.queue.as_ref().map(|q| q.queue.as_str()),
-                cdr.queue.as_ref().and_then(|q| q.agent.as_deref()),
-                cdr.queue.as_ref().map(|q| q.wait_ms),
-                blocked_mode,
-                blocked_action,
-                cdr.blocked.as_ref().and_then(|b| b.pattern.as_deref()),
-                cdr.survey_score,
-                cdr.hold_ms,
-                cdr.queue_overflow.map(|o| o.as_str()),
-                cdr.interrupted,
-                cdr.hangup_cause.map(|c| c.as_str()),
-            ],
-        );
+            )
+            .and_then(|mut insert| {
+                insert.execute(params![
+                    call_id,
+                    direction,
+                    cdr.caller,
+                    cdr.caller_port,
+                    cdr.callee,
+                    cdr.callee_port,
+                    cdr.started_at_ms,
+                    cdr.answered_at_ms,
+                    cdr.ended_at_ms,
+                    cdr.duration_ms(),
+                    cdr.billable_ms(),
+                    disposition,
+                    hangup_side,
+                    cdr.caller_sip_call_id,
+                    cdr.callee_sip_call_id,
+                    cdr.caller_quality.map(|q| q.loss_percent),
+                    cdr.caller_quality.map(|q| q.jitter_ms),
+                    cdr.caller_quality.map(|q| q.mos),
+                    cdr.callee_quality.map(|q| q.loss_percent),
+                    cdr.callee_quality.map(|q| q.jitter_ms),
+                    cdr.callee_quality.map(|q| q.mos),
+                    transfer_chain,
+                    cdr.queue.as_ref().map(|q| q.queue.as_str()),
+                    cdr.queue.as_ref().and_then(|q| q.agent.as_deref()),
+                    cdr.queue.as_ref().map(|q| q.wait_ms),
+                    blocked_mode,
+                    blocked_action,
+                    cdr.blocked.as_ref().and_then(|b| b.pattern.as_deref()),
+                    cdr.survey_score,
+                    cdr.hold_ms,
+                    cdr.queue_overflow.map(|o| o.as_str()),
+                    cdr.interrupted,
+                    cdr.hangup_cause.map(|c| c.as_str()),
+                ])
+            });
         match inserted {
             Ok(_) => {}
             // The caller rolls back (the savepoint or the transaction): nothing was
@@ -768,20 +775,18 @@ impl Writer<'_> {
             }
             Err(e) => return Err(sql(path, "insert cdr")(e)),
         }
-        tx.execute(
+        tx.prepare_cached(
             "INSERT INTO outbox (kind, record_key, payload, created_at_ms)
              VALUES ('cdr', ?1, ?2, ?3)",
-            params![call_id, payload, now],
         )
+        .and_then(|mut insert| insert.execute(params![call_id, payload, now]))
         .map_err(sql(path, "insert cdr outbox row"))?;
         let seq = tx.last_insert_rowid();
         // The call is no longer live: its journal row goes with the same commit, so a
         // crash leaves either the row (rebuilt at start-up) or the CDR, never both.
-        tx.execute(
-            "DELETE FROM live_calls WHERE call_id = ?1",
-            params![call_id],
-        )
-        .map_err(sql(path, "delete live call"))?;
+        tx.prepare_cached("DELETE FROM live_calls WHERE call_id = ?1")
+            .and_then(|mut delete| delete.execute(params![call_id]))
+            .map_err(sql(path, "delete live call"))?;
         // The customer's service record goes with the CDR; a failure there is logged
         // and never costs the CDR (its savepoint is rolled back alone).
         let recorded = in_savepoint(tx, path, "service_record", |conn| {
