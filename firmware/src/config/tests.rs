@@ -562,6 +562,13 @@ fn sim_example_has_sip_accounts_and_media() {
         .map(|a| (a.extension.as_str(), a.name.as_str()))
         .collect();
     assert_eq!(accounts, [("210", "Desk phone"), ("211", "Softphone")]);
+    // The accounts need the endpoint to register with.
+    let sip = config.sip.as_ref().expect("sim.toml has a [sip] section");
+    assert_eq!(
+        sip.udp.map(|a| a.to_string()).as_deref(),
+        Some("127.0.0.1:5070")
+    );
+    assert_eq!(sip.domain, "sim.branch.test");
     assert_eq!(config.media.local_ip.to_string(), "127.0.0.1");
     assert_eq!(
         (config.media.rtp_port_min, config.media.rtp_port_max),

@@ -128,7 +128,9 @@ pub struct PortStatus {
     /// Call control's state (`idle`, `dialing`, `ringing`, `calling`, `talking`,
     /// `lockout`, `fault`).
     pub state: &'static str,
-    /// Hook state from the board.
+    /// Hook state: an FXS port's from the board (events and loop current); an FXO
+    /// port's is the box's own seizure of the PSTN line, from call control's state
+    /// (released while idle or ringing, seized while dialling, calling or talking).
     pub hook: Hook,
     /// The last line reading, when the board gave one.
     pub line: Option<LineReading>,
@@ -902,7 +904,12 @@ impl StatusPublisher {
                     extension: ext.as_ref().map(|(n, _)| n.clone()),
                     name: ext.map(|(_, name)| name),
                     state: PortState::Idle.as_str(),
-                    hook: Hook::Unknown,
+                    // The box starts with every PSTN line released; a phone's hook is
+                    // known only once the board reports it.
+                    hook: match kind {
+                        PortKind::Fxo => Hook::OnHook,
+                        PortKind::Fxs => Hook::Unknown,
+                    },
                     line: None,
                     fault: None,
                     ring_test: false,
@@ -1076,6 +1083,16 @@ impl StatusPublisher {
         p.state = state.as_str();
         if state != PortState::Fault {
             p.fault = None;
+        }
+        if p.kind == PortKind::Fxo {
+            // The line is seized by the box itself: its hook follows the call.
+            match state {
+                PortState::Idle | PortState::Ringing => p.hook = Hook::OnHook,
+                PortState::Dialing | PortState::Calling | PortState::Talking => {
+                    p.hook = Hook::OffHook;
+                }
+                PortState::Lockout | PortState::Fault => {}
+            }
         }
         self.changed = true;
         if state != PortState::Idle && state != PortState::Fault {
@@ -1673,6 +1690,31 @@ mod tests {
         p.on_event(8, 1, &Event::Digit(b'5'));
         p.publish(8);
         assert!(!rx.has_changed().unwrap());
+    }
+
+    #[test]
+    fn an_fxo_lines_hook_is_the_boxs_seizure_from_the_start() {
+        let (mut p, mut rx, _) = publisher();
+        // Port 3 is FXO: released from the start; port 1 (FXS) not reported yet.
+        assert_eq!(p.status().ports[2].hook, Hook::OnHook);
+        assert_eq!(p.status().ports[0].hook, Hook::Unknown);
+        rx.mark_unchanged();
+        for (state, hook) in [
+            (PortState::Ringing, Hook::OnHook),
+            (PortState::Talking, Hook::OffHook),
+            (PortState::Idle, Hook::OnHook),
+            (PortState::Dialing, Hook::OffHook),
+            (PortState::Fault, Hook::OffHook),
+            (PortState::Idle, Hook::OnHook),
+        ] {
+            p.on_port_state(10, 3, state);
+            p.publish(10);
+            let s = rx.borrow_and_update().clone();
+            assert_eq!(s.ports[2].hook, hook, "after {state:?}");
+        }
+        // An FXS port's hook still comes from the board only.
+        p.on_port_state(11, 1, PortState::Talking);
+        assert_eq!(p.status().ports[0].hook, Hook::Unknown);
     }
 
     #[test]
