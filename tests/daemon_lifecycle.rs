@@ -119,3 +119,93 @@ fn builtin_simulator_with_json_logs_starts_and_stops_cleanly() {
         "{rest:?}"
     );
 }
+
+/// The board's LEDs as the built-in simulator's console reports them (`leds`): the
+/// SIP LED, sampled every 100 ms for `samples` samples.
+fn sip_led_samples(console: std::net::SocketAddr, samples: usize) -> Vec<bool> {
+    use std::io::{BufRead, BufReader, Write};
+    let stream = std::net::TcpStream::connect(console).expect("simulator console");
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .expect("timeout");
+    let mut writer = stream.try_clone().expect("clone");
+    let mut reader = BufReader::new(stream);
+    let mut out = Vec::new();
+    for _ in 0..samples {
+        writer.write_all(b"leds\n").expect("console write");
+        let line = loop {
+            let mut line = String::new();
+            assert!(
+                reader.read_line(&mut line).expect("console read") > 0,
+                "console closed"
+            );
+            if line.contains("sip=") {
+                break line;
+            }
+        };
+        out.push(line.contains("sip=on"));
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    out
+}
+
+/// Starts `branchd` with the built-in simulator and its console on a free port, with
+/// `extra` appended to the config; returns the child, the console address and the
+/// temporary directory (kept alive by the caller).
+fn start_builtin(extra: &str) -> (std::process::Child, std::net::SocketAddr, tempfile::TempDir) {
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let console_port = crate::harness::free_ports(1, true);
+    let console: std::net::SocketAddr = ([127, 0, 0, 1], console_port).into();
+    let config = dir.path().join("branchd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[paths]\ndata_dir = {:?}\n\n[board]\nprofile = \"sim\"\nsim_console = \"{console}\"\n\n[[extensions]]\nnumber = \"101\"\nport = 1\n\n{extra}",
+            dir.path().join("data")
+        ),
+    )
+    .expect("config");
+    let log = std::fs::File::create(dir.path().join("branchd.log")).expect("log");
+    let child = crate::harness::command(crate::harness::bin("branchd"))
+        .arg("--config")
+        .arg(&config)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("branchd starts");
+    let log_path = dir.path().join("branchd.log");
+    assert!(
+        wait(SOON, || std::fs::read_to_string(&log_path)
+            .is_ok_and(|l| l.contains("branchd ready"))),
+        "never ready: {}",
+        std::fs::read_to_string(&log_path).unwrap_or_default()
+    );
+    (child, console, dir)
+}
+
+#[test]
+fn the_sip_led_is_on_when_sip_is_ready_and_blinks_while_the_trunk_is_not_registered() {
+    // SIP phones only: the LED is steadily on.
+    let (mut child, console, _dir) =
+        start_builtin("[sip]\nudp = \"127.0.0.1:0\"\ndomain = \"led.branch.test\"\n");
+    let samples = sip_led_samples(console, 15);
+    assert!(samples.iter().all(|&on| on), "steady on: {samples:?}");
+    let _ = child.kill();
+    let _ = child.wait();
+
+    // A trunk that registers, at an address where nothing answers: the LED blinks
+    // (0.5 s on, 0.5 s off) while the box keeps trying.
+    let dead = crate::harness::free_ports(1, false);
+    let (mut child, console, _dir) = start_builtin(&format!(
+        "[sip]\nudp = \"127.0.0.1:0\"\ndomain = \"led.branch.test\"\n\n[sip.trunk]\nservers = [\"127.0.0.1:{dead}\"]\ndomain = \"carrier.test\"\nusername = \"branch-led\"\npassword = \"led-trunk-secret-1\"\n"
+    ));
+    let samples = sip_led_samples(console, 25);
+    assert!(
+        samples.iter().any(|&on| on) && samples.iter().any(|&on| !on),
+        "blinking: {samples:?}"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -876,6 +876,22 @@ async fn serve(
         trunk_registration,
         &wan_rx.borrow(),
     ));
+    // The SIP LED: off without [sip], on while SIP calls can go as configured, a slow
+    // blink while a registering trunk is not registered (sync::wan::sip_led).
+    let sip_configured = config.sip.is_some();
+    let trunk_registers = config
+        .sip
+        .as_ref()
+        .and_then(|s| s.trunk.as_ref())
+        .is_some_and(|t| t.register);
+    let sip_led_pattern = move |registration: Option<crate::call::TrunkStatus>| {
+        sync::wan::sip_led(sip_configured, registration.filter(|_| trunk_registers))
+    };
+    let mut sip_led = sync::wan::WanLedDriver::new(Instant::now());
+    sip_led.set(sip_led_pattern(trunk_registration), Instant::now());
+    if let Some(on) = sip_led.poll(Instant::now()) {
+        gpio.set_led(Led::Sip, on)?;
+    }
     let (sip_outputs, mut trunk_rx, sip_task) = match sip {
         Some((outputs, trunk_rx, task)) => (Some(outputs), Some(trunk_rx), Some(task)),
         None => (None, None, None),
@@ -1018,6 +1034,13 @@ async fn serve(
                 None => std::future::pending().await,
             } } => {
                 trunk_registration = Some(status);
+                let now = Instant::now();
+                sip_led.set(sip_led_pattern(trunk_registration), now);
+                if let Some(on) = sip_led.poll(now) {
+                    if let Err(e) = board.gpio.set_led(Led::Sip, on) {
+                        tracing::warn!(error = %e, "SIP LED not set");
+                    }
+                }
                 let trunk = sync::wan::routing_trunk_status(trunk_registration, &wan_rx.borrow());
                 if trunk != calls.trunk_status() {
                     tracing::info!(?trunk, registration = ?status, "outside-call routing follows the SIP trunk");
@@ -1057,10 +1080,15 @@ async fn serve(
                     tracing::warn!("reset button held 10 s: factory reset");
                     restart_due.factory_reset = true;
                 }
-                // The WAN LED's blink while degraded (a steady LED writes nothing).
+                // The WAN and SIP LEDs' blinks (a steady LED writes nothing).
                 if let Some(on) = wan_led.poll(Instant::now()) {
                     if let Err(e) = board.gpio.set_led(Led::Wan, on) {
                         tracing::warn!(error = %e, "WAN LED not set");
+                    }
+                }
+                if let Some(on) = sip_led.poll(Instant::now()) {
+                    if let Err(e) = board.gpio.set_led(Led::Sip, on) {
+                        tracing::warn!(error = %e, "SIP LED not set");
                     }
                 }
             }

@@ -192,6 +192,21 @@ pub enum WanLed {
 /// Half period of the WAN LED's slow blink.
 pub const WAN_LED_BLINK: Duration = Duration::from_millis(500);
 
+/// The SIP LED, in the WAN LED's patterns (and driven by a [`WanLedDriver`] of its
+/// own): off without a `[sip]` section; with one, on while the box can place SIP
+/// calls as configured: the endpoint listening and, with a `[sip.trunk]` that
+/// registers, the trunk registered (`trunk_registration` as the endpoint last
+/// reported it: [`TrunkStatus::Usable`]); a slow blink while that trunk is not
+/// registered (registering, refused, or its servers unreachable: the box retries).
+/// The caller passes `None` for a trunk with `register = false` (nothing to watch).
+pub fn sip_led(sip_configured: bool, trunk_registration: Option<TrunkStatus>) -> WanLed {
+    match (sip_configured, trunk_registration) {
+        (false, _) => WanLed::Off,
+        (true, None | Some(TrunkStatus::Usable | TrunkStatus::NotConfigured)) => WanLed::On,
+        (true, Some(TrunkStatus::Unusable)) => WanLed::SlowBlink,
+    }
+}
+
 /// The WAN LED, judged over the targets the box watches (HQ with `[hq]`, the trunk
 /// with `[wan] trunk`) as the overall state is: on when every one is online, off when
 /// none is reachable (or none is watched), a slow blink in between (one down, or one
@@ -575,6 +590,23 @@ fn publishable(
         trunk_usable: report.trunk_usable,
         hq: target(Target::Hq, hq.map(HqProbe::describe)),
         trunk: target(Target::Trunk, trunk.map(str::to_owned)),
+    }
+}
+
+#[cfg(test)]
+mod sip_led_tests {
+    use super::*;
+
+    #[test]
+    fn the_sip_led_is_off_without_sip_on_when_calls_can_go_and_blinks_while_the_trunk_is_down() {
+        assert_eq!(sip_led(false, None), WanLed::Off);
+        assert_eq!(sip_led(false, Some(TrunkStatus::Usable)), WanLed::Off);
+        assert_eq!(sip_led(true, None), WanLed::On);
+        assert_eq!(sip_led(true, Some(TrunkStatus::Usable)), WanLed::On);
+        assert_eq!(
+            sip_led(true, Some(TrunkStatus::Unusable)),
+            WanLed::SlowBlink
+        );
     }
 }
 
