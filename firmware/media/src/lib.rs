@@ -19,13 +19,14 @@
 //! - [`echo`]: the echo test's delay line (a caller hears themselves 0.5 s late).
 //! - [`rtcp`]: SR/RR/BYE build and parse, the report schedule, RFC 3550 receiver
 //!   statistics, RTT, E-model R-factor/MOS ([`rtcp::CallQuality`]).
+//! - [`relay`]: symmetric RTP latching (where a leg's media goes; foreign sources
+//!   dropped). The relaying itself is the daemon's media engine
+//!   (`branchline_firmware::media_engine`).
 //! - [`inactivity`]: the media inactivity timer that ends a call whose far end went
 //!   silent (no RTP/RTCP for `rtp_timeout_s`, or `rtp_hold_timeout_s` on hold).
 //!
 //! IO edge (tokio):
 //! - [`port`]: RTP/RTCP port pairs from a configured range, released on drop.
-//! - [`relay`]: RTP sessions with symmetric latching, and the two-leg relay for SIP to
-//!   SIP calls.
 //!
 //! Current limits: G.711 only (no transcoding to other codecs, no T.38, no SRTP); the
 //! RTCP schedule is the fixed 5 s one of a two-party session; the mixer has no gain

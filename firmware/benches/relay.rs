@@ -1,17 +1,23 @@
-//! Relay benchmark: N relayed G.711 calls over 127.0.0.1, 50 packets/s each way per
-//! call, measuring the relaying process's CPU (utime+stime from /proc/self/stat,
-//! USER_HZ 100), its peak RSS (VmHWM) and per-packet relay latency.
+//! Relay benchmark of the daemon's media engine: N SIP-to-SIP G.711 calls over
+//! 127.0.0.1, 50 packets/s each way per call, relayed by the real
+//! [`MediaEngine`](branchline_firmware::media_engine::MediaEngine) (two legs per call,
+//! opened, started with symmetric RTP and bridged leg to leg as the daemon does),
+//! measuring the engine process's CPU (utime+stime of every thread from
+//! `/proc/self/stat`, USER_HZ 100), its peak RSS (VmHWM) and per-packet relay latency.
 //!
 //! ```sh
-//! cargo bench -p branchline-media --bench relay -- --calls 500 --seconds 20
+//! scripts/bench-relay.sh                  # 500 calls, 20 s, pinned, nice -15
+//! cargo bench -p branchline-firmware --bench relay -- --calls 500 --seconds 20
 //! ```
 //!
-//! This process binds the relay ports (one RTP/RTCP pair per leg, 2 legs per call) and
-//! runs the relay on a current-thread tokio runtime; it starts itself again with
+//! This process runs the engine on a tokio runtime built like `branchd`'s (multi-thread,
+//! one worker per CPU it may use, at most two) and starts itself again with
 //! `--generator` as a separate process that plays both phones of every call (plain
 //! threads, 8 sockets shared by all legs), so the generator's CPU is not counted.
-//! Latency is measured in the generator from send to receive (one process, one
-//! clock): it covers two loopback hops plus the relay.
+//! `--generator-cpu N` starts the generator under `taskset -c N` (the script pins the
+//! engine to CPU 1 and the generator to CPU 0, so the two do not compete for a core).
+//! Latency is measured in the generator from send to receive (one process, one clock):
+//! it covers two loopback hops plus the relay.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -20,9 +26,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use branchline_media::port::PortAllocator;
-use branchline_media::relay::{spawn_relay, LatchConfig, RtpSession};
-use branchline_media::rtp::{PayloadMap, RtpHeader, MAX_PACKET, PT_PCMU};
+use branchline_firmware::call::sip::{LegId, MediaEnd};
+use branchline_firmware::media_engine::{LegMedia, MediaEngine, MediaSettings};
+use branchline_media::inactivity::InactivityConfig;
+use branchline_media::jitter::JitterConfig;
+use branchline_media::rtp::{RtpHeader, MAX_PACKET, PT_PCMU};
+use line_proto::g711::Law;
 
 const LO: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
@@ -30,6 +39,7 @@ struct Args {
     calls: usize,
     seconds: u64,
     generator: bool,
+    generator_cpu: Option<usize>,
 }
 
 fn args() -> Args {
@@ -37,12 +47,14 @@ fn args() -> Args {
         calls: 500,
         seconds: 20,
         generator: false,
+        generator_cpu: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "--calls" => a.calls = it.next().and_then(|v| v.parse().ok()).unwrap_or(a.calls),
             "--seconds" => a.seconds = it.next().and_then(|v| v.parse().ok()).unwrap_or(a.seconds),
+            "--generator-cpu" => a.generator_cpu = it.next().and_then(|v| v.parse().ok()),
             "--generator" => a.generator = true,
             _ => {} // cargo passes --bench
         }
@@ -77,33 +89,93 @@ fn main() {
 }
 
 fn relay(a: Args) {
-    let rt = tokio::runtime::Builder::new_current_thread()
+    // As `branchd` builds its runtime (main.rs): one worker per usable CPU, at most two.
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get().min(2));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
         .enable_all()
         .build()
         .expect("runtime");
     rt.block_on(async {
-        let alloc = PortAllocator::new(LO, 30000, 39999).expect("range");
-        let mut handles = Vec::new();
-        let mut ports = String::new();
-        for _ in 0..a.calls {
-            let la = RtpSession::new(alloc.allocate().await.expect("ports"), None, PayloadMap::default(), LatchConfig::default());
-            let lb = RtpSession::new(alloc.allocate().await.expect("ports"), None, PayloadMap::default(), LatchConfig::default());
-            ports.push_str(&format!("{} {}\n", la.local_rtp_addr().unwrap().port(), lb.local_rtp_addr().unwrap().port()));
-            handles.push(spawn_relay(la, lb));
-        }
+        let (frame_tx, _frames) = tokio::sync::mpsc::unbounded_channel();
+        let (sip_tx, _sip) = tokio::sync::mpsc::unbounded_channel();
+        let settings = MediaSettings {
+            local_ip: LO,
+            rtp_port_min: 30000,
+            rtp_port_max: 39999,
+            jitter: JitterConfig::adaptive(20, 200).expect("jitter"),
+            board_law: Law::Ulaw,
+            seed: 1,
+            fxo_ports: 5..=6,
+            rtcp_interval: branchline_media::rtcp::DEFAULT_REPORT_INTERVAL,
+            inactivity: InactivityConfig::default(),
+        };
+        let (engine, _task) =
+            MediaEngine::start(settings, Arc::new(frame_tx), sip_tx).expect("media engine");
+
         let exe = std::env::current_exe().expect("exe");
-        let mut child = Command::new(exe)
-            .args(["--generator", "--calls", &a.calls.to_string(), "--seconds", &a.seconds.to_string()])
+        let gen_args = [
+            "--generator".to_string(),
+            "--calls".to_string(),
+            a.calls.to_string(),
+            "--seconds".to_string(),
+            a.seconds.to_string(),
+        ];
+        let mut cmd = match a.generator_cpu {
+            Some(cpu) => {
+                let mut c = Command::new("taskset");
+                c.args(["-c", &cpu.to_string()]).arg(&exe);
+                c
+            }
+            None => Command::new(&exe),
+        };
+        let mut child = cmd
+            .args(gen_args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
             .expect("generator");
-        child.stdin.take().expect("stdin").write_all(ports.as_bytes()).expect("ports to generator");
-        let stdout = child.stdout.take().expect("stdout");
-        // Read the generator's lines on a thread; the relay keeps running here.
+        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        // The generator's sockets first: the legs' SDP addresses (the phones).
+        let phones: Vec<SocketAddr> = lines
+            .next()
+            .and_then(Result::ok)
+            .expect("generator sockets")
+            .split_whitespace()
+            .filter_map(|p| p.parse::<u16>().ok())
+            .map(|p| SocketAddr::new(LO, p))
+            .collect();
+        assert!(!phones.is_empty(), "generator sent no sockets");
+        let media = LegMedia {
+            law: Law::Ulaw,
+            payload_type: PT_PCMU,
+            telephone_event_pt: Some(101),
+            ptime_ms: 20,
+            latch: true,
+        };
+        let mut ports = String::new();
+        for c in 0..a.calls {
+            let (la, lb) = (LegId(2 * c as u64), LegId(LegId::OUTGOING | (2 * c as u64 + 1)));
+            let aa = engine.open_leg(la).await.expect("open leg");
+            let ab = engine.open_leg(lb).await.expect("open leg");
+            engine
+                .start_leg(la, phones[(2 * c) % phones.len()], media)
+                .await
+                .expect("start leg");
+            engine
+                .start_leg(lb, phones[(2 * c + 1) % phones.len()], media)
+                .await
+                .expect("start leg");
+            engine.bridge(MediaEnd::Leg(la), MediaEnd::Leg(lb));
+            ports.push_str(&format!("{} {}\n", aa.port(), ab.port()));
+        }
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(ports.as_bytes()).expect("ports to generator");
+        drop(stdin);
+        // Read the generator's lines on a thread; the engine keeps running here.
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, u64, Instant)>();
         std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            for line in lines.map_while(Result::ok) {
                 let _ = tx.send((line, cpu_ticks(), Instant::now()));
             }
         });
@@ -122,24 +194,40 @@ fn relay(a: Args) {
             }
         }
         let _ = child.wait();
-        let mut relayed = 0u64;
-        let mut dropped = 0u64;
-        for h in &handles {
-            let [x, y] = h.snapshot();
-            relayed += x.rtp_out + y.rtp_out;
-            dropped += x.send_dropped + y.send_dropped + x.rtp_foreign + y.rtp_foreign + x.rtp_invalid + y.rtp_invalid;
-        }
-        println!("calls={} relay_cpu_percent_of_one_core={cpu_pct:.1} relay_vmhwm_mib={:.1} packets_relayed_total={relayed} dropped_total={dropped}", a.calls, vm_hwm_kib() as f64 / 1024.0);
+        let stats = engine.stats().await.expect("stats");
+        let sum = |f: fn(&branchline_firmware::media_engine::LegSnapshot) -> u64| {
+            stats.iter().map(f).sum::<u64>()
+        };
+        println!(
+            "calls={} workers={workers} engine_cpu_percent_of_one_core={cpu_pct:.1} engine_vmhwm_mib={:.1} \
+             packets_in={} packets_out={} invalid={} foreign={} dropped={}",
+            a.calls,
+            vm_hwm_kib() as f64 / 1024.0,
+            sum(|s| s.packets_in),
+            sum(|s| s.packets_out),
+            sum(|s| s.invalid),
+            sum(|s| s.foreign),
+            stats.iter().map(|s| s.dropped).max().unwrap_or(0),
+        );
     });
 }
 
 const BUCKETS: usize = 100_000; // 1 µs buckets up to 100 ms
-/// Generator sockets: each plays the phone of many legs (the relay latches every leg
-/// to the socket that sends to it), so the generator costs little and does not
-/// distort the latency; the relay still has one socket per leg.
+/// Generator sockets: each plays the phone of many legs (every leg latches to the socket
+/// that sends to it), so the generator costs little and does not distort the latency;
+/// the engine still has one socket pair per leg.
 const GEN_SOCKETS: usize = 8;
 
 fn generator(a: Args) {
+    let sockets: Vec<Arc<std::net::UdpSocket>> = (0..GEN_SOCKETS)
+        .map(|_| Arc::new(std::net::UdpSocket::bind((LO, 0)).expect("bind")))
+        .collect();
+    let names: Vec<String> = sockets
+        .iter()
+        .map(|s| s.local_addr().expect("addr").port().to_string())
+        .collect();
+    println!("{}", names.join(" "));
+    let _ = std::io::stdout().flush();
     let targets: Vec<u16> = std::io::stdin()
         .lock()
         .lines()
@@ -150,10 +238,8 @@ fn generator(a: Args) {
                 .collect::<Vec<u16>>()
         })
         .collect();
+    assert_eq!(targets.len(), 2 * a.calls, "leg ports from the engine");
     let epoch = Instant::now();
-    let sockets: Vec<Arc<std::net::UdpSocket>> = (0..GEN_SOCKETS)
-        .map(|_| Arc::new(std::net::UdpSocket::bind((LO, 0)).expect("bind")))
-        .collect();
     let measuring = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
     let sent = Arc::new(AtomicU64::new(0));
@@ -229,8 +315,10 @@ fn generator(a: Args) {
     std::thread::sleep(Duration::from_secs(3)); // warm-up: latching, caches
     measuring.store(true, Ordering::Relaxed);
     println!("START");
+    let _ = std::io::stdout().flush();
     std::thread::sleep(Duration::from_secs(a.seconds));
     println!("STOP");
+    let _ = std::io::stdout().flush();
     measuring.store(false, Ordering::Relaxed);
     std::thread::sleep(Duration::from_millis(200));
     stop.store(true, Ordering::Relaxed);
