@@ -420,7 +420,13 @@ fn a_queue_whose_policy_is_always_records_the_agents_call() {
     );
     let rows = recordings(&gw);
     assert_eq!(rows.len(), 1, "{rows:?}");
-    let cdrs = gw.cdrs();
+    // The CDR is written once the legs' quality is in, which on a loaded machine can
+    // come a moment after the recording is registered.
+    let mut cdrs = Vec::new();
+    wait(SOON, || {
+        cdrs = gw.cdrs();
+        cdrs.iter().any(|c| c.callee == "7001")
+    });
     let cdr = cdrs
         .iter()
         .find(|c| c.callee == "7001")

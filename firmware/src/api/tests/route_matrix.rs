@@ -871,9 +871,10 @@ async fn every_route_answers_each_role_as_the_policy_says(shard: usize) {
 /// no main loop runs (no agents' events, tools, charts or SIP endpoint: what a route
 /// needs of it answers 503 to a caller it allows), every route still answers nobody
 /// 401 and each role it refuses 403 naming the permission, never the 503 (which
-/// would tell a caller with no right to ask what the box runs).
-#[tokio::test]
-async fn every_route_refuses_before_it_looks_at_the_server_state() {
+/// would tell a caller with no right to ask what the box runs). In
+/// [`REFUSE_SHARDS`] tests, every `REFUSE_SHARDS`-th row each, so that one test stays
+/// well inside CI's per-test limit under qemu-user.
+async fn every_route_refuses_before_it_looks_at_the_server_state(shard: usize) {
     let fixture = Fixture::build().await;
     let ids = &fixture.ids;
     let env = fixture.fresh_without_main_loop();
@@ -883,7 +884,7 @@ async fn every_route_refuses_before_it_looks_at_the_server_state() {
     }
     let mut failures = Vec::new();
     let mut refusals = 0;
-    for row in ROWS {
+    for row in ROWS.iter().skip(shard).step_by(REFUSE_SHARDS) {
         let Roles(allowed, needs) = row.who else {
             continue;
         };
@@ -913,13 +914,36 @@ async fn every_route_refuses_before_it_looks_at_the_server_state() {
             }
         }
     }
-    assert!(refusals >= 300, "only {refusals} refusals asked");
+    // About 300 refusals over the whole matrix, spread over the shards.
+    assert!(
+        refusals >= 300 / REFUSE_SHARDS - 20,
+        "only {refusals} refusals asked in shard {shard}"
+    );
     assert!(
         failures.is_empty(),
         "{} routes answered before refusing:\n{}",
         failures.len(),
         failures.join("\n")
     );
+}
+
+/// Shards of [`every_route_refuses_before_it_looks_at_the_server_state`].
+const REFUSE_SHARDS: usize = 4;
+
+macro_rules! refuse_shards {
+    ($($name:ident = $shard:expr;)*) => {$(
+        #[tokio::test]
+        async fn $name() {
+            every_route_refuses_before_it_looks_at_the_server_state($shard).await;
+        }
+    )*};
+}
+
+refuse_shards! {
+    every_route_refuses_before_it_looks_at_the_server_state_shard_0 = 0;
+    every_route_refuses_before_it_looks_at_the_server_state_shard_1 = 1;
+    every_route_refuses_before_it_looks_at_the_server_state_shard_2 = 2;
+    every_route_refuses_before_it_looks_at_the_server_state_shard_3 = 3;
 }
 
 /// Every state-changing route but the login refuses the admin without the CSRF
