@@ -123,6 +123,12 @@ fn builtin_simulator_with_json_logs_starts_and_stops_cleanly() {
 /// The board's LEDs as the built-in simulator's console reports them (`leds`): the
 /// SIP LED, sampled every 100 ms for `samples` samples.
 fn sip_led_samples(console: std::net::SocketAddr, samples: usize) -> Vec<bool> {
+    led_samples(console, samples, "sip=on")
+}
+
+/// Whether `lit` (e.g. `wan=on`) is in the console's `leds` line, every 100 ms for
+/// `samples` samples.
+fn led_samples(console: std::net::SocketAddr, samples: usize, lit: &str) -> Vec<bool> {
     use std::io::{BufRead, BufReader, Write};
     let stream = std::net::TcpStream::connect(console).expect("simulator console");
     stream
@@ -143,7 +149,7 @@ fn sip_led_samples(console: std::net::SocketAddr, samples: usize) -> Vec<bool> {
                 break line;
             }
         };
-        out.push(line.contains("sip=on"));
+        out.push(line.contains(lit));
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     out
@@ -205,6 +211,44 @@ fn the_sip_led_is_on_when_sip_is_ready_and_blinks_while_the_trunk_is_not_registe
     assert!(
         samples.iter().any(|&on| on) && samples.iter().any(|&on| !on),
         "blinking: {samples:?}"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn the_wan_led_follows_the_trunk_probe_on_while_it_answers_and_off_when_it_goes() {
+    // The WAN monitor probes the trunk over TCP every 500 ms; nothing else is watched.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listener");
+    let trunk = listener.local_addr().expect("addr");
+    let (mut child, console, _dir) = start_builtin(&format!(
+        "[wan]\ntrunk = \"{trunk}\"\ntrunk_transport = \"tcp\"\nprobe_interval_ms = 500\n"
+    ));
+    let accepting = std::thread::spawn(move || {
+        // Accept (and drop) the probes' connections until the listener is closed.
+        listener.set_nonblocking(true).expect("nonblocking");
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(12);
+        while std::time::Instant::now() < until {
+            let _ = listener.accept();
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    });
+    assert!(
+        wait(std::time::Duration::from_secs(10), || led_samples(
+            console, 1, "wan=on"
+        )[0]),
+        "the WAN LED never lit while the trunk answered"
+    );
+    // Steady on, not blinking.
+    let on = led_samples(console, 12, "wan=on");
+    assert!(on.iter().all(|&lit| lit), "steady on: {on:?}");
+    // The trunk goes away: the LED goes out.
+    accepting.join().expect("acceptor");
+    assert!(
+        wait(std::time::Duration::from_secs(20), || !led_samples(
+            console, 1, "wan=on"
+        )[0]),
+        "the WAN LED stayed lit after the trunk went"
     );
     let _ = child.kill();
     let _ = child.wait();
