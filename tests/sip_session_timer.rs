@@ -143,25 +143,9 @@ fn a_phone_that_stops_refreshing_is_hung_up_when_its_refreshed_session_expires()
         &gw,
         Duration::from_secs(120),
     );
-    let after = answered.elapsed();
     // The refresh at 10 s restarted the timer: the BYE comes 60 s after it, not 60 s
     // after the answer.
-    assert!(
-        after >= Duration::from_secs(69) && after <= Duration::from_secs(85),
-        "BYE at the refreshed session's expiry (~70 s), not {after:?}"
-    );
-    assert!(gw.wait_log("session expired", SOON), "{}", gw.log_text());
-    // The analog phone is released like after a far-end hangup: busy tone.
-    wait_tone(&gw.sim, 1, 480, 620).expect("busy tone after the session expired");
-    gw.sim.phone(1).on_hook();
-    let cdrs = gw.wait_cdrs(1);
-    let c = &cdrs[0];
-    assert_eq!(c.disposition, "answered");
-    assert_eq!(c.hangup_side, "system");
-    assert_eq!(
-        cdr_cause(&gw, &c.call_id).as_deref(),
-        Some("session_expired")
-    );
+    let c = ended_by_the_expired_session(&gw, answered.elapsed(), Duration::from_secs(69), 1);
     let payload = gw.outbox_payload(&c.call_id).expect("outbox record");
     assert_eq!(payload["hangup_cause"], "session_expired", "{payload}");
 }
@@ -282,23 +266,35 @@ fn a_called_phone_that_stops_refreshing_is_hung_up_when_its_session_expires() {
         &gw,
         Duration::from_secs(120),
     );
-    let after = answered.elapsed();
     // Its refresh at 10 s restarted the timer: the BYE comes 60 s after it.
+    ended_by_the_expired_session(&gw, answered.elapsed(), Duration::from_secs(68), 4);
+}
+
+/// A call the box ended `after` its answer because the refreshed session expired
+/// (~70 s, at least `min`): logged, the analog phone on `port` released like after a
+/// far-end hangup (busy tone, then hung up), and its CDR answered, ended by the
+/// system, cause `session_expired`. Returns the CDR.
+fn ended_by_the_expired_session(
+    gw: &Gateway,
+    after: Duration,
+    min: Duration,
+    port: u8,
+) -> crate::harness::CdrRow {
     assert!(
-        after >= Duration::from_secs(68) && after <= Duration::from_secs(85),
+        after >= min && after <= Duration::from_secs(85),
         "BYE at the refreshed session's expiry (~70 s), not {after:?}"
     );
     assert!(gw.wait_log("session expired", SOON), "{}", gw.log_text());
-    wait_tone(&gw.sim, 4, 480, 620).expect("busy tone after the session expired");
-    gw.sim.phone(4).on_hook();
-    let cdrs = gw.wait_cdrs(1);
-    let c = &cdrs[0];
+    wait_tone(&gw.sim, port, 480, 620).expect("busy tone after the session expired");
+    gw.sim.phone(port).on_hook();
+    let c = gw.wait_cdrs(1).remove(0);
     assert_eq!(c.disposition, "answered");
     assert_eq!(c.hangup_side, "system");
     assert_eq!(
-        cdr_cause(&gw, &c.call_id).as_deref(),
+        cdr_cause(gw, &c.call_id).as_deref(),
         Some("session_expired")
     );
+    c
 }
 
 #[test]

@@ -759,16 +759,17 @@ async fn every_served_route_has_a_row_in_the_matrix() {
 /// one test is killed after 6 minutes) would make one test over all rows too slow.
 const SHARDS: usize = 8;
 
-macro_rules! role_matrix_shards {
-    ($($name:ident = $shard:expr;)*) => {$(
+/// One `#[tokio::test]` per shard of a sharded matrix test `$run(shard)`.
+macro_rules! shards {
+    ($run:ident: $($name:ident = $shard:expr;)*) => {$(
         #[tokio::test]
         async fn $name() {
-            every_route_answers_each_role_as_the_policy_says($shard).await;
+            $run($shard).await;
         }
     )*};
 }
 
-role_matrix_shards! {
+shards! { every_route_answers_each_role_as_the_policy_says:
     every_route_answers_each_role_as_the_policy_says_shard_0 = 0;
     every_route_answers_each_role_as_the_policy_says_shard_1 = 1;
     every_route_answers_each_role_as_the_policy_says_shard_2 = 2;
@@ -930,16 +931,7 @@ async fn every_route_refuses_before_it_looks_at_the_server_state(shard: usize) {
 /// Shards of [`every_route_refuses_before_it_looks_at_the_server_state`].
 const REFUSE_SHARDS: usize = 4;
 
-macro_rules! refuse_shards {
-    ($($name:ident = $shard:expr;)*) => {$(
-        #[tokio::test]
-        async fn $name() {
-            every_route_refuses_before_it_looks_at_the_server_state($shard).await;
-        }
-    )*};
-}
-
-refuse_shards! {
+shards! { every_route_refuses_before_it_looks_at_the_server_state:
     every_route_refuses_before_it_looks_at_the_server_state_shard_0 = 0;
     every_route_refuses_before_it_looks_at_the_server_state_shard_1 = 1;
     every_route_refuses_before_it_looks_at_the_server_state_shard_2 = 2;
