@@ -9,6 +9,9 @@
 #
 #   scripts/bench-relay.sh [--calls N] [--seconds S]
 set -euo pipefail
+# shellcheck source=scripts/bench-sched.sh
+. "$(dirname "$0")/bench-sched.sh"
+bench_own_session "$@"
 cd "$(dirname "$0")/.."
 
 calls=500
@@ -41,6 +44,8 @@ if [ "$cpus" -lt 2 ]; then
     exit 1
 fi
 echo "bench-relay: $(date -u +%FT%TZ) commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
+bench_autogroup_nice -15
+echo "bench-relay: $(bench_sched_note)"
 echo "bench-relay: load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 taskset -c 1 nice -n -15 "$bin" --calls "$calls" --seconds "$seconds" --generator-cpu 0
 echo "bench-relay: load average after: $(cut -d' ' -f1-3 /proc/loadavg)"

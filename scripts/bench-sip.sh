@@ -83,6 +83,9 @@
 # Needs: sipp (Debian sip-tester), kamailio (Debian kamailio), taskset (util-linux),
 # python3 (the REGISTER helper).
 set -euo pipefail
+# shellcheck source=scripts/bench-sched.sh
+. "$(dirname "$0")/bench-sched.sh"
+bench_own_session "$@"
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 HERE=$ROOT/scripts/bench-sip
@@ -118,6 +121,7 @@ done
 [[ "$DURATION" =~ ^[1-9][0-9]*$ ]] || { echo "bench-sip: bad duration '$DURATION'" >&2; exit 2; }
 [[ "$NICE" =~ ^-?[0-9]+$ ]] || { echo "bench-sip: bad --nice" >&2; exit 2; }
 [[ "$KAM_WORKERS" =~ ^[1-9][0-9]*$ ]] || { echo "bench-sip: bad --kam-workers" >&2; exit 2; }
+bench_autogroup_nice "$NICE"
 
 UAC_PORT=${BENCH_SIP_UAC_PORT:-15080}
 UAS_PORT=${BENCH_SIP_UAS_PORT:-15090}
@@ -502,6 +506,7 @@ register_uas() { # step-dir
 
 echo "== bench-sip $(date -u '+%Y-%m-%d %H:%M:%S UTC') on $(uname -m), $NCPU CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "   rates: $RATES calls/s, $DURATION s per step; nice $NICE; pinning: $([ "$PIN" = 1 ] && echo "SIPp on CPU $GEN_CPU, system under test on CPU $SUT_CPU" || echo off)"
+echo "   $(bench_sched_note)"
 echo "   $(sipp -v 2>&1 | grep -o 'SIPp v[^ ]*' | head -1)"
 
 if [ "$ONLY" != kamailio ]; then
