@@ -1,7 +1,7 @@
 //! The rootfs overlay generated into every bundle for a board profile: the hardened
 //! systemd unit, the sysusers entry for its user, the default config, the USB
 //! provisioning mount (udev rule, mount helper, tmpfiles entry),
-//! journald and logrotate limits, and on boards with directory slots the boot step.
+//! journald and logrotate limits, the kernel's socket buffer cap (sysctl), and on boards with directory slots the boot step.
 //!
 //! # The boot step on directory slots
 //!
@@ -60,6 +60,8 @@ pub const LOGROTATE_PATH: &str = "etc/logrotate.d/branchline";
 pub const SYSUSERS_PATH: &str = "usr/lib/sysusers.d/branchline.conf";
 /// Path of the generated journald limits inside the bundle.
 pub const JOURNALD_PATH: &str = "etc/systemd/journald.conf.d/branchline.conf";
+/// Path of the generated kernel settings inside the bundle (systemd-sysctl).
+pub const SYSCTL_PATH: &str = "usr/lib/sysctl.d/60-branchline.conf";
 /// Path of the USB stick mount helper inside the bundle (mode 0755).
 pub const USB_MOUNT_SCRIPT_PATH: &str = "usr/libexec/branchline/usb-mount";
 /// Path of the tmpfiles entry creating the stick mount base inside the bundle.
@@ -88,6 +90,7 @@ pub fn generate(board: &str) -> Result<Vec<BundleFile>> {
         file(LOGROTATE_PATH, LOGROTATE.to_owned()),
         file(SYSUSERS_PATH, SYSUSERS.to_owned()),
         file(JOURNALD_PATH, JOURNALD.to_owned()),
+        file(SYSCTL_PATH, SYSCTL.to_owned()),
         BundleFile {
             path: USB_MOUNT_SCRIPT_PATH.to_owned(),
             contents: usb_mount_script().into_bytes(),
@@ -394,6 +397,15 @@ const LOGROTATE: &str =
 const SYSUSERS: &str = "# The unprivileged user branchd runs as.
 u branchline - \"Branchline gateway daemon\" /var/lib/branchline
 m branchline dialout
+";
+
+/// branchd (unprivileged) asks for a 1 MiB receive buffer on its SIP UDP listener
+/// (`branchline_sip::transport::DEFAULT_UDP_RECEIVE_BUFFER`); the kernel grants at most
+/// `net.core.rmem_max`, 208 KiB by default.
+const SYSCTL: &str = "# branchd's SIP listener asks for a 1 MiB UDP receive buffer: the default cap
+# (208 KiB) overflows within some 25 ms of a stall at 1,000 calls/s, and every
+# datagram the kernel drops costs a retransmission 500 ms later.
+net.core.rmem_max = 4194304
 ";
 
 const JOURNALD: &str = "# Flash is small: bound the journal.

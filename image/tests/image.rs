@@ -136,6 +136,13 @@ fn round_trip() {
         .collect();
     assert_eq!(got, want);
     assert!(m.files.windows(2).all(|w| w[0].path < w[1].path), "sorted");
+    // The kernel lets branchd have the SIP receive buffer it asks for.
+    let sysctl = String::from_utf8(want[overlay::SYSCTL_PATH].0.clone()).expect("utf8");
+    assert!(
+        sysctl.lines().any(|l| l == "net.core.rmem_max = 4194304"),
+        "{sysctl}"
+    );
+    assert!(4_194_304 >= branchline_sip::transport::DEFAULT_UDP_RECEIVE_BUFFER);
     // The generated unit is what the overlay promised.
     let unit = String::from_utf8(want[overlay::UNIT_PATH].0.clone()).expect("utf8");
     for line in [

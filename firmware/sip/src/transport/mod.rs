@@ -56,8 +56,12 @@
 //!   `partial_message_timeout` (32 s, against slow-drip senders); TLS handshakes within
 //!   `tls_handshake_timeout` (10 s); connects within `connect_timeout` (5 s); one write
 //!   within `write_timeout` (10 s), else the connection closes.
-//! - Queues: the inbound channel holds `inbound_queue` messages (UDP drops and counts
-//!   when it is full, streams wait); each connection queues `connection_queue`
+//! - Queues: each UDP listener asks the kernel for `udp_receive_buffer` bytes of
+//!   receive buffer (1 MiB; capped by `net.core.rmem_max`, which the image raises, and
+//!   a smaller grant is logged): with Linux's default of 208 KiB a stall of the
+//!   endpoint task of some 25 ms at 1,000 calls/s overflowed it, and every datagram
+//!   the kernel drops costs a retransmission 500 ms later. The inbound channel holds
+//!   `inbound_queue` messages (UDP drops and counts when it is full, streams wait); each connection queues `connection_queue`
 //!   outgoing messages, past which [`Transport::send`] fails with
 //!   [`Error::Backpressure`] instead of blocking on a peer that stopped reading.
 //!
@@ -100,7 +104,10 @@ use std::net::SocketAddr;
 
 use bytes::Bytes;
 
-pub use endpoint::{KeepaliveConfig, ListenerConfig, Transport, TransportConfig, TransportLimits};
+pub use endpoint::{
+    KeepaliveConfig, ListenerConfig, Transport, TransportConfig, TransportLimits,
+    DEFAULT_UDP_RECEIVE_BUFFER,
+};
 pub use error::{Error, Result};
 pub use flow::Flow;
 pub use rate::RateConfig;
