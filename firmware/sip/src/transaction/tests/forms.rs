@@ -19,8 +19,13 @@ fn text(lines: &[&str]) -> Vec<u8> {
 /// A request as the endpoint hands it to the layer: parsed, top Via rewritten for
 /// `source`.
 fn wire_request(lines: &[&str], source: SocketAddr) -> SipMessage {
-    let msg = message::parse(&text(lines), &Limits::default())
-        .unwrap_or_else(|e| panic!("{e}: {}", lines.join(" | ")));
+    wire_datagram(&text(lines), source)
+}
+
+/// [`wire_request`] for a whole datagram.
+fn wire_datagram(bytes: &[u8], source: SocketAddr) -> SipMessage {
+    let msg = message::parse(bytes, &Limits::default())
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(bytes)));
     let SipMessage::Request(mut r) = msg else {
         panic!("not a request");
     };
@@ -63,9 +68,9 @@ const INVITE_UNUSUAL: &[&str] = &[
 ];
 
 /// The layer took a new INVITE: its key, after the TU sent `180`.
-fn new_invite_ringing(layer: &mut TransactionLayer, now: Instant, lines: &[&str]) -> ServerKey {
+fn new_invite_ringing(layer: &mut TransactionLayer, now: Instant, datagram: &[u8]) -> ServerKey {
     layer
-        .handle_message(now, wire_request(lines, UAC_ADDR), udp(UAC_ADDR))
+        .handle_message(now, wire_datagram(datagram, UAC_ADDR), udp(UAC_ADDR))
         .expect("taken");
     let events = drain_events(layer);
     let [TransactionEvent::Request { key, request, .. }] = events.as_slice() else {
@@ -78,11 +83,11 @@ fn new_invite_ringing(layer: &mut TransactionLayer, now: Instant, lines: &[&str]
     key.clone()
 }
 
-/// `lines` arrive again: the layer must treat them as a retransmission (the last
+/// `datagram` arrives again: the layer must treat them as a retransmission (the last
 /// response again, nothing for the TU).
-fn is_retransmission(layer: &mut TransactionLayer, now: Instant, lines: &[&str], code: u16) {
+fn is_retransmission(layer: &mut TransactionLayer, now: Instant, datagram: &[u8], code: u16) {
     layer
-        .handle_message(now, wire_request(lines, UAC_ADDR), udp(UAC_ADDR))
+        .handle_message(now, wire_datagram(datagram, UAC_ADDR), udp(UAC_ADDR))
         .expect("taken");
     let events = drain_events(layer);
     assert!(events.is_empty(), "a new transaction: {events:?}");
@@ -96,10 +101,10 @@ fn an_invite_retransmitted_in_compact_folded_lws_form_matches_its_server_transac
     for (first, again) in [(INVITE, INVITE_UNUSUAL), (INVITE_UNUSUAL, INVITE)] {
         let now = start();
         let mut layer = layer();
-        let key = new_invite_ringing(&mut layer, now, first);
+        let key = new_invite_ringing(&mut layer, now, &text(first));
         assert_eq!(key.branch(), "z9hG4bKform1");
         assert_eq!(key.sent_by(), "192.0.2.1:5060");
-        is_retransmission(&mut layer, now + ms(500), again, 180);
+        is_retransmission(&mut layer, now + ms(500), &text(again), 180);
         assert_eq!(layer.len(), 1);
     }
 }
@@ -110,7 +115,7 @@ fn the_ack_and_cancel_of_an_invite_match_it_whatever_their_form() {
     // hears the INVITE was cancelled.
     let now = start();
     let mut layer = layer();
-    let key = new_invite_ringing(&mut layer, now, INVITE);
+    let key = new_invite_ringing(&mut layer, now, &text(INVITE));
     let cancel = [
         "CANCEL sip:bob@192.0.2.2 SIP/2.0",
         "v: SIP /2.0/ UDP 192.0.2.1:5060 ;branch= z9hG4bKform1",
@@ -209,7 +214,7 @@ fn several_via_values_on_one_line_match_the_same_vias_on_separate_lines() {
             .respond(now, key, response(request, 200, Some("bob1")))
             .expect("200");
         drain_transmits(&mut layer);
-        is_retransmission(&mut layer, now + ms(500), again, 200);
+        is_retransmission(&mut layer, now + ms(500), &text(again), 200);
     }
 }
 
@@ -225,19 +230,19 @@ fn the_magic_cookie_is_case_sensitive_and_branches_are_compared_exactly() {
         .map(|l| l.replace("z9hG4bKform1", "Z9HG4BKform1"))
         .collect();
     let old_style: Vec<&str> = old_style.iter().map(String::as_str).collect();
-    let key = new_invite_ringing(&mut layer, now, &old_style);
+    let key = new_invite_ringing(&mut layer, now, &text(&old_style));
     assert!(key.branch().starts_with("rfc2543;"), "{key}");
     let unusual: Vec<String> = INVITE_UNUSUAL
         .iter()
         .map(|l| l.replace("z9hG4bKform1", "Z9HG4BKform1"))
         .collect();
     let unusual: Vec<&str> = unusual.iter().map(String::as_str).collect();
-    is_retransmission(&mut layer, now + ms(500), &unusual, 180);
+    is_retransmission(&mut layer, now + ms(500), &text(&unusual), 180);
     // With the cookie, the branch is an opaque identifier compared byte for byte
     // (RFC 3261 17.2.3 "equal"; a UAC never changes a retransmission's branch): one
     // differing only in case is another transaction.
     let mut layer = super::layer();
-    new_invite_ringing(&mut layer, now, INVITE);
+    new_invite_ringing(&mut layer, now, &text(INVITE));
     let other: Vec<String> = INVITE
         .iter()
         .map(|l| l.replace("z9hG4bKform1", "z9hG4bKFORM1"))
@@ -310,4 +315,34 @@ fn responses_with_unusual_via_forms_match_their_client_transaction() {
         .expect("taken");
     assert!(drain_events(&mut layer).is_empty());
     assert!(drain_transmits(&mut layer).is_empty());
+}
+
+/// RFC 4475 3.1.1.1 `wsinv` (LWS and folding everywhere, compact forms, several Via
+/// values on one line) and the same request written plainly: one server transaction.
+#[test]
+fn rfc4475_wsinv_and_its_plain_retransmission_match_the_same_server_transaction() {
+    let fixture = include_str!("../../../tests/data/rfc4475/valid/wsinv.dat");
+    // As published its top branch has no cookie (keyed RFC 2543 style); with one it is
+    // keyed by the branch read through the folded, spaced Via.
+    for branch in ["390skdjuw", "z9hG4bKwsinv1"] {
+        let wsinv = fixture.replace("branch=390skdjuw", &format!("branch={branch}"));
+        let plain = format!(
+            "INVITE sip:vivekg@chair-dnrc.example.com;unknownparam SIP/2.0\r\n\
+             Via: SIP/2.0/UDP 192.0.2.2;branch={branch}\r\n\
+             Via: SIP/2.0/TCP spindle.example.com;branch=z9hG4bK9ikj8\r\n\
+             Via: SIP/2.0/UDP 192.168.255.111;branch=z9hG4bK30239\r\n\
+             To: <sip:vivekg@chair-dnrc.example.com>;tag=1918181833n\r\n\
+             From: <sip:jdrosen@example.com>;tag=98asjd8\r\n\
+             Max-Forwards: 68\r\n\
+             Call-ID: wsinv.ndaksdj@192.0.2.1\r\n\
+             CSeq: 9 INVITE\r\n\
+             Content-Length: 0"
+        );
+        let now = start();
+        let mut layer = layer();
+        let key = new_invite_ringing(&mut layer, now, wsinv.as_bytes());
+        assert_eq!(key.sent_by(), "192.0.2.2");
+        assert_eq!(key.branch().starts_with("rfc2543;"), branch == "390skdjuw");
+        is_retransmission(&mut layer, now + ms(500), &text(&[&plain]), 180);
+    }
 }
