@@ -30,9 +30,9 @@
 //!   interval and refresher it names).
 //! - A session that expires (no refresh from the far end by the interval minus
 //!   min(32 s, interval/3), or our refresh failed with a final error other than
-//!   `491` or a retried `422`) ends: call control hears [`SipInput::SessionExpired`], sends the BYE and
-//!   writes `hangup_cause` `session_expired` in the CDR.
-//!
+//!   `491` or a `422` that is retried, below) ends: call control hears
+//!   [`SipInput::SessionExpired`], sends the BYE and writes `hangup_cause`
+//!   `session_expired` in the CDR.
 //! - A `422` to one of our refreshes (RFC 4028 7.4: the far end's minimum may have
 //!   grown since the session started) is retried once, at once, like the `422` to an
 //!   INVITE: the same method, the next CSeq, `Session-Expires: N;refresher=uac` and
