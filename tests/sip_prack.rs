@@ -4,7 +4,9 @@
 //! answers 183 with SDP and plays RTP. The box must send a reliable 183 with its
 //! offer, take the answer from the PRACK and bridge the phone's early media to the
 //! port that answer names (a UDP socket of the test) before the 200, and end the
-//! call cleanly when the PRACK brings no usable answer or the caller cancels.
+//! call cleanly when the PRACK brings no usable answer or the caller cancels. A
+//! late-offer caller without 100rel gets a plain 180 instead (an offer in an
+//! unreliable 1xx could not be answered) and the box's offer in the 200.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
@@ -250,6 +252,40 @@ fn late_offer_caller_whose_far_end_answers_before_the_prack_gets_the_200_after_i
     );
     wait_sipp(carrier, "late-offer carrier PRACKing late", &gw);
     wait_sipp(phone, "phone answering at once", &gw);
+    assert_eq!(gw.wait_cdrs(1)[0].disposition, "answered");
+}
+
+#[test]
+fn late_offer_caller_without_100rel_gets_a_plain_180_and_our_offer_in_the_200_despite_early_media()
+{
+    let gw = gateway();
+    let phone_port = phone_201(&gw);
+    // The phone plays early media for 1 s, then answers; its pcap goes on after.
+    let phone = sipp(
+        &scenario(&gw, "uas_phone_early_media.xml", &[("ANSWER_MS", "1000")]),
+        sip_addr(&gw),
+        phone_port,
+        &["-m", "1"],
+    )
+    .spawn()
+    .expect("sipp phone starts");
+    std::thread::sleep(Duration::from_millis(300));
+    let (rtp, rtp_port) = media_socket();
+    // The scenario fails on a 183, on SDP, RSeq or Require: 100rel in the 180, and on
+    // a 200 without our offer; it answers that offer in the ACK with `rtp_port`.
+    let carrier = carrier_call(&gw, "uac_trunk_late_offer_no_100rel.xml", rtp_port);
+    let (media, _) = read_alaw(&rtp, 4000, SOON);
+    let log = gw.log_text();
+    assert!(
+        media.len() >= 4000 && rms(&media) > 100.0,
+        "the phone is heard once the ACK's answer came ({} samples, rms {:.0}):\n{log}",
+        media.len(),
+        rms(&media),
+    );
+    assert!(log.contains("SDP answer in the ACK"), "{log}");
+    assert!(!log.contains("SDP answer in the PRACK"), "{log}");
+    wait_sipp(carrier, "late-offer carrier without 100rel", &gw);
+    wait_sipp(phone, "phone with early media", &gw);
     assert_eq!(gw.wait_cdrs(1)[0].disposition, "answered");
 }
 

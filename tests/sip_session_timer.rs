@@ -19,16 +19,23 @@
 //! - the phone answers the retry `422` again: no third INVITE, the call fails;
 //! - the phone names itself the refresher, refreshes once, then stops: the gateway's
 //!   BYE 60 s after the refresh, `session_expired` in the CDR;
-//! - the phone leaves the refreshing to the gateway: its UPDATE at 45 s.
+//! - the phone leaves the refreshing to the gateway: its UPDATE at 45 s;
+//! - the phone leaves the refreshing to the gateway and answers its UPDATE `422` with
+//!   `Min-SE: 120`: one retry at 120 s, answered, the next UPDATE 60 s later; that one
+//!   is refused `422` twice: the gateway's BYE, `session_expired` in the CDR.
 //!
-//! The long tests take about 45 s (three) and 70 s (two; the RFC's floor of 90 s
-//! cannot be lowered for a test).
+//! The long tests take about 45 s (three), 70 s (two; the RFC's floor of 90 s
+//! cannot be lowered for a test) and 105 s (one).
 
 use std::process::Child;
 use std::time::{Duration, Instant};
 
 use crate::harness::{wait, wait_tone, Gateway, DIAL_PLAN, SOON};
 use crate::sip_calls::{call_args, free_port, register, sip_addr, sipp, wait_sipp_for, SIP_PLAN};
+
+fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
 
 /// The SIP accounts of `sip_calls`, media timeout off.
 fn gateway() -> Gateway {
@@ -145,7 +152,7 @@ fn a_phone_that_stops_refreshing_is_hung_up_when_its_refreshed_session_expires()
     );
     // The refresh at 10 s restarted the timer: the BYE comes 60 s after it, not 60 s
     // after the answer.
-    let c = ended_by_the_expired_session(&gw, answered.elapsed(), Duration::from_secs(69), 1);
+    let c = ended_by_the_expired_session(&gw, answered.elapsed(), (secs(69), secs(85)), 1);
     let payload = gw.outbox_payload(&c.call_id).expect("outbox record");
     assert_eq!(payload["hangup_cause"], "session_expired", "{payload}");
 }
@@ -267,22 +274,22 @@ fn a_called_phone_that_stops_refreshing_is_hung_up_when_its_session_expires() {
         Duration::from_secs(120),
     );
     // Its refresh at 10 s restarted the timer: the BYE comes 60 s after it.
-    ended_by_the_expired_session(&gw, answered.elapsed(), Duration::from_secs(68), 4);
+    ended_by_the_expired_session(&gw, answered.elapsed(), (secs(68), secs(85)), 4);
 }
 
 /// A call the box ended `after` its answer because the refreshed session expired
-/// (~70 s, at least `min`): logged, the analog phone on `port` released like after a
-/// far-end hangup (busy tone, then hung up), and its CDR answered, ended by the
-/// system, cause `session_expired`. Returns the CDR.
+/// (~70 s, at least `min`, at most `max`): logged, the analog phone on `port` released
+/// like after a far-end hangup (busy tone, then hung up), and its CDR answered, ended
+/// by the system, cause `session_expired`. Returns the CDR.
 fn ended_by_the_expired_session(
     gw: &Gateway,
     after: Duration,
-    min: Duration,
+    (min, max): (Duration, Duration),
     port: u8,
 ) -> crate::harness::CdrRow {
     assert!(
-        after >= min && after <= Duration::from_secs(85),
-        "BYE at the refreshed session's expiry (~70 s), not {after:?}"
+        after >= min && after <= max,
+        "BYE at the session's end ({min:?} to {max:?} after the answer), not {after:?}"
     );
     assert!(gw.wait_log("session expired", SOON), "{}", gw.log_text());
     wait_tone(&gw.sim, port, 480, 620).expect("busy tone after the session expired");
@@ -320,4 +327,38 @@ fn the_gateway_refreshes_its_own_call_when_the_called_phone_leaves_it_the_refres
     assert_eq!(c.disposition, "answered");
     assert_eq!(c.hangup_side, "callee");
     assert_eq!(cdr_cause(&gw, &c.call_id), None);
+}
+
+#[test]
+fn a_422_to_the_gateways_refresh_is_retried_once_with_its_min_se_and_a_second_ends_the_call() {
+    let gw = gateway_with("session_expires_s = 90\n");
+    let uas = analog_calls_202(
+        &gw,
+        "uas_session_timer_refresh_422.xml",
+        Duration::from_secs(140),
+    );
+    let answered = answered_at(&gw);
+    wait_sipp_for(
+        uas,
+        "422 to the refresh, retry, refresh at the new interval, 422 twice, BYE",
+        &gw,
+        Duration::from_secs(140),
+    );
+    // First refresh at 45 s (90/2), retried and accepted at 120 s; the next at 60 s
+    // after that (120/2), refused twice, then the BYE at once: ~105 s. Had the box
+    // kept 90 s, the second refresh would have come at ~90 s.
+    ended_by_the_expired_session(&gw, answered.elapsed(), (secs(100), secs(118)), 4);
+    let log = gw.log_text();
+    assert_eq!(
+        log.matches("session refresh refused 422: retried with the far end's Min-SE")
+            .count(),
+        2,
+        "{log}"
+    );
+    assert_eq!(
+        log.matches("session refresh refused 422: session interval not agreed")
+            .count(),
+        1,
+        "{log}"
+    );
 }

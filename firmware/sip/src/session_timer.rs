@@ -17,7 +17,15 @@
 //!   and the refresher (`uas`: the far end refreshes; `uac` or none named: we do);
 //!   without one the session has no timer.
 //! - Refreshes the box sends carry [`refresh_headers`] (`refresher=uac`: the sender of
-//!   a refresh keeps refreshing).
+//!   a refresh keeps refreshing). Each refresh is a [`Proposal`] of its own
+//!   ([`SessionTimer::refresh_proposal`]: the current interval and `Min-SE`, not yet
+//!   retried), so a `422` to it follows the INVITE's rule (RFC 4028 7.4 applies to
+//!   any session refresh request): retried once with `Session-Expires` and `Min-SE`
+//!   raised to the `422`'s `Min-SE` ([`Proposal::after_too_small`],
+//!   [`Proposal::refresh_headers`]), the `2xx` to the retry then restarting the timer
+//!   at the raised interval; a second `422` to the same refresh, or a `422` that
+//!   cannot be retried, is a [`RetryRefused`] and the session ends. The next refresh
+//!   starts afresh (one retry per refresh, not per session).
 //!
 //! Nothing here sends anything: the caller (the firmware's SIP endpoint,
 //! `sip_endpoint::session` and `legs`) maps [`Negotiation`] and [`Proposal`] to headers
@@ -325,6 +333,12 @@ impl Proposal {
         })
     }
 
+    /// The headers of the session refresh (re-INVITE or UPDATE) this proposal is:
+    /// [`refresh_headers`] with its interval and `Min-SE`.
+    pub fn refresh_headers(&self) -> Vec<Header> {
+        refresh_headers(self.session_expires, self.min_se)
+    }
+
     /// RFC 4028 7.2: the session timer the `2xx` to our INVITE starts, from its
     /// `Session-Expires` value (`session_expires`): `(interval, we_refresh)`, the box
     /// refreshing unless the far end named itself (`refresher=uas`); `None` without
@@ -446,6 +460,19 @@ impl SessionTimer {
     /// peer's), possibly with a new interval and refresher.
     pub fn refreshed(&mut self, now: Instant, interval: u32, we_refresh: bool) {
         *self = SessionTimer::new(now, interval, we_refresh);
+    }
+
+    /// The refresh [`TimerEvent::Refresh`] asks for, as a [`Proposal`]: the current
+    /// interval, `min_se` (the leg's, at most the interval: never more than what is
+    /// asked), not yet retried; a `422` to it is handled by
+    /// [`Proposal::after_too_small`] like one to an INVITE.
+    pub fn refresh_proposal(&self, min_se: u32) -> Proposal {
+        let interval = u32::try_from(self.interval.as_secs()).unwrap_or(u32::MAX);
+        Proposal {
+            session_expires: interval,
+            min_se: min_se.min(interval),
+            retried: false,
+        }
     }
 
     /// Whether the box refreshes this session.
@@ -789,6 +816,80 @@ mod tests {
         assert_eq!((count("Session-Expires"), count("Min-SE")), (1, 1));
         assert!(h.iter().any(|x| matches!(x, Header::Supported(_))));
         assert_eq!(retry.body, invite.body);
+    }
+
+    #[test]
+    fn a_422_to_our_refresh_is_retried_once_and_the_session_keeps_the_raised_interval() {
+        // The box refreshes a 90 s session; the far end wants 120 s, later 180 s.
+        let t0 = Instant::now();
+        let mut now = t0;
+        let mut timer = SessionTimer::new(now, 90, true);
+        now = timer.timeout();
+        assert_eq!(now, t0 + 45 * S);
+        assert_eq!(timer.poll(now), Some(TimerEvent::Refresh));
+        let first = timer.refresh_proposal(90);
+        assert_eq!(
+            first,
+            Proposal {
+                session_expires: 90,
+                min_se: 90,
+                retried: false
+            }
+        );
+        let h = first.refresh_headers();
+        assert_eq!(value(&h, "Session-Expires"), Some("90;refresher=uac"));
+        assert_eq!(value(&h, "Min-SE"), None);
+        // 422 Min-SE: 120 a moment later: the retry says 120 twice.
+        now += S / 10;
+        let retry = first.after_too_small(Some("120")).expect("retried");
+        let h = retry.refresh_headers();
+        assert_eq!(value(&h, "Session-Expires"), Some("120;refresher=uac"));
+        assert_eq!(value(&h, "Min-SE"), Some("120"));
+        // Until its answer the old session's expiry still holds.
+        assert_eq!(timer.timeout(), t0 + 60 * S);
+        // Its 2xx: the session runs at 120 s, next refresh at 60 s after it.
+        now += S / 10;
+        timer.refreshed(now, retry.session_expires, true);
+        assert_eq!(timer.interval(), 120 * S);
+        let answered = now;
+        now = timer.timeout();
+        assert_eq!(now, answered + 60 * S);
+        assert_eq!(timer.poll(now - S / 10), None);
+        assert_eq!(timer.poll(now), Some(TimerEvent::Refresh));
+        // The next refresh starts afresh with the leg's raised Min-SE: one more retry
+        // is allowed, and a second 422 to that retry ends the session.
+        let second = timer.refresh_proposal(retry.min_se);
+        assert_eq!(
+            (second.session_expires, second.min_se, second.retried),
+            (120, 120, false)
+        );
+        let again = second.after_too_small(Some("180")).expect("retried");
+        assert_eq!(again.session_expires, 180);
+        assert_eq!(
+            again.after_too_small(Some("240")),
+            Err(RetryRefused::SecondRefusal { proposed: 180 })
+        );
+        // A 422 to a refresh that cannot be retried: missing, not larger, too large.
+        assert_eq!(second.after_too_small(None), Err(RetryRefused::NoMinSe));
+        assert_eq!(
+            second.after_too_small(Some("120")),
+            Err(RetryRefused::NotLarger {
+                min_se: 120,
+                proposed: 120
+            })
+        );
+        assert_eq!(
+            second.after_too_small(Some("90000")),
+            Err(RetryRefused::TooLarge { min_se: 90_000 })
+        );
+        // Nothing answered at all: the session expires 120 - 32 s after the 2xx.
+        assert_eq!(timer.timeout(), answered + 88 * S);
+        assert_eq!(timer.poll(answered + 88 * S), Some(TimerEvent::Expired));
+        // A leg Min-SE above the interval is never sent above it.
+        assert_eq!(
+            SessionTimer::new(t0, 90, true).refresh_proposal(300).min_se,
+            90
+        );
     }
 
     #[test]

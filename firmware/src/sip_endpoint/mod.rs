@@ -33,7 +33,7 @@
 //! - [`sdp`]: SDP offer/answer for G.711 audio (our own subset; see its doc).
 //! - `session`: RFC 4028 session timers on answered legs (negotiation as UAS with
 //!   `422`, the proposal on our INVITEs and its one retry after a `422`, refreshes by
-//!   UPDATE or re-INVITE, expiry).
+//!   UPDATE or re-INVITE and their one retry after a `422`, expiry).
 //! - `wire`: helpers (kind conversions, header readers, raw 400/501 responses).
 //! - [`status`]: the snapshot of the trunk registration and the phones' registrations
 //!   the endpoint publishes for the web page (on the channel given to

@@ -30,14 +30,23 @@
 //!   interval and refresher it names).
 //! - A session that expires (no refresh from the far end by the interval minus
 //!   min(32 s, interval/3), or our refresh failed with a final error other than
-//!   `491`) ends: call control hears [`SipInput::SessionExpired`], sends the BYE and
-//!   writes `hangup_cause` `session_expired` in the CDR.
+//!   `491` or a `422` that is retried, below) ends: call control hears
+//!   [`SipInput::SessionExpired`], sends the BYE and writes `hangup_cause`
+//!   `session_expired` in the CDR.
+//! - A `422` to one of our refreshes (RFC 4028 7.4: the far end's minimum may have
+//!   grown since the session started) is retried once, at once, like the `422` to an
+//!   INVITE: the same method, the next CSeq, `Session-Expires: N;refresher=uac` and
+//!   `Min-SE: N` with N the `422`'s `Min-SE`, and the leg keeps that `Min-SE` for its
+//!   later refreshes; the `2xx` to the retry restarts the timer at the interval it
+//!   names (so the next refresh comes at N/2). A second `422` to the retry, or a
+//!   `422` whose `Min-SE` is missing, unreadable, not above the interval proposed or
+//!   above a day, ends the session as any failed refresh does (logged "session
+//!   interval not agreed"). Each refresh gets its own single retry.
 //!
 //! Limits: the box never starts a timer on a session whose INVITE (theirs) or `2xx`
 //! (to ours) carried no `Session-Expires`: RFC 4028 7.2 would let it refresh a far
 //! end that does not do timers on its own, but the media inactivity timeout already
-//! covers vanished peers there. A `422` to one of our refreshes is not retried (the
-//! far end accepted that interval when the session started): the session ends.
+//! covers vanished peers there.
 
 use std::time::Instant;
 
@@ -61,9 +70,11 @@ pub(super) struct LegSession {
     timer: SessionTimer,
     /// The far end allows UPDATE: refreshes go as UPDATE without a body.
     update: bool,
-    /// Our refresh in flight: its CSeq number.
-    pending: Option<u32>,
-    /// The `Min-SE` our refreshes carry: ours, or the one a `422` to our INVITE named.
+    /// Our refresh in flight: its CSeq number and what it proposed (a `422` to it is
+    /// retried once from this, RFC 4028 7.4).
+    pending: Option<(u32, Proposal)>,
+    /// The `Min-SE` our refreshes carry: ours, or the one a `422` to our INVITE or to
+    /// one of our refreshes named.
     min_se: u32,
 }
 
@@ -261,7 +272,8 @@ impl SipEndpoint {
             match s.timer.poll(now) {
                 Some(TimerEvent::Refresh) => {
                     self.session_deadlines.insert((s.timer.timeout(), leg));
-                    self.send_refresh(now, leg);
+                    let proposal = s.timer.refresh_proposal(s.min_se);
+                    self.send_refresh(now, leg, proposal);
                 }
                 Some(TimerEvent::Expired) => self.session_expired(leg, "no refresh in time"),
                 None => {
@@ -283,9 +295,10 @@ impl SipEndpoint {
         self.input(SipInput::SessionExpired { leg });
     }
 
-    /// Sends our refresh of `leg`'s session: UPDATE when the far end allows it, else a
-    /// re-INVITE with the current SDP.
-    fn send_refresh(&mut self, now: Instant, leg: LegId) {
+    /// Sends our refresh of `leg`'s session proposing `proposal` (the current interval,
+    /// or the raised one of the retry after a `422`): UPDATE when the far end allows
+    /// it, else a re-INVITE with the current SDP.
+    fn send_refresh(&mut self, now: Instant, leg: LegId, proposal: Proposal) {
         let law = self.settings.law;
         let Some(l) = self.legs.get_mut(&leg) else {
             return;
@@ -293,10 +306,10 @@ impl SipEndpoint {
         let (Some(id), Some(s)) = (l.dialog.clone(), l.session.as_ref()) else {
             return;
         };
-        let interval = s.timer.interval().as_secs() as u32;
+        let interval = proposal.session_expires;
         let update = s.update;
         // We send this request and keep refreshing (refresher=uac).
-        let mut extra = session_timer::refresh_headers(interval, s.min_se);
+        let mut extra = proposal.refresh_headers();
         let (method, body) = if update {
             (Method::Update, Vec::new())
         } else {
@@ -316,7 +329,7 @@ impl SipEndpoint {
             Ok((request, peer)) => {
                 let seq = transaction::cseq(&request.headers).ok().map(|c| c.seq);
                 if let Some(s) = self.legs.get_mut(&leg).and_then(|l| l.session.as_mut()) {
-                    s.pending = seq;
+                    s.pending = seq.map(|seq| (seq, proposal));
                 }
                 tracing::debug!(%leg, %method, interval, "session refresh sent");
                 if let Err(e) = self.tx.send_request(now, request, peer) {
@@ -358,6 +371,44 @@ impl SipEndpoint {
         }
     }
 
+    /// Our refresh of `leg` proposing `proposal` was refused `422 Session Interval Too
+    /// Small` (RFC 4028 7.4): retried once with `Session-Expires` and `Min-SE` raised
+    /// to the `422`'s `Min-SE` (the leg keeps that `Min-SE` for later refreshes); a
+    /// second `422` or one that cannot be retried ends the session.
+    fn refresh_too_small(
+        &mut self,
+        now: Instant,
+        leg: LegId,
+        proposal: Proposal,
+        response: &rsip::Response,
+    ) {
+        let next = match proposal.after_too_small(session_timer::min_se_of(&response.headers)) {
+            Ok(next) => next,
+            Err(e) => {
+                tracing::warn!(%leg, error = %e, "session refresh refused 422: session interval not agreed");
+                self.session_expired(leg, "session refresh refused 422");
+                return;
+            }
+        };
+        let Some(s) = self.legs.get_mut(&leg).and_then(|l| l.session.as_mut()) else {
+            return;
+        };
+        s.pending = None;
+        s.min_se = next.min_se;
+        tracing::info!(%leg, session_expires = next.session_expires, "session refresh refused 422: retried with the far end's Min-SE");
+        self.send_refresh(now, leg, next);
+        let pending = self
+            .legs
+            .get(&leg)
+            .and_then(|l| l.session.as_ref())
+            .is_some_and(|s| s.pending.is_some());
+        if !pending {
+            // Not sent (the dialog is gone or busy with a re-INVITE of the far end,
+            // which refreshes the session itself): the timer's expiry still stands.
+            tracing::debug!(%leg, "session refresh after 422 not sent");
+        }
+    }
+
     /// A final response to our refresh on dialog `id`; `true` when it was one.
     pub(super) fn on_refresh_response(
         &mut self,
@@ -374,15 +425,15 @@ impl SipEndpoint {
         let Some(s) = self.legs.get(&leg).and_then(|l| l.session.as_ref()) else {
             return false;
         };
-        if s.pending != Some(cseq.seq) {
+        let Some((_, proposal)) = s.pending.filter(|(seq, _)| *seq == cseq.seq) else {
             return false;
-        }
+        };
         let code = response.status_code.code();
         if code < 200 {
             return true;
         }
         if (200..300).contains(&code) {
-            let interval = s.timer.interval().as_secs() as u32;
+            let interval = proposal.session_expires;
             // The 2xx names the interval and refresher; without it the far end
             // dropped the timer (RFC 4028 7.4).
             let timer = match session_expires_header(&response.headers).map(SessionExpires::parse) {
@@ -404,6 +455,8 @@ impl SipEndpoint {
                 s.update |= update;
             }
             tracing::info!(%leg, "session refreshed");
+        } else if code == 422 {
+            self.refresh_too_small(now, leg, proposal, response);
         } else if code == 491 {
             // Glare: the far end's re-INVITE refreshes the session, or the dialog
             // layer retries ours.

@@ -325,7 +325,8 @@ fn check_uri_text(uri: &str) -> Result<(), &'static str> {
 pub(crate) struct ViaParm<'a> {
     /// Transport token (`UDP`, `TCP`, `TLS`, ...), as written.
     pub transport: &'a str,
-    /// `host[:port]` as written.
+    /// `host[:port]` as written: may hold the linear white space RFC 3261 allows
+    /// around the `:` (`COLON = SWS ":" SWS`); [`ViaParm::sent_by_key`] drops it.
     pub sent_by: &'a str,
     /// Via parameters.
     pub params: ParamList<'a>,
@@ -358,7 +359,7 @@ pub(crate) fn via_parm(s: &str) -> Result<ViaParm<'_>, &'static str> {
     if !is_token(transport) {
         return Err("transport is not a token");
     }
-    if sent_by.is_empty() || has_wsp(sent_by) {
+    if sent_by.is_empty() || !sent_by_spacing_ok(sent_by) {
         return Err("missing or malformed sent-by");
     }
     Ok(ViaParm {
@@ -366,6 +367,35 @@ pub(crate) fn via_parm(s: &str) -> Result<ViaParm<'_>, &'static str> {
         sent_by,
         params: params(params_text)?,
     })
+}
+
+impl ViaParm<'_> {
+    /// The sent-by as transactions compare it (RFC 3261 17.2.3): without the white
+    /// space around `:` and lowercased (host names are case-insensitive), so
+    /// `Host.Example : 5060` and `host.example:5060` are the same sent-by.
+    pub(crate) fn sent_by_key(&self) -> String {
+        self.sent_by
+            .bytes()
+            .filter(|&b| !is_wsp(b))
+            .map(|b| char::from(b.to_ascii_lowercase()))
+            .collect()
+    }
+}
+
+/// White space inside a sent-by only next to the `:` before the port (`host : 5060`),
+/// never between two other words (`host 5060`).
+fn sent_by_spacing_ok(sent_by: &str) -> bool {
+    let mut words = sent_by.split(WSP).filter(|w| !w.is_empty());
+    let Some(mut previous) = words.next() else {
+        return false;
+    };
+    for word in words {
+        if !previous.ends_with(':') && !word.starts_with(':') {
+            return false;
+        }
+        previous = word;
+    }
+    true
 }
 
 /// The largest CSeq number RFC 3261 8.1.1.5 allows (it must be below 2**31).
@@ -414,6 +444,28 @@ mod tests {
         assert_eq!(v.transport, "TCP");
         assert_eq!(v.sent_by, "spindle.example.com");
         assert_eq!(find_param(&v.params, "branch"), Some(Some("z9hG4bK9ikj8")));
+    }
+
+    #[test]
+    fn via_sent_by_may_have_lws_around_its_colon() {
+        for (text, key) in [
+            (
+                "SIP/2.0/UDP Host.Example : 5060;branch=z9hG4bKa",
+                "host.example:5060",
+            ),
+            (
+                "SIP/2.0/UDP host.example:\t5060 ;branch=z9hG4bKa",
+                "host.example:5060",
+            ),
+            ("SIP / 2.0 / UDP [2001:DB8::1] :5070", "[2001:db8::1]:5070"),
+            ("SIP/2.0/UDP 192.0.2.1", "192.0.2.1"),
+        ] {
+            let v = via_parm(text).unwrap_or_else(|e| panic!("{text}: {e}"));
+            assert_eq!(v.sent_by_key(), key, "{text}");
+        }
+        for bad in ["SIP/2.0/UDP host 5060", "SIP/2.0/UDP host : 5060 extra"] {
+            assert!(via_parm(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

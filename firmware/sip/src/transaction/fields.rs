@@ -66,7 +66,7 @@ pub fn top_via_key(headers: &Headers) -> Result<(Option<&str>, String), Error> {
         Some(None) => return Err(invalid("branch without a value")),
         None => None,
     };
-    Ok((branch, via.sent_by.to_ascii_lowercase()))
+    Ok((branch, via.sent_by_key()))
 }
 
 /// The first comma-separated value of a header line (commas inside quotes or `<>` do not

@@ -21,6 +21,19 @@
 //!   request whose branch lacks the `z9hG4bK` cookie (RFC 2543 peers) is keyed by
 //!   Call-ID, From tag, CSeq number and Request-URI instead, which keeps the ACK and
 //!   CANCEL of such a peer on its INVITE.
+//! - Header forms: the key fields are read from the header text with the message
+//!   module's grammar, not rsip's typed headers, so every legal spelling of a request
+//!   and its retransmission (or of a response) gives the same key: compact names (`v`,
+//!   `i`, `f`, `t`, `l`, ...; undone by [`crate::message::parse`]), folded lines, LWS
+//!   around `/`, `:`, `;` and `=` in a Via (`SIP / 2.0 / UDP host : 5060 ; branch =
+//!   z9hG4bK...`), several Via values on one line (only the first counts), CSeq padded
+//!   with white space or leading zeros. The sent-by is compared without that white
+//!   space and lowercased. The magic cookie is recognised only as the exact
+//!   characters `z9hG4bK` (RFC 3261 8.1.1.7; `Z9HG4BK...` is keyed RFC 2543 style),
+//!   and a branch is compared byte for byte: it is an opaque identifier that a client
+//!   never changes between retransmissions, and RFC 3261 17.2.3 asks for equality
+//!   (Kamailio and reSIProcate compare it the same way). `transaction/tests/forms.rs`
+//!   holds one test per form.
 //! - Client INVITE: Calling, Proceeding, Accepted (RFC 6026), Completed, Terminated; timers
 //!   A (retransmit, doubling, UDP only), B (64*T1 in Calling), D (linger after a non-2xx,
 //!   `max(32 s, 64*T1)`, zero on TCP/TLS), M (64*T1 in Accepted: 2xx retransmissions reach

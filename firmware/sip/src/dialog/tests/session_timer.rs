@@ -1,11 +1,12 @@
 //! RFC 4028 session timers proposed by the UAC (A, the box's side), on the virtual
 //! clock: A's TU here does what the firmware's legs do with
 //! [`crate::session_timer`]: propose, retry a `422` once, take the refresher from the
-//! `2xx`, refresh at half the interval, or watch the far end refresh.
+//! `2xx`, refresh at half the interval (retrying a `422` to a refresh once), or watch
+//! the far end refresh.
 
 use super::*;
 use crate::session_timer::{
-    self, min_se_of, negotiate, parse_min_se, session_expires_of, Negotiation, Proposal,
+    self, min_se_of, negotiate, parse_min_se, session_expires_of, Negotiation, Proposal, Refresher,
     RetryRefused, SessionExpires, SessionTimer, SessionTimerConfig, TimerEvent, TimerRequest,
 };
 
@@ -295,4 +296,144 @@ fn when_the_uas_refreshes_the_uac_only_watches_and_a_silent_uas_expires() {
         .is_empty());
     // A 2xx without Session-Expires: no timer at all (RFC 4028 7.2).
     assert_eq!(proposal.answered(None), Ok(None));
+}
+
+/// A `Min-SE: value` header.
+fn min_se(value: &str) -> Vec<Header> {
+    vec![Header::Other("Min-SE".into(), value.into())]
+}
+
+/// A's TU refreshes dialog `id` as `proposal` says: `method` is UPDATE (no body) or a
+/// re-INVITE (with its unchanged SDP), sent and settled.
+fn a_refreshes(w: &mut World, id: &DialogId, method: Method, proposal: Proposal) {
+    let body = if method == Method::Invite {
+        b"v=0 unchanged".to_vec()
+    } else {
+        Vec::new()
+    };
+    let (request, dest) =
+        w.a.dl
+            .send_request(w.now, id, method, proposal.refresh_headers(), body)
+            .expect("the refresh builds (no re-INVITE pending)");
+    w.a.tl.send_request(w.now, request, dest).expect("sent");
+    w.settle();
+}
+
+/// B answers the last UPDATE it received `status` with `extra` headers.
+fn b_answers_update(w: &mut World, status: u16, extra: Vec<Header>) {
+    let (key, update, _) = w.b.last_request(Method::Update);
+    let mut response = transaction::response_for(&update, status.into(), None);
+    for h in extra {
+        response.headers.push(h);
+    }
+    w.b.tl.respond(w.now, &key, response).expect("answered");
+    w.settle();
+}
+
+/// A's last final response to a request of `method`.
+fn a_last_final(w: &World, method: Method) -> rsip::Response {
+    w.a.seen
+        .responses
+        .iter()
+        .rev()
+        .map(|(r, _)| r)
+        .find(|r| {
+            r.status_code.code() >= 200
+                && transaction::cseq(&r.headers).is_ok_and(|c| c.method == method)
+        })
+        .cloned()
+        .unwrap_or_else(|| panic!("a final response to {method}"))
+}
+
+#[test]
+fn a_422_to_the_uacs_refresh_is_retried_once_and_the_session_runs_at_the_raised_interval() {
+    let mut w = World::new(TransportKind::Udp);
+    let proposal = Proposal::new(SessionTimerConfig {
+        min_se: 90,
+        session_expires: 90,
+    });
+    w.call(proposal.headers());
+    // B leaves the refreshing to A.
+    answer(
+        &mut w.b,
+        w.now,
+        200,
+        vec![Header::Other("Session-Expires".into(), "90".into())],
+    );
+    w.settle();
+    let (interval, we_refresh) = proposal
+        .answered(session_expires_of(&a_final(&w).headers))
+        .unwrap()
+        .unwrap();
+    assert_eq!((interval, we_refresh), (90, true));
+    let a_id = confirmed(&w.a);
+    w.b.auto_answer = false;
+    let answered = w.now;
+    let mut timer = SessionTimer::new(answered, interval, we_refresh);
+
+    // 1: the UPDATE at 45 s is refused 422 Min-SE: 120; the retry says 120 and is taken.
+    w.run_until(timer.timeout() - w.t0);
+    assert_eq!(w.now - answered, secs(45));
+    assert_eq!(timer.poll(w.now), Some(TimerEvent::Refresh));
+    let refresh = timer.refresh_proposal(proposal.min_se);
+    a_refreshes(&mut w, &a_id, Method::Update, refresh);
+    b_answers_update(&mut w, 422, min_se("120"));
+    let refused = a_last_final(&w, Method::Update);
+    assert_eq!(refused.status_code.code(), 422);
+    let retry = refresh
+        .after_too_small(min_se_of(&refused.headers))
+        .expect("one retry");
+    a_refreshes(&mut w, &a_id, Method::Update, retry);
+    let (_, got, _) = w.b.last_request(Method::Update);
+    assert_eq!(session_expires_of(&got.headers), Some("120;refresher=uac"));
+    assert_eq!(min_se_of(&got.headers), Some("120"));
+    b_answers_update(
+        &mut w,
+        200,
+        vec![Header::Other(
+            "Session-Expires".into(),
+            "120;refresher=uac".into(),
+        )],
+    );
+    let ok = a_last_final(&w, Method::Update);
+    assert_eq!(ok.status_code.code(), 200);
+    let se = SessionExpires::parse(session_expires_of(&ok.headers).unwrap()).unwrap();
+    timer.refreshed(w.now, se.delta, se.refresher != Some(Refresher::Uas));
+    let refreshed = w.now;
+
+    // 2: the next refresh at 120/2 s, a re-INVITE this time (the dialog layer must
+    // let the retry go at once: the 422 ended the first re-INVITE), refused twice.
+    w.run_until(timer.timeout() - w.t0);
+    assert_eq!(w.now - refreshed, secs(60));
+    assert_eq!(timer.poll(w.now), Some(TimerEvent::Refresh));
+    let refresh = timer.refresh_proposal(retry.min_se);
+    assert_eq!((refresh.session_expires, refresh.min_se), (120, 120));
+    a_refreshes(&mut w, &a_id, Method::Invite, refresh);
+    let (_, got, _) = w.b.last_request(Method::Invite);
+    assert_eq!(min_se_of(&got.headers), Some("120"));
+    answer(&mut w.b, w.now, 422, min_se("180"));
+    w.settle();
+    let again = refresh
+        .after_too_small(min_se_of(&a_final(&w).headers))
+        .expect("each refresh gets its own retry");
+    a_refreshes(&mut w, &a_id, Method::Invite, again);
+    let (_, got, _) = w.b.last_request(Method::Invite);
+    assert_eq!(session_expires_of(&got.headers), Some("180;refresher=uac"));
+    assert_eq!(min_se_of(&got.headers), Some("180"));
+    answer(&mut w.b, w.now, 422, min_se("240"));
+    w.settle();
+    assert_eq!(
+        again.after_too_small(min_se_of(&a_final(&w).headers)),
+        Err(RetryRefused::SecondRefusal { proposed: 180 })
+    );
+    // INVITE 1, UPDATEs 2 and 3, re-INVITEs 4 and 5, each 422 to a re-INVITE ACKed
+    // by A's transaction layer (and the first 200 by its dialog layer).
+    assert_eq!(invite_seqs(&w), vec![1, 4, 5]);
+    assert_eq!(w.times(|x| x.to_b && x.is_request(Method::Ack)).len(), 3);
+    assert_eq!(w.a.dl.dialog(&a_id).unwrap().local_seq(), 5);
+    // The session was never refreshed after the second 422: it expires 120 - 32 s
+    // after the last 2xx, and A's TU then ends it.
+    w.run_until(timer.timeout() - w.t0);
+    assert_eq!(w.now - refreshed, secs(88));
+    assert_eq!(timer.poll(w.now), Some(TimerEvent::Expired));
 }

@@ -4,6 +4,7 @@
 
 mod cancel;
 mod client;
+mod forms;
 mod retained;
 mod server;
 
