@@ -432,6 +432,82 @@ fn sip_phone_cancels_before_answer() {
     assert!(gw.log_text().contains("caller cancelled"));
 }
 
+/// SIPp's count of the messages its scenario dropped (`lost=`), from its message trace.
+fn sipp_lost(trace: &std::path::Path) -> usize {
+    std::fs::read_to_string(trace)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("message lost (recv)") || l.contains("message voluntary lost"))
+        .count()
+}
+
+/// Three calls between two SIP phones through the gateway (B2BUA) over a lossy
+/// network: both SIPp scenarios drop a fifth of what they send and receive at random
+/// (`lost="20"` on every step), so the calls complete only if the gateway's
+/// transactions and dialogs recover every loss: INVITE and BYE retransmitted to the
+/// called phone (Timers A, E), 401 and 200 retransmitted to the caller until its ACK
+/// (Timer G, RFC 3261 13.3.1.4), the ACK sent again for the called phone's
+/// retransmitted 200 (13.2.2.4), and a retransmitted INVITE or BYE absorbed by its
+/// server transaction (answered again, never a second call). Each call must be
+/// answered, exactly once.
+#[test]
+fn calls_between_sip_phones_complete_when_the_scenarios_lose_a_fifth_of_the_messages() {
+    const CALLS: usize = 3;
+    let gw = gateway();
+    let target = sip_addr(&gw);
+    let callee_port = free_port();
+    register(&gw, "202", "soft-phone-pass-two", callee_port);
+    let caller_port = free_port();
+    register(&gw, "201", "desk-phone-pass-one", caller_port);
+    let calls = CALLS.to_string();
+    let uas_trace = gw.dir.path().join("uas_lossy_messages.log");
+    let uas = sipp(
+        "uas_answer_lossy.xml",
+        target,
+        callee_port,
+        &[
+            "-m",
+            &calls,
+            "-trace_msg",
+            "-message_file",
+            uas_trace.to_str().expect("utf-8 path"),
+        ],
+    )
+    .spawn()
+    .expect("sipp starts");
+    std::thread::sleep(Duration::from_millis(300));
+    let uac_trace = gw.dir.path().join("uac_lossy_messages.log");
+    let mut args = call_args("202", "201", "desk-phone-pass-one", target);
+    let m = args.iter().position(|a| a == "-m").expect("-m");
+    args[m + 1] = calls.clone();
+    args.extend([
+        "-trace_msg".to_owned(),
+        "-message_file".to_owned(),
+        uac_trace.to_str().expect("utf-8 path").to_owned(),
+    ]);
+    let uac = sipp(
+        "uac_call_lossy.xml",
+        target,
+        caller_port,
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+    )
+    .spawn()
+    .expect("sipp starts");
+    wait_sipp(uac, "lossy caller", &gw);
+    wait_sipp(uas, "lossy callee", &gw);
+
+    let cdrs = gw.wait_cdrs(CALLS);
+    assert_eq!(cdrs.len(), CALLS, "one CDR per call, no more: {cdrs:?}");
+    for c in &cdrs {
+        assert_eq!((c.caller.as_str(), c.callee.as_str()), ("201", "202"));
+        assert_eq!(c.disposition, "answered", "{c:?}");
+    }
+    // The scenarios did lose messages (about 50 chances of a fifth each).
+    let lost = (sipp_lost(&uac_trace), sipp_lost(&uas_trace));
+    assert!(lost.0 + lost.1 > 0, "no message was dropped: {lost:?}");
+    eprintln!("messages dropped by the caller / callee scenarios: {lost:?}");
+}
+
 #[test]
 fn analog_phone_calls_a_registered_sip_phone() {
     let gw = gateway();
@@ -853,7 +929,10 @@ keepalive_s = 0
     );
     // The 180 goes out when call control rings the port; the simulated phone's
     // ringing follows the line controller's frames a moment later.
-    assert!(wait(SOON, || gw.sim.phone(1).is_ringing()), "phone 1 not ringing");
+    assert!(
+        wait(SOON, || gw.sim.phone(1).is_ringing()),
+        "phone 1 not ringing"
+    );
 
     let second = UdpSocket::bind("127.0.0.1:0").expect("bind");
     let sent = Instant::now();
