@@ -388,6 +388,9 @@ pub struct LegSnapshot {
     pub jitter_buffer: Option<JitterStats>,
     /// Fax/modem passthrough was switched on.
     pub passthrough: bool,
+    /// The RTP it receives is relayed to its peer leg by its own reader task (a plain
+    /// leg-to-leg bridge), not by the engine task.
+    pub fast_relay: bool,
 }
 
 /// Handle on the media engine task; cheap to clone. See the module docs.
@@ -2149,9 +2152,9 @@ impl Engine {
             .legs
             .iter()
             .map(|(&leg, l)| {
-                let (counters, target) = {
+                let (counters, target, fast_relay) = {
                     let g = lock(&l.rx);
-                    (g.counters, g.rtp_latch.target())
+                    (g.counters, g.rtp_latch.target(), g.fast.is_some())
                 };
                 let bridged_to = self.peers.get(&MediaEnd::Leg(leg)).copied();
                 let link = match bridged_to {
@@ -2176,6 +2179,7 @@ impl Engine {
                     quality: l.quality(delay),
                     jitter_buffer: link.map(|k| k.jitter.stats()),
                     passthrough: l.passthrough,
+                    fast_relay,
                 }
             })
             .collect();
