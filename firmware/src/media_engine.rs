@@ -79,8 +79,9 @@
 //!   [`MediaEngine::start_with_tap`]): each leg holds a flag from the tap while it is
 //!   open; for every RTP packet a leg accepts while its flag is set, the engine hands
 //!   the packet's header fields, payload and the leg's negotiated codec to the tap
-//!   (a flag check and a channel send; decoding happens on the recorder's thread).
-//!   This is how calls between two SIP legs, relayed without decoding, are recorded.
+//!   (a flag check and a channel send; decoding happens on the recorder's thread), from
+//!   the leg's reader when it relays the bridge itself (see Structure). This is how
+//!   calls between two SIP legs, relayed without decoding, are recorded.
 //! - Echo test ([`MediaEngine::echo`]): a capture and a playback of the same end
 //!   sharing a [`DelayLine`]: the end hears what it sent [`ECHO_DELAY`] later.
 //! - Confirmation beep ([`MediaEngine::beep`]): [`BEEP_HZ`] for [`BEEP_DURATION`]
@@ -103,10 +104,40 @@
 //!   their frames from here, not from the board loop's port-to-port routes. See
 //!   `conference`. Two-party bridges stay the fast path (no decoding for leg to leg).
 //!
-//! Structure: one engine task owns every leg's state (no locks); one small reader task
-//! per socket forwards datagrams into a bounded queue (dropped and counted when full,
-//! never blocking). The engine ends when every [`MediaEngine`] handle is dropped; its
-//! legs' ports go back to the allocator.
+//! Structure: one engine task owns every leg's state and does everything above; one
+//! small reader task per socket receives its datagrams. A leg's receive side (its RTP
+//! latch, packet counters, reception statistics, time of the last packet) sits in a
+//! small per-leg state behind a mutex (`LegRx`) that its RTP reader and the engine
+//! share; the lock is held for a few field updates only, never across an `.await` and
+//! never together with another leg's, so it is uncontended in practice.
+//! - The fast path: when a leg-to-leg bridge direction is a plain relay (both legs
+//!   started, same law and telephone-event payload type, no beep to the receiving
+//!   peer), the engine puts a `FastRelay` into the leg's shared state (on bridge,
+//!   unbridge, start, beep and its end, close). The leg's RTP reader then receives into
+//!   its own buffer and does the whole relay itself: the same checks and bookkeeping
+//!   as the engine (`LegRx::accept`: parse, negotiated payload type, latch, counters,
+//!   reception statistics, inactivity time), the recorder's tap, and the packet
+//!   unchanged on the peer leg's RTP socket to the peer's current target (its latch).
+//!   It hands the engine only what needs it: telephone-events (decoded there into
+//!   [`SipInput::Digit`]) and audio in the other law (a peer that switched codec
+//!   without a re-INVITE, transcoded there). Why: at 500 calls (50,000 packets/s) the
+//!   hop through the engine task (a copy into a `Vec`, a queue send, a task wake-up,
+//!   a leg lookup) cost most of the engine's CPU, and every relayed packet waited
+//!   behind whatever the one engine task was doing, its 20 ms tick included
+//!   (BENCHMARKS.md, "Relay of the product path"). The engine reads the shared state
+//!   for stats, quality, RTCP reports and the inactivity check on its tick.
+//! - Everything else (port bridges, transcoding or beeping leg bridges, conferences,
+//!   captures, legs bridged to nothing) goes through the engine: the RTP reader queues
+//!   each datagram for the engine task in a bounded queue (dropped and counted when
+//!   full, never blocking). RTCP always goes through the engine (a few packets per leg
+//!   every 5 s).
+//! - Ordering: when a bridge becomes or stops being a fast relay, packets already
+//!   queued for the engine may be relayed after one the reader relayed directly (a
+//!   reorder of at most the queue's content, at the switch only); a packet a reader is
+//!   relaying while the engine unbridges may still reach the old peer.
+//!
+//! The engine ends when every [`MediaEngine`] handle is dropped; its legs' ports go
+//! back to the allocator.
 //!
 //! Limits: G.711 only; legs bridged to legs relay their endpoints' RTCP unchanged and
 //! send none of their own (their quality is computed from RTP alone, without RTT); a
@@ -1173,13 +1204,7 @@ enum Fast {
 /// The fast path of one RTP datagram of `leg` (see [`FastRelay`]): the same checks and
 /// bookkeeping as the engine's ([`LegRx::accept`]), the recorder's tap, then the
 /// packet unchanged to the peer leg's current target.
-fn fast_path(
-    leg: LegId,
-    rx: &Mutex<LegRx>,
-    at: Instant,
-    from: SocketAddr,
-    data: &[u8],
-) -> Fast {
+fn fast_path(leg: LegId, rx: &Mutex<LegRx>, at: Instant, from: SocketAddr, data: &[u8]) -> Fast {
     let (relay, packet, kind) = {
         let mut g = lock(rx);
         let Some(relay) = g.fast.clone() else {
@@ -2062,12 +2087,22 @@ impl Engine {
             };
             self.ports.send_audio(port, Audio { law, samples });
         }
-        // Telephone-events: timeouts of received ones, progress of sent ones.
-        let legs: Vec<LegId> = self.legs.keys().copied().collect();
-        for leg in legs {
-            if let Some(l) = self.legs.get_mut(&leg) {
+        // Telephone-events: timeouts of received ones, progress of sent ones. Only the
+        // legs that have one (received events are polled as they are decoded, so only a
+        // timeout makes new ones here): the tick runs on the frame clock whatever the
+        // number of legs, and with hundreds of relayed calls a pass over every leg with
+        // its lookups was most of the tick's time, while readers waited for the worker.
+        let mut busy = Vec::new();
+        for (&leg, l) in self.legs.iter_mut() {
+            let timed_out = l.decoder.timeout().is_some_and(|t| now >= t);
+            if timed_out {
                 l.decoder.handle_timeout(now);
             }
+            if timed_out || l.digit_out.is_some() {
+                busy.push(leg);
+            }
+        }
+        for leg in busy {
             self.poll_digits(leg);
             let Some(l) = self.legs.get_mut(&leg) else {
                 continue;

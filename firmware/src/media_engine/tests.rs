@@ -1792,7 +1792,10 @@ async fn bridged_legs(
     let (pb, pb_addr) = peer().await;
     let la = r.engine.open_leg(LEG).await.unwrap();
     let lb = r.engine.open_leg(LEG_B).await.unwrap();
-    r.engine.start_leg(LEG, pa_addr, media(law_a)).await.unwrap();
+    r.engine
+        .start_leg(LEG, pa_addr, media(law_a))
+        .await
+        .unwrap();
     r.engine
         .start_leg(LEG_B, pb_addr, media(law_b))
         .await
@@ -1812,9 +1815,12 @@ async fn fast_relays(r: &Rig) -> [bool; 2] {
 
 /// Nothing arrives on `s` within `ms`.
 async fn silent_for(s: &UdpSocket, ms: u64) -> bool {
-    timeout(Duration::from_millis(ms), s.recv_from(&mut [0u8; MAX_PACKET]))
-        .await
-        .is_err()
+    timeout(
+        Duration::from_millis(ms),
+        s.recv_from(&mut [0u8; MAX_PACKET]),
+    )
+    .await
+    .is_err()
 }
 
 #[tokio::test]
@@ -1852,7 +1858,10 @@ async fn a_plain_bridge_is_relayed_by_the_readers_and_follows_a_peer_that_moves(
     let a = rtp_packet(PT_PCMU, 6, 960, false, &payload);
     pa.send_to(&a, la).await.unwrap();
     assert_eq!(recv_rtp(&moved).await, a);
-    assert!(silent_for(&pb, 100).await, "the old address still gets audio");
+    assert!(
+        silent_for(&pb, 100).await,
+        "the old address still gets audio"
+    );
     // Counters, the latched address and the quality are in the stats as before.
     let stats = r.engine.stats().await.unwrap();
     let (sa, sb) = (&stats[0], &stats[1]);
@@ -1917,7 +1926,18 @@ async fn a_recorded_leg_on_a_plain_bridge_is_still_tapped() {
     assert_eq!(got.len(), 11, "every accepted packet while the flag is set");
     for (k, p) in got[..10].iter().enumerate() {
         let ts = (k as u32 + 2) * 160;
-        assert_eq!(*p, (LEG, PT_PCMA, Law::Alaw, Some(101), PT_PCMA, ts, payload.to_vec()));
+        assert_eq!(
+            *p,
+            (
+                LEG,
+                PT_PCMA,
+                Law::Alaw,
+                Some(101),
+                PT_PCMA,
+                ts,
+                payload.to_vec()
+            )
+        );
     }
     assert_eq!((got[10].4, got[10].5), (101, 1920));
     assert_eq!(r.engine.stats().await.unwrap()[0].invalid, 1);
@@ -1968,9 +1988,12 @@ async fn a_beep_takes_a_plain_bridge_to_the_engine_and_gives_it_back() {
         gen.fill(&mut pcm);
         let mut payload = [0u8; FRAME_SAMPLES];
         Law::Ulaw.encode_block(&pcm, &mut payload);
-        pa.send_to(&rtp_packet(PT_PCMU, seq, u32::from(seq) * 160, false, &payload), la)
-            .await
-            .unwrap();
+        pa.send_to(
+            &rtp_packet(PT_PCMU, seq, u32::from(seq) * 160, false, &payload),
+            la,
+        )
+        .await
+        .unwrap();
         let got = recv_rtp(&pb).await;
         let p = parse(&got).unwrap();
         Law::Ulaw.decode_block(p.payload, &mut pcm);
@@ -1981,7 +2004,11 @@ async fn a_beep_takes_a_plain_bridge_to_the_engine_and_gives_it_back() {
         }
     }
     assert_eq!(beeps, 10, "200 ms of beep");
-    assert_eq!(fast_relays(&r).await, [true, true], "plain again after the beep");
+    assert_eq!(
+        fast_relays(&r).await,
+        [true, true],
+        "plain again after the beep"
+    );
 }
 
 #[tokio::test]
@@ -2015,13 +2042,19 @@ async fn unbridge_and_close_stop_the_readers_relay_while_packets_flow() {
     assert_eq!(fast_relays(&r).await, [true, true]);
     recv_rtp(&pb).await;
     let b_port = lb.port();
-    assert!(r.engine.close_leg(LEG_B).await.is_none(), "B received nothing");
+    assert!(
+        r.engine.close_leg(LEG_B).await.is_none(),
+        "B received nothing"
+    );
     let stats = r.engine.stats().await.unwrap();
     assert_eq!(stats.len(), 1);
     assert!(!stats[0].fast_relay && stats[0].bridged_to.is_none());
     let in_before = stats[0].packets_in;
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(r.engine.stats().await.unwrap()[0].packets_in > in_before, "A still receives");
+    assert!(
+        r.engine.stats().await.unwrap()[0].packets_in > in_before,
+        "A still receives"
+    );
     // B's sockets are gone with it (no relay keeps them): its port can be bound again.
     let mut rebound = false;
     for _ in 0..50 {
