@@ -853,7 +853,10 @@ keepalive_s = 0
     );
     // The 180 goes out when call control rings the port; the simulated phone's
     // ringing follows the line controller's frames a moment later.
-    assert!(wait(SOON, || gw.sim.phone(1).is_ringing()), "phone 1 not ringing");
+    assert!(
+        wait(SOON, || gw.sim.phone(1).is_ringing()),
+        "phone 1 not ringing"
+    );
 
     let second = UdpSocket::bind("127.0.0.1:0").expect("bind");
     let sent = Instant::now();
