@@ -79,8 +79,9 @@
 //!   [`MediaEngine::start_with_tap`]): each leg holds a flag from the tap while it is
 //!   open; for every RTP packet a leg accepts while its flag is set, the engine hands
 //!   the packet's header fields, payload and the leg's negotiated codec to the tap
-//!   (a flag check and a channel send; decoding happens on the recorder's thread).
-//!   This is how calls between two SIP legs, relayed without decoding, are recorded.
+//!   (a flag check and a channel send; decoding happens on the recorder's thread), from
+//!   the leg's reader when it relays the bridge itself (see Structure). This is how
+//!   calls between two SIP legs, relayed without decoding, are recorded.
 //! - Echo test ([`MediaEngine::echo`]): a capture and a playback of the same end
 //!   sharing a [`DelayLine`]: the end hears what it sent [`ECHO_DELAY`] later.
 //! - Confirmation beep ([`MediaEngine::beep`]): [`BEEP_HZ`] for [`BEEP_DURATION`]
@@ -103,10 +104,40 @@
 //!   their frames from here, not from the board loop's port-to-port routes. See
 //!   `conference`. Two-party bridges stay the fast path (no decoding for leg to leg).
 //!
-//! Structure: one engine task owns every leg's state (no locks); one small reader task
-//! per socket forwards datagrams into a bounded queue (dropped and counted when full,
-//! never blocking). The engine ends when every [`MediaEngine`] handle is dropped; its
-//! legs' ports go back to the allocator.
+//! Structure: one engine task owns every leg's state and does everything above; one
+//! small reader task per socket receives its datagrams. A leg's receive side (its RTP
+//! latch, packet counters, reception statistics, time of the last packet) sits in a
+//! small per-leg state behind a mutex (`LegRx`) that its RTP reader and the engine
+//! share; the lock is held for a few field updates only, never across an `.await` and
+//! never together with another leg's, so it is uncontended in practice.
+//! - The fast path: when a leg-to-leg bridge direction is a plain relay (both legs
+//!   started, same law and telephone-event payload type, no beep to the receiving
+//!   peer), the engine puts a `FastRelay` into the leg's shared state (on bridge,
+//!   unbridge, start, beep and its end, close). The leg's RTP reader then receives into
+//!   its own buffer and does the whole relay itself: the same checks and bookkeeping
+//!   as the engine (`LegRx::accept`: parse, negotiated payload type, latch, counters,
+//!   reception statistics, inactivity time), the recorder's tap, and the packet
+//!   unchanged on the peer leg's RTP socket to the peer's current target (its latch).
+//!   It hands the engine only what needs it: telephone-events (decoded there into
+//!   [`SipInput::Digit`]) and audio in the other law (a peer that switched codec
+//!   without a re-INVITE, transcoded there). Why: at 500 calls (50,000 packets/s) the
+//!   hop through the engine task (a copy into a `Vec`, a queue send, a task wake-up,
+//!   a leg lookup) cost most of the engine's CPU, and every relayed packet waited
+//!   behind whatever the one engine task was doing, its 20 ms tick included
+//!   (BENCHMARKS.md, "Relay of the product path"). The engine reads the shared state
+//!   for stats, quality, RTCP reports and the inactivity check on its tick.
+//! - Everything else (port bridges, transcoding or beeping leg bridges, conferences,
+//!   captures, legs bridged to nothing) goes through the engine: the RTP reader queues
+//!   each datagram for the engine task in a bounded queue (dropped and counted when
+//!   full, never blocking). RTCP always goes through the engine (a few packets per leg
+//!   every 5 s).
+//! - Ordering: when a bridge becomes or stops being a fast relay, packets already
+//!   queued for the engine may be relayed after one the reader relayed directly (a
+//!   reorder of at most the queue's content, at the switch only); a packet a reader is
+//!   relaying while the engine unbridges may still reach the old peer.
+//!
+//! The engine ends when every [`MediaEngine`] handle is dropped; its legs' ports go
+//! back to the allocator.
 //!
 //! Limits: G.711 only; legs bridged to legs relay their endpoints' RTCP unchanged and
 //! send none of their own (their quality is computed from RTP alone, without RTT); a
@@ -118,7 +149,8 @@
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use branchline_board::link::LinkSender;
@@ -387,6 +419,9 @@ pub struct LegSnapshot {
     pub jitter_buffer: Option<JitterStats>,
     /// Fax/modem passthrough was switched on.
     pub passthrough: bool,
+    /// The RTP it receives is relayed to its peer leg by its own reader task (a plain
+    /// leg-to-leg bridge), not by the engine task.
+    pub fast_relay: bool,
 }
 
 /// Handle on the media engine task; cheap to clone. See the module docs.
@@ -471,7 +506,7 @@ impl MediaEngine {
             captures: HashMap::new(),
             rooms: HashMap::new(),
             room_of: HashMap::new(),
-            queue_dropped: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+            queue_dropped: Arc::new(AtomicU64::new(0)),
         };
         let task = tokio::spawn(engine.run(request_rx, packet_rx));
         Ok((
@@ -659,6 +694,15 @@ enum Datagram {
         from: SocketAddr,
         data: Vec<u8>,
     },
+    /// An RTP packet the leg's reader already accepted (and tapped) on its fast path
+    /// that still needs the engine: a telephone-event to decode, or (`relayed` false) a
+    /// payload the peer must get rebuilt.
+    Accepted {
+        leg: LegId,
+        at: Instant,
+        relayed: bool,
+        data: Vec<u8>,
+    },
 }
 
 /// The confirmation beep still to send on a leg ([`MediaEngine::beep`]).
@@ -706,7 +750,7 @@ enum Release {
     Released,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, Copy)]
 struct Counters {
     rtp_in: u64,
     rtp_out: u64,
@@ -715,6 +759,158 @@ struct Counters {
     dropped: u64,
     rtcp_in: u64,
     rtcp_out: u64,
+}
+
+/// Locks a leg's shared receive state. Nothing panics while holding it, but a poisoned
+/// lock is still usable (the state is plain counters and latches), so take it anyway.
+fn lock(rx: &Mutex<LegRx>) -> MutexGuard<'_, LegRx> {
+    rx.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The receive side of a leg that its RTP reader task and the engine task share.
+///
+/// Held only for a few field updates, never across an `.await` and never together
+/// with another leg's (a reader locks its own leg, releases it, then locks the peer's
+/// to send), so the two readers of a bridged pair cannot deadlock and the engine never
+/// waits more than one packet's bookkeeping.
+#[derive(Debug)]
+struct LegRx {
+    rtp_latch: Latch,
+    counters: Counters,
+    /// Reception statistics of the source the leg receives (loss, jitter, MOS).
+    receiver: Option<ReceiverStats>,
+    /// When the last RTP packet was accepted; the engine feeds it to the leg's
+    /// inactivity timer on its tick.
+    last_rx: Option<Instant>,
+    /// Set by the engine while the leg is bridged to a leg as a plain relay: the
+    /// reader then relays accepted packets itself (see [`FastRelay`]).
+    fast: Option<Arc<FastRelay>>,
+}
+
+impl LegRx {
+    fn new() -> Self {
+        LegRx {
+            rtp_latch: Latch::new(LatchConfig::default(), None, None),
+            counters: Counters::default(),
+            receiver: None,
+            last_rx: None,
+            fast: None,
+        }
+    }
+
+    /// The checks and bookkeeping of every RTP packet a started leg receives, wherever
+    /// it is then handled: it must parse and carry a negotiated payload type (else
+    /// `invalid`), come from the latched source when the leg latches (else
+    /// `foreign`); then it counts, updates the reception statistics and the
+    /// inactivity time. `None` when the packet is dropped.
+    fn accept<'a>(
+        &mut self,
+        leg: LegId,
+        media: &LegMedia,
+        payloads: &PayloadMap,
+        at: Instant,
+        from: SocketAddr,
+        data: &'a [u8],
+    ) -> Option<(RtpPacket<'a>, PayloadKind)> {
+        let Ok(packet) = parse(data) else {
+            self.counters.invalid += 1;
+            return None;
+        };
+        let Some(kind) = payloads.classify(packet.payload_type) else {
+            self.counters.invalid += 1;
+            return None;
+        };
+        if media.latch {
+            match self.rtp_latch.on_packet(at, from, Some(packet.ssrc)) {
+                LatchDecision::Reject => {
+                    self.counters.foreign += 1;
+                    return None;
+                }
+                LatchDecision::Latched(addr) => {
+                    tracing::debug!(%leg, %addr, "RTP latched");
+                }
+                LatchDecision::Accept => {}
+            }
+        }
+        self.counters.rtp_in += 1;
+        if self.last_rx.is_none_or(|l| at > l) {
+            self.last_rx = Some(at);
+        }
+        let fresh = self
+            .receiver
+            .as_ref()
+            .is_none_or(|r| r.ssrc() != packet.ssrc);
+        if fresh {
+            self.receiver = Some(ReceiverStats::new(packet.ssrc, packet.seq, CLOCK_RATE));
+        }
+        if let Some(r) = self.receiver.as_mut() {
+            r.update(at, packet.seq, packet.timestamp);
+        }
+        Some((packet, kind))
+    }
+
+    /// Sends `packet` to where this leg's RTP goes now, counting it as sent or
+    /// dropped (no target yet, or a full socket buffer).
+    fn send(&mut self, socket: &UdpSocket, packet: &[u8]) {
+        let sent = self
+            .rtp_latch
+            .target()
+            .is_some_and(|to| socket.try_send_to(packet, to).is_ok());
+        if sent {
+            self.counters.rtp_out += 1;
+        } else {
+            self.counters.dropped += 1;
+        }
+    }
+}
+
+/// A leg-to-leg bridge direction that is a plain relay: the receiving leg's reader
+/// sends accepted packets unchanged on the peer leg's RTP socket. The engine sets it
+/// (on bridge, start, beep, unbridge, close) only when both legs are started with the
+/// same law and the same telephone-event payload type and the peer is not beeping;
+/// anything else goes through the engine task.
+struct FastRelay {
+    /// The receiving leg's negotiated media (latching, and what the tap is told).
+    media: LegMedia,
+    payloads: PayloadMap,
+    /// The peer leg's shared state (its latch target, its sent/dropped counters).
+    peer: Arc<Mutex<LegRx>>,
+    peer_rtp: Arc<UdpSocket>,
+    /// The recorder's tap and the receiving leg's flag, when recording is on.
+    tap: Option<(Arc<dyn RtpTap>, Arc<AtomicBool>)>,
+}
+
+impl std::fmt::Debug for FastRelay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FastRelay")
+            .field("media", &self.media)
+            .field("tapped", &self.tap.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Hands an accepted packet of `leg` to the recorder's tap if its flag is set.
+fn tap_packet(
+    tap: &dyn RtpTap,
+    flag: &AtomicBool,
+    leg: LegId,
+    media: &LegMedia,
+    packet: &RtpPacket<'_>,
+) {
+    if flag.load(Ordering::Relaxed) {
+        tap.rtp(
+            leg,
+            &TappedRtp {
+                audio_pt: media.payload_type,
+                law: media.law,
+                event_pt: media.telephone_event_pt,
+                ssrc: packet.ssrc,
+                timestamp: packet.timestamp,
+                payload_type: packet.payload_type,
+                payload: packet.payload,
+            },
+        );
+    }
 }
 
 #[derive(Debug)]
@@ -728,19 +924,19 @@ struct Leg {
     _readers: [AbortOnDrop; 2],
     media: Option<LegMedia>,
     payloads: PayloadMap,
-    rtp_latch: Latch,
+    /// What the leg's RTP reader shares with the engine: the RTP latch, counters,
+    /// reception statistics and the fast-path relay (see [`LegRx`]).
+    rx: Arc<Mutex<LegRx>>,
     rtcp_latch: Latch,
     sender: RtpSender,
     /// Samples from the port waiting for a full packet (ptime other than 20 ms).
     pending: Vec<u8>,
-    receiver: Option<ReceiverStats>,
     decoder: TelephoneEventDecoder,
     digit_out: Option<DigitOut>,
     digits_queued: VecDeque<TelephoneEvent>,
-    counters: Counters,
     passthrough: bool,
     /// Set while the RTP this leg receives is recorded ([`RtpTap`]).
-    recorded: Option<Arc<std::sync::atomic::AtomicBool>>,
+    recorded: Option<Arc<AtomicBool>>,
     /// A confirmation beep replacing the audio sent ([`MediaEngine::beep`]).
     beep: Option<Beep>,
     /// When this leg's next RTCP report is due (legs that end on a port only).
@@ -765,10 +961,6 @@ fn ntp_now() -> NtpTime {
 }
 
 impl Leg {
-    fn rtp_target(&self) -> Option<SocketAddr> {
-        self.rtp_latch.target()
-    }
-
     /// Sends the pending audio samples (already in the leg's law) as RTP packets of
     /// the leg's ptime; a partial packet waits for the next frame.
     fn send_pending(&mut self) {
@@ -778,20 +970,13 @@ impl Leg {
             let chunk: Vec<u8> = self.pending.drain(..size).collect();
             match self.sender.write_audio(&chunk, &mut buf) {
                 Ok(n) => self.send_rtp(&buf[..n]),
-                Err(_) => self.counters.dropped += 1,
+                Err(_) => lock(&self.rx).counters.dropped += 1,
             }
         }
     }
 
     fn send_rtp(&mut self, packet: &[u8]) {
-        let sent = self
-            .rtp_target()
-            .is_some_and(|to| self.rtp.try_send_to(packet, to).is_ok());
-        if sent {
-            self.counters.rtp_out += 1;
-        } else {
-            self.counters.dropped += 1;
-        }
+        lock(&self.rx).send(&self.rtp, packet);
     }
 
     fn send_event(&mut self, p: EventPacket) {
@@ -807,7 +992,8 @@ impl Leg {
     }
 
     fn quality(&self, jitter_buffer: Duration) -> Option<CallQuality> {
-        self.receiver
+        lock(&self.rx)
+            .receiver
             .as_ref()
             .map(|r| r.quality(self.rtt, jitter_buffer, !self.passthrough))
     }
@@ -826,7 +1012,7 @@ impl Leg {
             octets: self.sender.octet_count() as u32,
         });
         self.packets_at_report = sent;
-        let blocks: Vec<ReportBlock> = self
+        let blocks: Vec<ReportBlock> = lock(&self.rx)
             .receiver
             .as_mut()
             .map(|r| r.report_block(now))
@@ -839,7 +1025,7 @@ impl Leg {
         // RTCP is best effort: no target or a full socket buffer drops the report.
         if let Some(to) = self.rtcp_latch.target() {
             if self.rtcp.try_send_to(packet, to).is_ok() {
-                self.counters.rtcp_out += 1;
+                lock(&self.rx).counters.rtcp_out += 1;
             }
         }
     }
@@ -852,7 +1038,11 @@ impl Leg {
         for p in packets {
             let blocks = match p {
                 RtcpPacket::SenderReport { ssrc, info, blocks } => {
-                    if let Some(r) = self.receiver.as_mut().filter(|r| r.ssrc() == *ssrc) {
+                    if let Some(r) = lock(&self.rx)
+                        .receiver
+                        .as_mut()
+                        .filter(|r| r.ssrc() == *ssrc)
+                    {
                         r.on_sender_report(now, info.ntp);
                     }
                     blocks
@@ -907,15 +1097,61 @@ struct Engine {
     /// RTCP SDES CNAME of the reports this engine sends.
     cname: String,
     /// Datagrams dropped because the engine queue was full.
-    queue_dropped: Arc<std::sync::atomic::AtomicU64>,
+    queue_dropped: Arc<AtomicU64>,
 }
 
-fn spawn_reader(
+/// Queues a datagram for the engine task: dropped (and counted) when the queue is
+/// full, never waiting. False once the engine is gone.
+fn to_engine(tx: &mpsc::Sender<Datagram>, dropped: &AtomicU64, d: Datagram) -> bool {
+    match tx.try_send(d) {
+        Ok(()) => true,
+        Err(mpsc::error::TrySendError::Full(_)) => {
+            dropped.fetch_add(1, Ordering::Relaxed);
+            true
+        }
+        Err(mpsc::error::TrySendError::Closed(_)) => false,
+    }
+}
+
+/// The RTCP socket's reader: every datagram goes to the engine task (a few per leg
+/// every 5 s).
+fn spawn_rtcp_reader(
     socket: Arc<UdpSocket>,
     leg: LegId,
-    rtcp: bool,
     tx: mpsc::Sender<Datagram>,
-    dropped: Arc<std::sync::atomic::AtomicU64>,
+    dropped: Arc<AtomicU64>,
+) -> AbortOnDrop {
+    AbortOnDrop(tokio::spawn(async move {
+        let mut buf = vec![0u8; MAX_PACKET];
+        loop {
+            let (len, from) = match socket.recv_from(&mut buf).await {
+                Ok(r) => r,
+                Err(e) => {
+                    // ICMP port unreachable and the like surface here on some systems:
+                    // keep reading.
+                    tracing::trace!(%leg, error = %e, "RTCP socket receive error");
+                    tokio::task::yield_now().await;
+                    continue;
+                }
+            };
+            let data = buf[..len].to_vec();
+            if !to_engine(&tx, &dropped, Datagram::Rtcp { leg, from, data }) {
+                break;
+            }
+        }
+    }))
+}
+
+/// The RTP socket's reader. While the engine has set a [`FastRelay`] on the leg, it
+/// accepts, taps and relays packets itself (see "Structure" in the module docs) and
+/// hands the engine only telephone-events (for [`SipInput::Digit`]) and payloads that
+/// must be rebuilt; otherwise every datagram goes to the engine task.
+fn spawn_rtp_reader(
+    socket: Arc<UdpSocket>,
+    leg: LegId,
+    rx: Arc<Mutex<LegRx>>,
+    tx: mpsc::Sender<Datagram>,
+    dropped: Arc<AtomicU64>,
 ) -> AbortOnDrop {
     AbortOnDrop(tokio::spawn(async move {
         let mut buf = vec![0u8; MAX_PACKET];
@@ -930,26 +1166,73 @@ fn spawn_reader(
                     continue;
                 }
             };
-            let data = buf[..len].to_vec();
-            let d = if rtcp {
-                Datagram::Rtcp { leg, from, data }
-            } else {
-                Datagram::Rtp {
+            let at = Instant::now();
+            let data = &buf[..len];
+            let d = match fast_path(leg, &rx, at, from, data) {
+                Fast::Done => continue,
+                Fast::Engine { relayed } => Datagram::Accepted {
+                    leg,
+                    at,
+                    relayed,
+                    data: data.to_vec(),
+                },
+                Fast::Off => Datagram::Rtp {
                     leg,
                     from,
-                    at: Instant::now(),
-                    data,
-                }
+                    at,
+                    data: data.to_vec(),
+                },
             };
-            match tx.try_send(d) {
-                Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                }
-                Err(mpsc::error::TrySendError::Closed(_)) => break,
+            if !to_engine(&tx, &dropped, d) {
+                break;
             }
         }
     }))
+}
+
+/// What the reader's fast path made of a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fast {
+    /// No fast relay on the leg: the engine handles the datagram from the start.
+    Off,
+    /// Accepted or dropped, relayed if accepted, and nothing left for the engine.
+    Done,
+    /// Accepted (and relayed if `relayed`), but the engine has more to do with it.
+    Engine { relayed: bool },
+}
+
+/// The fast path of one RTP datagram of `leg` (see [`FastRelay`]): the same checks and
+/// bookkeeping as the engine's ([`LegRx::accept`]), the recorder's tap, then the
+/// packet unchanged to the peer leg's current target.
+fn fast_path(leg: LegId, rx: &Mutex<LegRx>, at: Instant, from: SocketAddr, data: &[u8]) -> Fast {
+    let (relay, packet, kind) = {
+        let mut g = lock(rx);
+        let Some(relay) = g.fast.clone() else {
+            return Fast::Off;
+        };
+        let Some((packet, kind)) = g.accept(leg, &relay.media, &relay.payloads, at, from, data)
+        else {
+            return Fast::Done;
+        };
+        (relay, packet, kind)
+    };
+    if let Some((tap, flag)) = &relay.tap {
+        tap_packet(tap.as_ref(), flag, leg, &relay.media, &packet);
+    }
+    // Both legs have the same law and telephone-event type; audio in the other law
+    // (a peer may switch codec without a re-INVITE) is transcoded by the engine.
+    let raw = match kind {
+        PayloadKind::Audio(law) => law == relay.media.law,
+        PayloadKind::TelephoneEvent | PayloadKind::ComfortNoise => true,
+    };
+    if raw {
+        lock(&relay.peer).send(&relay.peer_rtp, data);
+    }
+    if kind == PayloadKind::TelephoneEvent || !raw {
+        Fast::Engine { relayed: raw }
+    } else {
+        Fast::Done
+    }
 }
 
 impl Engine {
@@ -1007,7 +1290,11 @@ impl Engine {
             }
             Request::Conference(room, op) => self.conference(room, op),
             Request::Beep(leg) => match self.legs.get_mut(&leg) {
-                Some(l) => l.beep = Some(Beep::new()),
+                Some(l) => {
+                    l.beep = Some(Beep::new());
+                    // What is relayed to the leg must now be rebuilt by the engine.
+                    self.refresh_fast(leg);
+                }
                 None => tracing::debug!(%leg, "beep to a leg that is not open dropped"),
             },
             Request::Watch(leg, watch) => match self.legs.get_mut(&leg) {
@@ -1035,21 +1322,16 @@ impl Engine {
         let PortPair { rtp, rtcp, lease } = pair;
         let (rtp, rtcp) = (Arc::new(rtp), Arc::new(rtcp));
         let dropped = Arc::clone(&self.queue_dropped);
+        let rx = Arc::new(Mutex::new(LegRx::new()));
         let readers = [
-            spawn_reader(
+            spawn_rtp_reader(
                 Arc::clone(&rtp),
                 leg,
-                false,
+                Arc::clone(&rx),
                 self.packet_tx.clone(),
                 Arc::clone(&dropped),
             ),
-            spawn_reader(
-                Arc::clone(&rtcp),
-                leg,
-                true,
-                self.packet_tx.clone(),
-                dropped,
-            ),
+            spawn_rtcp_reader(Arc::clone(&rtcp), leg, self.packet_tx.clone(), dropped),
         ];
         self.next_seed = self.next_seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
         self.legs.insert(
@@ -1062,15 +1344,13 @@ impl Engine {
                 _readers: readers,
                 media: None,
                 payloads: PayloadMap::default(),
-                rtp_latch: Latch::new(LatchConfig::default(), None, None),
+                rx,
                 rtcp_latch: Latch::new(LatchConfig::default(), None, None),
                 sender: RtpSender::new(self.next_seed, Law::Ulaw, Ptime::Ms20),
                 pending: Vec::new(),
-                receiver: None,
                 decoder: TelephoneEventDecoder::default(),
                 digit_out: None,
                 digits_queued: VecDeque::new(),
-                counters: Counters::default(),
                 passthrough: false,
                 recorded: self.rtp_tap.as_ref().map(|t| t.leg_flag(leg)),
                 beep: None,
@@ -1110,7 +1390,7 @@ impl Engine {
         // Without `latch` the latch is never fed (see `rtp`), so the SDP address
         // stays the target.
         let latch = LatchConfig::default();
-        l.rtp_latch = Latch::new(latch, Some(remote), None);
+        lock(&l.rx).rtp_latch = Latch::new(latch, Some(remote), None);
         l.rtcp_latch = Latch::new(latch, Some(rtcp_remote), None);
         let first_start = l.media.is_none();
         if first_start || l.media.map(|m| (m.law, m.ptime_ms)) != Some((media.law, media.ptime_ms))
@@ -1122,6 +1402,7 @@ impl Engine {
         l.payloads = payloads;
         l.media = Some(media);
         tracing::debug!(%leg, %remote, ?media, "media leg started");
+        self.refresh_fast(leg);
         Ok(())
     }
 
@@ -1141,22 +1422,29 @@ impl Engine {
         self.captures.remove(&MediaEnd::Leg(leg));
         self.leave_room(MediaEnd::Leg(leg));
         let mut l = self.legs.remove(&leg)?;
+        // Unbridged above; make sure no relay keeps the peer's state alive.
+        lock(&l.rx).fast = None;
         if let (Some(tap), Some(flag)) = (&self.rtp_tap, l.recorded.take()) {
             drop(flag);
             tap.leg_closed(leg);
         }
-        if l.counters.rtcp_out > 0 {
+        let reports_sent = lock(&l.rx).counters.rtcp_out;
+        if reports_sent > 0 {
             // RFC 3550 6.6: a leg that sent reports says goodbye.
             let mut bye = l.report(Instant::now(), &self.cname);
             append_bye(&mut bye, l.sender.ssrc());
             l.send_rtcp(&bye);
         }
         let q = l.quality(delay);
+        let (rtp_in, rtp_out, rtcp_out) = {
+            let g = lock(&l.rx);
+            (g.counters.rtp_in, g.counters.rtp_out, g.counters.rtcp_out)
+        };
         tracing::debug!(
             %leg,
-            rtp_in = l.counters.rtp_in,
-            rtp_out = l.counters.rtp_out,
-            rtcp_out = l.counters.rtcp_out,
+            rtp_in,
+            rtp_out,
+            rtcp_out,
             rtt_ms = q.and_then(|q| q.rtt_ms),
             loss = q.map(|q| q.loss_percent),
             mos = q.map(|q| q.mos),
@@ -1196,6 +1484,9 @@ impl Engine {
         }
         self.peers.insert(a, b);
         self.peers.insert(b, a);
+        if let (MediaEnd::Leg(a), MediaEnd::Leg(_)) = (a, b) {
+            self.refresh_fast(a);
+        }
         if let (MediaEnd::Port(port), MediaEnd::Leg(leg))
         | (MediaEnd::Leg(leg), MediaEnd::Port(port)) = (a, b)
         {
@@ -1232,11 +1523,61 @@ impl Engine {
         self.peers.remove(&a);
         self.peers.remove(&b);
         for end in [a, b] {
-            if let MediaEnd::Port(port) = end {
-                self.port_links.remove(&port);
+            match end {
+                MediaEnd::Port(port) => {
+                    self.port_links.remove(&port);
+                }
+                MediaEnd::Leg(leg) => self.refresh_fast(leg),
             }
         }
         tracing::debug!(?a, ?b, "media unbridged");
+    }
+
+    /// Sets or clears the readers' fast relay of `leg` and of its peer leg, from what
+    /// the engine knows now (bridges, media, beeps). Called whenever one of those
+    /// changes for a leg.
+    fn refresh_fast(&mut self, leg: LegId) {
+        let peer = match self.peers.get(&MediaEnd::Leg(leg)) {
+            Some(MediaEnd::Leg(p)) => Some(*p),
+            _ => None,
+        };
+        self.set_fast(leg, peer);
+        if let Some(peer) = peer {
+            self.set_fast(peer, Some(leg));
+        }
+    }
+
+    /// The fast relay from leg `from` to leg `to`, when that direction is a plain
+    /// relay: both started, same law and telephone-event payload type, no beep
+    /// replacing what `to` is sent.
+    fn set_fast(&mut self, from: LegId, to: Option<LegId>) {
+        let relay = to.and_then(|to| {
+            let (a, b) = (self.legs.get(&from)?, self.legs.get(&to)?);
+            let (ma, mb) = (a.media?, b.media?);
+            let plain = ma.law == mb.law
+                && ma.telephone_event_pt == mb.telephone_event_pt
+                && b.beep.is_none();
+            plain.then(|| {
+                Arc::new(FastRelay {
+                    media: ma,
+                    payloads: a.payloads,
+                    peer: Arc::clone(&b.rx),
+                    peer_rtp: Arc::clone(&b.rtp),
+                    tap: self
+                        .rtp_tap
+                        .as_ref()
+                        .zip(a.recorded.as_ref())
+                        .map(|(t, f)| (Arc::clone(t), Arc::clone(f))),
+                })
+            })
+        });
+        if let Some(l) = self.legs.get(&from) {
+            let mut g = lock(&l.rx);
+            if g.fast.is_some() != relay.is_some() {
+                tracing::debug!(leg = %from, fast = relay.is_some(), "leg's relay in its reader");
+            }
+            g.fast = relay;
+        }
     }
 
     fn datagram(&mut self, d: Datagram) {
@@ -1248,6 +1589,24 @@ impl Engine {
                 data,
             } => self.rtp(leg, from, at, &data),
             Datagram::Rtcp { leg, from, data } => self.rtcp(leg, from, &data),
+            Datagram::Accepted {
+                leg,
+                at,
+                relayed,
+                data,
+            } => {
+                let Some(l) = self.legs.get(&leg) else {
+                    return;
+                };
+                // The reader parsed and classified it with the same map.
+                let Some((packet, kind)) = parse(&data)
+                    .ok()
+                    .and_then(|p| Some((p, l.payloads.classify(p.payload_type)?)))
+                else {
+                    return;
+                };
+                self.after_accept(leg, at, &packet, kind, &data, relayed);
+            }
         }
     }
 
@@ -1259,16 +1618,16 @@ impl Engine {
             return;
         };
         let Ok(packets) = parse_compound(data) else {
-            l.counters.invalid += 1;
+            lock(&l.rx).counters.invalid += 1;
             return;
         };
         if media.latch
             && l.rtcp_latch.on_packet(Instant::now(), from, None) == LatchDecision::Reject
         {
-            l.counters.foreign += 1;
+            lock(&l.rx).counters.foreign += 1;
             return;
         }
-        l.counters.rtcp_in += 1;
+        lock(&l.rx).counters.rtcp_in += 1;
         l.inactivity.on_packet(Instant::now());
         let peer = self.peers.get(&MediaEnd::Leg(leg)).copied();
         if !matches!(peer, Some(MediaEnd::Leg(_))) {
@@ -1293,71 +1652,52 @@ impl Engine {
             // Media before the answer is negotiated: nowhere to play it yet.
             return;
         };
-        let Ok(packet) = parse(data) else {
-            l.counters.invalid += 1;
+        let accepted = lock(&l.rx).accept(leg, &media, &l.payloads, at, from, data);
+        let Some((packet, kind)) = accepted else {
             return;
         };
-        let Some(kind) = l.payloads.classify(packet.payload_type) else {
-            l.counters.invalid += 1;
-            return;
-        };
-        if media.latch {
-            match l.rtp_latch.on_packet(at, from, Some(packet.ssrc)) {
-                LatchDecision::Reject => {
-                    l.counters.foreign += 1;
-                    return;
-                }
-                LatchDecision::Latched(addr) => {
-                    tracing::debug!(%leg, %addr, "RTP latched");
-                }
-                LatchDecision::Accept => {}
-            }
-        }
-        l.counters.rtp_in += 1;
-        l.inactivity.on_packet(at);
-        let fresh = l.receiver.as_ref().is_none_or(|r| r.ssrc() != packet.ssrc);
-        if fresh {
-            l.receiver = Some(ReceiverStats::new(packet.ssrc, packet.seq, CLOCK_RATE));
-        }
-        if let Some(r) = l.receiver.as_mut() {
-            r.update(at, packet.seq, packet.timestamp);
-        }
         if let (Some(tap), Some(flag)) = (&self.rtp_tap, &l.recorded) {
-            if flag.load(std::sync::atomic::Ordering::Relaxed) {
-                tap.rtp(
-                    leg,
-                    &TappedRtp {
-                        audio_pt: media.payload_type,
-                        law: media.law,
-                        event_pt: media.telephone_event_pt,
-                        ssrc: packet.ssrc,
-                        timestamp: packet.timestamp,
-                        payload_type: packet.payload_type,
-                        payload: packet.payload,
-                    },
-                );
-            }
+            tap_packet(tap.as_ref(), flag, leg, &media, &packet);
         }
+        self.after_accept(leg, at, &packet, kind, data, false);
+    }
+
+    /// An accepted (and tapped) RTP packet of `leg`: telephone-events decoded into
+    /// digits, then the packet to the leg's room, bridge or capture (not to a peer leg
+    /// when the reader has `relayed` it already).
+    fn after_accept(
+        &mut self,
+        leg: LegId,
+        at: Instant,
+        packet: &RtpPacket<'_>,
+        kind: PayloadKind,
+        data: &[u8],
+        relayed: bool,
+    ) {
+        let Some(l) = self.legs.get_mut(&leg) else {
+            return;
+        };
         if kind == PayloadKind::TelephoneEvent {
             if let Err(e) = l.decoder.handle(at, packet.timestamp, packet.payload) {
-                l.counters.invalid += 1;
+                lock(&l.rx).counters.invalid += 1;
                 tracing::debug!(%leg, error = %e, "bad telephone-event packet");
             }
             self.poll_digits(leg);
         }
         if self.room_of.contains_key(&MediaEnd::Leg(leg)) {
-            return self.queue_for_room(leg, at, &packet);
+            return self.queue_for_room(leg, at, packet);
         }
         match self.peers.get(&MediaEnd::Leg(leg)).copied() {
-            Some(MediaEnd::Leg(peer)) => self.relay(peer, &packet, kind, data),
-            Some(MediaEnd::Port(port)) => self.queue_for_port(port, at, &packet, kind),
+            Some(MediaEnd::Leg(_)) if relayed => {}
+            Some(MediaEnd::Leg(peer)) => self.relay(peer, packet, kind, data),
+            Some(MediaEnd::Port(port)) => self.queue_for_port(port, at, packet, kind),
             None => {
                 if let Some(jitter) = self
                     .captures
                     .get_mut(&MediaEnd::Leg(leg))
                     .and_then(|c| c.jitter.as_mut())
                 {
-                    if let Err(e) = jitter.push(at, &packet) {
+                    if let Err(e) = jitter.push(at, packet) {
                         tracing::trace!(%leg, error = %e, "packet refused by the capture's jitter buffer");
                     }
                 }
@@ -1404,11 +1744,13 @@ impl Engine {
         let Some(pm) = p.media else {
             return;
         };
+        let mut beep_over = false;
         let beep = match (kind, p.beep.as_mut()) {
             (PayloadKind::Audio(_), Some(beep)) => {
                 let mut pcm = vec![0i16; packet.payload.len()];
                 if beep.overlay(&mut pcm) {
                     p.beep = None;
+                    beep_over = true;
                 }
                 Some(pcm.iter().map(|&s| pm.law.encode(s)).collect::<Vec<u8>>())
             }
@@ -1447,7 +1789,11 @@ impl Engine {
         let mut buf = [0u8; MAX_PACKET];
         match header.write(payload.as_deref().unwrap_or(packet.payload), &mut buf) {
             Ok(n) => p.send_rtp(&buf[..n]),
-            Err(_) => p.counters.dropped += 1,
+            Err(_) => lock(&p.rx).counters.dropped += 1,
+        }
+        if beep_over {
+            // The peer gets plain packets again: back to the readers' fast relay.
+            self.refresh_fast(peer);
         }
     }
 
@@ -1741,12 +2087,22 @@ impl Engine {
             };
             self.ports.send_audio(port, Audio { law, samples });
         }
-        // Telephone-events: timeouts of received ones, progress of sent ones.
-        let legs: Vec<LegId> = self.legs.keys().copied().collect();
-        for leg in legs {
-            if let Some(l) = self.legs.get_mut(&leg) {
+        // Telephone-events: timeouts of received ones, progress of sent ones. Only the
+        // legs that have one (received events are polled as they are decoded, so only a
+        // timeout makes new ones here): the tick runs on the frame clock whatever the
+        // number of legs, and with hundreds of relayed calls a pass over every leg with
+        // its lookups was most of the tick's time, while readers waited for the worker.
+        let mut busy = Vec::new();
+        for (&leg, l) in self.legs.iter_mut() {
+            let timed_out = l.decoder.timeout().is_some_and(|t| now >= t);
+            if timed_out {
                 l.decoder.handle_timeout(now);
             }
+            if timed_out || l.digit_out.is_some() {
+                busy.push(leg);
+            }
+        }
+        for leg in busy {
             self.poll_digits(leg);
             let Some(l) = self.legs.get_mut(&leg) else {
                 continue;
@@ -1783,6 +2139,17 @@ impl Engine {
     /// call control, which ends the call (BYE on the leg).
     fn check_inactivity(&mut self, now: Instant) {
         for (&leg, l) in self.legs.iter_mut() {
+            if l.inactivity.limit().is_none() {
+                continue; // not watched: nothing to fold in or check
+            }
+            // RTP accepted since the last tick (by the engine or the reader).
+            let (last_rx, rtp_in) = {
+                let g = lock(&l.rx);
+                (g.last_rx, g.counters.rtp_in)
+            };
+            if let Some(at) = last_rx {
+                l.inactivity.on_packet(at);
+            }
             let held = l.inactivity.watch() == Watch::Held;
             let Some(silence) = l.inactivity.poll(now) else {
                 continue;
@@ -1791,7 +2158,7 @@ impl Engine {
                 %leg,
                 silence_s = silence.as_secs_f64(),
                 held,
-                rtp_in = l.counters.rtp_in,
+                rtp_in,
                 "no RTP or RTCP from the far end: media timeout"
             );
             // The receiver gone means call control has stopped (shutting down).
@@ -1820,6 +2187,10 @@ impl Engine {
             .legs
             .iter()
             .map(|(&leg, l)| {
+                let (counters, target, fast_relay) = {
+                    let g = lock(&l.rx);
+                    (g.counters, g.rtp_latch.target(), g.fast.is_some())
+                };
                 let bridged_to = self.peers.get(&MediaEnd::Leg(leg)).copied();
                 let link = match bridged_to {
                     Some(MediaEnd::Port(p)) => self.port_links.get(&p),
@@ -1829,23 +2200,21 @@ impl Engine {
                 LegSnapshot {
                     leg,
                     local: l.local,
-                    remote: l.media.and(l.rtp_target()),
+                    remote: l.media.and(target),
                     bridged_to,
                     media: l.media,
-                    packets_in: l.counters.rtp_in,
-                    packets_out: l.counters.rtp_out,
-                    invalid: l.counters.invalid,
-                    foreign: l.counters.foreign,
-                    dropped: l.counters.dropped
-                        + self
-                            .queue_dropped
-                            .load(std::sync::atomic::Ordering::Relaxed),
-                    rtcp_in: l.counters.rtcp_in,
-                    rtcp_out: l.counters.rtcp_out,
+                    packets_in: counters.rtp_in,
+                    packets_out: counters.rtp_out,
+                    invalid: counters.invalid,
+                    foreign: counters.foreign,
+                    dropped: counters.dropped + self.queue_dropped.load(Ordering::Relaxed),
+                    rtcp_in: counters.rtcp_in,
+                    rtcp_out: counters.rtcp_out,
                     remote_report: l.remote_report,
                     quality: l.quality(delay),
                     jitter_buffer: link.map(|k| k.jitter.stats()),
                     passthrough: l.passthrough,
+                    fast_relay,
                 }
             })
             .collect();

@@ -1776,3 +1776,296 @@ async fn a_zero_timeout_never_reports() {
         None
     );
 }
+
+// The readers' fast relay (plain leg-to-leg bridges; see "Structure" in the module
+// docs).
+
+/// Legs [`LEG`] and [`LEG_B`] opened, started towards two new peers in `law_a` /
+/// `law_b` and bridged; the request queue is drained (a stats round trip) so the
+/// readers' relay is set before the test sends anything.
+async fn bridged_legs(
+    r: &Rig,
+    law_a: Law,
+    law_b: Law,
+) -> ((UdpSocket, SocketAddr), (UdpSocket, SocketAddr)) {
+    let (pa, pa_addr) = peer().await;
+    let (pb, pb_addr) = peer().await;
+    let la = r.engine.open_leg(LEG).await.unwrap();
+    let lb = r.engine.open_leg(LEG_B).await.unwrap();
+    r.engine
+        .start_leg(LEG, pa_addr, media(law_a))
+        .await
+        .unwrap();
+    r.engine
+        .start_leg(LEG_B, pb_addr, media(law_b))
+        .await
+        .unwrap();
+    r.engine.bridge(MediaEnd::Leg(LEG), MediaEnd::Leg(LEG_B));
+    r.engine.stats().await.unwrap();
+    ((pa, la), (pb, lb))
+}
+
+/// Whether each leg's RTP is relayed by its reader: `[LEG, LEG_B]` (legs not open
+/// count as false).
+async fn fast_relays(r: &Rig) -> [bool; 2] {
+    let stats = r.engine.stats().await.unwrap();
+    let of = |leg| stats.iter().any(|s| s.leg == leg && s.fast_relay);
+    [of(LEG), of(LEG_B)]
+}
+
+/// Nothing arrives on `s` within `ms`.
+async fn silent_for(s: &UdpSocket, ms: u64) -> bool {
+    timeout(
+        Duration::from_millis(ms),
+        s.recv_from(&mut [0u8; MAX_PACKET]),
+    )
+    .await
+    .is_err()
+}
+
+#[tokio::test]
+async fn a_plain_bridge_is_relayed_by_the_readers_and_follows_a_peer_that_moves() {
+    let r = rig(42840);
+    let ((pa, la), (pb, lb)) = bridged_legs(&r, Law::Ulaw, Law::Ulaw).await;
+    assert_eq!(fast_relays(&r).await, [true, true]);
+    let payload = [0x2Au8; FRAME_SAMPLES];
+    // Both ways, byte for byte (header and payload unchanged).
+    for seq in 0..5u16 {
+        let a = rtp_packet(PT_PCMU, seq, u32::from(seq) * 160, seq == 0, &payload);
+        pa.send_to(&a, la).await.unwrap();
+        assert_eq!(recv_rtp(&pb).await, a);
+        let b = rtp_packet(PT_PCMU, 100 + seq, 0, false, &payload);
+        pb.send_to(&b, lb).await.unwrap();
+        assert_eq!(recv_rtp(&pa).await, b);
+    }
+    // B's phone moves (new NAT binding): within the latch's guard its packets are
+    // foreign and dropped, and A's audio still goes to the old address.
+    let (moved, moved_addr) = peer().await;
+    moved
+        .send_to(&rtp_packet(PT_PCMU, 105, 0, false, &payload), lb)
+        .await
+        .unwrap();
+    assert!(silent_for(&pa, 200).await, "a foreign packet was relayed");
+    let a = rtp_packet(PT_PCMU, 5, 800, false, &payload);
+    pa.send_to(&a, la).await.unwrap();
+    assert_eq!(recv_rtp(&pb).await, a);
+    // Once the old address has been silent for the guard (2 s), the new one latches:
+    // its packets are relayed and A's audio follows it.
+    tokio::time::sleep(LatchConfig::default().guard).await;
+    let b = rtp_packet(PT_PCMU, 106, 160, false, &payload);
+    moved.send_to(&b, lb).await.unwrap();
+    assert_eq!(recv_rtp(&pa).await, b);
+    let a = rtp_packet(PT_PCMU, 6, 960, false, &payload);
+    pa.send_to(&a, la).await.unwrap();
+    assert_eq!(recv_rtp(&moved).await, a);
+    assert!(
+        silent_for(&pb, 100).await,
+        "the old address still gets audio"
+    );
+    // Counters, the latched address and the quality are in the stats as before.
+    let stats = r.engine.stats().await.unwrap();
+    let (sa, sb) = (&stats[0], &stats[1]);
+    assert_eq!((sa.leg, sb.leg), (LEG, LEG_B));
+    assert_eq!((sa.packets_in, sa.packets_out), (7, 6));
+    assert_eq!((sb.packets_in, sb.packets_out, sb.foreign), (6, 7, 1));
+    assert_eq!(sb.remote, Some(moved_addr));
+    let q = sa.quality.expect("A's quality from the relayed RTP");
+    assert_eq!(q.loss_percent, 0.0);
+    assert!(sb.quality.is_some());
+    // A re-INVITE to another law makes B's direction a transcoding one (the engine's),
+    // and back.
+    r.engine
+        .start_leg(LEG_B, moved_addr, media(Law::Alaw))
+        .await
+        .unwrap();
+    assert_eq!(fast_relays(&r).await, [false, false]);
+    pa.send_to(&rtp_packet(PT_PCMU, 7, 1120, false, &payload), la)
+        .await
+        .unwrap();
+    let p = recv_rtp(&moved).await;
+    assert_eq!(parse(&p).unwrap().payload_type, PT_PCMA, "transcoded");
+    r.engine
+        .start_leg(LEG_B, moved_addr, media(Law::Ulaw))
+        .await
+        .unwrap();
+    assert_eq!(fast_relays(&r).await, [true, true]);
+}
+
+#[tokio::test]
+async fn a_recorded_leg_on_a_plain_bridge_is_still_tapped() {
+    let tap = Arc::new(KeepingTap::default());
+    let r = rig_with_tap(42860, Arc::clone(&tap));
+    let ((pa, la), (pb, _)) = bridged_legs(&r, Law::Alaw, Law::Alaw).await;
+    assert_eq!(fast_relays(&r).await, [true, true]);
+    let payload = [0x33u8; FRAME_SAMPLES];
+    pa.send_to(&rtp_packet(PT_PCMA, 1, 0, true, &payload), la)
+        .await
+        .unwrap();
+    recv_rtp(&pb).await;
+    assert!(tap.packets.lock().unwrap().is_empty(), "not wanted yet");
+    tap.leg_flag(LEG).store(true, Ordering::Relaxed);
+    for seq in 2..12u16 {
+        pa.send_to(
+            &rtp_packet(PT_PCMA, seq, u32::from(seq) * 160, false, &payload),
+            la,
+        )
+        .await
+        .unwrap();
+        recv_rtp(&pb).await;
+    }
+    pa.send_to(&rtp_packet(101, 12, 1920, true, &[1, 10, 0, 160]), la)
+        .await
+        .unwrap();
+    recv_rtp(&pb).await;
+    // Not negotiated: dropped before the tap and not relayed.
+    pa.send_to(&rtp_packet(18, 13, 2080, false, &payload[..20]), la)
+        .await
+        .unwrap();
+    assert!(silent_for(&pb, 200).await);
+    let got = tap.packets.lock().unwrap().clone();
+    assert_eq!(got.len(), 11, "every accepted packet while the flag is set");
+    for (k, p) in got[..10].iter().enumerate() {
+        let ts = (k as u32 + 2) * 160;
+        assert_eq!(
+            *p,
+            (
+                LEG,
+                PT_PCMA,
+                Law::Alaw,
+                Some(101),
+                PT_PCMA,
+                ts,
+                payload.to_vec()
+            )
+        );
+    }
+    assert_eq!((got[10].4, got[10].5), (101, 1920));
+    assert_eq!(r.engine.stats().await.unwrap()[0].invalid, 1);
+    r.engine.close_leg(LEG).await;
+    assert_eq!(*tap.closed.lock().unwrap(), vec![LEG]);
+}
+
+#[tokio::test]
+async fn rfc4733_digits_on_a_plain_bridge_are_reported_and_relayed() {
+    let mut r = rig(42880);
+    let ((pa, la), (pb, _)) = bridged_legs(&r, Law::Ulaw, Law::Ulaw).await;
+    assert_eq!(fast_relays(&r).await, [true, true]);
+    send_event(&pa, la, b'7', 30, 16_000).await;
+    let input = timeout(Duration::from_secs(2), r.sip.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        input,
+        SipInput::Digit {
+            leg: LEG,
+            digit: '7'
+        }
+    );
+    // The nine event packets reach the peer leg unchanged.
+    for k in 0..9u16 {
+        let p = recv_rtp(&pb).await;
+        let p = parse(&p).unwrap();
+        assert_eq!((p.payload_type, p.seq, p.timestamp), (101, 30 + k, 16_000));
+    }
+    // Once per key press.
+    assert!(timeout(Duration::from_millis(300), r.sip.recv())
+        .await
+        .is_err());
+}
+
+#[tokio::test]
+async fn a_beep_takes_a_plain_bridge_to_the_engine_and_gives_it_back() {
+    let r = rig(42900);
+    let ((pa, la), (pb, _)) = bridged_legs(&r, Law::Ulaw, Law::Ulaw).await;
+    r.engine.beep(LEG_B);
+    // LEG's packets towards the beeping LEG_B are the engine's; LEG_B's are not.
+    assert_eq!(fast_relays(&r).await, [false, true]);
+    let mut gen = SineGenerator::new(1000.0, 8000);
+    let mut beeps = 0;
+    for seq in 0..14u16 {
+        let mut pcm = [0i16; FRAME_SAMPLES];
+        gen.fill(&mut pcm);
+        let mut payload = [0u8; FRAME_SAMPLES];
+        Law::Ulaw.encode_block(&pcm, &mut payload);
+        pa.send_to(
+            &rtp_packet(PT_PCMU, seq, u32::from(seq) * 160, false, &payload),
+            la,
+        )
+        .await
+        .unwrap();
+        let got = recv_rtp(&pb).await;
+        let p = parse(&got).unwrap();
+        Law::Ulaw.decode_block(p.payload, &mut pcm);
+        if tone_ratio(&pcm, BEEP_HZ) > 0.9 {
+            beeps += 1;
+        } else {
+            assert!(tone_ratio(&pcm, 1000.0) > 0.9, "packet {seq}");
+        }
+    }
+    assert_eq!(beeps, 10, "200 ms of beep");
+    assert_eq!(
+        fast_relays(&r).await,
+        [true, true],
+        "plain again after the beep"
+    );
+}
+
+#[tokio::test]
+async fn unbridge_and_close_stop_the_readers_relay_while_packets_flow() {
+    let r = rig(42920);
+    let ((pa, la), (pb, lb)) = bridged_legs(&r, Law::Ulaw, Law::Ulaw).await;
+    let pa = Arc::new(pa);
+    // A phone that keeps talking every 2 ms through all of this.
+    let talking = {
+        let pa = Arc::clone(&pa);
+        tokio::spawn(async move {
+            for seq in 0..u16::MAX {
+                let p = rtp_packet(PT_PCMU, seq, u32::from(seq) * 160, false, &[0xFF; 160]);
+                let _ = pa.send_to(&p, la).await;
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+    };
+    recv_rtp(&pb).await;
+    r.engine.unbridge(MediaEnd::Leg(LEG), MediaEnd::Leg(LEG_B));
+    assert_eq!(fast_relays(&r).await, [false, false]);
+    // Drain what was relayed before the unbridge, then nothing more comes.
+    for _ in 0..20 {
+        if silent_for(&pb, 100).await {
+            break;
+        }
+    }
+    assert!(silent_for(&pb, 300).await, "relayed after the unbridge");
+    // Bridged again, it flows again; closing B while it flows stops A's relay.
+    r.engine.bridge(MediaEnd::Leg(LEG), MediaEnd::Leg(LEG_B));
+    assert_eq!(fast_relays(&r).await, [true, true]);
+    recv_rtp(&pb).await;
+    let b_port = lb.port();
+    assert!(
+        r.engine.close_leg(LEG_B).await.is_none(),
+        "B received nothing"
+    );
+    let stats = r.engine.stats().await.unwrap();
+    assert_eq!(stats.len(), 1);
+    assert!(!stats[0].fast_relay && stats[0].bridged_to.is_none());
+    let in_before = stats[0].packets_in;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        r.engine.stats().await.unwrap()[0].packets_in > in_before,
+        "A still receives"
+    );
+    // B's sockets are gone with it (no relay keeps them): its port can be bound again.
+    let mut rebound = false;
+    for _ in 0..50 {
+        if std::net::UdpSocket::bind((LO, b_port)).is_ok() {
+            rebound = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(rebound, "B's RTP socket still open after close");
+    assert!(r.engine.close_leg(LEG).await.is_some());
+    assert_eq!(r.engine.ports_in_use(), 0);
+    talking.abort();
+}

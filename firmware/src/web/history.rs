@@ -614,6 +614,7 @@ mod tests {
             )),
             jitter_buffer: None,
             passthrough: false,
+            fast_relay: false,
         }
     }
 

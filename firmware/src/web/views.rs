@@ -180,6 +180,7 @@ mod tests {
             quality,
             jitter_buffer: None,
             passthrough: false,
+            fast_relay: false,
         }
     }
 

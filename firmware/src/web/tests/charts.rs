@@ -36,6 +36,7 @@ fn leg(id: u64, jitter_ms: f64, loss: f64) -> LegSnapshot {
         )),
         jitter_buffer: None,
         passthrough: false,
+        fast_relay: false,
     }
 }
 
