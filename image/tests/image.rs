@@ -142,7 +142,7 @@ fn round_trip() {
         sysctl.lines().any(|l| l == "net.core.rmem_max = 4194304"),
         "{sysctl}"
     );
-    assert!(4_194_304 >= branchline_sip::transport::DEFAULT_UDP_RECEIVE_BUFFER);
+    const { assert!(4_194_304 >= branchline_sip::transport::DEFAULT_UDP_RECEIVE_BUFFER) };
     // The generated unit is what the overlay promised.
     let unit = String::from_utf8(want[overlay::UNIT_PATH].0.clone()).expect("utf8");
     for line in [
