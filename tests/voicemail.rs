@@ -248,10 +248,13 @@ fn leave_message(gw: &Gateway) {
 
 #[test]
 fn a_sip_phone_subscribed_to_message_summary_is_notified_until_it_unsubscribes() {
-    use crate::sip_calls::{free_port, sip_addr, sipp, wait_sipp};
+    use crate::sip_calls::{free_port, sip_addr, sipp, wait_sipp_for};
     let gw = sip_mailbox_gateway();
     let target = sip_addr(&gw);
     let auth_uri = format!("102@{target}");
+    // SIPp waits for the NOTIFY of the new message while the message is left (ring,
+    // no answer, recording: about 10 s, much longer on a loaded machine), so its run
+    // gets more than the harness's 30 s.
     let phone = sipp(
         "subscribe_mwi.xml",
         target,
@@ -267,6 +270,8 @@ fn a_sip_phone_subscribed_to_message_summary_is_notified_until_it_unsubscribes()
             &auth_uri,
             "-m",
             "1",
+            "-timeout",
+            "90s",
         ],
     )
     .spawn()
@@ -281,7 +286,12 @@ fn a_sip_phone_subscribed_to_message_summary_is_notified_until_it_unsubscribes()
     }
     leave_message(&gw);
     // SIPp checks the NOTIFYs (none waiting, then 1/0) and unsubscribes.
-    wait_sipp(phone, "message-summary subscription", &gw);
+    wait_sipp_for(
+        phone,
+        "message-summary subscription",
+        &gw,
+        Duration::from_secs(100),
+    );
 }
 
 #[test]
