@@ -46,8 +46,11 @@
 # bench (SIPp, Kamailio, branchd) runs at this nice value, so that other work on the
 # machine (builds) takes a small, equal share of the cores from both systems instead
 # of starving the load generator; pinning alone does not keep other processes off
-# the pinned cores. The load average printed with every step shows how busy the
-# machine was.
+# the pinned cores. With the kernel's scheduler autogroups on, a nice value only
+# weighs inside its session: the script re-runs itself in a session of its own and
+# gives that session's autogroup the same nice value (scripts/bench-sched.sh; it
+# prints how the CPU is shared). The load average printed with every step shows how
+# busy the machine was.
 # Kamailio runs with the TLSF allocator (-x tlsf -X tlsf): with the Debian build's
 # default q_malloc it spent two thirds of its CPU in qm_malloc and failed at 500
 # calls/s, which would make a poor baseline.
